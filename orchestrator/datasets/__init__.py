@@ -1,0 +1,117 @@
+"""Dataset repositories: git repositories that hold pipeline output, with an async facade.
+
+The synchronous core is :mod:`orchestrator.datasets.repo`; git blocks, so the orchestrator reaches it only
+through :class:`Datasets`, which runs every call in a worker thread and serializes calls on one dataset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from ._git import check_master, redact
+from .repo import GROUND_TRUTH, DatasetRepo, MergeResult, init_bare
+
+__all__ = [
+    "GROUND_TRUTH",
+    "DatasetRepo",
+    "Datasets",
+    "MergeResult",
+    "check_master",
+    "init_bare",
+    "redact",
+]
+
+T = TypeVar("T")
+
+
+class Datasets:
+    """Async access to dataset repositories. Every git call runs in a worker thread (asyncio.to_thread);
+    calls on the same dataset are serialized by one asyncio.Lock per dataset name so fetches/pushes/ref
+    updates never race locally."""
+
+    def __init__(
+        self, data_dir: Path, *, git_name: str, git_email: str, network_timeout: float = 120
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.git_name = git_name
+        self.git_email = git_email
+        self.network_timeout = network_timeout
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._repos: dict[str, DatasetRepo] = {}
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        # Created on first use, inside the running loop; never removed (one small object per dataset).
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    def repo(self, name: str, master: str) -> DatasetRepo:
+        """The DatasetRepo of ``name`` (validated); a new one when the dataset's master changed."""
+        current = self._repos.get(name)
+        if current is None or current.master != master:
+            current = DatasetRepo(
+                self.data_dir,
+                name,
+                master,
+                git_name=self.git_name,
+                git_email=self.git_email,
+                network_timeout=self.network_timeout,
+            )
+            self._repos[name] = current
+        return current
+
+    async def run(self, name: str, master: str, fn: Callable[[DatasetRepo], T]) -> T:
+        """Run ``fn(repo)`` in a worker thread while holding the dataset's lock."""
+        repo = self.repo(name, master)
+        async with self._lock(name):
+            return await _in_thread(fn, repo)
+
+    async def init_bare(self, name: str) -> tuple[Path, bool]:
+        """Create ``<data_dir>/repos/<name>.git`` if missing; returns (path, created)."""
+        # '/' cannot occur in a name, so this key never collides with a dataset's.
+        async with self._lock(f"repos/{name}"):
+            return await _in_thread(init_bare, self.data_dir, name)
+
+    # Conveniences for the usual sequences; each is one locked thread hop.
+
+    async def sync(self, name: str, master: str) -> str:
+        """Fetch the dataset and make sure ground-truth exists; returns its tip."""
+
+        def work(repo: DatasetRepo) -> str:
+            repo.sync()
+            return repo.ensure_ground_truth()
+
+        return await self.run(name, master, work)
+
+    def close(self) -> None:
+        for repo in self._repos.values():
+            repo.close()
+        self._repos.clear()
+
+
+async def _in_thread(fn: Callable[..., T], *args: object) -> T:
+    """asyncio.to_thread that, when cancelled, still waits for the thread to finish before re-raising.
+
+    A thread cannot be interrupted: releasing the dataset lock while git still runs would let the next
+    operation race it, which is exactly what the lock is there to prevent.
+    """
+    loop = asyncio.get_running_loop()
+    ctx = contextvars.copy_context()
+    future = loop.run_in_executor(None, functools.partial(ctx.run, fn, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        while not future.done():
+            try:
+                await asyncio.wait([future])
+            except asyncio.CancelledError:
+                continue
+        if not future.cancelled():
+            future.exception()  # retrieved, so asyncio does not log "exception never retrieved"
+        raise

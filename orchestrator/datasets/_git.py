@@ -1,0 +1,189 @@
+"""Running git safely: hardened environment, master URL checks, error translation.
+
+Every git process of this package goes through :func:`run_git`: an argument list (never a shell, never a
+command string), a fixed environment that cannot prompt or run remote helpers, a time limit for network
+operations, and git's failures turned into :class:`orchestrator.errors.GitError` with a short message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+
+import git
+from git.exc import GitCommandNotFound
+
+from orchestrator.errors import GitError
+
+# Transports git may use. GIT_ALLOW_PROTOCOL overrides any protocol.*.allow configuration, so neither
+# `ext::` (runs arbitrary commands), `fd::` nor a `git-remote-<scheme>` helper can ever be started, while
+# local paths ("file") keep working although GIT_PROTOCOL_FROM_USER=0.
+ALLOWED_PROTOCOLS = ("file", "git", "http", "https", "ssh")
+_URL_SCHEMES = frozenset({"file", "git", "http", "https", "ssh", "git+ssh", "ssh+git"})
+
+# Config applied to every git command through GIT_CONFIG_COUNT (the environment form of `git -c`).
+_CONFIG: tuple[tuple[str, str], ...] = (
+    ("protocol.ext.allow", "never"),  # belt and braces next to GIT_ALLOW_PROTOCOL
+    ("core.hooksPath", os.devnull),  # no hook of the operator's global config runs on our pushes
+    ("core.autocrlf", "false"),  # tool output is stored byte for byte
+    ("commit.gpgSign", "false"),  # a global signing setup must not block or prompt
+    ("core.fsmonitor", "false"),
+)
+
+# git's `<transport>::<address>` syntax selects a remote helper (transport.c: is_urlschemechar).
+_HELPER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
+_CREDENTIALS_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
+MAX_MASTER_LENGTH = 2048
+
+# Phrases in git's stderr that mean the remote itself could not be used.
+_UNREACHABLE = (
+    "does not appear to be a git repository",
+    "could not read from remote repository",
+    "unable to access",
+    "could not resolve",
+    "connection refused",
+    "connection timed out",
+    "timed out",
+    "no route to host",
+    "network is unreachable",
+    "repository not found",
+    "not found",
+    "authentication failed",
+    "permission denied",
+    "host key verification failed",
+    "not allowed",
+    "timeout:",
+)
+# Lines that carry no information of their own.
+_NOISE = ("hint:", "Please make sure you have the correct access rights", "and the repository exists.")
+_REJECTED = ("[rejected]", "[remote rejected]", "atomic push failed", "failed to push some refs")
+
+
+def check_master(master: object) -> str | None:
+    """Why ``master`` is not an acceptable dataset master (git URL or local path), or None when it is.
+
+    Plain strings git cannot use (such as the placeholder "git-link" an existing client registers) are
+    accepted: they fail, harmlessly, when fetched.
+    """
+    if not isinstance(master, str) or not master:
+        return "the master must be a non-empty string"
+    if len(master) > MAX_MASTER_LENGTH:
+        return f"the master is longer than {MAX_MASTER_LENGTH} characters"
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in master):
+        return "the master must not contain whitespace or control characters"
+    if master.startswith("-"):
+        return "the master must not start with '-'"
+    if _HELPER_RE.match(master):
+        return "the master must not use git's '<transport>::<address>' remote-helper form"
+    url = _SCHEME_RE.match(master)
+    if url:
+        scheme, rest = url.group(1).lower(), url.group(2)
+        if scheme not in _URL_SCHEMES:
+            return f"unsupported master URL scheme {url.group(1)!r} (use https, ssh, git, file or a path)"
+        authority = rest.split("/", 1)[0]
+        if authority.startswith("-") or authority.rpartition("@")[2].startswith("-"):
+            return "the host of the master URL must not start with '-'"
+    else:
+        # scp-like "user@host:path": ssh would read a host starting with '-' as an option. git refuses
+        # such hosts itself since 2.14.1; this catches them at registration already.
+        head = master.split(":", 1)[0]
+        if ":" in master and "/" not in head and head.rpartition("@")[2].startswith("-"):
+            return "the host of the master must not start with '-'"
+    return None
+
+
+def redact(text: str) -> str:
+    """Hide credentials embedded in URLs (``https://user:token@host`` -> ``https://***@host``)."""
+    return _CREDENTIALS_RE.sub(r"\1***@", text)
+
+
+def summarize(stderr: str, max_lines: int = 4, max_chars: int = 300) -> str:
+    """git's stderr cut to its last few meaningful lines, credentials redacted, on one line."""
+    lines = [line.strip() for line in stderr.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(_NOISE)]
+    shown = [line if len(line) <= max_chars else line[: max_chars - 3] + "..." for line in lines[-max_lines:]]
+    return redact(" | ".join(shown)) or "no error output"
+
+
+def looks_unreachable(stderr: str) -> bool:
+    low = stderr.lower()
+    return any(phrase in low for phrase in _UNREACHABLE)
+
+
+def looks_rejected(stderr: str) -> bool:
+    return any(phrase in stderr for phrase in _REJECTED)
+
+
+def hardened_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment additions for one git process.
+
+    GitPython starts from os.environ and lets us add or override variables but not remove them, so
+    prompts are disabled by empty values rather than by unsetting (git treats an empty GIT_ASKPASS as
+    "no helper"). GIT_SSH_COMMAND / GIT_SSH from the environment are honoured: operators configure their
+    SSH key that way; otherwise ssh runs in batch mode so it fails instead of waiting for a password.
+    """
+    env = {
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_PROTOCOL_FROM_USER": "0",
+        "GIT_ALLOW_PROTOCOL": ":".join(ALLOWED_PROTOCOLS),
+        "GIT_ASKPASS": "",
+        "SSH_ASKPASS": "",
+        "LC_ALL": "C",
+        "LANGUAGE": "C",
+        "GIT_CONFIG_COUNT": str(len(_CONFIG)),
+    }
+    for i, (key, value) in enumerate(_CONFIG):
+        env[f"GIT_CONFIG_KEY_{i}"] = key
+        env[f"GIT_CONFIG_VALUE_{i}"] = value
+    if not os.environ.get("GIT_SSH_COMMAND") and not os.environ.get("GIT_SSH"):
+        env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_git(
+    runner: git.Git,
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    what: str,
+    timeout: float | None = None,
+    ok: Sequence[int] = (0,),
+    prefix: str = "",
+) -> tuple[int, str, str]:
+    """Run ``git <args>`` and return (status, stdout, stderr); a status outside ``ok`` raises GitError.
+
+    ``what`` describes the operation for the error message: "<prefix>could not <what>: <stderr summary>".
+    """
+    command = [runner.GIT_PYTHON_GIT_EXECUTABLE, *args]
+    try:
+        status, out, err = runner.execute(
+            command,
+            with_extended_output=True,
+            with_exceptions=False,
+            env=dict(env),
+            kill_after_timeout=timeout,
+        )
+    except GitCommandNotFound as exc:
+        raise GitError(f"{prefix}could not {what}: git is not installed or not on PATH") from exc
+    except OSError as exc:
+        raise GitError(f"{prefix}could not {what}: {exc}") from exc
+    out = out if isinstance(out, str) else (out or b"").decode("utf-8", "surrogateescape")
+    if status not in ok:
+        raise GitCommandFailed(what, status, err, prefix)
+    return status, out, err
+
+
+class GitCommandFailed(GitError):
+    """A git process exited with an unexpected status; ``stderr`` is kept for classification."""
+
+    def __init__(self, what: str, status: int, stderr: str, prefix: str = "") -> None:
+        self.timed_out = stderr.startswith("Timeout:") or status < 0
+        self.detail = "timed out" if self.timed_out else summarize(stderr)
+        super().__init__(f"{prefix}could not {what}: {self.detail}")
+        self.what = what
+        self.status = status
+        self.stderr = stderr

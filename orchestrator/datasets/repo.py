@@ -1,0 +1,412 @@
+"""One dataset's local bare repository, its node-branch work folders and its remote (synchronous core).
+
+Layout under ``data_dir``::
+
+    datasets/<name>.git            bare repository; remote "origin" = the dataset's master
+    datasets/<name>.git/mao-index/ one index file per node branch (drives the work folder)
+    work/<name>/<branch>/          output folder of a node branch, mounted into tool containers (no .git)
+    repos/<name>.git               bare repositories created by init_bare (usable as masters)
+
+Only plumbing is used and no working-tree state lives in the repository: a crash at any point leaves
+refs either old or new, and the next prepare_worktree resets the folder whatever it contains.
+Everything here blocks; the orchestrator calls it through ``asyncio.to_thread`` (see ``Datasets``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import git
+from git.exc import GitError as GitPythonError
+
+from orchestrator.errors import Conflict, GitError, NotFound
+
+from ._git import (
+    GitCommandFailed,
+    check_master,
+    hardened_env,
+    looks_rejected,
+    looks_unreachable,
+    redact,
+    run_git,
+)
+from .local import (
+    GROUND_TRUTH,
+    LOG_FORMAT,
+    checked_master,
+    checked_name,
+    format_message,
+    init_bare,
+    init_bare_at,
+    parse_log,
+    remove_git_entries,
+)
+
+__all__ = ["GROUND_TRUTH", "DatasetRepo", "MergeResult", "check_master", "init_bare"]
+
+log = logging.getLogger(__name__)
+
+HEADS = "refs/heads/"
+TRACKING = "refs/remotes/origin/"
+FETCH_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
+_OID_RE = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    merged: bool  # False when the branch was already contained in ground-truth, or on conflict
+    commit: str | None  # ground-truth tip after the operation (the new merge commit when merged)
+    conflicts: list[str] = field(default_factory=list)  # conflicting paths (empty unless conflict)
+
+
+class DatasetRepo:
+    """One dataset's local bare repository, its node-branch work folders and its remote."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        name: str,
+        master: str,
+        *,
+        git_name: str,
+        git_email: str,
+        network_timeout: float = 120,
+    ) -> None:
+        self.name = checked_name(name, "dataset name")
+        self.master = checked_master(master)
+        for label, value in (("git name", git_name), ("git email", git_email)):
+            if not value or any(ord(ch) < 32 or ch in "<>" for ch in value):
+                raise ValueError(f"invalid {label} {value!r}")
+        self.git_name = git_name
+        self.git_email = git_email
+        self.network_timeout = network_timeout
+        self.data_dir = Path(data_dir)
+        self.git_dir = self.data_dir / "datasets" / f"{self.name}.git"
+        self.work_root = self.data_dir / "work" / self.name
+        self._repo: git.Repo | None = None
+
+    # -- plumbing helpers -------------------------------------------------------------------------
+
+    def _runner(self) -> git.Git:
+        if self._repo is None:
+            if not (self.git_dir / "HEAD").is_file():
+                raise GitError(f"dataset {self.name!r} has no local repository yet (sync it first)")
+            try:
+                self._repo = git.Repo(self.git_dir)
+            except GitPythonError as exc:
+                raise GitError(f"the local repository of dataset {self.name!r} is damaged: {exc}") from exc
+        return self._repo.git
+
+    def close(self) -> None:
+        if self._repo is not None:
+            self._repo.close()
+            self._repo = None
+
+    def _git(
+        self,
+        *args: str,
+        what: str,
+        network: bool = False,
+        index: Path | None = None,
+        work_tree: Path | None = None,
+        identity: bool = False,
+        ok: tuple[int, ...] = (0,),
+    ) -> tuple[int, str]:
+        # GIT_DIR is always explicit so that nothing inherited can point git at another repository.
+        extra = {"GIT_DIR": str(self.git_dir)}
+        if index is not None:
+            extra["GIT_INDEX_FILE"] = str(index)
+        if work_tree is not None:
+            extra["GIT_WORK_TREE"] = str(work_tree)
+        if identity:
+            extra.update(
+                GIT_AUTHOR_NAME=self.git_name,
+                GIT_AUTHOR_EMAIL=self.git_email,
+                GIT_COMMITTER_NAME=self.git_name,
+                GIT_COMMITTER_EMAIL=self.git_email,
+            )
+        status, out, _ = run_git(
+            self._runner(),
+            args,
+            env=hardened_env(extra),
+            what=what,
+            prefix=f"dataset {self.name!r}: ",
+            timeout=self.network_timeout if network else None,
+            ok=ok,
+        )
+        return status, out
+
+    def _out(self, *args: str, what: str, **kwargs: Any) -> str:
+        return self._git(*args, what=what, **kwargs)[1].strip()
+
+    def _rev(self, ref: str) -> str | None:
+        """Commit id ``ref`` (a full refs/... name) points to, or None when it does not exist."""
+        status, out = self._git(
+            "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", what=f"resolve {ref}", ok=(0, 1)
+        )
+        return out.strip() if status == 0 else None
+
+    def _master_shown(self) -> str:
+        return redact(self.master)
+
+    def _network_error(self, exc: GitCommandFailed, doing: str) -> GitError:
+        if exc.timed_out:
+            reason = f"the master {self._master_shown()} could not be reached (timed out after {self.network_timeout:g}s)"
+        elif looks_unreachable(exc.stderr):
+            reason = f"the master {self._master_shown()} could not be reached: {exc.detail}"
+        else:
+            reason = exc.detail
+        return GitError(f"dataset {self.name!r}: could not {doing}: {reason}")
+
+    def _index_path(self, branch: str) -> Path:
+        return self.git_dir / "mao-index" / branch
+
+    def _folder(self, branch: str) -> Path:
+        return self.work_root / branch
+
+    def _remove_git_entries(self, folder: Path) -> None:
+        try:
+            remove_git_entries(folder)
+        except OSError as exc:
+            raise GitError(
+                f"dataset {self.name!r}: could not remove git metadata from {folder}: {exc}"
+            ) from exc
+
+    # -- remote ------------------------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Create the bare repository if missing, point origin at the master, fetch (with prune)."""
+        if not ((self.git_dir / "HEAD").is_file() and (self.git_dir / "objects").is_dir()):
+            self.close()
+            init_bare_at(self.git_dir, f"create the local repository of dataset {self.name!r}")
+        status, url = self._git("config", "--get", "remote.origin.url", what="read origin", ok=(0, 1))
+        if status != 0 or url.strip() != self.master:
+            self._git("config", "remote.origin.url", self.master, what="set the master URL")
+        status, specs = self._git("config", "--get-all", "remote.origin.fetch", what="read origin", ok=(0, 1))
+        if specs.split() != [FETCH_REFSPEC]:
+            self._git("config", "--replace-all", "remote.origin.fetch", FETCH_REFSPEC, what="set refspec")
+        self.fetch()
+
+    def fetch(self) -> None:
+        try:
+            self._git("fetch", "--prune", "--no-tags", "--quiet", "origin", what="fetch", network=True)
+        except GitCommandFailed as exc:
+            raise self._network_error(exc, "fetch from its master") from exc
+
+    def _push(self, *refspecs: str, atomic: bool = False) -> None:
+        args = ["push", "--no-verify", *(["--atomic"] if atomic else []), "origin", *refspecs]
+        try:
+            self._git(*args, what="push", network=True)
+        except GitCommandFailed as exc:
+            if looks_rejected(exc.stderr) or looks_rejected(exc.detail):
+                refs = ", ".join(spec.split(":", 1)[1].removeprefix(HEADS) for spec in refspecs)
+                raise GitError(
+                    f"dataset {self.name!r}: the master rejected the push of {refs} "
+                    f"(it changed meanwhile; nothing was pushed): {exc.detail}"
+                ) from exc
+            raise self._network_error(exc, "push to its master") from exc
+
+    def remote_branches(self) -> list[str]:
+        """Branches of the master as of the last fetch."""
+        out = self._out("for-each-ref", "--format=%(refname)", TRACKING, what="list remote branches")
+        names = [line.removeprefix(TRACKING) for line in out.splitlines() if line.startswith(TRACKING)]
+        return sorted(name for name in names if name != "HEAD")
+
+    def _default_branch(self, branches: list[str]) -> str:
+        """The master's HEAD branch if it exists, else main, master or the first branch."""
+        try:
+            out = self._out("ls-remote", "--symref", "origin", "HEAD", what="read HEAD", network=True)
+        except GitCommandFailed as exc:
+            raise self._network_error(exc, "read the master's default branch") from exc
+        for line in out.splitlines():
+            if line.startswith("ref: " + HEADS) and line.endswith("\tHEAD"):
+                head = line[len("ref: " + HEADS) : -len("\tHEAD")]
+                if head in branches:
+                    return head
+        for candidate in ("main", "master"):
+            if candidate in branches:
+                return candidate
+        return branches[0]
+
+    def ensure_ground_truth(self) -> str:
+        """Make sure the master has ``ground-truth`` (created from its default branch, or from an empty
+        initial commit when the master is empty) and return its tip. Never forces: when another node
+        created it first, theirs is accepted."""
+        if not (self.git_dir / "HEAD").is_file():
+            self.sync()
+        tip = self._rev(TRACKING + GROUND_TRUTH)
+        if tip:
+            return tip
+        branches = self.remote_branches()
+        if branches:
+            base = self._default_branch(branches)
+            commit = self._rev(TRACKING + base)
+            assert commit, base
+        else:
+            # mktree reads the (empty) tree listing from stdin, which GitPython connects to /dev/null.
+            tree = self._out("mktree", what="write the empty tree")
+            args = ["commit-tree", "--no-gpg-sign", tree, "-m", "Initialise ground-truth\n"]
+            commit = self._out(*args, what="create the initial commit", identity=True)
+        try:
+            self._push(f"{commit}:{HEADS}{GROUND_TRUTH}")
+        except GitError:
+            # Most likely another node created it between our fetch and our push: accept theirs.
+            self.fetch()
+            tip = self._rev(TRACKING + GROUND_TRUTH)
+            if tip:
+                return tip
+            raise
+        self._git("update-ref", TRACKING + GROUND_TRUTH, commit, what="record ground-truth")
+        return commit
+
+    # -- work folders ------------------------------------------------------------------------------
+
+    def snapshot(self, dest: Path, ref: str = GROUND_TRUTH) -> str:
+        """Export the tree of origin/<ref> (as of the last sync) into the empty folder ``dest``; no .git.
+        Returns the commit id."""
+        ref = checked_name(ref, "branch")
+        commit = self._rev(TRACKING + ref)
+        if commit is None:
+            raise NotFound(f"dataset {self.name!r} has no branch {ref!r}")
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        if any(dest.iterdir()):
+            raise ValueError(f"snapshot destination {dest} is not empty")
+        # A throw-away index; the leading '.' keeps it apart from branch indexes (names never start so).
+        index = self.git_dir / "mao-index" / f".snapshot-{uuid.uuid4().hex}"
+        index.parent.mkdir(exist_ok=True)
+        try:
+            self._git(
+                "read-tree", "--reset", "-u", commit, what="export a snapshot", index=index, work_tree=dest
+            )
+        finally:
+            index.unlink(missing_ok=True)
+        return commit
+
+    def prepare_worktree(self, branch: str) -> tuple[Path, str]:
+        """Make the branch's work folder hold exactly the branch's content and return (folder, parent).
+
+        Parent: local refs/heads/<branch>, else origin/<branch>, else origin/ground-truth. Whatever a
+        previous (failed) run left in the folder is discarded."""
+        branch = checked_name(branch, "branch")
+        parent = (
+            self._rev(HEADS + branch) or self._rev(TRACKING + branch) or self._rev(TRACKING + GROUND_TRUTH)
+        )
+        if parent is None:
+            raise NotFound(f"dataset {self.name!r} has no ground-truth branch yet")
+        folder = self._folder(branch)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._remove_git_entries(folder)
+        index = self._index_path(branch)
+        index.parent.mkdir(exist_ok=True)
+        kwargs: dict[str, Any] = {"index": index, "work_tree": folder}
+        # read-tree --reset -u is `reset --hard` without HEAD: the index's stat data makes it rewrite only
+        # what changed; files the index does not know are removed by clean afterwards.
+        try:
+            self._git("read-tree", "--reset", "-u", parent, what="reset the work folder", **kwargs)
+        except GitError:
+            index.unlink(missing_ok=True)  # a damaged index (crash while writing it): start afresh
+            self._git("read-tree", "--reset", "-u", parent, what="reset the work folder", **kwargs)
+        self._git("clean", "-ffdxq", what="clean the work folder", **kwargs)
+        return folder, parent
+
+    def commit_worktree(
+        self, branch: str, parent: str, message: str, trailers: Mapping[str, str]
+    ) -> tuple[str, bool]:
+        """Commit everything in the branch's work folder on top of ``parent``; returns (commit, changed).
+
+        When the content equals parent's, no commit is made and refs/heads/<branch> is set to parent."""
+        branch = checked_name(branch, "branch")
+        if not _OID_RE.match(parent):
+            raise ValueError(f"parent must be a commit id, not {parent!r}")
+        full_message = format_message(message, trailers)
+        folder = self._folder(branch)
+        if not folder.is_dir():
+            raise NotFound(f"dataset {self.name!r} has no work folder for {branch!r}")
+        self._remove_git_entries(folder)
+        kwargs: dict[str, Any] = {"index": self._index_path(branch), "work_tree": folder}
+        # -f: a .gitignore written by the tool must not hide part of its output.
+        self._git("add", "-A", "-f", what="stage the output", **kwargs)
+        tree = self._out("write-tree", what="write the output tree", **kwargs)
+        parent = self._out("rev-parse", "--verify", f"{parent}^{{commit}}", what="resolve the parent")
+        current = self._rev(HEADS + branch)
+        if current is not None and current != parent:
+            raise Conflict(f"dataset {self.name!r}: branch {branch!r} moved since its folder was prepared")
+        parent_tree = self._out("rev-parse", "--verify", f"{parent}^{{tree}}", what="resolve the parent")
+        if tree == parent_tree:
+            if current is None:
+                self._update_ref(HEADS + branch, parent, "")
+            return parent, False
+        args = ["commit-tree", "--no-gpg-sign", tree, "-p", parent, "-m", full_message]
+        commit = self._out(*args, what="create the commit", identity=True)
+        # Compare-and-swap: fails instead of overwriting if the ref changed under us.
+        self._update_ref(HEADS + branch, commit, current or "")
+        return commit, True
+
+    def _update_ref(self, ref: str, new: str, old: str) -> None:
+        """update-ref with an expected old value ("" = must not exist)."""
+        self._git("update-ref", "-m", "mao", ref, new, old, what=f"update {ref}")
+
+    # -- merging -----------------------------------------------------------------------------------
+
+    def push_branch(self, branch: str) -> None:
+        """Push the node branch only (the merge into ground-truth is retried later)."""
+        branch = checked_name(branch, "branch")
+        commit = self._rev(HEADS + branch)
+        if commit is None:
+            raise NotFound(f"dataset {self.name!r} has no local branch {branch!r}")
+        self._push(f"{commit}:{HEADS}{branch}")
+        self._git("update-ref", TRACKING + branch, commit, what="record the pushed branch")
+
+    def merge_and_push(self, branch: str, message: str, trailers: Mapping[str, str]) -> MergeResult:
+        """Merge the node branch into ground-truth and push both atomically. The caller holds the
+        dataset's federation lock, so ground-truth can only move if someone ignores that lock."""
+        branch = checked_name(branch, "branch")
+        full_message = format_message(message, trailers)
+        self.sync()
+        gt = self._rev(TRACKING + GROUND_TRUTH) or self.ensure_ground_truth()
+        commit = self._rev(HEADS + branch)
+        if commit is None:
+            raise NotFound(f"dataset {self.name!r} has no local branch {branch!r}")
+        pushed = self._rev(TRACKING + branch)
+        status, _ = self._git(
+            "merge-base", "--is-ancestor", commit, gt, what="compare with ground-truth", ok=(0, 1)
+        )
+        if status == 0:  # already contained: nothing to merge
+            if pushed != commit:
+                self.push_branch(branch)
+            return MergeResult(merged=False, commit=gt, conflicts=[])
+        # In-memory merge; exit 1 = conflicts. Output: tree NUL (conflicted path NUL)*.
+        args = ["merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", gt, commit]
+        status, out = self._git(*args, what="merge into ground-truth", ok=(0, 1))
+        tree, *paths = out.split("\0")
+        if status == 1:
+            conflicts = list(dict.fromkeys(p for p in paths if p))
+            log.info("dataset %s: %s conflicts with ground-truth on %s", self.name, branch, conflicts)
+            if pushed != commit:
+                self.push_branch(branch)
+            return MergeResult(merged=False, commit=gt, conflicts=conflicts)
+        # Always a merge commit (also when ground-truth could fast-forward) so that its history shows
+        # each vote.
+        args = ["commit-tree", "--no-gpg-sign", tree.strip(), "-p", gt, "-p", commit, "-m", full_message]
+        merge = self._out(*args, what="create the merge commit", identity=True)
+        self._push(f"{commit}:{HEADS}{branch}", f"{merge}:{HEADS}{GROUND_TRUTH}", atomic=True)
+        self._git("update-ref", TRACKING + branch, commit, what="record the pushed branch")
+        self._git("update-ref", TRACKING + GROUND_TRUTH, merge, what="record ground-truth")
+        return MergeResult(merged=True, commit=merge, conflicts=[])
+
+    # -- inspection --------------------------------------------------------------------------------
+
+    def log(self, ref: str = GROUND_TRUTH, max_count: int = 20) -> list[dict[str, Any]]:
+        """Newest-first commits of origin/<ref>: commit, author, email, date (ISO 8601), subject, trailers."""
+        ref = checked_name(ref, "branch")
+        if self._rev(TRACKING + ref) is None:
+            raise NotFound(f"dataset {self.name!r} has no branch {ref!r}")
+        args = ["log", f"--max-count={int(max_count)}", f"--format={LOG_FORMAT}", TRACKING + ref, "--"]
+        return parse_log(self._out(*args, what="read the log"))
