@@ -1,0 +1,56 @@
+"""``python -m orchestrator`` / ``mao-orchestrator``: validate the configuration, then serve."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from aiohttp import web
+
+from . import __version__
+from .app import create_app
+from .config import load_settings
+from .errors import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mao-orchestrator", description="The MAO node daemon.")
+    parser.add_argument(
+        "--check-config", action="store_true", help="validate the configuration, print it and exit"
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print("mao-orchestrator: the configuration cannot work:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        print(json.dumps(settings.describe(), indent=2))
+        return 0
+
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger(__name__).info(
+        "instance %s serving on %s (etcd %s, executor %s)",
+        settings.instance_name,
+        settings.api_url,
+        ",".join(f"{h}:{p}" for h, p in settings.etcd_endpoints),
+        settings.executor_url,
+    )
+    web.run_app(
+        create_app(settings), host=settings.api_host, port=settings.api_port, print=None, access_log=None
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,12 @@
+"""HTTP only: parse and validate, call a service, answer JSON. One module per resource."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from . import health, pipelines, registry, runs
+
+
+def add_routes(app: web.Application) -> None:
+    for module in (health, registry, pipelines, runs):
+        app.router.add_routes(module.routes)

@@ -1,0 +1,59 @@
+"""What every handler shares: the node, reading a JSON body, validating it, answering JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from ..errors import BadRequest
+from ..names import name_problem
+from ..node import Node
+
+NODE: web.AppKey[Node] = web.AppKey("node", Node)
+M = TypeVar("M", bound=BaseModel)
+
+
+def node(request: web.Request) -> Node:
+    return request.app[NODE]
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 saying what is wrong with it."""
+    try:
+        raw = await request.read()
+        body = json.loads(raw) if raw.strip() else None
+    except ValueError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def parse(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest(describe_validation_error(exc), code="invalid_request") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors()[:10]:
+        where = ".".join(str(part) for part in error["loc"]) or "body"
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}")
+    return "; ".join(problems)
+
+
+def path_name(request: web.Request, key: str = "name", what: str = "name") -> str:
+    value = request.match_info[key]
+    if problem := name_problem(value, what):
+        raise BadRequest(problem, code="invalid_name")
+    return value
+
+
+def ok(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)

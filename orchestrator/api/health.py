@@ -1,0 +1,35 @@
+"""``GET /`` (greeting) and ``GET /health`` (etcd, database and executor, each ``ok`` or the error)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .. import __version__
+from .common import node, ok
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/")
+async def greeting(request: web.Request) -> web.Response:
+    return ok(
+        {
+            "message": "MAO orchestrator is running",
+            "instance": node(request).settings.instance_name,
+            "version": __version__,
+        }
+    )
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    checks = await node(request).health()
+    healthy = all(value == "ok" for value in checks.values())
+    return ok(
+        {
+            "status": "ok" if healthy else "degraded",
+            "instance": node(request).settings.instance_name,
+            **checks,
+        },
+        status=200 if healthy else 503,
+    )

@@ -1,0 +1,81 @@
+"""Run history: ``GET /runs`` and ``GET /runs/{id}``; schedules: ``GET /jobs``, ``DELETE /jobs/{id}``."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from ..errors import BadRequest, NotFound
+from ..names import name_problem
+from .common import node, ok
+
+routes = web.RouteTableDef()
+
+RUN_STATUSES = ("pending", "running", "succeeded", "failed")
+_ID_RE = re.compile(r"^[A-Za-z0-9]{1,64}$")
+
+
+def _id(request: web.Request, key: str = "id") -> str:
+    value = request.match_info[key]
+    if not _ID_RE.fullmatch(value):
+        raise BadRequest(f"invalid id {value[:80]!r}", code="invalid_id")
+    return value
+
+
+@routes.get("/runs")
+async def list_runs(request: web.Request) -> web.Response:
+    query = request.query
+    pipeline = query.get("pipeline") or None
+    if pipeline and (problem := name_problem(pipeline, "pipeline name")):
+        raise BadRequest(problem, code="invalid_name")
+    status = query.get("status") or None
+    if status and status not in RUN_STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(RUN_STATUSES)}", code="invalid_request")
+    try:
+        limit = int(query.get("limit", "50"))
+    except ValueError:
+        raise BadRequest("limit must be an integer", code="invalid_request") from None
+    if not 1 <= limit <= 1000:
+        raise BadRequest("limit must be between 1 and 1000", code="invalid_request")
+    return ok(await node(request).store.list_runs(pipeline=pipeline, status=status, limit=limit))
+
+
+@routes.get("/runs/{id}")
+async def get_run(request: web.Request) -> web.Response:
+    run_id = _id(request)
+    run = await node(request).store.get_run(run_id)
+    if run is None:
+        raise NotFound(f"no run {run_id!r} on this instance")
+    return ok(run)
+
+
+@routes.get("/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    return ok(node(request).scheduler.next_run_times())
+
+
+@routes.get("/schedules")
+async def list_schedules(request: web.Request) -> web.Response:
+    """The schedules with their cron, timezone, next run and recent ticks (what /jobs summarises)."""
+    the_node = node(request)
+    next_runs = the_node.scheduler.next_run_times()
+    schedules = await the_node.store.list_schedules()
+    ticks = await the_node.store.list_ticks(limit=200)
+    return ok(
+        [
+            {
+                **s,
+                "next_run_time": next_runs.get(s["id"]),
+                "ticks": [t for t in ticks if t["schedule_id"] == s["id"]][:20],
+            }
+            for s in schedules
+        ]
+    )
+
+
+@routes.delete("/jobs/{id}")
+async def delete_job(request: web.Request) -> web.Response:
+    job_id = _id(request)
+    await node(request).scheduler.remove(job_id)
+    return ok({"job_id": job_id, "deleted": True})

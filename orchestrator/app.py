@@ -1,0 +1,76 @@
+"""Builds the orchestrator's aiohttp application: middlewares, routes, and the node's lifecycle."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from .api import add_routes
+from .api.common import NODE
+from .config import Settings
+from .errors import MaoError, Unauthorized
+from .node import Node
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, code: str, message: str, **extra: object) -> web.Response:
+    return web.json_response({"error": code, "message": message, **extra}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as JSON ``{"error", "message"}``; tracebacks only reach the log."""
+    try:
+        return await handler(request)
+    except MaoError as exc:
+        if exc.status >= 500:
+            log.warning("%s %s -> %d %s", request.method, request.path, exc.status, exc.message)
+        return web.json_response(exc.to_json(), status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+        message = exc.text if exc.status != 404 else f"no such endpoint: {request.method} {request.path}"
+        return _error(exc.status, codes.get(exc.status, "http_error"), message or exc.reason)
+    except Exception:
+        ref = uuid.uuid4().hex[:8]
+        log.exception("internal error %s on %s %s", ref, request.method, request.path)
+        return _error(500, "internal", f"internal error (reference {ref} in the orchestrator log)")
+
+
+def auth_middleware(token: str | None) -> Callable[..., Awaitable[web.StreamResponse]]:
+    expected = f"Bearer {token}".encode() if token else None
+
+    @web.middleware
+    async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # Without a token the API only listens on loopback (config refuses anything else).
+        if expected is not None:
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                raise Unauthorized("missing or wrong API token: send 'Authorization: Bearer <MAO_API_TOKEN>'")
+        return await handler(request)
+
+    return check_token
+
+
+def create_app(settings: Settings, node: Node | None = None) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware(settings.api_token)], client_max_size=4 * 1024**2
+    )
+    app[NODE] = node or Node.build(settings)
+    add_routes(app)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await app[NODE].start()
+        yield
+        await app[NODE].close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

@@ -1,0 +1,242 @@
+"""The orchestrator's settings: one object, read from ``MAO_*`` environment variables.
+
+An optional env-style file (``MAO_CONFIG_FILE``, ``KEY=VALUE`` lines, the same file ``maoctl instance
+install`` writes) supplies values the environment does not set. Everything is validated at start and a
+configuration that cannot work is refused with every problem listed at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+from .names import name_problem
+
+DEFAULT_ETCD_ENDPOINT = "127.0.0.1:2379"
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    instance_name: str
+    data_dir: Path
+    host_data_dir: Path
+    etcd_endpoints: tuple[tuple[str, int], ...]
+    database_url: str
+    api_host: str
+    api_port: int
+    api_token: str | None
+    executor_url: str
+    executor_token: str
+    git_name: str
+    git_email: str
+    etcd_timeout: float = 5.0
+    lock_ttl: int = 15
+    lock_wait: float = 600.0
+    step_timeout: float = 3600.0
+    git_timeout: float = 120.0
+    labels: dict[str, str] = field(default_factory=dict)
+    log_level: str = "INFO"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+    def host_path(self, path: Path) -> Path:
+        """``path`` (under the data dir) as the Docker engine sees it, for bind mounts."""
+        return self.host_data_dir / path.relative_to(self.data_dir)
+
+    def describe(self) -> dict[str, object]:
+        """The effective settings with secrets masked, for ``--check-config`` and logs."""
+        return {
+            "MAO_INSTANCE_NAME": self.instance_name,
+            "MAO_DATA_DIR": str(self.data_dir),
+            "MAO_HOST_DATA_DIR": str(self.host_data_dir),
+            "MAO_ETCD_ENDPOINTS": ",".join(f"{h}:{p}" for h, p in self.etcd_endpoints),
+            "MAO_DATABASE_URL": _mask_url_password(self.database_url),
+            "MAO_API_HOST": self.api_host,
+            "MAO_API_PORT": self.api_port,
+            "MAO_API_TOKEN": "***" if self.api_token else None,
+            "MAO_EXECUTOR_URL": self.executor_url,
+            "MAO_EXECUTOR_TOKEN": "***",
+            "MAO_GIT_NAME": self.git_name,
+            "MAO_GIT_EMAIL": self.git_email,
+            "MAO_LABELS": ",".join(f"{k}={v}" for k, v in self.labels.items()),
+            "MAO_STEP_TIMEOUT": self.step_timeout,
+            "MAO_LOCK_TTL": self.lock_ttl,
+        }
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse ``KEY=VALUE`` lines (``#`` comments, optional quotes); no shell expansion."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build and validate the settings; raise ConfigError listing every problem."""
+    env = dict(os.environ if environ is None else environ)
+    problems: list[str] = []
+
+    config_file = env.get("MAO_CONFIG_FILE")
+    if config_file:
+        try:
+            env = {**read_env_file(Path(config_file)), **env}
+        except OSError as exc:
+            problems.append(f"MAO_CONFIG_FILE: cannot read {config_file}: {exc.strerror}")
+
+    def get(name: str, default: str | None = None) -> str | None:
+        value = env.get(name)
+        return value if value not in (None, "") else default
+
+    def get_number(name: str, default: float, low: float, high: float, integer: bool = False) -> float:
+        raw = get(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw) if integer else float(raw)
+        except ValueError:
+            problems.append(f"{name}={raw!r} is not a{'n integer' if integer else ' number'}")
+            return default
+        if not low <= value <= high:
+            problems.append(f"{name}={raw} must be between {low:g} and {high:g}")
+            return default
+        return value
+
+    instance_name = get("MAO_INSTANCE_NAME") or socket.gethostname().split(".")[0]
+    if problem := name_problem(instance_name, "MAO_INSTANCE_NAME"):
+        problems.append(problem)
+
+    data_dir = Path(get("MAO_DATA_DIR", str(Path.home() / ".mao" / "data"))).expanduser()
+    if not data_dir.is_absolute():
+        data_dir = data_dir.resolve()
+    if problem := _data_dir_problem(data_dir):
+        problems.append(problem)
+    host_data_dir = Path(get("MAO_HOST_DATA_DIR", str(data_dir)))
+    if not host_data_dir.is_absolute():
+        problems.append(f"MAO_HOST_DATA_DIR={host_data_dir} must be an absolute path")
+
+    endpoints = _parse_endpoints(get("MAO_ETCD_ENDPOINTS", DEFAULT_ETCD_ENDPOINT) or "", problems)
+
+    database_url = get("MAO_DATABASE_URL") or f"sqlite+aiosqlite:///{data_dir / 'mao.db'}"
+    if not database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        problems.append(
+            f"MAO_DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg:// "
+            f"(got {_mask_url_password(database_url)!r})"
+        )
+
+    api_host = get("MAO_API_HOST", "127.0.0.1") or "127.0.0.1"
+    api_port = int(get_number("MAO_API_PORT", 8080, 1, 65535, integer=True))
+    api_token = get("MAO_API_TOKEN")
+    if not api_token and not is_loopback(api_host):
+        problems.append(
+            f"MAO_API_HOST={api_host} is reachable beyond this machine: set MAO_API_TOKEN "
+            "(clients then send 'Authorization: Bearer <token>'), or listen on 127.0.0.1"
+        )
+
+    executor_url = (get("MAO_EXECUTOR_URL", "http://127.0.0.1:8081") or "").rstrip("/")
+    parts = urlsplit(executor_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append(f"MAO_EXECUTOR_URL={executor_url!r} is not an http(s) URL")
+    executor_token = get("MAO_EXECUTOR_TOKEN") or ""
+    if not executor_token:
+        problems.append(
+            "MAO_EXECUTOR_TOKEN is not set: the executor refuses requests without its shared secret"
+        )
+
+    labels: dict[str, str] = {}
+    for item in filter(None, (get("MAO_LABELS", "") or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"MAO_LABELS: {item!r} is not key=value")
+        else:
+            labels[key.strip()] = value.strip()
+
+    log_level = (get("MAO_LOG_LEVEL", "INFO") or "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        problems.append(f"MAO_LOG_LEVEL={log_level} must be DEBUG, INFO, WARNING or ERROR")
+
+    settings = Settings(
+        instance_name=instance_name,
+        data_dir=data_dir,
+        host_data_dir=host_data_dir,
+        etcd_endpoints=tuple(endpoints),
+        database_url=database_url,
+        api_host=api_host,
+        api_port=api_port,
+        api_token=api_token,
+        executor_url=executor_url,
+        executor_token=executor_token,
+        git_name=get("MAO_GIT_NAME", f"MAO {instance_name}") or "",
+        git_email=get("MAO_GIT_EMAIL", f"mao@{instance_name}") or "",
+        etcd_timeout=get_number("MAO_ETCD_TIMEOUT", 5.0, 0.1, 120),
+        lock_ttl=int(get_number("MAO_LOCK_TTL", 15, 2, 3600, integer=True)),
+        lock_wait=get_number("MAO_LOCK_WAIT", 600.0, 1, 86400),
+        step_timeout=get_number("MAO_STEP_TIMEOUT", 3600.0, 1, 7 * 86400),
+        git_timeout=get_number("MAO_GIT_TIMEOUT", 120.0, 1, 3600),
+        labels=labels,
+        log_level=log_level,
+    )
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _parse_endpoints(raw: str, problems: list[str]) -> list[tuple[str, int]]:
+    endpoints = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        # Accept http://host:port too: operators paste etcd's client URLs.
+        hostport = item.split("://", 1)[-1].rstrip("/")
+        host, sep, port = hostport.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            problems.append(f"MAO_ETCD_ENDPOINTS: {item!r} is not host:port")
+            continue
+        endpoints.append((host.strip("[]"), int(port)))
+    if not endpoints and not any(p.startswith("MAO_ETCD_ENDPOINTS") for p in problems):
+        problems.append("MAO_ETCD_ENDPOINTS is empty: give at least one host:port")
+    return endpoints
+
+
+def _data_dir_problem(data_dir: Path) -> str | None:
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=data_dir, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        return f"MAO_DATA_DIR={data_dir} is not writable: {exc.strerror or exc}"
+    return None
+
+
+def _mask_url_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url

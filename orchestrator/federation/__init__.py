@@ -1,0 +1,1 @@
+"""Everything the instances share through etcd: the client, the keyspace, registries and locks."""

@@ -1,0 +1,38 @@
+"""The etcd keyspace: one versioned prefix, one function per kind of key.
+
+Values are JSON. etcd values stay small (its limit is about 1.5 MiB): files travel through git.
+"""
+
+from __future__ import annotations
+
+PREFIX = "/mao/v1"
+
+TOOLS = f"{PREFIX}/tools/"
+DATASETS = f"{PREFIX}/datasets/"
+PIPELINES = f"{PREFIX}/pipelines/"
+MEMBERS = f"{PREFIX}/members/"
+LOCKS = f"{PREFIX}/locks/"
+
+
+def tool(name: str) -> str:
+    return TOOLS + name
+
+
+def dataset(name: str) -> str:
+    return DATASETS + name
+
+
+def pipeline(name: str) -> str:
+    return PIPELINES + name
+
+
+def member(instance: str) -> str:
+    return MEMBERS + instance
+
+
+def dataset_lock(name: str) -> str:
+    return f"{LOCKS}datasets/{name}"
+
+
+def last_segment(key: str) -> str:
+    return key.rsplit("/", 1)[-1]

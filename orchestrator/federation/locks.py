@@ -1,0 +1,126 @@
+"""Federation-wide, lease-bound locks (one per dataset's ``ground-truth``).
+
+The lock key is created only if absent and is bound to a lease the holder keeps alive. A holder that
+crashes stops refreshing, so etcd deletes the key when the lease runs out: nobody waits longer than
+the TTL for a dead holder. The lock is not a fence on its own; the git push that follows is
+non-forcing, so a holder that lost its lease still cannot overwrite another's merge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ..errors import EtcdUnavailable, Unavailable
+from . import keys
+from .etcd import Etcd
+
+log = logging.getLogger(__name__)
+
+
+class LockTimeout(Unavailable):
+    code = "lock_timeout"
+
+
+class LockLost(Unavailable):
+    code = "lock_lost"
+
+
+@dataclass
+class HeldLock:
+    key: str
+    lease: int
+    holder: dict[str, Any]
+    lost: bool = False
+
+    def check(self) -> None:
+        """Raise if the lease could not be kept alive; call before acting under the lock."""
+        if self.lost:
+            raise LockLost(f"lost the lock {self.key} (its lease expired); the step is not merged")
+
+
+class Locks:
+    def __init__(self, etcd: Etcd, instance: str, ttl: int = 15, wait: float = 600.0) -> None:
+        self.etcd = etcd
+        self.instance = instance
+        self.ttl = ttl
+        self.wait = wait
+
+    @contextlib.asynccontextmanager
+    async def dataset(self, name: str, purpose: str) -> AsyncIterator[HeldLock]:
+        async with self.hold(keys.dataset_lock(name), purpose) as held:
+            yield held
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str, purpose: str) -> AsyncIterator[HeldLock]:
+        lease = await self.etcd.grant_lease(self.ttl)
+        holder = {
+            "instance": self.instance,
+            "purpose": purpose,
+            "acquired_at": datetime.now(UTC).isoformat(),
+            "lease": lease,
+        }
+        try:
+            await self._acquire(key, holder, lease)
+        except BaseException:
+            await self._revoke_quietly(lease)
+            raise
+        held = HeldLock(key=key, lease=lease, holder=holder)
+        keepalive = asyncio.create_task(self._keep_alive(held), name=f"keepalive {key}")
+        try:
+            yield held
+        finally:
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive
+            # Revoking the lease deletes the key; if etcd is unreachable the lease expires anyway.
+            await self._revoke_quietly(lease)
+
+    async def _acquire(self, key: str, holder: dict[str, Any], lease: int) -> None:
+        deadline = time.monotonic() + self.wait
+        delay = 0.05
+        while not await self.etcd.create(key, holder, lease=lease):
+            if time.monotonic() >= deadline:
+                current = await self.etcd.get(key)
+                who = current.value if current else "nobody (just released)"
+                raise LockTimeout(f"waited {self.wait:g} s for the lock {key}, held by {who}")
+            # Jittered backoff: several instances polling one key must not move in lockstep.
+            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - not cryptographic
+            delay = min(delay * 1.5, 1.0)
+
+    async def _keep_alive(self, held: HeldLock) -> None:
+        interval = max(self.ttl / 3, 0.5)
+        expires = time.monotonic() + self.ttl
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                remaining = await self.etcd.refresh_lease(held.lease)
+            except EtcdUnavailable as exc:
+                log.warning("could not refresh the lease of lock %s: %s", held.key, exc.message)
+                remaining = -1
+            if remaining > 0:
+                expires = time.monotonic() + remaining
+            elif remaining == 0 or time.monotonic() >= expires:
+                held.lost = True
+                log.warning("lock %s lost: its lease expired before it could be refreshed", held.key)
+                return
+
+    async def _revoke_quietly(self, lease: int) -> None:
+        # If this fails (etcd down, or we are being cancelled) the lease simply expires.
+        with contextlib.suppress(EtcdUnavailable):
+            await self.etcd.revoke_lease(lease)
+
+    async def holders(self) -> list[dict[str, Any]]:
+        """Locks held right now, for ``GET /locks`` and ``maoctl lock list``."""
+        return [
+            {"key": kv.key, **kv.value}
+            for kv in await self.etcd.list(keys.LOCKS)
+            if isinstance(kv.value, dict)
+        ]

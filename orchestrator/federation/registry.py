@@ -1,0 +1,162 @@
+"""The federation's shared registries of tools, datasets and pipelines, as JSON under ``/mao/v1``.
+
+Reads go straight to etcd (linearizable), so what one instance registers is what every other instance
+reads next: no cache to go stale. Every multi-party update (a dataset's node branches, a pipeline's
+list of instances) is a compare-and-set, so concurrent instances never lose each other's writes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from ..errors import Conflict, NotFound
+from ..models import Dataset, Pipeline, Tool
+from . import keys
+from .etcd import DELETE, Etcd
+
+
+class Registry:
+    def __init__(self, etcd: Etcd) -> None:
+        self.etcd = etcd
+
+    # -- tools ----------------------------------------------------------------------------------
+    async def tool_names(self) -> list[str]:
+        return [keys.last_segment(kv.key) for kv in await self.etcd.list(keys.TOOLS)]
+
+    async def tool(self, name: str) -> Tool | None:
+        kv = await self.etcd.get(keys.tool(name))
+        return Tool.model_validate(kv.value) if kv and isinstance(kv.value, dict) else None
+
+    async def put_tool(self, tool: Tool) -> None:
+        await self.etcd.put(keys.tool(tool.name), tool.model_dump())
+
+    async def delete_tool(self, name: str) -> None:
+        await self._refuse_if_used("tool", name, lambda steps: {s.get("tool") for s in steps})
+        if not await self.etcd.delete(keys.tool(name)):
+            raise NotFound(f"tool {name!r} is not registered")
+
+    # -- datasets -------------------------------------------------------------------------------
+    async def dataset_names(self) -> list[str]:
+        return [keys.last_segment(kv.key) for kv in await self.etcd.list(keys.DATASETS)]
+
+    async def dataset(self, name: str) -> Dataset | None:
+        kv = await self.etcd.get(keys.dataset(name))
+        return (
+            Dataset.model_validate({**kv.value, "name": name}) if kv and isinstance(kv.value, dict) else None
+        )
+
+    async def put_dataset(self, dataset: Dataset) -> Dataset:
+        """Register or re-register a dataset. Node branches already registered are kept: they are
+        other instances' votes, and a re-registration must not orphan them."""
+
+        def change(current: dict[str, Any] | None) -> dict[str, Any]:
+            nodes = list(current.get("nodes", [])) if isinstance(current, dict) else []
+            nodes += [n for n in dataset.nodes if n not in nodes]
+            return {"master": dataset.master, "nodes": nodes}
+
+        value = await self.etcd.update(keys.dataset(dataset.name), change)
+        return Dataset.model_validate({**value, "name": dataset.name})
+
+    async def delete_dataset(self, name: str) -> None:
+        await self._refuse_if_used(
+            "dataset",
+            name,
+            lambda steps: {s.get("output_dataset") for s in steps} | {s.get("input_dataset") for s in steps},
+        )
+        if not await self.etcd.delete(keys.dataset(name)):
+            raise NotFound(f"dataset {name!r} is not registered")
+
+    # -- pipelines ------------------------------------------------------------------------------
+    async def pipeline(self, name: str) -> dict[str, Any] | None:
+        kv = await self.etcd.get(keys.pipeline(name))
+        return kv.value if kv and isinstance(kv.value, dict) else None
+
+    async def pipeline_names(self) -> list[str]:
+        return [keys.last_segment(kv.key) for kv in await self.etcd.list(keys.PIPELINES)]
+
+    async def register_pipeline(
+        self, pipeline: Pipeline, instance: str, branches: dict[str, list[str]]
+    ) -> dict[str, Any]:
+        """Add ``instance`` to the pipeline's registration (creating it) and the node branches its
+        steps write (``{dataset: [branch]}``) to their datasets, in one transaction. A pipeline name
+        means one thing federation-wide: different steps under a name another instance already runs
+        are a 409. Secrets never reach etcd: only the steps' public form does."""
+        changes: dict[str, Any] = {keys.pipeline(pipeline.name): _registration_change(pipeline, instance)}
+        for dataset, names in branches.items():
+            changes[keys.dataset(dataset)] = _nodes_change(dataset, names)
+        result = await self.etcd.update_many(changes)
+        registration: dict[str, Any] = result[keys.pipeline(pipeline.name)]
+        return registration
+
+    async def unregister_pipeline(self, name: str, instance: str) -> bool:
+        """Remove ``instance`` from the registration; the registration goes when no instance has the
+        pipeline any more. Returns whether the registration was deleted."""
+        deleted = False
+
+        def change(current: dict[str, Any] | None) -> Any:
+            nonlocal deleted
+            if not isinstance(current, dict):
+                deleted = False
+                return DELETE
+            others = [i for i in current.get("instances", []) if i != instance]
+            deleted = not others
+            return {**current, "instances": others} if others else DELETE
+
+        await self.etcd.update(keys.pipeline(name), change)
+        return deleted
+
+    async def _refuse_if_used(self, kind: str, name: str, names_in: Any) -> None:
+        users = sorted(
+            kv.value.get("name", keys.last_segment(kv.key))
+            for kv in await self.etcd.list(keys.PIPELINES)
+            if isinstance(kv.value, dict) and name in names_in(kv.value.get("steps", []))
+        )
+        if users:
+            raise Conflict(
+                f"{kind} {name!r} is used by pipeline(s) {', '.join(users)}; delete those first",
+                code=f"{kind}_in_use",
+                pipelines=users,
+            )
+
+
+def _registration_change(pipeline: Pipeline, instance: str) -> Any:
+    steps = pipeline.public_steps()
+    now = datetime.now(UTC).isoformat()
+
+    def change(current: dict[str, Any] | None) -> dict[str, Any]:
+        if not isinstance(current, dict):
+            return {
+                "name": pipeline.name,
+                "description": pipeline.description,
+                "steps": steps,
+                "instances": [instance],
+                "registered_by": instance,
+                "updated_at": now,
+            }
+        others = [i for i in current.get("instances", []) if i != instance]
+        if current.get("steps") != steps and others:
+            raise Conflict(
+                f"pipeline {pipeline.name!r} is registered in the federation with different steps "
+                f"(used by {', '.join(others)}); choose another name or make the steps identical",
+                code="pipeline_differs",
+            )
+        return {
+            **current,
+            "description": pipeline.description,
+            "steps": steps,
+            "instances": others + [instance],
+            "updated_at": now,
+        }
+
+    return change
+
+
+def _nodes_change(dataset: str, branches: list[str]) -> Any:
+    def change(current: dict[str, Any] | None) -> dict[str, Any]:
+        if not isinstance(current, dict):
+            raise NotFound(f"dataset {dataset!r} is not registered", code="missing_dataset")
+        nodes = list(current.get("nodes", []))
+        return {**current, "nodes": nodes + [b for b in branches if b not in nodes]}
+
+    return change

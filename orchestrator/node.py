@@ -1,0 +1,90 @@
+"""One instance's services, wired together once at start and closed once at shutdown."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .config import Settings
+from .datasets import Datasets
+from .errors import MaoError
+from .executor_client import ExecutorClient
+from .federation.etcd import Etcd
+from .federation.locks import Locks
+from .federation.registry import Registry
+from .pipelines.runner import Runner
+from .pipelines.service import PipelineService
+from .scheduling import Scheduler
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Node:
+    settings: Settings
+    etcd: Etcd
+    registry: Registry
+    locks: Locks
+    store: Store
+    datasets: Datasets
+    executor: ExecutorClient
+    runner: Runner
+    scheduler: Scheduler
+    pipelines: PipelineService
+
+    @classmethod
+    def build(cls, settings: Settings) -> Node:
+        etcd = Etcd(settings.etcd_endpoints, timeout=settings.etcd_timeout)
+        registry = Registry(etcd)
+        locks = Locks(etcd, settings.instance_name, ttl=settings.lock_ttl, wait=settings.lock_wait)
+        store = Store(settings.database_url)
+        datasets = Datasets(
+            settings.data_dir,
+            git_name=settings.git_name,
+            git_email=settings.git_email,
+            network_timeout=settings.git_timeout,
+        )
+        executor = ExecutorClient(settings.executor_url, settings.executor_token)
+        runner = Runner(settings, store, registry, datasets, executor, locks)
+        scheduler = Scheduler(store, runner)
+        pipelines = PipelineService(settings, store, registry, datasets, runner, scheduler)
+        return cls(settings, etcd, registry, locks, store, datasets, executor, runner, scheduler, pipelines)
+
+    async def start(self) -> None:
+        """Start what the node needs to serve. The database must answer; etcd and the executor may
+        come later (requests that need them answer 503 meanwhile)."""
+        await self.store.start()
+        await self.executor.start()
+        interrupted = await self.store.fail_interrupted_runs(
+            "interrupted: the orchestrator stopped during the run"
+        )
+        if interrupted:
+            log.warning(
+                "marked %d run(s) failed that a previous orchestrator process left unfinished", interrupted
+            )
+        await self.scheduler.start()
+        for name, check in (("etcd", self.etcd.check), ("executor", self.executor.health)):
+            try:
+                await check()
+            except MaoError as exc:
+                log.warning("%s is not reachable yet: %s", name, exc.message)
+
+    async def close(self) -> None:
+        await self.scheduler.stop()
+        await self.runner.shutdown()
+        await self.executor.close()
+        await self.etcd.close()
+        await self.store.close()
+        self.datasets.close()
+
+    async def health(self) -> dict[str, str]:
+        checks = {"etcd": self.etcd.check, "database": self.store.check, "executor": self.executor.health}
+        result = {}
+        for name, check in checks.items():
+            try:
+                await check()
+                result[name] = "ok"
+            except MaoError as exc:
+                result[name] = exc.message
+        return result

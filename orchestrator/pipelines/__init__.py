@@ -1,0 +1,1 @@
+"""Pipelines: initialising them on an instance and running their steps."""

@@ -1,0 +1,373 @@
+"""The instance's SQL database (SQLite by default, PostgreSQL in the compose deployment).
+
+Contracts: every method is one transaction; an unreachable database raises ``DatabaseUnavailable``
+(HTTP 503); values returned are plain dicts or models, never ORM rows bound to a session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, event, select, text, update
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from ..errors import DatabaseUnavailable, MaoError
+from ..models import Pipeline
+from .tables import Base, PipelineRow, RunRow, RunStepRow, ScheduleRow, SecretRow, TickRow, utcnow
+
+log = logging.getLogger(__name__)
+
+ACTIVE_RUN_STATUSES = ("pending", "running")
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: AsyncEngine | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+
+    async def start(self) -> None:
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if self.url.startswith("postgresql"):
+            kwargs["connect_args"] = {"timeout": 5}
+        self.engine = create_async_engine(self.url, **kwargs)
+        if self.url.startswith("sqlite"):
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        async with self._translate("create the schema"):
+            async with self.engine.begin() as conn:
+                await conn.run_sync(Base.metadata.create_all)
+
+    async def close(self) -> None:
+        if self.engine is not None:
+            await self.engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def _translate(self, doing: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except MaoError:
+            raise
+        except (OperationalError, OSError, TimeoutError) as exc:
+            raise DatabaseUnavailable(
+                f"the database did not answer while trying to {doing}: {_short(exc)}"
+            ) from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise DatabaseUnavailable(f"lost the database connection while trying to {doing}") from exc
+            raise
+        except SQLAlchemyError as exc:
+            log.exception("database error while trying to %s", doing)
+            raise MaoError(f"database error while trying to {doing}") from exc
+
+    @contextlib.asynccontextmanager
+    async def session(self, doing: str) -> AsyncIterator[AsyncSession]:
+        """One transaction: committed when the block ends, rolled back when it raises."""
+        assert self._sessions is not None, "Store.start() was not called"
+        async with self._translate(doing):
+            async with self._sessions() as session, session.begin():
+                yield session
+
+    async def check(self) -> None:
+        async with self.session("answer a health check") as s:
+            await s.execute(text("SELECT 1"))
+
+    # -- pipelines ------------------------------------------------------------------------------
+    async def save_pipeline(self, pipeline: Pipeline, before_commit: Callable[[], Awaitable[Any]]) -> None:
+        """Insert or replace a pipeline and its secrets. ``before_commit`` runs inside the transaction
+        (it registers the pipeline in etcd): if it raises, nothing is stored."""
+        async with self.session(f"save pipeline {pipeline.name}") as s:
+            row = await s.get(PipelineRow, pipeline.name)
+            if row is None:
+                row = PipelineRow(name=pipeline.name)
+                s.add(row)
+            row.description = pipeline.description
+            row.steps = pipeline.public_steps()
+            row.updated_at = utcnow()
+            await s.execute(delete(SecretRow).where(SecretRow.pipeline == pipeline.name))
+            await s.flush()
+            for step in pipeline.steps:
+                for key, value in (step.private_env or {}).items():
+                    s.add(SecretRow(pipeline=pipeline.name, step=step.name, key=key, value=value))
+            await s.flush()
+            await before_commit()
+
+    async def get_pipeline(self, name: str, with_secrets: bool = False) -> Pipeline | None:
+        async with self.session(f"read pipeline {name}") as s:
+            row = await s.get(PipelineRow, name)
+            if row is None:
+                return None
+            secrets = await self._secrets(s, [name]) if with_secrets else {}
+            return _pipeline(row, secrets.get(name, {}))
+
+    async def list_pipelines(self) -> list[Pipeline]:
+        async with self.session("list pipelines") as s:
+            rows = (await s.scalars(select(PipelineRow).order_by(PipelineRow.name))).all()
+            return [_pipeline(row, {}) for row in rows]
+
+    async def delete_pipeline(self, name: str, before_commit: Callable[[], Awaitable[Any]]) -> list[str]:
+        """Delete a pipeline with its secrets and schedules (runs stay); returns the schedule ids."""
+        async with self.session(f"delete pipeline {name}") as s:
+            schedule_ids = list(
+                (await s.scalars(select(ScheduleRow.id).where(ScheduleRow.pipeline == name))).all()
+            )
+            await s.execute(delete(ScheduleRow).where(ScheduleRow.pipeline == name))
+            await s.execute(delete(SecretRow).where(SecretRow.pipeline == name))
+            await s.execute(delete(PipelineRow).where(PipelineRow.name == name))
+            await before_commit()
+            return schedule_ids
+
+    async def _secrets(self, s: AsyncSession, names: list[str]) -> dict[str, dict[str, dict[str, str]]]:
+        result: dict[str, dict[str, dict[str, str]]] = {}
+        for row in (await s.scalars(select(SecretRow).where(SecretRow.pipeline.in_(names)))).all():
+            result.setdefault(row.pipeline, {}).setdefault(row.step, {})[row.key] = row.value
+        return result
+
+    # -- runs -----------------------------------------------------------------------------------
+    async def create_run(
+        self,
+        run_id: str,
+        pipeline: Pipeline,
+        trigger: str,
+        branches: list[str],
+        schedule_id: str | None = None,
+    ) -> None:
+        async with self.session(f"record a run of {pipeline.name}") as s:
+            s.add(
+                RunRow(
+                    id=run_id,
+                    pipeline=pipeline.name,
+                    trigger=trigger,
+                    status="pending",
+                    schedule_id=schedule_id,
+                )
+            )
+            await s.flush()
+            for position, (step, branch) in enumerate(zip(pipeline.steps, branches, strict=True)):
+                s.add(
+                    RunStepRow(
+                        run_id=run_id,
+                        position=position,
+                        name=step.name,
+                        tool=step.tool,
+                        input_dataset=step.input_dataset,
+                        output_dataset=step.output_dataset,
+                        branch=branch,
+                        status="pending",
+                    )
+                )
+
+    async def update_run(self, run_id: str, **fields: Any) -> None:
+        async with self.session(f"update run {run_id}") as s:
+            await s.execute(update(RunRow).where(RunRow.id == run_id).values(**fields))
+
+    async def update_step(self, run_id: str, position: int, **fields: Any) -> None:
+        async with self.session(f"update run {run_id}") as s:
+            await s.execute(
+                update(RunStepRow)
+                .where(RunStepRow.run_id == run_id, RunStepRow.position == position)
+                .values(**fields)
+            )
+
+    async def get_run(self, run_id: str) -> dict[str, Any] | None:
+        async with self.session(f"read run {run_id}") as s:
+            run = await s.get(RunRow, run_id)
+            if run is None:
+                return None
+            steps = (
+                await s.scalars(
+                    select(RunStepRow).where(RunStepRow.run_id == run_id).order_by(RunStepRow.position)
+                )
+            ).all()
+            return run_to_dict(run, steps)
+
+    async def list_runs(
+        self, pipeline: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        async with self.session("list runs") as s:
+            query = select(RunRow).order_by(RunRow.created_at.desc(), RunRow.id).limit(limit)
+            if pipeline:
+                query = query.where(RunRow.pipeline == pipeline)
+            if status:
+                query = query.where(RunRow.status == status)
+            runs = (await s.scalars(query)).all()
+            steps = (
+                await s.scalars(
+                    select(RunStepRow)
+                    .where(RunStepRow.run_id.in_([r.id for r in runs]))
+                    .order_by(RunStepRow.run_id, RunStepRow.position)
+                )
+            ).all()
+            by_run: dict[str, list[RunStepRow]] = {}
+            for step in steps:
+                by_run.setdefault(step.run_id, []).append(step)
+            return [run_to_dict(r, by_run.get(r.id, []), with_logs=False) for r in runs]
+
+    async def fail_interrupted_runs(self, reason: str) -> int:
+        """Runs left pending/running by a previous process can never finish: mark them failed."""
+        async with self.session("close interrupted runs") as s:
+            now = utcnow()
+            ids = list(
+                (await s.scalars(select(RunRow.id).where(RunRow.status.in_(ACTIVE_RUN_STATUSES)))).all()
+            )
+            if ids:
+                await s.execute(
+                    update(RunRow)
+                    .where(RunRow.id.in_(ids))
+                    .values(status="failed", error=reason, ended_at=now)
+                )
+                await s.execute(
+                    update(RunStepRow)
+                    .where(RunStepRow.run_id.in_(ids), RunStepRow.status.in_(ACTIVE_RUN_STATUSES))
+                    .values(status="failed", error=reason, ended_at=now)
+                )
+            return len(ids)
+
+    # -- schedules ------------------------------------------------------------------------------
+    async def add_schedule(self, schedule_id: str, pipeline: str, cron: str, timezone: str) -> dict[str, Any]:
+        async with self.session(f"schedule {pipeline}") as s:
+            row = ScheduleRow(
+                id=schedule_id, pipeline=pipeline, cron=cron, timezone=timezone, last_tick_at=utcnow()
+            )
+            s.add(row)
+            await s.flush()
+            return schedule_to_dict(row)
+
+    async def list_schedules(self) -> list[dict[str, Any]]:
+        async with self.session("list schedules") as s:
+            rows = (await s.scalars(select(ScheduleRow).order_by(ScheduleRow.created_at))).all()
+            return [schedule_to_dict(r) for r in rows]
+
+    async def get_schedule(self, schedule_id: str) -> dict[str, Any] | None:
+        async with self.session(f"read schedule {schedule_id}") as s:
+            row = await s.get(ScheduleRow, schedule_id)
+            return schedule_to_dict(row) if row else None
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        async with self.session(f"delete schedule {schedule_id}") as s:
+            result = await s.execute(delete(ScheduleRow).where(ScheduleRow.id == schedule_id))
+            return bool(getattr(result, "rowcount", 0))
+
+    async def record_tick(
+        self,
+        schedule_id: str,
+        pipeline: str,
+        due_at: datetime,
+        outcome: str,
+        run_id: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        async with self.session(f"record a tick of schedule {schedule_id}") as s:
+            s.add(
+                TickRow(
+                    schedule_id=schedule_id,
+                    pipeline=pipeline,
+                    due_at=due_at,
+                    outcome=outcome,
+                    run_id=run_id,
+                    reason=reason,
+                )
+            )
+            await s.execute(
+                update(ScheduleRow).where(ScheduleRow.id == schedule_id).values(last_tick_at=due_at)
+            )
+
+    async def list_ticks(self, schedule_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        async with self.session("list schedule ticks") as s:
+            query = select(TickRow).order_by(TickRow.id.desc()).limit(limit)
+            if schedule_id:
+                query = query.where(TickRow.schedule_id == schedule_id)
+            return [
+                {
+                    "schedule_id": t.schedule_id,
+                    "pipeline": t.pipeline,
+                    "due_at": _iso(t.due_at),
+                    "recorded_at": _iso(t.recorded_at),
+                    "outcome": t.outcome,
+                    "run_id": t.run_id,
+                    "reason": t.reason,
+                }
+                for t in (await s.scalars(query)).all()
+            ]
+
+
+def _pipeline(row: PipelineRow, secrets: dict[str, dict[str, str]]) -> Pipeline:
+    steps = [{**step, "private_env": secrets.get(step["name"]) or None} for step in row.steps]
+    return Pipeline.model_validate({"name": row.name, "description": row.description, "steps": steps})
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _duration(start: datetime | None, end: datetime | None) -> float | None:
+    return round((end - start).total_seconds(), 3) if start and end else None
+
+
+def run_to_dict(run: RunRow, steps: Any, with_logs: bool = True) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "pipeline": run.pipeline,
+        "trigger": run.trigger,
+        "status": run.status,
+        "error": run.error,
+        "schedule_id": run.schedule_id,
+        "created_at": _iso(run.created_at),
+        "started_at": _iso(run.started_at),
+        "ended_at": _iso(run.ended_at),
+        "duration": _duration(run.started_at, run.ended_at),
+        "steps": [
+            {
+                "position": st.position,
+                "name": st.name,
+                "tool": st.tool,
+                "image": st.image,
+                "status": st.status,
+                "exit_code": st.exit_code,
+                "image_id": st.image_id,
+                "input_dataset": st.input_dataset,
+                "input_commit": st.input_commit,
+                "output_dataset": st.output_dataset,
+                "branch": st.branch,
+                "output_commit": st.output_commit,
+                "merge_commit": st.merge_commit,
+                "changed": st.changed,
+                "conflicts": st.conflicts or [],
+                "started_at": _iso(st.started_at),
+                "ended_at": _iso(st.ended_at),
+                "duration": _duration(st.started_at, st.ended_at),
+                "error": st.error,
+                **({"log_tail": st.log_tail or ""} if with_logs else {}),
+            }
+            for st in steps
+        ],
+    }
+
+
+def schedule_to_dict(row: ScheduleRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "pipeline": row.pipeline,
+        "cron": row.cron,
+        "timezone": row.timezone,
+        "created_at": _iso(row.created_at),
+        "last_tick_at": _iso(row.last_tick_at),
+    }
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def _short(exc: BaseException) -> str:
+    text_ = str(exc).strip() or type(exc).__name__
+    return text_.splitlines()[0][:300]

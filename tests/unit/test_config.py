@@ -1,0 +1,85 @@
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import load_settings, read_env_file
+from orchestrator.errors import ConfigError
+
+
+def base_env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "MAO_DATA_DIR": str(tmp_path / "data"),
+        "MAO_EXECUTOR_TOKEN": "secret",
+        "MAO_INSTANCE_NAME": "node1",
+    }
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = load_settings(base_env(tmp_path))
+    assert settings.api_host == "127.0.0.1" and settings.api_port == 8080
+    assert settings.etcd_endpoints == (("127.0.0.1", 2379),)
+    assert settings.database_url == f"sqlite+aiosqlite:///{tmp_path / 'data' / 'mao.db'}"
+    assert settings.executor_url == "http://127.0.0.1:8081"
+    assert settings.host_data_dir == settings.data_dir
+    assert settings.describe()["MAO_EXECUTOR_TOKEN"] == "***"
+
+
+def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    env = {
+        "MAO_DATA_DIR": str(blocked / "data"),
+        "MAO_API_HOST": "0.0.0.0",
+        "MAO_API_PORT": "99999",
+        "MAO_EXECUTOR_URL": "ftp:/nowhere",
+        "MAO_ETCD_ENDPOINTS": "etcd1,etcd2:2379",
+        "MAO_INSTANCE_NAME": "../evil",
+    }
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    text = "\n".join(caught.value.problems)
+    for expected in (
+        "MAO_EXECUTOR_TOKEN",
+        "MAO_API_HOST=0.0.0.0",
+        "MAO_API_PORT",
+        "MAO_EXECUTOR_URL",
+        "'etcd1'",
+        "MAO_DATA_DIR",
+        "MAO_INSTANCE_NAME",
+    ):
+        assert expected in text
+    assert len(caught.value.problems) == 7
+
+
+def test_non_loopback_api_needs_token(tmp_path: Path) -> None:
+    settings = load_settings({**base_env(tmp_path), "MAO_API_HOST": "0.0.0.0", "MAO_API_TOKEN": "t"})
+    assert settings.api_token == "t"
+
+
+def test_several_etcd_endpoints_and_urls(tmp_path: Path) -> None:
+    settings = load_settings({**base_env(tmp_path), "MAO_ETCD_ENDPOINTS": "http://10.0.0.1:2379, etcd:2379"})
+    assert settings.etcd_endpoints == (("10.0.0.1", 2379), ("etcd", 2379))
+
+
+def test_config_file_fills_in_what_env_does_not_set(tmp_path: Path) -> None:
+    config = tmp_path / "mao.env"
+    config.write_text(
+        "# generated\nMAO_EXECUTOR_TOKEN='from-file'\nMAO_API_PORT=9000\nexport MAO_LABELS=role=central,site=zurich\n"
+    )
+    settings = load_settings(
+        {"MAO_CONFIG_FILE": str(config), "MAO_DATA_DIR": str(tmp_path), "MAO_API_PORT": "9100"}
+    )
+    assert settings.executor_token == "from-file"
+    assert settings.api_port == 9100
+    assert settings.labels == {"role": "central", "site": "zurich"}
+
+
+def test_read_env_file_does_no_shell_expansion(tmp_path: Path) -> None:
+    path = tmp_path / "x.env"
+    path.write_text('A="$(rm -rf /)"\nB=plain\n')
+    assert read_env_file(path) == {"A": "$(rm -rf /)", "B": "plain"}
+
+
+def test_host_path_maps_into_host_data_dir(tmp_path: Path) -> None:
+    settings = load_settings({**base_env(tmp_path), "MAO_HOST_DATA_DIR": "/srv/mao/data"})
+    assert settings.host_path(settings.data_dir / "work" / "x") == Path("/srv/mao/data/work/x")
