@@ -1,0 +1,138 @@
+"""The executor's HTTP face: routes, the shared-secret check and the one place errors become JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from executor.config import Settings
+from executor.models import RunRequest, describe_validation_error
+from executor.runs import RunService
+from orchestrator.errors import BadRequest, MaoError, Unauthorized
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+SERVICE = web.AppKey("service", RunService)
+SHUTDOWN_GRACE = web.AppKey("shutdown_grace", float)
+
+# A /run body is a few KiB at most; a larger one is a mistake or an attack.
+MAX_BODY_BYTES = 1024 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_CODES = {
+    404: ("not_found", "no such endpoint: the executor serves GET /health and POST /run"),
+    405: ("method_not_allowed", "method not allowed: the executor serves GET /health and POST /run"),
+    413: ("payload_too_large", f"request body larger than {MAX_BODY_BYTES} bytes"),
+}
+
+
+def error_response(error: MaoError) -> web.Response:
+    response = web.json_response(error.to_json(), status=error.status)
+    if isinstance(error, Unauthorized):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="mao-executor"'
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every failure as ``{"error", "message"}``; never let a traceback reach the client."""
+    try:
+        return await handler(request)
+    except MaoError as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code, message = _HTTP_CODES.get(exc.status, ("http_error", exc.reason))
+        return web.json_response({"error": code, "message": message}, status=exc.status)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("Unexpected error while serving %s %s", request.method, request.path)
+        return web.json_response(
+            {"error": "internal", "message": "internal error in the executor; see its log for details"},
+            status=500,
+        )
+
+
+def auth_middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    expected = token.encode()
+
+    @web.middleware
+    async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # Every route, /health included: even "is Docker up" is not for anonymous callers of a root service.
+        scheme, _, provided = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(provided.strip().encode(), expected):
+            raise Unauthorized("missing or wrong token: send 'Authorization: Bearer <MAO_EXECUTOR_TOKEN>'")
+        return await handler(request)
+
+    return check_token
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[SERVICE].health())
+
+
+async def run(request: web.Request) -> web.Response:
+    body = await request.read()
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # ValueError covers UnicodeDecodeError; deep nesting recurses
+        raise BadRequest(f"the request body is not valid JSON ({exc}); send a JSON object") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the request body must be a JSON object with at least 'image' and 'output_dir'")
+    try:
+        run_request = RunRequest.model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest(describe_validation_error(exc)) from None
+    return web.json_response(await request.app[SERVICE].run(run_request))
+
+
+async def _remove_leftovers(app: web.Application) -> None:
+    instance = app[SETTINGS].instance
+    try:
+        removed = await app[SERVICE].remove_leftovers()
+    except MaoError as exc:
+        log.warning("Leftover containers of instance %s were not checked: %s", instance, exc.message)
+        return
+    if removed:
+        log.info(
+            "Removed %d leftover container(s) of instance %s from an earlier run: %s.",
+            len(removed),
+            instance,
+            ", ".join(removed),
+        )
+    else:
+        log.info("No leftover containers of instance %s to remove.", instance)
+
+
+async def _stop_runs(app: web.Application) -> None:
+    await app[SERVICE].stop(app[SHUTDOWN_GRACE])
+
+
+async def _close_service(app: web.Application) -> None:
+    await app[SERVICE].close()
+
+
+def create_app(settings: Settings, service: RunService, shutdown_grace: float = 10.0) -> web.Application:
+    """The executor app. On shutdown, runs still going after ``shutdown_grace`` seconds are killed."""
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware(settings.token)], client_max_size=MAX_BODY_BYTES
+    )
+    app[SETTINGS] = settings
+    app[SERVICE] = service
+    app[SHUTDOWN_GRACE] = shutdown_grace
+    app.router.add_get("/health", health)
+    app.router.add_post("/run", run)
+    app.on_startup.append(_remove_leftovers)
+    app.on_shutdown.append(_stop_runs)
+    app.on_cleanup.append(_close_service)
+    return app

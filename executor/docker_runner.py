@@ -1,0 +1,336 @@
+"""The blocking Docker work: image lookup and pull, container create/start/wait/kill/logs/remove, cleanup.
+
+Everything here blocks on the Docker engine and must run in a worker thread (see executor.runs); nothing
+here knows about asyncio. Docker SDK and requests errors are translated into executor errors at this edge
+so the layers above deal only with MaoError.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.models.containers import Container
+from docker.types import Mount
+from docker.utils import parse_repository_tag
+
+from executor.config import Settings
+from executor.errors import ContainerNameInUse, DockerUnavailable, ImageNotFound
+from executor.models import INSTANCE_LABEL, MANAGED_LABEL
+from orchestrator.errors import BadRequest, Conflict
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL_MAX_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to create one container; built from a validated RunRequest."""
+
+    image: str
+    name: str
+    cmd: list[str] | None
+    env: dict[str, str]
+    user: str | None
+    labels: dict[str, str]
+    mounts: list[Mount] = field(default_factory=list)
+    group_add: list[str] = field(default_factory=list)
+
+
+def bounded_tail(raw: bytes, max_bytes: int = LOG_TAIL_MAX_BYTES) -> str:
+    """The end of ``raw`` decoded as UTF-8, at most ``max_bytes`` once re-encoded.
+
+    The cut may land inside a multi-byte character; skipping leading continuation bytes avoids a
+    replacement character that would itself be 3 bytes and push the result over the limit.
+    """
+    if len(raw) > max_bytes:
+        raw = raw[-max_bytes:]
+        start = 0
+        while start < len(raw) and start < 4 and 0x80 <= raw[start] <= 0xBF:
+            start += 1
+        raw = raw[start:]
+    text = raw.decode("utf-8", errors="replace")
+    # Invalid bytes become U+FFFD (3 bytes each), so the text can still outgrow the limit; trim by characters.
+    while len(text.encode("utf-8")) > max_bytes:
+        text = text[len(text) // 64 + 1 :]
+    return text
+
+
+class DockerRunner:
+    """Blocking operations on the Docker engine on behalf of one executor instance.
+
+    Contract shared by every method: it may block (call it from a worker thread, never the event loop);
+    an engine that does not answer raises DockerUnavailable; other failures raise the executor error
+    documented on the method. Containers it creates carry ``mao.managed=true`` and
+    ``mao.instance=<instance>``, and it only ever lists or cleans up containers carrying both, so executors
+    sharing one engine never touch each other's containers.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        client_factory: Callable[..., docker.DockerClient] = docker.from_env,
+        max_pool_size: int = 16,
+    ) -> None:
+        self._settings = settings
+        self._client_factory = client_factory
+        self._max_pool_size = max_pool_size
+        self._client_obj: docker.DockerClient | None = None
+        self._client_lock = threading.Lock()
+
+    # -- connection ---------------------------------------------------------------------------------------
+
+    def _client(self) -> docker.DockerClient:
+        # Created lazily (and re-tried on each call until it works) so the executor starts, and reports
+        # 503 on /health, while the engine is still down instead of refusing to start.
+        with self._client_lock:
+            if self._client_obj is None:
+                with _docker_errors("connecting to the Docker engine"):
+                    self._client_obj = self._client_factory(max_pool_size=self._max_pool_size)
+            return self._client_obj
+
+    def close(self) -> None:
+        """Close the engine connection (idempotent)."""
+        with self._client_lock:
+            if self._client_obj is not None:
+                self._client_obj.close()
+                self._client_obj = None
+
+    def _labels_filter(self) -> dict[str, Any]:
+        return {"label": [f"{MANAGED_LABEL}=true", f"{INSTANCE_LABEL}={self._settings.instance}"]}
+
+    def ping(self) -> None:
+        """Return when the engine answers; raise DockerUnavailable otherwise."""
+        with _docker_errors("checking the Docker engine"):
+            self._client().ping()
+
+    def running_count(self) -> int:
+        """How many of this instance's containers are running now."""
+        with _docker_errors("listing containers"):
+            return len(self._client().containers.list(filters={**self._labels_filter(), "status": "running"}))
+
+    # -- images ---------------------------------------------------------------------------------------------
+
+    def find_image(self, reference: str) -> str | None:
+        """The id ('sha256:...') of ``reference`` on this engine, or None when it is not there."""
+        with _docker_errors(f"looking up image {reference}"):
+            try:
+                return self._client().images.get(reference).id
+            except docker.errors.ImageNotFound:
+                return None
+            except docker.errors.APIError as exc:
+                if exc.status_code == 400:
+                    raise BadRequest(
+                        f"image: the Docker engine rejected {reference!r}: {_explain(exc)}"
+                    ) from exc
+                raise
+
+    def pull_image(self, reference: str, deadline: float) -> str:
+        """Pull ``reference`` and return its id; raise ImageNotFound if it cannot be pulled by ``deadline``.
+
+        ``deadline`` is a time.monotonic() value. The engine streams progress while it pulls, so the
+        deadline is checked between progress messages; a silent engine is caught by the client's own
+        read timeout.
+        """
+        repository, tag = parse_repository_tag(reference)
+        tag = tag or "latest"
+        client = self._client()
+        stream = None
+        try:
+            with _docker_errors(f"pulling image {reference}"):
+                try:
+                    stream = client.api.pull(repository, tag=tag, stream=True, decode=True)
+                    for event in stream:
+                        if isinstance(event, dict) and event.get("error"):
+                            raise ImageNotFound(_not_pullable(reference, str(event["error"])))
+                        if time.monotonic() > deadline:
+                            raise ImageNotFound(
+                                _not_pullable(
+                                    reference, "the pull did not finish within MAO_EXECUTOR_PULL_TIMEOUT"
+                                )
+                            )
+                    return client.images.get(reference).id
+                except (docker.errors.APIError, requests.exceptions.ReadTimeout) as exc:
+                    # A registry that refuses or is unreachable is reported by the engine as an APIError;
+                    # only a broken connection to the engine itself stays a 503 (via _docker_errors).
+                    raise ImageNotFound(_not_pullable(reference, _explain(exc))) from exc
+        finally:
+            if stream is not None and hasattr(stream, "close"):
+                stream.close()
+
+    # -- containers -------------------------------------------------------------------------------------------
+
+    def create(self, spec: ContainerSpec) -> Container:
+        """Create (not start) the container. Raises ContainerNameInUse, ImageNotFound, BadRequest."""
+        with _docker_errors(f"creating container {spec.name}"):
+            try:
+                return self._client().containers.create(
+                    spec.image,
+                    command=spec.cmd,
+                    name=spec.name,
+                    environment=spec.env,
+                    user=spec.user,
+                    labels={**spec.labels, MANAGED_LABEL: "true", INSTANCE_LABEL: self._settings.instance},
+                    mounts=spec.mounts,
+                    group_add=spec.group_add or None,
+                    # Tools crawl the web and talk to local services; the host network is what they expect.
+                    network_mode="host",
+                    detach=True,
+                )
+            except docker.errors.ImageNotFound as exc:
+                # Removed by someone else between our lookup and the create.
+                raise ImageNotFound(
+                    f"image {spec.image!r} disappeared from the Docker engine before the container was created; retry"
+                ) from exc
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:
+                    raise ContainerNameInUse(
+                        f"a container named {spec.name!r} already exists on this Docker engine: "
+                        "choose another name, or remove the old container"
+                    ) from exc
+                if exc.status_code is not None and 400 <= exc.status_code < 500:
+                    raise BadRequest(
+                        f"the Docker engine refused to create the container: {_explain(exc)}"
+                    ) from exc
+                raise
+
+    def start(self, container: Container) -> None:
+        """Start the container. Raises BadRequest when the engine refuses (e.g. cmd not found in the image)."""
+        with _docker_errors(f"starting container {container.name}"):
+            try:
+                container.start()
+            except docker.errors.NotFound as exc:
+                raise _removed_by_someone_else(container.name) from exc
+            except docker.errors.APIError as exc:
+                # Runtime refusals ("executable file not found", bad user) are a property of cmd, user and
+                # image, so the caller's to fix; older engines report them as 500.
+                if (
+                    exc.status_code is not None
+                    and exc.status_code >= 500
+                    and "OCI runtime" not in _explain(exc)
+                ):
+                    raise
+                raise BadRequest(
+                    f"the container did not start: {_explain(exc)}; check cmd, user and the image"
+                ) from exc
+
+    def wait(self, container: Container) -> int:
+        """Block until the container exits; return its exit code. No time limit: the caller enforces one."""
+        with _docker_errors(f"waiting for container {container.name}"):
+            try:
+                result = container.wait()
+            except docker.errors.NotFound as exc:
+                raise _removed_by_someone_else(container.name) from exc
+            return int(result.get("StatusCode", -1))
+
+    def kill(self, container: Container) -> None:
+        """Kill the container; a container that already stopped or is gone is fine."""
+        with _docker_errors(f"killing container {container.name}"):
+            try:
+                container.kill()
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: not running any more
+                    raise
+
+    def logs_tail(self, container: Container, lines: int) -> str:
+        """The last ``lines`` lines of stdout+stderr, UTF-8 with replacement, at most 64 KiB."""
+        with _docker_errors(f"reading the logs of container {container.name}"):
+            try:
+                raw = container.logs(stdout=True, stderr=True, tail=lines)
+            except docker.errors.NotFound:
+                return ""
+        return bounded_tail(raw if isinstance(raw, bytes) else b"")
+
+    def remove(self, name: str) -> None:
+        """Force-remove (kill if needed) the container named ``name``; one already gone is fine."""
+        with _docker_errors(f"removing container {name}"):
+            try:
+                self._client().api.remove_container(name, force=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                # 409 "removal already in progress": someone (our own cleanup) is on it.
+                if exc.status_code != 409:
+                    raise
+
+    def remove_leftovers(self) -> list[str]:
+        """Force-remove every container of this instance (left by a crash); return their names."""
+        with _docker_errors("listing leftover containers"):
+            containers = self._client().containers.list(all=True, filters=self._labels_filter())
+        names = [c.name for c in containers]
+        for name in names:
+            self.remove(name)
+        return names
+
+    # -- host ----------------------------------------------------------------------------------------------------
+
+    def docker_socket_gid(self) -> int | None:
+        """The group owning the Docker socket, or None when it cannot be read from here."""
+        try:
+            return os.stat(self._settings.docker_socket).st_gid
+        except OSError:
+            return None
+
+    @staticmethod
+    def directory_problem(path: str, field_name: str) -> str | None:
+        """Why ``path`` cannot be bind-mounted as ``field_name``, or None when it is an existing directory."""
+        try:
+            if os.path.isdir(path):
+                return None
+            if os.path.exists(path):
+                return f"{field_name}: {path!r} exists but is not a directory"
+        except (OSError, ValueError) as exc:
+            return f"{field_name}: {path!r} cannot be checked: {exc}"
+        return f"{field_name}: {path!r} does not exist on the executor's host; create it first"
+
+
+@contextmanager
+def _docker_errors(action: str) -> Iterator[None]:
+    """Turn "the engine did not answer" in any of its library forms into DockerUnavailable."""
+    try:
+        yield
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        raise DockerUnavailable(
+            f"the Docker engine did not answer while {action}: {exc}; check that dockerd is running "
+            "and that DOCKER_HOST points at it"
+        ) from exc
+    except docker.errors.APIError as exc:
+        if exc.status_code is not None and exc.status_code >= 500:
+            raise DockerUnavailable(f"the Docker engine failed while {action}: {_explain(exc)}") from exc
+        raise
+    except docker.errors.DockerException as exc:
+        # Raised by from_env() when no engine can be reached at all (bad DOCKER_HOST, missing socket).
+        raise DockerUnavailable(
+            f"the Docker engine cannot be reached while {action}: {exc}; check DOCKER_HOST and that dockerd runs"
+        ) from exc
+
+
+def _removed_by_someone_else(name: str) -> Conflict:
+    return Conflict(
+        f"container {name} was removed by someone else while it was being run; run it again",
+        code="container_removed",
+    )
+
+
+def _explain(exc: Exception) -> str:
+    explanation = getattr(exc, "explanation", None)
+    return str(explanation or exc)
+
+
+def _not_pullable(reference: str, reason: str) -> str:
+    return (
+        f"image {reference!r} is not on this Docker engine and could not be pulled ({reason}); "
+        "check the reference, or load the image on the executor's host (docker pull / docker load)"
+    )

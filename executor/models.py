@@ -1,0 +1,151 @@
+"""The /run request body and its validation.
+
+Strict types on purpose: a ``"timeout": "60"`` or ``"cmd": "ls -l"`` is a caller bug, and silently coercing
+it would run something other than what the caller meant. Unknown fields are rejected for the same reason:
+a misspelt ``timout`` must not quietly become a one-hour default.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from executor.images import image_problem
+
+MAX_TIMEOUT = 7 * 24 * 3600.0
+DEFAULT_TIMEOUT = 3600.0
+DEFAULT_LOG_LINES = 200
+MANAGED_LABEL = "mao.managed"
+INSTANCE_LABEL = "mao.instance"
+# Where tools find their data; fixed so tool images need no configuration.
+OUTPUT_MOUNT = "/usr/src/app/data"
+INPUT_MOUNT = "/usr/src/app/input"
+SOCKET_MOUNT = "/var/run/docker.sock"
+
+_ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
+_USER_RE = re.compile(r"^[0-9]{1,10}(:[0-9]{1,10})?$")
+_MAX_ID = 2**32 - 2  # 2**32-1 is (uid_t)-1, "no user", in the kernel
+
+
+def _no_nul(value: str, what: str) -> str:
+    # The engine and the kernel cut strings at NUL; refuse rather than run a truncated command.
+    if "\x00" in value:
+        raise ValueError(f"{what} must not contain NUL characters")
+    return value
+
+
+def _host_path(value: str | None, field: str) -> str | None:
+    if value is None:
+        return None
+    _no_nul(value, field)
+    if not value.startswith("/"):
+        raise ValueError(f"must be an absolute path on the executor's host, got {value!r}")
+    return value
+
+
+class RunRequest(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    image: str
+    cmd: list[str] | None = None
+    env: dict[str, str] | None = None
+    output_dir: str
+    input_dir: str | None = None
+    user: str | None = None
+    docker_socket: bool = False
+    timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT)] = DEFAULT_TIMEOUT
+    name: str | None = None
+    labels: dict[str, str] | None = None
+    log_lines: Annotated[int, Field(ge=1, le=10000)] = DEFAULT_LOG_LINES
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        problem = image_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("cmd")
+    @classmethod
+    def _cmd(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("must not be empty: use null for the image's default command")
+            for item in value:
+                _no_nul(item, "cmd items")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for key, item in (value or {}).items():
+            if not _ENV_KEY_RE.fullmatch(key):
+                raise ValueError(
+                    f"invalid variable name {key!r}: use letters, digits and '_', not starting with a digit"
+                )
+            # Only the key is named: values may be secrets and must not end up in responses or logs.
+            _no_nul(item, f"the value of {key}")
+        return value
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir(cls, value: str) -> str:
+        return _host_path(value, "output_dir") or ""
+
+    @field_validator("input_dir")
+    @classmethod
+    def _input_dir(cls, value: str | None) -> str | None:
+        return _host_path(value, "input_dir")
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _USER_RE.fullmatch(value) or any(int(part) > _MAX_ID for part in value.split(":")):
+            raise ValueError(f"must be numeric 'uid:gid' (or 'uid'), e.g. '1000:1000', got {value!r}")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME_RE.fullmatch(value):
+            raise ValueError(
+                f"invalid container name {value!r}: use 1-201 letters, digits, '_', '.' or '-', "
+                "starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for key, item in (value or {}).items():
+            if not key or len(key) > 255:
+                raise ValueError(f"label keys must be 1-255 characters, got {key!r}")
+            if key in (MANAGED_LABEL, INSTANCE_LABEL):
+                raise ValueError(f"label {key!r} is set by the executor and cannot be overridden")
+            _no_nul(key, "label keys")
+            _no_nul(item, f"the value of label {key}")
+        return value
+
+    @property
+    def uid(self) -> int | None:
+        return None if self.user is None else int(self.user.split(":")[0])
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem, naming the field, for the 400 message."""
+    parts = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "body"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field (not part of the /run API; check its spelling)"
+        elif item["type"] == "missing":
+            message = "is required"
+        parts.append(f"{field}: {message}")
+    return "; ".join(parts)

@@ -1,0 +1,282 @@
+"""Running containers from the event loop without ever blocking it.
+
+Every DockerRunner call goes to a dedicated thread pool. Waiting for a container to exit gets its own pool,
+sized to MAX_PARALLEL, so hour-long waits can never starve the short calls (kill, remove, health) that
+must stay responsive — especially the kill that enforces a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from docker.models.containers import Container
+from docker.types import Mount
+
+from executor.config import Settings
+from executor.docker_runner import ContainerSpec, DockerRunner
+from executor.errors import DockerSocketNotAllowed, DockerUnavailable, ImageNotFound
+from executor.images import normalize_image
+from executor.models import INPUT_MOUNT, OUTPUT_MOUNT, SOCKET_MOUNT, RunRequest
+from orchestrator.errors import BadRequest, Unavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Short calls only (inspect, create, start, kill, logs, remove, pull); enough that a few slow pulls
+# cannot hold up the rest.
+OPS_WORKERS = 16
+# Slack over MAX_PARALLEL: after a timeout the abandoned wait() thread returns only once the kill lands,
+# and the next container's wait must not queue behind it.
+WAIT_SLACK = 2
+HEALTH_TIMEOUT = 10.0
+
+
+def _utcnow() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class RunService:
+    """Runs containers for /run and answers /health; owns the thread pools and the parallelism bound."""
+
+    def __init__(self, settings: Settings, runner: DockerRunner) -> None:
+        self._settings = settings
+        self._runner = runner
+        self._ops = ThreadPoolExecutor(max_workers=OPS_WORKERS, thread_name_prefix="docker-op")
+        self._waits = ThreadPoolExecutor(
+            max_workers=settings.max_parallel + WAIT_SLACK, thread_name_prefix="docker-wait"
+        )
+        self._slots = asyncio.Semaphore(settings.max_parallel)
+        # Removals that must finish even if the request that started them was cancelled.
+        self._cleanups: set[asyncio.Future[Any]] = set()
+        # Tasks now inside run(), so that shutdown can wait for them and then cancel them.
+        self._active: set[asyncio.Task[Any]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping = False
+
+    def _op(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        return asyncio.get_running_loop().run_in_executor(self._ops, functools.partial(fn, *args))
+
+    # -- health and housekeeping -------------------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        # Bounded well below the client's 60 s read timeout: a health probe must answer promptly.
+        try:
+            await asyncio.wait_for(self._op(self._runner.ping), HEALTH_TIMEOUT)
+            running = await asyncio.wait_for(self._op(self._runner.running_count), HEALTH_TIMEOUT)
+        except TimeoutError:
+            raise DockerUnavailable(
+                f"the Docker engine did not answer within {HEALTH_TIMEOUT:.0f} s; check that dockerd is healthy"
+            ) from None
+        return {"status": "ok", "docker": "ok", "instance": self._settings.instance, "running": running}
+
+    async def remove_leftovers(self) -> list[str]:
+        return await self._op(self._runner.remove_leftovers)
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new runs, give running ones ``grace`` seconds, then cancel them (which removes their containers).
+
+        aiohttp's own shutdown would only cancel handlers after twice its timeout; doing it here keeps a
+        SIGTERM prompt and predictable.
+        """
+        self._stopping = True
+        if self._idle.is_set():
+            return
+        log.info(
+            "Waiting up to %.0f s for %d run(s) before killing their containers.", grace, len(self._active)
+        )
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+        except TimeoutError:
+            for task in list(self._active):
+                task.cancel()
+            try:
+                await asyncio.wait_for(self._idle.wait(), 60)
+            except TimeoutError:
+                log.warning(
+                    "%d run(s) did not finish cancelling; their containers may remain.", len(self._active)
+                )
+
+    async def close(self) -> None:
+        """Let pending removals finish, then stop the thread pools."""
+        if self._cleanups:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
+        await self._op(self._runner.close)
+        self._ops.shutdown(wait=False, cancel_futures=True)
+        self._waits.shutdown(wait=False, cancel_futures=True)
+
+    # -- /run ----------------------------------------------------------------------------------------------------
+
+    async def run(self, request: RunRequest) -> dict[str, Any]:
+        """Run one container to completion (or timeout) and describe how it ended."""
+        if self._stopping:
+            raise Unavailable(
+                "the executor is shutting down; retry on another executor or later", code="executor_stopping"
+            )
+        task = asyncio.current_task()
+        assert task is not None
+        self._active.add(task)
+        self._idle.clear()
+        try:
+            return await self._run(request)
+        finally:
+            self._active.discard(task)
+            if not self._active:
+                self._idle.set()
+
+    async def _run(self, request: RunRequest) -> dict[str, Any]:
+        if (
+            request.docker_socket
+            and normalize_image(request.image) not in self._settings.docker_socket_images
+        ):
+            raise DockerSocketNotAllowed(
+                f"image {request.image!r} may not get the Docker socket: only images listed in "
+                "MAO_EXECUTOR_DOCKER_SOCKET_IMAGES may (the socket is root on this host)"
+            )
+        await self._check_directories(request)
+        image_id = await self._resolve_image(request.image)
+        spec = await self._container_spec(request)
+        # The slot is taken only after the cheap checks so a bad request fails fast even when all slots
+        # are busy.
+        async with self._slots:
+            return await self._run_container(spec, request, image_id)
+
+    async def _check_directories(self, request: RunRequest) -> None:
+        # A stat can hang on a dead network mount, so it goes to the thread pool like any other I/O.
+        problems = [await self._op(DockerRunner.directory_problem, request.output_dir, "output_dir")]
+        if request.input_dir is not None:
+            problems.append(await self._op(DockerRunner.directory_problem, request.input_dir, "input_dir"))
+        found = [p for p in problems if p]
+        if found:
+            raise BadRequest("; ".join(found))
+
+    async def _resolve_image(self, reference: str) -> str:
+        image_id = await self._op(self._runner.find_image, reference)
+        if image_id is not None:
+            return image_id
+        if self._settings.pull == "never":
+            raise ImageNotFound(
+                f"image {reference!r} is not on this Docker engine and MAO_EXECUTOR_PULL=never forbids pulling "
+                "it: load it on the executor's host (docker pull / docker load), or fix the reference"
+            )
+        limit = self._settings.pull_timeout
+        log.info("Pulling image %s (up to %.0f s).", reference, limit)
+        try:
+            # The thread also stops at the deadline; the outer limit covers an engine that goes silent.
+            return await asyncio.wait_for(
+                self._op(self._runner.pull_image, reference, time.monotonic() + limit), limit + 5
+            )
+        except TimeoutError:
+            raise ImageNotFound(
+                f"image {reference!r} is not on this Docker engine and could not be pulled within {limit:.0f} s; "
+                "load it on the executor's host (docker pull / docker load), or raise MAO_EXECUTOR_PULL_TIMEOUT"
+            ) from None
+
+    async def _container_spec(self, request: RunRequest) -> ContainerSpec:
+        env = dict(request.env or {})
+        if request.user is not None and "HOME" not in env:
+            # An arbitrary uid has no passwd entry, so HOME would be '/', which it cannot write.
+            env["HOME"] = "/tmp"
+        mounts = [Mount(OUTPUT_MOUNT, request.output_dir, type="bind", read_only=False)]
+        if request.input_dir is not None:
+            mounts.append(Mount(INPUT_MOUNT, request.input_dir, type="bind", read_only=True))
+        group_add: list[str] = []
+        if request.docker_socket:
+            mounts.append(Mount(SOCKET_MOUNT, self._settings.docker_socket, type="bind", read_only=False))
+            if request.uid not in (None, 0):
+                gid = await self._op(self._runner.docker_socket_gid)
+                if gid is not None:
+                    group_add.append(str(gid))
+        return ContainerSpec(
+            image=request.image,
+            name=request.name or f"mao-{self._settings.instance}-{uuid.uuid4().hex[:12]}",
+            cmd=list(request.cmd) if request.cmd is not None else None,
+            env=env,
+            user=request.user,
+            labels=dict(request.labels or {}),
+            mounts=mounts,
+            group_add=group_add,
+        )
+
+    async def _run_container(self, spec: ContainerSpec, request: RunRequest, image_id: str) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        creating = self._op(self._runner.create, spec)
+        try:
+            # Shielded: if the client goes away mid-create, the container still appears, and must go.
+            container: Container = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            self._track(self._remove_once_created(creating, spec.name))
+            raise
+
+        try:
+            started_at = _utcnow()
+            began = time.monotonic()
+            await self._op(self._runner.start, container)
+            log.info("Container %s started from image %s.", spec.name, spec.image)
+            exit_code: int | None = None
+            timed_out = False
+            waiting = loop.run_in_executor(self._waits, self._runner.wait, container)
+            try:
+                exit_code = await asyncio.wait_for(waiting, request.timeout)
+            except TimeoutError:
+                timed_out = True
+                await self._op(self._runner.kill, container)
+            duration = time.monotonic() - began
+            ended_at = _utcnow()
+            log_tail = await self._log_tail(container, request.log_lines)
+            outcome = f"timed out after {request.timeout:g} s" if timed_out else f"exit code {exit_code}"
+            log.info("Container %s ended: %s, %.1f s.", spec.name, outcome, duration)
+            return {
+                "exit_code": exit_code,
+                "timed_out": timed_out,
+                "image_id": image_id,
+                "started_at": started_at,
+                "ended_at": ended_at,
+                "duration": round(duration, 3),
+                "log_tail": log_tail,
+                "container": spec.name,
+            }
+        except asyncio.CancelledError:
+            log.info(
+                "Container %s is being removed: the client went away or the executor is stopping.", spec.name
+            )
+            raise
+        finally:
+            # Shielded and tracked: a second cancellation (shutdown) must not leave the container behind.
+            removal = self._track(self._op(self._runner.remove, spec.name))
+            try:
+                await asyncio.shield(removal)
+            except Exception as exc:  # already failing or returning: report, do not mask the outcome
+                log.warning("Container %s could not be removed: %s", spec.name, exc)
+
+    async def _log_tail(self, container: Container, lines: int) -> str:
+        # The exit code is the result that matters; losing the logs must not lose it.
+        try:
+            return await self._op(self._runner.logs_tail, container, lines)
+        except Exception as exc:
+            log.warning("Logs of container %s could not be read: %s", container.name, exc)
+            return ""
+
+    async def _remove_once_created(self, creating: asyncio.Future[Container], name: str) -> None:
+        try:
+            await creating
+        except Exception:  # the create failed, so there is nothing to remove
+            return
+        await self._op(self._runner.remove, name)
+
+    def _track(self, awaitable: Any) -> asyncio.Future[Any]:
+        future = asyncio.ensure_future(awaitable)
+        self._cleanups.add(future)
+        future.add_done_callback(self._cleanups.discard)
+        # Retrieve the exception so an unawaited failed cleanup does not warn at garbage collection.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return future
