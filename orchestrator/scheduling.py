@@ -102,7 +102,7 @@ class Scheduler:
 
     def next_run_times(self) -> dict[str, str | None]:
         return {
-            job.id: job.next_run_time.isoformat() if job.next_run_time else None
+            job.id: job.next_run_time.astimezone(UTC).isoformat() if job.next_run_time else None
             for job in self._scheduler.get_jobs()
         }
 

@@ -133,7 +133,8 @@ class Runner:
             await self._close_quietly(run_id, position, len(pipeline.steps), f"internal error: {exc}")
         finally:
             self._active.pop(pipeline.name, None)
-            shutil.rmtree(scratch, ignore_errors=True)
+            # Input snapshots can be large: delete them off the event loop.
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True))
 
     async def _finish_failed(self, run_id: str, position: int, count: int, failure: StepFailed) -> None:
         now = utcnow()

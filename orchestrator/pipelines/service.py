@@ -113,4 +113,3 @@ class PipelineService:
             "unregistered": unregistered,
             "schedules_removed": schedule_ids,
         }
-

@@ -1,0 +1,86 @@
+"""Orchestrators for the integration tests, one per database backend, sharing etcd and the executor.
+
+Both run as real ``python -m orchestrator`` processes. Because they share one etcd they form a small
+federation of two instances, so tests use unique names (``tests.api.unique``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import servers
+from tests.api import Api
+
+
+def orchestrator_env(
+    name: str, data_dir: Path, etcd_endpoints: str, executor: servers.ServiceProcess, **extra: str
+) -> dict[str, str]:
+    return {
+        "MAO_INSTANCE_NAME": name,
+        "MAO_DATA_DIR": str(data_dir),
+        "MAO_ETCD_ENDPOINTS": etcd_endpoints,
+        "MAO_EXECUTOR_URL": executor.url,
+        "MAO_EXECUTOR_TOKEN": executor.token or "",
+        "MAO_GIT_NAME": f"MAO {name}",
+        "MAO_GIT_EMAIL": f"mao@{name}.test",
+        "MAO_ETCD_TIMEOUT": "2",
+        "MAO_LOCK_TTL": "5",
+        "MAO_LOG_LEVEL": "DEBUG",
+        **extra,
+    }
+
+
+class Node:
+    """A running orchestrator and an API client for it."""
+
+    def __init__(self, service: servers.ServiceProcess, data_dir: Path) -> None:
+        self.service = service
+        self.data_dir = data_dir
+        self.api = Api(service.url, service.token)
+        self.name = service.env["MAO_INSTANCE_NAME"]
+
+    def restart(self) -> None:
+        self.service.restart()
+
+
+def _start_node(
+    backend: str,
+    servers_tmp: Path,
+    etcd: servers.EtcdServer,
+    executor: servers.ServiceProcess,
+    database_url: str | None,
+) -> Node:
+    name = f"node-{backend}"
+    data_dir = servers_tmp / name
+    extra = {"MAO_DATABASE_URL": database_url} if database_url else {}
+    env = orchestrator_env(name, data_dir, etcd.endpoint, executor, **extra)
+    service = servers.start_orchestrator(env, log_dir=servers_tmp / "logs", name=name)
+    return Node(service, data_dir)
+
+
+@pytest.fixture(scope="session")
+def sqlite_node(servers_tmp: Path, etcd, executor, busybox_image) -> Iterator[Node]:
+    node = _start_node("sqlite", servers_tmp, etcd, executor, None)
+    yield node
+    node.service.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_node(servers_tmp: Path, etcd, executor, busybox_image, postgres) -> Iterator[Node]:
+    node = _start_node("pg", servers_tmp, etcd, executor, postgres.create_database("node_pg"))
+    yield node
+    node.service.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def node(request: pytest.FixtureRequest) -> Node:
+    """Each test that takes ``node`` runs once per database backend."""
+    return request.getfixturevalue(f"{request.param}_node")
+
+
+@pytest.fixture
+def api(node: Node) -> Api:
+    return node.api

@@ -1,0 +1,90 @@
+"""The scheduler's tick decisions, on a real SQLite store with a stand-in runner."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from orchestrator.models import Pipeline
+from orchestrator.scheduling import Scheduler
+from orchestrator.store import Store
+from orchestrator.store.tables import ScheduleRow
+
+
+class FakeRunner:
+    def __init__(self) -> None:
+        self.active: dict[str, str] = {}
+        self.started: list[str] = []
+
+    def active_run(self, pipeline: str) -> str | None:
+        return self.active.get(pipeline)
+
+    async def start(self, name: str, trigger: str, schedule_id: str | None = None) -> str:
+        self.started.append(name)
+        return f"run{len(self.started)}"
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    await store.start()
+    pipeline = Pipeline.model_validate(
+        {"name": "p", "steps": [{"name": "s", "tool": "t", "output_dataset": "d"}]}
+    )
+
+    async def nothing() -> None:
+        return None
+
+    await store.save_pipeline(pipeline, before_commit=nothing)
+    yield store
+    await store.close()
+
+
+async def test_tick_skips_while_the_previous_run_is_going(store: Store) -> None:
+    runner = FakeRunner()
+    scheduler = Scheduler(store, runner)  # type: ignore[arg-type]
+    schedule = await scheduler.add("p", "* * * * *")
+    await scheduler._tick(schedule["id"])
+    runner.active["p"] = "run1"
+    await scheduler._tick(schedule["id"])
+    ticks = await store.list_ticks(schedule["id"])
+    assert [t["outcome"] for t in reversed(ticks)] == ["fired", "skipped"]
+    assert ticks[0]["reason"] == "previous run run1 still running"
+    assert runner.started == ["p"]
+    await scheduler.stop()
+
+
+async def test_missed_ticks_lead_to_one_catch_up_run(store: Store) -> None:
+    runner = FakeRunner()
+    scheduler = Scheduler(store, runner)  # type: ignore[arg-type]
+    schedule = await scheduler.add("p", "*/5 * * * *")
+    await scheduler.stop()
+    # The instance was down for three hours: 36 ticks were missed.
+    async with store.session("rewind") as s:
+        row = await s.get(ScheduleRow, schedule["id"])
+        assert row is not None
+        row.last_tick_at = datetime.now(UTC) - timedelta(hours=3)
+    restarted = Scheduler(store, runner)  # type: ignore[arg-type]
+    await restarted.start()
+    assert runner.started == ["p"]
+    (tick,) = await store.list_ticks(schedule["id"])
+    assert tick["outcome"] == "fired" and tick["reason"].startswith("catch-up for ticks missed since")
+    # Started again right away: nothing more was missed, so no second catch-up.
+    await restarted.stop()
+    again = Scheduler(store, runner)  # type: ignore[arg-type]
+    await again.start()
+    assert runner.started == ["p"]
+    await again.stop()
+
+
+async def test_nothing_missed_means_no_catch_up(store: Store) -> None:
+    runner = FakeRunner()
+    scheduler = Scheduler(store, runner)  # type: ignore[arg-type]
+    await scheduler.add("p", "0 0 1 1 *")
+    await scheduler.stop()
+    restarted = Scheduler(store, runner)  # type: ignore[arg-type]
+    await restarted.start()
+    assert runner.started == [] and len(restarted.next_run_times()) == 1
+    await restarted.stop()
