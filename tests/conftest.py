@@ -7,6 +7,7 @@ fixture, so unit tests (tests/unit) start nothing. Tests under tests/integration
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
@@ -100,7 +101,7 @@ def executor(docker_engine, busybox_image: str, servers_tmp: Path) -> Iterator[s
     service = _start(
         "the executor (python -m executor)",
         lambda: servers.start_executor(
-            {"MAO_INSTANCE_NAME": "session"}, token, log_dir=servers_tmp / "executor", name="executor"
+            {"MAO_INSTANCE_NAME": f"session-{os.getpid()}"}, token, log_dir=servers_tmp / "executor", name="executor"
         ),
     )
     try:
