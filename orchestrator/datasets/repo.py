@@ -90,6 +90,7 @@ class DatasetRepo:
         self.git_dir = self.data_dir / "datasets" / f"{self.name}.git"
         self.work_root = self.data_dir / "work" / self.name
         self._repo: git.Repo | None = None
+        self._origin_configured = False  # origin's URL and refspec checked once per object
 
     # -- plumbing helpers -------------------------------------------------------------------------
 
@@ -152,6 +153,17 @@ class DatasetRepo:
         )
         return out.strip() if status == 0 else None
 
+    def _refs(self) -> dict[str, str]:
+        """Every local branch and remote-tracking ref with its commit, in one git call."""
+        out = self._out(
+            "for-each-ref", "--format=%(objectname) %(refname)", HEADS, TRACKING, what="list refs"
+        )
+        refs = {}
+        for line in out.splitlines():
+            oid, _, ref = line.partition(" ")
+            refs[ref] = oid
+        return refs
+
     def _master_shown(self) -> str:
         return redact(self.master)
 
@@ -184,14 +196,20 @@ class DatasetRepo:
         """Create the bare repository if missing, point origin at the master, fetch (with prune)."""
         if not ((self.git_dir / "HEAD").is_file() and (self.git_dir / "objects").is_dir()):
             self.close()
+            self._origin_configured = False
             init_bare_at(self.git_dir, f"create the local repository of dataset {self.name!r}")
+        if not self._origin_configured:
+            self._configure_origin()
+        self.fetch()
+
+    def _configure_origin(self) -> None:
         status, url = self._git("config", "--get", "remote.origin.url", what="read origin", ok=(0, 1))
         if status != 0 or url.strip() != self.master:
             self._git("config", "remote.origin.url", self.master, what="set the master URL")
         status, specs = self._git("config", "--get-all", "remote.origin.fetch", what="read origin", ok=(0, 1))
         if specs.split() != [FETCH_REFSPEC]:
             self._git("config", "--replace-all", "remote.origin.fetch", FETCH_REFSPEC, what="set refspec")
-        self.fetch()
+        self._origin_configured = True
 
     def fetch(self) -> None:
         try:
@@ -295,9 +313,8 @@ class DatasetRepo:
         Parent: local refs/heads/<branch>, else origin/<branch>, else origin/ground-truth. Whatever a
         previous (failed) run left in the folder is discarded."""
         branch = checked_name(branch, "branch")
-        parent = (
-            self._rev(HEADS + branch) or self._rev(TRACKING + branch) or self._rev(TRACKING + GROUND_TRUTH)
-        )
+        refs = self._refs()
+        parent = refs.get(HEADS + branch) or refs.get(TRACKING + branch) or refs.get(TRACKING + GROUND_TRUTH)
         if parent is None:
             raise NotFound(f"dataset {self.name!r} has no ground-truth branch yet")
         folder = self._folder(branch)
@@ -334,11 +351,13 @@ class DatasetRepo:
         # -f: a .gitignore written by the tool must not hide part of its output.
         self._git("add", "-A", "-f", what="stage the output", **kwargs)
         tree = self._out("write-tree", what="write the output tree", **kwargs)
-        parent = self._out("rev-parse", "--verify", f"{parent}^{{commit}}", what="resolve the parent")
+        resolved = self._out(
+            "rev-parse", f"{parent}^{{commit}}", f"{parent}^{{tree}}", what="resolve the parent"
+        )
+        parent, parent_tree = resolved.split()
         current = self._rev(HEADS + branch)
         if current is not None and current != parent:
             raise Conflict(f"dataset {self.name!r}: branch {branch!r} moved since its folder was prepared")
-        parent_tree = self._out("rev-parse", "--verify", f"{parent}^{{tree}}", what="resolve the parent")
         if tree == parent_tree:
             if current is None:
                 self._update_ref(HEADS + branch, parent, "")
@@ -370,11 +389,12 @@ class DatasetRepo:
         branch = checked_name(branch, "branch")
         full_message = format_message(message, trailers)
         self.sync()
-        gt = self._rev(TRACKING + GROUND_TRUTH) or self.ensure_ground_truth()
-        commit = self._rev(HEADS + branch)
+        refs = self._refs()
+        gt = refs.get(TRACKING + GROUND_TRUTH) or self.ensure_ground_truth()
+        commit = refs.get(HEADS + branch)
         if commit is None:
             raise NotFound(f"dataset {self.name!r} has no local branch {branch!r}")
-        pushed = self._rev(TRACKING + branch)
+        pushed = refs.get(TRACKING + branch)
         status, _ = self._git(
             "merge-base", "--is-ancestor", commit, gt, what="compare with ground-truth", ok=(0, 1)
         )
