@@ -823,7 +823,8 @@ class PostgresServer:
             for d in (self.base, self.socket_dir):
                 shutil.chown(d, "postgres", "postgres")
                 os.chmod(d, 0o700)
-        if not (self.data_dir / "PG_VERSION").exists():
+        fresh = not (self.data_dir / "PG_VERSION").exists()
+        if fresh:
             _run(
                 self._as_pg([
                     self._bin("initdb"), "-D", str(self.data_dir), "-U", "postgres",
@@ -857,6 +858,8 @@ class PostgresServer:
             raise ServerStartError(f"PostgreSQL could not start: {exc}{self.log_tail_block()}") from exc
         self.running = True
         _register(self)
+        if not fresh:  # resumed after stop(keep_data=True): role and database exist
+            return self
         try:
             self.psql(f"CREATE ROLE {self.user} LOGIN CREATEDB PASSWORD '{self.password}'")
             self.psql(f"CREATE DATABASE {self.database} OWNER {self.user}")
@@ -865,7 +868,8 @@ class PostgresServer:
             raise ServerStartError(f"PostgreSQL setup failed: {exc}{self.log_tail_block()}") from exc
         return self
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 30.0, keep_data: bool = False) -> None:
+        """Stop the server; with ``keep_data`` a later start() resumes the same cluster."""
         if self.running:
             try:
                 _run(
@@ -878,6 +882,8 @@ class PostgresServer:
             except ServerStartError:
                 self._kill_postmaster()
             self.running = False
+        if keep_data:
+            return
         _unregister(self)
         if self._own_base:
             shutil.rmtree(self.base, ignore_errors=True)
