@@ -7,6 +7,7 @@ one) so scripts can pipe it to ``jq``; notes for people go to stderr or are left
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -16,14 +17,19 @@ from rich.table import Table
 from rich.text import Text
 
 YES, NO = "✓", "✗"
+PIPE_WIDTH = 160
 
 
 class Output:
     def __init__(self, as_json: bool = False) -> None:
         self.as_json = as_json
-        # Console() resolves sys.stdout when it prints, so click's test runner captures it too.
-        self.console = Console(highlight=False, soft_wrap=False)
-        self.err_console = Console(highlight=False, stderr=True)
+        # Console() resolves sys.stdout when it prints, so click's test runner captures it too. Piped
+        # output gets a wide page rather than rich's 80 columns, so grep finds whole rows.
+        width = None if sys.stdout.isatty() else PIPE_WIDTH
+        self.console = Console(highlight=False, width=width)
+        self.err_console = Console(
+            highlight=False, stderr=True, width=None if sys.stderr.isatty() else PIPE_WIDTH
+        )
 
     def show(self, data: Any, human: Callable[[], None]) -> None:
         """Print ``data`` as JSON with --json, otherwise call ``human`` to render it."""
@@ -38,11 +44,12 @@ class Output:
     def line(self, text: str = "", style: str | None = None) -> None:
         """A sentence for people (suppressed with --json: stdout is for the JSON document)."""
         if not self.as_json:
-            self.console.print(Text(text, style=style or ""))
+            # soft_wrap: a sentence (often a command to copy) is never broken by inserted newlines.
+            self.console.print(Text(text, style=style or ""), soft_wrap=True)
 
     def note(self, text: str, style: str | None = "dim") -> None:
         """A hint on stderr: shown in both modes, never mixed into the JSON on stdout."""
-        self.err_console.print(Text(text, style=style or ""))
+        self.err_console.print(Text(text, style=style or ""), soft_wrap=True)
 
     def table(
         self,

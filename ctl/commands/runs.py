@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.text import Text
 
 from ..client import segment
 from ..context import Ctl, check_name, json_option, pass_ctl
@@ -90,7 +89,7 @@ def show_run(ctl: Ctl, run: dict[str, Any]) -> None:
     )
     for s in steps:
         if s.get("error"):
-            ctl.out.console.print(Text(f"{s['name']}: {s['error']}", style="red"))
+            ctl.out.line(f"{s['name']}: {s['error']}", style="red")
         if (s.get("log_tail") or "").strip():
-            ctl.out.console.print(Text(f"--- log of step {s['name']} (last lines) ---", style="bold"))
-            ctl.out.console.print(Text(s["log_tail"].rstrip("\n")))
+            ctl.out.line(f"--- log of step {s['name']} (last lines) ---", style="bold")
+            ctl.out.line(s["log_tail"].rstrip("\n"))

@@ -11,8 +11,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from rich.text import Text
-
 from ..client import ApiError, segment
 from ..context import Ctl
 from ..marketplace import Marketplace, MarketplaceError
@@ -98,7 +96,7 @@ def definition_of(
 
 
 def fail(ctl: Ctl, name: str, message: str) -> None:
-    ctl.out.console.print(Text(f"✗ {name}: {message}", style="red"))
+    ctl.out.line(f"✗ {name}: {message}", style="red")
 
 
 def set_up(ctl: Ctl, definition: dict[str, Any], market: Marketplace | None) -> bool:
@@ -112,7 +110,7 @@ def set_up(ctl: Ctl, definition: dict[str, Any], market: Marketplace | None) -> 
     for _attempt in range(3):
         status, body = ctl.api.request("POST", "/pipeline/init", json=definition)
         if status < 300:
-            ctl.out.console.print(Text(f"✓ {name} initialised", style="green"))
+            ctl.out.line(f"✓ {name} initialised", style="green")
             break
         errors = (body or {}).get("errors") if isinstance(body, dict) else None
         if status == 400 and errors and (errors.get("missing_tools") or errors.get("missing_datasets")):
@@ -152,7 +150,7 @@ def provide_missing(ctl: Ctl, errors: dict[str, Any], market: Marketplace | None
             ):
                 return False
             ctl.api.post("/registry/tools", {k: v for k, v in offered.items() if v is not None})
-            ctl.out.console.print(Text(f"✓ tool {tool} registered", style="green"))
+            ctl.out.line(f"✓ tool {tool} registered", style="green")
         for dataset in errors.get("missing_datasets") or []:
             if not prompts.confirm(
                 f"Dataset {dataset} is not registered. Create it local-only (a git repository on this instance)?",
@@ -164,7 +162,7 @@ def provide_missing(ctl: Ctl, errors: dict[str, Any], market: Marketplace | None
             ctl.api.post(
                 "/registry/datasets", {"name": dataset, "body": {"master": repo["path"], "nodes": []}}
             )
-            ctl.out.console.print(Text(f"✓ dataset {dataset} created at {repo['path']}", style="green"))
+            ctl.out.line(f"✓ dataset {dataset} created at {repo['path']}", style="green")
     except (ApiError, MarketplaceError) as exc:
         fail(ctl, "registration", exc.message)
         return False
@@ -183,15 +181,13 @@ def schedule(ctl: Ctl, name: str) -> None:
         )
         body = body if isinstance(body, dict) else {}
         if status < 300:
-            ctl.out.console.print(
-                Text(
-                    f"✓ {name} scheduled: '{body.get('cron')}' ({body.get('timezone')}), job {body.get('job_id')}",
-                    style="green",
-                )
+            ctl.out.line(
+                f"✓ {name} scheduled: '{body.get('cron')}' ({body.get('timezone')}), job {body.get('job_id')}",
+                style="green",
             )
             return
         if status == 400 and body.get("error") in INVALID_SCHEDULE:
-            ctl.out.console.print(Text(f"{body.get('message')}; try again", style="yellow"))
+            ctl.out.line(f"{body.get('message')}; try again", style="yellow")
             continue
         fail(ctl, name, f"not scheduled: {body.get('message', f'HTTP {status}')}")
         return
