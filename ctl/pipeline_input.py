@@ -75,6 +75,7 @@ def ask_private_values(pipeline: dict[str, Any]) -> None:
             private[key] = click.prompt(
                 f"Private value for {step.get('name')}.{key} (kept on this instance only)",
                 hide_input=True,
+                err=True,
                 value_proc=_not_empty,
             )
             step["private_env"] = private
@@ -119,31 +120,35 @@ def _command(value: str) -> list[str] | None:
 
 
 def ask_pipeline(tools: list[str], datasets: list[str]) -> dict[str, Any]:
-    """The prototype's questions: name, description, then steps until 'add another step?' is no."""
+    """The prototype's questions: name, description, then steps until 'add another step?' is no.
+
+    Questions go to stderr: stdout stays for the result (and is pure JSON with --json)."""
     if tools:
         click.echo(f"Registered tools: {', '.join(tools)}", err=True)
     if datasets:
         click.echo(f"Registered datasets: {', '.join(datasets)}", err=True)
-    name = click.prompt("Pipeline name", value_proc=_name("pipeline name"))
-    description = click.prompt("Description", default="", show_default=False)
+    name = click.prompt("Pipeline name", value_proc=_name("pipeline name"), err=True)
+    description = click.prompt("Description", default="", show_default=False, err=True)
     steps: list[dict[str, Any]] = []
     while True:
         click.echo(f"Step {len(steps) + 1}", err=True)
         step: dict[str, Any] = {
-            "name": click.prompt("  Step name", value_proc=_name("step name")),
-            "tool": click.prompt("  Tool", value_proc=_name("tool name")),
+            "name": click.prompt("  Step name", value_proc=_name("step name"), err=True),
+            "tool": click.prompt("  Tool", value_proc=_name("tool name"), err=True),
             "input_dataset": click.prompt(
                 "  Input dataset (empty for none)",
                 default="",
                 show_default=False,
                 value_proc=_name("dataset name", True),
+                err=True,
             ),
-            "output_dataset": click.prompt("  Output dataset", value_proc=_name("dataset name")),
+            "output_dataset": click.prompt("  Output dataset", value_proc=_name("dataset name"), err=True),
             "cmd": click.prompt(
                 "  Command (empty for the image's default)",
                 default="",
                 show_default=False,
                 value_proc=_command,
+                err=True,
             ),
         }
         env: dict[str, str] = {}
@@ -152,11 +157,14 @@ def ask_pipeline(tools: list[str], datasets: list[str]) -> dict[str, Any]:
             default="",
             show_default=False,
             value_proc=_env_entry,
+            err=True,
         ):
             env[entry[0]] = entry[1]
         step["env"] = env or None
-        step["docker_socket"] = click.confirm("  Mount the Docker socket into the container?", default=False)
+        step["docker_socket"] = click.confirm(
+            "  Mount the Docker socket into the container?", default=False, err=True
+        )
         steps.append(step)
-        if not click.confirm("Add another step?", default=False):
+        if not click.confirm("Add another step?", default=False, err=True):
             break
     return {"name": name, "description": description, "steps": steps}

@@ -193,3 +193,35 @@ def test_federation_wide_schedule_sends_scope_and_placement() -> None:
     assert len(api.requests) == 1
     for refused in (missing_cron, label_alone, bad_label):
         assert refused.exit_code == 2 and "Usage:" in refused.stderr
+
+
+def test_degraded_instance_shows_its_checks_and_exits_1() -> None:
+    degraded = {
+        "status": "degraded",
+        "instance": "alpha",
+        "etcd": "etcd is unreachable at 127.0.0.1:2379",
+        "database": "ok",
+        "executor": "ok",
+    }
+    with fake_api({("GET", "/health"): (503, degraded)}) as api:
+        human = maoctl(api.url, "instance", "status")
+        as_json = maoctl(api.url, "instance", "status", "--json")
+    assert (
+        human.exit_code == 1
+        and "etcd is unreachable at 127.0.0.1:2379" in human.stdout
+        and "degraded" in human.stdout
+    )
+    assert as_json.exit_code == 1 and json.loads(as_json.stdout) == degraded
+
+
+def test_a_server_that_is_not_mao() -> None:
+    with fake_api(
+        {("GET", "/registry/tools"): (502, "Bad Gateway"), ("GET", "/registry/datasets"): (200, "not json")}
+    ) as api:
+        bad_gateway = maoctl(api.url, "tool", "get")
+        assert bad_gateway.exit_code == 1
+        assert bad_gateway.stderr.strip() == (
+            f"Error: GET {api.url}/registry/tools failed with HTTP 502 (no MAO error message: is --url pointing at a MAO orchestrator?)"
+        )
+        missing = maoctl(api.url, "lock", "list")
+        assert missing.exit_code == 1 and missing.stderr.strip() == "Error: no such endpoint: /locks"

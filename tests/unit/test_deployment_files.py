@@ -27,7 +27,9 @@ def environment_names(document: dict[str, Any]) -> set[str]:
     names = set()
     for service in document["services"].values():
         environment = service.get("environment") or {}
-        names.update(environment if isinstance(environment, dict) else (e.split("=", 1)[0] for e in environment))
+        names.update(
+            environment if isinstance(environment, dict) else (e.split("=", 1)[0] for e in environment)
+        )
     return names
 
 
@@ -55,11 +57,17 @@ def test_compose_uses_only_settings_the_services_read(config: InstanceConfig) ->
 
 def test_repository_compose_file_is_the_generators_output() -> None:
     text = (REPO_ROOT / "docker-compose.yml").read_text()
-    assert yaml.safe_load(text) == compose_document(EXAMPLE, "."), "regenerate: python -m ctl.compose > docker-compose.yml"
+    assert yaml.safe_load(text) == compose_document(EXAMPLE, "."), (
+        "regenerate: python -m ctl.compose > docker-compose.yml"
+    )
     assert (REPO_ROOT / "mao.env.example").read_text() == example_env_text(), (
         "regenerate: python -m ctl.compose --env > mao.env.example"
     )
-    env_names = {line.split("=", 1)[0] for line in example_env_text().splitlines() if "=" in line and not line.startswith("#")}
+    env_names = {
+        line.split("=", 1)[0]
+        for line in example_env_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    }
     assert {n for n in env_names if n.startswith("MAO_")} <= names_read_by_the_services()
     assert main(["x", "--bogus"]) == 2
 
@@ -72,16 +80,18 @@ def test_repository_compose_mounts_data_at_the_same_path() -> None:
     assert f"{data}:{data}" in orchestrator["volumes"] and f"{data}:{data}" in executor["volumes"]
     assert "/var/run/docker.sock:/var/run/docker.sock" in executor["volumes"]
     for name, dockerfile in (("orchestrator", "Dockerfile"), ("executor", "Dockerfile_executor")):
-        assert (REPO_ROOT / services[name]["build"]["dockerfile"]).is_file() and services[name]["build"]["dockerfile"] == dockerfile
+        assert (REPO_ROOT / services[name]["build"]["dockerfile"]).is_file() and services[name]["build"][
+            "dockerfile"
+        ] == dockerfile
     assert services["orchestrator"]["env_file"] == ["mao.env"]
 
 
 @pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile_executor"])
 def test_dockerfiles_copy_files_that_exist(dockerfile: str) -> None:
     lines = (REPO_ROOT / dockerfile).read_text().splitlines()
-    assert lines[[i for i, line in enumerate(lines) if line.strip() and not line.startswith("#")][0]].startswith(
-        "FROM python:3.11-slim"
-    )
+    assert lines[
+        [i for i, line in enumerate(lines) if line.strip() and not line.startswith("#")][0]
+    ].startswith("FROM python:3.11-slim")
     copies = [line.split()[1:-1] for line in lines if line.startswith("COPY ")]
     assert copies
     for sources in copies:
@@ -100,12 +110,18 @@ def third_party_imports(folder: Path) -> set[str]:
                 modules.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 modules.add(node.module.split(".")[0])
-    return {m for m in modules if m not in sys.stdlib_module_names and m not in ("ctl", "orchestrator", "__future__")}
+    return {
+        m
+        for m in modules
+        if m not in sys.stdlib_module_names and m not in ("ctl", "orchestrator", "__future__")
+    }
 
 
 def test_requirements_installer_covers_maoctl_imports() -> None:
     lines = [line.strip() for line in (REPO_ROOT / "requirements_installer.txt").read_text().splitlines()]
-    required = {re.split(r"[<>=!~\[ ]", line)[0].lower() for line in lines if line and not line.startswith("#")}
+    required = {
+        re.split(r"[<>=!~\[ ]", line)[0].lower() for line in lines if line and not line.startswith("#")
+    }
     assert all(">=" in line for line in lines if line and not line.startswith("#")), "give lower bounds"
     distributions = importlib.metadata.packages_distributions()
     imported = third_party_imports(REPO_ROOT / "ctl")
