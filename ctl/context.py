@@ -53,6 +53,17 @@ def name_option(what: str, required: bool = True, help: str | None = None) -> Ca
     )
 
 
+def parse_labels(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    """A click callback for repeatable ``--label key=value`` options."""
+    labels = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key.strip() or "," in value:
+            raise click.BadParameter(f"{value!r} is not key=value", ctx=ctx, param=param)
+        labels[key.strip()] = val.strip()
+    return labels
+
+
 def yes_option(f: F) -> F:
     return click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")(f)
 

@@ -9,7 +9,7 @@ import click
 from rich.text import Text
 
 from ..client import ApiError
-from ..context import Ctl, json_option, pass_ctl
+from ..context import Ctl, json_option, parse_labels, pass_ctl
 from ..output import status_text
 from ..wizard.answers import InstallAnswers, from_file
 
@@ -17,16 +17,6 @@ from ..wizard.answers import InstallAnswers, from_file
 @click.group()
 def instance() -> None:
     """This instance: install it, pick its pipelines, see whether it is healthy."""
-
-
-def _labels(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str] | None:
-    labels = {}
-    for value in values:
-        key, sep, val = value.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{value!r} is not key=value", ctx=ctx, param=param)
-        labels[key.strip()] = val.strip()
-    return labels or None
 
 
 @instance.command("install")
@@ -57,7 +47,7 @@ def _labels(ctx: click.Context, param: click.Parameter, values: tuple[str, ...])
     "--label",
     "labels",
     multiple=True,
-    callback=_labels,
+    callback=parse_labels,
     metavar="KEY=VALUE",
     help="Instance label (repeatable).",
 )
@@ -76,7 +66,7 @@ def install(ctl: Ctl, answers_file: Path | None, non_interactive: bool, **flags:
     from ..wizard.install import run_install
 
     values: dict[str, Any] = from_file(answers_file) if answers_file else {}
-    values.update({key: value for key, value in flags.items() if value is not None})
+    values.update({key: value for key, value in flags.items() if value not in (None, {})})
     try:
         answers = InstallAnswers(**values)
     except TypeError as exc:

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..client import ApiError, segment
-from ..context import Ctl, confirm, json_option, name_option, pass_ctl, yes_option
+from ..context import Ctl, confirm, json_option, name_option, parse_labels, pass_ctl, yes_option
 from ..pipeline_input import ask_pipeline, ask_private_values, pipeline_from_file
 from .runs import runs_command, show_run, show_run_command
 
@@ -123,16 +123,6 @@ def remove_pipeline(ctl: Ctl, name: str, yes: bool) -> None:
     ctl.out.show(result, lambda: ctl.out.line(f"Deleted pipeline {name}."))
 
 
-def _label(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
-    labels = {}
-    for value in values:
-        key, sep, val = value.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{value!r} is not key=value", ctx=ctx, param=param)
-        labels[key.strip()] = val.strip()
-    return labels
-
-
 @pipeline.command("run")
 @name_option("pipeline")
 @click.option(
@@ -151,7 +141,7 @@ def _label(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
     "--label",
     "labels",
     multiple=True,
-    callback=_label,
+    callback=parse_labels,
     metavar="KEY=VALUE",
     help="With --scope federation: only instances with these labels may fire it (repeatable).",
 )

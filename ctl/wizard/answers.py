@@ -101,9 +101,27 @@ def check_port(value: Any, what: str) -> str | None:
     return None
 
 
+TEXT_KEYS = ("federation", "initial_cluster", "directory", "name", "ip", "git_email", "ssh_dir")
+
+
+def type_problems(answers: InstallAnswers) -> list[str]:
+    """An answers file can hold any JSON type: say which answers have the wrong one."""
+    found = [
+        f"{key}: must be a string" for key in TEXT_KEYS if not isinstance(getattr(answers, key), str | None)
+    ]
+    found += [
+        f"{key}: must be true or false"
+        for key in ("join", "overwrite")
+        if not isinstance(getattr(answers, key), bool)
+    ]
+    return found
+
+
 def problems(answers: InstallAnswers) -> list[str]:
     """Every reason these answers cannot make an instance (empty when they can)."""
-    found = []
+    found = type_problems(answers)
+    if found:
+        return found
     for what, check in (
         ("directory", check_directory(answers.directory or "")),
         ("name", name_problem(answers.name or "", "instance name")),

@@ -7,6 +7,7 @@ send the federation's operator and takes back the ``ETCD_INITIAL_CLUSTER`` value
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,11 @@ OTHER = object()
 def run_install(ctl: Ctl, answers: InstallAnswers, given: set[str], interactive: bool) -> None:
     """``given``: the answers that came from flags or the answers file (never asked again)."""
     if interactive:
-        prompts.require_terminal("instance install", "give the answers with --answers FILE or flags")
+        prompts.require_terminal("instance install", "give --answers FILE, or flags with --non-interactive")
+        # A bad flag is reported before any question, not after all of them.
+        trial = fill_defaults(dataclasses.replace(answers))
+        if early := [p for p in problems(trial) if p.split(":", 1)[0] in given]:
+            raise click.UsageError("the answers cannot make an instance:\n  " + "\n  ".join(early))
         ask_missing(ctl, answers, given)
     else:
         fill_defaults(answers)

@@ -63,7 +63,7 @@ def finish(child: pexpect.spawn) -> str:
     return text
 
 
-def test_install_wizard_joins_a_federation(tmp_path: Path) -> None:
+def test_install_wizard_joins_a_federation_then_stands_alone(tmp_path: Path) -> None:
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
     addresses = host_addresses()
@@ -120,6 +120,29 @@ def test_install_wizard_joins_a_federation(tmp_path: Path) -> None:
     output = finish(child)
     assert child.exitstatus == 1 and "nothing was written" in output
     assert env_file.read_text() == before
+
+    # "yes" rewrites it as a standalone instance (a new etcd cluster) and keeps the secrets.
+    child = spawn("instance", "install", home=home, marketplace=DEFAULT_FOLDER)
+    answer(child, "Join an existing federation?", "n")
+    answer(child, "Install directory:", ENTER)
+    answer(child, "Overwrite them", "y")
+    answer(child, "Instance name:", CLEAR + "node-b" + ENTER)
+    answer(child, "127.0.0.1 (this machine only", "")
+    child.send(DOWN * len(addresses) + ENTER)
+    answer(child, "Git e-mail for this instance's commits:", ENTER)
+    answer(child, "SSH key folder for git remotes (empty for none):", ENTER)
+    answer(child, "Write the instance to", ENTER)
+    output = finish(child)
+    assert child.exitstatus == 0, output
+    etcd = yaml.safe_load((directory / "docker-compose.yaml").read_text())["services"]["etcd"]["environment"]
+    assert (
+        etcd["ETCD_INITIAL_CLUSTER"] == "node-b=http://127.0.0.1:2380"
+        and etcd["ETCD_INITIAL_CLUSTER_STATE"] == "new"
+    )
+    assert etcd["ETCD_LISTEN_CLIENT_URLS"] == "http://127.0.0.1:2379"
+    rewritten = parse_env(env_file.read_text())
+    assert rewritten["MAO_GIT_EMAIL"].endswith("@node-b")
+    assert all(rewritten[k] == env[k] for k in ("POSTGRES_PASSWORD", "MAO_API_TOKEN", "MAO_EXECUTOR_TOKEN"))
 
 
 @pytest.fixture

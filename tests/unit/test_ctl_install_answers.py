@@ -165,6 +165,20 @@ def test_bad_answers_are_all_reported_and_nothing_is_written(tmp_path: Path) -> 
     )
 
 
+def test_answers_of_the_wrong_type(tmp_path: Path) -> None:
+    answers = tmp_path / "answers.json"
+    answers.write_text(
+        json.dumps({"directory": str(tmp_path / "x"), "ip": 10, "join": "yes", "labels": ["a"]})
+    )
+    result = install("--answers", str(answers))
+    assert (
+        result.exit_code == 2
+        and "ip: must be a string" in result.stderr
+        and "join: must be true or false" in result.stderr
+    )
+    assert not (tmp_path / "x").exists()
+
+
 def test_malformed_answers_files(tmp_path: Path) -> None:
     broken = tmp_path / "answers.yaml"
     broken.write_text("name: [unclosed\n")
