@@ -1,7 +1,8 @@
 """How maoctl shows results: rich tables for people, plain JSON on stdout with ``--json``.
 
 With ``--json`` stdout carries exactly one JSON document (the API's answer, unchanged where there is
-one) so scripts can pipe it to ``jq``; notes for people go to stderr or are left out.
+one) so scripts can pipe it to ``jq``; whatever is still printed for people (a wizard's questions and
+summaries) goes to stderr then.
 """
 
 from __future__ import annotations
@@ -41,11 +42,14 @@ class Output:
     def json(self, data: Any) -> None:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
+    @property
+    def human_console(self) -> Console:
+        return self.err_console if self.as_json else self.console
+
     def line(self, text: str = "", style: str | None = None) -> None:
-        """A sentence for people (suppressed with --json: stdout is for the JSON document)."""
-        if not self.as_json:
-            # soft_wrap: a sentence (often a command to copy) is never broken by inserted newlines.
-            self.console.print(Text(text, style=style or ""), soft_wrap=True)
+        """A sentence for people (on stderr with --json: stdout is for the JSON document)."""
+        # soft_wrap: a sentence (often a command to copy) is never broken by inserted newlines.
+        self.human_console.print(Text(text, style=style or ""), soft_wrap=True)
 
     def note(self, text: str, style: str | None = "dim") -> None:
         """A hint on stderr: shown in both modes, never mixed into the JSON on stdout."""
@@ -67,7 +71,7 @@ class Output:
             table.add_column(column, overflow="fold")
         for row in rows:
             table.add_row(*(cell(value) for value in row))
-        self.console.print(table)
+        self.human_console.print(table)
 
     def fields(self, pairs: Iterable[tuple[str, Any]], title: str | None = None) -> None:
         """``key  value`` lines, for one object (a tool, a run)."""
@@ -76,7 +80,7 @@ class Output:
         table.add_column(overflow="fold")
         for key, value in pairs:
             table.add_row(key, cell(value))
-        self.console.print(table)
+        self.human_console.print(table)
 
 
 def cell(value: Any) -> Text:
