@@ -1,0 +1,5 @@
+"""``python -m ctl ...`` runs maoctl."""
+
+from ctl.cli import main
+
+main()

@@ -1,0 +1,144 @@
+"""The orchestrator's HTTP API as maoctl sees it: JSON in, JSON out, every failure one clear line.
+
+Errors are ``click.ClickException`` subclasses, so click prints ``Error: <message>`` on stderr and exits
+with status 1; nothing here ever lets a traceback reach the operator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import click
+import requests
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_TIMEOUT = 30.0
+START_HINT = (
+    "is the orchestrator running? start it with `mao-orchestrator` "
+    "(or `docker compose up -d` in its install directory), or check --url / MAO_URL"
+)
+
+
+class CtlError(click.ClickException):
+    """A failure maoctl explains in one line (exit status 1)."""
+
+
+class Unreachable(CtlError):
+    """No HTTP answer at all: refused, unknown host, timed out."""
+
+
+class ApiError(CtlError):
+    """The orchestrator answered with an error status; ``message`` is the server's own message."""
+
+    def __init__(self, status: int, body: Any, fallback: str) -> None:
+        self.status = status
+        self.body = body if isinstance(body, dict) else {}
+        self.code = str(self.body.get("error") or "")
+        message = self.body.get("message") if isinstance(self.body.get("message"), str) else None
+        if status == 401:
+            message = (message or "the API token is missing or wrong") + (
+                " (give it with --token or MAO_API_TOKEN)"
+            )
+        super().__init__(message or fallback)
+
+
+def url_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{url!r} is not an http(s) URL such as {DEFAULT_URL}"
+    return None
+
+
+def segment(value: str) -> str:
+    """One path segment, quoted so a name can never change the path it is put in."""
+    return quote(value, safe="")
+
+
+class Client:
+    def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout: float = DEFAULT_TIMEOUT):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers["Accept"] = "application/json"
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        wait_forever: bool = False,
+    ) -> tuple[int, Any]:
+        """``(status, parsed JSON body)`` of any HTTP answer; raises Unreachable when there is none.
+
+        ``wait_forever`` waits as long as the server needs (a pipeline run that answers at its end).
+        """
+        timeout = (min(self.timeout, 10.0), None if wait_forever else self.timeout)
+        url = self.url + path
+        try:
+            response = self.session.request(method, url, json=json, params=params, timeout=timeout)
+        except requests.exceptions.ConnectTimeout:
+            raise Unreachable(
+                f"cannot reach the orchestrator at {self.url} (connection timed out); {START_HINT}"
+            ) from None
+        except requests.exceptions.ReadTimeout:
+            raise Unreachable(
+                f"the orchestrator at {self.url} did not answer {method} {path} within {self.timeout:g} s"
+            ) from None
+        except requests.exceptions.ConnectionError as exc:
+            raise Unreachable(
+                f"cannot reach the orchestrator at {self.url} ({_reason(exc)}); {START_HINT}"
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            raise Unreachable(f"cannot talk to the orchestrator at {self.url}: {exc}") from None
+        try:
+            body = response.json() if response.content else None
+        except ValueError:
+            body = None
+            if response.ok:
+                raise CtlError(
+                    f"{self.url} answered {method} {path} with something that is not JSON: "
+                    "is --url pointing at a MAO orchestrator?"
+                ) from None
+        return response.status_code, body
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The parsed body of a successful answer; raises ApiError carrying the server's message."""
+        status, body = self.request(method, path, **kwargs)
+        if status >= 400:
+            raise ApiError(
+                status,
+                body,
+                f"{method} {self.url}{path} failed with HTTP {status} "
+                "(no MAO error message: is --url pointing at a MAO orchestrator?)",
+            )
+        return body
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.call("GET", path, params={k: v for k, v in params.items() if v is not None} or None)
+
+    def post(self, path: str, body: Any, **kwargs: Any) -> Any:
+        return self.call("POST", path, json=body, **kwargs)
+
+    def delete(self, path: str) -> Any:
+        return self.call("DELETE", path)
+
+
+def _reason(exc: requests.exceptions.ConnectionError) -> str:
+    text = str(exc)
+    for needle, reason in (
+        ("Connection refused", "connection refused"),
+        ("Name or service not known", "unknown host"),
+        ("nodename nor servname", "unknown host"),
+        ("Temporary failure in name resolution", "unknown host"),
+        ("No route to host", "no route to host"),
+        ("Network is unreachable", "network unreachable"),
+        ("timed out", "connection timed out"),
+    ):
+        if needle in text:
+            return reason
+    return "no connection"

@@ -1,0 +1,1 @@
+"""maoctl's command groups, one module per resource."""

@@ -1,0 +1,213 @@
+"""``maoctl pipeline``: pipelines on this instance, running and scheduling them, and their runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..client import ApiError, segment
+from ..context import Ctl, confirm, json_option, name_option, parse_labels, pass_ctl, yes_option
+from ..pipeline_input import ask_pipeline, ask_private_values, pipeline_from_file
+from .runs import runs_command, show_run, show_run_command
+
+
+@click.group()
+def pipeline() -> None:
+    """Pipelines: steps that run tools and write into datasets."""
+
+
+pipeline.add_command(runs_command)
+pipeline.add_command(show_run_command)
+
+
+@pipeline.command("get")
+@name_option("pipeline", required=False, help="Show this pipeline only.")
+@click.option("--federation", is_flag=True, help="List the pipelines registered in the federation instead.")
+@json_option
+@pass_ctl
+def get_pipeline(ctl: Ctl, name: str | None, federation: bool) -> None:
+    """List the pipelines initialised on this instance, or show one."""
+    if federation:
+        if name:
+            found = ctl.api.get(f"/registry/pipelines/{segment(name)}")
+            ctl.out.show(found, lambda: _show_pipeline(ctl, found))
+        else:
+            names = ctl.api.get("/registry/pipelines")
+            ctl.out.show(
+                names, lambda: ctl.out.table(["name"], [[n] for n in names], title="federation pipelines")
+            )
+        return
+    if name:
+        found = ctl.api.get(f"/pipeline/{segment(name)}")
+        ctl.out.show(found, lambda: _show_pipeline(ctl, found))
+        return
+    pipelines = ctl.api.get("/pipeline")
+    ctl.out.show(
+        pipelines,
+        lambda: ctl.out.table(
+            ["name", "description", "steps"],
+            [[p["name"], p.get("description"), [s["name"] for s in p["steps"]]] for p in pipelines],
+            title="pipelines on this instance",
+        ),
+    )
+
+
+def _show_pipeline(ctl: Ctl, found: dict[str, Any]) -> None:
+    pairs = [("name", found["name"]), ("description", found.get("description"))]
+    if "instances" in found:
+        pairs.append(("instances", found["instances"]))
+    ctl.out.fields(pairs)
+    ctl.out.table(
+        ["step", "tool", "input", "output", "cmd", "env", "docker socket"],
+        [
+            [
+                s["name"],
+                s["tool"],
+                s.get("input_dataset"),
+                s["output_dataset"],
+                " ".join(s.get("cmd") or []),
+                s.get("env"),
+                bool(s.get("docker_socket")),
+            ]
+            for s in found["steps"]
+        ],
+    )
+
+
+@pipeline.command("add")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A pipeline as JSON or YAML ({name, description, steps}); without it maoctl asks step by step.",
+)
+@json_option
+@pass_ctl
+def add_pipeline(ctl: Ctl, path: Path | None) -> None:
+    """Initialise a pipeline on this instance (and register it in the federation)."""
+    if path is not None:
+        definition = pipeline_from_file(path)
+    else:
+        definition = ask_pipeline(ctl.api.get("/registry/tools"), ctl.api.get("/registry/datasets"))
+    ask_private_values(definition)
+    try:
+        result = ctl.api.post("/pipeline/init", definition)
+    except ApiError as exc:
+        errors = exc.body.get("errors") or {}
+        if errors.get("missing_tools") or errors.get("missing_datasets"):
+            exc.message += (
+                " (register them with `maoctl tool add` / `maoctl dataset add`, "
+                "or let `maoctl instance init` offer to)"
+            )
+        raise
+    ctl.out.show(
+        result,
+        lambda: ctl.out.line(
+            f"Initialised pipeline {result['name']} with {len(result['steps'])} step(s); "
+            f"run it with: maoctl pipeline run --name {result['name']}"
+        ),
+    )
+
+
+@pipeline.command("remove")
+@name_option("pipeline")
+@yes_option
+@json_option
+@pass_ctl
+def remove_pipeline(ctl: Ctl, name: str, yes: bool) -> None:
+    """Delete a pipeline from this instance (its schedules too; run history and datasets stay)."""
+    confirm(f"Delete pipeline {name} and its schedules from this instance?", yes)
+    result = ctl.api.delete(f"/pipeline/{segment(name)}")
+    ctl.out.show(result, lambda: ctl.out.line(f"Deleted pipeline {name}."))
+
+
+@pipeline.command("run")
+@name_option("pipeline")
+@click.option(
+    "--cron", help="Schedule instead of running now: a 5-field cron expression, e.g. '*/15 * * * *'."
+)
+@click.option("--timezone", help="The cron expression's timezone (default UTC), e.g. Europe/Zurich.")
+@click.option("--no-wait", is_flag=True, help="Start the run and return its id at once.")
+@click.option(
+    "--scope",
+    type=click.Choice(["instance", "federation"]),
+    default="instance",
+    show_default=True,
+    help="federation: one elected instance fires each tick of the schedule (needs --cron).",
+)
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    callback=parse_labels,
+    metavar="KEY=VALUE",
+    help="With --scope federation: only instances with these labels may fire it (repeatable).",
+)
+@json_option
+@pass_ctl
+def run_pipeline(
+    ctl: Ctl,
+    name: str,
+    cron: str | None,
+    timezone: str | None,
+    no_wait: bool,
+    scope: str,
+    labels: dict[str, str],
+) -> None:
+    """Run a pipeline now (waiting for the end), or schedule it with --cron."""
+    if scope == "federation" and not cron:
+        raise click.UsageError("--scope federation schedules a pipeline: give --cron too")
+    if labels and scope != "federation":
+        raise click.UsageError(
+            "--label chooses where a federation-wide schedule fires: add --scope federation"
+        )
+    if timezone and not cron:
+        raise click.UsageError("--timezone only applies to a schedule: give --cron too")
+    if cron:
+        if no_wait:
+            raise click.UsageError("--no-wait only applies to a run now, not to --cron")
+        body: dict[str, Any] = {"name": name, "cron": cron}
+        if timezone:
+            body["timezone"] = timezone
+        if scope == "federation":
+            body["scope"] = "federation"
+            body["placement"] = {"labels": labels}
+        job = ctl.api.post("/pipeline/run", body)
+        ctl.out.show(job, lambda: _show_schedule(ctl, job))
+        return
+    if no_wait:
+        started = ctl.api.post("/pipeline/run", {"name": name, "wait": False})
+        ctl.out.show(
+            started,
+            lambda: ctl.out.line(
+                f"Started run {started['id']} of {name}; follow it with: maoctl pipeline run-show --id {started['id']}"
+            ),
+        )
+        return
+    if not ctl.out.as_json:
+        ctl.out.note(f"Running {name} (waiting for it to end)...")
+    run = ctl.api.post("/pipeline/run", {"name": name}, wait_forever=True)
+    ctl.out.show(run, lambda: show_run(ctl, run))
+    if run.get("status") == "failed":
+        raise click.exceptions.Exit(1)
+
+
+def _show_schedule(ctl: Ctl, job: dict[str, Any]) -> None:
+    where = (
+        f", fired by one instance of the federation{_labels_text(job)}"
+        if job.get("scope") == "federation"
+        else ""
+    )
+    ctl.out.line(
+        f"Scheduled {job['pipeline']}: '{job['cron']}' ({job['timezone']}){where}; job id {job['job_id']}."
+    )
+    ctl.out.line(
+        f"List schedules with `maoctl tool list-scheduled`; remove it with `maoctl tool stop --id {job['job_id']}`."
+    )
+
+
+def _labels_text(job: dict[str, Any]) -> str:
+    labels = (job.get("placement") or {}).get("labels") or {}
+    return " labelled " + ", ".join(f"{k}={v}" for k, v in labels.items()) if labels else ""

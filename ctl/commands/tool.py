@@ -1,0 +1,116 @@
+"""``maoctl tool``: the federation's tool registry, and this instance's scheduled jobs (prototype names)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..client import ApiError, Client, segment
+from ..context import Ctl, confirm, json_option, name_option, pass_ctl, yes_option
+
+ID_HELP = "The schedule's id (see `maoctl tool list-scheduled`)."
+
+
+@click.group()
+def tool() -> None:
+    """Tools (container images) registered in the federation; scheduled jobs."""
+
+
+def fetch_all(api: Client, names: list[str], path: str) -> list[dict[str, Any]]:
+    """Each entry's details; one removed between the listing and the fetch is left out."""
+    entries = []
+    for name in names:
+        try:
+            entries.append(api.get(f"{path}/{segment(name)}"))
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+    return entries
+
+
+@tool.command("get")
+@name_option("tool", required=False, help="Show this tool only.")
+@json_option
+@pass_ctl
+def get_tool(ctl: Ctl, name: str | None) -> None:
+    """List the registered tools, or show one."""
+    if name:
+        found = ctl.api.get(f"/registry/tools/{segment(name)}")
+        ctl.out.show(found, lambda: ctl.out.fields(found.items(), title=f"tool {name}"))
+        return
+    tools = fetch_all(ctl.api, ctl.api.get("/registry/tools"), "/registry/tools")
+    ctl.out.show(
+        tools,
+        lambda: ctl.out.table(
+            ["name", "image", "author", "description"],
+            [[t["name"], t["image"], t.get("author"), t.get("description")] for t in tools],
+            title="tools",
+        ),
+    )
+
+
+@tool.command("add")
+@name_option("tool")
+@click.option("--image", required=True, help="The container image, e.g. registry.example.org/tool:1.2.")
+@click.option("--author", default="", help="Who maintains the tool.")
+@click.option("--data-repo", "--data_repo", "data_repo", default="", help="Where its data lives.")
+@click.option("--code-repo", "--code_repo", "code_repo", default="", help="Where its code lives.")
+@click.option("--artefact", default="", help="The build artefact (usually the image again).")
+@click.option("--description", default="", help="One sentence about what it does.")
+@json_option
+@pass_ctl
+def add_tool(ctl: Ctl, **fields: str) -> None:
+    """Register a tool in the federation (replaces an existing one of that name)."""
+    stored = ctl.api.post("/registry/tools", fields)
+    ctl.out.show(stored, lambda: ctl.out.line(f"Registered tool {stored['name']} ({stored['image']})."))
+
+
+@tool.command("remove")
+@name_option("tool")
+@yes_option
+@json_option
+@pass_ctl
+def remove_tool(ctl: Ctl, name: str, yes: bool) -> None:
+    """Remove a tool from the federation's registry (refused while a pipeline uses it)."""
+    confirm(f"Remove tool {name} from the federation's registry?", yes)
+    result = ctl.api.delete(f"/registry/tools/{segment(name)}")
+    ctl.out.show(result, lambda: ctl.out.line(f"Removed tool {name}."))
+
+
+@tool.command("list-scheduled")
+@json_option
+@pass_ctl
+def list_scheduled(ctl: Ctl) -> None:
+    """This instance's scheduled pipeline runs (cron jobs) and when they fire next."""
+    schedules = ctl.api.get("/schedules")
+    ctl.out.show(
+        schedules,
+        lambda: ctl.out.table(
+            ["id", "pipeline", "cron", "timezone", "next run", "last tick"],
+            [
+                [
+                    s["id"],
+                    s["pipeline"],
+                    s["cron"],
+                    s["timezone"],
+                    s.get("next_run_time"),
+                    s.get("last_tick_at"),
+                ]
+                for s in schedules
+            ],
+            title="scheduled jobs",
+        ),
+    )
+
+
+@tool.command("stop")
+@click.option("--id", "job_id", required=True, help=ID_HELP)
+@yes_option
+@json_option
+@pass_ctl
+def stop_job(ctl: Ctl, job_id: str, yes: bool) -> None:
+    """Remove a scheduled job (runs already started finish)."""
+    confirm(f"Stop scheduled job {job_id}?", yes)
+    result = ctl.api.delete(f"/jobs/{segment(job_id)}")
+    ctl.out.show(result, lambda: ctl.out.line(f"Stopped scheduled job {job_id}."))

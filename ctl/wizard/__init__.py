@@ -1,0 +1,1 @@
+"""The interactive wizards: ``instance install`` and ``instance init``."""

@@ -1,0 +1,182 @@
+"""The installer's answers: their defaults, their checks, and the answers file (JSON or YAML).
+
+Interactive questions, ``--answers FILE`` and flags all end in the same ``InstallAnswers`` and pass the
+same checks, so automation cannot write an install the wizard would have refused.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import click
+
+from orchestrator.names import name_problem
+
+from ..cluster import format_initial_cluster, initial_cluster_problem, parse_initial_cluster, peer_url
+from ..compose import InstanceConfig
+from ..netinfo import host_addresses, ip_problem
+from ..pipeline_input import load_structured_file
+
+DEFAULT_DIRECTORY = "~/mao-instance"
+
+
+@dataclass
+class InstallAnswers:
+    join: bool = False
+    federation: str | None = None
+    initial_cluster: str | None = None
+    directory: str | None = None
+    name: str | None = None
+    ip: str | None = None
+    git_email: str | None = None
+    ssh_dir: str | None = None
+    api_port: int = 8080
+    postgres_port: int = 5433
+    labels: dict[str, str] = field(default_factory=dict)
+    overwrite: bool = False
+
+
+KEYS = {f.name for f in fields(InstallAnswers)}
+
+
+def from_file(path: Path) -> dict[str, Any]:
+    data = load_structured_file(path)
+    if not isinstance(data, dict):
+        raise click.BadParameter(f'{path} must hold an object of answers such as {{"name": "node1"}}')
+    unknown = sorted(set(data) - KEYS)
+    if unknown:
+        raise click.BadParameter(
+            f"{path}: unknown answer(s) {', '.join(unknown)}; known: {', '.join(sorted(KEYS))}"
+        )
+    return data
+
+
+def default_name() -> str:
+    host = socket.gethostname().split(".")[0]
+    return host if name_problem(host) is None else "mao-node"
+
+
+def default_email(name: str) -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "mao"
+    return f"{user}@{name}"
+
+
+def default_ip(joining: bool) -> str:
+    addresses = host_addresses()
+    return addresses[0].ip if addresses else ("" if joining else "127.0.0.1")
+
+
+def check_directory(value: str) -> str | None:
+    if not value.strip():
+        return "give a folder, e.g. ~/mao-instance"
+    path = Path(value.strip()).expanduser()
+    if path.exists() and not path.is_dir():
+        return f"{path} exists and is not a folder"
+    return None
+
+
+def check_email(value: str) -> str | None:
+    local, at, domain = value.strip().partition("@")
+    if not at or not local or not domain or any(c.isspace() or c in "<>\"'" for c in value.strip()):
+        return f"{value!r} is not an e-mail address such as me@example.org"
+    return None
+
+
+def check_ssh_dir(value: str) -> str | None:
+    if value.strip() and not Path(value.strip()).expanduser().is_dir():
+        return f"{value} is not a folder (leave it empty if git needs no SSH key)"
+    return None
+
+
+def check_port(value: Any, what: str) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        return f"{what} must be a port number between 1 and 65535, not {value!r}"
+    return None
+
+
+TEXT_KEYS = ("federation", "initial_cluster", "directory", "name", "ip", "git_email", "ssh_dir")
+
+
+def type_problems(answers: InstallAnswers) -> list[str]:
+    """An answers file can hold any JSON type: say which answers have the wrong one."""
+    found = [
+        f"{key}: must be a string" for key in TEXT_KEYS if not isinstance(getattr(answers, key), str | None)
+    ]
+    found += [
+        f"{key}: must be true or false"
+        for key in ("join", "overwrite")
+        if not isinstance(getattr(answers, key), bool)
+    ]
+    return found
+
+
+def problems(answers: InstallAnswers) -> list[str]:
+    """Every reason these answers cannot make an instance (empty when they can)."""
+    found = type_problems(answers)
+    if found:
+        return found
+    for what, check in (
+        ("directory", check_directory(answers.directory or "")),
+        ("name", name_problem(answers.name or "", "instance name")),
+        ("ip", ip_problem(answers.ip or "", allow_loopback=not answers.join)),
+        ("git_email", check_email(answers.git_email or "")),
+        ("ssh_dir", check_ssh_dir(answers.ssh_dir or "")),
+        ("api_port", check_port(answers.api_port, "api_port")),
+        ("postgres_port", check_port(answers.postgres_port, "postgres_port")),
+    ):
+        if check:
+            found.append(f"{what}: {check}")
+    if not isinstance(answers.labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and k and "," not in k + v and "=" not in k
+        for k, v in answers.labels.items()
+    ):
+        found.append('labels: must be an object of strings, e.g. {"site": "lab"}')
+    if answers.join:
+        if not answers.initial_cluster:
+            found.append(
+                "initial_cluster: joining needs the ETCD_INITIAL_CLUSTER value the federation's operator sends"
+            )
+        elif answers.name and answers.ip and not found:
+            if problem := initial_cluster_problem(
+                answers.initial_cluster, answers.name, peer_url(answers.ip)
+            ):
+                found.append(f"initial_cluster: {problem}")
+    elif answers.initial_cluster:
+        found.append("initial_cluster: only for joining a federation (join: true)")
+    return found
+
+
+def fill_defaults(answers: InstallAnswers) -> InstallAnswers:
+    answers.directory = answers.directory or DEFAULT_DIRECTORY
+    answers.name = answers.name or default_name()
+    answers.ip = answers.ip or default_ip(answers.join)
+    answers.git_email = answers.git_email or default_email(answers.name)
+    return answers
+
+
+def to_config(answers: InstallAnswers) -> InstanceConfig:
+    assert answers.directory and answers.name and answers.ip and answers.git_email
+    ssh = (answers.ssh_dir or "").strip()
+    return InstanceConfig(
+        name=answers.name.strip(),
+        ip=answers.ip.strip(),
+        directory=Path(answers.directory.strip()).expanduser().resolve(),
+        git_email=answers.git_email.strip(),
+        ssh_dir=Path(ssh).expanduser().resolve() if ssh else None,
+        initial_cluster=(
+            format_initial_cluster(parse_initial_cluster(answers.initial_cluster))
+            if answers.join and answers.initial_cluster
+            else None
+        ),
+        federation=answers.federation,
+        api_port=answers.api_port,
+        postgres_port=answers.postgres_port,
+        labels=dict(answers.labels),
+    )

@@ -1,0 +1,244 @@
+"""``maoctl instance install``: ask, check, then write a ready-to-start instance folder.
+
+The questions follow the prototype's installer: join a federation or not, install directory, instance
+name, the IP other instances reach this one on, git e-mail, SSH key folder. Joining explains what to
+send the federation's operator and takes back the ``ETCD_INITIAL_CLUSTER`` value they return.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import click
+
+from orchestrator.names import name_problem
+
+from ..cluster import initial_cluster_problem, peer_url
+from ..compose import ENV_FILE, InstanceConfig, Secrets, existing_files, local_build_context, write_install
+from ..context import Ctl
+from ..marketplace import Marketplace, MarketplaceError
+from ..netinfo import host_addresses, ip_problem
+from . import prompts
+from .answers import (
+    DEFAULT_DIRECTORY,
+    InstallAnswers,
+    check_directory,
+    check_email,
+    check_ssh_dir,
+    default_email,
+    default_ip,
+    default_name,
+    fill_defaults,
+    problems,
+    to_config,
+)
+
+OTHER = object()
+
+
+def run_install(ctl: Ctl, answers: InstallAnswers, given: set[str], interactive: bool) -> None:
+    """``given``: the answers that came from flags or the answers file (never asked again)."""
+    if interactive:
+        prompts.require_terminal("instance install", "give --answers FILE, or flags with --non-interactive")
+        # A bad flag is reported before any question, not after all of them.
+        trial = fill_defaults(dataclasses.replace(answers))
+        if early := [p for p in problems(trial) if p.split(":", 1)[0] in given]:
+            raise click.UsageError("the answers cannot make an instance:\n  " + "\n  ".join(early))
+        ask_missing(ctl, answers, given)
+    else:
+        fill_defaults(answers)
+    found = problems(answers)
+    if found:
+        raise click.UsageError("the answers cannot make an instance:\n  " + "\n  ".join(found))
+    config = to_config(answers)
+    present = existing_files(config.directory)
+    if present and not answers.overwrite:
+        listed = ", ".join(p.name for p in present)
+        if not interactive:
+            raise click.ClickException(
+                f"{config.directory} already holds {listed}; nothing was written "
+                '(pass --yes or "overwrite": true to replace them)'
+            )
+        if not prompts.confirm(
+            f"{config.directory} already holds {listed}. Overwrite them (secrets and data are kept)?"
+        ):
+            raise click.ClickException("nothing was written")
+    if interactive:
+        show_summary(ctl, config)
+        if not prompts.confirm(f"Write the instance to {config.directory}?", default=True):
+            raise click.ClickException("nothing was written")
+    # Reusing an earlier install's secrets keeps its PostgreSQL data readable and its token valid.
+    keys = Secrets.reuse_or_generate(config.directory / ENV_FILE)
+    build_context = local_build_context()
+    written = write_install(config, keys, build_context)
+    report(ctl, config, written, build_context)
+
+
+def ask_missing(ctl: Ctl, answers: InstallAnswers, given: set[str]) -> None:
+    out = ctl.out
+    out.line(
+        "MAO instance installer: every answer can be changed later in the files it writes.", style="bold"
+    )
+    if "join" not in given:
+        answers.join = prompts.confirm("Join an existing federation?", default=False)
+    if answers.join and "federation" not in given:
+        answers.federation = choose_federation(ctl)
+    if "directory" not in given:
+        answers.directory = prompts.path(
+            "Install directory:", default=DEFAULT_DIRECTORY, check=check_directory
+        )
+    directory = Path(answers.directory or DEFAULT_DIRECTORY).expanduser()
+    present = existing_files(directory)
+    if present and not answers.overwrite:
+        listed = ", ".join(p.name for p in present)
+        if not prompts.confirm(
+            f"{directory} already holds {listed}. Overwrite them (secrets and data are kept)?"
+        ):
+            raise click.ClickException("nothing was written")
+        answers.overwrite = True
+    if "name" not in given:
+        answers.name = prompts.text(
+            "Instance name:", default=default_name(), check=lambda v: name_problem(v.strip(), "instance name")
+        )
+    if "ip" not in given:
+        answers.ip = choose_ip(answers.join)
+    if "git_email" not in given:
+        answers.git_email = prompts.text(
+            "Git e-mail for this instance's commits:",
+            default=default_email(answers.name or ""),
+            check=check_email,
+        )
+    if "ssh_dir" not in given:
+        answers.ssh_dir = (
+            prompts.path("SSH key folder for git remotes (empty for none):", check=check_ssh_dir) or None
+        )
+    if answers.join and "initial_cluster" not in given:
+        explain_joining(ctl, answers)
+        name, own = answers.name or "", peer_url(answers.ip or "")
+        answers.initial_cluster = prompts.text(
+            "ETCD_INITIAL_CLUSTER from the operator:",
+            check=lambda v: initial_cluster_problem(v, name, own),
+        )
+    fill_defaults(answers)
+
+
+def choose_federation(ctl: Ctl) -> str | None:
+    try:
+        federations = Marketplace().federations
+    except MarketplaceError as exc:
+        ctl.out.line(f"(the marketplace is not available: {exc.message})", style="yellow")
+        federations = []
+    if not federations:
+        return None
+    choices: list[tuple[str, Any]] = [
+        (
+            f"{f['name']}: {f.get('description', '')} (contacts: {', '.join(f.get('contacts', [])) or 'none listed'})",
+            f,
+        )
+        for f in federations
+    ]
+    choices.append(("Another federation (not in the marketplace)", OTHER))
+    chosen = prompts.select("Which federation?", choices)
+    return None if chosen is OTHER else str(chosen["name"])
+
+
+def choose_ip(joining: bool) -> str:
+    port_note = "other instances must reach its ports 2379, 2380 and 8080"
+    choices: list[tuple[str, Any]] = [(a.label, a.ip) for a in host_addresses()]
+    if not joining:
+        choices.append(("127.0.0.1 (this machine only: a standalone instance nobody can join)", "127.0.0.1"))
+    choices.append(("Type another address", OTHER))
+    chosen = prompts.select(
+        f"IP address of this instance ({port_note}):", choices, default=default_ip(joining)
+    )
+    if chosen is not OTHER:
+        return str(chosen)
+    return prompts.text("IP address:", check=lambda v: ip_problem(v, allow_loopback=not joining))
+
+
+def federation_contacts(name: str | None) -> list[str]:
+    if not name:
+        return []
+    try:
+        found = next((f for f in Marketplace().federations if f["name"] == name), None)
+    except MarketplaceError:
+        return []
+    return list(found.get("contacts", [])) if found else []
+
+
+def explain_joining(ctl: Ctl, answers: InstallAnswers) -> None:
+    out = ctl.out
+    own = peer_url(answers.ip or "")
+    contacts = federation_contacts(answers.federation)
+    who = f"the operator of {answers.federation or 'the federation'}"
+    if contacts:
+        who += f" ({', '.join(contacts)})"
+    out.line("")
+    out.line(f"To join, send {who}:", style="bold")
+    out.line(f"  instance name: {answers.name}")
+    out.line(f"  peer URL:      {own}")
+    out.line("They add this instance to the federation's etcd cluster with")
+    out.line(f"  maoctl federation add-member --name {answers.name} --peer-url {own}", style="bold")
+    out.line("and send back the ETCD_INITIAL_CLUSTER value it prints (name=http://host:2380,...).")
+    out.line("")
+
+
+def show_summary(ctl: Ctl, config: InstanceConfig) -> None:
+    ctl.out.fields(
+        [
+            (
+                "federation",
+                (config.federation or "(not in the marketplace)")
+                if config.joining
+                else "none: a new etcd cluster",
+            ),
+            ("directory", str(config.directory)),
+            ("instance name", config.name),
+            ("IP address", config.ip),
+            ("etcd peer URL", config.peer_url),
+            ("git e-mail", config.git_email),
+            ("SSH key folder", str(config.ssh_dir) if config.ssh_dir else None),
+            ("ETCD_INITIAL_CLUSTER", config.initial_cluster if config.joining else None),
+        ],
+        title="The instance",
+    )
+
+
+def report(ctl: Ctl, config: InstanceConfig, written: list[Path], build_context: str | None) -> None:
+    start = f"cd {config.directory} && docker compose up -d"
+    token = f"export MAO_API_TOKEN=\"$(sed -n 's/^MAO_API_TOKEN=//p' {config.directory / ENV_FILE})\""
+    data = {
+        "directory": str(config.directory),
+        "files": [str(p) for p in written],
+        "etcd_initial_cluster_state": "existing" if config.joining else "new",
+        "peer_url": config.peer_url,
+        "api_url": config.api_url,
+        "start": start,
+    }
+
+    def human() -> None:
+        out = ctl.out
+        out.line(f"Wrote {config.directory}:", style="bold green")
+        for path in written:
+            out.line(f"  {path}{'/' if path.is_dir() else ''}")
+        out.line("")
+        if build_context is None:
+            out.line(
+                "Build the images mao-orchestrator and mao-executor first (Dockerfile, Dockerfile_executor)."
+            )
+        out.line("Start it:", style="bold")
+        out.line(f"  {start}")
+        out.line("Then point maoctl at it:", style="bold")
+        out.line(f"  export MAO_URL={config.api_url}")
+        out.line(f"  {token}")
+        out.line("  maoctl instance status")
+        out.line("  maoctl instance init    # pick pipelines from the marketplace")
+        if config.joining:
+            out.line(
+                "Its etcd joins the federation's cluster when it starts; the other members must reach "
+                f"{config.peer_url}."
+            )
+
+    ctl.out.show(data, human)

@@ -1,0 +1,195 @@
+"""``maoctl instance install`` without questions: ``--answers FILE`` and flags."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ctl.compose import parse_env
+from orchestrator.config import load_settings
+from tests.ctl_helpers import maoctl
+
+URL = "http://127.0.0.1:9"  # never called: installing needs no orchestrator
+
+
+def install(*args: str) -> Any:
+    return maoctl(URL, "instance", "install", *args)
+
+
+def read_install(directory: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    compose = yaml.safe_load((directory / "docker-compose.yaml").read_text())
+    return compose, parse_env((directory / "mao.env").read_text())
+
+
+def test_answers_file_writes_a_standalone_instance(tmp_path: Path) -> None:
+    directory = tmp_path / "node"
+    answers = tmp_path / "answers.yaml"
+    answers.write_text(
+        yaml.safe_dump(
+            {
+                "join": False,
+                "directory": str(directory),
+                "name": "alpha",
+                "ip": "10.0.0.1",
+                "git_email": "ops@alpha.org",
+                "labels": {"site": "lab"},
+            }
+        )
+    )
+    result = install("--answers", str(answers))
+    assert result.exit_code == 0, result.output
+    assert f"cd {directory} && docker compose up -d" in result.stdout
+    assert "MAO_API_TOKEN" in result.stdout and "export MAO_URL=http://127.0.0.1:8080" in result.stdout
+
+    env_file = directory / "mao.env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    for folder in ("data", "etcd", "postgres"):
+        assert (directory / folder).is_dir()
+    compose, env = read_install(directory)
+    etcd = compose["services"]["etcd"]["environment"]
+    assert etcd == {
+        "ETCD_NAME": "alpha",
+        "ETCD_DATA_DIR": "/etcd-data",
+        "ETCD_LISTEN_PEER_URLS": "http://10.0.0.1:2380",
+        "ETCD_INITIAL_ADVERTISE_PEER_URLS": "http://10.0.0.1:2380",
+        "ETCD_LISTEN_CLIENT_URLS": "http://127.0.0.1:2379,http://10.0.0.1:2379",
+        "ETCD_ADVERTISE_CLIENT_URLS": "http://10.0.0.1:2379",
+        "ETCD_INITIAL_CLUSTER": "alpha=http://10.0.0.1:2380",
+        "ETCD_INITIAL_CLUSTER_STATE": "new",
+    }
+    assert env["MAO_INSTANCE_NAME"] == "alpha" and env["MAO_GIT_EMAIL"] == "ops@alpha.org"
+    assert env["MAO_LABELS"] == "site=lab"
+    for key in ("MAO_API_TOKEN", "MAO_EXECUTOR_TOKEN", "POSTGRES_PASSWORD"):
+        assert len(env[key]) >= 32
+    assert (
+        env["MAO_DATABASE_URL"] == f"postgresql+asyncpg://mao:{env['POSTGRES_PASSWORD']}@127.0.0.1:5433/mao"
+    )
+
+    # What the orchestrator container sees (compose environment over mao.env) is a valid configuration.
+    container_env = {**env, **compose["services"]["orchestrator"]["environment"]}
+    container_env["MAO_DATA_DIR"] = container_env["MAO_HOST_DATA_DIR"] = str(directory / "data")
+    settings = load_settings(container_env)
+    assert settings.instance_name == "alpha" and settings.database_url.startswith("postgresql+asyncpg://")
+    assert compose["services"]["orchestrator"]["environment"]["MAO_DATA_DIR"] == str(directory / "data")
+
+
+def test_flags_join_an_existing_cluster(tmp_path: Path) -> None:
+    directory = tmp_path / "beta"
+    cluster = "alpha=http://10.0.0.1:2380,beta=http://10.0.0.2:2380"
+    result = install(
+        "--non-interactive",
+        "--join",
+        "--initial-cluster",
+        f"ETCD_INITIAL_CLUSTER={cluster}",
+        "--dir",
+        str(directory),
+        "--name",
+        "beta",
+        "--ip",
+        "10.0.0.2",
+        "--ssh-dir",
+        str(tmp_path),
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (
+        summary["etcd_initial_cluster_state"] == "existing" and summary["peer_url"] == "http://10.0.0.2:2380"
+    )
+    compose, env = read_install(directory)
+    etcd = compose["services"]["etcd"]["environment"]
+    assert etcd["ETCD_INITIAL_CLUSTER"] == cluster and etcd["ETCD_INITIAL_CLUSTER_STATE"] == "existing"
+    assert etcd["ETCD_NAME"] == "beta" and etcd["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == "http://10.0.0.2:2380"
+    assert f"{tmp_path}:/root/.ssh:ro" in compose["services"]["orchestrator"]["volumes"]
+    assert env["MAO_GIT_EMAIL"].endswith("@beta")
+
+
+def test_rerun_keeps_files_unless_told_and_then_keeps_the_secrets(tmp_path: Path) -> None:
+    args = ("--non-interactive", "--dir", str(tmp_path), "--name", "alpha", "--ip", "127.0.0.1")
+    assert install(*args).exit_code == 0
+    _, first = read_install(tmp_path)
+    refused = install(*args, "--name", "renamed")
+    assert refused.exit_code == 1 and "already holds docker-compose.yaml, mao.env" in refused.stderr
+    assert read_install(tmp_path)[1] == first
+    assert install(*args, "--name", "renamed", "--yes").exit_code == 0
+    _, second = read_install(tmp_path)
+    assert second["MAO_INSTANCE_NAME"] == "renamed"
+    assert all(second[k] == first[k] for k in ("POSTGRES_PASSWORD", "MAO_API_TOKEN", "MAO_EXECUTOR_TOKEN"))
+
+
+def test_bad_answers_are_all_reported_and_nothing_is_written(tmp_path: Path) -> None:
+    answers = tmp_path / "answers.json"
+    answers.write_text(
+        json.dumps(
+            {
+                "join": True,
+                "directory": str(tmp_path / "x"),
+                "name": "../x",
+                "ip": "127.0.0.1",
+                "git_email": "nope",
+                "postgres_port": 0,
+            }
+        )
+    )
+    result = install("--answers", str(answers))
+    assert result.exit_code == 2
+    for text in (
+        "name: invalid instance name",
+        "ip: 127.0.0.1 is only reachable from this machine",
+        "git_email:",
+        "postgres_port:",
+        "initial_cluster: joining needs",
+    ):
+        assert text in result.stderr, text
+    assert not (tmp_path / "x").exists()
+
+    answers.write_text(
+        json.dumps(
+            {
+                "join": True,
+                "directory": str(tmp_path / "x"),
+                "name": "gamma",
+                "ip": "10.0.0.3",
+                "initial_cluster": "alpha=http://10.0.0.1:2380",
+            }
+        )
+    )
+    result = install("--answers", str(answers))
+    assert (
+        result.exit_code == 2
+        and "federation add-member --name gamma --peer-url http://10.0.0.3:2380" in result.stderr
+    )
+
+
+def test_answers_of_the_wrong_type(tmp_path: Path) -> None:
+    answers = tmp_path / "answers.json"
+    answers.write_text(
+        json.dumps({"directory": str(tmp_path / "x"), "ip": 10, "join": "yes", "labels": ["a"]})
+    )
+    result = install("--answers", str(answers))
+    assert (
+        result.exit_code == 2
+        and "ip: must be a string" in result.stderr
+        and "join: must be true or false" in result.stderr
+    )
+    assert not (tmp_path / "x").exists()
+
+
+def test_malformed_answers_files(tmp_path: Path) -> None:
+    broken = tmp_path / "answers.yaml"
+    broken.write_text("name: [unclosed\n")
+    result = install("--answers", str(broken))
+    assert result.exit_code == 2 and "is not valid YAML" in result.stderr
+    unknown = tmp_path / "answers.json"
+    unknown.write_text('{"nmae": "typo"}')
+    result = install("--answers", str(unknown))
+    assert result.exit_code == 2 and "unknown answer(s) nmae" in result.stderr
+
+
+def test_the_wizard_needs_a_terminal(tmp_path: Path) -> None:
+    result = install("--dir", str(tmp_path))
+    assert result.exit_code == 2 and "--answers FILE" in result.stderr

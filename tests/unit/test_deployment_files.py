@@ -1,0 +1,130 @@
+"""The deployment files: compose files parse and only use settings the services read, the Dockerfiles
+copy files that exist, and requirements_installer.txt covers what maoctl imports."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ctl.compose import EXAMPLE, InstanceConfig, compose_document, example_env_text, main
+from tests.ctl_helpers import REPO_ROOT
+
+
+def names_read_by_the_services() -> set[str]:
+    """Every MAO_* name orchestrator/config.py or executor/config.py mentions (what they can read)."""
+    source = "".join((REPO_ROOT / p).read_text() for p in ("orchestrator/config.py", "executor/config.py"))
+    return set(re.findall(r"\b(MAO_[A-Z0-9_]+)\b", source))
+
+
+def environment_names(document: dict[str, Any]) -> set[str]:
+    names = set()
+    for service in document["services"].values():
+        environment = service.get("environment") or {}
+        names.update(
+            environment if isinstance(environment, dict) else (e.split("=", 1)[0] for e in environment)
+        )
+    return names
+
+
+def joining() -> InstanceConfig:
+    return InstanceConfig(
+        name="beta",
+        ip="10.0.0.2",
+        directory=Path("/srv/mao"),
+        git_email="ops@beta.example.org",
+        ssh_dir=Path("/home/ops/.ssh"),
+        initial_cluster="alpha=http://10.0.0.1:2380,beta=http://10.0.0.2:2380",
+        labels={"site": "lab"},
+    )
+
+
+@pytest.mark.parametrize("config", [EXAMPLE, joining()], ids=["example", "joining"])
+def test_compose_uses_only_settings_the_services_read(config: InstanceConfig) -> None:
+    document = yaml.safe_load(yaml.safe_dump(compose_document(config, "/opt/mao")))
+    assert set(document["services"]) == {"orchestrator", "executor", "postgres", "etcd"}
+    mao_names = {n for n in environment_names(document) if n.startswith("MAO_")}
+    assert mao_names and mao_names <= names_read_by_the_services()
+    for service in document["services"].values():
+        assert service["network_mode"] == "host"
+
+
+def test_repository_compose_file_is_the_generators_output() -> None:
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    assert yaml.safe_load(text) == compose_document(EXAMPLE, "."), (
+        "regenerate: python -m ctl.compose > docker-compose.yml"
+    )
+    assert (REPO_ROOT / "mao.env.example").read_text() == example_env_text(), (
+        "regenerate: python -m ctl.compose --env > mao.env.example"
+    )
+    env_names = {
+        line.split("=", 1)[0]
+        for line in example_env_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    assert {n for n in env_names if n.startswith("MAO_")} <= names_read_by_the_services()
+    assert main(["x", "--bogus"]) == 2
+
+
+def test_repository_compose_mounts_data_at_the_same_path() -> None:
+    services = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())["services"]
+    orchestrator, executor = services["orchestrator"], services["executor"]
+    data = orchestrator["environment"]["MAO_DATA_DIR"]
+    assert orchestrator["environment"]["MAO_HOST_DATA_DIR"] == data
+    assert f"{data}:{data}" in orchestrator["volumes"] and f"{data}:{data}" in executor["volumes"]
+    assert "/var/run/docker.sock:/var/run/docker.sock" in executor["volumes"]
+    for name, dockerfile in (("orchestrator", "Dockerfile"), ("executor", "Dockerfile_executor")):
+        assert (REPO_ROOT / services[name]["build"]["dockerfile"]).is_file() and services[name]["build"][
+            "dockerfile"
+        ] == dockerfile
+    assert services["orchestrator"]["env_file"] == ["mao.env"]
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "Dockerfile_executor"])
+def test_dockerfiles_copy_files_that_exist(dockerfile: str) -> None:
+    lines = (REPO_ROOT / dockerfile).read_text().splitlines()
+    assert lines[
+        [i for i, line in enumerate(lines) if line.strip() and not line.startswith("#")][0]
+    ].startswith("FROM python:3.11-slim")
+    copies = [line.split()[1:-1] for line in lines if line.startswith("COPY ")]
+    assert copies
+    for sources in copies:
+        for source in sources:
+            assert (REPO_ROOT / source).exists(), f"{dockerfile} copies {source}, which does not exist"
+    assert any("pip install" in line for line in lines)
+    ignored = (REPO_ROOT / ".dockerignore").read_text().split()
+    assert "mao.env" in ignored and ".venv" in ignored
+
+
+def third_party_imports(folder: Path) -> set[str]:
+    modules = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    return {
+        m
+        for m in modules
+        if m not in sys.stdlib_module_names and m not in ("ctl", "orchestrator", "__future__")
+    }
+
+
+def test_requirements_installer_covers_maoctl_imports() -> None:
+    lines = [line.strip() for line in (REPO_ROOT / "requirements_installer.txt").read_text().splitlines()]
+    required = {
+        re.split(r"[<>=!~\[ ]", line)[0].lower() for line in lines if line and not line.startswith("#")
+    }
+    assert all(">=" in line for line in lines if line and not line.startswith("#")), "give lower bounds"
+    distributions = importlib.metadata.packages_distributions()
+    imported = third_party_imports(REPO_ROOT / "ctl")
+    needed = {distributions[module][0].lower() for module in imported}
+    assert needed <= required, f"missing from requirements_installer.txt: {needed - required}"
+    assert required == {"click", "questionary", "rich", "requests", "pyyaml"}
