@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -39,7 +40,7 @@ def spawn(*args: str, home: Path, marketplace: Path, url: str | None = None) -> 
     )
     if url:
         env["MAO_URL"] = url
-    return pexpect.spawn(
+    child = pexpect.spawn(
         sys.executable,
         ["-m", "ctl", *args],
         cwd=str(REPO_ROOT),
@@ -48,6 +49,8 @@ def spawn(*args: str, home: Path, marketplace: Path, url: str | None = None) -> 
         encoding="utf-8",
         timeout=30,
     )
+    child.logfile_read = io.StringIO()  # the whole transcript, including what earlier expects consumed
+    return child
 
 
 def answer(child: pexpect.spawn, prompt: str, keys: str) -> None:
@@ -58,7 +61,7 @@ def answer(child: pexpect.spawn, prompt: str, keys: str) -> None:
 def finish(child: pexpect.spawn) -> str:
     child.expect(pexpect.EOF)
     child.close()
-    text = ANSI.sub("", child.before or "")
+    text = ANSI.sub("", child.logfile_read.getvalue())
     assert "Traceback" not in text
     return text
 
