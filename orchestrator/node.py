@@ -9,8 +9,10 @@ from .config import Settings
 from .datasets import Datasets
 from .errors import MaoError
 from .executor_client import ExecutorClient
+from .federation.cluster import EtcdCluster
 from .federation.etcd import Etcd
 from .federation.locks import Locks
+from .federation.members import Membership
 from .federation.registry import Registry
 from .pipelines.runner import Runner
 from .pipelines.service import PipelineService
@@ -26,6 +28,8 @@ class Node:
     etcd: Etcd
     registry: Registry
     locks: Locks
+    membership: Membership
+    cluster: EtcdCluster
     store: Store
     datasets: Datasets
     executor: ExecutorClient
@@ -49,11 +53,30 @@ class Node:
         runner = Runner(settings, store, registry, datasets, executor, locks)
         scheduler = Scheduler(store, runner)
         pipelines = PipelineService(settings, store, registry, datasets, runner, scheduler)
-        return cls(settings, etcd, registry, locks, store, datasets, executor, runner, scheduler, pipelines)
+        return cls(
+            settings=settings,
+            etcd=etcd,
+            registry=registry,
+            locks=locks,
+            membership=Membership(etcd, settings),
+            cluster=EtcdCluster(etcd),
+            store=store,
+            datasets=datasets,
+            executor=executor,
+            runner=runner,
+            scheduler=scheduler,
+            pipelines=pipelines,
+        )
 
     async def start(self) -> None:
         """Start what the node needs to serve. The database must answer; etcd and the executor may
-        come later (requests that need them answer 503 meanwhile)."""
+        come later (requests that need them answer 503 meanwhile). The instance name comes first:
+        a name a live instance holds stops the start (``NameTaken``) before anything else opens."""
+        try:
+            await self.membership.start()
+        except MaoError:
+            await self.etcd.close()
+            raise
         await self.store.start()
         await self.executor.start()
         interrupted = await self.store.fail_interrupted_runs(
@@ -73,6 +96,7 @@ class Node:
     async def close(self) -> None:
         await self.scheduler.stop()
         await self.runner.shutdown()
+        await self.membership.close()
         await self.executor.close()
         await self.etcd.close()
         await self.store.close()
