@@ -14,6 +14,7 @@ from .federation.etcd import Etcd
 from .federation.locks import Locks
 from .federation.members import Membership
 from .federation.registry import Registry
+from .federation.scheduler import FederationScheduler
 from .pipelines.runner import Runner
 from .pipelines.service import PipelineService
 from .scheduling import Scheduler
@@ -35,6 +36,7 @@ class Node:
     executor: ExecutorClient
     runner: Runner
     scheduler: Scheduler
+    federation_scheduler: FederationScheduler
     pipelines: PipelineService
 
     @classmethod
@@ -52,19 +54,24 @@ class Node:
         executor = ExecutorClient(settings.executor_url, settings.executor_token)
         runner = Runner(settings, store, registry, datasets, executor, locks)
         scheduler = Scheduler(store, runner)
+        membership = Membership(etcd, settings)
+        federation_scheduler = FederationScheduler(
+            settings, etcd, scheduler, runner, store, membership, registry
+        )
         pipelines = PipelineService(settings, store, registry, datasets, runner, scheduler)
         return cls(
             settings=settings,
             etcd=etcd,
             registry=registry,
             locks=locks,
-            membership=Membership(etcd, settings),
+            membership=membership,
             cluster=EtcdCluster(etcd),
             store=store,
             datasets=datasets,
             executor=executor,
             runner=runner,
             scheduler=scheduler,
+            federation_scheduler=federation_scheduler,
             pipelines=pipelines,
         )
 
@@ -87,6 +94,7 @@ class Node:
                 "marked %d run(s) failed that a previous orchestrator process left unfinished", interrupted
             )
         await self.scheduler.start()
+        await self.federation_scheduler.start()
         for name, check in (("etcd", self.etcd.check), ("executor", self.executor.health)):
             try:
                 await check()
@@ -94,6 +102,7 @@ class Node:
                 log.warning("%s is not reachable yet: %s", name, exc.message)
 
     async def close(self) -> None:
+        await self.federation_scheduler.close()
         await self.scheduler.stop()
         await self.runner.shutdown()
         await self.membership.close()

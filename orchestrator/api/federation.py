@@ -50,3 +50,9 @@ async def add_etcd_member(request: web.Request) -> web.Response:
 async def remove_etcd_member(request: web.Request) -> web.Response:
     name = path_name(request, what="member name")
     return ok(await node(request).cluster.remove(name))
+
+
+@routes.get("/federation/schedules")
+async def list_schedules(request: web.Request) -> web.Response:
+    """Federation-wide schedules with their recent ticks (newest first): who fired, or why skipped."""
+    return ok(await node(request).federation_scheduler.list())
