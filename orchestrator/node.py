@@ -15,10 +15,13 @@ from .federation.locks import Locks
 from .federation.members import Membership
 from .federation.registry import Registry
 from .federation.scheduler import FederationScheduler
+from .pipelines.registrations import Registrations
 from .pipelines.runner import Runner
 from .pipelines.service import PipelineService
+from .pipelines.voting import Voting
 from .scheduling import Scheduler
 from .store import Store
+from .store.outage import PendingMerges, RegistryCache
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,7 @@ class Node:
     store: Store
     datasets: Datasets
     executor: ExecutorClient
+    voting: Voting
     runner: Runner
     scheduler: Scheduler
     federation_scheduler: FederationScheduler
@@ -44,6 +48,7 @@ class Node:
         etcd = Etcd(settings.etcd_endpoints, timeout=settings.etcd_timeout)
         registry = Registry(etcd)
         locks = Locks(etcd, settings.instance_name, ttl=settings.lock_ttl, wait=settings.lock_wait)
+        membership = Membership(etcd, settings)
         store = Store(settings.database_url)
         datasets = Datasets(
             settings.data_dir,
@@ -52,13 +57,14 @@ class Node:
             network_timeout=settings.git_timeout,
         )
         executor = ExecutorClient(settings.executor_url, settings.executor_token)
-        runner = Runner(settings, store, registry, datasets, executor, locks)
+        registrations = Registrations(registry, RegistryCache(store))
+        voting = Voting(datasets, locks, PendingMerges(store), registrations, etcd)
+        runner = Runner(settings, store, registrations, datasets, executor, voting)
         scheduler = Scheduler(store, runner)
-        membership = Membership(etcd, settings)
         federation_scheduler = FederationScheduler(
             settings, etcd, scheduler, runner, store, membership, registry
         )
-        pipelines = PipelineService(settings, store, registry, datasets, runner, scheduler)
+        pipelines = PipelineService(settings, store, registry, registrations, datasets, runner, scheduler)
         return cls(
             settings=settings,
             etcd=etcd,
@@ -69,6 +75,7 @@ class Node:
             store=store,
             datasets=datasets,
             executor=executor,
+            voting=voting,
             runner=runner,
             scheduler=scheduler,
             federation_scheduler=federation_scheduler,
@@ -95,6 +102,7 @@ class Node:
             )
         await self.scheduler.start()
         await self.federation_scheduler.start()
+        await self.voting.start()
         for name, check in (("etcd", self.etcd.check), ("executor", self.executor.health)):
             try:
                 await check()
@@ -105,6 +113,7 @@ class Node:
         await self.federation_scheduler.close()
         await self.scheduler.stop()
         await self.runner.shutdown()
+        await self.voting.close()
         await self.membership.close()
         await self.executor.close()
         await self.etcd.close()
