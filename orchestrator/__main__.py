@@ -13,6 +13,7 @@ from . import __version__
 from .app import create_app
 from .config import load_settings
 from .errors import ConfigError
+from .federation.members import NameTaken
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,9 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         ",".join(f"{h}:{p}" for h, p in settings.etcd_endpoints),
         settings.executor_url,
     )
-    web.run_app(
-        create_app(settings), host=settings.api_host, port=settings.api_port, print=None, access_log=None
-    )
+    try:
+        web.run_app(
+            create_app(settings), host=settings.api_host, port=settings.api_port, print=None, access_log=None
+        )
+    except NameTaken as exc:
+        print(f"mao-orchestrator: refusing to start: {exc.message}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -44,6 +44,9 @@ class Settings:
     git_timeout: float = 120.0
     labels: dict[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
+    # Where other instances and operators reach this API; published in the member record.
+    advertise_url: str = ""
+    member_ttl: int = 10
 
     @property
     def api_url(self) -> str:
@@ -71,6 +74,8 @@ class Settings:
             "MAO_LABELS": ",".join(f"{k}={v}" for k, v in self.labels.items()),
             "MAO_STEP_TIMEOUT": self.step_timeout,
             "MAO_LOCK_TTL": self.lock_ttl,
+            "MAO_ADVERTISE_URL": self.advertise_url,
+            "MAO_MEMBER_TTL": self.member_ttl,
         }
 
 
@@ -178,6 +183,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         else:
             labels[key.strip()] = value.strip()
 
+    advertise_url = (get("MAO_ADVERTISE_URL") or _default_advertise_url(api_host, api_port)).rstrip("/")
+    if problem := _advertise_url_problem(advertise_url):
+        problems.append(problem)
+
     log_level = (get("MAO_LOG_LEVEL", "INFO") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append(f"MAO_LOG_LEVEL={log_level} must be DEBUG, INFO, WARNING or ERROR")
@@ -202,6 +211,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         git_timeout=get_number("MAO_GIT_TIMEOUT", 120.0, 1, 3600),
         labels=labels,
         log_level=log_level,
+        advertise_url=advertise_url,
+        # etcd refuses leases shorter than about 1.5 election timeouts; 2 s is its floor with defaults.
+        member_ttl=int(get_number("MAO_MEMBER_TTL", 10, 2, 300, integer=True)),
     )
     if problems:
         raise ConfigError(problems)
@@ -223,6 +235,25 @@ def _parse_endpoints(raw: str, problems: list[str]) -> list[tuple[str, int]]:
     if not endpoints and not any(p.startswith("MAO_ETCD_ENDPOINTS") for p in problems):
         problems.append("MAO_ETCD_ENDPOINTS is empty: give at least one host:port")
     return endpoints
+
+
+def _default_advertise_url(api_host: str, api_port: int) -> str:
+    # A wildcard address means nothing to other machines: publish the host name instead.
+    host = socket.gethostname() if api_host in ("0.0.0.0", "::", "") else api_host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{api_port}"
+
+
+def _advertise_url_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        return f"MAO_ADVERTISE_URL={url!r} has an invalid port"
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        return f"MAO_ADVERTISE_URL={url!r} is not an http(s) URL such as http://node1.example.org:8080"
+    return None
 
 
 def _data_dir_problem(data_dir: Path) -> str | None:

@@ -9,13 +9,19 @@ from .config import Settings
 from .datasets import Datasets
 from .errors import MaoError
 from .executor_client import ExecutorClient
+from .federation.cluster import EtcdCluster
 from .federation.etcd import Etcd
 from .federation.locks import Locks
+from .federation.members import Membership
 from .federation.registry import Registry
+from .federation.scheduler import FederationScheduler
+from .pipelines.registrations import Registrations
 from .pipelines.runner import Runner
 from .pipelines.service import PipelineService
+from .pipelines.voting import Voting
 from .scheduling import Scheduler
 from .store import Store
+from .store.outage import PendingMerges, RegistryCache
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +32,15 @@ class Node:
     etcd: Etcd
     registry: Registry
     locks: Locks
+    membership: Membership
+    cluster: EtcdCluster
     store: Store
     datasets: Datasets
     executor: ExecutorClient
+    voting: Voting
     runner: Runner
     scheduler: Scheduler
+    federation_scheduler: FederationScheduler
     pipelines: PipelineService
 
     @classmethod
@@ -38,6 +48,7 @@ class Node:
         etcd = Etcd(settings.etcd_endpoints, timeout=settings.etcd_timeout)
         registry = Registry(etcd)
         locks = Locks(etcd, settings.instance_name, ttl=settings.lock_ttl, wait=settings.lock_wait)
+        membership = Membership(etcd, settings)
         store = Store(settings.database_url)
         datasets = Datasets(
             settings.data_dir,
@@ -46,14 +57,40 @@ class Node:
             network_timeout=settings.git_timeout,
         )
         executor = ExecutorClient(settings.executor_url, settings.executor_token)
-        runner = Runner(settings, store, registry, datasets, executor, locks)
+        registrations = Registrations(registry, RegistryCache(store))
+        voting = Voting(datasets, locks, PendingMerges(store), registrations, etcd)
+        runner = Runner(settings, store, registrations, datasets, executor, voting)
         scheduler = Scheduler(store, runner)
-        pipelines = PipelineService(settings, store, registry, datasets, runner, scheduler)
-        return cls(settings, etcd, registry, locks, store, datasets, executor, runner, scheduler, pipelines)
+        federation_scheduler = FederationScheduler(
+            settings, etcd, scheduler, runner, store, membership, registry
+        )
+        pipelines = PipelineService(settings, store, registry, registrations, datasets, runner, scheduler)
+        return cls(
+            settings=settings,
+            etcd=etcd,
+            registry=registry,
+            locks=locks,
+            membership=membership,
+            cluster=EtcdCluster(etcd),
+            store=store,
+            datasets=datasets,
+            executor=executor,
+            voting=voting,
+            runner=runner,
+            scheduler=scheduler,
+            federation_scheduler=federation_scheduler,
+            pipelines=pipelines,
+        )
 
     async def start(self) -> None:
         """Start what the node needs to serve. The database must answer; etcd and the executor may
-        come later (requests that need them answer 503 meanwhile)."""
+        come later (requests that need them answer 503 meanwhile). The instance name comes first:
+        a name a live instance holds stops the start (``NameTaken``) before anything else opens."""
+        try:
+            await self.membership.start()
+        except MaoError:
+            await self.etcd.close()
+            raise
         await self.store.start()
         await self.executor.start()
         interrupted = await self.store.fail_interrupted_runs(
@@ -64,6 +101,8 @@ class Node:
                 "marked %d run(s) failed that a previous orchestrator process left unfinished", interrupted
             )
         await self.scheduler.start()
+        await self.federation_scheduler.start()
+        await self.voting.start()
         for name, check in (("etcd", self.etcd.check), ("executor", self.executor.health)):
             try:
                 await check()
@@ -71,8 +110,11 @@ class Node:
                 log.warning("%s is not reachable yet: %s", name, exc.message)
 
     async def close(self) -> None:
+        await self.federation_scheduler.close()
         await self.scheduler.stop()
         await self.runner.shutdown()
+        await self.voting.close()
+        await self.membership.close()
         await self.executor.close()
         await self.etcd.close()
         await self.store.close()

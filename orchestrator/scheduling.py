@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -92,7 +93,7 @@ class Scheduler:
 
     async def remove(self, schedule_id: str) -> None:
         if not await self.store.delete_schedule(schedule_id):
-            raise NotFound(f"no scheduled job {schedule_id!r}")
+            raise NotFound(f"no scheduled job {schedule_id!r} on this instance")
         self.forget(schedule_id)
 
     def forget(self, schedule_id: str) -> None:
@@ -107,12 +108,16 @@ class Scheduler:
         }
 
     def _arm(self, schedule: dict[str, Any]) -> None:
-        trigger = make_trigger(schedule["cron"], schedule["timezone"])
+        self.arm(schedule["id"], schedule["cron"], schedule["timezone"], self._tick, schedule["id"])
+
+    def arm(self, job_id: str, cron: str, timezone: str, callback: Callable[..., Any], *args: Any) -> None:
+        """Fire ``callback(*args)`` at every tick of ``cron``; replaces a job of the same id. Also used
+        for federation-wide schedules, so that ``/jobs`` lists both kinds."""
         self._scheduler.add_job(
-            self._tick,
-            trigger=trigger,
-            args=[schedule["id"]],
-            id=schedule["id"],
+            callback,
+            trigger=make_trigger(cron, timezone),
+            args=list(args),
+            id=job_id,
             replace_existing=True,
             coalesce=True,
             max_instances=1,

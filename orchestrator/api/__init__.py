@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import health, pipelines, registry, runs
+from . import federation, health, locks, pipelines, registry, runs
 
 
 def add_routes(app: web.Application) -> None:
-    for module in (health, registry, pipelines, runs):
+    for module in (health, registry, pipelines, runs, federation, locks):
         app.router.add_routes(module.routes)

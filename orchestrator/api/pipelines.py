@@ -13,6 +13,8 @@ from .common import node, ok, parse, path_name, read_json
 
 routes = web.RouteTableDef()
 
+SCOPES = ("instance", "federation")
+
 
 @routes.post("/pipeline/init")
 async def init_pipeline(request: web.Request) -> web.Response:
@@ -44,7 +46,8 @@ async def delete_pipeline(request: web.Request) -> web.Response:
 @routes.post("/pipeline/run")
 async def run_pipeline(request: web.Request) -> web.Response:
     """Run now and answer with the run's record; ``wait: false`` answers 202 at once; ``cron``
-    schedules instead of running."""
+    schedules instead of running: on this instance (``scope: "instance"``, the default) or
+    federation-wide (``scope: "federation"``, optionally ``placement: {"labels": {...}}``)."""
     body = await read_json(request)
     name = body.get("name")
     if problem := name_problem(name, "pipeline name"):
@@ -52,14 +55,27 @@ async def run_pipeline(request: web.Request) -> web.Response:
     assert isinstance(name, str)
     the_node = node(request)
     cron = body.get("cron")
+    scope = body.get("scope") or "instance"
+    if scope not in SCOPES:
+        raise BadRequest(f"scope must be one of {', '.join(SCOPES)}", code="invalid_scope")
+    if scope == "federation" and cron in (None, ""):
+        raise BadRequest("a federation-wide schedule needs a cron expression", code="invalid_cron")
+    if body.get("placement") is not None and scope != "federation":
+        raise BadRequest('placement only applies to scope "federation"', code="invalid_placement")
     if cron not in (None, ""):
-        schedule = await the_node.scheduler.add(name, cron, body.get("timezone") or "UTC")
+        timezone = body.get("timezone") or "UTC"
+        if scope == "federation":
+            schedule = await the_node.federation_scheduler.add(name, cron, timezone, body.get("placement"))
+        else:
+            schedule = await the_node.scheduler.add(name, cron, timezone)
         return ok(
             {
                 "pipeline": name,
                 "job_id": schedule["id"],
                 "cron": schedule["cron"],
                 "timezone": schedule["timezone"],
+                "scope": scope,
+                **({"placement": schedule["placement"]} if scope == "federation" else {}),
             }
         )
     wait = body.get("wait", True)

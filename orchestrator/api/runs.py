@@ -52,6 +52,7 @@ async def get_run(request: web.Request) -> web.Response:
 
 @routes.get("/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
+    """Every armed schedule's next run time: this instance's and the federation-wide ones."""
     return ok(node(request).scheduler.next_run_times())
 
 
@@ -77,5 +78,14 @@ async def list_schedules(request: web.Request) -> web.Response:
 @routes.delete("/jobs/{id}")
 async def delete_job(request: web.Request) -> web.Response:
     job_id = _id(request)
-    await node(request).scheduler.remove(job_id)
-    return ok({"job_id": job_id, "deleted": True})
+    the_node = node(request)
+    try:
+        await the_node.scheduler.remove(job_id)
+        scope = "instance"
+    except NotFound:
+        if not await the_node.federation_scheduler.remove(job_id):
+            raise NotFound(
+                f"no scheduled job {job_id!r} (neither on this instance nor federation-wide)"
+            ) from None
+        scope = "federation"
+    return ok({"job_id": job_id, "deleted": True, "scope": scope})

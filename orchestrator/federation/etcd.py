@@ -8,25 +8,34 @@ Contracts:
 - ``create`` and ``update`` are compare-and-set: ``create`` writes only an absent key, ``update`` retries
   a read-modify-write until no one else wrote the key in between. Plain ``put`` overwrites.
 - Keys bound to a lease vanish when the lease is revoked or expires (heartbeats, locks).
+- Every request carries etcd's "require leader" flag: a member that lost the quorum answers at once
+  with "no leader" instead of letting the request time out, and the next endpoint is tried.
+- Watches (``watch_prefix``) end, or raise ``EtcdUnavailable``, when their stream breaks; callers
+  re-read and watch again from the revision they read (the usual list-then-watch pattern).
+- Callbacks given to ``on_available`` run when etcd answers again after being unreachable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
+from urllib.parse import urlsplit
 
 import aetcd
 import aetcd.exceptions
+import aetcd.rpc
+import aetcd.utils
 import grpc
 
-from ..errors import EtcdUnavailable, MaoError
+from ..errors import EtcdUnavailable
+from .failover import CHANNEL_OPTIONS, FailoverClient, close_quietly, short
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # Sentinel an ``update`` function returns to delete the key.
 DELETE = object()
@@ -41,99 +50,81 @@ class KeyValue:
     lease: int
 
 
-class Etcd:
-    def __init__(self, endpoints: Sequence[tuple[str, int]], timeout: float = 5.0) -> None:
-        if not endpoints:
-            raise ValueError("at least one etcd endpoint is needed")
-        self.endpoints = list(endpoints)
-        self.timeout = timeout
-        self._current = 0
-        self._client: aetcd.Client | None = None
-        self._switch_lock = asyncio.Lock()
+@dataclass(frozen=True)
+class WatchEvent:
+    kind: str  # "PUT" or "DELETE"
+    key: str
+    value: Any  # None for a DELETE
+    revision: int
 
-    @property
-    def endpoint(self) -> str:
-        host, port = self.endpoints[self._current]
-        return f"{host}:{port}"
 
-    async def close(self) -> None:
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.close()
-
-    # -- failover -------------------------------------------------------------------------------
-    async def _call(self, operation: Callable[[aetcd.Client], Awaitable[T]]) -> T:
-        """Run ``operation`` against the current endpoint, moving on to the next ones when it does
-        not answer. Operations must be safe to repeat (reads, puts, compare-and-set)."""
-        errors: list[str] = []
-        for _ in range(len(self.endpoints)):
-            client = await self._get_client()
-            try:
-                return await operation(client)
-            except (
-                TimeoutError,
-                aetcd.exceptions.ConnectionFailedError,
-                aetcd.exceptions.ConnectionTimeoutError,
-            ) as exc:
-                errors.append(f"{self.endpoint}: {_short(exc)}")
-                await self._next_endpoint(client)
-            except grpc.aio.AioRpcError as exc:  # members() is not wrapped by aetcd
-                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise MaoError(f"etcd refused the request: {exc.details()}") from exc
-                errors.append(f"{self.endpoint}: {exc.details()}")
-                await self._next_endpoint(client)
-            except aetcd.exceptions.ClientError as exc:
-                raise EtcdUnavailable(f"etcd failed: {_short(exc)}") from exc
-        raise EtcdUnavailable(
-            "etcd is unreachable (tried " + "; ".join(errors) + "). Check MAO_ETCD_ENDPOINTS and that "
-            "a majority of the federation's etcd members is up."
-        )
-
-    async def _get_client(self) -> aetcd.Client:
-        if self._client is None:
-            host, port = self.endpoints[self._current]
-            self._client = aetcd.Client(host=host, port=port, timeout=self.timeout)
-        return self._client
-
-    async def _next_endpoint(self, failed: aetcd.Client) -> None:
-        async with self._switch_lock:
-            if self._client is failed:  # another task may have switched already
-                self._client = None
-                self._current = (self._current + 1) % len(self.endpoints)
-                log.info("etcd endpoint switched to %s", self.endpoint)
-                try:
-                    await asyncio.wait_for(failed.close(), 2)
-                except Exception:  # noqa: BLE001 - closing a dead channel may fail in many ways
-                    pass
-
+class Etcd(FailoverClient):
     # -- key-value ------------------------------------------------------------------------------
     async def get(self, key: str) -> KeyValue | None:
         result = await self._call(lambda c: c.get(key.encode()))
         return _decode(result) if result is not None else None
 
-    async def list(self, prefix: str) -> list[KeyValue]:
-        result = await self._call(lambda c: c.get_prefix(prefix.encode(), sort_target="key"))
-        return [_decode(kv) for kv in result]
+    async def list(
+        self, prefix: str, *, limit: int = 0, newest_first: bool = False, before: str | None = None
+    ) -> list[KeyValue]:
+        """Keys under ``prefix`` in key order (reversed with ``newest_first``), at most ``limit``
+        (0: all), only those sorting before the key ``before`` when given."""
+        kvs, _ = await self.list_with_revision(prefix, limit=limit, newest_first=newest_first, before=before)
+        return kvs
+
+    async def list_with_revision(
+        self, prefix: str, *, limit: int = 0, newest_first: bool = False, before: str | None = None
+    ) -> tuple[list[KeyValue], int]:
+        """``list`` plus the store revision it was read at (to watch from the next one)."""
+        start = prefix.encode()
+        request = aetcd.rpc.RangeRequest(
+            key=start,
+            range_end=before.encode() if before else aetcd.utils.prefix_range_end(start),
+            limit=limit,
+            sort_order=aetcd.rpc.RangeRequest.DESCEND if newest_first else aetcd.rpc.RangeRequest.ASCEND,
+            sort_target=aetcd.rpc.RangeRequest.KEY,
+        )
+
+        async def op(c: aetcd.Client) -> tuple[list[KeyValue], int]:
+            await c.connect()
+            response = await c.kvstub.Range(request, timeout=self.timeout, metadata=c.metadata)
+            return [_decode(kv) for kv in response.kvs], int(response.header.revision)
+
+        return await self._call(op)
 
     async def put(self, key: str, value: Any, lease: int | None = None) -> None:
         await self._call(lambda c: c.put(key.encode(), _encode(value), lease=lease))
 
     async def create(self, key: str, value: Any, lease: int | None = None) -> bool:
-        """Write ``key`` only if it does not exist; True when written."""
+        """Write ``key`` only if it does not exist; True when written.
+
+        With a lease, a key that already holds exactly ``value`` on that same lease also counts as
+        written: it is our own earlier attempt whose answer was lost when an endpoint failed over."""
+        encoded = _encode(value)
 
         async def op(c: aetcd.Client) -> bool:
-            ok, _ = await c.transaction(
+            ok, responses = await c.transaction(
                 compare=[c.transactions.create(key.encode()) == 0],
-                success=[c.transactions.put(key.encode(), _encode(value), lease=lease)],
-                failure=[],
+                success=[c.transactions.put(key.encode(), encoded, lease=lease)],
+                failure=[c.transactions.get(key.encode())],
             )
-            return bool(ok)
+            if ok:
+                return True
+            existing = [kv for _, kv in responses[0]] if responses else []
+            return (
+                bool(lease) and bool(existing) and existing[0].lease == lease and existing[0].value == encoded
+            )
 
         return await self._call(op)
 
     async def delete(self, key: str) -> bool:
         result = await self._call(lambda c: c.delete(key.encode()))
         return bool(result and result.deleted)
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every key under ``prefix``; returns how many were deleted."""
+        result = await self._call(lambda c: c.delete_prefix(prefix.encode()))
+        return int(result.deleted) if result else 0
 
     async def delete_if(self, key: str, mod_revision: int) -> bool:
         """Delete ``key`` only if nobody changed it since ``mod_revision``."""
@@ -246,6 +237,65 @@ class Etcd:
 
         return await self._call(op)
 
+    async def add_member(self, peer_url: str) -> dict[str, Any]:
+        """Add a (not yet started) member to the cluster; etcd assigns its id."""
+        member = await self._call(lambda c: c.add_member([peer_url]))
+        return {"id": member.id, "name": member.name, "peer_urls": list(member.peer_urls)}
+
+    async def remove_member(self, member_id: int) -> None:
+        await self._call(lambda c: c.remove_member(member_id))
+
+    async def member_answers(self, client_url: str, timeout: float = 1.0) -> bool:
+        """Whether the member at ``client_url`` answers a status call within ``timeout`` seconds.
+        A status call needs no quorum: it says the member runs, not that the cluster is healthy."""
+        parts = urlsplit(client_url)
+        if not parts.hostname or not parts.port:
+            return False
+        # Without the require-leader flag: a running member answers even while it has no leader.
+        client = aetcd.Client(host=parts.hostname, port=parts.port, timeout=timeout, options=CHANNEL_OPTIONS)
+        try:
+            await asyncio.wait_for(client.connect(), timeout)
+            await asyncio.wait_for(
+                client.maintenancestub.Status(aetcd.rpc.StatusRequest(), timeout=timeout), timeout + 0.5
+            )
+            return True
+        except (TimeoutError, grpc.aio.AioRpcError, aetcd.exceptions.ClientError, OSError):
+            return False
+        finally:
+            await close_quietly(client)
+
+    # -- watches --------------------------------------------------------------------------------
+    async def watch_prefix(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
+        """Changes under ``prefix`` from ``start_revision`` on. Ends quietly when the history was
+        compacted or the connection was replaced (re-read, then watch again); raises
+        ``EtcdUnavailable`` when the endpoint stops answering (the next call tries the next one)."""
+        client = await self._get_client()
+        try:
+            watch = await client.watch_prefix(prefix.encode(), start_revision=start_revision)
+        except aetcd.exceptions.RevisionCompactedError:
+            return
+        except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError, TimeoutError) as exc:
+            await self._next_endpoint(client)
+            raise EtcdUnavailable(f"could not watch {prefix} on {self.endpoint}: {short(exc)}") from exc
+        try:
+            async for event in watch:
+                kv = _decode(event.kv)
+                yield WatchEvent(
+                    kind=str(event.kind),
+                    key=kv.key,
+                    value=kv.value if event.kind == "PUT" else None,
+                    revision=kv.mod_revision,
+                )
+        except aetcd.exceptions.RevisionCompactedError:
+            return
+        except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError) as exc:
+            await self._next_endpoint(client)
+            raise EtcdUnavailable(f"the watch on {prefix} broke: {short(exc)}") from exc
+        finally:
+            # Cancelling queues a request on the stream; a dead stream must not hang us here.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(watch.cancel()), 1)
+
 
 def _encode(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
@@ -265,8 +315,3 @@ def _decode(kv: Any) -> KeyValue:
         create_revision=kv.create_revision,
         lease=kv.lease,
     )
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]

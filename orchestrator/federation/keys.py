@@ -12,6 +12,8 @@ DATASETS = f"{PREFIX}/datasets/"
 PIPELINES = f"{PREFIX}/pipelines/"
 MEMBERS = f"{PREFIX}/members/"
 LOCKS = f"{PREFIX}/locks/"
+SCHEDULES = f"{PREFIX}/schedules/"
+TICKS = f"{PREFIX}/ticks/"
 
 
 def tool(name: str) -> str:
@@ -32,6 +34,20 @@ def member(instance: str) -> str:
 
 def dataset_lock(name: str) -> str:
     return f"{LOCKS}datasets/{name}"
+
+
+def schedule(schedule_id: str) -> str:
+    return SCHEDULES + schedule_id
+
+
+def ticks(schedule_id: str) -> str:
+    """Prefix of one federation schedule's tick records."""
+    return f"{TICKS}{schedule_id}/"
+
+
+def tick(schedule_id: str, due: str) -> str:
+    """One tick's record; ``due`` is a fixed-width UTC timestamp, so keys sort by time."""
+    return ticks(schedule_id) + due
 
 
 def last_segment(key: str) -> str:

@@ -43,7 +43,7 @@ class HeldLock:
     def check(self) -> None:
         """Raise if the lease could not be kept alive; call before acting under the lock."""
         if self.lost:
-            raise LockLost(f"lost the lock {self.key} (its lease expired); the step is not merged")
+            raise LockLost(f"lost the lease of lock {self.key} (etcd did not refresh it in time)")
 
 
 class Locks:
@@ -67,14 +67,12 @@ class Locks:
             "acquired_at": datetime.now(UTC).isoformat(),
             "lease": lease,
         }
-        try:
-            await self._acquire(key, holder, lease)
-        except BaseException:
-            await self._revoke_quietly(lease)
-            raise
         held = HeldLock(key=key, lease=lease, holder=holder)
+        # Kept alive from the start: waiting for a busy lock can take longer than the TTL, and a
+        # lease that expired while waiting could not be written with the key.
         keepalive = asyncio.create_task(self._keep_alive(held), name=f"keepalive {key}")
         try:
+            await self._acquire(key, held)
             yield held
         finally:
             keepalive.cancel()
@@ -83,10 +81,11 @@ class Locks:
             # Revoking the lease deletes the key; if etcd is unreachable the lease expires anyway.
             await self._revoke_quietly(lease)
 
-    async def _acquire(self, key: str, holder: dict[str, Any], lease: int) -> None:
+    async def _acquire(self, key: str, held: HeldLock) -> None:
         deadline = time.monotonic() + self.wait
         delay = 0.05
-        while not await self.etcd.create(key, holder, lease=lease):
+        while not await self.etcd.create(key, held.holder, lease=held.lease):
+            held.check()
             if time.monotonic() >= deadline:
                 current = await self.etcd.get(key)
                 who = current.value if current else "nobody (just released)"

@@ -3,6 +3,13 @@
 One run per pipeline at a time on an instance. A step's input is a snapshot of its input dataset's
 ``ground-truth`` taken when the step starts, so step 2 sees what step 1 just merged. A step that fails
 (non-zero exit, timeout, git or executor error) fails the run, skips the rest and pushes nothing.
+
+A run does not need etcd: registrations come from this instance's copy when etcd is unreachable, and
+the vote is then queued (see ``voting``). A later step whose input is an earlier step's dataset then
+reads ground-truth as it is, without the queued merge; its ``input_commit`` says exactly what it read.
+
+Tool containers get ``MAO_INSTANCE``, ``MAO_RUN_ID``, ``MAO_PIPELINE`` and ``MAO_STEP`` in their
+environment (set last, so a step's own env cannot override them).
 """
 
 from __future__ import annotations
@@ -21,11 +28,11 @@ from ..config import Settings
 from ..datasets import Datasets
 from ..errors import Conflict, MaoError, NotFound
 from ..executor_client import ExecutorClient
-from ..federation.locks import Locks
-from ..federation.registry import Registry
 from ..models import Pipeline, Step, node_branch
 from ..store import Store
 from ..store.tables import utcnow
+from .registrations import Registrations
+from .voting import Voting
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +55,17 @@ class Runner:
         self,
         settings: Settings,
         store: Store,
-        registry: Registry,
+        registrations: Registrations,
         datasets: Datasets,
         executor: ExecutorClient,
-        locks: Locks,
+        voting: Voting,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.registry = registry
+        self.registrations = registrations
         self.datasets = datasets
         self.executor = executor
-        self.locks = locks
+        self.voting = voting
         self._active: dict[str, str] = {}  # pipeline name -> run id
         self._tasks: dict[str, asyncio.Task[None]] = {}  # run id -> task
         self._branch_locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -121,7 +128,8 @@ class Runner:
                         failure.message,
                     )
                     return
-            await self.store.update_run(run_id, status="succeeded", ended_at=utcnow())
+            # Only if still running: a queued merge that conflicted meanwhile has failed the run already.
+            await self.store.finish_run(run_id, status="succeeded", ended_at=utcnow())
             log.info("run %s of %s succeeded (%d steps)", run_id, pipeline.name, len(pipeline.steps))
         except asyncio.CancelledError:
             await self._close_quietly(
@@ -156,10 +164,11 @@ class Runner:
         branch = node_branch(step.name, instance)
         await self.store.update_step(run_id, position, status="running", started_at=utcnow())
         try:
-            tool = await self.registry.tool(step.tool)
+            # From etcd, or this instance's copy while etcd is unreachable: a run needs no quorum.
+            tool = await self.registrations.tool(step.tool)
             if tool is None:
                 raise StepFailed(f"tool {step.tool!r} is no longer registered")
-            output = await self.registry.dataset(step.output_dataset)
+            output = await self.registrations.dataset(step.output_dataset)
             if output is None:
                 raise StepFailed(f"dataset {step.output_dataset!r} is no longer registered")
             await self.store.update_step(run_id, position, image=tool.image)
@@ -167,7 +176,7 @@ class Runner:
             input_dir: Path | None = None
             input_commit: str | None = None
             if step.input_dataset:
-                source = await self.registry.dataset(step.input_dataset)
+                source = await self.registrations.dataset(step.input_dataset)
                 if source is None:
                     raise StepFailed(f"dataset {step.input_dataset!r} is no longer registered")
                 input_dir = scratch / f"{position}-input"
@@ -189,7 +198,9 @@ class Runner:
 
                 workdir, parent = await self.datasets.run(output.name, output.master, prepare)
                 result = await self.executor.run(
-                    self._container_request(run_id, position, step, tool.image, workdir, input_dir),
+                    self._container_request(
+                        run_id, pipeline.name, position, step, tool.image, workdir, input_dir
+                    ),
                     timeout=(step.timeout or self.settings.step_timeout) + 120,
                 )
                 await self.store.update_step(
@@ -223,35 +234,48 @@ class Runner:
                 )
                 await self.store.update_step(run_id, position, output_commit=commit, changed=changed)
 
-            merge = await self._vote(output.name, output.master, branch, run_id, step.name, trailers)
-            if merge.conflicts:
-                await self.store.update_step(run_id, position, conflicts=merge.conflicts)
+            merge_message = f"Merge {branch} into ground-truth (run {run_id}, step {step.name})"
+            vote = await self.voting.vote((run_id, position), output, branch, commit, merge_message, trailers)
+            if vote.conflicts:
+                await self.store.update_step(
+                    run_id, position, conflicts=vote.conflicts, merge_state="conflict"
+                )
                 raise StepFailed(
                     f"step {step.name}: {branch} conflicts with ground-truth of {output.name} in "
-                    + ", ".join(merge.conflicts[:10]),
+                    + ", ".join(vote.conflicts[:10]),
                     status="conflict",
                 )
+            # A queued merge (federation unreachable) still counts as success: the output is committed
+            # and pushed on the node branch, and the vote follows when etcd answers again.
             await self.store.update_step(
-                run_id, position, status="succeeded", merge_commit=merge.commit, ended_at=utcnow()
+                run_id,
+                position,
+                status="succeeded",
+                merge_commit=vote.commit,
+                merge_state=vote.state,
+                ended_at=utcnow(),
             )
         except MaoError as exc:
             raise StepFailed(exc.message) from exc
 
-    async def _vote(
-        self, dataset: str, master: str, branch: str, run_id: str, step: str, trailers: dict[str, str]
-    ) -> Any:
-        """Merge the node branch into ground-truth under the dataset's federation-wide lock."""
-        async with self.locks.dataset(dataset, purpose=f"merge {branch} (run {run_id})") as held:
-            held.check()
-            message = f"Merge {branch} into ground-truth (run {run_id}, step {step})"
-            return await self.datasets.run(
-                dataset, master, lambda repo: repo.merge_and_push(branch, message, trailers)
-            )
-
     def _container_request(
-        self, run_id: str, position: int, step: Step, image: str, workdir: Path, input_dir: Path | None
+        self,
+        run_id: str,
+        pipeline: str,
+        position: int,
+        step: Step,
+        image: str,
+        workdir: Path,
+        input_dir: Path | None,
     ) -> dict[str, Any]:
-        env = {**(step.env or {}), **(step.private_env or {})}
+        # Set last, so a step cannot pretend to run elsewhere: tools may use these to tell where they run.
+        identity = {
+            "MAO_INSTANCE": self.settings.instance_name,
+            "MAO_RUN_ID": run_id,
+            "MAO_PIPELINE": pipeline,
+            "MAO_STEP": step.name,
+        }
+        env = {**(step.env or {}), **(step.private_env or {}), **identity}
         return {
             "name": f"mao-{self.settings.instance_name}-{run_id[:12]}-{position}",
             "image": image,

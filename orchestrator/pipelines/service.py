@@ -17,6 +17,7 @@ from ..errors import BadRequest, Conflict, NotFound
 from ..federation.registry import Registry
 from ..models import Pipeline, node_branch
 from ..store import Store
+from .registrations import Registrations
 from .runner import Runner
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ class PipelineService:
         settings: Settings,
         store: Store,
         registry: Registry,
+        registrations: Registrations,
         datasets: Datasets,
         runner: Runner,
         scheduler: Scheduler,
@@ -38,6 +40,7 @@ class PipelineService:
         self.settings = settings
         self.store = store
         self.registry = registry
+        self.registrations = registrations
         self.datasets = datasets
         self.runner = runner
         self.scheduler = scheduler
@@ -69,6 +72,12 @@ class PipelineService:
                 code="missing_private_values",
                 missing=missing,
             )
+
+        # A copy of what the steps need, so that runs keep going while etcd is unreachable.
+        for kind, values in (("tool", tools), ("dataset", datasets)):
+            for value in values:
+                if value is not None:
+                    await self.registrations.remember(kind, value)
 
         # Git work first: a dataset that cannot be cloned stops the init before anything is written.
         for dataset in (ds for ds in datasets if ds is not None):

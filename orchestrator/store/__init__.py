@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, event, select, text, update
+from sqlalchemy import delete, event, inspect, select, text, update
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -42,6 +42,7 @@ class Store:
         async with self._translate("create the schema"):
             async with self.engine.begin() as conn:
                 await conn.run_sync(Base.metadata.create_all)
+                await conn.run_sync(_add_missing_columns)
 
     async def close(self) -> None:
         if self.engine is not None:
@@ -165,6 +166,13 @@ class Store:
     async def update_run(self, run_id: str, **fields: Any) -> None:
         async with self.session(f"update run {run_id}") as s:
             await s.execute(update(RunRow).where(RunRow.id == run_id).values(**fields))
+
+    async def finish_run(self, run_id: str, **fields: Any) -> None:
+        """``update_run`` that only applies while the run is still running."""
+        async with self.session(f"finish run {run_id}") as s:
+            await s.execute(
+                update(RunRow).where(RunRow.id == run_id, RunRow.status == "running").values(**fields)
+            )
 
     async def update_step(self, run_id: str, position: int, **fields: Any) -> None:
         async with self.session(f"update run {run_id}") as s:
@@ -336,6 +344,7 @@ def run_to_dict(run: RunRow, steps: Any, with_logs: bool = True) -> dict[str, An
                 "branch": st.branch,
                 "output_commit": st.output_commit,
                 "merge_commit": st.merge_commit,
+                "merge": st.merge_state,
                 "changed": st.changed,
                 "conflicts": st.conflicts or [],
                 "started_at": _iso(st.started_at),
@@ -358,6 +367,21 @@ def schedule_to_dict(row: ScheduleRow) -> dict[str, Any]:
         "created_at": _iso(row.created_at),
         "last_tick_at": _iso(row.last_tick_at),
     }
+
+
+def _add_missing_columns(connection: Any) -> None:
+    """create_all makes missing tables but never alters existing ones: add the (nullable) columns
+    that newer versions introduced, so a database from an earlier version keeps working."""
+    inspector = inspect(connection)
+    for table in Base.metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present and column.nullable:
+                kind = column.type.compile(dialect=connection.dialect)
+                connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+                log.info("database: added column %s.%s", table.name, column.name)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

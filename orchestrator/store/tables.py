@@ -88,6 +88,8 @@ class RunStepRow(Base):
     input_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
     output_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
     merge_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The ground-truth vote: "merged", "queued" (etcd was unreachable; retried later) or "conflict".
+    merge_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
     changed: Mapped[bool | None] = mapped_column(nullable=True)
     conflicts: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -119,6 +121,36 @@ class TickRow(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     run_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class RegistryCacheRow(Base):
+    """The last registration of a tool or dataset read from etcd, for running while etcd is away."""
+
+    __tablename__ = "registry_cache"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # "tool" or "dataset"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON)
+    cached_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PendingMergeRow(Base):
+    """A node branch whose ground-truth merge waits for the federation (etcd) to answer again.
+
+    One row per dataset and branch: merging the branch's tip covers every earlier commit on it, so a
+    later run replaces the row and adds its step to ``steps`` (the [run id, position] pairs whose
+    records are settled when the merge is done)."""
+
+    __tablename__ = "pending_merges"
+    dataset: Mapped[str] = mapped_column(String(128), primary_key=True)
+    branch: Mapped[str] = mapped_column(String(260), primary_key=True)
+    master: Mapped[str] = mapped_column(Text)
+    commit: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+    trailers: Mapped[dict[str, str]] = mapped_column(JSON)
+    steps: Mapped[list[list[Any]]] = mapped_column(JSON)
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 Index("ix_runs_pipeline_created", RunRow.pipeline, RunRow.created_at)

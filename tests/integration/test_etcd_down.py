@@ -1,13 +1,16 @@
-"""etcd unreachable: clear 503s that say so, local reads keep working, nothing is half-written."""
+"""etcd unreachable: clear 503s that say so, local reads keep working, nothing is half-written, and
+local runs keep going: they commit and push their node branch, and their ground-truth merge is queued
+and done once etcd is back (exactly once)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests import servers
+from tests import gitutil, servers
 from tests.api import Api, assert_error, unique
 
 from .conftest import Node, orchestrator_env
@@ -28,12 +31,12 @@ def test_etcd_down_answers_503_and_keeps_local_reads(lonely: tuple[Node, servers
     api: Api = node.api
     tool, data, pipeline = unique("tool"), unique("data"), unique("local")
     api.tool(tool)
-    api.local_dataset(data)
+    repo = api.local_dataset(data)
     step = {
         "name": "s",
         "tool": tool,
         "output_dataset": data,
-        "cmd": ["sh", "-c", "date > /usr/src/app/data/d"],
+        "cmd": ["sh", "-c", 'echo "$MAO_RUN_ID" >> /usr/src/app/data/d'],
     }
     api.ok(api.post("/pipeline/init", {"name": pipeline, "steps": [step]}))
     run = api.run(pipeline)
@@ -57,12 +60,32 @@ def test_etcd_down_answers_503_and_keeps_local_reads(lonely: tuple[Node, servers
         assert pipeline in [p["name"] for p in api.ok(api.get("/pipeline"))]
         assert api.ok(api.get(f"/runs/{run['id']}"))["status"] == "succeeded"
         assert api.ok(api.get("/jobs")) == {}
-        # A run needs the registry: it fails cleanly and says why.
-        failed = api.run(pipeline)
-        assert failed["status"] == "failed" and "etcd" in failed["error"]
+        # A run needs no quorum: it runs from this instance's copy of the registrations, commits and
+        # pushes its node branch, and queues the ground-truth merge.
+        before = gitutil.tip(repo, "ground-truth")
+        offline = [api.run(pipeline), api.run(pipeline)]
+        for queued in offline:
+            assert queued["status"] == "succeeded", queued
+            (record,) = queued["steps"]
+            assert record["merge"] == "queued" and record["merge_commit"] is None, record
+        assert gitutil.tip(repo, "ground-truth") == before
+        assert gitutil.tip(repo, f"s-{node.name}") == offline[-1]["steps"][0]["output_commit"]
     finally:
         etcd.start()
     assert api.get("/health").status_code == 200
+    # etcd answers again: the queued merge is done at once (the membership heartbeat notices first).
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        steps = [api.ok(api.get(f"/runs/{r['id']}"))["steps"][0] for r in offline]
+        if all(s["merge"] == "merged" for s in steps):
+            break
+        time.sleep(0.2)
+    assert all(s["merge"] == "merged" for s in steps), steps
+    tip = gitutil.tip(repo, "ground-truth")
+    assert steps[0]["merge_commit"] == steps[1]["merge_commit"] == tip
+    # One merge for both runs: the later run's commit covers the earlier one; nothing merged twice.
+    assert gitutil.parents(repo, tip) == [before, offline[1]["steps"][0]["output_commit"]]
+    assert gitutil.show(repo, "ground-truth", "d").split() == [run["id"], *(r["id"] for r in offline)]
     assert sorted(api.ok(api.get("/registry/tools"))) == [tool]  # the refused write left nothing behind
     assert api.ok(api.get("/registry/pipelines")) == [pipeline]
     assert api.run(pipeline)["status"] == "succeeded"

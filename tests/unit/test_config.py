@@ -1,3 +1,4 @@
+import socket
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,18 @@ def test_read_env_file_does_no_shell_expansion(tmp_path: Path) -> None:
 def test_host_path_maps_into_host_data_dir(tmp_path: Path) -> None:
     settings = load_settings({**base_env(tmp_path), "MAO_HOST_DATA_DIR": "/srv/mao/data"})
     assert settings.host_path(settings.data_dir / "work" / "x") == Path("/srv/mao/data/work/x")
+
+
+def test_advertise_url_and_member_ttl(tmp_path: Path) -> None:
+    settings = load_settings({**base_env(tmp_path), "MAO_API_PORT": "9001"})
+    assert settings.advertise_url == "http://127.0.0.1:9001" and settings.member_ttl == 10
+    wildcard = load_settings({**base_env(tmp_path), "MAO_API_HOST": "0.0.0.0", "MAO_API_TOKEN": "t"})
+    assert wildcard.advertise_url == f"http://{socket.gethostname()}:8080"
+    given = load_settings(
+        {**base_env(tmp_path), "MAO_ADVERTISE_URL": "https://mao.example.org/", "MAO_MEMBER_TTL": "3"}
+    )
+    assert given.advertise_url == "https://mao.example.org" and given.member_ttl == 3
+    assert given.describe()["MAO_ADVERTISE_URL"] == "https://mao.example.org"
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**base_env(tmp_path), "MAO_ADVERTISE_URL": "mao.example.org", "MAO_MEMBER_TTL": "1"})
+    assert [p.split("=")[0] for p in caught.value.problems] == ["MAO_ADVERTISE_URL", "MAO_MEMBER_TTL"]

@@ -1,0 +1,168 @@
+"""Endpoint failover under ``Etcd``: one aetcd client at a time, the next endpoint when it fails.
+
+``FailoverClient._call`` runs an operation against the current endpoint and moves on to the next one
+when it does not answer, translating aetcd and gRPC errors into the project's own (``EtcdUnavailable``
+once no endpoint answered). It also tracks whether etcd is reachable, logs the change once, and
+calls back those waiting for etcd to answer again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import aetcd
+import aetcd.exceptions
+import grpc
+
+from ..errors import BadRequest, Conflict, EtcdUnavailable, MaoError
+
+log = logging.getLogger("orchestrator.federation.etcd")
+T = TypeVar("T")
+
+# gRPC metadata etcd reads as "fail instead of waiting when this member has no leader".
+REQUIRE_LEADER = (("hasleader", "true"),)
+# Each client gets its own connections: by default gRPC shares them process-wide, so a member that
+# was down stays "failing" (in reconnect backoff, up to minutes) for every new client after it is back.
+CHANNEL_OPTIONS = {
+    "grpc.use_local_subchannel_pool": 1,
+    "grpc.initial_reconnect_backoff_ms": 200,
+    "grpc.max_reconnect_backoff_ms": 2000,
+}
+_UNREACHABLE = (
+    TimeoutError,
+    aetcd.exceptions.ConnectionFailedError,
+    aetcd.exceptions.ConnectionTimeoutError,
+)
+
+
+class FailoverClient:
+    def __init__(self, endpoints: Sequence[tuple[str, int]], timeout: float = 5.0) -> None:
+        if not endpoints:
+            raise ValueError("at least one etcd endpoint is needed")
+        self.endpoints = list(endpoints)
+        self.timeout = timeout
+        self._current = 0
+        self._client: aetcd.Client | None = None
+        self._switch_lock = asyncio.Lock()
+        self.available: bool | None = None  # None until the first request
+        self._listeners: list[Callable[[], None]] = []
+        self._retiring: dict[asyncio.Task[None], aetcd.Client] = {}
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self.endpoints[self._current]
+        return f"{host}:{port}"
+
+    async def close(self) -> None:
+        for task, client in list(self._retiring.items()):
+            task.cancel()
+            await close_quietly(client)
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+    def on_available(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (synchronously, keep it short) whenever etcd answers again after failing."""
+        self._listeners.append(callback)
+
+    def _mark(self, available: bool, reason: str = "") -> None:
+        if available == self.available:
+            return
+        previous, self.available = self.available, available
+        if not available:
+            log.warning("etcd became unreachable, federation work waits for it: %s", reason)
+        elif previous is False:
+            log.info("etcd answers again (via %s): resuming federation work", self.endpoint)
+            for callback in self._listeners:
+                callback()
+
+    # -- failover -------------------------------------------------------------------------------
+    async def _call(self, operation: Callable[[aetcd.Client], Awaitable[T]]) -> T:
+        """Run ``operation`` against the current endpoint, moving on to the next ones when it does
+        not answer. Operations must be safe to repeat (reads, puts, compare-and-set)."""
+        errors: list[str] = []
+        for _ in range(len(self.endpoints)):
+            client = await self._get_client()
+            try:
+                result = await operation(client)
+            except _UNREACHABLE as exc:
+                if "unhealthy cluster" in str(exc):  # a membership change refused by etcd itself
+                    raise EtcdUnavailable(
+                        "etcd refused the change: it considers the cluster unhealthy (a member is down "
+                        "or started less than 5 s ago); try again shortly",
+                        code="etcd_unhealthy",
+                    ) from exc
+                errors.append(f"{self.endpoint}: {short(exc)}")
+                await self._next_endpoint(client)
+            except grpc.aio.AioRpcError as exc:  # calls aetcd does not wrap (members, ranges)
+                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise MaoError(f"etcd refused the request: {exc.details()}") from exc
+                errors.append(f"{self.endpoint}: {exc.details()}")
+                await self._next_endpoint(client)
+            except aetcd.exceptions.PreconditionFailedError as exc:
+                raise Conflict(f"etcd refused the change: {short(exc)}", code="etcd_refused") from exc
+            except aetcd.exceptions.InvalidArgumentError as exc:
+                raise BadRequest(f"etcd refused the request: {short(exc)}", code="etcd_refused") from exc
+            except aetcd.exceptions.ClientError as exc:
+                if "not found" in str(exc):  # e.g. "requested lease not found": an answer, not an outage
+                    raise EtcdUnavailable(f"etcd failed: {short(exc)}") from exc
+                # Anything else (an internal error, a stream cut by a dying member, a deadline passed
+                # on the server's side) is this endpoint's problem: the next one may answer.
+                errors.append(f"{self.endpoint}: {short(exc)}")
+                await self._next_endpoint(client)
+            else:
+                self._mark(True)
+                return result
+        reason = "; ".join(errors)
+        self._mark(False, reason)
+        raise EtcdUnavailable(
+            f"etcd is unreachable (tried {reason}). Check MAO_ETCD_ENDPOINTS and that "
+            "a majority of the federation's etcd members is up."
+        )
+
+    async def _get_client(self) -> aetcd.Client:
+        if self._client is None:
+            host, port = self.endpoints[self._current]
+            self._client = _client(host, port, self.timeout)
+        return self._client
+
+    async def _next_endpoint(self, failed: aetcd.Client) -> None:
+        async with self._switch_lock:
+            if self._client is failed:  # another task may have switched already
+                self._client = None
+                self._current = (self._current + 1) % len(self.endpoints)
+                # Said once per outage: while etcd is known to be away, every call cycles through.
+                level = logging.DEBUG if self.available is False else logging.INFO
+                log.log(level, "etcd endpoint switched to %s", self.endpoint)
+                task = asyncio.create_task(self._retire(failed), name="retire etcd client")
+                self._retiring[task] = failed
+                task.add_done_callback(lambda done: self._retiring.pop(done, None))
+
+    async def _retire(self, client: aetcd.Client) -> None:
+        # Closed later, not now: closing a channel cancels the calls other tasks still have on it, and
+        # grpc reports that as asyncio.CancelledError in *their* task. Those calls end by their own
+        # timeout first; a watch on it then ends and is re-established on the next endpoint.
+        await asyncio.sleep(self.timeout + 1)
+        await close_quietly(client)
+
+
+def _client(host: str, port: int, timeout: float) -> aetcd.Client:
+    client = aetcd.Client(host=host, port=port, timeout=timeout, options=CHANNEL_OPTIONS)
+    # Read by aetcd at connect time for every call and the watcher (it is only overwritten when
+    # etcd authentication is configured, which MAO does not use).
+    client.metadata = REQUIRE_LEADER
+    return client
+
+
+async def close_quietly(client: aetcd.Client) -> None:
+    with contextlib.suppress(Exception):  # closing a dead channel may fail in many ways
+        await asyncio.wait_for(client.close(), 2)
+
+
+def short(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]

@@ -1,0 +1,338 @@
+"""Federation-wide schedules: every instance keeps them armed, exactly one eligible instance fires a tick.
+
+Keeping in step: a list-then-watch loop on ``/mao/v1/schedules/`` arms and disarms APScheduler jobs
+as schedules come and go (the watch delivers a change within milliseconds; the list is read again
+every ``RESYNC_EVERY`` seconds and after any broken watch, in case a stream went quiet).
+
+At a tick, each instance decides for itself:
+- eligible (it has the pipeline initialised and its labels match the placement): it races to create
+  the tick's key. The one that creates it fires the run (or skips it, saying why) and writes the
+  outcome into that key; the others do nothing. A tick therefore never runs twice, and is never
+  skipped while an eligible instance is alive and reaches etcd.
+- not eligible: it waits ``OBSERVER_DELAY`` seconds, and if nobody claimed the tick while no live
+  instance is eligible, it records the tick as skipped and why ("not initialised on any eligible
+  instance", "no eligible instance was alive").
+Whoever records a tick also records as skipped the earlier ticks that have no record at all (the
+whole federation, or etcd, was down then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound
+from ..scheduling import fire_times, make_trigger
+from . import keys
+from .etcd import Etcd, WatchEvent
+from .members import Membership
+from .registry import Registry
+from .schedules import ScheduleBook, check_placement, labels_match
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..pipelines.runner import Runner
+    from ..scheduling import Scheduler
+    from ..store import Store
+
+log = logging.getLogger(__name__)
+
+RESYNC_EVERY = 30.0
+OBSERVER_DELAY = 3.0
+MAX_GAP_RECORDS = 100
+NOBODY_ALIVE = "no eligible instance was alive (or able to reach etcd) to fire it"
+
+
+class FederationScheduler:
+    def __init__(
+        self,
+        settings: Settings,
+        etcd: Etcd,
+        scheduler: Scheduler,
+        runner: Runner,
+        store: Store,
+        membership: Membership,
+        registry: Registry,
+    ) -> None:
+        self.instance = settings.instance_name
+        self.labels = settings.labels
+        self.etcd = etcd
+        self.book = ScheduleBook(etcd)
+        self.scheduler = scheduler
+        self.runner = runner
+        self.store = store
+        self.membership = membership
+        self.registry = registry
+        self._armed: dict[str, tuple[str, str]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        self._spawn(self._keep_in_step(), "federation schedules watch")
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- the API's side -------------------------------------------------------------------------
+    async def add(self, pipeline: str, cron: str, timezone: str, placement: object) -> dict[str, Any]:
+        make_trigger(cron, timezone)  # 400 before anything is stored
+        checked = check_placement(placement)
+        if await self.registry.pipeline(pipeline) is None:
+            raise NotFound(
+                f"pipeline {pipeline!r} is not registered in the federation: initialise it on at least "
+                "one instance first (POST /pipeline/init)"
+            )
+        schedule = {
+            "id": uuid.uuid4().hex,
+            "pipeline": pipeline,
+            "cron": cron.strip(),
+            "timezone": timezone,
+            "placement": checked,
+            "created_by": self.instance,
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        await self.book.create(schedule)
+        self._arm(schedule)  # here at once; the other instances through their watch
+        return schedule
+
+    async def remove(self, schedule_id: str) -> bool:
+        deleted = await self.book.delete(schedule_id)
+        self._disarm(schedule_id)
+        return deleted
+
+    async def list(self) -> list[dict[str, Any]]:
+        schedules, _ = await self.book.all()
+        next_runs = self.scheduler.next_run_times()
+        ticks = await asyncio.gather(*(self.book.recent_ticks(s["id"]) for s in schedules))
+        fields = ("due_at", "outcome", "instance", "run_id", "reason", "run_status", "recorded_at")
+        return [
+            {
+                **{k: s.get(k) for k in ("id", "pipeline", "cron", "timezone", "placement")},
+                "created_by": s.get("created_by"),
+                "created_at": s.get("created_at"),
+                "next_run_time": next_runs.get(s["id"]),
+                "ticks": [{k: t.get(k) for k in fields} for t in recent],
+            }
+            for s, recent in zip(schedules, ticks, strict=True)
+        ]
+
+    # -- keeping APScheduler in step with etcd --------------------------------------------------
+    async def _keep_in_step(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                schedules, revision = await self.book.all()
+                self._reconcile(schedules)
+                delay = 1.0
+                async with asyncio.timeout(RESYNC_EVERY):
+                    async for event in self.etcd.watch_prefix(keys.SCHEDULES, revision + 1):
+                        self._apply(event)
+                await asyncio.sleep(0.2)  # the watch ended (connection replaced): read again
+            except TimeoutError:
+                continue  # the periodic re-read
+            except EtcdUnavailable as exc:
+                # etcd logs the outage once; the armed jobs stay as last known meanwhile.
+                log.debug("federation schedules not refreshed: %s", exc.message)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _reconcile(self, schedules: list[dict[str, Any]]) -> None:
+        for schedule in schedules:
+            self._arm(schedule)
+        current = {s["id"] for s in schedules}
+        for schedule_id in [i for i in self._armed if i not in current]:
+            self._disarm(schedule_id)
+
+    def _apply(self, event: WatchEvent) -> None:
+        if event.kind == "PUT" and isinstance(event.value, dict):
+            self._arm(event.value)
+        elif event.kind == "DELETE":
+            self._disarm(keys.last_segment(event.key))
+
+    def _arm(self, schedule: dict[str, Any]) -> None:
+        spec = (schedule.get("cron", ""), schedule.get("timezone", "UTC"))
+        if self._armed.get(schedule["id"]) == spec:
+            return
+        try:
+            self.scheduler.arm(schedule["id"], *spec, self._tick, schedule["id"])
+        except BadRequest as exc:
+            log.error("federation schedule %s cannot be armed here: %s", schedule["id"], exc.message)
+            return
+        self._armed[schedule["id"]] = spec
+        log.info(
+            "federation schedule %s of %s (%r, %s, placement %s) armed on this instance",
+            schedule["id"],
+            schedule.get("pipeline"),
+            spec[0],
+            spec[1],
+            (schedule.get("placement") or {}).get("labels") or "any instance",
+        )
+
+    def _disarm(self, schedule_id: str) -> None:
+        if self._armed.pop(schedule_id, None) is not None:
+            self.scheduler.forget(schedule_id)
+            log.info("federation schedule %s is gone: disarmed on this instance", schedule_id)
+
+    # -- one tick -------------------------------------------------------------------------------
+    async def _tick(self, schedule_id: str) -> None:
+        due = datetime.now(UTC)
+        try:
+            schedule = await self.book.get(schedule_id)
+            if schedule is None:
+                self._disarm(schedule_id)
+                return
+            trigger = make_trigger(schedule["cron"], schedule["timezone"])
+            # APScheduler fires at (or just after) the due time; allow a second of clock jitter.
+            moments = fire_times(trigger, due - timedelta(hours=1), due + timedelta(seconds=1), limit=100)
+            due = moments[-1] if moments else due.replace(microsecond=0)
+            if await self._eligible(schedule):
+                await self._compete(schedule, due)
+            else:
+                await self._observe(schedule, due)
+        except EtcdUnavailable as exc:
+            log.warning(
+                "tick of federation schedule %s at %s not fired: etcd is unreachable, so no instance can "
+                "claim it (%s)",
+                schedule_id,
+                due.isoformat(),
+                exc.message,
+            )
+        except MaoError as exc:
+            log.warning(
+                "tick of federation schedule %s at %s failed: %s", schedule_id, due.isoformat(), exc.message
+            )
+
+    async def _eligible(self, schedule: dict[str, Any]) -> bool:
+        if not labels_match(self.labels, schedule.get("placement")):
+            return False
+        return await self.store.get_pipeline(schedule["pipeline"]) is not None
+
+    async def _compete(self, schedule: dict[str, Any], due: datetime) -> None:
+        schedule_id, pipeline = schedule["id"], schedule["pipeline"]
+        claim = {"outcome": "claimed", "instance": self.instance}
+        if not await self.book.claim(schedule_id, due, claim):
+            log.debug("tick %s of %s went to another instance", due.isoformat(), pipeline)
+            return
+        await self._record_gaps(schedule, due)
+        record: dict[str, Any] = {"instance": self.instance}
+        reason = await self._busy(schedule)
+        if reason is None:
+            try:
+                run_id = await self.runner.start(pipeline, trigger="cron", schedule_id=schedule_id)
+                record.update(outcome="fired", run_id=run_id)
+            except MaoError as exc:
+                reason = exc.message
+        if reason is not None:
+            record.update(outcome="skipped", reason=reason)
+        log.info(
+            "tick %s of federation schedule %s (%s) won by this instance: %s",
+            due.isoformat(),
+            schedule_id,
+            pipeline,
+            f"fired run {record['run_id']}" if reason is None else f"skipped, {reason}",
+        )
+        self._spawn(self._report(schedule_id, due, record), f"report tick {schedule_id}")
+
+    async def _busy(self, schedule: dict[str, Any]) -> str | None:
+        """Why a new run must not start: the previous one still runs, here or on another instance."""
+        if (active := self.runner.active_run(schedule["pipeline"])) is not None:
+            return f"previous run {active} still running on {self.instance}"
+        for tick in await self.book.recent_ticks(schedule["id"], limit=10):
+            if tick.get("outcome") != "fired":
+                continue
+            if tick.get("run_status") or tick.get("instance") == self.instance:
+                return None
+            live = {m["name"] for m in await self.membership.live()}
+            if tick.get("instance") in live:
+                return f"previous run {tick.get('run_id')} still running on {tick.get('instance')}"
+            return None  # its instance died, and the run with it
+        return None
+
+    async def _observe(self, schedule: dict[str, Any], due: datetime) -> None:
+        """Not eligible: record the tick as skipped only when no live instance could fire it."""
+        await asyncio.sleep(OBSERVER_DELAY)
+        if await self.book.tick(schedule["id"], due) is not None:
+            return
+        pipeline = schedule["pipeline"]
+        registration = await self.registry.pipeline(pipeline)
+        holders = set(registration.get("instances", [])) if registration else set()
+        live = {m["name"]: m for m in await self.membership.live()}
+        if any(
+            name in live and labels_match(live[name].get("labels") or {}, schedule.get("placement"))
+            for name in holders
+        ):
+            return  # they race for it; a tick all of them miss is recorded by the next tick
+        dead = sorted(holders - set(live))
+        if not dead:
+            reason = f"pipeline {pipeline} is not initialised on any eligible instance"
+        else:
+            verb = "is" if len(dead) == 1 else "are"
+            reason = f"no eligible instance was alive ({pipeline} is on {', '.join(dead)}, which {verb} down)"
+        record = {"outcome": "skipped", "instance": None, "reason": reason, "recorded_by": self.instance}
+        if await self.book.claim(schedule["id"], due, record):
+            await self._record_gaps(schedule, due)
+            log.info("tick %s of federation schedule %s skipped: %s", due.isoformat(), schedule["id"], reason)
+
+    async def _record_gaps(self, schedule: dict[str, Any], due: datetime) -> None:
+        """Record as skipped the ticks before ``due`` that nobody recorded."""
+        schedule_id = schedule["id"]
+        since = datetime.fromisoformat(schedule["created_at"])
+        last = await self.book.last_tick_before(schedule_id, due)
+        since = max(since, last or since, due - timedelta(days=7))
+        trigger = make_trigger(schedule["cron"], schedule["timezone"])
+        missed = fire_times(trigger, since, due - timedelta(seconds=1), limit=100_000)[-MAX_GAP_RECORDS:]
+        record = {
+            "outcome": "skipped",
+            "instance": None,
+            "reason": NOBODY_ALIVE,
+            "recorded_by": self.instance,
+        }
+        for moment in missed:
+            await self.book.claim(schedule_id, moment, record)
+        if missed:
+            log.warning(
+                "federation schedule %s: %d tick(s) since %s have no record; recorded as skipped (%s)",
+                schedule_id,
+                len(missed),
+                missed[0].isoformat(),
+                NOBODY_ALIVE,
+            )
+
+    async def _report(self, schedule_id: str, due: datetime, record: dict[str, Any]) -> None:
+        """Write the tick's outcome, then (for a run) how the run ended; retried while etcd is away."""
+        await self._write(schedule_id, due, record)
+        run_id = record.get("run_id")
+        if run_id is None:
+            return
+        await self.runner.wait(run_id)
+        run = await self.store.get_run(run_id)
+        await self._write(schedule_id, due, {**record, "run_status": run["status"] if run else "unknown"})
+
+    async def _write(self, schedule_id: str, due: datetime, record: dict[str, Any]) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self.book.record(schedule_id, due, record)
+                return
+            except EtcdUnavailable:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        if (exc := task.exception()) is not None:
+            log.error("%s failed: %s", task.get_name(), exc, exc_info=exc)

@@ -1,0 +1,140 @@
+"""Federation-wide schedules and the record of their ticks, in etcd.
+
+``/mao/v1/schedules/<id>`` holds ``{id, pipeline, cron, timezone, placement, created_by, created_at}``.
+``/mao/v1/ticks/<id>/<due>`` holds what happened at one tick (``due`` is ``YYYY-MM-DDTHH:MM:SSZ``, so
+keys sort by time): ``{due_at, outcome, instance, run_id, reason, recorded_at}`` with ``outcome`` one
+of ``claimed`` (an instance won the tick and is starting the run), ``fired`` or ``skipped``.
+
+Contracts:
+- ``claim`` is a compare-and-create: exactly one caller gets True for a given tick, whichever
+  instances race for it. That is what makes a tick run at most once federation-wide.
+- Tick keys ride on a lease of ``TICK_HISTORY_TTL`` (7 days) that each instance shares between the
+  ticks it records for an hour, so the history cleans itself and costs one lease per instance-hour.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from ..errors import BadRequest, Conflict
+from . import keys
+from .etcd import Etcd, KeyValue
+
+TICK_HISTORY_TTL = 7 * 86400
+LEASE_REUSE = 3600.0
+MAX_PLACEMENT_LABELS = 32
+
+
+def due_key(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_due(key: str) -> datetime:
+    return datetime.strptime(keys.last_segment(key), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def check_placement(placement: object) -> dict[str, Any]:
+    """``{"labels": {key: value}}`` (or nothing); a 400 naming the problem otherwise."""
+    if placement in (None, {}):
+        return {"labels": {}}
+    if not isinstance(placement, dict) or set(placement) - {"labels"}:
+        raise BadRequest(
+            'placement must be an object like {"labels": {"role": "central"}}', code="invalid_placement"
+        )
+    labels = placement.get("labels") or {}
+    if not isinstance(labels, dict) or len(labels) > MAX_PLACEMENT_LABELS:
+        raise BadRequest(
+            f"placement.labels must be an object of at most {MAX_PLACEMENT_LABELS} key: value pairs",
+            code="invalid_placement",
+        )
+    for key, value in labels.items():
+        if not key.strip() or not isinstance(value, str) or "," in key + value or "=" in key:
+            raise BadRequest(
+                f"placement label {key!r}: keys and values are strings without ',' (and keys without '=')",
+                code="invalid_placement",
+            )
+    return {"labels": {k.strip(): v.strip() for k, v in labels.items()}}
+
+
+def labels_match(labels: dict[str, str], placement: dict[str, Any] | None) -> bool:
+    wanted = (placement or {}).get("labels") or {}
+    return all(labels.get(key) == value for key, value in wanted.items())
+
+
+class ScheduleBook:
+    def __init__(self, etcd: Etcd) -> None:
+        self.etcd = etcd
+        self._lease: tuple[int, float] | None = None  # (lease id, monotonic time granted)
+
+    # -- schedules ------------------------------------------------------------------------------
+    async def create(self, schedule: dict[str, Any]) -> None:
+        if not await self.etcd.create(keys.schedule(schedule["id"]), schedule):
+            raise Conflict(f"federation schedule {schedule['id']} already exists")
+
+    async def get(self, schedule_id: str) -> dict[str, Any] | None:
+        kv = await self.etcd.get(keys.schedule(schedule_id))
+        return kv.value if kv is not None and isinstance(kv.value, dict) else None
+
+    async def all(self) -> tuple[list[dict[str, Any]], int]:
+        """Every schedule, and the revision they were read at (to watch from)."""
+        kvs, revision = await self.etcd.list_with_revision(keys.SCHEDULES)
+        return [kv.value for kv in kvs if isinstance(kv.value, dict)], revision
+
+    async def delete(self, schedule_id: str) -> bool:
+        """Delete the schedule and its tick history."""
+        deleted = await self.etcd.delete(keys.schedule(schedule_id))
+        await self.etcd.delete_prefix(keys.ticks(schedule_id))
+        return deleted
+
+    # -- ticks ----------------------------------------------------------------------------------
+    async def claim(self, schedule_id: str, due: datetime, record: dict[str, Any]) -> bool:
+        """Create the tick's record unless another instance did first; True when ours."""
+        lease = await self._history_lease()
+        return await self.etcd.create(keys.tick(schedule_id, due_key(due)), _tick(due, record), lease=lease)
+
+    async def record(self, schedule_id: str, due: datetime, record: dict[str, Any]) -> None:
+        """Overwrite the record of a tick we claimed (its outcome, then the run's end)."""
+        lease = await self._history_lease()
+        await self.etcd.put(keys.tick(schedule_id, due_key(due)), _tick(due, record), lease=lease)
+
+    async def tick(self, schedule_id: str, due: datetime) -> dict[str, Any] | None:
+        kv = await self.etcd.get(keys.tick(schedule_id, due_key(due)))
+        return _value(kv) if kv is not None else None
+
+    async def recent_ticks(self, schedule_id: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest ``limit`` tick records, newest first."""
+        kvs = await self.etcd.list(keys.ticks(schedule_id), limit=limit, newest_first=True)
+        return [_value(kv) for kv in kvs]
+
+    async def last_tick_before(self, schedule_id: str, due: datetime) -> datetime | None:
+        kvs = await self.etcd.list(
+            keys.ticks(schedule_id),
+            limit=1,
+            newest_first=True,
+            before=keys.tick(schedule_id, due_key(due)),
+        )
+        return parse_due(kvs[0].key) if kvs else None
+
+    async def _history_lease(self) -> int:
+        if self._lease is None or time.monotonic() - self._lease[1] > LEASE_REUSE:
+            self._lease = (await self.etcd.grant_lease(TICK_HISTORY_TTL), time.monotonic())
+        return self._lease[0]
+
+
+def _tick(due: datetime, record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "due_at": due.astimezone(UTC).isoformat(),
+        "outcome": record.get("outcome"),
+        "instance": record.get("instance"),
+        "run_id": record.get("run_id"),
+        "reason": record.get("reason"),
+        "recorded_at": datetime.now(UTC).isoformat(),
+        **{k: v for k, v in record.items() if k in ("run_status", "recorded_by")},
+    }
+
+
+def _value(kv: KeyValue) -> dict[str, Any]:
+    value = kv.value if isinstance(kv.value, dict) else {}
+    return {"due_at": parse_due(kv.key).isoformat(), **value}

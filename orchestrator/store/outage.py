@@ -1,0 +1,145 @@
+"""What lets an instance keep running its pipelines while etcd is unreachable, kept in SQL.
+
+- ``RegistryCache``: the last registration of each tool and dataset read from etcd. The runner reads
+  etcd first and falls back to this copy only when etcd does not answer.
+- ``PendingMerges``: ground-truth merges that waited for the federation: one row per dataset and
+  node branch, settled (step records updated, row removed) in one transaction once merged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from . import Store
+from .tables import PendingMergeRow, RegistryCacheRow, RunRow, RunStepRow, utcnow
+
+
+class RegistryCache:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def put(self, kind: str, name: str, value: dict[str, Any]) -> None:
+        async with self.store.session(f"cache the registration of {kind} {name}") as s:
+            row = await s.get(RegistryCacheRow, (kind, name))
+            if row is None:
+                s.add(RegistryCacheRow(kind=kind, name=name, value=value, cached_at=utcnow()))
+            elif row.value != value:
+                row.value, row.cached_at = value, utcnow()
+            else:
+                row.cached_at = utcnow()
+
+    async def get(self, kind: str, name: str) -> tuple[dict[str, Any], str] | None:
+        """The cached value and when it was read from etcd, or None."""
+        async with self.store.session(f"read the cached registration of {kind} {name}") as s:
+            row = await s.get(RegistryCacheRow, (kind, name))
+            return (dict(row.value), row.cached_at.isoformat()) if row else None
+
+    async def drop(self, kind: str, name: str) -> None:
+        async with self.store.session(f"forget the cached registration of {kind} {name}") as s:
+            await s.execute(
+                delete(RegistryCacheRow).where(RegistryCacheRow.kind == kind, RegistryCacheRow.name == name)
+            )
+
+
+class PendingMerges:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def queue(
+        self,
+        dataset: str,
+        branch: str,
+        master: str,
+        commit: str,
+        message: str,
+        trailers: Mapping[str, str],
+        step: tuple[str, int],
+    ) -> int:
+        """Queue (or move forward) the merge of ``branch``; returns how many steps it now covers."""
+        async with self.store.session(f"queue the merge of {branch} into {dataset}") as s:
+            row = await s.get(PendingMergeRow, (dataset, branch))
+            if row is None:
+                row = PendingMergeRow(dataset=dataset, branch=branch, steps=[], attempts=0)
+                s.add(row)
+            row.master, row.commit, row.message, row.trailers = master, commit, message, dict(trailers)
+            if list(step) not in row.steps:
+                row.steps = [*row.steps, list(step)]
+            row.queued_at = utcnow()
+            return len(row.steps)
+
+    async def all(self) -> list[dict[str, Any]]:
+        async with self.store.session("list queued merges") as s:
+            rows = (await s.scalars(select(PendingMergeRow).order_by(PendingMergeRow.queued_at))).all()
+            return [_row(r) for r in rows]
+
+    async def get(self, dataset: str, branch: str) -> dict[str, Any] | None:
+        async with self.store.session(f"read the queued merge of {branch}") as s:
+            row = await s.get(PendingMergeRow, (dataset, branch))
+            return _row(row) if row else None
+
+    async def failed_attempt(self, dataset: str, branch: str, error: str) -> None:
+        async with self.store.session(f"record a failed merge of {branch}") as s:
+            await s.execute(
+                update(PendingMergeRow)
+                .where(PendingMergeRow.dataset == dataset, PendingMergeRow.branch == branch)
+                .values(attempts=PendingMergeRow.attempts + 1, last_error=error[:2000])
+            )
+
+    async def settle(
+        self,
+        dataset: str,
+        branch: str,
+        commit: str,
+        steps: list[list[Any]],
+        merge_commit: str | None,
+        conflicts: list[str] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record the merge of ``commit`` on ``steps`` and take them off the queue, in one transaction.
+
+        With ``conflicts`` the steps become ``conflict`` and their runs ``failed``. The row goes only if
+        no later run moved it to a newer commit meanwhile; otherwise just these steps leave it."""
+        async with self.store.session(f"settle the queued merge of {branch}") as s:
+            for run_id, position in steps:
+                where = (RunStepRow.run_id == run_id, RunStepRow.position == position)
+                if conflicts:
+                    values: dict[str, Any] = {
+                        "status": "conflict",
+                        "merge_state": "conflict",
+                        "conflicts": conflicts,
+                        "error": error,
+                    }
+                else:
+                    values = {"merge_state": "merged", "merge_commit": merge_commit}
+                await s.execute(update(RunStepRow).where(*where).values(**values))
+                if conflicts:
+                    await s.execute(
+                        update(RunRow)
+                        .where(RunRow.id == run_id, RunRow.status.in_(("running", "succeeded")))
+                        .values(status="failed", error=error)
+                    )
+            row = await s.get(PendingMergeRow, (dataset, branch))
+            if row is None:
+                return
+            if row.commit == commit:
+                await s.delete(row)
+            else:
+                row.steps = [st for st in row.steps if st not in steps]
+
+
+def _row(row: PendingMergeRow) -> dict[str, Any]:
+    return {
+        "dataset": row.dataset,
+        "branch": row.branch,
+        "master": row.master,
+        "commit": row.commit,
+        "message": row.message,
+        "trailers": dict(row.trailers),
+        "steps": [list(st) for st in row.steps],
+        "queued_at": row.queued_at.isoformat(),
+        "attempts": row.attempts,
+        "last_error": row.last_error,
+    }

@@ -1,0 +1,201 @@
+"""Who fires a federation-wide tick, decided against a real etcd by in-process schedulers whose
+runner, store and member list are stand-ins (no clock waiting: ticks are called directly)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from orchestrator.federation import scheduler as federation_scheduler
+from orchestrator.federation.etcd import Etcd
+from orchestrator.federation.scheduler import NOBODY_ALIVE, FederationScheduler
+from orchestrator.federation.schedules import ScheduleBook
+from tests import servers
+
+
+class FakeRunner:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.started: list[str] = []
+        self.active: dict[str, str] = {}
+
+    def active_run(self, pipeline: str) -> str | None:
+        return self.active.get(pipeline)
+
+    async def start(self, pipeline: str, trigger: str, schedule_id: str | None = None) -> str:
+        self.started.append(pipeline)
+        return f"{self.name}-run{len(self.started)}"
+
+    async def wait(self, run_id: str) -> None:
+        return None
+
+
+class FakeStore:
+    def __init__(self, pipelines: set[str]) -> None:
+        self.pipelines = pipelines
+
+    async def get_pipeline(self, name: str) -> object | None:
+        return object() if name in self.pipelines else None
+
+    async def get_run(self, run_id: str) -> dict[str, Any]:
+        return {"status": "succeeded"}
+
+
+class Members:
+    def __init__(self, live: dict[str, dict[str, str]]) -> None:
+        self.live_labels = live
+
+    async def live(self) -> list[dict[str, Any]]:
+        return [{"name": name, "labels": labels} for name, labels in self.live_labels.items()]
+
+
+class Registrations:
+    def __init__(self, instances: list[str] | None) -> None:
+        self.instances = instances
+
+    async def pipeline(self, name: str) -> dict[str, Any] | None:
+        return None if self.instances is None else {"name": name, "instances": self.instances}
+
+
+class Jobs:
+    def arm(self, *args: Any) -> None:
+        pass
+
+    def forget(self, job_id: str) -> None:
+        pass
+
+    def next_run_times(self) -> dict[str, str]:
+        return {}
+
+
+@pytest.fixture
+async def etcd(etcd: servers.EtcdServer) -> AsyncIterator[Etcd]:
+    client = Etcd([(etcd.host, etcd.client_port)], timeout=2)
+    yield client
+    await client.close()
+
+
+def instance(
+    etcd: Etcd,
+    name: str,
+    pipelines: set[str],
+    labels: dict[str, str] | None = None,
+    members: Members | None = None,
+    registry: Registrations | None = None,
+) -> FederationScheduler:
+    settings = SimpleNamespace(instance_name=name, labels=labels or {})
+    return FederationScheduler(
+        settings,  # type: ignore[arg-type]
+        etcd,
+        Jobs(),  # type: ignore[arg-type]
+        FakeRunner(name),  # type: ignore[arg-type]
+        FakeStore(pipelines),  # type: ignore[arg-type]
+        members or Members({}),  # type: ignore[arg-type]
+        registry or Registrations([]),  # type: ignore[arg-type]
+    )
+
+
+async def new_schedule(etcd: Etcd, pipeline: str, age: timedelta, placement: dict | None = None) -> dict:
+    """A schedule created ``age`` before the start of the current minute (so a known number of
+    ticks has passed since)."""
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    schedule = {
+        "id": uuid.uuid4().hex,
+        "pipeline": pipeline,
+        "cron": "* * * * *",
+        "timezone": "UTC",
+        "placement": placement or {"labels": {}},
+        "created_by": "test",
+        "created_at": (minute - age).isoformat(),
+    }
+    await ScheduleBook(etcd).create(schedule)
+    return schedule
+
+
+async def settled_ticks(etcd: Etcd, schedule_id: str, count: int) -> list[dict]:
+    book = ScheduleBook(etcd)
+    for _ in range(100):
+        ticks = await book.recent_ticks(schedule_id, limit=50)
+        if len(ticks) >= count and ticks[0]["outcome"] != "claimed" and "run_status" in ticks[0]:
+            return ticks
+        await asyncio.sleep(0.05)
+    return ticks
+
+
+async def test_many_instances_racing_for_a_tick_fire_it_once_and_record_the_gap(etcd: Etcd) -> None:
+    schedule = await new_schedule(etcd, "p", age=timedelta(minutes=5, seconds=30))
+    racers = [instance(etcd, f"racer{i}", {"p"}) for i in range(6)]
+    await asyncio.gather(*(r._tick(schedule["id"]) for r in racers))
+    started = [r.instance for r in racers if r.runner.started]  # type: ignore[attr-defined]
+    assert len(started) == 1
+    ticks = await settled_ticks(etcd, schedule["id"], 6)
+    newest, *missed = ticks
+    assert newest["outcome"] == "fired" and newest["instance"] == started[0]
+    assert newest["run_id"] == f"{started[0]}-run1" and newest["run_status"] == "succeeded"
+    # The five minutes since the schedule was created had no record: skipped, and why.
+    assert len(missed) == 5 and all(t["outcome"] == "skipped" and t["reason"] == NOBODY_ALIVE for t in missed)
+    due = [datetime.fromisoformat(t["due_at"]) for t in ticks]
+    assert all(later - earlier == timedelta(minutes=1) for later, earlier in zip(due, due[1:], strict=False))
+    # A tick already decided is never run again.
+    await asyncio.gather(*(r._tick(schedule["id"]) for r in racers))
+    assert sum(len(r.runner.started) for r in racers) == 1  # type: ignore[attr-defined]
+    await asyncio.gather(*(r.close() for r in racers))
+
+
+async def test_placement_and_a_previous_run_still_going_elsewhere(etcd: Etcd) -> None:
+    schedule = await new_schedule(etcd, "p", timedelta(seconds=90), {"labels": {"role": "central"}})
+    # The previous tick was fired elsewhere, whose run has not reported its end yet.
+    book = ScheduleBook(etcd)
+    previous = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    await book.claim(schedule["id"], previous, {"outcome": "fired", "instance": "busy", "run_id": "busy-run"})
+    edge = instance(etcd, "edge", {"p"}, {"role": "edge"})
+    central = instance(etcd, "central", {"p"}, {"role": "central"}, members=Members({"busy": {}}))
+    await asyncio.gather(edge._tick(schedule["id"]), central._tick(schedule["id"]))
+    assert edge.runner.started == [] and central.runner.started == []  # type: ignore[attr-defined]
+    for _ in range(100):
+        tick = (await book.recent_ticks(schedule["id"], limit=1))[0]
+        if tick["outcome"] != "claimed":
+            break
+        await asyncio.sleep(0.05)
+    assert tick["outcome"] == "skipped" and tick["instance"] == "central"
+    assert tick["reason"] == "previous run busy-run still running on busy"
+    await asyncio.gather(edge.close(), central.close())
+
+
+async def test_observers_record_ticks_no_live_instance_can_fire(
+    etcd: Etcd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(federation_scheduler, "OBSERVER_DELAY", 0.0)
+    book = ScheduleBook(etcd)
+    cases = [
+        (Registrations(None), Members({}), "pipeline p is not initialised on any eligible instance"),
+        (
+            Registrations(["gone"]),
+            Members({}),
+            "no eligible instance was alive (p is on gone, which is down)",
+        ),
+        (
+            Registrations(["alive"]),
+            Members({"alive": {"role": "edge"}}),
+            "pipeline p is not initialised on any eligible instance",
+        ),
+        (Registrations(["alive"]), Members({"alive": {"role": "central"}}), None),  # it fires itself
+    ]
+    for registry, members, reason in cases:
+        schedule = await new_schedule(etcd, "p", timedelta(seconds=1), {"labels": {"role": "central"}})
+        observer = instance(etcd, "observer", set(), members=members, registry=registry)
+        await observer._tick(schedule["id"])
+        ticks = await book.recent_ticks(schedule["id"])
+        if reason is None:
+            assert ticks == []
+        else:
+            assert [(t["outcome"], t["reason"], t["recorded_by"]) for t in ticks] == [
+                ("skipped", reason, "observer")
+            ]
+        await observer.close()

@@ -1,0 +1,156 @@
+"""Voting into ground-truth with the federation away: queue, retry when etcd answers, settle once.
+Real SQLite store; the lock, git and etcd are stand-ins."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.datasets import MergeResult
+from orchestrator.errors import EtcdUnavailable
+from orchestrator.models import Dataset, Pipeline
+from orchestrator.pipelines import voting as voting_module
+from orchestrator.pipelines.voting import Voting
+from orchestrator.store import Store
+from orchestrator.store.outage import PendingMerges
+
+PIPELINE = Pipeline.model_validate(
+    {"name": "p", "steps": [{"name": "s", "tool": "t", "output_dataset": "d"}]}
+)
+DATASET = Dataset(name="d", master="/srv/d.git")
+
+
+class Held:
+    def check(self) -> None:
+        pass
+
+
+class FakeLocks:
+    def __init__(self) -> None:
+        self.down = False
+
+    @contextlib.asynccontextmanager
+    async def dataset(self, name: str, purpose: str) -> AsyncIterator[Held]:
+        if self.down:
+            raise EtcdUnavailable("etcd is unreachable")
+        yield Held()
+
+
+class FakeRepo:
+    def __init__(self) -> None:
+        self.pushed: list[str] = []
+        self.merges: list[str] = []
+        self.conflicts: list[str] = []
+
+    def push_branch(self, branch: str) -> None:
+        self.pushed.append(branch)
+
+    def merge_and_push(self, branch: str, message: str, trailers: dict[str, str]) -> MergeResult:
+        if self.conflicts:
+            return MergeResult(merged=False, commit="gt0", conflicts=self.conflicts)
+        self.merges.append(trailers["MAO-Run"])
+        return MergeResult(merged=True, commit=f"merge{len(self.merges)}")
+
+
+class FakeDatasets:
+    def __init__(self) -> None:
+        self.repo = FakeRepo()
+
+    async def run(self, name: str, master: str, fn: Callable[[FakeRepo], Any]) -> Any:
+        return fn(self.repo)
+
+
+class FakeRegistrations:
+    async def dataset(self, name: str) -> Dataset:
+        return DATASET
+
+
+class FakeEtcd:
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[], None]] = []
+
+    def on_available(self, callback: Callable[[], None]) -> None:
+        self.callbacks.append(callback)
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    await store.start()
+    yield store
+    await store.close()
+
+
+async def step_of(store: Store, run_id: str) -> dict[str, Any]:
+    run = await store.get_run(run_id)
+    assert run is not None
+    return {**run["steps"][0], "run_status": run["status"]}
+
+
+async def vote(voting: Voting, store: Store, run_id: str, commit: str) -> str:
+    await store.create_run(run_id, PIPELINE, "manual", ["s-me"])
+    await store.update_run(run_id, status="running")
+    result = await voting.vote((run_id, 0), DATASET, "s-me", commit, "merge", {"MAO-Run": run_id})
+    await store.update_step(
+        run_id, 0, status="succeeded", merge_state=result.state, merge_commit=result.commit
+    )
+    await store.finish_run(run_id, status="succeeded")
+    return result.state
+
+
+def make_voting(store: Store) -> tuple[Voting, FakeLocks, FakeDatasets, FakeEtcd]:
+    locks, datasets, etcd = FakeLocks(), FakeDatasets(), FakeEtcd()
+    voting = Voting(datasets, locks, PendingMerges(store), FakeRegistrations(), etcd)  # type: ignore[arg-type]
+    return voting, locks, datasets, etcd
+
+
+async def test_queued_while_away_and_merged_once_when_etcd_answers(store: Store, monkeypatch) -> None:
+    monkeypatch.setattr(voting_module, "RETRY_FIRST", 3600.0)  # only the wake-up may trigger a retry
+    voting, locks, datasets, etcd = make_voting(store)
+    await voting.start()
+    try:
+        locks.down = True
+        assert await vote(voting, store, "r1", "c1") == "queued"
+        assert await vote(voting, store, "r2", "c2") == "queued"
+        assert datasets.repo.pushed == ["s-me", "s-me"] and datasets.repo.merges == []
+        locks.down = False
+        for callback in etcd.callbacks:  # what Etcd does when a call succeeds again
+            callback()
+        for _ in range(100):
+            if await PendingMerges(store).all() == []:
+                break
+            await asyncio.sleep(0.02)
+        assert datasets.repo.merges == ["r2"]  # one merge of the tip covers both runs
+        for run_id in ("r1", "r2"):
+            step = await step_of(store, run_id)
+            assert step["merge"] == "merged" and step["merge_commit"] == "merge1"
+            assert step["run_status"] == "succeeded"
+    finally:
+        await voting.close()
+
+
+async def test_a_later_direct_merge_settles_what_was_queued(store: Store) -> None:
+    voting, locks, datasets, _ = make_voting(store)
+    locks.down = True
+    assert await vote(voting, store, "r1", "c1") == "queued"
+    locks.down = False
+    assert await vote(voting, store, "r2", "c2") == "merged"
+    assert await PendingMerges(store).all() == []
+    assert (await step_of(store, "r1"))["merge_commit"] == (await step_of(store, "r2"))["merge_commit"]
+
+
+async def test_a_queued_merge_that_conflicts_marks_its_step(store: Store) -> None:
+    voting, locks, datasets, _ = make_voting(store)
+    locks.down = True
+    assert await vote(voting, store, "r1", "c1") == "queued"
+    locks.down = False
+    datasets.repo.conflicts = ["a.txt"]
+    assert await voting._retry(await PendingMerges(store).all()) is True
+    step = await step_of(store, "r1")
+    assert step["status"] == "conflict" and step["conflicts"] == ["a.txt"] and step["run_status"] == "failed"
+    assert datasets.repo.merges == [] and await PendingMerges(store).all() == []
