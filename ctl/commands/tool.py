@@ -82,15 +82,26 @@ def remove_tool(ctl: Ctl, name: str, yes: bool) -> None:
 @json_option
 @pass_ctl
 def list_scheduled(ctl: Ctl) -> None:
-    """This instance's scheduled pipeline runs (cron jobs) and when they fire next."""
-    schedules = ctl.api.get("/schedules")
+    """Scheduled pipeline runs (cron jobs): this instance's and the federation's, with their next run."""
+    schedules = [{**s, "scope": "instance"} for s in ctl.api.get("/schedules")]
+    try:
+        federation = ctl.api.get("/federation/schedules")
+    except ApiError as exc:
+        if exc.status != 503:  # etcd unreachable: this instance's own schedules are still worth showing
+            raise
+        federation = []
+        ctl.out.note(f"federation-wide schedules are not shown: {exc}")
+    for s in federation:
+        ticks = s.get("ticks") or []
+        schedules.append({**s, "scope": "federation", "last_tick_at": ticks[0].get("due_at") if ticks else None})
     ctl.out.show(
         schedules,
         lambda: ctl.out.table(
-            ["id", "pipeline", "cron", "timezone", "next run", "last tick"],
+            ["id", "scope", "pipeline", "cron", "timezone", "next run", "last tick"],
             [
                 [
                     s["id"],
+                    s["scope"],
                     s["pipeline"],
                     s["cron"],
                     s["timezone"],

@@ -287,7 +287,8 @@ def test_schedules_list_and_stop(url: str, tmp_path: Path) -> None:
     assert f"Stopped scheduled job {job['job_id']}" in ok(url, "tool", "stop", "--id", job["job_id"], "--yes")
     assert job["job_id"] not in {s["id"] for s in as_json(url, "tool", "list-scheduled")}
     again = maoctl(url, "tool", "stop", "--id", job["job_id"], "--yes")
-    assert again.exit_code == 1 and again.stderr.strip() == f"Error: no scheduled job {job['job_id']!r}"
+    assert again.exit_code == 1 and again.stderr.startswith(f"Error: no scheduled job {job['job_id']!r}")
+    assert len(again.stderr.strip().splitlines()) == 1
 
 
 def test_instance_status(url: str, sqlite_node) -> None:
