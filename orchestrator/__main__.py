@@ -40,13 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    logging.getLogger(__name__).info(
-        "instance %s serving on %s (etcd %s, executor %s)",
-        settings.instance_name,
-        settings.api_url,
-        ",".join(f"{h}:{p}" for h, p in settings.etcd_endpoints),
-        settings.executor_url,
-    )
     try:
         web.run_app(
             create_app(settings), host=settings.api_host, port=settings.api_port, print=None, access_log=None

@@ -69,6 +69,13 @@ def create_app(settings: Settings, node: Node | None = None) -> web.Application:
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[NODE].start()
+        log.info(
+            "instance %s started; serving on %s (etcd %s, executor %s)",
+            settings.instance_name,
+            settings.api_url,
+            ",".join(f"{h}:{p}" for h, p in settings.etcd_endpoints),
+            settings.executor_url,
+        )
         yield
         await app[NODE].close()
 
