@@ -24,10 +24,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from orchestrator import __version__
 
-from .cluster import CLIENT_PORT, format_initial_cluster, peer_url, url_host
+from .cluster import CLIENT_PORT, format_initial_cluster, parse_initial_cluster, peer_url, url_host
 
 COMPOSE_FILE = "docker-compose.yaml"
 ENV_FILE = "mao.env"
@@ -149,6 +150,17 @@ def etcd_environment(config: InstanceConfig) -> dict[str, str]:
     }
 
 
+def etcd_endpoints(config: InstanceConfig) -> str:
+    """This instance's own etcd member first, then the other members' client ports (same hosts as
+    their peer URLs), so the orchestrator fails over when its own member is down."""
+    endpoints = [f"127.0.0.1:{CLIENT_PORT}"]
+    for name, url in parse_initial_cluster(config.initial_cluster) if config.initial_cluster else []:
+        host = urlsplit(url).hostname
+        if name != config.name and host:
+            endpoints.append(f"{url_host(host)}:{CLIENT_PORT}")
+    return ",".join(endpoints)
+
+
 def _mao_image(dockerfile: str, tag: str, build_context: str | None) -> dict[str, Any]:
     service: dict[str, Any] = {"image": f"{tag}:{__version__}"}
     if build_context is not None:
@@ -216,11 +228,13 @@ def compose_document(config: InstanceConfig, build_context: str | None) -> dict[
             "environment": {
                 "MAO_DATA_DIR": data,
                 "MAO_HOST_DATA_DIR": data,
-                "MAO_ETCD_ENDPOINTS": f"127.0.0.1:{CLIENT_PORT}",
+                "MAO_ETCD_ENDPOINTS": etcd_endpoints(config),
                 "MAO_EXECUTOR_URL": f"http://127.0.0.1:{config.executor_port}",
-                # Other instances call this API, so it listens beyond loopback (MAO_API_TOKEN guards it).
+                # Other instances call this API, so it listens beyond loopback (MAO_API_TOKEN guards it)
+                # and publishes the address they reach it on in the federation's member list.
                 "MAO_API_HOST": "0.0.0.0",
                 "MAO_API_PORT": str(config.api_port),
+                "MAO_ADVERTISE_URL": f"http://{url_host(config.ip)}:{config.api_port}",
             },
             "volumes": orchestrator_volumes,
             "depends_on": {

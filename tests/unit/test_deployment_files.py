@@ -128,3 +128,20 @@ def test_requirements_installer_covers_maoctl_imports() -> None:
     needed = {distributions[module][0].lower() for module in imported}
     assert needed <= required, f"missing from requirements_installer.txt: {needed - required}"
     assert required == {"click", "questionary", "rich", "requests", "pyyaml"}
+
+
+def test_joined_instance_fails_over_to_the_other_members_and_advertises_its_ip() -> None:
+    from pathlib import Path
+
+    from ctl.compose import InstanceConfig, compose_document
+
+    config = InstanceConfig(
+        name="node-b",
+        ip="10.0.0.5",
+        directory=Path("/srv/mao"),
+        git_email="mao@node-b",
+        initial_cluster="alpha=http://10.0.0.1:2380,node-b=http://10.0.0.5:2380",
+    )
+    env = compose_document(config, build_context=None)["services"]["orchestrator"]["environment"]
+    assert env["MAO_ETCD_ENDPOINTS"] == "127.0.0.1:2379,10.0.0.1:2379"
+    assert env["MAO_ADVERTISE_URL"] == "http://10.0.0.5:8080"
