@@ -63,7 +63,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
 
 
-def auth_middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def auth_middleware(token: str) -> Callable[..., Awaitable[web.StreamResponse]]:
     expected = token.encode()
 
     @web.middleware

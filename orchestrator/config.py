@@ -138,12 +138,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if problem := name_problem(instance_name, "MAO_INSTANCE_NAME"):
         problems.append(problem)
 
-    data_dir = Path(get("MAO_DATA_DIR", str(Path.home() / ".mao" / "data"))).expanduser()
+    data_dir = Path(get("MAO_DATA_DIR") or Path.home() / ".mao" / "data").expanduser()
     if not data_dir.is_absolute():
         data_dir = data_dir.resolve()
     if problem := _data_dir_problem(data_dir):
         problems.append(problem)
-    host_data_dir = Path(get("MAO_HOST_DATA_DIR", str(data_dir)))
+    host_data_dir = Path(get("MAO_HOST_DATA_DIR") or data_dir)
     if not host_data_dir.is_absolute():
         problems.append(f"MAO_HOST_DATA_DIR={host_data_dir} must be an absolute path")
 

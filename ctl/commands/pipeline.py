@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..client import ApiError, segment
+from ..client import ApiError, CtlError, segment
 from ..context import Ctl, confirm, json_option, name_option, parse_labels, pass_ctl, yes_option
 from ..pipeline_input import ask_pipeline, ask_private_values, pipeline_from_file
 from .runs import runs_command, show_run, show_run_command
@@ -97,10 +97,10 @@ def add_pipeline(ctl: Ctl, path: Path | None) -> None:
     except ApiError as exc:
         errors = exc.body.get("errors") or {}
         if errors.get("missing_tools") or errors.get("missing_datasets"):
-            exc.message += (
-                " (register them with `maoctl tool add` / `maoctl dataset add`, "
+            raise CtlError(
+                f"{exc.message} (register them with `maoctl tool add` / `maoctl dataset add`, "
                 "or let `maoctl instance init` offer to)"
-            )
+            ) from exc
         raise
     ctl.out.show(
         result,

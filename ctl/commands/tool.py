@@ -93,7 +93,9 @@ def list_scheduled(ctl: Ctl) -> None:
         ctl.out.note(f"federation-wide schedules are not shown: {exc}")
     for s in federation:
         ticks = s.get("ticks") or []
-        schedules.append({**s, "scope": "federation", "last_tick_at": ticks[0].get("due_at") if ticks else None})
+        schedules.append(
+            {**s, "scope": "federation", "last_tick_at": ticks[0].get("due_at") if ticks else None}
+        )
     ctl.out.show(
         schedules,
         lambda: ctl.out.table(

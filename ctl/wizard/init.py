@@ -28,9 +28,10 @@ def run_init(ctl: Ctl) -> None:
     out = ctl.out
     local = {p["name"]: p for p in ctl.api.get("/pipeline")}
     federation = set(ctl.api.get("/registry/pipelines"))
-    market: Marketplace | None = Marketplace()
+    available = Marketplace()
+    market: Marketplace | None = available  # None once it turns out to be unreachable
     try:
-        offered = {p["name"]: p for p in market.pipelines}
+        offered = {p["name"]: p for p in available.pipelines}
     except MarketplaceError as exc:
         out.line(f"The marketplace is not available: {exc.message}", style="yellow")
         market, offered = None, {}

@@ -55,4 +55,4 @@ async def remove_etcd_member(request: web.Request) -> web.Response:
 @routes.get("/federation/schedules")
 async def list_schedules(request: web.Request) -> web.Response:
     """Federation-wide schedules with their recent ticks (newest first): who fired, or why skipped."""
-    return ok(await node(request).federation_scheduler.list())
+    return ok(await node(request).federation_scheduler.schedules())

@@ -64,7 +64,7 @@ class Etcd(FailoverClient):
         result = await self._call(lambda c: c.get(key.encode()))
         return _decode(result) if result is not None else None
 
-    async def list(
+    async def list_prefix(
         self, prefix: str, *, limit: int = 0, newest_first: bool = False, before: str | None = None
     ) -> list[KeyValue]:
         """Keys under ``prefix`` in key order (reversed with ``newest_first``), at most ``limit``
@@ -174,7 +174,7 @@ class Etcd(FailoverClient):
         for _ in range(attempts):
             currents = {key: await self.get(key) for key in changes}
             new_values = {
-                key: change(currents[key].value if currents[key] else None) for key, change in changes.items()
+                key: change(kv.value if (kv := currents[key]) else None) for key, change in changes.items()
             }
 
             async def op(

@@ -120,6 +120,6 @@ class Locks:
         """Locks held right now, for ``GET /locks`` and ``maoctl lock list``."""
         return [
             {"key": kv.key, **kv.value}
-            for kv in await self.etcd.list(keys.LOCKS)
+            for kv in await self.etcd.list_prefix(keys.LOCKS)
             if isinstance(kv.value, dict)
         ]

@@ -83,7 +83,7 @@ class Membership:
         """The live instances' records, by name."""
         return [
             {**kv.value, "name": keys.last_segment(kv.key)}
-            for kv in await self.etcd.list(keys.MEMBERS)
+            for kv in await self.etcd.list_prefix(keys.MEMBERS)
             if isinstance(kv.value, dict)
         ]
 

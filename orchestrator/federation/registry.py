@@ -22,7 +22,7 @@ class Registry:
 
     # -- tools ----------------------------------------------------------------------------------
     async def tool_names(self) -> list[str]:
-        return [keys.last_segment(kv.key) for kv in await self.etcd.list(keys.TOOLS)]
+        return [keys.last_segment(kv.key) for kv in await self.etcd.list_prefix(keys.TOOLS)]
 
     async def tool(self, name: str) -> Tool | None:
         kv = await self.etcd.get(keys.tool(name))
@@ -38,7 +38,7 @@ class Registry:
 
     # -- datasets -------------------------------------------------------------------------------
     async def dataset_names(self) -> list[str]:
-        return [keys.last_segment(kv.key) for kv in await self.etcd.list(keys.DATASETS)]
+        return [keys.last_segment(kv.key) for kv in await self.etcd.list_prefix(keys.DATASETS)]
 
     async def dataset(self, name: str) -> Dataset | None:
         kv = await self.etcd.get(keys.dataset(name))
@@ -73,7 +73,7 @@ class Registry:
         return kv.value if kv and isinstance(kv.value, dict) else None
 
     async def pipeline_names(self) -> list[str]:
-        return [keys.last_segment(kv.key) for kv in await self.etcd.list(keys.PIPELINES)]
+        return [keys.last_segment(kv.key) for kv in await self.etcd.list_prefix(keys.PIPELINES)]
 
     async def register_pipeline(
         self, pipeline: Pipeline, instance: str, branches: dict[str, list[str]]
@@ -109,7 +109,7 @@ class Registry:
     async def _refuse_if_used(self, kind: str, name: str, names_in: Any) -> None:
         users = sorted(
             kv.value.get("name", keys.last_segment(kv.key))
-            for kv in await self.etcd.list(keys.PIPELINES)
+            for kv in await self.etcd.list_prefix(keys.PIPELINES)
             if isinstance(kv.value, dict) and name in names_in(kv.value.get("steps", []))
         )
         if users:

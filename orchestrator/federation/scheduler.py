@@ -107,7 +107,7 @@ class FederationScheduler:
         self._disarm(schedule_id)
         return deleted
 
-    async def list(self) -> list[dict[str, Any]]:
+    async def schedules(self) -> list[dict[str, Any]]:
         schedules, _ = await self.book.all()
         next_runs = self.scheduler.next_run_times()
         ticks = await asyncio.gather(*(self.book.recent_ticks(s["id"]) for s in schedules))

@@ -105,11 +105,11 @@ class ScheduleBook:
 
     async def recent_ticks(self, schedule_id: str, limit: int = 20) -> list[dict[str, Any]]:
         """The newest ``limit`` tick records, newest first."""
-        kvs = await self.etcd.list(keys.ticks(schedule_id), limit=limit, newest_first=True)
+        kvs = await self.etcd.list_prefix(keys.ticks(schedule_id), limit=limit, newest_first=True)
         return [_value(kv) for kv in kvs]
 
     async def last_tick_before(self, schedule_id: str, due: datetime) -> datetime | None:
-        kvs = await self.etcd.list(
+        kvs = await self.etcd.list_prefix(
             keys.ticks(schedule_id),
             limit=1,
             newest_first=True,

@@ -194,7 +194,7 @@ class Runner:
 
                 def prepare(repo: Any) -> tuple[Path, str]:
                     repo.sync()
-                    return repo.prepare_worktree(branch)  # type: ignore[no-any-return]
+                    return repo.prepare_worktree(branch)
 
                 workdir, parent = await self.datasets.run(output.name, output.master, prepare)
                 result = await self.executor.run(
