@@ -14,6 +14,9 @@ MEMBERS = f"{PREFIX}/members/"
 LOCKS = f"{PREFIX}/locks/"
 SCHEDULES = f"{PREFIX}/schedules/"
 TICKS = f"{PREFIX}/ticks/"
+# The gateway's namespaces: the only keys /write, /read and /inspect can reach.
+RAW = f"{PREFIX}/raw/"
+INSIGHTS = f"{PREFIX}/insights/"
 
 
 def tool(name: str) -> str:
