@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from .audit.service import Audits
 from .config import Settings
 from .datasets import Datasets
 from .errors import MaoError
@@ -51,6 +52,7 @@ class Node:
     raw: RawStore
     gateway_keys: GatewayKeys
     listener: RawListener | None
+    audits: Audits
 
     @classmethod
     def build(cls, settings: Settings) -> Node:
@@ -110,6 +112,7 @@ class Node:
             ),
             gateway_keys=GatewayKeys(GatewayKeyStore(store)),
             listener=listener,
+            audits=Audits(settings, etcd, registry, store, datasets),
         )
 
     async def start(self) -> None:
@@ -135,6 +138,7 @@ class Node:
         await self.voting.start()
         if self.listener is not None:
             await self.listener.start()
+        await self.audits.start()
         for name, check in (("etcd", self.etcd.check), ("executor", self.executor.health)):
             try:
                 await check()
@@ -144,6 +148,7 @@ class Node:
     async def close(self) -> None:
         await self.federation_scheduler.close()
         await self.scheduler.stop()
+        await self.audits.close()
         await self.runner.shutdown()
         if self.listener is not None:
             await self.listener.close()  # before voting: its last batch is voted like any other
