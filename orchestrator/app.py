@@ -11,8 +11,10 @@ from aiohttp import web
 
 from .api import add_routes
 from .api.common import NODE
+from .api.gateway import PRINCIPAL
 from .config import Settings
-from .errors import MaoError, Unauthorized
+from .errors import Forbidden, MaoError, Unauthorized
+from .gateway.tokens import ADMIN, GATEWAY_ROUTES, looks_like_gateway_key
 from .node import Node
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except MaoError as exc:
         if exc.status >= 500:
             log.warning("%s %s -> %d %s", request.method, request.path, exc.status, exc.message)
-        return web.json_response(exc.to_json(), status=exc.status)
+        return web.json_response(exc.to_json(), status=exc.status, headers=exc.headers or None)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -46,15 +48,34 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 def auth_middleware(token: str | None) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Who may call what: the admin token (``MAO_API_TOKEN``) everything; a gateway key only the
+    gateway's routes (403 elsewhere, 401 once revoked); nothing or anything else 401. Without an admin
+    token the API only listens on loopback (config refuses anything else) and is open, but a gateway
+    key sent anyway is still checked and scoped, and names the writer of raw entries."""
     expected = f"Bearer {token}".encode() if token else None
 
     @web.middleware
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        # Without a token the API only listens on loopback (config refuses anything else).
-        if expected is not None:
-            given = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
-                raise Unauthorized("missing or wrong API token: send 'Authorization: Bearer <MAO_API_TOKEN>'")
+        given = request.headers.get("Authorization", "")
+        credential = given.removeprefix("Bearer ").strip() if given.startswith("Bearer ") else ""
+        if expected is not None and hmac.compare_digest(given.encode(), expected):
+            request[PRINCIPAL] = ADMIN
+        elif looks_like_gateway_key(credential):
+            found = await request.app[NODE].gateway_keys.identify(credential)
+            if found is None:
+                raise Unauthorized(
+                    "unknown or revoked gateway key: ask the instance's operator for a new one"
+                )
+            if (request.method, request.path) not in GATEWAY_ROUTES:
+                raise Forbidden(
+                    f"gateway key {found.name!r} may only call POST /write, /read and /inspect, "
+                    f"not {request.method} {request.path}"
+                )
+            request[PRINCIPAL] = found
+        elif expected is not None:
+            raise Unauthorized("missing or wrong API token: send 'Authorization: Bearer <MAO_API_TOKEN>'")
+        else:
+            request[PRINCIPAL] = ADMIN
         return await handler(request)
 
     return check_token

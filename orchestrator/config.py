@@ -47,6 +47,13 @@ class Settings:
     # Where other instances and operators reach this API; published in the member record.
     advertise_url: str = ""
     member_ttl: int = 10
+    # The gateway: raw entries' lifetime, the dataset they are kept in, and the write rate per key.
+    raw_ttl: int = 60
+    raw_dataset: str | None = None
+    raw_batch_seconds: float = 5.0
+    raw_batch_size: int = 100
+    gateway_rate: float = 5.0
+    gateway_burst: int = 10
 
     @property
     def api_url(self) -> str:
@@ -76,6 +83,12 @@ class Settings:
             "MAO_LOCK_TTL": self.lock_ttl,
             "MAO_ADVERTISE_URL": self.advertise_url,
             "MAO_MEMBER_TTL": self.member_ttl,
+            "MAO_RAW_TTL": self.raw_ttl,
+            "MAO_RAW_DATASET": self.raw_dataset,
+            "MAO_RAW_BATCH_SECONDS": self.raw_batch_seconds,
+            "MAO_RAW_BATCH_SIZE": self.raw_batch_size,
+            "MAO_GATEWAY_RATE": self.gateway_rate,
+            "MAO_GATEWAY_BURST": self.gateway_burst,
         }
 
 
@@ -187,6 +200,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if problem := _advertise_url_problem(advertise_url):
         problems.append(problem)
 
+    raw_dataset = get("MAO_RAW_DATASET")
+    if raw_dataset is not None and (problem := name_problem(raw_dataset, "MAO_RAW_DATASET")):
+        problems.append(problem)
+
     log_level = (get("MAO_LOG_LEVEL", "INFO") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append(f"MAO_LOG_LEVEL={log_level} must be DEBUG, INFO, WARNING or ERROR")
@@ -214,6 +231,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         advertise_url=advertise_url,
         # etcd refuses leases shorter than about 1.5 election timeouts; 2 s is its floor with defaults.
         member_ttl=int(get_number("MAO_MEMBER_TTL", 10, 2, 300, integer=True)),
+        # Same floor as the member TTL: etcd refuses shorter leases.
+        raw_ttl=int(get_number("MAO_RAW_TTL", 60, 2, 86400, integer=True)),
+        raw_dataset=raw_dataset,
+        raw_batch_seconds=get_number("MAO_RAW_BATCH_SECONDS", 5.0, 0.1, 3600),
+        raw_batch_size=int(get_number("MAO_RAW_BATCH_SIZE", 100, 1, 10000, integer=True)),
+        gateway_rate=get_number("MAO_GATEWAY_RATE", 5.0, 0.01, 10000),
+        gateway_burst=int(get_number("MAO_GATEWAY_BURST", 10, 1, 100000, integer=True)),
     )
     if problems:
         raise ConfigError(problems)

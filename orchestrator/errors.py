@@ -10,16 +10,20 @@ from typing import Any
 
 
 class MaoError(Exception):
-    """Base class: an error a client can act on. ``extra`` is merged into the JSON body."""
+    """Base class: an error a client can act on. ``extra`` is merged into the JSON body; ``headers``
+    are sent with it (``Retry-After``)."""
 
     status = 500
     code = "internal"
 
-    def __init__(self, message: str, *, code: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        self.headers = headers or {}
         self.extra = extra
 
     def to_json(self) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from .audit.service import Audits
 from .config import Settings
 from .datasets import Datasets
 from .errors import MaoError
@@ -15,12 +16,18 @@ from .federation.locks import Locks
 from .federation.members import Membership
 from .federation.registry import Registry
 from .federation.scheduler import FederationScheduler
+from .gateway.insights import InsightsPublisher
+from .gateway.limits import RateLimiter
+from .gateway.listener import RawListener
+from .gateway.raw import RawStore
+from .gateway.tokens import GatewayKeys
 from .pipelines.registrations import Registrations
 from .pipelines.runner import Runner
 from .pipelines.service import PipelineService
 from .pipelines.voting import Voting
 from .scheduling import Scheduler
 from .store import Store
+from .store.gateway import GatewayKeyStore, ListenerProgress
 from .store.outage import PendingMerges, RegistryCache
 
 log = logging.getLogger(__name__)
@@ -42,6 +49,10 @@ class Node:
     scheduler: Scheduler
     federation_scheduler: FederationScheduler
     pipelines: PipelineService
+    raw: RawStore
+    gateway_keys: GatewayKeys
+    listener: RawListener | None
+    audits: Audits
 
     @classmethod
     def build(cls, settings: Settings) -> Node:
@@ -59,12 +70,25 @@ class Node:
         executor = ExecutorClient(settings.executor_url, settings.executor_token)
         registrations = Registrations(registry, RegistryCache(store))
         voting = Voting(datasets, locks, PendingMerges(store), registrations, etcd)
-        runner = Runner(settings, store, registrations, datasets, executor, voting)
+        insights = InsightsPublisher(etcd, settings.instance_name)
+        runner = Runner(settings, store, registrations, datasets, executor, voting, insights)
         scheduler = Scheduler(store, runner)
         federation_scheduler = FederationScheduler(
             settings, etcd, scheduler, runner, store, membership, registry
         )
         pipelines = PipelineService(settings, store, registry, registrations, datasets, runner, scheduler)
+        listener = None
+        if settings.raw_dataset:
+            listener = RawListener(
+                settings,
+                settings.raw_dataset,
+                etcd,
+                registry,
+                registrations,
+                datasets,
+                voting,
+                ListenerProgress(store),
+            )
         return cls(
             settings=settings,
             etcd=etcd,
@@ -80,6 +104,15 @@ class Node:
             scheduler=scheduler,
             federation_scheduler=federation_scheduler,
             pipelines=pipelines,
+            raw=RawStore(
+                etcd,
+                settings.instance_name,
+                settings.raw_ttl,
+                RateLimiter(settings.gateway_rate, settings.gateway_burst),
+            ),
+            gateway_keys=GatewayKeys(GatewayKeyStore(store)),
+            listener=listener,
+            audits=Audits(settings, etcd, registry, store, datasets),
         )
 
     async def start(self) -> None:
@@ -103,6 +136,9 @@ class Node:
         await self.scheduler.start()
         await self.federation_scheduler.start()
         await self.voting.start()
+        if self.listener is not None:
+            await self.listener.start()
+        await self.audits.start()
         for name, check in (("etcd", self.etcd.check), ("executor", self.executor.health)):
             try:
                 await check()
@@ -112,7 +148,10 @@ class Node:
     async def close(self) -> None:
         await self.federation_scheduler.close()
         await self.scheduler.stop()
+        await self.audits.close()
         await self.runner.shutdown()
+        if self.listener is not None:
+            await self.listener.close()  # before voting: its last batch is voted like any other
         await self.voting.close()
         await self.membership.close()
         await self.executor.close()

@@ -6,12 +6,17 @@ import click
 
 from ..client import segment
 from ..context import Ctl, confirm, json_option, name_option, pass_ctl, yes_option
+from .audit import audit_command, audit_result_command
 from .tool import fetch_all
 
 
 @click.group()
 def dataset() -> None:
     """Datasets: git repositories the federation writes into, each with a ground-truth branch."""
+
+
+dataset.add_command(audit_command)
+dataset.add_command(audit_result_command)
 
 
 @dataset.command("get")

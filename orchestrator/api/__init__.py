@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import federation, health, locks, pipelines, registry, runs
+from . import audits, federation, gateway, health, locks, pipelines, registry, runs
 
 
 def add_routes(app: web.Application) -> None:
-    for module in (health, registry, pipelines, runs, federation, locks):
+    for module in (health, registry, pipelines, runs, federation, locks, gateway, audits):
         app.router.add_routes(module.routes)

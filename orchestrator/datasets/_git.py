@@ -158,6 +158,30 @@ def run_git(
 
     ``what`` describes the operation for the error message: "<prefix>could not <what>: <stderr summary>".
     """
+    status, out, err = _execute(runner, args, env, what, timeout, ok, prefix, binary=False)
+    text = out if isinstance(out, str) else (out or b"").decode("utf-8", "surrogateescape")
+    return status, text, err
+
+
+def run_git_bytes(
+    runner: git.Git, args: Sequence[str], *, env: Mapping[str, str], what: str, prefix: str = ""
+) -> bytes:
+    """``run_git`` for output that must stay byte for byte (file contents): not decoded, and the
+    trailing newline GitPython strips by default is kept."""
+    _, out, _ = _execute(runner, args, env, what, None, (0,), prefix, binary=True)
+    return out if isinstance(out, bytes) else (out or "").encode("utf-8", "surrogateescape")
+
+
+def _execute(
+    runner: git.Git,
+    args: Sequence[str],
+    env: Mapping[str, str],
+    what: str,
+    timeout: float | None,
+    ok: Sequence[int],
+    prefix: str,
+    binary: bool,
+) -> tuple[int, str | bytes, str]:
     command = [runner.GIT_PYTHON_GIT_EXECUTABLE, *args]
     try:
         status, out, err = runner.execute(
@@ -166,15 +190,16 @@ def run_git(
             with_exceptions=False,
             env=dict(env),
             kill_after_timeout=timeout,
+            stdout_as_string=not binary,
+            strip_newline_in_stdout=not binary,
         )
     except GitCommandNotFound as exc:
         raise GitError(f"{prefix}could not {what}: git is not installed or not on PATH") from exc
     except OSError as exc:
         raise GitError(f"{prefix}could not {what}: {exc}") from exc
-    out = out if isinstance(out, str) else (out or b"").decode("utf-8", "surrogateescape")
     if status not in ok:
         raise GitCommandFailed(what, status, err, prefix)
-    return status, out, err
+    return status, out if out is not None else (b"" if binary else ""), err
 
 
 class GitCommandFailed(GitError):

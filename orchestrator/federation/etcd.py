@@ -10,8 +10,9 @@ Contracts:
 - Keys bound to a lease vanish when the lease is revoked or expires (heartbeats, locks).
 - Every request carries etcd's "require leader" flag: a member that lost the quorum answers at once
   with "no leader" instead of letting the request time out, and the next endpoint is tried.
-- Watches (``watch_prefix``) end, or raise ``EtcdUnavailable``, when their stream breaks; callers
-  re-read and watch again from the revision they read (the usual list-then-watch pattern).
+- Watches (``watch_prefix``) end, or raise ``EtcdUnavailable``, when their stream breaks, and raise
+  ``HistoryCompacted`` when the revision asked for is gone; callers re-read and watch again from the
+  revision they read (the usual list-then-watch pattern, ``federation.watch.PrefixWatch``).
 - Callbacks given to ``on_available`` run when etcd answers again after being unreachable.
 """
 
@@ -33,12 +34,22 @@ import aetcd.utils
 import grpc
 
 from ..errors import EtcdUnavailable
-from .failover import CHANNEL_OPTIONS, FailoverClient, close_quietly, short
+from .failover import CHANNEL_OPTIONS, FailoverClient, LeaseNotFound, close_quietly, short
 
 log = logging.getLogger(__name__)
 
+__all__ = ["DELETE", "Etcd", "HistoryCompacted", "KeyValue", "LeaseNotFound", "WatchEvent"]
+
 # Sentinel an ``update`` function returns to delete the key.
 DELETE = object()
+
+
+class HistoryCompacted(Exception):
+    """A watch asked for revisions etcd has compacted away: list the keys again, then watch."""
+
+    def __init__(self, compacted_revision: int) -> None:
+        super().__init__(f"etcd history was compacted up to revision {compacted_revision}")
+        self.compacted_revision = compacted_revision
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,7 @@ class WatchEvent:
     key: str
     value: Any  # None for a DELETE
     revision: int
+    lease: int = 0
 
 
 class Etcd(FailoverClient):
@@ -92,8 +104,10 @@ class Etcd(FailoverClient):
 
         return await self._call(op)
 
-    async def put(self, key: str, value: Any, lease: int | None = None) -> None:
-        await self._call(lambda c: c.put(key.encode(), _encode(value), lease=lease))
+    async def put(self, key: str, value: Any, lease: int | None = None) -> int:
+        """Write ``key``; returns the store revision of the write (its ``mod_revision``)."""
+        result = await self._call(lambda c: c.put(key.encode(), _encode(value), lease=lease))
+        return int(result.header.revision)
 
     async def create(self, key: str, value: Any, lease: int | None = None) -> bool:
         """Write ``key`` only if it does not exist; True when written.
@@ -266,14 +280,15 @@ class Etcd(FailoverClient):
 
     # -- watches --------------------------------------------------------------------------------
     async def watch_prefix(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
-        """Changes under ``prefix`` from ``start_revision`` on. Ends quietly when the history was
-        compacted or the connection was replaced (re-read, then watch again); raises
-        ``EtcdUnavailable`` when the endpoint stops answering (the next call tries the next one)."""
+        """Changes under ``prefix`` from ``start_revision`` on. Ends quietly when the connection was
+        replaced (watch again); raises ``HistoryCompacted`` when ``start_revision`` is older than
+        etcd's history (re-read, then watch), and ``EtcdUnavailable`` when the endpoint stops
+        answering (the next call tries the next one)."""
         client = await self._get_client()
         try:
             watch = await client.watch_prefix(prefix.encode(), start_revision=start_revision)
-        except aetcd.exceptions.RevisionCompactedError:
-            return
+        except aetcd.exceptions.RevisionCompactedError as exc:
+            raise HistoryCompacted(exc.compacted_revision) from exc
         except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError, TimeoutError) as exc:
             await self._next_endpoint(client)
             raise EtcdUnavailable(f"could not watch {prefix} on {self.endpoint}: {short(exc)}") from exc
@@ -285,9 +300,10 @@ class Etcd(FailoverClient):
                     key=kv.key,
                     value=kv.value if event.kind == "PUT" else None,
                     revision=kv.mod_revision,
+                    lease=kv.lease,
                 )
-        except aetcd.exceptions.RevisionCompactedError:
-            return
+        except aetcd.exceptions.RevisionCompactedError as exc:
+            raise HistoryCompacted(exc.compacted_revision) from exc
         except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError) as exc:
             await self._next_endpoint(client)
             raise EtcdUnavailable(f"the watch on {prefix} broke: {short(exc)}") from exc

@@ -108,7 +108,9 @@ class FailoverClient:
             except aetcd.exceptions.InvalidArgumentError as exc:
                 raise BadRequest(f"etcd refused the request: {short(exc)}", code="etcd_refused") from exc
             except aetcd.exceptions.ClientError as exc:
-                if "not found" in str(exc):  # e.g. "requested lease not found": an answer, not an outage
+                if "lease not found" in str(exc):  # an answer, not an outage: the lease expired
+                    raise LeaseNotFound(f"etcd failed: {short(exc)}") from exc
+                if "not found" in str(exc):
                     raise EtcdUnavailable(f"etcd failed: {short(exc)}") from exc
                 # Anything else (an internal error, a stream cut by a dying member, a deadline passed
                 # on the server's side) is this endpoint's problem: the next one may answer.
@@ -148,6 +150,12 @@ class FailoverClient:
         # timeout first; a watch on it then ends and is re-established on the next endpoint.
         await asyncio.sleep(self.timeout + 1)
         await close_quietly(client)
+
+
+class LeaseNotFound(EtcdUnavailable):
+    """The lease named in a request has expired or was revoked (callers may grant a new one)."""
+
+    code = "etcd_lease_not_found"
 
 
 def _client(host: str, port: int, timeout: float) -> aetcd.Client:

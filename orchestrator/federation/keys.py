@@ -14,6 +14,11 @@ MEMBERS = f"{PREFIX}/members/"
 LOCKS = f"{PREFIX}/locks/"
 SCHEDULES = f"{PREFIX}/schedules/"
 TICKS = f"{PREFIX}/ticks/"
+# The gateway's namespaces: the only keys /write, /read and /inspect can reach.
+RAW = f"{PREFIX}/raw/"
+INSIGHTS = f"{PREFIX}/insights/"
+AUDITS = f"{PREFIX}/audits/"
+AUDIT_RESULTS = f"{PREFIX}/audit-results/"
 
 
 def tool(name: str) -> str:
@@ -48,6 +53,23 @@ def ticks(schedule_id: str) -> str:
 def tick(schedule_id: str, due: str) -> str:
     """One tick's record; ``due`` is a fixed-width UTC timestamp, so keys sort by time."""
     return ticks(schedule_id) + due
+
+
+def audit(audit_id: str) -> str:
+    return AUDITS + audit_id
+
+
+def audit_answers(audit_id: str) -> str:
+    """Prefix of one audit's answers: ``<prefix><instance>/<branch>``."""
+    return f"{AUDITS}{audit_id}/answers/"
+
+
+def audit_answer(audit_id: str, instance: str, branch: str) -> str:
+    return f"{audit_answers(audit_id)}{instance}/{branch}"
+
+
+def audit_result(audit_id: str) -> str:
+    return AUDIT_RESULTS + audit_id
 
 
 def last_segment(key: str) -> str:

@@ -58,6 +58,10 @@ class Registry:
         value = await self.etcd.update(keys.dataset(dataset.name), change)
         return Dataset.model_validate({**value, "name": dataset.name})
 
+    async def add_node_branches(self, dataset: str, branches: list[str]) -> None:
+        """Add node branches to a registered dataset (``NotFound`` when it is not registered)."""
+        await self.etcd.update(keys.dataset(dataset), _nodes_change(dataset, branches))
+
     async def delete_dataset(self, name: str) -> None:
         await self._refuse_if_used(
             "dataset",

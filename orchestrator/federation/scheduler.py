@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound
 from ..scheduling import fire_times, make_trigger
 from . import keys
-from .etcd import Etcd, WatchEvent
+from .etcd import Etcd, KeyValue, WatchEvent
 from .members import Membership
 from .registry import Registry
 from .schedules import ScheduleBook, check_placement, labels_match
+from .watch import PrefixWatch
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -125,23 +126,23 @@ class FederationScheduler:
 
     # -- keeping APScheduler in step with etcd --------------------------------------------------
     async def _keep_in_step(self) -> None:
-        delay = 1.0
-        while True:
-            try:
-                schedules, revision = await self.book.all()
-                self._reconcile(schedules)
-                delay = 1.0
-                async with asyncio.timeout(RESYNC_EVERY):
-                    async for event in self.etcd.watch_prefix(keys.SCHEDULES, revision + 1):
-                        self._apply(event)
-                await asyncio.sleep(0.2)  # the watch ended (connection replaced): read again
-            except TimeoutError:
-                continue  # the periodic re-read
-            except EtcdUnavailable as exc:
-                # etcd logs the outage once; the armed jobs stay as last known meanwhile.
-                log.debug("federation schedules not refreshed: %s", exc.message)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        async def on_list(values: list[KeyValue], _revision: int) -> None:
+            self._reconcile([kv.value for kv in values if isinstance(kv.value, dict)])
+
+        async def on_event(event: WatchEvent) -> None:
+            self._apply(event)
+
+        # relist: the whole set is reconciled at every resync, so a schedule armed by mistake goes too.
+        watch = PrefixWatch(
+            self.etcd,
+            keys.SCHEDULES,
+            on_list=on_list,
+            on_event=on_event,
+            what="federation schedules",
+            resync_every=RESYNC_EVERY,
+            relist=True,
+        )
+        await watch.run()
 
     def _reconcile(self, schedules: list[dict[str, Any]]) -> None:
         for schedule in schedules:

@@ -8,6 +8,9 @@ A run does not need etcd: registrations come from this instance's copy when etcd
 the vote is then queued (see ``voting``). A later step whose input is an earlier step's dataset then
 reads ground-truth as it is, without the queued merge; its ``input_commit`` says exactly what it read.
 
+After a step succeeds, an ``insights.json`` in its output is published under ``insights/<tool>``
+(``gateway.insights``); the step's ``insights`` field says whether it was, or why not.
+
 Tool containers get ``MAO_INSTANCE``, ``MAO_RUN_ID``, ``MAO_PIPELINE`` and ``MAO_STEP`` in their
 environment (set last, so a step's own env cannot override them).
 """
@@ -28,6 +31,7 @@ from ..config import Settings
 from ..datasets import Datasets
 from ..errors import Conflict, MaoError, NotFound
 from ..executor_client import ExecutorClient
+from ..gateway.insights import InsightsPublisher, read_insights
 from ..models import Pipeline, Step, node_branch
 from ..store import Store
 from ..store.tables import utcnow
@@ -59,8 +63,10 @@ class Runner:
         datasets: Datasets,
         executor: ExecutorClient,
         voting: Voting,
+        insights: InsightsPublisher,
     ) -> None:
         self.settings = settings
+        self.insights = insights
         self.store = store
         self.registrations = registrations
         self.datasets = datasets
@@ -233,6 +239,9 @@ class Runner:
                     lambda repo: repo.commit_worktree(branch, parent, message, trailers),
                 )
                 await self.store.update_step(run_id, position, output_commit=commit, changed=changed)
+                # Read now, while the folder holds exactly what was committed; published once the
+                # step has succeeded.
+                insights = await asyncio.to_thread(read_insights, workdir)
 
             merge_message = f"Merge {branch} into ground-truth (run {run_id}, step {step.name})"
             vote = await self.voting.vote((run_id, position), output, branch, commit, merge_message, trailers)
@@ -247,12 +256,23 @@ class Runner:
                 )
             # A queued merge (federation unreachable) still counts as success: the output is committed
             # and pushed on the node branch, and the vote follows when etcd answers again.
+            published = None
+            if insights is not None:
+                published = await self.insights.publish(
+                    insights,
+                    tool=tool.name,
+                    pipeline=pipeline.name,
+                    run=run_id,
+                    step=step.name,
+                    commit=commit,
+                )
             await self.store.update_step(
                 run_id,
                 position,
                 status="succeeded",
                 merge_commit=vote.commit,
                 merge_state=vote.state,
+                insights=published,
                 ended_at=utcnow(),
             )
         except MaoError as exc:

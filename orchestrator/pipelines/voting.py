@@ -71,14 +71,15 @@ class Voting:
 
     async def vote(
         self,
-        step: tuple[str, int],
+        step: tuple[str, int] | None,
         dataset: Dataset,
         branch: str,
         commit: str,
         message: str,
         trailers: Mapping[str, str],
     ) -> Vote:
-        """Merge ``branch`` into ground-truth now, or queue the merge when the federation is away."""
+        """Merge ``branch`` into ground-truth now, or queue the merge when the federation is away.
+        ``step`` is the (run id, position) whose record a queued merge settles (None: no run's)."""
         try:
             result = await self._merge(dataset.name, dataset.master, branch, message, trailers)
         except (EtcdUnavailable, LockLost) as exc:

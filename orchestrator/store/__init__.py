@@ -351,6 +351,7 @@ def run_to_dict(run: RunRow, steps: Any, with_logs: bool = True) -> dict[str, An
                 "ended_at": _iso(st.ended_at),
                 "duration": _duration(st.started_at, st.ended_at),
                 "error": st.error,
+                "insights": st.insights,
                 **({"log_tail": st.log_tail or ""} if with_logs else {}),
             }
             for st in steps

@@ -56,7 +56,7 @@ class PendingMerges:
         commit: str,
         message: str,
         trailers: Mapping[str, str],
-        step: tuple[str, int],
+        step: tuple[str, int] | None,
     ) -> int:
         """Queue (or move forward) the merge of ``branch``; returns how many steps it now covers."""
         async with self.store.session(f"queue the merge of {branch} into {dataset}") as s:
@@ -65,7 +65,7 @@ class PendingMerges:
                 row = PendingMergeRow(dataset=dataset, branch=branch, steps=[], attempts=0)
                 s.add(row)
             row.master, row.commit, row.message, row.trailers = master, commit, message, dict(trailers)
-            if list(step) not in row.steps:
+            if step is not None and list(step) not in row.steps:
                 row.steps = [*row.steps, list(step)]
             row.queued_at = utcnow()
             return len(row.steps)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -96,6 +96,8 @@ class RunStepRow(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     log_tail: Mapped[str | None] = mapped_column(Text, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # What became of the step's insights.json: "published" or "ignored: <why>" (None: there was none).
+    insights: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ScheduleRow(Base):
@@ -151,6 +153,27 @@ class PendingMergeRow(Base):
     queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class GatewayKeyRow(Base):
+    """A gateway API key of this instance: only its SHA-256 is kept, the key itself is shown once."""
+
+    __tablename__ = "gateway_keys"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class GatewayProgressRow(Base):
+    """How far the raw-entry listener got: every entry this instance acknowledged up to ``revision``
+    (an etcd store revision) is committed in ``dataset``; after a restart it resumes from there."""
+
+    __tablename__ = "gateway_progress"
+    dataset: Mapped[str] = mapped_column(String(128), primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
+    entries: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 Index("ix_runs_pipeline_created", RunRow.pipeline, RunRow.created_at)

@@ -99,3 +99,29 @@ def test_advertise_url_and_member_ttl(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings({**base_env(tmp_path), "MAO_ADVERTISE_URL": "mao.example.org", "MAO_MEMBER_TTL": "1"})
     assert [p.split("=")[0] for p in caught.value.problems] == ["MAO_ADVERTISE_URL", "MAO_MEMBER_TTL"]
+
+
+def test_gateway_settings(tmp_path: Path) -> None:
+    settings = load_settings(base_env(tmp_path))
+    assert (settings.raw_ttl, settings.raw_dataset, settings.gateway_rate, settings.gateway_burst) == (
+        60,
+        None,
+        5.0,
+        10,
+    )
+    assert (settings.raw_batch_seconds, settings.raw_batch_size) == (5.0, 100)
+    custom = load_settings({**base_env(tmp_path), "MAO_RAW_TTL": "3", "MAO_RAW_DATASET": "raw-entries"})
+    assert custom.raw_ttl == 3 and custom.raw_dataset == "raw-entries"
+    assert custom.describe()["MAO_RAW_DATASET"] == "raw-entries"
+    bad = {
+        **base_env(tmp_path),
+        "MAO_RAW_TTL": "1",
+        "MAO_RAW_DATASET": "../etc",
+        "MAO_GATEWAY_RATE": "fast",
+        "MAO_RAW_BATCH_SIZE": "0",
+    }
+    with pytest.raises(ConfigError) as caught:
+        load_settings(bad)
+    text = "\n".join(caught.value.problems)
+    for expected in ("MAO_RAW_TTL=1", "MAO_RAW_DATASET", "MAO_GATEWAY_RATE='fast'", "MAO_RAW_BATCH_SIZE=0"):
+        assert expected in text

@@ -1,0 +1,32 @@
+"""Peer validation: ``POST /audits`` starts an audit, ``GET /audits/{id}`` shows it (pending, then
+its result)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import Field
+
+from ..audit.records import DEFAULT_WAIT, MAX_WAIT, MIN_WAIT, check_id
+from ..models import Model, Name
+from .common import node, ok, parse, read_json
+
+routes = web.RouteTableDef()
+
+
+class NewAudit(Model):
+    dataset: Name
+    file: str = Field(min_length=1, max_length=1024)
+    wait: float = Field(default=DEFAULT_WAIT, ge=MIN_WAIT, le=MAX_WAIT)
+
+
+@routes.post("/audits")
+async def start_audit(request: web.Request) -> web.Response:
+    wanted = parse(NewAudit, await read_json(request))
+    audit = await node(request).audits.begin(wanted.dataset, wanted.file, wanted.wait)
+    return ok(audit, status=202)
+
+
+@routes.get("/audits/{id}")
+async def get_audit(request: web.Request) -> web.Response:
+    audit_id = check_id(request.match_info["id"])
+    return ok(await node(request).audits.get(audit_id))

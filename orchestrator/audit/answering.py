@@ -1,0 +1,196 @@
+"""Every live instance answers each audit once, with its own copies of the audited file.
+
+An instance watches ``/mao/v1/audits/`` (list-then-watch). For each audit it has not answered, it
+looks for its node branches of the audited dataset: the branches its own pipelines' steps write
+(``<step>-<instance>``) and, for the raw dataset, ``raw-<instance>``, as far as they are listed in
+the dataset's ``nodes``. It fetches the dataset's master and answers, per branch, with the file as
+pushed there: inline up to 64 KiB, otherwise by commit and path (the auditor fetches it from the
+master). A branch without the file answers ``missing``; an instance without a branch answers
+nothing. Answers ride on the audit's lease and are compare-and-create, so a restart never answers
+twice. The auditor's own instance also learns here of the audits it has to decide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ..datasets.files import pushed_tip, read_file
+from ..errors import MaoError
+from ..federation import keys
+from ..federation.etcd import Etcd, KeyValue, WatchEvent
+from ..federation.registry import Registry
+from ..federation.watch import PrefixWatch
+from ..models import Dataset, node_branch
+from .records import INLINE_LIMIT, LEASE_MARGIN, AuditBook, audit_id_of
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..datasets import Datasets
+    from ..store import Store
+
+log = logging.getLogger(__name__)
+
+OwnAudit = Callable[[dict[str, Any], int], None]
+
+
+class AuditAnswerer:
+    def __init__(
+        self,
+        settings: Settings,
+        etcd: Etcd,
+        registry: Registry,
+        store: Store,
+        datasets: Datasets,
+        on_own_audit: OwnAudit,
+    ) -> None:
+        self.instance = settings.instance_name
+        self.raw_dataset = settings.raw_dataset
+        self.etcd = etcd
+        self.book = AuditBook(etcd)
+        self.registry = registry
+        self.store = store
+        self.datasets = datasets
+        self.on_own_audit = on_own_audit
+        self._handled: dict[str, str] = {}  # audit id -> its deadline (to forget it after)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        watch = PrefixWatch(
+            self.etcd, keys.AUDITS, on_list=self._on_list, on_event=self._on_event, what="audit answers"
+        )
+        self._spawn(watch.run(), "audit watch")
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _on_list(self, values: list[KeyValue], _revision: int) -> None:
+        for kv in values:
+            self._consider(kv.key, kv.value, kv.lease)
+
+    async def _on_event(self, event: WatchEvent) -> None:
+        if event.kind == "PUT":
+            self._consider(event.key, event.value, event.lease)
+
+    def _consider(self, key: str, record: Any, lease: int) -> None:
+        audit_id = audit_id_of(key)
+        if audit_id is None or not isinstance(record, dict) or audit_id in self._handled:
+            return
+        if _over(record):  # an old record seen again (a watch resumed in its past): it is gone
+            return
+        self._forget_old()
+        self._handled[audit_id] = str(record.get("deadline", ""))
+        if record.get("auditor") == self.instance:
+            self.on_own_audit(record, lease)
+        self._spawn(self._answer(audit_id, record, lease), f"answer audit {audit_id}")
+
+    def _forget_old(self) -> None:
+        now = datetime.now(UTC).isoformat()
+        for audit_id in [i for i, deadline in self._handled.items() if deadline and deadline < now]:
+            del self._handled[audit_id]
+
+    async def _answer(self, audit_id: str, record: dict[str, Any], lease: int) -> None:
+        path = str(record.get("file"))
+        try:
+            dataset = await self.registry.dataset(str(record.get("dataset")))
+            branches = await self._own_branches(dataset) if dataset else []
+            if not branches or dataset is None:
+                log.debug(
+                    "audit %s: no node branch of %s here, nothing to answer", audit_id, record.get("dataset")
+                )
+                return
+            if await self.book.answered(audit_id, self.instance):
+                return  # answered before a restart
+            answers = await self._read_copies(dataset, branches, path)
+            for answer in answers:
+                await self.book.answer(audit_id, answer, lease)
+        except MaoError as exc:  # etcd away, or the audit's lease already ended
+            log.warning("audit %s not answered: %s", audit_id, exc.message)
+            self._handled.pop(audit_id, None)  # seen again (a re-listed watch): try again
+            return
+        log.info(
+            "audit %s of %s:%s answered from %s",
+            audit_id,
+            dataset.name,
+            path,
+            ", ".join(f"{a['branch']} ({_what(a)})" for a in answers),
+        )
+
+    async def _own_branches(self, dataset: Dataset) -> list[str]:
+        mine = {
+            node_branch(step.name, self.instance)
+            for pipeline in await self.store.list_pipelines()
+            for step in pipeline.steps
+            if step.output_dataset == dataset.name
+        }
+        if self.raw_dataset == dataset.name:
+            mine.add(node_branch("raw", self.instance))
+        return sorted(branch for branch in mine if branch in dataset.nodes)
+
+    async def _read_copies(self, dataset: Dataset, branches: list[str], path: str) -> list[dict[str, Any]]:
+        def read(repo: Any) -> list[dict[str, Any]]:
+            repo.sync()
+            answers = []
+            for branch in branches:
+                base = {"instance": self.instance, "branch": branch}
+                tip = pushed_tip(repo, branch)
+                copy = read_file(repo, tip, path, INLINE_LIMIT) if tip else None
+                if tip is None or copy is None:
+                    answers.append({**base, "commit": tip, "missing": True})
+                    continue
+                answer: dict[str, Any] = {**base, "commit": tip, "sha256": copy.sha256, "size": copy.size}
+                if copy.content is None:
+                    answer["fetch"] = {"commit": tip, "path": path}
+                else:
+                    answer.update(_inline(copy.content))
+                answers.append(answer)
+            return answers
+
+        try:
+            return await self.datasets.run(dataset.name, dataset.master, read)
+        except MaoError as exc:  # the master is unreachable: say so rather than stay silent
+            return [{"instance": self.instance, "branch": b, "error": exc.message[:500]} for b in branches]
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
+
+
+def _over(record: dict[str, Any]) -> bool:
+    """Whether the audit's lease has surely ended (then its record is gone, whatever a watch says)."""
+    try:
+        deadline = datetime.fromisoformat(str(record.get("deadline")))
+    except ValueError:
+        return True
+    return datetime.now(UTC) > deadline + timedelta(seconds=LEASE_MARGIN)
+
+
+def _inline(content: bytes) -> dict[str, str]:
+    try:
+        return {"content": content.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"content_base64": base64.b64encode(content).decode()}
+
+
+def _what(answer: dict[str, Any]) -> str:
+    if answer.get("missing"):
+        return "no such file"
+    if answer.get("error"):
+        return "error"
+    return "fetch" if "fetch" in answer else "inline"
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        if (exc := task.exception()) is not None:
+            log.error("%s failed: %s", task.get_name(), exc, exc_info=exc)

@@ -1,0 +1,247 @@
+"""Starting an audit, deciding it at its deadline, and reading its result.
+
+``begin`` stores the audit's record (on its lease) and returns at once; every live instance answers
+through its watch (``answering``), this one included. At the deadline the auditor reads the answers,
+fetches the copies too large to travel inline from the dataset's master, checks each against its
+SHA-256, scores them (``scoring.decide``), stores the result under ``/mao/v1/audit-results/<id>``
+for 30 days and revokes the audit's lease, which removes the record and every answer. Instances
+that did not answer by the deadline (down, or without a copy) are simply not candidates: nobody
+waits for them. An auditor restarted before the deadline picks its audit up again from etcd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import logging
+import math
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ..datasets.files import path_problem, read_blob
+from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound
+from ..federation.etcd import Etcd
+from ..federation.registry import Registry
+from .answering import AuditAnswerer
+from .records import LEASE_MARGIN, MAX_WAIT, MIN_WAIT, AuditBook
+from .scoring import Candidate, Scored, decide
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..datasets import Datasets
+    from ..store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_FETCH_BYTES = 64 * 1024 * 1024  # a copy larger than this is not scored (it would sit in memory)
+
+
+class Audits:
+    def __init__(
+        self, settings: Settings, etcd: Etcd, registry: Registry, store: Store, datasets: Datasets
+    ) -> None:
+        self.instance = settings.instance_name
+        self.book = AuditBook(etcd)
+        self.registry = registry
+        self.datasets = datasets
+        self.answerer = AuditAnswerer(settings, etcd, registry, store, datasets, self._own_audit)
+        self._deciding: dict[str, asyncio.Task[None]] = {}
+
+    async def start(self) -> None:
+        await self.answerer.start()
+
+    async def close(self) -> None:
+        await self.answerer.close()
+        tasks = list(self._deciding.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def begin(self, dataset: str, file: str, wait: float) -> dict[str, Any]:
+        if problem := path_problem(file):
+            raise BadRequest(problem, code="invalid_file")
+        if not MIN_WAIT <= wait <= MAX_WAIT:
+            raise BadRequest(
+                f"wait must be between {MIN_WAIT} and {MAX_WAIT} seconds", code="invalid_request"
+            )
+        if await self.registry.dataset(dataset) is None:
+            raise NotFound(f"dataset {dataset!r} is not registered")
+        now = datetime.now(UTC)
+        record = {
+            "id": uuid.uuid4().hex,
+            "dataset": dataset,
+            "file": file,
+            "auditor": self.instance,
+            "wait": wait,
+            "deadline": (now + timedelta(seconds=wait)).isoformat(),
+            "created_at": now.isoformat(),
+        }
+        lease = await self.book.create(record, ttl=math.ceil(wait) + LEASE_MARGIN)
+        self._own_audit(record, lease)
+        log.info("audit %s of %s:%s started, decided at %s", record["id"], dataset, file, record["deadline"])
+        return {**record, "status": "pending"}
+
+    async def get(self, audit_id: str) -> dict[str, Any]:
+        if (result := await self.book.result(audit_id)) is not None:
+            return {**result, "status": "decided"}
+        if (record := await self.book.record(audit_id)) is not None and isinstance(record.value, dict):
+            answers = await self.book.answers(audit_id)
+            return {**record.value, "status": "pending", "answers": len(answers)}
+        raise NotFound(f"no audit {audit_id!r}: unknown, or its auditor died before the deadline")
+
+    # -- deciding -------------------------------------------------------------------------------
+    def _own_audit(self, record: dict[str, Any], lease: int) -> None:
+        """Decide ``record`` at its deadline (once; also called again by the watch)."""
+        audit_id = record["id"]
+        if audit_id in self._deciding:
+            return
+        task = asyncio.create_task(self._decide(record, lease), name=f"decide audit {audit_id}")
+        self._deciding[audit_id] = task
+        task.add_done_callback(lambda _: self._deciding.pop(audit_id, None))
+        task.add_done_callback(_log_failure)
+
+    async def _decide(self, record: dict[str, Any], lease: int) -> None:
+        deadline = datetime.fromisoformat(record["deadline"])
+        await asyncio.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()))
+        gives_up = deadline + timedelta(seconds=LEASE_MARGIN)
+        delay = 1.0
+        while True:
+            try:
+                current = await self.book.record(record["id"])
+                if current is None or current.lease != lease:
+                    return  # decided already (this is a record seen again), or its lease ran out
+                answers = await self.book.answers(record["id"])
+                result = await self._score(record, answers)
+                if not await self.book.store_result(record["id"], result):
+                    return
+                break
+            except EtcdUnavailable as exc:
+                if datetime.now(UTC) >= gives_up:
+                    log.error(
+                        "audit %s could not be decided: etcd stayed unreachable (%s)", record["id"], exc
+                    )
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        with contextlib.suppress(EtcdUnavailable):
+            await self.book.end(lease)
+        winners = ", ".join(f"{w['instance']}/{w['branch']}" for w in result["winners"]) or "-"
+        log.info(
+            "audit %s of %s:%s decided: %s (winners %s; %d candidate(s), %d without a copy)",
+            record["id"],
+            record["dataset"],
+            record["file"],
+            result["outcome"],
+            winners,
+            len(result["candidates"]),
+            len(result["absent"]),
+        )
+
+    async def _score(self, record: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, Any]:
+        fetched = await self._fetch(record, [a for a in answers if isinstance(a.get("fetch"), dict)])
+        candidates: list[Candidate] = []
+        sizes: dict[tuple[str, str], int] = {}
+        absent = []
+        for answer in sorted(answers, key=lambda a: (str(a.get("instance")), str(a.get("branch")))):
+            who = {"instance": answer.get("instance"), "branch": answer.get("branch")}
+            content, reason = _content(answer, fetched)
+            if content is not None and hashlib.sha256(content).hexdigest() != answer.get("sha256"):
+                content, reason = None, "its content does not match its sha256"
+            if content is None:
+                absent.append({**who, "commit": answer.get("commit"), "reason": reason})
+                continue
+            candidate = Candidate(
+                str(who["instance"]),
+                str(who["branch"]),
+                str(answer["commit"]),
+                str(answer["sha256"]),
+                content,
+            )
+            candidates.append(candidate)
+            sizes[(candidate.instance, candidate.branch)] = len(content)
+        decision = decide(candidates)
+
+        def shown(s: Scored) -> dict[str, Any]:
+            c = s.candidate
+            return {"instance": c.instance, "branch": c.branch, "commit": c.commit, "sha256": c.sha256}
+
+        return {
+            **{k: record[k] for k in ("id", "dataset", "file", "auditor", "created_at", "deadline")},
+            "outcome": decision.outcome,
+            "winners": [shown(s) for s in decision.winners],
+            "drawn": [shown(s) for s in decision.drawn],
+            "candidates": [
+                {
+                    **shown(s),
+                    "size": sizes[(s.candidate.instance, s.candidate.branch)],
+                    "entries": s.entries,
+                    "strangeness": s.strangeness,
+                }
+                for s in decision.scored
+            ],
+            "absent": absent,
+            "decided_at": datetime.now(UTC).isoformat(),
+        }
+
+    async def _fetch(self, record: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, bytes | str]:
+        """Copies too large for etcd, read from the dataset's master: {commit: content or why not}."""
+        wanted = {}
+        for answer in answers:
+            commit = str(answer["fetch"].get("commit"))
+            if int(answer.get("size") or 0) > MAX_FETCH_BYTES:
+                wanted[commit] = f"too large to audit ({answer.get('size')} bytes, at most {MAX_FETCH_BYTES})"
+            else:
+                wanted[commit] = ""
+        if not wanted:
+            return {}
+        dataset = await self.registry.dataset(record["dataset"])
+        if dataset is None:
+            return dict.fromkeys(wanted, "could not be fetched: the dataset is no longer registered")
+        path = record["file"]
+
+        def read(repo: Any) -> dict[str, bytes | str]:
+            repo.sync()
+            found: dict[str, bytes | str] = {}
+            for commit, refused in wanted.items():
+                try:
+                    content = None if refused else read_blob(repo, commit, path)
+                except MaoError as exc:
+                    refused = exc.message
+                    content = None
+                found[commit] = content if content is not None else (refused or "not found on the master")
+            return found
+
+        try:
+            return await self.datasets.run(dataset.name, dataset.master, read)
+        except MaoError as exc:
+            return dict.fromkeys(wanted, f"could not be fetched from the master: {exc.message}")
+
+
+def _content(answer: dict[str, Any], fetched: dict[str, bytes | str]) -> tuple[bytes | None, str]:
+    """(content, "") for a usable answer, else (None, why not)."""
+    if answer.get("missing"):
+        return None, "its branch has no such file"
+    if answer.get("error"):
+        return None, f"it could not read its copy: {answer['error']}"
+    if isinstance(answer.get("content"), str):
+        return answer["content"].encode("utf-8"), ""
+    if isinstance(answer.get("content_base64"), str):
+        try:
+            return base64.b64decode(answer["content_base64"], validate=True), ""
+        except ValueError:
+            return None, "its inline content is not valid base64"
+    if isinstance(answer.get("fetch"), dict):
+        got = fetched.get(str(answer["fetch"].get("commit")))
+        if isinstance(got, bytes):
+            return got, ""
+        return None, f"its copy {got or 'could not be fetched'}"
+    return None, "its answer holds no copy"
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        if (exc := task.exception()) is not None:
+            log.error("%s failed: %s", task.get_name(), exc, exc_info=exc)

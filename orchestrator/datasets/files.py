@@ -1,0 +1,152 @@
+"""Single files of a dataset's branches, without a work folder (synchronous; see ``Datasets.run``).
+
+- ``commit_files`` adds files to a node branch: the parent's tree is read into a throw-away index,
+  the new files are hashed into it, and the result is committed. Git's cost is the size of the
+  batch plus reading one index, not a stat of every file the branch holds (the raw-entry listener
+  adds a few files at a time to a branch that keeps growing). Adding a file that is already there
+  with the same content changes nothing, so replaying a batch is a no-op.
+- ``read_file`` reads one file of a commit byte for byte (audits compare copies by their SHA-256).
+
+These are functions of a ``DatasetRepo`` rather than methods only to keep ``repo.py`` readable; they
+use its git helpers, and ``Datasets.run`` serialises them with every other call on the dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.errors import BadRequest, NotFound
+
+from ._git import hardened_env, run_git_bytes
+from .local import GROUND_TRUTH, checked_name, format_message
+from .repo import HEADS, TRACKING, DatasetRepo
+
+_OID_RE = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+MAX_PATH_LENGTH = 1024
+PATHS_PER_CALL = 500
+
+
+@dataclass(frozen=True)
+class FileCopy:
+    commit: str
+    path: str
+    sha256: str
+    size: int
+    content: bytes | None  # None when larger than the limit asked for
+
+
+def path_problem(path: object) -> str | None:
+    """Why ``path`` is not a relative path inside a dataset, or None when it is."""
+    if not isinstance(path, str) or not path:
+        return "file must be a non-empty string"
+    if len(path) > MAX_PATH_LENGTH:
+        return f"file is longer than {MAX_PATH_LENGTH} characters"
+    if any(ord(ch) < 32 or ord(ch) == 127 or ch == "\\" for ch in path):
+        return "file must not contain control characters or backslashes"
+    if path.startswith(("/", "-")):
+        return f"file {path[:80]!r} must be a relative path inside the dataset (no leading '/' or '-')"
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts) or any(part.lower() == ".git" for part in parts):
+        return f"file {path[:80]!r} must not contain empty, '.', '..' or '.git' segments"
+    return None
+
+
+def commit_files(
+    repo: DatasetRepo, branch: str, files: Mapping[str, bytes], message: str, trailers: Mapping[str, str]
+) -> tuple[str, bool]:
+    """Add ``files`` ({relative path: content}) to ``branch`` in one commit; returns (commit, changed).
+
+    The branch starts from its local tip, else its pushed tip, else ground-truth. When nothing
+    changes, no commit is made and the branch is set to its parent."""
+    branch = checked_name(branch, "branch")
+    for path in files:
+        if problem := path_problem(path):
+            raise BadRequest(problem)
+    full_message = format_message(message, trailers)
+    refs = repo._refs()
+    current = refs.get(HEADS + branch)
+    parent = current or refs.get(TRACKING + branch) or refs.get(TRACKING + GROUND_TRUTH)
+    if parent is None:
+        raise NotFound(f"dataset {repo.name!r} has no ground-truth branch yet")
+    scratch = repo.git_dir / "mao-tmp" / uuid.uuid4().hex
+    index = repo.git_dir / "mao-index" / f".files-{uuid.uuid4().hex}"
+    index.parent.mkdir(exist_ok=True)
+    try:
+        for path, content in files.items():
+            target = scratch / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+        kwargs: dict[str, Any] = {"index": index, "work_tree": scratch}
+        repo._git("read-tree", parent, what="read the branch's tree", index=index)
+        paths = sorted(files)
+        for start in range(0, len(paths), PATHS_PER_CALL):
+            chunk = paths[start : start + PATHS_PER_CALL]
+            # -C: paths are relative to the scratch folder, the work tree of this index.
+            repo._git("-C", str(scratch), "update-index", "--add", "--", *chunk, what="add files", **kwargs)
+        tree = repo._out("write-tree", what="write the tree", index=index)
+    finally:
+        index.unlink(missing_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+    parent_tree = repo._out("rev-parse", f"{parent}^{{tree}}", what="resolve the parent")
+    if tree == parent_tree:
+        if current is None:
+            repo._update_ref(HEADS + branch, parent, "")
+        return parent, False
+    args = ["commit-tree", "--no-gpg-sign", tree, "-p", parent, "-m", full_message]
+    commit = repo._out(*args, what="create the commit", identity=True)
+    repo._update_ref(HEADS + branch, commit, current or "")  # compare-and-swap
+    return commit, True
+
+
+def pushed_tip(repo: DatasetRepo, branch: str) -> str | None:
+    """The branch's commit on the master as of the last fetch (what other instances can fetch)."""
+    return repo._rev(TRACKING + checked_name(branch, "branch"))
+
+
+def read_file(repo: DatasetRepo, commit: str, path: str, inline_limit: int) -> FileCopy | None:
+    """The file ``path`` of ``commit`` (None when the commit has no such file); its content only when
+    it is at most ``inline_limit`` bytes."""
+    if not _OID_RE.match(commit):
+        raise ValueError(f"commit must be a commit id, not {commit!r}")
+    if problem := path_problem(path):
+        raise BadRequest(problem)
+    status, out = repo._git(
+        "rev-parse", "--verify", "--quiet", f"{commit}:{path}", what="find the file", ok=(0, 1, 128)
+    )
+    oid = out.strip()
+    if status != 0 or not oid:
+        return None
+    if repo._out("cat-file", "-t", oid, what="read the file's type") != "blob":
+        return None
+    size = int(repo._out("cat-file", "-s", oid, what="read the file's size"))
+    content = _blob(repo, oid)
+    return FileCopy(
+        commit=commit,
+        path=path,
+        sha256=hashlib.sha256(content).hexdigest(),
+        size=size,
+        content=content if size <= inline_limit else None,
+    )
+
+
+def read_blob(repo: DatasetRepo, commit: str, path: str) -> bytes | None:
+    """The whole content of ``path`` in ``commit`` (fetched from the master first by the caller)."""
+    copy = read_file(repo, commit, path, inline_limit=1 << 62)
+    return copy.content if copy else None
+
+
+def _blob(repo: DatasetRepo, oid: str) -> bytes:
+    env = hardened_env({"GIT_DIR": str(repo.git_dir)})
+    return run_git_bytes(
+        repo._runner(),
+        ["cat-file", "blob", oid],
+        env=env,
+        what="read the file",
+        prefix=f"dataset {repo.name!r}: ",
+    )

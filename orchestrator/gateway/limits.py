@@ -1,0 +1,55 @@
+"""The gateway's bounds, and the per-key write rate limiter.
+
+Bounds (documented in docs/gateway.md): a key of at most 256 characters and 8 segments
+(``namespace``), a value of at most 64 KiB as compact JSON (413), at most 1000 entries per
+``/inspect`` (then ``truncated: true``), and on each instance at most ``MAO_GATEWAY_RATE`` writes per
+second to one key with bursts of up to ``MAO_GATEWAY_BURST`` (429 with ``Retry-After``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+from ..errors import TooManyRequests
+
+MAX_VALUE_BYTES = 64 * 1024
+MAX_INSPECT_ENTRIES = 1000
+# Buckets are pruned once there are this many; only full ones (idle keys) go.
+PRUNE_AT = 10_000
+
+
+class RateLimiter:
+    """A token bucket per key, in memory: ``rate`` tokens a second, at most ``burst`` saved up.
+
+    Per instance, on purpose: sharing buckets through etcd would cost a round trip per write, and a
+    client spreading its writes over several instances is still bounded by each one."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, when counted)
+
+    def take(self, key: str) -> None:
+        """Spend one token of ``key``'s bucket, or raise ``TooManyRequests`` saying when to retry."""
+        now = self.clock()
+        tokens, then = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - then) * self.rate)
+        if tokens < 1:
+            wait = (1 - tokens) / self.rate
+            self._buckets[key] = (tokens, now)
+            raise TooManyRequests(
+                f"too many writes to key {key!r}: at most {self.rate:g} per second (bursts of "
+                f"{self.burst:g}) on this instance; retry in {wait:.2f} s",
+                retry_after=round(wait, 3),
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        self._buckets[key] = (tokens - 1, now)
+        if len(self._buckets) > PRUNE_AT:
+            self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        full_after = self.burst / self.rate
+        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full_after}

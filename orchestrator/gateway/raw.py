@@ -1,0 +1,110 @@
+"""``/write``, ``/read`` and ``/inspect`` on etcd.
+
+A raw entry is stored at ``/mao/v1/raw/<key>`` as ``{value, written_at, instance, by}`` and bound to a
+lease, so etcd deletes it by itself after ``MAO_RAW_TTL`` seconds. Granting a lease per write would
+double the writes etcd has to make, so one lease of TTL + 1 s is shared by all the writes of the
+same second: every entry lives between TTL and TTL + 1 s. Insights (``/mao/v1/insights/<tool>``)
+are written by ``insights`` and have no lease: the latest one of each tool stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from ..errors import BadRequest, NotFound, PayloadTooLarge
+from ..federation.etcd import Etcd, LeaseNotFound
+from .limits import MAX_INSPECT_ENTRIES, MAX_VALUE_BYTES, RateLimiter
+from .namespace import NAMESPACES, GatewayKey, from_etcd_key, read_keys, write_key
+
+LEASE_SHARED_FOR = 1.0  # seconds during which writes share one lease
+
+
+class RawStore:
+    def __init__(self, etcd: Etcd, instance: str, ttl: int, limiter: RateLimiter) -> None:
+        self.etcd = etcd
+        self.instance = instance
+        self.ttl = ttl
+        self.limiter = limiter
+        self._lease: tuple[int, float] | None = None  # (id, monotonic time it was asked for)
+        self._lease_lock = asyncio.Lock()
+
+    async def write(self, key: object, value: Any, by: str) -> dict[str, Any]:
+        target = write_key(key)
+        size = len(encode_value(value))
+        if size > MAX_VALUE_BYTES:
+            raise PayloadTooLarge(
+                f"the value is {size} bytes as JSON; at most {MAX_VALUE_BYTES} ({MAX_VALUE_BYTES // 1024} KiB) "
+                "are allowed: keep large data in a dataset and write a reference to it",
+                size=size,
+                limit=MAX_VALUE_BYTES,
+            )
+        self.limiter.take(target.path)
+        stored = {
+            "value": value,
+            "written_at": datetime.now(UTC).isoformat(),
+            "instance": self.instance,
+            "by": by,
+        }
+        lease = await self._shared_lease()
+        try:
+            revision = await self.etcd.put(target.etcd_key, stored, lease=lease)
+        except LeaseNotFound:  # revoked or expired early (an etcd restart): take a fresh one
+            lease = await self._shared_lease(renew=True)
+            revision = await self.etcd.put(target.etcd_key, stored, lease=lease)
+        return {"key": target.shown, "ttl": self.ttl, "revision": revision}
+
+    async def read(self, key: object) -> Any:
+        candidates = read_keys(key)
+        for candidate in candidates:
+            found = await self.etcd.get(candidate.etcd_key)
+            if found is not None:
+                return found.value
+        where = " or ".join(c.shown for c in candidates)
+        raise NotFound(
+            f"nothing stored at {where} (raw entries are kept {self.ttl} s; insights until the tool "
+            "publishes new ones)"
+        )
+
+    async def inspect(self, key: object) -> dict[str, Any]:
+        """Everything at and below ``key`` as ``{"raw/...": stored, "insights/...": stored}``, at most
+        ``MAX_INSPECT_ENTRIES``; ``"truncated": true`` is added when there was more (no gateway key
+        can be named ``truncated``: every one starts with its namespace)."""
+        found: dict[str, Any] = {}
+        truncated = False
+        for candidate in read_keys(key, whole_namespace=True):
+            for kv_key, value in await self._under(candidate, MAX_INSPECT_ENTRIES - len(found) + 1):
+                if len(found) >= MAX_INSPECT_ENTRIES:
+                    truncated = True
+                    break
+                shown = from_etcd_key(kv_key)
+                if shown is not None:
+                    found[shown.shown] = value
+        return {**found, "truncated": True} if truncated else found
+
+    async def _under(self, key: GatewayKey, limit: int) -> list[tuple[str, Any]]:
+        if not key.path:
+            return [(kv.key, kv.value) for kv in await self.etcd.list_prefix(NAMESPACES[key.namespace], limit=limit)]
+        exact = await self.etcd.get(key.etcd_key)
+        below = await self.etcd.list_prefix(key.etcd_key + "/", limit=limit)
+        return ([(exact.key, exact.value)] if exact else []) + [(kv.key, kv.value) for kv in below]
+
+    async def _shared_lease(self, renew: bool = False) -> int:
+        async with self._lease_lock:
+            now = time.monotonic()
+            if not renew and self._lease is not None and now - self._lease[1] < LEASE_SHARED_FOR:
+                return self._lease[0]
+            lease = await self.etcd.grant_lease(self.ttl + int(LEASE_SHARED_FOR))
+            self._lease = (lease, now)
+            return lease
+
+
+def encode_value(value: Any) -> bytes:
+    """The value as compact JSON (what the size bound counts); NaN and Infinity are not JSON."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except ValueError as exc:
+        raise BadRequest(f"value is not valid JSON: {exc}", code="invalid_value") from None

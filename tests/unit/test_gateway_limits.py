@@ -1,0 +1,60 @@
+"""The per-key token bucket, on a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.errors import TooManyRequests
+from orchestrator.gateway import limits
+from orchestrator.gateway.limits import RateLimiter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_burst_then_the_rate() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rate=5, burst=10, clock=clock)
+    for _ in range(10):
+        limiter.take("k")
+    with pytest.raises(TooManyRequests) as refused:
+        limiter.take("k")
+    assert refused.value.status == 429
+    assert refused.value.headers["Retry-After"] == "1"
+    assert refused.value.extra["retry_after"] == pytest.approx(0.2)
+    limiter.take("other")  # another key has its own bucket
+    clock.now += 0.2  # one token back
+    limiter.take("k")
+    with pytest.raises(TooManyRequests):
+        limiter.take("k")
+    clock.now += 10  # refilled up to the burst, not beyond
+    for _ in range(10):
+        limiter.take("k")
+    with pytest.raises(TooManyRequests):
+        limiter.take("k")
+
+
+def test_retry_after_is_whole_seconds_rounded_up() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rate=0.4, burst=1, clock=clock)
+    limiter.take("k")
+    with pytest.raises(TooManyRequests) as refused:
+        limiter.take("k")
+    assert refused.value.headers["Retry-After"] == "3"  # 2.5 s
+
+
+def test_idle_buckets_are_pruned(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limits, "PRUNE_AT", 100)
+    clock = Clock()
+    limiter = RateLimiter(rate=5, burst=10, clock=clock)
+    for i in range(100):
+        limiter.take(f"old-{i}")
+    clock.now += 60
+    limiter.take("busy")
+    limiter.take("new")
+    assert len(limiter._buckets) <= 2

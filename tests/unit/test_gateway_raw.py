@@ -1,0 +1,107 @@
+"""RawStore on a fake etcd: one lease per second of writes, a lost lease replaced, inspect's bound."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from orchestrator.errors import NotFound, PayloadTooLarge
+from orchestrator.federation.etcd import KeyValue, LeaseNotFound
+from orchestrator.gateway import raw as raw_module
+from orchestrator.gateway.limits import MAX_INSPECT_ENTRIES, RateLimiter
+from orchestrator.gateway.raw import RawStore
+
+
+class FakeEtcd:
+    def __init__(self) -> None:
+        self.data: dict[str, tuple[Any, int]] = {}
+        self.leases: list[tuple[int, int]] = []  # (id, ttl)
+        self.revoked: set[int] = set()
+        self.revision = 0
+
+    async def grant_lease(self, ttl: int) -> int:
+        self.leases.append((len(self.leases) + 1, ttl))
+        return len(self.leases)
+
+    async def put(self, key: str, value: Any, lease: int | None = None) -> int:
+        if lease in self.revoked:
+            raise LeaseNotFound("etcd failed: etcdserver: requested lease not found")
+        self.revision += 1
+        self.data[key] = (value, lease or 0)
+        return self.revision
+
+    async def get(self, key: str) -> KeyValue | None:
+        if key not in self.data:
+            return None
+        return KeyValue(key, self.data[key][0], 1, 1, self.data[key][1])
+
+    async def list_prefix(self, prefix: str, limit: int = 0) -> list[KeyValue]:
+        found = [
+            KeyValue(k, v, 1, 1, lease) for k, (v, lease) in sorted(self.data.items()) if k.startswith(prefix)
+        ]
+        return found[:limit] if limit else found
+
+
+class Clock:
+    now = 1000.0
+
+
+@pytest.fixture
+def store(monkeypatch: pytest.MonkeyPatch) -> tuple[RawStore, FakeEtcd]:
+    Clock.now = 1000.0
+    monkeypatch.setattr(raw_module.time, "monotonic", lambda: Clock.now)
+    etcd = FakeEtcd()
+    return RawStore(etcd, "node1", ttl=60, limiter=RateLimiter(1000, 10000)), etcd  # type: ignore[arg-type]
+
+
+async def test_writes_of_one_second_share_a_lease_of_ttl_plus_one(store: tuple[RawStore, FakeEtcd]) -> None:
+    raw, etcd = store
+    for i in range(5):
+        answer = await raw.write(f"k{i}", i, by="admin")
+        assert answer == {"key": f"raw/k{i}", "ttl": 60, "revision": i + 1}
+    assert etcd.leases == [(1, 61)]
+    Clock.now += 1.0
+    await raw.write("later", 1, by="admin")
+    assert etcd.leases == [(1, 61), (2, 61)]
+    stored, lease = etcd.data["/mao/v1/raw/later"]
+    assert lease == 2 and stored["instance"] == "node1" and stored["by"] == "admin" and stored["value"] == 1
+
+
+async def test_a_lease_lost_early_is_replaced(store: tuple[RawStore, FakeEtcd]) -> None:
+    raw, etcd = store
+    await raw.write("a", 1, by="admin")
+    etcd.revoked.add(etcd.leases[-1][0])  # e.g. etcd restored from a snapshot
+    await raw.write("b", 2, by="admin")
+    assert etcd.data["/mao/v1/raw/b"][1] == 2
+
+
+async def test_nothing_is_written_when_refused(store: tuple[RawStore, FakeEtcd]) -> None:
+    raw, etcd = store
+    with pytest.raises(PayloadTooLarge):
+        await raw.write("big", "x" * 70000, by="admin")
+    assert etcd.data == {} and etcd.leases == []
+
+
+async def test_read_prefers_insights_and_says_where_it_looked(store: tuple[RawStore, FakeEtcd]) -> None:
+    raw, etcd = store
+    await raw.write("weather", "raw one", by="admin")
+    assert (await raw.read("weather"))["value"] == "raw one"
+    etcd.data["/mao/v1/insights/weather"] = ({"value": "insight"}, 0)
+    assert (await raw.read("weather"))["value"] == "insight"
+    assert (await raw.read("raw/weather"))["value"] == "raw one"
+    with pytest.raises(NotFound, match="insights/nothing or raw/nothing"):
+        await raw.read("nothing")
+
+
+async def test_inspect_is_bounded(store: tuple[RawStore, FakeEtcd]) -> None:
+    raw, etcd = store
+    for i in range(MAX_INSPECT_ENTRIES + 5):
+        etcd.data[f"/mao/v1/raw/many/{i:05d}"] = ({"value": i}, 0)
+    etcd.data["/mao/v1/raw/many"] = ({"value": "itself"}, 0)
+    etcd.data["/mao/v1/raw/manyother"] = ({"value": "not below"}, 0)
+    found = await raw.inspect("raw/many")
+    assert found.pop("truncated") is True
+    assert len(found) == MAX_INSPECT_ENTRIES and "raw/many" in found and "raw/manyother" not in found
+    small = await raw.inspect("raw/manyother")
+    assert small == {"raw/manyother": {"value": "not below"}}
