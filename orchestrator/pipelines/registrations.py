@@ -1,6 +1,7 @@
 """Tool and dataset registrations as a run needs them: from etcd, or the local copy while it is away.
 
-Every successful read refreshes the copy in SQL (``RegistryCache``); a read that finds etcd unreachable
+Every successful read refreshes the copy in SQL (``RegistryCache``) when it changed (the last value
+written is remembered, so a run's reads cost no SQL writes); a read that finds etcd unreachable
 falls back to that copy and says so in the log. A registration that etcd reports as gone is dropped
 from the copy too, so the fallback never resurrects a deleted tool or dataset.
 """
@@ -26,6 +27,7 @@ class Registrations:
     def __init__(self, registry: Registry, cache: RegistryCache) -> None:
         self.registry = registry
         self.cache = cache
+        self._copied: dict[tuple[str, str], dict[str, object]] = {}  # what the SQL copy holds now
 
     async def tool(self, name: str) -> Tool | None:
         return await self._read("tool", name, self.registry.tool, Tool)
@@ -35,7 +37,7 @@ class Registrations:
 
     async def remember(self, kind: str, value: BaseModel) -> None:
         """Keep a copy of a registration read elsewhere (e.g. while initialising a pipeline)."""
-        await self.cache.put(kind, str(getattr(value, "name")), value.model_dump())  # noqa: B009
+        await self._copy(kind, str(getattr(value, "name")), value.model_dump())  # noqa: B009
 
     async def _read(
         self, kind: str, name: str, read: Callable[[str], Awaitable[M | None]], model: type[M]
@@ -55,6 +57,12 @@ class Registrations:
             return model.model_validate(data)
         if value is None:
             await self.cache.drop(kind, name)
+            self._copied.pop((kind, name), None)
         else:
-            await self.cache.put(kind, name, value.model_dump())
+            await self._copy(kind, name, value.model_dump())
         return value
+
+    async def _copy(self, kind: str, name: str, data: dict[str, object]) -> None:
+        if self._copied.get((kind, name)) != data:
+            await self.cache.put(kind, name, data)
+            self._copied[(kind, name)] = data
