@@ -14,7 +14,7 @@ What is measured (results are printed; copy them into bench/README-federation.md
 - merges: the three instances run the same pipeline back to back for a while, each writing its own
   file into one dataset; ground-truth merge commits per minute, in total and per instance.
 
-Real servers only (tests/servers.py); nothing here is a test and nothing asserts.
+Real servers only (tests/servers/); nothing here is a test and nothing asserts.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ What is measured (printed; copy the results into bench/README.md with the comman
 - the raw listener with its defaults (commit every 5 s or 100 entries): how long after the last
   acknowledged write every entry is in ground-truth, and how many commits that took.
 
-Real servers only (tests/servers.py); nothing here is a test and nothing asserts.
+Real servers only (tests/servers/); nothing here is a test and nothing asserts.
 """
 
 from __future__ import annotations

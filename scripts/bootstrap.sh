@@ -3,7 +3,7 @@
 #   - Debian packages (only the missing ones): etcd-server docker.io git busybox-static curl postgresql tmux
 #   - .venv (python3 -m venv) with the project installed: pip install -e '.[test]' [-c constraints.txt]
 # Services are NOT started here: the tests and the demo start their own etcd, dockerd and
-# PostgreSQL instances (see tests/servers.py).
+# PostgreSQL instances (see tests/servers/).
 # Environment: MAO_BOOTSTRAP_FORCE_PIP=1 reinstalls the Python packages even when up to date.
 set -euo pipefail
 

@@ -1,6 +1,6 @@
 """The executor against the real Docker engine, through a real ``python -m executor`` subprocess.
 
-Self-contained on purpose (module-scoped fixtures below, not the shared harness in tests/servers.py) so it
+Self-contained on purpose (module-scoped fixtures below, not the shared harness in tests/servers/) so it
 can later be moved into that harness without untangling anything. No test pulls from a registry: the
 image is built locally from the host's busybox-static.
 """

@@ -1,4 +1,4 @@
-"""Fast smoke tests proving the shared fixtures and helpers of tests/servers.py work for real."""
+"""Fast smoke tests proving the shared fixtures and helpers of tests/servers/ work for real."""
 
 from __future__ import annotations
 

@@ -1,0 +1,57 @@
+"""Real servers for integration tests and bench scripts: etcd, dockerd, PostgreSQL, executor, orchestrator.
+
+Importable without pytest (``from tests.servers import start_etcd``). Every helper starts REAL
+components as subprocesses (argument lists only, never a shell), writes their output to a log
+file, and raises :class:`ServerStartError` with the last lines of that log when something does
+not come up. Everything started here is also registered for clean-up at interpreter exit.
+"""
+
+from .docker import (
+    BUSYBOX_LABEL,
+    BUSYBOX_LABEL_VERSION,
+    build_busybox_image,
+    docker_ping,
+    ensure_docker,
+    stop_docker,
+)
+from .etcd import EtcdServer, start_etcd, start_etcd_cluster
+from .postgres import PostgresServer, start_postgres
+from .process import (
+    LOCALHOST,
+    REPO_ROOT,
+    ManagedProcess,
+    ServerStartError,
+    free_port,
+    http_status,
+    is_root,
+    wait_http,
+    wait_until,
+)
+from .services import ServiceProcess, _base_env, start_executor, start_orchestrator
+
+__all__ = [
+    "BUSYBOX_LABEL",
+    "BUSYBOX_LABEL_VERSION",
+    "LOCALHOST",
+    "REPO_ROOT",
+    "EtcdServer",
+    "ManagedProcess",
+    "PostgresServer",
+    "ServerStartError",
+    "ServiceProcess",
+    "_base_env",
+    "build_busybox_image",
+    "docker_ping",
+    "ensure_docker",
+    "free_port",
+    "http_status",
+    "is_root",
+    "start_etcd",
+    "start_etcd_cluster",
+    "start_executor",
+    "start_orchestrator",
+    "start_postgres",
+    "stop_docker",
+    "wait_http",
+    "wait_until",
+]
