@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,7 @@ from ..federation.etcd import Etcd, KeyValue, WatchEvent
 from ..federation.registry import Registry
 from ..federation.watch import PrefixWatch
 from ..models import Dataset, node_branch
+from ..tasks import spawn
 from .records import INLINE_LIMIT, LEASE_MARGIN, AuditBook, audit_id_of
 
 if TYPE_CHECKING:
@@ -160,10 +160,7 @@ class AuditAnswerer:
             return [{"instance": self.instance, "branch": b, "error": exc.message[:500]} for b in branches]
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.create_task(coroutine, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(_log_failure)
+        spawn(coroutine, name, self._tasks)
 
 
 def _over(record: dict[str, Any]) -> bool:
@@ -188,9 +185,3 @@ def _what(answer: dict[str, Any]) -> str:
     if answer.get("error"):
         return "error"
     return "fetch" if "fetch" in answer else "inline"
-
-
-def _log_failure(task: asyncio.Task[Any]) -> None:
-    with contextlib.suppress(asyncio.CancelledError):
-        if (exc := task.exception()) is not None:
-            log.error("%s failed: %s", task.get_name(), exc, exc_info=exc)

@@ -25,6 +25,7 @@ from ..datasets.files import path_problem, read_blob
 from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound
 from ..federation.etcd import Etcd
 from ..federation.registry import Registry
+from ..tasks import spawn
 from .answering import AuditAnswerer
 from .records import LEASE_MARGIN, MAX_WAIT, MIN_WAIT, AuditBook
 from .scoring import Candidate, Scored, decide
@@ -98,10 +99,9 @@ class Audits:
         audit_id = record["id"]
         if audit_id in self._deciding:
             return
-        task = asyncio.create_task(self._decide(record, lease), name=f"decide audit {audit_id}")
+        task = spawn(self._decide(record, lease), name=f"decide audit {audit_id}")
         self._deciding[audit_id] = task
         task.add_done_callback(lambda _: self._deciding.pop(audit_id, None))
-        task.add_done_callback(_log_failure)
 
     async def _decide(self, record: dict[str, Any], lease: int) -> None:
         deadline = datetime.fromisoformat(record["deadline"])
@@ -239,9 +239,3 @@ def _content(answer: dict[str, Any], fetched: dict[str, bytes | str]) -> tuple[b
             return got, ""
         return None, f"its copy {got or 'could not be fetched'}"
     return None, "its answer holds no copy"
-
-
-def _log_failure(task: asyncio.Task[Any]) -> None:
-    with contextlib.suppress(asyncio.CancelledError):
-        if (exc := task.exception()) is not None:
-            log.error("%s failed: %s", task.get_name(), exc, exc_info=exc)

@@ -26,6 +26,7 @@ from typing import Any
 from .. import __version__
 from ..config import Settings
 from ..errors import Conflict, EtcdUnavailable
+from ..tasks import spawn
 from . import keys
 from .etcd import Etcd, KeyValue
 
@@ -65,7 +66,7 @@ class Membership:
             self._say(
                 f"etcd is unreachable, so instance {self.name} starts without registering and keeps trying: {exc.message}"
             )
-        self._heartbeat = asyncio.create_task(self._keep_alive(), name="membership heartbeat")
+        self._heartbeat = spawn(self._keep_alive(), name="membership heartbeat")
 
     async def close(self) -> None:
         if self._heartbeat is not None:
@@ -142,6 +143,11 @@ class Membership:
                 self._say(
                     f"cannot reach etcd to keep instance {self.name} registered, will keep trying: {exc.message}"
                 )
+            except Exception as exc:  # noqa: BLE001 - the heartbeat must outlive any one bad beat
+                # E.g. the lease file could not be written (disk full): dying here would silently drop
+                # this instance from the member list while it keeps serving.
+                log.exception("membership heartbeat of %s failed, will try again", self.name)
+                self._say(f"could not keep instance {self.name} registered: {exc}")
 
     def _say(self, sentence: str) -> None:
         """Log a problem once, not at every heartbeat while it lasts."""

@@ -19,7 +19,6 @@ whole federation, or etcd, was down then).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Coroutine
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound
 from ..scheduling import fire_times, make_trigger
+from ..tasks import spawn
 from . import keys
 from .etcd import Etcd, KeyValue, WatchEvent
 from .members import Membership
@@ -327,13 +327,4 @@ class FederationScheduler:
                 delay = min(delay * 2, 30.0)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.create_task(coroutine, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(_log_failure)
-
-
-def _log_failure(task: asyncio.Task[Any]) -> None:
-    with contextlib.suppress(asyncio.CancelledError):
-        if (exc := task.exception()) is not None:
-            log.error("%s failed: %s", task.get_name(), exc, exc_info=exc)
+        spawn(coroutine, name, self._tasks)

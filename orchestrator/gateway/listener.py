@@ -37,6 +37,7 @@ from ..federation.registry import Registry
 from ..federation.watch import PrefixWatch
 from ..models import Dataset, node_branch
 from ..store.gateway import ListenerProgress
+from ..tasks import spawn
 from .namespace import key_problem
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ class RawListener:
         self._drained = asyncio.Event()
         self._registered = False
         self._flush_lock = asyncio.Lock()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         self._spawn(self._run(), "raw listener")
@@ -107,9 +108,7 @@ class RawListener:
                 )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.create_task(coroutine, name=name)
-        task.add_done_callback(_log_failure)
-        self._tasks.append(task)
+        spawn(coroutine, name, self._tasks)
 
     # -- collecting -----------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -283,12 +282,6 @@ class RawListener:
             self._registered = True
         except EtcdUnavailable:
             pass  # the commit does not need it; registered at the next batch
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    with contextlib.suppress(asyncio.CancelledError):
-        if (exc := task.exception()) is not None:
-            log.error("%s stopped: %s", task.get_name(), exc, exc_info=exc)
 
 
 def _file(path: str, revision: int, stored: dict[str, Any]) -> bytes:

@@ -87,7 +87,10 @@ class RawStore:
 
     async def _under(self, key: GatewayKey, limit: int) -> list[tuple[str, Any]]:
         if not key.path:
-            return [(kv.key, kv.value) for kv in await self.etcd.list_prefix(NAMESPACES[key.namespace], limit=limit)]
+            return [
+                (kv.key, kv.value)
+                for kv in await self.etcd.list_prefix(NAMESPACES[key.namespace], limit=limit)
+            ]
         exact = await self.etcd.get(key.etcd_key)
         below = await self.etcd.list_prefix(key.etcd_key + "/", limit=limit)
         return ([(exact.key, exact.value)] if exact else []) + [(kv.key, kv.value) for kv in below]

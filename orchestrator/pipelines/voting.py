@@ -27,6 +27,7 @@ from ..federation.etcd import Etcd
 from ..federation.locks import LockLost, Locks
 from ..models import Dataset
 from ..store.outage import PendingMerges
+from ..tasks import spawn
 from .registrations import Registrations
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class Voting:
         etcd.on_available(self._wake.set)
 
     async def start(self) -> None:
-        self._retrier = asyncio.create_task(self._retry_queued(), name="queued merges")
+        self._retrier = spawn(self._retry_queued(), name="queued merges")
 
     async def close(self) -> None:
         if self._retrier is not None:
@@ -150,6 +151,12 @@ class Voting:
             except MaoError as exc:  # e.g. the master is unreachable: keep it, try again later
                 await self.pending.failed_attempt(name, branch, exc.message)
                 log.warning("queued merge of %s into %s failed, will retry: %s", branch, name, exc.message)
+                all_done = False
+                continue
+            except Exception as exc:  # noqa: BLE001 - one bad item must not stop the queue for good
+                # E.g. a malformed registration in etcd, or an OSError from git's thread.
+                log.exception("queued merge of %s into %s failed unexpectedly, will retry", branch, name)
+                await self.pending.failed_attempt(name, branch, f"unexpected error: {exc}")
                 all_done = False
                 continue
             if result.conflicts:
