@@ -14,10 +14,10 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .names import name_problem
+from .urls import split_url
 
 DEFAULT_ETCD_ENDPOINT = "127.0.0.1:2379"
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
@@ -179,8 +179,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         )
 
     executor_url = (get("MAO_EXECUTOR_URL", "http://127.0.0.1:8081") or "").rstrip("/")
-    parts = urlsplit(executor_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    parts = split_url(executor_url)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         problems.append(f"MAO_EXECUTOR_URL={executor_url!r} is not an http(s) URL")
     executor_token = get("MAO_EXECUTOR_TOKEN") or ""
     if not executor_token:
@@ -270,11 +270,9 @@ def _default_advertise_url(api_host: str, api_port: int) -> str:
 
 
 def _advertise_url_problem(url: str) -> str | None:
-    parts = urlsplit(url)
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a port out of range
-    except ValueError:
-        return f"MAO_ADVERTISE_URL={url!r} has an invalid port"
+    parts = split_url(url)
+    if parts is None:
+        return f"MAO_ADVERTISE_URL={url!r} is not a valid URL (check the host and port)"
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         return f"MAO_ADVERTISE_URL={url!r} is not an http(s) URL such as http://node1.example.org:8080"
     return None
@@ -291,7 +289,7 @@ def _data_dir_problem(data_dir: Path) -> str | None:
 
 
 def _mask_url_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
+    parts = split_url(url)
+    if parts is not None and parts.password:
         return url.replace(f":{parts.password}@", ":***@", 1)
     return url

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .audit.service import Audits
@@ -146,17 +147,28 @@ class Node:
                 log.warning("%s is not reachable yet: %s", name, exc.message)
 
     async def close(self) -> None:
-        await self.federation_scheduler.close()
-        await self.scheduler.stop()
-        await self.audits.close()
-        await self.runner.shutdown()
+        """Close every service, in this order, each whatever happened to the one before: a listener
+        that fails to stop must not keep the member lease, etcd or the database open."""
+        closers: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("federation scheduler", self.federation_scheduler.close),
+            ("scheduler", self.scheduler.stop),
+            ("audits", self.audits.close),
+            ("runner", self.runner.shutdown),
+        ]
         if self.listener is not None:
-            await self.listener.close()  # before voting: its last batch is voted like any other
-        await self.voting.close()
-        await self.membership.close()
-        await self.executor.close()
-        await self.etcd.close()
-        await self.store.close()
+            closers.append(("raw listener", self.listener.close))  # before voting: its last batch is voted
+        closers += [
+            ("voting", self.voting.close),
+            ("membership", self.membership.close),
+            ("executor client", self.executor.close),
+            ("etcd client", self.etcd.close),
+            ("database", self.store.close),
+        ]
+        for name, close in closers:
+            try:
+                await close()
+            except Exception:
+                log.exception("closing the %s failed; closing the rest", name)
         self.datasets.close()
 
     async def health(self) -> dict[str, str]:

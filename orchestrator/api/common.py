@@ -27,6 +27,8 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         body = json.loads(raw) if raw.strip() else None
     except ValueError as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:  # e.g. 1,000 nested arrays: not a ValueError, but bad input all the same
+        raise BadRequest("the request body is nested too deeply", code="invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object", code="invalid_json")
     return body

@@ -15,10 +15,10 @@ import asyncio
 import logging
 import re
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..errors import BadRequest, Conflict, NotFound
 from ..names import name_problem
+from ..urls import split_url
 from .etcd import Etcd
 
 log = logging.getLogger(__name__)
@@ -35,11 +35,10 @@ def check_peer_url(value: object) -> str:
     problem = f"peer_url must look like http://host:2380 (got {str(value)[:100]!r})"
     if not isinstance(value, str):
         raise BadRequest(problem, code="invalid_peer_url")
-    parts = urlsplit(value)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
+    parts = split_url(value)
+    if parts is None:
+        raise BadRequest(problem, code="invalid_peer_url")
+    port = parts.port
     host = parts.netloc.rpartition(":")[0]
     if (
         parts.scheme not in ("http", "https")

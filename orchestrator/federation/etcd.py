@@ -25,7 +25,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import aetcd
 import aetcd.exceptions
@@ -34,6 +33,7 @@ import aetcd.utils
 import grpc
 
 from ..errors import EtcdUnavailable
+from ..urls import split_url
 from .failover import CHANNEL_OPTIONS, FailoverClient, LeaseNotFound, close_quietly, short
 
 log = logging.getLogger(__name__)
@@ -262,8 +262,8 @@ class Etcd(FailoverClient):
     async def member_answers(self, client_url: str, timeout: float = 1.0) -> bool:
         """Whether the member at ``client_url`` answers a status call within ``timeout`` seconds.
         A status call needs no quorum: it says the member runs, not that the cluster is healthy."""
-        parts = urlsplit(client_url)
-        if not parts.hostname or not parts.port:
+        parts = split_url(client_url)
+        if parts is None or not parts.hostname or not parts.port:
             return False
         # Without the require-leader flag: a running member answers even while it has no leader.
         client = aetcd.Client(host=parts.hostname, port=parts.port, timeout=timeout, options=CHANNEL_OPTIONS)

@@ -81,3 +81,11 @@ def test_bad_input_wrote_nothing(api: Api) -> None:
     assert "x" not in api.ok(api.get("/registry/tools"))
     assert "x" not in api.ok(api.get("/registry/datasets"))
     assert_error(api.get("/registry/pipelines/p"), 404)
+
+
+def test_deeply_nested_json_is_a_400(api: Api) -> None:
+    nested = b'{"name": "x", "value": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    for path in ("/registry/tools", "/pipeline/init", "/write", "/read"):
+        assert_error(
+            api.post(path, data=nested, headers={"Content-Type": "application/json"}), 400, "invalid_json"
+        )

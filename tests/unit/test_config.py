@@ -125,3 +125,11 @@ def test_gateway_settings(tmp_path: Path) -> None:
     text = "\n".join(caught.value.problems)
     for expected in ("MAO_RAW_TTL=1", "MAO_RAW_DATASET", "MAO_GATEWAY_RATE='fast'", "MAO_RAW_BATCH_SIZE=0"):
         assert expected in text
+
+
+def test_unparseable_urls_are_problems_not_tracebacks(tmp_path: Path) -> None:
+    env = {**base_env(tmp_path), "MAO_EXECUTOR_URL": "http://[::1", "MAO_ADVERTISE_URL": "http://[::1:8080"}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env)
+    text = "\n".join(caught.value.problems)
+    assert "MAO_EXECUTOR_URL" in text and "MAO_ADVERTISE_URL" in text
