@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound
-from ..scheduling import fire_times, make_trigger
+from ..scheduling import due_time, fire_times, make_trigger
 from ..tasks import spawn
 from . import keys
 from .etcd import Etcd, KeyValue, WatchEvent
@@ -189,10 +189,7 @@ class FederationScheduler:
             if schedule is None:
                 self._disarm(schedule_id)
                 return
-            trigger = make_trigger(schedule["cron"], schedule["timezone"])
-            # APScheduler fires at (or just after) the due time; allow a second of clock jitter.
-            moments = fire_times(trigger, due - timedelta(hours=1), due + timedelta(seconds=1), limit=100)
-            due = moments[-1] if moments else due.replace(microsecond=0)
+            due = due_time(make_trigger(schedule["cron"], schedule["timezone"]), due)
             if await self._eligible(schedule):
                 await self._compete(schedule, due)
             else:
