@@ -109,7 +109,7 @@ class FederationScheduler:
         return deleted
 
     async def schedules(self) -> list[dict[str, Any]]:
-        schedules, _ = await self.book.all()
+        schedules = await self.book.all()
         next_runs = self.scheduler.next_run_times()
         ticks = await asyncio.gather(*(self.book.recent_ticks(s["id"]) for s in schedules))
         fields = ("due_at", "outcome", "instance", "run_id", "reason", "run_status", "recorded_at")

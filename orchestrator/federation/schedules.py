@@ -77,10 +77,9 @@ class ScheduleBook:
         kv = await self.etcd.get(keys.schedule(schedule_id))
         return kv.value if kv is not None and isinstance(kv.value, dict) else None
 
-    async def all(self) -> tuple[list[dict[str, Any]], int]:
-        """Every schedule, and the revision they were read at (to watch from)."""
-        kvs, revision = await self.etcd.list_with_revision(keys.SCHEDULES)
-        return [kv.value for kv in kvs if isinstance(kv.value, dict)], revision
+    async def all(self) -> list[dict[str, Any]]:
+        """Every schedule (the watch in ``FederationScheduler`` lists them itself, with the revision)."""
+        return [kv.value for kv in await self.etcd.list_prefix(keys.SCHEDULES) if isinstance(kv.value, dict)]
 
     async def delete(self, schedule_id: str) -> bool:
         """Delete the schedule and its tick history."""
