@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from orchestrator.federation import keys
 from orchestrator.federation import scheduler as federation_scheduler
 from orchestrator.federation.etcd import Etcd
 from orchestrator.federation.scheduler import NOBODY_ALIVE, FederationScheduler
-from orchestrator.federation.schedules import ScheduleBook
+from orchestrator.federation.schedules import ScheduleBook, due_key
 from tests import servers
 
 
@@ -199,3 +200,22 @@ async def test_observers_record_ticks_no_live_instance_can_fire(
                 ("skipped", reason, "observer")
             ]
         await observer.close()
+
+
+async def test_ticks_fire_again_at_once_after_etcd_lost_the_history_lease(etcd: Etcd) -> None:
+    """E.g. etcd restored from a backup: the lease the instance shares between its tick records is
+    gone, and the next claim replaces it instead of failing for the rest of the hour."""
+    schedule = await new_schedule(etcd, "p", age=timedelta(minutes=1))
+    racer = instance(etcd, "racer", {"p"})
+    assert [s["id"] for s in await racer.book.all() if s["id"] == schedule["id"]] == [schedule["id"]]
+    earlier = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    assert await racer.book.claim(schedule["id"], earlier, {"outcome": "skipped", "reason": "test"})
+    lost = await racer.book.history_lease.get()
+    await etcd.revoke_lease(lost)
+    await racer._tick(schedule["id"])
+    assert racer.runner.started == ["p"]  # type: ignore[attr-defined]
+    (tick,) = await settled_ticks(etcd, schedule["id"], 1)
+    assert tick["outcome"] == "fired" and tick["run_status"] == "succeeded"
+    kv = await etcd.get(keys.tick(schedule["id"], due_key(datetime.fromisoformat(tick["due_at"]))))
+    assert kv is not None and kv.lease not in (0, lost)
+    await racer.close()
