@@ -70,6 +70,7 @@ class FederationScheduler:
         self.membership = membership
         self.registry = registry
         self._armed: dict[str, tuple[str, str]] = {}
+        self._ignored: set[str] = set()  # keys under /mao/v1/schedules/ that are not schedules
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
@@ -127,7 +128,7 @@ class FederationScheduler:
     # -- keeping APScheduler in step with etcd --------------------------------------------------
     async def _keep_in_step(self) -> None:
         async def on_list(values: list[KeyValue], _revision: int) -> None:
-            self._reconcile([kv.value for kv in values if isinstance(kv.value, dict)])
+            self._reconcile([kv.value for kv in values if self._is_schedule(kv.key, kv.value)])
 
         async def on_event(event: WatchEvent) -> None:
             self._apply(event)
@@ -152,10 +153,20 @@ class FederationScheduler:
             self._disarm(schedule_id)
 
     def _apply(self, event: WatchEvent) -> None:
-        if event.kind == "PUT" and isinstance(event.value, dict):
+        if event.kind == "PUT" and self._is_schedule(event.key, event.value):
             self._arm(event.value)
         elif event.kind == "DELETE":
             self._disarm(keys.last_segment(event.key))
+
+    def _is_schedule(self, key: str, value: object) -> bool:
+        """A record this instance can arm; one without an id (not written by MAO) is left out, and
+        said once, not at every re-list."""
+        if isinstance(value, dict) and isinstance(value.get("id"), str):
+            return True
+        if key not in self._ignored:
+            self._ignored.add(key)
+            log.warning("ignoring %s: not a federation schedule record (it has no id)", key)
+        return False
 
     def _arm(self, schedule: dict[str, Any]) -> None:
         spec = (schedule.get("cron", ""), schedule.get("timezone", "UTC"))

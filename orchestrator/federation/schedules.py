@@ -80,8 +80,12 @@ class ScheduleBook:
         return kv.value if kv is not None and isinstance(kv.value, dict) else None
 
     async def all(self) -> list[dict[str, Any]]:
-        """Every schedule (the watch in ``FederationScheduler`` lists them itself, with the revision)."""
-        return [kv.value for kv in await self.etcd.list_prefix(keys.SCHEDULES) if isinstance(kv.value, dict)]
+        """Every schedule (records without an id, not written by MAO, left out)."""
+        return [
+            kv.value
+            for kv in await self.etcd.list_prefix(keys.SCHEDULES)
+            if isinstance(kv.value, dict) and isinstance(kv.value.get("id"), str)
+        ]
 
     async def delete(self, schedule_id: str) -> bool:
         """Delete the schedule and its tick history."""

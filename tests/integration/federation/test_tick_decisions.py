@@ -65,8 +65,11 @@ class Registrations:
 
 
 class Jobs:
-    def arm(self, *args: Any) -> None:
-        pass
+    def __init__(self) -> None:
+        self.armed: list[str] = []
+
+    def arm(self, job_id: str, *args: Any) -> None:
+        self.armed.append(job_id)
 
     def forget(self, job_id: str) -> None:
         pass
@@ -219,3 +222,22 @@ async def test_ticks_fire_again_at_once_after_etcd_lost_the_history_lease(etcd: 
     kv = await etcd.get(keys.tick(schedule["id"], due_key(datetime.fromisoformat(tick["due_at"]))))
     assert kv is not None and kv.lease not in (0, lost)
     await racer.close()
+
+
+async def test_a_schedule_record_without_an_id_is_left_out_not_fatal(etcd: Etcd) -> None:
+    bad = keys.schedule(f"not-mao-{uuid.uuid4().hex}")
+    await etcd.put(bad, {"cron": "* * * * *"})  # written by hand (etcdctl), say
+    watcher = instance(etcd, "watcher", set())
+    try:
+        await watcher.start()
+        schedule = await new_schedule(etcd, "p", timedelta(seconds=1))
+        for _ in range(100):
+            if schedule["id"] in watcher.scheduler.armed:  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.05)
+        assert schedule["id"] in watcher.scheduler.armed  # type: ignore[attr-defined]
+        assert bad not in [keys.schedule(s["id"]) for s in await watcher.book.all()]
+        assert schedule["id"] in [s["id"] for s in await watcher.schedules()]
+    finally:
+        await watcher.close()
+        await etcd.delete(bad)
