@@ -13,7 +13,11 @@ At a tick, each instance decides for itself:
   instance is eligible, it records the tick as skipped and why ("not initialised on any eligible
   instance", "no eligible instance was alive").
 Whoever records a tick also records as skipped the earlier ticks that have no record at all (the
-whole federation, or etcd, was down then).
+whole federation, or etcd, was down then), after the tick's own outcome and as far as etcd lets it.
+
+The winner of a tick always writes its outcome: whatever fails once the claim is won (etcd, the
+database, the runner) makes the tick ``skipped`` with that reason; only the death of the process
+can leave it ``claimed`` (which blocks nothing: only ``fired`` ticks are looked at).
 """
 
 from __future__ import annotations
@@ -229,15 +233,18 @@ class FederationScheduler:
         if not await self.book.claim(schedule_id, due, claim):
             log.debug("tick %s of %s went to another instance", due.isoformat(), pipeline)
             return
-        await self._record_gaps(schedule, due)
+        # The tick is ours, and nobody else will fire it: from here on it gets an outcome, whatever fails.
         record: dict[str, Any] = {"instance": self.instance}
-        reason = await self._busy(schedule)
-        if reason is None:
-            try:
+        try:
+            reason = await self._busy(schedule)
+            if reason is None:
                 run_id = await self.runner.start(pipeline, trigger="cron", schedule_id=schedule_id)
                 record.update(outcome="fired", run_id=run_id)
-            except MaoError as exc:
-                reason = exc.message
+        except MaoError as exc:  # e.g. etcd or the database away while deciding
+            reason = exc.message
+        except Exception as exc:  # noqa: BLE001 - a bug must not leave the tick claimed for good
+            log.exception("tick %s of federation schedule %s failed", due.isoformat(), schedule_id)
+            reason = f"internal error: {exc}"
         if reason is not None:
             record.update(outcome="skipped", reason=reason)
         log.info(
@@ -247,7 +254,7 @@ class FederationScheduler:
             pipeline,
             f"fired run {record['run_id']}" if reason is None else f"skipped, {reason}",
         )
-        self._spawn(self._report(schedule_id, due, record), f"report tick {schedule_id}")
+        self._spawn(self._report(schedule, due, record), f"report tick {schedule_id}")
 
     async def _busy(self, schedule: dict[str, Any]) -> str | None:
         """Why a new run must not start: the previous one still runs, here or on another instance."""
@@ -286,11 +293,24 @@ class FederationScheduler:
             reason = f"no eligible instance was alive ({pipeline} is on {', '.join(dead)}, which {verb} down)"
         record = {"outcome": "skipped", "instance": None, "reason": reason, "recorded_by": self.instance}
         if await self.book.claim(schedule["id"], due, record):
-            await self._record_gaps(schedule, due)
             log.info("tick %s of federation schedule %s skipped: %s", due.isoformat(), schedule["id"], reason)
+            await self._record_gaps(schedule, due)
 
     async def _record_gaps(self, schedule: dict[str, Any], due: datetime) -> None:
-        """Record as skipped the ticks before ``due`` that nobody recorded."""
+        """Record as skipped the ticks before ``due`` that nobody recorded, as far as etcd lets us
+        (called once the tick at ``due`` has its outcome: it waits for none of this)."""
+        try:
+            await self._record_missed(schedule, due)
+        except Exception as exc:  # noqa: BLE001 - best effort: the run's end is still to be written
+            log.warning(
+                "federation schedule %s: the ticks before %s that have no record stay without one: %s",
+                schedule["id"],
+                due.isoformat(),
+                getattr(exc, "message", exc),
+                exc_info=not isinstance(exc, MaoError),
+            )
+
+    async def _record_missed(self, schedule: dict[str, Any], due: datetime) -> None:
         schedule_id = schedule["id"]
         since = datetime.fromisoformat(schedule["created_at"])
         last = await self.book.last_tick_before(schedule_id, due)
@@ -314,9 +334,12 @@ class FederationScheduler:
                 NOBODY_ALIVE,
             )
 
-    async def _report(self, schedule_id: str, due: datetime, record: dict[str, Any]) -> None:
-        """Write the tick's outcome, then (for a run) how the run ended; retried while etcd is away."""
+    async def _report(self, schedule: dict[str, Any], due: datetime, record: dict[str, Any]) -> None:
+        """Write the tick's outcome (retried while etcd is away), record the earlier ticks nobody
+        recorded, then (for a run) write how the run ended."""
+        schedule_id = schedule["id"]
         await self._write(schedule_id, due, record)
+        await self._record_gaps(schedule, due)
         run_id = record.get("run_id")
         if run_id is None:
             return

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.errors import EtcdUnavailable
 from orchestrator.federation import keys
 from orchestrator.federation import scheduler as federation_scheduler
 from orchestrator.federation.etcd import Etcd
@@ -54,6 +55,13 @@ class Members:
 
     async def live(self) -> list[dict[str, Any]]:
         return [{"name": name, "labels": labels} for name, labels in self.live_labels.items()]
+
+
+class Unreachable(Members):
+    """etcd goes away just after the tick was claimed."""
+
+    async def live(self) -> list[dict[str, Any]]:
+        raise EtcdUnavailable("etcd is unreachable (tried 127.0.0.1:1: connection refused)")
 
 
 class Registrations:
@@ -221,6 +229,76 @@ async def test_ticks_fire_again_at_once_after_etcd_lost_the_history_lease(etcd: 
     assert tick["outcome"] == "fired" and tick["run_status"] == "succeeded"
     kv = await etcd.get(keys.tick(schedule["id"], due_key(datetime.fromisoformat(tick["due_at"]))))
     assert kv is not None and kv.lease not in (0, lost)
+    await racer.close()
+
+
+async def decided(book: ScheduleBook, schedule_id: str, due: datetime | None = None) -> dict[str, Any]:
+    """The newest tick (or the one at ``due``) once it is no longer ``claimed``."""
+    for _ in range(100):
+        tick = await book.tick(schedule_id, due) if due else (await book.recent_ticks(schedule_id, 1))[0]
+        if tick is not None and tick["outcome"] != "claimed":
+            return tick
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"tick still claimed: {tick}")
+
+
+async def previous_run_elsewhere(book: ScheduleBook, schedule: dict, instance: str) -> dict[str, Any]:
+    """The previous minute's tick, fired by ``instance``, whose run has not reported its end."""
+    previous = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    record = {"outcome": "fired", "instance": instance, "run_id": f"{instance}-run"}
+    assert await book.claim(schedule["id"], previous, record)
+    tick = await book.tick(schedule["id"], previous)
+    assert tick is not None
+    return tick
+
+
+async def test_a_won_tick_gets_an_outcome_whatever_fails_after_the_claim(etcd: Etcd) -> None:
+    book = ScheduleBook(etcd)
+    # etcd away while deciding whether the previous run still goes: skipped, saying so.
+    schedule = await new_schedule(etcd, "p", timedelta(seconds=90))
+    await previous_run_elsewhere(book, schedule, "busy")
+    winner = instance(etcd, "winner", {"p"}, members=Unreachable({}))
+    await winner._tick(schedule["id"])
+    tick = await decided(book, schedule["id"])
+    assert tick["outcome"] == "skipped" and tick["instance"] == "winner"
+    assert tick["reason"].startswith("etcd is unreachable (tried 127.0.0.1:1")
+    await winner.close()
+    # A bug in the runner: skipped too, rather than claimed for the 7 days the key lives.
+    schedule = await new_schedule(etcd, "p", timedelta(seconds=30))
+    winner = instance(etcd, "winner", {"p"})
+
+    async def broken(*args: Any, **kwargs: Any) -> str:
+        raise RuntimeError("boom")
+
+    winner.runner.start = broken  # type: ignore[method-assign]
+    await winner._tick(schedule["id"])
+    tick = await decided(book, schedule["id"])
+    assert tick["outcome"] == "skipped" and tick["reason"] == "internal error: boom"
+    await winner.close()
+
+
+async def test_recording_missed_ticks_is_best_effort_and_comes_after_the_run_started(
+    etcd: Etcd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schedule = await new_schedule(etcd, "p", age=timedelta(minutes=5, seconds=30))
+    racer = instance(etcd, "racer", {"p"})
+    order: list[str] = []
+    start = racer.runner.start
+
+    async def started(*args: Any, **kwargs: Any) -> str:
+        order.append("run started")
+        return await start(*args, **kwargs)
+
+    async def etcd_away(*args: Any) -> None:
+        order.append("gaps")
+        raise EtcdUnavailable("etcd is unreachable")
+
+    monkeypatch.setattr(racer.runner, "start", started)
+    monkeypatch.setattr(racer.book, "last_tick_before", etcd_away)
+    await racer._tick(schedule["id"])
+    (tick,) = await settled_ticks(etcd, schedule["id"], 1)
+    assert tick["outcome"] == "fired" and tick["run_status"] == "succeeded"
+    assert order == ["run started", "gaps"]  # the five missed ticks stay without a record
     await racer.close()
 
 
