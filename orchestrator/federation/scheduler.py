@@ -18,6 +18,12 @@ whole federation, or etcd, was down then), after the tick's own outcome and as f
 The winner of a tick always writes its outcome: whatever fails once the claim is won (etcd, the
 database, the runner) makes the tick ``skipped`` with that reason; only the death of the process
 can leave it ``claimed`` (which blocks nothing: only ``fired`` ticks are looked at).
+
+A run fired by another instance counts as running (and skips the next tick) until that instance
+writes the run's end (``run_status``), leaves the member list, or restarts (its member record's
+``started_at`` is later than the tick's ``recorded_at``: the process that ran it is gone). The
+status ``unknown`` is written when the run ended but its end could not be read from the database;
+it does not block either.
 """
 
 from __future__ import annotations
@@ -263,12 +269,17 @@ class FederationScheduler:
         for tick in await self.book.recent_ticks(schedule["id"], limit=10):
             if tick.get("outcome") != "fired":
                 continue
-            if tick.get("run_status") or tick.get("instance") == self.instance:
+            holder = tick.get("instance")
+            # Its end is recorded (also "unknown": written once the run had ended), or it was ours
+            # (``active_run`` above knows whether it still runs).
+            if tick.get("run_status") or holder == self.instance:
                 return None
-            live = {m["name"] for m in await self.membership.live()}
-            if tick.get("instance") in live:
-                return f"previous run {tick.get('run_id')} still running on {tick.get('instance')}"
-            return None  # its instance died, and the run with it
+            member = next((m for m in await self.membership.live() if m.get("name") == holder), None)
+            if member is None:
+                return None  # its instance died, and the run with it
+            if _started_after(member, tick):
+                return None  # its instance restarted since: the run ended with the process that ran it
+            return f"previous run {tick.get('run_id')} still running on {holder}"
         return None
 
     async def _observe(self, schedule: dict[str, Any], due: datetime) -> None:
@@ -344,8 +355,19 @@ class FederationScheduler:
         if run_id is None:
             return
         await self.runner.wait(run_id)
-        run = await self.store.get_run(run_id)
-        await self._write(schedule_id, due, {**record, "run_status": run["status"] if run else "unknown"})
+        try:
+            run = await self.store.get_run(run_id)
+            status = run["status"] if run else "unknown"
+        except MaoError as exc:  # the database is away: the run has ended, how is not known
+            log.warning(
+                "run %s (tick %s of federation schedule %s) ended, but how is unknown: %s",
+                run_id,
+                due.isoformat(),
+                schedule_id,
+                exc.message,
+            )
+            status = "unknown"
+        await self._write(schedule_id, due, {**record, "run_status": status})
 
     async def _write(self, schedule_id: str, due: datetime, record: dict[str, Any]) -> None:
         delay = 1.0
@@ -359,3 +381,14 @@ class FederationScheduler:
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         spawn(coroutine, name, self._tasks)
+
+
+def _started_after(member: dict[str, Any], tick: dict[str, Any]) -> bool:
+    """Whether the member's process started after the tick's record was written (both times come
+    from the clock of the instance that fired the tick); False when either time cannot be read."""
+    try:
+        started = datetime.fromisoformat(str(member.get("started_at")))
+        recorded = datetime.fromisoformat(str(tick.get("recorded_at")))
+        return started > recorded
+    except (TypeError, ValueError):  # unreadable, or one naive and one aware
+        return False

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.errors import EtcdUnavailable
+from orchestrator.errors import DatabaseUnavailable, EtcdUnavailable
 from orchestrator.federation import keys
 from orchestrator.federation import scheduler as federation_scheduler
 from orchestrator.federation.etcd import Etcd
@@ -41,20 +41,31 @@ class FakeRunner:
 class FakeStore:
     def __init__(self, pipelines: set[str]) -> None:
         self.pipelines = pipelines
+        self.database_away = False
 
     async def get_pipeline(self, name: str) -> object | None:
         return object() if name in self.pipelines else None
 
     async def get_run(self, run_id: str) -> dict[str, Any]:
+        if self.database_away:
+            raise DatabaseUnavailable("the database did not answer")
         return {"status": "succeeded"}
 
 
 class Members:
-    def __init__(self, live: dict[str, dict[str, str]]) -> None:
+    def __init__(self, live: dict[str, dict[str, str]], started_at: dict[str, str] | None = None) -> None:
         self.live_labels = live
+        self.started_at = started_at or {}
 
     async def live(self) -> list[dict[str, Any]]:
-        return [{"name": name, "labels": labels} for name, labels in self.live_labels.items()]
+        return [
+            {
+                "name": name,
+                "labels": labels,
+                "started_at": self.started_at.get(name, "2020-01-01T00:00:00+00:00"),
+            }
+            for name, labels in self.live_labels.items()
+        ]
 
 
 class Unreachable(Members):
@@ -300,6 +311,46 @@ async def test_recording_missed_ticks_is_best_effort_and_comes_after_the_run_sta
     assert tick["outcome"] == "fired" and tick["run_status"] == "succeeded"
     assert order == ["run started", "gaps"]  # the five missed ticks stay without a record
     await racer.close()
+
+
+async def test_a_run_whose_instance_restarted_since_no_longer_blocks(etcd: Etcd) -> None:
+    """Its report (``run_status``) died with the process; the instance is back under the same name."""
+    book = ScheduleBook(etcd)
+    schedule = await new_schedule(etcd, "p", timedelta(seconds=90))
+    previous = await previous_run_elsewhere(book, schedule, "x")
+    recorded = datetime.fromisoformat(previous["recorded_at"])
+    due = datetime.fromisoformat(previous["due_at"]) + timedelta(minutes=1)
+    # x started before the tick was recorded (the process that runs it), then after (a new one).
+    for started, outcome in [
+        (recorded - timedelta(seconds=1), "skipped"),
+        (recorded + timedelta(seconds=1), "fired"),
+    ]:
+        members = Members({"x": {}}, started_at={"x": started.isoformat()})
+        other = instance(etcd, "other", {"p"}, members=members)
+        await etcd.delete(keys.tick(schedule["id"], due_key(due)))  # decide the same tick again
+        await other._compete(schedule, due)
+        tick = await decided(book, schedule["id"], due)
+        assert tick["outcome"] == outcome and tick["instance"] == "other", tick
+        if outcome == "skipped":
+            assert tick["reason"] == "previous run x-run still running on x"
+        await other.close()
+
+
+async def test_a_run_whose_end_cannot_be_read_is_reported_unknown_and_does_not_block(etcd: Etcd) -> None:
+    book = ScheduleBook(etcd)
+    schedule = await new_schedule(etcd, "p", timedelta(seconds=30))
+    first = instance(etcd, "first", {"p"})
+    first.store.database_away = True  # type: ignore[attr-defined]
+    due = datetime.now(UTC).replace(second=0, microsecond=0)
+    await first._compete(schedule, due)
+    (tick,) = await settled_ticks(etcd, schedule["id"], 1)
+    assert tick["outcome"] == "fired" and tick["run_status"] == "unknown"
+    # "unknown" is written once the run ended: the next tick fires, though "first" is alive.
+    second = instance(etcd, "second", {"p"}, members=Members({"first": {}}))
+    await second._compete(schedule, due + timedelta(minutes=1))
+    tick = await decided(book, schedule["id"], due + timedelta(minutes=1))
+    assert tick["outcome"] == "fired" and tick["instance"] == "second"
+    await asyncio.gather(first.close(), second.close())
 
 
 async def test_a_schedule_record_without_an_id_is_left_out_not_fatal(etcd: Etcd) -> None:
