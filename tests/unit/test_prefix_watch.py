@@ -5,37 +5,55 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-from orchestrator.errors import DatabaseUnavailable, EtcdUnavailable
+from orchestrator.errors import DatabaseUnavailable, EtcdUnavailable, MaoError
 from orchestrator.federation import watch as watch_module
-from orchestrator.federation.etcd import HistoryCompacted, KeyValue, WatchEvent
+from orchestrator.federation.etcd import HistoryCompacted, KeyValue, LeaseNotFound, WatchEvent
 from orchestrator.federation.watch import PrefixWatch
 
 REAL_SLEEP = asyncio.sleep
 
 
-class FakeEtcd:
-    """Plays a script: each watch call takes the next step (events to yield, then how it ends)."""
+Step = tuple[list[int], BaseException | None] | tuple[list[int], BaseException | None, bool]
+CANNOT_OPEN: Step = ([], EtcdUnavailable("could not watch"), False)
 
-    def __init__(self, steps: list[tuple[list[int], BaseException | None]]) -> None:
+
+class FakeEtcd:
+    """Plays a script: each watch call takes the next step (events to yield, then how it ends, and
+    whether the watch opened at all: by default it did)."""
+
+    def __init__(self, steps: list[Step]) -> None:
         self.steps = steps
         self.lists: list[int] = []
         self.watched_from: list[int] = []
         self.revision = 10
+        self.listeners: list[Callable[[], None]] = []
+
+    def on_available(self, callback: Callable[[], None]) -> None:
+        self.listeners.append(callback)
+
+    def answers_again(self) -> None:
+        for callback in self.listeners:
+            callback()
 
     async def list_with_revision(self, prefix: str) -> tuple[list[KeyValue], int]:
         self.lists.append(self.revision)
         return [KeyValue(prefix + "k", {"v": 1}, self.revision, self.revision, 0)], self.revision
 
-    async def watch_prefix(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
+    async def watch_prefix(
+        self, prefix: str, start_revision: int, on_open: Callable[[], None]
+    ) -> AsyncIterator[WatchEvent]:
         self.watched_from.append(start_revision)
         if not self.steps:
+            on_open()
             await asyncio.Event().wait()  # the script is over: a quiet watch
-        revisions, end = self.steps.pop(0)
+        revisions, end, *opened = self.steps.pop(0)
+        if opened != [False]:
+            on_open()
         for revision in revisions:
             self.revision = revision
             yield WatchEvent("PUT", prefix + f"k{revision}", {"r": revision}, revision)
@@ -152,10 +170,10 @@ async def test_relist_mode_lists_after_every_watch() -> None:
     assert listed[:3] == [10, 11, 12]
 
 
-async def test_the_backoff_grows_while_watches_keep_failing_and_resets_after_progress(
+async def test_the_backoff_grows_while_watches_cannot_open_and_resets_once_one_opens(
     slept: list[float],
 ) -> None:
-    outage = [([], EtcdUnavailable("gone")) for _ in range(7)]
+    outage = [CANNOT_OPEN] * 7
     etcd = FakeEtcd([([11], EtcdUnavailable("gone")), *outage, ([12], None), ([], EtcdUnavailable("gone"))])
     seen: list[int] = []
 
@@ -165,16 +183,49 @@ async def test_the_backoff_grows_while_watches_keep_failing_and_resets_after_pro
     watch = PrefixWatch(etcd, "/p/", on_list=nothing, on_event=on_event, what="t")  # type: ignore[arg-type]
     await run_until(watch, lambda: len(etcd.watched_from) >= 11)
     assert seen == [11, 12]
-    # Each failed watch waits longer, up to 30 s; event 12 (past where the watch resumed) resets it.
+    # A stream that breaks after it opened waits 1 s; each watch that cannot open waits longer, up to
+    # 30 s; one that opens again starts over (its stream breaking later waits 1 s).
     assert backoffs(slept) == [1, 2, 4, 8, 16, 30, 30, 30, 1]
 
 
+async def test_a_pause_ends_as_soon_as_etcd_answers_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(watch_module.asyncio, "sleep", REAL_SLEEP)  # a real 1 s pause
+    etcd = FakeEtcd([CANNOT_OPEN, ([11], None)])
+    seen: list[int] = []
+
+    async def on_event(event: WatchEvent) -> None:
+        seen.append(event.revision)
+
+    watch = PrefixWatch(etcd, "/p/", on_list=nothing, on_event=on_event, what="t")  # type: ignore[arg-type]
+    task = asyncio.create_task(watch.run())
+    try:
+        while not etcd.watched_from:
+            await REAL_SLEEP(0.01)
+        await REAL_SLEEP(0.05)
+        paused_at = asyncio.get_running_loop().time()
+        etcd.answers_again()  # another call (the heartbeat, say) got through
+        while not seen:
+            await REAL_SLEEP(0.01)
+        assert asyncio.get_running_loop().time() - paused_at < 0.5  # not the 1 s pause
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        DatabaseUnavailable("the database did not answer"),
+        LeaseNotFound("etcd failed: requested lease not found"),  # etcd's, but the handler's call
+    ],
+)
 async def test_a_handler_failing_with_a_mao_error_gets_the_event_again_with_backoff(
-    slept: list[float],
+    slept: list[float], error: MaoError
 ) -> None:
     etcd = FakeEtcd([([11], None), ([11], None), ([11], None), ([11, 12], None)])
     seen: list[int] = []
-    failures = [DatabaseUnavailable("the database did not answer") for _ in range(3)]
+    failures = [error] * 3
 
     async def on_event(event: WatchEvent) -> None:
         if failures:
@@ -235,11 +286,17 @@ class TimedEtcd:
     def __init__(self) -> None:
         self.watched_from: list[int] = []
 
+    def on_available(self, callback: Callable[[], None]) -> None:
+        pass
+
     async def list_with_revision(self, prefix: str) -> tuple[list[KeyValue], int]:
         return [], 10
 
-    async def watch_prefix(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
+    async def watch_prefix(
+        self, prefix: str, start_revision: int, on_open: Callable[[], None]
+    ) -> AsyncIterator[WatchEvent]:
         self.watched_from.append(start_revision)
+        on_open()
         for revision in range(max(start_revision, 11), 19):
             yield WatchEvent("PUT", f"{prefix}k{revision}", {}, revision)
             await REAL_SLEEP(0.05)
