@@ -58,6 +58,18 @@ def fire_times(trigger: CronTrigger, after: datetime, until: datetime, limit: in
     return times
 
 
+# APScheduler fires at (or just after) the due time; a tick that runs a little early (clock jitter)
+# still belongs to the fire time it is about to reach.
+DUE_JITTER = timedelta(seconds=1)
+
+
+def due_time(trigger: CronTrigger, now: datetime) -> datetime:
+    """The fire time a tick running at ``now`` stands for: the latest one in the hour before
+    ``now + DUE_JITTER``; ``now`` (whole seconds) when there is none (a tick that came very late)."""
+    moments = fire_times(trigger, now - timedelta(hours=1), now + DUE_JITTER, limit=100)
+    return moments[-1] if moments else now.replace(microsecond=0)
+
+
 class Scheduler:
     def __init__(self, store: Store, runner: Runner) -> None:
         self.store = store
@@ -135,10 +147,8 @@ class Scheduler:
         if schedule is None:  # deleted meanwhile
             self.forget(schedule_id)
             return
-        now = datetime.now(UTC)
         trigger = make_trigger(schedule["cron"], schedule["timezone"])
-        due = fire_times(trigger, now - timedelta(hours=1), now, limit=100)
-        await self._fire(schedule, due_at=due[-1] if due else now)
+        await self._fire(schedule, due_at=due_time(trigger, datetime.now(UTC)))
 
     async def _fire(
         self, schedule: dict[str, Any], due_at: datetime, catch_up_since: datetime | None = None

@@ -279,11 +279,14 @@ class Etcd(FailoverClient):
             await close_quietly(client)
 
     # -- watches --------------------------------------------------------------------------------
-    async def watch_prefix(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
+    async def watch_prefix(
+        self, prefix: str, start_revision: int, on_open: Callable[[], None] | None = None
+    ) -> AsyncIterator[WatchEvent]:
         """Changes under ``prefix`` from ``start_revision`` on. Ends quietly when the connection was
         replaced (watch again); raises ``HistoryCompacted`` when ``start_revision`` is older than
         etcd's history (re-read, then watch), and ``EtcdUnavailable`` when the endpoint stops
-        answering (the next call tries the next one)."""
+        answering (the next call tries the next one). ``on_open`` is called once etcd has created
+        the watch (so its caller knows etcd answered, even if no event ever comes)."""
         client = await self._get_client()
         try:
             watch = await client.watch_prefix(prefix.encode(), start_revision=start_revision)
@@ -292,6 +295,8 @@ class Etcd(FailoverClient):
         except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError, TimeoutError) as exc:
             await self._next_endpoint(client)
             raise EtcdUnavailable(f"could not watch {prefix} on {self.endpoint}: {short(exc)}") from exc
+        if on_open is not None:
+            on_open()
         try:
             async for event in watch:
                 kv = _decode(event.kv)

@@ -13,7 +13,17 @@ At a tick, each instance decides for itself:
   instance is eligible, it records the tick as skipped and why ("not initialised on any eligible
   instance", "no eligible instance was alive").
 Whoever records a tick also records as skipped the earlier ticks that have no record at all (the
-whole federation, or etcd, was down then).
+whole federation, or etcd, was down then), after the tick's own outcome and as far as etcd lets it.
+
+The winner of a tick always writes its outcome: whatever fails once the claim is won (etcd, the
+database, the runner) makes the tick ``skipped`` with that reason; only the death of the process
+can leave it ``claimed`` (which blocks nothing: only ``fired`` ticks are looked at).
+
+A run fired by another instance counts as running (and skips the next tick) until that instance
+writes the run's end (``run_status``), leaves the member list, or restarts (its member record's
+``started_at`` is later than the tick's ``recorded_at``: the process that ran it is gone). The
+status ``unknown`` is written when the run ended but its end could not be read from the database;
+it does not block either.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound
-from ..scheduling import fire_times, make_trigger
+from ..scheduling import due_time, fire_times, make_trigger
 from ..tasks import spawn
 from . import keys
 from .etcd import Etcd, KeyValue, WatchEvent
@@ -70,6 +80,7 @@ class FederationScheduler:
         self.membership = membership
         self.registry = registry
         self._armed: dict[str, tuple[str, str]] = {}
+        self._ignored: set[str] = set()  # keys under /mao/v1/schedules/ that are not schedules
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
@@ -109,7 +120,7 @@ class FederationScheduler:
         return deleted
 
     async def schedules(self) -> list[dict[str, Any]]:
-        schedules, _ = await self.book.all()
+        schedules = await self.book.all()
         next_runs = self.scheduler.next_run_times()
         ticks = await asyncio.gather(*(self.book.recent_ticks(s["id"]) for s in schedules))
         fields = ("due_at", "outcome", "instance", "run_id", "reason", "run_status", "recorded_at")
@@ -127,7 +138,7 @@ class FederationScheduler:
     # -- keeping APScheduler in step with etcd --------------------------------------------------
     async def _keep_in_step(self) -> None:
         async def on_list(values: list[KeyValue], _revision: int) -> None:
-            self._reconcile([kv.value for kv in values if isinstance(kv.value, dict)])
+            self._reconcile([kv.value for kv in values if self._is_schedule(kv.key, kv.value)])
 
         async def on_event(event: WatchEvent) -> None:
             self._apply(event)
@@ -152,10 +163,20 @@ class FederationScheduler:
             self._disarm(schedule_id)
 
     def _apply(self, event: WatchEvent) -> None:
-        if event.kind == "PUT" and isinstance(event.value, dict):
+        if event.kind == "PUT" and self._is_schedule(event.key, event.value):
             self._arm(event.value)
         elif event.kind == "DELETE":
             self._disarm(keys.last_segment(event.key))
+
+    def _is_schedule(self, key: str, value: object) -> bool:
+        """A record this instance can arm; one without an id (not written by MAO) is left out, and
+        said once, not at every re-list."""
+        if isinstance(value, dict) and isinstance(value.get("id"), str):
+            return True
+        if key not in self._ignored:
+            self._ignored.add(key)
+            log.warning("ignoring %s: not a federation schedule record (it has no id)", key)
+        return False
 
     def _arm(self, schedule: dict[str, Any]) -> None:
         spec = (schedule.get("cron", ""), schedule.get("timezone", "UTC"))
@@ -189,10 +210,7 @@ class FederationScheduler:
             if schedule is None:
                 self._disarm(schedule_id)
                 return
-            trigger = make_trigger(schedule["cron"], schedule["timezone"])
-            # APScheduler fires at (or just after) the due time; allow a second of clock jitter.
-            moments = fire_times(trigger, due - timedelta(hours=1), due + timedelta(seconds=1), limit=100)
-            due = moments[-1] if moments else due.replace(microsecond=0)
+            due = due_time(make_trigger(schedule["cron"], schedule["timezone"]), due)
             if await self._eligible(schedule):
                 await self._compete(schedule, due)
             else:
@@ -221,15 +239,18 @@ class FederationScheduler:
         if not await self.book.claim(schedule_id, due, claim):
             log.debug("tick %s of %s went to another instance", due.isoformat(), pipeline)
             return
-        await self._record_gaps(schedule, due)
+        # The tick is ours, and nobody else will fire it: from here on it gets an outcome, whatever fails.
         record: dict[str, Any] = {"instance": self.instance}
-        reason = await self._busy(schedule)
-        if reason is None:
-            try:
+        try:
+            reason = await self._busy(schedule)
+            if reason is None:
                 run_id = await self.runner.start(pipeline, trigger="cron", schedule_id=schedule_id)
                 record.update(outcome="fired", run_id=run_id)
-            except MaoError as exc:
-                reason = exc.message
+        except MaoError as exc:  # e.g. etcd or the database away while deciding
+            reason = exc.message
+        except Exception as exc:  # noqa: BLE001 - a bug must not leave the tick claimed for good
+            log.exception("tick %s of federation schedule %s failed", due.isoformat(), schedule_id)
+            reason = f"internal error: {exc}"
         if reason is not None:
             record.update(outcome="skipped", reason=reason)
         log.info(
@@ -239,7 +260,7 @@ class FederationScheduler:
             pipeline,
             f"fired run {record['run_id']}" if reason is None else f"skipped, {reason}",
         )
-        self._spawn(self._report(schedule_id, due, record), f"report tick {schedule_id}")
+        self._spawn(self._report(schedule, due, record), f"report tick {schedule_id}")
 
     async def _busy(self, schedule: dict[str, Any]) -> str | None:
         """Why a new run must not start: the previous one still runs, here or on another instance."""
@@ -248,12 +269,17 @@ class FederationScheduler:
         for tick in await self.book.recent_ticks(schedule["id"], limit=10):
             if tick.get("outcome") != "fired":
                 continue
-            if tick.get("run_status") or tick.get("instance") == self.instance:
+            holder = tick.get("instance")
+            # Its end is recorded (also "unknown": written once the run had ended), or it was ours
+            # (``active_run`` above knows whether it still runs).
+            if tick.get("run_status") or holder == self.instance:
                 return None
-            live = {m["name"] for m in await self.membership.live()}
-            if tick.get("instance") in live:
-                return f"previous run {tick.get('run_id')} still running on {tick.get('instance')}"
-            return None  # its instance died, and the run with it
+            member = next((m for m in await self.membership.live() if m.get("name") == holder), None)
+            if member is None:
+                return None  # its instance died, and the run with it
+            if _started_after(member, tick):
+                return None  # its instance restarted since: the run ended with the process that ran it
+            return f"previous run {tick.get('run_id')} still running on {holder}"
         return None
 
     async def _observe(self, schedule: dict[str, Any], due: datetime) -> None:
@@ -278,11 +304,24 @@ class FederationScheduler:
             reason = f"no eligible instance was alive ({pipeline} is on {', '.join(dead)}, which {verb} down)"
         record = {"outcome": "skipped", "instance": None, "reason": reason, "recorded_by": self.instance}
         if await self.book.claim(schedule["id"], due, record):
-            await self._record_gaps(schedule, due)
             log.info("tick %s of federation schedule %s skipped: %s", due.isoformat(), schedule["id"], reason)
+            await self._record_gaps(schedule, due)
 
     async def _record_gaps(self, schedule: dict[str, Any], due: datetime) -> None:
-        """Record as skipped the ticks before ``due`` that nobody recorded."""
+        """Record as skipped the ticks before ``due`` that nobody recorded, as far as etcd lets us
+        (called once the tick at ``due`` has its outcome: it waits for none of this)."""
+        try:
+            await self._record_missed(schedule, due)
+        except Exception as exc:  # noqa: BLE001 - best effort: the run's end is still to be written
+            log.warning(
+                "federation schedule %s: the ticks before %s that have no record stay without one: %s",
+                schedule["id"],
+                due.isoformat(),
+                getattr(exc, "message", exc),
+                exc_info=not isinstance(exc, MaoError),
+            )
+
+    async def _record_missed(self, schedule: dict[str, Any], due: datetime) -> None:
         schedule_id = schedule["id"]
         since = datetime.fromisoformat(schedule["created_at"])
         last = await self.book.last_tick_before(schedule_id, due)
@@ -306,15 +345,29 @@ class FederationScheduler:
                 NOBODY_ALIVE,
             )
 
-    async def _report(self, schedule_id: str, due: datetime, record: dict[str, Any]) -> None:
-        """Write the tick's outcome, then (for a run) how the run ended; retried while etcd is away."""
+    async def _report(self, schedule: dict[str, Any], due: datetime, record: dict[str, Any]) -> None:
+        """Write the tick's outcome (retried while etcd is away), record the earlier ticks nobody
+        recorded, then (for a run) write how the run ended."""
+        schedule_id = schedule["id"]
         await self._write(schedule_id, due, record)
+        await self._record_gaps(schedule, due)
         run_id = record.get("run_id")
         if run_id is None:
             return
         await self.runner.wait(run_id)
-        run = await self.store.get_run(run_id)
-        await self._write(schedule_id, due, {**record, "run_status": run["status"] if run else "unknown"})
+        try:
+            run = await self.store.get_run(run_id)
+            status = run["status"] if run else "unknown"
+        except MaoError as exc:  # the database is away: the run has ended, how is not known
+            log.warning(
+                "run %s (tick %s of federation schedule %s) ended, but how is unknown: %s",
+                run_id,
+                due.isoformat(),
+                schedule_id,
+                exc.message,
+            )
+            status = "unknown"
+        await self._write(schedule_id, due, {**record, "run_status": status})
 
     async def _write(self, schedule_id: str, due: datetime, record: dict[str, Any]) -> None:
         delay = 1.0
@@ -328,3 +381,14 @@ class FederationScheduler:
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         spawn(coroutine, name, self._tasks)
+
+
+def _started_after(member: dict[str, Any], tick: dict[str, Any]) -> bool:
+    """Whether the member's process started after the tick's record was written (both times come
+    from the clock of the instance that fired the tick); False when either time cannot be read."""
+    try:
+        started = datetime.fromisoformat(str(member.get("started_at")))
+        recorded = datetime.fromisoformat(str(tick.get("recorded_at")))
+        return started > recorded
+    except (TypeError, ValueError):  # unreadable, or one naive and one aware
+        return False

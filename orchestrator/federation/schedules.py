@@ -9,18 +9,20 @@ Contracts:
 - ``claim`` is a compare-and-create: exactly one caller gets True for a given tick, whichever
   instances race for it. That is what makes a tick run at most once federation-wide.
 - Tick keys ride on a lease of ``TICK_HISTORY_TTL`` (7 days) that each instance shares between the
-  ticks it records for an hour, so the history cleans itself and costs one lease per instance-hour.
+  ticks it records for an hour (``SharedLease``), so the history cleans itself and costs one lease
+  per instance-hour. A lease etcd lost (restored from a backup, revoked) is replaced at the first
+  write that fails on it, which is then made again.
 """
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import BadRequest, Conflict
 from . import keys
 from .etcd import Etcd, KeyValue
+from .leases import SharedLease
 
 TICK_HISTORY_TTL = 7 * 86400
 LEASE_REUSE = 3600.0
@@ -66,7 +68,7 @@ def labels_match(labels: dict[str, str], placement: dict[str, Any] | None) -> bo
 class ScheduleBook:
     def __init__(self, etcd: Etcd) -> None:
         self.etcd = etcd
-        self._lease: tuple[int, float] | None = None  # (lease id, monotonic time granted)
+        self.history_lease = SharedLease(etcd, TICK_HISTORY_TTL, reuse_for=LEASE_REUSE)
 
     # -- schedules ------------------------------------------------------------------------------
     async def create(self, schedule: dict[str, Any]) -> None:
@@ -77,10 +79,13 @@ class ScheduleBook:
         kv = await self.etcd.get(keys.schedule(schedule_id))
         return kv.value if kv is not None and isinstance(kv.value, dict) else None
 
-    async def all(self) -> tuple[list[dict[str, Any]], int]:
-        """Every schedule, and the revision they were read at (to watch from)."""
-        kvs, revision = await self.etcd.list_with_revision(keys.SCHEDULES)
-        return [kv.value for kv in kvs if isinstance(kv.value, dict)], revision
+    async def all(self) -> list[dict[str, Any]]:
+        """Every schedule (records without an id, not written by MAO, left out)."""
+        return [
+            kv.value
+            for kv in await self.etcd.list_prefix(keys.SCHEDULES)
+            if isinstance(kv.value, dict) and isinstance(kv.value.get("id"), str)
+        ]
 
     async def delete(self, schedule_id: str) -> bool:
         """Delete the schedule and its tick history."""
@@ -91,13 +96,13 @@ class ScheduleBook:
     # -- ticks ----------------------------------------------------------------------------------
     async def claim(self, schedule_id: str, due: datetime, record: dict[str, Any]) -> bool:
         """Create the tick's record unless another instance did first; True when ours."""
-        lease = await self._history_lease()
-        return await self.etcd.create(keys.tick(schedule_id, due_key(due)), _tick(due, record), lease=lease)
+        key, value = keys.tick(schedule_id, due_key(due)), _tick(due, record)
+        return await self.history_lease.with_lease(lambda lease: self.etcd.create(key, value, lease=lease))
 
     async def record(self, schedule_id: str, due: datetime, record: dict[str, Any]) -> None:
         """Overwrite the record of a tick we claimed (its outcome, then the run's end)."""
-        lease = await self._history_lease()
-        await self.etcd.put(keys.tick(schedule_id, due_key(due)), _tick(due, record), lease=lease)
+        key, value = keys.tick(schedule_id, due_key(due)), _tick(due, record)
+        await self.history_lease.with_lease(lambda lease: self.etcd.put(key, value, lease=lease))
 
     async def tick(self, schedule_id: str, due: datetime) -> dict[str, Any] | None:
         kv = await self.etcd.get(keys.tick(schedule_id, due_key(due)))
@@ -116,11 +121,6 @@ class ScheduleBook:
             before=keys.tick(schedule_id, due_key(due)),
         )
         return parse_due(kvs[0].key) if kvs else None
-
-    async def _history_lease(self) -> int:
-        if self._lease is None or time.monotonic() - self._lease[1] > LEASE_REUSE:
-            self._lease = (await self.etcd.grant_lease(TICK_HISTORY_TTL), time.monotonic())
-        return self._lease[0]
 
 
 def _tick(due: datetime, record: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orchestrator.errors import BadRequest
-from orchestrator.scheduling import fire_times, make_trigger
+from orchestrator.scheduling import due_time, fire_times, make_trigger
 
 
 @pytest.mark.parametrize("cron", ["cron-string", "* * * *", "* * * * * *", "61 * * * *", "", "   "])
@@ -33,3 +33,14 @@ def test_timezone_is_respected() -> None:
     start = datetime(2026, 7, 1, 0, 0, tzinfo=UTC)
     (first,) = fire_times(trigger, start, start + timedelta(days=1))
     assert first.astimezone(UTC).hour == 7  # 09:00 CEST
+
+
+def test_due_time_is_the_fire_time_a_tick_stands_for() -> None:
+    trigger = make_trigger("*/15 * * * *")
+    due = datetime(2026, 1, 1, 10, 15, tzinfo=UTC)
+    assert due_time(trigger, due + timedelta(milliseconds=3)) == due  # fired just after
+    assert due_time(trigger, due - timedelta(milliseconds=300)) == due  # a clock a little early
+    assert due_time(trigger, due + timedelta(minutes=14)) == due  # late, but the latest one passed
+    hourly = make_trigger("0 9 * * *")
+    late = datetime(2026, 1, 1, 11, 30, 5, 123456, tzinfo=UTC)  # nothing in the hour before
+    assert due_time(hourly, late) == late.replace(microsecond=0)

@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
+from orchestrator.errors import DatabaseUnavailable, EtcdUnavailable
+from orchestrator.federation import keys
 from orchestrator.federation import scheduler as federation_scheduler
 from orchestrator.federation.etcd import Etcd
 from orchestrator.federation.scheduler import NOBODY_ALIVE, FederationScheduler
-from orchestrator.federation.schedules import ScheduleBook
+from orchestrator.federation.schedules import ScheduleBook, due_key
 from tests import servers
 
 
@@ -39,20 +41,38 @@ class FakeRunner:
 class FakeStore:
     def __init__(self, pipelines: set[str]) -> None:
         self.pipelines = pipelines
+        self.database_away = False
 
     async def get_pipeline(self, name: str) -> object | None:
         return object() if name in self.pipelines else None
 
     async def get_run(self, run_id: str) -> dict[str, Any]:
+        if self.database_away:
+            raise DatabaseUnavailable("the database did not answer")
         return {"status": "succeeded"}
 
 
 class Members:
-    def __init__(self, live: dict[str, dict[str, str]]) -> None:
+    def __init__(self, live: dict[str, dict[str, str]], started_at: dict[str, str] | None = None) -> None:
         self.live_labels = live
+        self.started_at = started_at or {}
 
     async def live(self) -> list[dict[str, Any]]:
-        return [{"name": name, "labels": labels} for name, labels in self.live_labels.items()]
+        return [
+            {
+                "name": name,
+                "labels": labels,
+                "started_at": self.started_at.get(name, "2020-01-01T00:00:00+00:00"),
+            }
+            for name, labels in self.live_labels.items()
+        ]
+
+
+class Unreachable(Members):
+    """etcd goes away just after the tick was claimed."""
+
+    async def live(self) -> list[dict[str, Any]]:
+        raise EtcdUnavailable("etcd is unreachable (tried 127.0.0.1:1: connection refused)")
 
 
 class Registrations:
@@ -64,8 +84,11 @@ class Registrations:
 
 
 class Jobs:
-    def arm(self, *args: Any) -> None:
-        pass
+    def __init__(self) -> None:
+        self.armed: list[str] = []
+
+    def arm(self, job_id: str, *args: Any) -> None:
+        self.armed.append(job_id)
 
     def forget(self, job_id: str) -> None:
         pass
@@ -199,3 +222,151 @@ async def test_observers_record_ticks_no_live_instance_can_fire(
                 ("skipped", reason, "observer")
             ]
         await observer.close()
+
+
+async def test_ticks_fire_again_at_once_after_etcd_lost_the_history_lease(etcd: Etcd) -> None:
+    """E.g. etcd restored from a backup: the lease the instance shares between its tick records is
+    gone, and the next claim replaces it instead of failing for the rest of the hour."""
+    schedule = await new_schedule(etcd, "p", age=timedelta(minutes=1))
+    racer = instance(etcd, "racer", {"p"})
+    assert [s["id"] for s in await racer.book.all() if s["id"] == schedule["id"]] == [schedule["id"]]
+    earlier = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    assert await racer.book.claim(schedule["id"], earlier, {"outcome": "skipped", "reason": "test"})
+    lost = await racer.book.history_lease.get()
+    await etcd.revoke_lease(lost)
+    await racer._tick(schedule["id"])
+    assert racer.runner.started == ["p"]  # type: ignore[attr-defined]
+    (tick,) = await settled_ticks(etcd, schedule["id"], 1)
+    assert tick["outcome"] == "fired" and tick["run_status"] == "succeeded"
+    kv = await etcd.get(keys.tick(schedule["id"], due_key(datetime.fromisoformat(tick["due_at"]))))
+    assert kv is not None and kv.lease not in (0, lost)
+    await racer.close()
+
+
+async def decided(book: ScheduleBook, schedule_id: str, due: datetime | None = None) -> dict[str, Any]:
+    """The newest tick (or the one at ``due``) once it is no longer ``claimed``."""
+    for _ in range(100):
+        tick = await book.tick(schedule_id, due) if due else (await book.recent_ticks(schedule_id, 1))[0]
+        if tick is not None and tick["outcome"] != "claimed":
+            return tick
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"tick still claimed: {tick}")
+
+
+async def previous_run_elsewhere(book: ScheduleBook, schedule: dict, instance: str) -> dict[str, Any]:
+    """The previous minute's tick, fired by ``instance``, whose run has not reported its end."""
+    previous = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
+    record = {"outcome": "fired", "instance": instance, "run_id": f"{instance}-run"}
+    assert await book.claim(schedule["id"], previous, record)
+    tick = await book.tick(schedule["id"], previous)
+    assert tick is not None
+    return tick
+
+
+async def test_a_won_tick_gets_an_outcome_whatever_fails_after_the_claim(etcd: Etcd) -> None:
+    book = ScheduleBook(etcd)
+    # etcd away while deciding whether the previous run still goes: skipped, saying so.
+    schedule = await new_schedule(etcd, "p", timedelta(seconds=90))
+    await previous_run_elsewhere(book, schedule, "busy")
+    winner = instance(etcd, "winner", {"p"}, members=Unreachable({}))
+    await winner._tick(schedule["id"])
+    tick = await decided(book, schedule["id"])
+    assert tick["outcome"] == "skipped" and tick["instance"] == "winner"
+    assert tick["reason"].startswith("etcd is unreachable (tried 127.0.0.1:1")
+    await winner.close()
+    # A bug in the runner: skipped too, rather than claimed for the 7 days the key lives.
+    schedule = await new_schedule(etcd, "p", timedelta(seconds=30))
+    winner = instance(etcd, "winner", {"p"})
+
+    async def broken(*args: Any, **kwargs: Any) -> str:
+        raise RuntimeError("boom")
+
+    winner.runner.start = broken  # type: ignore[method-assign]
+    await winner._tick(schedule["id"])
+    tick = await decided(book, schedule["id"])
+    assert tick["outcome"] == "skipped" and tick["reason"] == "internal error: boom"
+    await winner.close()
+
+
+async def test_recording_missed_ticks_is_best_effort_and_comes_after_the_run_started(
+    etcd: Etcd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schedule = await new_schedule(etcd, "p", age=timedelta(minutes=5, seconds=30))
+    racer = instance(etcd, "racer", {"p"})
+    order: list[str] = []
+    start = racer.runner.start
+
+    async def started(*args: Any, **kwargs: Any) -> str:
+        order.append("run started")
+        return await start(*args, **kwargs)
+
+    async def etcd_away(*args: Any) -> None:
+        order.append("gaps")
+        raise EtcdUnavailable("etcd is unreachable")
+
+    monkeypatch.setattr(racer.runner, "start", started)
+    monkeypatch.setattr(racer.book, "last_tick_before", etcd_away)
+    await racer._tick(schedule["id"])
+    (tick,) = await settled_ticks(etcd, schedule["id"], 1)
+    assert tick["outcome"] == "fired" and tick["run_status"] == "succeeded"
+    assert order == ["run started", "gaps"]  # the five missed ticks stay without a record
+    await racer.close()
+
+
+async def test_a_run_whose_instance_restarted_since_no_longer_blocks(etcd: Etcd) -> None:
+    """Its report (``run_status``) died with the process; the instance is back under the same name."""
+    book = ScheduleBook(etcd)
+    schedule = await new_schedule(etcd, "p", timedelta(seconds=90))
+    previous = await previous_run_elsewhere(book, schedule, "x")
+    recorded = datetime.fromisoformat(previous["recorded_at"])
+    due = datetime.fromisoformat(previous["due_at"]) + timedelta(minutes=1)
+    # x started before the tick was recorded (the process that runs it), then after (a new one).
+    for started, outcome in [
+        (recorded - timedelta(seconds=1), "skipped"),
+        (recorded + timedelta(seconds=1), "fired"),
+    ]:
+        members = Members({"x": {}}, started_at={"x": started.isoformat()})
+        other = instance(etcd, "other", {"p"}, members=members)
+        await etcd.delete(keys.tick(schedule["id"], due_key(due)))  # decide the same tick again
+        await other._compete(schedule, due)
+        tick = await decided(book, schedule["id"], due)
+        assert tick["outcome"] == outcome and tick["instance"] == "other", tick
+        if outcome == "skipped":
+            assert tick["reason"] == "previous run x-run still running on x"
+        await other.close()
+
+
+async def test_a_run_whose_end_cannot_be_read_is_reported_unknown_and_does_not_block(etcd: Etcd) -> None:
+    book = ScheduleBook(etcd)
+    schedule = await new_schedule(etcd, "p", timedelta(seconds=30))
+    first = instance(etcd, "first", {"p"})
+    first.store.database_away = True  # type: ignore[attr-defined]
+    due = datetime.now(UTC).replace(second=0, microsecond=0)
+    await first._compete(schedule, due)
+    (tick,) = await settled_ticks(etcd, schedule["id"], 1)
+    assert tick["outcome"] == "fired" and tick["run_status"] == "unknown"
+    # "unknown" is written once the run ended: the next tick fires, though "first" is alive.
+    second = instance(etcd, "second", {"p"}, members=Members({"first": {}}))
+    await second._compete(schedule, due + timedelta(minutes=1))
+    tick = await decided(book, schedule["id"], due + timedelta(minutes=1))
+    assert tick["outcome"] == "fired" and tick["instance"] == "second"
+    await asyncio.gather(first.close(), second.close())
+
+
+async def test_a_schedule_record_without_an_id_is_left_out_not_fatal(etcd: Etcd) -> None:
+    bad = keys.schedule(f"not-mao-{uuid.uuid4().hex}")
+    await etcd.put(bad, {"cron": "* * * * *"})  # written by hand (etcdctl), say
+    watcher = instance(etcd, "watcher", set())
+    try:
+        await watcher.start()
+        schedule = await new_schedule(etcd, "p", timedelta(seconds=1))
+        for _ in range(100):
+            if schedule["id"] in watcher.scheduler.armed:  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.05)
+        assert schedule["id"] in watcher.scheduler.armed  # type: ignore[attr-defined]
+        assert bad not in [keys.schedule(s["id"]) for s in await watcher.book.all()]
+        assert schedule["id"] in [s["id"] for s in await watcher.schedules()]
+    finally:
+        await watcher.close()
+        await etcd.delete(bad)
