@@ -50,13 +50,12 @@ def entries(content: bytes) -> frozenset[str]:
     text = content.decode("utf-8", errors="surrogateescape")
     try:
         document = json.loads(text)
-    except ValueError:
-        document = None
-    else:
         if isinstance(document, list):
             return frozenset(_canonical(item) for item in document)
         if isinstance(document, dict):
             return frozenset(_canonical([key, value]) for key, value in document.items())
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply for json: its lines count
+        pass
     return frozenset(line for line in text.splitlines() if line.strip())
 
 

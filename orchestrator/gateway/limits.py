@@ -1,7 +1,8 @@
 """The gateway's bounds, and the per-key write rate limiter.
 
 Bounds (documented in docs/gateway.md): a key of at most 256 characters and 8 segments
-(``namespace``), a value of at most 64 KiB as compact JSON (413), at most 1000 entries per
+(``namespace``), a value of at most 64 KiB as compact JSON (413) nesting arrays and objects at most
+``MAX_NESTING`` levels deep (400; insights too), at most 1000 entries per
 ``/inspect`` (then ``truncated: true``), and on each instance at most ``MAO_GATEWAY_RATE`` writes per
 second to one key with bursts of up to ``MAO_GATEWAY_BURST`` (429 with ``Retry-After``).
 """
@@ -11,13 +12,34 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ..errors import TooManyRequests
 
 MAX_VALUE_BYTES = 64 * 1024
 MAX_INSPECT_ENTRIES = 1000
+# Python's json recurses once per level and shares the interpreter's recursion limit (1000) with the
+# stack it runs on: a value nested ~950 deep parses in one place and fails in another (etcd's
+# watchers, /read). Far below that limit, any value can be encoded and decoded anywhere.
+MAX_NESTING = 100
 # Buckets are pruned once there are this many; only full ones (idle keys) go.
 PRUNE_AT = 10_000
+
+
+def nested_too_deeply(value: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether ``value`` nests arrays and objects more than ``limit`` levels deep (checked level by
+    level, without recursion)."""
+    level = [value]
+    depth = 0
+    while level:
+        containers = [item for item in level if isinstance(item, dict | list)]
+        if not containers:
+            return False
+        depth += 1
+        if depth > limit:
+            return True
+        level = [child for c in containers for child in (c.values() if isinstance(c, dict) else c)]
+    return False
 
 
 class RateLimiter:

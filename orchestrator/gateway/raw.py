@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import BadRequest, NotFound, PayloadTooLarge
 from ..federation.etcd import Etcd, LeaseNotFound
-from .limits import MAX_INSPECT_ENTRIES, MAX_VALUE_BYTES, RateLimiter
+from .limits import MAX_INSPECT_ENTRIES, MAX_NESTING, MAX_VALUE_BYTES, RateLimiter, nested_too_deeply
 from .namespace import NAMESPACES, GatewayKey, from_etcd_key, read_keys, write_key
 
 LEASE_SHARED_FOR = 1.0  # seconds during which writes share one lease
@@ -106,8 +106,14 @@ class RawStore:
 
 
 def encode_value(value: Any) -> bytes:
-    """The value as compact JSON (what the size bound counts); NaN and Infinity are not JSON."""
+    """The value as compact JSON (what the size bound counts); NaN and Infinity are not JSON, and a
+    value nested deeper than ``MAX_NESTING`` is refused (json would hit the recursion limit)."""
+    if nested_too_deeply(value):
+        raise BadRequest(
+            f"value is nested too deeply: at most {MAX_NESTING} levels of arrays and objects",
+            code="invalid_value",
+        )
     try:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise BadRequest(f"value is not valid JSON: {exc}", code="invalid_value") from None

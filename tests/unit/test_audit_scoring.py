@@ -74,3 +74,10 @@ def test_object_key_order_does_not_matter() -> None:
     # Same entries, different bytes: equally (not) strange, but not identical files.
     assert [s.strangeness for s in decision.scored] == [0, 0]
     assert decision.outcome == "draw"
+
+
+def test_json_too_deep_for_the_parser_counts_its_lines() -> None:
+    deep = b"[" * 5000 + b"]" * 5000  # json raises RecursionError, not a ValueError
+    assert entries(deep) == {deep.decode()}
+    assert entries(b"[" * 3000 + b"\n" + b"]" * 3000 + b"\n") == {"[" * 3000, "]" * 3000}
+    assert decide([cand("a", deep), cand("b", deep)]).outcome == "joint_winners"

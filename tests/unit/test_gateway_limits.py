@@ -6,7 +6,7 @@ import pytest
 
 from orchestrator.errors import TooManyRequests
 from orchestrator.gateway import limits
-from orchestrator.gateway.limits import RateLimiter
+from orchestrator.gateway.limits import MAX_NESTING, RateLimiter, nested_too_deeply
 
 
 class Clock:
@@ -58,3 +58,20 @@ def test_idle_buckets_are_pruned(monkeypatch: pytest.MonkeyPatch) -> None:
     limiter.take("busy")
     limiter.take("new")
     assert len(limiter._buckets) <= 2
+
+
+def nested(depth: int, leaf: object = 1) -> object:
+    value = leaf
+    for i in range(depth):
+        value = [value, 1] if i % 2 else {"k": value, "other": "x"}
+    return value
+
+
+def test_nesting_is_measured_without_recursion() -> None:
+    assert not nested_too_deeply(1) and not nested_too_deeply(None)
+    assert not nested_too_deeply([]) and nested_too_deeply([], limit=0)
+    assert not nested_too_deeply(nested(MAX_NESTING))
+    assert nested_too_deeply(nested(MAX_NESTING + 1))
+    assert nested_too_deeply(nested(100_000))  # far beyond what a recursive walk could take
+    assert not nested_too_deeply([1, [2, [3]], {"a": {"b": 1}}], limit=3)
+    assert nested_too_deeply([1, [2, [3, []]]], limit=3)
