@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..datasets.files import path_problem, read_blob
-from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound
+from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound, PayloadTooLarge
 from ..federation.etcd import Etcd
 from ..federation.registry import Registry
 from ..tasks import spawn
@@ -191,8 +191,9 @@ class Audits:
         wanted = {}
         for answer in answers:
             commit = str(answer["fetch"].get("commit"))
-            if int(answer.get("size") or 0) > MAX_FETCH_BYTES:
-                wanted[commit] = f"too large to audit ({answer.get('size')} bytes, at most {MAX_FETCH_BYTES})"
+            size = answer.get("size")
+            if isinstance(size, int) and size > MAX_FETCH_BYTES:  # as reported; git checks the real one
+                wanted[commit] = _too_large(size)
             else:
                 wanted[commit] = ""
         if not wanted:
@@ -206,11 +207,14 @@ class Audits:
             repo.sync()
             found: dict[str, bytes | str] = {}
             for commit, refused in wanted.items():
-                try:
-                    content = None if refused else read_blob(repo, commit, path)
-                except MaoError as exc:
-                    refused = exc.message
-                    content = None
+                content = None
+                if not refused:
+                    try:
+                        content = read_blob(repo, commit, path, MAX_FETCH_BYTES)
+                    except PayloadTooLarge as exc:
+                        refused = _too_large(exc.extra["size"])
+                    except MaoError as exc:  # a malformed commit in the answer, or git failed
+                        refused = f"could not be read: {exc.message}"
                 found[commit] = content if content is not None else (refused or "not found on the master")
             return found
 
@@ -218,6 +222,10 @@ class Audits:
             return await self.datasets.run(dataset.name, dataset.master, read)
         except MaoError as exc:
             return dict.fromkeys(wanted, f"could not be fetched from the master: {exc.message}")
+
+
+def _too_large(size: int) -> str:
+    return f"too large to audit ({size} bytes, at most {MAX_FETCH_BYTES})"
 
 
 def _content(answer: dict[str, Any], fetched: dict[str, bytes | str]) -> tuple[bytes | None, str]:

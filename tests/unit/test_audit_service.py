@@ -1,0 +1,157 @@
+"""Audits on a fake etcd and a real local git repository: fetching large copies, deciding, cleaning up."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from orchestrator.audit import service as service_module
+from orchestrator.audit.service import Audits
+from orchestrator.datasets import DatasetRepo, init_bare
+from orchestrator.datasets.files import commit_files
+from orchestrator.errors import EtcdUnavailable
+from orchestrator.federation.etcd import KeyValue, LeaseNotFound
+from orchestrator.models import Dataset
+
+AUDIT_ID = "a" * 32
+
+
+class FakeEtcd:
+    def __init__(self) -> None:
+        self.data: dict[str, tuple[bytes, int]] = {}  # key -> (value as stored, lease)
+        self.leases: dict[int, int] = {}  # live leases: id -> ttl
+        self.granted = 0
+        self.fail: Callable[[str], bool] = lambda operation: False
+
+    def _check(self, operation: str) -> None:
+        if self.fail(operation):
+            raise EtcdUnavailable(f"etcd is unreachable ({operation})")
+
+    async def grant_lease(self, ttl: int) -> int:
+        self._check("grant_lease")
+        self.granted += 1
+        self.leases[self.granted] = ttl
+        return self.granted
+
+    async def revoke_lease(self, lease: int) -> None:
+        self._check("revoke_lease")
+        self.leases.pop(lease, None)
+        self.data = {k: v for k, v in self.data.items() if v[1] != lease}
+
+    async def create(self, key: str, value: Any, lease: int | None = None) -> bool:
+        self._check("create")
+        if lease and lease not in self.leases:
+            raise LeaseNotFound("etcdserver: requested lease not found")
+        encoded = json.dumps(value, sort_keys=True).encode()
+        if key in self.data:
+            return bool(lease) and self.data[key] == (encoded, lease)  # our own earlier attempt
+        self.data[key] = (encoded, lease or 0)
+        if self.fail("create answer"):  # written, but the answer is lost
+            raise EtcdUnavailable("etcd is unreachable (the answer was lost)")
+        return True
+
+    async def get(self, key: str) -> KeyValue | None:
+        self._check("get")
+        if key not in self.data:
+            return None
+        encoded, lease = self.data[key]
+        return KeyValue(key, json.loads(encoded), 1, 1, lease)
+
+    async def list_prefix(self, prefix: str, limit: int = 0) -> list[KeyValue]:
+        self._check("list_prefix")
+        found = [kv for key in sorted(self.data) if key.startswith(prefix) and (kv := await self.get(key))]
+        return found[:limit] if limit else found
+
+
+class FakeRegistry:
+    def __init__(self, dataset: Dataset) -> None:
+        self.datasets = {dataset.name: dataset}
+
+    async def dataset(self, name: str) -> Dataset | None:
+        return self.datasets.get(name)
+
+
+class FakeDatasets:
+    def __init__(self, repo: DatasetRepo) -> None:
+        self.repo = repo
+
+    async def run(self, name: str, master: str, fn: Callable[[DatasetRepo], Any]) -> Any:
+        return fn(self.repo)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> DatasetRepo:
+    master, _ = init_bare(tmp_path / "masters", "ds")
+    repo = DatasetRepo(tmp_path / "node1", "ds", str(master), git_name="Node 1", git_email="n1@example.org")
+    repo.sync()
+    repo.ensure_ground_truth()
+    return repo
+
+
+@pytest.fixture
+def etcd() -> FakeEtcd:
+    return FakeEtcd()
+
+
+@pytest.fixture
+def audits(repo: DatasetRepo, etcd: FakeEtcd) -> Audits:
+    settings = SimpleNamespace(instance_name="node1", raw_dataset=None)
+    dataset = Dataset(name="ds", master=repo.master)
+    return Audits(settings, etcd, FakeRegistry(dataset), None, FakeDatasets(repo))  # type: ignore[arg-type]
+
+
+def sha(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def record(**changes: Any) -> dict[str, Any]:
+    return {
+        "id": AUDIT_ID,
+        "dataset": "ds",
+        "file": "f.txt",
+        "auditor": "node1",
+        "wait": 5,
+        "deadline": "2000-01-01T00:00:00+00:00",
+        "created_at": "2000-01-01T00:00:00+00:00",
+        **changes,
+    }
+
+
+async def test_fetched_copies_are_checked_against_their_real_size_and_bad_commits_are_absent(
+    audits: Audits, repo: DatasetRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "MAX_FETCH_BYTES", 50)
+    small, big = b"1\n2\n3\n", b"x\n" * 40  # 80 bytes: over the (patched) limit
+    commit_small, _ = commit_files(repo, "crawl-b", {"f.txt": small}, "small", {})
+    commit_big, _ = commit_files(repo, "crawl-c", {"f.txt": big}, "big", {})
+
+    def fetch(instance: str, commit: Any, content: bytes, size: Any) -> dict[str, Any]:
+        return {
+            "instance": instance,
+            "branch": f"crawl-{instance}",
+            "commit": commit,
+            "sha256": sha(content),
+            "size": size,
+            "fetch": {"commit": commit, "path": "f.txt"},
+        }
+
+    answers = [
+        fetch("a", "not-a-commit", small, 6),  # read_file used to raise ValueError: the decision died
+        fetch("b", commit_small, small, "six"),  # a size that is not a number is no reason to die
+        fetch("c", commit_big, big, 10),  # it lies about its size: git's is the one that counts
+        fetch("d", None, small, 6),
+        {"instance": "e", "branch": "crawl-e", "commit": commit_small, "sha256": sha(small), "content": "1\n2\n3\n"},
+    ]
+    result = await audits._score(record(), answers)
+    assert [c["instance"] for c in result["candidates"]] == ["b", "e"]
+    reasons = {a["instance"]: a["reason"] for a in result["absent"]}
+    assert reasons["a"].startswith("its copy could not be read: commit must be a commit id")
+    assert reasons["c"] == "its copy too large to audit (80 bytes, at most 50)"
+    assert reasons["d"].startswith("its copy could not be read: commit must be a commit id")
+    assert result["outcome"] == "joint_winners"
