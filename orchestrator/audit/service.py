@@ -142,49 +142,8 @@ class Audits:
 
     async def _score(self, record: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, Any]:
         fetched = await self._fetch(record, [a for a in answers if isinstance(a.get("fetch"), dict)])
-        candidates: list[Candidate] = []
-        sizes: dict[tuple[str, str], int] = {}
-        absent = []
-        for answer in sorted(answers, key=lambda a: (str(a.get("instance")), str(a.get("branch")))):
-            who = {"instance": answer.get("instance"), "branch": answer.get("branch")}
-            content, reason = _content(answer, fetched)
-            if content is not None and hashlib.sha256(content).hexdigest() != answer.get("sha256"):
-                content, reason = None, "its content does not match its sha256"
-            if content is None:
-                absent.append({**who, "commit": answer.get("commit"), "reason": reason})
-                continue
-            candidate = Candidate(
-                str(who["instance"]),
-                str(who["branch"]),
-                str(answer["commit"]),
-                str(answer["sha256"]),
-                content,
-            )
-            candidates.append(candidate)
-            sizes[(candidate.instance, candidate.branch)] = len(content)
-        decision = decide(candidates)
-
-        def shown(s: Scored) -> dict[str, Any]:
-            c = s.candidate
-            return {"instance": c.instance, "branch": c.branch, "commit": c.commit, "sha256": c.sha256}
-
-        return {
-            **{k: record[k] for k in ("id", "dataset", "file", "auditor", "created_at", "deadline")},
-            "outcome": decision.outcome,
-            "winners": [shown(s) for s in decision.winners],
-            "drawn": [shown(s) for s in decision.drawn],
-            "candidates": [
-                {
-                    **shown(s),
-                    "size": sizes[(s.candidate.instance, s.candidate.branch)],
-                    "entries": s.entries,
-                    "strangeness": s.strangeness,
-                }
-                for s in decision.scored
-            ],
-            "absent": absent,
-            "decided_at": datetime.now(UTC).isoformat(),
-        }
+        # Hashing and scoring copies of up to MAX_FETCH_BYTES each: not on the event loop.
+        return await asyncio.to_thread(_evaluate, record, answers, fetched)
 
     async def _fetch(self, record: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, bytes | str]:
         """Copies too large for etcd, read from the dataset's master: {commit: content or why not}."""
@@ -222,6 +181,55 @@ class Audits:
             return await self.datasets.run(dataset.name, dataset.master, read)
         except MaoError as exc:
             return dict.fromkeys(wanted, f"could not be fetched from the master: {exc.message}")
+
+
+def _evaluate(
+    record: dict[str, Any], answers: list[dict[str, Any]], fetched: dict[str, bytes | str]
+) -> dict[str, Any]:
+    """The result: every copy checked against its SHA-256 and scored (blocking: run in a thread)."""
+    candidates: list[Candidate] = []
+    sizes: dict[tuple[str, str], int] = {}
+    absent = []
+    for answer in sorted(answers, key=lambda a: (str(a.get("instance")), str(a.get("branch")))):
+        who = {"instance": answer.get("instance"), "branch": answer.get("branch")}
+        content, reason = _content(answer, fetched)
+        if content is not None and hashlib.sha256(content).hexdigest() != answer.get("sha256"):
+            content, reason = None, "its content does not match its sha256"
+        if content is None:
+            absent.append({**who, "commit": answer.get("commit"), "reason": reason})
+            continue
+        candidate = Candidate(
+            str(who["instance"]),
+            str(who["branch"]),
+            str(answer.get("commit")),
+            str(answer["sha256"]),
+            content,
+        )
+        candidates.append(candidate)
+        sizes[(candidate.instance, candidate.branch)] = len(content)
+    decision = decide(candidates)
+
+    def shown(s: Scored) -> dict[str, Any]:
+        c = s.candidate
+        return {"instance": c.instance, "branch": c.branch, "commit": c.commit, "sha256": c.sha256}
+
+    return {
+        **{k: record.get(k) for k in ("id", "dataset", "file", "auditor", "created_at", "deadline")},
+        "outcome": decision.outcome,
+        "winners": [shown(s) for s in decision.winners],
+        "drawn": [shown(s) for s in decision.drawn],
+        "candidates": [
+            {
+                **shown(s),
+                "size": sizes[(s.candidate.instance, s.candidate.branch)],
+                "entries": s.entries,
+                "strangeness": s.strangeness,
+            }
+            for s in decision.scored
+        ],
+        "absent": absent,
+        "decided_at": datetime.now(UTC).isoformat(),
+    }
 
 
 def _too_large(size: int) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -155,3 +156,20 @@ async def test_fetched_copies_are_checked_against_their_real_size_and_bad_commit
     assert reasons["c"] == "its copy too large to audit (80 bytes, at most 50)"
     assert reasons["d"].startswith("its copy could not be read: commit must be a commit id")
     assert result["outcome"] == "joint_winners"
+
+
+async def test_copies_are_hashed_and_scored_off_the_event_loop(
+    audits: Audits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads = []
+    real_decide = service_module.decide
+
+    def decide(candidates: Any) -> Any:
+        threads.append(threading.get_ident())
+        return real_decide(candidates)
+
+    monkeypatch.setattr(service_module, "decide", decide)
+    content = b"1\n2\n"
+    answer = {"instance": "b", "branch": "crawl-b", "commit": "c" * 40, "sha256": sha(content), "content": "1\n2\n"}
+    result = await audits._score(record(), [answer])
+    assert result["outcome"] == "winner" and threads and threads[0] != threading.get_ident()
