@@ -2,14 +2,16 @@
 
 ```
 /mao/v1/audits/<id>                              {id, dataset, file, auditor, deadline, created_at}
-/mao/v1/audits/<id>/answers/<instance>/<branch>  {instance, branch, commit, sha256, size,
+/mao/v1/audit-answers/<id>/<instance>/<branch>   {instance, branch, commit, sha256, size,
                                                   content | content_base64 | fetch: {commit, path}}
                                                  or {instance, branch, missing: true | error}
 /mao/v1/audit-results/<id>                       the decision (see ``service``), kept 30 days
 ```
 The record and every answer ride on one lease, granted by the auditor for the wait plus
 ``LEASE_MARGIN``: revoked once the result is stored, and expiring by itself if the auditor dies, so
-no audit leaves anything behind. Answers are compare-and-create: an instance answers once.
+no audit leaves anything behind. Answers are compare-and-create: an instance answers once per
+branch. They live apart from the records because every instance watches ``/mao/v1/audits/`` for
+records only: under it, each instance would receive every answer (up to 64 KiB each).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def check_id(audit_id: str) -> str:
 
 
 def audit_id_of(key: str) -> str | None:
-    """The id when ``key`` is an audit's record (not one of its answers)."""
+    """The id when ``key`` is an audit's record."""
     rest = key.removeprefix(keys.AUDITS)
     return rest if rest != key and _ID_RE.fullmatch(rest) else None
 

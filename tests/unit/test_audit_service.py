@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 
 from orchestrator.audit import service as service_module
+from orchestrator.audit.records import audit_id_of
 from orchestrator.audit.service import Audits
 from orchestrator.datasets import DatasetRepo, init_bare
 from orchestrator.datasets.files import commit_files
 from orchestrator.errors import EtcdUnavailable
+from orchestrator.federation import keys
 from orchestrator.federation.etcd import KeyValue, LeaseNotFound
 from orchestrator.models import Dataset
 
@@ -173,3 +175,9 @@ async def test_copies_are_hashed_and_scored_off_the_event_loop(
     answer = {"instance": "b", "branch": "crawl-b", "commit": "c" * 40, "sha256": sha(content), "content": "1\n2\n"}
     result = await audits._score(record(), [answer])
     assert result["outcome"] == "winner" and threads and threads[0] != threading.get_ident()
+
+
+def test_answers_live_apart_from_the_records_every_instance_watches() -> None:
+    answer = keys.audit_answer(AUDIT_ID, "node1", "crawl-node1")
+    assert answer.startswith(keys.audit_answers(AUDIT_ID)) and not answer.startswith(keys.AUDITS)
+    assert audit_id_of(keys.audit(AUDIT_ID)) == AUDIT_ID and audit_id_of(answer) is None
