@@ -75,14 +75,17 @@ class AuditBook:
         kv = await self.etcd.get(keys.audit_result(audit_id))
         return kv.value if kv is not None and isinstance(kv.value, dict) else None
 
-    async def store_result(self, audit_id: str, result: dict[str, Any]) -> bool:
-        """Store the result unless one is stored already (an audit is decided once); True when stored."""
-        lease = await self.etcd.grant_lease(RESULT_TTL)
-        if await self.etcd.create(keys.audit_result(audit_id), result, lease=lease):
-            return True
-        await self.etcd.revoke_lease(lease)
-        return False
+    async def result_lease(self) -> int:
+        """A lease of ``RESULT_TTL`` for one audit's result (granted once, kept across retries)."""
+        return await self.etcd.grant_lease(RESULT_TTL)
+
+    async def store_result(self, audit_id: str, result: dict[str, Any], lease: int) -> bool:
+        """Store the result on ``lease`` unless another is stored already (an audit is decided once);
+        True when stored, also when this is a retry of a store whose answer was lost (the same
+        result on the same lease)."""
+        return await self.etcd.create(keys.audit_result(audit_id), result, lease=lease)
 
     async def end(self, lease: int) -> None:
-        """Remove the record and its answers at once (they would expire with the lease anyway)."""
+        """Revoke ``lease``: the audit's removes its record and answers at once (they would expire
+        with it anyway)."""
         await self.etcd.revoke_lease(lease)

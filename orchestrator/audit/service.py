@@ -18,12 +18,13 @@ import hashlib
 import logging
 import math
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..datasets.files import path_problem, read_blob
 from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound, PayloadTooLarge
-from ..federation.etcd import Etcd
+from ..federation.etcd import Etcd, LeaseNotFound
 from ..federation.registry import Registry
 from ..tasks import spawn
 from .answering import AuditAnswerer
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from ..store import Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_FETCH_BYTES = 64 * 1024 * 1024  # a copy larger than this is not scored (it would sit in memory)
 
@@ -104,34 +106,53 @@ class Audits:
         task.add_done_callback(lambda _: self._deciding.pop(audit_id, None))
 
     async def _decide(self, record: dict[str, Any], lease: int) -> None:
+        audit_id = record["id"]
         deadline = datetime.fromisoformat(record["deadline"])
         await asyncio.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()))
-        gives_up = deadline + timedelta(seconds=LEASE_MARGIN)
-        delay = 1.0
-        while True:
+        retry = _Retry(audit_id, gives_up=deadline + timedelta(seconds=LEASE_MARGIN))
+        result_lease: int | None = None
+
+        async def open_answers() -> list[dict[str, Any]] | None:
+            current = await self.book.record(audit_id)
+            if current is None or current.lease != lease:
+                return None  # decided already (this is a record seen again), or its lease ran out
+            return await self.book.answers(audit_id)
+
+        async def store(result: dict[str, Any]) -> bool:
+            nonlocal result_lease
+            if result_lease is None:
+                result_lease = await self.book.result_lease()
             try:
-                current = await self.book.record(record["id"])
-                if current is None or current.lease != lease:
-                    return  # decided already (this is a record seen again), or its lease ran out
-                answers = await self.book.answers(record["id"])
-                result = await self._score(record, answers)
-                if not await self.book.store_result(record["id"], result):
-                    return
-                break
-            except EtcdUnavailable as exc:
-                if datetime.now(UTC) >= gives_up:
-                    log.error(
-                        "audit %s could not be decided: etcd stayed unreachable (%s)", record["id"], exc
-                    )
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                return await self.book.store_result(audit_id, result, result_lease)
+            except LeaseNotFound:  # gone with nothing on it (an etcd restored from a backup)
+                result_lease = None
+                raise
+
+        try:
+            answers = await retry(open_answers)
+            if answers is None:
+                return
+            # Computed once and stored on one lease across retries: when a create landed but its
+            # answer was lost, the retry writes the very same value on the same lease, which
+            # Etcd.create recognises as its own earlier attempt; and no retry leaks a lease.
+            result = await self._score(record, answers)
+            stored = await retry(lambda: store(result))
+        except _GaveUp as exc:
+            log.error("audit %s could not be decided: %s", audit_id, exc)
+            return
+        if not stored:  # decided before (by this instance before a restart): clean up all the same
+            log.info("audit %s was decided already; removing its record and answers", audit_id)
+            if result_lease is not None:
+                with contextlib.suppress(EtcdUnavailable):
+                    await self.book.end(result_lease)  # holds nothing: the result there is another's
         with contextlib.suppress(EtcdUnavailable):
             await self.book.end(lease)
+        if not stored:
+            return
         winners = ", ".join(f"{w['instance']}/{w['branch']}" for w in result["winners"]) or "-"
         log.info(
             "audit %s of %s:%s decided: %s (winners %s; %d candidate(s), %d without a copy)",
-            record["id"],
+            audit_id,
             record["dataset"],
             record["file"],
             result["outcome"],
@@ -181,6 +202,32 @@ class Audits:
             return await self.datasets.run(dataset.name, dataset.master, read)
         except MaoError as exc:
             return dict.fromkeys(wanted, f"could not be fetched from the master: {exc.message}")
+
+
+class _GaveUp(Exception):
+    pass
+
+
+class _Retry:
+    """Calls retried while etcd is unreachable (1 s doubling to 10 s), until the audit's lease ends."""
+
+    FIRST_DELAY = 1.0
+
+    def __init__(self, audit_id: str, gives_up: datetime) -> None:
+        self.audit_id = audit_id
+        self.gives_up = gives_up
+        self.delay = self.FIRST_DELAY
+
+    async def __call__(self, call: Callable[[], Awaitable[T]]) -> T:
+        while True:
+            try:
+                return await call()
+            except EtcdUnavailable as exc:
+                if datetime.now(UTC) >= self.gives_up:
+                    raise _GaveUp(f"etcd stayed unreachable ({exc.message})") from exc
+                log.debug("audit %s waits for etcd: %s", self.audit_id, exc.message)
+                await asyncio.sleep(self.delay)
+                self.delay = min(self.delay * 2, 10.0)
 
 
 def _evaluate(

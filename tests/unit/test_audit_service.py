@@ -6,6 +6,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -181,3 +182,71 @@ def test_answers_live_apart_from_the_records_every_instance_watches() -> None:
     answer = keys.audit_answer(AUDIT_ID, "node1", "crawl-node1")
     assert answer.startswith(keys.audit_answers(AUDIT_ID)) and not answer.startswith(keys.AUDITS)
     assert audit_id_of(keys.audit(AUDIT_ID)) == AUDIT_ID and audit_id_of(answer) is None
+
+
+async def started(audits: Audits, etcd: FakeEtcd, **changes: Any) -> tuple[dict[str, Any], int]:
+    """An audit whose deadline has just passed, answered inline by two instances."""
+    now = datetime.now(UTC)
+    audit = record(deadline=(now - timedelta(seconds=1)).isoformat(), **changes)
+    lease = await audits.book.create(audit, ttl=65)
+    for instance in ("b", "c"):
+        answer = {"instance": instance, "branch": f"crawl-{instance}", "commit": "c" * 40}
+        answer.update({"sha256": sha(b"1\n2\n"), "content": "1\n2\n"})
+        assert await audits.book.answer(AUDIT_ID, answer, lease)
+    return audit, lease
+
+
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service_module._Retry, "FIRST_DELAY", 0.01)
+
+
+@pytest.mark.usefixtures("quick_retries")
+async def test_a_store_whose_answer_was_lost_counts_and_the_audit_is_cleaned_up(
+    audits: Audits, etcd: FakeEtcd
+) -> None:
+    audit, lease = await started(audits, etcd)
+    lost = iter([True])
+    etcd.fail = lambda operation: operation == "create answer" and next(lost, False)
+    await audits._decide(audit, lease)
+    assert etcd.granted == 2  # the audit's lease and one for the result, whatever the retries
+    assert list(etcd.data) == [keys.audit_result(AUDIT_ID)]  # the record and answers are gone
+    assert list(etcd.leases) == [etcd.data[keys.audit_result(AUDIT_ID)][1]]
+    assert (await audits.get(AUDIT_ID))["outcome"] == "joint_winners"
+
+
+@pytest.mark.usefixtures("quick_retries")
+async def test_retries_reuse_one_result_lease(audits: Audits, etcd: FakeEtcd) -> None:
+    audit, lease = await started(audits, etcd)
+    failures = iter([True, True, True])
+    etcd.fail = lambda operation: operation in ("create", "grant_lease") and next(failures, False)
+    await audits._decide(audit, lease)
+    assert etcd.granted == 2 and len(etcd.leases) == 1  # nothing leaked
+    assert (await audits.get(AUDIT_ID))["status"] == "decided"
+
+
+@pytest.mark.usefixtures("quick_retries")
+async def test_an_audit_decided_before_a_restart_is_still_cleaned_up(audits: Audits, etcd: FakeEtcd) -> None:
+    audit, lease = await started(audits, etcd)
+    earlier = {"id": AUDIT_ID, "outcome": "draw"}
+    result_lease = await etcd.grant_lease(30)
+    assert await etcd.create(keys.audit_result(AUDIT_ID), earlier, lease=result_lease)
+    await audits._decide(audit, lease)
+    assert list(etcd.data) == [keys.audit_result(AUDIT_ID)] and (await audits.book.result(AUDIT_ID)) == earlier
+    assert list(etcd.leases) == [result_lease]  # the audit's lease and the unused result lease revoked
+
+
+@pytest.mark.usefixtures("quick_retries")
+async def test_a_result_lease_lost_before_the_store_is_replaced(audits: Audits, etcd: FakeEtcd) -> None:
+    audit, lease = await started(audits, etcd)
+    real_grant = etcd.grant_lease
+
+    async def grant_and_lose(ttl: int) -> int:
+        granted = await real_grant(ttl)
+        if granted == 2:
+            etcd.leases.pop(granted)  # e.g. etcd restored from a backup meanwhile
+        return granted
+
+    etcd.grant_lease = grant_and_lose  # type: ignore[method-assign]
+    await audits._decide(audit, lease)
+    assert etcd.data[keys.audit_result(AUDIT_ID)][1] == 3 and list(etcd.leases) == [3]
