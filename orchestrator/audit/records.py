@@ -17,6 +17,7 @@ records only: under it, each instance would receive every answer (up to 64 KiB e
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from ..errors import BadRequest
@@ -42,6 +43,18 @@ def audit_id_of(key: str) -> str | None:
     return rest if rest != key and _ID_RE.fullmatch(rest) else None
 
 
+def deadline_of(record: object) -> datetime | None:
+    """An audit record's deadline; None when it is missing, not ISO 8601, or without a time zone."""
+    value = record.get("deadline") if isinstance(record, dict) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        deadline = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return deadline if deadline.utcoffset() is not None else None
+
+
 class AuditBook:
     def __init__(self, etcd: Etcd) -> None:
         self.etcd = etcd
@@ -64,8 +77,10 @@ class AuditBook:
             if isinstance(kv.value, dict)
         ]
 
-    async def answered(self, audit_id: str, instance: str) -> bool:
-        return bool(await self.etcd.list_prefix(f"{keys.audit_answers(audit_id)}{instance}/", limit=1))
+    async def answered(self, audit_id: str, instance: str) -> set[str]:
+        """The branches ``instance`` has answered for."""
+        prefix = f"{keys.audit_answers(audit_id)}{instance}/"
+        return {kv.key.removeprefix(prefix) for kv in await self.etcd.list_prefix(prefix)}
 
     async def answer(self, audit_id: str, answer: dict[str, Any], lease: int) -> bool:
         key = keys.audit_answer(audit_id, answer["instance"], answer["branch"])

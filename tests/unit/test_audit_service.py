@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
+from orchestrator.audit import answering as answering_module
 from orchestrator.audit import service as service_module
+from orchestrator.audit.answering import AuditAnswerer
 from orchestrator.audit.records import audit_id_of
 from orchestrator.audit.service import Audits
 from orchestrator.datasets import DatasetRepo, init_bare
@@ -21,7 +23,7 @@ from orchestrator.datasets.files import commit_files
 from orchestrator.errors import EtcdUnavailable
 from orchestrator.federation import keys
 from orchestrator.federation.etcd import KeyValue, LeaseNotFound
-from orchestrator.models import Dataset
+from orchestrator.models import Dataset, Pipeline
 
 AUDIT_ID = "a" * 32
 
@@ -250,3 +252,73 @@ async def test_a_result_lease_lost_before_the_store_is_replaced(audits: Audits, 
     etcd.grant_lease = grant_and_lose  # type: ignore[method-assign]
     await audits._decide(audit, lease)
     assert etcd.data[keys.audit_result(AUDIT_ID)][1] == 3 and list(etcd.leases) == [3]
+
+
+PIPELINE = Pipeline.model_validate(
+    {
+        "name": "p",
+        "steps": [
+            {"name": "crawl", "tool": "t", "output_dataset": "ds"},
+            {"name": "scan", "tool": "t", "output_dataset": "ds"},
+        ],
+    }
+)
+
+
+class FakeStore:
+    async def list_pipelines(self) -> list[Pipeline]:
+        return [PIPELINE]
+
+
+class CountingDatasets(FakeDatasets):
+    def __init__(self, repo: DatasetRepo) -> None:
+        super().__init__(repo)
+        self.runs = 0
+
+    async def run(self, name: str, master: str, fn: Callable[[DatasetRepo], Any]) -> Any:
+        self.runs += 1
+        return await super().run(name, master, fn)
+
+
+@pytest.fixture
+def answerer(repo: DatasetRepo, etcd: FakeEtcd, monkeypatch: pytest.MonkeyPatch) -> AuditAnswerer:
+    monkeypatch.setattr(answering_module, "RETRY_FIRST", 0.01)
+    for branch in ("crawl-node1", "scan-node1"):
+        commit_files(repo, branch, {"f.txt": f"{branch}\n".encode()}, branch, {})
+        repo.push_branch(branch)
+    dataset = Dataset(name="ds", master=repo.master, nodes=["crawl-node1", "scan-node1"])
+    settings = SimpleNamespace(instance_name="node1", raw_dataset=None)
+    return AuditAnswerer(
+        settings,  # type: ignore[arg-type]
+        etcd,  # type: ignore[arg-type]
+        FakeRegistry(dataset),  # type: ignore[arg-type]
+        FakeStore(),  # type: ignore[arg-type]
+        CountingDatasets(repo),  # type: ignore[arg-type]
+        lambda *_: None,
+    )
+
+
+async def test_a_failure_half_way_answers_the_other_branches_when_tried_again(
+    answerer: AuditAnswerer, etcd: FakeEtcd
+) -> None:
+    audit = record(deadline=(datetime.now(UTC) + timedelta(seconds=30)).isoformat())
+    lease = await answerer.book.etcd.grant_lease(90)
+    creates = 0
+
+    def second_create_fails(operation: str) -> bool:
+        nonlocal creates
+        creates += operation == "create"
+        return operation == "create" and creates == 2
+
+    etcd.fail = second_create_fails
+    await answerer._answer(AUDIT_ID, audit, lease)
+    answers = await answerer.book.answers(AUDIT_ID)
+    assert sorted(a["branch"] for a in answers) == ["crawl-node1", "scan-node1"]
+    assert all(a["content"] == f"{a['branch']}\n" for a in answers)
+
+    # Seen again (a restart): everything is answered, nothing is read again.
+    datasets = answerer.datasets
+    assert isinstance(datasets, CountingDatasets)
+    runs = datasets.runs
+    await answerer._answer(AUDIT_ID, audit, lease)
+    assert datasets.runs == runs and len(await answerer.book.answers(AUDIT_ID)) == 2
