@@ -28,7 +28,7 @@ from ..federation.registry import Registry
 from ..federation.watch import PrefixWatch
 from ..models import Dataset, node_branch
 from ..tasks import spawn
-from .records import INLINE_LIMIT, LEASE_MARGIN, AuditBook, audit_id_of, deadline_of
+from .records import INLINE_LIMIT, LEASE_MARGIN, AuditBook, audit_id_of, deadline_of, record_problem
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OwnAudit = Callable[[dict[str, Any], int], None]
+OwnAudit = Callable[[str, dict[str, Any], int], None]  # (audit id, record, lease)
 RETRY_FIRST, RETRY_MAX = 1.0, 10.0
 
 
@@ -59,7 +59,7 @@ class AuditAnswerer:
         self.store = store
         self.datasets = datasets
         self.on_own_audit = on_own_audit
-        self._handled: dict[str, str] = {}  # audit id -> its deadline (to forget it after)
+        self._handled: dict[str, datetime] = {}  # audit id -> its deadline (to forget it after)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -76,27 +76,40 @@ class AuditAnswerer:
 
     async def _on_list(self, values: list[KeyValue], _revision: int) -> None:
         for kv in values:
-            self._consider(kv.key, kv.value, kv.lease)
+            self._consider_safely(kv.key, kv.value, kv.lease)
 
     async def _on_event(self, event: WatchEvent) -> None:
         if event.kind == "PUT":
-            self._consider(event.key, event.value, event.lease)
+            self._consider_safely(event.key, event.value, event.lease)
+
+    def _consider_safely(self, key: str, record: Any, lease: int) -> None:
+        # The watch is shared by every audit: one bad record must not stall it, nor the records after
+        # it in a listing.
+        try:
+            self._consider(key, record, lease)
+        except Exception:  # noqa: BLE001 - whatever a record holds, the next one is still considered
+            log.exception("audit watch: skipping %s", key[:200])
 
     def _consider(self, key: str, record: Any, lease: int) -> None:
-        audit_id = audit_id_of(key)
-        if audit_id is None or not isinstance(record, dict) or audit_id in self._handled:
+        audit_id = audit_id_of(key)  # its identity comes from its key, never from its fields
+        if audit_id is None or audit_id in self._handled:
             return
-        if _over(record):  # an old record seen again (a watch resumed in its past): it is gone
+        if problem := record_problem(record, lease):
+            log.warning("audit %s: ignoring its record: %s", audit_id, problem)
+            return
+        deadline = deadline_of(record)
+        assert deadline is not None  # checked by record_problem
+        if _over(deadline):  # an old record seen again (a watch resumed in its past): it is gone
             return
         self._forget_old()
-        self._handled[audit_id] = str(record.get("deadline", ""))
-        if record.get("auditor") == self.instance:
-            self.on_own_audit(record, lease)
+        self._handled[audit_id] = deadline
+        if record["auditor"] == self.instance:
+            self.on_own_audit(audit_id, record, lease)
         self._spawn(self._answer(audit_id, record, lease), f"answer audit {audit_id}")
 
     def _forget_old(self) -> None:
-        now = datetime.now(UTC).isoformat()
-        for audit_id in [i for i, deadline in self._handled.items() if deadline and deadline < now]:
+        now = datetime.now(UTC)
+        for audit_id in [i for i, deadline in self._handled.items() if deadline < now]:
             del self._handled[audit_id]
 
     async def _answer(self, audit_id: str, record: dict[str, Any], lease: int) -> None:
@@ -124,8 +137,8 @@ class AuditAnswerer:
                 return
 
     async def _answer_rest(self, audit_id: str, record: dict[str, Any], lease: int) -> None:
-        path = str(record.get("file"))
-        dataset = await self.registry.dataset(str(record.get("dataset")))
+        path = record["file"]
+        dataset = await self.registry.dataset(record["dataset"])
         branches = await self._own_branches(dataset) if dataset else []
         if not branches or dataset is None:
             log.debug("audit %s: no node branch of %s here, nothing to answer", audit_id, record.get("dataset"))
@@ -186,13 +199,10 @@ class AuditAnswerer:
         spawn(coroutine, name, self._tasks)
 
 
-def _over(record: dict[str, Any]) -> bool:
-    """Whether the audit's lease has surely ended (then its record is gone, whatever a watch says)."""
-    try:
-        deadline = datetime.fromisoformat(str(record.get("deadline")))
-    except ValueError:
-        return True
-    return datetime.now(UTC) > deadline + timedelta(seconds=LEASE_MARGIN)
+def _over(deadline: datetime | None) -> bool:
+    """Whether the audit's lease has surely ended (then its record is gone, whatever a watch says);
+    a record without a usable deadline (missing, invalid, no time zone) counts as over."""
+    return deadline is None or datetime.now(UTC) > deadline + timedelta(seconds=LEASE_MARGIN)
 
 
 def _inline(content: bytes) -> dict[str, str]:

@@ -20,9 +20,11 @@ import re
 from datetime import datetime
 from typing import Any
 
+from ..datasets.files import path_problem
 from ..errors import BadRequest
 from ..federation import keys
 from ..federation.etcd import Etcd, KeyValue
+from ..names import name_problem
 
 MIN_WAIT, MAX_WAIT, DEFAULT_WAIT = 5, 3600, 30
 LEASE_MARGIN = 60  # seconds the temporary keys outlive the deadline: time to fetch, score and store
@@ -53,6 +55,24 @@ def deadline_of(record: object) -> datetime | None:
     except ValueError:
         return None
     return deadline if deadline.utcoffset() is not None else None
+
+
+def record_problem(record: object, lease: int) -> str | None:
+    """Why a value under ``/mao/v1/audits/`` is no audit this instance can answer or decide (None
+    when it is one). Anyone with access to etcd can write there: nothing is taken on trust."""
+    if not isinstance(record, dict):
+        return "it is not a JSON object"
+    if not lease:
+        return "it is on no lease (its answers would never be removed)"
+    if deadline_of(record) is None:
+        return "its deadline is missing, not ISO 8601, or without a time zone"
+    if problem := name_problem(record.get("dataset"), "dataset"):
+        return problem
+    if problem := path_problem(record.get("file")):
+        return problem
+    if not isinstance(record.get("auditor"), str):
+        return "its auditor is not a string"
+    return None
 
 
 class AuditBook:

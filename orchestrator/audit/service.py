@@ -28,7 +28,7 @@ from ..federation.etcd import Etcd, LeaseNotFound
 from ..federation.registry import Registry
 from ..tasks import spawn
 from .answering import AuditAnswerer
-from .records import LEASE_MARGIN, MAX_WAIT, MIN_WAIT, AuditBook
+from .records import LEASE_MARGIN, MAX_WAIT, MIN_WAIT, AuditBook, deadline_of
 from .scoring import Candidate, Scored, decide
 
 if TYPE_CHECKING:
@@ -73,8 +73,9 @@ class Audits:
         if await self.registry.dataset(dataset) is None:
             raise NotFound(f"dataset {dataset!r} is not registered")
         now = datetime.now(UTC)
-        record = {
-            "id": uuid.uuid4().hex,
+        audit_id = uuid.uuid4().hex
+        record: dict[str, Any] = {
+            "id": audit_id,
             "dataset": dataset,
             "file": file,
             "auditor": self.instance,
@@ -83,8 +84,8 @@ class Audits:
             "created_at": now.isoformat(),
         }
         lease = await self.book.create(record, ttl=math.ceil(wait) + LEASE_MARGIN)
-        self._own_audit(record, lease)
-        log.info("audit %s of %s:%s started, decided at %s", record["id"], dataset, file, record["deadline"])
+        self._own_audit(audit_id, record, lease)
+        log.info("audit %s of %s:%s started, decided at %s", audit_id, dataset, file, record["deadline"])
         return {**record, "status": "pending"}
 
     async def get(self, audit_id: str) -> dict[str, Any]:
@@ -96,18 +97,20 @@ class Audits:
         raise NotFound(f"no audit {audit_id!r}: unknown, or its auditor died before the deadline")
 
     # -- deciding -------------------------------------------------------------------------------
-    def _own_audit(self, record: dict[str, Any], lease: int) -> None:
-        """Decide ``record`` at its deadline (once; also called again by the watch)."""
-        audit_id = record["id"]
+    def _own_audit(self, audit_id: str, record: dict[str, Any], lease: int) -> None:
+        """Decide ``record`` at its deadline (once; also called again by the watch). ``audit_id`` is
+        the one of its key, and ``record`` passed ``records.record_problem``."""
         if audit_id in self._deciding:
             return
-        task = spawn(self._decide(record, lease), name=f"decide audit {audit_id}")
+        task = spawn(self._decide(audit_id, record, lease), name=f"decide audit {audit_id}")
         self._deciding[audit_id] = task
         task.add_done_callback(lambda _: self._deciding.pop(audit_id, None))
 
-    async def _decide(self, record: dict[str, Any], lease: int) -> None:
-        audit_id = record["id"]
-        deadline = datetime.fromisoformat(record["deadline"])
+    async def _decide(self, audit_id: str, record: dict[str, Any], lease: int) -> None:
+        deadline = deadline_of(record)
+        if deadline is None:
+            log.warning("audit %s cannot be decided: its deadline is not a time with a zone", audit_id)
+            return
         await asyncio.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()))
         retry = _Retry(audit_id, gives_up=deadline + timedelta(seconds=LEASE_MARGIN))
         result_lease: int | None = None
@@ -135,7 +138,7 @@ class Audits:
             # Computed once and stored on one lease across retries: when a create landed but its
             # answer was lost, the retry writes the very same value on the same lease, which
             # Etcd.create recognises as its own earlier attempt; and no retry leaks a lease.
-            result = await self._score(record, answers)
+            result = await self._score(audit_id, record, answers)
             stored = await retry(lambda: store(result))
         except _GaveUp as exc:
             log.error("audit %s could not be decided: %s", audit_id, exc)
@@ -161,10 +164,12 @@ class Audits:
             len(result["absent"]),
         )
 
-    async def _score(self, record: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, Any]:
+    async def _score(
+        self, audit_id: str, record: dict[str, Any], answers: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         fetched = await self._fetch(record, [a for a in answers if isinstance(a.get("fetch"), dict)])
         # Hashing and scoring copies of up to MAX_FETCH_BYTES each: not on the event loop.
-        return await asyncio.to_thread(_evaluate, record, answers, fetched)
+        return await asyncio.to_thread(_evaluate, audit_id, record, answers, fetched)
 
     async def _fetch(self, record: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, bytes | str]:
         """Copies too large for etcd, read from the dataset's master: {commit: content or why not}."""
@@ -231,7 +236,7 @@ class _Retry:
 
 
 def _evaluate(
-    record: dict[str, Any], answers: list[dict[str, Any]], fetched: dict[str, bytes | str]
+    audit_id: str, record: dict[str, Any], answers: list[dict[str, Any]], fetched: dict[str, bytes | str]
 ) -> dict[str, Any]:
     """The result: every copy checked against its SHA-256 and scored (blocking: run in a thread)."""
     candidates: list[Candidate] = []
@@ -261,7 +266,8 @@ def _evaluate(
         return {"instance": c.instance, "branch": c.branch, "commit": c.commit, "sha256": c.sha256}
 
     return {
-        **{k: record.get(k) for k in ("id", "dataset", "file", "auditor", "created_at", "deadline")},
+        "id": audit_id,
+        **{k: record.get(k) for k in ("dataset", "file", "auditor", "created_at", "deadline")},
         "outcome": decision.outcome,
         "winners": [shown(s) for s in decision.winners],
         "drawn": [shown(s) for s in decision.drawn],

@@ -16,7 +16,7 @@ import pytest
 from orchestrator.audit import answering as answering_module
 from orchestrator.audit import service as service_module
 from orchestrator.audit.answering import AuditAnswerer
-from orchestrator.audit.records import audit_id_of
+from orchestrator.audit.records import audit_id_of, deadline_of
 from orchestrator.audit.service import Audits
 from orchestrator.datasets import DatasetRepo, init_bare
 from orchestrator.datasets.files import commit_files
@@ -154,7 +154,7 @@ async def test_fetched_copies_are_checked_against_their_real_size_and_bad_commit
         fetch("d", None, small, 6),
         {"instance": "e", "branch": "crawl-e", "commit": commit_small, "sha256": sha(small), "content": "1\n2\n3\n"},
     ]
-    result = await audits._score(record(), answers)
+    result = await audits._score(AUDIT_ID, record(), answers)
     assert [c["instance"] for c in result["candidates"]] == ["b", "e"]
     reasons = {a["instance"]: a["reason"] for a in result["absent"]}
     assert reasons["a"].startswith("its copy could not be read: commit must be a commit id")
@@ -176,7 +176,7 @@ async def test_copies_are_hashed_and_scored_off_the_event_loop(
     monkeypatch.setattr(service_module, "decide", decide)
     content = b"1\n2\n"
     answer = {"instance": "b", "branch": "crawl-b", "commit": "c" * 40, "sha256": sha(content), "content": "1\n2\n"}
-    result = await audits._score(record(), [answer])
+    result = await audits._score(AUDIT_ID, record(), [answer])
     assert result["outcome"] == "winner" and threads and threads[0] != threading.get_ident()
 
 
@@ -210,7 +210,7 @@ async def test_a_store_whose_answer_was_lost_counts_and_the_audit_is_cleaned_up(
     audit, lease = await started(audits, etcd)
     lost = iter([True])
     etcd.fail = lambda operation: operation == "create answer" and next(lost, False)
-    await audits._decide(audit, lease)
+    await audits._decide(AUDIT_ID, audit, lease)
     assert etcd.granted == 2  # the audit's lease and one for the result, whatever the retries
     assert list(etcd.data) == [keys.audit_result(AUDIT_ID)]  # the record and answers are gone
     assert list(etcd.leases) == [etcd.data[keys.audit_result(AUDIT_ID)][1]]
@@ -222,7 +222,7 @@ async def test_retries_reuse_one_result_lease(audits: Audits, etcd: FakeEtcd) ->
     audit, lease = await started(audits, etcd)
     failures = iter([True, True, True])
     etcd.fail = lambda operation: operation in ("create", "grant_lease") and next(failures, False)
-    await audits._decide(audit, lease)
+    await audits._decide(AUDIT_ID, audit, lease)
     assert etcd.granted == 2 and len(etcd.leases) == 1  # nothing leaked
     assert (await audits.get(AUDIT_ID))["status"] == "decided"
 
@@ -233,7 +233,7 @@ async def test_an_audit_decided_before_a_restart_is_still_cleaned_up(audits: Aud
     earlier = {"id": AUDIT_ID, "outcome": "draw"}
     result_lease = await etcd.grant_lease(30)
     assert await etcd.create(keys.audit_result(AUDIT_ID), earlier, lease=result_lease)
-    await audits._decide(audit, lease)
+    await audits._decide(AUDIT_ID, audit, lease)
     assert list(etcd.data) == [keys.audit_result(AUDIT_ID)] and (await audits.book.result(AUDIT_ID)) == earlier
     assert list(etcd.leases) == [result_lease]  # the audit's lease and the unused result lease revoked
 
@@ -250,7 +250,7 @@ async def test_a_result_lease_lost_before_the_store_is_replaced(audits: Audits, 
         return granted
 
     etcd.grant_lease = grant_and_lose  # type: ignore[method-assign]
-    await audits._decide(audit, lease)
+    await audits._decide(AUDIT_ID, audit, lease)
     assert etcd.data[keys.audit_result(AUDIT_ID)][1] == 3 and list(etcd.leases) == [3]
 
 
@@ -322,3 +322,45 @@ async def test_a_failure_half_way_answers_the_other_branches_when_tried_again(
     runs = datasets.runs
     await answerer._answer(AUDIT_ID, audit, lease)
     assert datasets.runs == runs and len(await answerer.book.answers(AUDIT_ID)) == 2
+
+
+async def test_bad_records_are_skipped_without_raising_and_identity_comes_from_the_key(
+    answerer: AuditAnswerer, etcd: FakeEtcd, caplog: pytest.LogCaptureFixture
+) -> None:
+    own: list[tuple[str, str, int]] = []
+    answerer.on_own_audit = lambda audit_id, record, lease: own.append((audit_id, record["id"], lease))
+    soon = (datetime.now(UTC) + timedelta(seconds=30)).isoformat()
+    bad = {
+        "naive deadline": record(deadline=datetime.now().isoformat()),  # noqa: DTZ005 - the point
+        "no deadline": {k: v for k, v in record(deadline=soon).items() if k != "deadline"},
+        "invalid deadline": record(deadline="tomorrow"),
+        "number deadline": record(deadline=17),
+        "not an object": ["a", "list"],
+        "bad file": record(deadline=soon, file="../etc/passwd"),
+        "bad dataset": record(deadline=soon, dataset={"name": "ds"}),
+        "bad auditor": record(deadline=soon, auditor=None),
+    }
+    listed = [KeyValue(keys.audit(f"{n:032x}"), value, 1, 1, 7) for n, value in enumerate(bad.values())]
+    listed.append(KeyValue(keys.audit(f"{99:032x}"), record(deadline=soon), 1, 1, 0))  # on no lease
+    # Then a good one whose fields claim another id: the key's is the one that counts.
+    listed.append(KeyValue(keys.audit(AUDIT_ID), record(deadline=soon, id="b" * 32), 1, 1, 7))
+    await answerer._on_list(listed, 10)
+    assert own == [(AUDIT_ID, "b" * 32, 7)]
+    assert list(answerer._handled) == [AUDIT_ID]
+    ignored = [r.getMessage() for r in caplog.records if "ignoring its record" in r.getMessage()]
+    assert len(ignored) == len(bad) + 1
+    await answerer.close()
+
+
+def test_a_deadline_without_a_zone_or_none_at_all_is_over() -> None:
+    assert answering_module._over(None)
+    assert answering_module._over(deadline_of(record(deadline="2000-01-01T00:00:00+00:00")))
+    assert not answering_module._over(deadline_of(record(deadline="2999-01-01T00:00:00+00:00")))
+    for deadline in ("2999-01-01T00:00:00", "", None, 5, "not a date"):
+        assert deadline_of(record(deadline=deadline)) is None
+
+
+async def test_the_result_is_named_by_the_key_not_by_the_record(audits: Audits) -> None:
+    answer = {"instance": "b", "branch": "crawl-b", "commit": "c" * 40, "sha256": sha(b"x"), "content": "x"}
+    result = await audits._score(AUDIT_ID, record(id="b" * 32), [answer])
+    assert result["id"] == AUDIT_ID
