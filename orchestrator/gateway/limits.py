@@ -22,8 +22,13 @@ MAX_INSPECT_ENTRIES = 1000
 # stack it runs on: a value nested ~950 deep parses in one place and fails in another (etcd's
 # watchers, /read). Far below that limit, any value can be encoded and decoded anywhere.
 MAX_NESTING = 100
-# Buckets are pruned once there are this many; only full ones (idle keys) go.
+# Buckets are pruned once there are this many, at most once every PRUNE_EVERY seconds (a prune
+# walks them all). Those of keys idle long enough to be full again go, and at most PRUNE_IDLE
+# seconds of idleness are asked for: with a slow rate a bucket takes long to fill, and waiting
+# for that would let memory grow with every distinct key.
 PRUNE_AT = 10_000
+PRUNE_EVERY = 5.0
+PRUNE_IDLE = 60.0
 
 
 def nested_too_deeply(value: Any, limit: int = MAX_NESTING) -> bool:
@@ -46,13 +51,16 @@ class RateLimiter:
     """A token bucket per key, in memory: ``rate`` tokens a second, at most ``burst`` saved up.
 
     Per instance, on purpose: sharing buckets through etcd would cost a round trip per write, and a
-    client spreading its writes over several instances is still bounded by each one."""
+    client spreading its writes over several instances is still bounded by each one. Memory is
+    bounded by the keys written in the last ``PRUNE_IDLE`` + ``PRUNE_EVERY`` seconds; a key idle for
+    ``PRUNE_IDLE`` seconds may find its bucket full again before the rate alone would refill it."""
 
     def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.burst = float(burst)
         self.clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, when counted)
+        self._next_prune = -math.inf
 
     def take(self, key: str) -> None:
         """Spend one token of ``key``'s bucket, or raise ``TooManyRequests`` saying when to retry."""
@@ -69,9 +77,10 @@ class RateLimiter:
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
         self._buckets[key] = (tokens - 1, now)
-        if len(self._buckets) > PRUNE_AT:
+        if len(self._buckets) > PRUNE_AT and now >= self._next_prune:
             self._prune(now)
 
     def _prune(self, now: float) -> None:
-        full_after = self.burst / self.rate
-        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full_after}
+        self._next_prune = now + PRUNE_EVERY
+        idle = min(self.burst / self.rate, PRUNE_IDLE)
+        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < idle}
