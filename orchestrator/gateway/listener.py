@@ -244,8 +244,11 @@ class RawListener:
         trailers = {"MAO-Instance": self.instance, "MAO-Gateway-Entries": str(len(batch))}
 
         def write(repo: Any) -> tuple[str, bool]:
-            repo.sync()
-            repo.ensure_ground_truth()
+            # The vote fetches anyway (merge_and_push): fetch here only when there is nothing local
+            # to build on yet, rather than twice per batch.
+            if not repo.has_local_branch(self.branch):
+                repo.sync()
+                repo.ensure_ground_truth()
             return commit_files(repo, self.branch, files, message, trailers)
 
         commit, changed = await self.datasets.run(dataset.name, dataset.master, write)
