@@ -99,12 +99,14 @@ class RawListener:
             # A clean stop commits what it has; whatever does not make it is replayed at the next start.
             try:
                 await asyncio.wait_for(self._flush(), CLOSE_FLUSH_TIMEOUT)
-            except (MaoError, TimeoutError) as exc:
+            except Exception as exc:  # noqa: BLE001 - git, etcd, SQL, a full disk: the shutdown goes on
                 log.warning(
                     "raw listener: %d entries not committed at shutdown, they are replayed at the next "
                     "start (%s)",
                     len(self._pending),
-                    getattr(exc, "message", "timed out"),
+                    "timed out"
+                    if isinstance(exc, TimeoutError)
+                    else getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}",
                 )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:

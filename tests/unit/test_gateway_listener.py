@@ -3,6 +3,7 @@ batch, and a clean shutdown whatever the last flush raises."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -89,3 +90,18 @@ async def test_one_fetch_per_batch_once_the_branch_exists(
         assert fetches == 1  # the vote's (merge_and_push) only
     listed = repo._out("ls-tree", "-r", "--name-only", "refs/remotes/origin/ground-truth", what="list")
     assert listed.split() == ["lab/a@5.json", "lab/e6@6.json", "lab/e7@7.json", "lab/e8@8.json"]
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), ValueError("not a name")])
+async def test_close_logs_what_the_last_flush_raises_and_returns(
+    listener: RawListener, failure: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def flush() -> None:
+        raise failure
+
+    listener._flush = flush  # type: ignore[method-assign]
+    listener._pending[5] = ("lab/a", entry(1))
+    with caplog.at_level(logging.WARNING):
+        await listener.close()
+    warning = next(r.getMessage() for r in caplog.records if "not committed at shutdown" in r.getMessage())
+    assert "1 entries" in warning and str(failure) in warning
