@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -130,3 +131,29 @@ def test_a_recursion_error_while_encoding_is_a_400(monkeypatch: pytest.MonkeyPat
     with pytest.raises(BadRequest) as refused:
         encode_value(deep_list(100_000))
     assert refused.value.code == "invalid_value"
+
+
+async def test_writers_that_find_the_lease_lost_at_once_share_one_new_lease(
+    store: tuple[RawStore, FakeEtcd],
+) -> None:
+    raw, etcd = store
+    await raw.write("first", 0, by="admin")
+    etcd.revoked.add(1)
+    real_grant = etcd.grant_lease
+
+    async def slow_grant(ttl: int) -> int:
+        for _ in range(5):  # the others queue behind the lock meanwhile (the fixture stops the clock)
+            await asyncio.sleep(0)
+        return await real_grant(ttl)
+
+    real_put = etcd.put
+
+    async def slow_put(key: str, value: Any, lease: int | None = None) -> int:
+        await asyncio.sleep(0)  # every writer has taken the shared lease before the first hears it is lost
+        return await real_put(key, value, lease)
+
+    etcd.grant_lease = slow_grant  # type: ignore[method-assign]
+    etcd.put = slow_put  # type: ignore[method-assign]
+    await asyncio.gather(*(raw.write(f"k{i}", i, by="admin") for i in range(10)))
+    assert [lease for lease, _ in etcd.leases] == [1, 2]
+    assert {etcd.data[f"/mao/v1/raw/k{i}"][1] for i in range(10)} == {2}
