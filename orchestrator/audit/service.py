@@ -138,7 +138,7 @@ class Audits:
             # Computed once and stored on one lease across retries: when a create landed but its
             # answer was lost, the retry writes the very same value on the same lease, which
             # Etcd.create recognises as its own earlier attempt; and no retry leaks a lease.
-            result = await self._score(audit_id, record, answers)
+            result = await retry(lambda: self._score(audit_id, record, answers))
             stored = await retry(lambda: store(result))
         except _GaveUp as exc:
             log.error("audit %s could not be decided: %s", audit_id, exc)

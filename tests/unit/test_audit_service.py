@@ -364,3 +364,25 @@ async def test_the_result_is_named_by_the_key_not_by_the_record(audits: Audits) 
     answer = {"instance": "b", "branch": "crawl-b", "commit": "c" * 40, "sha256": sha(b"x"), "content": "x"}
     result = await audits._score(AUDIT_ID, record(id="b" * 32), [answer])
     assert result["id"] == AUDIT_ID
+
+
+@pytest.mark.usefixtures("quick_retries")
+async def test_etcd_away_while_the_large_copies_are_looked_up_is_waited_for(
+    audits: Audits, etcd: FakeEtcd
+) -> None:
+    audit, lease = await started(audits, etcd)
+    fetch = {"instance": "d", "branch": "crawl-d", "commit": "d" * 40, "sha256": "0" * 64, "size": 70_000}
+    assert await audits.book.answer(AUDIT_ID, {**fetch, "fetch": {"commit": "d" * 40, "path": "f.txt"}}, lease)
+    registry = audits.registry
+    assert isinstance(registry, FakeRegistry)
+    real_dataset, outages = registry.dataset, iter([True, True])
+
+    async def dataset(name: str) -> Dataset | None:
+        if next(outages, False):
+            raise EtcdUnavailable("etcd is unreachable")
+        return await real_dataset(name)
+
+    registry.dataset = dataset  # type: ignore[method-assign]
+    await audits._decide(AUDIT_ID, audit, lease)
+    result = await audits.get(AUDIT_ID)
+    assert result["status"] == "decided" and [a["instance"] for a in result["absent"]] == ["d"]
