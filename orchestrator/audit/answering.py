@@ -108,8 +108,7 @@ class AuditAnswerer:
         self._spawn(self._answer(audit_id, record, lease), f"answer audit {audit_id}")
 
     def _forget_old(self) -> None:
-        now = datetime.now(UTC)
-        for audit_id in [i for i, deadline in self._handled.items() if deadline < now]:
+        for audit_id in [i for i, deadline in self._handled.items() if _over(deadline)]:
             del self._handled[audit_id]
 
     async def _answer(self, audit_id: str, record: dict[str, Any], lease: int) -> None:
