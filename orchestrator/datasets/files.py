@@ -183,6 +183,8 @@ def _read(
                 if size <= keep:
                     kept.append(chunk)
                 left -= len(chunk)
+        except OSError as exc:  # a broken pipe: git died
+            raise GitError(f"{failed}: {exc}") from exc
         finally:
             process.stdout.close()
             if process.poll() is None:

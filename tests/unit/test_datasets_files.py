@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.datasets import DatasetRepo, init_bare
 from orchestrator.datasets.files import commit_files, path_problem, pushed_tip, read_blob, read_file
-from orchestrator.errors import BadRequest, PayloadTooLarge
+from orchestrator.errors import BadRequest, GitError, PayloadTooLarge
 
 TRAILERS = {"MAO-Instance": "node1"}
 
@@ -102,3 +102,14 @@ def test_a_malformed_commit_is_a_bad_request_and_odd_paths_are_read_exactly(repo
     for missing in ("a blob 5", "my blob", "x blob missing", "dir/x/y"):
         assert read_file(repo, commit, missing, 1024) is None
     assert read_file(repo, "0" * 40, "my blob 5", 1024) is None  # a commit this repository lacks
+
+
+def test_git_failing_is_a_git_error(repo: DatasetRepo, monkeypatch: pytest.MonkeyPatch) -> None:
+    commit, _ = commit_files(repo, "b", {"f.txt": b"x"}, "f", TRAILERS)
+    runner = repo._runner()
+    monkeypatch.setattr(type(runner), "GIT_PYTHON_GIT_EXECUTABLE", "false")  # exits at once, says nothing
+    with pytest.raises(GitError, match="could not read 'f.txt'"):
+        read_file(repo, commit, "f.txt", 1024)
+    monkeypatch.setattr(type(runner), "GIT_PYTHON_GIT_EXECUTABLE", "/nonexistent/git")
+    with pytest.raises(GitError, match="could not read 'f.txt'"):
+        read_blob(repo, commit, "f.txt", 1024)
