@@ -6,8 +6,9 @@ looks for its node branches of the audited dataset: the branches its own pipelin
 the dataset's ``nodes``. It fetches the dataset's master and answers, per branch, with the file as
 pushed there: inline up to 64 KiB, otherwise by commit and path (the auditor fetches it from the
 master). A branch without the file answers ``missing``; an instance without a branch answers
-nothing. Answers ride on the audit's lease and are compare-and-create, so a restart never answers
-twice. The auditor's own instance also learns here of the audits it has to decide.
+nothing. Answers ride on the audit's lease and are compare-and-create per branch, so a restart
+never answers twice, and an attempt that failed half-way (etcd away) answers the other branches
+when it is tried again, until the deadline. The auditor's own instance also learns here of the audits it has to decide.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..datasets.files import pushed_tip, read_file
-from ..errors import MaoError
+from ..errors import EtcdUnavailable, MaoError
 from ..federation import keys
-from ..federation.etcd import Etcd, KeyValue, WatchEvent
+from ..federation.etcd import Etcd, KeyValue, LeaseNotFound, WatchEvent
 from ..federation.registry import Registry
 from ..federation.watch import PrefixWatch
 from ..models import Dataset, node_branch
 from ..tasks import spawn
-from .records import INLINE_LIMIT, LEASE_MARGIN, AuditBook, audit_id_of
+from .records import INLINE_LIMIT, LEASE_MARGIN, AuditBook, audit_id_of, deadline_of, record_problem
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OwnAudit = Callable[[dict[str, Any], int], None]
+OwnAudit = Callable[[str, dict[str, Any], int], None]  # (audit id, record, lease)
+RETRY_FIRST, RETRY_MAX = 1.0, 10.0
 
 
 class AuditAnswerer:
@@ -57,7 +59,7 @@ class AuditAnswerer:
         self.store = store
         self.datasets = datasets
         self.on_own_audit = on_own_audit
-        self._handled: dict[str, str] = {}  # audit id -> its deadline (to forget it after)
+        self._handled: dict[str, datetime] = {}  # audit id -> its deadline (to forget it after)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -74,48 +76,81 @@ class AuditAnswerer:
 
     async def _on_list(self, values: list[KeyValue], _revision: int) -> None:
         for kv in values:
-            self._consider(kv.key, kv.value, kv.lease)
+            self._consider_safely(kv.key, kv.value, kv.lease)
 
     async def _on_event(self, event: WatchEvent) -> None:
         if event.kind == "PUT":
-            self._consider(event.key, event.value, event.lease)
+            self._consider_safely(event.key, event.value, event.lease)
+
+    def _consider_safely(self, key: str, record: Any, lease: int) -> None:
+        # The watch is shared by every audit: one bad record must not stall it, nor the records after
+        # it in a listing.
+        try:
+            self._consider(key, record, lease)
+        except Exception:  # noqa: BLE001 - whatever a record holds, the next one is still considered
+            log.exception("audit watch: skipping %s", key[:200])
 
     def _consider(self, key: str, record: Any, lease: int) -> None:
-        audit_id = audit_id_of(key)
-        if audit_id is None or not isinstance(record, dict) or audit_id in self._handled:
+        audit_id = audit_id_of(key)  # its identity comes from its key, never from its fields
+        if audit_id is None or audit_id in self._handled:
             return
-        if _over(record):  # an old record seen again (a watch resumed in its past): it is gone
+        if problem := record_problem(record, lease):
+            log.warning("audit %s: ignoring its record: %s", audit_id, problem)
+            return
+        deadline = deadline_of(record)
+        assert deadline is not None  # checked by record_problem
+        if _over(deadline):  # an old record seen again (a watch resumed in its past): it is gone
             return
         self._forget_old()
-        self._handled[audit_id] = str(record.get("deadline", ""))
-        if record.get("auditor") == self.instance:
-            self.on_own_audit(record, lease)
+        self._handled[audit_id] = deadline
+        if record["auditor"] == self.instance:
+            self.on_own_audit(audit_id, record, lease)
         self._spawn(self._answer(audit_id, record, lease), f"answer audit {audit_id}")
 
     def _forget_old(self) -> None:
-        now = datetime.now(UTC).isoformat()
-        for audit_id in [i for i, deadline in self._handled.items() if deadline and deadline < now]:
+        for audit_id in [i for i, deadline in self._handled.items() if _over(deadline)]:
             del self._handled[audit_id]
 
     async def _answer(self, audit_id: str, record: dict[str, Any], lease: int) -> None:
-        path = str(record.get("file"))
-        try:
-            dataset = await self.registry.dataset(str(record.get("dataset")))
-            branches = await self._own_branches(dataset) if dataset else []
-            if not branches or dataset is None:
-                log.debug(
-                    "audit %s: no node branch of %s here, nothing to answer", audit_id, record.get("dataset")
-                )
+        """Answer for every branch not answered yet; while etcd is unreachable, try again until the
+        deadline (an answer after it is of no use)."""
+        deadline = deadline_of(record)
+        delay = RETRY_FIRST
+        while True:
+            try:
+                await self._answer_rest(audit_id, record, lease)
                 return
-            if await self.book.answered(audit_id, self.instance):
-                return  # answered before a restart
-            answers = await self._read_copies(dataset, branches, path)
-            for answer in answers:
-                await self.book.answer(audit_id, answer, lease)
-        except MaoError as exc:  # etcd away, or the audit's lease already ended
-            log.warning("audit %s not answered: %s", audit_id, exc.message)
-            self._handled.pop(audit_id, None)  # seen again (a re-listed watch): try again
+            except LeaseNotFound:
+                log.info("audit %s not answered: it is over (its lease has ended)", audit_id)
+                return
+            except EtcdUnavailable as exc:
+                if deadline is None or datetime.now(UTC) + timedelta(seconds=delay) >= deadline:
+                    log.warning("audit %s not answered by its deadline: %s", audit_id, exc.message)
+                    self._handled.pop(audit_id, None)  # seen again (a re-listed watch): try again
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+            except MaoError as exc:
+                log.warning("audit %s not answered: %s", audit_id, exc.message)
+                self._handled.pop(audit_id, None)
+                return
+
+    async def _answer_rest(self, audit_id: str, record: dict[str, Any], lease: int) -> None:
+        path = record["file"]
+        dataset = await self.registry.dataset(record["dataset"])
+        branches = await self._own_branches(dataset) if dataset else []
+        if not branches or dataset is None:
+            log.debug("audit %s: no node branch of %s here, nothing to answer", audit_id, record.get("dataset"))
             return
+        # Each answer is compare-and-create per instance and branch: after a failure half-way (or a
+        # restart), only the branches not answered yet are read and answered.
+        answered = await self.book.answered(audit_id, self.instance)
+        rest = [branch for branch in branches if branch not in answered]
+        if not rest:
+            return
+        answers = await self._read_copies(dataset, rest, path)
+        for answer in answers:
+            await self.book.answer(audit_id, answer, lease)
         log.info(
             "audit %s of %s:%s answered from %s",
             audit_id,
@@ -163,13 +198,10 @@ class AuditAnswerer:
         spawn(coroutine, name, self._tasks)
 
 
-def _over(record: dict[str, Any]) -> bool:
-    """Whether the audit's lease has surely ended (then its record is gone, whatever a watch says)."""
-    try:
-        deadline = datetime.fromisoformat(str(record.get("deadline")))
-    except ValueError:
-        return True
-    return datetime.now(UTC) > deadline + timedelta(seconds=LEASE_MARGIN)
+def _over(deadline: datetime | None) -> bool:
+    """Whether the audit's lease has surely ended (then its record is gone, whatever a watch says);
+    a record without a usable deadline (missing, invalid, no time zone) counts as over."""
+    return deadline is None or datetime.now(UTC) > deadline + timedelta(seconds=LEASE_MARGIN)
 
 
 def _inline(content: bytes) -> dict[str, str]:

@@ -2,24 +2,29 @@
 
 ```
 /mao/v1/audits/<id>                              {id, dataset, file, auditor, deadline, created_at}
-/mao/v1/audits/<id>/answers/<instance>/<branch>  {instance, branch, commit, sha256, size,
+/mao/v1/audit-answers/<id>/<instance>/<branch>   {instance, branch, commit, sha256, size,
                                                   content | content_base64 | fetch: {commit, path}}
                                                  or {instance, branch, missing: true | error}
 /mao/v1/audit-results/<id>                       the decision (see ``service``), kept 30 days
 ```
 The record and every answer ride on one lease, granted by the auditor for the wait plus
 ``LEASE_MARGIN``: revoked once the result is stored, and expiring by itself if the auditor dies, so
-no audit leaves anything behind. Answers are compare-and-create: an instance answers once.
+no audit leaves anything behind. Answers are compare-and-create: an instance answers once per
+branch. They live apart from the records because every instance watches ``/mao/v1/audits/`` for
+records only: under it, each instance would receive every answer (up to 64 KiB each).
 """
 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
+from ..datasets.files import path_problem
 from ..errors import BadRequest
 from ..federation import keys
 from ..federation.etcd import Etcd, KeyValue
+from ..names import name_problem
 
 MIN_WAIT, MAX_WAIT, DEFAULT_WAIT = 5, 3600, 30
 LEASE_MARGIN = 60  # seconds the temporary keys outlive the deadline: time to fetch, score and store
@@ -35,9 +40,39 @@ def check_id(audit_id: str) -> str:
 
 
 def audit_id_of(key: str) -> str | None:
-    """The id when ``key`` is an audit's record (not one of its answers)."""
+    """The id when ``key`` is an audit's record."""
     rest = key.removeprefix(keys.AUDITS)
     return rest if rest != key and _ID_RE.fullmatch(rest) else None
+
+
+def deadline_of(record: object) -> datetime | None:
+    """An audit record's deadline; None when it is missing, not ISO 8601, or without a time zone."""
+    value = record.get("deadline") if isinstance(record, dict) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        deadline = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return deadline if deadline.utcoffset() is not None else None
+
+
+def record_problem(record: object, lease: int) -> str | None:
+    """Why a value under ``/mao/v1/audits/`` is no audit this instance can answer or decide (None
+    when it is one). Anyone with access to etcd can write there: nothing is taken on trust."""
+    if not isinstance(record, dict):
+        return "it is not a JSON object"
+    if not lease:
+        return "it is on no lease (its answers would never be removed)"
+    if deadline_of(record) is None:
+        return "its deadline is missing, not ISO 8601, or without a time zone"
+    if problem := name_problem(record.get("dataset"), "dataset"):
+        return problem
+    if problem := path_problem(record.get("file")):
+        return problem
+    if not isinstance(record.get("auditor"), str):
+        return "its auditor is not a string"
+    return None
 
 
 class AuditBook:
@@ -62,8 +97,10 @@ class AuditBook:
             if isinstance(kv.value, dict)
         ]
 
-    async def answered(self, audit_id: str, instance: str) -> bool:
-        return bool(await self.etcd.list_prefix(f"{keys.audit_answers(audit_id)}{instance}/", limit=1))
+    async def answered(self, audit_id: str, instance: str) -> set[str]:
+        """The branches ``instance`` has answered for."""
+        prefix = f"{keys.audit_answers(audit_id)}{instance}/"
+        return {kv.key.removeprefix(prefix) for kv in await self.etcd.list_prefix(prefix)}
 
     async def answer(self, audit_id: str, answer: dict[str, Any], lease: int) -> bool:
         key = keys.audit_answer(audit_id, answer["instance"], answer["branch"])
@@ -73,14 +110,17 @@ class AuditBook:
         kv = await self.etcd.get(keys.audit_result(audit_id))
         return kv.value if kv is not None and isinstance(kv.value, dict) else None
 
-    async def store_result(self, audit_id: str, result: dict[str, Any]) -> bool:
-        """Store the result unless one is stored already (an audit is decided once); True when stored."""
-        lease = await self.etcd.grant_lease(RESULT_TTL)
-        if await self.etcd.create(keys.audit_result(audit_id), result, lease=lease):
-            return True
-        await self.etcd.revoke_lease(lease)
-        return False
+    async def result_lease(self) -> int:
+        """A lease of ``RESULT_TTL`` for one audit's result (granted once, kept across retries)."""
+        return await self.etcd.grant_lease(RESULT_TTL)
+
+    async def store_result(self, audit_id: str, result: dict[str, Any], lease: int) -> bool:
+        """Store the result on ``lease`` unless another is stored already (an audit is decided once);
+        True when stored, also when this is a retry of a store whose answer was lost (the same
+        result on the same lease)."""
+        return await self.etcd.create(keys.audit_result(audit_id), result, lease=lease)
 
     async def end(self, lease: int) -> None:
-        """Remove the record and its answers at once (they would expire with the lease anyway)."""
+        """Revoke ``lease``: the audit's removes its record and answers at once (they would expire
+        with it anyway)."""
         await self.etcd.revoke_lease(lease)

@@ -1,4 +1,5 @@
-"""Deciding an audit: the least strange copy of a file wins. A pure function, no I/O.
+"""Deciding an audit: the least strange copy of a file wins. A pure function, no I/O; CPU-bound on
+copies of up to 64 MiB each, so the caller runs it in a worker thread.
 
 A candidate's *entries* are the elements of a JSON array, the key/value pairs of a JSON object (both
 as canonical JSON), or otherwise the non-empty lines of the text. Its *strangeness* is the number of
@@ -15,6 +16,7 @@ nobody else has, while complete copies only have entries others share.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -50,13 +52,12 @@ def entries(content: bytes) -> frozenset[str]:
     text = content.decode("utf-8", errors="surrogateescape")
     try:
         document = json.loads(text)
-    except ValueError:
-        document = None
-    else:
         if isinstance(document, list):
             return frozenset(_canonical(item) for item in document)
         if isinstance(document, dict):
             return frozenset(_canonical([key, value]) for key, value in document.items())
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply for json: its lines count
+        pass
     return frozenset(line for line in text.splitlines() if line.strip())
 
 
@@ -68,10 +69,12 @@ def decide(candidates: Sequence[Candidate]) -> Decision:
     if not candidates:
         return Decision(NO_CANDIDATES)
     sets = [entries(c.content) for c in candidates]
-    scored = []
-    for i, candidate in enumerate(candidates):
-        others: set[str] = set().union(*(s for j, s in enumerate(sets) if j != i))
-        scored.append(Scored(candidate, len(sets[i]), len(sets[i] - others)))
+    # How many candidates have each entry: an entry counted once is one nobody else has.
+    counts = Counter(entry for s in sets for entry in s)
+    scored = [
+        Scored(candidate, len(s), sum(counts[entry] == 1 for entry in s))
+        for candidate, s in zip(candidates, sets, strict=True)
+    ]
     scored.sort(key=lambda s: (s.strangeness, s.candidate.instance, s.candidate.branch))
     lowest = [s for s in scored if s.strangeness == scored[0].strangeness]
     if len(lowest) == 1:

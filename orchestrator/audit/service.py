@@ -18,16 +18,17 @@ import hashlib
 import logging
 import math
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..datasets.files import path_problem, read_blob
-from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound
-from ..federation.etcd import Etcd
+from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound, PayloadTooLarge
+from ..federation.etcd import Etcd, LeaseNotFound
 from ..federation.registry import Registry
 from ..tasks import spawn
 from .answering import AuditAnswerer
-from .records import LEASE_MARGIN, MAX_WAIT, MIN_WAIT, AuditBook
+from .records import LEASE_MARGIN, MAX_WAIT, MIN_WAIT, AuditBook, deadline_of
 from .scoring import Candidate, Scored, decide
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from ..store import Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_FETCH_BYTES = 64 * 1024 * 1024  # a copy larger than this is not scored (it would sit in memory)
 
@@ -71,8 +73,9 @@ class Audits:
         if await self.registry.dataset(dataset) is None:
             raise NotFound(f"dataset {dataset!r} is not registered")
         now = datetime.now(UTC)
-        record = {
-            "id": uuid.uuid4().hex,
+        audit_id = uuid.uuid4().hex
+        record: dict[str, Any] = {
+            "id": audit_id,
             "dataset": dataset,
             "file": file,
             "auditor": self.instance,
@@ -81,8 +84,8 @@ class Audits:
             "created_at": now.isoformat(),
         }
         lease = await self.book.create(record, ttl=math.ceil(wait) + LEASE_MARGIN)
-        self._own_audit(record, lease)
-        log.info("audit %s of %s:%s started, decided at %s", record["id"], dataset, file, record["deadline"])
+        self._own_audit(audit_id, record, lease)
+        log.info("audit %s of %s:%s started, decided at %s", audit_id, dataset, file, record["deadline"])
         return {**record, "status": "pending"}
 
     async def get(self, audit_id: str) -> dict[str, Any]:
@@ -94,44 +97,65 @@ class Audits:
         raise NotFound(f"no audit {audit_id!r}: unknown, or its auditor died before the deadline")
 
     # -- deciding -------------------------------------------------------------------------------
-    def _own_audit(self, record: dict[str, Any], lease: int) -> None:
-        """Decide ``record`` at its deadline (once; also called again by the watch)."""
-        audit_id = record["id"]
+    def _own_audit(self, audit_id: str, record: dict[str, Any], lease: int) -> None:
+        """Decide ``record`` at its deadline (once; also called again by the watch). ``audit_id`` is
+        the one of its key, and ``record`` passed ``records.record_problem``."""
         if audit_id in self._deciding:
             return
-        task = spawn(self._decide(record, lease), name=f"decide audit {audit_id}")
+        task = spawn(self._decide(audit_id, record, lease), name=f"decide audit {audit_id}")
         self._deciding[audit_id] = task
         task.add_done_callback(lambda _: self._deciding.pop(audit_id, None))
 
-    async def _decide(self, record: dict[str, Any], lease: int) -> None:
-        deadline = datetime.fromisoformat(record["deadline"])
+    async def _decide(self, audit_id: str, record: dict[str, Any], lease: int) -> None:
+        deadline = deadline_of(record)
+        if deadline is None:
+            log.warning("audit %s cannot be decided: its deadline is not a time with a zone", audit_id)
+            return
         await asyncio.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()))
-        gives_up = deadline + timedelta(seconds=LEASE_MARGIN)
-        delay = 1.0
-        while True:
+        retry = _Retry(audit_id, gives_up=deadline + timedelta(seconds=LEASE_MARGIN))
+        result_lease: int | None = None
+
+        async def open_answers() -> list[dict[str, Any]] | None:
+            current = await self.book.record(audit_id)
+            if current is None or current.lease != lease:
+                return None  # decided already (this is a record seen again), or its lease ran out
+            return await self.book.answers(audit_id)
+
+        async def store(result: dict[str, Any]) -> bool:
+            nonlocal result_lease
+            if result_lease is None:
+                result_lease = await self.book.result_lease()
             try:
-                current = await self.book.record(record["id"])
-                if current is None or current.lease != lease:
-                    return  # decided already (this is a record seen again), or its lease ran out
-                answers = await self.book.answers(record["id"])
-                result = await self._score(record, answers)
-                if not await self.book.store_result(record["id"], result):
-                    return
-                break
-            except EtcdUnavailable as exc:
-                if datetime.now(UTC) >= gives_up:
-                    log.error(
-                        "audit %s could not be decided: etcd stayed unreachable (%s)", record["id"], exc
-                    )
-                    return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                return await self.book.store_result(audit_id, result, result_lease)
+            except LeaseNotFound:  # gone with nothing on it (an etcd restored from a backup)
+                result_lease = None
+                raise
+
+        try:
+            answers = await retry(open_answers)
+            if answers is None:
+                return
+            # Computed once and stored on one lease across retries: when a create landed but its
+            # answer was lost, the retry writes the very same value on the same lease, which
+            # Etcd.create recognises as its own earlier attempt; and no retry leaks a lease.
+            result = await retry(lambda: self._score(audit_id, record, answers))
+            stored = await retry(lambda: store(result))
+        except _GaveUp as exc:
+            log.error("audit %s could not be decided: %s", audit_id, exc)
+            return
+        if not stored:  # decided before (by this instance before a restart): clean up all the same
+            log.info("audit %s was decided already; removing its record and answers", audit_id)
+            if result_lease is not None:
+                with contextlib.suppress(EtcdUnavailable):
+                    await self.book.end(result_lease)  # holds nothing: the result there is another's
         with contextlib.suppress(EtcdUnavailable):
             await self.book.end(lease)
+        if not stored:
+            return
         winners = ", ".join(f"{w['instance']}/{w['branch']}" for w in result["winners"]) or "-"
         log.info(
             "audit %s of %s:%s decided: %s (winners %s; %d candidate(s), %d without a copy)",
-            record["id"],
+            audit_id,
             record["dataset"],
             record["file"],
             result["outcome"],
@@ -140,59 +164,21 @@ class Audits:
             len(result["absent"]),
         )
 
-    async def _score(self, record: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, Any]:
+    async def _score(
+        self, audit_id: str, record: dict[str, Any], answers: list[dict[str, Any]]
+    ) -> dict[str, Any]:
         fetched = await self._fetch(record, [a for a in answers if isinstance(a.get("fetch"), dict)])
-        candidates: list[Candidate] = []
-        sizes: dict[tuple[str, str], int] = {}
-        absent = []
-        for answer in sorted(answers, key=lambda a: (str(a.get("instance")), str(a.get("branch")))):
-            who = {"instance": answer.get("instance"), "branch": answer.get("branch")}
-            content, reason = _content(answer, fetched)
-            if content is not None and hashlib.sha256(content).hexdigest() != answer.get("sha256"):
-                content, reason = None, "its content does not match its sha256"
-            if content is None:
-                absent.append({**who, "commit": answer.get("commit"), "reason": reason})
-                continue
-            candidate = Candidate(
-                str(who["instance"]),
-                str(who["branch"]),
-                str(answer["commit"]),
-                str(answer["sha256"]),
-                content,
-            )
-            candidates.append(candidate)
-            sizes[(candidate.instance, candidate.branch)] = len(content)
-        decision = decide(candidates)
-
-        def shown(s: Scored) -> dict[str, Any]:
-            c = s.candidate
-            return {"instance": c.instance, "branch": c.branch, "commit": c.commit, "sha256": c.sha256}
-
-        return {
-            **{k: record[k] for k in ("id", "dataset", "file", "auditor", "created_at", "deadline")},
-            "outcome": decision.outcome,
-            "winners": [shown(s) for s in decision.winners],
-            "drawn": [shown(s) for s in decision.drawn],
-            "candidates": [
-                {
-                    **shown(s),
-                    "size": sizes[(s.candidate.instance, s.candidate.branch)],
-                    "entries": s.entries,
-                    "strangeness": s.strangeness,
-                }
-                for s in decision.scored
-            ],
-            "absent": absent,
-            "decided_at": datetime.now(UTC).isoformat(),
-        }
+        # Hashing and scoring copies of up to MAX_FETCH_BYTES each: not on the event loop.
+        return await asyncio.to_thread(_evaluate, audit_id, record, answers, fetched)
 
     async def _fetch(self, record: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, bytes | str]:
         """Copies too large for etcd, read from the dataset's master: {commit: content or why not}."""
         wanted = {}
         for answer in answers:
             commit = str(answer["fetch"].get("commit"))
-            if int(answer.get("size") or 0) > MAX_FETCH_BYTES:
-                wanted[commit] = f"too large to audit ({answer.get('size')} bytes, at most {MAX_FETCH_BYTES})"
+            size = answer.get("size")
+            if isinstance(size, int) and size > MAX_FETCH_BYTES:  # as reported; git checks the real one
+                wanted[commit] = _too_large(size)
             else:
                 wanted[commit] = ""
         if not wanted:
@@ -206,11 +192,14 @@ class Audits:
             repo.sync()
             found: dict[str, bytes | str] = {}
             for commit, refused in wanted.items():
-                try:
-                    content = None if refused else read_blob(repo, commit, path)
-                except MaoError as exc:
-                    refused = exc.message
-                    content = None
+                content = None
+                if not refused:
+                    try:
+                        content = read_blob(repo, commit, path, MAX_FETCH_BYTES)
+                    except PayloadTooLarge as exc:
+                        refused = _too_large(exc.extra["size"])
+                    except MaoError as exc:  # a malformed commit in the answer, or git failed
+                        refused = f"could not be read: {exc.message}"
                 found[commit] = content if content is not None else (refused or "not found on the master")
             return found
 
@@ -218,6 +207,86 @@ class Audits:
             return await self.datasets.run(dataset.name, dataset.master, read)
         except MaoError as exc:
             return dict.fromkeys(wanted, f"could not be fetched from the master: {exc.message}")
+
+
+class _GaveUp(Exception):
+    pass
+
+
+class _Retry:
+    """Calls retried while etcd is unreachable (1 s doubling to 10 s), until the audit's lease ends."""
+
+    FIRST_DELAY = 1.0
+
+    def __init__(self, audit_id: str, gives_up: datetime) -> None:
+        self.audit_id = audit_id
+        self.gives_up = gives_up
+        self.delay = self.FIRST_DELAY
+
+    async def __call__(self, call: Callable[[], Awaitable[T]]) -> T:
+        while True:
+            try:
+                return await call()
+            except EtcdUnavailable as exc:
+                if datetime.now(UTC) >= self.gives_up:
+                    raise _GaveUp(f"etcd stayed unreachable ({exc.message})") from exc
+                log.debug("audit %s waits for etcd: %s", self.audit_id, exc.message)
+                await asyncio.sleep(self.delay)
+                self.delay = min(self.delay * 2, 10.0)
+
+
+def _evaluate(
+    audit_id: str, record: dict[str, Any], answers: list[dict[str, Any]], fetched: dict[str, bytes | str]
+) -> dict[str, Any]:
+    """The result: every copy checked against its SHA-256 and scored (blocking: run in a thread)."""
+    candidates: list[Candidate] = []
+    sizes: dict[tuple[str, str], int] = {}
+    absent = []
+    for answer in sorted(answers, key=lambda a: (str(a.get("instance")), str(a.get("branch")))):
+        who = {"instance": answer.get("instance"), "branch": answer.get("branch")}
+        content, reason = _content(answer, fetched)
+        if content is not None and hashlib.sha256(content).hexdigest() != answer.get("sha256"):
+            content, reason = None, "its content does not match its sha256"
+        if content is None:
+            absent.append({**who, "commit": answer.get("commit"), "reason": reason})
+            continue
+        candidate = Candidate(
+            str(who["instance"]),
+            str(who["branch"]),
+            str(answer.get("commit")),
+            str(answer["sha256"]),
+            content,
+        )
+        candidates.append(candidate)
+        sizes[(candidate.instance, candidate.branch)] = len(content)
+    decision = decide(candidates)
+
+    def shown(s: Scored) -> dict[str, Any]:
+        c = s.candidate
+        return {"instance": c.instance, "branch": c.branch, "commit": c.commit, "sha256": c.sha256}
+
+    return {
+        "id": audit_id,
+        **{k: record.get(k) for k in ("dataset", "file", "auditor", "created_at", "deadline")},
+        "outcome": decision.outcome,
+        "winners": [shown(s) for s in decision.winners],
+        "drawn": [shown(s) for s in decision.drawn],
+        "candidates": [
+            {
+                **shown(s),
+                "size": sizes[(s.candidate.instance, s.candidate.branch)],
+                "entries": s.entries,
+                "strangeness": s.strangeness,
+            }
+            for s in decision.scored
+        ],
+        "absent": absent,
+        "decided_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def _too_large(size: int) -> str:
+    return f"too large to audit ({size} bytes, at most {MAX_FETCH_BYTES})"
 
 
 def _content(answer: dict[str, Any], fetched: dict[str, bytes | str]) -> tuple[bytes | None, str]:

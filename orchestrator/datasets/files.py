@@ -5,7 +5,9 @@
   batch plus reading one index, not a stat of every file the branch holds (the raw-entry listener
   adds a few files at a time to a branch that keeps growing). Adding a file that is already there
   with the same content changes nothing, so replaying a batch is a no-op.
-- ``read_file`` reads one file of a commit byte for byte (audits compare copies by their SHA-256).
+- ``read_file`` reads one file of a commit byte for byte (audits compare copies by their SHA-256),
+  in one ``git cat-file --batch`` that says the file's real size before its content: a file larger
+  than asked for is hashed as it streams, never held in memory (``read_blob`` refuses it).
 
 These are functions of a ``DatasetRepo`` rather than methods only to keep ``repo.py`` readable; they
 use its git helpers, and ``Datasets.run`` serialises them with every other call on the dataset.
@@ -14,22 +16,26 @@ use its git helpers, and ``Datasets.run`` serialises them with every other call 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.errors import BadRequest, NotFound
+from orchestrator.errors import BadRequest, GitError, NotFound, PayloadTooLarge
 
-from ._git import hardened_env, run_git_bytes
+from ._git import hardened_env, summarize
 from .local import GROUND_TRUTH, checked_name, format_message
 from .repo import HEADS, TRACKING, DatasetRepo
 
 _OID_RE = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 MAX_PATH_LENGTH = 1024
 PATHS_PER_CALL = 500
+CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -111,42 +117,83 @@ def pushed_tip(repo: DatasetRepo, branch: str) -> str | None:
 
 def read_file(repo: DatasetRepo, commit: str, path: str, inline_limit: int) -> FileCopy | None:
     """The file ``path`` of ``commit`` (None when the commit has no such file); its content only when
-    it is at most ``inline_limit`` bytes."""
-    if not _OID_RE.match(commit):
-        raise ValueError(f"commit must be a commit id, not {commit!r}")
-    if problem := path_problem(path):
-        raise BadRequest(problem)
-    status, out = repo._git(
-        "rev-parse", "--verify", "--quiet", f"{commit}:{path}", what="find the file", ok=(0, 1, 128)
-    )
-    oid = out.strip()
-    if status != 0 or not oid:
-        return None
-    if repo._out("cat-file", "-t", oid, what="read the file's type") != "blob":
-        return None
-    size = int(repo._out("cat-file", "-s", oid, what="read the file's size"))
-    content = _blob(repo, oid)
-    return FileCopy(
-        commit=commit,
-        path=path,
-        sha256=hashlib.sha256(content).hexdigest(),
-        size=size,
-        content=content if size <= inline_limit else None,
-    )
+    it is at most ``inline_limit`` bytes. A larger file is hashed as git streams it, never held."""
+    return _read(repo, commit, path, keep=inline_limit)
 
 
-def read_blob(repo: DatasetRepo, commit: str, path: str) -> bytes | None:
-    """The whole content of ``path`` in ``commit`` (fetched from the master first by the caller)."""
-    copy = read_file(repo, commit, path, inline_limit=1 << 62)
+def read_blob(repo: DatasetRepo, commit: str, path: str, max_bytes: int) -> bytes | None:
+    """The whole content of ``path`` in ``commit`` (fetched from the master first by the caller).
+    ``PayloadTooLarge`` (with ``size`` and ``limit``) when the file, as git stores it, is larger than
+    ``max_bytes``: nothing of it is read."""
+    copy = _read(repo, commit, path, keep=max_bytes, refuse_over=max_bytes)
     return copy.content if copy else None
 
 
-def _blob(repo: DatasetRepo, oid: str) -> bytes:
-    env = hardened_env({"GIT_DIR": str(repo.git_dir)})
-    return run_git_bytes(
-        repo._runner(),
-        ["cat-file", "blob", oid],
-        env=env,
-        what="read the file",
-        prefix=f"dataset {repo.name!r}: ",
+def _read(
+    repo: DatasetRepo, commit: str, path: str, *, keep: int, refuse_over: int | None = None
+) -> FileCopy | None:
+    """One ``git cat-file --batch`` for ``<commit>:<path>``: its header gives the object's type and
+    real size, then the content is streamed into SHA-256, kept only up to ``keep`` bytes. The
+    arguments are a list (no shell); the object name goes through stdin, and ``path_problem`` has
+    ruled out the newline that would end it."""
+    if not isinstance(commit, str) or not _OID_RE.fullmatch(commit):
+        raise BadRequest(f"commit must be a commit id, not {str(commit)[:80]!r}")
+    if problem := path_problem(path):
+        raise BadRequest(problem)
+    runner = repo._runner()  # a GitError when there is no local repository
+    command = [str(runner.GIT_PYTHON_GIT_EXECUTABLE), "cat-file", "--batch"]
+    env = {**os.environ, **hardened_env({"GIT_DIR": str(repo.git_dir)})}
+    failed = f"dataset {repo.name!r}: could not read {path!r} of {commit[:12]}"
+    with tempfile.TemporaryFile() as stderr:
+        try:
+            process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=repo.git_dir
+            )
+        except OSError as exc:
+            raise GitError(f"{failed}: {exc}") from exc
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            process.stdin.write(f"{commit}:{path}\n".encode())
+            process.stdin.close()
+            # "<oid> <type> <size>", or "<commit>:<path> missing" (the path may hold spaces)
+            line = process.stdout.readline()
+            if not line:
+                process.wait()
+                stderr.seek(0)
+                raise GitError(f"{failed}: {summarize(stderr.read().decode('utf-8', 'replace'))}")
+            header = line.decode("ascii", "replace").split()
+            found = len(header) == 3 and _OID_RE.fullmatch(header[0]) and header[2].isdigit()
+            if not found or header[1] != "blob":
+                return None  # no such file, or a folder (tree) or a submodule (commit)
+            size = int(header[2])
+            if refuse_over is not None and size > refuse_over:
+                raise PayloadTooLarge(
+                    f"{path} in {commit[:12]} is {size} bytes, more than the {refuse_over} allowed",
+                    size=size,
+                    limit=refuse_over,
+                )
+            digest = hashlib.sha256()
+            kept: list[bytes] = []
+            left = size
+            while left:
+                chunk = process.stdout.read(min(left, CHUNK_BYTES))
+                if not chunk:
+                    raise GitError(f"{failed}: git stopped after {size - left} of {size} bytes")
+                digest.update(chunk)
+                if size <= keep:
+                    kept.append(chunk)
+                left -= len(chunk)
+        except OSError as exc:  # a broken pipe: git died
+            raise GitError(f"{failed}: {exc}") from exc
+        finally:
+            process.stdout.close()
+            if process.poll() is None:
+                process.kill()  # done with it (a file too large, or not a file): nothing else to read
+            process.wait()
+    return FileCopy(
+        commit=commit,
+        path=path,
+        sha256=digest.hexdigest(),
+        size=size,
+        content=b"".join(kept) if size <= keep else None,
     )

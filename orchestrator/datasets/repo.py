@@ -153,6 +153,12 @@ class DatasetRepo:
         )
         return out.strip() if status == 0 else None
 
+    def has_local_branch(self, branch: str) -> bool:
+        """Whether the local repository exists and holds ``branch`` (no network)."""
+        if not (self.git_dir / "HEAD").is_file():
+            return False
+        return self._rev(HEADS + checked_name(branch, "branch")) is not None
+
     def _refs(self) -> dict[str, str]:
         """Every local branch and remote-tracking ref with its commit, in one git call."""
         out = self._out(

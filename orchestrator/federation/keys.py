@@ -17,7 +17,8 @@ TICKS = f"{PREFIX}/ticks/"
 # The gateway's namespaces: the only keys /write, /read and /inspect can reach.
 RAW = f"{PREFIX}/raw/"
 INSIGHTS = f"{PREFIX}/insights/"
-AUDITS = f"{PREFIX}/audits/"
+AUDITS = f"{PREFIX}/audits/"  # the records only: every instance watches this prefix
+AUDIT_ANSWERS = f"{PREFIX}/audit-answers/"  # apart, so that the watchers do not receive every answer
 AUDIT_RESULTS = f"{PREFIX}/audit-results/"
 
 
@@ -61,7 +62,7 @@ def audit(audit_id: str) -> str:
 
 def audit_answers(audit_id: str) -> str:
     """Prefix of one audit's answers: ``<prefix><instance>/<branch>``."""
-    return f"{AUDITS}{audit_id}/answers/"
+    return f"{AUDIT_ANSWERS}{audit_id}/"
 
 
 def audit_answer(audit_id: str, instance: str, branch: str) -> str:

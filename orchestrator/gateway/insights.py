@@ -1,7 +1,7 @@
 """Insights: what a step tells the outside world, published under ``/mao/v1/insights/<tool>``.
 
 After a step succeeds, an ``insights.json`` at the top of its output folder that is valid JSON of at
-most 256 KiB is published as ``{value, tool, pipeline, run, step, instance, commit, published_at}``
+most 256 KiB, nesting arrays and objects at most ``MAX_NESTING`` levels deep, is published as ``{value, tool, pipeline, run, step, instance, commit, published_at}``
 (the latest one of each tool stays; ``/read`` returns it). Anything else is recorded in the step's
 ``insights`` field ("ignored: <why>") and never fails the step.
 
@@ -25,10 +25,12 @@ from typing import Any
 from ..errors import EtcdUnavailable
 from ..federation import keys
 from ..federation.etcd import Etcd
+from .limits import MAX_NESTING, nested_too_deeply
 
 INSIGHTS_FILE = "insights.json"
 MAX_INSIGHTS_BYTES = 256 * 1024
 PUBLISHED = "published"
+TOO_DEEP = f"ignored: nested too deeply (at most {MAX_NESTING} levels of arrays and objects)"
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,10 @@ def read_insights(folder: Path) -> Insights | None:
         value = json.loads(data.decode("utf-8"), parse_constant=_not_json)
     except (UnicodeDecodeError, ValueError) as exc:
         return Insights(ignored=f"ignored: not valid JSON ({_first_line(exc)})")
+    except RecursionError:  # json recurses once per level
+        return Insights(ignored=TOO_DEEP)
+    if nested_too_deeply(value):  # parsed here, but etcd's watchers and /read could not decode it
+        return Insights(ignored=TOO_DEEP)
     return Insights(value=value)
 
 

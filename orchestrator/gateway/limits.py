@@ -1,7 +1,8 @@
 """The gateway's bounds, and the per-key write rate limiter.
 
 Bounds (documented in docs/gateway.md): a key of at most 256 characters and 8 segments
-(``namespace``), a value of at most 64 KiB as compact JSON (413), at most 1000 entries per
+(``namespace``), a value of at most 64 KiB as compact JSON (413) nesting arrays and objects at most
+``MAX_NESTING`` levels deep (400; insights too), at most 1000 entries per
 ``/inspect`` (then ``truncated: true``), and on each instance at most ``MAO_GATEWAY_RATE`` writes per
 second to one key with bursts of up to ``MAO_GATEWAY_BURST`` (429 with ``Retry-After``).
 """
@@ -11,26 +12,55 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ..errors import TooManyRequests
 
 MAX_VALUE_BYTES = 64 * 1024
 MAX_INSPECT_ENTRIES = 1000
-# Buckets are pruned once there are this many; only full ones (idle keys) go.
+# Python's json recurses once per level and shares the interpreter's recursion limit (1000) with the
+# stack it runs on: a value nested ~950 deep parses in one place and fails in another (etcd's
+# watchers, /read). Far below that limit, any value can be encoded and decoded anywhere.
+MAX_NESTING = 100
+# Buckets are pruned once there are this many, at most once every PRUNE_EVERY seconds (a prune
+# walks them all). Those of keys idle long enough to be full again go, and at most PRUNE_IDLE
+# seconds of idleness are asked for: with a slow rate a bucket takes long to fill, and waiting
+# for that would let memory grow with every distinct key.
 PRUNE_AT = 10_000
+PRUNE_EVERY = 5.0
+PRUNE_IDLE = 60.0
+
+
+def nested_too_deeply(value: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether ``value`` nests arrays and objects more than ``limit`` levels deep (checked level by
+    level, without recursion)."""
+    level = [value]
+    depth = 0
+    while level:
+        containers = [item for item in level if isinstance(item, dict | list)]
+        if not containers:
+            return False
+        depth += 1
+        if depth > limit:
+            return True
+        level = [child for c in containers for child in (c.values() if isinstance(c, dict) else c)]
+    return False
 
 
 class RateLimiter:
     """A token bucket per key, in memory: ``rate`` tokens a second, at most ``burst`` saved up.
 
     Per instance, on purpose: sharing buckets through etcd would cost a round trip per write, and a
-    client spreading its writes over several instances is still bounded by each one."""
+    client spreading its writes over several instances is still bounded by each one. Memory is
+    bounded by the keys written in the last ``PRUNE_IDLE`` + ``PRUNE_EVERY`` seconds; a key idle for
+    ``PRUNE_IDLE`` seconds may find its bucket full again before the rate alone would refill it."""
 
     def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self.burst = float(burst)
         self.clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, when counted)
+        self._next_prune = -math.inf
 
     def take(self, key: str) -> None:
         """Spend one token of ``key``'s bucket, or raise ``TooManyRequests`` saying when to retry."""
@@ -47,9 +77,10 @@ class RateLimiter:
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
         self._buckets[key] = (tokens - 1, now)
-        if len(self._buckets) > PRUNE_AT:
+        if len(self._buckets) > PRUNE_AT and now >= self._next_prune:
             self._prune(now)
 
     def _prune(self, now: float) -> None:
-        full_after = self.burst / self.rate
-        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full_after}
+        self._next_prune = now + PRUNE_EVERY
+        idle = min(self.burst / self.rate, PRUNE_IDLE)
+        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < idle}

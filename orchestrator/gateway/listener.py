@@ -99,12 +99,14 @@ class RawListener:
             # A clean stop commits what it has; whatever does not make it is replayed at the next start.
             try:
                 await asyncio.wait_for(self._flush(), CLOSE_FLUSH_TIMEOUT)
-            except (MaoError, TimeoutError) as exc:
+            except Exception as exc:  # noqa: BLE001 - git, etcd, SQL, a full disk: the shutdown goes on
                 log.warning(
                     "raw listener: %d entries not committed at shutdown, they are replayed at the next "
                     "start (%s)",
                     len(self._pending),
-                    getattr(exc, "message", "timed out"),
+                    "timed out"
+                    if isinstance(exc, TimeoutError)
+                    else getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}",
                 )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
@@ -244,8 +246,11 @@ class RawListener:
         trailers = {"MAO-Instance": self.instance, "MAO-Gateway-Entries": str(len(batch))}
 
         def write(repo: Any) -> tuple[str, bool]:
-            repo.sync()
-            repo.ensure_ground_truth()
+            # The vote fetches anyway (merge_and_push): fetch here only when there is nothing local
+            # to build on yet, rather than twice per batch.
+            if not repo.has_local_branch(self.branch):
+                repo.sync()
+                repo.ensure_ground_truth()
             return commit_files(repo, self.branch, files, message, trailers)
 
         commit, changed = await self.datasets.run(dataset.name, dataset.master, write)

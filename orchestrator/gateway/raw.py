@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import BadRequest, NotFound, PayloadTooLarge
 from ..federation.etcd import Etcd, LeaseNotFound
-from .limits import MAX_INSPECT_ENTRIES, MAX_VALUE_BYTES, RateLimiter
+from .limits import MAX_INSPECT_ENTRIES, MAX_NESTING, MAX_VALUE_BYTES, RateLimiter, nested_too_deeply
 from .namespace import NAMESPACES, GatewayKey, from_etcd_key, read_keys, write_key
 
 LEASE_SHARED_FOR = 1.0  # seconds during which writes share one lease
@@ -53,7 +53,7 @@ class RawStore:
         try:
             revision = await self.etcd.put(target.etcd_key, stored, lease=lease)
         except LeaseNotFound:  # revoked or expired early (an etcd restart): take a fresh one
-            lease = await self._shared_lease(renew=True)
+            lease = await self._shared_lease(lost=lease)
             revision = await self.etcd.put(target.etcd_key, stored, lease=lease)
         return {"key": target.shown, "ttl": self.ttl, "revision": revision}
 
@@ -95,19 +95,28 @@ class RawStore:
         below = await self.etcd.list_prefix(key.etcd_key + "/", limit=limit)
         return ([(exact.key, exact.value)] if exact else []) + [(kv.key, kv.value) for kv in below]
 
-    async def _shared_lease(self, renew: bool = False) -> int:
+    async def _shared_lease(self, lost: int | None = None) -> int:
+        """The lease of this second's writes. ``lost``: a lease etcd no longer knows; the writers that
+        all found it lost at once get one new lease between them, not one each."""
         async with self._lease_lock:
             now = time.monotonic()
-            if not renew and self._lease is not None and now - self._lease[1] < LEASE_SHARED_FOR:
-                return self._lease[0]
+            current = self._lease
+            if current is not None and current[0] != lost and now - current[1] < LEASE_SHARED_FOR:
+                return current[0]  # still fresh, or already replaced by another writer
             lease = await self.etcd.grant_lease(self.ttl + int(LEASE_SHARED_FOR))
             self._lease = (lease, now)
             return lease
 
 
 def encode_value(value: Any) -> bytes:
-    """The value as compact JSON (what the size bound counts); NaN and Infinity are not JSON."""
+    """The value as compact JSON (what the size bound counts); NaN and Infinity are not JSON, and a
+    value nested deeper than ``MAX_NESTING`` is refused (json would hit the recursion limit)."""
+    if nested_too_deeply(value):
+        raise BadRequest(
+            f"value is nested too deeply: at most {MAX_NESTING} levels of arrays and objects",
+            code="invalid_value",
+        )
     try:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise BadRequest(f"value is not valid JSON: {exc}", code="invalid_value") from None

@@ -267,8 +267,8 @@ def test_raw_entries_expire_after_their_ttl(guarded: servers.ServiceProcess) -> 
 
 def test_insights_are_published_or_ignored_with_a_reason(node) -> None:
     api = node.api
-    good, bad, big, none = (unique(p) for p in ("good", "bad", "big", "none"))
-    for tool in (good, bad, big, none):
+    good, bad, big, deep, none = (unique(p) for p in ("good", "bad", "big", "deep", "none"))
+    for tool in (good, bad, big, deep, none):
         api.tool(tool)
     data, pipeline = unique("insights-data"), unique("insights")
     api.local_dataset(data)
@@ -280,6 +280,13 @@ def test_insights_are_published_or_ignored_with_a_reason(node) -> None:
         step("good", good, f'echo \'{{"mean": 21.5, "n": 3}}\' > {APP}/data/insights.json'),
         step("bad", bad, f"echo '{{not json' > {APP}/data/insights.json"),
         step("big", big, f"head -c 307200 /dev/zero | tr '\\0' x > {APP}/data/insights.json"),
+        # 1000 levels: json raises RecursionError (not ValueError) reading it; the step still succeeds.
+        step(
+            "deep",
+            deep,
+            f"(head -c 1000 /dev/zero | tr '\\0' '['; head -c 1000 /dev/zero | tr '\\0' ']') "
+            f"> {APP}/data/insights.json",
+        ),
         step("none", none, f"rm -f {APP}/data/insights.json; echo no insights > {APP}/data/n.txt"),
     ]
     api.ok(api.post("/pipeline/init", {"name": pipeline, "steps": steps}))
@@ -290,6 +297,7 @@ def test_insights_are_published_or_ignored_with_a_reason(node) -> None:
     assert by_step["good"]["insights"] == "published"
     assert by_step["bad"]["insights"].startswith("ignored: not valid JSON (")
     assert by_step["big"]["insights"] == "ignored: 300 KiB is over the 256 KiB limit"
+    assert by_step["deep"]["insights"].startswith("ignored: nested too deeply")
     # "none" starts from ground-truth, which holds big's insights.json, and removes it: no insights.
     assert by_step["none"]["insights"] is None
 
@@ -300,7 +308,7 @@ def test_insights_are_published_or_ignored_with_a_reason(node) -> None:
     assert published["commit"] == by_step["good"]["output_commit"]
     assert api.ok(api.post("/read", {"key": f"insights/{good}"})) == published
     assert f"insights/{good}" in api.ok(api.post("/inspect", {"key": good}))
-    for ignored in (bad, big, none):
+    for ignored in (bad, big, deep, none):
         assert_error(api.post("/read", {"key": f"insights/{ignored}"}), 404)
     assert api.ok(api.get(f"/runs/{run['id']}"))["steps"][1]["insights"] == by_step["bad"]["insights"]
 

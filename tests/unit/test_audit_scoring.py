@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 
 from orchestrator.audit.scoring import Candidate, decide, entries
 
@@ -74,3 +75,22 @@ def test_object_key_order_does_not_matter() -> None:
     # Same entries, different bytes: equally (not) strange, but not identical files.
     assert [s.strangeness for s in decision.scored] == [0, 0]
     assert decision.outcome == "draw"
+
+
+def test_json_too_deep_for_the_parser_counts_its_lines() -> None:
+    deep = b"[" * 5000 + b"]" * 5000  # json raises RecursionError, not a ValueError
+    assert entries(deep) == {deep.decode()}
+    assert entries(b"[" * 3000 + b"\n" + b"]" * 3000 + b"\n") == {"[" * 3000, "]" * 3000}
+    assert decide([cand("a", deep), cand("b", deep)]).outcome == "joint_winners"
+
+
+def test_strangeness_counts_entries_no_other_candidate_has() -> None:
+    rng = random.Random(5)
+    contents = [lines(*rng.sample(range(40), rng.randint(0, 30))) for _ in range(12)]
+    contents += [contents[0], contents[1]]  # identical copies share every entry
+    decision = decide([cand(f"i{n:02d}", c) for n, c in enumerate(contents)])
+    sets = [entries(c.encode()) for c in contents]
+    for s in decision.scored:
+        n = int(s.candidate.instance[1:])
+        others = set().union(*(other for m, other in enumerate(sets) if m != n))
+        assert (s.entries, s.strangeness) == (len(sets[n]), len(sets[n] - others))

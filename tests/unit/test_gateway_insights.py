@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from orchestrator.gateway.insights import MAX_INSIGHTS_BYTES, read_insights
+from orchestrator.gateway.insights import MAX_INSIGHTS_BYTES, TOO_DEEP, read_insights
+from orchestrator.gateway.limits import MAX_NESTING
 
 
 def test_no_file_is_nothing(tmp_path: Path) -> None:
@@ -59,3 +60,15 @@ def test_a_directory_is_not_insights(tmp_path: Path) -> None:
     (tmp_path / "insights.json").mkdir()
     found = read_insights(tmp_path)
     assert found is not None and found.ignored is not None and found.value is None
+
+
+def test_deeply_nested_json_is_ignored_not_an_error(tmp_path: Path) -> None:
+    # 1000 levels: json itself raises RecursionError (not a ValueError) on the way in.
+    for depth in (1000, 50_000, MAX_NESTING + 1):
+        (tmp_path / "insights.json").write_text("[" * depth + "]" * depth)
+        found = read_insights(tmp_path)
+        assert found is not None and found.value is None and found.ignored == TOO_DEEP
+    assert TOO_DEEP.startswith("ignored: nested too deeply")
+    (tmp_path / "insights.json").write_text('{"a": ' * (MAX_NESTING - 1) + "[1]" + "}" * (MAX_NESTING - 1))
+    found = read_insights(tmp_path)
+    assert found is not None and found.ignored is None

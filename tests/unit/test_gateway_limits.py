@@ -6,7 +6,7 @@ import pytest
 
 from orchestrator.errors import TooManyRequests
 from orchestrator.gateway import limits
-from orchestrator.gateway.limits import RateLimiter
+from orchestrator.gateway.limits import MAX_NESTING, RateLimiter, nested_too_deeply
 
 
 class Clock:
@@ -58,3 +58,53 @@ def test_idle_buckets_are_pruned(monkeypatch: pytest.MonkeyPatch) -> None:
     limiter.take("busy")
     limiter.take("new")
     assert len(limiter._buckets) <= 2
+
+
+def nested(depth: int, leaf: object = 1) -> object:
+    value = leaf
+    for i in range(depth):
+        value = [value, 1] if i % 2 else {"k": value, "other": "x"}
+    return value
+
+
+def test_nesting_is_measured_without_recursion() -> None:
+    assert not nested_too_deeply(1) and not nested_too_deeply(None)
+    assert not nested_too_deeply([]) and nested_too_deeply([], limit=0)
+    assert not nested_too_deeply(nested(MAX_NESTING))
+    assert nested_too_deeply(nested(MAX_NESTING + 1))
+    assert nested_too_deeply(nested(100_000))  # far beyond what a recursive walk could take
+    assert not nested_too_deeply([1, [2, [3]], {"a": {"b": 1}}], limit=3)
+    assert nested_too_deeply([1, [2, [3, []]]], limit=3)
+
+
+def test_a_prune_that_frees_nothing_is_not_repeated_on_every_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limits, "PRUNE_AT", 100)
+    clock = Clock()
+    limiter = RateLimiter(rate=5, burst=10, clock=clock)
+    prunes = 0
+    real_prune = limiter._prune
+
+    def counting(now: float) -> None:
+        nonlocal prunes
+        prunes += 1
+        real_prune(now)
+
+    monkeypatch.setattr(limiter, "_prune", counting)
+    for i in range(1000):  # all within burst/rate seconds: none can go
+        limiter.take(f"k{i}")
+        clock.now += 0.001
+    assert prunes == 1 and len(limiter._buckets) == 1000
+    clock.now += limits.PRUNE_EVERY
+    limiter.take("later")
+    assert prunes == 2
+
+
+def test_with_a_slow_rate_idle_buckets_still_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limits, "PRUNE_AT", 100)
+    clock = Clock()
+    limiter = RateLimiter(rate=0.001, burst=10, clock=clock)  # a bucket fills in 10,000 s
+    for i in range(200):
+        limiter.take(f"old-{i}")
+    clock.now += limits.PRUNE_IDLE
+    limiter.take("new")
+    assert list(limiter._buckets) == ["new"]

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
-from orchestrator.errors import NotFound, PayloadTooLarge
+from orchestrator.errors import BadRequest, NotFound, PayloadTooLarge
 from orchestrator.federation.etcd import KeyValue, LeaseNotFound
 from orchestrator.gateway import raw as raw_module
-from orchestrator.gateway.limits import MAX_INSPECT_ENTRIES, RateLimiter
-from orchestrator.gateway.raw import RawStore
+from orchestrator.gateway.limits import MAX_INSPECT_ENTRIES, MAX_NESTING, RateLimiter
+from orchestrator.gateway.raw import RawStore, encode_value
 
 
 class FakeEtcd:
@@ -105,3 +106,54 @@ async def test_inspect_is_bounded(store: tuple[RawStore, FakeEtcd]) -> None:
     assert len(found) == MAX_INSPECT_ENTRIES and "raw/many" in found and "raw/manyother" not in found
     small = await raw.inspect("raw/manyother")
     assert small == {"raw/manyother": {"value": "not below"}}
+
+
+def deep_list(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+async def test_values_nested_too_deeply_are_400(store: tuple[RawStore, FakeEtcd]) -> None:
+    raw, etcd = store
+    await raw.write("deep", deep_list(MAX_NESTING), by="admin")
+    for depth in (MAX_NESTING + 1, 950, 100_000):
+        with pytest.raises(BadRequest) as refused:
+            await raw.write("deeper", deep_list(depth), by="admin")
+        assert refused.value.code == "invalid_value" and "nested too deeply" in refused.value.message
+    assert list(etcd.data) == ["/mao/v1/raw/deep"]
+
+
+def test_a_recursion_error_while_encoding_is_a_400(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Whatever slips past the nesting bound: json.dumps raises RecursionError, never a 500.
+    monkeypatch.setattr(raw_module, "nested_too_deeply", lambda value: False)
+    with pytest.raises(BadRequest) as refused:
+        encode_value(deep_list(100_000))
+    assert refused.value.code == "invalid_value"
+
+
+async def test_writers_that_find_the_lease_lost_at_once_share_one_new_lease(
+    store: tuple[RawStore, FakeEtcd],
+) -> None:
+    raw, etcd = store
+    await raw.write("first", 0, by="admin")
+    etcd.revoked.add(1)
+    real_grant = etcd.grant_lease
+
+    async def slow_grant(ttl: int) -> int:
+        for _ in range(5):  # the others queue behind the lock meanwhile (the fixture stops the clock)
+            await asyncio.sleep(0)
+        return await real_grant(ttl)
+
+    real_put = etcd.put
+
+    async def slow_put(key: str, value: Any, lease: int | None = None) -> int:
+        await asyncio.sleep(0)  # every writer has taken the shared lease before the first hears it is lost
+        return await real_put(key, value, lease)
+
+    etcd.grant_lease = slow_grant  # type: ignore[method-assign]
+    etcd.put = slow_put  # type: ignore[method-assign]
+    await asyncio.gather(*(raw.write(f"k{i}", i, by="admin") for i in range(10)))
+    assert [lease for lease, _ in etcd.leases] == [1, 2]
+    assert {etcd.data[f"/mao/v1/raw/k{i}"][1] for i in range(10)} == {2}

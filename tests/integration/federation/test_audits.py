@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from orchestrator.federation import keys
@@ -42,13 +43,17 @@ def collect(federation: Federation, scripts: dict[str, str], path: str = "snapsh
     return data, master
 
 
-def audit(api: Api, dataset: str, path: str = "snapshot.txt") -> dict:
+def audit(
+    api: Api, dataset: str, path: str = "snapshot.txt", while_pending: Callable[[str], None] | None = None
+) -> dict:
     started = api.post("/audits", {"dataset": dataset, "file": path, "wait": WAIT})
     assert started.status_code == 202, started.text
     record = started.json()
     assert record["status"] == "pending" and record["auditor"] and record["deadline"]
     pending = api.ok(api.get(f"/audits/{record['id']}"))
     assert pending["status"] == "pending" and pending["file"] == path
+    if while_pending is not None:
+        while_pending(record["id"])
     return servers.wait_until(
         lambda: (found := api.ok(api.get(f"/audits/{record['id']}")))["status"] == "decided" and found,
         timeout=WAIT + 60,
@@ -61,15 +66,19 @@ def who(entries: list[dict]) -> list[str]:
     return [e["instance"] for e in entries]
 
 
-def leftovers(federation: Federation, audit_id: str) -> list[str]:
+def etcd_keys(federation: Federation, *prefixes: str) -> list[str]:
     async def read() -> list[str]:
         etcd = Etcd([(m.host, m.client_port) for m in federation.etcd], timeout=2)
         try:
-            return [kv.key for kv in await etcd.list_prefix(keys.audit(audit_id))]
+            return [kv.key for prefix in prefixes for kv in await etcd.list_prefix(prefix)]
         finally:
             await etcd.close()
 
     return asyncio.run(read())
+
+
+def leftovers(federation: Federation, audit_id: str) -> list[str]:
+    return etcd_keys(federation, keys.audit(audit_id), keys.audit_answers(audit_id))
 
 
 def test_one_corrupted_snapshot_loses_to_two_good_ones(federation: Federation) -> None:
@@ -77,7 +86,23 @@ def test_one_corrupted_snapshot_loses_to_two_good_ones(federation: Federation) -
     data, _ = collect(
         federation, {"fed-a": good, "fed-b": good, "fed-c": "printf '1\\n2\\n3\\ngarbage\\nmore garbage\\n'"}
     )
-    result = audit(federation.b.api, data)  # any instance may audit
+
+    def answers_apart_from_the_records(audit_id: str) -> None:
+        # Every instance watches /mao/v1/audits/ for records: the answers must not be under it.
+        api = federation.b.api
+        servers.wait_until(
+            lambda: api.ok(api.get(f"/audits/{audit_id}")).get("answers") == 3,
+            timeout=WAIT,
+            interval=0.1,
+            what="three answers",
+        )
+        watched = [key for key in etcd_keys(federation, keys.AUDITS) if audit_id in key]
+        assert watched == [keys.audit(audit_id)]
+        expected = [keys.audit_answer(audit_id, n, f"crawl-{n}") for n in ("fed-a", "fed-b", "fed-c")]
+        assert sorted(etcd_keys(federation, keys.audit_answers(audit_id))) == expected
+
+    # Any instance may audit.
+    result = audit(federation.b.api, data, while_pending=answers_apart_from_the_records)
     assert result["outcome"] == "joint_winners", result
     assert who(result["winners"]) == ["fed-a", "fed-b"]
     scores = {c["instance"]: (c["entries"], c["strangeness"]) for c in result["candidates"]}
