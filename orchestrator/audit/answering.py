@@ -140,7 +140,9 @@ class AuditAnswerer:
         dataset = await self.registry.dataset(record["dataset"])
         branches = await self._own_branches(dataset) if dataset else []
         if not branches or dataset is None:
-            log.debug("audit %s: no node branch of %s here, nothing to answer", audit_id, record.get("dataset"))
+            log.debug(
+                "audit %s: no node branch of %s here, nothing to answer", audit_id, record.get("dataset")
+            )
             return
         # Each answer is compare-and-create per instance and branch: after a failure half-way (or a
         # restart), only the branches not answered yet are read and answered.

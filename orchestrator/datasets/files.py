@@ -147,7 +147,12 @@ def _read(
     with tempfile.TemporaryFile() as stderr:
         try:
             process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=repo.git_dir
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=env,
+                cwd=repo.git_dir,
             )
         except OSError as exc:
             raise GitError(f"{failed}: {exc}") from exc

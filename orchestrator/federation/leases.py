@@ -14,9 +14,7 @@ Usage, for any writer (``with_lease`` does the get / write / replace-once / writ
     lease = SharedLease(etcd, ttl=7 * 86400, reuse_for=3600)
     await lease.with_lease(lambda lease_id: etcd.put(key, value, lease=lease_id))
 
-``gateway/raw.py``'s ``RawStore._shared_lease`` is the same thing, with its own lock and
-``renew=True`` standing for ``replace``: ``SharedLease(etcd, ttl=MAO_RAW_TTL + 1, reuse_for=1.0)``
-and ``with_lease`` around its put replace both.
+Used by the tick history (``schedules.py``) and the gateway's raw entries (``gateway/raw.py``).
 
 Or by hand::
 

@@ -10,12 +10,12 @@ after that revision (``on_event(event)``), forever:
 - a watch whose revision etcd has compacted away falls back to listing the prefix again;
 - while etcd is unreachable it waits with backoff (1 s doubling to 30 s, back to 1 s once a watch
   opens), and resumes at once when etcd answers again (``Etcd.on_available``);
-- a handler that raises a ``MaoError`` (the database is away: something that passes) gets the same
-  event again after a backoff of its own (1 s doubling to 30 s, back to 1 s once the watch got past
-  that event);
-- a handler that raises anything else (a bug, a record it cannot read) would fail the same way every
-  time: the error is logged with the key and revision and the watch moves past that event (or past
-  the list), rather than stalling every later event behind it.
+- a handler that raises an error that passes (``Unavailable``: the database or etcd is away; a
+  ``GitError``: a remote is unreachable) gets the same event again after a backoff of its own (1 s
+  doubling to 30 s, back to 1 s once the watch got past that event);
+- a handler that raises anything else (a bug, a record it cannot read, a 4xx-like ``MaoError``) would
+  fail the same way every time: the error is logged with the key and revision and the watch moves
+  past that event (or past the list), rather than stalling every later event behind it.
 
 A watch resumes *at* the last revision delivered, not after it: one etcd revision can hold several
 events (a transaction, or a revoked lease deleting its keys), and a watch cancelled half-way through
@@ -30,13 +30,17 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from ..errors import EtcdUnavailable, MaoError
+from ..errors import EtcdUnavailable, GitError, MaoError, Unavailable
 from .etcd import Etcd, HistoryCompacted, KeyValue, WatchEvent
 
 log = logging.getLogger(__name__)
 
 ListHandler = Callable[[list[KeyValue], int], Awaitable[None]]
 EventHandler = Callable[[WatchEvent], Awaitable[None]]
+
+
+# Errors a handler meets while a backend is away: retrying the same event later can succeed.
+PASSING = (Unavailable, GitError)
 
 
 class _HandlerFailed(Exception):
@@ -136,11 +140,11 @@ class PrefixWatch:
                 wait.cancel()
 
     async def _handle_list(self, values: list[KeyValue], revision: int) -> None:
-        """``on_list``; a ``MaoError`` goes up (listed again later), anything else is logged and the
-        watch goes on from after the list."""
+        """``on_list``; an error that passes goes up (listed again later), anything else is logged and
+        the watch goes on from after the list."""
         try:
             await self.on_list(values, revision)
-        except MaoError as exc:
+        except PASSING as exc:
             raise _HandlerFailed(exc) from exc
         except Exception:
             log.exception(
@@ -151,8 +155,8 @@ class PrefixWatch:
             )
 
     async def _handle(self, event: WatchEvent) -> None:
-        """``on_event``; a ``MaoError`` goes up (the event is delivered again later), anything else
-        is logged and the event skipped. Either way ``self.revision`` says where to resume."""
+        """``on_event``; an error that passes goes up (the event is delivered again later), anything
+        else is logged and the event skipped. Either way ``self.revision`` says where to resume."""
         if event.revision > (self.revision or 0):
             self._skipped.clear()
         self.revision = event.revision
@@ -160,7 +164,7 @@ class PrefixWatch:
             return  # skipped before, delivered again by a resumed watch
         try:
             await self.on_event(event)
-        except MaoError as exc:
+        except PASSING as exc:
             raise _HandlerFailed(exc) from exc
         except Exception:
             log.exception(

@@ -9,14 +9,13 @@ are written by ``insights`` and have no lease: the latest one of each tool stays
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import BadRequest, NotFound, PayloadTooLarge
-from ..federation.etcd import Etcd, LeaseNotFound
+from ..federation.etcd import Etcd
+from ..federation.leases import SharedLease
 from .limits import MAX_INSPECT_ENTRIES, MAX_NESTING, MAX_VALUE_BYTES, RateLimiter, nested_too_deeply
 from .namespace import NAMESPACES, GatewayKey, from_etcd_key, read_keys, write_key
 
@@ -29,8 +28,7 @@ class RawStore:
         self.instance = instance
         self.ttl = ttl
         self.limiter = limiter
-        self._lease: tuple[int, float] | None = None  # (id, monotonic time it was asked for)
-        self._lease_lock = asyncio.Lock()
+        self._lease = SharedLease(etcd, ttl=ttl + int(LEASE_SHARED_FOR), reuse_for=LEASE_SHARED_FOR)
 
     async def write(self, key: object, value: Any, by: str) -> dict[str, Any]:
         target = write_key(key)
@@ -49,12 +47,11 @@ class RawStore:
             "instance": self.instance,
             "by": by,
         }
-        lease = await self._shared_lease()
-        try:
-            revision = await self.etcd.put(target.etcd_key, stored, lease=lease)
-        except LeaseNotFound:  # revoked or expired early (an etcd restart): take a fresh one
-            lease = await self._shared_lease(lost=lease)
-            revision = await self.etcd.put(target.etcd_key, stored, lease=lease)
+        # A lease revoked or expired early (an etcd restored from backup) is replaced once, for all the
+        # writers that found it gone at the same time.
+        revision = await self._lease.with_lease(
+            lambda lease: self.etcd.put(target.etcd_key, stored, lease=lease)
+        )
         return {"key": target.shown, "ttl": self.ttl, "revision": revision}
 
     async def read(self, key: object) -> Any:
@@ -94,18 +91,6 @@ class RawStore:
         exact = await self.etcd.get(key.etcd_key)
         below = await self.etcd.list_prefix(key.etcd_key + "/", limit=limit)
         return ([(exact.key, exact.value)] if exact else []) + [(kv.key, kv.value) for kv in below]
-
-    async def _shared_lease(self, lost: int | None = None) -> int:
-        """The lease of this second's writes. ``lost``: a lease etcd no longer knows; the writers that
-        all found it lost at once get one new lease between them, not one each."""
-        async with self._lease_lock:
-            now = time.monotonic()
-            current = self._lease
-            if current is not None and current[0] != lost and now - current[1] < LEASE_SHARED_FOR:
-                return current[0]  # still fresh, or already replaced by another writer
-            lease = await self.etcd.grant_lease(self.ttl + int(LEASE_SHARED_FOR))
-            self._lease = (lease, now)
-            return lease
 
 
 def encode_value(value: Any) -> bytes:

@@ -51,9 +51,10 @@ class Clock:
 @pytest.fixture
 def store(monkeypatch: pytest.MonkeyPatch) -> tuple[RawStore, FakeEtcd]:
     Clock.now = 1000.0
-    monkeypatch.setattr(raw_module.time, "monotonic", lambda: Clock.now)
     etcd = FakeEtcd()
-    return RawStore(etcd, "node1", ttl=60, limiter=RateLimiter(1000, 10000)), etcd  # type: ignore[arg-type]
+    raw = RawStore(etcd, "node1", ttl=60, limiter=RateLimiter(1000, 10000))  # type: ignore[arg-type]
+    raw._lease._clock = lambda: Clock.now  # the shared lease's notion of "this second"
+    return raw, etcd
 
 
 async def test_writes_of_one_second_share_a_lease_of_ttl_plus_one(store: tuple[RawStore, FakeEtcd]) -> None:

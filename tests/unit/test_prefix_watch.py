@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.errors import DatabaseUnavailable, EtcdUnavailable, MaoError
+from orchestrator.errors import BadRequest, DatabaseUnavailable, EtcdUnavailable, MaoError
 from orchestrator.federation import watch as watch_module
 from orchestrator.federation.etcd import HistoryCompacted, KeyValue, LeaseNotFound, WatchEvent
 from orchestrator.federation.watch import PrefixWatch
@@ -237,10 +237,17 @@ async def test_a_handler_failing_with_a_mao_error_gets_the_event_again_with_back
     assert seen == [11, 12] and backoffs(slept) == [1, 2, 4]
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        KeyError("id"),  # a record without "id"
+        TypeError("can't compare offset-naive and offset-aware datetimes"),
+        BadRequest("invalid dataset name"),  # a MaoError that is no outage fails the same way each time
+    ],
+)
 async def test_an_event_whose_handler_fails_otherwise_is_skipped_not_retried_forever(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, error: Exception
 ) -> None:
-    # E.g. a record without "id" (KeyError), a naive date compared with an aware one (TypeError).
     etcd = FakeEtcd([([11, 12], None), ([12, 13], None)])  # the second watch resumes at 12
     seen: list[int] = []
     attempts: list[str] = []
@@ -248,7 +255,7 @@ async def test_an_event_whose_handler_fails_otherwise_is_skipped_not_retried_for
     async def on_event(event: WatchEvent) -> None:
         attempts.append(event.key)
         if event.key == "/p/k12":
-            raise KeyError("id")
+            raise error
         seen.append(event.revision)
 
     watch = PrefixWatch(etcd, "/p/", on_list=nothing, on_event=on_event, what="t")  # type: ignore[arg-type]

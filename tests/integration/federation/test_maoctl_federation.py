@@ -60,6 +60,10 @@ def test_federation_schedule_from_the_cli(federation: Federation) -> None:
     b_url = federation.b.service.url
     assert job["job_id"] in {s["id"] for s in as_json(b_url, "tool", "list-scheduled")}  # type: ignore[union-attr]
     assert maoctl(b_url, "tool", "stop", "--id", job["job_id"], "--yes").exit_code == 0
+    # fed-a learns of the deletion through its etcd watch: a moment later, not necessarily at once.
+    deadline = time.monotonic() + 15
+    while job["job_id"] in a.ok(a.get("/jobs")) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert job["job_id"] not in a.ok(a.get("/jobs"))
     a.ok(a.delete(f"/pipeline/{pipeline}"))
 
