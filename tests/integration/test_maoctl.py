@@ -32,6 +32,20 @@ def as_json(url: str, *args: str, input: str | None = None):
     return json.loads(ok(url, "--json", *args, input=input))
 
 
+def add_tool_and_local_dataset(url: str, tool: str, data: str) -> None:
+    """What most tests here need first, done the way an operator would: through maoctl."""
+    ok(url, "tool", "add", "--name", tool, "--image", "busybox:latest")
+    ok(
+        url,
+        "dataset",
+        "add",
+        "--name",
+        data,
+        "--git-url",
+        as_json(url, "repo", "add", "--name", data)["path"],
+    )
+
+
 def test_tools_round_trip_with_both_flag_spellings(url: str, sqlite_node) -> None:
     name = unique("tool")
     added = as_json(
@@ -179,16 +193,7 @@ def test_pipeline_from_file_runs_and_shows_its_history(url: str, tmp_path: Path,
 
 def test_failed_run_exits_1_and_no_wait(url: str, tmp_path: Path) -> None:
     tool, data, name = unique("tool"), unique("data"), unique("fails")
-    ok(url, "tool", "add", "--name", tool, "--image", "busybox:latest")
-    ok(
-        url,
-        "dataset",
-        "add",
-        "--name",
-        data,
-        "--git-url",
-        as_json(url, "repo", "add", "--name", data)["path"],
-    )
+    add_tool_and_local_dataset(url, tool, data)
     path = tmp_path / "p.yaml"
     path.write_text(
         f"name: {name}\nsteps:\n  - name: broken\n    tool: {tool}\n    output_dataset: {data}\n"
@@ -212,16 +217,7 @@ def test_failed_run_exits_1_and_no_wait(url: str, tmp_path: Path) -> None:
 
 def test_pipeline_add_asks_step_by_step(url: str) -> None:
     tool, data, name = unique("tool"), unique("data"), unique("asked")
-    ok(url, "tool", "add", "--name", tool, "--image", "busybox:latest")
-    ok(
-        url,
-        "dataset",
-        "add",
-        "--name",
-        data,
-        "--git-url",
-        as_json(url, "repo", "add", "--name", data)["path"],
-    )
+    add_tool_and_local_dataset(url, tool, data)
     answers = [
         "../bad",  # refused by the name rule, asked again
         name,
@@ -258,16 +254,7 @@ def test_pipeline_add_asks_step_by_step(url: str) -> None:
 
 def test_schedules_list_and_stop(url: str, tmp_path: Path) -> None:
     tool, data, name = unique("tool"), unique("data"), unique("cron")
-    ok(url, "tool", "add", "--name", tool, "--image", "busybox:latest")
-    ok(
-        url,
-        "dataset",
-        "add",
-        "--name",
-        data,
-        "--git-url",
-        as_json(url, "repo", "add", "--name", data)["path"],
-    )
+    add_tool_and_local_dataset(url, tool, data)
     path = tmp_path / "p.json"
     path.write_text(
         json.dumps({"name": name, "steps": [{"name": "s", "tool": tool, "output_dataset": data}]})
