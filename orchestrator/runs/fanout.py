@@ -25,6 +25,8 @@ Rules:
   killed). A copy that fails while its twin runs is recorded and nothing else happens; only when no
   copy of the shard is left running is the shard retried or failed. Speculative copies do not spend
   the retry budget unless they fail.
+- ``fallback=True`` (the step has a ``fallback_tool``): a shard out of attempts runs once more with
+  ``ShardRun.fallback`` set, as the engine does for a whole step, before it fails for good.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class ShardRun:
     shard: Shard
     attempt: int
     speculative: bool = False
+    fallback: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ class _State:
     attempts: int = 0
     failures: int = 0
     speculated: bool = False
+    fallback: bool = False  # the next attempts run the fallback tool
     done: bool = False
     last_error: str | None = None
     running: dict[asyncio.Task[ShardOutcome], tuple[ShardRun, float]] = field(default_factory=dict)
@@ -167,6 +171,7 @@ class Coordinator:
         delay: Delay | None = None,
         speculation: SpeculationPolicy | None = None,
         progress: Progress | None = None,
+        fallback: bool = False,
     ) -> None:
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
@@ -177,6 +182,7 @@ class Coordinator:
         self._delay = delay or (lambda _shard, _failures: 0.0)
         self._policy = speculation or SpeculationPolicy()
         self._progress = progress
+        self._fallback = fallback
         # Shards start in order; a retry whose delay is over goes first (its step fails sooner if it
         # fails again, and its input is ready anyway). The heap holds (due, shard index).
         self._fresh: deque[int] = deque(s.index for s in shards)
@@ -221,7 +227,7 @@ class Coordinator:
 
     def _start(self, state: _State, now: float, speculative: bool) -> None:
         state.attempts += 1
-        shard_run = ShardRun(state.shard, state.attempts, speculative)
+        shard_run = ShardRun(state.shard, state.attempts, speculative, state.fallback)
         task = asyncio.create_task(
             self._run_shard(shard_run), name=f"shard {state.shard.index}/{state.shard.count}"
         )
@@ -311,11 +317,22 @@ class Coordinator:
         state.last_error = outcome.error
         if state.running:
             return  # its twin is still running and may yet succeed
-        if not outcome.retryable or state.failures > self._retries:
+        out_of_attempts = not outcome.retryable or state.failures > self._retries
+        if out_of_attempts and self._fallback and not state.fallback:
+            state.fallback = True
+            state.speculated = False
+            log.info(
+                "shard %d/%d: attempts exhausted; one more with the fallback tool", index, state.shard.count
+            )
+            heapq.heappush(self._retry, (now, index))
+            return
+        if out_of_attempts:
             state.done = True
             self._failed += 1
             await self._report()
             tries = f"{state.failures} failed attempt{'s' if state.failures != 1 else ''}"
+            if state.fallback:
+                tries += ", the last with the fallback tool"
             raise _StepFailed(
                 f"shard {index}/{state.shard.count} failed ({tries}): {outcome.error or 'failed'}",
                 retryable=outcome.retryable,

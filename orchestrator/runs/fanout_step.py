@@ -70,6 +70,7 @@ async def run_fan_out(
     delay: Delay | None = None,
     speculation: SpeculationPolicy | None = None,
     progress: Progress | None = None,
+    fallback: bool = False,
 ) -> FanOutStepResult:
     """Run the step's shards and combine their outputs into ``workdir`` (see the module docstring).
     ``scratch`` must not exist yet; it is removed before returning (or raising)."""
@@ -111,6 +112,7 @@ async def run_fan_out(
             delay=delay,
             speculation=speculation,
             progress=progress,
+            fallback=fallback,
         )
         result = await coordinator.run()
         if not result.ok:

@@ -220,3 +220,24 @@ def test_the_fan_out_field_has_bounds_and_no_unknown_keys() -> None:
     ):
         with pytest.raises(pydantic.ValidationError):
             FanOut.model_validate(bad)
+
+
+async def test_a_shard_out_of_attempts_runs_once_more_with_the_fallback_tool() -> None:
+    async def behave(run: ShardRun) -> ShardOutcome:
+        if run.shard.index == 2 and not run.fallback:
+            return ShardOutcome(ok=False, error="image missing", retryable=False)
+        return await Fake.ok(run)
+
+    fake = Fake(behave)
+    result = await Coordinator(shards(3), fake, max_parallel=2, retries=3, fallback=True).run()
+    assert result.ok, result.error
+    assert [(r.attempt, r.fallback) for r in fake.runs if r.shard.index == 2] == [(1, False), (2, True)]
+    assert not any(r.fallback for r in fake.runs if r.shard.index != 2)
+
+    async def broken(run: ShardRun) -> ShardOutcome:
+        return ShardOutcome(ok=False, error=f"exit 1 (fallback={run.fallback})")
+
+    result = await Coordinator(shards(1), Fake(broken), max_parallel=1, retries=1, fallback=True).run()
+    assert result.error == (
+        "shard 1/1 failed (3 failed attempts, the last with the fallback tool): exit 1 (fallback=True)"
+    )
