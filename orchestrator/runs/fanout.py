@@ -213,13 +213,13 @@ class Coordinator:
                 for task in done:
                     await self._finished(task, loop.time())
         except _StepFailed as failure:
-            await self._cancel_all()
+            await self._cancel_all("cancelled: another shard of the step failed")
             return FanOutResult(
                 False, self.summary(), dict(self._winners), failure.message, failure.retryable
             )
         except BaseException:
             # Cancelled (run cancel, shutdown): every container goes, even if we are cancelled again.
-            await asyncio.shield(self._cancel_all())
+            await asyncio.shield(self._cancel_all("cancelled: the step was stopped"))
             raise
         return FanOutResult(True, self.summary(), dict(self._winners))
 
@@ -310,7 +310,8 @@ class Coordinator:
             state.done = True
             self._winners[index] = outcome
             self._durations.append(now - started)
-            await self._cancel(list(state.running))  # the losing twin, if any
+            # The losing twin, if any.
+            await self._cancel(list(state.running), "cancelled: the other copy of this shard finished first")
             await self._report()
             return
         state.failures += 1
@@ -356,9 +357,10 @@ class Coordinator:
             except Exception:  # progress is informative: a failed update must not fail the step
                 log.warning("could not record fan-out progress", exc_info=True)
 
-    async def _cancel(self, tasks: list[asyncio.Task[ShardOutcome]]) -> None:
+    async def _cancel(self, tasks: list[asyncio.Task[ShardOutcome]], reason: str) -> None:
+        """Cancel ``tasks`` (``reason`` is the CancelledError's message) and wait for them."""
         for task in tasks:
-            task.cancel()
+            task.cancel(reason)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         for task in tasks:
@@ -366,8 +368,8 @@ class Coordinator:
             if index is not None:
                 self._states[index].running.pop(task, None)
 
-    async def _cancel_all(self) -> None:
+    async def _cancel_all(self, reason: str) -> None:
         self._fresh.clear()
         self._retry.clear()
         with contextlib.suppress(Exception):
-            await self._cancel(list(self._tasks))
+            await self._cancel(list(self._tasks), reason)

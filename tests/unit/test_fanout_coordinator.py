@@ -33,6 +33,7 @@ class Fake:
     def __init__(self, behave: Callable[[ShardRun], Awaitable[ShardOutcome]] | None = None) -> None:
         self.runs: list[ShardRun] = []
         self.cancelled: list[ShardRun] = []
+        self.reasons: list[str] = []
         self.running = 0
         self.peak = 0
         self._behave = behave or self.ok
@@ -48,8 +49,9 @@ class Fake:
         self.peak = max(self.peak, self.running)
         try:
             return await self._behave(run)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as cancel:
             self.cancelled.append(run)  # the engine kills the container here
+            self.reasons.append(str(cancel.args[0]) if cancel.args else "")
             raise
         finally:
             self.running -= 1
@@ -108,6 +110,7 @@ async def test_a_shard_out_of_attempts_fails_the_step_and_stops_the_others() -> 
     assert result.error == "shard 1/5 failed (3 failed attempts): exit code 3"
     assert [r.attempt for r in fake.runs if r.shard.index == 1] == [1, 2, 3]
     assert {r.shard.index for r in fake.cancelled} == {2, 3}
+    assert set(fake.reasons) == {"cancelled: another shard of the step failed"}
     assert {r.shard.index for r in fake.runs} == {1, 2, 3}  # shards 4 and 5 never started
     assert fake.running == 0
     assert result.summary.failed == 1 and result.summary.succeeded == 0
@@ -145,6 +148,7 @@ async def test_a_straggler_gets_a_speculative_copy_and_the_loser_is_cancelled() 
     copies = [(r.attempt, r.speculative) for r in fake.runs if r.shard.index == 3]
     assert copies == [(1, False), (2, True)]
     assert [(r.shard.index, r.speculative) for r in fake.cancelled] == [(3, False)]
+    assert fake.reasons == ["cancelled: the other copy of this shard finished first"]
     assert result.winners[3].output == Path("/out/3-2")
     assert result.summary == FanOutSummary(count=4, succeeded=4, failed=0, speculative=1)
     assert fake.running == 0
