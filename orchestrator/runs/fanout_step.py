@@ -18,10 +18,10 @@ import asyncio
 import dataclasses
 import logging
 import shutil
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from .fanout import (
     MAX_SHARDS,
@@ -39,10 +39,8 @@ from .shards import Combined, ShardCollision, combine, list_files, materialise, 
 log = logging.getLogger(__name__)
 
 
-class ShardContainer(Protocol):
-    def __call__(
-        self, run: ShardRun, input_dir: Path, output_dir: Path
-    ) -> Coroutine[Any, Any, ShardOutcome]: ...
+# (shard attempt, its input folder, its empty output folder) -> how the container ended
+ShardContainer = Callable[[ShardRun, Path, Path], Coroutine[Any, Any, ShardOutcome]]
 
 
 @dataclass(frozen=True)
