@@ -10,7 +10,7 @@ from .audit.service import Audits
 from .config import Settings
 from .datasets import Datasets
 from .errors import MaoError
-from .executor_client import ExecutorClient
+from .executors import ExecutorClient
 from .federation.cluster import EtcdCluster
 from .federation.etcd import Etcd
 from .federation.locks import Locks
@@ -23,9 +23,10 @@ from .gateway.listener import RawListener
 from .gateway.raw import RawStore
 from .gateway.tokens import GatewayKeys
 from .pipelines.registrations import Registrations
-from .pipelines.runner import Runner
 from .pipelines.service import PipelineService
 from .pipelines.voting import Voting
+from .runs.engine import Runner
+from .runs.reconcile import Reconciler
 from .scheduling import Scheduler
 from .store import Store
 from .store.gateway import GatewayKeyStore, ListenerProgress
@@ -127,13 +128,11 @@ class Node:
             raise
         await self.store.start()
         await self.executor.start()
-        interrupted = await self.store.fail_interrupted_runs(
-            "interrupted: the orchestrator stopped during the run"
+        reconciler = Reconciler(
+            self.runner.records, self.executor, self.runner.registrations, self.datasets
         )
-        if interrupted:
-            log.warning(
-                "marked %d run(s) failed that a previous orchestrator process left unfinished", interrupted
-            )
+        if interrupted := await reconciler.reconcile():
+            log.warning("closed %d run(s) that a previous orchestrator process left unfinished", interrupted)
         await self.scheduler.start()
         await self.federation_scheduler.start()
         await self.voting.start()
