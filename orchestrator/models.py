@@ -22,6 +22,7 @@ from pydantic import (
 
 from .datasets.repo import check_master
 from .names import check_name
+from .runs.fanout import FanOut
 from .runs.graph import GraphError, StepNode, resolve
 
 # A step env value of exactly this marks a secret that each instance supplies itself (``private_env``).
@@ -126,11 +127,21 @@ class Step(Model):
     stall_timeout: float | None = Field(default=None, gt=0, le=7 * 86400)
     fallback_tool: Name | None = None
     cache: bool = False
+    # One container per shard of the input files (orchestrator/runs/fanout.py, docs/fan-out.md).
+    fan_out: FanOut | None = None
 
     @field_validator("input_dataset", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _fan_out_needs_input(self) -> Step:
+        if self.fan_out is not None and not self.input_dataset:
+            raise ValueError(
+                f"step {self.name}: fan_out needs an input_dataset (its shards are slices of the input files)"
+            )
+        return self
 
     def private_keys(self) -> list[str]:
         return [k for k, v in (self.env or {}).items() if v == PRIVATE_PLACEHOLDER]

@@ -43,6 +43,7 @@ from ..store.runs import RunRecords
 from ..store.tables import utcnow
 from .attempt import AttemptOutcome, Attempts, StepContext, StepFailed, container_name
 from .cache import memo_key
+from .fanout_attempt import FanOutAttempts
 from .graph import StepNode
 from .states import (
     ATTEMPT_TRANSITIONS,
@@ -115,6 +116,7 @@ class Runner:
         self.datasets = datasets
         self.executor = executor
         self.attempts = Attempts(settings, datasets, executor, voting, insights, self.records)
+        self.fan_out = FanOutAttempts(settings, self.attempts, self.records)
         self._active: dict[str, str] = {}  # pipeline name -> run id
         self._runs: dict[str, ActiveRun] = {}  # run id -> run
         self._tasks: dict[str, asyncio.Task[None]] = {}  # run id -> task
@@ -324,7 +326,10 @@ class Runner:
             tool = await self._tool(step.tool)
             if step.cache and await self._use_cache(run, ctx, tool):
                 return
-            outcome, used = await self._attempts(run, ctx, tool, scratch)
+            if step.fan_out is not None:
+                outcome, used = await self._fan_out(run, ctx, tool, scratch), tool
+            else:
+                outcome, used = await self._attempts(run, ctx, tool, scratch)
             key = None
             if outcome.image_id:
                 key = memo_key(step, used.name, outcome.image_id, outcome.input_commit)
@@ -394,6 +399,21 @@ class Runner:
                     status=exc.status,
                 ) from exc
         raise failure
+
+    async def _fan_out(self, run: ActiveRun, ctx: StepContext, tool: Tool, scratch: Path) -> AttemptOutcome:
+        """A fan-out step: its shards are retried on their own (runs/fanout_attempt.py)."""
+        fallback = await self._tool(ctx.step.fallback_tool) if ctx.step.fallback_tool else None
+        try:
+            return await self.fan_out.run(
+                ctx,
+                tool,
+                fallback,
+                scratch,
+                voting=lambda: run.voting.add(ctx.step.name),
+                stop_reason=lambda: run.stop.reason if run.stop else None,
+            )
+        finally:
+            run.voting.discard(ctx.step.name)
 
     async def _attempt(
         self, run: ActiveRun, ctx: StepContext, number: int, tool: Tool, scratch: Path
