@@ -6,14 +6,15 @@ orchestrator (SQLite, etcd, executor, Docker, a bare git remote): snapshot, N sh
 containers, combining their outputs, one commit and one ground-truth vote.
 
 Against: the same N containers started by hand with the same parallelism P (a pool of P threads,
-each ``docker run --rm`` of the same image and command with the shard's input folder mounted
-read-only and an empty output folder), nothing else.
+each running the same image and command with the shard's input folder mounted read-only and an
+empty output folder, through the Docker SDK as the executor does, or ``docker run --rm`` with
+``--by-hand cli``), nothing else.
 
 The two alternate (--rounds), so noise and drift hit both alike. The figure is the ratio of wall
 times, hand / fan-out (1.0 = fan-out costs nothing; target >= 0.85). --write appends the result to
 bench/README.md.
 
-    .venv/bin/python bench/fanout_bench.py [--shards 200] [--parallel 8] [--sleep 1] [--rounds 2] [--write]
+    .venv/bin/python bench/fanout_bench.py [--shards 200] [--parallel 8] [--sleep 1] [--rounds 2] [--by-hand sdk|cli] [--write]
 """
 
 from __future__ import annotations
@@ -34,10 +35,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import docker  # noqa: E402
+
 from tests import servers  # noqa: E402
 from tests.api import Api  # noqa: E402
 
 IMAGE = "busybox:latest"
+HAND = {"sdk": "Docker SDK run/wait/remove", "cli": "`docker run --rm`"}
 APP = "/usr/src/app"
 
 
@@ -80,6 +84,7 @@ def api_round(api: Api) -> float:
     elapsed = time.perf_counter() - started
     assert run["status"] == "succeeded", run
     (step,) = run["steps"]
+    assert step["shards"]["succeeded"] == step["shards"]["count"], step["shards"]
     return elapsed
 
 
@@ -96,23 +101,46 @@ def hand_round(tmp: Path, inputs: Path, args: argparse.Namespace) -> float:
     outputs = tmp / "hand-outputs"
     shutil.rmtree(outputs, ignore_errors=True)
     user = f"{os.getuid()}:{os.getgid()}"
+    client = docker.from_env(timeout=600)
 
     def one(n: int) -> None:
         output = outputs / str(n)
         output.mkdir(parents=True)
-        subprocess.run(
-            [
-                "docker", "run", "--rm", "--network", "host", "--user", user,
-                "-v", f"{inputs / str(n)}:{APP}/input:ro", "-v", f"{output}:{APP}/data",
-                IMAGE, "sh", "-c", shard_script(args.sleep),
-            ],
-            check=True,
-            capture_output=True,
-        )  # fmt: skip
+        if args.by_hand == "cli":
+            subprocess.run(
+                [
+                    "docker", "run", "--rm", "--network", "host", "--user", user,
+                    "-v", f"{inputs / str(n)}:{APP}/input:ro", "-v", f"{output}:{APP}/data",
+                    IMAGE, "sh", "-c", shard_script(args.sleep),
+                ],
+                check=True,
+                capture_output=True,
+            )  # fmt: skip
+            return
+        # The Docker SDK, as the executor uses it: create + start, wait, remove.
+        container = client.containers.run(
+            IMAGE,
+            ["sh", "-c", shard_script(args.sleep)],
+            detach=True,
+            user=user,
+            network_mode="host",
+            volumes={
+                str(inputs / str(n)): {"bind": f"{APP}/input", "mode": "ro"},
+                str(output): {"bind": f"{APP}/data", "mode": "rw"},
+            },
+        )
+        try:
+            status = container.wait()
+            assert status["StatusCode"] == 0, status
+        finally:
+            container.remove(force=True)
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
-        list(pool.map(one, range(args.shards)))
+    try:
+        with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+            list(pool.map(one, range(args.shards)))
+    finally:
+        client.close()
     return time.perf_counter() - started
 
 
@@ -124,6 +152,12 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--sleep", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--by-hand",
+        choices=["sdk", "cli"],
+        default="sdk",
+        help="start the baseline's containers with the Docker SDK or `docker run`",
+    )
     parser.add_argument("--write", action="store_true", help="append the result to bench/README.md")
     args = parser.parse_args()
 
@@ -169,7 +203,7 @@ def main() -> None:
                     f"| {label} | {len(times)} | {statistics.median(times):.1f} | {min(times):.1f} | {max(times):.1f} |"
                     for label, times in (
                         ("fan-out step (POST /pipeline/run)", api_times),
-                        (f"by hand ({args.parallel} threads of `docker run --rm`)", hand_times),
+                        (f"by hand ({args.parallel} threads, {HAND[args.by_hand]})", hand_times),
                     )
                 ),
             ]
@@ -182,7 +216,7 @@ def main() -> None:
                 readme.write(
                     f"\n### Fan-out, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores, "
                     f"Python {platform.python_version()}\n\n`.venv/bin/python bench/fanout_bench.py --shards {args.shards} "
-                    f"--parallel {args.parallel} --sleep {args.sleep:g} --rounds {args.rounds} --write`\n\n"
+                    f"--parallel {args.parallel} --sleep {args.sleep:g} --rounds {args.rounds} --by-hand {args.by_hand} --write`\n\n"
                     f"{table}\n\nRatio of wall times, hand / fan-out: **{ratio:.2f}** ({verdict} the 0.85 target); "
                     f"the sleeps alone take {ideal:.0f} s at this parallelism.\n"
                 )

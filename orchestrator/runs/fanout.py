@@ -182,6 +182,8 @@ class Coordinator:
         self._delay = delay or (lambda _shard, _failures: 0.0)
         self._policy = speculation or SpeculationPolicy()
         self._progress = progress
+        self._reporter: asyncio.Task[None] | None = None
+        self._dirty = False
         self._fallback = fallback
         # Shards start in order; a retry whose delay is over goes first (its step fails sooner if it
         # fails again, and its input is ready anyway). The heap holds (due, shard index).
@@ -198,6 +200,7 @@ class Coordinator:
 
     async def run(self) -> FanOutResult:
         loop = asyncio.get_running_loop()
+        self._report()  # the shard count, before any shard ends
         try:
             while self._fresh or self._retry or self._tasks:
                 now = loop.time()
@@ -214,13 +217,17 @@ class Coordinator:
                     await self._finished(task, loop.time())
         except _StepFailed as failure:
             await self._cancel_all("cancelled: another shard of the step failed")
+            await self._progress_written()
             return FanOutResult(
                 False, self.summary(), dict(self._winners), failure.message, failure.retryable
             )
         except BaseException:
             # Cancelled (run cancel, shutdown): every container goes, even if we are cancelled again.
             await asyncio.shield(self._cancel_all("cancelled: the step was stopped"))
+            if self._reporter is not None:
+                self._reporter.cancel()
             raise
+        await self._progress_written()
         return FanOutResult(True, self.summary(), dict(self._winners))
 
     # -- starting ----------------------------------------------------------------------------------
@@ -312,7 +319,7 @@ class Coordinator:
             self._durations.append(now - started)
             # The losing twin, if any.
             await self._cancel(list(state.running), "cancelled: the other copy of this shard finished first")
-            await self._report()
+            self._report()
             return
         state.failures += 1
         state.last_error = outcome.error
@@ -330,7 +337,7 @@ class Coordinator:
         if out_of_attempts:
             state.done = True
             self._failed += 1
-            await self._report()
+            self._report()
             tries = f"{state.failures} failed attempt{'s' if state.failures != 1 else ''}"
             if state.fallback:
                 tries += ", the last with the fallback tool"
@@ -350,12 +357,26 @@ class Coordinator:
         heapq.heappush(self._retry, (now + wait, index))
         state.speculated = False  # a fresh attempt may be speculated again
 
-    async def _report(self) -> None:
-        if self._progress is not None:
+    def _report(self) -> None:
+        """Have the newest summary recorded, without holding up the scheduling: one writer task
+        at a time, which writes again if shards ended meanwhile (so many endings cost few writes)."""
+        if self._progress is None:
+            return
+        self._dirty = True
+        if self._reporter is None or self._reporter.done():
+            self._reporter = asyncio.create_task(self._write_progress(self._progress))
+
+    async def _write_progress(self, progress: Progress) -> None:
+        while self._dirty:
+            self._dirty = False
             try:
-                await self._progress(self.summary())
+                await progress(self.summary())
             except Exception:  # progress is informative: a failed update must not fail the step
                 log.warning("could not record fan-out progress", exc_info=True)
+
+    async def _progress_written(self) -> None:
+        if self._reporter is not None:
+            await asyncio.gather(self._reporter, return_exceptions=True)
 
     async def _cancel(self, tasks: list[asyncio.Task[ShardOutcome]], reason: str) -> None:
         """Cancel ``tasks`` (``reason`` is the CancelledError's message) and wait for them."""

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from ..config import Settings
 from ..errors import MaoError
@@ -71,6 +72,7 @@ class FanOutAttempts:
         step = ctx.step
         fan_out = step.fan_out
         assert fan_out is not None, "a fan-out step has fan_out"
+        shards = _Shards(self, ctx, tool, fallback, stop_reason)
         try:
             input_dir, input_commit = await self.attempts.snapshot_input(
                 ctx, scratch / f"{ctx.position}-input"
@@ -84,13 +86,6 @@ class FanOutAttempts:
                 image=tool.image,
                 shards=FanOutSummary(0, 0, 0, 0).as_dict(),
             )
-            logs: dict[str, tuple[str, int | None]] = {}  # "ok"/"failed" -> (log tail, exit code)
-            image_ids: list[str] = []
-
-            async def run_container(run: ShardRun, shard_input: Path, shard_output: Path) -> ShardOutcome:
-                return await self._shard(
-                    ctx, tool, fallback, run, shard_input, shard_output, logs, image_ids, stop_reason
-                )
 
             async def progress(summary: FanOutSummary) -> None:
                 await self.records.update_step(ctx.run_id, step.name, shards=summary.as_dict())
@@ -102,29 +97,31 @@ class FanOutAttempts:
                     snapshot=input_dir,
                     scratch=scratch / f"{ctx.position}-shards",
                     workdir=workdir,
-                    run_container=run_container,
+                    run_container=shards.run_container,
                     retries=step.retries,
                     delay=lambda _shard, failures: backoff(failures, step.retry_delay),
                     speculation=self.speculation,
                     progress=progress,
                     fallback=fallback is not None,
                 )
-                log_tail, exit_code = logs.get("failed" if not result.ok else "ok", ("", None))
+                await shards.flush()
+                log_tail, exit_code = shards.logs.get("ok" if result.ok else "failed", ("", None))
+                image_id = shards.image_ids[0] if shards.image_ids else None
                 await self.records.update_step(
                     ctx.run_id,
                     step.name,
                     shards=result.summary.as_dict(),
-                    exit_code=exit_code if not result.ok else (0 if image_ids else None),
-                    image_id=image_ids[0] if image_ids else None,
+                    exit_code=exit_code,
+                    image_id=image_id,
                     log_tail=redact(log_tail, step.private_env),
                 )
                 if not result.ok:
                     raise StepFailed(f"step {step.name}: {result.error}")
-                image_id = image_ids[0] if image_ids else None
                 trailers = self.attempts.trailers(ctx, tool, image_id, input_commit)
                 trailers["MAO-Shards"] = str(result.summary.count)
                 commit, changed = await self.attempts.commit(ctx, parent, trailers)
                 await self.records.update_step(ctx.run_id, step.name, output_commit=commit, changed=changed)
+                # Read now, while the folder holds exactly what was committed.
                 insights = await asyncio.to_thread(read_insights, workdir)
             voting()
             merge_commit, state = await self.attempts.vote(ctx, commit, trailers)
@@ -141,36 +138,77 @@ class FanOutAttempts:
             return AttemptOutcome(input_commit, commit, changed, merge_commit, state, image_id, published)
         except MaoError as exc:
             raise classify(exc) from exc
+        finally:
+            # Cancelled or failed: the attempt records still get their end.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(shards.flush())
 
-    async def _shard(
+
+class _Shards:
+    """The containers of one fan-out step: runs each shard attempt and records it.
+
+    Attempt rows are written beside the containers rather than before and after them, so a shard's
+    slot waits for Docker only, not for the database; ``flush`` waits for every write (and raises
+    the first that failed) before the step commits."""
+
+    def __init__(
         self,
+        owner: FanOutAttempts,
         ctx: StepContext,
         tool: Tool,
         fallback: Tool | None,
-        run: ShardRun,
-        shard_input: Path,
-        shard_output: Path,
-        logs: dict[str, tuple[str, int | None]],
-        image_ids: list[str],
         stop_reason: Callable[[], str | None],
-    ) -> ShardOutcome:
+    ) -> None:
+        self.owner = owner
+        self.ctx = ctx
+        self.tool = tool
+        self.fallback = fallback
+        self.stop_reason = stop_reason
+        self.logs: dict[str, tuple[str, int | None]] = {}  # "ok"/"failed" -> (log tail, exit code)
+        self.image_ids: list[str] = []
+        self._writes: set[asyncio.Task[object]] = set()
+
+    async def flush(self) -> None:
+        while self._writes:
+            pending = list(self._writes)
+            results = await asyncio.gather(*pending, return_exceptions=True)
+            self._writes.difference_update(pending)
+            for outcome in results:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+
+    def _write(self, coroutine: Coroutine[Any, Any, object]) -> asyncio.Task[object]:
+        task = asyncio.ensure_future(coroutine)
+        self._writes.add(task)
+        return task
+
+    def _end(self, adding: asyncio.Task[object], status: AttemptStatus, **fields: Any) -> None:
+        async def end() -> None:
+            attempt_id = await adding
+            assert isinstance(attempt_id, int)
+            await self.owner.records.end_attempt(attempt_id, status, **fields)
+
+        self._write(end())
+
+    async def run_container(self, run: ShardRun, shard_input: Path, shard_output: Path) -> ShardOutcome:
         """One container for one shard, recorded as an attempt with its shard."""
-        shard = run.shard
-        use = fallback if run.fallback and fallback is not None else tool
+        ctx, shard = self.ctx, run.shard
+        use = self.fallback if run.fallback and self.fallback is not None else self.tool
         suffix = f"-s{shard.index}"
-        container = (
-            container_name(self.settings.instance_name, ctx.run_id, ctx.position, run.attempt) + suffix
+        settings = self.owner.settings
+        container = container_name(settings.instance_name, ctx.run_id, ctx.position, run.attempt) + suffix
+        adding = self._write(
+            self.owner.records.add_attempt(
+                ctx.run_id,
+                ctx.step.name,
+                run.attempt,
+                use.name,
+                container,
+                shard=shard.index,
+                speculative=run.speculative,
+            )
         )
-        attempt_id = await self.records.add_attempt(
-            ctx.run_id,
-            ctx.step.name,
-            run.attempt,
-            use.name,
-            container,
-            shard=shard.index,
-            speculative=run.speculative,
-        )
-        request = self.attempts.container_request(
+        request = self.owner.attempts.container_request(
             ctx,
             run.attempt,
             use,
@@ -182,13 +220,13 @@ class FanOutAttempts:
         label = f"shard {shard.index}/{shard.count} attempt {run.attempt}"
         result = None
         try:
-            result = await self.attempts.execute_container(ctx, request)
-            check_result(ctx.step, result, self.settings.step_timeout)
+            result = await self.owner.attempts.execute_container(ctx, request)
+            check_result(ctx.step, result, settings.step_timeout)
         except StepFailed as failure:
             if result is not None:
-                logs["failed"] = (f"[{label}]\n{result.log_tail}", result.exit_code)
-            await self.records.end_attempt(
-                attempt_id,
+                self.logs["failed"] = (f"[{label}]\n{result.log_tail}", result.exit_code)
+            self._end(
+                adding,
                 failure.attempt_status,
                 exit_code=failure.exit_code,
                 image_id=failure.image_id,
@@ -197,20 +235,15 @@ class FanOutAttempts:
             return ShardOutcome(ok=False, error=failure.message, retryable=failure.passable)
         except MaoError as exc:  # the executor away, or refusing the request
             problem = classify(exc)
-            await self.records.end_attempt(attempt_id, AttemptStatus.FAILED, error=problem.message)
+            self._end(adding, AttemptStatus.FAILED, error=problem.message)
             return ShardOutcome(ok=False, error=problem.message, retryable=problem.passable)
         except asyncio.CancelledError as cancel:
             # Cancelling the request makes the executor kill and remove the container.
-            reason = stop_reason() or (str(cancel.args[0]) if cancel.args else "cancelled")
-            with contextlib.suppress(Exception):
-                await asyncio.shield(
-                    self.records.end_attempt(attempt_id, AttemptStatus.CANCELLED, error=reason)
-                )
+            reason = self.stop_reason() or (str(cancel.args[0]) if cancel.args else "cancelled")
+            self._end(adding, AttemptStatus.CANCELLED, error=reason)
             raise
-        logs["ok"] = (f"[{label}]\n{result.log_tail}", 0)
+        self.logs["ok"] = (f"[{label}]\n{result.log_tail}", 0)
         if result.image_id:
-            image_ids.append(result.image_id)
-        await self.records.end_attempt(
-            attempt_id, AttemptStatus.SUCCEEDED, exit_code=0, image_id=result.image_id
-        )
+            self.image_ids.append(result.image_id)
+        self._end(adding, AttemptStatus.SUCCEEDED, exit_code=0, image_id=result.image_id)
         return ShardOutcome(ok=True)

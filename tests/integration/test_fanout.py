@@ -200,3 +200,27 @@ def test_sigkill_mid_fan_out_then_restart_leaves_no_container_and_no_double_merg
         assert merges == [again["steps"][1]["merge_commit"]]
     finally:
         service.stop()
+
+
+def test_cancel_mid_fan_out_kills_every_shard_and_pushes_nothing(api: Api, node, docker_engine) -> None:
+    made = fan_pipeline(api, f"sleep 600; cp {APP}/input/in/*.txt {APP}/data/")
+    before = gitutil.tip(made["repo"], "ground-truth")
+    run_id = api.run(made["pipeline"], wait=False)["id"]
+
+    def running() -> list[Any]:
+        return docker_engine.containers.list(all=True, filters={"label": f"mao.run={run_id}"})
+
+    servers.wait_until(lambda: len(running()) == 2, timeout=120, what="two shard containers running")
+    assert api.post(f"/runs/{run_id}/cancel").status_code == 202
+    servers.wait_until(lambda: running() == [], timeout=30, what="the shard containers to be removed")
+    record = servers.wait_until(
+        lambda: (r := api.ok(api.get(f"/runs/{run_id}")))["status"] == "cancelled" and r,
+        timeout=30,
+        what="the run to end cancelled",
+    )
+    fan = record["steps"][1]
+    assert fan["status"] == "cancelled"
+    assert sorted((a["shard"], a["status"]) for a in fan["attempts"]) == [(1, "cancelled"), (2, "cancelled")]
+    assert fan["shards"] == {"count": 4, "succeeded": 0, "failed": 0, "speculative": 0}
+    assert gitutil.tip(made["repo"], "ground-truth") == before
+    assert f"fan-{node.name}" not in gitutil.branches(made["repo"])
