@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from .datasets.masters import credentials_problem
 from .datasets.repo import check_master
 from .names import check_name
 
@@ -66,7 +67,7 @@ class Tool(Model):
 
 
 def _check_master(value: str) -> str:
-    if problem := check_master(value):
+    if problem := check_master(value) or credentials_problem(value):
         raise ValueError(problem)
     return value
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from .audit.service import Audits
 from .config import Settings
 from .datasets import Datasets
+from .datasets._git import use_credentials_file
 from .errors import MaoError
 from .executor_client import ExecutorClient
 from .federation.cluster import EtcdCluster
@@ -67,7 +68,9 @@ class Node:
             git_name=settings.git_name,
             git_email=settings.git_email,
             network_timeout=settings.git_timeout,
+            master_roots=settings.master_roots,
         )
+        use_credentials_file(str(settings.git_credentials) if settings.git_credentials else None)
         executor = ExecutorClient(settings.executor_url, settings.executor_token)
         registrations = Registrations(registry, RegistryCache(store))
         voting = Voting(datasets, locks, PendingMerges(store), registrations, etcd)
