@@ -1,7 +1,8 @@
 """Who may talk to the API (docs/security.md): the token, the Host and Origin guards, JSON-only writes.
 
-The order matters and is fixed in ``create_app``: ``guard_middleware`` first (a foreign Host or Origin,
-or a write that is not JSON, is refused before any credential is looked at), then ``auth_middleware``.
+The order matters and is fixed in ``create_app``: ``guard_middleware`` first (a foreign Host or Origin
+is refused before any credential is looked at), then ``auth_middleware``, then
+``json_writes_middleware``.
 
 - Host: a name not in ``MAO_API_HOSTNAMES`` is a 421 (Misdirected Request). A DNS-rebinding page
   reaches this API under its own domain name; the Host header is the one thing it cannot forge.
@@ -85,14 +86,20 @@ def guard_middleware(settings: Settings) -> Middleware:
                     f"requests from web pages of other sites (Origin {origin[:100]!r}) are refused",
                     code="foreign_origin",
                 )
-        if request.method in WRITE_METHODS and request.content_type != "application/json":
-            raise UnsupportedMediaType(
-                f"{request.method} needs 'Content-Type: application/json' "
-                f"(got {request.content_type!r})"
-            )
         return await handler(request)
 
     return guard
+
+
+@web.middleware
+async def json_writes_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Writes are JSON (415 otherwise); runs after the token check so that a caller without a
+    token learns nothing but 401."""
+    if request.method in WRITE_METHODS and request.content_type != "application/json":
+        raise UnsupportedMediaType(
+            f"{request.method} needs 'Content-Type: application/json' (got {request.content_type!r})"
+        )
+    return await handler(request)
 
 
 def auth_middleware(token: str | None, legacy_open: bool = False) -> Middleware:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from .access import auth_middleware, guard_middleware
+from .access import auth_middleware, guard_middleware, json_writes_middleware
 from .api import add_routes
 from .api.common import NODE
 from .config import Settings
@@ -36,7 +36,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+        codes = {
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "payload_too_large",
+            415: "unsupported_media_type",
+        }
         message = exc.text if exc.status != 404 else f"no such endpoint: {request.method} {request.path}"
         return _error(exc.status, codes.get(exc.status, "http_error"), message or exc.reason)
     except Exception:
@@ -51,6 +56,7 @@ def create_app(settings: Settings, node: Node | None = None) -> web.Application:
             error_middleware,
             guard_middleware(settings),
             auth_middleware(settings.api_token, settings.api_legacy_open),
+            json_writes_middleware,
         ],
         client_max_size=4 * 1024**2,
     )

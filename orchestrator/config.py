@@ -316,9 +316,7 @@ def _trust_settings(
         elif not git_credentials.is_file():
             problems.append(f"MAO_GIT_CREDENTIALS={credentials} is not a file")
         elif git_credentials.stat().st_mode & 0o077:
-            problems.append(
-                f"MAO_GIT_CREDENTIALS={credentials} is readable by other users: chmod 600 it"
-            )
+            problems.append(f"MAO_GIT_CREDENTIALS={credentials} is readable by other users: chmod 600 it")
 
     roots: list[Path] = []
     for item in filter(None, (part.strip() for part in (get("MAO_MASTER_ROOTS") or "").split(","))):

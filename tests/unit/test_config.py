@@ -65,10 +65,19 @@ def test_trust_settings(tmp_path: Path) -> None:
     assert {"localhost", "127.0.0.1", "::1", "0.0.0.0", "node1.example.org"} <= set(settings.api_hostnames)
     assert settings.master_roots == ((tmp_path / "data" / "repos").resolve(),)
     assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
-    given = load_settings({**base_env(tmp_path), "MAO_API_HOSTNAMES": "mao.example.org", "MAO_MASTER_ROOTS": "/srv/git"})
+    given = load_settings(
+        {**base_env(tmp_path), "MAO_API_HOSTNAMES": "mao.example.org", "MAO_MASTER_ROOTS": "/srv/git"}
+    )
     assert given.api_hostnames == ("mao.example.org",) and given.master_roots == (Path("/srv/git"),)
     with pytest.raises(ConfigError) as caught:
-        load_settings({**base_env(tmp_path), "MAO_API_LEGACY_OPEN": "1", "MAO_API_TOKEN": "t", "MAO_MASTER_ROOTS": "rel"})
+        load_settings(
+            {
+                **base_env(tmp_path),
+                "MAO_API_LEGACY_OPEN": "1",
+                "MAO_API_TOKEN": "t",
+                "MAO_MASTER_ROOTS": "rel",
+            }
+        )
     assert len(caught.value.problems) == 2
 
 
