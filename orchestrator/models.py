@@ -65,6 +65,12 @@ class Tool(Model):
     artefact: Text = ""
     description: Text = ""
 
+    @field_validator("author", "data_repo", "code_repo", "artefact", "description", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: Any) -> Any:
+        # The prototype's maoctl sends null for every flag not given.
+        return "" if value is None else value
+
 
 def _check_master(value: str) -> str:
     if problem := check_master(value) or credentials_problem(value):
