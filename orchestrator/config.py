@@ -334,7 +334,7 @@ def _trust_settings(
         "git_credentials": git_credentials,
         "master_roots": tuple(roots),
         "etcd_compact_interval": get_number("MAO_ETCD_COMPACT_INTERVAL", 300.0, 0, 86400),
-        "etcd_compact_keep": int(get_number("MAO_ETCD_COMPACT_KEEP", 100_000, 1000, 10**9, integer=True)),
+        "etcd_compact_keep": int(get_number("MAO_ETCD_COMPACT_KEEP", 100_000, 10, 10**9, integer=True)),
         "gateway_bytes_per_second": int(
             get_number("MAO_GATEWAY_BYTES_PER_SECOND", 256 * 1024, 1024, 10**9, integer=True)
         ),

@@ -13,13 +13,14 @@ from .datasets._git import use_credentials_file
 from .errors import MaoError
 from .executor_client import ExecutorClient
 from .federation.cluster import EtcdCluster
+from .federation.compaction import Compactor
 from .federation.etcd import Etcd
 from .federation.locks import Locks
 from .federation.members import Membership
 from .federation.registry import Registry
 from .federation.scheduler import FederationScheduler
 from .gateway.insights import InsightsPublisher
-from .gateway.limits import RateLimiter
+from .gateway.limits import RateLimiter, WriteBudget
 from .gateway.listener import RawListener
 from .gateway.raw import RawStore
 from .gateway.tokens import GatewayKeys
@@ -55,6 +56,7 @@ class Node:
     gateway_keys: GatewayKeys
     listener: RawListener | None
     audits: Audits
+    compactor: Compactor
 
     @classmethod
     def build(cls, settings: Settings) -> Node:
@@ -113,10 +115,12 @@ class Node:
                 settings.instance_name,
                 settings.raw_ttl,
                 RateLimiter(settings.gateway_rate, settings.gateway_burst),
+                WriteBudget(settings.gateway_bytes_per_second, settings.gateway_entries_per_second),
             ),
             gateway_keys=GatewayKeys(GatewayKeyStore(store)),
             listener=listener,
             audits=Audits(settings, etcd, registry, store, datasets),
+            compactor=Compactor(etcd, settings.etcd_compact_interval, settings.etcd_compact_keep),
         )
 
     async def start(self) -> None:
@@ -143,6 +147,7 @@ class Node:
         if self.listener is not None:
             await self.listener.start()
         await self.audits.start()
+        await self.compactor.start()
         for name, check in (("etcd", self.etcd.check), ("executor", self.executor.health)):
             try:
                 await check()
@@ -153,6 +158,7 @@ class Node:
         """Close every service, in this order, each whatever happened to the one before: a listener
         that fails to stop must not keep the member lease, etcd or the database open."""
         closers: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("etcd compaction", self.compactor.close),
             ("federation scheduler", self.federation_scheduler.close),
             ("scheduler", self.scheduler.stop),
             ("audits", self.audits.close),
