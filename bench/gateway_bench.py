@@ -66,6 +66,9 @@ def main() -> None:
         "MAO_API_TOKEN": token,
         "MAO_RAW_DATASET": "bench-raw",
         "MAO_LOG_LEVEL": "WARNING",
+        # Latency and throughput are measured here, not the per-instance budget (bench/etcd_growth.py).
+        "MAO_GATEWAY_BYTES_PER_SECOND": str(10**9),
+        "MAO_GATEWAY_ENTRIES_PER_SECOND": "100000",
     }
     orchestrator = servers.start_orchestrator(env, log_dir=root)
     try:

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from .datasets.masters import credentials_problem
 from .datasets.repo import check_master
 from .names import check_name
 from .runs.fanout import FanOut
@@ -67,9 +68,15 @@ class Tool(Model):
     artefact: Text = ""
     description: Text = ""
 
+    @field_validator("author", "data_repo", "code_repo", "artefact", "description", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: Any) -> Any:
+        # The prototype's maoctl sends null for every flag not given.
+        return "" if value is None else value
+
 
 def _check_master(value: str) -> str:
-    if problem := check_master(value):
+    if problem := check_master(value) or credentials_problem(value):
         raise ValueError(problem)
     return value
 

@@ -9,16 +9,18 @@ from dataclasses import dataclass
 from .audit.service import Audits
 from .config import Settings
 from .datasets import Datasets
+from .datasets._git import use_credentials_file
 from .errors import MaoError
 from .executors import ExecutorClient
 from .federation.cluster import EtcdCluster
+from .federation.compaction import Compactor
 from .federation.etcd import Etcd
 from .federation.locks import Locks
 from .federation.members import Membership
 from .federation.registry import Registry
 from .federation.scheduler import FederationScheduler
 from .gateway.insights import InsightsPublisher
-from .gateway.limits import RateLimiter
+from .gateway.limits import RateLimiter, WriteBudget
 from .gateway.listener import RawListener
 from .gateway.raw import RawStore
 from .gateway.tokens import GatewayKeys
@@ -55,6 +57,7 @@ class Node:
     gateway_keys: GatewayKeys
     listener: RawListener | None
     audits: Audits
+    compactor: Compactor
 
     @classmethod
     def build(cls, settings: Settings) -> Node:
@@ -68,7 +71,9 @@ class Node:
             git_name=settings.git_name,
             git_email=settings.git_email,
             network_timeout=settings.git_timeout,
+            master_roots=settings.master_roots,
         )
+        use_credentials_file(str(settings.git_credentials) if settings.git_credentials else None)
         executor = ExecutorClient(settings.executor_url, settings.executor_token)
         registrations = Registrations(registry, RegistryCache(store))
         voting = Voting(datasets, locks, PendingMerges(store), registrations, etcd)
@@ -111,10 +116,12 @@ class Node:
                 settings.instance_name,
                 settings.raw_ttl,
                 RateLimiter(settings.gateway_rate, settings.gateway_burst),
+                WriteBudget(settings.gateway_bytes_per_second, settings.gateway_entries_per_second),
             ),
             gateway_keys=GatewayKeys(GatewayKeyStore(store)),
             listener=listener,
             audits=Audits(settings, etcd, registry, store, datasets),
+            compactor=Compactor(etcd, settings.etcd_compact_interval, settings.etcd_compact_keep),
         )
 
     async def start(self) -> None:
@@ -139,6 +146,7 @@ class Node:
         if self.listener is not None:
             await self.listener.start()
         await self.audits.start()
+        await self.compactor.start()
         for name, check in (("etcd", self.etcd.check), ("executor", self.executor.health)):
             try:
                 await check()
@@ -149,6 +157,7 @@ class Node:
         """Close every service, in this order, each whatever happened to the one before: a listener
         that fails to stop must not keep the member lease, etcd or the database open."""
         closers: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("etcd compaction", self.compactor.close),
             ("federation scheduler", self.federation_scheduler.close),
             ("scheduler", self.scheduler.stop),
             ("audits", self.audits.close),

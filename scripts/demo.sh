@@ -126,7 +126,7 @@ if curl -s -o /dev/null "$API/"; then
 else
     say "orchestrator: starting on $API (log: $LOGS/orchestrator.log)"
     start_bg orchestrator "$ROOT/.venv/bin/mao-orchestrator"
-    wait_for "the orchestrator" 60 curl -sf "$API/health"
+    wait_for "the orchestrator" 60 curl -sf "$API/"  # liveness: the only route without a token
 fi
 
 # 6. The demo tool image, built locally from Debian's busybox-static (no registry needed) --------
@@ -152,11 +152,14 @@ export MAO_URL="$API" MAO_MARKETPLACE="$ROOT/marketplace"
 
 cat <<EOF
 
-$(printf '\033[1m')The node is running.$(printf '\033[0m') Try:
+$(printf '\033[1m')The node is running.$(printf '\033[0m') Its API token is in $MAO_DATA_DIR/api-token
+(mode 0600); maoctl reads it from there once told where the data dir is. Try:
+  export MAO_DATA_DIR=$MAO_DATA_DIR MAO_URL=$API
   .venv/bin/maoctl instance status
   .venv/bin/maoctl pipeline run --name demo           # run it again
   .venv/bin/maoctl pipeline runs --name demo
   .venv/bin/maoctl pipeline run --name demo --cron '*/5 * * * *'
   git --git-dir $DEMO_DIR/data/repos/demo-report.git log ground-truth
+  curl -H "Authorization: Bearer \$(cat $MAO_DATA_DIR/api-token)" $API/health
 Logs are in $LOGS/. Stop the node with: ./scripts/demo.sh stop
 EOF

@@ -18,7 +18,11 @@ import requests
 
 URL = os.environ.get("MAO_URL", "http://127.0.0.1:8080").rstrip("/")
 MARKETPLACE = Path(os.environ.get("MAO_MARKETPLACE", Path(__file__).resolve().parents[1] / "marketplace"))
-HEADERS = {"Authorization": f"Bearer {os.environ['MAO_API_TOKEN']}"} if os.environ.get("MAO_API_TOKEN") else {}
+# The token: MAO_API_TOKEN, or the file the orchestrator wrote into its data dir (MAO_DATA_DIR).
+TOKEN = os.environ.get("MAO_API_TOKEN") or (
+    (Path(os.environ["MAO_DATA_DIR"]) / "api-token").read_text().strip() if os.environ.get("MAO_DATA_DIR") else ""
+)
+HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
 
 def call(method: str, path: str, body: Any = None) -> Any:

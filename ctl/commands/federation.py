@@ -78,6 +78,12 @@ def _explain_added(ctl: Ctl, name: str, peer_url: str, result: dict[str, Any]) -
     ctl.out.line(f"Added {name} ({peer_url}) to the federation's etcd cluster.")
     ctl.out.line("Send this line to its operator; `maoctl instance install` asks for it:")
     ctl.out.line(f"  ETCD_INITIAL_CLUSTER={result['ETCD_INITIAL_CLUSTER']}", style="bold")
+    if result.get("writes_pause_until_started"):
+        ctl.out.line(
+            f"Writes to the federation now pause until {name}'s etcd member starts: the cluster has "
+            "two members and needs both for quorum.",
+            style="bold",
+        )
     ctl.out.line(
         "Until that instance's etcd starts, the cluster counts it as missing: "
         f"if it never joins, remove it with `maoctl federation remove-member --name {name}`."

@@ -104,6 +104,24 @@ class Etcd(FailoverClient):
 
         return await self._call(op)
 
+    async def list_page(self, prefix: str, start: str, limit: int) -> list[KeyValue]:
+        """At most ``limit`` keys under ``prefix`` from the key ``start`` on, in key order: pages of a
+        prefix too large for one answer (etcd's gRPC answers are bounded, 4 MiB by default)."""
+        request = aetcd.rpc.RangeRequest(
+            key=start.encode(),
+            range_end=aetcd.utils.prefix_range_end(prefix.encode()),
+            limit=limit,
+            sort_order=aetcd.rpc.RangeRequest.ASCEND,
+            sort_target=aetcd.rpc.RangeRequest.KEY,
+        )
+
+        async def op(c: aetcd.Client) -> list[KeyValue]:
+            await c.connect()
+            response = await c.kvstub.Range(request, timeout=self.timeout, metadata=c.metadata)
+            return [_decode(kv) for kv in response.kvs]
+
+        return await self._call(op)
+
     async def put(self, key: str, value: Any, lease: int | None = None) -> int:
         """Write ``key``; returns the store revision of the write (its ``mod_revision``)."""
         result = await self._call(lambda c: c.put(key.encode(), _encode(value), lease=lease))
@@ -226,6 +244,36 @@ class Etcd(FailoverClient):
 
     async def revoke_lease(self, lease_id: int) -> None:
         await self._call(lambda c: c.revoke_lease(lease_id))
+
+    # -- history --------------------------------------------------------------------------------
+    async def revision(self) -> int:
+        """The store's current revision (a count-only read: no key is sent back)."""
+        request = aetcd.rpc.RangeRequest(key=b"\0", range_end=b"\0", count_only=True)
+
+        async def op(c: aetcd.Client) -> int:
+            await c.connect()
+            response = await c.kvstub.Range(request, timeout=self.timeout, metadata=c.metadata)
+            return int(response.header.revision)
+
+        return await self._call(op)
+
+    async def compact(self, revision: int) -> bool:
+        """Drop the history before ``revision``; False when it already was (another instance
+        compacted as far or further)."""
+
+        async def op(c: aetcd.Client) -> bool:
+            try:
+                await c.compact(revision)
+            except aetcd.exceptions.RevisionCompactedError:
+                return False
+            return True
+
+        return await self._call(op)
+
+    async def db_size(self) -> int:
+        """Bytes of the answering member's database file (what compaction and defragmentation shrink)."""
+        status = await self._call(lambda c: c.status())
+        return int(status.db_size)
 
     # -- cluster --------------------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:

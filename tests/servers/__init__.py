@@ -27,13 +27,14 @@ from .process import (
     wait_http,
     wait_until,
 )
-from .services import ServiceProcess, _base_env, start_executor, start_orchestrator
+from .services import TOKENS, ServiceProcess, _base_env, start_executor, start_orchestrator, token_for
 
 __all__ = [
     "BUSYBOX_LABEL",
     "BUSYBOX_LABEL_VERSION",
     "LOCALHOST",
     "REPO_ROOT",
+    "TOKENS",
     "EtcdServer",
     "ManagedProcess",
     "PostgresServer",
@@ -52,6 +53,7 @@ __all__ = [
     "start_orchestrator",
     "start_postgres",
     "stop_docker",
+    "token_for",
     "wait_http",
     "wait_until",
 ]
