@@ -132,9 +132,14 @@ class FailoverClient:
                 return result
         reason = "; ".join(errors)
         self._mark(False, reason)
+        tls_hint = (
+            " and that MAO_ETCD_CERT was issued by the federation's CA (MAO_ETCD_CA)"
+            if self.tls is not None
+            else " (etcd is reached over plain HTTP: a member that requires TLS refuses it)"
+        )
         raise EtcdUnavailable(
-            f"etcd is unreachable (tried {reason}). Check MAO_ETCD_ENDPOINTS and that "
-            "a majority of the federation's etcd members is up."
+            f"etcd is unreachable (tried {reason}). Check MAO_ETCD_ENDPOINTS, that "
+            f"a majority of the federation's etcd members is up{tls_hint}."
         )
 
     async def _get_client(self) -> aetcd.Client:
