@@ -1,8 +1,8 @@
 """The two-member join over TLS, as an operator does it with the installer's files.
 
 Member A founds the federation (CA in its ca/, certificates in its pki/, as ``maoctl instance install``
-writes them) and runs etcd with client and peer certificate authentication and an orchestrator. B is
-added to etcd, gets a join bundle issued by A's CA, starts its etcd from the bundle's certificates and
+writes them) and runs etcd with client and peer certificate authentication and an orchestrator. A peer
+with a certificate from another CA cannot join in B's place. B is added to etcd, gets a join bundle issued by A's CA, starts its etcd from the bundle's certificates and
 ETCD_INITIAL_CLUSTER, and its orchestrator sees what A registered.
 
 Adding the second member of a one-member cluster goes through etcd's own member API here (with A's
@@ -76,6 +76,30 @@ def test_second_member_joins_over_tls_with_the_join_bundle(
             issue_bundle(pki.load_authority(root / "a" / "ca"), "join-b", b_peer, initial, "tls-join"),
             bundle_path,
         )
+
+        # A peer without a certificate from the federation's CA cannot take B's place, even knowing
+        # the CA's (public) certificate: A's etcd refuses its TLS handshake, so it never joins.
+        intruder_pki = servers.make_member_pki(
+            root / "intruder" / "pki", pki.create_authority("stranger"), "join-b"
+        )
+        (intruder_pki / pki.CA_CERT).write_bytes((root / "a" / "pki" / pki.CA_CERT).read_bytes())
+        intruder = servers.EtcdServer(
+            root / "intruder",
+            name="join-b",
+            client_port=client_port,
+            peer_port=peer_port,
+            initial_cluster=initial,
+            cluster_state="existing",
+            tls=intruder_pki,
+        )
+        intruder.start(wait=False)
+        try:
+            assert intruder.process is not None
+            intruder.process.wait(timeout=60)  # etcd gives up: it cannot fetch the cluster from A
+            log = intruder.log_path.read_text()
+            assert "tls: bad certificate" in log or "certificate required" in log, log[-3000:]
+        finally:
+            intruder.destroy()
 
         # B's operator: the installer writes the bundle's certificates into B's pki/ (keys 0600).
         bundle = load_bundle(bundle_path)
