@@ -174,12 +174,19 @@ def join_problems(answers: InstallAnswers, found: list[str]) -> list[str]:
         bundle = load_bundle(Path(answers.join_bundle))
     except BundleError as exc:
         return [f"join_bundle: {exc}"]
-    if answers.initial_cluster and answers.initial_cluster.strip() != bundle.initial_cluster:
+    if answers.initial_cluster and _members(answers.initial_cluster) != _members(bundle.initial_cluster):
         return ["initial_cluster: differs from the join bundle's; leave it out (the bundle holds it)"]
     if answers.name and answers.ip and not found:
         if problem := initial_cluster_problem(bundle.initial_cluster, answers.name, peer_url(answers.ip)):
             return [f"join_bundle: made for {bundle.name} at {bundle.peer_url}: {problem}"]
     return []
+
+
+def _members(value: str) -> list[tuple[str, str]] | None:
+    try:
+        return parse_initial_cluster(value)
+    except ValueError:
+        return None
 
 
 def bundle_defaults(answers: InstallAnswers) -> None:

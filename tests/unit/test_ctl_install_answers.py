@@ -235,3 +235,19 @@ def test_malformed_answers_files(tmp_path: Path) -> None:
 def test_the_wizard_needs_a_terminal(tmp_path: Path) -> None:
     result = install("--dir", str(tmp_path))
     assert result.exit_code == 2 and "--answers FILE" in result.stderr
+
+
+def test_an_initial_cluster_given_with_the_bundle_must_agree_with_it(tmp_path: Path) -> None:
+    cluster = "alpha=https://10.0.0.1:2380,beta=https://10.0.0.2:2380"
+    bundle, _ = write_bundle(tmp_path, "beta", "10.0.0.2", cluster)
+    base = ("--non-interactive", "--join", "--join-bundle", str(bundle), "--dir")
+    same = install(*base, str(tmp_path / "a"), "--initial-cluster", f"ETCD_INITIAL_CLUSTER={cluster}")
+    assert same.exit_code == 0, same.output
+    other = install(
+        *base,
+        str(tmp_path / "b"),
+        "--initial-cluster",
+        "alpha=https://10.0.0.1:2380,beta=https://10.0.0.3:2380",
+    )
+    assert other.exit_code == 2 and "differs from the join bundle's" in other.stderr
+    assert not (tmp_path / "b").exists()
