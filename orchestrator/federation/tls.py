@@ -9,7 +9,7 @@ turn accepts only a client certificate the same CA signed.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ class EtcdTls:
 
     ca: bytes
     cert: bytes
-    key: bytes
+    key: bytes = field(repr=False)  # never in a log line or a traceback's locals
 
     @classmethod
     def from_files(cls, ca: Path, cert: Path, key: Path) -> EtcdTls:
