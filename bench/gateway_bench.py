@@ -61,6 +61,7 @@ def main() -> None:
         "MAO_INSTANCE_NAME": "bench-gw",
         "MAO_DATA_DIR": str(root / "data"),
         "MAO_ETCD_ENDPOINTS": etcd.endpoint,
+        "MAO_ETCD_INSECURE": "1",  # a plain loopback etcd started for the bench
         "MAO_EXECUTOR_URL": "http://127.0.0.1:9",  # not needed: no pipeline runs here
         "MAO_EXECUTOR_TOKEN": "unused",
         "MAO_API_TOKEN": token,

@@ -107,6 +107,7 @@ def main() -> None:
             "MAO_INSTANCE_NAME": "bench",
             "MAO_DATA_DIR": str(tmp / "node"),
             "MAO_ETCD_ENDPOINTS": etcd.endpoint,
+            "MAO_ETCD_INSECURE": "1",  # a plain loopback etcd started for the bench
             "MAO_EXECUTOR_URL": executor.url,
             "MAO_EXECUTOR_TOKEN": executor.token or "",
             "MAO_LOG_LEVEL": "WARNING",

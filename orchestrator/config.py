@@ -77,6 +77,12 @@ class Settings:
     # The gateway's per-instance write budget, across all keys: bytes and entries per second.
     gateway_bytes_per_second: int = 256 * 1024
     gateway_entries_per_second: float = 50.0
+    # etcd over TLS: the federation CA and this instance's client certificate and key. All three, or
+    # none and etcd_insecure (plain HTTP, only when asked for: tests and the one-machine demo).
+    etcd_ca: Path | None = None
+    etcd_cert: Path | None = None
+    etcd_key: Path | None = None
+    etcd_insecure: bool = False
 
     @property
     def api_url(self) -> str:
@@ -93,6 +99,10 @@ class Settings:
             "MAO_DATA_DIR": str(self.data_dir),
             "MAO_HOST_DATA_DIR": str(self.host_data_dir),
             "MAO_ETCD_ENDPOINTS": ",".join(f"{h}:{p}" for h, p in self.etcd_endpoints),
+            "MAO_ETCD_CA": str(self.etcd_ca) if self.etcd_ca else None,
+            "MAO_ETCD_CERT": str(self.etcd_cert) if self.etcd_cert else None,
+            "MAO_ETCD_KEY": str(self.etcd_key) if self.etcd_key else None,
+            "MAO_ETCD_INSECURE": self.etcd_insecure,
             "MAO_DATABASE_URL": _mask_url_password(self.database_url),
             "MAO_API_HOST": self.api_host,
             "MAO_API_PORT": self.api_port,
@@ -192,7 +202,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if not host_data_dir.is_absolute():
         problems.append(f"MAO_HOST_DATA_DIR={host_data_dir} must be an absolute path")
 
-    endpoints = _parse_endpoints(get("MAO_ETCD_ENDPOINTS", DEFAULT_ETCD_ENDPOINT) or "", problems)
+    raw_endpoints = get("MAO_ETCD_ENDPOINTS", DEFAULT_ETCD_ENDPOINT) or ""
+    endpoints = _parse_endpoints(raw_endpoints, problems)
+    etcd_ca, etcd_cert, etcd_key, etcd_insecure = _etcd_tls(get, raw_endpoints, problems)
 
     database_url = get("MAO_DATABASE_URL") or f"sqlite+aiosqlite:///{data_dir / 'mao.db'}"
     if not database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
@@ -268,6 +280,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         gateway_rate=get_number("MAO_GATEWAY_RATE", 5.0, 0.01, 10000),
         gateway_burst=int(get_number("MAO_GATEWAY_BURST", 10, 1, 100000, integer=True)),
         **trust,
+        etcd_ca=etcd_ca,
+        etcd_cert=etcd_cert,
+        etcd_key=etcd_key,
+        etcd_insecure=etcd_insecure,
     )
     if problems:
         raise ConfigError(problems)
@@ -357,6 +373,74 @@ def _parse_endpoints(raw: str, problems: list[str]) -> list[tuple[str, int]]:
     if not endpoints and not any(p.startswith("MAO_ETCD_ENDPOINTS") for p in problems):
         problems.append("MAO_ETCD_ENDPOINTS is empty: give at least one host:port")
     return endpoints
+
+
+TLS_VARIABLES = ("MAO_ETCD_CA", "MAO_ETCD_CERT", "MAO_ETCD_KEY")
+TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
+def _etcd_tls(
+    get: Callable[[str], str | None], raw_endpoints: str, problems: list[str]
+) -> tuple[Path | None, Path | None, Path | None, bool]:
+    """The etcd TLS files (checked: readable, the key not readable by others) and the plain-HTTP switch.
+
+    Secure by default: without the three files the orchestrator starts only when MAO_ETCD_INSECURE=1
+    says plain HTTP is meant, and an endpoint's scheme, when given, must agree with the choice."""
+    insecure_raw = (get("MAO_ETCD_INSECURE") or "0").lower()
+    if insecure_raw not in TRUE + FALSE:
+        problems.append(f"MAO_ETCD_INSECURE={insecure_raw!r} must be 1 or 0")
+    insecure = insecure_raw in TRUE
+    given = {name: get(name) for name in TLS_VARIABLES}
+    schemes = {item.strip().split("://", 1)[0].lower() for item in raw_endpoints.split(",") if "://" in item}
+    if not any(given.values()):
+        if not insecure:
+            problems.append(
+                "etcd needs TLS: set MAO_ETCD_CA, MAO_ETCD_CERT and MAO_ETCD_KEY (the federation CA and "
+                "this instance's client certificate and key; `maoctl instance install` writes them), or "
+                "MAO_ETCD_INSECURE=1 for a plain-HTTP etcd that nothing else on this host or network can "
+                "reach (tests, the one-machine demo)"
+            )
+        elif "https" in schemes:
+            problems.append(
+                "MAO_ETCD_ENDPOINTS has https:// endpoints but MAO_ETCD_INSECURE=1 asks for plain HTTP"
+            )
+        return None, None, None, insecure
+    missing = [name for name, value in given.items() if not value]
+    if missing:
+        problems.append(
+            f"etcd over TLS needs all of {', '.join(TLS_VARIABLES)}; missing: {', '.join(missing)}"
+        )
+    if insecure:
+        problems.append("MAO_ETCD_INSECURE=1 contradicts MAO_ETCD_CA/CERT/KEY: choose TLS or plain HTTP")
+    if "http" in schemes:
+        problems.append(
+            "MAO_ETCD_ENDPOINTS has http:// endpoints but etcd is reached over TLS: write https:// or host:port"
+        )
+    paths: list[Path | None] = []
+    for name, value in given.items():
+        path = Path(value).expanduser() if value else None
+        if path is not None:
+            if problem := _tls_file_problem(name, path, private=name == "MAO_ETCD_KEY"):
+                problems.append(problem)
+        paths.append(path)
+    return paths[0], paths[1], paths[2], False
+
+
+def _tls_file_problem(name: str, path: Path, private: bool) -> str | None:
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return f"{name}={path} cannot be read: {exc.strerror or exc}"
+    if b"-----BEGIN" not in head:
+        return f"{name}={path} is not a PEM file"
+    if private and mode & 0o077:
+        return (
+            f"{name}={path} is readable by others (mode {mode & 0o777:o}): the key proves this instance to "
+            f"the federation; chmod 600 {path}"
+        )
+    return None
 
 
 def _default_advertise_url(api_host: str, api_port: int) -> str:

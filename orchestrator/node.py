@@ -19,6 +19,7 @@ from .federation.locks import Locks
 from .federation.members import Membership
 from .federation.registry import Registry
 from .federation.scheduler import FederationScheduler
+from .federation.tls import EtcdTls
 from .gateway.insights import InsightsPublisher
 from .gateway.limits import RateLimiter, WriteBudget
 from .gateway.listener import RawListener
@@ -61,7 +62,12 @@ class Node:
 
     @classmethod
     def build(cls, settings: Settings) -> Node:
-        etcd = Etcd(settings.etcd_endpoints, timeout=settings.etcd_timeout)
+        tls = (
+            EtcdTls.from_files(settings.etcd_ca, settings.etcd_cert, settings.etcd_key)
+            if settings.etcd_ca and settings.etcd_cert and settings.etcd_key
+            else None
+        )
+        etcd = Etcd(settings.etcd_endpoints, timeout=settings.etcd_timeout, tls=tls)
         registry = Registry(etcd)
         locks = Locks(etcd, settings.instance_name, ttl=settings.lock_ttl, wait=settings.lock_wait)
         membership = Membership(etcd, settings)

@@ -73,6 +73,7 @@ if [ ! -f "$CONFIG" ]; then
 MAO_INSTANCE_NAME=demo-node
 MAO_DATA_DIR=$DEMO_DIR/data
 MAO_ETCD_ENDPOINTS=127.0.0.1:$ETCD_PORT
+MAO_ETCD_INSECURE=1
 MAO_API_HOST=127.0.0.1
 MAO_API_PORT=$API_PORT
 MAO_EXECUTOR_URL=http://127.0.0.1:$EXECUTOR_PORT
@@ -90,6 +91,9 @@ set -a
 . "$CONFIG"
 set +a
 export MAO_CONFIG_FILE="$CONFIG"
+# The demo's one etcd member is plain HTTP on loopback, said explicitly (a config written before
+# etcd needed TLS by default lacks the line). A node others join uses TLS: maoctl instance install.
+export MAO_ETCD_INSECURE=1
 
 # 3. The Docker engine --------------------------------------------------------------------------
 if docker info >/dev/null 2>&1; then

@@ -35,6 +35,7 @@ import grpc
 from ..errors import EtcdUnavailable
 from ..urls import split_url
 from .failover import CHANNEL_OPTIONS, FailoverClient, LeaseNotFound, close_quietly, short
+from .tls import make_client
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +315,7 @@ class Etcd(FailoverClient):
         if parts is None or not parts.hostname or not parts.port:
             return False
         # Without the require-leader flag: a running member answers even while it has no leader.
-        client = aetcd.Client(host=parts.hostname, port=parts.port, timeout=timeout, options=CHANNEL_OPTIONS)
+        client = make_client(parts.hostname, parts.port, timeout, CHANNEL_OPTIONS, self.tls)
         try:
             await asyncio.wait_for(client.connect(), timeout)
             await asyncio.wait_for(

@@ -67,6 +67,7 @@ def test_unworkable_configuration_refuses_to_start(tmp_path: Path) -> None:
         "MAO_EXECUTOR_TOKEN" in done.stderr
         and "MAO_API_LEGACY_OPEN" in done.stderr
         and "MAO_EXECUTOR_URL" in done.stderr
+        and "MAO_ETCD_INSECURE=1" in done.stderr  # no etcd certificates, and plain HTTP not asked for
     )
     assert "Traceback" not in done.stderr
 
@@ -77,6 +78,7 @@ def test_check_config_prints_settings_without_secrets(tmp_path: Path) -> None:
         "MAO_DATA_DIR": str(tmp_path),
         "MAO_EXECUTOR_TOKEN": "very-secret",
         "MAO_API_TOKEN": "also-secret",
+        "MAO_ETCD_INSECURE": "1",
     }
     done = subprocess.run(
         [sys.executable, "-m", "orchestrator", "--check-config"],

@@ -14,7 +14,7 @@ from .docker import (
     ensure_docker,
     stop_docker,
 )
-from .etcd import EtcdServer, start_etcd, start_etcd_cluster
+from .etcd import EtcdServer, make_member_pki, start_etcd, start_etcd_cluster
 from .postgres import PostgresServer, start_postgres
 from .process import (
     LOCALHOST,
@@ -47,6 +47,7 @@ __all__ = [
     "free_port",
     "http_status",
     "is_root",
+    "make_member_pki",
     "start_etcd",
     "start_etcd_cluster",
     "start_executor",

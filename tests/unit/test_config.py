@@ -12,6 +12,7 @@ def base_env(tmp_path: Path) -> dict[str, str]:
         "MAO_DATA_DIR": str(tmp_path / "data"),
         "MAO_EXECUTOR_TOKEN": "secret",
         "MAO_INSTANCE_NAME": "node1",
+        "MAO_ETCD_INSECURE": "1",
     }
 
 
@@ -48,9 +49,10 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
         "'etcd1'",
         "MAO_DATA_DIR",
         "MAO_INSTANCE_NAME",
+        "MAO_ETCD_INSECURE=1",  # neither TLS files nor the explicit plain-HTTP switch
     ):
         assert expected in text
-    assert len(caught.value.problems) == 7
+    assert len(caught.value.problems) == 8
 
 
 def test_non_loopback_api_needs_token(tmp_path: Path) -> None:
@@ -92,7 +94,12 @@ def test_config_file_fills_in_what_env_does_not_set(tmp_path: Path) -> None:
         "# generated\nMAO_EXECUTOR_TOKEN='from-file'\nMAO_API_PORT=9000\nexport MAO_LABELS=role=central,site=zurich\n"
     )
     settings = load_settings(
-        {"MAO_CONFIG_FILE": str(config), "MAO_DATA_DIR": str(tmp_path), "MAO_API_PORT": "9100"}
+        {
+            "MAO_CONFIG_FILE": str(config),
+            "MAO_DATA_DIR": str(tmp_path),
+            "MAO_API_PORT": "9100",
+            "MAO_ETCD_INSECURE": "1",
+        }
     )
     assert settings.executor_token == "from-file"
     assert settings.api_port == 9100
