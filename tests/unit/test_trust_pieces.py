@@ -87,7 +87,8 @@ def test_git_reads_credentials_only_from_the_configured_file(tmp_path: Path) -> 
 
 def settings_for(tmp_path: Path, **extra: str):  # type: ignore[no-untyped-def]
     return load_settings(
-        {"MAO_DATA_DIR": str(tmp_path / "data"), "MAO_EXECUTOR_TOKEN": "x", "MAO_INSTANCE_NAME": "n", **extra}
+        {"MAO_DATA_DIR": str(tmp_path / "data"), "MAO_EXECUTOR_TOKEN": "x", "MAO_INSTANCE_NAME": "n",
+         "MAO_ETCD_INSECURE": "1", **extra}
     )
 
 
