@@ -43,7 +43,7 @@ from ..store.runs import RunRecords
 from ..store.tables import utcnow
 from .attempt import AttemptOutcome, Attempts, StepContext, StepFailed, container_name
 from .cache import memo_key
-from .fanout_attempt import FanOutAttempts
+from .fanout_attempt import FanOutAttempts, FanOutPass
 from .graph import StepNode
 from .states import (
     ATTEMPT_TRANSITIONS,
@@ -401,19 +401,36 @@ class Runner:
         raise failure
 
     async def _fan_out(self, run: ActiveRun, ctx: StepContext, tool: Tool, scratch: Path) -> AttemptOutcome:
-        """A fan-out step: its shards are retried on their own (runs/fanout_attempt.py)."""
-        fallback = await self._tool(ctx.step.fallback_tool) if ctx.step.fallback_tool else None
-        try:
-            return await self.fan_out.run(
-                ctx,
-                tool,
-                fallback,
-                scratch,
-                voting=lambda: run.voting.add(ctx.step.name),
-                stop_reason=lambda: run.stop.reason if run.stop else None,
-            )
-        finally:
-            run.voting.discard(ctx.step.name)
+        """A fan-out step (runs/fanout_attempt.py): its shards are retried on their own; a failure
+        outside them that can pass (a git remote away at the snapshot or the vote) runs the step
+        again, up to ``retries`` times, with the usual backoff."""
+        step = ctx.step
+        fallback = await self._tool(step.fallback_tool) if step.fallback_tool else None
+        this_pass = FanOutPass()
+        for retry in range(step.retries + 1):
+            try:
+                return await self.fan_out.run(
+                    ctx,
+                    tool,
+                    fallback,
+                    scratch,
+                    voting=lambda: run.voting.add(step.name),
+                    stop_reason=lambda: run.stop.reason if run.stop else None,
+                    this_pass=this_pass,
+                )
+            except StepFailed as exc:
+                if not exc.passable or retry == step.retries:
+                    raise
+                delay = backoff(retry + 1, step.retry_delay)
+                log.info(
+                    "run %s: fan-out step %s failed outside its shards (%s); again in %.1f s",
+                    run.id, step.name, exc.message, delay,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+                this_pass = this_pass.next()
+            finally:
+                run.voting.discard(step.name)
+        raise AssertionError("unreachable: the last pass returns or raises")
 
     async def _attempt(
         self, run: ActiveRun, ctx: StepContext, number: int, tool: Tool, scratch: Path
