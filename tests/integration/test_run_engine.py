@@ -248,3 +248,16 @@ def test_unknown_step_fields_are_400_naming_them(api: Api) -> None:
     }
     error = assert_error(api.post("/pipeline/init", body), 400)
     assert "retires" in error["message"]
+
+
+def test_run_timeout_bounds_the_whole_run(api: Api) -> None:
+    tool, out = unique("tool"), unique("out")
+    api.tool(tool)
+    api.local_dataset(out)
+    steps = [step("long", tool, out, "echo on; sleep 300"), step("later", tool, out, "true")]
+    run = api.run(init(api, steps, run_timeout=3))
+    assert run["status"] == "failed" and "run_timeout of 3 s" in run["error"], run
+    assert [s["status"] for s in run["steps"]] == ["failed", "skipped"]
+    assert run["steps"][0]["attempts"][0]["status"] == "timed_out"
+    assert (at(run["ended_at"]) - at(run["started_at"])).total_seconds() < 60
+    servers.wait_until(lambda: containers_of(run["id"]) == [], timeout=30, what="no container left")
