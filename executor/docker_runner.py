@@ -281,8 +281,9 @@ class DockerRunner:
         filters = self._labels_filter()
         filters["label"] = [*filters["label"], *(f"{k}={v}" for k, v in labels.items())]
         with _docker_errors("listing containers to remove"):
-            containers = self._client().containers.list(all=True, filters=filters)
-        names = [c.name for c in containers]
+            # sparse: no inspect per container, which fails when one goes away while listing.
+            containers = self._client().containers.list(all=True, filters=filters, sparse=True)
+        names = [str(c.attrs.get("Names", ["?"])[0]).lstrip("/") for c in containers]
         for name in names:
             self.remove(name)
         return names

@@ -1,5 +1,5 @@
 """Moved to ``orchestrator.executors``; kept so existing imports keep working."""
 
-from .executors.http import ContainerResult, ExecutorClient, StepRejected
+from .executors import ContainerResult, ExecutorClient, StepRejected
 
 __all__ = ["ContainerResult", "ExecutorClient", "StepRejected"]

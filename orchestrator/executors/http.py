@@ -9,7 +9,7 @@ import aiohttp
 from pydantic import ValidationError
 
 from ..errors import ExecutorUnavailable, MaoError
-from .base import ContainerResult, KillRequest, RunRequest
+from .base import ContainerRequest, ContainerResult, KillRequest
 
 
 class StepRejected(MaoError):
@@ -38,7 +38,7 @@ class ExecutorClient:
     async def health(self) -> None:
         await self._request("GET", "/health", None, timeout=5)
 
-    async def run(self, request: RunRequest, timeout: float) -> ContainerResult:
+    async def run(self, request: ContainerRequest, timeout: float) -> ContainerResult:
         """Run one container and wait for it. The executor enforces ``request.timeout`` itself;
         ``timeout`` here only guards against an executor that stops answering."""
         payload = request.model_dump(mode="json", exclude_none=True)

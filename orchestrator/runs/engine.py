@@ -26,6 +26,7 @@ import logging
 import shutil
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ from ..store.runs import RunRecords
 from ..store.tables import utcnow
 from .attempt import AttemptOutcome, Attempts, StepContext, StepFailed, container_name
 from .cache import memo_key
-from .fanout_attempt import FanOutAttempts
+from .fanout_attempt import FanOutAttempts, FanOutPass
 from .graph import StepNode
 from .states import (
     ATTEMPT_TRANSITIONS,
@@ -96,6 +97,10 @@ class ActiveRun:
     voting: set[str] = field(default_factory=set)  # steps past the point of no return
     stop: Stop | None = None
     first_error: str | None = None
+    # For the cache check: image ids and input tips already learnt in this run. A tip is forgotten
+    # when a step of this run merges into that dataset (its dependants must see the new one).
+    image_ids: dict[str, str] = field(default_factory=dict)
+    input_tips: dict[str, str] = field(default_factory=dict)
 
 
 class Runner:
@@ -304,7 +309,7 @@ class Runner:
         """Run one step to its end and record it; never raises (the step's status says it all)."""
         step = run.pipeline.step(name)
         position = run.pipeline.steps.index(step)
-        await self._set_step(run, name, StepStatus.RUNNING, started_at=utcnow())
+        started_at = utcnow()
         try:
             output = await self.registrations.dataset(step.output_dataset)
             if output is None:
@@ -324,12 +329,15 @@ class Runner:
                 node_branch(name, self.settings.instance_name),
             )
             tool = await self._tool(step.tool)
-            if step.cache and await self._use_cache(run, ctx, tool):
+            # Checked while still pending: a cache hit is one write, pending -> cached.
+            if step.cache and await self._use_cache(run, ctx, tool, started_at):
                 return
+            await self._set_step(run, name, StepStatus.RUNNING, started_at=started_at)
             if step.fan_out is not None:
                 outcome, used = await self._fan_out(run, ctx, tool, scratch), tool
             else:
                 outcome, used = await self._attempts(run, ctx, tool, scratch)
+            run.input_tips.pop(step.output_dataset, None)
             key = None
             if outcome.image_id:
                 key = memo_key(step, used.name, outcome.image_id, outcome.input_commit)
@@ -401,19 +409,36 @@ class Runner:
         raise failure
 
     async def _fan_out(self, run: ActiveRun, ctx: StepContext, tool: Tool, scratch: Path) -> AttemptOutcome:
-        """A fan-out step: its shards are retried on their own (runs/fanout_attempt.py)."""
-        fallback = await self._tool(ctx.step.fallback_tool) if ctx.step.fallback_tool else None
-        try:
-            return await self.fan_out.run(
-                ctx,
-                tool,
-                fallback,
-                scratch,
-                voting=lambda: run.voting.add(ctx.step.name),
-                stop_reason=lambda: run.stop.reason if run.stop else None,
-            )
-        finally:
-            run.voting.discard(ctx.step.name)
+        """A fan-out step (runs/fanout_attempt.py): its shards are retried on their own; a failure
+        outside them that can pass (a git remote away at the snapshot or the vote) runs the step
+        again, up to ``retries`` times, with the usual backoff."""
+        step = ctx.step
+        fallback = await self._tool(step.fallback_tool) if step.fallback_tool else None
+        this_pass = FanOutPass()
+        for retry in range(step.retries + 1):
+            try:
+                return await self.fan_out.run(
+                    ctx,
+                    tool,
+                    fallback,
+                    scratch,
+                    voting=lambda: run.voting.add(step.name),
+                    stop_reason=lambda: run.stop.reason if run.stop else None,
+                    this_pass=this_pass,
+                )
+            except StepFailed as exc:
+                if not exc.passable or retry == step.retries:
+                    raise
+                delay = backoff(retry + 1, step.retry_delay)
+                log.info(
+                    "run %s: fan-out step %s failed outside its shards (%s); again in %.1f s",
+                    run.id, step.name, exc.message, delay,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+                this_pass = this_pass.next()
+            finally:
+                run.voting.discard(step.name)
+        raise AssertionError("unreachable: the last pass returns or raises")
 
     async def _attempt(
         self, run: ActiveRun, ctx: StepContext, number: int, tool: Tool, scratch: Path
@@ -446,14 +471,22 @@ class Runner:
         await self.records.end_attempt(attempt_id, status, exit_code=0, image_id=outcome.image_id)
         return outcome
 
-    async def _use_cache(self, run: ActiveRun, ctx: StepContext, tool: Tool) -> bool:
+    async def _use_cache(
+        self, run: ActiveRun, ctx: StepContext, tool: Tool, started_at: datetime
+    ) -> bool:
         """Record the step ``cached`` when its memo key matches its last success here."""
-        image_id = await self.executor.image_id(tool.image)
+        image_id = run.image_ids.get(tool.image)
         if image_id is None:
-            return False
+            image_id = await self.executor.image_id(tool.image)
+            if image_id is None:
+                return False
+            run.image_ids[tool.image] = image_id
         input_commit = None
         if ctx.source is not None:
-            input_commit = await self.datasets.sync(ctx.source.name, ctx.source.master)
+            input_commit = run.input_tips.get(ctx.source.name)
+            if input_commit is None:
+                input_commit = await self.datasets.sync(ctx.source.name, ctx.source.master)
+                run.input_tips[ctx.source.name] = input_commit
         key = memo_key(ctx.step, tool.name, image_id, input_commit)
         hit = await self.records.cached_output(run.pipeline.name, ctx.step.name, key)
         if hit is None:
@@ -469,6 +502,7 @@ class Runner:
             merge_commit=hit.merge_commit,
             cache_key=key,
             error=None,
+            started_at=started_at,
             ended_at=utcnow(),
         )
         log.info("run %s: step %s cached (same inputs as run %s)", run.id, ctx.step.name, hit.run_id)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,20 @@ from .attempt import (
 from .fanout import FanOutSummary, ShardOutcome, ShardRun, SpeculationPolicy
 from .fanout_step import run_fan_out
 from .states import AttemptStatus
+
+
+@dataclass
+class FanOutPass:
+    """One pass of a fan-out step: ``number`` (1-based) names its scratch folders; its shard attempts
+    are numbered after ``attempt_offset`` (the attempts of earlier passes), and ``attempts_used``
+    ends as the highest shard attempt number this pass reached."""
+
+    number: int = 1
+    attempt_offset: int = 0
+    attempts_used: int = 0
+
+    def next(self) -> FanOutPass:
+        return FanOutPass(self.number + 1, self.attempts_used)
 
 
 class FanOutAttempts:
@@ -65,18 +80,21 @@ class FanOutAttempts:
         scratch: Path,
         voting: Callable[[], object],
         stop_reason: Callable[[], str | None],
+        this_pass: FanOutPass | None = None,
     ) -> AttemptOutcome:
-        """The whole step; raises StepFailed (never passable: shards were retried on their own).
+        """One pass of the whole step; raises StepFailed. A shard failing for good is never passable
+        (its attempts were spent); a failure outside the shards (snapshot, commit, vote: a git remote
+        or the database away) may be, and the engine may then run another pass (``this_pass.next()``).
         ``voting`` is called when the vote starts (from there on, stopping lets it finish);
         ``stop_reason`` says why the run is stopping, for the records of cancelled shards."""
         step = ctx.step
         fan_out = step.fan_out
         assert fan_out is not None, "a fan-out step has fan_out"
-        shards = _Shards(self, ctx, tool, fallback, stop_reason)
+        this_pass = this_pass or FanOutPass()
+        shards = _Shards(self, ctx, tool, fallback, stop_reason, this_pass)
+        folder = scratch / f"{ctx.position}-fan-{this_pass.number}"
         try:
-            input_dir, input_commit = await self.attempts.snapshot_input(
-                ctx, scratch / f"{ctx.position}-input"
-            )
+            input_dir, input_commit = await self.attempts.snapshot_input(ctx, folder / "input")
             if input_dir is None:  # refused at init; a step edited in the database is still no crash
                 raise StepFailed(f"step {step.name}: fan_out needs an input dataset")
             await self.records.update_step(
@@ -88,14 +106,16 @@ class FanOutAttempts:
             )
 
             async def progress(summary: FanOutSummary) -> None:
-                await self.records.update_step(ctx.run_id, step.name, shards=summary.as_dict())
+                await shards.serialised(
+                    self.records.update_step(ctx.run_id, step.name, shards=summary.as_dict())
+                )
 
             async with self.attempts.branch(ctx):
                 workdir, parent = await self.attempts.prepare_output(ctx)
                 result = await run_fan_out(
                     fan_out,
                     snapshot=input_dir,
-                    scratch=scratch / f"{ctx.position}-shards",
+                    scratch=folder / "shards",
                     workdir=workdir,
                     run_container=shards.run_container,
                     retries=step.retries,
@@ -158,8 +178,10 @@ class _Shards:
         tool: Tool,
         fallback: Tool | None,
         stop_reason: Callable[[], str | None],
+        this_pass: FanOutPass,
     ) -> None:
         self.owner = owner
+        self.this_pass = this_pass
         self.ctx = ctx
         self.tool = tool
         self.fallback = fallback
@@ -167,6 +189,7 @@ class _Shards:
         self.logs: dict[str, tuple[str, int | None]] = {}  # "ok"/"failed" -> (log tail, exit code)
         self.image_ids: list[str] = []
         self._writes: set[asyncio.Task[object]] = set()
+        self._lock = asyncio.Lock()  # FIFO: an attempt's start is written before its end
 
     async def flush(self) -> None:
         while self._writes:
@@ -177,8 +200,14 @@ class _Shards:
                 if isinstance(outcome, BaseException):
                     raise outcome
 
+    async def serialised(self, coroutine: Coroutine[Any, Any, object]) -> object:
+        """One record write at a time: concurrent SQLite transactions would wait on each other's
+        lock (busy_timeout sleeps), which costs far more than writing one after the other."""
+        async with self._lock:
+            return await coroutine
+
     def _write(self, coroutine: Coroutine[Any, Any, object]) -> asyncio.Task[object]:
-        task = asyncio.ensure_future(coroutine)
+        task = asyncio.ensure_future(self.serialised(coroutine))
         self._writes.add(task)
         return task
 
@@ -193,15 +222,17 @@ class _Shards:
     async def run_container(self, run: ShardRun, shard_input: Path, shard_output: Path) -> ShardOutcome:
         """One container for one shard, recorded as an attempt with its shard."""
         ctx, shard = self.ctx, run.shard
+        attempt = self.this_pass.attempt_offset + run.attempt
+        self.this_pass.attempts_used = max(self.this_pass.attempts_used, attempt)
         use = self.fallback if run.fallback and self.fallback is not None else self.tool
         suffix = f"-s{shard.index}"
         settings = self.owner.settings
-        container = container_name(settings.instance_name, ctx.run_id, ctx.position, run.attempt) + suffix
+        container = container_name(settings.instance_name, ctx.run_id, ctx.position, attempt) + suffix
         adding = self._write(
             self.owner.records.add_attempt(
                 ctx.run_id,
                 ctx.step.name,
-                run.attempt,
+                attempt,
                 use.name,
                 container,
                 shard=shard.index,
@@ -210,14 +241,14 @@ class _Shards:
         )
         request = self.owner.attempts.container_request(
             ctx,
-            run.attempt,
+            attempt,
             use,
             shard_output,
             shard_input,
             extra_env={"MAO_SHARD": str(shard.index), "MAO_SHARD_COUNT": str(shard.count)},
             name_suffix=suffix,
         )
-        label = f"shard {shard.index}/{shard.count} attempt {run.attempt}"
+        label = f"shard {shard.index}/{shard.count} attempt {attempt}"
         result = None
         try:
             result = await self.owner.attempts.execute_container(ctx, request)

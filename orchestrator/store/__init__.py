@@ -87,6 +87,7 @@ class Store:
                 s.add(row)
             row.description = pipeline.description
             row.steps = pipeline.public_steps()
+            row.run_timeout = pipeline.run_timeout
             row.updated_at = utcnow()
             await s.execute(delete(SecretRow).where(SecretRow.pipeline == pipeline.name))
             await s.flush()
@@ -211,7 +212,9 @@ class Store:
 
 def _pipeline(row: PipelineRow, secrets: dict[str, dict[str, str]]) -> Pipeline:
     steps = [{**step, "private_env": secrets.get(step["name"]) or None} for step in row.steps]
-    return Pipeline.model_validate({"name": row.name, "description": row.description, "steps": steps})
+    return Pipeline.model_validate(
+        {"name": row.name, "description": row.description, "steps": steps, "run_timeout": row.run_timeout}
+    )
 
 
 def _iso(value: datetime | None) -> str | None:

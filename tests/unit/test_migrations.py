@@ -25,7 +25,7 @@ def _old_database(path: Path) -> None:
     engine.dispose()
     with sqlite3.connect(path) as db:
         db.execute(
-            "INSERT INTO runs (id, pipeline, \"trigger\", status, created_at) "
+            'INSERT INTO runs (id, pipeline, "trigger", status, created_at) '
             "VALUES ('r1', 'p', 'manual', 'succeeded', '2026-01-01 00:00:00')"
         )
         for position, name in enumerate(("collect", "count")):
@@ -35,7 +35,7 @@ def _old_database(path: Path) -> None:
                 (position, name, f"{name}-me"),
             )
         db.execute(
-            "INSERT INTO pending_merges (dataset, branch, master, \"commit\", message, trailers, steps, "
+            'INSERT INTO pending_merges (dataset, branch, master, "commit", message, trailers, steps, '
             "queued_at, attempts) VALUES ('d', 'count-me', '/m.git', 'c1', 'm', '{}', ?, "
             "'2026-01-01 00:00:00', 0)",
             (json.dumps([["r1", 1]]),),

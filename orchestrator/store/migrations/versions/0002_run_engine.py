@@ -3,6 +3,7 @@
 - ``run_steps``: unique (run_id, name); columns needs, shards, cache_key.
 - ``run_attempts``: one row per container tried (shard: fan-out, null otherwise).
 - ``pending_merges.steps``: [run id, position] pairs become [run id, step name].
+- ``pipelines.run_timeout``.
 
 Revision ID: 0002
 Revises: 0001
@@ -25,6 +26,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("pipelines") as batch:
+        batch.add_column(sa.Column("run_timeout", sa.Float(), nullable=True))
     with op.batch_alter_table("run_steps") as batch:
         batch.add_column(sa.Column("needs", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("shards", sa.JSON(), nullable=True))
@@ -84,3 +87,5 @@ def downgrade() -> None:
         batch.drop_column("cache_key")
         batch.drop_column("shards")
         batch.drop_column("needs")
+    with op.batch_alter_table("pipelines") as batch:
+        batch.drop_column("run_timeout")
