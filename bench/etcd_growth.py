@@ -5,7 +5,7 @@
 The issue's scenario: 150 distinct 64 KiB raw entries written within one second (8 client threads),
 once against an orchestrator with the default per-instance budget, once with the budget lifted (what
 the per-key rate alone allowed before). For each: how many writes were accepted, etcd's database size
-before, right after, after the entries' TTL (5 s) and one compaction (``MAO_ETCD_COMPACT_INTERVAL=2``,
+before, right after, after the entries' TTL (5 s), 20 small writes (history moving on) and compaction (``MAO_ETCD_COMPACT_INTERVAL=2``,
 ``MAO_ETCD_COMPACT_KEEP=10``), and after a defragmentation. Each run has its own fresh etcd member.
 
 Real servers only (tests/servers/); nothing here is a test and nothing asserts.
@@ -38,6 +38,11 @@ async def db_size(etcd: servers.EtcdServer, defragment: bool = False) -> int:
         return int((await client.status()).db_size)
 
 
+async def raw_keys(etcd: servers.EtcdServer) -> int:
+    async with aetcd.Client(etcd.host, etcd.client_port, timeout=30) as client:
+        return len(list(await client.get_prefix(b"/mao/v1/raw/", keys_only=True)))
+
+
 def run(root: Path, label: str, extra: dict[str, str]) -> None:
     etcd = servers.start_etcd(root / label)
     env = {
@@ -49,7 +54,7 @@ def run(root: Path, label: str, extra: dict[str, str]) -> None:
         "MAO_RAW_TTL": "5",
         "MAO_ETCD_COMPACT_INTERVAL": "2",
         "MAO_ETCD_COMPACT_KEEP": "10",
-        "MAO_LOG_LEVEL": "WARNING",
+        "MAO_LOG_LEVEL": "INFO",
         **extra,
     }
     node = servers.start_orchestrator(env, log_dir=root, name=f"bench-{label}")
@@ -66,13 +71,21 @@ def run(root: Path, label: str, extra: dict[str, str]) -> None:
             )
         took = time.perf_counter() - start
         after = asyncio.run(db_size(etcd))
-        time.sleep(5 + 1 + 2 * 2)  # the TTL, the shared lease's second, two compaction rounds
+        time.sleep(5 + 1 + 1)  # the TTL and the shared lease's second: etcd deletes the entries
+        # Ongoing activity: a lease's expiry deletes its keys in one revision, and a compaction keeps
+        # KEEP revisions, so the deleted values go once the history has moved on past them.
+        for i in range(20):
+            api.post("/write", {"key": f"raw/after/k{i}", "value": i})
+            time.sleep(0.1)
+        time.sleep(2 * 2)  # two compaction rounds
         compacted = asyncio.run(db_size(etcd))
+        compactions = node.log_text().count("etcd history compacted")
+        left = asyncio.run(raw_keys(etcd))
         defragmented = asyncio.run(db_size(etcd, defragment=True))
         print(
             f"{label:<16} {statuses.count(200):>3}/{WRITES} accepted ({statuses.count(429)} x 429) in {took:.2f} s; "
             f"etcd {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB; after TTL + compaction {compacted / 1e6:.2f} MB; "
-            f"after defrag {defragmented / 1e6:.2f} MB"
+            f"after defrag {defragmented / 1e6:.2f} MB ({compactions} compactions logged, {left} raw keys left)"
         )
     finally:
         node.stop()

@@ -21,6 +21,7 @@ from ctl.compose import parse_env
 from ctl.join_bundle import issue_bundle, save_bundle
 from ctl.marketplace import DEFAULT_FOLDER
 from ctl.netinfo import host_addresses
+from tests import servers
 from tests.api import unique
 from tests.ctl_helpers import REPO_ROOT, maoctl
 
@@ -42,6 +43,7 @@ def spawn(*args: str, home: Path, marketplace: Path, url: str | None = None) -> 
     )
     if url:
         env["MAO_URL"] = url
+        env["MAO_API_TOKEN"] = servers.token_for(url) or ""
     child = pexpect.spawn(
         sys.executable,
         ["-m", "ctl", *args],
