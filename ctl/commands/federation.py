@@ -94,15 +94,17 @@ def add_member(ctl: Ctl, name: str, peer_url: str, ca_dir: Path, bundle_path: Pa
     federation CA, and the ETCD_INITIAL_CLUSTER it starts with) for its operator."""
     tls = peer_url.startswith("https://")
     authority = None
+    path = (bundle_path or Path(f"{name}-join.json")).expanduser()
     if tls:
-        # Before etcd changes: a missing CA must not leave a member added that can never start.
+        # Checked before etcd changes: a member added without its bundle could never start.
         try:
             authority = pki.load_authority(ca_dir.expanduser())
         except pki.PkiError as exc:
             raise click.ClickException(f"{exc}; or give --ca-dir / MAO_CA_DIR") from None
+        if not path.resolve().parent.is_dir() or path.is_dir():
+            raise click.ClickException(f"cannot write the join bundle to {path}: no such folder")
     result = ctl.api.post("/federation/etcd-members", {"name": name, "peer_url": peer_url})
     if authority is not None:
-        path = bundle_path or Path(f"{name}-join.json")
         bundle = issue_bundle(authority, name, peer_url, result["ETCD_INITIAL_CLUSTER"])
         save_bundle(bundle, path)
         result = {**result, "join_bundle": str(path.resolve())}

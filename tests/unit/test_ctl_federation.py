@@ -250,6 +250,11 @@ def test_add_member_over_tls_writes_the_join_bundle(tmp_path) -> None:
         no_ca = maoctl(api.url, *args, "--ca-dir", str(tmp_path / "absent"))
         assert no_ca.exit_code == 1 and "no federation CA" in no_ca.stderr
         assert api.requests == []  # nothing changed in etcd for a newcomer that could never start
+        nowhere = maoctl(
+            api.url, *args, "--ca-dir", str(tmp_path / "ca"), "--bundle", str(tmp_path / "absent" / "b.json")
+        )
+        assert nowhere.exit_code == 1 and "cannot write the join bundle" in nowhere.stderr
+        assert api.requests == []
         result = maoctl(api.url, *args, "--ca-dir", str(tmp_path / "ca"), "--bundle", str(bundle_path))
     assert result.exit_code == 0, result.output
     assert str(bundle_path) in result.stdout and "private keys" in result.stdout
