@@ -15,12 +15,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     field_validator,
     model_validator,
 )
 
 from .datasets.repo import check_master
 from .names import check_name
+from .sizes import parse_size
 
 # A step env value of exactly this marks a secret that each instance supplies itself (``private_env``).
 PRIVATE_PLACEHOLDER = "{{ MAO_PRIVATE_VARIABLE }}"
@@ -42,7 +44,27 @@ def _scalar_to_str(value: Any) -> Any:
     return value
 
 
-EnvValue = Annotated[str, BeforeValidator(_scalar_to_str), Field(max_length=65536)]
+def _no_nul(value: str) -> str:
+    # The kernel and the Docker engine cut strings at NUL: the executor refuses them, so init does too.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _memory(value: int | str) -> int:
+    # Bytes, or a size with a unit ("512m"); the executor takes bytes and refuses less than 6 MiB.
+    size = parse_size(value) if isinstance(value, str) else value
+    if not 6 * 1024 * 1024 <= size <= 2**50:
+        raise ValueError("must be between 6 MiB and 1 PiB (bytes, or a size such as '512m')")
+    return size
+
+
+EnvValue = Annotated[
+    str, BeforeValidator(_scalar_to_str), Field(max_length=65536), AfterValidator(_no_nul)
+]
+# Strict where the prototype only ever sent the right JSON type: "yes" is not true and "60" is not 60.
+StrictBool = Annotated[bool, Strict()]
+Memory = Annotated[Annotated[int, Strict()] | str, AfterValidator(_memory)]
 
 
 class Model(BaseModel):
@@ -98,9 +120,14 @@ class Step(Model):
     output_dataset: Name
     input_dataset: Name | None = None
     env: Annotated[dict[str, EnvValue] | None, AfterValidator(check_env)] = None
-    cmd: list[Annotated[str, Field(max_length=65536)]] | None = Field(default=None, max_length=1000)
-    docker_socket: bool = False
-    timeout: float | None = Field(default=None, gt=0, le=7 * 86400)
+    cmd: list[Annotated[str, Strict(), Field(max_length=65536), AfterValidator(_no_nul)]] | None = Field(
+        default=None, max_length=1000
+    )
+    docker_socket: StrictBool = False
+    timeout: Annotated[float, Strict(), Field(gt=0, le=7 * 86400)] | None = None
+    # Resource limits; unset means the instance's MAO_STEP_MEMORY / MAO_STEP_CPUS.
+    memory: Memory | None = None
+    cpus: Annotated[float, Strict(), Field(gt=0, le=1024)] | None = None
     # Write-only: values of this instance's private variables. Kept in the local database only.
     private_env: Annotated[dict[str, EnvValue] | None, AfterValidator(check_env)] = None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from .scheduling import Scheduler
 from .store import Store
 from .store.gateway import GatewayKeyStore, ListenerProgress
 from .store.outage import PendingMerges, RegistryCache
+from .tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ class Node:
     gateway_keys: GatewayKeys
     listener: RawListener | None
     audits: Audits
+    _gc: asyncio.Task[None] | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Node:
@@ -67,6 +71,8 @@ class Node:
             git_name=settings.git_name,
             git_email=settings.git_email,
             network_timeout=settings.git_timeout,
+            tool_owner=settings.tool_user(),
+            max_output=settings.step_max_output,
         )
         executor = ExecutorClient(settings.executor_url, settings.executor_token)
         registrations = Registrations(registry, RegistryCache(store))
@@ -126,6 +132,8 @@ class Node:
             await self.etcd.close()
             raise
         await self.store.start()
+        # Before any git runs: lock files a killed git left would fail every later command needing them.
+        await self.datasets.clear_stale_locks()
         await self.executor.start()
         interrupted = await self.store.fail_interrupted_runs(
             "interrupted: the orchestrator stopped during the run"
@@ -140,6 +148,8 @@ class Node:
         if self.listener is not None:
             await self.listener.start()
         await self.audits.start()
+        if self.settings.git_gc_interval > 0:
+            self._gc = spawn(self.datasets.gc_forever(self.settings.git_gc_interval), name="git gc")
         for name, check in (("etcd", self.etcd.check), ("executor", self.executor.health)):
             try:
                 await check()
@@ -149,6 +159,10 @@ class Node:
     async def close(self) -> None:
         """Close every service, in this order, each whatever happened to the one before: a listener
         that fails to stop must not keep the member lease, etcd or the database open."""
+        if self._gc is not None:
+            self._gc.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gc
         closers: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("federation scheduler", self.federation_scheduler.close),
             ("scheduler", self.scheduler.stop),

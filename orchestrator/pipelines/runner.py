@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -35,6 +34,7 @@ from ..gateway.insights import InsightsPublisher, read_insights
 from ..models import Pipeline, Step, node_branch
 from ..store import Store
 from ..store.tables import utcnow
+from .limits import step_limits
 from .registrations import Registrations
 from .voting import Voting
 
@@ -303,10 +303,11 @@ class Runner:
             "env": env or None,
             "output_dir": str(self.settings.host_path(workdir)),
             "input_dir": str(self.settings.host_path(input_dir)) if input_dir else None,
-            "user": f"{os.getuid()}:{os.getgid()}",
+            "user": "{}:{}".format(*self.settings.tool_user()),
             "docker_socket": step.docker_socket,
             "timeout": step.timeout or self.settings.step_timeout,
             "labels": {"mao.run": run_id, "mao.step": step.name},
+            **step_limits(step, self.settings),
         }
 
     @contextlib.asynccontextmanager
