@@ -7,14 +7,14 @@ operations, and git's failures turned into :class:`orchestrator.errors.GitError`
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import git
 from git.exc import GitCommandNotFound
@@ -184,43 +184,30 @@ def run_git_bytes(
 
 
 _LOCK_EXISTS_RE = re.compile(r"Unable to create '([^']+\.lock)': File exists")
-PR_SET_PDEATHSIG = 1
 
 
-def _load_prctl() -> Callable[..., int] | None:
+def _find_setpriv() -> str | None:
     if not sys.platform.startswith("linux"):
         return None
-    try:
-        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-        return prctl
-    except (OSError, AttributeError):
-        return None
+    return shutil.which("setpriv") or next(
+        (p for p in ("/usr/bin/setpriv", "/bin/setpriv") if os.access(p, os.X_OK)), None
+    )
 
 
-# Resolved once in the parent: the child (after fork, before exec) must do as little as possible.
-_PRCTL = _load_prctl()
+_SETPRIV = _find_setpriv()
 
 
-def die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the git child receive SIGKILL when this process dies.
+def die_with_parent() -> list[str]:
+    """The prefix that makes a git child receive SIGKILL when the thread that started it dies.
 
     A SIGKILLed orchestrator must not leave a git push running that lands after its lock's lease is
-    gone, nor a ``git add`` that keeps writing. The child stays in the orchestrator's process group
-    (no new session). ``PR_SET_PDEATHSIG`` survives git's exec; the parent check closes the window in
-    which the parent died before the prctl. (Git's own children, e.g. ssh, are not covered: they
-    end when the killed git closes their pipes.)
+    gone, nor a ``git add`` that keeps writing. ``setpriv --pdeathsig KILL`` (util-linux, present on
+    every Debian) sets PR_SET_PDEATHSIG and execs git, which keeps it; the child stays in the
+    orchestrator's process group. A ``preexec_fn`` doing the prctl is not an option: Python callbacks
+    between fork and exec crash in a process that runs gRPC (etcd's client). Git's own children (ssh,
+    receive-pack) are not covered: they end when the killed git closes their pipes.
     """
-    if _PRCTL is None:
-        return None
-    prctl = _PRCTL
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
+    return [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV else []
 
 
 def lock_file_problem(stderr: str) -> str | None:
@@ -246,7 +233,7 @@ def _execute(
     binary: bool,
     abort: threading.Event | None = None,
 ) -> tuple[int, str | bytes, str]:
-    command = [runner.GIT_PYTHON_GIT_EXECUTABLE, *args]
+    command = [*die_with_parent(), runner.GIT_PYTHON_GIT_EXECUTABLE, *args]
     out: str | bytes | None
     try:
         if abort is not None:
@@ -260,12 +247,13 @@ def _execute(
                 kill_after_timeout=timeout,
                 stdout_as_string=not binary,
                 strip_newline_in_stdout=not binary,
-                preexec_fn=die_with_parent(),
             )
     except GitCommandNotFound as exc:
         raise GitError(f"{prefix}could not {what}: git is not installed or not on PATH") from exc
     except OSError as exc:
         raise GitError(f"{prefix}could not {what}: {exc}") from exc
+    if status == 127 and "failed to execute" in err:  # setpriv could not exec git
+        raise GitError(f"{prefix}could not {what}: git is not installed or not on PATH")
     if status not in ok:
         raise GitCommandFailed(what, status, err, prefix)
     return status, out if out is not None else (b"" if binary else ""), err
@@ -283,7 +271,6 @@ def _execute_abortable(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        preexec_fn=die_with_parent(),  # noqa: PLW1509 - only a prctl, see die_with_parent
     )
     finished = threading.Event()
     aborted = threading.Event()
@@ -348,5 +335,6 @@ class GitCommandFailed(GitError):
             self.detail = lock_file_problem(stderr) or summarize(stderr)
         super().__init__(f"{prefix}could not {what}: {self.detail}")
         self.what = what
-        self.status = status
+        # Not ``status``: that is the HTTP status of every MaoError, and a git exit code is not one.
+        self.exit_status = status
         self.stderr = stderr
