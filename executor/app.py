@@ -27,7 +27,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _HTTP_CODES = {
     404: ("not_found", "no such endpoint: the executor serves GET /health, POST /run and POST /validate"),
-    405: ("method_not_allowed", "method not allowed: the executor serves GET /health, POST /run and POST /validate"),
+    405: (
+        "method_not_allowed",
+        "method not allowed: the executor serves GET /health, POST /run and POST /validate",
+    ),
     413: ("payload_too_large", f"request body larger than {MAX_BODY_BYTES} bytes"),
 }
 

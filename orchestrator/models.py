@@ -59,9 +59,7 @@ def _memory(value: int | str) -> int:
     return size
 
 
-EnvValue = Annotated[
-    str, BeforeValidator(_scalar_to_str), Field(max_length=65536), AfterValidator(_no_nul)
-]
+EnvValue = Annotated[str, BeforeValidator(_scalar_to_str), Field(max_length=65536), AfterValidator(_no_nul)]
 # Strict where the prototype only ever sent the right JSON type: "yes" is not true and "60" is not 60.
 StrictBool = Annotated[bool, Strict()]
 Memory = Annotated[Annotated[int, Strict()] | str, AfterValidator(_memory)]

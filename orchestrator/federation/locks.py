@@ -120,7 +120,9 @@ class Locks:
                     self.etcd.refresh_lease(held.lease), max(0.05, expires - margin - sent)
                 )
             except (EtcdUnavailable, TimeoutError) as exc:
-                log.warning("could not refresh the lease of lock %s: %s", held.key, getattr(exc, "message", exc))
+                log.warning(
+                    "could not refresh the lease of lock %s: %s", held.key, getattr(exc, "message", exc)
+                )
                 remaining = -1
             if remaining > 0:
                 expires = sent + remaining
