@@ -55,6 +55,10 @@ class ExecutorClient:
             log_tail=body.get("log_tail") or "",
         )
 
+    async def validate(self, request: dict[str, Any]) -> None:
+        """Ask the executor whether it would accept ``request`` at /run (StepRejected if not)."""
+        await self._request("POST", "/validate", request, timeout=30)
+
     async def _request(self, method: str, path: str, payload: Any, timeout: float) -> dict[str, Any]:
         assert self._session is not None, "ExecutorClient.start() was not called"
         try:

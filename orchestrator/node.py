@@ -83,7 +83,9 @@ class Node:
         federation_scheduler = FederationScheduler(
             settings, etcd, scheduler, runner, store, membership, registry
         )
-        pipelines = PipelineService(settings, store, registry, registrations, datasets, runner, scheduler)
+        pipelines = PipelineService(
+            settings, store, registry, registrations, datasets, runner, scheduler, executor
+        )
         listener = None
         if settings.raw_dataset:
             listener = RawListener(

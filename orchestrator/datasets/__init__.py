@@ -10,6 +10,7 @@ import asyncio
 import contextvars
 import functools
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -103,6 +104,20 @@ class Datasets:
             return repo.ensure_ground_truth()
 
         return await self.run(name, master, work)
+
+    async def has_local(self, name: str) -> bool:
+        """Whether this instance already has a local repository for dataset ``name``."""
+        path = self.data_dir / "datasets" / f"{name}.git"
+        return await asyncio.to_thread((path / "HEAD").is_file)
+
+    async def remove_local(self, name: str) -> None:
+        """Delete dataset ``name``'s local repository (e.g. one a failed init just created)."""
+        path = self.data_dir / "datasets" / f"{name}.git"
+        async with self._lock(name):
+            repo = self._repos.pop(name, None)
+            if repo is not None:
+                repo.close()
+            await _in_thread(shutil.rmtree, path, True)
 
     # -- upkeep (upkeep.py) ------------------------------------------------------------------------
 

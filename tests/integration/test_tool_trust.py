@@ -220,16 +220,19 @@ def test_sigkill_during_git_add_then_restart_clears_the_lock_and_the_next_run_su
         adding = next((c for c, cmd in _children(pid) if " add -A " in f" {cmd} "), None)
         time.sleep(0.005)
     assert adding is not None, "git add was not seen running"
+    locks = Path(trust_node.data_dir) / "datasets" / f"{data}.git" / "mao-index"
+    # Killed once it holds the index lock (it takes it first thing), as in the reported failure.
+    servers.wait_until(
+        lambda: any(locks.glob("*.lock")) or not _alive(adding), timeout=30, interval=0.002, what="index lock"
+    )
+    index_lock = next(iter(locks.glob("*.lock")), None)
     _sigkill_orchestrator_only(trust_node)
     servers.wait_until(lambda: not _alive(adding), timeout=10, what="git add to die with the orchestrator")
-    index_lock = next(
-        iter((Path(trust_node.data_dir) / "datasets" / f"{data}.git" / "mao-index").glob("*.lock")), None
-    )
+    assert index_lock is not None and index_lock.exists(), "git add ended before it could be killed"
 
     _restart(trust_node)
-    if index_lock is not None:
-        assert not index_lock.exists()
-        assert "stale git lock file" in trust_node.service.log_text()
+    assert not index_lock.exists()
+    assert "stale git lock file" in trust_node.service.log_text()
     killed = api.ok(api.get(f"/runs/{run_id}"))
     assert killed["status"] == "failed"
     assert f"s-{trust_node.name}" not in gitutil.branches(repo)  # nothing of the killed run landed
@@ -276,3 +279,98 @@ def test_sigkill_during_push_then_restart_the_push_never_lands(trust_node: Node,
     again = api.run(pipeline)
     assert again["status"] == "succeeded", again
     assert gitutil.tip(path, "ground-truth") == again["steps"][0]["merge_commit"]
+
+
+# -- init validates every step as the executor will, and leaves nothing behind -------------------------
+
+
+def _cache_rows(node: Node) -> set[tuple[str, str]]:
+    import sqlite3
+
+    with sqlite3.connect(node.data_dir / "mao.db") as db:
+        return {(kind, name) for kind, name in db.execute("SELECT kind, name FROM registry_cache")}
+
+
+def _nothing_left(node: Node, pipeline: str, tool: str, data: str) -> None:
+    assert node.api.get(f"/pipeline/{pipeline}").status_code == 404
+    assert not (node.data_dir / "datasets" / f"{data}.git").exists()
+    assert not {("tool", tool), ("dataset", data)} & _cache_rows(node)
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "words"),
+    [
+        ({"cmd": ["sh", "-c", "echo a\x00b"]}, "invalid_request", "NUL"),
+        ({"env": {"A": "x\x00y"}}, "invalid_request", "NUL"),
+        ({"env": {f"V{i}": "x" * 60000 for i in range(20)}}, "step_too_large", "limit"),
+        ({"docker_socket": True}, "step_rejected", "MAO_EXECUTOR_DOCKER_SOCKET_IMAGES"),
+        ({"docker_socket": "yes"}, "invalid_request", "docker_socket"),
+        ({"timeout": "60"}, "invalid_request", "timeout"),
+        ({"cpus": "1"}, "invalid_request", "cpus"),
+        ({"memory": 1024}, "invalid_request", "memory"),
+    ],
+    ids=[
+        "nul-cmd",
+        "nul-env",
+        "oversize",
+        "socket-not-allowed",
+        "yes",
+        "sixty",
+        "cpus-string",
+        "memory-tiny",
+    ],
+)
+def test_init_refuses_a_step_the_executor_would_refuse_and_leaves_nothing(
+    trust_node: Node, change: dict, code: str, words: str
+) -> None:
+    api = trust_node.api
+    tool, data, pipeline = unique("tool"), unique("data"), unique("bad")
+    api.tool(tool)
+    api.ok(
+        api.post(
+            "/registry/datasets",
+            {"name": data, "body": {"master": api.local_dataset(unique("m")), "nodes": []}},
+        )
+    )
+    response = api.post(
+        "/pipeline/init", {"name": pipeline, "steps": [{**step("s", tool, data, ["true"]), **change}]}
+    )
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["error"] == code and words in body["message"], body
+    _nothing_left(trust_node, pipeline, tool, data)
+
+
+def test_prototype_step_fields_and_limits_are_accepted(trust_node: Node) -> None:
+    api = trust_node.api
+    tool, data, pipeline = unique("tool"), unique("data"), unique("ok")
+    api.tool(tool)
+    api.local_dataset(data)
+    fields = {"env": {"N": 3, "B": True}, "timeout": 60, "memory": "64m", "cpus": 0.5}
+    init = api.ok(
+        api.post("/pipeline/init", {"name": pipeline, "steps": [{**step("s", tool, data, None), **fields}]})
+    )
+    assert init["steps"][0]["memory"] == 64 * 1024 * 1024 and init["steps"][0]["cpus"] == 0.5
+    run = api.run(pipeline)
+    assert run["status"] == "succeeded", run
+
+
+def test_init_failing_after_the_clone_removes_the_new_local_repository(
+    trust_node: Node, sqlite_node: Node
+) -> None:
+    # Another instance runs the pipeline with other steps: the federation refuses ours (409) after
+    # this instance cloned the new dataset; the clone and the cached registrations go again.
+    name, tool = unique("shared"), unique("tool")
+    theirs, ours = unique("theirs"), unique("ours")
+    sqlite_node.api.tool(tool)
+    sqlite_node.api.local_dataset(theirs)
+    sqlite_node.api.ok(
+        sqlite_node.api.post("/pipeline/init", {"name": name, "steps": [step("s", tool, theirs, ["true"])]})
+    )
+    master = trust_node.api.local_dataset(ours)
+    assert master
+    response = trust_node.api.post(
+        "/pipeline/init", {"name": name, "steps": [step("s", tool, ours, ["true"])]}
+    )
+    assert response.status_code == 409, response.text
+    _nothing_left(trust_node, name, tool, ours)
