@@ -138,8 +138,13 @@ class Step(Model):
         return [k for k, v in (self.env or {}).items() if v == PRIVATE_PLACEHOLDER]
 
     def public(self) -> dict[str, Any]:
-        """The step as other instances and API clients may see it: no secret values."""
-        return self.model_dump(exclude={"private_env"})
+        """The step as other instances and API clients may see it: no secret values. Unset limits are
+        left out, so registrations made before those fields existed still compare equal."""
+        data = self.model_dump(exclude={"private_env"})
+        for key in ("memory", "cpus"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class Pipeline(Model):

@@ -145,7 +145,7 @@ def _fix(
         result.cleared_bits.append(relative)
     if stat.S_ISREG(mode):
         result.total_bytes += info.st_size
-    if wanted != mode & 0o7777 or owner is not None:
+    if wanted != mode & 0o7777:
         os.chmod(path, wanted, follow_symlinks=False)
 
 

@@ -255,3 +255,39 @@ async def test_gc_waits_for_the_dataset_lock(tmp_path: Path) -> None:
     await asyncio.gather(datasets.run("d", "/m.git", step_work), gc())
     assert order == ["step", "gc"]
     assert await datasets.clear_stale_locks() == 0
+
+
+# -- the ground-truth lock and a push under it ------------------------------------------------------------
+
+
+class _FailingEtcd:
+    """Grants a lease and the lock, then never manages to refresh it (etcd unreachable)."""
+
+    async def grant_lease(self, ttl: int) -> int:
+        return 7
+
+    async def create(self, key: str, value: object, lease: int) -> bool:
+        return True
+
+    async def refresh_lease(self, lease: int) -> int:
+        from orchestrator.errors import EtcdUnavailable
+
+        raise EtcdUnavailable("etcd is unreachable")
+
+    async def revoke_lease(self, lease: int) -> None:
+        return None
+
+
+async def test_a_lock_whose_lease_cannot_be_refreshed_stops_the_push_before_the_lease_ends() -> None:
+    from orchestrator.federation.locks import Locks
+
+    locks = Locks(_FailingEtcd(), "n1", ttl=4, wait=5)  # type: ignore[arg-type]
+    began = time.monotonic()
+    async with locks.dataset("d", "merge") as held:
+        status, _, err = await asyncio.to_thread(
+            _execute_abortable, ["sh", "-c", "sleep 30"], {}, 60, held.lost_event
+        )
+        stopped = time.monotonic() - began
+    assert held.lost and err.startswith("aborted:") and status != 0
+    # Killed before the lease's end (4 s after it was granted): 1 s before it, by the margin.
+    assert stopped < 4
