@@ -81,21 +81,19 @@ def inspect_folder(
     entry readable and writable by its owner, re-own it to ``owner`` when given, and report devices and
     outside links (removed too when ``remove_bad``: a folder about to be reset keeps nothing of them)."""
     result = Inspection()
-    root = Path(folder)
+    root = str(folder)
+    _fix(root, os.lstat(root), owner, result, root, remove_bad=remove_bad)
     # Entries are fixed (made u+rwx) while their parent is listed, before os.walk descends into them;
-    # an error is raised, never skipped, so nothing unreadable escapes the inspection.
+    # an error is raised, never skipped, so nothing unreadable escapes the inspection. os.walk lists a
+    # symlink to a directory among dirnames but does not descend into it.
     for dirpath, dirnames, filenames in os.walk(root, onerror=_raise):
-        base = Path(dirpath)
-        if base == root:
-            _fix(root, os.lstat(root), owner, result, root)
-        for name in [*dirnames, *filenames]:
-            path = base / name
+        for name in (*dirnames, *filenames):
+            path = os.path.join(dirpath, name)
             try:
                 info = os.lstat(path)
             except FileNotFoundError:
                 continue
             _fix(path, info, owner, result, root, remove_bad=remove_bad)
-        # os.walk lists a symlink to a directory among dirnames but does not descend into it.
     for kind, paths in (("removed", result.removed), ("cleared setuid/setgid bits of", result.cleared_bits)):
         if paths:
             log.warning("work folder %s: %s %s", folder, kind, _named(paths))
@@ -106,43 +104,46 @@ def _raise(error: OSError) -> None:
     raise error
 
 
+def _relative(path: str, root: str) -> str:
+    return "." if path == root else os.path.relpath(path, root)
+
+
 def _fix(
-    path: Path,
+    path: str,
     info: os.stat_result,
     owner: tuple[int, int] | None,
     result: Inspection,
-    root: Path,
+    root: str,
     *,
     remove_bad: bool = False,
 ) -> None:
-    relative = "." if path == root else str(path.relative_to(root))
     mode = info.st_mode
     if stat.S_ISLNK(mode):
-        if points_outside(path, root):
+        if points_outside(Path(path), Path(root)):
             if remove_bad:
-                path.unlink()
-                result.removed.append(relative)
+                os.unlink(path)
+                result.removed.append(_relative(path, root))
                 return
-            result.outside_links.append(relative)
+            result.outside_links.append(_relative(path, root))
         if owner is not None and (info.st_uid, info.st_gid) != owner:
             os.lchown(path, *owner)
         return
     if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
-        path.unlink()
-        result.removed.append(relative)
+        os.unlink(path)
+        result.removed.append(_relative(path, root))
         return
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         if remove_bad:
-            path.unlink()
-            result.removed.append(relative)
+            os.unlink(path)
+            result.removed.append(_relative(path, root))
         else:
-            result.devices.append(relative)
+            result.devices.append(_relative(path, root))
         return
     if owner is not None and (info.st_uid, info.st_gid) != owner:
         os.lchown(path, *owner)  # chown clears setuid/setgid itself; the chmod below makes sure
     wanted = (mode & 0o7777 & ~_SPECIAL_BITS) | (0o700 if stat.S_ISDIR(mode) else 0o600)
     if mode & _SPECIAL_BITS:
-        result.cleared_bits.append(relative)
+        result.cleared_bits.append(_relative(path, root))
     if stat.S_ISREG(mode):
         result.total_bytes += info.st_size
     if wanted != mode & 0o7777:
@@ -168,7 +169,8 @@ def check_output(inspection: Inspection, max_bytes: int | None, what: str) -> No
 
 def hand_over(folder: Path, owner: tuple[int, int]) -> None:
     """Make ``owner`` own ``folder`` and everything in it (links themselves, never their targets)."""
+    uid, gid = owner
     for dirpath, dirnames, filenames in os.walk(folder, onerror=_raise):
-        os.lchown(dirpath, *owner)
-        for name in [*dirnames, *filenames]:
-            os.lchown(os.path.join(dirpath, name), *owner)
+        os.lchown(dirpath, uid, gid)
+        for name in (*dirnames, *filenames):
+            os.lchown(os.path.join(dirpath, name), uid, gid)
