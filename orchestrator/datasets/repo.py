@@ -376,6 +376,13 @@ class DatasetRepo:
         self._hand_to_tool(folder)
         return folder, parent
 
+    def reclaim_worktree(self, branch: str) -> None:
+        """Take the branch's work folder back from the tool as soon as its container ended, whatever
+        the outcome: re-owned, no setuid/setgid bit, no FIFO or socket (docs/security.md#tools)."""
+        folder = self._folder(checked_name(branch, "branch"))
+        if folder.is_dir():
+            inspect_folder(folder, self._reclaim_owner())
+
     def commit_worktree(
         self, branch: str, parent: str, message: str, trailers: Mapping[str, str]
     ) -> tuple[str, bool]:

@@ -209,6 +209,10 @@ class Runner:
                     ),
                     timeout=(step.timeout or self.settings.step_timeout) + 120,
                 )
+                # Back from the tool at once, also when it failed: nothing it left may act on the host.
+                await self.datasets.run(
+                    output.name, output.master, lambda repo: repo.reclaim_worktree(branch)
+                )
                 await self.store.update_step(
                     run_id,
                     position,

@@ -118,6 +118,17 @@ def test_tool_is_not_root_cannot_chown_or_mknod_and_leaves_no_setuid_bit(trust_n
     assert mode == "100755"  # git keeps no setuid bit either
 
 
+def test_a_failing_tool_leaves_no_setuid_bit_either(trust_node: Node) -> None:
+    pipeline, data, _ = one_step(
+        trust_node.api, f"cd {APP}/data; cp /bin/busybox x && chmod 6755 x; mkfifo p; exit 3"
+    )
+    run = trust_node.api.run(pipeline)
+    assert run["status"] == "failed" and "exited with code 3" in run["error"], run
+    folder = work_folder(trust_node, data, "s")
+    assert (folder / "x").is_file() and special_bits(folder) == [] and not (folder / "p").exists()
+    assert {p.lstat().st_uid for p in [folder, *folder.rglob("*")]} == {os.getuid()}
+
+
 def test_fifo_is_removed_and_an_inside_link_kept(trust_node: Node) -> None:
     pipeline, data, repo = one_step(
         trust_node.api,
