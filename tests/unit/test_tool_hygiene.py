@@ -291,3 +291,26 @@ async def test_a_lock_whose_lease_cannot_be_refreshed_stops_the_push_before_the_
     assert held.lost and err.startswith("aborted:") and status != 0
     # Killed before the lease's end (4 s after it was granted): 1 s before it, by the margin.
     assert stopped < 4
+
+
+def test_a_branch_with_a_link_out_is_refused_at_checkout(tmp_path: Path) -> None:
+    from orchestrator.datasets import DatasetRepo
+    from orchestrator.datasets.hygiene import OutputRefused
+
+    # Another instance committed a symlink to /etc/passwd into ground-truth.
+    master, clone = tmp_path / "master.git", tmp_path / "clone"
+    subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=ground-truth", str(master)], check=True)
+    subprocess.run(["git", "init", "-q", "--initial-branch=ground-truth", str(clone)], check=True)
+    (clone / "ok.txt").write_text("ok")
+    (clone / "evil").symlink_to("/etc/passwd")
+    git = ["git", "-C", str(clone), "-c", "user.name=x", "-c", "user.email=x@example.org"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "links"], check=True)
+    subprocess.run([*git, "push", "-q", str(master), "ground-truth"], check=True)
+
+    repo = DatasetRepo(tmp_path / "node", "ds", str(master), git_name="N", git_email="n@example.org")
+    repo.sync()
+    with pytest.raises(OutputRefused, match="evil"):
+        repo.snapshot(tmp_path / "input")
+    with pytest.raises(OutputRefused, match="evil"):
+        repo.prepare_worktree("s-n1")
