@@ -239,7 +239,9 @@ def test_sigkill_during_git_add_then_restart_clears_the_lock_and_the_next_run_su
     index_lock = next(iter(locks.glob("*.lock")), None)
     _sigkill_orchestrator_only(trust_node)
     servers.wait_until(lambda: not _alive(adding), timeout=10, what="git add to die with the orchestrator")
-    assert index_lock is not None and index_lock.exists(), "git add ended before it could be killed"
+    assert index_lock is not None and index_lock.exists(), (
+        "git add outlived the orchestrator, or ended before it could be killed"
+    )
 
     _restart(trust_node)
     assert not index_lock.exists()
