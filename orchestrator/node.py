@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from .audit.service import Audits
 from .config import Settings
 from .datasets import Datasets
+from .datasets._git import die_with_parent
 from .errors import MaoError
 from .executor_client import ExecutorClient
 from .federation.cluster import EtcdCluster
@@ -134,6 +135,8 @@ class Node:
             await self.etcd.close()
             raise
         await self.store.start()
+        if not die_with_parent():
+            log.warning("setpriv (util-linux) not found: git children will not die with this process")
         # Before any git runs: lock files a killed git left would fail every later command needing them.
         await self.datasets.clear_stale_locks()
         await self.executor.start()
