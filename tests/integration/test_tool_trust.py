@@ -60,6 +60,7 @@ def trust_node(servers_tmp: Path, etcd, executor, busybox_image, fake_ssh: Path)
         MAO_MEMBER_TTL="15",
         GIT_SSH_COMMAND=str(fake_ssh / "ssh"),
         GIT_SSH_VARIANT="simple",
+        MAO_GIT_GC_INTERVAL="2",
     )
     service = servers.start_orchestrator(env, log_dir=servers_tmp / "logs", name=name)
     node = Node(service, data_dir)
@@ -387,3 +388,18 @@ def test_init_failing_after_the_clone_removes_the_new_local_repository(
     )
     assert response.status_code == 409, response.text
     _nothing_left(trust_node, name, tool, ours)
+
+
+def test_git_gc_runs_on_schedule_over_the_local_repositories(trust_node: Node) -> None:
+    pipeline, data, _ = one_step(trust_node.api, f"echo x > {APP}/data/x")
+    assert trust_node.api.run(pipeline)["status"] == "succeeded"
+    # GitPython logs every command at DEBUG: a gc of this dataset's local repository shows there.
+    local = str(trust_node.data_dir / "datasets" / f"{data}.git")
+    servers.wait_until(
+        lambda: any(
+            "'gc', '--auto'" in line and local in line for line in trust_node.service.log_text().splitlines()
+        ),
+        timeout=60,
+        what="a scheduled git gc of the dataset's local repository",
+    )
+    assert "git gc of" not in trust_node.service.log_text()  # no pass failed
