@@ -403,3 +403,17 @@ def test_git_gc_runs_on_schedule_over_the_local_repositories(trust_node: Node) -
         what="a scheduled git gc of the dataset's local repository",
     )
     assert "git gc of" not in trust_node.service.log_text()  # no pass failed
+
+
+def test_an_index_lock_error_names_the_file_and_a_restart_clears_it(trust_node: Node) -> None:
+    api = trust_node.api
+    pipeline, data, repo = one_step(api, f"date +%s%N >> {APP}/data/stamp")
+    assert api.run(pipeline)["status"] == "succeeded"
+    lock = trust_node.data_dir / "datasets" / f"{data}.git" / "mao-index" / f"s-{trust_node.name}.lock"
+    lock.write_text("")  # as a git add killed with an older orchestrator would have left it
+    blocked = api.run(pipeline)
+    assert blocked["status"] == "failed" and str(lock) in blocked["error"], blocked["error"]
+    trust_node.restart()
+    assert not lock.exists()
+    assert api.run(pipeline)["status"] == "succeeded"
+    assert gitutil.show(repo, "ground-truth", "stamp").count("\n") == 2
