@@ -7,13 +7,14 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from executor.config import Settings
 from executor.hardening import check_docker_socket, tool_user
-from executor.models import MAX_BODY_BYTES, RunRequest, describe_validation_error
+from executor.models import MAX_BODY_BYTES, ImageRequest, KillRequest, RunRequest, describe_validation_error
 from executor.runs import RunService
 from orchestrator.errors import BadRequest, MaoError, Unauthorized
 
@@ -23,14 +24,13 @@ SETTINGS = web.AppKey("settings", Settings)
 SERVICE = web.AppKey("service", RunService)
 SHUTDOWN_GRACE = web.AppKey("shutdown_grace", float)
 
+M = TypeVar("M", KillRequest, ImageRequest)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+_ROUTES = "GET /health, POST /run, /validate, /kill and /image"
 _HTTP_CODES = {
-    404: ("not_found", "no such endpoint: the executor serves GET /health, POST /run and POST /validate"),
-    405: (
-        "method_not_allowed",
-        "method not allowed: the executor serves GET /health, POST /run and POST /validate",
-    ),
+    404: ("not_found", f"no such endpoint: the executor serves {_ROUTES}"),
+    405: ("method_not_allowed", f"method not allowed: the executor serves {_ROUTES}"),
     413: ("payload_too_large", f"request body larger than {MAX_BODY_BYTES} bytes"),
 }
 
@@ -110,6 +110,24 @@ async def _run_request(request: web.Request) -> RunRequest:
     return run_request
 
 
+async def _parse(request: web.Request, model: type[M]) -> M:
+    try:
+        return model.model_validate(json.loads(await request.read()))
+    except ValidationError as exc:
+        raise BadRequest(describe_validation_error(exc)) from None
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"the request body is not valid JSON ({exc}); send a JSON object") from None
+
+
+async def kill(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[SERVICE].kill(await _parse(request, KillRequest)))
+
+
+async def image(request: web.Request) -> web.Response:
+    body = await _parse(request, ImageRequest)
+    return web.json_response({"id": await request.app[SERVICE].image_id(body.image)})
+
+
 async def _remove_leftovers(app: web.Application) -> None:
     instance = app[SETTINGS].instance
     try:
@@ -147,6 +165,8 @@ def create_app(settings: Settings, service: RunService, shutdown_grace: float = 
     app.router.add_get("/health", health)
     app.router.add_post("/run", run)
     app.router.add_post("/validate", validate)
+    app.router.add_post("/kill", kill)
+    app.router.add_post("/image", image)
     app.on_startup.append(_remove_leftovers)
     app.on_shutdown.append(_stop_runs)
     app.on_cleanup.append(_close_service)

@@ -11,12 +11,13 @@ import contextvars
 import functools
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 from ..errors import GitError
 from ._git import check_master, redact
+from .masters import resolve_master
 from .repo import GROUND_TRUTH, DatasetRepo, MergeResult, init_bare
 from .upkeep import clear_stale_locks, collect_garbage, local_repositories
 
@@ -48,10 +49,13 @@ class Datasets:
         network_timeout: float = 120,
         tool_owner: tuple[int, int] | None = None,
         max_output: int | None = None,
+        master_roots: Sequence[Path] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.tool_owner = tool_owner
         self.max_output = max_output
+        # None: any local master (unit tests); otherwise local masters only under these folders.
+        self.master_roots = None if master_roots is None else tuple(master_roots)
         self.git_name = git_name
         self.git_email = git_email
         self.network_timeout = network_timeout
@@ -66,7 +70,11 @@ class Datasets:
         return lock
 
     def repo(self, name: str, master: str) -> DatasetRepo:
-        """The DatasetRepo of ``name`` (validated); a new one when the dataset's master changed."""
+        """The DatasetRepo of ``name`` (validated); a new one when the dataset's master changed. A local
+        master outside the allowed roots is refused here too (BadRequest): another federation member
+        may have written the registration straight into etcd."""
+        if self.master_roots is not None:
+            master = resolve_master(master, self.master_roots)
         current = self._repos.get(name)
         if current is None or current.master != master:
             current = DatasetRepo(

@@ -174,3 +174,20 @@ def hand_over(folder: Path, owner: tuple[int, int]) -> None:
         os.lchown(dirpath, uid, gid)
         for name in (*dirnames, *filenames):
             os.lchown(os.path.join(dirpath, name), uid, gid)
+
+
+def reclaim_owner(tool_owner: tuple[int, int] | None) -> tuple[int, int] | None:
+    """Our own ids when tools run as someone else (their files become ours again), else None."""
+    own = (os.getuid(), os.getgid())
+    return own if tool_owner is not None and tool_owner != own else None
+
+
+def give_to_tool(folder: Path, tool_owner: tuple[int, int] | None) -> None:
+    """Hand ``folder`` to the tool's uid before a container uses it (nothing to do when we are it)."""
+    if tool_owner is not None and reclaim_owner(tool_owner) is not None:
+        hand_over(folder, tool_owner)
+
+
+def take_back(folder: Path, tool_owner: tuple[int, int] | None) -> Inspection:
+    """After the container: ``folder`` is ours again, without special bits, FIFOs or sockets."""
+    return inspect_folder(folder, reclaim_owner(tool_owner))

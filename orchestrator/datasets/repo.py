@@ -15,7 +15,6 @@ Everything here blocks; the orchestrator calls it through ``asyncio.to_thread`` 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import uuid
@@ -38,7 +37,7 @@ from ._git import (
     redact,
     run_git,
 )
-from .hygiene import OutputRefused, check_output, hand_over, inspect_folder
+from .hygiene import OutputRefused, check_output, give_to_tool, inspect_folder, reclaim_owner
 from .local import (
     GROUND_TRUTH,
     LOG_FORMAT,
@@ -200,13 +199,10 @@ class DatasetRepo:
 
     def _reclaim_owner(self) -> tuple[int, int] | None:
         """Our own ids when tools run as someone else (their files become ours again), else None."""
-        own = (os.getuid(), os.getgid())
-        return own if self.tool_owner is not None and self.tool_owner != own else None
+        return reclaim_owner(self.tool_owner)
 
     def _hand_to_tool(self, folder: Path) -> None:
-        if self._reclaim_owner() is not None:
-            assert self.tool_owner is not None
-            hand_over(folder, self.tool_owner)
+        give_to_tool(folder, self.tool_owner)
 
     def _check_checkout(self, folder: Path, what: str) -> None:
         """git checks out symlinks with any target: refuse one that leads out of the folder."""

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import NamedTuple
 
 from ..config import Settings
 from ..models import Step
 
 
-def step_limits(step: Step, settings: Settings) -> dict[str, Any]:
-    """``memory`` (bytes), ``cpus`` and ``pids`` for the executor's /run body."""
-    return {
-        "memory": step.memory or settings.step_memory,
-        "cpus": step.cpus or settings.step_cpus,
-        "pids": settings.step_pids,
-    }
+class StepLimits(NamedTuple):
+    memory: int  # bytes
+    cpus: float
+    pids: int
+
+
+def step_limits(step: Step, settings: Settings) -> StepLimits:
+    """``memory`` (bytes), ``cpus`` and ``pids`` for the executor's /run request."""
+    return StepLimits(
+        memory=step.memory or settings.step_memory,
+        cpus=float(step.cpus or settings.step_cpus),
+        pids=settings.step_pids,
+    )

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 from ..config import Settings
 from ..datasets import Datasets
 from ..errors import BadRequest, Conflict, NotFound
-from ..executor_client import ExecutorClient
+from ..executors import ExecutorClient
 from ..federation.registry import Registry
 from ..models import Pipeline, node_branch
+from ..runs.engine import Runner
 from ..store import Store
 from .registrations import Registrations
-from .runner import Runner
 from .stepcheck import check_steps
 
 if TYPE_CHECKING:
@@ -79,8 +79,8 @@ class PipelineService:
             )
 
         # Every step as the executor will check it at run time: a step that can never run is a 400 now.
-        images = {tool.name: tool.image for tool in tools if tool is not None}
-        await check_steps(pipeline, images, self.settings, self.executor)
+        known = {tool.name: tool for tool in tools if tool is not None}
+        await check_steps(pipeline, known, self.settings, self.executor)
 
         branches: dict[str, list[str]] = {}
         for step in pipeline.steps:

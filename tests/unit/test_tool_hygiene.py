@@ -125,7 +125,7 @@ def test_hand_over_and_reclaim_never_follow_links(tmp_path: Path) -> None:
 
 
 def _settings(tmp_path: Path, **env: str):
-    return load_settings({"MAO_EXECUTOR_TOKEN": "t", "MAO_DATA_DIR": str(tmp_path), **env})
+    return load_settings({"MAO_EXECUTOR_TOKEN": "t", "MAO_DATA_DIR": str(tmp_path), "MAO_ETCD_INSECURE": "1", **env})
 
 
 def test_tool_user_is_decided_in_one_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
