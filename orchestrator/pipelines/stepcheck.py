@@ -36,7 +36,9 @@ def representative_request(
     scratch = settings.data_dir / "tmp" / _RUN_ID
     extra_env: dict[str, str] = {}
     suffix = ""
-    workdir: Path = settings.data_dir / "work" / step.output_dataset / node_branch(step.name, settings.instance_name)
+    workdir: Path = (
+        settings.data_dir / "work" / step.output_dataset / node_branch(step.name, settings.instance_name)
+    )
     input_dir: Path | None = scratch / f"{position}-{attempt}" if step.input_dataset else None
     if step.fan_out is not None:
         last = MAX_SHARDS - 1

@@ -417,3 +417,82 @@ def test_an_index_lock_error_names_the_file_and_a_restart_clears_it(trust_node: 
     assert not lock.exists()
     assert api.run(pipeline)["status"] == "succeeded"
     assert gitutil.show(repo, "ground-truth", "stamp").count("\n") == 2
+
+
+def owners(folder: Path) -> set[int]:
+    return {p.lstat().st_uid for p in [folder, *folder.rglob("*")]}
+
+
+def tool_uid() -> str:
+    return str(65534 if os.getuid() == 0 else os.getuid())
+
+
+def test_retries_and_the_fallback_tool_run_unprivileged_and_each_leaves_the_folder_reclaimed(
+    trust_node: Node,
+) -> None:
+    """Every attempt of the run engine gets the folder handed over and taken back, not only the first."""
+    api = trust_node.api
+    tool, rescue, data, pipeline = unique("tool"), unique("rescue"), unique("data"), unique("pipe")
+    api.tool(tool)
+    api.tool(rescue)
+    repo = api.local_dataset(data)
+    script = (
+        f"cd {APP}/data; id -u > uid-$MAO_TOOL-$MAO_ATTEMPT.txt; "
+        f'if [ "$MAO_TOOL" = "{tool}" ]; then cp /bin/busybox x && chmod u+s x; mkfifo pipe; exit 3; fi'
+    )
+    body = {
+        "name": pipeline,
+        "steps": [step("s", tool, data, sh(script), retries=1, retry_delay=0.1, fallback_tool=rescue)],
+    }
+    api.ok(api.post("/pipeline/init", body))
+    run = api.run(pipeline)
+    assert run["status"] == "succeeded", run
+    attempts = [(a["tool"], a["status"]) for a in run["steps"][0]["attempts"]]
+    assert attempts == [(tool, "failed"), (tool, "failed"), (rescue, "succeeded")], attempts
+    # The folder is reset between attempts, so only the rescue's own file is committed, written as the tool uid.
+    assert gitutil.show(repo, "ground-truth", f"uid-{rescue}-3.txt").strip() == tool_uid()
+    folder = work_folder(trust_node, data, "s")
+    assert owners(folder) == {os.getuid()}
+    assert special_bits(folder) == [] and not (folder / "pipe").exists()
+
+
+def test_fan_out_shards_write_their_folders_as_the_tool_uid_and_are_taken_back(trust_node: Node) -> None:
+    api = trust_node.api
+    tool, raw, report, pipeline = unique("tool"), unique("raw"), unique("report"), unique("fan")
+    api.tool(tool)
+    api.local_dataset(raw)
+    repo = api.local_dataset(report)
+    make = f"mkdir -p {APP}/data/in; for i in 1 2 3 4; do echo $i > {APP}/data/in/$i.txt; done"
+    fan = (
+        f"cd {APP}/data; id -u > uid-$MAO_SHARD.txt; ls -n {APP}/input/in > /dev/null; "
+        f"cp {APP}/input/in/*.txt .; "
+        f'if [ "$MAO_ATTEMPT" = 1 ] && [ "$MAO_SHARD" = 2 ]; then mkfifo pipe; exit 5; fi; '
+        "cp /bin/busybox x-$MAO_SHARD && chmod u+s x-$MAO_SHARD"
+    )
+    steps = [
+        step("make", tool, raw, sh(make)),
+        step(
+            "fan",
+            tool,
+            report,
+            sh(fan),
+            input_dataset=raw,
+            retries=1,
+            retry_delay=0,
+            fan_out={"glob": "in/*.txt", "split_size": 2, "max_parallel": 2},
+        ),
+    ]
+    api.ok(api.post("/pipeline/init", {"name": pipeline, "steps": steps}))
+    run = api.run(pipeline)
+    assert run["status"] == "succeeded", run
+    fan_step = run["steps"][1]
+    assert fan_step["shards"]["count"] == 2 and fan_step["shards"]["succeeded"] == 2, fan_step
+    for shard in (1, 2):
+        assert gitutil.show(repo, "ground-truth", f"uid-{shard}.txt").strip() == tool_uid()
+    for i in range(1, 5):
+        assert gitutil.show(repo, "ground-truth", f"{i}.txt").strip() == str(i)
+    files = gitutil.git(repo, "ls-tree", "--name-only", "ground-truth").split()
+    assert "pipe" not in files
+    folder = work_folder(trust_node, report, "fan")
+    assert owners(folder) == {os.getuid()}
+    assert special_bits(folder) == []
