@@ -2,9 +2,10 @@
 #   docker build -t mao-orchestrator:0.1.0 -f Dockerfile .
 FROM python:3.11-slim
 
-# git for the datasets (GitPython runs it), ssh for git remotes reached over SSH.
+# git for the datasets (GitPython runs it), ssh for git remotes reached over SSH, util-linux for
+# setpriv (git children die with the orchestrator; docs/security.md#tools).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git openssh-client ca-certificates \
+    && apt-get install -y --no-install-recommends git openssh-client ca-certificates util-linux \
     && rm -rf /var/lib/apt/lists/*
 
 ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1

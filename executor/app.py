@@ -13,7 +13,8 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from executor.config import Settings
-from executor.models import ImageRequest, KillRequest, RunRequest, describe_validation_error
+from executor.hardening import check_docker_socket, tool_user
+from executor.models import MAX_BODY_BYTES, ImageRequest, KillRequest, RunRequest, describe_validation_error
 from executor.runs import RunService
 from orchestrator.errors import BadRequest, MaoError, Unauthorized
 
@@ -23,15 +24,13 @@ SETTINGS = web.AppKey("settings", Settings)
 SERVICE = web.AppKey("service", RunService)
 SHUTDOWN_GRACE = web.AppKey("shutdown_grace", float)
 
-# A /run body is a few KiB at most; a larger one is a mistake or an attack.
-MAX_BODY_BYTES = 1024 * 1024
-
 M = TypeVar("M", KillRequest, ImageRequest)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+_ROUTES = "GET /health, POST /run, /validate, /kill and /image"
 _HTTP_CODES = {
-    404: ("not_found", "no such endpoint: the executor serves GET /health, POST /run, /kill and /image"),
-    405: ("method_not_allowed", "method not allowed: the executor serves GET /health and POST /run"),
+    404: ("not_found", f"no such endpoint: the executor serves {_ROUTES}"),
+    405: ("method_not_allowed", f"method not allowed: the executor serves {_ROUTES}"),
     413: ("payload_too_large", f"request body larger than {MAX_BODY_BYTES} bytes"),
 }
 
@@ -84,6 +83,19 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def run(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[SERVICE].run(await _run_request(request)))
+
+
+async def validate(request: web.Request) -> web.Response:
+    """Check a /run body as /run would, without running it (the orchestrator's init asks this)."""
+    run_request = await _run_request(request)
+    settings = request.app[SETTINGS]
+    check_docker_socket(run_request, settings)
+    tool_user(run_request, settings.tool_uid, settings.tool_gid)
+    return web.json_response({"ok": True})
+
+
+async def _run_request(request: web.Request) -> RunRequest:
     body = await request.read()
     try:
         data = json.loads(body)
@@ -95,7 +107,7 @@ async def run(request: web.Request) -> web.Response:
         run_request = RunRequest.model_validate(data)
     except ValidationError as exc:
         raise BadRequest(describe_validation_error(exc)) from None
-    return web.json_response(await request.app[SERVICE].run(run_request))
+    return run_request
 
 
 async def _parse(request: web.Request, model: type[M]) -> M:
@@ -152,6 +164,7 @@ def create_app(settings: Settings, service: RunService, shutdown_grace: float = 
     app[SHUTDOWN_GRACE] = shutdown_grace
     app.router.add_get("/health", health)
     app.router.add_post("/run", run)
+    app.router.add_post("/validate", validate)
     app.router.add_post("/kill", kill)
     app.router.add_post("/image", image)
     app.on_startup.append(_remove_leftovers)

@@ -43,6 +43,9 @@ class Settings:
     pull: PullPolicy = "missing"
     pull_timeout: float = DEFAULT_PULL_TIMEOUT
     log_level: str = "INFO"
+    # Who a tool runs as when a client sends no user (executor.hardening); never root.
+    tool_uid: int = 65534
+    tool_gid: int = 65534
 
     @property
     def is_loopback(self) -> bool:
@@ -61,6 +64,8 @@ class Settings:
             "MAO_EXECUTOR_PULL": self.pull,
             "MAO_EXECUTOR_PULL_TIMEOUT": self.pull_timeout,
             "MAO_LOG_LEVEL": self.log_level,
+            "MAO_TOOL_UID": self.tool_uid,
+            "MAO_TOOL_GID": self.tool_gid,
         }
 
 
@@ -144,6 +149,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if log_level not in _LOG_LEVELS:
         problems.append(f"MAO_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {log_level!r}")
 
+    # Tools never run as root: uid/gid 0 is refused here as it is at /run.
+    tool_uid = _int_setting(env, "MAO_TOOL_UID", 65534, 1, 2**32 - 2, problems)
+    tool_gid = _int_setting(env, "MAO_TOOL_GID", 65534, 1, 2**32 - 2, problems)
+
     if problems:
         raise ConfigError(problems)
     return Settings(
@@ -157,6 +166,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         pull=pull,  # type: ignore[arg-type]  # checked against the Literal's values above
         pull_timeout=pull_timeout,
         log_level=log_level,
+        tool_uid=tool_uid,
+        tool_gid=tool_gid,
     )
 
 

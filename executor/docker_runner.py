@@ -45,6 +45,8 @@ class ContainerSpec:
     labels: dict[str, str]
     mounts: list[Mount] = field(default_factory=list)
     group_add: list[str] = field(default_factory=list)
+    # Capabilities, no-new-privileges and resource limits (executor.hardening.container_limits).
+    limits: dict[str, Any] = field(default_factory=dict)
 
 
 def bounded_tail(raw: bytes, max_bytes: int = LOG_TAIL_MAX_BYTES) -> str:
@@ -186,6 +188,7 @@ class DockerRunner:
                     # Tools crawl the web and talk to local services; the host network is what they expect.
                     network_mode="host",
                     detach=True,
+                    **spec.limits,
                 )
             except docker.errors.ImageNotFound as exc:
                 # Removed by someone else between our lookup and the create.

@@ -19,6 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from executor.images import image_problem
 
 MAX_TIMEOUT = 7 * 24 * 3600.0
+# A /run body is a few KiB at most; a larger one is a mistake or an attack. The orchestrator checks its
+# steps against this at init, so a step that could never be sent is refused there.
+MAX_BODY_BYTES = 1024 * 1024
+# The Docker engine refuses less than 6 MiB.
+MIN_MEMORY = 6 * 1024 * 1024
+MAX_PIDS = 4_194_304
 DEFAULT_TIMEOUT = 3600.0
 DEFAULT_LOG_LINES = 200
 MANAGED_LABEL = "mao.managed"
@@ -64,6 +70,10 @@ class RunRequest(BaseModel):
     name: str | None = None
     labels: dict[str, str] | None = None
     log_lines: Annotated[int, Field(ge=1, le=10000)] = DEFAULT_LOG_LINES
+    # Resource limits (executor.hardening): bytes of memory, CPUs (fractions allowed), processes.
+    memory: Annotated[int, Field(ge=MIN_MEMORY, le=2**50)] | None = None
+    cpus: Annotated[float, Field(gt=0, le=1024)] | None = None
+    pids: Annotated[int, Field(ge=8, le=MAX_PIDS)] | None = None
     # Killed (``stalled`` in the result) when it writes nothing to stdout/stderr for this long.
     stall_timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT)] | None = None
 

@@ -22,8 +22,8 @@ from docker.types import Mount
 
 from executor.config import Settings
 from executor.docker_runner import ContainerSpec, DockerRunner
-from executor.errors import DockerSocketNotAllowed, DockerUnavailable, ImageNotFound
-from executor.images import normalize_image
+from executor.errors import DockerUnavailable, ImageNotFound
+from executor.hardening import check_docker_socket, container_limits, tool_user
 from executor.models import (
     INPUT_MOUNT,
     OUTPUT_MOUNT,
@@ -177,14 +177,7 @@ class RunService:
                 self._idle.set()
 
     async def _run(self, request: RunRequest) -> dict[str, Any]:
-        if (
-            request.docker_socket
-            and normalize_image(request.image) not in self._settings.docker_socket_images
-        ):
-            raise DockerSocketNotAllowed(
-                f"image {request.image!r} may not get the Docker socket: only images listed in "
-                "MAO_EXECUTOR_DOCKER_SOCKET_IMAGES may (the socket is root on this host)"
-            )
+        check_docker_socket(request, self._settings)
         await self._check_directories(request)
         image_id = await self._resolve_image(request.image)
         spec = await self._container_spec(request)
@@ -228,7 +221,8 @@ class RunService:
 
     async def _container_spec(self, request: RunRequest) -> ContainerSpec:
         env = dict(request.env or {})
-        if request.user is not None and "HOME" not in env:
+        user = tool_user(request, self._settings.tool_uid, self._settings.tool_gid)
+        if "HOME" not in env:
             # An arbitrary uid has no passwd entry, so HOME would be '/', which it cannot write.
             env["HOME"] = "/tmp"
         mounts = [Mount(OUTPUT_MOUNT, request.output_dir, type="bind", read_only=False)]
@@ -237,19 +231,20 @@ class RunService:
         group_add: list[str] = []
         if request.docker_socket:
             mounts.append(Mount(SOCKET_MOUNT, self._settings.docker_socket, type="bind", read_only=False))
-            if request.uid not in (None, 0):
-                gid = await self._op(self._runner.docker_socket_gid)
-                if gid is not None:
-                    group_add.append(str(gid))
+            # The tool is never root, so it reaches the socket through the socket's group.
+            gid = await self._op(self._runner.docker_socket_gid)
+            if gid is not None:
+                group_add.append(str(gid))
         return ContainerSpec(
             image=request.image,
             name=request.name or f"mao-{self._settings.instance}-{uuid.uuid4().hex[:12]}",
             cmd=list(request.cmd) if request.cmd is not None else None,
             env=env,
-            user=request.user,
+            user=user,
             labels=dict(request.labels or {}),
             mounts=mounts,
             group_add=group_add,
+            limits=container_limits(request),
         )
 
     async def _run_container(self, spec: ContainerSpec, request: RunRequest, image_id: str) -> dict[str, Any]:

@@ -19,10 +19,12 @@ from typing import Any
 
 from .errors import ConfigError
 from .names import name_problem
+from .sizes import parse_size
 from .urls import split_url
 
 DEFAULT_ETCD_ENDPOINT = "127.0.0.1:2379"
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+MIN_STEP_MEMORY = 6 * 1024 * 1024  # the Docker engine refuses less
 # The unspecified addresses the prototype's samples send (curl http://0.0.0.0:8080): only a page this
 # API served itself has them as its origin, so a rebinding page cannot use them.
 UNSPECIFIED_HOSTS = ("0.0.0.0", "::")
@@ -60,6 +62,26 @@ class Settings:
     raw_batch_size: int = 100
     gateway_rate: float = 5.0
     gateway_burst: int = 10
+    # -- tools (docs/security.md#tools) --------------------------------------------------------
+    # Who a tool runs as when the orchestrator itself is root (see tool_user), never uid 0.
+    tool_uid: int = 65534
+    tool_gid: int = 65534
+    # Per-step limits a step may override with its own memory / cpus fields.
+    step_memory: int = 2 * 1024**3
+    step_cpus: float = 1.0
+    step_pids: int = 512
+    # What one step may commit (bytes of its output folder); more fails the step, nothing committed.
+    step_max_output: int = 1024**3
+    # Seconds between two `git gc --auto` passes over the local repositories; 0 turns them off.
+    git_gc_interval: float = 6 * 3600.0
+
+    def tool_user(self) -> tuple[int, int]:
+        """The uid:gid every tool runs as, decided here only: this process's own ids unless they are
+        root's, else MAO_TOOL_UID/MAO_TOOL_GID. Work folders are handed to this owner before a step."""
+        uid = os.getuid()
+        if uid != 0:
+            return uid, os.getgid()
+        return self.tool_uid, self.tool_gid
     # -- trust: the API's guards and the data's confinement (docs/security.md) -------------------
     # The token file the orchestrator wrote when MAO_API_TOKEN was not given (``token_file``).
     api_token_file: Path | None = None
@@ -122,6 +144,13 @@ class Settings:
             "MAO_RAW_BATCH_SIZE": self.raw_batch_size,
             "MAO_GATEWAY_RATE": self.gateway_rate,
             "MAO_GATEWAY_BURST": self.gateway_burst,
+            "MAO_TOOL_UID": self.tool_uid,
+            "MAO_TOOL_GID": self.tool_gid,
+            "MAO_STEP_MEMORY": self.step_memory,
+            "MAO_STEP_CPUS": self.step_cpus,
+            "MAO_STEP_PIDS": self.step_pids,
+            "MAO_STEP_MAX_OUTPUT": self.step_max_output,
+            "MAO_GIT_GC_INTERVAL": self.git_gc_interval,
             "MAO_API_TOKEN_FILE": str(self.api_token_file) if self.api_token_file else None,
             "MAO_API_LEGACY_OPEN": self.api_legacy_open,
             "MAO_API_HOSTNAMES": ",".join(self.api_hostnames),
@@ -249,7 +278,37 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append(f"MAO_LOG_LEVEL={log_level} must be DEBUG, INFO, WARNING or ERROR")
 
+    def get_size(name: str, default: int, low: int) -> int:
+        raw = get(name)
+        if raw is None:
+            return default
+        try:
+            value = parse_size(raw)
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}")
+            return default
+        if value < low:
+            problems.append(f"{name}={raw} must be at least {low} bytes")
+            return default
+        return value
+
+    # -- tools: uid, limits, output bound, git gc (one block; docs/security.md#tools) -------------
+    tool_uid = int(get_number("MAO_TOOL_UID", 65534, 1, 2**32 - 2, integer=True))
+    tool_gid = int(get_number("MAO_TOOL_GID", 65534, 1, 2**32 - 2, integer=True))
+    step_memory = get_size("MAO_STEP_MEMORY", 2 * 1024**3, MIN_STEP_MEMORY)
+    step_cpus = get_number("MAO_STEP_CPUS", 1.0, 0.01, 1024)
+    step_pids = int(get_number("MAO_STEP_PIDS", 512, 8, 4_194_304, integer=True))
+    step_max_output = get_size("MAO_STEP_MAX_OUTPUT", 1024**3, 1)
+    git_gc_interval = get_number("MAO_GIT_GC_INTERVAL", 6 * 3600.0, 0, 30 * 86400)
+
     settings = Settings(
+        tool_uid=tool_uid,
+        tool_gid=tool_gid,
+        step_memory=step_memory,
+        step_cpus=step_cpus,
+        step_pids=step_pids,
+        step_max_output=step_max_output,
+        git_gc_interval=git_gc_interval,
         instance_name=instance_name,
         data_dir=data_dir,
         host_data_dir=host_data_dir,

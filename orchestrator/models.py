@@ -16,6 +16,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     field_validator,
     model_validator,
 )
@@ -25,6 +26,7 @@ from .datasets.repo import check_master
 from .names import check_name
 from .runs.fanout import FanOut
 from .runs.graph import GraphError, StepNode, resolve
+from .sizes import parse_size
 
 # A step env value of exactly this marks a secret that each instance supplies itself (``private_env``).
 PRIVATE_PLACEHOLDER = "{{ MAO_PRIVATE_VARIABLE }}"
@@ -46,7 +48,29 @@ def _scalar_to_str(value: Any) -> Any:
     return value
 
 
-EnvValue = Annotated[str, BeforeValidator(_scalar_to_str), Field(max_length=65536)]
+def _no_nul(value: str) -> str:
+    # The kernel and the Docker engine cut strings at NUL: the executor refuses them, so init does too.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _size(value: Any) -> Any:
+    # Bytes, or a size with a unit ("512m"); stored and sent as bytes.
+    return parse_size(value) if isinstance(value, str) else value
+
+
+def _memory(size: int) -> int:
+    # The executor refuses less than 6 MiB (the Docker engine's minimum).
+    if not 6 * 1024 * 1024 <= size <= 2**50:
+        raise ValueError("must be between 6 MiB and 1 PiB (bytes, or a size such as '512m')")
+    return size
+
+
+EnvValue = Annotated[str, BeforeValidator(_scalar_to_str), Field(max_length=65536), AfterValidator(_no_nul)]
+# Strict where the prototype only ever sent the right JSON type: "yes" is not true and "60" is not 60.
+StrictBool = Annotated[bool, Strict()]
+Memory = Annotated[int, Strict(), BeforeValidator(_size), AfterValidator(_memory)]
 
 
 class Model(BaseModel):
@@ -120,20 +144,27 @@ class Step(Model):
     input_dataset: Name | None = None
     env: Annotated[dict[str, EnvValue] | None, AfterValidator(check_env)] = None
     cmd: Annotated[
-        Annotated[list[Annotated[str, Field(max_length=65536)]], Field(max_length=1000)] | None,
+        Annotated[
+            list[Annotated[str, Strict(), Field(max_length=65536), AfterValidator(_no_nul)]],
+            Field(max_length=1000),
+        ]
+        | None,
         BeforeValidator(_empty_cmd_is_default),
     ] = None
-    docker_socket: bool = False
-    timeout: float | None = Field(default=None, gt=0, le=7 * 86400)
+    docker_socket: StrictBool = False
+    timeout: Annotated[float, Strict(), Field(gt=0, le=7 * 86400)] | None = None
+    # Resource limits; unset means the instance's MAO_STEP_MEMORY / MAO_STEP_CPUS.
+    memory: Memory | None = None
+    cpus: Annotated[float, Strict(), Field(gt=0, le=1024)] | None = None
     # Write-only: values of this instance's private variables. Kept in the local database only.
     private_env: Annotated[dict[str, EnvValue] | None, AfterValidator(check_env)] = None
     # The run engine (orchestrator/runs): absent = the previous step; [] = a root.
     needs: list[Name] | None = Field(default=None, max_length=MAX_STEPS)
-    retries: int = Field(default=0, ge=0, le=MAX_RETRIES)
-    retry_delay: float = Field(default=5.0, ge=0, le=MAX_DELAY)
-    stall_timeout: float | None = Field(default=None, gt=0, le=7 * 86400)
+    retries: Annotated[int, Strict(), Field(ge=0, le=MAX_RETRIES)] = 0
+    retry_delay: Annotated[float, Strict(), Field(ge=0, le=MAX_DELAY)] = 5.0
+    stall_timeout: Annotated[float, Strict(), Field(gt=0, le=7 * 86400)] | None = None
     fallback_tool: Name | None = None
-    cache: bool = False
+    cache: StrictBool = False
     # One container per shard of the input files (orchestrator/runs/fanout.py, docs/fan-out.md).
     fan_out: FanOut | None = None
 
@@ -154,8 +185,13 @@ class Step(Model):
         return [k for k, v in (self.env or {}).items() if v == PRIVATE_PLACEHOLDER]
 
     def public(self) -> dict[str, Any]:
-        """The step as other instances and API clients may see it: no secret values."""
-        return self.model_dump(exclude={"private_env"})
+        """The step as other instances and API clients may see it: no secret values. Unset limits are
+        left out, so registrations made before those fields existed still compare equal."""
+        data = self.model_dump(exclude={"private_env"})
+        for key in ("memory", "cpus"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
     def tools(self) -> list[str]:
         return [self.tool, *([self.fallback_tool] if self.fallback_tool else [])]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -9,7 +11,7 @@ from dataclasses import dataclass
 from .audit.service import Audits
 from .config import Settings
 from .datasets import Datasets
-from .datasets._git import use_credentials_file
+from .datasets._git import die_with_parent, use_credentials_file
 from .errors import MaoError
 from .executors import ExecutorClient
 from .federation.cluster import EtcdCluster
@@ -34,6 +36,7 @@ from .scheduling import Scheduler
 from .store import Store
 from .store.gateway import GatewayKeyStore, ListenerProgress
 from .store.outage import PendingMerges, RegistryCache
+from .tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,7 @@ class Node:
     listener: RawListener | None
     audits: Audits
     compactor: Compactor
+    _gc: asyncio.Task[None] | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Node:
@@ -77,6 +81,8 @@ class Node:
             git_name=settings.git_name,
             git_email=settings.git_email,
             network_timeout=settings.git_timeout,
+            tool_owner=settings.tool_user(),
+            max_output=settings.step_max_output,
             master_roots=settings.master_roots,
         )
         use_credentials_file(str(settings.git_credentials) if settings.git_credentials else None)
@@ -89,7 +95,9 @@ class Node:
         federation_scheduler = FederationScheduler(
             settings, etcd, scheduler, runner, store, membership, registry
         )
-        pipelines = PipelineService(settings, store, registry, registrations, datasets, runner, scheduler)
+        pipelines = PipelineService(
+            settings, store, registry, registrations, datasets, runner, scheduler, executor
+        )
         listener = None
         if settings.raw_dataset:
             listener = RawListener(
@@ -140,6 +148,10 @@ class Node:
             await self.etcd.close()
             raise
         await self.store.start()
+        if not die_with_parent():
+            log.warning("setpriv (util-linux) not found: git children will not die with this process")
+        # Before any git runs: lock files a killed git left would fail every later command needing them.
+        await self.datasets.clear_stale_locks()
         await self.executor.start()
         reconciler = Reconciler(
             self.runner.records, self.executor, self.runner.registrations, self.datasets
@@ -152,6 +164,8 @@ class Node:
         if self.listener is not None:
             await self.listener.start()
         await self.audits.start()
+        if self.settings.git_gc_interval > 0:
+            self._gc = spawn(self.datasets.gc_forever(self.settings.git_gc_interval), name="git gc")
         await self.compactor.start()
         for name, check in (("etcd", self.etcd.check), ("executor", self.executor.health)):
             try:
@@ -162,6 +176,10 @@ class Node:
     async def close(self) -> None:
         """Close every service, in this order, each whatever happened to the one before: a listener
         that fails to stop must not keep the member lease, etcd or the database open."""
+        if self._gc is not None:
+            self._gc.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gc
         closers: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("etcd compaction", self.compactor.close),
             ("federation scheduler", self.federation_scheduler.close),

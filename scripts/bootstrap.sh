@@ -18,7 +18,7 @@ else
     SUDO=(sudo)
 fi
 
-PACKAGES=(etcd-server docker.io git busybox-static curl postgresql tmux openssl)
+PACKAGES=(etcd-server docker.io git busybox-static curl postgresql tmux util-linux openssl)
 
 is_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"

@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from ..errors import GitError
 from ._git import check_master, redact
 from .masters import resolve_master
 from .repo import GROUND_TRUTH, DatasetRepo, MergeResult, init_bare
+from .upkeep import clear_stale_locks, collect_garbage, local_repositories
 
 __all__ = [
     "GROUND_TRUTH",
@@ -28,6 +32,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class Datasets:
@@ -42,9 +47,13 @@ class Datasets:
         git_name: str,
         git_email: str,
         network_timeout: float = 120,
+        tool_owner: tuple[int, int] | None = None,
+        max_output: int | None = None,
         master_roots: Sequence[Path] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.tool_owner = tool_owner
+        self.max_output = max_output
         # None: any local master (unit tests); otherwise local masters only under these folders.
         self.master_roots = None if master_roots is None else tuple(master_roots)
         self.git_name = git_name
@@ -75,6 +84,8 @@ class Datasets:
                 git_name=self.git_name,
                 git_email=self.git_email,
                 network_timeout=self.network_timeout,
+                tool_owner=self.tool_owner,
+                max_output=self.max_output,
             )
             self._repos[name] = current
         return current
@@ -101,6 +112,45 @@ class Datasets:
             return repo.ensure_ground_truth()
 
         return await self.run(name, master, work)
+
+    async def has_local(self, name: str) -> bool:
+        """Whether this instance already has a local repository for dataset ``name``."""
+        path = self.data_dir / "datasets" / f"{name}.git"
+        return await asyncio.to_thread((path / "HEAD").is_file)
+
+    async def remove_local(self, name: str) -> None:
+        """Delete dataset ``name``'s local repository (e.g. one a failed init just created)."""
+        path = self.data_dir / "datasets" / f"{name}.git"
+        async with self._lock(name):
+            repo = self._repos.pop(name, None)
+            if repo is not None:
+                repo.close()
+            await _in_thread(shutil.rmtree, path, True)
+
+    # -- upkeep (upkeep.py) ------------------------------------------------------------------------
+
+    async def clear_stale_locks(self) -> int:
+        """Remove lock files a killed git left in this instance's repositories; call once at start."""
+        removed = 0
+        for key, path in await asyncio.to_thread(local_repositories, self.data_dir):
+            async with self._lock(key):
+                removed += len(await _in_thread(clear_stale_locks, path))
+        return removed
+
+    async def collect_garbage(self) -> None:
+        """One ``git gc --auto`` pass over every local repository, each under its dataset's lock."""
+        for key, path in await asyncio.to_thread(local_repositories, self.data_dir):
+            async with self._lock(key):
+                try:
+                    await _in_thread(collect_garbage, path)
+                except GitError as exc:
+                    log.warning("git gc of %s failed, next pass retries: %s", path, exc.message)
+
+    async def gc_forever(self, interval: float) -> None:
+        """``collect_garbage`` every ``interval`` seconds (the first pass one interval after start)."""
+        while True:
+            await asyncio.sleep(interval)
+            await self.collect_garbage()
 
     def close(self) -> None:
         for repo in self._repos.values():

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Mapping, Sequence
 
 import git
@@ -29,6 +34,10 @@ _CONFIG: tuple[tuple[str, str], ...] = (
     ("core.autocrlf", "false"),  # tool output is stored byte for byte
     ("commit.gpgSign", "false"),  # a global signing setup must not block or prompt
     ("core.fsmonitor", "false"),
+    # gc runs on our schedule, under the dataset's lock (Datasets.collect_garbage); an automatic one
+    # that git starts after a fetch or a receive must not detach and outlive the orchestrator.
+    ("gc.autoDetach", "false"),
+    ("maintenance.autoDetach", "false"),
 )
 
 # The credential-store file (MAO_GIT_CREDENTIALS) git reads remotes' passwords from; set once at start.
@@ -168,12 +177,14 @@ def run_git(
     timeout: float | None = None,
     ok: Sequence[int] = (0,),
     prefix: str = "",
+    abort: threading.Event | None = None,
 ) -> tuple[int, str, str]:
     """Run ``git <args>`` and return (status, stdout, stderr); a status outside ``ok`` raises GitError.
 
     ``what`` describes the operation for the error message: "<prefix>could not <what>: <stderr summary>".
+    With ``abort``, the process is killed as soon as that event is set (see _execute_abortable).
     """
-    status, out, err = _execute(runner, args, env, what, timeout, ok, prefix, binary=False)
+    status, out, err = _execute(runner, args, env, what, timeout, ok, prefix, binary=False, abort=abort)
     text = out if isinstance(out, str) else (out or b"").decode("utf-8", "surrogateescape")
     return status, text, err
 
@@ -187,6 +198,45 @@ def run_git_bytes(
     return out if isinstance(out, bytes) else (out or "").encode("utf-8", "surrogateescape")
 
 
+_LOCK_EXISTS_RE = re.compile(r"Unable to create '([^']+\.lock)': File exists")
+
+
+def _find_setpriv() -> str | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    return shutil.which("setpriv") or next(
+        (p for p in ("/usr/bin/setpriv", "/bin/setpriv") if os.access(p, os.X_OK)), None
+    )
+
+
+_SETPRIV = _find_setpriv()
+
+
+def die_with_parent() -> list[str]:
+    """The prefix that makes a git child receive SIGKILL when the thread that started it dies.
+
+    A SIGKILLed orchestrator must not leave a git push running that lands after its lock's lease is
+    gone, nor a ``git add`` that keeps writing. ``setpriv --pdeathsig KILL`` (util-linux, present on
+    every Debian) sets PR_SET_PDEATHSIG and execs git, which keeps it; the child stays in the
+    orchestrator's process group. A ``preexec_fn`` doing the prctl is not an option: Python callbacks
+    between fork and exec crash in a process that runs gRPC (etcd's client). Git's own children (ssh,
+    receive-pack) are not covered: they end when the killed git closes their pipes.
+    """
+    return [_SETPRIV, "--pdeathsig", "KILL", "--"] if _SETPRIV else []
+
+
+def lock_file_problem(stderr: str) -> str | None:
+    """git's "Unable to create '<x>.lock': File exists" as a message naming the file, or None."""
+    match = _LOCK_EXISTS_RE.search(stderr)
+    if match is None:
+        return None
+    return (
+        f"the lock file {match.group(1)} exists: a git process was killed while holding it. "
+        "The orchestrator removes such files when it starts; with no git process running, it can be "
+        "deleted by hand"
+    )
+
+
 def _execute(
     runner: git.Git,
     args: Sequence[str],
@@ -196,34 +246,110 @@ def _execute(
     ok: Sequence[int],
     prefix: str,
     binary: bool,
+    abort: threading.Event | None = None,
 ) -> tuple[int, str | bytes, str]:
-    command = [runner.GIT_PYTHON_GIT_EXECUTABLE, *args]
+    command = [*die_with_parent(), runner.GIT_PYTHON_GIT_EXECUTABLE, *args]
+    out: str | bytes | None
     try:
-        status, out, err = runner.execute(
-            command,
-            with_extended_output=True,
-            with_exceptions=False,
-            env=dict(env),
-            kill_after_timeout=timeout,
-            stdout_as_string=not binary,
-            strip_newline_in_stdout=not binary,
-        )
+        if abort is not None:
+            status, out, err = _execute_abortable([str(c) for c in command], env, timeout, abort)
+        else:
+            status, out, err = runner.execute(
+                command,
+                with_extended_output=True,
+                with_exceptions=False,
+                env=dict(env),
+                kill_after_timeout=timeout,
+                stdout_as_string=not binary,
+                strip_newline_in_stdout=not binary,
+            )
     except GitCommandNotFound as exc:
         raise GitError(f"{prefix}could not {what}: git is not installed or not on PATH") from exc
     except OSError as exc:
         raise GitError(f"{prefix}could not {what}: {exc}") from exc
+    if status == 127 and "failed to execute" in err:  # setpriv could not exec git
+        raise GitError(f"{prefix}could not {what}: git is not installed or not on PATH")
     if status not in ok:
         raise GitCommandFailed(what, status, err, prefix)
     return status, out if out is not None else (b"" if binary else ""), err
+
+
+def _execute_abortable(
+    command: list[str], env: Mapping[str, str], timeout: float | None, abort: threading.Event
+) -> tuple[int, str, str]:
+    """Run ``command`` and kill it (and its direct children) as soon as ``abort`` is set, or after
+    ``timeout`` s. For a push under a lock: once the lock's lease is lost, the push must not land."""
+    full_env = {**os.environ, **env}
+    proc = subprocess.Popen(  # noqa: S603 - an argument list, never a shell
+        command,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    finished = threading.Event()
+    aborted = threading.Event()
+
+    def watch() -> None:
+        while not finished.is_set():
+            if abort.wait(0.05):
+                aborted.set()
+                _kill_tree(proc.pid)
+                return
+
+    watcher = threading.Thread(target=watch, name="git-abort-watch", daemon=True)
+    watcher.start()
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_tree(proc.pid)
+        out, err = proc.communicate()
+        err = b"Timeout: " + err
+    finally:
+        finished.set()
+        watcher.join()
+    text_err = err.decode("utf-8", "replace")
+    if aborted.is_set():
+        text_err = "aborted: the lock it ran under was lost\n" + text_err
+    return proc.returncode, out.decode("utf-8", "surrogateescape").rstrip("\n"), text_err
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid``'s direct children (ssh, receive-pack, a remote helper), then ``pid``."""
+    children = []
+    try:
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat", "rb") as handle:
+                        fields = handle.read().rsplit(b")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[1]) == pid:
+                    children.append(int(entry))
+    except OSError:
+        pass
+    for target in [*children, pid]:
+        try:
+            os.kill(target, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 class GitCommandFailed(GitError):
     """A git process exited with an unexpected status; ``stderr`` is kept for classification."""
 
     def __init__(self, what: str, status: int, stderr: str, prefix: str = "") -> None:
-        self.timed_out = stderr.startswith("Timeout:") or status < 0
-        self.detail = "timed out" if self.timed_out else summarize(stderr)
+        self.aborted = stderr.startswith("aborted:")
+        self.timed_out = not self.aborted and (stderr.startswith("Timeout:") or status < 0)
+        if self.aborted:
+            self.detail = "stopped because the lock it ran under was lost"
+        elif self.timed_out:
+            self.detail = "timed out"
+        else:
+            self.detail = lock_file_problem(stderr) or summarize(stderr)
         super().__init__(f"{prefix}could not {what}: {self.detail}")
         self.what = what
-        self.status = status
+        # Not ``status``: that is the HTTP status of every MaoError, and a git exit code is not one.
+        self.exit_status = status
         self.stderr = stderr

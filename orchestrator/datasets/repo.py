@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from ._git import (
     redact,
     run_git,
 )
+from .hygiene import OutputRefused, check_output, give_to_tool, inspect_folder, reclaim_owner
 from .local import (
     GROUND_TRUTH,
     LOG_FORMAT,
@@ -77,8 +79,13 @@ class DatasetRepo:
         git_name: str,
         git_email: str,
         network_timeout: float = 120,
+        tool_owner: tuple[int, int] | None = None,
+        max_output: int | None = None,
     ) -> None:
         self.name = checked_name(name, "dataset name")
+        # Who tools run as (work folders are handed to them) and what a commit may hold; see hygiene.
+        self.tool_owner = tool_owner
+        self.max_output = max_output
         self.master = checked_master(master)
         for label, value in (("git name", git_name), ("git email", git_email)):
             if not value or any(ord(ch) < 32 or ch in "<>" for ch in value):
@@ -118,6 +125,7 @@ class DatasetRepo:
         work_tree: Path | None = None,
         identity: bool = False,
         ok: tuple[int, ...] = (0,),
+        abort: threading.Event | None = None,
     ) -> tuple[int, str]:
         # GIT_DIR is always explicit so that nothing inherited can point git at another repository.
         extra = {"GIT_DIR": str(self.git_dir)}
@@ -140,6 +148,7 @@ class DatasetRepo:
             prefix=f"dataset {self.name!r}: ",
             timeout=self.network_timeout if network else None,
             ok=ok,
+            abort=abort,
         )
         return status, out
 
@@ -188,6 +197,22 @@ class DatasetRepo:
     def _folder(self, branch: str) -> Path:
         return self.work_root / branch
 
+    def _reclaim_owner(self) -> tuple[int, int] | None:
+        """Our own ids when tools run as someone else (their files become ours again), else None."""
+        return reclaim_owner(self.tool_owner)
+
+    def _hand_to_tool(self, folder: Path) -> None:
+        give_to_tool(folder, self.tool_owner)
+
+    def _check_checkout(self, folder: Path, what: str) -> None:
+        """git checks out symlinks with any target: refuse one that leads out of the folder."""
+        bad = inspect_folder(folder).outside_links
+        if bad:
+            raise OutputRefused(
+                f"dataset {self.name!r}: {what} holds symlinks pointing outside its folder, which are "
+                f"not allowed: {', '.join(bad[:10])}; remove them from the branch"
+            )
+
     def _remove_git_entries(self, folder: Path) -> None:
         try:
             remove_git_entries(folder)
@@ -223,10 +248,12 @@ class DatasetRepo:
         except GitCommandFailed as exc:
             raise self._network_error(exc, "fetch from its master") from exc
 
-    def _push(self, *refspecs: str, atomic: bool = False) -> None:
+    def _push(self, *refspecs: str, atomic: bool = False, abort: threading.Event | None = None) -> None:
         args = ["push", "--no-verify", *(["--atomic"] if atomic else []), "origin", *refspecs]
+        if abort is not None and abort.is_set():
+            raise GitError(f"dataset {self.name!r}: not pushed: the lock it was to run under was lost")
         try:
-            self._git(*args, what="push", network=True)
+            self._git(*args, what="push", network=True, abort=abort)
         except GitCommandFailed as exc:
             if looks_rejected(exc.stderr) or looks_rejected(exc.detail):
                 refs = ", ".join(spec.split(":", 1)[1].removeprefix(HEADS) for spec in refspecs)
@@ -311,6 +338,8 @@ class DatasetRepo:
             )
         finally:
             index.unlink(missing_ok=True)
+        self._check_checkout(dest, f"{ref} ({commit[:12]})")
+        self._hand_to_tool(dest)
         return commit
 
     def prepare_worktree(self, branch: str) -> tuple[Path, str]:
@@ -325,6 +354,8 @@ class DatasetRepo:
             raise NotFound(f"dataset {self.name!r} has no ground-truth branch yet")
         folder = self._folder(branch)
         folder.mkdir(parents=True, exist_ok=True)
+        # Whatever a previous tool left: back to us, no special files, no links out (before git writes).
+        inspect_folder(folder, self._reclaim_owner(), remove_bad=True)
         self._remove_git_entries(folder)
         index = self._index_path(branch)
         index.parent.mkdir(exist_ok=True)
@@ -337,7 +368,16 @@ class DatasetRepo:
             index.unlink(missing_ok=True)  # a damaged index (crash while writing it): start afresh
             self._git("read-tree", "--reset", "-u", parent, what="reset the work folder", **kwargs)
         self._git("clean", "-ffdxq", what="clean the work folder", **kwargs)
+        self._check_checkout(folder, f"branch {branch!r}")
+        self._hand_to_tool(folder)
         return folder, parent
+
+    def reclaim_worktree(self, branch: str) -> None:
+        """Take the branch's work folder back from the tool as soon as its container ended, whatever
+        the outcome: re-owned, no setuid/setgid bit, no FIFO or socket (docs/security.md#tools)."""
+        folder = self._folder(checked_name(branch, "branch"))
+        if folder.is_dir():
+            inspect_folder(folder, self._reclaim_owner())
 
     def commit_worktree(
         self, branch: str, parent: str, message: str, trailers: Mapping[str, str]
@@ -353,6 +393,8 @@ class DatasetRepo:
         if not folder.is_dir():
             raise NotFound(f"dataset {self.name!r} has no work folder for {branch!r}")
         self._remove_git_entries(folder)
+        inspection = inspect_folder(folder, self._reclaim_owner())
+        check_output(inspection, self.max_output, f"dataset {self.name!r}, branch {branch!r}")
         kwargs: dict[str, Any] = {"index": self._index_path(branch), "work_tree": folder}
         # -f: a .gitignore written by the tool must not hide part of its output.
         self._git("add", "-A", "-f", what="stage the output", **kwargs)
@@ -389,9 +431,16 @@ class DatasetRepo:
         self._push(f"{commit}:{HEADS}{branch}")
         self._git("update-ref", TRACKING + branch, commit, what="record the pushed branch")
 
-    def merge_and_push(self, branch: str, message: str, trailers: Mapping[str, str]) -> MergeResult:
+    def merge_and_push(
+        self,
+        branch: str,
+        message: str,
+        trailers: Mapping[str, str],
+        abort: threading.Event | None = None,
+    ) -> MergeResult:
         """Merge the node branch into ground-truth and push both atomically. The caller holds the
-        dataset's federation lock, so ground-truth can only move if someone ignores that lock."""
+        dataset's federation lock, so ground-truth can only move if someone ignores that lock.
+        ``abort`` is set when that lock's lease is lost: the push is then not started, or killed."""
         branch = checked_name(branch, "branch")
         full_message = format_message(message, trailers)
         self.sync()
@@ -422,7 +471,7 @@ class DatasetRepo:
         # each vote.
         args = ["commit-tree", "--no-gpg-sign", tree.strip(), "-p", gt, "-p", commit, "-m", full_message]
         merge = self._out(*args, what="create the merge commit", identity=True)
-        self._push(f"{commit}:{HEADS}{branch}", f"{merge}:{HEADS}{GROUND_TRUTH}", atomic=True)
+        self._push(f"{commit}:{HEADS}{branch}", f"{merge}:{HEADS}{GROUND_TRUTH}", atomic=True, abort=abort)
         self._git("update-ref", TRACKING + branch, commit, what="record the pushed branch")
         self._git("update-ref", TRACKING + GROUND_TRUTH, merge, what="record ground-truth")
         return MergeResult(merged=True, commit=merge, conflicts=[])

@@ -53,6 +53,11 @@ class ExecutorClient:
         value = body.get("id")
         return value if isinstance(value, str) else None
 
+    async def validate(self, request: ContainerRequest) -> None:
+        """Ask the executor whether it would accept ``request`` at /run (StepRejected if not)."""
+        payload = request.model_dump(mode="json", exclude_none=True)
+        await self._request("POST", "/validate", payload, timeout=30)
+
     async def kill(self, request: KillRequest) -> list[str]:
         body = await self._request("POST", "/kill", request.model_dump(exclude_none=True), timeout=30)
         removed = body.get("removed")

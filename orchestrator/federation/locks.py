@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import logging
 import random
+import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,10 @@ from . import keys
 from .etcd import Etcd
 
 log = logging.getLogger(__name__)
+
+
+# How long before the lease's end a lock whose refreshes fail counts as lost.
+LOST_MARGIN = 1.0
 
 
 class LockTimeout(Unavailable):
@@ -39,6 +44,12 @@ class HeldLock:
     lease: int
     holder: dict[str, Any]
     lost: bool = False
+    # Set together with ``lost``; worker threads (a git push) wait on it to stop what they do.
+    lost_event: threading.Event = field(default_factory=threading.Event)
+
+    def mark_lost(self) -> None:
+        self.lost = True
+        self.lost_event.set()
 
     def check(self) -> None:
         """Raise if the lease could not be kept alive; call before acting under the lock."""
@@ -95,19 +106,28 @@ class Locks:
             delay = min(delay * 1.5, 1.0)
 
     async def _keep_alive(self, held: HeldLock) -> None:
+        """Refresh the lease every ttl/3 s. ``expires`` is reckoned from when a refresh was *sent*,
+        so it is never later than etcd's own deadline; the lock counts as lost a margin before it, and
+        what runs under it (a push) is stopped then, never after the lease is gone."""
         interval = max(self.ttl / 3, 0.5)
-        expires = time.monotonic() + self.ttl
+        margin = min(LOST_MARGIN, self.ttl / 4)
+        expires = time.monotonic() + self.ttl  # granted before this task started: conservative
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(max(0.0, min(interval, expires - margin - time.monotonic())))
+            sent = time.monotonic()
             try:
-                remaining = await self.etcd.refresh_lease(held.lease)
-            except EtcdUnavailable as exc:
-                log.warning("could not refresh the lease of lock %s: %s", held.key, exc.message)
+                remaining = await asyncio.wait_for(
+                    self.etcd.refresh_lease(held.lease), max(0.05, expires - margin - sent)
+                )
+            except (EtcdUnavailable, TimeoutError) as exc:
+                log.warning(
+                    "could not refresh the lease of lock %s: %s", held.key, getattr(exc, "message", exc)
+                )
                 remaining = -1
             if remaining > 0:
-                expires = time.monotonic() + remaining
-            elif remaining == 0 or time.monotonic() >= expires:
-                held.lost = True
+                expires = sent + remaining
+            elif remaining == 0 or time.monotonic() >= expires - margin:
+                held.mark_lost()
                 log.warning("lock %s lost: its lease expired before it could be refreshed", held.key)
                 return
 

@@ -8,17 +8,20 @@ and only then writes, in one database transaction that commits only after the et
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..datasets import Datasets
 from ..errors import BadRequest, Conflict, NotFound
+from ..executors import ExecutorClient
 from ..federation.registry import Registry
 from ..models import Pipeline, node_branch
 from ..runs.engine import Runner
 from ..store import Store
 from .registrations import Registrations
+from .stepcheck import check_steps
 
 if TYPE_CHECKING:
     from ..scheduling import Scheduler
@@ -36,7 +39,9 @@ class PipelineService:
         datasets: Datasets,
         runner: Runner,
         scheduler: Scheduler,
+        executor: ExecutorClient,
     ) -> None:
+        self.executor = executor
         self.settings = settings
         self.store = store
         self.registry = registry
@@ -73,15 +78,9 @@ class PipelineService:
                 missing=missing,
             )
 
-        # A copy of what the steps need, so that runs keep going while etcd is unreachable.
-        for kind, values in (("tool", tools), ("dataset", datasets)):
-            for value in values:
-                if value is not None:
-                    await self.registrations.remember(kind, value)
-
-        # Git work first: a dataset that cannot be cloned stops the init before anything is written.
-        for dataset in (ds for ds in datasets if ds is not None):
-            await self.datasets.sync(dataset.name, dataset.master)
+        # Every step as the executor will check it at run time: a step that can never run is a 400 now.
+        known = {tool.name: tool for tool in tools if tool is not None}
+        await check_steps(pipeline, known, self.settings, self.executor)
 
         branches: dict[str, list[str]] = {}
         for step in pipeline.steps:
@@ -92,7 +91,27 @@ class PipelineService:
         async def register() -> None:
             await self.registry.register_pipeline(pipeline, self.settings.instance_name, branches)
 
-        await self.store.save_pipeline(pipeline, before_commit=register)
+        # Git work first: a dataset that cannot be cloned stops the init before anything is written.
+        # A local repository this init created is removed again when the init fails.
+        created: list[str] = []
+        try:
+            for dataset in (ds for ds in datasets if ds is not None):
+                if not await self.datasets.has_local(dataset.name):
+                    created.append(dataset.name)
+                await self.datasets.sync(dataset.name, dataset.master)
+            await self.store.save_pipeline(pipeline, before_commit=register)
+        except BaseException:
+            for name in created:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.datasets.remove_local(name))
+            raise
+
+        # A copy of what the steps need, so that runs keep going while etcd is unreachable; only once
+        # the init succeeded, so a failed one leaves no local row behind.
+        for kind, values in (("tool", tools), ("dataset", datasets)):
+            for value in values:
+                if value is not None:
+                    await self.registrations.remember(kind, value)
         log.info("pipeline %s initialised (%d steps)", pipeline.name, len(pipeline.steps))
         return {
             "name": pipeline.name,

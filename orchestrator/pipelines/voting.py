@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..datasets import Datasets, MergeResult
-from ..errors import EtcdUnavailable, MaoError
+from ..errors import EtcdUnavailable, GitError, MaoError
 from ..federation.etcd import Etcd
 from ..federation.locks import LockLost, Locks
 from ..models import Dataset
@@ -114,9 +114,16 @@ class Voting:
             dataset, purpose=f"merge {branch} (run {trailers.get('MAO-Run', '?')})"
         ) as held:
             held.check()
-            return await self.datasets.run(
-                dataset, master, lambda repo: repo.merge_and_push(branch, message, trailers)
-            )
+            try:
+                # The push is killed if the lease is lost meanwhile: it never lands after the lease.
+                return await self.datasets.run(
+                    dataset,
+                    master,
+                    lambda repo: repo.merge_and_push(branch, message, trailers, abort=held.lost_event),
+                )
+            except GitError:
+                held.check()  # stopped because the lock was lost: queued like any lost lock
+                raise
 
     # -- the queue ------------------------------------------------------------------------------
     async def _retry_queued(self) -> None:

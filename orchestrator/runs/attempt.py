@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from ..errors import Conflict, GitError, MaoError, NotFound, Unavailable
 from ..executors import ContainerRequest, ContainerResult, ExecutorBackend
 from ..gateway.insights import InsightsPublisher, read_insights
 from ..models import Dataset, Step, Tool
+from ..pipelines.limits import step_limits
 from ..pipelines.voting import Voting
 from ..store.runs import RunRecords
 from .states import AttemptStatus, MergeState, StepStatus
@@ -123,7 +123,14 @@ class Attempts:
             async with self.branch(ctx):
                 workdir, parent = await self.prepare_output(ctx)
                 request = self.container_request(ctx, attempt, tool, workdir, input_dir)
-                result = await self.execute_container(ctx, request)
+                try:
+                    result = await self.execute_container(ctx, request)
+                except BaseException:
+                    # Back from the tool also when the container failed or the run stops.
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(self.reclaim_output(ctx))
+                    raise
+                await self.reclaim_output(ctx)
                 await self.records.update_step(
                     ctx.run_id,
                     ctx.step.name,
@@ -181,6 +188,13 @@ class Attempts:
 
         return await self.datasets.run(ctx.output.name, ctx.output.master, prepare)
 
+    async def reclaim_output(self, ctx: StepContext) -> None:
+        """Take the work folder back from the tool as soon as its container ended, whatever the
+        outcome: nothing it left may act on the host (datasets/hygiene.py, docs/security.md#tools)."""
+        await self.datasets.run(
+            ctx.output.name, ctx.output.master, lambda repo: repo.reclaim_worktree(ctx.branch)
+        )
+
     def container_request(
         self,
         ctx: StepContext,
@@ -191,29 +205,18 @@ class Attempts:
         extra_env: Mapping[str, str] | None = None,
         name_suffix: str = "",
     ) -> ContainerRequest:
-        step = ctx.step
-        identity = {
-            "MAO_INSTANCE": self.settings.instance_name,
-            "MAO_RUN_ID": ctx.run_id,
-            "MAO_PIPELINE": ctx.pipeline,
-            "MAO_STEP": step.name,
-            "MAO_ATTEMPT": str(attempt),
-            "MAO_TOOL": tool.name,
-            **(extra_env or {}),
-        }
-        env = {**(step.env or {}), **(step.private_env or {}), **identity}
-        return ContainerRequest(
-            name=container_name(self.settings.instance_name, ctx.run_id, ctx.position, attempt) + name_suffix,
-            image=tool.image,
-            cmd=step.cmd,
-            env=env,
-            output_dir=str(self.settings.host_path(workdir)),
-            input_dir=str(self.settings.host_path(input_dir)) if input_dir else None,
-            user=f"{os.getuid()}:{os.getgid()}",
-            docker_socket=step.docker_socket,
-            timeout=float(step.timeout or self.settings.step_timeout),
-            stall_timeout=float(step.stall_timeout) if step.stall_timeout else None,
-            labels={"mao.run": ctx.run_id, "mao.step": step.name, "mao.attempt": str(attempt)},
+        return container_request(
+            self.settings,
+            run_id=ctx.run_id,
+            pipeline=ctx.pipeline,
+            position=ctx.position,
+            step=ctx.step,
+            attempt=attempt,
+            tool=tool,
+            workdir=workdir,
+            input_dir=input_dir,
+            extra_env=extra_env,
+            name_suffix=name_suffix,
         )
 
     async def execute_container(self, ctx: StepContext, request: ContainerRequest) -> ContainerResult:
@@ -270,6 +273,51 @@ class Attempts:
         lock = self._branch_locks.setdefault((ctx.output.name, ctx.branch), asyncio.Lock())
         async with lock:
             yield
+
+
+def container_request(
+    settings: Settings,
+    *,
+    run_id: str,
+    pipeline: str,
+    position: int,
+    step: Step,
+    attempt: int,
+    tool: Tool,
+    workdir: Path,
+    input_dir: Path | None,
+    extra_env: Mapping[str, str] | None = None,
+    name_suffix: str = "",
+) -> ContainerRequest:
+    """The one /run request of an attempt (the engine's, fan-out's, and init's check in
+    ``pipelines/stepcheck.py``): the tool runs as ``settings.tool_user()``, within the step's limits."""
+    identity = {
+        "MAO_INSTANCE": settings.instance_name,
+        "MAO_RUN_ID": run_id,
+        "MAO_PIPELINE": pipeline,
+        "MAO_STEP": step.name,
+        "MAO_ATTEMPT": str(attempt),
+        "MAO_TOOL": tool.name,
+        **(extra_env or {}),
+    }
+    env = {**(step.env or {}), **(step.private_env or {}), **identity}
+    limits = step_limits(step, settings)
+    return ContainerRequest(
+        name=container_name(settings.instance_name, run_id, position, attempt) + name_suffix,
+        image=tool.image,
+        cmd=step.cmd,
+        env=env,
+        output_dir=str(settings.host_path(workdir)),
+        input_dir=str(settings.host_path(input_dir)) if input_dir else None,
+        user="{}:{}".format(*settings.tool_user()),
+        docker_socket=step.docker_socket,
+        timeout=float(step.timeout or settings.step_timeout),
+        stall_timeout=float(step.stall_timeout) if step.stall_timeout else None,
+        labels={"mao.run": run_id, "mao.step": step.name, "mao.attempt": str(attempt)},
+        memory=limits.memory,
+        cpus=limits.cpus,
+        pids=limits.pids,
+    )
 
 
 def container_name(instance: str, run_id: str, position: int, attempt: int) -> str:

@@ -1,8 +1,9 @@
 """The memo key of a step: what must be equal for an earlier success to stand in for a new attempt.
 
 Input commit, the tool's image id, cmd, env (private values only by their hash, so the key itself
-leaks nothing) and the step's definition (without ``cache`` itself and the retry knobs, which do not
-change what is computed).
+leaks nothing) and the step's definition (without ``cache`` itself, the retry knobs and the resource
+limits ``memory``/``cpus``, which do not change what is computed; leaving the limits out also keeps
+the keys of steps stored before those fields existed).
 """
 
 from __future__ import annotations
@@ -13,7 +14,17 @@ import json
 from ..models import Step
 
 # Fields that change how a step is tried, not what it computes.
-_NOT_IN_KEY = {"private_env", "cache", "retries", "retry_delay", "stall_timeout", "timeout", "needs"}
+_NOT_IN_KEY = {
+    "private_env",
+    "cache",
+    "retries",
+    "retry_delay",
+    "stall_timeout",
+    "timeout",
+    "needs",
+    "memory",
+    "cpus",
+}
 
 
 def _digest(value: str) -> str:

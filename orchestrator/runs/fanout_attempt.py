@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings
+from ..datasets.hygiene import give_to_tool, take_back
 from ..errors import MaoError
 from ..gateway.insights import read_insights
 from ..models import Tool
@@ -250,8 +251,15 @@ class _Shards:
         )
         label = f"shard {shard.index}/{shard.count} attempt {attempt}"
         result = None
+        owner = self.owner.attempts.datasets.tool_owner
         try:
-            result = await self.owner.attempts.execute_container(ctx, request)
+            # The tool's uid gets the shard's folders, and the output comes back whatever happens.
+            await asyncio.to_thread(give_to_tool, shard_input, owner)
+            await asyncio.to_thread(give_to_tool, shard_output, owner)
+            try:
+                result = await self.owner.attempts.execute_container(ctx, request)
+            finally:
+                await asyncio.shield(asyncio.to_thread(take_back, shard_output, owner))
             check_result(ctx.step, result, settings.step_timeout)
         except StepFailed as failure:
             if result is not None:

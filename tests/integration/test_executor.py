@@ -7,6 +7,7 @@ image is built locally from the host's busybox-static.
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import io
 import json
@@ -626,3 +627,70 @@ def test_no_container_of_this_instance_remains(
     left = _containers(docker_client, "mao.managed=true", f"mao.instance={executor.instance}")
     assert left == [], [c.name for c in left]
     assert executor.health().json()["running"] == 0
+
+
+def test_containers_run_unprivileged_and_bounded(
+    executor: Executor, dirs: tuple[Path, Path], docker_client: docker.DockerClient
+) -> None:
+    """No root, no capabilities, no privilege gain, and the limits of the request (executor.hardening)."""
+    _, output_dir = dirs
+    tag = uuid.uuid4().hex
+    script = (
+        "id -u; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; "
+        "chown 0 /usr/src/app/data 2>/dev/null && echo chown-worked || echo chown-refused; sleep 2"
+    )
+    body = _body(
+        output_dir,
+        user="1234:1234",
+        cmd=["sh", "-c", script],
+        memory=64 * 2**20,
+        cpus=0.5,
+        pids=32,
+        labels={"mao.test.limits": tag},
+    )
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(executor.run, body)
+        container = _wait_until(
+            lambda: next(iter(_containers(docker_client, f"mao.test.limits={tag}")), None),
+            20,
+            "the container",
+        )
+        host = container.attrs["HostConfig"]
+        response = pending.result()
+    assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges:true"]
+    assert (host["PidsLimit"], host["Memory"], host["MemorySwap"], host["NanoCpus"]) == (
+        32,
+        64 * 2**20,
+        64 * 2**20,
+        500_000_000,
+    )
+    assert response.status_code == 200, response.text
+    out = response.json()["log_tail"]
+    assert out.splitlines()[0] == "1234"
+    assert "CapEff:\t0000000000000000" in out and "CapBnd:\t0000000000000000" in out
+    assert "NoNewPrivs:\t1" in out and "chown-refused" in out
+
+
+def test_root_is_refused_and_no_user_runs_as_the_tool_uid(
+    executor: Executor, dirs: tuple[Path, Path]
+) -> None:
+    _, output_dir = dirs
+    for user in ("0", "0:0"):
+        response = executor.run(_body(output_dir, user=user, cmd=["true"]))
+        assert response.status_code == 400 and "root" in response.json()["message"], response.text
+    os.chown(output_dir, 65534, 65534)
+    response = executor.run(_body(output_dir, cmd=["sh", "-c", "id -u; id -g"]))
+    assert response.status_code == 200 and response.json()["log_tail"].split() == ["65534", "65534"]
+
+
+def test_validate_checks_a_run_body_without_running_it(executor: Executor, dirs: tuple[Path, Path]) -> None:
+    _, output_dir = dirs
+
+    def validate(body: dict[str, Any]) -> requests.Response:
+        return requests.post(f"{executor.url}/validate", json=body, headers=executor.headers, timeout=10)
+
+    assert validate(_body(output_dir / "not-yet", cmd=["true"])).json() == {"ok": True}
+    assert validate(_body(output_dir, cmd=["a\x00b"])).status_code == 400
+    assert validate(_body(output_dir, docker_socket=True)).json()["error"] == "docker_socket_not_allowed"
+    assert validate(_body(output_dir, user="0")).status_code == 400
+    assert validate(_body(output_dir, timeout="60")).status_code == 400

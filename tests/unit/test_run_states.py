@@ -113,6 +113,8 @@ def test_the_memo_key_follows_what_the_output_depends_on() -> None:
     key = memo_key(step, "t", "sha256:1", "c1")
     assert len(key) == 64 and "secret" not in key
     assert memo_key(step.model_copy(update={"retries": 3, "cache": True}), "t", "sha256:1", "c1") == key
+    # Resource limits change how the tool is bounded, not what it computes.
+    assert memo_key(step.model_copy(update={"memory": 2**30, "cpus": 2.0}), "t", "sha256:1", "c1") == key
     for changed in (
         memo_key(step, "t", "sha256:2", "c1"),
         memo_key(step, "t", "sha256:1", "c2"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ DATASET = Dataset(name="d", master="/srv/d.git")
 
 
 class Held:
+    lost_event = threading.Event()
+
     def check(self) -> None:
         pass
 
@@ -51,7 +54,9 @@ class FakeRepo:
     def push_branch(self, branch: str) -> None:
         self.pushed.append(branch)
 
-    def merge_and_push(self, branch: str, message: str, trailers: dict[str, str]) -> MergeResult:
+    def merge_and_push(
+        self, branch: str, message: str, trailers: dict[str, str], abort: object = None
+    ) -> MergeResult:
         if self.conflicts:
             return MergeResult(merged=False, commit="gt0", conflicts=self.conflicts)
         self.merges.append(trailers["MAO-Run"])

@@ -1,0 +1,74 @@
+"""Upkeep of this instance's local repositories: stale lock files at start, ``git gc`` on a schedule.
+
+Both block (file system, git) and run in worker threads, each repository under its dataset's lock
+(see ``Datasets``), so neither ever runs while a step's git work on that dataset does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import git
+
+from ._git import hardened_env, run_git
+
+log = logging.getLogger(__name__)
+
+_LOOSE_OBJECT_DIR = re.compile(r"^[0-9a-f]{2}$")
+
+
+def local_repositories(data_dir: Path) -> list[tuple[str, Path]]:
+    """(lock key, git dir) of every local repository: dataset clones and the bare masters of repos/.
+
+    The lock keys are those ``Datasets`` uses: the dataset's name, and ``repos/<name>`` for masters."""
+    found: list[tuple[str, Path]] = []
+    for folder, prefix in (("datasets", ""), ("repos", "repos/")):
+        root = Path(data_dir) / folder
+        if not root.is_dir():
+            continue
+        for path in sorted(root.glob("*.git")):
+            if (path / "HEAD").is_file():
+                found.append((prefix + path.name.removesuffix(".git"), path))
+    return found
+
+
+def clear_stale_locks(git_dir: Path) -> list[Path]:
+    """Remove every ``*.lock`` file below ``git_dir`` (index, refs, packed-refs, config, HEAD ...).
+
+    Only at start, before this instance runs any git: the instance name is held (a second process of
+    this instance refuses to start), so a lock file here can only be left by a git process that was
+    killed with the previous orchestrator process, and would fail every later command that needs it."""
+    removed: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(git_dir):
+        if Path(dirpath).name == "objects":
+            # Loose objects never carry locks; their 256 folders are skipped.
+            dirnames[:] = [d for d in dirnames if not _LOOSE_OBJECT_DIR.match(d)]
+        for name in filenames:
+            if name.endswith(".lock"):
+                path = Path(dirpath, name)
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                removed.append(path)
+    if removed:
+        log.warning(
+            "removed %d stale git lock file(s) left by a killed git process: %s",
+            len(removed),
+            ", ".join(str(p) for p in removed[:10]),
+        )
+    return removed
+
+
+def collect_garbage(git_dir: Path, timeout: float = 3600) -> None:
+    """``git gc --auto`` (packs loose objects, prunes what git considers safe to prune)."""
+    run_git(
+        git.Git(str(git_dir)),
+        ["gc", "--auto", "--quiet"],
+        env=hardened_env({"GIT_DIR": str(git_dir)}),
+        what=f"collect garbage in {git_dir}",
+        timeout=timeout,
+    )
