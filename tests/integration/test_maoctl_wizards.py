@@ -19,6 +19,7 @@ import yaml
 from ctl.compose import parse_env
 from ctl.marketplace import DEFAULT_FOLDER
 from ctl.netinfo import host_addresses
+from ctl.stack import start_hint
 from tests.api import unique
 from tests.ctl_helpers import REPO_ROOT, maoctl
 
@@ -98,7 +99,7 @@ def test_install_wizard_joins_a_federation_then_stands_alone(tmp_path: Path) -> 
     assert child.exitstatus == 0, output
 
     directory = home / "mao-instance"
-    assert f"cd {directory} && docker compose up -d" in output and "export MAO_API_TOKEN=" in output
+    assert start_hint(directory) in output and "export MAO_API_TOKEN=" in output
     env_file = directory / "mao.env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     env = parse_env(env_file.read_text())

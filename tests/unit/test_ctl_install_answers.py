@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from ctl.compose import parse_env
+from ctl.stack import start_hint
 from orchestrator.config import load_settings
 from tests.ctl_helpers import maoctl
 
@@ -42,7 +43,7 @@ def test_answers_file_writes_a_standalone_instance(tmp_path: Path) -> None:
     )
     result = install("--answers", str(answers))
     assert result.exit_code == 0, result.output
-    assert f"cd {directory} && docker compose up -d" in result.stdout
+    assert start_hint(directory) in result.stdout
     assert "MAO_API_TOKEN" in result.stdout and "export MAO_URL=http://127.0.0.1:8080" in result.stdout
 
     env_file = directory / "mao.env"
@@ -104,7 +105,7 @@ def test_flags_join_an_existing_cluster(tmp_path: Path) -> None:
     etcd = compose["services"]["etcd"]["environment"]
     assert etcd["ETCD_INITIAL_CLUSTER"] == cluster and etcd["ETCD_INITIAL_CLUSTER_STATE"] == "existing"
     assert etcd["ETCD_NAME"] == "beta" and etcd["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == "http://10.0.0.2:2380"
-    assert f"{tmp_path}:/root/.ssh:ro" in compose["services"]["orchestrator"]["volumes"]
+    assert f"{tmp_path}:/home/mao/.ssh:ro" in compose["services"]["orchestrator"]["volumes"]
     assert env["MAO_GIT_EMAIL"].endswith("@beta")
 
 
@@ -193,3 +194,55 @@ def test_malformed_answers_files(tmp_path: Path) -> None:
 def test_the_wizard_needs_a_terminal(tmp_path: Path) -> None:
     result = install("--dir", str(tmp_path))
     assert result.exit_code == 2 and "--answers FILE" in result.stderr
+
+
+def test_every_port_and_image_is_an_answer(tmp_path: Path) -> None:
+    directory = tmp_path / "node"
+    ports = {
+        "api_port": 18080,
+        "postgres_port": 15433,
+        "executor_port": 18081,
+        "etcd_client_port": 12379,
+        "etcd_peer_port": 12380,
+    }
+    answers = tmp_path / "answers.json"
+    answers.write_text(
+        json.dumps(
+            {
+                "directory": str(directory),
+                "name": "alpha",
+                "ip": "10.0.0.1",
+                "images": {"etcd": "quay.io/coreos/etcd:v3.5.17"},
+                **ports,
+            }
+        )
+    )
+    result = install("--answers", str(answers))
+    assert result.exit_code == 0, result.output
+    compose, env = read_install(directory)
+    text = (directory / "docker-compose.yaml").read_text()
+    for port in ports.values():
+        assert str(port) in text
+    for default in (2379, 2380, 5433, 8080, 8081):
+        assert f":{default}" not in text and f"={default}" not in text
+    assert "127.0.0.1:15433/mao" in env["MAO_DATABASE_URL"]
+    dotenv = parse_env((directory / ".env").read_text())
+    assert dotenv["COMPOSE_PROJECT_NAME"] == "mao-alpha"
+    assert dotenv["MAO_ETCD_IMAGE"] == "quay.io/coreos/etcd:v3.5.17"
+    assert dotenv["MAO_POSTGRES_IMAGE"] == "mao-postgres:bookworm"
+    assert compose["services"]["etcd"]["image"] == "${MAO_ETCD_IMAGE:-quay.io/coreos/etcd:v3.5.17}"
+
+    answers.write_text(
+        json.dumps(
+            {
+                "directory": str(tmp_path / "x"),
+                "api_port": 2380,
+                "images": {"etcd": "bad image\nX=1", "redis": "redis"},
+            }
+        )
+    )
+    result = install("--answers", str(answers))
+    assert result.exit_code == 2
+    for text in ("ports: ", "must all differ", "'redis' is not a service", "is not an image name"):
+        assert text in result.stderr, text
+    assert not (tmp_path / "x").exists()
