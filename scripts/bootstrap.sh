@@ -63,7 +63,7 @@ fi
 # The binaries the tests need must be there, whatever apt said about services.
 have_bin() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
 absent=()
-for bin in etcd dockerd docker git busybox curl tmux; do
+for bin in etcd dockerd docker git busybox curl tmux debootstrap docker-compose; do
     have_bin "$bin" || absent+=("$bin")
 done
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || absent+=("postgresql(initdb)")
@@ -71,7 +71,7 @@ if [ "${#absent[@]}" -ne 0 ]; then
     step "ERROR: still missing after apt: ${absent[*]}"
     exit 1
 fi
-step "tools: etcd, dockerd, docker, git, busybox, curl, tmux, postgresql found"
+step "tools: etcd, dockerd, docker, git, busybox, curl, tmux, debootstrap, docker-compose, postgresql found"
 
 # 2. Python virtualenv -------------------------------------------------------------------------
 if [ ! -x "$ROOT/.venv/bin/python" ]; then

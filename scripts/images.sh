@@ -82,7 +82,7 @@ fresh() { [ "$FORCE" -eq 0 ] && [ "$(image_hash "$1")" = "$2" ]; }
 # -- base -----------------------------------------------------------------------------------------
 build_base() {
     local hash mirror security rootfs
-    hash="$(inputs_hash "suite=$SUITE" variant=minbase include=ca-certificates "$0-base-v1")"
+    hash="$(inputs_hash "suite=$SUITE" variant=minbase include=ca-certificates base-v1)"
     if fresh "$BASE" "$hash"; then
         step "$BASE: up to date"
         return
