@@ -12,13 +12,17 @@ RUN apt-get update \
 ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PATH=/opt/venv/bin:$PATH
 RUN python3 -m venv /opt/venv
 WORKDIR /opt/mao
-COPY pyproject.toml constraints.txt maoctl.py README.md ./
+# Only the wheelhouse (the build backend included): no index, so the build never needs PyPI.
+# The dependencies first: a layer Docker keeps until they (or the wheelhouse's address) change, so a
+# code change only reinstalls the project itself.
+ARG WHEELHOUSE=http://127.0.0.1:8765/
+COPY constraints.txt ./
+RUN pip install --no-index --find-links "$WHEELHOUSE" -c constraints.txt 'aiohttp>=3.9' 'aetcd>=1.0' 'GitPython>=3.1.40' 'docker>=7.0' 'APScheduler>=3.10,<4' 'SQLAlchemy[asyncio]>=2.0' 'aiosqlite>=0.19' 'asyncpg>=0.29' 'pydantic>=2.5' 'click>=8.1' 'questionary>=2.0' 'rich>=13' 'requests>=2.31' 'PyYAML>=6'
+COPY pyproject.toml maoctl.py README.md ./
 COPY orchestrator ./orchestrator
 COPY executor ./executor
 COPY ctl ./ctl
-# Only the wheelhouse (the build backend included): no index, so the build never needs PyPI.
-ARG WHEELHOUSE=http://127.0.0.1:8765/
-RUN pip install --no-index --find-links "$WHEELHOUSE" -c constraints.txt . \
+RUN pip install --no-index --find-links "$WHEELHOUSE" -c constraints.txt --no-deps . \
     && rm -rf /opt/mao/build
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/mao mao
 USER mao

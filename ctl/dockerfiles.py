@@ -11,8 +11,12 @@ host's pip configuration and certificates are not in the image, and need not be.
 
 from __future__ import annotations
 
+import shlex
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASE_IMAGE = "mao-base:bookworm"
 WHEELHOUSE_PORT = 8765
 # The orchestrator's user; tools it starts run with the same uid (runner.py passes os.getuid()), and
@@ -60,8 +64,15 @@ SPECS = {
 FILENAMES = {"orchestrator": "Dockerfile", "executor": "Dockerfile_executor"}
 
 
+def requirements() -> list[str]:
+    """The project's dependencies as pyproject.toml states them (the Dockerfiles install them first)."""
+    with (REPO_ROOT / "pyproject.toml").open("rb") as f:
+        return list(tomllib.load(f)["project"]["dependencies"])
+
+
 def dockerfile_text(role: str) -> str:
     spec = SPECS[role]
+    requirements_text = " ".join(shlex.quote(r) for r in requirements())
     packages = " ".join(spec.packages)
     user_lines = (
         f"RUN useradd --system --uid {MAO_UID} --user-group --create-home --home-dir /home/mao mao\n"
@@ -84,13 +95,17 @@ RUN apt-get update \\
 ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PATH=/opt/venv/bin:$PATH
 RUN python3 -m venv /opt/venv
 WORKDIR /opt/mao
-COPY pyproject.toml constraints.txt maoctl.py README.md ./
+# Only the wheelhouse (the build backend included): no index, so the build never needs PyPI.
+# The dependencies first: a layer Docker keeps until they (or the wheelhouse's address) change, so a
+# code change only reinstalls the project itself.
+ARG WHEELHOUSE=http://127.0.0.1:{WHEELHOUSE_PORT}/
+COPY constraints.txt ./
+RUN pip install --no-index --find-links "$WHEELHOUSE" -c constraints.txt {requirements_text}
+COPY pyproject.toml maoctl.py README.md ./
 COPY orchestrator ./orchestrator
 COPY executor ./executor
 COPY ctl ./ctl
-# Only the wheelhouse (the build backend included): no index, so the build never needs PyPI.
-ARG WHEELHOUSE=http://127.0.0.1:{WHEELHOUSE_PORT}/
-RUN pip install --no-index --find-links "$WHEELHOUSE" -c constraints.txt . \\
+RUN pip install --no-index --find-links "$WHEELHOUSE" -c constraints.txt --no-deps . \\
     && rm -rf /opt/mao/build
 {user_lines}
 EXPOSE {spec.port}

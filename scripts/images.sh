@@ -118,12 +118,19 @@ build_base() {
 WHEEL_PID=""
 WHEELHOUSE_URL=""
 serve_wheelhouse() {
-    local wheels="$CACHE/wheelhouse" port
+    local wheels="$CACHE/wheelhouse" port stamp
     [ -n "$WHEEL_PID" ] && return
-    step "wheelhouse: pip wheel -c constraints.txt (cached in $wheels)"
     mkdir -p "$wheels"
     # The project's own wheel is not needed (the Dockerfiles copy the source); its build backend is.
-    if ! "$PYTHON" -m pip wheel -q --disable-pip-version-check -c constraints.txt -w "$wheels" \
+    # Skipped when pyproject.toml and the pins are those of the last successful run.
+    stamp="$(inputs_hash pyproject.toml constraints.txt wheelhouse-v1)"
+    if [ "$(cat "$wheels/.stamp" 2>/dev/null)" = "$stamp" ]; then
+        step "wheelhouse: up to date ($wheels)"
+    else
+        step "wheelhouse: pip wheel -c constraints.txt (cached in $wheels)"
+        rm -f "$wheels/.stamp"
+    fi
+    if [ "$(cat "$wheels/.stamp" 2>/dev/null)" != "$stamp" ] && ! "$PYTHON" -m pip wheel -q --disable-pip-version-check -c constraints.txt -w "$wheels" \
         "setuptools>=68" wheel -r <("$PYTHON" - <<'PY'
 import tomllib
 print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))
@@ -133,7 +140,20 @@ PY
         step "ERROR: pip wheel failed (log: $CACHE/pip-wheel.log)"
         exit 1
     fi
-    port="$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    printf '%s\n' "$stamp" >"$wheels/.stamp"
+    # The Dockerfiles' default port when free: the address is part of the dependency layer's cache key.
+    port="$("$PYTHON" - <<'PY'
+import socket
+for port in (8765, 0):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    print(s.getsockname()[1])
+    break
+PY
+)"
     "$PYTHON" -m http.server --bind 127.0.0.1 --directory "$wheels" "$port" >"$CACHE/wheelhouse-http.log" 2>&1 &
     WHEEL_PID=$!
     trap 'kill "$WHEEL_PID" 2>/dev/null || true' EXIT
@@ -167,7 +187,9 @@ build() {
 
 build_base
 base_id="$(image_id "$BASE")"
-sources=(pyproject.toml constraints.txt maoctl.py README.md orchestrator executor ctl .dockerignore)
+# README.md is copied too (pyproject.toml names it), but only as package metadata: leaving it out of the
+# hash keeps a documentation change from rebuilding the images.
+sources=(pyproject.toml constraints.txt maoctl.py orchestrator executor ctl .dockerignore)
 for role in orchestrator executor; do
     if [ "$role" = orchestrator ]; then tag="$ORCHESTRATOR" file=Dockerfile; else tag="$EXECUTOR" file=Dockerfile_executor; fi
     hash="$(inputs_hash "base=$base_id" "$file" "${sources[@]}")"

@@ -32,6 +32,7 @@ import yaml
 
 from ctl.compose import parse_env
 from ctl.netinfo import host_addresses
+from ctl.stack import compose_command
 from tests import servers
 from tests.api import Api
 from tests.ctl_helpers import REPO_ROOT, maoctl_process
@@ -220,8 +221,6 @@ def add_member(a: Instance, b: Instance, ip: str) -> str:
 
 
 def _v1() -> bool:
-    from ctl.stack import compose_command
-
     return compose_command() == ["docker-compose"]
 
 
@@ -233,6 +232,7 @@ def test_two_instances_from_answers_files_form_a_federation(
     started = time.monotonic()
 
     run_ok("instance", "install", "--answers", str(a.answers(ip, stack_images)))
+    print(f"(compose: {' '.join(compose_command())})")
     try:
         run_ok("instance", "up", "--dir", str(a.directory), "--timeout", "600")
     except AssertionError as exc:
@@ -257,6 +257,7 @@ def test_two_instances_from_answers_files_form_a_federation(
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{logs(a)}\n{logs(b)}") from None
     print(f"\ntwo instances up and joined in {time.monotonic() - started:.0f} s")
+    checks = time.monotonic()
 
     for instance in (a, b):
         assert instance.maoctl("instance", "status").returncode == 0
@@ -293,10 +294,13 @@ def test_two_instances_from_answers_files_form_a_federation(
     assert run["status"] == "succeeded", run
     assert git(repo, "show", "ground-truth:hello.txt").strip() == f"hello from {b.name}"
 
+    print(f"members, tool and pipeline checked in {time.monotonic() - checks:.0f} s")
+    stopping = time.monotonic()
     for instance in (b, a):
         run_ok("instance", "down", "--dir", str(instance.directory), timeout=300)
         status = maoctl_process("instance", "status", "--dir", str(instance.directory), "--json")
         assert status.returncode == 1 and json.loads(status.stdout)["services"] == []
+    print(f"both stacks down in {time.monotonic() - stopping:.0f} s")
 
 
 def stat_owner(path: Path) -> tuple[int, int]:
