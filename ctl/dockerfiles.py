@@ -100,12 +100,13 @@ WORKDIR /opt/mao
 # code change only reinstalls the project itself.
 ARG WHEELHOUSE=http://127.0.0.1:{WHEELHOUSE_PORT}/
 COPY constraints.txt ./
-RUN pip install --no-index --find-links "$WHEELHOUSE" -c constraints.txt {requirements_text}
+RUN pip install --no-index --find-links "$WHEELHOUSE" -c constraints.txt {requirements_text} 'setuptools>=68' wheel
 COPY pyproject.toml maoctl.py README.md ./
 COPY orchestrator ./orchestrator
 COPY executor ./executor
 COPY ctl ./ctl
-RUN pip install --no-index --find-links "$WHEELHOUSE" -c constraints.txt --no-deps . \\
+# The build backend is already in the venv: no isolated build environment to make each time.
+RUN pip install --no-index --no-deps --no-build-isolation . \\
     && rm -rf /opt/mao/build
 {user_lines}
 EXPOSE {spec.port}

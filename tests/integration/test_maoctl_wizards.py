@@ -112,7 +112,7 @@ def test_install_wizard_joins_a_federation_then_stands_alone(tmp_path: Path) -> 
         etcd["ETCD_LISTEN_PEER_URLS"] == etcd["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == f"http://{own_ip}:2380"
     )
     assert etcd["ETCD_LISTEN_CLIENT_URLS"] == f"http://127.0.0.1:2379,http://{own_ip}:2379"
-    assert f"{home / '.ssh'}:/root/.ssh:ro" in compose["services"]["orchestrator"]["volumes"]
+    assert f"{home / '.ssh'}:/home/mao/.ssh:ro" in compose["services"]["orchestrator"]["volumes"]
     assert all((directory / d).is_dir() for d in ("data", "etcd", "postgres"))
 
     # Running it again on the same folder asks before touching anything; "no" changes nothing.
