@@ -13,6 +13,7 @@ Needs root (CAP_SYS_ADMIN) and iproute2; :func:`available` says whether this hos
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import shutil
 import socket
@@ -25,8 +26,21 @@ from contextlib import contextmanager, suppress
 CLONE_NEWNET = 0x40000000
 
 
+@functools.cache
 def available() -> bool:
-    return os.geteuid() == 0 and shutil.which("ip") is not None and os.path.exists("/proc/thread-self/ns/net")
+    """Whether a namespace can really be made here (root alone is not enough in every container)."""
+    if os.geteuid() != 0 or shutil.which("ip") is None or not os.path.exists("/proc/thread-self/ns/net"):
+        return False
+    probe = f"maotest-probe-{os.getpid()}"
+    try:
+        _ip("netns", "add", probe)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    try:
+        _ip("netns", "del", probe)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return True
 
 
 def _setns(fd: int) -> None:
