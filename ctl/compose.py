@@ -44,7 +44,6 @@ COMPOSE_FILE = "docker-compose.yaml"
 ENV_FILE = "mao.env"
 DOTENV = ".env"
 DB_USER = DB_NAME = "mao"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEYS = ("POSTGRES_PASSWORD", "MAO_API_TOKEN", "MAO_EXECUTOR_TOKEN")
 # The variable in .env that names each service's image (compose substitutes it).
 IMAGE_VARIABLES = {

@@ -245,5 +245,20 @@ def report(ctl: Ctl, config: InstanceConfig, written: list[Path]) -> None:
                 "Its etcd joins the federation's cluster when it starts; the other members must reach "
                 f"{config.peer_url}."
             )
+        if config.ssh_dir is not None and ssh_owner(config.ssh_dir) != config.run_as:
+            # ssh refuses keys others can read, so the folder must belong to the orchestrator's user.
+            out.line(
+                f"The orchestrator runs as {config.run_as}, not as the owner of {config.ssh_dir}: give it a "
+                f"folder holding only the deploy key (chown -R {config.run_as} FOLDER), or git over SSH fails.",
+                style="yellow",
+            )
 
     ctl.out.show(data, human)
+
+
+def ssh_owner(folder: Path) -> str | None:
+    try:
+        info = folder.stat()
+    except OSError:
+        return None
+    return f"{info.st_uid}:{info.st_gid}"
