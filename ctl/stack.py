@@ -76,7 +76,9 @@ def run(directory: Path, *args: str, capture: bool = False, timeout: float = 900
         done = subprocess.run(
             command,
             cwd=directory,
-            capture_output=capture,
+            # Not captured: compose's progress goes to our stderr, so stdout stays --json's alone.
+            stdout=subprocess.PIPE if capture else 2,
+            stderr=subprocess.PIPE if capture else None,
             text=True,
             timeout=timeout,
             check=False,
