@@ -23,7 +23,9 @@ mounted at the same absolute path in the orchestrator and the executor, so the p
 hands the executor for bind mounts are the host's paths (``MAO_HOST_DATA_DIR`` = ``MAO_DATA_DIR``).
 
 etcd: a member's client port is its peer port minus one (2379/2380 by default): the orchestrator's
-fail-over endpoints for the other members are derived from their peer URLs that way.
+fail-over endpoints for the other members are derived from their peer URLs that way. Its clients and
+peers use TLS with client certificates (``<dir>/pki``, mounted read-only into etcd and the orchestrator
+only, at ``PKI_MOUNT``) unless ``tls`` is False (then the orchestrator gets ``MAO_ETCD_INSECURE=1``).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def default_images(prefix: str = "mao-") -> dict[str, str]:
         "etcd": f"{prefix}etcd:bookworm",
         "postgres": f"{prefix}postgres:bookworm",
     }
+PKI_MOUNT = "/etc/mao/pki"
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,9 @@ class InstanceConfig:
     images: dict[str, str] = field(default_factory=default_images)
     # uid:gid the orchestrator runs as: the owner of the data folder (the image's mao user by default).
     run_as: str = f"{MAO_UID}:{MAO_UID}"
+    # etcd's clients and peers over TLS with client certificates (<directory>/pki); False only for a
+    # plain-HTTP etcd chosen explicitly.
+    tls: bool = True
 
     @property
     def joining(self) -> bool:
@@ -95,7 +101,17 @@ class InstanceConfig:
 
     @property
     def peer_url(self) -> str:
-        return peer_url(self.ip, self.etcd_peer_port)
+        return peer_url(self.ip, self.etcd_peer_port, tls=self.tls)
+
+    @property
+    def pki_dir(self) -> Path:
+        """This instance's certificates (ctl.pki); mounted read-only at PKI_MOUNT."""
+        return self.directory / "pki"
+
+    @property
+    def ca_dir(self) -> Path:
+        """The federation CA, only in the founding instance's directory; never mounted anywhere."""
+        return self.directory / "ca"
 
     @property
     def api_url(self) -> str:
@@ -184,34 +200,75 @@ def _healthcheck(test: list[str], retries: int = 30) -> dict[str, Any]:
     return {"test": ["CMD", *test], "interval": "5s", "timeout": "10s", "retries": retries}
 
 
-def _client_url(ip: str, port: int) -> str:
-    return f"http://{url_host(ip)}:{port}"
+def _client_url(ip: str, port: int, tls: bool) -> str:
+    return f"{'https' if tls else 'http'}://{url_host(ip)}:{port}"
 
 
 # -- etcd -------------------------------------------------------------------------------------------
 def etcd_environment(config: InstanceConfig) -> dict[str, str]:
     own = config.peer_url
     client_ips = ["127.0.0.1"] + ([config.ip] if config.ip != "127.0.0.1" else [])
-    return {
+    environment = {
         "ETCD_NAME": config.name,
         "ETCD_DATA_DIR": "/etcd-data",
         "ETCD_LISTEN_PEER_URLS": own,
         "ETCD_INITIAL_ADVERTISE_PEER_URLS": own,
-        "ETCD_LISTEN_CLIENT_URLS": ",".join(_client_url(ip, config.etcd_client_port) for ip in client_ips),
-        "ETCD_ADVERTISE_CLIENT_URLS": _client_url(config.ip, config.etcd_client_port),
+        "ETCD_LISTEN_CLIENT_URLS": ",".join(_client_url(ip, config.etcd_client_port, config.tls) for ip in client_ips),
+        "ETCD_ADVERTISE_CLIENT_URLS": _client_url(config.ip, config.etcd_client_port, config.tls),
         "ETCD_INITIAL_CLUSTER": config.initial_cluster or format_initial_cluster([(config.name, own)]),
         "ETCD_INITIAL_CLUSTER_STATE": "existing" if config.joining else "new",
+    }
+    if config.tls:
+        # Clients and peers must show a certificate the federation CA signed (--client-cert-auth and
+        # --peer-client-cert-auth): a tool on this host's network, or anyone reaching port 2379 or
+        # 2380, gets nothing without one.
+        cert, key, ca = (f"{PKI_MOUNT}/{n}" for n in ("etcd.crt", "etcd.key", "ca.crt"))
+        environment.update(
+            {
+                "ETCD_CLIENT_CERT_AUTH": "true",
+                "ETCD_TRUSTED_CA_FILE": ca,
+                "ETCD_CERT_FILE": cert,
+                "ETCD_KEY_FILE": key,
+                "ETCD_PEER_CLIENT_CERT_AUTH": "true",
+                "ETCD_PEER_TRUSTED_CA_FILE": ca,
+                "ETCD_PEER_CERT_FILE": cert,
+                "ETCD_PEER_KEY_FILE": key,
+            }
+        )
+    return environment
+
+
+def orchestrator_etcd_environment(config: InstanceConfig) -> dict[str, str]:
+    """How the orchestrator reaches etcd: its client certificate, or plain HTTP said explicitly."""
+    if not config.tls:
+        return {"MAO_ETCD_INSECURE": "1"}
+    return {
+        "MAO_ETCD_CA": f"{PKI_MOUNT}/ca.crt",
+        "MAO_ETCD_CERT": f"{PKI_MOUNT}/client.crt",
+        "MAO_ETCD_KEY": f"{PKI_MOUNT}/client.key",
     }
 
 
 def etcd_healthcheck(config: InstanceConfig) -> dict[str, Any]:
     # `endpoint health` reads a key: healthy means this member is up AND the cluster has quorum.
-    endpoint = _client_url("127.0.0.1", config.etcd_client_port)
-    return _healthcheck(["etcdctl", f"--endpoints={endpoint}", "endpoint", "health"], retries=60)
+    # With TLS, etcdctl shows the member's own certificate (valid as a client too): the healthcheck
+    # runs as the container's root, which reads the read-only mount the etcd user reads a copy of.
+    endpoint = _client_url("127.0.0.1", config.etcd_client_port, config.tls)
+    tls_flags = (
+        [f"--cacert={PKI_MOUNT}/ca.crt", f"--cert={PKI_MOUNT}/etcd.crt", f"--key={PKI_MOUNT}/etcd.key"]
+        if config.tls
+        else []
+    )
+    return _healthcheck(["etcdctl", f"--endpoints={endpoint}", *tls_flags, "endpoint", "health"], retries=60)
+
+
+def pki_volumes(config: InstanceConfig) -> list[str]:
+    """The certificates, read-only, for etcd and the orchestrator only (never the executor or tools)."""
+    return [f"{config.pki_dir}:{PKI_MOUNT}:ro"] if config.tls else []
 
 
 def etcd_volumes(config: InstanceConfig) -> list[str]:
-    return [f"{config.directory / 'etcd'}:/etcd-data"]
+    return [f"{config.directory / 'etcd'}:/etcd-data", *pki_volumes(config)]
 
 
 def etcd_service(config: InstanceConfig) -> dict[str, Any]:
@@ -289,6 +346,7 @@ def orchestrator_environment(config: InstanceConfig) -> dict[str, str]:
         "MAO_API_HOST": "0.0.0.0",
         "MAO_API_PORT": str(config.api_port),
         "MAO_ADVERTISE_URL": f"http://{url_host(config.ip)}:{config.api_port}",
+        **orchestrator_etcd_environment(config),
     }
 
 
@@ -298,7 +356,7 @@ def orchestrator_volumes(config: InstanceConfig) -> list[str]:
     if config.ssh_dir is not None:
         # Read-only: git over SSH needs the keys, nothing may change them.
         volumes.append(f"{config.ssh_dir}:/home/mao/.ssh:ro")
-    return volumes
+    return [*volumes, *pki_volumes(config)]
 
 
 def orchestrator_service(config: InstanceConfig) -> dict[str, Any]:
@@ -362,10 +420,13 @@ EXAMPLE = InstanceConfig(
 EXAMPLE_HEADER = """\
 # One standalone MAO instance (orchestrator, executor, PostgreSQL, etcd) with its data under /var/lib/mao.
 # Generated by `python -m ctl.compose > docker-compose.yml`, the code `maoctl instance install` uses
-# (prefer the installer: it asks for the instance name, IP and ports, and generates the secrets).
-# Before starting it: scripts/images.sh (builds the images, no registry needed); cp mao.env.example
-# mao.env, then fill in the three secrets (python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
-# and the password in MAO_DATABASE_URL; mkdir -p /var/lib/mao/data && chown 10001:10001 /var/lib/mao/data.
+# (prefer the installer: it asks for the instance name, IP and ports, and generates the secrets and
+# etcd's certificates). Before starting it: scripts/images.sh (builds the images, no registry needed);
+# cp mao.env.example mao.env, then fill in the three secrets
+# (python3 -c 'import secrets; print(secrets.token_urlsafe(32))') and the password in MAO_DATABASE_URL;
+# make etcd's certificates (its clients and peers use TLS): python -m ctl.pki /var/lib/mao mao-node 127.0.0.1;
+# mkdir -p /var/lib/mao/data && chown 10001:10001 /var/lib/mao/data /var/lib/mao/pki
+# /var/lib/mao/pki/ca.crt /var/lib/mao/pki/client.crt /var/lib/mao/pki/client.key
 # Then: docker-compose up -d  (v1)  or  docker compose up -d  (v2).
 """
 

@@ -2,7 +2,8 @@
 
 The data folder belongs to the user the orchestrator runs as (its image's unprivileged ``mao``, uid
 10001, when the installer runs as root; the installing user otherwise), so the orchestrator and the
-tools it starts (same uid) can write there without running as root.
+tools it starts (same uid) can write there without running as root. The same user gets the part of
+``<dir>/pki`` the orchestrator reads (its client certificate and key, the CA certificate).
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from .compose import (
     env_text,
 )
 from .dockerfiles import MAO_UID
+from .pki import CA_CERT, CLIENT_CERT, CLIENT_KEY
+
+# What the orchestrator (uid run_as) reads of <dir>/pki: etcd.key is etcd's alone.
+PKI_ORCHESTRATOR_FILES = (CA_CERT, CLIENT_CERT, CLIENT_KEY)
 
 
 def default_run_as() -> str:
@@ -54,6 +59,21 @@ def write_install(config: InstanceConfig, keys: Secrets) -> list[Path]:
     env_file = config.directory / ENV_FILE
     write_private(env_file, env_text(config, keys))
     return [compose, dotenv, env_file, *folders]
+
+
+def hand_over_pki(config: InstanceConfig, written: list[Path]) -> list[Path]:
+    """Give the orchestrator's user what it reads of ``<dir>/pki`` (the folder, ``ca.crt``,
+    ``client.crt``, ``client.key``), as the data folder is handed over; keys stay 0600 and the folder
+    0700, so no one else reads them. ``etcd.key`` keeps its owner: etcd's entrypoint (root) copies the
+    etcd files for its own user, and the etcd healthcheck runs as the container's root. Returns
+    ``written`` unchanged."""
+    if not config.tls or os.geteuid() != 0:
+        return written  # not root: the installing user owns them and the orchestrator runs as it
+    uid, gid = (int(part) for part in config.run_as.split(":"))
+    for path in (config.pki_dir, *(config.pki_dir / name for name in PKI_ORCHESTRATOR_FILES)):
+        if path.exists() and (path.stat().st_uid, path.stat().st_gid) != (uid, gid):
+            os.chown(path, uid, gid)
+    return written
 
 
 def write_private(path: Path, text: str) -> None:

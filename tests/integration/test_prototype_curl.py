@@ -39,7 +39,10 @@ def port_8080_node(servers_tmp: Path, etcd, executor, busybox_image) -> Iterator
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", 8080)) == 0:
                 pytest.fail("port 8080 is taken (and without root no private namespace can be made)")
-    env = orchestrator_env("node-8080", servers_tmp / "node-8080", etcd.endpoint, executor)
+    # The prototype's clients send no token: this node runs in legacy open mode (loopback only).
+    env = orchestrator_env(
+        "node-8080", servers_tmp / "node-8080", etcd.endpoint, executor, MAO_API_LEGACY_OPEN="1"
+    )
     service = servers.start_orchestrator(
         env, port=None if private else 8080, log_dir=servers_tmp / "logs", name="node-8080"
     )
@@ -83,3 +86,5 @@ def test_prototype_curl_samples_work_unchanged(port_8080_node: tuple[Api, list[s
     result = api.run("pipeline1")
     assert result["status"] == "succeeded", result
     assert "pipeline1" in [p["name"] for p in api.ok(api.get("/pipeline"))]
+    # Legacy mode is loud about itself.
+    assert "MAO_API_LEGACY_OPEN" in " ".join(api.ok(api.get("/health"))["warnings"])
