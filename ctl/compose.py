@@ -64,6 +64,8 @@ def default_images(prefix: str = "mao-") -> dict[str, str]:
         "etcd": f"{prefix}etcd:bookworm",
         "postgres": f"{prefix}postgres:bookworm",
     }
+
+
 PKI_MOUNT = "/etc/mao/pki"
 
 
@@ -213,7 +215,9 @@ def etcd_environment(config: InstanceConfig) -> dict[str, str]:
         "ETCD_DATA_DIR": "/etcd-data",
         "ETCD_LISTEN_PEER_URLS": own,
         "ETCD_INITIAL_ADVERTISE_PEER_URLS": own,
-        "ETCD_LISTEN_CLIENT_URLS": ",".join(_client_url(ip, config.etcd_client_port, config.tls) for ip in client_ips),
+        "ETCD_LISTEN_CLIENT_URLS": ",".join(
+            _client_url(ip, config.etcd_client_port, config.tls) for ip in client_ips
+        ),
         "ETCD_ADVERTISE_CLIENT_URLS": _client_url(config.ip, config.etcd_client_port, config.tls),
         "ETCD_INITIAL_CLUSTER": config.initial_cluster or format_initial_cluster([(config.name, own)]),
         "ETCD_INITIAL_CLUSTER_STATE": "existing" if config.joining else "new",

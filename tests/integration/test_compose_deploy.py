@@ -1,6 +1,7 @@
 """The deployment users are told to run, run for real: images from scripts/images.sh (no registry),
 two instances written by ``maoctl instance install`` from answers files and started with ``maoctl
-instance up`` on this host (every port distinct), joined through ``maoctl federation add-member``.
+instance up`` on this host (every port distinct), joined through ``maoctl federation add-member``
+(its join bundle, issued with A's federation CA, is B's ``join_bundle`` answer; etcd runs over TLS).
 
 Checks both stacks healthy, both instances in the member list, a tool registered on A seen on B, and a
 pipeline run inside B's stack (its executor container starting a busybox tool through the host's
@@ -21,6 +22,7 @@ import os
 import random
 import shutil
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -200,28 +202,20 @@ def two_dirs(tmp_path: Path) -> Iterator[tuple[Instance, Instance]]:
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 
-def add_member(a: Instance, b: Instance, ip: str) -> str:
-    """``maoctl federation add-member`` on A; the ETCD_INITIAL_CLUSTER to give B."""
-    peer = f"http://{ip}:{b.etcd_peer_port}"
-    done = a.maoctl("federation", "add-member", "--name", b.name, "--peer-url", peer, "--json")
-    if done.returncode != 0 and "for quorum" in done.stderr:
-        # WORKAROUND, drop once the trust-api branch is merged: joining a ONE-member federation is
-        # refused by the quorum policy (409 quorum_at_risk); add the member with A's own etcdctl.
-        added = subprocess.run(
-            [
-                "docker", "exec", f"{a.name}_etcd_1" if _v1() else f"{a.name}-etcd-1", "etcdctl",
-                f"--endpoints=http://127.0.0.1:{a.etcd_client_port}", "member", "add", b.name,
-                f"--peer-urls={peer}",
-            ],
-            capture_output=True, text=True, check=True, timeout=60,
-        )  # fmt: skip
-        return parse_env(added.stdout)["ETCD_INITIAL_CLUSTER"].strip('"')
+def add_member(a: Instance, b: Instance, ip: str) -> tuple[Path, str]:
+    """``maoctl federation add-member`` on A, with A's federation CA: B's join bundle (its certificates
+    and ETCD_INITIAL_CLUSTER, the file B's installer takes) and the ETCD_INITIAL_CLUSTER it holds. A
+    lone etcd member may take a second one (trust-api), so this works on a one-member federation."""
+    peer = f"https://{ip}:{b.etcd_peer_port}"
+    bundle = b.directory.parent / f"{b.name}-join.json"
+    done = a.maoctl(
+        "federation", "add-member", "--name", b.name, "--peer-url", peer,
+        "--ca-dir", str(a.directory / "ca"), "--bundle", str(bundle), "--json",
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    return str(json.loads(done.stdout)["ETCD_INITIAL_CLUSTER"])
-
-
-def _v1() -> bool:
-    return compose_command() == ["docker-compose"]
+    result = json.loads(done.stdout)
+    assert Path(result["join_bundle"]) == bundle.resolve() and stat.S_IMODE(bundle.stat().st_mode) == 0o600
+    return bundle, str(result["ETCD_INITIAL_CLUSTER"])
 
 
 def test_two_instances_from_answers_files_form_a_federation(
@@ -241,12 +235,20 @@ def test_two_instances_from_answers_files_form_a_federation(
     health = a.api.ok(a.api.get("/health"))
     assert health["status"] == "ok" and health["instance"] == a.name, health
 
-    cluster = add_member(a, b, ip)
-    assert f"{b.name}=http://{ip}:{b.etcd_peer_port}" in cluster
+    # etcd over TLS: the orchestrator (uid 10001) owns what it reads of pki/, keys stay 0600.
+    pki = a.directory / "pki"
+    assert stat_owner(pki / "client.key") == (10001, 10001)
+    assert stat.S_IMODE((pki / "client.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((pki / "etcd.key").stat().st_mode) == 0o600
+    assert stat_owner(pki / "etcd.key") != (10001, 10001)
+
+    bundle, cluster = add_member(a, b, ip)
+    assert f"{b.name}=https://{ip}:{b.etcd_peer_port}" in cluster
     run_ok(
         "instance", "install", "--answers",
-        str(b.answers(ip, stack_images, join=True, initial_cluster=cluster)),
+        str(b.answers(ip, stack_images, join=True, join_bundle=str(bundle))),
     )  # fmt: skip
+    assert stat_owner(b.directory / "pki" / "client.key") == (10001, 10001)
     try:
         run_ok("instance", "up", "--dir", str(b.directory), "--timeout", "600")
         for instance in (a, b):
