@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -304,3 +305,51 @@ def test_an_initial_cluster_given_with_the_bundle_must_agree_with_it(tmp_path: P
     )
     assert other.exit_code == 2 and "differs from the join bundle's" in other.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_tls_stack_mounts_certificates_where_they_are_read_and_hands_them_over(tmp_path: Path) -> None:
+    from ctl.compose import PKI_MOUNT, InstanceConfig, compose_document
+
+    directory = tmp_path / "node"
+    answers = tmp_path / "answers.json"
+    answers.write_text(
+        json.dumps(
+            {"directory": str(directory), "name": "alpha", "ip": "10.0.0.1", "etcd_client_port": 12379}
+        )
+    )
+    result = install("--answers", str(answers))
+    assert result.exit_code == 0, result.output
+    compose, _ = read_install(directory)
+    services = compose["services"]
+    mount = f"{directory / 'pki'}:{PKI_MOUNT}:ro"
+    assert [name for name, service in services.items() if mount in service.get("volumes", [])] == [
+        "etcd",
+        "orchestrator",
+    ]
+    test = services["etcd"]["healthcheck"]["test"]
+    assert "--endpoints=https://127.0.0.1:12379" in test
+    assert {
+        f"--cacert={PKI_MOUNT}/ca.crt",
+        f"--cert={PKI_MOUNT}/etcd.crt",
+        f"--key={PKI_MOUNT}/etcd.key",
+    } <= set(test)
+    assert services["etcd"]["environment"]["ETCD_ADVERTISE_CLIENT_URLS"] == "https://10.0.0.1:12379"
+    assert services["orchestrator"]["environment"]["MAO_ETCD_KEY"] == f"{PKI_MOUNT}/client.key"
+    pki_dir = directory / "pki"
+    for name in ("client.key", "etcd.key"):
+        assert stat.S_IMODE((pki_dir / name).stat().st_mode) == 0o600
+    assert stat.S_IMODE(pki_dir.stat().st_mode) == 0o700
+    if os.geteuid() == 0:
+        # The orchestrator's uid owns what it reads, as it owns the data folder; etcd.key stays root's.
+        run_as = tuple(int(part) for part in services["orchestrator"]["user"].split(":"))
+        for path in (pki_dir, pki_dir / "ca.crt", pki_dir / "client.crt", pki_dir / "client.key"):
+            assert (path.stat().st_uid, path.stat().st_gid) == run_as, path
+        assert (pki_dir / "etcd.key").stat().st_uid == 0
+
+    plain = compose_document(
+        InstanceConfig(name="p", ip="127.0.0.1", directory=tmp_path / "p", git_email="a@b.c", tls=False)
+    )["services"]
+    assert all(PKI_MOUNT not in " ".join(s.get("volumes", [])) for s in plain.values())
+    assert "--endpoints=http://127.0.0.1:2379" in plain["etcd"]["healthcheck"]["test"]
+    assert not any(arg.startswith("--cacert") for arg in plain["etcd"]["healthcheck"]["test"])
+    assert plain["orchestrator"]["environment"]["MAO_ETCD_INSECURE"] == "1"
