@@ -16,7 +16,7 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_TIMEOUT = 30.0
 START_HINT = (
     "is the orchestrator running? start it with `mao-orchestrator` "
-    "(or `docker compose up -d` in its install directory), or check --url / MAO_URL"
+    "(or `maoctl instance up --dir DIR` for an installed instance), or check --url / MAO_URL"
 )
 
 

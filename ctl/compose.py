@@ -1,24 +1,35 @@
-"""An instance's deployment: ``docker-compose.yaml``, ``mao.env`` and the data folders.
+"""An instance's deployment: ``docker-compose.yaml``, ``.env``, ``mao.env`` and the data folders.
 
 One function builds the compose document for ``maoctl instance install`` and for the repository's
 ``docker-compose.yml`` (``python -m ctl.compose > docker-compose.yml``), so the two cannot drift.
 
-The split between the two files:
+The split between the files:
 - the compose file holds the *wiring*: values that must agree with the rest of the same file (mount
   paths, ports, service addresses) and etcd's ``ETCD_*`` settings;
+- ``.env`` (read by compose itself, never by a service) names the compose project
+  (``COMPOSE_PROJECT_NAME``: compose v1 rejects a top-level ``name``) and the images;
 - ``mao.env`` (mode 0600) holds the operator's choices and the generated secrets: instance name,
   git e-mail, labels, database URL and password, API and executor tokens. It is also a valid
   ``MAO_CONFIG_FILE`` for the orchestrator.
 
-Every service uses host networking: the executor keeps listening on 127.0.0.1 (its safe default) and
-the tools it starts get host networking too. The data folder is mounted at the same absolute path in
-the orchestrator and the executor, so the paths the orchestrator hands the executor for bind mounts are
-the host's paths (``MAO_HOST_DATA_DIR`` = ``MAO_DATA_DIR``).
+The file has no ``version`` key (the Compose Specification), which both docker-compose 1.29 (v1) and
+``docker compose`` (v2) read, ``depends_on`` conditions included.
+
+Every service uses host networking, on ports the installer asks for (so two instances, or a demo node,
+share a host): the engine may run without a bridge network (``dockerd --bridge=none``, as on our CI),
+where published ports and compose's own networks cannot work, and the executor keeps listening on
+127.0.0.1 (its safe default) with the tools it starts on host networking too. The data folder is
+mounted at the same absolute path in the orchestrator and the executor, so the paths the orchestrator
+hands the executor for bind mounts are the host's paths (``MAO_HOST_DATA_DIR`` = ``MAO_DATA_DIR``).
+
+etcd: a member's client port is its peer port minus one (2379/2380 by default): the orchestrator's
+fail-over endpoints for the other members are derived from their peer URLs that way. Its clients and
+peers use TLS with client certificates (``<dir>/pki``, mounted read-only into etcd and the orchestrator
+only, at ``PKI_MOUNT``) unless ``tls`` is False (then the orchestrator gets ``MAO_ETCD_INSECURE=1``).
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 import sys
 from dataclasses import dataclass, field
@@ -28,15 +39,33 @@ from urllib.parse import urlsplit
 
 from orchestrator import __version__
 
-from .cluster import CLIENT_PORT, format_initial_cluster, parse_initial_cluster, peer_url, url_host
+from .cluster import CLIENT_PORT, PEER_PORT, format_initial_cluster, parse_initial_cluster, peer_url, url_host
+from .dockerfiles import MAO_UID
 
 COMPOSE_FILE = "docker-compose.yaml"
 ENV_FILE = "mao.env"
-ETCD_IMAGE = "quay.io/coreos/etcd:v3.5.17"
-POSTGRES_IMAGE = "postgres:15"
+DOTENV = ".env"
 DB_USER = DB_NAME = "mao"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEYS = ("POSTGRES_PASSWORD", "MAO_API_TOKEN", "MAO_EXECUTOR_TOKEN")
+# The variable in .env that names each service's image (compose substitutes it).
+IMAGE_VARIABLES = {
+    "orchestrator": "MAO_ORCHESTRATOR_IMAGE",
+    "executor": "MAO_EXECUTOR_IMAGE",
+    "etcd": "MAO_ETCD_IMAGE",
+    "postgres": "MAO_POSTGRES_IMAGE",
+}
+
+
+def default_images(prefix: str = "mao-") -> dict[str, str]:
+    """The tags scripts/images.sh builds (MAO_IMAGE_PREFIX is ``prefix``)."""
+    return {
+        "orchestrator": f"{prefix}orchestrator:{__version__}",
+        "executor": f"{prefix}executor:{__version__}",
+        "etcd": f"{prefix}etcd:bookworm",
+        "postgres": f"{prefix}postgres:bookworm",
+    }
+
+
 PKI_MOUNT = "/etc/mao/pki"
 
 
@@ -54,7 +83,12 @@ class InstanceConfig:
     api_port: int = 8080
     executor_port: int = 8081
     postgres_port: int = 5433
+    etcd_client_port: int = CLIENT_PORT
+    etcd_peer_port: int = PEER_PORT
     labels: dict[str, str] = field(default_factory=dict)
+    images: dict[str, str] = field(default_factory=default_images)
+    # uid:gid the orchestrator runs as: the owner of the data folder (the image's mao user by default).
+    run_as: str = f"{MAO_UID}:{MAO_UID}"
     # etcd's clients and peers over TLS with client certificates (<directory>/pki); False only for a
     # plain-HTTP etcd chosen explicitly.
     tls: bool = True
@@ -69,7 +103,7 @@ class InstanceConfig:
 
     @property
     def peer_url(self) -> str:
-        return peer_url(self.ip, tls=self.tls)
+        return peer_url(self.ip, self.etcd_peer_port, tls=self.tls)
 
     @property
     def pki_dir(self) -> Path:
@@ -149,17 +183,42 @@ def env_text(config: InstanceConfig, keys: Secrets) -> str:
     return "\n".join(lines) + "\n"
 
 
+def dotenv_text(config: InstanceConfig) -> str:
+    """``.env``: what compose itself reads (project name, images); nothing secret."""
+    lines = [
+        "# Read by docker compose / docker-compose (not by the services): the project and its images.",
+        f"COMPOSE_PROJECT_NAME={project_name(config.name)}",
+    ]
+    lines += [f"{IMAGE_VARIABLES[service]}={image}" for service, image in config.images.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _image(config: InstanceConfig, service: str) -> str:
+    # .env (or the shell) may name another image, e.g. the official quay.io/coreos/etcd or postgres.
+    return f"${{{IMAGE_VARIABLES[service]}:-{config.images[service]}}}"
+
+
+def _healthcheck(test: list[str], retries: int = 30) -> dict[str, Any]:
+    return {"test": ["CMD", *test], "interval": "5s", "timeout": "10s", "retries": retries}
+
+
+def _client_url(ip: str, port: int, tls: bool) -> str:
+    return f"{'https' if tls else 'http'}://{url_host(ip)}:{port}"
+
+
+# -- etcd -------------------------------------------------------------------------------------------
 def etcd_environment(config: InstanceConfig) -> dict[str, str]:
     own = config.peer_url
-    scheme = "https" if config.tls else "http"
     client_ips = ["127.0.0.1"] + ([config.ip] if config.ip != "127.0.0.1" else [])
     environment = {
         "ETCD_NAME": config.name,
         "ETCD_DATA_DIR": "/etcd-data",
         "ETCD_LISTEN_PEER_URLS": own,
         "ETCD_INITIAL_ADVERTISE_PEER_URLS": own,
-        "ETCD_LISTEN_CLIENT_URLS": ",".join(f"{scheme}://{url_host(ip)}:{CLIENT_PORT}" for ip in client_ips),
-        "ETCD_ADVERTISE_CLIENT_URLS": f"{scheme}://{url_host(config.ip)}:{CLIENT_PORT}",
+        "ETCD_LISTEN_CLIENT_URLS": ",".join(
+            _client_url(ip, config.etcd_client_port, config.tls) for ip in client_ips
+        ),
+        "ETCD_ADVERTISE_CLIENT_URLS": _client_url(config.ip, config.etcd_client_port, config.tls),
         "ETCD_INITIAL_CLUSTER": config.initial_cluster or format_initial_cluster([(config.name, own)]),
         "ETCD_INITIAL_CLUSTER_STATE": "existing" if config.joining else "new",
     }
@@ -194,103 +253,155 @@ def orchestrator_etcd_environment(config: InstanceConfig) -> dict[str, str]:
     }
 
 
+def etcd_healthcheck(config: InstanceConfig) -> dict[str, Any]:
+    # `endpoint health` reads a key: healthy means this member is up AND the cluster has quorum.
+    # With TLS, etcdctl shows the member's own certificate (valid as a client too): the healthcheck
+    # runs as the container's root, which reads the read-only mount the etcd user reads a copy of.
+    endpoint = _client_url("127.0.0.1", config.etcd_client_port, config.tls)
+    tls_flags = (
+        [f"--cacert={PKI_MOUNT}/ca.crt", f"--cert={PKI_MOUNT}/etcd.crt", f"--key={PKI_MOUNT}/etcd.key"]
+        if config.tls
+        else []
+    )
+    return _healthcheck(["etcdctl", f"--endpoints={endpoint}", *tls_flags, "endpoint", "health"], retries=60)
+
+
+def pki_volumes(config: InstanceConfig) -> list[str]:
+    """The certificates, read-only, for etcd and the orchestrator only (never the executor or tools)."""
+    return [f"{config.pki_dir}:{PKI_MOUNT}:ro"] if config.tls else []
+
+
+def etcd_volumes(config: InstanceConfig) -> list[str]:
+    return [f"{config.directory / 'etcd'}:/etcd-data", *pki_volumes(config)]
+
+
+def etcd_service(config: InstanceConfig) -> dict[str, Any]:
+    return {
+        "image": _image(config, "etcd"),
+        "network_mode": "host",
+        "restart": "unless-stopped",
+        "environment": etcd_environment(config),
+        "volumes": etcd_volumes(config),
+        "healthcheck": etcd_healthcheck(config),
+    }
+
+
 def etcd_endpoints(config: InstanceConfig) -> str:
     """This instance's own etcd member first, then the other members' client ports (same hosts as
-    their peer URLs), so the orchestrator fails over when its own member is down."""
-    endpoints = [f"127.0.0.1:{CLIENT_PORT}"]
+    their peer URLs, port one below), so the orchestrator fails over when its own member is down."""
+    endpoints = [f"127.0.0.1:{config.etcd_client_port}"]
     for name, url in parse_initial_cluster(config.initial_cluster) if config.initial_cluster else []:
-        host = urlsplit(url).hostname
-        if name != config.name and host:
-            endpoints.append(f"{url_host(host)}:{CLIENT_PORT}")
+        parts = urlsplit(url)
+        if name != config.name and parts.hostname and parts.port:
+            endpoints.append(f"{url_host(parts.hostname)}:{parts.port - 1}")
     return ",".join(endpoints)
 
 
-def _mao_image(dockerfile: str, tag: str, build_context: str | None) -> dict[str, Any]:
-    service: dict[str, Any] = {"image": f"{tag}:{__version__}"}
-    if build_context is not None:
-        service["build"] = {"context": build_context, "dockerfile": dockerfile}
-    return service
+# -- PostgreSQL -------------------------------------------------------------------------------------
+def postgres_service(config: InstanceConfig) -> dict[str, Any]:
+    port = str(config.postgres_port)
+    return {
+        "image": _image(config, "postgres"),
+        "network_mode": "host",
+        "restart": "unless-stopped",
+        # Loopback only, on its own port so it never meets a PostgreSQL the host already runs.
+        "command": ["postgres", "-c", "listen_addresses=127.0.0.1", "-c", f"port={port}"],
+        "env_file": [ENV_FILE],
+        "environment": {"POSTGRES_USER": DB_USER, "POSTGRES_DB": DB_NAME, "PGPORT": port},
+        "volumes": [f"{config.directory / 'postgres'}:/var/lib/postgresql/data"],
+        "healthcheck": _healthcheck(
+            ["pg_isready", "-h", "127.0.0.1", "-p", port, "-U", DB_USER, "-d", DB_NAME]
+        ),
+    }
 
 
-def compose_document(config: InstanceConfig, build_context: str | None) -> dict[str, Any]:
-    """The compose file as a dict. ``build_context`` is where Dockerfile lives (None: prebuilt images)."""
+# -- executor and orchestrator ----------------------------------------------------------------------
+def executor_service(config: InstanceConfig) -> dict[str, Any]:
     data = str(config.data_dir)
-    orchestrator_volumes = [f"{data}:{data}"]
+    return {
+        "image": _image(config, "executor"),
+        "network_mode": "host",
+        "restart": "unless-stopped",
+        "env_file": [ENV_FILE],
+        "environment": {"MAO_EXECUTOR_HOST": "127.0.0.1", "MAO_EXECUTOR_PORT": str(config.executor_port)},
+        # Root with the host's Docker socket: the one container that is not unprivileged.
+        "volumes": ["/var/run/docker.sock:/var/run/docker.sock", f"{data}:{data}"],
+        "healthcheck": _healthcheck(
+            [
+                "python",
+                "-m",
+                "ctl.healthcheck",
+                f"http://127.0.0.1:{config.executor_port}/health",
+                "MAO_EXECUTOR_TOKEN",
+            ]
+        ),
+    }
+
+
+def orchestrator_environment(config: InstanceConfig) -> dict[str, str]:
+    data = str(config.data_dir)
+    return {
+        "MAO_DATA_DIR": data,
+        "MAO_HOST_DATA_DIR": data,
+        "MAO_ETCD_ENDPOINTS": etcd_endpoints(config),
+        "MAO_EXECUTOR_URL": f"http://127.0.0.1:{config.executor_port}",
+        # Other instances call this API, so it listens beyond loopback (MAO_API_TOKEN guards it)
+        # and publishes the address they reach it on in the federation's member list.
+        "MAO_API_HOST": "0.0.0.0",
+        "MAO_API_PORT": str(config.api_port),
+        "MAO_ADVERTISE_URL": f"http://{url_host(config.ip)}:{config.api_port}",
+        **orchestrator_etcd_environment(config),
+    }
+
+
+def orchestrator_volumes(config: InstanceConfig) -> list[str]:
+    data = str(config.data_dir)
+    volumes = [f"{data}:{data}"]
     if config.ssh_dir is not None:
         # Read-only: git over SSH needs the keys, nothing may change them.
-        orchestrator_volumes.append(f"{config.ssh_dir}:/root/.ssh:ro")
-    pki_volume = [f"{config.pki_dir}:{PKI_MOUNT}:ro"] if config.tls else []
-    services: dict[str, Any] = {
-        "etcd": {
-            "image": ETCD_IMAGE,
-            "network_mode": "host",
-            "restart": "unless-stopped",
-            "environment": etcd_environment(config),
-            "volumes": [f"{config.directory / 'etcd'}:/etcd-data", *pki_volume],
-        },
-        "postgres": {
-            "image": POSTGRES_IMAGE,
-            "network_mode": "host",
-            "restart": "unless-stopped",
-            # Loopback only, on its own port so it never meets a PostgreSQL the host already runs.
-            "command": ["postgres", "-c", "listen_addresses=127.0.0.1", "-c", f"port={config.postgres_port}"],
-            "env_file": [ENV_FILE],
-            "environment": {
-                "POSTGRES_USER": DB_USER,
-                "POSTGRES_DB": DB_NAME,
-                "PGPORT": str(config.postgres_port),
-            },
-            "volumes": [f"{config.directory / 'postgres'}:/var/lib/postgresql/data"],
-            "healthcheck": {
-                "test": [
-                    "CMD",
-                    "pg_isready",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(config.postgres_port),
-                    "-U",
-                    DB_USER,
-                ],
-                "interval": "5s",
-                "timeout": "5s",
-                "retries": 20,
-            },
-        },
-        "executor": {
-            **_mao_image("Dockerfile_executor", "mao-executor", build_context),
-            "network_mode": "host",
-            "restart": "unless-stopped",
-            "env_file": [ENV_FILE],
-            "environment": {"MAO_EXECUTOR_HOST": "127.0.0.1", "MAO_EXECUTOR_PORT": str(config.executor_port)},
-            "volumes": ["/var/run/docker.sock:/var/run/docker.sock", f"{data}:{data}"],
-        },
-        "orchestrator": {
-            **_mao_image("Dockerfile", "mao-orchestrator", build_context),
-            "network_mode": "host",
-            "restart": "unless-stopped",
-            "env_file": [ENV_FILE],
-            "environment": {
-                "MAO_DATA_DIR": data,
-                "MAO_HOST_DATA_DIR": data,
-                "MAO_ETCD_ENDPOINTS": etcd_endpoints(config),
-                "MAO_EXECUTOR_URL": f"http://127.0.0.1:{config.executor_port}",
-                # Other instances call this API, so it listens beyond loopback (MAO_API_TOKEN guards it)
-                # and publishes the address they reach it on in the federation's member list.
-                "MAO_API_HOST": "0.0.0.0",
-                "MAO_API_PORT": str(config.api_port),
-                "MAO_ADVERTISE_URL": f"http://{url_host(config.ip)}:{config.api_port}",
-                **orchestrator_etcd_environment(config),
-            },
-            "volumes": [*orchestrator_volumes, *pki_volume],
-            "depends_on": {
-                "postgres": {"condition": "service_healthy"},
-                "etcd": {"condition": "service_started"},
-                "executor": {"condition": "service_started"},
-            },
+        volumes.append(f"{config.ssh_dir}:/home/mao/.ssh:ro")
+    return [*volumes, *pki_volumes(config)]
+
+
+def orchestrator_service(config: InstanceConfig) -> dict[str, Any]:
+    return {
+        "image": _image(config, "orchestrator"),
+        "network_mode": "host",
+        "restart": "unless-stopped",
+        # Unprivileged; the tools it runs get the same uid (the data folder's owner).
+        "user": config.run_as,
+        "env_file": [ENV_FILE],
+        "environment": orchestrator_environment(config),
+        "volumes": orchestrator_volumes(config),
+        "healthcheck": _healthcheck(
+            [
+                "python",
+                "-m",
+                "ctl.healthcheck",
+                f"http://127.0.0.1:{config.api_port}/health",
+                "MAO_API_TOKEN",
+            ],
+            retries=60,
+        ),
+        # It migrates PostgreSQL and registers in etcd as it starts: both must answer first.
+        "depends_on": {
+            "postgres": {"condition": "service_healthy"},
+            "etcd": {"condition": "service_healthy"},
+            "executor": {"condition": "service_healthy"},
         },
     }
-    return {"name": project_name(config.name), "services": services}
+
+
+def compose_document(config: InstanceConfig) -> dict[str, Any]:
+    """The compose file as a dict (images are built by scripts/images.sh, never by compose)."""
+    return {
+        "services": {
+            "etcd": etcd_service(config),
+            "postgres": postgres_service(config),
+            "executor": executor_service(config),
+            "orchestrator": orchestrator_service(config),
+        }
+    }
 
 
 def project_name(instance: str) -> str:
@@ -299,52 +410,11 @@ def project_name(instance: str) -> str:
     return name if name.startswith("mao") else f"mao-{name}"
 
 
-def compose_text(config: InstanceConfig, build_context: str | None, header: str = "") -> str:
+def compose_text(config: InstanceConfig, header: str = "") -> str:
     import yaml
 
-    body = yaml.safe_dump(compose_document(config, build_context), sort_keys=False, default_flow_style=False)
+    body = yaml.safe_dump(compose_document(config), sort_keys=False, default_flow_style=False)
     return header + body
-
-
-def local_build_context() -> str | None:
-    """This checkout, when maoctl runs from one (the images are built from it); else None."""
-    return str(REPO_ROOT) if (REPO_ROOT / "Dockerfile").is_file() else None
-
-
-def existing_files(directory: Path) -> list[Path]:
-    return [p for p in (directory / COMPOSE_FILE, directory / ENV_FILE) if p.exists()]
-
-
-def write_install(config: InstanceConfig, keys: Secrets, build_context: str | None) -> list[Path]:
-    """Write the install directory; returns the files and folders written."""
-    config.directory.mkdir(parents=True, exist_ok=True)
-    folders = [config.data_dir, config.directory / "etcd", config.directory / "postgres"]
-    for folder in folders:
-        # etcd refuses a data dir others can read; the rest holds private data too.
-        folder.mkdir(mode=0o700, exist_ok=True)
-    compose = config.directory / COMPOSE_FILE
-    compose.write_text(
-        compose_text(
-            config,
-            build_context,
-            header=f"# MAO instance {config.name}, written by maoctl instance install.\n",
-        )
-    )
-    env_file = config.directory / ENV_FILE
-    write_private(env_file, env_text(config, keys))
-    return [compose, env_file, *folders]
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` readable by its owner only, never briefly readable by others."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # an existing temp file keeps its mode otherwise
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 # -- the repository's docker-compose.yml: one standalone instance ------------------------------------
@@ -354,10 +424,14 @@ EXAMPLE = InstanceConfig(
 EXAMPLE_HEADER = """\
 # One standalone MAO instance (orchestrator, executor, PostgreSQL, etcd) with its data under /var/lib/mao.
 # Generated by `python -m ctl.compose > docker-compose.yml`, the code `maoctl instance install` uses
-# (prefer the installer: it asks for the instance name and IP, and generates the secrets).
-# Before `docker compose up -d`: cp mao.env.example mao.env, then fill in the three secrets
-# (python3 -c 'import secrets; print(secrets.token_urlsafe(32))') and the password in MAO_DATABASE_URL,
-# and make etcd's certificates (its clients and peers use TLS): python -m ctl.pki /var/lib/mao mao-node 127.0.0.1
+# (prefer the installer: it asks for the instance name, IP and ports, and generates the secrets and
+# etcd's certificates). Before starting it: scripts/images.sh (builds the images, no registry needed);
+# cp mao.env.example mao.env, then fill in the three secrets
+# (python3 -c 'import secrets; print(secrets.token_urlsafe(32))') and the password in MAO_DATABASE_URL;
+# make etcd's certificates (its clients and peers use TLS): python -m ctl.pki /var/lib/mao mao-node 127.0.0.1;
+# mkdir -p /var/lib/mao/data && chown 10001:10001 /var/lib/mao/data /var/lib/mao/pki
+# /var/lib/mao/pki/ca.crt /var/lib/mao/pki/client.crt /var/lib/mao/pki/client.key
+# Then: docker-compose up -d  (v1)  or  docker compose up -d  (v2).
 """
 
 
@@ -367,15 +441,24 @@ def example_env_text() -> str:
     )
 
 
+USAGE = (
+    "usage: python -m ctl.compose [--env | --dockerfile orchestrator|executor]\n"
+    "  (prints docker-compose.yml, mao.env.example, Dockerfile or Dockerfile_executor)\n"
+)
+
+
 def main(argv: list[str]) -> int:
-    if argv[1:] == ["--env"]:
+    from .dockerfiles import SPECS, dockerfile_text
+
+    args = argv[1:]
+    if args == ["--env"]:
         sys.stdout.write(example_env_text())
-    elif not argv[1:]:
-        sys.stdout.write(compose_text(EXAMPLE, ".", header=EXAMPLE_HEADER))
+    elif not args:
+        sys.stdout.write(compose_text(EXAMPLE, header=EXAMPLE_HEADER))
+    elif len(args) == 2 and args[0] == "--dockerfile" and args[1] in SPECS:
+        sys.stdout.write(dockerfile_text(args[1]))
     else:
-        sys.stderr.write(
-            "usage: python -m ctl.compose [--env]  (prints docker-compose.yml or mao.env.example)\n"
-        )
+        sys.stderr.write(USAGE)
         return 2
     return 0
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a Debian 12 machine for development, the demo and the tests:
-#   - Debian packages (only the missing ones): etcd-server docker.io git busybox-static curl postgresql tmux openssl
+#   - Debian packages (only the missing ones): etcd-server docker.io git busybox-static curl postgresql tmux
+#     openssl debootstrap docker-compose (scripts/images.sh and the compose test)
 #   - .venv (python3 -m venv) with the project installed: pip install -e '.[test]' [-c constraints.txt]
 # Services are NOT started here: the tests and the demo start their own etcd, dockerd and
 # PostgreSQL instances (see tests/servers/).
@@ -18,7 +19,7 @@ else
     SUDO=(sudo)
 fi
 
-PACKAGES=(etcd-server docker.io git busybox-static curl postgresql tmux util-linux openssl)
+PACKAGES=(etcd-server docker.io git busybox-static curl postgresql tmux util-linux openssl debootstrap docker-compose)
 
 is_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
@@ -62,7 +63,7 @@ fi
 # The binaries the tests need must be there, whatever apt said about services.
 have_bin() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
 absent=()
-for bin in etcd dockerd docker git busybox curl tmux; do
+for bin in etcd dockerd docker git busybox curl tmux debootstrap docker-compose; do
     have_bin "$bin" || absent+=("$bin")
 done
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || absent+=("postgresql(initdb)")
@@ -70,7 +71,7 @@ if [ "${#absent[@]}" -ne 0 ]; then
     step "ERROR: still missing after apt: ${absent[*]}"
     exit 1
 fi
-step "tools: etcd, dockerd, docker, git, busybox, curl, tmux, postgresql found"
+step "tools: etcd, dockerd, docker, git, busybox, curl, tmux, debootstrap, docker-compose, postgresql found"
 
 # 2. Python virtualenv -------------------------------------------------------------------------
 if [ ! -x "$ROOT/.venv/bin/python" ]; then

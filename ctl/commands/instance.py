@@ -1,17 +1,19 @@
-"""``maoctl instance``: install an instance, set up its pipelines, check its health."""
+"""``maoctl instance``: install an instance, start and stop it, set up its pipelines, check its health."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.text import Text
 
+from .. import stack
 from ..client import ApiError
 from ..context import Ctl, json_option, parse_labels, pass_ctl
 from ..output import status_text
-from ..wizard.answers import InstallAnswers, from_file
+from ..wizard.answers import DEFAULT_DIRECTORY, InstallAnswers, from_file
 
 
 @click.group()
@@ -51,6 +53,11 @@ def instance() -> None:
 @click.option(
     "--postgres-port", type=click.IntRange(1, 65535), help="PostgreSQL's port on 127.0.0.1 (default 5433)."
 )
+@click.option(
+    "--executor-port", type=click.IntRange(1, 65535), help="The executor's port on 127.0.0.1 (default 8081)."
+)
+@click.option("--etcd-client-port", type=click.IntRange(1, 65535), help="etcd's client port (default 2379).")
+@click.option("--etcd-peer-port", type=click.IntRange(1, 65535), help="etcd's peer port (default 2380).")
 @click.option(
     "--label",
     "labels",
@@ -92,11 +99,105 @@ def init(ctl: Ctl) -> None:
     run_init(ctl)
 
 
-@instance.command("status")
+def _directory_option(f: Any) -> Any:
+    return click.option(
+        "--dir",
+        "--directory",
+        "directory",
+        type=click.Path(file_okay=False, path_type=Path),
+        help=f"The install directory (default $MAO_INSTANCE_DIR, else {DEFAULT_DIRECTORY}).",
+    )(f)
+
+
+def _install_dir(directory: Path | None) -> Path:
+    chosen = directory or Path(os.environ.get("MAO_INSTANCE_DIR") or DEFAULT_DIRECTORY)
+    return chosen.expanduser().resolve()
+
+
+def _stack_error(exc: stack.StackError) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+def _show_states(ctl: Ctl, directory: Path, found: list[stack.ServiceState]) -> None:
+    data = {
+        "directory": str(directory),
+        "services": [
+            {"service": s.service, "container": s.container, "state": s.state, "health": s.health}
+            for s in found
+        ],
+        "ready": bool(found) and all(s.ready for s in found),
+    }
+
+    def human() -> None:
+        ctl.out.table(
+            ["service", "container", "state", "health"],
+            [
+                [s.service, s.container, s.state, Text(str(s.health), style="green" if s.ready else "red")]
+                for s in found
+            ],
+            title=str(directory),
+        )
+
+    ctl.out.show(data, human)
+
+
+@instance.command("up")
+@_directory_option
+@click.option("--wait/--no-wait", default=True, help="Wait until every service is healthy (default).")
+@click.option(
+    "--timeout", type=click.FloatRange(1), default=600, show_default=True, help="Seconds --wait waits."
+)
 @json_option
 @pass_ctl
-def status(ctl: Ctl) -> None:
-    """Health of the API, etcd, the database and the executor (exit 1 when degraded)."""
+def up(ctl: Ctl, directory: Path | None, wait: bool, timeout: float) -> None:
+    """Start the instance's compose stack (docker compose v2 or docker-compose v1, whichever works)."""
+    where = _install_dir(directory)
+    try:
+        stack.run(where, "up", "-d")
+        found = stack.wait_ready(where, timeout) if wait else stack.states(where)
+    except stack.StackError as exc:
+        raise _stack_error(exc) from None
+    _show_states(ctl, where, found)
+    if wait and not all(s.ready for s in found):
+        ctl.out.note(
+            f"not healthy after {timeout:.0f} s: see `docker logs` of the containers above", style="red"
+        )
+        raise click.exceptions.Exit(1)
+
+
+@instance.command("down")
+@_directory_option
+@json_option
+@pass_ctl
+def down(ctl: Ctl, directory: Path | None) -> None:
+    """Stop and remove the stack's containers (the data folders stay)."""
+    where = _install_dir(directory)
+    try:
+        stack.run(where, "down")
+    except stack.StackError as exc:
+        raise _stack_error(exc) from None
+    ctl.out.show({"directory": str(where), "down": True}, lambda: ctl.out.line(f"Stopped {where}."))
+
+
+@instance.command("status")
+@_directory_option
+@json_option
+@pass_ctl
+def status(ctl: Ctl, directory: Path | None) -> None:
+    """Health of the API, etcd, the database and the executor (exit 1 when degraded).
+
+    With --dir: the state and health of the install's containers instead (exit 1 unless all healthy).
+    """
+    if directory is not None:
+        where = _install_dir(directory)
+        try:
+            found = stack.states(where)
+        except stack.StackError as exc:
+            raise _stack_error(exc) from None
+        _show_states(ctl, where, found)
+        if not found or not all(s.ready for s in found):
+            raise click.exceptions.Exit(1)
+        return
     try:
         health: dict[str, Any] = ctl.api.get("/health")
     except ApiError as exc:

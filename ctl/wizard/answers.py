@@ -7,6 +7,7 @@ same checks, so automation cannot write an install the wizard would have refused
 from __future__ import annotations
 
 import getpass
+import re
 import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -17,8 +18,16 @@ import click
 
 from orchestrator.names import name_problem
 
-from ..cluster import format_initial_cluster, initial_cluster_problem, parse_initial_cluster, peer_url
-from ..compose import InstanceConfig
+from ..cluster import (
+    CLIENT_PORT,
+    PEER_PORT,
+    format_initial_cluster,
+    initial_cluster_problem,
+    parse_initial_cluster,
+    peer_url,
+)
+from ..compose import IMAGE_VARIABLES, InstanceConfig, default_images
+from ..install_files import default_run_as
 from ..join_bundle import BundleError, load_bundle
 from ..netinfo import host_addresses, ip_problem
 from ..pipeline_input import load_structured_file
@@ -40,6 +49,10 @@ class InstallAnswers:
     ssh_dir: str | None = None
     api_port: int = 8080
     postgres_port: int = 5433
+    executor_port: int = 8081
+    etcd_client_port: int = CLIENT_PORT
+    etcd_peer_port: int = PEER_PORT
+    images: dict[str, str] = field(default_factory=dict)  # service -> image; the rest keep the defaults
     labels: dict[str, str] = field(default_factory=dict)
     overwrite: bool = False
 
@@ -105,6 +118,36 @@ def check_port(value: Any, what: str) -> str | None:
     return None
 
 
+PORT_KEYS = ("api_port", "postgres_port", "executor_port", "etcd_client_port", "etcd_peer_port")
+# An image reference: it goes into .env, so no spaces, quotes or line breaks.
+IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
+
+
+def port_problems(answers: InstallAnswers) -> list[str]:
+    found = [f"{key}: {problem}" for key in PORT_KEYS if (problem := check_port(getattr(answers, key), key))]
+    if not found:
+        ports = [getattr(answers, key) for key in PORT_KEYS]
+        if len(set(ports)) != len(ports):
+            found.append(f"ports: {', '.join(PORT_KEYS)} must all differ (one host port each)")
+    return found
+
+
+def image_problems(images: Any) -> list[str]:
+    if not isinstance(images, dict):
+        return ['images: must be an object such as {"etcd": "quay.io/coreos/etcd:v3.5.17"}']
+    found = [
+        f"images: {key!r} is not a service ({', '.join(IMAGE_VARIABLES)})"
+        for key in images
+        if key not in IMAGE_VARIABLES
+    ]
+    found += [
+        f"images: {key}: {value!r} is not an image name such as mao-etcd:bookworm"
+        for key, value in images.items()
+        if not isinstance(value, str) or not IMAGE_RE.match(value)
+    ]
+    return found
+
+
 TEXT_KEYS = (
     "federation",
     "initial_cluster",
@@ -141,11 +184,10 @@ def problems(answers: InstallAnswers) -> list[str]:
         ("ip", ip_problem(answers.ip or "", allow_loopback=not answers.join)),
         ("git_email", check_email(answers.git_email or "")),
         ("ssh_dir", check_ssh_dir(answers.ssh_dir or "")),
-        ("api_port", check_port(answers.api_port, "api_port")),
-        ("postgres_port", check_port(answers.postgres_port, "postgres_port")),
     ):
         if check:
             found.append(f"{what}: {check}")
+    found += port_problems(answers) + image_problems(answers.images)
     if not isinstance(answers.labels, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and k and "," not in k + v and "=" not in k
         for k, v in answers.labels.items()
@@ -177,7 +219,7 @@ def join_problems(answers: InstallAnswers, found: list[str]) -> list[str]:
     if answers.initial_cluster and _members(answers.initial_cluster) != _members(bundle.initial_cluster):
         return ["initial_cluster: differs from the join bundle's; leave it out (the bundle holds it)"]
     if answers.name and answers.ip and not found:
-        if problem := initial_cluster_problem(bundle.initial_cluster, answers.name, peer_url(answers.ip)):
+        if problem := initial_cluster_problem(bundle.initial_cluster, answers.name, own_peer_url(answers)):
             return [f"join_bundle: made for {bundle.name} at {bundle.peer_url}: {problem}"]
     return []
 
@@ -200,6 +242,10 @@ def bundle_defaults(answers: InstallAnswers) -> None:
     answers.name = answers.name or bundle.name
     answers.ip = answers.ip or urlsplit(bundle.peer_url).hostname
     answers.initial_cluster = answers.initial_cluster or bundle.initial_cluster
+
+
+def own_peer_url(answers: InstallAnswers) -> str:
+    return peer_url(answers.ip or "", answers.etcd_peer_port)
 
 
 def fill_defaults(answers: InstallAnswers) -> InstallAnswers:
@@ -228,5 +274,10 @@ def to_config(answers: InstallAnswers) -> InstanceConfig:
         federation=answers.federation,
         api_port=answers.api_port,
         postgres_port=answers.postgres_port,
+        executor_port=answers.executor_port,
+        etcd_client_port=answers.etcd_client_port,
+        etcd_peer_port=answers.etcd_peer_port,
         labels=dict(answers.labels),
+        images={**default_images(), **answers.images},
+        run_as=default_run_as(),
     )

@@ -17,12 +17,14 @@ import click
 from orchestrator.names import name_problem
 
 from .. import pki
-from ..cluster import initial_cluster_problem, peer_url
-from ..compose import ENV_FILE, InstanceConfig, Secrets, existing_files, local_build_context, write_install
+from ..cluster import initial_cluster_problem
+from ..compose import ENV_FILE, InstanceConfig, Secrets
 from ..context import Ctl
+from ..install_files import existing_files, hand_over_pki, write_install
 from ..join_bundle import BundleError, load_bundle
 from ..marketplace import Marketplace, MarketplaceError
 from ..netinfo import host_addresses, ip_problem
+from ..stack import start_hint
 from . import prompts
 from .answers import (
     DEFAULT_DIRECTORY,
@@ -34,6 +36,7 @@ from .answers import (
     default_ip,
     default_name,
     fill_defaults,
+    own_peer_url,
     problems,
     to_config,
 )
@@ -74,10 +77,9 @@ def run_install(ctl: Ctl, answers: InstallAnswers, given: set[str], interactive:
             raise click.ClickException("nothing was written")
     # Reusing an earlier install's secrets keeps its PostgreSQL data readable and its token valid.
     keys = Secrets.reuse_or_generate(config.directory / ENV_FILE)
-    build_context = local_build_context()
-    written = write_install(config, keys, build_context)
-    written += write_certificates(config, answers)
-    report(ctl, config, written, build_context)
+    written = write_install(config, keys)
+    written += hand_over_pki(config, write_certificates(config, answers))
+    report(ctl, config, written)
 
 
 def write_certificates(config: InstanceConfig, answers: InstallAnswers) -> list[Path]:
@@ -116,7 +118,7 @@ def ask_missing(ctl: Ctl, answers: InstallAnswers, given: set[str]) -> None:
             "Instance name:", default=default_name(), check=lambda v: name_problem(v.strip(), "instance name")
         )
     if "ip" not in given:
-        answers.ip = choose_ip(answers.join)
+        answers.ip = choose_ip(answers.join, answers)
     if "git_email" not in given:
         answers.git_email = prompts.text(
             "Git e-mail for this instance's commits:",
@@ -129,7 +131,7 @@ def ask_missing(ctl: Ctl, answers: InstallAnswers, given: set[str]) -> None:
         )
     if answers.join and "join_bundle" not in given:
         explain_joining(ctl, answers)
-        name, own = answers.name or "", peer_url(answers.ip or "")
+        name, own = answers.name or "", own_peer_url(answers)
         answers.join_bundle = prompts.text(
             "Join bundle from the operator (file):", check=lambda v: bundle_problem(v, name, own)
         )
@@ -164,8 +166,11 @@ def choose_federation(ctl: Ctl) -> str | None:
     return None if chosen is OTHER else str(chosen["name"])
 
 
-def choose_ip(joining: bool) -> str:
-    port_note = "other instances must reach its ports 2379, 2380 and 8080"
+def choose_ip(joining: bool, answers: InstallAnswers) -> str:
+    port_note = (
+        f"other instances must reach its ports {answers.etcd_client_port}, {answers.etcd_peer_port} "
+        f"and {answers.api_port}"
+    )
     choices: list[tuple[str, Any]] = [(a.label, a.ip) for a in host_addresses()]
     if not joining:
         choices.append(("127.0.0.1 (this machine only: a standalone instance nobody can join)", "127.0.0.1"))
@@ -190,7 +195,7 @@ def federation_contacts(name: str | None) -> list[str]:
 
 def explain_joining(ctl: Ctl, answers: InstallAnswers) -> None:
     out = ctl.out
-    own = peer_url(answers.ip or "")
+    own = own_peer_url(answers)
     contacts = federation_contacts(answers.federation)
     who = f"the operator of {answers.federation or 'the federation'}"
     if contacts:
@@ -231,8 +236,8 @@ def show_summary(ctl: Ctl, config: InstanceConfig) -> None:
     )
 
 
-def report(ctl: Ctl, config: InstanceConfig, written: list[Path], build_context: str | None) -> None:
-    start = f"cd {config.directory} && docker compose up -d"
+def report(ctl: Ctl, config: InstanceConfig, written: list[Path]) -> None:
+    start = start_hint(config.directory)
     token = f"export MAO_API_TOKEN=\"$(sed -n 's/^MAO_API_TOKEN=//p' {config.directory / ENV_FILE})\""
     data = {
         "directory": str(config.directory),
@@ -243,6 +248,7 @@ def report(ctl: Ctl, config: InstanceConfig, written: list[Path], build_context:
         "ca_dir": None if config.joining else str(config.ca_dir),
         "api_url": config.api_url,
         "start": start,
+        "images": config.images,
     }
 
     def human() -> None:
@@ -251,11 +257,10 @@ def report(ctl: Ctl, config: InstanceConfig, written: list[Path], build_context:
         for path in written:
             out.line(f"  {path}{'/' if path.is_dir() else ''}")
         out.line("")
-        if build_context is None:
-            out.line(
-                "Build the images mao-orchestrator and mao-executor first (Dockerfile, Dockerfile_executor)."
-            )
-        out.line("Start it:", style="bold")
+        out.line("Build the images once per host (no registry needed): scripts/images.sh in a MAO checkout.")
+        out.line(
+            "Start it (or: maoctl instance up --dir DIR, which also waits until it is healthy):", style="bold"
+        )
         out.line(f"  {start}")
         out.line("Then point maoctl at it:", style="bold")
         out.line(f"  export MAO_URL={config.api_url}")
@@ -273,5 +278,20 @@ def report(ctl: Ctl, config: InstanceConfig, written: list[Path], build_context:
                 "instance from this folder with `maoctl federation add-member` (it issues the newcomer's "
                 "certificates into a join bundle)."
             )
+        if config.ssh_dir is not None and ssh_owner(config.ssh_dir) != config.run_as:
+            # ssh refuses keys others can read, so the folder must belong to the orchestrator's user.
+            out.line(
+                f"The orchestrator runs as {config.run_as}, not as the owner of {config.ssh_dir}: give it a "
+                f"folder holding only the deploy key (chown -R {config.run_as} FOLDER), or git over SSH fails.",
+                style="yellow",
+            )
 
     ctl.out.show(data, human)
+
+
+def ssh_owner(folder: Path) -> str | None:
+    try:
+        info = folder.stat()
+    except OSError:
+        return None
+    return f"{info.st_uid}:{info.st_gid}"

@@ -296,7 +296,7 @@ def test_errors_are_one_line_and_exit_codes_are_right(url: str) -> None:
     assert down.returncode == 1 and down.stdout == ""
     assert down.stderr.strip().splitlines() == [
         f"Error: cannot reach the orchestrator at http://127.0.0.1:{port} (connection refused); is the orchestrator "
-        "running? start it with `mao-orchestrator` (or `docker compose up -d` in its install directory), or check --url / MAO_URL"
+        "running? start it with `mao-orchestrator` (or `maoctl instance up --dir DIR` for an installed instance), or check --url / MAO_URL"
     ]
     down_json = maoctl_process("--json", "instance", "status", env={"MAO_URL": f"http://127.0.0.1:{port}"})
     assert down_json.returncode == 1 and down_json.stdout == "" and "cannot reach" in down_json.stderr

@@ -21,6 +21,7 @@ from ctl.compose import parse_env
 from ctl.join_bundle import issue_bundle, save_bundle
 from ctl.marketplace import DEFAULT_FOLDER
 from ctl.netinfo import host_addresses
+from ctl.stack import start_hint
 from tests import servers
 from tests.api import unique
 from tests.ctl_helpers import REPO_ROOT, maoctl
@@ -111,7 +112,7 @@ def test_install_wizard_joins_a_federation_then_stands_alone(tmp_path: Path) -> 
     assert child.exitstatus == 0, output
 
     directory = home / "mao-instance"
-    assert f"cd {directory} && docker compose up -d" in output and "export MAO_API_TOKEN=" in output
+    assert start_hint(directory) in output and "export MAO_API_TOKEN=" in output
     env_file = directory / "mao.env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     env = parse_env(env_file.read_text())
@@ -127,7 +128,7 @@ def test_install_wizard_joins_a_federation_then_stands_alone(tmp_path: Path) -> 
     assert etcd["ETCD_CLIENT_CERT_AUTH"] == etcd["ETCD_PEER_CLIENT_CERT_AUTH"] == "true"
     assert (directory / "pki" / "ca.crt").read_bytes() == ca.cert_pem and not (directory / "ca").exists()
     assert stat.S_IMODE((directory / "pki" / "client.key").stat().st_mode) == 0o600
-    assert f"{home / '.ssh'}:/root/.ssh:ro" in compose["services"]["orchestrator"]["volumes"]
+    assert f"{home / '.ssh'}:/home/mao/.ssh:ro" in compose["services"]["orchestrator"]["volumes"]
     assert all((directory / d).is_dir() for d in ("data", "etcd", "postgres"))
 
     # Running it again on the same folder asks before touching anything; "no" changes nothing.

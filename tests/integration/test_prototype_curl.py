@@ -1,5 +1,9 @@
 """The prototype README's curl samples, replayed unchanged (tests/data/prototype_curl.txt is a verbatim
-copy) against an orchestrator on port 8080, the port they name."""
+copy) against an orchestrator on port 8080, the port they name.
+
+So that a demo node (./scripts/demo.sh) or anything else holding the host's port 8080 does not matter,
+curl runs in a private network namespace whose 127.0.0.1:8080 reaches the test's orchestrator on a
+free port (tests/servers/netns.py). Without root or iproute2 it falls back to the host's port 8080."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import pytest
 
 from tests import servers
 from tests.api import Api
+from tests.servers import netns
 
 from .conftest import orchestrator_env
 
@@ -27,21 +32,32 @@ def commands() -> list[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def port_8080_node(servers_tmp: Path, etcd, executor, busybox_image) -> Iterator[Api]:
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", 8080)) == 0:
-            pytest.fail("port 8080 is taken: the prototype's samples need it for this test")
+def port_8080_node(servers_tmp: Path, etcd, executor, busybox_image) -> Iterator[tuple[Api, list[str]]]:
+    """The node, and the argv prefix under which its port is 8080 (empty: the host's own 8080)."""
+    private = netns.available()
+    if not private:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", 8080)) == 0:
+                pytest.fail("port 8080 is taken (and without root no private namespace can be made)")
     # The prototype's clients send no token: this node runs in legacy open mode (loopback only).
     env = orchestrator_env(
         "node-8080", servers_tmp / "node-8080", etcd.endpoint, executor, MAO_API_LEGACY_OPEN="1"
     )
-    service = servers.start_orchestrator(env, port=8080, log_dir=servers_tmp / "logs", name="node-8080")
-    yield Api(service.url)
-    service.stop()
+    service = servers.start_orchestrator(
+        env, port=None if private else 8080, log_dir=servers_tmp / "logs", name="node-8080"
+    )
+    try:
+        if private:
+            with netns.forwarded_port(8080, service.port) as inside:
+                yield Api(service.url), inside
+        else:
+            yield Api(service.url), []
+    finally:
+        service.stop()
 
 
-def test_prototype_curl_samples_work_unchanged(port_8080_node: Api) -> None:
-    api = port_8080_node
+def test_prototype_curl_samples_work_unchanged(port_8080_node: tuple[Api, list[str]]) -> None:
+    api, inside = port_8080_node
     # What the samples assume exists: the busybox tool and the dataset their pipeline writes to.
     api.tool("busybox")
     api.local_dataset("some-dataset")
@@ -50,7 +66,11 @@ def test_prototype_curl_samples_work_unchanged(port_8080_node: Api) -> None:
     for argv in commands():
         assert argv[0] == "curl"
         done = subprocess.run(
-            [*argv, "-s", "-w", "\n%{http_code}"], capture_output=True, text=True, timeout=60, check=True
+            [*inside, *argv, "-s", "-w", "\n%{http_code}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         body, _, status = done.stdout.rpartition("\n")
         answers.append((int(status), json.loads(body)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from cryptography import x509
 from ctl import pki
 from ctl.compose import parse_env
 from ctl.join_bundle import issue_bundle, save_bundle
+from ctl.stack import start_hint
 from orchestrator.config import load_settings
 from tests.ctl_helpers import maoctl
 
@@ -45,7 +47,7 @@ def test_answers_file_writes_a_standalone_instance(tmp_path: Path) -> None:
     )
     result = install("--answers", str(answers))
     assert result.exit_code == 0, result.output
-    assert f"cd {directory} && docker compose up -d" in result.stdout
+    assert start_hint(directory) in result.stdout
     assert "MAO_API_TOKEN" in result.stdout and "export MAO_URL=http://127.0.0.1:8080" in result.stdout
 
     env_file = directory / "mao.env"
@@ -141,7 +143,7 @@ def test_flags_join_an_existing_cluster(tmp_path: Path) -> None:
         cert = x509.load_pem_x509_certificate((directory / "pki" / name).read_bytes())
         cert.verify_directly_issued_by(ca.cert)
     assert stat.S_IMODE((directory / "pki" / "etcd.key").stat().st_mode) == 0o600
-    assert f"{tmp_path}:/root/.ssh:ro" in compose["services"]["orchestrator"]["volumes"]
+    assert f"{tmp_path}:/home/mao/.ssh:ro" in compose["services"]["orchestrator"]["volumes"]
     assert env["MAO_GIT_EMAIL"].endswith("@beta")
 
 
@@ -237,6 +239,58 @@ def test_the_wizard_needs_a_terminal(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--answers FILE" in result.stderr
 
 
+def test_every_port_and_image_is_an_answer(tmp_path: Path) -> None:
+    directory = tmp_path / "node"
+    ports = {
+        "api_port": 18080,
+        "postgres_port": 15433,
+        "executor_port": 18081,
+        "etcd_client_port": 12379,
+        "etcd_peer_port": 12380,
+    }
+    answers = tmp_path / "answers.json"
+    answers.write_text(
+        json.dumps(
+            {
+                "directory": str(directory),
+                "name": "alpha",
+                "ip": "10.0.0.1",
+                "images": {"etcd": "quay.io/coreos/etcd:v3.5.17"},
+                **ports,
+            }
+        )
+    )
+    result = install("--answers", str(answers))
+    assert result.exit_code == 0, result.output
+    compose, env = read_install(directory)
+    text = (directory / "docker-compose.yaml").read_text()
+    for port in ports.values():
+        assert str(port) in text
+    for default in (2379, 2380, 5433, 8080, 8081):
+        assert f":{default}" not in text and f"={default}" not in text
+    assert "127.0.0.1:15433/mao" in env["MAO_DATABASE_URL"]
+    dotenv = parse_env((directory / ".env").read_text())
+    assert dotenv["COMPOSE_PROJECT_NAME"] == "mao-alpha"
+    assert dotenv["MAO_ETCD_IMAGE"] == "quay.io/coreos/etcd:v3.5.17"
+    assert dotenv["MAO_POSTGRES_IMAGE"] == "mao-postgres:bookworm"
+    assert compose["services"]["etcd"]["image"] == "${MAO_ETCD_IMAGE:-quay.io/coreos/etcd:v3.5.17}"
+
+    answers.write_text(
+        json.dumps(
+            {
+                "directory": str(tmp_path / "x"),
+                "api_port": 2380,
+                "images": {"etcd": "bad image\nX=1", "redis": "redis"},
+            }
+        )
+    )
+    result = install("--answers", str(answers))
+    assert result.exit_code == 2
+    for text in ("ports: ", "must all differ", "'redis' is not a service", "is not an image name"):
+        assert text in result.stderr, text
+    assert not (tmp_path / "x").exists()
+
+
 def test_an_initial_cluster_given_with_the_bundle_must_agree_with_it(tmp_path: Path) -> None:
     cluster = "alpha=https://10.0.0.1:2380,beta=https://10.0.0.2:2380"
     bundle, _ = write_bundle(tmp_path, "beta", "10.0.0.2", cluster)
@@ -251,3 +305,51 @@ def test_an_initial_cluster_given_with_the_bundle_must_agree_with_it(tmp_path: P
     )
     assert other.exit_code == 2 and "differs from the join bundle's" in other.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_tls_stack_mounts_certificates_where_they_are_read_and_hands_them_over(tmp_path: Path) -> None:
+    from ctl.compose import PKI_MOUNT, InstanceConfig, compose_document
+
+    directory = tmp_path / "node"
+    answers = tmp_path / "answers.json"
+    answers.write_text(
+        json.dumps(
+            {"directory": str(directory), "name": "alpha", "ip": "10.0.0.1", "etcd_client_port": 12379}
+        )
+    )
+    result = install("--answers", str(answers))
+    assert result.exit_code == 0, result.output
+    compose, _ = read_install(directory)
+    services = compose["services"]
+    mount = f"{directory / 'pki'}:{PKI_MOUNT}:ro"
+    assert [name for name, service in services.items() if mount in service.get("volumes", [])] == [
+        "etcd",
+        "orchestrator",
+    ]
+    test = services["etcd"]["healthcheck"]["test"]
+    assert "--endpoints=https://127.0.0.1:12379" in test
+    assert {
+        f"--cacert={PKI_MOUNT}/ca.crt",
+        f"--cert={PKI_MOUNT}/etcd.crt",
+        f"--key={PKI_MOUNT}/etcd.key",
+    } <= set(test)
+    assert services["etcd"]["environment"]["ETCD_ADVERTISE_CLIENT_URLS"] == "https://10.0.0.1:12379"
+    assert services["orchestrator"]["environment"]["MAO_ETCD_KEY"] == f"{PKI_MOUNT}/client.key"
+    pki_dir = directory / "pki"
+    for name in ("client.key", "etcd.key"):
+        assert stat.S_IMODE((pki_dir / name).stat().st_mode) == 0o600
+    assert stat.S_IMODE(pki_dir.stat().st_mode) == 0o700
+    if os.geteuid() == 0:
+        # The orchestrator's uid owns what it reads, as it owns the data folder; etcd.key stays root's.
+        run_as = tuple(int(part) for part in services["orchestrator"]["user"].split(":"))
+        for path in (pki_dir, pki_dir / "ca.crt", pki_dir / "client.crt", pki_dir / "client.key"):
+            assert (path.stat().st_uid, path.stat().st_gid) == run_as, path
+        assert (pki_dir / "etcd.key").stat().st_uid == 0
+
+    plain = compose_document(
+        InstanceConfig(name="p", ip="127.0.0.1", directory=tmp_path / "p", git_email="a@b.c", tls=False)
+    )["services"]
+    assert all(PKI_MOUNT not in " ".join(s.get("volumes", [])) for s in plain.values())
+    assert "--endpoints=http://127.0.0.1:2379" in plain["etcd"]["healthcheck"]["test"]
+    assert not any(arg.startswith("--cacert") for arg in plain["etcd"]["healthcheck"]["test"])
+    assert plain["orchestrator"]["environment"]["MAO_ETCD_INSECURE"] == "1"
