@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .audit.service import Audits
+from .backfill import Backfills
 from .config import Settings
 from .datasets import Datasets
 from .errors import MaoError
@@ -30,6 +31,7 @@ from .scheduling import Scheduler
 from .store import Store
 from .store.gateway import GatewayKeyStore, ListenerProgress
 from .store.outage import PendingMerges, RegistryCache
+from .triggers import DataTriggers
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,8 @@ class Node:
     gateway_keys: GatewayKeys
     listener: RawListener | None
     audits: Audits
+    triggers: DataTriggers
+    backfills: Backfills
 
     @classmethod
     def build(cls, settings: Settings) -> Node:
@@ -114,6 +118,8 @@ class Node:
             gateway_keys=GatewayKeys(GatewayKeyStore(store)),
             listener=listener,
             audits=Audits(settings, etcd, registry, store, datasets),
+            triggers=DataTriggers(settings, etcd, store, runner, registry),
+            backfills=Backfills(store, runner, federation_scheduler.book.all),
         )
 
     async def start(self) -> None:
@@ -136,6 +142,7 @@ class Node:
             )
         await self.scheduler.start()
         await self.federation_scheduler.start()
+        await self.triggers.start()
         await self.voting.start()
         if self.listener is not None:
             await self.listener.start()
@@ -152,6 +159,8 @@ class Node:
         closers: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("federation scheduler", self.federation_scheduler.close),
             ("scheduler", self.scheduler.stop),
+            ("data triggers", self.triggers.close),
+            ("backfills", self.backfills.close),
             ("audits", self.audits.close),
             ("runner", self.runner.shutdown),
         ]

@@ -36,8 +36,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound
-from ..scheduling import due_time, fire_times, make_trigger
 from ..tasks import spawn
+from ..ticks import due_time, fire_times, make_trigger
 from . import keys
 from .etcd import Etcd, KeyValue, WatchEvent
 from .members import Membership
@@ -107,6 +107,7 @@ class FederationScheduler:
             "cron": cron.strip(),
             "timezone": timezone,
             "placement": checked,
+            "overlap": "skip",
             "created_by": self.instance,
             "created_at": datetime.now(UTC).isoformat(),
         }
@@ -122,11 +123,18 @@ class FederationScheduler:
     async def schedules(self) -> list[dict[str, Any]]:
         schedules = await self.book.all()
         next_runs = self.scheduler.next_run_times()
-        ticks = await asyncio.gather(*(self.book.recent_ticks(s["id"]) for s in schedules))
+        ticks = await asyncio.gather(
+            *(
+                self.book.recent_fires(s["id"]) if s.get("trigger") else self.book.recent_ticks(s["id"])
+                for s in schedules
+            )
+        )
         fields = ("due_at", "outcome", "instance", "run_id", "reason", "run_status", "recorded_at")
         return [
             {
                 **{k: s.get(k) for k in ("id", "pipeline", "cron", "timezone", "placement")},
+                "overlap": s.get("overlap") or "skip",
+                **({"trigger": s["trigger"]} if s.get("trigger") else {}),
                 "created_by": s.get("created_by"),
                 "created_at": s.get("created_at"),
                 "next_run_time": next_runs.get(s["id"]),
@@ -179,6 +187,8 @@ class FederationScheduler:
         return False
 
     def _arm(self, schedule: dict[str, Any]) -> None:
+        if schedule.get("trigger"):
+            return  # a data trigger: fired by ``triggers`` at each ground-truth advance, not by a clock
         spec = (schedule.get("cron", ""), schedule.get("timezone", "UTC"))
         if self._armed.get(schedule["id"]) == spec:
             return

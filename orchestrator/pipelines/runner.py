@@ -79,8 +79,10 @@ class Runner:
     def active_run(self, pipeline: str) -> str | None:
         return self._active.get(pipeline)
 
-    async def start(self, name: str, trigger: str, schedule_id: str | None = None) -> str:
-        """Record a run and start it in the background; returns its id at once."""
+    async def start(self, name: str, trigger: str, schedule_id: str | None = None, **cause: Any) -> str:
+        """Record a run and start it in the background; returns its id at once. ``cause``: what the
+        run stands for, kept on its record: ``tick_at`` (a schedule's or a backfill's tick),
+        ``trigger_dataset`` and ``trigger_commit`` (the ground-truth advance of a data trigger)."""
         if name in self._active:
             raise RunInProgress(
                 f"pipeline {name!r} is already running (run {self._active[name]}); wait for it to end",
@@ -93,7 +95,7 @@ class Runner:
             if pipeline is None:
                 raise NotFound(f"pipeline {name!r} is not initialised on this instance (POST /pipeline/init)")
             branches = [node_branch(s.name, self.settings.instance_name) for s in pipeline.steps]
-            await self.store.create_run(run_id, pipeline, trigger, branches, schedule_id)
+            await self.store.create_run(run_id, pipeline, trigger, branches, schedule_id, **cause)
         except BaseException:
             self._active.pop(name, None)
             raise

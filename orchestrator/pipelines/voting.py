@@ -23,6 +23,7 @@ from typing import Any
 
 from ..datasets import Datasets, MergeResult
 from ..errors import EtcdUnavailable, MaoError
+from ..federation.advances import announce
 from ..federation.etcd import Etcd
 from ..federation.locks import LockLost, Locks
 from ..models import Dataset
@@ -57,6 +58,7 @@ class Voting:
         self.locks = locks
         self.pending = pending
         self.registrations = registrations
+        self.etcd = etcd
         self._wake = asyncio.Event()
         self._retrier: asyncio.Task[None] | None = None
         etcd.on_available(self._wake.set)
@@ -113,9 +115,12 @@ class Voting:
             dataset, purpose=f"merge {branch} (run {trailers.get('MAO-Run', '?')})"
         ) as held:
             held.check()
-            return await self.datasets.run(
+            result = await self.datasets.run(
                 dataset, master, lambda repo: repo.merge_and_push(branch, message, trailers)
             )
+            if result.merged and result.commit:  # under the lock: announcements come in the order of the merges
+                await announce(self.etcd, dataset, result.commit, trailers)
+            return result
 
     # -- the queue ------------------------------------------------------------------------------
     async def _retry_queued(self) -> None:

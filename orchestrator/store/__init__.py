@@ -137,7 +137,9 @@ class Store:
         trigger: str,
         branches: list[str],
         schedule_id: str | None = None,
+        **cause: Any,
     ) -> None:
+        """``cause``: ``tick_at``, ``trigger_dataset``, ``trigger_commit`` (columns of the run)."""
         async with self.session(f"record a run of {pipeline.name}") as s:
             s.add(
                 RunRow(
@@ -146,6 +148,7 @@ class Store:
                     trigger=trigger,
                     status="pending",
                     schedule_id=schedule_id,
+                    **cause,
                 )
             )
             await s.flush()
@@ -237,14 +240,31 @@ class Store:
             return len(ids)
 
     # -- schedules ------------------------------------------------------------------------------
-    async def add_schedule(self, schedule_id: str, pipeline: str, cron: str, timezone: str) -> dict[str, Any]:
+    async def add_schedule(
+        self, schedule_id: str, pipeline: str, cron: str, timezone: str, **options: Any
+    ) -> dict[str, Any]:
+        """``options``: ``overlap``, ``catchup``, ``catchup_window``, ``dataset`` (columns)."""
         async with self.session(f"schedule {pipeline}") as s:
             row = ScheduleRow(
-                id=schedule_id, pipeline=pipeline, cron=cron, timezone=timezone, last_tick_at=utcnow()
+                id=schedule_id,
+                pipeline=pipeline,
+                cron=cron,
+                timezone=timezone,
+                last_tick_at=utcnow(),
+                **options,
             )
             s.add(row)
             await s.flush()
             return schedule_to_dict(row)
+
+    async def replace_schedule(self, schedule_id: str, cron: str, timezone: str, **options: Any) -> None:
+        """New cron and policies for a schedule; its ticks count from now."""
+        async with self.session(f"replace schedule {schedule_id}") as s:
+            await s.execute(
+                update(ScheduleRow)
+                .where(ScheduleRow.id == schedule_id)
+                .values(cron=cron, timezone=timezone, last_tick_at=utcnow(), **options)
+            )
 
     async def list_schedules(self) -> list[dict[str, Any]]:
         async with self.session("list schedules") as s:
@@ -270,19 +290,33 @@ class Store:
         run_id: str | None = None,
         reason: str | None = None,
     ) -> None:
-        async with self.session(f"record a tick of schedule {schedule_id}") as s:
-            s.add(
-                TickRow(
-                    schedule_id=schedule_id,
-                    pipeline=pipeline,
-                    due_at=due_at,
-                    outcome=outcome,
-                    run_id=run_id,
-                    reason=reason,
+        await self.record_ticks(schedule_id, pipeline, [(due_at, outcome, run_id, reason)])
+
+    async def record_ticks(
+        self, schedule_id: str, pipeline: str, ticks: list[tuple[datetime, str, str | None, str | None]]
+    ) -> None:
+        """Record ``(due_at, outcome, run_id, reason)`` ticks, in order, in one transaction; the
+        schedule's ``last_tick_at`` moves to the latest of them (never back)."""
+        if not ticks:
+            return
+        async with self.session(f"record ticks of schedule {schedule_id}") as s:
+            for due_at, outcome, run_id, reason in ticks:
+                s.add(
+                    TickRow(
+                        schedule_id=schedule_id,
+                        pipeline=pipeline,
+                        due_at=due_at,
+                        outcome=outcome,
+                        run_id=run_id,
+                        reason=reason,
+                    )
                 )
-            )
+            latest = max(t[0] for t in ticks)
             await s.execute(
-                update(ScheduleRow).where(ScheduleRow.id == schedule_id).values(last_tick_at=due_at)
+                update(ScheduleRow)
+                .where(ScheduleRow.id == schedule_id)
+                .where((ScheduleRow.last_tick_at.is_(None)) | (ScheduleRow.last_tick_at < latest))
+                .values(last_tick_at=latest)
             )
 
     async def list_ticks(self, schedule_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
@@ -325,6 +359,12 @@ def run_to_dict(run: RunRow, steps: Any, with_logs: bool = True) -> dict[str, An
         "status": run.status,
         "error": run.error,
         "schedule_id": run.schedule_id,
+        "tick_at": _iso(run.tick_at),
+        **(
+            {"trigger_dataset": run.trigger_dataset, "trigger_commit": run.trigger_commit}
+            if run.trigger_dataset
+            else {}
+        ),
         "created_at": _iso(run.created_at),
         "started_at": _iso(run.started_at),
         "ended_at": _iso(run.ended_at),
@@ -367,6 +407,13 @@ def schedule_to_dict(row: ScheduleRow) -> dict[str, Any]:
         "timezone": row.timezone,
         "created_at": _iso(row.created_at),
         "last_tick_at": _iso(row.last_tick_at),
+        "overlap": row.overlap or "skip",
+        **({"trigger": {"dataset": row.dataset}} if row.dataset else {}),
+        **(
+            {"catchup": row.catchup or "latest", "catchup_window": row.catchup_window}
+            if not row.dataset
+            else {}
+        ),
     }
 
 
