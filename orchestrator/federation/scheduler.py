@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +69,9 @@ class FederationScheduler:
         store: Store,
         membership: Membership,
         registry: Registry,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self.clock = clock  # a fake one in tests (daylight-saving ticks)
         self.instance = settings.instance_name
         self.labels = settings.labels
         self.etcd = etcd
@@ -214,7 +216,7 @@ class FederationScheduler:
 
     # -- one tick -------------------------------------------------------------------------------
     async def _tick(self, schedule_id: str) -> None:
-        due = datetime.now(UTC)
+        due = self.clock()
         try:
             schedule = await self.book.get(schedule_id)
             if schedule is None:
