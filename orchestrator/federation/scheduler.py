@@ -140,7 +140,8 @@ class FederationScheduler:
                 "created_by": s.get("created_by"),
                 "created_at": s.get("created_at"),
                 "next_run_time": next_runs.get(s["id"]),
-                "ticks": [{k: t.get(k) for k in fields} for t in recent],
+                # A data trigger's records are its fires: one per ground-truth advance (with its commit).
+                "ticks": recent if s.get("trigger") else [{k: t.get(k) for k in fields} for t in recent],
             }
             for s, recent in zip(schedules, ticks, strict=True)
         ]

@@ -118,7 +118,9 @@ class Voting:
             result = await self.datasets.run(
                 dataset, master, lambda repo: repo.merge_and_push(branch, message, trailers)
             )
-            if result.merged and result.commit:  # under the lock: announcements come in the order of the merges
+            if (
+                result.merged and result.commit
+            ):  # under the lock: announcements come in the order of the merges
                 await announce(self.etcd, dataset, result.commit, trailers)
             return result
 
