@@ -225,3 +225,32 @@ def test_a_server_that_is_not_mao() -> None:
         )
         missing = maoctl(api.url, "lock", "list")
         assert missing.exit_code == 1 and missing.stderr.strip() == "Error: no such endpoint: /locks"
+
+
+def test_pipeline_backfill_sends_the_span_and_lists_the_ticks() -> None:
+    answer = {
+        "pipeline": "demo",
+        "cron": "0 * * * *",
+        "timezone": "UTC",
+        "ticks": ["2026-01-01T00:00:00+00:00", "2026-01-01T01:00:00+00:00"],
+        "count": 2,
+        "dry_run": True,
+    }
+    with fake_api({("POST", "/pipeline/backfill"): (200, answer)}) as api:
+        result = maoctl(
+            api.url,
+            "pipeline",
+            "backfill",
+            "--name",
+            "demo",
+            "--from",
+            "2026-01-01T00:00:00Z",
+            "--to",
+            "2026-01-01T01:00:00Z",
+            "--dry-run",
+        )
+    assert result.exit_code == 0, result.output
+    assert "would run 2 tick(s)" in result.output and "2026-01-01T01:00:00+00:00" in result.output
+    (_, path, body, _) = api.requests[0]
+    assert path == "/pipeline/backfill"
+    assert body == {"name": "demo", "from": "2026-01-01T00:00:00Z", "to": "2026-01-01T01:00:00Z", "dry_run": True}
