@@ -257,7 +257,9 @@ class FederationScheduler:
         try:
             reason = await self._busy(schedule)
             if reason is None:
-                run_id = await self.runner.start(pipeline, trigger="cron", schedule_id=schedule_id)
+                run_id = await self.runner.start(
+                    pipeline, trigger="cron", schedule_id=schedule_id, tick_at=due
+                )
                 record.update(outcome="fired", run_id=run_id)
         except MaoError as exc:  # e.g. etcd or the database away while deciding
             reason = exc.message
