@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -207,3 +208,32 @@ def test_a_data_trigger_fires_once_per_upstream_merge(sqlite_node) -> None:
     api.run(upstream)
     time.sleep(1.5)
     assert len(_runs(api, downstream)) == 2  # removed like any schedule
+
+
+@pytest.mark.slow
+def test_catch_up_after_a_real_stopped_minute(sqlite_node) -> None:
+    """The instance is stopped across a real minute boundary (about a minute): at start the missed
+    tick runs once as the catch-up (catchup 'latest'), with the tick time it stands for."""
+    api = sqlite_node.api
+    pipeline = init_pipeline(api)
+    while not 2 <= time.time() % 60 <= 40:  # room before the next boundary for the stop
+        time.sleep(0.5)
+    job = api.ok(api.post("/pipeline/run", {"name": pipeline, "cron": "* * * * *"}))["job_id"]
+    sqlite_node.service.stop()
+    boundary = (int(time.time()) // 60 + 1) * 60
+    try:
+        while time.time() < boundary + 2:
+            time.sleep(0.5)
+    finally:
+        sqlite_node.service.process.start()
+        sqlite_node.service.wait_ready()
+    try:
+        schedule = next(s for s in api.ok(api.get("/schedules")) if s["id"] == job)
+        catch_up = [t for t in schedule["ticks"] if (t["reason"] or "").startswith("catch-up")]
+        assert len(catch_up) == 1 and catch_up[0]["outcome"] == "fired", schedule["ticks"]
+        due = datetime.fromisoformat(catch_up[0]["due_at"])
+        assert due == datetime.fromtimestamp(boundary, UTC)
+        run = api.ok(api.get(f"/runs/{catch_up[0]['run_id']}"))
+        assert datetime.fromisoformat(run["tick_at"]) == due and run["trigger"] == "cron"
+    finally:
+        api.ok(api.delete(f"/jobs/{pipeline}"))

@@ -253,4 +253,9 @@ def test_pipeline_backfill_sends_the_span_and_lists_the_ticks() -> None:
     assert "would run 2 tick(s)" in result.output and "2026-01-01T01:00:00+00:00" in result.output
     (_, path, body, _) = api.requests[0]
     assert path == "/pipeline/backfill"
-    assert body == {"name": "demo", "from": "2026-01-01T00:00:00Z", "to": "2026-01-01T01:00:00Z", "dry_run": True}
+    assert body == {
+        "name": "demo",
+        "from": "2026-01-01T00:00:00Z",
+        "to": "2026-01-01T01:00:00Z",
+        "dry_run": True,
+    }
