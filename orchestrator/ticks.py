@@ -144,5 +144,9 @@ DUE_JITTER = timedelta(seconds=1)
 def due_time(trigger: CronTicks, now: datetime) -> datetime:
     """The fire time a tick running at ``now`` stands for: the latest one in the hour before
     ``now + DUE_JITTER``; ``now`` (whole seconds) when there is none (a tick that came very late)."""
-    moments = fire_times(trigger, now - timedelta(hours=1), now + DUE_JITTER, limit=100)
-    return moments[-1] if moments else now.replace(microsecond=0)
+    # The recent minutes first: a tick on time finds its fire time there without walking the hour.
+    for span in (timedelta(minutes=2), timedelta(hours=1)):
+        moments = fire_times(trigger, now - span, now + DUE_JITTER, limit=100)
+        if moments:
+            return moments[-1]
+    return now.replace(microsecond=0)
