@@ -259,3 +259,40 @@ def test_pipeline_backfill_sends_the_span_and_lists_the_ticks() -> None:
         "to": "2026-01-01T01:00:00Z",
         "dry_run": True,
     }
+
+
+def test_pipeline_run_sends_policies_and_data_triggers() -> None:
+    job = {
+        "pipeline": "demo",
+        "job_id": "abc123",
+        "cron": "0 * * * *",
+        "timezone": "UTC",
+        "scope": "instance",
+    }
+    with fake_api({("POST", "/pipeline/run"): (200, job)}) as api:
+        scheduled = maoctl(
+            api.url,
+            "pipeline",
+            "run",
+            "--name",
+            "demo",
+            "--cron",
+            "0 * * * *",
+            "--add",
+            "--catchup",
+            "all",
+            "--catchup-window",
+            "3600",
+        )
+        triggered = maoctl(
+            api.url, "pipeline", "run", "--name", "demo", "--on-dataset", "raw", "--scope", "federation"
+        )
+        alone = maoctl(api.url, "pipeline", "run", "--name", "demo", "--catchup", "all")
+    assert scheduled.exit_code == 0 and triggered.exit_code == 0, scheduled.output + triggered.output
+    assert "runs at each ground-truth advance of raw" in triggered.output
+    assert alone.exit_code == 2 and "give --cron too" in alone.output
+    bodies = [body for (_, _, body, _) in api.requests]
+    assert bodies == [
+        {"name": "demo", "cron": "0 * * * *", "add": True, "catchup": "all", "catchup_window": 3600},
+        {"name": "demo", "trigger": {"dataset": "raw"}, "scope": "federation"},
+    ]
