@@ -101,10 +101,7 @@ def executor(docker_engine, busybox_image: str, servers_tmp: Path) -> Iterator[s
     service = _start(
         "the executor (python -m executor)",
         lambda: servers.start_executor(
-            {"MAO_INSTANCE_NAME": f"session-{os.getpid()}"},
-            token,
-            log_dir=servers_tmp / "executor",
-            name="executor",
+            {"MAO_INSTANCE_NAME": f"session-{os.getpid()}"}, token, log_dir=servers_tmp / "executor", name="executor"
         ),
     )
     try:

@@ -88,19 +88,19 @@ async def delete_job(request: web.Request) -> web.Response:
     """Remove a schedule (or data trigger) by its id, or, as the prototype did, every local schedule
     of a pipeline by the pipeline's name."""
     job_id = request.match_info["id"]
+    is_id, is_name = bool(_ID_RE.fullmatch(job_id)), name_problem(job_id, "pipeline name") is None
+    if not (is_id or is_name):
+        raise BadRequest(f"invalid id {job_id[:80]!r}", code="invalid_id")
     the_node = node(request)
-    if _ID_RE.fullmatch(job_id):
+    if is_id:
         try:
             await the_node.scheduler.remove(job_id)
             return ok({"job_id": job_id, "deleted": True, "scope": "instance"})
         except NotFound:
             pass
-        if await the_node.federation_scheduler.remove(job_id):
-            return ok({"job_id": job_id, "deleted": True, "scope": "federation"})
-    elif name_problem(job_id, "pipeline name"):
-        raise BadRequest(f"invalid id {job_id[:80]!r}", code="invalid_id")
-    if not name_problem(job_id, "pipeline name"):
-        removed = await the_node.scheduler.remove_pipeline(job_id)
-        if removed:
-            return ok({"job_id": job_id, "deleted": True, "scope": "instance", "removed": removed})
+    # Before etcd is asked: a pipeline's local schedules go even while the federation is away.
+    if is_name and (removed := await the_node.scheduler.remove_pipeline(job_id)):
+        return ok({"job_id": job_id, "deleted": True, "scope": "instance", "removed": removed})
+    if is_id and await the_node.federation_scheduler.remove(job_id):
+        return ok({"job_id": job_id, "deleted": True, "scope": "federation"})
     raise NotFound(f"no scheduled job {job_id!r} (neither on this instance nor federation-wide)")

@@ -118,9 +118,8 @@ class Voting:
             result = await self.datasets.run(
                 dataset, master, lambda repo: repo.merge_and_push(branch, message, trailers)
             )
-            if (
-                result.merged and result.commit
-            ):  # under the lock: announcements come in the order of the merges
+            # Under the lock: the announcements (data triggers' key) come in the order of the merges.
+            if result.merged and result.commit:
                 await announce(self.etcd, dataset, result.commit, trailers)
             return result
 

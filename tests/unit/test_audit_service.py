@@ -152,13 +152,7 @@ async def test_fetched_copies_are_checked_against_their_real_size_and_bad_commit
         fetch("b", commit_small, small, "six"),  # a size that is not a number is no reason to die
         fetch("c", commit_big, big, 10),  # it lies about its size: git's is the one that counts
         fetch("d", None, small, 6),
-        {
-            "instance": "e",
-            "branch": "crawl-e",
-            "commit": commit_small,
-            "sha256": sha(small),
-            "content": "1\n2\n3\n",
-        },
+        {"instance": "e", "branch": "crawl-e", "commit": commit_small, "sha256": sha(small), "content": "1\n2\n3\n"},
     ]
     result = await audits._score(AUDIT_ID, record(), answers)
     assert [c["instance"] for c in result["candidates"]] == ["b", "e"]
@@ -181,13 +175,7 @@ async def test_copies_are_hashed_and_scored_off_the_event_loop(
 
     monkeypatch.setattr(service_module, "decide", decide)
     content = b"1\n2\n"
-    answer = {
-        "instance": "b",
-        "branch": "crawl-b",
-        "commit": "c" * 40,
-        "sha256": sha(content),
-        "content": "1\n2\n",
-    }
+    answer = {"instance": "b", "branch": "crawl-b", "commit": "c" * 40, "sha256": sha(content), "content": "1\n2\n"}
     result = await audits._score(AUDIT_ID, record(), [answer])
     assert result["outcome"] == "winner" and threads and threads[0] != threading.get_ident()
 
@@ -246,9 +234,7 @@ async def test_an_audit_decided_before_a_restart_is_still_cleaned_up(audits: Aud
     result_lease = await etcd.grant_lease(30)
     assert await etcd.create(keys.audit_result(AUDIT_ID), earlier, lease=result_lease)
     await audits._decide(AUDIT_ID, audit, lease)
-    assert (
-        list(etcd.data) == [keys.audit_result(AUDIT_ID)] and (await audits.book.result(AUDIT_ID)) == earlier
-    )
+    assert list(etcd.data) == [keys.audit_result(AUDIT_ID)] and (await audits.book.result(AUDIT_ID)) == earlier
     assert list(etcd.leases) == [result_lease]  # the audit's lease and the unused result lease revoked
 
 
@@ -386,9 +372,7 @@ async def test_etcd_away_while_the_large_copies_are_looked_up_is_waited_for(
 ) -> None:
     audit, lease = await started(audits, etcd)
     fetch = {"instance": "d", "branch": "crawl-d", "commit": "d" * 40, "sha256": "0" * 64, "size": 70_000}
-    assert await audits.book.answer(
-        AUDIT_ID, {**fetch, "fetch": {"commit": "d" * 40, "path": "f.txt"}}, lease
-    )
+    assert await audits.book.answer(AUDIT_ID, {**fetch, "fetch": {"commit": "d" * 40, "path": "f.txt"}}, lease)
     registry = audits.registry
     assert isinstance(registry, FakeRegistry)
     real_dataset, outages = registry.dataset, iter([True, True])

@@ -31,9 +31,7 @@ class FakeVoting:
     def __init__(self, repo: DatasetRepo) -> None:
         self.repo = repo
 
-    async def vote(
-        self, step: Any, dataset: Dataset, branch: str, commit: str, message: str, trailers: Any
-    ) -> Vote:
+    async def vote(self, step: Any, dataset: Dataset, branch: str, commit: str, message: str, trailers: Any) -> Vote:
         merged = self.repo.merge_and_push(branch, message, trailers)
         return Vote("merged", merged.commit)
 

@@ -86,7 +86,11 @@ def test_add_and_remove_an_etcd_member_from_the_cli(federation: Federation) -> N
             "--peer-url",
             "http://127.0.0.1:1",
         )
-        if added.exit_code == 0 or time.monotonic() > deadline or "unhealthy" not in added.stderr:
+        if (
+            added.exit_code == 0
+            or time.monotonic() > deadline
+            or "unhealthy" not in added.stderr
+        ):
             break
         time.sleep(1)
     assert added.exit_code == 0, added.output
