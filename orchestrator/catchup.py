@@ -3,7 +3,8 @@
 ``catchup``:
 - ``latest`` (the default): one run, standing for the latest missed tick; the others are missed,
   superseded by it.
-- ``all``: every missed tick runs, in order, one at a time, each recorded with its own tick time.
+- ``all``: every missed tick runs, in order, one at a time, each recorded with its own tick time (the
+  latest ``MAX_REPLAY`` of them; older ones are missed).
 - ``none``: nothing runs; every missed tick is recorded as missed.
 ``catchup_window`` (seconds): ticks older than that (at start) are missed whatever the policy, so an
 instance that was down for a month does not replay a month of runs.
@@ -18,6 +19,8 @@ from datetime import datetime, timedelta
 
 # At most this many missed ticks are recorded one by one; older ones are summed up in one record.
 MAX_RECORDED = 1000
+# catchup 'all' replays at most this many (the latest); older ones are missed (as backfill's bound).
+MAX_REPLAY = 1000
 
 
 @dataclass
@@ -41,7 +44,9 @@ def plan(
     if catchup == "none":
         result.missed += [(t, "missed while the instance was down (catchup 'none')") for t in missed]
     elif catchup == "all":
-        result.run = list(missed)
+        result.run = missed[-MAX_REPLAY:]
+        reason = f"beyond the {MAX_REPLAY} latest missed ticks that catchup 'all' replays"
+        result.missed += [(t, reason) for t in missed[:-MAX_REPLAY]]
     elif missed:  # latest
         latest = missed[-1]
         reason = f"missed while the instance was down; superseded by the catch-up run of {latest.isoformat()}"

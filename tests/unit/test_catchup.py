@@ -158,3 +158,11 @@ def test_plan_summarises_what_it_cannot_list() -> None:
     assert decided.missed[0][1].endswith("(and 1006 earlier missed tick(s), not listed one by one)")
     latest = catchup.plan(MISSED, "latest", 600, now)
     assert latest.run == [MISSED[-1]] and [t for t, _ in latest.missed] == MISSED[:-1]
+
+
+def test_catchup_all_replays_a_bounded_number() -> None:
+    now = MISSED[-1]
+    many = [now - timedelta(minutes=i) for i in range(1500, -1, -1)]
+    decided = catchup.plan(many, "all", None, now)
+    assert decided.run == many[-catchup.MAX_REPLAY :] and len(decided.missed) == 501
+    assert "1000 latest missed ticks" in decided.missed[0][1]
