@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import shutil
 import sys
@@ -59,7 +60,9 @@ class Bench:
         _, self.docker = servers.ensure_docker(self.root / "dockerd")
         servers.build_busybox_image("busybox:latest")
         self.executor = servers.start_executor(
-            {"MAO_INSTANCE_NAME": "bench"}, secrets.token_hex(16), log_dir=self.root / "logs", name="executor"
+            # A name of its own: executors on one engine remove each other's leftovers by instance name.
+            {"MAO_INSTANCE_NAME": f"trig-bench-{os.getpid()}"},
+            secrets.token_hex(16), log_dir=self.root / "logs", name="executor"
         )
         self.etcd = servers.start_etcd_cluster(self.root / "etcd", n=3, name_prefix="trig-etcd")
         endpoints = [m.endpoint for m in self.etcd]
@@ -68,6 +71,7 @@ class Bench:
                 "MAO_INSTANCE_NAME": name,
                 "MAO_DATA_DIR": str(self.root / name),
                 "MAO_ETCD_ENDPOINTS": ",".join(endpoints[i:] + endpoints[:i]),
+                "MAO_ETCD_INSECURE": "1",  # a plain loopback etcd started for the bench
                 "MAO_EXECUTOR_URL": self.executor.url,
                 "MAO_EXECUTOR_TOKEN": self.executor.token or "",
                 "MAO_LOG_LEVEL": "INFO",
@@ -84,7 +88,9 @@ class Bench:
         servers.stop_docker(self.docker)
 
     def api(self, name: str) -> Api:
-        return Api(self.nodes[name].url)
+        # The API always wants its token: the harness gave each node one (servers.start_orchestrator).
+        node = self.nodes[name]
+        return Api(node.url, node.token)
 
     def merged_at(self, dataset: str) -> tuple[str, datetime]:
         host, port = self.etcd[0].endpoint.rsplit(":", 1)

@@ -7,12 +7,13 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from executor.config import Settings
-from executor.models import RunRequest, describe_validation_error
+from executor.models import ImageRequest, KillRequest, RunRequest, describe_validation_error
 from executor.runs import RunService
 from orchestrator.errors import BadRequest, MaoError, Unauthorized
 
@@ -25,10 +26,11 @@ SHUTDOWN_GRACE = web.AppKey("shutdown_grace", float)
 # A /run body is a few KiB at most; a larger one is a mistake or an attack.
 MAX_BODY_BYTES = 1024 * 1024
 
+M = TypeVar("M", KillRequest, ImageRequest)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _HTTP_CODES = {
-    404: ("not_found", "no such endpoint: the executor serves GET /health and POST /run"),
+    404: ("not_found", "no such endpoint: the executor serves GET /health, POST /run, /kill and /image"),
     405: ("method_not_allowed", "method not allowed: the executor serves GET /health and POST /run"),
     413: ("payload_too_large", f"request body larger than {MAX_BODY_BYTES} bytes"),
 }
@@ -96,6 +98,24 @@ async def run(request: web.Request) -> web.Response:
     return web.json_response(await request.app[SERVICE].run(run_request))
 
 
+async def _parse(request: web.Request, model: type[M]) -> M:
+    try:
+        return model.model_validate(json.loads(await request.read()))
+    except ValidationError as exc:
+        raise BadRequest(describe_validation_error(exc)) from None
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"the request body is not valid JSON ({exc}); send a JSON object") from None
+
+
+async def kill(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[SERVICE].kill(await _parse(request, KillRequest)))
+
+
+async def image(request: web.Request) -> web.Response:
+    body = await _parse(request, ImageRequest)
+    return web.json_response({"id": await request.app[SERVICE].image_id(body.image)})
+
+
 async def _remove_leftovers(app: web.Application) -> None:
     instance = app[SETTINGS].instance
     try:
@@ -132,6 +152,8 @@ def create_app(settings: Settings, service: RunService, shutdown_grace: float = 
     app[SHUTDOWN_GRACE] = shutdown_grace
     app.router.add_get("/health", health)
     app.router.add_post("/run", run)
+    app.router.add_post("/kill", kill)
+    app.router.add_post("/image", image)
     app.on_startup.append(_remove_leftovers)
     app.on_shutdown.append(_stop_runs)
     app.on_cleanup.append(_close_service)

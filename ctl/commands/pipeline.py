@@ -11,7 +11,7 @@ from ..client import ApiError, CtlError, segment
 from ..context import Ctl, confirm, json_option, name_option, parse_labels, pass_ctl, yes_option
 from ..pipeline_input import ask_pipeline, ask_private_values, pipeline_from_file
 from .backfill import backfill_command
-from .runs import runs_command, show_run, show_run_command
+from .runs import cancel_run_command, runs_command, show_run, show_run_command
 
 
 @click.group()
@@ -22,6 +22,7 @@ def pipeline() -> None:
 pipeline.add_command(runs_command)
 pipeline.add_command(show_run_command)
 pipeline.add_command(backfill_command)
+pipeline.add_command(cancel_run_command)
 
 
 @pipeline.command("get")

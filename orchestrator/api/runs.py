@@ -1,4 +1,5 @@
-"""Run history: ``GET /runs`` and ``GET /runs/{id}``; schedules: ``GET /jobs``, ``DELETE /jobs/{id}``."""
+"""Run history: ``GET /runs``, ``GET /runs/{id}``, ``POST /runs/{id}/cancel``; schedules: ``GET /jobs``,
+``DELETE /jobs/{id}``."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from aiohttp import web
 
 from ..errors import BadRequest, NotFound
 from ..names import name_problem
+from ..runs.states import RunStatus
 from .common import node, ok
 
 routes = web.RouteTableDef()
 
-RUN_STATUSES = ("pending", "running", "succeeded", "failed")
+RUN_STATUSES = tuple(status.value for status in RunStatus)
 _ID_RE = re.compile(r"^[A-Za-z0-9]{1,64}$")
 
 
@@ -48,6 +50,15 @@ async def get_run(request: web.Request) -> web.Response:
     if run is None:
         raise NotFound(f"no run {run_id!r} on this instance")
     return ok(run)
+
+
+@routes.post("/runs/{id}/cancel")
+async def cancel_run(request: web.Request) -> web.Response:
+    """202 once stopping has begun (containers are killed at once; poll ``GET /runs/{id}`` for the
+    end); 409 when the run has already ended."""
+    run_id = _id(request)
+    await node(request).runner.cancel(run_id)
+    return ok({"id": run_id, "status": "cancelling"}, status=202)
 
 
 @routes.get("/jobs")
