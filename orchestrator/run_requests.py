@@ -17,9 +17,11 @@ from .models import Name
 
 Overlap = Literal["skip", "allow", "queue", "replace"]
 Catchup = Literal["none", "latest", "all"]
-# What today's runner can do: one run per pipeline at a time. ``allow`` needs a work folder per run,
-# ``queue`` and ``replace`` need the run engine's queued and cancelled states.
-SUPPORTED_OVERLAP = ("skip",)
+# What the run engine does: one run of a pipeline at a time on an instance; ``replace`` cancels the
+# running one (``overlap``). ``allow`` needs a work folder per run, ``queue`` a queue of run requests.
+SUPPORTED_OVERLAP = ("skip", "replace")
+# A federation-wide schedule or trigger's previous run may be on another instance: only ``skip``.
+FEDERATION_OVERLAP = ("skip",)
 MAX_CATCHUP_WINDOW = 366 * 86400
 
 
@@ -64,12 +66,20 @@ class BackfillRequest(_Request):
     dry_run: StrictBool = False
 
 
-def check_overlap(overlap: str | None) -> str:
-    """The overlap policy to apply (``skip`` when not given); 400 for one this version cannot do yet."""
+def check_overlap(overlap: str | None, federation: bool = False) -> str:
+    """The overlap policy to apply (``skip`` when not given); 400 for one this version cannot do
+    (at all, or federation-wide)."""
     policy = overlap or "skip"
     if policy not in SUPPORTED_OVERLAP:
         raise BadRequest(
-            f"overlap {policy!r} is not yet supported (only 'skip': one run of a pipeline at a time)",
+            f"overlap {policy!r} is not yet supported (only 'skip' and 'replace': one run of a "
+            "pipeline at a time)",
+            code="not_supported",
+        )
+    if federation and policy not in FEDERATION_OVERLAP:
+        raise BadRequest(
+            f"overlap {policy!r} applies to instance schedules and triggers only: a federation-wide "
+            "one's previous run may be on another instance",
             code="not_supported",
         )
     return policy

@@ -22,6 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from . import catchup
 from .errors import BadRequest, MaoError, NotFound
+from .overlap import make_room
 from .tasks import spawn
 from .ticks import DUE_JITTER, due_time, fire_times, make_trigger
 
@@ -210,8 +211,8 @@ class Scheduler:
         """Start the tick's run (its id), or record why not (None)."""
         pipeline, schedule_id = schedule["pipeline"], schedule["id"]
         try:
-            if (active := self.runner.active_run(pipeline)) is not None:
-                why = f"previous run {active} still running (overlap 'skip')"
+            active, why = await make_room(self.runner, pipeline, schedule.get("overlap") or "skip")
+            if why is not None:
                 await self.store.record_tick(
                     schedule_id, pipeline, due_at, "skipped", run_id=active, reason=why
                 )
@@ -220,6 +221,9 @@ class Scheduler:
             run_id = await self.runner.start(
                 pipeline, trigger="cron", schedule_id=schedule_id, tick_at=due_at
             )
+            if active is not None:
+                replaced = f"replaced run {active} (overlap 'replace')"
+                reason = f"{reason}; {replaced}" if reason else replaced
             await self.store.record_tick(schedule_id, pipeline, due_at, "fired", run_id=run_id, reason=reason)
             return run_id
         except MaoError as exc:

@@ -30,6 +30,7 @@ from .federation.etcd import Etcd, KeyValue, WatchEvent
 from .federation.leases import SharedLease
 from .federation.schedules import check_placement, labels_match
 from .federation.watch import PrefixWatch
+from .overlap import make_room
 from .tasks import spawn
 
 if TYPE_CHECKING:
@@ -177,7 +178,8 @@ class DataTriggers:
     async def _fire_local(self, row: dict[str, Any], dataset: str, commit: str, now: datetime) -> None:
         pipeline, trigger_id = row["pipeline"], row["id"]
         cause = f"ground-truth of {dataset} advanced to {commit[:12]}"
-        outcome, run_id, reason = await self._start(pipeline, trigger_id, dataset, commit)
+        overlap = row.get("overlap") or "skip"
+        outcome, run_id, reason = await self._start(pipeline, trigger_id, dataset, commit, overlap)
         try:
             await self.store.record_tick(
                 trigger_id, pipeline, now, outcome, run_id=run_id, reason=reason or cause
@@ -191,11 +193,13 @@ class DataTriggers:
             )
 
     async def _start(
-        self, pipeline: str, trigger_id: str, dataset: str, commit: str
+        self, pipeline: str, trigger_id: str, dataset: str, commit: str, overlap: str = "skip"
     ) -> tuple[str, str | None, str | None]:
-        """``(outcome, run id, reason)``: ``fired`` with the run, or ``skipped`` and why."""
-        if (active := self.runner.active_run(pipeline)) is not None:
-            reason = f"ground-truth of {dataset} advanced to {commit[:12]}; previous run {active} still running (overlap 'skip')"
+        """``(outcome, run id, reason)``: ``fired`` with the run (and, when it replaced one, why),
+        or ``skipped`` and why."""
+        active, why = await make_room(self.runner, pipeline, overlap)
+        if why is not None:
+            reason = f"ground-truth of {dataset} advanced to {commit[:12]}; {why}"
             log.info("data trigger %s of %s skipped: %s", trigger_id, pipeline, reason)
             return "skipped", active, reason
         try:
@@ -219,6 +223,8 @@ class DataTriggers:
             run_id,
             pipeline,
         )
+        if active is not None:
+            return "fired", run_id, f"ground-truth of {dataset} advanced to {commit[:12]}; replaced run {active} (overlap 'replace')"
         return "fired", run_id, None
 
     async def _compete(self, record: dict[str, Any], dataset: str, commit: str, revision: int) -> None:

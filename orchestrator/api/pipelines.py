@@ -9,7 +9,9 @@ from aiohttp import web
 from ..errors import BadRequest, NotFound
 from ..models import Pipeline
 from ..names import name_problem
+from ..overlap import make_room
 from ..run_requests import BackfillRequest, RunRequest, check_overlap, options
+from ..runs.engine import RunInProgress
 from .common import node, ok, parse, path_name, read_json
 
 routes = web.RouteTableDef()
@@ -67,10 +69,8 @@ async def run_pipeline(request: web.Request) -> web.Response:
     if body.trigger is not None:
         if cron not in (None, ""):
             raise BadRequest("give either cron or trigger, not both", code="invalid_request")
-        check_overlap(body.overlap)
-        trigger = await the_node.triggers.add(
-            name, body.trigger.dataset, scope, body.placement, overlap=check_overlap(body.overlap)
-        )
+        overlap = check_overlap(body.overlap, federation=scope == "federation")
+        trigger = await the_node.triggers.add(name, body.trigger.dataset, scope, body.placement, overlap=overlap)
         return ok(
             {
                 "pipeline": name,
@@ -90,7 +90,7 @@ async def run_pipeline(request: web.Request) -> web.Response:
                     "fired is recorded as skipped",
                     code="not_supported",
                 )
-            check_overlap(body.overlap)
+            check_overlap(body.overlap, federation=True)
             schedule = await the_node.federation_scheduler.add(name, cron, timezone, body.placement)
         else:
             schedule = await the_node.scheduler.add(name, cron, timezone, add=body.add, **options(body))
@@ -109,8 +109,11 @@ async def run_pipeline(request: web.Request) -> web.Response:
                 ),
             }
         )
-    if body.overlap not in (None, "skip"):
-        check_overlap(body.overlap)
+    if check_overlap(body.overlap) == "replace":
+        # Run now, in place of the running run (cancelled first); without it, a running run is a 409.
+        active, why = await make_room(the_node.runner, name, "replace")
+        if why is not None:
+            raise RunInProgress(why, run_id=active)
     run_id = await the_node.runner.start(name, trigger="manual")
     if not body.wait:
         return ok({"id": run_id, "run_id": run_id, "pipeline": name, "status": "pending"}, status=202)

@@ -1,5 +1,5 @@
 """Schedule semantics through the API: the prototype's replace and DELETE by pipeline name, policies
-the runner cannot do yet, impossible crons, backfill (dry run and real) and a local data trigger."""
+the runner cannot do yet, overlap replace, impossible crons, backfill (dry run and real) and a local data trigger."""
 
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ def test_scheduling_again_replaces_and_delete_by_pipeline_name_removes(api: Api)
     [
         ({"cron": "0 0 31 2 *"}, "invalid_cron"),
         ({"cron": "0 0 * * *", "overlap": "queue"}, "not_supported"),
-        ({"cron": "0 0 * * *", "overlap": "replace"}, "not_supported"),
+        ({"cron": "0 0 * * *", "overlap": "replace", "scope": "federation"}, "not_supported"),
+        ({"trigger": {"dataset": "x"}, "overlap": "replace", "scope": "federation"}, "not_supported"),
         ({"cron": "0 0 * * *", "overlap": "allow"}, "not_supported"),
         ({"cron": "0 0 * * *", "overlap": "sometimes"}, "invalid_request"),
         ({"cron": "0 0 * * *", "catchup": "most"}, "invalid_request"),
@@ -237,3 +238,23 @@ def test_catch_up_after_a_real_stopped_minute(sqlite_node) -> None:
         assert datetime.fromisoformat(run["tick_at"]) == due and run["trigger"] == "cron"
     finally:
         api.ok(api.delete(f"/jobs/{pipeline}"))
+
+
+def _status(api: Api, run_id: str) -> str:
+    return str(api.ok(api.get(f"/runs/{run_id}"))["status"])
+
+
+def test_overlap_replace_cancels_the_running_run_then_starts(api: Api) -> None:
+    pipeline = init_pipeline(api, "sleep 300")
+    first = api.run(pipeline, wait=False)["id"]
+    assert poll(lambda: _status(api, first) == "running"), _status(api, first)
+    assert_error(api.post("/pipeline/run", {"name": pipeline, "wait": False}), 409, "run_in_progress")
+    second = api.run(pipeline, wait=False, overlap="replace")["id"]
+    assert second != first and _status(api, first) == "cancelled"
+    assert poll(lambda: _status(api, second) == "running"), _status(api, second)
+    # A schedule with overlap replace keeps it.
+    job = api.ok(api.post("/pipeline/run", {"name": pipeline, "cron": "0 0 * * *", "overlap": "replace"}))
+    assert job["overlap"] == "replace"
+    assert api.post(f"/runs/{second}/cancel").status_code == 202
+    assert poll(lambda: _status(api, second) == "cancelled"), _status(api, second)
+    api.ok(api.delete(f"/jobs/{pipeline}"))
