@@ -130,3 +130,35 @@ def test_step_fields() -> None:
     with pytest.raises(ValueError):
         Step.model_validate({**base, "retries": 21})
     assert Step.model_validate({**base, "retries": 20, "needs": []}).needs == []
+
+
+def test_which_failures_are_retried() -> None:
+    from orchestrator.errors import BadRequest, ExecutorUnavailable, GitError, NotFound
+    from orchestrator.executors import ContainerResult
+    from orchestrator.executors.http import StepRejected
+    from orchestrator.runs.attempt import StepFailed, check_result, classify
+
+    assert classify(ExecutorUnavailable("away")).passable
+    assert classify(GitError("the master did not answer")).passable
+    assert not classify(NotFound("no such dataset")).passable
+    assert not classify(StepRejected("unknown image")).passable
+    assert not classify(BadRequest("bad")).passable
+    step = Step.model_validate({"name": "s", "tool": "t", "output_dataset": "d", "stall_timeout": 5})
+    check_result(step, ContainerResult(exit_code=0), 60)  # success: no exception
+    outcomes = {
+        "exit": ContainerResult(exit_code=2),
+        "timeout": ContainerResult(timed_out=True),
+        "stall": ContainerResult(stalled=True),
+        "cancel": ContainerResult(cancelled=True),
+    }
+    statuses = {}
+    for name, result in outcomes.items():
+        with pytest.raises(StepFailed) as caught:
+            check_result(step, result, 60)
+        statuses[name] = (caught.value.attempt_status, caught.value.passable)
+    assert statuses == {
+        "exit": (AttemptStatus.FAILED, True),
+        "timeout": (AttemptStatus.TIMED_OUT, True),
+        "stall": (AttemptStatus.STALLED, True),
+        "cancel": (AttemptStatus.CANCELLED, False),
+    }
