@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .audit.service import Audits
+from .backfill import Backfills
 from .config import Settings
 from .datasets import Datasets
 from .datasets._git import die_with_parent, use_credentials_file
@@ -37,6 +38,7 @@ from .store import Store
 from .store.gateway import GatewayKeyStore, ListenerProgress
 from .store.outage import PendingMerges, RegistryCache
 from .tasks import spawn
+from .triggers import DataTriggers
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,8 @@ class Node:
     gateway_keys: GatewayKeys
     listener: RawListener | None
     audits: Audits
+    triggers: DataTriggers
+    backfills: Backfills
     compactor: Compactor
     _gc: asyncio.Task[None] | None = None
 
@@ -135,6 +139,8 @@ class Node:
             gateway_keys=GatewayKeys(GatewayKeyStore(store)),
             listener=listener,
             audits=Audits(settings, etcd, registry, store, datasets),
+            triggers=DataTriggers(settings, etcd, store, runner, registry),
+            backfills=Backfills(store, runner, federation_scheduler.book.all),
             compactor=Compactor(etcd, settings.etcd_compact_interval, settings.etcd_compact_keep),
         )
 
@@ -160,6 +166,7 @@ class Node:
             log.warning("closed %d run(s) that a previous orchestrator process left unfinished", interrupted)
         await self.scheduler.start()
         await self.federation_scheduler.start()
+        await self.triggers.start()
         await self.voting.start()
         if self.listener is not None:
             await self.listener.start()
@@ -184,6 +191,8 @@ class Node:
             ("etcd compaction", self.compactor.close),
             ("federation scheduler", self.federation_scheduler.close),
             ("scheduler", self.scheduler.stop),
+            ("data triggers", self.triggers.close),
+            ("backfills", self.backfills.close),
             ("audits", self.audits.close),
             ("runner", self.runner.shutdown),
         ]

@@ -1,85 +1,63 @@
 """Cron schedules of this instance's pipelines.
 
 The database is the source of truth: schedules are rows, re-armed in APScheduler at every start, and
-every tick is recorded (fired with its run, or skipped and why). A tick that finds the previous run
-still going is skipped, not stacked. Ticks missed while the instance was down lead to at most one
-catch-up run at start.
+every tick is recorded: ``fired`` with its run, ``skipped`` and why (the previous run still going), or
+``missed`` and why (the instance was down and the catch-up policy did not run it; see ``catchup``).
+
+The prototype's semantics: a pipeline has one schedule here unless a client asks for another
+(``add``); scheduling it again replaces that schedule, which keeps its id. Data triggers are rows of
+the same table (``dataset`` set, ``cron`` empty), fired by ``triggers`` instead of APScheduler.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
 
+from . import catchup
 from .errors import BadRequest, MaoError, NotFound
+from .overlap import make_room
+from .tasks import spawn
+from .ticks import DUE_JITTER, due_time, fire_times, make_trigger
 
 if TYPE_CHECKING:
     from .pipelines.runner import Runner
     from .store import Store
 
+__all__ = ["DUE_JITTER", "Scheduler", "due_time", "fire_times", "make_trigger"]
+
 log = logging.getLogger(__name__)
 
-
-def make_trigger(cron: str, timezone: str = "UTC") -> CronTrigger:
-    """A 5-field cron trigger; BadRequest (400) naming what is wrong otherwise."""
-    if not isinstance(cron, str) or not cron.strip():
-        raise BadRequest("cron must be a 5-field cron expression such as '*/15 * * * *'", code="invalid_cron")
-    if not isinstance(timezone, str):
-        raise BadRequest(
-            "timezone must be a string such as 'UTC' or 'Europe/Zurich'", code="invalid_timezone"
-        )
-    try:
-        zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise BadRequest(
-            f"unknown timezone {timezone!r} (use an IANA name such as 'Europe/Zurich')",
-            code="invalid_timezone",
-        ) from None
-    try:
-        return CronTrigger.from_crontab(cron.strip(), timezone=zone)
-    except ValueError as exc:
-        raise BadRequest(f"invalid cron expression {cron!r}: {exc}", code="invalid_cron") from None
+# Missed ticks are looked for this far back at most (and enumerated up to this many).
+CATCH_UP_HORIZON = timedelta(days=31)
+MAX_ENUMERATED = 50_000
+IDLE_POLL = 0.2
 
 
-def fire_times(trigger: CronTrigger, after: datetime, until: datetime, limit: int = 1000) -> list[datetime]:
-    """The trigger's fire times in (after, until], at most ``limit`` of them (the earliest)."""
-    times: list[datetime] = []
-    moment = trigger.get_next_fire_time(None, after + timedelta(microseconds=1))
-    while moment is not None and moment <= until and len(times) < limit:
-        times.append(moment)
-        moment = trigger.get_next_fire_time(moment, moment + timedelta(microseconds=1))
-    return times
-
-
-# APScheduler fires at (or just after) the due time; a tick that runs a little early (clock jitter)
-# still belongs to the fire time it is about to reach.
-DUE_JITTER = timedelta(seconds=1)
-
-
-def due_time(trigger: CronTrigger, now: datetime) -> datetime:
-    """The fire time a tick running at ``now`` stands for: the latest one in the hour before
-    ``now + DUE_JITTER``; ``now`` (whole seconds) when there is none (a tick that came very late)."""
-    moments = fire_times(trigger, now - timedelta(hours=1), now + DUE_JITTER, limit=100)
-    return moments[-1] if moments else now.replace(microsecond=0)
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class Scheduler:
-    def __init__(self, store: Store, runner: Runner) -> None:
+    def __init__(self, store: Store, runner: Runner, clock: Callable[[], datetime] = _now) -> None:
         self.store = store
         self.runner = runner
+        self.clock = clock
         self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         self._scheduler.start()
-        now = datetime.now(UTC)
+        now = self.clock()
         for schedule in await self.store.list_schedules():
+            if schedule.get("trigger"):
+                continue  # a data trigger: fired by ``triggers``
             try:
                 self._arm(schedule)
             except BadRequest as exc:  # e.g. a timezone this host's tzdata no longer knows
@@ -91,22 +69,53 @@ class Scheduler:
         log.info("scheduler started with %d schedule(s)", len(self._scheduler.get_jobs()))
 
     async def stop(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
 
-    async def add(self, pipeline: str, cron: str, timezone: str = "UTC") -> dict[str, Any]:
+    async def add(
+        self, pipeline: str, cron: str, timezone: str = "UTC", add: bool = False, **options: Any
+    ) -> dict[str, Any]:
+        """Schedule ``pipeline``; without ``add``, an existing cron schedule of it is replaced (and
+        keeps its id). ``options``: ``overlap``, ``catchup``, ``catchup_window``."""
         make_trigger(cron, timezone)  # validate before anything is stored
         if await self.store.get_pipeline(pipeline) is None:
             raise NotFound(f"pipeline {pipeline!r} is not initialised on this instance (POST /pipeline/init)")
-        schedule = await self.store.add_schedule(uuid.uuid4().hex, pipeline, cron.strip(), timezone)
+        current = [
+            s for s in await self.store.list_schedules() if s["pipeline"] == pipeline and not s.get("trigger")
+        ]
+        if current and not add:
+            schedule_id = current[0]["id"]
+            await self.store.replace_schedule(schedule_id, cron.strip(), timezone, **options)
+            schedule = await self.store.get_schedule(schedule_id)
+            if schedule is None:  # deleted meanwhile
+                raise NotFound(f"schedule {schedule_id} of {pipeline!r} was deleted meanwhile")
+            verb = "rescheduled"
+        else:
+            schedule = await self.store.add_schedule(
+                uuid.uuid4().hex, pipeline, cron.strip(), timezone, **options
+            )
+            verb = "scheduled"
         self._arm(schedule)
-        log.info("pipeline %s scheduled with %r (%s) as job %s", pipeline, cron, timezone, schedule["id"])
+        log.info("pipeline %s %s with %r (%s) as job %s", pipeline, verb, cron, timezone, schedule["id"])
         return schedule
 
     async def remove(self, schedule_id: str) -> None:
         if not await self.store.delete_schedule(schedule_id):
             raise NotFound(f"no scheduled job {schedule_id!r} on this instance")
         self.forget(schedule_id)
+
+    async def remove_pipeline(self, pipeline: str) -> list[str]:
+        """Remove every local schedule (and data trigger) of ``pipeline``; their ids."""
+        removed = []
+        for schedule in await self.store.list_schedules():
+            if schedule["pipeline"] == pipeline and await self.store.delete_schedule(schedule["id"]):
+                self.forget(schedule["id"])
+                removed.append(schedule["id"])
+        return removed
 
     def forget(self, schedule_id: str) -> None:
         """Stop firing a schedule whose row is already gone (e.g. deleted with its pipeline)."""
@@ -136,35 +145,87 @@ class Scheduler:
             misfire_grace_time=60,
         )
 
+    # -- catch-up -------------------------------------------------------------------------------
     async def _catch_up(self, schedule: dict[str, Any], now: datetime) -> None:
         since = datetime.fromisoformat(schedule["last_tick_at"] or schedule["created_at"])
-        missed = fire_times(make_trigger(schedule["cron"], schedule["timezone"]), since, now, limit=1)
-        if missed:
-            await self._fire(schedule, due_at=now, catch_up_since=since)
+        trigger = make_trigger(schedule["cron"], schedule["timezone"])
+        # Ticks within DUE_JITTER of now belong to APScheduler, which fires them itself.
+        until = now - DUE_JITTER
+        horizon = max(since, now - CATCH_UP_HORIZON)
+        missed = fire_times(trigger, horizon, until, limit=MAX_ENUMERATED)
+        earlier = len(fire_times(trigger, since, horizon, limit=MAX_ENUMERATED)) if horizon > since else 0
+        if not missed:
+            return
+        decided = catchup.plan(
+            missed, schedule.get("catchup") or "latest", schedule.get("catchup_window"), now, earlier
+        )
+        pipeline, schedule_id = schedule["pipeline"], schedule["id"]
+        if decided.missed:
+            await self.store.record_ticks(
+                schedule_id, pipeline, [(tick, "missed", None, reason) for tick, reason in decided.missed]
+            )
+            log.info(
+                "schedule %s of %s: %d tick(s) missed while the instance was down, recorded as missed",
+                schedule_id,
+                pipeline,
+                len(decided.missed),
+            )
+        if len(decided.run) == 1:
+            reason = f"catch-up for ticks missed since {since.isoformat()}"
+            await self._fire(schedule, decided.run[0], reason=reason)
+        elif decided.run:
+            spawn(self._replay(schedule, decided.run), f"catch-up of schedule {schedule_id}", self._tasks)
 
+    async def _replay(self, schedule: dict[str, Any], ticks: list[datetime]) -> None:
+        """catchup 'all': each missed tick's run, in order, one at a time."""
+        for number, tick in enumerate(ticks, start=1):
+            await self._wait_idle(schedule["pipeline"])
+            if await self.store.get_schedule(schedule["id"]) is None:
+                log.info("schedule %s was removed: its catch-up stops", schedule["id"])
+                return
+            reason = f"catch-up {number} of {len(ticks)} (catchup 'all')"
+            run_id = await self._fire(schedule, tick, reason=reason)
+            if run_id is not None:
+                await self._wait_ended(schedule["pipeline"], run_id)
+
+    async def _wait_idle(self, pipeline: str) -> None:
+        while self.runner.active_run(pipeline) is not None:
+            await asyncio.sleep(IDLE_POLL)
+
+    async def _wait_ended(self, pipeline: str, run_id: str) -> None:
+        while self.runner.active_run(pipeline) == run_id:
+            await asyncio.sleep(IDLE_POLL)
+
+    # -- one tick -------------------------------------------------------------------------------
     async def _tick(self, schedule_id: str) -> None:
         schedule = await self.store.get_schedule(schedule_id)
         if schedule is None:  # deleted meanwhile
             self.forget(schedule_id)
             return
         trigger = make_trigger(schedule["cron"], schedule["timezone"])
-        await self._fire(schedule, due_at=due_time(trigger, datetime.now(UTC)))
+        await self._fire(schedule, due_time(trigger, self.clock()))
 
     async def _fire(
-        self, schedule: dict[str, Any], due_at: datetime, catch_up_since: datetime | None = None
-    ) -> None:
+        self, schedule: dict[str, Any], due_at: datetime, reason: str | None = None
+    ) -> str | None:
+        """Start the tick's run (its id), or record why not (None)."""
         pipeline, schedule_id = schedule["pipeline"], schedule["id"]
-        reason = f"catch-up for ticks missed since {catch_up_since.isoformat()}" if catch_up_since else None
         try:
-            if (active := self.runner.active_run(pipeline)) is not None:
-                reason = f"previous run {active} still running"
+            active, why = await make_room(self.runner, pipeline, schedule.get("overlap") or "skip")
+            if why is not None:
                 await self.store.record_tick(
-                    schedule_id, pipeline, due_at, "skipped", run_id=active, reason=reason
+                    schedule_id, pipeline, due_at, "skipped", run_id=active, reason=why
                 )
-                log.info("tick of %s at %s skipped: %s", pipeline, due_at.isoformat(), reason)
-                return
-            run_id = await self.runner.start(pipeline, trigger="cron", schedule_id=schedule_id)
+                log.info("tick of %s at %s skipped: %s", pipeline, due_at.isoformat(), why)
+                return None
+            run_id = await self.runner.start(
+                pipeline, trigger="cron", schedule_id=schedule_id, tick_at=due_at
+            )
+            if active is not None:
+                replaced = f"replaced run {active} (overlap 'replace')"
+                reason = f"{reason}; {replaced}" if reason else replaced
             await self.store.record_tick(schedule_id, pipeline, due_at, "fired", run_id=run_id, reason=reason)
+            return run_id
         except MaoError as exc:
             log.warning(
                 "tick of %s at %s could not start a run: %s", pipeline, due_at.isoformat(), exc.message
@@ -173,3 +234,4 @@ class Scheduler:
                 await self.store.record_tick(schedule_id, pipeline, due_at, "skipped", reason=exc.message)
             except MaoError:
                 pass
+            return None

@@ -10,6 +10,7 @@ import click
 from ..client import ApiError, CtlError, segment
 from ..context import Ctl, confirm, json_option, name_option, parse_labels, pass_ctl, yes_option
 from ..pipeline_input import ask_pipeline, ask_private_values, pipeline_from_file
+from .backfill import backfill_command
 from .runs import cancel_run_command, runs_command, show_run, show_run_command
 
 
@@ -20,6 +21,7 @@ def pipeline() -> None:
 
 pipeline.add_command(runs_command)
 pipeline.add_command(show_run_command)
+pipeline.add_command(backfill_command)
 pipeline.add_command(cancel_run_command)
 
 
@@ -146,6 +148,16 @@ def remove_pipeline(ctl: Ctl, name: str, yes: bool) -> None:
     metavar="KEY=VALUE",
     help="With --scope federation: only instances with these labels may fire it (repeatable).",
 )
+@click.option("--add", "add", is_flag=True, help="With --cron: another schedule, not a replacement.")
+@click.option(
+    "--catchup",
+    type=click.Choice(["none", "latest", "all"]),
+    help="With --cron: what runs of the ticks missed while the instance was down (default latest).",
+)
+@click.option(
+    "--catchup-window", type=int, help="With --cron: missed ticks older than this (seconds) never run."
+)
+@click.option("--on-dataset", help="Run at each ground-truth advance of this dataset (a data trigger).")
 @json_option
 @pass_ctl
 def run_pipeline(
@@ -156,8 +168,28 @@ def run_pipeline(
     no_wait: bool,
     scope: str,
     labels: dict[str, str],
+    add: bool,
+    catchup: str | None,
+    catchup_window: int | None,
+    on_dataset: str | None,
 ) -> None:
-    """Run a pipeline now (waiting for the end), or schedule it with --cron."""
+    """Run a pipeline now (waiting for the end), schedule it with --cron, or trigger it with --on-dataset."""
+    if on_dataset:
+        if cron or no_wait:
+            raise click.UsageError("--on-dataset arms a data trigger: not with --cron or --no-wait")
+        body: dict[str, Any] = {"name": name, "trigger": {"dataset": on_dataset}, "scope": scope}
+        if labels:
+            body["placement"] = {"labels": labels}
+        job = ctl.api.post("/pipeline/run", body)
+        ctl.out.show(
+            job,
+            lambda: ctl.out.line(
+                f"{name} runs at each ground-truth advance of {on_dataset} ({scope}); job id {job['job_id']}."
+            ),
+        )
+        return
+    if (add or catchup or catchup_window) and not cron:
+        raise click.UsageError("--add, --catchup and --catchup-window apply to a schedule: give --cron too")
     if scope == "federation" and not cron:
         raise click.UsageError("--scope federation schedules a pipeline: give --cron too")
     if labels and scope != "federation":
@@ -169,9 +201,15 @@ def run_pipeline(
     if cron:
         if no_wait:
             raise click.UsageError("--no-wait only applies to a run now, not to --cron")
-        body: dict[str, Any] = {"name": name, "cron": cron}
+        body = {"name": name, "cron": cron}
         if timezone:
             body["timezone"] = timezone
+        if add:
+            body["add"] = True
+        if catchup:
+            body["catchup"] = catchup
+        if catchup_window:
+            body["catchup_window"] = catchup_window
         if scope == "federation":
             body["scope"] = "federation"
             body["placement"] = {"labels": labels}

@@ -105,7 +105,7 @@ def list_scheduled(ctl: Ctl) -> None:
                     s["id"],
                     s["scope"],
                     s["pipeline"],
-                    s["cron"],
+                    s["cron"] or f"on {(s.get('trigger') or {}).get('dataset')} advancing",
                     s["timezone"],
                     s.get("next_run_time"),
                     s.get("last_tick_at"),

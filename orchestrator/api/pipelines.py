@@ -9,6 +9,9 @@ from aiohttp import web
 from ..errors import BadRequest, NotFound
 from ..models import Pipeline
 from ..names import name_problem
+from ..overlap import make_room
+from ..run_requests import BackfillRequest, RunRequest, check_overlap, options
+from ..runs.engine import RunInProgress
 from .common import node, ok, parse, path_name, read_json
 
 routes = web.RouteTableDef()
@@ -45,29 +48,52 @@ async def delete_pipeline(request: web.Request) -> web.Response:
 
 @routes.post("/pipeline/run")
 async def run_pipeline(request: web.Request) -> web.Response:
-    """Run now and answer with the run's record; ``wait: false`` answers 202 at once; ``cron``
-    schedules instead of running: on this instance (``scope: "instance"``, the default) or
-    federation-wide (``scope: "federation"``, optionally ``placement: {"labels": {...}}``)."""
-    body = await read_json(request)
-    name = body.get("name")
+    """Run now and answer with the run's record; ``wait: false`` answers 202 at once. ``cron``
+    schedules instead of running: on this instance (``scope: "instance"``, the default; it replaces the
+    pipeline's schedule unless ``add: true``) or federation-wide (``scope: "federation"``, optionally
+    ``placement: {"labels": {...}}``). ``trigger: {dataset}`` runs it at each ground-truth advance of
+    that dataset (a data trigger). Schedules take ``overlap``, and local ones ``catchup`` and
+    ``catchup_window``."""
+    body = parse(RunRequest, await read_json(request))
+    name = body.name
     if problem := name_problem(name, "pipeline name"):
         raise BadRequest(problem, code="invalid_name")
     assert isinstance(name, str)
     the_node = node(request)
-    cron = body.get("cron")
-    scope = body.get("scope") or "instance"
+    cron = body.cron
+    scope = body.scope or "instance"
     if scope not in SCOPES:
         raise BadRequest(f"scope must be one of {', '.join(SCOPES)}", code="invalid_scope")
+    if body.placement is not None and scope != "federation":
+        raise BadRequest('placement only applies to scope "federation"', code="invalid_placement")
+    if body.trigger is not None:
+        if cron not in (None, ""):
+            raise BadRequest("give either cron or trigger, not both", code="invalid_request")
+        overlap = check_overlap(body.overlap, federation=scope == "federation")
+        trigger = await the_node.triggers.add(name, body.trigger.dataset, scope, body.placement, overlap=overlap)
+        return ok(
+            {
+                "pipeline": name,
+                "job_id": trigger["id"],
+                "trigger": {"dataset": body.trigger.dataset},
+                "scope": scope,
+            }
+        )
     if scope == "federation" and cron in (None, ""):
         raise BadRequest("a federation-wide schedule needs a cron expression", code="invalid_cron")
-    if body.get("placement") is not None and scope != "federation":
-        raise BadRequest('placement only applies to scope "federation"', code="invalid_placement")
     if cron not in (None, ""):
-        timezone = body.get("timezone") or "UTC"
+        timezone = body.timezone or "UTC"
         if scope == "federation":
-            schedule = await the_node.federation_scheduler.add(name, cron, timezone, body.get("placement"))
+            if body.catchup is not None or body.catchup_window is not None:
+                raise BadRequest(
+                    "catchup applies to instance schedules: a federation-wide tick that no instance "
+                    "fired is recorded as skipped",
+                    code="not_supported",
+                )
+            check_overlap(body.overlap, federation=True)
+            schedule = await the_node.federation_scheduler.add(name, cron, timezone, body.placement)
         else:
-            schedule = await the_node.scheduler.add(name, cron, timezone)
+            schedule = await the_node.scheduler.add(name, cron, timezone, add=body.add, **options(body))
         return ok(
             {
                 "pipeline": name,
@@ -76,16 +102,33 @@ async def run_pipeline(request: web.Request) -> web.Response:
                 "timezone": schedule["timezone"],
                 "scope": scope,
                 **({"placement": schedule["placement"]} if scope == "federation" else {}),
+                **(
+                    {k: schedule[k] for k in ("overlap", "catchup", "catchup_window")}
+                    if scope == "instance"
+                    else {}
+                ),
             }
         )
-    wait = body.get("wait", True)
-    if not isinstance(wait, bool):
-        raise BadRequest("wait must be true or false", code="invalid_request")
+    if check_overlap(body.overlap) == "replace":
+        # Run now, in place of the running run (cancelled first); without it, a running run is a 409.
+        active, why = await make_room(the_node.runner, name, "replace")
+        if why is not None:
+            raise RunInProgress(why, run_id=active)
     run_id = await the_node.runner.start(name, trigger="manual")
-    if not wait:
+    if not body.wait:
         return ok({"id": run_id, "run_id": run_id, "pipeline": name, "status": "pending"}, status=202)
     await the_node.runner.wait(run_id)
     return ok(await the_node.store.get_run(run_id))
+
+
+@routes.post("/pipeline/backfill")
+async def backfill(request: web.Request) -> web.Response:
+    """One run per tick of ``cron`` (default: the pipeline's schedule) in ``[from, to]``, in order, one
+    at a time, with trigger ``backfill``; ``dry_run`` only lists the ticks."""
+    body = parse(BackfillRequest, await read_json(request))
+    the_node = node(request)
+    result = await the_node.backfills.start(body)
+    return ok(result, status=200 if body.dry_run else 202)
 
 
 @routes.post("/bare-repo/init")

@@ -63,23 +63,31 @@ async def cancel_run(request: web.Request) -> web.Response:
 
 @routes.get("/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
-    """Every armed schedule's next run time: this instance's and the federation-wide ones."""
-    return ok(node(request).scheduler.next_run_times())
+    """Every armed schedule's next run time: this instance's and the federation-wide ones; data
+    triggers (which have no next run time) with null."""
+    the_node = node(request)
+    return ok({**await the_node.triggers.jobs(), **the_node.scheduler.next_run_times()})
 
 
 @routes.get("/schedules")
 async def list_schedules(request: web.Request) -> web.Response:
-    """The schedules with their cron, timezone, next run and recent ticks (what /jobs summarises)."""
+    """This instance's schedules and data triggers with their policies, next run and recent ticks
+    (``?ticks=N``, default 20, at most 1000, newest first): fired, skipped or missed, each with why."""
     the_node = node(request)
+    try:
+        limit = int(request.query.get("ticks", "20"))
+    except ValueError:
+        raise BadRequest("ticks must be an integer", code="invalid_request") from None
+    if not 0 <= limit <= 1000:
+        raise BadRequest("ticks must be between 0 and 1000", code="invalid_request")
     next_runs = the_node.scheduler.next_run_times()
     schedules = await the_node.store.list_schedules()
-    ticks = await the_node.store.list_ticks(limit=200)
     return ok(
         [
             {
                 **s,
                 "next_run_time": next_runs.get(s["id"]),
-                "ticks": [t for t in ticks if t["schedule_id"] == s["id"]][:20],
+                "ticks": await the_node.store.list_ticks(s["id"], limit=limit) if limit else [],
             }
             for s in schedules
         ]
@@ -88,15 +96,22 @@ async def list_schedules(request: web.Request) -> web.Response:
 
 @routes.delete("/jobs/{id}")
 async def delete_job(request: web.Request) -> web.Response:
-    job_id = _id(request)
+    """Remove a schedule (or data trigger) by its id, or, as the prototype did, every local schedule
+    of a pipeline by the pipeline's name."""
+    job_id = request.match_info["id"]
+    is_id, is_name = bool(_ID_RE.fullmatch(job_id)), name_problem(job_id, "pipeline name") is None
+    if not (is_id or is_name):
+        raise BadRequest(f"invalid id {job_id[:80]!r}", code="invalid_id")
     the_node = node(request)
-    try:
-        await the_node.scheduler.remove(job_id)
-        scope = "instance"
-    except NotFound:
-        if not await the_node.federation_scheduler.remove(job_id):
-            raise NotFound(
-                f"no scheduled job {job_id!r} (neither on this instance nor federation-wide)"
-            ) from None
-        scope = "federation"
-    return ok({"job_id": job_id, "deleted": True, "scope": scope})
+    if is_id:
+        try:
+            await the_node.scheduler.remove(job_id)
+            return ok({"job_id": job_id, "deleted": True, "scope": "instance"})
+        except NotFound:
+            pass
+    # Before etcd is asked: a pipeline's local schedules go even while the federation is away.
+    if is_name and (removed := await the_node.scheduler.remove_pipeline(job_id)):
+        return ok({"job_id": job_id, "deleted": True, "scope": "instance", "removed": removed})
+    if is_id and await the_node.federation_scheduler.remove(job_id):
+        return ok({"job_id": job_id, "deleted": True, "scope": "federation"})
+    raise NotFound(f"no scheduled job {job_id!r} (neither on this instance nor federation-wide)")

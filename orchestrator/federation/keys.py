@@ -14,6 +14,9 @@ MEMBERS = f"{PREFIX}/members/"
 LOCKS = f"{PREFIX}/locks/"
 SCHEDULES = f"{PREFIX}/schedules/"
 TICKS = f"{PREFIX}/ticks/"
+# One key per dataset, put by every ground-truth merge: data triggers watch this prefix.
+GROUND_TRUTH = f"{PREFIX}/ground-truth/"
+TRIGGER_FIRES = f"{PREFIX}/trigger-fires/"
 # The gateway's namespaces: the only keys /write, /read and /inspect can reach.
 RAW = f"{PREFIX}/raw/"
 INSIGHTS = f"{PREFIX}/insights/"
@@ -54,6 +57,20 @@ def ticks(schedule_id: str) -> str:
 def tick(schedule_id: str, due: str) -> str:
     """One tick's record; ``due`` is a fixed-width UTC timestamp, so keys sort by time."""
     return ticks(schedule_id) + due
+
+
+def ground_truth(dataset: str) -> str:
+    return GROUND_TRUTH + dataset
+
+
+def trigger_fires(trigger_id: str) -> str:
+    """Prefix of one federation-wide data trigger's fire records."""
+    return f"{TRIGGER_FIRES}{trigger_id}/"
+
+
+def trigger_fire(trigger_id: str, revision: int) -> str:
+    """The record of one ground-truth advance (the etcd revision that announced it) for a trigger."""
+    return f"{trigger_fires(trigger_id)}{revision:020d}"
 
 
 def audit(audit_id: str) -> str:

@@ -31,13 +31,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound
-from ..scheduling import due_time, fire_times, make_trigger
 from ..tasks import spawn
+from ..ticks import due_time, fire_times, make_trigger
 from . import keys
 from .etcd import Etcd, KeyValue, WatchEvent
 from .members import Membership
@@ -69,7 +69,9 @@ class FederationScheduler:
         store: Store,
         membership: Membership,
         registry: Registry,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self.clock = clock  # a fake one in tests (daylight-saving ticks)
         self.instance = settings.instance_name
         self.labels = settings.labels
         self.etcd = etcd
@@ -107,6 +109,7 @@ class FederationScheduler:
             "cron": cron.strip(),
             "timezone": timezone,
             "placement": checked,
+            "overlap": "skip",
             "created_by": self.instance,
             "created_at": datetime.now(UTC).isoformat(),
         }
@@ -122,15 +125,23 @@ class FederationScheduler:
     async def schedules(self) -> list[dict[str, Any]]:
         schedules = await self.book.all()
         next_runs = self.scheduler.next_run_times()
-        ticks = await asyncio.gather(*(self.book.recent_ticks(s["id"]) for s in schedules))
+        ticks = await asyncio.gather(
+            *(
+                self.book.recent_fires(s["id"]) if s.get("trigger") else self.book.recent_ticks(s["id"])
+                for s in schedules
+            )
+        )
         fields = ("due_at", "outcome", "instance", "run_id", "reason", "run_status", "recorded_at")
         return [
             {
                 **{k: s.get(k) for k in ("id", "pipeline", "cron", "timezone", "placement")},
+                "overlap": s.get("overlap") or "skip",
+                **({"trigger": s["trigger"]} if s.get("trigger") else {}),
                 "created_by": s.get("created_by"),
                 "created_at": s.get("created_at"),
                 "next_run_time": next_runs.get(s["id"]),
-                "ticks": [{k: t.get(k) for k in fields} for t in recent],
+                # A data trigger's records are its fires: one per ground-truth advance (with its commit).
+                "ticks": recent if s.get("trigger") else [{k: t.get(k) for k in fields} for t in recent],
             }
             for s, recent in zip(schedules, ticks, strict=True)
         ]
@@ -179,6 +190,8 @@ class FederationScheduler:
         return False
 
     def _arm(self, schedule: dict[str, Any]) -> None:
+        if schedule.get("trigger"):
+            return  # a data trigger: fired by ``triggers`` at each ground-truth advance, not by a clock
         spec = (schedule.get("cron", ""), schedule.get("timezone", "UTC"))
         if self._armed.get(schedule["id"]) == spec:
             return
@@ -204,7 +217,7 @@ class FederationScheduler:
 
     # -- one tick -------------------------------------------------------------------------------
     async def _tick(self, schedule_id: str) -> None:
-        due = datetime.now(UTC)
+        due = self.clock()
         try:
             schedule = await self.book.get(schedule_id)
             if schedule is None:
@@ -244,7 +257,9 @@ class FederationScheduler:
         try:
             reason = await self._busy(schedule)
             if reason is None:
-                run_id = await self.runner.start(pipeline, trigger="cron", schedule_id=schedule_id)
+                run_id = await self.runner.start(
+                    pipeline, trigger="cron", schedule_id=schedule_id, tick_at=due
+                )
                 record.update(outcome="fired", run_id=run_id)
         except MaoError as exc:  # e.g. etcd or the database away while deciding
             reason = exc.message

@@ -88,9 +88,10 @@ class ScheduleBook:
         ]
 
     async def delete(self, schedule_id: str) -> bool:
-        """Delete the schedule and its tick history."""
+        """Delete the schedule (or data trigger) and its tick history."""
         deleted = await self.etcd.delete(keys.schedule(schedule_id))
         await self.etcd.delete_prefix(keys.ticks(schedule_id))
+        await self.etcd.delete_prefix(keys.trigger_fires(schedule_id))
         return deleted
 
     # -- ticks ----------------------------------------------------------------------------------
@@ -112,6 +113,11 @@ class ScheduleBook:
         """The newest ``limit`` tick records, newest first."""
         kvs = await self.etcd.list_prefix(keys.ticks(schedule_id), limit=limit, newest_first=True)
         return [_value(kv) for kv in kvs]
+
+    async def recent_fires(self, trigger_id: str, limit: int = 20) -> list[dict[str, Any]]:
+        """A data trigger's newest ``limit`` fire records (one per ground-truth advance), newest first."""
+        kvs = await self.etcd.list_prefix(keys.trigger_fires(trigger_id), limit=limit, newest_first=True)
+        return [kv.value for kv in kvs if isinstance(kv.value, dict)]
 
     async def last_tick_before(self, schedule_id: str, due: datetime) -> datetime | None:
         kvs = await self.etcd.list_prefix(

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..datasets import Datasets, MergeResult
 from ..errors import EtcdUnavailable, GitError, MaoError
+from ..federation.advances import announce
 from ..federation.etcd import Etcd
 from ..federation.locks import LockLost, Locks
 from ..models import Dataset
@@ -58,6 +59,7 @@ class Voting:
         self.locks = locks
         self.pending = pending
         self.registrations = registrations
+        self.etcd = etcd
         self._wake = asyncio.Event()
         self._retrier: asyncio.Task[None] | None = None
         etcd.on_available(self._wake.set)
@@ -116,7 +118,7 @@ class Voting:
             held.check()
             try:
                 # The push is killed if the lease is lost meanwhile: it never lands after the lease.
-                return await self.datasets.run(
+                result = await self.datasets.run(
                     dataset,
                     master,
                     lambda repo: repo.merge_and_push(branch, message, trailers, abort=held.lost_event),
@@ -124,6 +126,10 @@ class Voting:
             except GitError:
                 held.check()  # stopped because the lock was lost: queued like any lost lock
                 raise
+            # Under the lock: the announcements (data triggers' key) come in the order of the merges.
+            if result.merged and result.commit:
+                await announce(self.etcd, dataset, result.commit, trailers)
+            return result
 
     # -- the queue ------------------------------------------------------------------------------
     async def _retry_queued(self) -> None:

@@ -130,9 +130,11 @@ class Runner:
     def active_run(self, pipeline: str) -> str | None:
         return self._active.get(pipeline)
 
-    async def start(self, name: str, trigger: str, schedule_id: str | None = None) -> str:
+    async def start(self, name: str, trigger: str, schedule_id: str | None = None, **cause: Any) -> str:
         """Record a run of pipeline ``name`` and start it in the background; returns its id at once.
-        Raises NotFound (no such pipeline here) or RunInProgress (one is running already)."""
+        Raises NotFound (no such pipeline here) or RunInProgress (one is running already).
+        ``cause``: what the run stands for, kept on its record: ``tick_at`` (a schedule's or a
+        backfill's tick), ``trigger_dataset`` and ``trigger_commit`` (a data trigger's advance)."""
         if name in self._active:
             raise RunInProgress(
                 f"pipeline {name!r} is already running (run {self._active[name]}); wait for it to end",
@@ -146,7 +148,7 @@ class Runner:
                 raise NotFound(f"pipeline {name!r} is not initialised on this instance (POST /pipeline/init)")
             nodes = pipeline.graph()
             branches = [node_branch(s.name, self.settings.instance_name) for s in pipeline.steps]
-            await self.records.create(run_id, pipeline, trigger, nodes, branches, schedule_id)
+            await self.records.create(run_id, pipeline, trigger, nodes, branches, schedule_id, **cause)
         except BaseException:
             self._active.pop(name, None)
             raise

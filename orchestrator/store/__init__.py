@@ -143,14 +143,31 @@ class Store:
         return await RunRecords(self).list(pipeline=pipeline, status=status, limit=limit)
 
     # -- schedules ------------------------------------------------------------------------------
-    async def add_schedule(self, schedule_id: str, pipeline: str, cron: str, timezone: str) -> dict[str, Any]:
+    async def add_schedule(
+        self, schedule_id: str, pipeline: str, cron: str, timezone: str, **options: Any
+    ) -> dict[str, Any]:
+        """``options``: ``overlap``, ``catchup``, ``catchup_window``, ``dataset`` (columns)."""
         async with self.session(f"schedule {pipeline}") as s:
             row = ScheduleRow(
-                id=schedule_id, pipeline=pipeline, cron=cron, timezone=timezone, last_tick_at=utcnow()
+                id=schedule_id,
+                pipeline=pipeline,
+                cron=cron,
+                timezone=timezone,
+                last_tick_at=utcnow(),
+                **options,
             )
             s.add(row)
             await s.flush()
             return schedule_to_dict(row)
+
+    async def replace_schedule(self, schedule_id: str, cron: str, timezone: str, **options: Any) -> None:
+        """New cron and policies for a schedule; its ticks count from now."""
+        async with self.session(f"replace schedule {schedule_id}") as s:
+            await s.execute(
+                update(ScheduleRow)
+                .where(ScheduleRow.id == schedule_id)
+                .values(cron=cron, timezone=timezone, last_tick_at=utcnow(), **options)
+            )
 
     async def list_schedules(self) -> list[dict[str, Any]]:
         async with self.session("list schedules") as s:
@@ -176,19 +193,33 @@ class Store:
         run_id: str | None = None,
         reason: str | None = None,
     ) -> None:
-        async with self.session(f"record a tick of schedule {schedule_id}") as s:
-            s.add(
-                TickRow(
-                    schedule_id=schedule_id,
-                    pipeline=pipeline,
-                    due_at=due_at,
-                    outcome=outcome,
-                    run_id=run_id,
-                    reason=reason,
+        await self.record_ticks(schedule_id, pipeline, [(due_at, outcome, run_id, reason)])
+
+    async def record_ticks(
+        self, schedule_id: str, pipeline: str, ticks: list[tuple[datetime, str, str | None, str | None]]
+    ) -> None:
+        """Record ``(due_at, outcome, run_id, reason)`` ticks, in order, in one transaction; the
+        schedule's ``last_tick_at`` moves to the latest of them (never back)."""
+        if not ticks:
+            return
+        async with self.session(f"record ticks of schedule {schedule_id}") as s:
+            for due_at, outcome, run_id, reason in ticks:
+                s.add(
+                    TickRow(
+                        schedule_id=schedule_id,
+                        pipeline=pipeline,
+                        due_at=due_at,
+                        outcome=outcome,
+                        run_id=run_id,
+                        reason=reason,
+                    )
                 )
-            )
+            latest = max(t[0] for t in ticks)
             await s.execute(
-                update(ScheduleRow).where(ScheduleRow.id == schedule_id).values(last_tick_at=due_at)
+                update(ScheduleRow)
+                .where(ScheduleRow.id == schedule_id)
+                .where((ScheduleRow.last_tick_at.is_(None)) | (ScheduleRow.last_tick_at < latest))
+                .values(last_tick_at=latest)
             )
 
     async def list_ticks(self, schedule_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
@@ -229,6 +260,13 @@ def schedule_to_dict(row: ScheduleRow) -> dict[str, Any]:
         "timezone": row.timezone,
         "created_at": _iso(row.created_at),
         "last_tick_at": _iso(row.last_tick_at),
+        "overlap": row.overlap or "skip",
+        **({"trigger": {"dataset": row.dataset}} if row.dataset else {}),
+        **(
+            {"catchup": row.catchup or "latest", "catchup_window": row.catchup_window}
+            if not row.dataset
+            else {}
+        ),
     }
 
 

@@ -61,7 +61,10 @@ class RunRecords:
         nodes: Sequence[StepNode],
         branches: Sequence[str],
         schedule_id: str | None = None,
+        **cause: Any,
     ) -> None:
+        """``cause``: what the run stands for, columns of the run: ``tick_at`` (a schedule's or a
+        backfill's tick), ``trigger_dataset`` and ``trigger_commit`` (a data trigger's advance)."""
         async with self.store.session(f"record a run of {pipeline.name}") as s:
             s.add(
                 RunRow(
@@ -70,6 +73,7 @@ class RunRecords:
                     trigger=trigger,
                     status=RunStatus.PENDING,
                     schedule_id=schedule_id,
+                    **cause,
                 )
             )
             await s.flush()
@@ -307,6 +311,12 @@ def run_to_dict(
         "status": run.status,
         "error": run.error,
         "schedule_id": run.schedule_id,
+        "tick_at": _iso(run.tick_at),
+        **(
+            {"trigger_dataset": run.trigger_dataset, "trigger_commit": run.trigger_commit}
+            if run.trigger_dataset
+            else {}
+        ),
         "created_at": _iso(run.created_at),
         "started_at": _iso(run.started_at),
         "ended_at": _iso(run.ended_at),

@@ -79,6 +79,11 @@ class RunRow(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     schedule_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The schedule tick (or backfill tick) this run stands for; None for manual and data-triggered runs.
+    tick_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # A data-triggered run: the dataset and the ground-truth commit whose advance caused it.
+    trigger_dataset: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    trigger_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -151,10 +156,18 @@ class ScheduleRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # The last tick handled (fired or skipped): missed ticks are counted from here after a restart.
     last_tick_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Policies (None: the default): "skip"; "none" | "latest" | "all"; seconds.
+    overlap: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    catchup: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    catchup_window: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # A data trigger instead of a cron: the dataset whose ground-truth advances fire it (cron is "").
+    dataset: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 class TickRow(Base):
-    """What happened at one tick of a schedule: fired (with its run) or skipped (and why)."""
+    """What happened at one tick of a schedule: ``fired`` (with its run; a catch-up says so in its
+    reason), ``skipped`` (it could not start, and why) or ``missed`` (the instance was down and the
+    catch-up policy did not run it, and why)."""
 
     __tablename__ = "schedule_ticks"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

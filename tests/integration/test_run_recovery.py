@@ -145,10 +145,15 @@ def test_a_postgresql_database_from_before_migrations_is_upgraded(postgres) -> N
                 run = await store.get_run("r1")
                 assert run is not None and run["steps"][0]["name"] == "s"
                 assert run["steps"][0]["attempts"] == [] and run["steps"][0]["needs"] == []
+                assert run["tick_at"] is None and "trigger_dataset" not in run  # revision 0003
             finally:
                 await store.close()
         (version,) = await _sql(url, "SELECT version_num FROM alembic_version")
         assert version[0] == migrate.head()
+        columns = await _sql(
+            url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'schedules'"
+        )
+        assert {"overlap", "catchup", "catchup_window", "dataset"} <= {c[0] for c in columns}
         (steps,) = await _sql(url, "SELECT steps FROM pending_merges")
         assert steps[0] in ('[["r1", "s"]]', [["r1", "s"]])
 

@@ -227,6 +227,77 @@ def test_a_server_that_is_not_mao() -> None:
         assert missing.exit_code == 1 and missing.stderr.strip() == "Error: no such endpoint: /locks"
 
 
+def test_pipeline_backfill_sends_the_span_and_lists_the_ticks() -> None:
+    answer = {
+        "pipeline": "demo",
+        "cron": "0 * * * *",
+        "timezone": "UTC",
+        "ticks": ["2026-01-01T00:00:00+00:00", "2026-01-01T01:00:00+00:00"],
+        "count": 2,
+        "dry_run": True,
+    }
+    with fake_api({("POST", "/pipeline/backfill"): (200, answer)}) as api:
+        result = maoctl(
+            api.url,
+            "pipeline",
+            "backfill",
+            "--name",
+            "demo",
+            "--from",
+            "2026-01-01T00:00:00Z",
+            "--to",
+            "2026-01-01T01:00:00Z",
+            "--dry-run",
+        )
+    assert result.exit_code == 0, result.output
+    assert "would run 2 tick(s)" in result.output and "2026-01-01T01:00:00+00:00" in result.output
+    (_, path, body, _) = api.requests[0]
+    assert path == "/pipeline/backfill"
+    assert body == {
+        "name": "demo",
+        "from": "2026-01-01T00:00:00Z",
+        "to": "2026-01-01T01:00:00Z",
+        "dry_run": True,
+    }
+
+
+def test_pipeline_run_sends_policies_and_data_triggers() -> None:
+    job = {
+        "pipeline": "demo",
+        "job_id": "abc123",
+        "cron": "0 * * * *",
+        "timezone": "UTC",
+        "scope": "instance",
+    }
+    with fake_api({("POST", "/pipeline/run"): (200, job)}) as api:
+        scheduled = maoctl(
+            api.url,
+            "pipeline",
+            "run",
+            "--name",
+            "demo",
+            "--cron",
+            "0 * * * *",
+            "--add",
+            "--catchup",
+            "all",
+            "--catchup-window",
+            "3600",
+        )
+        triggered = maoctl(
+            api.url, "pipeline", "run", "--name", "demo", "--on-dataset", "raw", "--scope", "federation"
+        )
+        alone = maoctl(api.url, "pipeline", "run", "--name", "demo", "--catchup", "all")
+    assert scheduled.exit_code == 0 and triggered.exit_code == 0, scheduled.output + triggered.output
+    assert "runs at each ground-truth advance of raw" in triggered.output
+    assert alone.exit_code == 2 and "give --cron too" in alone.output
+    bodies = [body for (_, _, body, _) in api.requests]
+    assert bodies == [
+        {"name": "demo", "cron": "0 * * * *", "add": True, "catchup": "all", "catchup_window": 3600},
+        {"name": "demo", "trigger": {"dataset": "raw"}, "scope": "federation"},
+    ]
+
+
 TLS_ADDED = {
     "member": {"id": "1a2b", "name": "gamma", "peer_urls": ["https://10.0.0.3:2380"]},
     "ETCD_INITIAL_CLUSTER": "alpha=https://10.0.0.1:2380,gamma=https://10.0.0.3:2380",

@@ -62,6 +62,33 @@ async def test_a_database_from_before_migrations_is_upgraded_with_its_history(tm
         assert run["steps"][1]["needs"] == ["collect"] and run["steps"][1]["attempts"] == []
         (queued,) = await PendingMerges(store).all()
         assert queued["steps"] == [["r1", "count"]]
+        # Schedule semantics (0003): the old run stands for no tick and no data trigger.
+        assert run["tick_at"] is None and "trigger_dataset" not in run
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(migrate.head(),)]
+    assert _no_drift(path) == []
+
+
+async def test_an_old_schedule_keeps_its_defaults_after_the_schedule_columns_arrive(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    _old_database(path)
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO pipelines (name, description, steps, created_at, updated_at) "
+            "VALUES ('p', '', '[]', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+        )
+        db.execute(
+            "INSERT INTO schedules (id, pipeline, cron, timezone, created_at) "
+            "VALUES ('s1', 'p', '0 * * * *', 'UTC', '2026-01-01 00:00:00')"
+        )
+    store = Store(f"sqlite+aiosqlite:///{path}")
+    await store.start()
+    try:
+        (schedule,) = await store.list_schedules()
+        assert schedule["cron"] == "0 * * * *" and schedule["overlap"] == "skip"
+        assert schedule["catchup"] == "latest" and schedule["catchup_window"] is None
     finally:
         await store.close()
     with sqlite3.connect(path) as db:

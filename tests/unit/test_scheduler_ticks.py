@@ -21,7 +21,7 @@ class FakeRunner:
     def active_run(self, pipeline: str) -> str | None:
         return self.active.get(pipeline)
 
-    async def start(self, name: str, trigger: str, schedule_id: str | None = None) -> str:
+    async def start(self, name: str, trigger: str, schedule_id: str | None = None, **cause: object) -> str:
         self.started.append(name)
         return f"run{len(self.started)}"
 
@@ -51,7 +51,7 @@ async def test_tick_skips_while_the_previous_run_is_going(store: Store) -> None:
     await scheduler._tick(schedule["id"])
     ticks = await store.list_ticks(schedule["id"])
     assert [t["outcome"] for t in reversed(ticks)] == ["fired", "skipped"]
-    assert ticks[0]["reason"] == "previous run run1 still running"
+    assert ticks[0]["reason"] == "previous run run1 still running (overlap 'skip')"
     assert runner.started == ["p"]
     await scheduler.stop()
 
@@ -69,8 +69,12 @@ async def test_missed_ticks_lead_to_one_catch_up_run(store: Store) -> None:
     restarted = Scheduler(store, runner)  # type: ignore[arg-type]
     await restarted.start()
     assert runner.started == ["p"]
-    (tick,) = await store.list_ticks(schedule["id"])
+    ticks = await store.list_ticks(schedule["id"], limit=100)
+    tick = ticks[0]  # newest first: the catch-up run stands for the latest missed tick
     assert tick["outcome"] == "fired" and tick["reason"].startswith("catch-up for ticks missed since")
+    # Every other missed tick is recorded as missed, superseded by the catch-up run.
+    assert len(ticks) in (36, 37) and {t["outcome"] for t in ticks[1:]} == {"missed"}
+    assert "superseded by the catch-up run" in ticks[1]["reason"]
     # Started again right away: nothing more was missed, so no second catch-up.
     await restarted.stop()
     again = Scheduler(store, runner)  # type: ignore[arg-type]

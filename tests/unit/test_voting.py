@@ -79,6 +79,11 @@ class FakeRegistrations:
 class FakeEtcd:
     def __init__(self) -> None:
         self.callbacks: list[Callable[[], None]] = []
+        self.announced: list[tuple[str, object]] = []  # ground-truth advances (data triggers' key)
+
+    async def put(self, key: str, value: object, lease: int | None = None) -> int:
+        self.announced.append((key, value))
+        return len(self.announced)
 
     def on_available(self, callback: Callable[[], None]) -> None:
         self.callbacks.append(callback)

@@ -30,7 +30,7 @@ class FakeRunner:
     def active_run(self, pipeline: str) -> str | None:
         return self.active.get(pipeline)
 
-    async def start(self, pipeline: str, trigger: str, schedule_id: str | None = None) -> str:
+    async def start(self, pipeline: str, trigger: str, schedule_id: str | None = None, **cause: Any) -> str:
         self.started.append(pipeline)
         return f"{self.name}-run{len(self.started)}"
 

@@ -1,0 +1,267 @@
+"""Data triggers: run a pipeline each time a dataset's ground-truth advances, on any instance.
+
+``POST /pipeline/run {name, trigger: {dataset}}``. Every merge into ground-truth puts
+``/mao/v1/ground-truth/<dataset>`` (``federation.advances``); each instance watches that prefix and,
+for each PUT (one advance, told apart by its etcd revision):
+- a local trigger (a row of the schedules table with ``dataset`` set) starts a run here, with trigger
+  ``dataset``, ``trigger_dataset`` and ``trigger_commit`` (the ground-truth commit that caused it) on
+  its record, or records the advance as skipped (overlap ``skip``: the previous run still going);
+- a federation-wide trigger (``scope: "federation"``, a record under ``/mao/v1/schedules/`` with a
+  ``trigger``) is fired by exactly one eligible instance: each eligible one races to create
+  ``/mao/v1/trigger-fires/<id>/<revision>`` (compare-and-create, as the cron ticks), the winner fires
+  and writes the outcome into that key.
+
+Advances while the watch was down (etcd away) are not replayed one by one: the list that follows a
+broken watch is the current state, not the history. What is missed is an advance, never a run twice.
+A trigger on a dataset the pipeline itself writes would fire itself: a 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from .errors import BadRequest, Conflict, MaoError, NotFound
+from .federation import keys
+from .federation.etcd import Etcd, KeyValue, WatchEvent
+from .federation.leases import SharedLease
+from .federation.schedules import check_placement, labels_match
+from .federation.watch import PrefixWatch
+from .overlap import make_room
+from .tasks import spawn
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .federation.registry import Registry
+    from .pipelines.runner import Runner
+    from .store import Store
+
+log = logging.getLogger(__name__)
+
+FIRE_HISTORY_TTL = 7 * 86400
+RESYNC_EVERY = 30.0
+
+
+class DataTriggers:
+    def __init__(
+        self, settings: Settings, etcd: Etcd, store: Store, runner: Runner, registry: Registry
+    ) -> None:
+        self.instance = settings.instance_name
+        self.labels = settings.labels
+        self.etcd = etcd
+        self.store = store
+        self.runner = runner
+        self.registry = registry
+        self.history_lease = SharedLease(etcd, FIRE_HISTORY_TTL, reuse_for=3600.0)
+        self._federation: dict[str, dict[str, Any]] = {}  # id -> federation-wide trigger record
+        self._seen: dict[str, int] = {}  # dataset -> last advance (etcd revision) handled
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        spawn(self._watch_triggers(), "federation data triggers watch", self._tasks)
+        spawn(self._watch_advances(), "ground-truth advances watch", self._tasks)
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- the API's side -------------------------------------------------------------------------
+    async def add(
+        self, pipeline: str, dataset: str, scope: str, placement: object, overlap: str = "skip"
+    ) -> dict[str, Any]:
+        if await self.registry.dataset(dataset) is None:
+            raise NotFound(f"dataset {dataset!r} is not registered in the federation")
+        if scope == "federation":
+            registration = await self.registry.pipeline(pipeline)
+            if registration is None:
+                raise NotFound(
+                    f"pipeline {pipeline!r} is not registered in the federation: initialise it on at least "
+                    "one instance first (POST /pipeline/init)"
+                )
+            outputs = {
+                s.get("output_dataset") for s in registration.get("steps") or [] if isinstance(s, dict)
+            }
+            _check_loop(pipeline, dataset, outputs)
+            trigger_id = uuid.uuid4().hex
+            record: dict[str, Any] = {
+                "id": trigger_id,
+                "pipeline": pipeline,
+                "cron": "",
+                "timezone": "UTC",
+                "trigger": {"dataset": dataset},
+                "overlap": overlap,
+                "placement": check_placement(placement),
+                "created_by": self.instance,
+                "created_at": datetime.now(UTC).isoformat(),
+            }
+            if not await self.etcd.create(keys.schedule(trigger_id), record):
+                raise MaoError("a new trigger id was taken", code="internal")
+            self._federation[trigger_id] = record
+            log.info(
+                "federation-wide data trigger %s: %s runs when %s advances", record["id"], pipeline, dataset
+            )
+            return record
+        local = await self.store.get_pipeline(pipeline)
+        if local is None:
+            raise NotFound(f"pipeline {pipeline!r} is not initialised on this instance (POST /pipeline/init)")
+        _check_loop(pipeline, dataset, {s.output_dataset for s in local.steps})
+        row = await self.store.add_schedule(
+            uuid.uuid4().hex, pipeline, "", "UTC", dataset=dataset, overlap=overlap
+        )
+        log.info("data trigger %s: %s runs when %s advances", row["id"], pipeline, dataset)
+        return row
+
+    async def jobs(self) -> dict[str, str | None]:
+        """The data triggers for ``GET /jobs``: they have no next run time."""
+        local = [s["id"] for s in await self.store.list_schedules() if s.get("trigger")]
+        return {job_id: None for job_id in [*local, *self._federation]}
+
+    # -- watches --------------------------------------------------------------------------------
+    async def _watch_triggers(self) -> None:
+        async def on_list(values: list[KeyValue], _revision: int) -> None:
+            self._federation = {kv.value["id"]: kv.value for kv in values if _is_trigger(kv.value)}
+
+        async def on_event(event: WatchEvent) -> None:
+            trigger_id = keys.last_segment(event.key)
+            if event.kind == "PUT" and _is_trigger(event.value):
+                self._federation[trigger_id] = event.value
+            elif event.kind == "DELETE":
+                self._federation.pop(trigger_id, None)
+
+        await PrefixWatch(
+            self.etcd,
+            keys.SCHEDULES,
+            on_list=on_list,
+            on_event=on_event,
+            what="federation data triggers",
+            resync_every=RESYNC_EVERY,
+            relist=True,
+        ).run()
+
+    async def _watch_advances(self) -> None:
+        async def on_list(values: list[KeyValue], _revision: int) -> None:
+            for kv in values:  # the current state: what happened before is not replayed
+                self._seen[keys.last_segment(kv.key)] = max(
+                    self._seen.get(keys.last_segment(kv.key), 0), kv.mod_revision
+                )
+
+        async def on_event(event: WatchEvent) -> None:
+            if event.kind != "PUT" or not isinstance(event.value, dict):
+                return
+            dataset = keys.last_segment(event.key)
+            if event.revision <= self._seen.get(dataset, 0):
+                return  # handed over again after a resumed watch
+            self._seen[dataset] = event.revision
+            await self._advanced(dataset, str(event.value.get("commit") or ""), event.revision)
+
+        await PrefixWatch(
+            self.etcd, keys.GROUND_TRUTH, on_list=on_list, on_event=on_event, what="ground-truth advances"
+        ).run()
+
+    # -- one advance ----------------------------------------------------------------------------
+    async def _advanced(self, dataset: str, commit: str, revision: int) -> None:
+        now = datetime.now(UTC)
+        for row in await self.store.list_schedules():
+            if (row.get("trigger") or {}).get("dataset") == dataset:
+                await self._fire_local(row, dataset, commit, now)
+        for record in list(self._federation.values()):
+            if record["trigger"].get("dataset") == dataset:
+                spawn(
+                    self._compete(record, dataset, commit, revision), f"trigger {record['id']}", self._tasks
+                )
+
+    async def _fire_local(self, row: dict[str, Any], dataset: str, commit: str, now: datetime) -> None:
+        pipeline, trigger_id = row["pipeline"], row["id"]
+        cause = f"ground-truth of {dataset} advanced to {commit[:12]}"
+        overlap = row.get("overlap") or "skip"
+        outcome, run_id, reason = await self._start(pipeline, trigger_id, dataset, commit, overlap)
+        try:
+            await self.store.record_tick(
+                trigger_id, pipeline, now, outcome, run_id=run_id, reason=reason or cause
+            )
+        except MaoError as exc:
+            log.warning(
+                "data trigger %s: the outcome (%s) could not be recorded: %s",
+                trigger_id,
+                outcome,
+                exc.message,
+            )
+
+    async def _start(
+        self, pipeline: str, trigger_id: str, dataset: str, commit: str, overlap: str = "skip"
+    ) -> tuple[str, str | None, str | None]:
+        """``(outcome, run id, reason)``: ``fired`` with the run (and, when it replaced one, why),
+        or ``skipped`` and why."""
+        active, why = await make_room(self.runner, pipeline, overlap)
+        if why is not None:
+            reason = f"ground-truth of {dataset} advanced to {commit[:12]}; {why}"
+            log.info("data trigger %s of %s skipped: %s", trigger_id, pipeline, reason)
+            return "skipped", active, reason
+        try:
+            run_id = await self.runner.start(
+                pipeline,
+                trigger="dataset",
+                schedule_id=trigger_id,
+                trigger_dataset=dataset,
+                trigger_commit=commit,
+            )
+        except Conflict as exc:
+            return "skipped", None, f"ground-truth of {dataset} advanced to {commit[:12]}; {exc.message}"
+        except MaoError as exc:
+            log.warning("data trigger %s of %s could not start a run: %s", trigger_id, pipeline, exc.message)
+            return "skipped", None, f"ground-truth of {dataset} advanced to {commit[:12]}; {exc.message}"
+        log.info(
+            "data trigger %s: %s advanced to %s, run %s of %s started",
+            trigger_id,
+            dataset,
+            commit[:12],
+            run_id,
+            pipeline,
+        )
+        if active is not None:
+            return "fired", run_id, f"ground-truth of {dataset} advanced to {commit[:12]}; replaced run {active} (overlap 'replace')"
+        return "fired", run_id, None
+
+    async def _compete(self, record: dict[str, Any], dataset: str, commit: str, revision: int) -> None:
+        """Federation-wide: the eligible instance that creates the advance's key fires it."""
+        trigger_id, pipeline = record["id"], record["pipeline"]
+        if not labels_match(self.labels, record.get("placement")):
+            return
+        if await self.store.get_pipeline(pipeline) is None:
+            return
+        key = keys.trigger_fire(trigger_id, revision)
+        claim = {"outcome": "claimed", "instance": self.instance, "dataset": dataset, "commit": commit}
+        if not await self.history_lease.with_lease(lambda lease: self.etcd.create(key, claim, lease=lease)):
+            return  # another instance fires this advance
+        outcome, run_id, reason = await self._start(pipeline, trigger_id, dataset, commit)
+        result = {
+            **claim,
+            "outcome": outcome,
+            "run_id": run_id,
+            "reason": reason,
+            "recorded_at": datetime.now(UTC).isoformat(),
+        }
+        await self.history_lease.with_lease(lambda lease: self.etcd.put(key, result, lease=lease))
+
+
+def _is_trigger(value: object) -> bool:
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("id"), str)
+        and isinstance(value.get("pipeline"), str)
+        and isinstance(value.get("trigger"), dict)
+    )
+
+
+def _check_loop(pipeline: str, dataset: str, outputs: set[Any]) -> None:
+    if dataset in outputs:
+        raise BadRequest(
+            f"pipeline {pipeline!r} writes {dataset!r} itself: a trigger on it would start the pipeline "
+            "again at each of its own runs",
+            code="trigger_loop",
+        )

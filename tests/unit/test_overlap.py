@@ -1,0 +1,56 @@
+"""Overlap policies against a stand-in runner: ``skip`` leaves the running run alone and says why;
+``replace`` cancels it and waits for its end; a run that ended meanwhile is no obstacle."""
+
+from __future__ import annotations
+
+import asyncio
+
+from orchestrator.errors import Conflict
+from orchestrator.overlap import make_room
+
+
+class Runner:
+    def __init__(self, active: str | None, ended_before_cancel: bool = False) -> None:
+        self.active = active
+        self.ended_before_cancel = ended_before_cancel
+        self.cancelled: list[str] = []
+        self.done = asyncio.Event()
+
+    def active_run(self, pipeline: str) -> str | None:
+        return self.active
+
+    async def cancel(self, run_id: str) -> None:
+        if self.ended_before_cancel:
+            raise Conflict(f"run {run_id} has ended", code="run_ended")
+        self.cancelled.append(run_id)
+        asyncio.get_running_loop().call_later(0.05, self._end)
+
+    def _end(self) -> None:
+        self.active = None
+        self.done.set()
+
+    async def wait(self, run_id: str) -> None:
+        if self.ended_before_cancel:
+            return
+        await self.done.wait()
+
+
+async def test_nothing_running_leaves_room() -> None:
+    assert await make_room(Runner(None), "p", "replace") == (None, None)  # type: ignore[arg-type]
+
+
+async def test_skip_names_the_running_run() -> None:
+    runner = Runner("r1")
+    active, why = await make_room(runner, "p", "skip")  # type: ignore[arg-type]
+    assert active == "r1" and why is not None and "r1 still running" in why and runner.cancelled == []
+
+
+async def test_replace_cancels_and_waits_for_the_end() -> None:
+    runner = Runner("r1")
+    assert await make_room(runner, "p", "replace") == ("r1", None)  # type: ignore[arg-type]
+    assert runner.cancelled == ["r1"] and runner.active is None
+
+
+async def test_replace_of_a_run_that_just_ended() -> None:
+    runner = Runner("r1", ended_before_cancel=True)
+    assert await make_room(runner, "p", "replace") == ("r1", None)  # type: ignore[arg-type]
