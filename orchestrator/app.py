@@ -11,6 +11,7 @@ from aiohttp import web
 
 from .api import add_routes
 from .api.common import NODE
+from .api.console import is_public
 from .api.gateway import PRINCIPAL
 from .config import Settings
 from .errors import Forbidden, MaoError, Unauthorized
@@ -47,18 +48,31 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _error(500, "internal", f"internal error (reference {ref} in the orchestrator log)")
 
 
-def auth_middleware(token: str | None) -> Callable[..., Awaitable[web.StreamResponse]]:
+def auth_middleware(
+    token: str | None, metrics_token: str | None = None
+) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Who may call what: the admin token (``MAO_API_TOKEN``) everything; a gateway key only the
-    gateway's routes (403 elsewhere, 401 once revoked); nothing or anything else 401. Without an admin
-    token the API only listens on loopback (config refuses anything else) and is open, but a gateway
-    key sent anyway is still checked and scoped, and names the writer of raw entries."""
+    gateway's routes (403 elsewhere, 401 once revoked); the metrics token (``MAO_METRICS_TOKEN``) only
+    ``GET /metrics``; nothing or anything else 401. Without an admin token the API only listens on
+    loopback (config refuses anything else) and is open, but a gateway key sent anyway is still
+    checked and scoped, and names the writer of raw entries. The console's and the API reference's
+    static files (``console.is_public``) load without a token: they hold no data and ask for it."""
     expected = f"Bearer {token}".encode() if token else None
+    metrics_expected = f"Bearer {metrics_token}".encode() if metrics_token else None
 
     @web.middleware
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if is_public(request):
+            return await handler(request)
         given = request.headers.get("Authorization", "")
         credential = given.removeprefix("Bearer ").strip() if given.startswith("Bearer ") else ""
         if expected is not None and hmac.compare_digest(given.encode(), expected):
+            request[PRINCIPAL] = ADMIN
+        elif (
+            metrics_expected is not None
+            and request.path == "/metrics"
+            and hmac.compare_digest(given.encode(), metrics_expected)
+        ):
             request[PRINCIPAL] = ADMIN
         elif looks_like_gateway_key(credential):
             found = await request.app[NODE].gateway_keys.identify(credential)
@@ -83,7 +97,8 @@ def auth_middleware(token: str | None) -> Callable[..., Awaitable[web.StreamResp
 
 def create_app(settings: Settings, node: Node | None = None) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware(settings.api_token)], client_max_size=4 * 1024**2
+        middlewares=[error_middleware, auth_middleware(settings.api_token, settings.metrics_token)],
+        client_max_size=4 * 1024**2,
     )
     app[NODE] = node or Node.build(settings)
     add_routes(app)

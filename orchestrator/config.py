@@ -54,6 +54,11 @@ class Settings:
     raw_batch_size: int = 100
     gateway_rate: float = 5.0
     gateway_burst: int = 10
+    # Operations: a token that may only read /metrics (for a scraper), the log line format, and how
+    # long runs and tick records are kept.
+    metrics_token: str | None = None
+    log_format: str = "text"
+    run_retention_days: float = 90.0
 
     @property
     def api_url(self) -> str:
@@ -89,6 +94,9 @@ class Settings:
             "MAO_RAW_BATCH_SIZE": self.raw_batch_size,
             "MAO_GATEWAY_RATE": self.gateway_rate,
             "MAO_GATEWAY_BURST": self.gateway_burst,
+            "MAO_METRICS_TOKEN": "***" if self.metrics_token else None,
+            "MAO_LOG_FORMAT": self.log_format,
+            "MAO_RUN_RETENTION_DAYS": self.run_retention_days,
         }
 
 
@@ -208,6 +216,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         problems.append(f"MAO_LOG_LEVEL={log_level} must be DEBUG, INFO, WARNING or ERROR")
 
+    log_format = (get("MAO_LOG_FORMAT", "text") or "text").lower()
+    if log_format not in ("text", "json"):
+        problems.append(f"MAO_LOG_FORMAT={log_format} must be text or json")
+
     settings = Settings(
         instance_name=instance_name,
         data_dir=data_dir,
@@ -238,6 +250,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raw_batch_size=int(get_number("MAO_RAW_BATCH_SIZE", 100, 1, 10000, integer=True)),
         gateway_rate=get_number("MAO_GATEWAY_RATE", 5.0, 0.01, 10000),
         gateway_burst=int(get_number("MAO_GATEWAY_BURST", 10, 1, 100000, integer=True)),
+        metrics_token=get("MAO_METRICS_TOKEN"),
+        log_format=log_format,
+        run_retention_days=get_number("MAO_RUN_RETENTION_DAYS", 90.0, 0.0001, 36500),
     )
     if problems:
         raise ConfigError(problems)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .audit.service import Audits
 from .config import Settings
@@ -22,10 +22,12 @@ from .gateway.limits import RateLimiter
 from .gateway.listener import RawListener
 from .gateway.raw import RawStore
 from .gateway.tokens import GatewayKeys
+from .metrics import Metrics
 from .pipelines.registrations import Registrations
 from .pipelines.runner import Runner
 from .pipelines.service import PipelineService
 from .pipelines.voting import Voting
+from .retention import Retention
 from .scheduling import Scheduler
 from .store import Store
 from .store.gateway import GatewayKeyStore, ListenerProgress
@@ -54,6 +56,8 @@ class Node:
     gateway_keys: GatewayKeys
     listener: RawListener | None
     audits: Audits
+    metrics: Metrics = field(default_factory=Metrics)
+    retention: Retention | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Node:
@@ -90,7 +94,13 @@ class Node:
                 voting,
                 ListenerProgress(store),
             )
+        metrics = Metrics()
+        # The operator's view hooks in here, not in the services' constructors.
+        runner.metrics = scheduler.metrics = federation_scheduler.metrics = metrics
+        locks.on_dataset_wait = metrics.lock_wait.observe
         return cls(
+            metrics=metrics,
+            retention=Retention(store, settings.run_retention_days),
             settings=settings,
             etcd=etcd,
             registry=registry,
@@ -140,6 +150,8 @@ class Node:
         if self.listener is not None:
             await self.listener.start()
         await self.audits.start()
+        if self.retention is not None:
+            await self.retention.start()
         for name, check in (("etcd", self.etcd.check), ("executor", self.executor.health)):
             try:
                 await check()
@@ -153,6 +165,7 @@ class Node:
             ("federation scheduler", self.federation_scheduler.close),
             ("scheduler", self.scheduler.stop),
             ("audits", self.audits.close),
+            *([("retention", self.retention.close)] if self.retention is not None else []),
             ("runner", self.runner.shutdown),
         ]
         if self.listener is not None:

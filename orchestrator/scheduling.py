@@ -19,6 +19,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from .errors import BadRequest, MaoError, NotFound
+from .metrics import UNSERVED, Metrics
 
 if TYPE_CHECKING:
     from .pipelines.runner import Runner
@@ -71,6 +72,8 @@ def due_time(trigger: CronTrigger, now: datetime) -> datetime:
 
 
 class Scheduler:
+    metrics: Metrics = UNSERVED  # the node's, set by Node.build
+
     def __init__(self, store: Store, runner: Runner) -> None:
         self.store = store
         self.runner = runner
@@ -162,13 +165,16 @@ class Scheduler:
                     schedule_id, pipeline, due_at, "skipped", run_id=active, reason=reason
                 )
                 log.info("tick of %s at %s skipped: %s", pipeline, due_at.isoformat(), reason)
+                self.metrics.tick("instance", "skipped")
                 return
             run_id = await self.runner.start(pipeline, trigger="cron", schedule_id=schedule_id)
+            self.metrics.tick("instance", "fired", lag=(datetime.now(UTC) - due_at).total_seconds())
             await self.store.record_tick(schedule_id, pipeline, due_at, "fired", run_id=run_id, reason=reason)
         except MaoError as exc:
             log.warning(
                 "tick of %s at %s could not start a run: %s", pipeline, due_at.isoformat(), exc.message
             )
+            self.metrics.tick("instance", "skipped")
             try:
                 await self.store.record_tick(schedule_id, pipeline, due_at, "skipped", reason=exc.message)
             except MaoError:

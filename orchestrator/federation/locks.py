@@ -13,7 +13,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -46,16 +46,24 @@ class HeldLock:
             raise LockLost(f"lost the lease of lock {self.key} (etcd did not refresh it in time)")
 
 
+def _ignore(_seconds: float) -> None:
+    pass
+
+
 class Locks:
     def __init__(self, etcd: Etcd, instance: str, ttl: int = 15, wait: float = 600.0) -> None:
         self.etcd = etcd
         self.instance = instance
         self.ttl = ttl
         self.wait = wait
+        # Told how long each dataset lock took to get (the node points it at its metrics).
+        self.on_dataset_wait: Callable[[float], None] = _ignore
 
     @contextlib.asynccontextmanager
     async def dataset(self, name: str, purpose: str) -> AsyncIterator[HeldLock]:
+        asked = time.monotonic()
         async with self.hold(keys.dataset_lock(name), purpose) as held:
+            self.on_dataset_wait(time.monotonic() - asked)
             yield held
 
     @contextlib.asynccontextmanager

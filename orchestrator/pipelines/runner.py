@@ -32,6 +32,8 @@ from ..datasets import Datasets
 from ..errors import Conflict, MaoError, NotFound
 from ..executor_client import ExecutorClient
 from ..gateway.insights import InsightsPublisher, read_insights
+from ..logs import RUN_ID, STEP
+from ..metrics import UNSERVED, Metrics
 from ..models import Pipeline, Step, node_branch
 from ..store import Store
 from ..store.tables import utcnow
@@ -55,6 +57,8 @@ class StepFailed(Exception):
 
 
 class Runner:
+    metrics: Metrics = UNSERVED  # the node's, set by Node.build
+
     def __init__(
         self,
         settings: Settings,
@@ -119,9 +123,11 @@ class Runner:
     async def _execute(self, run_id: str, pipeline: Pipeline) -> None:
         scratch = self.settings.data_dir / "tmp" / run_id
         position = 0
+        RUN_ID.set(run_id)  # this task's log lines carry the run (MAO_LOG_FORMAT=json)
         try:
             await self.store.update_run(run_id, status="running", started_at=utcnow())
             for position, step in enumerate(pipeline.steps):
+                STEP.set(step.name)
                 try:
                     await self._run_step(run_id, position, step, pipeline, scratch)
                 except StepFailed as failure:
@@ -147,6 +153,9 @@ class Runner:
             await self._close_quietly(run_id, position, len(pipeline.steps), f"internal error: {exc}")
         finally:
             self._active.pop(pipeline.name, None)
+            with contextlib.suppress(Exception):
+                if (record := await self.store.get_run(run_id)) is not None:
+                    self.metrics.observe_run(record)
             # Input snapshots can be large: delete them off the event loop.
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True))
 
