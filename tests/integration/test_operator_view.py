@@ -91,7 +91,11 @@ def test_who_may_read_what(guarded_node: Node) -> None:
         assert_error(scraper.get(path), 401, "unauthorized")
     assert_error(scraper.post("/pipeline/run", {"name": "x"}), 401)
     # The pages load without a token (they hold no data and ask for it); their data does not.
-    for path, kind in (("/ui/", "text/html"), ("/ui/console.js", "text/javascript"), ("/api/docs", "text/html")):
+    for path, kind in (
+        ("/ui/", "text/html"),
+        ("/ui/console.js", "text/javascript"),
+        ("/api/docs", "text/html"),
+    ):
         page = anonymous.get(path)
         assert page.status_code == 200 and page.headers["Content-Type"].startswith(kind), path
         assert "default-src 'self'" in page.headers["Content-Security-Policy"]
@@ -109,7 +113,9 @@ def test_json_log_lines_carry_the_run(guarded_node: Node) -> None:
     assert run["status"] == "succeeded"
     deadline = time.monotonic() + 30
     while True:
-        lines = [json.loads(line) for line in guarded_node.service.log_text().splitlines() if line.startswith("{")]
+        lines = [
+            json.loads(line) for line in guarded_node.service.log_text().splitlines() if line.startswith("{")
+        ]
         mine = [line for line in lines if line.get("run") == run["id"]]
         if any("succeeded" in line["message"] for line in mine) or time.monotonic() > deadline:
             break
