@@ -6,6 +6,7 @@ const TOKEN_KEY = "mao-token";
 const REFRESH_MS = 2000;
 const ACTIVE = new Set(["pending", "queued", "running", "retrying"]);
 let refreshTimer = null;
+let generation = 0; // bumped at every navigation: an answer for an earlier view is dropped
 let cancelSupported = null; // unknown until the first answer of POST /runs/{id}/cancel
 
 // -- the API ------------------------------------------------------------------------------------
@@ -66,7 +67,7 @@ const badge = (status) => h("span", { class: `badge s-${status || "unknown"}` },
 const view = () => document.getElementById("view");
 
 function setView(...children) {
-  view().replaceChildren(...children);
+  view().replaceChildren(...children.flat(2).filter((c) => c !== null && c !== undefined && c !== false));
 }
 
 function errorBox(err) {
@@ -90,6 +91,7 @@ function showLogin(message) {
   document.getElementById("view").hidden = true;
   document.getElementById("logout").hidden = true;
   document.getElementById("login-error").textContent = message || "";
+  document.getElementById("token").value = "";
   document.getElementById("token").focus();
 }
 
@@ -132,15 +134,17 @@ function stopRefresh() {
 
 function refreshIn(render, ms = REFRESH_MS) {
   stopRefresh();
-  const hash = location.hash;
+  const gen = generation;
   refreshTimer = setTimeout(() => {
-    if (location.hash === hash && !document.getElementById("confirm").open) render(true);
-    else if (location.hash === hash) refreshIn(render, ms);
+    if (gen !== generation) return;
+    if (document.getElementById("confirm").open) refreshIn(render, ms);
+    else render(true);
   }, ms);
 }
 
 // -- runs ---------------------------------------------------------------------------------------
 async function renderRuns(again) {
+  const gen = generation;
   const params = new URLSearchParams(location.hash.split("?")[1] || "");
   const query = new URLSearchParams({ limit: "50" });
   if (params.get("pipeline")) query.set("pipeline", params.get("pipeline"));
@@ -149,10 +153,12 @@ async function renderRuns(again) {
   try {
     [runs, pipelines] = await Promise.all([api("GET", `/runs?${query}`), api("GET", "/pipeline")]);
   } catch (err) {
+    if (gen !== generation) return;
     if (!again) setView(h("h1", {}, "Runs"), errorBox(err));
     refreshIn(renderRuns, REFRESH_MS * 3);
     return;
   }
+  if (gen !== generation) return;
   const filter = (name, values) =>
     h(
       "select",
@@ -237,7 +243,7 @@ function stepGraph(steps) {
     pos.set(s.name, { x: 20 + d * 190, y: 20 + r * 70 });
   });
   const width = 40 + (Math.max(...depth.values()) + 1) * 190;
-  const height = 40 + Math.max(...rows.values()) * 70;
+  const height = 40 + 44 + (Math.max(...rows.values()) - 1) * 70;
   const svgNS = "http://www.w3.org/2000/svg";
   const el = (tag, attrs, text) => {
     const e = document.createElementNS(svgNS, tag);
@@ -305,14 +311,16 @@ function alertBox(err) {
 }
 
 async function renderRun(again) {
+  const gen = generation;
   const id = decodeURIComponent(location.hash.split("/")[2] || "");
   let run;
   try {
     run = await api("GET", `/runs/${encodeURIComponent(id)}`);
   } catch (err) {
-    if (!again) setView(h("h1", {}, "Run"), errorBox(err));
+    if (!again && gen === generation) setView(h("h1", {}, "Run"), errorBox(err));
     return;
   }
+  if (gen !== generation) return;
   const steps = run.steps || [];
   if (!selectedStep || !steps.some((s) => s.name === selectedStep)) {
     const failed = steps.find((s) => ["failed", "conflict"].includes(s.status));
@@ -426,14 +434,16 @@ function scheduleRows(schedules, scope) {
 }
 
 async function renderPipelines(again) {
+  const gen = generation;
   let pipelines, local, federation;
   try {
     [pipelines, local] = await Promise.all([api("GET", "/pipeline"), api("GET", "/schedules")]);
     federation = await api("GET", "/federation/schedules").catch(() => []);
   } catch (err) {
-    if (!again) setView(h("h1", {}, "Pipelines"), errorBox(err));
+    if (!again && gen === generation) setView(h("h1", {}, "Pipelines"), errorBox(err));
     return;
   }
+  if (gen !== generation) return;
   setView(
     h("h1", {}, "Pipelines"),
     h("p", { id: "action-error", class: "error", role: "alert" }),
@@ -457,14 +467,17 @@ async function renderPipelines(again) {
 
 // -- the federation -----------------------------------------------------------------------------
 async function renderFederation(again) {
+  const gen = generation;
   let members, schedules, locks;
   try {
     [members, schedules, locks] = await Promise.all([api("GET", "/federation/members"), api("GET", "/federation/schedules"), api("GET", "/locks")]);
   } catch (err) {
+    if (gen !== generation) return;
     if (!again) setView(h("h1", {}, "Federation"), errorBox(err));
     refreshIn(renderFederation, REFRESH_MS * 5);
     return;
   }
+  if (gen !== generation) return;
   const labels = (l) => Object.entries(l || {}).map(([k, v]) => h("span", { class: "label" }, `${k}=${v}`));
   setView(
     h("h1", {}, "Federation"),
@@ -490,13 +503,15 @@ async function renderFederation(again) {
 
 // -- datasets -----------------------------------------------------------------------------------
 async function renderDatasets() {
+  const gen = generation;
   let names;
   try {
     names = await api("GET", "/registry/datasets");
   } catch (err) {
-    setView(h("h1", {}, "Datasets"), errorBox(err));
+    if (gen === generation) setView(h("h1", {}, "Datasets"), errorBox(err));
     return;
   }
+  if (gen !== generation) return;
   const detail = h("section", { id: "dataset-detail" });
   const open = async (name) => {
     detail.replaceChildren(h("p", { class: "muted" }, `Loading ${name}…`));
@@ -535,6 +550,7 @@ const VIEWS = { runs: renderRuns, run: renderRun, pipelines: renderPipelines, fe
 
 function route() {
   stopRefresh();
+  generation += 1;
   if (!sessionStorage.getItem(TOKEN_KEY) && sessionStorage.getItem(TOKEN_KEY) !== "") {
     showLogin();
     return;
