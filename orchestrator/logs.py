@@ -16,6 +16,8 @@ import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 RUN_ID: ContextVar[str | None] = ContextVar("mao_run_id", default=None)
 STEP: ContextVar[str | None] = ContextVar("mao_step", default=None)
 
@@ -40,8 +42,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+def quiet_bad_requests(record: logging.LogRecord) -> bool:
+    """aiohttp logs a request it cannot even parse (a NUL in a header, a broken request line) as an
+    ERROR with a traceback, after answering it 400. That is the client's fault, not ours: one INFO
+    line without a traceback, so a scanner cannot fill the log with tracebacks."""
+    if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
+        record.msg = "refused a malformed HTTP request (400): %s"
+        record.args = (str(record.exc_info[1]).splitlines()[0][:200],)
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.exc_info = record.exc_text = None
+    return True
+
+
 def configure(level: str, fmt: str = "text") -> None:
     """Set up the root logger once, writing to stderr in ``fmt`` (``text`` or ``json``)."""
+    server_log = logging.getLogger("aiohttp.server")
+    if quiet_bad_requests not in server_log.filters:
+        server_log.addFilter(quiet_bad_requests)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
