@@ -6,12 +6,14 @@ import asyncio
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from executor.config import Settings
+from executor.metrics import CONTENT_TYPE, ExecutorMetrics
 from executor.models import RunRequest, describe_validation_error
 from executor.runs import RunService
 from orchestrator.errors import BadRequest, MaoError, Unauthorized
@@ -21,6 +23,7 @@ log = logging.getLogger(__name__)
 SETTINGS = web.AppKey("settings", Settings)
 SERVICE = web.AppKey("service", RunService)
 SHUTDOWN_GRACE = web.AppKey("shutdown_grace", float)
+METRICS = web.AppKey("metrics", ExecutorMetrics)
 
 # A /run body is a few KiB at most; a larger one is a mistake or an attack.
 MAX_BODY_BYTES = 1024 * 1024
@@ -28,8 +31,11 @@ MAX_BODY_BYTES = 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _HTTP_CODES = {
-    404: ("not_found", "no such endpoint: the executor serves GET /health and POST /run"),
-    405: ("method_not_allowed", "method not allowed: the executor serves GET /health and POST /run"),
+    404: ("not_found", "no such endpoint: the executor serves GET /health, GET /metrics and POST /run"),
+    405: (
+        "method_not_allowed",
+        "method not allowed: the executor serves GET /health, GET /metrics and POST /run",
+    ),
     413: ("payload_too_large", f"request body larger than {MAX_BODY_BYTES} bytes"),
 }
 
@@ -93,7 +99,31 @@ async def run(request: web.Request) -> web.Response:
         run_request = RunRequest.model_validate(data)
     except ValidationError as exc:
         raise BadRequest(describe_validation_error(exc)) from None
-    return web.json_response(await request.app[SERVICE].run(run_request))
+    metrics = request.app[METRICS]
+    started = time.monotonic()
+    metrics.containers.inc()
+    outcome = "cancelled"  # the client hung up or the executor is shutting down
+    try:
+        result = await request.app[SERVICE].run(run_request)
+        outcome = _outcome(result)
+    except MaoError as exc:
+        outcome = exc.code
+        raise
+    finally:
+        metrics.containers.dec()
+        metrics.runs.labels(outcome).inc()
+        metrics.duration.observe(time.monotonic() - started)
+    return web.json_response(result)
+
+
+def _outcome(result: dict[str, object]) -> str:
+    if result.get("timed_out"):
+        return "timed_out"
+    return "succeeded" if result.get("exit_code") == 0 else "failed"
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
 
 
 async def _remove_leftovers(app: web.Application) -> None:
@@ -130,7 +160,9 @@ def create_app(settings: Settings, service: RunService, shutdown_grace: float = 
     app[SETTINGS] = settings
     app[SERVICE] = service
     app[SHUTDOWN_GRACE] = shutdown_grace
+    app[METRICS] = ExecutorMetrics(settings.max_parallel)
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
     app.router.add_post("/run", run)
     app.on_startup.append(_remove_leftovers)
     app.on_shutdown.append(_stop_runs)

@@ -157,3 +157,16 @@ def test_dataset_history_shows_provenance(guarded_node: Node) -> None:
     assert history[0]["trailers"]["MAO-Run"] == run["id"]
     assert_error(api.get(f"/registry/datasets/{unique('none')}/history"), 404)
     assert_error(api.get(f"/registry/datasets/{dataset}/history", limit=0), 400)
+
+
+def test_executor_metrics(executor, guarded_node: Node) -> None:
+    """The session's executor (which guarded_node's runs went through) counts its runs by outcome."""
+    assert requests.get(executor.url + "/metrics", timeout=10).status_code == 401
+    guarded_node.api.run(one_step_pipeline(guarded_node.api, "exit 3"))
+    response = requests.get(executor.url + "/metrics", headers=executor.headers, timeout=10)
+    assert response.status_code == 200
+    samples = metric_samples(response.text)
+    assert samples[("mao_executor_runs_total", frozenset({"outcome": "failed"}.items()))] >= 1
+    assert samples[("mao_executor_containers", frozenset())] >= 0
+    assert samples[("mao_executor_run_duration_seconds_count", frozenset())] >= 1
+    assert samples[("mao_executor_slots", frozenset())] >= 1
