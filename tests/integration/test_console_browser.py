@@ -140,6 +140,15 @@ def test_console_runs_a_pipeline_and_shows_its_log(guarded_node: Node, browser, 
         lambda: present(f'tr[data-run="{run_id}"]') or find('nav a[data-view="runs"]').click(), timeout=30
     )
 
+    # The API reference renders the OpenAPI document with the same session's token.
+    browser.get(f"{guarded_node.service.url}/api/docs")
+    wait_until(
+        lambda: len(browser.find_elements(By.CSS_SELECTOR, "#reference article")) > 30,
+        timeout=30,
+        what="the reference",
+    )
+    assert "/pipeline/run" in find("#reference").text and "RunRequest" in find("#reference").text
+
     browser.get(f"{guarded_node.service.url}/ui/#/run/{run_id}")
     wait_until(lambda: "summarised" in find("#log").text, timeout=30, what="the run page again")
     shot = servers_tmp / "console-run.png"

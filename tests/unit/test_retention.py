@@ -27,7 +27,11 @@ async def make_run(store: Store, run_id: str, status: str, age_days: float) -> N
 
 
 async def test_old_runs_and_ticks_are_removed(tmp_path: Path) -> None:
-    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'mao.db'}")
+    await check_retention(f"sqlite+aiosqlite:///{tmp_path / 'mao.db'}")
+
+
+async def check_retention(url: str) -> None:
+    store = Store(url)
     await store.start()
     try:
         await make_run(store, "old", "succeeded", 100)
