@@ -22,6 +22,8 @@ UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 FILES = {
     "index.html": "text/html",
     "console.js": "text/javascript",
+    "runs.js": "text/javascript",
+    "views.js": "text/javascript",
     "console.css": "text/css",
     "docs.html": "text/html",
     "docs.js": "text/javascript",

@@ -50,4 +50,4 @@ def test_static_files_exist() -> None:
 
     for name in FILES:
         assert (UI_DIR / name).is_file(), name
-    assert Path(UI_DIR / "index.html").read_text().count("<script") == 1
+    assert Path(UI_DIR / "index.html").read_text().count("<script") == 3
