@@ -68,6 +68,7 @@ class Bench:
                 "MAO_INSTANCE_NAME": name,
                 "MAO_DATA_DIR": str(self.root / name),
                 "MAO_ETCD_ENDPOINTS": ",".join(endpoints[i:] + endpoints[:i]),
+                "MAO_ETCD_INSECURE": "1",  # a plain loopback etcd started for the bench
                 "MAO_EXECUTOR_URL": self.executor.url,
                 "MAO_EXECUTOR_TOKEN": self.executor.token or "",
                 "MAO_MEMBER_TTL": str(self.member_ttl),

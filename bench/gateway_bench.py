@@ -61,11 +61,15 @@ def main() -> None:
         "MAO_INSTANCE_NAME": "bench-gw",
         "MAO_DATA_DIR": str(root / "data"),
         "MAO_ETCD_ENDPOINTS": etcd.endpoint,
+        "MAO_ETCD_INSECURE": "1",  # a plain loopback etcd started for the bench
         "MAO_EXECUTOR_URL": "http://127.0.0.1:9",  # not needed: no pipeline runs here
         "MAO_EXECUTOR_TOKEN": "unused",
         "MAO_API_TOKEN": token,
         "MAO_RAW_DATASET": "bench-raw",
         "MAO_LOG_LEVEL": "WARNING",
+        # Latency and throughput are measured here, not the per-instance budget (bench/etcd_growth.py).
+        "MAO_GATEWAY_BYTES_PER_SECOND": str(10**9),
+        "MAO_GATEWAY_ENTRIES_PER_SECOND": "100000",
     }
     orchestrator = servers.start_orchestrator(env, log_dir=root)
     try:

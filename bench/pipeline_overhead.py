@@ -102,11 +102,14 @@ def main() -> None:
     try:
         servers.build_busybox_image(IMAGE)
         etcd = servers.start_etcd(tmp / "etcd", name="bench")
-        executor = servers.start_executor({"MAO_INSTANCE_NAME": "bench"}, log_dir=tmp / "logs")
+        # An instance name of its own: executors on one engine remove each other's "leftovers" by name.
+        instance = f"bench-{os.getpid()}"
+        executor = servers.start_executor({"MAO_INSTANCE_NAME": instance}, log_dir=tmp / "logs")
         env = {
-            "MAO_INSTANCE_NAME": "bench",
+            "MAO_INSTANCE_NAME": instance,
             "MAO_DATA_DIR": str(tmp / "node"),
             "MAO_ETCD_ENDPOINTS": etcd.endpoint,
+            "MAO_ETCD_INSECURE": "1",  # a plain loopback etcd started for the bench
             "MAO_EXECUTOR_URL": executor.url,
             "MAO_EXECUTOR_TOKEN": executor.token or "",
             "MAO_LOG_LEVEL": "WARNING",

@@ -12,6 +12,7 @@ from orchestrator import __version__
 from .client import DEFAULT_TIMEOUT, DEFAULT_URL, url_problem
 from .commands import dataset, federation, gateway, instance, lock, marketplace, pipeline, repo, tool
 from .context import Ctl
+from .token import local_token
 
 
 def _check_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -30,7 +31,10 @@ def _check_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
     help="The orchestrator's API (env MAO_URL).",
 )
 @click.option(
-    "--token", envvar="MAO_API_TOKEN", help="The API token, if the orchestrator has one (env MAO_API_TOKEN)."
+    "--token",
+    envvar="MAO_API_TOKEN",
+    help="The API token (env MAO_API_TOKEN). Without it, maoctl reads the local orchestrator's token "
+    "file, $MAO_DATA_DIR/api-token (default ~/.mao/data/api-token), for a URL on this host.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output: one JSON document on stdout.")
 @click.option(
@@ -48,7 +52,7 @@ def cli(ctx: click.Context, url: str, token: str | None, as_json: bool, timeout:
     Start with `maoctl instance install` (writes a ready-to-start instance), then
     `maoctl instance init` (picks pipelines from the marketplace).
     """
-    ctx.obj = Ctl(url, token or None, as_json, timeout)
+    ctx.obj = Ctl(url, token or local_token(url), as_json, timeout)
 
 
 for group in (tool.tool, dataset.dataset, pipeline.pipeline, repo.repo, instance.instance):

@@ -38,7 +38,8 @@ class ApiError(CtlError):
         message = self.body.get("message") if isinstance(self.body.get("message"), str) else None
         if status == 401:
             message = (message or "the API token is missing or wrong") + (
-                " (give it with --token or MAO_API_TOKEN)"
+                " (maoctl sends --token, MAO_API_TOKEN, or the token file $MAO_DATA_DIR/api-token "
+                "of an orchestrator on this host)"
             )
         super().__init__(message or fallback)
 
@@ -80,7 +81,11 @@ class Client:
         timeout = (min(self.timeout, 10.0), None if wait_forever else self.timeout)
         url = self.url + path
         try:
-            response = self.session.request(method, url, json=json, params=params, timeout=timeout)
+            # Every write is JSON, even without a body: the API refuses other content types (415).
+            headers = {"Content-Type": "application/json"} if method in ("POST", "PUT", "PATCH") else None
+            response = self.session.request(
+                method, url, json=json, params=params, headers=headers, timeout=timeout
+            )
         except requests.exceptions.ConnectTimeout:
             raise Unreachable(
                 f"cannot reach the orchestrator at {self.url} (connection timed out); {START_HINT}"

@@ -23,19 +23,20 @@ def url_host(ip: str) -> str:
         return ip
 
 
-def peer_url(ip: str, port: int = PEER_PORT) -> str:
-    return f"http://{url_host(ip)}:{port}"
+def peer_url(ip: str, port: int = PEER_PORT, tls: bool = True) -> str:
+    """etcd's peer URL on ``ip``: https, since members talk over TLS unless plain HTTP was chosen."""
+    return f"{'https' if tls else 'http'}://{url_host(ip)}:{port}"
 
 
 def peer_url_problem(url: str) -> str | None:
-    """Why ``url`` is not an etcd peer URL like http://10.0.0.5:2380, or None."""
+    """Why ``url`` is not an etcd peer URL like https://10.0.0.5:2380, or None."""
     try:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as exc:
         return f"{url!r} is not a URL: {exc}"
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"{url!r} is not an http(s) URL such as http://10.0.0.5:{PEER_PORT}"
+        return f"{url!r} is not an http(s) URL such as https://10.0.0.5:{PEER_PORT}"
     if port is None:
         return f"{url!r} has no port (etcd peers listen on {PEER_PORT})"
     if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:

@@ -37,6 +37,7 @@ POSTGRES_IMAGE = "postgres:15"
 DB_USER = DB_NAME = "mao"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEYS = ("POSTGRES_PASSWORD", "MAO_API_TOKEN", "MAO_EXECUTOR_TOKEN")
+PKI_MOUNT = "/etc/mao/pki"
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ class InstanceConfig:
     executor_port: int = 8081
     postgres_port: int = 5433
     labels: dict[str, str] = field(default_factory=dict)
+    # etcd's clients and peers over TLS with client certificates (<directory>/pki); False only for a
+    # plain-HTTP etcd chosen explicitly.
+    tls: bool = True
 
     @property
     def joining(self) -> bool:
@@ -65,7 +69,17 @@ class InstanceConfig:
 
     @property
     def peer_url(self) -> str:
-        return peer_url(self.ip)
+        return peer_url(self.ip, tls=self.tls)
+
+    @property
+    def pki_dir(self) -> Path:
+        """This instance's certificates (ctl.pki); mounted read-only at PKI_MOUNT."""
+        return self.directory / "pki"
+
+    @property
+    def ca_dir(self) -> Path:
+        """The federation CA, only in the founding instance's directory; never mounted anywhere."""
+        return self.directory / "ca"
 
     @property
     def api_url(self) -> str:
@@ -137,16 +151,46 @@ def env_text(config: InstanceConfig, keys: Secrets) -> str:
 
 def etcd_environment(config: InstanceConfig) -> dict[str, str]:
     own = config.peer_url
+    scheme = "https" if config.tls else "http"
     client_ips = ["127.0.0.1"] + ([config.ip] if config.ip != "127.0.0.1" else [])
-    return {
+    environment = {
         "ETCD_NAME": config.name,
         "ETCD_DATA_DIR": "/etcd-data",
         "ETCD_LISTEN_PEER_URLS": own,
         "ETCD_INITIAL_ADVERTISE_PEER_URLS": own,
-        "ETCD_LISTEN_CLIENT_URLS": ",".join(f"http://{url_host(ip)}:{CLIENT_PORT}" for ip in client_ips),
-        "ETCD_ADVERTISE_CLIENT_URLS": f"http://{url_host(config.ip)}:{CLIENT_PORT}",
+        "ETCD_LISTEN_CLIENT_URLS": ",".join(f"{scheme}://{url_host(ip)}:{CLIENT_PORT}" for ip in client_ips),
+        "ETCD_ADVERTISE_CLIENT_URLS": f"{scheme}://{url_host(config.ip)}:{CLIENT_PORT}",
         "ETCD_INITIAL_CLUSTER": config.initial_cluster or format_initial_cluster([(config.name, own)]),
         "ETCD_INITIAL_CLUSTER_STATE": "existing" if config.joining else "new",
+    }
+    if config.tls:
+        # Clients and peers must show a certificate the federation CA signed (--client-cert-auth and
+        # --peer-client-cert-auth): a tool on this host's network, or anyone reaching port 2379 or
+        # 2380, gets nothing without one.
+        cert, key, ca = (f"{PKI_MOUNT}/{n}" for n in ("etcd.crt", "etcd.key", "ca.crt"))
+        environment.update(
+            {
+                "ETCD_CLIENT_CERT_AUTH": "true",
+                "ETCD_TRUSTED_CA_FILE": ca,
+                "ETCD_CERT_FILE": cert,
+                "ETCD_KEY_FILE": key,
+                "ETCD_PEER_CLIENT_CERT_AUTH": "true",
+                "ETCD_PEER_TRUSTED_CA_FILE": ca,
+                "ETCD_PEER_CERT_FILE": cert,
+                "ETCD_PEER_KEY_FILE": key,
+            }
+        )
+    return environment
+
+
+def orchestrator_etcd_environment(config: InstanceConfig) -> dict[str, str]:
+    """How the orchestrator reaches etcd: its client certificate, or plain HTTP said explicitly."""
+    if not config.tls:
+        return {"MAO_ETCD_INSECURE": "1"}
+    return {
+        "MAO_ETCD_CA": f"{PKI_MOUNT}/ca.crt",
+        "MAO_ETCD_CERT": f"{PKI_MOUNT}/client.crt",
+        "MAO_ETCD_KEY": f"{PKI_MOUNT}/client.key",
     }
 
 
@@ -175,13 +219,14 @@ def compose_document(config: InstanceConfig, build_context: str | None) -> dict[
     if config.ssh_dir is not None:
         # Read-only: git over SSH needs the keys, nothing may change them.
         orchestrator_volumes.append(f"{config.ssh_dir}:/root/.ssh:ro")
+    pki_volume = [f"{config.pki_dir}:{PKI_MOUNT}:ro"] if config.tls else []
     services: dict[str, Any] = {
         "etcd": {
             "image": ETCD_IMAGE,
             "network_mode": "host",
             "restart": "unless-stopped",
             "environment": etcd_environment(config),
-            "volumes": [f"{config.directory / 'etcd'}:/etcd-data"],
+            "volumes": [f"{config.directory / 'etcd'}:/etcd-data", *pki_volume],
         },
         "postgres": {
             "image": POSTGRES_IMAGE,
@@ -235,8 +280,9 @@ def compose_document(config: InstanceConfig, build_context: str | None) -> dict[
                 "MAO_API_HOST": "0.0.0.0",
                 "MAO_API_PORT": str(config.api_port),
                 "MAO_ADVERTISE_URL": f"http://{url_host(config.ip)}:{config.api_port}",
+                **orchestrator_etcd_environment(config),
             },
-            "volumes": orchestrator_volumes,
+            "volumes": [*orchestrator_volumes, *pki_volume],
             "depends_on": {
                 "postgres": {"condition": "service_healthy"},
                 "etcd": {"condition": "service_started"},
@@ -310,7 +356,8 @@ EXAMPLE_HEADER = """\
 # Generated by `python -m ctl.compose > docker-compose.yml`, the code `maoctl instance install` uses
 # (prefer the installer: it asks for the instance name and IP, and generates the secrets).
 # Before `docker compose up -d`: cp mao.env.example mao.env, then fill in the three secrets
-# (python3 -c 'import secrets; print(secrets.token_urlsafe(32))') and the password in MAO_DATABASE_URL.
+# (python3 -c 'import secrets; print(secrets.token_urlsafe(32))') and the password in MAO_DATABASE_URL,
+# and make etcd's certificates (its clients and peers use TLS): python -m ctl.pki /var/lib/mao mao-node 127.0.0.1
 """
 
 

@@ -99,7 +99,20 @@ def cell(value: Any) -> Text:
 
 
 def status_text(status: str | None) -> Text:
-    colours = {"succeeded": "green", "ok": "green", "failed": "red", "running": "yellow", "pending": "yellow"}
+    colours = {
+        "succeeded": "green",
+        "cached": "green",
+        "ok": "green",
+        "failed": "red",
+        "conflict": "red",
+        "stalled": "red",
+        "timed_out": "red",
+        "running": "yellow",
+        "pending": "yellow",
+        "queued": "yellow",
+        "cancelled": "magenta",
+        "skipped": "dim",
+    }
     return Text(status or "-", style=colours.get(status or "", ""))
 
 

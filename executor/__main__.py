@@ -68,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def serve(settings: Settings) -> None:
-    service = RunService(
-        settings, DockerRunner(settings, max_pool_size=OPS_WORKERS + settings.max_parallel + 4)
-    )
+    # One connection per short op, per container wait and per output follower (stall_timeout).
+    pool = OPS_WORKERS + 2 * settings.max_parallel + 6
+    service = RunService(settings, DockerRunner(settings, max_pool_size=pool))
     app = create_app(settings, service, shutdown_grace=SHUTDOWN_GRACE)
     # handler_cancellation: a client that hangs up cancels its handler, which kills and removes its container.
     # The short shutdown_timeout only covers responses being written: runs were already stopped by the app.

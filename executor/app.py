@@ -8,13 +8,14 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from executor.config import Settings
 from executor.metrics import CONTENT_TYPE, ExecutorMetrics
-from executor.models import RunRequest, describe_validation_error
+from executor.models import ImageRequest, KillRequest, RunRequest, describe_validation_error
 from executor.runs import RunService
 from orchestrator.errors import BadRequest, MaoError, Unauthorized
 
@@ -28,13 +29,17 @@ METRICS = web.AppKey("metrics", ExecutorMetrics)
 # A /run body is a few KiB at most; a larger one is a mistake or an attack.
 MAX_BODY_BYTES = 1024 * 1024
 
+M = TypeVar("M", KillRequest, ImageRequest)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _HTTP_CODES = {
-    404: ("not_found", "no such endpoint: the executor serves GET /health, GET /metrics and POST /run"),
+    404: (
+        "not_found",
+        "no such endpoint: the executor serves GET /health, GET /metrics, POST /run, /kill and /image",
+    ),
     405: (
         "method_not_allowed",
-        "method not allowed: the executor serves GET /health, GET /metrics and POST /run",
+        "method not allowed: the executor serves GET /health, GET /metrics, POST /run, /kill and /image",
     ),
     413: ("payload_too_large", f"request body larger than {MAX_BODY_BYTES} bytes"),
 }
@@ -126,6 +131,24 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
 
 
+async def _parse(request: web.Request, model: type[M]) -> M:
+    try:
+        return model.model_validate(json.loads(await request.read()))
+    except ValidationError as exc:
+        raise BadRequest(describe_validation_error(exc)) from None
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"the request body is not valid JSON ({exc}); send a JSON object") from None
+
+
+async def kill(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[SERVICE].kill(await _parse(request, KillRequest)))
+
+
+async def image(request: web.Request) -> web.Response:
+    body = await _parse(request, ImageRequest)
+    return web.json_response({"id": await request.app[SERVICE].image_id(body.image)})
+
+
 async def _remove_leftovers(app: web.Application) -> None:
     instance = app[SETTINGS].instance
     try:
@@ -164,6 +187,8 @@ def create_app(settings: Settings, service: RunService, shutdown_grace: float = 
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/run", run)
+    app.router.add_post("/kill", kill)
+    app.router.add_post("/image", image)
     app.on_startup.append(_remove_leftovers)
     app.on_shutdown.append(_stop_runs)
     app.on_cleanup.append(_close_service)

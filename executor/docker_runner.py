@@ -265,6 +265,29 @@ class DockerRunner:
                 if exc.status_code != 409:
                     raise
 
+    def follow_output(self, container: Container, seen: Callable[[], None]) -> None:
+        """Call ``seen()`` each time the container writes to stdout/stderr, until it exits. Blocks for
+        the container's whole life: run it on a thread of its own (the stall check reads it)."""
+        try:
+            stream = container.logs(stdout=True, stderr=True, stream=True, follow=True, tail=0)
+            for _chunk in stream:
+                seen()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            # Without output events the stall check cannot tell; the timeout still applies.
+            log.debug("Following the output of %s stopped: %s", container.name, exc)
+
+    def remove_labelled(self, labels: dict[str, str]) -> list[str]:
+        """Force-remove this instance's containers carrying all ``labels``; return their names."""
+        filters = self._labels_filter()
+        filters["label"] = [*filters["label"], *(f"{k}={v}" for k, v in labels.items())]
+        with _docker_errors("listing containers to remove"):
+            # sparse: no inspect per container, which fails when one goes away while listing.
+            containers = self._client().containers.list(all=True, filters=filters, sparse=True)
+        names = [str(c.attrs.get("Names", ["?"])[0]).lstrip("/") for c in containers]
+        for name in names:
+            self.remove(name)
+        return names
+
     def remove_leftovers(self) -> list[str]:
         """Force-remove every container of this instance (left by a crash); return their names."""
         with _docker_errors("listing leftover containers"):

@@ -1,4 +1,8 @@
-"""The /run request body and its validation.
+"""The /run request body and its validation, and the /run answer.
+
+Both are shared with the orchestrator (``orchestrator.executors``), which builds a ``RunRequest`` and
+reads a ``RunResult``: one model on both sides of the wire, not a dict built in one place and checked
+in another.
 
 Strict types on purpose: a ``"timeout": "60"`` or ``"cmd": "ls -l"`` is a caller bug, and silently coercing
 it would run something other than what the caller meant. Unknown fields are rejected for the same reason:
@@ -60,6 +64,8 @@ class RunRequest(BaseModel):
     name: str | None = None
     labels: dict[str, str] | None = None
     log_lines: Annotated[int, Field(ge=1, le=10000)] = DEFAULT_LOG_LINES
+    # Killed (``stalled`` in the result) when it writes nothing to stdout/stderr for this long.
+    stall_timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT)] | None = None
 
     @field_validator("image")
     @classmethod
@@ -74,7 +80,7 @@ class RunRequest(BaseModel):
     def _cmd(cls, value: list[str] | None) -> list[str] | None:
         if value is not None:
             if not value:
-                raise ValueError("must not be empty: use null for the image's default command")
+                return None  # the prototype's way of saying "the image's default command", like null
             for item in value:
                 _no_nul(item, "cmd items")
         return value
@@ -135,6 +141,54 @@ class RunRequest(BaseModel):
     @property
     def uid(self) -> int | None:
         return None if self.user is None else int(self.user.split(":")[0])
+
+
+class RunResult(BaseModel):
+    """How one container ended. ``exit_code`` is None when it was killed before exiting on its own
+    (timeout, stall, cancel)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    exit_code: int | None = None
+    timed_out: bool = False
+    stalled: bool = False
+    cancelled: bool = False
+    image_id: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    duration: float | None = None
+    log_tail: str = ""
+    container: str | None = None
+
+
+class KillRequest(BaseModel):
+    """``POST /kill``: stop and remove every container of this instance labelled with ``run`` (and
+    ``step`` when given), and refuse /run requests for them that arrive afterwards."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    run: Annotated[str, Field(pattern=r"^[A-Za-z0-9]{1,64}$")]
+    step: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+
+class ImageRequest(BaseModel):
+    """``POST /image``: the id of an image on this engine (null when absent; never pulled)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    image: str
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        problem = image_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+RUN_LABEL = "mao.run"
+STEP_LABEL = "mao.step"
 
 
 def describe_validation_error(error: ValidationError) -> str:

@@ -24,8 +24,16 @@ from executor.config import Settings
 from executor.docker_runner import ContainerSpec, DockerRunner
 from executor.errors import DockerSocketNotAllowed, DockerUnavailable, ImageNotFound
 from executor.images import normalize_image
-from executor.models import INPUT_MOUNT, OUTPUT_MOUNT, SOCKET_MOUNT, RunRequest
-from orchestrator.errors import BadRequest, Unavailable
+from executor.models import (
+    INPUT_MOUNT,
+    OUTPUT_MOUNT,
+    RUN_LABEL,
+    SOCKET_MOUNT,
+    STEP_LABEL,
+    KillRequest,
+    RunRequest,
+)
+from orchestrator.errors import BadRequest, Conflict, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,10 @@ OPS_WORKERS = 16
 # and the next container's wait must not queue behind it.
 WAIT_SLACK = 2
 HEALTH_TIMEOUT = 10.0
+# How often a running container's silence is compared with its stall_timeout.
+STALL_CHECK = 1.0
+# How long a killed run's id is remembered, so that a /run for it arriving after the kill is refused.
+KILLED_MEMORY = 600.0
 
 
 def _utcnow() -> str:
@@ -54,7 +66,13 @@ class RunService:
         self._waits = ThreadPoolExecutor(
             max_workers=settings.max_parallel + WAIT_SLACK, thread_name_prefix="docker-wait"
         )
+        # Output followers (stall detection) live as long as their containers: a pool of their own.
+        self._followers = ThreadPoolExecutor(
+            max_workers=settings.max_parallel + WAIT_SLACK, thread_name_prefix="docker-logs"
+        )
         self._slots = asyncio.Semaphore(settings.max_parallel)
+        # (run, step or None) -> when it was killed; /run requests for these are refused.
+        self._killed: dict[tuple[str, str | None], float] = {}
         # Removals that must finish even if the request that started them was cancelled.
         self._cleanups: set[asyncio.Future[Any]] = set()
         # Tasks now inside run(), so that shutdown can wait for them and then cancel them.
@@ -113,6 +131,31 @@ class RunService:
         await self._op(self._runner.close)
         self._ops.shutdown(wait=False, cancel_futures=True)
         self._waits.shutdown(wait=False, cancel_futures=True)
+        self._followers.shutdown(wait=False, cancel_futures=True)
+
+    async def image_id(self, reference: str) -> str | None:
+        return await self._op(self._runner.find_image, reference)
+
+    # -- /kill ---------------------------------------------------------------------------------------------------
+
+    async def kill(self, request: KillRequest) -> dict[str, Any]:
+        """Remove the containers of a run (or of one of its steps) at once; later /run calls for it
+        are refused, so a request still queued for a slot cannot start a container after the kill."""
+        now = time.monotonic()
+        self._killed = {k: t for k, t in self._killed.items() if now - t < KILLED_MEMORY}
+        self._killed[(request.run, request.step)] = now
+        labels = {RUN_LABEL: request.run, **({STEP_LABEL: request.step} if request.step else {})}
+        removed = await self._op(self._runner.remove_labelled, labels)
+        if removed:
+            log.info("Killed and removed %s on request.", ", ".join(removed))
+        return {"removed": removed}
+
+    def _was_killed(self, request: RunRequest) -> bool:
+        labels = request.labels or {}
+        run = labels.get(RUN_LABEL)
+        if run is None:
+            return False
+        return (run, None) in self._killed or (run, labels.get(STEP_LABEL)) in self._killed
 
     # -- /run ----------------------------------------------------------------------------------------------------
 
@@ -148,6 +191,8 @@ class RunService:
         # The slot is taken only after the cheap checks so a bad request fails fast even when all slots
         # are busy.
         async with self._slots:
+            if self._was_killed(request):
+                raise Conflict("this run was cancelled: its containers are not started", code="cancelled")
             return await self._run_container(spec, request, image_id)
 
     async def _check_directories(self, request: RunRequest) -> None:
@@ -223,21 +268,35 @@ class RunService:
             await self._op(self._runner.start, container)
             log.info("Container %s started from image %s.", spec.name, spec.image)
             exit_code: int | None = None
-            timed_out = False
+            timed_out = stalled = False
             waiting = loop.run_in_executor(self._waits, self._runner.wait, container)
             try:
-                exit_code = await asyncio.wait_for(waiting, request.timeout)
+                exit_code, stalled = await self._wait(container, waiting, request, began)
             except TimeoutError:
                 timed_out = True
                 await self._op(self._runner.kill, container)
+            if stalled:
+                await self._op(self._runner.kill, container)
+                exit_code = None
             duration = time.monotonic() - began
             ended_at = _utcnow()
             log_tail = await self._log_tail(container, request.log_lines)
-            outcome = f"timed out after {request.timeout:g} s" if timed_out else f"exit code {exit_code}"
+            cancelled = self._was_killed(request)
+            outcome = (
+                f"timed out after {request.timeout:g} s"
+                if timed_out
+                else f"stalled: no output for {request.stall_timeout:g} s"
+                if stalled
+                else "cancelled"
+                if cancelled
+                else f"exit code {exit_code}"
+            )
             log.info("Container %s ended: %s, %.1f s.", spec.name, outcome, duration)
             return {
                 "exit_code": exit_code,
                 "timed_out": timed_out,
+                "stalled": stalled,
+                "cancelled": cancelled,
                 "image_id": image_id,
                 "started_at": started_at,
                 "ended_at": ended_at,
@@ -257,6 +316,34 @@ class RunService:
                 await asyncio.shield(removal)
             except Exception as exc:  # already failing or returning: report, do not mask the outcome
                 log.warning("Container %s could not be removed: %s", spec.name, exc)
+
+    async def _wait(
+        self, container: Container, waiting: asyncio.Future[int], request: RunRequest, began: float
+    ) -> tuple[int | None, bool]:
+        """(exit code, False) when the container exits; (None, True) when it stalls; TimeoutError at
+        its timeout. A stall is silence on stdout/stderr for ``stall_timeout`` seconds."""
+        if request.stall_timeout is None:
+            return await asyncio.wait_for(waiting, request.timeout), False
+        last_output = [time.monotonic()]
+
+        def seen() -> None:
+            last_output[0] = time.monotonic()
+
+        loop = asyncio.get_running_loop()
+        following = loop.run_in_executor(self._followers, self._runner.follow_output, container, seen)
+        following.add_done_callback(lambda f: f.cancelled() or f.exception())
+        deadline = began + request.timeout
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                raise TimeoutError
+            silent_until = last_output[0] + request.stall_timeout
+            if now >= silent_until:
+                return None, True
+            pause = min(STALL_CHECK, deadline - now, max(silent_until - now, 0.05))
+            done, _ = await asyncio.wait({waiting}, timeout=pause)
+            if done:
+                return waiting.result(), False
 
     async def _log_tail(self, container: Container, lines: int) -> str:
         # The exit code is the result that matters; losing the logs must not lose it.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from aiohttp import web
@@ -14,9 +15,13 @@ from .app import create_app
 from .config import load_settings
 from .errors import ConfigError
 from .federation.members import NameTaken
+from .private_files import ensure_api_token, tighten
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Everything this process creates (database, WAL, token, repositories) is its user's alone; no
+    # file is ever world-readable, not even in the moment between creating and chmod-ing it.
+    os.umask(0o077)
     parser = argparse.ArgumentParser(prog="mao-orchestrator", description="The MAO node daemon.")
     parser.add_argument(
         "--check-config", action="store_true", help="validate the configuration, print it and exit"
@@ -38,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    try:
+        tighten(settings.data_dir)
+        settings = ensure_api_token(settings)
+    except (OSError, RuntimeError) as exc:
+        print(f"mao-orchestrator: cannot set up the API token: {exc}", file=sys.stderr)
+        return 2
     try:
         web.run_app(
             create_app(settings), host=settings.api_host, port=settings.api_port, print=None, access_log=None

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from .access import auth_middleware, guard_middleware, json_writes_middleware
 from .api import add_routes
 from .api.common import NODE
-from .api.console import is_public
-from .api.gateway import PRINCIPAL
 from .config import Settings
-from .errors import Forbidden, MaoError, Unauthorized
-from .gateway.tokens import ADMIN, GATEWAY_ROUTES, looks_like_gateway_key
+from .errors import MaoError
 from .node import Node
 
 log = logging.getLogger(__name__)
@@ -39,7 +36,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+        codes = {
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "payload_too_large",
+            415: "unsupported_media_type",
+        }
         message = exc.text if exc.status != 404 else f"no such endpoint: {request.method} {request.path}"
         return _error(exc.status, codes.get(exc.status, "http_error"), message or exc.reason)
     except Exception:
@@ -48,56 +50,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _error(500, "internal", f"internal error (reference {ref} in the orchestrator log)")
 
 
-def auth_middleware(
-    token: str | None, metrics_token: str | None = None
-) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Who may call what: the admin token (``MAO_API_TOKEN``) everything; a gateway key only the
-    gateway's routes (403 elsewhere, 401 once revoked); the metrics token (``MAO_METRICS_TOKEN``) only
-    ``GET /metrics``; nothing or anything else 401. Without an admin token the API only listens on
-    loopback (config refuses anything else) and is open, but a gateway key sent anyway is still
-    checked and scoped, and names the writer of raw entries. The console's and the API reference's
-    static files (``console.is_public``) load without a token: they hold no data and ask for it."""
-    expected = f"Bearer {token}".encode() if token else None
-    metrics_expected = f"Bearer {metrics_token}".encode() if metrics_token else None
-
-    @web.middleware
-    async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if is_public(request):
-            return await handler(request)
-        given = request.headers.get("Authorization", "")
-        credential = given.removeprefix("Bearer ").strip() if given.startswith("Bearer ") else ""
-        if expected is not None and hmac.compare_digest(given.encode(), expected):
-            request[PRINCIPAL] = ADMIN
-        elif (
-            metrics_expected is not None
-            and request.path == "/metrics"
-            and hmac.compare_digest(given.encode(), metrics_expected)
-        ):
-            request[PRINCIPAL] = ADMIN
-        elif looks_like_gateway_key(credential):
-            found = await request.app[NODE].gateway_keys.identify(credential)
-            if found is None:
-                raise Unauthorized(
-                    "unknown or revoked gateway key: ask the instance's operator for a new one"
-                )
-            if (request.method, request.path) not in GATEWAY_ROUTES:
-                raise Forbidden(
-                    f"gateway key {found.name!r} may only call POST /write, /read and /inspect, "
-                    f"not {request.method} {request.path}"
-                )
-            request[PRINCIPAL] = found
-        elif expected is not None:
-            raise Unauthorized("missing or wrong API token: send 'Authorization: Bearer <MAO_API_TOKEN>'")
-        else:
-            request[PRINCIPAL] = ADMIN
-        return await handler(request)
-
-    return check_token
-
-
 def create_app(settings: Settings, node: Node | None = None) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware(settings.api_token, settings.metrics_token)],
+        middlewares=[
+            error_middleware,
+            guard_middleware(settings),
+            auth_middleware(settings.api_token, settings.api_legacy_open, settings.metrics_token),
+            json_writes_middleware,
+        ],
         client_max_size=4 * 1024**2,
     )
     app[NODE] = node or Node.build(settings)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 from .names import name_problem
@@ -21,6 +23,10 @@ from .urls import split_url
 
 DEFAULT_ETCD_ENDPOINT = "127.0.0.1:2379"
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+# The unspecified addresses the prototype's samples send (curl http://0.0.0.0:8080): only a page this
+# API served itself has them as its origin, so a rebinding page cannot use them.
+UNSPECIFIED_HOSTS = ("0.0.0.0", "::")
+_HOSTNAME_RE = re.compile(r"^[a-z0-9_]([a-z0-9_.-]{0,252})?$|^[0-9a-f:.]+$")
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,29 @@ class Settings:
     raw_batch_size: int = 100
     gateway_rate: float = 5.0
     gateway_burst: int = 10
+    # -- trust: the API's guards and the data's confinement (docs/security.md) -------------------
+    # The token file the orchestrator wrote when MAO_API_TOKEN was not given (``token_file``).
+    api_token_file: Path | None = None
+    # The prototype's tokenless loopback API, for its old clients only (warned about at start).
+    api_legacy_open: bool = False
+    # The Host names (without port) the API answers to; anything else is a 421 (DNS rebinding).
+    api_hostnames: tuple[str, ...] = ()
+    # A git credential-store file (``https://user:pw@host`` lines) git uses for masters' remotes.
+    git_credentials: Path | None = None
+    # Local-path masters must lie under one of these (resolved) folders.
+    master_roots: tuple[Path, ...] = ()
+    # etcd compaction: every interval seconds, keep the newest ``keep`` revisions of history.
+    etcd_compact_interval: float = 300.0
+    etcd_compact_keep: int = 100_000
+    # The gateway's per-instance write budget, across all keys: bytes and entries per second.
+    gateway_bytes_per_second: int = 256 * 1024
+    gateway_entries_per_second: float = 50.0
+    # etcd over TLS: the federation CA and this instance's client certificate and key. All three, or
+    # none and etcd_insecure (plain HTTP, only when asked for: tests and the one-machine demo).
+    etcd_ca: Path | None = None
+    etcd_cert: Path | None = None
+    etcd_key: Path | None = None
+    etcd_insecure: bool = False
     # Operations: a token that may only read /metrics (for a scraper), the log line format, and how
     # long runs and tick records are kept.
     metrics_token: str | None = None
@@ -75,6 +104,10 @@ class Settings:
             "MAO_DATA_DIR": str(self.data_dir),
             "MAO_HOST_DATA_DIR": str(self.host_data_dir),
             "MAO_ETCD_ENDPOINTS": ",".join(f"{h}:{p}" for h, p in self.etcd_endpoints),
+            "MAO_ETCD_CA": str(self.etcd_ca) if self.etcd_ca else None,
+            "MAO_ETCD_CERT": str(self.etcd_cert) if self.etcd_cert else None,
+            "MAO_ETCD_KEY": str(self.etcd_key) if self.etcd_key else None,
+            "MAO_ETCD_INSECURE": self.etcd_insecure,
             "MAO_DATABASE_URL": _mask_url_password(self.database_url),
             "MAO_API_HOST": self.api_host,
             "MAO_API_PORT": self.api_port,
@@ -94,6 +127,15 @@ class Settings:
             "MAO_RAW_BATCH_SIZE": self.raw_batch_size,
             "MAO_GATEWAY_RATE": self.gateway_rate,
             "MAO_GATEWAY_BURST": self.gateway_burst,
+            "MAO_API_TOKEN_FILE": str(self.api_token_file) if self.api_token_file else None,
+            "MAO_API_LEGACY_OPEN": self.api_legacy_open,
+            "MAO_API_HOSTNAMES": ",".join(self.api_hostnames),
+            "MAO_GIT_CREDENTIALS": str(self.git_credentials) if self.git_credentials else None,
+            "MAO_MASTER_ROOTS": ",".join(str(p) for p in self.master_roots),
+            "MAO_ETCD_COMPACT_INTERVAL": self.etcd_compact_interval,
+            "MAO_ETCD_COMPACT_KEEP": self.etcd_compact_keep,
+            "MAO_GATEWAY_BYTES_PER_SECOND": self.gateway_bytes_per_second,
+            "MAO_GATEWAY_ENTRIES_PER_SECOND": self.gateway_entries_per_second,
             "MAO_METRICS_TOKEN": "***" if self.metrics_token else None,
             "MAO_LOG_FORMAT": self.log_format,
             "MAO_RUN_RETENTION_DAYS": self.run_retention_days,
@@ -168,7 +210,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if not host_data_dir.is_absolute():
         problems.append(f"MAO_HOST_DATA_DIR={host_data_dir} must be an absolute path")
 
-    endpoints = _parse_endpoints(get("MAO_ETCD_ENDPOINTS", DEFAULT_ETCD_ENDPOINT) or "", problems)
+    raw_endpoints = get("MAO_ETCD_ENDPOINTS", DEFAULT_ETCD_ENDPOINT) or ""
+    endpoints = _parse_endpoints(raw_endpoints, problems)
+    etcd_ca, etcd_cert, etcd_key, etcd_insecure = _etcd_tls(get, raw_endpoints, problems)
 
     database_url = get("MAO_DATABASE_URL") or f"sqlite+aiosqlite:///{data_dir / 'mao.db'}"
     if not database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
@@ -180,11 +224,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     api_host = get("MAO_API_HOST", "127.0.0.1") or "127.0.0.1"
     api_port = int(get_number("MAO_API_PORT", 8080, 1, 65535, integer=True))
     api_token = get("MAO_API_TOKEN")
-    if not api_token and not is_loopback(api_host):
-        problems.append(
-            f"MAO_API_HOST={api_host} is reachable beyond this machine: set MAO_API_TOKEN "
-            "(clients then send 'Authorization: Bearer <token>'), or listen on 127.0.0.1"
-        )
 
     executor_url = (get("MAO_EXECUTOR_URL", "http://127.0.0.1:8081") or "").rstrip("/")
     parts = split_url(executor_url)
@@ -211,6 +250,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     raw_dataset = get("MAO_RAW_DATASET")
     if raw_dataset is not None and (problem := name_problem(raw_dataset, "MAO_RAW_DATASET")):
         problems.append(problem)
+
+    trust = _trust_settings(get, get_number, problems, api_host, api_token, advertise_url, data_dir)
 
     log_level = (get("MAO_LOG_LEVEL", "INFO") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -250,6 +291,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raw_batch_size=int(get_number("MAO_RAW_BATCH_SIZE", 100, 1, 10000, integer=True)),
         gateway_rate=get_number("MAO_GATEWAY_RATE", 5.0, 0.01, 10000),
         gateway_burst=int(get_number("MAO_GATEWAY_BURST", 10, 1, 100000, integer=True)),
+        **trust,
+        etcd_ca=etcd_ca,
+        etcd_cert=etcd_cert,
+        etcd_key=etcd_key,
+        etcd_insecure=etcd_insecure,
         metrics_token=get("MAO_METRICS_TOKEN"),
         log_format=log_format,
         run_retention_days=get_number("MAO_RUN_RETENTION_DAYS", 90.0, 0.0001, 36500),
@@ -257,6 +303,74 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _trust_settings(
+    get: Callable[..., str | None],
+    get_number: Callable[..., float],
+    problems: list[str],
+    api_host: str,
+    api_token: str | None,
+    advertise_url: str,
+    data_dir: Path,
+) -> dict[str, Any]:
+    """The API guards' and the data's settings (docs/security.md), validated into ``problems``."""
+    legacy = (get("MAO_API_LEGACY_OPEN", "") or "").lower()
+    if legacy not in ("", "0", "1", "true", "false", "yes", "no"):
+        problems.append(f"MAO_API_LEGACY_OPEN={legacy!r} must be 1 or 0")
+    legacy_open = legacy in ("1", "true", "yes")
+    if legacy_open and not is_loopback(api_host):
+        problems.append(
+            f"MAO_API_LEGACY_OPEN=1 opens the API without a token, which is only allowed on loopback, "
+            f"but MAO_API_HOST={api_host}: listen on 127.0.0.1 or drop MAO_API_LEGACY_OPEN"
+        )
+    if legacy_open and api_token:
+        problems.append("MAO_API_LEGACY_OPEN=1 and MAO_API_TOKEN are both set: choose one")
+
+    raw_names = get("MAO_API_HOSTNAMES")
+    if raw_names:
+        hostnames = [n.strip().lower() for n in raw_names.split(",") if n.strip()]
+    else:
+        advertised = split_url(advertise_url)
+        hostnames = [*sorted(LOOPBACK_NAMES), "127.0.0.1", "::1", *UNSPECIFIED_HOSTS, api_host.lower()]
+        if advertised is not None and advertised.hostname:
+            hostnames.append(advertised.hostname.lower())
+    for name in hostnames:
+        if not _HOSTNAME_RE.fullmatch(name):
+            problems.append(f"MAO_API_HOSTNAMES: {name!r} is not a host name or IP address")
+
+    credentials = get("MAO_GIT_CREDENTIALS")
+    git_credentials = Path(credentials).expanduser() if credentials else None
+    if git_credentials is not None:
+        if not git_credentials.is_absolute():
+            problems.append(f"MAO_GIT_CREDENTIALS={credentials} must be an absolute path")
+        elif not git_credentials.is_file():
+            problems.append(f"MAO_GIT_CREDENTIALS={credentials} is not a file")
+        elif git_credentials.stat().st_mode & 0o077:
+            problems.append(f"MAO_GIT_CREDENTIALS={credentials} is readable by other users: chmod 600 it")
+
+    roots: list[Path] = []
+    for item in filter(None, (part.strip() for part in (get("MAO_MASTER_ROOTS") or "").split(","))):
+        root = Path(item).expanduser()
+        if not root.is_absolute():
+            problems.append(f"MAO_MASTER_ROOTS: {item!r} must be an absolute path")
+        else:
+            roots.append(root.resolve())
+    # The default: the local bare repositories POST /bare-repo/init creates.
+    roots = roots or [(data_dir / "repos").resolve()]
+
+    return {
+        "api_legacy_open": legacy_open,
+        "api_hostnames": tuple(dict.fromkeys(hostnames)),
+        "git_credentials": git_credentials,
+        "master_roots": tuple(roots),
+        "etcd_compact_interval": get_number("MAO_ETCD_COMPACT_INTERVAL", 300.0, 0, 86400),
+        "etcd_compact_keep": int(get_number("MAO_ETCD_COMPACT_KEEP", 100_000, 10, 10**9, integer=True)),
+        "gateway_bytes_per_second": int(
+            get_number("MAO_GATEWAY_BYTES_PER_SECOND", 256 * 1024, 1024, 10**9, integer=True)
+        ),
+        "gateway_entries_per_second": get_number("MAO_GATEWAY_ENTRIES_PER_SECOND", 50.0, 0.1, 100000),
+    }
 
 
 def _parse_endpoints(raw: str, problems: list[str]) -> list[tuple[str, int]]:
@@ -274,6 +388,74 @@ def _parse_endpoints(raw: str, problems: list[str]) -> list[tuple[str, int]]:
     if not endpoints and not any(p.startswith("MAO_ETCD_ENDPOINTS") for p in problems):
         problems.append("MAO_ETCD_ENDPOINTS is empty: give at least one host:port")
     return endpoints
+
+
+TLS_VARIABLES = ("MAO_ETCD_CA", "MAO_ETCD_CERT", "MAO_ETCD_KEY")
+TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
+def _etcd_tls(
+    get: Callable[[str], str | None], raw_endpoints: str, problems: list[str]
+) -> tuple[Path | None, Path | None, Path | None, bool]:
+    """The etcd TLS files (checked: readable, the key not readable by others) and the plain-HTTP switch.
+
+    Secure by default: without the three files the orchestrator starts only when MAO_ETCD_INSECURE=1
+    says plain HTTP is meant, and an endpoint's scheme, when given, must agree with the choice."""
+    insecure_raw = (get("MAO_ETCD_INSECURE") or "0").lower()
+    if insecure_raw not in TRUE + FALSE:
+        problems.append(f"MAO_ETCD_INSECURE={insecure_raw!r} must be 1 or 0")
+    insecure = insecure_raw in TRUE
+    given = {name: get(name) for name in TLS_VARIABLES}
+    schemes = {item.strip().split("://", 1)[0].lower() for item in raw_endpoints.split(",") if "://" in item}
+    if not any(given.values()):
+        if not insecure:
+            problems.append(
+                "etcd needs TLS: set MAO_ETCD_CA, MAO_ETCD_CERT and MAO_ETCD_KEY (the federation CA and "
+                "this instance's client certificate and key; `maoctl instance install` writes them), or "
+                "MAO_ETCD_INSECURE=1 for a plain-HTTP etcd that nothing else on this host or network can "
+                "reach (tests, the one-machine demo)"
+            )
+        elif "https" in schemes:
+            problems.append(
+                "MAO_ETCD_ENDPOINTS has https:// endpoints but MAO_ETCD_INSECURE=1 asks for plain HTTP"
+            )
+        return None, None, None, insecure
+    missing = [name for name, value in given.items() if not value]
+    if missing:
+        problems.append(
+            f"etcd over TLS needs all of {', '.join(TLS_VARIABLES)}; missing: {', '.join(missing)}"
+        )
+    if insecure:
+        problems.append("MAO_ETCD_INSECURE=1 contradicts MAO_ETCD_CA/CERT/KEY: choose TLS or plain HTTP")
+    if "http" in schemes:
+        problems.append(
+            "MAO_ETCD_ENDPOINTS has http:// endpoints but etcd is reached over TLS: write https:// or host:port"
+        )
+    paths: list[Path | None] = []
+    for name, value in given.items():
+        path = Path(value).expanduser() if value else None
+        if path is not None:
+            if problem := _tls_file_problem(name, path, private=name == "MAO_ETCD_KEY"):
+                problems.append(problem)
+        paths.append(path)
+    return paths[0], paths[1], paths[2], False
+
+
+def _tls_file_problem(name: str, path: Path, private: bool) -> str | None:
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return f"{name}={path} cannot be read: {exc.strerror or exc}"
+    if b"-----BEGIN" not in head:
+        return f"{name}={path} is not a PEM file"
+    if private and mode & 0o077:
+        return (
+            f"{name}={path} is readable by others (mode {mode & 0o777:o}): the key proves this instance to "
+            f"the federation; chmod 600 {path}"
+        )
+    return None
 
 
 def _default_advertise_url(api_host: str, api_port: int) -> str:
@@ -295,7 +477,10 @@ def _advertise_url_problem(url: str) -> str | None:
 
 def _data_dir_problem(data_dir: Path) -> str | None:
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        # 0700: the database, secrets and every dataset below it are this user's alone.
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if data_dir.stat().st_mode & 0o077:
+            data_dir.chmod(0o700)
         with tempfile.NamedTemporaryFile(dir=data_dir, prefix=".write-test-"):
             pass
     except OSError as exc:

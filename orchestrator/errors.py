@@ -97,3 +97,11 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+
+
+class MalformedEntry(MaoError):
+    """A registry value in etcd that is not what this version writes (written by hand or by a broken
+    client). The fault is upstream of this instance, hence 502; ``key`` names the etcd key."""
+
+    status = 502
+    code = "malformed_registry_entry"

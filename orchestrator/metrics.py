@@ -4,11 +4,11 @@ Each ``Metrics`` owns its own ``CollectorRegistry`` (never prometheus_client's g
 apps in one process (tests, benchmarks) do not collide. Label values stay bounded: pipeline and step
 names (configuration), statuses, outcomes, scopes and error codes; never run ids or keys.
 
-The run path calls exactly one method, ``observe_run``, with the run's record as ``GET /runs/{id}``
-answers it, once the run has ended: counts, durations and step outcomes all come from that record, so
-the run engine can change shape without touching this module (``attempts`` per step are counted when
-present). Gauges that describe the present (``mao_etcd_up``, ``mao_members``, ``mao_queue_depth``) are
-set by the ``/metrics`` handler right before it renders.
+The run engine calls exactly one method, ``observe_run``, with the run's record as ``GET /runs/{id}``
+answers it, once the run has ended: counts, durations and step outcomes all come from that record
+(``mao_step_attempts_total`` from each step's ``attempts``, fan-out shards included), so the engine
+can change shape without touching this module. Gauges that describe the present (``mao_etcd_up``,
+``mao_members``, ``mao_queue_depth``) are set by the ``/metrics`` handler right before it renders.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Seconds: steps and runs last from a second to hours.
 DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, float("inf"))
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600, float("inf"))
+# Step statuses of a record without attempts that mean no container ran.
+NOT_ATTEMPTED = frozenset({"pending", "skipped", "cached", "cancelled"})
 LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, float("inf"))
 
 
@@ -91,11 +93,13 @@ class Metrics:
             self.run_duration.labels(pipeline).observe(duration)
         for step in run.get("steps") or []:
             attempts = step.get("attempts")
-            for attempt in attempts if isinstance(attempts, list) and attempts else [step]:
-                status = str(attempt.get("status"))
-                if status in ("pending", "skipped"):
-                    continue  # never started: not an attempt
-                self.step_attempts.labels(status).inc()
+            if isinstance(attempts, list):
+                # The run engine's attempt records (shards of a fan-out step included); a cached,
+                # skipped or never-started step has none.
+                for attempt in attempts:
+                    self.step_attempts.labels(str(attempt.get("status"))).inc()
+            elif step.get("status") not in NOT_ATTEMPTED:
+                self.step_attempts.labels(str(step.get("status"))).inc()  # a record without attempts
             if (duration := _duration(step)) is not None:
                 self.step_duration.labels(pipeline, str(step.get("name"))).observe(duration)
             if step.get("merge") == "conflict" or step.get("status") == "conflict":

@@ -1,7 +1,8 @@
 """What the API accepts and the registries hold: tools, datasets, pipelines and their steps.
 
 Request bodies are parsed into these models; a ``ValidationError`` becomes a 400 that names each bad
-field. Unknown fields are ignored so that clients of the prototype keep working.
+field. Unknown fields are ignored so that clients of the prototype keep working, except in a step:
+a misspelt step field (``retires``) would silently change what runs, so it is a 400 naming it.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from pydantic import (
     model_validator,
 )
 
+from .datasets.masters import credentials_problem
 from .datasets.repo import check_master
 from .names import check_name
+from .runs.fanout import FanOut
+from .runs.graph import GraphError, StepNode, resolve
 
 # A step env value of exactly this marks a secret that each instance supplies itself (``private_env``).
 PRIVATE_PLACEHOLDER = "{{ MAO_PRIVATE_VARIABLE }}"
@@ -64,9 +68,15 @@ class Tool(Model):
     artefact: Text = ""
     description: Text = ""
 
+    @field_validator("author", "data_repo", "code_repo", "artefact", "description", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: Any) -> Any:
+        # The prototype's maoctl sends null for every flag not given.
+        return "" if value is None else value
+
 
 def _check_master(value: str) -> str:
-    if problem := check_master(value):
+    if problem := check_master(value) or credentials_problem(value):
         raise ValueError(problem)
     return value
 
@@ -92,22 +102,53 @@ def check_env(env: dict[str, str] | None) -> dict[str, str] | None:
     return env
 
 
+MAX_RETRIES = 20
+MAX_DELAY = 24 * 3600.0
+
+
+def _empty_cmd_is_default(value: Any) -> Any:
+    # The prototype sends ``cmd: []`` for "the image's own command", exactly as null.
+    return None if value == [] else value
+
+
 class Step(Model):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
     name: Name
     tool: Name
     output_dataset: Name
     input_dataset: Name | None = None
     env: Annotated[dict[str, EnvValue] | None, AfterValidator(check_env)] = None
-    cmd: list[Annotated[str, Field(max_length=65536)]] | None = Field(default=None, max_length=1000)
+    cmd: Annotated[
+        Annotated[list[Annotated[str, Field(max_length=65536)]], Field(max_length=1000)] | None,
+        BeforeValidator(_empty_cmd_is_default),
+    ] = None
     docker_socket: bool = False
     timeout: float | None = Field(default=None, gt=0, le=7 * 86400)
     # Write-only: values of this instance's private variables. Kept in the local database only.
     private_env: Annotated[dict[str, EnvValue] | None, AfterValidator(check_env)] = None
+    # The run engine (orchestrator/runs): absent = the previous step; [] = a root.
+    needs: list[Name] | None = Field(default=None, max_length=MAX_STEPS)
+    retries: int = Field(default=0, ge=0, le=MAX_RETRIES)
+    retry_delay: float = Field(default=5.0, ge=0, le=MAX_DELAY)
+    stall_timeout: float | None = Field(default=None, gt=0, le=7 * 86400)
+    fallback_tool: Name | None = None
+    cache: bool = False
+    # One container per shard of the input files (orchestrator/runs/fanout.py, docs/fan-out.md).
+    fan_out: FanOut | None = None
 
     @field_validator("input_dataset", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _fan_out_needs_input(self) -> Step:
+        if self.fan_out is not None and not self.input_dataset:
+            raise ValueError(
+                f"step {self.name}: fan_out needs an input_dataset (its shards are slices of the input files)"
+            )
+        return self
 
     def private_keys(self) -> list[str]:
         return [k for k, v in (self.env or {}).items() if v == PRIVATE_PLACEHOLDER]
@@ -116,19 +157,31 @@ class Step(Model):
         """The step as other instances and API clients may see it: no secret values."""
         return self.model_dump(exclude={"private_env"})
 
+    def tools(self) -> list[str]:
+        return [self.tool, *([self.fallback_tool] if self.fallback_tool else [])]
+
 
 class Pipeline(Model):
     name: Name
     description: Text = ""
     steps: list[Step] = Field(min_length=1, max_length=MAX_STEPS)
+    # Bounds the whole run (every step, retry and wait); None: no bound beyond each step's timeout.
+    run_timeout: float | None = Field(default=None, gt=0, le=30 * 86400)
 
     @model_validator(mode="after")
-    def _unique_step_names(self) -> Pipeline:
-        names = [s.name for s in self.steps]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"step names must be unique within a pipeline: {', '.join(duplicates)}")
+    def _graph(self) -> Pipeline:
+        # Duplicates, unknown needs and cycles, each message naming the steps (runs.graph).
+        try:
+            resolve([s.name for s in self.steps], [s.needs for s in self.steps])
+        except GraphError as exc:
+            raise ValueError(exc.message) from None
         return self
+
+    def graph(self) -> list[StepNode]:
+        return resolve([s.name for s in self.steps], [s.needs for s in self.steps])
+
+    def step(self, name: str) -> Step:
+        return next(s for s in self.steps if s.name == name)
 
     def missing_private_values(self) -> list[str]:
         return [
@@ -142,7 +195,7 @@ class Pipeline(Model):
         return [s.public() for s in self.steps]
 
     def tools(self) -> list[str]:
-        return sorted({s.tool for s in self.steps})
+        return sorted({tool for s in self.steps for tool in s.tools()})
 
     def datasets(self) -> list[str]:
         names = {s.output_dataset for s in self.steps}

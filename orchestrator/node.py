@@ -9,25 +9,29 @@ from dataclasses import dataclass, field
 from .audit.service import Audits
 from .config import Settings
 from .datasets import Datasets
+from .datasets._git import use_credentials_file
 from .errors import MaoError
-from .executor_client import ExecutorClient
+from .executors import ExecutorClient
 from .federation.cluster import EtcdCluster
+from .federation.compaction import Compactor
 from .federation.etcd import Etcd
 from .federation.locks import Locks
 from .federation.members import Membership
 from .federation.registry import Registry
 from .federation.scheduler import FederationScheduler
+from .federation.tls import EtcdTls
 from .gateway.insights import InsightsPublisher
-from .gateway.limits import RateLimiter
+from .gateway.limits import RateLimiter, WriteBudget
 from .gateway.listener import RawListener
 from .gateway.raw import RawStore
 from .gateway.tokens import GatewayKeys
 from .metrics import Metrics
 from .pipelines.registrations import Registrations
-from .pipelines.runner import Runner
 from .pipelines.service import PipelineService
 from .pipelines.voting import Voting
 from .retention import Retention
+from .runs.engine import Runner
+from .runs.reconcile import Reconciler
 from .scheduling import Scheduler
 from .store import Store
 from .store.gateway import GatewayKeyStore, ListenerProgress
@@ -56,12 +60,18 @@ class Node:
     gateway_keys: GatewayKeys
     listener: RawListener | None
     audits: Audits
+    compactor: Compactor
     metrics: Metrics = field(default_factory=Metrics)
     retention: Retention | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Node:
-        etcd = Etcd(settings.etcd_endpoints, timeout=settings.etcd_timeout)
+        tls = (
+            EtcdTls.from_files(settings.etcd_ca, settings.etcd_cert, settings.etcd_key)
+            if settings.etcd_ca and settings.etcd_cert and settings.etcd_key
+            else None
+        )
+        etcd = Etcd(settings.etcd_endpoints, timeout=settings.etcd_timeout, tls=tls)
         registry = Registry(etcd)
         locks = Locks(etcd, settings.instance_name, ttl=settings.lock_ttl, wait=settings.lock_wait)
         membership = Membership(etcd, settings)
@@ -71,7 +81,9 @@ class Node:
             git_name=settings.git_name,
             git_email=settings.git_email,
             network_timeout=settings.git_timeout,
+            master_roots=settings.master_roots,
         )
+        use_credentials_file(str(settings.git_credentials) if settings.git_credentials else None)
         executor = ExecutorClient(settings.executor_url, settings.executor_token)
         registrations = Registrations(registry, RegistryCache(store))
         voting = Voting(datasets, locks, PendingMerges(store), registrations, etcd)
@@ -120,10 +132,12 @@ class Node:
                 settings.instance_name,
                 settings.raw_ttl,
                 RateLimiter(settings.gateway_rate, settings.gateway_burst),
+                WriteBudget(settings.gateway_bytes_per_second, settings.gateway_entries_per_second),
             ),
             gateway_keys=GatewayKeys(GatewayKeyStore(store)),
             listener=listener,
             audits=Audits(settings, etcd, registry, store, datasets),
+            compactor=Compactor(etcd, settings.etcd_compact_interval, settings.etcd_compact_keep),
         )
 
     async def start(self) -> None:
@@ -137,19 +151,18 @@ class Node:
             raise
         await self.store.start()
         await self.executor.start()
-        interrupted = await self.store.fail_interrupted_runs(
-            "interrupted: the orchestrator stopped during the run"
+        reconciler = Reconciler(
+            self.runner.records, self.executor, self.runner.registrations, self.datasets
         )
-        if interrupted:
-            log.warning(
-                "marked %d run(s) failed that a previous orchestrator process left unfinished", interrupted
-            )
+        if interrupted := await reconciler.reconcile():
+            log.warning("closed %d run(s) that a previous orchestrator process left unfinished", interrupted)
         await self.scheduler.start()
         await self.federation_scheduler.start()
         await self.voting.start()
         if self.listener is not None:
             await self.listener.start()
         await self.audits.start()
+        await self.compactor.start()
         if self.retention is not None:
             await self.retention.start()
         for name, check in (("etcd", self.etcd.check), ("executor", self.executor.health)):
@@ -162,6 +175,7 @@ class Node:
         """Close every service, in this order, each whatever happened to the one before: a listener
         that fails to stop must not keep the member lease, etcd or the database open."""
         closers: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("etcd compaction", self.compactor.close),
             ("federation scheduler", self.federation_scheduler.close),
             ("scheduler", self.scheduler.stop),
             ("audits", self.audits.close),

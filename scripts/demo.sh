@@ -73,6 +73,7 @@ if [ ! -f "$CONFIG" ]; then
 MAO_INSTANCE_NAME=demo-node
 MAO_DATA_DIR=$DEMO_DIR/data
 MAO_ETCD_ENDPOINTS=127.0.0.1:$ETCD_PORT
+MAO_ETCD_INSECURE=1
 MAO_API_HOST=127.0.0.1
 MAO_API_PORT=$API_PORT
 MAO_EXECUTOR_URL=http://127.0.0.1:$EXECUTOR_PORT
@@ -90,6 +91,9 @@ set -a
 . "$CONFIG"
 set +a
 export MAO_CONFIG_FILE="$CONFIG"
+# The demo's one etcd member is plain HTTP on loopback, said explicitly (a config written before
+# etcd needed TLS by default lacks the line). A node others join uses TLS: maoctl instance install.
+export MAO_ETCD_INSECURE=1
 
 # 3. The Docker engine --------------------------------------------------------------------------
 if docker info >/dev/null 2>&1; then
@@ -126,7 +130,7 @@ if curl -s -o /dev/null "$API/"; then
 else
     say "orchestrator: starting on $API (log: $LOGS/orchestrator.log)"
     start_bg orchestrator "$ROOT/.venv/bin/mao-orchestrator"
-    wait_for "the orchestrator" 60 curl -sf "$API/health"
+    wait_for "the orchestrator" 60 curl -sf "$API/"  # liveness: the only route without a token
 fi
 
 # 6. The demo tool image, built locally from Debian's busybox-static (no registry needed) --------
@@ -152,11 +156,14 @@ export MAO_URL="$API" MAO_MARKETPLACE="$ROOT/marketplace"
 
 cat <<EOF
 
-$(printf '\033[1m')The node is running.$(printf '\033[0m') Try:
+$(printf '\033[1m')The node is running.$(printf '\033[0m') Its API token is in $MAO_DATA_DIR/api-token
+(mode 0600); maoctl reads it from there once told where the data dir is. Try:
+  export MAO_DATA_DIR=$MAO_DATA_DIR MAO_URL=$API
   .venv/bin/maoctl instance status
   .venv/bin/maoctl pipeline run --name demo           # run it again
   .venv/bin/maoctl pipeline runs --name demo
   .venv/bin/maoctl pipeline run --name demo --cron '*/5 * * * *'
   git --git-dir $DEMO_DIR/data/repos/demo-report.git log ground-truth
+  curl -H "Authorization: Bearer \$(cat $MAO_DATA_DIR/api-token)" $API/health
 Logs are in $LOGS/. Stop the node with: ./scripts/demo.sh stop
 EOF

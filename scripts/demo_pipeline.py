@@ -18,7 +18,20 @@ import requests
 
 URL = os.environ.get("MAO_URL", "http://127.0.0.1:8080").rstrip("/")
 MARKETPLACE = Path(os.environ.get("MAO_MARKETPLACE", Path(__file__).resolve().parents[1] / "marketplace"))
-HEADERS = {"Authorization": f"Bearer {os.environ['MAO_API_TOKEN']}"} if os.environ.get("MAO_API_TOKEN") else {}
+
+
+def _token() -> str:
+    """MAO_API_TOKEN, or the token the orchestrator generated into its data dir (MAO_DATA_DIR)."""
+    if os.environ.get("MAO_API_TOKEN"):
+        return os.environ["MAO_API_TOKEN"]
+    try:
+        return (Path(os.environ.get("MAO_DATA_DIR", "")) / "api-token").read_text().strip()
+    except OSError:
+        return ""  # the API's 401 then says what is missing
+
+
+TOKEN = _token()
+HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
 
 def call(method: str, path: str, body: Any = None) -> Any:
@@ -40,7 +53,9 @@ def main() -> None:
     masters = {}
     for dataset in datasets:
         masters[dataset] = call("POST", "/bare-repo/init", {"name": dataset})["path"]
-        call("POST", "/registry/datasets", {"name": dataset, "body": {"master": masters[dataset], "nodes": []}})
+        call(
+            "POST", "/registry/datasets", {"name": dataset, "body": {"master": masters[dataset], "nodes": []}}
+        )
     call("POST", "/pipeline/init", pipeline)
     print(f"[demo] registered tool demo-tool, datasets {', '.join(datasets)} and pipeline demo; running it")
 
@@ -58,11 +73,23 @@ def main() -> None:
 
     report = masters["demo-report"]
     count = subprocess.run(
-        ["git", f"--git-dir={report}", "show", "ground-truth:sample-count.txt"], capture_output=True, text=True, check=True
+        ["git", f"--git-dir={report}", "show", "ground-truth:sample-count.txt"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     print(f"\nground-truth of demo-report now says: {count} sample(s) collected. Its history:")
     log = subprocess.run(
-        ["git", f"--git-dir={report}", "log", "--graph", "--format=%h %s%n%(trailers:only,unfold)", "-n", "6", "ground-truth"],
+        [
+            "git",
+            f"--git-dir={report}",
+            "log",
+            "--graph",
+            "--format=%h %s%n%(trailers:only,unfold)",
+            "-n",
+            "6",
+            "ground-truth",
+        ],
         capture_output=True,
         text=True,
         check=True,

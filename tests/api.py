@@ -7,11 +7,18 @@ from typing import Any
 
 import requests
 
+from tests import servers
+
 
 class Api:
+    """``token`` None: the token the harness gave the node at ``url`` (tests.servers.TOKENS); "" sends
+    none. Every request is JSON (the API refuses writes of any other content type)."""
+
     def __init__(self, url: str, token: str | None = None, timeout: float = 120.0) -> None:
         self.url = url.rstrip("/")
         self.session = requests.Session()
+        self.session.headers["Content-Type"] = "application/json"
+        token = servers.token_for(self.url) if token is None else token
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
         self.timeout = timeout

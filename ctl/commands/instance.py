@@ -32,7 +32,15 @@ def instance() -> None:
     "--federation", help="The federation joined (informational; its contacts come from the marketplace)."
 )
 @click.option(
-    "--initial-cluster", "initial_cluster", help="When joining: the ETCD_INITIAL_CLUSTER the operator sent."
+    "--join-bundle",
+    "--join_bundle",
+    "join_bundle",
+    help="When joining: the join bundle the federation's operator sent (certificates, ETCD_INITIAL_CLUSTER).",
+)
+@click.option(
+    "--initial-cluster",
+    "initial_cluster",
+    help="When joining: the ETCD_INITIAL_CLUSTER the operator sent (the join bundle holds it already).",
 )
 @click.option("--dir", "--directory", "directory", help="Install directory (default ~/mao-instance).")
 @click.option("--name", help="Instance name (default: this host's name).")

@@ -10,7 +10,7 @@ import click
 from ..client import ApiError, CtlError, segment
 from ..context import Ctl, confirm, json_option, name_option, parse_labels, pass_ctl, yes_option
 from ..pipeline_input import ask_pipeline, ask_private_values, pipeline_from_file
-from .runs import runs_command, show_run, show_run_command
+from .runs import cancel_run_command, runs_command, show_run, show_run_command
 
 
 @click.group()
@@ -20,6 +20,7 @@ def pipeline() -> None:
 
 pipeline.add_command(runs_command)
 pipeline.add_command(show_run_command)
+pipeline.add_command(cancel_run_command)
 
 
 @pipeline.command("get")

@@ -1,16 +1,18 @@
-"""``maoctl pipeline runs`` and ``maoctl pipeline run-show``: the run history of this instance."""
+"""``maoctl pipeline runs``, ``run-show`` and ``cancel``: the run history of this instance."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import click
+from rich.text import Text
+from rich.tree import Tree
 
 from ..client import segment
 from ..context import Ctl, check_name, json_option, pass_ctl
 from ..output import short, status_text
 
-RUN_STATUSES = ("pending", "running", "succeeded", "failed")
+RUN_STATUSES = ("pending", "queued", "running", "succeeded", "failed", "cancelled")
 
 
 @click.command("runs")
@@ -50,7 +52,8 @@ def runs_command(ctl: Ctl, name: str | None, status: str | None, limit: int) -> 
 @json_option
 @pass_ctl
 def show_run_command(ctl: Ctl, run_id: str) -> None:
-    """One run: its steps, exit codes, commits and the tail of each step's log."""
+    """One run: its steps as a graph with their states and attempts, exit codes, commits and the tail
+    of each step's log."""
     run = ctl.api.get(f"/runs/{segment(run_id)}")
     ctl.out.show(run, lambda: show_run(ctl, run))
 
@@ -87,9 +90,78 @@ def show_run(ctl: Ctl, run: dict[str, Any]) -> None:
         ],
         title="steps",
     )
+    if steps:
+        ctl.out.human_console.print(step_tree(steps))
     for s in steps:
         if s.get("error"):
             ctl.out.line(f"{s['name']}: {s['error']}", style="red")
         if (s.get("log_tail") or "").strip():
             ctl.out.line(f"--- log of step {s['name']} (last lines) ---", style="bold")
             ctl.out.line(s["log_tail"].rstrip("\n"))
+
+
+@click.command("cancel")
+@click.option("--id", "run_id", required=True, help="The run's id (from `maoctl pipeline runs`).")
+@json_option
+@pass_ctl
+def cancel_run_command(ctl: Ctl, run_id: str) -> None:
+    """Cancel a running run: its containers are killed, nothing of an unfinished step is pushed."""
+    answer = ctl.api.post(f"/runs/{segment(run_id)}/cancel", None)
+    ctl.out.show(
+        answer,
+        lambda: ctl.out.line(
+            f"Cancelling run {run_id}; see its end with: maoctl pipeline run-show --id {run_id}"
+        ),
+    )
+
+
+def _step_label(step: dict[str, Any]) -> Text:
+    label = Text(step["name"], style="bold")
+    label.append("  ")
+    label.append_text(status_text(step.get("status")))
+    if step.get("tool"):
+        label.append(f"  {step['tool']}", style="dim")
+    return label
+
+
+def _attempt_label(attempt: dict[str, Any]) -> Text:
+    label = Text(f"attempt {attempt.get('attempt')}")
+    if attempt.get("shard") is not None:
+        label.append(f" shard {attempt['shard']}")
+    label.append(f" {attempt.get('tool')}: ", style="dim")
+    label.append_text(status_text(attempt.get("status")))
+    if attempt.get("exit_code") is not None:
+        label.append(f" (exit {attempt['exit_code']})", style="dim")
+    return label
+
+
+def step_tree(steps: list[dict[str, Any]]) -> Tree:
+    """The steps as a tree from the roots along ``needs``. A step with several needs is drawn under
+    its first one and names the others ("also needs ..."), so each step appears once."""
+    names = {s["name"] for s in steps}
+    tree = Tree(Text("steps", style="bold"))
+    children: dict[str, list[dict[str, Any]]] = {}
+    roots = []
+    for s in steps:
+        needs = [n for n in (s.get("needs") or []) if n in names]
+        if needs:
+            children.setdefault(needs[0], []).append(s)
+        else:
+            roots.append(s)
+
+    def add(parent: Tree, step: dict[str, Any]) -> None:
+        label = _step_label(step)
+        others = [n for n in (step.get("needs") or [])[1:]]
+        if others:
+            label.append(f"  (also needs {', '.join(others)})", style="dim")
+        branch = parent.add(label)
+        for attempt in step.get("attempts") or []:
+            branch.add(_attempt_label(attempt))
+        if step.get("shards"):
+            branch.add(Text("shards: " + ", ".join(f"{k}={v}" for k, v in step["shards"].items())))
+        for child in children.get(step["name"], []):
+            add(branch, child)
+
+    for root in roots:
+        add(tree, root)
+    return tree

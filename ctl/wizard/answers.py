@@ -11,6 +11,7 @@ import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -18,6 +19,7 @@ from orchestrator.names import name_problem
 
 from ..cluster import format_initial_cluster, initial_cluster_problem, parse_initial_cluster, peer_url
 from ..compose import InstanceConfig
+from ..join_bundle import BundleError, load_bundle
 from ..netinfo import host_addresses, ip_problem
 from ..pipeline_input import load_structured_file
 
@@ -29,6 +31,8 @@ class InstallAnswers:
     join: bool = False
     federation: str | None = None
     initial_cluster: str | None = None
+    # The file `maoctl federation add-member` wrote for this instance: certificates + ETCD_INITIAL_CLUSTER.
+    join_bundle: str | None = None
     directory: str | None = None
     name: str | None = None
     ip: str | None = None
@@ -101,7 +105,16 @@ def check_port(value: Any, what: str) -> str | None:
     return None
 
 
-TEXT_KEYS = ("federation", "initial_cluster", "directory", "name", "ip", "git_email", "ssh_dir")
+TEXT_KEYS = (
+    "federation",
+    "initial_cluster",
+    "join_bundle",
+    "directory",
+    "name",
+    "ip",
+    "git_email",
+    "ssh_dir",
+)
 
 
 def type_problems(answers: InstallAnswers) -> list[str]:
@@ -139,21 +152,58 @@ def problems(answers: InstallAnswers) -> list[str]:
     ):
         found.append('labels: must be an object of strings, e.g. {"site": "lab"}')
     if answers.join:
-        if not answers.initial_cluster:
-            found.append(
-                "initial_cluster: joining needs the ETCD_INITIAL_CLUSTER value the federation's operator sends"
-            )
-        elif answers.name and answers.ip and not found:
-            if problem := initial_cluster_problem(
-                answers.initial_cluster, answers.name, peer_url(answers.ip)
-            ):
-                found.append(f"initial_cluster: {problem}")
-    elif answers.initial_cluster:
-        found.append("initial_cluster: only for joining a federation (join: true)")
+        found += join_problems(answers, found)
+    else:
+        found += [
+            f"{key}: only for joining a federation (join: true)" for key in JOIN_KEYS if getattr(answers, key)
+        ]
     return found
 
 
+JOIN_KEYS = ("initial_cluster", "join_bundle")
+
+
+def join_problems(answers: InstallAnswers, found: list[str]) -> list[str]:
+    """A joining instance needs the bundle its federation's operator sent, made for its name and IP."""
+    if not answers.join_bundle:
+        return [
+            "join_bundle: joining needs the join bundle the federation's operator sends (written by "
+            "`maoctl federation add-member`: the certificates and ETCD_INITIAL_CLUSTER)"
+        ]
+    try:
+        bundle = load_bundle(Path(answers.join_bundle))
+    except BundleError as exc:
+        return [f"join_bundle: {exc}"]
+    if answers.initial_cluster and _members(answers.initial_cluster) != _members(bundle.initial_cluster):
+        return ["initial_cluster: differs from the join bundle's; leave it out (the bundle holds it)"]
+    if answers.name and answers.ip and not found:
+        if problem := initial_cluster_problem(bundle.initial_cluster, answers.name, peer_url(answers.ip)):
+            return [f"join_bundle: made for {bundle.name} at {bundle.peer_url}: {problem}"]
+    return []
+
+
+def _members(value: str) -> list[tuple[str, str]] | None:
+    try:
+        return parse_initial_cluster(value)
+    except ValueError:
+        return None
+
+
+def bundle_defaults(answers: InstallAnswers) -> None:
+    """Name, IP and ETCD_INITIAL_CLUSTER of a joining instance default to its join bundle's."""
+    if not (answers.join and isinstance(answers.join_bundle, str) and answers.join_bundle):
+        return
+    try:
+        bundle = load_bundle(Path(answers.join_bundle))
+    except BundleError:
+        return  # reported by problems()
+    answers.name = answers.name or bundle.name
+    answers.ip = answers.ip or urlsplit(bundle.peer_url).hostname
+    answers.initial_cluster = answers.initial_cluster or bundle.initial_cluster
+
+
 def fill_defaults(answers: InstallAnswers) -> InstallAnswers:
+    bundle_defaults(answers)
     answers.directory = answers.directory or DEFAULT_DIRECTORY
     answers.name = answers.name or default_name()
     answers.ip = answers.ip or default_ip(answers.join)

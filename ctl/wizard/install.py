@@ -2,7 +2,8 @@
 
 The questions follow the prototype's installer: join a federation or not, install directory, instance
 name, the IP other instances reach this one on, git e-mail, SSH key folder. Joining explains what to
-send the federation's operator and takes back the ``ETCD_INITIAL_CLUSTER`` value they return.
+send the federation's operator and takes back the join bundle they return (its certificates and
+``ETCD_INITIAL_CLUSTER``). A new federation gets its CA in ``<dir>/ca`` and certificates in ``<dir>/pki``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import click
 
 from orchestrator.names import name_problem
 
+from .. import pki
 from ..cluster import initial_cluster_problem, peer_url
 from ..compose import ENV_FILE, InstanceConfig, Secrets, existing_files, local_build_context, write_install
 from ..context import Ctl
+from ..join_bundle import BundleError, load_bundle
 from ..marketplace import Marketplace, MarketplaceError
 from ..netinfo import host_addresses, ip_problem
 from . import prompts
@@ -73,7 +76,17 @@ def run_install(ctl: Ctl, answers: InstallAnswers, given: set[str], interactive:
     keys = Secrets.reuse_or_generate(config.directory / ENV_FILE)
     build_context = local_build_context()
     written = write_install(config, keys, build_context)
+    written += write_certificates(config, answers)
     report(ctl, config, written, build_context)
+
+
+def write_certificates(config: InstanceConfig, answers: InstallAnswers) -> list[Path]:
+    """A joining instance's certificates come from its join bundle; a new federation gets its CA
+    (kept in <dir>/ca, never mounted) and this instance's certificates issued by it."""
+    if config.joining:
+        assert answers.join_bundle
+        return pki.save_member(load_bundle(Path(answers.join_bundle)).certificates, config.pki_dir)
+    return pki.found_federation(config.directory, config.name, config.ip, config.federation)
 
 
 def ask_missing(ctl: Ctl, answers: InstallAnswers, given: set[str]) -> None:
@@ -114,14 +127,21 @@ def ask_missing(ctl: Ctl, answers: InstallAnswers, given: set[str]) -> None:
         answers.ssh_dir = (
             prompts.path("SSH key folder for git remotes (empty for none):", check=check_ssh_dir) or None
         )
-    if answers.join and "initial_cluster" not in given:
+    if answers.join and "join_bundle" not in given:
         explain_joining(ctl, answers)
         name, own = answers.name or "", peer_url(answers.ip or "")
-        answers.initial_cluster = prompts.text(
-            "ETCD_INITIAL_CLUSTER from the operator:",
-            check=lambda v: initial_cluster_problem(v, name, own),
+        answers.join_bundle = prompts.text(
+            "Join bundle from the operator (file):", check=lambda v: bundle_problem(v, name, own)
         )
     fill_defaults(answers)
+
+
+def bundle_problem(value: str, name: str, own_peer_url: str) -> str | None:
+    try:
+        bundle = load_bundle(Path(value.strip()).expanduser())
+    except BundleError as exc:
+        return str(exc)
+    return initial_cluster_problem(bundle.initial_cluster, name, own_peer_url)
 
 
 def choose_federation(ctl: Ctl) -> str | None:
@@ -179,9 +199,12 @@ def explain_joining(ctl: Ctl, answers: InstallAnswers) -> None:
     out.line(f"To join, send {who}:", style="bold")
     out.line(f"  instance name: {answers.name}")
     out.line(f"  peer URL:      {own}")
-    out.line("They add this instance to the federation's etcd cluster with")
+    out.line("Where the federation's CA is, they add this instance to the etcd cluster with")
     out.line(f"  maoctl federation add-member --name {answers.name} --peer-url {own}", style="bold")
-    out.line("and send back the ETCD_INITIAL_CLUSTER value it prints (name=http://host:2380,...).")
+    out.line(
+        f"and send back the join bundle it writes ({answers.name}-join.json: this instance's certificates "
+        "and ETCD_INITIAL_CLUSTER; it holds private keys, so it travels like a password)."
+    )
     out.line("")
 
 
@@ -201,6 +224,8 @@ def show_summary(ctl: Ctl, config: InstanceConfig) -> None:
             ("git e-mail", config.git_email),
             ("SSH key folder", str(config.ssh_dir) if config.ssh_dir else None),
             ("ETCD_INITIAL_CLUSTER", config.initial_cluster if config.joining else None),
+            ("certificates", f"{config.pki_dir} (etcd over TLS)"),
+            ("federation CA", None if config.joining else f"{config.ca_dir} (new; its key stays there)"),
         ],
         title="The instance",
     )
@@ -214,6 +239,8 @@ def report(ctl: Ctl, config: InstanceConfig, written: list[Path], build_context:
         "files": [str(p) for p in written],
         "etcd_initial_cluster_state": "existing" if config.joining else "new",
         "peer_url": config.peer_url,
+        "pki_dir": str(config.pki_dir),
+        "ca_dir": None if config.joining else str(config.ca_dir),
         "api_url": config.api_url,
         "start": start,
     }
@@ -239,6 +266,12 @@ def report(ctl: Ctl, config: InstanceConfig, written: list[Path], build_context:
             out.line(
                 "Its etcd joins the federation's cluster when it starts; the other members must reach "
                 f"{config.peer_url}."
+            )
+        else:
+            out.line(
+                f"The federation's CA is in {config.ca_dir}: keep it private and in place. Admit another "
+                "instance from this folder with `maoctl federation add-member` (it issues the newcomer's "
+                "certificates into a join bundle)."
             )
 
     ctl.out.show(data, human)

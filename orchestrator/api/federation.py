@@ -25,7 +25,8 @@ async def list_members(request: web.Request) -> web.Response:
         instances, etcd_members = await asyncio.gather(the_node.membership.live(), the_node.cluster.members())
     except EtcdUnavailable as exc:
         # No quorum, no member list: still say which of our configured endpoints answer at all.
-        endpoints = [f"http://{host}:{port}" for host, port in the_node.settings.etcd_endpoints]
+        scheme = the_node.etcd.scheme
+        endpoints = [f"{scheme}://{host}:{port}" for host, port in the_node.settings.etcd_endpoints]
         answers = await asyncio.gather(*(the_node.etcd.member_answers(url) for url in endpoints))
         raise EtcdUnavailable(
             exc.message,

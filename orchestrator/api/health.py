@@ -10,6 +10,10 @@ from .openapi import doc
 from .schemas import Greeting, Health
 
 routes = web.RouteTableDef()
+LEGACY_WARNING = (
+    "MAO_API_LEGACY_OPEN=1: this API answers without a token to every local user and program; "
+    "give clients the token and unset it"
+)
 
 
 @routes.get("/")
@@ -34,11 +38,11 @@ async def greeting(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     checks = await node(request).health()
     healthy = all(value == "ok" for value in checks.values())
-    return ok(
-        {
-            "status": "ok" if healthy else "degraded",
-            "instance": node(request).settings.instance_name,
-            **checks,
-        },
-        status=200 if healthy else 503,
-    )
+    answer: dict[str, object] = {
+        "status": "ok" if healthy else "degraded",
+        "instance": node(request).settings.instance_name,
+        **checks,
+    }
+    if node(request).settings.api_legacy_open:
+        answer["warnings"] = [LEGACY_WARNING]
+    return ok(answer, status=200 if healthy else 503)

@@ -133,6 +133,18 @@ def build_document(app: web.Application) -> dict[str, Any]:
     }
 
 
+def _inline(schema: Any, defs: dict[str, Any]) -> Any:
+    """``schema`` with every ``#/$defs/X`` reference replaced by the definition itself."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/") and ref[8:] in defs:
+            return _inline({**defs[ref[8:]], **{k: v for k, v in schema.items() if k != "$ref"}}, defs)
+        return {key: _inline(value, defs) for key, value in schema.items()}
+    if isinstance(schema, list):
+        return [_inline(item, defs) for item in schema]
+    return schema
+
+
 def _operation(
     method: str, path: str, handler: Callable[..., Any], op: Operation, schema: Callable[[str, Any], Any]
 ) -> dict[str, Any]:
@@ -145,11 +157,15 @@ def _operation(
         for name in _PARAM_RE.findall(path)
     ]
     if op.query is not None:
-        # Query models are flat (strings, numbers, enums): their properties become the parameters.
+        # Query models are flat (strings, numbers, enums): their properties become the parameters,
+        # an enum's definition inlined (a parameter cannot point into the model's own $defs).
         query_schema = op.query.model_json_schema(mode="validation")
+        defs = query_schema.get("$defs", {})
         required = set(query_schema.get("required", []))
         for name, prop in query_schema.get("properties", {}).items():
-            parameters.append({"name": name, "in": "query", "required": name in required, "schema": prop})
+            parameters.append(
+                {"name": name, "in": "query", "required": name in required, "schema": _inline(prop, defs)}
+            )
     if parameters:
         entry["parameters"] = parameters
     if op.body is not None:

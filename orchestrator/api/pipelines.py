@@ -132,4 +132,9 @@ async def init_bare_repo(request: web.Request) -> web.Response:
 
 
 def _public(pipeline: Pipeline) -> dict[str, Any]:
-    return {"name": pipeline.name, "description": pipeline.description, "steps": pipeline.public_steps()}
+    return {
+        "name": pipeline.name,
+        "description": pipeline.description,
+        "steps": pipeline.public_steps(),
+        "run_timeout": pipeline.run_timeout,
+    }

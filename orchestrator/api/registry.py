@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..datasets import redact
+from ..datasets.masters import resolve_master
 from ..errors import NotFound
 from ..models import Dataset, Tool
 from .common import node, ok, parse, path_name, read_json
@@ -58,7 +60,8 @@ async def get_dataset(request: web.Request) -> web.Response:
     dataset = await node(request).registry.dataset(name)
     if dataset is None:
         raise NotFound(f"dataset {name!r} is not registered")
-    return ok(dataset.model_dump())
+    # A registration older than the credentials check may still carry some: never show them.
+    return ok({**dataset.model_dump(), "master": redact(dataset.master)})
 
 
 @routes.post("/registry/datasets")
@@ -70,6 +73,7 @@ async def get_dataset(request: web.Request) -> web.Response:
 )
 async def add_dataset(request: web.Request) -> web.Response:
     dataset = parse(Dataset, await read_json(request))
+    resolve_master(dataset.master, node(request).settings.master_roots)  # 400 outside the roots
     stored = await node(request).registry.put_dataset(dataset)
     return ok(stored.model_dump())
 

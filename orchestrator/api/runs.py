@@ -1,4 +1,5 @@
-"""Run history: ``GET /runs`` and ``GET /runs/{id}``; schedules: ``GET /jobs``, ``DELETE /jobs/{id}``."""
+"""Run history: ``GET /runs``, ``GET /runs/{id}``, ``POST /runs/{id}/cancel``; schedules: ``GET /jobs``,
+``DELETE /jobs/{id}``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from aiohttp import web
 from ..errors import BadRequest, NotFound
 from .common import node, ok, parse
 from .openapi import doc
-from .schemas import JobDeleted, Run, RunsQuery, Schedule
+from .schemas import CancelStarted, JobDeleted, Run, RunsQuery, Schedule
 
 routes = web.RouteTableDef()
 
@@ -45,6 +46,22 @@ async def get_run(request: web.Request) -> web.Response:
     if run is None:
         raise NotFound(f"no run {run_id!r} on this instance")
     return ok(run)
+
+
+@routes.post("/runs/{id}/cancel")
+@doc(
+    "Cancel a running run: its containers are killed at once (202; poll GET /runs/{id} for the end)",
+    answer=CancelStarted,
+    status=202,
+    errors=(400, 404, 409, 503),
+    tags=("runs",),
+)
+async def cancel_run(request: web.Request) -> web.Response:
+    """202 once stopping has begun (containers are killed at once; poll ``GET /runs/{id}`` for the
+    end); 409 when the run has already ended."""
+    run_id = _id(request)
+    await node(request).runner.cancel(run_id)
+    return ok({"id": run_id, "status": "cancelling"}, status=202)
 
 
 @routes.get("/jobs")

@@ -13,8 +13,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from ..models import Model, Name
+from ..runs.states import AttemptStatus, RunStatus, StepStatus
 
-RUN_STATUSES = ("pending", "running", "succeeded", "failed")
+# The run engine's states (runs/states.py), so the document and the engine cannot drift apart.
+RUN_STATUSES = tuple(s.value for s in RunStatus)
+STEP_STATUSES = tuple(s.value for s in StepStatus)
+ATTEMPT_STATUSES = tuple(s.value for s in AttemptStatus)
 
 
 class Out(BaseModel):
@@ -66,7 +70,7 @@ class NewEtcdMember(BaseModel):
 
 class RunsQuery(Model):
     pipeline: Name | None = None
-    status: Literal["pending", "running", "succeeded", "failed"] | None = None
+    status: RunStatus | None = None
     limit: int = Field(default=50, ge=1, le=1000)
 
     @field_validator("pipeline", "status", mode="before")
@@ -129,12 +133,26 @@ class BareRepo(Out):
     created: bool
 
 
+class Attempt(Out):
+    attempt: int = Field(description="1, 2, ... within the step (a fan-out step's shards numbered too)")
+    tool: str
+    image_id: str | None
+    status: str = Field(description=", ".join(ATTEMPT_STATUSES))
+    exit_code: int | None
+    started_at: str | None
+    ended_at: str | None
+    error: str | None
+    shard: int | None = Field(default=None, description="fan-out steps only")
+    speculative: bool | None = Field(default=None, description="fan-out steps only")
+
+
 class RunStep(Out):
     position: int
     name: str
+    needs: list[str] = Field(default_factory=list, description="the steps this one waits for")
     tool: str
     image: str | None
-    status: str = Field(description="pending, running, succeeded, failed, conflict or skipped")
+    status: str = Field(description=", ".join(STEP_STATUSES))
     exit_code: int | None
     image_id: str | None
     input_dataset: str | None
@@ -151,6 +169,8 @@ class RunStep(Out):
     duration: float | None
     error: str | None
     insights: str | None
+    attempts: list[Attempt] = Field(default_factory=list)
+    shards: dict[str, Any] | None = Field(default=None, description="fan-out steps only: the shards' summary")
     log_tail: str | None = Field(default=None, description="last 200 lines, secrets masked (GET /runs/{id})")
 
 
@@ -158,7 +178,7 @@ class Run(Out):
     id: str
     pipeline: str
     trigger: str
-    status: str
+    status: str = Field(description=", ".join(RUN_STATUSES))
     error: str | None
     schedule_id: str | None
     created_at: str | None
@@ -166,6 +186,11 @@ class Run(Out):
     ended_at: str | None
     duration: float | None
     steps: list[RunStep]
+
+
+class CancelStarted(Out):
+    id: str
+    status: Literal["cancelling"]
 
 
 class Tick(Out):

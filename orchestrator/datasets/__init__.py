@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 from ._git import check_master, redact
+from .masters import resolve_master
 from .repo import GROUND_TRUTH, DatasetRepo, MergeResult, init_bare
 
 __all__ = [
@@ -35,9 +36,17 @@ class Datasets:
     updates never race locally."""
 
     def __init__(
-        self, data_dir: Path, *, git_name: str, git_email: str, network_timeout: float = 120
+        self,
+        data_dir: Path,
+        *,
+        git_name: str,
+        git_email: str,
+        network_timeout: float = 120,
+        master_roots: Sequence[Path] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        # None: any local master (unit tests); otherwise local masters only under these folders.
+        self.master_roots = None if master_roots is None else tuple(master_roots)
         self.git_name = git_name
         self.git_email = git_email
         self.network_timeout = network_timeout
@@ -52,7 +61,11 @@ class Datasets:
         return lock
 
     def repo(self, name: str, master: str) -> DatasetRepo:
-        """The DatasetRepo of ``name`` (validated); a new one when the dataset's master changed."""
+        """The DatasetRepo of ``name`` (validated); a new one when the dataset's master changed. A local
+        master outside the allowed roots is refused here too (BadRequest): another federation member
+        may have written the registration straight into etcd."""
+        if self.master_roots is not None:
+            master = resolve_master(master, self.master_roots)
         current = self._repos.get(name)
         if current is None or current.master != master:
             current = DatasetRepo(

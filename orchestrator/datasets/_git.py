@@ -31,6 +31,16 @@ _CONFIG: tuple[tuple[str, str], ...] = (
     ("core.fsmonitor", "false"),
 )
 
+# The credential-store file (MAO_GIT_CREDENTIALS) git reads remotes' passwords from; set once at start.
+_credentials_file: list[str] = []
+
+
+def use_credentials_file(path: str | None) -> None:
+    """Make every later git process read HTTP credentials from ``path`` (git credential-store format)
+    and from nowhere else: credentials never sit in a master URL, in etcd or in a repository's config."""
+    _credentials_file[:] = [path] if path else []
+
+
 # git's `<transport>::<address>` syntax selects a remote helper (transport.c: is_urlschemechar).
 _HELPER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
@@ -124,6 +134,11 @@ def hardened_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     "no helper"). GIT_SSH_COMMAND / GIT_SSH from the environment are honoured: operators configure their
     SSH key that way; otherwise ssh runs in batch mode so it fails instead of waiting for a password.
     """
+    config = list(_CONFIG)
+    if _credentials_file:
+        # An empty helper first resets any helper of the operator's global config.
+        quoted = _credentials_file[0].replace("\\", "\\\\").replace('"', '\\"')
+        config += [("credential.helper", ""), ("credential.helper", f'store --file "{quoted}"')]
     env = {
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_PROTOCOL_FROM_USER": "0",
@@ -132,9 +147,9 @@ def hardened_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         "SSH_ASKPASS": "",
         "LC_ALL": "C",
         "LANGUAGE": "C",
-        "GIT_CONFIG_COUNT": str(len(_CONFIG)),
+        "GIT_CONFIG_COUNT": str(len(config)),
     }
-    for i, (key, value) in enumerate(_CONFIG):
+    for i, (key, value) in enumerate(config):
         env[f"GIT_CONFIG_KEY_{i}"] = key
         env[f"GIT_CONFIG_VALUE_{i}"] = value
     if not os.environ.get("GIT_SSH_COMMAND") and not os.environ.get("GIT_SSH"):

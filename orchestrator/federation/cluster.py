@@ -4,7 +4,10 @@ etcd keeps the federation's state only while a majority (quorum) of its members 
 membership changes the majority, so both changes are refused (409, with the numbers) when they would
 leave the cluster without quorum:
 - add: the newcomer is not running yet, so the members that answer now must already be a majority of
-  the new size n+1, i.e. at least (n+1)//2 + 1;
+  the new size n+1, i.e. at least (n+1)//2 + 1. One exception, etcd's own: a lone member that answers
+  may add a second one (etcd allows exactly this, or no federation could ever grow past one
+  instance). Until the newcomer's member starts, the two-member cluster has no quorum and every write
+  pauses; the answer says so (``writes_pause_until_started``);
 - remove: the members that answer, other than the one removed, must be a majority of n-1; the last
   member is never removed.
 """
@@ -87,7 +90,8 @@ class EtcdCluster:
                 )
         size, healthy = len(members), sum(m["healthy"] for m in members)
         needed = quorum(size + 1)
-        if healthy < needed:
+        growing_from_one = size == 1 and healthy == 1
+        if healthy < needed and not growing_from_one:
             raise Conflict(
                 f"refusing to add {name!r}: the cluster would have {size + 1} members and need {needed} "
                 f"of them for quorum, but only {healthy} of the {size} current members answer (the "
@@ -107,11 +111,20 @@ class EtcdCluster:
         initial = [f"{m['name'] or m['id']}={url}" for m in members for url in m["peer_urls"]] + [
             f"{name}={peer_url}"
         ]
-        return {
+        answer: dict[str, Any] = {
             "member": {"id": _hex(added["id"]), "name": name, "peer_urls": added["peer_urls"]},
             "ETCD_INITIAL_CLUSTER": ",".join(initial),
             "ETCD_INITIAL_CLUSTER_STATE": "existing",
+            "writes_pause_until_started": healthy < needed,
         }
+        if healthy < needed:
+            answer["warning"] = (
+                f"the federation's etcd now has {size + 1} members and needs {needed} for quorum: every "
+                f"write (registrations, locks, runs' merges) pauses until {name}'s etcd member starts; "
+                f"if it never will, remove it with `maoctl federation remove-member --name {added['id']:x}`"
+            )
+            log.warning("%s", answer["warning"])
+        return answer
 
     async def remove(self, name: str) -> dict[str, Any]:
         members = await self.members()

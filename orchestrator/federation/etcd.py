@@ -35,6 +35,7 @@ import grpc
 from ..errors import EtcdUnavailable
 from ..urls import split_url
 from .failover import CHANNEL_OPTIONS, FailoverClient, LeaseNotFound, close_quietly, short
+from .tls import make_client
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,24 @@ class Etcd(FailoverClient):
             await c.connect()
             response = await c.kvstub.Range(request, timeout=self.timeout, metadata=c.metadata)
             return [_decode(kv) for kv in response.kvs], int(response.header.revision)
+
+        return await self._call(op)
+
+    async def list_page(self, prefix: str, start: str, limit: int) -> list[KeyValue]:
+        """At most ``limit`` keys under ``prefix`` from the key ``start`` on, in key order: pages of a
+        prefix too large for one answer (etcd's gRPC answers are bounded, 4 MiB by default)."""
+        request = aetcd.rpc.RangeRequest(
+            key=start.encode(),
+            range_end=aetcd.utils.prefix_range_end(prefix.encode()),
+            limit=limit,
+            sort_order=aetcd.rpc.RangeRequest.ASCEND,
+            sort_target=aetcd.rpc.RangeRequest.KEY,
+        )
+
+        async def op(c: aetcd.Client) -> list[KeyValue]:
+            await c.connect()
+            response = await c.kvstub.Range(request, timeout=self.timeout, metadata=c.metadata)
+            return [_decode(kv) for kv in response.kvs]
 
         return await self._call(op)
 
@@ -227,6 +246,36 @@ class Etcd(FailoverClient):
     async def revoke_lease(self, lease_id: int) -> None:
         await self._call(lambda c: c.revoke_lease(lease_id))
 
+    # -- history --------------------------------------------------------------------------------
+    async def revision(self) -> int:
+        """The store's current revision (a count-only read: no key is sent back)."""
+        request = aetcd.rpc.RangeRequest(key=b"\0", range_end=b"\0", count_only=True)
+
+        async def op(c: aetcd.Client) -> int:
+            await c.connect()
+            response = await c.kvstub.Range(request, timeout=self.timeout, metadata=c.metadata)
+            return int(response.header.revision)
+
+        return await self._call(op)
+
+    async def compact(self, revision: int) -> bool:
+        """Drop the history before ``revision``; False when it already was (another instance
+        compacted as far or further)."""
+
+        async def op(c: aetcd.Client) -> bool:
+            try:
+                await c.compact(revision)
+            except aetcd.exceptions.RevisionCompactedError:
+                return False
+            return True
+
+        return await self._call(op)
+
+    async def db_size(self) -> int:
+        """Bytes of the answering member's database file (what compaction and defragmentation shrink)."""
+        status = await self._call(lambda c: c.status())
+        return int(status.db_size)
+
     # -- cluster --------------------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
         status = await self._call(lambda c: c.status())
@@ -266,7 +315,7 @@ class Etcd(FailoverClient):
         if parts is None or not parts.hostname or not parts.port:
             return False
         # Without the require-leader flag: a running member answers even while it has no leader.
-        client = aetcd.Client(host=parts.hostname, port=parts.port, timeout=timeout, options=CHANNEL_OPTIONS)
+        client = make_client(parts.hostname, parts.port, timeout, CHANNEL_OPTIONS, self.tls)
         try:
             await asyncio.wait_for(client.connect(), timeout)
             await asyncio.wait_for(

@@ -19,6 +19,7 @@ import aetcd.exceptions
 import grpc
 
 from ..errors import BadRequest, Conflict, EtcdUnavailable, MaoError
+from .tls import EtcdTls, make_client
 
 log = logging.getLogger("orchestrator.federation.etcd")
 T = TypeVar("T")
@@ -40,17 +41,27 @@ _UNREACHABLE = (
 
 
 class FailoverClient:
-    def __init__(self, endpoints: Sequence[tuple[str, int]], timeout: float = 5.0) -> None:
+    def __init__(
+        self, endpoints: Sequence[tuple[str, int]], timeout: float = 5.0, tls: EtcdTls | None = None
+    ) -> None:
+        """``tls``: the CA and client certificate to reach etcd with; None only for a plain-HTTP etcd
+        the operator asked for explicitly (``MAO_ETCD_INSECURE=1``)."""
         if not endpoints:
             raise ValueError("at least one etcd endpoint is needed")
         self.endpoints = list(endpoints)
         self.timeout = timeout
+        self.tls = tls
         self._current = 0
         self._client: aetcd.Client | None = None
         self._switch_lock = asyncio.Lock()
         self.available: bool | None = None  # None until the first request
         self._listeners: list[Callable[[], None]] = []
         self._retiring: dict[asyncio.Task[None], aetcd.Client] = {}
+
+    @property
+    def scheme(self) -> str:
+        """How etcd's client URLs start for this client: ``https`` over TLS."""
+        return "https" if self.tls is not None else "http"
 
     @property
     def endpoint(self) -> str:
@@ -121,15 +132,20 @@ class FailoverClient:
                 return result
         reason = "; ".join(errors)
         self._mark(False, reason)
+        tls_hint = (
+            " and that MAO_ETCD_CERT was issued by the federation's CA (MAO_ETCD_CA)"
+            if self.tls is not None
+            else " (etcd is reached over plain HTTP: a member that requires TLS refuses it)"
+        )
         raise EtcdUnavailable(
-            f"etcd is unreachable (tried {reason}). Check MAO_ETCD_ENDPOINTS and that "
-            "a majority of the federation's etcd members is up."
+            f"etcd is unreachable (tried {reason}). Check MAO_ETCD_ENDPOINTS, that "
+            f"a majority of the federation's etcd members is up{tls_hint}."
         )
 
     async def _get_client(self) -> aetcd.Client:
         if self._client is None:
             host, port = self.endpoints[self._current]
-            self._client = _client(host, port, self.timeout)
+            self._client = _client(host, port, self.timeout, self.tls)
         return self._client
 
     async def _next_endpoint(self, failed: aetcd.Client) -> None:
@@ -158,8 +174,8 @@ class LeaseNotFound(EtcdUnavailable):
     code = "etcd_lease_not_found"
 
 
-def _client(host: str, port: int, timeout: float) -> aetcd.Client:
-    client = aetcd.Client(host=host, port=port, timeout=timeout, options=CHANNEL_OPTIONS)
+def _client(host: str, port: int, timeout: float, tls: EtcdTls | None) -> aetcd.Client:
+    client = make_client(host, port, timeout, CHANNEL_OPTIONS, tls)
     # Read by aetcd at connect time for every call and the watcher (it is only overwritten when
     # etcd authentication is configured, which MAO does not use).
     client.metadata = REQUIRE_LEADER

@@ -7,26 +7,74 @@ list of instances) is a compare-and-set, so concurrent instances never lose each
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from ..errors import Conflict, NotFound
+from pydantic import ValidationError
+
+from ..errors import Conflict, MalformedEntry, NotFound
 from ..models import Dataset, Pipeline, Tool
 from . import keys
-from .etcd import DELETE, Etcd
+from .etcd import DELETE, Etcd, KeyValue
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _check_registration(value: Any) -> dict[str, Any]:
+    """A pipeline registration as ``register_pipeline`` writes it, or ValueError."""
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("steps"), list)
+        or not all(isinstance(step, dict) for step in value["steps"])
+        or not isinstance(value.get("instances", []), list)
+    ):
+        raise ValueError("not a pipeline registration (an object with a list of steps)")
+    return value
 
 
 class Registry:
+    """Reads validate what etcd holds: a malformed value (written by hand, or by a broken client) is
+    skipped in lists with one warning per key and version, and is a ``MalformedEntry`` (502, naming
+    the key) when read alone, never a 500."""
+
     def __init__(self, etcd: Etcd) -> None:
         self.etcd = etcd
+        self._warned: set[tuple[str, int]] = set()
+
+    def _load(self, kv: KeyValue, parse: Callable[[Any], T]) -> T:
+        try:
+            return parse(kv.value)
+        except (ValidationError, ValueError, TypeError) as exc:
+            detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            raise MalformedEntry(
+                f"the registry entry {kv.key} in etcd is malformed ({detail}): register it again "
+                "through the API, or delete the key",
+                key=kv.key,
+            ) from None
+
+    async def _names(self, prefix: str, parse: Callable[[Any], Any]) -> list[str]:
+        names = []
+        for kv in await self.etcd.list_prefix(prefix):
+            try:
+                self._load(kv, parse)
+            except MalformedEntry as exc:
+                if (kv.key, kv.mod_revision) not in self._warned:
+                    self._warned.add((kv.key, kv.mod_revision))
+                    log.warning("skipping it in lists: %s", exc.message)
+                continue
+            names.append(keys.last_segment(kv.key))
+        return names
 
     # -- tools ----------------------------------------------------------------------------------
     async def tool_names(self) -> list[str]:
-        return [keys.last_segment(kv.key) for kv in await self.etcd.list_prefix(keys.TOOLS)]
+        return await self._names(keys.TOOLS, Tool.model_validate)
 
     async def tool(self, name: str) -> Tool | None:
         kv = await self.etcd.get(keys.tool(name))
-        return Tool.model_validate(kv.value) if kv and isinstance(kv.value, dict) else None
+        return self._load(kv, Tool.model_validate) if kv else None
 
     async def put_tool(self, tool: Tool) -> None:
         await self.etcd.put(keys.tool(tool.name), tool.model_dump())
@@ -38,20 +86,18 @@ class Registry:
 
     # -- datasets -------------------------------------------------------------------------------
     async def dataset_names(self) -> list[str]:
-        return [keys.last_segment(kv.key) for kv in await self.etcd.list_prefix(keys.DATASETS)]
+        return await self._names(keys.DATASETS, _dataset_parser(None))
 
     async def dataset(self, name: str) -> Dataset | None:
         kv = await self.etcd.get(keys.dataset(name))
-        return (
-            Dataset.model_validate({**kv.value, "name": name}) if kv and isinstance(kv.value, dict) else None
-        )
+        return self._load(kv, _dataset_parser(name)) if kv else None
 
     async def put_dataset(self, dataset: Dataset) -> Dataset:
         """Register or re-register a dataset. Node branches already registered are kept: they are
         other instances' votes, and a re-registration must not orphan them."""
 
         def change(current: dict[str, Any] | None) -> dict[str, Any]:
-            nodes = list(current.get("nodes", [])) if isinstance(current, dict) else []
+            nodes = _nodes_of(current)
             nodes += [n for n in dataset.nodes if n not in nodes]
             return {"master": dataset.master, "nodes": nodes}
 
@@ -74,10 +120,10 @@ class Registry:
     # -- pipelines ------------------------------------------------------------------------------
     async def pipeline(self, name: str) -> dict[str, Any] | None:
         kv = await self.etcd.get(keys.pipeline(name))
-        return kv.value if kv and isinstance(kv.value, dict) else None
+        return self._load(kv, _check_registration) if kv else None
 
     async def pipeline_names(self) -> list[str]:
-        return [keys.last_segment(kv.key) for kv in await self.etcd.list_prefix(keys.PIPELINES)]
+        return await self._names(keys.PIPELINES, _check_registration)
 
     async def register_pipeline(
         self, pipeline: Pipeline, instance: str, branches: dict[str, list[str]]
@@ -103,7 +149,7 @@ class Registry:
             if not isinstance(current, dict):
                 deleted = False
                 return DELETE
-            others = [i for i in current.get("instances", []) if i != instance]
+            others = [i for i in _instances_of(current) if i != instance]
             deleted = not others
             return {**current, "instances": others} if others else DELETE
 
@@ -124,6 +170,26 @@ class Registry:
             )
 
 
+def _instances_of(current: dict[str, Any]) -> list[str]:
+    instances = current.get("instances")
+    return [i for i in instances if isinstance(i, str)] if isinstance(instances, list) else []
+
+
+def _nodes_of(current: Any) -> list[str]:
+    """The node branches of a dataset value; a malformed list is replaced, not crashed on."""
+    nodes = current.get("nodes") if isinstance(current, dict) else None
+    return [n for n in nodes if isinstance(n, str)] if isinstance(nodes, list) else []
+
+
+def _dataset_parser(name: str | None) -> Callable[[Any], Dataset]:
+    def parse(value: Any) -> Dataset:
+        if not isinstance(value, dict):
+            raise ValueError("not a JSON object")
+        return Dataset.model_validate({**value, "name": name or value.get("name") or "x"})
+
+    return parse
+
+
 def _registration_change(pipeline: Pipeline, instance: str) -> Any:
     steps = pipeline.public_steps()
     now = datetime.now(UTC).isoformat()
@@ -138,7 +204,7 @@ def _registration_change(pipeline: Pipeline, instance: str) -> Any:
                 "registered_by": instance,
                 "updated_at": now,
             }
-        others = [i for i in current.get("instances", []) if i != instance]
+        others = [i for i in _instances_of(current) if i != instance]
         if current.get("steps") != steps and others:
             raise Conflict(
                 f"pipeline {pipeline.name!r} is registered in the federation with different steps "
@@ -160,7 +226,7 @@ def _nodes_change(dataset: str, branches: list[str]) -> Any:
     def change(current: dict[str, Any] | None) -> dict[str, Any]:
         if not isinstance(current, dict):
             raise NotFound(f"dataset {dataset!r} is not registered", code="missing_dataset")
-        nodes = list(current.get("nodes", []))
+        nodes = _nodes_of(current)
         return {**current, "nodes": nodes + [b for b in branches if b not in nodes]}
 
     return change

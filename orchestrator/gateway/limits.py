@@ -4,7 +4,10 @@ Bounds (documented in docs/gateway.md): a key of at most 256 characters and 8 se
 (``namespace``), a value of at most 64 KiB as compact JSON (413) nesting arrays and objects at most
 ``MAX_NESTING`` levels deep (400; insights too), at most 1000 entries per
 ``/inspect`` (then ``truncated: true``), and on each instance at most ``MAO_GATEWAY_RATE`` writes per
-second to one key with bursts of up to ``MAO_GATEWAY_BURST`` (429 with ``Retry-After``).
+second to one key with bursts of up to ``MAO_GATEWAY_BURST`` (429 with ``Retry-After``). Across all
+keys, each instance accepts at most ``MAO_GATEWAY_BYTES_PER_SECOND`` bytes of values and
+``MAO_GATEWAY_ENTRIES_PER_SECOND`` entries a second, with bursts of ``BUDGET_BURST_SECONDS`` of
+either (429): distinct keys cannot grow etcd faster than that.
 """
 
 from __future__ import annotations
@@ -18,6 +21,12 @@ from ..errors import TooManyRequests
 
 MAX_VALUE_BYTES = 64 * 1024
 MAX_INSPECT_ENTRIES = 1000
+# What one /inspect answer carries at most (values as JSON); then ``truncated: true``.
+MAX_INSPECT_BYTES = 8 * 1024 * 1024
+# Keys read from etcd per request while inspecting: 32 values of at most 64 KiB stay well under the
+# 4 MiB a gRPC answer may carry.
+INSPECT_PAGE = 32
+BUDGET_BURST_SECONDS = 4.0
 # Python's json recurses once per level and shares the interpreter's recursion limit (1000) with the
 # stack it runs on: a value nested ~950 deep parses in one place and fails in another (etcd's
 # watchers, /read). Far below that limit, any value can be encoded and decoded anywhere.
@@ -84,3 +93,38 @@ class RateLimiter:
         self._next_prune = now + PRUNE_EVERY
         idle = min(self.burst / self.rate, PRUNE_IDLE)
         self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < idle}
+
+
+class WriteBudget:
+    """This instance's budget for gateway writes across all keys: two token buckets, bytes and
+    entries, each refilled at its rate a second and holding ``BUDGET_BURST_SECONDS`` of it."""
+
+    def __init__(
+        self, bytes_per_second: float, entries_per_second: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rates = (float(bytes_per_second), float(entries_per_second))
+        self.bursts = tuple(max(rate * BUDGET_BURST_SECONDS, 1.0) for rate in self.rates)
+        self.clock = clock
+        self._tokens = list(self.bursts)
+        self._then = clock()
+
+    def take(self, size: int) -> None:
+        """Spend ``size`` bytes and one entry, or raise ``TooManyRequests`` (nothing spent)."""
+        now = self.clock()
+        elapsed, self._then = now - self._then, now
+        self._tokens = [
+            min(b, t + elapsed * r) for t, r, b in zip(self._tokens, self.rates, self.bursts, strict=True)
+        ]
+        wants = (float(min(size, self.bursts[0])), 1.0)
+        short = [
+            (want - t) / r for want, t, r in zip(wants, self._tokens, self.rates, strict=True) if t < want
+        ]
+        if short:
+            wait = max(short)
+            raise TooManyRequests(
+                f"this instance's gateway takes at most {self.rates[0]:g} bytes and {self.rates[1]:g} "
+                f"entries a second across all keys; retry in {wait:.2f} s",
+                retry_after=round(wait, 3),
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        self._tokens = [t - want for t, want in zip(self._tokens, wants, strict=True)]

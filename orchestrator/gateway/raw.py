@@ -10,24 +10,37 @@ are written by ``insights`` and have no lease: the latest one of each tool stays
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import BadRequest, NotFound, PayloadTooLarge
 from ..federation.etcd import Etcd
 from ..federation.leases import SharedLease
-from .limits import MAX_INSPECT_ENTRIES, MAX_NESTING, MAX_VALUE_BYTES, RateLimiter, nested_too_deeply
+from .limits import (
+    INSPECT_PAGE,
+    MAX_INSPECT_BYTES,
+    MAX_INSPECT_ENTRIES,
+    MAX_NESTING,
+    MAX_VALUE_BYTES,
+    RateLimiter,
+    WriteBudget,
+    nested_too_deeply,
+)
 from .namespace import NAMESPACES, GatewayKey, from_etcd_key, read_keys, write_key
 
 LEASE_SHARED_FOR = 1.0  # seconds during which writes share one lease
 
 
 class RawStore:
-    def __init__(self, etcd: Etcd, instance: str, ttl: int, limiter: RateLimiter) -> None:
+    def __init__(
+        self, etcd: Etcd, instance: str, ttl: int, limiter: RateLimiter, budget: WriteBudget | None = None
+    ) -> None:
         self.etcd = etcd
         self.instance = instance
         self.ttl = ttl
         self.limiter = limiter
+        self.budget = budget
         self._lease = SharedLease(etcd, ttl=ttl + int(LEASE_SHARED_FOR), reuse_for=LEASE_SHARED_FOR)
 
     async def write(self, key: object, value: Any, by: str) -> dict[str, Any]:
@@ -41,6 +54,8 @@ class RawStore:
                 limit=MAX_VALUE_BYTES,
             )
         self.limiter.take(target.path)
+        if self.budget is not None:
+            self.budget.take(size)
         stored = {
             "value": value,
             "written_at": datetime.now(UTC).isoformat(),
@@ -68,29 +83,39 @@ class RawStore:
 
     async def inspect(self, key: object) -> dict[str, Any]:
         """Everything at and below ``key`` as ``{"raw/...": stored, "insights/...": stored}``, at most
-        ``MAX_INSPECT_ENTRIES``; ``"truncated": true`` is added when there was more (no gateway key
-        can be named ``truncated``: every one starts with its namespace)."""
+        ``MAX_INSPECT_ENTRIES`` entries and ``MAX_INSPECT_BYTES`` of them; ``"truncated": true`` is
+        added when there was more (no gateway key can be named ``truncated``: every one starts with
+        its namespace). etcd is read in pages of ``INSPECT_PAGE`` keys, so no answer from etcd
+        exceeds its message limit however large the values under the prefix are."""
         found: dict[str, Any] = {}
-        truncated = False
+        size = 0
         for candidate in read_keys(key, whole_namespace=True):
-            for kv_key, value in await self._under(candidate, MAX_INSPECT_ENTRIES - len(found) + 1):
-                if len(found) >= MAX_INSPECT_ENTRIES:
-                    truncated = True
-                    break
+            async for kv_key, value in self._under(candidate):
                 shown = from_etcd_key(kv_key)
-                if shown is not None:
-                    found[shown.shown] = value
-        return {**found, "truncated": True} if truncated else found
+                if shown is None:
+                    continue
+                size += len(json.dumps(value, separators=(",", ":"))) + len(shown.shown)
+                if len(found) >= MAX_INSPECT_ENTRIES or size > MAX_INSPECT_BYTES:
+                    return {**found, "truncated": True}
+                found[shown.shown] = value
+        return found
 
-    async def _under(self, key: GatewayKey, limit: int) -> list[tuple[str, Any]]:
-        if not key.path:
-            return [
-                (kv.key, kv.value)
-                for kv in await self.etcd.list_prefix(NAMESPACES[key.namespace], limit=limit)
-            ]
-        exact = await self.etcd.get(key.etcd_key)
-        below = await self.etcd.list_prefix(key.etcd_key + "/", limit=limit)
-        return ([(exact.key, exact.value)] if exact else []) + [(kv.key, kv.value) for kv in below]
+    async def _under(self, key: GatewayKey) -> AsyncIterator[tuple[str, Any]]:
+        if key.path:
+            exact = await self.etcd.get(key.etcd_key)
+            if exact is not None:
+                yield exact.key, exact.value
+            prefix = key.etcd_key + "/"
+        else:
+            prefix = NAMESPACES[key.namespace]
+        start = prefix
+        while True:
+            page = await self.etcd.list_page(prefix, start, INSPECT_PAGE)
+            for kv in page:
+                yield kv.key, kv.value
+            if len(page) < INSPECT_PAGE:
+                return
+            start = page[-1].key + "\0"
 
 
 def encode_value(value: Any) -> bytes:

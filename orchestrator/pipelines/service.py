@@ -16,9 +16,9 @@ from ..datasets import Datasets
 from ..errors import BadRequest, Conflict, NotFound
 from ..federation.registry import Registry
 from ..models import Pipeline, node_branch
+from ..runs.engine import Runner
 from ..store import Store
 from .registrations import Registrations
-from .runner import Runner
 
 if TYPE_CHECKING:
     from ..scheduling import Scheduler

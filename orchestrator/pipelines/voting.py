@@ -26,6 +26,7 @@ from ..errors import EtcdUnavailable, MaoError
 from ..federation.etcd import Etcd
 from ..federation.locks import LockLost, Locks
 from ..models import Dataset
+from ..runs.states import MergeState
 from ..store.outage import PendingMerges
 from ..tasks import spawn
 from .registrations import Registrations
@@ -39,7 +40,7 @@ IDLE_CHECK = 60.0
 
 @dataclass(frozen=True)
 class Vote:
-    state: str  # "merged", "queued" or "conflict"
+    state: MergeState
     commit: str | None  # ground-truth after the merge (None while queued)
     conflicts: list[str] = field(default_factory=list)
 
@@ -72,7 +73,7 @@ class Voting:
 
     async def vote(
         self,
-        step: tuple[str, int] | None,
+        step: tuple[str, str] | None,
         dataset: Dataset,
         branch: str,
         commit: str,
@@ -80,7 +81,7 @@ class Voting:
         trailers: Mapping[str, str],
     ) -> Vote:
         """Merge ``branch`` into ground-truth now, or queue the merge when the federation is away.
-        ``step`` is the (run id, position) whose record a queued merge settles (None: no run's)."""
+        ``step`` is the (run id, step name) whose record a queued merge settles (None: no run's)."""
         try:
             result = await self._merge(dataset.name, dataset.master, branch, message, trailers)
         except (EtcdUnavailable, LockLost) as exc:
@@ -97,14 +98,14 @@ class Voting:
                 exc.message,
             )
             self._wake.set()
-            return Vote("queued", None)
+            return Vote(MergeState.QUEUED, None)
         if result.conflicts:
-            return Vote("conflict", result.commit, result.conflicts)
+            return Vote(MergeState.CONFLICT, result.commit, result.conflicts)
         # The tip merged now contains any earlier commit of the branch still queued here.
         if (queued := await self.pending.get(dataset.name, branch)) is not None:
             await self.pending.settle(dataset.name, branch, queued["commit"], queued["steps"], result.commit)
             log.info("queued merge of %s into %s settled by a later run's merge", branch, dataset.name)
-        return Vote("merged", result.commit)
+        return Vote(MergeState.MERGED, result.commit)
 
     async def _merge(
         self, dataset: str, master: str, branch: str, message: str, trailers: Mapping[str, str]

@@ -12,17 +12,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, event, inspect, select, text, update
+from sqlalchemy import delete, event, select, text, update
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from ..errors import DatabaseUnavailable, MaoError
 from ..models import Pipeline
-from .tables import Base, PipelineRow, RunRow, RunStepRow, ScheduleRow, SecretRow, TickRow, utcnow
+from . import migrate
+from .tables import PipelineRow, ScheduleRow, SecretRow, TickRow, utcnow
 
 log = logging.getLogger(__name__)
-
-ACTIVE_RUN_STATUSES = ("pending", "running")
 
 
 class Store:
@@ -39,10 +38,9 @@ class Store:
         if self.url.startswith("sqlite"):
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        async with self._translate("create the schema"):
+        async with self._translate("migrate the schema"):
             async with self.engine.begin() as conn:
-                await conn.run_sync(Base.metadata.create_all)
-                await conn.run_sync(_add_missing_columns)
+                await conn.run_sync(migrate.upgrade)
 
     async def close(self) -> None:
         if self.engine is not None:
@@ -89,6 +87,7 @@ class Store:
                 s.add(row)
             row.description = pipeline.description
             row.steps = pipeline.public_steps()
+            row.run_timeout = pipeline.run_timeout
             row.updated_at = utcnow()
             await s.execute(delete(SecretRow).where(SecretRow.pipeline == pipeline.name))
             await s.flush()
@@ -129,112 +128,19 @@ class Store:
             result.setdefault(row.pipeline, {}).setdefault(row.step, {})[row.key] = row.value
         return result
 
-    # -- runs -----------------------------------------------------------------------------------
-    async def create_run(
-        self,
-        run_id: str,
-        pipeline: Pipeline,
-        trigger: str,
-        branches: list[str],
-        schedule_id: str | None = None,
-    ) -> None:
-        async with self.session(f"record a run of {pipeline.name}") as s:
-            s.add(
-                RunRow(
-                    id=run_id,
-                    pipeline=pipeline.name,
-                    trigger=trigger,
-                    status="pending",
-                    schedule_id=schedule_id,
-                )
-            )
-            await s.flush()
-            for position, (step, branch) in enumerate(zip(pipeline.steps, branches, strict=True)):
-                s.add(
-                    RunStepRow(
-                        run_id=run_id,
-                        position=position,
-                        name=step.name,
-                        tool=step.tool,
-                        input_dataset=step.input_dataset,
-                        output_dataset=step.output_dataset,
-                        branch=branch,
-                        status="pending",
-                    )
-                )
-
-    async def update_run(self, run_id: str, **fields: Any) -> None:
-        async with self.session(f"update run {run_id}") as s:
-            await s.execute(update(RunRow).where(RunRow.id == run_id).values(**fields))
-
-    async def finish_run(self, run_id: str, **fields: Any) -> None:
-        """``update_run`` that only applies while the run is still running."""
-        async with self.session(f"finish run {run_id}") as s:
-            await s.execute(
-                update(RunRow).where(RunRow.id == run_id, RunRow.status == "running").values(**fields)
-            )
-
-    async def update_step(self, run_id: str, position: int, **fields: Any) -> None:
-        async with self.session(f"update run {run_id}") as s:
-            await s.execute(
-                update(RunStepRow)
-                .where(RunStepRow.run_id == run_id, RunStepRow.position == position)
-                .values(**fields)
-            )
-
+    # -- runs ----------------------------------------------------------------------------------
+    # Kept for callers outside the run engine (API, federation scheduler); see ``store.runs``.
     async def get_run(self, run_id: str) -> dict[str, Any] | None:
-        async with self.session(f"read run {run_id}") as s:
-            run = await s.get(RunRow, run_id)
-            if run is None:
-                return None
-            steps = (
-                await s.scalars(
-                    select(RunStepRow).where(RunStepRow.run_id == run_id).order_by(RunStepRow.position)
-                )
-            ).all()
-            return run_to_dict(run, steps)
+        from .runs import RunRecords
+
+        return await RunRecords(self).get(run_id)
 
     async def list_runs(
         self, pipeline: str | None = None, status: str | None = None, limit: int = 50
     ) -> list[dict[str, Any]]:
-        async with self.session("list runs") as s:
-            query = select(RunRow).order_by(RunRow.created_at.desc(), RunRow.id).limit(limit)
-            if pipeline:
-                query = query.where(RunRow.pipeline == pipeline)
-            if status:
-                query = query.where(RunRow.status == status)
-            runs = (await s.scalars(query)).all()
-            steps = (
-                await s.scalars(
-                    select(RunStepRow)
-                    .where(RunStepRow.run_id.in_([r.id for r in runs]))
-                    .order_by(RunStepRow.run_id, RunStepRow.position)
-                )
-            ).all()
-            by_run: dict[str, list[RunStepRow]] = {}
-            for step in steps:
-                by_run.setdefault(step.run_id, []).append(step)
-            return [run_to_dict(r, by_run.get(r.id, []), with_logs=False) for r in runs]
+        from .runs import RunRecords
 
-    async def fail_interrupted_runs(self, reason: str) -> int:
-        """Runs left pending/running by a previous process can never finish: mark them failed."""
-        async with self.session("close interrupted runs") as s:
-            now = utcnow()
-            ids = list(
-                (await s.scalars(select(RunRow.id).where(RunRow.status.in_(ACTIVE_RUN_STATUSES)))).all()
-            )
-            if ids:
-                await s.execute(
-                    update(RunRow)
-                    .where(RunRow.id.in_(ids))
-                    .values(status="failed", error=reason, ended_at=now)
-                )
-                await s.execute(
-                    update(RunStepRow)
-                    .where(RunStepRow.run_id.in_(ids), RunStepRow.status.in_(ACTIVE_RUN_STATUSES))
-                    .values(status="failed", error=reason, ended_at=now)
-                )
-            return len(ids)
+        return await RunRecords(self).list(pipeline=pipeline, status=status, limit=limit)
 
     # -- schedules ------------------------------------------------------------------------------
     async def add_schedule(self, schedule_id: str, pipeline: str, cron: str, timezone: str) -> dict[str, Any]:
@@ -306,57 +212,13 @@ class Store:
 
 def _pipeline(row: PipelineRow, secrets: dict[str, dict[str, str]]) -> Pipeline:
     steps = [{**step, "private_env": secrets.get(step["name"]) or None} for step in row.steps]
-    return Pipeline.model_validate({"name": row.name, "description": row.description, "steps": steps})
+    return Pipeline.model_validate(
+        {"name": row.name, "description": row.description, "steps": steps, "run_timeout": row.run_timeout}
+    )
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
-
-
-def _duration(start: datetime | None, end: datetime | None) -> float | None:
-    return round((end - start).total_seconds(), 3) if start and end else None
-
-
-def run_to_dict(run: RunRow, steps: Any, with_logs: bool = True) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "pipeline": run.pipeline,
-        "trigger": run.trigger,
-        "status": run.status,
-        "error": run.error,
-        "schedule_id": run.schedule_id,
-        "created_at": _iso(run.created_at),
-        "started_at": _iso(run.started_at),
-        "ended_at": _iso(run.ended_at),
-        "duration": _duration(run.started_at, run.ended_at),
-        "steps": [
-            {
-                "position": st.position,
-                "name": st.name,
-                "tool": st.tool,
-                "image": st.image,
-                "status": st.status,
-                "exit_code": st.exit_code,
-                "image_id": st.image_id,
-                "input_dataset": st.input_dataset,
-                "input_commit": st.input_commit,
-                "output_dataset": st.output_dataset,
-                "branch": st.branch,
-                "output_commit": st.output_commit,
-                "merge_commit": st.merge_commit,
-                "merge": st.merge_state,
-                "changed": st.changed,
-                "conflicts": st.conflicts or [],
-                "started_at": _iso(st.started_at),
-                "ended_at": _iso(st.ended_at),
-                "duration": _duration(st.started_at, st.ended_at),
-                "error": st.error,
-                "insights": st.insights,
-                **({"log_tail": st.log_tail or ""} if with_logs else {}),
-            }
-            for st in steps
-        ],
-    }
 
 
 def schedule_to_dict(row: ScheduleRow) -> dict[str, Any]:
@@ -368,21 +230,6 @@ def schedule_to_dict(row: ScheduleRow) -> dict[str, Any]:
         "created_at": _iso(row.created_at),
         "last_tick_at": _iso(row.last_tick_at),
     }
-
-
-def _add_missing_columns(connection: Any) -> None:
-    """create_all makes missing tables but never alters existing ones: add the (nullable) columns
-    that newer versions introduced, so a database from an earlier version keeps working."""
-    inspector = inspect(connection)
-    for table in Base.metadata.sorted_tables:
-        if not inspector.has_table(table.name):
-            continue
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name not in present and column.nullable:
-                kind = column.type.compile(dialect=connection.dialect)
-                connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
-                log.info("database: added column %s.%s", table.name, column.name)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

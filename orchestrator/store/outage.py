@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
+from ..runs.states import MergeState, RunStatus, StepStatus
 from . import Store
 from .tables import PendingMergeRow, RegistryCacheRow, RunRow, RunStepRow, utcnow
 
@@ -56,7 +57,7 @@ class PendingMerges:
         commit: str,
         message: str,
         trailers: Mapping[str, str],
-        step: tuple[str, int] | None,
+        step: tuple[str, str] | None,
     ) -> int:
         """Queue (or move forward) the merge of ``branch``; returns how many steps it now covers."""
         async with self.store.session(f"queue the merge of {branch} into {dataset}") as s:
@@ -103,23 +104,26 @@ class PendingMerges:
         With ``conflicts`` the steps become ``conflict`` and their runs ``failed``. The row goes only if
         no later run moved it to a newer commit meanwhile; otherwise just these steps leave it."""
         async with self.store.session(f"settle the queued merge of {branch}") as s:
-            for run_id, position in steps:
-                where = (RunStepRow.run_id == run_id, RunStepRow.position == position)
+            for run_id, step in steps:
+                where = (RunStepRow.run_id == run_id, RunStepRow.name == step)
                 if conflicts:
                     values: dict[str, Any] = {
-                        "status": "conflict",
-                        "merge_state": "conflict",
+                        "status": StepStatus.CONFLICT,
+                        "merge_state": MergeState.CONFLICT,
                         "conflicts": conflicts,
                         "error": error,
                     }
                 else:
-                    values = {"merge_state": "merged", "merge_commit": merge_commit}
+                    values = {"merge_state": MergeState.MERGED, "merge_commit": merge_commit}
                 await s.execute(update(RunStepRow).where(*where).values(**values))
                 if conflicts:
                     await s.execute(
                         update(RunRow)
-                        .where(RunRow.id == run_id, RunRow.status.in_(("running", "succeeded")))
-                        .values(status="failed", error=error)
+                        .where(
+                            RunRow.id == run_id,
+                            RunRow.status.in_((RunStatus.RUNNING, RunStatus.SUCCEEDED)),
+                        )
+                        .values(status=RunStatus.FAILED, error=error)
                     )
             row = await s.get(PendingMergeRow, (dataset, branch))
             if row is None:

@@ -7,10 +7,13 @@ from datetime import datetime
 
 from sqlalchemy import delete, func, select
 
-from . import ACTIVE_RUN_STATUSES, Store
-from .tables import RunRow, RunStepRow, TickRow
+from ..runs.states import RunStatus
+from . import Store
+from .tables import AttemptRow, RunRow, RunStepRow, TickRow
 
-WAITING_RUN_STATUSES = ("pending", "queued")
+WAITING_RUN_STATUSES = (RunStatus.PENDING, RunStatus.QUEUED)
+# A run in one of these is kept whatever its age: the engine (or the reconciler) still owns it.
+ACTIVE_RUN_STATUSES = (*WAITING_RUN_STATUSES, RunStatus.RUNNING)
 
 
 async def count_waiting_runs(store: Store) -> int:
@@ -20,7 +23,7 @@ async def count_waiting_runs(store: Store) -> int:
 
 
 async def forget_before(store: Store, cutoff: datetime, batch: int = 500) -> tuple[int, int]:
-    """Delete ended runs created before ``cutoff`` (with their steps) and tick records written before
+    """Delete ended runs created before ``cutoff`` (with their steps and attempts) and tick records written before
     it; returns (runs, ticks) deleted. Runs still pending or running are kept whatever their age.
     Deleted in batches, each its own transaction, so a large first clean-up never holds a long lock."""
     runs = ticks = 0
@@ -37,6 +40,7 @@ async def forget_before(store: Store, cutoff: datetime, batch: int = 500) -> tup
             )
             if ids:
                 # Explicitly, not by the foreign key's cascade: SQLite enforces it only per connection.
+                await s.execute(delete(AttemptRow).where(AttemptRow.run_id.in_(ids)))
                 await s.execute(delete(RunStepRow).where(RunStepRow.run_id.in_(ids)))
                 await s.execute(delete(RunRow).where(RunRow.id.in_(ids)))
         runs += len(ids)

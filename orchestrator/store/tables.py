@@ -8,7 +8,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -44,6 +55,7 @@ class PipelineRow(Base):
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     description: Mapped[str] = mapped_column(Text, default="")
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # public form: no secret values
+    run_timeout: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -73,6 +85,10 @@ class RunRow(Base):
 
 
 class RunStepRow(Base):
+    """A step of a run. Its identity is (run_id, name); ``position`` (its place in the pipeline's list)
+    stays the primary key only because changing a primary key in place is not worth a table rebuild
+    on SQLite; the engine addresses steps by name (unique index ``uq_run_steps_name``)."""
+
     __tablename__ = "run_steps"
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -98,6 +114,32 @@ class RunStepRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # What became of the step's insights.json: "published" or "ignored: <why>" (None: there was none).
     insights: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The step's needs as resolved at the run's start (absent in the pipeline = the previous step).
+    needs: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # Fan-out summary {count, succeeded, failed, speculative}; None for a step without fan-out.
+    shards: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The memo key of a step that succeeded (runs.cache): a later run with the same key is "cached".
+    cache_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class AttemptRow(Base):
+    """One try of a step: one container (or one per shard of a fan-out step, ``shard`` 1-based)."""
+
+    __tablename__ = "run_attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[str] = mapped_column(String(128))
+    attempt: Mapped[int] = mapped_column(Integer)
+    shard: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    speculative: Mapped[bool] = mapped_column(default=False)
+    tool: Mapped[str] = mapped_column(String(128))
+    container: Mapped[str | None] = mapped_column(String(260), nullable=True)
+    image_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ScheduleRow(Base):
@@ -139,8 +181,8 @@ class PendingMergeRow(Base):
     """A node branch whose ground-truth merge waits for the federation (etcd) to answer again.
 
     One row per dataset and branch: merging the branch's tip covers every earlier commit on it, so a
-    later run replaces the row and adds its step to ``steps`` (the [run id, position] pairs whose
-    records are settled when the merge is done)."""
+    later run replaces the row and adds its step to ``steps`` (the [run id, step name] pairs whose
+    records are settled when the merge is done; [run id, position] before migration 0002)."""
 
     __tablename__ = "pending_merges"
     dataset: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -177,3 +219,5 @@ class GatewayProgressRow(Base):
 
 
 Index("ix_runs_pipeline_created", RunRow.pipeline, RunRow.created_at)
+Index("uq_run_steps_name", RunStepRow.run_id, RunStepRow.name, unique=True)
+Index("ix_run_attempts_step", AttemptRow.run_id, AttemptRow.step)

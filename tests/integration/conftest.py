@@ -22,6 +22,8 @@ def orchestrator_env(
         "MAO_INSTANCE_NAME": name,
         "MAO_DATA_DIR": str(data_dir),
         "MAO_ETCD_ENDPOINTS": etcd_endpoints,
+        # The session's etcd members are plain HTTP on loopback (tests that need TLS start their own).
+        "MAO_ETCD_INSECURE": "1",
         "MAO_EXECUTOR_URL": executor.url,
         "MAO_EXECUTOR_TOKEN": executor.token or "",
         "MAO_GIT_NAME": f"MAO {name}",

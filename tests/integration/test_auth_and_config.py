@@ -32,7 +32,7 @@ def guarded(servers_tmp: Path, etcd, executor) -> Iterator[servers.ServiceProces
 )
 def test_requests_without_the_token_are_401(guarded: servers.ServiceProcess, headers: dict) -> None:
     for method, path in (
-        ("GET", "/"),
+        ("GET", "/health"),
         ("GET", "/registry/tools"),
         ("POST", "/pipeline/run"),
         ("GET", "/nowhere"),
@@ -40,6 +40,8 @@ def test_requests_without_the_token_are_401(guarded: servers.ServiceProcess, hea
         assert_error(
             requests.request(method, guarded.url + path, headers=headers, timeout=10), 401, "unauthorized"
         )
+    # Liveness answers anyone, and tells nothing a caller could use.
+    assert requests.get(guarded.url + "/", headers=headers, timeout=10).status_code == 200
 
 
 def test_requests_with_the_token_pass(guarded: servers.ServiceProcess) -> None:
@@ -53,6 +55,7 @@ def test_unworkable_configuration_refuses_to_start(tmp_path: Path) -> None:
     env = {
         "PATH": "/usr/bin:/bin",
         "MAO_API_HOST": "0.0.0.0",
+        "MAO_API_LEGACY_OPEN": "1",
         "MAO_DATA_DIR": str(tmp_path),
         "MAO_EXECUTOR_URL": "nope",
     }
@@ -62,8 +65,9 @@ def test_unworkable_configuration_refuses_to_start(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert (
         "MAO_EXECUTOR_TOKEN" in done.stderr
-        and "MAO_API_TOKEN" in done.stderr
+        and "MAO_API_LEGACY_OPEN" in done.stderr
         and "MAO_EXECUTOR_URL" in done.stderr
+        and "MAO_ETCD_INSECURE=1" in done.stderr  # no etcd certificates, and plain HTTP not asked for
     )
     assert "Traceback" not in done.stderr
 
@@ -74,6 +78,7 @@ def test_check_config_prints_settings_without_secrets(tmp_path: Path) -> None:
         "MAO_DATA_DIR": str(tmp_path),
         "MAO_EXECUTOR_TOKEN": "very-secret",
         "MAO_API_TOKEN": "also-secret",
+        "MAO_ETCD_INSECURE": "1",
     }
     done = subprocess.run(
         [sys.executable, "-m", "orchestrator", "--check-config"],

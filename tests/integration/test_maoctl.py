@@ -340,11 +340,9 @@ def guarded(servers_tmp: Path, etcd, executor) -> Iterator[servers.ServiceProces
 
 
 def test_the_api_token(guarded: servers.ServiceProcess) -> None:
-    refused = maoctl_process("--url", guarded.url, "tool", "get")
+    refused = maoctl_process("--url", guarded.url, "tool", "get", env={"MAO_API_TOKEN": ""})
     assert refused.returncode == 1
-    assert refused.stderr.strip() == (
-        "Error: missing or wrong API token: send 'Authorization: Bearer <MAO_API_TOKEN>' (give it with --token or MAO_API_TOKEN)"
-    )
+    assert refused.stderr.startswith("Error: missing or wrong API token") and "--token" in refused.stderr
     assert maoctl_process("--url", guarded.url, "--token", "ctl-t0ken", "tool", "get").returncode == 0
     with_env = maoctl_process(
         "--json", "instance", "status", env={"MAO_URL": guarded.url, "MAO_API_TOKEN": "ctl-t0ken"}

@@ -16,9 +16,12 @@ import pexpect
 import pytest
 import yaml
 
+from ctl import pki
 from ctl.compose import parse_env
+from ctl.join_bundle import issue_bundle, save_bundle
 from ctl.marketplace import DEFAULT_FOLDER
 from ctl.netinfo import host_addresses
+from tests import servers
 from tests.api import unique
 from tests.ctl_helpers import REPO_ROOT, maoctl
 
@@ -40,6 +43,7 @@ def spawn(*args: str, home: Path, marketplace: Path, url: str | None = None) -> 
     )
     if url:
         env["MAO_URL"] = url
+        env["MAO_API_TOKEN"] = servers.token_for(url) or ""
     child = pexpect.spawn(
         sys.executable,
         ["-m", "ctl", *args],
@@ -71,7 +75,14 @@ def test_install_wizard_joins_a_federation_then_stands_alone(tmp_path: Path) -> 
     (home / ".ssh").mkdir(parents=True)
     addresses = host_addresses()
     own_ip = "10.77.0.5"
-    cluster = f"alpha=http://10.77.0.1:2380,node-b=http://{own_ip}:2380"
+    cluster = f"alpha=https://10.77.0.1:2380,node-b=https://{own_ip}:2380"
+    # The operator's `maoctl federation add-member` wrote these where the federation's CA is: one for
+    # this instance, and one made for another address by mistake.
+    ca = pki.create_authority("mao-demo")
+    bundle, wrong = tmp_path / "node-b-join.json", tmp_path / "wrong-join.json"
+    save_bundle(issue_bundle(ca, "node-b", f"https://{own_ip}:2380", cluster), bundle)
+    wrong_cluster = "alpha=https://10.77.0.1:2380,node-b=https://10.77.0.9:2380"
+    save_bundle(issue_bundle(ca, "node-b", "https://10.77.0.9:2380", wrong_cluster), wrong)
 
     child = spawn("instance", "install", home=home, marketplace=DEFAULT_FOLDER)
     answer(child, "Join an existing federation?", "y")
@@ -89,10 +100,12 @@ def test_install_wizard_joins_a_federation_then_stands_alone(tmp_path: Path) -> 
     answer(child, "Git e-mail for this instance's commits:", CLEAR + "ops@node-b.example.org" + ENTER)
     answer(child, "SSH key folder for git remotes (empty for none):", str(home / ".ssh") + ENTER)
     child.expect_exact("To join, send the operator of mao-demo (operator@mao-demo.example.org):")
-    child.expect_exact(f"maoctl federation add-member --name node-b --peer-url http://{own_ip}:2380")
-    answer(child, "ETCD_INITIAL_CLUSTER from the operator:", f"alpha=http://10.77.0.1:2380{ENTER}")
-    child.expect_exact("it does not list this instance")
-    child.send(CLEAR + cluster + ENTER)
+    child.expect_exact(f"maoctl federation add-member --name node-b --peer-url https://{own_ip}:2380")
+    answer(child, "Join bundle from the operator (file):", f"{tmp_path / 'absent.json'}{ENTER}")
+    child.expect_exact("cannot read the join bundle")
+    child.send(CLEAR + str(wrong) + ENTER)
+    child.expect_exact(f"URL is https://{own_ip}:2380")
+    child.send(CLEAR + str(bundle) + ENTER)
     answer(child, f"Write the instance to {home / 'mao-instance'}?", ENTER)
     output = finish(child)
     assert child.exitstatus == 0, output
@@ -108,9 +121,12 @@ def test_install_wizard_joins_a_federation_then_stands_alone(tmp_path: Path) -> 
     etcd = compose["services"]["etcd"]["environment"]
     assert etcd["ETCD_INITIAL_CLUSTER"] == cluster and etcd["ETCD_INITIAL_CLUSTER_STATE"] == "existing"
     assert (
-        etcd["ETCD_LISTEN_PEER_URLS"] == etcd["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == f"http://{own_ip}:2380"
+        etcd["ETCD_LISTEN_PEER_URLS"] == etcd["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == f"https://{own_ip}:2380"
     )
-    assert etcd["ETCD_LISTEN_CLIENT_URLS"] == f"http://127.0.0.1:2379,http://{own_ip}:2379"
+    assert etcd["ETCD_LISTEN_CLIENT_URLS"] == f"https://127.0.0.1:2379,https://{own_ip}:2379"
+    assert etcd["ETCD_CLIENT_CERT_AUTH"] == etcd["ETCD_PEER_CLIENT_CERT_AUTH"] == "true"
+    assert (directory / "pki" / "ca.crt").read_bytes() == ca.cert_pem and not (directory / "ca").exists()
+    assert stat.S_IMODE((directory / "pki" / "client.key").stat().st_mode) == 0o600
     assert f"{home / '.ssh'}:/root/.ssh:ro" in compose["services"]["orchestrator"]["volumes"]
     assert all((directory / d).is_dir() for d in ("data", "etcd", "postgres"))
 
@@ -139,10 +155,16 @@ def test_install_wizard_joins_a_federation_then_stands_alone(tmp_path: Path) -> 
     assert child.exitstatus == 0, output
     etcd = yaml.safe_load((directory / "docker-compose.yaml").read_text())["services"]["etcd"]["environment"]
     assert (
-        etcd["ETCD_INITIAL_CLUSTER"] == "node-b=http://127.0.0.1:2380"
+        etcd["ETCD_INITIAL_CLUSTER"] == "node-b=https://127.0.0.1:2380"
         and etcd["ETCD_INITIAL_CLUSTER_STATE"] == "new"
     )
-    assert etcd["ETCD_LISTEN_CLIENT_URLS"] == "http://127.0.0.1:2379"
+    assert etcd["ETCD_LISTEN_CLIENT_URLS"] == "https://127.0.0.1:2379"
+    # Standing alone founds a new federation: its own CA, and certificates issued by it.
+    assert (
+        (directory / "ca" / "ca.crt").read_bytes()
+        == (directory / "pki" / "ca.crt").read_bytes()
+        != ca.cert_pem
+    )
     rewritten = parse_env(env_file.read_text())
     assert rewritten["MAO_GIT_EMAIL"].endswith("@node-b")
     assert all(rewritten[k] == env[k] for k in ("POSTGRES_PASSWORD", "MAO_API_TOKEN", "MAO_EXECUTOR_TOKEN"))

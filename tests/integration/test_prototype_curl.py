@@ -31,7 +31,10 @@ def port_8080_node(servers_tmp: Path, etcd, executor, busybox_image) -> Iterator
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", 8080)) == 0:
             pytest.fail("port 8080 is taken: the prototype's samples need it for this test")
-    env = orchestrator_env("node-8080", servers_tmp / "node-8080", etcd.endpoint, executor)
+    # The prototype's clients send no token: this node runs in legacy open mode (loopback only).
+    env = orchestrator_env(
+        "node-8080", servers_tmp / "node-8080", etcd.endpoint, executor, MAO_API_LEGACY_OPEN="1"
+    )
     service = servers.start_orchestrator(env, port=8080, log_dir=servers_tmp / "logs", name="node-8080")
     yield Api(service.url)
     service.stop()
@@ -63,3 +66,5 @@ def test_prototype_curl_samples_work_unchanged(port_8080_node: Api) -> None:
     result = api.run("pipeline1")
     assert result["status"] == "succeeded", result
     assert "pipeline1" in [p["name"] for p in api.ok(api.get("/pipeline"))]
+    # Legacy mode is loud about itself.
+    assert "MAO_API_LEGACY_OPEN" in " ".join(api.ok(api.get("/health"))["warnings"])

@@ -14,7 +14,7 @@ from .docker import (
     ensure_docker,
     stop_docker,
 )
-from .etcd import EtcdServer, start_etcd, start_etcd_cluster
+from .etcd import EtcdServer, make_member_pki, start_etcd, start_etcd_cluster
 from .postgres import PostgresServer, start_postgres
 from .process import (
     LOCALHOST,
@@ -27,13 +27,14 @@ from .process import (
     wait_http,
     wait_until,
 )
-from .services import ServiceProcess, _base_env, start_executor, start_orchestrator
+from .services import TOKENS, ServiceProcess, _base_env, start_executor, start_orchestrator, token_for
 
 __all__ = [
     "BUSYBOX_LABEL",
     "BUSYBOX_LABEL_VERSION",
     "LOCALHOST",
     "REPO_ROOT",
+    "TOKENS",
     "EtcdServer",
     "ManagedProcess",
     "PostgresServer",
@@ -46,12 +47,14 @@ __all__ = [
     "free_port",
     "http_status",
     "is_root",
+    "make_member_pki",
     "start_etcd",
     "start_etcd_cluster",
     "start_executor",
     "start_orchestrator",
     "start_postgres",
     "stop_docker",
+    "token_for",
     "wait_http",
     "wait_until",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import ssl
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -30,7 +31,11 @@ def _etcd_binary() -> str:
 
 
 class EtcdServer:
-    """One etcd member on loopback; ``initial_cluster`` defaults to just this member."""
+    """One etcd member on loopback; ``initial_cluster`` defaults to just this member.
+
+    With ``tls`` (a folder as ``ctl.pki.save_member`` writes it: ca.crt, etcd.crt/.key, client.crt/.key)
+    clients and peers use https and must show a certificate the same CA signed, as in a deployment.
+    """
 
     def __init__(
         self,
@@ -43,8 +48,10 @@ class EtcdServer:
         cluster_token: str = "mao-test-cluster",
         heartbeat_ms: int = 100,
         election_ms: int = 1000,
+        tls: Path | None = None,
     ) -> None:
         self.name = name
+        self.tls = tls
         self.dir = Path(tmpdir) / name
         self.data_dir = self.dir / "data"
         if client_port is None or peer_port is None:
@@ -66,12 +73,35 @@ class EtcdServer:
         return f"{self.host}:{self.client_port}"
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
     def client_url(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
+        return f"{self.scheme}://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://{self.host}:{self.peer_port}"
+        return f"{self.scheme}://{self.host}:{self.peer_port}"
+
+    def client_env(self) -> dict[str, str]:
+        """How an orchestrator reaches this member: its client certificate, or plain HTTP said so."""
+        if self.tls is None:
+            return {"MAO_ETCD_INSECURE": "1"}
+        return {
+            "MAO_ETCD_CA": str(self.tls / "ca.crt"),
+            "MAO_ETCD_CERT": str(self.tls / "client.crt"),
+            "MAO_ETCD_KEY": str(self.tls / "client.key"),
+            "MAO_ETCD_INSECURE": "0",
+        }
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """For HTTP requests to this member (``/health``, the v3 JSON gateway) with the client certificate."""
+        if self.tls is None:
+            return None
+        context = ssl.create_default_context(cafile=str(self.tls / "ca.crt"))
+        context.load_cert_chain(str(self.tls / "client.crt"), str(self.tls / "client.key"))
+        return context
 
     @property
     def log_path(self) -> Path:
@@ -93,6 +123,17 @@ class EtcdServer:
             "--election-timeout", str(self.election_ms),
             "--logger", "zap",
             "--log-outputs", "stderr",
+            *self.tls_flags(),
+        ]  # fmt: skip
+
+    def tls_flags(self) -> list[str]:
+        if self.tls is None:
+            return []
+        ca, cert, key = (str(self.tls / n) for n in ("ca.crt", "etcd.crt", "etcd.key"))
+        return [
+            "--client-cert-auth", "--trusted-ca-file", ca, "--cert-file", cert, "--key-file", key,
+            "--peer-client-cert-auth", "--peer-trusted-ca-file", ca,
+            "--peer-cert-file", cert, "--peer-key-file", key,
         ]  # fmt: skip
 
     def start(self, wait: bool = True, timeout: float = 30.0) -> EtcdServer:
@@ -111,7 +152,7 @@ class EtcdServer:
     def is_healthy(self) -> bool:
         request = urllib.request.Request(f"{self.client_url}/health")
         try:
-            with urllib.request.urlopen(request, timeout=2.0) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=2.0, context=self.ssl_context()) as response:  # noqa: S310
                 body = response.read().decode(errors="replace")
         except (urllib.error.URLError, OSError):
             return False
@@ -172,8 +213,9 @@ def start_etcd(
     initial_cluster: str | None = None,
     cluster_state: str = "new",
     timeout: float = 30.0,
+    tls: Path | None = None,
 ) -> EtcdServer:
-    """Start one etcd member and wait until ``/health`` says healthy."""
+    """Start one etcd member and wait until ``/health`` says healthy (``tls``: see ``EtcdServer``)."""
     server = EtcdServer(
         tmpdir,
         name=name,
@@ -181,6 +223,7 @@ def start_etcd(
         peer_port=peer_port,
         initial_cluster=initial_cluster,
         cluster_state=cluster_state,
+        tls=tls,
     )
     return server.start(wait=True, timeout=timeout)
 
@@ -218,3 +261,13 @@ def start_etcd_cluster(
             member.kill()
         raise
     return members
+
+
+def make_member_pki(directory: Path, ca: object, name: str, ip: str = LOCALHOST) -> Path:
+    """A member's certificate folder (as ``maoctl instance install`` writes ``pki/``) issued by ``ca``
+    (a ``ctl.pki.Authority``); imported lazily so the servers need ``cryptography`` only for TLS."""
+    from ctl import pki
+
+    assert isinstance(ca, pki.Authority)
+    pki.save_member(pki.member_certificates(ca, name, ip), directory)
+    return directory

@@ -16,16 +16,39 @@ from .process import LOCALHOST, REPO_ROOT, ManagedProcess, ServerStartError, fre
 # ---------------------------------------------------------------------------------------------
 
 
+# The API token of every orchestrator the tests started, by URL: ``tests.api.Api(url)`` and the maoctl
+# helpers look it up here, so a test that only knows a node's URL still talks to it with its token.
+TOKENS: dict[str, str] = {}
+
+
+def token_for(url: str) -> str | None:
+    return TOKENS.get(url.rstrip("/"))
+
+
 class ServiceProcess:
-    """A started executor or orchestrator: ``url``, ``token``, ``port``, ``env`` and its process."""
+    """A started executor or orchestrator: ``url``, ``token``, ``port``, ``env`` and its process.
+
+    An orchestrator started without MAO_API_TOKEN (and not in legacy open mode) generates its token
+    into its data dir; ``token`` then reads it from there."""
 
     def __init__(self, name: str, process: ManagedProcess, url: str, token: str | None, env: dict[str, str]):
         self.name = name
         self.process = process
         self.url = url
-        self.token = token
+        self._token = token
         self.env = env
         self.port = int(url.rsplit(":", 1)[1])
+
+    @property
+    def token(self) -> str | None:
+        if self._token is None and self.env.get("MAO_DATA_DIR") and not self.env.get("MAO_API_LEGACY_OPEN"):
+            try:
+                self._token = (Path(self.env["MAO_DATA_DIR"]) / "api-token").read_text().strip() or None
+            except OSError:
+                return None
+            if self._token:
+                TOKENS[self.url] = self._token
+        return self._token
 
     @property
     def headers(self) -> dict[str, str]:
@@ -135,9 +158,18 @@ def start_orchestrator(
 
     MAO_API_HOST defaults to 127.0.0.1 and MAO_API_PORT to ``port`` (or a free one). Waits until
     ``GET /health`` answers (with ``Authorization: Bearer $MAO_API_TOKEN`` when set).
+
+    Every node gets an API token: a random MAO_API_TOKEN unless ``env`` gives one, sets
+    MAO_API_LEGACY_OPEN, or sets MAO_API_TOKEN to "" (then the node generates its own token file,
+    which ``ServiceProcess.token`` reads). MAO_MASTER_ROOTS defaults to the folder holding the data
+    dir: test nodes keep their data dirs side by side and use each other's local masters.
     """
     full_env = _base_env()
     full_env.update({k: str(v) for k, v in env.items()})
+    if "MAO_API_TOKEN" not in env and not full_env.get("MAO_API_LEGACY_OPEN"):
+        full_env["MAO_API_TOKEN"] = secrets.token_hex(16)
+    if full_env.get("MAO_DATA_DIR") and "MAO_MASTER_ROOTS" not in env:
+        full_env["MAO_MASTER_ROOTS"] = str(Path(full_env["MAO_DATA_DIR"]).parent)
     full_env.setdefault("MAO_API_HOST", LOCALHOST)
     if port is not None:
         full_env["MAO_API_PORT"] = str(port)
@@ -149,4 +181,6 @@ def start_orchestrator(
         host = LOCALHOST
     url = f"http://{host}:{full_env['MAO_API_PORT']}"
     token = full_env.get("MAO_API_TOKEN") or None
+    if token:
+        TOKENS[url] = token
     return _launch("orchestrator", name, full_env, url, token, log_dir, timeout)

@@ -12,6 +12,7 @@ def base_env(tmp_path: Path) -> dict[str, str]:
         "MAO_DATA_DIR": str(tmp_path / "data"),
         "MAO_EXECUTOR_TOKEN": "secret",
         "MAO_INSTANCE_NAME": "node1",
+        "MAO_ETCD_INSECURE": "1",
     }
 
 
@@ -31,6 +32,7 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
     env = {
         "MAO_DATA_DIR": str(blocked / "data"),
         "MAO_API_HOST": "0.0.0.0",
+        "MAO_API_LEGACY_OPEN": "1",
         "MAO_API_PORT": "99999",
         "MAO_EXECUTOR_URL": "ftp:/nowhere",
         "MAO_ETCD_ENDPOINTS": "etcd1,etcd2:2379",
@@ -41,20 +43,44 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
     text = "\n".join(caught.value.problems)
     for expected in (
         "MAO_EXECUTOR_TOKEN",
-        "MAO_API_HOST=0.0.0.0",
+        "MAO_API_LEGACY_OPEN=1",
         "MAO_API_PORT",
         "MAO_EXECUTOR_URL",
         "'etcd1'",
         "MAO_DATA_DIR",
         "MAO_INSTANCE_NAME",
+        "MAO_ETCD_INSECURE=1",  # neither TLS files nor the explicit plain-HTTP switch
     ):
         assert expected in text
-    assert len(caught.value.problems) == 7
+    assert len(caught.value.problems) == 8
 
 
 def test_non_loopback_api_needs_token(tmp_path: Path) -> None:
     settings = load_settings({**base_env(tmp_path), "MAO_API_HOST": "0.0.0.0", "MAO_API_TOKEN": "t"})
     assert settings.api_token == "t"
+    # Without MAO_API_TOKEN the orchestrator generates one at start (private_files), never none.
+    assert load_settings({**base_env(tmp_path), "MAO_API_HOST": "0.0.0.0"}).api_token is None
+
+
+def test_trust_settings(tmp_path: Path) -> None:
+    settings = load_settings({**base_env(tmp_path), "MAO_ADVERTISE_URL": "http://node1.example.org:8080"})
+    assert {"localhost", "127.0.0.1", "::1", "0.0.0.0", "node1.example.org"} <= set(settings.api_hostnames)
+    assert settings.master_roots == ((tmp_path / "data" / "repos").resolve(),)
+    assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
+    given = load_settings(
+        {**base_env(tmp_path), "MAO_API_HOSTNAMES": "mao.example.org", "MAO_MASTER_ROOTS": "/srv/git"}
+    )
+    assert given.api_hostnames == ("mao.example.org",) and given.master_roots == (Path("/srv/git"),)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            {
+                **base_env(tmp_path),
+                "MAO_API_LEGACY_OPEN": "1",
+                "MAO_API_TOKEN": "t",
+                "MAO_MASTER_ROOTS": "rel",
+            }
+        )
+    assert len(caught.value.problems) == 2
 
 
 def test_several_etcd_endpoints_and_urls(tmp_path: Path) -> None:
@@ -68,7 +94,12 @@ def test_config_file_fills_in_what_env_does_not_set(tmp_path: Path) -> None:
         "# generated\nMAO_EXECUTOR_TOKEN='from-file'\nMAO_API_PORT=9000\nexport MAO_LABELS=role=central,site=zurich\n"
     )
     settings = load_settings(
-        {"MAO_CONFIG_FILE": str(config), "MAO_DATA_DIR": str(tmp_path), "MAO_API_PORT": "9100"}
+        {
+            "MAO_CONFIG_FILE": str(config),
+            "MAO_DATA_DIR": str(tmp_path),
+            "MAO_API_PORT": "9100",
+            "MAO_ETCD_INSECURE": "1",
+        }
     )
     assert settings.executor_token == "from-file"
     assert settings.api_port == 9100

@@ -42,8 +42,9 @@ def test_env_files_read_the_same_by_maoctl_and_the_orchestrator(tmp_path: Path) 
 
 
 def test_peer_urls() -> None:
-    assert peer_url("10.0.0.5") == "http://10.0.0.5:2380"
-    assert peer_url("fd00::2") == "http://[fd00::2]:2380"
+    assert peer_url("10.0.0.5") == "https://10.0.0.5:2380"  # members talk over TLS by default
+    assert peer_url("fd00::2") == "https://[fd00::2]:2380"
+    assert peer_url("10.0.0.5", tls=False) == "http://10.0.0.5:2380"
     assert peer_url_problem("http://10.0.0.5:2380") is None
     assert peer_url_problem("http://[fd00::2]:2380") is None
     for bad in ("10.0.0.5:2380", "http://10.0.0.5", "ftp://x:1", "http://x:2380/path", "http://x:99999"):

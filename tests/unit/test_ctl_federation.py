@@ -225,3 +225,45 @@ def test_a_server_that_is_not_mao() -> None:
         )
         missing = maoctl(api.url, "lock", "list")
         assert missing.exit_code == 1 and missing.stderr.strip() == "Error: no such endpoint: /locks"
+
+
+TLS_ADDED = {
+    "member": {"id": "1a2b", "name": "gamma", "peer_urls": ["https://10.0.0.3:2380"]},
+    "ETCD_INITIAL_CLUSTER": "alpha=https://10.0.0.1:2380,gamma=https://10.0.0.3:2380",
+    "ETCD_INITIAL_CLUSTER_STATE": "existing",
+}
+
+
+def test_add_member_over_tls_writes_the_join_bundle(tmp_path) -> None:
+    import stat
+
+    from cryptography import x509
+
+    from ctl import pki
+    from ctl.join_bundle import load_bundle
+
+    ca = pki.create_authority("fed")
+    pki.save_authority(ca, tmp_path / "ca")
+    bundle_path = tmp_path / "gamma-join.json"
+    args = ("federation", "add-member", "--name", "gamma", "--peer-url", "https://10.0.0.3:2380")
+    with fake_api({("POST", "/federation/etcd-members"): (200, TLS_ADDED)}) as api:
+        no_ca = maoctl(api.url, *args, "--ca-dir", str(tmp_path / "absent"))
+        assert no_ca.exit_code == 1 and "no federation CA" in no_ca.stderr
+        assert api.requests == []  # nothing changed in etcd for a newcomer that could never start
+        nowhere = maoctl(
+            api.url, *args, "--ca-dir", str(tmp_path / "ca"), "--bundle", str(tmp_path / "absent" / "b.json")
+        )
+        assert nowhere.exit_code == 1 and "cannot write the join bundle" in nowhere.stderr
+        assert api.requests == []
+        result = maoctl(api.url, *args, "--ca-dir", str(tmp_path / "ca"), "--bundle", str(bundle_path))
+    assert result.exit_code == 0, result.output
+    assert str(bundle_path) in result.stdout and "private keys" in result.stdout
+    assert stat.S_IMODE(bundle_path.stat().st_mode) == 0o600
+    bundle = load_bundle(bundle_path)
+    assert bundle.initial_cluster == TLS_ADDED["ETCD_INITIAL_CLUSTER"] and bundle.name == "gamma"
+    assert "ca.key" not in bundle_path.read_text() and ca.cert_pem.decode() == bundle.ca_cert
+    certs = bundle.certificates
+    x509.load_pem_x509_certificate(certs.etcd.cert).verify_directly_issued_by(ca.cert)
+    assert "10.0.0.3" in pki.certificate_names(certs.etcd.cert)[0]
+    # The CA's private key is nowhere in the bundle.
+    assert (tmp_path / "ca" / "ca.key").read_text().strip() not in bundle_path.read_text()

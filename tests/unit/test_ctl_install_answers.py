@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography import x509
 
+from ctl import pki
 from ctl.compose import parse_env
+from ctl.join_bundle import issue_bundle, save_bundle
 from orchestrator.config import load_settings
 from tests.ctl_helpers import maoctl
 
@@ -54,13 +57,31 @@ def test_answers_file_writes_a_standalone_instance(tmp_path: Path) -> None:
     assert etcd == {
         "ETCD_NAME": "alpha",
         "ETCD_DATA_DIR": "/etcd-data",
-        "ETCD_LISTEN_PEER_URLS": "http://10.0.0.1:2380",
-        "ETCD_INITIAL_ADVERTISE_PEER_URLS": "http://10.0.0.1:2380",
-        "ETCD_LISTEN_CLIENT_URLS": "http://127.0.0.1:2379,http://10.0.0.1:2379",
-        "ETCD_ADVERTISE_CLIENT_URLS": "http://10.0.0.1:2379",
-        "ETCD_INITIAL_CLUSTER": "alpha=http://10.0.0.1:2380",
+        "ETCD_LISTEN_PEER_URLS": "https://10.0.0.1:2380",
+        "ETCD_INITIAL_ADVERTISE_PEER_URLS": "https://10.0.0.1:2380",
+        "ETCD_LISTEN_CLIENT_URLS": "https://127.0.0.1:2379,https://10.0.0.1:2379",
+        "ETCD_ADVERTISE_CLIENT_URLS": "https://10.0.0.1:2379",
+        "ETCD_INITIAL_CLUSTER": "alpha=https://10.0.0.1:2380",
         "ETCD_INITIAL_CLUSTER_STATE": "new",
+        "ETCD_CLIENT_CERT_AUTH": "true",
+        "ETCD_TRUSTED_CA_FILE": "/etc/mao/pki/ca.crt",
+        "ETCD_CERT_FILE": "/etc/mao/pki/etcd.crt",
+        "ETCD_KEY_FILE": "/etc/mao/pki/etcd.key",
+        "ETCD_PEER_CLIENT_CERT_AUTH": "true",
+        "ETCD_PEER_TRUSTED_CA_FILE": "/etc/mao/pki/ca.crt",
+        "ETCD_PEER_CERT_FILE": "/etc/mao/pki/etcd.crt",
+        "ETCD_PEER_KEY_FILE": "/etc/mao/pki/etcd.key",
     }
+    assert f"{directory / 'pki'}:/etc/mao/pki:ro" in compose["services"]["etcd"]["volumes"]
+    # A new federation: its CA stays in ca/ (never mounted), this instance's certificates are in pki/.
+    assert all(
+        str(directory / "ca") not in v for s in compose["services"].values() for v in s.get("volumes", [])
+    )
+    assert stat.S_IMODE((directory / "ca" / "ca.key").stat().st_mode) == 0o600
+    for key in ("etcd.key", "client.key"):
+        assert stat.S_IMODE((directory / "pki" / key).stat().st_mode) == 0o600
+    ips, _ = pki.certificate_names((directory / "pki" / "etcd.crt").read_bytes())
+    assert "10.0.0.1" in ips and "127.0.0.1" in ips
     assert env["MAO_INSTANCE_NAME"] == "alpha" and env["MAO_GIT_EMAIL"] == "ops@alpha.org"
     assert env["MAO_LABELS"] == "site=lab"
     for key in ("MAO_API_TOKEN", "MAO_EXECUTOR_TOKEN", "POSTGRES_PASSWORD"):
@@ -72,38 +93,54 @@ def test_answers_file_writes_a_standalone_instance(tmp_path: Path) -> None:
     # What the orchestrator container sees (compose environment over mao.env) is a valid configuration.
     container_env = {**env, **compose["services"]["orchestrator"]["environment"]}
     container_env["MAO_DATA_DIR"] = container_env["MAO_HOST_DATA_DIR"] = str(directory / "data")
+    for key in ("MAO_ETCD_CA", "MAO_ETCD_CERT", "MAO_ETCD_KEY"):  # the mount, as the host sees it
+        container_env[key] = container_env[key].replace("/etc/mao/pki", str(directory / "pki"))
     settings = load_settings(container_env)
+    assert settings.etcd_key == directory / "pki" / "client.key"
     assert settings.instance_name == "alpha" and settings.database_url.startswith("postgresql+asyncpg://")
     assert compose["services"]["orchestrator"]["environment"]["MAO_DATA_DIR"] == str(directory / "data")
 
 
+def write_bundle(tmp_path: Path, name: str, ip: str, cluster: str) -> tuple[Path, pki.Authority]:
+    ca = pki.create_authority("testfed")
+    path = tmp_path / f"{name}-join.json"
+    save_bundle(issue_bundle(ca, name, f"https://{ip}:2380", cluster), path)
+    return path, ca
+
+
 def test_flags_join_an_existing_cluster(tmp_path: Path) -> None:
     directory = tmp_path / "beta"
-    cluster = "alpha=http://10.0.0.1:2380,beta=http://10.0.0.2:2380"
+    cluster = "alpha=https://10.0.0.1:2380,beta=https://10.0.0.2:2380"
+    bundle, ca = write_bundle(tmp_path, "beta", "10.0.0.2", cluster)
+    assert stat.S_IMODE(bundle.stat().st_mode) == 0o600  # it holds private keys
     result = install(
         "--non-interactive",
         "--join",
-        "--initial-cluster",
-        f"ETCD_INITIAL_CLUSTER={cluster}",
+        "--join-bundle",
+        str(bundle),
         "--dir",
         str(directory),
-        "--name",
-        "beta",
-        "--ip",
-        "10.0.0.2",
         "--ssh-dir",
         str(tmp_path),
         "--json",
-    )
+    )  # name and IP come from the bundle
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert (
-        summary["etcd_initial_cluster_state"] == "existing" and summary["peer_url"] == "http://10.0.0.2:2380"
+        summary["etcd_initial_cluster_state"] == "existing" and summary["peer_url"] == "https://10.0.0.2:2380"
     )
+    assert summary["ca_dir"] is None and not (directory / "ca").exists()
     compose, env = read_install(directory)
     etcd = compose["services"]["etcd"]["environment"]
     assert etcd["ETCD_INITIAL_CLUSTER"] == cluster and etcd["ETCD_INITIAL_CLUSTER_STATE"] == "existing"
-    assert etcd["ETCD_NAME"] == "beta" and etcd["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == "http://10.0.0.2:2380"
+    assert etcd["ETCD_NAME"] == "beta" and etcd["ETCD_INITIAL_ADVERTISE_PEER_URLS"] == "https://10.0.0.2:2380"
+    assert etcd["ETCD_PEER_CLIENT_CERT_AUTH"] == "true"
+    # The certificates are the bundle's, issued by the federation's CA.
+    assert (directory / "pki" / "ca.crt").read_bytes() == ca.cert_pem
+    for name in ("etcd.crt", "client.crt"):
+        cert = x509.load_pem_x509_certificate((directory / "pki" / name).read_bytes())
+        cert.verify_directly_issued_by(ca.cert)
+    assert stat.S_IMODE((directory / "pki" / "etcd.key").stat().st_mode) == 0o600
     assert f"{tmp_path}:/root/.ssh:ro" in compose["services"]["orchestrator"]["volumes"]
     assert env["MAO_GIT_EMAIL"].endswith("@beta")
 
@@ -142,11 +179,14 @@ def test_bad_answers_are_all_reported_and_nothing_is_written(tmp_path: Path) -> 
         "ip: 127.0.0.1 is only reachable from this machine",
         "git_email:",
         "postgres_port:",
-        "initial_cluster: joining needs",
+        "join_bundle: joining needs",
     ):
         assert text in result.stderr, text
     assert not (tmp_path / "x").exists()
 
+    bundle, _ = write_bundle(
+        tmp_path, "gamma", "10.0.0.4", "alpha=https://10.0.0.1:2380,gamma=https://10.0.0.4:2380"
+    )
     answers.write_text(
         json.dumps(
             {
@@ -154,15 +194,17 @@ def test_bad_answers_are_all_reported_and_nothing_is_written(tmp_path: Path) -> 
                 "directory": str(tmp_path / "x"),
                 "name": "gamma",
                 "ip": "10.0.0.3",
-                "initial_cluster": "alpha=http://10.0.0.1:2380",
+                "join_bundle": str(bundle),
             }
         )
     )
     result = install("--answers", str(answers))
-    assert (
-        result.exit_code == 2
-        and "federation add-member --name gamma --peer-url http://10.0.0.3:2380" in result.stderr
-    )
+    assert result.exit_code == 2 and "made for gamma at https://10.0.0.4:2380" in result.stderr
+    assert "this instance's peer URL is https://10.0.0.3:2380" in result.stderr
+    bundle.write_text('{"format": "something else"}')
+    result = install("--answers", str(answers))
+    assert result.exit_code == 2 and "is not a join bundle" in result.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_answers_of_the_wrong_type(tmp_path: Path) -> None:
@@ -193,3 +235,19 @@ def test_malformed_answers_files(tmp_path: Path) -> None:
 def test_the_wizard_needs_a_terminal(tmp_path: Path) -> None:
     result = install("--dir", str(tmp_path))
     assert result.exit_code == 2 and "--answers FILE" in result.stderr
+
+
+def test_an_initial_cluster_given_with_the_bundle_must_agree_with_it(tmp_path: Path) -> None:
+    cluster = "alpha=https://10.0.0.1:2380,beta=https://10.0.0.2:2380"
+    bundle, _ = write_bundle(tmp_path, "beta", "10.0.0.2", cluster)
+    base = ("--non-interactive", "--join", "--join-bundle", str(bundle), "--dir")
+    same = install(*base, str(tmp_path / "a"), "--initial-cluster", f"ETCD_INITIAL_CLUSTER={cluster}")
+    assert same.exit_code == 0, same.output
+    other = install(
+        *base,
+        str(tmp_path / "b"),
+        "--initial-cluster",
+        "alpha=https://10.0.0.1:2380,beta=https://10.0.0.3:2380",
+    )
+    assert other.exit_code == 2 and "differs from the join bundle's" in other.stderr
+    assert not (tmp_path / "b").exists()

@@ -127,7 +127,7 @@ def test_requirements_installer_covers_maoctl_imports() -> None:
     imported = third_party_imports(REPO_ROOT / "ctl")
     needed = {distributions[module][0].lower() for module in imported}
     assert needed <= required, f"missing from requirements_installer.txt: {needed - required}"
-    assert required == {"click", "questionary", "rich", "requests", "pyyaml"}
+    assert required == {"click", "questionary", "rich", "requests", "pyyaml", "cryptography"}
 
 
 def test_joined_instance_fails_over_to_the_other_members_and_advertises_its_ip() -> None:

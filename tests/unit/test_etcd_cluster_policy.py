@@ -62,10 +62,23 @@ async def test_add_needs_a_majority_of_the_new_size_already_answering() -> None:
         await policy.add("e3", "http://10.0.0.3:2380")
     assert "4 members and need 3" in refused.value.message and "only 2 of the 3" in refused.value.message
     assert etcd.added == []
-    # One member alone may grow to two only while it answers: 1 >= quorum(2) is false.
+    assert added["writes_pause_until_started"] is False and "warning" not in added
+
+
+async def test_a_lone_member_may_add_a_second_one_and_is_told_writes_pause() -> None:
+    # etcd's own exception: 1 < quorum(2), yet a lone member that answers may add a second one.
     policy, etcd = cluster(True)
-    with pytest.raises(Conflict):
-        await policy.add("e1", "http://10.0.0.1:2380")
+    added = await policy.add("e1", "http://10.0.0.1:2380")
+    assert etcd.added == ["http://10.0.0.1:2380"]
+    assert added["writes_pause_until_started"] is True
+    assert "pauses until e1's etcd member starts" in added["warning"]
+    assert added["ETCD_INITIAL_CLUSTER"] == "e0=http://10.0.0.0:2380,e1=http://10.0.0.1:2380"
+    # Not when that lone member does not answer, and not from two members with one down.
+    for healthy in ((False,), (True, False)):
+        policy, etcd = cluster(*healthy)
+        with pytest.raises(Conflict):
+            await policy.add("new", "http://10.0.0.9:2380")
+        assert etcd.added == []
 
 
 async def test_remove_keeps_a_majority_and_never_the_last_member() -> None:

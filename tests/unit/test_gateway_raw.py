@@ -10,12 +10,19 @@ import pytest
 from orchestrator.errors import BadRequest, NotFound, PayloadTooLarge
 from orchestrator.federation.etcd import KeyValue, LeaseNotFound
 from orchestrator.gateway import raw as raw_module
-from orchestrator.gateway.limits import MAX_INSPECT_ENTRIES, MAX_NESTING, RateLimiter
+from orchestrator.gateway.limits import (
+    INSPECT_PAGE,
+    MAX_INSPECT_ENTRIES,
+    MAX_NESTING,
+    RateLimiter,
+    WriteBudget,
+)
 from orchestrator.gateway.raw import RawStore, encode_value
 
 
 class FakeEtcd:
     def __init__(self) -> None:
+        self.pages = 0
         self.data: dict[str, tuple[Any, int]] = {}
         self.leases: list[tuple[int, int]] = []  # (id, ttl)
         self.revoked: set[int] = set()
@@ -36,6 +43,15 @@ class FakeEtcd:
         if key not in self.data:
             return None
         return KeyValue(key, self.data[key][0], 1, 1, self.data[key][1])
+
+    async def list_page(self, prefix: str, start: str, limit: int) -> list[KeyValue]:
+        self.pages += 1
+        found = [
+            KeyValue(k, v, 1, 1, lease)
+            for k, (v, lease) in sorted(self.data.items())
+            if k.startswith(prefix) and k >= start
+        ]
+        return found[:limit]
 
     async def list_prefix(self, prefix: str, limit: int = 0) -> list[KeyValue]:
         found = [
@@ -105,6 +121,7 @@ async def test_inspect_is_bounded(store: tuple[RawStore, FakeEtcd]) -> None:
     found = await raw.inspect("raw/many")
     assert found.pop("truncated") is True
     assert len(found) == MAX_INSPECT_ENTRIES and "raw/many" in found and "raw/manyother" not in found
+    assert etcd.pages >= MAX_INSPECT_ENTRIES // INSPECT_PAGE  # read in pages under etcd's message limit
     small = await raw.inspect("raw/manyother")
     assert small == {"raw/manyother": {"value": "not below"}}
 
@@ -158,3 +175,27 @@ async def test_writers_that_find_the_lease_lost_at_once_share_one_new_lease(
     await asyncio.gather(*(raw.write(f"k{i}", i, by="admin") for i in range(10)))
     assert [lease for lease, _ in etcd.leases] == [1, 2]
     assert {etcd.data[f"/mao/v1/raw/k{i}"][1] for i in range(10)} == {2}
+
+
+def test_the_write_budget_bounds_distinct_keys() -> None:
+    now = [0.0]
+    budget = WriteBudget(256 * 1024, 50, clock=lambda: now[0])
+    accepted = 0
+    for _ in range(150):  # 150 distinct 64 KiB writes within one instant
+        try:
+            budget.take(64 * 1024)
+            accepted += 1
+        except Exception as exc:
+            assert exc.status == 429 and exc.headers["Retry-After"]  # type: ignore[attr-defined]
+    assert accepted == 16  # 4 s of 256 KiB
+    now[0] += 1.0
+    budget.take(64 * 1024)  # refilled at the rate
+    small = WriteBudget(10**9, 2, clock=lambda: now[0])
+    taken = 0
+    for _ in range(20):
+        try:
+            small.take(1)
+            taken += 1
+        except Exception:
+            pass
+    assert taken == 8  # the entry budget bounds tiny writes too

@@ -16,7 +16,9 @@ from orchestrator.config import load_settings
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory):
     data = tmp_path_factory.mktemp("data")
-    settings = load_settings({"MAO_EXECUTOR_TOKEN": "x" * 16, "MAO_DATA_DIR": str(data)})
+    settings = load_settings(
+        {"MAO_EXECUTOR_TOKEN": "x" * 16, "MAO_DATA_DIR": str(data), "MAO_ETCD_INSECURE": "1"}
+    )
     return create_app(settings)  # never started: nothing connects
 
 

@@ -47,9 +47,10 @@ def test_a_run_record_moves_counters_and_histograms() -> None:
                 "status": "conflict",
                 "duration": 3.0,
                 "merge": "conflict",
-                "attempts": [{"status": "failed"}, {"status": "conflict"}],
+                "attempts": [{"status": "stalled"}, {"status": "failed"}],
             },  # fmt: skip
-            {"name": "c", "status": "skipped"},
+            {"name": "c", "status": "skipped", "attempts": []},
+            {"name": "d", "status": "cached", "attempts": []},  # no container: no attempt
         ],
     }
     metrics.observe_run(run)
@@ -59,8 +60,9 @@ def test_a_run_record_moves_counters_and_histograms() -> None:
     assert got[("mao_step_duration_seconds_count", (("pipeline", "p"), ("step", "b")))] == 1
     assert got[("mao_step_attempts_total", (("status", "succeeded"),))] == 1
     assert got[("mao_step_attempts_total", (("status", "failed"),))] == 1
-    assert got[("mao_step_attempts_total", (("status", "conflict"),))] == 1
+    assert got[("mao_step_attempts_total", (("status", "stalled"),))] == 1
     assert ("mao_step_attempts_total", (("status", "skipped"),)) not in got
+    assert ("mao_step_attempts_total", (("status", "cached"),)) not in got
     assert got[("mao_merge_conflicts_total", ())] == 1
     assert not any("r1" in str(key) for key in got)  # no run id in any label
 
@@ -102,7 +104,7 @@ def test_json_lines_carry_run_and_step() -> None:
 
 
 def test_settings_of_the_operators_view(tmp_path: Path) -> None:
-    base = {"MAO_EXECUTOR_TOKEN": "x" * 16, "MAO_DATA_DIR": str(tmp_path)}
+    base = {"MAO_EXECUTOR_TOKEN": "x" * 16, "MAO_DATA_DIR": str(tmp_path), "MAO_ETCD_INSECURE": "1"}
     settings = load_settings(base)
     assert (settings.log_format, settings.run_retention_days, settings.metrics_token) == ("text", 90.0, None)
     settings = load_settings(

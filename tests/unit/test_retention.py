@@ -6,13 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from orchestrator.models import Pipeline
 from orchestrator.retention import Retention
 from orchestrator.store import Store
 from orchestrator.store.retention import count_waiting_runs
-from orchestrator.store.tables import RunRow
+from orchestrator.store.runs import RunRecords
+from orchestrator.store.tables import AttemptRow, RunRow
 
 PIPELINE = Pipeline.model_validate(
     {"name": "p", "steps": [{"name": "s", "tool": "t", "output_dataset": "d"}]}
@@ -20,7 +21,9 @@ PIPELINE = Pipeline.model_validate(
 
 
 async def make_run(store: Store, run_id: str, status: str, age_days: float) -> None:
-    await store.create_run(run_id, PIPELINE, "manual", ["s-node"])
+    records = RunRecords(store)
+    await records.create(run_id, PIPELINE, "manual", PIPELINE.graph(), ["s-node"])
+    await records.add_attempt(run_id, "s", 1, "t", f"mao-x-{run_id}-0-1")  # the engine's attempt rows
     created = datetime.now(UTC) - timedelta(days=age_days)
     async with store.session("age a run") as s:
         await s.execute(update(RunRow).where(RunRow.id == run_id).values(status=status, created_at=created))
@@ -52,6 +55,9 @@ async def check_retention(url: str) -> None:
         runs, ticks = await Retention(store, days=90).clean()
         assert (runs, ticks) == (1, 1)
         assert await store.get_run("old") is None
+        async with store.session("count attempts") as s:
+            left = set((await s.scalars(select(AttemptRow.run_id))).all())
+        assert left == {"oldrunning", "recent", "waiting"}  # the old run's attempts went with it
         for kept in ("oldrunning", "recent", "waiting"):
             assert await store.get_run(kept) is not None, kept
         assert [t["outcome"] for t in await store.list_ticks()] == ["skipped"]

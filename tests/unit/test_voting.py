@@ -18,6 +18,7 @@ from orchestrator.pipelines import voting as voting_module
 from orchestrator.pipelines.voting import Voting
 from orchestrator.store import Store
 from orchestrator.store.outage import PendingMerges
+from orchestrator.store.runs import RunRecords
 
 PIPELINE = Pipeline.model_validate(
     {"name": "p", "steps": [{"name": "s", "tool": "t", "output_dataset": "d"}]}
@@ -93,13 +94,15 @@ async def step_of(store: Store, run_id: str) -> dict[str, Any]:
 
 
 async def vote(voting: Voting, store: Store, run_id: str, commit: str) -> str:
-    await store.create_run(run_id, PIPELINE, "manual", ["s-me"])
-    await store.update_run(run_id, status="running")
-    result = await voting.vote((run_id, 0), DATASET, "s-me", commit, "merge", {"MAO-Run": run_id})
-    await store.update_step(
-        run_id, 0, status="succeeded", merge_state=result.state, merge_commit=result.commit
+    records = RunRecords(store)
+    await records.create(run_id, PIPELINE, "manual", PIPELINE.graph(), ["s-me"])
+    await records.update_run(run_id, status="running")
+    step = PIPELINE.steps[0].name
+    result = await voting.vote((run_id, step), DATASET, "s-me", commit, "merge", {"MAO-Run": run_id})
+    await records.update_step(
+        run_id, step, status="succeeded", merge_state=result.state, merge_commit=result.commit
     )
-    await store.finish_run(run_id, status="succeeded")
+    await records.finish_run(run_id, status="succeeded")
     return result.state
 
 

@@ -1,0 +1,158 @@
+"""Who may talk to the API (docs/security.md): the token, the Host and Origin guards, JSON-only writes.
+
+The order matters and is fixed in ``create_app``: ``guard_middleware`` first (a foreign Host or Origin
+is refused before any credential is looked at), then ``auth_middleware``, then
+``json_writes_middleware``.
+
+- Host: a name not in ``MAO_API_HOSTNAMES`` is a 421 (Misdirected Request). A DNS-rebinding page
+  reaches this API under its own domain name; the Host header is the one thing it cannot forge.
+  421 rather than 403 because nothing is wrong with the caller's rights: the request names a site this
+  server is not, and a client that used the right name would be served.
+- Origin: browsers send it with every cross-origin request and every write; only this API's own
+  origin (the request's Host, or ``MAO_ADVERTISE_URL``) is accepted, anything else is a 403. Clients
+  that are not browsers send no Origin and are not affected.
+- Content type: POST/PUT/PATCH need ``application/json`` (415). HTML forms and "simple" cross-origin
+  requests cannot send it without a CORS preflight, which this API never grants.
+- Token: everything but ``GET /`` (liveness) and the console's static pages (``console.is_public``:
+  they hold no data and ask for the token) needs ``Authorization: Bearer <token>`` (compared in
+  constant time), or a gateway key on the gateway's three routes, or ``MAO_METRICS_TOKEN`` on
+  ``GET /metrics`` only. The Host and Origin guards apply to the public pages too. ``MAO_API_LEGACY_OPEN=1`` lets
+  tokenless requests in, as the prototype did, on a loopback listener only (config enforces that).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from .api.common import NODE
+from .api.console import is_public
+from .api.gateway import PRINCIPAL
+from .config import Settings
+from .errors import Forbidden, MaoError, Unauthorized
+from .gateway.tokens import ADMIN, GATEWAY_ROUTES, looks_like_gateway_key
+from .urls import split_url
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[..., Awaitable[web.StreamResponse]]
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
+LIVENESS = ("GET", "/")
+METRICS_METHODS = frozenset({"GET", "HEAD"})
+METRICS_PATH = "/metrics"
+
+
+class MisdirectedHost(MaoError):
+    status = 421
+    code = "unknown_host"
+
+
+class UnsupportedMediaType(MaoError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+def host_name(host_header: str) -> str:
+    """The host part of a Host header, lower-cased, without port or IPv6 brackets."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    if host.count(":") > 1:  # a bare IPv6 address (not valid in Host, but do not split it)
+        return host
+    return host.partition(":")[0]
+
+
+def _origin_of(url: str) -> str | None:
+    parts = split_url(url)
+    if parts is None or not parts.scheme or not parts.netloc:
+        return None
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+
+def guard_middleware(settings: Settings) -> Middleware:
+    allowed_hosts = frozenset(settings.api_hostnames)
+    advertised = _origin_of(settings.advertise_url)
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        host = request.headers.get("Host", "")
+        if host_name(host) not in allowed_hosts:
+            raise MisdirectedHost(
+                f"this API does not answer to the host name {host_name(host)[:100]!r}: use one of "
+                f"{', '.join(sorted(allowed_hosts))}, or add it to MAO_API_HOSTNAMES"
+            )
+        origin = request.headers.get("Origin")
+        if origin is not None:
+            own = f"{request.scheme}://{host.strip().lower()}"
+            if origin.strip().lower() not in (own, advertised):
+                raise Forbidden(
+                    f"requests from web pages of other sites (Origin {origin[:100]!r}) are refused",
+                    code="foreign_origin",
+                )
+        return await handler(request)
+
+    return guard
+
+
+@web.middleware
+async def json_writes_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Writes are JSON (415 otherwise); runs after the token check so that a caller without a
+    token learns nothing but 401."""
+    if request.method in WRITE_METHODS and request.content_type != "application/json":
+        raise UnsupportedMediaType(
+            f"{request.method} needs 'Content-Type: application/json' (got {request.content_type!r})"
+        )
+    return await handler(request)
+
+
+def auth_middleware(
+    token: str | None, legacy_open: bool = False, metrics_token: str | None = None
+) -> Middleware:
+    """Who may call what: the admin token everything; the metrics token (``MAO_METRICS_TOKEN``) only
+    ``GET /metrics``; a gateway key only the gateway's routes (403 elsewhere, 401 once revoked);
+    nothing or anything else 401, except ``GET /``, the console's static pages and, in legacy open
+    mode, any tokenless request. A gateway key sent anyway is still checked and scoped, and names the
+    writer of raw entries."""
+    expected = f"Bearer {token}".encode() if token else None
+    metrics_expected = f"Bearer {metrics_token}".encode() if metrics_token else None
+
+    @web.middleware
+    async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if is_public(request):
+            return await handler(request)  # no principal: these handlers read no data
+        given = request.headers.get("Authorization", "")
+        credential = given.removeprefix("Bearer ").strip() if given.startswith("Bearer ") else ""
+        if expected is not None and hmac.compare_digest(given.encode(), expected):
+            request[PRINCIPAL] = ADMIN
+        elif (
+            metrics_expected is not None
+            and request.method in METRICS_METHODS
+            and request.path == METRICS_PATH
+            and hmac.compare_digest(given.encode(), metrics_expected)
+        ):
+            request[PRINCIPAL] = ADMIN  # scoped by the route check above, not by the principal
+        elif looks_like_gateway_key(credential):
+            found = await request.app[NODE].gateway_keys.identify(credential)
+            if found is None:
+                raise Unauthorized(
+                    "unknown or revoked gateway key: ask the instance's operator for a new one"
+                )
+            if (request.method, request.path) not in GATEWAY_ROUTES:
+                raise Forbidden(
+                    f"gateway key {found.name!r} may only call POST /write, /read and /inspect, "
+                    f"not {request.method} {request.path}"
+                )
+            request[PRINCIPAL] = found
+        elif legacy_open or (request.method, request.path) == LIVENESS:
+            request[PRINCIPAL] = ADMIN
+        else:
+            raise Unauthorized(
+                "missing or wrong API token: send 'Authorization: Bearer <token>' (the token is "
+                "MAO_API_TOKEN, or the api-token file in the orchestrator's data dir; maoctl reads "
+                "that file itself when run by the same user on the same host)"
+            )
+        return await handler(request)
+
+    return check_token

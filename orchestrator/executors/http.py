@@ -1,0 +1,92 @@
+"""The orchestrator's side of the executor's HTTP API (``executor/app.py`` is the other side): the
+``ExecutorBackend`` of today's deployment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+from pydantic import ValidationError
+
+from ..errors import ExecutorUnavailable, MaoError
+from .base import ContainerRequest, ContainerResult, KillRequest
+
+
+class StepRejected(MaoError):
+    """The executor refused to run the container (unknown image, socket not allowed, bad request)."""
+
+    status = 400
+    code = "step_rejected"
+
+
+class ExecutorClient:
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        # No total timeout on the session: a step may legitimately run for hours; each call sets its own.
+        self._session = aiohttp.ClientSession(
+            headers=self._headers, timeout=aiohttp.ClientTimeout(total=None)
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def health(self) -> None:
+        await self._request("GET", "/health", None, timeout=5)
+
+    async def run(self, request: ContainerRequest, timeout: float) -> ContainerResult:
+        """Run one container and wait for it. The executor enforces ``request.timeout`` itself;
+        ``timeout`` here only guards against an executor that stops answering."""
+        payload = request.model_dump(mode="json", exclude_none=True)
+        body = await self._request("POST", "/run", payload, timeout=timeout)
+        try:
+            return ContainerResult.model_validate(body)
+        except ValidationError as exc:
+            raise ExecutorUnavailable(f"the executor answered /run with an unexpected body: {exc}") from exc
+
+    async def image_id(self, image: str) -> str | None:
+        body = await self._request("POST", "/image", {"image": image}, timeout=30)
+        value = body.get("id")
+        return value if isinstance(value, str) else None
+
+    async def kill(self, request: KillRequest) -> list[str]:
+        body = await self._request("POST", "/kill", request.model_dump(exclude_none=True), timeout=30)
+        removed = body.get("removed")
+        return [str(name) for name in removed] if isinstance(removed, list) else []
+
+    async def _request(self, method: str, path: str, payload: Any, timeout: float) -> dict[str, Any]:
+        assert self._session is not None, "ExecutorClient.start() was not called"
+        try:
+            async with self._session.request(
+                method, self.url + path, json=payload, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as response:
+                try:
+                    body = await response.json(content_type=None)
+                except ValueError:
+                    body = {}
+                if not isinstance(body, dict):
+                    body = {}
+                if response.status == 401:
+                    raise ExecutorUnavailable(
+                        "the executor refused our token: MAO_EXECUTOR_TOKEN must be the same for both",
+                        code="executor_unauthorized",
+                    )
+                if response.status >= 500:
+                    raise ExecutorUnavailable(
+                        f"the executor failed: {body.get('message') or response.reason}",
+                        code=body.get("error") or "executor_unavailable",
+                    )
+                if response.status >= 400:
+                    raise StepRejected(
+                        body.get("message") or response.reason or "rejected", code=body.get("error")
+                    )
+                return body
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise ExecutorUnavailable(
+                f"the executor at {self.url} did not answer ({type(exc).__name__}: {exc}); "
+                "is `python -m executor` running and MAO_EXECUTOR_URL right?"
+            ) from exc

@@ -1,0 +1,69 @@
+"""Periodic compaction of etcd's history (docs/security.md, "etcd's size").
+
+etcd keeps every version of every key until its history is compacted; without it, each gateway
+write, lease renewal and lock stays on disk forever. Every ``MAO_ETCD_COMPACT_INTERVAL`` seconds each
+instance compacts the history up to ``MAO_ETCD_COMPACT_KEEP`` revisions before the current one.
+Several instances doing so is harmless: compacting to a revision already compacted is a no-op.
+
+What must stay: the raw listener resumes its watch from a saved revision (up to ``MAO_RAW_TTL``
+seconds of history) and the shared watches resume from the revision they read. The default keeps
+100,000 revisions, hours of a busy federation's writes; a watch that finds its revision compacted
+anyway lists the prefix again (``HistoryCompacted``), so compaction never loses state, at worst
+entries whose lease expired during a long outage.
+
+Compaction frees history, not disk: etcd's file shrinks only when defragmented, an operator's step
+(``etcdctl defrag``, one member at a time; see docs/security.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from ..errors import MaoError
+from .etcd import Etcd
+
+log = logging.getLogger(__name__)
+
+
+class Compactor:
+    def __init__(self, etcd: Etcd, interval: float, keep: int) -> None:
+        self.etcd = etcd
+        self.interval = interval
+        self.keep = keep
+        self.compacted = 0  # the revision this instance last compacted up to
+        self._task: asyncio.Task[None] | None = None
+
+    async def compact_once(self) -> int | None:
+        """Compact up to ``keep`` revisions before the current one; the revision, or None when there
+        was nothing new to compact."""
+        target = await self.etcd.revision() - self.keep
+        if target <= self.compacted:
+            return None
+        done = await self.etcd.compact(target)
+        self.compacted = target
+        if done:
+            log.info("etcd history compacted up to revision %d (keeping %d revisions)", target, self.keep)
+        return target if done else None
+
+    async def start(self) -> None:
+        if self.interval > 0 and self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="etcd compaction")
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.compact_once()
+            except MaoError as exc:  # etcd away: the next round tries again
+                log.debug("etcd compaction skipped: %s", exc.message)
+            except Exception:
+                log.exception("etcd compaction failed; trying again in %g s", self.interval)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

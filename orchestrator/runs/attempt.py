@@ -1,0 +1,314 @@
+"""One attempt of one step: input snapshot, one container, the commit on the node branch, the
+ground-truth vote. The engine (``engine.py``) decides when and how often; this module does one try.
+
+Seams for fan-out (``runs/fanout.py``): ``snapshot_input``, ``prepare_output``, ``container_request``
+and ``execute_container`` are separate so a fan-out step can run one container per shard (each with its
+own attempt row, ``RunRecords.add_attempt(shard=...)``) and then ``commit_and_vote`` once.
+
+Tool containers get ``MAO_INSTANCE``, ``MAO_RUN_ID``, ``MAO_PIPELINE``, ``MAO_STEP``, ``MAO_ATTEMPT``
+(1-based) and ``MAO_TOOL`` (the registered name of the tool this attempt runs) in their environment,
+set last, so a step's own env cannot override them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Settings
+from ..datasets import DatasetRepo, Datasets
+from ..errors import Conflict, GitError, MaoError, NotFound, Unavailable
+from ..executors import ContainerRequest, ContainerResult, ExecutorBackend
+from ..gateway.insights import InsightsPublisher, read_insights
+from ..models import Dataset, Step, Tool
+from ..pipelines.voting import Voting
+from ..store.runs import RunRecords
+from .states import AttemptStatus, MergeState, StepStatus
+
+# Slack over the step's own timeout before the orchestrator stops waiting for a silent executor.
+EXECUTOR_SLACK = 120.0
+
+
+class StepFailed(Exception):
+    """An attempt ended without success. ``passable``: the same attempt again may succeed (non-zero
+    exit, timeout, stall, executor or git remote away); a conflict, a missing tool or dataset, or a
+    request the executor refuses will not pass by retrying."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: StepStatus = StepStatus.FAILED,
+        attempt_status: AttemptStatus = AttemptStatus.FAILED,
+        passable: bool = False,
+        exit_code: int | None = None,
+        image_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.attempt_status = attempt_status
+        self.passable = passable
+        self.exit_code = exit_code
+        self.image_id = image_id
+
+
+def classify(exc: MaoError) -> StepFailed:
+    """A library-level error met during an attempt, as the step failure it means."""
+    passable = isinstance(exc, Unavailable | GitError | Conflict) and not isinstance(exc, NotFound)
+    return StepFailed(exc.message, passable=passable)
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What every attempt of a step shares."""
+
+    run_id: str
+    pipeline: str
+    position: int
+    step: Step
+    output: Dataset
+    source: Dataset | None  # the input dataset, if the step has one
+    branch: str
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    input_commit: str | None
+    output_commit: str
+    changed: bool
+    merge_commit: str | None
+    merge_state: MergeState
+    image_id: str | None
+    insights: str | None
+
+
+class Attempts:
+    def __init__(
+        self,
+        settings: Settings,
+        datasets: Datasets,
+        executor: ExecutorBackend,
+        voting: Voting,
+        insights: InsightsPublisher,
+        records: RunRecords,
+    ) -> None:
+        self.settings = settings
+        self.datasets = datasets
+        self.executor = executor
+        self.voting = voting
+        self.insights = insights
+        self.records = records
+        self._branch_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def run(
+        self,
+        ctx: StepContext,
+        attempt: int,
+        tool: Tool,
+        scratch: Path,
+        voting: Callable[[], object] | None = None,
+    ) -> AttemptOutcome:
+        """One full attempt; raises StepFailed. The caller records the attempt row's start and end.
+        ``voting`` is called when the attempt starts pushing (its ground-truth vote): from there on,
+        stopping the run lets it finish rather than leave half a vote."""
+        try:
+            input_dir, input_commit = await self.snapshot_input(ctx, scratch / f"{ctx.position}-{attempt}")
+            if input_commit is not None:
+                await self.records.update_step(ctx.run_id, ctx.step.name, input_commit=input_commit)
+            async with self.branch(ctx):
+                workdir, parent = await self.prepare_output(ctx)
+                request = self.container_request(ctx, attempt, tool, workdir, input_dir)
+                result = await self.execute_container(ctx, request)
+                await self.records.update_step(
+                    ctx.run_id,
+                    ctx.step.name,
+                    image=tool.image,
+                    exit_code=result.exit_code,
+                    image_id=result.image_id,
+                    log_tail=redact(result.log_tail, ctx.step.private_env),
+                )
+                check_result(ctx.step, result, self.settings.step_timeout)
+                trailers = self.trailers(ctx, tool, result.image_id, input_commit)
+                commit, changed = await self.commit(ctx, parent, trailers)
+                await self.records.update_step(
+                    ctx.run_id, ctx.step.name, output_commit=commit, changed=changed
+                )
+                # Read now, while the folder holds exactly what was committed.
+                insights = await asyncio.to_thread(read_insights, workdir)
+            if voting is not None:
+                voting()
+            merge_commit, state = await self.vote(ctx, commit, trailers)
+            published = None
+            if insights is not None:
+                published = await self.insights.publish(
+                    insights,
+                    tool=tool.name,
+                    pipeline=ctx.pipeline,
+                    run=ctx.run_id,
+                    step=ctx.step.name,
+                    commit=commit,
+                )
+            return AttemptOutcome(
+                input_commit, commit, changed, merge_commit, state, result.image_id, published
+            )
+        except MaoError as exc:
+            raise classify(exc) from exc
+
+    # -- the parts (fan-out calls these per shard) ---------------------------------------------------
+    async def snapshot_input(self, ctx: StepContext, folder: Path) -> tuple[Path | None, str | None]:
+        """Export the input dataset's ground-truth as it is now (after the step's needs merged)."""
+        if ctx.source is None:
+            return None, None
+        folder.mkdir(parents=True)
+
+        def take(repo: DatasetRepo) -> str:
+            repo.sync()
+            return str(repo.snapshot(folder))
+
+        return folder, await self.datasets.run(ctx.source.name, ctx.source.master, take)
+
+    async def prepare_output(self, ctx: StepContext) -> tuple[Path, str]:
+        """The node branch's work folder, reset to the branch; (folder, parent commit)."""
+
+        def prepare(repo: DatasetRepo) -> tuple[Path, str]:
+            repo.sync()
+            return repo.prepare_worktree(ctx.branch)
+
+        return await self.datasets.run(ctx.output.name, ctx.output.master, prepare)
+
+    def container_request(
+        self,
+        ctx: StepContext,
+        attempt: int,
+        tool: Tool,
+        workdir: Path,
+        input_dir: Path | None,
+        extra_env: Mapping[str, str] | None = None,
+        name_suffix: str = "",
+    ) -> ContainerRequest:
+        step = ctx.step
+        identity = {
+            "MAO_INSTANCE": self.settings.instance_name,
+            "MAO_RUN_ID": ctx.run_id,
+            "MAO_PIPELINE": ctx.pipeline,
+            "MAO_STEP": step.name,
+            "MAO_ATTEMPT": str(attempt),
+            "MAO_TOOL": tool.name,
+            **(extra_env or {}),
+        }
+        env = {**(step.env or {}), **(step.private_env or {}), **identity}
+        return ContainerRequest(
+            name=container_name(self.settings.instance_name, ctx.run_id, ctx.position, attempt) + name_suffix,
+            image=tool.image,
+            cmd=step.cmd,
+            env=env,
+            output_dir=str(self.settings.host_path(workdir)),
+            input_dir=str(self.settings.host_path(input_dir)) if input_dir else None,
+            user=f"{os.getuid()}:{os.getgid()}",
+            docker_socket=step.docker_socket,
+            timeout=float(step.timeout or self.settings.step_timeout),
+            stall_timeout=float(step.stall_timeout) if step.stall_timeout else None,
+            labels={"mao.run": ctx.run_id, "mao.step": step.name, "mao.attempt": str(attempt)},
+        )
+
+    async def execute_container(self, ctx: StepContext, request: ContainerRequest) -> ContainerResult:
+        """Run the container to its end; raises MaoError when the executor cannot."""
+        return await self.executor.run(request, timeout=request.timeout + EXECUTOR_SLACK)
+
+    def trailers(
+        self, ctx: StepContext, tool: Tool, image_id: str | None, input_commit: str | None
+    ) -> dict[str, str]:
+        return {
+            "MAO-Run": ctx.run_id,
+            "MAO-Pipeline": ctx.pipeline,
+            "MAO-Step": ctx.step.name,
+            "MAO-Instance": self.settings.instance_name,
+            "MAO-Tool": f"{tool.name} ({tool.image})",
+            "MAO-Tool-Image": image_id or "unknown",
+            "MAO-Input-Commit": input_commit or "none",
+        }
+
+    async def commit(self, ctx: StepContext, parent: str, trailers: Mapping[str, str]) -> tuple[str, bool]:
+        """Commit the work folder on the node branch (local only: the vote pushes)."""
+        message = f"{ctx.pipeline}/{ctx.step.name}: output of run {ctx.run_id}"
+        return await self.datasets.run(
+            ctx.output.name,
+            ctx.output.master,
+            lambda repo: repo.commit_worktree(ctx.branch, parent, message, trailers),
+        )
+
+    async def vote(
+        self, ctx: StepContext, commit: str, trailers: Mapping[str, str]
+    ) -> tuple[str | None, MergeState]:
+        """Merge into ground-truth (or queue the merge); a conflict raises StepFailed (not passable)."""
+        message = f"Merge {ctx.branch} into ground-truth (run {ctx.run_id}, step {ctx.step.name})"
+        vote = await self.voting.vote(
+            (ctx.run_id, ctx.step.name), ctx.output, ctx.branch, commit, message, trailers
+        )
+        if vote.conflicts:
+            await self.records.update_step(
+                ctx.run_id,
+                ctx.step.name,
+                conflicts=vote.conflicts,
+                merge_state=MergeState.CONFLICT,
+            )
+            raise StepFailed(
+                f"step {ctx.step.name}: {ctx.branch} conflicts with ground-truth of {ctx.output.name} in "
+                + ", ".join(vote.conflicts[:10]),
+                status=StepStatus.CONFLICT,
+            )
+        return vote.commit, vote.state
+
+    @contextlib.asynccontextmanager
+    async def branch(self, ctx: StepContext) -> AsyncIterator[None]:
+        """Two pipelines with a step of the same name share a node branch and its work folder."""
+        lock = self._branch_locks.setdefault((ctx.output.name, ctx.branch), asyncio.Lock())
+        async with lock:
+            yield
+
+
+def container_name(instance: str, run_id: str, position: int, attempt: int) -> str:
+    return f"mao-{instance}-{run_id[:12]}-{position}-{attempt}"
+
+
+def check_result(step: Step, result: ContainerResult, default_timeout: float) -> None:
+    """StepFailed unless the container exited 0; timeouts and stalls can pass."""
+    image_id = result.image_id
+    if result.cancelled:
+        raise StepFailed(
+            f"step {step.name} was cancelled", attempt_status=AttemptStatus.CANCELLED, image_id=image_id
+        )
+    if result.timed_out:
+        raise StepFailed(
+            f"step {step.name} timed out after {step.timeout or default_timeout:g} s",
+            attempt_status=AttemptStatus.TIMED_OUT,
+            passable=True,
+            image_id=image_id,
+        )
+    if result.stalled:
+        raise StepFailed(
+            f"step {step.name} stalled: no output for {step.stall_timeout or 0:g} s",
+            attempt_status=AttemptStatus.STALLED,
+            passable=True,
+            image_id=image_id,
+        )
+    if result.exit_code != 0:
+        raise StepFailed(
+            f"step {step.name} exited with code {result.exit_code}",
+            passable=True,
+            exit_code=result.exit_code,
+            image_id=image_id,
+        )
+
+
+def redact(text: str, secrets: dict[str, str] | None) -> str:
+    """A tool that prints its secret must not publish it through the run record."""
+    for value in sorted((secrets or {}).values(), key=len, reverse=True):
+        if len(value) >= 4:
+            text = text.replace(value, "***")
+    return text

@@ -1,0 +1,529 @@
+"""The run engine: a run is a graph of steps; a step is a series of attempts.
+
+A step starts when every step it ``needs`` has succeeded (or was ``cached``); steps whose needs are
+met run side by side. A step whose need did not succeed is ``skipped``; steps that do not depend on
+a failed one still run, and the run fails once everything that can run has. Absent ``needs`` is the
+previous step, so the prototype's pipelines stay straight lines.
+
+A step's attempts: ``1 + retries`` with the step's tool (retried only when the failure can pass; the
+wait is ``retry.backoff``), then once with ``fallback_tool`` when one is set. ``cache: true`` first
+compares the step's memo key (``cache``) with its last success on this instance.
+
+Stopping a run (``cancel``, ``run_timeout``, shutdown): the executor kills and removes the run's
+containers at once, steps not yet voting are cancelled (nothing of theirs is pushed: the node branch
+is pushed only by the vote), a step already voting finishes its merge, and steps never started take
+the stop's status. One run per pipeline at a time on an instance; a run does not need etcd (see
+``pipelines.voting``).
+
+Entry point for every trigger (API, schedulers): ``Runner.start(name, trigger, schedule_id=None)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ..config import Settings
+from ..datasets import Datasets
+from ..errors import Conflict, MaoError, NotFound
+from ..executors import ExecutorBackend, KillRequest
+from ..gateway.insights import InsightsPublisher
+from ..logs import RUN_ID, STEP
+from ..metrics import UNSERVED, Metrics
+from ..models import Pipeline, Tool, node_branch
+from ..pipelines.registrations import Registrations
+from ..pipelines.voting import Voting
+from ..retry import backoff
+from ..store import Store
+from ..store.runs import RunRecords
+from ..store.tables import utcnow
+from .attempt import AttemptOutcome, Attempts, StepContext, StepFailed, container_name
+from .cache import memo_key
+from .fanout_attempt import FanOutAttempts, FanOutPass
+from .graph import StepNode
+from .states import (
+    ATTEMPT_TRANSITIONS,
+    DONE_STEP,
+    ENDED_STEP,
+    RUN_TRANSITIONS,
+    STEP_TRANSITIONS,
+    AttemptStatus,
+    RunStatus,
+    StepStatus,
+    check,
+)
+
+log = logging.getLogger(__name__)
+
+
+class RunInProgress(Conflict):
+    code = "run_in_progress"
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why a run is being stopped, and the status each kind of record takes."""
+
+    reason: str
+    run: RunStatus
+    step: StepStatus  # a step that was running
+    pending: StepStatus  # a step that never started
+    attempt: AttemptStatus
+
+
+CANCELLED = Stop("cancelled on request", RunStatus.CANCELLED, StepStatus.CANCELLED, StepStatus.CANCELLED, AttemptStatus.CANCELLED)  # fmt: skip
+SHUTDOWN = Stop("cancelled: the orchestrator shut down", RunStatus.FAILED, StepStatus.FAILED, StepStatus.SKIPPED, AttemptStatus.CANCELLED)  # fmt: skip
+
+
+def _timed_out(limit: float) -> Stop:
+    return Stop(f"the run exceeded its run_timeout of {limit:g} s", RunStatus.FAILED, StepStatus.FAILED, StepStatus.SKIPPED, AttemptStatus.TIMED_OUT)  # fmt: skip
+
+
+@dataclass
+class ActiveRun:
+    """A run this process is executing; the in-memory truth its records follow."""
+
+    id: str
+    pipeline: Pipeline
+    nodes: list[StepNode]
+    status: RunStatus = RunStatus.PENDING
+    steps: dict[str, StepStatus] = field(default_factory=dict)
+    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    voting: set[str] = field(default_factory=set)  # steps past the point of no return
+    stop: Stop | None = None
+    first_error: str | None = None
+    # For the cache check: image ids and input tips already learnt in this run. A tip is forgotten
+    # when a step of this run merges into that dataset (its dependants must see the new one).
+    image_ids: dict[str, str] = field(default_factory=dict)
+    input_tips: dict[str, str] = field(default_factory=dict)
+
+
+class Runner:
+    metrics: Metrics = UNSERVED  # the node's, set by Node.build
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        registrations: Registrations,
+        datasets: Datasets,
+        executor: ExecutorBackend,
+        voting: Voting,
+        insights: InsightsPublisher,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.records = RunRecords(store)
+        self.registrations = registrations
+        self.datasets = datasets
+        self.executor = executor
+        self.attempts = Attempts(settings, datasets, executor, voting, insights, self.records)
+        self.fan_out = FanOutAttempts(settings, self.attempts, self.records)
+        self._active: dict[str, str] = {}  # pipeline name -> run id
+        self._runs: dict[str, ActiveRun] = {}  # run id -> run
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # run id -> task
+        self._helpers: set[asyncio.Task[Any]] = set()
+
+    def active_run(self, pipeline: str) -> str | None:
+        return self._active.get(pipeline)
+
+    async def start(self, name: str, trigger: str, schedule_id: str | None = None) -> str:
+        """Record a run of pipeline ``name`` and start it in the background; returns its id at once.
+        Raises NotFound (no such pipeline here) or RunInProgress (one is running already)."""
+        if name in self._active:
+            raise RunInProgress(
+                f"pipeline {name!r} is already running (run {self._active[name]}); wait for it to end",
+                run_id=self._active[name],
+            )
+        run_id = uuid.uuid4().hex
+        self._active[name] = run_id  # reserved before any await: two requests cannot both start
+        try:
+            pipeline = await self.store.get_pipeline(name, with_secrets=True)
+            if pipeline is None:
+                raise NotFound(f"pipeline {name!r} is not initialised on this instance (POST /pipeline/init)")
+            nodes = pipeline.graph()
+            branches = [node_branch(s.name, self.settings.instance_name) for s in pipeline.steps]
+            await self.records.create(run_id, pipeline, trigger, nodes, branches, schedule_id)
+        except BaseException:
+            self._active.pop(name, None)
+            raise
+        run = ActiveRun(
+            run_id, pipeline, nodes, steps=dict.fromkeys((n.name for n in nodes), StepStatus.PENDING)
+        )
+        self._runs[run_id] = run
+        task = asyncio.create_task(self._execute(run), name=f"run {run_id}")
+        self._tasks[run_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
+        log.info("run %s of pipeline %s started (%s)", run_id, name, trigger)
+        return run_id
+
+    async def wait(self, run_id: str) -> None:
+        task = self._tasks.get(run_id)
+        if task is not None:
+            # Shielded: a client that hangs up does not cancel the run it started.
+            await asyncio.shield(task)
+
+    async def cancel(self, run_id: str) -> None:
+        """Stop a running run (see the module docstring); returns once stopping has begun.
+        NotFound: no such run; Conflict (409): the run has ended."""
+        run = self._runs.get(run_id)
+        if run is None:
+            record = await self.records.get(run_id)
+            if record is None:
+                raise NotFound(f"no run {run_id!r} on this instance")
+            raise Conflict(
+                f"run {run_id} has ended ({record['status']}); only a run that is still going can be cancelled",
+                code="run_ended",
+                status=record["status"],
+            )
+        if run.stop is None:
+            log.info("run %s of %s: cancel requested", run_id, run.pipeline.name)
+            await self._stop(run, CANCELLED)
+
+    async def shutdown(self) -> None:
+        runs = [run for run in self._runs.values() if run.stop is None]
+        await asyncio.gather(*(self._stop(run, SHUTDOWN) for run in runs), return_exceptions=True)
+        tasks = list(self._tasks.values())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- one run --------------------------------------------------------------------------------
+    async def _execute(self, run: ActiveRun) -> None:
+        scratch = self.settings.data_dir / "tmp" / run.id
+        timer: asyncio.TimerHandle | None = None
+        # This task's log lines carry the run (MAO_LOG_FORMAT=json); its step tasks inherit it.
+        RUN_ID.set(run.id)
+        try:
+            await self._set_run(run, RunStatus.RUNNING, started_at=utcnow())
+            if run.pipeline.run_timeout:
+                limit = run.pipeline.run_timeout
+                timer = asyncio.get_running_loop().call_later(
+                    limit, lambda: self._stop_soon(run, _timed_out(limit))
+                )
+            await self._drive(run, scratch)
+            await self._end_run(run)
+        except asyncio.CancelledError:
+            for task in run.tasks.values():
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._abandon(run, SHUTDOWN.reason))
+            raise
+        except Exception as exc:
+            log.exception("run %s of %s failed unexpectedly", run.id, run.pipeline.name)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._abandon(run, f"internal error: {exc}"))
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._active.pop(run.pipeline.name, None)
+            self._runs.pop(run.id, None)
+            # Input snapshots can be large: delete them off the event loop.
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True))
+            # Counted from the ended run's record (its steps and attempts), whatever the ending.
+            with contextlib.suppress(Exception):
+                if (record := await asyncio.shield(self.records.get(run.id))) is not None:
+                    self.metrics.observe_run(record)
+
+    async def _drive(self, run: ActiveRun, scratch: Path) -> None:
+        """Start every step whose needs are met, skip those whose needs failed, until none is left."""
+        needs = {n.name: n.needs for n in run.nodes}
+        while True:
+            changed = True
+            while changed and run.stop is None:
+                changed = False
+                for name, status in list(run.steps.items()):
+                    if status is not StepStatus.PENDING or name in run.tasks:
+                        continue
+                    states = [run.steps[need] for need in needs[name]]
+                    if all(s in DONE_STEP for s in states):
+                        run.tasks[name] = asyncio.create_task(
+                            self._step(run, name, scratch), name=f"run {run.id} step {name}"
+                        )
+                    elif any(s in ENDED_STEP and s not in DONE_STEP for s in states):
+                        failed = [need for need in needs[name] if run.steps[need] not in DONE_STEP]
+                        await self._set_step(
+                            run,
+                            name,
+                            StepStatus.SKIPPED,
+                            error=f"skipped: {', '.join(failed)} did not succeed",
+                        )
+                        changed = True
+            if not run.tasks:
+                break
+            done, _ = await asyncio.wait(run.tasks.values(), return_when=asyncio.FIRST_COMPLETED)
+            for name in [n for n, t in run.tasks.items() if t in done]:
+                run.tasks.pop(name)
+        if run.stop is not None:
+            for name, status in run.steps.items():
+                if status is StepStatus.PENDING:
+                    await self._set_step(run, name, run.stop.pending, error=run.stop.reason)
+
+    async def _end_run(self, run: ActiveRun) -> None:
+        now = utcnow()
+        if run.stop is not None:
+            await self._set_run(run, run.stop.run, error=run.stop.reason, ended_at=now)
+            log.info("run %s of %s stopped: %s", run.id, run.pipeline.name, run.stop.reason)
+        elif any(s in (StepStatus.FAILED, StepStatus.CONFLICT) for s in run.steps.values()):
+            await self._set_run(run, RunStatus.FAILED, error=run.first_error, ended_at=now)
+            log.info("run %s of %s failed: %s", run.id, run.pipeline.name, run.first_error)
+        else:
+            check(RUN_TRANSITIONS, run.status, RunStatus.SUCCEEDED)
+            run.status = RunStatus.SUCCEEDED
+            # Only if still running: a queued merge that conflicted meanwhile has failed the run.
+            await self.records.finish_run(run.id, status=RunStatus.SUCCEEDED, ended_at=now)
+            log.info("run %s of %s succeeded (%d steps)", run.id, run.pipeline.name, len(run.steps))
+
+    async def _abandon(self, run: ActiveRun, reason: str) -> None:
+        """Close the records of a run the engine itself could not finish."""
+        now = utcnow()
+        for name, status in run.steps.items():
+            if status is StepStatus.PENDING:
+                await self._set_step(run, name, StepStatus.SKIPPED, error=reason)
+            elif status is StepStatus.RUNNING:
+                await self._set_step(run, name, StepStatus.FAILED, error=reason, ended_at=now)
+        await self.records.end_unfinished_attempts(run.id, AttemptStatus.CANCELLED, reason)
+        if run.status in RUN_TRANSITIONS and RunStatus.FAILED in RUN_TRANSITIONS[run.status]:
+            await self._set_run(run, RunStatus.FAILED, error=reason, ended_at=now)
+
+    # -- stopping -------------------------------------------------------------------------------
+    def _stop_soon(self, run: ActiveRun, stop: Stop) -> None:
+        if run.stop is None and run.id in self._runs:
+            task = asyncio.create_task(self._stop(run, stop), name=f"stop run {run.id}")
+            self._helpers.add(task)
+            task.add_done_callback(self._helpers.discard)
+
+    async def _stop(self, run: ActiveRun, stop: Stop) -> None:
+        run.stop = stop
+        for name, task in run.tasks.items():
+            if name not in run.voting:  # a merge under way finishes: half a vote helps nobody
+                task.cancel()
+        try:
+            removed = await self.executor.kill(KillRequest(run=run.id))
+            if removed:
+                log.info("run %s: removed container(s) %s", run.id, ", ".join(removed))
+        except MaoError as exc:
+            log.warning("run %s: containers not killed (%s); the executor removes them", run.id, exc.message)
+
+    # -- one step -------------------------------------------------------------------------------
+    async def _step(self, run: ActiveRun, name: str, scratch: Path) -> None:
+        """Run one step to its end and record it; never raises (the step's status says it all)."""
+        STEP.set(name)  # this step's own task: its (and its attempts') log lines carry the step
+        step = run.pipeline.step(name)
+        position = run.pipeline.steps.index(step)
+        started_at = utcnow()
+        try:
+            output = await self.registrations.dataset(step.output_dataset)
+            if output is None:
+                raise StepFailed(f"dataset {step.output_dataset!r} is no longer registered")
+            source = None
+            if step.input_dataset:
+                source = await self.registrations.dataset(step.input_dataset)
+                if source is None:
+                    raise StepFailed(f"dataset {step.input_dataset!r} is no longer registered")
+            ctx = StepContext(
+                run.id,
+                run.pipeline.name,
+                position,
+                step,
+                output,
+                source,
+                node_branch(name, self.settings.instance_name),
+            )
+            tool = await self._tool(step.tool)
+            # Checked while still pending: a cache hit is one write, pending -> cached.
+            if step.cache and await self._use_cache(run, ctx, tool, started_at):
+                return
+            await self._set_step(run, name, StepStatus.RUNNING, started_at=started_at)
+            if step.fan_out is not None:
+                outcome, used = await self._fan_out(run, ctx, tool, scratch), tool
+            else:
+                outcome, used = await self._attempts(run, ctx, tool, scratch)
+            run.input_tips.pop(step.output_dataset, None)
+            key = None
+            if outcome.image_id:
+                key = memo_key(step, used.name, outcome.image_id, outcome.input_commit)
+            await self._set_step(
+                run,
+                name,
+                StepStatus.SUCCEEDED,
+                merge_commit=outcome.merge_commit,
+                merge_state=outcome.merge_state,
+                insights=outcome.insights,
+                cache_key=key,
+                ended_at=utcnow(),
+            )
+        except StepFailed as failure:
+            run.first_error = run.first_error or failure.message
+            await self._set_step(run, name, failure.status, error=failure.message, ended_at=utcnow())
+            log.info("run %s: step %s %s: %s", run.id, name, failure.status, failure.message)
+        except asyncio.CancelledError:
+            stop = run.stop or SHUTDOWN
+            with contextlib.suppress(Exception):
+                await asyncio.shield(
+                    self._set_step(run, name, stop.step, error=stop.reason, ended_at=utcnow())
+                )
+            if run.stop is None:
+                raise
+        except MaoError as exc:  # a lookup (registrations, database) failed outside an attempt
+            run.first_error = run.first_error or exc.message
+            await self._set_step(run, name, StepStatus.FAILED, error=exc.message, ended_at=utcnow())
+
+    async def _tool(self, name: str) -> Tool:
+        # From etcd, or this instance's copy while etcd is unreachable: a run needs no quorum.
+        tool = await self.registrations.tool(name)
+        if tool is None:
+            raise StepFailed(f"tool {name!r} is no longer registered")
+        return tool
+
+    async def _attempts(
+        self, run: ActiveRun, ctx: StepContext, tool: Tool, scratch: Path
+    ) -> tuple[AttemptOutcome, Tool]:
+        """The step's own attempts, then its fallback tool; the outcome and the tool that made it."""
+        step = ctx.step
+        number = 0
+        failure: StepFailed | None = None
+        for retry in range(step.retries + 1):
+            number += 1
+            try:
+                return await self._attempt(run, ctx, number, tool, scratch), tool
+            except StepFailed as exc:
+                failure = exc
+                if not exc.passable or retry == step.retries:
+                    break
+                delay = backoff(retry + 1, step.retry_delay)
+                log.info(
+                    "run %s: step %s attempt %d failed (%s); retrying in %.1f s",
+                    run.id, ctx.step.name, number, exc.message, delay,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+        assert failure is not None
+        if step.fallback_tool and failure.status is StepStatus.FAILED:
+            log.info("run %s: step %s falls back to tool %s", run.id, step.name, step.fallback_tool)
+            fallback = await self._tool(step.fallback_tool)
+            try:
+                return await self._attempt(run, ctx, number + 1, fallback, scratch), fallback
+            except StepFailed as exc:
+                raise StepFailed(
+                    f"{failure.message}; fallback tool {fallback.name}: {exc.message}",
+                    status=exc.status,
+                ) from exc
+        raise failure
+
+    async def _fan_out(self, run: ActiveRun, ctx: StepContext, tool: Tool, scratch: Path) -> AttemptOutcome:
+        """A fan-out step (runs/fanout_attempt.py): its shards are retried on their own; a failure
+        outside them that can pass (a git remote away at the snapshot or the vote) runs the step
+        again, up to ``retries`` times, with the usual backoff."""
+        step = ctx.step
+        fallback = await self._tool(step.fallback_tool) if step.fallback_tool else None
+        this_pass = FanOutPass()
+        for retry in range(step.retries + 1):
+            try:
+                return await self.fan_out.run(
+                    ctx,
+                    tool,
+                    fallback,
+                    scratch,
+                    voting=lambda: run.voting.add(step.name),
+                    stop_reason=lambda: run.stop.reason if run.stop else None,
+                    this_pass=this_pass,
+                )
+            except StepFailed as exc:
+                if not exc.passable or retry == step.retries:
+                    raise
+                delay = backoff(retry + 1, step.retry_delay)
+                log.info(
+                    "run %s: fan-out step %s failed outside its shards (%s); again in %.1f s",
+                    run.id, step.name, exc.message, delay,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+                this_pass = this_pass.next()
+            finally:
+                run.voting.discard(step.name)
+        raise AssertionError("unreachable: the last pass returns or raises")
+
+    async def _attempt(
+        self, run: ActiveRun, ctx: StepContext, number: int, tool: Tool, scratch: Path
+    ) -> AttemptOutcome:
+        container = container_name(self.settings.instance_name, run.id, ctx.position, number)
+        attempt_id = await self.records.add_attempt(run.id, ctx.step.name, number, tool.name, container)
+        status = AttemptStatus.RUNNING
+        try:
+            outcome = await self.attempts.run(
+                ctx, number, tool, scratch, voting=lambda: run.voting.add(ctx.step.name)
+            )
+        except StepFailed as failure:
+            status = check(ATTEMPT_TRANSITIONS, status, failure.attempt_status)
+            await self.records.end_attempt(
+                attempt_id,
+                status,
+                exit_code=failure.exit_code,
+                image_id=failure.image_id,
+                error=failure.message,
+            )
+            raise
+        except asyncio.CancelledError:
+            stop = run.stop or SHUTDOWN
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.records.end_attempt(attempt_id, stop.attempt, error=stop.reason))
+            raise
+        finally:
+            run.voting.discard(ctx.step.name)
+        status = check(ATTEMPT_TRANSITIONS, status, AttemptStatus.SUCCEEDED)
+        await self.records.end_attempt(attempt_id, status, exit_code=0, image_id=outcome.image_id)
+        return outcome
+
+    async def _use_cache(
+        self, run: ActiveRun, ctx: StepContext, tool: Tool, started_at: datetime
+    ) -> bool:
+        """Record the step ``cached`` when its memo key matches its last success here."""
+        image_id = run.image_ids.get(tool.image)
+        if image_id is None:
+            image_id = await self.executor.image_id(tool.image)
+            if image_id is None:
+                return False
+            run.image_ids[tool.image] = image_id
+        input_commit = None
+        if ctx.source is not None:
+            input_commit = run.input_tips.get(ctx.source.name)
+            if input_commit is None:
+                input_commit = await self.datasets.sync(ctx.source.name, ctx.source.master)
+                run.input_tips[ctx.source.name] = input_commit
+        key = memo_key(ctx.step, tool.name, image_id, input_commit)
+        hit = await self.records.cached_output(run.pipeline.name, ctx.step.name, key)
+        if hit is None:
+            return False
+        await self._set_step(
+            run,
+            ctx.step.name,
+            StepStatus.CACHED,
+            image=tool.image,
+            image_id=image_id,
+            input_commit=input_commit,
+            output_commit=hit.output_commit,
+            merge_commit=hit.merge_commit,
+            cache_key=key,
+            error=None,
+            started_at=started_at,
+            ended_at=utcnow(),
+        )
+        log.info("run %s: step %s cached (same inputs as run %s)", run.id, ctx.step.name, hit.run_id)
+        return True
+
+    # -- records --------------------------------------------------------------------------------
+    async def _set_run(self, run: ActiveRun, status: RunStatus, **fields: Any) -> None:
+        run.status = check(RUN_TRANSITIONS, run.status, status)
+        await self.records.update_run(run.id, status=status, **fields)
+
+    async def _set_step(self, run: ActiveRun, name: str, status: StepStatus, **fields: Any) -> None:
+        run.steps[name] = check(STEP_TRANSITIONS, run.steps[name], status)
+        await self.records.update_step(run.id, name, status=status, **fields)

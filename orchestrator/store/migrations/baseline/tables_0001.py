@@ -1,0 +1,178 @@
+"""Frozen copy of orchestrator/store/tables.py as of f8a48b9 (before migrations): the schema the
+baseline revision creates, exactly as ``create_all`` made it. Never edit; change the schema in a new
+revision."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class PipelineRow(Base):
+    __tablename__ = "pipelines"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # public form: no secret values
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SecretRow(Base):
+    """A private variable's value for one step; never leaves this instance."""
+
+    __tablename__ = "pipeline_secrets"
+    pipeline: Mapped[str] = mapped_column(ForeignKey("pipelines.name", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key: Mapped[str] = mapped_column(String(256), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # No foreign key: a run's history outlives its pipeline.
+    pipeline: Mapped[str] = mapped_column(String(128), index=True)
+    trigger: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    schedule_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class RunStepRow(Base):
+    __tablename__ = "run_steps"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    tool: Mapped[str] = mapped_column(String(128))
+    image: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    input_dataset: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    output_dataset: Mapped[str] = mapped_column(String(128))
+    branch: Mapped[str] = mapped_column(String(260))
+    status: Mapped[str] = mapped_column(String(16))
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    image_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    input_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    output_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    merge_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The ground-truth vote: "merged", "queued" (etcd was unreachable; retried later) or "conflict".
+    merge_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    changed: Mapped[bool | None] = mapped_column(nullable=True)
+    conflicts: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    log_tail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # What became of the step's insights.json: "published" or "ignored: <why>" (None: there was none).
+    insights: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ScheduleRow(Base):
+    __tablename__ = "schedules"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(ForeignKey("pipelines.name", ondelete="CASCADE"), index=True)
+    cron: Mapped[str] = mapped_column(String(128))
+    timezone: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The last tick handled (fired or skipped): missed ticks are counted from here after a restart.
+    last_tick_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class TickRow(Base):
+    """What happened at one tick of a schedule: fired (with its run) or skipped (and why)."""
+
+    __tablename__ = "schedule_ticks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    schedule_id: Mapped[str] = mapped_column(String(64), index=True)
+    pipeline: Mapped[str] = mapped_column(String(128))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    outcome: Mapped[str] = mapped_column(String(16))
+    run_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class RegistryCacheRow(Base):
+    """The last registration of a tool or dataset read from etcd, for running while etcd is away."""
+
+    __tablename__ = "registry_cache"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # "tool" or "dataset"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON)
+    cached_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PendingMergeRow(Base):
+    """A node branch whose ground-truth merge waits for the federation (etcd) to answer again.
+
+    One row per dataset and branch: merging the branch's tip covers every earlier commit on it, so a
+    later run replaces the row and adds its step to ``steps`` (the [run id, position] pairs whose
+    records are settled when the merge is done)."""
+
+    __tablename__ = "pending_merges"
+    dataset: Mapped[str] = mapped_column(String(128), primary_key=True)
+    branch: Mapped[str] = mapped_column(String(260), primary_key=True)
+    master: Mapped[str] = mapped_column(Text)
+    commit: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+    trailers: Mapped[dict[str, str]] = mapped_column(JSON)
+    steps: Mapped[list[list[Any]]] = mapped_column(JSON)
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class GatewayKeyRow(Base):
+    """A gateway API key of this instance: only its SHA-256 is kept, the key itself is shown once."""
+
+    __tablename__ = "gateway_keys"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class GatewayProgressRow(Base):
+    """How far the raw-entry listener got: every entry this instance acknowledged up to ``revision``
+    (an etcd store revision) is committed in ``dataset``; after a restart it resumes from there."""
+
+    __tablename__ = "gateway_progress"
+    dataset: Mapped[str] = mapped_column(String(128), primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
+    entries: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+Index("ix_runs_pipeline_created", RunRow.pipeline, RunRow.created_at)

@@ -1,0 +1,350 @@
+"""Run records: runs, their steps (by name) and each step's attempts.
+
+The engine (``orchestrator.runs``) is the only writer; it checks every status change against
+``runs.states`` before calling here, so these methods just write. Reads return the API's JSON shape
+(``GET /runs``, ``GET /runs/{id}``), built in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+
+from ..models import Pipeline
+from ..runs.graph import StepNode
+from ..runs.states import ACTIVE_RUN, AttemptStatus, RunStatus, StepStatus
+from . import Store
+from .tables import AttemptRow, RunRow, RunStepRow, utcnow
+
+
+@dataclass(frozen=True)
+class CachedOutput:
+    """What the last successful attempt of a step with the same memo key left."""
+
+    run_id: str
+    output_commit: str | None
+    merge_commit: str | None
+    image_id: str | None
+    input_commit: str | None
+
+
+@dataclass(frozen=True)
+class UnfinishedStep:
+    name: str
+    status: StepStatus
+    output_dataset: str
+    branch: str
+    containers: list[str]
+
+
+@dataclass(frozen=True)
+class UnfinishedRun:
+    id: str
+    pipeline: str
+    status: RunStatus
+    steps: list[UnfinishedStep]
+
+
+class RunRecords:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def create(
+        self,
+        run_id: str,
+        pipeline: Pipeline,
+        trigger: str,
+        nodes: Sequence[StepNode],
+        branches: Sequence[str],
+        schedule_id: str | None = None,
+    ) -> None:
+        async with self.store.session(f"record a run of {pipeline.name}") as s:
+            s.add(
+                RunRow(
+                    id=run_id,
+                    pipeline=pipeline.name,
+                    trigger=trigger,
+                    status=RunStatus.PENDING,
+                    schedule_id=schedule_id,
+                )
+            )
+            await s.flush()
+            for position, (step, node, branch) in enumerate(
+                zip(pipeline.steps, nodes, branches, strict=True)
+            ):
+                s.add(
+                    RunStepRow(
+                        run_id=run_id,
+                        position=position,
+                        name=step.name,
+                        tool=step.tool,
+                        input_dataset=step.input_dataset,
+                        output_dataset=step.output_dataset,
+                        branch=branch,
+                        status=StepStatus.PENDING,
+                        needs=list(node.needs),
+                    )
+                )
+
+    async def update_run(self, run_id: str, **fields: Any) -> None:
+        async with self.store.session(f"update run {run_id}") as s:
+            await s.execute(update(RunRow).where(RunRow.id == run_id).values(**fields))
+
+    async def finish_run(self, run_id: str, **fields: Any) -> None:
+        """``update_run`` that only applies while the run is still running: a queued merge that
+        conflicted meanwhile has already failed it."""
+        async with self.store.session(f"finish run {run_id}") as s:
+            await s.execute(
+                update(RunRow).where(RunRow.id == run_id, RunRow.status == RunStatus.RUNNING).values(**fields)
+            )
+
+    async def update_step(self, run_id: str, step: str, **fields: Any) -> None:
+        async with self.store.session(f"update step {step} of run {run_id}") as s:
+            await s.execute(
+                update(RunStepRow)
+                .where(RunStepRow.run_id == run_id, RunStepRow.name == step)
+                .values(**fields)
+            )
+
+    async def add_attempt(
+        self,
+        run_id: str,
+        step: str,
+        attempt: int,
+        tool: str,
+        container: str | None,
+        shard: int | None = None,
+        speculative: bool = False,
+    ) -> int:
+        """Record a started attempt; returns its id for ``end_attempt``."""
+        async with self.store.session(f"record attempt {attempt} of step {step}") as s:
+            row = AttemptRow(
+                run_id=run_id,
+                step=step,
+                attempt=attempt,
+                shard=shard,
+                speculative=speculative,
+                tool=tool,
+                container=container,
+                status=AttemptStatus.RUNNING,
+                started_at=utcnow(),
+            )
+            s.add(row)
+            await s.flush()
+            return row.id
+
+    async def end_attempt(
+        self,
+        attempt_id: int,
+        status: AttemptStatus,
+        *,
+        exit_code: int | None = None,
+        image_id: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        async with self.store.session("record the end of an attempt") as s:
+            await s.execute(
+                update(AttemptRow)
+                .where(AttemptRow.id == attempt_id)
+                .values(
+                    status=status,
+                    exit_code=exit_code,
+                    image_id=image_id,
+                    error=error[:4000] if error else None,
+                    ended_at=utcnow(),
+                )
+            )
+
+    async def cached_output(self, pipeline: str, step: str, key: str) -> CachedOutput | None:
+        """The newest succeeded (or cached) record of ``step`` of ``pipeline`` with memo key ``key``."""
+        async with self.store.session(f"look up the cache of step {step}") as s:
+            row = (
+                await s.execute(
+                    select(RunStepRow)
+                    .join(RunRow, RunRow.id == RunStepRow.run_id)
+                    .where(
+                        RunRow.pipeline == pipeline,
+                        RunStepRow.name == step,
+                        RunStepRow.cache_key == key,
+                        RunStepRow.status.in_((StepStatus.SUCCEEDED, StepStatus.CACHED)),
+                    )
+                    .order_by(RunRow.created_at.desc())
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+            if row is None:
+                return None
+            return CachedOutput(
+                row.run_id, row.output_commit, row.merge_commit, row.image_id, row.input_commit
+            )
+
+    async def unfinished(self) -> list[UnfinishedRun]:
+        """Runs a previous process left pending, queued or running, with their steps' containers."""
+        async with self.store.session("list unfinished runs") as s:
+            runs = (
+                await s.scalars(select(RunRow).where(RunRow.status.in_([str(x) for x in ACTIVE_RUN])))
+            ).all()
+            result = []
+            for run in runs:
+                steps = (
+                    await s.scalars(
+                        select(RunStepRow).where(RunStepRow.run_id == run.id).order_by(RunStepRow.position)
+                    )
+                ).all()
+                attempts = (await s.scalars(select(AttemptRow).where(AttemptRow.run_id == run.id))).all()
+                result.append(
+                    UnfinishedRun(
+                        run.id,
+                        run.pipeline,
+                        RunStatus(run.status),
+                        [
+                            UnfinishedStep(
+                                st.name,
+                                StepStatus(st.status),
+                                st.output_dataset,
+                                st.branch,
+                                [a.container for a in attempts if a.step == st.name and a.container],
+                            )
+                            for st in steps
+                        ],
+                    )
+                )
+            return result
+
+    async def end_unfinished_attempts(self, run_id: str, status: AttemptStatus, error: str) -> None:
+        async with self.store.session(f"close the attempts of run {run_id}") as s:
+            await s.execute(
+                update(AttemptRow)
+                .where(AttemptRow.run_id == run_id, AttemptRow.status == AttemptStatus.RUNNING)
+                .values(status=status, error=error, ended_at=utcnow())
+            )
+
+    # -- reads: the API's shape -----------------------------------------------------------------
+    async def get(self, run_id: str) -> dict[str, Any] | None:
+        async with self.store.session(f"read run {run_id}") as s:
+            run = await s.get(RunRow, run_id)
+            if run is None:
+                return None
+            steps = (
+                await s.scalars(
+                    select(RunStepRow).where(RunStepRow.run_id == run_id).order_by(RunStepRow.position)
+                )
+            ).all()
+            attempts = (
+                await s.scalars(select(AttemptRow).where(AttemptRow.run_id == run_id).order_by(AttemptRow.id))
+            ).all()
+            return run_to_dict(run, steps, attempts)
+
+    async def list(
+        self, pipeline: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        async with self.store.session("list runs") as s:
+            query = select(RunRow).order_by(RunRow.created_at.desc(), RunRow.id).limit(limit)
+            if pipeline:
+                query = query.where(RunRow.pipeline == pipeline)
+            if status:
+                query = query.where(RunRow.status == status)
+            runs = (await s.scalars(query)).all()
+            ids = [r.id for r in runs]
+            steps = (
+                await s.scalars(
+                    select(RunStepRow)
+                    .where(RunStepRow.run_id.in_(ids))
+                    .order_by(RunStepRow.run_id, RunStepRow.position)
+                )
+            ).all()
+            attempts = (
+                await s.scalars(select(AttemptRow).where(AttemptRow.run_id.in_(ids)).order_by(AttemptRow.id))
+            ).all()
+            by_run: dict[str, list[RunStepRow]] = {}
+            for step in steps:
+                by_run.setdefault(step.run_id, []).append(step)
+            tries: dict[str, list[AttemptRow]] = {}
+            for attempt in attempts:
+                tries.setdefault(attempt.run_id, []).append(attempt)
+            return [run_to_dict(r, by_run.get(r.id, []), tries.get(r.id, []), with_logs=False) for r in runs]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _duration(start: datetime | None, end: datetime | None) -> float | None:
+    return round((end - start).total_seconds(), 3) if start and end else None
+
+
+def attempt_to_dict(a: AttemptRow) -> dict[str, Any]:
+    return {
+        "attempt": a.attempt,
+        "tool": a.tool,
+        "image_id": a.image_id,
+        "status": a.status,
+        "exit_code": a.exit_code,
+        "started_at": _iso(a.started_at),
+        "ended_at": _iso(a.ended_at),
+        "error": a.error,
+        **({"shard": a.shard, "speculative": a.speculative} if a.shard is not None else {}),
+    }
+
+
+def run_to_dict(
+    run: RunRow,
+    steps: Sequence[RunStepRow],
+    attempts: Sequence[AttemptRow],
+    with_logs: bool = True,
+) -> dict[str, Any]:
+    by_step: dict[str, list[AttemptRow]] = {}
+    for attempt in attempts:
+        by_step.setdefault(attempt.step, []).append(attempt)
+    return {
+        "id": run.id,
+        "pipeline": run.pipeline,
+        "trigger": run.trigger,
+        "status": run.status,
+        "error": run.error,
+        "schedule_id": run.schedule_id,
+        "created_at": _iso(run.created_at),
+        "started_at": _iso(run.started_at),
+        "ended_at": _iso(run.ended_at),
+        "duration": _duration(run.started_at, run.ended_at),
+        "steps": [
+            {
+                "position": st.position,
+                "name": st.name,
+                "needs": st.needs if st.needs is not None else _legacy_needs(steps, st),
+                "tool": st.tool,
+                "image": st.image,
+                "status": st.status,
+                "exit_code": st.exit_code,
+                "image_id": st.image_id,
+                "input_dataset": st.input_dataset,
+                "input_commit": st.input_commit,
+                "output_dataset": st.output_dataset,
+                "branch": st.branch,
+                "output_commit": st.output_commit,
+                "merge_commit": st.merge_commit,
+                "merge": st.merge_state,
+                "changed": st.changed,
+                "conflicts": st.conflicts or [],
+                "started_at": _iso(st.started_at),
+                "ended_at": _iso(st.ended_at),
+                "duration": _duration(st.started_at, st.ended_at),
+                "error": st.error,
+                "insights": st.insights,
+                "attempts": [attempt_to_dict(a) for a in by_step.get(st.name, [])],
+                **({"shards": st.shards} if st.shards is not None else {}),
+                **({"log_tail": st.log_tail or ""} if with_logs else {}),
+            }
+            for st in steps
+        ],
+    }
+
+
+def _legacy_needs(steps: Sequence[RunStepRow], step: RunStepRow) -> list[str]:
+    # Runs recorded before needs existed were straight lines.
+    earlier = [s.name for s in steps if s.position == step.position - 1]
+    return earlier
