@@ -43,7 +43,7 @@ async function renderRuns(again) {
       "div",
       { class: "toolbar" },
       filter("pipeline", pipelines.map((p) => p.name)),
-      filter("status", ["pending", "running", "succeeded", "failed", "cancelled"]),
+      filter("status", ["pending", "queued", "running", "succeeded", "failed", "cancelled"]),
       h("span", { class: "muted" }, "refreshes every 2 s"),
     ),
     runs.length === 0

@@ -22,7 +22,7 @@ def metric_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], fl
     }
 
 
-def one_step_pipeline(api: Api, cmd: str = "echo hello from the step") -> str:
+def one_step_pipeline(api: Api, cmd: str = "echo hello from the step", **fields: object) -> str:
     tool, dataset, pipeline = unique("tool"), unique("out"), unique("ops")
     api.tool(tool)
     api.local_dataset(dataset)
@@ -34,6 +34,7 @@ def one_step_pipeline(api: Api, cmd: str = "echo hello from the step") -> str:
         "env": None,
         "cmd": ["sh", "-c", cmd],
         "docker_socket": False,
+        **fields,
     }
     api.ok(api.post("/pipeline/init", {"name": pipeline, "steps": [step]}))
     return pipeline
@@ -70,6 +71,19 @@ def test_metrics_move_with_a_run(guarded_node: Node) -> None:
     assert run["id"] not in response.text
 
 
+def test_every_attempt_of_the_engine_is_counted(guarded_node: Node) -> None:
+    api = guarded_node.api
+    # Fails its first attempt, succeeds on the retry (the engine sets MAO_ATTEMPT).
+    pipeline = one_step_pipeline(api, '[ "$MAO_ATTEMPT" -ge 2 ]', retries=1, retry_delay=0.1)
+    key = {s: ("mao_step_attempts_total", frozenset({"status": s}.items())) for s in ("failed", "succeeded")}
+    before = metric_samples(api.get("/metrics").text)
+    run = api.run(pipeline)
+    assert run["status"] == "succeeded" and len(run["steps"][0]["attempts"]) == 2, run
+    after = metric_samples(api.get("/metrics").text)
+    for status in ("failed", "succeeded"):
+        assert after[key[status]] >= before.get(key[status], 0) + 1, status
+
+
 def test_gateway_writes_are_counted_by_outcome(guarded_node: Node) -> None:
     api = guarded_node.api
     api.ok(api.post("/write", {"key": unique("m"), "value": 1}))
@@ -81,7 +95,7 @@ def test_gateway_writes_are_counted_by_outcome(guarded_node: Node) -> None:
 
 def test_who_may_read_what(guarded_node: Node) -> None:
     url = guarded_node.service.url
-    anonymous, scraper = Api(url), Api(url, OPS_METRICS_TOKEN)
+    anonymous, scraper = Api(url, ""), Api(url, OPS_METRICS_TOKEN)  # "": no token at all
     assert_error(anonymous.get("/metrics"), 401, "unauthorized")
     assert_error(anonymous.get("/openapi.json"), 401, "unauthorized")
     assert_error(anonymous.get("/runs"), 401, "unauthorized")
@@ -105,6 +119,12 @@ def test_who_may_read_what(guarded_node: Node) -> None:
     assert_error(anonymous.get("/ui/nothing.js"), 404)
     redirect = requests.get(url + "/ui", allow_redirects=False, timeout=10)
     assert redirect.status_code == 302 and redirect.headers["Location"] == "/ui/"
+    # trust-api's guards come before the public early return: the pages too refuse a foreign Host
+    # (DNS rebinding) and another site's Origin.
+    assert_error(requests.get(url + "/ui/", headers={"Host": "evil.example"}, timeout=10), 421)
+    assert_error(requests.get(url + "/ui/", headers={"Origin": "http://evil.example"}, timeout=10), 403)
+    # The metrics token is for GET /metrics only, whatever the method elsewhere.
+    assert_error(scraper.post("/runs/0123abcd/cancel", {}), 401)
 
 
 def test_json_log_lines_carry_the_run(guarded_node: Node) -> None:
@@ -122,6 +142,8 @@ def test_json_log_lines_carry_the_run(guarded_node: Node) -> None:
         time.sleep(0.2)
     assert mine and all({"ts", "level", "logger", "message"} <= set(line) for line in mine)
     assert any("succeeded" in line["message"] for line in mine)
+    # Lines logged by the engine for the step itself carry the step too.
+    assert any(line.get("step") == "only" for line in mine), mine
     # Every line of the daemon is JSON (aiohttp's, APScheduler's ... included), none is plain text.
     log = guarded_node.service.log_text().splitlines()
     plain = [line for line in log if line and not line.startswith(("{", "=== "))]  # "=== ": the harness
