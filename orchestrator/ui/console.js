@@ -95,14 +95,13 @@ function showLogin(message) {
   document.getElementById("token").focus();
 }
 
-async function probeCancel() {
-  // The OpenAPI document lists every route: no cancel route, no cancel button.
-  try {
-    const doc = await api("GET", "/openapi.json");
-    cancelSupported = Boolean(doc.paths && doc.paths["/runs/{id}/cancel"]);
-  } catch (_) {
-    cancelSupported = null;
-  }
+async function checkToken() {
+  // GET / answers without a token (liveness), so it proves nothing: the OpenAPI document needs the
+  // token (a wrong one is a 401 here) and lists every route (no cancel route, no cancel button).
+  const doc = await api("GET", "/openapi.json");
+  cancelSupported = Boolean(doc.paths && doc.paths["/runs/{id}/cancel"]);
+  const hello = await api("GET", "/");
+  document.getElementById("instance").textContent = `${hello.instance} · ${hello.version}`;
 }
 
 async function signIn(event) {
@@ -110,8 +109,7 @@ async function signIn(event) {
   const token = document.getElementById("token").value.trim();
   sessionStorage.setItem(TOKEN_KEY, token);
   try {
-    const hello = await api("GET", "/");
-    document.getElementById("instance").textContent = `${hello.instance} · ${hello.version}`;
+    await checkToken();
   } catch (err) {
     if (!(err instanceof ApiError && err.status === 401)) {
       document.getElementById("login-error").textContent = String(err.message || err);
@@ -122,7 +120,6 @@ async function signIn(event) {
   document.getElementById("login").hidden = true;
   document.getElementById("view").hidden = false;
   document.getElementById("logout").hidden = false;
-  await probeCancel();
   route();
 }
 
@@ -170,11 +167,7 @@ document.addEventListener("DOMContentLoaded", () => {
     return;
   }
   document.getElementById("logout").hidden = false;
-  api("GET", "/")
-    .then(async (hello) => {
-      document.getElementById("instance").textContent = `${hello.instance} · ${hello.version}`;
-      await probeCancel();
-      route();
-    })
+  checkToken()
+    .then(route)
     .catch(() => {});
 });

@@ -156,3 +156,42 @@ def test_console_runs_a_pipeline_and_shows_its_log(guarded_node: Node, browser, 
     if os.environ.get("MAO_UPDATE_SCREENSHOTS") == "1":
         shutil.copyfile(shot, REPO_ROOT / "docs" / "console-run.png")
     assert shot.stat().st_size > 10_000
+
+
+def test_console_cancels_a_running_run(guarded_node: Node, browser) -> None:
+    """The run page's cancel button calls the engine's POST /runs/{id}/cancel (with the token and a
+    JSON body, as trust-api requires) and the page follows the run to ``cancelled``."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    api = guarded_node.api
+    tool, out, pipeline = unique("tool"), unique("out"), unique("cancel")
+    api.tool(tool)
+    api.local_dataset(out)
+    step = {"name": "slow", "tool": tool, "output_dataset": out, "cmd": ["sh", "-c", "sleep 300"]}
+    api.ok(api.post("/pipeline/init", {"name": pipeline, "steps": [step]}))
+    run_id = api.ok(api.post("/pipeline/run", {"name": pipeline, "wait": False}))["run_id"]
+
+    def present(css: str):
+        found = browser.find_elements(By.CSS_SELECTOR, css)
+        return found[0] if found and found[0].is_displayed() else None
+
+    browser.get(f"{guarded_node.service.url}/ui/#/run/{run_id}")
+    wait_until(lambda: present("#token"), timeout=30, what="the sign-in form")
+    browser.find_element(By.CSS_SELECTOR, "#token").send_keys(OPS_TOKEN, Keys.ENTER)
+    wait_until(
+        lambda: api.ok(api.get(f"/runs/{run_id}"))["steps"][0]["status"] == "running",
+        timeout=120,
+        what="the step to run",
+    )
+    wait_until(lambda: present("#cancel-run"), timeout=30, what="the cancel button").click()
+    wait_until(lambda: present("#confirm-yes"), timeout=10, what="the confirmation").click()
+    wait_until(
+        lambda: "cancelled" in browser.find_element(By.CSS_SELECTOR, "#view h1").text,
+        timeout=120,
+        interval=0.5,
+        what="the run to be cancelled",
+    )
+    run = api.ok(api.get(f"/runs/{run_id}"))
+    assert run["status"] == "cancelled" and run["steps"][0]["status"] == "cancelled", run
+    assert browser.find_elements(By.CSS_SELECTOR, "#cancel-run") == []  # an ended run has none
