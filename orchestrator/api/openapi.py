@@ -25,9 +25,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Statuses every route can answer besides its own (the error middleware's and the auth middleware's).
 COMMON_ERRORS = {401: "missing or wrong token", 500: "internal error (a bug; see the log)"}
+# The access middleware's guards (orchestrator/access.py), answered before any handler, public pages
+# included: a foreign Host name, and a write that is not JSON.
+GUARD_ERRORS = {421: "a Host name this API does not answer to (MAO_API_HOSTNAMES)"}
+WRITE_ERRORS = {415: "the body is not Content-Type: application/json"}
 ERROR_TEXT = {
     400: "bad input",
-    403: "a gateway key outside the gateway's routes",
+    403: "a gateway key outside the gateway's routes, or a page of another site (Origin)",
     404: "not found",
     409: "conflict",
     413: "too large",
@@ -185,8 +189,11 @@ def _operation(
             "content": {"application/json": {"schema": schema("serialization", answer)}},
         }
     error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-    for status in sorted(set(op.errors) | (set() if op.public else set(COMMON_ERRORS))):
-        text = ERROR_TEXT.get(status) or COMMON_ERRORS.get(status, "error")
+    statuses = set(op.errors) | set(GUARD_ERRORS) | (set() if op.public else set(COMMON_ERRORS))
+    if method in ("POST", "PUT", "PATCH"):
+        statuses |= set(WRITE_ERRORS)
+    for status in sorted(statuses):
+        text = ERROR_TEXT.get(status) or {**COMMON_ERRORS, **GUARD_ERRORS, **WRITE_ERRORS}.get(status, "error")
         responses[str(status)] = {"description": text, "content": error_ref}
     entry["responses"] = responses
     if op.public:
