@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 
 from executor.config import Settings
 from executor.hardening import check_docker_socket, tool_user
+from executor.metrics import CONTENT_TYPE, ExecutorMetrics
 from executor.models import MAX_BODY_BYTES, ImageRequest, KillRequest, RunRequest, describe_validation_error
 from executor.runs import RunService
 from orchestrator.errors import BadRequest, MaoError, Unauthorized
@@ -23,11 +25,12 @@ log = logging.getLogger(__name__)
 SETTINGS = web.AppKey("settings", Settings)
 SERVICE = web.AppKey("service", RunService)
 SHUTDOWN_GRACE = web.AppKey("shutdown_grace", float)
+METRICS = web.AppKey("metrics", ExecutorMetrics)
 
 M = TypeVar("M", KillRequest, ImageRequest)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_ROUTES = "GET /health, POST /run, /validate, /kill and /image"
+_ROUTES = "GET /health, GET /metrics, POST /run, /validate, /kill and /image"
 _HTTP_CODES = {
     404: ("not_found", f"no such endpoint: the executor serves {_ROUTES}"),
     405: ("method_not_allowed", f"method not allowed: the executor serves {_ROUTES}"),
@@ -83,7 +86,22 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def run(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[SERVICE].run(await _run_request(request)))
+    run_request = await _run_request(request)
+    metrics = request.app[METRICS]
+    started = time.monotonic()
+    metrics.containers.inc()
+    outcome = "cancelled"  # the client hung up or the executor is shutting down
+    try:
+        result = await request.app[SERVICE].run(run_request)
+        outcome = _outcome(result)
+    except MaoError as exc:
+        outcome = exc.code
+        raise
+    finally:
+        metrics.containers.dec()
+        metrics.runs.labels(outcome).inc()
+        metrics.duration.observe(time.monotonic() - started)
+    return web.json_response(result)
 
 
 async def validate(request: web.Request) -> web.Response:
@@ -108,6 +126,16 @@ async def _run_request(request: web.Request) -> RunRequest:
     except ValidationError as exc:
         raise BadRequest(describe_validation_error(exc)) from None
     return run_request
+
+
+def _outcome(result: dict[str, object]) -> str:
+    if result.get("timed_out"):
+        return "timed_out"
+    return "succeeded" if result.get("exit_code") == 0 else "failed"
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
 
 
 async def _parse(request: web.Request, model: type[M]) -> M:
@@ -162,7 +190,9 @@ def create_app(settings: Settings, service: RunService, shutdown_grace: float = 
     app[SETTINGS] = settings
     app[SERVICE] = service
     app[SHUTDOWN_GRACE] = shutdown_grace
+    app[METRICS] = ExecutorMetrics(settings.max_parallel)
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
     app.router.add_post("/run", run)
     app.router.add_post("/validate", validate)
     app.router.add_post("/kill", kill)

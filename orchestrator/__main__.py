@@ -10,7 +10,7 @@ import sys
 
 from aiohttp import web
 
-from . import __version__
+from . import __version__, logs
 from .app import create_app
 from .config import load_settings
 from .errors import ConfigError
@@ -40,9 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(settings.describe(), indent=2))
         return 0
 
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logs.configure(settings.log_level, settings.log_format)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     try:

@@ -13,8 +13,10 @@ is refused before any credential is looked at), then ``auth_middleware``, then
   that are not browsers send no Origin and are not affected.
 - Content type: POST/PUT/PATCH need ``application/json`` (415). HTML forms and "simple" cross-origin
   requests cannot send it without a CORS preflight, which this API never grants.
-- Token: everything but ``GET /`` (liveness) needs ``Authorization: Bearer <token>`` (compared in
-  constant time), or a gateway key on the gateway's three routes. ``MAO_API_LEGACY_OPEN=1`` lets
+- Token: everything but ``GET /`` (liveness) and the console's static pages (``console.is_public``:
+  they hold no data and ask for the token) needs ``Authorization: Bearer <token>`` (compared in
+  constant time), or a gateway key on the gateway's three routes, or ``MAO_METRICS_TOKEN`` on
+  ``GET /metrics`` only. The Host and Origin guards apply to the public pages too. ``MAO_API_LEGACY_OPEN=1`` lets
   tokenless requests in, as the prototype did, on a loopback listener only (config enforces that).
 """
 
@@ -26,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from .api.common import NODE
+from .api.console import is_public
 from .api.gateway import PRINCIPAL
 from .config import Settings
 from .errors import Forbidden, MaoError, Unauthorized
@@ -37,6 +40,8 @@ Middleware = Callable[..., Awaitable[web.StreamResponse]]
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
 LIVENESS = ("GET", "/")
+METRICS_METHODS = frozenset({"GET", "HEAD"})
+METRICS_PATH = "/metrics"
 
 
 class MisdirectedHost(MaoError):
@@ -102,19 +107,32 @@ async def json_writes_middleware(request: web.Request, handler: Handler) -> web.
     return await handler(request)
 
 
-def auth_middleware(token: str | None, legacy_open: bool = False) -> Middleware:
-    """Who may call what: the admin token everything; a gateway key only the gateway's routes (403
-    elsewhere, 401 once revoked); nothing or anything else 401, except ``GET /`` and, in legacy open
+def auth_middleware(
+    token: str | None, legacy_open: bool = False, metrics_token: str | None = None
+) -> Middleware:
+    """Who may call what: the admin token everything; the metrics token (``MAO_METRICS_TOKEN``) only
+    ``GET /metrics``; a gateway key only the gateway's routes (403 elsewhere, 401 once revoked);
+    nothing or anything else 401, except ``GET /``, the console's static pages and, in legacy open
     mode, any tokenless request. A gateway key sent anyway is still checked and scoped, and names the
     writer of raw entries."""
     expected = f"Bearer {token}".encode() if token else None
+    metrics_expected = f"Bearer {metrics_token}".encode() if metrics_token else None
 
     @web.middleware
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if is_public(request):
+            return await handler(request)  # no principal: these handlers read no data
         given = request.headers.get("Authorization", "")
         credential = given.removeprefix("Bearer ").strip() if given.startswith("Bearer ") else ""
         if expected is not None and hmac.compare_digest(given.encode(), expected):
             request[PRINCIPAL] = ADMIN
+        elif (
+            metrics_expected is not None
+            and request.method in METRICS_METHODS
+            and request.path == METRICS_PATH
+            and hmac.compare_digest(given.encode(), metrics_expected)
+        ):
+            request[PRINCIPAL] = ADMIN  # scoped by the route check above, not by the principal
         elif looks_like_gateway_key(credential):
             found = await request.app[NODE].gateway_keys.identify(credential)
             if found is None:

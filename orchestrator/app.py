@@ -55,7 +55,7 @@ def create_app(settings: Settings, node: Node | None = None) -> web.Application:
         middlewares=[
             error_middleware,
             guard_middleware(settings),
-            auth_middleware(settings.api_token, settings.api_legacy_open),
+            auth_middleware(settings.api_token, settings.api_legacy_open, settings.metrics_token),
             json_writes_middleware,
         ],
         client_max_size=4 * 1024**2,

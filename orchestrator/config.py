@@ -105,6 +105,11 @@ class Settings:
     etcd_cert: Path | None = None
     etcd_key: Path | None = None
     etcd_insecure: bool = False
+    # Operations: a token that may only read /metrics (for a scraper), the log line format, and how
+    # long runs and tick records are kept.
+    metrics_token: str | None = None
+    log_format: str = "text"
+    run_retention_days: float = 90.0
 
     @property
     def api_url(self) -> str:
@@ -160,6 +165,9 @@ class Settings:
             "MAO_ETCD_COMPACT_KEEP": self.etcd_compact_keep,
             "MAO_GATEWAY_BYTES_PER_SECOND": self.gateway_bytes_per_second,
             "MAO_GATEWAY_ENTRIES_PER_SECOND": self.gateway_entries_per_second,
+            "MAO_METRICS_TOKEN": "***" if self.metrics_token else None,
+            "MAO_LOG_FORMAT": self.log_format,
+            "MAO_RUN_RETENTION_DAYS": self.run_retention_days,
         }
 
 
@@ -300,6 +308,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     step_pids = int(get_number("MAO_STEP_PIDS", 512, 8, 4_194_304, integer=True))
     step_max_output = get_size("MAO_STEP_MAX_OUTPUT", 1024**3, 1)
     git_gc_interval = get_number("MAO_GIT_GC_INTERVAL", 6 * 3600.0, 0, 30 * 86400)
+    log_format = (get("MAO_LOG_FORMAT", "text") or "text").lower()
+    if log_format not in ("text", "json"):
+        problems.append(f"MAO_LOG_FORMAT={log_format} must be text or json")
 
     settings = Settings(
         tool_uid=tool_uid,
@@ -343,6 +354,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         etcd_cert=etcd_cert,
         etcd_key=etcd_key,
         etcd_insecure=etcd_insecure,
+        metrics_token=get("MAO_METRICS_TOKEN"),
+        log_format=log_format,
+        run_retention_days=get_number("MAO_RUN_RETENTION_DAYS", 90.0, 0.0001, 36500),
     )
     if problems:
         raise ConfigError(problems)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .audit.service import Audits
 from .backfill import Backfills
@@ -28,9 +28,11 @@ from .gateway.limits import RateLimiter, WriteBudget
 from .gateway.listener import RawListener
 from .gateway.raw import RawStore
 from .gateway.tokens import GatewayKeys
+from .metrics import Metrics
 from .pipelines.registrations import Registrations
 from .pipelines.service import PipelineService
 from .pipelines.voting import Voting
+from .retention import Retention
 from .runs.engine import Runner
 from .runs.reconcile import Reconciler
 from .scheduling import Scheduler
@@ -67,6 +69,8 @@ class Node:
     backfills: Backfills
     compactor: Compactor
     _gc: asyncio.Task[None] | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    retention: Retention | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Node:
@@ -114,7 +118,13 @@ class Node:
                 voting,
                 ListenerProgress(store),
             )
+        metrics = Metrics()
+        # The operator's view hooks in here, not in the services' constructors.
+        runner.metrics = scheduler.metrics = federation_scheduler.metrics = metrics
+        locks.on_dataset_wait = metrics.lock_wait.observe
         return cls(
+            metrics=metrics,
+            retention=Retention(store, settings.run_retention_days),
             settings=settings,
             etcd=etcd,
             registry=registry,
@@ -174,6 +184,8 @@ class Node:
         if self.settings.git_gc_interval > 0:
             self._gc = spawn(self.datasets.gc_forever(self.settings.git_gc_interval), name="git gc")
         await self.compactor.start()
+        if self.retention is not None:
+            await self.retention.start()
         for name, check in (("etcd", self.etcd.check), ("executor", self.executor.health)):
             try:
                 await check()
@@ -194,6 +206,7 @@ class Node:
             ("data triggers", self.triggers.close),
             ("backfills", self.backfills.close),
             ("audits", self.audits.close),
+            *([("retention", self.retention.close)] if self.retention is not None else []),
             ("runner", self.runner.shutdown),
         ]
         if self.listener is not None:

@@ -22,6 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from . import catchup
 from .errors import BadRequest, MaoError, NotFound
+from .metrics import UNSERVED, Metrics
 from .overlap import make_room
 from .tasks import spawn
 from .ticks import DUE_JITTER, due_time, fire_times, make_trigger
@@ -45,6 +46,8 @@ def _now() -> datetime:
 
 
 class Scheduler:
+    metrics: Metrics = UNSERVED  # the node's, set by Node.build
+
     def __init__(self, store: Store, runner: Runner, clock: Callable[[], datetime] = _now) -> None:
         self.store = store
         self.runner = runner
@@ -217,10 +220,12 @@ class Scheduler:
                     schedule_id, pipeline, due_at, "skipped", run_id=active, reason=why
                 )
                 log.info("tick of %s at %s skipped: %s", pipeline, due_at.isoformat(), why)
+                self.metrics.tick("instance", "skipped")
                 return None
             run_id = await self.runner.start(
                 pipeline, trigger="cron", schedule_id=schedule_id, tick_at=due_at
             )
+            self.metrics.tick("instance", "fired", lag=(self.clock() - due_at).total_seconds())
             if active is not None:
                 replaced = f"replaced run {active} (overlap 'replace')"
                 reason = f"{reason}; {replaced}" if reason else replaced
@@ -230,6 +235,7 @@ class Scheduler:
             log.warning(
                 "tick of %s at %s could not start a run: %s", pipeline, due_at.isoformat(), exc.message
             )
+            self.metrics.tick("instance", "skipped")
             try:
                 await self.store.record_tick(schedule_id, pipeline, due_at, "skipped", reason=exc.message)
             except MaoError:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a Debian 12 machine for development, the demo and the tests:
 #   - Debian packages (only the missing ones): etcd-server docker.io git busybox-static curl postgresql tmux
-#     openssl debootstrap docker-compose (scripts/images.sh and the compose test)
+#     util-linux openssl debootstrap docker-compose (scripts/images.sh and the compose test)
+#     chromium chromium-driver (the web console's browser test; never downloaded at run time)
 #   - .venv (python3 -m venv) with the project installed: pip install -e '.[test]' [-c constraints.txt]
 # Services are NOT started here: the tests and the demo start their own etcd, dockerd and
 # PostgreSQL instances (see tests/servers/).
@@ -19,7 +20,7 @@ else
     SUDO=(sudo)
 fi
 
-PACKAGES=(etcd-server docker.io git busybox-static curl postgresql tmux util-linux openssl debootstrap docker-compose)
+PACKAGES=(etcd-server docker.io git busybox-static curl postgresql tmux util-linux openssl debootstrap docker-compose chromium chromium-driver)
 
 is_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import audits, federation, gateway, health, locks, pipelines, registry, runs
+from . import audits, console, federation, gateway, health, history, locks, metrics, pipelines, registry, runs
 
 
 def add_routes(app: web.Application) -> None:
-    for module in (health, registry, pipelines, runs, federation, locks, gateway, audits):
+    modules = (health, registry, history, pipelines, runs, federation, locks, gateway, audits, metrics, console)
+    for module in modules:
         app.router.add_routes(module.routes)
+    app[console.DOCUMENT] = {}

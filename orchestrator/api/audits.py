@@ -9,6 +9,8 @@ from pydantic import Field
 from ..audit.records import DEFAULT_WAIT, MAX_WAIT, MIN_WAIT, check_id
 from ..models import Model, Name
 from .common import node, ok, parse, read_json
+from .openapi import doc
+from .schemas import JsonObject
 
 routes = web.RouteTableDef()
 
@@ -20,6 +22,14 @@ class NewAudit(Model):
 
 
 @routes.post("/audits")
+@doc(
+    "Start a peer validation of a dataset's file",
+    body=NewAudit,
+    answer=JsonObject,
+    status=202,
+    errors=(400, 404, 503),
+    tags=("audits",),
+)
 async def start_audit(request: web.Request) -> web.Response:
     wanted = parse(NewAudit, await read_json(request))
     audit = await node(request).audits.begin(wanted.dataset, wanted.file, wanted.wait)
@@ -27,6 +37,7 @@ async def start_audit(request: web.Request) -> web.Response:
 
 
 @routes.get("/audits/{id}")
+@doc("An audit: pending, then its result", answer=JsonObject, errors=(400, 404, 503), tags=("audits",))
 async def get_audit(request: web.Request) -> web.Response:
     audit_id = check_id(request.match_info["id"])
     return ok(await node(request).audits.get(audit_id))

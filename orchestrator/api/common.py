@@ -34,11 +34,17 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def parse(model: type[M], data: Any) -> M:
+def parse(model: type[M], data: Any, codes: dict[str, str] | None = None) -> M:
+    """``data`` validated by ``model``, or a 400. ``codes`` maps a top-level field to the error code
+    a wrong value of it gets (``invalid_request`` otherwise, and always for a missing field)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise BadRequest(describe_validation_error(exc), code="invalid_request") from None
+        code = "invalid_request"
+        first = exc.errors()[0] if exc.error_count() else None
+        if first and codes and first["type"] != "missing" and first["loc"]:
+            code = codes.get(str(first["loc"][0]), code)
+        raise BadRequest(describe_validation_error(exc), code=code) from None
 
 
 def describe_validation_error(exc: ValidationError) -> str:

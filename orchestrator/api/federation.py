@@ -7,7 +7,9 @@ import asyncio
 from aiohttp import web
 
 from ..errors import EtcdUnavailable
-from .common import node, ok, path_name, read_json
+from .common import node, ok, parse, path_name, read_json
+from .openapi import doc
+from .schemas import FederationSchedule, JsonObject, Members, NewEtcdMember
 
 routes = web.RouteTableDef()
 
@@ -15,6 +17,7 @@ MEMBER_FIELDS = ("name", "api_url", "version", "labels", "started_at")
 
 
 @routes.get("/federation/members")
+@doc("Live instances and etcd's members", answer=Members, errors=(503,), tags=("federation",))
 async def list_members(request: web.Request) -> web.Response:
     """Live instances (their lease-bound member keys) and etcd's own members with their health."""
     the_node = node(request)
@@ -42,18 +45,37 @@ async def list_members(request: web.Request) -> web.Response:
 
 
 @routes.post("/federation/etcd-members")
+@doc(
+    "Add an etcd member (quorum-checked); answers the ETCD_INITIAL_CLUSTER the newcomer starts with",
+    body=NewEtcdMember,
+    answer=JsonObject,
+    errors=(400, 409, 503),
+    tags=("federation",),
+)
 async def add_etcd_member(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    return ok(await node(request).cluster.add(body.get("name"), body.get("peer_url")))
+    wanted = parse(NewEtcdMember, await read_json(request))
+    return ok(await node(request).cluster.add(wanted.name, wanted.peer_url))
 
 
 @routes.delete("/federation/etcd-members/{name}")
+@doc(
+    "Remove an etcd member (quorum-checked)",
+    answer=JsonObject,
+    errors=(400, 404, 409, 503),
+    tags=("federation",),
+)
 async def remove_etcd_member(request: web.Request) -> web.Response:
     name = path_name(request, what="member name")
     return ok(await node(request).cluster.remove(name))
 
 
 @routes.get("/federation/schedules")
+@doc(
+    "Federation-wide schedules with every tick's outcome",
+    answer=list[FederationSchedule],
+    errors=(503,),
+    tags=("federation",),
+)
 async def list_schedules(request: web.Request) -> web.Response:
     """Federation-wide schedules with their recent ticks (newest first): who fired, or why skipped."""
     return ok(await node(request).federation_scheduler.schedules())

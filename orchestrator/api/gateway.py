@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
-from ..errors import BadRequest
+from ..errors import MaoError
 from ..gateway.tokens import ADMIN, Principal
 from ..models import Model, Name
 from .common import node, ok, parse, path_name, read_json
+from .openapi import doc
+from .schemas import GatewayKey, JsonObject, KeyRequest, Revoked, WriteRequest
 
 routes = web.RouteTableDef()
 PRINCIPAL = "mao_principal"  # request key under which the auth middleware leaves the Principal
@@ -21,31 +21,53 @@ def principal(request: web.Request) -> Principal:
     return found if isinstance(found, Principal) else ADMIN
 
 
-async def _body(request: web.Request, *fields: str) -> dict[str, Any]:
-    body = await read_json(request)
-    missing = [f for f in fields if f not in body]
-    if missing:
-        raise BadRequest(f"the request body needs {' and '.join(missing)}", code="invalid_request")
-    return body
+GATEWAY_ERRORS = (400, 403, 404, 413, 429, 503)
 
 
 @routes.post("/write")
+@doc(
+    "Write a raw entry (kept MAO_RAW_TTL s)",
+    body=WriteRequest,
+    answer=JsonObject,
+    errors=GATEWAY_ERRORS,
+    tags=("gateway",),
+)
 async def write(request: web.Request) -> web.Response:
-    body = await _body(request, "key", "value")
-    stored = await node(request).raw.write(body["key"], body["value"], by=principal(request).name)
+    metrics = node(request).metrics
+    try:
+        wanted = parse(WriteRequest, await read_json(request))
+        stored = await node(request).raw.write(wanted.key, wanted.value, by=principal(request).name)
+    except MaoError as exc:
+        metrics.gateway_write(exc.code)
+        raise
+    metrics.gateway_write("ok")
     return ok(stored)
 
 
 @routes.post("/read")
+@doc(
+    "Read an insight or a raw entry",
+    body=KeyRequest,
+    answer=JsonObject,
+    errors=GATEWAY_ERRORS,
+    tags=("gateway",),
+)
 async def read(request: web.Request) -> web.Response:
-    body = await _body(request, "key")
-    return ok(await node(request).raw.read(body["key"]))
+    wanted = parse(KeyRequest, await read_json(request))
+    return ok(await node(request).raw.read(wanted.key))
 
 
 @routes.post("/inspect")
+@doc(
+    "List the entries under a prefix",
+    body=KeyRequest,
+    answer=JsonObject,
+    errors=GATEWAY_ERRORS,
+    tags=("gateway",),
+)
 async def inspect(request: web.Request) -> web.Response:
-    body = await _body(request, "key")
-    return ok(await node(request).raw.inspect(body["key"]))
+    wanted = parse(KeyRequest, await read_json(request))
+    return ok(await node(request).raw.inspect(wanted.key))
 
 
 class NewKey(Model):
@@ -53,17 +75,32 @@ class NewKey(Model):
 
 
 @routes.post("/gateway/keys")
+@doc(
+    "Create a gateway key (the key is shown once)",
+    body=NewKey,
+    answer=GatewayKey,
+    status=201,
+    errors=(400, 409, 503),
+    tags=("gateway",),
+)
 async def create_key(request: web.Request) -> web.Response:
     wanted = parse(NewKey, await read_json(request))
     return ok(await node(request).gateway_keys.create(wanted.name), status=201)
 
 
 @routes.get("/gateway/keys")
+@doc(
+    "The gateway keys (names and dates, never the keys)",
+    answer=list[GatewayKey],
+    errors=(503,),
+    tags=("gateway",),
+)
 async def list_keys(request: web.Request) -> web.Response:
     return ok(await node(request).gateway_keys.list())
 
 
 @routes.delete("/gateway/keys/{name}")
+@doc("Revoke a gateway key", answer=Revoked, errors=(400, 404, 503), tags=("gateway",))
 async def revoke_key(request: web.Request) -> web.Response:
     name = path_name(request, what="gateway key name")
     await node(request).gateway_keys.revoke(name)

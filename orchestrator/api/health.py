@@ -6,6 +6,8 @@ from aiohttp import web
 
 from .. import __version__
 from .common import node, ok
+from .openapi import doc
+from .schemas import Greeting, Health
 
 routes = web.RouteTableDef()
 LEGACY_WARNING = (
@@ -15,6 +17,7 @@ LEGACY_WARNING = (
 
 
 @routes.get("/")
+@doc("Greeting: the instance's name and version", answer=Greeting, errors=(), tags=("health",))
 async def greeting(request: web.Request) -> web.Response:
     return ok(
         {
@@ -26,6 +29,12 @@ async def greeting(request: web.Request) -> web.Response:
 
 
 @routes.get("/health")
+@doc(
+    "etcd, database and executor each ok or the error (503 when one is not)",
+    answer=Health,
+    errors=(503,),
+    tags=("health",),
+)
 async def health(request: web.Request) -> web.Response:
     checks = await node(request).health()
     healthy = all(value == "ok" for value in checks.values())

@@ -6,11 +6,14 @@ from aiohttp import web
 
 from ..federation import keys
 from .common import node, ok
+from .openapi import doc
+from .schemas import Lock
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/locks")
+@doc("Ground-truth locks held now, and by whom", answer=list[Lock], errors=(503,), tags=("federation",))
 async def list_locks(request: web.Request) -> web.Response:
     holders = await node(request).locks.holders()
     dataset_prefix = keys.dataset_lock("")

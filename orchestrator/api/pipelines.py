@@ -13,25 +13,43 @@ from ..overlap import make_room
 from ..run_requests import BackfillRequest, RunRequest, check_overlap, options
 from ..runs.engine import RunInProgress
 from .common import node, ok, parse, path_name, read_json
+from .openapi import doc
+from .schemas import (
+    BareRepo,
+    BareRepoRequest,
+    Deleted,
+    InitResult,
+    PublicPipeline,
+    Run,
+    RunStarted,
+    Scheduled,
+)
 
 routes = web.RouteTableDef()
 
 SCOPES = ("instance", "federation")
 
-
 @routes.post("/pipeline/init")
+@doc(
+    "Initialise (or replace) a pipeline on this instance",
+    body=Pipeline,
+    answer=InitResult,
+    tags=("pipelines",),
+)
 async def init_pipeline(request: web.Request) -> web.Response:
     pipeline = parse(Pipeline, await read_json(request))
     return ok(await node(request).pipelines.init(pipeline))
 
 
 @routes.get("/pipeline")
+@doc("This instance's pipelines", answer=list[PublicPipeline], tags=("pipelines",))
 async def list_pipelines(request: web.Request) -> web.Response:
     pipelines = await node(request).store.list_pipelines()
     return ok([_public(p) for p in pipelines])
 
 
 @routes.get("/pipeline/{name}")
+@doc("One pipeline of this instance", answer=PublicPipeline, errors=(400, 404, 503), tags=("pipelines",))
 async def get_pipeline(request: web.Request) -> web.Response:
     name = path_name(request, what="pipeline name")
     pipeline = await node(request).store.get_pipeline(name)
@@ -41,12 +59,26 @@ async def get_pipeline(request: web.Request) -> web.Response:
 
 
 @routes.delete("/pipeline/{name}")
+@doc(
+    "Delete a pipeline and its schedules (runs stay)",
+    answer=Deleted,
+    errors=(400, 404, 409, 503),
+    tags=("pipelines",),
+)
 async def delete_pipeline(request: web.Request) -> web.Response:
     name = path_name(request, what="pipeline name")
     return ok(await node(request).pipelines.delete(name))
 
 
 @routes.post("/pipeline/run")
+@doc(
+    "Run a pipeline now (the run record at its end; 202 with wait false), or schedule it with cron",
+    body=RunRequest,
+    answer=Run | Scheduled,
+    more=((202, RunStarted),),
+    errors=(400, 404, 409, 503),
+    tags=("pipelines",),
+)
 async def run_pipeline(request: web.Request) -> web.Response:
     """Run now and answer with the run's record; ``wait: false`` answers 202 at once. ``cron``
     schedules instead of running: on this instance (``scope: "instance"``, the default; it replaces the
@@ -122,6 +154,14 @@ async def run_pipeline(request: web.Request) -> web.Response:
 
 
 @routes.post("/pipeline/backfill")
+@doc(
+    "Run a pipeline once per tick of a cron in [from, to], in order, one at a time (or list the ticks)",
+    body=BackfillRequest,
+    answer=dict[str, Any],
+    more=((202, dict[str, Any]),),
+    errors=(400, 404, 409, 503),
+    tags=("pipelines",),
+)
 async def backfill(request: web.Request) -> web.Response:
     """One run per tick of ``cron`` (default: the pipeline's schedule) in ``[from, to]``, in order, one
     at a time, with trigger ``backfill``; ``dry_run`` only lists the ticks."""
@@ -132,12 +172,14 @@ async def backfill(request: web.Request) -> web.Response:
 
 
 @routes.post("/bare-repo/init")
+@doc(
+    "Create a local bare repository usable as a dataset's master",
+    body=BareRepoRequest,
+    answer=BareRepo,
+    tags=("datasets",),
+)
 async def init_bare_repo(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    name = body.get("name")
-    if problem := name_problem(name, "repository name"):
-        raise BadRequest(problem, code="invalid_name")
-    assert isinstance(name, str)
+    name = parse(BareRepoRequest, await read_json(request), codes={"name": "invalid_name"}).name
     path, created = await node(request).datasets.init_bare(name)
     return ok({"name": name, "path": str(path), "created": created})
 

@@ -9,16 +9,20 @@ from ..datasets.masters import resolve_master
 from ..errors import NotFound
 from ..models import Dataset, Tool
 from .common import node, ok, parse, path_name, read_json
+from .openapi import doc
+from .schemas import Deleted, JsonObject
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/registry/tools")
+@doc("Names of the registered tools", answer=list[str], tags=("registry",))
 async def list_tools(request: web.Request) -> web.Response:
     return ok(await node(request).registry.tool_names())
 
 
 @routes.get("/registry/tools/{name}")
+@doc("One tool", answer=Tool, errors=(400, 404, 503), tags=("registry",))
 async def get_tool(request: web.Request) -> web.Response:
     name = path_name(request, what="tool name")
     tool = await node(request).registry.tool(name)
@@ -28,6 +32,7 @@ async def get_tool(request: web.Request) -> web.Response:
 
 
 @routes.post("/registry/tools")
+@doc("Register (or replace) a tool", body=Tool, answer=Tool, tags=("registry",))
 async def add_tool(request: web.Request) -> web.Response:
     tool = parse(Tool, await read_json(request))
     await node(request).registry.put_tool(tool)
@@ -35,6 +40,7 @@ async def add_tool(request: web.Request) -> web.Response:
 
 
 @routes.delete("/registry/tools/{name}")
+@doc("Remove a tool no pipeline uses", answer=Deleted, errors=(400, 404, 409, 503), tags=("registry",))
 async def delete_tool(request: web.Request) -> web.Response:
     name = path_name(request, what="tool name")
     await node(request).registry.delete_tool(name)
@@ -42,11 +48,13 @@ async def delete_tool(request: web.Request) -> web.Response:
 
 
 @routes.get("/registry/datasets")
+@doc("Names of the registered datasets", answer=list[str], tags=("registry",))
 async def list_datasets(request: web.Request) -> web.Response:
     return ok(await node(request).registry.dataset_names())
 
 
 @routes.get("/registry/datasets/{name}")
+@doc("One dataset: its master and node branches", answer=Dataset, errors=(400, 404, 503), tags=("registry",))
 async def get_dataset(request: web.Request) -> web.Response:
     name = path_name(request, what="dataset name")
     dataset = await node(request).registry.dataset(name)
@@ -57,6 +65,12 @@ async def get_dataset(request: web.Request) -> web.Response:
 
 
 @routes.post("/registry/datasets")
+@doc(
+    "Register a dataset (re-registering keeps its node branches)",
+    body=Dataset,
+    answer=Dataset,
+    tags=("registry",),
+)
 async def add_dataset(request: web.Request) -> web.Response:
     dataset = parse(Dataset, await read_json(request))
     resolve_master(dataset.master, node(request).settings.master_roots)  # 400 outside the roots
@@ -65,6 +79,7 @@ async def add_dataset(request: web.Request) -> web.Response:
 
 
 @routes.delete("/registry/datasets/{name}")
+@doc("Remove a dataset no pipeline uses", answer=Deleted, errors=(400, 404, 409, 503), tags=("registry",))
 async def delete_dataset(request: web.Request) -> web.Response:
     name = path_name(request, what="dataset name")
     await node(request).registry.delete_dataset(name)
@@ -72,11 +87,13 @@ async def delete_dataset(request: web.Request) -> web.Response:
 
 
 @routes.get("/registry/pipelines")
+@doc("Names of the federation's pipelines", answer=list[str], tags=("registry",))
 async def list_registered_pipelines(request: web.Request) -> web.Response:
     return ok(await node(request).registry.pipeline_names())
 
 
 @routes.get("/registry/pipelines/{name}")
+@doc("A pipeline's federation registration", answer=JsonObject, errors=(400, 404, 503), tags=("registry",))
 async def get_registered_pipeline(request: web.Request) -> web.Response:
     name = path_name(request, what="pipeline name")
     registration = await node(request).registry.pipeline(name)

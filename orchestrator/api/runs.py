@@ -8,13 +8,12 @@ import re
 from aiohttp import web
 
 from ..errors import BadRequest, NotFound
-from ..names import name_problem
-from ..runs.states import RunStatus
-from .common import node, ok
+from .common import node, ok, parse
+from .openapi import doc
+from .schemas import CancelStarted, JobDeleted, Run, RunsQuery, Schedule
 
 routes = web.RouteTableDef()
 
-RUN_STATUSES = tuple(status.value for status in RunStatus)
 _ID_RE = re.compile(r"^[A-Za-z0-9]{1,64}$")
 
 
@@ -26,24 +25,21 @@ def _id(request: web.Request, key: str = "id") -> str:
 
 
 @routes.get("/runs")
+@doc(
+    "This instance's runs, newest first (steps without their log tails)",
+    query=RunsQuery,
+    answer=list[Run],
+    tags=("runs",),
+)
 async def list_runs(request: web.Request) -> web.Response:
-    query = request.query
-    pipeline = query.get("pipeline") or None
-    if pipeline and (problem := name_problem(pipeline, "pipeline name")):
-        raise BadRequest(problem, code="invalid_name")
-    status = query.get("status") or None
-    if status and status not in RUN_STATUSES:
-        raise BadRequest(f"status must be one of {', '.join(RUN_STATUSES)}", code="invalid_request")
-    try:
-        limit = int(query.get("limit", "50"))
-    except ValueError:
-        raise BadRequest("limit must be an integer", code="invalid_request") from None
-    if not 1 <= limit <= 1000:
-        raise BadRequest("limit must be between 1 and 1000", code="invalid_request")
-    return ok(await node(request).store.list_runs(pipeline=pipeline, status=status, limit=limit))
+    query = parse(RunsQuery, dict(request.query), codes={"pipeline": "invalid_name"})
+    return ok(
+        await node(request).store.list_runs(pipeline=query.pipeline, status=query.status, limit=query.limit)
+    )
 
 
 @routes.get("/runs/{id}")
+@doc("One run with its steps, commits and log tails", answer=Run, errors=(400, 404, 503), tags=("runs",))
 async def get_run(request: web.Request) -> web.Response:
     run_id = _id(request)
     run = await node(request).store.get_run(run_id)
@@ -53,6 +49,13 @@ async def get_run(request: web.Request) -> web.Response:
 
 
 @routes.post("/runs/{id}/cancel")
+@doc(
+    "Cancel a running run: its containers are killed at once (202; poll GET /runs/{id} for the end)",
+    answer=CancelStarted,
+    status=202,
+    errors=(400, 404, 409, 503),
+    tags=("runs",),
+)
 async def cancel_run(request: web.Request) -> web.Response:
     """202 once stopping has begun (containers are killed at once; poll ``GET /runs/{id}`` for the
     end); 409 when the run has already ended."""
@@ -62,6 +65,12 @@ async def cancel_run(request: web.Request) -> web.Response:
 
 
 @routes.get("/jobs")
+@doc(
+    "Every armed schedule's next run time, by job id (both scopes)",
+    answer=dict[str, str | None],
+    errors=(),
+    tags=("schedules",),
+)
 async def list_jobs(request: web.Request) -> web.Response:
     """Every armed schedule's next run time: this instance's and the federation-wide ones; data
     triggers (which have no next run time) with null."""
@@ -70,6 +79,11 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 @routes.get("/schedules")
+@doc(
+    "This instance's schedules with their next run and recent ticks",
+    answer=list[Schedule],
+    tags=("schedules",),
+)
 async def list_schedules(request: web.Request) -> web.Response:
     """This instance's schedules and data triggers with their policies, next run and recent ticks
     (``?ticks=N``, default 20, at most 1000, newest first): fired, skipped or missed, each with why."""
@@ -95,6 +109,12 @@ async def list_schedules(request: web.Request) -> web.Response:
 
 
 @routes.delete("/jobs/{id}")
+@doc(
+    "Unschedule (this instance's or a federation-wide schedule)",
+    answer=JobDeleted,
+    errors=(400, 404, 503),
+    tags=("schedules",),
+)
 async def delete_job(request: web.Request) -> web.Response:
     """Remove a schedule (or data trigger) by its id, or, as the prototype did, every local schedule
     of a pipeline by the pipeline's name."""

@@ -14,7 +14,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -57,16 +57,24 @@ class HeldLock:
             raise LockLost(f"lost the lease of lock {self.key} (etcd did not refresh it in time)")
 
 
+def _ignore(_seconds: float) -> None:
+    pass
+
+
 class Locks:
     def __init__(self, etcd: Etcd, instance: str, ttl: int = 15, wait: float = 600.0) -> None:
         self.etcd = etcd
         self.instance = instance
         self.ttl = ttl
         self.wait = wait
+        # Told how long each dataset lock took to get (the node points it at its metrics).
+        self.on_dataset_wait: Callable[[float], None] = _ignore
 
     @contextlib.asynccontextmanager
     async def dataset(self, name: str, purpose: str) -> AsyncIterator[HeldLock]:
+        asked = time.monotonic()
         async with self.hold(keys.dataset_lock(name), purpose) as held:
+            self.on_dataset_wait(time.monotonic() - asked)
             yield held
 
     @contextlib.asynccontextmanager

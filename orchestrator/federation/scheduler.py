@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound
+from ..metrics import UNSERVED, Metrics
 from ..tasks import spawn
 from ..ticks import due_time, fire_times, make_trigger
 from . import keys
@@ -60,6 +61,8 @@ NOBODY_ALIVE = "no eligible instance was alive (or able to reach etcd) to fire i
 
 
 class FederationScheduler:
+    metrics: Metrics = UNSERVED  # the node's, set by Node.build
+
     def __init__(
         self,
         settings: Settings,
@@ -251,6 +254,7 @@ class FederationScheduler:
         claim = {"outcome": "claimed", "instance": self.instance}
         if not await self.book.claim(schedule_id, due, claim):
             log.debug("tick %s of %s went to another instance", due.isoformat(), pipeline)
+            self.metrics.tick("federation", "lost")
             return
         # The tick is ours, and nobody else will fire it: from here on it gets an outcome, whatever fails.
         record: dict[str, Any] = {"instance": self.instance}
@@ -268,6 +272,8 @@ class FederationScheduler:
             reason = f"internal error: {exc}"
         if reason is not None:
             record.update(outcome="skipped", reason=reason)
+        lag = (datetime.now(UTC) - due).total_seconds() if reason is None else None
+        self.metrics.tick("federation", record["outcome"], lag=lag)
         log.info(
             "tick %s of federation schedule %s (%s) won by this instance: %s",
             due.isoformat(),
@@ -320,6 +326,7 @@ class FederationScheduler:
         record = {"outcome": "skipped", "instance": None, "reason": reason, "recorded_by": self.instance}
         if await self.book.claim(schedule["id"], due, record):
             log.info("tick %s of federation schedule %s skipped: %s", due.isoformat(), schedule["id"], reason)
+            self.metrics.tick("federation", "skipped")
             await self._record_gaps(schedule, due)
 
     async def _record_gaps(self, schedule: dict[str, Any], due: datetime) -> None:
@@ -350,7 +357,8 @@ class FederationScheduler:
             "recorded_by": self.instance,
         }
         for moment in missed:
-            await self.book.claim(schedule_id, moment, record)
+            if await self.book.claim(schedule_id, moment, record):
+                self.metrics.tick("federation", "missed")
         if missed:
             log.warning(
                 "federation schedule %s: %d tick(s) since %s have no record; recorded as skipped (%s)",

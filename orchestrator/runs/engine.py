@@ -35,6 +35,8 @@ from ..datasets import Datasets
 from ..errors import Conflict, MaoError, NotFound
 from ..executors import ExecutorBackend, KillRequest
 from ..gateway.insights import InsightsPublisher
+from ..logs import RUN_ID, STEP
+from ..metrics import UNSERVED, Metrics
 from ..models import Pipeline, Tool, node_branch
 from ..pipelines.registrations import Registrations
 from ..pipelines.voting import Voting
@@ -104,6 +106,8 @@ class ActiveRun:
 
 
 class Runner:
+    metrics: Metrics = UNSERVED  # the node's, set by Node.build
+
     def __init__(
         self,
         settings: Settings,
@@ -199,6 +203,8 @@ class Runner:
     async def _execute(self, run: ActiveRun) -> None:
         scratch = self.settings.data_dir / "tmp" / run.id
         timer: asyncio.TimerHandle | None = None
+        # This task's log lines carry the run (MAO_LOG_FORMAT=json); its step tasks inherit it.
+        RUN_ID.set(run.id)
         try:
             await self._set_run(run, RunStatus.RUNNING, started_at=utcnow())
             if run.pipeline.run_timeout:
@@ -225,6 +231,10 @@ class Runner:
             self._runs.pop(run.id, None)
             # Input snapshots can be large: delete them off the event loop.
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True))
+            # Counted from the ended run's record (its steps and attempts), whatever the ending.
+            with contextlib.suppress(Exception):
+                if (record := await asyncio.shield(self.records.get(run.id))) is not None:
+                    self.metrics.observe_run(record)
 
     async def _drive(self, run: ActiveRun, scratch: Path) -> None:
         """Start every step whose needs are met, skip those whose needs failed, until none is left."""
@@ -309,6 +319,7 @@ class Runner:
     # -- one step -------------------------------------------------------------------------------
     async def _step(self, run: ActiveRun, name: str, scratch: Path) -> None:
         """Run one step to its end and record it; never raises (the step's status says it all)."""
+        STEP.set(name)  # this step's own task: its (and its attempts') log lines carry the step
         step = run.pipeline.step(name)
         position = run.pipeline.steps.index(step)
         started_at = utcnow()

@@ -86,3 +86,27 @@ def node(request: pytest.FixtureRequest) -> Node:
 @pytest.fixture
 def api(node: Node) -> Api:
     return node.api
+
+
+OPS_TOKEN = "ops-admin-token-0123456789"
+OPS_METRICS_TOKEN = "ops-metrics-token-0123456789"
+
+
+@pytest.fixture(scope="session")
+def guarded_node(servers_tmp: Path, etcd, executor, busybox_image) -> Iterator[Node]:
+    """An orchestrator with an admin token (``OPS_TOKEN``), a scraper's ``OPS_METRICS_TOKEN`` and
+    JSON log lines: the operator's view (metrics, console, OpenAPI) is tested against it."""
+    name = "node-ops"
+    data_dir = servers_tmp / name
+    env = orchestrator_env(
+        name,
+        data_dir,
+        etcd.endpoint,
+        executor,
+        MAO_API_TOKEN=OPS_TOKEN,
+        MAO_METRICS_TOKEN=OPS_METRICS_TOKEN,
+        MAO_LOG_FORMAT="json",
+    )
+    node = Node(servers.start_orchestrator(env, log_dir=servers_tmp / "logs", name=name), data_dir)
+    yield node
+    node.service.stop()

@@ -1,0 +1,44 @@
+"""``GET /metrics``: Prometheus text (the admin token, or ``MAO_METRICS_TOKEN`` for a scraper).
+
+The gauges of the present are refreshed here, right before rendering, each bounded in time so a
+scrape answers promptly while etcd is away (``mao_etcd_up`` 0, ``mao_members`` left as last seen).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiohttp import web
+
+from ..errors import MaoError
+from ..metrics import CONTENT_TYPE
+from ..store.retention import count_waiting_runs
+from .common import node
+from .openapi import doc
+
+routes = web.RouteTableDef()
+
+PROBE_TIMEOUT = 2.0
+
+
+@routes.get("/metrics")
+@doc(
+    "Prometheus metrics of this instance (admin token or MAO_METRICS_TOKEN)",
+    content_type="text/plain",
+    errors=(),
+    tags=("operations",),
+)
+async def metrics(request: web.Request) -> web.Response:
+    the_node = node(request)
+    m = the_node.metrics
+    try:
+        await asyncio.wait_for(the_node.etcd.check(), PROBE_TIMEOUT)
+        m.etcd_up.set(1)
+        m.members.set(len(await asyncio.wait_for(the_node.membership.live(), PROBE_TIMEOUT)))
+    except (MaoError, TimeoutError):
+        m.etcd_up.set(0)
+    with contextlib.suppress(MaoError, TimeoutError):
+        m.queue_depth.set(await asyncio.wait_for(count_waiting_runs(the_node.store), PROBE_TIMEOUT))
+    # CONTENT_TYPE carries its own charset; aiohttp wants them apart.
+    return web.Response(body=m.render(), headers={"Content-Type": CONTENT_TYPE})

@@ -1,0 +1,239 @@
+"""Request models the handlers parse with that belong to no service, and the shapes of the answers,
+for the OpenAPI document (``openapi.py``).
+
+Answers are built by the services as dicts; these models describe them (``extra="allow"``: a field a
+newer engine adds is not a contract break). Requests are validated with the models here or in
+``orchestrator.models``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..models import Model, Name
+from ..runs.states import AttemptStatus, RunStatus, StepStatus
+
+# The run engine's states (runs/states.py), so the document and the engine cannot drift apart.
+RUN_STATUSES = tuple(s.value for s in RunStatus)
+STEP_STATUSES = tuple(s.value for s in StepStatus)
+ATTEMPT_STATUSES = tuple(s.value for s in AttemptStatus)
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Error(Out):
+    error: str = Field(description="a stable code, e.g. invalid_name, not_found, etcd_unavailable")
+    message: str = Field(description="what happened and what to do")
+
+
+# -- requests ---------------------------------------------------------------------------------------
+
+
+class BareRepoRequest(Model):
+    name: Name
+
+
+class WriteRequest(BaseModel):
+    key: Any = Field(description="raw/<path> (checked by the gateway: invalid_key otherwise)")
+    value: Any = Field(description="any JSON value, at most 64 KiB encoded")
+
+
+class KeyRequest(BaseModel):
+    key: Any = Field(description="raw/<path> or insights/<path> (a prefix for /inspect)")
+
+
+class NewEtcdMember(BaseModel):
+    name: Any = Field(description="the new member's name")
+    peer_url: Any = Field(description="its peer URL, http://host:2380")
+
+
+class RunsQuery(Model):
+    pipeline: Name | None = None
+    status: RunStatus | None = None
+    limit: int = Field(default=50, ge=1, le=1000)
+
+    @field_validator("pipeline", "status", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+# -- answers ----------------------------------------------------------------------------------------
+class Greeting(Out):
+    message: str
+    instance: str
+    version: str
+
+
+class Health(Out):
+    status: Literal["ok", "degraded"]
+    instance: str
+    etcd: str
+    database: str
+    executor: str
+
+
+class Deleted(Out):
+    name: str
+    deleted: bool
+
+
+class InitResult(Out):
+    name: str
+    steps: list[dict[str, Any]]
+    ok: bool
+
+
+class PublicPipeline(Out):
+    name: str
+    description: str
+    steps: list[dict[str, Any]]
+
+
+class RunStarted(Out):
+    id: str
+    run_id: str
+    pipeline: str
+    status: str
+
+
+class Scheduled(Out):
+    pipeline: str
+    job_id: str
+    cron: str
+    timezone: str
+    scope: str
+    placement: dict[str, Any] | None = None
+
+
+class BareRepo(Out):
+    name: str
+    path: str
+    created: bool
+
+
+class Attempt(Out):
+    attempt: int = Field(description="1, 2, ... within the step (a fan-out step's shards numbered too)")
+    tool: str
+    image_id: str | None
+    status: str = Field(description=", ".join(ATTEMPT_STATUSES))
+    exit_code: int | None
+    started_at: str | None
+    ended_at: str | None
+    error: str | None
+    shard: int | None = Field(default=None, description="fan-out steps only")
+    speculative: bool | None = Field(default=None, description="fan-out steps only")
+
+
+class RunStep(Out):
+    position: int
+    name: str
+    needs: list[str] = Field(default_factory=list, description="the steps this one waits for")
+    tool: str
+    image: str | None
+    status: str = Field(description=", ".join(STEP_STATUSES))
+    exit_code: int | None
+    image_id: str | None
+    input_dataset: str | None
+    input_commit: str | None
+    output_dataset: str
+    branch: str
+    output_commit: str | None
+    merge_commit: str | None
+    merge: str | None = Field(description="merged, queued or conflict")
+    changed: bool | None
+    conflicts: list[str]
+    started_at: str | None
+    ended_at: str | None
+    duration: float | None
+    error: str | None
+    insights: str | None
+    attempts: list[Attempt] = Field(default_factory=list)
+    shards: dict[str, Any] | None = Field(default=None, description="fan-out steps only: the shards' summary")
+    log_tail: str | None = Field(default=None, description="last 200 lines, secrets masked (GET /runs/{id})")
+
+
+class Run(Out):
+    id: str
+    pipeline: str
+    trigger: str
+    status: str = Field(description=", ".join(RUN_STATUSES))
+    error: str | None
+    schedule_id: str | None
+    created_at: str | None
+    started_at: str | None
+    ended_at: str | None
+    duration: float | None
+    steps: list[RunStep]
+
+
+class CancelStarted(Out):
+    id: str
+    status: Literal["cancelling"]
+
+
+class Tick(Out):
+    due_at: str | None
+    outcome: str = Field(description="fired, skipped (or claimed while undecided)")
+    run_id: str | None
+    reason: str | None
+
+
+class Schedule(Out):
+    id: str
+    pipeline: str
+    cron: str
+    timezone: str
+    created_at: str | None
+    last_tick_at: str | None
+    next_run_time: str | None
+    ticks: list[Tick]
+
+
+class FederationSchedule(Out):
+    id: str
+    pipeline: str
+    cron: str
+    timezone: str
+    placement: dict[str, Any] | None
+    created_by: str | None
+    created_at: str | None
+    next_run_time: str | None
+    ticks: list[Tick]
+
+
+class JobDeleted(Out):
+    job_id: str
+    deleted: bool
+    scope: str
+
+
+class Members(Out):
+    instances: list[dict[str, Any]]
+    etcd: list[dict[str, Any]]
+
+
+class Lock(Out):
+    key: str
+    dataset: str | None
+    instance: str | None
+    purpose: str | None
+    acquired_at: str | None
+
+
+class GatewayKey(Out):
+    name: str
+    key: str | None = Field(default=None, description="shown once, at creation")
+    created_at: str | None = None
+
+
+class Revoked(Out):
+    name: str
+    revoked: bool
+
+
+JsonObject = dict[str, Any]

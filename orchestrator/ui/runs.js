@@ -1,0 +1,250 @@
+// The console's run views: the list of runs and one run (its step graph, commits and logs).
+// Loaded before console.js, which holds the helpers (api, h, ...) these call and the routing.
+"use strict";
+
+// -- runs ---------------------------------------------------------------------------------------
+async function renderRuns(again) {
+  const gen = generation;
+  const params = new URLSearchParams(location.hash.split("?")[1] || "");
+  const query = new URLSearchParams({ limit: "50" });
+  if (params.get("pipeline")) query.set("pipeline", params.get("pipeline"));
+  if (params.get("status")) query.set("status", params.get("status"));
+  let runs, pipelines;
+  try {
+    [runs, pipelines] = await Promise.all([api("GET", `/runs?${query}`), api("GET", "/pipeline")]);
+  } catch (err) {
+    if (gen !== generation) return;
+    if (!again) setView(h("h1", {}, "Runs"), errorBox(err));
+    refreshIn(renderRuns, REFRESH_MS * 3);
+    return;
+  }
+  if (gen !== generation) return;
+  const filter = (name, values) =>
+    h(
+      "select",
+      {
+        id: `filter-${name}`,
+        "aria-label": `Filter by ${name}`,
+        onchange: () => {
+          const p = new URLSearchParams(location.hash.split("?")[1] || "");
+          const value = document.getElementById(`filter-${name}`).value;
+          if (value) p.set(name, value);
+          else p.delete(name);
+          location.hash = `#/runs?${p}`;
+        },
+      },
+      h("option", { value: "" }, `any ${name}`),
+      values.map((v) => h("option", { value: v, selected: params.get(name) === v }, v)),
+    );
+  const focused = document.activeElement && document.activeElement.id;
+  setView(
+    h("h1", {}, "Runs"),
+    h(
+      "div",
+      { class: "toolbar" },
+      filter("pipeline", pipelines.map((p) => p.name)),
+      filter("status", ["pending", "queued", "running", "succeeded", "failed", "cancelled"]),
+      h("span", { class: "muted" }, "refreshes every 2 s"),
+    ),
+    runs.length === 0
+      ? h("p", { class: "muted" }, "No runs yet.")
+      : h(
+          "table",
+          { id: "runs" },
+          h("thead", {}, h("tr", {}, ["Run", "Pipeline", "Trigger", "Status", "Created", "Duration", "Steps"].map((c) => h("th", { scope: "col" }, c)))),
+          h(
+            "tbody",
+            {},
+            runs.map((run) =>
+              h(
+                "tr",
+                { "data-run": run.id },
+                h("td", {}, h("a", { href: `#/run/${run.id}`, class: "mono" }, run.id.slice(0, 12))),
+                h("td", {}, run.pipeline),
+                h("td", {}, run.trigger),
+                h("td", {}, badge(run.status)),
+                h("td", {}, when(run.created_at)),
+                h("td", {}, secs(run.duration)),
+                h("td", {}, h("span", { class: "steps" }, (run.steps || []).map((s) => h("span", { class: `dot s-${s.status}`, title: `${s.name}: ${s.status}` })))),
+              ),
+            ),
+          ),
+        ),
+  );
+  if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
+  refreshIn(renderRuns);
+}
+
+// -- one run ------------------------------------------------------------------------------------
+let selectedStep = null;
+
+function stepGraph(steps) {
+  // Columns by depth in the needs graph (the list order when steps have no `needs`).
+  const byName = new Map(steps.map((s) => [s.name, s]));
+  const hasNeeds = steps.some((s) => Array.isArray(s.needs));
+  const needsOf = (s, i) => (hasNeeds ? (s.needs || []).filter((n) => byName.has(n)) : i > 0 ? [steps[i - 1].name] : []);
+  const depth = new Map();
+  const depthOf = (name, seen = new Set()) => {
+    if (depth.has(name)) return depth.get(name);
+    if (seen.has(name)) return 0;
+    seen.add(name);
+    const i = steps.findIndex((s) => s.name === name);
+    const d = Math.max(-1, ...needsOf(steps[i], i).map((n) => depthOf(n, seen))) + 1;
+    depth.set(name, d);
+    return d;
+  };
+  steps.forEach((s) => depthOf(s.name));
+  const rows = new Map();
+  const pos = new Map();
+  steps.forEach((s) => {
+    const d = depth.get(s.name);
+    const r = rows.get(d) || 0;
+    rows.set(d, r + 1);
+    pos.set(s.name, { x: 20 + d * 190, y: 20 + r * 70 });
+  });
+  const width = 40 + (Math.max(...depth.values()) + 1) * 190;
+  const height = 40 + 44 + (Math.max(...rows.values()) - 1) * 70;
+  const svgNS = "http://www.w3.org/2000/svg";
+  const el = (tag, attrs, text) => {
+    const e = document.createElementNS(svgNS, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+  const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img", "aria-label": "Steps of the run", class: "graph" });
+  const defs = el("defs", {});
+  const marker = el("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto" });
+  marker.append(el("path", { d: "M0,0 L10,5 L0,10 z", class: "edge-head" }));
+  defs.append(marker);
+  svg.append(defs);
+  steps.forEach((s, i) => {
+    for (const need of needsOf(s, i)) {
+      const a = pos.get(need);
+      const b = pos.get(s.name);
+      svg.append(el("line", { x1: a.x + 150, y1: a.y + 22, x2: b.x, y2: b.y + 22, class: "edge", "marker-end": "url(#arrow)" }));
+    }
+  });
+  steps.forEach((s) => {
+    const p = pos.get(s.name);
+    const g = el("g", { class: `node s-${s.status}`, tabindex: 0, role: "button", "data-step": s.name, "aria-label": `${s.name}: ${s.status}` });
+    g.append(el("rect", { x: p.x, y: p.y, width: 150, height: 44, rx: 6 }));
+    g.append(el("text", { x: p.x + 10, y: p.y + 18, class: "node-name" }, s.name.length > 20 ? `${s.name.slice(0, 19)}…` : s.name));
+    g.append(el("text", { x: p.x + 10, y: p.y + 35, class: "node-status" }, `${s.status}${s.duration != null ? ` · ${secs(s.duration)}` : ""}`));
+    const open = () => {
+      selectedStep = s.name;
+      renderRun(true);
+    };
+    g.addEventListener("click", open);
+    g.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" || e.key === " ") {
+        e.preventDefault();
+        open();
+      }
+    });
+    svg.append(g);
+  });
+  return svg;
+}
+
+function commitChain(step) {
+  const part = (label, sha) => h("span", { class: "commit", title: sha || "" }, h("span", { class: "muted" }, `${label} `), h("code", {}, short(sha)));
+  return h("span", { class: "chain" }, part("input", step.input_commit), " → ", part("output", step.output_commit), " → ", part("ground-truth", step.merge_commit));
+}
+
+async function cancelRun(run) {
+  if (!(await confirmAction(`Cancel run ${run.id.slice(0, 12)} of ${run.pipeline}?`))) return;
+  try {
+    await api("POST", `/runs/${run.id}/cancel`, {});
+  } catch (err) {
+    // This instance's engine has no cancel route (an unknown run is a 404 too, but says so).
+    if (err instanceof ApiError && (err.status === 405 || (err.status === 404 && /no such endpoint/.test(err.message)))) {
+      cancelSupported = false;
+    }
+    alertBox(err);
+  }
+  renderRun(true);
+}
+
+function alertBox(err) {
+  const box = document.getElementById("action-error");
+  if (box) box.textContent = err instanceof ApiError ? err.message : String(err);
+}
+
+async function renderRun(again) {
+  const gen = generation;
+  const id = decodeURIComponent(location.hash.split("/")[2] || "");
+  let run;
+  try {
+    run = await api("GET", `/runs/${encodeURIComponent(id)}`);
+  } catch (err) {
+    if (!again && gen === generation) setView(h("h1", {}, "Run"), errorBox(err));
+    return;
+  }
+  if (gen !== generation) return;
+  const steps = run.steps || [];
+  if (!selectedStep || !steps.some((s) => s.name === selectedStep)) {
+    const failed = steps.find((s) => ["failed", "conflict"].includes(s.status));
+    const running = steps.find((s) => s.status === "running");
+    selectedStep = (failed || running || steps[steps.length - 1] || {}).name || null;
+  }
+  const step = steps.find((s) => s.name === selectedStep);
+  const active = ACTIVE.has(run.status);
+  const focused = document.activeElement && (document.activeElement.id || document.activeElement.getAttribute("data-step"));
+  setView(
+    h("p", {}, h("a", { href: "#/runs" }, "← Runs")),
+    h("h1", {}, `Run ${run.id.slice(0, 12)} `, badge(run.status)),
+    h(
+      "dl",
+      { class: "facts" },
+      h("dt", {}, "Pipeline"), h("dd", {}, h("a", { href: `#/runs?pipeline=${encodeURIComponent(run.pipeline)}` }, run.pipeline)),
+      h("dt", {}, "Trigger"), h("dd", {}, run.trigger),
+      h("dt", {}, "Started"), h("dd", {}, when(run.started_at)),
+      h("dt", {}, "Ended"), h("dd", {}, when(run.ended_at)),
+      h("dt", {}, "Duration"), h("dd", {}, secs(run.duration)),
+      run.error ? [h("dt", {}, "Error"), h("dd", { class: "error" }, run.error)] : null,
+    ),
+    active && cancelSupported !== false
+      ? h("p", {}, h("button", { id: "cancel-run", type: "button", class: "danger", onclick: () => cancelRun(run) }, "Cancel run"))
+      : null,
+    h("p", { id: "action-error", class: "error", role: "alert" }),
+    h("h2", {}, "Steps"),
+    steps.length ? stepGraph(steps) : null,
+    h(
+      "table",
+      { id: "steps" },
+      h("thead", {}, h("tr", {}, ["Step", "Status", "Exit", "Attempts", "Duration", "Commits", ""].map((c) => h("th", { scope: "col" }, c)))),
+      h(
+        "tbody",
+        {},
+        steps.map((s) =>
+          h(
+            "tr",
+            { class: s.name === selectedStep ? "selected" : null },
+            h("td", {}, s.name, h("div", { class: "muted small" }, `${s.tool} → ${s.output_dataset}`)),
+            h("td", {}, badge(s.status), s.error ? h("div", { class: "error small" }, s.error) : null),
+            h("td", {}, s.exit_code ?? "—"),
+            h("td", {}, Array.isArray(s.attempts) ? s.attempts.map((a, i) => h("span", { class: `badge s-${a.status}`, title: a.error || "" }, `#${a.attempt ?? i + 1} ${a.status}`)) : "1"),
+            h("td", {}, secs(s.duration)),
+            h("td", {}, commitChain(s)),
+            h("td", {}, h("button", { type: "button", class: "log-button", "data-step": s.name, onclick: () => { selectedStep = s.name; renderRun(true); } }, "Log")),
+          ),
+        ),
+      ),
+    ),
+    step
+      ? h(
+          "section",
+          { id: "log-section", "aria-label": `Log of ${step.name}` },
+          h("h2", {}, `Log of ${step.name}`, h("span", { class: "muted small" }, " (last 200 lines, secrets masked)")),
+          h("pre", { id: "log", tabindex: 0 }, step.log_tail || (ACTIVE.has(step.status) ? "(running: the log appears when the step ends)" : "(no output)")),
+        )
+      : null,
+  );
+  if (focused) {
+    const target = document.getElementById(focused) || view().querySelector(`[data-step="${CSS.escape(focused)}"]`);
+    if (target) target.focus();
+  }
+  if (active) refreshIn(renderRun);
+  else stopRefresh();
+}
+
