@@ -8,6 +8,7 @@ import re
 from aiohttp import web
 
 from ..errors import BadRequest, NotFound
+from ..names import name_problem
 from .common import node, ok, parse
 from .openapi import doc
 from .schemas import CancelStarted, JobDeleted, Run, RunsQuery, Schedule
