@@ -11,23 +11,11 @@ step is ``cached`` (no container, no commit). Prints the end-to-end time of ``PO
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import shutil
 import statistics
-import sys
-import tempfile
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from harness import IMAGE, bench_node, record
 
-from tests import servers  # noqa: E402
-from tests.api import Api  # noqa: E402
-
-IMAGE = "busybox:latest"
 STEPS = 5
 
 
@@ -37,23 +25,8 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="append the result to bench/README.md")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="mao-bench-cache-"))
-    started_docker, docker_handle = servers.ensure_docker(tmp / "dockerd")
-    try:
-        servers.build_busybox_image(IMAGE)
-        etcd = servers.start_etcd(tmp / "etcd", name="bench-cache")
-        instance = f"bench-cache-{os.getpid()}"  # executors on one engine share leftovers by name
-        executor = servers.start_executor({"MAO_INSTANCE_NAME": instance}, log_dir=tmp / "logs")
-        env = {
-            "MAO_INSTANCE_NAME": instance,
-            "MAO_DATA_DIR": str(tmp / "node"),
-            "MAO_ETCD_ENDPOINTS": etcd.endpoint,
-            "MAO_EXECUTOR_URL": executor.url,
-            "MAO_EXECUTOR_TOKEN": executor.token or "",
-            "MAO_LOG_LEVEL": "WARNING",
-        }
-        orchestrator = servers.start_orchestrator(env, log_dir=tmp / "logs", name="bench-cache")
-        api = Api(orchestrator.url, orchestrator.token)
+    with bench_node("bench-cache") as node:
+        api = node.api
         api.tool("bench-tool", IMAGE)
         api.local_dataset("bench-raw")
         api.local_dataset("bench-out")
@@ -92,21 +65,12 @@ def main() -> None:
         )
         print(table)
         print(f"\n{per_step:.1f} ms per step ({verdict} the 50 ms target)")
-        if args.write:
-            with open(ROOT / "bench" / "README.md", "a") as readme:
-                readme.write(
-                    f"\n### Cached re-run, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, "
-                    f"{os.cpu_count()} cores, Python {platform.python_version()}\n\n"
-                    f"`.venv/bin/python bench/cached_rerun.py --runs {args.runs} --write`\n\n{table}\n\n"
-                    f"**{per_step:.1f} ms per step** ({verdict} the 50 ms target).\n"
-                )
-        orchestrator.stop()
-        executor.stop()
-        etcd.stop()
-    finally:
-        if started_docker:
-            servers.stop_docker(docker_handle)
-        shutil.rmtree(tmp, ignore_errors=True)
+    if args.write:
+        record(
+            "Cached re-run",
+            f".venv/bin/python bench/cached_rerun.py --runs {args.runs} --write",
+            f"{table}\n\n**{per_step:.1f} ms per step** ({verdict} the 50 ms target).",
+        )
 
 
 if __name__ == "__main__":

@@ -21,26 +21,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import docker
+from harness import IMAGE, bench_node, record
 
-import docker  # noqa: E402
+from tests.api import Api
 
-from tests import servers  # noqa: E402
-from tests.api import Api  # noqa: E402
-
-IMAGE = "busybox:latest"
 HAND = {"sdk": "Docker SDK run/wait/remove", "cli": "`docker run --rm`"}
 APP = "/usr/src/app"
 
@@ -169,27 +161,10 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="append the result to bench/README.md")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="mao-fanout-bench-"))
-    started_docker, docker_handle = servers.ensure_docker(tmp / "dockerd")
-    try:
-        servers.build_busybox_image(IMAGE)
-        etcd = servers.start_etcd(tmp / "etcd", name="bench")
-        # An instance name of its own: executors on one engine remove each other's "leftovers" by name.
-        instance = f"bench-fanout-{os.getpid()}"
-        executor = servers.start_executor(
-            {"MAO_INSTANCE_NAME": instance, "MAO_EXECUTOR_MAX_PARALLEL": str(args.parallel)},
-            log_dir=tmp / "logs",
-        )
-        env = {
-            "MAO_INSTANCE_NAME": instance,
-            "MAO_DATA_DIR": str(tmp / "node"),
-            "MAO_ETCD_ENDPOINTS": etcd.endpoint,
-            "MAO_EXECUTOR_URL": executor.url,
-            "MAO_EXECUTOR_TOKEN": executor.token or "",
-            "MAO_LOG_LEVEL": "WARNING",
-        }
-        orchestrator = servers.start_orchestrator(env, log_dir=tmp / "logs", name="bench")
-        api = Api(orchestrator.url, timeout=3600)
+    with bench_node(
+        "bench-fanout", executor_env={"MAO_EXECUTOR_MAX_PARALLEL": str(args.parallel)}, api_timeout=3600
+    ) as node:
+        api, tmp, orchestrator, executor = node.api, node.tmp, node.orchestrator, node.executor
         api_setup(api, args)
         inputs = hand_setup(tmp, args.shards)
 
@@ -237,23 +212,15 @@ def main() -> None:
         verdict = "meets" if ratio >= 0.85 else "BELOW"
         print(table)
         print(f"\nratio hand / fan-out: {ratio:.3f} ({verdict} the 0.85 target); sleeps alone: {ideal:.0f} s")
-        if args.write:
-            with open(ROOT / "bench" / "README.md", "a") as readme:
-                readme.write(
-                    f"\n### Fan-out, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores, "
-                    f"Python {platform.python_version()}\n\n`.venv/bin/python bench/fanout_bench.py --shards {args.shards} "
-                    f"--parallel {args.parallel} --sleep {args.sleep:g} --rounds {args.rounds} --by-hand {args.by_hand} --write`\n\n"
-                    f"{table}\n\nRatio of wall times, hand / fan-out: **{ratio:.3f}** ({verdict} the 0.85 target); "
-                    f"the sleeps alone take {ideal:.0f} s at this parallelism; load average {os.getloadavg()[0]:.1f} "
-                    f"on {os.cpu_count()} cores at the end (the machine is shared).\n"
-                )
-        orchestrator.stop()
-        executor.stop()
-        etcd.stop()
-    finally:
-        if started_docker:
-            servers.stop_docker(docker_handle)
-        shutil.rmtree(tmp, ignore_errors=True)
+    if args.write:
+        record(
+            "Fan-out",
+            f".venv/bin/python bench/fanout_bench.py --shards {args.shards} --parallel {args.parallel} "
+            f"--sleep {args.sleep:g} --rounds {args.rounds} --by-hand {args.by_hand} --write",
+            f"{table}\n\nRatio of wall times, hand / fan-out: **{ratio:.3f}** ({verdict} the 0.85 target); "
+            f"the sleeps alone take {ideal:.0f} s at this parallelism; load average {os.getloadavg()[0]:.1f} "
+            f"on {os.cpu_count()} cores at the end.",
+        )
 
 
 if __name__ == "__main__":

@@ -14,24 +14,15 @@ Prints the medians and their ratio, and with --write appends the result to bench
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import shutil
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from harness import IMAGE, bench_node, record
 
-from tests import servers  # noqa: E402
-from tests.api import Api  # noqa: E402
+from tests.api import Api
 
-IMAGE = "busybox:latest"
 SCRIPT = "date +%s%N >> /usr/src/app/data/samples.txt"
 
 
@@ -97,25 +88,8 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="append the result to bench/README.md")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="mao-bench-"))
-    started_docker, docker_handle = servers.ensure_docker(tmp / "dockerd")
-    try:
-        servers.build_busybox_image(IMAGE)
-        etcd = servers.start_etcd(tmp / "etcd", name="bench")
-        # An instance name of its own: executors on one engine remove each other's "leftovers" by name.
-        instance = f"bench-{os.getpid()}"
-        executor = servers.start_executor({"MAO_INSTANCE_NAME": instance}, log_dir=tmp / "logs")
-        env = {
-            "MAO_INSTANCE_NAME": instance,
-            "MAO_DATA_DIR": str(tmp / "node"),
-            "MAO_ETCD_ENDPOINTS": etcd.endpoint,
-            "MAO_ETCD_INSECURE": "1",  # a plain loopback etcd started for the bench
-            "MAO_EXECUTOR_URL": executor.url,
-            "MAO_EXECUTOR_TOKEN": executor.token or "",
-            "MAO_LOG_LEVEL": "WARNING",
-        }
-        orchestrator = servers.start_orchestrator(env, log_dir=tmp / "logs", name="bench")
-        api = Api(orchestrator.url)
+    with bench_node("bench") as node:
+        api, tmp = node.api, node.tmp
         api_setup(api)
         clone = by_hand_setup(tmp)
 
@@ -139,20 +113,12 @@ def main() -> None:
         verdict = "within" if ratio <= 1.30 else "OVER"
         print(table)
         print(f"\nratio of medians: {ratio:.2f} ({verdict} the 1.30 target)")
-        if args.write:
-            with open(ROOT / "bench" / "README.md", "a") as readme:
-                readme.write(
-                    f"\n### {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores, "
-                    f"Python {platform.python_version()}\n\n`.venv/bin/python bench/pipeline_overhead.py --runs {args.runs} --write`\n\n"
-                    f"{table}\n\nRatio of medians: **{ratio:.2f}** ({verdict} the 1.30 target).\n"
-                )
-        orchestrator.stop()
-        executor.stop()
-        etcd.stop()
-    finally:
-        if started_docker:
-            servers.stop_docker(docker_handle)
-        shutil.rmtree(tmp, ignore_errors=True)
+    if args.write:
+        record(
+            "",
+            f".venv/bin/python bench/pipeline_overhead.py --runs {args.runs} --write",
+            f"{table}\n\nRatio of medians: **{ratio:.2f}** ({verdict} the 1.30 target).",
+        )
 
 
 if __name__ == "__main__":
