@@ -22,6 +22,9 @@ from orchestrator.names import name_problem
 from .client import CtlError
 
 DEFAULT_FOLDER = Path(__file__).resolve().parent.parent / "marketplace"
+# What POST /registry/tools takes (orchestrator.request_models.ToolRequest; a unit test keeps them equal).
+# A marketplace entry may say more about a tool; only these fields are sent, as the API refuses others.
+TOOL_FIELDS = ("name", "image", "author", "data_repo", "code_repo", "artefact", "description")
 FETCH_TIMEOUT = 15.0
 
 
@@ -96,6 +99,13 @@ class Marketplace:
 
     def tool(self, name: str) -> dict[str, Any] | None:
         return next((t for t in self.tools if t["name"] == name), None)
+
+    def tool_registration(self, name: str) -> dict[str, Any] | None:
+        """The body of ``POST /registry/tools`` for the marketplace's tool ``name`` (None: no such tool)."""
+        tool = self.tool(name)
+        if tool is None:
+            return None
+        return {k: v for k, v in tool.items() if k in TOOL_FIELDS and v is not None}
 
     def pipeline(self, name: str) -> dict[str, Any] | None:
         return next((p for p in self.pipelines if p["name"] == name), None)

@@ -17,6 +17,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from executor.images import image_problem
+from orchestrator.names import NAME_PATTERN
 
 MAX_TIMEOUT = 7 * 24 * 3600.0
 # A /run body is a few KiB at most; a larger one is a mistake or an attack. The orchestrator checks its
@@ -178,7 +179,8 @@ class KillRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
     run: Annotated[str, Field(pattern=r"^[A-Za-z0-9]{1,64}$")]
-    step: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    # A step name (the orchestrator's name rule): it is matched against container labels.
+    step: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
 
 
 class ImageRequest(BaseModel):

@@ -1,8 +1,12 @@
-"""What the API accepts and the registries hold: tools, datasets, pipelines and their steps.
+"""What the registries hold: tools, datasets, pipelines and their steps, and the field types they share
+with the request models.
 
-Request bodies are parsed into these models; a ``ValidationError`` becomes a 400 that names each bad
-field. Unknown fields are ignored so that clients of the prototype keep working, except in a step:
-a misspelt step field (``retires``) would silently change what runs, so it is a 400 naming it.
+These models parse what this instance reads back (etcd, its database), which may carry fields a newer
+version or another instance wrote (a pipeline registration's ``instances``): they ignore unknown
+fields (``Model``). What clients send is parsed by the strict request models in
+``orchestrator.request_models`` (``Request``: an unknown field is a 400 naming it), which reuse the
+fields and validators defined here, so the two cannot drift apart. A step is strict in both: this
+instance is the only writer of the steps it stores.
 """
 
 from __future__ import annotations
@@ -74,6 +78,26 @@ Memory = Annotated[int, Strict(), BeforeValidator(_size), AfterValidator(_memory
 
 
 class Model(BaseModel):
+    """What this instance reads back (etcd, SQL): unknown fields are ignored, not errors."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+
+# What a client sends: a misspelt field must not silently become a default, so it is a 400 naming it.
+REQUEST_CONFIG = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Request(BaseModel):
+    """A request body (``common.parse``): unknown fields are a 400 naming them."""
+
+    model_config = REQUEST_CONFIG
+
+
+class Query(BaseModel):
+    """Query parameters (``common.parse`` over ``request.query``). Unknown parameters are ignored on
+    every route, a decision: they filter reads and write nothing, and proxies, caches and browsers add
+    their own (``?_=<time>``)."""
+
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
 
@@ -105,18 +129,16 @@ def _check_master(value: str) -> str:
     return value
 
 
-class Dataset(Model):
-    name: Name
-    master: Annotated[str, Field(max_length=2000), AfterValidator(_check_master)]
-    nodes: list[Name] = Field(default_factory=list, max_length=1000)
+Master = Annotated[str, Field(max_length=2000), AfterValidator(_check_master)]
+Nodes = Annotated[list[Name], Field(max_length=1000)]
 
-    @model_validator(mode="before")
-    @classmethod
-    def _unwrap_body(cls, data: Any) -> Any:
-        # The prototype's request is {name, body: {master, nodes}}; a flat {name, master} works too.
-        if isinstance(data, dict) and isinstance(data.get("body"), dict):
-            return {**data["body"], "name": data.get("name")}
-        return data
+
+class Dataset(Model):
+    """A dataset as etcd holds it (``{master, nodes}`` under its name). Requests: ``DatasetRequest``."""
+
+    name: Name
+    master: Master
+    nodes: Nodes = Field(default_factory=list)
 
 
 def check_env(env: dict[str, str] | None) -> dict[str, str] | None:

@@ -137,7 +137,7 @@ def provide_missing(ctl: Ctl, errors: dict[str, Any], market: Marketplace | None
     """Register what init reported missing, with the operator's consent; False if anything stays missing."""
     try:
         for tool in errors.get("missing_tools") or []:
-            offered = market.tool(tool) if market is not None else None
+            offered = market.tool_registration(tool) if market is not None else None
             if offered is None:
                 fail(
                     ctl,
@@ -150,7 +150,7 @@ def provide_missing(ctl: Ctl, errors: dict[str, Any], market: Marketplace | None
                 default=True,
             ):
                 return False
-            ctl.api.post("/registry/tools", {k: v for k, v in offered.items() if v is not None})
+            ctl.api.post("/registry/tools", offered)
             ctl.out.line(f"✓ tool {tool} registered", style="green")
         for dataset in errors.get("missing_datasets") or []:
             if not prompts.confirm(

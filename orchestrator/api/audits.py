@@ -7,7 +7,7 @@ from aiohttp import web
 from pydantic import Field
 
 from ..audit.records import DEFAULT_WAIT, MAX_WAIT, MIN_WAIT, check_id
-from ..models import Model, Name
+from ..models import Name, Request
 from .common import node, ok, parse, read_json
 from .openapi import doc
 from .schemas import JsonObject
@@ -15,7 +15,7 @@ from .schemas import JsonObject
 routes = web.RouteTableDef()
 
 
-class NewAudit(Model):
+class NewAudit(Request):
     dataset: Name
     file: str = Field(min_length=1, max_length=1024)
     wait: float = Field(default=DEFAULT_WAIT, ge=MIN_WAIT, le=MAX_WAIT)

@@ -20,11 +20,12 @@ def node(request: web.Request) -> Node:
     return request.app[NODE]
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 saying what is wrong with it."""
+async def read_json(request: web.Request, optional: bool = False) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 saying what is wrong with it. ``optional``: no
+    body at all counts as ``{}`` (a write that takes no fields)."""
     try:
         raw = await request.read()
-        body = json.loads(raw) if raw.strip() else None
+        body = json.loads(raw) if raw.strip() else ({} if optional else None)
     except ValueError as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
     except RecursionError:  # e.g. 1,000 nested arrays: not a ValueError, but bad input all the same
@@ -36,24 +37,39 @@ async def read_json(request: web.Request) -> dict[str, Any]:
 
 def parse(model: type[M], data: Any, codes: dict[str, str] | None = None) -> M:
     """``data`` validated by ``model``, or a 400. ``codes`` maps a top-level field to the error code
-    a wrong value of it gets (``invalid_request`` otherwise, and always for a missing field)."""
+    a wrong value of it gets (``invalid_request`` otherwise, and always for a missing field). Unknown
+    fields (strict request models) are named in the message and listed in ``unknown_fields``."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         code = "invalid_request"
         first = exc.errors()[0] if exc.error_count() else None
-        if first and codes and first["type"] != "missing" and first["loc"]:
+        if first and codes and first["type"] not in ("missing", EXTRA) and first["loc"]:
             code = codes.get(str(first["loc"][0]), code)
-        raise BadRequest(describe_validation_error(exc), code=code) from None
+        error = BadRequest(describe_validation_error(exc), code=code)
+        if unknown := [_where(e["loc"]) for e in exc.errors() if e["type"] == EXTRA]:
+            error.extra["unknown_fields"] = unknown
+        raise error from None
+
+
+EXTRA = "extra_forbidden"  # pydantic's error type for a field the model does not have
 
 
 def describe_validation_error(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors()[:10]:
-        where = ".".join(str(part) for part in error["loc"]) or "body"
-        message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{where}: {message}")
+        where = _where(error["loc"])
+        if error["type"] == EXTRA:
+            message = "unknown field (check its spelling; GET /openapi.json lists the fields)"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+        # A rule over several fields (a model validator) has no location: its message names them.
+        problems.append(f"{where}: {message}" if where else message)
     return "; ".join(problems)
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc)
 
 
 def path_name(request: web.Request, key: str = "name", what: str = "name") -> str:

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from ..errors import MaoError
 from ..gateway.tokens import ADMIN, Principal
-from ..models import Model, Name
+from ..models import Name, Request
 from .common import node, ok, parse, path_name, read_json
 from .openapi import doc
 from .schemas import GatewayKey, JsonObject, KeyRequest, Revoked, WriteRequest
@@ -70,7 +70,7 @@ async def inspect(request: web.Request) -> web.Response:
     return ok(await node(request).raw.inspect(wanted.key))
 
 
-class NewKey(Model):
+class NewKey(Request):
     name: Name
 
 

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from ..datasets.repo import DatasetRepo
 from ..errors import NotFound
-from ..models import Model
+from ..models import Query
 from .common import node, ok, parse, path_name
 from .openapi import doc
 from .schemas import Out
@@ -19,7 +19,7 @@ from .schemas import Out
 routes = web.RouteTableDef()
 
 
-class HistoryQuery(Model):
+class HistoryQuery(Query):
     limit: int = Field(default=20, ge=1, le=200)
 
 

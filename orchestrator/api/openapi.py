@@ -45,6 +45,7 @@ _PARAM_RE = re.compile(r"{([^}:]+)(?::[^}]*)?}")
 class Operation:
     summary: str
     body: type[BaseModel] | None = None
+    body_required: bool = True  # False: the body may be left out (a write that takes no fields)
     query: type[BaseModel] | None = None
     answer: Any = None  # a pydantic model or any type TypeAdapter takes; None: no JSON body
     status: int = 200
@@ -174,7 +175,7 @@ def _operation(
         entry["parameters"] = parameters
     if op.body is not None:
         entry["requestBody"] = {
-            "required": True,
+            "required": op.body_required,
             "content": {"application/json": {"schema": schema("validation", op.body)}},
         }
     success: dict[str, Any] = {"description": "success"}

@@ -10,6 +10,7 @@ from ..errors import BadRequest, NotFound
 from ..models import Pipeline
 from ..names import name_problem
 from ..overlap import make_room
+from ..request_models import PipelineRequest
 from ..run_requests import BackfillRequest, RunRequest, check_overlap, options
 from ..runs.engine import RunInProgress
 from .common import node, ok, parse, path_name, read_json
@@ -32,12 +33,12 @@ SCOPES = ("instance", "federation")
 @routes.post("/pipeline/init")
 @doc(
     "Initialise (or replace) a pipeline on this instance",
-    body=Pipeline,
+    body=PipelineRequest,
     answer=InitResult,
     tags=("pipelines",),
 )
 async def init_pipeline(request: web.Request) -> web.Response:
-    pipeline = parse(Pipeline, await read_json(request))
+    pipeline = parse(PipelineRequest, await read_json(request))
     return ok(await node(request).pipelines.init(pipeline))
 
 

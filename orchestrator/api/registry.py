@@ -8,6 +8,7 @@ from ..datasets import redact
 from ..datasets.masters import resolve_master
 from ..errors import NotFound
 from ..models import Dataset, Tool
+from ..request_models import DatasetRequest, ToolRequest
 from .common import node, ok, parse, path_name, read_json
 from .openapi import doc
 from .schemas import Deleted, JsonObject
@@ -32,9 +33,9 @@ async def get_tool(request: web.Request) -> web.Response:
 
 
 @routes.post("/registry/tools")
-@doc("Register (or replace) a tool", body=Tool, answer=Tool, tags=("registry",))
+@doc("Register (or replace) a tool", body=ToolRequest, answer=Tool, tags=("registry",))
 async def add_tool(request: web.Request) -> web.Response:
-    tool = parse(Tool, await read_json(request))
+    tool = parse(ToolRequest, await read_json(request))
     await node(request).registry.put_tool(tool)
     return ok(tool.model_dump())
 
@@ -67,12 +68,12 @@ async def get_dataset(request: web.Request) -> web.Response:
 @routes.post("/registry/datasets")
 @doc(
     "Register a dataset (re-registering keeps its node branches)",
-    body=Dataset,
+    body=DatasetRequest,
     answer=Dataset,
     tags=("registry",),
 )
 async def add_dataset(request: web.Request) -> web.Response:
-    dataset = parse(Dataset, await read_json(request))
+    dataset = parse(DatasetRequest, await read_json(request)).dataset()
     resolve_master(dataset.master, node(request).settings.master_roots)  # 400 outside the roots
     stored = await node(request).registry.put_dataset(dataset)
     return ok(stored.model_dump())

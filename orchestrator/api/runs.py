@@ -9,7 +9,8 @@ from aiohttp import web
 
 from ..errors import BadRequest, NotFound
 from ..names import name_problem
-from .common import node, ok, parse
+from ..request_models import NoBody
+from .common import node, ok, parse, read_json
 from .openapi import doc
 from .schemas import CancelStarted, JobDeleted, Run, RunsQuery, Schedule
 
@@ -52,6 +53,8 @@ async def get_run(request: web.Request) -> web.Response:
 @routes.post("/runs/{id}/cancel")
 @doc(
     "Cancel a running run: its containers are killed at once (202; poll GET /runs/{id} for the end)",
+    body=NoBody,
+    body_required=False,
     answer=CancelStarted,
     status=202,
     errors=(400, 404, 409, 503),
@@ -59,8 +62,9 @@ async def get_run(request: web.Request) -> web.Response:
 )
 async def cancel_run(request: web.Request) -> web.Response:
     """202 once stopping has begun (containers are killed at once; poll ``GET /runs/{id}`` for the
-    end); 409 when the run has already ended."""
+    end); 409 when the run has already ended. It takes no fields: no body, or ``{}``."""
     run_id = _id(request)
+    parse(NoBody, await read_json(request, optional=True))
     await node(request).runner.cancel(run_id)
     return ok({"id": run_id, "status": "cancelling"}, status=202)
 

@@ -3,7 +3,8 @@ for the OpenAPI document (``openapi.py``).
 
 Answers are built by the services as dicts; these models describe them (``extra="allow"``: a field a
 newer engine adds is not a contract break). Requests are validated with the models here or in
-``orchestrator.models``.
+``orchestrator.request_models`` and ``orchestrator.run_requests``, all strict (``Request``: an unknown
+field is a 400 naming it); query parameters with ``Query`` models, which ignore unknown parameters.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..models import Model, Name
+from ..models import Name, Query, Request
 from ..runs.states import AttemptStatus, RunStatus, StepStatus
 
 # The run engine's states (runs/states.py), so the document and the engine cannot drift apart.
@@ -33,25 +34,25 @@ class Error(Out):
 # -- requests ---------------------------------------------------------------------------------------
 
 
-class BareRepoRequest(Model):
+class BareRepoRequest(Request):
     name: Name
 
 
-class WriteRequest(BaseModel):
+class WriteRequest(Request):
     key: Any = Field(description="raw/<path> (checked by the gateway: invalid_key otherwise)")
     value: Any = Field(description="any JSON value, at most 64 KiB encoded")
 
 
-class KeyRequest(BaseModel):
+class KeyRequest(Request):
     key: Any = Field(description="raw/<path> or insights/<path> (a prefix for /inspect)")
 
 
-class NewEtcdMember(BaseModel):
+class NewEtcdMember(Request):
     name: Any = Field(description="the new member's name")
     peer_url: Any = Field(description="its peer URL, http://host:2380")
 
 
-class RunsQuery(Model):
+class RunsQuery(Query):
     pipeline: Name | None = None
     status: RunStatus | None = None
     limit: int = Field(default=50, ge=1, le=1000)

@@ -1,7 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.models import PRIVATE_PLACEHOLDER, Dataset, Pipeline, Tool
+from orchestrator.models import PRIVATE_PLACEHOLDER, Pipeline, Tool
+from orchestrator.request_models import DatasetRequest
 
 
 def step(**over: object) -> dict[str, object]:
@@ -28,15 +29,15 @@ def test_prototype_pipeline_body_parses() -> None:
 
 
 def test_dataset_body_wrapper_and_flat_form() -> None:
-    wrapped = Dataset.model_validate({"name": "d", "body": {"master": "git-link", "nodes": []}})
-    flat = Dataset.model_validate({"name": "d", "master": "/srv/repos/d.git"})
+    wrapped = DatasetRequest.model_validate({"name": "d", "body": {"master": "git-link", "nodes": []}}).dataset()
+    flat = DatasetRequest.model_validate({"name": "d", "master": "/srv/repos/d.git"}).dataset()
     assert wrapped.master == "git-link" and flat.nodes == []
 
 
 @pytest.mark.parametrize("master", ["-uevil", "ext::sh -c touch% /tmp/pwned", "a b", ""])
 def test_dangerous_masters_are_refused(master: str) -> None:
     with pytest.raises(ValidationError):
-        Dataset.model_validate({"name": "d", "body": {"master": master}})
+        DatasetRequest.model_validate({"name": "d", "body": {"master": master}})
 
 
 @pytest.mark.parametrize(
