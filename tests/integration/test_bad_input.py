@@ -272,3 +272,19 @@ def test_unknown_query_parameters_are_ignored(sqlite_node: Node) -> None:
     assert api.get("/runs", limit=1, _="1700000000").status_code == 200
     assert api.get("/registry/tools", colour="red").status_code == 200
     assert api.get("/schedules", ticks=1, verbose=1).status_code == 200
+
+
+def test_the_executors_routes_refuse_unknown_fields_and_bad_names(executor, tmp_path: Path) -> None:
+    """The executor's own API follows the same rule (its models are shared with the orchestrator)."""
+    run = {"image": "busybox:latest", "output_dir": str(tmp_path), "cmd": ["true"]}
+    cases = [
+        ("/run", {**run, "timout": 5}, "timout"),
+        ("/validate", {**run, "privileged": True}, "privileged"),
+        ("/kill", {"run": "abc", "force": True}, "force"),
+        ("/kill", {"run": "abc", "step": "../x"}, "step"),
+        ("/image", {"image": "busybox:latest", "pull": True}, "pull"),
+    ]
+    for path, body, field in cases:
+        response = requests.post(executor.url + path, json=body, headers=executor.headers, timeout=60)
+        answer = assert_error(response, 400)
+        assert answer["message"].startswith(f"{field}: "), answer
