@@ -5,7 +5,9 @@ Documenting a route is one line: ``@doc(...)`` under its ``@routes.get/post/...`
 request body model, query model and answer type. The models are the ones the handler parses with
 (``common.parse``), so the document and the validation cannot drift apart; answer types are pydantic
 models or plain types (``list[str]``). A route without ``@doc`` still appears (the generator walks the
-app's router), marked ``x-undocumented``, and tests/integration/test_openapi.py fails on it.
+app's router), marked ``x-undocumented``, and tests/unit/test_openapi_routes.py fails on it. A write
+(POST/PUT/PATCH) names its body model, ``NoBody`` when it takes no fields; body models are strict, so
+the document says ``additionalProperties: false`` (tests/unit/test_request_models.py checks both).
 """
 
 from __future__ import annotations

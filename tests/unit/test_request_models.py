@@ -4,13 +4,15 @@ prototype's payloads still parse."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from ctl.marketplace import TOOL_FIELDS
+from ctl.marketplace import TOOL_FIELDS, Marketplace
 from executor.models import KillRequest
 from orchestrator.api.common import parse
 from orchestrator.api.openapi import build_document, operation_of, routes_of
@@ -215,3 +217,13 @@ def test_every_request_body_is_strict_and_every_query_tolerant(app: web.Applicat
         if op.query is not None:
             assert issubclass(op.query, Query), (method, path)
     assert bodies >= 13
+
+
+def test_a_marketplace_tool_is_registered_with_the_routes_fields_only(tmp_path: Path) -> None:
+    entry = {**PROTOTYPE_TOOL, "author": None, "tags": ["bench"], "license": "MIT"}
+    (tmp_path / "tools.json").write_text(json.dumps([entry]))
+    registration = Marketplace(str(tmp_path)).tool_registration("performancetool")
+    assert registration is not None
+    assert set(registration) == set(TOOL_FIELDS) - {"author"}
+    ToolRequest.model_validate(registration)
+    assert Marketplace(str(tmp_path)).tool_registration("nope") is None
