@@ -12,7 +12,7 @@ from ..names import name_problem
 from ..request_models import NoBody
 from .common import node, ok, parse, read_json
 from .openapi import doc
-from .schemas import CancelStarted, JobDeleted, Run, RunsQuery, Schedule
+from .schemas import CancelStarted, JobDeleted, Run, RunsQuery, Schedule, SchedulesQuery
 
 routes = web.RouteTableDef()
 
@@ -86,6 +86,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 @routes.get("/schedules")
 @doc(
     "This instance's schedules with their next run and recent ticks",
+    query=SchedulesQuery,
     answer=list[Schedule],
     tags=("schedules",),
 )
@@ -93,12 +94,7 @@ async def list_schedules(request: web.Request) -> web.Response:
     """This instance's schedules and data triggers with their policies, next run and recent ticks
     (``?ticks=N``, default 20, at most 1000, newest first): fired, skipped or missed, each with why."""
     the_node = node(request)
-    try:
-        limit = int(request.query.get("ticks", "20"))
-    except ValueError:
-        raise BadRequest("ticks must be an integer", code="invalid_request") from None
-    if not 0 <= limit <= 1000:
-        raise BadRequest("ticks must be between 0 and 1000", code="invalid_request")
+    limit = parse(SchedulesQuery, dict(request.query)).ticks
     next_runs = the_node.scheduler.next_run_times()
     schedules = await the_node.store.list_schedules()
     return ok(

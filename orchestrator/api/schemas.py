@@ -63,6 +63,10 @@ class RunsQuery(Query):
         return None if value == "" else value
 
 
+class SchedulesQuery(Query):
+    ticks: int = Field(default=20, ge=0, le=1000, description="recent ticks per schedule, newest first")
+
+
 # -- answers ----------------------------------------------------------------------------------------
 class Greeting(Out):
     message: str

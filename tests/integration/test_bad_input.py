@@ -58,6 +58,8 @@ CASES = [
     ("GET", "/runs?limit=lots", None, 400),
     ("GET", "/runs?limit=0", None, 400),
     ("GET", "/runs?pipeline=-x", None, 400),
+    ("GET", "/schedules?ticks=lots", None, 400),
+    ("GET", "/schedules?ticks=5000", None, 400),
     ("GET", "/pipeline/unknown-pipeline", None, 404),
     ("GET", "/registry/pipelines/unknown-pipeline", None, 404),
 ]
