@@ -52,10 +52,12 @@ def back(etcd: Etcd, name: str, pipelines: set[str], labels: dict[str, str] | No
     return fs
 
 
-async def down_for_an_hour(etcd: Etcd, placement: dict | None = None, **policy: Any) -> dict[str, Any]:
+async def down_for_an_hour(
+    etcd: Etcd, placement: dict | None = None, pipeline: str = "p", **policy: Any
+) -> dict[str, Any]:
     schedule = {
         "id": uuid.uuid4().hex,
-        "pipeline": "p",
+        "pipeline": pipeline,
         "cron": "*/5 * * * *",
         "timezone": "UTC",
         "placement": placement or {"labels": {}},
@@ -158,3 +160,16 @@ async def test_a_schedule_from_before_catchup_is_left_to_the_gap_records(etcd: E
     await catch_up_all(fs, [schedule])
     assert fs.runner.started == [] and await etcd.get(keys.catchup(schedule["id"])) is None  # type: ignore[attr-defined]
     await fs.close()
+
+
+async def test_an_instance_catches_up_at_its_start(etcd: Etcd) -> None:
+    """The wiring: the first list of schedules after start triggers the catch-up."""
+    schedule = await down_for_an_hour(etcd, pipeline=f"p-{uuid.uuid4().hex[:6]}")
+    fs = back(etcd, "starting", {schedule["pipeline"]})
+    await fs.start()
+    try:
+        ticks = await settled(etcd, schedule["id"], 13)
+        assert [t["outcome"] for t in ticks[1:]] == ["missed"] * 11 + ["fired"]
+        assert fs.runner.started == [schedule["pipeline"]]  # type: ignore[attr-defined]
+    finally:
+        await fs.close()
