@@ -11,6 +11,7 @@ import pytest
 
 from orchestrator.datasets import GROUND_TRUTH, init_bare
 from orchestrator.datasets.repo import BranchConflict
+from orchestrator.datasets.upkeep import remove_stale_lanes
 from orchestrator.errors import BadRequest
 from tests.unit.test_datasets_repo import TRAILERS, node, parents, tree_files, write
 
@@ -82,3 +83,16 @@ def test_bad_lane_names_are_refused(tmp_path: Path, master: Path, lane: str) -> 
     repo.ensure_ground_truth()
     with pytest.raises((BadRequest, ValueError)):
         repo.prepare_worktree("step-n1", lane=lane)
+
+
+def test_lanes_a_killed_process_left_are_removed_at_start(tmp_path: Path, master: Path) -> None:
+    repo = node(tmp_path, 1, master)
+    repo.sync()
+    repo.ensure_ground_truth()
+    shared, _ = repo.prepare_worktree("step-n1")
+    lane, _ = repo.prepare_worktree("step-n1", lane="run9")
+    write(lane, {"half": "written\n"})
+    assert remove_stale_lanes(tmp_path / "node1") == [lane.parent]
+    assert not lane.parent.exists() and shared.is_dir()
+    assert not list((repo.git_dir / "mao-index").glob(".lane-*"))
+    assert (repo.git_dir / "mao-index" / "step-n1").is_file()
