@@ -173,3 +173,26 @@ async def test_an_instance_catches_up_at_its_start(etcd: Etcd) -> None:
         assert fs.runner.started == [schedule["pipeline"]]  # type: ignore[attr-defined]
     finally:
         await fs.close()
+
+
+async def test_overlap_allow_fires_although_the_previous_run_still_goes_elsewhere(etcd: Etcd) -> None:
+    """Federation-wide ``allow``: the tick's winner does not wait for the previous tick's run on
+    another instance (each instance writes its own node branches); the tick still runs once."""
+    schedule = await down_for_an_hour(etcd, overlap="allow", catchup="none")
+    book = ScheduleBook(etcd)
+    previous = NOW - timedelta(seconds=30)
+    await book.claim(schedule["id"], previous, {"outcome": "fired", "instance": "busy", "run_id": "busy-run"})
+    racers = [back(etcd, f"racer{i}", {"p"}) for i in range(3)]
+    for fs in racers:
+        fs.membership = Members({"busy": {}})  # type: ignore[assignment]
+    due = previous + timedelta(minutes=5)
+    await asyncio.gather(*(fs._compete(schedule, due) for fs in racers))
+    started = [fs for fs in racers if fs.runner.started]  # type: ignore[attr-defined]
+    assert len(started) == 1
+    for _ in range(100):
+        tick = await book.tick(schedule["id"], due)
+        if tick and tick["outcome"] != "claimed":
+            break
+        await asyncio.sleep(0.05)
+    assert tick is not None and tick["outcome"] == "fired" and tick["instance"] == started[0].instance
+    await asyncio.gather(*(fs.close() for fs in racers))
