@@ -1,5 +1,5 @@
 """Overlap policies: what a schedule tick, a data trigger or a manual run does while the pipeline's
-previous run still goes (one run of a pipeline at a time on an instance).
+previous run still goes (one run of a pipeline at a time on an instance, unless ``allow``).
 
 - ``skip`` (the default): the new run does not start; the tick or advance is recorded as skipped.
 - ``replace``: the running run is cancelled (``POST /runs/{id}/cancel``'s path: containers killed,
