@@ -36,7 +36,7 @@ def _ended(api: Api, *run_ids: str) -> list[dict] | None:
 def test_two_runs_side_by_side_both_succeed_and_both_outputs_reach_ground_truth(sqlite_node) -> None:
     api = sqlite_node.api
     # Each run writes a file of its own name: no clash.
-    pipeline, master = _pipeline(api, f"sleep 4; echo $MAO_RUN_ID > {APP}/data/$MAO_RUN_ID.txt")
+    pipeline, master = _pipeline(api, f"sleep 6; echo $MAO_RUN_ID > {APP}/data/$MAO_RUN_ID.txt")
     first = api.run(pipeline, wait=False)["id"]
     assert poll(lambda: _run(api, first)["status"] == "running"), _run(api, first)
     # Without overlap: the prototype's 409 while a run goes.
@@ -56,6 +56,7 @@ def test_two_runs_side_by_side_both_succeed_and_both_outputs_reach_ground_truth(
     # The later commit merged the earlier one on the node branch: one branch holds both.
     branch = one["steps"][0]["branch"]
     assert sorted(git(master, "ls-tree", "-r", "--name-only", branch).split()) == sorted(files)
+    assert f"Merge side-by-side output into {branch}" in git(master, "log", "--format=%s", branch)
     # The second run's own folder is gone once it ended.
     lanes = sqlite_node.data_dir / "work" / _dataset(api, pipeline) / ".lanes"
     assert not lanes.exists() or not any(lanes.iterdir())
@@ -65,7 +66,7 @@ def test_outputs_that_clash_make_the_later_commit_a_conflict_that_is_kept(sqlite
     api = sqlite_node.api
     # Both write the same path; the second starts well within the first's sleep, so both folders
     # are prepared from the same commit and whichever commits later clashes.
-    pipeline, master = _pipeline(api, f"sleep 6; echo $MAO_RUN_ID > {APP}/data/same")
+    pipeline, master = _pipeline(api, f"sleep 8; echo $MAO_RUN_ID > {APP}/data/same")
     first = api.run(pipeline, wait=False)["id"]
     assert poll(lambda: _run(api, first)["status"] == "running"), _run(api, first)
     second = api.run(pipeline, wait=False, overlap="allow")["id"]
