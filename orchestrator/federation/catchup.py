@@ -22,6 +22,7 @@ winner records its gaps as skipped, as before.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -44,20 +45,28 @@ SWAP_ATTEMPTS = 5
 
 
 async def catch_up_all(fs: FederationScheduler, schedules: list[dict[str, Any]]) -> None:
-    """Catch up every schedule this instance is eligible for; one failing does not stop the others."""
-    for schedule in schedules:
-        if schedule.get("trigger") or not schedule.get("catchup"):
-            continue
-        try:
-            if await fs._eligible(schedule):
-                await catch_up(fs, schedule)
-        except Exception as exc:  # noqa: BLE001 - the next tick's winner records the gap as skipped
-            log.warning(
-                "federation schedule %s: catch-up not done: %s",
-                schedule.get("id"),
-                getattr(exc, "message", exc),
-                exc_info=not isinstance(exc, MaoError),
-            )
+    """Catch up every schedule this instance is eligible for, side by side (an ``all`` catch-up
+    waits for each of its runs); one failing does not stop the others."""
+    await asyncio.gather(
+        *(
+            _catch_up_one(fs, schedule)
+            for schedule in schedules
+            if not schedule.get("trigger") and schedule.get("catchup")
+        )
+    )
+
+
+async def _catch_up_one(fs: FederationScheduler, schedule: dict[str, Any]) -> None:
+    try:
+        if await fs._eligible(schedule):
+            await catch_up(fs, schedule)
+    except Exception as exc:  # noqa: BLE001 - the next tick's winner records the gap as skipped
+        log.warning(
+            "federation schedule %s: catch-up not done: %s",
+            schedule.get("id"),
+            getattr(exc, "message", exc),
+            exc_info=not isinstance(exc, MaoError),
+        )
 
 
 async def catch_up(fs: FederationScheduler, schedule: dict[str, Any]) -> list[str]:
