@@ -29,8 +29,24 @@ class CatchUpPlan:
     missed: list[tuple[datetime, str]] = field(default_factory=list)  # (tick, reason), in order
 
 
+@dataclass(frozen=True)
+class Wording:
+    """How the reasons name the outage: an instance's own, or the whole federation's."""
+
+    down: str = "the instance was down"
+    started: str = "the instance started"
+
+
+INSTANCE = Wording()
+
+
 def plan(
-    missed: list[datetime], catchup: str, window: int | None, now: datetime, earlier: int = 0
+    missed: list[datetime],
+    catchup: str,
+    window: int | None,
+    now: datetime,
+    earlier: int = 0,
+    wording: Wording = INSTANCE,
 ) -> CatchUpPlan:
     """Decide about ``missed`` (in order). ``earlier``: ticks missed before ``missed[0]`` that were not
     enumerated (too many to list); they are summed up in the first record."""
@@ -39,17 +55,17 @@ def plan(
         oldest_allowed = now - timedelta(seconds=window)
         too_old = [t for t in missed if t < oldest_allowed]
         missed = [t for t in missed if t >= oldest_allowed]
-        reason = f"older than the catch-up window ({window} s) when the instance started"
+        reason = f"older than the catch-up window ({window} s) when {wording.started}"
         result.missed += [(t, reason) for t in too_old]
     if catchup == "none":
-        result.missed += [(t, "missed while the instance was down (catchup 'none')") for t in missed]
+        result.missed += [(t, f"missed while {wording.down} (catchup 'none')") for t in missed]
     elif catchup == "all":
         result.run = missed[-MAX_REPLAY:]
         reason = f"beyond the {MAX_REPLAY} latest missed ticks that catchup 'all' replays"
         result.missed += [(t, reason) for t in missed[:-MAX_REPLAY]]
     elif missed:  # latest
         latest = missed[-1]
-        reason = f"missed while the instance was down; superseded by the catch-up run of {latest.isoformat()}"
+        reason = f"missed while {wording.down}; superseded by the catch-up run of {latest.isoformat()}"
         result.missed += [(t, reason) for t in missed[:-1]]
         result.run = [latest]
     result.missed.sort(key=lambda item: item[0])
@@ -65,6 +81,6 @@ def plan(
                 f"{reason} (and {earlier} earlier missed tick(s), not listed one by one)",
             )
         elif result.run:
-            note = f"{earlier} earlier tick(s) were missed while the instance was down, not listed one by one"
+            note = f"{earlier} earlier tick(s) were missed while {wording.down}, not listed one by one"
             result.missed.append((result.run[0], note))
     return result

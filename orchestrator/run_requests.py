@@ -17,11 +17,12 @@ from .models import Name
 
 Overlap = Literal["skip", "allow", "queue", "replace"]
 Catchup = Literal["none", "latest", "all"]
-# What the run engine does: one run of a pipeline at a time on an instance; ``replace`` cancels the
-# running one (``overlap``). ``allow`` needs a work folder per run, ``queue`` a queue of run requests.
-SUPPORTED_OVERLAP = ("skip", "replace")
-# A federation-wide schedule or trigger's previous run may be on another instance: only ``skip``.
-FEDERATION_OVERLAP = ("skip",)
+# What the run engine does (``overlap``): ``replace`` cancels the running run, ``allow`` runs beside
+# it (each run's steps in folders of their own). ``queue`` needs a queue of run requests.
+SUPPORTED_OVERLAP = ("skip", "replace", "allow")
+# A federation-wide schedule or trigger's previous run may be on another instance, which this one
+# cannot cancel: no ``replace``; ``allow`` starts regardless of it.
+FEDERATION_OVERLAP = ("skip", "allow")
 MAX_CATCHUP_WINDOW = 366 * 86400
 
 
@@ -72,14 +73,13 @@ def check_overlap(overlap: str | None, federation: bool = False) -> str:
     policy = overlap or "skip"
     if policy not in SUPPORTED_OVERLAP:
         raise BadRequest(
-            f"overlap {policy!r} is not yet supported (only 'skip' and 'replace': one run of a "
-            "pipeline at a time)",
+            f"overlap {policy!r} is not yet supported (only 'skip', 'replace' and 'allow')",
             code="not_supported",
         )
     if federation and policy not in FEDERATION_OVERLAP:
         raise BadRequest(
             f"overlap {policy!r} applies to instance schedules and triggers only: a federation-wide "
-            "one's previous run may be on another instance",
+            "one's previous run may be on another instance (use 'skip' or 'allow')",
             code="not_supported",
         )
     return policy

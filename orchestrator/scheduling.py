@@ -23,7 +23,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from . import catchup
 from .errors import BadRequest, MaoError, NotFound
 from .metrics import UNSERVED, Metrics
-from .overlap import make_room
+from .overlap import make_room, side_by_side
 from .tasks import spawn
 from .ticks import DUE_JITTER, due_time, fire_times, make_trigger
 
@@ -167,6 +167,8 @@ class Scheduler:
             await self.store.record_ticks(
                 schedule_id, pipeline, [(tick, "missed", None, reason) for tick, reason in decided.missed]
             )
+            for _ in decided.missed:
+                self.metrics.tick("instance", "missed")
             log.info(
                 "schedule %s of %s: %d tick(s) missed while the instance was down, recorded as missed",
                 schedule_id,
@@ -223,7 +225,11 @@ class Scheduler:
                 self.metrics.tick("instance", "skipped")
                 return None
             run_id = await self.runner.start(
-                pipeline, trigger="cron", schedule_id=schedule_id, tick_at=due_at
+                pipeline,
+                trigger="cron",
+                schedule_id=schedule_id,
+                tick_at=due_at,
+                **side_by_side(schedule.get("overlap")),
             )
             self.metrics.tick("instance", "fired", lag=(self.clock() - due_at).total_seconds())
             if active is not None:

@@ -30,7 +30,7 @@ from .federation.etcd import Etcd, KeyValue, WatchEvent
 from .federation.leases import SharedLease
 from .federation.schedules import check_placement, labels_match
 from .federation.watch import PrefixWatch
-from .overlap import make_room
+from .overlap import make_room, side_by_side
 from .tasks import spawn
 
 if TYPE_CHECKING:
@@ -209,6 +209,7 @@ class DataTriggers:
                 schedule_id=trigger_id,
                 trigger_dataset=dataset,
                 trigger_commit=commit,
+                **side_by_side(overlap),
             )
         except Conflict as exc:
             return "skipped", None, f"ground-truth of {dataset} advanced to {commit[:12]}; {exc.message}"
@@ -238,7 +239,8 @@ class DataTriggers:
         claim = {"outcome": "claimed", "instance": self.instance, "dataset": dataset, "commit": commit}
         if not await self.history_lease.with_lease(lambda lease: self.etcd.create(key, claim, lease=lease)):
             return  # another instance fires this advance
-        outcome, run_id, reason = await self._start(pipeline, trigger_id, dataset, commit)
+        overlap = "allow" if record.get("overlap") == "allow" else "skip"
+        outcome, run_id, reason = await self._start(pipeline, trigger_id, dataset, commit, overlap)
         result = {
             **claim,
             "outcome": outcome,

@@ -85,8 +85,7 @@ async def run_pipeline(request: web.Request) -> web.Response:
     schedules instead of running: on this instance (``scope: "instance"``, the default; it replaces the
     pipeline's schedule unless ``add: true``) or federation-wide (``scope: "federation"``, optionally
     ``placement: {"labels": {...}}``). ``trigger: {dataset}`` runs it at each ground-truth advance of
-    that dataset (a data trigger). Schedules take ``overlap``, and local ones ``catchup`` and
-    ``catchup_window``."""
+    that dataset (a data trigger). Schedules take ``overlap``, ``catchup`` and ``catchup_window``."""
     body = parse(RunRequest, await read_json(request))
     name = body.name
     if problem := name_problem(name, "pipeline name"):
@@ -117,14 +116,15 @@ async def run_pipeline(request: web.Request) -> web.Response:
     if cron not in (None, ""):
         timezone = body.timezone or "UTC"
         if scope == "federation":
-            if body.catchup is not None or body.catchup_window is not None:
-                raise BadRequest(
-                    "catchup applies to instance schedules: a federation-wide tick that no instance "
-                    "fired is recorded as skipped",
-                    code="not_supported",
-                )
-            check_overlap(body.overlap, federation=True)
-            schedule = await the_node.federation_scheduler.add(name, cron, timezone, body.placement)
+            schedule = await the_node.federation_scheduler.add(
+                name,
+                cron,
+                timezone,
+                body.placement,
+                overlap=check_overlap(body.overlap, federation=True),
+                catchup=body.catchup,
+                catchup_window=body.catchup_window,
+            )
         else:
             schedule = await the_node.scheduler.add(name, cron, timezone, add=body.add, **options(body))
         return ok(
@@ -135,19 +135,17 @@ async def run_pipeline(request: web.Request) -> web.Response:
                 "timezone": schedule["timezone"],
                 "scope": scope,
                 **({"placement": schedule["placement"]} if scope == "federation" else {}),
-                **(
-                    {k: schedule[k] for k in ("overlap", "catchup", "catchup_window")}
-                    if scope == "instance"
-                    else {}
-                ),
+                **{k: schedule.get(k) for k in ("overlap", "catchup", "catchup_window")},
             }
         )
-    if check_overlap(body.overlap) == "replace":
+    overlap = check_overlap(body.overlap)
+    if overlap == "replace":
         # Run now, in place of the running run (cancelled first); without it, a running run is a 409.
         active, why = await make_room(the_node.runner, name, "replace")
         if why is not None:
             raise RunInProgress(why, run_id=active)
-    run_id = await the_node.runner.start(name, trigger="manual")
+    # ``allow``: beside the running run(s), each in folders of its own.
+    run_id = await the_node.runner.start(name, trigger="manual", side_by_side=overlap == "allow")
     if not body.wait:
         return ok({"id": run_id, "run_id": run_id, "pipeline": name, "status": "pending"}, status=202)
     await the_node.runner.wait(run_id)

@@ -113,6 +113,9 @@ class Scheduled(Out):
     timezone: str
     scope: str
     placement: dict[str, Any] | None = None
+    overlap: str | None = Field(default=None, description="skip, replace (instance scope) or allow")
+    catchup: str | None = Field(default=None, description="none, latest or all")
+    catchup_window: int | None = None
 
 
 class BareRepo(Out):

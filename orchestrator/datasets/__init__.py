@@ -19,7 +19,7 @@ from ..errors import GitError
 from ._git import check_master, redact
 from .masters import resolve_master
 from .repo import GROUND_TRUTH, DatasetRepo, MergeResult, init_bare
-from .upkeep import clear_stale_locks, collect_garbage, local_repositories
+from .upkeep import clear_stale_locks, collect_garbage, local_repositories, remove_stale_lanes
 
 __all__ = [
     "GROUND_TRUTH",
@@ -135,6 +135,8 @@ class Datasets:
         for key, path in await asyncio.to_thread(local_repositories, self.data_dir):
             async with self._lock(key):
                 removed += len(await _in_thread(clear_stale_locks, path))
+        # Also the runs' own folders (overlap allow) a killed process left: no run outlives it.
+        await asyncio.to_thread(remove_stale_lanes, self.data_dir)
         return removed
 
     async def collect_garbage(self) -> None:

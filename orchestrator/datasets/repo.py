@@ -5,6 +5,8 @@ Layout under ``data_dir``::
     datasets/<name>.git            bare repository; remote "origin" = the dataset's master
     datasets/<name>.git/mao-index/ one index file per node branch (drives the work folder)
     work/<name>/<branch>/          output folder of a node branch, mounted into tool containers (no .git)
+    work/<name>/.lanes/<run>/<branch>/  a run's own folder of that branch (overlap ``allow``: a run
+                                   side by side with another one of the same pipeline; removed after)
     repos/<name>.git               bare repositories created by init_bare (usable as masters)
 
 Only plumbing is used and no working-tree state lives in the repository: a crash at any point leaves
@@ -14,8 +16,10 @@ Everything here blocks; the orchestrator calls it through ``asyncio.to_thread`` 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import shutil
 import threading
 import uuid
 from collections.abc import Mapping
@@ -50,7 +54,7 @@ from .local import (
     remove_git_entries,
 )
 
-__all__ = ["GROUND_TRUTH", "DatasetRepo", "MergeResult", "check_master", "init_bare"]
+__all__ = ["GROUND_TRUTH", "BranchConflict", "DatasetRepo", "MergeResult", "check_master", "init_bare"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,18 @@ HEADS = "refs/heads/"
 TRACKING = "refs/remotes/origin/"
 FETCH_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
 _OID_RE = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+
+
+class BranchConflict(Conflict):
+    """Two runs side by side (overlap ``allow``) changed the same paths of one node branch: the later
+    commit is kept under ``refs/mao/unmerged/<branch>/<commit>`` (never lost), the branch is untouched."""
+
+    code = "branch_conflict"
+
+    def __init__(self, message: str, paths: list[str], commit: str) -> None:
+        super().__init__(message)
+        self.paths = paths
+        self.commit = commit
 
 
 @dataclass(frozen=True)
@@ -191,11 +207,15 @@ class DatasetRepo:
             reason = exc.detail
         return GitError(f"dataset {self.name!r}: could not {doing}: {reason}")
 
-    def _index_path(self, branch: str) -> Path:
-        return self.git_dir / "mao-index" / branch
+    def _index_path(self, branch: str, lane: str | None = None) -> Path:
+        # Names never start with '.', so a lane's index cannot be a branch's.
+        name = branch if lane is None else f".lane-{checked_name(lane, 'lane')}-{branch}"
+        return self.git_dir / "mao-index" / name
 
-    def _folder(self, branch: str) -> Path:
-        return self.work_root / branch
+    def _folder(self, branch: str, lane: str | None = None) -> Path:
+        if lane is None:
+            return self.work_root / branch
+        return self.work_root / ".lanes" / checked_name(lane, "lane") / branch
 
     def _reclaim_owner(self) -> tuple[int, int] | None:
         """Our own ids when tools run as someone else (their files become ours again), else None."""
@@ -342,22 +362,23 @@ class DatasetRepo:
         self._hand_to_tool(dest)
         return commit
 
-    def prepare_worktree(self, branch: str) -> tuple[Path, str]:
+    def prepare_worktree(self, branch: str, lane: str | None = None) -> tuple[Path, str]:
         """Make the branch's work folder hold exactly the branch's content and return (folder, parent).
 
         Parent: local refs/heads/<branch>, else origin/<branch>, else origin/ground-truth. Whatever a
-        previous (failed) run left in the folder is discarded."""
+        previous (failed) run left in the folder is discarded. ``lane``: a run's own folder of the
+        branch instead of the shared one (``drop_lane`` removes it)."""
         branch = checked_name(branch, "branch")
         refs = self._refs()
         parent = refs.get(HEADS + branch) or refs.get(TRACKING + branch) or refs.get(TRACKING + GROUND_TRUTH)
         if parent is None:
             raise NotFound(f"dataset {self.name!r} has no ground-truth branch yet")
-        folder = self._folder(branch)
+        folder = self._folder(branch, lane)
         folder.mkdir(parents=True, exist_ok=True)
         # Whatever a previous tool left: back to us, no special files, no links out (before git writes).
         inspect_folder(folder, self._reclaim_owner(), remove_bad=True)
         self._remove_git_entries(folder)
-        index = self._index_path(branch)
+        index = self._index_path(branch, lane)
         index.parent.mkdir(exist_ok=True)
         kwargs: dict[str, Any] = {"index": index, "work_tree": folder}
         # read-tree --reset -u is `reset --hard` without HEAD: the index's stat data makes it rewrite only
@@ -372,30 +393,48 @@ class DatasetRepo:
         self._hand_to_tool(folder)
         return folder, parent
 
-    def reclaim_worktree(self, branch: str) -> None:
+    def reclaim_worktree(self, branch: str, lane: str | None = None) -> None:
         """Take the branch's work folder back from the tool as soon as its container ended, whatever
         the outcome: re-owned, no setuid/setgid bit, no FIFO or socket (docs/security.md#tools)."""
-        folder = self._folder(checked_name(branch, "branch"))
+        folder = self._folder(checked_name(branch, "branch"), lane)
         if folder.is_dir():
             inspect_folder(folder, self._reclaim_owner())
 
+    def drop_lane(self, branch: str, lane: str) -> None:
+        """Remove a run's own folder of the branch and its index (after its commit, or its failure)."""
+        folder = self._folder(checked_name(branch, "branch"), lane)
+        if folder.is_dir():
+            inspect_folder(folder, self._reclaim_owner())  # ours again, so that it can be removed
+            shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()  # the run's lane folder, once its last branch is gone
+        self._index_path(branch, lane).unlink(missing_ok=True)
+
     def commit_worktree(
-        self, branch: str, parent: str, message: str, trailers: Mapping[str, str]
+        self,
+        branch: str,
+        parent: str,
+        message: str,
+        trailers: Mapping[str, str],
+        lane: str | None = None,
     ) -> tuple[str, bool]:
         """Commit everything in the branch's work folder on top of ``parent``; returns (commit, changed).
 
-        When the content equals parent's, no commit is made and refs/heads/<branch> is set to parent."""
+        When the content equals parent's, no commit is made and refs/heads/<branch> is set to parent.
+        When the branch moved since the folder was prepared (another run of the pipeline side by side
+        committed first, overlap ``allow``), the commit on ``parent`` is merged with the branch's tip
+        and the merge is returned; paths both changed raise BranchConflict."""
         branch = checked_name(branch, "branch")
         if not _OID_RE.match(parent):
             raise ValueError(f"parent must be a commit id, not {parent!r}")
         full_message = format_message(message, trailers)
-        folder = self._folder(branch)
+        folder = self._folder(branch, lane)
         if not folder.is_dir():
             raise NotFound(f"dataset {self.name!r} has no work folder for {branch!r}")
         self._remove_git_entries(folder)
         inspection = inspect_folder(folder, self._reclaim_owner())
         check_output(inspection, self.max_output, f"dataset {self.name!r}, branch {branch!r}")
-        kwargs: dict[str, Any] = {"index": self._index_path(branch), "work_tree": folder}
+        kwargs: dict[str, Any] = {"index": self._index_path(branch, lane), "work_tree": folder}
         # -f: a .gitignore written by the tool must not hide part of its output.
         self._git("add", "-A", "-f", what="stage the output", **kwargs)
         tree = self._out("write-tree", what="write the output tree", **kwargs)
@@ -405,7 +444,9 @@ class DatasetRepo:
         parent, parent_tree = resolved.split()
         current = self._rev(HEADS + branch)
         if current is not None and current != parent:
-            raise Conflict(f"dataset {self.name!r}: branch {branch!r} moved since its folder was prepared")
+            if tree == parent_tree:
+                return current, False  # nothing of ours to add to what the branch holds now
+            return self._combine(branch, current, parent, tree, full_message), True
         if tree == parent_tree:
             if current is None:
                 self._update_ref(HEADS + branch, parent, "")
@@ -415,6 +456,30 @@ class DatasetRepo:
         # Compare-and-swap: fails instead of overwriting if the ref changed under us.
         self._update_ref(HEADS + branch, commit, current or "")
         return commit, True
+
+    def _combine(self, branch: str, current: str, parent: str, tree: str, full_message: str) -> str:
+        """Our output as a commit on ``parent``, merged with the branch's tip ``current`` (which another
+        run moved meanwhile); the branch is moved to the merge. BranchConflict on common paths."""
+        args = ["commit-tree", "--no-gpg-sign", tree, "-p", parent, "-m", full_message]
+        own = self._out(*args, what="create the commit", identity=True)
+        args = ["merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", current, own]
+        status, out = self._git(*args, what="merge with the node branch", ok=(0, 1))
+        merged_tree, *paths = out.split("\0")
+        if status == 1:
+            conflicts = list(dict.fromkeys(p for p in paths if p))
+            kept = f"refs/mao/unmerged/{branch}/{own}"
+            self._update_ref(kept, own, "")
+            raise BranchConflict(
+                f"dataset {self.name!r}: the output conflicts with what another run of the pipeline "
+                f"committed on {branch!r} meanwhile, in {', '.join(conflicts[:10])} (kept as {kept})",
+                conflicts,
+                own,
+            )
+        note = f"Merge side-by-side output into {branch}\n\n{full_message}"
+        args = ["commit-tree", "--no-gpg-sign", merged_tree.strip(), "-p", current, "-p", own, "-m", note]
+        merge = self._out(*args, what="create the merge commit", identity=True)
+        self._update_ref(HEADS + branch, merge, current)
+        return merge
 
     def _update_ref(self, ref: str, new: str, old: str) -> None:
         """update-ref with an expected old value ("" = must not exist)."""

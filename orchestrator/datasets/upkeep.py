@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 from pathlib import Path
 
 import git
@@ -60,6 +61,21 @@ def clear_stale_locks(git_dir: Path) -> list[Path]:
             len(removed),
             ", ".join(str(p) for p in removed[:10]),
         )
+    return removed
+
+
+def remove_stale_lanes(data_dir: Path) -> list[Path]:
+    """Remove the runs' own folders (``work/<dataset>/.lanes/<run>``, overlap ``allow``) and their
+    indexes that a killed process left. Only at start: no run outlives its process, so none is in use."""
+    removed: list[Path] = []
+    for lanes in sorted(Path(data_dir).glob("work/*/.lanes")):
+        for lane in sorted(lanes.iterdir()):
+            shutil.rmtree(lane, ignore_errors=True)
+            removed.append(lane)
+    for index in sorted(Path(data_dir).glob("datasets/*.git/mao-index/.lane-*")):
+        index.unlink(missing_ok=True)
+    if removed:
+        log.warning("removed %d run folder(s) left by a killed process: %s", len(removed), removed[:10])
     return removed
 
 

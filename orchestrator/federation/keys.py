@@ -14,6 +14,7 @@ MEMBERS = f"{PREFIX}/members/"
 LOCKS = f"{PREFIX}/locks/"
 SCHEDULES = f"{PREFIX}/schedules/"
 TICKS = f"{PREFIX}/ticks/"
+CATCHUPS = f"{PREFIX}/catchups/"
 # One key per dataset, put by every ground-truth merge: data triggers watch this prefix.
 GROUND_TRUTH = f"{PREFIX}/ground-truth/"
 TRIGGER_FIRES = f"{PREFIX}/trigger-fires/"
@@ -57,6 +58,11 @@ def ticks(schedule_id: str) -> str:
 def tick(schedule_id: str, due: str) -> str:
     """One tick's record; ``due`` is a fixed-width UTC timestamp, so keys sort by time."""
     return ticks(schedule_id) + due
+
+
+def catchup(schedule_id: str) -> str:
+    """How far a federation schedule's catch-up has been decided (``{until, instance, ...}``)."""
+    return f"{CATCHUPS}{schedule_id}"
 
 
 def ground_truth(dataset: str) -> str:

@@ -14,6 +14,8 @@ At a tick, each instance decides for itself:
   instance", "no eligible instance was alive").
 Whoever records a tick also records as skipped the earlier ticks that have no record at all (the
 whole federation, or etcd, was down then), after the tick's own outcome and as far as etcd lets it.
+Before that, at its start, an eligible instance applies the schedule's catch-up policy to such ticks,
+once federation-wide (``federation.catchup``).
 
 The winner of a tick always writes its outcome: whatever fails once the claim is won (etcd, the
 database, the runner) makes the tick ``skipped`` with that reason; only the death of the process
@@ -32,14 +34,16 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound
 from ..metrics import UNSERVED, Metrics
+from ..overlap import side_by_side
 from ..tasks import spawn
-from ..ticks import due_time, fire_times, make_trigger
+from ..ticks import due_time, make_trigger
 from . import keys
+from .catchup import catch_up_all, record_gaps
 from .etcd import Etcd, KeyValue, WatchEvent
 from .members import Membership
 from .registry import Registry
@@ -56,8 +60,6 @@ log = logging.getLogger(__name__)
 
 RESYNC_EVERY = 30.0
 OBSERVER_DELAY = 3.0
-MAX_GAP_RECORDS = 100
-NOBODY_ALIVE = "no eligible instance was alive (or able to reach etcd) to fire it"
 
 
 class FederationScheduler:
@@ -87,6 +89,7 @@ class FederationScheduler:
         self._armed: dict[str, tuple[str, str]] = {}
         self._ignored: set[str] = set()  # keys under /mao/v1/schedules/ that are not schedules
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._caught_up = False
 
     async def start(self) -> None:
         self._spawn(self._keep_in_step(), "federation schedules watch")
@@ -98,7 +101,16 @@ class FederationScheduler:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- the API's side -------------------------------------------------------------------------
-    async def add(self, pipeline: str, cron: str, timezone: str, placement: object) -> dict[str, Any]:
+    async def add(
+        self,
+        pipeline: str,
+        cron: str,
+        timezone: str,
+        placement: object,
+        overlap: str = "skip",
+        catchup: str | None = None,
+        catchup_window: int | None = None,
+    ) -> dict[str, Any]:
         make_trigger(cron, timezone)  # 400 before anything is stored
         checked = check_placement(placement)
         if await self.registry.pipeline(pipeline) is None:
@@ -112,7 +124,10 @@ class FederationScheduler:
             "cron": cron.strip(),
             "timezone": timezone,
             "placement": checked,
-            "overlap": "skip",
+            "overlap": overlap,
+            # A record without ``catchup`` (older versions) has no catch-up: its gaps are skipped.
+            "catchup": catchup or "latest",
+            "catchup_window": catchup_window,
             "created_by": self.instance,
             "created_at": datetime.now(UTC).isoformat(),
         }
@@ -139,6 +154,7 @@ class FederationScheduler:
             {
                 **{k: s.get(k) for k in ("id", "pipeline", "cron", "timezone", "placement")},
                 "overlap": s.get("overlap") or "skip",
+                **({} if s.get("trigger") else {k: s.get(k) for k in ("catchup", "catchup_window")}),
                 **({"trigger": s["trigger"]} if s.get("trigger") else {}),
                 "created_by": s.get("created_by"),
                 "created_at": s.get("created_at"),
@@ -152,7 +168,11 @@ class FederationScheduler:
     # -- keeping APScheduler in step with etcd --------------------------------------------------
     async def _keep_in_step(self) -> None:
         async def on_list(values: list[KeyValue], _revision: int) -> None:
-            self._reconcile([kv.value for kv in values if self._is_schedule(kv.key, kv.value)])
+            schedules = [kv.value for kv in values if self._is_schedule(kv.key, kv.value)]
+            self._reconcile(schedules)
+            if not self._caught_up:  # the first list after start: ticks missed while nobody was up
+                self._caught_up = True
+                self._spawn(catch_up_all(self, schedules), "federation catch-up")
 
         async def on_event(event: WatchEvent) -> None:
             self._apply(event)
@@ -256,15 +276,25 @@ class FederationScheduler:
             log.debug("tick %s of %s went to another instance", due.isoformat(), pipeline)
             self.metrics.tick("federation", "lost")
             return
+        await self._decide(schedule, due)
+
+    async def _decide(self, schedule: dict[str, Any], due: datetime, why: str | None = None) -> str | None:
+        """Fire (or skip) a tick this instance claimed; the run's id when one started. ``why``: the
+        reason kept with a fired tick (a catch-up's)."""
+        schedule_id, pipeline = schedule["id"], schedule["pipeline"]
         # The tick is ours, and nobody else will fire it: from here on it gets an outcome, whatever fails.
         record: dict[str, Any] = {"instance": self.instance}
         try:
             reason = await self._busy(schedule)
             if reason is None:
                 run_id = await self.runner.start(
-                    pipeline, trigger="cron", schedule_id=schedule_id, tick_at=due
+                    pipeline,
+                    trigger="cron",
+                    schedule_id=schedule_id,
+                    tick_at=due,
+                    **side_by_side(schedule.get("overlap")),
                 )
-                record.update(outcome="fired", run_id=run_id)
+                record.update(outcome="fired", run_id=run_id, reason=why)
         except MaoError as exc:  # e.g. etcd or the database away while deciding
             reason = exc.message
         except Exception as exc:  # noqa: BLE001 - a bug must not leave the tick claimed for good
@@ -282,9 +312,13 @@ class FederationScheduler:
             f"fired run {record['run_id']}" if reason is None else f"skipped, {reason}",
         )
         self._spawn(self._report(schedule, due, record), f"report tick {schedule_id}")
+        return record.get("run_id")
 
     async def _busy(self, schedule: dict[str, Any]) -> str | None:
-        """Why a new run must not start: the previous one still runs, here or on another instance."""
+        """Why a new run must not start: the previous one still runs, here or on another instance
+        (never with overlap ``allow``: each instance's runs write their own node branches)."""
+        if schedule.get("overlap") == "allow":
+            return None
         if (active := self.runner.active_run(schedule["pipeline"])) is not None:
             return f"previous run {active} still running on {self.instance}"
         for tick in await self.book.recent_ticks(schedule["id"], limit=10):
@@ -327,53 +361,14 @@ class FederationScheduler:
         if await self.book.claim(schedule["id"], due, record):
             log.info("tick %s of federation schedule %s skipped: %s", due.isoformat(), schedule["id"], reason)
             self.metrics.tick("federation", "skipped")
-            await self._record_gaps(schedule, due)
-
-    async def _record_gaps(self, schedule: dict[str, Any], due: datetime) -> None:
-        """Record as skipped the ticks before ``due`` that nobody recorded, as far as etcd lets us
-        (called once the tick at ``due`` has its outcome: it waits for none of this)."""
-        try:
-            await self._record_missed(schedule, due)
-        except Exception as exc:  # noqa: BLE001 - best effort: the run's end is still to be written
-            log.warning(
-                "federation schedule %s: the ticks before %s that have no record stay without one: %s",
-                schedule["id"],
-                due.isoformat(),
-                getattr(exc, "message", exc),
-                exc_info=not isinstance(exc, MaoError),
-            )
-
-    async def _record_missed(self, schedule: dict[str, Any], due: datetime) -> None:
-        schedule_id = schedule["id"]
-        since = datetime.fromisoformat(schedule["created_at"])
-        last = await self.book.last_tick_before(schedule_id, due)
-        since = max(since, last or since, due - timedelta(days=7))
-        trigger = make_trigger(schedule["cron"], schedule["timezone"])
-        missed = fire_times(trigger, since, due - timedelta(seconds=1), limit=100_000)[-MAX_GAP_RECORDS:]
-        record = {
-            "outcome": "skipped",
-            "instance": None,
-            "reason": NOBODY_ALIVE,
-            "recorded_by": self.instance,
-        }
-        for moment in missed:
-            if await self.book.claim(schedule_id, moment, record):
-                self.metrics.tick("federation", "missed")
-        if missed:
-            log.warning(
-                "federation schedule %s: %d tick(s) since %s have no record; recorded as skipped (%s)",
-                schedule_id,
-                len(missed),
-                missed[0].isoformat(),
-                NOBODY_ALIVE,
-            )
+            await record_gaps(self, schedule, due)
 
     async def _report(self, schedule: dict[str, Any], due: datetime, record: dict[str, Any]) -> None:
         """Write the tick's outcome (retried while etcd is away), record the earlier ticks nobody
         recorded, then (for a run) write how the run ended."""
         schedule_id = schedule["id"]
         await self._write(schedule_id, due, record)
-        await self._record_gaps(schedule, due)
+        await record_gaps(self, schedule, due)
         run_id = record.get("run_id")
         if run_id is None:
             return

@@ -3,7 +3,9 @@
 ``/mao/v1/schedules/<id>`` holds ``{id, pipeline, cron, timezone, placement, created_by, created_at}``.
 ``/mao/v1/ticks/<id>/<due>`` holds what happened at one tick (``due`` is ``YYYY-MM-DDTHH:MM:SSZ``, so
 keys sort by time): ``{due_at, outcome, instance, run_id, reason, recorded_at}`` with ``outcome`` one
-of ``claimed`` (an instance won the tick and is starting the run), ``fired`` or ``skipped``.
+of ``claimed`` (an instance won the tick and is starting the run), ``fired``, ``skipped`` or
+``missed`` (the whole federation was down and the catch-up policy did not run it, ``catchup``).
+``/mao/v1/catchups/<id>`` holds the newest catch-up decision (``{until, instance, ...}``).
 
 Contracts:
 - ``claim`` is a compare-and-create: exactly one caller gets True for a given tick, whichever
@@ -92,6 +94,7 @@ class ScheduleBook:
         deleted = await self.etcd.delete(keys.schedule(schedule_id))
         await self.etcd.delete_prefix(keys.ticks(schedule_id))
         await self.etcd.delete_prefix(keys.trigger_fires(schedule_id))
+        await self.etcd.delete(keys.catchup(schedule_id))
         return deleted
 
     # -- ticks ----------------------------------------------------------------------------------

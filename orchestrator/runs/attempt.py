@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..datasets import DatasetRepo, Datasets
+from ..datasets.repo import BranchConflict
 from ..errors import Conflict, GitError, MaoError, NotFound, Unavailable
 from ..executors import ContainerRequest, ContainerResult, ExecutorBackend
 from ..gateway.insights import InsightsPublisher, read_insights
@@ -74,6 +75,9 @@ class StepContext:
     output: Dataset
     source: Dataset | None  # the input dataset, if the step has one
     branch: str
+    # Overlap ``allow``: when the node branch's folder is busy (another run of the pipeline), this
+    # step takes a folder of its own instead of waiting (``Attempts.branch``).
+    side_by_side: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,17 +124,17 @@ class Attempts:
             input_dir, input_commit = await self.snapshot_input(ctx, scratch / f"{ctx.position}-{attempt}")
             if input_commit is not None:
                 await self.records.update_step(ctx.run_id, ctx.step.name, input_commit=input_commit)
-            async with self.branch(ctx):
-                workdir, parent = await self.prepare_output(ctx)
+            async with self.branch(ctx) as lane:
+                workdir, parent = await self.prepare_output(ctx, lane)
                 request = self.container_request(ctx, attempt, tool, workdir, input_dir)
                 try:
                     result = await self.execute_container(ctx, request)
                 except BaseException:
                     # Back from the tool also when the container failed or the run stops.
                     with contextlib.suppress(Exception):
-                        await asyncio.shield(self.reclaim_output(ctx))
+                        await asyncio.shield(self.reclaim_output(ctx, lane))
                     raise
-                await self.reclaim_output(ctx)
+                await self.reclaim_output(ctx, lane)
                 await self.records.update_step(
                     ctx.run_id,
                     ctx.step.name,
@@ -141,7 +145,7 @@ class Attempts:
                 )
                 check_result(ctx.step, result, self.settings.step_timeout)
                 trailers = self.trailers(ctx, tool, result.image_id, input_commit)
-                commit, changed = await self.commit(ctx, parent, trailers)
+                commit, changed = await self.commit(ctx, parent, trailers, lane)
                 await self.records.update_step(
                     ctx.run_id, ctx.step.name, output_commit=commit, changed=changed
                 )
@@ -179,20 +183,21 @@ class Attempts:
 
         return folder, await self.datasets.run(ctx.source.name, ctx.source.master, take)
 
-    async def prepare_output(self, ctx: StepContext) -> tuple[Path, str]:
-        """The node branch's work folder, reset to the branch; (folder, parent commit)."""
+    async def prepare_output(self, ctx: StepContext, lane: str | None = None) -> tuple[Path, str]:
+        """The node branch's work folder (or the run's own, ``lane``), reset to the branch;
+        (folder, parent commit)."""
 
         def prepare(repo: DatasetRepo) -> tuple[Path, str]:
             repo.sync()
-            return repo.prepare_worktree(ctx.branch)
+            return repo.prepare_worktree(ctx.branch, lane)
 
         return await self.datasets.run(ctx.output.name, ctx.output.master, prepare)
 
-    async def reclaim_output(self, ctx: StepContext) -> None:
+    async def reclaim_output(self, ctx: StepContext, lane: str | None = None) -> None:
         """Take the work folder back from the tool as soon as its container ended, whatever the
         outcome: nothing it left may act on the host (datasets/hygiene.py, docs/security.md#tools)."""
         await self.datasets.run(
-            ctx.output.name, ctx.output.master, lambda repo: repo.reclaim_worktree(ctx.branch)
+            ctx.output.name, ctx.output.master, lambda repo: repo.reclaim_worktree(ctx.branch, lane)
         )
 
     def container_request(
@@ -236,14 +241,27 @@ class Attempts:
             "MAO-Input-Commit": input_commit or "none",
         }
 
-    async def commit(self, ctx: StepContext, parent: str, trailers: Mapping[str, str]) -> tuple[str, bool]:
-        """Commit the work folder on the node branch (local only: the vote pushes)."""
+    async def commit(
+        self, ctx: StepContext, parent: str, trailers: Mapping[str, str], lane: str | None = None
+    ) -> tuple[str, bool]:
+        """Commit the work folder on the node branch (local only: the vote pushes). Output that
+        conflicts with a run side by side on the same branch fails the step ``conflict``."""
         message = f"{ctx.pipeline}/{ctx.step.name}: output of run {ctx.run_id}"
-        return await self.datasets.run(
-            ctx.output.name,
-            ctx.output.master,
-            lambda repo: repo.commit_worktree(ctx.branch, parent, message, trailers),
-        )
+        try:
+            return await self.datasets.run(
+                ctx.output.name,
+                ctx.output.master,
+                lambda repo: repo.commit_worktree(ctx.branch, parent, message, trailers, lane),
+            )
+        except BranchConflict as exc:
+            await self.records.update_step(
+                ctx.run_id,
+                ctx.step.name,
+                output_commit=exc.commit,
+                conflicts=exc.paths,
+                merge_state=MergeState.CONFLICT,
+            )
+            raise StepFailed(exc.message, status=StepStatus.CONFLICT) from exc
 
     async def vote(
         self, ctx: StepContext, commit: str, trailers: Mapping[str, str]
@@ -268,11 +286,27 @@ class Attempts:
         return vote.commit, vote.state
 
     @contextlib.asynccontextmanager
-    async def branch(self, ctx: StepContext) -> AsyncIterator[None]:
-        """Two pipelines with a step of the same name share a node branch and its work folder."""
+    async def branch(self, ctx: StepContext) -> AsyncIterator[str | None]:
+        """The node branch's work folder, held (None); or, for a run side by side that finds it busy,
+        a folder of the run's own (its lane: the run id), removed afterwards. Two pipelines with a
+        step of the same name share a node branch and its work folder (they wait for each other)."""
         lock = self._branch_locks.setdefault((ctx.output.name, ctx.branch), asyncio.Lock())
+        if ctx.side_by_side and lock.locked():
+            lane = ctx.run_id
+            try:
+                yield lane
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(
+                        self.datasets.run(
+                            ctx.output.name,
+                            ctx.output.master,
+                            lambda repo: repo.drop_lane(ctx.branch, lane),
+                        )
+                    )
+            return
         async with lock:
-            yield
+            yield None
 
 
 def container_request(

@@ -12,8 +12,9 @@ compares the step's memo key (``cache``) with its last success on this instance.
 Stopping a run (``cancel``, ``run_timeout``, shutdown): the executor kills and removes the run's
 containers at once, steps not yet voting are cancelled (nothing of theirs is pushed: the node branch
 is pushed only by the vote), a step already voting finishes its merge, and steps never started take
-the stop's status. One run per pipeline at a time on an instance; a run does not need etcd (see
-``pipelines.voting``).
+the stop's status. One run per pipeline at a time on an instance, unless a trigger's overlap policy
+is ``allow`` (``start(..., side_by_side=True)``: its steps take a folder of their own when the node
+branch's is busy, ``Attempts.branch``); a run does not need etcd (see ``pipelines.voting``).
 
 Entry point for every trigger (API, schedulers): ``Runner.start(name, trigger, schedule_id=None)``.
 """
@@ -103,6 +104,7 @@ class ActiveRun:
     # when a step of this run merges into that dataset (its dependants must see the new one).
     image_ids: dict[str, str] = field(default_factory=dict)
     input_tips: dict[str, str] = field(default_factory=dict)
+    side_by_side: bool = False  # started with overlap ``allow``
 
 
 class Runner:
@@ -126,26 +128,50 @@ class Runner:
         self.executor = executor
         self.attempts = Attempts(settings, datasets, executor, voting, insights, self.records)
         self.fan_out = FanOutAttempts(settings, self.attempts, self.records)
-        self._active: dict[str, str] = {}  # pipeline name -> run id
+        self._active: dict[str, list[str]] = {}  # pipeline name -> its runs' ids, oldest first
         self._runs: dict[str, ActiveRun] = {}  # run id -> run
         self._tasks: dict[str, asyncio.Task[None]] = {}  # run id -> task
         self._helpers: set[asyncio.Task[Any]] = set()
 
     def active_run(self, pipeline: str) -> str | None:
-        return self._active.get(pipeline)
+        """The oldest run of ``pipeline`` still going here (None: none)."""
+        runs = self._active.get(pipeline)
+        return runs[0] if runs else None
 
-    async def start(self, name: str, trigger: str, schedule_id: str | None = None, **cause: Any) -> str:
+    def active_runs(self, pipeline: str) -> list[str]:
+        """Every run of ``pipeline`` still going here, oldest first (several only with overlap allow)."""
+        return list(self._active.get(pipeline, ()))
+
+    def _release(self, pipeline: str, run_id: str) -> None:
+        runs = self._active.get(pipeline, [])
+        if run_id in runs:
+            runs.remove(run_id)
+        if not runs:
+            self._active.pop(pipeline, None)
+
+    async def start(
+        self,
+        name: str,
+        trigger: str,
+        schedule_id: str | None = None,
+        *,
+        side_by_side: bool = False,
+        **cause: Any,
+    ) -> str:
         """Record a run of pipeline ``name`` and start it in the background; returns its id at once.
-        Raises NotFound (no such pipeline here) or RunInProgress (one is running already).
-        ``cause``: what the run stands for, kept on its record: ``tick_at`` (a schedule's or a
-        backfill's tick), ``trigger_dataset`` and ``trigger_commit`` (a data trigger's advance)."""
-        if name in self._active:
+        Raises NotFound (no such pipeline here) or RunInProgress (one is running already, unless
+        ``side_by_side``: overlap ``allow``). ``cause``: what the run stands for, kept on its record:
+        ``tick_at`` (a schedule's or a backfill's tick), ``trigger_dataset`` and ``trigger_commit``
+        (a data trigger's advance)."""
+        if name in self._active and not side_by_side:
+            active = self._active[name][0]
             raise RunInProgress(
-                f"pipeline {name!r} is already running (run {self._active[name]}); wait for it to end",
-                run_id=self._active[name],
+                f"pipeline {name!r} is already running (run {active}); wait for it to end",
+                run_id=active,
             )
         run_id = uuid.uuid4().hex
-        self._active[name] = run_id  # reserved before any await: two requests cannot both start
+        # Reserved before any await: two requests cannot both start.
+        self._active.setdefault(name, []).append(run_id)
         try:
             pipeline = await self.store.get_pipeline(name, with_secrets=True)
             if pipeline is None:
@@ -154,10 +180,14 @@ class Runner:
             branches = [node_branch(s.name, self.settings.instance_name) for s in pipeline.steps]
             await self.records.create(run_id, pipeline, trigger, nodes, branches, schedule_id, **cause)
         except BaseException:
-            self._active.pop(name, None)
+            self._release(name, run_id)
             raise
         run = ActiveRun(
-            run_id, pipeline, nodes, steps=dict.fromkeys((n.name for n in nodes), StepStatus.PENDING)
+            run_id,
+            pipeline,
+            nodes,
+            steps=dict.fromkeys((n.name for n in nodes), StepStatus.PENDING),
+            side_by_side=side_by_side,
         )
         self._runs[run_id] = run
         task = asyncio.create_task(self._execute(run), name=f"run {run_id}")
@@ -227,7 +257,7 @@ class Runner:
         finally:
             if timer is not None:
                 timer.cancel()
-            self._active.pop(run.pipeline.name, None)
+            self._release(run.pipeline.name, run.id)
             self._runs.pop(run.id, None)
             # Input snapshots can be large: delete them off the event loop.
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True))
@@ -340,6 +370,7 @@ class Runner:
                 output,
                 source,
                 node_branch(name, self.settings.instance_name),
+                side_by_side=run.side_by_side,
             )
             tool = await self._tool(step.tool)
             # Checked while still pending: a cache hit is one write, pending -> cached.

@@ -111,8 +111,8 @@ class FanOutAttempts:
                     self.records.update_step(ctx.run_id, step.name, shards=summary.as_dict())
                 )
 
-            async with self.attempts.branch(ctx):
-                workdir, parent = await self.attempts.prepare_output(ctx)
+            async with self.attempts.branch(ctx) as lane:
+                workdir, parent = await self.attempts.prepare_output(ctx, lane)
                 result = await run_fan_out(
                     fan_out,
                     snapshot=input_dir,
@@ -140,7 +140,7 @@ class FanOutAttempts:
                     raise StepFailed(f"step {step.name}: {result.error}")
                 trailers = self.attempts.trailers(ctx, tool, image_id, input_commit)
                 trailers["MAO-Shards"] = str(result.summary.count)
-                commit, changed = await self.attempts.commit(ctx, parent, trailers)
+                commit, changed = await self.attempts.commit(ctx, parent, trailers, lane)
                 await self.records.update_step(ctx.run_id, step.name, output_commit=commit, changed=changed)
                 # Read now, while the folder holds exactly what was committed.
                 insights = await asyncio.to_thread(read_insights, workdir)

@@ -1,5 +1,5 @@
 """Schedule semantics through the API: the prototype's replace and DELETE by pipeline name, policies
-the runner cannot do yet, overlap replace, impossible crons, backfill (dry run and real) and a local data trigger."""
+the runner cannot do yet (overlap ``allow``: test_overlap_allow.py), overlap replace, impossible crons, backfill (dry run and real) and a local data trigger."""
 
 from __future__ import annotations
 
@@ -56,7 +56,6 @@ def test_scheduling_again_replaces_and_delete_by_pipeline_name_removes(api: Api)
         ({"cron": "0 0 * * *", "overlap": "queue"}, "not_supported"),
         ({"cron": "0 0 * * *", "overlap": "replace", "scope": "federation"}, "not_supported"),
         ({"trigger": {"dataset": "x"}, "overlap": "replace", "scope": "federation"}, "not_supported"),
-        ({"cron": "0 0 * * *", "overlap": "allow"}, "not_supported"),
         ({"cron": "0 0 * * *", "overlap": "sometimes"}, "invalid_request"),
         ({"cron": "0 0 * * *", "catchup": "most"}, "invalid_request"),
         ({"cron": "0 0 * * *", "catchup_window": 0}, "invalid_request"),
@@ -64,7 +63,7 @@ def test_scheduling_again_replaces_and_delete_by_pipeline_name_removes(api: Api)
         ({"cron": "0 0 * * *", "add": "yes"}, "invalid_request"),
         ({"trigger": {"dataset": "../x"}}, "invalid_request"),
         ({"trigger": {"dataset": "x"}, "cron": "0 0 * * *"}, "invalid_request"),
-        ({"cron": "0 0 * * *", "scope": "federation", "catchup": "all"}, "not_supported"),
+        ({"cron": "0 0 * * *", "scope": "federation", "catchup": "some"}, "invalid_request"),
     ],
 )
 def test_bad_schedule_requests_are_400(api: Api, body: dict, code: str) -> None:

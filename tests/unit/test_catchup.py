@@ -166,3 +166,17 @@ def test_catchup_all_replays_a_bounded_number() -> None:
     decided = catchup.plan(many, "all", None, now)
     assert decided.run == many[-catchup.MAX_REPLAY :] and len(decided.missed) == 501
     assert "1000 latest missed ticks" in decided.missed[0][1]
+
+
+def _missed_total(scope: str) -> float:
+    from orchestrator.metrics import UNSERVED  # what a scheduler counts on without a node
+
+    value = UNSERVED.registry.get_sample_value("mao_ticks_total", {"scope": scope, "outcome": "missed"})
+    return value or 0.0
+
+
+async def test_missed_ticks_are_counted_in_mao_ticks_total(store: Store) -> None:
+    before = _missed_total("instance")
+    scheduler, _ = await down_for_an_hour(store, Runner())  # latest: 11 missed, 1 run
+    assert _missed_total("instance") - before == 11
+    await scheduler.stop()

@@ -19,6 +19,9 @@ class Runner:
     def active_run(self, pipeline: str) -> str | None:
         return self.active
 
+    def active_runs(self, pipeline: str) -> list[str]:
+        return [self.active] if self.active else []
+
     async def cancel(self, run_id: str) -> None:
         if self.ended_before_cancel:
             raise Conflict(f"run {run_id} has ended", code="run_ended")
@@ -54,3 +57,33 @@ async def test_replace_cancels_and_waits_for_the_end() -> None:
 async def test_replace_of_a_run_that_just_ended() -> None:
     runner = Runner("r1", ended_before_cancel=True)
     assert await make_room(runner, "p", "replace") == ("r1", None)  # type: ignore[arg-type]
+
+
+async def test_allow_leaves_the_running_run_alone_and_starts_beside_it() -> None:
+    runner = Runner("r1")
+    assert await make_room(runner, "p", "allow") == (None, None)  # type: ignore[arg-type]
+    assert runner.cancelled == [] and runner.active == "r1"
+
+
+class Several(Runner):
+    """Runs allowed side by side earlier: ``replace`` stops each of them."""
+
+    def __init__(self) -> None:
+        super().__init__("r1")
+        self.running = ["r1", "r2"]
+
+    def active_runs(self, pipeline: str) -> list[str]:
+        return list(self.running)
+
+    async def cancel(self, run_id: str) -> None:
+        self.cancelled.append(run_id)
+        self.running.remove(run_id)
+
+    async def wait(self, run_id: str) -> None:
+        return None
+
+
+async def test_replace_cancels_every_run_going() -> None:
+    runner = Several()
+    assert await make_room(runner, "p", "replace") == ("r1", None)  # type: ignore[arg-type]
+    assert runner.cancelled == ["r1", "r2"]

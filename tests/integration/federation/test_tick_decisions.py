@@ -15,8 +15,9 @@ import pytest
 from orchestrator.errors import DatabaseUnavailable, EtcdUnavailable
 from orchestrator.federation import keys
 from orchestrator.federation import scheduler as federation_scheduler
+from orchestrator.federation.catchup import NOBODY_ALIVE
 from orchestrator.federation.etcd import Etcd
-from orchestrator.federation.scheduler import NOBODY_ALIVE, FederationScheduler
+from orchestrator.federation.scheduler import FederationScheduler
 from orchestrator.federation.schedules import ScheduleBook, due_key
 from tests import servers
 

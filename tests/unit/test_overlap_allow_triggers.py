@@ -1,0 +1,73 @@
+"""Overlap ``allow`` on a schedule: a tick that finds the previous run going starts another beside it
+(``Runner.start(..., side_by_side=True)``); on a real SQLite store with a stand-in runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.models import Pipeline
+from orchestrator.scheduling import Scheduler
+from orchestrator.store import Store
+
+
+class Runner:
+    def __init__(self) -> None:
+        self.active: dict[str, list[str]] = {}
+        self.started: list[dict[str, Any]] = []
+
+    def active_run(self, pipeline: str) -> str | None:
+        runs = self.active.get(pipeline)
+        return runs[0] if runs else None
+
+    def active_runs(self, pipeline: str) -> list[str]:
+        return list(self.active.get(pipeline, []))
+
+    async def start(self, name: str, trigger: str, schedule_id: str | None = None, **cause: Any) -> str:
+        if self.active.get(name) and not cause.get("side_by_side"):
+            raise AssertionError("a second run without side_by_side")
+        run_id = f"run{len(self.started) + 1}"
+        self.started.append({"id": run_id, **cause})
+        self.active.setdefault(name, []).append(run_id)
+        return run_id
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    await store.start()
+    pipeline = Pipeline.model_validate({"name": "p", "steps": [{"name": "s", "tool": "t", "output_dataset": "d"}]})
+
+    async def nothing() -> None:
+        return None
+
+    await store.save_pipeline(pipeline, before_commit=nothing)
+    yield store
+    await store.close()
+
+
+async def test_ticks_with_overlap_allow_start_beside_the_running_run(store: Store) -> None:
+    runner = Runner()
+    scheduler = Scheduler(store, runner)  # type: ignore[arg-type]
+    schedule = await scheduler.add("p", "* * * * *", overlap="allow")
+    await scheduler._tick(schedule["id"])
+    await scheduler._tick(schedule["id"])
+    assert runner.active_runs("p") == ["run1", "run2"]
+    assert [r.get("side_by_side") for r in runner.started] == [True, True]
+    ticks = await store.list_ticks(schedule["id"])
+    assert [t["outcome"] for t in ticks] == ["fired", "fired"]
+    await scheduler.stop()
+
+
+async def test_ticks_with_overlap_skip_do_not_ask_for_side_by_side(store: Store) -> None:
+    runner = Runner()
+    scheduler = Scheduler(store, runner)  # type: ignore[arg-type]
+    schedule = await scheduler.add("p", "* * * * *")
+    await scheduler._tick(schedule["id"])
+    await scheduler._tick(schedule["id"])
+    assert runner.active_runs("p") == ["run1"] and "side_by_side" not in runner.started[0]
+    ticks = await store.list_ticks(schedule["id"])
+    assert [t["outcome"] for t in reversed(ticks)] == ["fired", "skipped"]
+    await scheduler.stop()
