@@ -57,27 +57,29 @@ async def test_tick_skips_while_the_previous_run_is_going(store: Store) -> None:
 
 
 async def test_missed_ticks_lead_to_one_catch_up_run(store: Store) -> None:
+    # A fixed clock and a daily cron: the real clock crossing a tick mid-test can't add a run.
+    now = datetime(2026, 6, 10, 12, 30, tzinfo=UTC)
     runner = FakeRunner()
-    scheduler = Scheduler(store, runner)  # type: ignore[arg-type]
-    schedule = await scheduler.add("p", "*/5 * * * *")
+    scheduler = Scheduler(store, runner, clock=lambda: now)  # type: ignore[arg-type]
+    schedule = await scheduler.add("p", "0 12 * * *")
     await scheduler.stop()
-    # The instance was down for three hours: 36 ticks were missed.
+    # The instance was down for twenty days: twenty noon ticks were missed.
     async with store.session("rewind") as s:
         row = await s.get(ScheduleRow, schedule["id"])
         assert row is not None
-        row.last_tick_at = datetime.now(UTC) - timedelta(hours=3)
-    restarted = Scheduler(store, runner)  # type: ignore[arg-type]
+        row.last_tick_at = now - timedelta(days=20)
+    restarted = Scheduler(store, runner, clock=lambda: now)  # type: ignore[arg-type]
     await restarted.start()
     assert runner.started == ["p"]
     ticks = await store.list_ticks(schedule["id"], limit=100)
     tick = ticks[0]  # newest first: the catch-up run stands for the latest missed tick
     assert tick["outcome"] == "fired" and tick["reason"].startswith("catch-up for ticks missed since")
     # Every other missed tick is recorded as missed, superseded by the catch-up run.
-    assert len(ticks) in (36, 37) and {t["outcome"] for t in ticks[1:]} == {"missed"}
+    assert len(ticks) == 20 and {t["outcome"] for t in ticks[1:]} == {"missed"}
     assert "superseded by the catch-up run" in ticks[1]["reason"]
-    # Started again right away: nothing more was missed, so no second catch-up.
+    # Started again at the same instant: nothing more was missed, so no second catch-up.
     await restarted.stop()
-    again = Scheduler(store, runner)  # type: ignore[arg-type]
+    again = Scheduler(store, runner, clock=lambda: now)  # type: ignore[arg-type]
     await again.start()
     assert runner.started == ["p"]
     await again.stop()
