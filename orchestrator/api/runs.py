@@ -1,5 +1,5 @@
-"""Run history: ``GET /runs``, ``GET /runs/{id}``, ``POST /runs/{id}/cancel``; schedules: ``GET /jobs``,
-``DELETE /jobs/{id}``."""
+"""Run history: ``GET /runs``, ``GET /runs/{id}``, ``POST /runs/{id}/cancel``, ``GET /queue``; schedules:
+``GET /jobs``, ``DELETE /jobs/{id}``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ..errors import BadRequest, NotFound
 from ..names import name_problem
 from .common import node, ok, parse
 from .openapi import doc
-from .schemas import CancelStarted, JobDeleted, Run, RunsQuery, Schedule
+from .schemas import CancelStarted, JobDeleted, QueueEntry, Run, RunsQuery, Schedule
 
 routes = web.RouteTableDef()
 
@@ -49,9 +49,23 @@ async def get_run(request: web.Request) -> web.Response:
     return ok(run)
 
 
+@routes.get("/queue")
+@doc(
+    "The runs waiting to start (status queued), in the order they will be considered",
+    answer=list[QueueEntry],
+    errors=(),
+    tags=("runs",),
+)
+async def list_queue(request: web.Request) -> web.Response:
+    """Queued runs with their 1-based ``position``: higher ``priority`` first, then older; each says
+    what it waits for (the instance's ``MAO_MAX_ACTIVE_RUNS``, or its pipeline's running run). A run
+    whose pipeline is busy is passed over, so a later one may start before it."""
+    return ok(node(request).runner.admission.listing())
+
+
 @routes.post("/runs/{id}/cancel")
 @doc(
-    "Cancel a running run: its containers are killed at once (202; poll GET /runs/{id} for the end)",
+    "Cancel a run: a running one's containers are killed at once, a queued one ends without starting (202)",
     answer=CancelStarted,
     status=202,
     errors=(400, 404, 409, 503),
@@ -59,7 +73,7 @@ async def get_run(request: web.Request) -> web.Response:
 )
 async def cancel_run(request: web.Request) -> web.Response:
     """202 once stopping has begun (containers are killed at once; poll ``GET /runs/{id}`` for the
-    end); 409 when the run has already ended."""
+    end); a queued run is ``cancelled`` at once, without starting; 409 when the run has already ended."""
     run_id = _id(request)
     await node(request).runner.cancel(run_id)
     return ok({"id": run_id, "status": "cancelling"}, status=202)

@@ -15,7 +15,8 @@ is pushed only by the vote), a step already voting finishes its merge, and steps
 the stop's status. One run per pipeline at a time on an instance; a run does not need etcd (see
 ``pipelines.voting``).
 
-Entry point for every trigger (API, schedulers): ``Runner.start(name, trigger, schedule_id=None)``.
+Entry point for every trigger (API, schedulers, backfill): ``Runner.start``, which records the run
+and hands it to admission (``runs/admission.py``): it starts at once or waits ``queued``.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ import contextlib
 import logging
 import shutil
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +39,20 @@ from ..executors import ExecutorBackend, KillRequest
 from ..gateway.insights import InsightsPublisher
 from ..logs import RUN_ID, STEP
 from ..metrics import UNSERVED, Metrics
-from ..models import Pipeline, Tool, node_branch
+from ..models import Pipeline, Step, Tool, node_branch
 from ..pipelines.registrations import Registrations
 from ..pipelines.voting import Voting
 from ..retry import backoff
 from ..store import Store
-from ..store.runs import RunRecords
+from ..store.runs import NewRun, RunRecords
 from ..store.tables import utcnow
+from .active import CANCELLED, SHUTDOWN, ActiveRun, Stop, timed_out
+from .admission import Admission, Busy, RunInProgress, Ticket
 from .attempt import AttemptOutcome, Attempts, StepContext, StepFailed, container_name
 from .cache import memo_key
 from .fanout_attempt import FanOutAttempts, FanOutPass
 from .graph import StepNode
+from .pools import Pools
 from .states import (
     ATTEMPT_TRANSITIONS,
     DONE_STEP,
@@ -60,49 +65,9 @@ from .states import (
     check,
 )
 
+__all__ = ["Busy", "RunInProgress", "Runner"]
+
 log = logging.getLogger(__name__)
-
-
-class RunInProgress(Conflict):
-    code = "run_in_progress"
-
-
-@dataclass(frozen=True)
-class Stop:
-    """Why a run is being stopped, and the status each kind of record takes."""
-
-    reason: str
-    run: RunStatus
-    step: StepStatus  # a step that was running
-    pending: StepStatus  # a step that never started
-    attempt: AttemptStatus
-
-
-CANCELLED = Stop("cancelled on request", RunStatus.CANCELLED, StepStatus.CANCELLED, StepStatus.CANCELLED, AttemptStatus.CANCELLED)  # fmt: skip
-SHUTDOWN = Stop("cancelled: the orchestrator shut down", RunStatus.FAILED, StepStatus.FAILED, StepStatus.SKIPPED, AttemptStatus.CANCELLED)  # fmt: skip
-
-
-def _timed_out(limit: float) -> Stop:
-    return Stop(f"the run exceeded its run_timeout of {limit:g} s", RunStatus.FAILED, StepStatus.FAILED, StepStatus.SKIPPED, AttemptStatus.TIMED_OUT)  # fmt: skip
-
-
-@dataclass
-class ActiveRun:
-    """A run this process is executing; the in-memory truth its records follow."""
-
-    id: str
-    pipeline: Pipeline
-    nodes: list[StepNode]
-    status: RunStatus = RunStatus.PENDING
-    steps: dict[str, StepStatus] = field(default_factory=dict)
-    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    voting: set[str] = field(default_factory=set)  # steps past the point of no return
-    stop: Stop | None = None
-    first_error: str | None = None
-    # For the cache check: image ids and input tips already learnt in this run. A tip is forgotten
-    # when a step of this run merges into that dataset (its dependants must see the new one).
-    image_ids: dict[str, str] = field(default_factory=dict)
-    input_tips: dict[str, str] = field(default_factory=dict)
 
 
 class Runner:
@@ -126,55 +91,100 @@ class Runner:
         self.executor = executor
         self.attempts = Attempts(settings, datasets, executor, voting, insights, self.records)
         self.fan_out = FanOutAttempts(settings, self.attempts, self.records)
-        self._active: dict[str, str] = {}  # pipeline name -> run id
+        self.admission = Admission(settings.max_active_runs, self._start_queued)
+        self.pools = Pools(settings.pools)
         self._runs: dict[str, ActiveRun] = {}  # run id -> run
         self._tasks: dict[str, asyncio.Task[None]] = {}  # run id -> task
         self._helpers: set[asyncio.Task[Any]] = set()
 
     def active_run(self, pipeline: str) -> str | None:
-        return self._active.get(pipeline)
+        """The pipeline's running run, else its first queued one, else None."""
+        return self.admission.active_run(pipeline)
 
-    async def start(self, name: str, trigger: str, schedule_id: str | None = None, **cause: Any) -> str:
-        """Record a run of pipeline ``name`` and start it in the background; returns its id at once.
-        Raises NotFound (no such pipeline here) or RunInProgress (one is running already).
+    def waiting_run(self, pipeline: str) -> str | None:
+        """The pipeline's first queued run, or None."""
+        return self.admission.waiting_run(pipeline)
+
+    def is_queued(self, run_id: str) -> bool:
+        return self.admission.is_queued(run_id)
+
+    async def start(
+        self,
+        name: str,
+        trigger: str,
+        schedule_id: str | None = None,
+        *,
+        priority: int = 0,
+        busy: Busy = Busy.REFUSE,
+        **cause: Any,
+    ) -> str:
+        """Record a run of pipeline ``name``: it starts in the background at once, or waits
+        ``queued`` for its turn (``runs/admission.py``); returns its id at once. Raises NotFound (no
+        such pipeline here) or RunInProgress (the pipeline is busy and ``busy`` says not to wait).
         ``cause``: what the run stands for, kept on its record: ``tick_at`` (a schedule's or a
         backfill's tick), ``trigger_dataset`` and ``trigger_commit`` (a data trigger's advance)."""
-        if name in self._active:
-            raise RunInProgress(
-                f"pipeline {name!r} is already running (run {self._active[name]}); wait for it to end",
-                run_id=self._active[name],
-            )
-        run_id = uuid.uuid4().hex
-        self._active[name] = run_id  # reserved before any await: two requests cannot both start
-        try:
-            pipeline = await self.store.get_pipeline(name, with_secrets=True)
-            if pipeline is None:
-                raise NotFound(f"pipeline {name!r} is not initialised on this instance (POST /pipeline/init)")
-            nodes = pipeline.graph()
-            branches = [node_branch(s.name, self.settings.instance_name) for s in pipeline.steps]
-            await self.records.create(run_id, pipeline, trigger, nodes, branches, schedule_id, **cause)
-        except BaseException:
-            self._active.pop(name, None)
-            raise
-        run = ActiveRun(
-            run_id, pipeline, nodes, steps=dict.fromkeys((n.name for n in nodes), StepStatus.PENDING)
+        ticket = Ticket(
+            uuid.uuid4().hex, name, trigger, priority, utcnow(), cause.get("tick_at"), schedule_id
         )
-        self._runs[run_id] = run
-        task = asyncio.create_task(self._execute(run), name=f"run {run_id}")
-        self._tasks[run_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
-        log.info("run %s of pipeline %s started (%s)", run_id, name, trigger)
-        return run_id
+        now = self.admission.reserve(ticket, busy)  # before any await: two requests cannot both start
+        try:
+            pipeline = await self._pipeline(name)
+            nodes = pipeline.graph()
+            await self.records.create_many([self._new_run(ticket, pipeline, nodes, now, cause)])
+        except BaseException:
+            self.admission.drop(ticket.run_id)
+            raise
+        if now:
+            self._launch(ticket, pipeline, nodes, RunStatus.PENDING)
+        else:
+            log.info("run %s of pipeline %s queued (%s, priority %d)", ticket.run_id, name, trigger, priority)
+            self.admission.enqueue([ticket])
+        return ticket.run_id
+
+    async def queue_many(
+        self, name: str, trigger: str, causes: Sequence[dict[str, Any]], priority: int = 0
+    ) -> list[str]:
+        """Record runs of ``name`` queued in this order, in one transaction (a backfill's ticks);
+        they start one at a time as admission allows. Their ids."""
+        pipeline = await self._pipeline(name)
+        nodes = pipeline.graph()
+        base = utcnow()
+        tickets = [
+            Ticket(
+                uuid.uuid4().hex, name, trigger, priority, base + timedelta(microseconds=i), c.get("tick_at")
+            )
+            for i, c in enumerate(causes)
+        ]
+        await self.records.create_many(
+            [self._new_run(t, pipeline, nodes, False, c) for t, c in zip(tickets, causes, strict=True)]
+        )
+        self.admission.enqueue(tickets)
+        return [t.run_id for t in tickets]
+
+    async def restore_queue(self) -> int:
+        """At start, after the reconciler: re-admit the runs a previous process left queued."""
+        tickets = await self.records.queued()
+        self.admission.enqueue(tickets)
+        return len(tickets)
 
     async def wait(self, run_id: str) -> None:
+        """Until the run has ended (a queued run: first until it leaves the queue)."""
+        if (leaving := self.admission.leaving(run_id)) is not None:
+            await leaving.wait()
         task = self._tasks.get(run_id)
         if task is not None:
             # Shielded: a client that hangs up does not cancel the run it started.
             await asyncio.shield(task)
 
     async def cancel(self, run_id: str) -> None:
-        """Stop a running run (see the module docstring); returns once stopping has begun.
-        NotFound: no such run; Conflict (409): the run has ended."""
+        """Stop a running run (see the module docstring), or end a queued one ``cancelled`` without
+        starting it; returns once stopping has begun. NotFound: no such run; Conflict (409): the run
+        has ended."""
+        if self.admission.is_queued(run_id):
+            if await self._cancel_queued(run_id):
+                return
+        elif (leaving := self.admission.leaving(run_id)) is not None:
+            await leaving.wait()  # leaving the queue this very moment: stop it once it has a task
         run = self._runs.get(run_id)
         if run is None:
             record = await self.records.get(run_id)
@@ -190,6 +200,7 @@ class Runner:
             await self._stop(run, CANCELLED)
 
     async def shutdown(self) -> None:
+        await self.admission.close()  # queued runs stay queued, for the next start
         runs = [run for run in self._runs.values() if run.stop is None]
         await asyncio.gather(*(self._stop(run, SHUTDOWN) for run in runs), return_exceptions=True)
         tasks = list(self._tasks.values())
@@ -198,6 +209,79 @@ class Runner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- admission's side -----------------------------------------------------------------------
+    async def _pipeline(self, name: str) -> Pipeline:
+        pipeline = await self.store.get_pipeline(name, with_secrets=True)
+        if pipeline is None:
+            raise NotFound(f"pipeline {name!r} is not initialised on this instance (POST /pipeline/init)")
+        return pipeline
+
+    def _branches(self, pipeline: Pipeline) -> list[str]:
+        return [node_branch(s.name, self.settings.instance_name) for s in pipeline.steps]
+
+    def _new_run(
+        self, ticket: Ticket, pipeline: Pipeline, nodes: list[StepNode], now: bool, cause: dict[str, Any]
+    ) -> NewRun:
+        status = RunStatus.PENDING if now else RunStatus.QUEUED
+        return NewRun(
+            ticket.run_id, pipeline, ticket.trigger, nodes, self._branches(pipeline), status,
+            ticket.priority, ticket.queued_at, ticket.schedule_id, cause,
+        )  # fmt: skip
+
+    def _launch(self, ticket: Ticket, pipeline: Pipeline, nodes: list[StepNode], status: RunStatus) -> None:
+        steps = dict.fromkeys((n.name for n in nodes), StepStatus.PENDING)
+        run = ActiveRun(ticket.run_id, pipeline, nodes, status, steps, priority=ticket.priority, queued_at=ticket.queued_at)  # fmt: skip
+        self._runs[run.id] = run
+        task = asyncio.create_task(self._execute(run), name=f"run {run.id}")
+        self._tasks[run.id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(run.id, None))
+        self.admission.started(run.id)
+        log.info("run %s of pipeline %s started (%s)", run.id, pipeline.name, ticket.trigger)
+
+    async def _start_queued(self, ticket: Ticket) -> None:
+        """Admission's launcher: a queued run's turn has come. It runs the pipeline as it is now."""
+        try:
+            pipeline = await self._pipeline(ticket.pipeline)
+            nodes = pipeline.graph()
+            await self.records.restart_steps(ticket.run_id, pipeline, nodes, self._branches(pipeline))
+        except MaoError as exc:
+            log.warning("queued run %s of %s cannot start: %s", ticket.run_id, ticket.pipeline, exc.message)
+            with contextlib.suppress(MaoError):
+                await self.records.update_run(
+                    ticket.run_id,
+                    status=RunStatus.FAILED,
+                    error=f"could not start: {exc.message}",
+                    ended_at=utcnow(),
+                )
+            self.admission.finished(ticket.run_id)
+            return
+        self._launch(ticket, pipeline, nodes, RunStatus.QUEUED)
+
+    async def _cancel_queued(self, run_id: str) -> bool:
+        """End a queued run ``cancelled``; False when it left the queue meanwhile."""
+        ticket = self.admission.drop(run_id)  # first: admission must not start it meanwhile
+        if ticket is None:
+            return False
+        try:
+            cancelled = await self.records.cancel_queued(run_id, "cancelled on request while queued")
+        except BaseException:
+            self.admission.enqueue([ticket])
+            raise
+        log.info("queued run %s of %s cancelled", run_id, ticket.pipeline)
+        with contextlib.suppress(Exception):
+            if cancelled and (record := await self.records.get(run_id)) is not None:
+                self.metrics.observe_run(record)
+        return cancelled
+
+    def _pool(self, run: ActiveRun, step: Step) -> AbstractAsyncContextManager[None]:
+        """A slot of the step's pool, held while the step runs (``runs/pools.py``)."""
+        if step.pool is None:
+            return contextlib.nullcontext()
+        slots = self.pools.get(step.pool)
+        if slots is None:
+            raise StepFailed(f"pool {step.pool!r} is not configured on this instance (MAO_POOLS)")
+        return slots.hold(run.order())
 
     # -- one run --------------------------------------------------------------------------------
     async def _execute(self, run: ActiveRun) -> None:
@@ -210,7 +294,7 @@ class Runner:
             if run.pipeline.run_timeout:
                 limit = run.pipeline.run_timeout
                 timer = asyncio.get_running_loop().call_later(
-                    limit, lambda: self._stop_soon(run, _timed_out(limit))
+                    limit, lambda: self._stop_soon(run, timed_out(limit))
                 )
             await self._drive(run, scratch)
             await self._end_run(run)
@@ -227,8 +311,8 @@ class Runner:
         finally:
             if timer is not None:
                 timer.cancel()
-            self._active.pop(run.pipeline.name, None)
             self._runs.pop(run.id, None)
+            self.admission.finished(run.id)  # its room goes to the next queued run
             # Input snapshots can be large: delete them off the event loop.
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True))
             # Counted from the ended run's record (its steps and attempts), whatever the ending.
@@ -345,11 +429,12 @@ class Runner:
             # Checked while still pending: a cache hit is one write, pending -> cached.
             if step.cache and await self._use_cache(run, ctx, tool, started_at):
                 return
-            await self._set_step(run, name, StepStatus.RUNNING, started_at=started_at)
-            if step.fan_out is not None:
-                outcome, used = await self._fan_out(run, ctx, tool, scratch), tool
-            else:
-                outcome, used = await self._attempts(run, ctx, tool, scratch)
+            async with self._pool(run, step):  # pending while it waits for a slot
+                await self._set_step(run, name, StepStatus.RUNNING, started_at=utcnow())
+                if step.fan_out is not None:
+                    outcome, used = await self._fan_out(run, ctx, tool, scratch), tool
+                else:
+                    outcome, used = await self._attempts(run, ctx, tool, scratch)
             run.input_tips.pop(step.output_dataset, None)
             key = None
             if outcome.image_id:
@@ -484,9 +569,7 @@ class Runner:
         await self.records.end_attempt(attempt_id, status, exit_code=0, image_id=outcome.image_id)
         return outcome
 
-    async def _use_cache(
-        self, run: ActiveRun, ctx: StepContext, tool: Tool, started_at: datetime
-    ) -> bool:
+    async def _use_cache(self, run: ActiveRun, ctx: StepContext, tool: Tool, started_at: datetime) -> bool:
         """Record the step ``cached`` when its memo key matches its last success here."""
         image_id = run.image_ids.get(tool.image)
         if image_id is None:

@@ -19,6 +19,9 @@ class Runner:
     def active_run(self, pipeline: str) -> str | None:
         return self.active
 
+    def is_queued(self, run_id: str) -> bool:
+        return False
+
     async def cancel(self, run_id: str) -> None:
         if self.ended_before_cancel:
             raise Conflict(f"run {run_id} has ended", code="run_ended")
