@@ -7,7 +7,8 @@ previous step, so the prototype's pipelines stay straight lines.
 
 A step's attempts: ``1 + retries`` with the step's tool (retried only when the failure can pass; the
 wait is ``retry.backoff``), then once with ``fallback_tool`` when one is set. ``cache: true`` first
-compares the step's memo key (``cache``) with its last success on this instance.
+compares the step's memo key (``cache``) with its last success on this instance. One step's work
+(pool slot, cache, attempts, fan-out, record) is ``steps.StepWork``; this module drives the graph.
 
 Stopping a run (``cancel``, ``run_timeout``, shutdown): the executor kills and removes the run's
 containers at once, steps not yet voting are cancelled (nothing of theirs is pushed: the node branch
@@ -27,8 +28,7 @@ import logging
 import shutil
 import uuid
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,24 +37,21 @@ from ..datasets import Datasets
 from ..errors import Conflict, MaoError, NotFound
 from ..executors import ExecutorBackend, KillRequest
 from ..gateway.insights import InsightsPublisher
-from ..logs import RUN_ID, STEP
+from ..logs import RUN_ID
 from ..metrics import UNSERVED, Metrics
-from ..models import Pipeline, Step, Tool, node_branch
+from ..models import Pipeline, node_branch
 from ..pipelines.registrations import Registrations
 from ..pipelines.voting import Voting
-from ..retry import backoff
 from ..store import Store
 from ..store.runs import NewRun, RunRecords
 from ..store.tables import utcnow
 from .active import CANCELLED, SHUTDOWN, ActiveRun, Stop, timed_out
 from .admission import Admission, Busy, RunInProgress, Ticket
-from .attempt import AttemptOutcome, Attempts, StepContext, StepFailed, container_name
-from .cache import memo_key
-from .fanout_attempt import FanOutAttempts, FanOutPass
+from .attempt import Attempts
+from .fanout_attempt import FanOutAttempts
 from .graph import StepNode
 from .pools import Pools
 from .states import (
-    ATTEMPT_TRANSITIONS,
     DONE_STEP,
     ENDED_STEP,
     RUN_TRANSITIONS,
@@ -64,6 +61,7 @@ from .states import (
     StepStatus,
     check,
 )
+from .steps import StepWork
 
 __all__ = ["Busy", "RunInProgress", "Runner"]
 
@@ -93,6 +91,10 @@ class Runner:
         self.fan_out = FanOutAttempts(settings, self.attempts, self.records)
         self.admission = Admission(settings.max_active_runs, self._start_queued)
         self.pools = Pools(settings.pools)
+        self.steps = StepWork(
+            settings, registrations, datasets, executor, self.records, self.attempts, self.fan_out,
+            self.pools, self._set_step,
+        )  # fmt: skip
         self._runs: dict[str, ActiveRun] = {}  # run id -> run
         self._tasks: dict[str, asyncio.Task[None]] = {}  # run id -> task
         self._helpers: set[asyncio.Task[Any]] = set()
@@ -274,15 +276,6 @@ class Runner:
                 self.metrics.observe_run(record)
         return cancelled
 
-    def _pool(self, run: ActiveRun, step: Step) -> AbstractAsyncContextManager[None]:
-        """A slot of the step's pool, held while the step runs (``runs/pools.py``)."""
-        if step.pool is None:
-            return contextlib.nullcontext()
-        slots = self.pools.get(step.pool)
-        if slots is None:
-            raise StepFailed(f"pool {step.pool!r} is not configured on this instance (MAO_POOLS)")
-        return slots.hold(run.order())
-
     # -- one run --------------------------------------------------------------------------------
     async def _execute(self, run: ActiveRun) -> None:
         scratch = self.settings.data_dir / "tmp" / run.id
@@ -333,7 +326,7 @@ class Runner:
                     states = [run.steps[need] for need in needs[name]]
                     if all(s in DONE_STEP for s in states):
                         run.tasks[name] = asyncio.create_task(
-                            self._step(run, name, scratch), name=f"run {run.id} step {name}"
+                            self.steps.run(run, name, scratch), name=f"run {run.id} step {name}"
                         )
                     elif any(s in ENDED_STEP and s not in DONE_STEP for s in states):
                         failed = [need for need in needs[name] if run.steps[need] not in DONE_STEP]
@@ -399,210 +392,6 @@ class Runner:
                 log.info("run %s: removed container(s) %s", run.id, ", ".join(removed))
         except MaoError as exc:
             log.warning("run %s: containers not killed (%s); the executor removes them", run.id, exc.message)
-
-    # -- one step -------------------------------------------------------------------------------
-    async def _step(self, run: ActiveRun, name: str, scratch: Path) -> None:
-        """Run one step to its end and record it; never raises (the step's status says it all)."""
-        STEP.set(name)  # this step's own task: its (and its attempts') log lines carry the step
-        step = run.pipeline.step(name)
-        position = run.pipeline.steps.index(step)
-        started_at = utcnow()
-        try:
-            output = await self.registrations.dataset(step.output_dataset)
-            if output is None:
-                raise StepFailed(f"dataset {step.output_dataset!r} is no longer registered")
-            source = None
-            if step.input_dataset:
-                source = await self.registrations.dataset(step.input_dataset)
-                if source is None:
-                    raise StepFailed(f"dataset {step.input_dataset!r} is no longer registered")
-            ctx = StepContext(
-                run.id,
-                run.pipeline.name,
-                position,
-                step,
-                output,
-                source,
-                node_branch(name, self.settings.instance_name),
-            )
-            tool = await self._tool(step.tool)
-            # Checked while still pending: a cache hit is one write, pending -> cached.
-            if step.cache and await self._use_cache(run, ctx, tool, started_at):
-                return
-            async with self._pool(run, step):  # pending while it waits for a slot
-                await self._set_step(run, name, StepStatus.RUNNING, started_at=utcnow())
-                if step.fan_out is not None:
-                    outcome, used = await self._fan_out(run, ctx, tool, scratch), tool
-                else:
-                    outcome, used = await self._attempts(run, ctx, tool, scratch)
-            run.input_tips.pop(step.output_dataset, None)
-            key = None
-            if outcome.image_id:
-                key = memo_key(step, used.name, outcome.image_id, outcome.input_commit)
-            await self._set_step(
-                run,
-                name,
-                StepStatus.SUCCEEDED,
-                merge_commit=outcome.merge_commit,
-                merge_state=outcome.merge_state,
-                insights=outcome.insights,
-                cache_key=key,
-                ended_at=utcnow(),
-            )
-        except StepFailed as failure:
-            run.first_error = run.first_error or failure.message
-            await self._set_step(run, name, failure.status, error=failure.message, ended_at=utcnow())
-            log.info("run %s: step %s %s: %s", run.id, name, failure.status, failure.message)
-        except asyncio.CancelledError:
-            stop = run.stop or SHUTDOWN
-            with contextlib.suppress(Exception):
-                await asyncio.shield(
-                    self._set_step(run, name, stop.step, error=stop.reason, ended_at=utcnow())
-                )
-            if run.stop is None:
-                raise
-        except MaoError as exc:  # a lookup (registrations, database) failed outside an attempt
-            run.first_error = run.first_error or exc.message
-            await self._set_step(run, name, StepStatus.FAILED, error=exc.message, ended_at=utcnow())
-
-    async def _tool(self, name: str) -> Tool:
-        # From etcd, or this instance's copy while etcd is unreachable: a run needs no quorum.
-        tool = await self.registrations.tool(name)
-        if tool is None:
-            raise StepFailed(f"tool {name!r} is no longer registered")
-        return tool
-
-    async def _attempts(
-        self, run: ActiveRun, ctx: StepContext, tool: Tool, scratch: Path
-    ) -> tuple[AttemptOutcome, Tool]:
-        """The step's own attempts, then its fallback tool; the outcome and the tool that made it."""
-        step = ctx.step
-        number = 0
-        failure: StepFailed | None = None
-        for retry in range(step.retries + 1):
-            number += 1
-            try:
-                return await self._attempt(run, ctx, number, tool, scratch), tool
-            except StepFailed as exc:
-                failure = exc
-                if not exc.passable or retry == step.retries:
-                    break
-                delay = backoff(retry + 1, step.retry_delay)
-                log.info(
-                    "run %s: step %s attempt %d failed (%s); retrying in %.1f s",
-                    run.id, ctx.step.name, number, exc.message, delay,
-                )  # fmt: skip
-                await asyncio.sleep(delay)
-        assert failure is not None
-        if step.fallback_tool and failure.status is StepStatus.FAILED:
-            log.info("run %s: step %s falls back to tool %s", run.id, step.name, step.fallback_tool)
-            fallback = await self._tool(step.fallback_tool)
-            try:
-                return await self._attempt(run, ctx, number + 1, fallback, scratch), fallback
-            except StepFailed as exc:
-                raise StepFailed(
-                    f"{failure.message}; fallback tool {fallback.name}: {exc.message}",
-                    status=exc.status,
-                ) from exc
-        raise failure
-
-    async def _fan_out(self, run: ActiveRun, ctx: StepContext, tool: Tool, scratch: Path) -> AttemptOutcome:
-        """A fan-out step (runs/fanout_attempt.py): its shards are retried on their own; a failure
-        outside them that can pass (a git remote away at the snapshot or the vote) runs the step
-        again, up to ``retries`` times, with the usual backoff."""
-        step = ctx.step
-        fallback = await self._tool(step.fallback_tool) if step.fallback_tool else None
-        this_pass = FanOutPass()
-        for retry in range(step.retries + 1):
-            try:
-                return await self.fan_out.run(
-                    ctx,
-                    tool,
-                    fallback,
-                    scratch,
-                    voting=lambda: run.voting.add(step.name),
-                    stop_reason=lambda: run.stop.reason if run.stop else None,
-                    this_pass=this_pass,
-                )
-            except StepFailed as exc:
-                if not exc.passable or retry == step.retries:
-                    raise
-                delay = backoff(retry + 1, step.retry_delay)
-                log.info(
-                    "run %s: fan-out step %s failed outside its shards (%s); again in %.1f s",
-                    run.id, step.name, exc.message, delay,
-                )  # fmt: skip
-                await asyncio.sleep(delay)
-                this_pass = this_pass.next()
-            finally:
-                run.voting.discard(step.name)
-        raise AssertionError("unreachable: the last pass returns or raises")
-
-    async def _attempt(
-        self, run: ActiveRun, ctx: StepContext, number: int, tool: Tool, scratch: Path
-    ) -> AttemptOutcome:
-        container = container_name(self.settings.instance_name, run.id, ctx.position, number)
-        attempt_id = await self.records.add_attempt(run.id, ctx.step.name, number, tool.name, container)
-        status = AttemptStatus.RUNNING
-        try:
-            outcome = await self.attempts.run(
-                ctx, number, tool, scratch, voting=lambda: run.voting.add(ctx.step.name)
-            )
-        except StepFailed as failure:
-            status = check(ATTEMPT_TRANSITIONS, status, failure.attempt_status)
-            await self.records.end_attempt(
-                attempt_id,
-                status,
-                exit_code=failure.exit_code,
-                image_id=failure.image_id,
-                error=failure.message,
-            )
-            raise
-        except asyncio.CancelledError:
-            stop = run.stop or SHUTDOWN
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.records.end_attempt(attempt_id, stop.attempt, error=stop.reason))
-            raise
-        finally:
-            run.voting.discard(ctx.step.name)
-        status = check(ATTEMPT_TRANSITIONS, status, AttemptStatus.SUCCEEDED)
-        await self.records.end_attempt(attempt_id, status, exit_code=0, image_id=outcome.image_id)
-        return outcome
-
-    async def _use_cache(self, run: ActiveRun, ctx: StepContext, tool: Tool, started_at: datetime) -> bool:
-        """Record the step ``cached`` when its memo key matches its last success here."""
-        image_id = run.image_ids.get(tool.image)
-        if image_id is None:
-            image_id = await self.executor.image_id(tool.image)
-            if image_id is None:
-                return False
-            run.image_ids[tool.image] = image_id
-        input_commit = None
-        if ctx.source is not None:
-            input_commit = run.input_tips.get(ctx.source.name)
-            if input_commit is None:
-                input_commit = await self.datasets.sync(ctx.source.name, ctx.source.master)
-                run.input_tips[ctx.source.name] = input_commit
-        key = memo_key(ctx.step, tool.name, image_id, input_commit)
-        hit = await self.records.cached_output(run.pipeline.name, ctx.step.name, key)
-        if hit is None:
-            return False
-        await self._set_step(
-            run,
-            ctx.step.name,
-            StepStatus.CACHED,
-            image=tool.image,
-            image_id=image_id,
-            input_commit=input_commit,
-            output_commit=hit.output_commit,
-            merge_commit=hit.merge_commit,
-            cache_key=key,
-            error=None,
-            started_at=started_at,
-            ended_at=utcnow(),
-        )
-        log.info("run %s: step %s cached (same inputs as run %s)", run.id, ctx.step.name, hit.run_id)
-        return True
 
     # -- records --------------------------------------------------------------------------------
     async def _set_run(self, run: ActiveRun, status: RunStatus, **fields: Any) -> None:
