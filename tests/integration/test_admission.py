@@ -5,6 +5,7 @@ queued run without starting it, keeps queued runs (a backfill's too) across a re
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -123,10 +124,21 @@ def test_priority_order_and_cancelling_a_queued_run(limited: Node) -> None:
     blockers = [start(api, pipeline(api, "sleep 300"))["id"] for _ in range(2)]
     poll(lambda: all(status(api, b) == "running" for b in blockers), what="the blockers to run")
     low = start(api, pipeline(api, "sleep 300"))["id"]
-    high = start(api, pipeline(api, "sleep 300"), priority=5)["id"]
+    # As the operator would: maoctl pipeline run --priority, maoctl pipeline queue.
+    queued = maoctl(
+        api.url, "pipeline", "run", "--name", pipeline(api, "sleep 300"), "--no-wait", "--priority", "5"
+    )
+    assert queued.exit_code == 0 and "Queued run" in queued.output, queued.output
+    high = queued.output.split("Queued run ")[1].split()[0]
     mid = start(api, pipeline(api, "sleep 300"), priority=1)["id"]
     listing = api.ok(api.get("/queue"))
-    assert [(e["id"], e["priority"], e["position"]) for e in listing] == [(high, 5, 1), (mid, 1, 2), (low, 0, 3)]
+    assert [(e["id"], e["priority"], e["position"]) for e in listing] == [
+        (high, 5, 1),
+        (mid, 1, 2),
+        (low, 0, 3),
+    ]
+    shown = maoctl(api.url, "pipeline", "queue", "--json")
+    assert [e["id"] for e in json.loads(shown.output)] == [high, mid, low]
     assert api.ok(api.get(f"/runs/{high}"))["priority"] == 5
     try:
         assert api.post(f"/runs/{blockers[0]}/cancel").status_code == 202
@@ -208,7 +220,9 @@ def test_overlap_queue_keeps_one_waiting_run_and_skips_later_ones(limited: Node)
     api.ok(api.post("/pipeline/init", {"name": upstream, "steps": [make]}))
     api.ok(api.post("/pipeline/init", {"name": downstream, "steps": [use]}))
     job = api.ok(
-        api.post("/pipeline/run", {"name": downstream, "trigger": {"dataset": upstream_data}, "overlap": "queue"})
+        api.post(
+            "/pipeline/run", {"name": downstream, "trigger": {"dataset": upstream_data}, "overlap": "queue"}
+        )
     )["job_id"]
 
     def downstream_runs() -> list[dict[str, Any]]:
