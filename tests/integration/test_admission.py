@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -23,14 +24,20 @@ APP = "/usr/src/app"
 ENDED = ("succeeded", "failed", "cancelled")
 
 
-@pytest.fixture(scope="module")
-def limited(servers_tmp: Path, etcd, executor, busybox_image) -> Iterator[Node]:
-    """An instance that runs at most two runs at once and has a pool ``solo`` of one slot."""
-    name = unique("node-limited")
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def limited(
+    request: pytest.FixtureRequest, servers_tmp: Path, etcd, executor, busybox_image
+) -> Iterator[Node]:
+    """An instance that runs at most two runs at once, with pools ``solo`` (one slot) and ``pair``;
+    once per database backend."""
+    name = unique(f"node-limited-{request.param}")
     data_dir = servers_tmp / name
-    env = orchestrator_env(
-        name, data_dir, etcd.endpoint, executor, MAO_MAX_ACTIVE_RUNS="2", MAO_POOLS="solo=1,pair=2"
-    )
+    extra = {"MAO_MAX_ACTIVE_RUNS": "2", "MAO_POOLS": "solo=1,pair=2"}
+    if request.param == "postgres":
+        extra["MAO_DATABASE_URL"] = request.getfixturevalue("postgres").create_database(
+            f"adm_{uuid.uuid4().hex[:8]}"
+        )
+    env = orchestrator_env(name, data_dir, etcd.endpoint, executor, **extra)
     node = Node(servers.start_orchestrator(env, log_dir=servers_tmp / "logs", name=name), data_dir)
     yield node
     node.service.stop()
