@@ -218,6 +218,21 @@ class Admission:
         self._release(run_id)
         self.admit()
 
+    def requeue_later(self, ticket: Ticket, delay: float) -> None:
+        """A run that could not start for a reason that passes (the database away): it gives its room
+        back and queues again after ``delay`` seconds (its row is still ``queued``). Meanwhile it
+        counts as waiting for its pipeline but is not admitted."""
+        self._running.pop(ticket.run_id, None)
+        self._recording[ticket.run_id] = ticket
+        self._left.setdefault(ticket.run_id, asyncio.Event())
+
+        def again() -> None:
+            if self._recording.get(ticket.run_id) is ticket:
+                self.enqueue([ticket])
+
+        asyncio.get_running_loop().call_later(delay, again)
+        self.admit()
+
     def admit(self) -> None:
         """Start every queued run that has room now, in order."""
         if self.closing:

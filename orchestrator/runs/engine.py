@@ -34,7 +34,7 @@ from typing import Any
 
 from ..config import Settings
 from ..datasets import Datasets
-from ..errors import Conflict, MaoError, NotFound
+from ..errors import Conflict, DatabaseUnavailable, MaoError, NotFound
 from ..executors import ExecutorBackend, KillRequest
 from ..gateway.insights import InsightsPublisher
 from ..logs import RUN_ID
@@ -66,6 +66,9 @@ from .steps import StepWork
 __all__ = ["Busy", "RunInProgress", "Runner"]
 
 log = logging.getLogger(__name__)
+
+# A queued run whose start met the database away waits this long before it is admitted again.
+REQUEUE_DELAY = 5.0
 
 
 class Runner:
@@ -242,23 +245,37 @@ class Runner:
         log.info("run %s of pipeline %s started (%s)", run.id, pipeline.name, ticket.trigger)
 
     async def _start_queued(self, ticket: Ticket) -> None:
-        """Admission's launcher: a queued run's turn has come. It runs the pipeline as it is now."""
+        """Admission's launcher: a queued run's turn has come. It runs the pipeline as it is now. A
+        pipeline gone fails the run; a database away puts it back in the queue for a later try."""
         try:
             pipeline = await self._pipeline(ticket.pipeline)
             nodes = pipeline.graph()
             await self.records.restart_steps(ticket.run_id, pipeline, nodes, self._branches(pipeline))
+        except DatabaseUnavailable as exc:
+            self._requeue(ticket, exc)
+            return
         except MaoError as exc:
             log.warning("queued run %s of %s cannot start: %s", ticket.run_id, ticket.pipeline, exc.message)
-            with contextlib.suppress(MaoError):
+            try:
                 await self.records.update_run(
                     ticket.run_id,
                     status=RunStatus.FAILED,
                     error=f"could not start: {exc.message}",
                     ended_at=utcnow(),
                 )
+            except MaoError as unrecorded:
+                self._requeue(ticket, unrecorded)
+                return
             self.admission.finished(ticket.run_id)
             return
         self._launch(ticket, pipeline, nodes, RunStatus.QUEUED)
+
+    def _requeue(self, ticket: Ticket, exc: MaoError) -> None:
+        log.warning(
+            "queued run %s of %s not started: %s; it stays queued and is tried again in %.0f s",
+            ticket.run_id, ticket.pipeline, exc.message, REQUEUE_DELAY,
+        )  # fmt: skip
+        self.admission.requeue_later(ticket, REQUEUE_DELAY)
 
     async def _cancel_queued(self, run_id: str) -> bool:
         """End a queued run ``cancelled``; False when it left the queue meanwhile."""

@@ -193,3 +193,29 @@ def test_pools_config_and_unknown_names() -> None:
     pools = Pools({"gpu": 1})
     assert pools.unknown(["gpu", None, "tpu", "tpu"]) == ["tpu"]
     assert pools.usage() == {"gpu": {"slots": 1, "in_use": 0, "waiting": 0}}
+
+
+async def test_a_run_that_could_not_start_is_queued_again_later() -> None:
+    started: list[str] = []
+    admission = _admission(None, started)
+    assert admission.reserve(ticket("r1", "p"), Busy.REFUSE)
+    # Its start met the database away: it gives its room back and waits, not admitted meanwhile.
+    admission.requeue_later(ticket("r1", "p"), 0.05)
+    assert admission.active_run("p") == "r1" and admission.is_queued("r1") and admission.listing() == []
+    assert admission.reserve(ticket("r2", "q"), Busy.REFUSE) is True  # the room went back
+    with pytest.raises(RunInProgress):
+        admission.reserve(ticket("r3", "p"), Busy.REFUSE)
+    await asyncio.sleep(0.1)
+    await _launched(admission, started)
+    assert started == ["r1"]
+
+
+async def test_cancelling_a_run_waiting_to_be_queued_again() -> None:
+    started: list[str] = []
+    admission = _admission(None, started)
+    admission.reserve(ticket("r1", "p"), Busy.REFUSE)
+    admission.requeue_later(ticket("r1", "p"), 0.05)
+    assert admission.drop("r1") is not None
+    await asyncio.sleep(0.1)
+    await _launched(admission, started)
+    assert started == [] and admission.active_run("p") is None
