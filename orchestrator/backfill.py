@@ -3,22 +3,24 @@
 ``POST /pipeline/backfill {name, from, to, cron?, timezone?, dry_run?}``. The cron defaults to the
 pipeline's schedule (its one local cron schedule, or its one federation-wide one); none or several is
 a 400 asking for ``cron``. Ticks are those of ``fire_times`` (the daylight-saving rule included), at
-most ``MAX_TICKS``. Each run has trigger ``backfill`` and ``tick_at`` the tick it stands for. A run
-waits for the pipeline's previous run (whatever started it) to end: one run of a pipeline at a time.
+most ``MAX_TICKS``. Each run has trigger ``backfill`` and ``tick_at`` the tick it stands for.
+
+The runs go through the durable queue (``runs/admission.py``): all of them are recorded ``queued`` in
+one transaction before the answer, in tick order, and admission starts them one at a time (one run of
+a pipeline at a time), each once the pipeline's previous run (whatever started it) has ended. A
+restart continues the backfill where it was: its queued runs are rows, re-admitted at start. A
+queued tick is cancelled like any queued run (``POST /runs/{id}/cancel``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .errors import BadRequest, Conflict, MaoError, NotFound
+from .errors import BadRequest, MaoError, NotFound
 from .run_requests import BackfillRequest
-from .tasks import spawn
 from .ticks import fire_times, make_trigger
 
 if TYPE_CHECKING:
@@ -28,7 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_TICKS = 1000
-IDLE_POLL = 0.2
 
 
 class Backfills:
@@ -41,16 +42,12 @@ class Backfills:
         self.store = store
         self.runner = runner
         self.federation_schedules = federation_schedules
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def close(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Nothing to stop: a backfill is queued runs, which outlive the process."""
 
     async def start(self, request: BackfillRequest) -> dict[str, Any]:
-        """The ticks (``dry_run``), or the ticks with the backfill started in the background."""
+        """The ticks (``dry_run``), or the ticks with their runs queued (``runs``: their ids, in order)."""
         start, end = _aware(request.start, "from"), _aware(request.end, "to")
         if end < start:
             raise BadRequest("'to' must not be before 'from'", code="invalid_request")
@@ -77,10 +74,12 @@ class Backfills:
         }
         if request.dry_run or not ticks:
             return result
-        backfill_id = uuid.uuid4().hex
-        spawn(self._run(backfill_id, request.name, ticks), f"backfill {backfill_id}", self._tasks)
-        log.info("backfill %s of %s started: %d tick(s) of %r", backfill_id, request.name, len(ticks), cron)
-        return {**result, "backfill_id": backfill_id, "status": "started"}
+        run_ids = await self.runner.queue_many(
+            request.name, "backfill", [{"tick_at": tick} for tick in ticks], priority=request.priority
+        )
+        # The first run's id names the backfill (the prototype-era field; its runs are listed too).
+        log.info("backfill of %s queued: %d tick(s) of %r, runs %s...", request.name, len(ticks), cron, run_ids[0])
+        return {**result, "backfill_id": run_ids[0], "runs": run_ids, "status": "queued"}
 
     async def _cron(self, request: BackfillRequest) -> tuple[str, str]:
         if request.cron:
@@ -107,44 +106,6 @@ class Backfills:
             )
         schedule = schedules[0]
         return schedule["cron"], request.timezone or schedule.get("timezone") or "UTC"
-
-    async def _run(self, backfill_id: str, pipeline: str, ticks: list[datetime]) -> None:
-        for number, tick in enumerate(ticks, start=1):
-            run_id = await self._start_when_idle(pipeline, tick)
-            if run_id is None:
-                log.warning(
-                    "backfill %s of %s stopped at tick %d of %d", backfill_id, pipeline, number, len(ticks)
-                )
-                return
-            log.info(
-                "backfill %s: tick %s of %s is run %s (%d of %d)",
-                backfill_id,
-                tick.isoformat(),
-                pipeline,
-                run_id,
-                number,
-                len(ticks),
-            )
-            while self.runner.active_run(pipeline) == run_id:
-                await asyncio.sleep(IDLE_POLL)
-        log.info("backfill %s of %s done: %d run(s)", backfill_id, pipeline, len(ticks))
-
-    async def _start_when_idle(self, pipeline: str, tick: datetime) -> str | None:
-        while True:
-            while self.runner.active_run(pipeline) is not None:
-                await asyncio.sleep(IDLE_POLL)
-            try:
-                return await self.runner.start(pipeline, trigger="backfill", tick_at=tick)
-            except Conflict:
-                continue  # another trigger started a run in between: wait for it too
-            except MaoError as exc:
-                log.warning(
-                    "backfill of %s: the run of tick %s could not start: %s",
-                    pipeline,
-                    tick.isoformat(),
-                    exc.message,
-                )
-                return None
 
 
 def _aware(moment: datetime, what: str) -> datetime:

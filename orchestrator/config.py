@@ -110,6 +110,10 @@ class Settings:
     metrics_token: str | None = None
     log_format: str = "text"
     run_retention_days: float = 90.0
+    # Admission (orchestrator/runs/admission.py): runs active at once on this instance (None: no
+    # limit), and named pools of slots a step takes with its ``pool`` field while it runs.
+    max_active_runs: int | None = None
+    pools: dict[str, int] = field(default_factory=dict)
 
     @property
     def api_url(self) -> str:
@@ -168,6 +172,8 @@ class Settings:
             "MAO_METRICS_TOKEN": "***" if self.metrics_token else None,
             "MAO_LOG_FORMAT": self.log_format,
             "MAO_RUN_RETENTION_DAYS": self.run_retention_days,
+            "MAO_MAX_ACTIVE_RUNS": self.max_active_runs,
+            "MAO_POOLS": ",".join(f"{k}={v}" for k, v in self.pools.items()),
         }
 
 
@@ -357,6 +363,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         metrics_token=get("MAO_METRICS_TOKEN"),
         log_format=log_format,
         run_retention_days=get_number("MAO_RUN_RETENTION_DAYS", 90.0, 0.0001, 36500),
+        # 0 or unset: no limit.
+        max_active_runs=int(get_number("MAO_MAX_ACTIVE_RUNS", 0, 0, 100_000, integer=True)) or None,
+        pools=parse_pools(get("MAO_POOLS") or "", problems),
     )
     if problems:
         raise ConfigError(problems)
@@ -429,6 +438,30 @@ def _trust_settings(
         ),
         "gateway_entries_per_second": get_number("MAO_GATEWAY_ENTRIES_PER_SECOND", 50.0, 0.1, 100000),
     }
+
+
+MAX_POOL_SLOTS = 100_000
+
+
+def parse_pools(raw: str, problems: list[str]) -> dict[str, int]:
+    """``MAO_POOLS``: ``name=slots`` items separated by commas (``gpu=1,heavy=2``); each problem
+    goes into ``problems`` naming the item."""
+    pools: dict[str, int] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        name, sep, slots = (x.strip() for x in item.partition("="))
+        if not sep or not name:
+            problems.append(f"MAO_POOLS: {item!r} is not name=slots (e.g. gpu=1,heavy=2)")
+        elif problem := name_problem(name, "MAO_POOLS pool name"):
+            problems.append(problem)
+        elif not slots.isdigit() or not 1 <= int(slots) <= MAX_POOL_SLOTS:
+            problems.append(f"MAO_POOLS: {item!r}: slots must be a whole number from 1 to {MAX_POOL_SLOTS}")
+        elif name in pools:
+            problems.append(f"MAO_POOLS: pool {name!r} is given twice")
+        else:
+            pools[name] = int(slots)
+    return pools
 
 
 def _parse_endpoints(raw: str, problems: list[str]) -> list[tuple[str, int]]:

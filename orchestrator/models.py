@@ -189,6 +189,8 @@ class Step(Model):
     cache: StrictBool = False
     # One container per shard of the input files (orchestrator/runs/fanout.py, docs/fan-out.md).
     fan_out: FanOut | None = None
+    # A pool of MAO_POOLS: the step holds one of its slots while it runs (runs/admission.py).
+    pool: Name | None = None
 
     @field_validator("input_dataset", mode="before")
     @classmethod
@@ -210,7 +212,7 @@ class Step(Model):
         """The step as other instances and API clients may see it: no secret values. Unset limits are
         left out, so registrations made before those fields existed still compare equal."""
         data = self.model_dump(exclude={"private_env"})
-        for key in ("memory", "cpus"):
+        for key in ("memory", "cpus", "pool"):
             if data.get(key) is None:
                 data.pop(key, None)
         return data

@@ -174,6 +174,9 @@ class Node:
         )
         if interrupted := await reconciler.reconcile():
             log.warning("closed %d run(s) that a previous orchestrator process left unfinished", interrupted)
+        # Before the schedulers (their catch-up runs queue behind these): queued runs wait on, in order.
+        if queued := await self.runner.restore_queue():
+            log.info("%d queued run(s) from before the restart are admitted again, in order", queued)
         await self.scheduler.start()
         await self.federation_scheduler.start()
         await self.triggers.start()

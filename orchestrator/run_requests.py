@@ -8,22 +8,26 @@ checked by the services that own them, so their 400s keep those codes.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool
 
 from .errors import BadRequest
 from .models import Name
+from .runs.admission import MAX_PRIORITY, MIN_PRIORITY
 
 Overlap = Literal["skip", "allow", "queue", "replace"]
 Catchup = Literal["none", "latest", "all"]
-# What the run engine does (``overlap``): ``replace`` cancels the running run, ``allow`` runs beside
-# it (each run's steps in folders of their own). ``queue`` needs a queue of run requests.
-SUPPORTED_OVERLAP = ("skip", "replace", "allow")
+# What the run engine does (``overlap``): ``replace`` cancels the running run(s), ``queue`` waits for
+# them (``runs/admission.py``), ``allow`` runs beside them (each run's steps in folders of their own).
+SUPPORTED_OVERLAP = ("skip", "replace", "queue", "allow")
 # A federation-wide schedule or trigger's previous run may be on another instance, which this one
-# cannot cancel: no ``replace``; ``allow`` starts regardless of it.
+# can neither cancel nor wait for: no ``replace`` or ``queue``; ``allow`` starts regardless of it.
 FEDERATION_OVERLAP = ("skip", "allow")
 MAX_CATCHUP_WINDOW = 366 * 86400
+
+
+Priority = Annotated[int, Strict(), Field(ge=MIN_PRIORITY, le=MAX_PRIORITY)]
 
 
 class _Request(BaseModel):
@@ -52,6 +56,8 @@ class RunRequest(_Request):
     catchup: Catchup | None = None
     catchup_window: int | None = Field(default=None, gt=0, le=MAX_CATCHUP_WINDOW)
     trigger: DatasetTrigger | None = None
+    # Admission order (runs/admission.py): higher first, then older. Instance scope only.
+    priority: Priority | None = None
 
 
 class BackfillRequest(_Request):
@@ -65,6 +71,7 @@ class BackfillRequest(_Request):
     cron: str | None = None
     timezone: str | None = None
     dry_run: StrictBool = False
+    priority: Priority = 0
 
 
 def check_overlap(overlap: str | None, federation: bool = False) -> str:
@@ -73,7 +80,7 @@ def check_overlap(overlap: str | None, federation: bool = False) -> str:
     policy = overlap or "skip"
     if policy not in SUPPORTED_OVERLAP:
         raise BadRequest(
-            f"overlap {policy!r} is not yet supported (only 'skip', 'replace' and 'allow')",
+            f"overlap {policy!r} is not yet supported (only 'skip', 'replace', 'queue' and 'allow')",
             code="not_supported",
         )
     if federation and policy not in FEDERATION_OVERLAP:
@@ -91,4 +98,5 @@ def options(request: RunRequest) -> dict[str, Any]:
         "overlap": check_overlap(request.overlap),
         "catchup": request.catchup or "latest",
         "catchup_window": request.catchup_window,
+        "priority": request.priority or 0,
     }

@@ -23,7 +23,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from . import catchup
 from .errors import BadRequest, MaoError, NotFound
 from .metrics import UNSERVED, Metrics
-from .overlap import make_room, side_by_side
+from .overlap import busy_for, make_room, started_note
 from .tasks import spawn
 from .ticks import DUE_JITTER, due_time, fire_times, make_trigger
 
@@ -215,8 +215,9 @@ class Scheduler:
     ) -> str | None:
         """Start the tick's run (its id), or record why not (None)."""
         pipeline, schedule_id = schedule["pipeline"], schedule["id"]
+        policy = schedule.get("overlap") or "skip"
         try:
-            active, why = await make_room(self.runner, pipeline, schedule.get("overlap") or "skip")
+            active, why = await make_room(self.runner, pipeline, policy)
             if why is not None:
                 await self.store.record_tick(
                     schedule_id, pipeline, due_at, "skipped", run_id=active, reason=why
@@ -229,12 +230,12 @@ class Scheduler:
                 trigger="cron",
                 schedule_id=schedule_id,
                 tick_at=due_at,
-                **side_by_side(schedule.get("overlap")),
+                priority=schedule.get("priority") or 0,
+                busy=busy_for(policy),
             )
             self.metrics.tick("instance", "fired", lag=(self.clock() - due_at).total_seconds())
-            if active is not None:
-                replaced = f"replaced run {active} (overlap 'replace')"
-                reason = f"{reason}; {replaced}" if reason else replaced
+            if note := started_note(self.runner, run_id, active, policy):
+                reason = f"{reason}; {note}" if reason else note
             await self.store.record_tick(schedule_id, pipeline, due_at, "fired", run_id=run_id, reason=reason)
             return run_id
         except MaoError as exc:

@@ -30,7 +30,7 @@ from .federation.etcd import Etcd, KeyValue, WatchEvent
 from .federation.leases import SharedLease
 from .federation.schedules import check_placement, labels_match
 from .federation.watch import PrefixWatch
-from .overlap import make_room, side_by_side
+from .overlap import busy_for, make_room, started_note
 from .tasks import spawn
 
 if TYPE_CHECKING:
@@ -72,7 +72,13 @@ class DataTriggers:
 
     # -- the API's side -------------------------------------------------------------------------
     async def add(
-        self, pipeline: str, dataset: str, scope: str, placement: object, overlap: str = "skip"
+        self,
+        pipeline: str,
+        dataset: str,
+        scope: str,
+        placement: object,
+        overlap: str = "skip",
+        priority: int = 0,
     ) -> dict[str, Any]:
         if await self.registry.dataset(dataset) is None:
             raise NotFound(f"dataset {dataset!r} is not registered in the federation")
@@ -111,7 +117,7 @@ class DataTriggers:
             raise NotFound(f"pipeline {pipeline!r} is not initialised on this instance (POST /pipeline/init)")
         _check_loop(pipeline, dataset, {s.output_dataset for s in local.steps})
         row = await self.store.add_schedule(
-            uuid.uuid4().hex, pipeline, "", "UTC", dataset=dataset, overlap=overlap
+            uuid.uuid4().hex, pipeline, "", "UTC", dataset=dataset, overlap=overlap, priority=priority
         )
         log.info("data trigger %s: %s runs when %s advances", row["id"], pipeline, dataset)
         return row
@@ -179,7 +185,9 @@ class DataTriggers:
         pipeline, trigger_id = row["pipeline"], row["id"]
         cause = f"ground-truth of {dataset} advanced to {commit[:12]}"
         overlap = row.get("overlap") or "skip"
-        outcome, run_id, reason = await self._start(pipeline, trigger_id, dataset, commit, overlap)
+        outcome, run_id, reason = await self._start(
+            pipeline, trigger_id, dataset, commit, overlap, priority=row.get("priority") or 0
+        )
         try:
             await self.store.record_tick(
                 trigger_id, pipeline, now, outcome, run_id=run_id, reason=reason or cause
@@ -193,7 +201,13 @@ class DataTriggers:
             )
 
     async def _start(
-        self, pipeline: str, trigger_id: str, dataset: str, commit: str, overlap: str = "skip"
+        self,
+        pipeline: str,
+        trigger_id: str,
+        dataset: str,
+        commit: str,
+        overlap: str = "skip",
+        priority: int = 0,
     ) -> tuple[str, str | None, str | None]:
         """``(outcome, run id, reason)``: ``fired`` with the run (and, when it replaced one, why),
         or ``skipped`` and why."""
@@ -209,7 +223,8 @@ class DataTriggers:
                 schedule_id=trigger_id,
                 trigger_dataset=dataset,
                 trigger_commit=commit,
-                **side_by_side(overlap),
+                priority=priority,
+                busy=busy_for(overlap),
             )
         except Conflict as exc:
             return "skipped", None, f"ground-truth of {dataset} advanced to {commit[:12]}; {exc.message}"
@@ -224,8 +239,8 @@ class DataTriggers:
             run_id,
             pipeline,
         )
-        if active is not None:
-            return "fired", run_id, f"ground-truth of {dataset} advanced to {commit[:12]}; replaced run {active} (overlap 'replace')"
+        if note := started_note(self.runner, run_id, active, overlap):
+            return "fired", run_id, f"ground-truth of {dataset} advanced to {commit[:12]}; {note}"
         return "fired", run_id, None
 
     async def _compete(self, record: dict[str, Any], dataset: str, commit: str, revision: int) -> None:

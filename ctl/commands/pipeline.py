@@ -11,7 +11,7 @@ from ..client import ApiError, CtlError, segment
 from ..context import Ctl, confirm, json_option, name_option, parse_labels, pass_ctl, yes_option
 from ..pipeline_input import ask_pipeline, ask_private_values, pipeline_from_file
 from .backfill import backfill_command
-from .runs import cancel_run_command, runs_command, show_run, show_run_command
+from .runs import cancel_run_command, queue_command, runs_command, show_run, show_run_command
 
 
 @click.group()
@@ -23,6 +23,7 @@ pipeline.add_command(runs_command)
 pipeline.add_command(show_run_command)
 pipeline.add_command(backfill_command)
 pipeline.add_command(cancel_run_command)
+pipeline.add_command(queue_command)
 
 
 @pipeline.command("get")
@@ -158,6 +159,16 @@ def remove_pipeline(ctl: Ctl, name: str, yes: bool) -> None:
     "--catchup-window", type=int, help="With --cron: missed ticks older than this (seconds) never run."
 )
 @click.option("--on-dataset", help="Run at each ground-truth advance of this dataset (a data trigger).")
+@click.option(
+    "--priority",
+    type=click.IntRange(-1000, 1000),
+    help="Queue order when the instance is full (higher first, then older); on a schedule, its runs'.",
+)
+@click.option(
+    "--overlap",
+    type=click.Choice(["skip", "replace", "queue"]),
+    help="When the pipeline is already running: skip (refuse; the default), replace it, or queue behind it.",
+)
 @json_option
 @pass_ctl
 def run_pipeline(
@@ -172,12 +183,17 @@ def run_pipeline(
     catchup: str | None,
     catchup_window: int | None,
     on_dataset: str | None,
+    priority: int | None,
+    overlap: str | None,
 ) -> None:
     """Run a pipeline now (waiting for the end), schedule it with --cron, or trigger it with --on-dataset."""
+    policies: dict[str, Any] = {
+        k: v for k, v in (("priority", priority), ("overlap", overlap)) if v is not None
+    }
     if on_dataset:
         if cron or no_wait:
             raise click.UsageError("--on-dataset arms a data trigger: not with --cron or --no-wait")
-        body: dict[str, Any] = {"name": name, "trigger": {"dataset": on_dataset}, "scope": scope}
+        body: dict[str, Any] = {"name": name, "trigger": {"dataset": on_dataset}, "scope": scope, **policies}
         if labels:
             body["placement"] = {"labels": labels}
         job = ctl.api.post("/pipeline/run", body)
@@ -201,7 +217,7 @@ def run_pipeline(
     if cron:
         if no_wait:
             raise click.UsageError("--no-wait only applies to a run now, not to --cron")
-        body = {"name": name, "cron": cron}
+        body = {"name": name, "cron": cron, **policies}
         if timezone:
             body["timezone"] = timezone
         if add:
@@ -217,17 +233,18 @@ def run_pipeline(
         ctl.out.show(job, lambda: _show_schedule(ctl, job))
         return
     if no_wait:
-        started = ctl.api.post("/pipeline/run", {"name": name, "wait": False})
+        started = ctl.api.post("/pipeline/run", {"name": name, "wait": False, **policies})
+        verb = "Queued" if started.get("status") == "queued" else "Started"
         ctl.out.show(
             started,
             lambda: ctl.out.line(
-                f"Started run {started['id']} of {name}; follow it with: maoctl pipeline run-show --id {started['id']}"
+                f"{verb} run {started['id']} of {name}; follow it with: maoctl pipeline run-show --id {started['id']}"
             ),
         )
         return
     if not ctl.out.as_json:
         ctl.out.note(f"Running {name} (waiting for it to end)...")
-    run = ctl.api.post("/pipeline/run", {"name": name}, wait_forever=True)
+    run = ctl.api.post("/pipeline/run", {"name": name, **policies}, wait_forever=True)
     ctl.out.show(run, lambda: show_run(ctl, run))
     if run.get("status") == "failed":
         raise click.exceptions.Exit(1)

@@ -1,4 +1,4 @@
-"""``maoctl pipeline runs``, ``run-show`` and ``cancel``: the run history of this instance."""
+"""``maoctl pipeline runs``, ``run-show``, ``queue`` and ``cancel``: the run history of this instance."""
 
 from __future__ import annotations
 
@@ -100,12 +100,32 @@ def show_run(ctl: Ctl, run: dict[str, Any]) -> None:
             ctl.out.line(s["log_tail"].rstrip("\n"))
 
 
+@click.command("queue")
+@json_option
+@pass_ctl
+def queue_command(ctl: Ctl) -> None:
+    """The runs waiting to start, in the order they will be considered (GET /queue)."""
+    queued = ctl.api.get("/queue")
+    ctl.out.show(
+        queued,
+        lambda: ctl.out.table(
+            ["#", "id", "pipeline", "priority", "trigger", "queued", "waiting for"],
+            [
+                [e["position"], e["id"], e["pipeline"], e["priority"], e["trigger"], e["queued_at"], e["waiting_for"]]
+                for e in queued
+            ],
+            title="queue",
+        ),
+    )
+
+
 @click.command("cancel")
 @click.option("--id", "run_id", required=True, help="The run's id (from `maoctl pipeline runs`).")
 @json_option
 @pass_ctl
 def cancel_run_command(ctl: Ctl, run_id: str) -> None:
-    """Cancel a running run: its containers are killed, nothing of an unfinished step is pushed."""
+    """Cancel a run: a running one's containers are killed, nothing of an unfinished step is pushed;
+    a queued one ends without starting."""
     answer = ctl.api.post(f"/runs/{segment(run_id)}/cancel", None)
     ctl.out.show(
         answer,

@@ -9,7 +9,7 @@ from aiohttp import web
 from ..errors import BadRequest, NotFound
 from ..models import Pipeline
 from ..names import name_problem
-from ..overlap import make_room
+from ..overlap import busy_for, make_room
 from ..request_models import PipelineRequest
 from ..run_requests import BackfillRequest, RunRequest, check_overlap, options
 from ..runs.engine import RunInProgress
@@ -73,7 +73,7 @@ async def delete_pipeline(request: web.Request) -> web.Response:
 
 @routes.post("/pipeline/run")
 @doc(
-    "Run a pipeline now (the run record at its end; 202 with wait false), or schedule it with cron",
+    "Run a pipeline now or queue it (the run record at its end; 202 with wait false), or schedule it with cron",
     body=RunRequest,
     answer=Run | Scheduled,
     more=((202, RunStarted),),
@@ -85,7 +85,9 @@ async def run_pipeline(request: web.Request) -> web.Response:
     schedules instead of running: on this instance (``scope: "instance"``, the default; it replaces the
     pipeline's schedule unless ``add: true``) or federation-wide (``scope: "federation"``, optionally
     ``placement: {"labels": {...}}``). ``trigger: {dataset}`` runs it at each ground-truth advance of
-    that dataset (a data trigger). Schedules take ``overlap``, ``catchup`` and ``catchup_window``."""
+    that dataset (a data trigger). Schedules take ``overlap``, ``catchup`` and ``catchup_window``.
+    ``priority`` (instance scope) orders the queue a run waits in when the instance is full
+    (``MAO_MAX_ACTIVE_RUNS``) or, with ``overlap: "queue"``, its pipeline busy."""
     body = parse(RunRequest, await read_json(request))
     name = body.name
     if problem := name_problem(name, "pipeline name"):
@@ -98,11 +100,17 @@ async def run_pipeline(request: web.Request) -> web.Response:
         raise BadRequest(f"scope must be one of {', '.join(SCOPES)}", code="invalid_scope")
     if body.placement is not None and scope != "federation":
         raise BadRequest('placement only applies to scope "federation"', code="invalid_placement")
+    if body.priority is not None and scope == "federation":
+        raise BadRequest(
+            "priority orders this instance's queue: it applies to instance scope only", code="not_supported"
+        )
     if body.trigger is not None:
         if cron not in (None, ""):
             raise BadRequest("give either cron or trigger, not both", code="invalid_request")
         overlap = check_overlap(body.overlap, federation=scope == "federation")
-        trigger = await the_node.triggers.add(name, body.trigger.dataset, scope, body.placement, overlap=overlap)
+        trigger = await the_node.triggers.add(
+            name, body.trigger.dataset, scope, body.placement, overlap=overlap, priority=body.priority or 0
+        )
         return ok(
             {
                 "pipeline": name,
@@ -136,25 +144,30 @@ async def run_pipeline(request: web.Request) -> web.Response:
                 "scope": scope,
                 **({"placement": schedule["placement"]} if scope == "federation" else {}),
                 **{k: schedule.get(k) for k in ("overlap", "catchup", "catchup_window")},
+                **({"priority": schedule["priority"]} if scope == "instance" else {}),
             }
         )
-    overlap = check_overlap(body.overlap)
-    if overlap == "replace":
+    policy = check_overlap(body.overlap)
+    if policy == "replace":
         # Run now, in place of the running run (cancelled first); without it, a running run is a 409.
         active, why = await make_room(the_node.runner, name, "replace")
         if why is not None:
             raise RunInProgress(why, run_id=active)
-    # ``allow``: beside the running run(s), each in folders of its own.
-    run_id = await the_node.runner.start(name, trigger="manual", side_by_side=overlap == "allow")
+    # overlap "queue": wait for the running run (one waiting run per pipeline; another is a 409);
+    # "allow": beside the running run(s), each in folders of its own, as the instance's limit allows.
+    run_id = await the_node.runner.start(
+        name, trigger="manual", priority=body.priority or 0, busy=busy_for(policy)
+    )
     if not body.wait:
-        return ok({"id": run_id, "run_id": run_id, "pipeline": name, "status": "pending"}, status=202)
+        status = "queued" if the_node.runner.is_queued(run_id) else "pending"
+        return ok({"id": run_id, "run_id": run_id, "pipeline": name, "status": status}, status=202)
     await the_node.runner.wait(run_id)
     return ok(await the_node.store.get_run(run_id))
 
 
 @routes.post("/pipeline/backfill")
 @doc(
-    "Run a pipeline once per tick of a cron in [from, to], in order, one at a time (or list the ticks)",
+    "Queue one run per tick of a cron in [from, to], started in order, one at a time (or list the ticks)",
     body=BackfillRequest,
     answer=dict[str, Any],
     more=((202, dict[str, Any]),),
@@ -162,8 +175,9 @@ async def run_pipeline(request: web.Request) -> web.Response:
     tags=("pipelines",),
 )
 async def backfill(request: web.Request) -> web.Response:
-    """One run per tick of ``cron`` (default: the pipeline's schedule) in ``[from, to]``, in order, one
-    at a time, with trigger ``backfill``; ``dry_run`` only lists the ticks."""
+    """One run per tick of ``cron`` (default: the pipeline's schedule) in ``[from, to]``, with trigger
+    ``backfill``: all recorded ``queued`` before the answer, started in order, one at a time (a
+    restart continues them); ``dry_run`` only lists the ticks."""
     body = parse(BackfillRequest, await read_json(request))
     the_node = node(request)
     result = await the_node.backfills.start(body)

@@ -1,5 +1,5 @@
-"""Run history: ``GET /runs``, ``GET /runs/{id}``, ``POST /runs/{id}/cancel``; schedules: ``GET /jobs``,
-``DELETE /jobs/{id}``."""
+"""Run history: ``GET /runs``, ``GET /runs/{id}``, ``POST /runs/{id}/cancel``, ``GET /queue``; schedules:
+``GET /jobs``, ``DELETE /jobs/{id}``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ..names import name_problem
 from ..request_models import NoBody
 from .common import node, ok, parse, read_json
 from .openapi import doc
-from .schemas import CancelStarted, JobDeleted, Run, RunsQuery, Schedule, SchedulesQuery
+from .schemas import CancelStarted, JobDeleted, QueueEntry, Run, RunsQuery, Schedule, SchedulesQuery
 
 routes = web.RouteTableDef()
 
@@ -50,9 +50,23 @@ async def get_run(request: web.Request) -> web.Response:
     return ok(run)
 
 
+@routes.get("/queue")
+@doc(
+    "The runs waiting to start (status queued), in the order they will be considered",
+    answer=list[QueueEntry],
+    errors=(),
+    tags=("runs",),
+)
+async def list_queue(request: web.Request) -> web.Response:
+    """Queued runs with their 1-based ``position``: higher ``priority`` first, then older; each says
+    what it waits for (the instance's ``MAO_MAX_ACTIVE_RUNS``, or its pipeline's running run). A run
+    whose pipeline is busy is passed over, so a later one may start before it."""
+    return ok(node(request).runner.admission.listing())
+
+
 @routes.post("/runs/{id}/cancel")
 @doc(
-    "Cancel a running run: its containers are killed at once (202; poll GET /runs/{id} for the end)",
+    "Cancel a run: a running one's containers are killed at once, a queued one ends without starting (202)",
     body=NoBody,
     body_required=False,
     answer=CancelStarted,
@@ -62,7 +76,8 @@ async def get_run(request: web.Request) -> web.Response:
 )
 async def cancel_run(request: web.Request) -> web.Response:
     """202 once stopping has begun (containers are killed at once; poll ``GET /runs/{id}`` for the
-    end); 409 when the run has already ended. It takes no fields: no body, or ``{}``."""
+    end); a queued run is ``cancelled`` at once, without starting; 409 when the run has already ended.
+    It takes no fields: no body, or ``{}``."""
     run_id = _id(request)
     parse(NoBody, await read_json(request, optional=True))
     await node(request).runner.cancel(run_id)

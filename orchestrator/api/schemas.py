@@ -172,11 +172,24 @@ class Run(Out):
     status: str = Field(description=", ".join(RUN_STATUSES))
     error: str | None
     schedule_id: str | None
+    priority: int = Field(default=0, description="admission order: higher first, then older")
     created_at: str | None
     started_at: str | None
     ended_at: str | None
     duration: float | None
     steps: list[RunStep]
+
+
+class QueueEntry(Out):
+    position: int = Field(description="1-based: the order in which queued runs are considered")
+    id: str
+    pipeline: str
+    priority: int
+    trigger: str
+    queued_at: str
+    tick_at: str | None = Field(description="the schedule or backfill tick the run stands for")
+    schedule_id: str | None
+    waiting_for: str = Field(description="why it has not started: the instance's limit, or its pipeline's run")
 
 
 class CancelStarted(Out):
@@ -196,6 +209,8 @@ class Schedule(Out):
     pipeline: str
     cron: str
     timezone: str
+    overlap: str = Field(default="skip", description="skip, replace or queue")
+    priority: int = Field(default=0, description="the priority of the runs it starts")
     created_at: str | None
     last_tick_at: str | None
     next_run_time: str | None

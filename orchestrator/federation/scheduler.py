@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound
 from ..metrics import UNSERVED, Metrics
-from ..overlap import side_by_side
+from ..overlap import busy_for
 from ..tasks import spawn
 from ..ticks import due_time, make_trigger
 from . import keys
@@ -292,7 +292,7 @@ class FederationScheduler:
                     trigger="cron",
                     schedule_id=schedule_id,
                     tick_at=due,
-                    **side_by_side(schedule.get("overlap")),
+                    busy=busy_for(schedule.get("overlap")),
                 )
                 record.update(outcome="fired", run_id=run_id, reason=why)
         except MaoError as exc:  # e.g. etcd or the database away while deciding

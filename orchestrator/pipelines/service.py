@@ -78,6 +78,13 @@ class PipelineService:
                 missing=missing,
             )
 
+        if unknown := self.runner.pools.unknown([step.pool for step in pipeline.steps]):
+            raise BadRequest(
+                f"pipeline {pipeline.name!r} names pool(s) not configured on this instance: "
+                f"{', '.join(unknown)} (MAO_POOLS has {', '.join(self.settings.pools) or 'none'})",
+                code="unknown_pool",
+                pools=unknown,
+            )
         # Every step as the executor will check it at run time: a step that can never run is a 400 now.
         known = {tool.name: tool for tool in tools if tool is not None}
         await check_steps(pipeline, known, self.settings, self.executor)
@@ -124,7 +131,10 @@ class PipelineService:
         if await self.store.get_pipeline(name) is None:
             raise NotFound(f"pipeline {name!r} is not initialised on this instance")
         if run_id := self.runner.active_run(name):
-            raise Conflict(f"pipeline {name!r} is running (run {run_id}); delete it when the run has ended")
+            raise Conflict(
+                f"pipeline {name!r} has run {run_id} running or queued; delete it when the run has ended "
+                "(a queued run can be cancelled: POST /runs/{id}/cancel)"
+            )
         unregistered = False
 
         async def unregister() -> None:

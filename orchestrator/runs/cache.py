@@ -2,7 +2,7 @@
 
 Input commit, the tool's image id, cmd, env (private values only by their hash, so the key itself
 leaks nothing) and the step's definition (without ``cache`` itself, the retry knobs and the resource
-limits ``memory``/``cpus``, which do not change what is computed; leaving the limits out also keeps
+limits ``memory``/``cpus`` and the ``pool``, which do not change what is computed; leaving the limits out also keeps
 the keys of steps stored before those fields existed).
 """
 
@@ -24,6 +24,7 @@ _NOT_IN_KEY = {
     "needs",
     "memory",
     "cpus",
+    "pool",  # where a step waits for a slot, not what it computes
 }
 
 

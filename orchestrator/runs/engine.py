@@ -7,16 +7,18 @@ previous step, so the prototype's pipelines stay straight lines.
 
 A step's attempts: ``1 + retries`` with the step's tool (retried only when the failure can pass; the
 wait is ``retry.backoff``), then once with ``fallback_tool`` when one is set. ``cache: true`` first
-compares the step's memo key (``cache``) with its last success on this instance.
+compares the step's memo key (``cache``) with its last success on this instance. One step's work
+(pool slot, cache, attempts, fan-out, record) is ``steps.StepWork``; this module drives the graph.
 
 Stopping a run (``cancel``, ``run_timeout``, shutdown): the executor kills and removes the run's
 containers at once, steps not yet voting are cancelled (nothing of theirs is pushed: the node branch
 is pushed only by the vote), a step already voting finishes its merge, and steps never started take
 the stop's status. One run per pipeline at a time on an instance, unless a trigger's overlap policy
-is ``allow`` (``start(..., side_by_side=True)``: its steps take a folder of their own when the node
+is ``allow`` (``start(..., busy=Busy.ALLOW)``: admitted beside them, its steps take a folder of their own when the node
 branch's is busy, ``Attempts.branch``); a run does not need etcd (see ``pipelines.voting``).
 
-Entry point for every trigger (API, schedulers): ``Runner.start(name, trigger, schedule_id=None)``.
+Entry point for every trigger (API, schedulers, backfill): ``Runner.start``, which records the run
+and hands it to admission (``runs/admission.py``): it starts at once or waits ``queued``.
 """
 
 from __future__ import annotations
@@ -26,31 +28,31 @@ import contextlib
 import logging
 import shutil
 import uuid
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from ..config import Settings
 from ..datasets import Datasets
-from ..errors import Conflict, MaoError, NotFound
+from ..errors import Conflict, DatabaseUnavailable, MaoError, NotFound
 from ..executors import ExecutorBackend, KillRequest
 from ..gateway.insights import InsightsPublisher
-from ..logs import RUN_ID, STEP
+from ..logs import RUN_ID
 from ..metrics import UNSERVED, Metrics
-from ..models import Pipeline, Tool, node_branch
+from ..models import Pipeline, node_branch
 from ..pipelines.registrations import Registrations
 from ..pipelines.voting import Voting
-from ..retry import backoff
 from ..store import Store
-from ..store.runs import RunRecords
+from ..store.runs import NewRun, RunRecords
 from ..store.tables import utcnow
-from .attempt import AttemptOutcome, Attempts, StepContext, StepFailed, container_name
-from .cache import memo_key
-from .fanout_attempt import FanOutAttempts, FanOutPass
+from .active import CANCELLED, SHUTDOWN, ActiveRun, Stop, timed_out
+from .admission import Admission, Busy, RunInProgress, Ticket
+from .attempt import Attempts
+from .fanout_attempt import FanOutAttempts
 from .graph import StepNode
+from .pools import Pools
 from .states import (
-    ATTEMPT_TRANSITIONS,
     DONE_STEP,
     ENDED_STEP,
     RUN_TRANSITIONS,
@@ -60,51 +62,14 @@ from .states import (
     StepStatus,
     check,
 )
+from .steps import StepWork
+
+__all__ = ["Busy", "RunInProgress", "Runner"]
 
 log = logging.getLogger(__name__)
 
-
-class RunInProgress(Conflict):
-    code = "run_in_progress"
-
-
-@dataclass(frozen=True)
-class Stop:
-    """Why a run is being stopped, and the status each kind of record takes."""
-
-    reason: str
-    run: RunStatus
-    step: StepStatus  # a step that was running
-    pending: StepStatus  # a step that never started
-    attempt: AttemptStatus
-
-
-CANCELLED = Stop("cancelled on request", RunStatus.CANCELLED, StepStatus.CANCELLED, StepStatus.CANCELLED, AttemptStatus.CANCELLED)  # fmt: skip
-SHUTDOWN = Stop("cancelled: the orchestrator shut down", RunStatus.FAILED, StepStatus.FAILED, StepStatus.SKIPPED, AttemptStatus.CANCELLED)  # fmt: skip
-
-
-def _timed_out(limit: float) -> Stop:
-    return Stop(f"the run exceeded its run_timeout of {limit:g} s", RunStatus.FAILED, StepStatus.FAILED, StepStatus.SKIPPED, AttemptStatus.TIMED_OUT)  # fmt: skip
-
-
-@dataclass
-class ActiveRun:
-    """A run this process is executing; the in-memory truth its records follow."""
-
-    id: str
-    pipeline: Pipeline
-    nodes: list[StepNode]
-    status: RunStatus = RunStatus.PENDING
-    steps: dict[str, StepStatus] = field(default_factory=dict)
-    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    voting: set[str] = field(default_factory=set)  # steps past the point of no return
-    stop: Stop | None = None
-    first_error: str | None = None
-    # For the cache check: image ids and input tips already learnt in this run. A tip is forgotten
-    # when a step of this run merges into that dataset (its dependants must see the new one).
-    image_ids: dict[str, str] = field(default_factory=dict)
-    input_tips: dict[str, str] = field(default_factory=dict)
-    side_by_side: bool = False  # started with overlap ``allow``
+# A queued run whose start met the database away waits this long before it is admitted again.
+REQUEUE_DELAY = 5.0
 
 
 class Runner:
@@ -128,26 +93,31 @@ class Runner:
         self.executor = executor
         self.attempts = Attempts(settings, datasets, executor, voting, insights, self.records)
         self.fan_out = FanOutAttempts(settings, self.attempts, self.records)
-        self._active: dict[str, list[str]] = {}  # pipeline name -> its runs' ids, oldest first
+        self.admission = Admission(settings.max_active_runs, self._start_queued)
+        self.pools = Pools(settings.pools)
+        self.steps = StepWork(
+            settings, registrations, datasets, executor, self.records, self.attempts, self.fan_out,
+            self.pools, self._set_step,
+        )  # fmt: skip
         self._runs: dict[str, ActiveRun] = {}  # run id -> run
         self._tasks: dict[str, asyncio.Task[None]] = {}  # run id -> task
         self._helpers: set[asyncio.Task[Any]] = set()
 
     def active_run(self, pipeline: str) -> str | None:
-        """The oldest run of ``pipeline`` still going here (None: none)."""
-        runs = self._active.get(pipeline)
-        return runs[0] if runs else None
+        """The pipeline's running run, else its first queued one, else None."""
+        return self.admission.active_run(pipeline)
 
     def active_runs(self, pipeline: str) -> list[str]:
-        """Every run of ``pipeline`` still going here, oldest first (several only with overlap allow)."""
-        return list(self._active.get(pipeline, ()))
+        """Every run of ``pipeline`` here, running (oldest first) then queued (in order): several
+        running only with overlap ``allow``."""
+        return self.admission.active_runs(pipeline)
 
-    def _release(self, pipeline: str, run_id: str) -> None:
-        runs = self._active.get(pipeline, [])
-        if run_id in runs:
-            runs.remove(run_id)
-        if not runs:
-            self._active.pop(pipeline, None)
+    def waiting_run(self, pipeline: str) -> str | None:
+        """The pipeline's first queued run, or None."""
+        return self.admission.waiting_run(pipeline)
+
+    def is_queued(self, run_id: str) -> bool:
+        return self.admission.is_queued(run_id)
 
     async def start(
         self,
@@ -155,56 +125,80 @@ class Runner:
         trigger: str,
         schedule_id: str | None = None,
         *,
-        side_by_side: bool = False,
+        priority: int = 0,
+        busy: Busy = Busy.REFUSE,
         **cause: Any,
     ) -> str:
-        """Record a run of pipeline ``name`` and start it in the background; returns its id at once.
-        Raises NotFound (no such pipeline here) or RunInProgress (one is running already, unless
-        ``side_by_side``: overlap ``allow``). ``cause``: what the run stands for, kept on its record:
-        ``tick_at`` (a schedule's or a backfill's tick), ``trigger_dataset`` and ``trigger_commit``
-        (a data trigger's advance)."""
-        if name in self._active and not side_by_side:
-            active = self._active[name][0]
-            raise RunInProgress(
-                f"pipeline {name!r} is already running (run {active}); wait for it to end",
-                run_id=active,
-            )
-        run_id = uuid.uuid4().hex
-        # Reserved before any await: two requests cannot both start.
-        self._active.setdefault(name, []).append(run_id)
+        """Record a run of pipeline ``name``: it starts in the background at once, or waits
+        ``queued`` for its turn (``runs/admission.py``); returns its id at once. Raises NotFound (no
+        such pipeline here) or RunInProgress (the pipeline is busy and ``busy`` says not to wait).
+        ``busy=Busy.ALLOW`` (overlap ``allow``): the run starts beside the pipeline's runs, as the
+        instance's limit allows; its steps take a folder of their own when the node branch's is busy.
+        ``cause``: what the run stands for, kept on its record: ``tick_at`` (a schedule's or a
+        backfill's tick), ``trigger_dataset`` and ``trigger_commit`` (a data trigger's advance)."""
+        ticket = Ticket(
+            uuid.uuid4().hex, name, trigger, priority, utcnow(), cause.get("tick_at"), schedule_id,
+            side_by_side=busy is Busy.ALLOW,
+        )  # fmt: skip
+        now = self.admission.reserve(ticket, busy)  # before any await: two requests cannot both start
         try:
-            pipeline = await self.store.get_pipeline(name, with_secrets=True)
-            if pipeline is None:
-                raise NotFound(f"pipeline {name!r} is not initialised on this instance (POST /pipeline/init)")
+            pipeline = await self._pipeline(name)
             nodes = pipeline.graph()
-            branches = [node_branch(s.name, self.settings.instance_name) for s in pipeline.steps]
-            await self.records.create(run_id, pipeline, trigger, nodes, branches, schedule_id, **cause)
+            await self.records.create_many([self._new_run(ticket, pipeline, nodes, now, cause)])
         except BaseException:
-            self._release(name, run_id)
+            self.admission.drop(ticket.run_id)
             raise
-        run = ActiveRun(
-            run_id,
-            pipeline,
-            nodes,
-            steps=dict.fromkeys((n.name for n in nodes), StepStatus.PENDING),
-            side_by_side=side_by_side,
+        if now:
+            self._launch(ticket, pipeline, nodes, RunStatus.PENDING)
+        else:
+            log.info("run %s of pipeline %s queued (%s, priority %d)", ticket.run_id, name, trigger, priority)
+            self.admission.enqueue([ticket])
+        return ticket.run_id
+
+    async def queue_many(
+        self, name: str, trigger: str, causes: Sequence[dict[str, Any]], priority: int = 0
+    ) -> list[str]:
+        """Record runs of ``name`` queued in this order, in one transaction (a backfill's ticks);
+        they start one at a time as admission allows. Their ids."""
+        pipeline = await self._pipeline(name)
+        nodes = pipeline.graph()
+        base = utcnow()
+        tickets = [
+            Ticket(
+                uuid.uuid4().hex, name, trigger, priority, base + timedelta(microseconds=i), c.get("tick_at")
+            )
+            for i, c in enumerate(causes)
+        ]
+        await self.records.create_many(
+            [self._new_run(t, pipeline, nodes, False, c) for t, c in zip(tickets, causes, strict=True)]
         )
-        self._runs[run_id] = run
-        task = asyncio.create_task(self._execute(run), name=f"run {run_id}")
-        self._tasks[run_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
-        log.info("run %s of pipeline %s started (%s)", run_id, name, trigger)
-        return run_id
+        self.admission.enqueue(tickets)
+        return [t.run_id for t in tickets]
+
+    async def restore_queue(self) -> int:
+        """At start, after the reconciler: re-admit the runs a previous process left queued."""
+        tickets = await self.records.queued()
+        self.admission.enqueue(tickets)
+        return len(tickets)
 
     async def wait(self, run_id: str) -> None:
+        """Until the run has ended (a queued run: first until it leaves the queue)."""
+        if (leaving := self.admission.leaving(run_id)) is not None:
+            await leaving.wait()
         task = self._tasks.get(run_id)
         if task is not None:
             # Shielded: a client that hangs up does not cancel the run it started.
             await asyncio.shield(task)
 
     async def cancel(self, run_id: str) -> None:
-        """Stop a running run (see the module docstring); returns once stopping has begun.
-        NotFound: no such run; Conflict (409): the run has ended."""
+        """Stop a running run (see the module docstring), or end a queued one ``cancelled`` without
+        starting it; returns once stopping has begun. NotFound: no such run; Conflict (409): the run
+        has ended."""
+        if self.admission.is_queued(run_id):
+            if await self._cancel_queued(run_id):
+                return
+        elif (leaving := self.admission.leaving(run_id)) is not None:
+            await leaving.wait()  # leaving the queue this very moment: stop it once it has a task
         run = self._runs.get(run_id)
         if run is None:
             record = await self.records.get(run_id)
@@ -220,6 +214,7 @@ class Runner:
             await self._stop(run, CANCELLED)
 
     async def shutdown(self) -> None:
+        await self.admission.close()  # queued runs stay queued, for the next start
         runs = [run for run in self._runs.values() if run.stop is None]
         await asyncio.gather(*(self._stop(run, SHUTDOWN) for run in runs), return_exceptions=True)
         tasks = list(self._tasks.values())
@@ -228,6 +223,84 @@ class Runner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- admission's side -----------------------------------------------------------------------
+    async def _pipeline(self, name: str) -> Pipeline:
+        pipeline = await self.store.get_pipeline(name, with_secrets=True)
+        if pipeline is None:
+            raise NotFound(f"pipeline {name!r} is not initialised on this instance (POST /pipeline/init)")
+        return pipeline
+
+    def _branches(self, pipeline: Pipeline) -> list[str]:
+        return [node_branch(s.name, self.settings.instance_name) for s in pipeline.steps]
+
+    def _new_run(
+        self, ticket: Ticket, pipeline: Pipeline, nodes: list[StepNode], now: bool, cause: dict[str, Any]
+    ) -> NewRun:
+        status = RunStatus.PENDING if now else RunStatus.QUEUED
+        return NewRun(
+            ticket.run_id, pipeline, ticket.trigger, nodes, self._branches(pipeline), status,
+            ticket.priority, ticket.queued_at, ticket.schedule_id, cause,
+        )  # fmt: skip
+
+    def _launch(self, ticket: Ticket, pipeline: Pipeline, nodes: list[StepNode], status: RunStatus) -> None:
+        steps = dict.fromkeys((n.name for n in nodes), StepStatus.PENDING)
+        run = ActiveRun(ticket.run_id, pipeline, nodes, status, steps, priority=ticket.priority, queued_at=ticket.queued_at, side_by_side=ticket.side_by_side)  # fmt: skip
+        self._runs[run.id] = run
+        task = asyncio.create_task(self._execute(run), name=f"run {run.id}")
+        self._tasks[run.id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(run.id, None))
+        self.admission.started(run.id)
+        log.info("run %s of pipeline %s started (%s)", run.id, pipeline.name, ticket.trigger)
+
+    async def _start_queued(self, ticket: Ticket) -> None:
+        """Admission's launcher: a queued run's turn has come. It runs the pipeline as it is now. A
+        pipeline gone fails the run; a database away puts it back in the queue for a later try."""
+        try:
+            pipeline = await self._pipeline(ticket.pipeline)
+            nodes = pipeline.graph()
+            await self.records.restart_steps(ticket.run_id, pipeline, nodes, self._branches(pipeline))
+        except DatabaseUnavailable as exc:
+            self._requeue(ticket, exc)
+            return
+        except MaoError as exc:
+            log.warning("queued run %s of %s cannot start: %s", ticket.run_id, ticket.pipeline, exc.message)
+            try:
+                await self.records.update_run(
+                    ticket.run_id,
+                    status=RunStatus.FAILED,
+                    error=f"could not start: {exc.message}",
+                    ended_at=utcnow(),
+                )
+            except MaoError as unrecorded:
+                self._requeue(ticket, unrecorded)
+                return
+            self.admission.finished(ticket.run_id)
+            return
+        self._launch(ticket, pipeline, nodes, RunStatus.QUEUED)
+
+    def _requeue(self, ticket: Ticket, exc: MaoError) -> None:
+        log.warning(
+            "queued run %s of %s not started: %s; it stays queued and is tried again in %.0f s",
+            ticket.run_id, ticket.pipeline, exc.message, REQUEUE_DELAY,
+        )  # fmt: skip
+        self.admission.requeue_later(ticket, REQUEUE_DELAY)
+
+    async def _cancel_queued(self, run_id: str) -> bool:
+        """End a queued run ``cancelled``; False when it left the queue meanwhile."""
+        ticket = self.admission.drop(run_id)  # first: admission must not start it meanwhile
+        if ticket is None:
+            return False
+        try:
+            cancelled = await self.records.cancel_queued(run_id, "cancelled on request while queued")
+        except BaseException:
+            self.admission.enqueue([ticket])
+            raise
+        log.info("queued run %s of %s cancelled", run_id, ticket.pipeline)
+        with contextlib.suppress(Exception):
+            if cancelled and (record := await self.records.get(run_id)) is not None:
+                self.metrics.observe_run(record)
+        return cancelled
 
     # -- one run --------------------------------------------------------------------------------
     async def _execute(self, run: ActiveRun) -> None:
@@ -240,7 +313,7 @@ class Runner:
             if run.pipeline.run_timeout:
                 limit = run.pipeline.run_timeout
                 timer = asyncio.get_running_loop().call_later(
-                    limit, lambda: self._stop_soon(run, _timed_out(limit))
+                    limit, lambda: self._stop_soon(run, timed_out(limit))
                 )
             await self._drive(run, scratch)
             await self._end_run(run)
@@ -257,8 +330,8 @@ class Runner:
         finally:
             if timer is not None:
                 timer.cancel()
-            self._release(run.pipeline.name, run.id)
             self._runs.pop(run.id, None)
+            self.admission.finished(run.id)  # its room goes to the next queued run
             # Input snapshots can be large: delete them off the event loop.
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True))
             # Counted from the ended run's record (its steps and attempts), whatever the ending.
@@ -279,7 +352,7 @@ class Runner:
                     states = [run.steps[need] for need in needs[name]]
                     if all(s in DONE_STEP for s in states):
                         run.tasks[name] = asyncio.create_task(
-                            self._step(run, name, scratch), name=f"run {run.id} step {name}"
+                            self.steps.run(run, name, scratch), name=f"run {run.id} step {name}"
                         )
                     elif any(s in ENDED_STEP and s not in DONE_STEP for s in states):
                         failed = [need for need in needs[name] if run.steps[need] not in DONE_STEP]
@@ -345,212 +418,6 @@ class Runner:
                 log.info("run %s: removed container(s) %s", run.id, ", ".join(removed))
         except MaoError as exc:
             log.warning("run %s: containers not killed (%s); the executor removes them", run.id, exc.message)
-
-    # -- one step -------------------------------------------------------------------------------
-    async def _step(self, run: ActiveRun, name: str, scratch: Path) -> None:
-        """Run one step to its end and record it; never raises (the step's status says it all)."""
-        STEP.set(name)  # this step's own task: its (and its attempts') log lines carry the step
-        step = run.pipeline.step(name)
-        position = run.pipeline.steps.index(step)
-        started_at = utcnow()
-        try:
-            output = await self.registrations.dataset(step.output_dataset)
-            if output is None:
-                raise StepFailed(f"dataset {step.output_dataset!r} is no longer registered")
-            source = None
-            if step.input_dataset:
-                source = await self.registrations.dataset(step.input_dataset)
-                if source is None:
-                    raise StepFailed(f"dataset {step.input_dataset!r} is no longer registered")
-            ctx = StepContext(
-                run.id,
-                run.pipeline.name,
-                position,
-                step,
-                output,
-                source,
-                node_branch(name, self.settings.instance_name),
-                side_by_side=run.side_by_side,
-            )
-            tool = await self._tool(step.tool)
-            # Checked while still pending: a cache hit is one write, pending -> cached.
-            if step.cache and await self._use_cache(run, ctx, tool, started_at):
-                return
-            await self._set_step(run, name, StepStatus.RUNNING, started_at=started_at)
-            if step.fan_out is not None:
-                outcome, used = await self._fan_out(run, ctx, tool, scratch), tool
-            else:
-                outcome, used = await self._attempts(run, ctx, tool, scratch)
-            run.input_tips.pop(step.output_dataset, None)
-            key = None
-            if outcome.image_id:
-                key = memo_key(step, used.name, outcome.image_id, outcome.input_commit)
-            await self._set_step(
-                run,
-                name,
-                StepStatus.SUCCEEDED,
-                merge_commit=outcome.merge_commit,
-                merge_state=outcome.merge_state,
-                insights=outcome.insights,
-                cache_key=key,
-                ended_at=utcnow(),
-            )
-        except StepFailed as failure:
-            run.first_error = run.first_error or failure.message
-            await self._set_step(run, name, failure.status, error=failure.message, ended_at=utcnow())
-            log.info("run %s: step %s %s: %s", run.id, name, failure.status, failure.message)
-        except asyncio.CancelledError:
-            stop = run.stop or SHUTDOWN
-            with contextlib.suppress(Exception):
-                await asyncio.shield(
-                    self._set_step(run, name, stop.step, error=stop.reason, ended_at=utcnow())
-                )
-            if run.stop is None:
-                raise
-        except MaoError as exc:  # a lookup (registrations, database) failed outside an attempt
-            run.first_error = run.first_error or exc.message
-            await self._set_step(run, name, StepStatus.FAILED, error=exc.message, ended_at=utcnow())
-
-    async def _tool(self, name: str) -> Tool:
-        # From etcd, or this instance's copy while etcd is unreachable: a run needs no quorum.
-        tool = await self.registrations.tool(name)
-        if tool is None:
-            raise StepFailed(f"tool {name!r} is no longer registered")
-        return tool
-
-    async def _attempts(
-        self, run: ActiveRun, ctx: StepContext, tool: Tool, scratch: Path
-    ) -> tuple[AttemptOutcome, Tool]:
-        """The step's own attempts, then its fallback tool; the outcome and the tool that made it."""
-        step = ctx.step
-        number = 0
-        failure: StepFailed | None = None
-        for retry in range(step.retries + 1):
-            number += 1
-            try:
-                return await self._attempt(run, ctx, number, tool, scratch), tool
-            except StepFailed as exc:
-                failure = exc
-                if not exc.passable or retry == step.retries:
-                    break
-                delay = backoff(retry + 1, step.retry_delay)
-                log.info(
-                    "run %s: step %s attempt %d failed (%s); retrying in %.1f s",
-                    run.id, ctx.step.name, number, exc.message, delay,
-                )  # fmt: skip
-                await asyncio.sleep(delay)
-        assert failure is not None
-        if step.fallback_tool and failure.status is StepStatus.FAILED:
-            log.info("run %s: step %s falls back to tool %s", run.id, step.name, step.fallback_tool)
-            fallback = await self._tool(step.fallback_tool)
-            try:
-                return await self._attempt(run, ctx, number + 1, fallback, scratch), fallback
-            except StepFailed as exc:
-                raise StepFailed(
-                    f"{failure.message}; fallback tool {fallback.name}: {exc.message}",
-                    status=exc.status,
-                ) from exc
-        raise failure
-
-    async def _fan_out(self, run: ActiveRun, ctx: StepContext, tool: Tool, scratch: Path) -> AttemptOutcome:
-        """A fan-out step (runs/fanout_attempt.py): its shards are retried on their own; a failure
-        outside them that can pass (a git remote away at the snapshot or the vote) runs the step
-        again, up to ``retries`` times, with the usual backoff."""
-        step = ctx.step
-        fallback = await self._tool(step.fallback_tool) if step.fallback_tool else None
-        this_pass = FanOutPass()
-        for retry in range(step.retries + 1):
-            try:
-                return await self.fan_out.run(
-                    ctx,
-                    tool,
-                    fallback,
-                    scratch,
-                    voting=lambda: run.voting.add(step.name),
-                    stop_reason=lambda: run.stop.reason if run.stop else None,
-                    this_pass=this_pass,
-                )
-            except StepFailed as exc:
-                if not exc.passable or retry == step.retries:
-                    raise
-                delay = backoff(retry + 1, step.retry_delay)
-                log.info(
-                    "run %s: fan-out step %s failed outside its shards (%s); again in %.1f s",
-                    run.id, step.name, exc.message, delay,
-                )  # fmt: skip
-                await asyncio.sleep(delay)
-                this_pass = this_pass.next()
-            finally:
-                run.voting.discard(step.name)
-        raise AssertionError("unreachable: the last pass returns or raises")
-
-    async def _attempt(
-        self, run: ActiveRun, ctx: StepContext, number: int, tool: Tool, scratch: Path
-    ) -> AttemptOutcome:
-        container = container_name(self.settings.instance_name, run.id, ctx.position, number)
-        attempt_id = await self.records.add_attempt(run.id, ctx.step.name, number, tool.name, container)
-        status = AttemptStatus.RUNNING
-        try:
-            outcome = await self.attempts.run(
-                ctx, number, tool, scratch, voting=lambda: run.voting.add(ctx.step.name)
-            )
-        except StepFailed as failure:
-            status = check(ATTEMPT_TRANSITIONS, status, failure.attempt_status)
-            await self.records.end_attempt(
-                attempt_id,
-                status,
-                exit_code=failure.exit_code,
-                image_id=failure.image_id,
-                error=failure.message,
-            )
-            raise
-        except asyncio.CancelledError:
-            stop = run.stop or SHUTDOWN
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.records.end_attempt(attempt_id, stop.attempt, error=stop.reason))
-            raise
-        finally:
-            run.voting.discard(ctx.step.name)
-        status = check(ATTEMPT_TRANSITIONS, status, AttemptStatus.SUCCEEDED)
-        await self.records.end_attempt(attempt_id, status, exit_code=0, image_id=outcome.image_id)
-        return outcome
-
-    async def _use_cache(
-        self, run: ActiveRun, ctx: StepContext, tool: Tool, started_at: datetime
-    ) -> bool:
-        """Record the step ``cached`` when its memo key matches its last success here."""
-        image_id = run.image_ids.get(tool.image)
-        if image_id is None:
-            image_id = await self.executor.image_id(tool.image)
-            if image_id is None:
-                return False
-            run.image_ids[tool.image] = image_id
-        input_commit = None
-        if ctx.source is not None:
-            input_commit = run.input_tips.get(ctx.source.name)
-            if input_commit is None:
-                input_commit = await self.datasets.sync(ctx.source.name, ctx.source.master)
-                run.input_tips[ctx.source.name] = input_commit
-        key = memo_key(ctx.step, tool.name, image_id, input_commit)
-        hit = await self.records.cached_output(run.pipeline.name, ctx.step.name, key)
-        if hit is None:
-            return False
-        await self._set_step(
-            run,
-            ctx.step.name,
-            StepStatus.CACHED,
-            image=tool.image,
-            image_id=image_id,
-            input_commit=input_commit,
-            output_commit=hit.output_commit,
-            merge_commit=hit.merge_commit,
-            cache_key=key,
-            error=None,
-            started_at=started_at,
-            ended_at=utcnow(),
-        )
-        log.info("run %s: step %s cached (same inputs as run %s)", run.id, ctx.step.name, hit.run_id)
-        return True
 
     # -- records --------------------------------------------------------------------------------
     async def _set_run(self, run: ActiveRun, status: RunStatus, **fields: Any) -> None:

@@ -146,7 +146,7 @@ class Store:
     async def add_schedule(
         self, schedule_id: str, pipeline: str, cron: str, timezone: str, **options: Any
     ) -> dict[str, Any]:
-        """``options``: ``overlap``, ``catchup``, ``catchup_window``, ``dataset`` (columns)."""
+        """``options``: ``overlap``, ``catchup``, ``catchup_window``, ``dataset``, ``priority`` (columns)."""
         async with self.session(f"schedule {pipeline}") as s:
             row = ScheduleRow(
                 id=schedule_id,
@@ -261,6 +261,7 @@ def schedule_to_dict(row: ScheduleRow) -> dict[str, Any]:
         "created_at": _iso(row.created_at),
         "last_tick_at": _iso(row.last_tick_at),
         "overlap": row.overlap or "skip",
+        "priority": row.priority or 0,
         **({"trigger": {"dataset": row.dataset}} if row.dataset else {}),
         **(
             {"catchup": row.catchup or "latest", "catchup_window": row.catchup_window}

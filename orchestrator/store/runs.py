@@ -8,15 +8,17 @@ The engine (``orchestrator.runs``) is the only writer; it checks every status ch
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..models import Pipeline
+from ..runs.admission import Ticket, in_order
 from ..runs.graph import StepNode
-from ..runs.states import ACTIVE_RUN, AttemptStatus, RunStatus, StepStatus
+from ..runs.states import AttemptStatus, RunStatus, StepStatus
 from . import Store
 from .tables import AttemptRow, RunRow, RunStepRow, utcnow
 
@@ -30,6 +32,43 @@ class CachedOutput:
     merge_commit: str | None
     image_id: str | None
     input_commit: str | None
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A run to record: ``cause`` holds the columns saying what it stands for (``tick_at``,
+    ``trigger_dataset``, ``trigger_commit``); ``status`` is ``pending`` (it starts now) or
+    ``queued``."""
+
+    id: str
+    pipeline: Pipeline
+    trigger: str
+    nodes: Sequence[StepNode]
+    branches: Sequence[str]
+    status: RunStatus
+    priority: int
+    created_at: datetime
+    schedule_id: str | None = None
+    cause: dict[str, Any] = field(default_factory=dict)
+
+
+def _add_steps(
+    s: AsyncSession, run_id: str, pipeline: Pipeline, nodes: Sequence[StepNode], branches: Sequence[str]
+) -> None:
+    for position, (step, node, branch) in enumerate(zip(pipeline.steps, nodes, branches, strict=True)):
+        s.add(
+            RunStepRow(
+                run_id=run_id,
+                position=position,
+                name=step.name,
+                tool=step.tool,
+                input_dataset=step.input_dataset,
+                output_dataset=step.output_dataset,
+                branch=branch,
+                status=StepStatus.PENDING,
+                needs=list(node.needs),
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -63,36 +102,67 @@ class RunRecords:
         schedule_id: str | None = None,
         **cause: Any,
     ) -> None:
-        """``cause``: what the run stands for, columns of the run: ``tick_at`` (a schedule's or a
-        backfill's tick), ``trigger_dataset`` and ``trigger_commit`` (a data trigger's advance)."""
-        async with self.store.session(f"record a run of {pipeline.name}") as s:
-            s.add(
-                RunRow(
-                    id=run_id,
-                    pipeline=pipeline.name,
-                    trigger=trigger,
-                    status=RunStatus.PENDING,
-                    schedule_id=schedule_id,
-                    **cause,
-                )
-            )
-            await s.flush()
-            for position, (step, node, branch) in enumerate(
-                zip(pipeline.steps, nodes, branches, strict=True)
-            ):
+        """Record one ``pending`` run of priority 0 (see ``create_many``)."""
+        run = NewRun(
+            run_id, pipeline, trigger, nodes, branches, RunStatus.PENDING, 0, utcnow(), schedule_id, cause
+        )
+        await self.create_many([run])
+
+    async def create_many(self, runs: Sequence[NewRun]) -> None:
+        """Record runs (with their steps, all pending) in one transaction: all or none."""
+        async with self.store.session(f"record {len(runs)} run(s)") as s:
+            for run in runs:
                 s.add(
-                    RunStepRow(
-                        run_id=run_id,
-                        position=position,
-                        name=step.name,
-                        tool=step.tool,
-                        input_dataset=step.input_dataset,
-                        output_dataset=step.output_dataset,
-                        branch=branch,
-                        status=StepStatus.PENDING,
-                        needs=list(node.needs),
+                    RunRow(
+                        id=run.id,
+                        pipeline=run.pipeline.name,
+                        trigger=run.trigger,
+                        status=run.status,
+                        schedule_id=run.schedule_id,
+                        priority=run.priority,
+                        created_at=run.created_at,
+                        **run.cause,
                     )
                 )
+            await s.flush()
+            for run in runs:
+                _add_steps(s, run.id, run.pipeline, run.nodes, run.branches)
+
+    async def restart_steps(
+        self, run_id: str, pipeline: Pipeline, nodes: Sequence[StepNode], branches: Sequence[str]
+    ) -> None:
+        """A queued run's steps as the pipeline is now (it may have been initialised again while the
+        run waited): the pending step rows are written again."""
+        async with self.store.session(f"record the steps of queued run {run_id}") as s:
+            await s.execute(delete(RunStepRow).where(RunStepRow.run_id == run_id))
+            await s.flush()
+            _add_steps(s, run_id, pipeline, nodes, branches)
+
+    async def queued(self) -> list[Ticket]:
+        """The runs waiting in the queue (status ``queued``), as admission orders them."""
+        async with self.store.session("list queued runs") as s:
+            rows = (await s.scalars(select(RunRow).where(RunRow.status == RunStatus.QUEUED))).all()
+            return in_order(
+                Ticket(r.id, r.pipeline, r.trigger, r.priority or 0, r.created_at, r.tick_at, r.schedule_id)
+                for r in rows
+            )
+
+    async def cancel_queued(self, run_id: str, reason: str) -> bool:
+        """End a run that is still queued ``cancelled`` (its steps too); False if it is not queued."""
+        async with self.store.session(f"cancel queued run {run_id}") as s:
+            result = await s.execute(
+                update(RunRow)
+                .where(RunRow.id == run_id, RunRow.status == RunStatus.QUEUED)
+                .values(status=RunStatus.CANCELLED, error=reason, ended_at=utcnow())
+            )
+            if not getattr(result, "rowcount", 0):
+                return False
+            await s.execute(
+                update(RunStepRow)
+                .where(RunStepRow.run_id == run_id, RunStepRow.status == StepStatus.PENDING)
+                .values(status=StepStatus.CANCELLED, error=reason)
+            )
+            return True
 
     async def update_run(self, run_id: str, **fields: Any) -> None:
         async with self.store.session(f"update run {run_id}") as s:
@@ -187,11 +257,11 @@ class RunRecords:
             )
 
     async def unfinished(self) -> list[UnfinishedRun]:
-        """Runs a previous process left pending, queued or running, with their steps' containers."""
+        """Runs a previous process left pending or running, with their steps' containers. Queued runs
+        are not among them: they wait for their turn again (``queued``)."""
         async with self.store.session("list unfinished runs") as s:
-            runs = (
-                await s.scalars(select(RunRow).where(RunRow.status.in_([str(x) for x in ACTIVE_RUN])))
-            ).all()
+            started = [str(RunStatus.PENDING), str(RunStatus.RUNNING)]
+            runs = (await s.scalars(select(RunRow).where(RunRow.status.in_(started)))).all()
             result = []
             for run in runs:
                 steps = (
@@ -311,6 +381,7 @@ def run_to_dict(
         "status": run.status,
         "error": run.error,
         "schedule_id": run.schedule_id,
+        "priority": run.priority or 0,
         "tick_at": _iso(run.tick_at),
         **(
             {"trigger_dataset": run.trigger_dataset, "trigger_commit": run.trigger_commit}

@@ -84,6 +84,8 @@ class RunRow(Base):
     # A data-triggered run: the dataset and the ground-truth commit whose advance caused it.
     trigger_dataset: Mapped[str | None] = mapped_column(String(128), nullable=True)
     trigger_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Admission order (runs/admission.py): higher first, then older (created_at); None reads as 0.
+    priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -162,6 +164,8 @@ class ScheduleRow(Base):
     catchup_window: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # A data trigger instead of a cron: the dataset whose ground-truth advances fire it (cron is "").
     dataset: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # The priority of the runs this schedule or trigger starts (None: 0).
+    priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class TickRow(Base):

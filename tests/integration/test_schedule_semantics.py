@@ -1,5 +1,7 @@
 """Schedule semantics through the API: the prototype's replace and DELETE by pipeline name, policies
-the runner cannot do yet (overlap ``allow``: test_overlap_allow.py), overlap replace, impossible crons, backfill (dry run and real) and a local data trigger."""
+that do not apply federation-wide (overlap ``allow``: test_overlap_allow.py; overlap queue:
+tests/integration/test_admission.py), overlap replace, impossible crons, backfill (dry run and real)
+and a local data trigger."""
 
 from __future__ import annotations
 
@@ -53,7 +55,10 @@ def test_scheduling_again_replaces_and_delete_by_pipeline_name_removes(api: Api)
     ("body", "code"),
     [
         ({"cron": "0 0 31 2 *"}, "invalid_cron"),
-        ({"cron": "0 0 * * *", "overlap": "queue"}, "not_supported"),
+        ({"cron": "0 0 * * *", "overlap": "queue", "scope": "federation"}, "not_supported"),
+        ({"cron": "0 0 * * *", "priority": 1, "scope": "federation"}, "not_supported"),
+        ({"cron": "0 0 * * *", "priority": 1001}, "invalid_request"),
+        ({"cron": "0 0 * * *", "priority": "5"}, "invalid_request"),
         ({"cron": "0 0 * * *", "overlap": "replace", "scope": "federation"}, "not_supported"),
         ({"trigger": {"dataset": "x"}, "overlap": "replace", "scope": "federation"}, "not_supported"),
         ({"cron": "0 0 * * *", "overlap": "sometimes"}, "invalid_request"),

@@ -27,7 +27,19 @@ class Runner:
     def active_run(self, pipeline: str) -> str | None:
         return self.active.get(pipeline)
 
-    async def start(self, name: str, trigger: str, schedule_id: str | None = None, **cause: Any) -> str:
+    def is_queued(self, run_id: str) -> bool:
+        return False
+
+    async def start(
+        self,
+        name: str,
+        trigger: str,
+        schedule_id: str | None = None,
+        *,
+        priority: int = 0,
+        busy: object = None,
+        **cause: Any,
+    ) -> str:
         assert name not in self.active, "two runs of one pipeline at once"
         run_id = f"run{len(self.started) + 1}"
         self.started.append({"id": run_id, "trigger": trigger, **cause})

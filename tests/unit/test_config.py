@@ -164,3 +164,17 @@ def test_unparseable_urls_are_problems_not_tracebacks(tmp_path: Path) -> None:
         load_settings(env)
     text = "\n".join(caught.value.problems)
     assert "MAO_EXECUTOR_URL" in text and "MAO_ADVERTISE_URL" in text
+
+
+def test_admission_settings(tmp_path: Path) -> None:
+    defaults = load_settings(base_env(tmp_path))
+    assert defaults.max_active_runs is None and defaults.pools == {}
+    given = load_settings({**base_env(tmp_path), "MAO_MAX_ACTIVE_RUNS": "2", "MAO_POOLS": "gpu=1,heavy=2"})
+    assert given.max_active_runs == 2 and given.pools == {"gpu": 1, "heavy": 2}
+    assert given.describe()["MAO_POOLS"] == "gpu=1,heavy=2"
+    assert load_settings({**base_env(tmp_path), "MAO_MAX_ACTIVE_RUNS": "0"}).max_active_runs is None
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**base_env(tmp_path), "MAO_MAX_ACTIVE_RUNS": "two", "MAO_POOLS": "gpu:1,heavy=2"})
+    text = "\n".join(caught.value.problems)
+    assert "MAO_MAX_ACTIVE_RUNS='two'" in text and "MAO_POOLS: 'gpu:1' is not name=slots" in text
+    assert len(caught.value.problems) == 2

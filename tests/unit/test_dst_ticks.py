@@ -91,7 +91,19 @@ class FakeRunner:
     def active_run(self, pipeline: str) -> str | None:
         return None
 
-    async def start(self, name: str, trigger: str, schedule_id: str | None = None, **cause: Any) -> str:
+    def is_queued(self, run_id: str) -> bool:
+        return False
+
+    async def start(
+        self,
+        name: str,
+        trigger: str,
+        schedule_id: str | None = None,
+        *,
+        priority: int = 0,
+        busy: object = None,
+        **cause: Any,
+    ) -> str:
         self.started.append({"pipeline": name, "trigger": trigger, **cause})
         return f"run{len(self.started)}"
 

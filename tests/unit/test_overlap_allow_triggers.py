@@ -1,5 +1,5 @@
 """Overlap ``allow`` on a schedule: a tick that finds the previous run going starts another beside it
-(``Runner.start(..., side_by_side=True)``); on a real SQLite store with a stand-in runner."""
+(``Runner.start(..., busy=Busy.ALLOW)``); on a real SQLite store with a stand-in runner."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from orchestrator.models import Pipeline
+from orchestrator.runs.admission import Busy
 from orchestrator.scheduling import Scheduler
 from orchestrator.store import Store
 
@@ -25,9 +26,12 @@ class Runner:
     def active_runs(self, pipeline: str) -> list[str]:
         return list(self.active.get(pipeline, []))
 
+    def is_queued(self, run_id: str) -> bool:
+        return False
+
     async def start(self, name: str, trigger: str, schedule_id: str | None = None, **cause: Any) -> str:
-        if self.active.get(name) and not cause.get("side_by_side"):
-            raise AssertionError("a second run without side_by_side")
+        if self.active.get(name) and cause.get("busy") is not Busy.ALLOW:
+            raise AssertionError("a second run without busy=Busy.ALLOW")
         run_id = f"run{len(self.started) + 1}"
         self.started.append({"id": run_id, **cause})
         self.active.setdefault(name, []).append(run_id)
@@ -55,19 +59,19 @@ async def test_ticks_with_overlap_allow_start_beside_the_running_run(store: Stor
     await scheduler._tick(schedule["id"])
     await scheduler._tick(schedule["id"])
     assert runner.active_runs("p") == ["run1", "run2"]
-    assert [r.get("side_by_side") for r in runner.started] == [True, True]
+    assert [r.get("busy") for r in runner.started] == [Busy.ALLOW, Busy.ALLOW]
     ticks = await store.list_ticks(schedule["id"])
     assert [t["outcome"] for t in ticks] == ["fired", "fired"]
     await scheduler.stop()
 
 
-async def test_ticks_with_overlap_skip_do_not_ask_for_side_by_side(store: Store) -> None:
+async def test_ticks_with_overlap_skip_do_not_ask_for_allow(store: Store) -> None:
     runner = Runner()
     scheduler = Scheduler(store, runner)  # type: ignore[arg-type]
     schedule = await scheduler.add("p", "* * * * *")
     await scheduler._tick(schedule["id"])
     await scheduler._tick(schedule["id"])
-    assert runner.active_runs("p") == ["run1"] and "side_by_side" not in runner.started[0]
+    assert runner.active_runs("p") == ["run1"] and runner.started[0]["busy"] is Busy.REFUSE
     ticks = await store.list_ticks(schedule["id"])
     assert [t["outcome"] for t in reversed(ticks)] == ["fired", "skipped"]
     await scheduler.stop()

@@ -21,7 +21,19 @@ class FakeRunner:
     def active_run(self, pipeline: str) -> str | None:
         return self.active.get(pipeline)
 
-    async def start(self, name: str, trigger: str, schedule_id: str | None = None, **cause: object) -> str:
+    def is_queued(self, run_id: str) -> bool:
+        return False
+
+    async def start(
+        self,
+        name: str,
+        trigger: str,
+        schedule_id: str | None = None,
+        *,
+        priority: int = 0,
+        busy: object = None,
+        **cause: object,
+    ) -> str:
         self.started.append(name)
         return f"run{len(self.started)}"
 

@@ -31,6 +31,9 @@ class FakeRunner:
     def active_run(self, pipeline: str) -> str | None:
         return self.active.get(pipeline)
 
+    def is_queued(self, run_id: str) -> bool:
+        return False
+
     async def start(self, pipeline: str, trigger: str, schedule_id: str | None = None, **cause: Any) -> str:
         self.started.append(pipeline)
         return f"{self.name}-run{len(self.started)}"

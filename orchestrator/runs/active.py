@@ -1,0 +1,59 @@
+"""A run this process is executing (``ActiveRun``), and the ways it can be stopped (``Stop``)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ..models import Pipeline
+from .graph import StepNode
+from .states import AttemptStatus, RunStatus, StepStatus
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why a run is being stopped, and the status each kind of record takes."""
+
+    reason: str
+    run: RunStatus
+    step: StepStatus  # a step that was running
+    pending: StepStatus  # a step that never started
+    attempt: AttemptStatus
+
+
+CANCELLED = Stop("cancelled on request", RunStatus.CANCELLED, StepStatus.CANCELLED, StepStatus.CANCELLED, AttemptStatus.CANCELLED)  # fmt: skip
+SHUTDOWN = Stop("cancelled: the orchestrator shut down", RunStatus.FAILED, StepStatus.FAILED, StepStatus.SKIPPED, AttemptStatus.CANCELLED)  # fmt: skip
+
+
+def timed_out(limit: float) -> Stop:
+    return Stop(f"the run exceeded its run_timeout of {limit:g} s", RunStatus.FAILED, StepStatus.FAILED, StepStatus.SKIPPED, AttemptStatus.TIMED_OUT)  # fmt: skip
+
+
+@dataclass
+class ActiveRun:
+    """A run this process is executing; the in-memory truth its records follow."""
+
+    id: str
+    pipeline: Pipeline
+    nodes: list[StepNode]
+    status: RunStatus = RunStatus.PENDING
+    steps: dict[str, StepStatus] = field(default_factory=dict)
+    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    voting: set[str] = field(default_factory=set)  # steps past the point of no return
+    stop: Stop | None = None
+    first_error: str | None = None
+    # For the cache check: image ids and input tips already learnt in this run. A tip is forgotten
+    # when a step of this run merges into that dataset (its dependants must see the new one).
+    image_ids: dict[str, str] = field(default_factory=dict)
+    input_tips: dict[str, str] = field(default_factory=dict)
+    # Admission's order, which pool slots follow too: higher priority, then older.
+    priority: int = 0
+    queued_at: datetime | None = None
+    side_by_side: bool = False  # overlap ``allow``: admitted beside the pipeline's other runs
+
+    def order(self) -> tuple[int, datetime, str]:
+        return (-self.priority, self.queued_at or _EPOCH, self.id)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -1,0 +1,272 @@
+"""One step of a run: its pool slot, the cache check, its attempts (retries, fallback tool) or its
+fan-out, and its record. The run engine (``engine.py``) drives the graph and calls ``StepWork.run``
+for each step whose needs are met; this module never decides which step runs next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from pathlib import Path
+
+from ..config import Settings
+from ..datasets import Datasets
+from ..errors import MaoError
+from ..executors import ExecutorBackend
+from ..logs import STEP
+from ..models import Step, Tool, node_branch
+from ..pipelines.registrations import Registrations
+from ..retry import backoff
+from ..store.runs import RunRecords
+from ..store.tables import utcnow
+from .active import SHUTDOWN, ActiveRun
+from .attempt import AttemptOutcome, Attempts, StepContext, StepFailed, container_name
+from .cache import memo_key
+from .fanout_attempt import FanOutAttempts, FanOutPass
+from .pools import Pools
+from .states import ATTEMPT_TRANSITIONS, AttemptStatus, StepStatus, check
+
+log = logging.getLogger(__name__)
+
+SetStep = Callable[..., Awaitable[None]]  # (run, step name, status, **fields): the checked record write
+
+
+class StepWork:
+    def __init__(
+        self,
+        settings: Settings,
+        registrations: Registrations,
+        datasets: Datasets,
+        executor: ExecutorBackend,
+        records: RunRecords,
+        attempts: Attempts,
+        fan_out: FanOutAttempts,
+        pools: Pools,
+        set_step: SetStep,
+    ) -> None:
+        self.settings = settings
+        self.registrations = registrations
+        self.datasets = datasets
+        self.executor = executor
+        self.records = records
+        self.attempts = attempts
+        self.fan_out = fan_out
+        self.pools = pools
+        self.set_step = set_step
+
+    async def run(self, run: ActiveRun, name: str, scratch: Path) -> None:
+        """Run one step to its end and record it; never raises (the step's status says it all)."""
+        STEP.set(name)  # this step's own task: its (and its attempts') log lines carry the step
+        step = run.pipeline.step(name)
+        position = run.pipeline.steps.index(step)
+        started_at = utcnow()
+        try:
+            output = await self.registrations.dataset(step.output_dataset)
+            if output is None:
+                raise StepFailed(f"dataset {step.output_dataset!r} is no longer registered")
+            source = None
+            if step.input_dataset:
+                source = await self.registrations.dataset(step.input_dataset)
+                if source is None:
+                    raise StepFailed(f"dataset {step.input_dataset!r} is no longer registered")
+            ctx = StepContext(
+                run.id,
+                run.pipeline.name,
+                position,
+                step,
+                output,
+                source,
+                node_branch(name, self.settings.instance_name),
+                side_by_side=run.side_by_side,
+            )
+            tool = await self._tool(step.tool)
+            # Checked while still pending: a cache hit is one write, pending -> cached.
+            if step.cache and await self._use_cache(run, ctx, tool, started_at):
+                return
+            async with self._pool(run, step):  # pending while it waits for a slot
+                await self.set_step(run, name, StepStatus.RUNNING, started_at=utcnow())
+                if step.fan_out is not None:
+                    outcome, used = await self._fan_out(run, ctx, tool, scratch), tool
+                else:
+                    outcome, used = await self._attempts(run, ctx, tool, scratch)
+            run.input_tips.pop(step.output_dataset, None)
+            key = None
+            if outcome.image_id:
+                key = memo_key(step, used.name, outcome.image_id, outcome.input_commit)
+            await self.set_step(
+                run,
+                name,
+                StepStatus.SUCCEEDED,
+                merge_commit=outcome.merge_commit,
+                merge_state=outcome.merge_state,
+                insights=outcome.insights,
+                cache_key=key,
+                ended_at=utcnow(),
+            )
+        except StepFailed as failure:
+            run.first_error = run.first_error or failure.message
+            await self.set_step(run, name, failure.status, error=failure.message, ended_at=utcnow())
+            log.info("run %s: step %s %s: %s", run.id, name, failure.status, failure.message)
+        except asyncio.CancelledError:
+            stop = run.stop or SHUTDOWN
+            with contextlib.suppress(Exception):
+                await asyncio.shield(
+                    self.set_step(run, name, stop.step, error=stop.reason, ended_at=utcnow())
+                )
+            if run.stop is None:
+                raise
+        except MaoError as exc:  # a lookup (registrations, database) failed outside an attempt
+            run.first_error = run.first_error or exc.message
+            await self.set_step(run, name, StepStatus.FAILED, error=exc.message, ended_at=utcnow())
+
+    async def _tool(self, name: str) -> Tool:
+        # From etcd, or this instance's copy while etcd is unreachable: a run needs no quorum.
+        tool = await self.registrations.tool(name)
+        if tool is None:
+            raise StepFailed(f"tool {name!r} is no longer registered")
+        return tool
+
+    async def _attempts(
+        self, run: ActiveRun, ctx: StepContext, tool: Tool, scratch: Path
+    ) -> tuple[AttemptOutcome, Tool]:
+        """The step's own attempts, then its fallback tool; the outcome and the tool that made it."""
+        step = ctx.step
+        number = 0
+        failure: StepFailed | None = None
+        for retry in range(step.retries + 1):
+            number += 1
+            try:
+                return await self._attempt(run, ctx, number, tool, scratch), tool
+            except StepFailed as exc:
+                failure = exc
+                if not exc.passable or retry == step.retries:
+                    break
+                delay = backoff(retry + 1, step.retry_delay)
+                log.info(
+                    "run %s: step %s attempt %d failed (%s); retrying in %.1f s",
+                    run.id, ctx.step.name, number, exc.message, delay,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+        assert failure is not None
+        if step.fallback_tool and failure.status is StepStatus.FAILED:
+            log.info("run %s: step %s falls back to tool %s", run.id, step.name, step.fallback_tool)
+            fallback = await self._tool(step.fallback_tool)
+            try:
+                return await self._attempt(run, ctx, number + 1, fallback, scratch), fallback
+            except StepFailed as exc:
+                raise StepFailed(
+                    f"{failure.message}; fallback tool {fallback.name}: {exc.message}",
+                    status=exc.status,
+                ) from exc
+        raise failure
+
+    async def _fan_out(self, run: ActiveRun, ctx: StepContext, tool: Tool, scratch: Path) -> AttemptOutcome:
+        """A fan-out step (runs/fanout_attempt.py): its shards are retried on their own; a failure
+        outside them that can pass (a git remote away at the snapshot or the vote) runs the step
+        again, up to ``retries`` times, with the usual backoff."""
+        step = ctx.step
+        fallback = await self._tool(step.fallback_tool) if step.fallback_tool else None
+        this_pass = FanOutPass()
+        for retry in range(step.retries + 1):
+            try:
+                return await self.fan_out.run(
+                    ctx,
+                    tool,
+                    fallback,
+                    scratch,
+                    voting=lambda: run.voting.add(step.name),
+                    stop_reason=lambda: run.stop.reason if run.stop else None,
+                    this_pass=this_pass,
+                )
+            except StepFailed as exc:
+                if not exc.passable or retry == step.retries:
+                    raise
+                delay = backoff(retry + 1, step.retry_delay)
+                log.info(
+                    "run %s: fan-out step %s failed outside its shards (%s); again in %.1f s",
+                    run.id, step.name, exc.message, delay,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+                this_pass = this_pass.next()
+            finally:
+                run.voting.discard(step.name)
+        raise AssertionError("unreachable: the last pass returns or raises")
+
+    async def _attempt(
+        self, run: ActiveRun, ctx: StepContext, number: int, tool: Tool, scratch: Path
+    ) -> AttemptOutcome:
+        container = container_name(self.settings.instance_name, run.id, ctx.position, number)
+        attempt_id = await self.records.add_attempt(run.id, ctx.step.name, number, tool.name, container)
+        status = AttemptStatus.RUNNING
+        try:
+            outcome = await self.attempts.run(
+                ctx, number, tool, scratch, voting=lambda: run.voting.add(ctx.step.name)
+            )
+        except StepFailed as failure:
+            status = check(ATTEMPT_TRANSITIONS, status, failure.attempt_status)
+            await self.records.end_attempt(
+                attempt_id,
+                status,
+                exit_code=failure.exit_code,
+                image_id=failure.image_id,
+                error=failure.message,
+            )
+            raise
+        except asyncio.CancelledError:
+            stop = run.stop or SHUTDOWN
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.records.end_attempt(attempt_id, stop.attempt, error=stop.reason))
+            raise
+        finally:
+            run.voting.discard(ctx.step.name)
+        status = check(ATTEMPT_TRANSITIONS, status, AttemptStatus.SUCCEEDED)
+        await self.records.end_attempt(attempt_id, status, exit_code=0, image_id=outcome.image_id)
+        return outcome
+
+    async def _use_cache(self, run: ActiveRun, ctx: StepContext, tool: Tool, started_at: datetime) -> bool:
+        """Record the step ``cached`` when its memo key matches its last success here."""
+        image_id = run.image_ids.get(tool.image)
+        if image_id is None:
+            image_id = await self.executor.image_id(tool.image)
+            if image_id is None:
+                return False
+            run.image_ids[tool.image] = image_id
+        input_commit = None
+        if ctx.source is not None:
+            input_commit = run.input_tips.get(ctx.source.name)
+            if input_commit is None:
+                input_commit = await self.datasets.sync(ctx.source.name, ctx.source.master)
+                run.input_tips[ctx.source.name] = input_commit
+        key = memo_key(ctx.step, tool.name, image_id, input_commit)
+        hit = await self.records.cached_output(run.pipeline.name, ctx.step.name, key)
+        if hit is None:
+            return False
+        await self.set_step(
+            run,
+            ctx.step.name,
+            StepStatus.CACHED,
+            image=tool.image,
+            image_id=image_id,
+            input_commit=input_commit,
+            output_commit=hit.output_commit,
+            merge_commit=hit.merge_commit,
+            cache_key=key,
+            error=None,
+            started_at=started_at,
+            ended_at=utcnow(),
+        )
+        log.info("run %s: step %s cached (same inputs as run %s)", run.id, ctx.step.name, hit.run_id)
+        return True
+
+    def _pool(self, run: ActiveRun, step: Step) -> AbstractAsyncContextManager[None]:
+        """A slot of the step's pool, held while the step runs (``runs/pools.py``)."""
+        if step.pool is None:
+            return contextlib.nullcontext()
+        slots = self.pools.get(step.pool)
+        if slots is None:
+            raise StepFailed(f"pool {step.pool!r} is not configured on this instance (MAO_POOLS)")
+        return slots.hold(run.order())
