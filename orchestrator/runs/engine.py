@@ -240,7 +240,7 @@ class Runner:
         status = RunStatus.PENDING if now else RunStatus.QUEUED
         return NewRun(
             ticket.run_id, pipeline, ticket.trigger, nodes, self._branches(pipeline), status,
-            ticket.priority, ticket.queued_at, ticket.schedule_id, cause,
+            ticket.priority, ticket.queued_at, ticket.schedule_id, cause, ticket.side_by_side,
         )  # fmt: skip
 
     def _launch(self, ticket: Ticket, pipeline: Pipeline, nodes: list[StepNode], status: RunStatus) -> None:

@@ -50,6 +50,7 @@ class NewRun:
     created_at: datetime
     schedule_id: str | None = None
     cause: dict[str, Any] = field(default_factory=dict)
+    side_by_side: bool = False  # overlap ``allow`` (runs/admission.py): kept for a restart
 
 
 def _add_steps(
@@ -120,6 +121,7 @@ class RunRecords:
                         status=run.status,
                         schedule_id=run.schedule_id,
                         priority=run.priority,
+                        side_by_side=run.side_by_side or None,
                         created_at=run.created_at,
                         **run.cause,
                     )
@@ -143,7 +145,10 @@ class RunRecords:
         async with self.store.session("list queued runs") as s:
             rows = (await s.scalars(select(RunRow).where(RunRow.status == RunStatus.QUEUED))).all()
             return in_order(
-                Ticket(r.id, r.pipeline, r.trigger, r.priority or 0, r.created_at, r.tick_at, r.schedule_id)
+                Ticket(
+                    r.id, r.pipeline, r.trigger, r.priority or 0, r.created_at, r.tick_at, r.schedule_id,
+                    side_by_side=bool(r.side_by_side),
+                )  # fmt: skip
                 for r in rows
             )
 

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -86,6 +87,8 @@ class RunRow(Base):
     trigger_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Admission order (runs/admission.py): higher first, then older (created_at); None reads as 0.
     priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Started with overlap ``allow``: admitted although its pipeline is busy (None reads as false).
+    side_by_side: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
