@@ -166,8 +166,9 @@ def remove_pipeline(ctl: Ctl, name: str, yes: bool) -> None:
 )
 @click.option(
     "--overlap",
-    type=click.Choice(["skip", "replace", "queue"]),
-    help="When the pipeline is already running: skip (refuse; the default), replace it, or queue behind it.",
+    type=click.Choice(["skip", "replace", "queue", "allow"]),
+    help="When the pipeline is already running: skip (refuse; the default), replace it, queue behind it, "
+    "or allow (run beside it).",
 )
 @json_option
 @pass_ctl
