@@ -1,7 +1,8 @@
 """Admission end to end (real executor, Docker, git, etcd): an instance with MAO_MAX_ACTIVE_RUNS=2 and a
 one-slot pool runs four runs never more than two at once, starts queued runs by priority, cancels a
-queued run without starting it, keeps queued runs (a backfill's too) across a restart, and overlap
-``queue`` keeps one waiting run per pipeline and records later advances as skipped."""
+queued run without starting it, keeps queued runs (a backfill's too) across a restart, overlap
+``queue`` keeps one waiting run per pipeline and records later advances as skipped, and overlap
+``allow`` runs beside a busy pipeline yet waits for the instance's limit (also after a restart)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 from tests import servers
 from tests.api import Api, assert_error, unique
 from tests.ctl_helpers import maoctl
+from tests.gitutil import git
 from tests.integration.conftest import Node, orchestrator_env
 
 APP = "/usr/src/app"
@@ -261,3 +263,44 @@ def test_overlap_queue_keeps_one_waiting_run_and_skips_later_ones(limited: Node)
         assert [r["status"] for r in ended(api, [running, waiting["id"]])] == ["succeeded", "succeeded"]
     finally:
         api.ok(api.delete(f"/jobs/{job}"))
+
+
+def test_overlap_allow_is_exempt_from_a_busy_pipeline_not_from_the_limit(limited: Node) -> None:
+    api = limited.api
+    tool, data, name = unique("tool"), unique("side"), unique("allow")
+    api.tool(tool)
+    master = api.local_dataset(data)
+    write = f"sleep 6; echo $MAO_RUN_ID > {APP}/data/$MAO_RUN_ID.txt"  # a file per run: no clash
+    step = {"name": "s", "tool": tool, "output_dataset": data, "cmd": ["sh", "-c", write]}
+    api.ok(api.post("/pipeline/init", {"name": name, "steps": [step]}))
+    first = start(api, name)
+    assert first["status"] == "pending"
+    beside = start(api, name, overlap="allow")  # the pipeline is busy, the instance has room
+    assert beside["status"] == "pending"
+    poll(lambda: all(status(api, r["id"]) == "running" for r in (first, beside)), what="both to run")
+    third = start(api, name, overlap="allow")  # the instance is full (MAO_MAX_ACTIVE_RUNS=2): it waits
+    assert third["status"] == "queued"
+    (entry,) = api.ok(api.get("/queue"))
+    assert entry["id"] == third["id"] and "MAO_MAX_ACTIVE_RUNS=2" in entry["waiting_for"], entry
+    # Without allow the pipeline is busy: 409, as ever.
+    assert_error(api.post("/pipeline/run", {"name": name, "wait": False}), 409, "run_in_progress")
+    runs = ended(api, [first["id"], beside["id"], third["id"]])
+    assert [r["status"] for r in runs] == ["succeeded"] * 3, runs
+    assert most_at_once([(r["started_at"], r["ended_at"]) for r in runs]) == 2
+    assert runs[2]["started_at"] >= min(runs[0]["ended_at"], runs[1]["ended_at"])
+    files = git(master, "ls-tree", "-r", "--name-only", "ground-truth").split()
+    assert {f"{r['id']}.txt" for r in runs} <= set(files), files
+
+    # Queued behind a full instance, two allow runs of one pipeline keep their exemption across a
+    # restart: once re-admitted, they run side by side, not one after the other.
+    blockers = [start(api, pipeline(api, "sleep 300"))["id"] for _ in range(2)]
+    poll(lambda: all(status(api, b) == "running" for b in blockers), what="the blockers to run")
+    waiting = [start(api, name, overlap="allow") for _ in range(2)]
+    assert [w["status"] for w in waiting] == ["queued", "queued"]
+    limited.service.stop()
+    limited.service.process.start()
+    limited.service.wait_ready()
+    runs = ended(api, [w["id"] for w in waiting])
+    assert [r["status"] for r in runs] == ["succeeded", "succeeded"], runs
+    assert most_at_once([(r["started_at"], r["ended_at"]) for r in runs]) == 2, runs
+    assert queue_ids(api) == []
