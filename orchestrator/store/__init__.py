@@ -10,9 +10,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, event, select, text, update
+from sqlalchemy import Table, bindparam, delete, event, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -221,6 +221,50 @@ class Store:
                 .where((ScheduleRow.last_tick_at.is_(None)) | (ScheduleRow.last_tick_at < latest))
                 .values(last_tick_at=latest)
             )
+
+    async def get_schedules(self, schedule_ids: list[str]) -> list[dict[str, Any] | None]:
+        """Several schedules in one query: each id's schedule, or None where it is gone (in order)."""
+        async with self.session(f"read {len(schedule_ids)} schedule(s)") as s:
+            rows = (await s.scalars(select(ScheduleRow).where(ScheduleRow.id.in_(set(schedule_ids))))).all()
+            found = {row.id: schedule_to_dict(row) for row in rows}
+            return [found.get(schedule_id) for schedule_id in schedule_ids]
+
+    async def record_tick_batch(
+        self, ticks: list[tuple[str, str, datetime, str, str | None, str | None]]
+    ) -> list[None]:
+        """Record ``(schedule_id, pipeline, due_at, outcome, run_id, reason)`` ticks of any schedules
+        in one transaction (a burst of ticks, see ``batching``); each schedule's ``last_tick_at``
+        moves to its latest tick (never back)."""
+        if not ticks:
+            return []
+        latest: dict[str, datetime] = {}
+        for schedule_id, _, due_at, _, _, _ in ticks:
+            latest[schedule_id] = max(due_at, latest.get(schedule_id, due_at))
+        async with self.session(f"record {len(ticks)} tick(s)") as s:
+            await s.execute(
+                insert(TickRow),
+                [
+                    {
+                        "schedule_id": schedule_id,
+                        "pipeline": pipeline,
+                        "due_at": due_at,
+                        "outcome": outcome,
+                        "run_id": run_id,
+                        "reason": reason,
+                    }
+                    for schedule_id, pipeline, due_at, outcome, run_id, reason in ticks
+                ],
+            )
+            schedules = cast(Table, ScheduleRow.__table__)  # Core: one executemany for every schedule
+            table = schedules.c
+            await s.execute(
+                update(schedules)
+                .where(table.id == bindparam("sid"))
+                .where(table.last_tick_at.is_(None) | (table.last_tick_at < bindparam("due")))
+                .values(last_tick_at=bindparam("due")),
+                [{"sid": schedule_id, "due": due_at} for schedule_id, due_at in latest.items()],
+            )
+        return [None] * len(ticks)
 
     async def list_ticks(self, schedule_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         async with self.session("list schedule ticks") as s:
