@@ -104,7 +104,9 @@ def lag_metrics(api: Api) -> tuple[float, float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--schedules", type=int, default=1000, help="schedules armed in all")
     parser.add_argument("--firing", type=int, default=10, help="of which fire a real run each minute")
     parser.add_argument("--busy", type=int, default=2, help="pipelines holding a run the rest tick against")
@@ -156,7 +158,10 @@ def main() -> None:
         first_due = (armed_at + timedelta(minutes=1)).replace(second=0, microsecond=0)
         last_due = first_due + timedelta(minutes=args.minutes - 1)
         window = max((last_due - datetime.now(UTC)).total_seconds() + 15, args.seconds)
-        print(f"armed in {arming:.0f} s ({len(jobs)} jobs); {window:.0f} s of API calls with them ...", flush=True)
+        print(
+            f"armed in {arming:.0f} s ({len(jobs)} jobs); {window:.0f} s of API calls with them ...",
+            flush=True,
+        )
         armed = measure_api(api, busy_runs[0], window)
 
         listing_started = time.perf_counter()

@@ -98,9 +98,11 @@ class Scheduler:
         make_trigger(cron, timezone)  # validate before anything is stored
         if await self.store.get_pipeline(pipeline) is None:
             raise NotFound(f"pipeline {pipeline!r} is not initialised on this instance (POST /pipeline/init)")
-        current = [
-            s for s in await self.store.list_schedules() if s["pipeline"] == pipeline and not s.get("trigger")
-        ]
+        current = (
+            []
+            if add  # another schedule: what the pipeline has already does not matter
+            else [s for s in await self.store.list_schedules(pipeline) if not s.get("trigger")]
+        )
         if current and not add:
             schedule_id = current[0]["id"]
             await self.store.replace_schedule(schedule_id, cron.strip(), timezone, **options)
@@ -125,8 +127,8 @@ class Scheduler:
     async def remove_pipeline(self, pipeline: str) -> list[str]:
         """Remove every local schedule (and data trigger) of ``pipeline``; their ids."""
         removed = []
-        for schedule in await self.store.list_schedules():
-            if schedule["pipeline"] == pipeline and await self.store.delete_schedule(schedule["id"]):
+        for schedule in await self.store.list_schedules(pipeline):
+            if await self.store.delete_schedule(schedule["id"]):
                 self.forget(schedule["id"])
                 removed.append(schedule["id"])
         return removed

@@ -169,10 +169,13 @@ class Store:
                 .values(cron=cron, timezone=timezone, last_tick_at=utcnow(), **options)
             )
 
-    async def list_schedules(self) -> list[dict[str, Any]]:
+    async def list_schedules(self, pipeline: str | None = None) -> list[dict[str, Any]]:
+        """Every schedule (and data trigger), or ``pipeline``'s only, oldest first."""
         async with self.session("list schedules") as s:
-            rows = (await s.scalars(select(ScheduleRow).order_by(ScheduleRow.created_at))).all()
-            return [schedule_to_dict(r) for r in rows]
+            query = select(ScheduleRow).order_by(ScheduleRow.created_at)
+            if pipeline is not None:
+                query = query.where(ScheduleRow.pipeline == pipeline)
+            return [schedule_to_dict(r) for r in (await s.scalars(query)).all()]
 
     async def get_schedule(self, schedule_id: str) -> dict[str, Any] | None:
         async with self.session(f"read schedule {schedule_id}") as s:
@@ -268,21 +271,31 @@ class Store:
 
     async def list_ticks(self, schedule_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         async with self.session("list schedule ticks") as s:
-            query = select(TickRow).order_by(TickRow.id.desc()).limit(limit)
-            if schedule_id:
-                query = query.where(TickRow.schedule_id == schedule_id)
-            return [
-                {
-                    "schedule_id": t.schedule_id,
-                    "pipeline": t.pipeline,
-                    "due_at": _iso(t.due_at),
-                    "recorded_at": _iso(t.recorded_at),
-                    "outcome": t.outcome,
-                    "run_id": t.run_id,
-                    "reason": t.reason,
-                }
-                for t in (await s.scalars(query)).all()
-            ]
+            return await _ticks(s, schedule_id, limit)
+
+    async def recent_ticks(self, schedule_ids: list[str], limit: int) -> dict[str, list[dict[str, Any]]]:
+        """Each schedule's ``limit`` newest ticks (newest first), in one transaction: an indexed
+        query per schedule, which stays cheap however many ticks the table holds."""
+        async with self.session(f"list the ticks of {len(schedule_ids)} schedule(s)") as s:
+            return {schedule_id: await _ticks(s, schedule_id, limit) for schedule_id in schedule_ids}
+
+
+async def _ticks(s: AsyncSession, schedule_id: str | None, limit: int) -> list[dict[str, Any]]:
+    query = select(TickRow).order_by(TickRow.id.desc()).limit(limit)
+    if schedule_id:
+        query = query.where(TickRow.schedule_id == schedule_id)
+    return [
+        {
+            "schedule_id": t.schedule_id,
+            "pipeline": t.pipeline,
+            "due_at": _iso(t.due_at),
+            "recorded_at": _iso(t.recorded_at),
+            "outcome": t.outcome,
+            "run_id": t.run_id,
+            "reason": t.reason,
+        }
+        for t in (await s.scalars(query)).all()
+    ]
 
 
 def _pipeline(row: PipelineRow, secrets: dict[str, dict[str, str]]) -> Pipeline:
