@@ -113,8 +113,13 @@ async def test_a_fired_tick_observes_its_lag_and_a_skipped_one_does_not(store: S
 
 
 async def test_a_burst_of_ticks_is_read_and_recorded_together(store: Store) -> None:
+    await check_burst(store)
+
+
+async def check_burst(store: Store) -> None:
     """Every schedule due in the same second: each tick recorded once, with its schedule's
-    last_tick_at moved, and a schedule deleted meanwhile is forgotten, not recorded."""
+    last_tick_at moved, and a schedule deleted meanwhile is forgotten, not recorded. ``store`` has
+    pipeline ``p`` (also run on PostgreSQL: tests/integration/test_tick_burst_postgres.py)."""
     runner = FakeRunner()
     runner.active["p"] = "busy"
     scheduler = Scheduler(store, runner)  # type: ignore[arg-type]
