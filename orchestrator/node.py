@@ -120,7 +120,7 @@ class Node:
             )
         metrics = Metrics()
         # The operator's view hooks in here, not in the services' constructors.
-        runner.metrics = scheduler.metrics = federation_scheduler.metrics = metrics
+        runner.metrics = scheduler.metrics = federation_scheduler.metrics = voting.metrics = metrics
         locks.on_dataset_wait = metrics.lock_wait.observe
         return cls(
             metrics=metrics,

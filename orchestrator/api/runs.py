@@ -97,15 +97,9 @@ async def list_schedules(request: web.Request) -> web.Response:
         raise BadRequest("ticks must be between 0 and 1000", code="invalid_request")
     next_runs = the_node.scheduler.next_run_times()
     schedules = await the_node.store.list_schedules()
+    ticks = await the_node.store.recent_ticks([s["id"] for s in schedules], limit) if limit else {}
     return ok(
-        [
-            {
-                **s,
-                "next_run_time": next_runs.get(s["id"]),
-                "ticks": await the_node.store.list_ticks(s["id"], limit=limit) if limit else [],
-            }
-            for s in schedules
-        ]
+        [{**s, "next_run_time": next_runs.get(s["id"]), "ticks": ticks.get(s["id"], [])} for s in schedules]
     )
 
 
