@@ -7,6 +7,10 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +26,7 @@ from orchestrator.store import Store
 from orchestrator.store.retention import existing_runs
 from tests import servers
 from tests.api import Api, assert_error, unique
-from tests.ctl_helpers import maoctl
+from tests.ctl_helpers import NO_DATA_DIR, REPO_ROOT, maoctl
 from tests.integration.conftest import Node, orchestrator_env
 
 SECRET = "s3cr3t-token-9f8e7d"
@@ -182,8 +186,44 @@ def test_maoctl_pipeline_logs(log_node: Node) -> None:
     assert followed.exit_code == 0 and followed.stdout == "from maoctl\n"
     missing = maoctl(url, "pipeline", "logs", "--id", run["id"], "--step", "only", "--attempt", "9")
     assert missing.exit_code == 1 and "no attempt 9" in missing.stderr
-    as_json = maoctl(url, "--json", "pipeline", "logs", "--id", "0123abcd", "--step", "only")
-    assert as_json.exit_code == 1 and json.loads(as_json.stdout)["error"] == "not_found"
+    unknown = maoctl(url, "pipeline", "logs", "--id", "0123abcd", "--step", "only")
+    assert unknown.exit_code == 1 and "no run '0123abcd'" in unknown.stderr
+
+
+def test_maoctl_pipeline_run_shows_plain_progress_when_piped(log_node: Node) -> None:
+    """Piped (no terminal): one plain line per change of a step on stderr; stdout keeps the run
+    summary it always had. The step waits for the test, so its running state is seen for sure."""
+    api = log_node.api
+    wait_cmd = "until [ -e /usr/src/app/data/go ]; do sleep 0.2; done; rm /usr/src/app/data/go"
+    pipeline, dataset = pipeline_of(api, wait_cmd, timeout=300)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAO_")}
+    env.update({"MAO_DATA_DIR": NO_DATA_DIR, "MAO_API_TOKEN": log_node.service.token or ""})
+    command = [sys.executable, str(REPO_ROOT / "maoctl.py"), "--url", log_node.service.url]
+    with subprocess.Popen(
+        [*command, "pipeline", "run", "--name", pipeline],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stderr is not None and process.stdout is not None
+        seen = [process.stderr.readline() for _ in range(2)]
+        assert seen[0].startswith(f"Running {pipeline}")
+        assert seen[1] == "step only: running (attempt 1)\n"
+        (log_node.data_dir / "work" / dataset / f"only-{log_node.name}" / "go").write_text("")
+        rest = process.stderr.read()
+        summary = process.stdout.read()
+        assert process.wait(timeout=120) == 0
+    assert re.fullmatch(r"step only: succeeded in \d+\.\d s\n", rest), rest
+    assert "succeeded" in summary and "only" in summary and "step only:" not in summary
+    # --json: the run record alone on stdout, as before.
+    quick, _ = pipeline_of(api, "echo quick")
+    record = subprocess.run(
+        [*command, "--json", "pipeline", "run", "--name", quick],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert json.loads(record.stdout)["status"] == "succeeded" and "step only" not in record.stderr
 
 
 def test_retention_removes_a_runs_log(log_node: Node) -> None:
