@@ -157,7 +157,12 @@ async def _live(
         chunks = logs.live(container, secrets, follow=False)
         try:
             first = [await anext(chunks)]  # NotFound (nothing yet) is only known before the answer starts
-        except (NotFound, StopAsyncIteration):
+        except StopAsyncIteration:
+            first = []
+        except NotFound:
+            # Not started yet, or just ended: kept here and forgotten there before its row says so.
+            if (kept := await logs.stored(run_id, container)) is not None:
+                return await _send(request, kept, headers)
             first = []
         return await _send(request, _then(first, chunks if first else None), headers)
     response = web.StreamResponse(headers=headers)
