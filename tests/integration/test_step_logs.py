@@ -265,3 +265,33 @@ def wait_for(condition: Any, timeout: float = 120) -> None:
             return
         time.sleep(0.2)
     raise AssertionError("condition not met in time")
+
+
+def test_the_executor_keeps_the_head_and_tail_of_an_overlong_log(executor, busybox_image, tmp_path: Path) -> None:
+    """The executor's side alone: ``log_max_bytes`` bounds what it keeps (head, marker, tail),
+    ``GET /logs/{container}`` serves it, ``DELETE`` forgets it."""
+    name = f"mao-logs-test-{unique('c')}"
+    # 40,000 numbered lines (about 430 KB) against a 64 KiB bound.
+    script = 'i=1; while [ $i -le 40000 ]; do echo "row $i"; i=$((i+1)); done'
+    body = {
+        "image": busybox_image,
+        "cmd": ["sh", "-c", script],
+        "output_dir": str(tmp_path),
+        "name": name,
+        "log_max_bytes": 65536,
+        "timeout": 300,
+    }
+    answer = requests.post(f"{executor.url}/run", json=body, headers=executor.headers, timeout=600)
+    assert answer.status_code == 200 and answer.json()["exit_code"] == 0, answer.text
+    got = requests.get(f"{executor.url}/logs/{name}", headers=executor.headers, timeout=60)
+    assert got.status_code == 200 and got.headers["Content-Type"].startswith("text/plain")
+    head, marker, tail = re.split(r"\n(\[mao: \d+ bytes of output omitted here[^\]]*\])\n", got.text)
+    lines = [f"row {i}" for i in range(1, 40001)]
+    full = "\n".join(lines) + "\n"
+    assert full.startswith(head) and full.endswith(tail)
+    assert int(marker.split()[1]) == len(full) - len(head) - len(tail)
+    assert len(head) + len(tail) <= 65536 and head.startswith("row 1\nrow 2\n") and tail.endswith("row 40000\n")
+    gone = requests.delete(f"{executor.url}/logs/{name}", headers=executor.headers, timeout=60)
+    assert gone.json() == {"deleted": True}
+    assert_error(requests.get(f"{executor.url}/logs/{name}", headers=executor.headers, timeout=60), 404)
+    assert_error(requests.get(f"{executor.url}/logs/{name}", timeout=60), 401)
