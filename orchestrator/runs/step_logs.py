@@ -23,10 +23,10 @@ import gzip
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Any, cast
 
 from ..errors import MaoError, NotFound
 from ..executors import ExecutorBackend
@@ -99,7 +99,7 @@ class StepLogs:
         self.root = data_dir / "logs"
         self.executor = executor
         self.existing_runs = existing_runs
-        self._later: set[asyncio.Task[bool]] = set()
+        self._later: set[asyncio.Task[object]] = set()
 
     def path(self, run_id: str, container: str) -> Path:
         return self.root / run_id / f"{container}.log.gz"
@@ -117,13 +117,20 @@ class StepLogs:
         except (MaoError, OSError, TimeoutError) as exc:
             log.warning("the log of %s was not kept: %s", container, getattr(exc, "message", exc))
             return False
+        # Off the attempt's path: the executor also drops an unfetched log after an hour.
+        self._background(self._drop(container))
+        return True
+
+    async def _drop(self, container: str) -> None:
         with contextlib.suppress(MaoError):
             await self.executor.drop_log(container)
-        return True
 
     def keep_later(self, run_id: str, container: str, secrets: Mapping[str, str] | None) -> None:
         """``keep`` in the background (a cancelled attempt: its task cannot wait any more)."""
-        task = asyncio.create_task(self.keep(run_id, container, dict(secrets or {})))
+        self._background(self.keep(run_id, container, dict(secrets or {})))
+
+    def _background(self, work: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.create_task(work)
         self._later.add(task)
         task.add_done_callback(self._later.discard)
 
