@@ -124,14 +124,36 @@ class OutputLog:
                 return b"", offset
             number, inside = divmod(offset, self.segment)
             if number not in self._kept:
-                resume = next((n for n in self._kept if n > number), None)
-                target = resume * self.segment if resume is not None else self.written
-                return marker(target - offset), target
+                return self._gap(offset, number)
             size = min(limit, self.segment - inside, self.written - offset)
             with open(self._path(number), "rb") as handle:
                 handle.seek(inside)
                 data = handle.read(size)
+            if offset + len(data) == (number + 1) * self.segment and self._dropped(number + 1):
+                # The last bytes before the omitted stretch: whole lines only, so the cut never
+                # splits a line (nor a secret in it, which the orchestrator could not mask then).
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    return self._gap(offset, number)
+                data = data[: cut + 1]
             return data, offset + len(data)
+
+    def _dropped(self, number: int) -> bool:
+        return number * self.segment < self.written and number not in self._kept
+
+    def _gap(self, offset: int, number: int) -> tuple[bytes, int]:
+        """The marker for the stretch from ``offset``, and where reading goes on: at the first whole
+        line of the oldest tail segment (its partial first line is left out too)."""
+        resume = next((n for n in self._kept if n > number), None)
+        if resume is None:
+            return marker(self.written - offset), self.written
+        target = resume * self.segment
+        with open(self._path(resume), "rb") as handle:
+            start = handle.read(self.segment)
+        newline = start.find(b"\n")
+        if newline >= 0:
+            target += newline + 1
+        return marker(target - offset), target
 
     async def chunks(self, follow: bool) -> AsyncIterator[bytes]:
         """The log from its start; with ``follow``, new output as it comes until the log ends."""

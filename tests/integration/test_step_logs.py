@@ -291,6 +291,7 @@ def test_the_executor_keeps_the_head_and_tail_of_an_overlong_log(executor, busyb
     assert full.startswith(head) and full.endswith(tail)
     assert int(marker.split()[1]) == len(full) - len(head) - len(tail)
     assert len(head) + len(tail) <= 65536 and head.startswith("row 1\nrow 2\n") and tail.endswith("row 40000\n")
+    assert head.endswith("\n") and tail.startswith("row ")  # whole lines on both sides
     gone = requests.delete(f"{executor.url}/logs/{name}", headers=executor.headers, timeout=60)
     assert gone.json() == {"deleted": True}
     assert_error(requests.get(f"{executor.url}/logs/{name}", headers=executor.headers, timeout=60), 404)

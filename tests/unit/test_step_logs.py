@@ -41,6 +41,8 @@ async def test_beyond_the_bound_the_head_a_marker_and_the_tail_are_kept(tmp_path
     assert b"exceeded MAO_STEP_LOG_MAX_BYTES" in marker
     assert text.startswith(head) and text.endswith(tail)
     assert len(head) + omitted + len(tail) == len(text)
+    # Cut between whole lines: no line (nor a secret in it) is split by the marker.
+    assert head.endswith(b"\n") and tail.startswith(b"line ") and len(tail) % len(lines[0]) == 0
     assert len(head) + len(tail) <= limit
     assert len(head) >= limit // 4 and len(tail) >= limit // 4
     # On disk too: no more than the bound.
