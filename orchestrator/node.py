@@ -124,7 +124,9 @@ class Node:
         locks.on_dataset_wait = metrics.lock_wait.observe
         return cls(
             metrics=metrics,
-            retention=Retention(store, settings.run_retention_days),
+            retention=Retention(
+                store, settings.run_retention_days, extras=[runner.attempts.step_logs.forget]
+            ),
             settings=settings,
             etcd=etcd,
             registry=registry,
