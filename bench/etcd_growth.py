@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,8 +23,9 @@ import aetcd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from harness import bench_federation  # noqa: E402
+
 from tests import servers  # noqa: E402
-from tests.api import Api  # noqa: E402
 
 WRITES = 150
 VALUE = "x" * (64 * 1024 - 100)
@@ -43,23 +43,20 @@ async def raw_keys(etcd: servers.EtcdServer) -> int:
         return len(list(await client.get_prefix(b"/mao/v1/raw/", keys_only=True)))
 
 
-def run(root: Path, label: str, extra: dict[str, str]) -> None:
-    etcd = servers.start_etcd(root / label)
-    env = {
-        "MAO_INSTANCE_NAME": f"bench-{label}",
-        "MAO_DATA_DIR": str(root / f"data-{label}"),
-        "MAO_ETCD_ENDPOINTS": etcd.endpoint,
-        "MAO_EXECUTOR_URL": "http://127.0.0.1:9",
-        "MAO_EXECUTOR_TOKEN": "unused",
+def run(label: str, extra: dict[str, str]) -> None:
+    settings = {
         "MAO_RAW_TTL": "5",
         "MAO_ETCD_COMPACT_INTERVAL": "2",
         "MAO_ETCD_COMPACT_KEEP": "10",
-        "MAO_LOG_LEVEL": "INFO",
         **extra,
     }
-    node = servers.start_orchestrator(env, log_dir=root, name=f"bench-{label}")
-    try:
-        api = Api(node.url)
+    name = f"bench-{label}"
+    # Each run its own fresh etcd member.
+    with bench_federation(
+        f"etcd-growth-{label}", [name], etcd_members=1, executor=False, node_env=lambda _: settings
+    ) as federation:
+        etcd, node = federation.etcd[0], federation.nodes[name]
+        api = federation.api(name)
         before = asyncio.run(db_size(etcd))
         start = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -87,16 +84,11 @@ def run(root: Path, label: str, extra: dict[str, str]) -> None:
             f"etcd {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB; after TTL + compaction {compacted / 1e6:.2f} MB; "
             f"after defrag {defragmented / 1e6:.2f} MB ({compactions} compactions logged, {left} raw keys left)"
         )
-    finally:
-        node.stop()
-        etcd.stop()
 
 
 def main() -> None:
-    root = Path(tempfile.mkdtemp(prefix="mao-etcd-growth-"))
-    run(root, "default-budget", {})
+    run("default-budget", {})
     run(
-        root,
         "no-budget",
         {
             "MAO_GATEWAY_BYTES_PER_SECOND": str(10**9),

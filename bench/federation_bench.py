@@ -20,16 +20,16 @@ Real servers only (tests/servers/); nothing here is a test and nothing asserts.
 from __future__ import annotations
 
 import argparse
-import secrets
 import statistics
 import sys
-import tempfile
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness import BenchFederation, bench_federation  # noqa: E402
 
 from tests import gitutil, servers  # noqa: E402
 from tests.api import Api, unique  # noqa: E402
@@ -47,47 +47,15 @@ def ms(seconds: float) -> str:
 
 
 class Bench:
-    def __init__(self, root: Path, member_ttl: int) -> None:
-        self.root = root
+    def __init__(self, federation: BenchFederation, member_ttl: int) -> None:
+        self.federation = federation
         self.member_ttl = member_ttl
-        self.etcd: list[servers.EtcdServer] = []
-        self.nodes: dict[str, servers.ServiceProcess] = {}
-        self.executor: servers.ServiceProcess | None = None
-        self.docker = None
-
-    def start(self) -> None:
-        started, self.docker = servers.ensure_docker(self.root / "dockerd")
-        servers.build_busybox_image("busybox:latest")
-        self.executor = servers.start_executor(
-            {"MAO_INSTANCE_NAME": "bench"}, secrets.token_hex(16), log_dir=self.root / "logs", name="executor"
-        )
-        self.etcd = servers.start_etcd_cluster(self.root / "etcd", n=3, name_prefix="bench-etcd")
-        endpoints = [m.endpoint for m in self.etcd]
-        for i, name in enumerate(NAMES):
-            env = {
-                "MAO_INSTANCE_NAME": name,
-                "MAO_DATA_DIR": str(self.root / name),
-                "MAO_ETCD_ENDPOINTS": ",".join(endpoints[i:] + endpoints[:i]),
-                "MAO_ETCD_INSECURE": "1",  # a plain loopback etcd started for the bench
-                "MAO_EXECUTOR_URL": self.executor.url,
-                "MAO_EXECUTOR_TOKEN": self.executor.token or "",
-                "MAO_MEMBER_TTL": str(self.member_ttl),
-                "MAO_LABELS": f"site={name}",
-                "MAO_LOG_LEVEL": "INFO",
-            }
-            self.nodes[name] = servers.start_orchestrator(env, log_dir=self.root / "logs", name=name)
-
-    def stop(self) -> None:
-        for node in self.nodes.values():
-            node.stop()
-        for member in self.etcd:
-            member.destroy()
-        if self.executor is not None:
-            self.executor.stop()
-        servers.stop_docker(self.docker)
+        self.root = federation.root
+        self.etcd = federation.etcd
+        self.nodes = federation.nodes
 
     def api(self, name: str) -> Api:
-        return Api(self.nodes[name].url)
+        return self.federation.api(name)
 
     # -- registry ---------------------------------------------------------------------------------
     def registry(self, samples: int) -> None:
@@ -263,23 +231,18 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the servers' folder (logs) afterwards")
     args = parser.parse_args()
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
-    root = Path(tempfile.mkdtemp(prefix="mao-fed-bench-"))
-    bench = Bench(root, args.member_ttl)
-    print(f"# federation bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, servers in {root}")
-    try:
-        bench.start()
+
+    def node_env(name: str) -> dict[str, str]:
+        return {"MAO_MEMBER_TTL": str(args.member_ttl), "MAO_LABELS": f"site={name}"}
+
+    with bench_federation("fed-bench", NAMES, node_env=node_env, keep=args.keep) as federation:
+        bench = Bench(federation, args.member_ttl)
         if "registry" in parts:
             bench.registry(args.samples)
         if "failover" in parts:
             bench.failover(args.failover_rounds)
         if "merges" in parts:
             bench.merges(args.merge_seconds)
-    finally:
-        bench.stop()
-        if not args.keep:
-            import shutil
-
-            shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

@@ -14,15 +14,15 @@ Real servers only (tests/servers/); nothing here is a test and nothing asserts.
 
 from __future__ import annotations
 
-import secrets
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from harness import bench_federation  # noqa: E402
 
 from tests import gitutil, servers  # noqa: E402
 from tests.api import Api, unique  # noqa: E402
@@ -54,26 +54,17 @@ def show(what: str, taken: list[float]) -> None:
 
 
 def main() -> None:
-    root = Path(tempfile.mkdtemp(prefix="mao-gateway-bench-"))
-    etcd = servers.start_etcd(root / "etcd")
-    token = secrets.token_hex(16)
-    env = {
-        "MAO_INSTANCE_NAME": "bench-gw",
-        "MAO_DATA_DIR": str(root / "data"),
-        "MAO_ETCD_ENDPOINTS": etcd.endpoint,
-        "MAO_ETCD_INSECURE": "1",  # a plain loopback etcd started for the bench
-        "MAO_EXECUTOR_URL": "http://127.0.0.1:9",  # not needed: no pipeline runs here
-        "MAO_EXECUTOR_TOKEN": "unused",
-        "MAO_API_TOKEN": token,
+    settings = {
         "MAO_RAW_DATASET": "bench-raw",
-        "MAO_LOG_LEVEL": "WARNING",
         # Latency and throughput are measured here, not the per-instance budget (bench/etcd_growth.py).
         "MAO_GATEWAY_BYTES_PER_SECOND": str(10**9),
         "MAO_GATEWAY_ENTRIES_PER_SECOND": "100000",
     }
-    orchestrator = servers.start_orchestrator(env, log_dir=root)
-    try:
-        admin = Api(orchestrator.url, token)
+    with bench_federation(
+        "gateway-bench", ["bench-gw"], etcd_members=1, executor=False, node_env=lambda _: settings
+    ) as federation:
+        orchestrator = federation.nodes["bench-gw"]
+        admin = federation.api("bench-gw")
         master = admin.ok(admin.post("/bare-repo/init", {"name": "bench-raw"}))["path"]
         admin.ok(
             admin.post("/registry/datasets", {"name": "bench-raw", "body": {"master": master, "nodes": []}})
@@ -122,9 +113,6 @@ def main() -> None:
             f"raw listener: {total} entries in ground-truth {time.monotonic() - last_ack:.1f} s after the last "
             f"write, in {commits} commits (defaults: every 5 s or 100 entries)"
         )
-    finally:
-        orchestrator.stop()
-        etcd.destroy()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""What every single-node benchmark needs: a Docker engine, the busybox image, etcd, an executor and an
-orchestrator configured the way the test suite configures its own, and a way to record a result.
+"""What every benchmark needs: a Docker engine, the busybox image, etcd, an executor and orchestrators
+configured the way the test suite configures its own (``bench_node`` for one node, ``bench_federation``
+for several sharing an etcd cluster), and a way to record a result.
 
 One place, so that a change to how a node must be started (a required setting, the API token) reaches
 every benchmark at once instead of breaking the ones nobody re-ran.
@@ -13,7 +14,7 @@ import platform
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,6 +79,81 @@ def bench_node(
         if started_docker:
             servers.stop_docker(docker_handle)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class BenchFederation:
+    root: Path
+    etcd: list[servers.EtcdServer]
+    nodes: dict[str, servers.ServiceProcess]  # by instance name, in the order given
+    executor: servers.ServiceProcess | None
+
+    def api(self, name: str, timeout: float = 120.0) -> Api:
+        node = self.nodes[name]
+        return Api(node.url, node.token, timeout=timeout)
+
+
+@contextlib.contextmanager
+def bench_federation(
+    prefix: str,
+    names: Sequence[str],
+    etcd_members: int = 3,
+    executor: bool = True,
+    node_env: Callable[[str], Mapping[str, str]] | None = None,
+    log_level: str = "INFO",
+    keep: bool = False,
+) -> Iterator[BenchFederation]:
+    """Orchestrators named ``names`` (SQLite, data dirs side by side in one temp folder) on an etcd
+    cluster of ``etcd_members``, each listing the members starting from a different one, and one
+    executor they share (``executor=False``: none, nor Docker, for benches that run no pipeline).
+    ``node_env(name)`` adds or overrides a node's settings. Everything is stopped when the block
+    ends, and the folder removed unless ``keep``."""
+    root = Path(tempfile.mkdtemp(prefix=f"mao-{prefix}-"))
+    print(f"# {prefix}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, servers in {root}", flush=True)
+    started_docker, docker_handle = False, None
+    running: list[servers.ServiceProcess] = []
+    members: list[servers.EtcdServer] = []
+    try:
+        service = None
+        if executor:
+            started_docker, docker_handle = servers.ensure_docker(root / "dockerd")
+            servers.build_busybox_image(IMAGE)
+            # An instance name of its own: executors on one engine remove each other's leftovers by name.
+            service = servers.start_executor(
+                {"MAO_INSTANCE_NAME": f"{prefix}-{os.getpid()}"}, log_dir=root / "logs", name="executor"
+            )
+            running.append(service)
+        if etcd_members == 1:
+            members = [servers.start_etcd(root / "etcd", name=f"{prefix}-etcd")]
+        else:
+            members = servers.start_etcd_cluster(root / "etcd", n=etcd_members, name_prefix=f"{prefix}-etcd")
+        endpoints = [m.endpoint for m in members]
+        nodes = {}
+        for i, name in enumerate(names):
+            rotated = endpoints[i % len(endpoints) :] + endpoints[: i % len(endpoints)]
+            env = {
+                "MAO_INSTANCE_NAME": name,
+                "MAO_DATA_DIR": str(root / name),
+                "MAO_ETCD_ENDPOINTS": ",".join(rotated),
+                "MAO_ETCD_INSECURE": "1",  # a plain loopback etcd started for the bench
+                # Without an executor: an address nobody answers (no pipeline runs there).
+                "MAO_EXECUTOR_URL": service.url if service else "http://127.0.0.1:9",
+                "MAO_EXECUTOR_TOKEN": (service.token or "") if service else "unused",
+                "MAO_LOG_LEVEL": log_level,
+                **(node_env(name) if node_env else {}),
+            }
+            nodes[name] = servers.start_orchestrator(env, log_dir=root / "logs", name=name)
+            running.append(nodes[name])
+        yield BenchFederation(root, members, nodes, service)
+    finally:
+        for process in reversed(running):
+            process.stop()
+        for member in members:
+            member.destroy()
+        if started_docker:
+            servers.stop_docker(docker_handle)
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def record(title: str, command: str, body: str) -> None:

@@ -19,20 +19,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import secrets
-import shutil
 import sys
-import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from harness import BenchFederation, bench_federation  # noqa: E402
+
 from orchestrator.federation import keys  # noqa: E402
 from orchestrator.federation.etcd import Etcd  # noqa: E402
-from tests import servers  # noqa: E402
 from tests.api import Api, unique  # noqa: E402
 
 NAMES = ("bench-a", "bench-b", "bench-c")
@@ -49,48 +46,13 @@ def ms(seconds: float) -> str:
 
 
 class Bench:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.etcd: list[servers.EtcdServer] = []
-        self.nodes: dict[str, servers.ServiceProcess] = {}
-        self.executor: servers.ServiceProcess | None = None
-        self.docker = None
-
-    def start(self) -> None:
-        _, self.docker = servers.ensure_docker(self.root / "dockerd")
-        servers.build_busybox_image("busybox:latest")
-        self.executor = servers.start_executor(
-            # A name of its own: executors on one engine remove each other's leftovers by instance name.
-            {"MAO_INSTANCE_NAME": f"trig-bench-{os.getpid()}"},
-            secrets.token_hex(16), log_dir=self.root / "logs", name="executor"
-        )
-        self.etcd = servers.start_etcd_cluster(self.root / "etcd", n=3, name_prefix="trig-etcd")
-        endpoints = [m.endpoint for m in self.etcd]
-        for i, name in enumerate(NAMES):
-            env = {
-                "MAO_INSTANCE_NAME": name,
-                "MAO_DATA_DIR": str(self.root / name),
-                "MAO_ETCD_ENDPOINTS": ",".join(endpoints[i:] + endpoints[:i]),
-                "MAO_ETCD_INSECURE": "1",  # a plain loopback etcd started for the bench
-                "MAO_EXECUTOR_URL": self.executor.url,
-                "MAO_EXECUTOR_TOKEN": self.executor.token or "",
-                "MAO_LOG_LEVEL": "INFO",
-            }
-            self.nodes[name] = servers.start_orchestrator(env, log_dir=self.root / "logs", name=name)
-
-    def stop(self) -> None:
-        for node in self.nodes.values():
-            node.stop()
-        for member in self.etcd:
-            member.destroy()
-        if self.executor is not None:
-            self.executor.stop()
-        servers.stop_docker(self.docker)
+    def __init__(self, federation: BenchFederation) -> None:
+        self.federation = federation
+        self.etcd = federation.etcd
+        self.nodes = federation.nodes
 
     def api(self, name: str) -> Api:
-        # The API always wants its token: the harness gave each node one (servers.start_orchestrator).
-        node = self.nodes[name]
-        return Api(node.url, node.token)
+        return self.federation.api(name)
 
     def merged_at(self, dataset: str) -> tuple[str, datetime]:
         host, port = self.etcd[0].endpoint.rsplit(":", 1)
@@ -186,19 +148,12 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the servers' folder (logs) afterwards")
     args = parser.parse_args()
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
-    root = Path(tempfile.mkdtemp(prefix="mao-trigger-bench-"))
-    bench = Bench(root)
-    print(f"# trigger bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, servers in {root}")
-    try:
-        bench.start()
+    with bench_federation("trigger-bench", NAMES, keep=args.keep) as federation:
+        bench = Bench(federation)
         if "local" in parts:
             bench.measure("instance", args.samples)
         if "federation" in parts:
             bench.measure("federation", args.samples)
-    finally:
-        bench.stop()
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

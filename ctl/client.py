@@ -6,6 +6,7 @@ with status 1; nothing here ever lets a traceback reach the operator.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -122,6 +123,31 @@ class Client:
                 "(no MAO error message: is --url pointing at a MAO orchestrator?)",
             )
         return body
+
+    def stream(self, path: str, params: dict[str, Any], follow: bool = False) -> Iterator[bytes]:
+        """The body of a text answer in chunks as they come (``GET /runs/{id}/log``); raises ApiError
+        carrying the server's message for an error status. ``follow``: no read timeout (a followed
+        log may be silent for as long as its step)."""
+        timeout = (min(self.timeout, 10.0), None if follow else self.timeout)
+        try:
+            with self.session.get(
+                self.url + path, params=params, stream=True, timeout=timeout, headers={"Accept": "text/plain"}
+            ) as response:
+                if response.status_code >= 400:
+                    try:
+                        body = response.json()
+                    except ValueError:
+                        body = None
+                    raise ApiError(response.status_code, body, f"GET {self.url}{path} failed with HTTP {response.status_code}")
+                yield from response.iter_content(chunk_size=None)
+        except requests.exceptions.ConnectTimeout:
+            raise Unreachable(
+                f"cannot reach the orchestrator at {self.url} (connection timed out); {START_HINT}"
+            ) from None
+        except requests.exceptions.ConnectionError as exc:
+            raise Unreachable(f"cannot reach the orchestrator at {self.url} ({_reason(exc)}); {START_HINT}") from None
+        except requests.exceptions.RequestException as exc:
+            raise Unreachable(f"the log from {self.url} broke off: {exc}") from None
 
     def get(self, path: str, **params: Any) -> Any:
         return self.call("GET", path, params={k: v for k, v in params.items() if v is not None} or None)

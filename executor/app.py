@@ -18,7 +18,7 @@ from executor.hardening import check_docker_socket, tool_user
 from executor.metrics import CONTENT_TYPE, ExecutorMetrics
 from executor.models import MAX_BODY_BYTES, ImageRequest, KillRequest, RunRequest, describe_validation_error
 from executor.runs import RunService
-from orchestrator.errors import BadRequest, MaoError, Unauthorized
+from orchestrator.errors import BadRequest, MaoError, NotFound, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ METRICS = web.AppKey("metrics", ExecutorMetrics)
 M = TypeVar("M", KillRequest, ImageRequest)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_ROUTES = "GET /health, GET /metrics, POST /run, /validate, /kill and /image"
+_ROUTES = "GET /health, GET /metrics, POST /run, /validate, /kill and /image, GET and DELETE /logs/{container}"
 _HTTP_CODES = {
     404: ("not_found", f"no such endpoint: the executor serves {_ROUTES}"),
     405: ("method_not_allowed", f"method not allowed: the executor serves {_ROUTES}"),
@@ -156,6 +156,34 @@ async def image(request: web.Request) -> web.Response:
     return web.json_response({"id": await request.app[SERVICE].image_id(body.image)})
 
 
+async def container_log(request: web.Request) -> web.StreamResponse:
+    """A container's output as kept (``executor.output_log``): ``?follow=1`` streams new output until
+    the container has ended. 404 when this executor has no log of that name (never run, or dropped)."""
+    name = request.match_info["name"]
+    follow = request.query.get("follow", "0")
+    if follow not in ("0", "1"):
+        raise BadRequest("follow must be 0 or 1")
+    output = request.app[SERVICE].logs.get(name)
+    if output is None:
+        raise NotFound(f"no log of container {name!r} on this executor")
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    try:
+        async for chunk in output.chunks(follow=follow == "1"):
+            await response.write(chunk)
+    except ConnectionError:  # the reader went away
+        return response
+    await response.write_eof()
+    return response
+
+
+async def drop_log(request: web.Request) -> web.Response:
+    """Forget a container's log once the orchestrator has kept it."""
+    dropped = await asyncio.to_thread(request.app[SERVICE].logs.drop, request.match_info["name"])
+    return web.json_response({"deleted": dropped})
+
+
 async def _remove_leftovers(app: web.Application) -> None:
     instance = app[SETTINGS].instance
     try:
@@ -197,6 +225,8 @@ def create_app(settings: Settings, service: RunService, shutdown_grace: float = 
     app.router.add_post("/validate", validate)
     app.router.add_post("/kill", kill)
     app.router.add_post("/image", image)
+    app.router.add_get(r"/logs/{name:[A-Za-z0-9][A-Za-z0-9_.-]{0,200}}", container_log)
+    app.router.add_delete(r"/logs/{name:[A-Za-z0-9][A-Za-z0-9_.-]{0,200}}", drop_log)
     app.on_startup.append(_remove_leftovers)
     app.on_shutdown.append(_stop_runs)
     app.on_cleanup.append(_close_service)

@@ -46,6 +46,9 @@ class Settings:
     # Who a tool runs as when a client sends no user (executor.hardening); never root.
     tool_uid: int = 65534
     tool_gid: int = 65534
+    # Where containers' full output is kept until fetched (executor.output_log); None: a fresh
+    # private temporary folder per process.
+    log_dir: str | None = None
 
     @property
     def is_loopback(self) -> bool:
@@ -66,6 +69,7 @@ class Settings:
             "MAO_LOG_LEVEL": self.log_level,
             "MAO_TOOL_UID": self.tool_uid,
             "MAO_TOOL_GID": self.tool_gid,
+            "MAO_EXECUTOR_LOG_DIR": self.log_dir or "(a private temporary folder)",
         }
 
 
@@ -153,6 +157,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     tool_uid = _int_setting(env, "MAO_TOOL_UID", 65534, 1, 2**32 - 2, problems)
     tool_gid = _int_setting(env, "MAO_TOOL_GID", 65534, 1, 2**32 - 2, problems)
 
+    log_dir = env.get("MAO_EXECUTOR_LOG_DIR", "").strip() or None
+    if log_dir is not None and not log_dir.startswith("/"):
+        problems.append(f"MAO_EXECUTOR_LOG_DIR must be an absolute path, got {log_dir!r}")
+
     if problems:
         raise ConfigError(problems)
     return Settings(
@@ -168,6 +176,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_level=log_level,
         tool_uid=tool_uid,
         tool_gid=tool_gid,
+        log_dir=log_dir,
     )
 
 

@@ -268,13 +268,15 @@ class DockerRunner:
                 if exc.status_code != 409:
                     raise
 
-    def follow_output(self, container: Container, seen: Callable[[], None]) -> None:
-        """Call ``seen()`` each time the container writes to stdout/stderr, until it exits. Blocks for
-        the container's whole life: run it on a thread of its own (the stall check reads it)."""
+    def follow_output(self, container: Container, sink: Callable[[bytes], None]) -> None:
+        """Hand every chunk the container writes to stdout/stderr, from its first byte, to ``sink``
+        until it exits and its stream is drained. Blocks for the container's whole life: run it on a
+        thread of its own (the full log and the stall check read what it hands over)."""
         try:
-            stream = container.logs(stdout=True, stderr=True, stream=True, follow=True, tail=0)
-            for _chunk in stream:
-                seen()
+            stream = container.logs(stdout=True, stderr=True, stream=True, follow=True)
+            for chunk in stream:
+                if chunk:
+                    sink(chunk if isinstance(chunk, bytes) else bytes(chunk))
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             # Without output events the stall check cannot tell; the timeout still applies.
             log.debug("Following the output of %s stopped: %s", container.name, exc)

@@ -28,6 +28,7 @@ MIN_MEMORY = 6 * 1024 * 1024
 MAX_PIDS = 4_194_304
 DEFAULT_TIMEOUT = 3600.0
 DEFAULT_LOG_LINES = 200
+MIN_LOG_BYTES = 64 * 1024
 MANAGED_LABEL = "mao.managed"
 INSTANCE_LABEL = "mao.instance"
 # Where tools find their data; fixed so tool images need no configuration.
@@ -77,6 +78,9 @@ class RunRequest(BaseModel):
     pids: Annotated[int, Field(ge=8, le=MAX_PIDS)] | None = None
     # Killed (``stalled`` in the result) when it writes nothing to stdout/stderr for this long.
     stall_timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT)] | None = None
+    # Bytes of the container's output the executor keeps for GET /logs (head and tail beyond it);
+    # absent: 50 MiB (executor.output_log).
+    log_max_bytes: Annotated[int, Field(ge=MIN_LOG_BYTES, le=2**40)] | None = None
 
     @field_validator("image")
     @classmethod

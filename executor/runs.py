@@ -33,6 +33,7 @@ from executor.models import (
     KillRequest,
     RunRequest,
 )
+from executor.output_log import DEFAULT_MAX_BYTES, LogBook, OutputLog
 from orchestrator.errors import BadRequest, Conflict, Unavailable
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ HEALTH_TIMEOUT = 10.0
 STALL_CHECK = 1.0
 # How long a killed run's id is remembered, so that a /run for it arriving after the kill is refused.
 KILLED_MEMORY = 600.0
+# How long the output stream may take to drain once its container exited (the engine sends the rest
+# of the output, then ends the stream).
+DRAIN_TIMEOUT = 15.0
 
 
 def _utcnow() -> str:
@@ -80,6 +84,8 @@ class RunService:
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
+        # Each container's full output while it runs and until the orchestrator fetched it (GET /logs).
+        self.logs = LogBook(settings.log_dir)
 
     def _op(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         return asyncio.get_running_loop().run_in_executor(self._ops, functools.partial(fn, *args))
@@ -132,6 +138,7 @@ class RunService:
         self._ops.shutdown(wait=False, cancel_futures=True)
         self._waits.shutdown(wait=False, cancel_futures=True)
         self._followers.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self.logs.close)
 
     async def image_id(self, reference: str) -> str | None:
         return await self._op(self._runner.find_image, reference)
@@ -183,10 +190,15 @@ class RunService:
         spec = await self._container_spec(request)
         # The slot is taken only after the cheap checks so a bad request fails fast even when all slots
         # are busy.
-        async with self._slots:
-            if self._was_killed(request):
-                raise Conflict("this run was cancelled: its containers are not started", code="cancelled")
-            return await self._run_container(spec, request, image_id)
+        # Opened before the slot is taken, so a follower asking for it while it waits finds it (empty).
+        output = self.logs.open(spec.name, request.log_max_bytes or DEFAULT_MAX_BYTES)
+        try:
+            async with self._slots:
+                if self._was_killed(request):
+                    raise Conflict("this run was cancelled: its containers are not started", code="cancelled")
+                return await self._run_container(spec, request, image_id, output)
+        finally:
+            output.end()
 
     async def _check_directories(self, request: RunRequest) -> None:
         # A stat can hang on a dead network mount, so it goes to the thread pool like any other I/O.
@@ -247,7 +259,9 @@ class RunService:
             limits=container_limits(request),
         )
 
-    async def _run_container(self, spec: ContainerSpec, request: RunRequest, image_id: str) -> dict[str, Any]:
+    async def _run_container(
+        self, spec: ContainerSpec, request: RunRequest, image_id: str, output: OutputLog
+    ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         creating = self._op(self._runner.create, spec)
         try:
@@ -264,15 +278,26 @@ class RunService:
             log.info("Container %s started from image %s.", spec.name, spec.image)
             exit_code: int | None = None
             timed_out = stalled = False
+            last_output = [time.monotonic()]
+
+            def sink(chunk: bytes) -> None:
+                last_output[0] = time.monotonic()
+                output.write(chunk)
+
+            following = loop.run_in_executor(self._followers, self._runner.follow_output, container, sink)
+            following.add_done_callback(lambda f: f.cancelled() or f.exception())
             waiting = loop.run_in_executor(self._waits, self._runner.wait, container)
             try:
-                exit_code, stalled = await self._wait(container, waiting, request, began)
+                exit_code, stalled = await self._wait(waiting, request, began, last_output)
             except TimeoutError:
                 timed_out = True
                 await self._op(self._runner.kill, container)
             if stalled:
                 await self._op(self._runner.kill, container)
                 exit_code = None
+            # The stream ends once the engine has sent everything the container wrote.
+            await asyncio.wait({following}, timeout=DRAIN_TIMEOUT)
+            output.end()
             duration = time.monotonic() - began
             ended_at = _utcnow()
             log_tail = await self._log_tail(container, request.log_lines)
@@ -313,20 +338,13 @@ class RunService:
                 log.warning("Container %s could not be removed: %s", spec.name, exc)
 
     async def _wait(
-        self, container: Container, waiting: asyncio.Future[int], request: RunRequest, began: float
+        self, waiting: asyncio.Future[int], request: RunRequest, began: float, last_output: list[float]
     ) -> tuple[int | None, bool]:
         """(exit code, False) when the container exits; (None, True) when it stalls; TimeoutError at
-        its timeout. A stall is silence on stdout/stderr for ``stall_timeout`` seconds."""
+        its timeout. A stall is silence on stdout/stderr for ``stall_timeout`` seconds (``last_output``
+        holds when the container last wrote, updated by its output follower)."""
         if request.stall_timeout is None:
             return await asyncio.wait_for(waiting, request.timeout), False
-        last_output = [time.monotonic()]
-
-        def seen() -> None:
-            last_output[0] = time.monotonic()
-
-        loop = asyncio.get_running_loop()
-        following = loop.run_in_executor(self._followers, self._runner.follow_output, container, seen)
-        following.add_done_callback(lambda f: f.cancelled() or f.exception())
         deadline = began + request.timeout
         while True:
             now = time.monotonic()

@@ -120,11 +120,13 @@ class Node:
             )
         metrics = Metrics()
         # The operator's view hooks in here, not in the services' constructors.
-        runner.metrics = scheduler.metrics = federation_scheduler.metrics = metrics
+        runner.metrics = scheduler.metrics = federation_scheduler.metrics = voting.metrics = metrics
         locks.on_dataset_wait = metrics.lock_wait.observe
         return cls(
             metrics=metrics,
-            retention=Retention(store, settings.run_retention_days),
+            retention=Retention(
+                store, settings.run_retention_days, extras=[runner.attempts.step_logs.forget]
+            ),
             settings=settings,
             etcd=etcd,
             registry=registry,

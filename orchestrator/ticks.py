@@ -19,6 +19,7 @@ walks naive local times one by one); each match is then placed in the real zone 
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -35,6 +36,9 @@ _MAX_SHIFT = timedelta(hours=3)
 # years (29 February on a given weekday included) outside century years.
 _HORIZON = timedelta(days=366 * 29)
 _EPSILON = timedelta(microseconds=1)
+# Instants remembered per trigger (a catch-up or backfill walk may pass through many more).
+_MEMO_SIZE = 512
+_UNKNOWN = object()
 
 
 def zone(name: str) -> ZoneInfo:
@@ -69,6 +73,7 @@ class CronTicks(BaseTrigger):
             self._wall = CronTrigger.from_crontab(self.cron, timezone=UTC)
         except ValueError as exc:
             raise BadRequest(f"invalid cron expression {cron!r}: {exc}", code="invalid_cron") from None
+        self._memo: dict[datetime, datetime | None] = {}
         start = datetime(2000, 1, 1, tzinfo=UTC)
         first = self._wall.get_next_fire_time(None, start)
         if first is None or first - start > _HORIZON:
@@ -82,6 +87,17 @@ class CronTicks(BaseTrigger):
     def next_after(self, after: datetime) -> datetime | None:
         """The first tick strictly after ``after`` (an aware datetime), in UTC."""
         after = after.astimezone(UTC)
+        # Remembered: the schedules sharing this trigger (``make_trigger``) all ask for the same
+        # instants when they tick together, and APScheduler asks again for each job.
+        if (known := self._memo.get(after, _UNKNOWN)) is not _UNKNOWN:
+            return known  # type: ignore[return-value]
+        moment = self._next_after(after)
+        if len(self._memo) >= _MEMO_SIZE:
+            self._memo.clear()
+        self._memo[after] = moment
+        return moment
+
+    def _next_after(self, after: datetime) -> datetime | None:
         local = after.astimezone(self.zone).replace(tzinfo=None)
         # Near a transition, wall-clock times before ``local`` can map to instants after ``after``
         # (a skipped time moved forward, or ``after`` in the second pass of a repeated hour).
@@ -122,7 +138,17 @@ class CronTicks(BaseTrigger):
 
 
 def make_trigger(cron: str, timezone: str = "UTC") -> CronTicks:
-    """A 5-field cron schedule; BadRequest (400) naming what is wrong (also: a cron that never fires)."""
+    """A 5-field cron schedule; BadRequest (400) naming what is wrong (also: a cron that never fires).
+
+    Schedules with the same cron and zone share one (immutable) trigger, so a burst of them computes
+    each instant once (bench/schedules_bench.py)."""
+    if not isinstance(cron, str) or not isinstance(timezone, str):
+        return CronTicks(cron, timezone)  # raises the 400
+    return _shared_trigger(cron.strip(), timezone)
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared_trigger(cron: str, timezone: str) -> CronTicks:
     return CronTicks(cron, timezone)
 
 
@@ -142,11 +168,14 @@ DUE_JITTER = timedelta(seconds=1)
 
 
 def due_time(trigger: CronTicks, now: datetime) -> datetime:
-    """The fire time a tick running at ``now`` stands for: the latest one in the hour before
-    ``now + DUE_JITTER``; ``now`` (whole seconds) when there is none (a tick that came very late)."""
+    """The fire time a tick running at ``now`` stands for: the latest one in the hour (and up to a
+    minute) before ``now + DUE_JITTER``; ``now`` (whole seconds) when there is none (a tick that came
+    very late)."""
     # The recent minutes first: a tick on time finds its fire time there without walking the hour.
     for span in (timedelta(minutes=2), timedelta(hours=1)):
-        moments = fire_times(trigger, now - span, now + DUE_JITTER, limit=100)
+        # From a whole minute: the ticks of one moment then ask the trigger the same questions.
+        since = (now - span).replace(second=0, microsecond=0)
+        moments = fire_times(trigger, since, now + DUE_JITTER, limit=100)
         if moments:
             return moments[-1]
     return now.replace(microsecond=0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +12,12 @@ import click
 from ..client import ApiError, CtlError, segment
 from ..context import Ctl, confirm, json_option, name_option, parse_labels, pass_ctl, yes_option
 from ..pipeline_input import ask_pipeline, ask_private_values, pipeline_from_file
+from ..progress import ENDED, RunProgress
 from .backfill import backfill_command
+from .logs import logs_command
 from .runs import cancel_run_command, queue_command, runs_command, show_run, show_run_command
+
+POLL = 0.5  # seconds between two looks at a run maoctl waits for
 
 
 @click.group()
@@ -24,6 +30,25 @@ pipeline.add_command(show_run_command)
 pipeline.add_command(backfill_command)
 pipeline.add_command(cancel_run_command)
 pipeline.add_command(queue_command)
+pipeline.add_command(logs_command)
+
+
+def wait_with_progress(ctl: Ctl, name: str, policies: dict[str, Any]) -> dict[str, Any]:
+    """Start a run of ``name`` and poll it to its end, showing its steps' progress on stderr (a live
+    table on a terminal, one line per change otherwise); returns the ended run's record, the same
+    record the waiting ``POST /pipeline/run`` answers."""
+    run_id = ctl.api.post("/pipeline/run", {"name": name, "wait": False, **policies})["id"]
+    live = sys.stdout.isatty() and sys.stderr.isatty()
+    progress = RunProgress(ctl.out.err_console, live=live)
+    try:
+        while True:
+            run: dict[str, Any] = ctl.api.get(f"/runs/{segment(run_id)}")
+            progress.update(run)
+            if run.get("status") in ENDED:
+                return run
+            time.sleep(POLL)
+    finally:
+        progress.close()
 
 
 @pipeline.command("get")
@@ -243,9 +268,11 @@ def run_pipeline(
             ),
         )
         return
-    if not ctl.out.as_json:
+    if ctl.out.as_json:
+        run = ctl.api.post("/pipeline/run", {"name": name, **policies}, wait_forever=True)
+    else:
         ctl.out.note(f"Running {name} (waiting for it to end)...")
-    run = ctl.api.post("/pipeline/run", {"name": name, **policies}, wait_forever=True)
+        run = wait_with_progress(ctl, name, policies)
     ctl.out.show(run, lambda: show_run(ctl, run))
     if run.get("status") == "failed":
         raise click.exceptions.Exit(1)

@@ -4,11 +4,24 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import audits, console, federation, gateway, health, history, locks, metrics, pipelines, registry, runs
+from . import (
+    audits,
+    console,
+    federation,
+    gateway,
+    health,
+    history,
+    locks,
+    logs,
+    metrics,
+    pipelines,
+    registry,
+    runs,
+)
 
 
 def add_routes(app: web.Application) -> None:
-    modules = (health, registry, history, pipelines, runs, federation, locks, gateway, audits, metrics, console)
+    modules = (health, registry, history, pipelines, runs, logs, federation, locks, gateway, audits, metrics, console)
     for module in modules:
         app.router.add_routes(module.routes)
     app[console.DOCUMENT] = {}

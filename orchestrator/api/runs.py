@@ -112,15 +112,9 @@ async def list_schedules(request: web.Request) -> web.Response:
     limit = parse(SchedulesQuery, dict(request.query)).ticks
     next_runs = the_node.scheduler.next_run_times()
     schedules = await the_node.store.list_schedules()
+    ticks = await the_node.store.recent_ticks([s["id"] for s in schedules], limit) if limit else {}
     return ok(
-        [
-            {
-                **s,
-                "next_run_time": next_runs.get(s["id"]),
-                "ticks": await the_node.store.list_ticks(s["id"], limit=limit) if limit else [],
-            }
-            for s in schedules
-        ]
+        [{**s, "next_run_time": next_runs.get(s["id"]), "ticks": ticks.get(s["id"], [])} for s in schedules]
     )
 
 

@@ -143,6 +143,9 @@ class Datasets:
         """One ``git gc --auto`` pass over every local repository, each under its dataset's lock."""
         for key, path in await asyncio.to_thread(local_repositories, self.data_dir):
             async with self._lock(key):
+                # The list was taken before the lock: the dataset may have been removed since.
+                if not await asyncio.to_thread((path / "HEAD").is_file):
+                    continue
                 try:
                     await _in_thread(collect_garbage, path)
                 except GitError as exc:

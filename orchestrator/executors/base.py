@@ -7,6 +7,7 @@ implements ``ExecutorBackend``; the engine never sees HTTP.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 from executor.models import KillRequest, RunRequest, RunResult
@@ -36,3 +37,11 @@ class ExecutorBackend(Protocol):
     async def kill(self, request: KillRequest) -> list[str]:
         """Kill and remove the containers of a run (or one step of it) now; returns their names.
         Later ``run`` calls for the same run (and step) are refused."""
+
+    def log(self, container: str, follow: bool = False) -> AsyncIterator[bytes]:
+        """The container's output (full, bounded by the request's ``log_max_bytes``), as the backend
+        keeps it from the container's start; with ``follow``, until the container has ended. Raises
+        NotFound when the backend keeps no log of that container, ExecutorUnavailable when away."""
+
+    async def drop_log(self, container: str) -> None:
+        """Forget the container's log (the orchestrator has kept its own copy)."""

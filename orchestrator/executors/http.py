@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 from pydantic import ValidationError
 
-from ..errors import ExecutorUnavailable, MaoError
+from ..errors import ExecutorUnavailable, MaoError, NotFound
 from .base import ContainerRequest, ContainerResult, KillRequest
 
 
@@ -62,6 +63,34 @@ class ExecutorClient:
         body = await self._request("POST", "/kill", request.model_dump(exclude_none=True), timeout=30)
         removed = body.get("removed")
         return [str(name) for name in removed] if isinstance(removed, list) else []
+
+    async def log(self, container: str, follow: bool = False) -> AsyncIterator[bytes]:
+        """The container's output as the executor keeps it (``GET /logs/{container}``); with
+        ``follow``, until the container has ended. NotFound when the executor has no such log."""
+        assert self._session is not None, "ExecutorClient.start() was not called"
+        # No read timeout when following: a container may be silent for as long as its timeout.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None if follow else 60)
+        try:
+            async with self._session.get(
+                f"{self.url}/logs/{container}", params={"follow": "1" if follow else "0"}, timeout=timeout
+            ) as response:
+                if response.status == 404:
+                    raise NotFound(f"the executor has no log of container {container}", code="log_not_found")
+                if response.status >= 400:
+                    raise ExecutorUnavailable(
+                        f"the executor answered {response.status} for the log of {container}",
+                        code="executor_unavailable",
+                    )
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    yield chunk
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            raise ExecutorUnavailable(
+                f"the executor at {self.url} did not send the log of {container} ({type(exc).__name__}: {exc})"
+            ) from exc
+
+    async def drop_log(self, container: str) -> None:
+        """Let the executor forget a container's log (it has been kept here)."""
+        await self._request("DELETE", f"/logs/{container}", None, timeout=30)
 
     async def _request(self, method: str, path: str, payload: Any, timeout: float) -> dict[str, Any]:
         assert self._session is not None, "ExecutorClient.start() was not called"

@@ -26,6 +26,7 @@ from ..errors import EtcdUnavailable, GitError, MaoError
 from ..federation.advances import announce
 from ..federation.etcd import Etcd
 from ..federation.locks import LockLost, Locks
+from ..metrics import UNSERVED, Metrics
 from ..models import Dataset
 from ..runs.states import MergeState
 from ..store.outage import PendingMerges
@@ -47,6 +48,8 @@ class Vote:
 
 
 class Voting:
+    metrics: Metrics = UNSERVED  # the node's, set by Node.build
+
     def __init__(
         self,
         datasets: Datasets,
@@ -177,9 +180,12 @@ class Voting:
                 error = f"the queued merge of {branch} into ground-truth of {name} conflicts in " + ", ".join(
                     result.conflicts[:10]
                 )
-                await self.pending.settle(
+                ended = await self.pending.settle(
                     name, branch, item["commit"], item["steps"], None, result.conflicts, error
                 )
+                # A run still going counts its conflict step when it ends (Metrics.observe_run);
+                # one that ended with the merge queued is counted here, or never.
+                self.metrics.merge_conflicts.inc(ended)
                 log.warning("%s: its step(s) are marked conflict and ground-truth is untouched", error)
             else:
                 await self.pending.settle(name, branch, item["commit"], item["steps"], result.commit)

@@ -27,8 +27,10 @@ from ..gateway.insights import InsightsPublisher, read_insights
 from ..models import Dataset, Step, Tool
 from ..pipelines.limits import step_limits
 from ..pipelines.voting import Voting
+from ..store.retention import existing_runs
 from ..store.runs import RunRecords
 from .states import AttemptStatus, MergeState, StepStatus
+from .step_logs import StepLogs
 
 # Slack over the step's own timeout before the orchestrator stops waiting for a silent executor.
 EXECUTOR_SLACK = 120.0
@@ -108,6 +110,10 @@ class Attempts:
         self.insights = insights
         self.records = records
         self._branch_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # Every attempt's full log (step_logs.py); GET /runs/{id}/log and retention use it too.
+        self.step_logs = StepLogs(
+            settings.data_dir, executor, lambda ids: existing_runs(records.store, ids)
+        )
 
     async def run(
         self,
@@ -225,8 +231,20 @@ class Attempts:
         )
 
     async def execute_container(self, ctx: StepContext, request: ContainerRequest) -> ContainerResult:
-        """Run the container to its end; raises MaoError when the executor cannot."""
-        return await self.executor.run(request, timeout=request.timeout + EXECUTOR_SLACK)
+        """Run the container to its end, then keep its full log; raises MaoError when the executor
+        cannot. The log is kept before this returns, so an ended attempt's log is there to serve."""
+        assert request.name is not None, "container_request names every container"
+        secrets = ctx.step.private_env
+        try:
+            result = await self.executor.run(request, timeout=request.timeout + EXECUTOR_SLACK)
+        except asyncio.CancelledError:
+            self.step_logs.keep_later(ctx.run_id, request.name, secrets)
+            raise
+        except BaseException:
+            await self.step_logs.keep(ctx.run_id, request.name, secrets)
+            raise
+        await self.step_logs.keep(ctx.run_id, request.name, secrets)
+        return result
 
     def trailers(
         self, ctx: StepContext, tool: Tool, image_id: str | None, input_commit: str | None
@@ -351,6 +369,7 @@ def container_request(
         memory=limits.memory,
         cpus=limits.cpus,
         pids=limits.pids,
+        log_max_bytes=settings.step_log_max_bytes,
     )
 
 

@@ -10,9 +10,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, event, select, text, update
+from sqlalchemy import Table, bindparam, delete, event, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -169,10 +169,13 @@ class Store:
                 .values(cron=cron, timezone=timezone, last_tick_at=utcnow(), **options)
             )
 
-    async def list_schedules(self) -> list[dict[str, Any]]:
+    async def list_schedules(self, pipeline: str | None = None) -> list[dict[str, Any]]:
+        """Every schedule (and data trigger), or ``pipeline``'s only, oldest first."""
         async with self.session("list schedules") as s:
-            rows = (await s.scalars(select(ScheduleRow).order_by(ScheduleRow.created_at))).all()
-            return [schedule_to_dict(r) for r in rows]
+            query = select(ScheduleRow).order_by(ScheduleRow.created_at)
+            if pipeline is not None:
+                query = query.where(ScheduleRow.pipeline == pipeline)
+            return [schedule_to_dict(r) for r in (await s.scalars(query)).all()]
 
     async def get_schedule(self, schedule_id: str) -> dict[str, Any] | None:
         async with self.session(f"read schedule {schedule_id}") as s:
@@ -222,23 +225,77 @@ class Store:
                 .values(last_tick_at=latest)
             )
 
+    async def get_schedules(self, schedule_ids: list[str]) -> list[dict[str, Any] | None]:
+        """Several schedules in one query: each id's schedule, or None where it is gone (in order)."""
+        async with self.session(f"read {len(schedule_ids)} schedule(s)") as s:
+            rows = (await s.scalars(select(ScheduleRow).where(ScheduleRow.id.in_(set(schedule_ids))))).all()
+            found = {row.id: schedule_to_dict(row) for row in rows}
+            return [found.get(schedule_id) for schedule_id in schedule_ids]
+
+    async def record_tick_batch(
+        self, ticks: list[tuple[str, str, datetime, str, str | None, str | None]]
+    ) -> list[None]:
+        """Record ``(schedule_id, pipeline, due_at, outcome, run_id, reason)`` ticks of any schedules
+        in one transaction (a burst of ticks, see ``batching``); each schedule's ``last_tick_at``
+        moves to its latest tick (never back)."""
+        if not ticks:
+            return []
+        latest: dict[str, datetime] = {}
+        for schedule_id, _, due_at, _, _, _ in ticks:
+            latest[schedule_id] = max(due_at, latest.get(schedule_id, due_at))
+        async with self.session(f"record {len(ticks)} tick(s)") as s:
+            await s.execute(
+                insert(TickRow),
+                [
+                    {
+                        "schedule_id": schedule_id,
+                        "pipeline": pipeline,
+                        "due_at": due_at,
+                        "outcome": outcome,
+                        "run_id": run_id,
+                        "reason": reason,
+                    }
+                    for schedule_id, pipeline, due_at, outcome, run_id, reason in ticks
+                ],
+            )
+            schedules = cast(Table, ScheduleRow.__table__)  # Core: one executemany for every schedule
+            table = schedules.c
+            await s.execute(
+                update(schedules)
+                .where(table.id == bindparam("sid"))
+                .where(table.last_tick_at.is_(None) | (table.last_tick_at < bindparam("due")))
+                .values(last_tick_at=bindparam("due")),
+                [{"sid": schedule_id, "due": due_at} for schedule_id, due_at in latest.items()],
+            )
+        return [None] * len(ticks)
+
     async def list_ticks(self, schedule_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         async with self.session("list schedule ticks") as s:
-            query = select(TickRow).order_by(TickRow.id.desc()).limit(limit)
-            if schedule_id:
-                query = query.where(TickRow.schedule_id == schedule_id)
-            return [
-                {
-                    "schedule_id": t.schedule_id,
-                    "pipeline": t.pipeline,
-                    "due_at": _iso(t.due_at),
-                    "recorded_at": _iso(t.recorded_at),
-                    "outcome": t.outcome,
-                    "run_id": t.run_id,
-                    "reason": t.reason,
-                }
-                for t in (await s.scalars(query)).all()
-            ]
+            return await _ticks(s, schedule_id, limit)
+
+    async def recent_ticks(self, schedule_ids: list[str], limit: int) -> dict[str, list[dict[str, Any]]]:
+        """Each schedule's ``limit`` newest ticks (newest first), in one transaction: an indexed
+        query per schedule, which stays cheap however many ticks the table holds."""
+        async with self.session(f"list the ticks of {len(schedule_ids)} schedule(s)") as s:
+            return {schedule_id: await _ticks(s, schedule_id, limit) for schedule_id in schedule_ids}
+
+
+async def _ticks(s: AsyncSession, schedule_id: str | None, limit: int) -> list[dict[str, Any]]:
+    query = select(TickRow).order_by(TickRow.id.desc()).limit(limit)
+    if schedule_id:
+        query = query.where(TickRow.schedule_id == schedule_id)
+    return [
+        {
+            "schedule_id": t.schedule_id,
+            "pipeline": t.pipeline,
+            "due_at": _iso(t.due_at),
+            "recorded_at": _iso(t.recorded_at),
+            "outcome": t.outcome,
+            "run_id": t.run_id,
+            "reason": t.reason,
+        }
+        for t in (await s.scalars(query)).all()
+    ]
 
 
 def _pipeline(row: PipelineRow, secrets: dict[str, dict[str, str]]) -> Pipeline:

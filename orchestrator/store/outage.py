@@ -17,6 +17,8 @@ from ..runs.states import MergeState, RunStatus, StepStatus
 from . import Store
 from .tables import PendingMergeRow, RegistryCacheRow, RunRow, RunStepRow, utcnow
 
+ENDED = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+
 
 class RegistryCache:
     def __init__(self, store: Store) -> None:
@@ -98,14 +100,19 @@ class PendingMerges:
         merge_commit: str | None,
         conflicts: list[str] | None = None,
         error: str | None = None,
-    ) -> None:
+    ) -> int:
         """Record the merge of ``commit`` on ``steps`` and take them off the queue, in one transaction.
 
         With ``conflicts`` the steps become ``conflict`` and their runs ``failed``. The row goes only if
-        no later run moved it to a newer commit meanwhile; otherwise just these steps leave it."""
+        no later run moved it to a newer commit meanwhile; otherwise just these steps leave it.
+        Returns how many of the steps belong to runs that had already ended (their conflict was not
+        in the run's record when the run engine counted it)."""
+        ended = 0
         async with self.store.session(f"settle the queued merge of {branch}") as s:
             for run_id, step in steps:
                 where = (RunStepRow.run_id == run_id, RunStepRow.name == step)
+                status = await s.scalar(select(RunRow.status).where(RunRow.id == run_id))
+                ended += status in ENDED
                 if conflicts:
                     values: dict[str, Any] = {
                         "status": StepStatus.CONFLICT,
@@ -127,11 +134,12 @@ class PendingMerges:
                     )
             row = await s.get(PendingMergeRow, (dataset, branch))
             if row is None:
-                return
+                return ended
             if row.commit == commit:
                 await s.delete(row)
             else:
                 row.steps = [st for st in row.steps if st not in steps]
+        return ended
 
 
 def _row(row: PendingMergeRow) -> dict[str, Any]:

@@ -50,3 +50,12 @@ async def forget_before(store: Store, cutoff: datetime, batch: int = 500) -> tup
         result = await s.execute(delete(TickRow).where(TickRow.recorded_at < cutoff))
         ticks = int(getattr(result, "rowcount", 0) or 0)
     return runs, ticks
+
+
+async def existing_runs(store: Store, ids: list[str]) -> set[str]:
+    """Which of ``ids`` are runs this database still holds (the step logs of the others can go)."""
+    found: set[str] = set()
+    for start in range(0, len(ids), 500):
+        async with store.session("look up runs") as s:
+            found.update((await s.scalars(select(RunRow.id).where(RunRow.id.in_(ids[start : start + 500])))).all())
+    return found

@@ -144,6 +144,7 @@ const VIEWS = { runs: renderRuns, run: renderRun, pipelines: renderPipelines, fe
 
 function route() {
   stopRefresh();
+  stopLog(); // runs.js: a followed log of the page left behind is closed
   generation += 1;
   if (!sessionStorage.getItem(TOKEN_KEY) && sessionStorage.getItem(TOKEN_KEY) !== "") {
     showLogin();

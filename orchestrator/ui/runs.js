@@ -78,6 +78,96 @@ async function renderRuns(again) {
 // -- one run ------------------------------------------------------------------------------------
 let selectedStep = null;
 
+// The full log of the selected step's latest attempt (GET /runs/{id}/log): streamed (follow=1,
+// read from the response body as it comes) while the attempt runs, fetched whole once it ended.
+// It lives outside the view, which is rebuilt at every refresh, and is put back into #log each time.
+const MAX_LOG_CHARS = 4000000; // beyond it the page keeps the end; maoctl pipeline logs has it all
+let logState = { key: null, text: "", note: "", controller: null };
+
+function logKey(run, step) {
+  const attempts = Array.isArray(step.attempts) ? step.attempts : [];
+  if (!attempts.length) return null;
+  const last = attempts[attempts.length - 1];
+  const running = last.status === "running";
+  return { key: [run.id, step.name, last.attempt, last.shard ?? "", running ? "live" : "ended"].join("/"), last, running };
+}
+
+function showLog() {
+  const pre = document.getElementById("log");
+  if (!pre) return;
+  // Rebuilt at each refresh: a reader at the end of a live log stays at its end.
+  const atEnd = pre.dataset.filled !== "1" || pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+  pre.textContent = logState.text || logState.note;
+  pre.dataset.filled = "1";
+  if (atEnd && logState.key && logState.key.endsWith("/live")) pre.scrollTop = pre.scrollHeight;
+}
+
+function stopLog() {
+  if (logState.controller) logState.controller.abort();
+  logState = { key: null, text: "", note: "", controller: null };
+}
+
+function appendLog(text) {
+  logState.text += text;
+  if (logState.text.length > MAX_LOG_CHARS) {
+    logState.text = "(… earlier output left out here: maoctl pipeline logs prints all of it)\n" + logState.text.slice(-MAX_LOG_CHARS);
+  }
+  showLog();
+}
+
+async function loadLog(run, step) {
+  const found = logKey(run, step);
+  if (!found) {
+    if (logState.controller) logState.controller.abort();
+    logState = { key: null, text: step.log_tail || "", note: ACTIVE.has(step.status) ? "(waiting for the step to start)" : "(no output)", controller: null };
+    return;
+  }
+  if (found.key === logState.key) return;
+  if (logState.controller) logState.controller.abort();
+  const controller = new AbortController();
+  logState = { key: found.key, text: "", note: found.running ? "(running: waiting for output)" : "(loading the log)", controller };
+  const query = new URLSearchParams({ step: step.name, attempt: String(found.last.attempt) });
+  if (found.last.shard != null) query.set("shard", String(found.last.shard));
+  if (found.running) query.set("follow", "1");
+  const headers = { Accept: "text/plain" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const mine = () => logState.controller === controller;
+  try {
+    const response = await fetch(`/runs/${encodeURIComponent(run.id)}/log?${query}`, { headers, credentials: "omit", cache: "no-store", signal: controller.signal });
+    if (!response.ok) {
+      let body = null;
+      try {
+        body = await response.json();
+      } catch (_) {
+        body = null;
+      }
+      if (mine()) {
+        logState.text = step.log_tail || "";
+        logState.note = (body && body.message) || `HTTP ${response.status}`;
+        showLog();
+      }
+      return;
+    }
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (!mine()) return;
+      if (done) break;
+      appendLog(decoder.decode(value, { stream: true }));
+    }
+    appendLog(decoder.decode());
+    if (!logState.text) logState.note = "(no output)";
+    showLog();
+  } catch (err) {
+    if (mine() && err.name !== "AbortError") {
+      logState.note = String(err.message || err);
+      showLog();
+    }
+  }
+}
+
 function stepGraph(steps) {
   // Columns by depth in the needs graph (the list order when steps have no `needs`).
   const byName = new Map(steps.map((s) => [s.name, s]));
@@ -235,11 +325,15 @@ async function renderRun(again) {
       ? h(
           "section",
           { id: "log-section", "aria-label": `Log of ${step.name}` },
-          h("h2", {}, `Log of ${step.name}`, h("span", { class: "muted small" }, " (last 200 lines, secrets masked)")),
-          h("pre", { id: "log", tabindex: 0 }, step.log_tail || (ACTIVE.has(step.status) ? "(running: the log appears when the step ends)" : "(no output)")),
+          h("h2", {}, `Log of ${step.name}`, h("span", { class: "muted small" }, logKey(run, step) ? ` (attempt ${logKey(run, step).last.attempt}${logKey(run, step).last.shard != null ? `, shard ${logKey(run, step).last.shard}` : ""}; full log, secrets masked${logKey(run, step).running ? ", live" : ""})` : "")),
+          h("pre", { id: "log", tabindex: 0 }),
         )
       : null,
   );
+  if (step) {
+    loadLog(run, step);
+    showLog();
+  }
   if (focused) {
     const target = document.getElementById(focused) || view().querySelector(`[data-step="${CSS.escape(focused)}"]`);
     if (target) target.focus();

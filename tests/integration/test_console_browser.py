@@ -159,7 +159,7 @@ def test_console_runs_a_pipeline_and_shows_its_log(guarded_node: Node, browser, 
 
 
 def test_console_cancels_a_running_run(guarded_node: Node, browser) -> None:
-    """The run page's cancel button calls the engine's POST /runs/{id}/cancel (with the token and a
+    """The running step's log streams into the run page; the run page's cancel button calls the engine's POST /runs/{id}/cancel (with the token and a
     JSON body, as trust-api requires) and the page follows the run to ``cancelled``."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -168,7 +168,8 @@ def test_console_cancels_a_running_run(guarded_node: Node, browser) -> None:
     tool, out, pipeline = unique("tool"), unique("out"), unique("cancel")
     api.tool(tool)
     api.local_dataset(out)
-    step = {"name": "slow", "tool": tool, "output_dataset": out, "cmd": ["sh", "-c", "sleep 300"]}
+    cmd = "echo streamed while running; sleep 300"
+    step = {"name": "slow", "tool": tool, "output_dataset": out, "cmd": ["sh", "-c", cmd]}
     api.ok(api.post("/pipeline/init", {"name": pipeline, "steps": [step]}))
     run_id = api.ok(api.post("/pipeline/run", {"name": pipeline, "wait": False}))["run_id"]
 
@@ -184,6 +185,13 @@ def test_console_cancels_a_running_run(guarded_node: Node, browser) -> None:
         timeout=120,
         what="the step to run",
     )
+    # The step's log streams into the page while the step runs (follow=1, read as it comes).
+    wait_until(
+        lambda: "streamed while running" in browser.find_element(By.CSS_SELECTOR, "#log").text,
+        timeout=60,
+        what="the live log",
+    )
+    assert api.ok(api.get(f"/runs/{run_id}"))["steps"][0]["status"] == "running"
     wait_until(lambda: present("#cancel-run"), timeout=30, what="the cancel button").click()
     wait_until(lambda: present("#confirm-yes"), timeout=10, what="the confirmation").click()
     wait_until(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
+from orchestrator.metrics import Metrics
 from orchestrator.models import Pipeline
 from orchestrator.scheduling import Scheduler
 from orchestrator.store import Store
@@ -106,3 +109,44 @@ async def test_nothing_missed_means_no_catch_up(store: Store) -> None:
     await restarted.start()
     assert runner.started == [] and len(restarted.next_run_times()) == 1
     await restarted.stop()
+
+
+async def test_a_fired_tick_observes_its_lag_and_a_skipped_one_does_not(store: Store) -> None:
+    runner = FakeRunner()
+    scheduler = Scheduler(store, runner)  # type: ignore[arg-type]
+    scheduler.metrics = metrics = Metrics()
+    schedule = await scheduler.add("p", "* * * * *")
+    await scheduler._tick(schedule["id"])
+    runner.active["p"] = "run1"
+    await scheduler._tick(schedule["id"])
+    sample = metrics.registry.get_sample_value
+    assert sample("mao_schedule_lag_seconds_count", {"scope": "instance"}) == 1
+    assert sample("mao_ticks_total", {"scope": "instance", "outcome": "fired"}) == 1
+    assert sample("mao_ticks_total", {"scope": "instance", "outcome": "skipped"}) == 1
+    await scheduler.stop()
+
+
+async def test_a_burst_of_ticks_is_read_and_recorded_together(store: Store) -> None:
+    await check_burst(store)
+
+
+async def check_burst(store: Store) -> None:
+    """Every schedule due in the same second: each tick recorded once, with its schedule's
+    last_tick_at moved, and a schedule deleted meanwhile is forgotten, not recorded. ``store`` has
+    pipeline ``p`` (also run on PostgreSQL: tests/integration/test_tick_burst_postgres.py)."""
+    runner = FakeRunner()
+    runner.active["p"] = "busy"
+    scheduler = Scheduler(store, runner)  # type: ignore[arg-type]
+    ids = [(await scheduler.add("p", "* * * * *", add=True))["id"] for _ in range(120)]
+    gone = ids.pop()
+    await store.delete_schedule(gone)
+    async with store.session("rewind") as s:  # created just now: their last tick an hour ago
+        await s.execute(update(ScheduleRow).values(last_tick_at=datetime.now(UTC) - timedelta(hours=1)))
+    await asyncio.gather(*(scheduler._tick(i) for i in [*ids, gone]))
+    ticks = await store.list_ticks(limit=1000)
+    assert sorted(t["schedule_id"] for t in ticks) == sorted(ids)
+    assert {t["outcome"] for t in ticks} == {"skipped"} and len({t["due_at"] for t in ticks}) == 1
+    schedules = await store.get_schedules([*ids, gone])
+    assert schedules[-1] is None and scheduler._scheduler.get_job(gone) is None
+    assert {s["last_tick_at"] for s in schedules[:-1] if s} == {ticks[0]["due_at"]}
+    await scheduler.stop()

@@ -14,6 +14,7 @@ import pytest
 
 from orchestrator.datasets import MergeResult
 from orchestrator.errors import EtcdUnavailable
+from orchestrator.metrics import Metrics
 from orchestrator.models import Dataset, Pipeline
 from orchestrator.pipelines import voting as voting_module
 from orchestrator.pipelines.voting import Voting
@@ -159,6 +160,7 @@ async def test_a_later_direct_merge_settles_what_was_queued(store: Store) -> Non
 
 async def test_a_queued_merge_that_conflicts_marks_its_step(store: Store) -> None:
     voting, locks, datasets, _ = make_voting(store)
+    voting.metrics = Metrics()
     locks.down = True
     assert await vote(voting, store, "r1", "c1") == "queued"
     locks.down = False
@@ -167,3 +169,22 @@ async def test_a_queued_merge_that_conflicts_marks_its_step(store: Store) -> Non
     step = await step_of(store, "r1")
     assert step["status"] == "conflict" and step["conflicts"] == ["a.txt"] and step["run_status"] == "failed"
     assert datasets.repo.merges == [] and await PendingMerges(store).all() == []
+    # Its run had ended (succeeded, merge queued) before the conflict: counted here, once.
+    assert voting.metrics.merge_conflicts._value.get() == 1
+
+
+async def test_a_queued_merge_conflict_of_a_run_still_going_is_left_to_the_run(store: Store) -> None:
+    voting, locks, datasets, _ = make_voting(store)
+    voting.metrics = Metrics()
+    records = RunRecords(store)
+    await records.create("r1", PIPELINE, "manual", PIPELINE.graph(), ["s-me"])
+    await records.update_run("r1", status="running")
+    locks.down = True
+    result = await voting.vote(("r1", "s"), DATASET, "s-me", "c1", "merge", {"MAO-Run": "r1"})
+    assert result.state == "queued"
+    locks.down = False
+    datasets.repo.conflicts = ["a.txt"]
+    assert await voting._retry(await PendingMerges(store).all()) is True
+    # The run engine counts the conflict step when the run ends (Metrics.observe_run): not twice.
+    assert voting.metrics.merge_conflicts._value.get() == 0
+    assert (await step_of(store, "r1"))["status"] == "conflict"

@@ -19,6 +19,7 @@ from orchestrator.federation.catchup import NOBODY_ALIVE
 from orchestrator.federation.etcd import Etcd
 from orchestrator.federation.scheduler import FederationScheduler
 from orchestrator.federation.schedules import ScheduleBook, due_key
+from orchestrator.metrics import Metrics
 from tests import servers
 
 
@@ -374,3 +375,25 @@ async def test_a_schedule_record_without_an_id_is_left_out_not_fatal(etcd: Etcd)
     finally:
         await watcher.close()
         await etcd.delete(bad)
+
+
+async def test_the_fired_tick_observes_its_lag_and_the_loser_counts_lost(etcd: Etcd) -> None:
+    schedule = await new_schedule(etcd, "p", age=timedelta(seconds=30))
+    racers = [instance(etcd, f"lag{i}", {"p"}) for i in range(2)]
+    for racer in racers:
+        racer.metrics = Metrics()
+    await asyncio.gather(*(r._tick(schedule["id"]) for r in racers))
+    lag = [
+        r.metrics.registry.get_sample_value("mao_schedule_lag_seconds_count", {"scope": "federation"})
+        for r in racers
+    ]
+    lost = [
+        r.metrics.registry.get_sample_value("mao_ticks_total", {"scope": "federation", "outcome": "lost"})
+        for r in racers
+    ]
+    assert sorted(x or 0 for x in lag) == [0, 1] and sorted(x or 0 for x in lost) == [0, 1]
+    fired = next(r for r in racers if r.runner.started)  # type: ignore[attr-defined]
+    assert (
+        fired.metrics.registry.get_sample_value("mao_schedule_lag_seconds_sum", {"scope": "federation"}) >= 0
+    )
+    await asyncio.gather(*(r.close() for r in racers))

@@ -1,0 +1,111 @@
+"""Full step logs without Docker: the executor's bounded output file (head, marker, tail; followers)
+and the orchestrator's streaming mask (secrets split across chunks)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+from executor.output_log import LogBook, OutputLog
+from orchestrator.runs.attempt import redact
+from orchestrator.runs.step_logs import Masker
+
+
+async def _read(output: OutputLog, follow: bool = False) -> bytes:
+    return b"".join([chunk async for chunk in output.chunks(follow=follow)])
+
+
+async def test_a_log_within_the_bound_is_kept_whole(tmp_path: Path) -> None:
+    output = OutputLog(tmp_path / "c", 256 * 1024, asyncio.get_running_loop())
+    text = b"".join(b"line %d\n" % i for i in range(1, 5001))
+    assert output.segment < len(text) < output.max_bytes  # spans several segments, within the bound
+    for start in range(0, len(text), 777):
+        output.write(text[start : start + 777])
+    output.end()
+    assert await _read(output) == text
+
+
+async def test_beyond_the_bound_the_head_a_marker_and_the_tail_are_kept(tmp_path: Path) -> None:
+    limit = 64 * 1024
+    output = OutputLog(tmp_path / "c", limit, asyncio.get_running_loop())
+    lines = [b"line %06d\n" % i for i in range(1, 50_001)]  # 600 KB, far over the bound
+    text = b"".join(lines)
+    for start in range(0, len(text), 1000):
+        output.write(text[start : start + 1000])
+    output.end()
+    kept = await _read(output)
+    head, _, rest = kept.partition(b"\n[mao: ")
+    marker, _, tail = rest.partition(b"]\n")
+    omitted = int(marker.split(b" ")[0])
+    assert b"exceeded MAO_STEP_LOG_MAX_BYTES" in marker
+    assert text.startswith(head) and text.endswith(tail)
+    assert len(head) + omitted + len(tail) == len(text)
+    # Cut between whole lines: no line (nor a secret in it) is split by the marker.
+    assert head.endswith(b"\n") and tail.startswith(b"line ") and len(tail) % len(lines[0]) == 0
+    assert len(head) + len(tail) <= limit
+    assert len(head) >= limit // 4 and len(tail) >= limit // 4
+    # On disk too: no more than the bound.
+    assert sum(p.stat().st_size for p in (tmp_path / "c").iterdir()) <= limit
+
+
+async def test_a_follower_gets_output_as_it_comes_and_stops_at_the_end(tmp_path: Path) -> None:
+    output = OutputLog(tmp_path / "c", 1024 * 1024, asyncio.get_running_loop())
+    got: list[bytes] = []
+
+    async def follow() -> None:
+        async for chunk in output.chunks(follow=True):
+            got.append(chunk)
+
+    task = asyncio.create_task(follow())
+    await asyncio.to_thread(output.write, b"first\n")
+    for _ in range(200):
+        if got:
+            break
+        await asyncio.sleep(0.05)
+    assert b"".join(got) == b"first\n" and not task.done()
+    await asyncio.to_thread(output.write, b"second\n")
+    await asyncio.to_thread(output.end)
+    await asyncio.wait_for(task, 30)
+    assert b"".join(got) == b"first\nsecond\n"
+
+
+async def test_the_log_book_replaces_drops_and_cleans_up(tmp_path: Path) -> None:
+    book = LogBook(str(tmp_path / "logs"))
+    assert (tmp_path / "logs").stat().st_mode & 0o777 == 0o700
+    first = book.open("c1", 64 * 1024)
+    first.write(b"old")
+    second = book.open("c1", 64 * 1024)
+    assert book.get("c1") is second and not first.folder.exists()
+    assert book.drop("c1") and book.get("c1") is None and not book.drop("c1")
+    book.open("c2", 64 * 1024)
+    book.close()
+    assert book.get("c2") is None
+
+
+def test_the_mask_holds_across_any_chunk_boundary() -> None:
+    secrets = {"A": "s3cr3t-value", "B": "pass", "C": "abc"}  # "abc" is too short to mask
+    text = "start s3cr3t-value mid passpass s3cr3t-valu s3cr3t-values abc end s3cr3t-value"
+    expected = redact(text, secrets).encode()
+    rng = random.Random(7)
+    data = text.encode()
+    for _ in range(300):
+        cuts = sorted(rng.sample(range(1, len(data)), rng.randint(1, 12)))
+        pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+        masker = Masker(secrets)
+        out = b"".join(masker.feed(p) for p in pieces) + masker.flush()
+        assert out == expected
+        assert b"s3cr3t-value" not in out
+
+
+def test_without_secrets_chunks_pass_through() -> None:
+    masker = Masker(None)
+    assert masker.feed(b"abc") == b"abc" and masker.flush() == b""
+
+
+def test_only_what_may_start_a_secret_is_held_back() -> None:
+    masker = Masker({"A": "secret"})
+    assert masker.feed(b"waiting for input\n") == b"waiting for input\n"  # a follower sees it now
+    assert masker.feed(b"value: sec") == b"value: "
+    assert masker.feed(b"ret!") == b"***!"
+    assert masker.feed(b"se") == b"" and masker.flush() == b"se"
