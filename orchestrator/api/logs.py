@@ -18,10 +18,10 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..errors import BadRequest, Conflict, MaoError, NotFound
-from ..models import Name
+from ..models import Name, Query
 from ..runs.states import AttemptStatus
 from ..runs.step_logs import StepLogs
 from ..store.logs import AttemptLog, step_attempts
@@ -37,9 +37,7 @@ routes = web.RouteTableDef()
 WAIT_FOR_LOG = 0.5
 
 
-class LogQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LogQuery(Query):
     step: Name = Field(description="the step's name")
     attempt: int | None = Field(default=None, ge=1, le=1_000_000, description="1-based; default the latest")
     shard: int | None = Field(
