@@ -13,7 +13,7 @@ Exactly once federation-wide: the decision is a compare-and-swap on ``/mao/v1/ca
 is then covered, or a later one). Each decided tick is then created with the same compare-and-create
 as a live tick's claim: ``missed`` with its reason, or ``claimed`` for a tick to run; a tick that
 some other instance recorded meanwhile (its live tick's winner recording gaps) is left to that
-record. The runs go through the tick's usual path (``FederationScheduler._decide``), one at a time
+record. The runs go through the tick's usual path (``FederationScheduler.decide``), one at a time
 for ``all``, each recorded ``fired`` with "catch-up i of n" and ``tick_at`` the tick it stands for.
 
 A schedule record without ``catchup`` (written by an older version) has no catch-up: the next tick's
@@ -24,16 +24,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import catchup
 from ..errors import MaoError
+from ..metrics import Metrics
 from ..ticks import DUE_JITTER, fire_times, make_trigger
 from . import keys
+from .etcd import Etcd
+from .schedules import ScheduleBook
 
 if TYPE_CHECKING:
-    from .scheduler import FederationScheduler
+    from ..pipelines.runner import Runner
+
+
+class FederationScheduler(Protocol):
+    """What a catch-up needs of the federation scheduler (``scheduler.FederationScheduler``), which
+    calls in here; named here so that this module does not import it back."""
+
+    clock: Callable[[], datetime]
+    instance: str
+    etcd: Etcd
+    book: ScheduleBook
+    runner: Runner
+    metrics: Metrics
+
+    async def eligible(self, schedule: dict[str, Any]) -> bool: ...
+
+    async def decide(self, schedule: dict[str, Any], due: datetime, why: str | None = None) -> str | None: ...
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +78,7 @@ async def catch_up_all(fs: FederationScheduler, schedules: list[dict[str, Any]])
 
 async def _catch_up_one(fs: FederationScheduler, schedule: dict[str, Any]) -> None:
     try:
-        if await fs._eligible(schedule):
+        if await fs.eligible(schedule):
             await catch_up(fs, schedule)
     except Exception as exc:  # noqa: BLE001 - the next tick's winner records the gap as skipped
         log.warning(
@@ -113,7 +133,7 @@ async def catch_up(fs: FederationScheduler, schedule: dict[str, Any]) -> list[st
     )
     started = []
     for tick, why in turns:
-        run_id = await fs._decide(schedule, tick, why)
+        run_id = await fs.decide(schedule, tick, why)
         if run_id is not None:
             started.append(run_id)
             await fs.runner.wait(run_id)  # one at a time

@@ -247,7 +247,7 @@ class FederationScheduler:
                 self._disarm(schedule_id)
                 return
             due = due_time(make_trigger(schedule["cron"], schedule["timezone"]), due)
-            if await self._eligible(schedule):
+            if await self.eligible(schedule):
                 await self._compete(schedule, due)
             else:
                 await self._observe(schedule, due)
@@ -264,7 +264,7 @@ class FederationScheduler:
                 "tick of federation schedule %s at %s failed: %s", schedule_id, due.isoformat(), exc.message
             )
 
-    async def _eligible(self, schedule: dict[str, Any]) -> bool:
+    async def eligible(self, schedule: dict[str, Any]) -> bool:
         if not labels_match(self.labels, schedule.get("placement")):
             return False
         return await self.store.get_pipeline(schedule["pipeline"]) is not None
@@ -276,9 +276,9 @@ class FederationScheduler:
             log.debug("tick %s of %s went to another instance", due.isoformat(), pipeline)
             self.metrics.tick("federation", "lost")
             return
-        await self._decide(schedule, due)
+        await self.decide(schedule, due)
 
-    async def _decide(self, schedule: dict[str, Any], due: datetime, why: str | None = None) -> str | None:
+    async def decide(self, schedule: dict[str, Any], due: datetime, why: str | None = None) -> str | None:
         """Fire (or skip) a tick this instance claimed; the run's id when one started. ``why``: the
         reason kept with a fired tick (a catch-up's)."""
         schedule_id, pipeline = schedule["id"], schedule["pipeline"]
