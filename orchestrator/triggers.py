@@ -101,6 +101,7 @@ class DataTriggers:
                 "timezone": "UTC",
                 "trigger": {"dataset": dataset},
                 "overlap": overlap,
+                "priority": priority,
                 "placement": check_placement(placement),
                 "created_by": self.instance,
                 "created_at": datetime.now(UTC).isoformat(),
@@ -255,7 +256,9 @@ class DataTriggers:
         if not await self.history_lease.with_lease(lambda lease: self.etcd.create(key, claim, lease=lease)):
             return  # another instance fires this advance
         overlap = "allow" if record.get("overlap") == "allow" else "skip"
-        outcome, run_id, reason = await self._start(pipeline, trigger_id, dataset, commit, overlap)
+        outcome, run_id, reason = await self._start(
+            pipeline, trigger_id, dataset, commit, overlap, priority=record.get("priority") or 0
+        )
         result = {
             **claim,
             "outcome": outcome,

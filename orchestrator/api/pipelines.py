@@ -86,8 +86,9 @@ async def run_pipeline(request: web.Request) -> web.Response:
     pipeline's schedule unless ``add: true``) or federation-wide (``scope: "federation"``, optionally
     ``placement: {"labels": {...}}``). ``trigger: {dataset}`` runs it at each ground-truth advance of
     that dataset (a data trigger). Schedules take ``overlap``, ``catchup`` and ``catchup_window``.
-    ``priority`` (instance scope) orders the queue a run waits in when the instance is full
-    (``MAO_MAX_ACTIVE_RUNS``) or, with ``overlap: "queue"``, its pipeline busy."""
+    ``priority`` orders the queue a run waits in when the instance is full (``MAO_MAX_ACTIVE_RUNS``)
+    or, with ``overlap: "queue"``, its pipeline busy; federation-wide, in the queue of the instance
+    that wins the tick or advance."""
     body = parse(RunRequest, await read_json(request))
     name = body.name
     if problem := name_problem(name, "pipeline name"):
@@ -100,10 +101,6 @@ async def run_pipeline(request: web.Request) -> web.Response:
         raise BadRequest(f"scope must be one of {', '.join(SCOPES)}", code="invalid_scope")
     if body.placement is not None and scope != "federation":
         raise BadRequest('placement only applies to scope "federation"', code="invalid_placement")
-    if body.priority is not None and scope == "federation":
-        raise BadRequest(
-            "priority orders this instance's queue: it applies to instance scope only", code="not_supported"
-        )
     if body.trigger is not None:
         if cron not in (None, ""):
             raise BadRequest("give either cron or trigger, not both", code="invalid_request")
@@ -132,6 +129,7 @@ async def run_pipeline(request: web.Request) -> web.Response:
                 overlap=check_overlap(body.overlap, federation=True),
                 catchup=body.catchup,
                 catchup_window=body.catchup_window,
+                priority=body.priority or 0,
             )
         else:
             schedule = await the_node.scheduler.add(name, cron, timezone, add=body.add, **options(body))
@@ -143,8 +141,7 @@ async def run_pipeline(request: web.Request) -> web.Response:
                 "timezone": schedule["timezone"],
                 "scope": scope,
                 **({"placement": schedule["placement"]} if scope == "federation" else {}),
-                **{k: schedule.get(k) for k in ("overlap", "catchup", "catchup_window")},
-                **({"priority": schedule["priority"]} if scope == "instance" else {}),
+                **{k: schedule.get(k) for k in ("overlap", "catchup", "catchup_window", "priority")},
             }
         )
     policy = check_overlap(body.overlap)

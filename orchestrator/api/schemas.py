@@ -116,6 +116,7 @@ class Scheduled(Out):
     overlap: str | None = Field(default=None, description="skip, replace (instance scope) or allow")
     catchup: str | None = Field(default=None, description="none, latest or all")
     catchup_window: int | None = None
+    priority: int | None = Field(default=None, description="the place of its runs in the winning instance's queue")
 
 
 class BareRepo(Out):
@@ -223,6 +224,7 @@ class FederationSchedule(Out):
     cron: str
     timezone: str
     placement: dict[str, Any] | None
+    priority: int = Field(default=0, description="the place of its runs in the winning instance's queue")
     created_by: str | None
     created_at: str | None
     next_run_time: str | None

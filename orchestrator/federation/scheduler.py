@@ -110,6 +110,7 @@ class FederationScheduler:
         overlap: str = "skip",
         catchup: str | None = None,
         catchup_window: int | None = None,
+        priority: int = 0,
     ) -> dict[str, Any]:
         make_trigger(cron, timezone)  # 400 before anything is stored
         checked = check_placement(placement)
@@ -128,6 +129,8 @@ class FederationScheduler:
             # A record without ``catchup`` (older versions) has no catch-up: its gaps are skipped.
             "catchup": catchup or "latest",
             "catchup_window": catchup_window,
+            # Orders the run in the queue of the instance that wins the tick (MAO_MAX_ACTIVE_RUNS).
+            "priority": priority,
             "created_by": self.instance,
             "created_at": datetime.now(UTC).isoformat(),
         }
@@ -154,6 +157,7 @@ class FederationScheduler:
             {
                 **{k: s.get(k) for k in ("id", "pipeline", "cron", "timezone", "placement")},
                 "overlap": s.get("overlap") or "skip",
+                "priority": s.get("priority") or 0,
                 **({} if s.get("trigger") else {k: s.get(k) for k in ("catchup", "catchup_window")}),
                 **({"trigger": s["trigger"]} if s.get("trigger") else {}),
                 "created_by": s.get("created_by"),
@@ -292,6 +296,7 @@ class FederationScheduler:
                     trigger="cron",
                     schedule_id=schedule_id,
                     tick_at=due,
+                    priority=schedule.get("priority") or 0,
                     busy=busy_for(schedule.get("overlap")),
                 )
                 record.update(outcome="fired", run_id=run_id, reason=why)

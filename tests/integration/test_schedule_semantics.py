@@ -56,7 +56,7 @@ def test_scheduling_again_replaces_and_delete_by_pipeline_name_removes(api: Api)
     [
         ({"cron": "0 0 31 2 *"}, "invalid_cron"),
         ({"cron": "0 0 * * *", "overlap": "queue", "scope": "federation"}, "not_supported"),
-        ({"cron": "0 0 * * *", "priority": 1, "scope": "federation"}, "not_supported"),
+        ({"cron": "0 0 * * *", "priority": 1001, "scope": "federation"}, "invalid_request"),
         ({"cron": "0 0 * * *", "priority": 1001}, "invalid_request"),
         ({"cron": "0 0 * * *", "priority": "5"}, "invalid_request"),
         ({"cron": "0 0 * * *", "overlap": "replace", "scope": "federation"}, "not_supported"),

@@ -50,7 +50,7 @@ def test_exactly_one_instance_fires_per_upstream_merge(federation: Federation) -
     }
     for api in federation.apis():
         _init(api, downstream, consume)
-    body = {"name": downstream, "trigger": {"dataset": up_data}, "scope": "federation"}
+    body = {"name": downstream, "trigger": {"dataset": up_data}, "scope": "federation", "priority": 3}
     assert_error(
         federation.b.api.post("/pipeline/run", {**body, "trigger": {"dataset": down_data}}),
         400,
@@ -80,6 +80,7 @@ def test_exactly_one_instance_fires_per_upstream_merge(federation: Federation) -
         runs = _downstream_runs(federation, downstream)
         assert sorted(r["trigger_commit"] for r in runs) == sorted(merges), runs
         assert {r["trigger"] for r in runs} == {"dataset"} and {r["status"] for r in runs} == {"succeeded"}
+        assert {r["priority"] for r in runs} == {3}  # the trigger's, on whichever instance fired
         fires = next(
             s
             for s in federation.a.api.ok(federation.a.api.get("/federation/schedules"))

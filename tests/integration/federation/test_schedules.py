@@ -113,7 +113,10 @@ def test_a_minute_schedule_fires_once_per_tick_and_fails_over(federation: Federa
     central = ["fed-a", "fed-b"]
     # fed-c has the pipeline too, but its labels (role=edge) keep it out of the placement.
     pipeline = init(federation, ["fed-a", "fed-b", "fed-c"])
-    job = schedule(federation.c.api, pipeline, placement={"labels": {"role": "central"}})["job_id"]
+    # Its priority travels with the record to whichever instance wins a tick (that one's queue order).
+    scheduled = schedule(federation.c.api, pipeline, placement={"labels": {"role": "central"}}, priority=7)
+    assert scheduled["priority"] == 7
+    job = scheduled["job_id"]
     # A second schedule whose pipeline is then deleted everywhere: its ticks are skipped, saying why.
     orphan = init(federation, ["fed-b"])
     orphan_job = schedule(federation.b.api, orphan)["job_id"]
@@ -124,6 +127,8 @@ def test_a_minute_schedule_fires_once_per_tick_and_fails_over(federation: Federa
         assert first["outcome"] == "fired" and winner in central and first["run_status"] == "succeeded", first
         runs = runs_of(federation, job)
         assert [r["id"] for r in runs[winner]] == [first["run_id"]]
+        assert runs[winner][0]["priority"] == 7
+        assert federation_schedule(federation.a.api, job)["priority"] == 7  # type: ignore[index]
         assert sum(len(found) for found in runs.values()) == 1  # fired once, federation-wide
 
         federation.nodes[winner].service.kill()
