@@ -52,8 +52,9 @@ STALL_CHECK = 1.0
 # How long a killed run's id is remembered, so that a /run for it arriving after the kill is refused.
 KILLED_MEMORY = 600.0
 # How long the output stream may take to drain once its container exited (the engine sends the rest
-# of the output, then ends the stream).
-DRAIN_TIMEOUT = 15.0
+# of the output, then ends the stream). Generous: the full log is cut where the drain stops, and a
+# loaded machine took over 15 s to hand over 430 KB of one-line writes.
+DRAIN_TIMEOUT = 120.0
 
 
 def _utcnow() -> str:

@@ -43,6 +43,15 @@ def test_one_etcd_member_down_changes_nothing(federation: Federation) -> None:
     dead.kill()
     try:
         a, b = federation.a.api, federation.b.api
+        # If the killed member led, the other two elect a leader first (about a second; longer on a
+        # loaded machine); a write in that window is a 503 the client may retry. Then nothing changes.
+        expected = {dead.name: False, **{m.name: True for m in federation.etcd[1:]}}
+
+        def elected() -> bool:
+            answer = b.get("/federation/members")
+            return answer.status_code == 200 and {m["name"]: m["healthy"] for m in answer.json()["etcd"]} == expected
+
+        servers.wait_until(elected, timeout=60, what="a leader among the two live etcd members")
         tool = unique("written-during-outage")
         a.tool(tool)
         assert b.ok(b.get(f"/registry/tools/{tool}"))["name"] == tool
