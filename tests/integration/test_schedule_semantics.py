@@ -154,7 +154,7 @@ def test_a_data_trigger_fires_once_per_upstream_merge(sqlite_node) -> None:
                         "name": "make",
                         "tool": tool,
                         "output_dataset": upstream_data,
-                        "cmd": ["sh", "-c", f"date +%s%N > {app}/data/now"],
+                        "cmd": ["sh", "-c", f"echo $MAO_RUN_ID > {app}/data/now"],
                     }
                 ],
             },

@@ -265,7 +265,7 @@ def test_sigkill_during_push_then_restart_the_push_never_lands(trust_node: Node,
     api.ok(
         api.post(
             "/pipeline/init",
-            {"name": pipeline, "steps": [step("s", tool, data, sh(f"date +%s%N >> {APP}/data/stamp"))]},
+            {"name": pipeline, "steps": [step("s", tool, data, sh(f"echo $MAO_RUN_ID >> {APP}/data/stamp"))]},
         )
     )
     before = gitutil.tip(path, "ground-truth")
@@ -407,7 +407,7 @@ def test_git_gc_runs_on_schedule_over_the_local_repositories(trust_node: Node) -
 
 def test_an_index_lock_error_names_the_file_and_a_restart_clears_it(trust_node: Node) -> None:
     api = trust_node.api
-    pipeline, data, repo = one_step(api, f"date +%s%N >> {APP}/data/stamp")
+    pipeline, data, repo = one_step(api, f"echo $MAO_RUN_ID >> {APP}/data/stamp")
     assert api.run(pipeline)["status"] == "succeeded"
     lock = trust_node.data_dir / "datasets" / f"{data}.git" / "mao-index" / f"s-{trust_node.name}.lock"
     lock.write_text("")  # as a git add killed with an older orchestrator would have left it

@@ -37,7 +37,7 @@ def test_exactly_one_instance_fires_per_upstream_merge(federation: Federation) -
             "name": "make",
             "tool": tool,
             "output_dataset": up_data,
-            "cmd": ["sh", "-c", f"date +%s%N > {APP}/data/now"],
+            "cmd": ["sh", "-c", f"echo $MAO_RUN_ID > {APP}/data/now"],
         },
     )
     consume = {
