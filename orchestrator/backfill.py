@@ -78,17 +78,15 @@ class Backfills:
             request.name, "backfill", [{"tick_at": tick} for tick in ticks], priority=request.priority
         )
         # The first run's id names the backfill (the prototype-era field; its runs are listed too).
-        log.info("backfill of %s queued: %d tick(s) of %r, runs %s...", request.name, len(ticks), cron, run_ids[0])
+        log.info(
+            "backfill of %s queued: %d tick(s) of %r, runs %s...", request.name, len(ticks), cron, run_ids[0]
+        )
         return {**result, "backfill_id": run_ids[0], "runs": run_ids, "status": "queued"}
 
     async def _cron(self, request: BackfillRequest) -> tuple[str, str]:
         if request.cron:
             return request.cron, request.timezone or "UTC"
-        local = [
-            s
-            for s in await self.store.list_schedules()
-            if s["pipeline"] == request.name and not s.get("trigger")
-        ]
+        local = [s for s in await self.store.list_schedules(request.name) if not s.get("trigger")]
         try:
             federation = [
                 s

@@ -31,7 +31,7 @@ from .federation.leases import SharedLease
 from .federation.schedules import check_placement, labels_match
 from .federation.watch import PrefixWatch
 from .overlap import busy_for, make_room, started_note
-from .tasks import spawn
+from .tasks import cancel_all, spawn
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -65,10 +65,7 @@ class DataTriggers:
         spawn(self._watch_advances(), "ground-truth advances watch", self._tasks)
 
     async def close(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
 
     # -- the API's side -------------------------------------------------------------------------
     async def add(
@@ -125,7 +122,7 @@ class DataTriggers:
 
     async def jobs(self) -> dict[str, str | None]:
         """The data triggers for ``GET /jobs``: they have no next run time."""
-        local = [s["id"] for s in await self.store.list_schedules() if s.get("trigger")]
+        local = [s["id"] for s in await self.store.data_triggers()]
         return {job_id: None for job_id in [*local, *self._federation]}
 
     # -- watches --------------------------------------------------------------------------------
@@ -173,9 +170,8 @@ class DataTriggers:
     # -- one advance ----------------------------------------------------------------------------
     async def _advanced(self, dataset: str, commit: str, revision: int) -> None:
         now = datetime.now(UTC)
-        for row in await self.store.list_schedules():
-            if (row.get("trigger") or {}).get("dataset") == dataset:
-                await self._fire_local(row, dataset, commit, now)
+        for row in await self.store.data_triggers(dataset):
+            await self._fire_local(row, dataset, commit, now)
         for record in list(self._federation.values()):
             if record["trigger"].get("dataset") == dataset:
                 spawn(

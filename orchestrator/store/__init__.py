@@ -177,6 +177,18 @@ class Store:
                 query = query.where(ScheduleRow.pipeline == pipeline)
             return [schedule_to_dict(r) for r in (await s.scalars(query)).all()]
 
+    async def data_triggers(self, dataset: str | None = None) -> list[dict[str, Any]]:
+        """The data triggers (of ``dataset`` only, if given), oldest first: found by the database, not
+        among every schedule (a ground-truth advance and ``GET /jobs`` ask, and cron schedules can be
+        thousands)."""
+        async with self.session("list data triggers") as s:
+            query = (
+                select(ScheduleRow).where(ScheduleRow.dataset.is_not(None)).order_by(ScheduleRow.created_at)
+            )
+            if dataset is not None:
+                query = query.where(ScheduleRow.dataset == dataset)
+            return [schedule_to_dict(r) for r in (await s.scalars(query)).all()]
+
     async def get_schedule(self, schedule_id: str) -> dict[str, Any] | None:
         async with self.session(f"read schedule {schedule_id}") as s:
             row = await s.get(ScheduleRow, schedule_id)
