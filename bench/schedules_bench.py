@@ -19,7 +19,10 @@ when the tick was handled, against when it was due), and ``mao_schedule_lag_seco
 
 API latency, the raw baseline in the same run: one client, one request at a time with 20 ms between
 them, cycling through a fixed mix, first with no ticking schedule (the busy runs already going), then
-with every schedule armed, for the same length of time and covering ``--minutes`` minute bursts:
+with every schedule armed, for the same length of time and covering ``--minutes`` minute bursts. The
+ten runs a minute are load of their own (containers, commits, merges on 2 cores): in the baseline a
+second client starts the same ``--firing`` pipelines at the top of every minute (``POST /pipeline/run``),
+so that the two windows differ by the schedules alone (``--no-baseline-runs``: an idle baseline):
 - ``GET /health``, ``GET /runs?limit=20``, ``GET /runs/{id}`` (a busy run), and ``POST /pipeline/run
   {name, cron}`` (replaces the schedule of a pipeline that ticks once a year: a database write and
   APScheduler re-arm), whose p99 together is "the API's p99" (answers that do not grow with the
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import threading
 import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
@@ -87,6 +91,19 @@ def measure_api(api: Api, busy_run: str, seconds: float) -> dict[str, list[float
     return times
 
 
+def start_each_minute(api: Api, pipelines: list[str], stop: threading.Event) -> threading.Thread:
+    """The baseline's runs: ``pipelines`` started at the top of every minute, as their schedules would."""
+
+    def loop() -> None:
+        while not stop.wait(60 - time.time() % 60):
+            for name in pipelines:
+                api.post("/pipeline/run", {"name": name, "wait": False})  # a 409 (still going) is a skip
+
+    thread = threading.Thread(target=loop, name="baseline runs", daemon=True)
+    thread.start()
+    return thread
+
+
 def lag_metrics(api: Api) -> tuple[float, float, float]:
     """(count, sum, count <= 1 s) of mao_schedule_lag_seconds{scope="instance"}."""
     values = {"count": 0.0, "sum": 0.0, "le1": 0.0}
@@ -112,11 +129,15 @@ def main() -> None:
     parser.add_argument("--busy", type=int, default=2, help="pipelines holding a run the rest tick against")
     parser.add_argument("--minutes", type=int, default=2, help="minute bursts measured while armed")
     parser.add_argument("--seconds", type=float, default=130, help="length of the baseline API window")
+    parser.add_argument(
+        "--no-baseline-runs", action="store_true", help="no runs in the baseline window (the old baseline)"
+    )
     parser.add_argument("--write", action="store_true", help="append the result to bench/README.md")
     args = parser.parse_args()
     command = (
         f".venv/bin/python bench/schedules_bench.py --schedules {args.schedules} --firing {args.firing} "
         f"--busy {args.busy} --minutes {args.minutes} --seconds {args.seconds:g}"
+        + (" --no-baseline-runs" if args.no_baseline_runs else "")
         + (" --write" if args.write else "")
     )
 
@@ -140,8 +161,20 @@ def main() -> None:
                 time.sleep(0.5)
         api.ok(api.post("/pipeline/run", {"name": "sched-probe", "cron": "0 0 1 1 *"}))
 
-        print(f"baseline: {args.seconds:g} s of API calls with no ticking schedule ...", flush=True)
+        runs_note = "" if args.no_baseline_runs else f", {len(firing)} runs started each minute by a client"
+        print(
+            f"baseline: {args.seconds:g} s of API calls with no ticking schedule{runs_note} ...", flush=True
+        )
+        stop = threading.Event()
+        starter = (
+            None
+            if args.no_baseline_runs
+            else start_each_minute(Api(api.url, node.orchestrator.token), firing, stop)
+        )
         baseline = measure_api(api, busy_runs[0], args.seconds)
+        stop.set()
+        if starter is not None:
+            starter.join()
 
         print(f"arming {args.schedules} schedules ...", flush=True)
         arming_started = time.perf_counter()
@@ -192,11 +225,16 @@ def main() -> None:
 
     base_fixed = [t for k in FIXED for t in baseline[k]]
     armed_fixed = [t for k in FIXED for t in armed[k]]
+    baseline_label = (
+        "0 schedules (baseline)"
+        if args.no_baseline_runs
+        else (f"0 schedules, {args.firing} runs/min by a client (baseline)")
+    )
     api_table = "\n".join(
         [
             "| API request | calls | p50 ms | p99 ms | max ms |",
             "|---|---|---|---|---|",
-            row("fixed mix, 0 schedules (baseline)", base_fixed),
+            row(f"fixed mix, {baseline_label}", base_fixed),
             row(f"fixed mix, {args.schedules} armed", armed_fixed),
             *[row(f"`{k}`, baseline", baseline[k]) for k in FIXED + ("GET /jobs",)],
             *[row(f"`{k}`, armed", armed[k]) for k in FIXED + ("GET /jobs",)],
