@@ -25,7 +25,7 @@ from .batching import Coalescer
 from .errors import BadRequest, MaoError, NotFound
 from .metrics import UNSERVED, Metrics
 from .overlap import busy_for, make_room, started_note
-from .tasks import spawn
+from .tasks import cancel_all, spawn
 from .ticks import DUE_JITTER, due_time, fire_times, make_trigger
 
 if TYPE_CHECKING:
@@ -81,10 +81,7 @@ class Scheduler:
         log.info("scheduler started with %d schedule(s)", len(self._scheduler.get_jobs()))
 
     async def stop(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         await self._reads.close()
         await self._writes.close()
         if self._scheduler.running:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
@@ -29,3 +29,11 @@ def log_failure(task: asyncio.Task[Any]) -> None:
         return
     if (exc := task.exception()) is not None:
         log.error("background task %r stopped: %s", task.get_name(), exc, exc_info=exc)
+
+
+async def cancel_all(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait until each has ended (an owner's ``close``); their errors are dropped."""
+    ending = list(tasks)  # a copy: the owner's set shrinks as they end
+    for task in ending:
+        task.cancel()
+    await asyncio.gather(*ending, return_exceptions=True)

@@ -27,7 +27,7 @@ from ..federation.etcd import Etcd, KeyValue, LeaseNotFound, WatchEvent
 from ..federation.registry import Registry
 from ..federation.watch import PrefixWatch
 from ..models import Dataset, node_branch
-from ..tasks import spawn
+from ..tasks import cancel_all, spawn
 from .records import INLINE_LIMIT, LEASE_MARGIN, AuditBook, audit_id_of, deadline_of, record_problem
 
 if TYPE_CHECKING:
@@ -69,10 +69,7 @@ class AuditAnswerer:
         self._spawn(watch.run(), "audit watch")
 
     async def close(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
 
     async def _on_list(self, values: list[KeyValue], _revision: int) -> None:
         for kv in values:

@@ -26,7 +26,7 @@ from ..datasets.files import path_problem, read_blob
 from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound, PayloadTooLarge
 from ..federation.etcd import Etcd, LeaseNotFound
 from ..federation.registry import Registry
-from ..tasks import spawn
+from ..tasks import cancel_all, spawn
 from .answering import AuditAnswerer
 from .records import LEASE_MARGIN, MAX_WAIT, MIN_WAIT, AuditBook, deadline_of
 from .scoring import Candidate, Scored, decide
@@ -58,10 +58,7 @@ class Audits:
 
     async def close(self) -> None:
         await self.answerer.close()
-        tasks = list(self._deciding.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(self._deciding.values())
 
     async def begin(self, dataset: str, file: str, wait: float) -> dict[str, Any]:
         if problem := path_problem(file):

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound
 from ..metrics import UNSERVED, Metrics
 from ..overlap import busy_for
-from ..tasks import spawn
+from ..tasks import cancel_all, spawn
 from ..ticks import due_time, make_trigger
 from . import keys
 from .catchup import catch_up_all, record_gaps
@@ -95,10 +95,7 @@ class FederationScheduler:
         self._spawn(self._keep_in_step(), "federation schedules watch")
 
     async def close(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
 
     # -- the API's side -------------------------------------------------------------------------
     async def add(

@@ -4,6 +4,7 @@ stand-in runner; and the prototype's replace-by-default semantics."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,65 +12,22 @@ from typing import Any
 import pytest
 
 from orchestrator import catchup
-from orchestrator.models import Pipeline
 from orchestrator.scheduling import Scheduler
 from orchestrator.store import Store
 from orchestrator.store.tables import ScheduleRow
-
-
-class Runner:
-    """Runs stay active until ``finish`` (so 'one at a time' can be watched)."""
-
-    def __init__(self) -> None:
-        self.active: dict[str, str] = {}
-        self.started: list[dict[str, Any]] = []
-
-    def active_run(self, pipeline: str) -> str | None:
-        return self.active.get(pipeline)
-
-    def is_queued(self, run_id: str) -> bool:
-        return False
-
-    async def start(
-        self,
-        name: str,
-        trigger: str,
-        schedule_id: str | None = None,
-        *,
-        priority: int = 0,
-        busy: object = None,
-        **cause: Any,
-    ) -> str:
-        assert name not in self.active, "two runs of one pipeline at once"
-        run_id = f"run{len(self.started) + 1}"
-        self.started.append({"id": run_id, "trigger": trigger, **cause})
-        self.active[name] = run_id
-        return run_id
-
-    def finish(self, pipeline: str = "p") -> None:
-        self.active.pop(pipeline, None)
+from tests.unit.scheduling_stand_ins import StandInRunner, store_with_pipeline
 
 
 @pytest.fixture
-async def store(tmp_path: Path):
-    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
-    await store.start()
-    pipeline = Pipeline.model_validate(
-        {"name": "p", "steps": [{"name": "s", "tool": "t", "output_dataset": "d"}]}
-    )
-
-    async def nothing() -> None:
-        return None
-
-    await store.save_pipeline(pipeline, before_commit=nothing)
-    yield store
-    await store.close()
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with store_with_pipeline(tmp_path) as store:
+        yield store
 
 
 NOW = datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC)  # the fake clock at the restart
 
 
-async def down_for_an_hour(store: Store, runner: Runner, **options: Any) -> tuple[Scheduler, str]:
+async def down_for_an_hour(store: Store, runner: StandInRunner, **options: Any) -> tuple[Scheduler, str]:
     """A */5 schedule whose instance stopped at 11:00:30 and starts again at 12:00:30 (12 ticks missed)."""
     scheduler = Scheduler(store, runner, clock=lambda: NOW)  # type: ignore[arg-type]
     schedule = await scheduler.add("p", "*/5 * * * *", **options)
@@ -93,7 +51,7 @@ async def outcomes(store: Store, schedule_id: str) -> list[tuple[datetime, str, 
 
 
 async def test_catchup_none_runs_nothing_and_records_each_missed_tick(store: Store) -> None:
-    runner = Runner()
+    runner = StandInRunner(keep_active=True)
     scheduler, schedule_id = await down_for_an_hour(store, runner, catchup="none")
     recorded = await outcomes(store, schedule_id)
     assert [t for t, _, _ in recorded] == MISSED
@@ -103,17 +61,17 @@ async def test_catchup_none_runs_nothing_and_records_each_missed_tick(store: Sto
 
 
 async def test_catchup_latest_runs_the_latest_tick_once(store: Store) -> None:
-    runner = Runner()
+    runner = StandInRunner(keep_active=True)
     scheduler, schedule_id = await down_for_an_hour(store, runner)  # latest is the default
     recorded = await outcomes(store, schedule_id)
     assert [t for t, _, _ in recorded] == MISSED
     assert [o for _, o, _ in recorded] == ["missed"] * 11 + ["fired"]
-    assert runner.started == [{"id": "run1", "trigger": "cron", "tick_at": MISSED[-1]}]
+    assert [(r["id"], r["trigger"], r["tick_at"]) for r in runner.started] == [("run1", "cron", MISSED[-1])]
     await scheduler.stop()
 
 
 async def test_catchup_all_runs_every_missed_tick_in_order_one_at_a_time(store: Store) -> None:
-    runner = Runner()
+    runner = StandInRunner(keep_active=True)
     scheduler, schedule_id = await down_for_an_hour(store, runner, catchup="all")
     for expected in range(1, 13):
         for _ in range(200):  # the replay polls the runner: give it time
@@ -132,7 +90,7 @@ async def test_catchup_all_runs_every_missed_tick_in_order_one_at_a_time(store: 
 
 
 async def test_ticks_older_than_the_window_are_missed(store: Store) -> None:
-    runner = Runner()
+    runner = StandInRunner(keep_active=True)
     scheduler, schedule_id = await down_for_an_hour(store, runner, catchup="all", catchup_window=1200)
     for expected in range(1, 5):
         for _ in range(200):
@@ -149,7 +107,7 @@ async def test_ticks_older_than_the_window_are_missed(store: Store) -> None:
 
 
 async def test_scheduling_again_replaces_unless_add(store: Store) -> None:
-    scheduler = Scheduler(store, Runner())  # type: ignore[arg-type]
+    scheduler = Scheduler(store, StandInRunner(keep_active=True))  # type: ignore[arg-type]
     await scheduler.start()
     first = await scheduler.add("p", "*/5 * * * *")
     again = await scheduler.add("p", "0 3 * * *", "Europe/Zurich", catchup="none")
@@ -189,6 +147,6 @@ def _missed_total(scope: str) -> float:
 
 async def test_missed_ticks_are_counted_in_mao_ticks_total(store: Store) -> None:
     before = _missed_total("instance")
-    scheduler, _ = await down_for_an_hour(store, Runner())  # latest: 11 missed, 1 run
+    scheduler, _ = await down_for_an_hour(store, StandInRunner(keep_active=True))  # latest: 11 missed, 1 run
     assert _missed_total("instance") - before == 11
     await scheduler.stop()

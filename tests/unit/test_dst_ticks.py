@@ -5,6 +5,7 @@ it; a local time repeated by the fall-back fires once, at its first occurrence."
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,10 +15,10 @@ import pytest
 
 from orchestrator.errors import BadRequest
 from orchestrator.federation.scheduler import FederationScheduler
-from orchestrator.models import Pipeline
 from orchestrator.scheduling import Scheduler
 from orchestrator.store import Store
 from orchestrator.ticks import due_time, fire_times, make_trigger
+from tests.unit.scheduling_stand_ins import StandInRunner, store_with_pipeline
 
 ZURICH = "Europe/Zurich"
 # 2026: clocks go 02:00 -> 03:00 on 29 March (01:00 UTC) and 03:00 -> 02:00 on 25 October (01:00 UTC).
@@ -84,51 +85,14 @@ class Clock:
         return self.now
 
 
-class FakeRunner:
-    def __init__(self) -> None:
-        self.started: list[dict[str, Any]] = []
-
-    def active_run(self, pipeline: str) -> str | None:
-        return None
-
-    def is_queued(self, run_id: str) -> bool:
-        return False
-
-    async def start(
-        self,
-        name: str,
-        trigger: str,
-        schedule_id: str | None = None,
-        *,
-        priority: int = 0,
-        busy: object = None,
-        **cause: Any,
-    ) -> str:
-        self.started.append({"pipeline": name, "trigger": trigger, **cause})
-        return f"run{len(self.started)}"
-
-    async def wait(self, run_id: str) -> None:
-        return None
-
-
 @pytest.fixture
-async def store(tmp_path: Path):
-    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
-    await store.start()
-    pipeline = Pipeline.model_validate(
-        {"name": "p", "steps": [{"name": "s", "tool": "t", "output_dataset": "d"}]}
-    )
-
-    async def nothing() -> None:
-        return None
-
-    await store.save_pipeline(pipeline, before_commit=nothing)
-    yield store
-    await store.close()
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with store_with_pipeline(tmp_path) as store:
+        yield store
 
 
 async def test_local_schedule_ticks_at_the_spring_forward(store: Store) -> None:
-    clock, runner = Clock(SPRING + timedelta(milliseconds=20)), FakeRunner()
+    clock, runner = Clock(SPRING + timedelta(milliseconds=20)), StandInRunner()
     scheduler = Scheduler(store, runner, clock=clock)  # type: ignore[arg-type]
     schedule = await scheduler.add("p", "30 2 * * *", ZURICH)
     await scheduler._tick(schedule["id"])
@@ -138,7 +102,7 @@ async def test_local_schedule_ticks_at_the_spring_forward(store: Store) -> None:
 
 
 async def test_local_schedule_fires_the_repeated_hour_once(store: Store) -> None:
-    clock, runner = Clock(utc(2026, 10, 25, 0, 30)), FakeRunner()
+    clock, runner = Clock(utc(2026, 10, 25, 0, 30)), StandInRunner()
     scheduler = Scheduler(store, runner, clock=clock)  # type: ignore[arg-type]
     schedule = await scheduler.add("p", "30 2 * * *", ZURICH)
     trigger = make_trigger("30 2 * * *", ZURICH)
@@ -179,7 +143,7 @@ class FakeBook:
         return max(earlier) if earlier else None
 
 
-async def federation_tick(store: Store, now: datetime, cron: str) -> tuple[FakeBook, FakeRunner]:
+async def federation_tick(store: Store, now: datetime, cron: str) -> tuple[FakeBook, StandInRunner]:
     schedule = {
         "id": "fed1",
         "pipeline": "p",
@@ -188,7 +152,7 @@ async def federation_tick(store: Store, now: datetime, cron: str) -> tuple[FakeB
         "placement": {"labels": {}},
         "created_at": (now - timedelta(hours=12)).isoformat(),
     }
-    runner, book = FakeRunner(), FakeBook(schedule)
+    runner, book = StandInRunner(), FakeBook(schedule)
     settings = SimpleNamespace(instance_name="here", labels={})
     local = Scheduler(store, runner)  # type: ignore[arg-type]
     federation = FederationScheduler(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,71 +11,36 @@ import pytest
 from sqlalchemy import update
 
 from orchestrator.metrics import Metrics
-from orchestrator.models import Pipeline
 from orchestrator.scheduling import Scheduler
 from orchestrator.store import Store
 from orchestrator.store.tables import ScheduleRow
-
-
-class FakeRunner:
-    def __init__(self) -> None:
-        self.active: dict[str, str] = {}
-        self.started: list[str] = []
-
-    def active_run(self, pipeline: str) -> str | None:
-        return self.active.get(pipeline)
-
-    def is_queued(self, run_id: str) -> bool:
-        return False
-
-    async def start(
-        self,
-        name: str,
-        trigger: str,
-        schedule_id: str | None = None,
-        *,
-        priority: int = 0,
-        busy: object = None,
-        **cause: object,
-    ) -> str:
-        self.started.append(name)
-        return f"run{len(self.started)}"
+from tests.unit.scheduling_stand_ins import StandInRunner, store_with_pipeline
 
 
 @pytest.fixture
-async def store(tmp_path: Path):
-    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
-    await store.start()
-    pipeline = Pipeline.model_validate(
-        {"name": "p", "steps": [{"name": "s", "tool": "t", "output_dataset": "d"}]}
-    )
-
-    async def nothing() -> None:
-        return None
-
-    await store.save_pipeline(pipeline, before_commit=nothing)
-    yield store
-    await store.close()
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with store_with_pipeline(tmp_path) as store:
+        yield store
 
 
 async def test_tick_skips_while_the_previous_run_is_going(store: Store) -> None:
-    runner = FakeRunner()
+    runner = StandInRunner()
     scheduler = Scheduler(store, runner)  # type: ignore[arg-type]
     schedule = await scheduler.add("p", "* * * * *")
     await scheduler._tick(schedule["id"])
-    runner.active["p"] = "run1"
+    runner.active["p"] = ["run1"]
     await scheduler._tick(schedule["id"])
     ticks = await store.list_ticks(schedule["id"])
     assert [t["outcome"] for t in reversed(ticks)] == ["fired", "skipped"]
     assert ticks[0]["reason"] == "previous run run1 still running (overlap 'skip')"
-    assert runner.started == ["p"]
+    assert [r["pipeline"] for r in runner.started] == ["p"]
     await scheduler.stop()
 
 
 async def test_missed_ticks_lead_to_one_catch_up_run(store: Store) -> None:
     # A fixed clock and a daily cron: the real clock crossing a tick mid-test can't add a run.
     now = datetime(2026, 6, 10, 12, 30, tzinfo=UTC)
-    runner = FakeRunner()
+    runner = StandInRunner()
     scheduler = Scheduler(store, runner, clock=lambda: now)  # type: ignore[arg-type]
     schedule = await scheduler.add("p", "0 12 * * *")
     await scheduler.stop()
@@ -85,7 +51,7 @@ async def test_missed_ticks_lead_to_one_catch_up_run(store: Store) -> None:
         row.last_tick_at = now - timedelta(days=20)
     restarted = Scheduler(store, runner, clock=lambda: now)  # type: ignore[arg-type]
     await restarted.start()
-    assert runner.started == ["p"]
+    assert [r["pipeline"] for r in runner.started] == ["p"]
     ticks = await store.list_ticks(schedule["id"], limit=100)
     tick = ticks[0]  # newest first: the catch-up run stands for the latest missed tick
     assert tick["outcome"] == "fired" and tick["reason"].startswith("catch-up for ticks missed since")
@@ -96,12 +62,12 @@ async def test_missed_ticks_lead_to_one_catch_up_run(store: Store) -> None:
     await restarted.stop()
     again = Scheduler(store, runner, clock=lambda: now)  # type: ignore[arg-type]
     await again.start()
-    assert runner.started == ["p"]
+    assert [r["pipeline"] for r in runner.started] == ["p"]
     await again.stop()
 
 
 async def test_nothing_missed_means_no_catch_up(store: Store) -> None:
-    runner = FakeRunner()
+    runner = StandInRunner()
     scheduler = Scheduler(store, runner)  # type: ignore[arg-type]
     await scheduler.add("p", "0 0 1 1 *")
     await scheduler.stop()
@@ -112,12 +78,12 @@ async def test_nothing_missed_means_no_catch_up(store: Store) -> None:
 
 
 async def test_a_fired_tick_observes_its_lag_and_a_skipped_one_does_not(store: Store) -> None:
-    runner = FakeRunner()
+    runner = StandInRunner()
     scheduler = Scheduler(store, runner)  # type: ignore[arg-type]
     scheduler.metrics = metrics = Metrics()
     schedule = await scheduler.add("p", "* * * * *")
     await scheduler._tick(schedule["id"])
-    runner.active["p"] = "run1"
+    runner.active["p"] = ["run1"]
     await scheduler._tick(schedule["id"])
     sample = metrics.registry.get_sample_value
     assert sample("mao_schedule_lag_seconds_count", {"scope": "instance"}) == 1
@@ -134,8 +100,8 @@ async def check_burst(store: Store) -> None:
     """Every schedule due in the same second: each tick recorded once, with its schedule's
     last_tick_at moved, and a schedule deleted meanwhile is forgotten, not recorded. ``store`` has
     pipeline ``p`` (also run on PostgreSQL: tests/integration/test_tick_burst_postgres.py)."""
-    runner = FakeRunner()
-    runner.active["p"] = "busy"
+    runner = StandInRunner()
+    runner.active["p"] = ["busy"]
     scheduler = Scheduler(store, runner)  # type: ignore[arg-type]
     ids = [(await scheduler.add("p", "* * * * *", add=True))["id"] for _ in range(120)]
     gone = ids.pop()
