@@ -231,20 +231,13 @@ class Attempts:
         )
 
     async def execute_container(self, ctx: StepContext, request: ContainerRequest) -> ContainerResult:
-        """Run the container to its end, then keep its full log; raises MaoError when the executor
-        cannot. The log is kept before this returns, so an ended attempt's log is there to serve."""
+        """Run the container to its end, then keep its full log in the background (``GET
+        /runs/{id}/log`` waits for a keep under way); raises MaoError when the executor cannot."""
         assert request.name is not None, "container_request names every container"
-        secrets = ctx.step.private_env
         try:
-            result = await self.executor.run(request, timeout=request.timeout + EXECUTOR_SLACK)
-        except asyncio.CancelledError:
-            self.step_logs.keep_later(ctx.run_id, request.name, secrets)
-            raise
-        except BaseException:
-            await self.step_logs.keep(ctx.run_id, request.name, secrets)
-            raise
-        await self.step_logs.keep(ctx.run_id, request.name, secrets)
-        return result
+            return await self.executor.run(request, timeout=request.timeout + EXECUTOR_SLACK)
+        finally:
+            self.step_logs.keep_later(ctx.run_id, request.name, ctx.step.private_env)
 
     def trailers(
         self, ctx: StepContext, tool: Tool, image_id: str | None, input_commit: str | None

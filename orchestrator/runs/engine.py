@@ -223,6 +223,7 @@ class Runner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.attempts.step_logs.close()
 
     # -- admission's side -----------------------------------------------------------------------
     async def _pipeline(self, name: str) -> Pipeline:

@@ -100,6 +100,8 @@ class StepLogs:
         self.executor = executor
         self.existing_runs = existing_runs
         self._later: set[asyncio.Task[object]] = set()
+        # Keeps still under way, by container: a reader of that log waits for its keep (``stored``).
+        self._keeping: dict[str, asyncio.Task[object]] = {}
 
     def path(self, run_id: str, container: str) -> Path:
         return self.root / run_id / f"{container}.log.gz"
@@ -126,13 +128,23 @@ class StepLogs:
             await self.executor.drop_log(container)
 
     def keep_later(self, run_id: str, container: str, secrets: Mapping[str, str] | None) -> None:
-        """``keep`` in the background (a cancelled attempt: its task cannot wait any more)."""
-        self._background(self.keep(run_id, container, dict(secrets or {})))
+        """``keep`` in the background, off the attempt's path (a fetch and a gzip file per attempt
+        were a measurable share of a step's overhead); ``stored`` waits for it, so a reader never
+        misses a log that is being kept."""
+        task = self._background(self.keep(run_id, container, dict(secrets or {})))
+        self._keeping[container] = task
+        task.add_done_callback(lambda _: self._keeping.pop(container, None))
 
-    def _background(self, work: Coroutine[Any, Any, object]) -> None:
+    async def close(self) -> None:
+        """Let the keeps under way finish (each is bounded by ``KEEP_TIMEOUT``): a log the executor
+        still holds is kept before the orchestrator stops."""
+        await asyncio.gather(*self._keeping.values(), return_exceptions=True)
+
+    def _background(self, work: Coroutine[Any, Any, object]) -> asyncio.Task[object]:
         task = asyncio.create_task(work)
         self._later.add(task)
         task.add_done_callback(self._later.discard)
+        return task
 
     async def _store(self, run_id: str, container: str, chunks: AsyncIterator[bytes]) -> None:
         target = self.path(run_id, container)
@@ -153,6 +165,8 @@ class StepLogs:
     # -- reading ------------------------------------------------------------------------------------
     async def stored(self, run_id: str, container: str) -> AsyncIterator[bytes] | None:
         """The kept log, decompressed in chunks; None when there is none."""
+        if (keeping := self._keeping.get(container)) is not None:
+            await asyncio.wait([keeping])  # its keep is under way: wait for it, not for its result
         path = self.path(run_id, container)
         try:
             handle = await asyncio.to_thread(gzip.GzipFile, path, "rb")

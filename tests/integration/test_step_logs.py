@@ -233,6 +233,7 @@ def test_retention_removes_a_runs_log(log_node: Node) -> None:
     api = log_node.api
     pipeline, _ = pipeline_of(api, "echo kept for now")
     run_id = api.run(pipeline)["id"]
+    assert api.get(f"/runs/{run_id}/log", step="only").status_code == 200  # waits for its keep
     assert stored_logs(log_node, run_id)
 
     async def clean() -> None:
