@@ -33,6 +33,10 @@ CHANNEL_OPTIONS = {
     "grpc.initial_reconnect_backoff_ms": 200,
     "grpc.max_reconnect_backoff_ms": 2000,
 }
+# How long a request keeps trying while the members elect a leader (etcd's default election timeout is
+# 1 s; an election after a leader's death takes one to two), and how often it asks again meanwhile.
+ELECTION_GRACE = 3.0
+ELECTION_POLL = 0.2
 _UNREACHABLE = (
     TimeoutError,
     aetcd.exceptions.ConnectionFailedError,
@@ -94,8 +98,34 @@ class FailoverClient:
     # -- failover -------------------------------------------------------------------------------
     async def _call(self, operation: Callable[[aetcd.Client], Awaitable[T]]) -> T:
         """Run ``operation`` against the current endpoint, moving on to the next ones when it does
-        not answer. Operations must be safe to repeat (reads, puts, compare-and-set)."""
-        errors: list[str] = []
+        not answer. Operations must be safe to repeat (reads, puts, compare-and-set). When none
+        answered but one said it has no leader (its members are electing one, e.g. after the leader
+        died), the round is tried again for up to ``ELECTION_GRACE``: an election is not an outage.
+        Without a quorum that member says so until the grace ends, and the request then fails."""
+        loop = asyncio.get_running_loop()
+        electing_until = loop.time() + ELECTION_GRACE
+        while True:
+            errors: list[str] = []
+            with contextlib.suppress(_NoAnswer):
+                return await self._each_endpoint(operation, errors)
+            if not any(_electing(e) for e in errors) or loop.time() >= electing_until:
+                break
+            await asyncio.sleep(ELECTION_POLL)
+        reason = "; ".join(errors)
+        self._mark(False, reason)
+        tls_hint = (
+            " and that MAO_ETCD_CERT was issued by the federation's CA (MAO_ETCD_CA)"
+            if self.tls is not None
+            else " (etcd is reached over plain HTTP: a member that requires TLS refuses it)"
+        )
+        raise EtcdUnavailable(
+            f"etcd is unreachable (tried {reason}). Check MAO_ETCD_ENDPOINTS, that "
+            f"a majority of the federation's etcd members is up{tls_hint}."
+        )
+
+    async def _each_endpoint(self, operation: Callable[[aetcd.Client], Awaitable[T]], errors: list[str]) -> T:
+        """One round of ``_call``: each endpoint at most once, what each said into ``errors``;
+        ``_NoAnswer`` when none answered (an answer that refuses the request raises at once)."""
         for _ in range(len(self.endpoints)):
             client = await self._get_client()
             try:
@@ -130,17 +160,7 @@ class FailoverClient:
             else:
                 self._mark(True)
                 return result
-        reason = "; ".join(errors)
-        self._mark(False, reason)
-        tls_hint = (
-            " and that MAO_ETCD_CERT was issued by the federation's CA (MAO_ETCD_CA)"
-            if self.tls is not None
-            else " (etcd is reached over plain HTTP: a member that requires TLS refuses it)"
-        )
-        raise EtcdUnavailable(
-            f"etcd is unreachable (tried {reason}). Check MAO_ETCD_ENDPOINTS, that "
-            f"a majority of the federation's etcd members is up{tls_hint}."
-        )
+        raise _NoAnswer
 
     async def _get_client(self) -> aetcd.Client:
         if self._client is None:
@@ -166,6 +186,15 @@ class FailoverClient:
         # timeout first; a watch on it then ends and is re-established on the next endpoint.
         await asyncio.sleep(self.timeout + 1)
         await close_quietly(client)
+
+
+class _NoAnswer(Exception):
+    """No endpoint answered in one round of ``FailoverClient._call``."""
+
+
+def _electing(error: str) -> bool:
+    """Whether an endpoint's error says it is up but between leaders (``REQUIRE_LEADER``'s answer)."""
+    return "no leader" in error or "leader changed" in error
 
 
 class LeaseNotFound(EtcdUnavailable):

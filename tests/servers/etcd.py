@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -157,6 +158,32 @@ class EtcdServer:
         except (urllib.error.URLError, OSError):
             return False
         return '"health":"true"' in body.replace(" ", "")
+
+    def _gateway(self, path: str, body: dict[str, str]) -> dict[str, object]:
+        """A call to etcd's JSON gateway (``/v3/...``); uint64 values come back as strings."""
+        request = urllib.request.Request(
+            f"{self.client_url}{path}", data=json.dumps(body).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=5.0, context=self.ssl_context()) as response:  # noqa: S310
+            return json.loads(response.read())
+
+    def member_id(self) -> str:
+        header = self._gateway("/v3/maintenance/status", {})["header"]
+        assert isinstance(header, dict)
+        return str(header["member_id"])
+
+    def leader_id(self) -> str:
+        return str(self._gateway("/v3/maintenance/status", {})["leader"])
+
+    def take_leadership(self, members: list[EtcdServer]) -> None:
+        """Make this member the cluster's leader (etcd's move-leader, asked of the current leader)."""
+        me = self.member_id()
+        leader_id = self.leader_id()
+        if leader_id == me:
+            return
+        leader = next(m for m in members if m.alive and m.member_id() == leader_id)
+        leader._gateway("/v3/maintenance/transfer-leadership", {"targetID": me})
+        wait_until(lambda: self.leader_id() == me, timeout=30, interval=0.1, what=f"{self.name} to lead")
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         def healthy() -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from orchestrator.federation.failover import ELECTION_GRACE
 from tests import gitutil, servers
 from tests.api import assert_error, unique
 
@@ -39,17 +40,33 @@ def restart(members: list[servers.EtcdServer], federation: Federation) -> None:
 
 def test_one_etcd_member_down_changes_nothing(federation: Federation) -> None:
     pipeline, repo = init_everywhere(federation)
-    dead = federation.etcd[0]  # fed-a's first endpoint
+    dead = federation.etcd[0]  # fed-a's first endpoint, and the leader: the other two must elect one
+    dead.take_leadership(federation.etcd)
     dead.kill()
     try:
         a, b = federation.a.api, federation.b.api
-        # If the killed member led, the other two elect a leader first (about a second; longer on a
-        # loaded machine); a write in that window is a 503 the client may retry. Then nothing changes.
+        # The other two elect a leader (about two seconds here; longer on a loaded machine). A write
+        # meanwhile, through fed-b (whose first endpoint is a follower), waits for the election: the
+        # follower holds it, or answers "no leader" and the request is tried again for up to
+        # failover.ELECTION_GRACE. It succeeds, or, when the election outlasts that, is a 503 no
+        # sooner than the grace.
+        started = time.monotonic()
+        tool = {"name": unique("written-at-once"), "author": "tests", "image": "busybox:latest"}
+        first = b.post("/registry/tools", {**tool, "data_repo": "", "code_repo": "", "artefact": ""})
+        waited = time.monotonic() - started
+        assert first.status_code < 300 or (first.status_code == 503 and waited >= ELECTION_GRACE), (
+            first.status_code,
+            round(waited, 2),
+            first.text,
+        )
         expected = {dead.name: False, **{m.name: True for m in federation.etcd[1:]}}
 
         def elected() -> bool:
             answer = b.get("/federation/members")
-            return answer.status_code == 200 and {m["name"]: m["healthy"] for m in answer.json()["etcd"]} == expected
+            return (
+                answer.status_code == 200
+                and {m["name"]: m["healthy"] for m in answer.json()["etcd"]} == expected
+            )
 
         servers.wait_until(elected, timeout=60, what="a leader among the two live etcd members")
         tool = unique("written-during-outage")
