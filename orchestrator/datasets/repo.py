@@ -269,6 +269,8 @@ class DatasetRepo:
             raise self._network_error(exc, "fetch from its master") from exc
 
     def _push(self, *refspecs: str, atomic: bool = False, abort: threading.Event | None = None) -> None:
+        """Push to origin. A push that lands also moves refs/remotes/origin/* of what it pushed (git
+        does, through origin's fetch refspec): no ``update-ref`` is needed after it."""
         args = ["push", "--no-verify", *(["--atomic"] if atomic else []), "origin", *refspecs]
         if abort is not None and abort.is_set():
             raise GitError(f"dataset {self.name!r}: not pushed: the lock it was to run under was lost")
@@ -333,7 +335,6 @@ class DatasetRepo:
             if tip:
                 return tip
             raise
-        self._git("update-ref", TRACKING + GROUND_TRUTH, commit, what="record ground-truth")
         return commit
 
     # -- work folders ------------------------------------------------------------------------------
@@ -494,7 +495,6 @@ class DatasetRepo:
         if commit is None:
             raise NotFound(f"dataset {self.name!r} has no local branch {branch!r}")
         self._push(f"{commit}:{HEADS}{branch}")
-        self._git("update-ref", TRACKING + branch, commit, what="record the pushed branch")
 
     def merge_and_push(
         self,
@@ -537,8 +537,6 @@ class DatasetRepo:
         args = ["commit-tree", "--no-gpg-sign", tree.strip(), "-p", gt, "-p", commit, "-m", full_message]
         merge = self._out(*args, what="create the merge commit", identity=True)
         self._push(f"{commit}:{HEADS}{branch}", f"{merge}:{HEADS}{GROUND_TRUTH}", atomic=True, abort=abort)
-        self._git("update-ref", TRACKING + branch, commit, what="record the pushed branch")
-        self._git("update-ref", TRACKING + GROUND_TRUTH, merge, what="record ground-truth")
         return MergeResult(merged=True, commit=merge, conflicts=[])
 
     # -- inspection --------------------------------------------------------------------------------
