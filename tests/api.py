@@ -81,3 +81,14 @@ def assert_error(response: requests.Response, status: int, code: str | None = No
     if code is not None:
         assert body["error"] == code, body
     return body
+
+
+def one_step_pipeline(api: Api, cmd: str, **fields: Any) -> tuple[str, str]:
+    """A new pipeline with one step ``only`` (a new tool on busybox) running ``sh -c cmd`` into a new
+    local dataset; ``fields`` go into the step. Returns (pipeline, dataset)."""
+    tool, dataset, pipeline = unique("tool"), unique("out"), unique("one")
+    api.tool(tool)
+    api.local_dataset(dataset)
+    step = {"name": "only", "tool": tool, "output_dataset": dataset, "cmd": ["sh", "-c", cmd], **fields}
+    api.ok(api.post("/pipeline/init", {"name": pipeline, "steps": [step]}))
+    return pipeline, dataset

@@ -10,8 +10,10 @@ import requests
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api import Api, assert_error, unique
+from tests.api import Api, assert_error, one_step_pipeline, unique
 from tests.integration.conftest import OPS_METRICS_TOKEN, Node
+
+HELLO = "echo hello from the step"
 
 
 def metric_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -22,27 +24,10 @@ def metric_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], fl
     }
 
 
-def one_step_pipeline(api: Api, cmd: str = "echo hello from the step", **fields: object) -> str:
-    tool, dataset, pipeline = unique("tool"), unique("out"), unique("ops")
-    api.tool(tool)
-    api.local_dataset(dataset)
-    step = {
-        "name": "only",
-        "tool": tool,
-        "input_dataset": None,
-        "output_dataset": dataset,
-        "env": None,
-        "cmd": ["sh", "-c", cmd],
-        "docker_socket": False,
-        **fields,
-    }
-    api.ok(api.post("/pipeline/init", {"name": pipeline, "steps": [step]}))
-    return pipeline
-
 
 def test_metrics_move_with_a_run(guarded_node: Node) -> None:
     api = guarded_node.api
-    pipeline = one_step_pipeline(api)
+    pipeline, _ = one_step_pipeline(api, HELLO)
     scraper = Api(guarded_node.service.url, OPS_METRICS_TOKEN)
     before = metric_samples(scraper.get("/metrics").text)
     run = api.run(pipeline)
@@ -74,7 +59,7 @@ def test_metrics_move_with_a_run(guarded_node: Node) -> None:
 def test_every_attempt_of_the_engine_is_counted(guarded_node: Node) -> None:
     api = guarded_node.api
     # Fails its first attempt, succeeds on the retry (the engine sets MAO_ATTEMPT).
-    pipeline = one_step_pipeline(api, '[ "$MAO_ATTEMPT" -ge 2 ]', retries=1, retry_delay=0.1)
+    pipeline, _ = one_step_pipeline(api, '[ "$MAO_ATTEMPT" -ge 2 ]', retries=1, retry_delay=0.1)
     key = {s: ("mao_step_attempts_total", frozenset({"status": s}.items())) for s in ("failed", "succeeded")}
     before = metric_samples(api.get("/metrics").text)
     run = api.run(pipeline)
@@ -129,7 +114,7 @@ def test_who_may_read_what(guarded_node: Node) -> None:
 
 def test_json_log_lines_carry_the_run(guarded_node: Node) -> None:
     api = guarded_node.api
-    run = api.run(one_step_pipeline(api))
+    run = api.run(one_step_pipeline(api, HELLO)[0])
     assert run["status"] == "succeeded"
     deadline = time.monotonic() + 30
     while True:
@@ -171,7 +156,7 @@ def test_openapi_document_is_valid_and_complete(guarded_node: Node) -> None:
 
 def test_dataset_history_shows_provenance(guarded_node: Node) -> None:
     api = guarded_node.api
-    pipeline = one_step_pipeline(api, "date > /usr/src/app/data/when.txt")
+    pipeline, _ = one_step_pipeline(api, "date > /usr/src/app/data/when.txt")
     run = api.run(pipeline)
     dataset = run["steps"][0]["output_dataset"]
     history = api.ok(api.get(f"/registry/datasets/{dataset}/history", limit=5))
@@ -184,7 +169,7 @@ def test_dataset_history_shows_provenance(guarded_node: Node) -> None:
 def test_executor_metrics(executor, guarded_node: Node) -> None:
     """The session's executor (which guarded_node's runs went through) counts its runs by outcome."""
     assert requests.get(executor.url + "/metrics", timeout=10).status_code == 401
-    guarded_node.api.run(one_step_pipeline(guarded_node.api, "exit 3"))
+    guarded_node.api.run(one_step_pipeline(guarded_node.api, "exit 3")[0])
     response = requests.get(executor.url + "/metrics", headers=executor.headers, timeout=10)
     assert response.status_code == 200
     samples = metric_samples(response.text)

@@ -25,7 +25,7 @@ from orchestrator.runs.step_logs import StepLogs
 from orchestrator.store import Store
 from orchestrator.store.retention import existing_runs
 from tests import servers
-from tests.api import Api, assert_error, unique
+from tests.api import Api, assert_error, one_step_pipeline, unique
 from tests.ctl_helpers import NO_DATA_DIR, REPO_ROOT, maoctl
 from tests.integration.conftest import Node, orchestrator_env
 
@@ -44,23 +44,6 @@ def log_node(servers_tmp: Path, etcd, executor, busybox_image) -> Iterator[Node]
     node.service.stop()
 
 
-def pipeline_of(api: Api, cmd: str, **fields: Any) -> tuple[str, str]:
-    tool, dataset, pipeline = unique("tool"), unique("logs"), unique("logp")
-    api.tool(tool)
-    api.local_dataset(dataset)
-    step = {
-        "name": "only",
-        "tool": tool,
-        "input_dataset": None,
-        "output_dataset": dataset,
-        "env": None,
-        "cmd": ["sh", "-c", cmd],
-        "docker_socket": False,
-        **fields,
-    }
-    api.ok(api.post("/pipeline/init", {"name": pipeline, "steps": [step]}))
-    return pipeline, dataset
-
 
 def stored_logs(node: Node, run_id: str) -> list[Path]:
     return sorted((node.data_dir / "logs" / run_id).glob("*.log.gz"))
@@ -68,7 +51,7 @@ def stored_logs(node: Node, run_id: str) -> list[Path]:
 
 def test_a_5000_line_log_is_served_whole(log_node: Node) -> None:
     api = log_node.api
-    pipeline, _ = pipeline_of(api, FIVE_THOUSAND)
+    pipeline, _ = one_step_pipeline(api, FIVE_THOUSAND)
     run = api.run(pipeline)
     assert run["status"] == "succeeded", run
     response = api.get(f"/runs/{run['id']}/log", step="only")
@@ -88,7 +71,7 @@ def test_a_5000_line_log_is_served_whole(log_node: Node) -> None:
 
 def test_bad_log_requests_are_json_errors(log_node: Node) -> None:
     api = log_node.api
-    pipeline, _ = pipeline_of(api, "echo one")
+    pipeline, _ = one_step_pipeline(api, "echo one")
     run_id = api.run(pipeline)["id"]
     assert_error(api.get("/runs/0123abcd/log", step="only"), 404)
     assert_error(api.get(f"/runs/{run_id}/log", step="nope"), 404, "unknown_step")
@@ -112,7 +95,7 @@ def test_a_followed_log_streams_while_the_step_runs_and_secrets_stay_masked(log_
         'echo "before 1"; echo "key=$API_KEY"; printf "half=s3cr3t-"; sleep 0.3; printf "token-9f8e7d\\n"; '
         'echo "before 2"; until [ -e /usr/src/app/data/go ]; do sleep 0.2; done; echo "after"; rm /usr/src/app/data/go'
     )
-    pipeline, dataset = pipeline_of(
+    pipeline, dataset = one_step_pipeline(
         api,
         cmd,
         env={"API_KEY": "{{ MAO_PRIVATE_VARIABLE }}"},
@@ -175,7 +158,7 @@ def test_each_shard_of_a_fan_out_step_has_its_log(log_node: Node) -> None:
 
 def test_maoctl_pipeline_logs(log_node: Node) -> None:
     api = log_node.api
-    pipeline, _ = pipeline_of(api, 'echo "from maoctl"; [ "$MAO_ATTEMPT" -ge 2 ]', retries=1, retry_delay=0.1)
+    pipeline, _ = one_step_pipeline(api, 'echo "from maoctl"; [ "$MAO_ATTEMPT" -ge 2 ]', retries=1, retry_delay=0.1)
     run = api.run(pipeline)
     assert run["status"] == "succeeded", run
     url = log_node.service.url
@@ -196,7 +179,7 @@ def test_maoctl_pipeline_run_shows_plain_progress_when_piped(log_node: Node) -> 
     summary it always had. The step waits for the test, so its running state is seen for sure."""
     api = log_node.api
     wait_cmd = "until [ -e /usr/src/app/data/go ]; do sleep 0.2; done; rm /usr/src/app/data/go"
-    pipeline, dataset = pipeline_of(api, wait_cmd, timeout=300)
+    pipeline, dataset = one_step_pipeline(api, wait_cmd, timeout=300)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAO_")}
     env.update({"MAO_DATA_DIR": NO_DATA_DIR, "MAO_API_TOKEN": log_node.service.token or ""})
     command = [sys.executable, str(REPO_ROOT / "maoctl.py"), "--url", log_node.service.url]
@@ -219,7 +202,7 @@ def test_maoctl_pipeline_run_shows_plain_progress_when_piped(log_node: Node) -> 
     assert re.fullmatch(r"step only: succeeded in \d+\.\d s\n", rest), rest
     assert "succeeded" in summary and "only" in summary and "step only:" not in summary
     # --json: the run record alone on stdout, as before.
-    quick, _ = pipeline_of(api, "echo quick")
+    quick, _ = one_step_pipeline(api, "echo quick")
     record = subprocess.run(
         [*command, "--json", "pipeline", "run", "--name", quick],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120, check=True,
@@ -231,7 +214,7 @@ def test_retention_removes_a_runs_log(log_node: Node) -> None:
     """The retention pass (as the node runs it hourly) on the node's own database and data dir,
     at a time when the run has grown old."""
     api = log_node.api
-    pipeline, _ = pipeline_of(api, "echo kept for now")
+    pipeline, _ = one_step_pipeline(api, "echo kept for now")
     run_id = api.run(pipeline)["id"]
     assert api.get(f"/runs/{run_id}/log", step="only").status_code == 200  # waits for its keep
     assert stored_logs(log_node, run_id)
