@@ -76,7 +76,7 @@ def run_install(ctl: Ctl, answers: InstallAnswers, given: set[str], interactive:
         if not prompts.confirm(f"Write the instance to {config.directory}?", default=True):
             raise click.ClickException("nothing was written")
     # Reusing an earlier install's secrets keeps its PostgreSQL data readable and its token valid.
-    keys = Secrets.reuse_or_generate(config.directory / ENV_FILE)
+    keys = Secrets.reuse_or_generate(config.directory)
     written = write_install(config, keys)
     written += hand_over_pki(config, write_certificates(config, answers))
     report(ctl, config, written)
