@@ -98,6 +98,9 @@ class InstanceConfig:
     # etcd's clients and peers over TLS with client certificates (<directory>/pki); False only for a
     # plain-HTTP etcd chosen explicitly.
     tls: bool = True
+    # A federation tried on one machine: ``ip`` is a loopback address, and the API listens there
+    # (not on every address of the host).
+    single_host: bool = False
 
     @property
     def joining(self) -> bool:
@@ -122,8 +125,15 @@ class InstanceConfig:
         return self.directory / "ca"
 
     @property
+    def api_host(self) -> str:
+        """Where the API listens: every address (other machines' instances call it; the token guards
+        it), or for a single-host federation its own loopback address only."""
+        return self.ip if self.single_host else "0.0.0.0"
+
+    @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        """Where maoctl and the healthcheck on this host reach the API."""
+        return f"http://{url_host(self.ip) if self.single_host else '127.0.0.1'}:{self.api_port}"
 
 
 @dataclass(frozen=True)
@@ -396,8 +406,9 @@ def orchestrator_environment(config: InstanceConfig) -> dict[str, str]:
         "MAO_ETCD_ENDPOINTS": etcd_endpoints(config),
         "MAO_EXECUTOR_URL": f"http://127.0.0.1:{config.executor_port}",
         # Other instances call this API, so it listens beyond loopback (MAO_API_TOKEN guards it)
-        # and publishes the address they reach it on in the federation's member list.
-        "MAO_API_HOST": "0.0.0.0",
+        # and publishes the address they reach it on in the federation's member list; a
+        # single-host federation's instance listens on its own loopback address only.
+        "MAO_API_HOST": config.api_host,
         "MAO_API_PORT": str(config.api_port),
         "MAO_ADVERTISE_URL": f"http://{url_host(config.ip)}:{config.api_port}",
         **orchestrator_etcd_environment(config),
@@ -428,7 +439,7 @@ def orchestrator_service(config: InstanceConfig) -> dict[str, Any]:
                 "python",
                 "-m",
                 "ctl.healthcheck",
-                f"http://127.0.0.1:{config.api_port}/health",
+                f"{config.api_url}/health",
                 "MAO_API_TOKEN",
             ],
             retries=60,

@@ -416,3 +416,52 @@ def test_tls_stack_mounts_certificates_where_they_are_read_and_hands_them_over(t
     assert "--endpoints=http://127.0.0.1:2379" in plain["etcd"]["healthcheck"]["test"]
     assert not any(arg.startswith("--cacert") for arg in plain["etcd"]["healthcheck"]["test"])
     assert plain["orchestrator"]["environment"]["MAO_ETCD_INSECURE"] == "1"
+
+
+def test_a_single_host_federation_takes_loopback_addresses_joining_included(tmp_path: Path) -> None:
+    """Two instances on one machine: A founds at 127.0.0.2, B joins at 127.0.0.3 (loopback, which a
+    real joining install refuses); each API listens on its own loopback address only."""
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    founded = install(
+        "--non-interactive", "--single-host", "--dir", str(a_dir), "--name", "a", "--ip", "127.0.0.2",
+        "--api-port", "18080", "--json",
+    )  # fmt: skip
+    assert founded.exit_code == 0, founded.output
+    assert json.loads(founded.stdout)["api_url"] == "http://127.0.0.2:18080"
+    cluster = "a=https://127.0.0.2:2380,b=https://127.0.0.3:2380"
+    bundle, _ = write_bundle(tmp_path, "b", "127.0.0.3", cluster)
+    answers = tmp_path / "b.yaml"
+    answers.write_text(
+        yaml.safe_dump(
+            {
+                "join": True,
+                "join_bundle": str(bundle),
+                "directory": str(b_dir),
+                "ip": "127.0.0.3",
+                "single_host": True,
+            }
+        )
+    )
+    joined = install("--answers", str(answers))
+    assert joined.exit_code == 0, joined.output
+    for directory, ip, port in ((a_dir, "127.0.0.2", 18080), (b_dir, "127.0.0.3", 8080)):
+        compose, _ = read_install(directory)
+        orchestrator = compose["services"]["orchestrator"]
+        assert orchestrator["environment"]["MAO_API_HOST"] == ip
+        assert orchestrator["environment"]["MAO_ADVERTISE_URL"] == f"http://{ip}:{port}"
+        assert f"http://{ip}:{port}/health" in orchestrator["healthcheck"]["test"]
+        etcd = compose["services"]["etcd"]["environment"]
+        assert ip in etcd["ETCD_LISTEN_CLIENT_URLS"] and "0.0.0.0" not in str(compose)
+    # Without single_host, joining still refuses loopback; with it, an address beyond loopback is refused.
+    answers.write_text(answers.read_text().replace("single_host: true", "single_host: false"))
+    refused = install("--answers", str(answers))
+    assert refused.exit_code == 2 and "ip: 127.0.0.3 is only reachable from this machine" in refused.stderr
+    wide = install("--non-interactive", "--single-host", "--dir", str(tmp_path / "c"), "--ip", "10.0.0.1")
+    assert wide.exit_code == 2 and "not a loopback address" in wide.stderr
+    # The default stays: every address, for instances on several machines.
+    plain = install("--non-interactive", "--dir", str(tmp_path / "d"), "--name", "d", "--ip", "10.0.0.4")
+    assert plain.exit_code == 0
+    assert (
+        read_install(tmp_path / "d")[0]["services"]["orchestrator"]["environment"]["MAO_API_HOST"]
+        == "0.0.0.0"
+    )
