@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from executor.wire.names import name_problem
+
 from .errors import ConfigError
-from .names import name_problem
 from .sizes import parse_size
 from .urls import split_url
 

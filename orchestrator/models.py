@@ -25,9 +25,10 @@ from pydantic import (
     model_validator,
 )
 
+from executor.wire.names import check_name
+
 from .datasets.masters import credentials_problem
 from .datasets.repo import check_master
-from .names import check_name
 from .runs.fanout import FanOut
 from .runs.graph import GraphError, StepNode, resolve
 from .sizes import parse_size

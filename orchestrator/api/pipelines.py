@@ -6,9 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
+from executor.wire.names import name_problem
+
 from ..errors import BadRequest, NotFound
 from ..models import Pipeline
-from ..names import name_problem
 from ..overlap import busy_for, make_room
 from ..request_models import PipelineRequest
 from ..run_requests import BackfillRequest, RunRequest, check_overlap, options

@@ -13,8 +13,8 @@ from typing import Any
 
 import git
 
+from executor.wire.names import name_problem
 from orchestrator.errors import BadRequest
-from orchestrator.names import name_problem
 
 from ._git import check_master, hardened_env, run_git
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from executor.models import MAX_BODY_BYTES
+from executor.wire.models import MAX_BODY_BYTES
 
 from ..config import Settings
 from ..errors import BadRequest

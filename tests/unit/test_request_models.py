@@ -13,7 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from ctl.marketplace import TOOL_FIELDS, Marketplace
-from executor.models import KillRequest
+from executor.wire.models import KillRequest
 from orchestrator.api.common import parse
 from orchestrator.api.openapi import build_document, operation_of, routes_of
 from orchestrator.app import create_app

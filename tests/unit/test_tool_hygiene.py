@@ -15,7 +15,7 @@ import pytest
 
 from executor.config import load_settings as load_executor_settings
 from executor.hardening import check_docker_socket, container_limits, host_cpus, tool_user
-from executor.models import RunRequest
+from executor.wire.models import RunRequest
 from orchestrator.config import load_settings
 from orchestrator.datasets import Datasets
 from orchestrator.datasets._git import _execute_abortable, die_with_parent, lock_file_problem
