@@ -16,7 +16,7 @@ import click
 
 from executor.wire.names import name_problem
 
-# Must equal orchestrator.models.PRIVATE_PLACEHOLDER (a unit test checks); that module needs pydantic.
+# Must equal orchestrator.domain.pipeline.PRIVATE_PLACEHOLDER (a unit test checks); that module needs pydantic.
 PRIVATE_PLACEHOLDER = "{{ MAO_PRIVATE_VARIABLE }}"
 
 

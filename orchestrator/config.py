@@ -19,8 +19,8 @@ from typing import Any
 
 from executor.wire.names import name_problem
 
+from .domain.sizes import parse_size
 from .errors import ConfigError
-from .sizes import parse_size
 from .urls import split_url
 
 DEFAULT_ETCD_ENDPOINT = "127.0.0.1:2379"

@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool
 
+from .domain.pipeline import Name
 from .errors import BadRequest
-from .models import Name
 from .runs.admission import MAX_PRIORITY, MIN_PRIORITY
 
 Overlap = Literal["skip", "allow", "queue", "replace"]

@@ -8,8 +8,8 @@ from aiohttp import web
 
 from executor.wire.names import name_problem
 
+from ..domain.pipeline import Pipeline
 from ..errors import BadRequest, NotFound
-from ..models import Pipeline
 from ..overlap import busy_for, make_room
 from ..request_models import PipelineRequest
 from ..run_requests import BackfillRequest, RunRequest, check_overlap, options

@@ -13,10 +13,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..models import Name, Query, Request
-from ..runs.states import AttemptStatus, RunStatus, StepStatus
+from ..domain.pipeline import Name, Query, Request
+from ..domain.states import AttemptStatus, RunStatus, StepStatus
 
-# The run engine's states (runs/states.py), so the document and the engine cannot drift apart.
+# The run engine's states (domain/states.py), so the document and the engine cannot drift apart.
 RUN_STATUSES = tuple(s.value for s in RunStatus)
 STEP_STATUSES = tuple(s.value for s in StepStatus)
 ATTEMPT_STATUSES = tuple(s.value for s in AttemptStatus)

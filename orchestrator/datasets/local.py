@@ -16,7 +16,8 @@ import git
 from executor.wire.names import name_problem
 from orchestrator.errors import BadRequest
 
-from ._git import check_master, hardened_env, run_git
+from ..domain.masters import check_master
+from ._git import hardened_env, run_git
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..datasets import Datasets
+from ..domain.pipeline import Pipeline, node_branch
 from ..errors import BadRequest, Conflict, NotFound
 from ..executors import ExecutorClient
 from ..federation.registry import Registry
-from ..models import Pipeline, node_branch
 from ..runs.engine import Runner
 from ..store import Store
 from .registrations import Registrations

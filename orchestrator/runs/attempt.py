@@ -21,15 +21,15 @@ from pathlib import Path
 from ..config import Settings
 from ..datasets import DatasetRepo, Datasets
 from ..datasets.repo import BranchConflict
+from ..domain.pipeline import Dataset, Step, Tool
+from ..domain.states import AttemptStatus, MergeState, StepStatus
 from ..errors import Conflict, GitError, MaoError, NotFound, Unavailable
 from ..executors import ContainerRequest, ContainerResult, ExecutorBackend
 from ..gateway.insights import InsightsPublisher, read_insights
-from ..models import Dataset, Step, Tool
 from ..pipelines.limits import step_limits
 from ..pipelines.voting import Voting
 from ..store.retention import existing_runs
 from ..store.runs import RunRecords
-from .states import AttemptStatus, MergeState, StepStatus
 from .step_logs import StepLogs
 
 # Slack over the step's own timeout before the orchestrator stops waiting for a silent executor.

@@ -35,24 +35,9 @@ from typing import Any
 
 from ..config import Settings
 from ..datasets import Datasets
-from ..errors import Conflict, DatabaseUnavailable, MaoError, NotFound
-from ..executors import ExecutorBackend, KillRequest
-from ..gateway.insights import InsightsPublisher
-from ..logs import RUN_ID
-from ..metrics import UNSERVED, Metrics
-from ..models import Pipeline, node_branch
-from ..pipelines.registrations import Registrations
-from ..pipelines.voting import Voting
-from ..store import Store
-from ..store.runs import NewRun, RunRecords
-from ..store.tables import utcnow
-from .active import CANCELLED, SHUTDOWN, ActiveRun, Stop, timed_out
-from .admission import Admission, Busy, RunInProgress, Ticket
-from .attempt import Attempts
-from .fanout_attempt import FanOutAttempts
-from .graph import StepNode
-from .pools import Pools
-from .states import (
+from ..domain.graph import StepNode
+from ..domain.pipeline import Pipeline, node_branch
+from ..domain.states import (
     DONE_STEP,
     ENDED_STEP,
     RUN_TRANSITIONS,
@@ -62,6 +47,21 @@ from .states import (
     StepStatus,
     check,
 )
+from ..errors import Conflict, DatabaseUnavailable, MaoError, NotFound
+from ..executors import ExecutorBackend, KillRequest
+from ..gateway.insights import InsightsPublisher
+from ..logs import RUN_ID
+from ..metrics import UNSERVED, Metrics
+from ..pipelines.registrations import Registrations
+from ..pipelines.voting import Voting
+from ..store import Store
+from ..store.runs import NewRun, RunRecords
+from ..store.tables import utcnow
+from .active import CANCELLED, SHUTDOWN, ActiveRun, Stop, timed_out
+from .admission import Admission, Busy, RunInProgress, Ticket
+from .attempt import Attempts
+from .fanout_attempt import FanOutAttempts
+from .pools import Pools
 from .steps import StepWork
 
 __all__ = ["Busy", "RunInProgress", "Runner"]

@@ -24,9 +24,10 @@ from typing import Any
 
 from ..config import Settings
 from ..datasets.hygiene import give_to_tool, take_back
+from ..domain.pipeline import Tool
+from ..domain.states import AttemptStatus
 from ..errors import MaoError
 from ..gateway.insights import read_insights
-from ..models import Tool
 from ..retry import backoff
 from ..store.runs import RunRecords
 from .attempt import (
@@ -41,7 +42,6 @@ from .attempt import (
 )
 from .fanout import FanOutSummary, ShardOutcome, ShardRun, SpeculationPolicy
 from .fanout_step import run_fan_out
-from .states import AttemptStatus
 
 
 @dataclass

@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..domain.fanout import MAX_SHARDS, FanOut
 from .fanout import (
-    MAX_SHARDS,
     Coordinator,
     Delay,
-    FanOut,
     FanOutSummary,
     Progress,
     ShardOutcome,

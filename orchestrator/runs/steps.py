@@ -15,10 +15,11 @@ from pathlib import Path
 
 from ..config import Settings
 from ..datasets import Datasets
+from ..domain.pipeline import Step, Tool, node_branch
+from ..domain.states import ATTEMPT_TRANSITIONS, AttemptStatus, StepStatus, check
 from ..errors import MaoError
 from ..executors import ExecutorBackend
 from ..logs import STEP
-from ..models import Step, Tool, node_branch
 from ..pipelines.registrations import Registrations
 from ..retry import backoff
 from ..store.runs import RunRecords
@@ -28,7 +29,6 @@ from .attempt import AttemptOutcome, Attempts, StepContext, StepFailed, containe
 from .cache import memo_key
 from .fanout_attempt import FanOutAttempts, FanOutPass
 from .pools import Pools
-from .states import ATTEMPT_TRANSITIONS, AttemptStatus, StepStatus, check
 
 log = logging.getLogger(__name__)
 

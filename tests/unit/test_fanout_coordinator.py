@@ -9,9 +9,9 @@ from pathlib import Path
 import pydantic
 import pytest
 
+from orchestrator.domain.fanout import FanOut
 from orchestrator.runs.fanout import (
     Coordinator,
-    FanOut,
     FanOutSummary,
     ShardOutcome,
     ShardRun,

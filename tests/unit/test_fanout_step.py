@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.runs.fanout import FanOut, ShardOutcome, ShardRun, SpeculationPolicy
+from orchestrator.domain.fanout import FanOut
+from orchestrator.runs.fanout import ShardOutcome, ShardRun, SpeculationPolicy
 from orchestrator.runs.fanout_step import run_fan_out
 
 OFF = SpeculationPolicy(enabled=False)

@@ -18,8 +18,8 @@ from orchestrator.api.common import parse
 from orchestrator.api.openapi import build_document, operation_of, routes_of
 from orchestrator.app import create_app
 from orchestrator.config import load_settings
+from orchestrator.domain.pipeline import Dataset, Pipeline, Query, Tool
 from orchestrator.errors import BadRequest
-from orchestrator.models import Dataset, Pipeline, Query, Tool
 from orchestrator.request_models import DatasetRequest, NoBody, PipelineRequest, ToolRequest
 
 STEP = {

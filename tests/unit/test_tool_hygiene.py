@@ -27,9 +27,9 @@ from orchestrator.datasets.hygiene import (
     points_outside,
 )
 from orchestrator.datasets.upkeep import clear_stale_locks, local_repositories
+from orchestrator.domain.pipeline import Step
+from orchestrator.domain.sizes import parse_size
 from orchestrator.errors import BadRequest, ConfigError, MaoError
-from orchestrator.models import Step
-from orchestrator.sizes import parse_size
 
 ROOT = os.getuid() == 0
 

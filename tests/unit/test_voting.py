@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from orchestrator.datasets import MergeResult
+from orchestrator.domain.pipeline import Dataset, Pipeline
 from orchestrator.errors import EtcdUnavailable
 from orchestrator.metrics import Metrics
-from orchestrator.models import Dataset, Pipeline
 from orchestrator.pipelines import voting as voting_module
 from orchestrator.pipelines.voting import Voting
 from orchestrator.store import Store

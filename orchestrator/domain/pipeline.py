@@ -27,10 +27,9 @@ from pydantic import (
 
 from executor.wire.names import check_name
 
-from .datasets.masters import credentials_problem
-from .datasets.repo import check_master
-from .runs.fanout import FanOut
-from .runs.graph import GraphError, StepNode, resolve
+from .fanout import FanOut
+from .graph import GraphError, StepNode, resolve
+from .masters import check_master, credentials_problem
 from .sizes import parse_size
 
 # A step env value of exactly this marks a secret that each instance supplies itself (``private_env``).
@@ -231,7 +230,7 @@ class Pipeline(Model):
 
     @model_validator(mode="after")
     def _graph(self) -> Pipeline:
-        # Duplicates, unknown needs and cycles, each message naming the steps (runs.graph).
+        # Duplicates, unknown needs and cycles, each message naming the steps (domain.graph).
         try:
             resolve([s.name for s in self.steps], [s.needs for s in self.steps])
         except GraphError as exc:
