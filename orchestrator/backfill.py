@@ -24,7 +24,7 @@ from .run_requests import BackfillRequest
 from .ticks import fire_times, make_trigger
 
 if TYPE_CHECKING:
-    from .pipelines.runner import Runner
+    from .runs.engine import Runner
     from .store import Store
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from .errors import Conflict, NotFound
 from .runs.admission import Busy
 
 if TYPE_CHECKING:
-    from .pipelines.runner import Runner
+    from .runs.engine import Runner
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from .tasks import cancel_all, spawn
 from .ticks import DUE_JITTER, due_time, fire_times, make_trigger
 
 if TYPE_CHECKING:
-    from .pipelines.runner import Runner
+    from .runs.engine import Runner
     from .store import Store
 
 __all__ = ["DUE_JITTER", "Scheduler", "due_time", "fire_times", "make_trigger"]

@@ -36,7 +36,7 @@ from .tasks import cancel_all, spawn
 if TYPE_CHECKING:
     from .config import Settings
     from .federation.registry import Registry
-    from .pipelines.runner import Runner
+    from .runs.engine import Runner
     from .store import Store
 
 log = logging.getLogger(__name__)

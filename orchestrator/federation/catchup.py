@@ -37,7 +37,7 @@ from .etcd import Etcd
 from .schedules import ScheduleBook
 
 if TYPE_CHECKING:
-    from ..pipelines.runner import Runner
+    from ..runs.engine import Runner
 
 
 class FederationScheduler(Protocol):

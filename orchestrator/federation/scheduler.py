@@ -52,7 +52,7 @@ from .watch import PrefixWatch
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..pipelines.runner import Runner
+    from ..runs.engine import Runner
     from ..scheduling import Scheduler
     from ..store import Store
 

@@ -60,7 +60,7 @@ from ..store.tables import utcnow
 from .active import CANCELLED, SHUTDOWN, ActiveRun, Stop, timed_out
 from .admission import Admission, Busy, RunInProgress, Ticket
 from .attempt import Attempts
-from .fanout_attempt import FanOutAttempts
+from .fanout.attempt import FanOutAttempts
 from .pools import Pools
 from .steps import StepWork
 

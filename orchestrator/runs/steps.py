@@ -27,7 +27,7 @@ from ..store.tables import utcnow
 from .active import SHUTDOWN, ActiveRun
 from .attempt import AttemptOutcome, Attempts, StepContext, StepFailed, container_name
 from .cache import memo_key
-from .fanout_attempt import FanOutAttempts, FanOutPass
+from .fanout.attempt import FanOutAttempts, FanOutPass
 from .pools import Pools
 
 log = logging.getLogger(__name__)

@@ -10,14 +10,14 @@ import pydantic
 import pytest
 
 from orchestrator.domain.fanout import FanOut
-from orchestrator.runs.fanout import (
+from orchestrator.runs.fanout.coordinator import (
     Coordinator,
     FanOutSummary,
     ShardOutcome,
     ShardRun,
     SpeculationPolicy,
 )
-from orchestrator.runs.shards import Shard, split
+from orchestrator.runs.fanout.files import Shard, split
 
 FAST = SpeculationPolicy(fraction=0.5, factor=2.0, min_extra=0.05)
 OFF = SpeculationPolicy(enabled=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.domain.fanout import glob_problem
-from orchestrator.runs.shards import (
+from orchestrator.runs.fanout.files import (
     Shard,
     ShardCollision,
     combine,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.domain.fanout import FanOut
-from orchestrator.runs.fanout import ShardOutcome, ShardRun, SpeculationPolicy
-from orchestrator.runs.fanout_step import run_fan_out
+from orchestrator.runs.fanout.coordinator import ShardOutcome, ShardRun, SpeculationPolicy
+from orchestrator.runs.fanout.step import run_fan_out
 
 OFF = SpeculationPolicy(enabled=False)
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..domain.fanout import MAX_SHARDS, FanOut
-from .fanout import (
+from ...domain.fanout import MAX_SHARDS, FanOut
+from .coordinator import (
     Coordinator,
     Delay,
     FanOutSummary,
@@ -33,7 +33,7 @@ from .fanout import (
     ShardRun,
     SpeculationPolicy,
 )
-from .shards import Combined, ShardCollision, combine, list_files, materialise, split
+from .files import Combined, ShardCollision, combine, list_files, materialise, split
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from ..domain.fanout import glob_problem
+from ...domain.fanout import glob_problem
 
 MAX_NAMED_PATHS = 20  # in an error message; the rest are counted
 

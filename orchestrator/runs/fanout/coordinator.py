@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .shards import Shard
+from .files import Shard
 
 log = logging.getLogger(__name__)
 

@@ -22,15 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import Settings
-from ..datasets.hygiene import give_to_tool, take_back
-from ..domain.pipeline import Tool
-from ..domain.states import AttemptStatus
-from ..errors import MaoError
-from ..gateway.insights import read_insights
-from ..retry import backoff
-from ..store.runs import RunRecords
-from .attempt import (
+from ...config import Settings
+from ...datasets.hygiene import give_to_tool, take_back
+from ...domain.pipeline import Tool
+from ...domain.states import AttemptStatus
+from ...errors import MaoError
+from ...gateway.insights import read_insights
+from ...retry import backoff
+from ...store.runs import RunRecords
+from ..attempt import (
     AttemptOutcome,
     Attempts,
     StepContext,
@@ -40,8 +40,8 @@ from .attempt import (
     container_name,
     redact,
 )
-from .fanout import FanOutSummary, ShardOutcome, ShardRun, SpeculationPolicy
-from .fanout_step import run_fan_out
+from .coordinator import FanOutSummary, ShardOutcome, ShardRun, SpeculationPolicy
+from .step import run_fan_out
 
 
 @dataclass
