@@ -3,7 +3,7 @@ for the OpenAPI document (``openapi.py``).
 
 Answers are built by the services as dicts; these models describe them (``extra="allow"``: a field a
 newer engine adds is not a contract break). Requests are validated with the models here or in
-``orchestrator.request_models`` and ``orchestrator.run_requests``, all strict (``Request``: an unknown
+``orchestrator.request_models`` and ``orchestrator.scheduling.requests``, all strict (``Request``: an unknown
 field is a 400 naming it); query parameters with ``Query`` models, which ignore unknown parameters.
 """
 

@@ -24,7 +24,7 @@ from .registrations import Registrations
 from .stepcheck import check_steps
 
 if TYPE_CHECKING:
-    from ..scheduling import Scheduler
+    from ..scheduling.cron import Scheduler
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool
 
-from .domain.pipeline import Name
-from .errors import BadRequest
-from .runs.admission import MAX_PRIORITY, MIN_PRIORITY
+from ..domain.pipeline import Name
+from ..errors import BadRequest
+from ..runs.admission import MAX_PRIORITY, MIN_PRIORITY
 
 Overlap = Literal["skip", "allow", "queue", "replace"]
 Catchup = Literal["none", "latest", "all"]
