@@ -26,10 +26,10 @@ from .gateway.limits import RateLimiter, WriteBudget
 from .gateway.listener import RawListener
 from .gateway.raw import RawStore
 from .gateway.tokens import GatewayKeys
+from .merging.registrations import Registrations
+from .merging.voting import Voting
 from .metrics import Metrics
-from .pipelines.registrations import Registrations
 from .pipelines.service import PipelineService
-from .pipelines.voting import Voting
 from .retention import Retention
 from .runs.engine import Runner
 from .runs.reconcile import Reconciler

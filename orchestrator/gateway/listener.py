@@ -43,8 +43,8 @@ from .namespace import key_problem
 if TYPE_CHECKING:
     from ..config import Settings
     from ..datasets import Datasets
-    from ..pipelines.registrations import Registrations
-    from ..pipelines.voting import Voting
+    from ..merging.registrations import Registrations
+    from ..merging.voting import Voting
 
 log = logging.getLogger(__name__)
 

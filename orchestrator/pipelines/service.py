@@ -18,9 +18,9 @@ from ..domain.pipeline import Pipeline, node_branch
 from ..errors import BadRequest, Conflict, NotFound
 from ..executors import ExecutorClient
 from ..federation.registry import Registry
+from ..merging.registrations import Registrations
 from ..runs.engine import Runner
 from ..store import Store
-from .registrations import Registrations
 from .stepcheck import check_steps
 
 if TYPE_CHECKING:

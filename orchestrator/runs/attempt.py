@@ -26,10 +26,10 @@ from ..domain.states import AttemptStatus, MergeState, StepStatus
 from ..errors import Conflict, GitError, MaoError, NotFound, Unavailable
 from ..executors import ContainerRequest, ContainerResult, ExecutorBackend
 from ..gateway.insights import InsightsPublisher, read_insights
-from ..pipelines.limits import step_limits
-from ..pipelines.voting import Voting
+from ..merging.voting import Voting
 from ..store.retention import existing_runs
 from ..store.runs import RunRecords
+from .limits import step_limits
 from .step_logs import StepLogs
 
 # Slack over the step's own timeout before the orchestrator stops waiting for a silent executor.

@@ -17,7 +17,7 @@ from ..datasets import DatasetRepo, Datasets
 from ..domain.states import AttemptStatus, MergeState, RunStatus, StepStatus
 from ..errors import MaoError
 from ..executors import ExecutorBackend, KillRequest
-from ..pipelines.registrations import Registrations
+from ..merging.registrations import Registrations
 from ..store.runs import RunRecords, UnfinishedRun
 from ..store.tables import utcnow
 

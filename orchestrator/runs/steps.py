@@ -20,7 +20,7 @@ from ..domain.states import ATTEMPT_TRANSITIONS, AttemptStatus, StepStatus, chec
 from ..errors import MaoError
 from ..executors import ExecutorBackend
 from ..logs import STEP
-from ..pipelines.registrations import Registrations
+from ..merging.registrations import Registrations
 from ..retry import backoff
 from ..store.runs import RunRecords
 from ..store.tables import utcnow

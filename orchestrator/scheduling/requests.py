@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool
 
 from ..domain.pipeline import Name
+from ..domain.queue import MAX_PRIORITY, MIN_PRIORITY
 from ..errors import BadRequest
-from ..runs.admission import MAX_PRIORITY, MIN_PRIORITY
 
 Overlap = Literal["skip", "allow", "queue", "replace"]
 Catchup = Literal["none", "latest", "all"]

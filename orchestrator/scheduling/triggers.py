@@ -1,7 +1,7 @@
 """Data triggers: run a pipeline each time a dataset's ground-truth advances, on any instance.
 
 ``POST /pipeline/run {name, trigger: {dataset}}``. Every merge into ground-truth puts
-``/mao/v1/ground-truth/<dataset>`` (``federation.advances``); each instance watches that prefix and,
+``/mao/v1/ground-truth/<dataset>`` (``merging.advances``); each instance watches that prefix and,
 for each PUT (one advance, told apart by its etcd revision):
 - a local trigger (a row of the schedules table with ``dataset`` set) starts a run here, with trigger
   ``dataset``, ``trigger_dataset`` and ``trigger_commit`` (the ground-truth commit that caused it) on

@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..domain.graph import StepNode
 from ..domain.pipeline import Pipeline
+from ..domain.queue import Ticket, in_order
 from ..domain.states import AttemptStatus, RunStatus, StepStatus
-from ..runs.admission import Ticket, in_order
 from . import Store
 from .tables import AttemptRow, RunRow, RunStepRow, utcnow
 

@@ -14,7 +14,7 @@ import pytest
 from orchestrator.datasets import DatasetRepo, init_bare
 from orchestrator.domain.pipeline import Dataset
 from orchestrator.gateway.listener import RawListener
-from orchestrator.pipelines.voting import Vote
+from orchestrator.merging.voting import Vote
 
 BRANCH = "raw-node1"
 

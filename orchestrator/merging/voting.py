@@ -25,12 +25,12 @@ from ..datasets import Datasets, MergeResult
 from ..domain.pipeline import Dataset
 from ..domain.states import MergeState
 from ..errors import EtcdUnavailable, GitError, MaoError
-from ..federation.advances import announce
 from ..federation.etcd import Etcd
 from ..federation.locks import LockLost, Locks
 from ..metrics import UNSERVED, Metrics
 from ..store.outage import PendingMerges
 from ..tasks import spawn
+from .advances import announce
 from .registrations import Registrations
 
 log = logging.getLogger(__name__)
