@@ -100,7 +100,7 @@ class AuditBook:
 
     async def answered(self, audit_id: str, instance: str) -> set[str]:
         """The branches ``instance`` has answered for."""
-        prefix = f"{keys.audit_answers(audit_id)}{instance}/"
+        prefix = keys.audit_answers_of(audit_id, instance)
         return {kv.key.removeprefix(prefix) for kv in await self.etcd.list_prefix(prefix)}
 
     async def answer(self, audit_id: str, answer: dict[str, Any], lease: int) -> bool:
