@@ -1,6 +1,6 @@
 """The ``fan_out`` step field and the rule for its glob: what a pipeline definition says about fan-out.
 
-How the shards then run is ``runs.fanout`` (the coordinator) and ``runs.shards`` (the files).
+How the shards then run is ``runs.fanout`` (``coordinator``, ``files``, ``step``, ``attempt``).
 """
 
 from __future__ import annotations

@@ -187,7 +187,7 @@ class Step(Model):
     stall_timeout: Annotated[float, Strict(), Field(gt=0, le=7 * 86400)] | None = None
     fallback_tool: Name | None = None
     cache: StrictBool = False
-    # One container per shard of the input files (orchestrator/runs/fanout.py, docs/fan-out.md).
+    # One container per shard of the input files (orchestrator/runs/fanout/, docs/fan-out.md).
     fan_out: FanOut | None = None
     # A pool of MAO_POOLS: the step holds one of its slots while it runs (runs/admission.py).
     pool: Name | None = None

@@ -1,7 +1,7 @@
 """One attempt of one step: input snapshot, one container, the commit on the node branch, the
 ground-truth vote. The engine (``engine.py``) decides when and how often; this module does one try.
 
-Seams for fan-out (``runs/fanout.py``): ``snapshot_input``, ``prepare_output``, ``container_request``
+Seams for fan-out (``runs/fanout/``): ``snapshot_input``, ``prepare_output``, ``container_request``
 and ``execute_container`` are separate so a fan-out step can run one container per shard (each with its
 own attempt row, ``RunRecords.add_attempt(shard=...)``) and then ``commit_and_vote`` once.
 

@@ -165,7 +165,7 @@ class StepWork:
         raise failure
 
     async def _fan_out(self, run: ActiveRun, ctx: StepContext, tool: Tool, scratch: Path) -> AttemptOutcome:
-        """A fan-out step (runs/fanout_attempt.py): its shards are retried on their own; a failure
+        """A fan-out step (runs/fanout/attempt.py): its shards are retried on their own; a failure
         outside them that can pass (a git remote away at the snapshot or the vote) runs the step
         again, up to ``retries`` times, with the usual backoff."""
         step = ctx.step

@@ -1,7 +1,7 @@
 """Fan-out: one step's shards run side by side, each retried on its own, stragglers speculated.
 
 ``FanOut`` is the step field (``fan_out: {glob, split_size, max_parallel}``, ``domain.fanout``). ``Coordinator`` runs a
-list of ``Shard``s (see ``shards.py``) through an injected ``run_shard(ShardRun) -> ShardOutcome``,
+list of ``Shard``s (see ``files.py``) through an injected ``run_shard(ShardRun) -> ShardOutcome``,
 which owns everything about one container (request, attempt record, kill on cancel): the coordinator
 only decides what runs when, so it is tested without Docker.
 
