@@ -8,7 +8,7 @@ import asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.trigger_cycles import ArmedTrigger, describe, find_cycle
+from orchestrator.scheduling.trigger_cycles import ArmedTrigger, describe, find_cycle
 
 PIPELINES = [f"p{i}" for i in range(6)]
 DATASETS = [f"d{i}" for i in range(6)]
