@@ -1,5 +1,5 @@
 """Data triggers that would start each other for ever are refused when armed, naming the cycle, in
-both scopes and across them (orchestrator/trigger_cycles.py). Nothing runs here: only arming."""
+both scopes and across them (orchestrator/scheduling/trigger_cycles.py). Nothing runs here: only arming."""
 
 from __future__ import annotations
 

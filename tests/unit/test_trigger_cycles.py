@@ -1,4 +1,4 @@
-"""Data trigger cycles (orchestrator/trigger_cycles.py) on generated graphs: a chain is named exactly
+"""Data trigger cycles (orchestrator/scheduling/trigger_cycles.py) on generated graphs: a chain is named exactly
 when arming the trigger lets a run start itself again, and the chain named is a real one."""
 
 from __future__ import annotations
