@@ -62,6 +62,7 @@ class ServiceView:
     labels: dict[str, str]
     created_at: datetime | None
     task: dict[str, Any] | None
+    image: str | None = None  # as the service names it: the id or digest every node runs
 
     @property
     def state(self) -> str:
@@ -204,6 +205,7 @@ class SwarmWatch:
                 labels={str(k): str(v) for k, v in (spec.get("Labels") or {}).items()},
                 created_at=parse_time(service.get("CreatedAt")),
                 task=_newest(by_service.get(str(service.get("ID")), [])),
+                image=((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image"),
             )
         node_views = {
             str(node.get("ID")): NodeView(

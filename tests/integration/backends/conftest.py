@@ -51,7 +51,9 @@ class Case:
     def kind(self) -> str:
         return self.driver.kind
 
-    def spec(self, cmd: list[str] | None, *, run: str = "run1", attempt: int = 1, **fields: Any) -> ContainerSpec:
+    def spec(
+        self, cmd: list[str] | None, *, run: str = "run1", attempt: int = 1, **fields: Any
+    ) -> ContainerSpec:
         """An attempt of step 0 with a fresh input (``in.txt``) and output folder (``old.txt``, the
         node branch's content)."""
         self._attempts += 1
@@ -85,10 +87,12 @@ async def case(request: pytest.FixtureRequest, busybox_image: str, tmp_path: Pat
     await backend.start()
     instance = f"contract-{secrets.token_hex(4)}"
     image_id = await backend.resolve_image(busybox_image)
+    current = Case(driver, backend, instance, tmp_path, busybox_image, image_id)
     try:
-        yield Case(driver, backend, instance, tmp_path, busybox_image, image_id)
+        yield current
     finally:
+        # current.backend: a test may have replaced it (a new backend object, as after a restart).
         with contextlib.suppress(Exception):
-            for managed in await backend.list_managed(instance):
-                await backend.cancel(managed.handle)
-        await backend.close()
+            for managed in await current.backend.list_managed(instance):
+                await current.backend.cancel(managed.handle)
+        await current.backend.close()

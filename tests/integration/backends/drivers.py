@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from orchestrator.executors.seam import Backend, Handle, MANAGED_LABEL, INSTANCE_LABEL
+from orchestrator.executors.seam import INSTANCE_LABEL, MANAGED_LABEL, Backend, Handle
 from orchestrator.executors.swarm import SERVICE_NAME_LABEL, SwarmBackend, SwarmSettings
 
 

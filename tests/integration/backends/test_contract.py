@@ -56,7 +56,9 @@ async def nothing_left(case: Case) -> None:
     assert await case.backend.list_managed(case.instance) == []
 
 
-@pytest.mark.parametrize(("code", "kind"), [(0, EndKind.COMPLETED), (3, EndKind.FAILED), (255, EndKind.FAILED)])
+@pytest.mark.parametrize(
+    ("code", "kind"), [(0, EndKind.COMPLETED), (3, EndKind.FAILED), (255, EndKind.FAILED)]
+)
 async def test_exit_code(case: Case, code: int, kind: EndKind) -> None:
     handle, end = await run(case, sh(f"echo out; echo err >&2; exit {code}"))
     assert (end.kind, end.exit_code) == (kind, code)
@@ -71,7 +73,9 @@ async def test_exit_code(case: Case, code: int, kind: EndKind) -> None:
 async def test_oom_kill(case: Case) -> None:
     # A shell variable of 100 MB under a 16 MB limit: the kernel kills it.
     _, end = await run(
-        case, sh("x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived"), limits=Limits(memory=16 * 1024**2)
+        case,
+        sh("x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived"),
+        limits=Limits(memory=16 * 1024**2),
     )
     assert end.kind is EndKind.OOM_KILLED, end
     assert end.exit_code == 137
@@ -117,7 +121,9 @@ async def test_list_managed_finds_the_instance_objects_only(case: Case) -> None:
     mine = [case.spec(SLEEP, run="runa"), case.spec(SLEEP, run="runb")]
     handles = [await case.backend.submit(spec) for spec in mine]
     other = case.spec(SLEEP, run="runc")
-    other = other.model_copy(update={"identity": other.identity.model_copy(update={"instance": case.instance + "-x"})})
+    other = other.model_copy(
+        update={"identity": other.identity.model_copy(update={"instance": case.instance + "-x"})}
+    )
     other_handle = await case.backend.submit(other)
     try:
         managed = await case.backend.list_managed(case.instance)
