@@ -30,7 +30,7 @@ import tarfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, SecretStr
@@ -267,6 +267,11 @@ def unpack_output(archive: Path, dest: Path, *, max_bytes: int | None, max_files
             if max_bytes is not None and total > max_bytes:
                 raise OutputRefused(
                     f"the output holds more than MAO_STEP_MAX_OUTPUT={max_bytes} bytes; nothing was committed"
+                )
+            parts = PurePosixPath(member.name).parts
+            if member.name.startswith("/") or ".." in parts:
+                raise OutputRefused(
+                    f"the output's entry {member.name!r} leads outside its folder; nothing was committed"
                 )
             try:
                 tar.extract(member, dest, filter="data")
