@@ -335,3 +335,9 @@ def test_a_worker_engine_is_refused(stand_in) -> None:
     with pytest.raises(swarm_fixture.ServerStartError, match="worker"):
         swarm_fixture.acquire_swarm()
     assert os.path.exists(swarm_fixture.LOCK_PATH)
+
+
+def test_every_swarm_setting_is_documented() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "backends.md").read_text()
+    missing = [key.upper() for key in SwarmSettings.model_fields if f"`{key.upper()}`" not in docs]
+    assert not missing, f"add these keys to docs/backends.md: {missing}"
