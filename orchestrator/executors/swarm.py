@@ -311,10 +311,10 @@ class SwarmBackend:
         # did not see start (adopted after a restart), where nothing else says since when.
         waiting_since: float | None = self._submitted.get(handle.name)
         running_since: float | None = None
-        seen = 0
+        seen, begun_after = 0, time.monotonic()
         with self._watch.interest():
             while True:
-                current = await self._watch.after(seen)
+                current = await self._watch.after(seen, begun_after)
                 seen, now = current.number, time.monotonic()
                 view = current.services.get(handle.name)
                 if view is None:
@@ -414,7 +414,7 @@ class SwarmBackend:
         await self._remove(handle.name)
 
     async def _remove(self, name: str) -> None:
-        await self._objects.remove(name)
+        await self._objects.remove(name, ended=self._watch.state(name) in ENDED)
         await self.staging.discard(name)
 
     async def list_managed(self, instance: str) -> list[Managed]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -117,9 +118,9 @@ class ServiceLogs:
 
     async def _ended(self, name: str) -> None:
         """Return once the service's task ended (or the service is gone), plus the settle time."""
-        seen = 0
+        seen, begun_after = 0, time.monotonic()
         while True:
-            current = await self._watch.after(seen)
+            current = await self._watch.after(seen, begun_after)
             seen = current.number
             view = current.services.get(name)
             if view is None or view.state in ENDED:

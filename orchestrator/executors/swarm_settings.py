@@ -33,10 +33,11 @@ class SwarmSettings(BaseModel):
     accept_without_no_new_privileges: bool = False
     # Seconds between a task's end and reading its output from the shared root (NFS attribute caches).
     output_settle_seconds: float = Field(default=2.0, ge=0, le=600)
-    # Seconds between a task's end and the last read of its log (the engine flushes it).
-    log_settle_seconds: float = Field(default=0.5, ge=0, le=60)
-    # Seconds between two looks at the swarm (one look serves every attempt).
-    poll_interval: float = Field(default=0.5, ge=0.05, le=60)
+    # Seconds between a task's end and the last read of its log. Docker reports a container's exit
+    # once its output is copied, so none is needed on a healthy engine; a slow log driver may want some.
+    log_settle_seconds: float = Field(default=0.0, ge=0, le=60)
+    # Seconds between two looks at the swarm (one look, three requests, serves every attempt).
+    poll_interval: float = Field(default=0.25, ge=0.05, le=60)
     # Seconds cancel waits for the service and its containers to be gone.
     cancel_timeout: float = Field(default=30.0, gt=0, le=600)
     # Swarm networks every task joins (none: the task has only its loopback interface).

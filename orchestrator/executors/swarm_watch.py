@@ -109,6 +109,7 @@ class NodeView:
 @dataclass(frozen=True)
 class Round:
     number: int
+    begun: float = 0.0  # monotonic time the look began: it shows nothing made after that
     services: dict[str, ServiceView] = field(default_factory=dict)
     nodes: dict[str, NodeView] = field(default_factory=dict)
     error: BackendUnavailable | None = None
@@ -144,15 +145,23 @@ class SwarmWatch:
         finally:
             self._interested -= 1
 
-    async def after(self, number: int) -> Round:
-        """The first round newer than ``number``; raises BackendUnavailable when that round could not
-        ask the engine."""
+    async def after(self, number: int, begun_after: float = 0.0) -> Round:
+        """The first round newer than ``number`` whose look began after ``begun_after`` (monotonic: a
+        waiter that just submitted must not read a look taken before its service existed); raises
+        BackendUnavailable when that round could not ask the engine."""
         async with self._changed:
-            await self._changed.wait_for(lambda: self._round.number > number)
+            await self._changed.wait_for(
+                lambda: self._round.number > number and self._round.begun >= begun_after
+            )
             current = self._round
         if current.error is not None:
             raise current.error
         return current
+
+    def state(self, name: str) -> str | None:
+        """The state of service ``name``'s task as last seen (None: not seen)."""
+        view = self._round.services.get(name)
+        return view.state if view is not None else None
 
     def node_name(self, node_id: str | None) -> str | None:
         """The hostname of node ``node_id`` as last seen (its id when unknown)."""
@@ -171,21 +180,20 @@ class SwarmWatch:
     async def _run(self) -> None:
         while self._interested > 0:
             started = time.monotonic()
+            number = self._round.number + 1
             try:
-                current = await self._look(self._round.number + 1)
+                current = await self._look(number, started)
             except BackendUnavailable as exc:
-                current = Round(self._round.number + 1, error=exc)
+                current = Round(number, started, error=exc)
             except Exception as exc:  # noqa: BLE001 - a waiter must hear of any failure, not hang
                 log.exception("The swarm watch failed")
-                current = Round(
-                    self._round.number + 1, error=BackendUnavailable(f"the swarm watch failed: {exc}")
-                )
+                current = Round(number, started, error=BackendUnavailable(f"the swarm watch failed: {exc}"))
             async with self._changed:
                 self._round = current
                 self._changed.notify_all()
             await asyncio.sleep(max(0.0, self._interval - (time.monotonic() - started)))
 
-    async def _look(self, number: int) -> Round:
+    async def _look(self, number: int, begun: float) -> Round:
         managed = filters(label=[f"{MANAGED_LABEL}=true"])
         services, tasks, nodes = await asyncio.gather(
             self._api.call("GET", "/services", "listing MAO's services", params=managed),
@@ -215,7 +223,7 @@ class SwarmWatch:
             )
             for node in nodes or []
         }
-        return Round(number, views, node_views)
+        return Round(number, begun, views, node_views)
 
 
 def task_end(view: ServiceView) -> tuple[EndKind, int | None, str]:

@@ -49,9 +49,7 @@ class SwarmDriver:
             "shared_root": self.shared_root,
             # This engine does not run with --no-new-privileges (test_swarm.py checks the refusal).
             "accept_without_no_new_privileges": True,
-            "output_settle_seconds": 0,
-            "log_settle_seconds": 0.2,
-            "poll_interval": 0.2,
+            "output_settle_seconds": 0,  # one host: no network file system to wait for
             **settings,
         }
         return SwarmBackend(name, SwarmSettings.model_validate(values))

@@ -211,3 +211,11 @@ async def test_removed_from_outside_is_node_lost(case: Case) -> None:
 async def test_an_image_the_node_lacks_is_image_unavailable(case: Case) -> None:
     _, end = await run(case, ["true"], image_id="sha256:" + "0" * 64)
     assert end.kind is EndKind.IMAGE_UNAVAILABLE and end.retryable, end
+
+
+async def test_a_followed_burst_is_whole_when_the_tool_exits_at_once(case: Case) -> None:
+    expected = b"".join(b"%d\n" % i for i in range(1, 20001))
+    spec = case.spec(["seq", "1", "20000"])
+    handle = await case.backend.submit(spec)
+    followed = await asyncio.wait_for(read_log(case, handle, follow=True), LIMIT)
+    assert followed == expected
