@@ -312,7 +312,7 @@ class SwarmBackend:
         waiting_since: float | None = self._submitted.get(handle.name)
         running_since: float | None = None
         seen, begun_after = 0, time.monotonic()
-        with self._watch.interest():
+        with self._watch.interest(handle.name):
             while True:
                 current = await self._watch.after(seen, begun_after)
                 seen, now = current.number, time.monotonic()
@@ -414,7 +414,7 @@ class SwarmBackend:
         await self._remove(handle.name)
 
     async def _remove(self, name: str) -> None:
-        await self._objects.remove(name, ended=self._watch.state(name) in ENDED)
+        await self._objects.remove(name)
         await self.staging.discard(name)
 
     async def list_managed(self, instance: str) -> list[Managed]:

@@ -66,7 +66,7 @@ class ServiceLogs:
         NotFound when there is no such service (and nothing was read)."""
         cursor = _Cursor(since)
         if follow:
-            with self._watch.interest():
+            with self._watch.interest(name):
                 ended = asyncio.create_task(self._ended(name))
                 try:
                     while not ended.done():
