@@ -17,11 +17,12 @@ from . import (
     pipelines,
     registry,
     runs,
+    staging,
 )
 
 
 def add_routes(app: web.Application) -> None:
-    modules = (health, registry, history, pipelines, runs, logs, federation, locks, gateway, audits, metrics, console)
+    modules = (health, registry, history, pipelines, runs, logs, federation, locks, gateway, audits, metrics, staging, console)
     for module in modules:
         app.router.add_routes(module.routes)
     app[console.DOCUMENT] = {}
