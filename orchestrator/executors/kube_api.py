@@ -264,13 +264,27 @@ class KubeApi:
     async def log_lines(self, pod: str, container: str, since_time: str | None, follow: bool) -> AsyncIterator[bytes]:
         """The container's log, each line with its timestamp (``timestamps=true``), as bytes; from
         ``since_time`` (RFC 3339, whole seconds: the API's precision) on."""
-        kwargs: dict[str, Any] = {"container": container, "follow": follow, "timestamps": True}
+        # The generated read_namespaced_pod_log has no sinceTime (the API has): the same call, by hand.
+        query: list[tuple[str, str]] = [("container", container), ("timestamps", "true")]
+        if follow:
+            query.append(("follow", "true"))
         if since_time is not None:
-            kwargs["since_time"] = since_time
-        response = await self._raw(
-            f"reading the log of {pod}/{container}", self.core.read_namespaced_pod_log, pod, self.namespace,
-            timeout=_LOG_TIMEOUT, **kwargs,
-        )  # fmt: skip
+            query.append(("sinceTime", since_time))
+
+        async def call(**options: Any) -> Any:
+            if self._client is None:
+                raise BackendUnavailable(f"backend {self.backend}: not started")
+            return await self._client.call_api(
+                "/api/v1/namespaces/{namespace}/pods/{name}/log",
+                "GET",
+                {"namespace": self.namespace, "name": pod},
+                query,
+                {"Accept": "text/plain"},
+                auth_settings=["BearerToken"],
+                **options,
+            )
+
+        response = await self._raw(f"reading the log of {pod}/{container}", call, timeout=_LOG_TIMEOUT)
         async with response:
             while True:
                 try:

@@ -49,18 +49,21 @@ echo "stage-in: input and work folder in place"
 """
 # busybox wget cannot PUT (and its --post-file stops at the first NUL byte), so the upload is a
 # hand-made HTTP/1.1 request through nc; the tarball is made twice (once to count it: Content-Length)
-# rather than stored, so no scratch space or memory grows with the output.
+# rather than stored, so no scratch space or memory grows with the output. ``nc -e`` runs the sender
+# on the connection itself: the request goes out and the answer comes back without the half-close
+# plain nc does at the end of its input (which the orchestrator's server takes for a lost connection).
 STAGE_OUT_SCRIPT = """set -eu
-token=$(cat /mao/ticket/output)
 rest=${MAO_STAGING_OUTPUT_URL#http://}
-hostport=${rest%%/*}
-path=/${rest#*/}
-case $hostport in *:*) host=${hostport%:*}; port=${hostport##*:};; *) host=$hostport; port=80;; esac
-size=$(tar -c -f - -C /mao/stage/data . | wc -c)
-answer=$({ printf 'PUT %s HTTP/1.1\\r\\nHost: %s\\r\\nAuthorization: Bearer %s\\r\\nContent-Type: application/x-tar\\r\\nContent-Length: %s\\r\\nConnection: close\\r\\n\\r\\n' "$path" "$hostport" "$token" "$size"; tar -c -f - -C /mao/stage/data .; } | nc -w 60 "$host" "$port")
+MAO_HOST=${rest%%/*}
+MAO_PATH=/${rest#*/}
+case $MAO_HOST in *:*) host=${MAO_HOST%:*}; port=${MAO_HOST##*:};; *) host=$MAO_HOST; port=80;; esac
+MAO_SIZE=$(tar -c -f - -C /mao/stage/data . | wc -c)
+MAO_TOKEN=$(cat /mao/ticket/output)
+export MAO_HOST MAO_PATH MAO_SIZE MAO_TOKEN
+answer=$(nc -w 60 "$host" "$port" -e sh -c 'printf "PUT %s HTTP/1.1\\r\\nHost: %s\\r\\nAuthorization: Bearer %s\\r\\nContent-Type: application/x-tar\\r\\nContent-Length: %s\\r\\nConnection: close\\r\\n\\r\\n" "$MAO_PATH" "$MAO_HOST" "$MAO_TOKEN" "$MAO_SIZE"; tar -c -f - -C /mao/stage/data .; cat >&2' 2>&1)
 status=$(printf '%s\\n' "$answer" | head -n 1)
 case $status in
-  "HTTP/1.1 200"*) echo "stage-out: $size bytes uploaded" ;;
+  "HTTP/1.1 200"*) echo "stage-out: $MAO_SIZE bytes uploaded" ;;
   *) echo "stage-out: the orchestrator refused the output: $status"; printf '%s\\n' "$answer" | tail -n 1; exit 1 ;;
 esac
 """

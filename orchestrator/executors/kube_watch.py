@@ -167,6 +167,7 @@ class ClusterCache:
                 failures += 1
                 log.warning("watch of %s: %s; listing again in %.1f s", kind, exc.message, delay)
                 await asyncio.sleep(delay)
-            except ValidationError as exc:
-                log.warning("watch of %s: an object the backend cannot read (%s); listing again", kind, exc)
+            except (ValidationError, KeyError, TypeError, AttributeError) as exc:
+                # An answer of a shape the backend cannot read: said, and listed again (never a dead watch).
+                log.warning("watch of %s: an answer the backend cannot read (%r); listing again", kind, exc)
                 await asyncio.sleep(_BACKOFF[-1])

@@ -25,6 +25,7 @@ from orchestrator.executors.seam import (
     OutputData,
 )
 from tests import servers
+from tests.servers.kube_fake import KubeFake
 
 from .drivers import DRIVERS, Driver
 
@@ -35,6 +36,28 @@ def swarm_shared_root(swarm: servers.SwarmHold, servers_tmp: Path) -> Iterator[P
     root = servers_tmp / "swarm-shared"
     root.mkdir(mode=0o711)
     yield root
+
+
+@pytest.fixture(scope="session")
+def kube_fake(docker_engine, busybox_image: str, servers_tmp: Path) -> Iterator[KubeFake]:
+    """The fake Kubernetes API (tests/servers/kube_fake.py), running pods in the shared Docker engine."""
+    fake = servers.start_kube_fake(servers_tmp / "kube-fake")
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture(scope="session")
+def staging_server(servers_tmp: Path) -> Iterator[servers.StagingServer]:
+    """The orchestrator's staging routes alone (fetch data mode), for the pods of fetch-mode backends."""
+    root = servers_tmp / "staging"
+    root.mkdir(mode=0o700)
+    server = servers.start_staging_server(root)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @dataclass

@@ -13,8 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from orchestrator.executors.fetch import FetchExchange
+from orchestrator.executors.kube_pod import label_value
+from orchestrator.executors.kubernetes import KubernetesBackend, KubernetesSettings
 from orchestrator.executors.seam import INSTANCE_LABEL, MANAGED_LABEL, Backend, Handle
 from orchestrator.executors.swarm import SERVICE_NAME_LABEL, SwarmBackend, SwarmSettings
+from tests.servers.kube_fake import KubeFake
+from tests.servers.staging_server import StagingServer
 
 
 class Driver(Protocol):
@@ -74,9 +79,65 @@ class SwarmDriver:
         return await asyncio.to_thread(look)
 
 
+@dataclass
+class KubeFakeDriver:
+    """The fake Kubernetes API (tests/servers/kube_fake.py), whose pods run in the machine's Docker
+    engine, with the orchestrator's staging routes on loopback (fetch data mode, end to end)."""
+
+    fake: KubeFake
+    staging: StagingServer
+    image: str
+    state_dir: Path
+    namespace: str = "mao-contract"
+    kind: str = "kubernetes"
+    tool_user: tuple[int, int] = tool_user()
+
+    def make(self, name: str, **settings: Any) -> Backend:
+        values: dict[str, Any] = {
+            "kubeconfig": self.fake.kubeconfig,
+            "namespace": self.namespace,
+            "staging_image": self.image,
+            "staging_url": self.staging.url,
+            "pod_pids_limit": 512,  # the fake kubelet's
+            "cancel_grace_seconds": 1,
+            "poll_interval": 0.5,
+            **settings,
+        }
+        return KubernetesBackend(
+            name,
+            KubernetesSettings.model_validate(values),
+            exchange=FetchExchange(self.staging.root),
+            state_dir=self.state_dir / name,
+        )
+
+    async def remove_from_outside(self, handle: Handle) -> None:
+        """``kubectl delete pod`` of the attempt's pod."""
+        base = f"/api/v1/namespaces/{self.namespace}/pods"
+
+        def remove() -> None:
+            pods = self.fake.call("GET", f"{base}?labelSelector=job-name={handle.name}", token=True)["items"]
+            for pod in pods:
+                self.fake.call("DELETE", f"{base}/{pod['metadata']['name']}", token=True)
+
+        await asyncio.to_thread(remove)
+
+    async def leftovers(self, instance: str) -> list[str]:
+        def look() -> list[str]:
+            answer = self.fake.call("GET", f"/fake/objects?instance={label_value(instance)}")
+            return list(answer["objects"]) + list(answer["containers"])
+
+        return await asyncio.to_thread(look)
+
+
 # kind -> the session fixtures its driver needs, and how to build it from them.
 DRIVERS: dict[str, Callable[..., Driver]] = {
     "swarm": lambda request: SwarmDriver(
         request.getfixturevalue("docker_engine"), request.getfixturevalue("swarm_shared_root")
+    ),
+    "kubernetes": lambda request: KubeFakeDriver(
+        request.getfixturevalue("kube_fake"),
+        request.getfixturevalue("staging_server"),
+        request.getfixturevalue("busybox_image"),
+        request.getfixturevalue("servers_tmp") / "kube-state",
     ),
 }
