@@ -69,6 +69,8 @@ MIN_MEMORY = 4 * 1024 * 1024
 LOG_WAIT = 30.0  # seconds an end waits for the log copy to be complete
 _FACTS_TTL = 60.0
 _CANCELS_KEPT = 3600.0
+# Ends whose Job stays until ``cancel`` (the caller reads its log first); the others are removed at once.
+_KEPT_ENDS = frozenset({EndKind.COMPLETED, EndKind.FAILED, EndKind.OOM_KILLED})
 
 
 @dataclass
@@ -301,7 +303,12 @@ class KubernetesBackend:
         await self.exchange.discard(handle.name)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._logs.finished(handle.name), LOG_WAIT)
-        return self._end(kind, message, job, pod, spec, exit_code=found.exit_code)
+        end = self._end(kind, message, job, pod, spec, exit_code=found.exit_code)
+        if kind not in _KEPT_ENDS:
+            # The engine's end (a lost pod, an image that cannot be pulled, a failed staging): nothing
+            # of it is worth keeping, and a pod waiting on an image would wait until the deadline.
+            await self._remove(handle.name)
+        return end
 
     async def _watchdog_end(
         self,

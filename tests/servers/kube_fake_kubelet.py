@@ -63,6 +63,7 @@ class _PodRun:
         self.logs: dict[str, list[tuple[bytes, bytes]]] = {}  # simulate: name -> lines
         self.grown = asyncio.Event()
         self.ended: set[str] = set()
+        self.pending: set[asyncio.Future[Any]] = set()  # Docker calls in threads, awaited by ``stop``
 
 
 class Kubelet:
@@ -111,6 +112,11 @@ class Kubelet:
             run.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await run.task
+        # A container being created when the task was cancelled is created all the same: wait for it,
+        # then remove it with the others.
+        for pending in list(run.pending):
+            with contextlib.suppress(Exception):
+                await pending
         if not self.options.simulate:
             for cid in run.containers.values():
                 await asyncio.to_thread(self._remove_container, cid, grace)
@@ -226,8 +232,10 @@ class Kubelet:
             await self._put(pod)
             await asyncio.Event().wait()
         status["imageID"] = f"docker://{image}"
-        cid, started = await asyncio.to_thread(self._start, pod, container, context, env, volumes)
-        run.containers[container["name"]] = cid
+        starting = asyncio.ensure_future(asyncio.to_thread(self._start, pod, run, container, context, env, volumes))
+        run.pending.add(starting)
+        starting.add_done_callback(run.pending.discard)
+        cid, started = await asyncio.shield(starting)
         status["state"] = {"running": {"startedAt": started}}
         await self._put(pod)
         code, oom, started, finished = await asyncio.to_thread(self._wait, cid)
@@ -257,7 +265,9 @@ class Kubelet:
         except (docker.errors.ImageNotFound, docker.errors.APIError):
             return None
 
-    def _start(self, pod: Json, container: Json, context: Json, env: dict[str, str], volumes: dict[str, Path]) -> tuple[str, str]:
+    def _start(
+        self, pod: Json, run: _PodRun, container: Json, context: Json, env: dict[str, str], volumes: dict[str, Path]
+    ) -> tuple[str, str]:
         from docker.types import Mount
 
         limits = (container.get("resources") or {}).get("limits") or {}
@@ -291,6 +301,7 @@ class Kubelet:
         if "cpu" in limits:
             kwargs["nano_cpus"] = nano_cpus(limits["cpu"])
         created = self.docker.containers.create(**kwargs)
+        run.containers[container["name"]] = created.id
         created.start()
         created.reload()
         return created.id, created.attrs["State"]["StartedAt"]
