@@ -26,7 +26,15 @@ from orchestrator.executors.kube_pod import (
 )
 from orchestrator.executors.kube_settings import KubernetesSettings
 from orchestrator.executors.kube_status import Job, Pod, Progress, Verdict, verdict
-from orchestrator.executors.seam import INPUT_MOUNT, OUTPUT_MOUNT, ContainerSpec, EndKind, Identity, Limits, OutputData
+from orchestrator.executors.seam import (
+    INPUT_MOUNT,
+    OUTPUT_MOUNT,
+    ContainerSpec,
+    EndKind,
+    Identity,
+    Limits,
+    OutputData,
+)
 
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 SETTINGS = KubernetesSettings(staging_image="registry.lab/mao-staging:1", staging_url="http://mao.lab:8080", namespace="mao")
