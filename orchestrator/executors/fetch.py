@@ -196,6 +196,14 @@ class FetchExchange:
         copy_tree(paths.output, work, max_bytes=self.max_output_bytes)
         return inspection.total_bytes
 
+    async def refusal(self, attempt: str) -> str | None:
+        """Why the attempt's upload was refused, or None (none came, or it was accepted)."""
+        path = self._paths(attempt).refused
+        try:
+            return await asyncio.to_thread(path.read_text)
+        except FileNotFoundError:
+            return None
+
     async def discard(self, attempt: str) -> None:
         """Drop the attempt's tickets and files (end, cancel, sweep); safe to repeat."""
         await asyncio.to_thread(_remove, self._paths(attempt).folder)

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .kube_api import KubeApi, KubeNotFound
+from .kube_api import KubeApi, KubeInvalid, KubeNotFound
 from .kube_pod import TOOL
 from .seam import BackendUnavailable
 
@@ -201,9 +201,11 @@ class KeptLogs:
                         if resume.keep(split_record(record)[0]):
                             out.write(record)
                             copy.changed.set()
-            except KubeNotFound:
-                self._mark_done(name, copy)
-                return
+            except (KubeNotFound, KubeInvalid) as exc:
+                # The pod is gone, or its tool's container is not there (not yet, or no more): the
+                # pod's state below says which.
+                log.info("log of %s: %s", name, exc)
+                await asyncio.sleep(_RETRY)
             except BackendUnavailable as exc:
                 log.info("log of %s broke off: %s; resuming", name, exc.message)
                 await asyncio.sleep(_RETRY)

@@ -124,6 +124,9 @@ NODE_REASONS = frozenset({"Evicted", "NodeLost", "Shutdown", "Terminated", "Node
 CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
 
 
+STALE = "the Job has ended; its pod's last state is on its way"
+
+
 @dataclass(frozen=True)
 class Verdict:
     """How an attempt ended (``kind``), or None in ``Progress`` while it goes on."""
@@ -215,9 +218,12 @@ def verdict(job: Job | None, pod: Pod | None, *, pod_seen: bool) -> Verdict | Pr
                 exit_code=0,
                 container=STAGE_OUT,
             )
-    if status.phase in ("Failed", "Succeeded") or (finished is not None and finished.type == "Failed"):
+    if status.phase in ("Failed", "Succeeded"):
         reason = status.reason or (finished.reason if finished else None) or status.phase
         return Verdict(EndKind.LOST, f"the pod ended {reason}: {status.message or 'no message'}")
+    if finished is not None:
+        # The Job's and the pod's news come on two streams: the pod's last state is on its way.
+        return Progress(None, STALE)
     started = None
     if tool is not None:
         started = (tool.state.running.started_at if tool.state.running else None) or (

@@ -31,6 +31,7 @@ from .kube_api import KubeApi, KubeConflict, KubeInvalid
 from .kube_logs import KeptLogs, ToolState
 from .kube_pod import (
     BACKEND_LABEL,
+    STAGE_OUT,
     TOOL,
     env_key_problem,
     job_body,
@@ -41,7 +42,7 @@ from .kube_pod import (
     selector,
 )
 from .kube_settings import KubernetesSettings
-from .kube_status import Job, Pod, Verdict, verdict
+from .kube_status import STALE, Job, Pod, Progress, Verdict, verdict
 from .kube_watch import ClusterCache
 from .seam import (
     INSTANCE_LABEL,
@@ -67,6 +68,7 @@ log = logging.getLogger(__name__)
 KIND = "kubernetes"
 MIN_MEMORY = 4 * 1024 * 1024
 LOG_WAIT = 30.0  # seconds an end waits for the log copy to be complete
+STALE_SECONDS = 3.0  # seconds an ended Job's pod may lag in the watch before the API is asked
 _FACTS_TTL = 60.0
 _CANCELS_KEPT = 3600.0
 # Ends whose Job stays until ``cancel`` (the caller reads its log first); the others are removed at once.
@@ -254,6 +256,7 @@ class KubernetesBackend:
         start_timeout = spec.start_timeout or self.settings.start_timeout
         waiting_since = self._submitted.get(name)
         running_since: float | None = None
+        stale_since: float | None = None
         self._logs.ensure(name)
         while True:
             if name in self._cancelled:
@@ -262,6 +265,16 @@ class KubernetesBackend:
             pod = self._cache.pod(name)
             found = verdict(job, pod, pod_seen=name in self._cache.pod_seen)
             now = time.monotonic()
+            if isinstance(found, Progress) and found.waiting_reason == STALE:
+                stale_since = stale_since or now
+                if now - stale_since > STALE_SECONDS:  # the watch is late: ask the API itself
+                    pods = await self._api.pods_of(name)
+                    fresh = max(pods, key=lambda p: str(p.metadata.creation_timestamp)) if pods else None
+                    found = verdict(job, fresh, pod_seen=True)
+                    pod = fresh
+                if isinstance(found, Progress):
+                    await self._cache.changed(0.5)
+                    continue
             if isinstance(found, Verdict):
                 if name in self._cancelled:
                     return await self._cancelled_end(handle)
@@ -298,6 +311,8 @@ class KubernetesBackend:
                 kind, message = EndKind.FAILED, f"the tool exited 0 but its output was refused: {exc.message}"
             except OSError as exc:
                 kind, message = EndKind.LOST, f"the tool exited 0 but its output cannot be read: {exc}"
+        elif found.container == STAGE_OUT and (refused := await self.exchange.refusal(handle.name)):
+            kind, message = EndKind.FAILED, f"the tool exited 0 but its output was refused: {refused}"
         elif found.container is not None and found.container != TOOL:
             message = f"{message}; its log: {await self._stage_tail(pod, found.container)}"
         await self.exchange.discard(handle.name)

@@ -21,7 +21,8 @@ What it is, and what it is not:
   containers itself (HTTP to the staging routes, as the real ones do) and a tool that prints a line and
   exits 0, for the benchmark of the orchestrator's side.
 - Failures to inject (``POST /fake/...``): a kubelet eviction (``evict``), dropped log streams
-  (``config`` ``{"drop_logs_after": N}``: every log stream ends after N lines), dropped watches
+  (``config`` ``{"drop_logs_after": N, "drop_logs_times": M}``: the next M log streams end after N
+  lines; a drop after every N lines for ever would starve any client, as sinceTime has whole seconds), dropped watches
   (``drop-watches``), expired resource versions (``compact``: the next watch gets 410 Gone). Pod
   deletion and the Eviction API are the real API's. ``GET /fake/objects?instance=`` lists what is left.
 
@@ -149,6 +150,7 @@ class Options:
     pids: int = 512
     node_labels: dict[str, str] = field(default_factory=dict)
     drop_logs_after: int | None = None
+    drop_logs_times: int | None = None  # how many streams to drop (None: every one)
     simulate_seconds: float = 0.05
 
 
@@ -162,6 +164,7 @@ class Fake:
         self.store = Store()
         self.kubelet = Kubelet(self)
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.deleting: dict[tuple[str, str], asyncio.Future[Json | None]] = {}
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -266,6 +269,14 @@ class Fake:
                 await self.store.remove("secrets", ns, secret["metadata"]["name"])
 
     async def delete_pod(self, ns: str, name: str, grace: int | None = None, by_controller: bool = False) -> Json | None:
+        """Delete a pod gracefully; a second deletion of the same pod waits for the first."""
+        key = (ns, name)
+        if key not in self.deleting:
+            self.deleting[key] = asyncio.ensure_future(self._delete_pod(ns, name, grace, by_controller))
+            self.deleting[key].add_done_callback(lambda _: self.deleting.pop(key, None))
+        return await asyncio.shield(self.deleting[key])
+
+    async def _delete_pod(self, ns: str, name: str, grace: int | None, by_controller: bool) -> Json | None:
         pod = self.store.get("pods", ns, name)
         if pod is None:
             return None
@@ -301,6 +312,7 @@ async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 @routes.get("/version")
+@routes.get("/version/")
 async def version(request: web.Request) -> web.Response:
     return web.json_response({"major": "1", "minor": "30", "gitVersion": "v1.30.0-mao-fake", "platform": "linux/amd64"})
 
@@ -439,7 +451,9 @@ async def pod_log(request: web.Request) -> web.StreamResponse:
     async for stamp, line in lines:
         await response.write((stamp + b" " + line) if stamps else line)
         sent += 1
-        if limit is not None and sent >= limit:
+        if limit is not None and sent >= limit and fake.options.drop_logs_times != 0:
+            if fake.options.drop_logs_times is not None:
+                fake.options.drop_logs_times -= 1
             break  # an injected drop: the stream ends although the container runs on
     return response
 
@@ -517,6 +531,7 @@ async def set_config(request: web.Request) -> web.Response:
     fake, body = fake_of(request), await request.json()
     if "drop_logs_after" in body:
         fake.options.drop_logs_after = body["drop_logs_after"]
+        fake.options.drop_logs_times = body.get("drop_logs_times")
     if "node_labels" in body:
         fake.options.node_labels = dict(body["node_labels"])
     return web.json_response({"ok": True})
