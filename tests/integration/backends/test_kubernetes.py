@@ -19,7 +19,6 @@ from .conftest import Case
 from .drivers import KubeFakeDriver
 from .test_contract import LIMIT, nothing_left, read_log, sh, started
 
-
 # Only the fake's case: the other kinds' fixtures are not even started.
 pytestmark = pytest.mark.parametrize("case", ["kubernetes"], indirect=True)
 
