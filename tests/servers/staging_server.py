@@ -29,7 +29,9 @@ class StagingServer:
         self._thread.join(30)
 
 
-def start_staging_server(root: Path, *, max_output_bytes: int | None = None) -> StagingServer:
+def start_staging_server(
+    root: Path, *, max_output_bytes: int | None = None, host: str = LOCALHOST, port: int | None = None
+) -> StagingServer:
     from orchestrator.api import staging
     from orchestrator.app import error_middleware
     from orchestrator.executors.fetch import FetchExchange
@@ -37,7 +39,7 @@ def start_staging_server(root: Path, *, max_output_bytes: int | None = None) -> 
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="staging-server", daemon=True)
     thread.start()
-    port = free_port()
+    port = port or free_port()
 
     async def serve() -> web.AppRunner:
         app = web.Application(middlewares=[error_middleware])
@@ -45,8 +47,8 @@ def start_staging_server(root: Path, *, max_output_bytes: int | None = None) -> 
         app[staging.STAGING] = FetchExchange(root, max_output_bytes=max_output_bytes)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, LOCALHOST, port).start()
+        await web.TCPSite(runner, host, port).start()
         return runner
 
     runner = asyncio.run_coroutine_threadsafe(serve(), loop).result(30)
-    return StagingServer(f"http://{LOCALHOST}:{port}", root, loop, thread, runner)
+    return StagingServer(f"http://{host}:{port}", root, loop, thread, runner)

@@ -242,3 +242,9 @@ def test_a_log_resumed_after_drops_loses_and_doubles_nothing(case: tuple[list[by
             if resume.keep(split_record(record)[0]):
                 kept.append(record)
     assert kept == lines
+
+
+def test_every_kubernetes_setting_is_documented() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "backends.md").read_text()
+    missing = [key.upper() for key in KubernetesSettings.model_fields if f"`{key.upper()}`" not in docs]
+    assert not missing, f"add these keys to docs/backends.md: {missing}"

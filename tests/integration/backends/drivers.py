@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator.executors.fetch import FetchExchange
+from orchestrator.executors.kube_api import KubeApi
 from orchestrator.executors.kube_pod import label_value
 from orchestrator.executors.kubernetes import KubernetesBackend, KubernetesSettings
 from orchestrator.executors.seam import INSTANCE_LABEL, MANAGED_LABEL, Backend, Handle
@@ -86,7 +87,7 @@ class KubeFakeDriver:
 
     fake: KubeFake
     staging: StagingServer
-    image: str
+    staging_image: str
     state_dir: Path
     namespace: str = "mao-contract"
     kind: str = "kubernetes"
@@ -96,7 +97,7 @@ class KubeFakeDriver:
         values: dict[str, Any] = {
             "kubeconfig": self.fake.kubeconfig,
             "namespace": self.namespace,
-            "staging_image": self.image,
+            "staging_image": self.staging_image,
             "staging_url": self.staging.url,
             "pod_pids_limit": 512,  # the fake kubelet's
             "cancel_grace_seconds": 1,
@@ -129,6 +130,70 @@ class KubeFakeDriver:
         return await asyncio.to_thread(look)
 
 
+@dataclass
+class RealKubeDriver:
+    """A real cluster named by MAO_TEST_KUBECONFIG (docs/backends.md#the-contract-suite-on-a-real-cluster)."""
+
+    staging: StagingServer
+    state_dir: Path
+    kind: str = "kubernetes"
+    tool_user: tuple[int, int] = (65534, 65534)
+
+    @property
+    def image(self) -> str:
+        return os.environ["MAO_TEST_KUBE_IMAGE"]
+
+    @property
+    def namespace(self) -> str:
+        return os.environ.get("MAO_TEST_KUBE_NAMESPACE", "mao-test")
+
+    def settings(self, **settings: Any) -> KubernetesSettings:
+        values: dict[str, Any] = {
+            "kubeconfig": os.environ["MAO_TEST_KUBECONFIG"],
+            "namespace": self.namespace,
+            "staging_image": self.image,
+            "staging_url": os.environ["MAO_TEST_KUBE_STAGING_URL"],
+            **settings,
+        }
+        return KubernetesSettings.model_validate(values)
+
+    def make(self, name: str, **settings: Any) -> Backend:
+        return KubernetesBackend(
+            name, self.settings(**settings), exchange=FetchExchange(self.staging.root), state_dir=self.state_dir / name
+        )
+
+    async def remove_from_outside(self, handle: Handle) -> None:
+        api = KubeApi("outside", self.settings())
+        await api.start()
+        try:
+            for pod in await api.pods_of(handle.name):
+                await api._json("deleting a pod", api.core.delete_namespaced_pod, pod.metadata.name, self.namespace)
+        finally:
+            await api.close()
+
+    async def leftovers(self, instance: str) -> list[str]:
+        api = KubeApi("outside", self.settings())
+        await api.start()
+        try:
+            selector = f"{INSTANCE_LABEL}={label_value(instance)}"
+            jobs = [f"jobs/{j.metadata.name}" for j in await api.list_jobs(selector)]
+            items, _ = await api.list_for_watch("pods", selector)
+            secrets = [f"secrets/{name}" for name in await api.list_secrets(selector)]
+            return jobs + [f"pods/{p['metadata']['name']}" for p in items] + secrets
+        finally:
+            await api.close()
+
+
+def real_cluster(request: Any) -> Driver:
+    missing = [v for v in ("MAO_TEST_KUBECONFIG", "MAO_TEST_KUBE_IMAGE", "MAO_TEST_KUBE_STAGING_LISTEN",
+                           "MAO_TEST_KUBE_STAGING_URL") if not os.environ.get(v)]  # fmt: skip
+    if missing:
+        import pytest
+
+        pytest.skip(f"no real Kubernetes cluster: {', '.join(missing)} not set (the fake API ran instead)")
+    return RealKubeDriver(request.getfixturevalue("real_staging_server"), request.getfixturevalue("servers_tmp") / "kube-real")
+
+
 # kind -> the session fixtures its driver needs, and how to build it from them.
 DRIVERS: dict[str, Callable[..., Driver]] = {
     "swarm": lambda request: SwarmDriver(
@@ -137,7 +202,8 @@ DRIVERS: dict[str, Callable[..., Driver]] = {
     "kubernetes": lambda request: KubeFakeDriver(
         request.getfixturevalue("kube_fake"),
         request.getfixturevalue("staging_server"),
-        request.getfixturevalue("busybox_image"),
+        request.getfixturevalue("staging_image"),
         request.getfixturevalue("servers_tmp") / "kube-state",
     ),
+    "kubernetes-real": real_cluster,
 }
