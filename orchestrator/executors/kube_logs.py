@@ -45,6 +45,8 @@ class ToolState:
 
 
 ToolStateOf = Callable[[str], Awaitable[ToolState]]
+# Returns at the next change of the attempt's Job or pods, or after the given seconds.
+ChangedOf = Callable[[str, float], Awaitable[None]]
 
 
 def split_record(record: bytes) -> tuple[bytes, bytes]:
@@ -118,10 +120,11 @@ class _Copy:
 
 
 class KeptLogs:
-    def __init__(self, api: KubeApi, folder: Path, state_of: ToolStateOf) -> None:
+    def __init__(self, api: KubeApi, folder: Path, state_of: ToolStateOf, changed: ChangedOf) -> None:
         self._api = api
         self.folder = folder
         self._state_of = state_of
+        self._changed = changed
         self._copies: dict[str, _Copy] = {}
 
     def _path(self, name: str) -> Path:
@@ -187,7 +190,7 @@ class KeptLogs:
                 self._mark_done(name, copy)
                 return
             if not state.started or state.pod is None:
-                await asyncio.sleep(_WAIT)
+                await self._changed(name, 1.0)
                 continue
             since = whole_second(resume.last) if resume.last is not None else None
             resume.skip = resume.same
@@ -215,7 +218,7 @@ class KeptLogs:
                 if state.ended or state.gone:
                     self._mark_done(name, copy)
                     return
-            await asyncio.sleep(_WAIT)
+            await self._changed(name, _WAIT)
 
     def _mark_done(self, name: str, copy: _Copy) -> None:
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)

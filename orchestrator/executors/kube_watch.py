@@ -38,7 +38,7 @@ class ClusterCache:
         self.known: set[str] = set()  # Jobs the cache has held (gone from ``jobs``: deleted)
         self.pod_seen: set[str] = set()  # Jobs a pod was seen of
         self.synced = asyncio.Event()
-        self._changed = asyncio.Condition()
+        self._events: dict[str, asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._asked: dict[str, float] = {}
         self._listed: set[str] = set()
@@ -58,15 +58,21 @@ class ClusterCache:
                 await task
         self._tasks = []
 
-    async def changed(self, timeout: float) -> None:
-        """Return at the next change of the cache, or after ``timeout`` seconds."""
-        async with self._changed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
+    async def changed(self, name: str, timeout: float) -> None:
+        """Return at the next change of Job ``name`` or its pods (or a new listing), or after
+        ``timeout`` seconds. Only that Job's waiters wake: a thousand waiters cost one wake-up per
+        event, not a thousand."""
+        event = self._events.setdefault(name, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+        event.clear()
 
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    def _notify(self, name: str | None) -> None:
+        if name is None:
+            for each in self._events.values():
+                each.set()
+        elif (event := self._events.get(name)) is not None:
+            event.set()
 
     # -- what waiters read -------------------------------------------------------------------------------
 
@@ -99,6 +105,7 @@ class ClusterCache:
         return Job.model_validate({"metadata": {"name": name}}) if name not in self.known else None
 
     def forget(self, name: str) -> None:
+        self._events.pop(name, None)
         self.jobs.pop(name, None)
         self.pods.pop(name, None)
         self.known.discard(name)
@@ -144,7 +151,7 @@ class ClusterCache:
                 self._listed.add(kind)
                 if len(self._listed) == 2:
                     self.synced.set()
-                await self._notify()
+                self._notify(None)
                 failures = 0
                 while True:
                     async for event, raw in self._api.watch(kind, self._selector, version):
@@ -159,7 +166,7 @@ class ClusterCache:
                             drop(obj.metadata.name, obj.metadata.labels.get(JOB_NAME_LABEL))
                         else:
                             put(obj)
-                        await self._notify()
+                        self._notify(obj.metadata.name if kind == "jobs" else obj.metadata.labels.get(JOB_NAME_LABEL))
             except WatchExpired:
                 log.info("watch of %s expired; listing again", kind)
             except BackendUnavailable as exc:

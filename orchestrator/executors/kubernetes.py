@@ -99,7 +99,7 @@ class KubernetesBackend:
         self.exchange = exchange
         self._api = KubeApi(name, settings)
         self._cache = ClusterCache(self._api, selector({MANAGED_LABEL: "true", BACKEND_LABEL: name}))
-        self._logs = KeptLogs(self._api, settings.state_dir or state_dir, self._tool_state)
+        self._logs = KeptLogs(self._api, settings.state_dir or state_dir, self._tool_state, self._cache.changed)
         self._gpus: tuple[float, int | None] | None = None
         self._submitting: dict[str, _NameLock] = {}
         self._submitted: dict[str, float] = {}  # name -> monotonic time of this process's submission
@@ -273,7 +273,7 @@ class KubernetesBackend:
                     found = verdict(job, fresh, pod_seen=True)
                     pod = fresh
                 if isinstance(found, Progress):
-                    await self._cache.changed(0.5)
+                    await self._cache.changed(name, 0.5)
                     continue
             if isinstance(found, Verdict):
                 if name in self._cancelled:
@@ -297,7 +297,7 @@ class KubernetesBackend:
                         f"{found.waiting_reason or 'nothing'}"
                     )
                     return await self._watchdog_end(handle, spec, job, pod, EndKind.UNSCHEDULABLE, message, None, now - waiting_since)
-            await self._cache.changed(min(self.settings.poll_interval, 1.0 if running_since or waiting_since else 5.0))
+            await self._cache.changed(name, min(self.settings.poll_interval, 1.0 if running_since or waiting_since else 5.0))
 
     async def _finish(self, handle: Handle, spec: ContainerSpec, job: Job | None, pod: Pod | None, found: Verdict) -> End:
         kind, message = found.kind, found.message
