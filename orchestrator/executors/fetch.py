@@ -208,6 +208,22 @@ class FetchExchange:
         """Drop the attempt's tickets and files (end, cancel, sweep); safe to repeat."""
         await asyncio.to_thread(_remove, self._paths(attempt).folder)
 
+    async def sweep(self, grace: float = 3600.0) -> list[str]:
+        """Remove the folders of attempts whose tickets both expired more than ``grace`` seconds ago
+        (an orchestrator that died before the attempt's end left them); the names removed."""
+        return await asyncio.to_thread(self._sweep, grace)
+
+    def _sweep(self, grace: float) -> list[str]:
+        removed, now = [], time.time()
+        for attempt in self.attempts():
+            paths = self._paths(attempt)
+            ticket = self._ticket(paths)
+            expired = ticket is None or max(ticket.input_expires, ticket.output_expires) + grace < now
+            if expired and (ticket is not None or paths.folder.stat().st_mtime + grace < now):
+                _remove(paths.folder)
+                removed.append(attempt)
+        return removed
+
     def attempts(self) -> list[str]:
         """The attempts that have a folder here (for a sweep)."""
         try:

@@ -114,6 +114,9 @@ class KubernetesBackend:
             log.warning("Backend %s: %s (health says so until it is fixed)", self.name, exc.message)
             return
         self._cache.start()
+        swept = await self.exchange.sweep()
+        if swept:
+            log.info("Backend %s: removed %d expired staging folders", self.name, len(swept))
 
     async def close(self) -> None:
         await self._logs.close()

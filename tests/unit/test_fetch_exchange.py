@@ -155,6 +155,14 @@ async def test_an_upload_that_stops_short_or_is_no_tar_is_refused(tmp_path: Path
         await exchange2.accept_output(spec2.name, token2, chunks(b"not a tar" * 100), None)
 
 
+async def test_the_sweep_removes_only_long_expired_attempts(tmp_path: Path) -> None:
+    exchange, spec, _, _ = await issued(tmp_path)
+    old = spec_for(tmp_path / "b", attempt=2)
+    await exchange.issue(old, "http://o", input_seconds=-7200, output_seconds=-7200)
+    assert await exchange.sweep() == [old.name]
+    assert exchange.attempts() == [spec.name]
+
+
 async def test_no_upload_is_upload_missing(tmp_path: Path) -> None:
     exchange, spec, _, _ = await issued(tmp_path)
     with pytest.raises(UploadMissing):
