@@ -80,6 +80,8 @@ class Health(Out):
     etcd: str
     database: str
     executor: str
+    # What the configuration leaves open (legacy open API, plain-HTTP etcd or executor: tests only).
+    warnings: list[str] | None = None
 
 
 class Deleted(Out):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ctl.token import local_token
+from ctl.local_socket import route
 from orchestrator.access import host_name
 from orchestrator.config import load_settings
 from orchestrator.datasets import _git
@@ -108,9 +108,12 @@ def test_the_token_is_generated_once_privately_and_kept(tmp_path: Path) -> None:
     assert ensure_api_token(settings_for(tmp_path, MAO_API_TOKEN="given")).api_token == "given"
     legacy = ensure_api_token(settings_for(tmp_path, MAO_API_LEGACY_OPEN="1"))
     assert legacy.api_token is None and legacy.api_legacy_open
-    # maoctl finds it for a local URL only.
-    assert local_token("http://127.0.0.1:8080", tmp_path / "data") == settings.api_token
-    assert local_token("http://node1.example.org:8080", tmp_path / "data") is None
+    # maoctl finds it for a local URL only, and sends it only through the orchestrator's socket
+    # (tests/unit/test_local_transports.py): with no socket there, no token at all.
+    assert route("unix:///" + str(tmp_path / "data" / "api.sock"), None).token == settings.api_token
+    no_socket = route("http://127.0.0.1:8080", None, tmp_path / "data")
+    assert no_socket.token is None and no_socket.note and "api.sock" in no_socket.note
+    assert route("http://node1.example.org:8080", None, tmp_path / "data").token is None
 
 
 def test_tighten_makes_old_files_private(tmp_path: Path) -> None:
