@@ -36,7 +36,7 @@ class Unreachable(CtlError):
 class ApiError(CtlError):
     """The orchestrator answered with an error status; ``message`` is the server's own message."""
 
-    def __init__(self, status: int, body: Any, fallback: str, note: str | None = None) -> None:
+    def __init__(self, status: int, body: Any, fallback: str) -> None:
         self.status = status
         self.body = body if isinstance(body, dict) else {}
         self.code = str(self.body.get("error") or "")
@@ -45,7 +45,7 @@ class ApiError(CtlError):
             message = (message or "the API token is missing or wrong") + (
                 " (maoctl sends --token, MAO_API_TOKEN, or the token file $MAO_DATA_DIR/api-token "
                 "of an orchestrator on this host, through its socket $MAO_DATA_DIR/api.sock)"
-            ) + (f"; {note}" if note else "")
+            )
         super().__init__(message or fallback)
 
 
@@ -94,6 +94,8 @@ class Client:
         """
         timeout = (min(self.timeout, 10.0), None if wait_forever else self.timeout)
         url = self.base + path
+        if self.route.refusal:
+            raise Unreachable(self.route.refusal)
         try:
             # Every write is JSON, even without a body: the API refuses other content types (415).
             headers = {"Content-Type": "application/json"} if method in ("POST", "PUT", "PATCH") else None
@@ -136,7 +138,6 @@ class Client:
                 body,
                 f"{method} {self.url}{path} failed with HTTP {status} "
                 "(no MAO error message: is --url pointing at a MAO orchestrator?)",
-                self.route.note,
             )
         return body
 
@@ -145,6 +146,8 @@ class Client:
         carrying the server's message for an error status. ``follow``: no read timeout (a followed
         log may be silent for as long as its step)."""
         timeout = (min(self.timeout, 10.0), None if follow else self.timeout)
+        if self.route.refusal:
+            raise Unreachable(self.route.refusal)
         try:
             with self.session.get(
                 self.base + path, params=params, stream=True, timeout=timeout, headers={"Accept": "text/plain"}
@@ -158,7 +161,6 @@ class Client:
                         response.status_code,
                         body,
                         f"GET {self.url}{path} failed with HTTP {response.status_code}",
-                        self.route.note,
                     )
                 yield from response.iter_content(chunk_size=None)
         except UntrustedServer as exc:

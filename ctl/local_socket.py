@@ -4,9 +4,10 @@ Which transport a ``--url`` gets (docs/security.md#transports):
 - ``unix:///path/api.sock``: that socket; the token is ``--token``/``MAO_API_TOKEN``, else the
   ``api-token`` file beside the socket;
 - an http(s) URL on this host, with no token given: the local orchestrator's socket
-  (``$MAO_DATA_DIR/api.sock``) with its token file, the URL's port unused. When that socket is not
-  there, maoctl sends no token at all (so a process holding the port while the orchestrator is down
-  learns nothing) and says why;
+  (``$MAO_DATA_DIR/api.sock``) with its token file, the URL's port unused. When the token file is
+  there but the socket is not (the orchestrator is down), maoctl sends nothing at all and says so: a
+  process holding the port meanwhile learns nothing, and cannot answer in the orchestrator's place.
+  With neither (an orchestrator in the prototype's tokenless mode), the URL as it is, without a token;
 - any other URL, or a token given explicitly: the URL as it is, with that token (the operator's
   choice; reach a remote orchestrator through https).
 
@@ -44,8 +45,8 @@ class Route:
     base: str
     token: str | None
     socket: str | None = None
-    # Why no token is sent although a token file exists (for the 401 message).
-    note: str | None = None
+    # Why nothing may be sent: the local token file is there, its orchestrator's socket is not.
+    refusal: str | None = None
 
 
 def _token_beside(path: str) -> str | None:
@@ -69,13 +70,14 @@ def route(url: str, token: str | None, data_dir: Path | None = None) -> Route:
     local = folder / SOCKET_FILE
     if local.exists():
         return Route(BASE_URL, _token_beside(str(local)), str(local))
-    note = None
+    refusal = None
     if (folder / TOKEN_FILE).exists():
-        note = (
-            f"maoctl sends the token of {folder / TOKEN_FILE} only through the orchestrator's socket "
-            f"{local}, which is not there: is the orchestrator of that data dir running?"
+        refusal = (
+            f"the orchestrator of {folder} is not running: its socket {local} is not there (maoctl "
+            f"sends nothing to {url} itself, which any local user could be holding while the "
+            "orchestrator is down); start it, or give --url and --token explicitly"
         )
-    return Route(url.rstrip("/"), None, note=note)
+    return Route(url.rstrip("/"), None, refusal=refusal)
 
 
 class _SocketConnection(HTTPConnection):

@@ -80,7 +80,7 @@ class Health(Out):
     etcd: str
     database: str
     executor: str
-    # What the configuration leaves open (legacy open API, plain-HTTP etcd or executor: tests only).
+    # MAO_API_LEGACY_OPEN=1: the API answers without a token.
     warnings: list[str] | None = None
 
 

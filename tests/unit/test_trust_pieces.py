@@ -112,7 +112,7 @@ def test_the_token_is_generated_once_privately_and_kept(tmp_path: Path) -> None:
     # (tests/unit/test_local_transports.py): with no socket there, no token at all.
     assert route("unix:///" + str(tmp_path / "data" / "api.sock"), None).token == settings.api_token
     no_socket = route("http://127.0.0.1:8080", None, tmp_path / "data")
-    assert no_socket.token is None and no_socket.note and "api.sock" in no_socket.note
+    assert no_socket.token is None and no_socket.refusal and "api.sock" in no_socket.refusal
     assert route("http://node1.example.org:8080", None, tmp_path / "data").token is None
 
 
