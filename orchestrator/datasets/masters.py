@@ -52,8 +52,6 @@ def credentials_problem(master: str) -> str | None:
     if url is None:
         return _scp_credentials_problem(master)
     scheme, authority, rest = url.group(1).lower(), url.group(2), url.group(3)
-    if scheme == "file" and "@" not in authority and not any(c in master for c in "?#"):
-        return None  # a local path: its characters are a file name's
     plain = _decoded(authority + rest)
     if "?" in plain or "#" in plain:
         return (

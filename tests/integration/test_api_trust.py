@@ -119,9 +119,16 @@ def test_masters_are_confined_and_carry_no_credentials(fresh: servers.ServicePro
             refused = api.post("/registry/datasets", {"name": name, "body": {"master": master, "nodes": []}})
             assert_error(refused, 400)
             assert "MAO_MASTER_ROOTS" in refused.json()["message"], master
-        for master in ("https://user:secret@example.org/x.git", "https://ghp_token@example.org/x.git"):
+        for master in (
+            "https://user:secret@example.org/x.git",
+            "https://ghp_token@example.org/x.git",
+            "https://example.org/x.git?private_token=secret",
+            "https://example.org/x.git%3Faccess_token%3Dsecret",
+            "https://example.org/x.git#secret",
+            "https://user%3Asecret@example.org/x.git",
+        ):
             refused = api.post("/registry/datasets", {"name": name, "body": {"master": master, "nodes": []}})
-            body = assert_error(refused, 400)
+            body = assert_error(refused, 400, "master_credentials")
             assert "MAO_GIT_CREDENTIALS" in body["message"] and "secret" not in refused.text
         assert_error(api.get(f"/registry/datasets/{name}"), 404)
         # A bare repository this node created is a fine master, and so is an SSH URL with its user.
