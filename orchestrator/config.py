@@ -109,7 +109,7 @@ class Settings:
     gateway_bytes_per_second: int = 256 * 1024
     gateway_entries_per_second: float = 50.0
     # etcd over TLS: the federation CA and this instance's client certificate and key. All three, or
-    # none and etcd_insecure (plain HTTP, only when asked for: tests and the one-machine demo).
+    # none and etcd_insecure (plain HTTP, only when asked for: tests only, warned about at start).
     etcd_ca: Path | None = None
     etcd_cert: Path | None = None
     etcd_key: Path | None = None
@@ -581,8 +581,8 @@ def _etcd_tls(
             problems.append(
                 "etcd needs TLS: set MAO_ETCD_CA, MAO_ETCD_CERT and MAO_ETCD_KEY (the federation CA and "
                 "this instance's client certificate and key; `maoctl instance install` writes them), or "
-                "MAO_ETCD_INSECURE=1 for a plain-HTTP etcd that nothing else on this host or network can "
-                "reach (tests, the one-machine demo)"
+                "MAO_ETCD_INSECURE=1 for a plain-HTTP etcd, for tests only (anything that reaches its "
+                "port, a web page in a browser included, reads and writes it)"
             )
         elif "https" in schemes:
             problems.append(
