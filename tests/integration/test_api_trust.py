@@ -46,6 +46,8 @@ def test_generated_token_file_and_private_data(fresh: servers.ServiceProcess) ->
     # The log says where the token is, never the token.
     log = fresh.log_text()
     assert str(token_file) in log and token not in log
+    # Its etcd is plain HTTP (the session's): the log says that is for tests only.
+    assert "MAO_ETCD_INSECURE=1: etcd is reached over plain HTTP, for tests only" in log
     # No token, a wrong one: 401 everywhere but GET /.
     for headers in ({}, {"Authorization": "Bearer " + token[:-1] + "x"}):
         for method, path in (("GET", "/health"), ("GET", "/registry/datasets"), ("DELETE", "/jobs/x")):
