@@ -21,7 +21,7 @@ from executor.docker_runner import DockerRunner
 from executor.runs import OPS_WORKERS, RunService
 from executor.tls import ensure_certificate, fingerprint_of, server_context
 from executor.transport import format_fingerprint, listen_private, remove_socket, socket_inode
-from orchestrator.errors import ConfigError
+from executor.wire.errors import ConfigError
 
 log = logging.getLogger("executor")
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from executor.images import image_problem, normalize_image
 from executor.transport import socket_path_problem
-from orchestrator.errors import ConfigError
-from orchestrator.names import name_problem
+from executor.wire.errors import ConfigError
+from executor.wire.images import image_problem, normalize_image
+from executor.wire.names import name_problem
 
 PullPolicy = Literal["missing", "never"]
 # How the orchestrator reaches the executor (docs/security.md#transports): a private Unix socket (the
@@ -52,7 +52,7 @@ class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     instance: str = "executor"
-    # Stored normalised (see executor.images.normalize_image) so lookups are plain set membership.
+    # Stored normalised (see executor.wire.images.normalize_image) so lookups are plain set membership.
     docker_socket_images: frozenset[str] = frozenset()
     docker_socket: str = DEFAULT_DOCKER_SOCKET
     max_parallel: int = DEFAULT_MAX_PARALLEL

@@ -24,8 +24,8 @@ from typing import Any
 
 from executor.config import Settings
 from executor.errors import DockerSocketNotAllowed, MountNotAllowed, UserNotAllowed
-from executor.images import normalize_image
-from executor.models import RunRequest
+from executor.wire.images import normalize_image
+from executor.wire.models import RunRequest
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,7 @@
 """Where a dataset's master may be: never a URL carrying credentials, and a local path only under
 ``MAO_MASTER_ROOTS`` (docs/security.md).
 
-A master URL is shared with the whole federation (it is in the dataset's registration in etcd), so a
-secret in it is a secret given to every member. Credentials can hide in several parts of a URL, and
-the check covers the class, not one spelling: a user part of an http(s) URL (where a token is often
-put as the user name), a password in any URL, a query string (``?private_token=...``) or a fragment,
-each also when percent-encoded (``%3F``, ``%23``, ``%40``, ``%3A``, once or several times over).
+The credential checks themselves are pure and live in ``domain.masters``.
 
 A master is git's remote for the dataset. Left unchecked, a local path lets anyone who may register a
 dataset read any repository the orchestrator's user can read (``/etc``, another instance's data) and
@@ -17,80 +13,11 @@ written the registration straight into etcd.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import unquote
 
+from orchestrator.domain.masters import credentials_problem, local_path
 from orchestrator.errors import BadRequest
-
-_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/]*)(.*)$", re.DOTALL)
-_SSH_SCHEMES = frozenset({"ssh", "git+ssh", "ssh+git"})
-CREDENTIALS_HINT = (
-    "put credentials in the file MAO_GIT_CREDENTIALS names (git credential-store lines, "
-    "https://user:token@host, mode 0600) or use an SSH key, and register the URL without them"
-)
-
-
-# Enough rounds to undo any encoding a person or a tool would apply; more is an attempt to hide.
-_DECODE_ROUNDS = 5
-
-
-def _decoded(text: str) -> str:
-    """``text`` percent-decoded until it no longer changes (so ``%253F`` is seen as ``?``)."""
-    for _ in range(_DECODE_ROUNDS):
-        decoded = unquote(text)
-        if decoded == text:
-            return text
-        text = decoded
-    return text
-
-
-def credentials_problem(master: str) -> str | None:
-    """Why ``master`` may carry credentials (see the module's docstring), or None."""
-    url = _SCHEME_RE.match(master)
-    if url is None:
-        return _scp_credentials_problem(master)
-    scheme, authority, rest = url.group(1).lower(), url.group(2), url.group(3)
-    plain = _decoded(authority + rest)
-    if "?" in plain or "#" in plain:
-        return (
-            "the master URL has a query string or a fragment, where access tokens are put; "
-            f"git needs neither: {CREDENTIALS_HINT}"
-        )
-    userinfo, at, _ = _decoded(authority).rpartition("@")
-    if not at:
-        return None
-    if ":" in userinfo or scheme not in _SSH_SCHEMES:
-        return f"the master URL contains credentials: {CREDENTIALS_HINT}"
-    return None
-
-
-def _scp_credentials_problem(master: str) -> str | None:
-    # git's scp-like ``user@host:path`` (a colon before any slash) has a user part but no password:
-    # a colon in front of the '@' can only be one.
-    head = master.split("/", 1)[0]
-    if ":" not in head or "@" not in head:
-        return None
-    user = _decoded(head.rpartition("@")[0])
-    return f"the master contains a password: {CREDENTIALS_HINT}" if ":" in user else None
-
-
-def local_path(master: str) -> str | None:
-    """The filesystem path git would use for ``master``, or None when it names a remote."""
-    url = _SCHEME_RE.match(master)
-    if url is not None:
-        scheme, host, path = url.group(1).lower(), url.group(2), url.group(3)
-        if scheme != "file":
-            return None
-        if host not in ("", "localhost"):
-            return f"//{host}{path}"  # a UNC-like path: never under a root
-        return unquote(path)
-    # git reads "host:path" (a colon before any slash) as scp-like ssh; everything else is a path.
-    head = master.split("/", 1)[0]
-    if ":" in head:
-        return None
-    return master
 
 
 def resolve_master(master: str, roots: Sequence[Path]) -> str:

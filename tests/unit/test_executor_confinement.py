@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from executor.config import load_settings
 from executor.errors import MountNotAllowed, UserNotAllowed
 from executor.hardening import mount_source, tool_user
-from executor.models import RunRequest
+from executor.wire.models import RunRequest
 
 MAX_ID = 2**32 - 2
 TOOL_UID, TOOL_GID = 2000, 3000
