@@ -69,9 +69,10 @@ class Client:
 
     def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout: float = DEFAULT_TIMEOUT):
         self.route = route(url, token)
-        self.url = url.rstrip("/") if self.route.socket is None or url.startswith("unix:") else (
-            f"{url.rstrip('/')} (through {self.route.socket})"
-        )
+        # For messages: the URL as given, and the socket when the requests go there instead.
+        self.url = url.rstrip("/")
+        if self.route.socket is not None and unix_socket_path(url) is None:
+            self.url += f" (through {self.route.socket})"
         self.base = self.route.base
         self.timeout = timeout
         self.session = session_for(self.route)
