@@ -117,6 +117,34 @@ async function renderFederation(again) {
 }
 
 // -- datasets -----------------------------------------------------------------------------------
+// A dataset's registration and its ground-truth history with provenance, into `detail` (also used by
+// the lineage view when a dataset node is opened).
+async function datasetDetail(name, detail) {
+  detail.replaceChildren(h("p", { class: "muted" }, `Loading ${name}…`));
+  try {
+    const [dataset, history] = await Promise.all([
+      api("GET", `/registry/datasets/${encodeURIComponent(name)}`),
+      api("GET", `/registry/datasets/${encodeURIComponent(name)}/history?limit=20`).catch((err) => err),
+    ]);
+    detail.replaceChildren(
+      h("h2", {}, name),
+      h("dl", { class: "facts" }, h("dt", {}, "Master"), h("dd", { class: "mono" }, dataset.master), h("dt", {}, "Node branches"), h("dd", {}, (dataset.nodes || []).join(", ") || "—")),
+      h("h3", {}, "ground-truth history"),
+      history instanceof Error
+        ? errorBox(history)
+        : history.length === 0
+          ? h("p", { class: "muted" }, "No commit on ground-truth yet.")
+          : h("ol", { class: "history" }, history.map((c) =>
+              h("li", {}, h("code", {}, short(c.commit)), " ", c.subject, h("div", { class: "muted small" }, `${c.author} · ${when(c.date)}`),
+                Object.keys(c.trailers || {}).length
+                  ? h("dl", { class: "trailers small" }, Object.entries(c.trailers).map(([k, v]) => [h("dt", {}, k), h("dd", { class: "mono" }, k === "MAO-Run" ? h("a", { href: `#/run/${v}` }, v) : v)]))
+                  : null))),
+    );
+  } catch (err) {
+    detail.replaceChildren(h("h2", {}, name), errorBox(err));
+  }
+}
+
 async function renderDatasets() {
   const gen = generation;
   let names;
@@ -127,36 +155,12 @@ async function renderDatasets() {
     return;
   }
   if (gen !== generation) return;
-  const detail = h("section", { id: "dataset-detail" });
-  const open = async (name) => {
-    detail.replaceChildren(h("p", { class: "muted" }, `Loading ${name}…`));
-    try {
-      const [dataset, history] = await Promise.all([
-        api("GET", `/registry/datasets/${encodeURIComponent(name)}`),
-        api("GET", `/registry/datasets/${encodeURIComponent(name)}/history?limit=20`).catch((err) => err),
-      ]);
-      detail.replaceChildren(
-        h("h2", {}, name),
-        h("dl", { class: "facts" }, h("dt", {}, "Master"), h("dd", { class: "mono" }, dataset.master), h("dt", {}, "Node branches"), h("dd", {}, (dataset.nodes || []).join(", ") || "—")),
-        h("h3", {}, "ground-truth history"),
-        history instanceof Error
-          ? errorBox(history)
-          : h("ol", { class: "history" }, history.map((c) =>
-              h("li", {}, h("code", {}, short(c.commit)), " ", c.subject, h("div", { class: "muted small" }, `${c.author} · ${when(c.date)}`),
-                Object.keys(c.trailers || {}).length
-                  ? h("dl", { class: "trailers small" }, Object.entries(c.trailers).map(([k, v]) => [h("dt", {}, k), h("dd", { class: "mono" }, k === "MAO-Run" ? h("a", { href: `#/run/${v}` }, v) : v)]))
-                  : null))),
-      );
-    } catch (err) {
-      detail.replaceChildren(errorBox(err));
-    }
-  };
+  const detail = h("section", { id: "dataset-detail", "aria-live": "polite" });
   setView(
     h("h1", {}, "Datasets"),
     names.length
-      ? h("ul", { class: "pills" }, names.map((n) => h("li", {}, h("button", { type: "button", onclick: () => open(n) }, n))))
+      ? h("ul", { class: "pills" }, names.map((n) => h("li", {}, h("button", { type: "button", onclick: () => datasetDetail(n, detail) }, n))))
       : h("p", { class: "muted" }, "No dataset is registered."),
     detail,
   );
 }
-
