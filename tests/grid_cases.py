@@ -29,7 +29,7 @@ class CaseRun:
     trigger: str
     created: int  # seconds after BASE: equal values test the tie-break by id
     started: int | None
-    steps: tuple[tuple[str, int], ...]  # (status, attempts) of steps s0, s1, ...
+    steps: tuple[tuple[str, int], ...]  # (status, attempts) of steps s0, s1, ...: attempts 1..n
 
 
 @dataclass(frozen=True)
@@ -158,8 +158,8 @@ async def check(store: Store, case: Case) -> None:
     for row in grid.pipelines:
         for run in row.runs:
             source = by_id[run.id]
-            assert [(s.name, s.status, s.attempts) for s in run.steps] == [
-                (f"s{i}", status, attempts) for i, (status, attempts) in enumerate(source.steps)
+            assert [(s.name, s.status, s.attempts, s.retried) for s in run.steps] == [
+                (f"s{i}", status, attempts, attempts > 1) for i, (status, attempts) in enumerate(source.steps)
             ]
             assert run.queued == (None if source.started is None else float(source.started - source.created))
             assert run.duration == (None if source.started is None else 2.0)

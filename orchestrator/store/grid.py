@@ -26,6 +26,9 @@ class GridStep(BaseModel):
     name: str
     status: str
     attempts: int = Field(description="attempt records (a fan-out step's shard attempts included)")
+    retried: bool = Field(
+        description="it needed more than a first attempt (a retry, a retried shard, its fallback)"
+    )
     duration: float | None
 
 
@@ -106,7 +109,7 @@ async def run_grid(
         ).all()
         counts = (
             await s.execute(
-                select(AttemptRow.run_id, AttemptRow.step, func.count())
+                select(AttemptRow.run_id, AttemptRow.step, func.count(), func.max(AttemptRow.attempt))
                 .join(ranked, ranked.c.id == AttemptRow.run_id)
                 .where(kept)
                 .group_by(AttemptRow.run_id, AttemptRow.step)
@@ -117,14 +120,15 @@ async def run_grid(
             definitions = definitions.where(PipelineRow.name.in_(list(pipelines)))
         defined = {name: _step_names(spec) for name, spec in (await s.execute(definitions)).all()}
 
-    tries = {(run_id, step): int(n) for run_id, step, n in counts}
+    tries = {(run_id, step): (int(n), int(highest or 0)) for run_id, step, n, highest in counts}
     by_run: dict[str, list[GridStep]] = {}
     for run_id, name, step_status, started, ended in steps:
         by_run.setdefault(run_id, []).append(
             GridStep(
                 name=name,
                 status=step_status,
-                attempts=tries.get((run_id, name), 0),
+                attempts=tries.get((run_id, name), (0, 0))[0],
+                retried=tries.get((run_id, name), (0, 0))[1] > 1,
                 duration=_seconds(started, ended),
             )
         )

@@ -55,7 +55,7 @@ function h(tag, attrs, ...children) {
     else if (key === "class") el.className = value;
     else el.setAttribute(key, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -67,6 +67,8 @@ const when = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
 const secs = (d) => (d === null || d === undefined ? "—" : `${Number(d).toFixed(d < 10 ? 2 : 0)} s`);
 const badge = (status) => h("span", { class: `badge s-${status || "unknown"}` }, status || "unknown");
 const view = () => document.getElementById("view");
+// This instance's name, as GET / said at sign-in.
+const instanceName = () => document.getElementById("instance").dataset.name || "";
 // The pipeline version a run ran with, once the API records one (null before that).
 const versionOf = (run) => (run && run.version !== undefined && run.version !== null ? String(run.version) : null);
 
@@ -106,6 +108,7 @@ async function checkToken() {
   cancelSupported = Boolean(doc.paths && doc.paths["/runs/{id}/cancel"]);
   const hello = await api("GET", "/");
   document.getElementById("instance").textContent = `${hello.instance} · ${hello.version}`;
+  document.getElementById("instance").dataset.name = hello.instance;
 }
 
 async function signIn(event) {

@@ -42,6 +42,23 @@ function activate(el, fn) {
 
 const ms = (iso) => (iso ? Date.parse(iso) : NaN);
 
+// "14:05" today, "6 Dec" otherwise: an axis label that fits under a small chart.
+function compactTime(value) {
+  const t = new Date(typeof value === "number" ? value : ms(value));
+  if (Number.isNaN(t.getTime())) return "—";
+  const today = new Date().toDateString() === t.toDateString();
+  return today
+    ? t.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" })
+    : t.toLocaleDateString(undefined, { day: "numeric", month: "short" });
+}
+
+// "Mon 7 Dec, 02:00" in the reader's zone: compact enough for a picture's labels.
+function shortTime(value) {
+  const t = typeof value === "number" ? value : ms(value);
+  if (Number.isNaN(t)) return "—";
+  return new Date(t).toLocaleString(undefined, { weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" });
+}
+
 // 0.4 s, 12 s, 3 min 20 s, 2 h 5 min
 function fmtDuration(seconds) {
   if (seconds === null || seconds === undefined || Number.isNaN(seconds)) return "—";

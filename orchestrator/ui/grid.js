@@ -25,12 +25,18 @@ function filterSelect(view, name, values, label, current, anyText) {
       },
     },
     anyText === null ? null : h("option", { value: "" }, anyText || `any ${name}`),
-    values.map((v) => h("option", { value: v, selected: current === v }, v)),
+    // A value, or [value, label].
+    values.map((v) => (Array.isArray(v) ? v : [v, v])).map(([v, label]) => h("option", { value: v, selected: current === v }, label)),
   );
 }
 
 function stateLegend(states) {
-  return h("p", { class: "legend small", "aria-label": "Colours" }, states.map((s) => h("span", { class: "legend-item" }, h("span", { class: `sq s-${s}` }), s)));
+  return h(
+    "p",
+    { class: "legend small", "aria-label": "Colours" },
+    states.map(([s, label]) => h("span", { class: "legend-item" }, h("span", { class: `sq s-${s}` }), label || s)),
+    h("span", { class: "legend-item" }, h("span", { class: "sq s-succeeded retried" }), "after a retry"),
+  );
 }
 
 function gridCell(run, stepNames, longest) {
@@ -42,7 +48,7 @@ function gridCell(run, stepNames, longest) {
     `${run.trigger}, ${when(run.created_at)}`,
     run.queued ? `queued ${fmtDuration(run.queued)}` : null,
     run.duration != null ? `ran ${fmtDuration(run.duration)}` : null,
-    ...(run.steps || []).map((s) => `${s.name}: ${s.status}${s.attempts > 1 ? ` (${s.attempts} attempts)` : ""}`),
+    ...(run.steps || []).map((s) => `${s.name}: ${s.status}${s.attempts > 1 ? ` (${s.attempts} attempts${s.retried ? "" : ", one per shard"})` : ""}`),
   ].filter(Boolean).join("\n");
   return h(
     "a",
@@ -51,7 +57,7 @@ function gridCell(run, stepNames, longest) {
     stepNames.map((name) => {
       const step = byName.get(name);
       return step
-        ? h("span", { class: `sq s-${step.status}${step.attempts > 1 ? " retried" : ""}`, "data-step": name, "data-status": step.status })
+        ? h("span", { class: `sq s-${step.status}${step.retried ? " retried" : ""}`, "data-step": name, "data-status": step.status })
         : h("span", { class: "sq none", "data-step": name });
     }),
   );
@@ -61,7 +67,7 @@ function gridCell(run, stepNames, longest) {
 // the run's state; the longest run's duration and the median (dashed) written beside.
 function durationChart(runs, opts = {}) {
   const width = opts.width || 220;
-  const height = opts.height || 64;
+  const height = (opts.height || 64) + 12; // + the dates of the oldest and newest run
   const done = runs.filter((r) => r.duration != null);
   const svg = svgRoot(width, height, opts.label || "Run durations", "durations picture");
   if (opts.pipeline) svg.setAttribute("data-pipeline", opts.pipeline);
@@ -74,7 +80,8 @@ function durationChart(runs, opts = {}) {
   const median = sorted[Math.floor(sorted.length / 2)];
   const left = 4;
   const right = 64;
-  const plotH = height - 10;
+  const base = height - 16; // the axis line
+  const plotH = base - 6;
   const slot = (width - left - right) / Math.max(runs.length, 1);
   const barW = Math.max(2, Math.min(14, slot - 2));
   const ordered = [...runs].reverse(); // the answers are newest first; time runs left to right
@@ -82,17 +89,19 @@ function durationChart(runs, opts = {}) {
     if (r.duration == null) return;
     const bh = Math.max(2, (r.duration / longest) * plotH);
     const x = left + i * slot + (slot - barW) / 2;
-    const bar = svgEl("rect", { x, y: height - 4 - bh, width: barW, height: bh, class: `bar s-${r.status}`, "data-run": r.id });
+    const bar = svgEl("rect", { x, y: base - bh, width: barW, height: bh, class: `bar s-${r.status}`, "data-run": r.id });
     svgTitle(bar, `${r.id.slice(0, 12)} ${r.status}: ${fmtDuration(r.duration)} (${when(r.created_at)})`);
     const link = svgEl("a", { href: `#/run/${r.id}`, tabindex: -1 });
     link.append(bar);
     svg.append(link);
   });
-  const my = height - 4 - (median / longest) * plotH;
+  const my = base - (median / longest) * plotH;
   svg.append(svgEl("line", { x1: left, y1: my, x2: width - right + 2, y2: my, class: "median" }));
-  svg.append(svgEl("line", { x1: left, y1: height - 4, x2: width - right + 2, y2: height - 4, class: "axis" }));
+  svg.append(svgEl("line", { x1: left, y1: base, x2: width - right + 2, y2: base, class: "axis" }));
   svg.append(svgEl("text", { x: width - right + 6, y: 12, class: "tl-note" }, `max ${fmtDuration(longest)}`));
-  svg.append(svgEl("text", { x: width - right + 6, y: Math.min(height - 6, Math.max(24, my + 4)), class: "tl-note" }, `med ${fmtDuration(median)}`));
+  svg.append(svgEl("text", { x: width - right + 6, y: Math.min(base, Math.max(24, my + 4)), class: "tl-note" }, `med ${fmtDuration(median)}`));
+  svg.append(svgEl("text", { x: left, y: height - 2, class: "tl-note" }, compactTime(ordered[0].created_at)));
+  if (ordered.length > 1) svg.append(svgEl("text", { x: width - right + 2, y: height - 2, class: "tl-note", "text-anchor": "end" }, compactTime(ordered[ordered.length - 1].created_at)));
   return svg;
 }
 
@@ -175,7 +184,7 @@ async function renderGrid(again) {
       filterSelect("grid", "last", GRID_LASTS, "Runs per pipeline", last, null),
       h("span", { class: "muted small" }, "runs per pipeline · refreshes every 5 s · arrow keys move between runs"),
     ),
-    stateLegend(["succeeded", "cached", "running", "pending", "failed", "cancelled", "skipped"]),
+    stateLegend([["succeeded"], ["cached"], ["running"], ["pending", "pending / queued"], ["failed"], ["cancelled"], ["skipped"]]),
     rows.length
       ? h(
           "table",

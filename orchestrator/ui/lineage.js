@@ -6,7 +6,7 @@
 // this instance's pipelines and their datasets.
 "use strict";
 
-const LG = { col: 250, row: 62, w: 180, h: 40, pad: 24 };
+const LG = { col: 222, row: 62, w: 168, h: 40, pad: 24 };
 
 // Layers by longest path, after turning the edges that close a cycle around (a pipeline that reads
 // and writes one dataset); then a few barycentre sweeps to untangle each layer's order.
@@ -67,9 +67,16 @@ function layoutLineage(nodes, edges) {
   const pos = new Map();
   columns.forEach((col, c) => {
     const offset = ((tallest - col.length) * LG.row) / 2;
-    col.forEach((id, i) => pos.set(id, { x: LG.pad + c * LG.col, y: LG.pad + 18 + offset + i * LG.row }));
+    col.forEach((id, i) => pos.set(id, { x: LG.pad + c * LG.col, y: LG.pad + offset + i * LG.row }));
   });
-  return { pos, width: LG.pad * 2 + (columns.length - 1) * LG.col + LG.w, height: LG.pad * 2 + 18 + tallest * LG.row };
+  return { pos, width: LG.pad * 2 + (columns.length - 1) * LG.col + LG.w, height: LG.pad * 2 + tallest * LG.row };
+}
+
+// Where a pipeline is initialised: "here", "here + 2 more", "on fed-a, fed-b".
+function pipelinePlaces(n) {
+  const others = n.instances.filter((i) => i !== instanceName());
+  if (n.here) return others.length ? `here + ${others.length} more` : "here";
+  return n.instances.length ? `on ${n.instances.join(", ")}` : "elsewhere";
 }
 
 // The nodes upstream and downstream of `id`, itself included.
@@ -92,18 +99,14 @@ function lineageOf(id, edges) {
   return keep;
 }
 
+// A curve from the right side of `a` to the left side of `b` (`a` in an earlier column).
 function edgePath(a, b, bend) {
   const x1 = a.x + LG.w;
   const y1 = a.y + LG.h / 2 + bend;
   const x2 = b.x;
   const y2 = b.y + LG.h / 2 + bend;
-  if (x2 > x1) {
-    const dx = (x2 - x1) / 2;
-    return `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2},${y2}`;
-  }
-  // Backwards (a cycle): out of the right side, round under both nodes, into the left side.
-  const low = Math.max(a.y, b.y) + LG.h + 18 + Math.abs(bend);
-  return `M${x1},${y1} C${x1 + 60},${y1} ${x1 + 60},${low} ${(x1 + x2) / 2},${low} S${x2 - 60},${y2} ${x2},${y2}`;
+  const dx = (x2 - x1) / 2;
+  return `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2},${y2}`;
 }
 
 function lineagePicture(graph, onDataset) {
@@ -122,14 +125,17 @@ function lineagePicture(graph, onDataset) {
     const b = pos.get(e.target);
     if (!a || !b) continue;
     const trigger = e.kind === "triggers";
+    // An edge that closes a cycle (a pipeline writing a dataset it reads) points back to an earlier
+    // column: it is drawn the layout's way, a little apart, with its arrow at its start.
+    const back = b.x <= a.x;
     const path = svgEl("path", {
-      d: edgePath(a, b, trigger ? 8 : 0),
+      d: back ? edgePath(b, a, -7) : edgePath(a, b, trigger ? 7 : 0),
       class: `edge ${e.kind}${e.scope ? ` scope-${e.scope}` : ""}`,
       "data-kind": e.kind,
       "data-source": e.source,
       "data-target": e.target,
       "data-scope": e.scope,
-      "marker-end": `url(#${trigger ? "lg-arrow-trigger" : "lg-arrow"})`,
+      [back ? "marker-start" : "marker-end"]: `url(#${trigger ? "lg-arrow-trigger" : "lg-arrow"})`,
     });
     const what = trigger ? `triggers (${e.scope})` : `${e.kind} (${e.steps.join(", ")})`;
     svgTitle(path, `${e.source.split(":")[1]} → ${e.target.split(":")[1]}: ${what}`);
@@ -148,7 +154,7 @@ function lineagePicture(graph, onDataset) {
     const g = svgEl("g", { class: cls, "data-kind": n.kind, "data-name": n.name, "data-id": n.id, "data-federation": n.federation ? "true" : null, role: "button" });
     const note = dataset
       ? n.registered === false ? "not registered" : "dataset"
-      : [n.federation ? "federation-wide" : "pipeline", n.instances.length ? `on ${n.instances.join(", ")}` : n.here ? "here" : null].filter(Boolean).join(" · ");
+      : [n.federation ? "federation-wide" : "pipeline", pipelinePlaces(n)].filter(Boolean).join(" · ");
     if (n.federation) g.append(svgEl("rect", { x: p.x - 4, y: p.y - 4, width: LG.w + 8, height: LG.h + 8, rx: dataset ? 22 : 8, class: "outer" }));
     g.append(svgEl("rect", { x: p.x, y: p.y, width: LG.w, height: LG.h, rx: dataset ? 18 : 4, class: "shape" }));
     g.append(svgEl("text", { x: p.x + 12, y: p.y + 17, class: "node-name" }, clip(n.name, 24)));
@@ -187,14 +193,14 @@ async function renderLineage(again) {
   const ids = new Set(nodes.map((n) => n.id));
   const edges = graph.edges.filter((e) => ids.has(e.source) && ids.has(e.target));
   const detail = h("section", { id: "dataset-detail", "aria-live": "polite" });
-  const focusOptions = graph.nodes.map((n) => n.id);
+  const focusOptions = graph.nodes.map((n) => [n.id, `lineage of ${n.kind} ${n.name}`]);
   setView(
     h("h1", {}, "Lineage"),
     h(
       "div",
       { class: "toolbar" },
-      filterSelect("lineage", "scope", ["here"], "Which pipelines", params.get("scope"), "the federation's pipelines"),
-      filterSelect("lineage", "focus", focusOptions, "The lineage of one dataset or pipeline", focus, "every node"),
+      filterSelect("lineage", "scope", [["here", "this instance's pipelines"]], "Which pipelines", params.get("scope"), "the federation's pipelines"),
+      filterSelect("lineage", "focus", focusOptions, "The lineage of one dataset or pipeline", focus, "every dataset and pipeline"),
       h("span", { class: "muted small" }, `${nodes.filter((n) => n.kind === "dataset").length} datasets, ${nodes.filter((n) => n.kind === "pipeline").length} pipelines`),
     ),
     graph.etcd !== "ok" ? h("p", { class: "error", role: "alert" }, `The federation's registries could not be read (${graph.etcd}): this instance's part only.`) : null,

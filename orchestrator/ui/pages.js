@@ -261,8 +261,8 @@ function tickStrip(schedule) {
     const ring = svgEl("circle", { cx: x(at), cy: 16, r: 5, class: "tick next", "data-outcome": "next" });
     svg.append(svgTitle(ring, `next: ${new Date(at).toLocaleString()}`));
   }
-  if (past.length) svg.append(svgEl("text", { x: 6, y: 38, class: "tl-note" }, new Date(lo).toLocaleString()));
-  if (next.length) svg.append(svgEl("text", { x: width - 6, y: 38, class: "tl-note", "text-anchor": "end" }, new Date(hi).toLocaleString()));
+  if (past.length) svg.append(svgEl("text", { x: 6, y: 38, class: "tl-note" }, shortTime(lo)));
+  if (next.length) svg.append(svgEl("text", { x: width - 6, y: 38, class: "tl-note", "text-anchor": "end" }, shortTime(hi)));
   return svg;
 }
 
@@ -271,10 +271,10 @@ function scheduleRow(s, scope) {
   return h(
     "tr",
     { "data-schedule": s.id, "data-scope": scope },
-    h("td", {}, h("a", { href: `#/grid?pipeline=${encodeURIComponent(s.pipeline)}` }, s.pipeline), h("div", { class: "muted small" }, scope)),
+    h("td", { class: "nowrap" }, h("a", { href: `#/grid?pipeline=${encodeURIComponent(s.pipeline)}` }, s.pipeline), h("div", { class: "muted small" }, scope)),
     h("td", {}, what, h("div", { class: "muted small" }, `overlap ${s.overlap || "skip"} · priority ${s.priority || 0}${s.catchup ? ` · catch-up ${s.catchup}` : ""}`)),
     h("td", {}, tickStrip(s)),
-    h("td", { class: "small" }, (s.next_ticks || []).length ? h("ol", { class: "ticks next-ticks" }, s.next_ticks.map((t) => h("li", {}, when(t)))) : h("span", { class: "muted" }, s.trigger ? "when the dataset advances" : "—")),
+    h("td", { class: "small" }, (s.next_ticks || []).length ? h("ol", { class: "ticks next-ticks" }, s.next_ticks.map((t) => h("li", { title: when(t) }, shortTime(t)))) : h("span", { class: "muted" }, s.trigger ? "when the dataset advances" : "—")),
     h("td", {}, ticksList(s.ticks)),
   );
 }

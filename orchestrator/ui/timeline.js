@@ -138,7 +138,7 @@ function runTimeline(run, onPick) {
 
   // The legend: what each mark means, drawn with the same classes.
   const legend = svgEl("g", { class: "legend" });
-  const items = [["queued", "queued / waiting for a slot"], ["bar s-running", "running"], ["bar s-succeeded", "succeeded"], ["bar s-failed", "failed"], ["bar s-cancelled speculative", "speculative copy"]];
+  const items = [["queued", "queued / waiting for a slot"], ["bar s-running", "running"], ["bar s-succeeded", "succeeded"], ["bar s-failed", "failed"], ["bar s-succeeded speculative", "speculative copy"]];
   let lx = TL.label;
   for (const [cls, text] of items) {
     legend.append(svgEl("rect", { x: lx, y: y + 14, width: 18, height: 10, rx: 2, class: cls }));

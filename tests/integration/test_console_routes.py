@@ -47,7 +47,9 @@ def test_the_grid_answers_each_pipelines_last_runs(node: Node) -> None:
     assert good_row["defined"] and good_row["steps"] == ["only"] and bad_row["steps"] == ["first", "second"]
     for run in good_row["runs"]:
         assert run["status"] == "succeeded" and run["trigger"] == "manual"
-        assert [(s["name"], s["status"], s["attempts"]) for s in run["steps"]] == [("only", "succeeded", 1)]
+        assert [(s["name"], s["status"], s["attempts"], s["retried"]) for s in run["steps"]] == [
+            ("only", "succeeded", 1, False)
+        ]
         assert run["duration"] > 0 and run["queued"] >= 0 and run["steps"][0]["duration"] > 0
     for run in bad_row["runs"]:
         assert run["status"] == "failed"
