@@ -1,4 +1,4 @@
-// The console's other views: pipelines (schedules, ticks, run now, unschedule), the federation
+// The console's other views: pipelines (run durations, schedules, ticks, run now, unschedule), the federation
 // (members, federation schedules, locks) and datasets (ground-truth history with provenance).
 // Loaded before console.js, which holds the helpers (api, h, ...) these call and the routing.
 "use strict";
@@ -50,15 +50,16 @@ function scheduleRows(schedules, scope) {
 
 async function renderPipelines(again) {
   const gen = generation;
-  let pipelines, local, federation;
+  let pipelines, local, federation, grid;
   try {
-    [pipelines, local] = await Promise.all([api("GET", "/pipeline"), api("GET", "/schedules")]);
+    [pipelines, local, grid] = await Promise.all([api("GET", "/pipeline"), api("GET", "/schedules"), api("GET", "/runs/grid?last=30")]);
     federation = await api("GET", "/federation/schedules").catch(() => []);
   } catch (err) {
     if (!again && gen === generation) setView(h("h1", {}, "Pipelines"), errorBox(err));
     return;
   }
   if (gen !== generation) return;
+  const runsOf = new Map(grid.pipelines.map((row) => [row.pipeline, row.runs]));
   setView(
     h("h1", {}, "Pipelines"),
     h("p", { id: "action-error", class: "error", role: "alert" }),
@@ -70,6 +71,7 @@ async function renderPipelines(again) {
         { class: "card", "data-pipeline": p.name },
         h("h2", {}, p.name, " ", h("button", { type: "button", class: "run-button", "data-pipeline": p.name, onclick: () => runPipeline(p.name) }, "Run now"), " ", h("a", { href: `#/runs?pipeline=${encodeURIComponent(p.name)}`, class: "small" }, "runs")),
         p.description ? h("p", {}, p.description) : null,
+        h("div", { class: "chart-row small muted" }, h("span", {}, "Run durations (last 30)"), durationChart(runsOf.get(p.name) || [], { pipeline: p.name, width: 360, label: `Run durations of ${p.name}` })),
         h("ol", { class: "small" }, p.steps.map((s) => h("li", {}, h("strong", {}, s.name), ` — ${s.tool}: ${s.input_dataset || "(no input)"} → ${s.output_dataset}`, Array.isArray(s.needs) && s.needs.length ? ` (needs ${s.needs.join(", ")})` : ""))),
         schedules.length
           ? h("table", {}, h("thead", {}, h("tr", {}, ["Schedule", "Next tick", "Recent ticks", ""].map((c) => h("th", { scope: "col" }, c)))), h("tbody", {}, schedules))

@@ -313,6 +313,13 @@ def test_the_grid(scenario: Scenario, page: Any, servers_tmp: Path) -> None:
     go(page, f"#/grid?pipeline={p['daily']}", lambda: len(css(page, "#grid tbody tr")) == 1, "one pipeline")
     assert len(css(page, "#grid a.cell")) == 3
 
+    # The pipelines page has each pipeline's run durations too: oldest left, coloured by state.
+    chart = f'article[data-pipeline="{p["ingest"]}"] svg.durations'
+    go(page, "#/pipelines", lambda: css(page, chart), "the pipelines page")
+    bars = css(page, f"{chart} rect.bar")
+    assert [b.get_attribute("data-run") for b in bars] == runs["ingest"]
+    assert ["s-failed" in classes(b) for b in bars] == [False, True, False]
+
 
 def test_the_timeline_of_a_run(scenario: Scenario, page: Any, servers_tmp: Path) -> None:
     runs = scenario.runs
