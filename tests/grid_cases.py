@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import strategies as st
 from sqlalchemy import delete
 
-from orchestrator.runs.states import RunStatus, StepStatus
+from orchestrator.domain.states import RunStatus, StepStatus
 from orchestrator.store import Store
 from orchestrator.store.grid import run_grid
 from orchestrator.store.tables import AttemptRow, PipelineRow, RunRow, RunStepRow

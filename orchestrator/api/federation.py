@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from ..errors import EtcdUnavailable
-from ..ticks import with_next_ticks
+from ..scheduling.ticks import with_next_ticks
 from .common import node, ok, parse, path_name, read_json
 from .openapi import doc
 from .schemas import FederationSchedule, FederationSchedulesQuery, JsonObject, Members, NewEtcdMember

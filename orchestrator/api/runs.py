@@ -7,11 +7,12 @@ import re
 
 from aiohttp import web
 
+from executor.wire.names import name_problem
+
 from ..errors import BadRequest, NotFound
-from ..names import name_problem
 from ..request_models import NoBody
+from ..scheduling.ticks import with_next_ticks
 from ..store.grid import RunGrid, run_grid
-from ..ticks import with_next_ticks
 from .common import node, ok, parse, read_json
 from .openapi import doc
 from .schemas import (

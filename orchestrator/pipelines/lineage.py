@@ -21,9 +21,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..domain.pipeline import Pipeline, Tool
 from ..errors import MaoError
 from ..federation.registry import Registry
-from ..models import Pipeline, Tool
 from ..store import Store
 
 NodeKind = Literal["dataset", "pipeline"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.models import Tool
+from orchestrator.domain.pipeline import Tool
 from orchestrator.pipelines.lineage import (
     PipelineUse,
     Sources,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.ticks import fire_times, make_trigger, next_ticks, with_next_ticks
+from orchestrator.scheduling.ticks import fire_times, make_trigger, next_ticks, with_next_ticks
 
 CRONS = st.sampled_from(["* * * * *", "*/15 * * * *", "30 2 * * *", "0 3 * * 1", "0 0 29 2 *", "5 4 1 * *"])
 ZONES = st.sampled_from(["UTC", "Europe/Zurich", "America/New_York", "Australia/Lord_Howe"])
