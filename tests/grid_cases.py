@@ -152,18 +152,23 @@ def expected(case: Case) -> list[tuple[str, bool, list[str], list[str]]]:
 async def check(store: Store, case: Case) -> None:
     await write(store, case)
     grid = await run_grid(store, case.last, case.pipelines, status=case.status, trigger=case.trigger)
-    got = [(row.pipeline, row.defined, row.steps, [r.id for r in row.runs]) for row in grid.pipelines]
+    got = [
+        (row["pipeline"], row["defined"], row["steps"], [r["id"] for r in row["runs"]])
+        for row in grid["pipelines"]
+    ]
     assert got == expected(case), (got, expected(case))
     by_id = {r.id: r for r in case.runs}
-    for row in grid.pipelines:
-        for run in row.runs:
-            source = by_id[run.id]
-            assert [(s.name, s.status, s.attempts, s.retried) for s in run.steps] == [
+    for row in grid["pipelines"]:
+        for run in row["runs"]:
+            source = by_id[run["id"]]
+            assert [(s["name"], s["status"], s["attempts"], s["retried"]) for s in run["steps"]] == [
                 (f"s{i}", status, attempts, attempts > 1) for i, (status, attempts) in enumerate(source.steps)
             ]
-            assert run.queued == (None if source.started is None else float(source.started - source.created))
-            assert run.duration == (None if source.started is None else 2.0)
-            assert (run.status, run.trigger) == (source.status, source.trigger)
+            assert run["queued"] == (
+                None if source.started is None else float(source.started - source.created)
+            )
+            assert run["duration"] == (None if source.started is None else 2.0)
+            assert (run["status"], run["trigger"]) == (source.status, source.trigger)
 
 
 class GridChecker:

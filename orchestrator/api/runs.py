@@ -73,7 +73,7 @@ async def grid(request: web.Request) -> web.Response:
     answer = await run_grid(
         node(request).store, query.last, query.names(), status=query.status, trigger=query.trigger
     )
-    return ok(answer.model_dump(mode="json"))
+    return ok(answer)
 
 
 @routes.get("/runs/{id}")

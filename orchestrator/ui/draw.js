@@ -17,8 +17,10 @@ function svgEl(tag, attrs, text) {
   return e;
 }
 
-function svgRoot(width, height, label, cls) {
-  return svgEl("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img", "aria-label": label, class: cls });
+// A picture's root. `interactive`: it holds focusable shapes, so it is a labelled group (an "img"
+// would hide them from assistive technology); otherwise one image with its label.
+function svgRoot(width, height, label, cls, interactive = false) {
+  return svgEl("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: interactive ? "group" : "img", "aria-label": label, class: cls });
 }
 
 // A <title> child: the tooltip a pointer shows and the name a screen reader reads.

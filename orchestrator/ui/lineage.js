@@ -111,7 +111,7 @@ function edgePath(a, b, bend) {
 
 function lineagePicture(graph, onDataset) {
   const { pos, width, height } = layoutLineage(graph.nodes, graph.edges);
-  const svg = svgRoot(width, height, "Lineage: datasets and the pipelines that read, write and are triggered by them", "lineage picture");
+  const svg = svgRoot(width, height, "Lineage: datasets and the pipelines that read, write and are triggered by them", "lineage picture", true);
   const defs = svgEl("defs", {});
   for (const [id, cls] of [["lg-arrow", "edge-head"], ["lg-arrow-trigger", "edge-head trigger"]]) {
     const m = svgEl("marker", { id, viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" });

@@ -211,7 +211,7 @@ function stepGraph(steps) {
     if (text !== undefined) e.textContent = text;
     return e;
   };
-  const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img", "aria-label": "Steps of the run", class: "graph" });
+  const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "group", "aria-label": "Steps of the run", class: "graph" });
   const defs = el("defs", {});
   const marker = el("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto" });
   marker.append(el("path", { d: "M0,0 L10,5 L0,10 z", class: "edge-head" }));

@@ -87,7 +87,7 @@ function runTimeline(run, onPick) {
   const xOf = (t) => TL.label + Math.max(0, Math.min(1, (t - t0) / 1000 / span)) * plot;
   const laneCount = (row) => 1 + Math.max(0, ...row.spans.map((s) => s.lane || 0));
   const height = TL.top + rows.reduce((sum, r) => sum + TL.row * laneCount(r), 0) + 40;
-  const svg = svgRoot(TL.width, height, `Timeline of run ${run.id.slice(0, 12)}: queue time and each step's attempts`, "tl picture");
+  const svg = svgRoot(TL.width, height, `Timeline of run ${run.id.slice(0, 12)}: queue time and each step's attempts`, "tl picture", Boolean(onPick));
   const defs = svgEl("defs", {});
   const hatch = svgEl("pattern", { id: "tl-hatch", width: 6, height: 6, patternUnits: "userSpaceOnUse", patternTransform: "rotate(45)" });
   hatch.append(svgEl("rect", { width: 6, height: 6, class: "hatch-bg" }), svgEl("line", { x1: 0, y1: 0, x2: 0, y2: 6, class: "hatch-line" }));
