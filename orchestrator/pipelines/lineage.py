@@ -17,13 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..domain.pipeline import Pipeline, Tool
 from ..errors import MaoError
-from ..federation.registry import Registry
 from ..store import Store
 
 NodeKind = Literal["dataset", "pipeline"]
@@ -226,6 +225,16 @@ def _tools(pipelines: Iterable[PipelineUse], registered: Sequence[Tool] | None) 
 
 
 # -- gathering ------------------------------------------------------------------------------------
+class RegistryReads(Protocol):
+    """What lineage reads of the federation's registries (federation.registry.Registry)."""
+
+    async def pipelines(self) -> dict[str, dict[str, Any]]: ...
+
+    async def dataset_names(self) -> list[str]: ...
+
+    async def tools(self) -> list[Tool]: ...
+
+
 def local_use(pipeline: Pipeline, instances: Sequence[str]) -> PipelineUse:
     steps = tuple(
         StepUse(s.name, s.tool, s.output_dataset, s.input_dataset, s.fallback_tool) for s in pipeline.steps
@@ -262,7 +271,7 @@ def registered_use(name: str, registration: dict[str, Any]) -> PipelineUse:
 
 async def collect(
     store: Store,
-    registry: Registry,
+    registry: RegistryReads,
     federation_schedules: Callable[[], Awaitable[list[dict[str, Any]]]],
     instance: str,
 ) -> Lineage:
@@ -279,7 +288,7 @@ async def collect(
         etcd = "ok"
     except MaoError as exc:  # etcd away (or a registry entry it cannot read): this instance's graph
         registrations, datasets, tools, schedules = {}, None, None, []
-        etcd = f"unreachable: {exc.message}"
+        etcd = exc.message
     uses = [local_use(p, registrations.get(p.name, {}).get("instances") or [instance]) for p in local]
     here = {p.name for p in local}
     uses += [registered_use(name, r) for name, r in sorted(registrations.items()) if name not in here]

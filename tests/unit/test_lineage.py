@@ -4,18 +4,24 @@ triggers edge, nothing else; flags (registered, here, federation) and tool uses 
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.domain.pipeline import Tool
+from orchestrator.domain.pipeline import Pipeline, Tool
+from orchestrator.errors import EtcdUnavailable
 from orchestrator.pipelines.lineage import (
     PipelineUse,
     Sources,
     StepUse,
     TriggerUse,
     build_lineage,
+    collect,
     registered_use,
 )
+from orchestrator.store import Store
 
 NAMES = st.sampled_from(["a", "b", "c", "d"])
 DATASETS = st.sampled_from(["raw", "clean", "report", "x"])
@@ -135,3 +141,54 @@ def test_a_registration_is_read_leniently() -> None:
     assert [s.name for s in use.steps] == ["ok", "reads"]
     assert use.steps[0].input_dataset is None and use.steps[1].fallback_tool == "u"
     assert use.instances == ("fed-a", "fed-b") and use.description == "" and not use.here
+
+
+class AwayRegistry:
+    """The registries while etcd is unreachable."""
+
+    async def pipelines(self) -> dict[str, dict[str, Any]]:
+        raise EtcdUnavailable("etcd did not answer (test)")
+
+    async def dataset_names(self) -> list[str]:
+        raise EtcdUnavailable("etcd did not answer (test)")
+
+    async def tools(self) -> list[Tool]:
+        raise EtcdUnavailable("etcd did not answer (test)")
+
+
+async def test_without_etcd_the_graph_is_this_instances(tmp_path: Path) -> None:
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'mao.db'}")
+    await store.start()
+    try:
+        pipeline = Pipeline.model_validate(
+            {
+                "name": "p",
+                "steps": [{"name": "s", "tool": "t", "input_dataset": "raw", "output_dataset": "out"}],
+            }
+        )
+
+        async def nothing() -> None:
+            return None
+
+        await store.save_pipeline(pipeline, nothing)
+        await store.add_schedule("trig", "p", "", "UTC", dataset="raw")
+
+        async def no_schedules() -> list[dict[str, Any]]:
+            raise EtcdUnavailable("etcd did not answer (test)")
+
+        graph = await collect(store, AwayRegistry(), no_schedules, "fed-a")
+    finally:
+        await store.close()
+    assert graph.etcd == "etcd did not answer (test)"
+    assert {(n.id, n.registered, n.here) for n in graph.nodes} == {
+        ("dataset:out", None, True),
+        ("dataset:raw", None, True),
+        ("pipeline:p", None, True),
+    }
+    assert {(e.source, e.target, e.kind) for e in graph.edges} == {
+        ("dataset:raw", "pipeline:p", "reads"),
+        ("pipeline:p", "dataset:out", "writes"),
+        ("dataset:raw", "pipeline:p", "triggers"),
+    }
+    assert [(t.name, t.registered) for t in graph.tools] == [("t", None)]
+    assert graph.nodes[-1].instances == ["fed-a"]
