@@ -6,6 +6,8 @@
 "use strict";
 
 const TL = { label: 190, width: 1180, row: 24, bar: 14, top: 34, maxShards: 40 };
+// A wait shorter than this is bookkeeping (a run or step starting at once), not queue time.
+const QUEUE_SHOWN_MS = 50;
 
 // Intervals placed in lanes so that overlapping ones (a speculative copy and its twin) stay visible.
 function lanes(items) {
@@ -24,7 +26,7 @@ function timelineRows(run, now) {
   rows.push({ kind: "run", label: "run", spans: [
     { cls: "queued", start: ms(run.created_at), end: Number.isNaN(runStart) ? (run.status === "queued" || run.status === "pending" ? now : ms(run.ended_at)) : runStart, title: "queued: waiting to start", data: { kind: "run-queued" } },
     Number.isNaN(runStart) ? null : { cls: `bar s-${run.status}`, start: runStart, end: ms(run.ended_at) || now, title: `run ${run.status}`, data: { kind: "run" } },
-  ].filter((s) => s && !Number.isNaN(s.start) && !Number.isNaN(s.end) && s.end >= s.start) });
+  ].filter((s) => s && !Number.isNaN(s.start) && !Number.isNaN(s.end) && s.end >= s.start && (s.cls !== "queued" || s.end - s.start >= QUEUE_SHOWN_MS)) });
 
   const byName = new Map((run.steps || []).map((s) => [s.name, s]));
   for (const step of run.steps || []) {
@@ -35,7 +37,7 @@ function timelineRows(run, now) {
     const spans = [];
     // Queue time of the step: ready (its needs done) but not yet holding a slot.
     const waitEnd = Number.isNaN(started) ? (step.status === "pending" && ACTIVE.has(run.status) ? now : NaN) : started;
-    if (!Number.isNaN(ready) && !Number.isNaN(waitEnd) && waitEnd - ready > 50) {
+    if (!Number.isNaN(ready) && !Number.isNaN(waitEnd) && waitEnd - ready >= QUEUE_SHOWN_MS) {
       spans.push({ cls: "waiting", start: ready, end: waitEnd, title: "waiting for a slot", data: { kind: "step-waiting", step: step.name } });
     }
     const attempts = Array.isArray(step.attempts) ? step.attempts : [];

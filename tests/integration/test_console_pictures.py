@@ -230,6 +230,22 @@ def ms(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp() * 1000
 
 
+def found(page: Any, selector: str) -> list[dict[str, str]]:
+    """The elements matching ``selector`` as their data attributes plus ``class`` and ``text``, read
+    in one script: views that refresh themselves cannot leave a stale element behind."""
+    return list(
+        page.execute_script(
+            """return [...document.querySelectorAll(arguments[0])].map((e) =>
+                 ({...e.dataset, class: e.getAttribute("class") || "", text: e.textContent}));""",
+            selector,
+        )
+    )
+
+
+def q_classes(item: dict[str, str]) -> set[str]:
+    return set(item["class"].split())
+
+
 def classes(element: Any) -> set[str]:
     return set((element.get_attribute("class") or "").split())
 
@@ -246,18 +262,15 @@ def screenshot(page: Any, servers_tmp: Path, name: str, element: Any = None) -> 
 
 
 def test_the_grid(scenario: Scenario, page: Any, servers_tmp: Path) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
     p, runs = scenario.pipelines, scenario.runs
     go(page, "#/grid", lambda: len(css(page, "#grid tbody tr")) == 5, "the grid's five rows")
-    rows = {r.get_attribute("data-pipeline"): r for r in css(page, "#grid tbody tr")}
-    assert set(rows) == set(p.values())
+    assert {r["pipeline"] for r in found(page, "#grid tbody tr")} == set(p.values())
 
     def cells(role: str) -> list[tuple[str, str]]:
-        return [
-            (c.get_attribute("data-run"), c.get_attribute("data-status"))
-            for c in rows[p[role]].find_elements("css selector", "a.cell")
-        ]
+        return [(c["run"], c["status"]) for c in found(page, f'#grid tr[data-pipeline="{p[role]}"] a.cell')]
 
     # Oldest left, newest right; each cell its run's state.
     assert cells("ingest") == list(zip(runs["ingest"], ["succeeded", "failed", "succeeded"], strict=True))
@@ -265,32 +278,31 @@ def test_the_grid(scenario: Scenario, page: Any, servers_tmp: Path) -> None:
     assert cells("daily") == [(r, "succeeded") for r in runs["daily"]]  # a backfill: in tick order
     assert [status for _, status in cells("slow")] == ["running", "queued"]
     # The failed run's squares: collect succeeded, clean failed.
-    failed = rows[p["ingest"]].find_element("css selector", f'a.cell[data-run="{runs["ingest"][1]}"]')
-    squares = failed.find_elements("css selector", ".sq")
-    assert [(q.get_attribute("data-step"), q.get_attribute("data-status")) for q in squares] == [
-        ("collect", "succeeded"),
-        ("clean", "failed"),
-    ]
-    assert "s-failed" in classes(squares[1]) and "s-succeeded" in classes(squares[0])
-    check = rows[p["score"]].find_element("css selector", '.sq[data-step="check"]')
-    assert "retried" in classes(check) and "s-succeeded" in classes(check)
-    fanned = rows[p["score"]].find_element("css selector", '.sq[data-step="score"]')
-    assert "retried" not in classes(fanned)  # three shard attempts, each its shard's first
+    squares = found(page, f'#grid a.cell[data-run="{runs["ingest"][1]}"] .sq')
+    assert [(q["step"], q["status"]) for q in squares] == [("collect", "succeeded"), ("clean", "failed")]
+    assert "s-succeeded" in q_classes(squares[0]) and "s-failed" in q_classes(squares[1])
+    check, fanned = found(page, f'#grid tr[data-pipeline="{p["score"]}"] .sq')
+    assert "retried" in q_classes(check) and "s-succeeded" in q_classes(check)
+    assert "retried" not in q_classes(fanned)  # three shard attempts, each its shard's first
     # The durations chart beside each row: one bar per ended run.
-    assert len(rows[p["ingest"]].find_elements("css selector", "svg.durations rect.bar")) == 3
-    assert len(rows[p["slow"]].find_elements("css selector", "svg.durations rect.bar")) == 0
+    assert len(found(page, f'#grid tr[data-pipeline="{p["ingest"]}"] svg.durations rect.bar')) == 3
+    assert found(page, f'#grid tr[data-pipeline="{p["slow"]}"] svg.durations rect.bar') == []
     screenshot(page, servers_tmp, "console-grid.png", css(page, "#view")[0])
 
-    # Arrow keys move between runs; Enter opens one.
-    first = rows[p["ingest"]].find_element("css selector", "a.cell")
-    page.execute_script("arguments[0].focus()", first)
-    page.switch_to.active_element.send_keys(Keys.ARROW_RIGHT)
-    assert page.switch_to.active_element.get_attribute("data-run") == runs["ingest"][1]
-    page.switch_to.active_element.send_keys(
-        Keys.ARROW_DOWN
-    )  # the next row's cell at the same place from the right
-    assert page.switch_to.active_element.get_attribute("data-run") in runs["report"]
-    page.switch_to.active_element.send_keys(Keys.ARROW_UP, Keys.ENTER)
+    # Arrow keys move between runs; Enter opens one. (Keys go to whatever has the focus: the grid
+    # refreshes every 5 s and keeps the focus on the same run.)
+    def focused() -> str | None:
+        return page.execute_script("return document.activeElement.getAttribute('data-run')")
+
+    page.execute_script(
+        "document.querySelector(arguments[0]).focus()", f'#grid tr[data-pipeline="{p["ingest"]}"] a.cell'
+    )
+    assert focused() == runs["ingest"][0]
+    ActionChains(page).send_keys(Keys.ARROW_RIGHT).perform()
+    assert focused() == runs["ingest"][1]
+    ActionChains(page).send_keys(Keys.ARROW_DOWN).perform()  # the next row, as far from the right
+    assert focused() == runs["report"][0]
+    ActionChains(page).send_keys(Keys.ARROW_UP, Keys.ENTER).perform()
     wait_until(
         lambda: page.current_url.endswith(f"#/run/{runs['ingest'][1]}"), timeout=10, what="the run page"
     )
@@ -302,23 +314,18 @@ def test_the_grid(scenario: Scenario, page: Any, servers_tmp: Path) -> None:
         lambda: css(page, "#grid") and not css(page, '#grid a.cell[data-status="succeeded"]'),
         "the failed filter",
     )
-    assert [c.get_attribute("data-run") for c in css(page, "#grid a.cell")] == [runs["ingest"][1]]
-    go(
-        page,
-        "#/grid?trigger=dataset",
-        lambda: len(css(page, "#grid a.cell")) == 2,
-        "the dataset-trigger filter",
-    )
-    assert {c.get_attribute("data-run") for c in css(page, "#grid a.cell")} == set(runs["report"])
+    assert [c["run"] for c in found(page, "#grid a.cell")] == [runs["ingest"][1]]
+    go(page, "#/grid?trigger=dataset", lambda: len(css(page, "#grid a.cell")) == 2, "the trigger filter")
+    assert {c["run"] for c in found(page, "#grid a.cell")} == set(runs["report"])
     go(page, f"#/grid?pipeline={p['daily']}", lambda: len(css(page, "#grid tbody tr")) == 1, "one pipeline")
-    assert len(css(page, "#grid a.cell")) == 3
+    assert len(found(page, "#grid a.cell")) == 3
 
     # The pipelines page has each pipeline's run durations too: oldest left, coloured by state.
     chart = f'article[data-pipeline="{p["ingest"]}"] svg.durations'
     go(page, "#/pipelines", lambda: css(page, chart), "the pipelines page")
-    bars = css(page, f"{chart} rect.bar")
-    assert [b.get_attribute("data-run") for b in bars] == runs["ingest"]
-    assert ["s-failed" in classes(b) for b in bars] == [False, True, False]
+    bars = found(page, f"{chart} rect.bar")
+    assert [b["run"] for b in bars] == runs["ingest"]
+    assert ["s-failed" in q_classes(b) for b in bars] == [False, True, False]
 
 
 def test_the_timeline_of_a_run(scenario: Scenario, page: Any, servers_tmp: Path) -> None:
@@ -338,7 +345,8 @@ def test_the_timeline_of_a_run(scenario: Scenario, page: Any, servers_tmp: Path)
     assert all("s-succeeded" in classes(b) for b in shards)
     screenshot(page, servers_tmp, "console-timeline.png", css(page, "#timeline")[0])
     # A click on a bar shows that attempt's log (the failed first one here, not the latest).
-    bars[0].click()
+    first = '#timeline rect[data-kind="attempt"][data-step="check"][data-attempt="1"]'
+    wait_until(lambda: css(page, first)[0].click() or True, timeout=10, what="a click on attempt 1")
     wait_until(lambda: "first try fails" in css(page, "#log")[0].text, timeout=30, what="attempt 1's log")
     wait_until(lambda: "attempt 1" in css(page, "#log-section h2")[0].text, timeout=10, what="its heading")
 
@@ -446,41 +454,48 @@ def test_lineage(scenario: Scenario, page: Any, servers_tmp: Path) -> None:
 
 
 def test_tools_queue_backfills_and_schedules(scenario: Scenario, page: Any, servers_tmp: Path) -> None:
-    p, t, runs = scenario.pipelines, scenario.tools, scenario.runs
+    p, t, runs, jobs = scenario.pipelines, scenario.tools, scenario.runs, scenario.jobs
     go(page, "#/tools", lambda: css(page, f'#tools tr[data-tool="{t["busy"]}"]'), "the tools")
-    busy = css(page, f'#tools tr[data-tool="{t["busy"]}"]')[0]
-    assert all(name in busy.text for name in p.values()) and "docker.io" in busy.text and "tests" in busy.text
-    spare = css(page, f'#tools tr[data-tool="{t["spare"]}"]')[0]
-    assert "localhost:5000" in spare.text and "check (fallback)" in spare.text and p["score"] in spare.text
+    (busy,) = found(page, f'#tools tr[data-tool="{t["busy"]}"]')
+    assert all(name in busy["text"] for name in p.values())
+    assert "docker.io" in busy["text"] and "tests" in busy["text"]
+    (spare,) = found(page, f'#tools tr[data-tool="{t["spare"]}"]')
+    assert (
+        "localhost:5000" in spare["text"]
+        and "check (fallback)" in spare["text"]
+        and p["score"] in spare["text"]
+    )
     go(
         page,
         f"#/tool/{t['busy']}",
         lambda: len(css(page, "#tool-charts svg.durations")) == 5,
         "a tool's page",
     )
-    assert "busybox:latest" in css(page, "#tool-facts")[0].text
+    assert "busybox:latest" in found(page, "#tool-facts")[0]["text"]
 
+    # These pages refresh themselves: read through found(), never through elements kept across.
     go(page, "#/queue", lambda: css(page, "#queue tbody tr"), "the queue")
-    queued = css(page, "#queue tbody tr")
-    assert [r.get_attribute("data-run") for r in queued] == [runs["slow"][1]]
-    assert f"run {runs['slow'][0]} of {p['slow']} is running" in queued[0].text  # what it waits for
-    assert [r.get_attribute("data-run") for r in css(page, "#running tbody tr")] == [runs["slow"][0]]
+    queued = found(page, "#queue tbody tr")
+    assert [r["run"] for r in queued] == [runs["slow"][1]]
+    assert f"run {runs['slow'][0]} of {p['slow']} is running" in queued[0]["text"]  # what it waits for
+    assert [r["run"] for r in found(page, "#running tbody tr")] == [runs["slow"][0]]
 
     go(page, "#/backfills", lambda: css(page, "article.backfill"), "the backfills")
-    cards = css(page, "article.backfill")
-    assert [c.get_attribute("data-pipeline") for c in cards] == [p["daily"]]
-    cells = cards[0].find_elements("css selector", ".tick-cells a")
-    assert [c.get_attribute("data-run") for c in cells] == runs["daily"]  # in tick order
-    assert all(c.get_attribute("data-status") == "succeeded" for c in cells)
-    assert "3 of 3 ended" in cards[0].text
+    cards = found(page, "article.backfill")
+    assert [c["pipeline"] for c in cards] == [p["daily"]] and "3 of 3 ended" in cards[0]["text"]
+    cells = found(page, "article.backfill .tick-cells a")
+    assert [(c["run"], c["status"]) for c in cells] == [(r, "succeeded") for r in runs["daily"]]  # tick order
 
     go(page, "#/schedules", lambda: len(css(page, "#schedules tbody tr")) == 3, "the schedules")
-    rows = {r.get_attribute("data-schedule"): r for r in css(page, "#schedules tbody tr")}
-    assert set(rows) == {scenario.jobs["daily"], scenario.jobs["trigger"], scenario.jobs["federation"]}
-    daily = rows[scenario.jobs["daily"]]
-    assert len(daily.find_elements("css selector", 'circle[data-outcome="next"]')) == 5
-    assert len(daily.find_elements("css selector", ".next-ticks li")) == 5
-    fires = rows[scenario.jobs["trigger"]].find_elements("css selector", 'circle[data-outcome="fired"]')
+    rows = found(page, "#schedules tbody tr")
+    assert {r["schedule"]: r["scope"] for r in rows} == {
+        jobs["daily"]: "this instance",
+        jobs["trigger"]: "this instance",
+        jobs["federation"]: "federation",
+    }
+    daily = f'#schedules tr[data-schedule="{jobs["daily"]}"]'
+    assert len(found(page, f'{daily} circle[data-outcome="next"]')) == 5
+    assert len(found(page, f"{daily} .next-ticks li")) == 5
+    fires = found(page, f'#schedules tr[data-schedule="{jobs["trigger"]}"] circle[data-outcome="fired"]')
     assert len(fires) == 2  # the two advances of clean
-    assert rows[scenario.jobs["federation"]].get_attribute("data-scope") == "federation"
     screenshot(page, servers_tmp, "console-schedules.png", css(page, "#view")[0])
