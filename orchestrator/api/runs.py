@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 
 from aiohttp import web
@@ -73,7 +75,8 @@ async def grid(request: web.Request) -> web.Response:
     answer = await run_grid(
         node(request).store, query.last, query.names(), status=query.status, trigger=query.trigger
     )
-    return ok(answer)
+    # Up to 10,000 runs: encoded off the event loop too.
+    return web.Response(text=await asyncio.to_thread(json.dumps, answer), content_type="application/json")
 
 
 @routes.get("/runs/{id}")
@@ -148,7 +151,9 @@ async def list_schedules(request: web.Request) -> web.Response:
     query = parse(SchedulesQuery, dict(request.query))
     next_runs = the_node.scheduler.next_run_times()
     schedules = await the_node.store.list_schedules()
-    ticks = await the_node.store.recent_ticks([s["id"] for s in schedules], query.ticks) if query.ticks else {}
+    ticks = (
+        await the_node.store.recent_ticks([s["id"] for s in schedules], query.ticks) if query.ticks else {}
+    )
     answer = [
         {**s, "next_run_time": next_runs.get(s["id"]), "ticks": ticks.get(s["id"], [])} for s in schedules
     ]

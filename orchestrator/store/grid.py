@@ -13,6 +13,7 @@ go out at once, and validating each on the way out cost three times the queries
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
@@ -150,13 +151,31 @@ async def run_grid(
             definitions = definitions.where(PipelineRow.name.in_(list(pipelines)))
         defined = {name: _step_names(spec) for name, spec in (await s.execute(definitions)).all()}
 
-    tries = {
-        (run_id, step): (int(n), int(highest or 0))
-        for part in count_parts
-        for run_id, step, n, highest in part
-    }
+    # Up to 10,000 runs with their steps: put together off the event loop.
+    return await asyncio.to_thread(
+        _assemble,
+        last,
+        pipelines,
+        defined,
+        [row for part in run_parts for row in part],
+        [row for part in step_parts for row in part],
+        [row for part in count_parts for row in part],
+    )
+
+
+def _assemble(
+    last: int,
+    pipelines: Sequence[str] | None,
+    defined: dict[str, list[str]],
+    run_rows: Sequence[
+        tuple[str, str, str, str, int | None, datetime, datetime | None, datetime | None, datetime | None]
+    ],
+    step_rows: Sequence[tuple[str, str, str, datetime | None, datetime | None]],
+    count_rows: Sequence[tuple[str, str, int, int]],
+) -> RunGrid:
+    tries = {(run_id, step): (int(n), int(highest or 0)) for run_id, step, n, highest in count_rows}
     by_run: dict[str, list[GridStep]] = {}
-    for run_id, name, step_status, started, ended in (row for part in step_parts for row in part):
+    for run_id, name, step_status, started, ended in step_rows:
         attempts, highest = tries.get((run_id, name), (0, 0))
         by_run.setdefault(run_id, []).append(
             {
@@ -170,7 +189,7 @@ async def run_grid(
     by_pipeline: dict[str, list[GridRun]] = {}
     # Newest first, ties by id as the window numbered them (a reversed sort keeps equal keys in order).
     runs = sorted(
-        sorted((row for part in run_parts for row in part), key=lambda r: r[0]),
+        sorted(run_rows, key=lambda r: r[0]),
         key=lambda r: r[5],
         reverse=True,
     )
