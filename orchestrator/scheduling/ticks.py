@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.base import BaseTrigger
@@ -167,6 +168,39 @@ def fire_times(trigger: CronTicks, after: datetime, until: datetime, limit: int 
         times.append(moment)
         moment = trigger.next_after(moment)
     return times
+
+
+def next_ticks(cron: str, timezone: str, now: datetime, count: int) -> list[datetime]:
+    """The schedule's next ``count`` ticks after ``now`` (for listings: the console's schedules page).
+    Schedules with the same cron and zone share the trigger and its remembered instants."""
+    trigger = make_trigger(cron, timezone)
+    times: list[datetime] = []
+    moment = trigger.next_after(now)
+    while moment is not None and len(times) < count:
+        times.append(moment)
+        moment = trigger.next_after(moment)
+    return times
+
+
+def with_next_ticks(schedules: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """Schedule listings with ``next_ticks`` (ISO instants) when ``count`` > 0: a cron schedule's
+    next ``count`` ticks from now; a data trigger's none. A stored cron this version cannot read
+    (written by another) lists no ticks rather than failing the listing."""
+    if count <= 0:
+        return schedules
+    now = datetime.now(UTC)
+    found: dict[tuple[str, str], list[str]] = {}
+    listed = []
+    for schedule in schedules:
+        cron, timezone = schedule.get("cron") or "", schedule.get("timezone") or "UTC"
+        key = (cron, timezone)
+        if key not in found:
+            try:
+                found[key] = [t.isoformat() for t in next_ticks(cron, timezone, now, count)] if cron else []
+            except BadRequest:
+                found[key] = []
+        listed.append({**schedule, "next_ticks": found[key]})
+    return listed
 
 
 # APScheduler fires at (or just after) the due time; a tick that runs a little early (clock jitter)
