@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import os
 import secrets
+import shutil
 import ssl
 import sys
 import tempfile
@@ -237,8 +239,11 @@ def start_executor(
         env.update({"MAO_TOOL_UID": str(os.getuid()), "MAO_TOOL_GID": str(os.getgid())})
     env.update({k: str(v) for k, v in (env_overrides or {}).items()})
     listen = env.get("MAO_EXECUTOR_LISTEN", "unix")
-    if listen == "unix":
-        env.setdefault("MAO_EXECUTOR_SOCKET", str(Path(tempfile.mkdtemp(prefix="mao-ex-")) / "executor.sock"))
+    if listen == "unix" and "MAO_EXECUTOR_SOCKET" not in env:
+        # A short path of its own (a socket address holds 107 bytes), removed when the tests end.
+        folder = tempfile.mkdtemp(prefix="mao-ex-")
+        atexit.register(shutil.rmtree, folder, True)
+        env["MAO_EXECUTOR_SOCKET"] = str(Path(folder) / "executor.sock")
         url = f"unix://{env['MAO_EXECUTOR_SOCKET']}"
     else:
         scheme = "https" if listen == "tls" else "http"

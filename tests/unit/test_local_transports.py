@@ -119,12 +119,13 @@ def test_the_kernel_names_the_uid_of_a_squatter(tmp_path: Path) -> None:
         "try:\n    data = c.recv(100)\nexcept OSError:\n    pass\n"
         "print(repr(data), flush=True)\n"
     )
-    squatter = subprocess.Popen(
-        # The system's python: the test's own may live where uid 65534 cannot read.
-        ["/usr/bin/python3", "-c", script], user=65534, group=65534, extra_groups=[], stdout=subprocess.PIPE,
-        text=True,
-    )
+    squatter = None
     try:
+        squatter = subprocess.Popen(
+            # The system's python: the test's own may live where uid 65534 cannot read.
+            ["/usr/bin/python3", "-c", script], user=65534, group=65534, extra_groups=[],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
         assert squatter.stdout is not None and squatter.stdout.readline().strip() == "ready"
         # The folder check alone refuses it (others may write there) ...
         assert "may be written by other users" in (socket_file_problem(str(path), trusted_uids()) or "")
@@ -137,8 +138,9 @@ def test_the_kernel_names_the_uid_of_a_squatter(tmp_path: Path) -> None:
         sock.close()
         assert squatter.stdout.readline().strip() == "b''"  # it received nothing
     finally:
-        squatter.kill()
-        squatter.wait(10)
+        if squatter is not None:
+            squatter.kill()
+            squatter.wait(10)
         subprocess.run(["rm", "-rf", str(folder)], check=False)
 
 
