@@ -11,6 +11,7 @@ from . import (
     gateway,
     health,
     history,
+    lineage,
     locks,
     logs,
     metrics,
@@ -22,7 +23,22 @@ from . import (
 
 
 def add_routes(app: web.Application) -> None:
-    modules = (health, registry, history, pipelines, runs, logs, federation, locks, gateway, audits, metrics, staging, console)
+    modules = (
+        health,
+        registry,
+        history,
+        lineage,
+        pipelines,
+        runs,
+        logs,
+        federation,
+        locks,
+        gateway,
+        audits,
+        metrics,
+        staging,
+        console,
+    )
     for module in modules:
         app.router.add_routes(module.routes)
     app[console.DOCUMENT] = {}
