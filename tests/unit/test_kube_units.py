@@ -41,7 +41,7 @@ SETTINGS = KubernetesSettings(staging_image="registry.lab/mao-staging:1", stagin
 
 names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", fullmatch=True)
 env_keys = st.from_regex(r"[A-Z_][A-Z0-9_]{0,20}", fullmatch=True)
-values = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=20).map(lambda v: "private-" + v)
+values = st.uuids().map(lambda u: f"value-{u.hex}")  # distinct: none is a part of another
 
 
 @st.composite
