@@ -380,7 +380,8 @@ class SwarmBackend:
             except (StagedOutputMissing, OSError) as exc:
                 kind, message = EndKind.LOST, f"the tool exited 0 but its staged output cannot be read: {exc}"
         await self.staging.discard(handle.name)
-        tail = await self._logs.tail(handle.name, secret_values(spec))
+        local = view.container_id if container is not None else None
+        tail = await self._logs.tail(handle.name, secret_values(spec), container=local)
         return self._end(
             kind,
             view,
