@@ -28,7 +28,7 @@ from .process import (
     wait_until,
 )
 from .services import TOKENS, ServiceProcess, _base_env, start_executor, start_orchestrator, token_for
-from .swarm import SwarmHold, acquire_swarm, release_swarm, single_node_swarm
+from .swarm import SwarmHold, acquire_swarm, release_swarm, renew_swarm, single_node_swarm
 
 __all__ = [
     "BUSYBOX_LABEL",
@@ -52,6 +52,7 @@ __all__ = [
     "is_root",
     "make_member_pki",
     "release_swarm",
+    "renew_swarm",
     "single_node_swarm",
     "start_etcd",
     "start_etcd_cluster",
