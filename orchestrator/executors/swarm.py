@@ -72,6 +72,13 @@ class _Facts:
     nodes: int
     no_new_privileges: bool
     max_node_cpus: float | None
+    version: str = ""
+
+    @property
+    def keeps_job_tasks(self) -> bool:
+        """Docker before 23 keeps every finished job's task record (moby#44312, swarmkit#3112)."""
+        major = self.version.split(".", 1)[0]
+        return major.isdigit() and int(major) < 23
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,7 @@ class SwarmBackend:
             nodes=len(cpus),
             no_new_privileges=NNP_OPTION in options,
             max_node_cpus=max(cpus) if any(cpus) else None,
+            version=str(info.get("ServerVersion") or ""),
         )
         self._facts = facts
         return facts
@@ -163,6 +171,11 @@ class SwarmBackend:
             "a finished job's exited containers on other nodes than the manager's stay until that node "
             "prunes them (moby#42789)",
         ]
+        if self._facts is not None and self._facts.keeps_job_tasks:
+            notes.append(
+                f"Docker {self._facts.version} keeps every finished job's task record in the swarm's store and "
+                "slows down as they pile up (moby#44312): Docker 23 or later, or a managers' restart now and then"
+            )
         if self._facts is not None and self._facts.no_new_privileges:
             enforces.add("no_new_privileges")
         elif self.settings.accept_without_no_new_privileges:
@@ -181,7 +194,11 @@ class SwarmBackend:
             facts = await self._refresh_facts()
         except BackendUnavailable as exc:
             return Health(ok=False, message=exc.message)
-        details = {"docker_host": self.settings.docker_host, "shared_root": str(self.settings.shared_root)}
+        details = {
+            "docker_host": self.settings.docker_host,
+            "docker_version": facts.version,
+            "shared_root": str(self.settings.shared_root),
+        }
         problems = []
         if facts.manager:
             details["swarm"] = f"manager of {facts.nodes} node(s)"
