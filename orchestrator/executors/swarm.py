@@ -32,7 +32,6 @@ from typing import Any
 from ..datasets.hygiene import OutputRefused
 from .engine_api import EngineApi, EngineConflict, EngineError
 from .seam import (
-    INSTANCE_LABEL,
     Backend,
     BackendRejected,
     BackendUnavailable,
@@ -178,11 +177,15 @@ class SwarmBackend:
 
     def _existing(self, spec: ContainerSpec, service: dict[str, Any]) -> Handle:
         labels = (service.get("Spec") or {}).get("Labels") or {}
-        if labels.get(INSTANCE_LABEL) != spec.identity.instance:
+        mine = spec.identity.labels()
+        if any(labels.get(key) != value for key, value in mine.items()):
+            # The name is a hash and a prefix of the run id: another attempt's object must not pass
+            # for this one.
+            whose = ", ".join(f"{key}={labels.get(key)}" for key in sorted(mine))
             raise BackendRejected(
                 self.name,
                 "backend",
-                f"a service named {spec.name!r} exists on the swarm and is not this instance's",
+                f"a service named {spec.name!r} exists on the swarm and is another's ({whose})",
             )
         return Handle(backend=self.name, name=spec.name, engine_id=str(service.get("ID")))
 
