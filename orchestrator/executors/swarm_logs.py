@@ -62,11 +62,14 @@ class ServiceLogs:
         self._retry = retry
 
     async def read(self, name: str, follow: bool = False, since: int = 0) -> AsyncIterator[bytes]:
-        """The log of service ``name`` from byte ``since``; with ``follow`` until its task ended.
-        NotFound when there is no such service (and nothing was read)."""
+        """The log of service ``name`` from byte ``since``; with ``follow`` until its task ended, and
+        an empty chunk first, once the task has started (the caller's stall clock starts there: time
+        waiting to be scheduled is not silence). NotFound when there is no such service."""
         cursor = _Cursor(since)
         if follow:
             with self._watch.interest(name):
+                await self._started(name)
+                yield b""
                 ended = asyncio.create_task(self._ended(name))
                 try:
                     while not ended.done():
@@ -102,11 +105,13 @@ class ServiceLogs:
             if not follow:
                 raise
 
-    async def tail(self, name: str, secrets: Mapping[str, str]) -> str:
-        """The last lines of the log, private values masked ("" when it cannot be read)."""
+    async def tail(self, name: str, secrets: Mapping[str, str], container: str | None = None) -> str:
+        """The last lines of the log, private values masked ("" when it cannot be read). From the task's
+        ``container`` when it is on this engine's node: the engine reads its file, where the service's
+        log is gathered from the nodes through the managers."""
         chunks = []
         try:
-            async for chunk in self._stream(name, follow=False, tail=TAIL_LINES):
+            async for chunk in self._stream(name, follow=False, tail=TAIL_LINES, container=container):
                 chunks.append(chunk)
         except (NotFound, BackendUnavailable):
             return ""
@@ -115,6 +120,18 @@ class ServiceLogs:
             if value:
                 text = text.replace(value, "***")
         return text
+
+    async def _started(self, name: str) -> None:
+        """Return once the service's task runs or ran; NotFound when the service is not there."""
+        seen, begun_after = 0, time.monotonic()
+        while True:
+            current = await self._watch.after(seen, begun_after)
+            seen = current.number
+            view = current.services.get(name)
+            if view is None:
+                raise NotFound(f"backend {self._backend!r} holds no service {name!r} (removed?)")
+            if view.state == "running" or view.state in ENDED:
+                return
 
     async def _ended(self, name: str) -> None:
         """Return once the service's task ended (or the service is gone), plus the settle time."""
@@ -128,7 +145,13 @@ class ServiceLogs:
         await asyncio.sleep(self._settle)
 
     async def _stream(
-        self, name: str, *, follow: bool, tail: int | None = None, until: asyncio.Task[None] | None = None
+        self,
+        name: str,
+        *,
+        follow: bool,
+        tail: int | None = None,
+        until: asyncio.Task[None] | None = None,
+        container: str | None = None,
     ) -> AsyncIterator[bytes]:
         """The log's payload bytes (stdout and stderr in their order), until its end, or ``until`` is
         done. A followed stream that drops simply ends (the caller opens another); a plain read that
@@ -138,9 +161,11 @@ class ServiceLogs:
             params["tail"] = str(tail)
         reader = FrameReader()
         try:
-            async with self._api.stream(
-                self._api.path("/services/{}/logs", name), f"reading the log of {name}", params=params
-            ) as response:
+            if container is not None:
+                path = self._api.path("/containers/{}/logs", container)
+            else:
+                path = self._api.path("/services/{}/logs", name)
+            async with self._api.stream(path, f"reading the log of {name}", params=params) as response:
                 while True:
                     read = asyncio.ensure_future(response.content.readany())
                     waits: set[asyncio.Future[Any]] = {read}

@@ -54,7 +54,9 @@ class SwarmObjects:
         is active any more, and only then the service goes."""
         service = await self.service(name)
         if service is not None:
-            await self._run_nothing(service)
+            tasks = (await tasks_of(self._api, [str(service["ID"])])).get(str(service["ID"]), [])
+            if not tasks or any((t.get("Status") or {}).get("State") not in ENDED for t in tasks):
+                await self._run_nothing(service)  # an ended task starts nothing: no update needed
         deadline = time.monotonic() + self._remove_timeout
         while True:
             removed = await self._remove_containers(name)

@@ -30,7 +30,7 @@ from .process import (
 )
 from .services import TOKENS, ServiceProcess, _base_env, start_executor, start_orchestrator, token_for
 from .staging_server import StagingServer, start_staging_server
-from .swarm import SwarmHold, acquire_swarm, release_swarm, single_node_swarm
+from .swarm import SwarmHold, acquire_swarm, release_swarm, renew_swarm, single_node_swarm
 
 __all__ = [
     "start_kube_fake",
@@ -58,6 +58,7 @@ __all__ = [
     "is_root",
     "make_member_pki",
     "release_swarm",
+    "renew_swarm",
     "single_node_swarm",
     "start_etcd",
     "start_etcd_cluster",
