@@ -32,6 +32,7 @@ import os
 import secrets
 import shutil
 import tarfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -114,6 +115,18 @@ class _Paths:
         return self.folder / f"{direction}.spent"
 
 
+_LOCKS: dict[Path, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def _locked(folder: Path) -> threading.Lock:
+    """One operation at a time on an attempt's folder, across every FetchExchange object and event
+    loop of the process (the disk work runs in worker threads): a cancel's discard and the end's bring
+    back, or an upload and a discard, never interleave."""
+    with _LOCKS_LOCK:
+        return _LOCKS.setdefault(folder, threading.Lock())
+
+
 def _sha256(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -164,6 +177,10 @@ class FetchExchange:
 
     def _issue(self, spec: ContainerSpec, ticket: _Ticket) -> None:
         paths = self._paths(spec.name)
+        with _locked(paths.folder):
+            self._issue_locked(spec, ticket, paths)
+
+    def _issue_locked(self, spec: ContainerSpec, ticket: _Ticket, paths: _Paths) -> None:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         _remove(paths.folder)
         paths.folder.mkdir(mode=0o700)
@@ -180,6 +197,10 @@ class FetchExchange:
 
     def _bring_back(self, spec: ContainerSpec) -> int:
         paths = self._paths(spec.name)
+        with _locked(paths.folder):
+            return self._bring_back_locked(spec, paths)
+
+    def _bring_back_locked(self, spec: ContainerSpec, paths: _Paths) -> int:
         if not paths.output.is_dir():
             refused = paths.refused.read_text() if paths.refused.is_file() else None
             if refused is not None:
@@ -206,7 +227,14 @@ class FetchExchange:
 
     async def discard(self, attempt: str) -> None:
         """Drop the attempt's tickets and files (end, cancel, sweep); safe to repeat."""
-        await asyncio.to_thread(_remove, self._paths(attempt).folder)
+        await asyncio.to_thread(self._discard, self._paths(attempt).folder)
+
+    @staticmethod
+    def _discard(folder: Path) -> None:
+        with _locked(folder):
+            _remove(folder)
+        with _LOCKS_LOCK:
+            _LOCKS.pop(folder, None)
 
     async def sweep(self, grace: float = 3600.0) -> list[str]:
         """Remove the folders of attempts whose tickets both expired more than ``grace`` seconds ago
@@ -220,7 +248,7 @@ class FetchExchange:
             ticket = self._ticket(paths)
             expired = ticket is None or max(ticket.input_expires, ticket.output_expires) + grace < now
             if expired and (ticket is not None or paths.folder.stat().st_mtime + grace < now):
-                _remove(paths.folder)
+                self._discard(paths.folder)
                 removed.append(attempt)
         return removed
 
@@ -260,13 +288,19 @@ class FetchExchange:
                     await asyncio.to_thread(upload.write, chunk)
             if length is not None and received != length:
                 raise BadRequest(f"the upload ended after {received} of {length} bytes", code="upload_incomplete")
-            return await asyncio.to_thread(self._unpack, paths, ticket)
+            return await asyncio.to_thread(self._unpack_locked, paths, ticket)
         except (OutputRefused, PayloadTooLarge, BadRequest) as exc:
             await asyncio.to_thread(_write_private, paths.refused, exc.message)
             raise
         finally:
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(paths.upload.unlink)
+
+    def _unpack_locked(self, paths: _Paths, ticket: _Ticket | None) -> int:
+        with _locked(paths.folder):
+            if not paths.folder.is_dir():
+                raise NotFound(f"attempt {paths.folder.name} has been cleared", code="staging_gone")
+            return self._unpack(paths, ticket)
 
     def _unpack(self, paths: _Paths, ticket: _Ticket | None) -> int:
         staging = paths.folder / "output.partial"

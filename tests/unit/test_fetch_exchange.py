@@ -4,6 +4,7 @@ the input tarball; uploads unpacked under the local output's rules; nothing for 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import tarfile
@@ -161,6 +162,28 @@ async def test_the_sweep_removes_only_long_expired_attempts(tmp_path: Path) -> N
     await exchange.issue(old, "http://o", input_seconds=-7200, output_seconds=-7200)
     assert await exchange.sweep() == [old.name]
     assert exchange.attempts() == [spec.name]
+
+
+async def bring_back(exchange: FetchExchange, spec: ContainerSpec) -> None:
+    try:
+        await exchange.bring_back(spec)
+    except UploadMissing:
+        pass  # the discard came first: nothing to bring back, and it says so
+
+
+async def test_discards_and_a_bring_back_at_once_never_trip_over_each_other(tmp_path: Path) -> None:
+    """A cancel's discard, the end's bring-back and discard, from two exchange objects (the backend's
+    and the routes'), at the same moment: each ends cleanly, and the folder is gone."""
+    for round_ in range(5):
+        exchange, spec, _, token = await issued(tmp_path / str(round_))
+        body = tarball([(f"./f{i}", b"x" * 100, None) for i in range(50)])
+        await exchange.accept_output(spec.name, token, chunks(body), len(body))
+        other = FetchExchange(exchange.root)
+
+        await asyncio.gather(
+            exchange.discard(spec.name), other.discard(spec.name), bring_back(exchange, spec), other.discard(spec.name)
+        )
+        assert exchange.attempts() == []
 
 
 async def test_no_upload_is_upload_missing(tmp_path: Path) -> None:
