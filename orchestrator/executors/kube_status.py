@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from .kube_pod import STAGE_IN, STAGE_OUT, TOOL
-from .seam import EndKind
+from .seam import End, EndKind
 
 
 class _K8s(BaseModel):
@@ -236,3 +236,30 @@ def verdict(job: Job | None, pod: Pod | None, *, pod_seen: bool) -> Verdict | Pr
     elif tool is not None and tool.state.waiting is not None:
         why = tool.state.waiting.reason
     return Progress(started, why)
+
+
+def end_of(
+    kind: EndKind, message: str, job: Job | None, pod: Pod | None, *, exit_code: int | None, log_tail: str
+) -> End:
+    """The seam's End of an attempt, with the node, the ids and the tool's times from its objects."""
+    tool = pod.container(TOOL) if pod is not None else None
+    done = tool.state.terminated if tool is not None else None
+    running = tool.state.running if tool is not None else None
+    started = (done.started_at if done else None) or (running.started_at if running else None)
+    ended = done.finished_at if done else None
+    created = job.metadata.creation_timestamp if job is not None else None
+    queued = max(0.0, (started - created).total_seconds()) if started and created else None
+    run = max(0.0, (ended - started).total_seconds()) if started and ended else None
+    return End(
+        kind=kind,
+        exit_code=exit_code,
+        message=message,
+        node=pod.spec.node_name if pod is not None else None,
+        engine_id=job.metadata.uid if job is not None and job.metadata.uid else None,
+        image_id=tool.image_id if tool is not None else None,
+        queued_seconds=queued if queued is not None else (0.0 if kind is not EndKind.UNSCHEDULABLE else None),
+        run_seconds=run,
+        started_at=started,
+        ended_at=ended,
+        log_tail=log_tail,
+    )

@@ -42,7 +42,7 @@ from .kube_pod import (
     selector,
 )
 from .kube_settings import KubernetesSettings
-from .kube_status import STALE, Job, Pod, Progress, Verdict, verdict
+from .kube_status import STALE, Job, Pod, Progress, Verdict, end_of, verdict
 from .kube_watch import ClusterCache
 from .seam import (
     INSTANCE_LABEL,
@@ -114,6 +114,8 @@ class KubernetesBackend:
             log.warning("Backend %s: %s (health says so until it is fixed)", self.name, exc.message)
             return
         self._cache.start()
+        with contextlib.suppress(BackendUnavailable):
+            await self._cluster_gpus()  # so that capabilities() says the GPUs from the start
         swept = await self.exchange.sweep()
         if swept:
             log.info("Backend %s: removed %d expired staging folders", self.name, len(swept))
@@ -362,28 +364,7 @@ class KubernetesBackend:
     def _end(
         self, kind: EndKind, message: str, job: Job | None, pod: Pod | None, spec: ContainerSpec, *, exit_code: int | None
     ) -> End:
-        tool = pod.container(TOOL) if pod is not None else None
-        done = tool.state.terminated if tool is not None else None
-        started = (done.started_at if done else None) or (
-            tool.state.running.started_at if tool is not None and tool.state.running else None
-        )
-        ended = done.finished_at if done else None
-        created = job.metadata.creation_timestamp if job is not None else None
-        queued = max(0.0, (started - created).total_seconds()) if started and created else None
-        run = max(0.0, (ended - started).total_seconds()) if started and ended else None
-        return End(
-            kind=kind,
-            exit_code=exit_code,
-            message=message,
-            node=pod.spec.node_name if pod is not None else None,
-            engine_id=job.metadata.uid if job is not None and job.metadata.uid else None,
-            image_id=tool.image_id if tool is not None else None,
-            queued_seconds=queued if queued is not None else (0.0 if kind is not EndKind.UNSCHEDULABLE else None),
-            run_seconds=run,
-            started_at=started,
-            ended_at=ended,
-            log_tail=self._tail_now(spec),
-        )
+        return end_of(kind, message, job, pod, exit_code=exit_code, log_tail=self._tail_now(spec))
 
     def _tail_now(self, spec: ContainerSpec) -> str:
         return self._logs.tail(spec.name, secret_values(spec))
