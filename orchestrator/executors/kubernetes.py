@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..datasets.hygiene import OutputRefused
 from .fetch import FetchExchange, UploadMissing
@@ -61,7 +62,10 @@ from .seam import (
     secret_values,
 )
 
-__all__ = ["KIND", "KubernetesBackend", "KubernetesSettings"]
+if TYPE_CHECKING:
+    from ..config import Settings
+
+__all__ = ["KIND", "KubernetesBackend", "KubernetesSettings", "from_instance"]
 
 log = logging.getLogger(__name__)
 
@@ -435,6 +439,15 @@ class KubernetesBackend:
             if secret not in names:
                 found.append(Managed(handle=Handle(backend=self.name, name=secret), labels={}, running=False))
         return found
+
+
+def from_instance(name: str, given: KubernetesSettings, instance: Settings) -> KubernetesBackend:
+    """The backend ``name`` of an instance (the registry of kinds builds it so): its tickets and
+    tarballs under ``<MAO_DATA_DIR>/staging`` (where the instance's staging routes look), its log
+    copies under ``<MAO_DATA_DIR>/kubernetes/<name>``, uploads bounded by MAO_STEP_MAX_OUTPUT."""
+    exchange = FetchExchange(instance.data_dir / "staging", max_output_bytes=instance.step_max_output,
+                             max_files=given.max_output_files)  # fmt: skip
+    return KubernetesBackend(name, given, exchange=exchange, state_dir=instance.data_dir / "kubernetes" / name)
 
 
 def _age(since: datetime | None) -> float:

@@ -248,3 +248,16 @@ def test_every_kubernetes_setting_is_documented() -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "backends.md").read_text()
     missing = [key.upper() for key in KubernetesSettings.model_fields if f"`{key.upper()}`" not in docs]
     assert not missing, f"add these keys to docs/backends.md: {missing}"
+
+
+def test_an_instance_builds_its_backend_where_its_staging_routes_look(tmp_path: Path) -> None:
+    from orchestrator.api.staging import STAGING
+    from orchestrator.app import create_app
+    from orchestrator.config import load_settings
+    from orchestrator.executors.kubernetes import from_instance
+
+    instance = load_settings({"MAO_EXECUTOR_TOKEN": "x" * 16, "MAO_DATA_DIR": str(tmp_path), "MAO_ETCD_INSECURE": "1"})
+    backend = from_instance("lab", SETTINGS, instance)
+    assert backend.exchange.root == create_app(instance)[STAGING].root == tmp_path / "staging"
+    assert backend.exchange.max_output_bytes == instance.step_max_output
+    assert backend.capabilities().kind == "kubernetes" and "gpus" in backend.capabilities().enforces
