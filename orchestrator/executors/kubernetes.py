@@ -253,9 +253,12 @@ class KubernetesBackend:
         return Handle(backend=self.name, name=spec.name, engine_id=job.metadata.uid)
 
     def _existing(self, spec: ContainerSpec, job: Job) -> Handle:
-        if job.metadata.annotations.get(INSTANCE_LABEL) != spec.identity.instance:
+        found, mine = job.metadata.annotations, spec.identity.labels()
+        if any(found.get(key) != value for key, value in mine.items()):
+            # The name is a hash and a prefix of the run id: another attempt's Job must not pass for this one.
+            whose = ", ".join(f"{key}={found.get(key)}" for key in sorted(mine))
             raise BackendRejected(
-                self.name, "backend", f"a Job named {spec.name!r} exists in the namespace and is not this instance's"
+                self.name, "backend", f"a Job named {spec.name!r} exists in the namespace and is another's ({whose})"
             )
         return Handle(backend=self.name, name=spec.name, engine_id=job.metadata.uid)
 

@@ -17,7 +17,7 @@ from orchestrator.executors.seam import BackendRejected, EndKind, Limits
 
 from .conftest import Case
 from .drivers import KubeFakeDriver
-from .test_contract import LIMIT, nothing_left, read_log, sh, started
+from .test_contract import LIMIT, SLEEP, nothing_left, read_log, sh, started
 
 # Only the fake's case: the other kinds' fixtures are not even started.
 pytestmark = pytest.mark.parametrize("case", ["kubernetes"], indirect=True)
@@ -197,3 +197,15 @@ async def test_gpus_are_refused_where_the_cluster_has_none(kube: Case) -> None:
     assert kube.backend.capabilities().gpus == 0
     health = await kube.backend.health()
     assert health.ok and health.details["gpus"] == "0" and health.details["server"].endswith("mao-fake")
+
+
+async def test_a_job_of_the_same_name_but_another_attempt_is_not_taken(kube: Case) -> None:
+    """Object names hold a prefix of the run id: two runs alike in their first 12 characters meet."""
+    first = kube.spec(SLEEP, run="runprefix0000aaaa")
+    other = kube.spec(SLEEP, run="runprefix0000bbbb")
+    assert first.name == other.name
+    handle = await kube.backend.submit(first)
+    with pytest.raises(BackendRejected, match="another's"):
+        await kube.backend.submit(other)
+    await kube.backend.cancel(handle)
+    await nothing_left(kube)
