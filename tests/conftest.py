@@ -75,6 +75,17 @@ def busybox_image(docker_engine) -> str:
 
 
 @pytest.fixture(scope="session")
+def swarm(docker_engine) -> Iterator[servers.SwarmHold]:
+    """The Docker engine as a single-node swarm manager on loopback, left as it was found at the end
+    (tests/servers/swarm.py: shared with other sessions on this engine, counted under a file lock)."""
+    hold = _start("a single-node Docker Swarm", servers.acquire_swarm)
+    try:
+        yield hold
+    finally:
+        servers.release_swarm(hold)
+
+
+@pytest.fixture(scope="session")
 def etcd(servers_tmp: Path) -> Iterator[servers.EtcdServer]:
     """One etcd member on a free loopback port (``.endpoint`` is "127.0.0.1:port")."""
     server = _start("etcd", lambda: servers.start_etcd(servers_tmp / "etcd", name="etcd-session"))

@@ -32,6 +32,8 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import Unavailable
+
 # Labels every object of every backend carries (Docker/Swarm labels, Kubernetes labels, Slurm comment).
 MANAGED_LABEL = "mao.managed"
 INSTANCE_LABEL = "mao.instance"
@@ -224,6 +226,13 @@ class BackendRejected(Exception):
         self.backend = backend
         self.field = field
         self.message = message
+
+
+class BackendUnavailable(Unavailable):
+    """The engine cannot be asked now (down, unreachable, failing): a 503; the object may still be
+    there, so the caller asks again later rather than submitting anew."""
+
+    code = "backend_unavailable"
 
 
 @runtime_checkable

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from executor.config import load_settings as load_executor_settings
 from executor.hardening import check_docker_socket, container_limits, host_cpus, tool_user
@@ -30,6 +31,7 @@ from orchestrator.datasets.upkeep import clear_stale_locks, local_repositories
 from orchestrator.domain.pipeline import Step
 from orchestrator.domain.sizes import parse_size
 from orchestrator.errors import BadRequest, ConfigError, MaoError
+from tests.unit import trees
 
 ROOT = os.getuid() == 0
 
@@ -314,3 +316,17 @@ def test_a_branch_with_a_link_out_is_refused_at_checkout(tmp_path: Path) -> None
         repo.snapshot(tmp_path / "input")
     with pytest.raises(OutputRefused, match="evil"):
         repo.prepare_worktree("s-n1")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tree=trees.trees)
+def test_a_reset_removes_every_link_out_and_keeps_the_rest(tmp_path_factory: pytest.TempPathFactory, tree) -> None:
+    root = tmp_path_factory.mktemp("tree")
+    trees.build(root, tree)
+    before = trees.listing(root)
+    outside = {rel for rel, (kind, _, _) in before.items() if kind == "link" and points_outside(root / rel, root)}
+    found = inspect_folder(root, remove_bad=True)
+    after = trees.listing(root)
+    assert sorted(found.removed) == sorted(outside)
+    assert set(after) == set(before) - outside
+    assert not [rel for rel, (kind, _, _) in after.items() if kind == "link" and points_outside(root / rel, root)]

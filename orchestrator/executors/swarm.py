@@ -1,0 +1,432 @@
+"""The Docker Swarm backend (``kind=swarm``, docs/backends.md#docker-swarm).
+
+One ``replicated-job`` service per attempt (or shard attempt), named ``spec.name``, carrying the
+identity as labels on the service and its task containers; no restart (MAO retries); the tool's uid
+(never 0), every capability dropped, pids/memory/CPU limits (reserved too, so that Swarm places by
+capacity), placement constraints from the step's ``placement`` (node labels). Data in ``shared`` mode
+(staging.py). Created with the image already resolved (never asking a registry) and without waiting
+for the service to converge: one watch polls the swarm for every attempt (swarm_watch.py). The service
+body is swarm_service.py, the log swarm_logs.py, finding and removing objects swarm_objects.py.
+
+Swarm has no job deadline and cannot set ``no-new-privileges`` per service (Docker 20.10): ``wait``
+enforces ``timeout`` itself, from the task's start, and ``start_timeout`` from the submission; the
+engine's daemon must run with ``--no-new-privileges``, or the operator accepts the weaker rule in the
+backend's settings (``ACCEPT_WITHOUT_NO_NEW_PRIVILEGES``), and ``health`` and ``capabilities`` say which.
+
+An ended service is kept, with its log, until ``cancel`` removes it: the caller reads the log to its
+end, then cancels. ``cancel`` removes the service *and* its task containers and returns once both are
+gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ..datasets.hygiene import OutputRefused
+from .engine_api import EngineApi, EngineConflict, EngineError, EngineNotFound
+from .seam import (
+    INSTANCE_LABEL,
+    Backend,
+    BackendRejected,
+    BackendUnavailable,
+    Capabilities,
+    ContainerSpec,
+    DataMode,
+    End,
+    EndKind,
+    Handle,
+    Health,
+    Managed,
+    secret_values,
+)
+from .staging import SharedStaging, StagedOutputMissing
+from .swarm_logs import ServiceLogs
+from .swarm_objects import SERVICE_NAME_LABEL, SwarmObjects
+from .swarm_service import ServiceOptions, image_reference, placement_problem, service_body
+from .swarm_settings import SwarmSettings
+from .swarm_watch import ENDED, ServiceView, SwarmWatch, parse_time, task_end
+
+__all__ = ["KIND", "SERVICE_NAME_LABEL", "SwarmBackend", "SwarmSettings"]
+
+log = logging.getLogger(__name__)
+
+KIND = "swarm"
+NNP_OPTION = "name=no-new-privileges"
+MIN_MEMORY = 6 * 1024 * 1024  # the engine refuses less
+_FACTS_TTL = 30.0
+_CANCELS_KEPT = 3600.0
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What the engine said about itself at ``at`` (monotonic)."""
+
+    at: float
+    manager: bool
+    nodes: int
+    no_new_privileges: bool
+    max_node_cpus: float | None
+
+
+@dataclass
+class _NameLock:
+    """Submissions of one name, one at a time (a second one finds the first one's service)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+class SwarmBackend:
+    """The ``Backend`` of one swarm (``name`` is the operator's, MAO_BACKENDS)."""
+
+    kind = KIND
+
+    def __init__(self, name: str, settings: SwarmSettings, *, max_output_bytes: int | None = None) -> None:
+        self.name = name
+        self.settings = settings
+        self._api = EngineApi(settings.docker_host, version=settings.api_version, tls=settings.tls())
+        self._watch = SwarmWatch(self._api, settings.poll_interval)
+        self._objects = SwarmObjects(self._api, name, remove_timeout=settings.cancel_timeout)
+        self._logs = ServiceLogs(
+            self._api, self._watch, name, settle=settings.log_settle_seconds, retry=settings.poll_interval
+        )
+        self.staging = SharedStaging(
+            settings.shared_root,
+            settle_seconds=settings.output_settle_seconds,
+            max_output_bytes=max_output_bytes,
+        )
+        self._facts: _Facts | None = None
+        self._submitting: dict[str, _NameLock] = {}
+        self._submitted: dict[str, float] = {}  # name -> monotonic time of this process's submission
+        self._cancelled: dict[str, float] = {}  # names this process cancelled: their end is ``cancelled``
+
+    # -- life ------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._api.start()
+        try:
+            await self._refresh_facts()
+        except BackendUnavailable as exc:
+            log.warning("Backend %s: %s (health says so until it answers)", self.name, exc.message)
+
+    async def close(self) -> None:
+        await self._watch.close()
+        await self._api.close()
+
+    async def _refresh_facts(self, max_age: float = 0.0) -> _Facts:
+        facts = self._facts
+        if facts is not None and time.monotonic() - facts.at <= max_age:
+            return facts
+        info = await self._api.call("GET", "/info", "reading the engine's information")
+        swarm = info.get("Swarm") or {}
+        manager = swarm.get("LocalNodeState") == "active" and bool(swarm.get("ControlAvailable"))
+        cpus: list[float] = []
+        if manager:
+            for node in await self._api.call("GET", "/nodes", "listing the swarm's nodes") or []:
+                nano = ((node.get("Description") or {}).get("Resources") or {}).get("NanoCPUs")
+                cpus.append(int(nano) / 1e9 if nano else 0.0)
+        options = [str(option).split(",", 1)[0] for option in info.get("SecurityOptions") or []]
+        facts = _Facts(
+            at=time.monotonic(),
+            manager=manager,
+            nodes=len(cpus),
+            no_new_privileges=NNP_OPTION in options,
+            max_node_cpus=max(cpus) if any(cpus) else None,
+        )
+        self._facts = facts
+        return facts
+
+    # -- what it can do ------------------------------------------------------------------------------
+
+    def capabilities(self) -> Capabilities:
+        enforces = {"memory", "cpus", "pids", "placement", "start_timeout", "read_only_root"}
+        notes = [
+            "memory: Swarm cannot set a service's memory-swap: on a node with swap, a tool may use as "
+            "much again in swap",
+            "every node's Docker daemon must run with --no-new-privileges (only the manager's is checked)",
+            "env values, private ones too, are readable by whoever may inspect services on the managers",
+            "a finished job's exited containers on other nodes than the manager's stay until that node "
+            "prunes them (moby#42789)",
+        ]
+        if self._facts is not None and self._facts.no_new_privileges:
+            enforces.add("no_new_privileges")
+        elif self.settings.accept_without_no_new_privileges:
+            notes.insert(
+                0, "no-new-privileges is NOT enforced (accepted by ACCEPT_WITHOUT_NO_NEW_PRIVILEGES)"
+            )
+        return Capabilities(
+            kind=KIND,
+            data_modes=frozenset({DataMode.SHARED}),
+            enforces=frozenset(enforces),
+            notes=tuple(notes),
+        )
+
+    async def health(self) -> Health:
+        try:
+            facts = await self._refresh_facts()
+        except BackendUnavailable as exc:
+            return Health(ok=False, message=exc.message)
+        details = {"docker_host": self.settings.docker_host, "shared_root": str(self.settings.shared_root)}
+        problems = []
+        if facts.manager:
+            details["swarm"] = f"manager of {facts.nodes} node(s)"
+        else:
+            problems.append(
+                f"the Docker engine at {self.settings.docker_host} is not a swarm manager: run `docker swarm "
+                "init` there, or point the backend's DOCKER_HOST at a manager"
+            )
+        if facts.no_new_privileges:
+            details["no_new_privileges"] = "enforced by the daemon"
+        elif self.settings.accept_without_no_new_privileges:
+            details["no_new_privileges"] = (
+                f"NOT enforced; accepted by {self._setting('ACCEPT_WITHOUT_NO_NEW_PRIVILEGES')}"
+            )
+        else:
+            details["no_new_privileges"] = "NOT enforced: steps are refused"
+            problems.append(self._nnp_message())
+        if not os.access(self.settings.shared_root, os.W_OK | os.X_OK):
+            problems.append(
+                f"the shared root {self.settings.shared_root} is not writable by the orchestrator"
+            )
+        return Health(ok=not problems, message="; ".join(problems) or "ok", details=details)
+
+    def _setting(self, key: str) -> str:
+        return f"MAO_BACKEND_{self.name.upper()}_{key}"
+
+    def _nnp_message(self) -> str:
+        return (
+            f"the Docker daemon at {self.settings.docker_host} does not enforce no-new-privileges, which Swarm "
+            'cannot set per service: start dockerd with --no-new-privileges ("no-new-privileges": true in '
+            "daemon.json) on every node, or accept the weaker rule with "
+            f"{self._setting('ACCEPT_WITHOUT_NO_NEW_PRIVILEGES')}=1"
+        )
+
+    async def resolve_image(self, image: str) -> str | None:
+        facts = await self._refresh_facts(max_age=_FACTS_TTL)
+        try:
+            inspect = await self._api.call(
+                "GET", self._api.path("/images/{}/json", image), f"looking up {image}"
+            )
+        except EngineNotFound:
+            inspect = None
+        except EngineError as exc:
+            raise BackendRejected(
+                self.name, "image", f"image: the engine refused {image!r}: {exc.message}"
+            ) from exc
+        reference = image_reference(image, inspect, single_node=facts.nodes <= 1)
+        if reference is None and inspect is not None:
+            raise BackendRejected(
+                self.name,
+                "image",
+                f"image: {image!r} has no registry digest, and backend {self.name!r} is a swarm of "
+                f"{facts.nodes} nodes: push the image to a registry every node can pull from",
+            )
+        return reference
+
+    async def validate(self, spec: ContainerSpec) -> None:
+        problem = self._spec_problem(spec)
+        if problem is not None:
+            raise BackendRejected(self.name, *problem)
+        facts = await self._refresh_facts(max_age=_FACTS_TTL)
+        if not facts.no_new_privileges and not self.settings.accept_without_no_new_privileges:
+            raise BackendRejected(self.name, "backend", f"backend {self.name!r}: {self._nnp_message()}")
+
+    def _spec_problem(self, spec: ContainerSpec) -> tuple[str, str] | None:
+        where = f"(backend {self.name!r}, kind swarm)"
+        if spec.user[0] == 0:
+            return "user", f"user: tools never run as root (uid 0) {where}"
+        if spec.docker_socket:
+            return "docker_socket", f"docker_socket: the Docker socket is never offered on a cluster {where}"
+        if spec.limits.gpus:
+            return "gpus", f"gpus: this backend gives no GPUs yet {where}"
+        if spec.limits.memory is not None and spec.limits.memory < MIN_MEMORY:
+            return "memory", f"memory: at least {MIN_MEMORY} bytes {where}"
+        problem = placement_problem(spec.placement) or self.staging.problem(spec)
+        if problem:
+            return ("placement" if problem.startswith("placement") else "user"), f"{problem} {where}"
+        return None
+
+    # -- one attempt -------------------------------------------------------------------------------------
+
+    async def submit(self, spec: ContainerSpec) -> Handle:
+        await self.validate(spec)
+        entry = self._submitting.setdefault(spec.name, _NameLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                handle = await self._submit(spec)
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                self._submitting.pop(spec.name, None)
+        return handle
+
+    async def _submit(self, spec: ContainerSpec) -> Handle:
+        existing = await self._objects.service(spec.name)
+        if existing is not None:
+            return self._existing(spec, existing)
+        image = spec.image_id or await self.resolve_image(spec.image) or spec.image
+        facts = await self._refresh_facts(max_age=_FACTS_TTL)
+        staged = await self.staging.stage_in(spec)
+        options = ServiceOptions(self.settings.networks, self.settings.reserve_resources, facts.max_node_cpus)
+        body = service_body(spec, image, staged, options)
+        try:
+            created = await self._api.call(
+                "POST", "/services/create", f"creating service {spec.name}", body=body
+            )
+        except EngineConflict:
+            existing = await self._objects.service(spec.name)  # made meanwhile by someone else
+            if existing is None:
+                raise
+            return self._existing(spec, existing)
+        except EngineError as exc:
+            await self.staging.discard(spec.name)
+            raise BackendRejected(
+                self.name, "backend", f"backend {self.name!r} refused the service: {exc.message}"
+            ) from exc
+        self._submitted[spec.name] = time.monotonic()
+        log.info("Backend %s: submitted %s (service %s)", self.name, spec.name, created.get("ID"))
+        return Handle(backend=self.name, name=spec.name, engine_id=str(created.get("ID")))
+
+    def _existing(self, spec: ContainerSpec, service: dict[str, Any]) -> Handle:
+        labels = (service.get("Spec") or {}).get("Labels") or {}
+        if labels.get(INSTANCE_LABEL) != spec.identity.instance:
+            raise BackendRejected(
+                self.name,
+                "backend",
+                f"a service named {spec.name!r} exists on the swarm and is not this instance's",
+            )
+        return Handle(backend=self.name, name=spec.name, engine_id=str(service.get("ID")))
+
+    async def wait(self, handle: Handle, spec: ContainerSpec) -> End:
+        start_timeout = spec.start_timeout or self.settings.start_timeout
+        # Durations on this host's monotonic clock; engine timestamps only for an attempt this process
+        # did not see start (adopted after a restart), where nothing else says since when.
+        waiting_since: float | None = self._submitted.get(handle.name)
+        running_since: float | None = None
+        seen, begun_after = 0, time.monotonic()
+        with self._watch.interest():
+            while True:
+                current = await self._watch.after(seen, begun_after)
+                seen, now = current.number, time.monotonic()
+                view = current.services.get(handle.name)
+                if view is None:
+                    return await self._vanished(handle)
+                if view.state in ENDED:
+                    return await self._finish(handle, spec, view)
+                if view.state == "running":
+                    if running_since is None:
+                        running_since = now if waiting_since is not None else now - _age(view.state_since)
+                    node = current.nodes.get(view.node_id or "")
+                    if node is not None and node.state in ("down", "disconnected"):
+                        await self._remove(handle.name)
+                        return self._end(EndKind.NODE_LOST, view, f"node {node.hostname} is {node.state}")
+                    if now - running_since > spec.timeout:
+                        await self._remove(handle.name)
+                        message = f"still running after the step's timeout of {spec.timeout:g}s"
+                        return self._end(EndKind.TIMED_OUT, view, message, run_seconds=now - running_since)
+                    continue
+                if waiting_since is None:
+                    waiting_since = now - _age(view.created_at)
+                if now - waiting_since > start_timeout:
+                    await self._remove(handle.name)
+                    message = f"not started within {start_timeout:g}s (start_timeout); the swarm says: {view.reason}"
+                    return self._end(EndKind.UNSCHEDULABLE, view, message, queued_seconds=now - waiting_since)
+
+    async def _vanished(self, handle: Handle) -> End:
+        if handle.name in self._cancelled:
+            await self.staging.discard(handle.name)
+            return End(kind=EndKind.CANCELLED, message="cancelled", engine_id=handle.engine_id)
+        await self._remove(handle.name)  # its containers and staged folder, if any are left
+        message = f"service {handle.name} was removed from outside MAO (docker service rm?)"
+        return End(kind=EndKind.NODE_LOST, engine_id=handle.engine_id, message=message)
+
+    async def _finish(self, handle: Handle, spec: ContainerSpec, view: ServiceView) -> End:
+        if handle.name in self._cancelled:
+            await self.staging.discard(handle.name)
+            return End(kind=EndKind.CANCELLED, message="cancelled", engine_id=view.service_id)
+        kind, code, message = task_end(view)
+        container = await self._objects.container(view.container_id)
+        state = (container or {}).get("State") or {}
+        if code == 137 and state.get("OOMKilled"):
+            kind, message = (
+                EndKind.OOM_KILLED,
+                "killed by the kernel: out of memory (the step's memory limit)",
+            )
+        elif code == 137 and container is None and spec.limits.memory is not None:
+            kind = EndKind.OOM_KILLED
+            message = (
+                "exit 137 under a memory limit: most likely out of memory (the container is on another node)"
+            )
+        started = parse_time(state.get("StartedAt"))
+        ended = parse_time(state.get("FinishedAt")) or view.state_since
+        queued = run = None
+        if started is not None and view.created_at is not None:
+            queued = max(0.0, (started - view.created_at).total_seconds())
+        if started is not None and ended is not None:
+            run = max(0.0, (ended - started).total_seconds())
+        if kind is EndKind.COMPLETED:
+            try:
+                await self.staging.bring_back(spec)
+            except OutputRefused as exc:
+                kind, message = EndKind.FAILED, f"the tool exited 0 but its output was refused: {exc.message}"
+            except (StagedOutputMissing, OSError) as exc:
+                kind, message = EndKind.LOST, f"the tool exited 0 but its staged output cannot be read: {exc}"
+        await self.staging.discard(handle.name)
+        tail = await self._logs.tail(handle.name, secret_values(spec))
+        return self._end(
+            kind,
+            view,
+            message,
+            exit_code=code,
+            queued_seconds=queued,
+            run_seconds=run,
+            started_at=started,
+            ended_at=ended,
+            log_tail=tail,
+        )
+
+    def _end(self, kind: EndKind, view: ServiceView, message: str, **fields: Any) -> End:
+        node = self._watch.node_name(view.node_id)
+        return End(
+            kind=kind, message=message, node=node, engine_id=view.service_id, image_id=view.image, **fields
+        )
+
+    def logs(self, handle: Handle, follow: bool = False, since: int = 0) -> AsyncIterator[bytes]:
+        return self._logs.read(handle.name, follow=follow, since=since)
+
+    # -- removal ---------------------------------------------------------------------------------------
+
+    async def cancel(self, handle: Handle) -> None:
+        """Remove the service and its task containers, wait until both are gone, drop the staged folder.
+        A ``wait`` on it ends ``cancelled``."""
+        now = time.monotonic()
+        self._cancelled[handle.name] = now
+        for name in [name for name, at in self._cancelled.items() if at < now - _CANCELS_KEPT]:
+            del self._cancelled[name]
+        await self._remove(handle.name)
+
+    async def _remove(self, name: str) -> None:
+        await self._objects.remove(name, ended=self._watch.state(name) in ENDED)
+        await self.staging.discard(name)
+
+    async def list_managed(self, instance: str) -> list[Managed]:
+        return await self._objects.managed(instance)
+
+
+def _age(since: datetime | None) -> float:
+    """Seconds from ``since`` (an engine timestamp) to now; 0 when unknown or in the future (skew)."""
+    if since is None:
+        return 0.0
+    return max(0.0, (datetime.now(UTC) - since).total_seconds())
+
+
+def _is_a_backend(backend: SwarmBackend) -> Backend:
+    return backend  # mypy holds SwarmBackend to the seam's Protocol here
