@@ -89,7 +89,7 @@ async def test_timeout_counts_from_the_start(case: Case) -> None:
 
 
 async def test_start_timeout_on_a_placement_no_node_matches(case: Case) -> None:
-    _, end = await run(case, ["true"], placement={"mao.test.nowhere": "x"}, start_timeout=1.5)
+    _, end = await run(case, ["true"], placement=case.driver.unschedulable_placement, start_timeout=1.5)
     assert end.kind is EndKind.UNSCHEDULABLE, end
     assert end.retryable and end.run_seconds is None
     assert end.queued_seconds is not None and end.queued_seconds >= 1.5

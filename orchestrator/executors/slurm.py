@@ -1,0 +1,626 @@
+"""The Slurm backend (``kind=slurm``, docs/backends.md#slurm).
+
+One batch job per attempt (or shard attempt), named ``spec.name``, MAO's identity as JSON in its
+comment; ``sbatch --parsable`` of a fixed script (slurm_job.sh) that runs the tool in a container
+through the configured runtime (docker or podman) under MAO's trust rules, with everything that
+varies as arguments built by slurm_command.py. ``--time`` from the step's timeout, ``--mem``,
+``--cpus-per-task``, GPUs as ``--gres=gpu:N``, partition, account, QOS, node features and reservation
+from the settings or the step's ``placement``, ``--no-requeue`` (MAO retries). Watched with one
+``squeue`` for all attempts (slurm_cli.py: sacct needs slurmdbd, which a cluster may not run; a job
+the controller forgot is looked up in the jobcomp file when one is configured), cancelled with
+``scancel``. Data in ``shared`` mode (staging.py); the log is the job's output file, followed
+while it runs (slurm_logs.py).
+
+The objects this backend owns on the cluster are the instance's jobs that have not ended and the
+attempt folders on the shared root (``<root>/<name>/``, with a ``labels.json``): ``list_managed``
+lists both, ``cancel`` ends the job and removes the folder and the job's output files. A job that
+ended stays in the controller's memory for MinJobAge seconds whatever MAO does: it holds nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import mmap
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..datasets.hygiene import OutputRefused
+from .seam import (
+    INSTANCE_LABEL,
+    Backend,
+    BackendRejected,
+    BackendUnavailable,
+    Capabilities,
+    ContainerSpec,
+    DataMode,
+    End,
+    EndKind,
+    Handle,
+    Health,
+    Managed,
+    secret_values,
+)
+from .slurm_cli import ClusterFacts, QueueWatch, SlurmCommands, cluster_facts
+from .slurm_command import (
+    MAO_CANCEL,
+    MAO_TIMEOUT,
+    MAO_UNSCHEDULABLE,
+    JobView,
+    cpus_per_task,
+    env_file,
+    env_problem,
+    instance_prefix,
+    job_end,
+    job_files,
+    job_memory_mib,
+    parse_job_id,
+    parse_jobcomp_line,
+    parse_report,
+    placement_problem,
+    run_arguments,
+    sbatch_arguments,
+    where,
+)
+from .slurm_logs import follow_file, read_file, tail
+from .slurm_settings import SlurmSettings
+from .staging import SharedStaging, StagedOutputMissing
+
+__all__ = ["KIND", "SlurmBackend", "SlurmSettings"]
+
+log = logging.getLogger(__name__)
+
+KIND = "slurm"
+SCRIPT = Path(__file__).with_name("slurm_job.sh")
+LABELS_FILE = "labels.json"
+_FACTS_TTL = 30.0
+_MARKS_KEPT = 3600.0
+# Output files of attempts whose end was never collected (an orchestrator that died between a job's
+# end and its removal) are removed by list_managed once they are this old.
+ORPHAN_LOG_AGE = 3600.0
+_DIGEST_SUFFIX = "@sha256:"
+
+
+@dataclass
+class _Stop:
+    """What MAO did to a job itself (``MAO_CANCEL``, ``MAO_TIMEOUT``, ``MAO_UNSCHEDULABLE``), when,
+    and the durations it measured then (Slurm's timestamps are whole seconds)."""
+
+    why: str
+    at: float
+    queued_seconds: float | None = None
+    run_seconds: float | None = None
+    reason: str = ""
+    sent: bool = False  # scancel was accepted
+
+
+class SlurmBackend:
+    """The ``Backend`` of one Slurm cluster (``name`` is the operator's, MAO_BACKENDS)."""
+
+    kind = KIND
+
+    def __init__(self, name: str, settings: SlurmSettings, *, max_output_bytes: int | None = None) -> None:
+        self.name = name
+        self.settings = settings
+        self.commands = SlurmCommands(name, settings)
+        self._watch = QueueWatch(self.commands, settings.poll_interval)
+        self.staging = SharedStaging(
+            settings.shared_root,
+            settle_seconds=settings.output_settle_seconds,
+            max_output_bytes=max_output_bytes,
+        )
+        self._facts: ClusterFacts | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._submitted: dict[str, float] = {}  # name -> monotonic time of this process's submission
+        self._stops: dict[str, _Stop] = {}
+
+    # -- life ------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        try:
+            await self._refresh_facts()
+        except BackendUnavailable as exc:
+            log.warning("Backend %s: %s (health says so until it answers)", self.name, exc.message)
+
+    async def close(self) -> None:
+        await self._watch.close()
+
+    async def _refresh_facts(self, max_age: float = 0.0) -> ClusterFacts:
+        facts = self._facts
+        if facts is not None and time.monotonic() - facts.at <= max_age:
+            return facts
+        self._facts = await cluster_facts(self.commands)
+        return self._facts
+
+    async def _facts_or_none(self) -> ClusterFacts | None:
+        try:
+            return await self._refresh_facts(max_age=_FACTS_TTL)
+        except BackendUnavailable as exc:
+            log.info("Backend %s: cluster not checked: %s", self.name, exc.message)
+            return self._facts
+
+    # -- what it can do ------------------------------------------------------------------------------
+
+    def capabilities(self) -> Capabilities:
+        enforces = {
+            "memory",
+            "cpus",
+            "pids",
+            "no_new_privileges",
+            "read_only_root",
+            "placement",
+            "start_timeout",
+        }
+        partition = self._facts.partition(self.settings.partition) if self._facts else None
+        gpus = partition.max_gpus if partition is not None else None
+        if gpus:
+            enforces.add("gpus")
+        notes = (
+            f"every node runs the container runtime ({self.settings.runtime}) for the job's user and has the "
+            "tools' images (loaded from the same archive: MAO checks the image id, never pulls)",
+            f"{self.settings.shared_root} must be mounted at this same path on the orchestrator's host and every node",
+            "memory, CPU and process limits are the runtime's (the container is not in the job's cgroup); "
+            "the job asks Slurm for the same memory plus JOB_MEMORY_OVERHEAD",
+            "the tool's environment, private values too, is a file (0600) on the shared root for the "
+            "job's lifetime: readable by the job's user and root on the nodes and the file server",
+            "a job's comment (MAO's identity) and command line are visible to the cluster's users",
+        )
+        return Capabilities(
+            kind=KIND,
+            data_modes=frozenset({DataMode.SHARED}),
+            enforces=frozenset(enforces),
+            gpus=gpus,
+            notes=notes,
+        )
+
+    async def health(self) -> Health:
+        details = {
+            "partition": self.settings.partition or "(the cluster's default)",
+            "runtime": self.settings.runtime,
+            "shared_root": str(self.settings.shared_root),
+        }
+        try:
+            facts = await self._refresh_facts()
+        except BackendUnavailable as exc:
+            return Health(ok=False, message=exc.message, details=details)
+        problems = []
+        partition = facts.partition(self.settings.partition)
+        if partition is None:
+            wanted = self.settings.partition or "a default partition"
+            problems.append(f"the cluster has no {wanted} (partitions: {', '.join(sorted(facts.partitions))})")
+        else:
+            details["partition"] = partition.name
+            details["nodes"] = f"{len(partition.usable)} of {len(partition.nodes)} up"
+            details["gpus"] = str(partition.max_gpus)
+            if not partition.up:
+                problems.append(f"partition {partition.name} is down")
+            elif not partition.usable:
+                problems.append(f"no node of partition {partition.name} is up")
+        if not os.access(self.settings.shared_root, os.W_OK | os.X_OK):
+            problems.append(f"the shared root {self.settings.shared_root} is not writable by the orchestrator")
+        return Health(ok=not problems, message="; ".join(problems) or "ok", details=details)
+
+    async def resolve_image(self, image: str) -> str | None:
+        """A digest reference as it is; otherwise the image id of the runtime on this host, when it
+        has the image (the job then runs that id, and a node without those bits ends
+        ``image_unavailable``: never other bits under the same tag); None when neither."""
+        if _DIGEST_SUFFIX in image:
+            return image
+        words = self.settings.runtime_words()
+        program = shutil.which(words[0])
+        if program is None:
+            return None
+        answer = await self.commands.run(
+            program, [*words[1:], "image", "inspect", "--format", "{{.Id}}", image], what=f"looking up {image}"
+        )
+        image_id = answer.stdout.strip()
+        return image_id if answer.returncode == 0 and image_id.startswith("sha256:") else None
+
+    async def validate(self, spec: ContainerSpec) -> None:
+        field, problem = self._spec_problem(spec)
+        if problem is None:
+            field, problem = self._cluster_problem(spec, await self._facts_or_none())
+        if problem is not None:
+            raise BackendRejected(self.name, field, f"{problem} (backend {self.name!r}, kind slurm)")
+
+    def _spec_problem(self, spec: ContainerSpec) -> tuple[str, str | None]:
+        if spec.user[0] == 0:
+            return "user", "user: tools never run as root (uid 0)"
+        if spec.docker_socket:
+            return "docker_socket", "docker_socket: the Docker socket is never offered on a cluster"
+        problem = placement_problem(spec.placement)
+        if problem:
+            return "placement", problem
+        problem = env_problem(spec.env)
+        if problem:
+            return "env", problem
+        problem = self.staging.problem(spec)
+        if problem:
+            return "user", problem
+        return "", None
+
+    def _cluster_problem(self, spec: ContainerSpec, facts: ClusterFacts | None) -> tuple[str, str | None]:
+        """What the cluster says cannot run (what it only cannot run *now* waits: start_timeout)."""
+        if facts is None:
+            return "", None  # the controller does not answer: sbatch finds out at submit
+        wanted = where(spec, self.settings).partition
+        partition = facts.partition(wanted)
+        if partition is None:
+            field = "placement" if "partition" in spec.placement else "backend"
+            name = wanted or "a default partition"
+            return field, f"partition: the cluster has no {name} (it has {', '.join(sorted(facts.partitions))})"
+        if spec.limits.gpus > partition.max_gpus:
+            return "gpus", (
+                f"gpus: {spec.limits.gpus} GPUs asked, and no node of partition {partition.name} has more "
+                f"than {partition.max_gpus}"
+            )
+        memory = job_memory_mib(spec, self.settings)
+        if memory is not None and partition.max_memory_mb and memory > partition.max_memory_mb:
+            return "memory", (
+                f"memory: the job needs {memory} MiB (the step's memory and JOB_MEMORY_OVERHEAD), and no node "
+                f"of partition {partition.name} has more than {partition.max_memory_mb} MiB"
+            )
+        if partition.time_limit is not None and spec.timeout > partition.time_limit:
+            return "timeout", (
+                f"timeout: {spec.timeout:g}s is past partition {partition.name}'s time limit of "
+                f"{partition.time_limit:g}s"
+            )
+        return "", None
+
+    # -- one attempt -------------------------------------------------------------------------------------
+
+    async def submit(self, spec: ContainerSpec) -> Handle:
+        await self.validate(spec)
+        lock = self._locks.setdefault(spec.name, asyncio.Lock())
+        try:
+            async with lock:
+                return await self._submit(spec)
+        finally:
+            if not lock.locked() and self._locks.get(spec.name) is lock:
+                del self._locks[spec.name]
+
+    async def _submit(self, spec: ContainerSpec) -> Handle:
+        # The attempt folder exists from before sbatch until the end is collected: without it, no job
+        # of this attempt can be waiting to be collected, and the queue need not be asked.
+        if await asyncio.to_thread(self.staging.paths(spec.name).folder.is_dir):
+            existing = await self._job_named(spec.name)
+            if existing is not None:
+                return self._existing(spec, existing)
+        image = spec.image_id or await self.resolve_image(spec.image) or spec.image
+        facts = await self._facts_or_none()
+        partition = facts.partition(where(spec, self.settings).partition) if facts else None
+        cpus = cpus_per_task(spec, partition.max_cpus if partition else None)
+        staged = await self.staging.stage_in(spec)
+        files = job_files(self.settings.shared_root, spec.name)
+        await asyncio.to_thread(self._write_job_files, spec)
+        run = run_arguments(
+            spec,
+            self.settings,
+            image=image,
+            input_folder=staged.input,
+            output_folder=staged.output,
+            env=files.env,
+            cpus=cpus,
+        )
+        args = sbatch_arguments(spec, self.settings, script=SCRIPT, files=files, run=run, image=image, cpus=cpus)
+        try:
+            answer = await self.commands.run("sbatch", args, what=f"submitting {spec.name}")
+        except BackendUnavailable:
+            # Whether the controller took it is unknown: the folder stays, and a submit again (or the
+            # sweep) finds the job by its name.
+            raise
+        if answer.returncode != 0:
+            await self._remove_files(spec.name)
+            raise BackendRejected(self.name, "backend", f"backend {self.name!r}: sbatch refused the job: {answer.message}")
+        try:
+            job_id = parse_job_id(answer.stdout)
+        except ValueError as exc:
+            raise BackendUnavailable(f"backend {self.name}: {exc}") from None
+        self._submitted[spec.name] = time.monotonic()
+        log.info("Backend %s: submitted %s (job %s)", self.name, spec.name, job_id)
+        return Handle(backend=self.name, name=spec.name, engine_id=job_id)
+
+    def _write_job_files(self, spec: ContainerSpec) -> None:
+        """The tool's env file and the job's labels in the attempt folder, and the job's output files:
+        all private to the orchestrator's user (the job runs as that user too)."""
+        folder = self.staging.paths(spec.name).folder
+        files = job_files(self.settings.shared_root, spec.name)
+        _write_private(files.env, env_file(spec.env))
+        _write_private(folder / LABELS_FILE, json.dumps(spec.all_labels(), sort_keys=True))
+        for path in (files.out, files.err):
+            _write_private(path, "")
+
+    async def _job_named(self, name: str) -> JobView | None:
+        jobs = await self.commands.squeue(name=name)
+        named = [job for job in jobs if job.name == name]
+        return max(named, key=lambda job: int(job.job_id)) if named else None
+
+    def _existing(self, spec: ContainerSpec, job: JobView) -> Handle:
+        if job.instance != spec.identity.instance:
+            raise BackendRejected(
+                self.name, "backend", f"a job named {spec.name!r} is in the queue and is not this instance's"
+            )
+        return Handle(backend=self.name, name=spec.name, engine_id=job.job_id)
+
+    async def wait(self, handle: Handle, spec: ContainerSpec) -> End:
+        start_timeout = spec.start_timeout or self.settings.start_timeout
+        # Durations on this host's monotonic clock; the controller's timestamps only for an attempt
+        # this process did not see start (adopted after a restart).
+        waiting_since = self._submitted.get(handle.name)
+        running_since: float | None = None
+        since = time.monotonic()
+        with self._watch.interest():
+            while True:
+                look = await self._watch.after(since)
+                since = look.at + 1e-6
+                view = look.find(handle.name, handle.engine_id)
+                now = time.monotonic()
+                if view is None:
+                    return await self._forgotten(handle, spec)
+                if view.has_ended:
+                    return await self._finish(handle, spec, view)
+                stop = self._stops.get(handle.name)
+                if stop is not None:
+                    if not stop.sent:  # scancel failed (the controller was away): again
+                        await self._stop(handle, view, stop)
+                    continue  # MAO stopped it: its end comes
+                if view.has_started:
+                    if running_since is None:
+                        running_since = now if waiting_since is not None else now - _age(view.started)
+                    if now - running_since > spec.timeout:
+                        stop = _Stop(MAO_TIMEOUT, now, run_seconds=now - running_since)
+                        await self._stop(handle, view, stop)
+                    continue
+                if waiting_since is None:
+                    waiting_since = now - _age(view.submitted)
+                if now - waiting_since > start_timeout:
+                    stop = _Stop(MAO_UNSCHEDULABLE, now, queued_seconds=now - waiting_since, reason=view.reason)
+                    await self._stop(handle, view, stop)
+
+    async def _stop(self, handle: Handle, view: JobView, stop: _Stop) -> None:
+        self._mark(handle.name, stop)
+        await self._scancel(view.job_id)
+        self._stops[handle.name].sent = True
+
+    def _mark(self, name: str, stop: _Stop) -> None:
+        self._stops.setdefault(name, stop)
+        for old in [n for n, s in self._stops.items() if s.at < stop.at - _MARKS_KEPT]:
+            del self._stops[old]
+
+    async def _scancel(self, job_id: str) -> None:
+        answer = await self.commands.run("scancel", [job_id], what=f"cancelling job {job_id}")
+        if answer.returncode != 0 and "already completing or completed" not in answer.message.lower():
+            if "invalid job id" not in answer.message.lower():
+                raise BackendUnavailable(f"backend {self.name}: scancel {job_id}: {answer.message}")
+
+    async def _forgotten(self, handle: Handle, spec: ContainerSpec) -> End:
+        """The controller no longer knows the job (past MinJobAge, or it lost its state)."""
+        stop = self._stops.get(handle.name)
+        if stop is not None and stop.why == MAO_CANCEL:
+            await self._discard(handle.name)
+            return End(kind=EndKind.CANCELLED, message="cancelled", engine_id=handle.engine_id)
+        view = await self._from_jobcomp(handle)
+        if view is not None:
+            return await self._finish(handle, spec, view)
+        await self._discard(handle.name)
+        return End(
+            kind=EndKind.LOST,
+            engine_id=handle.engine_id,
+            message=(
+                f"Slurm no longer knows job {handle.engine_id or handle.name} (ended longer ago than the "
+                "controller's MinJobAge, or the controller lost its state), and no jobcomp file says how it ended"
+            ),
+        )
+
+    async def _from_jobcomp(self, handle: Handle) -> JobView | None:
+        path = self.settings.jobcomp_file
+        if path is None or handle.engine_id is None:
+            return None
+        line = await asyncio.to_thread(_jobcomp_line, path, handle.engine_id)
+        view = parse_jobcomp_line(line) if line else None
+        return view if view is not None and view.name == handle.name else None
+
+    async def _finish(self, handle: Handle, spec: ContainerSpec, view: JobView) -> End:
+        files = job_files(self.settings.shared_root, handle.name)
+        report = parse_report(await asyncio.to_thread(_read_text, files.err))
+        stop = self._stops.get(handle.name)
+        verdict = job_end(view, report, stop.why if stop else None, spec.timeout)
+        kind, message = verdict.kind, verdict.message
+        if stop is not None and stop.why == MAO_UNSCHEDULABLE:
+            message = f"not started within {spec.start_timeout or self.settings.start_timeout:g}s (start_timeout)"
+            message += f"; Slurm's reason: {stop.reason}" if stop.reason else ""
+        if kind is EndKind.COMPLETED:
+            try:
+                await self.staging.bring_back(spec)
+            except OutputRefused as exc:
+                kind, message = EndKind.FAILED, f"the tool exited 0 but its output was refused: {exc.message}"
+            except (StagedOutputMissing, OSError) as exc:
+                kind, message = EndKind.LOST, f"the tool exited 0 but its staged output cannot be read: {exc}"
+        await self._discard(handle.name)
+        queued = run = None
+        started = _when(view.started) if view.has_started else None
+        ended = _when(view.ended)
+        if view.started is not None and view.submitted is not None:
+            queued = max(0.0, view.started - view.submitted)
+        if view.started is not None and view.ended is not None:
+            run = max(0.0, view.ended - view.started)
+        if stop is not None and stop.why == MAO_UNSCHEDULABLE:
+            queued, run, started = stop.queued_seconds, None, None
+        elif stop is not None and stop.why == MAO_TIMEOUT:
+            run = max(run or 0.0, stop.run_seconds or 0.0)
+        text = (await asyncio.to_thread(tail, files.out)).decode("utf-8", "replace")
+        for value in secret_values(spec).values():
+            if value:
+                text = text.replace(value, "***")
+        return End(
+            kind=kind,
+            exit_code=verdict.exit_code,
+            message=message,
+            node=view.node or report.node,
+            engine_id=view.job_id,
+            image_id=spec.image_id,
+            queued_seconds=queued,
+            run_seconds=run,
+            started_at=started,
+            ended_at=ended,
+            log_tail=text,
+        )
+
+    def logs(self, handle: Handle, follow: bool = False, since: int = 0) -> AsyncIterator[bytes]:
+        path = job_files(self.settings.shared_root, handle.name).out
+        if not follow:
+            return read_file(path, since)
+
+        def find(jobs: dict[str, JobView], names: dict[str, JobView]) -> JobView | None:
+            return jobs.get(handle.engine_id) if handle.engine_id else names.get(handle.name)
+
+        return follow_file(path, since, self._watch, find, self.settings.output_settle_seconds)
+
+    # -- removal ---------------------------------------------------------------------------------------
+
+    async def cancel(self, handle: Handle) -> None:
+        """End the job (scancel) and wait until Slurm says it ended (its script removes the container
+        then), then remove the attempt folder and the job's files. A ``wait`` on it ends ``cancelled``."""
+        self._mark(handle.name, _Stop(MAO_CANCEL, time.monotonic()))
+        job = await self._current(handle)
+        if job is not None and not job.has_ended:
+            await self._scancel(job.job_id)
+            self._stops[handle.name].sent = True
+            deadline = time.monotonic() + self.settings.cancel_timeout
+            while job is not None and not job.has_ended:
+                if time.monotonic() > deadline:
+                    raise BackendUnavailable(
+                        f"backend {self.name}: job {job.job_id} ({handle.name}) is still {job.state} "
+                        f"{self.settings.cancel_timeout:g}s after scancel"
+                    )
+                await asyncio.sleep(0.2)
+                job = await self._current(handle)
+        await self._remove_files(handle.name)
+
+    async def _current(self, handle: Handle) -> JobView | None:
+        jobs = await self.commands.squeue(name=handle.name)
+        if handle.engine_id is not None:
+            return next((job for job in jobs if job.job_id == handle.engine_id), None)
+        named = [job for job in jobs if job.name == handle.name]
+        return max(named, key=lambda job: int(job.job_id)) if named else None
+
+    async def _discard(self, name: str) -> None:
+        """The attempt folder goes (a wait's end and a cancel may remove it at the same time)."""
+        for _ in range(3):
+            try:
+                await self.staging.discard(name)
+                return
+            except FileNotFoundError:
+                continue  # removed meanwhile, by the other one: look again
+
+    async def _remove_files(self, name: str) -> None:
+        await self._discard(name)
+        files = job_files(self.settings.shared_root, name)
+        await asyncio.to_thread(_unlink, files.out, files.err)
+
+    async def list_managed(self, instance: str) -> list[Managed]:
+        """The instance's jobs that have not ended, and its attempt folders on the shared root (an
+        attempt whose end was not collected, or whose submission did not finish)."""
+        jobs = await self.commands.squeue()
+        folders = await asyncio.to_thread(self._folders)
+        found: dict[str, Managed] = {}
+        for job in sorted(jobs, key=lambda j: int(j.job_id)):
+            if job.has_ended or job.instance != instance or job.labels is None:
+                continue
+            handle = Handle(backend=self.name, name=job.name, engine_id=job.job_id)
+            found[job.name] = Managed(handle=handle, labels=job.labels, running=True)
+        latest = {job.name: job for job in sorted(jobs, key=lambda j: int(j.job_id))}
+        for name, labels in folders.items():
+            if name in found or labels.get(INSTANCE_LABEL) != instance:
+                continue
+            last = latest.get(name)
+            handle = Handle(backend=self.name, name=name, engine_id=last.job_id if last else None)
+            found[name] = Managed(handle=handle, labels=labels, running=False)
+        prefixes = {instance_prefix(m.handle.name) for m in found.values()}
+        await asyncio.to_thread(self._drop_orphan_logs, prefixes, set(found) | set(self._submitted))
+        return sorted(found.values(), key=lambda m: m.handle.name)
+
+    def _folders(self) -> dict[str, dict[str, str]]:
+        """Attempt folders on the shared root with the labels written at submission."""
+        found = {}
+        for name in self.staging.staged_names():
+            if not name.startswith("mao-"):
+                continue
+            try:
+                labels = json.loads((self.settings.shared_root / name / LABELS_FILE).read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(labels, dict):
+                found[name] = {str(k): str(v) for k, v in labels.items()}
+        return found
+
+    def _drop_orphan_logs(self, prefixes: set[str], keep: set[str]) -> None:
+        if not prefixes:
+            return
+        cutoff = time.time() - ORPHAN_LOG_AGE
+        with contextlib.suppress(OSError), os.scandir(self.settings.shared_root) as entries:
+            for entry in entries:
+                stem, dot, suffix = entry.name.rpartition(".")
+                if not dot or suffix not in ("out", "err") or stem in keep:
+                    continue
+                if not any(stem.startswith(p) for p in prefixes):
+                    continue
+                with contextlib.suppress(OSError):
+                    if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as file:
+        os.fchmod(file.fileno(), 0o600)
+        file.write(text)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _unlink(*paths: Path) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _jobcomp_line(path: Path, job_id: str) -> str | None:
+    """The last line of the jobcomp file about ``job_id`` (searched from the end: it only grows)."""
+    needle = f"JobId={job_id} ".encode()
+    try:
+        with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            at = data.rfind(needle)
+            while at > 0 and data[at - 1 : at] != b"\n":
+                at = data.rfind(needle, 0, at)
+            if at < 0:
+                return None
+            end = data.find(b"\n", at)
+            return data[at : end if end >= 0 else len(data)].decode(errors="replace")
+    except (OSError, ValueError):
+        return None
+
+
+def _age(epoch: float | None) -> float:
+    """Seconds from ``epoch`` (the controller's clock) to now; 0 when unknown or in the future (skew)."""
+    return max(0.0, time.time() - epoch) if epoch is not None else 0.0
+
+
+def _when(epoch: float | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch, UTC) if epoch is not None else None
+
+
+def _is_a_backend(backend: SlurmBackend) -> Backend:
+    return backend  # mypy holds SlurmBackend to the seam's Protocol here
