@@ -20,10 +20,7 @@ ended stays in the controller's memory for MinJobAge seconds whatever MAO does: 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
-import mmap
 import os
 import shutil
 import time
@@ -40,7 +37,6 @@ from .seam import (
     BackendUnavailable,
     Capabilities,
     ContainerSpec,
-    DataMode,
     End,
     EndKind,
     Handle,
@@ -48,26 +44,34 @@ from .seam import (
     Managed,
     secret_values,
 )
-from .slurm_cli import ClusterFacts, QueueWatch, SlurmCommands, cluster_facts
-from .slurm_command import (
+from .slurm_answers import (
     MAO_CANCEL,
     MAO_TIMEOUT,
     MAO_UNSCHEDULABLE,
     JobView,
-    cpus_per_task,
-    env_file,
-    env_problem,
-    instance_prefix,
     job_end,
-    job_files,
-    job_memory_mib,
-    parse_job_id,
     parse_jobcomp_line,
     parse_report,
-    placement_problem,
+)
+from .slurm_checks import KIND, capabilities_of, cluster_problem, health_of, spec_problem
+from .slurm_cli import ClusterFacts, QueueWatch, SlurmCommands, cluster_facts
+from .slurm_command import (
+    cpus_per_task,
+    env_file,
+    instance_prefix,
+    parse_job_id,
     run_arguments,
     sbatch_arguments,
     where,
+)
+from .slurm_files import (
+    attempt_folders,
+    drop_orphan_logs,
+    job_files,
+    jobcomp_line,
+    read_text,
+    unlink,
+    write_job_files,
 )
 from .slurm_logs import follow_file, read_file, tail
 from .slurm_settings import SlurmSettings
@@ -77,14 +81,9 @@ __all__ = ["KIND", "SlurmBackend", "SlurmSettings"]
 
 log = logging.getLogger(__name__)
 
-KIND = "slurm"
 SCRIPT = Path(__file__).with_name("slurm_job.sh")
-LABELS_FILE = "labels.json"
 _FACTS_TTL = 30.0
 _MARKS_KEPT = 3600.0
-# Output files of attempts whose end was never collected (an orchestrator that died between a job's
-# end and its removal) are removed by list_managed once they are this old.
-ORPHAN_LOG_AGE = 3600.0
 _DIGEST_SUFFIX = "@sha256:"
 
 
@@ -149,63 +148,15 @@ class SlurmBackend:
     # -- what it can do ------------------------------------------------------------------------------
 
     def capabilities(self) -> Capabilities:
-        enforces = {
-            "memory",
-            "cpus",
-            "pids",
-            "no_new_privileges",
-            "read_only_root",
-            "placement",
-            "start_timeout",
-        }
-        partition = self._facts.partition(self.settings.partition) if self._facts else None
-        gpus = partition.max_gpus if partition is not None else None
-        if gpus:
-            enforces.add("gpus")
-        notes = (
-            f"every node runs the container runtime ({self.settings.runtime}) for the job's user and has the "
-            "tools' images (loaded from the same archive: MAO checks the image id, never pulls)",
-            f"{self.settings.shared_root} must be mounted at this same path on the orchestrator's host and every node",
-            "memory, CPU and process limits are the runtime's (the container is not in the job's cgroup); "
-            "the job asks Slurm for the same memory plus JOB_MEMORY_OVERHEAD",
-            "the tool's environment, private values too, is a file (0600) on the shared root for the "
-            "job's lifetime: readable by the job's user and root on the nodes and the file server",
-            "a job's comment (MAO's identity) and command line are visible to the cluster's users",
-        )
-        return Capabilities(
-            kind=KIND,
-            data_modes=frozenset({DataMode.SHARED}),
-            enforces=frozenset(enforces),
-            gpus=gpus,
-            notes=notes,
-        )
+        return capabilities_of(self.settings, self._facts)
 
     async def health(self) -> Health:
-        details = {
-            "partition": self.settings.partition or "(the cluster's default)",
-            "runtime": self.settings.runtime,
-            "shared_root": str(self.settings.shared_root),
-        }
         try:
             facts = await self._refresh_facts()
         except BackendUnavailable as exc:
-            return Health(ok=False, message=exc.message, details=details)
-        problems = []
-        partition = facts.partition(self.settings.partition)
-        if partition is None:
-            wanted = self.settings.partition or "a default partition"
-            problems.append(f"the cluster has no {wanted} (partitions: {', '.join(sorted(facts.partitions))})")
-        else:
-            details["partition"] = partition.name
-            details["nodes"] = f"{len(partition.usable)} of {len(partition.nodes)} up"
-            details["gpus"] = str(partition.max_gpus)
-            if not partition.up:
-                problems.append(f"partition {partition.name} is down")
-            elif not partition.usable:
-                problems.append(f"no node of partition {partition.name} is up")
-        if not os.access(self.settings.shared_root, os.W_OK | os.X_OK):
-            problems.append(f"the shared root {self.settings.shared_root} is not writable by the orchestrator")
-        return Health(ok=not problems, message="; ".join(problems) or "ok", details=details)
+            return health_of(self.settings, None, exc.message, writable=True)
+        writable = os.access(self.settings.shared_root, os.W_OK | os.X_OK)
+        return health_of(self.settings, facts, None, writable=writable)
 
     async def resolve_image(self, image: str) -> str | None:
         """A digest reference as it is; otherwise the image id of the runtime on this host, when it
@@ -224,55 +175,12 @@ class SlurmBackend:
         return image_id if answer.returncode == 0 and image_id.startswith("sha256:") else None
 
     async def validate(self, spec: ContainerSpec) -> None:
-        field, problem = self._spec_problem(spec)
+        problem = spec_problem(spec, self.staging.problem(spec))
         if problem is None:
-            field, problem = self._cluster_problem(spec, await self._facts_or_none())
+            problem = cluster_problem(spec, self.settings, await self._facts_or_none())
         if problem is not None:
-            raise BackendRejected(self.name, field, f"{problem} (backend {self.name!r}, kind slurm)")
-
-    def _spec_problem(self, spec: ContainerSpec) -> tuple[str, str | None]:
-        if spec.user[0] == 0:
-            return "user", "user: tools never run as root (uid 0)"
-        if spec.docker_socket:
-            return "docker_socket", "docker_socket: the Docker socket is never offered on a cluster"
-        problem = placement_problem(spec.placement)
-        if problem:
-            return "placement", problem
-        problem = env_problem(spec.env)
-        if problem:
-            return "env", problem
-        problem = self.staging.problem(spec)
-        if problem:
-            return "user", problem
-        return "", None
-
-    def _cluster_problem(self, spec: ContainerSpec, facts: ClusterFacts | None) -> tuple[str, str | None]:
-        """What the cluster says cannot run (what it only cannot run *now* waits: start_timeout)."""
-        if facts is None:
-            return "", None  # the controller does not answer: sbatch finds out at submit
-        wanted = where(spec, self.settings).partition
-        partition = facts.partition(wanted)
-        if partition is None:
-            field = "placement" if "partition" in spec.placement else "backend"
-            name = wanted or "a default partition"
-            return field, f"partition: the cluster has no {name} (it has {', '.join(sorted(facts.partitions))})"
-        if spec.limits.gpus > partition.max_gpus:
-            return "gpus", (
-                f"gpus: {spec.limits.gpus} GPUs asked, and no node of partition {partition.name} has more "
-                f"than {partition.max_gpus}"
-            )
-        memory = job_memory_mib(spec, self.settings)
-        if memory is not None and partition.max_memory_mb and memory > partition.max_memory_mb:
-            return "memory", (
-                f"memory: the job needs {memory} MiB (the step's memory and JOB_MEMORY_OVERHEAD), and no node "
-                f"of partition {partition.name} has more than {partition.max_memory_mb} MiB"
-            )
-        if partition.time_limit is not None and spec.timeout > partition.time_limit:
-            return "timeout", (
-                f"timeout: {spec.timeout:g}s is past partition {partition.name}'s time limit of "
-                f"{partition.time_limit:g}s"
-            )
-        return "", None
+            field, message = problem
+            raise BackendRejected(self.name, field, f"{message} (backend {self.name!r}, kind slurm)")
 
     # -- one attempt -------------------------------------------------------------------------------------
 
@@ -299,7 +207,7 @@ class SlurmBackend:
         cpus = cpus_per_task(spec, partition.max_cpus if partition else None)
         staged = await self.staging.stage_in(spec)
         files = job_files(self.settings.shared_root, spec.name)
-        await asyncio.to_thread(self._write_job_files, spec)
+        await asyncio.to_thread(write_job_files, files, env_file(spec.env), spec.all_labels())
         run = run_arguments(
             spec,
             self.settings,
@@ -326,16 +234,6 @@ class SlurmBackend:
         self._submitted[spec.name] = time.monotonic()
         log.info("Backend %s: submitted %s (job %s)", self.name, spec.name, job_id)
         return Handle(backend=self.name, name=spec.name, engine_id=job_id)
-
-    def _write_job_files(self, spec: ContainerSpec) -> None:
-        """The tool's env file and the job's labels in the attempt folder, and the job's output files:
-        all private to the orchestrator's user (the job runs as that user too)."""
-        folder = self.staging.paths(spec.name).folder
-        files = job_files(self.settings.shared_root, spec.name)
-        _write_private(files.env, env_file(spec.env))
-        _write_private(folder / LABELS_FILE, json.dumps(spec.all_labels(), sort_keys=True))
-        for path in (files.out, files.err):
-            _write_private(path, "")
 
     async def _job_named(self, name: str) -> JobView | None:
         jobs = await self.commands.squeue(name=name)
@@ -423,13 +321,13 @@ class SlurmBackend:
         path = self.settings.jobcomp_file
         if path is None or handle.engine_id is None:
             return None
-        line = await asyncio.to_thread(_jobcomp_line, path, handle.engine_id)
+        line = await asyncio.to_thread(jobcomp_line, path, handle.engine_id)
         view = parse_jobcomp_line(line) if line else None
         return view if view is not None and view.name == handle.name else None
 
     async def _finish(self, handle: Handle, spec: ContainerSpec, view: JobView) -> End:
         files = job_files(self.settings.shared_root, handle.name)
-        report = parse_report(await asyncio.to_thread(_read_text, files.err))
+        report = parse_report(await asyncio.to_thread(read_text, files.err))
         stop = self._stops.get(handle.name)
         verdict = job_end(view, report, stop.why if stop else None, spec.timeout)
         kind, message = verdict.kind, verdict.message
@@ -503,6 +401,7 @@ class SlurmBackend:
                 await asyncio.sleep(0.2)
                 job = await self._current(handle)
         await self._remove_files(handle.name)
+        self._submitted.pop(handle.name, None)
 
     async def _current(self, handle: Handle) -> JobView | None:
         jobs = await self.commands.squeue(name=handle.name)
@@ -523,13 +422,13 @@ class SlurmBackend:
     async def _remove_files(self, name: str) -> None:
         await self._discard(name)
         files = job_files(self.settings.shared_root, name)
-        await asyncio.to_thread(_unlink, files.out, files.err)
+        await asyncio.to_thread(unlink, files.out, files.err)
 
     async def list_managed(self, instance: str) -> list[Managed]:
         """The instance's jobs that have not ended, and its attempt folders on the shared root (an
         attempt whose end was not collected, or whose submission did not finish)."""
         jobs = await self.commands.squeue()
-        folders = await asyncio.to_thread(self._folders)
+        folders = await asyncio.to_thread(attempt_folders, self.settings.shared_root, self.staging.staged_names())
         found: dict[str, Managed] = {}
         for job in sorted(jobs, key=lambda j: int(j.job_id)):
             if job.has_ended or job.instance != instance or job.labels is None:
@@ -544,73 +443,10 @@ class SlurmBackend:
             handle = Handle(backend=self.name, name=name, engine_id=last.job_id if last else None)
             found[name] = Managed(handle=handle, labels=labels, running=False)
         prefixes = {instance_prefix(m.handle.name) for m in found.values()}
-        await asyncio.to_thread(self._drop_orphan_logs, prefixes, set(found) | set(self._submitted))
+        keep = set(found) | set(self._submitted)
+        await asyncio.to_thread(drop_orphan_logs, self.settings.shared_root, prefixes, keep)
         return sorted(found.values(), key=lambda m: m.handle.name)
 
-    def _folders(self) -> dict[str, dict[str, str]]:
-        """Attempt folders on the shared root with the labels written at submission."""
-        found = {}
-        for name in self.staging.staged_names():
-            if not name.startswith("mao-"):
-                continue
-            try:
-                labels = json.loads((self.settings.shared_root / name / LABELS_FILE).read_text())
-            except (OSError, ValueError):
-                continue
-            if isinstance(labels, dict):
-                found[name] = {str(k): str(v) for k, v in labels.items()}
-        return found
-
-    def _drop_orphan_logs(self, prefixes: set[str], keep: set[str]) -> None:
-        if not prefixes:
-            return
-        cutoff = time.time() - ORPHAN_LOG_AGE
-        with contextlib.suppress(OSError), os.scandir(self.settings.shared_root) as entries:
-            for entry in entries:
-                stem, dot, suffix = entry.name.rpartition(".")
-                if not dot or suffix not in ("out", "err") or stem in keep:
-                    continue
-                if not any(stem.startswith(p) for p in prefixes):
-                    continue
-                with contextlib.suppress(OSError):
-                    if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
-                        os.unlink(entry.path)
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as file:
-        os.fchmod(file.fileno(), 0o600)
-        file.write(text)
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except FileNotFoundError:
-        return ""
-
-
-def _unlink(*paths: Path) -> None:
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-def _jobcomp_line(path: Path, job_id: str) -> str | None:
-    """The last line of the jobcomp file about ``job_id`` (searched from the end: it only grows)."""
-    needle = f"JobId={job_id} ".encode()
-    try:
-        with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            at = data.rfind(needle)
-            while at > 0 and data[at - 1 : at] != b"\n":
-                at = data.rfind(needle, 0, at)
-            if at < 0:
-                return None
-            end = data.find(b"\n", at)
-            return data[at : end if end >= 0 else len(data)].decode(errors="replace")
-    except (OSError, ValueError):
-        return None
 
 
 def _age(epoch: float | None) -> float:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .seam import BackendUnavailable
-from .slurm_command import SQUEUE_FORMAT, JobView, parse_squeue
+from .slurm_answers import SQUEUE_FORMAT, JobView, parse_squeue
 from .slurm_settings import SlurmSettings
 
 log = logging.getLogger(__name__)

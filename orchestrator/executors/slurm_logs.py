@@ -11,8 +11,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+from .slurm_answers import JobView
 from .slurm_cli import QueueWatch
-from .slurm_command import JobView
 
 CHUNK = 256 * 1024
 TAIL_BYTES = 16 * 1024

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from orchestrator.executors.seam import INSTANCE_LABEL, MANAGED_LABEL, Backend, Handle
 from orchestrator.executors.slurm import SlurmBackend, SlurmSettings
-from orchestrator.executors.slurm_command import SQUEUE_FORMAT, parse_squeue
+from orchestrator.executors.slurm_answers import SQUEUE_FORMAT, parse_squeue
 from orchestrator.executors.swarm import SERVICE_NAME_LABEL, SwarmBackend, SwarmSettings
 from tests import servers
 
