@@ -60,6 +60,7 @@ from .slurm_command import (
     env_file,
     instance_prefix,
     parse_job_id,
+    remove_arguments,
     run_arguments,
     sbatch_arguments,
     where,
@@ -328,6 +329,8 @@ class SlurmBackend:
     async def _finish(self, handle: Handle, spec: ContainerSpec, view: JobView) -> End:
         files = job_files(self.settings.shared_root, handle.name)
         report = parse_report(await asyncio.to_thread(read_text, files.err))
+        if report.started and report.exit_code is None and report.signal is None and report.error is None:
+            await self._remove_container(handle.name, view.node or report.node)
         stop = self._stops.get(handle.name)
         verdict = job_end(view, report, stop.why if stop else None, spec.timeout)
         kind, message = verdict.kind, verdict.message
@@ -370,6 +373,24 @@ class SlurmBackend:
             ended_at=ended,
             log_tail=text,
         )
+
+    async def _remove_container(self, name: str, node: str | None) -> None:
+        """The job's script was killed before it could say how the container ended (SIGKILL): the
+        container may still run on the node, which only a job there can reach."""
+        if node is None:
+            log.warning("Backend %s: %s was killed on an unknown node; its container may be left", self.name, name)
+            return
+        args = remove_arguments(name, node, self.settings, script=SCRIPT)
+        try:
+            answer = await self.commands.run("sbatch", args, what=f"removing the container of {name}")
+        except BackendUnavailable as exc:
+            log.warning("Backend %s: the container of %s may be left on %s: %s", self.name, name, node, exc.message)
+            return
+        if answer.returncode != 0:
+            log.warning("Backend %s: the container of %s may be left on %s: %s", self.name, name, node, answer.message)
+        else:
+            job = answer.stdout.strip()
+            log.info("Backend %s: %s was killed; job %s removes its container from %s", self.name, name, job, node)
 
     def logs(self, handle: Handle, follow: bool = False, since: int = 0) -> AsyncIterator[bytes]:
         path = job_files(self.settings.shared_root, handle.name).out

@@ -202,8 +202,35 @@ def sbatch_arguments(
             args.append(f"--{option}={value}")
     runtime = settings.runtime_words()
     gpus = settings.gpu_mode if spec.limits.gpus else "none"
-    args += [str(script), spec.name, image, gpus, str(len(runtime)), *runtime, "--", *run]
+    args += [str(script), "run", spec.name, image, gpus, str(len(runtime)), *runtime, "--", *run]
     return args
+
+
+def remove_arguments(name: str, node: str, settings: SlurmSettings, *, script: Path) -> list[str]:
+    """``sbatch`` arguments of the job that removes container ``name`` from ``node``: for a job that
+    was killed (SIGKILL) before its script could remove it. No output files, no MAO comment (it is
+    not an attempt: list_managed does not see it), one minute at most."""
+    runtime = settings.runtime_words()
+    args = [
+        "--parsable",
+        f"--job-name={name}-remove",
+        "--output=/dev/null",
+        "--error=/dev/null",
+        f"--chdir={settings.shared_root}",
+        "--export=NONE",
+        "--no-requeue",
+        f"--nodelist={node}",
+        "--nodes=1",
+        "--ntasks=1",
+        "--cpus-per-task=1",
+        "--mem=64M",
+        "--time=1",
+    ]
+    place = settings.partition, settings.account, settings.qos
+    for option, value in zip(("partition", "account", "qos"), place, strict=True):
+        if value is not None:
+            args.append(f"--{option}={value}")
+    return [*args, str(script), "remove", name, "-", "none", str(len(runtime)), *runtime, "--"]
 
 
 def parse_job_id(stdout: str) -> str:

@@ -3,8 +3,11 @@
 # with the job. A fixed file: sbatch sends it as the job's script, and everything that varies comes
 # as arguments, built as a list by orchestrator/executors/slurm_command.py (never a shell string):
 #
-#   slurm_job.sh NAME IMAGE GPU-FLAG N RUNTIME-WORD-1 .. RUNTIME-WORD-N -- RUN-ARGUMENT ...
+#   slurm_job.sh run NAME IMAGE GPU-FLAG N RUNTIME-WORD-1 .. RUNTIME-WORD-N -- RUN-ARGUMENT ...
+#   slurm_job.sh remove NAME - none N RUNTIME-WORD-1 .. RUNTIME-WORD-N --
 #
+# "remove" removes the container NAME and nothing else: MAO submits it to the node of a job that was
+# killed without a chance to remove its container (SIGKILL: Slurm's memory kill, scancel -s KILL).
 # NAME the container's name; IMAGE the image (checked before the run: a node without it is an
 # engine failure, not the tool's); GPU-FLAG "docker", "cdi" or "none": how the GPUs Slurm gave the
 # job (SLURM_JOB_GPUS) reach the container; RUNTIME-WORD-* the runtime and its global options;
@@ -18,8 +21,8 @@
 # removes it, so that nothing of the job outlives it on the node.
 set -u
 
-name=$1 image=$2 gpus=$3 count=$4
-shift 4
+mode=$1 name=$2 image=$3 gpus=$4 count=$5
+shift 5
 runtime=("${@:1:count}")
 shift "$count"
 if [ "${1:-}" != "--" ]; then
@@ -43,6 +46,9 @@ trap 'stop HUP' HUP
 trap remove EXIT
 
 say "node ${SLURMD_NODENAME:-$(hostname)}"
+if [ "$mode" = remove ]; then
+    exit 0  # the EXIT trap removes the container
+fi
 if ! "${runtime[@]}" image inspect "$image" >/dev/null 2>&1; then
     say "image-unavailable $image"
     exit 125
