@@ -170,7 +170,9 @@ class SlurmBackend:
         if program is None:
             return None
         answer = await self.commands.run(
-            program, [*words[1:], "image", "inspect", "--format", "{{.Id}}", image], what=f"looking up {image}"
+            program,
+            [*words[1:], "image", "inspect", "--format", "{{.Id}}", image],
+            what=f"looking up {image}",
         )
         image_id = answer.stdout.strip()
         return image_id if answer.returncode == 0 and image_id.startswith("sha256:") else None
@@ -218,7 +220,9 @@ class SlurmBackend:
             env=files.env,
             cpus=cpus,
         )
-        args = sbatch_arguments(spec, self.settings, script=SCRIPT, files=files, run=run, image=image, cpus=cpus)
+        args = sbatch_arguments(
+            spec, self.settings, script=SCRIPT, files=files, run=run, image=image, cpus=cpus
+        )
         try:
             answer = await self.commands.run("sbatch", args, what=f"submitting {spec.name}")
         except BackendUnavailable:
@@ -227,7 +231,9 @@ class SlurmBackend:
             raise
         if answer.returncode != 0:
             await self._remove_files(spec.name)
-            raise BackendRejected(self.name, "backend", f"backend {self.name!r}: sbatch refused the job: {answer.message}")
+            raise BackendRejected(
+                self.name, "backend", f"backend {self.name!r}: sbatch refused the job: {answer.message}"
+            )
         try:
             job_id = parse_job_id(answer.stdout)
         except ValueError as exc:
@@ -280,7 +286,9 @@ class SlurmBackend:
                 if waiting_since is None:
                     waiting_since = now - _age(view.submitted)
                 if now - waiting_since > start_timeout:
-                    stop = _Stop(MAO_UNSCHEDULABLE, now, queued_seconds=now - waiting_since, reason=view.reason)
+                    stop = _Stop(
+                        MAO_UNSCHEDULABLE, now, queued_seconds=now - waiting_since, reason=view.reason
+                    )
                     await self._stop(handle, view, stop)
 
     async def _stop(self, handle: Handle, view: JobView, stop: _Stop) -> None:
@@ -335,7 +343,9 @@ class SlurmBackend:
         verdict = job_end(view, report, stop.why if stop else None, spec.timeout)
         kind, message = verdict.kind, verdict.message
         if stop is not None and stop.why == MAO_UNSCHEDULABLE:
-            message = f"not started within {spec.start_timeout or self.settings.start_timeout:g}s (start_timeout)"
+            message = (
+                f"not started within {spec.start_timeout or self.settings.start_timeout:g}s (start_timeout)"
+            )
             message += f"; Slurm's reason: {stop.reason}" if stop.reason else ""
         if kind is EndKind.COMPLETED:
             try:
@@ -378,19 +388,27 @@ class SlurmBackend:
         """The job's script was killed before it could say how the container ended (SIGKILL): the
         container may still run on the node, which only a job there can reach."""
         if node is None:
-            log.warning("Backend %s: %s was killed on an unknown node; its container may be left", self.name, name)
+            log.warning(
+                "Backend %s: %s was killed on an unknown node; its container may be left", self.name, name
+            )
             return
         args = remove_arguments(name, node, self.settings, script=SCRIPT)
         try:
             answer = await self.commands.run("sbatch", args, what=f"removing the container of {name}")
         except BackendUnavailable as exc:
-            log.warning("Backend %s: the container of %s may be left on %s: %s", self.name, name, node, exc.message)
+            log.warning(
+                "Backend %s: the container of %s may be left on %s: %s", self.name, name, node, exc.message
+            )
             return
         if answer.returncode != 0:
-            log.warning("Backend %s: the container of %s may be left on %s: %s", self.name, name, node, answer.message)
+            log.warning(
+                "Backend %s: the container of %s may be left on %s: %s", self.name, name, node, answer.message
+            )
         else:
             job = answer.stdout.strip()
-            log.info("Backend %s: %s was killed; job %s removes its container from %s", self.name, name, job, node)
+            log.info(
+                "Backend %s: %s was killed; job %s removes its container from %s", self.name, name, job, node
+            )
 
     def logs(self, handle: Handle, follow: bool = False, since: int = 0) -> AsyncIterator[bytes]:
         path = job_files(self.settings.shared_root, handle.name).out
@@ -449,7 +467,9 @@ class SlurmBackend:
         """The instance's jobs that have not ended, and its attempt folders on the shared root (an
         attempt whose end was not collected, or whose submission did not finish)."""
         jobs = await self.commands.squeue()
-        folders = await asyncio.to_thread(attempt_folders, self.settings.shared_root, self.staging.staged_names())
+        folders = await asyncio.to_thread(
+            attempt_folders, self.settings.shared_root, self.staging.staged_names()
+        )
         found: dict[str, Managed] = {}
         for job in sorted(jobs, key=lambda j: int(j.job_id)):
             if job.has_ended or job.instance != instance or job.labels is None:
@@ -467,7 +487,6 @@ class SlurmBackend:
         keep = set(found) | set(self._submitted)
         await asyncio.to_thread(drop_orphan_logs, self.settings.shared_root, prefixes, keep)
         return sorted(found.values(), key=lambda m: m.handle.name)
-
 
 
 def _age(epoch: float | None) -> float:

@@ -35,7 +35,18 @@ ENDED = frozenset(
 
 # squeue -O: the comment last, so that a '|' in it cannot shift a field. Times as epoch seconds
 # (SLURM_TIME_FORMAT=%s in the command's environment).
-SQUEUE_FIELDS = ("JobID", "Name", "State", "Reason", "BatchHost", "SubmitTime", "StartTime", "EndTime", "exit_code", "Comment")
+SQUEUE_FIELDS = (
+    "JobID",
+    "Name",
+    "State",
+    "Reason",
+    "BatchHost",
+    "SubmitTime",
+    "StartTime",
+    "EndTime",
+    "exit_code",
+    "Comment",
+)
 SQUEUE_FORMAT = ",".join(f"{field}:|" for field in SQUEUE_FIELDS)
 
 
@@ -47,7 +58,9 @@ def labels_of(text: str) -> dict[str, str] | None:
         value = json.loads(text[len(COMMENT_PREFIX) :])
     except ValueError:
         return None
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
         return None
     return value
 
@@ -202,7 +215,9 @@ def job_end(view: JobView, report: Report, done_by_mao: str | None, timeout: flo
     if state == "PREEMPTED":
         return Verdict(EndKind.NODE_LOST, None, f"the job was preempted{where} (MAO retries, never Slurm)")
     if state == "OUT_OF_MEMORY" or (report.oom and report.exit_code == 137):
-        return Verdict(EndKind.OOM_KILLED, 137, "killed by the kernel: out of memory (the step's memory limit)")
+        return Verdict(
+            EndKind.OOM_KILLED, 137, "killed by the kernel: out of memory (the step's memory limit)"
+        )
     if state == "FAILED" and signal == 9 and view.reason == "JobLaunchFailure":
         # Slurm's accounting killed the job for exceeding --mem (ENGINES.md: not OUT_OF_MEMORY here).
         return Verdict(EndKind.OOM_KILLED, 137, "Slurm killed the job: over its memory (--mem)")

@@ -169,7 +169,9 @@ class QueueWatch:
         when that look could not be taken."""
         with self.interest():
             if self._task is None or self._task.done():
-                self._task = asyncio.create_task(self._loop(), name=f"slurm queue watch {self._commands.backend}")
+                self._task = asyncio.create_task(
+                    self._loop(), name=f"slurm queue watch {self._commands.backend}"
+                )
             async with self._changed:
                 await self._changed.wait_for(lambda: self._last is not None and self._last.at >= since)
                 look = self._last
@@ -234,7 +236,9 @@ class PartitionFacts:
 
     @property
     def usable(self) -> list[NodeFacts]:
-        return [n for n in self.nodes if not n.state.startswith(("down", "drain", "fail", "unknown", "future"))]
+        return [
+            n for n in self.nodes if not n.state.startswith(("down", "drain", "fail", "unknown", "future"))
+        ]
 
 
 @dataclass(frozen=True)
@@ -311,7 +315,9 @@ def parse_sinfo(stdout: str, at: float) -> ClusterFacts:
 
 
 async def cluster_facts(commands: SlurmCommands) -> ClusterFacts:
-    answer = await commands.run("sinfo", ["--noheader", "--Node", f"--format={SINFO_FORMAT}"], what="reading the nodes")
+    answer = await commands.run(
+        "sinfo", ["--noheader", "--Node", f"--format={SINFO_FORMAT}"], what="reading the nodes"
+    )
     if answer.returncode != 0:
         raise BackendUnavailable(f"backend {commands.backend}: reading the nodes: {answer.message}")
     return parse_sinfo(answer.stdout, time.monotonic())

@@ -117,7 +117,9 @@ class SlurmSettings(BaseModel):
         """The settings of backend ``name`` from its ``MAO_BACKEND_<NAME>_*`` variables (until the
         generic reader of MAO_BACKENDS takes over); an unknown key is an error."""
         prefix = f"MAO_BACKEND_{name.upper().replace('-', '_')}_"
-        values = {key[len(prefix) :].lower(): value for key, value in environ.items() if key.startswith(prefix)}
+        values = {
+            key[len(prefix) :].lower(): value for key, value in environ.items() if key.startswith(prefix)
+        }
         return cls.model_validate(values)
 
     @property

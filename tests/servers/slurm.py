@@ -92,7 +92,9 @@ class SlurmCluster:
     def env(self) -> dict[str, str]:
         return {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "SLURM_CONF": str(self.conf)}
 
-    def command(self, *args: str, timeout: float = 30.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def command(
+        self, *args: str, timeout: float = 30.0, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """Run one Slurm command (``scontrol``, ``squeue``...) against this cluster."""
         return subprocess.run(
             list(args), env=self.env(), capture_output=True, text=True, timeout=timeout, check=check
@@ -263,7 +265,9 @@ def start_slurm(timeout: float = 60.0) -> SlurmCluster:
     except BaseException:
         for process in reversed(started):
             process.stop(timeout=10)
-        logs = "".join(_tail_of(folder / name) for name in ("munged.log", "slurmctld.log", f"slurmd-{NODE}.log"))
+        logs = "".join(
+            _tail_of(folder / name) for name in ("munged.log", "slurmctld.log", f"slurmd-{NODE}.log")
+        )
         shutil.rmtree(folder, ignore_errors=True)
         if logs:
             raise ServerStartError(f"Slurm did not come up{logs}") from None
@@ -272,7 +276,9 @@ def start_slurm(timeout: float = 60.0) -> SlurmCluster:
 
 def _alive_or_raise(process: ManagedProcess) -> bool:
     if not process.alive:
-        raise ServerStartError(f"{process.name} exited with code {process.returncode}{process.log_tail_block()}")
+        raise ServerStartError(
+            f"{process.name} exited with code {process.returncode}{process.log_tail_block()}"
+        )
     return True
 
 

@@ -67,7 +67,9 @@ async def test_the_job_carries_the_identity_the_limits_and_no_secret(slurm_case:
     assert job["MinMemoryNode"] == "192M"  # 64 MiB and the default overhead of 128 MiB
     assert job["Partition"] == cluster.partition
     # The secret is in no part of the job the cluster's users can read, only in the private env file.
-    assert "hunter2-secret" not in cluster.command("scontrol", "show", "job", "-o", str(handle.engine_id)).stdout
+    assert (
+        "hunter2-secret" not in cluster.command("scontrol", "show", "job", "-o", str(handle.engine_id)).stdout
+    )
     files = job_files(backend_of(slurm_case).settings.shared_root, spec.name)
     for path in (files.env, files.labels, files.out, files.err):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
