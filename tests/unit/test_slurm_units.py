@@ -559,3 +559,10 @@ def test_orphan_logs_of_the_instance_go_when_old(tmp_path: Path) -> None:
     removed = drop_orphan_logs(tmp_path, {"mao-aaaa-"}, keep=set())
     assert sorted(removed) == ["mao-aaaa-r-0-1.err", "mao-aaaa-r-0-1.out"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mao-aaaa-r-0-2.out", "mao-bbbb-r-0-1.out", "x.out"]
+
+
+def test_every_slurm_setting_is_documented() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "backends.md").read_text()
+    section = docs.split("\n## Slurm\n", 1)[1].split("\n## ", 1)[0]
+    missing = [key.upper() for key in SlurmSettings.model_fields if f"`{key.upper()}`" not in section]
+    assert not missing, f"add these keys to the Slurm section of docs/backends.md: {missing}"
