@@ -142,7 +142,7 @@ class SlurmCluster:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _conf(folder: Path, socket: Path, ctld_port: int, slurmd_port: int) -> str:
+def _conf(folder: Path, socket: Path, ctld_port: int, slurmd_port: int, cpus: int) -> str:
     return f"""\
 # Written by tests/servers/slurm.py for one test session; everything under {folder}.
 ClusterName=mao-test
@@ -181,17 +181,19 @@ JobCompLoc={folder}/jobcomp.txt
 MinJobAge=300
 KillWait={KILL_WAIT}
 EnforcePartLimits=ALL
+SlurmdParameters=config_overrides
 MailProg=/bin/true
 GresTypes=gpu
-NodeName={NODE} NodeAddr={LOCALHOST} CPUs={NODE_CPUS} RealMemory={NODE_MEMORY_MB} State=UNKNOWN
+NodeName={NODE} NodeAddr={LOCALHOST} CPUs={cpus} RealMemory={NODE_MEMORY_MB} State=UNKNOWN
 NodeName={GPU_NODE} NodeHostname={GPU_NODE} NodeAddr=127.0.0.2 CPUs={NODE_CPUS} RealMemory={NODE_MEMORY_MB} Gres=gpu:{GPU_NODE_GPUS} State=DOWN
 NodeName={GHOST_NODE} NodeHostname={GHOST_NODE} NodeAddr=127.0.0.3 CPUs={NODE_CPUS} RealMemory={NODE_MEMORY_MB} Features={GHOST_FEATURE} State=DOWN
 PartitionName={PARTITION} Nodes={NODE},{GPU_NODE},{GHOST_NODE} Default=YES MaxTime=INFINITE State=UP DefMemPerCPU=500
 """
 
 
-def start_slurm(timeout: float = 60.0) -> SlurmCluster:
-    """Start munged, slurmctld and slurmd in a new temporary folder; return once the node is idle."""
+def start_slurm(timeout: float = 60.0, cpus: int = NODE_CPUS) -> SlurmCluster:
+    """Start munged, slurmctld and slurmd in a new temporary folder; return once the node is idle.
+    ``cpus``: the CPUs the node declares (a bench of sleeping jobs may declare more than it has)."""
     missing = slurm_missing()
     if missing:
         raise ServerStartError(f"cannot start Slurm: {missing}")
@@ -210,7 +212,7 @@ def start_slurm(timeout: float = 60.0) -> SlurmCluster:
         socket = folder / "munge" / "munge.socket"
         ctld_port, slurmd_port = _free_ports(2)
         conf = folder / "slurm.conf"
-        conf.write_text(_conf(folder, socket, ctld_port, slurmd_port))
+        conf.write_text(_conf(folder, socket, ctld_port, slurmd_port, cpus))
         (folder / "gres.conf").write_text(f"NodeName={GPU_NODE} Name=gpu Count={GPU_NODE_GPUS}\n")
         env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "SLURM_CONF": str(conf)}
 
