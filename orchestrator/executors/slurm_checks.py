@@ -9,6 +9,8 @@ the step's ``start_timeout``, and ends ``unschedulable`` past it.
 
 from __future__ import annotations
 
+from executor.wire.images import image_problem
+
 from .seam import Capabilities, ContainerSpec, DataMode, Health
 from .slurm_cli import ClusterFacts
 from .slurm_command import env_problem, job_memory_mib, placement_problem, where
@@ -78,6 +80,10 @@ def spec_problem(spec: ContainerSpec, staging_problem: str | None) -> tuple[str,
         return "user", "user: tools never run as root (uid 0)"
     if spec.docker_socket:
         return "docker_socket", "docker_socket: the Docker socket is never offered on a cluster"
+    for image in (spec.image, spec.image_id):
+        problem = image_problem(image) if image is not None else None
+        if problem:  # an argument of the runtime: never one it could read as an option
+            return "image", f"image: {image!r} {problem}"
     problem = placement_problem(spec.placement)
     if problem:
         return "placement", problem

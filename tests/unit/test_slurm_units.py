@@ -171,6 +171,9 @@ def test_no_pids_limit_given_is_bounded_and_root_is_refused() -> None:
     with pytest.raises(ValueError):
         job_arguments(spec(user=(0, 0)), slurm_settings())
     assert spec_problem(spec(user=(0, 5)), None) == ("user", "user: tools never run as root (uid 0)")
+    assert spec_problem(spec(image="-v"), None) == ("image", "image: '-v' must not start with '-'")
+    assert spec_problem(spec(image_id="a b"), None) == ("image", "image: 'a b' must not contain whitespace")
+    assert spec_problem(spec(), None) is None
 
 
 @given(timeout=st.floats(min_value=0.001, max_value=1e7))
