@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.executors.seam import ContainerSpec, EndKind
-from orchestrator.executors.slurm import SCRIPT, SlurmBackend, SlurmSettings
+from orchestrator.executors.slurm import SlurmBackend, SlurmSettings
 from orchestrator.executors.slurm_answers import ENDED
 from orchestrator.executors.slurm_command import env_file, run_arguments, sbatch_arguments
+from orchestrator.executors.slurm_ends import SCRIPT
 from orchestrator.executors.slurm_files import job_files, unlink, write_job_files
 from tests import servers
 

@@ -25,11 +25,7 @@ import os
 import shutil
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 
-from ..datasets.hygiene import OutputRefused
 from .seam import (
     INSTANCE_LABEL,
     Backend,
@@ -38,67 +34,44 @@ from .seam import (
     Capabilities,
     ContainerSpec,
     End,
-    EndKind,
     Handle,
     Health,
     Managed,
-    secret_values,
 )
 from .slurm_answers import (
     MAO_CANCEL,
-    MAO_TIMEOUT,
-    MAO_UNSCHEDULABLE,
     JobView,
-    job_end,
-    parse_jobcomp_line,
-    parse_report,
+    submit_limit_reached,
 )
 from .slurm_checks import KIND, capabilities_of, cluster_problem, health_of, spec_problem
-from .slurm_cli import ClusterFacts, QueueWatch, SlurmCommands, cluster_facts
+from .slurm_cli import Answer, ClusterFacts, QueueWatch, SlurmCommands, cluster_facts
 from .slurm_command import (
     cpus_per_task,
     env_file,
     instance_prefix,
     parse_job_id,
-    remove_arguments,
     run_arguments,
     sbatch_arguments,
     where,
 )
+from .slurm_ends import SCRIPT, JobEnds, Stop, discard
 from .slurm_files import (
     attempt_folders,
     drop_orphan_logs,
     job_files,
-    jobcomp_line,
-    read_text,
     unlink,
     write_job_files,
 )
-from .slurm_logs import follow_file, read_file, tail
+from .slurm_logs import follow_file, read_file
 from .slurm_settings import SlurmSettings
-from .staging import SharedStaging, StagedOutputMissing
+from .staging import SharedStaging
 
 __all__ = ["KIND", "SlurmBackend", "SlurmSettings"]
 
 log = logging.getLogger(__name__)
 
-SCRIPT = Path(__file__).with_name("slurm_job.sh")
 _FACTS_TTL = 30.0
-_MARKS_KEPT = 3600.0
 _DIGEST_SUFFIX = "@sha256:"
-
-
-@dataclass
-class _Stop:
-    """What MAO did to a job itself (``MAO_CANCEL``, ``MAO_TIMEOUT``, ``MAO_UNSCHEDULABLE``), when,
-    and the durations it measured then (Slurm's timestamps are whole seconds)."""
-
-    why: str
-    at: float
-    queued_seconds: float | None = None
-    run_seconds: float | None = None
-    reason: str = ""
-    sent: bool = False  # scancel was accepted
 
 
 class SlurmBackend:
@@ -118,8 +91,7 @@ class SlurmBackend:
         )
         self._facts: ClusterFacts | None = None
         self._locks: dict[str, asyncio.Lock] = {}
-        self._submitted: dict[str, float] = {}  # name -> monotonic time of this process's submission
-        self._stops: dict[str, _Stop] = {}
+        self._ends = JobEnds(name, settings, self.commands, self._watch, self.staging)
 
     # -- life ------------------------------------------------------------------------------------------
 
@@ -223,12 +195,9 @@ class SlurmBackend:
         args = sbatch_arguments(
             spec, self.settings, script=SCRIPT, files=files, run=run, image=image, cpus=cpus
         )
-        try:
-            answer = await self.commands.run("sbatch", args, what=f"submitting {spec.name}")
-        except BackendUnavailable:
-            # Whether the controller took it is unknown: the folder stays, and a submit again (or the
-            # sweep) finds the job by its name.
-            raise
+        # BackendUnavailable: whether the controller took it is unknown; the folder stays, and a
+        # submit again (or the sweep) finds the job by its name.
+        answer = await self._sbatch(spec, args)
         if answer.returncode != 0:
             await self._remove_files(spec.name)
             raise BackendRejected(
@@ -238,9 +207,28 @@ class SlurmBackend:
             job_id = parse_job_id(answer.stdout)
         except ValueError as exc:
             raise BackendUnavailable(f"backend {self.name}: {exc}") from None
-        self._submitted[spec.name] = time.monotonic()
+        self._ends.submitted[spec.name] = time.monotonic()
         log.info("Backend %s: submitted %s (job %s)", self.name, spec.name, job_id)
         return Handle(backend=self.name, name=spec.name, engine_id=job_id)
+
+    async def _sbatch(self, spec: ContainerSpec, args: list[str]) -> Answer:
+        """sbatch, again while the cluster's submit limit is reached (MaxSubmitJobs of the user or
+        QOS: a fan-out larger than the limit waits here, as in the queue), for at most the step's
+        start timeout."""
+        limit = spec.start_timeout or self.settings.start_timeout
+        began, delay = time.monotonic(), self.settings.poll_interval
+        while True:
+            answer = await self.commands.run("sbatch", args, what=f"submitting {spec.name}")
+            if answer.returncode == 0 or not submit_limit_reached(answer.message):
+                return answer
+            if time.monotonic() - began + delay > limit:
+                await self._remove_files(spec.name)
+                raise BackendUnavailable(
+                    f"backend {self.name}: the cluster's submit limit held {spec.name} back for longer than "
+                    f"its start timeout of {limit:g}s: {answer.message}"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
     async def _job_named(self, name: str) -> JobView | None:
         jobs = await self.commands.squeue(name=name)
@@ -255,160 +243,7 @@ class SlurmBackend:
         return Handle(backend=self.name, name=spec.name, engine_id=job.job_id)
 
     async def wait(self, handle: Handle, spec: ContainerSpec) -> End:
-        start_timeout = spec.start_timeout or self.settings.start_timeout
-        # Durations on this host's monotonic clock; the controller's timestamps only for an attempt
-        # this process did not see start (adopted after a restart).
-        waiting_since = self._submitted.get(handle.name)
-        running_since: float | None = None
-        since = time.monotonic()
-        with self._watch.interest():
-            while True:
-                look = await self._watch.after(since)
-                since = look.at + 1e-6
-                view = look.find(handle.name, handle.engine_id)
-                now = time.monotonic()
-                if view is None:
-                    return await self._forgotten(handle, spec)
-                if view.has_ended:
-                    return await self._finish(handle, spec, view)
-                stop = self._stops.get(handle.name)
-                if stop is not None:
-                    if not stop.sent:  # scancel failed (the controller was away): again
-                        await self._stop(handle, view, stop)
-                    continue  # MAO stopped it: its end comes
-                if view.has_started:
-                    if running_since is None:
-                        running_since = now if waiting_since is not None else now - _age(view.started)
-                    if now - running_since > spec.timeout:
-                        stop = _Stop(MAO_TIMEOUT, now, run_seconds=now - running_since)
-                        await self._stop(handle, view, stop)
-                    continue
-                if waiting_since is None:
-                    waiting_since = now - _age(view.submitted)
-                if now - waiting_since > start_timeout:
-                    stop = _Stop(
-                        MAO_UNSCHEDULABLE, now, queued_seconds=now - waiting_since, reason=view.reason
-                    )
-                    await self._stop(handle, view, stop)
-
-    async def _stop(self, handle: Handle, view: JobView, stop: _Stop) -> None:
-        self._mark(handle.name, stop)
-        await self._scancel(view.job_id)
-        self._stops[handle.name].sent = True
-
-    def _mark(self, name: str, stop: _Stop) -> None:
-        self._stops.setdefault(name, stop)
-        for old in [n for n, s in self._stops.items() if s.at < stop.at - _MARKS_KEPT]:
-            del self._stops[old]
-
-    async def _scancel(self, job_id: str) -> None:
-        answer = await self.commands.run("scancel", [job_id], what=f"cancelling job {job_id}")
-        if answer.returncode != 0 and "already completing or completed" not in answer.message.lower():
-            if "invalid job id" not in answer.message.lower():
-                raise BackendUnavailable(f"backend {self.name}: scancel {job_id}: {answer.message}")
-
-    async def _forgotten(self, handle: Handle, spec: ContainerSpec) -> End:
-        """The controller no longer knows the job (past MinJobAge, or it lost its state)."""
-        stop = self._stops.get(handle.name)
-        if stop is not None and stop.why == MAO_CANCEL:
-            await self._discard(handle.name)
-            return End(kind=EndKind.CANCELLED, message="cancelled", engine_id=handle.engine_id)
-        view = await self._from_jobcomp(handle)
-        if view is not None:
-            return await self._finish(handle, spec, view)
-        await self._discard(handle.name)
-        return End(
-            kind=EndKind.LOST,
-            engine_id=handle.engine_id,
-            message=(
-                f"Slurm no longer knows job {handle.engine_id or handle.name} (ended longer ago than the "
-                "controller's MinJobAge, or the controller lost its state), and no jobcomp file says how it ended"
-            ),
-        )
-
-    async def _from_jobcomp(self, handle: Handle) -> JobView | None:
-        path = self.settings.jobcomp_file
-        if path is None or handle.engine_id is None:
-            return None
-        line = await asyncio.to_thread(jobcomp_line, path, handle.engine_id)
-        view = parse_jobcomp_line(line) if line else None
-        return view if view is not None and view.name == handle.name else None
-
-    async def _finish(self, handle: Handle, spec: ContainerSpec, view: JobView) -> End:
-        files = job_files(self.settings.shared_root, handle.name)
-        report = parse_report(await asyncio.to_thread(read_text, files.err))
-        if report.started and report.exit_code is None and report.signal is None and report.error is None:
-            await self._remove_container(handle.name, view.node or report.node)
-        stop = self._stops.get(handle.name)
-        verdict = job_end(view, report, stop.why if stop else None, spec.timeout)
-        kind, message = verdict.kind, verdict.message
-        if stop is not None and stop.why == MAO_UNSCHEDULABLE:
-            message = (
-                f"not started within {spec.start_timeout or self.settings.start_timeout:g}s (start_timeout)"
-            )
-            message += f"; Slurm's reason: {stop.reason}" if stop.reason else ""
-        if kind is EndKind.COMPLETED:
-            try:
-                await self.staging.bring_back(spec)
-            except OutputRefused as exc:
-                kind, message = EndKind.FAILED, f"the tool exited 0 but its output was refused: {exc.message}"
-            except (StagedOutputMissing, OSError) as exc:
-                kind, message = EndKind.LOST, f"the tool exited 0 but its staged output cannot be read: {exc}"
-        await self._discard(handle.name)
-        queued = run = None
-        started = _when(view.started) if view.has_started else None
-        ended = _when(view.ended)
-        if view.started is not None and view.submitted is not None:
-            queued = max(0.0, view.started - view.submitted)
-        if view.started is not None and view.ended is not None:
-            run = max(0.0, view.ended - view.started)
-        if stop is not None and stop.why == MAO_UNSCHEDULABLE:
-            queued, run, started = stop.queued_seconds, None, None
-        elif stop is not None and stop.why == MAO_TIMEOUT:
-            run = max(run or 0.0, stop.run_seconds or 0.0)
-        text = (await asyncio.to_thread(tail, files.out)).decode("utf-8", "replace")
-        for value in secret_values(spec).values():
-            if value:
-                text = text.replace(value, "***")
-        return End(
-            kind=kind,
-            exit_code=verdict.exit_code,
-            message=message,
-            node=view.node or report.node,
-            engine_id=view.job_id,
-            image_id=spec.image_id,
-            queued_seconds=queued,
-            run_seconds=run,
-            started_at=started,
-            ended_at=ended,
-            log_tail=text,
-        )
-
-    async def _remove_container(self, name: str, node: str | None) -> None:
-        """The job's script was killed before it could say how the container ended (SIGKILL): the
-        container may still run on the node, which only a job there can reach."""
-        if node is None:
-            log.warning(
-                "Backend %s: %s was killed on an unknown node; its container may be left", self.name, name
-            )
-            return
-        args = remove_arguments(name, node, self.settings, script=SCRIPT)
-        try:
-            answer = await self.commands.run("sbatch", args, what=f"removing the container of {name}")
-        except BackendUnavailable as exc:
-            log.warning(
-                "Backend %s: the container of %s may be left on %s: %s", self.name, name, node, exc.message
-            )
-            return
-        if answer.returncode != 0:
-            log.warning(
-                "Backend %s: the container of %s may be left on %s: %s", self.name, name, node, answer.message
-            )
-        else:
-            job = answer.stdout.strip()
-            log.info(
-                "Backend %s: %s was killed; job %s removes its container from %s", self.name, name, job, node
-            )
+        return await self._ends.wait(handle, spec)
 
     def logs(self, handle: Handle, follow: bool = False, since: int = 0) -> AsyncIterator[bytes]:
         path = job_files(self.settings.shared_root, handle.name).out
@@ -425,11 +260,11 @@ class SlurmBackend:
     async def cancel(self, handle: Handle) -> None:
         """End the job (scancel) and wait until Slurm says it ended (its script removes the container
         then), then remove the attempt folder and the job's files. A ``wait`` on it ends ``cancelled``."""
-        self._mark(handle.name, _Stop(MAO_CANCEL, time.monotonic()))
+        self._ends.mark(handle.name, Stop(MAO_CANCEL, time.monotonic()))
         job = await self._current(handle)
         if job is not None and not job.has_ended:
-            await self._scancel(job.job_id)
-            self._stops[handle.name].sent = True
+            await self._ends.scancel(job.job_id)
+            self._ends.stops[handle.name].sent = True
             deadline = time.monotonic() + self.settings.cancel_timeout
             while job is not None and not job.has_ended:
                 if time.monotonic() > deadline:
@@ -440,7 +275,7 @@ class SlurmBackend:
                 await asyncio.sleep(0.2)
                 job = await self._current(handle)
         await self._remove_files(handle.name)
-        self._submitted.pop(handle.name, None)
+        self._ends.submitted.pop(handle.name, None)
 
     async def _current(self, handle: Handle) -> JobView | None:
         jobs = await self.commands.squeue(name=handle.name)
@@ -449,17 +284,8 @@ class SlurmBackend:
         named = [job for job in jobs if job.name == handle.name]
         return max(named, key=lambda job: int(job.job_id)) if named else None
 
-    async def _discard(self, name: str) -> None:
-        """The attempt folder goes (a wait's end and a cancel may remove it at the same time)."""
-        for _ in range(3):
-            try:
-                await self.staging.discard(name)
-                return
-            except FileNotFoundError:
-                continue  # removed meanwhile, by the other one: look again
-
     async def _remove_files(self, name: str) -> None:
-        await self._discard(name)
+        await discard(self.staging, name)
         files = job_files(self.settings.shared_root, name)
         await asyncio.to_thread(unlink, files.out, files.err)
 
@@ -484,18 +310,9 @@ class SlurmBackend:
             handle = Handle(backend=self.name, name=name, engine_id=last.job_id if last else None)
             found[name] = Managed(handle=handle, labels=labels, running=False)
         prefixes = {instance_prefix(m.handle.name) for m in found.values()}
-        keep = set(found) | set(self._submitted)
+        keep = set(found) | set(self._ends.submitted)
         await asyncio.to_thread(drop_orphan_logs, self.settings.shared_root, prefixes, keep)
         return sorted(found.values(), key=lambda m: m.handle.name)
-
-
-def _age(epoch: float | None) -> float:
-    """Seconds from ``epoch`` (the controller's clock) to now; 0 when unknown or in the future (skew)."""
-    return max(0.0, time.time() - epoch) if epoch is not None else 0.0
-
-
-def _when(epoch: float | None) -> datetime | None:
-    return datetime.fromtimestamp(epoch, UTC) if epoch is not None else None
 
 
 def _is_a_backend(backend: SlurmBackend) -> Backend:

@@ -14,6 +14,8 @@ from datetime import datetime
 from .seam import INSTANCE_LABEL, EndKind
 
 COMMENT_PREFIX = "mao/v1 "
+# sbatch refusing a job for now, not for ever: a per-user or per-QOS submit limit is reached.
+_SUBMIT_LIMIT = re.compile(r"MaxSubmit|submit (job )?limit|AssocMaxSubmitJob|QOSMaxSubmitJob", re.IGNORECASE)
 
 # Job states (squeue %T). A job in none of these sets is waiting to be scheduled.
 STARTED = frozenset({"RUNNING", "COMPLETING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "STOPPED", "RESIZING"})
@@ -278,3 +280,8 @@ def parse_jobcomp_line(line: str) -> JobView | None:
         exit_status=status,
         labels=None,
     )
+
+
+def submit_limit_reached(message: str) -> bool:
+    """Whether sbatch's refusal says the cluster's submit limit is reached (the job may go later)."""
+    return bool(_SUBMIT_LIMIT.search(message))

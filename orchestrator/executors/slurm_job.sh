@@ -70,15 +70,25 @@ if [ "$gpus" != "none" ]; then
 fi
 
 remove  # a container of this name left by a job of the same attempt that died with its node
+if [ "$stopping" -eq 1 ]; then
+    exit 143  # told to stop before the container was started: never start it
+fi
 say "start"
 "${runtime[@]}" run --name "$name" "${devices[@]}" "$@" 2>&1 &
 child=$!
-# wait returns early when a trapped signal arrives: wait again until the client is gone.
-while :; do
-    wait "$child"
-    code=$?
-    kill -0 "$child" 2>/dev/null || break
+# wait returns early when a trapped signal arrives. Once told to stop, the container is killed
+# again until the client is gone: a signal that came while the runtime was still creating it found
+# nothing to kill.
+while kill -0 "$child" 2>/dev/null; do
+    if [ "$stopping" -eq 1 ]; then
+        sleep 0.5
+        "${runtime[@]}" kill "$name" >/dev/null 2>&1
+    else
+        wait "$child"
+    fi
 done
+wait "$child"
+code=$?
 if [ "$stopping" -eq 1 ]; then
     exit 143
 fi

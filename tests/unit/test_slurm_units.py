@@ -26,7 +26,6 @@ from orchestrator.executors.seam import (
     Limits,
     OutputData,
 )
-from orchestrator.executors.slurm import SCRIPT
 from orchestrator.executors.slurm_answers import (
     MAO_CANCEL,
     MAO_TIMEOUT,
@@ -39,6 +38,7 @@ from orchestrator.executors.slurm_answers import (
     parse_report,
     parse_squeue,
     parse_squeue_line,
+    submit_limit_reached,
     wait_status,
 )
 from orchestrator.executors.slurm_checks import capabilities_of, cluster_problem, health_of, spec_problem
@@ -54,6 +54,7 @@ from orchestrator.executors.slurm_command import (
     sbatch_arguments,
     time_limit_minutes,
 )
+from orchestrator.executors.slurm_ends import SCRIPT
 from orchestrator.executors.slurm_files import drop_orphan_logs, job_files, jobcomp_line
 from orchestrator.executors.slurm_settings import SlurmSettings
 
@@ -245,9 +246,15 @@ FAKE_RUNTIME = r"""#!/bin/bash
 # Records each call (NUL-separated arguments) and answers as a runtime would.
 printf '%s\0' "$@" >> "$CALLS"; printf '\036\0' >> "$CALLS"
 case "$1" in
-    image) [ "$3" = missing ] && exit 1; exit 0 ;;
+    image) sleep "${FAKE_IMAGE_SECONDS:-0}"; [ "$3" = missing ] && exit 1; exit 0 ;;
     inspect) echo "${FAKE_STATE:-false 7}" ;;
-    run) echo "tool says hi"; echo "tool err" >&2; exit 7 ;;
+    kill) touch "$CALLS.killed" ;;
+    run)
+        if [ -n "${FAKE_RUN_UNTIL_KILLED:-}" ]; then
+            for _ in $(seq 1 200); do [ -e "$CALLS.killed" ] && exit 137; sleep 0.1; done
+            exit 99
+        fi
+        echo "tool says hi"; echo "tool err" >&2; exit 7 ;;
 esac
 exit 0
 """
@@ -332,6 +339,45 @@ def test_the_script_gives_the_jobs_gpus(tmp_path: Path) -> None:
     ]
     done, calls = run_script(tmp_path, "run", "c1", "img", "docker", "1", "RUNTIME", "--", "img")
     assert done.returncode == 125 and "no-gpus" in done.stderr
+
+
+def start_script(tmp_path: Path, **env: str) -> tuple[subprocess.Popen[str], Path]:
+    runtime = tmp_path / "runtime"
+    runtime.write_text(FAKE_RUNTIME)
+    runtime.chmod(0o755)
+    calls = tmp_path / "calls"
+    process = subprocess.Popen(
+        ["bash", str(SCRIPT), "run", "c1", "img", "none", "1", str(runtime), "--", "img"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"PATH": os.environ["PATH"], "CALLS": str(calls), **env},
+    )
+    return process, calls
+
+
+def calls_of(calls: Path) -> list[str]:
+    return [c.split("\0", 1)[0] for c in calls.read_text().split("\036\0") if c] if calls.exists() else []
+
+
+def test_told_to_stop_before_the_container_started_it_never_starts(tmp_path: Path) -> None:
+    process, calls = start_script(tmp_path, FAKE_IMAGE_SECONDS="1")
+    while "image" not in calls_of(calls):
+        time.sleep(0.05)
+    process.terminate()  # scancel, the time limit: SIGTERM
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 143 and "mao-job: signal TERM" in err
+    assert "run" not in calls_of(calls) and calls_of(calls)[-1] == "rm"
+
+
+def test_told_to_stop_while_it_runs_the_container_is_killed_and_removed(tmp_path: Path) -> None:
+    process, calls = start_script(tmp_path, FAKE_RUN_UNTIL_KILLED="1")
+    while "run" not in calls_of(calls):
+        time.sleep(0.05)
+    process.terminate()
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 143 and "mao-job: signal TERM" in err
+    assert "kill" in calls_of(calls) and calls_of(calls)[-1] == "rm"
 
 
 def test_the_script_removes_a_container(tmp_path: Path) -> None:
@@ -569,3 +615,23 @@ def test_every_slurm_setting_is_documented() -> None:
     section = docs.split("\n## Slurm\n", 1)[1].split("\n## ", 1)[0]
     missing = [key.upper() for key in SlurmSettings.model_fields if f"`{key.upper()}`" not in section]
     assert not missing, f"add these keys to the Slurm section of docs/backends.md: {missing}"
+
+
+@pytest.mark.parametrize(
+    ("message", "later"),
+    [
+        ("sbatch: error: QOSMaxSubmitJobPerUserLimit", True),
+        (
+            "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)",
+            True,
+        ),
+        ("sbatch: error: AssocMaxSubmitJobLimit", True),
+        (
+            "sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified",
+            False,
+        ),
+        ("sbatch: error: Batch job submission failed: Requested node configuration is not available", False),
+    ],
+)
+def test_a_submit_limit_is_for_now(message: str, later: bool) -> None:
+    assert submit_limit_reached(message) is later
