@@ -208,7 +208,7 @@ def sbatch_arguments(
 
 def remove_arguments(name: str, node: str, settings: SlurmSettings, *, script: Path) -> list[str]:
     """``sbatch`` arguments of the job that removes container ``name`` from ``node``: for a job that
-    was killed (SIGKILL) before its script could remove it. No output files, no MAO comment (it is
+    was killed (SIGKILL) before its script could remove it, or whose node failed. No output files, no MAO comment (it is
     not an attempt: list_managed does not see it), one minute at most."""
     runtime = settings.runtime_words()
     args = [
@@ -225,6 +225,8 @@ def remove_arguments(name: str, node: str, settings: SlurmSettings, *, script: P
         "--cpus-per-task=1",
         "--mem=64M",
         "--time=1",
+        # A node that never comes back: Slurm drops the job after a day rather than keep it queued.
+        "--deadline=now+1day",
     ]
     place = settings.partition, settings.account, settings.qos
     for option, value in zip(("partition", "account", "qos"), place, strict=True):

@@ -154,8 +154,11 @@ class JobEnds:
     async def _finish(self, handle: Handle, spec: ContainerSpec, view: JobView) -> End:
         files = job_files(self.settings.shared_root, handle.name)
         report = parse_report(await asyncio.to_thread(read_text, files.err))
-        if report.started and report.exit_code is None and report.signal is None and report.error is None:
-            await self._remove_container(handle.name, view.node or report.node)
+        if report.started and report.exit_code is None and report.error is None:
+            if report.signal is None or view.state == "NODE_FAIL":
+                # Killed outright (SIGKILL), or on a node the controller gave up on: the script may not
+                # have removed the container.
+                await self._remove_container(handle.name, view.node or report.node)
         stop = self.stops.get(handle.name)
         verdict = job_end(view, report, stop.why if stop else None, spec.timeout)
         kind, message = verdict.kind, verdict.message

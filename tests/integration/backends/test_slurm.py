@@ -162,6 +162,8 @@ async def test_a_failed_node_is_node_lost(slurm_case: Case) -> None:
     assert end.kind is EndKind.NODE_LOST and end.retryable, end
     assert "NODE_FAIL" in end.message
     await slurm_case.backend.cancel(handle)
+    # The node came back: the job's script or the removal job MAO sent there removed the container.
+    await asyncio.wait_for(gone(slurm_case), LIMIT)
     await nothing_left(slurm_case)
 
 
