@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import shutil
 import statistics
 import tempfile
@@ -49,6 +50,33 @@ APP = "/usr/src/app"
 TOOL = (65534, 65534) if os.getuid() == 0 else (os.getuid(), os.getgid())
 LIMITS = Limits(memory=64 * 1024**2, pids=128)
 ENDED = {"complete", "failed", "rejected", "shutdown", "orphaned", "remove"}
+
+
+def engine_pids() -> list[int]:
+    """dockerd and containerd: the engine's own CPU, which both sides spend."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if Path(entry.path, "comm").read_text().strip() in ("dockerd", "containerd"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(this process, the engine) CPU seconds so far."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    engine = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in engine_pids():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            engine += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return own.ru_utime + own.ru_stime, engine
 
 
 def script(sleep: float) -> list[str]:
@@ -183,18 +211,31 @@ async def main_async(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     await backend.start()
     image_id = await backend.resolve_image(IMAGE)
     assert image_id is not None
-    results: dict[str, Any] = {"backend": [], "hand": [], "settings": settings}
+    results: dict[str, Any] = {
+        "backend": [],
+        "hand": [],
+        "backend_cpu": [],
+        "hand_cpu": [],
+        "settings": settings,
+    }
     try:
         for round_ in range(args.rounds):
             order = ["backend", "hand"] if round_ % 2 == 0 else ["hand", "backend"]
             for side in order:
                 run = f"r{round_}{side[0]}"
+                own, engine = cpu_seconds()
                 if side == "backend":
                     took = await through_backend(args, backend, root, run, image_id)
                 else:
                     took = await asyncio.to_thread(by_hand, args, root, run, image_id)
+                own_after, engine_after = cpu_seconds()
                 results[side].append(took)
-                print(f"round {round_ + 1}: {side}: {took:.1f} s", flush=True)
+                results[f"{side}_cpu"].append((own_after - own, engine_after - engine))
+                print(
+                    f"round {round_ + 1}: {side}: {took:.1f} s, CPU {own_after - own:.1f} s here, "
+                    f"{engine_after - engine:.1f} s in dockerd+containerd, load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
                 shutil.rmtree(root / run, ignore_errors=True)
         if args.single:
             results["single"] = await single_overhead(args, backend, root, image_id)
@@ -207,11 +248,17 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> str:
     hand, backend = statistics.median(results["hand"]), statistics.median(results["backend"])
     ratio = hand / backend
     settings: SwarmSettings = results["settings"]
+
+    def cpu(side: str) -> str:
+        own = statistics.median(c[0] for c in results[f"{side}_cpu"])
+        engine = statistics.median(c[1] for c in results[f"{side}_cpu"])
+        return f"{own:.1f} | {engine:.1f}"
+
     lines = [
-        "| | rounds | median s | min s | max s |",
-        "|---|---|---|---|---|",
-        f"| swarm backend (submit, follow log, wait, cancel; shared-root staging) | {args.rounds} | {backend:.1f} | {min(results['backend']):.1f} | {max(results['backend']):.1f} |",
-        f"| by hand ({args.parallel} threads, same service bodies, Docker SDK, task polled every 0.1 s) | {args.rounds} | {hand:.1f} | {min(results['hand']):.1f} | {max(results['hand']):.1f} |",
+        "| | rounds | median s | min s | max s | CPU s here | CPU s engine |",
+        "|---|---|---|---|---|---|---|",
+        f"| swarm backend (submit, follow log, wait, cancel; shared-root staging) | {args.rounds} | {backend:.1f} | {min(results['backend']):.1f} | {max(results['backend']):.1f} | {cpu('backend')} |",
+        f"| by hand ({args.parallel} threads, same service bodies, Docker SDK, task polled every 0.1 s) | {args.rounds} | {hand:.1f} | {min(results['hand']):.1f} | {max(results['hand']):.1f} | {cpu('hand')} |",
         "",
         f"Ratio of wall times, hand / backend: **{ratio:.3f}** ({'meets' if ratio >= 0.85 else 'BELOW'} the 0.85 target); "
         f"{args.shards} shards of {args.sleep:g} s, {args.parallel} at a time; backend POLL_INTERVAL "

@@ -312,7 +312,7 @@ class SwarmBackend:
         waiting_since: float | None = self._submitted.get(handle.name)
         running_since: float | None = None
         seen, begun_after = 0, time.monotonic()
-        with self._watch.interest():
+        with self._watch.interest(handle.name):
             while True:
                 current = await self._watch.after(seen, begun_after)
                 seen, now = current.number, time.monotonic()
@@ -380,7 +380,8 @@ class SwarmBackend:
             except (StagedOutputMissing, OSError) as exc:
                 kind, message = EndKind.LOST, f"the tool exited 0 but its staged output cannot be read: {exc}"
         await self.staging.discard(handle.name)
-        tail = await self._logs.tail(handle.name, secret_values(spec))
+        local = view.container_id if container is not None else None
+        tail = await self._logs.tail(handle.name, secret_values(spec), container=local)
         return self._end(
             kind,
             view,
@@ -414,7 +415,7 @@ class SwarmBackend:
         await self._remove(handle.name)
 
     async def _remove(self, name: str) -> None:
-        await self._objects.remove(name, ended=self._watch.state(name) in ENDED)
+        await self._objects.remove(name)
         await self.staging.discard(name)
 
     async def list_managed(self, instance: str) -> list[Managed]:

@@ -66,7 +66,7 @@ class ServiceLogs:
         NotFound when there is no such service (and nothing was read)."""
         cursor = _Cursor(since)
         if follow:
-            with self._watch.interest():
+            with self._watch.interest(name):
                 ended = asyncio.create_task(self._ended(name))
                 try:
                     while not ended.done():
@@ -102,11 +102,13 @@ class ServiceLogs:
             if not follow:
                 raise
 
-    async def tail(self, name: str, secrets: Mapping[str, str]) -> str:
-        """The last lines of the log, private values masked ("" when it cannot be read)."""
+    async def tail(self, name: str, secrets: Mapping[str, str], container: str | None = None) -> str:
+        """The last lines of the log, private values masked ("" when it cannot be read). From the task's
+        ``container`` when it is on this engine's node: the engine reads its file, where the service's
+        log is gathered from the nodes through the managers."""
         chunks = []
         try:
-            async for chunk in self._stream(name, follow=False, tail=TAIL_LINES):
+            async for chunk in self._stream(name, follow=False, tail=TAIL_LINES, container=container):
                 chunks.append(chunk)
         except (NotFound, BackendUnavailable):
             return ""
@@ -128,7 +130,13 @@ class ServiceLogs:
         await asyncio.sleep(self._settle)
 
     async def _stream(
-        self, name: str, *, follow: bool, tail: int | None = None, until: asyncio.Task[None] | None = None
+        self,
+        name: str,
+        *,
+        follow: bool,
+        tail: int | None = None,
+        until: asyncio.Task[None] | None = None,
+        container: str | None = None,
     ) -> AsyncIterator[bytes]:
         """The log's payload bytes (stdout and stderr in their order), until its end, or ``until`` is
         done. A followed stream that drops simply ends (the caller opens another); a plain read that
@@ -138,9 +146,11 @@ class ServiceLogs:
             params["tail"] = str(tail)
         reader = FrameReader()
         try:
-            async with self._api.stream(
-                self._api.path("/services/{}/logs", name), f"reading the log of {name}", params=params
-            ) as response:
+            if container is not None:
+                path = self._api.path("/containers/{}/logs", container)
+            else:
+                path = self._api.path("/services/{}/logs", name)
+            async with self._api.stream(path, f"reading the log of {name}", params=params) as response:
                 while True:
                     read = asyncio.ensure_future(response.content.readany())
                     waits: set[asyncio.Future[Any]] = {read}

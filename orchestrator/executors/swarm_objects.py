@@ -1,5 +1,10 @@
-"""What MAO leaves on a swarm, found and removed: services, their task containers (Swarm keeps a
-finished job's containers after ``service rm``, moby#42789), and the listing for reconcile and sweep."""
+"""What MAO leaves on a swarm, found and removed: services, their tasks and task containers, and the
+listing for reconcile and sweep.
+
+Docker 20.10's jobs need care here (moby#42789, moby#44312, fixed in swarmkit#3112 for Docker 23):
+removing a job's service neither stops its task (a task still pending or starting gets its container
+later; an unschedulable one would run the day a node matches) nor removes its containers.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,11 @@ from typing import Any
 
 from .engine_api import EngineApi, EngineConflict, EngineNotFound, filters
 from .seam import INSTANCE_LABEL, MANAGED_LABEL, BackendUnavailable, Handle, Managed
-from .swarm_watch import ENDED
+from .swarm_watch import ENDED, tasks_of
 
 SERVICE_NAME_LABEL = "com.docker.swarm.service.name"
+# A job told to run nothing: Swarm moves its tasks to "remove" and shuts down the running one.
+_NOTHING = {"ReplicatedJob": {"MaxConcurrent": 0, "TotalCompletions": 0}}
 
 
 class SwarmObjects:
@@ -41,37 +48,55 @@ class SwarmObjects:
             return None
         return dict(found)
 
-    async def remove(self, name: str, *, ended: bool = False) -> None:
-        """Remove service ``name`` and its task containers; return once both are gone. Safe to repeat.
-
-        A task that had not ended may still get its container from an agent as the service goes: then
-        the engine must look clean twice, 0.2 s apart. An ended task makes no container any more."""
+    async def remove(self, name: str) -> None:
+        """Remove service ``name``, its task and its containers; return once all are gone. Safe to
+        repeat. The job is first told to run nothing, its containers are removed until no task of it
+        is active any more, and only then the service goes."""
+        service = await self.service(name)
+        if service is not None:
+            tasks = (await tasks_of(self._api, [str(service["ID"])])).get(str(service["ID"]), [])
+            if not tasks or any((t.get("Status") or {}).get("State") not in ENDED for t in tasks):
+                await self._run_nothing(service)  # an ended task starts nothing: no update needed
+        deadline = time.monotonic() + self._remove_timeout
+        while True:
+            removed = await self._remove_containers(name)
+            active = 0
+            if service is not None:
+                tasks = (await tasks_of(self._api, [str(service["ID"])])).get(str(service["ID"]), [])
+                active = sum((t.get("Status") or {}).get("State") not in ENDED for t in tasks)
+            if not removed and not active:
+                break
+            if time.monotonic() > deadline:
+                raise BackendUnavailable(
+                    f"backend {self._backend!r}: service {name} still has {active} active task(s) and "
+                    f"{removed} container(s) {self._remove_timeout:g}s after its removal began; cancel again later"
+                )
+            if not removed:
+                await asyncio.sleep(0.1)
         try:
             await self._api.call("DELETE", self._api.path("/services/{}", name), f"removing service {name}")
         except EngineNotFound:
             pass
-        deadline = time.monotonic() + self._remove_timeout
-        clean, needed, removing = 0, 1 if ended else 2, 0
-        while True:
-            if time.monotonic() > deadline:
-                raise BackendUnavailable(
-                    f"backend {self._backend!r}: service {name} or its containers are still on the engine "
-                    f"{self._remove_timeout:g}s after their removal; cancel again later"
-                )
-            if await self._remove_containers(name):
-                removing += 1
-                clean = 0
-                if removing > 1:  # the first time, look again at once: a removal is done when it returns
-                    await asyncio.sleep(0.2)
-                continue
-            removing = 0
-            if await self.service(name) is None:
-                clean += 1
-                if clean >= needed:
-                    return
-            else:
-                clean = 0
-            await asyncio.sleep(0.2)
+        if await self._remove_containers(name) or await self.service(name) is not None:
+            raise BackendUnavailable(
+                f"backend {self._backend!r}: service {name} came back while it was removed"
+            )
+
+    async def _run_nothing(self, service: dict[str, Any]) -> None:
+        spec = dict(service.get("Spec") or {})
+        if spec.get("Mode") == _NOTHING:
+            return
+        spec["Mode"] = _NOTHING
+        try:
+            await self._api.call(
+                "POST",
+                self._api.path("/services/{}/update", str(service["ID"])),
+                f"stopping the job {spec.get('Name')}",
+                params={"version": str((service.get("Version") or {}).get("Index", ""))},
+                body=spec,
+            )
+        except EngineNotFound:
+            pass
 
     async def _remove_containers(self, service: str) -> int:
         """Force-remove the service's task containers on this engine; returns how many there were."""
@@ -97,9 +122,8 @@ class SwarmObjects:
         """The instance's services (running: a task not ended yet, or none made yet), and task
         containers whose service is gone (removed from outside, or a crash mid-cancel)."""
         labels = [f"{MANAGED_LABEL}=true", f"{INSTANCE_LABEL}={instance}"]
-        services, tasks, containers = await asyncio.gather(
+        services, containers = await asyncio.gather(
             self._api.call("GET", "/services", "listing MAO's services", params=filters(label=labels)),
-            self._api.call("GET", "/tasks", "listing MAO's tasks", params=filters(label=labels)),
             self._api.call(
                 "GET",
                 "/containers/json",
@@ -107,20 +131,20 @@ class SwarmObjects:
                 params={"all": "1", **filters(label=labels)},
             ),
         )
-        tasks = tasks or []
-        with_tasks = {str(t.get("ServiceID")) for t in tasks}
-        active = {str(t.get("ServiceID")) for t in tasks if (t.get("Status") or {}).get("State") not in ENDED}
+        by_service = await tasks_of(self._api, [str(s.get("ID")) for s in services or []])
         found: list[Managed] = []
         names = set()
         for service in services or []:
             spec = service.get("Spec") or {}
             name, service_id = str(spec.get("Name")), str(service.get("ID"))
             names.add(name)
+            tasks = by_service.get(service_id, [])
+            running = not tasks or any((t.get("Status") or {}).get("State") not in ENDED for t in tasks)
             found.append(
                 Managed(
                     handle=Handle(backend=self._backend, name=name, engine_id=service_id),
                     labels=_mao_labels(spec.get("Labels")),
-                    running=service_id in active or service_id not in with_tasks,
+                    running=running,
                 )
             )
         for container in containers or []:

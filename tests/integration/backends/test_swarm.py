@@ -12,11 +12,13 @@ import pytest
 
 from orchestrator.executors.seam import BackendRejected, EndKind
 from orchestrator.executors.swarm import SwarmBackend
+from orchestrator.executors.swarm_watch import ENDED
 from tests import servers
 
 from .conftest import Case
 from .drivers import SwarmDriver
 from .test_contract import LIMIT, nothing_left, read_log, sh
+from .test_contract import run as run_attempt
 
 
 @pytest.fixture
@@ -148,3 +150,33 @@ def test_unique_names_per_instance(swarm_case: Case) -> None:
         Path(swarm_case.backend.staging.paths(first.name).folder).parent
         == swarm_case.backend.settings.shared_root
     )  # type: ignore[attr-defined]
+
+
+async def test_an_unschedulable_attempt_never_runs_later(swarm_case: Case, docker_engine) -> None:
+    """Removing a job's service does not stop a pending task on Docker 20.10 (moby#44312): it would run
+    the day a node matches. The backend tells the job to run nothing first; a node given the label
+    afterwards runs nothing of it."""
+    value = secrets.token_hex(4)
+    _, end = await run_attempt(swarm_case, ["true"], placement={"mao.test.later": value}, start_timeout=1)
+    assert end.kind is EndKind.UNSCHEDULABLE
+    node_id = await asyncio.to_thread(lambda: docker_engine.info()["Swarm"]["NodeID"])
+
+    def label(add: bool) -> None:
+        node = docker_engine.nodes.get(node_id)
+        labels = dict(node.attrs["Spec"].get("Labels") or {})
+        if add:
+            labels["mao.test.later"] = value
+        else:
+            labels.pop("mao.test.later", None)
+        node.update({**node.attrs["Spec"], "Labels": labels})
+
+    await asyncio.to_thread(label, True)
+    try:
+        await asyncio.sleep(3)
+        assert await swarm_case.driver.leftovers(swarm_case.instance) == []
+        tasks = await asyncio.to_thread(
+            docker_engine.api.tasks, filters={"label": f"mao.instance={swarm_case.instance}"}
+        )
+        assert [t["Status"]["State"] for t in tasks if t["Status"]["State"] not in ENDED] == []
+    finally:
+        await asyncio.to_thread(label, False)
