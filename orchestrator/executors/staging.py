@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import shutil
 import stat
 import tarfile
@@ -100,6 +101,17 @@ class SharedStaging:
     async def discard(self, name: str) -> None:
         """Remove the attempt's folder (safe to repeat)."""
         await asyncio.to_thread(self._discard, name)
+
+    def root_problem(self) -> str | None:
+        """Why the root cannot hold attempts now (not mounted, read-only, full), or None: a folder is
+        made and removed there, as staging will."""
+        probe = self.root / f".mao-probe-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            probe.mkdir(mode=0o700)
+            probe.rmdir()
+        except OSError as exc:
+            return f"the shared root {self.root} cannot hold attempts: {exc.strerror or exc}"
+        return None
 
     def staged_names(self) -> list[str]:
         """The attempt folders on the root (for a sweep)."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -73,6 +72,22 @@ class _Facts:
     nodes: int
     no_new_privileges: bool
     max_node_cpus: float | None
+    version: str = ""
+
+    @property
+    def keeps_job_tasks(self) -> bool:
+        """Docker before 23 keeps every finished job's task record (moby#44312, swarmkit#3112)."""
+        major = self.version.split(".", 1)[0]
+        return major.isdigit() and int(major) < 23
+
+
+@dataclass(frozen=True)
+class _Observed:
+    """When this process saw an attempt waiting, running and ended (monotonic; None: not seen)."""
+
+    waiting: float | None
+    running: float | None
+    seen_end: float
 
 
 @dataclass
@@ -139,6 +154,7 @@ class SwarmBackend:
             nodes=len(cpus),
             no_new_privileges=NNP_OPTION in options,
             max_node_cpus=max(cpus) if any(cpus) else None,
+            version=str(info.get("ServerVersion") or ""),
         )
         self._facts = facts
         return facts
@@ -155,6 +171,11 @@ class SwarmBackend:
             "a finished job's exited containers on other nodes than the manager's stay until that node "
             "prunes them (moby#42789)",
         ]
+        if self._facts is not None and self._facts.keeps_job_tasks:
+            notes.append(
+                f"Docker {self._facts.version} keeps every finished job's task record in the swarm's store and "
+                "slows down as they pile up (moby#44312): Docker 23 or later, or a managers' restart now and then"
+            )
         if self._facts is not None and self._facts.no_new_privileges:
             enforces.add("no_new_privileges")
         elif self.settings.accept_without_no_new_privileges:
@@ -173,7 +194,11 @@ class SwarmBackend:
             facts = await self._refresh_facts()
         except BackendUnavailable as exc:
             return Health(ok=False, message=exc.message)
-        details = {"docker_host": self.settings.docker_host, "shared_root": str(self.settings.shared_root)}
+        details = {
+            "docker_host": self.settings.docker_host,
+            "docker_version": facts.version,
+            "shared_root": str(self.settings.shared_root),
+        }
         problems = []
         if facts.manager:
             details["swarm"] = f"manager of {facts.nodes} node(s)"
@@ -191,10 +216,9 @@ class SwarmBackend:
         else:
             details["no_new_privileges"] = "NOT enforced: steps are refused"
             problems.append(self._nnp_message())
-        if not os.access(self.settings.shared_root, os.W_OK | os.X_OK):
-            problems.append(
-                f"the shared root {self.settings.shared_root} is not writable by the orchestrator"
-            )
+        problem = await asyncio.to_thread(self.staging.root_problem)
+        if problem:
+            problems.append(problem)
         return Health(ok=not problems, message="; ".join(problems) or "ok", details=details)
 
     def _setting(self, key: str) -> str:
@@ -274,7 +298,13 @@ class SwarmBackend:
             return self._existing(spec, existing)
         image = spec.image_id or await self.resolve_image(spec.image) or spec.image
         facts = await self._refresh_facts(max_age=_FACTS_TTL)
-        staged = await self.staging.stage_in(spec)
+        try:
+            staged = await self.staging.stage_in(spec)
+        except OSError as exc:
+            raise BackendUnavailable(
+                f"backend {self.name!r}: the attempt's data could not be staged under the shared root "
+                f"{self.settings.shared_root}: {exc} (docs/backends.md#shared-a-folder-mounted-everywhere-swarm-slurm)"
+            ) from exc
         options = ServiceOptions(self.settings.networks, self.settings.reserve_resources, facts.max_node_cpus)
         body = service_body(spec, image, staged, options)
         try:
@@ -320,25 +350,44 @@ class SwarmBackend:
                 if view is None:
                     return await self._vanished(handle)
                 if view.state in ENDED:
-                    return await self._finish(handle, spec, view)
+                    observed = _Observed(waiting_since, running_since, now)
+                    return await self._finish(handle, spec, view, observed)
                 if view.state == "running":
                     if running_since is None:
                         running_since = now if waiting_since is not None else now - _age(view.state_since)
                     node = current.nodes.get(view.node_id or "")
                     if node is not None and node.state in ("down", "disconnected"):
-                        await self._remove(handle.name)
-                        return self._end(EndKind.NODE_LOST, view, f"node {node.hostname} is {node.state}")
+                        message = f"node {node.hostname} is {node.state}"
+                        return await self._stop(handle, spec, view, EndKind.NODE_LOST, message)
                     if now - running_since > spec.timeout:
-                        await self._remove(handle.name)
                         message = f"still running after the step's timeout of {spec.timeout:g}s"
-                        return self._end(EndKind.TIMED_OUT, view, message, run_seconds=now - running_since)
+                        run = now - running_since
+                        return await self._stop(
+                            handle, spec, view, EndKind.TIMED_OUT, message, run_seconds=run
+                        )
                     continue
                 if waiting_since is None:
                     waiting_since = now - _age(view.created_at)
                 if now - waiting_since > start_timeout:
-                    await self._remove(handle.name)
                     message = f"not started within {start_timeout:g}s (start_timeout); the swarm says: {view.reason}"
-                    return self._end(EndKind.UNSCHEDULABLE, view, message, queued_seconds=now - waiting_since)
+                    queued = now - waiting_since
+                    return await self._stop(
+                        handle, spec, view, EndKind.UNSCHEDULABLE, message, queued_seconds=queued
+                    )
+
+    async def _stop(
+        self,
+        handle: Handle,
+        spec: ContainerSpec,
+        view: ServiceView,
+        kind: EndKind,
+        message: str,
+        **fields: Any,
+    ) -> End:
+        """End the attempt on MAO's decision: its last lines first (the service's log goes with it)."""
+        tail = await self._logs.tail(handle.name, secret_values(spec)) if view.container_id else ""
+        await self._remove(handle.name)
+        return self._end(kind, view, message, log_tail=tail, **fields)
 
     async def _vanished(self, handle: Handle) -> End:
         if handle.name in self._cancelled:
@@ -348,7 +397,9 @@ class SwarmBackend:
         message = f"service {handle.name} was removed from outside MAO (docker service rm?)"
         return End(kind=EndKind.NODE_LOST, engine_id=handle.engine_id, message=message)
 
-    async def _finish(self, handle: Handle, spec: ContainerSpec, view: ServiceView) -> End:
+    async def _finish(
+        self, handle: Handle, spec: ContainerSpec, view: ServiceView, observed: _Observed
+    ) -> End:
         if handle.name in self._cancelled:
             await self.staging.discard(handle.name)
             return End(kind=EndKind.CANCELLED, message="cancelled", engine_id=view.service_id)
@@ -372,6 +423,10 @@ class SwarmBackend:
             queued = max(0.0, (started - view.created_at).total_seconds())
         if started is not None and ended is not None:
             run = max(0.0, (ended - started).total_seconds())
+        elif observed.running is not None:  # on another node: what this process saw, to an interval
+            run = observed.seen_end - observed.running
+            if observed.waiting is not None:
+                queued = max(0.0, observed.running - observed.waiting)
         if kind is EndKind.COMPLETED:
             try:
                 await self.staging.bring_back(spec)

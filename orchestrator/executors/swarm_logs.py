@@ -62,11 +62,14 @@ class ServiceLogs:
         self._retry = retry
 
     async def read(self, name: str, follow: bool = False, since: int = 0) -> AsyncIterator[bytes]:
-        """The log of service ``name`` from byte ``since``; with ``follow`` until its task ended.
-        NotFound when there is no such service (and nothing was read)."""
+        """The log of service ``name`` from byte ``since``; with ``follow`` until its task ended, and
+        an empty chunk first, once the task has started (the caller's stall clock starts there: time
+        waiting to be scheduled is not silence). NotFound when there is no such service."""
         cursor = _Cursor(since)
         if follow:
             with self._watch.interest(name):
+                await self._started(name)
+                yield b""
                 ended = asyncio.create_task(self._ended(name))
                 try:
                     while not ended.done():
@@ -117,6 +120,18 @@ class ServiceLogs:
             if value:
                 text = text.replace(value, "***")
         return text
+
+    async def _started(self, name: str) -> None:
+        """Return once the service's task runs or ran; NotFound when the service is not there."""
+        seen, begun_after = 0, time.monotonic()
+        while True:
+            current = await self._watch.after(seen, begun_after)
+            seen = current.number
+            view = current.services.get(name)
+            if view is None:
+                raise NotFound(f"backend {self._backend!r} holds no service {name!r} (removed?)")
+            if view.state == "running" or view.state in ENDED:
+                return
 
     async def _ended(self, name: str) -> None:
         """Return once the service's task ended (or the service is gone), plus the settle time."""

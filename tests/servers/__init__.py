@@ -29,7 +29,7 @@ from .process import (
 )
 from .services import TOKENS, ServiceProcess, _base_env, start_executor, start_orchestrator, token_for
 from .slurm import SlurmCluster, slurm_missing, start_slurm
-from .swarm import SwarmHold, acquire_swarm, release_swarm, single_node_swarm
+from .swarm import SwarmHold, acquire_swarm, release_swarm, renew_swarm, single_node_swarm
 
 __all__ = [
     "BUSYBOX_LABEL",
@@ -54,6 +54,7 @@ __all__ = [
     "is_root",
     "make_member_pki",
     "release_swarm",
+    "renew_swarm",
     "single_node_swarm",
     "slurm_missing",
     "start_etcd",

@@ -160,6 +160,24 @@ def release_swarm(hold: SwarmHold) -> None:
         client.close()
 
 
+def renew_swarm(hold: SwarmHold) -> bool:
+    """Leave and init again (an empty store: Docker 20.10 keeps every finished job's task record,
+    moby#44312, and slows down as they pile up), only when ``hold`` is the only holder of a swarm the
+    harness made. Returns whether it did."""
+    client = _client()
+    try:
+        with _locked():
+            state = _read_state()
+            holders = {key: pid for key, pid in state["holders"].items() if _alive(int(pid))}
+            if not state["created"] or set(holders) != {hold.holder}:
+                return False
+            client.swarm.leave(force=True)
+            client.swarm.init(advertise_addr=LOCALHOST, listen_addr=f"{LOCALHOST}:{LISTEN_PORT}")
+            return True
+    finally:
+        client.close()
+
+
 @contextlib.contextmanager
 def single_node_swarm() -> Iterator[SwarmHold]:
     """``acquire_swarm`` ... ``release_swarm`` (for scripts and the bench)."""

@@ -202,3 +202,10 @@ def test_unpack_output_bounds_and_unpacks(tmp_path: Path) -> None:
         again.mkdir()
         with pytest.raises(OutputRefused, match=why):
             unpack_output(archive, again, max_bytes=max_bytes, max_files=max_files)
+
+
+def test_the_root_is_probed(tmp_path: Path) -> None:
+    shared = staging(tmp_path)
+    assert shared.root_problem() is None and list(shared.root.iterdir()) == []
+    shared.root.rmdir()  # as an unmounted share looks from here
+    assert "cannot hold attempts" in (shared.root_problem() or "")

@@ -341,3 +341,17 @@ def test_every_swarm_setting_is_documented() -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "backends.md").read_text()
     missing = [key.upper() for key in SwarmSettings.model_fields if f"`{key.upper()}`" not in docs]
     assert not missing, f"add these keys to docs/backends.md: {missing}"
+
+
+def test_a_swarm_is_renewed_only_by_its_only_holder_when_the_harness_made_it(stand_in) -> None:
+    engine = stand_in(_StandInEngine())
+    first = swarm_fixture.acquire_swarm()
+    assert swarm_fixture.renew_swarm(first) and engine.calls == ["init", "leave", "init"]
+    second = swarm_fixture.acquire_swarm()
+    assert not swarm_fixture.renew_swarm(first)  # someone else uses it now
+    swarm_fixture.release_swarm(second)
+    swarm_fixture.release_swarm(first)
+    found = stand_in(_StandInEngine("active", manager=True))
+    hold = swarm_fixture.acquire_swarm()
+    assert not swarm_fixture.renew_swarm(hold) and found.calls == []
+    swarm_fixture.release_swarm(hold)

@@ -82,9 +82,10 @@ async def test_oom_kill(case: Case) -> None:
 
 
 async def test_timeout_counts_from_the_start(case: Case) -> None:
-    _, end = await run(case, SLEEP, timeout=1.5)
+    _, end = await run(case, sh("echo before-the-end; exec sleep 120"), timeout=1.5)
     assert end.kind is EndKind.TIMED_OUT, end
     assert end.run_seconds is not None and end.run_seconds >= 1.5
+    assert "before-the-end" in end.log_tail
     await nothing_left(case)
 
 
@@ -211,6 +212,25 @@ async def test_removed_from_outside_is_node_lost(case: Case) -> None:
 async def test_an_image_the_node_lacks_is_image_unavailable(case: Case) -> None:
     _, end = await run(case, ["true"], image_id="sha256:" + "0" * 64)
     assert end.kind is EndKind.IMAGE_UNAVAILABLE and end.retryable, end
+
+
+async def test_a_follow_opens_with_an_empty_chunk_once_the_tool_started(case: Case) -> None:
+    """The engine's stall clock starts at that chunk: time waiting to be scheduled is not silence."""
+    spec = case.spec(
+        sh("echo one; sleep 0.5; echo two"), placement={"mao.test.nowhere": "x"}, start_timeout=30
+    )
+    handle = await case.backend.submit(spec)
+    stream = case.backend.logs(handle, follow=True)
+    first = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(1.5)
+    assert not first.done()  # not scheduled: nothing yet
+    first.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await first
+    await case.backend.cancel(handle)
+    handle2 = await case.backend.submit(case.spec(sh("echo one; sleep 0.5; echo two"), run="run2"))
+    chunks = [chunk async for chunk in case.backend.logs(handle2, follow=True)]
+    assert chunks[0] == b"" and b"".join(chunks) == b"one\ntwo\n"
 
 
 async def test_a_followed_burst_is_whole_when_the_tool_exits_at_once(case: Case) -> None:
