@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -127,9 +126,8 @@ class SlurmBackend:
         try:
             facts = await self._refresh_facts()
         except BackendUnavailable as exc:
-            return health_of(self.settings, None, exc.message, writable=True)
-        writable = os.access(self.settings.shared_root, os.W_OK | os.X_OK)
-        return health_of(self.settings, facts, None, writable=writable)
+            return health_of(self.settings, None, exc.message, root=None)
+        return health_of(self.settings, facts, None, root=await asyncio.to_thread(self.staging.root_problem))
 
     async def resolve_image(self, image: str) -> str | None:
         """A digest reference as it is; otherwise the image id of the runtime on this host, when it
@@ -180,9 +178,15 @@ class SlurmBackend:
         facts = await self._facts_or_none()
         partition = facts.partition(where(spec, self.settings).partition) if facts else None
         cpus = cpus_per_task(spec, partition.max_cpus if partition else None)
-        staged = await self.staging.stage_in(spec)
         files = job_files(self.settings.shared_root, spec.name)
-        await asyncio.to_thread(write_job_files, files, env_file(spec.env), spec.all_labels())
+        try:
+            staged = await self.staging.stage_in(spec)
+            await asyncio.to_thread(write_job_files, files, env_file(spec.env), spec.all_labels())
+        except OSError as exc:
+            raise BackendUnavailable(
+                f"backend {self.name!r}: the attempt's data could not be staged under the shared root "
+                f"{self.settings.shared_root}: {exc} (docs/backends.md#shared-a-folder-mounted-everywhere-swarm-slurm)"
+            ) from exc
         run = run_arguments(
             spec,
             self.settings,

@@ -46,9 +46,10 @@ def capabilities_of(settings: SlurmSettings, facts: ClusterFacts | None) -> Capa
 
 
 def health_of(
-    settings: SlurmSettings, facts: ClusterFacts | None, unreachable: str | None, *, writable: bool
+    settings: SlurmSettings, facts: ClusterFacts | None, unreachable: str | None, *, root: str | None
 ) -> Health:
-    """Healthy: the controller answers, the partition is up with a node up, the shared root is ours."""
+    """Healthy: the controller answers, the partition is up with a node up, the shared root takes
+    attempts (``root``: staging's ``root_problem``)."""
     details = {
         "partition": settings.partition or "(the cluster's default)",
         "runtime": settings.runtime,
@@ -69,8 +70,8 @@ def health_of(
             problems.append(f"partition {partition.name} is down")
         elif not partition.usable:
             problems.append(f"no node of partition {partition.name} is up")
-    if not writable:
-        problems.append(f"the shared root {settings.shared_root} is not writable by the orchestrator")
+    if root:
+        problems.append(root)
     return Health(ok=not problems, message="; ".join(problems) or "ok", details=details)
 
 

@@ -531,9 +531,10 @@ def test_cluster_facts_and_what_they_refuse() -> None:
     capabilities = capabilities_of(configured, facts)
     assert capabilities.gpus == 8 and "gpus" in capabilities.enforces
     assert "gpus" not in capabilities_of(slurm_settings(), facts).enforces
-    assert health_of(configured, facts, None, writable=True).ok
-    assert not health_of(slurm_settings(partition="x"), facts, None, writable=True).ok
-    assert health_of(configured, None, "no controller", writable=True).message == "no controller"
+    assert health_of(configured, facts, None, root=None).ok
+    assert not health_of(slurm_settings(partition="x"), facts, None, root=None).ok
+    assert health_of(configured, facts, None, root="the shared root /s is full").message == "the shared root /s is full"
+    assert health_of(configured, None, "no controller", root=None).message == "no controller"
 
 
 @pytest.mark.parametrize(
