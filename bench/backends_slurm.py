@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import statistics
 import subprocess
@@ -157,6 +158,7 @@ async def slurm_results(
 def report_slurm(args: argparse.Namespace, results: dict[str, Any]) -> str:
     hand, backend = statistics.median(results["hand"]), statistics.median(results["backend"])
     ratio = hand / backend
+    rounds = ", ".join(f"{h / b:.3f}" for h, b in zip(results["hand"], results["backend"], strict=True))
     settings: SlurmSettings = results["settings"]
     return "\n".join(
         [
@@ -168,6 +170,7 @@ def report_slurm(args: argparse.Namespace, results: dict[str, Any]) -> str:
             f"Ratio of wall times, hand / backend: **{ratio:.3f}** ({'meets' if ratio >= 0.85 else 'BELOW'} the 0.85 target); "
             f"{args.shards} shards of {args.sleep:g} s, {args.parallel} in flight, on a private single-node Slurm whose "
             f"node declares {args.slurm_cpus} CPUs (one a job), containers through docker; backend POLL_INTERVAL "
-            f"{settings.poll_interval:g} s, OUTPUT_SETTLE_SECONDS {settings.output_settle_seconds:g} (local disk).",
+            f"{settings.poll_interval:g} s, OUTPUT_SETTLE_SECONDS {settings.output_settle_seconds:g} (local disk). "
+            f"Per-round ratios: {rounds}; load average {os.getloadavg()[0]:.1f} at the end.",
         ]
     )

@@ -265,7 +265,8 @@ class SlurmBackend:
         """End the job (scancel) and wait until Slurm says it ended (its script removes the container
         then), then remove the attempt folder and the job's files. A ``wait`` on it ends ``cancelled``."""
         self._ends.mark(handle.name, Stop(MAO_CANCEL, time.monotonic()))
-        job = await self._current(handle)
+        # The usual cancel follows the end this process's wait returned: Slurm need not be asked.
+        job = None if handle.name in self._ends.ended else await self._current(handle)
         if job is not None and not job.has_ended:
             await self._ends.scancel(job.job_id)
             self._ends.stops[handle.name].sent = True
@@ -280,6 +281,7 @@ class SlurmBackend:
                 job = await self._current(handle)
         await self._remove_files(handle.name)
         self._ends.submitted.pop(handle.name, None)
+        self._ends.ended.discard(handle.name)
 
     async def _current(self, handle: Handle) -> JobView | None:
         jobs = await self.commands.squeue(name=handle.name)

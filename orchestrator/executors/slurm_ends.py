@@ -70,6 +70,7 @@ class JobEnds:
         self.staging = staging
         self.submitted: dict[str, float] = {}  # name -> monotonic time of this process's submission
         self.stops: dict[str, Stop] = {}
+        self.ended: set[str] = set()  # names whose end a wait returned (and the job ended in Slurm)
 
     async def wait(self, handle: Handle, spec: ContainerSpec) -> End:
         start_timeout = spec.start_timeout or self.settings.start_timeout
@@ -87,7 +88,9 @@ class JobEnds:
                 if view is None:
                     return await self._forgotten(handle, spec)
                 if view.has_ended:
-                    return await self._finish(handle, spec, view)
+                    end = await self._finish(handle, spec, view)
+                    self.ended.add(handle.name)
+                    return end
                 stop = self.stops.get(handle.name)
                 if stop is not None:
                     if not stop.sent:  # scancel failed (the controller was away): again
