@@ -96,9 +96,12 @@ class JobEnds:
                     if not stop.sent:  # scancel failed (the controller was away): again
                         await self._stop(handle, view, stop)
                     continue  # MAO stopped it: its end comes
-                if view.has_started:
-                    if running_since is None:
-                        running_since = now if waiting_since is not None else now - _age(view.started)
+                if running_since is None and view.has_started:
+                    if waiting_since is None:  # adopted: since the job's start (the script's is close)
+                        running_since = now - _age(view.started)
+                    elif await self._container_started(handle.name):
+                        running_since = now
+                if running_since is not None:
                     if now - running_since > spec.timeout:
                         stop = Stop(MAO_TIMEOUT, now, run_seconds=now - running_since)
                         await self._stop(handle, view, stop)
@@ -106,10 +109,16 @@ class JobEnds:
                 if waiting_since is None:
                     waiting_since = now - _age(view.submitted)
                 if now - waiting_since > start_timeout:
-                    stop = Stop(
-                        MAO_UNSCHEDULABLE, now, queued_seconds=now - waiting_since, reason=view.reason
-                    )
+                    reason = "the job started, its container did not" if view.has_started else view.reason
+                    stop = Stop(MAO_UNSCHEDULABLE, now, queued_seconds=now - waiting_since, reason=reason)
                     await self._stop(handle, view, stop)
+
+    async def _container_started(self, name: str) -> bool:
+        """Whether the job's script has started the container: the step's timeout counts from there,
+        as on every backend (a node may take seconds between the job's start and the tool's; that
+        time counts against start_timeout)."""
+        files = job_files(self.settings.shared_root, name)
+        return parse_report(await asyncio.to_thread(read_text, files.err)).started
 
     async def _stop(self, handle: Handle, view: JobView, stop: Stop) -> None:
         self.mark(handle.name, stop)

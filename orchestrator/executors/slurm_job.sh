@@ -92,7 +92,12 @@ code=$?
 if [ "$stopping" -eq 1 ]; then
     exit 143
 fi
-state=$("${runtime[@]}" inspect --format '{{.State.OOMKilled}} {{.State.ExitCode}}' "$name" 2>/dev/null)
+inspect() { "${runtime[@]}" inspect --format '{{.State.OOMKilled}} {{.State.ExitCode}}' "$name" 2>/dev/null; }
+state=$(inspect)
+# The runtime may mark the out-of-memory kill a moment after the exit: look again before saying 137.
+for _ in 1 2 3 4 5; do
+    case "$state" in "false 137") sleep 0.2; state=$(inspect) ;; *) break ;; esac
+done
 if [ -z "$state" ]; then
     say "error no-container (the runtime exited $code without a container)"
     exit 125

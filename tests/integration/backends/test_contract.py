@@ -217,7 +217,7 @@ async def test_an_image_the_node_lacks_is_image_unavailable(case: Case) -> None:
 async def test_a_follow_opens_with_an_empty_chunk_once_the_tool_started(case: Case) -> None:
     """The engine's stall clock starts at that chunk: time waiting to be scheduled is not silence."""
     spec = case.spec(
-        sh("echo one; sleep 0.5; echo two"), placement={"mao.test.nowhere": "x"}, start_timeout=30
+        sh("echo one; sleep 0.5; echo two"), placement=case.driver.unschedulable_placement, start_timeout=30
     )
     handle = await case.backend.submit(spec)
     stream = case.backend.logs(handle, follow=True)
