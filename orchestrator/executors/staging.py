@@ -22,6 +22,7 @@ Everything in ``SharedStaging`` is a coroutine; the file work runs in worker thr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -70,6 +71,9 @@ class SharedStaging:
         self.root = root
         self.settle_seconds = settle_seconds
         self.max_output_bytes = max_output_bytes
+        # One operation at a time on an attempt's folder: a cancel's discard and the end's bring-back
+        # (or a second discard) may come together.
+        self._busy: dict[str, tuple[asyncio.Lock, int]] = {}
 
     def paths(self, name: str) -> StagedPaths:
         folder = self.root / name
@@ -86,9 +90,24 @@ class SharedStaging:
             )
         return None
 
+    @contextlib.asynccontextmanager
+    async def _alone(self, name: str) -> AsyncIterator[None]:
+        lock, users = self._busy.get(name) or (asyncio.Lock(), 0)
+        self._busy[name] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._busy[name]
+            if users <= 1:
+                del self._busy[name]
+            else:
+                self._busy[name] = (lock, users - 1)
+
     async def stage_in(self, spec: ContainerSpec) -> StagedPaths:
         """Write the attempt's folder (replacing one a crashed submit left) and return its paths."""
-        return await asyncio.to_thread(self._stage_in, spec)
+        async with self._alone(spec.name):
+            return await asyncio.to_thread(self._stage_in, spec)
 
     async def bring_back(self, spec: ContainerSpec) -> int:
         """After the settle time, make ``spec.output.folder`` hold exactly what the tool left in the
@@ -96,11 +115,13 @@ class SharedStaging:
         before) or StagedOutputMissing."""
         if self.settle_seconds > 0:
             await asyncio.sleep(self.settle_seconds)
-        return await asyncio.to_thread(self._bring_back, spec)
+        async with self._alone(spec.name):
+            return await asyncio.to_thread(self._bring_back, spec)
 
     async def discard(self, name: str) -> None:
-        """Remove the attempt's folder (safe to repeat)."""
-        await asyncio.to_thread(self._discard, name)
+        """Remove the attempt's folder (safe to repeat, and to call while another discard runs)."""
+        async with self._alone(name):
+            await asyncio.to_thread(self._discard, name)
 
     def root_problem(self) -> str | None:
         """Why the root cannot hold attempts now (not mounted, read-only, full), or None: a folder is

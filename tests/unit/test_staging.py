@@ -209,3 +209,20 @@ def test_the_root_is_probed(tmp_path: Path) -> None:
     assert shared.root_problem() is None and list(shared.root.iterdir()) == []
     shared.root.rmdir()  # as an unmounted share looks from here
     assert "cannot hold attempts" in (shared.root_problem() or "")
+
+
+def test_discards_and_a_bring_back_of_one_attempt_at_once_do_not_trip_over_each_other(tmp_path: Path) -> None:
+    shared = staging(tmp_path)
+    spec = spec_for(tmp_path)
+
+    async def at_once() -> list[object]:
+        await shared.stage_in(spec)
+        for i in range(200):
+            (shared.paths(spec.name).output / f"f{i}").write_text("x")
+        return await asyncio.gather(
+            shared.bring_back(spec), *(shared.discard(spec.name) for _ in range(4)), return_exceptions=True
+        )
+
+    results = asyncio.run(at_once())
+    assert [r for r in results if isinstance(r, BaseException) and not isinstance(r, StagedOutputMissing)] == []
+    assert not shared.paths(spec.name).folder.exists() and shared._busy == {}

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from executor.config import load_settings as load_executor_settings
+from executor.errors import UserNotAllowed
 from executor.hardening import check_docker_socket, container_limits, host_cpus, tool_user
 from executor.wire.models import RunRequest
 from orchestrator.config import load_settings
@@ -30,7 +31,7 @@ from orchestrator.datasets.hygiene import (
 from orchestrator.datasets.upkeep import clear_stale_locks, local_repositories
 from orchestrator.domain.pipeline import Step
 from orchestrator.domain.sizes import parse_size
-from orchestrator.errors import BadRequest, ConfigError, MaoError
+from orchestrator.errors import ConfigError, MaoError
 from tests.unit import trees
 
 ROOT = os.getuid() == 0
@@ -160,11 +161,14 @@ def test_limit_settings(tmp_path: Path) -> None:
 def test_executor_refuses_root_and_defaults_to_its_tool_uid() -> None:
     base = {"image": "busybox", "output_dir": "/tmp"}
     assert tool_user(RunRequest.model_validate(base), 65534, 65534) == "65534:65534"
-    assert tool_user(RunRequest.model_validate({**base, "user": "1000"}), 65534, 65534) == "1000:65534"
-    assert tool_user(RunRequest.model_validate({**base, "user": "1000:1000"}), 1, 1) == "1000:1000"
-    for root in ("0", "0:0", "0:1000"):
-        with pytest.raises(BadRequest, match="never run as root"):
-            tool_user(RunRequest.model_validate({**base, "user": root}), 65534, 65534)
+    assert tool_user(RunRequest.model_validate({**base, "user": "1000"}), 1000, 1001) == "1000:1001"
+    assert tool_user(RunRequest.model_validate({**base, "user": "1000:1000"}), 1000, 1000) == "1000:1000"
+    for root in ("0", "0:0", "0:1000", "1000:0"):
+        with pytest.raises(UserNotAllowed, match="never run as root"):
+            tool_user(RunRequest.model_validate({**base, "user": root}), 1000, 1000)
+    # Any other user is refused too (tests/unit/test_executor_confinement.py generates them).
+    with pytest.raises(UserNotAllowed, match="only as 65534:65534"):
+        tool_user(RunRequest.model_validate({**base, "user": "1000"}), 65534, 65534)
     with pytest.raises(ConfigError, match="MAO_TOOL_UID"):
         load_executor_settings({"MAO_EXECUTOR_TOKEN": "t", "MAO_TOOL_UID": "0"})
 

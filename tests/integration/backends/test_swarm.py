@@ -180,3 +180,21 @@ async def test_an_unschedulable_attempt_never_runs_later(swarm_case: Case, docke
         assert [t["Status"]["State"] for t in tasks if t["Status"]["State"] not in ENDED] == []
     finally:
         await asyncio.to_thread(label, False)
+
+
+async def test_a_service_of_the_same_name_that_is_another_attempt_s_is_not_taken_for_it(
+    swarm_case: Case, docker_engine
+) -> None:
+    spec = swarm_case.spec(["true"])
+    labels = {**spec.identity.labels(), "mao.run": "someone-else"}
+
+    def create() -> None:
+        from docker.types import ServiceMode
+
+        docker_engine.services.create(
+            swarm_case.image_id, ["true"], name=spec.name, labels=labels, mode=ServiceMode("replicated-job")
+        )
+
+    await asyncio.to_thread(create)
+    with pytest.raises(BackendRejected, match="is another's"):
+        await swarm_case.backend.submit(spec)
