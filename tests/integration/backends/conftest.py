@@ -84,6 +84,9 @@ def real_staging_server(servers_tmp: Path) -> Iterator[servers.StagingServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
 def slurm_shared_root(slurm: servers.SlurmCluster, servers_tmp: Path) -> Iterator[Path]:
     """The Slurm backend's SHARED_ROOT: its one node is this host, so any folder is 'mounted everywhere'."""
     root = servers_tmp / "slurm-shared"
