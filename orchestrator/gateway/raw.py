@@ -18,7 +18,6 @@ from ..errors import BadRequest, NotFound, PayloadTooLarge
 from ..federation.etcd import Etcd
 from ..federation.leases import SharedLease
 from .limits import (
-    INSPECT_PAGE,
     MAX_INSPECT_BYTES,
     MAX_INSPECT_ENTRIES,
     MAX_NESTING,
@@ -85,8 +84,8 @@ class RawStore:
         """Everything at and below ``key`` as ``{"raw/...": stored, "insights/...": stored}``, at most
         ``MAX_INSPECT_ENTRIES`` entries and ``MAX_INSPECT_BYTES`` of them; ``"truncated": true`` is
         added when there was more (no gateway key can be named ``truncated``: every one starts with
-        its namespace). etcd is read in pages of ``INSPECT_PAGE`` keys, so no answer from etcd
-        exceeds its message limit however large the values under the prefix are."""
+        its namespace). etcd is read in pages as the answer grows (``Etcd.scan``), so no answer from
+        etcd exceeds its message limit however large the values under the prefix are."""
         found: dict[str, Any] = {}
         size = 0
         for candidate in read_keys(key, whole_namespace=True):
@@ -108,14 +107,10 @@ class RawStore:
             prefix = key.etcd_key + "/"
         else:
             prefix = NAMESPACES[key.namespace]
-        start = prefix
-        while True:
-            page = await self.etcd.list_page(prefix, start, INSPECT_PAGE)
-            for kv in page:
-                yield kv.key, kv.value
-            if len(page) < INSPECT_PAGE:
-                return
-            start = page[-1].key + "\0"
+        # Pages bounded by bytes as well as keys (Etcd.scan): however large the values under the
+        # prefix, no answer from etcd has to carry more than one of them.
+        async for kv in self.etcd.scan(prefix):
+            yield kv.key, kv.value
 
 
 def encode_value(value: Any) -> bytes:
