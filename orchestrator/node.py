@@ -22,6 +22,7 @@ from .federation.locks import Locks
 from .federation.members import Membership
 from .federation.registry import Registry
 from .federation.scheduler import FederationScheduler
+from .federation.seals import Sealer
 from .federation.tls import EtcdTls
 from .gateway.insights import InsightsPublisher
 from .gateway.limits import RateLimiter, WriteBudget
@@ -29,6 +30,7 @@ from .gateway.listener import RawListener
 from .gateway.raw import RawStore
 from .gateway.tokens import GatewayKeys
 from .metrics import Metrics
+from .pipelines.pins import Pins
 from .pipelines.registrations import Registrations
 from .pipelines.service import PipelineService
 from .pipelines.voting import Voting
@@ -39,6 +41,7 @@ from .scheduling import Scheduler
 from .store import Store
 from .store.gateway import GatewayKeyStore, ListenerProgress
 from .store.outage import PendingMerges, RegistryCache
+from .store.pins import PinStore
 from .tasks import spawn
 from .triggers import DataTriggers
 
@@ -50,6 +53,7 @@ class Node:
     settings: Settings
     etcd: Etcd
     registry: Registry
+    sealer: Sealer
     locks: Locks
     membership: Membership
     cluster: EtcdCluster
@@ -80,7 +84,9 @@ class Node:
             else None
         )
         etcd = Etcd(settings.etcd_endpoints, timeout=settings.etcd_timeout, tls=tls)
-        registry = Registry(etcd)
+        # Seals what this instance writes for the others, checks what they wrote (federation/seals.py).
+        sealer = Sealer(settings.instance_name, tls)
+        registry = Registry(etcd, sealer)
         locks = Locks(etcd, settings.instance_name, ttl=settings.lock_ttl, wait=settings.lock_wait)
         membership = Membership(etcd, settings)
         store = Store(settings.database_url)
@@ -96,15 +102,16 @@ class Node:
         use_credentials_file(str(settings.git_credentials) if settings.git_credentials else None)
         executor = ExecutorClient(settings.executor_url, settings.executor_token)
         registrations = Registrations(registry, RegistryCache(store))
-        voting = Voting(datasets, locks, PendingMerges(store), registrations, etcd)
+        pins = Pins(PinStore(store), registrations)
+        voting = Voting(datasets, locks, PendingMerges(store), registrations, etcd, pins)
         insights = InsightsPublisher(etcd, settings.instance_name)
-        runner = Runner(settings, store, registrations, datasets, executor, voting, insights)
+        runner = Runner(settings, store, registrations, datasets, executor, voting, insights, pins)
         scheduler = Scheduler(store, runner)
         federation_scheduler = FederationScheduler(
             settings, etcd, scheduler, runner, store, membership, registry
         )
         pipelines = PipelineService(
-            settings, store, registry, registrations, datasets, runner, scheduler, executor
+            settings, store, registry, registrations, datasets, runner, scheduler, executor, pins
         )
         listener = None
         if settings.raw_dataset:
@@ -130,6 +137,7 @@ class Node:
             settings=settings,
             etcd=etcd,
             registry=registry,
+            sealer=sealer,
             locks=locks,
             membership=membership,
             cluster=EtcdCluster(etcd),
@@ -160,6 +168,13 @@ class Node:
         """Start what the node needs to serve. The database must answer; etcd and the executor may
         come later (requests that need them answer 503 meanwhile). The instance name comes first:
         a name a live instance holds stops the start (``NameTaken``) before anything else opens."""
+        if self.sealer.problem:
+            log.warning("%s", self.sealer.problem)
+        elif self.settings.etcd_insecure:
+            log.info(
+                "etcd is reached without TLS (MAO_ETCD_INSECURE=1): the owners of registrations and the "
+                "writers of federation records are claims, not proofs (docs/security.md)"
+            )
         try:
             await self.membership.start()
         except MaoError:
@@ -172,7 +187,7 @@ class Node:
         await self.datasets.clear_stale_locks()
         await self.executor.start()
         reconciler = Reconciler(
-            self.runner.records, self.executor, self.runner.registrations, self.datasets
+            self.runner.records, self.executor, self.runner.pins, self.datasets
         )
         if interrupted := await reconciler.reconcile():
             log.warning("closed %d run(s) that a previous orchestrator process left unfinished", interrupted)
@@ -229,6 +244,10 @@ class Node:
             except Exception:
                 log.exception("closing the %s failed; closing the rest", name)
         self.datasets.close()
+
+    def warnings(self) -> list[str]:
+        """What the operator should know although nothing is down (``GET /health``)."""
+        return [self.sealer.problem] if self.sealer.problem else []
 
     async def health(self) -> dict[str, str]:
         checks = {"etcd": self.etcd.check, "database": self.store.check, "executor": self.executor.health}
