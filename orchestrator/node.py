@@ -34,6 +34,7 @@ from .pipelines.pins import Pins
 from .pipelines.registrations import Registrations
 from .pipelines.service import PipelineService
 from .pipelines.voting import Voting
+from .private_files import gateway_secret
 from .retention import Retention
 from .runs.engine import Runner
 from .runs.reconcile import Reconciler
@@ -88,7 +89,7 @@ class Node:
         sealer = Sealer(settings.instance_name, tls)
         registry = Registry(etcd, sealer)
         locks = Locks(etcd, settings.instance_name, ttl=settings.lock_ttl, wait=settings.lock_wait)
-        membership = Membership(etcd, settings)
+        membership = Membership(etcd, settings, sealer)
         store = Store(settings.database_url)
         datasets = Datasets(
             settings.data_dir,
@@ -113,6 +114,8 @@ class Node:
         pipelines = PipelineService(
             settings, store, registry, registrations, datasets, runner, scheduler, executor, pins
         )
+        # Marks the raw entries this instance acknowledged, for its own raw listener (gateway/raw.py).
+        gateway_key = gateway_secret(settings.data_dir)
         listener = None
         if settings.raw_dataset:
             listener = RawListener(
@@ -124,6 +127,8 @@ class Node:
                 datasets,
                 voting,
                 ListenerProgress(store),
+                secret=gateway_key,
+                pins=pins,
             )
         metrics = Metrics()
         # The operator's view hooks in here, not in the services' constructors.
@@ -155,11 +160,12 @@ class Node:
                 settings.raw_ttl,
                 RateLimiter(settings.gateway_rate, settings.gateway_burst),
                 WriteBudget(settings.gateway_bytes_per_second, settings.gateway_entries_per_second),
+                secret=gateway_key,
             ),
             gateway_keys=GatewayKeys(GatewayKeyStore(store)),
             listener=listener,
-            audits=Audits(settings, etcd, registry, store, datasets),
-            triggers=DataTriggers(settings, etcd, store, runner, registry),
+            audits=Audits(settings, etcd, registry, store, datasets, pins),
+            triggers=DataTriggers(settings, etcd, store, runner, registry, datasets, pins),
             backfills=Backfills(store, runner, federation_scheduler.book.all),
             compactor=Compactor(etcd, settings.etcd_compact_interval, settings.etcd_compact_keep),
         )

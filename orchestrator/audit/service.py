@@ -34,6 +34,7 @@ from .scoring import Candidate, Scored, decide
 if TYPE_CHECKING:
     from ..config import Settings
     from ..datasets import Datasets
+    from ..pipelines.pins import Pins
     from ..store import Store
 
 log = logging.getLogger(__name__)
@@ -44,13 +45,20 @@ MAX_FETCH_BYTES = 64 * 1024 * 1024  # a copy larger than this is not scored (it 
 
 class Audits:
     def __init__(
-        self, settings: Settings, etcd: Etcd, registry: Registry, store: Store, datasets: Datasets
+        self,
+        settings: Settings,
+        etcd: Etcd,
+        registry: Registry,
+        store: Store,
+        datasets: Datasets,
+        pins: Pins | None = None,
     ) -> None:
         self.instance = settings.instance_name
-        self.book = AuditBook(etcd)
+        self.book = AuditBook(etcd, getattr(registry, "sealer", None))
         self.registry = registry
         self.datasets = datasets
-        self.answerer = AuditAnswerer(settings, etcd, registry, store, datasets, self._own_audit)
+        self.pins = pins
+        self.answerer = AuditAnswerer(settings, etcd, registry, store, datasets, self._own_audit, pins)
         self._deciding: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
@@ -135,7 +143,8 @@ class Audits:
             # Computed once and stored on one lease across retries: when a create landed but its
             # answer was lost, the retry writes the very same value on the same lease, which
             # Etcd.create recognises as its own earlier attempt; and no retry leaks a lease.
-            result = await retry(lambda: self._score(audit_id, record, answers))
+            # Sealed once, before any retry: a seal is a new signature each time it is made.
+            result = self.book.seal(await retry(lambda: self._score(audit_id, record, answers)))
             stored = await retry(lambda: store(result))
         except _GaveUp as exc:
             log.error("audit %s could not be decided: %s", audit_id, exc)
@@ -183,6 +192,12 @@ class Audits:
         dataset = await self.registry.dataset(record["dataset"])
         if dataset is None:
             return dict.fromkeys(wanted, "could not be fetched: the dataset is no longer registered")
+        # Only from a master this instance accepted (pipelines.pins), never one swapped in since.
+        master = await self.pins.master(dataset.name) if self.pins is not None else dataset.master
+        if master is None:
+            return dict.fromkeys(
+                wanted, "could not be fetched: this instance has not accepted a master for the dataset"
+            )
         path = record["file"]
 
         def read(repo: Any) -> dict[str, bytes | str]:
@@ -201,7 +216,7 @@ class Audits:
             return found
 
         try:
-            return await self.datasets.run(dataset.name, dataset.master, read)
+            return await self.datasets.run(dataset.name, master, read)
         except MaoError as exc:
             return dict.fromkeys(wanted, f"could not be fetched from the master: {exc.message}")
 

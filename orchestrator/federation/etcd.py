@@ -330,6 +330,11 @@ class Etcd(FailoverClient):
         reply = await self._call(lambda c: c.refresh_lease(lease_id))
         return int(reply.TTL) if reply is not None else 0
 
+    async def lease_ttl(self, lease_id: int) -> tuple[int, int]:
+        """``(remaining, granted)`` seconds of a lease; remaining is -1 when it does not exist."""
+        reply = await self._call(lambda c: c.get_lease_info(lease_id, keys=False))
+        return int(reply.TTL), int(reply.grantedTTL)
+
     async def revoke_lease(self, lease_id: int) -> None:
         await self._call(lambda c: c.revoke_lease(lease_id))
 

@@ -9,6 +9,8 @@ are written by ``insights`` and have no lease: the latest one of each tool stays
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -33,10 +35,17 @@ LEASE_SHARED_FOR = 1.0  # seconds during which writes share one lease
 
 class RawStore:
     def __init__(
-        self, etcd: Etcd, instance: str, ttl: int, limiter: RateLimiter, budget: WriteBudget | None = None
+        self,
+        etcd: Etcd,
+        instance: str,
+        ttl: int,
+        limiter: RateLimiter,
+        budget: WriteBudget | None = None,
+        secret: bytes | None = None,
     ) -> None:
         self.etcd = etcd
         self.instance = instance
+        self.secret = secret
         self.ttl = ttl
         self.limiter = limiter
         self.budget = budget
@@ -55,12 +64,15 @@ class RawStore:
         self.limiter.take(target.path)
         if self.budget is not None:
             self.budget.take(size)
-        stored = {
+        stored: dict[str, Any] = {
             "value": value,
             "written_at": datetime.now(UTC).isoformat(),
             "instance": self.instance,
             "by": by,
         }
+        if self.secret is not None:
+            # Proves to this instance's raw listener that it acknowledged the entry (``entry_mac``).
+            stored["mac"] = entry_mac(self.secret, target.etcd_key, stored)
         # A lease revoked or expired early (an etcd restored from backup) is replaced once, for all the
         # writers that found it gone at the same time.
         revision = await self._lease.with_lease(
@@ -72,8 +84,8 @@ class RawStore:
         candidates = read_keys(key)
         for candidate in candidates:
             found = await self.etcd.get(candidate.etcd_key)
-            if found is not None:
-                return found.value
+            if found is not None and found.problem is None:
+                return without_mac(found.value)
         where = " or ".join(c.shown for c in candidates)
         raise NotFound(
             f"nothing stored at {where} (raw entries are kept {self.ttl} s; insights until the tool "
@@ -102,15 +114,30 @@ class RawStore:
     async def _under(self, key: GatewayKey) -> AsyncIterator[tuple[str, Any]]:
         if key.path:
             exact = await self.etcd.get(key.etcd_key)
-            if exact is not None:
-                yield exact.key, exact.value
+            if exact is not None and exact.problem is None:
+                yield exact.key, without_mac(exact.value)
             prefix = key.etcd_key + "/"
         else:
             prefix = NAMESPACES[key.namespace]
         # Pages bounded by bytes as well as keys (Etcd.scan): however large the values under the
         # prefix, no answer from etcd has to carry more than one of them.
         async for kv in self.etcd.scan(prefix):
-            yield kv.key, kv.value
+            yield kv.key, without_mac(kv.value)
+
+
+def entry_mac(secret: bytes, etcd_key: str, stored: dict[str, Any]) -> str:
+    """HMAC-SHA256 of a raw entry (its key and its stored value without the MAC) with this instance's
+    own secret (``private_files.gateway_secret``): any member can put a key under ``/mao/v1/raw/``
+    naming this instance, only this instance can mark it, so its raw listener commits into git
+    exactly the entries it acknowledged. Computed over the canonical JSON a reader decodes again."""
+    body = {k: v for k, v in stored.items() if k != "mac"}
+    message = etcd_key.encode() + b"\n" + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def without_mac(stored: Any) -> Any:
+    """A stored entry as ``/read`` and ``/inspect`` answer it: without its MAC (of no use to others)."""
+    return {k: v for k, v in stored.items() if k != "mac"} if isinstance(stored, dict) else stored
 
 
 def encode_value(value: Any) -> bytes:

@@ -30,12 +30,11 @@ from typing import Any
 from ..errors import Conflict, MalformedEntry, NotFound
 from ..federation.registry import Registered
 from ..models import Dataset, Pipeline, Tool
-from ..store.pins import PinRecord, PinStore, pin_record
+from ..store.pins import RAW_SCOPE, PinRecord, PinStore, pin_record
 from .registrations import Registrations
 
 log = logging.getLogger(__name__)
 
-RAW_SCOPE = ":raw"
 FIELD = {"tool": "image", "dataset": "master"}
 
 
@@ -144,6 +143,11 @@ class Pins:
     def snapshot(self, kind: str, entries: Iterable[Registered[Any]]) -> list[tuple[str, str, dict[str, Any]]]:
         """Pins of registrations just read (``PipelineService.init`` stores them with the pipeline)."""
         return [(kind, entry.value.name, pin_value(kind, entry)) for entry in entries]
+
+    async def ensure(self, scope: str, kind: str, name: str) -> None:
+        """Pin a registration in ``scope`` as it is now unless it is pinned there already (a data
+        trigger's dataset: its advances are checked on the master accepted when it was armed)."""
+        await self._pin(scope, kind, name, await self.current(kind, name))
 
     def forget(self, scope: str) -> None:
         """The scope's pins changed in the database (init, delete): read them again."""

@@ -12,6 +12,9 @@ from sqlalchemy import delete, select
 from . import Store
 from .tables import PinRow, utcnow
 
+# The gateway's raw listener pins its dataset under this scope; no pipeline name has a colon.
+RAW_SCOPE = ":raw"
+
 
 @dataclass(frozen=True)
 class PinRecord:
