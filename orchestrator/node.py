@@ -23,6 +23,7 @@ from .federation.members import Membership
 from .federation.registry import Registry
 from .federation.scheduler import FederationScheduler
 from .federation.seals import Sealer
+from .federation.space import EtcdNearQuota, EtcdSpace
 from .federation.tls import EtcdTls
 from .gateway.insights import InsightsPublisher
 from .gateway.limits import RateLimiter, WriteBudget
@@ -73,6 +74,7 @@ class Node:
     triggers: DataTriggers
     backfills: Backfills
     compactor: Compactor
+    space: EtcdSpace
     _gc: asyncio.Task[None] | None = None
     metrics: Metrics = field(default_factory=Metrics)
     retention: Retention | None = None
@@ -114,6 +116,8 @@ class Node:
         pipelines = PipelineService(
             settings, store, registry, registrations, datasets, runner, scheduler, executor, pins
         )
+        compactor = Compactor(etcd, settings.etcd_compact_interval, settings.etcd_compact_keep)
+        space = EtcdSpace(etcd, settings.etcd_quota_bytes, compactor)
         # Marks the raw entries this instance acknowledged, for its own raw listener (gateway/raw.py).
         gateway_key = gateway_secret(settings.data_dir)
         listener = None
@@ -161,13 +165,15 @@ class Node:
                 RateLimiter(settings.gateway_rate, settings.gateway_burst),
                 WriteBudget(settings.gateway_bytes_per_second, settings.gateway_entries_per_second),
                 secret=gateway_key,
+                space=space,
             ),
             gateway_keys=GatewayKeys(GatewayKeyStore(store)),
             listener=listener,
             audits=Audits(settings, etcd, registry, store, datasets, pins),
             triggers=DataTriggers(settings, etcd, store, runner, registry, datasets, pins),
             backfills=Backfills(store, runner, federation_scheduler.book.all),
-            compactor=Compactor(etcd, settings.etcd_compact_interval, settings.etcd_compact_keep),
+            compactor=compactor,
+            space=space,
         )
 
     async def start(self) -> None:
@@ -210,6 +216,7 @@ class Node:
         if self.settings.git_gc_interval > 0:
             self._gc = spawn(self.datasets.gc_forever(self.settings.git_gc_interval), name="git gc")
         await self.compactor.start()
+        await self.space.start()
         if self.retention is not None:
             await self.retention.start()
         for name, check in (("etcd", self.etcd.check), ("executor", self.executor.health)):
@@ -227,6 +234,7 @@ class Node:
                 await self._gc
         closers: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("etcd compaction", self.compactor.close),
+            ("etcd space", self.space.close),
             ("federation scheduler", self.federation_scheduler.close),
             ("scheduler", self.scheduler.stop),
             ("data triggers", self.triggers.close),
@@ -251,12 +259,18 @@ class Node:
                 log.exception("closing the %s failed; closing the rest", name)
         self.datasets.close()
 
+    async def _etcd_health(self) -> None:
+        """A quorum answers, no alarm is raised and the database is not near its quota."""
+        await self.etcd.check()
+        if problem := self.space.problem(await self.space.read()):
+            raise EtcdNearQuota(problem)
+
     def warnings(self) -> list[str]:
         """What the operator should know although nothing is down (``GET /health``)."""
         return [self.sealer.problem] if self.sealer.problem else []
 
     async def health(self) -> dict[str, str]:
-        checks = {"etcd": self.etcd.check, "database": self.store.check, "executor": self.executor.health}
+        checks = {"etcd": self._etcd_health, "database": self.store.check, "executor": self.executor.health}
         result = {}
         for name, check in checks.items():
             try:

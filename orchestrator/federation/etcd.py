@@ -368,6 +368,34 @@ class Etcd(FailoverClient):
         status = await self._call(lambda c: c.status())
         return int(status.db_size)
 
+    async def space(self) -> tuple[int, int]:
+        """``(db_size, db_size_in_use)`` in bytes of the answering member: the file (what etcd's
+        quota counts) and what of it holds data (the rest is free pages compaction left, reused by
+        later writes, given back by a defragmentation)."""
+
+        async def op(c: aetcd.Client) -> tuple[int, int]:
+            await c.connect()
+            status = await c.maintenancestub.Status(
+                aetcd.rpc.StatusRequest(), timeout=self.timeout, metadata=c.metadata
+            )
+            return int(status.dbSize), int(status.dbSizeInUse or status.dbSize)
+
+        return await self._call(op)
+
+    async def alarms(self) -> list[str]:
+        """The alarms raised in the cluster (``NOSPACE``: the quota is reached, etcd refuses writes
+        until an operator disarms it; ``CORRUPT``), one name per alarm and member."""
+
+        async def op(c: aetcd.Client) -> list[str]:
+            await c.connect()
+            request = aetcd.rpc.AlarmRequest(
+                action=aetcd.rpc.AlarmRequest.GET, memberID=0, alarm=aetcd.rpc.NONE
+            )
+            response = await c.maintenancestub.Alarm(request, timeout=self.timeout, metadata=c.metadata)
+            return [aetcd.rpc.AlarmType.Name(a.alarm) for a in response.alarms]
+
+        return await self._call(op)
+
     # -- cluster --------------------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
         status = await self._call(lambda c: c.status())

@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import BadRequest, NotFound, PayloadTooLarge
 from ..federation.etcd import Etcd
 from ..federation.leases import SharedLease
+from ..federation.space import EtcdSpace
 from .limits import (
     MAX_INSPECT_BYTES,
     MAX_INSPECT_ENTRIES,
@@ -42,7 +43,9 @@ class RawStore:
         limiter: RateLimiter,
         budget: WriteBudget | None = None,
         secret: bytes | None = None,
+        space: EtcdSpace | None = None,
     ) -> None:
+        self.space = space
         self.etcd = etcd
         self.instance = instance
         self.secret = secret
@@ -61,6 +64,8 @@ class RawStore:
                 size=size,
                 limit=MAX_VALUE_BYTES,
             )
+        if self.space is not None:  # etcd near its quota: no new entries until room is made
+            self.space.refuse_gateway_writes()
         self.limiter.take(target.path)
         if self.budget is not None:
             self.budget.take(size)
