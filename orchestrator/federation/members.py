@@ -158,6 +158,7 @@ class Membership:
                     continue
                 if await self.etcd.refresh_lease(self.lease) > 0:
                     self._last_problem = None
+                    await self._restore_record()
                     continue
                 self.lease = None
                 self._say(
@@ -176,6 +177,17 @@ class Membership:
                 # this instance from the member list while it keeps serving.
                 log.exception("membership heartbeat of %s failed, will try again", self.name)
                 self._say(f"could not keep instance {self.name} registered: {exc}")
+
+    async def _restore_record(self) -> None:
+        """Put our record back if something else was written over it (any member's certificate can
+        write our key): the member list shows the truth again within a heartbeat."""
+        current = await self.etcd.get(self.key)
+        if current is not None and current.lease == self.lease and current.value == self.record:
+            return
+        if current is None or current.lease in (self.lease, 0) or self._checked(current) is None:
+            revision = current.mod_revision if current is not None else 0
+            if await self.etcd.put_if(self.key, self.record, revision, lease=self.lease):
+                log.warning("instance %s put its member record back: something else was written over it", self.name)
 
     def _say(self, sentence: str) -> None:
         """Log a problem once, not at every heartbeat while it lasts."""
