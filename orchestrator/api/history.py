@@ -10,8 +10,8 @@ from aiohttp import web
 from pydantic import Field
 
 from ..datasets.repo import DatasetRepo
+from ..domain.pipeline import Query
 from ..errors import Conflict, NotFound
-from ..models import Query
 from .common import node, ok, parse, path_name
 from .openapi import doc
 from .schemas import Out
@@ -47,7 +47,7 @@ async def dataset_history(request: web.Request) -> web.Response:
     dataset = await the_node.registry.dataset(name)
     if dataset is None:
         raise NotFound(f"dataset {name!r} is not registered")
-    # Read from the master this instance accepted (pipelines.pins), never one swapped in since.
+    # Read from the master this instance accepted (merging.pins), never one swapped in since.
     master = await the_node.pipelines.pins.master(name)
     if master is None:
         raise Conflict(

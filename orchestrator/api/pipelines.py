@@ -6,15 +6,16 @@ from typing import Any
 
 from aiohttp import web
 
+from executor.wire.names import name_problem
+
+from ..domain.pipeline import Pipeline
 from ..errors import BadRequest, MaoError, NotFound
-from ..models import Pipeline
-from ..names import name_problem
+from ..merging.pins import changed_error
 from ..node import Node
-from ..overlap import busy_for, make_room
-from ..pipelines.pins import changed_error
 from ..request_models import AcceptRequest, PipelineRequest
-from ..run_requests import BackfillRequest, RunRequest, check_overlap, options
 from ..runs.engine import RunInProgress
+from ..scheduling.overlap import busy_for, make_room
+from ..scheduling.requests import BackfillRequest, RunRequest, check_overlap, options
 from .common import node, ok, parse, path_name, read_json
 from .openapi import doc
 from .schemas import (
@@ -200,7 +201,7 @@ async def init_bare_repo(request: web.Request) -> web.Response:
 
 
 async def _refuse_changed_registrations(the_node: Node, name: str) -> None:
-    """A 409 ``registration_changed`` now rather than a run that fails at once (``pipelines.pins``);
+    """A 409 ``registration_changed`` now rather than a run that fails at once (``merging.pins``);
     when the check itself cannot be made (etcd away), the run's own check decides."""
     pipeline = await the_node.store.get_pipeline(name)
     if pipeline is None:

@@ -21,19 +21,19 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..datasets.files import pushed_tip, read_file
+from ..domain.pipeline import Dataset, node_branch
 from ..errors import EtcdUnavailable, MaoError
 from ..federation import keys
 from ..federation.etcd import Etcd, KeyValue, LeaseNotFound, WatchEvent
 from ..federation.registry import Registry
 from ..federation.watch import PrefixWatch
-from ..models import Dataset, node_branch
 from ..tasks import cancel_all, spawn
 from .records import INLINE_LIMIT, LEASE_MARGIN, AuditBook, audit_id_of, deadline_of, record_problem
 
 if TYPE_CHECKING:
     from ..config import Settings
     from ..datasets import Datasets
-    from ..pipelines.pins import Pins
+    from ..merging.pins import Pins
     from ..store import Store
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ class AuditAnswerer:
         return sorted(branch for branch in mine if branch in dataset.nodes)
 
     async def _read_copies(self, dataset: Dataset, branches: list[str], path: str) -> list[dict[str, Any]]:
-        # Only from a master this instance accepted (pipelines.pins): the one its pipelines push to.
+        # Only from a master this instance accepted (merging.pins): the one its pipelines push to.
         master = await self.pins.master(dataset.name) if self.pins is not None else dataset.master
         if master is None:
             reason = "this instance has not accepted a master for the dataset"

@@ -34,7 +34,7 @@ from .scoring import Candidate, Scored, decide
 if TYPE_CHECKING:
     from ..config import Settings
     from ..datasets import Datasets
-    from ..pipelines.pins import Pins
+    from ..merging.pins import Pins
     from ..store import Store
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ class Audits:
         dataset = await self.registry.dataset(record["dataset"])
         if dataset is None:
             return dict.fromkeys(wanted, "could not be fetched: the dataset is no longer registered")
-        # Only from a master this instance accepted (pipelines.pins), never one swapped in since.
+        # Only from a master this instance accepted (merging.pins), never one swapped in since.
         master = await self.pins.master(dataset.name) if self.pins is not None else dataset.master
         if master is None:
             return dict.fromkeys(

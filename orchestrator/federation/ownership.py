@@ -16,7 +16,7 @@ name, a seal that does not verify) is not a registration: lists skip it, reading
 and any instance may replace it through the API (as one that cannot be decoded).
 
 What the seal cannot stop, since every certificate may write every key: a member deleting a key or
-putting back an older value its owner once sealed. The pins (``pipelines.pins``) catch both for the
+putting back an older value its owner once sealed. The pins (``merging.pins``) catch both for the
 pipelines of every instance that uses the registration.
 """
 
@@ -27,8 +27,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from executor.wire.names import name_problem
+
 from ..errors import Forbidden
-from ..names import name_problem
 from .seals import SEAL_FIELDS, Sealer
 
 MAX_REVISION = 2**53  # JSON numbers stay exact up to here in every client

@@ -23,7 +23,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from ..names import check_name
+from executor.wire.names import check_name
+
 from .values import shown_key, warn_once
 
 M = TypeVar("M", bound=BaseModel)

@@ -17,9 +17,10 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
+from executor.wire.names import name_problem
+
+from ..domain.pipeline import Dataset, Pipeline, Tool
 from ..errors import Conflict, MalformedEntry, NotFound
-from ..models import Dataset, Pipeline, Tool
-from ..names import name_problem
 from . import keys
 from .etcd import DELETE, Etcd, KeyValue
 from .ownership import (

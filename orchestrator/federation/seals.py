@@ -39,7 +39,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ..names import name_problem
+from executor.wire.names import name_problem
+
 from .tls import EtcdTls
 
 log = logging.getLogger(__name__)

@@ -31,12 +31,12 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..datasets.files import commit_files
+from ..domain.pipeline import Dataset, node_branch
 from ..errors import DatabaseUnavailable, EtcdUnavailable, MaoError, NotFound
 from ..federation import keys, records
 from ..federation.etcd import Etcd, KeyValue, WatchEvent
 from ..federation.registry import Registry
 from ..federation.watch import PrefixWatch
-from ..models import Dataset, node_branch
 from ..store.gateway import ListenerProgress
 from ..store.pins import RAW_SCOPE
 from ..tasks import spawn
@@ -46,9 +46,9 @@ from .raw import entry_mac, without_mac
 if TYPE_CHECKING:
     from ..config import Settings
     from ..datasets import Datasets
-    from ..pipelines.pins import Pins
-    from ..pipelines.registrations import Registrations
-    from ..pipelines.voting import Voting
+    from ..merging.pins import Pins
+    from ..merging.registrations import Registrations
+    from ..merging.voting import Voting
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ import logging
 from typing import Any
 
 from ..datasets import DatasetRepo, Datasets
+from ..domain.states import AttemptStatus, MergeState, RunStatus, StepStatus
 from ..errors import MaoError
 from ..executors import ExecutorBackend, KillRequest
-from ..pipelines.pins import Pins
+from ..merging.pins import Pins
 from ..store.runs import RunRecords, UnfinishedRun
 from ..store.tables import utcnow
-from .states import AttemptStatus, MergeState, RunStatus, StepStatus
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class Reconciler:
 
     async def _landed(self, run_id: str, pipeline: str, step: str, dataset_name: str) -> str | None:
         """The ground-truth commit that merged this step of this run, if any (read from the master
-        this instance accepted for the pipeline: ``pipelines.pins``)."""
+        this instance accepted for the pipeline: ``merging.pins``)."""
         master = await self.pins.master(dataset_name, scope=pipeline)
         if master is None:
             return None

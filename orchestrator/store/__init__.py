@@ -16,8 +16,8 @@ from sqlalchemy import Table, bindparam, delete, event, insert, select, text, up
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from ..domain.pipeline import Pipeline
 from ..errors import DatabaseUnavailable, MaoError
-from ..models import Pipeline
 from . import migrate
 from .tables import PinRow, PipelineRow, ScheduleRow, SecretRow, TickRow, utcnow
 
@@ -84,7 +84,7 @@ class Store:
         pins: Sequence[tuple[str, str, dict[str, Any]]] = (),
     ) -> None:
         """Insert or replace a pipeline, its secrets and its pins (``(kind, name, value)`` of each
-        registration it uses, ``pipelines.pins``). ``before_commit`` runs inside the transaction (it
+        registration it uses, ``merging.pins``). ``before_commit`` runs inside the transaction (it
         registers the pipeline in etcd): if it raises, nothing is stored."""
         async with self.session(f"save pipeline {pipeline.name}") as s:
             row = await s.get(PipelineRow, pipeline.name)

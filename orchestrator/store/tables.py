@@ -198,7 +198,7 @@ class RegistryCacheRow(Base):
 
 
 class PinRow(Base):
-    """What this instance accepted of a registration one of its pipelines uses (``pipelines.pins``):
+    """What this instance accepted of a registration one of its pipelines uses (``merging.pins``):
     a tool's image or a dataset's master, and who owned it then. ``scope``: the pipeline, or
     ``:raw`` for the gateway's raw listener (no pipeline name has a colon)."""
 

@@ -1,0 +1,130 @@
+"""Run, step and attempt states and the only changes between them that are allowed.
+
+One table per kind. ``advance(kind_table, old, new)`` is called before every status write of the
+engine: an illegal change is a bug in the engine, so it raises ``IllegalTransition`` (an internal
+error) instead of writing a state the record could never honestly have reached.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TypeVar
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CONFLICT = "conflict"
+    SKIPPED = "skipped"  # a need did not succeed, or the step never started before a crash
+    CANCELLED = "cancelled"
+    CACHED = "cached"  # same inputs as the last success: no container, no commit
+
+
+class AttemptStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STALLED = "stalled"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+class MergeState(StrEnum):
+    """The ground-truth vote of a step's output (``merge`` in the run record)."""
+
+    MERGED = "merged"
+    QUEUED = "queued"  # the federation was unreachable; retried later (merging.voting)
+    CONFLICT = "conflict"
+
+
+S = TypeVar("S", RunStatus, StepStatus, AttemptStatus)
+
+RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    RunStatus.PENDING: frozenset(
+        {RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCELLED}
+    ),
+    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCELLED}),
+    RunStatus.RUNNING: frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}),
+    # A queued merge that conflicts later fails a run that had succeeded (see merging.voting).
+    RunStatus.SUCCEEDED: frozenset({RunStatus.FAILED}),
+    RunStatus.FAILED: frozenset(),
+    RunStatus.CANCELLED: frozenset(),
+}
+
+STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
+    StepStatus.PENDING: frozenset(
+        {
+            StepStatus.RUNNING,
+            StepStatus.SKIPPED,
+            StepStatus.CANCELLED,
+            StepStatus.CACHED,
+            StepStatus.FAILED,  # e.g. the run timed out before the step could start
+        }
+    ),
+    StepStatus.RUNNING: frozenset(
+        {
+            StepStatus.SUCCEEDED,
+            StepStatus.FAILED,
+            StepStatus.CONFLICT,
+            StepStatus.CANCELLED,
+            StepStatus.CACHED,
+        }
+    ),
+    # A queued merge settles later, possibly as a conflict.
+    StepStatus.SUCCEEDED: frozenset({StepStatus.CONFLICT}),
+    StepStatus.FAILED: frozenset(),
+    StepStatus.CONFLICT: frozenset(),
+    StepStatus.SKIPPED: frozenset(),
+    StepStatus.CANCELLED: frozenset(),
+    StepStatus.CACHED: frozenset(),
+}
+
+ATTEMPT_TRANSITIONS: dict[AttemptStatus, frozenset[AttemptStatus]] = {
+    AttemptStatus.RUNNING: frozenset(
+        {
+            AttemptStatus.SUCCEEDED,
+            AttemptStatus.FAILED,
+            AttemptStatus.STALLED,
+            AttemptStatus.TIMED_OUT,
+            AttemptStatus.CANCELLED,
+        }
+    ),
+    AttemptStatus.SUCCEEDED: frozenset(),
+    AttemptStatus.FAILED: frozenset(),
+    AttemptStatus.STALLED: frozenset(),
+    AttemptStatus.TIMED_OUT: frozenset(),
+    AttemptStatus.CANCELLED: frozenset(),
+}
+
+ACTIVE_RUN = frozenset({RunStatus.PENDING, RunStatus.QUEUED, RunStatus.RUNNING})
+ENDED_STEP = frozenset(s for s, nexts in STEP_TRANSITIONS.items() if s is not StepStatus.PENDING) - {
+    StepStatus.RUNNING
+}
+# A step whose dependants may start.
+DONE_STEP = frozenset({StepStatus.SUCCEEDED, StepStatus.CACHED})
+
+
+class IllegalTransition(RuntimeError):
+    """The engine tried a state change the tables do not allow: a bug, never bad input."""
+
+
+def check(table: dict[S, frozenset[S]], old: S, new: S) -> S:
+    """``new`` if ``old -> new`` is allowed; raises IllegalTransition otherwise."""
+    if new not in table[old]:
+        raise IllegalTransition(f"{type(old).__name__}: {old.value} -> {new.value} is not allowed")
+    return new
+
+
+def ended(run: RunStatus) -> bool:
+    return run not in ACTIVE_RUN

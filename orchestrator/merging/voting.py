@@ -1,0 +1,219 @@
+"""Voting a node branch into a dataset's ground-truth, and what happens when the federation is away.
+
+With etcd answering, the merge happens under the dataset's federation-wide lock (``Locks``), so
+instances merge one after the other and no merge is lost. When etcd is unreachable (or the lock's
+lease is lost before the merge), the step does not fail: its node branch is pushed to the dataset's
+master and the merge is queued in SQL (``PendingMerges``), one per dataset and branch. A background
+task retries the queue with backoff, and at once when etcd answers again. ``merge_and_push`` skips a
+commit ground-truth already contains, so a retry after a crash never merges anything twice.
+
+How it shows: the step is ``succeeded`` with ``merge: "queued"``, then ``"merged"`` (with its
+``merge_commit``) once done; a queued merge that conflicts turns the step ``conflict`` and its run
+``failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..datasets import Datasets, MergeResult
+from ..domain.pipeline import Dataset
+from ..domain.states import MergeState
+from ..errors import EtcdUnavailable, GitError, MaoError
+from ..federation.etcd import Etcd
+from ..federation.locks import LockLost, Locks
+from ..metrics import UNSERVED, Metrics
+from ..store.outage import PendingMerges
+from ..tasks import spawn
+from .advances import announce
+from .registrations import Registrations
+
+if TYPE_CHECKING:
+    from .pins import Pins
+
+log = logging.getLogger(__name__)
+
+RETRY_FIRST = 2.0
+RETRY_MAX = 60.0
+IDLE_CHECK = 60.0
+
+
+@dataclass(frozen=True)
+class Vote:
+    state: MergeState
+    commit: str | None  # ground-truth after the merge (None while queued)
+    conflicts: list[str] = field(default_factory=list)
+
+
+class Voting:
+    metrics: Metrics = UNSERVED  # the node's, set by Node.build
+
+    def __init__(
+        self,
+        datasets: Datasets,
+        locks: Locks,
+        pending: PendingMerges,
+        registrations: Registrations,
+        etcd: Etcd,
+        pins: Pins | None = None,
+    ) -> None:
+        self.pins = pins
+        self.datasets = datasets
+        self.locks = locks
+        self.pending = pending
+        self.registrations = registrations
+        self.etcd = etcd
+        self._wake = asyncio.Event()
+        self._retrier: asyncio.Task[None] | None = None
+        etcd.on_available(self._wake.set)
+
+    async def start(self) -> None:
+        self._retrier = spawn(self._retry_queued(), name="queued merges")
+
+    async def close(self) -> None:
+        if self._retrier is not None:
+            self._retrier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retrier
+
+    async def vote(
+        self,
+        step: tuple[str, str] | None,
+        dataset: Dataset,
+        branch: str,
+        commit: str,
+        message: str,
+        trailers: Mapping[str, str],
+    ) -> Vote:
+        """Merge ``branch`` into ground-truth now, or queue the merge when the federation is away.
+        ``step`` is the (run id, step name) whose record a queued merge settles (None: no run's)."""
+        try:
+            result = await self._merge(dataset.name, dataset.master, branch, message, trailers)
+        except (EtcdUnavailable, LockLost) as exc:
+            await self.datasets.run(dataset.name, dataset.master, lambda repo: repo.push_branch(branch))
+            covered = await self.pending.queue(
+                dataset.name, branch, dataset.master, commit, message, trailers, step
+            )
+            log.warning(
+                "merge of %s into ground-truth of %s queued (%d step(s) waiting) and its node branch "
+                "pushed, because the federation is unreachable: %s",
+                branch,
+                dataset.name,
+                covered,
+                exc.message,
+            )
+            self._wake.set()
+            return Vote(MergeState.QUEUED, None)
+        if result.conflicts:
+            return Vote(MergeState.CONFLICT, result.commit, result.conflicts)
+        # The tip merged now contains any earlier commit of the branch still queued here.
+        if (queued := await self.pending.get(dataset.name, branch)) is not None:
+            await self.pending.settle(dataset.name, branch, queued["commit"], queued["steps"], result.commit)
+            log.info("queued merge of %s into %s settled by a later run's merge", branch, dataset.name)
+        return Vote(MergeState.MERGED, result.commit)
+
+    async def _accepted_master(self, dataset: str, queued: str) -> str | None:
+        """Where a queued merge goes: the master it was queued with (its step's pinned one) while this
+        instance still accepts it, else the one it accepts now; never a master it did not accept."""
+        if self.pins is None:  # no pins (unit tests of the queue alone): the registration's master
+            registered = await self.registrations.dataset(dataset)
+            return registered.master if registered else queued
+        accepted = await self.pins.masters(dataset)
+        if queued in accepted:
+            return queued
+        return await self.pins.master(dataset) if accepted else None
+
+    async def _merge(
+        self, dataset: str, master: str, branch: str, message: str, trailers: Mapping[str, str]
+    ) -> MergeResult:
+        async with self.locks.dataset(
+            dataset, purpose=f"merge {branch} (run {trailers.get('MAO-Run', '?')})"
+        ) as held:
+            held.check()
+            try:
+                # The push is killed if the lease is lost meanwhile: it never lands after the lease.
+                result = await self.datasets.run(
+                    dataset,
+                    master,
+                    lambda repo: repo.merge_and_push(branch, message, trailers, abort=held.lost_event),
+                )
+            except GitError:
+                held.check()  # stopped because the lock was lost: queued like any lost lock
+                raise
+            # Under the lock: the announcements (data triggers' key) come in the order of the merges.
+            if result.merged and result.commit:
+                await announce(self.etcd, dataset, result.commit, trailers)
+            return result
+
+    # -- the queue ------------------------------------------------------------------------------
+    async def _retry_queued(self) -> None:
+        delay = RETRY_FIRST
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            self._wake.clear()
+            try:
+                queued = await self.pending.all()
+                if not queued:
+                    delay = IDLE_CHECK
+                    continue
+                done = await self._retry(queued)
+            except MaoError as exc:  # the database itself did not answer
+                log.warning("queued merges not retried: %s", exc.message)
+                done = False
+            delay = RETRY_FIRST if done else min(max(delay, RETRY_FIRST) * 2, RETRY_MAX)
+
+    async def _retry(self, queued: list[dict[str, Any]]) -> bool:
+        """Try each queued merge once; False when the federation is still away (stop for now)."""
+        all_done = True
+        for item in queued:
+            name, branch = item["dataset"], item["branch"]
+            try:
+                master = await self._accepted_master(name, item["master"])
+                if master is None:
+                    raise MaoError(
+                        f"the master {item['master']} of dataset {name} is no longer one this instance "
+                        "accepted (the dataset's registration changed): accept it to let this merge go on"
+                    )
+                result = await self._merge(name, master, branch, item["message"], item["trailers"])
+            except (EtcdUnavailable, LockLost) as exc:
+                await self.pending.failed_attempt(name, branch, exc.message)
+                log.debug("queued merges wait: %s", exc.message)
+                return False
+            except MaoError as exc:  # e.g. the master is unreachable: keep it, try again later
+                await self.pending.failed_attempt(name, branch, exc.message)
+                log.warning("queued merge of %s into %s failed, will retry: %s", branch, name, exc.message)
+                all_done = False
+                continue
+            except Exception as exc:  # noqa: BLE001 - one bad item must not stop the queue for good
+                # E.g. a malformed registration in etcd, or an OSError from git's thread.
+                log.exception("queued merge of %s into %s failed unexpectedly, will retry", branch, name)
+                await self.pending.failed_attempt(name, branch, f"unexpected error: {exc}")
+                all_done = False
+                continue
+            if result.conflicts:
+                error = f"the queued merge of {branch} into ground-truth of {name} conflicts in " + ", ".join(
+                    result.conflicts[:10]
+                )
+                ended = await self.pending.settle(
+                    name, branch, item["commit"], item["steps"], None, result.conflicts, error
+                )
+                # A run still going counts its conflict step when it ends (Metrics.observe_run);
+                # one that ended with the merge queued is counted here, or never.
+                self.metrics.merge_conflicts.inc(ended)
+                log.warning("%s: its step(s) are marked conflict and ground-truth is untouched", error)
+            else:
+                await self.pending.settle(name, branch, item["commit"], item["steps"], result.commit)
+                log.info(
+                    "queued merge of %s into ground-truth of %s done (%s), %d step(s) settled",
+                    branch,
+                    name,
+                    "merged" if result.merged else "already contained",
+                    len(item["steps"]),
+                )
+        return all_done

@@ -1,0 +1,130 @@
+"""Backfill: the runs of a pipeline for the ticks of a past (or future) span, in order, one at a time.
+
+``POST /pipeline/backfill {name, from, to, cron?, timezone?, dry_run?}``. The cron defaults to the
+pipeline's schedule (its one local cron schedule, or its one federation-wide one); none or several is
+a 400 asking for ``cron``. Ticks are those of ``fire_times`` (the daylight-saving rule included), at
+most ``MAX_TICKS``. Each run has trigger ``backfill`` and ``tick_at`` the tick it stands for.
+
+The runs go through the durable queue (``runs/admission.py``): all of them are recorded ``queued`` in
+one transaction before the answer, in tick order, and admission starts them one at a time (one run of
+a pipeline at a time), each once the pipeline's previous run (whatever started it) has ended. A
+restart continues the backfill where it was: its queued runs are rows, re-admitted at start. A
+queued tick is cancelled like any queued run (``POST /runs/{id}/cancel``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BadRequest, MaoError, NotFound
+from .requests import BackfillRequest
+from .ticks import fire_times, make_trigger
+
+if TYPE_CHECKING:
+    from ..runs.engine import Runner
+    from ..store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_TICKS = 1000
+# The span a backfill may cover. Python's calendar ends at years 1 and 9999, and the walk of a cron
+# through time zones steps hours beyond the span's ends: the first and the last year are left out, so
+# that no instant of a backfill, nor any step of its walk, runs off the calendar.
+EARLIEST = datetime(2, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+class Backfills:
+    def __init__(
+        self,
+        store: Store,
+        runner: Runner,
+        federation_schedules: Callable[[], Awaitable[list[dict[str, Any]]]],
+    ) -> None:
+        self.store = store
+        self.runner = runner
+        self.federation_schedules = federation_schedules
+
+    async def close(self) -> None:
+        """Nothing to stop: a backfill is queued runs, which outlive the process."""
+
+    async def start(self, request: BackfillRequest) -> dict[str, Any]:
+        """The ticks (``dry_run``), or the ticks with their runs queued (``runs``: their ids, in order)."""
+        start, end = _aware(request.start, "from"), _aware(request.end, "to")
+        if end < start:
+            raise BadRequest("'to' must not be before 'from'", code="invalid_request")
+        if await self.store.get_pipeline(request.name) is None:
+            raise NotFound(
+                f"pipeline {request.name!r} is not initialised on this instance (POST /pipeline/init)"
+            )
+        cron, timezone = await self._cron(request)
+        ticks = fire_times(
+            make_trigger(cron, timezone), start - timedelta(microseconds=1), end, MAX_TICKS + 1
+        )
+        if len(ticks) > MAX_TICKS:
+            raise BadRequest(
+                f"the span holds more than {MAX_TICKS} ticks of {cron!r}: backfill it in smaller parts",
+                code="too_many_ticks",
+            )
+        result: dict[str, Any] = {
+            "pipeline": request.name,
+            "cron": cron,
+            "timezone": timezone,
+            "ticks": [t.isoformat() for t in ticks],
+            "count": len(ticks),
+            "dry_run": request.dry_run,
+        }
+        if request.dry_run or not ticks:
+            return result
+        run_ids = await self.runner.queue_many(
+            request.name, "backfill", [{"tick_at": tick} for tick in ticks], priority=request.priority
+        )
+        # The first run's id names the backfill (the prototype-era field; its runs are listed too).
+        log.info(
+            "backfill of %s queued: %d tick(s) of %r, runs %s...", request.name, len(ticks), cron, run_ids[0]
+        )
+        return {**result, "backfill_id": run_ids[0], "runs": run_ids, "status": "queued"}
+
+    async def _cron(self, request: BackfillRequest) -> tuple[str, str]:
+        if request.cron:
+            return request.cron, request.timezone or "UTC"
+        local = [s for s in await self.store.list_schedules(request.name) if not s.get("trigger")]
+        try:
+            federation = [
+                s
+                for s in await self.federation_schedules()
+                if s.get("pipeline") == request.name and s.get("cron")
+            ]
+        except MaoError:  # etcd away: this instance's schedules decide alone
+            federation = []
+        schedules = local + federation
+        if len(schedules) != 1:
+            what = "no schedule" if not schedules else f"{len(schedules)} schedules"
+            raise BadRequest(
+                f"pipeline {request.name!r} has {what}: give the cron expression to backfill ('cron')",
+                code="invalid_cron",
+            )
+        schedule = schedules[0]
+        return schedule["cron"], request.timezone or schedule.get("timezone") or "UTC"
+
+
+def _aware(moment: datetime, what: str) -> datetime:
+    """``moment`` in UTC; a 400 when it has no offset or lies outside [EARLIEST, LATEST)."""
+    if moment.tzinfo is None:
+        raise BadRequest(
+            f"'{what}' needs a time zone offset (e.g. 2026-03-01T00:00:00Z)", code="invalid_request"
+        )
+    try:
+        instant = moment.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00: before the calendar's first instant
+        instant = None
+    if instant is None or not EARLIEST <= instant < LATEST:
+        raise BadRequest(
+            f"'{what}' must lie between {EARLIEST.isoformat()} and {LATEST.isoformat()} (the first and "
+            "the last year of the calendar are left out)",
+            code="invalid_request",
+        )
+    return instant

@@ -1,0 +1,188 @@
+"""When a cron schedule ticks: the one place that turns a cron expression and a time zone into instants.
+
+Both schedulers (this instance's, ``cron``, and the federation's, ``federation``)
+arm ``CronTicks``, and backfill and catch-up enumerate ticks with ``fire_times``, so every part of the
+orchestrator agrees on which instants a schedule stands for.
+
+The daylight-saving rule (docs/schedules.md): a cron expression names local wall-clock times in the
+schedule's zone.
+- A local time that a spring-forward skips (02:30 in Europe/Zurich on the last Sunday of March) fires
+  once, at the first valid instant after it (03:00 local, the moment the clocks jump). Several skipped
+  times (``*/15`` between 02:00 and 03:00) fire once together there; a tick due at that very instant
+  anyway is the same tick.
+- A local time that a fall-back repeats (02:30 on the last Sunday of October) fires once, at its first
+  occurrence (summer time).
+
+Wall-clock matching uses APScheduler's ``CronTrigger`` in UTC (a zone without transitions, so it
+walks naive local times one by one); each match is then placed in the real zone by the rule above.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+
+from ..errors import BadRequest
+
+# Transitions move clocks by at most a few hours (2 h in a few historical zones); searching this far
+# back in wall-clock time finds every local time that lands after a given instant.
+_MAX_SHIFT = timedelta(hours=3)
+# A cron that never fires within this span never fires at all: the Gregorian calendar repeats its
+# weekdays every 400 years, but any day/month/weekday combination that exists at all recurs in 28
+# years (29 February on a given weekday included) outside century years.
+_HORIZON = timedelta(days=366 * 29)
+_EPSILON = timedelta(microseconds=1)
+# Instants remembered per trigger (a catch-up or backfill walk may pass through many more).
+_MEMO_SIZE = 512
+_UNKNOWN = object()
+
+
+def zone(name: str) -> ZoneInfo:
+    """The IANA time zone ``name``; BadRequest (400) naming it otherwise."""
+    if not isinstance(name, str):
+        raise BadRequest(
+            "timezone must be a string such as 'UTC' or 'Europe/Zurich'", code="invalid_timezone"
+        )
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise BadRequest(
+            f"unknown timezone {name!r} (use an IANA name such as 'Europe/Zurich')", code="invalid_timezone"
+        ) from None
+
+
+class CronTicks(BaseTrigger):
+    """The instants of a 5-field cron expression in a time zone, by the daylight-saving rule above.
+
+    Works as an APScheduler trigger (``get_next_fire_time``); ``next_after`` is the plain form."""
+
+    def __init__(self, cron: str, timezone: str = "UTC") -> None:
+        if not isinstance(cron, str) or not cron.strip():
+            raise BadRequest(
+                "cron must be a 5-field cron expression such as '*/15 * * * *'", code="invalid_cron"
+            )
+        self.cron = cron.strip()
+        self.zone: tzinfo = zone(timezone)
+        self.timezone = timezone
+        try:
+            # Naive wall-clock times, walked in UTC because UTC has no transitions.
+            self._wall = CronTrigger.from_crontab(self.cron, timezone=UTC)
+        except ValueError as exc:
+            raise BadRequest(f"invalid cron expression {cron!r}: {exc}", code="invalid_cron") from None
+        self._memo: dict[datetime, datetime | None] = {}
+        start = datetime(2000, 1, 1, tzinfo=UTC)
+        first = self._wall.get_next_fire_time(None, start)
+        if first is None or first - start > _HORIZON:
+            raise BadRequest(
+                f"cron expression {cron!r} never fires (no such date in any year)", code="invalid_cron"
+            )
+
+    def __str__(self) -> str:
+        return f"cron[{self.cron!r} in {self.timezone}]"
+
+    def next_after(self, after: datetime) -> datetime | None:
+        """The first tick strictly after ``after`` (an aware datetime), in UTC."""
+        try:
+            after = after.astimezone(UTC)
+        except OverflowError:  # an instant whose UTC reading lies before year 1 or after 9999
+            return None
+        # Remembered: the schedules sharing this trigger (``make_trigger``) all ask for the same
+        # instants when they tick together, and APScheduler asks again for each job.
+        if (known := self._memo.get(after, _UNKNOWN)) is not _UNKNOWN:
+            return known  # type: ignore[return-value]
+        try:
+            moment = self._next_after(after)
+        except OverflowError:
+            # The walk ran off the calendar (year 9999, or year 1 looking back): nothing fires there.
+            moment = None
+        if len(self._memo) >= _MEMO_SIZE:
+            self._memo.clear()
+        self._memo[after] = moment
+        return moment
+
+    def _next_after(self, after: datetime) -> datetime | None:
+        local = after.astimezone(self.zone).replace(tzinfo=None)
+        # Near a transition, wall-clock times before ``local`` can map to instants after ``after``
+        # (a skipped time moved forward, or ``after`` in the second pass of a repeated hour).
+        if self.zone.utcoffset(after - _MAX_SHIFT) != self.zone.utcoffset(after + _MAX_SHIFT):
+            local -= _MAX_SHIFT
+        candidate = self._wall.get_next_fire_time(None, (local + _EPSILON).replace(tzinfo=UTC))
+        while candidate is not None:
+            moment = self.place(candidate.replace(tzinfo=None))
+            if moment > after:
+                return moment
+            candidate = self._wall.get_next_fire_time(candidate, candidate + _EPSILON)
+        return None
+
+    def place(self, wall: datetime) -> datetime:
+        """The instant (UTC) at which the naive local time ``wall`` fires: its first occurrence, or
+        for a time skipped by a spring-forward the first valid instant after it."""
+        first = wall.replace(tzinfo=self.zone, fold=0)
+        instant = first.astimezone(UTC)
+        if instant.astimezone(self.zone).replace(tzinfo=None) == wall:
+            return instant  # exists (for a repeated time, fold=0 is the first occurrence)
+        # In a gap: the transition lies between the two readings of ``wall``; find it to the second.
+        low = wall.replace(tzinfo=self.zone, fold=1).astimezone(UTC)
+        high = instant
+        low, high = min(low, high), max(low, high)
+        while high - low > timedelta(seconds=1):
+            middle = low + (high - low) / 2
+            if middle.astimezone(self.zone).utcoffset() == low.astimezone(self.zone).utcoffset():
+                low = middle
+            else:
+                high = middle
+        return high.replace(microsecond=0)
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        # As APScheduler's CronTrigger: after the previous fire time (the scheduler decides about a
+        # misfire), or from ``now`` on for a new job.
+        after = min(previous_fire_time, now - _EPSILON) if previous_fire_time else now - _EPSILON
+        return self.next_after(after)
+
+
+def make_trigger(cron: str, timezone: str = "UTC") -> CronTicks:
+    """A 5-field cron schedule; BadRequest (400) naming what is wrong (also: a cron that never fires).
+
+    Schedules with the same cron and zone share one (immutable) trigger, so a burst of them computes
+    each instant once (bench/schedules_bench.py)."""
+    if not isinstance(cron, str) or not isinstance(timezone, str):
+        return CronTicks(cron, timezone)  # raises the 400
+    return _shared_trigger(cron.strip(), timezone)
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared_trigger(cron: str, timezone: str) -> CronTicks:
+    return CronTicks(cron, timezone)
+
+
+def fire_times(trigger: CronTicks, after: datetime, until: datetime, limit: int = 1000) -> list[datetime]:
+    """The trigger's fire times in (after, until], at most ``limit`` of them (the earliest)."""
+    times: list[datetime] = []
+    moment = trigger.next_after(after)
+    while moment is not None and moment <= until and len(times) < limit:
+        times.append(moment)
+        moment = trigger.next_after(moment)
+    return times
+
+
+# APScheduler fires at (or just after) the due time; a tick that runs a little early (clock jitter)
+# still belongs to the fire time it is about to reach.
+DUE_JITTER = timedelta(seconds=1)
+
+
+def due_time(trigger: CronTicks, now: datetime) -> datetime:
+    """The fire time a tick running at ``now`` stands for: the latest one in the hour (and up to a
+    minute) before ``now + DUE_JITTER``; ``now`` (whole seconds) when there is none (a tick that came
+    very late)."""
+    # The recent minutes first: a tick on time finds its fire time there without walking the hour.
+    for span in (timedelta(minutes=2), timedelta(hours=1)):
+        # From a whole minute: the ticks of one moment then ask the trigger the same questions.
+        since = (now - span).replace(second=0, microsecond=0)
+        moments = fire_times(trigger, since, now + DUE_JITTER, limit=100)
+        if moments:
+            return moments[-1]
+    return now.replace(microsecond=0)
