@@ -117,7 +117,7 @@ class Node:
             settings, store, registry, registrations, datasets, runner, scheduler, executor, pins
         )
         compactor = Compactor(etcd, settings.etcd_compact_interval, settings.etcd_compact_keep)
-        space = EtcdSpace(etcd, settings.etcd_quota_bytes, compactor)
+        space = EtcdSpace(etcd, settings.etcd_quota_bytes, compactor, settings.instance_name)
         # Marks the raw entries this instance acknowledged, for its own raw listener (gateway/raw.py).
         gateway_key = gateway_secret(settings.data_dir)
         listener = None

@@ -9,8 +9,7 @@ pages it has; freed pages are reused. So the bound is on the bytes in use, by tw
 - every ``CHECK_EVERY`` seconds each instance reads the size of the database it talks to (etcd's
   status) and its alarms;
 - when the bytes in use reach half the quota (``HIGH_WATER``), the instance compacts etcd's history up
-  to the current revision at once (``Compactor.compact_once(keep=0)``; at most every ``COMPACT_PAUSE``
-  seconds), and its gateway refuses new raw entries (503 ``etcd_near_quota``) until they are below
+  to the current revision at once (``Compactor.compact_once(keep=0)``, at most once a check), and its gateway refuses new raw entries (503 ``etcd_near_quota``) until they are below
   it again. Raw entries expire within ``MAO_RAW_TTL`` and their history goes with the compaction, so
   the bytes in use come down by themselves.
 
@@ -32,6 +31,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import MaoError, Unavailable
+from . import keys
 from .compaction import Compactor
 from .etcd import Etcd
 
@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 CHECK_EVERY = 10.0
 HIGH_WATER = 0.5  # of the quota, in use: compact now, the gateway pauses
 NEAR_QUOTA = 0.9  # of the quota, the file: GET /health says etcd is not ok
-COMPACT_PAUSE = 30.0
+COMPACT_PAUSE = CHECK_EVERY
+RELEASE_WAIT = 0.3  # etcd commits its backend every 100 ms
 OPERATIONS = "docs/operations.md, \"etcd's quota\""
 
 
@@ -56,8 +57,9 @@ class Reading:
 
 
 class EtcdSpace:
-    def __init__(self, etcd: Etcd, quota: int, compactor: Compactor) -> None:
+    def __init__(self, etcd: Etcd, quota: int, compactor: Compactor, instance: str = "") -> None:
         self.etcd = etcd
+        self.instance = instance
         self.quota = quota
         self.compactor = compactor
         self.reading: Reading | None = None
@@ -111,8 +113,18 @@ class EtcdSpace:
                     _mib(reading.in_use_bytes),
                     _mib(self.quota),
                 )
-                await self.compactor.compact_once(keep=0)
+                if await self.compactor.compact_once(keep=0) is not None:
+                    reading = await self._after_compaction()
         return reading
+
+    async def _after_compaction(self) -> Reading:
+        """etcd's backend gives the pages a compaction freed back at its next write (not at the
+        compaction itself): one small write once the compaction has run, then read again, so that
+        the gateway resumes as soon as there is room, even in a federation that writes nothing else."""
+        await asyncio.sleep(RELEASE_WAIT)
+        await self.etcd.put(keys.SPACE + (self.instance or "unnamed"), {"compacted": time.time()})
+        await asyncio.sleep(RELEASE_WAIT)
+        return await self.read()
 
     async def start(self) -> None:
         if self._task is None:
