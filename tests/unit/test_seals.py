@@ -76,7 +76,7 @@ JSON = st.recursive(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.dictionaries(st.text(max_size=10), JSON, max_size=6), JSON)
 def test_any_record_survives_etcd_and_any_tampering_is_caught(record: dict, other: object) -> None:
     sealed = A.seal(record)
@@ -86,7 +86,7 @@ def test_any_record_survives_etcd_and_any_tampering_is_caught(record: dict, othe
         assert isinstance(B.check(through_etcd({**sealed, key: other})), str)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(JSON)
 def test_checking_never_raises(value: object) -> None:
     for fields in (value, {"signed_by": "fed-a", "certificate": value, "signature": value}):
