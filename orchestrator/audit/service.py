@@ -26,6 +26,7 @@ from ..datasets.files import path_problem, read_blob
 from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound, PayloadTooLarge
 from ..federation.etcd import Etcd, LeaseNotFound
 from ..federation.registry import Registry
+from ..federation.seals import SEAL_FIELDS
 from ..tasks import cancel_all, spawn
 from .answering import AuditAnswerer
 from .records import LEASE_MARGIN, MAX_WAIT, MIN_WAIT, AuditBook, deadline_of
@@ -98,7 +99,8 @@ class Audits:
             return {**result, "status": "decided"}
         if (record := await self.book.record(audit_id)) is not None and isinstance(record.value, dict):
             answers = await self.book.answers(audit_id)
-            return {**record.value, "status": "pending", "answers": len(answers)}
+            shown = {k: v for k, v in record.value.items() if k not in SEAL_FIELDS}
+            return {**shown, "status": "pending", "answers": len(answers)}
         raise NotFound(f"no audit {audit_id!r}: unknown, or its auditor died before the deadline")
 
     # -- deciding -------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ class Locks:
             await self._remove_if_not_a_lock(key, looked_at)
             if time.monotonic() >= deadline:
                 current = await self.etcd.get(key)
-                who = current.value if current else "nobody (just released)"
+                who = str(current.value)[:200] if current else "nobody (just released)"
                 raise LockTimeout(f"waited {self.wait:g} s for the lock {key}, held by {who}")
             # Jittered backoff: several instances polling one key must not move in lockstep.
             await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - not cryptographic
