@@ -115,19 +115,23 @@ class Registry:
         return self._load(kind, kv, parse) if kv else None
 
     async def _names(self, kind: Kind, parse: Callable[[Any], Any]) -> list[str]:
-        names = []
+        return [name for name, _ in await self._entries(kind, parse)]
+
+    async def _entries(self, kind: Kind, parse: Callable[[Any], T]) -> list[tuple[str, T]]:
+        """Every valid registration of ``kind`` by name; the others are skipped, said once."""
+        entries = []
         for kv in await self.etcd.list_prefix(PREFIXES[kind]):
             name = keys.last_segment(kv.key)
             if kv.key != key_of(kind, name) or name_problem(name, f"{kind} name") is not None:
                 warn_once(kv.key, kv.mod_revision, f"not a {kind} name")
                 continue
             try:
-                self._load(kind, kv, parse)
+                entry = self._load(kind, kv, parse)
             except MalformedEntry as exc:
                 warn_once(kv.key, kv.mod_revision, exc.message)
                 continue
-            names.append(name)
-        return names
+            entries.append((name, entry.value))
+        return entries
 
     # -- tools ----------------------------------------------------------------------------------
     async def tool_names(self) -> list[str]:
@@ -135,6 +139,10 @@ class Registry:
 
     async def tool_entry(self, name: str) -> Registered[Tool] | None:
         return await self._read(Kind.TOOL, name, Tool.model_validate)
+
+    async def tools(self) -> list[Tool]:
+        """Every registered tool (one etcd read)."""
+        return [tool for _, tool in await self._entries(Kind.TOOL, Tool.model_validate)]
 
     async def tool(self, name: str) -> Tool | None:
         entry = await self.tool_entry(name)
@@ -190,6 +198,10 @@ class Registry:
     async def pipeline(self, name: str) -> dict[str, Any] | None:
         entry = await self.pipeline_entry(name)
         return entry.value if entry else None
+
+    async def pipelines(self) -> dict[str, dict[str, Any]]:
+        """Every pipeline registration by name (one etcd read)."""
+        return dict(await self._entries(Kind.PIPELINE, _check_registration))
 
     async def pipeline_names(self) -> list[str]:
         return await self._names(Kind.PIPELINE, _check_registration)
