@@ -34,6 +34,8 @@ from .seals import Sealer
 
 log = logging.getLogger(__name__)
 
+VERDICTS_KEPT = 1024
+
 
 class NameTaken(Conflict):
     code = "instance_name_taken"
@@ -60,6 +62,7 @@ class Membership:
         self.lease: int | None = None
         self._lease_file = settings.data_dir / "member-lease"
         self._heartbeat: asyncio.Task[None] | None = None
+        self._verdicts: dict[tuple[str, int, int], MemberRecord | None] = {}
         self._last_problem: str | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -96,6 +99,19 @@ class Membership:
         return live
 
     def _checked(self, kv: KeyValue) -> MemberRecord | None:
+        """The member record, if it checks out; the verdict is kept per key version (a seal is
+        verified once, not at every tick that asks who is alive)."""
+        marker = (kv.key, kv.mod_revision, kv.lease)
+        if kv.mod_revision and marker in self._verdicts:
+            return self._verdicts[marker]
+        verdict = self._check(kv)
+        if kv.mod_revision:
+            self._verdicts[marker] = verdict
+            while len(self._verdicts) > VERDICTS_KEPT:
+                self._verdicts.pop(next(iter(self._verdicts)))
+        return verdict
+
+    def _check(self, kv: KeyValue) -> MemberRecord | None:
         record = records.parse(MemberRecord, kv.key, kv.mod_revision, kv.value)
         if record is None:
             return None
