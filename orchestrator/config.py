@@ -105,6 +105,9 @@ class Settings:
     # etcd compaction: every interval seconds, keep the newest ``keep`` revisions of history.
     etcd_compact_interval: float = 300.0
     etcd_compact_keep: int = 100_000
+    # etcd's --quota-backend-bytes (its default): near it, compaction and the gateway make room
+    # (federation/space.py), and GET /health says so.
+    etcd_quota_bytes: int = 2 * 1024**3
     # The gateway's per-instance write budget, across all keys: bytes and entries per second.
     gateway_bytes_per_second: int = 256 * 1024
     gateway_entries_per_second: float = 50.0
@@ -186,6 +189,7 @@ class Settings:
             "MAO_MASTER_ROOTS": ",".join(str(p) for p in self.master_roots),
             "MAO_ETCD_COMPACT_INTERVAL": self.etcd_compact_interval,
             "MAO_ETCD_COMPACT_KEEP": self.etcd_compact_keep,
+            "MAO_ETCD_QUOTA_BYTES": self.etcd_quota_bytes,
             "MAO_GATEWAY_BYTES_PER_SECOND": self.gateway_bytes_per_second,
             "MAO_GATEWAY_ENTRIES_PER_SECOND": self.gateway_entries_per_second,
             "MAO_METRICS_TOKEN": "***" if self.metrics_token else None,
@@ -335,11 +339,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     step_max_output = get_size("MAO_STEP_MAX_OUTPUT", 1024**3, 1)
     step_log_max_bytes = min(get_size("MAO_STEP_LOG_MAX_BYTES", 50 * 1024**2, 64 * 1024), 2**40)
     git_gc_interval = get_number("MAO_GIT_GC_INTERVAL", 6 * 3600.0, 0, 30 * 86400)
+    etcd_quota_bytes = get_size("MAO_ETCD_QUOTA_BYTES", 2 * 1024**3, 16 * 1024**2)
+    if etcd_quota_bytes > MAX_ETCD_QUOTA:
+        problems.append(f"MAO_ETCD_QUOTA_BYTES must be at most {MAX_ETCD_QUOTA} bytes (8g, etcd's own limit)")
     log_format = (get("MAO_LOG_FORMAT", "text") or "text").lower()
     if log_format not in ("text", "json"):
         problems.append(f"MAO_LOG_FORMAT={log_format} must be text or json")
 
     settings = Settings(
+        etcd_quota_bytes=etcd_quota_bytes,
         tool_uid=tool_uid,
         tool_gid=tool_gid,
         step_memory=step_memory,
@@ -519,6 +527,7 @@ def _executor_transport(
 
 
 MAX_POOL_SLOTS = 100_000
+MAX_ETCD_QUOTA = 8 * 1024**3
 
 
 def parse_pools(raw: str, problems: list[str]) -> dict[str, int]:

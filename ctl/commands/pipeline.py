@@ -15,6 +15,7 @@ from ..pipeline_input import ask_pipeline, ask_private_values, pipeline_from_fil
 from ..progress import ENDED, RunProgress
 from .backfill import backfill_command
 from .logs import logs_command
+from .registry import accept_pipeline
 from .runs import cancel_run_command, queue_command, runs_command, show_run, show_run_command
 
 POLL = 0.5  # seconds between two looks at a run maoctl waits for
@@ -31,6 +32,7 @@ pipeline.add_command(backfill_command)
 pipeline.add_command(cancel_run_command)
 pipeline.add_command(queue_command)
 pipeline.add_command(logs_command)
+pipeline.add_command(accept_pipeline)
 
 
 def wait_with_progress(ctl: Ctl, name: str, policies: dict[str, Any]) -> dict[str, Any]:

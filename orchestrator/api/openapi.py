@@ -33,11 +33,13 @@ GUARD_ERRORS = {421: "a Host name this API does not answer to (MAO_API_HOSTNAMES
 WRITE_ERRORS = {415: "the body is not Content-Type: application/json"}
 ERROR_TEXT = {
     400: "bad input",
-    403: "a gateway key outside the gateway's routes, or a page of another site (Origin)",
+    403: "a gateway key outside the gateway's routes, a page of another site (Origin), or a "
+    "registration another instance owns (not_owner)",
     404: "not found",
     409: "conflict",
     413: "too large",
     429: "too many requests",
+    502: "a value in etcd that does not check out (malformed, or not sealed by its writer)",
     503: "a backing service (etcd, database, executor, git) is unreachable",
 }
 _PARAM_RE = re.compile(r"{([^}:]+)(?::[^}]*)?}")

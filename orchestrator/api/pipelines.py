@@ -9,18 +9,22 @@ from aiohttp import web
 from executor.wire.names import name_problem
 
 from ..domain.pipeline import Pipeline
-from ..errors import BadRequest, NotFound
-from ..request_models import PipelineRequest
+from ..errors import BadRequest, MaoError, NotFound
+from ..merging.pins import changed_error
+from ..node import Node
+from ..request_models import AcceptRequest, PipelineRequest
 from ..runs.engine import RunInProgress
 from ..scheduling.overlap import busy_for, make_room
 from ..scheduling.requests import BackfillRequest, RunRequest, check_overlap, options
 from .common import node, ok, parse, path_name, read_json
 from .openapi import doc
 from .schemas import (
+    Accepted,
     BareRepo,
     BareRepoRequest,
     Deleted,
     InitResult,
+    PipelinePins,
     PublicPipeline,
     Run,
     RunStarted,
@@ -146,6 +150,7 @@ async def run_pipeline(request: web.Request) -> web.Response:
             }
         )
     policy = check_overlap(body.overlap)
+    await _refuse_changed_registrations(the_node, name)
     if policy == "replace":
         # Run now, in place of the running run (cancelled first); without it, a running run is a 409.
         active, why = await make_room(the_node.runner, name, "replace")
@@ -193,6 +198,61 @@ async def init_bare_repo(request: web.Request) -> web.Response:
     name = parse(BareRepoRequest, await read_json(request), codes={"name": "invalid_name"}).name
     path, created = await node(request).datasets.init_bare(name)
     return ok({"name": name, "path": str(path), "created": created})
+
+
+async def _refuse_changed_registrations(the_node: Node, name: str) -> None:
+    """A 409 ``registration_changed`` now rather than a run that fails at once (``merging.pins``);
+    when the check itself cannot be made (etcd away), the run's own check decides."""
+    pipeline = await the_node.store.get_pipeline(name)
+    if pipeline is None:
+        return
+    try:
+        changes = await the_node.pipelines.pins.changes(pipeline)
+    except MaoError:
+        return
+    if changes:
+        raise changed_error(name, changes)
+
+
+@routes.get("/pipeline/{name}/pins")
+@doc(
+    "What this instance accepted of each registration the pipeline uses, and what differs now",
+    answer=PipelinePins,
+    errors=(400, 404, 503),
+    tags=("pipelines",),
+)
+async def pipeline_pins(request: web.Request) -> web.Response:
+    name = path_name(request, what="pipeline name")
+    the_node = node(request)
+    pipeline = await the_node.store.get_pipeline(name)
+    if pipeline is None:
+        raise NotFound(f"pipeline {name!r} is not initialised on this instance")
+    changes = await the_node.pipelines.pins.changes(pipeline)
+    pins = await the_node.pipelines.pins.pins(name)
+    return ok(
+        {
+            "name": name,
+            "pins": [
+                {"kind": p.kind, "name": p.name, **p.value, "pinned_at": p.pinned_at.isoformat()} for p in pins
+            ],
+            "changes": [c.public() for c in changes],
+        }
+    )
+
+
+@routes.post("/pipeline/{name}/accept")
+@doc(
+    "Accept the registrations the pipeline uses as they are now (dry_run: only show the differences)",
+    body=AcceptRequest,
+    body_required=False,
+    answer=Accepted,
+    errors=(400, 404, 409, 503),
+    tags=("pipelines",),
+)
+async def accept_pipeline(request: web.Request) -> web.Response:
+    name = path_name(request, what="pipeline name")
+    wanted = parse(AcceptRequest, await read_json(request, optional=True))
+    return ok(await node(request).pipelines.accept(name, dry_run=wanted.dry_run))
 
 
 def _public(pipeline: Pipeline) -> dict[str, Any]:

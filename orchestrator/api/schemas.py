@@ -130,6 +130,47 @@ class Health(Out):
     warnings: list[str] | None = None
 
 
+class Ownership(Out):
+    kind: str
+    name: str
+    owner: str | None
+    revision: int
+    signed_by: str | None
+    signed_at: str | None
+    proof: Literal["signature", "claim", "none"]
+
+
+class Change(Out):
+    kind: str
+    name: str
+    what: str = Field(description="image, master, owner, or registration (gone, or no longer valid)")
+    pinned: str | None
+    current: str | None
+
+
+class PipelinePins(Out):
+    name: str
+    pins: list[dict[str, Any]]
+    changes: list[Change]
+
+
+class Accepted(Out):
+    name: str
+    dry_run: bool
+    accepted: list[Change]
+    changes: list[Change]
+
+
+class RegistrationAccepted(Out):
+    kind: str
+    name: str
+    dry_run: bool
+    scopes: dict[str, list[Change]] = Field(
+        description="each pipeline (or :raw, the gateway's raw listener) that had pinned it, and the "
+        "differences accepted there"
+    )
+
+
 class Deleted(Out):
     name: str
     deleted: bool

@@ -336,6 +336,20 @@ class DatasetRepo:
             raise
         return commit
 
+    def ground_truth_reached(self, commit: str) -> bool:
+        """Whether the master's ground-truth (as of the last sync) is at ``commit`` or past it: an
+        announced advance is checked so before a data trigger fires on it. ``commit`` must be a full
+        hexadecimal id (checked by the caller), never an option or a ref name."""
+        tip = self._rev(TRACKING + GROUND_TRUTH)
+        if tip is None:
+            return False
+        if tip == commit:
+            return True
+        status, _ = self._git(
+            "merge-base", "--is-ancestor", commit, tip, what="check an announced advance", ok=(0, 1, 128)
+        )
+        return status == 0
+
     # -- work folders ------------------------------------------------------------------------------
 
     def snapshot(self, dest: Path, ref: str = GROUND_TRUTH) -> str:

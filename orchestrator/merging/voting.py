@@ -19,7 +19,7 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..datasets import Datasets, MergeResult
 from ..domain.pipeline import Dataset
@@ -32,6 +32,9 @@ from ..store.outage import PendingMerges
 from ..tasks import spawn
 from .advances import announce
 from .registrations import Registrations
+
+if TYPE_CHECKING:
+    from .pins import Pins
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,9 @@ class Voting:
         pending: PendingMerges,
         registrations: Registrations,
         etcd: Etcd,
+        pins: Pins | None = None,
     ) -> None:
+        self.pins = pins
         self.datasets = datasets
         self.locks = locks
         self.pending = pending
@@ -112,6 +117,17 @@ class Voting:
             log.info("queued merge of %s into %s settled by a later run's merge", branch, dataset.name)
         return Vote(MergeState.MERGED, result.commit)
 
+    async def _accepted_master(self, dataset: str, queued: str) -> str | None:
+        """Where a queued merge goes: the master it was queued with (its step's pinned one) while this
+        instance still accepts it, else the one it accepts now; never a master it did not accept."""
+        if self.pins is None:  # no pins (unit tests of the queue alone): the registration's master
+            registered = await self.registrations.dataset(dataset)
+            return registered.master if registered else queued
+        accepted = await self.pins.masters(dataset)
+        if queued in accepted:
+            return queued
+        return await self.pins.master(dataset) if accepted else None
+
     async def _merge(
         self, dataset: str, master: str, branch: str, message: str, trailers: Mapping[str, str]
     ) -> MergeResult:
@@ -158,8 +174,12 @@ class Voting:
         for item in queued:
             name, branch = item["dataset"], item["branch"]
             try:
-                registered = await self.registrations.dataset(name)
-                master = registered.master if registered else item["master"]
+                master = await self._accepted_master(name, item["master"])
+                if master is None:
+                    raise MaoError(
+                        f"the master {item['master']} of dataset {name} is no longer one this instance "
+                        "accepted (the dataset's registration changed): accept it to let this merge go on"
+                    )
                 result = await self._merge(name, master, branch, item["message"], item["trailers"])
             except (EtcdUnavailable, LockLost) as exc:
                 await self.pending.failed_attempt(name, branch, exc.message)

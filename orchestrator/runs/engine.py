@@ -52,6 +52,7 @@ from ..errors import Conflict, DatabaseUnavailable, MaoError, NotFound
 from ..executors import ExecutorBackend, KillRequest
 from ..gateway.insights import InsightsPublisher
 from ..logs import RUN_ID
+from ..merging.pins import Pins, changed_error
 from ..merging.registrations import Registrations
 from ..merging.voting import Voting
 from ..metrics import UNSERVED, Metrics
@@ -85,8 +86,10 @@ class Runner:
         executor: ExecutorBackend,
         voting: Voting,
         insights: InsightsPublisher,
+        pins: Pins,
     ) -> None:
         self.settings = settings
+        self.pins = pins
         self.store = store
         self.records = RunRecords(store)
         self.registrations = registrations
@@ -97,7 +100,7 @@ class Runner:
         self.admission = Admission(settings.max_active_runs, self._start_queued)
         self.pools = Pools(settings.pools)
         self.steps = StepWork(
-            settings, registrations, datasets, executor, self.records, self.attempts, self.fan_out,
+            settings, pins, datasets, executor, self.records, self.attempts, self.fan_out,
             self.pools, self._set_step,
         )  # fmt: skip
         self._runs: dict[str, ActiveRun] = {}  # run id -> run
@@ -312,6 +315,8 @@ class Runner:
         RUN_ID.set(run.id)
         try:
             await self._set_run(run, RunStatus.RUNNING, started_at=utcnow())
+            if await self._registrations_changed(run):
+                return
             if run.pipeline.run_timeout:
                 limit = run.pipeline.run_timeout
                 timer = asyncio.get_running_loop().call_later(
@@ -340,6 +345,22 @@ class Runner:
             with contextlib.suppress(Exception):
                 if (record := await asyncio.shield(self.records.get(run.id))) is not None:
                     self.metrics.observe_run(record)
+
+    async def _registrations_changed(self, run: ActiveRun) -> bool:
+        """Fail the run at once, before any step, when a registration it uses changed since its
+        operator accepted it (``merging.pins``): no container starts, no secret leaves."""
+        try:
+            changes = await self.pins.changes(run.pipeline)
+        except MaoError:  # etcd away without a local copy, say: each step says so for itself
+            return False
+        if not changes:
+            return False
+        reason = changed_error(run.pipeline.name, changes).message
+        for name in run.steps:
+            await self._set_step(run, name, StepStatus.SKIPPED, error=reason)
+        await self._set_run(run, RunStatus.FAILED, error=reason, ended_at=utcnow())
+        log.warning("run %s of %s not started: %s", run.id, run.pipeline.name, reason)
+        return True
 
     async def _drive(self, run: ActiveRun, scratch: Path) -> None:
         """Start every step whose needs are met, skip those whose needs failed, until none is left."""

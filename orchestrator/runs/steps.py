@@ -20,7 +20,7 @@ from ..domain.states import ATTEMPT_TRANSITIONS, AttemptStatus, StepStatus, chec
 from ..errors import MaoError
 from ..executors import ExecutorBackend
 from ..logs import STEP
-from ..merging.registrations import Registrations
+from ..merging.pins import Pins
 from ..retry import backoff
 from ..store.runs import RunRecords
 from ..store.tables import utcnow
@@ -39,7 +39,7 @@ class StepWork:
     def __init__(
         self,
         settings: Settings,
-        registrations: Registrations,
+        pins: Pins,
         datasets: Datasets,
         executor: ExecutorBackend,
         records: RunRecords,
@@ -49,7 +49,7 @@ class StepWork:
         set_step: SetStep,
     ) -> None:
         self.settings = settings
-        self.registrations = registrations
+        self.pins = pins
         self.datasets = datasets
         self.executor = executor
         self.records = records
@@ -65,14 +65,11 @@ class StepWork:
         position = run.pipeline.steps.index(step)
         started_at = utcnow()
         try:
-            output = await self.registrations.dataset(step.output_dataset)
-            if output is None:
-                raise StepFailed(f"dataset {step.output_dataset!r} is no longer registered")
-            source = None
-            if step.input_dataset:
-                source = await self.registrations.dataset(step.input_dataset)
-                if source is None:
-                    raise StepFailed(f"dataset {step.input_dataset!r} is no longer registered")
+            # Through the pins: a registration changed since the pipeline was initialised (or its
+            # changes last accepted) is not used (RegistrationChanged, the step fails naming it).
+            scope = run.pipeline.name
+            output = await self.pins.dataset(scope, step.output_dataset)
+            source = await self.pins.dataset(scope, step.input_dataset) if step.input_dataset else None
             ctx = StepContext(
                 run.id,
                 run.pipeline.name,
@@ -83,7 +80,7 @@ class StepWork:
                 node_branch(name, self.settings.instance_name),
                 side_by_side=run.side_by_side,
             )
-            tool = await self._tool(step.tool)
+            tool = await self._tool(run, step.tool)
             # Checked while still pending: a cache hit is one write, pending -> cached.
             if step.cache and await self._use_cache(run, ctx, tool, started_at):
                 return
@@ -123,12 +120,10 @@ class StepWork:
             run.first_error = run.first_error or exc.message
             await self.set_step(run, name, StepStatus.FAILED, error=exc.message, ended_at=utcnow())
 
-    async def _tool(self, name: str) -> Tool:
-        # From etcd, or this instance's copy while etcd is unreachable: a run needs no quorum.
-        tool = await self.registrations.tool(name)
-        if tool is None:
-            raise StepFailed(f"tool {name!r} is no longer registered")
-        return tool
+    async def _tool(self, run: ActiveRun, name: str) -> Tool:
+        # From etcd, or this instance's copy while etcd is unreachable (a run needs no quorum), and
+        # only as the pipeline's pin says: never an image swapped in since.
+        return await self.pins.tool(run.pipeline.name, name)
 
     async def _attempts(
         self, run: ActiveRun, ctx: StepContext, tool: Tool, scratch: Path
@@ -154,7 +149,7 @@ class StepWork:
         assert failure is not None
         if step.fallback_tool and failure.status is StepStatus.FAILED:
             log.info("run %s: step %s falls back to tool %s", run.id, step.name, step.fallback_tool)
-            fallback = await self._tool(step.fallback_tool)
+            fallback = await self._tool(run, step.fallback_tool)
             try:
                 return await self._attempt(run, ctx, number + 1, fallback, scratch), fallback
             except StepFailed as exc:
@@ -169,7 +164,7 @@ class StepWork:
         outside them that can pass (a git remote away at the snapshot or the vote) runs the step
         again, up to ``retries`` times, with the usual backoff."""
         step = ctx.step
-        fallback = await self._tool(step.fallback_tool) if step.fallback_tool else None
+        fallback = await self._tool(run, step.fallback_tool) if step.fallback_tool else None
         this_pass = FanOutPass()
         for retry in range(step.retries + 1):
             try:

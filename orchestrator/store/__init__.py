@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from ..domain.pipeline import Pipeline
 from ..errors import DatabaseUnavailable, MaoError
 from . import migrate
-from .tables import PipelineRow, ScheduleRow, SecretRow, TickRow, utcnow
+from .tables import PinRow, PipelineRow, ScheduleRow, SecretRow, TickRow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,15 @@ class Store:
             await s.execute(text("SELECT 1"))
 
     # -- pipelines ------------------------------------------------------------------------------
-    async def save_pipeline(self, pipeline: Pipeline, before_commit: Callable[[], Awaitable[Any]]) -> None:
-        """Insert or replace a pipeline and its secrets. ``before_commit`` runs inside the transaction
-        (it registers the pipeline in etcd): if it raises, nothing is stored."""
+    async def save_pipeline(
+        self,
+        pipeline: Pipeline,
+        before_commit: Callable[[], Awaitable[Any]],
+        pins: Sequence[tuple[str, str, dict[str, Any]]] = (),
+    ) -> None:
+        """Insert or replace a pipeline, its secrets and its pins (``(kind, name, value)`` of each
+        registration it uses, ``merging.pins``). ``before_commit`` runs inside the transaction (it
+        registers the pipeline in etcd): if it raises, nothing is stored."""
         async with self.session(f"save pipeline {pipeline.name}") as s:
             row = await s.get(PipelineRow, pipeline.name)
             if row is None:
@@ -94,6 +100,12 @@ class Store:
             for step in pipeline.steps:
                 for key, value in (step.private_env or {}).items():
                     s.add(SecretRow(pipeline=pipeline.name, step=step.name, key=key, value=value))
+            for kind, name, pinned in pins:
+                pin = await s.get(PinRow, (pipeline.name, kind, name))
+                if pin is None:
+                    s.add(PinRow(scope=pipeline.name, kind=kind, name=name, value=pinned, pinned_at=utcnow()))
+                else:
+                    pin.value, pin.pinned_at = pinned, utcnow()
             await s.flush()
             await before_commit()
 
@@ -118,6 +130,7 @@ class Store:
             )
             await s.execute(delete(ScheduleRow).where(ScheduleRow.pipeline == name))
             await s.execute(delete(SecretRow).where(SecretRow.pipeline == name))
+            await s.execute(delete(PinRow).where(PinRow.scope == name))
             await s.execute(delete(PipelineRow).where(PipelineRow.name == name))
             await before_commit()
             return schedule_ids

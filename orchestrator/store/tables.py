@@ -197,6 +197,19 @@ class RegistryCacheRow(Base):
     cached_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class PinRow(Base):
+    """What this instance accepted of a registration one of its pipelines uses (``merging.pins``):
+    a tool's image or a dataset's master, and who owned it then. ``scope``: the pipeline, or
+    ``:raw`` for the gateway's raw listener (no pipeline name has a colon)."""
+
+    __tablename__ = "registration_pins"
+    scope: Mapped[str] = mapped_column(String(160), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # "tool" or "dataset"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON)
+    pinned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class PendingMergeRow(Base):
     """A node branch whose ground-truth merge waits for the federation (etcd) to answer again.
 
