@@ -75,6 +75,8 @@ class Settings:
     # Entries (files, folders, links) one step's output folder, or an input snapshot, may hold; more
     # fails the step naming the path, nothing committed (docs/security.md#tools).
     step_max_files: int = 200_000
+    # Bytes of the tmpfs every tool gets as /tmp (its root file system is read-only).
+    step_tmp_size: int = 256 * 1024**2
     # Bytes of an attempt's output kept as its full log (head and tail beyond; docs/operations.md).
     step_log_max_bytes: int = 50 * 1024**2
     # Seconds between two `git gc --auto` passes over the local repositories; 0 turns them off.
@@ -165,6 +167,7 @@ class Settings:
             "MAO_STEP_PIDS": self.step_pids,
             "MAO_STEP_MAX_OUTPUT": self.step_max_output,
             "MAO_STEP_MAX_FILES": self.step_max_files,
+            "MAO_STEP_TMP_SIZE": self.step_tmp_size,
             "MAO_STEP_LOG_MAX_BYTES": self.step_log_max_bytes,
             "MAO_GIT_GC_INTERVAL": self.git_gc_interval,
             "MAO_API_TOKEN_FILE": str(self.api_token_file) if self.api_token_file else None,
@@ -321,6 +324,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     step_pids = int(get_number("MAO_STEP_PIDS", 512, 8, 4_194_304, integer=True))
     step_max_output = get_size("MAO_STEP_MAX_OUTPUT", 1024**3, 1)
     step_max_files = int(get_number("MAO_STEP_MAX_FILES", 200_000, 1, 100_000_000, integer=True))
+    step_tmp_size = min(get_size("MAO_STEP_TMP_SIZE", 256 * 1024**2, 1024**2), 2**40)
     step_log_max_bytes = min(get_size("MAO_STEP_LOG_MAX_BYTES", 50 * 1024**2, 64 * 1024), 2**40)
     git_gc_interval = get_number("MAO_GIT_GC_INTERVAL", 6 * 3600.0, 0, 30 * 86400)
     log_format = (get("MAO_LOG_FORMAT", "text") or "text").lower()
@@ -335,6 +339,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         step_pids=step_pids,
         step_max_output=step_max_output,
         step_max_files=step_max_files,
+        step_tmp_size=step_tmp_size,
         step_log_max_bytes=step_log_max_bytes,
         git_gc_interval=git_gc_interval,
         instance_name=instance_name,

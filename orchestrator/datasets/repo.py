@@ -38,6 +38,7 @@ from ._git import (
     looks_rejected,
     looks_unreachable,
     redact,
+    rejection_cause,
     run_git,
 )
 from .hygiene import OutputRefused, check_output, give_to_tool, inspect_folder, reclaim_owner
@@ -288,7 +289,7 @@ class DatasetRepo:
                 refs = ", ".join(spec.split(":", 1)[1].removeprefix(HEADS) for spec in refspecs)
                 raise GitError(
                     f"dataset {self.name!r}: the master rejected the push of {refs} "
-                    f"(it changed meanwhile; nothing was pushed): {exc.detail}"
+                    f"({rejection_cause(exc.stderr)}; nothing was pushed): {exc.detail}"
                 ) from exc
             raise self._network_error(exc, "push to its master") from exc
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,9 +29,13 @@ SHUTDOWN = Stop("cancelled: the orchestrator shut down", RunStatus.FAILED, StepS
 
 
 def describe(exc: BaseException) -> str:
-    """An exception nobody expected, for a record: its type and first line, bounded."""
+    """An exception nobody expected, for a record: its type and first line, bounded; a full disk
+    says so first (the operator's fix is the disk, not the code)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
+    told = f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk is full ({told})"
+    return told
 
 
 def timed_out(limit: float) -> Stop:

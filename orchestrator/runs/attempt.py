@@ -391,6 +391,8 @@ def container_request(
         cpus=limits.cpus,
         pids=limits.pids,
         log_max_bytes=settings.step_log_max_bytes,
+        writable_root=step.writable_root,
+        tmp_size=settings.step_tmp_size,
     )
 
 

@@ -84,6 +84,10 @@ class StepWork:
         except MaoError as exc:  # a lookup (registrations, database) failed outside an attempt
             await self._end(run, name, StepStatus.FAILED, exc.message)
             return
+        except OSError as exc:  # the file system refused (a full disk says so): no bug, a cause
+            log.warning("run %s: step %s failed: %s", run.id, name, describe(exc))
+            await self._end(run, name, StepStatus.FAILED, describe(exc))
+            return
         except Exception as exc:  # noqa: BLE001 - no exception may leave a step running
             log.exception("run %s: step %s failed unexpectedly", run.id, name)
             await self._end(run, name, StepStatus.FAILED, f"internal error: {describe(exc)}")

@@ -93,6 +93,10 @@ class Store:
         except MaoError:
             raise
         except (OperationalError, OSError, TimeoutError) as exc:
+            if _disk_full(exc):
+                raise DatabaseUnavailable(
+                    f"the disk is full: the database could not {doing}: {_short(exc)}"
+                ) from exc
             raise DatabaseUnavailable(
                 f"the database did not answer while trying to {doing}: {_short(exc)}"
             ) from exc
@@ -413,6 +417,11 @@ def _sqlite_reader_pragmas(dbapi_connection: Any, record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA query_only=ON")
     cursor.close()
+
+
+def _disk_full(exc: BaseException) -> bool:
+    text = str(exc).lower()  # SQLite: "database or disk is full"; PostgreSQL: "could not extend file"
+    return "disk is full" in text or "no space left" in text or "could not extend file" in text
 
 
 def _short(exc: BaseException) -> str:

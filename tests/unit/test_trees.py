@@ -42,6 +42,7 @@ def _remove_deep_trees(tmp_path: Path) -> Iterator[None]:
     for child in tmp_path.iterdir():
         remove_tree(child)  # folders: past Python's recursion limit (1000) as a tool would build it
 
+
 # -- generated trees -------------------------------------------------------------------------------
 
 names = st.text(alphabet="abcXY._-", min_size=1, max_size=6).filter(lambda n: n not in (".", ".."))
@@ -289,8 +290,12 @@ def test_a_checkout_past_the_limits_is_refused_naming_the_path(tmp_path: Path) -
     deep_tree(clone, depth=200)
     subprocess.run([*git, "-C", str(clone), "add", "-A"], check=True)
     subprocess.run([*git, "-C", str(clone), "commit", "-qm", "deep"], check=True)
-    subprocess.run([*git, "-C", str(clone), "push", "-q", "origin", "HEAD:refs/heads/ground-truth"], check=True)
-    reader = DatasetRepo(tmp_path / "r", "ds", str(master), git_name="r", git_email="r@x.org", max_files=10_000)
+    subprocess.run(
+        [*git, "-C", str(clone), "push", "-q", "origin", "HEAD:refs/heads/ground-truth"], check=True
+    )
+    reader = DatasetRepo(
+        tmp_path / "r", "ds", str(master), git_name="r", git_email="r@x.org", max_files=10_000
+    )
     reader.sync()
     with pytest.raises(OutputRefused, match="ground-truth .* deeper than the 128 folders"):
         reader.snapshot(tmp_path / "snap")
