@@ -16,9 +16,15 @@ from pydantic import ValidationError
 from executor.config import Settings
 from executor.hardening import check_docker_socket, tool_user
 from executor.metrics import CONTENT_TYPE, ExecutorMetrics
-from executor.models import MAX_BODY_BYTES, ImageRequest, KillRequest, RunRequest, describe_validation_error
 from executor.runs import RunService
-from orchestrator.errors import BadRequest, MaoError, NotFound, Unauthorized
+from executor.wire.errors import BadRequest, MaoError, NotFound, Unauthorized
+from executor.wire.models import (
+    MAX_BODY_BYTES,
+    ImageRequest,
+    KillRequest,
+    RunRequest,
+    describe_validation_error,
+)
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from docker.types import LogConfig
 
 from executor.config import Settings
 from executor.errors import DockerSocketNotAllowed
-from executor.images import normalize_image
-from executor.models import DEFAULT_TMP_SIZE, RunRequest
-from orchestrator.errors import BadRequest
+from executor.wire.errors import BadRequest
+from executor.wire.images import normalize_image
+from executor.wire.models import DEFAULT_TMP_SIZE, RunRequest
 
 log = logging.getLogger(__name__)
 

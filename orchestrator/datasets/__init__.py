@@ -14,8 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from ..domain.masters import check_master
 from ..errors import GitError
-from ._git import check_master, redact
+from ._git import redact
 from .masters import resolve_master
 from .repo import GROUND_TRUTH, DatasetRepo, MergeResult, init_bare
 from .trees import remove_tree

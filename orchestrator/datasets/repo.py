@@ -33,7 +33,6 @@ from orchestrator.errors import Conflict, GitError, NotFound
 
 from ._git import (
     GitCommandFailed,
-    check_master,
     hardened_env,
     looks_rejected,
     looks_unreachable,
@@ -55,7 +54,7 @@ from .local import (
 )
 from .trees import TreeLimits, TreeTooLarge, remove_contents, remove_tree
 
-__all__ = ["GROUND_TRUTH", "BranchConflict", "DatasetRepo", "MergeResult", "check_master", "init_bare"]
+__all__ = ["GROUND_TRUTH", "BranchConflict", "DatasetRepo", "MergeResult", "init_bare"]
 
 log = logging.getLogger(__name__)
 

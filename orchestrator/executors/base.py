@@ -1,6 +1,6 @@
 """The seam between the run engine and whatever runs containers.
 
-The request and result are the executor's own pydantic models (``executor.models``), imported here,
+The request and result are the executor's own pydantic models (``executor.wire.models``), imported here,
 so both sides of the wire validate the same definition. A new backend (Kubernetes, a local runner)
 implements ``ExecutorBackend``; the engine never sees HTTP.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from executor.models import KillRequest, RunRequest, RunResult
+from executor.wire.models import KillRequest, RunRequest, RunResult
 
 ContainerRequest = RunRequest
 ContainerResult = RunResult

@@ -14,14 +14,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from executor.models import MAX_BODY_BYTES
+from executor.wire.models import MAX_BODY_BYTES
 
 from ..config import Settings
+from ..domain.fanout import MAX_SHARDS
+from ..domain.pipeline import Pipeline, Step, Tool, node_branch
 from ..errors import BadRequest
 from ..executors import ContainerRequest, ExecutorClient, StepRejected
-from ..models import Pipeline, Step, Tool, node_branch
 from ..runs.attempt import container_request
-from ..runs.fanout import MAX_SHARDS
 
 # What the executor's own framing may add (HTTP headers are not counted by client_max_size).
 _BODY_SLACK = 1024

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ..models import Pipeline
-from .graph import StepNode
-from .states import AttemptStatus, RunStatus, StepStatus
+from ..domain.graph import StepNode
+from ..domain.pipeline import Pipeline
+from ..domain.states import AttemptStatus, RunStatus, StepStatus
 
 
 @dataclass(frozen=True)

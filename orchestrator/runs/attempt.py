@@ -1,7 +1,7 @@
 """One attempt of one step: input snapshot, one container, the commit on the node branch, the
 ground-truth vote. The engine (``engine.py``) decides when and how often; this module does one try.
 
-Seams for fan-out (``runs/fanout.py``): ``snapshot_input``, ``prepare_output``, ``container_request``
+Seams for fan-out (``runs/fanout/``): ``snapshot_input``, ``prepare_output``, ``container_request``
 and ``execute_container`` are separate so a fan-out step can run one container per shard (each with its
 own attempt row, ``RunRecords.add_attempt(shard=...)``) and then ``commit_and_vote`` once.
 
@@ -22,15 +22,15 @@ from pathlib import Path
 from ..config import Settings
 from ..datasets import DatasetRepo, Datasets
 from ..datasets.repo import BranchConflict
+from ..domain.pipeline import Dataset, Step, Tool
+from ..domain.states import AttemptStatus, MergeState, StepStatus
 from ..errors import Conflict, GitError, MaoError, NotFound, Unavailable
 from ..executors import ContainerRequest, ContainerResult, ExecutorBackend
 from ..gateway.insights import InsightsPublisher, insights_stamp, read_insights
-from ..models import Dataset, Step, Tool
-from ..pipelines.limits import step_limits
-from ..pipelines.voting import Voting
+from ..merging.voting import Voting
 from ..store.retention import existing_runs
 from ..store.runs import RunRecords
-from .states import AttemptStatus, MergeState, StepStatus
+from .limits import step_limits
 from .step_logs import StepLogs
 
 log = logging.getLogger(__name__)

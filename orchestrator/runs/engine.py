@@ -15,7 +15,7 @@ containers at once, steps not yet voting are cancelled (nothing of theirs is pus
 is pushed only by the vote), a step already voting finishes its merge, and steps never started take
 the stop's status. One run per pipeline at a time on an instance, unless a trigger's overlap policy
 is ``allow`` (``start(..., busy=Busy.ALLOW)``: admitted beside them, its steps take a folder of their own when the node
-branch's is busy, ``Attempts.branch``); a run does not need etcd (see ``pipelines.voting``).
+branch's is busy, ``Attempts.branch``); a run does not need etcd (see ``merging.voting``).
 
 Entry point for every trigger (API, schedulers, backfill): ``Runner.start``, which records the run
 and hands it to admission (``runs/admission.py``): it starts at once or waits ``queued``.
@@ -35,25 +35,10 @@ from typing import Any
 from ..config import Settings
 from ..datasets import Datasets
 from ..datasets.trees import remove_tree
-from ..errors import Conflict, DatabaseUnavailable, MaoError, NotFound
-from ..executors import ExecutorBackend, KillRequest
-from ..gateway.insights import InsightsPublisher
-from ..logs import RUN_ID
-from ..metrics import UNSERVED, Metrics
-from ..models import Pipeline, node_branch
-from ..pipelines.registrations import Registrations
-from ..pipelines.voting import Voting
-from ..store import Store
-from ..store.runs import NewRun, RunRecords, StepEnd
-from ..store.tables import utcnow
-from ..tasks import spawn
-from .active import CANCELLED, SHUTDOWN, ActiveRun, Stop, describe, timed_out
-from .admission import Admission, Busy, RunInProgress, Ticket
-from .attempt import Attempts
-from .fanout_attempt import FanOutAttempts
-from .graph import StepNode
-from .pools import Pools
-from .states import (
+from ..domain.graph import StepNode
+from ..domain.pipeline import Pipeline, node_branch
+from ..domain.queue import Ticket
+from ..domain.states import (
     DONE_STEP,
     ENDED_STEP,
     RUN_TRANSITIONS,
@@ -63,6 +48,22 @@ from .states import (
     StepStatus,
     check,
 )
+from ..errors import Conflict, DatabaseUnavailable, MaoError, NotFound
+from ..executors import ExecutorBackend, KillRequest
+from ..gateway.insights import InsightsPublisher
+from ..logs import RUN_ID
+from ..merging.registrations import Registrations
+from ..merging.voting import Voting
+from ..metrics import UNSERVED, Metrics
+from ..store import Store
+from ..store.runs import NewRun, RunRecords, StepEnd
+from ..store.tables import utcnow
+from ..tasks import spawn
+from .active import CANCELLED, SHUTDOWN, ActiveRun, Stop, describe, timed_out
+from .admission import Admission, Busy, RunInProgress
+from .attempt import Attempts
+from .fanout.attempt import FanOutAttempts
+from .pools import Pools
 from .steps import StepWork
 
 __all__ = ["Busy", "RunInProgress", "Runner"]

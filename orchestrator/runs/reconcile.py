@@ -14,12 +14,12 @@ import logging
 from typing import Any
 
 from ..datasets import DatasetRepo, Datasets
+from ..domain.states import AttemptStatus, MergeState, RunStatus, StepStatus
 from ..errors import MaoError
 from ..executors import ExecutorBackend, KillRequest
-from ..pipelines.registrations import Registrations
+from ..merging.registrations import Registrations
 from ..store.runs import RunRecords, UnfinishedRun
 from ..store.tables import utcnow
-from .states import AttemptStatus, MergeState, RunStatus, StepStatus
 
 log = logging.getLogger(__name__)
 

@@ -16,20 +16,20 @@ from typing import Any
 
 from ..config import Settings
 from ..datasets import Datasets
+from ..domain.pipeline import Step, Tool, node_branch
+from ..domain.states import ATTEMPT_TRANSITIONS, ENDED_STEP, AttemptStatus, StepStatus, check
 from ..errors import MaoError
 from ..executors import ExecutorBackend
 from ..logs import STEP
-from ..models import Step, Tool, node_branch
-from ..pipelines.registrations import Registrations
+from ..merging.registrations import Registrations
 from ..retry import backoff
 from ..store.runs import RunRecords
 from ..store.tables import utcnow
 from .active import SHUTDOWN, ActiveRun, describe
 from .attempt import AttemptOutcome, Attempts, StepContext, StepFailed, container_name
 from .cache import memo_key
-from .fanout_attempt import FanOutAttempts, FanOutPass
+from .fanout.attempt import FanOutAttempts, FanOutPass
 from .pools import Pools
-from .states import ATTEMPT_TRANSITIONS, ENDED_STEP, AttemptStatus, StepStatus, check
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ class StepWork:
         raise failure
 
     async def _fan_out(self, run: ActiveRun, ctx: StepContext, tool: Tool, scratch: Path) -> AttemptOutcome:
-        """A fan-out step (runs/fanout_attempt.py): its shards are retried on their own; a failure
+        """A fan-out step (runs/fanout/attempt.py): its shards are retried on their own; a failure
         outside them that can pass (a git remote away at the snapshot or the vote) runs the step
         again, up to ``retries`` times, with the usual backoff."""
         step = ctx.step

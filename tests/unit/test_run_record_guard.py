@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.config import load_settings
+from orchestrator.domain.pipeline import Dataset, Pipeline, Tool
+from orchestrator.domain.states import MergeState
 from orchestrator.errors import DatabaseUnavailable
-from orchestrator.models import Dataset, Pipeline, Tool
 from orchestrator.runs.attempt import AttemptOutcome, StepFailed
 from orchestrator.runs.engine import Runner
-from orchestrator.runs.states import MergeState
 from orchestrator.store import Store
 
 FINAL_STEP = {"succeeded", "failed", "conflict", "skipped", "cancelled", "cached"}

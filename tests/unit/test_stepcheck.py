@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import load_settings
+from orchestrator.domain.pipeline import Pipeline, Tool
 from orchestrator.errors import BadRequest
 from orchestrator.executors import ContainerRequest, StepRejected
-from orchestrator.models import Pipeline, Tool
 from orchestrator.pipelines.stepcheck import check_steps, representative_request
 
 

@@ -29,7 +29,7 @@ from orchestrator.datasets.trees import (
     walk,
 )
 from orchestrator.datasets.upkeep import clear_stale_locks, remove_scratch
-from orchestrator.runs.shards import combine, list_files
+from orchestrator.runs.fanout.files import combine, list_files
 
 ROOT = os.getuid() == 0
 DEEP = 1100
