@@ -442,20 +442,22 @@ class Runner:
             try:
                 await self.records.close(run.id, final, fields, steps, attempts, reason)
                 break
-            except MaoError as exc:
+            except Exception as exc:  # noqa: BLE001 - the database away, or a bug: tried again either way
+                problem = exc.message if isinstance(exc, MaoError) else describe(exc)
                 if self._closing or asyncio.get_running_loop().time() + delay > deadline:
                     log.error(
-                        "run %s: its end was not recorded (%s); the next start closes it", run.id, exc.message
+                        "run %s: its end was not recorded (%s); the next start closes it", run.id, problem
                     )
                     return
                 log.warning(
-                    "run %s: its end not recorded yet (%s); again in %.1f s", run.id, exc.message, delay
+                    "run %s: its end not recorded yet (%s); again in %.1f s",
+                    run.id,
+                    problem,
+                    delay,
+                    exc_info=not isinstance(exc, MaoError),
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-            except Exception:  # noqa: BLE001
-                log.exception("run %s: its end was not recorded; the next start closes it", run.id)
-                return
         if run.stop is not None:
             log.info("run %s of %s stopped: %s", run.id, run.pipeline.name, run.stop.reason)
         elif final is RunStatus.SUCCEEDED:

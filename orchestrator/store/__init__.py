@@ -113,8 +113,9 @@ class Store:
         """One transaction that may write: committed when the block ends, rolled back when it
         raises. It waits its turn (one writer at a time on SQLite) rather than fail when busy."""
         assert self._sessions is not None, "Store.start() was not called"
-        if _holding.get():
-            raise RuntimeError(f"{doing}: a transaction opened inside another one would wait for itself")
+        if _holding.get() and self._write_turn is not self._read_turn:
+            # SQLite's one writer: a write transaction opened inside another would wait for itself.
+            raise RuntimeError(f"{doing}: a write transaction opened inside another one would wait for itself")
         async with self._translate(doing):
             async with self._write_turn:
                 token = _holding.set(True)

@@ -112,8 +112,8 @@ async def run_once(
     raise AssertionError("unreachable")
 
 
-def assert_closed(record: dict[str, Any]) -> None:
-    assert record["status"] in ("succeeded", "failed"), record
+def assert_closed(record: dict[str, Any], context: object = None) -> None:
+    assert record["status"] in ("succeeded", "failed"), (context, record)
     assert record["ended_at"] is not None
     for step in record["steps"]:
         assert step["status"] in FINAL_STEP, step
@@ -122,27 +122,63 @@ def assert_closed(record: dict[str, Any]) -> None:
         assert record["error"], record
 
 
-ERRORS = st.sampled_from(
-    [
-        DatabaseUnavailable("the database did not answer while trying to write: database is locked"),
-        RuntimeError("boom"),
-        KeyError("missing"),
-        RecursionError("maximum recursion depth exceeded"),
-        OSError(28, "No space left on device"),
-    ]
-)
+ERRORS = [
+    DatabaseUnavailable("the database did not answer while trying to write: database is locked"),
+    RuntimeError("boom"),
+    KeyError("missing"),
+    RecursionError("maximum recursion depth exceeded"),
+    OSError(28, "No space left on device"),
+]
+# A run of the three steps makes 14 record writes; a few more cover a retried close.
+WRITES = 18
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(at=st.integers(min_value=1, max_value=24), error=ERRORS)
-def test_any_record_write_failing_once_still_closes_the_run(
-    tmp_path_factory: Any, at: int, error: Exception
+def test_any_record_write_failing_once_still_closes_the_run(tmp_path: Path) -> None:
+    """Every write of a run, failing once with each kind of error (exhaustive: 90 runs on one store)."""
+
+    async def scenario() -> list[tuple[int, str, dict[str, Any], bool]]:
+        outcomes = []
+        async for runner, store in runner_for(tmp_path):
+            runner.attempts.run = attempt_that(None, None)  # type: ignore[method-assign]
+            real = {name: getattr(runner.records, name) for name in RECORD_WRITES}
+            for error in ERRORS:
+                for at in range(1, WRITES + 1):
+                    faults = Faults(at, error)
+                    for name, method in real.items():
+                        setattr(runner.records, name, faults.wrap(method))
+                    run_id = await runner.start("p", "manual")
+                    await asyncio.wait_for(runner.wait(run_id), 30)  # never raises for the run's sake
+                    record = await store.get_run(run_id)
+                    assert record is not None
+                    outcomes.append((at, repr(error), record, faults.fired))
+        return outcomes
+
+    for at, error, record, fired in asyncio.run(scenario()):
+        assert_closed(record, (at, error))
+        if not fired:
+            assert record["status"] == "succeeded", (at, error, record)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fail_at=st.sets(st.integers(min_value=1, max_value=WRITES), max_size=4), error=st.sampled_from(ERRORS))
+def test_several_record_writes_failing_still_close_the_run(
+    tmp_path_factory: Any, fail_at: set[int], error: Exception
 ) -> None:
-    faults = Faults(at, error)
-    record = asyncio.run(run_once(tmp_path_factory.mktemp("run"), faults))
+    """Several writes of one run failing (hypothesis picks which): the run still ends closed."""
+
+    class Many(Faults):
+        def wrap(self, method: Any) -> Any:
+            async def wrapped(*args: Any, **kwargs: Any) -> Any:
+                self.calls += 1
+                if self.calls in fail_at:
+                    self.fired = True
+                    raise error
+                return await method(*args, **kwargs)
+
+            return wrapped
+
+    record = asyncio.run(run_once(tmp_path_factory.mktemp("run"), Many(None, error)))
     assert_closed(record)
-    if not faults.fired:
-        assert record["status"] == "succeeded", record
 
 
 @pytest.mark.parametrize(

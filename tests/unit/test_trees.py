@@ -103,8 +103,9 @@ def test_walk_yields_every_entry_once_in_order_without_following_links(tree: dic
 
 
 def first_past(tree: dict[str, object], entries: int, depth: int) -> str | None:
-    """Where a walk with these limits must stop: the folder whose entries take the count past
-    ``entries`` (refused when listed), or the first entry deeper than ``depth``; None: nowhere."""
+    """Where a walk with these limits must stop: a folder that holds more entries than are left of
+    ``entries`` (refused when listed), or the first entry past the count (a folder's contents took
+    it there) or deeper than ``depth``; None: nowhere."""
     count = 0
 
     def visit(node: dict[str, object], where: str, prefix: str, level: int) -> str | None:
@@ -113,7 +114,7 @@ def first_past(tree: dict[str, object], entries: int, depth: int) -> str | None:
             return where
         for name in sorted(node):
             count += 1
-            if level > depth:
+            if count > entries or level > depth:
                 return prefix + name
             child = node[name]
             if isinstance(child, dict):
