@@ -198,8 +198,9 @@ class RunRecords:
         attempts: AttemptStatus,
         reason: str,
     ) -> None:
-        """The end of a run, in one transaction (all of it or nothing): each step whose record does
-        not say its final status yet gets it with its fields (its own write failed, or never came);
+        """The end of a run, in one transaction (all of it or nothing): each step whose record is
+        still pending or running gets its final status with its fields (its own write failed, or
+        never came);
         attempts still ``running`` end ``attempts`` with ``reason``; the run ends ``status`` with
         ``fields``, ``succeeded`` only while it is still running (a queued merge that conflicted
         meanwhile has already failed it)."""
@@ -209,7 +210,9 @@ class RunRecords:
             ).all()
             for name, now in recorded:
                 end = steps.get(name)
-                if end is not None and now != end.status:
+                # Only a record still open: a final one is either this one already, or a queued
+                # merge's settling (succeeded -> conflict), which the run must not undo.
+                if end is not None and now in (StepStatus.PENDING, StepStatus.RUNNING) and now != end.status:
                     await s.execute(
                         update(RunStepRow)
                         .where(RunStepRow.run_id == run_id, RunStepRow.name == name)
