@@ -12,6 +12,7 @@ from orchestrator import __version__
 from .client import DEFAULT_TIMEOUT, DEFAULT_URL, url_problem
 from .commands import dataset, federation, gateway, instance, lock, marketplace, pipeline, repo, tool
 from .context import Ctl
+from .safe_text import clean
 from .token import local_token
 
 
@@ -21,7 +22,19 @@ def _check_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class Maoctl(click.Group):
+    """The root group: every error message a command raises is shown through ``safe_text`` (it may
+    quote a server, a tool or a file), wherever in maoctl it was raised."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            exc.message = clean(exc.message)  # type: ignore[misc]  # Final in the stubs, a plain attribute
+            raise
+
+
+@click.group(cls=Maoctl, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--url",
     envvar="MAO_URL",
@@ -70,8 +83,10 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("MAO_DEBUG"):
             raise
         click.echo(
-            f"Error: maoctl failed unexpectedly ({type(exc).__name__}: {exc}); "
-            "run it again with MAO_DEBUG=1 to see where",
+            clean(
+                f"Error: maoctl failed unexpectedly ({type(exc).__name__}: {exc}); "
+                "run it again with MAO_DEBUG=1 to see where"
+            ),
             err=True,
         )
         sys.exit(1)

@@ -2,7 +2,7 @@
 the executor. Exit 0 when ``URL`` answers 200 within 5 s, 1 otherwise (a 503 "degraded" included).
 
 The token, when the named environment variable holds one, goes in an ``Authorization: Bearer`` header:
-the executor guards even /health, and the container already has the variable from ``mao.env``. It is
+the executor guards even /health, and the container already has the variable from its env file (``executor.env``, ``mao.env``). It is
 read here, never put on a command line (``docker inspect`` shows a healthcheck's arguments).
 """
 

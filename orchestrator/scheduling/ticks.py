@@ -86,12 +86,19 @@ class CronTicks(BaseTrigger):
 
     def next_after(self, after: datetime) -> datetime | None:
         """The first tick strictly after ``after`` (an aware datetime), in UTC."""
-        after = after.astimezone(UTC)
+        try:
+            after = after.astimezone(UTC)
+        except OverflowError:  # an instant whose UTC reading lies before year 1 or after 9999
+            return None
         # Remembered: the schedules sharing this trigger (``make_trigger``) all ask for the same
         # instants when they tick together, and APScheduler asks again for each job.
         if (known := self._memo.get(after, _UNKNOWN)) is not _UNKNOWN:
             return known  # type: ignore[return-value]
-        moment = self._next_after(after)
+        try:
+            moment = self._next_after(after)
+        except OverflowError:
+            # The walk ran off the calendar (year 9999, or year 1 looking back): nothing fires there.
+            moment = None
         if len(self._memo) >= _MEMO_SIZE:
             self._memo.clear()
         self._memo[after] = moment

@@ -131,10 +131,12 @@ async function renderDatasets() {
   const open = async (name) => {
     detail.replaceChildren(h("p", { class: "muted" }, `Loading ${name}…`));
     try {
-      const [dataset, history] = await Promise.all([
+      const [entry, history] = await Promise.all([
         api("GET", `/registry/datasets/${encodeURIComponent(name)}`),
         api("GET", `/registry/datasets/${encodeURIComponent(name)}/history?limit=20`).catch((err) => err),
       ]);
+      // In legacy open mode the entry comes as the prototype sent it: a string holding its JSON.
+      const dataset = typeof entry === "string" ? JSON.parse(entry) : entry;
       detail.replaceChildren(
         h("h2", {}, name),
         h("dl", { class: "facts" }, h("dt", {}, "Master"), h("dd", { class: "mono" }, dataset.master), h("dt", {}, "Node branches"), h("dd", {}, (dataset.nodes || []).join(", ") || "—")),

@@ -94,6 +94,13 @@ def test_foreign_host_and_origin_are_refused(fresh: servers.ServiceProcess) -> N
     for origin in ("http://evil.example.org", "null", f"http://localhost:{fresh.port + 1}"):
         refused = api.post("/registry/tools", data=body, headers={"Origin": origin})
         assert_error(refused, 403, "foreign_origin")
+        # A bare POST (no body, no content type: what a page can send without a preflight) too.
+        bare = requests.post(
+            fresh.url + "/runs/0123abcd/cancel",
+            headers={"Origin": origin, "Authorization": f"Bearer {fresh.token}"},
+            timeout=10,
+        )
+        assert_error(bare, 403, "foreign_origin")
     # The API's own origin (a page it served itself) and no Origin (curl, maoctl) pass.
     assert api.get("/health").status_code == 200
     own = api.session.get(fresh.url + "/health", headers={"Origin": fresh.url}, timeout=10)
