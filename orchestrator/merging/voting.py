@@ -151,7 +151,8 @@ class Voting:
         delay = RETRY_FIRST
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):  # not wait_for: it can swallow close()'s cancel
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 queued = await self.pending.all()
