@@ -39,13 +39,15 @@ SQLITE_READERS = 4
 class Store:
     """The database, with writes that wait their turn instead of failing under load.
 
-    SQLite (the embedded default) allows one writer at a time; transactions that race for it fail
-    with "database is locked" once ``busy_timeout`` runs out, and a deferred transaction that reads
-    first fails at once when another commits. So every write transaction of the process runs on one
-    connection, one after the other (``session``: an asyncio queue in front of it), and reads run
-    beside them on their own read-only connections (``reading``; WAL lets them). On PostgreSQL both
-    share the pool, and a transaction waits its turn for a connection in an asyncio queue as large as
-    the pool, never in the pool's own 30 s timeout. No run fails because the database is busy."""
+    Every write transaction of the process runs one after the other (``session``: an asyncio queue
+    in front of one writer), and reads run beside them (``reading``). On SQLite (the embedded
+    default) the writer is one connection of its own and the readers are read-only connections (WAL
+    lets them read while it writes): SQLite allows one writer at a time anyway, and transactions
+    racing for it failed with "database is locked" once ``busy_timeout`` ran out, or at once when one
+    that read first found another had committed. On PostgreSQL writer and readers share the pool,
+    each waiting its turn in asyncio (never in the pool's own 30 s timeout): with one writer, the
+    store's read-then-write transactions (a registration cached, a merge queued for several steps)
+    cannot race into a duplicate key or a lost update. No run fails because the database is busy."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -72,8 +74,8 @@ class Store:
                 self.url, pool_size=PG_POOL_SIZE, max_overflow=PG_MAX_OVERFLOW, **kwargs
             )
             self._reader_engine = self.engine
-            # One queue for the one pool: reads and writes alike take a connection in turn.
-            self._write_turn = self._read_turn = asyncio.Semaphore(PG_POOL_SIZE + PG_MAX_OVERFLOW)
+            # One writer, and readers taking the rest of the pool: nobody waits in the pool itself.
+            self._read_turn = asyncio.Semaphore(PG_POOL_SIZE + PG_MAX_OVERFLOW - 1)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._readers = async_sessionmaker(self._reader_engine, expire_on_commit=False)
         async with self._translate("migrate the schema"):
@@ -113,9 +115,10 @@ class Store:
         """One transaction that may write: committed when the block ends, rolled back when it
         raises. It waits its turn (one writer at a time on SQLite) rather than fail when busy."""
         assert self._sessions is not None, "Store.start() was not called"
-        if _holding.get() and self._write_turn is not self._read_turn:
-            # SQLite's one writer: a write transaction opened inside another would wait for itself.
-            raise RuntimeError(f"{doing}: a write transaction opened inside another one would wait for itself")
+        if _holding.get():  # the one writer: a write transaction inside another would wait for itself
+            raise RuntimeError(
+                f"{doing}: a write transaction opened inside another one would wait for itself"
+            )
         async with self._translate(doing):
             async with self._write_turn:
                 token = _holding.set(True)
