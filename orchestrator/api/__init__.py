@@ -11,6 +11,7 @@ from . import (
     gateway,
     health,
     history,
+    lineage,
     locks,
     logs,
     metrics,
@@ -21,7 +22,21 @@ from . import (
 
 
 def add_routes(app: web.Application) -> None:
-    modules = (health, registry, history, pipelines, runs, logs, federation, locks, gateway, audits, metrics, console)
+    modules = (
+        health,
+        registry,
+        history,
+        lineage,
+        pipelines,
+        runs,
+        logs,
+        federation,
+        locks,
+        gateway,
+        audits,
+        metrics,
+        console,
+    )
     for module in modules:
         app.router.add_routes(module.routes)
     app[console.DOCUMENT] = {}
