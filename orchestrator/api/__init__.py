@@ -18,6 +18,7 @@ from . import (
     pipelines,
     registry,
     runs,
+    staging,
 )
 
 
@@ -35,6 +36,7 @@ def add_routes(app: web.Application) -> None:
         gateway,
         audits,
         metrics,
+        staging,
         console,
     )
     for module in modules:
