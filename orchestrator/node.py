@@ -100,6 +100,7 @@ class Node:
             network_timeout=settings.git_timeout,
             tool_owner=settings.tool_user(),
             max_output=settings.step_max_output,
+            max_files=settings.step_max_files,
             master_roots=settings.master_roots,
         )
         use_credentials_file(str(settings.git_credentials) if settings.git_credentials else None)

@@ -30,7 +30,6 @@ import hashlib
 import hmac
 import os
 import secrets
-import shutil
 import tarfile
 import threading
 import time
@@ -44,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from executor.wire.names import name_problem
 
 from ..datasets.hygiene import OutputRefused, check_output, inspect_folder
+from ..datasets.trees import remove_tree
 from ..errors import BadRequest, Conflict, NotFound, PayloadTooLarge, Unauthorized
 from .seam import ContainerSpec
 from .staging import copy_tree, unpack_output
@@ -380,11 +380,10 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _remove(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
-        inspect_folder(path, None, remove_bad=True)  # ours again and writable: then removable
-        shutil.rmtree(path)
+    # Iterative, whatever a tool left (folders without write permission, a tree a thousand folders
+    # deep, which shutil.rmtree dies on): datasets/trees.py.
+    if not remove_tree(path):
+        raise OSError(f"{path} could not be removed (see the log)")
 
 
 async def read_file(path: Path) -> AsyncIterator[bytes]:

@@ -150,9 +150,11 @@ class Locks:
             await asyncio.sleep(max(0.0, min(interval, expires - margin - time.monotonic())))
             sent = time.monotonic()
             try:
-                remaining = await asyncio.wait_for(
-                    self.etcd.refresh_lease(held.lease), max(0.05, expires - margin - sent)
-                )
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancel that
+                # ends this loop when the refresh answers in the same moment (cpython gh-86296),
+                # and the lock, refreshed for ever, is then never released.
+                async with asyncio.timeout(max(0.05, expires - margin - sent)):
+                    remaining = await self.etcd.refresh_lease(held.lease)
             except (EtcdUnavailable, TimeoutError) as exc:
                 log.warning(
                     "could not refresh the lease of lock %s: %s", held.key, getattr(exc, "message", exc)

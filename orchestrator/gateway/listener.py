@@ -228,10 +228,12 @@ class RawListener:
         while True:
             if not self._pending:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._has_entries.wait(), IDLE_SAVE)
+                    async with asyncio.timeout(IDLE_SAVE):  # not wait_for: it can swallow a cancel
+                        await self._has_entries.wait()
             if self._pending:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._batch_full.wait(), self.batch_seconds)
+                    async with asyncio.timeout(self.batch_seconds):
+                        await self._batch_full.wait()
             try:
                 await self._save_position()  # while a batch waits for git, the position still moves
                 await self._flush()

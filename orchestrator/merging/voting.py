@@ -93,11 +93,14 @@ class Voting:
         """Merge ``branch`` into ground-truth now, or queue the merge when the federation is away.
         ``step`` is the (run id, step name) whose record a queued merge settles (None: no run's)."""
         try:
-            result = await self._merge(dataset.name, dataset.master, branch, message, trailers)
+            result = await self._merge(dataset.name, dataset.master, branch, message, trailers, commit)
         except (EtcdUnavailable, LockLost) as exc:
-            await self.datasets.run(dataset.name, dataset.master, lambda repo: repo.push_branch(branch))
+            # What was pushed: the commit, merged with the branch's tip if another vote landed since.
+            pushed = await self.datasets.run(
+                dataset.name, dataset.master, lambda repo: repo.push_branch(branch, commit, trailers)
+            )
             covered = await self.pending.queue(
-                dataset.name, branch, dataset.master, commit, message, trailers, step
+                dataset.name, branch, dataset.master, pushed, message, trailers, step
             )
             log.warning(
                 "merge of %s into ground-truth of %s queued (%d step(s) waiting) and its node branch "
@@ -129,8 +132,15 @@ class Voting:
         return await self.pins.master(dataset) if accepted else None
 
     async def _merge(
-        self, dataset: str, master: str, branch: str, message: str, trailers: Mapping[str, str]
+        self,
+        dataset: str,
+        master: str,
+        branch: str,
+        message: str,
+        trailers: Mapping[str, str],
+        commit: str | None = None,
     ) -> MergeResult:
+        """``commit`` (None: the node branch's local tip, for a queued merge) into ground-truth."""
         async with self.locks.dataset(
             dataset, purpose=f"merge {branch} (run {trailers.get('MAO-Run', '?')})"
         ) as held:
@@ -140,7 +150,9 @@ class Voting:
                 result = await self.datasets.run(
                     dataset,
                     master,
-                    lambda repo: repo.merge_and_push(branch, message, trailers, abort=held.lost_event),
+                    lambda repo: repo.merge_and_push(
+                        branch, message, trailers, abort=held.lost_event, commit=commit
+                    ),
                 )
             except GitError:
                 held.check()  # stopped because the lock was lost: queued like any lost lock
@@ -155,7 +167,8 @@ class Voting:
         delay = RETRY_FIRST
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):  # not wait_for: it can swallow close()'s cancel
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 queued = await self.pending.all()

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -35,6 +34,7 @@ from typing import Any
 
 from ..config import Settings
 from ..datasets import Datasets
+from ..datasets.trees import remove_tree
 from ..domain.graph import StepNode
 from ..domain.pipeline import Pipeline, node_branch
 from ..domain.queue import Ticket
@@ -57,9 +57,10 @@ from ..merging.registrations import Registrations
 from ..merging.voting import Voting
 from ..metrics import UNSERVED, Metrics
 from ..store import Store
-from ..store.runs import NewRun, RunRecords
+from ..store.runs import NewRun, RunRecords, StepEnd
 from ..store.tables import utcnow
-from .active import CANCELLED, SHUTDOWN, ActiveRun, Stop, timed_out
+from ..tasks import spawn
+from .active import CANCELLED, SHUTDOWN, ActiveRun, Stop, describe, timed_out
 from .admission import Admission, Busy, RunInProgress
 from .attempt import Attempts
 from .fanout.attempt import FanOutAttempts
@@ -72,6 +73,8 @@ log = logging.getLogger(__name__)
 
 # A queued run whose start met the database away waits this long before it is admitted again.
 REQUEUE_DELAY = 5.0
+# How long a run's end is tried again while the database does not answer (``Runner._close``).
+CLOSE_PATIENCE = 60.0
 
 
 class Runner:
@@ -106,6 +109,7 @@ class Runner:
         self._runs: dict[str, ActiveRun] = {}  # run id -> run
         self._tasks: dict[str, asyncio.Task[None]] = {}  # run id -> task
         self._helpers: set[asyncio.Task[Any]] = set()
+        self._closing = False  # shutting down: a run's end is not waited for beyond one try
 
     def active_run(self, pipeline: str) -> str | None:
         """The pipeline's running run, else its first queued one, else None."""
@@ -186,13 +190,15 @@ class Runner:
         return len(tickets)
 
     async def wait(self, run_id: str) -> None:
-        """Until the run has ended (a queued run: first until it leaves the queue)."""
+        """Until the run has ended and its record is closed (a queued run: first until it leaves
+        the queue). Never raises for the run's own sake, however it ended."""
         if (leaving := self.admission.leaving(run_id)) is not None:
             await leaving.wait()
         task = self._tasks.get(run_id)
         if task is not None:
-            # Shielded: a client that hangs up does not cancel the run it started.
-            await asyncio.shield(task)
+            # asyncio.wait: a client that hangs up does not cancel the run it started, and the run's
+            # outcome (even a cancelled task at shutdown) is never this caller's exception.
+            await asyncio.wait([task])
 
     async def cancel(self, run_id: str) -> None:
         """Stop a running run (see the module docstring), or end a queued one ``cancelled`` without
@@ -218,6 +224,7 @@ class Runner:
             await self._stop(run, CANCELLED)
 
     async def shutdown(self) -> None:
+        self._closing = True
         await self.admission.close()  # queued runs stay queued, for the next start
         runs = [run for run in self._runs.values() if run.stop is None]
         await asyncio.gather(*(self._stop(run, SHUTDOWN) for run in runs), return_exceptions=True)
@@ -309,8 +316,12 @@ class Runner:
 
     # -- one run --------------------------------------------------------------------------------
     async def _execute(self, run: ActiveRun) -> None:
+        """The run's task: drive its steps, then close its record. Never raises but CancelledError:
+        whatever goes wrong, every step ends final and so does the run (``_close``), before the
+        task ends and a waiting ``POST /pipeline/run`` reads the record."""
         scratch = self.settings.data_dir / "tmp" / run.id
         timer: asyncio.TimerHandle | None = None
+        crash: str | None = None
         # This task's log lines carry the run (MAO_LOG_FORMAT=json); its step tasks inherit it.
         RUN_ID.set(run.id)
         try:
@@ -323,24 +334,29 @@ class Runner:
                     limit, lambda: self._stop_soon(run, timed_out(limit))
                 )
             await self._drive(run, scratch)
-            await self._end_run(run)
         except asyncio.CancelledError:
-            for task in run.tasks.values():
-                task.cancel()
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._abandon(run, SHUTDOWN.reason))
+            crash = SHUTDOWN.reason
+            await self._halt(run)
             raise
-        except Exception as exc:
+        except MaoError as exc:  # the database did not record the start: the run fails, saying so
+            log.warning("run %s of %s failed: %s", run.id, run.pipeline.name, exc.message)
+            crash = exc.message
+            await self._halt(run)
+        except Exception as exc:  # noqa: BLE001 - the run still ends, failed, with the error named
             log.exception("run %s of %s failed unexpectedly", run.id, run.pipeline.name)
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._abandon(run, f"internal error: {exc}"))
+            crash = f"internal error: {describe(exc)}"
+            await self._halt(run)
         finally:
             if timer is not None:
                 timer.cancel()
+            # Shielded: a second cancel (shutdown's) must not leave the record half-closed.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._close(run, crash))
             self._runs.pop(run.id, None)
             self.admission.finished(run.id)  # its room goes to the next queued run
-            # Input snapshots can be large: delete them off the event loop.
-            await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True))
+            # Input snapshots can be large, and a tool's tree deep: removed off the event loop.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(asyncio.to_thread(remove_tree, scratch))
             # Counted from the ended run's record (its steps and attempts), whatever the ending.
             with contextlib.suppress(Exception):
                 if (record := await asyncio.shield(self.records.get(run.id))) is not None:
@@ -379,7 +395,7 @@ class Runner:
                         )
                     elif any(s in ENDED_STEP and s not in DONE_STEP for s in states):
                         failed = [need for need in needs[name] if run.steps[need] not in DONE_STEP]
-                        await self._set_step(
+                        await self._mark(
                             run,
                             name,
                             StepStatus.SKIPPED,
@@ -390,45 +406,114 @@ class Runner:
                 break
             done, _ = await asyncio.wait(run.tasks.values(), return_when=asyncio.FIRST_COMPLETED)
             for name in [n for n, t in run.tasks.items() if t in done]:
-                run.tasks.pop(name)
+                await self._reap(run, name, run.tasks.pop(name))
         if run.stop is not None:
             for name, status in run.steps.items():
                 if status is StepStatus.PENDING:
-                    await self._set_step(run, name, run.stop.pending, error=run.stop.reason)
+                    await self._mark(run, name, run.stop.pending, error=run.stop.reason)
 
-    async def _end_run(self, run: ActiveRun) -> None:
-        now = utcnow()
-        if run.stop is not None:
-            await self._set_run(run, run.stop.run, error=run.stop.reason, ended_at=now)
-            log.info("run %s of %s stopped: %s", run.id, run.pipeline.name, run.stop.reason)
-        elif any(s in (StepStatus.FAILED, StepStatus.CONFLICT) for s in run.steps.values()):
-            await self._set_run(run, RunStatus.FAILED, error=run.first_error, ended_at=now)
-            log.info("run %s of %s failed: %s", run.id, run.pipeline.name, run.first_error)
+    async def _reap(self, run: ActiveRun, name: str, task: asyncio.Task[None]) -> None:
+        """A step's task has ended: its result is retrieved (never left for asyncio to complain
+        about), and a step it left unfinished ends ``failed`` naming why."""
+        if task.cancelled():
+            problem = None if run.stop is not None else "internal error: the step's task was cancelled"
+        elif (exc := task.exception()) is not None:
+            log.error("run %s: step %s ended unexpectedly", run.id, name, exc_info=exc)
+            problem = f"internal error: {describe(exc)}"
         else:
-            check(RUN_TRANSITIONS, run.status, RunStatus.SUCCEEDED)
-            run.status = RunStatus.SUCCEEDED
-            # Only if still running: a queued merge that conflicted meanwhile has failed the run.
-            await self.records.finish_run(run.id, status=RunStatus.SUCCEEDED, ended_at=now)
-            log.info("run %s of %s succeeded (%d steps)", run.id, run.pipeline.name, len(run.steps))
+            problem = None
+        if run.steps[name] in ENDED_STEP:
+            return
+        stop = run.stop
+        error = problem or (stop.reason if stop else "internal error: the step ended without a result")
+        run.first_error = run.first_error or error
+        await self._mark(run, name, stop.step if stop else StepStatus.FAILED, error=error, ended_at=utcnow())
 
-    async def _abandon(self, run: ActiveRun, reason: str) -> None:
-        """Close the records of a run the engine itself could not finish."""
-        now = utcnow()
+    async def _halt(self, run: ActiveRun) -> None:
+        """Cancel the run's step tasks and wait until each has ended (their results retrieved)."""
+        tasks = list(run.tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        for name, task in list(run.tasks.items()):
+            run.tasks.pop(name, None)
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                log.error("run %s: step %s ended unexpectedly", run.id, name, exc_info=exc)
+
+    async def _close(self, run: ActiveRun, crash: str | None) -> None:
+        """End the run's record: every step final (one still pending or running, after a crash or a
+        shutdown, ends skipped or failed with the reason), its unfinished attempts closed, the run's
+        own status, all in one transaction (``RunRecords.close``), tried again while the database
+        does not answer (a full disk that a failed step's reset has just freed, a restarting
+        PostgreSQL) for up to ``CLOSE_PATIENCE`` seconds. Never raises; a record that still cannot
+        be written is closed by the next start (``runs/reconcile.py``)."""
+        try:
+            final, error = self._final_states(run, crash)
+        except Exception:  # noqa: BLE001
+            log.exception("run %s: its final state could not be decided", run.id)
+            final, error = RunStatus.FAILED, crash or "internal error while ending the run"
+        steps = {name: StepEnd(status, run.step_fields.get(name, {})) for name, status in run.steps.items()}
+        fields: dict[str, Any] = {"error": error, "ended_at": utcnow()}
+        reason = (run.stop.reason if run.stop else None) or crash or "the step ended without a result"
+        attempts = run.stop.attempt if run.stop else AttemptStatus.CANCELLED
+        deadline = asyncio.get_running_loop().time() + CLOSE_PATIENCE
+        delay = 0.2
+        while True:
+            try:
+                await self.records.close(run.id, final, fields, steps, attempts, reason)
+                break
+            except Exception as exc:  # noqa: BLE001 - the database away, or a bug: tried again either way
+                problem = exc.message if isinstance(exc, MaoError) else describe(exc)
+                if self._closing or asyncio.get_running_loop().time() + delay > deadline:
+                    log.error(
+                        "run %s: its end was not recorded (%s); the next start closes it", run.id, problem
+                    )
+                    return
+                log.warning(
+                    "run %s: its end not recorded yet (%s); again in %.1f s",
+                    run.id,
+                    problem,
+                    delay,
+                    exc_info=not isinstance(exc, MaoError),
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        if run.stop is not None:
+            log.info("run %s of %s stopped: %s", run.id, run.pipeline.name, run.stop.reason)
+        elif final is RunStatus.SUCCEEDED:
+            log.info("run %s of %s succeeded (%d steps)", run.id, run.pipeline.name, len(run.steps))
+        else:
+            log.info("run %s of %s failed: %s", run.id, run.pipeline.name, error)
+
+    def _final_states(self, run: ActiveRun, crash: str | None) -> tuple[RunStatus, str | None]:
+        """In memory: every step final, and the run's status and error."""
+        error: str | None
+        reason = (run.stop.reason if run.stop else None) or crash
         for name, status in run.steps.items():
             if status is StepStatus.PENDING:
-                await self._set_step(run, name, StepStatus.SKIPPED, error=reason)
+                end = run.stop.pending if run.stop else StepStatus.SKIPPED
+                self._note(run, name, end, error=reason or "skipped: the run ended before it started")
             elif status is StepStatus.RUNNING:
-                await self._set_step(run, name, StepStatus.FAILED, error=reason, ended_at=now)
-        await self.records.end_unfinished_attempts(run.id, AttemptStatus.CANCELLED, reason)
-        if run.status in RUN_TRANSITIONS and RunStatus.FAILED in RUN_TRANSITIONS[run.status]:
-            await self._set_run(run, RunStatus.FAILED, error=reason, ended_at=now)
+                end = run.stop.step if run.stop else StepStatus.FAILED
+                error = reason or "internal error: the step ended without a result"
+                run.first_error = run.first_error or error
+                self._note(run, name, end, error=error, ended_at=utcnow())
+        if run.stop is not None:
+            final, error = run.stop.run, run.stop.reason
+        elif crash is not None:
+            final, error = RunStatus.FAILED, crash
+        elif any(s not in DONE_STEP for s in run.steps.values()):
+            final, error = RunStatus.FAILED, run.first_error or "a step did not succeed"
+        else:
+            final, error = RunStatus.SUCCEEDED, None
+        run.status = check(RUN_TRANSITIONS, run.status, final)
+        return final, error
 
     # -- stopping -------------------------------------------------------------------------------
     def _stop_soon(self, run: ActiveRun, stop: Stop) -> None:
         if run.stop is None and run.id in self._runs:
-            task = asyncio.create_task(self._stop(run, stop), name=f"stop run {run.id}")
-            self._helpers.add(task)
-            task.add_done_callback(self._helpers.discard)
+            spawn(self._stop(run, stop), f"stop run {run.id}", self._helpers)
 
     async def _stop(self, run: ActiveRun, stop: Stop) -> None:
         run.stop = stop
@@ -439,14 +524,30 @@ class Runner:
             removed = await self.executor.kill(KillRequest(run=run.id))
             if removed:
                 log.info("run %s: removed container(s) %s", run.id, ", ".join(removed))
-        except MaoError as exc:
-            log.warning("run %s: containers not killed (%s); the executor removes them", run.id, exc.message)
+        except Exception as exc:  # noqa: BLE001 - stopping goes on: the executor removes them later
+            message = getattr(exc, "message", None) or describe(exc)
+            log.warning("run %s: containers not killed (%s); the executor removes them", run.id, message)
 
     # -- records --------------------------------------------------------------------------------
     async def _set_run(self, run: ActiveRun, status: RunStatus, **fields: Any) -> None:
         run.status = check(RUN_TRANSITIONS, run.status, status)
         await self.records.update_run(run.id, status=status, **fields)
 
-    async def _set_step(self, run: ActiveRun, name: str, status: StepStatus, **fields: Any) -> None:
+    def _note(self, run: ActiveRun, name: str, status: StepStatus, **fields: Any) -> None:
+        """The step's new status in memory (checked), and the fields its record is to carry."""
         run.steps[name] = check(STEP_TRANSITIONS, run.steps[name], status)
+        run.step_fields.setdefault(name, {}).update(fields)
+
+    async def _set_step(self, run: ActiveRun, name: str, status: StepStatus, **fields: Any) -> None:
+        """The step's new status, in memory first, then in its record (raises when that fails: the
+        run's end writes it again, ``_close``)."""
+        self._note(run, name, status, **fields)
         await self.records.update_step(run.id, name, status=status, **fields)
+
+    async def _mark(self, run: ActiveRun, name: str, status: StepStatus, **fields: Any) -> None:
+        """``_set_step`` for the engine's own decisions (skip, stop): a record that cannot be
+        written now is written at the run's end; it never stops the drive."""
+        try:
+            await self._set_step(run, name, status, **fields)
+        except MaoError as exc:
+            log.warning("run %s: step %s %s, not recorded yet: %s", run.id, name, status, exc.message)

@@ -36,7 +36,7 @@ class RegistryCache:
 
     async def get(self, kind: str, name: str) -> tuple[dict[str, Any], str] | None:
         """The cached value and when it was read from etcd, or None."""
-        async with self.store.session(f"read the cached registration of {kind} {name}") as s:
+        async with self.store.reading(f"read the cached registration of {kind} {name}") as s:
             row = await s.get(RegistryCacheRow, (kind, name))
             return (dict(row.value), row.cached_at.isoformat()) if row else None
 
@@ -74,12 +74,12 @@ class PendingMerges:
             return len(row.steps)
 
     async def all(self) -> list[dict[str, Any]]:
-        async with self.store.session("list queued merges") as s:
+        async with self.store.reading("list queued merges") as s:
             rows = (await s.scalars(select(PendingMergeRow).order_by(PendingMergeRow.queued_at))).all()
             return [_row(r) for r in rows]
 
     async def get(self, dataset: str, branch: str) -> dict[str, Any] | None:
-        async with self.store.session(f"read the queued merge of {branch}") as s:
+        async with self.store.reading(f"read the queued merge of {branch}") as s:
             row = await s.get(PendingMergeRow, (dataset, branch))
             return _row(row) if row else None
 

@@ -18,7 +18,7 @@ ACTIVE_RUN_STATUSES = (*WAITING_RUN_STATUSES, RunStatus.RUNNING)
 
 async def count_waiting_runs(store: Store) -> int:
     """Runs recorded but not started yet (``mao_queue_depth``)."""
-    async with store.session("count waiting runs") as s:
+    async with store.reading("count waiting runs") as s:
         return int(await s.scalar(select(func.count()).where(RunRow.status.in_(WAITING_RUN_STATUSES))) or 0)
 
 
@@ -56,6 +56,6 @@ async def existing_runs(store: Store, ids: list[str]) -> set[str]:
     """Which of ``ids`` are runs this database still holds (the step logs of the others can go)."""
     found: set[str] = set()
     for start in range(0, len(ids), 500):
-        async with store.session("look up runs") as s:
+        async with store.reading("look up runs") as s:
             found.update((await s.scalars(select(RunRow.id).where(RunRow.id.in_(ids[start : start + 500])))).all())
     return found
