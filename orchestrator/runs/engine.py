@@ -372,9 +372,11 @@ class Runner:
         if not changes:
             return False
         reason = changed_error(run.pipeline.name, changes).message
+        # Every step skipped in memory; the run ends failed with the reason through ``_close``,
+        # the one place a run's record ends.
+        run.first_error = reason
         for name in run.steps:
-            await self._set_step(run, name, StepStatus.SKIPPED, error=reason)
-        await self._set_run(run, RunStatus.FAILED, error=reason, ended_at=utcnow())
+            self._note(run, name, StepStatus.SKIPPED, error=reason)
         log.warning("run %s of %s not started: %s", run.id, run.pipeline.name, reason)
         return True
 

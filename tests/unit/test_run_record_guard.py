@@ -42,6 +42,22 @@ class Registrations:
         return Tool(name=name, image="busybox:latest")
 
 
+class Pins:
+    """Every registration is what the pipeline accepted (the pins' own tests are elsewhere)."""
+
+    def __init__(self, registrations: Registrations) -> None:
+        self.registrations = registrations
+
+    async def dataset(self, scope: str, name: str) -> Dataset:
+        return await self.registrations.dataset(name)
+
+    async def tool(self, scope: str, name: str) -> Tool:
+        return await self.registrations.tool(name)
+
+    async def changes(self, pipeline: Pipeline) -> list[Any]:
+        return []
+
+
 class Faults:
     """The ``at``-th record write (counted over every wrapped method) raises ``error`` once."""
 
@@ -79,6 +95,7 @@ async def runner_for(tmp_path: Path) -> AsyncIterator[tuple[Runner, Store]]:
         object(),
         object(),
         object(),  # type: ignore[arg-type]
+        Pins(Registrations()),  # type: ignore[arg-type]
     )
     try:
         yield runner, store
