@@ -6,6 +6,7 @@ from aiohttp import web
 
 from . import (
     audits,
+    backfills,
     console,
     federation,
     gateway,
@@ -18,6 +19,7 @@ from . import (
     pipelines,
     registry,
     runs,
+    versions,
 )
 
 
@@ -28,6 +30,8 @@ def add_routes(app: web.Application) -> None:
         history,
         lineage,
         pipelines,
+        versions,
+        backfills,
         runs,
         logs,
         federation,

@@ -22,6 +22,7 @@ from ..merging.registrations import Registrations
 from ..runs.engine import Runner
 from ..store import Store
 from .stepcheck import check_steps
+from .versions import VersionHistory
 
 if TYPE_CHECKING:
     from ..scheduling.cron import Scheduler
@@ -49,8 +50,11 @@ class PipelineService:
         self.datasets = datasets
         self.runner = runner
         self.scheduler = scheduler
+        self.versions = VersionHistory(store)
 
-    async def init(self, pipeline: Pipeline) -> dict[str, Any]:
+    async def init(self, pipeline: Pipeline, by: str | None = None) -> dict[str, Any]:
+        """Check, prepare and store ``pipeline``; a changed definition is a new version (``by``:
+        who initialised it). The answer says which version the pipeline is now and if it is new."""
         tools = await asyncio.gather(*(self.registry.tool(name) for name in pipeline.tools()))
         datasets = await asyncio.gather(*(self.registry.dataset(name) for name in pipeline.datasets()))
         missing_tools = [name for name, tool in zip(pipeline.tools(), tools, strict=True) if tool is None]
@@ -106,7 +110,7 @@ class PipelineService:
                 if not await self.datasets.has_local(dataset.name):
                     created.append(dataset.name)
                 await self.datasets.sync(dataset.name, dataset.master)
-            await self.store.save_pipeline(pipeline, before_commit=register)
+            saved = await self.store.save_pipeline(pipeline, before_commit=register, by=by)
         except BaseException:
             for name in created:
                 with contextlib.suppress(Exception):
@@ -119,12 +123,21 @@ class PipelineService:
             for value in values:
                 if value is not None:
                     await self.registrations.remember(kind, value)
-        log.info("pipeline %s initialised (%d steps)", pipeline.name, len(pipeline.steps))
+        log.info(
+            "pipeline %s initialised (%d steps): version %d%s",
+            pipeline.name,
+            len(pipeline.steps),
+            saved.number,
+            "" if saved.new else " (unchanged)",
+        )
         return {
             "name": pipeline.name,
             "description": pipeline.description,
             "steps": pipeline.public_steps(),
             "ok": True,
+            "version": saved.number,
+            "new_version": saved.new,
+            "hash": saved.hash,
         }
 
     async def delete(self, name: str) -> dict[str, Any]:

@@ -13,13 +13,14 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, event, insert, select, text, update
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from ..domain.pipeline import Pipeline
-from ..errors import DatabaseUnavailable, MaoError
+from ..errors import Conflict, DatabaseUnavailable, MaoError
 from . import migrate
 from .tables import PipelineRow, ScheduleRow, SecretRow, TickRow, utcnow
+from .versions import SavedVersion, record_version
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +78,19 @@ class Store:
             await s.execute(text("SELECT 1"))
 
     # -- pipelines ------------------------------------------------------------------------------
-    async def save_pipeline(self, pipeline: Pipeline, before_commit: Callable[[], Awaitable[Any]]) -> None:
-        """Insert or replace a pipeline and its secrets. ``before_commit`` runs inside the transaction
-        (it registers the pipeline in etcd): if it raises, nothing is stored."""
-        async with self.session(f"save pipeline {pipeline.name}") as s:
-            row = await s.get(PipelineRow, pipeline.name)
+    async def save_pipeline(
+        self,
+        pipeline: Pipeline,
+        before_commit: Callable[[], Awaitable[Any]],
+        by: str | None = None,
+    ) -> SavedVersion:
+        """Insert or replace a pipeline and its secrets, and record a version of it when its
+        definition changed (``store.versions``; ``by``: who). ``before_commit`` runs inside the
+        transaction (it registers the pipeline in etcd): if it raises, nothing is stored. Two inits
+        of one pipeline at once: the second waits for the first's row (PostgreSQL), or for the
+        database (SQLite); one that still meets the other's version is a 409."""
+        async with self._version_race(pipeline.name), self.session(f"save pipeline {pipeline.name}") as s:
+            row = await s.get(PipelineRow, pipeline.name, with_for_update=True)
             if row is None:
                 row = PipelineRow(name=pipeline.name)
                 s.add(row)
@@ -95,7 +104,20 @@ class Store:
                 for key, value in (step.private_env or {}).items():
                     s.add(SecretRow(pipeline=pipeline.name, step=step.name, key=key, value=value))
             await s.flush()
+            saved = await record_version(s, pipeline, by)
             await before_commit()
+            return saved
+
+    @contextlib.asynccontextmanager
+    async def _version_race(self, name: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except IntegrityError as exc:
+            raise Conflict(
+                f"pipeline {name!r} was initialised by another request at the same moment; "
+                "send the init again",
+                code="concurrent_init",
+            ) from exc
 
     async def get_pipeline(self, name: str, with_secrets: bool = False) -> Pipeline | None:
         async with self.session(f"read pipeline {name}") as s:
