@@ -132,9 +132,15 @@ def _changes_of(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[
 
 
 def _changes(key: str, old: Any, new: Any) -> list[FieldChange]:
-    """One change per differing leaf: an object field (env, fan_out) key by key, anything else whole."""
+    """One change per differing leaf: an object field (env, fan_out) key by key, anything else whole
+    (an object field going from unset to empty, or back, is one change of the whole field)."""
     if old == new:
         return []
+    # An object field set where it was not (or the reverse) lists its keys, as a changed one does.
+    if isinstance(old, dict) and new is None and old:
+        new = {}
+    elif isinstance(new, dict) and old is None and new:
+        old = {}
     if isinstance(old, dict) and isinstance(new, dict):
         inner = list(dict.fromkeys([*new, *old]))
         return [c for k in inner for c in _changes(f"{key}.{k}", old.get(k), new.get(k))]

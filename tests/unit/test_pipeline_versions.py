@@ -134,8 +134,10 @@ def _put(target: dict[str, Any], path: list[str], value: Any) -> None:
 
 
 def _without_nones(data: Any) -> Any:
+    """Unset and empty read alike here: a field set to None by a change, or emptied key by key."""
     if isinstance(data, dict):
-        return {k: _without_nones(v) for k, v in data.items() if v is not None}
+        kept = {k: _without_nones(v) for k, v in data.items()}
+        return {k: v for k, v in kept.items() if v is not None and v != {}}
     return data
 
 
