@@ -64,7 +64,7 @@ async function renderRuns(again) {
                 { "data-run": run.id },
                 h("td", {}, h("a", { href: `#/run/${run.id}`, class: "mono" }, run.id.slice(0, 12))),
                 h("td", {}, run.pipeline),
-                versioned ? h("td", {}, versionOf(run)) : null,
+                versioned ? h("td", { class: "version", title: versionOf(run) === null ? "takes the current version when it starts" : null }, versionOf(run) ?? "—") : null,
                 h("td", {}, run.trigger),
                 h("td", {}, badge(run.status)),
                 h("td", {}, when(run.created_at)),
