@@ -241,7 +241,9 @@ class Runner:
         leaving the queue this very moment is starting: it is not cancelled here. Answers (cancelled,
         starting) ids."""
         starting = [
-            r for r in run_ids if r in self._runs or (self.admission.leaving(r) and not self.admission.is_queued(r))
+            r
+            for r in run_ids
+            if r in self._runs or (self.admission.leaving(r) is not None and not self.admission.is_queued(r))
         ]
         dropped = [t for r in run_ids if r not in starting and (t := self.admission.drop(r)) is not None]
         try:
