@@ -13,7 +13,6 @@ from .client import DEFAULT_TIMEOUT, DEFAULT_URL, url_problem
 from .commands import dataset, federation, gateway, instance, lock, marketplace, pipeline, repo, tool
 from .context import Ctl
 from .safe_text import clean
-from .token import local_token
 
 
 def _check_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -41,13 +40,16 @@ class Maoctl(click.Group):
     default=DEFAULT_URL,
     show_default=True,
     callback=_check_url,
-    help="The orchestrator's API (env MAO_URL).",
+    help="The orchestrator's API (env MAO_URL): an http(s) URL, or unix:///path/to/api.sock. For a URL "
+    "on this host without --token, maoctl goes through the local orchestrator's socket "
+    "$MAO_DATA_DIR/api.sock with its token file.",
 )
 @click.option(
     "--token",
     envvar="MAO_API_TOKEN",
-    help="The API token (env MAO_API_TOKEN). Without it, maoctl reads the local orchestrator's token "
-    "file, $MAO_DATA_DIR/api-token (default ~/.mao/data/api-token), for a URL on this host.",
+    help="The API token (env MAO_API_TOKEN), sent to --url as it is. Without it, for a URL on this host, "
+    "maoctl uses the local orchestrator's token file, $MAO_DATA_DIR/api-token (default "
+    "~/.mao/data/api-token), and sends it only through that orchestrator's socket.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output: one JSON document on stdout.")
 @click.option(
@@ -65,7 +67,7 @@ def cli(ctx: click.Context, url: str, token: str | None, as_json: bool, timeout:
     Start with `maoctl instance install` (writes a ready-to-start instance), then
     `maoctl instance init` (picks pipelines from the marketplace).
     """
-    ctx.obj = Ctl(url, token or local_token(url), as_json, timeout)
+    ctx.obj = Ctl(url, token or None, as_json, timeout)
 
 
 for group in (tool.tool, dataset.dataset, pipeline.pipeline, repo.repo, instance.instance):

@@ -21,10 +21,17 @@ The file has no ``version`` key (the Compose Specification), which both docker-c
 
 Every service uses host networking, on ports the installer asks for (so two instances, or a demo node,
 share a host): the engine may run without a bridge network (``dockerd --bridge=none``, as on our CI),
-where published ports and compose's own networks cannot work, and the executor keeps listening on
-127.0.0.1 (its safe default) with the tools it starts on host networking too. The data folder is
-mounted at the same absolute path in the orchestrator and the executor, so the paths the orchestrator
-hands the executor for bind mounts are the host's paths (``MAO_HOST_DATA_DIR`` = ``MAO_DATA_DIR``).
+where published ports and compose's own networks cannot work, and the tools the executor starts are
+on host networking too. The data folder is mounted at the same absolute path in the orchestrator and
+the executor, so the paths the orchestrator hands the executor for bind mounts are the host's paths
+(``MAO_HOST_DATA_DIR`` = ``MAO_DATA_DIR``), and it is the executor's data root: nothing outside it is
+ever mounted into a tool.
+
+No token crosses a TCP port on this host (docs/security.md#transports): the executor listens on a
+Unix socket in the data folder (``<data>/executor/executor.sock``, handed to the orchestrator's uid,
+0600 in a 0700 folder), and the orchestrator's API also listens on ``<data>/api.sock``, which maoctl on
+the host and the orchestrator's healthcheck use. A process that takes a port while a service restarts
+receives nothing. (``executor_port`` is no longer used; it is accepted so earlier answers files load.)
 
 etcd: a member's client port is its peer port minus one (2379/2380 by default): the orchestrator's
 fail-over endpoints for the other members are derived from their peer URLs that way. Its clients and
@@ -372,8 +379,19 @@ def postgres_service(config: InstanceConfig) -> dict[str, Any]:
 
 
 # -- executor and orchestrator ----------------------------------------------------------------------
+def executor_socket(config: InstanceConfig) -> str:
+    """The executor's socket in the shared data folder (the executor's default for its data root)."""
+    return f"{config.data_dir}/executor/executor.sock"
+
+
+def api_socket(config: InstanceConfig) -> str:
+    """The orchestrator's own socket (its default, ``$MAO_DATA_DIR/api.sock``): maoctl's way in."""
+    return f"{config.data_dir}/api.sock"
+
+
 def executor_service(config: InstanceConfig) -> dict[str, Any]:
     data = str(config.data_dir)
+    uid, _, gid = config.run_as.partition(":")
     return {
         "image": _image(config, "executor"),
         "network_mode": "host",
@@ -381,19 +399,17 @@ def executor_service(config: InstanceConfig) -> dict[str, Any]:
         "env_file": [EXECUTOR_ENV_FILE],
         "environment": {
             "MAO_INSTANCE_NAME": config.name,
-            "MAO_EXECUTOR_HOST": "127.0.0.1",
-            "MAO_EXECUTOR_PORT": str(config.executor_port),
+            # Tools get folders of the data folder only; its socket (there) goes to the data's owner.
+            "MAO_EXECUTOR_DATA_ROOT": data,
+            "MAO_EXECUTOR_SOCKET": executor_socket(config),
+            # The one user tools run as: the orchestrator's, which owns the work folders.
+            "MAO_TOOL_UID": uid,
+            "MAO_TOOL_GID": gid or uid,
         },
         # Root with the host's Docker socket: the one container that is not unprivileged.
         "volumes": ["/var/run/docker.sock:/var/run/docker.sock", f"{data}:{data}"],
         "healthcheck": _healthcheck(
-            [
-                "python",
-                "-m",
-                "ctl.healthcheck",
-                f"http://127.0.0.1:{config.executor_port}/health",
-                "MAO_EXECUTOR_TOKEN",
-            ]
+            ["python", "-m", "ctl.healthcheck", f"unix://{executor_socket(config)}", "MAO_EXECUTOR_TOKEN"]
         ),
     }
 
@@ -404,7 +420,7 @@ def orchestrator_environment(config: InstanceConfig) -> dict[str, str]:
         "MAO_DATA_DIR": data,
         "MAO_HOST_DATA_DIR": data,
         "MAO_ETCD_ENDPOINTS": etcd_endpoints(config),
-        "MAO_EXECUTOR_URL": f"http://127.0.0.1:{config.executor_port}",
+        "MAO_EXECUTOR_URL": f"unix://{executor_socket(config)}",
         # Other instances call this API, so it listens beyond loopback (MAO_API_TOKEN guards it)
         # and publishes the address they reach it on in the federation's member list; a
         # single-host federation's instance listens on its own loopback address only.
@@ -435,14 +451,7 @@ def orchestrator_service(config: InstanceConfig) -> dict[str, Any]:
         "environment": orchestrator_environment(config),
         "volumes": orchestrator_volumes(config),
         "healthcheck": _healthcheck(
-            [
-                "python",
-                "-m",
-                "ctl.healthcheck",
-                f"{config.api_url}/health",
-                "MAO_API_TOKEN",
-            ],
-            retries=60,
+            ["python", "-m", "ctl.healthcheck", f"unix://{api_socket(config)}", "MAO_API_TOKEN"], retries=60
         ),
         # It migrates PostgreSQL and registers in etcd as it starts: both must answer first.
         "depends_on": {

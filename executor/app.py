@@ -116,6 +116,7 @@ async def validate(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     check_docker_socket(run_request, settings)
     tool_user(run_request, settings.tool_uid, settings.tool_gid)
+    await request.app[SERVICE].mount_sources(run_request)
     return web.json_response({"ok": True})
 
 

@@ -80,7 +80,8 @@ def guard_middleware(settings: Settings) -> Middleware:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         host = request.headers.get("Host", "")
-        if host_name(host) not in allowed_hosts:
+        # No browser reaches the local socket (maoctl's), so no page can rebind a name to it.
+        if host_name(host) not in allowed_hosts and not on_unix_socket(request):
             raise MisdirectedHost(
                 f"this API does not answer to the host name {host_name(host)[:100]!r}: use one of "
                 f"{', '.join(sorted(allowed_hosts))}, or add it to MAO_API_HOSTNAMES"
@@ -96,6 +97,11 @@ def guard_middleware(settings: Settings) -> Middleware:
         return await handler(request)
 
     return guard
+
+
+def on_unix_socket(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is not None and isinstance(transport.get_extra_info("sockname"), str)
 
 
 @web.middleware

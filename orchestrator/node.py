@@ -94,7 +94,7 @@ class Node:
             master_roots=settings.master_roots,
         )
         use_credentials_file(str(settings.git_credentials) if settings.git_credentials else None)
-        executor = ExecutorClient(settings.executor_url, settings.executor_token)
+        executor = ExecutorClient(settings.executor_url, settings.executor_token, settings.executor_fingerprint)
         registrations = Registrations(registry, RegistryCache(store))
         voting = Voting(datasets, locks, PendingMerges(store), registrations, etcd)
         insights = InsightsPublisher(etcd, settings.instance_name)

@@ -63,7 +63,9 @@ def instance() -> None:
     "--postgres-port", type=click.IntRange(1, 65535), help="PostgreSQL's port on 127.0.0.1 (default 5433)."
 )
 @click.option(
-    "--executor-port", type=click.IntRange(1, 65535), help="The executor's port on 127.0.0.1 (default 8081)."
+    "--executor-port",
+    type=click.IntRange(1, 65535),
+    help="Unused: the executor listens on a socket in the data folder (accepted so older commands work).",
 )
 @click.option("--etcd-client-port", type=click.IntRange(1, 65535), help="etcd's client port (default 2379).")
 @click.option("--etcd-peer-port", type=click.IntRange(1, 65535), help="etcd's peer port (default 2380).")

@@ -18,7 +18,7 @@ from executor.wire.names import name_problem
 
 from .. import pki
 from ..cluster import initial_cluster_problem
-from ..compose import ENV_FILE, InstanceConfig, Secrets
+from ..compose import ENV_FILE, InstanceConfig, Secrets, api_socket
 from ..context import Ctl
 from ..install_files import existing_files, hand_over_pki, write_install
 from ..join_bundle import BundleError, load_bundle
@@ -258,6 +258,7 @@ def report(ctl: Ctl, config: InstanceConfig, written: list[Path]) -> None:
         "pki_dir": str(config.pki_dir),
         "ca_dir": None if config.joining else str(config.ca_dir),
         "api_url": config.api_url,
+        "api_socket": api_socket(config),
         "start": start,
         "images": config.images,
     }
@@ -273,8 +274,8 @@ def report(ctl: Ctl, config: InstanceConfig, written: list[Path]) -> None:
             "Start it (or: maoctl instance up --dir DIR, which also waits until it is healthy):", style="bold"
         )
         out.line(f"  {start}")
-        out.line("Then point maoctl at it:", style="bold")
-        out.line(f"  export MAO_URL={config.api_url}")
+        out.line("Then point maoctl at it (through its socket: no one holding a port gets the token):", style="bold")
+        out.line(f"  export MAO_URL=unix://{api_socket(config)}")
         out.line(f"  {token}")
         out.line("  maoctl instance status")
         out.line("  maoctl instance init    # pick pipelines from the marketplace")

@@ -126,6 +126,8 @@ class Health(Out):
     etcd: str
     database: str
     executor: str
+    # MAO_API_LEGACY_OPEN=1: the API answers without a token.
+    warnings: list[str] | None = None
 
 
 class Deleted(Out):

@@ -9,8 +9,11 @@ from typing import Any
 import aiohttp
 from pydantic import ValidationError
 
+from executor.transport import UntrustedServer
+
 from ..errors import ExecutorUnavailable, MaoError, NotFound
 from .base import ContainerRequest, ContainerResult, KillRequest
+from .transport import session_target
 
 
 class StepRejected(MaoError):
@@ -20,16 +23,28 @@ class StepRejected(MaoError):
     code = "step_rejected"
 
 
+def untrusted(url: str, exc: Exception) -> ExecutorUnavailable:
+    return ExecutorUnavailable(
+        f"the executor at {url} did not prove it is the executor ({exc}); nothing was sent to it: check "
+        "MAO_EXECUTOR_URL and, for https, MAO_EXECUTOR_TLS_FINGERPRINT",
+        code="executor_untrusted",
+    )
+
+
 class ExecutorClient:
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, fingerprint: bytes | None = None) -> None:
         self.url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"}
+        self._fingerprint = fingerprint
+        self._base = self.url
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
+        # The session sends the token only to a server that proved itself (executors/transport.py).
+        connector, self._base = session_target(self.url, self._fingerprint)
         # No total timeout on the session: a step may legitimately run for hours; each call sets its own.
         self._session = aiohttp.ClientSession(
-            headers=self._headers, timeout=aiohttp.ClientTimeout(total=None)
+            headers=self._headers, timeout=aiohttp.ClientTimeout(total=None), connector=connector
         )
 
     async def close(self) -> None:
@@ -72,7 +87,7 @@ class ExecutorClient:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None if follow else 60)
         try:
             async with self._session.get(
-                f"{self.url}/logs/{container}", params={"follow": "1" if follow else "0"}, timeout=timeout
+                f"{self._base}/logs/{container}", params={"follow": "1" if follow else "0"}, timeout=timeout
             ) as response:
                 if response.status == 404:
                     raise NotFound(f"the executor has no log of container {container}", code="log_not_found")
@@ -83,6 +98,8 @@ class ExecutorClient:
                     )
                 async for chunk in response.content.iter_chunked(64 * 1024):
                     yield chunk
+        except (UntrustedServer, aiohttp.ServerFingerprintMismatch) as exc:
+            raise untrusted(self.url, exc) from exc
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
             raise ExecutorUnavailable(
                 f"the executor at {self.url} did not send the log of {container} ({type(exc).__name__}: {exc})"
@@ -96,7 +113,7 @@ class ExecutorClient:
         assert self._session is not None, "ExecutorClient.start() was not called"
         try:
             async with self._session.request(
-                method, self.url + path, json=payload, timeout=aiohttp.ClientTimeout(total=timeout)
+                method, self._base + path, json=payload, timeout=aiohttp.ClientTimeout(total=timeout)
             ) as response:
                 try:
                     body = await response.json(content_type=None)
@@ -119,6 +136,8 @@ class ExecutorClient:
                         body.get("message") or response.reason or "rejected", code=body.get("error")
                     )
                 return body
+        except (UntrustedServer, aiohttp.ServerFingerprintMismatch) as exc:
+            raise untrusted(self.url, exc) from exc
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise ExecutorUnavailable(
                 f"the executor at {self.url} did not answer ({type(exc).__name__}: {exc}); "

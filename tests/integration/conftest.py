@@ -31,6 +31,8 @@ def orchestrator_env(
         "MAO_ETCD_INSECURE": "1",
         "MAO_EXECUTOR_URL": executor.url,
         "MAO_EXECUTOR_TOKEN": executor.token or "",
+        # An executor on plain TCP (a test chose MAO_EXECUTOR_LISTEN=tcp) is reached as it says.
+        **({"MAO_EXECUTOR_INSECURE_TCP": "1"} if executor.url.startswith("http://") else {}),
         "MAO_GIT_NAME": f"MAO {name}",
         "MAO_GIT_EMAIL": f"mao@{name}.test",
         "MAO_ETCD_TIMEOUT": "2",

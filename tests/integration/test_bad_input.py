@@ -299,6 +299,6 @@ def test_the_executors_routes_refuse_unknown_fields_and_bad_names(executor, tmp_
         ("/image", {"image": "busybox:latest", "pull": True}, "pull"),
     ]
     for path, body, field in cases:
-        response = requests.post(executor.url + path, json=body, headers=executor.headers, timeout=60)
+        response = executor.request("POST", path, json=body, headers=executor.headers)
         answer = assert_error(response, 400)
         assert answer["message"].startswith(f"{field}: "), answer

@@ -169,9 +169,9 @@ def test_dataset_history_shows_provenance(guarded_node: Node) -> None:
 
 def test_executor_metrics(executor, guarded_node: Node) -> None:
     """The session's executor (which guarded_node's runs went through) counts its runs by outcome."""
-    assert requests.get(executor.url + "/metrics", timeout=10).status_code == 401
+    assert executor.request("GET", "/metrics").status_code == 401
     guarded_node.api.run(one_step_pipeline(guarded_node.api, "exit 3")[0])
-    response = requests.get(executor.url + "/metrics", headers=executor.headers, timeout=10)
+    response = executor.request("GET", "/metrics", headers=executor.headers)
     assert response.status_code == 200
     samples = metric_samples(response.text)
     assert samples[("mao_executor_runs_total", frozenset({"outcome": "failed"}.items()))] >= 1

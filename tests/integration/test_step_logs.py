@@ -301,9 +301,9 @@ def test_the_executor_keeps_the_head_and_tail_of_an_overlong_log(
         "log_max_bytes": 65536,
         "timeout": 300,
     }
-    answer = requests.post(f"{executor.url}/run", json=body, headers=executor.headers, timeout=600)
+    answer = executor.request("POST", "/run", json=body, headers=executor.headers, timeout=600)
     assert answer.status_code == 200 and answer.json()["exit_code"] == 0, answer.text
-    got = requests.get(f"{executor.url}/logs/{name}", headers=executor.headers, timeout=60)
+    got = executor.request("GET", f"/logs/{name}", headers=executor.headers)
     assert got.status_code == 200 and got.headers["Content-Type"].startswith("text/plain")
     head, marker, tail = re.split(r"\n(\[mao: \d+ bytes of output omitted here[^\]]*\])\n", got.text)
     lines = [f"row {i}" for i in range(1, 40001)]
@@ -314,7 +314,7 @@ def test_the_executor_keeps_the_head_and_tail_of_an_overlong_log(
         len(head) + len(tail) <= 65536 and head.startswith("row 1\nrow 2\n") and tail.endswith("row 40000\n")
     )
     assert head.endswith("\n") and tail.startswith("row ")  # whole lines on both sides
-    gone = requests.delete(f"{executor.url}/logs/{name}", headers=executor.headers, timeout=60)
+    gone = executor.request("DELETE", f"/logs/{name}", headers=executor.headers)
     assert gone.json() == {"deleted": True}
-    assert_error(requests.get(f"{executor.url}/logs/{name}", headers=executor.headers, timeout=60), 404)
-    assert_error(requests.get(f"{executor.url}/logs/{name}", timeout=60), 401)
+    assert_error(executor.request("GET", f"/logs/{name}", headers=executor.headers), 404)
+    assert_error(executor.request("GET", f"/logs/{name}"), 401)

@@ -28,6 +28,7 @@ from .process import (
     wait_until,
 )
 from .services import TOKENS, ServiceProcess, _base_env, start_executor, start_orchestrator, token_for
+from .swarm import SwarmHold, acquire_swarm, release_swarm, renew_swarm, single_node_swarm
 
 __all__ = [
     "BUSYBOX_LABEL",
@@ -40,7 +41,9 @@ __all__ = [
     "PostgresServer",
     "ServerStartError",
     "ServiceProcess",
+    "SwarmHold",
     "_base_env",
+    "acquire_swarm",
     "build_busybox_image",
     "docker_ping",
     "ensure_docker",
@@ -48,6 +51,9 @@ __all__ = [
     "http_status",
     "is_root",
     "make_member_pki",
+    "release_swarm",
+    "renew_swarm",
+    "single_node_swarm",
     "start_etcd",
     "start_etcd_cluster",
     "start_executor",

@@ -48,7 +48,7 @@ def test_answers_file_writes_a_standalone_instance(tmp_path: Path) -> None:
     result = install("--answers", str(answers))
     assert result.exit_code == 0, result.output
     assert start_hint(directory) in result.stdout
-    assert "MAO_API_TOKEN" in result.stdout and "export MAO_URL=http://127.0.0.1:8080" in result.stdout
+    assert "MAO_API_TOKEN" in result.stdout and f"export MAO_URL=unix://{directory}/data/api.sock" in result.stdout
 
     env_file = directory / "mao.env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
@@ -327,8 +327,9 @@ def test_every_port_and_image_is_an_answer(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     compose, env = read_install(directory)
     text = (directory / "docker-compose.yaml").read_text()
-    for port in ports.values():
-        assert str(port) in text
+    for key, port in ports.items():
+        # The executor listens on its socket in the data folder: its port is accepted, and unused.
+        assert (str(port) in text) is (key != "executor_port")
     for default in (2379, 2380, 5433, 8080, 8081):
         assert f":{default}" not in text and f"={default}" not in text
     assert "127.0.0.1:15433/mao" in env["MAO_DATABASE_URL"]
@@ -449,7 +450,8 @@ def test_a_single_host_federation_takes_loopback_addresses_joining_included(tmp_
         orchestrator = compose["services"]["orchestrator"]
         assert orchestrator["environment"]["MAO_API_HOST"] == ip
         assert orchestrator["environment"]["MAO_ADVERTISE_URL"] == f"http://{ip}:{port}"
-        assert f"http://{ip}:{port}/health" in orchestrator["healthcheck"]["test"]
+        # The healthcheck sends the token through the API's socket, never to a TCP port.
+        assert f"unix://{directory}/data/api.sock" in orchestrator["healthcheck"]["test"]
         etcd = compose["services"]["etcd"]["environment"]
         assert ip in etcd["ETCD_LISTEN_CLIENT_URLS"] and "0.0.0.0" not in str(compose)
     # Without single_host, joining still refuses loopback; with it, an address beyond loopback is refused.
