@@ -28,6 +28,7 @@ from .process import (
     wait_until,
 )
 from .services import TOKENS, ServiceProcess, _base_env, start_executor, start_orchestrator, token_for
+from .slurm import SlurmCluster, slurm_missing, start_slurm
 from .swarm import SwarmHold, acquire_swarm, release_swarm, renew_swarm, single_node_swarm
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "PostgresServer",
     "ServerStartError",
     "ServiceProcess",
+    "SlurmCluster",
     "SwarmHold",
     "_base_env",
     "acquire_swarm",
@@ -54,11 +56,13 @@ __all__ = [
     "release_swarm",
     "renew_swarm",
     "single_node_swarm",
+    "slurm_missing",
     "start_etcd",
     "start_etcd_cluster",
     "start_executor",
     "start_orchestrator",
     "start_postgres",
+    "start_slurm",
     "stop_docker",
     "token_for",
     "wait_http",
