@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,28 @@ def test_versions_the_difference_and_a_run_with_an_old_version(node: Node) -> No
     assert [v["current"] for v in api.ok(api.get(f"/pipeline/{name}/versions"))] == [False, False]
     assert_error(api.post("/pipeline/run", {"name": name, "version": 1}), 404)
     assert init(api, name, tool, dataset, f"echo third > {APP}/data/said.txt")["version"] == 3
+
+
+def test_inits_of_one_pipeline_at_the_same_moment(node: Node) -> None:
+    """Each init either records its own version or is a 409 to send again; never a 500, never two
+    answers with one number, never a number without its answer."""
+    api = node.api
+    tool, dataset, name = unique("tool"), unique("same"), unique("raced")
+    api.tool(tool)
+    api.local_dataset(dataset)
+
+    def send(n: int) -> tuple[int, dict[str, Any]]:
+        step = {"name": "s", "tool": tool, "output_dataset": dataset, "cmd": ["sh", "-c", f"echo {n}"]}
+        response = api.post("/pipeline/init", {"name": name, "steps": [step]})
+        return response.status_code, response.json()
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(send, range(6)))
+    assert {status for status, _ in answers} <= {200, 409}, answers
+    assert all(body["error"] == "concurrent_init" for status, body in answers if status == 409), answers
+    numbers = sorted(body["version"] for status, body in answers if status == 200)
+    recorded = [v["version"] for v in api.ok(api.get(f"/pipeline/{name}/versions"))]
+    assert numbers == sorted(recorded) == list(range(1, len(numbers) + 1)), (answers, recorded)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
