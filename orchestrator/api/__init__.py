@@ -19,6 +19,7 @@ from . import (
     pipelines,
     registry,
     runs,
+    staging,
     versions,
 )
 
@@ -39,6 +40,7 @@ def add_routes(app: web.Application) -> None:
         gateway,
         audits,
         metrics,
+        staging,
         console,
     )
     for module in modules:

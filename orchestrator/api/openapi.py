@@ -55,6 +55,8 @@ class Operation:
     errors: tuple[int, ...] = (400, 503)
     content_type: str = "application/json"
     public: bool = False  # served without a token (static pages)
+    staging: bool = False  # an attempt's single-use staging ticket instead of the API token (api/staging.py)
+    raw_body: str | None = None  # a body that is not JSON: its content type (a tarball)
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -134,7 +136,13 @@ def build_document(app: web.Application) -> dict[str, Any]:
         "components": {
             "schemas": components,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "MAO_API_TOKEN"}
+                "bearer": {"type": "http", "scheme": "bearer", "description": "MAO_API_TOKEN"},
+                "staging": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an attempt's single-use staging ticket (fetch data mode): held only "
+                    "by that attempt's staging containers, accepted once and until it expires",
+                },
             },
         },
     }
@@ -175,7 +183,12 @@ def _operation(
             )
     if parameters:
         entry["parameters"] = parameters
-    if op.body is not None:
+    if op.raw_body is not None:
+        entry["requestBody"] = {
+            "required": True,
+            "content": {op.raw_body: {"schema": {"type": "string", "contentMediaType": op.raw_body}}},
+        }
+    elif op.body is not None:
         entry["requestBody"] = {
             "required": op.body_required,
             "content": {"application/json": {"schema": schema("validation", op.body)}},
@@ -193,7 +206,7 @@ def _operation(
         }
     error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     statuses = set(op.errors) | set(GUARD_ERRORS) | (set() if op.public else set(COMMON_ERRORS))
-    if method in ("POST", "PUT", "PATCH"):
+    if method in ("POST", "PUT", "PATCH") and op.raw_body is None:
         statuses |= set(WRITE_ERRORS)
     for status in sorted(statuses):
         text = ERROR_TEXT.get(status) or {**COMMON_ERRORS, **GUARD_ERRORS, **WRITE_ERRORS}.get(status, "error")
@@ -201,6 +214,8 @@ def _operation(
     entry["responses"] = responses
     if op.public:
         entry["security"] = []
+    elif op.staging:
+        entry["security"] = [{"staging": []}]
     return entry
 
 
