@@ -6,6 +6,7 @@ from aiohttp import web
 
 from . import (
     audits,
+    backfills,
     console,
     federation,
     gateway,
@@ -19,6 +20,7 @@ from . import (
     registry,
     runs,
     staging,
+    versions,
 )
 
 
@@ -29,6 +31,8 @@ def add_routes(app: web.Application) -> None:
         history,
         lineage,
         pipelines,
+        versions,
+        backfills,
         runs,
         logs,
         federation,

@@ -23,6 +23,7 @@ from ..merging.registrations import Registrations
 from ..runs.engine import Runner
 from ..store import Store
 from .stepcheck import check_steps
+from .versions import VersionHistory
 
 if TYPE_CHECKING:
     from ..scheduling.cron import Scheduler
@@ -52,8 +53,11 @@ class PipelineService:
         self.datasets = datasets
         self.runner = runner
         self.scheduler = scheduler
+        self.versions = VersionHistory(store)
 
-    async def init(self, pipeline: Pipeline) -> dict[str, Any]:
+    async def init(self, pipeline: Pipeline, by: str | None = None) -> dict[str, Any]:
+        """Check, prepare and store ``pipeline``; a changed definition is a new version (``by``:
+        who initialised it). The answer says which version the pipeline is now and if it is new."""
         tool_entries = await asyncio.gather(*(self.registry.tool_entry(name) for name in pipeline.tools()))
         dataset_entries = await asyncio.gather(
             *(self.registry.dataset_entry(name) for name in pipeline.datasets())
@@ -117,7 +121,7 @@ class PipelineService:
             found_tools = [entry for entry in tool_entries if entry is not None]
             found_datasets = [entry for entry in dataset_entries if entry is not None]
             pins = self.pins.snapshot("tool", found_tools) + self.pins.snapshot("dataset", found_datasets)
-            await self.store.save_pipeline(pipeline, before_commit=register, pins=pins)
+            saved = await self.store.save_pipeline(pipeline, before_commit=register, pins=pins, by=by)
         except BaseException:
             for name in created:
                 with contextlib.suppress(Exception):
@@ -131,13 +135,22 @@ class PipelineService:
         for kind, entries in (("tool", found_tools), ("dataset", found_datasets)):
             for entry in entries:
                 await self.registrations.remember(kind, entry)
-        log.info("pipeline %s initialised (%d steps)", pipeline.name, len(pipeline.steps))
+        log.info(
+            "pipeline %s initialised (%d steps): version %d%s",
+            pipeline.name,
+            len(pipeline.steps),
+            saved.number,
+            "" if saved.new else " (unchanged)",
+        )
         unowned = sorted(f"{kind} {name}" for kind, name, pin in pins if pin.get("owner") is None)
         return {
             "name": pipeline.name,
             "description": pipeline.description,
             "steps": pipeline.public_steps(),
             "ok": True,
+            "version": saved.number,
+            "new_version": saved.new,
+            "hash": saved.hash,
             "pinned": [{"kind": kind, "name": name, **pin} for kind, name, pin in pins],
             **(
                 {

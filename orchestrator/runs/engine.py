@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ from ..domain.states import (
     StepStatus,
     check,
 )
-from ..errors import Conflict, DatabaseUnavailable, MaoError, NotFound
+from ..errors import BadRequest, Conflict, DatabaseUnavailable, MaoError, NotFound
 from ..executors import ExecutorBackend, KillRequest
 from ..gateway.insights import InsightsPublisher
 from ..logs import RUN_ID
@@ -57,8 +57,10 @@ from ..merging.registrations import Registrations
 from ..merging.voting import Voting
 from ..metrics import UNSERVED, Metrics
 from ..store import Store
+from ..store.backfills import NewBackfill
 from ..store.runs import NewRun, RunRecords, StepEnd
 from ..store.tables import utcnow
+from ..store.versions import PipelineVersions
 from ..tasks import spawn
 from .active import CANCELLED, SHUTDOWN, ActiveRun, Stop, describe, timed_out
 from .admission import Admission, Busy, RunInProgress
@@ -95,6 +97,7 @@ class Runner:
         self.pins = pins
         self.store = store
         self.records = RunRecords(store)
+        self.versions = PipelineVersions(store)
         self.registrations = registrations
         self.datasets = datasets
         self.executor = executor
@@ -135,6 +138,7 @@ class Runner:
         *,
         priority: int = 0,
         busy: Busy = Busy.REFUSE,
+        version: int | None = None,
         **cause: Any,
     ) -> str:
         """Record a run of pipeline ``name``: it starts in the background at once, or waits
@@ -143,16 +147,21 @@ class Runner:
         ``busy=Busy.ALLOW`` (overlap ``allow``): the run starts beside the pipeline's runs, as the
         instance's limit allows; its steps take a folder of their own when the node branch's is busy.
         ``cause``: what the run stands for, kept on its record: ``tick_at`` (a schedule's or a
-        backfill's tick), ``trigger_dataset`` and ``trigger_commit`` (a data trigger's advance)."""
+        backfill's tick), ``trigger_dataset`` and ``trigger_commit`` (a data trigger's advance).
+        ``version``: run that earlier version of the pipeline's definition (NotFound
+        ``unknown_version`` if it has none such), queued or not; without it the run takes the
+        pipeline as it is when it starts."""
         ticket = Ticket(
             uuid.uuid4().hex, name, trigger, priority, utcnow(), cause.get("tick_at"), schedule_id,
-            side_by_side=busy is Busy.ALLOW,
+            side_by_side=busy is Busy.ALLOW, version=version,
         )  # fmt: skip
         now = self.admission.reserve(ticket, busy)  # before any await: two requests cannot both start
         try:
-            pipeline = await self._pipeline(name)
+            pipeline, number = await self._pipeline(name, version)
             nodes = pipeline.graph()
-            await self.records.create_many([self._new_run(ticket, pipeline, nodes, now, cause)])
+            # A queued run takes its version when it starts, unless it asked for one.
+            recorded = number if now or version is not None else None
+            await self.records.create_many([self._new_run(ticket, pipeline, nodes, now, cause, recorded)])
         except BaseException:
             self.admission.drop(ticket.run_id)
             raise
@@ -164,21 +173,30 @@ class Runner:
         return ticket.run_id
 
     async def queue_many(
-        self, name: str, trigger: str, causes: Sequence[dict[str, Any]], priority: int = 0
+        self,
+        name: str,
+        trigger: str,
+        causes: Sequence[dict[str, Any]],
+        priority: int = 0,
+        version: int | None = None,
+        backfill: NewBackfill | None = None,
     ) -> list[str]:
-        """Record runs of ``name`` queued in this order, in one transaction (a backfill's ticks);
-        they start one at a time as admission allows. Their ids."""
-        pipeline = await self._pipeline(name)
+        """Record runs of ``name`` queued in this order, in one transaction (a backfill's ticks, with
+        the ``backfill`` row they belong to); they start one at a time as admission allows, each
+        with pipeline ``version`` if given. Their ids."""
+        pipeline, _ = await self._pipeline(name, version)
         nodes = pipeline.graph()
         base = utcnow()
         tickets = [
             Ticket(
-                uuid.uuid4().hex, name, trigger, priority, base + timedelta(microseconds=i), c.get("tick_at")
-            )
+                uuid.uuid4().hex, name, trigger, priority, base + timedelta(microseconds=i), c.get("tick_at"),
+                version=version,
+            )  # fmt: skip
             for i, c in enumerate(causes)
         ]
         await self.records.create_many(
-            [self._new_run(t, pipeline, nodes, False, c) for t, c in zip(tickets, causes, strict=True)]
+            [self._new_run(t, pipeline, nodes, False, c, version) for t, c in zip(tickets, causes, strict=True)],
+            backfill,
         )
         self.admission.enqueue(tickets)
         return [t.run_id for t in tickets]
@@ -223,6 +241,32 @@ class Runner:
             log.info("run %s of %s: cancel requested", run_id, run.pipeline.name)
             await self._stop(run, CANCELLED)
 
+    async def cancel_queued_many(
+        self, run_ids: Sequence[str], write: Callable[[list[str]], Awaitable[list[str]]]
+    ) -> tuple[list[str], list[str]]:
+        """End queued runs ``cancelled`` together (a backfill's): they leave admission's queue first,
+        all at once (no await between, so none starts meanwhile), then ``write`` ends the given ones
+        in one transaction and answers those it ended; if it raises, they are queued again. A run
+        leaving the queue this very moment is starting: it is not cancelled here. Answers (cancelled,
+        starting) ids."""
+        starting = [
+            r
+            for r in run_ids
+            if r in self._runs or (self.admission.leaving(r) is not None and not self.admission.is_queued(r))
+        ]
+        dropped = [t for r in run_ids if r not in starting and (t := self.admission.drop(r)) is not None]
+        try:
+            cancelled = await write([r for r in run_ids if r not in starting])
+        except BaseException:
+            self.admission.enqueue(dropped)
+            raise
+        for ticket in dropped:
+            if ticket.run_id in cancelled:
+                self.metrics.observe_run({"pipeline": ticket.pipeline, "trigger": ticket.trigger,
+                                          "status": RunStatus.CANCELLED, "steps": []})  # fmt: skip
+        log.info("%d queued run(s) cancelled together", len(cancelled))
+        return cancelled, starting
+
     async def shutdown(self) -> None:
         self._closing = True
         await self.admission.close()  # queued runs stay queued, for the next start
@@ -237,22 +281,36 @@ class Runner:
         await self.attempts.step_logs.close()
 
     # -- admission's side -----------------------------------------------------------------------
-    async def _pipeline(self, name: str) -> Pipeline:
-        pipeline = await self.store.get_pipeline(name, with_secrets=True)
-        if pipeline is None:
+    async def _pipeline(self, name: str, version: int | None = None) -> tuple[Pipeline, int | None]:
+        """The pipeline a run takes (its current definition, or ``version``) and its version number."""
+        found = await self.versions.for_run(name, version)
+        if found is None:
             raise NotFound(f"pipeline {name!r} is not initialised on this instance (POST /pipeline/init)")
-        return pipeline
+        if version is not None and (missing := found.pipeline.missing_private_values()):
+            raise BadRequest(
+                f"version {version} of pipeline {name!r} marks private variables this instance holds no "
+                f"value for now: {', '.join(missing)} (give them in a step's private_env at an init)",
+                code="missing_private_values",
+                missing=missing,
+            )
+        return found.pipeline, found.version
 
     def _branches(self, pipeline: Pipeline) -> list[str]:
         return [node_branch(s.name, self.settings.instance_name) for s in pipeline.steps]
 
     def _new_run(
-        self, ticket: Ticket, pipeline: Pipeline, nodes: list[StepNode], now: bool, cause: dict[str, Any]
+        self,
+        ticket: Ticket,
+        pipeline: Pipeline,
+        nodes: list[StepNode],
+        now: bool,
+        cause: dict[str, Any],
+        version: int | None,
     ) -> NewRun:
         status = RunStatus.PENDING if now else RunStatus.QUEUED
         return NewRun(
             ticket.run_id, pipeline, ticket.trigger, nodes, self._branches(pipeline), status,
-            ticket.priority, ticket.queued_at, ticket.schedule_id, cause, ticket.side_by_side,
+            ticket.priority, ticket.queued_at, ticket.schedule_id, cause, ticket.side_by_side, version,
         )  # fmt: skip
 
     def _launch(self, ticket: Ticket, pipeline: Pipeline, nodes: list[StepNode], status: RunStatus) -> None:
@@ -266,12 +324,15 @@ class Runner:
         log.info("run %s of pipeline %s started (%s)", run.id, pipeline.name, ticket.trigger)
 
     async def _start_queued(self, ticket: Ticket) -> None:
-        """Admission's launcher: a queued run's turn has come. It runs the pipeline as it is now. A
-        pipeline gone fails the run; a database away puts it back in the queue for a later try."""
+        """Admission's launcher: a queued run's turn has come. It runs the pipeline as it is now (or
+        the version it asked for). A pipeline (or version) gone fails the run; a database away puts
+        it back in the queue for a later try."""
         try:
-            pipeline = await self._pipeline(ticket.pipeline)
+            pipeline, number = await self._pipeline(ticket.pipeline, ticket.version)
             nodes = pipeline.graph()
-            await self.records.restart_steps(ticket.run_id, pipeline, nodes, self._branches(pipeline))
+            await self.records.restart_steps(
+                ticket.run_id, pipeline, nodes, self._branches(pipeline), number
+            )
         except DatabaseUnavailable as exc:
             self._requeue(ticket, exc)
             return

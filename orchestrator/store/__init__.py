@@ -15,13 +15,14 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, event, insert, select, text, update
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from ..domain.pipeline import Pipeline
-from ..errors import DatabaseUnavailable, MaoError
+from ..errors import Conflict, DatabaseUnavailable, MaoError
 from . import migrate
 from .tables import PinRow, PipelineRow, ScheduleRow, SecretRow, TickRow, utcnow
+from .versions import SavedVersion, record_version
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +148,16 @@ class Store:
         pipeline: Pipeline,
         before_commit: Callable[[], Awaitable[Any]],
         pins: Sequence[tuple[str, str, dict[str, Any]]] = (),
-    ) -> None:
+        by: str | None = None,
+    ) -> SavedVersion:
         """Insert or replace a pipeline, its secrets and its pins (``(kind, name, value)`` of each
-        registration it uses, ``merging.pins``). ``before_commit`` runs inside the transaction (it
-        registers the pipeline in etcd): if it raises, nothing is stored."""
-        async with self.session(f"save pipeline {pipeline.name}") as s:
-            row = await s.get(PipelineRow, pipeline.name)
+        registration it uses, ``merging.pins``), and record a version of it when its definition
+        changed (``store.versions``; ``by``: who). ``before_commit`` runs inside the transaction (it
+        registers the pipeline in etcd): if it raises, nothing is stored. Two inits of one pipeline
+        at once: the second waits for the first's row (PostgreSQL), or for the database (SQLite);
+        one that still meets the other's version is a 409."""
+        async with self._version_race(pipeline.name), self.session(f"save pipeline {pipeline.name}") as s:
+            row = await s.get(PipelineRow, pipeline.name, with_for_update=True)
             if row is None:
                 row = PipelineRow(name=pipeline.name)
                 s.add(row)
@@ -172,7 +177,20 @@ class Store:
                 else:
                     pin.value, pin.pinned_at = pinned, utcnow()
             await s.flush()
+            saved = await record_version(s, pipeline, by)
             await before_commit()
+            return saved
+
+    @contextlib.asynccontextmanager
+    async def _version_race(self, name: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except IntegrityError as exc:
+            raise Conflict(
+                f"pipeline {name!r} was initialised by another request at the same moment; "
+                "send the init again",
+                code="concurrent_init",
+            ) from exc
 
     async def get_pipeline(self, name: str, with_secrets: bool = False) -> Pipeline | None:
         async with self.reading(f"read pipeline {name}") as s:

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..domain.states import MergeState, RunStatus, StepStatus
 from . import Store
@@ -25,14 +27,17 @@ class RegistryCache:
         self.store = store
 
     async def put(self, kind: str, name: str, value: dict[str, Any]) -> None:
+        """Insert or replace, in one statement: two inits (or runs) reading the same new tool at
+        once both write it, and neither may fail on the other's row (a read-then-insert did)."""
         async with self.store.session(f"cache the registration of {kind} {name}") as s:
-            row = await s.get(RegistryCacheRow, (kind, name))
-            if row is None:
-                s.add(RegistryCacheRow(kind=kind, name=name, value=value, cached_at=utcnow()))
-            elif row.value != value:
-                row.value, row.cached_at = value, utcnow()
-            else:
-                row.cached_at = utcnow()
+            insert = sqlite_insert if self.store.url.startswith("sqlite") else postgresql_insert
+            statement = insert(RegistryCacheRow).values(kind=kind, name=name, value=value, cached_at=utcnow())
+            await s.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["kind", "name"],
+                    set_={"value": statement.excluded.value, "cached_at": statement.excluded.cached_at},
+                )
+            )
 
     async def get(self, kind: str, name: str) -> tuple[dict[str, Any], str] | None:
         """The cached value and when it was read from etcd, or None."""

@@ -9,6 +9,7 @@ from sqlalchemy import delete, func, select
 
 from ..domain.states import RunStatus
 from . import Store
+from .backfills import forget_backfills_before
 from .tables import AttemptRow, RunRow, RunStepRow, TickRow
 
 WAITING_RUN_STATUSES = (RunStatus.PENDING, RunStatus.QUEUED)
@@ -24,7 +25,7 @@ async def count_waiting_runs(store: Store) -> int:
 
 async def forget_before(store: Store, cutoff: datetime, batch: int = 500) -> tuple[int, int]:
     """Delete ended runs created before ``cutoff`` (with their steps and attempts) and tick records written before
-    it; returns (runs, ticks) deleted. Runs still pending or running are kept whatever their age.
+    it, and the backfills none of whose runs is left; returns (runs, ticks) deleted. Runs still pending or running are kept whatever their age.
     Deleted in batches, each its own transaction, so a large first clean-up never holds a long lock."""
     runs = ticks = 0
     while True:
@@ -49,6 +50,8 @@ async def forget_before(store: Store, cutoff: datetime, batch: int = 500) -> tup
     async with store.session("forget old tick records") as s:
         result = await s.execute(delete(TickRow).where(TickRow.recorded_at < cutoff))
         ticks = int(getattr(result, "rowcount", 0) or 0)
+    # A backfill goes with its last run (a backfill whose runs are partly kept stays, with those).
+    await forget_backfills_before(store, cutoff)
     return runs, ticks
 
 

@@ -20,6 +20,7 @@ from ..domain.pipeline import Pipeline
 from ..domain.queue import Ticket, in_order
 from ..domain.states import AttemptStatus, RunStatus, StepStatus
 from . import Store
+from .backfills import NewBackfill
 from .tables import AttemptRow, RunRow, RunStepRow, utcnow
 
 
@@ -51,6 +52,9 @@ class NewRun:
     schedule_id: str | None = None
     cause: dict[str, Any] = field(default_factory=dict)
     side_by_side: bool = False  # overlap ``allow`` (runs/admission.py): kept for a restart
+    # The pipeline version: the one it runs with (it starts now, or was asked for one), else None
+    # (queued: it takes the version current when it starts, ``restart_steps``).
+    version: int | None = None
 
 
 def _add_steps(
@@ -117,9 +121,13 @@ class RunRecords:
         )
         await self.create_many([run])
 
-    async def create_many(self, runs: Sequence[NewRun]) -> None:
-        """Record runs (with their steps, all pending) in one transaction: all or none."""
+    async def create_many(self, runs: Sequence[NewRun], backfill: NewBackfill | None = None) -> None:
+        """Record runs (with their steps, all pending) in one transaction: all or none; with the
+        ``backfill`` they are the ticks of (its row first, the runs naming it in their cause)."""
         async with self.store.session(f"record {len(runs)} run(s)") as s:
+            if backfill is not None:
+                s.add(backfill.row())
+                await s.flush()
             for run in runs:
                 s.add(
                     RunRow(
@@ -130,6 +138,7 @@ class RunRecords:
                         schedule_id=run.schedule_id,
                         priority=run.priority,
                         side_by_side=run.side_by_side or None,
+                        version=run.version,
                         created_at=run.created_at,
                         **run.cause,
                     )
@@ -139,11 +148,18 @@ class RunRecords:
                 _add_steps(s, run.id, run.pipeline, run.nodes, run.branches)
 
     async def restart_steps(
-        self, run_id: str, pipeline: Pipeline, nodes: Sequence[StepNode], branches: Sequence[str]
+        self,
+        run_id: str,
+        pipeline: Pipeline,
+        nodes: Sequence[StepNode],
+        branches: Sequence[str],
+        version: int | None = None,
     ) -> None:
         """A queued run's steps as the pipeline is now (it may have been initialised again while the
-        run waited): the pending step rows are written again."""
+        run waited), or as the version it asked for: the pending step rows are written again, and
+        the run's ``version`` with them."""
         async with self.store.session(f"record the steps of queued run {run_id}") as s:
+            await s.execute(update(RunRow).where(RunRow.id == run_id).values(version=version))
             await s.execute(delete(RunStepRow).where(RunStepRow.run_id == run_id))
             await s.flush()
             _add_steps(s, run_id, pipeline, nodes, branches)
@@ -155,7 +171,7 @@ class RunRecords:
             return in_order(
                 Ticket(
                     r.id, r.pipeline, r.trigger, r.priority or 0, r.created_at, r.tick_at, r.schedule_id,
-                    side_by_side=bool(r.side_by_side),
+                    side_by_side=bool(r.side_by_side), version=r.version,
                 )  # fmt: skip
                 for r in rows
             )
@@ -440,6 +456,8 @@ def run_to_dict(
         "error": run.error,
         "schedule_id": run.schedule_id,
         "priority": run.priority or 0,
+        "version": run.version,
+        **({"backfill_id": run.backfill_id} if run.backfill_id else {}),
         "tick_at": _iso(run.tick_at),
         **(
             {"trigger_dataset": run.trigger_dataset, "trigger_commit": run.trigger_commit}
