@@ -1,6 +1,6 @@
 """The documentation keeps up with the code: README.md gives the two commands CI runs, every setting
-the code reads is on docs/configuration.md, every route the app registers is on docs/api.md, and
-every link between the pages leads to a file and a heading that exist.
+the code reads is on docs/configuration.md, every route the orchestrator and the executor register is
+on docs/api.md, and every link between the pages leads to a file and a heading that exist.
 
 (docs/maoctl.md's commands: test_ctl_docs.py; backend settings keys: the backends' unit tests.)"""
 
@@ -176,3 +176,29 @@ def test_every_link_leads_somewhere(page: Path) -> None:
         elif anchor and file.suffix == ".md" and anchor not in anchors(file):
             broken.append(target)
     assert not broken, f"{page.relative_to(REPO_ROOT)}: links to nothing: {broken}"
+
+
+def executor_routes() -> set[tuple[str, str]]:
+    """(method, path) of every route the executor registers, read from its source (building its app
+    needs a Docker engine): `router.add_get("/x", ...)` and `@routes.get("/x")`."""
+    found = set()
+    for source in (REPO_ROOT / "executor").rglob("*.py"):
+        for method, path in re.findall(
+            r"""(?:router\.add_|routes\.)(get|post|put|delete|patch)\(\s*r?["']([^"']+)["']""",
+            source.read_text(),
+        ):
+            found.add((method.upper(), re.sub(r"\{(\w+):[^}]*\}+", r"{\1}", path)))
+    return found
+
+
+def test_every_executor_route_is_on_the_api_page() -> None:
+    routes = executor_routes()
+    assert {("POST", "/run"), ("GET", "/health"), ("GET", "/logs/{name}")} <= routes
+    page = (DOCS / "api.md").read_text()
+    section = page[page.index("## The executor's API") :]
+    missing = sorted(
+        f"{method} {path}"
+        for method, path in routes
+        if not re.search(re.sub(r"\\\{\w+\\\}", r"\\{[^}]+\\}", re.escape(path)) + r"[`?\s]", section)
+    )
+    assert not missing, f"add these executor routes to docs/api.md, under The executor's API: {missing}"
