@@ -1,6 +1,6 @@
 """The documentation keeps up with the code: README.md gives the two commands CI runs, every setting
 the code reads is on docs/configuration.md, every route the orchestrator and the executor register is
-on docs/api.md, and every link between the pages leads to a file and a heading that exist.
+on docs/api.md, the state tables on docs/runs.md are the code's, and every link between the pages leads to a file and a heading that exist.
 
 (docs/maoctl.md's commands: test_ctl_docs.py; backend settings keys: the backends' unit tests.)"""
 
@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 from itertools import product
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from orchestrator.api.openapi import routes_of
 from orchestrator.app import create_app
 from orchestrator.config import load_settings
+from orchestrator.domain.states import ATTEMPT_TRANSITIONS, RUN_TRANSITIONS, STEP_TRANSITIONS
 from tests.ctl_helpers import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
@@ -202,3 +204,28 @@ def test_every_executor_route_is_on_the_api_page() -> None:
         if not re.search(re.sub(r"\\\{\w+\\\}", r"\\{[^}]+\\}", re.escape(path)) + r"[`?\s]", section)
     )
     assert not missing, f"add these executor routes to docs/api.md, under The executor's API: {missing}"
+
+
+# -- the state tables -----------------------------------------------------------------------------------
+
+
+def documented_transitions(text: str, kind: str) -> dict[str, set[str]]:
+    """The `| Kind | may become |` table of docs/runs.md: each row's statuses (first column) to the
+    statuses named in the second (before any parenthesis's words, which are reasons)."""
+    table = text[text.index(f"| {kind} | may become |") :].split("\n\n")[0]
+    found: dict[str, set[str]] = {}
+    for row in table.splitlines()[2:]:
+        left, right = row.strip("|").split(" | ")
+        becomes = set(re.findall(r"`([a-z_]+)`", re.sub(r"\([^)]*\)", "", right)))
+        for status in re.findall(r"`([a-z_]+)`", left):
+            found[status] = becomes
+    return found
+
+
+@pytest.mark.parametrize(
+    ("kind", "table"),
+    [("Run", RUN_TRANSITIONS), ("Step", STEP_TRANSITIONS), ("Attempt", ATTEMPT_TRANSITIONS)],
+)
+def test_the_state_tables_on_the_runs_page_are_the_codes(kind: str, table: dict[Any, frozenset[Any]]) -> None:
+    documented = documented_transitions((DOCS / "runs.md").read_text(), kind)
+    assert documented == {old.value: {new.value for new in news} for old, news in table.items()}
