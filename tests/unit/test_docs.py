@@ -1,6 +1,7 @@
 """The documentation keeps up with the code: README.md gives the two commands CI runs, every setting
 the code reads is on docs/configuration.md, every route the orchestrator and the executor register is
-on docs/api.md, the state tables on docs/runs.md are the code's, and every link between the pages leads to a file and a heading that exist.
+on docs/api.md, the state tables on docs/runs.md are the code's, and every link between the pages
+leads to a file and a heading that exist.
 
 (docs/maoctl.md's commands: test_ctl_docs.py; backend settings keys: the backends' unit tests.)"""
 
