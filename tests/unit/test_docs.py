@@ -183,11 +183,12 @@ def test_every_link_leads_somewhere(page: Path) -> None:
 
 def executor_routes() -> set[tuple[str, str]]:
     """(method, path) of every route the executor registers, read from its source (building its app
-    needs a Docker engine): `router.add_get("/x", ...)` and `@routes.get("/x")`."""
+    needs a Docker engine): `router.add_get("/x", ...)` and `@routes.get("/x")`, raw or f-strings
+    (`f"/containers/{name}"`: a parameter either way)."""
     found = set()
     for source in (REPO_ROOT / "executor").rglob("*.py"):
         for method, path in re.findall(
-            r"""(?:router\.add_|routes\.)(get|post|put|delete|patch)\(\s*r?["']([^"']+)["']""",
+            r"""(?:router\.add_|routes\.)(get|post|put|delete|patch)\(\s*[rf]{0,2}["']([^"']+)["']""",
             source.read_text(),
         ):
             found.add((method.upper(), re.sub(r"\{(\w+):[^}]*\}+", r"{\1}", path)))
