@@ -16,7 +16,7 @@ from typing import Any
 from executor.config import Settings
 from executor.errors import DockerSocketNotAllowed
 from executor.images import normalize_image
-from executor.models import RunRequest
+from executor.models import ContainerFields
 from orchestrator.errors import BadRequest
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ DEFAULT_PIDS = 512
 NANO = 1_000_000_000
 
 
-def tool_user(request: RunRequest, default_uid: int, default_gid: int) -> str:
+def tool_user(request: ContainerFields, default_uid: int, default_gid: int) -> str:
     """The ``uid:gid`` the container runs as: the request's, else the executor's default; never root."""
     if request.user is None:
         return f"{default_uid}:{default_gid}"
@@ -39,7 +39,7 @@ def tool_user(request: RunRequest, default_uid: int, default_gid: int) -> str:
     return request.user if gid else f"{uid}:{default_gid}"
 
 
-def check_docker_socket(request: RunRequest, settings: Settings) -> None:
+def check_docker_socket(request: ContainerFields, settings: Settings) -> None:
     """Raise unless the request may get the Docker socket (only images on the allow-list may)."""
     if request.docker_socket and normalize_image(request.image) not in settings.docker_socket_images:
         raise DockerSocketNotAllowed(
@@ -55,7 +55,7 @@ def host_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def container_limits(request: RunRequest) -> dict[str, Any]:
+def container_limits(request: ContainerFields) -> dict[str, Any]:
     """Keyword arguments for ``containers.create``: no capability, no setuid gain, bounded resources."""
     limits: dict[str, Any] = {
         "cap_drop": ["ALL"],

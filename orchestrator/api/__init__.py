@@ -6,6 +6,7 @@ from aiohttp import web
 
 from . import (
     audits,
+    backends,
     console,
     federation,
     gateway,
@@ -21,7 +22,7 @@ from . import (
 
 
 def add_routes(app: web.Application) -> None:
-    modules = (health, registry, history, pipelines, runs, logs, federation, locks, gateway, audits, metrics, console)
+    modules = (health, backends, registry, history, pipelines, runs, logs, federation, locks, gateway, audits, metrics, console)
     for module in modules:
         app.router.add_routes(module.routes)
     app[console.DOCUMENT] = {}

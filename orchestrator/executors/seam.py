@@ -32,6 +32,8 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import Unavailable
+
 # Labels every object of every backend carries (Docker/Swarm labels, Kubernetes labels, Slurm comment).
 MANAGED_LABEL = "mao.managed"
 INSTANCE_LABEL = "mao.instance"
@@ -217,13 +219,32 @@ class Managed(_Value):
 
 
 class BackendRejected(Exception):
-    """The backend cannot run this spec as asked (``field`` names the step field): a 400 at init."""
+    """The backend cannot run this spec as asked (``field`` names the step field): a 400 at init
+    (``code``: ``step_rejected``, or ``step_too_large`` for a spec over the backend's size limit)."""
 
-    def __init__(self, backend: str, field: str, message: str) -> None:
+    def __init__(self, backend: str, field: str, message: str, code: str = "step_rejected") -> None:
         super().__init__(message)
         self.backend = backend
         self.field = field
         self.message = message
+        self.code = code
+
+
+class BackendUnavailable(Unavailable):
+    """The engine cannot be asked now (its API does not answer, or fails): the object, if any, is
+    still there; ask again (the run engine does, with backoff)."""
+
+    code = "backend_unavailable"
+
+
+class SubmitEnded(Exception):
+    """``submit`` could not create the object for a reason that is one of the typed ends (for example
+    ``image_unavailable``: the engine has no such image and cannot get it): the attempt ends with
+    ``end``, as if ``wait`` had returned it."""
+
+    def __init__(self, end: End) -> None:
+        super().__init__(end.message)
+        self.end = end
 
 
 @runtime_checkable

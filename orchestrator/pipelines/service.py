@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import Settings
 from ..datasets import Datasets
 from ..errors import BadRequest, Conflict, NotFound
-from ..executors import ExecutorClient
+from ..executors.backends import Backends
 from ..federation.registry import Registry
 from ..models import Pipeline, node_branch
 from ..runs.engine import Runner
@@ -39,9 +39,9 @@ class PipelineService:
         datasets: Datasets,
         runner: Runner,
         scheduler: Scheduler,
-        executor: ExecutorClient,
+        backends: Backends,
     ) -> None:
-        self.executor = executor
+        self.backends = backends
         self.settings = settings
         self.store = store
         self.registry = registry
@@ -85,9 +85,9 @@ class PipelineService:
                 code="unknown_pool",
                 pools=unknown,
             )
-        # Every step as the executor will check it at run time: a step that can never run is a 400 now.
+        # Every step as its backend will check it at run time: a step that can never run is a 400 now.
         known = {tool.name: tool for tool in tools if tool is not None}
-        await check_steps(pipeline, known, self.settings, self.executor)
+        await check_steps(pipeline, known, self.settings, self.backends)
 
         branches: dict[str, list[str]] = {}
         for step in pipeline.steps:

@@ -51,6 +51,8 @@ class ActiveRun:
     priority: int = 0
     queued_at: datetime | None = None
     side_by_side: bool = False  # overlap ``allow``: admitted beside the pipeline's other runs
+    # Shutdown: the run is left where it is (its records and objects) for the next start to resume.
+    detaching: bool = False
 
     def order(self) -> tuple[int, datetime, str]:
         return (-self.priority, self.queued_at or _EPOCH, self.id)

@@ -10,10 +10,12 @@ wait is ``retry.backoff``), then once with ``fallback_tool`` when one is set. ``
 compares the step's memo key (``cache``) with its last success on this instance. One step's work
 (pool slot, cache, attempts, fan-out, record) is ``steps.StepWork``; this module drives the graph.
 
-Stopping a run (``cancel``, ``run_timeout``, shutdown): the executor kills and removes the run's
-containers at once, steps not yet voting are cancelled (nothing of theirs is pushed: the node branch
+Stopping a run (``cancel``, ``run_timeout``): its objects are removed from their backends at once
+(and checked gone), steps not yet voting are cancelled (nothing of theirs is pushed: the node branch
 is pushed only by the vote), a step already voting finishes its merge, and steps never started take
-the stop's status. One run per pipeline at a time on an instance, unless a trigger's overlap policy
+the stop's status. Shutdown is not a stop: steps voting finish, the others are left where they are
+(their objects run on, their records say ``running``) and the next start resumes the run from them
+(``reconcile.py``, ``Runner.resume``). One run per pipeline at a time on an instance, unless a trigger's overlap policy
 is ``allow`` (``start(..., busy=Busy.ALLOW)``: admitted beside them, its steps take a folder of their own when the node
 branch's is busy, ``Attempts.branch``); a run does not need etcd (see ``pipelines.voting``).
 
@@ -29,14 +31,14 @@ import logging
 import shutil
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from ..config import Settings
 from ..datasets import Datasets
 from ..errors import Conflict, DatabaseUnavailable, MaoError, NotFound
-from ..executors import ExecutorBackend, KillRequest
+from ..executors.backends import Backends
 from ..gateway.insights import InsightsPublisher
 from ..logs import RUN_ID
 from ..metrics import UNSERVED, Metrics
@@ -44,11 +46,13 @@ from ..models import Pipeline, node_branch
 from ..pipelines.registrations import Registrations
 from ..pipelines.voting import Voting
 from ..store import Store
-from ..store.runs import NewRun, RunRecords
+from ..store.retention import existing_runs
+from ..store.runs import NewRun, RunRecords, UnfinishedRun
 from ..store.tables import utcnow
 from .active import CANCELLED, SHUTDOWN, ActiveRun, Stop, timed_out
 from .admission import Admission, Busy, RunInProgress, Ticket
-from .attempt import Attempts
+from .attempt import Adopted, Attempts
+from .execution import Execution
 from .fanout_attempt import FanOutAttempts
 from .graph import StepNode
 from .pools import Pools
@@ -62,6 +66,7 @@ from .states import (
     StepStatus,
     check,
 )
+from .step_logs import StepLogs
 from .steps import StepWork
 
 __all__ = ["Busy", "RunInProgress", "Runner"]
@@ -81,7 +86,7 @@ class Runner:
         store: Store,
         registrations: Registrations,
         datasets: Datasets,
-        executor: ExecutorBackend,
+        backends: Backends,
         voting: Voting,
         insights: InsightsPublisher,
     ) -> None:
@@ -90,13 +95,15 @@ class Runner:
         self.records = RunRecords(store)
         self.registrations = registrations
         self.datasets = datasets
-        self.executor = executor
-        self.attempts = Attempts(settings, datasets, executor, voting, insights, self.records)
+        self.backends = backends
+        step_logs = StepLogs(settings.data_dir, lambda ids: existing_runs(self.records.store, ids))
+        self.execution = Execution(backends, step_logs, settings.instance_name)
+        self.attempts = Attempts(settings, datasets, self.execution, voting, insights, self.records)
         self.fan_out = FanOutAttempts(settings, self.attempts, self.records)
         self.admission = Admission(settings.max_active_runs, self._start_queued)
         self.pools = Pools(settings.pools)
         self.steps = StepWork(
-            settings, registrations, datasets, executor, self.records, self.attempts, self.fan_out,
+            settings, registrations, datasets, self.execution, self.records, self.attempts, self.fan_out,
             self.pools, self._set_step,
         )  # fmt: skip
         self._runs: dict[str, ActiveRun] = {}  # run id -> run
@@ -175,6 +182,30 @@ class Runner:
         self.admission.enqueue(tickets)
         return [t.run_id for t in tickets]
 
+    async def resume(self, record: UnfinishedRun, pipeline: Pipeline, adopted: dict[str, Adopted]) -> None:
+        """Take up a run a previous process left unfinished (``reconcile.py`` decided it can be):
+        its steps as recorded; each running step goes on from its ``adopted`` attempt, whose object
+        is still on its backend; pending steps start as their needs allow. At start, before any
+        other run is admitted."""
+        statuses = {step.name: StepStatus(step.status) for step in record.steps}
+        run = ActiveRun(
+            record.id, pipeline, pipeline.graph(), record.status, statuses, priority=record.priority,
+            queued_at=record.created_at, side_by_side=record.side_by_side,
+        )  # fmt: skip
+        for attempt in adopted.values():
+            self.execution.claim(run.id, attempt.handle)
+        self._runs[run.id] = run
+        self.admission.resumed(run.id, pipeline.name)
+        task = asyncio.create_task(
+            self._execute(run, adopted, started_at=record.started_at), name=f"run {run.id}"
+        )
+        self._tasks[run.id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(run.id, None))
+        log.info(
+            "run %s of pipeline %s resumed (%s)", run.id, pipeline.name,
+            ", ".join(f"step {n} attempt {a.number} adopted" for n, a in adopted.items()) or "no step was running",
+        )  # fmt: skip
+
     async def restore_queue(self) -> int:
         """At start, after the reconciler: re-admit the runs a previous process left queued."""
         tickets = await self.records.queued()
@@ -214,15 +245,23 @@ class Runner:
             await self._stop(run, CANCELLED)
 
     async def shutdown(self) -> None:
-        await self.admission.close()  # queued runs stay queued, for the next start
-        runs = [run for run in self._runs.values() if run.stop is None]
-        await asyncio.gather(*(self._stop(run, SHUTDOWN) for run in runs), return_exceptions=True)
+        """Leave the runs where they are, for the next start to resume (see the module docstring):
+        queued runs stay queued; steps voting finish their merge (up to 30 s); every other step
+        stops waiting, its object running on."""
+        await self.admission.close()
+        self.execution.detaching = True
+        for run in self._runs.values():
+            run.detaching = True
+            for name, task in run.tasks.items():
+                if name not in run.voting:
+                    task.cancel()
         tasks = list(self._tasks.values())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.execution.close()
         await self.attempts.step_logs.close()
 
     # -- admission's side -----------------------------------------------------------------------
@@ -304,25 +343,36 @@ class Runner:
         return cancelled
 
     # -- one run --------------------------------------------------------------------------------
-    async def _execute(self, run: ActiveRun) -> None:
+    async def _execute(
+        self, run: ActiveRun, adopted: dict[str, Adopted] | None = None, started_at: datetime | None = None
+    ) -> None:
         scratch = self.settings.data_dir / "tmp" / run.id
         timer: asyncio.TimerHandle | None = None
         # This task's log lines carry the run (MAO_LOG_FORMAT=json); its step tasks inherit it.
         RUN_ID.set(run.id)
         try:
-            await self._set_run(run, RunStatus.RUNNING, started_at=utcnow())
+            if run.status is not RunStatus.RUNNING:
+                started_at = utcnow()
+                await self._set_run(run, RunStatus.RUNNING, started_at=started_at)
             if run.pipeline.run_timeout:
                 limit = run.pipeline.run_timeout
+                spent = (utcnow() - started_at).total_seconds() if started_at else 0.0
                 timer = asyncio.get_running_loop().call_later(
-                    limit, lambda: self._stop_soon(run, timed_out(limit))
+                    max(0.0, limit - spent), lambda: self._stop_soon(run, timed_out(limit))
+                )
+            for name, attempt in (adopted or {}).items():
+                run.tasks[name] = asyncio.create_task(
+                    self.steps.run(run, name, scratch, attempt), name=f"run {run.id} step {name}"
                 )
             await self._drive(run, scratch)
-            await self._end_run(run)
+            if not run.detaching:
+                await self._end_run(run)
         except asyncio.CancelledError:
             for task in run.tasks.values():
                 task.cancel()
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._abandon(run, SHUTDOWN.reason))
+            if not run.detaching:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._abandon(run, SHUTDOWN.reason))
             raise
         except Exception as exc:
             log.exception("run %s of %s failed unexpectedly", run.id, run.pipeline.name)
@@ -333,19 +383,20 @@ class Runner:
                 timer.cancel()
             self._runs.pop(run.id, None)
             self.admission.finished(run.id)  # its room goes to the next queued run
-            # Input snapshots can be large: delete them off the event loop.
-            await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True))
-            # Counted from the ended run's record (its steps and attempts), whatever the ending.
-            with contextlib.suppress(Exception):
-                if (record := await asyncio.shield(self.records.get(run.id))) is not None:
-                    self.metrics.observe_run(record)
+            if not run.detaching:  # a run left for the next start keeps its inputs
+                # Input snapshots can be large: delete them off the event loop.
+                await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True))
+                # Counted from the ended run's record (its steps and attempts), whatever the ending.
+                with contextlib.suppress(Exception):
+                    if (record := await asyncio.shield(self.records.get(run.id))) is not None:
+                        self.metrics.observe_run(record)
 
     async def _drive(self, run: ActiveRun, scratch: Path) -> None:
         """Start every step whose needs are met, skip those whose needs failed, until none is left."""
         needs = {n.name: n.needs for n in run.nodes}
         while True:
             changed = True
-            while changed and run.stop is None:
+            while changed and run.stop is None and not run.detaching:
                 changed = False
                 for name, status in list(run.steps.items()):
                     if status is not StepStatus.PENDING or name in run.tasks:
@@ -413,12 +464,9 @@ class Runner:
         for name, task in run.tasks.items():
             if name not in run.voting:  # a merge under way finishes: half a vote helps nobody
                 task.cancel()
-        try:
-            removed = await self.executor.kill(KillRequest(run=run.id))
-            if removed:
-                log.info("run %s: removed container(s) %s", run.id, ", ".join(removed))
-        except MaoError as exc:
-            log.warning("run %s: containers not killed (%s); the executor removes them", run.id, exc.message)
+        removed = await self.execution.remove_run(run.id)
+        if removed:
+            log.info("run %s: removed %s", run.id, ", ".join(removed))
 
     # -- records --------------------------------------------------------------------------------
     async def _set_run(self, run: ActiveRun, status: RunStatus, **fields: Any) -> None:

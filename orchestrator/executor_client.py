@@ -1,5 +1,0 @@
-"""Moved to ``orchestrator.executors``; kept so existing imports keep working."""
-
-from .executors import ContainerResult, ExecutorClient, StepRejected
-
-__all__ = ["ContainerResult", "ExecutorClient", "StepRejected"]
