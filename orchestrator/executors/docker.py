@@ -30,6 +30,7 @@ from executor.models import DEFAULT_LOG_LINES, MAX_BODY_BYTES, MAX_TIMEOUT, desc
 from ..errors import MaoError
 from .seam import (
     INSTANCE_LABEL,
+    MANAGED_LABEL,
     BackendRejected,
     BackendUnavailable,
     Capabilities,
@@ -150,7 +151,8 @@ class DockerBackend:
                 docker_socket=spec.docker_socket,
                 timeout=min(spec.timeout, MAX_TIMEOUT),
                 start_timeout=spec.start_timeout or self.start_timeout,
-                labels=spec.all_labels(),
+                # mao.managed is the executor's to set (on everything it creates).
+                labels={k: v for k, v in spec.all_labels().items() if k != MANAGED_LABEL},
                 memory=spec.limits.memory,
                 cpus=spec.limits.cpus,
                 pids=spec.limits.pids,

@@ -223,7 +223,7 @@ def test_retention_removes_a_runs_log(log_node: Node) -> None:
         store = Store(f"sqlite+aiosqlite:///{log_node.data_dir / 'mao.db'}")
         await store.start()
         try:
-            logs = StepLogs(log_node.data_dir, executor=None, existing_runs=lambda ids: existing_runs(store, ids))  # type: ignore[arg-type]
+            logs = StepLogs(log_node.data_dir, existing_runs=lambda ids: existing_runs(store, ids))
             retention = Retention(store, days=1, extras=[logs.forget])
             runs, _ = await retention.clean(now=datetime.now(UTC) + timedelta(days=2))
             assert runs >= 1
