@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from executor.config import Settings
 from executor.container_models import MAX_HOLD, ContainerList, Removed, SubmitRequest
-from executor.containers import Containers
+from executor.containers import Containers, StreamBroken
 from executor.hardening import check_docker_socket, tool_user
 from executor.metrics import CONTENT_TYPE, ExecutorMetrics
 from executor.models import (
@@ -249,28 +249,30 @@ async def wait_container(request: web.Request) -> web.Response:
 
 async def submitted_log(request: web.Request) -> web.StreamResponse:
     """The container's output from byte ``since`` (``X-Mao-Log-Offset`` says where the body
-    starts); ``follow=1`` streams until the container ended. A reader whose stream dropped asks
-    again with ``since`` = the bytes it has."""
+    starts); ``follow=1`` streams until the container ended, and its answer starts only once the
+    container has started. A stream that ends normally is whole; one that breaks off is cut (the
+    connection closes without the last chunk), and the reader asks again with ``since`` = the
+    bytes it has."""
     since = int(_number(request, "since", 0, 2**53))
     follow = request.query.get("follow", "0")
     if follow not in ("0", "1"):
         raise BadRequest("follow must be 0 or 1")
-    chunks = request.app[CONTAINERS].logs(request.match_info["name"], since, follow == "1")
-    try:
-        first = await anext(chunks)  # NotFound is only an answer before the body starts
-    except StopAsyncIteration:
-        first = b""
+    name = request.match_info["name"]
+    containers = request.app[CONTAINERS]
+    await containers.ready(name, follow == "1")  # NotFound is only an answer before the body starts
     response = web.StreamResponse(
         headers={"Content-Type": "application/octet-stream", "X-Mao-Log-Offset": str(since)}
     )
     response.enable_chunked_encoding()
     await response.prepare(request)
+    chunks = containers.logs(name, since, follow == "1")
     try:
-        if first:
-            await response.write(first)
         async for chunk in chunks:
             await response.write(chunk)
         await response.write_eof()
+    except StreamBroken:
+        if request.transport is not None:
+            request.transport.close()  # no final chunk: the reader sees a cut stream
     except ConnectionError:  # the reader went away
         pass
     finally:

@@ -75,6 +75,10 @@ def _label_seconds(labels: dict[str, str], key: str) -> float | None:
         return None
 
 
+class StreamBroken(Exception):
+    """A container's output stream broke off before its end (the engine failed mid-stream)."""
+
+
 @dataclass
 class _Watch:
     """What this process knows of one submitted container beyond the engine: its monitor, whether
@@ -411,19 +415,24 @@ class Containers:
             )
         return result
 
-    async def logs(self, name: str, since: int, follow: bool) -> AsyncGenerator[bytes, None]:
-        """The container's output from byte ``since``; with ``follow``, until it has ended (a
-        container waiting for its slot is waited for first)."""
-        await self._state(name)  # NotFound before the answer starts
+    async def ready(self, name: str, follow: bool) -> None:
+        """Before a log answer starts: NotFound for an unknown container; a follower of one still
+        waiting for its slot waits until it started (or ended without starting)."""
+        await self._state(name)
         watch = self._watches.get(name)
         if follow and watch is not None and not watch.started.is_set() and watch.task is not None:
             started = asyncio.ensure_future(watch.started.wait())
             await asyncio.wait({started, watch.task}, return_when=asyncio.FIRST_COMPLETED)
             started.cancel()
+
+    async def logs(self, name: str, since: int, follow: bool) -> AsyncGenerator[bytes, None]:
+        """The container's output from byte ``since``; with ``follow``, until it has ended. Raises
+        StreamBroken at the end when the engine's stream broke off (the reader asks again)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(STREAM_QUEUE)
         streams: list[Any] = []
         stop = [False]
+        whole = [False]
 
         def sink(chunk: bytes) -> bool:
             if stop[0]:
@@ -434,7 +443,7 @@ class Containers:
 
         def read() -> None:
             try:
-                self._runner.stream_output(name, since, follow, sink, streams.append)
+                whole[0] = self._runner.stream_output(name, since, follow, sink, streams.append)
             finally:
                 with contextlib.suppress(RuntimeError):
                     asyncio.run_coroutine_threadsafe(queue.put(None), loop)
@@ -444,6 +453,8 @@ class Containers:
         try:
             while (chunk := await queue.get()) is not None:
                 yield chunk
+            if not whole[0]:
+                raise StreamBroken(f"the output of {name} broke off")
         finally:
             stop[0] = True
             while not queue.empty():  # a writer blocked on a full queue goes on, sees stop

@@ -172,14 +172,16 @@ class DockerRunner:
         follow: bool,
         sink: Callable[[bytes], bool],
         opened: Callable[[Any], None] = lambda _stream: None,
-    ) -> None:
+    ) -> bool:
         """Hand the container's stdout+stderr from byte ``since`` on to ``sink`` (which returns False
         to stop), until its end (``follow``) or the output so far. The engine keeps the whole log
         of a container it has not removed, in the same order at every read, so offsets are stable.
-        ``opened`` gets the stream: closing it from another thread ends a silent follow at once."""
+        ``opened`` gets the stream: closing it from another thread ends a silent follow at once.
+        True when the stream ended on its own (everything was handed over, or the container is
+        gone); False when it broke off (the engine failed, or the stream was closed under it)."""
         container = self.container(name)
         if container is None:
-            return
+            return True
         stream = None
         try:
             with _docker_errors(f"reading the output of container {name}"):
@@ -196,11 +198,14 @@ class DockerRunner:
                         if not data:
                             continue
                     if not sink(data):
-                        return
-        except Exception as exc:  # noqa: BLE001 - gone, engine away, or the stream closed under us
-            # The reader's answer ends here; it asks again from the bytes it has (``since``).
+                        return False
+            return True
+        except docker.errors.NotFound:
+            return True
+        except Exception as exc:  # noqa: BLE001 - engine away, or the stream closed under us
+            # The reader's stream breaks off here; it asks again from the bytes it has (``since``).
             log.debug("Streaming the output of %s stopped: %s", name, exc)
-            return
+            return False
         finally:
             if stream is not None and hasattr(stream, "close"):
                 with contextlib.suppress(Exception):

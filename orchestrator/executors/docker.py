@@ -234,6 +234,9 @@ class DockerBackend:
         )
 
     async def logs(self, handle: Handle, follow: bool = False, since: int = 0) -> AsyncIterator[bytes]:
+        """The executor answers a follower once the container has started: the empty first chunk
+        says so (the seam's start signal). A normal end is the whole output; a cut stream raises
+        BackendUnavailable."""
         assert self._session is not None, "DockerBackend.start() was not called"
         # No read timeout when following: a container may be silent for as long as its timeout.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None if follow else 60)
@@ -247,6 +250,8 @@ class DockerBackend:
                     raise BackendUnavailable(
                         f"backend {self.name} answered {response.status} for the output of {handle.name}"
                     )
+                if follow:
+                    yield b""
                 async for chunk in response.content.iter_any():
                     yield chunk
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:

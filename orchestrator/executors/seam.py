@@ -279,7 +279,10 @@ class Backend(Protocol):
     def logs(self, handle: Handle, follow: bool = False, since: int = 0) -> AsyncIterator[bytes]:
         """The object's output from byte ``since`` on; with ``follow``, until the object ended. A
         caller whose stream dropped asks again with ``since`` = the bytes it has: nothing lost or
-        doubled."""
+        doubled. A stream that ends normally has sent everything; one that breaks off raises
+        BackendUnavailable. With ``follow``, an empty chunk comes first once the object has
+        started (at once if it already had): the engine's stall clock starts there, so time
+        waiting to be scheduled never counts as silence."""
 
     async def cancel(self, handle: Handle) -> None:
         """Stop and remove the object and everything it left on the engine; safe to repeat."""
