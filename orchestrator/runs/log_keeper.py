@@ -67,6 +67,7 @@ class LogKeeper:
         self._task: asyncio.Task[None] | None = None
         self._readers = 0
         self._followed = False  # nothing was submitted: nothing to keep
+        self._discarding = False
         self._finishing = False
         self.done = asyncio.Event()
 
@@ -113,6 +114,7 @@ class LogKeeper:
 
     async def discard(self) -> None:
         """Forget everything (the object lives on for another process to keep from its start)."""
+        self._discarding = True
         if self._task is not None and not self._task.done():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -149,7 +151,8 @@ class LogKeeper:
                     delay = min(delay * 2, RECONNECT_MAX)
         finally:
             self._connected = False
-            await asyncio.shield(self._finished())
+            if not self._discarding:
+                await asyncio.shield(self._finished())
 
     async def _finished(self) -> None:
         if self.done.is_set():
