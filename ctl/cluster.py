@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-from orchestrator.names import name_problem
+from executor.wire.names import name_problem
 
 PEER_PORT = 2380
 CLIENT_PORT = 2379

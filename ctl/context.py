@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from orchestrator.names import name_problem
+from executor.wire.names import name_problem
 
 from .client import Client
 from .output import Output

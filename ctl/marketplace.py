@@ -17,7 +17,7 @@ from typing import Any
 
 import requests
 
-from orchestrator.names import name_problem
+from executor.wire.names import name_problem
 
 from .client import CtlError
 

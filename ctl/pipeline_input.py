@@ -14,9 +14,9 @@ from typing import Any
 
 import click
 
-from orchestrator.names import name_problem
+from executor.wire.names import name_problem
 
-# Must equal orchestrator.models.PRIVATE_PLACEHOLDER (a unit test checks); that module needs pydantic.
+# Must equal orchestrator.domain.pipeline.PRIVATE_PLACEHOLDER (a unit test checks); that module needs pydantic.
 PRIVATE_PLACEHOLDER = "{{ MAO_PRIVATE_VARIABLE }}"
 
 

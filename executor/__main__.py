@@ -15,7 +15,7 @@ from executor.app import create_app
 from executor.config import Settings, load_settings
 from executor.docker_runner import DockerRunner
 from executor.runs import OPS_WORKERS, RunService
-from orchestrator.errors import ConfigError
+from executor.wire.errors import ConfigError
 
 log = logging.getLogger("executor")
 

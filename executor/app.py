@@ -14,11 +14,13 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from executor.config import Settings
-from executor.container_models import MAX_HOLD, ContainerList, Removed, SubmitRequest
 from executor.containers import Containers, StreamBroken
 from executor.hardening import check_docker_socket, tool_user
 from executor.metrics import CONTENT_TYPE, ExecutorMetrics
-from executor.models import (
+from executor.runs import RunService
+from executor.wire.containers import MAX_HOLD, ContainerList, Removed, SubmitRequest
+from executor.wire.errors import BadRequest, MaoError, NotFound, Unauthorized
+from executor.wire.models import (
     MAX_BODY_BYTES,
     ContainerFields,
     ImageRequest,
@@ -26,8 +28,6 @@ from executor.models import (
     RunRequest,
     describe_validation_error,
 )
-from executor.runs import RunService
-from orchestrator.errors import BadRequest, MaoError, NotFound, Unauthorized
 
 log = logging.getLogger(__name__)
 

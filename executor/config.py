@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from executor.images import image_problem, normalize_image
-from orchestrator.errors import ConfigError
-from orchestrator.names import name_problem
+from executor.wire.errors import ConfigError
+from executor.wire.images import image_problem, normalize_image
+from executor.wire.names import name_problem
 
 PullPolicy = Literal["missing", "never"]
 
@@ -36,7 +36,7 @@ class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     instance: str = "executor"
-    # Stored normalised (see executor.images.normalize_image) so lookups are plain set membership.
+    # Stored normalised (see executor.wire.images.normalize_image) so lookups are plain set membership.
     docker_socket_images: frozenset[str] = frozenset()
     docker_socket: str = DEFAULT_DOCKER_SOCKET
     max_parallel: int = DEFAULT_MAX_PARALLEL

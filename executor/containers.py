@@ -27,7 +27,11 @@ from typing import Any
 from docker.models.containers import Container
 
 from executor.config import Settings
-from executor.container_models import (
+from executor.docker_runner import DockerRunner
+from executor.errors import ContainerNameInUse
+from executor.hardening import check_docker_socket
+from executor.runs import RunService
+from executor.wire.containers import (
     EXECUTOR_LABEL,
     START_TIMEOUT_LABEL,
     TIMEOUT_LABEL,
@@ -36,11 +40,7 @@ from executor.container_models import (
     Phase,
     SubmitRequest,
 )
-from executor.docker_runner import DockerRunner
-from executor.errors import ContainerNameInUse
-from executor.hardening import check_docker_socket
-from executor.runs import RunService
-from orchestrator.errors import BadRequest, MaoError, NotFound, Unavailable
+from executor.wire.errors import BadRequest, MaoError, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from docker.types import Mount
 from docker.utils import parse_repository_tag
 
 from executor.config import Settings
-from executor.container_models import EXECUTOR_LABEL
 from executor.errors import ContainerNameInUse, DockerUnavailable, ImageNotFound
-from executor.models import INSTANCE_LABEL, MANAGED_LABEL
-from orchestrator.errors import BadRequest, Conflict
+from executor.wire.containers import EXECUTOR_LABEL
+from executor.wire.errors import BadRequest, Conflict
+from executor.wire.models import INSTANCE_LABEL, MANAGED_LABEL
 
 log = logging.getLogger(__name__)
 

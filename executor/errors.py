@@ -1,4 +1,4 @@
-"""The executor's error codes, as subclasses of the orchestrator's shared hierarchy.
+"""The executor's error codes, as subclasses of the hierarchy both services share (``executor.wire.errors``).
 
 Sharing the hierarchy keeps one JSON shape (``{"error": code, "message": ...}``) across both services, so
 the orchestrator's executor client can relay these codes unchanged.
@@ -6,7 +6,7 @@ the orchestrator's executor client can relay these codes unchanged.
 
 from __future__ import annotations
 
-from orchestrator.errors import Conflict, Forbidden, NotFound, Unavailable
+from executor.wire.errors import Conflict, Forbidden, NotFound, Unavailable
 
 
 class DockerUnavailable(Unavailable):

@@ -15,9 +15,9 @@ from typing import Any
 
 from executor.config import Settings
 from executor.errors import DockerSocketNotAllowed
-from executor.images import normalize_image
-from executor.models import ContainerFields
-from orchestrator.errors import BadRequest
+from executor.wire.errors import BadRequest
+from executor.wire.images import normalize_image
+from executor.wire.models import ContainerFields
 
 log = logging.getLogger(__name__)
 

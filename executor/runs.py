@@ -24,7 +24,9 @@ from executor.config import Settings
 from executor.docker_runner import ContainerSpec, DockerRunner
 from executor.errors import DockerUnavailable, ImageNotFound
 from executor.hardening import check_docker_socket, container_limits, tool_user
-from executor.models import (
+from executor.output_log import DEFAULT_MAX_BYTES, LogBook, OutputLog
+from executor.wire.errors import BadRequest, Conflict, Unavailable
+from executor.wire.models import (
     INPUT_MOUNT,
     OUTPUT_MOUNT,
     RUN_LABEL,
@@ -34,8 +36,6 @@ from executor.models import (
     KillRequest,
     RunRequest,
 )
-from executor.output_log import DEFAULT_MAX_BYTES, LogBook, OutputLog
-from orchestrator.errors import BadRequest, Conflict, Unavailable
 
 log = logging.getLogger(__name__)
 

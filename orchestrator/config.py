@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from executor.wire.names import name_problem
+
+from .domain.sizes import parse_size
 from .errors import ConfigError
 from .executors.registry import BackendConfig, parse_backends
-from .names import name_problem
-from .sizes import parse_size
 from .urls import split_url
 
 DEFAULT_ETCD_ENDPOINT = "127.0.0.1:2379"

@@ -1,75 +1,42 @@
-"""The orchestrator's own errors.
+"""The orchestrator's own errors, on the hierarchy it shares with the executor (``executor.wire.errors``).
 
 Services raise these; library errors (etcd, git, docker, SQL) are translated into them at the adapter
 edge, and one aiohttp middleware renders them as ``{"error": code, "message": ...}`` with their status.
+``from orchestrator.errors import ...`` names the shared classes too.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from executor.wire.errors import (
+    BadRequest,
+    ConfigError,
+    Conflict,
+    Forbidden,
+    MaoError,
+    NotFound,
+    PayloadTooLarge,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+)
 
-
-class MaoError(Exception):
-    """Base class: an error a client can act on. ``extra`` is merged into the JSON body; ``headers``
-    are sent with it (``Retry-After``)."""
-
-    status = 500
-    code = "internal"
-
-    def __init__(
-        self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None, **extra: Any
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-        self.headers = headers or {}
-        self.extra = extra
-
-    def to_json(self) -> dict[str, Any]:
-        return {"error": self.code, "message": self.message, **self.extra}
-
-
-class BadRequest(MaoError):
-    status = 400
-    code = "bad_request"
-
-
-class Unauthorized(MaoError):
-    status = 401
-    code = "unauthorized"
-
-
-class Forbidden(MaoError):
-    status = 403
-    code = "forbidden"
-
-
-class NotFound(MaoError):
-    status = 404
-    code = "not_found"
-
-
-class Conflict(MaoError):
-    status = 409
-    code = "conflict"
-
-
-class PayloadTooLarge(MaoError):
-    status = 413
-    code = "payload_too_large"
-
-
-class TooManyRequests(MaoError):
-    status = 429
-    code = "too_many_requests"
-
-
-class Unavailable(MaoError):
-    """A backing service (etcd, database, executor, a git remote) did not answer."""
-
-    status = 503
-    code = "unavailable"
+__all__ = [
+    "BadRequest",
+    "ConfigError",
+    "Conflict",
+    "DatabaseUnavailable",
+    "EtcdUnavailable",
+    "ExecutorUnavailable",
+    "Forbidden",
+    "GitError",
+    "MalformedEntry",
+    "MaoError",
+    "NotFound",
+    "PayloadTooLarge",
+    "TooManyRequests",
+    "Unauthorized",
+    "Unavailable",
+]
 
 
 class EtcdUnavailable(Unavailable):
@@ -89,14 +56,6 @@ class GitError(MaoError):
 
     status = 503
     code = "git_error"
-
-
-class ConfigError(Exception):
-    """The configuration cannot work; ``problems`` lists every reason at once."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
 
 
 class MalformedEntry(MaoError):

@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from .audit.service import Audits
-from .backfill import Backfills
 from .config import Settings
 from .datasets import Datasets
 from .datasets._git import die_with_parent, use_credentials_file
@@ -22,26 +21,27 @@ from .federation.etcd import Etcd
 from .federation.locks import Locks
 from .federation.members import Membership
 from .federation.registry import Registry
-from .federation.scheduler import FederationScheduler
 from .federation.tls import EtcdTls
 from .gateway.insights import InsightsPublisher
 from .gateway.limits import RateLimiter, WriteBudget
 from .gateway.listener import RawListener
 from .gateway.raw import RawStore
 from .gateway.tokens import GatewayKeys
+from .merging.registrations import Registrations
+from .merging.voting import Voting
 from .metrics import Metrics
-from .pipelines.registrations import Registrations
 from .pipelines.service import PipelineService
-from .pipelines.voting import Voting
 from .retention import Retention
 from .runs.engine import Runner
 from .runs.reconcile import Reconciler
-from .scheduling import Scheduler
+from .scheduling.backfill import Backfills
+from .scheduling.cron import Scheduler
+from .scheduling.federation import FederationScheduler
+from .scheduling.triggers import DataTriggers
 from .store import Store
 from .store.gateway import GatewayKeyStore, ListenerProgress
 from .store.outage import PendingMerges, RegistryCache
 from .tasks import spawn
-from .triggers import DataTriggers
 
 log = logging.getLogger(__name__)
 

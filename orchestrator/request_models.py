@@ -2,7 +2,7 @@
 ``POST /pipeline/init`` (which writes the pipeline's federation registration).
 
 Each request model is strict (``extra="forbid"``): an unknown field is a 400 naming it, and nothing is
-written. The fields, their types and validators are the stored models' (``orchestrator.models``):
+written. The fields, their types and validators are the stored models' (``orchestrator.domain.pipeline``):
 ``ToolRequest`` and ``PipelineRequest`` *are* a ``Tool`` and a ``Pipeline`` with only the extra rule
 changed, so a service that takes the stored model takes the request as it is. ``DatasetRequest``
 differs in shape (the prototype wraps ``master`` and ``nodes`` in ``body``) and is turned into a
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from .models import REQUEST_CONFIG, Dataset, Master, Name, Nodes, Pipeline, Request, Tool
+from .domain.pipeline import REQUEST_CONFIG, Dataset, Master, Name, Nodes, Pipeline, Request, Tool
 
 
 class ToolRequest(Tool):

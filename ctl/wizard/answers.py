@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from orchestrator.names import name_problem
+from executor.wire.names import name_problem
 
 from ..cluster import (
     CLIENT_PORT,

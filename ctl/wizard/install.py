@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from orchestrator.names import name_problem
+from executor.wire.names import name_problem
 
 from .. import pki
 from ..cluster import initial_cluster_problem

@@ -7,7 +7,7 @@ from aiohttp import web
 from pydantic import Field
 
 from ..audit.records import DEFAULT_WAIT, MAX_WAIT, MIN_WAIT, check_id
-from ..models import Name, Request
+from ..domain.pipeline import Name, Request
 from .common import node, ok, parse, read_json
 from .openapi import doc
 from .schemas import JsonObject

@@ -8,8 +8,9 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from executor.wire.names import name_problem
+
 from ..errors import BadRequest
-from ..names import name_problem
 from ..node import Node
 
 NODE: web.AppKey[Node] = web.AppKey("node", Node)

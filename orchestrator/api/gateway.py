@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..domain.pipeline import Name, Request
 from ..errors import MaoError
 from ..gateway.tokens import ADMIN, Principal
-from ..models import Name, Request
 from .common import node, ok, parse, path_name, read_json
 from .openapi import doc
 from .schemas import GatewayKey, JsonObject, KeyRequest, Revoked, WriteRequest

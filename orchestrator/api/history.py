@@ -10,8 +10,8 @@ from aiohttp import web
 from pydantic import Field
 
 from ..datasets.repo import DatasetRepo
+from ..domain.pipeline import Query
 from ..errors import NotFound
-from ..models import Query
 from .common import node, ok, parse, path_name
 from .openapi import doc
 from .schemas import Out

@@ -21,9 +21,9 @@ from collections.abc import AsyncIterator, Mapping
 from aiohttp import web
 from pydantic import Field
 
+from ..domain.pipeline import Name, Query
+from ..domain.states import AttemptStatus
 from ..errors import BadRequest, MaoError, NotFound
-from ..models import Name, Query
-from ..runs.states import AttemptStatus
 from ..runs.step_logs import StepLogs
 from ..store.logs import AttemptLog, step_attempts
 from .common import node, parse

@@ -6,13 +6,14 @@ from typing import Any
 
 from aiohttp import web
 
+from executor.wire.names import name_problem
+
+from ..domain.pipeline import Pipeline
 from ..errors import BadRequest, NotFound
-from ..models import Pipeline
-from ..names import name_problem
-from ..overlap import busy_for, make_room
 from ..request_models import PipelineRequest
-from ..run_requests import BackfillRequest, RunRequest, check_overlap, options
 from ..runs.engine import RunInProgress
+from ..scheduling.overlap import busy_for, make_room
+from ..scheduling.requests import BackfillRequest, RunRequest, check_overlap, options
 from .common import node, ok, parse, path_name, read_json
 from .openapi import doc
 from .schemas import (

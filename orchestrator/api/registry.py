@@ -6,8 +6,8 @@ from aiohttp import web
 
 from ..datasets import redact
 from ..datasets.masters import resolve_master
+from ..domain.pipeline import Dataset, Tool
 from ..errors import NotFound
-from ..models import Dataset, Tool
 from ..request_models import DatasetRequest, ToolRequest
 from .common import node, ok, parse, path_name, read_json
 from .openapi import doc

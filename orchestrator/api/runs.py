@@ -7,8 +7,9 @@ import re
 
 from aiohttp import web
 
+from executor.wire.names import name_problem
+
 from ..errors import BadRequest, NotFound
-from ..names import name_problem
 from ..request_models import NoBody
 from .common import node, ok, parse, read_json
 from .openapi import doc

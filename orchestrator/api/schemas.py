@@ -3,7 +3,7 @@ for the OpenAPI document (``openapi.py``).
 
 Answers are built by the services as dicts; these models describe them (``extra="allow"``: a field a
 newer engine adds is not a contract break). Requests are validated with the models here or in
-``orchestrator.request_models`` and ``orchestrator.run_requests``, all strict (``Request``: an unknown
+``orchestrator.request_models`` and ``orchestrator.scheduling.requests``, all strict (``Request``: an unknown
 field is a 400 naming it); query parameters with ``Query`` models, which ignore unknown parameters.
 """
 
@@ -13,10 +13,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..models import Name, Query, Request
-from ..runs.states import AttemptStatus, RunStatus, StepStatus
+from ..domain.pipeline import Name, Query, Request
+from ..domain.states import AttemptStatus, RunStatus, StepStatus
 
-# The run engine's states (runs/states.py), so the document and the engine cannot drift apart.
+# The run engine's states (domain/states.py), so the document and the engine cannot drift apart.
 RUN_STATUSES = tuple(s.value for s in RunStatus)
 STEP_STATUSES = tuple(s.value for s in StepStatus)
 ATTEMPT_STATUSES = tuple(s.value for s in AttemptStatus)

@@ -21,12 +21,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..datasets.files import pushed_tip, read_file
+from ..domain.pipeline import Dataset, node_branch
 from ..errors import EtcdUnavailable, MaoError
 from ..federation import keys
 from ..federation.etcd import Etcd, KeyValue, LeaseNotFound, WatchEvent
 from ..federation.registry import Registry
 from ..federation.watch import PrefixWatch
-from ..models import Dataset, node_branch
 from ..tasks import cancel_all, spawn
 from .records import INLINE_LIMIT, LEASE_MARGIN, AuditBook, audit_id_of, deadline_of, record_problem
 

@@ -20,11 +20,12 @@ import re
 from datetime import datetime
 from typing import Any
 
+from executor.wire.names import name_problem
+
 from ..datasets.files import path_problem
 from ..errors import BadRequest
 from ..federation import keys
 from ..federation.etcd import Etcd, KeyValue
-from ..names import name_problem
 
 MIN_WAIT, MAX_WAIT, DEFAULT_WAIT = 5, 3600, 30
 LEASE_MARGIN = 60  # seconds the temporary keys outlive the deadline: time to fetch, score and store
@@ -99,7 +100,7 @@ class AuditBook:
 
     async def answered(self, audit_id: str, instance: str) -> set[str]:
         """The branches ``instance`` has answered for."""
-        prefix = f"{keys.audit_answers(audit_id)}{instance}/"
+        prefix = keys.audit_answers_of(audit_id, instance)
         return {kv.key.removeprefix(prefix) for kv in await self.etcd.list_prefix(prefix)}
 
     async def answer(self, audit_id: str, answer: dict[str, Any], lease: int) -> bool:

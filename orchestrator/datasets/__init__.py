@@ -15,8 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from ..domain.masters import check_master
 from ..errors import GitError
-from ._git import check_master, redact
+from ._git import redact
 from .masters import resolve_master
 from .repo import GROUND_TRUTH, DatasetRepo, MergeResult, init_bare
 from .upkeep import clear_stale_locks, collect_garbage, local_repositories, remove_stale_lanes

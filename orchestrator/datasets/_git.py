@@ -25,7 +25,6 @@ from orchestrator.errors import GitError
 # `ext::` (runs arbitrary commands), `fd::` nor a `git-remote-<scheme>` helper can ever be started, while
 # local paths ("file") keep working although GIT_PROTOCOL_FROM_USER=0.
 ALLOWED_PROTOCOLS = ("file", "git", "http", "https", "ssh")
-_URL_SCHEMES = frozenset({"file", "git", "http", "https", "ssh", "git+ssh", "ssh+git"})
 
 # Config applied to every git command through GIT_CONFIG_COUNT (the environment form of `git -c`).
 _CONFIG: tuple[tuple[str, str], ...] = (
@@ -50,11 +49,7 @@ def use_credentials_file(path: str | None) -> None:
     _credentials_file[:] = [path] if path else []
 
 
-# git's `<transport>::<address>` syntax selects a remote helper (transport.c: is_urlschemechar).
-_HELPER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
-_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.DOTALL)
 _CREDENTIALS_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
-MAX_MASTER_LENGTH = 2048
 
 # Phrases in git's stderr that mean the remote itself could not be used.
 _UNREACHABLE = (
@@ -78,39 +73,6 @@ _UNREACHABLE = (
 # Lines that carry no information of their own.
 _NOISE = ("hint:", "Please make sure you have the correct access rights", "and the repository exists.")
 _REJECTED = ("[rejected]", "[remote rejected]", "atomic push failed", "failed to push some refs")
-
-
-def check_master(master: object) -> str | None:
-    """Why ``master`` is not an acceptable dataset master (git URL or local path), or None when it is.
-
-    Plain strings git cannot use (such as the placeholder "git-link" an existing client registers) are
-    accepted: they fail, harmlessly, when fetched.
-    """
-    if not isinstance(master, str) or not master:
-        return "the master must be a non-empty string"
-    if len(master) > MAX_MASTER_LENGTH:
-        return f"the master is longer than {MAX_MASTER_LENGTH} characters"
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in master):
-        return "the master must not contain whitespace or control characters"
-    if master.startswith("-"):
-        return "the master must not start with '-'"
-    if _HELPER_RE.match(master):
-        return "the master must not use git's '<transport>::<address>' remote-helper form"
-    url = _SCHEME_RE.match(master)
-    if url:
-        scheme, rest = url.group(1).lower(), url.group(2)
-        if scheme not in _URL_SCHEMES:
-            return f"unsupported master URL scheme {url.group(1)!r} (use https, ssh, git, file or a path)"
-        authority = rest.split("/", 1)[0]
-        if authority.startswith("-") or authority.rpartition("@")[2].startswith("-"):
-            return "the host of the master URL must not start with '-'"
-    else:
-        # scp-like "user@host:path": ssh would read a host starting with '-' as an option. git refuses
-        # such hosts itself since 2.14.1; this catches them at registration already.
-        head = master.split(":", 1)[0]
-        if ":" in master and "/" not in head and head.rpartition("@")[2].startswith("-"):
-            return "the host of the master must not start with '-'"
-    return None
 
 
 def redact(text: str) -> str:

@@ -13,10 +13,11 @@ from typing import Any
 
 import git
 
+from executor.wire.names import name_problem
 from orchestrator.errors import BadRequest
-from orchestrator.names import name_problem
 
-from ._git import check_master, hardened_env, run_git
+from ..domain.masters import check_master
+from ._git import hardened_env, run_git
 
 log = logging.getLogger(__name__)
 

@@ -11,51 +11,11 @@ written the registration straight into etcd.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import unquote
 
+from orchestrator.domain.masters import credentials_problem, local_path
 from orchestrator.errors import BadRequest
-
-_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/]*)(.*)$", re.DOTALL)
-_SSH_SCHEMES = frozenset({"ssh", "git+ssh", "ssh+git"})
-CREDENTIALS_HINT = (
-    "put credentials in the file MAO_GIT_CREDENTIALS names (git credential-store lines, "
-    "https://user:token@host, mode 0600) or use an SSH key, and register the URL without them"
-)
-
-
-def credentials_problem(master: str) -> str | None:
-    """Why ``master`` carries credentials (a password, or any user part of an http(s) URL, where a
-    token is often put as the user name), or None."""
-    url = _SCHEME_RE.match(master)
-    if url is None:
-        return None
-    scheme, authority = url.group(1).lower(), url.group(2)
-    userinfo, at, _ = authority.rpartition("@")
-    if not at:
-        return None
-    if ":" in userinfo or scheme not in _SSH_SCHEMES:
-        return f"the master URL contains credentials: {CREDENTIALS_HINT}"
-    return None
-
-
-def local_path(master: str) -> str | None:
-    """The filesystem path git would use for ``master``, or None when it names a remote."""
-    url = _SCHEME_RE.match(master)
-    if url is not None:
-        scheme, host, path = url.group(1).lower(), url.group(2), url.group(3)
-        if scheme != "file":
-            return None
-        if host not in ("", "localhost"):
-            return f"//{host}{path}"  # a UNC-like path: never under a root
-        return unquote(path)
-    # git reads "host:path" (a colon before any slash) as scp-like ssh; everything else is a path.
-    head = master.split("/", 1)[0]
-    if ":" in head:
-        return None
-    return master
 
 
 def resolve_master(master: str, roots: Sequence[Path]) -> str:

@@ -34,7 +34,6 @@ from orchestrator.errors import Conflict, GitError, NotFound
 
 from ._git import (
     GitCommandFailed,
-    check_master,
     hardened_env,
     looks_rejected,
     looks_unreachable,
@@ -54,7 +53,7 @@ from .local import (
     remove_git_entries,
 )
 
-__all__ = ["GROUND_TRUTH", "BranchConflict", "DatasetRepo", "MergeResult", "check_master", "init_bare"]
+__all__ = ["GROUND_TRUTH", "BranchConflict", "DatasetRepo", "MergeResult", "init_bare"]
 
 log = logging.getLogger(__name__)
 

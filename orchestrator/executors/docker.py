@@ -24,8 +24,8 @@ from urllib.parse import urlencode
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from executor.container_models import ContainerList, ContainerState, Ending, Phase, SubmitRequest
-from executor.models import DEFAULT_LOG_LINES, MAX_BODY_BYTES, MAX_TIMEOUT, describe_validation_error
+from executor.wire.containers import ContainerList, ContainerState, Ending, Phase, SubmitRequest
+from executor.wire.models import DEFAULT_LOG_LINES, MAX_BODY_BYTES, MAX_TIMEOUT, describe_validation_error
 
 from ..errors import MaoError
 from .seam import (

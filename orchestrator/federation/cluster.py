@@ -19,8 +19,9 @@ import logging
 import re
 from typing import Any
 
+from executor.wire.names import name_problem
+
 from ..errors import BadRequest, Conflict, NotFound
-from ..names import name_problem
 from ..urls import split_url
 from .etcd import Etcd
 

@@ -79,6 +79,16 @@ def trigger_fire(trigger_id: str, revision: int) -> str:
     return f"{trigger_fires(trigger_id)}{revision:020d}"
 
 
+def raw(path: str) -> str:
+    """A gateway raw entry (``path`` inside the raw namespace; "" for the whole namespace)."""
+    return RAW + path
+
+
+def insight(path: str) -> str:
+    """A tool's published insights (``path`` inside the insights namespace; "" for the whole namespace)."""
+    return INSIGHTS + path
+
+
 def audit(audit_id: str) -> str:
     return AUDITS + audit_id
 
@@ -88,8 +98,13 @@ def audit_answers(audit_id: str) -> str:
     return f"{AUDIT_ANSWERS}{audit_id}/"
 
 
+def audit_answers_of(audit_id: str, instance: str) -> str:
+    """Prefix of one instance's answers to one audit: ``<prefix><branch>``."""
+    return f"{audit_answers(audit_id)}{instance}/"
+
+
 def audit_answer(audit_id: str, instance: str, branch: str) -> str:
-    return f"{audit_answers(audit_id)}{instance}/{branch}"
+    return audit_answers_of(audit_id, instance) + branch
 
 
 def audit_result(audit_id: str) -> str:

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from ..domain.pipeline import Dataset, Pipeline, Tool
 from ..errors import Conflict, MalformedEntry, NotFound
-from ..models import Dataset, Pipeline, Tool
 from . import keys
 from .etcd import DELETE, Etcd, KeyValue
 

@@ -101,7 +101,7 @@ class InsightsPublisher:
             "published_at": datetime.now(UTC).isoformat(),
         }
         try:
-            await self.etcd.put(keys.INSIGHTS + tool, record)
+            await self.etcd.put(keys.insight(tool), record)
         except EtcdUnavailable as exc:
             return f"not published: {exc.message[:300]}"
         return PUBLISHED

@@ -30,12 +30,12 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..datasets.files import commit_files
+from ..domain.pipeline import Dataset, node_branch
 from ..errors import DatabaseUnavailable, EtcdUnavailable, MaoError, NotFound
 from ..federation import keys
 from ..federation.etcd import Etcd, KeyValue, WatchEvent
 from ..federation.registry import Registry
 from ..federation.watch import PrefixWatch
-from ..models import Dataset, node_branch
 from ..store.gateway import ListenerProgress
 from ..tasks import spawn
 from .namespace import key_problem
@@ -43,8 +43,8 @@ from .namespace import key_problem
 if TYPE_CHECKING:
     from ..config import Settings
     from ..datasets import Datasets
-    from ..pipelines.registrations import Registrations
-    from ..pipelines.voting import Voting
+    from ..merging.registrations import Registrations
+    from ..merging.voting import Voting
 
 log = logging.getLogger(__name__)
 

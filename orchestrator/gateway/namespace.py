@@ -22,6 +22,7 @@ MAX_KEY_LENGTH = 256
 MAX_SEGMENTS = 8
 RAW, INSIGHTS = "raw", "insights"
 NAMESPACES = {RAW: keys.RAW, INSIGHTS: keys.INSIGHTS}
+_KEY_OF = {RAW: keys.raw, INSIGHTS: keys.insight}
 _SEGMENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -32,7 +33,7 @@ class GatewayKey:
 
     @property
     def etcd_key(self) -> str:
-        return NAMESPACES[self.namespace] + self.path
+        return _KEY_OF[self.namespace](self.path)
 
     @property
     def shown(self) -> str:

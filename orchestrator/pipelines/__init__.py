@@ -1,1 +1,1 @@
-"""Pipelines: initialising them on an instance and running their steps."""
+"""Pipelines: initialising them on an instance (with the check of every step) and deleting them."""

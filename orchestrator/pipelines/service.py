@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..datasets import Datasets
+from ..domain.pipeline import Pipeline, node_branch
 from ..errors import BadRequest, Conflict, NotFound
 from ..executors.backends import Backends
 from ..federation.registry import Registry
-from ..models import Pipeline, node_branch
+from ..merging.registrations import Registrations
 from ..runs.engine import Runner
 from ..store import Store
-from .registrations import Registrations
 from .stepcheck import check_steps
 
 if TYPE_CHECKING:
-    from ..scheduling import Scheduler
+    from ..scheduling.cron import Scheduler
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Settings
+from ..domain.fanout import MAX_SHARDS
+from ..domain.pipeline import Pipeline, Step, Tool, node_branch
 from ..errors import BadRequest
 from ..executors.backends import Backends, UnknownBackend
 from ..executors.seam import BackendRejected, ContainerSpec
-from ..models import Pipeline, Step, Tool, node_branch
-from ..runs.fanout import MAX_SHARDS
 from ..runs.spec import backend_of, container_spec
 
 _RUN_ID = "0" * 32

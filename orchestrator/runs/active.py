@@ -6,9 +6,9 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from ..models import Pipeline
-from .graph import StepNode
-from .states import AttemptStatus, RunStatus, StepStatus
+from ..domain.graph import StepNode
+from ..domain.pipeline import Pipeline
+from ..domain.states import AttemptStatus, RunStatus, StepStatus
 
 
 @dataclass(frozen=True)

@@ -36,17 +36,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Collection, Coroutine, Iterable
-from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from ..domain.queue import Ticket, in_order
 from ..errors import Conflict
 from ..tasks import spawn
 
 log = logging.getLogger(__name__)
-
-MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
 
 
 class RunInProgress(Conflict):
@@ -60,27 +57,6 @@ class Busy(StrEnum):
     QUEUE_ONE = "queue_one"
     QUEUE = "queue"
     ALLOW = "allow"
-
-
-@dataclass(frozen=True)
-class Ticket:
-    """A run as admission sees it: what orders it and what its listing shows."""
-
-    run_id: str
-    pipeline: str
-    trigger: str
-    priority: int
-    queued_at: datetime
-    tick_at: datetime | None = None
-    schedule_id: str | None = None
-    side_by_side: bool = False  # overlap ``allow``: admissible although its pipeline is busy
-
-    def order(self) -> tuple[int, datetime, datetime, str]:
-        return (-self.priority, self.queued_at, self.tick_at or self.queued_at, self.run_id)
-
-
-def in_order(tickets: Iterable[Ticket]) -> list[Ticket]:
-    return sorted(tickets, key=Ticket.order)
 
 
 def admissible(

@@ -2,7 +2,7 @@
 node branch, the ground-truth vote. The engine (``engine.py``) decides when and how often; this
 module does one try.
 
-Seams for fan-out (``runs/fanout.py``): ``snapshot_input``, ``prepare_output``, ``spec`` and
+Seams for fan-out (``runs/fanout/``): ``snapshot_input``, ``prepare_output``, ``spec`` and
 ``execute`` are separate so a fan-out step can run one container per shard (each with its own
 attempt row, ``RunRecords.add_attempt(shard=...)``) and then ``commit_and_vote`` once. An attempt a
 previous process started (``Adopted``, ``reconcile.py``) skips the snapshot, the folder's reset and
@@ -22,15 +22,15 @@ from pathlib import Path
 from ..config import Settings
 from ..datasets import DatasetRepo, Datasets
 from ..datasets.repo import BranchConflict
+from ..domain.pipeline import Dataset, Step, Tool
+from ..domain.states import AttemptStatus, MergeState, StepStatus
 from ..errors import Conflict, GitError, MaoError, NotFound, Unavailable
 from ..executors.seam import BackendRejected, ContainerSpec, End, EndKind, Handle
 from ..gateway.insights import InsightsPublisher, read_insights
-from ..models import Dataset, Step, Tool
-from ..pipelines.voting import Voting
+from ..merging.voting import Voting
 from ..store.runs import RunRecords
 from .execution import Execution, Outcome
 from .spec import backend_of, container_spec
-from .states import AttemptStatus, MergeState, StepStatus
 
 
 class StepFailed(Exception):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from ..models import Step
+from ..domain.pipeline import Step
 
 # Fields that change how a step is tried, not what it computes.
 _NOT_IN_KEY = {

@@ -17,7 +17,7 @@ the stop's status. Shutdown is not a stop: steps voting finish, the others are l
 (their objects run on, their records say ``running``) and the next start resumes the run from them
 (``reconcile.py``, ``Runner.resume``). One run per pipeline at a time on an instance, unless a trigger's overlap policy
 is ``allow`` (``start(..., busy=Busy.ALLOW)``: admitted beside them, its steps take a folder of their own when the node
-branch's is busy, ``Attempts.branch``); a run does not need etcd (see ``pipelines.voting``).
+branch's is busy, ``Attempts.branch``); a run does not need etcd (see ``merging.voting``).
 
 Entry point for every trigger (API, schedulers, backfill): ``Runner.start``, which records the run
 and hands it to admission (``runs/admission.py``): it starts at once or waits ``queued``.
@@ -37,26 +37,10 @@ from typing import Any
 
 from ..config import Settings
 from ..datasets import Datasets
-from ..errors import Conflict, DatabaseUnavailable, MaoError, NotFound
-from ..executors.backends import Backends
-from ..gateway.insights import InsightsPublisher
-from ..logs import RUN_ID
-from ..metrics import UNSERVED, Metrics
-from ..models import Pipeline, node_branch
-from ..pipelines.registrations import Registrations
-from ..pipelines.voting import Voting
-from ..store import Store
-from ..store.retention import existing_runs
-from ..store.runs import NewRun, RunRecords, UnfinishedRun
-from ..store.tables import utcnow
-from .active import CANCELLED, SHUTDOWN, ActiveRun, Stop, timed_out
-from .admission import Admission, Busy, RunInProgress, Ticket
-from .attempt import Adopted, Attempts
-from .execution import Execution
-from .fanout_attempt import FanOutAttempts
-from .graph import StepNode
-from .pools import Pools
-from .states import (
+from ..domain.graph import StepNode
+from ..domain.pipeline import Pipeline, node_branch
+from ..domain.queue import Ticket
+from ..domain.states import (
     DONE_STEP,
     ENDED_STEP,
     RUN_TRANSITIONS,
@@ -66,6 +50,23 @@ from .states import (
     StepStatus,
     check,
 )
+from ..errors import Conflict, DatabaseUnavailable, MaoError, NotFound
+from ..executors.backends import Backends
+from ..gateway.insights import InsightsPublisher
+from ..logs import RUN_ID
+from ..merging.registrations import Registrations
+from ..merging.voting import Voting
+from ..metrics import UNSERVED, Metrics
+from ..store import Store
+from ..store.retention import existing_runs
+from ..store.runs import NewRun, RunRecords, UnfinishedRun
+from ..store.tables import utcnow
+from .active import CANCELLED, SHUTDOWN, ActiveRun, Stop, timed_out
+from .admission import Admission, Busy, RunInProgress
+from .attempt import Adopted, Attempts
+from .execution import Execution
+from .fanout.attempt import FanOutAttempts
+from .pools import Pools
 from .step_logs import StepLogs
 from .steps import StepWork
 

@@ -25,16 +25,16 @@ from dataclasses import replace
 from typing import Any
 
 from ..datasets import DatasetRepo, Datasets
+from ..domain.pipeline import Pipeline
+from ..domain.states import AttemptStatus, MergeState, RunStatus, StepStatus
 from ..errors import MaoError
 from ..executors.seam import RUN_LABEL, Handle, Managed
-from ..models import Pipeline
-from ..pipelines.registrations import Registrations
+from ..merging.registrations import Registrations
 from ..store import Store
 from ..store.runs import RunRecords, UnfinishedRun, UnfinishedStep
 from ..store.tables import utcnow
 from .attempt import Adopted
 from .engine import Runner
-from .states import AttemptStatus, MergeState, RunStatus, StepStatus
 
 log = logging.getLogger(__name__)
 

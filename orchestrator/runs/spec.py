@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..config import Settings
+from ..domain.pipeline import Step, Tool
 from ..executors.seam import ContainerSpec, Identity, InputData, Limits, OutputData
-from ..models import Step, Tool
-from ..pipelines.limits import step_limits
+from .limits import step_limits
 
 
 def container_spec(

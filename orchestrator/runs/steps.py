@@ -15,11 +15,12 @@ from pathlib import Path
 
 from ..config import Settings
 from ..datasets import Datasets
+from ..domain.pipeline import Step, Tool, node_branch
+from ..domain.states import ATTEMPT_TRANSITIONS, AttemptStatus, StepStatus, check
 from ..errors import MaoError
 from ..executors.seam import Identity
 from ..logs import STEP
-from ..models import Step, Tool, node_branch
-from ..pipelines.registrations import Registrations
+from ..merging.registrations import Registrations
 from ..retry import backoff
 from ..store.runs import RunRecords
 from ..store.tables import utcnow
@@ -27,10 +28,9 @@ from .active import SHUTDOWN, ActiveRun
 from .attempt import Adopted, AttemptOutcome, Attempts, StepContext, StepFailed
 from .cache import memo_key
 from .execution import Execution, where_it_ran
-from .fanout_attempt import FanOutAttempts, FanOutPass
+from .fanout.attempt import FanOutAttempts, FanOutPass
 from .pools import Pools
 from .spec import backend_of
-from .states import ATTEMPT_TRANSITIONS, AttemptStatus, StepStatus, check
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class StepWork:
         raise failure
 
     async def _fan_out(self, run: ActiveRun, ctx: StepContext, tool: Tool, scratch: Path) -> AttemptOutcome:
-        """A fan-out step (runs/fanout_attempt.py): its shards are retried on their own; a failure
+        """A fan-out step (runs/fanout/attempt.py): its shards are retried on their own; a failure
         outside them that can pass (a git remote away at the snapshot or the vote) runs the step
         again, up to ``retries`` times, with the usual backoff."""
         step = ctx.step

@@ -16,8 +16,8 @@ from sqlalchemy import Table, bindparam, delete, event, insert, select, text, up
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from ..domain.pipeline import Pipeline
 from ..errors import DatabaseUnavailable, MaoError
-from ..models import Pipeline
 from . import migrate
 from .tables import PipelineRow, ScheduleRow, SecretRow, TickRow, utcnow
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from ..runs.states import MergeState, RunStatus, StepStatus
+from ..domain.states import MergeState, RunStatus, StepStatus
 from . import Store
 from .tables import PendingMergeRow, RegistryCacheRow, RunRow, RunStepRow, utcnow
 

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, func, select
 
-from ..runs.states import RunStatus
+from ..domain.states import RunStatus
 from . import Store
 from .tables import AttemptRow, RunRow, RunStepRow, TickRow
 

@@ -1,7 +1,7 @@
 """Run records: runs, their steps (by name) and each step's attempts.
 
 The engine (``orchestrator.runs``) is the only writer; it checks every status change against
-``runs.states`` before calling here, so these methods just write. Reads return the API's JSON shape
+``domain.states`` before calling here, so these methods just write. Reads return the API's JSON shape
 (``GET /runs``, ``GET /runs/{id}``), built in one place.
 """
 
@@ -15,10 +15,10 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..models import Pipeline
-from ..runs.admission import Ticket, in_order
-from ..runs.graph import StepNode
-from ..runs.states import AttemptStatus, RunStatus, StepStatus
+from ..domain.graph import StepNode
+from ..domain.pipeline import Pipeline
+from ..domain.queue import Ticket, in_order
+from ..domain.states import AttemptStatus, RunStatus, StepStatus
 from . import Store
 from .tables import AttemptRow, RunRow, RunStepRow, utcnow
 

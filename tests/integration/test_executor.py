@@ -65,7 +65,7 @@ def _wait_until(predicate: Callable[[], Any], timeout: float, what: str, interva
 
 
 def _containers(client: docker.DockerClient, *labels: str) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": list(labels)})
+    return client.containers.list(all=True, ignore_removed=True, filters={"label": list(labels)})
 
 
 @dataclass

@@ -174,7 +174,7 @@ def test_sigkill_mid_fan_out_then_restart_leaves_no_container_and_no_double_merg
         run_id = api.run(pipeline, wait=False)["id"]
 
         def running() -> list[Any]:
-            return docker_engine.containers.list(filters={"label": f"mao.run={run_id}"})
+            return docker_engine.containers.list(ignore_removed=True, filters={"label": f"mao.run={run_id}"})
 
         servers.wait_until(lambda: len(running()) == 2, timeout=120, what="two shard containers running")
         service.kill()  # SIGKILL: no chance to clean up
@@ -208,7 +208,7 @@ def test_cancel_mid_fan_out_kills_every_shard_and_pushes_nothing(api: Api, node,
     run_id = api.run(made["pipeline"], wait=False)["id"]
 
     def running() -> list[Any]:
-        return docker_engine.containers.list(all=True, filters={"label": f"mao.run={run_id}"})
+        return docker_engine.containers.list(all=True, ignore_removed=True, filters={"label": f"mao.run={run_id}"})
 
     servers.wait_until(lambda: len(running()) == 2, timeout=120, what="two shard containers running")
     assert api.post(f"/runs/{run_id}/cancel").status_code == 202

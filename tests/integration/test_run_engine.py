@@ -48,7 +48,7 @@ def at(value: str) -> datetime:
 def containers_of(run_id: str) -> list[str]:
     client = docker.from_env()
     try:
-        return [c.name for c in client.containers.list(all=True, filters={"label": f"mao.run={run_id}"})]
+        return [c.name for c in client.containers.list(all=True, ignore_removed=True, filters={"label": f"mao.run={run_id}"})]
     finally:
         client.close()
 

@@ -3,7 +3,7 @@ the compose deployment's database: the same check as tests/unit/test_scheduler_t
 
 from __future__ import annotations
 
-from orchestrator.models import Pipeline
+from orchestrator.domain.pipeline import Pipeline
 from orchestrator.store import Store
 from tests.unit.test_scheduler_ticks import check_burst
 

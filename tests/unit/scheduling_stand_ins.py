@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from orchestrator.models import Pipeline
+from orchestrator.domain.pipeline import Pipeline
 from orchestrator.runs.admission import Busy
 from orchestrator.store import Store
 

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orchestrator.config import parse_pools
-from orchestrator.runs.admission import Admission, Busy, RunInProgress, Ticket, admissible, in_order
+from orchestrator.domain.queue import Ticket, in_order
+from orchestrator.runs.admission import Admission, Busy, RunInProgress, admissible
 from orchestrator.runs.pools import Pools, Slots
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

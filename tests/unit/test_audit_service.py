@@ -20,10 +20,10 @@ from orchestrator.audit.records import audit_id_of, deadline_of
 from orchestrator.audit.service import Audits
 from orchestrator.datasets import DatasetRepo, init_bare
 from orchestrator.datasets.files import commit_files
+from orchestrator.domain.pipeline import Dataset, Pipeline
 from orchestrator.errors import EtcdUnavailable
 from orchestrator.federation import keys
 from orchestrator.federation.etcd import KeyValue, LeaseNotFound
-from orchestrator.models import Dataset, Pipeline
 
 AUDIT_ID = "a" * 32
 

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from orchestrator.batching import Coalescer
+from orchestrator.scheduling.batching import Coalescer
 
 
 async def test_what_arrives_together_goes_in_one_call_and_each_gets_its_own_result() -> None:

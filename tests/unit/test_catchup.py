@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator import catchup
-from orchestrator.scheduling import Scheduler
+from orchestrator.scheduling import catchup
+from orchestrator.scheduling.cron import Scheduler
 from orchestrator.store import Store
 from orchestrator.store.tables import ScheduleRow
 from tests.unit.scheduling_stand_ins import StandInRunner, store_with_pipeline

@@ -13,7 +13,7 @@ from ctl.cluster import initial_cluster_problem, parse_initial_cluster, peer_url
 from ctl.compose import parse_env
 from ctl.pipeline_input import PRIVATE_PLACEHOLDER
 from orchestrator.config import read_env_file
-from orchestrator.models import PRIVATE_PLACEHOLDER as SERVER_PLACEHOLDER
+from orchestrator.domain.pipeline import PRIVATE_PLACEHOLDER as SERVER_PLACEHOLDER
 from tests.ctl_helpers import REPO_ROOT
 
 HEAVY = ("aiohttp", "sqlalchemy", "docker", "aetcd", "pydantic", "grpc", "git", "apscheduler")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from ctl.marketplace import DEFAULT_FOLDER, Marketplace, MarketplaceError
-from orchestrator.models import Pipeline, Tool
+from orchestrator.domain.pipeline import Pipeline, Tool
 from tests.ctl_helpers import maoctl, maoctl_process
 
 

@@ -124,7 +124,7 @@ def third_party_imports(folder: Path) -> set[str]:
     return {
         m
         for m in modules
-        if m not in sys.stdlib_module_names and m not in ("ctl", "orchestrator", "__future__")
+        if m not in sys.stdlib_module_names and m not in ("ctl", "orchestrator", "executor", "__future__")
     }
 
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from orchestrator.errors import BadRequest
-from orchestrator.federation.scheduler import FederationScheduler
-from orchestrator.scheduling import Scheduler
+from orchestrator.scheduling.cron import Scheduler
+from orchestrator.scheduling.federation import FederationScheduler
+from orchestrator.scheduling.ticks import due_time, fire_times, make_trigger
 from orchestrator.store import Store
-from orchestrator.ticks import due_time, fire_times, make_trigger
 from tests.unit.scheduling_stand_ins import StandInRunner, store_with_pipeline
 
 ZURICH = "Europe/Zurich"

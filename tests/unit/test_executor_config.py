@@ -9,7 +9,7 @@ import pytest
 
 from executor.__main__ import main
 from executor.config import host_is_loopback, load_settings
-from executor.images import image_problem, normalize_image
+from executor.wire.images import image_problem, normalize_image
 from orchestrator.errors import ConfigError
 
 TOKEN = "unit-test-token-0123456789"

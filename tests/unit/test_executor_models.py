@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from executor.docker_runner import bounded_tail
-from executor.models import RunRequest, describe_validation_error
+from executor.wire.models import RunRequest, describe_validation_error
 
 BASE = {"image": "busybox:latest", "output_dir": "/srv/out"}
 

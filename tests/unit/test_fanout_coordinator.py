@@ -9,15 +9,15 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from orchestrator.runs.fanout import (
+from orchestrator.domain.fanout import FanOut
+from orchestrator.runs.fanout.coordinator import (
     Coordinator,
-    FanOut,
     FanOutSummary,
     ShardOutcome,
     ShardRun,
     SpeculationPolicy,
 )
-from orchestrator.runs.shards import Shard, split
+from orchestrator.runs.fanout.files import Shard, split
 
 FAST = SpeculationPolicy(fraction=0.5, factor=2.0, min_extra=0.05)
 OFF = SpeculationPolicy(enabled=False)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.runs.shards import (
+from orchestrator.domain.fanout import glob_problem
+from orchestrator.runs.fanout.files import (
     Shard,
     ShardCollision,
     combine,
     glob_matches,
-    glob_problem,
     list_files,
     materialise,
     split,

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.runs.fanout import FanOut, ShardOutcome, ShardRun, SpeculationPolicy
-from orchestrator.runs.fanout_step import run_fan_out
+from orchestrator.domain.fanout import FanOut
+from orchestrator.runs.fanout.coordinator import ShardOutcome, ShardRun, SpeculationPolicy
+from orchestrator.runs.fanout.step import run_fan_out
 
 OFF = SpeculationPolicy(enabled=False)
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from orchestrator.errors import BadRequest
-from orchestrator.federation.schedules import check_placement, due_key, labels_match, parse_due
+from orchestrator.scheduling.book import check_placement, due_key, labels_match, parse_due
 
 
 def test_placement_forms() -> None:

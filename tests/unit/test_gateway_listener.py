@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from orchestrator.datasets import DatasetRepo, init_bare
+from orchestrator.domain.pipeline import Dataset
 from orchestrator.gateway.listener import RawListener
-from orchestrator.models import Dataset
-from orchestrator.pipelines.voting import Vote
+from orchestrator.merging.voting import Vote
 
 BRANCH = "raw-node1"
 

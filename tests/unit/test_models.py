@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.models import PRIVATE_PLACEHOLDER, Pipeline, Tool
+from orchestrator.domain.pipeline import PRIVATE_PLACEHOLDER, Pipeline, Tool
 from orchestrator.request_models import DatasetRequest
 
 

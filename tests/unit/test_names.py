@@ -1,6 +1,6 @@
 import pytest
 
-from orchestrator.names import check_name, name_problem
+from executor.wire.names import check_name, name_problem
 
 
 @pytest.mark.parametrize("name", ["a", "A1", "my-tool", "data.set_2", "x" * 128, "0day"])

@@ -42,7 +42,7 @@ def test_document_is_openapi_3_1(app) -> None:
 
 def test_request_models_are_the_handlers_models(app) -> None:
     schemas = build_document(app)["components"]["schemas"]
-    # The same pydantic models the handlers parse with: a step's fields come from orchestrator.models.Step.
+    # The same pydantic models the handlers parse with: a step's fields come from orchestrator.domain.pipeline.Step.
     assert {"name", "tool", "output_dataset", "private_env", "timeout"} <= set(schemas["Step"]["properties"])
     assert schemas["RunRequest"]["properties"]["wait"]["type"] == "boolean"
 

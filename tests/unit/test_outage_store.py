@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.models import Pipeline
+from orchestrator.domain.pipeline import Pipeline
 from orchestrator.store import Store
 from orchestrator.store.outage import PendingMerges, RegistryCache
 from orchestrator.store.runs import RunRecords

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 
 from orchestrator.errors import Conflict
-from orchestrator.overlap import busy_for, make_room, started_note
 from orchestrator.runs.admission import Busy
+from orchestrator.scheduling.overlap import busy_for, make_room, started_note
 
 
 class Runner:

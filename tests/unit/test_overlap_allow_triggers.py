@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.runs.admission import Busy
-from orchestrator.scheduling import Scheduler
+from orchestrator.scheduling.cron import Scheduler
 from orchestrator.store import Store
 from tests.unit.scheduling_stand_ins import StandInRunner, store_with_pipeline
 

@@ -13,13 +13,13 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from ctl.marketplace import TOOL_FIELDS, Marketplace
-from executor.models import KillRequest
+from executor.wire.models import KillRequest
 from orchestrator.api.common import parse
 from orchestrator.api.openapi import build_document, operation_of, routes_of
 from orchestrator.app import create_app
 from orchestrator.config import load_settings
+from orchestrator.domain.pipeline import Dataset, Pipeline, Query, Tool
 from orchestrator.errors import BadRequest
-from orchestrator.models import Dataset, Pipeline, Query, Tool
 from orchestrator.request_models import DatasetRequest, NoBody, PipelineRequest, ToolRequest
 
 STEP = {

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
-from orchestrator.models import Pipeline
+from orchestrator.domain.pipeline import Pipeline
 from orchestrator.retention import Retention
 from orchestrator.store import Store
 from orchestrator.store.retention import count_waiting_runs

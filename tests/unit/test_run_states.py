@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.models import Step
-from orchestrator.retry import CAP, backoff, bound
-from orchestrator.runs.cache import memo_key
-from orchestrator.runs.graph import GraphError, downstream, find_cycle, resolve
-from orchestrator.runs.states import (
+from orchestrator.domain.graph import GraphError, downstream, find_cycle, resolve
+from orchestrator.domain.pipeline import Step
+from orchestrator.domain.states import (
     ATTEMPT_TRANSITIONS,
     RUN_TRANSITIONS,
     STEP_TRANSITIONS,
@@ -18,6 +16,8 @@ from orchestrator.runs.states import (
     StepStatus,
     check,
 )
+from orchestrator.retry import CAP, backoff, bound
+from orchestrator.runs.cache import memo_key
 
 
 def test_every_status_has_a_row() -> None:

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import update
 
 from orchestrator.metrics import Metrics
-from orchestrator.scheduling import Scheduler
+from orchestrator.scheduling.cron import Scheduler
 from orchestrator.store import Store
 from orchestrator.store.tables import ScheduleRow
 from tests.unit.scheduling_stand_ins import StandInRunner, store_with_pipeline

@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orchestrator.errors import BadRequest
-from orchestrator.scheduling import due_time, fire_times, make_trigger
+from orchestrator.scheduling.ticks import due_time, fire_times, make_trigger
 
 
 @pytest.mark.parametrize("cron", ["cron-string", "* * * *", "* * * * * *", "61 * * * *", "", "   "])

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import load_settings
+from orchestrator.domain.pipeline import Pipeline, Tool
 from orchestrator.errors import BadRequest
 from orchestrator.executors.backends import Backends
 from orchestrator.executors.seam import BackendRejected, Capabilities, ContainerSpec, DataMode
-from orchestrator.models import Pipeline, Tool
 from orchestrator.pipelines.stepcheck import check_steps, representative_spec
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from executor.config import load_settings as load_executor_settings
 from executor.hardening import check_docker_socket, container_limits, host_cpus, tool_user
-from executor.models import RunRequest
+from executor.wire.models import RunRequest
 from orchestrator.config import load_settings
 from orchestrator.datasets import Datasets
 from orchestrator.datasets._git import _execute_abortable, die_with_parent, lock_file_problem
@@ -27,9 +27,9 @@ from orchestrator.datasets.hygiene import (
     points_outside,
 )
 from orchestrator.datasets.upkeep import clear_stale_locks, local_repositories
+from orchestrator.domain.pipeline import Step
+from orchestrator.domain.sizes import parse_size
 from orchestrator.errors import BadRequest, ConfigError, MaoError
-from orchestrator.models import Step
-from orchestrator.sizes import parse_size
 
 ROOT = os.getuid() == 0
 

@@ -13,7 +13,8 @@ from ctl.token import local_token
 from orchestrator.access import host_name
 from orchestrator.config import load_settings
 from orchestrator.datasets import _git
-from orchestrator.datasets.masters import credentials_problem, resolve_master
+from orchestrator.datasets.masters import resolve_master
+from orchestrator.domain.masters import credentials_problem
 from orchestrator.errors import BadRequest
 from orchestrator.private_files import ensure_api_token, tighten
 

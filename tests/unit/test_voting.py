@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from orchestrator.datasets import MergeResult
+from orchestrator.domain.pipeline import Dataset, Pipeline
 from orchestrator.errors import EtcdUnavailable
+from orchestrator.merging import voting as voting_module
+from orchestrator.merging.voting import Voting
 from orchestrator.metrics import Metrics
-from orchestrator.models import Dataset, Pipeline
-from orchestrator.pipelines import voting as voting_module
-from orchestrator.pipelines.voting import Voting
 from orchestrator.store import Store
 from orchestrator.store.outage import PendingMerges
 from orchestrator.store.runs import RunRecords

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from orchestrator.federation import keys
-from orchestrator.federation.catchup import catch_up_all
 from orchestrator.federation.etcd import Etcd
-from orchestrator.federation.scheduler import FederationScheduler
-from orchestrator.federation.schedules import ScheduleBook
 from orchestrator.metrics import Metrics
+from orchestrator.scheduling.book import ScheduleBook
+from orchestrator.scheduling.federation import FederationScheduler
+from orchestrator.scheduling.federation_catchup import catch_up_all
 from tests import servers
 
 from .test_tick_decisions import FakeRunner, FakeStore, Jobs, Members, Registrations

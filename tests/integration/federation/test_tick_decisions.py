@@ -14,12 +14,12 @@ import pytest
 
 from orchestrator.errors import DatabaseUnavailable, EtcdUnavailable
 from orchestrator.federation import keys
-from orchestrator.federation import scheduler as federation_scheduler
-from orchestrator.federation.catchup import NOBODY_ALIVE
 from orchestrator.federation.etcd import Etcd
-from orchestrator.federation.scheduler import FederationScheduler
-from orchestrator.federation.schedules import ScheduleBook, due_key
 from orchestrator.metrics import Metrics
+from orchestrator.scheduling import federation as federation_scheduler
+from orchestrator.scheduling.book import ScheduleBook, due_key
+from orchestrator.scheduling.federation import FederationScheduler
+from orchestrator.scheduling.federation_catchup import NOBODY_ALIVE
 from tests import servers
 
 

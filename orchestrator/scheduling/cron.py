@@ -20,17 +20,17 @@ from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from ..errors import BadRequest, MaoError, NotFound
+from ..metrics import UNSERVED, Metrics
+from ..tasks import cancel_all, spawn
 from . import catchup
 from .batching import Coalescer
-from .errors import BadRequest, MaoError, NotFound
-from .metrics import UNSERVED, Metrics
 from .overlap import busy_for, make_room, started_note
-from .tasks import cancel_all, spawn
 from .ticks import DUE_JITTER, due_time, fire_times, make_trigger
 
 if TYPE_CHECKING:
-    from .pipelines.runner import Runner
-    from .store import Store
+    from ..runs.engine import Runner
+    from ..store import Store
 
 __all__ = ["DUE_JITTER", "Scheduler", "due_time", "fire_times", "make_trigger"]
 

@@ -19,13 +19,13 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .errors import BadRequest, MaoError, NotFound
-from .run_requests import BackfillRequest
+from ..errors import BadRequest, MaoError, NotFound
+from .requests import BackfillRequest
 from .ticks import fire_times, make_trigger
 
 if TYPE_CHECKING:
-    from .pipelines.runner import Runner
-    from .store import Store
+    from ..runs.engine import Runner
+    from ..store import Store
 
 log = logging.getLogger(__name__)
 

@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..datasets import Datasets, MergeResult
+from ..domain.pipeline import Dataset
+from ..domain.states import MergeState
 from ..errors import EtcdUnavailable, GitError, MaoError
-from ..federation.advances import announce
 from ..federation.etcd import Etcd
 from ..federation.locks import LockLost, Locks
 from ..metrics import UNSERVED, Metrics
-from ..models import Dataset
-from ..runs.states import MergeState
 from ..store.outage import PendingMerges
 from ..tasks import spawn
+from .advances import announce
 from .registrations import Registrations
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-MAX_GLOB_LENGTH = 512
+from ...domain.fanout import glob_problem
+
 MAX_NAMED_PATHS = 20  # in an error message; the rest are counted
 
 
@@ -75,27 +76,8 @@ class ShardCollision(Exception):
 # -- globs -------------------------------------------------------------------------------------------
 
 
-def glob_problem(pattern: object) -> str | None:
-    """Why ``pattern`` cannot be a fan-out glob, or None when it can.
-
-    A glob is relative to the input snapshot: ``*`` and ``?`` stay inside one path segment, ``**``
-    as a whole segment matches any number of folders (``**/*.csv``), ``[...]`` is a character class.
-    It cannot reach outside the snapshot: no leading ``/``, no ``.`` or ``..`` segment."""
-    if not isinstance(pattern, str) or not pattern:
-        return "glob must be a non-empty string"
-    if len(pattern) > MAX_GLOB_LENGTH:
-        return f"glob is longer than {MAX_GLOB_LENGTH} characters"
-    if any(ord(ch) < 32 or ord(ch) == 127 or ch == "\\" for ch in pattern):
-        return "glob must not contain control characters or backslashes"
-    if pattern.startswith("/"):
-        return f"glob {pattern!r} must be relative to the input dataset (no leading '/')"
-    if any(part in ("", ".", "..") for part in pattern.split("/")):
-        return f"glob {pattern!r} must not contain empty, '.' or '..' segments"
-    return None
-
-
 def glob_matches(pattern: str, path: str) -> bool:
-    """True when the relative POSIX ``path`` matches ``pattern`` (see ``glob_problem``)."""
+    """True when the relative POSIX ``path`` matches ``pattern`` (see ``domain.fanout.glob_problem``)."""
     return _match(tuple(pattern.split("/")), tuple(path.split("/")))
 
 

@@ -12,9 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool
 
-from .errors import BadRequest
-from .models import Name
-from .runs.admission import MAX_PRIORITY, MIN_PRIORITY
+from ..domain.pipeline import Name
+from ..domain.queue import MAX_PRIORITY, MIN_PRIORITY
+from ..errors import BadRequest
 
 Overlap = Literal["skip", "allow", "queue", "replace"]
 Catchup = Literal["none", "latest", "all"]

@@ -15,7 +15,7 @@ At a tick, each instance decides for itself:
 Whoever records a tick also records as skipped the earlier ticks that have no record at all (the
 whole federation, or etcd, was down then), after the tick's own outcome and as far as etcd lets it.
 Before that, at its start, an eligible instance applies the schedule's catch-up policy to such ticks,
-once federation-wide (``federation.catchup``).
+once federation-wide (``federation_catchup``).
 
 The winner of a tick always writes its outcome: whatever fails once the claim is won (etcd, the
 database, the runner) makes the tick ``skipped`` with that reason; only the death of the process
@@ -38,23 +38,23 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound
+from ..federation import keys
+from ..federation.etcd import Etcd, KeyValue, WatchEvent
+from ..federation.members import Membership
+from ..federation.registry import Registry
+from ..federation.watch import PrefixWatch
 from ..metrics import UNSERVED, Metrics
-from ..overlap import busy_for
 from ..tasks import cancel_all, spawn
-from ..ticks import due_time, make_trigger
-from . import keys
-from .catchup import catch_up_all, record_gaps
-from .etcd import Etcd, KeyValue, WatchEvent
-from .members import Membership
-from .registry import Registry
-from .schedules import ScheduleBook, check_placement, labels_match
-from .watch import PrefixWatch
+from .book import ScheduleBook, check_placement, labels_match
+from .federation_catchup import catch_up_all, record_gaps
+from .overlap import busy_for
+from .ticks import due_time, make_trigger
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..pipelines.runner import Runner
-    from ..scheduling import Scheduler
+    from ..runs.engine import Runner
     from ..store import Store
+    from .cron import Scheduler
 
 log = logging.getLogger(__name__)
 

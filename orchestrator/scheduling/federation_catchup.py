@@ -5,7 +5,7 @@ At its start (the first list of schedules), each eligible instance looks at each
 since its newest recorded tick (at most ``HORIZON`` back: tick records live 7 days) up to now. Ticks
 without a record were seen by nobody: a live eligible instance claims every tick, and an observer
 records the ones no live instance could fire. The schedule's ``catchup`` (``none``, ``latest``,
-``all``) and ``catchup_window`` decide about them as for an instance schedule (``orchestrator.catchup``).
+``all``) and ``catchup_window`` decide about them as for an instance schedule (``scheduling.catchup``).
 
 Exactly once federation-wide: the decision is a compare-and-swap on ``/mao/v1/catchups/<id>``
 (``{until, instance, catchup, ticks, decided_at}``). An instance computes the gap after the
@@ -28,16 +28,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import catchup
 from ..errors import MaoError
+from ..federation import keys
+from ..federation.etcd import Etcd
 from ..metrics import Metrics
-from ..ticks import DUE_JITTER, fire_times, make_trigger
-from . import keys
-from .etcd import Etcd
-from .schedules import ScheduleBook
+from . import catchup
+from .book import ScheduleBook
+from .ticks import DUE_JITTER, fire_times, make_trigger
 
 if TYPE_CHECKING:
-    from ..pipelines.runner import Runner
+    from ..runs.engine import Runner
 
 
 class FederationScheduler(Protocol):

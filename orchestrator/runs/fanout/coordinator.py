@@ -1,7 +1,7 @@
 """Fan-out: one step's shards run side by side, each retried on its own, stragglers speculated.
 
-``FanOut`` is the step field (``fan_out: {glob, split_size, max_parallel}``). ``Coordinator`` runs a
-list of ``Shard``s (see ``shards.py``) through an injected ``run_shard(ShardRun) -> ShardOutcome``,
+``FanOut`` is the step field (``fan_out: {glob, split_size, max_parallel}``, ``domain.fanout``). ``Coordinator`` runs a
+list of ``Shard``s (see ``files.py``) through an injected ``run_shard(ShardRun) -> ShardOutcome``,
 which owns everything about one container (request, attempt record, kill on cancel): the coordinator
 only decides what runs when, so it is tested without Docker.
 
@@ -40,35 +40,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-
-from .shards import Shard, glob_problem
+from .files import Shard
 
 log = logging.getLogger(__name__)
-
-MAX_SPLIT_SIZE = 100_000
-MAX_PARALLEL = 256
-MAX_SHARDS = 10_000
-
-
-def _check_glob(value: str) -> str:
-    if problem := glob_problem(value):
-        raise ValueError(problem)
-    return value
-
-
-class FanOut(BaseModel):
-    """The ``fan_out`` step field. Unknown keys are an error (a misspelt ``max_paralel`` must not
-    silently become the default)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    glob: Annotated[str, AfterValidator(_check_glob)]
-    split_size: Annotated[int, Field(ge=1, le=MAX_SPLIT_SIZE)] = 1
-    max_parallel: Annotated[int, Field(ge=1, le=MAX_PARALLEL)] = 4
-
 
 @dataclass(frozen=True)
 class SpeculationPolicy:

@@ -1,6 +1,6 @@
 """When a cron schedule ticks: the one place that turns a cron expression and a time zone into instants.
 
-Both schedulers (this instance's, ``scheduling``, and the federation's, ``federation.scheduler``)
+Both schedulers (this instance's, ``cron``, and the federation's, ``federation``)
 arm ``CronTicks``, and backfill and catch-up enumerate ticks with ``fire_times``, so every part of the
 orchestrator agrees on which instants a schedule stands for.
 
@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
-from .errors import BadRequest
+from ..errors import BadRequest
 
 # Transitions move clocks by at most a few hours (2 h in a few historical zones); searching this far
 # back in wall-clock time finds every local time that lands after a given instant.

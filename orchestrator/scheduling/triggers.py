@@ -1,7 +1,7 @@
 """Data triggers: run a pipeline each time a dataset's ground-truth advances, on any instance.
 
 ``POST /pipeline/run {name, trigger: {dataset}}``. Every merge into ground-truth puts
-``/mao/v1/ground-truth/<dataset>`` (``federation.advances``); each instance watches that prefix and,
+``/mao/v1/ground-truth/<dataset>`` (``merging.advances``); each instance watches that prefix and,
 for each PUT (one advance, told apart by its etcd revision):
 - a local trigger (a row of the schedules table with ``dataset`` set) starts a run here, with trigger
   ``dataset``, ``trigger_dataset`` and ``trigger_commit`` (the ground-truth commit that caused it) on
@@ -24,20 +24,20 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import BadRequest, Conflict, MaoError, NotFound
-from .federation import keys
-from .federation.etcd import Etcd, KeyValue, WatchEvent
-from .federation.leases import SharedLease
-from .federation.schedules import check_placement, labels_match
-from .federation.watch import PrefixWatch
+from ..errors import BadRequest, Conflict, MaoError, NotFound
+from ..federation import keys
+from ..federation.etcd import Etcd, KeyValue, WatchEvent
+from ..federation.leases import SharedLease
+from ..federation.watch import PrefixWatch
+from ..tasks import cancel_all, spawn
+from .book import check_placement, labels_match
 from .overlap import busy_for, make_room, started_note
-from .tasks import cancel_all, spawn
 
 if TYPE_CHECKING:
-    from .config import Settings
-    from .federation.registry import Registry
-    from .pipelines.runner import Runner
-    from .store import Store
+    from ..config import Settings
+    from ..federation.registry import Registry
+    from ..runs.engine import Runner
+    from ..store import Store
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..config import Settings
-from ..models import Step
+from ..domain.pipeline import Step
 
 
 class StepLimits(NamedTuple):

@@ -22,11 +22,11 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from .errors import Conflict, NotFound
-from .runs.admission import Busy
+from ..errors import Conflict, NotFound
+from ..runs.admission import Busy
 
 if TYPE_CHECKING:
-    from .pipelines.runner import Runner
+    from ..runs.engine import Runner
 
 log = logging.getLogger(__name__)
 

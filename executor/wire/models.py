@@ -16,8 +16,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from executor.images import image_problem
-from orchestrator.names import NAME_PATTERN
+from executor.wire.images import image_problem
+from executor.wire.names import NAME_PATTERN
 
 MAX_TIMEOUT = 7 * 24 * 3600.0
 # A /run body is a few KiB at most; a larger one is a mistake or an attack. The orchestrator checks its

@@ -18,7 +18,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from executor.models import MANAGED_LABEL, MAX_TIMEOUT, ContainerFields
+from executor.wire.models import MANAGED_LABEL, MAX_TIMEOUT, ContainerFields
 
 # Set by the executor on every container it created through POST /containers: which executor owns
 # it (its MAO_INSTANCE_NAME), and the limits its monitor enforces. Read back from the labels, they

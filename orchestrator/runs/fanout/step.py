@@ -3,7 +3,7 @@
 ``run_fan_out`` is what the engine calls instead of running one container: it lists the snapshot's
 files matching the glob, splits them into shards, gives each container attempt the shard's own input
 folder and a fresh empty output folder, runs them through ``Coordinator`` and, when every shard has
-succeeded, moves the winners' outputs into the node branch's work folder (``shards.combine``). The
+succeeded, moves the winners' outputs into the node branch's work folder (``files.combine``). The
 engine then commits that folder once and votes once, exactly as for a single container.
 
 The engine supplies ``run_container(ShardRun, input_dir, output_dir) -> ShardOutcome``: it builds the
@@ -23,18 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .fanout import (
-    MAX_SHARDS,
+from ...domain.fanout import MAX_SHARDS, FanOut
+from .coordinator import (
     Coordinator,
     Delay,
-    FanOut,
     FanOutSummary,
     Progress,
     ShardOutcome,
     ShardRun,
     SpeculationPolicy,
 )
-from .shards import Combined, ShardCollision, combine, list_files, materialise, split
+from .files import Combined, ShardCollision, combine, list_files, materialise, split
 
 log = logging.getLogger(__name__)
 

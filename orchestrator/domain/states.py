@@ -52,7 +52,7 @@ class MergeState(StrEnum):
     """The ground-truth vote of a step's output (``merge`` in the run record)."""
 
     MERGED = "merged"
-    QUEUED = "queued"  # the federation was unreachable; retried later (pipelines.voting)
+    QUEUED = "queued"  # the federation was unreachable; retried later (merging.voting)
     CONFLICT = "conflict"
 
 
@@ -64,7 +64,7 @@ RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     ),
     RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCELLED}),
     RunStatus.RUNNING: frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}),
-    # A queued merge that conflicts later fails a run that had succeeded (see pipelines.voting).
+    # A queued merge that conflicts later fails a run that had succeeded (see merging.voting).
     RunStatus.SUCCEEDED: frozenset({RunStatus.FAILED}),
     RunStatus.FAILED: frozenset(),
     RunStatus.CANCELLED: frozenset(),

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from ..errors import MaoError
-from . import keys
-from .etcd import Etcd
+from ..federation import keys
+from ..federation.etcd import Etcd
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import BadRequest, Conflict
-from . import keys
-from .etcd import Etcd, KeyValue
-from .leases import SharedLease
+from ..federation import keys
+from ..federation.etcd import Etcd, KeyValue
+from ..federation.leases import SharedLease
 
 TICK_HISTORY_TTL = 7 * 86400
 LEASE_REUSE = 3600.0

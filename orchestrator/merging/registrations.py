@@ -14,9 +14,9 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
+from ..domain.pipeline import Dataset, Tool
 from ..errors import EtcdUnavailable
 from ..federation.registry import Registry
-from ..models import Dataset, Tool
 from ..store.outage import RegistryCache
 
 log = logging.getLogger(__name__)

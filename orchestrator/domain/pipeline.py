@@ -25,11 +25,11 @@ from pydantic import (
     model_validator,
 )
 
-from .datasets.masters import credentials_problem
-from .datasets.repo import check_master
-from .names import check_name
-from .runs.fanout import FanOut
-from .runs.graph import GraphError, StepNode, resolve
+from executor.wire.names import check_name
+
+from .fanout import FanOut
+from .graph import GraphError, StepNode, resolve
+from .masters import check_master, credentials_problem
 from .sizes import parse_size
 
 # A step env value of exactly this marks a secret that each instance supplies itself (``private_env``).
@@ -206,7 +206,7 @@ class Step(Model):
     stall_timeout: Annotated[float, Strict(), Field(gt=0, le=7 * 86400)] | None = None
     fallback_tool: Name | None = None
     cache: StrictBool = False
-    # One container per shard of the input files (orchestrator/runs/fanout.py, docs/fan-out.md).
+    # One container per shard of the input files (orchestrator/runs/fanout/, docs/fan-out.md).
     fan_out: FanOut | None = None
     # A pool of MAO_POOLS: the step holds one of its slots while it runs (runs/admission.py).
     pool: Name | None = None
@@ -254,7 +254,7 @@ class Pipeline(Model):
 
     @model_validator(mode="after")
     def _graph(self) -> Pipeline:
-        # Duplicates, unknown needs and cycles, each message naming the steps (runs.graph).
+        # Duplicates, unknown needs and cycles, each message naming the steps (domain.graph).
         try:
             resolve([s.name for s in self.steps], [s.needs for s in self.steps])
         except GraphError as exc:

@@ -1,12 +1,12 @@
 """A fan-out step in the engine: one container per shard, then one commit and one ground-truth vote.
 
 Where a plain step is a series of whole attempts (``engine.Runner._attempts``), a fan-out step is one
-pass in which each shard has its own attempts (``fanout.Coordinator``): the input snapshot is taken
+pass in which each shard has its own attempts (``coordinator.Coordinator``): the input snapshot is taken
 once, the node branch's work folder is prepared once, every shard container gets its own input folder
 (``/usr/src/app/input``), an empty output folder (``/usr/src/app/data``), ``MAO_SHARD`` (1-based),
 ``MAO_SHARD_COUNT`` and ``MAO_ATTEMPT`` (the shard's own attempt number), and is recorded as an attempt
 with its ``shard``. When every shard has succeeded, their outputs are combined into the work folder
-(``shards.combine``), committed once and voted once, through the same ``Attempts`` parts as a plain
+(``files.combine``), committed once and voted once, through the same ``Attempts`` parts as a plain
 step. The step's ``shards`` record (count, succeeded, failed, speculative) follows as shards end.
 
 A shard that fails for good fails the step; its siblings are cancelled (their containers killed) and
@@ -22,20 +22,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import Settings
-from ..datasets.hygiene import give_to_tool, take_back
-from ..errors import MaoError
-from ..executors.seam import BackendRejected, End
-from ..gateway.insights import read_insights
-from ..models import Tool
-from ..retry import backoff
-from ..store.runs import RunRecords
-from .attempt import AttemptOutcome, Attempts, StepContext, StepFailed, check_end, classify, redact
-from .execution import where_it_ran
-from .fanout import FanOutSummary, ShardOutcome, ShardRun, SpeculationPolicy
-from .fanout_step import run_fan_out
-from .spec import backend_of
-from .states import AttemptStatus
+from ...config import Settings
+from ...datasets.hygiene import give_to_tool, take_back
+from ...domain.pipeline import Tool
+from ...domain.states import AttemptStatus
+from ...errors import MaoError
+from ...executors.seam import BackendRejected, End
+from ...gateway.insights import read_insights
+from ...retry import backoff
+from ...store.runs import RunRecords
+from ..attempt import AttemptOutcome, Attempts, StepContext, StepFailed, check_end, classify, redact
+from ..execution import where_it_ran
+from ..spec import backend_of
+from .coordinator import FanOutSummary, ShardOutcome, ShardRun, SpeculationPolicy
+from .step import run_fan_out
 
 
 @dataclass
