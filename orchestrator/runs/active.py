@@ -41,6 +41,8 @@ class ActiveRun:
     steps: dict[str, StepStatus] = field(default_factory=dict)
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     voting: set[str] = field(default_factory=set)  # steps past the point of no return
+    # Steps whose tool has ended (committing, then voting): a shutdown lets them finish.
+    finishing: set[str] = field(default_factory=set)
     stop: Stop | None = None
     first_error: str | None = None
     # For the cache check: image ids and input tips already learnt in this run. A tip is forgotten

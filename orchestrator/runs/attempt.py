@@ -137,10 +137,13 @@ class Attempts:
         scratch: Path,
         voting: Callable[[], object] | None = None,
         adopted: Adopted | None = None,
+        finishing: Callable[[], object] | None = None,
     ) -> AttemptOutcome:
         """One full attempt; raises StepFailed. The caller records the attempt row's start and end.
         ``voting`` is called when the attempt starts pushing (its ground-truth vote): from there on,
-        stopping the run lets it finish rather than leave half a vote."""
+        stopping the run lets it finish rather than leave half a vote. ``finishing`` is called once
+        its tool has ended: a shutdown lets it commit and vote rather than leave it for the next
+        process, which could not take it up (its object is gone)."""
         try:
             if adopted is None:
                 folder = scratch / f"{ctx.position}-{attempt}"
@@ -158,11 +161,15 @@ class Attempts:
                 try:
                     outcome = await self.execute(ctx, spec, adopted.handle if adopted else None)
                 except BaseException:
-                    # Back from the tool also when the container failed or the run stops.
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(self.reclaim_output(ctx, lane))
+                    # Back from the tool also when the container failed or the run stops; not when
+                    # this process leaves the tool running for the next one to adopt.
+                    if not self.execution.detaching:
+                        with contextlib.suppress(Exception):
+                            await asyncio.shield(self.reclaim_output(ctx, lane))
                     raise
                 end = outcome.end
+                if finishing is not None:
+                    finishing()
                 await self.reclaim_output(ctx, lane)
                 await self.records.update_step(
                     ctx.run_id,
@@ -338,14 +345,16 @@ class Attempts:
             try:
                 yield lane
             finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(
-                        self.datasets.run(
-                            ctx.output.name,
-                            ctx.output.master,
-                            lambda repo: repo.drop_lane(ctx.branch, lane),
+                # Kept when its tool runs on: the next process adopts it there.
+                if not self.execution.detaching:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(
+                            self.datasets.run(
+                                ctx.output.name,
+                                ctx.output.master,
+                                lambda repo: repo.drop_lane(ctx.branch, lane),
+                            )
                         )
-                    )
             return
         async with lock:
             yield None

@@ -13,9 +13,9 @@ compares the step's memo key (``cache``) with its last success on this instance.
 Stopping a run (``cancel``, ``run_timeout``): its objects are removed from their backends at once
 (and checked gone), steps not yet voting are cancelled (nothing of theirs is pushed: the node branch
 is pushed only by the vote), a step already voting finishes its merge, and steps never started take
-the stop's status. Shutdown is not a stop: steps voting finish, the others are left where they are
-(their objects run on, their records say ``running``) and the next start resumes the run from them
-(``reconcile.py``, ``Runner.resume``). One run per pipeline at a time on an instance, unless a trigger's overlap policy
+the stop's status. Shutdown is not a stop: steps whose tool has ended commit and vote, the others
+are left where they are (their objects run on, their records say ``running``) and the next start
+resumes the run from them (``reconcile.py``, ``Runner.resume``). One run per pipeline at a time on an instance, unless a trigger's overlap policy
 is ``allow`` (``start(..., busy=Busy.ALLOW)``: admitted beside them, its steps take a folder of their own when the node
 branch's is busy, ``Attempts.branch``); a run does not need etcd (see ``merging.voting``).
 
@@ -247,14 +247,14 @@ class Runner:
 
     async def shutdown(self) -> None:
         """Leave the runs where they are, for the next start to resume (see the module docstring):
-        queued runs stay queued; steps voting finish their merge (up to 30 s); every other step
-        stops waiting, its object running on."""
+        queued runs stay queued; steps whose tool has ended commit and vote (up to 30 s); every
+        other step stops waiting, its object running on."""
         await self.admission.close()
         self.execution.detaching = True
         for run in self._runs.values():
             run.detaching = True
             for name, task in run.tasks.items():
-                if name not in run.voting:
+                if name not in run.voting and name not in run.finishing:
                     task.cancel()
         tasks = list(self._tasks.values())
         with contextlib.suppress(TimeoutError):

@@ -50,6 +50,8 @@ WATCHDOG_SLACK = 120.0
 STALL_CHECK = 1.0  # how often silence is compared with a stall timeout
 WATCHDOG_CHECK = 10.0
 REMOVE_TRIES = 3
+# How long a cancelled attempt waits for a submission under way before it removes (or leaves) it.
+SUBMIT_WAIT = 60.0
 
 
 @dataclass(frozen=True)
@@ -104,10 +106,14 @@ class Execution:
             run_id, spec.name, secret_values(spec), spec.limits.log_bytes or DEFAULT_LOG_BYTES
         )
         removed = detached = False
+        submitting: asyncio.Future[Handle] | None = None
         try:
             if adopted is None:
+                # Shielded: a cancel that comes mid-submission waits for it (below), so the object is
+                # either removed after it was made or, at shutdown, left whole for the next process.
+                submitting = asyncio.ensure_future(backend.submit(spec))
                 try:
-                    handle = await backend.submit(spec)
+                    handle = await asyncio.shield(submitting)
                 except SubmitEnded as ended:
                     return Outcome(ended.end, handle)
                 self._live[spec.name] = _Live(run_id, handle)
@@ -115,6 +121,9 @@ class Execution:
             end, removed = await self._watch(backend, handle, spec, keeper)
             return Outcome(end, handle)
         except asyncio.CancelledError:
+            if submitting is not None and not submitting.done():
+                await asyncio.shield(asyncio.wait({submitting}, timeout=SUBMIT_WAIT))
+                submitting.add_done_callback(lambda f: f.cancelled() or f.exception())
             if self.detaching:
                 detached = True
                 self._live.pop(spec.name, None)

@@ -113,17 +113,20 @@ class Reconciler:
         steps = []
         for step in run.steps:
             if step.status is StepStatus.RUNNING:
+                # First: a merge that landed is the step's end, whatever its records say (its
+                # attempt's object may still be there: adopting it would merge twice).
+                merge = await self._landed(run.id, step.name, step.output_dataset)
+                if merge is not None:
+                    await self._landed_step(run.id, step.name, merge)
+                    await self.records.end_unfinished_attempts(run.id, AttemptStatus.SUCCEEDED, None, step.name)
+                    steps.append(replace(step, status=StepStatus.SUCCEEDED))
+                    continue
                 definition = pipeline.step(step.name)
                 running = [a for a in step.attempts if a.status is AttemptStatus.RUNNING]
                 if definition.fan_out is not None or any(a.shard is not None for a in step.attempts):
                     raise NotResumable(f"its fan-out step {step.name} was running")
                 if not running:
-                    merge = await self._landed(run.id, step.name, step.output_dataset)
-                    if merge is None:
-                        raise NotResumable(f"step {step.name} was between attempts or committing")
-                    await self._landed_step(run.id, step.name, merge)
-                    steps.append(replace(step, status=StepStatus.SUCCEEDED))
-                    continue
+                    raise NotResumable(f"step {step.name} was between attempts or committing")
                 (attempt,) = running[-1:]
                 backend = attempt.backend or self.runner.backends.default
                 on_backend = found.get(backend)

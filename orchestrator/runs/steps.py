@@ -231,7 +231,13 @@ class StepWork:
         status = AttemptStatus.RUNNING
         try:
             outcome = await self.attempts.run(
-                ctx, number, tool, scratch, voting=lambda: run.voting.add(ctx.step.name), adopted=adopted
+                ctx,
+                number,
+                tool,
+                scratch,
+                voting=lambda: run.voting.add(ctx.step.name),
+                adopted=adopted,
+                finishing=lambda: run.finishing.add(ctx.step.name),
             )
         except StepFailed as failure:
             status = check(ATTEMPT_TRANSITIONS, status, failure.attempt_status)
@@ -252,6 +258,7 @@ class StepWork:
             raise
         finally:
             run.voting.discard(ctx.step.name)
+            run.finishing.discard(ctx.step.name)
         status = check(ATTEMPT_TRANSITIONS, status, AttemptStatus.SUCCEEDED)
         await self.records.end_attempt(
             attempt_id, status, exit_code=0, image_id=outcome.image_id, **where_it_ran(outcome.end)

@@ -339,13 +339,17 @@ class RunRecords:
                 )
             return result
 
-    async def end_unfinished_attempts(self, run_id: str, status: AttemptStatus, error: str) -> None:
+    async def end_unfinished_attempts(
+        self, run_id: str, status: AttemptStatus, error: str | None, step: str | None = None
+    ) -> None:
+        """End the run's attempts still recorded running (of ``step`` only, when given)."""
         async with self.store.session(f"close the attempts of run {run_id}") as s:
-            await s.execute(
-                update(AttemptRow)
-                .where(AttemptRow.run_id == run_id, AttemptRow.status == AttemptStatus.RUNNING)
-                .values(status=status, error=error, ended_at=utcnow())
+            query = update(AttemptRow).where(
+                AttemptRow.run_id == run_id, AttemptRow.status == AttemptStatus.RUNNING
             )
+            if step is not None:
+                query = query.where(AttemptRow.step == step)
+            await s.execute(query.values(status=status, error=error, ended_at=utcnow()))
 
     # -- reads: the API's shape -----------------------------------------------------------------
     async def get(self, run_id: str) -> dict[str, Any] | None:

@@ -47,6 +47,8 @@ class BackendUnderTest:
     objects: Callable[[str], list[str]]
     # How many times the object ``name`` was submitted to the engine (from the engine's side).
     submissions: Callable[[pytest.FixtureRequest, str], int]
+    # Remove the object ``name`` as an operator would, with the engine's own tools.
+    remove_from_outside: Callable[[str], None]
 
 
 def _docker_objects(run_id: str) -> list[str]:
@@ -54,6 +56,14 @@ def _docker_objects(run_id: str) -> list[str]:
     try:
         found = client.containers.list(all=True, ignore_removed=True, filters={"label": f"mao.run={run_id}"})
         return [c.name for c in found]
+    finally:
+        client.close()
+
+
+def _docker_remove(name: str) -> None:
+    client = docker.from_env()
+    try:
+        client.containers.get(name).remove(force=True)  # docker rm -f
     finally:
         client.close()
 
@@ -66,7 +76,7 @@ def _executor_submissions(request: pytest.FixtureRequest, name: str) -> int:
 # Every backend kind the node-level contract runs against (the Swarm, Slurm and Kubernetes backends
 # add their entries).
 BACKENDS = [
-    BackendUnderTest("local", lambda request: {}, _docker_objects, _executor_submissions),
+    BackendUnderTest("local", lambda request: {}, _docker_objects, _executor_submissions, _docker_remove),
 ]
 
 
@@ -280,7 +290,9 @@ def test_the_input_is_read_only_and_the_output_is_committed_with_its_provenance(
     assert trailers["MAO-Input-Commit"] == use["input_commit"]
 
 
-def test_sigkill_mid_attempt_then_restart_adopts_it_and_the_run_goes_on(contract: Contract) -> None:
+@pytest.mark.parametrize("how", ["kill", "stop"])
+def test_sigkill_mid_attempt_then_restart_adopts_it_and_the_run_goes_on(contract: Contract, how: str) -> None:
+    """SIGKILL, and a graceful stop alike: the attempt's object outlives the orchestrator."""
     tool, out = unique("tool"), unique("out")
     contract.api.tool(tool)
     repo = contract.api.local_dataset(out)
@@ -290,7 +302,10 @@ def test_sigkill_mid_attempt_then_restart_adopts_it_and_the_run_goes_on(contract
     contract.running_attempt(run_id, "one")
     servers.wait_until(lambda: contract.backend.objects(run_id), timeout=60, what="the object")
     (name,) = contract.backend.objects(run_id)
-    contract.node.service.kill()
+    if how == "kill":
+        contract.node.service.kill()
+    else:
+        contract.node.service.stop()
     contract.node.service.process.start()
     contract.node.service.wait_ready()
     (contract.work_folder(out, "one") / "go").touch()
@@ -303,6 +318,21 @@ def test_sigkill_mid_attempt_then_restart_adopts_it_and_the_run_goes_on(contract
     assert two["status"] == "succeeded"
     assert gitutil.show(repo, "ground-truth", "one") == "1\n" and gitutil.show(repo, "ground-truth", "two") == "2\n"
     servers.wait_until(lambda: contract.backend.objects(run_id) == [], timeout=60, what="no object left")
+
+
+def test_an_object_removed_from_outside_is_a_lost_node_and_retried(contract: Contract) -> None:
+    script = 'echo "attempt $MAO_ATTEMPT"; [ "$MAO_ATTEMPT" -ge 2 ] || sleep 300'
+    pipeline, _ = contract.one_step(script, retries=1, retry_delay=0.1)
+    run_id = contract.api.run(pipeline, wait=False)["id"]
+    contract.running_attempt(run_id)
+    servers.wait_until(lambda: contract.backend.objects(run_id), timeout=60, what="the object")
+    (name,) = contract.backend.objects(run_id)
+    contract.backend.remove_from_outside(name)
+    run = contract.wait(run_id)
+    assert run["status"] == "succeeded", run
+    first, second = run["steps"][0]["attempts"]
+    assert (first["status"], second["status"]) == ("node_lost", "succeeded"), run
+    assert "removed" in first["error"]
 
 
 def test_the_sweep_removes_orphans_at_start(contract: Contract) -> None:

@@ -27,9 +27,19 @@ from .process import (
     wait_http,
     wait_until,
 )
-from .services import TOKENS, ServiceProcess, _base_env, start_executor, start_orchestrator, token_for
+from .services import (
+    EXECUTOR_INSTANCES,
+    TOKENS,
+    ServiceProcess,
+    _base_env,
+    remove_submitted,
+    start_executor,
+    start_orchestrator,
+    token_for,
+)
 
 __all__ = [
+    "EXECUTOR_INSTANCES",
     "BUSYBOX_LABEL",
     "BUSYBOX_LABEL_VERSION",
     "LOCALHOST",
@@ -48,6 +58,7 @@ __all__ = [
     "http_status",
     "is_root",
     "make_member_pki",
+    "remove_submitted",
     "start_etcd",
     "start_etcd_cluster",
     "start_executor",

@@ -16,6 +16,28 @@ from .process import LOCALHOST, REPO_ROOT, ManagedProcess, ServerStartError, fre
 # ---------------------------------------------------------------------------------------------
 
 
+# The MAO_INSTANCE_NAME of every executor the tests started: the containers they submitted outlive
+# them by design (executor/containers.py), so the session removes them at its end
+# (``remove_submitted``).
+EXECUTOR_INSTANCES: set[str] = set()
+
+
+def remove_submitted(client: object) -> list[str]:
+    """Remove every container an executor of this session submitted (``mao.executor`` label):
+    attempts that nodes stopped mid-run left for an adoption that never comes."""
+    removed = []
+    for instance in sorted(EXECUTOR_INSTANCES):
+        for container in client.containers.list(  # type: ignore[attr-defined]
+            all=True, ignore_removed=True, filters={"label": f"mao.executor={instance}"}
+        ):
+            try:
+                container.remove(force=True)
+                removed.append(container.name)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+    return removed
+
+
 # The API token of every orchestrator the tests started, by URL: ``tests.api.Api(url)`` and the maoctl
 # helpers look it up here, so a test that only knows a node's URL still talks to it with its token.
 TOKENS: dict[str, str] = {}
@@ -141,6 +163,7 @@ def start_executor(
     env.update({k: str(v) for k, v in (env_overrides or {}).items()})
     host = env["MAO_EXECUTOR_HOST"]
     port = int(env["MAO_EXECUTOR_PORT"])
+    EXECUTOR_INSTANCES.add(env["MAO_INSTANCE_NAME"])
     return _launch(
         "executor", name, env, f"http://{host}:{port}", env["MAO_EXECUTOR_TOKEN"], log_dir, timeout
     )
