@@ -137,7 +137,7 @@ def bench_federation(
                 "MAO_ETCD_ENDPOINTS": ",".join(rotated),
                 "MAO_ETCD_INSECURE": "1",  # a plain loopback etcd started for the bench
                 # Without an executor: an address nobody answers (no pipeline runs there).
-                "MAO_EXECUTOR_URL": service.url if service else "http://127.0.0.1:9",
+                "MAO_EXECUTOR_URL": service.url if service else f"unix://{root}/no-executor.sock",
                 "MAO_EXECUTOR_TOKEN": (service.token or "") if service else "unused",
                 "MAO_LOG_LEVEL": log_level,
                 **(node_env(name) if node_env else {}),

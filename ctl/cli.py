@@ -12,7 +12,7 @@ from orchestrator import __version__
 from .client import DEFAULT_TIMEOUT, DEFAULT_URL, url_problem
 from .commands import backend, dataset, federation, gateway, instance, lock, marketplace, pipeline, repo, tool
 from .context import Ctl
-from .token import local_token
+from .safe_text import clean
 
 
 def _check_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -21,20 +21,35 @@ def _check_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
     return value
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class Maoctl(click.Group):
+    """The root group: every error message a command raises is shown through ``safe_text`` (it may
+    quote a server, a tool or a file), wherever in maoctl it was raised."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            exc.message = clean(exc.message)  # type: ignore[misc]  # Final in the stubs, a plain attribute
+            raise
+
+
+@click.group(cls=Maoctl, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--url",
     envvar="MAO_URL",
     default=DEFAULT_URL,
     show_default=True,
     callback=_check_url,
-    help="The orchestrator's API (env MAO_URL).",
+    help="The orchestrator's API (env MAO_URL): an http(s) URL, or unix:///path/to/api.sock. For a URL "
+    "on this host without --token, maoctl goes through the local orchestrator's socket "
+    "$MAO_DATA_DIR/api.sock with its token file.",
 )
 @click.option(
     "--token",
     envvar="MAO_API_TOKEN",
-    help="The API token (env MAO_API_TOKEN). Without it, maoctl reads the local orchestrator's token "
-    "file, $MAO_DATA_DIR/api-token (default ~/.mao/data/api-token), for a URL on this host.",
+    help="The API token (env MAO_API_TOKEN), sent to --url as it is. Without it, for a URL on this host, "
+    "maoctl uses the local orchestrator's token file, $MAO_DATA_DIR/api-token (default "
+    "~/.mao/data/api-token), and sends it only through that orchestrator's socket.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output: one JSON document on stdout.")
 @click.option(
@@ -52,7 +67,7 @@ def cli(ctx: click.Context, url: str, token: str | None, as_json: bool, timeout:
     Start with `maoctl instance install` (writes a ready-to-start instance), then
     `maoctl instance init` (picks pipelines from the marketplace).
     """
-    ctx.obj = Ctl(url, token or local_token(url), as_json, timeout)
+    ctx.obj = Ctl(url, token or None, as_json, timeout)
 
 
 for group in (tool.tool, dataset.dataset, pipeline.pipeline, repo.repo, instance.instance):
@@ -70,8 +85,10 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("MAO_DEBUG"):
             raise
         click.echo(
-            f"Error: maoctl failed unexpectedly ({type(exc).__name__}: {exc}); "
-            "run it again with MAO_DEBUG=1 to see where",
+            clean(
+                f"Error: maoctl failed unexpectedly ({type(exc).__name__}: {exc}); "
+                "run it again with MAO_DEBUG=1 to see where"
+            ),
             err=True,
         )
         sys.exit(1)

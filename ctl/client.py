@@ -13,6 +13,10 @@ from urllib.parse import quote, urlsplit
 import click
 import requests
 
+from executor.transport import UntrustedServer, unix_socket_path
+
+from .local_socket import route, session_for
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_TIMEOUT = 30.0
 START_HINT = (
@@ -40,15 +44,17 @@ class ApiError(CtlError):
         if status == 401:
             message = (message or "the API token is missing or wrong") + (
                 " (maoctl sends --token, MAO_API_TOKEN, or the token file $MAO_DATA_DIR/api-token "
-                "of an orchestrator on this host)"
+                "of an orchestrator on this host, through its socket $MAO_DATA_DIR/api.sock)"
             )
         super().__init__(message or fallback)
 
 
 def url_problem(url: str) -> str | None:
+    if (path := unix_socket_path(url)) is not None:
+        return None if path.startswith("/") else f"{url!r} is not unix:///absolute/path/api.sock"
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"{url!r} is not an http(s) URL such as {DEFAULT_URL}"
+        return f"{url!r} is not an http(s) URL such as {DEFAULT_URL}, or unix:///path/to/api.sock"
     return None
 
 
@@ -58,13 +64,21 @@ def segment(value: str) -> str:
 
 
 class Client:
+    """``token``: the one the operator gave (--token, MAO_API_TOKEN), or None: then a local
+    orchestrator's token file is used, through its socket only (``ctl.local_socket``)."""
+
     def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout: float = DEFAULT_TIMEOUT):
+        self.route = route(url, token)
+        # For messages: the URL as given, and the socket when the requests go there instead.
         self.url = url.rstrip("/")
+        if self.route.socket is not None and unix_socket_path(url) is None:
+            self.url += f" (through {self.route.socket})"
+        self.base = self.route.base
         self.timeout = timeout
-        self.session = requests.Session()
+        self.session = session_for(self.route)
         self.session.headers["Accept"] = "application/json"
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
+        if self.route.token:
+            self.session.headers["Authorization"] = f"Bearer {self.route.token}"
 
     def request(
         self,
@@ -80,13 +94,17 @@ class Client:
         ``wait_forever`` waits as long as the server needs (a pipeline run that answers at its end).
         """
         timeout = (min(self.timeout, 10.0), None if wait_forever else self.timeout)
-        url = self.url + path
+        url = self.base + path
+        if self.route.refusal:
+            raise Unreachable(self.route.refusal)
         try:
             # Every write is JSON, even without a body: the API refuses other content types (415).
             headers = {"Content-Type": "application/json"} if method in ("POST", "PUT", "PATCH") else None
             response = self.session.request(
                 method, url, json=json, params=params, headers=headers, timeout=timeout
             )
+        except UntrustedServer as exc:
+            raise Unreachable(f"refusing to talk to {self.url}: {exc}") from None
         except requests.exceptions.ConnectTimeout:
             raise Unreachable(
                 f"cannot reach the orchestrator at {self.url} (connection timed out); {START_HINT}"
@@ -129,17 +147,25 @@ class Client:
         carrying the server's message for an error status. ``follow``: no read timeout (a followed
         log may be silent for as long as its step)."""
         timeout = (min(self.timeout, 10.0), None if follow else self.timeout)
+        if self.route.refusal:
+            raise Unreachable(self.route.refusal)
         try:
             with self.session.get(
-                self.url + path, params=params, stream=True, timeout=timeout, headers={"Accept": "text/plain"}
+                self.base + path, params=params, stream=True, timeout=timeout, headers={"Accept": "text/plain"}
             ) as response:
                 if response.status_code >= 400:
                     try:
                         body = response.json()
                     except ValueError:
                         body = None
-                    raise ApiError(response.status_code, body, f"GET {self.url}{path} failed with HTTP {response.status_code}")
+                    raise ApiError(
+                        response.status_code,
+                        body,
+                        f"GET {self.url}{path} failed with HTTP {response.status_code}",
+                    )
                 yield from response.iter_content(chunk_size=None)
+        except UntrustedServer as exc:
+            raise Unreachable(f"refusing to talk to {self.url}: {exc}") from None
         except requests.exceptions.ConnectTimeout:
             raise Unreachable(
                 f"cannot reach the orchestrator at {self.url} (connection timed out); {START_HINT}"
@@ -163,6 +189,8 @@ def _reason(exc: requests.exceptions.ConnectionError) -> str:
     text = str(exc)
     for needle, reason in (
         ("Connection refused", "connection refused"),
+        ("No such file or directory", "no socket there"),
+        ("Permission denied", "permission denied"),
         ("Name or service not known", "unknown host"),
         ("nodename nor servname", "unknown host"),
         ("Temporary failure in name resolution", "unknown host"),

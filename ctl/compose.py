@@ -8,19 +8,30 @@ The split between the files:
   paths, ports, service addresses) and etcd's ``ETCD_*`` settings;
 - ``.env`` (read by compose itself, never by a service) names the compose project
   (``COMPOSE_PROJECT_NAME``: compose v1 rejects a top-level ``name``) and the images;
-- ``mao.env`` (mode 0600) holds the operator's choices and the generated secrets: instance name,
-  git e-mail, labels, database URL and password, API and executor tokens. It is also a valid
-  ``MAO_CONFIG_FILE`` for the orchestrator.
+- one env file per service that needs a secret, each mode 0600 and each holding only what that
+  service needs (compose hands a service the variables of its own ``env_file`` alone):
+  ``mao.env`` the orchestrator's (instance name, git e-mail, labels, the API token, the executor
+  token it sends, the database URL with its password; also a valid ``MAO_CONFIG_FILE``),
+  ``executor.env`` the executor's (its token), ``postgres.env`` PostgreSQL's (its password). etcd
+  gets none: its peers and clients are authenticated by certificates. So a PostgreSQL or executor
+  container, or anything reading its environment (``docker inspect``), never holds the API token.
 
 The file has no ``version`` key (the Compose Specification), which both docker-compose 1.29 (v1) and
 ``docker compose`` (v2) read, ``depends_on`` conditions included.
 
 Every service uses host networking, on ports the installer asks for (so two instances, or a demo node,
 share a host): the engine may run without a bridge network (``dockerd --bridge=none``, as on our CI),
-where published ports and compose's own networks cannot work, and the executor keeps listening on
-127.0.0.1 (its safe default) with the tools it starts on host networking too. The data folder is
-mounted at the same absolute path in the orchestrator and the executor, so the paths the orchestrator
-hands the executor for bind mounts are the host's paths (``MAO_HOST_DATA_DIR`` = ``MAO_DATA_DIR``).
+where published ports and compose's own networks cannot work, and the tools the executor starts are
+on host networking too. The data folder is mounted at the same absolute path in the orchestrator and
+the executor, so the paths the orchestrator hands the executor for bind mounts are the host's paths
+(``MAO_HOST_DATA_DIR`` = ``MAO_DATA_DIR``), and it is the executor's data root: nothing outside it is
+ever mounted into a tool.
+
+No token crosses a TCP port on this host (docs/security.md#transports): the executor listens on a
+Unix socket in the data folder (``<data>/executor/executor.sock``, handed to the orchestrator's uid,
+0600 in a 0700 folder), and the orchestrator's API also listens on ``<data>/api.sock``, which maoctl on
+the host and the orchestrator's healthcheck use. A process that takes a port while a service restarts
+receives nothing. (``executor_port`` is no longer used; it is accepted so earlier answers files load.)
 
 etcd: a member's client port is its peer port minus one (2379/2380 by default): the orchestrator's
 fail-over endpoints for the other members are derived from their peer URLs that way. Its clients and
@@ -43,10 +54,12 @@ from .cluster import CLIENT_PORT, PEER_PORT, format_initial_cluster, parse_initi
 from .dockerfiles import MAO_UID
 
 COMPOSE_FILE = "docker-compose.yaml"
-ENV_FILE = "mao.env"
+ENV_FILE = "mao.env"  # the orchestrator's
+EXECUTOR_ENV_FILE = "executor.env"
+POSTGRES_ENV_FILE = "postgres.env"
+PRIVATE_FILES = (ENV_FILE, EXECUTOR_ENV_FILE, POSTGRES_ENV_FILE)
 DOTENV = ".env"
 DB_USER = DB_NAME = "mao"
-SECRET_KEYS = ("POSTGRES_PASSWORD", "MAO_API_TOKEN", "MAO_EXECUTOR_TOKEN")
 # The variable in .env that names each service's image (compose substitutes it).
 IMAGE_VARIABLES = {
     "orchestrator": "MAO_ORCHESTRATOR_IMAGE",
@@ -92,6 +105,9 @@ class InstanceConfig:
     # etcd's clients and peers over TLS with client certificates (<directory>/pki); False only for a
     # plain-HTTP etcd chosen explicitly.
     tls: bool = True
+    # A federation tried on one machine: ``ip`` is a loopback address, and the API listens there
+    # (not on every address of the host).
+    single_host: bool = False
 
     @property
     def joining(self) -> bool:
@@ -116,8 +132,15 @@ class InstanceConfig:
         return self.directory / "ca"
 
     @property
+    def api_host(self) -> str:
+        """Where the API listens: every address (other machines' instances call it; the token guards
+        it), or for a single-host federation its own loopback address only."""
+        return self.ip if self.single_host else "0.0.0.0"
+
+    @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        """Where maoctl and the healthcheck on this host reach the API."""
+        return f"http://{url_host(self.ip) if self.single_host else '127.0.0.1'}:{self.api_port}"
 
 
 @dataclass(frozen=True)
@@ -131,18 +154,29 @@ class Secrets:
         return cls(secrets.token_urlsafe(24), secrets.token_urlsafe(32), secrets.token_urlsafe(32))
 
     @classmethod
-    def reuse_or_generate(cls, env_file: Path) -> Secrets:
-        """The secrets of an earlier install in the same folder, so its database stays readable."""
+    def reuse_or_generate(cls, directory: Path) -> Secrets:
+        """The secrets of an earlier install in the same folder, so its database stays readable. An
+        install from before the split kept them all in mao.env; the database URL holds the password."""
         fresh = cls.generate()
-        try:
-            old = parse_env(env_file.read_text())
-        except OSError:
-            return fresh
+        old: dict[str, str] = {}
+        for name in (ENV_FILE, EXECUTOR_ENV_FILE, POSTGRES_ENV_FILE):  # later files win
+            try:
+                old.update({k: v for k, v in parse_env((directory / name).read_text()).items() if v})
+            except OSError:
+                continue
+        password = old.get("POSTGRES_PASSWORD") or _url_password(old.get("MAO_DATABASE_URL", ""))
         return cls(
-            old.get("POSTGRES_PASSWORD") or fresh.postgres_password,
+            password or fresh.postgres_password,
             old.get("MAO_API_TOKEN") or fresh.api_token,
             old.get("MAO_EXECUTOR_TOKEN") or fresh.executor_token,
         )
+
+
+def _url_password(url: str) -> str:
+    try:
+        return urlsplit(url).password or ""
+    except ValueError:
+        return ""
 
 
 def parse_env(text: str) -> dict[str, str]:
@@ -160,12 +194,13 @@ def database_url(config: InstanceConfig, password: str) -> str:
 
 
 def env_values(config: InstanceConfig, keys: Secrets) -> dict[str, str]:
+    """The orchestrator's ``mao.env``: everything but PostgreSQL's own password variable (the URL
+    carries it)."""
     values = {
         "MAO_INSTANCE_NAME": config.name,
         "MAO_GIT_EMAIL": config.git_email,
         "MAO_API_TOKEN": keys.api_token,
         "MAO_EXECUTOR_TOKEN": keys.executor_token,
-        "POSTGRES_PASSWORD": keys.postgres_password,
         "MAO_DATABASE_URL": database_url(config, keys.postgres_password) if keys.postgres_password else "",
     }
     if config.labels:
@@ -175,12 +210,40 @@ def env_values(config: InstanceConfig, keys: Secrets) -> dict[str, str]:
 
 def env_text(config: InstanceConfig, keys: Secrets) -> str:
     lines = [
-        f"# MAO instance {config.name}: its identity and secrets. Keep this file private (mode 0600).",
-        "# Read by the orchestrator, the executor and PostgreSQL through the compose file's env_file.",
-        "# Changing POSTGRES_PASSWORD after the first start does not change the database's password.",
+        f"# MAO instance {config.name}: the orchestrator's identity and secrets. Keep this file private (mode 0600).",
+        "# Read by the orchestrator only (its env_file in the compose file); the executor's token is also in",
+        "# executor.env and the database password in postgres.env: change them in both places.",
     ]
     lines += [f"{key}={value}" for key, value in env_values(config, keys).items()]
     return "\n".join(lines) + "\n"
+
+
+def executor_env_text(config: InstanceConfig, keys: Secrets) -> str:
+    """``executor.env``: the executor's token, and nothing else."""
+    return (
+        f"# MAO instance {config.name}: the executor's token. Keep this file private (mode 0600).\n"
+        "# Read by the executor only; the orchestrator sends the same value (MAO_EXECUTOR_TOKEN in mao.env).\n"
+        f"MAO_EXECUTOR_TOKEN={keys.executor_token}\n"
+    )
+
+
+def postgres_env_text(config: InstanceConfig, keys: Secrets) -> str:
+    """``postgres.env``: PostgreSQL's password, and nothing else."""
+    return (
+        f"# MAO instance {config.name}: PostgreSQL's password. Keep this file private (mode 0600).\n"
+        "# Read by PostgreSQL only, at its first start (changing it later does not change the database's\n"
+        "# password); the orchestrator's MAO_DATABASE_URL in mao.env holds the same value.\n"
+        f"POSTGRES_PASSWORD={keys.postgres_password}\n"
+    )
+
+
+def private_texts(config: InstanceConfig, keys: Secrets) -> dict[str, str]:
+    """Each private env file's name and text."""
+    return {
+        ENV_FILE: env_text(config, keys),
+        EXECUTOR_ENV_FILE: executor_env_text(config, keys),
+        POSTGRES_ENV_FILE: postgres_env_text(config, keys),
+    }
 
 
 def dotenv_text(config: InstanceConfig) -> str:
@@ -306,7 +369,7 @@ def postgres_service(config: InstanceConfig) -> dict[str, Any]:
         "restart": "unless-stopped",
         # Loopback only, on its own port so it never meets a PostgreSQL the host already runs.
         "command": ["postgres", "-c", "listen_addresses=127.0.0.1", "-c", f"port={port}"],
-        "env_file": [ENV_FILE],
+        "env_file": [POSTGRES_ENV_FILE],
         "environment": {"POSTGRES_USER": DB_USER, "POSTGRES_DB": DB_NAME, "PGPORT": port},
         "volumes": [f"{config.directory / 'postgres'}:/var/lib/postgresql/data"],
         "healthcheck": _healthcheck(
@@ -316,24 +379,37 @@ def postgres_service(config: InstanceConfig) -> dict[str, Any]:
 
 
 # -- executor and orchestrator ----------------------------------------------------------------------
+def executor_socket(config: InstanceConfig) -> str:
+    """The executor's socket in the shared data folder (the executor's default for its data root)."""
+    return f"{config.data_dir}/executor/executor.sock"
+
+
+def api_socket(config: InstanceConfig) -> str:
+    """The orchestrator's own socket (its default, ``$MAO_DATA_DIR/api.sock``): maoctl's way in."""
+    return f"{config.data_dir}/api.sock"
+
+
 def executor_service(config: InstanceConfig) -> dict[str, Any]:
     data = str(config.data_dir)
+    uid, _, gid = config.run_as.partition(":")
     return {
         "image": _image(config, "executor"),
         "network_mode": "host",
         "restart": "unless-stopped",
-        "env_file": [ENV_FILE],
-        "environment": {"MAO_EXECUTOR_HOST": "127.0.0.1", "MAO_EXECUTOR_PORT": str(config.executor_port)},
+        "env_file": [EXECUTOR_ENV_FILE],
+        "environment": {
+            "MAO_INSTANCE_NAME": config.name,
+            # Tools get folders of the data folder only; its socket (there) goes to the data's owner.
+            "MAO_EXECUTOR_DATA_ROOT": data,
+            "MAO_EXECUTOR_SOCKET": executor_socket(config),
+            # The one user tools run as: the orchestrator's, which owns the work folders.
+            "MAO_TOOL_UID": uid,
+            "MAO_TOOL_GID": gid or uid,
+        },
         # Root with the host's Docker socket: the one container that is not unprivileged.
         "volumes": ["/var/run/docker.sock:/var/run/docker.sock", f"{data}:{data}"],
         "healthcheck": _healthcheck(
-            [
-                "python",
-                "-m",
-                "ctl.healthcheck",
-                f"http://127.0.0.1:{config.executor_port}/health",
-                "MAO_EXECUTOR_TOKEN",
-            ]
+            ["python", "-m", "ctl.healthcheck", f"unix://{executor_socket(config)}", "MAO_EXECUTOR_TOKEN"]
         ),
     }
 
@@ -344,10 +420,11 @@ def orchestrator_environment(config: InstanceConfig) -> dict[str, str]:
         "MAO_DATA_DIR": data,
         "MAO_HOST_DATA_DIR": data,
         "MAO_ETCD_ENDPOINTS": etcd_endpoints(config),
-        "MAO_EXECUTOR_URL": f"http://127.0.0.1:{config.executor_port}",
+        "MAO_EXECUTOR_URL": f"unix://{executor_socket(config)}",
         # Other instances call this API, so it listens beyond loopback (MAO_API_TOKEN guards it)
-        # and publishes the address they reach it on in the federation's member list.
-        "MAO_API_HOST": "0.0.0.0",
+        # and publishes the address they reach it on in the federation's member list; a
+        # single-host federation's instance listens on its own loopback address only.
+        "MAO_API_HOST": config.api_host,
         "MAO_API_PORT": str(config.api_port),
         "MAO_ADVERTISE_URL": f"http://{url_host(config.ip)}:{config.api_port}",
         **orchestrator_etcd_environment(config),
@@ -374,14 +451,7 @@ def orchestrator_service(config: InstanceConfig) -> dict[str, Any]:
         "environment": orchestrator_environment(config),
         "volumes": orchestrator_volumes(config),
         "healthcheck": _healthcheck(
-            [
-                "python",
-                "-m",
-                "ctl.healthcheck",
-                f"http://127.0.0.1:{config.api_port}/health",
-                "MAO_API_TOKEN",
-            ],
-            retries=60,
+            ["python", "-m", "ctl.healthcheck", f"unix://{api_socket(config)}", "MAO_API_TOKEN"], retries=60
         ),
         # It migrates PostgreSQL and registers in etcd as it starts: both must answer first.
         "depends_on": {
@@ -426,8 +496,9 @@ EXAMPLE_HEADER = """\
 # Generated by `python -m ctl.compose > docker-compose.yml`, the code `maoctl instance install` uses
 # (prefer the installer: it asks for the instance name, IP and ports, and generates the secrets and
 # etcd's certificates). Before starting it: scripts/images.sh (builds the images, no registry needed);
-# cp mao.env.example mao.env, then fill in the three secrets
-# (python3 -c 'import secrets; print(secrets.token_urlsafe(32))') and the password in MAO_DATABASE_URL;
+# cp mao.env.example mao.env, executor.env.example executor.env, postgres.env.example postgres.env
+# (chmod 600 all three), then fill in the secrets (python3 -c 'import secrets; print(secrets.token_urlsafe(32))'):
+# the executor token in mao.env and executor.env, the password in postgres.env and in MAO_DATABASE_URL;
 # make etcd's certificates (its clients and peers use TLS): python -m ctl.pki /var/lib/mao mao-node 127.0.0.1;
 # mkdir -p /var/lib/mao/data && chown 10001:10001 /var/lib/mao/data /var/lib/mao/pki
 # /var/lib/mao/pki/ca.crt /var/lib/mao/pki/client.crt /var/lib/mao/pki/client.key
@@ -435,15 +506,27 @@ EXAMPLE_HEADER = """\
 """
 
 
-def example_env_text() -> str:
-    return env_text(EXAMPLE, Secrets("", "", "")).replace(
+def example_env_text(service: str = "orchestrator") -> str:
+    """The repository's ``mao.env.example`` (or ``executor.env.example``, ``postgres.env.example``)."""
+    blank = Secrets("", "", "")
+    if service == "executor":
+        return executor_env_text(EXAMPLE, blank)
+    if service == "postgres":
+        return postgres_env_text(EXAMPLE, blank)
+    return env_text(EXAMPLE, blank).replace(
         "MAO_DATABASE_URL=\n", f"MAO_DATABASE_URL={database_url(EXAMPLE, 'POSTGRES_PASSWORD_HERE')}\n"
     )
 
 
+EXAMPLE_ENV_FILES = {
+    "orchestrator": "mao.env.example",
+    "executor": "executor.env.example",
+    "postgres": "postgres.env.example",
+}
 USAGE = (
-    "usage: python -m ctl.compose [--env | --dockerfile orchestrator|executor]\n"
-    "  (prints docker-compose.yml, mao.env.example, Dockerfile or Dockerfile_executor)\n"
+    "usage: python -m ctl.compose [--env [orchestrator|executor|postgres] | --dockerfile orchestrator|executor]\n"
+    "  (prints docker-compose.yml, mao.env.example (executor.env.example, postgres.env.example),\n"
+    "  Dockerfile or Dockerfile_executor)\n"
 )
 
 
@@ -453,6 +536,8 @@ def main(argv: list[str]) -> int:
     args = argv[1:]
     if args == ["--env"]:
         sys.stdout.write(example_env_text())
+    elif len(args) == 2 and args[0] == "--env" and args[1] in EXAMPLE_ENV_FILES:
+        sys.stdout.write(example_env_text(args[1]))
     elif not args:
         sys.stdout.write(compose_text(EXAMPLE, header=EXAMPLE_HEADER))
     elif len(args) == 2 and args[0] == "--dockerfile" and args[1] in SPECS:

@@ -1,4 +1,5 @@
-"""Writing an instance's install folder: the compose file, ``.env``, ``mao.env`` and the data folders.
+"""Writing an instance's install folder: the compose file, ``.env``, the private env files (``mao.env``,
+``executor.env``, ``postgres.env``: each service's own secrets, mode 0600) and the data folders.
 
 The data folder belongs to the user the orchestrator runs as (its image's unprivileged ``mao``, uid
 10001, when the installer runs as root; the installing user otherwise), so the orchestrator and the
@@ -14,12 +15,12 @@ from pathlib import Path
 from .compose import (
     COMPOSE_FILE,
     DOTENV,
-    ENV_FILE,
+    PRIVATE_FILES,
     InstanceConfig,
     Secrets,
     compose_text,
     dotenv_text,
-    env_text,
+    private_texts,
 )
 from .dockerfiles import MAO_UID
 from .pki import CA_CERT, CLIENT_CERT, CLIENT_KEY
@@ -36,7 +37,7 @@ def default_run_as() -> str:
 
 
 def existing_files(directory: Path) -> list[Path]:
-    return [p for p in (directory / COMPOSE_FILE, directory / ENV_FILE) if p.exists()]
+    return [p for p in (directory / COMPOSE_FILE, *(directory / n for n in PRIVATE_FILES)) if p.exists()]
 
 
 def write_install(config: InstanceConfig, keys: Secrets) -> list[Path]:
@@ -56,9 +57,12 @@ def write_install(config: InstanceConfig, keys: Secrets) -> list[Path]:
     )
     dotenv = config.directory / DOTENV
     dotenv.write_text(dotenv_text(config))
-    env_file = config.directory / ENV_FILE
-    write_private(env_file, env_text(config, keys))
-    return [compose, dotenv, env_file, *folders]
+    # Owned by the installing user (compose reads them as that user and hands each service its own).
+    private = []
+    for name, text in private_texts(config, keys).items():
+        write_private(config.directory / name, text)
+        private.append(config.directory / name)
+    return [compose, dotenv, *private, *folders]
 
 
 def hand_over_pki(config: InstanceConfig, written: list[Path]) -> list[Path]:

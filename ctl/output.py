@@ -3,6 +3,8 @@
 With ``--json`` stdout carries exactly one JSON document (the API's answer, unchanged where there is
 one) so scripts can pipe it to ``jq``; whatever is still printed for people (a wizard's questions and
 summaries) goes to stderr then.
+
+Everything shown passes ``safe_text``: no text from a server, a tool or a file drives the terminal.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from .safe_text import clean, json_text
 
 YES, NO = "✓", "✗"
 PIPE_WIDTH = 160
@@ -40,7 +44,8 @@ class Output:
             human()
 
     def json(self, data: Any) -> None:
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        # JSON escapes C0 controls itself; json_text escapes the rest (DEL, C1, bidi overrides).
+        click.echo(json_text(json.dumps(data, indent=2, ensure_ascii=False)))
 
     @property
     def human_console(self) -> Console:
@@ -49,11 +54,11 @@ class Output:
     def line(self, text: str = "", style: str | None = None) -> None:
         """A sentence for people (on stderr with --json: stdout is for the JSON document)."""
         # soft_wrap: a sentence (often a command to copy) is never broken by inserted newlines.
-        self.human_console.print(Text(text, style=style or ""), soft_wrap=True)
+        self.human_console.print(Text(clean(text), style=style or ""), soft_wrap=True)
 
     def note(self, text: str, style: str | None = "dim") -> None:
         """A hint on stderr: shown in both modes, never mixed into the JSON on stdout."""
-        self.err_console.print(Text(text, style=style or ""), soft_wrap=True)
+        self.err_console.print(Text(clean(text), style=style or ""), soft_wrap=True)
 
     def table(
         self,
@@ -66,7 +71,9 @@ class Output:
         if not rows:
             self.line(f"{title}: {empty}" if title else empty, style="dim")
             return
-        table = Table(title=title, title_justify="left", show_lines=False, header_style="bold")
+        table = Table(
+            title=safe(title) if title else None, title_justify="left", show_lines=False, header_style="bold"
+        )
         for column in columns:
             table.add_column(column, overflow="fold")
         for row in rows:
@@ -75,12 +82,26 @@ class Output:
 
     def fields(self, pairs: Iterable[tuple[str, Any]], title: str | None = None) -> None:
         """``key  value`` lines, for one object (a tool, a run)."""
-        table = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
+        table = Table(
+            title=safe(title) if title else None,
+            title_justify="left",
+            show_header=False,
+            box=None,
+            pad_edge=False,
+        )
         table.add_column(style="bold", no_wrap=True)
         table.add_column(overflow="fold")
         for key, value in pairs:
-            table.add_row(key, cell(value))
+            table.add_row(safe(key), cell(value))
         self.human_console.print(table)
+
+
+def safe(value: Any, style: str = "") -> Text:
+    """Any value as rich Text that cannot drive the terminal (and is never read as rich markup)."""
+    if isinstance(value, Text):
+        plain = clean(value.plain)
+        return value if plain == value.plain else Text(plain, style=value.style)
+    return Text(clean(str(value)), style=style) if value is not None else Text("")
 
 
 def cell(value: Any) -> Text:
@@ -90,12 +111,10 @@ def cell(value: Any) -> Text:
     if isinstance(value, bool):
         return Text(YES if value else NO, style="green" if value else "red")
     if isinstance(value, dict):
-        return Text(", ".join(f"{k}={v}" for k, v in value.items()) or "-")
+        return safe(", ".join(f"{k}={v}" for k, v in value.items()) or "-")
     if isinstance(value, list | tuple):
-        return Text(", ".join(str(v) for v in value) or "-")
-    if isinstance(value, Text):
-        return value
-    return Text(str(value))
+        return safe(", ".join(str(v) for v in value) or "-")
+    return safe(value)
 
 
 def status_text(status: str | None) -> Text:
@@ -113,7 +132,7 @@ def status_text(status: str | None) -> Text:
         "cancelled": "magenta",
         "skipped": "dim",
     }
-    return Text(status or "-", style=colours.get(status or "", ""))
+    return safe(status or "-", style=colours.get(status or "", ""))
 
 
 def short(commit: str | None) -> str | None:

@@ -16,6 +16,8 @@ import click
 
 from executor.wire.names import name_problem
 
+from .safe_text import clean
+
 # Must equal orchestrator.domain.pipeline.PRIVATE_PLACEHOLDER (a unit test checks); that module needs pydantic.
 PRIVATE_PLACEHOLDER = "{{ MAO_PRIVATE_VARIABLE }}"
 
@@ -124,9 +126,9 @@ def ask_pipeline(tools: list[str], datasets: list[str]) -> dict[str, Any]:
 
     Questions go to stderr: stdout stays for the result (and is pure JSON with --json)."""
     if tools:
-        click.echo(f"Registered tools: {', '.join(tools)}", err=True)
+        click.echo(clean(f"Registered tools: {', '.join(tools)}"), err=True)
     if datasets:
-        click.echo(f"Registered datasets: {', '.join(datasets)}", err=True)
+        click.echo(clean(f"Registered datasets: {', '.join(datasets)}"), err=True)
     name = click.prompt("Pipeline name", value_proc=_name("pipeline name"), err=True)
     description = click.prompt("Description", default="", show_default=False, err=True)
     steps: list[dict[str, Any]] = []

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from .output import status_text
+from .output import safe, status_text
 
 ENDED = ("succeeded", "failed", "cancelled")
 
@@ -83,7 +83,7 @@ class RunProgress:
             key = (step.get("status"), _attempt(step))
             if self._seen.get(step["name"]) != key:
                 self._seen[step["name"]] = key
-                self.console.print(step_line(step), highlight=False, soft_wrap=True)
+                self.console.print(safe(step_line(step)), highlight=False, soft_wrap=True)
 
     def close(self) -> None:
         if self._live is not None:
@@ -91,14 +91,14 @@ class RunProgress:
 
     @staticmethod
     def _table(run: dict[str, Any], steps: list[dict[str, Any]]) -> Table:
-        table = Table(title=f"run {run.get('id')} of {run.get('pipeline')}: {run.get('status')}")
+        table = Table(title=safe(f"run {run.get('id')} of {run.get('pipeline')}: {run.get('status')}"))
         for column in ("step", "state", "attempt", "duration (s)"):
             table.add_column(column)
         for step in steps:
             seconds = _seconds(step)
             attempt = _attempt(step)
             table.add_row(
-                step["name"],
+                safe(step["name"]),
                 status_text(step.get("status")),
                 str(attempt) if attempt else "",
                 f"{seconds:.1f}" if seconds is not None else "",

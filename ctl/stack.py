@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .compose import COMPOSE_FILE, ENV_FILE
+from .compose import COMPOSE_FILE, PRIVATE_FILES
 
 
 class StackError(Exception):
@@ -61,10 +61,11 @@ def start_hint(directory: Path) -> str:
 
 
 def check_install(directory: Path) -> None:
-    for name in (COMPOSE_FILE, ENV_FILE):
+    for name in (COMPOSE_FILE, *PRIVATE_FILES):
         if not (directory / name).is_file():
             raise StackError(
-                f"{directory} has no {name}: install an instance there first (maoctl instance install)"
+                f"{directory} has no {name}: install an instance there first (maoctl instance install; "
+                "run again over an older install, it keeps its secrets and writes each service's own file)"
             )
 
 

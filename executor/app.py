@@ -120,18 +120,19 @@ async def run(request: web.Request) -> web.Response:
 
 async def validate(request: web.Request) -> web.Response:
     """Check a /run body as /run would, without running it (the orchestrator's init asks this)."""
-    return _validated(request, await _run_request(request))
+    return await _validated(request, await _run_request(request))
 
 
 async def validate_submit(request: web.Request) -> web.Response:
     """Check a POST /containers body as a submit would, without creating anything."""
-    return _validated(request, await _run_request(request, SubmitRequest))
+    return await _validated(request, await _run_request(request, SubmitRequest))
 
 
-def _validated(request: web.Request, body: ContainerFields) -> web.Response:
+async def _validated(request: web.Request, body: ContainerFields) -> web.Response:
     settings = request.app[SETTINGS]
     check_docker_socket(body, settings)
     tool_user(body, settings.tool_uid, settings.tool_gid)
+    await request.app[SERVICE].mount_sources(body)
     return web.json_response({"ok": True})
 
 

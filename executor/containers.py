@@ -29,7 +29,7 @@ from docker.models.containers import Container
 from executor.config import Settings
 from executor.docker_runner import DockerRunner
 from executor.errors import ContainerNameInUse
-from executor.hardening import check_docker_socket
+from executor.hardening import check_docker_socket, tool_user
 from executor.runs import RunService
 from executor.wire.containers import (
     EXECUTOR_LABEL,
@@ -160,9 +160,11 @@ class Containers:
                     self._watch(request.name, started=state.phase is Phase.RUNNING)
                 return state
             check_docker_socket(request, self._settings)
-            await self._service.check_directories(request)
+            tool_user(request, self._settings.tool_uid, self._settings.tool_gid)
+            output_dir, input_dir = await self._service.mount_sources(request)
+            await self._service.check_directories(output_dir, input_dir)
             image_id = await self._service.resolve_image(request.image)
-            spec = await self._service.container_spec(request)
+            spec = await self._service.container_spec(request, output_dir, input_dir)
             spec.labels.update(
                 {
                     EXECUTOR_LABEL: self._settings.instance,

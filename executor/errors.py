@@ -21,5 +21,13 @@ class DockerSocketNotAllowed(Forbidden):
     code = "docker_socket_not_allowed"
 
 
+class UserNotAllowed(Forbidden):
+    code = "user_not_allowed"
+
+
+class MountNotAllowed(Forbidden):
+    code = "mount_not_allowed"
+
+
 class ContainerNameInUse(Conflict):
     code = "container_name_in_use"

@@ -1,21 +1,29 @@
-"""What every tool container is denied: root, capabilities, privilege escalation and unbounded resources.
+"""What every tool container is denied: root, capabilities, privilege escalation, unbounded resources,
+any user but the configured one, and any folder outside the data root.
 
 Kept apart from the run flow (``executor.runs``) so the policy can be read, and tested, in one place.
-The orchestrator chooses the uid (``Settings.tool_user`` on its side); the executor refuses uid 0 and
-falls back to ``MAO_TOOL_UID``/``MAO_TOOL_GID`` when a client sends none, so no caller can get a root
-tool. The resource limits come with each request; ``pids`` has a default here because a fork bomb
-must be bounded even for a client that sends none.
+The executor token alone must not be a path to root on this host (docs/security.md#tools), so a client
+holding it still cannot choose:
+- who the tool runs as: only ``MAO_TOOL_UID``:``MAO_TOOL_GID`` (never 0, never the Docker socket's
+  group; a request naming any other user is refused), given as ``uid:gid`` so that the engine adds no
+  supplementary group from the image's /etc/group;
+- what it mounts: only folders below ``MAO_EXECUTOR_DATA_ROOT``, resolved (a symlink leading out is
+  refused, and the resolved path is what the engine mounts), never the executor's own folder;
+- the Docker socket, unless the image is on ``MAO_EXECUTOR_DOCKER_SOCKET_IMAGES``.
+The resource limits come with each request; ``pids`` has a default here because a fork bomb must be
+bounded even for a client that sends none.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from executor.config import Settings
-from executor.errors import DockerSocketNotAllowed
-from executor.wire.errors import BadRequest
+from executor.errors import DockerSocketNotAllowed, MountNotAllowed, UserNotAllowed
 from executor.wire.images import normalize_image
 from executor.wire.models import ContainerFields
 
@@ -25,18 +33,52 @@ DEFAULT_PIDS = 512
 NANO = 1_000_000_000
 
 
-def tool_user(request: ContainerFields, default_uid: int, default_gid: int) -> str:
-    """The ``uid:gid`` the container runs as: the request's, else the executor's default; never root."""
+def tool_user(request: ContainerFields, tool_uid: int, tool_gid: int) -> str:
+    """The ``uid:gid`` the container runs as: always ``tool_uid:tool_gid`` (MAO_TOOL_UID/MAO_TOOL_GID).
+    A request may name that user (a bare uid means its group too) or none; any other is refused."""
+    configured = f"{tool_uid}:{tool_gid}"
     if request.user is None:
-        return f"{default_uid}:{default_gid}"
+        return configured
     uid, _, gid = request.user.partition(":")
-    if int(uid) == 0:
-        raise BadRequest(
-            "user: tools never run as root (uid 0): send the uid the output folder belongs to, "
-            "or leave user out to run as MAO_TOOL_UID"
+    if int(uid) == tool_uid and (not gid or int(gid) == tool_gid):
+        return configured
+    if int(uid) == 0 or (gid and int(gid) == 0):
+        reason = "tools never run as root (uid or gid 0)"
+    else:
+        reason = f"this executor runs tools only as {configured} (MAO_TOOL_UID:MAO_TOOL_GID)"
+    raise UserNotAllowed(
+        f"user {request.user!r} is refused: {reason}; leave user out, or set the executor's "
+        "MAO_TOOL_UID/MAO_TOOL_GID to the user the orchestrator runs tools as (its own uid:gid when it "
+        "is not root, else its MAO_TOOL_UID/MAO_TOOL_GID)"
+    )
+
+
+def private_folders(settings: Settings) -> list[Path]:
+    """The executor's own folders (socket, TLS files, kept logs): never mounted into a tool."""
+    folders = [settings.private_folder]
+    for path in (settings.socket_path, settings.tls_cert, settings.tls_key):
+        if path is not None:
+            folders.append(path.parent.resolve())
+    if settings.log_dir:
+        folders.append(Path(settings.log_dir).resolve())
+    return folders
+
+
+def mount_source(path: str, field_name: str, settings: Settings, also_private: Sequence[Path] = ()) -> str:
+    """The folder the engine mounts for ``path``: resolved (symlinks followed), and only when it lies
+    below the data root and outside the executor's own folders (and ``also_private``: the log folder
+    the process made); MountNotAllowed otherwise."""
+    resolved = Path(path).resolve()
+    root = settings.data_root
+    if resolved == root or not resolved.is_relative_to(root):
+        raise MountNotAllowed(
+            f"{field_name}: {path!r} is not a folder below this executor's data root {root} "
+            "(MAO_EXECUTOR_DATA_ROOT): the executor mounts nothing else"
         )
-    # A bare uid would otherwise run with gid 0 (root's group) in most images.
-    return request.user if gid else f"{uid}:{default_gid}"
+    for folder in [*private_folders(settings), *(p.resolve() for p in also_private)]:
+        if resolved == folder or resolved.is_relative_to(folder) or folder.is_relative_to(resolved):
+            raise MountNotAllowed(f"{field_name}: {path!r} holds the executor's own files ({folder})")
+    return str(resolved)
 
 
 def check_docker_socket(request: ContainerFields, settings: Settings) -> None:

@@ -23,7 +23,7 @@ from docker.types import Mount
 from executor.config import Settings
 from executor.docker_runner import ContainerSpec, DockerRunner
 from executor.errors import DockerUnavailable, ImageNotFound
-from executor.hardening import check_docker_socket, container_limits, tool_user
+from executor.hardening import check_docker_socket, container_limits, mount_source, tool_user
 from executor.output_log import DEFAULT_MAX_BYTES, LogBook, OutputLog
 from executor.wire.errors import BadRequest, Conflict, Unavailable
 from executor.wire.models import (
@@ -190,9 +190,11 @@ class RunService:
 
     async def _run(self, request: RunRequest) -> dict[str, Any]:
         check_docker_socket(request, self._settings)
-        await self.check_directories(request)
+        tool_user(request, self._settings.tool_uid, self._settings.tool_gid)
+        output_dir, input_dir = await self.mount_sources(request)
+        await self.check_directories(output_dir, input_dir)
         image_id = await self.resolve_image(request.image)
-        spec = await self.container_spec(request)
+        spec = await self.container_spec(request, output_dir, input_dir)
         # The slot is taken only after the cheap checks so a bad request fails fast even when all slots
         # are busy.
         # Opened before the slot is taken, so a follower asking for it while it waits finds it (empty).
@@ -205,11 +207,20 @@ class RunService:
         finally:
             output.end()
 
-    async def check_directories(self, request: ContainerFields) -> None:
-        # A stat can hang on a dead network mount, so it goes to the thread pool like any other I/O.
-        problems = [await self.op(DockerRunner.directory_problem, request.output_dir, "output_dir")]
+    async def mount_sources(self, request: ContainerFields) -> tuple[str, str | None]:
+        """The resolved output and input folders, each below the data root (MountNotAllowed if not)."""
+        # Resolving stats every component, which can hang on a dead network mount: the thread pool.
+        own = (self.logs.root,)
+        output_dir = await self.op(mount_source, request.output_dir, "output_dir", self._settings, own)
+        input_dir = None
         if request.input_dir is not None:
-            problems.append(await self.op(DockerRunner.directory_problem, request.input_dir, "input_dir"))
+            input_dir = await self.op(mount_source, request.input_dir, "input_dir", self._settings, own)
+        return output_dir, input_dir
+
+    async def check_directories(self, output_dir: str, input_dir: str | None) -> None:
+        problems = [await self.op(DockerRunner.directory_problem, output_dir, "output_dir")]
+        if input_dir is not None:
+            problems.append(await self.op(DockerRunner.directory_problem, input_dir, "input_dir"))
         found = [p for p in problems if p]
         if found:
             raise BadRequest("; ".join(found))
@@ -236,15 +247,15 @@ class RunService:
                 "load it on the executor's host (docker pull / docker load), or raise MAO_EXECUTOR_PULL_TIMEOUT"
             ) from None
 
-    async def container_spec(self, request: ContainerFields) -> ContainerSpec:
+    async def container_spec(self, request: ContainerFields, output_dir: str, input_dir: str | None) -> ContainerSpec:
         env = dict(request.env or {})
         user = tool_user(request, self._settings.tool_uid, self._settings.tool_gid)
         if "HOME" not in env:
             # An arbitrary uid has no passwd entry, so HOME would be '/', which it cannot write.
             env["HOME"] = "/tmp"
-        mounts = [Mount(OUTPUT_MOUNT, request.output_dir, type="bind", read_only=False)]
-        if request.input_dir is not None:
-            mounts.append(Mount(INPUT_MOUNT, request.input_dir, type="bind", read_only=True))
+        mounts = [Mount(OUTPUT_MOUNT, output_dir, type="bind", read_only=False)]
+        if input_dir is not None:
+            mounts.append(Mount(INPUT_MOUNT, input_dir, type="bind", read_only=True))
         group_add: list[str] = []
         if request.docker_socket:
             mounts.append(Mount(SOCKET_MOUNT, self._settings.docker_socket, type="bind", read_only=False))

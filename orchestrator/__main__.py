@@ -10,12 +10,17 @@ import sys
 
 from aiohttp import web
 
+from executor.transport import listen_private, remove_socket, socket_inode
+
 from . import __version__, logs
+from .api.health import warnings
 from .app import create_app
 from .config import load_settings
 from .errors import ConfigError
 from .federation.members import NameTaken
 from .private_files import ensure_api_token, tighten
+
+log = logging.getLogger("orchestrator")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,13 +54,33 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, RuntimeError) as exc:
         print(f"mao-orchestrator: cannot set up the API token: {exc}", file=sys.stderr)
         return 2
+    for warning in warnings(settings):
+        log.warning("%s", warning)
+    # maoctl's way in on this host (docs/security.md#transports): a socket only this user can reach,
+    # beside the token file, so the token never goes to whoever holds the TCP port.
+    sockets = []
+    if settings.api_socket is not None:
+        try:
+            sockets.append(listen_private(settings.api_socket))
+        except OSError as exc:
+            print(f"mao-orchestrator: cannot listen on {settings.api_socket}: {exc}", file=sys.stderr)
+            return 1
+        inode = socket_inode(settings.api_socket)
     try:
         web.run_app(
-            create_app(settings), host=settings.api_host, port=settings.api_port, print=None, access_log=None
+            create_app(settings),
+            host=settings.api_host,
+            port=settings.api_port,
+            sock=sockets or None,
+            print=None,
+            access_log=None,
         )
     except NameTaken as exc:
         print(f"mao-orchestrator: refusing to start: {exc.message}", file=sys.stderr)
         return 3
+    finally:
+        if settings.api_socket is not None and sockets:
+            remove_socket(settings.api_socket, inode)
     return 0
 
 

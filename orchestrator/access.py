@@ -12,7 +12,9 @@ is refused before any credential is looked at), then ``auth_middleware``, then
   origin (the request's Host, or ``MAO_ADVERTISE_URL``) is accepted, anything else is a 403. Clients
   that are not browsers send no Origin and are not affected.
 - Content type: POST/PUT/PATCH need ``application/json`` (415). HTML forms and "simple" cross-origin
-  requests cannot send it without a CORS preflight, which this API never grants.
+  requests cannot send it without a CORS preflight, which this API never grants. A write with no body
+  and no content type at all passes this check (``POST /runs/{id}/cancel`` takes none); a page cannot
+  use that: browsers send Origin with every POST, so the Origin guard has refused it already.
 - Token: everything but ``GET /`` (liveness) and the console's static pages (``console.is_public``:
   they hold no data and ask for the token) needs ``Authorization: Bearer <token>`` (compared in
   constant time), or a gateway key on the gateway's three routes, or ``MAO_METRICS_TOKEN`` on
@@ -78,7 +80,8 @@ def guard_middleware(settings: Settings) -> Middleware:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         host = request.headers.get("Host", "")
-        if host_name(host) not in allowed_hosts:
+        # No browser reaches the local socket (maoctl's), so no page can rebind a name to it.
+        if host_name(host) not in allowed_hosts and not on_unix_socket(request):
             raise MisdirectedHost(
                 f"this API does not answer to the host name {host_name(host)[:100]!r}: use one of "
                 f"{', '.join(sorted(allowed_hosts))}, or add it to MAO_API_HOSTNAMES"
@@ -96,15 +99,27 @@ def guard_middleware(settings: Settings) -> Middleware:
     return guard
 
 
+def on_unix_socket(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is not None and isinstance(transport.get_extra_info("sockname"), str)
+
+
 @web.middleware
 async def json_writes_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Writes are JSON (415 otherwise); runs after the token check so that a caller without a
-    token learns nothing but 401."""
-    if request.method in WRITE_METHODS and request.content_type != "application/json":
+    token learns nothing but 401. A write with no body at all and no content type passes (``curl -X
+    POST .../runs/ID/cancel``): it carries nothing to mistake for JSON, and a route that needs a body
+    answers 400 for the missing one (``read_json``)."""
+    if request.method in WRITE_METHODS and request.content_type != "application/json" and not _bare(request):
         raise UnsupportedMediaType(
             f"{request.method} needs 'Content-Type: application/json' (got {request.content_type!r})"
         )
     return await handler(request)
+
+
+def _bare(request: web.Request) -> bool:
+    """No body (no Content-Length above 0, no chunked encoding) and no Content-Type header."""
+    return not request.body_exists and "Content-Type" not in request.headers
 
 
 def auth_middleware(

@@ -17,6 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from executor.transport import (
+    certificate_fingerprint,
+    parse_fingerprint,
+    socket_path_problem,
+    unix_socket_path,
+)
 from executor.wire.names import name_problem
 
 from .domain.sizes import parse_size
@@ -104,7 +110,7 @@ class Settings:
     gateway_bytes_per_second: int = 256 * 1024
     gateway_entries_per_second: float = 50.0
     # etcd over TLS: the federation CA and this instance's client certificate and key. All three, or
-    # none and etcd_insecure (plain HTTP, only when asked for: tests and the one-machine demo).
+    # none and etcd_insecure (plain HTTP, only when asked for: tests only, warned about at start).
     etcd_ca: Path | None = None
     etcd_cert: Path | None = None
     etcd_key: Path | None = None
@@ -118,6 +124,12 @@ class Settings:
     # limit), and named pools of slots a step takes with its ``pool`` field while it runs.
     max_active_runs: int | None = None
     pools: dict[str, int] = field(default_factory=dict)
+    # -- local transports (docs/security.md#transports) -----------------------------------------
+    # An https executor's pinned certificate (SHA-256 of its DER form); plain http to the executor only
+    # when asked for (tests); the Unix socket maoctl reaches this API through (None: none).
+    executor_fingerprint: bytes | None = None
+    executor_insecure_tcp: bool = False
+    api_socket: Path | None = None
     # Where steps run (orchestrator/executors, docs/backends.md): the configured backends (MAO_BACKENDS)
     # and the one a step without ``backend`` uses.
     backends: tuple[BackendConfig, ...] = ()
@@ -148,6 +160,9 @@ class Settings:
             "MAO_API_TOKEN": "***" if self.api_token else None,
             "MAO_EXECUTOR_URL": self.executor_url,
             "MAO_EXECUTOR_TOKEN": "***",
+            "MAO_EXECUTOR_TLS_FINGERPRINT": self.executor_fingerprint.hex() if self.executor_fingerprint else None,
+            "MAO_EXECUTOR_INSECURE_TCP": self.executor_insecure_tcp,
+            "MAO_API_SOCKET": str(self.api_socket) if self.api_socket else None,
             "MAO_GIT_NAME": self.git_name,
             "MAO_GIT_EMAIL": self.git_email,
             "MAO_LABELS": ",".join(f"{k}={v}" for k, v in self.labels.items()),
@@ -281,10 +296,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     api_port = int(get_number("MAO_API_PORT", 8080, 1, 65535, integer=True))
     api_token = get("MAO_API_TOKEN")
 
-    executor_url = (get("MAO_EXECUTOR_URL", "http://127.0.0.1:8081") or "").rstrip("/")
-    parts = split_url(executor_url)
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        problems.append(f"MAO_EXECUTOR_URL={executor_url!r} is not an http(s) URL")
+    executor_url = (get("MAO_EXECUTOR_URL") or f"unix://{data_dir / 'executor' / 'executor.sock'}").rstrip("/")
+    executor_fingerprint, executor_insecure_tcp = _executor_transport(get, executor_url, problems)
+    api_socket = Path(get("MAO_API_SOCKET") or data_dir / "api.sock")
+    if problem := socket_path_problem(str(api_socket), "MAO_API_SOCKET"):
+        problems.append(problem)
     executor_token = get("MAO_EXECUTOR_TOKEN") or ""
     # MAO_EXECUTOR_TOKEN is required when a docker backend takes it (executors/registry.py).
     backends, default_backend = parse_backends(get, env, problems)
@@ -357,6 +373,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         api_token=api_token,
         executor_url=executor_url,
         executor_token=executor_token,
+        executor_fingerprint=executor_fingerprint,
+        executor_insecure_tcp=executor_insecure_tcp,
+        api_socket=api_socket,
         git_name=get("MAO_GIT_NAME", f"MAO {instance_name}") or "",
         git_email=get("MAO_GIT_EMAIL", f"mao@{instance_name}") or "",
         etcd_timeout=get_number("MAO_ETCD_TIMEOUT", 5.0, 0.1, 120),
@@ -463,6 +482,59 @@ def _trust_settings(
     }
 
 
+def _executor_transport(
+    get: Callable[[str], str | None], url: str, problems: list[str]
+) -> tuple[bytes | None, bool]:
+    """The executor's URL checked for a transport that proves the server (docs/security.md#transports):
+    ``unix:///path`` (the default, in the data dir), ``https://`` with a pinned certificate
+    (MAO_EXECUTOR_TLS_FINGERPRINT, or MAO_EXECUTOR_TLS_CERT the fingerprint is taken from), or plain
+    ``http://`` on loopback only with MAO_EXECUTOR_INSECURE_TCP=1. Returns (pin, plain TCP allowed)."""
+    insecure_raw = (get("MAO_EXECUTOR_INSECURE_TCP") or "0").lower()
+    if insecure_raw not in TRUE + FALSE:
+        problems.append(f"MAO_EXECUTOR_INSECURE_TCP={insecure_raw!r} must be 1 or 0")
+    insecure = insecure_raw in TRUE
+    pin_text, pin_file = get("MAO_EXECUTOR_TLS_FINGERPRINT"), get("MAO_EXECUTOR_TLS_CERT")
+    pin: bytes | None = None
+    if pin_text and pin_file:
+        problems.append("MAO_EXECUTOR_TLS_FINGERPRINT and MAO_EXECUTOR_TLS_CERT both pin the executor: give one")
+    elif pin_text:
+        pin = parse_fingerprint(pin_text)
+        if pin is None:
+            problems.append(
+                f"MAO_EXECUTOR_TLS_FINGERPRINT={pin_text!r} is not a SHA-256 fingerprint (64 hex digits, "
+                "colons allowed, as `mao-executor --fingerprint` prints it)"
+            )
+    elif pin_file:
+        try:
+            pin = certificate_fingerprint(Path(pin_file).expanduser().read_bytes())
+        except (OSError, ValueError) as exc:
+            problems.append(f"MAO_EXECUTOR_TLS_CERT={pin_file} is not a readable PEM certificate ({exc})")
+    if (path := unix_socket_path(url)) is not None:
+        if problem := socket_path_problem(path, "MAO_EXECUTOR_URL"):
+            problems.append(problem)
+        return None, insecure
+    parts = split_url(url)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append(
+            f"MAO_EXECUTOR_URL={url!r} is not unix:///path/to/executor.sock or an http(s) URL"
+        )
+    elif parts.scheme == "http" and (pin_text or pin_file):
+        problems.append(f"MAO_EXECUTOR_URL={url} is plain HTTP, so a pinned certificate cannot apply: write https://")
+    elif parts.scheme == "https" and pin is None and not (pin_text or pin_file):
+        problems.append(
+            f"MAO_EXECUTOR_URL={url} needs the executor's certificate pinned: set MAO_EXECUTOR_TLS_FINGERPRINT "
+            "to what `mao-executor --fingerprint` prints on its host (or MAO_EXECUTOR_TLS_CERT to its certificate)"
+        )
+    elif parts.scheme == "http" and not (insecure and is_loopback(parts.hostname)):
+        problems.append(
+            f"MAO_EXECUTOR_URL={url} is plain HTTP: whoever listens on that port while the executor is down "
+            "receives its token and every step's secrets. Use the executor's Unix socket (the default, "
+            "unix://$MAO_DATA_DIR/executor/executor.sock), https:// with MAO_EXECUTOR_TLS_FINGERPRINT, or, "
+            "for tests only, a loopback address with MAO_EXECUTOR_INSECURE_TCP=1"
+        )
+    return pin, insecure
+
+
 MAX_POOL_SLOTS = 100_000
 
 
@@ -526,8 +598,8 @@ def _etcd_tls(
             problems.append(
                 "etcd needs TLS: set MAO_ETCD_CA, MAO_ETCD_CERT and MAO_ETCD_KEY (the federation CA and "
                 "this instance's client certificate and key; `maoctl instance install` writes them), or "
-                "MAO_ETCD_INSECURE=1 for a plain-HTTP etcd that nothing else on this host or network can "
-                "reach (tests, the one-machine demo)"
+                "MAO_ETCD_INSECURE=1 for a plain-HTTP etcd, for tests only (anything that reaches its "
+                "port, a web page in a browser included, reads and writes it)"
             )
         elif "https" in schemes:
             problems.append(

@@ -3,6 +3,10 @@
 Registers the example marketplace's ``demo-tool`` and ``demo`` pipeline on the node at ``$MAO_URL``
 (creating its datasets as local bare repositories), runs the pipeline, and prints the run and the
 ``ground-truth`` history it produced. Every call is idempotent, so running it again adds one run.
+
+The token: ``MAO_API_TOKEN``, sent to ``$MAO_URL``; or the one the orchestrator generated into its data
+dir (``MAO_DATA_DIR``), sent only through that orchestrator's socket, as maoctl does
+(``ctl.local_socket``): whoever holds the TCP port while the node restarts gets nothing.
 """
 
 from __future__ import annotations
@@ -14,28 +18,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import requests
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ctl.local_socket import route, session_for  # noqa: E402 - the checkout's own packages
 
 URL = os.environ.get("MAO_URL", "http://127.0.0.1:8080").rstrip("/")
 MARKETPLACE = Path(os.environ.get("MAO_MARKETPLACE", Path(__file__).resolve().parents[1] / "marketplace"))
-
-
-def _token() -> str:
-    """MAO_API_TOKEN, or the token the orchestrator generated into its data dir (MAO_DATA_DIR)."""
-    if os.environ.get("MAO_API_TOKEN"):
-        return os.environ["MAO_API_TOKEN"]
-    try:
-        return (Path(os.environ.get("MAO_DATA_DIR", "")) / "api-token").read_text().strip()
-    except OSError:
-        return ""  # the API's 401 then says what is missing
-
-
-TOKEN = _token()
-HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+TARGET = route(URL, os.environ.get("MAO_API_TOKEN") or None)
+SESSION = session_for(TARGET)
+HEADERS = {"Authorization": f"Bearer {TARGET.token or ''}", "Content-Type": "application/json"}
 
 
 def call(method: str, path: str, body: Any = None) -> Any:
-    response = requests.request(method, URL + path, json=body, headers=HEADERS, timeout=600)
+    if TARGET.refusal:
+        sys.exit(f"[demo] {TARGET.refusal}")
+    response = SESSION.request(method, TARGET.base + path, json=body, headers=HEADERS, timeout=600)
     if response.status_code >= 300:
         sys.exit(f"[demo] {method} {path} failed ({response.status_code}): {response.json().get('message')}")
     return response.json()

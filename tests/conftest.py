@@ -78,6 +78,17 @@ def busybox_image(docker_engine) -> str:
 
 
 @pytest.fixture(scope="session")
+def swarm(docker_engine) -> Iterator[servers.SwarmHold]:
+    """The Docker engine as a single-node swarm manager on loopback, left as it was found at the end
+    (tests/servers/swarm.py: shared with other sessions on this engine, counted under a file lock)."""
+    hold = _start("a single-node Docker Swarm", servers.acquire_swarm)
+    try:
+        yield hold
+    finally:
+        servers.release_swarm(hold)
+
+
+@pytest.fixture(scope="session")
 def etcd(servers_tmp: Path) -> Iterator[servers.EtcdServer]:
     """One etcd member on a free loopback port (``.endpoint`` is "127.0.0.1:port")."""
     server = _start("etcd", lambda: servers.start_etcd(servers_tmp / "etcd", name="etcd-session"))
@@ -98,14 +109,20 @@ def postgres(servers_tmp: Path) -> Iterator[servers.PostgresServer]:
 
 
 @pytest.fixture(scope="session")
-def executor(docker_engine, busybox_image: str, servers_tmp: Path) -> Iterator[servers.ServiceProcess]:
-    """One ``python -m executor`` with a random token: ``.url``, ``.token``, ``.headers``."""
+def executor(
+    docker_engine, busybox_image: str, servers_tmp: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[servers.ServiceProcess]:
+    """One ``python -m executor`` with a random token, on its Unix socket (``.url`` is unix:///...,
+    ``.request(method, path)`` talks to it), mounting folders under the session's temporary folder
+    (where every test's data dir is)."""
     token = secrets.token_hex(16)
+    env = {
+        "MAO_INSTANCE_NAME": f"session-{os.getpid()}",
+        "MAO_EXECUTOR_DATA_ROOT": str(tmp_path_factory.getbasetemp()),
+    }
     service = _start(
         "the executor (python -m executor)",
-        lambda: servers.start_executor(
-            {"MAO_INSTANCE_NAME": f"session-{os.getpid()}"}, token, log_dir=servers_tmp / "executor", name="executor"
-        ),
+        lambda: servers.start_executor(env, token, log_dir=servers_tmp / "executor", name="executor"),
     )
     try:
         yield service

@@ -7,7 +7,7 @@ import click
 from ..client import segment
 from ..context import Ctl, confirm, json_option, name_option, pass_ctl, yes_option
 from .audit import audit_command, audit_result_command
-from .tool import fetch_all
+from .tool import fetch_all, registry_entry
 
 
 @click.group()
@@ -26,7 +26,7 @@ dataset.add_command(audit_result_command)
 def get_dataset(ctl: Ctl, name: str | None) -> None:
     """List the registered datasets, or show one."""
     if name:
-        found = ctl.api.get(f"/registry/datasets/{segment(name)}")
+        found = registry_entry(ctl.api, f"/registry/datasets/{segment(name)}")
         ctl.out.show(found, lambda: ctl.out.fields(found.items(), title=f"dataset {name}"))
         return
     datasets = fetch_all(ctl.api, ctl.api.get("/registry/datasets"), "/registry/datasets")

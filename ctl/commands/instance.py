@@ -47,6 +47,15 @@ def instance() -> None:
 @click.option("--dir", "--directory", "directory", help="Install directory (default ~/mao-instance).")
 @click.option("--name", help="Instance name (default: this host's name).")
 @click.option("--ip", help="The IP other instances reach this one on.")
+@click.option(
+    "--single-host",
+    "--single_host",
+    "single_host",
+    is_flag=True,
+    default=None,
+    help="A federation tried on this one machine: the IP is a loopback address (127.0.0.2, 127.0.0.3, ...), "
+    "joining included, and nothing listens beyond it.",
+)
 @click.option("--git-email", "--git_email", "git_email", help="E-mail for this instance's git commits.")
 @click.option("--ssh-dir", "--ssh_dir", "ssh_dir", help="Folder with the SSH key for git remotes.")
 @click.option("--api-port", type=click.IntRange(1, 65535), help="The orchestrator's port (default 8080).")
@@ -54,7 +63,9 @@ def instance() -> None:
     "--postgres-port", type=click.IntRange(1, 65535), help="PostgreSQL's port on 127.0.0.1 (default 5433)."
 )
 @click.option(
-    "--executor-port", type=click.IntRange(1, 65535), help="The executor's port on 127.0.0.1 (default 8081)."
+    "--executor-port",
+    type=click.IntRange(1, 65535),
+    help="Unused: the executor listens on a socket in the data folder (accepted so older commands work).",
 )
 @click.option("--etcd-client-port", type=click.IntRange(1, 65535), help="etcd's client port (default 2379).")
 @click.option("--etcd-peer-port", type=click.IntRange(1, 65535), help="etcd's peer port (default 2380).")

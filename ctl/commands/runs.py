@@ -10,7 +10,7 @@ from rich.tree import Tree
 
 from ..client import segment
 from ..context import Ctl, check_name, json_option, pass_ctl
-from ..output import short, status_text
+from ..output import safe, short, status_text
 
 RUN_STATUSES = ("pending", "queued", "running", "succeeded", "failed", "cancelled")
 
@@ -111,7 +111,15 @@ def queue_command(ctl: Ctl) -> None:
         lambda: ctl.out.table(
             ["#", "id", "pipeline", "priority", "trigger", "queued", "waiting for"],
             [
-                [e["position"], e["id"], e["pipeline"], e["priority"], e["trigger"], e["queued_at"], e["waiting_for"]]
+                [
+                    e["position"],
+                    e["id"],
+                    e["pipeline"],
+                    e["priority"],
+                    e["trigger"],
+                    e["queued_at"],
+                    e["waiting_for"],
+                ]
                 for e in queued
             ],
             title="queue",
@@ -174,11 +182,11 @@ def step_tree(steps: list[dict[str, Any]]) -> Tree:
         others = [n for n in (step.get("needs") or [])[1:]]
         if others:
             label.append(f"  (also needs {', '.join(others)})", style="dim")
-        branch = parent.add(label)
+        branch = parent.add(safe(label))
         for attempt in step.get("attempts") or []:
-            branch.add(_attempt_label(attempt))
+            branch.add(safe(_attempt_label(attempt)))
         if step.get("shards"):
-            branch.add(Text("shards: " + ", ".join(f"{k}={v}" for k, v in step["shards"].items())))
+            branch.add(safe("shards: " + ", ".join(f"{k}={v}" for k, v in step["shards"].items())))
         for child in children.get(step["name"], []):
             add(branch, child)
 

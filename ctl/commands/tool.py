@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
 
-from ..client import ApiError, Client, segment
+from ..client import ApiError, Client, CtlError, segment
 from ..context import Ctl, confirm, json_option, name_option, pass_ctl, yes_option
 
 ID_HELP = "The schedule's id (see `maoctl tool list-scheduled`)."
@@ -17,12 +18,26 @@ def tool() -> None:
     """Tools (container images) registered in the federation; scheduled jobs."""
 
 
+def registry_entry(api: Client, path: str) -> dict[str, Any]:
+    """One registry entry (``GET /registry/tools/{name}``, ``.../datasets/{name}``): an orchestrator in
+    legacy open mode answers it as the prototype did, a string holding the entry's JSON."""
+    found = api.get(path)
+    if isinstance(found, str):
+        try:
+            found = json.loads(found)
+        except ValueError:
+            pass
+    if not isinstance(found, dict):
+        raise CtlError(f"GET {path} answered something that is not a registry entry: {str(found)[:200]!r}")
+    return found
+
+
 def fetch_all(api: Client, names: list[str], path: str) -> list[dict[str, Any]]:
     """Each entry's details; one removed between the listing and the fetch is left out."""
     entries = []
     for name in names:
         try:
-            entries.append(api.get(f"{path}/{segment(name)}"))
+            entries.append(registry_entry(api, f"{path}/{segment(name)}"))
         except ApiError as exc:
             if exc.status != 404:
                 raise
@@ -36,7 +51,7 @@ def fetch_all(api: Client, names: list[str], path: str) -> list[dict[str, Any]]:
 def get_tool(ctl: Ctl, name: str | None) -> None:
     """List the registered tools, or show one."""
     if name:
-        found = ctl.api.get(f"/registry/tools/{segment(name)}")
+        found = registry_entry(ctl.api, f"/registry/tools/{segment(name)}")
         ctl.out.show(found, lambda: ctl.out.fields(found.items(), title=f"tool {name}"))
         return
     tools = fetch_all(ctl.api, ctl.api.get("/registry/tools"), "/registry/tools")

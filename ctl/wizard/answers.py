@@ -7,6 +7,7 @@ same checks, so automation cannot write an install the wizard would have refused
 from __future__ import annotations
 
 import getpass
+import ipaddress
 import re
 import socket
 from dataclasses import dataclass, field, fields
@@ -55,6 +56,9 @@ class InstallAnswers:
     images: dict[str, str] = field(default_factory=dict)  # service -> image; the rest keep the defaults
     labels: dict[str, str] = field(default_factory=dict)
     overwrite: bool = False
+    # A federation tried on one machine: loopback addresses (127.0.0.2, 127.0.0.3) for its instances,
+    # joining included. Without it a joining instance refuses loopback (others could never reach it).
+    single_host: bool = False
 
 
 KEYS = {f.name for f in fields(InstallAnswers)}
@@ -85,9 +89,25 @@ def default_email(name: str) -> str:
     return f"{user}@{name}"
 
 
-def default_ip(joining: bool) -> str:
+def default_ip(joining: bool, single_host: bool = False) -> str:
+    if single_host:
+        return "127.0.0.1"
     addresses = host_addresses()
     return addresses[0].ip if addresses else ("" if joining else "127.0.0.1")
+
+
+def single_host_problem(value: str) -> str | None:
+    """A single-host federation's instances use loopback addresses only."""
+    try:
+        loopback = ipaddress.ip_address(value.strip()).is_loopback
+    except ValueError:
+        return None  # ip_problem says so
+    if not loopback:
+        return (
+            f"{value} is not a loopback address: single_host keeps the federation on this machine "
+            "(give 127.0.0.2, 127.0.0.3, ...; leave single_host out for instances on several machines)"
+        )
+    return None
 
 
 def check_directory(value: str) -> str | None:
@@ -167,7 +187,7 @@ def type_problems(answers: InstallAnswers) -> list[str]:
     ]
     found += [
         f"{key}: must be true or false"
-        for key in ("join", "overwrite")
+        for key in ("join", "overwrite", "single_host")
         if not isinstance(getattr(answers, key), bool)
     ]
     return found
@@ -181,7 +201,11 @@ def problems(answers: InstallAnswers) -> list[str]:
     for what, check in (
         ("directory", check_directory(answers.directory or "")),
         ("name", name_problem(answers.name or "", "instance name")),
-        ("ip", ip_problem(answers.ip or "", allow_loopback=not answers.join)),
+        (
+            "ip",
+            ip_problem(answers.ip or "", allow_loopback=answers.single_host or not answers.join)
+            or (single_host_problem(answers.ip or "") if answers.single_host else None),
+        ),
         ("git_email", check_email(answers.git_email or "")),
         ("ssh_dir", check_ssh_dir(answers.ssh_dir or "")),
     ):
@@ -252,7 +276,7 @@ def fill_defaults(answers: InstallAnswers) -> InstallAnswers:
     bundle_defaults(answers)
     answers.directory = answers.directory or DEFAULT_DIRECTORY
     answers.name = answers.name or default_name()
-    answers.ip = answers.ip or default_ip(answers.join)
+    answers.ip = answers.ip or default_ip(answers.join, answers.single_host)
     answers.git_email = answers.git_email or default_email(answers.name)
     return answers
 
@@ -280,4 +304,5 @@ def to_config(answers: InstallAnswers) -> InstanceConfig:
         labels=dict(answers.labels),
         images={**default_images(), **answers.images},
         run_as=default_run_as(),
+        single_host=answers.single_host,
     )

@@ -18,7 +18,7 @@ from executor.wire.names import name_problem
 
 from .. import pki
 from ..cluster import initial_cluster_problem
-from ..compose import ENV_FILE, InstanceConfig, Secrets
+from ..compose import ENV_FILE, InstanceConfig, Secrets, api_socket
 from ..context import Ctl
 from ..install_files import existing_files, hand_over_pki, write_install
 from ..join_bundle import BundleError, load_bundle
@@ -38,6 +38,7 @@ from .answers import (
     fill_defaults,
     own_peer_url,
     problems,
+    single_host_problem,
     to_config,
 )
 
@@ -76,7 +77,7 @@ def run_install(ctl: Ctl, answers: InstallAnswers, given: set[str], interactive:
         if not prompts.confirm(f"Write the instance to {config.directory}?", default=True):
             raise click.ClickException("nothing was written")
     # Reusing an earlier install's secrets keeps its PostgreSQL data readable and its token valid.
-    keys = Secrets.reuse_or_generate(config.directory / ENV_FILE)
+    keys = Secrets.reuse_or_generate(config.directory)
     written = write_install(config, keys)
     written += hand_over_pki(config, write_certificates(config, answers))
     report(ctl, config, written)
@@ -171,16 +172,26 @@ def choose_ip(joining: bool, answers: InstallAnswers) -> str:
         f"other instances must reach its ports {answers.etcd_client_port}, {answers.etcd_peer_port} "
         f"and {answers.api_port}"
     )
-    choices: list[tuple[str, Any]] = [(a.label, a.ip) for a in host_addresses()]
-    if not joining:
+    single = answers.single_host
+    choices: list[tuple[str, Any]] = [] if single else [(a.label, a.ip) for a in host_addresses()]
+    if single:
+        choices.append(
+            ("127.0.0.1 (a federation on this machine; type 127.0.0.2, ... for the next)", "127.0.0.1")
+        )
+    elif not joining:
         choices.append(("127.0.0.1 (this machine only: a standalone instance nobody can join)", "127.0.0.1"))
     choices.append(("Type another address", OTHER))
     chosen = prompts.select(
-        f"IP address of this instance ({port_note}):", choices, default=default_ip(joining)
+        f"IP address of this instance ({port_note}):", choices, default=default_ip(joining, single)
     )
     if chosen is not OTHER:
         return str(chosen)
-    return prompts.text("IP address:", check=lambda v: ip_problem(v, allow_loopback=not joining))
+
+    def check(value: str) -> str | None:
+        problem = ip_problem(value, allow_loopback=single or not joining)
+        return problem or (single_host_problem(value) if single else None)
+
+    return prompts.text("IP address:", check=check)
 
 
 def federation_contacts(name: str | None) -> list[str]:
@@ -224,7 +235,7 @@ def show_summary(ctl: Ctl, config: InstanceConfig) -> None:
             ),
             ("directory", str(config.directory)),
             ("instance name", config.name),
-            ("IP address", config.ip),
+            ("IP address", f"{config.ip} (single host)" if config.single_host else config.ip),
             ("etcd peer URL", config.peer_url),
             ("git e-mail", config.git_email),
             ("SSH key folder", str(config.ssh_dir) if config.ssh_dir else None),
@@ -247,6 +258,7 @@ def report(ctl: Ctl, config: InstanceConfig, written: list[Path]) -> None:
         "pki_dir": str(config.pki_dir),
         "ca_dir": None if config.joining else str(config.ca_dir),
         "api_url": config.api_url,
+        "api_socket": api_socket(config),
         "start": start,
         "images": config.images,
     }
@@ -262,8 +274,8 @@ def report(ctl: Ctl, config: InstanceConfig, written: list[Path]) -> None:
             "Start it (or: maoctl instance up --dir DIR, which also waits until it is healthy):", style="bold"
         )
         out.line(f"  {start}")
-        out.line("Then point maoctl at it:", style="bold")
-        out.line(f"  export MAO_URL={config.api_url}")
+        out.line("Then point maoctl at it (through its socket: no one holding a port gets the token):", style="bold")
+        out.line(f"  export MAO_URL=unix://{api_socket(config)}")
         out.line(f"  {token}")
         out.line("  maoctl instance status")
         out.line("  maoctl instance init    # pick pipelines from the marketplace")

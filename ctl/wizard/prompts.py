@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from ..safe_text import clean
+
 Check = Callable[[str], str | None]  # returns why the answer is wrong, or None
 
 
@@ -36,7 +38,11 @@ def text(message: str, default: str = "", check: Check | None = None, instructio
     import questionary
 
     return str(
-        _ask(questionary.text(message, default=default, validate=_validator(check), instruction=instruction))
+        _ask(
+            questionary.text(
+                clean(message), default=default, validate=_validator(check), instruction=instruction
+            )
+        )
     ).strip()
 
 
@@ -44,7 +50,11 @@ def path(message: str, default: str = "", check: Check | None = None) -> str:
     import questionary
 
     return str(
-        _ask(questionary.path(message, default=default, validate=_validator(check), only_directories=True))
+        _ask(
+            questionary.path(
+                clean(message), default=default, validate=_validator(check), only_directories=True
+            )
+        )
     ).strip()
 
 
@@ -52,22 +62,27 @@ def secret(message: str) -> str:
     import questionary
 
     return str(
-        _ask(questionary.password(message, validate=_validator(lambda v: None if v else "a value is needed")))
+        _ask(
+            questionary.password(
+                clean(message), validate=_validator(lambda v: None if v else "a value is needed")
+            )
+        )
     )
 
 
 def confirm(message: str, default: bool = False) -> bool:
     import questionary
 
-    return bool(_ask(questionary.confirm(message, default=default)))
+    return bool(_ask(questionary.confirm(clean(message), default=default)))
 
 
 def select(message: str, choices: Sequence[tuple[str, Any]], default: Any = None) -> Any:
     import questionary
 
-    options = [questionary.Choice(title, value=value) for title, value in choices]
+    # Titles may quote a marketplace or etcd (federation descriptions, names): shown cleaned.
+    options = [questionary.Choice(clean(title), value=value) for title, value in choices]
     chosen = next((c for c in options if c.value == default), None)
-    return _ask(questionary.select(message, choices=options, default=chosen))
+    return _ask(questionary.select(clean(message), choices=options, default=chosen))
 
 
 def checkbox(message: str, choices: Sequence[tuple[str, Any, str | None]]) -> list[Any]:
@@ -75,6 +90,7 @@ def checkbox(message: str, choices: Sequence[tuple[str, Any, str | None]]) -> li
     import questionary
 
     options = [
-        questionary.Choice(title, value=value, disabled=disabled) for title, value, disabled in choices
+        questionary.Choice(clean(title), value=value, disabled=clean(disabled) if disabled else None)
+        for title, value, disabled in choices
     ]
-    return list(_ask(questionary.checkbox(message, choices=options)))
+    return list(_ask(questionary.checkbox(clean(message), choices=options)))

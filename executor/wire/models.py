@@ -25,6 +25,9 @@ MAX_TIMEOUT = 7 * 24 * 3600.0
 MAX_BODY_BYTES = 1024 * 1024
 # The Docker engine refuses less than 6 MiB.
 MIN_MEMORY = 6 * 1024 * 1024
+# ... and less than 0.01 CPU (NanoCPUs 10,000,000): "Range of CPUs is from 0.01 to N".
+MIN_CPUS = 0.01
+MAX_CPUS = 1024
 MAX_PIDS = 4_194_304
 DEFAULT_TIMEOUT = 3600.0
 DEFAULT_LOG_LINES = 200
@@ -77,7 +80,7 @@ class ContainerFields(BaseModel):
     labels: dict[str, str] | None = None
     # Resource limits (executor.hardening): bytes of memory, CPUs (fractions allowed), processes.
     memory: Annotated[int, Field(ge=MIN_MEMORY, le=2**50)] | None = None
-    cpus: Annotated[float, Field(gt=0, le=1024)] | None = None
+    cpus: Annotated[float, Field(ge=MIN_CPUS, le=MAX_CPUS)] | None = None
     pids: Annotated[int, Field(ge=8, le=MAX_PIDS)] | None = None
 
     @field_validator("image")

@@ -12,6 +12,7 @@ from . import (
     gateway,
     health,
     history,
+    lineage,
     locks,
     logs,
     metrics,
@@ -22,7 +23,22 @@ from . import (
 
 
 def add_routes(app: web.Application) -> None:
-    modules = (health, backends, registry, history, pipelines, runs, logs, federation, locks, gateway, audits, metrics, console)
+    modules = (
+        health,
+        backends,
+        registry,
+        history,
+        lineage,
+        pipelines,
+        runs,
+        logs,
+        federation,
+        locks,
+        gateway,
+        audits,
+        metrics,
+        console,
+    )
     for module in modules:
         app.router.add_routes(module.routes)
     app[console.DOCUMENT] = {}

@@ -22,7 +22,12 @@ UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 FILES = {
     "index.html": "text/html",
     "console.js": "text/javascript",
+    "draw.js": "text/javascript",
     "runs.js": "text/javascript",
+    "timeline.js": "text/javascript",
+    "grid.js": "text/javascript",
+    "lineage.js": "text/javascript",
+    "pages.js": "text/javascript",
     "views.js": "text/javascript",
     "console.css": "text/css",
     "docs.html": "text/html",

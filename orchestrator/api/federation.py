@@ -7,9 +7,10 @@ import asyncio
 from aiohttp import web
 
 from ..errors import EtcdUnavailable
+from ..scheduling.ticks import with_next_ticks
 from .common import node, ok, parse, path_name, read_json
 from .openapi import doc
-from .schemas import FederationSchedule, JsonObject, Members, NewEtcdMember
+from .schemas import FederationSchedule, FederationSchedulesQuery, JsonObject, Members, NewEtcdMember
 
 routes = web.RouteTableDef()
 
@@ -72,10 +73,13 @@ async def remove_etcd_member(request: web.Request) -> web.Response:
 @routes.get("/federation/schedules")
 @doc(
     "Federation-wide schedules with every tick's outcome",
+    query=FederationSchedulesQuery,
     answer=list[FederationSchedule],
-    errors=(503,),
+    errors=(400, 503),
     tags=("federation",),
 )
 async def list_schedules(request: web.Request) -> web.Response:
-    """Federation-wide schedules with their recent ticks (newest first): who fired, or why skipped."""
-    return ok(await node(request).federation_scheduler.schedules())
+    """Federation-wide schedules with their recent ticks (newest first): who fired, or why skipped;
+    with ``?next=N`` each cron schedule's next N ticks."""
+    count = parse(FederationSchedulesQuery, dict(request.query)).next
+    return ok(with_next_ticks(await node(request).federation_scheduler.schedules(), count))

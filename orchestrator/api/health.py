@@ -6,6 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .. import __version__
+from ..config import Settings
 from .common import node, ok
 from .openapi import doc
 from .schemas import Greeting, Health
@@ -15,6 +16,26 @@ LEGACY_WARNING = (
     "MAO_API_LEGACY_OPEN=1: this API answers without a token to every local user and program; "
     "give clients the token and unset it"
 )
+ETCD_INSECURE_WARNING = (
+    "MAO_ETCD_INSECURE=1: etcd is reached over plain HTTP, for tests only; anything that reaches its port "
+    "(a local user, a tool, a web page) reads and writes the federation's keys: use etcd's TLS "
+    "(MAO_ETCD_CA, MAO_ETCD_CERT, MAO_ETCD_KEY)"
+)
+EXECUTOR_TCP_WARNING = (
+    "MAO_EXECUTOR_INSECURE_TCP=1: the executor is reached over plain TCP, for tests only; whoever takes "
+    "its port while it is down receives its token and the steps' secrets: use its Unix socket"
+)
+
+
+def warnings(settings: Settings) -> list[str]:
+    """What this instance's configuration leaves open, logged at start (``GET /health`` carries the
+    legacy-open one, which changes what every client may do)."""
+    found = [LEGACY_WARNING] if settings.api_legacy_open else []
+    if settings.etcd_insecure:
+        found.append(ETCD_INSECURE_WARNING)
+    if settings.executor_insecure_tcp and settings.executor_url.startswith("http://"):
+        found.append(EXECUTOR_TCP_WARNING)
+    return found
 
 
 @routes.get("/")

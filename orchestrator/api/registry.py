@@ -1,6 +1,15 @@
-"""The federation registries: ``/registry/tools``, ``/registry/datasets``, ``/registry/pipelines``."""
+"""The federation registries: ``/registry/tools``, ``/registry/datasets``, ``/registry/pipelines``.
+
+In legacy open mode (``MAO_API_LEGACY_OPEN=1``) ``GET /registry/tools/{name}`` and ``GET
+/registry/datasets/{name}`` answer in the prototype's shape: the entry as a JSON-encoded *string*
+(the prototype handed back the value it kept in etcd), which its clients decode a second time. The
+default is the object itself; maoctl and the console read both.
+"""
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 from aiohttp import web
 
@@ -22,14 +31,25 @@ async def list_tools(request: web.Request) -> web.Response:
     return ok(await node(request).registry.tool_names())
 
 
+def _entry(request: web.Request, entry: dict[str, Any]) -> web.Response:
+    if node(request).settings.api_legacy_open:
+        return ok(json.dumps(entry))  # the prototype's shape: a string holding the entry's JSON
+    return ok(entry)
+
+
 @routes.get("/registry/tools/{name}")
-@doc("One tool", answer=Tool, errors=(400, 404, 503), tags=("registry",))
+@doc(
+    "One tool (in legacy open mode: as a JSON-encoded string, the prototype's shape)",
+    answer=Tool,
+    errors=(400, 404, 503),
+    tags=("registry",),
+)
 async def get_tool(request: web.Request) -> web.Response:
     name = path_name(request, what="tool name")
     tool = await node(request).registry.tool(name)
     if tool is None:
         raise NotFound(f"tool {name!r} is not registered")
-    return ok(tool.model_dump())
+    return _entry(request, tool.model_dump())
 
 
 @routes.post("/registry/tools")
@@ -55,14 +75,19 @@ async def list_datasets(request: web.Request) -> web.Response:
 
 
 @routes.get("/registry/datasets/{name}")
-@doc("One dataset: its master and node branches", answer=Dataset, errors=(400, 404, 503), tags=("registry",))
+@doc(
+    "One dataset: its master and node branches (in legacy open mode: as a JSON-encoded string)",
+    answer=Dataset,
+    errors=(400, 404, 503),
+    tags=("registry",),
+)
 async def get_dataset(request: web.Request) -> web.Response:
     name = path_name(request, what="dataset name")
     dataset = await node(request).registry.dataset(name)
     if dataset is None:
         raise NotFound(f"dataset {name!r} is not registered")
     # A registration older than the credentials check may still carry some: never show them.
-    return ok({**dataset.model_dump(), "master": redact(dataset.master)})
+    return _entry(request, {**dataset.model_dump(), "master": redact(dataset.master)})
 
 
 @routes.post("/registry/datasets")

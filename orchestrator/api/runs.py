@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 
 from aiohttp import web
@@ -11,9 +13,21 @@ from executor.wire.names import name_problem
 
 from ..errors import BadRequest, NotFound
 from ..request_models import NoBody
+from ..scheduling.ticks import with_next_ticks
+from ..store.grid import RunGrid, run_grid
 from .common import node, ok, parse, read_json
 from .openapi import doc
-from .schemas import CancelStarted, JobDeleted, QueueEntry, Run, RunsQuery, Schedule, SchedulesQuery
+from .schemas import (
+    MAX_GRID_PIPELINES,
+    CancelStarted,
+    GridQuery,
+    JobDeleted,
+    QueueEntry,
+    Run,
+    RunsQuery,
+    Schedule,
+    SchedulesQuery,
+)
 
 routes = web.RouteTableDef()
 
@@ -37,8 +51,32 @@ def _id(request: web.Request, key: str = "id") -> str:
 async def list_runs(request: web.Request) -> web.Response:
     query = parse(RunsQuery, dict(request.query), codes={"pipeline": "invalid_name"})
     return ok(
-        await node(request).store.list_runs(pipeline=query.pipeline, status=query.status, limit=query.limit)
+        await node(request).store.list_runs(
+            pipeline=query.pipeline, status=query.status, limit=query.limit, trigger=query.trigger
+        )
     )
+
+
+# Before /runs/{id}: routes match in the order they were added.
+@routes.get("/runs/grid")
+@doc(
+    "Each pipeline's last N runs with their steps' states, in one answer (the console's grid)",
+    query=GridQuery,
+    answer=RunGrid,
+    tags=("runs",),
+)
+async def grid(request: web.Request) -> web.Response:
+    """Rows are pipelines (``pipelines=a,b``, or every pipeline defined here or with runs here, by
+    name); each row holds its ``last`` newest runs (filtered by ``status`` and ``trigger``) with each
+    step's state, attempt count and duration, the run's queue time and duration."""
+    query = parse(GridQuery, dict(request.query), codes={"pipelines": "invalid_name"})
+    if len(query.names() or ()) > MAX_GRID_PIPELINES:
+        raise BadRequest(f"at most {MAX_GRID_PIPELINES} pipelines at once", code="invalid_request")
+    answer = await run_grid(
+        node(request).store, query.last, query.names(), status=query.status, trigger=query.trigger
+    )
+    # Up to 10,000 runs: encoded off the event loop too.
+    return web.Response(text=await asyncio.to_thread(json.dumps, answer), content_type="application/json")
 
 
 @routes.get("/runs/{id}")
@@ -110,13 +148,16 @@ async def list_schedules(request: web.Request) -> web.Response:
     """This instance's schedules and data triggers with their policies, next run and recent ticks
     (``?ticks=N``, default 20, at most 1000, newest first): fired, skipped or missed, each with why."""
     the_node = node(request)
-    limit = parse(SchedulesQuery, dict(request.query)).ticks
+    query = parse(SchedulesQuery, dict(request.query))
     next_runs = the_node.scheduler.next_run_times()
     schedules = await the_node.store.list_schedules()
-    ticks = await the_node.store.recent_ticks([s["id"] for s in schedules], limit) if limit else {}
-    return ok(
-        [{**s, "next_run_time": next_runs.get(s["id"]), "ticks": ticks.get(s["id"], [])} for s in schedules]
+    ticks = (
+        await the_node.store.recent_ticks([s["id"] for s in schedules], query.ticks) if query.ticks else {}
     )
+    answer = [
+        {**s, "next_run_time": next_runs.get(s["id"]), "ticks": ticks.get(s["id"], [])} for s in schedules
+    ]
+    return ok(with_next_ticks(answer, query.next))
 
 
 @routes.delete("/jobs/{id}")

@@ -9,9 +9,11 @@ field is a 400 naming it); query parameters with ``Query`` models, which ignore 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from executor.wire.names import name_problem
 
 from ..domain.pipeline import Name, Query, Request
 from ..domain.states import AttemptStatus, RunStatus, StepStatus
@@ -52,19 +54,63 @@ class NewEtcdMember(Request):
     peer_url: Any = Field(description="its peer URL, http://host:2380")
 
 
+# What started a run: manual, cron, backfill, dataset (a word, so that a new kind needs no change here).
+TriggerName = Annotated[
+    str, Field(pattern=r"^[a-z][a-z_]{0,15}$", description="manual, cron, backfill or dataset")
+]
+MAX_GRID_PIPELINES = 100
+
+
 class RunsQuery(Query):
     pipeline: Name | None = None
     status: RunStatus | None = None
+    trigger: TriggerName | None = None
     limit: int = Field(default=50, ge=1, le=1000)
 
-    @field_validator("pipeline", "status", mode="before")
+    @field_validator("pipeline", "status", "trigger", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
 
+class GridQuery(Query):
+    pipelines: str | None = Field(
+        default=None,
+        max_length=13000,
+        description=f"comma-separated pipeline names (at most {MAX_GRID_PIPELINES}); "
+        "default: every pipeline defined here or with runs here",
+    )
+    last: int = Field(default=25, ge=1, le=100, description="runs per pipeline, newest first")
+    status: RunStatus | None = None
+    trigger: TriggerName | None = None
+
+    @field_validator("pipelines", "status", "trigger", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("pipelines")
+    @classmethod
+    def _names(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        names = [n.strip() for n in value.split(",")]
+        for name in names:
+            if problem := name_problem(name, "pipeline name"):
+                raise ValueError(problem)
+        return ",".join(names)
+
+    def names(self) -> list[str] | None:
+        return self.pipelines.split(",") if self.pipelines is not None else None
+
+
 class SchedulesQuery(Query):
     ticks: int = Field(default=20, ge=0, le=1000, description="recent ticks per schedule, newest first")
+    next: int = Field(default=0, ge=0, le=20, description="upcoming ticks per cron schedule (next_ticks)")
+
+
+class FederationSchedulesQuery(Query):
+    next: int = Field(default=0, ge=0, le=20, description="upcoming ticks per cron schedule (next_ticks)")
 
 
 # -- answers ----------------------------------------------------------------------------------------
@@ -88,6 +134,8 @@ class Health(Out):
     database: str
     executor: str = Field(description="the first docker backend's health (as before backends existed)")
     backends: dict[str, BackendHealth] = Field(default_factory=dict, description="every backend, by name")
+    # MAO_API_LEGACY_OPEN=1: the API answers without a token.
+    warnings: list[str] | None = None
 
 
 class BackendCapabilities(Out):
@@ -245,6 +293,7 @@ class Schedule(Out):
     created_at: str | None
     last_tick_at: str | None
     next_run_time: str | None
+    next_ticks: list[str] | None = Field(default=None, description="with ?next=N: the next N ticks")
     ticks: list[Tick]
 
 
@@ -258,6 +307,7 @@ class FederationSchedule(Out):
     created_by: str | None
     created_at: str | None
     next_run_time: str | None
+    next_ticks: list[str] | None = Field(default=None, description="with ?next=N: the next N ticks")
     ticks: list[Tick]
 
 

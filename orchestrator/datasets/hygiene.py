@@ -94,6 +94,9 @@ def inspect_folder(
             except FileNotFoundError:
                 continue
             _fix(path, info, owner, result, root, remove_bad=remove_bad)
+        # A link to a folder that was just removed (a link out, on reset) is not walked into: os.walk
+        # would take the missing path for a folder and fail on it.
+        dirnames[:] = [name for name in dirnames if os.path.lexists(os.path.join(dirpath, name))]
     for kind, paths in (("removed", result.removed), ("cleared setuid/setgid bits of", result.cleared_bits)):
         if paths:
             log.warning("work folder %s: %s %s", folder, kind, _named(paths))

@@ -1,6 +1,8 @@
 """Where a dataset's master may be: never a URL carrying credentials, and a local path only under
 ``MAO_MASTER_ROOTS`` (docs/security.md).
 
+The credential checks themselves are pure and live in ``domain.masters``.
+
 A master is git's remote for the dataset. Left unchecked, a local path lets anyone who may register a
 dataset read any repository the orchestrator's user can read (``/etc``, another instance's data) and
 makes the orchestrator push a ``ground-truth`` branch into it. The check runs when a dataset is

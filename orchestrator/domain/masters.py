@@ -2,6 +2,12 @@
 carrying credentials. Where a local path may point (``MAO_MASTER_ROOTS``) is configuration and is checked
 by ``datasets.masters.resolve_master``.
 
+A master URL is shared with the whole federation (it is in the dataset's registration in etcd), so a
+secret in it is a secret given to every member. Credentials can hide in several parts of a URL, and
+the check covers the class, not one spelling: a user part of an http(s) URL (where a token is often
+put as the user name), a password in any URL, a query string (``?private_token=...``) or a fragment,
+each also when percent-encoded (``%3F``, ``%23``, ``%40``, ``%3A``, once or several times over).
+
 The registration check (400) and every use of a master run these, since another federation member may
 have written a registration straight into etcd (docs/security.md).
 """
@@ -59,19 +65,48 @@ CREDENTIALS_HINT = (
 )
 
 
+# Enough rounds to undo any encoding a person or a tool would apply; more is an attempt to hide.
+_DECODE_ROUNDS = 5
+
+
+def _decoded(text: str) -> str:
+    """``text`` percent-decoded until it no longer changes (so ``%253F`` is seen as ``?``)."""
+    for _ in range(_DECODE_ROUNDS):
+        decoded = unquote(text)
+        if decoded == text:
+            return text
+        text = decoded
+    return text
+
+
 def credentials_problem(master: str) -> str | None:
-    """Why ``master`` carries credentials (a password, or any user part of an http(s) URL, where a
-    token is often put as the user name), or None."""
+    """Why ``master`` may carry credentials (see the module's docstring), or None."""
     url = _SCHEME_RE.match(master)
     if url is None:
-        return None
-    scheme, authority = url.group(1).lower(), url.group(2)
-    userinfo, at, _ = authority.rpartition("@")
+        return _scp_credentials_problem(master)
+    scheme, authority, rest = url.group(1).lower(), url.group(2), url.group(3)
+    plain = _decoded(authority + rest)
+    if "?" in plain or "#" in plain:
+        return (
+            "the master URL has a query string or a fragment, where access tokens are put; "
+            f"git needs neither: {CREDENTIALS_HINT}"
+        )
+    userinfo, at, _ = _decoded(authority).rpartition("@")
     if not at:
         return None
     if ":" in userinfo or scheme not in _SSH_SCHEMES:
         return f"the master URL contains credentials: {CREDENTIALS_HINT}"
     return None
+
+
+def _scp_credentials_problem(master: str) -> str | None:
+    # git's scp-like ``user@host:path`` (a colon before any slash) has a user part but no password:
+    # a colon in front of the '@' can only be one.
+    head = master.split("/", 1)[0]
+    if ":" not in head or "@" not in head:
+        return None
+    user = _decoded(head.rpartition("@")[0])
+    return f"the master contains a password: {CREDENTIALS_HINT}" if ":" in user else None
 
 
 def local_path(master: str) -> str | None:

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from executor.wire.models import MAX_CPUS, MIN_CPUS, MIN_MEMORY
 from executor.wire.names import check_name
 
 from .fanout import FanOut
@@ -67,7 +68,7 @@ def _size(value: Any) -> Any:
 
 def _memory(size: int) -> int:
     # The executor refuses less than 6 MiB (the Docker engine's minimum).
-    if not 6 * 1024 * 1024 <= size <= 2**50:
+    if not MIN_MEMORY <= size <= 2**50:
         raise ValueError("must be between 6 MiB and 1 PiB (bytes, or a size such as '512m')")
     return size
 
@@ -196,7 +197,9 @@ class Step(Model):
     timeout: Annotated[float, Strict(), Field(gt=0, le=7 * 86400)] | None = None
     # Resource limits; unset means the instance's MAO_STEP_MEMORY / MAO_STEP_CPUS.
     memory: Memory | None = None
-    cpus: Annotated[float, Strict(), Field(gt=0, le=1024)] | None = None
+    # The executor's bounds (the engine refuses less than 0.01 CPU): a step that could never start
+    # is refused at init, not at each run.
+    cpus: Annotated[float, Strict(), Field(ge=MIN_CPUS, le=MAX_CPUS)] | None = None
     # Write-only: values of this instance's private variables. Kept in the local database only.
     private_env: Annotated[dict[str, EnvValue] | None, AfterValidator(check_env)] = None
     # The run engine (orchestrator/runs): absent = the previous step; [] = a root.

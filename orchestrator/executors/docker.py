@@ -7,9 +7,11 @@ timeout (from the container's start) and the start timeout (waiting for one of i
 ``MAO_EXECUTOR_MAX_PARALLEL`` slots) itself, whoever is waiting, so both hold across an orchestrator
 restart; every container survives the orchestrator and is found again by its labels.
 
-Settings (``MAO_BACKEND_<NAME>_<KEY>``, ``DockerSettings``): ``URL`` and ``TOKEN`` (default:
-``MAO_EXECUTOR_URL`` and ``MAO_EXECUTOR_TOKEN``), ``START_TIMEOUT`` (the default of a step's
-``start_timeout``, seconds; none: a step waits for a slot as long as it takes).
+Settings (``MAO_BACKEND_<NAME>_<KEY>``, ``DockerSettings``): ``URL`` (default: ``MAO_EXECUTOR_URL``,
+with its transport: the executor's Unix socket, or https with ``TLS_FINGERPRINT``, default
+``MAO_EXECUTOR_TLS_FINGERPRINT``: docs/security.md#transports), ``TOKEN`` (default
+``MAO_EXECUTOR_TOKEN``), ``START_TIMEOUT`` (the default of a step's ``start_timeout``, seconds; none: a
+step waits for a slot as long as it takes).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from executor.transport import UntrustedServer, parse_fingerprint, socket_path_problem, unix_socket_path
 from executor.wire.containers import ContainerList, ContainerState, Ending, Phase, SubmitRequest
 from executor.wire.models import DEFAULT_LOG_LINES, MAX_BODY_BYTES, MAX_TIMEOUT, describe_validation_error
 
@@ -43,6 +46,7 @@ from .seam import (
     Managed,
     SubmitEnded,
 )
+from .transport import session_target
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +64,33 @@ _FIELD_OF = {"cmd": "cmd", "env": "env", "docker_socket": "docker_socket", "memo
 
 
 class DockerSettings(BaseModel):
-    """``MAO_BACKEND_<NAME>_<KEY>`` of a ``docker`` backend (keys in capitals there)."""
+    """``MAO_BACKEND_<NAME>_<KEY>`` of a ``docker`` backend (keys in capitals there). Without ``url``,
+    the instance's executor (``MAO_EXECUTOR_URL`` with its transport settings, checked by config)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")] = "http://127.0.0.1:8081"
+    url: Annotated[str, Field(pattern=r"^(unix:///\S+|https://[^\s/]+(/\S*)?)$")] | None = None
     token: Annotated[str, Field(min_length=1)] | None = None
+    tls_fingerprint: str | None = None
     start_timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT)] | None = None
+
+    @model_validator(mode="after")
+    def _transport(self) -> DockerSettings:
+        # The same rules as MAO_EXECUTOR_URL (docs/security.md#transports), for an executor of its own:
+        # its Unix socket, or https with its certificate pinned; never plain http.
+        if self.tls_fingerprint is not None and parse_fingerprint(self.tls_fingerprint) is None:
+            raise ValueError("TLS_FINGERPRINT is not a SHA-256 fingerprint (64 hex digits, colons allowed)")
+        if self.url is None:
+            return self
+        if (path := unix_socket_path(self.url)) is not None:
+            if problem := socket_path_problem(path, "URL"):
+                raise ValueError(problem)
+        elif self.tls_fingerprint is None:
+            raise ValueError(f"{self.url} needs the executor's certificate pinned: set TLS_FINGERPRINT")
+        return self
+
+    def fingerprint(self) -> bytes | None:
+        return parse_fingerprint(self.tls_fingerprint) if self.tls_fingerprint else None
 
 
 _ENDS = {
@@ -89,20 +113,25 @@ class DockerBackend:
         token: str,
         host_path: Callable[[Path], Path],
         start_timeout: float | None = None,
+        fingerprint: bytes | None = None,
     ) -> None:
         self.name = name
         self.url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"}
         self._host_path = host_path
         self.start_timeout = start_timeout
+        self._fingerprint = fingerprint
+        self._base = self.url
         self._session: aiohttp.ClientSession | None = None
         self._cancelled: dict[str, None] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
+        # The session sends the token only to a server that proved itself (executors/transport.py).
+        connector, self._base = session_target(self.url, self._fingerprint)
         # No total timeout on the session: a wait is long-polled; each call sets its own.
         self._session = aiohttp.ClientSession(
-            headers=self._headers, timeout=aiohttp.ClientTimeout(total=None)
+            headers=self._headers, timeout=aiohttp.ClientTimeout(total=None), connector=connector
         )
 
     async def close(self) -> None:
@@ -240,7 +269,7 @@ class DockerBackend:
         assert self._session is not None, "DockerBackend.start() was not called"
         # No read timeout when following: a container may be silent for as long as its timeout.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None if follow else 60)
-        path = f"{self.url}/containers/{handle.name}/logs"
+        path = f"{self._base}/containers/{handle.name}/logs"
         params = {"since": str(since), "follow": "1" if follow else "0"}
         try:
             async with self._session.get(path, params=params, timeout=timeout) as response:
@@ -254,6 +283,8 @@ class DockerBackend:
                     yield b""
                 async for chunk in response.content.iter_any():
                     yield chunk
+        except (UntrustedServer, aiohttp.ServerFingerprintMismatch) as exc:
+            raise self._untrusted(exc) from exc
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
             raise BackendUnavailable(
                 f"backend {self.name}: the output of {handle.name} stopped ({type(exc).__name__}: {exc})"
@@ -286,6 +317,11 @@ class DockerBackend:
         ]
 
     # -- HTTP ------------------------------------------------------------------------------------------
+    def _untrusted(self, exc: Exception) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"backend {self.name}: {_untrusted_message(self.url, exc)}", code="executor_untrusted"
+        )
+
     def _state(self, answer: dict[str, Any]) -> ContainerState:
         try:
             return ContainerState.model_validate(answer)
@@ -296,7 +332,7 @@ class DockerBackend:
         assert self._session is not None, "DockerBackend.start() was not called"
         try:
             async with self._session.request(
-                method, self.url + path, json=payload, timeout=aiohttp.ClientTimeout(total=timeout)
+                method, self._base + path, json=payload, timeout=aiohttp.ClientTimeout(total=timeout)
             ) as response:
                 try:
                     body = await response.json(content_type=None)
@@ -322,11 +358,20 @@ class DockerBackend:
                         str(body.get("message") or response.reason or "rejected"),
                     )
                 return body
+        except (UntrustedServer, aiohttp.ServerFingerprintMismatch) as exc:
+            raise self._untrusted(exc) from exc
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             raise BackendUnavailable(
                 f"backend {self.name}: the executor at {self.url} did not answer ({type(exc).__name__}: {exc}); "
                 "is `python -m executor` running and its URL right?"
             ) from exc
+
+
+def _untrusted_message(url: str, exc: Exception) -> str:
+    return (
+        f"the executor at {url} did not prove it is the executor ({exc}); nothing was sent to it: check "
+        "its URL and, for https, its pinned certificate (TLS_FINGERPRINT, MAO_EXECUTOR_TLS_FINGERPRINT)"
+    )
 
 
 class _Refused(Exception):

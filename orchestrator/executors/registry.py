@@ -9,7 +9,8 @@ function that builds it. The operator names backends and gives each a kind:
 
 Every backend's settings are validated at start with its kind's model, each problem listed like
 every other setting's. A kind may take a key it lacks from an instance-wide variable (``fallback``:
-``docker`` takes ``URL`` and ``TOKEN`` from ``MAO_EXECUTOR_URL`` and ``MAO_EXECUTOR_TOKEN``).
+``docker`` takes ``TOKEN`` from ``MAO_EXECUTOR_TOKEN``; without a ``URL`` of its own it is the
+instance's executor, ``MAO_EXECUTOR_URL`` with its transport settings).
 """
 
 from __future__ import annotations
@@ -42,16 +43,19 @@ class Kind:
 
 
 def _docker(name: str, given: docker.DockerSettings, settings: Settings) -> Backend:
-    return docker.DockerBackend(
-        name, given.url, given.token or "", settings.host_path, given.start_timeout
-    )
+    # Without a URL of its own: the instance's executor, as MAO_EXECUTOR_* say (checked by config).
+    if given.url is None:
+        url, fingerprint = settings.executor_url, given.fingerprint() or settings.executor_fingerprint
+    else:
+        url, fingerprint = given.url, given.fingerprint()
+    return docker.DockerBackend(name, url, given.token or "", settings.host_path, given.start_timeout, fingerprint)
 
 
 KINDS: dict[str, Kind] = {
     "docker": Kind(
         docker.DockerSettings,
         _docker,
-        {"url": "MAO_EXECUTOR_URL", "token": "MAO_EXECUTOR_TOKEN"},
+        {"token": "MAO_EXECUTOR_TOKEN"},
         frozenset({"token"}),
     ),
 }
@@ -155,7 +159,8 @@ def _validate(
             key = str(error["loc"][0]) if error["loc"] else ""
             if key in borrowed:
                 continue  # an instance-wide variable: its own check reports it
-            problems.append(f"{prefix}{key.upper()}: {error['msg'].removeprefix('Value error, ')}")
+            where = f"{prefix}{key.upper()}" if key else f"backend {name} ({prefix}*)"
+            problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
         return None
     used = frozenset(spec.fallback[k] for k in borrowed)
     return BackendConfig(name, kind, settings, used)

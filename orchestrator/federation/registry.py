@@ -56,21 +56,28 @@ class Registry:
             ) from None
 
     async def _names(self, prefix: str, parse: Callable[[Any], Any]) -> list[str]:
-        names = []
+        return [name for name, _ in await self._entries(prefix, parse)]
+
+    async def _entries(self, prefix: str, parse: Callable[[Any], T]) -> list[tuple[str, T]]:
+        entries = []
         for kv in await self.etcd.list_prefix(prefix):
             try:
-                self._load(kv, parse)
+                value = self._load(kv, parse)
             except MalformedEntry as exc:
                 if (kv.key, kv.mod_revision) not in self._warned:
                     self._warned.add((kv.key, kv.mod_revision))
                     log.warning("skipping it in lists: %s", exc.message)
                 continue
-            names.append(keys.last_segment(kv.key))
-        return names
+            entries.append((keys.last_segment(kv.key), value))
+        return entries
 
     # -- tools ----------------------------------------------------------------------------------
     async def tool_names(self) -> list[str]:
         return await self._names(keys.TOOLS, Tool.model_validate)
+
+    async def tools(self) -> list[Tool]:
+        """Every registered tool (one etcd read)."""
+        return [tool for _, tool in await self._entries(keys.TOOLS, Tool.model_validate)]
 
     async def tool(self, name: str) -> Tool | None:
         kv = await self.etcd.get(keys.tool(name))
@@ -121,6 +128,10 @@ class Registry:
     async def pipeline(self, name: str) -> dict[str, Any] | None:
         kv = await self.etcd.get(keys.pipeline(name))
         return self._load(kv, _check_registration) if kv else None
+
+    async def pipelines(self) -> dict[str, dict[str, Any]]:
+        """Every pipeline registration by name (one etcd read)."""
+        return dict(await self._entries(keys.PIPELINES, _check_registration))
 
     async def pipeline_names(self) -> list[str]:
         return await self._names(keys.PIPELINES, _check_registration)

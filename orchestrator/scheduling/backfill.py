@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_TICKS = 1000
+# The span a backfill may cover. Python's calendar ends at years 1 and 9999, and the walk of a cron
+# through time zones steps hours beyond the span's ends: the first and the last year are left out, so
+# that no instant of a backfill, nor any step of its walk, runs off the calendar.
+EARLIEST = datetime(2, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 class Backfills:
@@ -107,8 +112,19 @@ class Backfills:
 
 
 def _aware(moment: datetime, what: str) -> datetime:
+    """``moment`` in UTC; a 400 when it has no offset or lies outside [EARLIEST, LATEST)."""
     if moment.tzinfo is None:
         raise BadRequest(
             f"'{what}' needs a time zone offset (e.g. 2026-03-01T00:00:00Z)", code="invalid_request"
         )
-    return moment.astimezone(UTC)
+    try:
+        instant = moment.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00: before the calendar's first instant
+        instant = None
+    if instant is None or not EARLIEST <= instant < LATEST:
+        raise BadRequest(
+            f"'{what}' must lie between {EARLIEST.isoformat()} and {LATEST.isoformat()} (the first and "
+            "the last year of the calendar are left out)",
+            code="invalid_request",
+        )
+    return instant

@@ -15,15 +15,20 @@ schedule's zone.
 
 Wall-clock matching uses APScheduler's ``CronTrigger`` in UTC (a zone without transitions, so it
 walks naive local times one by one); each match is then placed in the real zone by the rule above.
+An expression means what crontab(5) says, not what APScheduler's own syntax would: a numeric weekday
+counts from Sunday (0 or 7; APScheduler counts from Monday), and when both day of month and day of week
+are restricted a day matches either (APScheduler requires both) (``standard_cron``).
 """
 
 from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 from ..errors import BadRequest
@@ -55,6 +60,62 @@ def zone(name: str) -> ZoneInfo:
         ) from None
 
 
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _weekday_number(text: str) -> int:
+    name = text.lower()
+    if name in _WEEKDAYS:
+        return _WEEKDAYS.index(name)
+    if not text.isdigit() or int(text) > 7:
+        raise ValueError(f"invalid day of week {text!r} (0-7 or sun-sat)")
+    return int(text) % 7  # 7 is Sunday too
+
+
+def _weekdays(field: str) -> list[str]:
+    """crontab(5)'s day-of-week field as APScheduler weekday names (``1-5`` -> mon..fri)."""
+    days: set[int] = set()
+    for item in field.split(","):
+        span, _, step_text = item.partition("/")
+        if step_text and not step_text.isdigit() or step_text == "0":
+            raise ValueError(f"invalid step in day of week {item!r}")
+        step = int(step_text) if step_text else 1
+        if span == "*":
+            first, last = 0, 6
+        elif "-" in span:
+            low, _, high = span.partition("-")
+            first, last = _weekday_number(low), _weekday_number(high)
+            if high == "7":
+                last = 7  # 5-7: Friday to Sunday
+            if last < first:
+                raise ValueError(f"invalid range in day of week {item!r}")
+        else:
+            first = _weekday_number(span)
+            last = 6 if step_text else first
+        days.update(day % 7 for day in range(first, last + 1, step))
+    return [_WEEKDAYS[day] for day in sorted(days)]
+
+
+def standard_cron(expression: str) -> BaseTrigger:
+    """A 5-field crontab(5) expression as an APScheduler trigger in UTC (module docstring); ValueError
+    saying what is wrong."""
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"wrong number of fields; got {len(fields)}, expected 5")
+    minute, hour, day, month, weekday = fields
+
+    def cron(day: str, weekday: str) -> CronTrigger:
+        return CronTrigger(
+            minute=minute, hour=hour, day=day, month=month, day_of_week=weekday, timezone=UTC
+        )
+
+    names = "*" if weekday == "*" else ",".join(_weekdays(weekday))
+    # crontab(5): a field that starts with '*' is unrestricted for this rule, even '*/2'.
+    if day.startswith("*") or weekday.startswith("*"):
+        return cron(day, names)
+    return OrTrigger([cron(day, "*"), cron("*", names)])
+
+
 class CronTicks(BaseTrigger):
     """The instants of a 5-field cron expression in a time zone, by the daylight-saving rule above.
 
@@ -70,7 +131,7 @@ class CronTicks(BaseTrigger):
         self.timezone = timezone
         try:
             # Naive wall-clock times, walked in UTC because UTC has no transitions.
-            self._wall = CronTrigger.from_crontab(self.cron, timezone=UTC)
+            self._wall = standard_cron(self.cron)
         except ValueError as exc:
             raise BadRequest(f"invalid cron expression {cron!r}: {exc}", code="invalid_cron") from None
         self._memo: dict[datetime, datetime | None] = {}
@@ -86,12 +147,19 @@ class CronTicks(BaseTrigger):
 
     def next_after(self, after: datetime) -> datetime | None:
         """The first tick strictly after ``after`` (an aware datetime), in UTC."""
-        after = after.astimezone(UTC)
+        try:
+            after = after.astimezone(UTC)
+        except OverflowError:  # an instant whose UTC reading lies before year 1 or after 9999
+            return None
         # Remembered: the schedules sharing this trigger (``make_trigger``) all ask for the same
         # instants when they tick together, and APScheduler asks again for each job.
         if (known := self._memo.get(after, _UNKNOWN)) is not _UNKNOWN:
             return known  # type: ignore[return-value]
-        moment = self._next_after(after)
+        try:
+            moment = self._next_after(after)
+        except OverflowError:
+            # The walk ran off the calendar (year 9999, or year 1 looking back): nothing fires there.
+            moment = None
         if len(self._memo) >= _MEMO_SIZE:
             self._memo.clear()
         self._memo[after] = moment
@@ -160,6 +228,39 @@ def fire_times(trigger: CronTicks, after: datetime, until: datetime, limit: int 
         times.append(moment)
         moment = trigger.next_after(moment)
     return times
+
+
+def next_ticks(cron: str, timezone: str, now: datetime, count: int) -> list[datetime]:
+    """The schedule's next ``count`` ticks after ``now`` (for listings: the console's schedules page).
+    Schedules with the same cron and zone share the trigger and its remembered instants."""
+    trigger = make_trigger(cron, timezone)
+    times: list[datetime] = []
+    moment = trigger.next_after(now)
+    while moment is not None and len(times) < count:
+        times.append(moment)
+        moment = trigger.next_after(moment)
+    return times
+
+
+def with_next_ticks(schedules: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """Schedule listings with ``next_ticks`` (ISO instants) when ``count`` > 0: a cron schedule's
+    next ``count`` ticks from now; a data trigger's none. A stored cron this version cannot read
+    (written by another) lists no ticks rather than failing the listing."""
+    if count <= 0:
+        return schedules
+    now = datetime.now(UTC)
+    found: dict[tuple[str, str], list[str]] = {}
+    listed = []
+    for schedule in schedules:
+        cron, timezone = schedule.get("cron") or "", schedule.get("timezone") or "UTC"
+        key = (cron, timezone)
+        if key not in found:
+            try:
+                found[key] = [t.isoformat() for t in next_ticks(cron, timezone, now, count)] if cron else []
+            except BadRequest:
+                found[key] = []
+        listed.append({**schedule, "next_ticks": found[key]})
+    return listed
 
 
 # APScheduler fires at (or just after) the due time; a tick that runs a little early (clock jitter)

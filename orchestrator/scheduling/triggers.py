@@ -13,7 +13,8 @@ for each PUT (one advance, told apart by its etcd revision):
 
 Advances while the watch was down (etcd away) are not replayed one by one: the list that follows a
 broken watch is the current state, not the history. What is missed is an advance, never a run twice.
-A trigger on a dataset the pipeline itself writes would fire itself: a 400.
+A trigger that would close a cycle (a dataset the pipeline itself writes, or a chain of triggers
+leading back to it: ``trigger_cycles``) is a 400 ``trigger_loop`` naming the chain.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ..federation.watch import PrefixWatch
 from ..tasks import cancel_all, spawn
 from .book import check_placement, labels_match
 from .overlap import busy_for, make_room, started_note
+from .trigger_cycles import ArmedTrigger, describe, find_cycle
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -86,10 +88,7 @@ class DataTriggers:
                     f"pipeline {pipeline!r} is not registered in the federation: initialise it on at least "
                     "one instance first (POST /pipeline/init)"
                 )
-            outputs = {
-                s.get("output_dataset") for s in registration.get("steps") or [] if isinstance(s, dict)
-            }
-            _check_loop(pipeline, dataset, outputs)
+            await self._refuse_cycle(pipeline, dataset)
             trigger_id = uuid.uuid4().hex
             record: dict[str, Any] = {
                 "id": trigger_id,
@@ -113,12 +112,50 @@ class DataTriggers:
         local = await self.store.get_pipeline(pipeline)
         if local is None:
             raise NotFound(f"pipeline {pipeline!r} is not initialised on this instance (POST /pipeline/init)")
-        _check_loop(pipeline, dataset, {s.output_dataset for s in local.steps})
+        await self._refuse_cycle(pipeline, dataset)
         row = await self.store.add_schedule(
             uuid.uuid4().hex, pipeline, "", "UTC", dataset=dataset, overlap=overlap, priority=priority
         )
         log.info("data trigger %s: %s runs when %s advances", row["id"], pipeline, dataset)
         return row
+
+    async def _refuse_cycle(self, pipeline: str, dataset: str) -> None:
+        """400 ``trigger_loop`` naming the chain when ``dataset -> pipeline`` would close a cycle with
+        the triggers armed here and federation-wide (read afresh; the watched copy when etcd is away)."""
+        records = await self.store.data_triggers()  # each with trigger: {dataset}, like etcd's
+        try:
+            records += [
+                kv.value for kv in await self.etcd.list_prefix(keys.SCHEDULES) if _is_trigger(kv.value)
+            ]
+        except MaoError:
+            records += list(self._federation.values())
+        armed = [
+            ArmedTrigger(record["pipeline"], record["trigger"]["dataset"])
+            for record in records
+            if isinstance(record.get("trigger"), dict) and isinstance(record["trigger"].get("dataset"), str)
+        ]
+        written: dict[str, set[str]] = {}
+
+        async def outputs(name: str) -> set[str]:
+            # What a run of it may write: this instance's definition and the federation's registration.
+            if name not in written:
+                found: set[str] = set()
+                local = await self.store.get_pipeline(name)
+                if local is not None:
+                    found |= {step.output_dataset for step in local.steps}
+                try:
+                    registration = await self.registry.pipeline(name)
+                except MaoError:
+                    registration = None
+                for step in (registration or {}).get("steps") or []:
+                    if isinstance(step, dict) and isinstance(step.get("output_dataset"), str):
+                        found.add(step["output_dataset"])
+                written[name] = found
+            return written[name]
+
+        chain = await find_cycle(ArmedTrigger(pipeline, dataset), armed, outputs)
+        if chain is not None:
+            raise BadRequest(describe(chain), code="trigger_loop", cycle=chain)
 
     async def jobs(self) -> dict[str, str | None]:
         """The data triggers for ``GET /jobs``: they have no next run time."""
@@ -272,12 +309,3 @@ def _is_trigger(value: object) -> bool:
         and isinstance(value.get("pipeline"), str)
         and isinstance(value.get("trigger"), dict)
     )
-
-
-def _check_loop(pipeline: str, dataset: str, outputs: set[Any]) -> None:
-    if dataset in outputs:
-        raise BadRequest(
-            f"pipeline {pipeline!r} writes {dataset!r} itself: a trigger on it would start the pipeline "
-            "again at each of its own runs",
-            code="trigger_loop",
-        )

@@ -136,11 +136,15 @@ class Store:
         return await RunRecords(self).get(run_id)
 
     async def list_runs(
-        self, pipeline: str | None = None, status: str | None = None, limit: int = 50
+        self,
+        pipeline: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        trigger: str | None = None,
     ) -> list[dict[str, Any]]:
         from .runs import RunRecords
 
-        return await RunRecords(self).list(pipeline=pipeline, status=status, limit=limit)
+        return await RunRecords(self).list(pipeline=pipeline, status=status, limit=limit, trigger=trigger)
 
     # -- schedules ------------------------------------------------------------------------------
     async def add_schedule(

@@ -368,7 +368,11 @@ class RunRecords:
             return run_to_dict(run, steps, attempts)
 
     async def list(
-        self, pipeline: str | None = None, status: str | None = None, limit: int = 50
+        self,
+        pipeline: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        trigger: str | None = None,
     ) -> list[dict[str, Any]]:
         async with self.store.session("list runs") as s:
             query = select(RunRow).order_by(RunRow.created_at.desc(), RunRow.id).limit(limit)
@@ -376,6 +380,8 @@ class RunRecords:
                 query = query.where(RunRow.pipeline == pipeline)
             if status:
                 query = query.where(RunRow.status == status)
+            if trigger:
+                query = query.where(RunRow.trigger == trigger)
             runs = (await s.scalars(query)).all()
             ids = [r.id for r in runs]
             steps = (

@@ -5,6 +5,8 @@
 const TOKEN_KEY = "mao-token";
 const REFRESH_MS = 2000;
 const ACTIVE = new Set(["pending", "queued", "running", "retrying"]);
+const RUN_STATES = ["pending", "queued", "running", "succeeded", "failed", "cancelled"];
+const TRIGGERS = ["manual", "cron", "backfill", "dataset"];
 let refreshTimer = null;
 let generation = 0; // bumped at every navigation: an answer for an earlier view is dropped
 let cancelSupported = null; // unknown until the first answer of POST /runs/{id}/cancel
@@ -53,7 +55,7 @@ function h(tag, attrs, ...children) {
     else if (key === "class") el.className = value;
     else el.setAttribute(key, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -65,6 +67,10 @@ const when = (iso) => (iso ? new Date(iso).toLocaleString() : "—");
 const secs = (d) => (d === null || d === undefined ? "—" : `${Number(d).toFixed(d < 10 ? 2 : 0)} s`);
 const badge = (status) => h("span", { class: `badge s-${status || "unknown"}` }, status || "unknown");
 const view = () => document.getElementById("view");
+// This instance's name, as GET / said at sign-in.
+const instanceName = () => document.getElementById("instance").dataset.name || "";
+// The pipeline version a run ran with, once the API records one (null before that).
+const versionOf = (run) => (run && run.version !== undefined && run.version !== null ? String(run.version) : null);
 
 function setView(...children) {
   view().replaceChildren(...children.flat(2).filter((c) => c !== null && c !== undefined && c !== false));
@@ -102,6 +108,7 @@ async function checkToken() {
   cancelSupported = Boolean(doc.paths && doc.paths["/runs/{id}/cancel"]);
   const hello = await api("GET", "/");
   document.getElementById("instance").textContent = `${hello.instance} · ${hello.version}`;
+  document.getElementById("instance").dataset.name = hello.instance;
 }
 
 async function signIn(event) {
@@ -140,7 +147,22 @@ function refreshIn(render, ms = REFRESH_MS) {
 }
 
 // -- routing ------------------------------------------------------------------------------------
-const VIEWS = { runs: renderRuns, run: renderRun, pipelines: renderPipelines, federation: renderFederation, datasets: renderDatasets };
+const VIEWS = {
+  runs: renderRuns,
+  run: renderRun,
+  grid: renderGrid,
+  pipelines: renderPipelines,
+  lineage: renderLineage,
+  tools: renderTools,
+  tool: renderTool,
+  queue: renderQueue,
+  backfills: renderBackfills,
+  schedules: renderSchedules,
+  federation: renderFederation,
+  datasets: renderDatasets,
+};
+// A view reached from another's link keeps that one's tab marked (a run from the runs, a tool from the tools).
+const PARENT_VIEW = { run: "runs", tool: "tools" };
 
 function route() {
   stopRefresh();
@@ -152,9 +174,12 @@ function route() {
   }
   const name = (location.hash.replace(/^#\//, "").split(/[/?]/)[0] || "runs").toLowerCase();
   for (const link of document.querySelectorAll("nav a[data-view]")) {
-    link.toggleAttribute("aria-current", link.dataset.view === name || (name === "run" && link.dataset.view === "runs"));
+    link.toggleAttribute("aria-current", link.dataset.view === name || PARENT_VIEW[name] === link.dataset.view);
   }
-  if (name !== "run") selectedStep = null;
+  if (name !== "run") {
+    selectedStep = null;
+    selectedAttempt = null;
+  }
   (VIEWS[name] || renderRuns)(false);
   document.getElementById("main").focus({ preventScroll: true });
 }

@@ -1,4 +1,4 @@
-// The console's run views: the list of runs and one run (its step graph, commits and logs).
+// The console's run views: the list of runs and one run (its step graph, timeline, commits and logs).
 // Loaded before console.js, which holds the helpers (api, h, ...) these call and the routing.
 "use strict";
 
@@ -9,6 +9,7 @@ async function renderRuns(again) {
   const query = new URLSearchParams({ limit: "50" });
   if (params.get("pipeline")) query.set("pipeline", params.get("pipeline"));
   if (params.get("status")) query.set("status", params.get("status"));
+  if (params.get("trigger")) query.set("trigger", params.get("trigger"));
   let runs, pipelines;
   try {
     [runs, pipelines] = await Promise.all([api("GET", `/runs?${query}`), api("GET", "/pipeline")]);
@@ -37,13 +38,15 @@ async function renderRuns(again) {
       values.map((v) => h("option", { value: v, selected: params.get(name) === v }, v)),
     );
   const focused = document.activeElement && document.activeElement.id;
+  const versioned = runs.some((r) => versionOf(r) !== null);
   setView(
     h("h1", {}, "Runs"),
     h(
       "div",
       { class: "toolbar" },
       filter("pipeline", pipelines.map((p) => p.name)),
-      filter("status", ["pending", "queued", "running", "succeeded", "failed", "cancelled"]),
+      filter("status", RUN_STATES),
+      filter("trigger", TRIGGERS),
       h("span", { class: "muted" }, "refreshes every 2 s"),
     ),
     runs.length === 0
@@ -51,7 +54,7 @@ async function renderRuns(again) {
       : h(
           "table",
           { id: "runs" },
-          h("thead", {}, h("tr", {}, ["Run", "Pipeline", "Trigger", "Status", "Created", "Duration", "Steps"].map((c) => h("th", { scope: "col" }, c)))),
+          h("thead", {}, h("tr", {}, ["Run", "Pipeline", versioned ? "Version" : null, "Trigger", "Status", "Created", "Duration", "Steps"].filter(Boolean).map((c) => h("th", { scope: "col" }, c)))),
           h(
             "tbody",
             {},
@@ -61,6 +64,7 @@ async function renderRuns(again) {
                 { "data-run": run.id },
                 h("td", {}, h("a", { href: `#/run/${run.id}`, class: "mono" }, run.id.slice(0, 12))),
                 h("td", {}, run.pipeline),
+                versioned ? h("td", {}, versionOf(run)) : null,
                 h("td", {}, run.trigger),
                 h("td", {}, badge(run.status)),
                 h("td", {}, when(run.created_at)),
@@ -104,10 +108,16 @@ function ranOnCell(s) {
 const MAX_LOG_CHARS = 4000000; // beyond it the page keeps the end; maoctl pipeline logs has it all
 let logState = { key: null, text: "", note: "", controller: null };
 
+// The attempt picked on the timeline ({step, attempt, shard}); the step's latest one otherwise.
+let selectedAttempt = null;
+
 function logKey(run, step) {
   const attempts = Array.isArray(step.attempts) ? step.attempts : [];
   if (!attempts.length) return null;
-  const last = attempts[attempts.length - 1];
+  const picked = selectedAttempt && selectedAttempt.step === step.name
+    ? attempts.find((a) => a.attempt === selectedAttempt.attempt && (a.shard ?? null) === selectedAttempt.shard)
+    : null;
+  const last = picked || attempts[attempts.length - 1];
   const running = last.status === "running";
   return { key: [run.id, step.name, last.attempt, last.shard ?? "", running ? "live" : "ended"].join("/"), last, running };
 }
@@ -221,7 +231,7 @@ function stepGraph(steps) {
     if (text !== undefined) e.textContent = text;
     return e;
   };
-  const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img", "aria-label": "Steps of the run", class: "graph" });
+  const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "group", "aria-label": "Steps of the run", class: "graph" });
   const defs = el("defs", {});
   const marker = el("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto" });
   marker.append(el("path", { d: "M0,0 L10,5 L0,10 z", class: "edge-head" }));
@@ -242,6 +252,7 @@ function stepGraph(steps) {
     g.append(el("text", { x: p.x + 10, y: p.y + 35, class: "node-status" }, `${s.status}${s.duration != null ? ` · ${secs(s.duration)}` : ""}`));
     const open = () => {
       selectedStep = s.name;
+      selectedAttempt = null;
       renderRun(true);
     };
     g.addEventListener("click", open);
@@ -299,7 +310,12 @@ async function renderRun(again) {
   }
   const step = steps.find((s) => s.name === selectedStep);
   const active = ACTIVE.has(run.status);
-  const focused = document.activeElement && (document.activeElement.id || document.activeElement.getAttribute("data-step"));
+  const activeEl = document.activeElement;
+  const focused = activeEl && (activeEl.id || activeEl.getAttribute("data-step"));
+  // A focused timeline bar is found again by its step, attempt and shard after the refresh.
+  const focusedBar = activeEl && activeEl.getAttribute("data-kind") === "attempt"
+    ? `#timeline [data-kind="attempt"][data-step="${CSS.escape(activeEl.getAttribute("data-step"))}"][data-attempt="${activeEl.getAttribute("data-attempt")}"]${activeEl.getAttribute("data-shard") ? `[data-shard="${activeEl.getAttribute("data-shard")}"]` : ""}`
+    : null;
   setView(
     h("p", {}, h("a", { href: "#/runs" }, "← Runs")),
     h("h1", {}, `Run ${run.id.slice(0, 12)} `, badge(run.status)),
@@ -307,7 +323,10 @@ async function renderRun(again) {
       "dl",
       { class: "facts" },
       h("dt", {}, "Pipeline"), h("dd", {}, h("a", { href: `#/runs?pipeline=${encodeURIComponent(run.pipeline)}` }, run.pipeline)),
-      h("dt", {}, "Trigger"), h("dd", {}, run.trigger),
+      versionOf(run) !== null ? [h("dt", {}, "Version"), h("dd", { id: "run-version" }, versionOf(run))] : null,
+      h("dt", {}, "Trigger"), h("dd", {}, run.trigger, run.tick_at ? h("span", { class: "muted" }, ` (tick ${when(run.tick_at)})`) : null),
+      run.retry_of ? [h("dt", {}, "Retry of"), h("dd", {}, h("a", { href: `#/run/${run.retry_of}`, class: "mono" }, short(run.retry_of)))] : null,
+      h("dt", {}, "Queued"), h("dd", {}, run.started_at ? fmtDuration((ms(run.started_at) - ms(run.created_at)) / 1000) : ACTIVE.has(run.status) ? "waiting" : "—"),
       h("dt", {}, "Started"), h("dd", {}, when(run.started_at)),
       h("dt", {}, "Ended"), h("dd", {}, when(run.ended_at)),
       h("dt", {}, "Duration"), h("dd", {}, secs(run.duration)),
@@ -319,6 +338,12 @@ async function renderRun(again) {
     h("p", { id: "action-error", class: "error", role: "alert" }),
     h("h2", {}, "Steps"),
     steps.length ? stepGraph(steps) : null,
+    h("h2", {}, "Timeline"),
+    h("div", { id: "timeline", class: "picture-box" }, runTimeline(run, (s, a) => {
+      selectedStep = s.name;
+      selectedAttempt = { step: s.name, attempt: a.attempt, shard: a.shard ?? null };
+      renderRun(true);
+    })),
     h(
       "table",
       { id: "steps" },
@@ -337,7 +362,7 @@ async function renderRun(again) {
             h("td", { class: "ran-on" }, ranOnCell(s)),
             h("td", {}, secs(s.duration)),
             h("td", {}, commitChain(s)),
-            h("td", {}, h("button", { type: "button", class: "log-button", "data-step": s.name, onclick: () => { selectedStep = s.name; renderRun(true); } }, "Log")),
+            h("td", {}, h("button", { type: "button", class: "log-button", "data-step": s.name, onclick: () => { selectedStep = s.name; selectedAttempt = null; renderRun(true); } }, "Log")),
           ),
         ),
       ),
@@ -355,8 +380,9 @@ async function renderRun(again) {
     loadLog(run, step);
     showLog();
   }
-  if (focused) {
-    const target = document.getElementById(focused) || view().querySelector(`[data-step="${CSS.escape(focused)}"]`);
+  if (focusedBar && view().querySelector(focusedBar)) view().querySelector(focusedBar).focus();
+  else if (focused) {
+    const target = document.getElementById(focused) || view().querySelector(`svg.graph [data-step="${CSS.escape(focused)}"]`);
     if (target) target.focus();
   }
   if (active) refreshIn(renderRun);

@@ -1,4 +1,4 @@
-// The console's other views: pipelines (schedules, ticks, run now, unschedule), the federation
+// The console's other views: pipelines (run durations, schedules, ticks, run now, unschedule), the federation
 // (members, federation schedules, locks) and datasets (ground-truth history with provenance).
 // Loaded before console.js, which holds the helpers (api, h, ...) these call and the routing.
 "use strict";
@@ -50,15 +50,16 @@ function scheduleRows(schedules, scope) {
 
 async function renderPipelines(again) {
   const gen = generation;
-  let pipelines, local, federation;
+  let pipelines, local, federation, grid;
   try {
-    [pipelines, local] = await Promise.all([api("GET", "/pipeline"), api("GET", "/schedules")]);
+    [pipelines, local, grid] = await Promise.all([api("GET", "/pipeline"), api("GET", "/schedules"), api("GET", "/runs/grid?last=30")]);
     federation = await api("GET", "/federation/schedules").catch(() => []);
   } catch (err) {
     if (!again && gen === generation) setView(h("h1", {}, "Pipelines"), errorBox(err));
     return;
   }
   if (gen !== generation) return;
+  const runsOf = new Map(grid.pipelines.map((row) => [row.pipeline, row.runs]));
   setView(
     h("h1", {}, "Pipelines"),
     h("p", { id: "action-error", class: "error", role: "alert" }),
@@ -70,6 +71,7 @@ async function renderPipelines(again) {
         { class: "card", "data-pipeline": p.name },
         h("h2", {}, p.name, " ", h("button", { type: "button", class: "run-button", "data-pipeline": p.name, onclick: () => runPipeline(p.name) }, "Run now"), " ", h("a", { href: `#/runs?pipeline=${encodeURIComponent(p.name)}`, class: "small" }, "runs")),
         p.description ? h("p", {}, p.description) : null,
+        h("div", { class: "chart-row small muted" }, h("span", {}, "Run durations (last 30)"), durationChart(runsOf.get(p.name) || [], { pipeline: p.name, width: 360, label: `Run durations of ${p.name}` })),
         h("ol", { class: "small" }, p.steps.map((s) => h("li", {}, h("strong", {}, s.name), ` — ${s.tool}: ${s.input_dataset || "(no input)"} → ${s.output_dataset}`, Array.isArray(s.needs) && s.needs.length ? ` (needs ${s.needs.join(", ")})` : ""))),
         schedules.length
           ? h("table", {}, h("thead", {}, h("tr", {}, ["Schedule", "Next tick", "Recent ticks", ""].map((c) => h("th", { scope: "col" }, c)))), h("tbody", {}, schedules))
@@ -117,6 +119,36 @@ async function renderFederation(again) {
 }
 
 // -- datasets -----------------------------------------------------------------------------------
+// A dataset's registration and its ground-truth history with provenance, into `detail` (also used by
+// the lineage view when a dataset node is opened).
+async function datasetDetail(name, detail) {
+  detail.replaceChildren(h("p", { class: "muted" }, `Loading ${name}…`));
+  try {
+    const [entry, history] = await Promise.all([
+      api("GET", `/registry/datasets/${encodeURIComponent(name)}`),
+      api("GET", `/registry/datasets/${encodeURIComponent(name)}/history?limit=20`).catch((err) => err),
+    ]);
+    // In legacy open mode the entry comes as the prototype sent it: a string holding its JSON.
+    const dataset = typeof entry === "string" ? JSON.parse(entry) : entry;
+    detail.replaceChildren(
+      h("h2", {}, name),
+      h("dl", { class: "facts" }, h("dt", {}, "Master"), h("dd", { class: "mono" }, dataset.master), h("dt", {}, "Node branches"), h("dd", {}, (dataset.nodes || []).join(", ") || "—")),
+      h("h3", {}, "ground-truth history"),
+      history instanceof Error
+        ? errorBox(history)
+        : history.length === 0
+          ? h("p", { class: "muted" }, "No commit on ground-truth yet.")
+          : h("ol", { class: "history" }, history.map((c) =>
+              h("li", {}, h("code", {}, short(c.commit)), " ", c.subject, h("div", { class: "muted small" }, `${c.author} · ${when(c.date)}`),
+                Object.keys(c.trailers || {}).length
+                  ? h("dl", { class: "trailers small" }, Object.entries(c.trailers).map(([k, v]) => [h("dt", {}, k), h("dd", { class: "mono" }, k === "MAO-Run" ? h("a", { href: `#/run/${v}` }, v) : v)]))
+                  : null))),
+    );
+  } catch (err) {
+    detail.replaceChildren(h("h2", {}, name), errorBox(err));
+  }
+}
+
 async function renderDatasets() {
   const gen = generation;
   let names;
@@ -127,36 +159,12 @@ async function renderDatasets() {
     return;
   }
   if (gen !== generation) return;
-  const detail = h("section", { id: "dataset-detail" });
-  const open = async (name) => {
-    detail.replaceChildren(h("p", { class: "muted" }, `Loading ${name}…`));
-    try {
-      const [dataset, history] = await Promise.all([
-        api("GET", `/registry/datasets/${encodeURIComponent(name)}`),
-        api("GET", `/registry/datasets/${encodeURIComponent(name)}/history?limit=20`).catch((err) => err),
-      ]);
-      detail.replaceChildren(
-        h("h2", {}, name),
-        h("dl", { class: "facts" }, h("dt", {}, "Master"), h("dd", { class: "mono" }, dataset.master), h("dt", {}, "Node branches"), h("dd", {}, (dataset.nodes || []).join(", ") || "—")),
-        h("h3", {}, "ground-truth history"),
-        history instanceof Error
-          ? errorBox(history)
-          : h("ol", { class: "history" }, history.map((c) =>
-              h("li", {}, h("code", {}, short(c.commit)), " ", c.subject, h("div", { class: "muted small" }, `${c.author} · ${when(c.date)}`),
-                Object.keys(c.trailers || {}).length
-                  ? h("dl", { class: "trailers small" }, Object.entries(c.trailers).map(([k, v]) => [h("dt", {}, k), h("dd", { class: "mono" }, k === "MAO-Run" ? h("a", { href: `#/run/${v}` }, v) : v)]))
-                  : null))),
-      );
-    } catch (err) {
-      detail.replaceChildren(errorBox(err));
-    }
-  };
+  const detail = h("section", { id: "dataset-detail", "aria-live": "polite" });
   setView(
     h("h1", {}, "Datasets"),
     names.length
-      ? h("ul", { class: "pills" }, names.map((n) => h("li", {}, h("button", { type: "button", onclick: () => open(n) }, n))))
+      ? h("ul", { class: "pills" }, names.map((n) => h("li", {}, h("button", { type: "button", onclick: () => datasetDetail(n, detail) }, n))))
       : h("p", { class: "muted" }, "No dataset is registered."),
     detail,
   );
 }
-

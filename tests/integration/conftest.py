@@ -6,8 +6,13 @@ federation of two instances, so tests use unique names (``tests.api.unique``).
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +31,8 @@ def orchestrator_env(
         "MAO_ETCD_INSECURE": "1",
         "MAO_EXECUTOR_URL": executor.url,
         "MAO_EXECUTOR_TOKEN": executor.token or "",
+        # An executor on plain TCP (a test chose MAO_EXECUTOR_LISTEN=tcp) is reached as it says.
+        **({"MAO_EXECUTOR_INSECURE_TCP": "1"} if executor.url.startswith("http://") else {}),
         "MAO_GIT_NAME": f"MAO {name}",
         "MAO_GIT_EMAIL": f"mao@{name}.test",
         "MAO_ETCD_TIMEOUT": "2",
@@ -110,3 +117,51 @@ def guarded_node(servers_tmp: Path, etcd, executor, busybox_image) -> Iterator[N
     node = Node(servers.start_orchestrator(env, log_dir=servers_tmp / "logs", name=name), data_dir)
     yield node
     node.service.stop()
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1366,1000",
+)
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Chromium driven by Selenium (Debian's chromium + chromium-driver; Selenium Manager
+    is kept offline, so nothing downloads a browser or a driver), with a fresh profile."""
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.fail(
+            "Debian's chromium and chromium-driver are missing: run scripts/bootstrap.sh", pytrace=False
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never fetch anything
+    profile = tempfile.mkdtemp(prefix="mao-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    with chromium() as driver:
+        yield driver

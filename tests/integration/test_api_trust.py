@@ -46,6 +46,8 @@ def test_generated_token_file_and_private_data(fresh: servers.ServiceProcess) ->
     # The log says where the token is, never the token.
     log = fresh.log_text()
     assert str(token_file) in log and token not in log
+    # Its etcd is plain HTTP (the session's): the log says that is for tests only.
+    assert "MAO_ETCD_INSECURE=1: etcd is reached over plain HTTP, for tests only" in log
     # No token, a wrong one: 401 everywhere but GET /.
     for headers in ({}, {"Authorization": "Bearer " + token[:-1] + "x"}):
         for method, path in (("GET", "/health"), ("GET", "/registry/datasets"), ("DELETE", "/jobs/x")):
@@ -63,6 +65,11 @@ def test_maoctl_finds_the_token_file(fresh: servers.ServiceProcess) -> None:
     )
     assert found.returncode == 0, found.stderr
     assert json.loads(found.stdout)["instance"] == "node-fresh"
+    # Named by its socket, the token file beside it is used, through that socket.
+    by_socket = maoctl_process(
+        "--url", f"unix://{data_dir}/api.sock", "--json", "instance", "status", env={"MAO_API_TOKEN": ""}
+    )
+    assert by_socket.returncode == 0 and json.loads(by_socket.stdout)["instance"] == "node-fresh", by_socket.stderr
     # Elsewhere (another data dir), it has no token and says how to give one.
     lost = maoctl_process("--url", fresh.url, "tool", "get", env={"MAO_API_TOKEN": ""})
     assert lost.returncode == 1 and "api-token" in lost.stderr and "Traceback" not in lost.stderr
@@ -94,6 +101,13 @@ def test_foreign_host_and_origin_are_refused(fresh: servers.ServiceProcess) -> N
     for origin in ("http://evil.example.org", "null", f"http://localhost:{fresh.port + 1}"):
         refused = api.post("/registry/tools", data=body, headers={"Origin": origin})
         assert_error(refused, 403, "foreign_origin")
+        # A bare POST (no body, no content type: what a page can send without a preflight) too.
+        bare = requests.post(
+            fresh.url + "/runs/0123abcd/cancel",
+            headers={"Origin": origin, "Authorization": f"Bearer {fresh.token}"},
+            timeout=10,
+        )
+        assert_error(bare, 403, "foreign_origin")
     # The API's own origin (a page it served itself) and no Origin (curl, maoctl) pass.
     assert api.get("/health").status_code == 200
     own = api.session.get(fresh.url + "/health", headers={"Origin": fresh.url}, timeout=10)
@@ -119,7 +133,14 @@ def test_masters_are_confined_and_carry_no_credentials(fresh: servers.ServicePro
             refused = api.post("/registry/datasets", {"name": name, "body": {"master": master, "nodes": []}})
             assert_error(refused, 400)
             assert "MAO_MASTER_ROOTS" in refused.json()["message"], master
-        for master in ("https://user:secret@example.org/x.git", "https://ghp_token@example.org/x.git"):
+        for master in (
+            "https://user:secret@example.org/x.git",
+            "https://ghp_token@example.org/x.git",
+            "https://example.org/x.git?private_token=secret",
+            "https://example.org/x.git%3Faccess_token%3Dsecret",
+            "https://example.org/x.git#secret",
+            "https://user%3Asecret@example.org/x.git",
+        ):
             refused = api.post("/registry/datasets", {"name": name, "body": {"master": master, "nodes": []}})
             body = assert_error(refused, 400)
             assert "MAO_GIT_CREDENTIALS" in body["message"] and "secret" not in refused.text

@@ -265,6 +265,18 @@ def test_a_write_without_fields_takes_no_body_or_an_empty_object(sqlite_node: No
     route = "/runs/0123456789abcdef0123456789abcdef/cancel"
     assert_error(api.post(route, {}), 404)
     assert_error(api.post(route), 404)  # no body at all: the prototype's way, and maoctl's
+    # As documented, with no body and no content type either (`curl -X POST URL/runs/ID/cancel`).
+    bare = requests.post(
+        api.url + route, headers={"Authorization": api.session.headers["Authorization"]}, timeout=30
+    )
+    assert "Content-Type" not in bare.request.headers
+    assert_error(bare, 404)
+    # A body still needs its JSON content type; a route that needs a body says it is missing.
+    assert_error(api.post(route, data="{}", headers={"Content-Type": "text/plain"}), 415)
+    bare_run = requests.post(
+        api.url + "/pipeline/run", headers={"Authorization": api.session.headers["Authorization"]}, timeout=30
+    )
+    assert_error(bare_run, 400, "invalid_json")
 
 
 def test_unknown_query_parameters_are_ignored(sqlite_node: Node) -> None:
@@ -287,6 +299,6 @@ def test_the_executors_routes_refuse_unknown_fields_and_bad_names(executor, tmp_
         ("/image", {"image": "busybox:latest", "pull": True}, "pull"),
     ]
     for path, body, field in cases:
-        response = requests.post(executor.url + path, json=body, headers=executor.headers, timeout=60)
+        response = executor.request("POST", path, json=body, headers=executor.headers)
         answer = assert_error(response, 400)
         assert answer["message"].startswith(f"{field}: "), answer

@@ -2,9 +2,12 @@
 two instances written by ``maoctl instance install`` from answers files and started with ``maoctl
 instance up`` on this host (every port distinct), joined through ``maoctl federation add-member``
 (its join bundle, issued with A's federation CA, is B's ``join_bundle`` answer; etcd runs over TLS).
+Both are a single-host federation (``single_host: true``): A on 127.0.0.2, B on 127.0.0.3, so every
+address the stacks listen on and every request of the test stays on loopback.
 
-Checks both stacks healthy, both instances in the member list, a tool registered on A seen on B, and a
-pipeline run inside B's stack (its executor container starting a busybox tool through the host's
+Checks both stacks healthy, each container's environment holding only its own secrets (``docker
+inspect``), both instances in the member list, a tool registered on A seen on B, and a pipeline run
+inside B's stack (its executor container starting a busybox tool through the host's
 Docker engine) with its output merged on ``ground-truth``. Then ``maoctl instance down`` and cleanup.
 
 Everything this test creates is named ``maotest-...`` (images, compose projects, containers). The
@@ -33,7 +36,6 @@ import pytest
 import yaml
 
 from ctl.compose import parse_env
-from ctl.netinfo import host_addresses
 from ctl.stack import compose_command
 from tests import servers
 from tests.api import Api
@@ -66,13 +68,6 @@ def free_ports(count: int, taken: set[int]) -> list[int]:
     return found[:count]
 
 
-def host_ip() -> str:
-    addresses = [a.ip for a in host_addresses() if ":" not in a.ip]
-    if not addresses:
-        pytest.skip("no non-loopback IPv4 address: a joining instance needs one")
-    return addresses[0]
-
-
 def git(repo: str, *args: str) -> str:
     # The repositories belong to the orchestrator's user (uid 10001), not to us.
     return subprocess.run(
@@ -96,20 +91,21 @@ def poll(what: str, check: Any, timeout: float = 180, interval: float = 2) -> An
 
 
 class Instance:
-    def __init__(self, name: str, directory: Path, ports: list[int]) -> None:
-        self.name, self.directory = name, directory
+    def __init__(self, name: str, directory: Path, ports: list[int], ip: str) -> None:
+        self.name, self.directory, self.ip = name, directory, ip
         self.etcd_client_port, self.etcd_peer_port, self.api_port, self.executor_port, self.postgres_port = (
             ports
         )
 
-    def answers(self, ip: str, images: dict[str, str], **extra: Any) -> Path:
+    def answers(self, images: dict[str, str], **extra: Any) -> Path:
         path = self.directory.parent / f"{self.name}-answers.yaml"
         path.write_text(
             yaml.safe_dump(
                 {
                     "directory": str(self.directory),
                     "name": self.name,
-                    "ip": ip,
+                    "ip": self.ip,
+                    "single_host": True,
                     "git_email": f"ops@{self.name}.example.org",
                     "api_port": self.api_port,
                     "postgres_port": self.postgres_port,
@@ -129,10 +125,10 @@ class Instance:
 
     @property
     def api(self) -> Api:
-        return Api(f"http://127.0.0.1:{self.api_port}", token=self.token, timeout=180)
+        return Api(f"http://{self.ip}:{self.api_port}", token=self.token, timeout=180)
 
     def maoctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        env = {"MAO_URL": f"http://127.0.0.1:{self.api_port}", "MAO_API_TOKEN": self.token}
+        env = {"MAO_URL": f"http://{self.ip}:{self.api_port}", "MAO_API_TOKEN": self.token}
         return maoctl_process(*args, env=env, timeout=timeout)
 
 
@@ -194,19 +190,19 @@ def stack_images(docker_engine, request: pytest.FixtureRequest) -> dict[str, str
 @pytest.fixture
 def two_dirs(tmp_path: Path) -> Iterator[tuple[Instance, Instance]]:
     ports = free_ports(10, set())
-    a = Instance(f"{PREFIX}a{os.getpid()}", tmp_path / "a", ports[:5])
-    b = Instance(f"{PREFIX}b{os.getpid()}", tmp_path / "b", ports[5:])
+    a = Instance(f"{PREFIX}a{os.getpid()}", tmp_path / "a", ports[:5], "127.0.0.2")
+    b = Instance(f"{PREFIX}b{os.getpid()}", tmp_path / "b", ports[5:], "127.0.0.3")
     yield a, b
     for instance in (b, a):
         remove_project(instance)
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 
-def add_member(a: Instance, b: Instance, ip: str) -> tuple[Path, str]:
+def add_member(a: Instance, b: Instance) -> tuple[Path, str]:
     """``maoctl federation add-member`` on A, with A's federation CA: B's join bundle (its certificates
     and ETCD_INITIAL_CLUSTER, the file B's installer takes) and the ETCD_INITIAL_CLUSTER it holds. A
     lone etcd member may take a second one (trust-api), so this works on a one-member federation."""
-    peer = f"https://{ip}:{b.etcd_peer_port}"
+    peer = f"https://{b.ip}:{b.etcd_peer_port}"
     bundle = b.directory.parent / f"{b.name}-join.json"
     done = a.maoctl(
         "federation", "add-member", "--name", b.name, "--peer-url", peer,
@@ -222,10 +218,9 @@ def test_two_instances_from_answers_files_form_a_federation(
     stack_images: dict[str, str], two_dirs: tuple[Instance, Instance]
 ) -> None:
     a, b = two_dirs
-    ip = host_ip()
     started = time.monotonic()
 
-    run_ok("instance", "install", "--answers", str(a.answers(ip, stack_images)))
+    run_ok("instance", "install", "--answers", str(a.answers(stack_images)))
     print(f"(compose: {' '.join(compose_command())})")
     try:
         run_ok("instance", "up", "--dir", str(a.directory), "--timeout", "600")
@@ -242,11 +237,11 @@ def test_two_instances_from_answers_files_form_a_federation(
     assert stat.S_IMODE((pki / "etcd.key").stat().st_mode) == 0o600
     assert stat_owner(pki / "etcd.key") != (10001, 10001)
 
-    bundle, cluster = add_member(a, b, ip)
-    assert f"{b.name}=https://{ip}:{b.etcd_peer_port}" in cluster
+    bundle, cluster = add_member(a, b)
+    assert f"{b.name}=https://{b.ip}:{b.etcd_peer_port}" in cluster
     run_ok(
         "instance", "install", "--answers",
-        str(b.answers(ip, stack_images, join=True, join_bundle=str(bundle))),
+        str(b.answers(stack_images, join=True, join_bundle=str(bundle))),
     )  # fmt: skip
     assert stat_owner(b.directory / "pki" / "client.key") == (10001, 10001)
     try:
@@ -260,6 +255,8 @@ def test_two_instances_from_answers_files_form_a_federation(
         raise AssertionError(f"{exc}\n{logs(a)}\n{logs(b)}") from None
     print(f"\ntwo instances up and joined in {time.monotonic() - started:.0f} s")
     checks = time.monotonic()
+    for instance in (a, b):
+        assert_only_own_secrets(instance)
 
     for instance in (a, b):
         assert instance.maoctl("instance", "status").returncode == 0
@@ -303,6 +300,43 @@ def test_two_instances_from_answers_files_form_a_federation(
         status = maoctl_process("instance", "status", "--dir", str(instance.directory), "--json")
         assert status.returncode == 1 and json.loads(status.stdout)["services"] == []
     print(f"both stacks down in {time.monotonic() - stopping:.0f} s")
+
+
+def assert_only_own_secrets(instance: Instance) -> None:
+    """Each running container's environment (``docker inspect``) holds the secrets it needs only:
+    the API token the orchestrator alone, the database password PostgreSQL (and the orchestrator's
+    URL), the executor token the executor and the orchestrator; etcd none. The files are 0600."""
+    files = {
+        n: parse_env((instance.directory / n).read_text())
+        for n in ("mao.env", "executor.env", "postgres.env")
+    }
+    for name in files:
+        assert stat.S_IMODE((instance.directory / name).stat().st_mode) == 0o600, name
+    api_token, executor_token = files["mao.env"]["MAO_API_TOKEN"], files["executor.env"]["MAO_EXECUTOR_TOKEN"]
+    password = files["postgres.env"]["POSTGRES_PASSWORD"]
+    holders = {
+        "orchestrator": {api_token, executor_token, password},
+        "executor": {executor_token},
+        "postgres": {password},
+        "etcd": set(),
+    }
+    ids = subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={instance.name}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    seen = set()
+    for container in ids:
+        info = json.loads(
+            subprocess.run(
+                ["docker", "inspect", container], capture_output=True, text=True, check=True
+            ).stdout
+        )[0]
+        service = info["Config"]["Labels"]["com.docker.compose.service"]
+        environment = " ".join(info["Config"]["Env"] or [])
+        held = {secret for secret in (api_token, executor_token, password) if secret in environment}
+        assert held == holders[service], (service, sorted(v[:4] for v in held))
+        seen.add(service)
+    assert seen == set(holders), seen
 
 
 def stat_owner(path: Path) -> tuple[int, int]:

@@ -17,7 +17,7 @@ from .test_run_engine import containers_of
 
 
 def _post(executor: servers.ServiceProcess, path: str, body: Any, timeout: float = 120) -> requests.Response:
-    return requests.post(executor.url + path, json=body, headers=executor.headers, timeout=timeout)
+    return executor.request("POST", path, json=body, headers=executor.headers, timeout=timeout)
 
 
 def _body(tmp_path: Path, run: str, cmd: list[str], **extra: Any) -> dict[str, Any]:

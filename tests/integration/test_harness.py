@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import stat
 import sys
 import time
 
@@ -160,5 +162,8 @@ def test_wait_http_and_wait_until(tmp_path) -> None:
 
 def test_executor_fixture_answers_health(executor: servers.ServiceProcess) -> None:
     assert executor.alive and executor.token
-    assert executor.url.startswith("http://127.0.0.1:")
-    assert servers.http_status(f"{executor.url}/health", headers=executor.headers, timeout=10) is not None
+    # Reached as an installed one is: its private socket (the orchestrator's MAO_EXECUTOR_URL).
+    assert executor.url.startswith("unix:///") and executor.socket is not None
+    assert stat.S_IMODE(os.stat(executor.socket).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(executor.socket)).st_mode) == 0o700
+    assert executor.request("GET", "/health", headers=executor.headers).status_code == 200

@@ -1,12 +1,13 @@
 """The wizards in a real pseudo-terminal (pexpect), as an operator meets them:
-``instance install`` joining a federation, and ``instance init`` against a live orchestrator."""
+``instance install`` joining a federation, and ``instance init`` against a live orchestrator.
+
+What the wizards show is read through a terminal emulator (``tests/terminal.py``, pyte), not from
+the raw bytes, which depend on what the renderer had drawn before."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import re
 import shutil
 import stat
 import sys
@@ -25,12 +26,12 @@ from ctl.stack import start_hint
 from tests import servers
 from tests.api import unique
 from tests.ctl_helpers import REPO_ROOT, maoctl
+from tests.terminal import COLUMNS, LINES, Terminal
 
 DOWN, ENTER, CLEAR = "\x1b[B", "\r", "\x15"  # arrow down, enter, Ctrl-U (clear the line)
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def spawn(*args: str, home: Path, marketplace: Path, url: str | None = None) -> pexpect.spawn:
+def spawn(*args: str, home: Path, marketplace: Path, url: str | None = None) -> Terminal:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAO_")}
     env.update(
         {
@@ -50,23 +51,20 @@ def spawn(*args: str, home: Path, marketplace: Path, url: str | None = None) -> 
         ["-m", "ctl", *args],
         cwd=str(REPO_ROOT),
         env=env,
-        dimensions=(50, 200),
+        dimensions=(LINES, COLUMNS),
         encoding="utf-8",
         timeout=30,
     )
-    child.logfile_read = io.StringIO()  # the whole transcript, including what earlier expects consumed
-    return child
+    return Terminal(child)
 
 
-def answer(child: pexpect.spawn, prompt: str, keys: str) -> None:
-    child.expect_exact(prompt)
-    child.send(keys)
+def answer(child: Terminal, prompt: str, keys: str) -> None:
+    child.answer(prompt, keys)
 
 
-def finish(child: pexpect.spawn) -> str:
-    child.expect(pexpect.EOF)
-    child.close()
-    text = ANSI.sub("", child.logfile_read.getvalue())
+def finish(child: Terminal) -> str:
+    """The screen once the wizard ended."""
+    text = child.finish()
     assert "Traceback" not in text
     return text
 
@@ -87,25 +85,25 @@ def test_install_wizard_joins_a_federation_then_stands_alone(tmp_path: Path) -> 
 
     child = spawn("instance", "install", home=home, marketplace=DEFAULT_FOLDER)
     answer(child, "Join an existing federation?", "y")
-    child.expect_exact("Which federation?")
+    child.expect("Which federation?")
     answer(child, "operator@mao-demo.example.org", ENTER)  # federations are listed with their contacts
     answer(child, "Install directory:", ENTER)  # default ~/mao-instance
     answer(child, "Instance name:", CLEAR + "-bad" + ENTER)
-    child.expect_exact("invalid instance name '-bad'")
+    child.expect("invalid instance name '-bad'")
     child.send(CLEAR + "node-b" + ENTER)
     # The host's own addresses come first (no loopback when joining), then "Type another address".
     answer(child, "IP address of this instance", DOWN * len(addresses) + ENTER)
     answer(child, "IP address:", "127.0.0.1" + ENTER)
-    child.expect_exact("only reachable from this machine")
+    child.expect("only reachable from this machine")
     child.send(CLEAR + own_ip + ENTER)
     answer(child, "Git e-mail for this instance's commits:", CLEAR + "ops@node-b.example.org" + ENTER)
     answer(child, "SSH key folder for git remotes (empty for none):", str(home / ".ssh") + ENTER)
-    child.expect_exact("To join, send the operator of mao-demo (operator@mao-demo.example.org):")
-    child.expect_exact(f"maoctl federation add-member --name node-b --peer-url https://{own_ip}:2380")
+    child.expect("To join, send the operator of mao-demo (operator@mao-demo.example.org):")
+    child.expect(f"maoctl federation add-member --name node-b --peer-url https://{own_ip}:2380")
     answer(child, "Join bundle from the operator (file):", f"{tmp_path / 'absent.json'}{ENTER}")
-    child.expect_exact("cannot read the join bundle")
+    child.expect("cannot read the join bundle")
     child.send(CLEAR + str(wrong) + ENTER)
-    child.expect_exact(f"URL is https://{own_ip}:2380")
+    child.expect(f"URL is https://{own_ip}:2380")
     child.send(CLEAR + str(bundle) + ENTER)
     answer(child, f"Write the instance to {home / 'mao-instance'}?", ENTER)
     output = finish(child)
@@ -136,7 +134,9 @@ def test_install_wizard_joins_a_federation_then_stands_alone(tmp_path: Path) -> 
     child = spawn("instance", "install", home=home, marketplace=DEFAULT_FOLDER)
     answer(child, "Join an existing federation?", "n")
     answer(child, "Install directory:", ENTER)
-    answer(child, "already holds docker-compose.yaml, mao.env. Overwrite them", "n")
+    answer(
+        child, "already holds docker-compose.yaml, mao.env, executor.env, postgres.env. Overwrite them", "n"
+    )
     output = finish(child)
     assert child.exitstatus == 1 and "nothing was written" in output
     assert env_file.read_text() == before
@@ -168,7 +168,7 @@ def test_install_wizard_joins_a_federation_then_stands_alone(tmp_path: Path) -> 
     )
     rewritten = parse_env(env_file.read_text())
     assert rewritten["MAO_GIT_EMAIL"].endswith("@node-b")
-    assert all(rewritten[k] == env[k] for k in ("POSTGRES_PASSWORD", "MAO_API_TOKEN", "MAO_EXECUTOR_TOKEN"))
+    assert all(rewritten[k] == env[k] for k in ("MAO_DATABASE_URL", "MAO_API_TOKEN", "MAO_EXECUTOR_TOKEN"))
 
 
 @pytest.fixture
@@ -211,11 +211,11 @@ def test_init_wizard_sets_up_a_private_pipeline(
         "y",
     )
     answer(child, f"Dataset {dataset} is not registered. Create it local-only", "y")
-    child.expect_exact(f"✓ {pipeline} initialised")
+    child.expect(f"✓ {pipeline} initialised")
     answer(child, f"Schedule {pipeline} to run regularly?", "y")
     answer(child, "Cron expression", CLEAR + "61 * * * *" + ENTER)
     answer(child, "Timezone:", ENTER)
-    child.expect_exact("invalid cron expression '61 * * * *'")
+    child.expect("invalid cron expression '61 * * * *'")
     answer(child, "Cron expression", CLEAR + "15 3 * * *" + ENTER)
     answer(child, "Timezone:", CLEAR + "Europe/Zurich" + ENTER)
     output = finish(child)

@@ -10,6 +10,7 @@ import requests
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
+from orchestrator.api import console
 from tests.api import Api, assert_error, one_step_pipeline, unique
 from tests.integration.conftest import OPS_METRICS_TOKEN, Node
 
@@ -97,7 +98,7 @@ def test_who_may_read_what(guarded_node: Node) -> None:
     # The pages load without a token (they hold no data and ask for it); their data does not.
     for path, kind in (
         ("/ui/", "text/html"),
-        ("/ui/console.js", "text/javascript"),
+        *((f"/ui/{name}", kind) for name, kind in console.FILES.items()),  # every file of the console
         ("/api/docs", "text/html"),
     ):
         page = anonymous.get(path)
@@ -173,9 +174,9 @@ def test_dataset_history_shows_provenance(guarded_node: Node) -> None:
 
 def test_executor_metrics(executor, guarded_node: Node) -> None:
     """The session's executor (which guarded_node's runs went through) counts its runs by outcome."""
-    assert requests.get(executor.url + "/metrics", timeout=10).status_code == 401
+    assert executor.request("GET", "/metrics").status_code == 401
     guarded_node.api.run(one_step_pipeline(guarded_node.api, "exit 3")[0])
-    response = requests.get(executor.url + "/metrics", headers=executor.headers, timeout=10)
+    response = executor.request("GET", "/metrics", headers=executor.headers)
     assert response.status_code == 200
     samples = metric_samples(response.text)
     assert samples[("mao_executor_runs_total", frozenset({"outcome": "failed"}.items()))] >= 1

@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests import servers
 from tests.api import Api
+from tests.ctl_helpers import maoctl
 from tests.servers import netns
 
 from .conftest import orchestrator_env
@@ -88,3 +90,37 @@ def test_prototype_curl_samples_work_unchanged(port_8080_node: tuple[Api, list[s
     assert "pipeline1" in [p["name"] for p in api.ok(api.get("/pipeline"))]
     # Legacy mode is loud about itself.
     assert "MAO_API_LEGACY_OPEN" in " ".join(api.ok(api.get("/health"))["warnings"])
+
+
+def prototype_entry(url: str, kind: str, name: str) -> dict[str, object]:
+    """What the prototype's API client did with ``GET /registry/<kind>/<name>`` (in our own words):
+    the body is a JSON string holding the entry, decoded a second time."""
+    response = requests.get(f"{url}/registry/{kind}/{name}", timeout=30)
+    response.raise_for_status()
+    decoded = json.loads(response.json())
+    assert isinstance(decoded, dict), decoded
+    return decoded
+
+
+def test_registry_entries_come_in_the_prototypes_shape_in_legacy_mode(
+    port_8080_node: tuple[Api, list[str]], sqlite_node
+) -> None:
+    api, _ = port_8080_node
+    api.tool("busybox")
+    api.local_dataset("some-dataset")
+    tool = prototype_entry(api.url, "tools", "busybox")
+    assert tool["name"] == "busybox" and tool["image"] == "busybox:latest"
+    dataset = prototype_entry(api.url, "datasets", "some-dataset")
+    assert dataset["name"] == "some-dataset" and str(dataset["master"]).endswith("some-dataset.git")
+    # maoctl reads both shapes: the same entry as from a node in the default mode (an object).
+    for kind in ("tool", "dataset"):
+        name = "busybox" if kind == "tool" else "some-dataset"
+        shown = maoctl(api.url, "--json", kind, "get", "--name", name, env={"MAO_API_TOKEN": ""})
+        assert shown.exit_code == 0, shown.output
+        assert json.loads(shown.stdout) == (tool if kind == "tool" else dataset)
+        listed = maoctl(api.url, "--json", kind, "get", env={"MAO_API_TOKEN": ""})
+        assert name in [e["name"] for e in json.loads(listed.stdout)]
+    # Without legacy mode the answer stays the object.
+    default = sqlite_node.api
+    default.tool("busybox")
+    assert default.ok(default.get("/registry/tools/busybox"))["image"] == "busybox:latest"

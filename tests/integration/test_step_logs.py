@@ -44,7 +44,6 @@ def log_node(servers_tmp: Path, etcd, executor, busybox_image) -> Iterator[Node]
     node.service.stop()
 
 
-
 def stored_logs(node: Node, run_id: str) -> list[Path]:
     return sorted((node.data_dir / "logs" / run_id).glob("*.log.gz"))
 
@@ -107,7 +106,9 @@ def test_a_followed_log_streams_while_the_step_runs_and_secrets_stay_masked(log_
 
     url = f"{log_node.service.url}/runs/{run_id}/log"
     headers = {"Authorization": f"Bearer {log_node.service.token}"}
-    with requests.get(url, params={"step": "only", "follow": "1"}, headers=headers, stream=True, timeout=120) as got:
+    with requests.get(
+        url, params={"step": "only", "follow": "1"}, headers=headers, stream=True, timeout=120
+    ) as got:
         assert got.status_code == 200 and got.headers["X-Mao-Attempt-Status"] == "running"
         received = b""
         chunks = got.iter_content(chunk_size=None)
@@ -158,7 +159,9 @@ def test_each_shard_of_a_fan_out_step_has_its_log(log_node: Node) -> None:
 
 def test_maoctl_pipeline_logs(log_node: Node) -> None:
     api = log_node.api
-    pipeline, _ = one_step_pipeline(api, 'echo "from maoctl"; [ "$MAO_ATTEMPT" -ge 2 ]', retries=1, retry_delay=0.1)
+    pipeline, _ = one_step_pipeline(
+        api, 'echo "from maoctl"; [ "$MAO_ATTEMPT" -ge 2 ]', retries=1, retry_delay=0.1
+    )
     run = api.run(pipeline)
     assert run["status"] == "succeeded", run
     url = log_node.service.url
@@ -172,6 +175,34 @@ def test_maoctl_pipeline_logs(log_node: Node) -> None:
     assert missing.exit_code == 1 and "no attempt 9" in missing.stderr
     unknown = maoctl(url, "pipeline", "logs", "--id", "0123abcd", "--step", "only")
     assert unknown.exit_code == 1 and "no run '0123abcd'" in unknown.stderr
+
+
+def test_maoctl_never_passes_a_tools_control_sequences_to_the_terminal(log_node: Node) -> None:
+    """A tool that prints a window title, a hyperlink, a screen clear, 8-bit CSI and a BEL: maoctl's
+    log, its run view (log tail) and --raw into a pipe."""
+    api = log_node.api
+    # printf in busybox sh: \033 is ESC, \007 BEL, \302\233 the 8-bit CSI (U+009B in UTF-8).
+    evil = r"printf '\033]0;pwned\007\033[31mred\033[0m \033]8;;http://evil.example\033\\link\033]8;;\033\\\n\033[2Jclear\302\233Hx\007end\r\n'"
+    pipeline, _ = one_step_pipeline(api, evil)
+    run = api.run(pipeline)
+    assert run["status"] == "succeeded", run
+    url = log_node.service.url
+    for args in ((), ("--follow",)):
+        shown = maoctl(url, "pipeline", "logs", "--id", run["id"], "--step", "only", *args)
+        assert shown.exit_code == 0
+        assert shown.stdout == "red link\nclearx\\x07end\n", repr(shown.stdout)
+    view = maoctl(url, "pipeline", "run-show", "--id", run["id"])
+    assert view.exit_code == 0 and "red link" in view.stdout
+    assert not re.search("[\x1b\x07\x9b]", view.stdout + view.stderr), repr(view.stdout)
+    # --raw: the bytes as the tool wrote them, into a pipe (refused on a terminal).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAO_")}
+    env.update({"MAO_DATA_DIR": NO_DATA_DIR, "MAO_API_TOKEN": log_node.service.token or ""})
+    raw = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "maoctl.py"), "--url", url, "pipeline", "logs", "--id", run["id"],
+         "--step", "only", "--raw"],
+        cwd=REPO_ROOT, env=env, capture_output=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert raw.stdout.startswith(b"\x1b]0;pwned\x07\x1b[31mred") and b"\xc2\x9bHx\x07" in raw.stdout
 
 
 def test_maoctl_pipeline_run_shows_plain_progress_when_piped(log_node: Node) -> None:
@@ -252,7 +283,9 @@ def wait_for(condition: Any, timeout: float = 120) -> None:
     raise AssertionError("condition not met in time")
 
 
-def test_the_executor_keeps_the_head_and_tail_of_an_overlong_log(executor, busybox_image, tmp_path: Path) -> None:
+def test_the_executor_keeps_the_head_and_tail_of_an_overlong_log(
+    executor, busybox_image, tmp_path: Path
+) -> None:
     """The executor's side alone: ``log_max_bytes`` bounds what it keeps (head, marker, tail),
     ``GET /logs/{container}`` serves it, ``DELETE`` forgets it."""
     name = f"mao-logs-test-{unique('c')}"
@@ -266,18 +299,20 @@ def test_the_executor_keeps_the_head_and_tail_of_an_overlong_log(executor, busyb
         "log_max_bytes": 65536,
         "timeout": 300,
     }
-    answer = requests.post(f"{executor.url}/run", json=body, headers=executor.headers, timeout=600)
+    answer = executor.request("POST", "/run", json=body, headers=executor.headers, timeout=600)
     assert answer.status_code == 200 and answer.json()["exit_code"] == 0, answer.text
-    got = requests.get(f"{executor.url}/logs/{name}", headers=executor.headers, timeout=60)
+    got = executor.request("GET", f"/logs/{name}", headers=executor.headers)
     assert got.status_code == 200 and got.headers["Content-Type"].startswith("text/plain")
     head, marker, tail = re.split(r"\n(\[mao: \d+ bytes of output omitted here[^\]]*\])\n", got.text)
     lines = [f"row {i}" for i in range(1, 40001)]
     full = "\n".join(lines) + "\n"
     assert full.startswith(head) and full.endswith(tail)
     assert int(marker.split()[1]) == len(full) - len(head) - len(tail)
-    assert len(head) + len(tail) <= 65536 and head.startswith("row 1\nrow 2\n") and tail.endswith("row 40000\n")
+    assert (
+        len(head) + len(tail) <= 65536 and head.startswith("row 1\nrow 2\n") and tail.endswith("row 40000\n")
+    )
     assert head.endswith("\n") and tail.startswith("row ")  # whole lines on both sides
-    gone = requests.delete(f"{executor.url}/logs/{name}", headers=executor.headers, timeout=60)
+    gone = executor.request("DELETE", f"/logs/{name}", headers=executor.headers)
     assert gone.json() == {"deleted": True}
-    assert_error(requests.get(f"{executor.url}/logs/{name}", headers=executor.headers, timeout=60), 404)
-    assert_error(requests.get(f"{executor.url}/logs/{name}", timeout=60), 401)
+    assert_error(executor.request("GET", f"/logs/{name}", headers=executor.headers), 404)
+    assert_error(executor.request("GET", f"/logs/{name}"), 401)

@@ -37,6 +37,7 @@ from .services import (
     start_orchestrator,
     token_for,
 )
+from .swarm import SwarmHold, acquire_swarm, release_swarm, renew_swarm, single_node_swarm
 
 __all__ = [
     "EXECUTOR_INSTANCES",
@@ -50,7 +51,9 @@ __all__ = [
     "PostgresServer",
     "ServerStartError",
     "ServiceProcess",
+    "SwarmHold",
     "_base_env",
+    "acquire_swarm",
     "build_busybox_image",
     "docker_ping",
     "ensure_docker",
@@ -58,7 +61,10 @@ __all__ = [
     "http_status",
     "is_root",
     "make_member_pki",
+    "release_swarm",
     "remove_submitted",
+    "renew_swarm",
+    "single_node_swarm",
     "start_etcd",
     "start_etcd_cluster",
     "start_executor",

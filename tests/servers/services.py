@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import atexit
+import http.client
 import os
 import secrets
+import shutil
+import ssl
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from .process import LOCALHOST, REPO_ROOT, ManagedProcess, ServerStartError, free_port, wait_http
+import requests
+
+from ctl.local_socket import BASE_URL, SocketAdapter
+from executor.transport import UnixHTTPConnection, trusted_uids, unix_socket_path
+
+from .process import LOCALHOST, REPO_ROOT, ManagedProcess, ServerStartError, free_port, is_root, wait_http
 
 # ---------------------------------------------------------------------------------------------
 # executor / orchestrator launchers
@@ -50,6 +61,9 @@ def token_for(url: str) -> str | None:
 class ServiceProcess:
     """A started executor or orchestrator: ``url``, ``token``, ``port``, ``env`` and its process.
 
+    An executor listens on a Unix socket by default: ``url`` is then ``unix:///path`` (what the
+    orchestrator's MAO_EXECUTOR_URL takes), ``socket`` the path, and ``request`` talks HTTP to it.
+
     An orchestrator started without MAO_API_TOKEN (and not in legacy open mode) generates its token
     into its data dir; ``token`` then reads it from there."""
 
@@ -59,7 +73,28 @@ class ServiceProcess:
         self.url = url
         self._token = token
         self.env = env
-        self.port = int(url.rsplit(":", 1)[1])
+        self.socket = unix_socket_path(url)
+        self.port = int(url.rsplit(":", 1)[1]) if self.socket is None else 0
+        self._session: requests.Session | None = None
+
+    @property
+    def base(self) -> str:
+        """The URL requests are made on (over the socket, a fixed host name)."""
+        return BASE_URL if self.socket is not None else self.url
+
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            self._session = requests.Session()
+            if self.socket is not None:
+                self._session.trust_env = False
+                self._session.mount("http://", SocketAdapter(self.socket))
+        return self._session
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """``method path`` on this service, over its socket or its URL (no token unless given)."""
+        kwargs.setdefault("timeout", 60)
+        return self.session.request(method, self.base + path, **kwargs)
 
     @property
     def token(self) -> str | None:
@@ -86,6 +121,10 @@ class ServiceProcess:
 
     def wait_ready(self, timeout: float = 60.0) -> int:
         try:
+            if self.socket is not None:
+                return _wait_socket(self.socket, self.headers, timeout, self.process)
+            if self.url.startswith("https://"):
+                return _wait_tls(self.url, self.headers, timeout, self.process)
             return wait_http(
                 f"{self.url}/health", headers=self.headers, timeout=timeout, process=self.process
             )
@@ -108,6 +147,57 @@ class ServiceProcess:
 
     def __repr__(self) -> str:
         return f"<ServiceProcess {self.name} {self.url} alive={self.alive}>"
+
+
+def _wait_socket(path: str, headers: dict[str, str], timeout: float, process: ManagedProcess) -> int:
+    """Wait until the server on the socket ``path`` answers ``GET /health`` (any status)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not process.alive:
+            raise ServerStartError(
+                f"{process.name} exited with code {process.returncode} before {path} answered"
+                f"{process.log_tail_block()}"
+            )
+        connection = UnixHTTPConnection(path, trusted_uids(), timeout=2.0)
+        try:
+            connection.request("GET", "/health", headers=headers)
+            return connection.getresponse().status
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            connection.close()
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"timed out after {timeout:g}s waiting for an answer on {path}{process.log_tail_block()}"
+            )
+        time.sleep(0.1)
+
+
+def _wait_tls(url: str, headers: dict[str, str], timeout: float, process: ManagedProcess) -> int:
+    """Wait until the TLS server at ``url`` answers ``GET /health``: its certificate is its own (the
+    tests that start one pin it), so it is not verified here, and no token is sent."""
+    host, _, port = url.removeprefix("https://").rpartition(":")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    deadline = time.monotonic() + timeout
+    while True:
+        if not process.alive:
+            raise ServerStartError(
+                f"{process.name} exited with code {process.returncode} before {url} answered"
+                f"{process.log_tail_block()}"
+            )
+        connection = http.client.HTTPSConnection(host, int(port), timeout=2.0, context=context)
+        try:
+            connection.request("GET", "/health")
+            return connection.getresponse().status
+        except (OSError, http.client.HTTPException):
+            pass
+        finally:
+            connection.close()
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {url}{process.log_tail_block()}")
+        time.sleep(0.1)
 
 
 def _launch(
@@ -148,7 +238,13 @@ def start_executor(
     name: str = "executor",
     timeout: float = 60.0,
 ) -> ServiceProcess:
-    """Run ``python -m executor`` on 127.0.0.1 and wait until ``GET /health`` answers."""
+    """Run ``python -m executor`` and wait until ``GET /health`` answers.
+
+    It listens as an installed one does, on a Unix socket (in a fresh private folder here, so that
+    executors never share one), unless ``env_overrides`` sets MAO_EXECUTOR_LISTEN (``tcp``: plain
+    HTTP on 127.0.0.1, ``tls``). Its data root (the folders it mounts) defaults to the system's
+    temporary folder, where the tests' data dirs are; its tool user is the one an orchestrator of this
+    test process sends (65534 when root, else this process's own uid:gid)."""
     env = _base_env()
     token = token or secrets.token_hex(16)
     port = port or free_port()
@@ -158,15 +254,24 @@ def start_executor(
             "MAO_EXECUTOR_HOST": LOCALHOST,
             "MAO_EXECUTOR_PORT": str(port),
             "MAO_INSTANCE_NAME": name,
+            "MAO_EXECUTOR_DATA_ROOT": tempfile.gettempdir(),
         }
     )
+    if not is_root():
+        env.update({"MAO_TOOL_UID": str(os.getuid()), "MAO_TOOL_GID": str(os.getgid())})
     env.update({k: str(v) for k, v in (env_overrides or {}).items()})
-    host = env["MAO_EXECUTOR_HOST"]
-    port = int(env["MAO_EXECUTOR_PORT"])
     EXECUTOR_INSTANCES.add(env["MAO_INSTANCE_NAME"])
-    return _launch(
-        "executor", name, env, f"http://{host}:{port}", env["MAO_EXECUTOR_TOKEN"], log_dir, timeout
-    )
+    listen = env.get("MAO_EXECUTOR_LISTEN", "unix")
+    if listen == "unix" and "MAO_EXECUTOR_SOCKET" not in env:
+        # A short path of its own (a socket address holds 107 bytes), removed when the tests end.
+        folder = tempfile.mkdtemp(prefix="mao-ex-")
+        atexit.register(shutil.rmtree, folder, True)
+        env["MAO_EXECUTOR_SOCKET"] = str(Path(folder) / "executor.sock")
+        url = f"unix://{env['MAO_EXECUTOR_SOCKET']}"
+    else:
+        scheme = "https" if listen == "tls" else "http"
+        url = f"{scheme}://{env['MAO_EXECUTOR_HOST']}:{env['MAO_EXECUTOR_PORT']}"
+    return _launch("executor", name, env, url, env["MAO_EXECUTOR_TOKEN"], log_dir, timeout)
 
 
 def start_orchestrator(

@@ -27,12 +27,15 @@ def problems_of(env: dict[str, str]) -> list[str]:
 
 
 def test_the_default_is_one_local_docker_backend_on_the_executor(tmp_path: Path) -> None:
-    settings = load_settings(base(tmp_path, MAO_EXECUTOR_URL="http://127.0.0.1:9999/"))
+    settings = load_settings(base(tmp_path))
     ((backend),) = settings.backends
     assert (backend.name, backend.kind, settings.default_backend) == ("local", "docker", "local")
     assert isinstance(backend.settings, DockerSettings)
-    assert backend.settings.url == "http://127.0.0.1:9999/" and backend.settings.token == "t0k"
-    assert backend.fallbacks == {"MAO_EXECUTOR_URL", "MAO_EXECUTOR_TOKEN"}
+    assert backend.settings.url is None and backend.settings.token == "t0k"  # the instance's executor
+    assert backend.fallbacks == {"MAO_EXECUTOR_TOKEN"}
+    built_one = Backends.build(settings).get("local")
+    assert isinstance(built_one, DockerBackend) and built_one.url == settings.executor_url.rstrip("/")
+    assert settings.executor_url.startswith("unix://")  # its socket, by default
     described = settings.describe()
     assert described["MAO_BACKENDS"] == "local=docker" and described["MAO_DEFAULT_BACKEND"] == "local"
     assert described["MAO_BACKEND_LOCAL_TOKEN"] == "***"  # never the secret
@@ -47,7 +50,8 @@ def test_backends_their_settings_and_the_default(tmp_path: Path) -> None:
         tmp_path,
         MAO_BACKENDS="local=docker, other-host=docker",
         MAO_DEFAULT_BACKEND="other-host",
-        MAO_BACKEND_OTHER_HOST_URL="http://10.0.0.2:8081",
+        MAO_BACKEND_OTHER_HOST_URL="https://10.0.0.2:8081",
+        MAO_BACKEND_OTHER_HOST_TLS_FINGERPRINT="ab" * 32,
         MAO_BACKEND_OTHER_HOST_TOKEN="theirs",
         MAO_BACKEND_OTHER_HOST_START_TIMEOUT="30",
     )
@@ -56,8 +60,9 @@ def test_backends_their_settings_and_the_default(tmp_path: Path) -> None:
     assert settings.default_backend == "other-host"
     assert isinstance(other.settings, DockerSettings)
     assert (other.settings.url, other.settings.token, other.settings.start_timeout) == (
-        "http://10.0.0.2:8081", "theirs", 30.0,
+        "https://10.0.0.2:8081", "theirs", 30.0,
     )  # fmt: skip
+    assert other.settings.fingerprint() == bytes.fromhex("ab" * 32)
     assert other.fallbacks == frozenset() and local.fallbacks  # its own values, not the executor's
 
 
@@ -94,8 +99,14 @@ def test_every_problem_is_listed_naming_its_variable(tmp_path: Path) -> None:
 def test_a_bad_value_names_the_backends_variable(tmp_path: Path) -> None:
     text = "\n".join(problems_of(base(tmp_path, MAO_BACKEND_LOCAL_START_TIMEOUT="soon")))
     assert "MAO_BACKEND_LOCAL_START_TIMEOUT" in text
-    text = "\n".join(problems_of(base(tmp_path, MAO_BACKEND_LOCAL_URL="ftp://x")))
-    assert "MAO_BACKEND_LOCAL_URL" in text
+    for url in ("ftp://x", "http://10.0.0.2:8081", "unix://relative.sock"):
+        text = "\n".join(problems_of(base(tmp_path, MAO_BACKEND_LOCAL_URL=url)))
+        assert "MAO_BACKEND_LOCAL_URL" in text or "MAO_BACKEND_LOCAL_" in text, (url, text)
+    # https only with the executor's certificate pinned (docs/security.md#transports).
+    text = "\n".join(problems_of(base(tmp_path, MAO_BACKEND_LOCAL_URL="https://10.0.0.2:8081")))
+    assert "TLS_FINGERPRINT" in text
+    text = "\n".join(problems_of(base(tmp_path, MAO_BACKEND_LOCAL_TLS_FINGERPRINT="nope")))
+    assert "SHA-256" in text
 
 
 def test_a_docker_backend_without_a_token_names_the_executors(tmp_path: Path) -> None:

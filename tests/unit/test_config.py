@@ -21,7 +21,10 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.api_host == "127.0.0.1" and settings.api_port == 8080
     assert settings.etcd_endpoints == (("127.0.0.1", 2379),)
     assert settings.database_url == f"sqlite+aiosqlite:///{tmp_path / 'data' / 'mao.db'}"
-    assert settings.executor_url == "http://127.0.0.1:8081"
+    # The executor's private socket in the data dir, and this API's own beside the token file.
+    assert settings.executor_url == f"unix://{tmp_path / 'data' / 'executor' / 'executor.sock'}"
+    assert settings.api_socket == tmp_path / "data" / "api.sock"
+    assert not settings.executor_insecure_tcp and settings.executor_fingerprint is None
     assert settings.host_data_dir == settings.data_dir
     assert settings.describe()["MAO_EXECUTOR_TOKEN"] == "***"
 

@@ -48,7 +48,7 @@ def test_answers_file_writes_a_standalone_instance(tmp_path: Path) -> None:
     result = install("--answers", str(answers))
     assert result.exit_code == 0, result.output
     assert start_hint(directory) in result.stdout
-    assert "MAO_API_TOKEN" in result.stdout and "export MAO_URL=http://127.0.0.1:8080" in result.stdout
+    assert "MAO_API_TOKEN" in result.stdout and f"export MAO_URL=unix://{directory}/data/api.sock" in result.stdout
 
     env_file = directory / "mao.env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
@@ -86,11 +86,11 @@ def test_answers_file_writes_a_standalone_instance(tmp_path: Path) -> None:
     assert "10.0.0.1" in ips and "127.0.0.1" in ips
     assert env["MAO_INSTANCE_NAME"] == "alpha" and env["MAO_GIT_EMAIL"] == "ops@alpha.org"
     assert env["MAO_LABELS"] == "site=lab"
-    for key in ("MAO_API_TOKEN", "MAO_EXECUTOR_TOKEN", "POSTGRES_PASSWORD"):
+    for key in ("MAO_API_TOKEN", "MAO_EXECUTOR_TOKEN"):
         assert len(env[key]) >= 32
-    assert (
-        env["MAO_DATABASE_URL"] == f"postgresql+asyncpg://mao:{env['POSTGRES_PASSWORD']}@127.0.0.1:5433/mao"
-    )
+    password = parse_env((directory / "postgres.env").read_text())["POSTGRES_PASSWORD"]
+    assert len(password) >= 32 and "POSTGRES_PASSWORD" not in env
+    assert env["MAO_DATABASE_URL"] == f"postgresql+asyncpg://mao:{password}@127.0.0.1:5433/mao"
 
     # What the orchestrator container sees (compose environment over mao.env) is a valid configuration.
     container_env = {**env, **compose["services"]["orchestrator"]["environment"]}
@@ -157,7 +157,70 @@ def test_rerun_keeps_files_unless_told_and_then_keeps_the_secrets(tmp_path: Path
     assert install(*args, "--name", "renamed", "--yes").exit_code == 0
     _, second = read_install(tmp_path)
     assert second["MAO_INSTANCE_NAME"] == "renamed"
-    assert all(second[k] == first[k] for k in ("POSTGRES_PASSWORD", "MAO_API_TOKEN", "MAO_EXECUTOR_TOKEN"))
+    assert all(second[k] == first[k] for k in ("MAO_DATABASE_URL", "MAO_API_TOKEN", "MAO_EXECUTOR_TOKEN"))
+
+
+def secrets_of(directory: Path) -> dict[str, dict[str, str]]:
+    return {
+        name: parse_env((directory / name).read_text())
+        for name in ("mao.env", "executor.env", "postgres.env")
+    }
+
+
+def test_each_container_receives_only_the_secrets_it_needs(tmp_path: Path) -> None:
+    """PostgreSQL gets its password, the executor its token, etcd nothing; only the orchestrator gets
+    the API token. Each file is 0600, owned by the installing user."""
+    assert (
+        install("--non-interactive", "--dir", str(tmp_path), "--name", "alpha", "--ip", "127.0.0.1").exit_code
+        == 0
+    )
+    compose, _ = read_install(tmp_path)
+    files = secrets_of(tmp_path)
+    services = compose["services"]
+    assert services["orchestrator"]["env_file"] == ["mao.env"]
+    assert services["executor"]["env_file"] == ["executor.env"]
+    assert services["postgres"]["env_file"] == ["postgres.env"]
+    assert "env_file" not in services["etcd"]
+    api_token, executor_token = files["mao.env"]["MAO_API_TOKEN"], files["mao.env"]["MAO_EXECUTOR_TOKEN"]
+    password = files["postgres.env"]["POSTGRES_PASSWORD"]
+    assert files["executor.env"] == {"MAO_EXECUTOR_TOKEN": executor_token}
+    assert files["postgres.env"] == {"POSTGRES_PASSWORD": password}
+    assert password in files["mao.env"]["MAO_DATABASE_URL"] and "POSTGRES_PASSWORD" not in files["mao.env"]
+    # What each container's environment holds: its env file under the compose file's environment.
+    for service, definition in services.items():
+        seen = " ".join(
+            [*(Path(tmp_path / f).read_text() for f in definition.get("env_file", [])),
+             *map(str, (definition.get("environment") or {}).values())]
+        )  # fmt: skip
+        assert (api_token in seen) == (service == "orchestrator"), service
+        assert (password in seen) == (service in ("orchestrator", "postgres")), service
+        assert (executor_token in seen) == (service in ("orchestrator", "executor")), service
+    for name in files:
+        info = (tmp_path / name).stat()
+        assert stat.S_IMODE(info.st_mode) == 0o600 and info.st_uid == os.geteuid(), name
+
+
+def test_rerun_over_an_install_from_before_the_split_keeps_its_secrets(tmp_path: Path) -> None:
+    """An older install kept every secret in mao.env (PostgreSQL's password too): installing again
+    over it splits them and keeps the values, so its database stays readable."""
+    (tmp_path / "docker-compose.yaml").write_text("services: {}\n")
+    (tmp_path / "mao.env").write_text(
+        "MAO_INSTANCE_NAME=alpha\nMAO_API_TOKEN=old-api-token\nMAO_EXECUTOR_TOKEN=old-executor-token\n"
+        "POSTGRES_PASSWORD=old-password\n"
+        "MAO_DATABASE_URL=postgresql+asyncpg://mao:old-password@127.0.0.1:5433/mao\n"
+    )
+    args = ("--non-interactive", "--dir", str(tmp_path), "--name", "alpha", "--ip", "127.0.0.1", "--yes")
+    assert install(*args).exit_code == 0
+    files = secrets_of(tmp_path)
+    assert files["postgres.env"]["POSTGRES_PASSWORD"] == "old-password"
+    assert (
+        files["executor.env"]["MAO_EXECUTOR_TOKEN"]
+        == files["mao.env"]["MAO_EXECUTOR_TOKEN"]
+        == "old-executor-token"
+    )
+    assert (
+        files["mao.env"]["MAO_API_TOKEN"] == "old-api-token" and "POSTGRES_PASSWORD" not in files["mao.env"]
+    )
 
 
 def test_bad_answers_are_all_reported_and_nothing_is_written(tmp_path: Path) -> None:
@@ -264,8 +327,9 @@ def test_every_port_and_image_is_an_answer(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     compose, env = read_install(directory)
     text = (directory / "docker-compose.yaml").read_text()
-    for port in ports.values():
-        assert str(port) in text
+    for key, port in ports.items():
+        # The executor listens on its socket in the data folder: its port is accepted, and unused.
+        assert (str(port) in text) is (key != "executor_port")
     for default in (2379, 2380, 5433, 8080, 8081):
         assert f":{default}" not in text and f"={default}" not in text
     assert "127.0.0.1:15433/mao" in env["MAO_DATABASE_URL"]
@@ -353,3 +417,53 @@ def test_tls_stack_mounts_certificates_where_they_are_read_and_hands_them_over(t
     assert "--endpoints=http://127.0.0.1:2379" in plain["etcd"]["healthcheck"]["test"]
     assert not any(arg.startswith("--cacert") for arg in plain["etcd"]["healthcheck"]["test"])
     assert plain["orchestrator"]["environment"]["MAO_ETCD_INSECURE"] == "1"
+
+
+def test_a_single_host_federation_takes_loopback_addresses_joining_included(tmp_path: Path) -> None:
+    """Two instances on one machine: A founds at 127.0.0.2, B joins at 127.0.0.3 (loopback, which a
+    real joining install refuses); each API listens on its own loopback address only."""
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    founded = install(
+        "--non-interactive", "--single-host", "--dir", str(a_dir), "--name", "a", "--ip", "127.0.0.2",
+        "--api-port", "18080", "--json",
+    )  # fmt: skip
+    assert founded.exit_code == 0, founded.output
+    assert json.loads(founded.stdout)["api_url"] == "http://127.0.0.2:18080"
+    cluster = "a=https://127.0.0.2:2380,b=https://127.0.0.3:2380"
+    bundle, _ = write_bundle(tmp_path, "b", "127.0.0.3", cluster)
+    answers = tmp_path / "b.yaml"
+    answers.write_text(
+        yaml.safe_dump(
+            {
+                "join": True,
+                "join_bundle": str(bundle),
+                "directory": str(b_dir),
+                "ip": "127.0.0.3",
+                "single_host": True,
+            }
+        )
+    )
+    joined = install("--answers", str(answers))
+    assert joined.exit_code == 0, joined.output
+    for directory, ip, port in ((a_dir, "127.0.0.2", 18080), (b_dir, "127.0.0.3", 8080)):
+        compose, _ = read_install(directory)
+        orchestrator = compose["services"]["orchestrator"]
+        assert orchestrator["environment"]["MAO_API_HOST"] == ip
+        assert orchestrator["environment"]["MAO_ADVERTISE_URL"] == f"http://{ip}:{port}"
+        # The healthcheck sends the token through the API's socket, never to a TCP port.
+        assert f"unix://{directory}/data/api.sock" in orchestrator["healthcheck"]["test"]
+        etcd = compose["services"]["etcd"]["environment"]
+        assert ip in etcd["ETCD_LISTEN_CLIENT_URLS"] and "0.0.0.0" not in str(compose)
+    # Without single_host, joining still refuses loopback; with it, an address beyond loopback is refused.
+    answers.write_text(answers.read_text().replace("single_host: true", "single_host: false"))
+    refused = install("--answers", str(answers))
+    assert refused.exit_code == 2 and "ip: 127.0.0.3 is only reachable from this machine" in refused.stderr
+    wide = install("--non-interactive", "--single-host", "--dir", str(tmp_path / "c"), "--ip", "10.0.0.1")
+    assert wide.exit_code == 2 and "not a loopback address" in wide.stderr
+    # The default stays: every address, for instances on several machines.
+    plain = install("--non-interactive", "--dir", str(tmp_path / "d"), "--name", "d", "--ip", "10.0.0.4")
+    assert plain.exit_code == 0
+    assert (
+        read_install(tmp_path / "d")[0]["services"]["orchestrator"]["environment"]["MAO_API_HOST"]
+        == "0.0.0.0"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import pyte
 from rich.console import Console
 
 from ctl.progress import RunProgress, step_line
@@ -47,8 +48,13 @@ def test_a_terminal_gets_a_live_table() -> None:
     progress.update(record("running", [step("collect", "running", 1, started_at="2020-01-01T00:00:00+00:00")]))
     progress.update(record("succeeded", [step("collect", "succeeded", 1, duration=0.61)]))
     progress.close()
-    text = out.getvalue()
+    # What the terminal shows (read through an emulator, not the bytes): the table redrawn in place,
+    # so only its last state is on the screen.
+    screen = pyte.Screen(100, 40)
+    pyte.Stream(screen).feed(out.getvalue().replace("\n", "\r\n"))
+    text = "\n".join(line.rstrip() for line in screen.display)
     assert "collect" in text and "succeeded" in text and "0.6" in text and "attempt" in text
+    assert "running" not in text and text.count("collect") == 1, text
 
 
 def test_a_step_line_names_the_attempt() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ctl.compose import EXAMPLE, InstanceConfig, compose_document, example_env_text, main
+from ctl.compose import EXAMPLE, EXAMPLE_ENV_FILES, InstanceConfig, compose_document, example_env_text, main
 from ctl.dockerfiles import FILENAMES, dockerfile_text
 from tests.ctl_helpers import REPO_ROOT
 
@@ -69,12 +69,14 @@ def test_repository_compose_file_is_the_generators_output() -> None:
     assert yaml.safe_load(text) == compose_document(EXAMPLE), (
         "regenerate: python -m ctl.compose > docker-compose.yml"
     )
-    assert (REPO_ROOT / "mao.env.example").read_text() == example_env_text(), (
-        "regenerate: python -m ctl.compose --env > mao.env.example"
-    )
+    for service, example in EXAMPLE_ENV_FILES.items():
+        assert (REPO_ROOT / example).read_text() == example_env_text(service), (
+            f"regenerate: python -m ctl.compose --env {service} > {example}"
+        )
     env_names = {
         line.split("=", 1)[0]
-        for line in example_env_text().splitlines()
+        for service in EXAMPLE_ENV_FILES
+        for line in example_env_text(service).splitlines()
         if "=" in line and not line.startswith("#")
     }
     assert {n for n in env_names if n.startswith("MAO_")} <= names_read_by_the_services()
@@ -89,6 +91,9 @@ def test_repository_compose_mounts_data_at_the_same_path() -> None:
     assert f"{data}:{data}" in orchestrator["volumes"] and f"{data}:{data}" in executor["volumes"]
     assert "/var/run/docker.sock:/var/run/docker.sock" in executor["volumes"]
     assert services["orchestrator"]["env_file"] == ["mao.env"]
+    assert services["executor"]["env_file"] == ["executor.env"]
+    assert services["postgres"]["env_file"] == ["postgres.env"]
+    assert "env_file" not in services["etcd"]
 
 
 @pytest.mark.parametrize("role", ["orchestrator", "executor"])
@@ -110,7 +115,7 @@ def test_dockerfiles_are_the_generators_output_and_copy_files_that_exist(role: s
         for source in sources:
             assert (REPO_ROOT / source).exists(), f"{dockerfile} copies {source}, which does not exist"
     ignored = (REPO_ROOT / ".dockerignore").read_text().split()
-    assert "mao.env" in ignored and ".venv" in ignored
+    assert {"mao.env", "executor.env", "postgres.env", ".venv"} <= set(ignored)
 
 
 def third_party_imports(folder: Path) -> set[str]:
@@ -136,7 +141,8 @@ def test_requirements_installer_covers_maoctl_imports() -> None:
     assert all(">=" in line for line in lines if line and not line.startswith("#")), "give lower bounds"
     distributions = importlib.metadata.packages_distributions()
     imported = third_party_imports(REPO_ROOT / "ctl")
-    needed = {distributions[module][0].lower() for module in imported}
+    # urllib3 is requests' own dependency (ctl.local_socket builds on its connection classes).
+    needed = {distributions[module][0].lower() for module in imported} - {"urllib3"}
     assert needed <= required, f"missing from requirements_installer.txt: {needed - required}"
     assert required == {"click", "questionary", "rich", "requests", "pyyaml", "cryptography"}
 

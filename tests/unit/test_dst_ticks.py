@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.errors import BadRequest
 from orchestrator.scheduling.cron import Scheduler
@@ -187,3 +189,39 @@ async def test_federation_schedule_fires_the_repeated_hour_once(store: Store) ->
     # At the second 02:30 (01:30 UTC) APScheduler does not fire: the trigger's next tick is the next day.
     trigger = make_trigger("30 2 * * *", ZURICH)
     assert trigger.next_after(first) == utc(2026, 10, 26, 1, 30)
+
+
+# -- the ends of the calendar --------------------------------------------------------------------
+_offsets = st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1).map(
+    lambda minutes: timezone(timedelta(minutes=minutes))
+)
+_anywhere = st.one_of(
+    st.datetimes(timezones=_offsets),
+    st.datetimes(min_value=datetime(9999, 12, 29), timezones=_offsets),
+    st.datetimes(max_value=datetime(1, 1, 3), timezones=_offsets),
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    after=_anywhere,
+    span=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=3)),
+    cron=st.sampled_from(["* * * * *", "0 * * * *", "0 0 * * *", "0 0 1 1 *", "30 2 * * 0"]),
+    zone=st.sampled_from(
+        ["UTC", "Pacific/Kiritimati", "Pacific/Pago_Pago", "Europe/Zurich", "Asia/Kathmandu"]
+    ),
+)
+def test_a_walk_off_the_calendar_ends_the_ticks_instead_of_raising(
+    after: datetime, span: timedelta, cron: str, zone: str
+) -> None:
+    """Any instant, its first and last days included: the ticks are those Python's calendar holds,
+    in order, and a walk past its end finds no more of them (no OverflowError)."""
+    trigger = make_trigger(cron, zone)
+    moment = trigger.next_after(after)
+    assert moment is None or moment > after
+    try:
+        until = after + span
+    except OverflowError:
+        until = datetime.max.replace(tzinfo=UTC)
+    ticks = fire_times(trigger, after, until, limit=50)
+    assert ticks == sorted(ticks) and all(after < t <= until for t in ticks)

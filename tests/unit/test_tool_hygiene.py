@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from executor.config import load_settings as load_executor_settings
+from executor.errors import UserNotAllowed
 from executor.hardening import check_docker_socket, container_limits, host_cpus, tool_user
 from executor.wire.models import RunRequest
 from orchestrator.config import load_settings
@@ -29,7 +31,8 @@ from orchestrator.datasets.hygiene import (
 from orchestrator.datasets.upkeep import clear_stale_locks, local_repositories
 from orchestrator.domain.pipeline import Step
 from orchestrator.domain.sizes import parse_size
-from orchestrator.errors import BadRequest, ConfigError, MaoError
+from orchestrator.errors import ConfigError, MaoError
+from tests.unit import trees
 
 ROOT = os.getuid() == 0
 
@@ -158,11 +161,14 @@ def test_limit_settings(tmp_path: Path) -> None:
 def test_executor_refuses_root_and_defaults_to_its_tool_uid() -> None:
     base = {"image": "busybox", "output_dir": "/tmp"}
     assert tool_user(RunRequest.model_validate(base), 65534, 65534) == "65534:65534"
-    assert tool_user(RunRequest.model_validate({**base, "user": "1000"}), 65534, 65534) == "1000:65534"
-    assert tool_user(RunRequest.model_validate({**base, "user": "1000:1000"}), 1, 1) == "1000:1000"
-    for root in ("0", "0:0", "0:1000"):
-        with pytest.raises(BadRequest, match="never run as root"):
-            tool_user(RunRequest.model_validate({**base, "user": root}), 65534, 65534)
+    assert tool_user(RunRequest.model_validate({**base, "user": "1000"}), 1000, 1001) == "1000:1001"
+    assert tool_user(RunRequest.model_validate({**base, "user": "1000:1000"}), 1000, 1000) == "1000:1000"
+    for root in ("0", "0:0", "0:1000", "1000:0"):
+        with pytest.raises(UserNotAllowed, match="never run as root"):
+            tool_user(RunRequest.model_validate({**base, "user": root}), 1000, 1000)
+    # Any other user is refused too (tests/unit/test_executor_confinement.py generates them).
+    with pytest.raises(UserNotAllowed, match="only as 65534:65534"):
+        tool_user(RunRequest.model_validate({**base, "user": "1000"}), 65534, 65534)
     with pytest.raises(ConfigError, match="MAO_TOOL_UID"):
         load_executor_settings({"MAO_EXECUTOR_TOKEN": "t", "MAO_TOOL_UID": "0"})
 
@@ -314,3 +320,17 @@ def test_a_branch_with_a_link_out_is_refused_at_checkout(tmp_path: Path) -> None
         repo.snapshot(tmp_path / "input")
     with pytest.raises(OutputRefused, match="evil"):
         repo.prepare_worktree("s-n1")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tree=trees.trees)
+def test_a_reset_removes_every_link_out_and_keeps_the_rest(tmp_path_factory: pytest.TempPathFactory, tree) -> None:
+    root = tmp_path_factory.mktemp("tree")
+    trees.build(root, tree)
+    before = trees.listing(root)
+    outside = {rel for rel, (kind, _, _) in before.items() if kind == "link" and points_outside(root / rel, root)}
+    found = inspect_folder(root, remove_bad=True)
+    after = trees.listing(root)
+    assert sorted(found.removed) == sorted(outside)
+    assert set(after) == set(before) - outside
+    assert not [rel for rel, (kind, _, _) in after.items() if kind == "link" and points_outside(root / rel, root)]

@@ -8,8 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from ctl.token import local_token
+from ctl.local_socket import route
 from orchestrator.access import host_name
 from orchestrator.config import load_settings
 from orchestrator.datasets import _git
@@ -59,6 +61,14 @@ def test_masters_under_the_roots_and_remotes(tmp_path: Path) -> None:
         ("ssh://git@example.org/x.git", False),
         ("git@example.org:x.git", False),
         ("https://example.org/x.git", False),
+        ("https://example.org/x.git?private_token=abc", True),
+        ("https://example.org/x.git%3Faccess_token=abc", True),
+        ("https://example.org?token=abc", True),
+        ("https://example.org/x.git#token", True),
+        ("https://tok%40en@example.org/x.git", True),
+        ("ssh://git%3Apw@example.org/x.git", True),
+        ("file:///srv/repos/x.git", False),
+        ("/srv/repos/x.git", False),
     ],
 )
 def test_credentials_in_master_urls(master: str, refused: bool) -> None:
@@ -109,9 +119,12 @@ def test_the_token_is_generated_once_privately_and_kept(tmp_path: Path) -> None:
     assert ensure_api_token(settings_for(tmp_path, MAO_API_TOKEN="given")).api_token == "given"
     legacy = ensure_api_token(settings_for(tmp_path, MAO_API_LEGACY_OPEN="1"))
     assert legacy.api_token is None and legacy.api_legacy_open
-    # maoctl finds it for a local URL only.
-    assert local_token("http://127.0.0.1:8080", tmp_path / "data") == settings.api_token
-    assert local_token("http://node1.example.org:8080", tmp_path / "data") is None
+    # maoctl finds it for a local URL only, and sends it only through the orchestrator's socket
+    # (tests/unit/test_local_transports.py): with no socket there, no token at all.
+    assert route("unix:///" + str(tmp_path / "data" / "api.sock"), None).token == settings.api_token
+    no_socket = route("http://127.0.0.1:8080", None, tmp_path / "data")
+    assert no_socket.token is None and no_socket.refusal and "api.sock" in no_socket.refusal
+    assert route("http://node1.example.org:8080", None, tmp_path / "data").token is None
 
 
 def test_tighten_makes_old_files_private(tmp_path: Path) -> None:
@@ -124,3 +137,59 @@ def test_tighten_makes_old_files_private(tmp_path: Path) -> None:
     tighten(data)
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     assert all(stat.S_IMODE((data / n).stat().st_mode) == 0o600 for n in ("mao.db", "mao.db-wal"))
+
+
+# -- credentials anywhere in a master URL, in any spelling (hypothesis) -----------------------------------
+_word = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
+_QUESTION = ("?", "%3F", "%3f", "%253F", "%25253f")
+_HASH = ("#", "%23", "%2523")
+_COLON = (":", "%3A", "%3a", "%253A")
+
+
+@given(
+    scheme=st.sampled_from(["http", "https", "HTTPS", "ssh", "git+ssh", "git", "file"]),
+    host=_word,
+    user=st.one_of(st.none(), _word),
+    password=st.one_of(st.none(), _word),
+    colon=st.sampled_from(_COLON),
+    path=st.lists(_word, min_size=1, max_size=4),
+    query=st.one_of(st.none(), st.tuples(st.sampled_from(_QUESTION), _word, _word)),
+    fragment=st.one_of(st.none(), st.tuples(st.sampled_from(_HASH), _word)),
+)
+def test_credentials_in_any_part_of_a_master_url_are_refused(
+    scheme: str,
+    host: str,
+    user: str | None,
+    password: str | None,
+    colon: str,
+    path: list[str],
+    query: tuple[str, str, str] | None,
+    fragment: tuple[str, str] | None,
+) -> None:
+    userinfo = ""
+    if user is not None:
+        userinfo = user + (f"{colon}{password}" if password is not None else "") + "@"
+    url = f"{scheme}://{userinfo}{host}/{'/'.join(path)}.git"
+    if query is not None:
+        url += f"{query[0]}{query[1]}={query[2]}"
+    if fragment is not None:
+        url += f"{fragment[0]}{fragment[1]}"
+    carries = (
+        query is not None
+        or fragment is not None
+        or (user is not None and (password is not None or scheme.lower() not in ("ssh", "git+ssh")))
+    )
+    problem = credentials_problem(url)
+    assert (problem is not None) is carries, (url, problem)
+    if carries:
+        with pytest.raises(BadRequest) as refused:
+            resolve_master(url, [Path("/nonexistent")])
+        assert refused.value.code == "master_credentials"
+
+
+@given(user=_word, password=st.one_of(st.none(), _word), host=_word, path=_word)
+def test_scp_like_masters_carry_a_user_but_never_a_password(
+    user: str, password: str | None, host: str, path: str
+) -> None:
+    master = f"{user}{':' + password if password is not None else ''}@{host}:{path}.git"
+    assert (credentials_problem(master) is not None) is (password is not None)

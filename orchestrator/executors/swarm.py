@@ -1,0 +1,342 @@
+"""The Docker Swarm backend (``kind=swarm``, docs/backends.md#docker-swarm).
+
+One ``replicated-job`` service per attempt (or shard attempt), named ``spec.name``, carrying the
+identity as labels on the service and its task containers; no restart (MAO retries); the tool's uid
+(never 0), every capability dropped, pids/memory/CPU limits (reserved too, so that Swarm places by
+capacity), placement constraints from the step's ``placement`` (node labels). Data in ``shared`` mode
+(staging.py). Created with the image already resolved (never asking a registry) and without waiting
+for the service to converge: one watch polls the swarm for every attempt (swarm_watch.py). The service
+body is swarm_service.py, the log swarm_logs.py, finding and removing objects swarm_objects.py, what
+the backend enforces and whether a step may run swarm_policy.py.
+
+Swarm has no job deadline and cannot set ``no-new-privileges`` per service (Docker 20.10): ``wait``
+enforces ``timeout`` itself, from the task's start, and ``start_timeout`` from the submission; the
+engine's daemon must run with ``--no-new-privileges``, or the operator accepts the weaker rule in the
+backend's settings (``ACCEPT_WITHOUT_NO_NEW_PRIVILEGES``), and ``health`` and ``capabilities`` say which.
+
+An ended service is kept, with its log, until ``cancel`` removes it: the caller reads the log to its
+end, then cancels. ``cancel`` removes the service *and* its task containers and returns once both are
+gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ..datasets.hygiene import OutputRefused
+from .engine_api import EngineApi, EngineConflict, EngineError
+from .seam import (
+    Backend,
+    BackendRejected,
+    BackendUnavailable,
+    Capabilities,
+    ContainerSpec,
+    End,
+    EndKind,
+    Handle,
+    Health,
+    Managed,
+    secret_values,
+)
+from .staging import SharedStaging, StagedOutputMissing
+from .swarm_logs import ServiceLogs
+from .swarm_objects import SERVICE_NAME_LABEL, SwarmObjects
+from .swarm_policy import FACTS_TTL, KIND, SwarmPolicy
+from .swarm_service import ServiceOptions, service_body
+from .swarm_settings import SwarmSettings
+from .swarm_watch import ENDED, ServiceView, SwarmWatch, parse_time, task_end
+
+__all__ = ["KIND", "SERVICE_NAME_LABEL", "SwarmBackend", "SwarmSettings"]
+
+log = logging.getLogger(__name__)
+
+_CANCELS_KEPT = 3600.0
+
+
+@dataclass(frozen=True)
+class _Observed:
+    """When this process saw an attempt waiting, running and ended (monotonic; None: not seen)."""
+
+    waiting: float | None
+    running: float | None
+    seen_end: float
+
+
+@dataclass
+class _NameLock:
+    """Submissions of one name, one at a time (a second one finds the first one's service)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+class SwarmBackend:
+    """The ``Backend`` of one swarm (``name`` is the operator's, MAO_BACKENDS)."""
+
+    kind = KIND
+
+    def __init__(self, name: str, settings: SwarmSettings, *, max_output_bytes: int | None = None) -> None:
+        self.name = name
+        self.settings = settings
+        self._api = EngineApi(settings.docker_host, version=settings.api_version, tls=settings.tls())
+        self._watch = SwarmWatch(self._api, settings.poll_interval)
+        self._objects = SwarmObjects(self._api, name, remove_timeout=settings.cancel_timeout)
+        self._logs = ServiceLogs(
+            self._api, self._watch, name, settle=settings.log_settle_seconds, retry=settings.poll_interval
+        )
+        self.staging = SharedStaging(
+            settings.shared_root,
+            settle_seconds=settings.output_settle_seconds,
+            max_output_bytes=max_output_bytes,
+        )
+        self.policy = SwarmPolicy(name, settings, self._api, self.staging)
+        self._submitting: dict[str, _NameLock] = {}
+        self._submitted: dict[str, float] = {}  # name -> monotonic time of this process's submission
+        self._cancelled: dict[str, float] = {}  # names this process cancelled: their end is ``cancelled``
+
+    # -- life ------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._api.start()
+        try:
+            await self.policy.facts()
+        except BackendUnavailable as exc:
+            log.warning("Backend %s: %s (health says so until it answers)", self.name, exc.message)
+
+    async def close(self) -> None:
+        await self._watch.close()
+        await self._api.close()
+
+    # -- what it can do (swarm_policy.py) ------------------------------------------------------------
+
+    def capabilities(self) -> Capabilities:
+        return self.policy.capabilities()
+
+    async def health(self) -> Health:
+        return await self.policy.health()
+
+    async def resolve_image(self, image: str) -> str | None:
+        return await self.policy.resolve_image(image)
+
+    async def validate(self, spec: ContainerSpec) -> None:
+        await self.policy.validate(spec)
+
+    # -- one attempt -------------------------------------------------------------------------------------
+
+    async def submit(self, spec: ContainerSpec) -> Handle:
+        await self.validate(spec)
+        entry = self._submitting.setdefault(spec.name, _NameLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                handle = await self._submit(spec)
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                self._submitting.pop(spec.name, None)
+        return handle
+
+    async def _submit(self, spec: ContainerSpec) -> Handle:
+        existing = await self._objects.service(spec.name)
+        if existing is not None:
+            return self._existing(spec, existing)
+        image = spec.image_id or await self.resolve_image(spec.image) or spec.image
+        facts = await self.policy.facts(max_age=FACTS_TTL)
+        try:
+            staged = await self.staging.stage_in(spec)
+        except OSError as exc:
+            raise BackendUnavailable(
+                f"backend {self.name!r}: the attempt's data could not be staged under the shared root "
+                f"{self.settings.shared_root}: {exc} (docs/backends.md#shared-a-folder-mounted-everywhere-swarm-slurm)"
+            ) from exc
+        options = ServiceOptions(self.settings.networks, self.settings.reserve_resources, facts.max_node_cpus)
+        body = service_body(spec, image, staged, options)
+        try:
+            created = await self._api.call(
+                "POST", "/services/create", f"creating service {spec.name}", body=body
+            )
+        except EngineConflict:
+            existing = await self._objects.service(spec.name)  # made meanwhile by someone else
+            if existing is None:
+                raise
+            return self._existing(spec, existing)
+        except EngineError as exc:
+            await self.staging.discard(spec.name)
+            raise BackendRejected(
+                self.name, "backend", f"backend {self.name!r} refused the service: {exc.message}"
+            ) from exc
+        self._submitted[spec.name] = time.monotonic()
+        log.info("Backend %s: submitted %s (service %s)", self.name, spec.name, created.get("ID"))
+        return Handle(backend=self.name, name=spec.name, engine_id=str(created.get("ID")))
+
+    def _existing(self, spec: ContainerSpec, service: dict[str, Any]) -> Handle:
+        labels = (service.get("Spec") or {}).get("Labels") or {}
+        mine = spec.identity.labels()
+        if any(labels.get(key) != value for key, value in mine.items()):
+            # The name is a hash and a prefix of the run id: another attempt's object must not pass
+            # for this one.
+            whose = ", ".join(f"{key}={labels.get(key)}" for key in sorted(mine))
+            raise BackendRejected(
+                self.name,
+                "backend",
+                f"a service named {spec.name!r} exists on the swarm and is another's ({whose})",
+            )
+        return Handle(backend=self.name, name=spec.name, engine_id=str(service.get("ID")))
+
+    async def wait(self, handle: Handle, spec: ContainerSpec) -> End:
+        start_timeout = spec.start_timeout or self.settings.start_timeout
+        # Durations on this host's monotonic clock; engine timestamps only for an attempt this process
+        # did not see start (adopted after a restart), where nothing else says since when.
+        waiting_since: float | None = self._submitted.get(handle.name)
+        running_since: float | None = None
+        seen, begun_after = 0, time.monotonic()
+        with self._watch.interest(handle.name):
+            while True:
+                current = await self._watch.after(seen, begun_after)
+                seen, now = current.number, time.monotonic()
+                view = current.services.get(handle.name)
+                if view is None:
+                    return await self._vanished(handle)
+                if view.state in ENDED:
+                    observed = _Observed(waiting_since, running_since, now)
+                    return await self._finish(handle, spec, view, observed)
+                if view.state == "running":
+                    if running_since is None:
+                        running_since = now if waiting_since is not None else now - _age(view.state_since)
+                    node = current.nodes.get(view.node_id or "")
+                    if node is not None and node.state in ("down", "disconnected"):
+                        message = f"node {node.hostname} is {node.state}"
+                        return await self._stop(handle, spec, view, EndKind.NODE_LOST, message)
+                    if now - running_since > spec.timeout:
+                        message = f"still running after the step's timeout of {spec.timeout:g}s"
+                        run = now - running_since
+                        return await self._stop(
+                            handle, spec, view, EndKind.TIMED_OUT, message, run_seconds=run
+                        )
+                    continue
+                if waiting_since is None:
+                    waiting_since = now - _age(view.created_at)
+                if now - waiting_since > start_timeout:
+                    message = f"not started within {start_timeout:g}s (start_timeout); the swarm says: {view.reason}"
+                    queued = now - waiting_since
+                    return await self._stop(
+                        handle, spec, view, EndKind.UNSCHEDULABLE, message, queued_seconds=queued
+                    )
+
+    async def _stop(
+        self,
+        handle: Handle,
+        spec: ContainerSpec,
+        view: ServiceView,
+        kind: EndKind,
+        message: str,
+        **fields: Any,
+    ) -> End:
+        """End the attempt on MAO's decision: its last lines first (the service's log goes with it)."""
+        tail = await self._logs.tail(handle.name, secret_values(spec)) if view.container_id else ""
+        await self._remove(handle.name)
+        return self._end(kind, view, message, log_tail=tail, **fields)
+
+    async def _vanished(self, handle: Handle) -> End:
+        if handle.name in self._cancelled:
+            await self.staging.discard(handle.name)
+            return End(kind=EndKind.CANCELLED, message="cancelled", engine_id=handle.engine_id)
+        await self._remove(handle.name)  # its containers and staged folder, if any are left
+        message = f"service {handle.name} was removed from outside MAO (docker service rm?)"
+        return End(kind=EndKind.NODE_LOST, engine_id=handle.engine_id, message=message)
+
+    async def _finish(
+        self, handle: Handle, spec: ContainerSpec, view: ServiceView, observed: _Observed
+    ) -> End:
+        if handle.name in self._cancelled:
+            await self.staging.discard(handle.name)
+            return End(kind=EndKind.CANCELLED, message="cancelled", engine_id=view.service_id)
+        kind, code, message = task_end(view)
+        container = await self._objects.container(view.container_id)
+        state = (container or {}).get("State") or {}
+        if code == 137 and state.get("OOMKilled"):
+            kind, message = (
+                EndKind.OOM_KILLED,
+                "killed by the kernel: out of memory (the step's memory limit)",
+            )
+        elif code == 137 and container is None and spec.limits.memory is not None:
+            kind = EndKind.OOM_KILLED
+            message = (
+                "exit 137 under a memory limit: most likely out of memory (the container is on another node)"
+            )
+        started = parse_time(state.get("StartedAt"))
+        ended = parse_time(state.get("FinishedAt")) or view.state_since
+        queued = run = None
+        if started is not None and view.created_at is not None:
+            queued = max(0.0, (started - view.created_at).total_seconds())
+        if started is not None and ended is not None:
+            run = max(0.0, (ended - started).total_seconds())
+        elif observed.running is not None:  # on another node: what this process saw, to an interval
+            run = observed.seen_end - observed.running
+            if observed.waiting is not None:
+                queued = max(0.0, observed.running - observed.waiting)
+        if kind is EndKind.COMPLETED:
+            try:
+                await self.staging.bring_back(spec)
+            except OutputRefused as exc:
+                kind, message = EndKind.FAILED, f"the tool exited 0 but its output was refused: {exc.message}"
+            except (StagedOutputMissing, OSError) as exc:
+                kind, message = EndKind.LOST, f"the tool exited 0 but its staged output cannot be read: {exc}"
+        await self.staging.discard(handle.name)
+        local = view.container_id if container is not None else None
+        tail = await self._logs.tail(handle.name, secret_values(spec), container=local)
+        return self._end(
+            kind,
+            view,
+            message,
+            exit_code=code,
+            queued_seconds=queued,
+            run_seconds=run,
+            started_at=started,
+            ended_at=ended,
+            log_tail=tail,
+        )
+
+    def _end(self, kind: EndKind, view: ServiceView, message: str, **fields: Any) -> End:
+        node = self._watch.node_name(view.node_id)
+        return End(
+            kind=kind, message=message, node=node, engine_id=view.service_id, image_id=view.image, **fields
+        )
+
+    def logs(self, handle: Handle, follow: bool = False, since: int = 0) -> AsyncIterator[bytes]:
+        return self._logs.read(handle.name, follow=follow, since=since)
+
+    # -- removal ---------------------------------------------------------------------------------------
+
+    async def cancel(self, handle: Handle) -> None:
+        """Remove the service and its task containers, wait until both are gone, drop the staged folder.
+        A ``wait`` on it ends ``cancelled``."""
+        now = time.monotonic()
+        self._cancelled[handle.name] = now
+        for name in [name for name, at in self._cancelled.items() if at < now - _CANCELS_KEPT]:
+            del self._cancelled[name]
+        await self._remove(handle.name)
+
+    async def _remove(self, name: str) -> None:
+        await self._objects.remove(name)
+        await self.staging.discard(name)
+
+    async def list_managed(self, instance: str) -> list[Managed]:
+        return await self._objects.managed(instance)
+
+
+def _age(since: datetime | None) -> float:
+    """Seconds from ``since`` (an engine timestamp) to now; 0 when unknown or in the future (skew)."""
+    if since is None:
+        return 0.0
+    return max(0.0, (datetime.now(UTC) - since).total_seconds())
+
+
+def _is_a_backend(backend: SwarmBackend) -> Backend:
+    return backend  # mypy holds SwarmBackend to the seam's Protocol here

@@ -1,0 +1,91 @@
+"""A swarm backend's settings (docs/backends.md#docker-swarm): one pydantic model, checked at start.
+
+Read from ``MAO_BACKEND_<NAME>_<KEY>`` (KEY: a field name in upper case, e.g.
+``MAO_BACKEND_GPU_SHARED_ROOT=/scratch/mao``) or the same keys in MAO_CONFIG_FILE.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .engine_api import DEFAULT_HOST, DEFAULT_VERSION, TlsFiles, host_problem
+
+_VERSION = re.compile(r"^1\.(\d+)$")
+
+
+class SwarmSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # A swarm manager's Docker API: unix:///path or tcp://host:port (TLS unless on loopback).
+    docker_host: str = DEFAULT_HOST
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Mounted at this same path on the orchestrator's host and on every node (staging.py).
+    shared_root: Path
+    # Seconds an attempt may wait to be scheduled (placement, capacity, image) when its step sets none.
+    start_timeout: float = Field(default=600.0, gt=0)
+    # Run steps although the daemon does not enforce no-new-privileges (said in GET /backends).
+    accept_without_no_new_privileges: bool = False
+    # Seconds between a task's end and reading its output from the shared root (NFS attribute caches).
+    output_settle_seconds: float = Field(default=2.0, ge=0, le=600)
+    # Seconds between a task's end and the last read of its log. Docker reports a container's exit
+    # once its output is copied, so none is needed on a healthy engine; a slow log driver may want some.
+    log_settle_seconds: float = Field(default=0.0, ge=0, le=60)
+    # Seconds between two looks at the swarm (one look, three requests, serves every attempt).
+    poll_interval: float = Field(default=0.25, ge=0.05, le=60)
+    # Seconds cancel waits for the service and its containers to be gone.
+    cancel_timeout: float = Field(default=30.0, gt=0, le=600)
+    # Swarm networks every task joins (none: the task has only its loopback interface).
+    networks: tuple[str, ...] = ()
+    # Reserve each step's memory and CPUs, so that Swarm places a task only where they are free.
+    reserve_resources: bool = True
+    api_version: str = DEFAULT_VERSION
+
+    @field_validator("networks", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("api_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        match = _VERSION.match(value)
+        if not match or int(match.group(1)) < 41:
+            raise ValueError(f"{value!r}: 1.41 (Docker 20.10) or later: earlier ones lack replicated jobs")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> SwarmSettings:
+        if not self.shared_root.is_absolute():
+            raise ValueError(f"shared_root: {str(self.shared_root)!r} must be an absolute path")
+        if not self.shared_root.is_dir():
+            raise ValueError(f"shared_root: {str(self.shared_root)!r} is not a folder on this host")
+        tls = [self.tls_ca, self.tls_cert, self.tls_key]
+        if any(tls) and not all(tls):
+            raise ValueError("tls_ca, tls_cert and tls_key go together: set all three or none")
+        problem = host_problem(self.docker_host, all(tls))
+        if problem:
+            raise ValueError(f"docker_host: {problem}")
+        return self
+
+    @classmethod
+    def from_environ(cls, name: str, environ: Mapping[str, str]) -> SwarmSettings:
+        """The settings of backend ``name`` from its ``MAO_BACKEND_<NAME>_*`` variables (until the
+        generic reader of MAO_BACKENDS takes over); an unknown key is an error."""
+        prefix = f"MAO_BACKEND_{name.upper()}_"
+        values = {
+            key[len(prefix) :].lower(): value for key, value in environ.items() if key.startswith(prefix)
+        }
+        return cls.model_validate(values)
+
+    def tls(self) -> TlsFiles | None:
+        if self.tls_ca and self.tls_cert and self.tls_key:
+            return TlsFiles(self.tls_ca, self.tls_cert, self.tls_key)
+        return None

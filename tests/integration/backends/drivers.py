@@ -1,0 +1,82 @@
+"""One driver per backend kind: how the contract suite makes that backend, and what it does to the
+engine behind MAO's back (remove an object from outside, list what is left).
+
+Adding a kind to the suite is one driver here and one line in ``DRIVERS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from orchestrator.executors.seam import INSTANCE_LABEL, MANAGED_LABEL, Backend, Handle
+from orchestrator.executors.swarm import SERVICE_NAME_LABEL, SwarmBackend, SwarmSettings
+
+
+class Driver(Protocol):
+    kind: str
+    # The uid the tools run as: the orchestrator's own unless it is root (as Settings.tool_user).
+    tool_user: tuple[int, int]
+
+    def make(self, name: str, **settings: Any) -> Backend: ...
+
+    async def remove_from_outside(self, handle: Handle) -> None:
+        """Remove the attempt's object as an operator would, with the engine's own tools."""
+
+    async def leftovers(self, instance: str) -> list[str]:
+        """Everything of ``instance`` still on the engine (objects and their containers)."""
+
+
+def tool_user() -> tuple[int, int]:
+    return (65534, 65534) if os.getuid() == 0 else (os.getuid(), os.getgid())
+
+
+@dataclass
+class SwarmDriver:
+    """The machine's Docker engine as a single-node swarm (the ``swarm`` session fixture)."""
+
+    docker: Any  # docker.DockerClient
+    shared_root: Path
+    kind: str = "swarm"
+    tool_user: tuple[int, int] = tool_user()
+
+    def make(self, name: str, **settings: Any) -> Backend:
+        values: dict[str, Any] = {
+            "shared_root": self.shared_root,
+            # This engine does not run with --no-new-privileges (test_swarm.py checks the refusal).
+            "accept_without_no_new_privileges": True,
+            "output_settle_seconds": 0,  # one host: no network file system to wait for
+            **settings,
+        }
+        return SwarmBackend(name, SwarmSettings.model_validate(values))
+
+    async def remove_from_outside(self, handle: Handle) -> None:
+        def remove() -> None:
+            self.docker.services.get(handle.name).remove()  # docker service rm
+
+        await asyncio.to_thread(remove)
+
+    async def leftovers(self, instance: str) -> list[str]:
+        def look() -> list[str]:
+            mao = [f"{MANAGED_LABEL}=true", f"{INSTANCE_LABEL}={instance}"]
+            services = [s.name for s in self.docker.services.list(filters={"label": mao})]
+            containers = [
+                c.name
+                for c in self.docker.containers.list(all=True, filters={"label": mao})
+                if SERVICE_NAME_LABEL in (c.labels or {})
+            ]
+            return services + containers
+
+        return await asyncio.to_thread(look)
+
+
+# kind -> the session fixtures its driver needs, and how to build it from them.
+DRIVERS: dict[str, Callable[..., Driver]] = {
+    "swarm": lambda request: SwarmDriver(
+        request.getfixturevalue("docker_engine"), request.getfixturevalue("swarm_shared_root")
+    ),
+}
