@@ -44,7 +44,6 @@ from .seam import (
     Handle,
     Health,
     Managed,
-    SubmitEnded,
 )
 from .transport import session_target
 
@@ -124,6 +123,8 @@ class DockerBackend:
         self._base = self.url
         self._session: aiohttp.ClientSession | None = None
         self._cancelled: dict[str, None] = {}
+        # Submissions that made no object because the engine has no such image: their ends.
+        self._unavailable: dict[str, End] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -190,7 +191,12 @@ class DockerBackend:
             first = exc.errors()[0]["loc"][0] if exc.errors() and exc.errors()[0]["loc"] else "step"
             raise BackendRejected(self.name, _FIELD_OF.get(str(first), "step"), describe_validation_error(exc)) from None
 
+    def _never_root(self, spec: ContainerSpec) -> None:
+        if 0 in spec.user:
+            raise BackendRejected(self.name, "user", "tools never run as root (uid or gid 0)")
+
     async def validate(self, spec: ContainerSpec) -> None:
+        self._never_root(spec)
         if spec.placement:
             raise BackendRejected(
                 self.name, "placement", f"backend {self.name} (docker) runs every step on this host: no placement"
@@ -214,18 +220,30 @@ class DockerBackend:
 
     # -- one object ----------------------------------------------------------------------------------
     async def submit(self, spec: ContainerSpec) -> Handle:
+        """An image the engine does not have (and cannot pull) makes no object: the handle's
+        ``wait`` says ``image_unavailable``."""
+        self._never_root(spec)
+        handle = Handle(backend=self.name, name=spec.name)
+        if spec.image_id is not None and spec.image_id != await self.resolve_image(spec.image):
+            # Asked for these bits and not others (the cache's key): this engine has something else.
+            message = f"image {spec.image} is not {spec.image_id} on backend {self.name}"
+            self._unavailable[spec.name] = End(kind=EndKind.IMAGE_UNAVAILABLE, message=message)
+            return handle
         body = self.request(spec).model_dump(mode="json", exclude_none=True)
         try:
             answer = await self._json("POST", "/containers", body, timeout=SUBMIT_TIMEOUT)
         except _Refused as exc:
             if exc.code == "image_not_found":
-                raise SubmitEnded(End(kind=EndKind.IMAGE_UNAVAILABLE, message=exc.message)) from None
+                self._unavailable[spec.name] = End(kind=EndKind.IMAGE_UNAVAILABLE, message=exc.message)
+                return handle
             raise BackendRejected(self.name, "step", exc.message) from None
-        state = self._state(answer)
-        return Handle(backend=self.name, name=spec.name, engine_id=state.engine_id)
+        self._unavailable.pop(spec.name, None)
+        return handle.model_copy(update={"engine_id": self._state(answer).engine_id})
 
     async def wait(self, handle: Handle, spec: ContainerSpec) -> End:
         """Long-polls the executor, which enforces the timeout and the start timeout itself."""
+        if (unavailable := self._unavailable.pop(handle.name, None)) is not None:
+            return unavailable
         path = f"/containers/{handle.name}/wait?hold={HOLD:g}&tail={DEFAULT_LOG_LINES}"
         while True:
             try:
@@ -242,7 +260,10 @@ class DockerBackend:
                 )
             state = self._state(answer)
             if state.phase is Phase.ENDED:
-                return self._end(state)
+                end = self._end(state)
+                if end.kind in (EndKind.TIMED_OUT, EndKind.UNSCHEDULABLE):
+                    await self.cancel(handle)  # the seam: ended by its limits is cancelled, nothing left
+                return end
 
     def _end(self, state: ContainerState) -> End:
         kind = _ENDS.get(state.ending or Ending.FAILED, EndKind.FAILED)

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from . import docker
+from . import docker, swarm
 from .seam import Backend
+from .swarm_settings import SwarmSettings
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -51,6 +52,10 @@ def _docker(name: str, given: docker.DockerSettings, settings: Settings) -> Back
     return docker.DockerBackend(name, url, given.token or "", settings.host_path, given.start_timeout, fingerprint)
 
 
+def _swarm(name: str, given: SwarmSettings, settings: Settings) -> Backend:
+    return swarm.SwarmBackend(name, given, max_output_bytes=settings.step_max_output)
+
+
 KINDS: dict[str, Kind] = {
     "docker": Kind(
         docker.DockerSettings,
@@ -58,6 +63,7 @@ KINDS: dict[str, Kind] = {
         {"token": "MAO_EXECUTOR_TOKEN"},
         frozenset({"token"}),
     ),
+    "swarm": Kind(SwarmSettings, _swarm),
 }
 
 

@@ -40,44 +40,92 @@ ENDED = ("succeeded", "failed", "cancelled")
 @dataclass(frozen=True)
 class BackendUnderTest:
     """One backend the contract runs against: ``name`` (in MAO_BACKENDS), the node's extra settings,
-    and the engine's objects of a run as seen from outside MAO."""
+    and what a test sees of it from outside MAO (with the engine's own tools)."""
 
     name: str
-    settings: Callable[[pytest.FixtureRequest], dict[str, str]]
+    settings: Callable[[pytest.FixtureRequest, Path], dict[str, str]]
+    # The engine's objects of a run (their names).
     objects: Callable[[str], list[str]]
-    # How many times the object ``name`` was submitted to the engine (from the engine's side).
-    submissions: Callable[[pytest.FixtureRequest, str], int]
-    # Remove the object ``name`` as an operator would, with the engine's own tools.
+    # The engine's own id of the object ``name`` (None: gone).
+    engine_id: Callable[[str], str | None]
+    # Remove the object ``name`` as an operator would.
     remove_from_outside: Callable[[str], None]
+    # The folder a running tool writes (its /usr/src/app/data): (node, dataset, step, object name).
+    tool_folder: Callable[[Node, str, str, str], Path]
+
+
+def _docker(use: Callable[[Any], Any]) -> Any:
+    client = docker.from_env()
+    try:
+        return use(client)
+    finally:
+        client.close()
+
+
+def _labelled(run_id: str) -> dict[str, str]:
+    return {"label": f"mao.run={run_id}"}
 
 
 def _docker_objects(run_id: str) -> list[str]:
-    client = docker.from_env()
-    try:
-        found = client.containers.list(all=True, ignore_removed=True, filters={"label": f"mao.run={run_id}"})
-        return [c.name for c in found]
-    finally:
-        client.close()
+    return _docker(lambda c: [x.name for x in c.containers.list(all=True, ignore_removed=True, filters=_labelled(run_id))])
 
 
-def _docker_remove(name: str) -> None:
-    client = docker.from_env()
-    try:
-        client.containers.get(name).remove(force=True)  # docker rm -f
-    finally:
-        client.close()
+def _docker_id(name: str) -> str | None:
+    def look(client: Any) -> str | None:
+        found = client.containers.list(all=True, ignore_removed=True, filters={"name": f"^/{name}$"})
+        return found[0].id if found else None
+
+    return _docker(look)
 
 
-def _executor_submissions(request: pytest.FixtureRequest, name: str) -> int:
-    executor: servers.ServiceProcess = request.getfixturevalue("executor")
-    return executor.log_text().count(f"Container {name} submitted")
+def _work_folder(node: Node, dataset: str, step: str, _name: str) -> Path:
+    return node.data_dir / "work" / dataset / f"{step}-{node.name}"
 
 
-# Every backend kind the node-level contract runs against (the Swarm, Slurm and Kubernetes backends
-# add their entries).
+def _swarm_settings(request: pytest.FixtureRequest, folder: Path) -> dict[str, str]:
+    request.getfixturevalue("swarm")  # the machine's engine as a single-node swarm, for this session
+    root = folder / "swarm-shared"
+    root.mkdir(mode=0o711, parents=True, exist_ok=True)
+    return {
+        "MAO_BACKENDS": "local=docker,cluster=swarm",
+        "MAO_BACKEND_CLUSTER_SHARED_ROOT": str(root),
+        # This engine does not run with --no-new-privileges (tests/integration/backends/test_swarm.py).
+        "MAO_BACKEND_CLUSTER_ACCEPT_WITHOUT_NO_NEW_PRIVILEGES": "1",
+        "MAO_BACKEND_CLUSTER_OUTPUT_SETTLE_SECONDS": "0",  # one host: no network file system
+    }
+
+
+def _swarm_objects(run_id: str) -> list[str]:
+    def look(client: Any) -> list[str]:
+        services = [s.name for s in client.services.list(filters=_labelled(run_id))]
+        return services + [
+            x.name
+            for x in client.containers.list(all=True, ignore_removed=True, filters=_labelled(run_id))
+            if "com.docker.swarm.service.name" in (x.labels or {})
+        ]
+
+    return _docker(look)
+
+
+def _swarm_id(name: str) -> str | None:
+    return _docker(lambda c: next((s.id for s in c.services.list(filters={"name": name}) if s.name == name), None))
+
+
+def _swarm_folder(node: Node, _dataset: str, _step: str, name: str) -> Path:
+    return node.data_dir.parent / f"{node.data_dir.name}-swarm" / "swarm-shared" / name / "output"
+
+
+# Every backend kind the node-level contract runs against (Slurm and Kubernetes add theirs).
 BACKENDS = [
-    BackendUnderTest("local", lambda request: {}, _docker_objects, _executor_submissions, _docker_remove),
-]
+    BackendUnderTest(
+        "local", lambda request, folder: {}, _docker_objects, _docker_id,
+        lambda name: _docker(lambda c: c.containers.get(name).remove(force=True)), _work_folder,
+    ),
+    BackendUnderTest(
+        "cluster", _swarm_settings, _swarm_objects, _swarm_id,
+        lambda name: _docker(lambda c: c.services.get(name).remove()), _swarm_folder,
+    ),
+]  # fmt: skip
 
 
 @dataclass
@@ -110,9 +158,10 @@ class Contract:
         self.output = out
         return self.pipeline([self.step("only", tool, out, script, **extra)]), repo
 
-    def work_folder(self, dataset: str, step: str) -> Path:
-        """The node branch's work folder: the tool's output folder, which a test may drop a file in."""
-        return self.node.data_dir / "work" / dataset / f"{step}-{self.node.name}"
+    def tool_folder(self, dataset: str, step: str, run_id: str) -> Path:
+        """The folder the running tool of ``step`` writes, where a test may drop a file it waits for."""
+        (name,) = servers.wait_until(lambda: self.backend.objects(run_id), timeout=60, what="the object")[:1]
+        return self.backend.tool_folder(self.node, dataset, step, name)
 
     def wait(self, run_id: str, timeout: float = 180) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -142,7 +191,8 @@ def contract(request: pytest.FixtureRequest, servers_tmp: Path, etcd, executor, 
     backend: BackendUnderTest = request.param
     name = unique(f"contract-{backend.name}")
     data_dir = servers_tmp / name
-    env = orchestrator_env(name, data_dir, etcd.endpoint, executor, **backend.settings(request))
+    settings = backend.settings(request, servers_tmp / f"{name}-swarm")
+    env = orchestrator_env(name, data_dir, etcd.endpoint, executor, **settings)
     node = Node(servers.start_orchestrator(env, log_dir=servers_tmp / "logs", name=name), data_dir)
     yield Contract(backend, node, request)
     node.service.stop()
@@ -231,7 +281,7 @@ def test_a_live_log_is_followed_as_it_comes(contract: Contract) -> None:
     reader.start()
     servers.wait_until(lambda: got == ["first"], timeout=60, what="the first line while the step runs")
     assert not done.is_set()
-    (contract.work_folder(contract.output, "only") / "go").touch()
+    (contract.tool_folder(contract.output, "only", run_id) / "go").touch()
     assert done.wait(120) and got == ["first", "second"], got
     assert contract.wait(run_id)["status"] == "succeeded"
 
@@ -301,19 +351,21 @@ def test_sigkill_mid_attempt_then_restart_adopts_it_and_the_run_goes_on(contract
     run_id = contract.api.run(contract.pipeline(steps), wait=False)["id"]
     contract.running_attempt(run_id, "one")
     servers.wait_until(lambda: contract.backend.objects(run_id), timeout=60, what="the object")
-    (name,) = contract.backend.objects(run_id)
+    name = contract.backend.objects(run_id)[0]
+    before = contract.backend.engine_id(name)
     if how == "kill":
         contract.node.service.kill()
     else:
         contract.node.service.stop()
     contract.node.service.process.start()
     contract.node.service.wait_ready()
-    (contract.work_folder(out, "one") / "go").touch()
+    # Adopted, never submitted again: the same object goes on.
+    assert contract.backend.engine_id(name) == before
+    (contract.tool_folder(out, "one", run_id) / "go").touch()
     run = contract.wait(run_id)
     assert run["status"] == "succeeded", run
     one, two = run["steps"]
     assert [(a["attempt"], a["status"]) for a in one["attempts"]] == [(1, "succeeded")]
-    assert contract.backend.submissions(contract.request, name) == 1  # adopted, never submitted again
     assert contract.log(run_id, "one") == "started\nfinished\n"
     assert two["status"] == "succeeded"
     assert gitutil.show(repo, "ground-truth", "one") == "1\n" and gitutil.show(repo, "ground-truth", "two") == "2\n"
@@ -326,7 +378,7 @@ def test_an_object_removed_from_outside_is_a_lost_node_and_retried(contract: Con
     run_id = contract.api.run(pipeline, wait=False)["id"]
     contract.running_attempt(run_id)
     servers.wait_until(lambda: contract.backend.objects(run_id), timeout=60, what="the object")
-    (name,) = contract.backend.objects(run_id)
+    name = contract.backend.objects(run_id)[0]
     contract.backend.remove_from_outside(name)
     run = contract.wait(run_id)
     assert run["status"] == "succeeded", run
@@ -389,3 +441,23 @@ def test_a_field_the_backend_cannot_enforce_and_an_unknown_backend_are_400(contr
 
 def test_requests_without_a_token_are_refused(contract: Contract) -> None:
     assert requests.get(f"{contract.api.url}/backends", timeout=10).status_code == 401
+
+
+def test_steps_of_one_pipeline_run_on_two_backends_and_a_fan_out_on_its_own(contract: Contract) -> None:
+    if contract.backend.name == "local":
+        pytest.skip("the node of this backend has no second backend")
+    tool, raw, out = unique("tool"), unique("raw"), unique("out")
+    contract.api.tool(tool)
+    contract.api.local_dataset(raw)
+    repo = contract.api.local_dataset(out)
+    make = {**contract.step("make", tool, raw, f"for i in 1 2 3 4 5 6; do echo $i > {APP}/data/in$i.txt; done"), "backend": "local"}
+    fan = contract.step(
+        "fan", tool, out, f"cp {APP}/input/*.txt {APP}/data/", input_dataset=raw,
+        fan_out={"glob": "*.txt", "split_size": 2, "max_parallel": 3},
+    )  # fmt: skip
+    run = contract.api.run(contract.pipeline([make, fan]))
+    assert run["status"] == "succeeded", run
+    made, fanned = run["steps"]
+    assert [a["backend"] for a in made["attempts"]] == ["local"]
+    assert len(fanned["attempts"]) == 3 and {a["backend"] for a in fanned["attempts"]} == {contract.backend.name}
+    assert sorted(gitutil.git(repo, "ls-tree", "--name-only", "ground-truth").split()) == [f"in{i}.txt" for i in range(1, 7)]
