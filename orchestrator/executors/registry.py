@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from . import docker, swarm
+from . import docker, slurm, swarm
 from .seam import Backend
+from .slurm_settings import SlurmSettings
 from .swarm_settings import SwarmSettings
 
 if TYPE_CHECKING:
@@ -56,6 +57,10 @@ def _swarm(name: str, given: SwarmSettings, settings: Settings) -> Backend:
     return swarm.SwarmBackend(name, given, max_output_bytes=settings.step_max_output)
 
 
+def _slurm(name: str, given: SlurmSettings, settings: Settings) -> Backend:
+    return slurm.SlurmBackend(name, given, max_output_bytes=settings.step_max_output)
+
+
 KINDS: dict[str, Kind] = {
     "docker": Kind(
         docker.DockerSettings,
@@ -64,6 +69,7 @@ KINDS: dict[str, Kind] = {
         frozenset({"token"}),
     ),
     "swarm": Kind(SwarmSettings, _swarm),
+    "slurm": Kind(SlurmSettings, _slurm),
 }
 
 

@@ -37,6 +37,7 @@ from .services import (
     start_orchestrator,
     token_for,
 )
+from .slurm import SlurmCluster, slurm_missing, start_slurm
 from .swarm import SwarmHold, acquire_swarm, release_swarm, renew_swarm, single_node_swarm
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "PostgresServer",
     "ServerStartError",
     "ServiceProcess",
+    "SlurmCluster",
     "SwarmHold",
     "_base_env",
     "acquire_swarm",
@@ -65,11 +67,13 @@ __all__ = [
     "remove_submitted",
     "renew_swarm",
     "single_node_swarm",
+    "slurm_missing",
     "start_etcd",
     "start_etcd_cluster",
     "start_executor",
     "start_orchestrator",
     "start_postgres",
+    "start_slurm",
     "stop_docker",
     "token_for",
     "wait_http",

@@ -37,6 +37,14 @@ def swarm_shared_root(swarm: servers.SwarmHold, servers_tmp: Path) -> Iterator[P
     yield root
 
 
+@pytest.fixture(scope="session")
+def slurm_shared_root(slurm: servers.SlurmCluster, servers_tmp: Path) -> Iterator[Path]:
+    """The Slurm backend's SHARED_ROOT: its one node is this host, so any folder is 'mounted everywhere'."""
+    root = servers_tmp / "slurm-shared"
+    root.mkdir(mode=0o711)
+    yield root
+
+
 @dataclass
 class Case:
     driver: Driver

@@ -9,19 +9,24 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator.executors.docker import DockerBackend
 from orchestrator.executors.seam import INSTANCE_LABEL, MANAGED_LABEL, Backend, Handle
+from orchestrator.executors.slurm import SlurmBackend, SlurmSettings
+from orchestrator.executors.slurm_answers import SQUEUE_FORMAT, parse_squeue
 from orchestrator.executors.swarm import SERVICE_NAME_LABEL, SwarmBackend, SwarmSettings
+from tests import servers
 
 
 class Driver(Protocol):
     kind: str
     # The uid the tools run as: the orchestrator's own unless it is root (as Settings.tool_user).
     tool_user: tuple[int, int]
+    # A step placement this engine accepts and no node of it can satisfy now.
+    unschedulable_placement: dict[str, str]
 
     def make(self, name: str, **settings: Any) -> Backend: ...
 
@@ -48,6 +53,7 @@ class SwarmDriver:
     shared_root: Path
     kind: str = "swarm"
     tool_user: tuple[int, int] = tool_user()
+    unschedulable_placement: dict[str, str] = field(default_factory=lambda: {"mao.test.nowhere": "x"})
 
     def make(self, name: str, **settings: Any) -> Backend:
         values: dict[str, Any] = {
@@ -87,6 +93,8 @@ class DockerDriver:
     executor: Any  # tests.servers.ServiceProcess
     kind: str = "docker"
     tool_user: tuple[int, int] = tool_user()
+    # No placement here (init refuses it): the tests that need one skip.
+    unschedulable_placement: dict[str, str] = field(default_factory=dict)
 
     def make(self, name: str, **settings: Any) -> Backend:
         return DockerBackend(
@@ -111,10 +119,68 @@ class DockerDriver:
                 os.chown(item, *self.tool_user)
 
 
+@dataclass
+class SlurmDriver:
+    """The private single-node Slurm of the ``slurm`` session fixture, running containers on the
+    machine's Docker engine."""
+
+    cluster: servers.SlurmCluster
+    docker: Any  # docker.DockerClient
+    shared_root: Path
+    kind: str = "slurm"
+    tool_user: tuple[int, int] = tool_user()
+    # A node feature only a DOWN node has (tests/servers/slurm.py): the job pends.
+    unschedulable_placement: dict[str, str] = field(
+        default_factory=lambda: {"constraint": servers.slurm.GHOST_FEATURE}
+    )
+
+    def make(self, name: str, **settings: Any) -> Backend:
+        values: dict[str, Any] = {
+            "shared_root": self.shared_root,
+            "slurm_conf": self.cluster.conf,
+            "slurm_bin": self.cluster.bin_dir,
+            "jobcomp_file": self.cluster.jobcomp,
+            "partition": self.cluster.partition,
+            "output_settle_seconds": 0,  # one host: no network file system to wait for
+            "poll_interval": 0.25,
+            **settings,
+        }
+        return SlurmBackend(name, SlurmSettings.model_validate(values))
+
+    async def remove_from_outside(self, handle: Handle) -> None:
+        await asyncio.to_thread(self.cluster.command, "scancel", str(handle.engine_id))  # an operator's scancel
+
+    async def leftovers(self, instance: str) -> list[str]:
+        def look() -> list[str]:
+            answer = self.cluster.command(
+                "squeue", "--noheader", "--states=all", f"--Format={SQUEUE_FORMAT}"
+            )
+            jobs = [
+                f"job {job.job_id}"
+                for job in parse_squeue(answer.stdout)
+                if job.instance == instance and not job.has_ended
+            ]
+            mao = [f"{MANAGED_LABEL}=true", f"{INSTANCE_LABEL}={instance}"]
+            containers = [c.name for c in self.docker.containers.list(all=True, filters={"label": mao})]
+            folders = [
+                path.name
+                for path in self.shared_root.glob("mao-*/labels.json")
+                if f'"{INSTANCE_LABEL}": "{instance}"' in path.read_text()
+            ]
+            return jobs + containers + folders
+
+        return await asyncio.to_thread(look)
+
+
 # kind -> the session fixtures its driver needs, and how to build it from them.
 DRIVERS: dict[str, Callable[..., Driver]] = {
     "docker": lambda request: DockerDriver(request.getfixturevalue("docker_engine"), request.getfixturevalue("executor")),
     "swarm": lambda request: SwarmDriver(
         request.getfixturevalue("docker_engine"), request.getfixturevalue("swarm_shared_root")
+    ),
+    "slurm": lambda request: SlurmDriver(
+        request.getfixturevalue("slurm"),
+        request.getfixturevalue("docker_engine"),
+        request.getfixturevalue("slurm_shared_root"),
     ),
 }
