@@ -44,19 +44,20 @@ def body(tmp_path: Path, cmd: list[str], **extra: Any) -> dict[str, Any]:
 
 
 class Client:
+    """The executor's container API over its socket (``ServiceProcess.request``), with its token."""
+
     def __init__(self, service: servers.ServiceProcess) -> None:
         self.service = service
-        self.url = service.url
         self.headers = service.headers
 
     def post(self, path: str, payload: Any) -> requests.Response:
-        return requests.post(self.url + path, json=payload, headers=self.headers, timeout=LONG)
+        return self.service.request("POST", path, json=payload, headers=self.headers, timeout=LONG)
 
     def get(self, path: str, **params: Any) -> requests.Response:
-        return requests.get(self.url + path, params=params, headers=self.headers, timeout=LONG)
+        return self.service.request("GET", path, params=params, headers=self.headers, timeout=LONG)
 
     def delete(self, path: str) -> requests.Response:
-        return requests.delete(self.url + path, headers=self.headers, timeout=LONG)
+        return self.service.request("DELETE", path, headers=self.headers, timeout=LONG)
 
     def submit(self, payload: dict[str, Any]) -> dict[str, Any]:
         answer = self.post("/containers", payload)
@@ -190,18 +191,19 @@ def test_submitted_containers_are_hardened_as_runs_are(client: Client, tmp_path:
         "id -u; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; "
         "echo x > /usr/src/app/input/in.txt 2>/dev/null && echo input-written || echo input-read-only"
     )
-    payload = body(tmp_path, ["sh", "-c", script], input_dir=str(inputs), user="1234:1234", pids=32)
+    payload = body(tmp_path, ["sh", "-c", script], input_dir=str(inputs), pids=32)
     client.submit(payload)
     host = docker.from_env().api.inspect_container(payload["name"])["HostConfig"]
     assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges:true"]
     assert host["PidsLimit"] == 32 and host["RestartPolicy"]["Name"] in ("", "no")
     out = client.wait(payload["name"])["log_tail"]
-    assert out.splitlines()[0] == "1234" and "CapEff:\t0000000000000000" in out and "NoNewPrivs:\t1" in out
+    # The executor's one tool user (MAO_TOOL_UID, 65534 by default), never root, no capability.
+    assert out.splitlines()[0] == "65534" and "CapEff:\t0000000000000000" in out and "NoNewPrivs:\t1" in out
     assert "input-read-only" in out
     client.delete(f"/containers/{payload['name']}")
-    for user in ("0", "0:0"):
+    for user in ("0", "0:0", "1234:1234"):
         refused = client.post("/containers", body(tmp_path, ["true"], user=user))
-        assert refused.status_code == 400 and "root" in refused.json()["message"]
+        assert refused.status_code == 403 and refused.json()["error"] == "user_not_allowed", refused.text
 
 
 def test_bad_submits_are_json_errors_naming_the_field(client: Client, tmp_path: Path) -> None:
@@ -218,7 +220,7 @@ def test_bad_submits_are_json_errors_naming_the_field(client: Client, tmp_path: 
     assert client.get("/containers/no-such-container/wait", hold=0).status_code == 404
     assert client.get("/containers/x/wait", hold="soon").status_code == 400
     assert client.get("/containers/x/logs", follow=2).status_code == 400
-    anonymous = requests.get(client.url + "/containers", timeout=10)
+    anonymous = client.service.request("GET", "/containers", timeout=10)
     assert anonymous.status_code == 401
     assert json.loads(client.post("/containers/validate", body(tmp_path, ["true"])).text) == {"ok": True}
     assert os.path.isdir(tmp_path)

@@ -111,11 +111,56 @@ def _swarm_id(name: str) -> str | None:
     return _docker(lambda c: next((s.id for s in c.services.list(filters={"name": name}) if s.name == name), None))
 
 
-def _swarm_folder(node: Node, _dataset: str, _step: str, name: str) -> Path:
-    return node.data_dir.parent / f"{node.data_dir.name}-swarm" / "swarm-shared" / name / "output"
+_SLURM: list[Any] = []  # the session's single-node Slurm (tests/servers/slurm.py), once a node uses it
 
 
-# Every backend kind the node-level contract runs against (Slurm and Kubernetes add theirs).
+def _slurm_settings(request: pytest.FixtureRequest, folder: Path) -> dict[str, str]:
+    cluster = request.getfixturevalue("slurm")  # skipped, saying why, where Slurm cannot run
+    _SLURM[:] = [cluster]
+    root = folder / "slurm-shared"
+    root.mkdir(mode=0o711, parents=True, exist_ok=True)
+    return {
+        "MAO_BACKENDS": "local=docker,hpc=slurm",
+        "MAO_BACKEND_HPC_SHARED_ROOT": str(root),
+        "MAO_BACKEND_HPC_SLURM_CONF": str(cluster.conf),
+        "MAO_BACKEND_HPC_SLURM_BIN": str(cluster.bin_dir),
+        "MAO_BACKEND_HPC_JOBCOMP_FILE": str(cluster.jobcomp),
+        "MAO_BACKEND_HPC_PARTITION": cluster.partition,
+        "MAO_BACKEND_HPC_OUTPUT_SETTLE_SECONDS": "0",  # one host: no network file system
+        "MAO_BACKEND_HPC_POLL_INTERVAL": "0.25",
+    }
+
+
+def _slurm_jobs() -> list[Any]:
+    from orchestrator.executors.slurm_answers import SQUEUE_FORMAT, parse_squeue
+
+    answer = _SLURM[0].command("squeue", "--noheader", "--states=all", f"--Format={SQUEUE_FORMAT}")
+    return parse_squeue(answer.stdout)
+
+
+def _slurm_objects(run_id: str) -> list[str]:
+    jobs = [j.name for j in _slurm_jobs() if (j.labels or {}).get("mao.run") == run_id and not j.has_ended]
+    return jobs + _docker_objects(run_id)  # a job's container too, while it runs
+
+
+def _slurm_id(name: str) -> str | None:
+    return next((j.job_id for j in _slurm_jobs() if j.name == name), None)
+
+
+def _slurm_cancel(name: str) -> None:
+    job = _slurm_id(name)
+    if job is not None:
+        _SLURM[0].command("scancel", job)  # an operator's scancel
+
+
+def _shared_folder(kind: str) -> Callable[[Node, str, str, str], Path]:
+    def folder(node: Node, _dataset: str, _step: str, name: str) -> Path:
+        return node.data_dir.parent / f"{node.data_dir.name}-engine" / f"{kind}-shared" / name / "output"
+
+    return folder
+
+
+# Every backend kind the node-level contract runs against (Kubernetes adds its own).
 BACKENDS = [
     BackendUnderTest(
         "local", lambda request, folder: {}, _docker_objects, _docker_id,
@@ -123,8 +168,9 @@ BACKENDS = [
     ),
     BackendUnderTest(
         "cluster", _swarm_settings, _swarm_objects, _swarm_id,
-        lambda name: _docker(lambda c: c.services.get(name).remove()), _swarm_folder,
+        lambda name: _docker(lambda c: c.services.get(name).remove()), _shared_folder("swarm"),
     ),
+    BackendUnderTest("hpc", _slurm_settings, _slurm_objects, _slurm_id, _slurm_cancel, _shared_folder("slurm")),
 ]  # fmt: skip
 
 
@@ -191,7 +237,7 @@ def contract(request: pytest.FixtureRequest, servers_tmp: Path, etcd, executor, 
     backend: BackendUnderTest = request.param
     name = unique(f"contract-{backend.name}")
     data_dir = servers_tmp / name
-    settings = backend.settings(request, servers_tmp / f"{name}-swarm")
+    settings = backend.settings(request, servers_tmp / f"{name}-engine")
     env = orchestrator_env(name, data_dir, etcd.endpoint, executor, **settings)
     node = Node(servers.start_orchestrator(env, log_dir=servers_tmp / "logs", name=name), data_dir)
     yield Contract(backend, node, request)
