@@ -119,6 +119,11 @@ class Execution:
                 self._live[spec.name] = _Live(run_id, handle)
             keeper.follow(backend, handle)
             end, removed = await self._watch(backend, handle, spec, keeper)
+            if end.image_id is None and end.kind is EndKind.COMPLETED:
+                # Provenance (MAO-Tool-Image) and the cache's key: the bits that ran, asked for only
+                # when the backend's end does not say.
+                with contextlib.suppress(MaoError):
+                    end = end.model_copy(update={"image_id": await backend.resolve_image(spec.image)})
             return Outcome(end, handle)
         except asyncio.CancelledError:
             if submitting is not None and not submitting.done():

@@ -430,7 +430,7 @@ def test_an_object_removed_from_outside_is_a_lost_node_and_retried(contract: Con
     assert run["status"] == "succeeded", run
     first, second = run["steps"][0]["attempts"]
     assert (first["status"], second["status"]) == ("node_lost", "succeeded"), run
-    assert "removed" in first["error"]
+    assert "lost its node" in first["error"]
 
 
 def test_the_sweep_removes_orphans_at_start(contract: Contract) -> None:
