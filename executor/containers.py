@@ -27,6 +27,7 @@ from typing import Any
 from docker.models.containers import Container
 
 from executor.config import Settings
+from executor.container_state import describe, label_seconds, parse_time
 from executor.docker_runner import DockerRunner
 from executor.errors import ContainerNameInUse
 from executor.hardening import check_docker_socket, tool_user
@@ -48,31 +49,6 @@ log = logging.getLogger(__name__)
 REMOVE_CHECK = 30.0
 # Output handed from the engine's stream to a reader, at most this many chunks ahead of it.
 STREAM_QUEUE = 64
-# Unset times in the engine's answers.
-_ZERO_TIME = "0001-01-01T00:00:00Z"
-
-
-def parse_time(value: object) -> datetime | None:
-    """The engine's RFC 3339 time (nanoseconds, 'Z'), or None for its zero time."""
-    if not isinstance(value, str) or not value or value.startswith("0001-01-01"):
-        return None
-    text = value.replace("Z", "+00:00")
-    date, dot, rest = text.partition(".")
-    if dot:  # Python parses at most microseconds
-        digits = "".join(c for c in rest if c.isdigit())
-        zone = rest[len(digits) :]
-        text = f"{date}.{digits[:6]}{zone}"
-    try:
-        return datetime.fromisoformat(text).astimezone(UTC)
-    except ValueError:
-        return None
-
-
-def _label_seconds(labels: dict[str, str], key: str) -> float | None:
-    try:
-        return float(labels[key])
-    except (KeyError, ValueError):
-        return None
 
 
 class StreamBroken(Exception):
@@ -213,7 +189,7 @@ class Containers:
             if attrs is None:
                 return
             labels = (attrs.get("Config") or {}).get("Labels") or {}
-            timeout = _label_seconds(labels, TIMEOUT_LABEL) or 3600.0
+            timeout = label_seconds(labels, TIMEOUT_LABEL) or 3600.0
             if not watch.started.is_set():
                 holding = await self._start_when_free(watch, attrs, labels)
             elif not holding and not self._service.slots.locked():
@@ -234,7 +210,7 @@ class Containers:
         """Wait for a slot (until the start timeout) and start the container; True once it runs
         (holding its slot)."""
         name = watch.name
-        start_timeout = _label_seconds(labels, START_TIMEOUT_LABEL)
+        start_timeout = label_seconds(labels, START_TIMEOUT_LABEL)
         remaining = None
         if start_timeout is not None:
             created = parse_time(attrs.get("Created")) or datetime.now(UTC)
@@ -312,72 +288,18 @@ class Containers:
         if attrs is None or labels.get(EXECUTOR_LABEL) != self._settings.instance:
             raise NotFound(f"no container {name!r} submitted to this executor", code="container_not_found")
         watch = self._watches.get(name)
-        status = attrs.get("State") or {}
-        now = datetime.now(UTC)
-        created = parse_time(attrs.get("Created"))
-        started = parse_time(status.get("StartedAt"))
-        finished = parse_time(status.get("FinishedAt"))
-        engine_state = str(status.get("Status") or "")
-        exit_code: int | None = status.get("ExitCode") if isinstance(status.get("ExitCode"), int) else None
-        ending: Ending | None = watch.ending if watch is not None else None
-        message = watch.message if watch is not None else ""
-        start_timeout = _label_seconds(labels, START_TIMEOUT_LABEL)
-        if engine_state == "created":
-            phase = Phase.QUEUED
-            if ending is None and status.get("Error"):
-                ending, message = Ending.FAILED, str(status["Error"])
-            if ending is None and start_timeout is not None and created is not None:
-                if (now - created).total_seconds() > start_timeout and (watch is None or watch.task is None or watch.task.done()):
-                    ending = Ending.UNSCHEDULABLE
-            if ending is not None:
-                phase, exit_code = Phase.ENDED, None
-        elif engine_state in ("exited", "dead"):
-            phase = Phase.ENDED
-            ending = ending or self._ending(status, labels, started, finished)
-            if ending is Ending.OOM_KILLED and not message:
-                message = "killed at its memory limit (out of memory)"
-        else:
-            phase = Phase.RUNNING
-            ending = None
-        run_seconds = None
-        if started is not None:
-            until = finished if phase is Phase.ENDED and finished is not None else now
-            run_seconds = round(max(0.0, (until - started).total_seconds()), 3)
-        queued_seconds = None
-        if created is not None:
-            queued_seconds = round(max(0.0, ((started or now) - created).total_seconds()), 3)
-        return ContainerState(
-            name=name,
-            engine_id=str(attrs.get("Id") or ""),
-            phase=phase,
-            ending=ending if phase is Phase.ENDED else None,
-            exit_code=exit_code if phase is Phase.ENDED and ending is not Ending.UNSCHEDULABLE else None,
-            image_id=str(attrs.get("Image") or "") or None,
+        state = describe(
+            name,
+            attrs,
+            now=datetime.now(UTC),
             node=await self.node(),
-            labels=dict(labels),
-            created_at=created,
-            started_at=started,
-            ended_at=finished if phase is Phase.ENDED else None,
-            queued_seconds=queued_seconds,
-            run_seconds=run_seconds,
-            message=message,
-            log_tail=await self._tail(name, tail) if tail and phase is Phase.ENDED else "",
+            ending=watch.ending if watch is not None else None,
+            message=watch.message if watch is not None else "",
+            monitored=watch is not None and watch.task is not None and not watch.task.done(),
         )
-
-    @staticmethod
-    def _ending(
-        status: dict[str, Any], labels: dict[str, str], started: datetime | None, finished: datetime | None
-    ) -> Ending:
-        code = status.get("ExitCode")
-        if code == 0:
-            return Ending.COMPLETED
-        if status.get("OOMKilled"):
-            return Ending.OOM_KILLED
-        timeout = _label_seconds(labels, TIMEOUT_LABEL)
-        # Killed by a monitor of an earlier process of this executor: it ran out its time.
-        if code == 137 and timeout and started and finished and (finished - started).total_seconds() >= timeout - 0.5:
-            return Ending.TIMED_OUT
-        return Ending.FAILED
+        if tail and state.phase is Phase.ENDED:
+            state = state.model_copy(update={"log_tail": await self._tail(name, tail)})
+        return state
 
     async def _tail(self, name: str, lines: int) -> str:
         container = await self._service.op(self._runner.container, name)
