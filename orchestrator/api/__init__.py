@@ -7,6 +7,7 @@ from aiohttp import web
 from . import (
     audits,
     backends,
+    backfills,
     console,
     federation,
     gateway,
@@ -19,6 +20,8 @@ from . import (
     pipelines,
     registry,
     runs,
+    staging,
+    versions,
 )
 
 
@@ -30,6 +33,8 @@ def add_routes(app: web.Application) -> None:
         history,
         lineage,
         pipelines,
+        versions,
+        backfills,
         runs,
         logs,
         federation,
@@ -37,6 +42,7 @@ def add_routes(app: web.Application) -> None:
         gateway,
         audits,
         metrics,
+        staging,
         console,
     )
     for module in modules:

@@ -73,6 +73,9 @@ async def health(request: web.Request) -> web.Response:
             for name, h in backends.items()
         },
     }
+    warnings = node(request).warnings()
     if node(request).settings.api_legacy_open:
-        answer["warnings"] = [LEGACY_WARNING]
+        warnings = [LEGACY_WARNING, *warnings]
+    if warnings:
+        answer["warnings"] = warnings
     return ok(answer, status=200 if healthy else 503)

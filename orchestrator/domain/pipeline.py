@@ -213,6 +213,9 @@ class Step(Model):
     fan_out: FanOut | None = None
     # A pool of MAO_POOLS: the step holds one of its slots while it runs (runs/admission.py).
     pool: Name | None = None
+    # The tool's root file system is read-only (it writes its output folder and a bounded /tmp);
+    # true lets it write anywhere in its container, unbounded (docs/security.md#tools).
+    writable_root: StrictBool = False
     # Where it runs (docs/backends.md): a backend of MAO_BACKENDS (None: MAO_DEFAULT_BACKEND), how
     # long it may wait to be scheduled there (None: the backend's default), and on which nodes.
     backend: Name | None = None
@@ -242,6 +245,8 @@ class Step(Model):
         for key in ("memory", "cpus", "pool", "backend", "start_timeout", "placement"):
             if data.get(key) is None:
                 data.pop(key, None)
+        if not data.get("writable_root"):
+            data.pop("writable_root", None)
         return data
 
     def tools(self) -> list[str]:

@@ -144,7 +144,7 @@ class DockerBackend:
             kind=KIND,
             data_modes=frozenset({DataMode.LOCAL}),
             enforces=frozenset(
-                {"memory", "cpus", "pids", "no_new_privileges", "docker_socket", "start_timeout"}
+                {"memory", "cpus", "pids", "no_new_privileges", "read_only_root", "docker_socket", "start_timeout"}
             ),
             log_follow=True,
             notes=(
@@ -186,6 +186,8 @@ class DockerBackend:
                 memory=spec.limits.memory,
                 cpus=spec.limits.cpus,
                 pids=spec.limits.pids,
+                writable_root=spec.writable_root,
+                tmp_size=spec.limits.tmp_bytes,
             )
         except ValidationError as exc:
             first = exc.errors()[0]["loc"][0] if exc.errors() and exc.errors()[0]["loc"] else "step"

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from . import docker, slurm, swarm
+from . import docker, kubernetes, slurm, swarm
+from .kube_settings import KubernetesSettings
 from .seam import Backend
 from .slurm_settings import SlurmSettings
 from .swarm_settings import SwarmSettings
@@ -70,6 +71,7 @@ KINDS: dict[str, Kind] = {
     ),
     "swarm": Kind(SwarmSettings, _swarm),
     "slurm": Kind(SlurmSettings, _slurm),
+    "kubernetes": Kind(KubernetesSettings, kubernetes.from_instance),
 }
 
 

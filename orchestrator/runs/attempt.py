@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +27,13 @@ from ..domain.pipeline import Dataset, Step, Tool
 from ..domain.states import AttemptStatus, MergeState, StepStatus
 from ..errors import Conflict, GitError, MaoError, NotFound, Unavailable
 from ..executors.seam import BackendRejected, ContainerSpec, End, EndKind, Handle
-from ..gateway.insights import InsightsPublisher, read_insights
+from ..gateway.insights import InsightsPublisher, insights_stamp, read_insights
 from ..merging.voting import Voting
 from ..store.runs import RunRecords
 from .execution import Execution, Outcome
 from .spec import backend_of, container_spec
+
+log = logging.getLogger(__name__)
 
 
 class StepFailed(Exception):
@@ -153,40 +156,45 @@ class Attempts:
             else:
                 input_dir, input_commit = adopted.input_dir, adopted.input_commit
             async with self.branch(ctx, adopted) as lane:
+                before = None
                 if adopted is None:
                     workdir, parent = await self.prepare_output(ctx, lane)
+                    # What insights.json was before the tool: one that only came with the branch is not its.
+                    before = await asyncio.to_thread(insights_stamp, workdir)
                 else:
                     workdir, parent = await self.current_output(ctx, lane)
                 spec = self.spec(ctx, attempt, tool, workdir, input_dir, input_commit)
+                tool_ended = False
                 try:
                     outcome = await self.execute(ctx, spec, adopted.handle if adopted else None)
+                    tool_ended = True
+                    end = outcome.end
+                    if finishing is not None:
+                        finishing()
+                    await self.reclaim_output(ctx, lane)
+                    await self.records.update_step(
+                        ctx.run_id,
+                        ctx.step.name,
+                        image=tool.image,
+                        exit_code=end.exit_code,
+                        image_id=end.image_id,
+                        log_tail=redact(end.log_tail, ctx.step.private_env),
+                    )
+                    check_end(ctx.step, end, spec)
+                    trailers = self.trailers(ctx, tool, end.image_id, input_commit)
+                    commit, changed = await self.commit(ctx, parent, trailers, lane)
+                    await self.records.update_step(
+                        ctx.run_id, ctx.step.name, output_commit=commit, changed=changed
+                    )
+                    # Read now, while the folder holds exactly what was committed.
+                    insights = await asyncio.to_thread(read_insights, workdir, before)
                 except BaseException:
-                    # Back from the tool also when the container failed or the run stops; not when
-                    # this process leaves the tool running for the next one to adopt.
-                    if not self.execution.detaching:
-                        with contextlib.suppress(Exception):
-                            await asyncio.shield(self.reclaim_output(ctx, lane))
+                    # Back from the tool whatever happened (failed, refused, cancelled, a commit the
+                    # disk had no room for): nothing of this attempt stays in the folder; unless this
+                    # process leaves the tool running for the next one to adopt.
+                    if tool_ended or not self.execution.detaching:
+                        await asyncio.shield(self.reset_output(ctx, lane))
                     raise
-                end = outcome.end
-                if finishing is not None:
-                    finishing()
-                await self.reclaim_output(ctx, lane)
-                await self.records.update_step(
-                    ctx.run_id,
-                    ctx.step.name,
-                    image=tool.image,
-                    exit_code=end.exit_code,
-                    image_id=end.image_id,
-                    log_tail=redact(end.log_tail, ctx.step.private_env),
-                )
-                check_end(ctx.step, end, spec)
-                trailers = self.trailers(ctx, tool, end.image_id, input_commit)
-                commit, changed = await self.commit(ctx, parent, trailers, lane)
-                await self.records.update_step(
-                    ctx.run_id, ctx.step.name, output_commit=commit, changed=changed
-                )
-                # Read now, while the folder holds exactly what was committed.
-                insights = await asyncio.to_thread(read_insights, workdir)
             if voting is not None:
                 voting()
             merge_commit, state = await self.vote(ctx, commit, trailers)
@@ -228,6 +236,20 @@ class Attempts:
             return repo.prepare_worktree(ctx.branch, lane)
 
         return await self.datasets.run(ctx.output.name, ctx.output.master, prepare)
+
+    async def reset_output(self, ctx: StepContext, lane: str | None = None) -> None:
+        """After a failed attempt: the work folder holds the node branch again (its own lane is
+        removed by ``branch`` instead). Never raises: a folder that cannot be reset is emptied, and
+        what could not be done is logged."""
+        if lane is not None:
+            return
+        try:
+            done = await self.datasets.run(
+                ctx.output.name, ctx.output.master, lambda repo: repo.reset_worktree(ctx.branch)
+            )
+            log.debug("run %s: step %s: %s", ctx.run_id, ctx.step.name, done)
+        except Exception as exc:  # noqa: BLE001 - a clean-up never hides the failure it cleans up after
+            log.warning("run %s: the work folder of step %s was not reset: %s", ctx.run_id, ctx.step.name, exc)
 
     async def current_output(self, ctx: StepContext, lane: str | None = None) -> tuple[Path, str]:
         """An adopted attempt's work folder as its tool left it, and the commit it was reset to."""
@@ -314,9 +336,18 @@ class Attempts:
     ) -> tuple[str | None, MergeState]:
         """Merge into ground-truth (or queue the merge); a conflict raises StepFailed (not passable)."""
         message = f"Merge {ctx.branch} into ground-truth (run {ctx.run_id}, step {ctx.step.name})"
-        vote = await self.voting.vote(
-            (ctx.run_id, ctx.step.name), ctx.output, ctx.branch, commit, message, trailers
-        )
+        try:
+            vote = await self.voting.vote(
+                (ctx.run_id, ctx.step.name), ctx.output, ctx.branch, commit, message, trailers
+            )
+        except BranchConflict as exc:  # another run's vote on this branch landed after our commit
+            await self.records.update_step(
+                ctx.run_id,
+                ctx.step.name,
+                conflicts=exc.paths,
+                merge_state=MergeState.CONFLICT,
+            )
+            raise StepFailed(exc.message, status=StepStatus.CONFLICT) from exc
         if vote.conflicts:
             await self.records.update_step(
                 ctx.run_id,

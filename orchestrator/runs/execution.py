@@ -40,6 +40,7 @@ from ..executors.seam import (
     SubmitEnded,
     secret_values,
 )
+from ..tasks import spawn
 from .log_keeper import LogKeeper
 from .step_logs import StepLogs
 
@@ -203,9 +204,7 @@ class Execution:
                 if (live := self._live.get(handle.name)) is not None and live.handle.name == handle.name:
                     del self._live[handle.name]
 
-        task = asyncio.create_task(retire(), name=f"retire {handle.name}")
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        spawn(retire(), f"retire {handle.name}", self._retiring)
 
     async def _remove(self, backend: Backend, handle: Handle) -> bool:
         """Cancel the object (asked again while the backend is away, a few times: the sweep gets

@@ -28,6 +28,7 @@ from pathlib import Path
 from executor.output_log import OutputLog
 
 from ..executors.seam import Backend, BackendUnavailable, Handle
+from ..tasks import spawn
 from .masking import Masker
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class LogKeeper:
     def follow(self, backend: Backend, handle: Handle) -> None:
         if self._task is None:
             self._followed = True
-            self._task = asyncio.create_task(self._follow(backend, handle), name=f"log of {handle.name}")
+            self._task = spawn(self._follow(backend, handle), f"log of {handle.name}")
 
     def silent_for(self, now: float) -> float:
         """Seconds without output while connected to a started object (0 otherwise)."""
@@ -109,7 +110,7 @@ class LogKeeper:
     async def close(self) -> None:
         """Until the keeper has finished (``finish`` ran); one that never followed finishes now."""
         if self._task is None:
-            self._task = asyncio.create_task(self._finished())
+            self._task = spawn(self._finished(), f"keep the log of {self.name}")
         await asyncio.wait({self._task})
 
     async def discard(self) -> None:

@@ -29,7 +29,7 @@ from ..domain.pipeline import Pipeline
 from ..domain.states import AttemptStatus, MergeState, RunStatus, StepStatus
 from ..errors import MaoError
 from ..executors.seam import RUN_LABEL, Handle, Managed
-from ..merging.registrations import Registrations
+from ..merging.pins import Pins
 from ..store import Store
 from ..store.runs import RunRecords, UnfinishedRun, UnfinishedStep
 from ..store.tables import utcnow
@@ -52,13 +52,13 @@ class Reconciler:
         self,
         runner: Runner,
         store: Store,
-        registrations: Registrations,
+        pins: Pins,
         datasets: Datasets,
     ) -> None:
         self.runner = runner
         self.records: RunRecords = runner.records
         self.store = store
-        self.registrations = registrations
+        self.pins = pins
         self.datasets = datasets
 
     async def reconcile(self) -> tuple[int, int]:
@@ -115,7 +115,7 @@ class Reconciler:
             if step.status is StepStatus.RUNNING:
                 # First: a merge that landed is the step's end, whatever its records say (its
                 # attempt's object may still be there: adopting it would merge twice).
-                merge = await self._landed(run.id, step.name, step.output_dataset)
+                merge = await self._landed(run.id, run.pipeline, step.name, step.output_dataset)
                 if merge is not None:
                     await self._landed_step(run.id, step.name, merge)
                     await self.records.end_unfinished_attempts(run.id, AttemptStatus.SUCCEEDED, None, step.name)
@@ -137,7 +137,7 @@ class Reconciler:
                     raise NotResumable(f"the object of step {step.name} (attempt {attempt.attempt}) is gone")
                 position = next(i for i, s in enumerate(pipeline.steps) if s.name == step.name)
                 scratch = self.runner.settings.data_dir / "tmp" / run.id / f"{position}-{attempt.attempt}"
-                lane = run.id if run.side_by_side and await self._has_lane(step, run.id) else None
+                lane = run.id if run.side_by_side and await self._has_lane(step, run) else None
                 adopted[step.name] = Adopted(
                     attempt_id=attempt.id,
                     number=attempt.attempt,
@@ -152,12 +152,12 @@ class Reconciler:
             steps.append(step)
         return pipeline, adopted, steps
 
-    async def _has_lane(self, step: UnfinishedStep, run_id: str) -> bool:
-        dataset = await self.registrations.dataset(step.output_dataset)
-        if dataset is None:
+    async def _has_lane(self, step: UnfinishedStep, run: UnfinishedRun) -> bool:
+        master = await self.pins.master(step.output_dataset, scope=run.pipeline)
+        if master is None:
             return False
         return await self.datasets.run(
-            dataset.name, dataset.master, lambda repo: repo.has_lane(step.branch, run_id)
+            step.output_dataset, master, lambda repo: repo.has_lane(step.branch, run.id)
         )
 
     async def _landed_step(self, run_id: str, step: str, merge: str) -> None:
@@ -182,7 +182,7 @@ class Reconciler:
                 landed_all = False
                 await self.records.update_step(run.id, step.name, status=StepStatus.SKIPPED, error=REASON)
             elif step.status is StepStatus.RUNNING:
-                merge = await self._landed(run.id, step.name, step.output_dataset)
+                merge = await self._landed(run.id, run.pipeline, step.name, step.output_dataset)
                 if merge is not None:
                     await self._landed_step(run.id, step.name, merge)
                 else:
@@ -199,10 +199,11 @@ class Reconciler:
         )
         log.warning("run %s of %s left unfinished by a previous process: %s", run.id, run.pipeline, status)
 
-    async def _landed(self, run_id: str, step: str, dataset_name: str) -> str | None:
-        """The ground-truth commit that merged this step of this run, if any."""
-        dataset = await self.registrations.dataset(dataset_name)
-        if dataset is None:
+    async def _landed(self, run_id: str, pipeline: str, step: str, dataset_name: str) -> str | None:
+        """The ground-truth commit that merged this step of this run, if any (read from the master
+        this instance accepted for the pipeline: ``merging.pins``)."""
+        master = await self.pins.master(dataset_name, scope=pipeline)
+        if master is None:
             return None
 
         def search(repo: DatasetRepo) -> str | None:
@@ -215,7 +216,7 @@ class Reconciler:
             return None
 
         try:
-            return await self.datasets.run(dataset.name, dataset.master, search)
+            return await self.datasets.run(dataset_name, master, search)
         except MaoError as exc:
             log.warning("run %s: ground-truth of %s not checked: %s", run_id, dataset_name, exc.message)
             return None

@@ -64,13 +64,18 @@ def container_spec(
         output=OutputData(folder=workdir),
         user=settings.tool_user(),
         limits=Limits(
-            memory=limits.memory, cpus=limits.cpus, pids=limits.pids, log_bytes=settings.step_log_max_bytes
+            memory=limits.memory,
+            cpus=limits.cpus,
+            pids=limits.pids,
+            log_bytes=settings.step_log_max_bytes,
+            tmp_bytes=settings.step_tmp_size,
         ),
         timeout=float(step.timeout or settings.step_timeout),
         start_timeout=float(step.start_timeout) if step.start_timeout else None,
         stall_timeout=float(step.stall_timeout) if step.stall_timeout else None,
         placement=dict(step.placement.labels) if step.placement is not None else {},
         docker_socket=step.docker_socket,
+        writable_root=step.writable_root,
     )
 
 

@@ -15,6 +15,7 @@ from .docker import (
     stop_docker,
 )
 from .etcd import EtcdServer, make_member_pki, start_etcd, start_etcd_cluster
+from .kube_fake import KubeFake, start_kube_fake
 from .postgres import PostgresServer, start_postgres
 from .process import (
     LOCALHOST,
@@ -38,16 +39,21 @@ from .services import (
     token_for,
 )
 from .slurm import SlurmCluster, slurm_missing, start_slurm
+from .staging_server import StagingServer, start_staging_server
 from .swarm import SwarmHold, acquire_swarm, release_swarm, renew_swarm, single_node_swarm
 
 __all__ = [
     "EXECUTOR_INSTANCES",
+    "start_kube_fake",
+    "start_staging_server",
     "BUSYBOX_LABEL",
     "BUSYBOX_LABEL_VERSION",
     "LOCALHOST",
     "REPO_ROOT",
     "TOKENS",
     "EtcdServer",
+    "KubeFake",
+    "StagingServer",
     "ManagedProcess",
     "PostgresServer",
     "ServerStartError",

@@ -4,8 +4,8 @@ again and adopts it, and records where it ran (``node``) and how long it waited 
 (``queued_seconds``). Attempt statuses grow with the seam's typed ends (``image_unavailable`` is
 17 characters): the column widens to 32.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0008
+Revises: 0007
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
