@@ -119,6 +119,9 @@ class Case:
         (base / "output").mkdir()
         (base / "input" / "in.txt").write_text("input\n")
         (base / "output" / "old.txt").write_text("old\n")
+        prepare = getattr(self.driver, "prepare", None)
+        if prepare is not None:
+            prepare(base)
         values: dict[str, Any] = {
             "identity": Identity(
                 instance=self.instance, pipeline="p", run=run, step="s", position=0, attempt=attempt
