@@ -153,6 +153,73 @@ def _slurm_cancel(name: str) -> None:
         _SLURM[0].command("scancel", job)  # an operator's scancel
 
 
+_KUBE: list[Any] = []  # the session's fake Kubernetes API (tests/servers/kube_fake.py), once a node uses it
+KUBE_NAMESPACE = "mao-node"
+
+
+def _kube_settings(request: pytest.FixtureRequest, folder: Path) -> dict[str, str]:
+    fake = request.getfixturevalue("kube_fake")
+    _KUBE[:] = [fake]
+    # The pods' staging containers reach this node's own staging routes (the fake's kubelet runs them
+    # on the host's network): the node's port is chosen here, before it starts.
+    port = servers.free_port()
+    return {
+        "MAO_API_PORT": str(port),
+        "MAO_BACKENDS": "local=docker,kube=kubernetes",
+        "MAO_BACKEND_KUBE_KUBECONFIG": str(fake.kubeconfig),
+        "MAO_BACKEND_KUBE_NAMESPACE": KUBE_NAMESPACE,
+        "MAO_BACKEND_KUBE_STAGING_IMAGE": request.getfixturevalue("staging_image"),
+        "MAO_BACKEND_KUBE_STAGING_URL": f"http://127.0.0.1:{port}",
+        "MAO_BACKEND_KUBE_POD_PIDS_LIMIT": "512",  # the fake kubelet's
+        "MAO_BACKEND_KUBE_CANCEL_GRACE_SECONDS": "1",
+        "MAO_BACKEND_KUBE_POLL_INTERVAL": "0.5",
+    }
+
+
+def _kube_items(kind: str, selector: str) -> list[dict[str, Any]]:
+    group = "/apis/batch/v1" if kind == "jobs" else "/api/v1"
+    path = f"{group}/namespaces/{KUBE_NAMESPACE}/{kind}?labelSelector={selector}"
+    return list(_KUBE[0].call("GET", path, token=True)["items"])
+
+
+def _kube_objects(run_id: str) -> list[str]:
+    """The run's Jobs (by name, first), pods and Secrets in the API, and the containers the fake's
+    kubelet runs for them (labelled with their pod, whose name holds the run's)."""
+    from orchestrator.executors.kube_pod import label_value
+    from tests.servers.kube_fake_kubelet import LABEL
+
+    selector = f"mao.run={label_value(run_id)}"
+    jobs = [item["metadata"]["name"] for item in _kube_items("jobs", selector)]
+    found = [f"{kind}/{item['metadata']['name']}" for kind in ("pods", "secrets") for item in _kube_items(kind, selector)]
+    part = "-" + "".join(c for c in run_id.lower() if c.isalnum())[:12] + "-"
+    containers = _docker(
+        lambda c: [x.name for x in c.containers.list(all=True, ignore_removed=True, filters={"label": LABEL})
+                   if part in (x.labels or {}).get(f"{LABEL}.pod", "")]
+    )  # fmt: skip
+    return jobs + found + containers
+
+
+def _kube_id(name: str) -> str | None:
+    job = next((j for j in _kube_items("jobs", f"job-name={name}") if j["metadata"]["name"] == name), None)
+    return None if job is None else str(job["metadata"]["uid"])
+
+
+def _kube_pods(name: str) -> list[dict[str, Any]]:
+    return [p for p in _kube_items("pods", f"job-name={name}") if p["metadata"]["labels"].get("job-name") == name]
+
+
+def _kube_delete_pod(name: str) -> None:
+    """``kubectl delete pod`` of the Job's pod."""
+    for pod in _kube_pods(name):
+        _KUBE[0].call("DELETE", f"/api/v1/namespaces/{KUBE_NAMESPACE}/pods/{pod['metadata']['name']}", token=True)
+
+
+def _kube_folder(_node: Node, _dataset: str, _step: str, name: str) -> Path:
+    """The pod's ``data`` emptyDir, a host folder of the fake's kubelet."""
+    (pod,) = servers.wait_until(lambda: _kube_pods(name), timeout=60, what="the Job's pod")
+    return _KUBE[0].kubeconfig.parent / "kubelet" / f"{KUBE_NAMESPACE}-{pod['metadata']['name']}" / "data"
+
+
 def _shared_folder(kind: str) -> Callable[[Node, str, str, str], Path]:
     def folder(node: Node, _dataset: str, _step: str, name: str) -> Path:
         return node.data_dir.parent / f"{node.data_dir.name}-engine" / f"{kind}-shared" / name / "output"
@@ -160,7 +227,7 @@ def _shared_folder(kind: str) -> Callable[[Node, str, str, str], Path]:
     return folder
 
 
-# Every backend kind the node-level contract runs against (Kubernetes adds its own).
+# Every backend kind the node-level contract runs against.
 BACKENDS = [
     BackendUnderTest(
         "local", lambda request, folder: {}, _docker_objects, _docker_id,
@@ -171,6 +238,7 @@ BACKENDS = [
         lambda name: _docker(lambda c: c.services.get(name).remove()), _shared_folder("swarm"),
     ),
     BackendUnderTest("hpc", _slurm_settings, _slurm_objects, _slurm_id, _slurm_cancel, _shared_folder("slurm")),
+    BackendUnderTest("kube", _kube_settings, _kube_objects, _kube_id, _kube_delete_pod, _kube_folder),
 ]  # fmt: skip
 
 
