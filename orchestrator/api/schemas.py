@@ -55,9 +55,9 @@ class NewEtcdMember(Request):
     peer_url: Any = Field(description="its peer URL, http://host:2380")
 
 
-# What started a run: manual, cron, backfill, dataset (a word, so that a new kind needs no change here).
+# What started a run: manual, cron, backfill, dataset, retry (a word, so that a new kind needs no change here).
 TriggerName = Annotated[
-    str, Field(pattern=r"^[a-z][a-z_]{0,15}$", description="manual, cron, backfill or dataset")
+    str, Field(pattern=r"^[a-z][a-z_]{0,15}$", description="manual, cron, backfill, dataset or retry")
 ]
 MAX_GRID_PIPELINES = 100
 

@@ -119,3 +119,47 @@ def test_a_tip_the_run_left_is_never_stale(merged_in: list[str], tip: str) -> No
     past = {f"s{i}": PastStep(f"s{i}", StepStatus.SUCCEEDED, "x", merge_commit=c * 40) for i, c in enumerate(merged_in)}
     found = stale_steps("r", past, list(past), {"x": tip * 40})
     assert (found == {}) == (tip in merged_in or not past)
+
+
+def test_changed_steps_by_version_or_by_the_records() -> None:
+    import asyncio
+    from datetime import UTC, datetime
+    from typing import Any
+
+    from orchestrator.domain.pipeline import Pipeline
+    from orchestrator.domain.versions import definition
+    from orchestrator.runs.retry import changed_steps, past_steps
+    from orchestrator.store.versions import VersionRecord
+
+    def pipeline(cmd: str, tool: str = "t", env: dict[str, str] | None = None) -> Pipeline:
+        return Pipeline.model_validate({"name": "p", "steps": [
+            {"name": "one", "tool": "t", "output_dataset": "d", "cmd": ["sh", "-c", "echo 1"]},
+            {"name": "two", "tool": tool, "output_dataset": "e", "cmd": ["sh", "-c", cmd], "env": env},
+            {"name": "new", "tool": "t", "output_dataset": "f"},
+        ][: 2 if cmd == "old" else 3]})  # fmt: skip
+
+    class Versions:
+        async def get(self, name: str, number: int) -> VersionRecord | None:
+            old = pipeline("old")
+            return VersionRecord(name, number, "h", definition(old), datetime.now(UTC), None)
+
+    record: dict[str, Any] = {
+        "pipeline": "p",
+        "version": 1,
+        "steps": [
+            {"name": "one", "status": "succeeded", "tool": "t", "output_dataset": "d", "merge_commit": "m"},
+            {"name": "two", "status": "failed", "tool": "t", "output_dataset": "e"},
+        ],
+    }
+    versions: Any = Versions()
+    # The same definition is no change; another cmd or env is.
+    assert asyncio.run(changed_steps(versions, record, pipeline("old"))) == set()
+    assert asyncio.run(changed_steps(versions, record, pipeline("new"))) == {"two"}
+    assert asyncio.run(changed_steps(versions, record, pipeline("old", env={"A": "1"}))) == {"two"}
+    # A run recorded without a version: only what its step records hold (tool and datasets).
+    unversioned = {**record, "version": None}
+    assert asyncio.run(changed_steps(versions, unversioned, pipeline("new"))) == set()
+    assert asyncio.run(changed_steps(versions, unversioned, pipeline("new", tool="u"))) == {"two"}
+    past = past_steps(record)
+    assert past["one"] == PastStep("one", StepStatus.SUCCEEDED, "d", "m")
+    assert past["two"].merge_commit is None
