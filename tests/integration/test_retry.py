@@ -195,3 +195,46 @@ def test_a_retry_with_the_recorded_version_or_the_current_definition(node: Node)
     plan = json.loads(no_wait.stdout)
     assert [(p["step"], p["action"]) for p in plan["plan"]] == [("one", "reuse"), ("two", "run")]
     assert ended(api, plan["id"])["status"] == "failed"  # version 4: two exits 4
+
+
+def test_a_cancelled_run_is_retried_and_a_busy_pipeline_refuses_a_retry(node: Node) -> None:
+    api = node.api
+    tool, name = unique("tool"), unique("cancelled")
+    api.tool(tool)
+    first_out, second_out = unique("first"), unique("second")
+    masters = {d: api.local_dataset(d) for d in (first_out, second_out)}
+
+    def init(second_cmd: str) -> None:
+        steps = [
+            {"name": "one", "tool": tool, "output_dataset": first_out, "cmd": ["sh", "-c", f"echo 1 > {APP}/data/one"]},
+            {"name": "two", "tool": tool, "output_dataset": second_out, "cmd": ["sh", "-c", second_cmd]},
+        ]  # fmt: skip
+        api.ok(api.post("/pipeline/init", {"name": name, "steps": steps}))
+
+    init("exit 3")
+    failed = api.run(name)
+    assert failed["status"] == "failed"
+    init(f"echo started > {APP}/data/two; sleep 300")  # version 2: two runs until cancelled
+    slow = api.run(name, wait=False)["id"]
+    deadline = time.monotonic() + 120
+    while steps_of(api.ok(api.get(f"/runs/{slow}")))["two"]["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    # The pipeline is busy: a retry goes through the same door as any run (409, nothing recorded).
+    busy = api.post(f"/runs/{failed['id']}/retry")
+    assert_error(busy, 409, "run_in_progress")
+    assert_error(api.post(f"/runs/{slow}/retry"), 409, "not_retryable")  # still running
+    api.ok(api.post(f"/runs/{slow}/cancel"))
+    cancelled = ended(api, slow)
+    assert cancelled["status"] == "cancelled"
+    assert [r["trigger"] for r in api.ok(api.get("/runs", pipeline=name))].count("retry") == 0
+
+    init(f"echo done > {APP}/data/two")  # version 3
+    again = retry(api, slow, definition="current")
+    assert (again["status"], again["version"], again["retry_of"]) == ("succeeded", 3, slow)
+    assert {s["name"]: (s["status"], s["reason"]) for s in again["steps"]} == {
+        "one": ("reused", f"succeeded in run {slow}"),
+        "two": ("succeeded", f"cancelled in run {slow}"),
+    }
+    assert show(masters[second_out], "ground-truth", "two") == "done\n"
+    assert show(masters[first_out], "ground-truth", "one") == "1\n"
