@@ -36,7 +36,7 @@ def runs_command(ctl: Ctl, name: str | None, status: str | None, limit: int) -> 
                     r["pipeline"],
                     r.get("version"),
                     status_text(r["status"]),
-                    r["trigger"],
+                    r["trigger"] + (f" of {r['retry_of']}" if r.get("retry_of") else ""),
                     r.get("started_at"),
                     r.get("duration"),
                     r.get("error"),

@@ -150,10 +150,11 @@ async def retry_run(request: web.Request) -> web.Response:
     run_id = _id(request)
     body = parse(RetryRequest, await read_json(request, optional=True))
     the_node = node(request)
-    record = await the_node.store.get_run(run_id)
-    if record is not None:  # a 409 now rather than a retry that fails at once (merging.pins)
-        await refuse_changed_registrations(the_node, record["pipeline"])
-    started = await request_retry(the_node.runner, run_id, body.definition)
+
+    async def refuse(pipeline: str) -> None:  # a 409 now rather than a retry that fails at once
+        await refuse_changed_registrations(the_node, pipeline)
+
+    started = await request_retry(the_node.runner, run_id, body.definition, refuse)
     if not body.wait:
         return ok(started.public(), status=202)
     await the_node.runner.wait(started.id)

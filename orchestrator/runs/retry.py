@@ -12,7 +12,7 @@ whose output dataset moved since the retried run runs again, saying so in its ``
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -98,10 +98,17 @@ async def changed_steps(versions: PipelineVersions, record: Mapping[str, Any], p
     }
 
 
-async def request_retry(runner: Runner, run_id: str, definition: Definition) -> RetryStarted:
+async def request_retry(
+    runner: Runner,
+    run_id: str,
+    definition: Definition,
+    refuse: Callable[[str], Awaitable[None]] | None = None,
+) -> RetryStarted:
     """Start the retry of run ``run_id``. NotFound: no such run (or its pipeline is gone); Conflict
     (409): the run did not fail and was not cancelled (``not_retryable``), or it recorded no version
-    to run again (``version_unknown``); RunInProgress (409): the pipeline is busy."""
+    to run again (``version_unknown``); RunInProgress (409): the pipeline is busy. ``refuse(pipeline)``
+    raises what a run of the pipeline would meet at once (the API's check of the pins), once the
+    request itself is known to be sound."""
     record = await runner.records.get(run_id)
     if record is None:
         raise NotFound(f"no run {run_id!r} on this instance")
@@ -131,6 +138,8 @@ async def request_retry(runner: Runner, run_id: str, definition: Definition) -> 
     plan = plan_retry(
         run_id, past_steps(record), found.pipeline.graph(), await changed_steps(runner.versions, record, found.pipeline)
     )
+    if refuse is not None:
+        await refuse(name)
     new_id = await runner.start(name, trigger=TRIGGER, version=version, retry_of=run_id)
     state = "queued" if runner.is_queued(new_id) else "pending"
     log.info("run %s of %s retries run %s (%s definition, version %s)", new_id, name, run_id, definition, version)

@@ -188,6 +188,10 @@ def test_a_retry_with_the_recorded_version_or_the_current_definition(node: Node)
     record = json.loads(fixed.stdout)
     assert (record["version"], record["status"]) == (5, "succeeded")
     assert [s["status"] for s in record["steps"]] == ["reused", "succeeded"]
+    listed = maoctl(api.url, "pipeline", "runs", "--name", name, "--limit", "50")
+    assert listed.exit_code == 0 and f"retry of {broken['id']}" in listed.output, listed.output
+    shown_run = maoctl(api.url, "pipeline", "run-show", "--id", record["id"])
+    assert f"one: reused: succeeded in run {broken['id']}" in shown_run.output, shown_run.output
     human = maoctl(api.url, "pipeline", "retry", "--id", record["id"])
     assert human.exit_code == 1 and "only a failed or cancelled run can be retried" in human.output
     no_wait = maoctl(api.url, "pipeline", "retry", "--id", broken["id"], "--no-wait", "--json")
