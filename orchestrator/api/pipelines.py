@@ -47,9 +47,10 @@ SCOPES = ("instance", "federation")
 )
 async def init_pipeline(request: web.Request) -> web.Response:
     """A definition that differs from the pipeline's latest version is recorded as a new version
-    (``version``, ``new_version``); the same definition again records none."""
+    (``version``, ``new_version``); the same definition again records none. A ``version`` in the body
+    (as GET /pipeline/{name} answers it) must still be the latest: 409 ``version_conflict`` otherwise."""
     pipeline = parse(PipelineRequest, await read_json(request))
-    return ok(await node(request).pipelines.init(pipeline, by=who(request)))
+    return ok(await node(request).pipelines.init(pipeline, by=who(request), read_at=pipeline.version))
 
 
 def who(request: web.Request) -> str:
