@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from aiohttp import web
 
 from executor.wire.names import name_problem
 
+from .. import phases
 from ..domain.pipeline import Pipeline
 from ..errors import BadRequest, MaoError, NotFound
 from ..gateway.tokens import ADMIN
@@ -173,7 +176,10 @@ async def run_pipeline(request: web.Request) -> web.Response:
             }
         )
     policy = check_overlap(body.overlap)
-    await _refuse_changed_registrations(the_node, name)
+    # MAO_PHASE_TIMINGS=1: where a waiting run's time goes (orchestrator/phases.py; the bench's).
+    timings = phases.begin(the_node.settings.phase_timings and body.wait)
+    with phases.phase("api: registrations unchanged"):
+        await _refuse_changed_registrations(the_node, name)
     if policy == "replace":
         # Run now, in place of the running run (cancelled first); without it, a running run is a 409.
         active, why = await make_room(the_node.runner, name, "replace")
@@ -188,7 +194,11 @@ async def run_pipeline(request: web.Request) -> web.Response:
         status = "queued" if the_node.runner.is_queued(run_id) else "pending"
         return ok({"id": run_id, "run_id": run_id, "pipeline": name, "status": status}, status=202)
     await the_node.runner.wait(run_id)
-    return ok(await the_node.store.get_run(run_id))
+    with phases.phase("api: read the run record"):
+        record = await the_node.store.get_run(run_id)
+    if timings is not None:
+        await asyncio.to_thread(phases.write, timings, run_id, the_node.settings.data_dir, time.monotonic())
+    return ok(record)
 
 
 @routes.post("/pipeline/backfill")

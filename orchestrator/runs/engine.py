@@ -58,6 +58,7 @@ from ..merging.pins import Pins, changed_error
 from ..merging.registrations import Registrations
 from ..merging.voting import Voting
 from ..metrics import UNSERVED, Metrics
+from ..phases import phase
 from ..store import Store
 from ..store.backfills import NewBackfill
 from ..store.retention import existing_runs
@@ -164,11 +165,13 @@ class Runner:
         )  # fmt: skip
         now = self.admission.reserve(ticket, busy)  # before any await: two requests cannot both start
         try:
-            pipeline, number = await self._pipeline(name, version)
-            nodes = pipeline.graph()
+            with phase("run: the pipeline's definition"):
+                pipeline, number = await self._pipeline(name, version)
+                nodes = pipeline.graph()
             # A queued run takes its version when it starts, unless it asked for one.
             recorded = number if now or version is not None else None
-            await self.records.create_many([self._new_run(ticket, pipeline, nodes, now, cause, recorded)])
+            with phase("db: record the run"):
+                await self.records.create_many([self._new_run(ticket, pipeline, nodes, now, cause, recorded)])
         except BaseException:
             self.admission.drop(ticket.run_id)
             raise
@@ -431,8 +434,11 @@ class Runner:
         try:
             if run.status is not RunStatus.RUNNING:
                 started_at = utcnow()
-                await self._set_run(run, RunStatus.RUNNING, started_at=started_at)
-                if await self._registrations_changed(run):
+                with phase("db: run running"):
+                    await self._set_run(run, RunStatus.RUNNING, started_at=started_at)
+                with phase("run: registrations unchanged"):
+                    changed = await self._registrations_changed(run)
+                if changed:
                     return
             if run.pipeline.run_timeout:
                 limit = run.pipeline.run_timeout
@@ -462,16 +468,16 @@ class Runner:
                 timer.cancel()
             if not run.detaching:  # a run left for the next start keeps its records and inputs
                 # Shielded: a second cancel (shutdown's) must not leave the record half-closed.
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError), phase("db: close the run"):
                     await asyncio.shield(self._close(run, crash))
             self._runs.pop(run.id, None)
             self.admission.finished(run.id)  # its room goes to the next queued run
             if not run.detaching:
                 # Input snapshots can be large, and a tool's tree deep: removed off the event loop.
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError), phase("run: remove its scratch folder"):
                     await asyncio.shield(asyncio.to_thread(remove_tree, scratch))
                 # Counted from the ended run's record (its steps and attempts), whatever the ending.
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception), phase("run: metrics (read the record)"):
                     if (record := await asyncio.shield(self.records.get(run.id))) is not None:
                         self.metrics.observe_run(record)
 
