@@ -193,9 +193,10 @@ async def run_pipeline(request: web.Request) -> web.Response:
     if not body.wait:
         status = "queued" if the_node.runner.is_queued(run_id) else "pending"
         return ok({"id": run_id, "run_id": run_id, "pipeline": name, "status": status}, status=202)
-    await the_node.runner.wait(run_id)
-    with phases.phase("api: read the run record"):
-        record = await the_node.store.get_run(run_id)
+    record = await the_node.runner.wait(run_id)
+    if record is None:  # the run ended before this wait began, or without a record read
+        with phases.phase("api: read the run record"):
+            record = await the_node.store.get_run(run_id)
     if timings is not None:
         await asyncio.to_thread(phases.write, timings, run_id, the_node.settings.data_dir, time.monotonic())
     return ok(record)
