@@ -42,7 +42,10 @@ class PhaseLog:
         self.spans: list[tuple[str, float, float]] = []
 
     def line(self, run_id: str, ended: float) -> str:
-        spans = [[name, round(start, 6), round(end, 6)] for name, start, end in self.spans]
+        # Only what ended by the answer: background work of the run (its log keep) may still add.
+        spans = [
+            [name, round(start, 6), round(end, 6)] for name, start, end in list(self.spans) if end <= ended
+        ]
         return json.dumps(
             {"run": run_id, "began": round(self.began, 6), "ended": round(ended, 6), "spans": spans}
         )
