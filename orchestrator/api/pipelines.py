@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from typing import Any
 
 from aiohttp import web
 
 from executor.wire.names import name_problem
 
+from .. import phases
 from ..domain.pipeline import Pipeline
 from ..errors import BadRequest, MaoError, NotFound
 from ..gateway.tokens import ADMIN
@@ -33,6 +37,8 @@ from .schemas import (
     RunStarted,
     Scheduled,
 )
+
+log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
@@ -174,7 +180,10 @@ async def run_pipeline(request: web.Request) -> web.Response:
             }
         )
     policy = check_overlap(body.overlap)
-    await refuse_changed_registrations(the_node, name)
+    # MAO_PHASE_TIMINGS=1: where a waiting run's time goes (orchestrator/phases.py; the bench's).
+    timings = phases.begin(the_node.settings.phase_timings and body.wait)
+    with phases.phase("api: registrations unchanged"):
+        await refuse_changed_registrations(the_node, name)
     if policy == "replace":
         # Run now, in place of the running run (cancelled first); without it, a running run is a 409.
         active, why = await make_room(the_node.runner, name, "replace")
@@ -188,8 +197,17 @@ async def run_pipeline(request: web.Request) -> web.Response:
     if not body.wait:
         status = "queued" if the_node.runner.is_queued(run_id) else "pending"
         return ok({"id": run_id, "run_id": run_id, "pipeline": name, "status": status}, status=202)
-    await the_node.runner.wait(run_id)
-    return ok(await the_node.store.get_run(run_id))
+    record = await the_node.runner.wait(run_id)
+    if record is None:  # the run ended before this wait began, or without a record read
+        with phases.phase("api: read the run record"):
+            record = await the_node.store.get_run(run_id)
+    if timings is not None:
+        try:
+            ended = time.monotonic()
+            await asyncio.to_thread(phases.write, timings, run_id, the_node.settings.data_dir, ended)
+        except OSError as exc:  # a bench's aid: never the run's answer's failure
+            log.warning("the phase timings of run %s were not written: %s", run_id, exc)
+    return ok(record)
 
 
 @routes.post("/pipeline/backfill")

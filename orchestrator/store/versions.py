@@ -171,7 +171,8 @@ class PipelineVersions:
         """The pipeline a run of ``name`` takes, with this instance's private values: its current
         definition (``number`` None) or version ``number`` (``UnknownVersion`` when it has none such).
         None when the pipeline is not initialised here."""
-        async with self.store.session(f"read pipeline {name} for a run") as s:
+        # A read: it does not wait for the writer's turn (one writer at a time on SQLite).
+        async with self.store.reading(f"read pipeline {name} for a run") as s:
             row = await s.get(PipelineRow, name)
             if row is None:
                 return None
