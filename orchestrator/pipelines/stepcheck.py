@@ -69,6 +69,7 @@ def asked_for(step: Step) -> list[str]:
         "docker_socket": step.docker_socket,
         "placement": step.placement is not None,
         "start_timeout": step.start_timeout is not None,
+        "gpus": step.gpus > 0,
     }
     return [name for name, given in fields.items() if given]
 
@@ -87,9 +88,11 @@ async def check_steps(pipeline: Pipeline, tools: dict[str, Tool], settings: Sett
         enforced = backend.capabilities().enforces
         for field in asked_for(step):
             if field not in enforced:
+                # A backend that cannot give GPUs offers none: say so, and where they are declared.
+                why = " (it offers no GPUs: docs/backends.md#gpus)" if field == "gpus" else ""
                 raise BadRequest(
                     f"step {step.name!r} sets {field}, which backend {name} ({backends.kinds[name]}) "
-                    f"cannot enforce; choose another backend or leave {field} out",
+                    f"cannot enforce{why}; choose another backend or leave {field} out",
                     code="backend_cannot_enforce",
                     step=step.name,
                     field=field,
