@@ -253,6 +253,8 @@ class DockerBackend:
         """An image the engine does not have (and cannot pull) makes no object: the handle's
         ``wait`` says ``image_unavailable``."""
         self._never_root(spec)
+        if spec.limits.gpus > self.gpus:  # GPUS lowered since init: never a container without them
+            raise BackendRejected(self.name, "gpus", self._gpu_problem(spec.limits.gpus))
         handle = Handle(backend=self.name, name=spec.name)
         if spec.image_id is not None and spec.image_id != await self.resolve_image(spec.image):
             # Asked for these bits and not others (the cache's key): this engine has something else.
