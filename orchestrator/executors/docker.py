@@ -180,6 +180,7 @@ class DockerBackend:
         except MaoError as exc:
             return Health(ok=False, message=exc.message)
         details = {k: str(v) for k, v in body.items() if k in ("instance", "running", "docker")}
+        details["gpus"] = f"{self.gpus} (declared)" if self.gpus else "none declared"
         return Health(ok=True, message="ok", details=details)
 
     # -- images and checks -------------------------------------------------------------------------

@@ -261,3 +261,9 @@ def test_the_local_executors_gpus_are_declared_and_built(tmp_path: Path) -> None
     with pytest.raises(ConfigError) as caught:
         load_settings({**env, "MAO_BACKEND_LOCAL_GPUS": "99"})
     assert any("MAO_BACKEND_LOCAL_GPUS" in p for p in caught.value.problems)
+
+
+def test_slurm_takes_gpu_steps_while_it_cannot_tell() -> None:
+    """The controller not asked yet (or away): no refusal for want of GPUs; sbatch decides at submit."""
+    capabilities = capabilities_of(SlurmSettings.model_validate({"shared_root": "/tmp"}), None)
+    assert capabilities.gpus is None and "gpus" in capabilities.enforces
