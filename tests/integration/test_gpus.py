@@ -87,7 +87,8 @@ def test_a_backend_with_gpus_takes_up_to_its_count(gpu_node: Node) -> None:
 def test_the_engine_gets_the_device_requests(gpu_node: Node) -> None:
     """No NVIDIA runtime on this machine: the engine refuses to start the container it was asked for
     with GPUs (`could not select device driver "nvidia" with capabilities: [[gpu]]`: proof that the
-    DeviceRequests reached it), so each attempt fails with the engine's word, and nothing is left."""
+    DeviceRequests reached it), so the attempt fails with the engine's word, is not retried (a retry
+    cannot pass), and nothing is left on the engine."""
     api = gpu_node.api
     body = pipeline(api, gpus=1, backend="gpu", retries=1, retry_delay=0)
     api.ok(api.post("/pipeline/init", body))
@@ -95,6 +96,9 @@ def test_the_engine_gets_the_device_requests(gpu_node: Node) -> None:
     assert run["status"] == "failed", run
     (step,) = run["steps"]
     text = json.dumps(step)
+    # The engine's refusal is the request's, not a passing failure: one attempt, whatever retries says.
+    (attempt,) = step["attempts"]
+    assert attempt["status"] == "failed" and "no NVIDIA runtime" in attempt["error"], attempt
     assert 'could not select device driver \\"nvidia\\" with capabilities: [[gpu]]' in text, step
     client = docker.from_env()
     try:

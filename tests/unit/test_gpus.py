@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, cast
 
+import docker.errors
 import pytest
+import requests
 from docker.models.containers import _create_container_args
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -267,3 +269,38 @@ def test_slurm_takes_gpu_steps_while_it_cannot_tell() -> None:
     """The controller not asked yet (or away): no refusal for want of GPUs; sbatch decides at submit."""
     capabilities = capabilities_of(SlurmSettings.model_validate({"shared_root": "/tmp"}), None)
     assert capabilities.gpus is None and "gpus" in capabilities.enforces
+
+
+class _Refusing:
+    """A container whose start the engine answers with ``status`` and ``text``."""
+
+    name = "c1"
+
+    def __init__(self, status: int, text: str) -> None:
+        response = requests.models.Response()
+        response.status_code, response.reason, response.url = status, "refused", "http://engine/start"
+        self.error = docker.errors.APIError(text, response=response, explanation=text)
+
+    def start(self) -> None:
+        raise self.error
+
+
+@given(
+    st.sampled_from([400, 409, 500]),
+    st.sampled_from(["", "OCI runtime create failed: ", 'could not select device driver "nvidia" with capabilities: [[gpu]] ']),
+    st.text(max_size=20),
+)
+def test_an_engine_refusing_a_device_request_is_the_requests_fault(status: int, known: str, rest: str) -> None:
+    """A start refused for want of a device driver (gpus on a host without the NVIDIA runtime) is a
+    400 of the request, never retried as an engine failure; other 500s stay the engine's."""
+    from executor.docker_runner import DockerRunner
+    from executor.errors import DockerUnavailable
+    from executor.wire.errors import BadRequest
+
+    runner = DockerRunner(cast(Any, None))
+    container = _Refusing(status, known + rest)
+    expected: type[Exception] = BadRequest if status < 500 or known else DockerUnavailable
+    with pytest.raises(expected) as caught:
+        runner.start(cast(Any, container))
+    if known.startswith("could not"):
+        assert "NVIDIA runtime" in str(caught.value)
