@@ -97,8 +97,9 @@ class SwarmPolicy:
                 0, "no-new-privileges is NOT enforced (accepted by ACCEPT_WITHOUT_NO_NEW_PRIVILEGES)"
             )
         gpus = self.gpus()
-        if gpus:
+        if gpus is None or gpus:  # unknown (the engine not asked yet): validate asks it
             enforces.add("gpus")
+        if gpus:
             notes.append(
                 f"gpus: reserved as the generic resource {self.settings.gpu_resource}; each GPU node's "
                 "NVIDIA runtime must hand the reserved ones to the container (docs/backends.md#gpus)"

@@ -171,7 +171,8 @@ def test_swarm_offers_the_setting_else_what_the_nodes_announce(
     if declared is not None:
         values["gpus"] = declared
     policy = SwarmPolicy("gpu", SwarmSettings.model_validate(values), cast(Any, None), cast(Any, None))
-    assert policy.capabilities().gpus == declared  # the engine not asked yet: only the setting
+    before = policy.capabilities()  # the engine not asked yet: only the setting; validate asks it
+    assert before.gpus == declared and ("gpus" in before.enforces) == (declared != 0)
     policy._facts = Facts(0.0, True, 1, True, 2.0, "24.0.0", max_node_gpus=announced)
     capabilities = policy.capabilities()
     offered = declared if declared is not None else announced
