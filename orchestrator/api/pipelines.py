@@ -174,7 +174,7 @@ async def run_pipeline(request: web.Request) -> web.Response:
             }
         )
     policy = check_overlap(body.overlap)
-    await _refuse_changed_registrations(the_node, name)
+    await refuse_changed_registrations(the_node, name)
     await _refuse_unenforceable(the_node, name, body.version)
     if policy == "replace":
         # Run now, in place of the running run (cancelled first); without it, a running run is a 409.
@@ -237,7 +237,7 @@ async def _refuse_unenforceable(the_node: Node, name: str, version: int | None) 
         check_enforced(pipeline, the_node.settings, the_node.backends)
 
 
-async def _refuse_changed_registrations(the_node: Node, name: str) -> None:
+async def refuse_changed_registrations(the_node: Node, name: str) -> None:
     """A 409 ``registration_changed`` now rather than a run that fails at once (``merging.pins``);
     when the check itself cannot be made (etcd away), the run's own check decides."""
     pipeline = await the_node.store.get_pipeline(name)
