@@ -331,16 +331,17 @@ class DockerRunner:
                 raise _removed_by_someone_else(container.name) from exc
             except docker.errors.APIError as exc:
                 # Runtime refusals ("executable file not found", bad user) are a property of cmd, user and
-                # image, so the caller's to fix; older engines report them as 500.
-                if (
-                    exc.status_code is not None
-                    and exc.status_code >= 500
-                    and "OCI runtime" not in _explain(exc)
-                ):
+                # image, so the caller's to fix; older engines report them as 500. So is a device request
+                # this engine has no driver for (GPUs on a host without the NVIDIA runtime).
+                explained = _explain(exc)
+                if DEVICE_DRIVER_MISSING in explained:
+                    raise BadRequest(
+                        f"the container did not start: {explained}; this host's Docker engine has no "
+                        "NVIDIA runtime for the step's gpus (docs/backends.md#gpus)"
+                    ) from exc
+                if exc.status_code is not None and exc.status_code >= 500 and "OCI runtime" not in explained:
                     raise
-                raise BadRequest(
-                    f"the container did not start: {_explain(exc)}; check cmd, user and the image"
-                ) from exc
+                raise BadRequest(f"the container did not start: {explained}; check cmd, user and the image") from exc
 
     def wait(self, container: Container) -> int:
         """Block until the container exits; return its exit code. No time limit: the caller enforces one."""
@@ -486,6 +487,10 @@ def _docker_errors(action: str) -> Iterator[None]:
         raise DockerUnavailable(
             f"the Docker engine cannot be reached while {action}: {exc}; check DOCKER_HOST and that dockerd runs"
         ) from exc
+
+
+# Docker's answer to DeviceRequests no installed driver takes (``--gpus`` without the NVIDIA runtime).
+DEVICE_DRIVER_MISSING = "could not select device driver"
 
 
 def _removed_by_someone_else(name: str) -> Conflict:

@@ -17,6 +17,7 @@ from ..errors import BadRequest, MaoError, NotFound
 from ..gateway.tokens import ADMIN
 from ..merging.pins import changed_error
 from ..node import Node
+from ..pipelines.stepcheck import check_enforced
 from ..request_models import AcceptRequest, PipelineRequest
 from ..runs.engine import RunInProgress
 from ..scheduling.overlap import busy_for, make_room
@@ -184,6 +185,7 @@ async def run_pipeline(request: web.Request) -> web.Response:
     timings = phases.begin(the_node.settings.phase_timings and body.wait)
     with phases.phase("api: registrations unchanged"):
         await refuse_changed_registrations(the_node, name)
+        await _refuse_unenforceable(the_node, name, body.version)
     if policy == "replace":
         # Run now, in place of the running run (cancelled first); without it, a running run is a 409.
         active, why = await make_room(the_node.runner, name, "replace")
@@ -241,6 +243,17 @@ async def init_bare_repo(request: web.Request) -> web.Response:
     name = parse(BareRepoRequest, await read_json(request), codes={"name": "invalid_name"}).name
     path, created = await node(request).datasets.init_bare(name)
     return ok({"name": name, "path": str(path), "created": created})
+
+
+async def _refuse_unenforceable(the_node: Node, name: str, version: int | None) -> None:
+    """A 400 ``backend_cannot_enforce`` now rather than a run whose step fails at submit: a field its
+    backend offered at init and offers no more (``gpus`` after the backend's GPUs went). A version
+    run's steps are checked by their backend at submit."""
+    if version is not None:
+        return
+    pipeline = await the_node.store.get_pipeline(name)
+    if pipeline is not None:
+        check_enforced(pipeline, the_node.settings, the_node.backends)
 
 
 async def refuse_changed_registrations(the_node: Node, name: str) -> None:
