@@ -32,6 +32,8 @@ from .schemas import (
     Run,
     RunStarted,
     Scheduled,
+    StrategyRequest,
+    StrategySteered,
 )
 
 routes = web.RouteTableDef()
@@ -76,7 +78,34 @@ async def get_pipeline(request: web.Request) -> web.Response:
     pipeline = await the_node.store.get_pipeline(name)
     if pipeline is None:
         raise NotFound(f"pipeline {name!r} is not initialised on this instance")
-    return ok(_public(pipeline, (await the_node.pipelines.versions.current([name])).get(name)))
+    found = _public(pipeline, (await the_node.pipelines.versions.current([name])).get(name))
+    strategies = await the_node.runner.strategies.of(pipeline)
+    if strategies:
+        found["strategies"] = {step: s.public() for step, s in strategies.items()}
+    return ok(found)
+
+
+@routes.post("/pipeline/{name}/strategy/{step}")
+@doc(
+    "Force one of a step's strategy tools, or reset its watcher",
+    body=StrategyRequest,
+    answer=StrategySteered,
+    errors=(400, 404, 503),
+    tags=("pipelines",),
+)
+async def steer_strategy(request: web.Request) -> web.Response:
+    """``{"force": tool}``: the step's runs start with that tool (then the tools after it) and the
+    watcher neither abandons nor probes until ``{"reset": true}``, which forgets every count: every
+    tool healthy again, the main active. Each switch is logged; the answer is the step's state."""
+    name = path_name(request, what="pipeline name")
+    step = path_name(request, "step", what="step name")
+    body = parse(StrategyRequest, await read_json(request))
+    the_node = node(request)
+    pipeline = await the_node.store.get_pipeline(name)
+    if pipeline is None:
+        raise NotFound(f"pipeline {name!r} is not initialised on this instance")
+    state = await the_node.runner.strategies.steer(pipeline, step, None if body.reset else body.force, who(request))
+    return ok({"pipeline": name, "step": step, **state.public()})
 
 
 @routes.delete("/pipeline/{name}")

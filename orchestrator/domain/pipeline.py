@@ -182,7 +182,7 @@ MAX_REPLACEMENTS = 10
 
 class Strategy(Model):
     """The ``strategy`` step field: the main tool, its replacements in order, and the watcher's
-    rules (runs/strategy.py, docs/strategies.md). ``fallback_tool`` is the one-replacement form
+    rules (domain/strategy.py, docs/strategies.md). ``fallback_tool`` is the one-replacement form
     without a watcher."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, str_strip_whitespace=True)
@@ -267,7 +267,7 @@ class Step(Model):
     backend: Name | None = None
     start_timeout: Annotated[float, Strict(), Field(gt=0, le=7 * 86400)] | None = None
     placement: Placement | None = None
-    # A main tool with ordered replacements and a watcher (runs/strategy.py); ``tool`` is its main.
+    # A main tool with ordered replacements and a watcher (domain/strategy.py); ``tool`` is its main.
     strategy: Strategy | None = None
     degraded_when: Degraded | None = None
 

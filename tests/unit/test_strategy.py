@@ -1,4 +1,4 @@
-"""The strategy watcher's rules (orchestrator/runs/strategy.py) over generated sequences of plans,
+"""The strategy watcher's rules (orchestrator/domain/strategy.py) over generated sequences of plans,
 outcomes, forces and resets, with an explicit clock; and the degraded_when verdicts."""
 
 from __future__ import annotations
@@ -12,8 +12,18 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from orchestrator.domain.pipeline import Degraded
+from orchestrator.domain.strategy import (
+    Rule,
+    StrategyState,
+    Verdict,
+    fit,
+    force,
+    initial,
+    judge,
+    plan,
+    record,
+)
 from orchestrator.request_models import PipelineRequest
-from orchestrator.runs.strategy import Rule, StrategyState, Verdict, fit, force, initial, judge, plan, record
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CHAIN = ("main", "r1", "r2")
@@ -196,7 +206,10 @@ def step(**extra: object) -> dict[str, object]:
         step(tool="a", fallback_tool="b", strategy={"main": "a", "replacements": ["c"]}),
         step(tool="a", degraded_when={"duration_over": 5}),
         step(strategy={"main": "a", "replacements": ["b"]}, degraded_when={"insight": "f1"}),
-        step(strategy={"main": "a", "replacements": ["b"]}, degraded_when={"duration_over": 5, "insight": "f", "below": 1}),
+        step(
+            strategy={"main": "a", "replacements": ["b"]},
+            degraded_when={"duration_over": 5, "insight": "f", "below": 1},
+        ),
         step(strategy={"main": "a", "replacements": ["b"]}, degraded_when={}),
         step(strategy={"main": "a", "replacements": ["b"]}, degraded_when={"duration_over": 5, "x": 1}),
     ],

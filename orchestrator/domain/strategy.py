@@ -1,5 +1,5 @@
 """The strategy watcher's rules: which tool a step's run starts with, and how each tool's outcome in a
-run moves the step's state. Pure: no clock, no I/O (the caller passes ``now``; runs/watcher.py keeps
+run moves the step's state. Pure: no clock, no I/O (the caller passes ``now``; runs/strategies.py keeps
 the state in SQL and logs each switch).
 
 A step's tools form a chain, its main first, then its replacements in order (``Step.tools``). Each
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from ..domain.pipeline import Degraded
+from .pipeline import Degraded
 
 
 class Verdict(enum.StrEnum):
@@ -152,13 +152,17 @@ def record(
     return replace(updated, active=active, since=now, reason=why), switch
 
 
-def force(state: StrategyState, tool: str | None, now: datetime, reason: str) -> tuple[StrategyState, Switch | None]:
+def force(
+    state: StrategyState, tool: str | None, now: datetime, reason: str
+) -> tuple[StrategyState, Switch | None]:
     """Force ``tool`` (None: reset: every tool healthy again, the main active)."""
     if tool is None:
         fresh = replace(initial(state.chain, now), reason=reason)
         changed = state.active != fresh.active
         return fresh, Switch(state.active, fresh.active, reason, now) if changed else None
-    forced = replace(state, forced=tool, active=tool, since=now if tool != state.active else state.since, reason=reason)
+    forced = replace(
+        state, forced=tool, active=tool, since=now if tool != state.active else state.since, reason=reason
+    )
     return forced, Switch(state.active, tool, reason, now) if tool != state.active else None
 
 
