@@ -254,7 +254,7 @@ class PublicPipeline(Out):
     steps: list[dict[str, Any]]
     version: int | None = Field(default=None, description="its current version")
     strategies: dict[str, StepStrategy] | None = Field(
-        default=None, description="GET /pipeline/{name}: each step with a strategy, its watcher's state"
+        default=None, description="each step with a strategy: its watcher's state (absent when no step has one)"
     )
 
 

@@ -14,9 +14,12 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from tests.api import Api, assert_error, unique
 from tests.ctl_helpers import maoctl
-from tests.integration.conftest import Node
+from tests.integration.conftest import OPS_TOKEN, Node
+from tests.servers.process import wait_until
 
 APP = "/usr/src/app"
 HOUR = 3600
@@ -188,3 +191,27 @@ def _ctl(api: Api, *args: str) -> str:
     result = maoctl(api.url, *args, "--json")
     assert result.exit_code == 0, result.output
     return str(result.stdout)
+
+
+@pytest.mark.browser
+def test_the_pipelines_list_and_the_console_show_the_active_tool(guarded_node: Node, browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    api = guarded_node.api
+    name, main, spare, out = setup(api)
+    init(api, name, main, spare, out, main_ok=True, open_after=1, probe_every=HOUR)
+    api.ok(api.post(f"/pipeline/{name}/strategy/write", {"force": spare}))
+    listed = next(p for p in api.ok(api.get("/pipeline")) if p["name"] == name)
+    assert listed["strategies"]["write"]["active"] == spare
+
+    def present(css: str) -> Any:
+        found = browser.find_elements(By.CSS_SELECTOR, css)
+        return found[0] if found and found[0].is_displayed() else None
+
+    browser.get(guarded_node.service.url + "/ui/#/pipelines")
+    wait_until(lambda: present("#token"), timeout=30, what="the sign-in form")
+    browser.find_element(By.CSS_SELECTOR, "#token").send_keys(OPS_TOKEN, Keys.ENTER)
+    note = f'article[data-pipeline="{name}"] span.strategy[data-active="{spare}"]'
+    wait_until(lambda: present(note), timeout=30, what="the step's active tool")
+    assert "active tool" in present(note).text and "(forced)" in present(note).text
