@@ -16,7 +16,6 @@ and no probe is made meanwhile; outcomes are still counted.
 from __future__ import annotations
 
 import enum
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -185,10 +184,11 @@ def _why(state: StrategyState, tool: str, verdict: Verdict, health: ToolHealth, 
     return f"{tool} {verdict} in {health.failures} consecutive runs{what}"
 
 
-def judge(degraded_when: Degraded | None, seconds: float, insights: str | None) -> tuple[Verdict, str]:
+def judge(degraded_when: Degraded | None, seconds: float, insights: object) -> tuple[Verdict, str]:
     """A successful run of a tool, as the watcher counts it: ``degraded`` when it took longer than
-    ``duration_over`` or its ``insights.json`` number is below ``below`` (absent or not a number
-    counts as below: a tool that cannot show its quality is not shown healthy)."""
+    ``duration_over`` or its ``insights.json`` (``insights``, parsed) number is below ``below``
+    (absent or not a number counts as below: a tool that cannot show its quality is not shown
+    healthy)."""
     if degraded_when is None:
         return Verdict.SUCCEEDED, ""
     if degraded_when.duration_over is not None:
@@ -205,14 +205,8 @@ def judge(degraded_when: Degraded | None, seconds: float, insights: str | None) 
     return Verdict.SUCCEEDED, ""
 
 
-def _insight(insights: str | None, key: str) -> float | None:
-    if not insights:
-        return None
-    try:
-        data = json.loads(insights)
-    except ValueError:
-        return None
-    value = data.get(key) if isinstance(data, dict) else None
+def _insight(insights: object, key: str) -> float | None:
+    value = insights.get(key) if isinstance(insights, dict) else None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return float(value)

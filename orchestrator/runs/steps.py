@@ -215,7 +215,7 @@ class StepWork:
             adopted, number = None, series.number
             if series.failure is None:
                 assert series.outcome is not None
-                verdict, detail = judge(step.degraded_when, series.seconds, series.outcome.insights)
+                verdict, detail = judge(step.degraded_when, series.seconds, series.outcome.insight_values)
                 await self.strategies.outcome(run.pipeline.name, step, name, verdict, detail)
                 return series.outcome, current
             failure = series.failure

@@ -130,6 +130,23 @@ def test_a_main_slower_than_degraded_when_counts_as_failing(api: Api) -> None:
     assert tools_tried(api.run(name))[0][0] == spare
 
 
+def test_a_main_whose_insight_is_below_the_bound_counts_as_failing(api: Api) -> None:
+    name, main, spare, out = setup(api)
+    script = (
+        f'if [ "$MAO_TOOL" = "{main}" ]; then f1=0.5; else f1=0.9; fi; '
+        f'echo "{{\\"f1\\": $f1, \\"run\\": \\"$MAO_RUN_ID\\"}}" > {APP}/data/insights.json'
+    )
+    init(api, name, main, spare, out, main_ok=True, open_after=1, probe_every=HOUR,
+         script=script, degraded_when={"insight": "f1", "below": 0.8})  # fmt: skip
+    run = api.run(name)
+    assert run["status"] == "succeeded" and tools_tried(run) == [(main, "succeeded")], run
+    poor = state(api, name)
+    assert poor["active"] == spare and "insight f1 = 0.5, below 0.8" in poor["reason"]
+    run = api.run(name)
+    assert tools_tried(run) == [(spare, "succeeded")]
+    assert state(api, name)["active"] == spare  # the spare's 0.9 is not below: it stays healthy
+
+
 def test_an_operator_forces_a_tool_and_resets_the_watcher(node: Node) -> None:
     api = node.api
     name, main, spare, out = setup(api)

@@ -3,7 +3,6 @@ outcomes, forces and resets, with an explicit clock; and the degraded_when verdi
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -177,15 +176,15 @@ def test_force_holds_until_reset_and_a_changed_chain_keeps_what_it_can() -> None
         (None, 99.0, None, Verdict.SUCCEEDED),
         (Degraded(duration_over=10), 10.0, None, Verdict.SUCCEEDED),
         (Degraded(duration_over=10), 10.5, None, Verdict.DEGRADED),
-        (Degraded(insight="f1", below=0.8), 1, json.dumps({"f1": 0.9}), Verdict.SUCCEEDED),
-        (Degraded(insight="f1", below=0.8), 1, json.dumps({"f1": 0.5}), Verdict.DEGRADED),
-        (Degraded(insight="f1", below=0.8), 1, json.dumps({"f1": "high"}), Verdict.DEGRADED),
-        (Degraded(insight="f1", below=0.8), 1, json.dumps({"f1": True}), Verdict.DEGRADED),
-        (Degraded(insight="f1", below=0.8), 1, "not json", Verdict.DEGRADED),
+        (Degraded(insight="f1", below=0.8), 1, {"f1": 0.9}, Verdict.SUCCEEDED),
+        (Degraded(insight="f1", below=0.8), 1, {"f1": 0.5}, Verdict.DEGRADED),
+        (Degraded(insight="f1", below=0.8), 1, {"f1": "high"}, Verdict.DEGRADED),
+        (Degraded(insight="f1", below=0.8), 1, {"f1": True}, Verdict.DEGRADED),
+        (Degraded(insight="f1", below=0.8), 1, ["f1", 0.9], Verdict.DEGRADED),
         (Degraded(insight="f1", below=0.8), 1, None, Verdict.DEGRADED),
     ],
 )
-def test_degraded_when(rule: Degraded | None, seconds: float, insights: str | None, verdict: Verdict) -> None:
+def test_degraded_when(rule: Degraded | None, seconds: float, insights: object, verdict: Verdict) -> None:
     assert judge(rule, seconds, insights)[0] is verdict
 
 
