@@ -225,3 +225,53 @@ def test_a_strategy_names_the_tool_and_the_shorthand_stays() -> None:
     assert good.steps[0].tool == "a" and good.steps[0].tools() == ["a", "b", "c"]
     short = PipelineRequest.model_validate({"name": "p", "steps": [step(tool="a", fallback_tool="b")]})
     assert short.steps[0].tools() == ["a", "b"] and "strategy" not in short.steps[0].public()
+
+
+names = st.sampled_from(["a", "b", "c", "d"])
+maybe_numbers = st.one_of(st.none(), st.integers(-2, 5), st.floats(-1, 10, allow_nan=False), st.text(max_size=2))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    main=names,
+    replacements=st.lists(names, max_size=4),
+    open_after=maybe_numbers,
+    probe_every=maybe_numbers,
+)
+def test_any_strategy_is_refused_or_sound(
+    main: str, replacements: list[str], open_after: object, probe_every: object
+) -> None:
+    strategy: dict[str, object] = {"main": main, "replacements": replacements}
+    if open_after is not None:
+        strategy["open_after"] = open_after
+    if probe_every is not None:
+        strategy["probe_every"] = probe_every
+    try:
+        parsed = PipelineRequest.model_validate({"name": "p", "steps": [step(strategy=strategy)]})
+    except ValidationError:
+        return
+    only = parsed.steps[0]
+    assert only.strategy is not None and only.tool == main
+    assert only.tools() == [main, *replacements] and len(set(only.tools())) == len(only.tools()) >= 2
+    assert only.strategy.open_after >= 1 and only.strategy.probe_every > 0
+
+
+moments = st.one_of(st.none(), st.integers(0, 10**6).map(lambda s: T0 + timedelta(seconds=s)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    health=st.lists(st.tuples(st.integers(0, 9), moments, moments), min_size=3, max_size=3),
+    active=st.sampled_from(CHAIN),
+    forced=st.one_of(st.none(), st.sampled_from(CHAIN)),
+)
+def test_the_state_survives_its_row(health: list[tuple], active: str, forced: str | None) -> None:
+    from orchestrator.domain.strategy import ToolHealth
+    from orchestrator.store.strategies import _health_json, _state
+    from orchestrator.store.tables import StrategyStateRow
+
+    tools = tuple(ToolHealth(t, f, o, p) for t, (f, o, p) in zip(CHAIN, health, strict=True))
+    state = StrategyState(tools, active, T0, "why", forced)
+    row = StrategyStateRow(pipeline="p", step="s", active=active, since=T0, reason="why", forced=forced,
+                           tools=[_health_json(h) for h in tools])  # fmt: skip
+    assert _state(row) == state
