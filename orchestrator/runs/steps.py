@@ -22,7 +22,7 @@ from ..domain.pipeline import Step, Tool, node_branch
 from ..domain.states import ATTEMPT_TRANSITIONS, ENDED_STEP, AttemptStatus, StepStatus, check
 from ..domain.strategy import Verdict, judge
 from ..errors import MaoError
-from ..executors.seam import Identity
+from ..executors.seam import EndKind, Identity
 from ..logs import STEP
 from ..merging.pins import Pins
 from ..retry import backoff
@@ -43,12 +43,19 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class _Series:
     """How one tool's attempts in a step ended: the last attempt's number, and its outcome (with the
-    seconds it took, for ``degraded_when``) or its failure."""
+    seconds the tool ran, for ``degraded_when``) or its failure."""
 
     number: int
     outcome: AttemptOutcome | None = None
     seconds: float = 0.0
     failure: StepFailed | None = None
+
+# The ends a strategy's watcher counts against a tool: its own. A backend, git or database away, a
+# lost node or unschedulable work, and a cancel, are not the tool's (the run still goes on with the
+# next tool, as fallback_tool always did).
+TOOL_FAILURES = frozenset(
+    {EndKind.FAILED, EndKind.OOM_KILLED, EndKind.TIMED_OUT, EndKind.STALLED, EndKind.IMAGE_UNAVAILABLE}
+)
 
 SetStep = Callable[..., Awaitable[None]]  # (run, step name, status, **fields): the checked record write
 
@@ -219,7 +226,7 @@ class StepWork:
                 await self.strategies.outcome(run.pipeline.name, step, name, verdict, detail)
                 return series.outcome, current
             failure = series.failure
-            if failure.status is StepStatus.FAILED:
+            if failure.end is not None and failure.end.kind in TOOL_FAILURES:
                 await self.strategies.outcome(run.pipeline.name, step, name, Verdict.FAILED, failure.message)
             failures.append(failure.message if index == 0 else f"fallback tool {name}: {failure.message}")
             if failure.status is not StepStatus.FAILED or index == len(order) - 1:
@@ -247,7 +254,9 @@ class StepWork:
             try:
                 resumed = adopted if retry == 0 else None
                 outcome = await self._attempt(run, ctx, number, tool, scratch, resumed)
-                return _Series(number, outcome, time.monotonic() - began)
+                # The tool's own run time when its backend says it (no queue, commit or vote in it).
+                ran = outcome.end.run_seconds if outcome.end is not None else None
+                return _Series(number, outcome, ran if ran is not None else time.monotonic() - began)
             except StepFailed as exc:
                 failure = exc
                 if not exc.passable or retry == tries - 1:
