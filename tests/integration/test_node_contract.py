@@ -7,8 +7,8 @@ cancel leaving nothing on the engine, SIGKILL of the orchestrator mid-attempt th
 orphan sweep, following a live log, masked secrets, an unprivileged tool, a read-only input and an
 output committed with its provenance.
 
-Adding a backend is one entry in ``BACKENDS``: how to configure a node for it (``MAO_BACKENDS`` and
-its settings) and how to see its objects from outside MAO.
+Adding a backend is one entry in ``BACKENDS`` (node_backends.py): how to configure a node for it
+(``MAO_BACKENDS`` and its settings) and how to see its objects from outside MAO.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 import requests
 
@@ -32,146 +31,10 @@ from orchestrator.executors.seam import ContainerSpec, Identity, OutputData
 from tests import gitutil, servers
 from tests.api import Api, assert_error, unique
 from tests.integration.conftest import Node, orchestrator_env
+from tests.integration.node_backends import BACKENDS, BackendUnderTest
 
 APP = "/usr/src/app"
 ENDED = ("succeeded", "failed", "cancelled")
-
-
-@dataclass(frozen=True)
-class BackendUnderTest:
-    """One backend the contract runs against: ``name`` (in MAO_BACKENDS), the node's extra settings,
-    and what a test sees of it from outside MAO (with the engine's own tools)."""
-
-    name: str
-    settings: Callable[[pytest.FixtureRequest, Path], dict[str, str]]
-    # The engine's objects of a run (their names).
-    objects: Callable[[str], list[str]]
-    # The engine's own id of the object ``name`` (None: gone).
-    engine_id: Callable[[str], str | None]
-    # Remove the object ``name`` as an operator would.
-    remove_from_outside: Callable[[str], None]
-    # The folder a running tool writes (its /usr/src/app/data): (node, dataset, step, object name).
-    tool_folder: Callable[[Node, str, str, str], Path]
-
-
-def _docker(use: Callable[[Any], Any]) -> Any:
-    client = docker.from_env()
-    try:
-        return use(client)
-    finally:
-        client.close()
-
-
-def _labelled(run_id: str) -> dict[str, str]:
-    return {"label": f"mao.run={run_id}"}
-
-
-def _docker_objects(run_id: str) -> list[str]:
-    return _docker(lambda c: [x.name for x in c.containers.list(all=True, ignore_removed=True, filters=_labelled(run_id))])
-
-
-def _docker_id(name: str) -> str | None:
-    def look(client: Any) -> str | None:
-        found = client.containers.list(all=True, ignore_removed=True, filters={"name": f"^/{name}$"})
-        return found[0].id if found else None
-
-    return _docker(look)
-
-
-def _work_folder(node: Node, dataset: str, step: str, _name: str) -> Path:
-    return node.data_dir / "work" / dataset / f"{step}-{node.name}"
-
-
-def _swarm_settings(request: pytest.FixtureRequest, folder: Path) -> dict[str, str]:
-    request.getfixturevalue("swarm")  # the machine's engine as a single-node swarm, for this session
-    root = folder / "swarm-shared"
-    root.mkdir(mode=0o711, parents=True, exist_ok=True)
-    return {
-        "MAO_BACKENDS": "local=docker,cluster=swarm",
-        "MAO_BACKEND_CLUSTER_SHARED_ROOT": str(root),
-        # This engine does not run with --no-new-privileges (tests/integration/backends/test_swarm.py).
-        "MAO_BACKEND_CLUSTER_ACCEPT_WITHOUT_NO_NEW_PRIVILEGES": "1",
-        "MAO_BACKEND_CLUSTER_OUTPUT_SETTLE_SECONDS": "0",  # one host: no network file system
-    }
-
-
-def _swarm_objects(run_id: str) -> list[str]:
-    def look(client: Any) -> list[str]:
-        services = [s.name for s in client.services.list(filters=_labelled(run_id))]
-        return services + [
-            x.name
-            for x in client.containers.list(all=True, ignore_removed=True, filters=_labelled(run_id))
-            if "com.docker.swarm.service.name" in (x.labels or {})
-        ]
-
-    return _docker(look)
-
-
-def _swarm_id(name: str) -> str | None:
-    return _docker(lambda c: next((s.id for s in c.services.list(filters={"name": name}) if s.name == name), None))
-
-
-_SLURM: list[Any] = []  # the session's single-node Slurm (tests/servers/slurm.py), once a node uses it
-
-
-def _slurm_settings(request: pytest.FixtureRequest, folder: Path) -> dict[str, str]:
-    cluster = request.getfixturevalue("slurm")  # skipped, saying why, where Slurm cannot run
-    _SLURM[:] = [cluster]
-    root = folder / "slurm-shared"
-    root.mkdir(mode=0o711, parents=True, exist_ok=True)
-    return {
-        "MAO_BACKENDS": "local=docker,hpc=slurm",
-        "MAO_BACKEND_HPC_SHARED_ROOT": str(root),
-        "MAO_BACKEND_HPC_SLURM_CONF": str(cluster.conf),
-        "MAO_BACKEND_HPC_SLURM_BIN": str(cluster.bin_dir),
-        "MAO_BACKEND_HPC_JOBCOMP_FILE": str(cluster.jobcomp),
-        "MAO_BACKEND_HPC_PARTITION": cluster.partition,
-        "MAO_BACKEND_HPC_OUTPUT_SETTLE_SECONDS": "0",  # one host: no network file system
-        "MAO_BACKEND_HPC_POLL_INTERVAL": "0.25",
-    }
-
-
-def _slurm_jobs() -> list[Any]:
-    from orchestrator.executors.slurm_answers import SQUEUE_FORMAT, parse_squeue
-
-    answer = _SLURM[0].command("squeue", "--noheader", "--states=all", f"--Format={SQUEUE_FORMAT}")
-    return parse_squeue(answer.stdout)
-
-
-def _slurm_objects(run_id: str) -> list[str]:
-    jobs = [j.name for j in _slurm_jobs() if (j.labels or {}).get("mao.run") == run_id and not j.has_ended]
-    return jobs + _docker_objects(run_id)  # a job's container too, while it runs
-
-
-def _slurm_id(name: str) -> str | None:
-    return next((j.job_id for j in _slurm_jobs() if j.name == name), None)
-
-
-def _slurm_cancel(name: str) -> None:
-    job = _slurm_id(name)
-    if job is not None:
-        _SLURM[0].command("scancel", job)  # an operator's scancel
-
-
-def _shared_folder(kind: str) -> Callable[[Node, str, str, str], Path]:
-    def folder(node: Node, _dataset: str, _step: str, name: str) -> Path:
-        return node.data_dir.parent / f"{node.data_dir.name}-engine" / f"{kind}-shared" / name / "output"
-
-    return folder
-
-
-# Every backend kind the node-level contract runs against (Kubernetes adds its own).
-BACKENDS = [
-    BackendUnderTest(
-        "local", lambda request, folder: {}, _docker_objects, _docker_id,
-        lambda name: _docker(lambda c: c.containers.get(name).remove(force=True)), _work_folder,
-    ),
-    BackendUnderTest(
-        "cluster", _swarm_settings, _swarm_objects, _swarm_id,
-        lambda name: _docker(lambda c: c.services.get(name).remove()), _shared_folder("swarm"),
-    ),
-    BackendUnderTest("hpc", _slurm_settings, _slurm_objects, _slurm_id, _slurm_cancel, _shared_folder("slurm")),
-]  # fmt: skip
 
 
 @dataclass
