@@ -204,7 +204,7 @@ async def run_pipeline(request: web.Request) -> web.Response:
             }
         )
     policy = check_overlap(body.overlap)
-    await _refuse_changed_registrations(the_node, name)
+    await refuse_changed_registrations(the_node, name)
     if policy == "replace":
         # Run now, in place of the running run (cancelled first); without it, a running run is a 409.
         active, why = await make_room(the_node.runner, name, "replace")
@@ -255,7 +255,7 @@ async def init_bare_repo(request: web.Request) -> web.Response:
     return ok({"name": name, "path": str(path), "created": created})
 
 
-async def _refuse_changed_registrations(the_node: Node, name: str) -> None:
+async def refuse_changed_registrations(the_node: Node, name: str) -> None:
     """A 409 ``registration_changed`` now rather than a run that fails at once (``merging.pins``);
     when the check itself cannot be made (etcd away), the run's own check decides."""
     pipeline = await the_node.store.get_pipeline(name)

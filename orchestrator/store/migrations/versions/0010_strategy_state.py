@@ -2,8 +2,8 @@
 ``strategy_states``, one row per pipeline and step with a ``strategy``. Pipelines initialised before
 have none; a step's row is written at its first run with a strategy.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from alembic import op
 
 from orchestrator.store.migrations.baseline.tables_0001 import UTCDateTime
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
