@@ -27,7 +27,7 @@ from executor.wire.names import name_problem
 
 from .domain.sizes import parse_size
 from .errors import ConfigError
-from .executors.registry import BackendConfig, parse_backends
+from .executors.backend_config import BackendConfig, parse_backends
 from .urls import split_url
 
 DEFAULT_ETCD_ENDPOINT = "127.0.0.1:2379"

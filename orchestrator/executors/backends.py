@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ..errors import BadRequest
+from .registry import build
 from .seam import Backend, Health
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ class Backends:
     @classmethod
     def build(cls, settings: Settings) -> Backends:
         return cls(
-            {b.name: b.build(settings) for b in settings.backends},
+            {b.name: build(b, settings) for b in settings.backends},
             settings.default_backend,
             {b.name: b.kind for b in settings.backends},
         )

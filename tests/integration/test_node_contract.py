@@ -27,6 +27,7 @@ import pytest
 import requests
 
 from orchestrator.config import load_settings
+from orchestrator.executors.registry import build
 from orchestrator.executors.seam import ContainerSpec, Identity, OutputData
 from tests import gitutil, servers
 from tests.api import Api, assert_error, unique
@@ -301,7 +302,7 @@ def test_the_sweep_removes_orphans_at_start(contract: Contract) -> None:
     """An object of this instance that no run here watches (a run that ended, or never existed here)
     is removed when the node starts, and every ``SWEEP_INTERVAL`` after."""
     settings = load_settings(contract.node.service.env)
-    backend = next(b for b in settings.backends if b.name == contract.backend.name).build(settings)
+    backend = build(next(b for b in settings.backends if b.name == contract.backend.name), settings)
     orphan_run = uuid.uuid4().hex
     folder = contract.node.data_dir / "orphan"
     folder.mkdir(exist_ok=True)

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from orchestrator.config import load_settings
 from orchestrator.errors import ConfigError
+from orchestrator.executors.backend_config import KINDS, parse_backends, variable_prefix
 from orchestrator.executors.backends import Backends, UnknownBackend
-from orchestrator.executors.docker import DockerBackend, DockerSettings
-from orchestrator.executors.registry import KINDS, parse_backends, variable_prefix
+from orchestrator.executors.docker import DockerBackend
+from orchestrator.executors.docker_settings import DockerSettings
 
 
 def base(tmp_path: Path, **extra: str) -> dict[str, str]:

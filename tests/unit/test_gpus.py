@@ -23,10 +23,10 @@ from executor.wire.containers import SubmitRequest
 from orchestrator.config import load_settings
 from orchestrator.domain.pipeline import MAX_GPUS, Step, Tool
 from orchestrator.errors import ConfigError
+from orchestrator.executors.backend_config import parse_backends
 from orchestrator.executors.docker import DockerBackend
 from orchestrator.executors.kube_pod import job_body
 from orchestrator.executors.kube_settings import KubernetesSettings
-from orchestrator.executors.registry import parse_backends
 from orchestrator.executors.seam import BackendRejected, ContainerSpec, Identity, Limits, OutputData
 from orchestrator.executors.slurm_checks import capabilities_of
 from orchestrator.executors.slurm_cli import parse_sinfo
