@@ -31,6 +31,7 @@ from .merging.voting import Voting
 from .metrics import Metrics
 from .pipelines.service import PipelineService
 from .retention import Retention
+from .runs.door import RunDoor
 from .runs.engine import Runner
 from .runs.reconcile import Reconciler
 from .scheduling.backfill import Backfills
@@ -58,6 +59,7 @@ class Node:
     executor: ExecutorClient
     voting: Voting
     runner: Runner
+    door: RunDoor
     scheduler: Scheduler
     federation_scheduler: FederationScheduler
     pipelines: PipelineService
@@ -99,6 +101,7 @@ class Node:
         voting = Voting(datasets, locks, PendingMerges(store), registrations, etcd)
         insights = InsightsPublisher(etcd, settings.instance_name)
         runner = Runner(settings, store, registrations, datasets, executor, voting, insights)
+        door = RunDoor(runner, settings.instance_name)
         scheduler = Scheduler(store, runner)
         federation_scheduler = FederationScheduler(
             settings, etcd, scheduler, runner, store, membership, registry
@@ -138,6 +141,7 @@ class Node:
             executor=executor,
             voting=voting,
             runner=runner,
+            door=door,
             scheduler=scheduler,
             federation_scheduler=federation_scheduler,
             pipelines=pipelines,

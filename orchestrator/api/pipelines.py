@@ -8,11 +8,11 @@ from aiohttp import web
 
 from executor.wire.names import name_problem
 
+from ..domain.causes import Fired, Manual, Queued, Refused, RunAsk, Skipped
 from ..domain.pipeline import Pipeline
 from ..errors import BadRequest, NotFound
 from ..request_models import PipelineRequest
-from ..runs.engine import RunInProgress
-from ..scheduling.overlap import busy_for, make_room
+from ..runs.admission import RunInProgress
 from ..scheduling.requests import BackfillRequest, RunRequest, check_overlap, options
 from .common import node, ok, parse, path_name, read_json
 from .openapi import doc
@@ -145,21 +145,20 @@ async def run_pipeline(request: web.Request) -> web.Response:
                 **{k: schedule.get(k) for k in ("overlap", "catchup", "catchup_window", "priority")},
             }
         )
-    policy = check_overlap(body.overlap)
-    if policy == "replace":
-        # Run now, in place of the running run (cancelled first); without it, a running run is a 409.
-        active, why = await make_room(the_node.runner, name, "replace")
-        if why is not None:
-            raise RunInProgress(why, run_id=active)
-    # overlap "queue": wait for the running run (one waiting run per pipeline; another is a 409);
-    # "allow": beside the running run(s), each in folders of its own, as the instance's limit allows.
-    run_id = await the_node.runner.start(
-        name, trigger="manual", priority=body.priority or 0, busy=busy_for(policy)
-    )
+    # Run now. A busy pipeline: "replace" cancels its run(s) first, "queue" waits for them (one
+    # waiting run per pipeline), "allow" runs beside them; without overlap, a 409 (runs/door.py).
+    ask = RunAsk(name, Manual(), overlap=check_overlap(body.overlap), priority=body.priority or 0)
+    match await the_node.door.request_run(ask):
+        case Refused(error=error):
+            raise error
+        case Skipped(reason=reason, in_the_way=in_the_way):  # the door refuses a manual run instead
+            raise RunInProgress(reason, run_id=in_the_way)
+        case Fired(run_id=run_id) | Queued(run_id=run_id) as decision:
+            pass
     if not body.wait:
-        status = "queued" if the_node.runner.is_queued(run_id) else "pending"
+        status = "queued" if isinstance(decision, Queued) else "pending"
         return ok({"id": run_id, "run_id": run_id, "pipeline": name, "status": status}, status=202)
-    await the_node.runner.wait(run_id)
+    await the_node.door.wait(run_id)
     return ok(await the_node.store.get_run(run_id))
 
 
