@@ -102,7 +102,7 @@ class Node:
         insights = InsightsPublisher(etcd, settings.instance_name)
         runner = Runner(settings, store, registrations, datasets, executor, voting, insights)
         door = RunDoor(runner, settings.instance_name)
-        scheduler = Scheduler(store, runner)
+        scheduler = Scheduler(store, door)
         federation_scheduler = FederationScheduler(
             settings, etcd, scheduler, runner, store, membership, registry
         )

@@ -141,6 +141,11 @@ class Queued:
     def run_id(self) -> str:
         return self.run_ids[0]
 
+    @property
+    def note(self) -> str:
+        """What a fired tick's record says of its run: why it waits."""
+        return self.reason
+
 
 @dataclass(frozen=True)
 class Skipped:

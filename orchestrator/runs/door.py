@@ -192,6 +192,11 @@ def cause_fields(cause: Cause) -> dict[str, Any]:
     return {"schedule_id": cause.schedule_id, "tick_at": cause.tick_at}
 
 
+def previous_still_running(run_id: str, policy: Overlap) -> str:
+    """Why a tick or an advance of this instance is skipped: its pipeline's run still goes."""
+    return f"previous run {run_id} still running (overlap {policy!r})"
+
+
 def still_running(run_id: str | None, instance: str) -> str:
     """Why a federation-wide tick is skipped: its previous run goes on ``instance``."""
     return f"previous run {run_id} still running on {instance}"
@@ -223,7 +228,7 @@ async def make_room(runs: Runs, pipeline: str, policy: Overlap) -> tuple[str | N
             else f"run {waiting} already waits in the queue (overlap 'queue': at most one waiting run per pipeline)"
         )
     if policy != "replace":
-        return active, f"previous run {active} still running (overlap {policy!r})"
+        return active, previous_still_running(active, policy)
     # Every run still going (several when earlier ones were allowed side by side).
     for run_id in runs.active_runs(pipeline):
         log.info("overlap 'replace': cancelling run %s of %s for a new run", run_id, pipeline)

@@ -20,6 +20,7 @@ from orchestrator.scheduling.cron import Scheduler
 from orchestrator.scheduling.federation import FederationScheduler
 from orchestrator.scheduling.ticks import due_time, fire_times, make_trigger
 from orchestrator.store import Store
+from tests.unit.memory_door import MemoryDoor
 from tests.unit.scheduling_stand_ins import StandInRunner, store_with_pipeline
 
 ZURICH = "Europe/Zurich"
@@ -94,18 +95,18 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 async def test_local_schedule_ticks_at_the_spring_forward(store: Store) -> None:
-    clock, runner = Clock(SPRING + timedelta(milliseconds=20)), StandInRunner()
-    scheduler = Scheduler(store, runner, clock=clock)  # type: ignore[arg-type]
+    clock, door = Clock(SPRING + timedelta(milliseconds=20)), MemoryDoor()
+    scheduler = Scheduler(store, door, clock=clock)
     schedule = await scheduler.add("p", "30 2 * * *", ZURICH)
     await scheduler._tick(schedule["id"])
     (tick,) = await store.list_ticks(schedule["id"])
     assert tick["outcome"] == "fired" and datetime.fromisoformat(tick["due_at"]) == SPRING
-    assert runner.started[0]["tick_at"] == SPRING
+    assert door.started[0].tick_at == SPRING
 
 
 async def test_local_schedule_fires_the_repeated_hour_once(store: Store) -> None:
-    clock, runner = Clock(utc(2026, 10, 25, 0, 30)), StandInRunner()
-    scheduler = Scheduler(store, runner, clock=clock)  # type: ignore[arg-type]
+    clock = Clock(utc(2026, 10, 25, 0, 30))
+    scheduler = Scheduler(store, MemoryDoor(), clock=clock)
     schedule = await scheduler.add("p", "30 2 * * *", ZURICH)
     trigger = make_trigger("30 2 * * *", ZURICH)
     # APScheduler asks for the next fire time after each tick: never the second 02:30.
@@ -156,7 +157,7 @@ async def federation_tick(store: Store, now: datetime, cron: str) -> tuple[FakeB
     }
     runner, book = StandInRunner(), FakeBook(schedule)
     settings = SimpleNamespace(instance_name="here", labels={})
-    local = Scheduler(store, runner)  # type: ignore[arg-type]
+    local = Scheduler(store, MemoryDoor())
     federation = FederationScheduler(
         settings,  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
