@@ -104,7 +104,7 @@ class Node:
         door = RunDoor(runner, settings.instance_name)
         scheduler = Scheduler(store, door)
         federation_scheduler = FederationScheduler(
-            settings, etcd, scheduler, runner, store, membership, registry
+            settings, etcd, scheduler, door, store, membership, registry
         )
         pipelines = PipelineService(
             settings, store, registry, registrations, datasets, runner, scheduler, executor

@@ -69,7 +69,11 @@ class MemoryDoor:
             why = still_running(active, self.instance) if schedule_tick else previous_still_running(active, policy)
             return Skipped(why, active)
         if schedule_tick and policy != "allow" and ask.elsewhere is not None:
-            if (found := await ask.elsewhere()) is not None:
+            try:
+                found = await ask.elsewhere()
+            except MaoError as exc:
+                return Refused(exc)
+            if found is not None:
                 return Skipped(still_running(found.run_id, found.instance))
         run_id = f"{self.prefix}{len(self.started) + 1}"
         self.started.append(Started(run_id, ask))
