@@ -16,7 +16,10 @@ start, wait, remove): what choosing a swarm costs a short step.
 The engine is this machine's Docker, made a single-node swarm on loopback for the run (and left as
 found). --write appends the result to bench/README.md.
 
-    .venv/bin/python bench/backends_bench.py [--shards 200] [--parallel 8] [--sleep 1] [--rounds 2] [--single 20] [--write]
+``--engine slurm`` measures the Slurm backend instead, against the same batch jobs submitted by hand
+(bench/backends_slurm.py: a private single-node Slurm whose node declares --slurm-cpus CPUs).
+
+    .venv/bin/python bench/backends_bench.py [--engine swarm|slurm] [--shards 200] [--parallel 8] [--sleep 1] [--rounds 2] [--single 20] [--slurm-cpus 8] [--write]
 """
 
 from __future__ import annotations
@@ -297,7 +300,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--single", type=int, default=20)
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--engine", choices=("swarm", "slurm"), default="swarm")
+    parser.add_argument("--slurm-cpus", type=int, default=8)
     args = parser.parse_args()
+    if args.engine == "slurm":
+        main_slurm(args)
+        return
     root = Path(tempfile.mkdtemp(prefix="mao-backends-bench-"))
     try:
         servers.ensure_docker(root / "dockerd")
@@ -314,6 +322,31 @@ def main() -> None:
             f"--sleep {args.sleep:g} --rounds {args.rounds} --single {args.single} --write"
         )
         record("Swarm backend against replicated jobs by hand", command, body)
+
+
+def main_slurm(args: argparse.Namespace) -> None:
+    from backends_slurm import report_slurm, slurm_results
+
+    root = Path(tempfile.mkdtemp(prefix="mao-backends-bench-"))
+    try:
+        servers.ensure_docker(root / "dockerd")
+        servers.build_busybox_image(IMAGE)
+        image_id = docker.from_env().images.get(IMAGE).id
+
+        def make_specs(run: str, instance: str) -> list[ContainerSpec]:
+            return [shard_spec(root, instance, run, i, image_id, script(args.sleep)) for i in range(args.shards)]
+
+        results = asyncio.run(slurm_results(args, root, make_specs, image_id))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    body = report_slurm(args, results)
+    print(body)
+    if args.write:
+        command = (
+            f".venv/bin/python bench/backends_bench.py --engine slurm --shards {args.shards} --parallel "
+            f"{args.parallel} --sleep {args.sleep:g} --rounds {args.rounds} --slurm-cpus {args.slurm_cpus} --write"
+        )
+        record("Slurm backend against the same batch jobs by hand", command, body)
 
 
 if __name__ == "__main__":

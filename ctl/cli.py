@@ -10,7 +10,18 @@ import click
 from orchestrator import __version__
 
 from .client import DEFAULT_TIMEOUT, DEFAULT_URL, url_problem
-from .commands import dataset, federation, gateway, instance, lock, marketplace, pipeline, repo, tool
+from .commands import (
+    dataset,
+    federation,
+    gateway,
+    instance,
+    lock,
+    marketplace,
+    pipeline,
+    registry,
+    repo,
+    tool,
+)
 from .context import Ctl
 from .safe_text import clean
 
@@ -72,7 +83,7 @@ def cli(ctx: click.Context, url: str, token: str | None, as_json: bool, timeout:
 
 for group in (tool.tool, dataset.dataset, pipeline.pipeline, repo.repo, instance.instance):
     cli.add_command(group)
-for group in (federation.federation, lock.lock, marketplace.marketplace, gateway.gateway):
+for group in (federation.federation, lock.lock, marketplace.marketplace, gateway.gateway, registry.registry):
     cli.add_command(group)
 
 

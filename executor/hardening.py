@@ -22,14 +22,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from docker.types import LogConfig
+
 from executor.config import Settings
 from executor.errors import DockerSocketNotAllowed, MountNotAllowed, UserNotAllowed
 from executor.wire.images import normalize_image
-from executor.wire.models import RunRequest
+from executor.wire.models import DEFAULT_TMP_SIZE, RunRequest
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PIDS = 512
+# Docker's own log of a container (json-file): two files of 16 MiB at most, rotated.
+CONTAINER_LOG_SIZE = "16m"
+CONTAINER_LOG_FILES = 2
 NANO = 1_000_000_000
 
 
@@ -98,11 +103,23 @@ def host_cpus() -> int:
 
 
 def container_limits(request: RunRequest) -> dict[str, Any]:
-    """Keyword arguments for ``containers.create``: no capability, no setuid gain, bounded resources."""
+    """Keyword arguments for ``containers.create``: no capability, no setuid gain, bounded resources,
+    and bounded disk while it runs: a read-only root file system (unless the step opts out with
+    ``writable_root``) with /tmp a tmpfs of ``tmp_size`` bytes (tmpfs pages count against the
+    container's memory too), and Docker's own copy of its output capped at ``CONTAINER_LOG_FILES``
+    files of ``CONTAINER_LOG_SIZE`` (the full log is the executor's, bounded by ``log_max_bytes``)."""
+    tmp_size = request.tmp_size or DEFAULT_TMP_SIZE
     limits: dict[str, Any] = {
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges:true"],
         "pids_limit": request.pids or DEFAULT_PIDS,
+        "read_only": not request.writable_root,
+        # mode 1777 like any /tmp; nosuid/nodev: nothing planted there gains privileges.
+        "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={tmp_size},mode=1777"},
+        "log_config": LogConfig(
+            type=LogConfig.types.JSON,
+            config={"max-size": CONTAINER_LOG_SIZE, "max-file": str(CONTAINER_LOG_FILES)},
+        ),
     }
     if request.memory is not None:
         limits["mem_limit"] = request.memory

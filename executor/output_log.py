@@ -171,7 +171,8 @@ class OutputLog:
                 # Checked again once registered: a write between the read and here woke nobody.
                 if offset >= self.written and self.ended_at is None:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(waiter, FOLLOW_POLL)
+                        async with asyncio.timeout(FOLLOW_POLL):  # not wait_for: it can swallow a cancel
+                            await waiter
             finally:
                 self._waiters.discard(waiter)
 

@@ -15,11 +15,13 @@ is refused before any credential is looked at), then ``auth_middleware``, then
   requests cannot send it without a CORS preflight, which this API never grants. A write with no body
   and no content type at all passes this check (``POST /runs/{id}/cancel`` takes none); a page cannot
   use that: browsers send Origin with every POST, so the Origin guard has refused it already.
-- Token: everything but ``GET /`` (liveness) and the console's static pages (``console.is_public``:
-  they hold no data and ask for the token) needs ``Authorization: Bearer <token>`` (compared in
-  constant time), or a gateway key on the gateway's three routes, or ``MAO_METRICS_TOKEN`` on
-  ``GET /metrics`` only. The Host and Origin guards apply to the public pages too. ``MAO_API_LEGACY_OPEN=1`` lets
-  tokenless requests in, as the prototype did, on a loopback listener only (config enforces that).
+- Token: everything but ``GET /`` (liveness), the console's static pages (``console.is_public``:
+  they hold no data and ask for the token) and the two staging routes of the fetch data mode
+  (``staging.is_staging``: a pod holds the attempt's single-use ticket, never the API token) needs
+  ``Authorization: Bearer <token>`` (compared in constant time), or a gateway key on the gateway's
+  three routes, or ``MAO_METRICS_TOKEN`` on ``GET /metrics`` only. The Host and Origin guards apply
+  to the public pages and the staging routes too. ``MAO_API_LEGACY_OPEN=1`` lets tokenless requests
+  in, as the prototype did, on a loopback listener only (config enforces that).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from aiohttp import web
 from .api.common import NODE
 from .api.console import is_public
 from .api.gateway import PRINCIPAL
+from .api.staging import is_staging
 from .config import Settings
 from .errors import Forbidden, MaoError, Unauthorized
 from .gateway.tokens import ADMIN, GATEWAY_ROUTES, looks_like_gateway_key
@@ -110,7 +113,12 @@ async def json_writes_middleware(request: web.Request, handler: Handler) -> web.
     token learns nothing but 401. A write with no body at all and no content type passes (``curl -X
     POST .../runs/ID/cancel``): it carries nothing to mistake for JSON, and a route that needs a body
     answers 400 for the missing one (``read_json``)."""
-    if request.method in WRITE_METHODS and request.content_type != "application/json" and not _bare(request):
+    if (
+        request.method in WRITE_METHODS
+        and request.content_type != "application/json"
+        and not _bare(request)
+        and not is_staging(request)  # a tarball, checked by its ticket
+    ):
         raise UnsupportedMediaType(
             f"{request.method} needs 'Content-Type: application/json' (got {request.content_type!r})"
         )
@@ -135,8 +143,9 @@ def auth_middleware(
 
     @web.middleware
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if is_public(request):
-            return await handler(request)  # no principal: these handlers read no data
+        if is_public(request) or is_staging(request):
+            # No principal: the pages read no data; the staging routes check their own ticket.
+            return await handler(request)
         given = request.headers.get("Authorization", "")
         credential = given.removeprefix("Bearer ").strip() if given.startswith("Bearer ") else ""
         if expected is not None and hmac.compare_digest(given.encode(), expected):

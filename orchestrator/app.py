@@ -11,8 +11,10 @@ from aiohttp import web
 from .access import auth_middleware, guard_middleware, json_writes_middleware
 from .api import add_routes
 from .api.common import NODE
+from .api.staging import STAGING
 from .config import Settings
 from .errors import MaoError
+from .executors.fetch import FetchExchange
 from .node import Node
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,9 @@ def create_app(settings: Settings, node: Node | None = None) -> web.Application:
     )
     app[NODE] = node or Node.build(settings)
     add_routes(app)
+    # The fetch data mode's tickets and tarballs: on disk only, so the backends' objects over the same
+    # folder (executors/fetch.py) and a restarted process agree with these routes.
+    app[STAGING] = FetchExchange(settings.data_dir / "staging", max_output_bytes=settings.step_max_output)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[NODE].start()

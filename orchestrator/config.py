@@ -79,6 +79,11 @@ class Settings:
     step_pids: int = 512
     # What one step may commit (bytes of its output folder); more fails the step, nothing committed.
     step_max_output: int = 1024**3
+    # Entries (files, folders, links) one step's output folder, or an input snapshot, may hold; more
+    # fails the step naming the path, nothing committed (docs/security.md#tools).
+    step_max_files: int = 200_000
+    # Bytes of the tmpfs every tool gets as /tmp (its root file system is read-only).
+    step_tmp_size: int = 256 * 1024**2
     # Bytes of an attempt's output kept as its full log (head and tail beyond; docs/operations.md).
     step_log_max_bytes: int = 50 * 1024**2
     # Seconds between two `git gc --auto` passes over the local repositories; 0 turns them off.
@@ -105,6 +110,9 @@ class Settings:
     # etcd compaction: every interval seconds, keep the newest ``keep`` revisions of history.
     etcd_compact_interval: float = 300.0
     etcd_compact_keep: int = 100_000
+    # etcd's --quota-backend-bytes (its default): near it, compaction and the gateway make room
+    # (federation/space.py), and GET /health says so.
+    etcd_quota_bytes: int = 2 * 1024**3
     # The gateway's per-instance write budget, across all keys: bytes and entries per second.
     gateway_bytes_per_second: int = 256 * 1024
     gateway_entries_per_second: float = 50.0
@@ -177,6 +185,8 @@ class Settings:
             "MAO_STEP_CPUS": self.step_cpus,
             "MAO_STEP_PIDS": self.step_pids,
             "MAO_STEP_MAX_OUTPUT": self.step_max_output,
+            "MAO_STEP_MAX_FILES": self.step_max_files,
+            "MAO_STEP_TMP_SIZE": self.step_tmp_size,
             "MAO_STEP_LOG_MAX_BYTES": self.step_log_max_bytes,
             "MAO_GIT_GC_INTERVAL": self.git_gc_interval,
             "MAO_API_TOKEN_FILE": str(self.api_token_file) if self.api_token_file else None,
@@ -186,6 +196,7 @@ class Settings:
             "MAO_MASTER_ROOTS": ",".join(str(p) for p in self.master_roots),
             "MAO_ETCD_COMPACT_INTERVAL": self.etcd_compact_interval,
             "MAO_ETCD_COMPACT_KEEP": self.etcd_compact_keep,
+            "MAO_ETCD_QUOTA_BYTES": self.etcd_quota_bytes,
             "MAO_GATEWAY_BYTES_PER_SECOND": self.gateway_bytes_per_second,
             "MAO_GATEWAY_ENTRIES_PER_SECOND": self.gateway_entries_per_second,
             "MAO_METRICS_TOKEN": "***" if self.metrics_token else None,
@@ -333,19 +344,27 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     step_cpus = get_number("MAO_STEP_CPUS", 1.0, 0.01, 1024)
     step_pids = int(get_number("MAO_STEP_PIDS", 512, 8, 4_194_304, integer=True))
     step_max_output = get_size("MAO_STEP_MAX_OUTPUT", 1024**3, 1)
+    step_max_files = int(get_number("MAO_STEP_MAX_FILES", 200_000, 1, 100_000_000, integer=True))
+    step_tmp_size = min(get_size("MAO_STEP_TMP_SIZE", 256 * 1024**2, 1024**2), 2**40)
     step_log_max_bytes = min(get_size("MAO_STEP_LOG_MAX_BYTES", 50 * 1024**2, 64 * 1024), 2**40)
     git_gc_interval = get_number("MAO_GIT_GC_INTERVAL", 6 * 3600.0, 0, 30 * 86400)
+    etcd_quota_bytes = get_size("MAO_ETCD_QUOTA_BYTES", 2 * 1024**3, 16 * 1024**2)
+    if etcd_quota_bytes > MAX_ETCD_QUOTA:
+        problems.append(f"MAO_ETCD_QUOTA_BYTES must be at most {MAX_ETCD_QUOTA} bytes (8g, etcd's own limit)")
     log_format = (get("MAO_LOG_FORMAT", "text") or "text").lower()
     if log_format not in ("text", "json"):
         problems.append(f"MAO_LOG_FORMAT={log_format} must be text or json")
 
     settings = Settings(
+        etcd_quota_bytes=etcd_quota_bytes,
         tool_uid=tool_uid,
         tool_gid=tool_gid,
         step_memory=step_memory,
         step_cpus=step_cpus,
         step_pids=step_pids,
         step_max_output=step_max_output,
+        step_max_files=step_max_files,
+        step_tmp_size=step_tmp_size,
         step_log_max_bytes=step_log_max_bytes,
         git_gc_interval=git_gc_interval,
         instance_name=instance_name,
@@ -519,6 +538,7 @@ def _executor_transport(
 
 
 MAX_POOL_SLOTS = 100_000
+MAX_ETCD_QUOTA = 8 * 1024**3
 
 
 def parse_pools(raw: str, problems: list[str]) -> dict[str, int]:

@@ -8,7 +8,8 @@ The run engine calls exactly one method, ``observe_run``, with the run's record 
 answers it, once the run has ended: counts, durations and step outcomes all come from that record
 (``mao_step_attempts_total`` from each step's ``attempts``, fan-out shards included), so the engine
 can change shape without touching this module. Gauges that describe the present (``mao_etcd_up``,
-``mao_members``, ``mao_queue_depth``) are set by the ``/metrics`` handler right before it renders.
+``mao_members``, ``mao_queue_depth``, ``mao_etcd_db_bytes`` and its kin) are set by the ``/metrics``
+handler right before it renders.
 """
 
 from __future__ import annotations
@@ -68,6 +69,18 @@ class Metrics:
         )
         self.etcd_up = Gauge("mao_etcd_up", "1 when etcd answered the last scrape's check", registry=r)
         self.members = Gauge("mao_members", "Live instances in the federation's member list", registry=r)
+        self.etcd_db = Gauge(
+            "mao_etcd_db_bytes", "Size of the etcd database file this instance talks to (its quota counts this)",
+            registry=r,
+        )  # fmt: skip
+        self.etcd_db_in_use = Gauge(
+            "mao_etcd_db_in_use_bytes", "Bytes of the etcd database holding data (the rest: pages to reuse)",
+            registry=r,
+        )  # fmt: skip
+        self.etcd_quota = Gauge("mao_etcd_quota_bytes", "etcd's quota as configured (MAO_ETCD_QUOTA_BYTES)", registry=r)
+        self.etcd_alarm = Gauge(
+            "mao_etcd_alarm", "1 while etcd has this alarm raised (NOSPACE: it refuses writes)", ["alarm"], registry=r
+        )
         self.gateway_writes = Counter(
             "mao_gateway_writes", "Gateway writes (POST /write) by outcome: ok or the error code",
             ["outcome"], registry=r,

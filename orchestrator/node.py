@@ -20,16 +20,20 @@ from .federation.etcd import Etcd
 from .federation.locks import Locks
 from .federation.members import Membership
 from .federation.registry import Registry
+from .federation.seals import Sealer
+from .federation.space import EtcdNearQuota, EtcdSpace
 from .federation.tls import EtcdTls
 from .gateway.insights import InsightsPublisher
 from .gateway.limits import RateLimiter, WriteBudget
 from .gateway.listener import RawListener
 from .gateway.raw import RawStore
 from .gateway.tokens import GatewayKeys
+from .merging.pins import Pins
 from .merging.registrations import Registrations
 from .merging.voting import Voting
 from .metrics import Metrics
 from .pipelines.service import PipelineService
+from .private_files import gateway_secret
 from .retention import Retention
 from .runs.door import RunDoor
 from .runs.engine import Runner
@@ -41,6 +45,7 @@ from .scheduling.triggers import DataTriggers
 from .store import Store
 from .store.gateway import GatewayKeyStore, ListenerProgress
 from .store.outage import PendingMerges, RegistryCache
+from .store.pins import PinStore
 from .tasks import spawn
 
 log = logging.getLogger(__name__)
@@ -51,6 +56,7 @@ class Node:
     settings: Settings
     etcd: Etcd
     registry: Registry
+    sealer: Sealer
     locks: Locks
     membership: Membership
     cluster: EtcdCluster
@@ -70,6 +76,7 @@ class Node:
     triggers: DataTriggers
     backfills: Backfills
     compactor: Compactor
+    space: EtcdSpace
     _gc: asyncio.Task[None] | None = None
     metrics: Metrics = field(default_factory=Metrics)
     retention: Retention | None = None
@@ -82,9 +89,11 @@ class Node:
             else None
         )
         etcd = Etcd(settings.etcd_endpoints, timeout=settings.etcd_timeout, tls=tls)
-        registry = Registry(etcd)
+        # Seals what this instance writes for the others, checks what they wrote (federation/seals.py).
+        sealer = Sealer(settings.instance_name, tls)
+        registry = Registry(etcd, sealer)
         locks = Locks(etcd, settings.instance_name, ttl=settings.lock_ttl, wait=settings.lock_wait)
-        membership = Membership(etcd, settings)
+        membership = Membership(etcd, settings, sealer)
         store = Store(settings.database_url)
         datasets = Datasets(
             settings.data_dir,
@@ -93,22 +102,28 @@ class Node:
             network_timeout=settings.git_timeout,
             tool_owner=settings.tool_user(),
             max_output=settings.step_max_output,
+            max_files=settings.step_max_files,
             master_roots=settings.master_roots,
         )
         use_credentials_file(str(settings.git_credentials) if settings.git_credentials else None)
         executor = ExecutorClient(settings.executor_url, settings.executor_token, settings.executor_fingerprint)
         registrations = Registrations(registry, RegistryCache(store))
-        voting = Voting(datasets, locks, PendingMerges(store), registrations, etcd)
+        pins = Pins(PinStore(store), registrations)
+        voting = Voting(datasets, locks, PendingMerges(store), registrations, etcd, pins)
         insights = InsightsPublisher(etcd, settings.instance_name)
-        runner = Runner(settings, store, registrations, datasets, executor, voting, insights)
+        runner = Runner(settings, store, registrations, datasets, executor, voting, insights, pins)
         door = RunDoor(runner, settings.instance_name)
         scheduler = Scheduler(store, door)
         federation_scheduler = FederationScheduler(
             settings, etcd, scheduler, door, store, membership, registry
         )
         pipelines = PipelineService(
-            settings, store, registry, registrations, datasets, runner, scheduler, executor
+            settings, store, registry, registrations, datasets, runner, scheduler, executor, pins
         )
+        compactor = Compactor(etcd, settings.etcd_compact_interval, settings.etcd_compact_keep)
+        space = EtcdSpace(etcd, settings.etcd_quota_bytes, compactor, settings.instance_name)
+        # Marks the raw entries this instance acknowledged, for its own raw listener (gateway/raw.py).
+        gateway_key = gateway_secret(settings.data_dir)
         listener = None
         if settings.raw_dataset:
             listener = RawListener(
@@ -120,6 +135,8 @@ class Node:
                 datasets,
                 voting,
                 ListenerProgress(store),
+                secret=gateway_key,
+                pins=pins,
             )
         metrics = Metrics()
         # The operator's view hooks in here, not in the services' constructors.
@@ -133,6 +150,7 @@ class Node:
             settings=settings,
             etcd=etcd,
             registry=registry,
+            sealer=sealer,
             locks=locks,
             membership=membership,
             cluster=EtcdCluster(etcd),
@@ -151,19 +169,29 @@ class Node:
                 settings.raw_ttl,
                 RateLimiter(settings.gateway_rate, settings.gateway_burst),
                 WriteBudget(settings.gateway_bytes_per_second, settings.gateway_entries_per_second),
+                secret=gateway_key,
+                space=space,
             ),
             gateway_keys=GatewayKeys(GatewayKeyStore(store)),
             listener=listener,
-            audits=Audits(settings, etcd, registry, store, datasets),
-            triggers=DataTriggers(settings, etcd, store, runner, registry),
+            audits=Audits(settings, etcd, registry, store, datasets, pins),
+            triggers=DataTriggers(settings, etcd, store, runner, registry, datasets, pins),
             backfills=Backfills(store, runner, federation_scheduler.book.all),
-            compactor=Compactor(etcd, settings.etcd_compact_interval, settings.etcd_compact_keep),
+            compactor=compactor,
+            space=space,
         )
 
     async def start(self) -> None:
         """Start what the node needs to serve. The database must answer; etcd and the executor may
         come later (requests that need them answer 503 meanwhile). The instance name comes first:
         a name a live instance holds stops the start (``NameTaken``) before anything else opens."""
+        if self.sealer.problem:
+            log.warning("%s", self.sealer.problem)
+        elif self.settings.etcd_insecure:
+            log.info(
+                "etcd is reached without TLS (MAO_ETCD_INSECURE=1): the owners of registrations and the "
+                "writers of federation records are claims, not proofs (docs/security.md)"
+            )
         try:
             await self.membership.start()
         except MaoError:
@@ -176,7 +204,7 @@ class Node:
         await self.datasets.clear_stale_locks()
         await self.executor.start()
         reconciler = Reconciler(
-            self.runner.records, self.executor, self.runner.registrations, self.datasets
+            self.runner.records, self.executor, self.runner.pins, self.datasets
         )
         if interrupted := await reconciler.reconcile():
             log.warning("closed %d run(s) that a previous orchestrator process left unfinished", interrupted)
@@ -193,6 +221,7 @@ class Node:
         if self.settings.git_gc_interval > 0:
             self._gc = spawn(self.datasets.gc_forever(self.settings.git_gc_interval), name="git gc")
         await self.compactor.start()
+        await self.space.start()
         if self.retention is not None:
             await self.retention.start()
         for name, check in (("etcd", self.etcd.check), ("executor", self.executor.health)):
@@ -210,6 +239,7 @@ class Node:
                 await self._gc
         closers: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("etcd compaction", self.compactor.close),
+            ("etcd space", self.space.close),
             ("federation scheduler", self.federation_scheduler.close),
             ("scheduler", self.scheduler.stop),
             ("data triggers", self.triggers.close),
@@ -234,8 +264,18 @@ class Node:
                 log.exception("closing the %s failed; closing the rest", name)
         self.datasets.close()
 
+    async def _etcd_health(self) -> None:
+        """A quorum answers, no alarm is raised and the database is not near its quota."""
+        await self.etcd.check()
+        if problem := self.space.problem(await self.space.read()):
+            raise EtcdNearQuota(problem)
+
+    def warnings(self) -> list[str]:
+        """What the operator should know although nothing is down (``GET /health``)."""
+        return [self.sealer.problem] if self.sealer.problem else []
+
     async def health(self) -> dict[str, str]:
-        checks = {"etcd": self.etcd.check, "database": self.store.check, "executor": self.executor.health}
+        checks = {"etcd": self._etcd_health, "database": self.store.check, "executor": self.executor.health}
         result = {}
         for name, check in checks.items():
             try:

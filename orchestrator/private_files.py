@@ -82,11 +82,21 @@ def _read(path: Path) -> str | None:
     return token or None
 
 
-def _create(path: Path) -> str:
+def _create(path: Path, what: str = "an API token") -> str:
     token = secrets.token_urlsafe(32)
     path.unlink(missing_ok=True)  # an empty file left by a crash between create and write
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(token + "\n")
-    log.info("generated an API token at first start")
+    log.info("generated %s at first start", what)
     return token
+
+
+GATEWAY_SECRET_FILE = "gateway-secret"
+
+
+def gateway_secret(data_dir: Path) -> bytes:
+    """This instance's own secret for marking the raw entries it acknowledged (``gateway.raw``):
+    created at first start like the token (0600, ``O_EXCL``), never sent anywhere."""
+    path = data_dir / GATEWAY_SECRET_FILE
+    return (_read(path) or _create(path, "the gateway's secret")).encode()

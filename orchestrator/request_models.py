@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from .domain.pipeline import REQUEST_CONFIG, Dataset, Master, Name, Nodes, Pipeline, Request, Tool
+from .domain.pipeline import REQUEST_CONFIG, Dataset, Master, Name, Nodes, Pipeline, Request, StrictBool, Tool
 
 
 class ToolRequest(Tool):
@@ -70,3 +70,17 @@ class DatasetRequest(Request):
 
 class NoBody(Request):
     """A write that takes no fields (``POST /runs/{id}/cancel``): no body, or ``{}``."""
+
+
+class OwnerRequest(Request):
+    """``POST /registry/{kind}/{name}/owner``: ``{owner}``, the instance that owns the registration
+    from now on (this instance itself to claim one registered before registrations had owners)."""
+
+    owner: Name
+
+
+class AcceptRequest(Request):
+    """``POST /pipeline/{name}/accept`` and ``POST /registry/{kind}/{name}/accept``: no body (accept),
+    or ``{dry_run: true}`` to see the differences without accepting them."""
+
+    dry_run: StrictBool = False

@@ -3,6 +3,7 @@
 #   - Debian packages (only the missing ones): etcd-server docker.io git busybox-static curl postgresql tmux
 #     util-linux openssl debootstrap docker-compose (scripts/images.sh and the compose test)
 #     chromium chromium-driver (the web console's browser test; never downloaded at run time)
+#     slurmctld slurmd slurm-client munge (the single-node Slurm of tests/servers/slurm.py)
 #   - .venv (python3 -m venv) with the project installed: pip install -e '.[test]' [-c constraints.txt]
 # Services are NOT started here: the tests and the demo start their own etcd, dockerd and
 # PostgreSQL instances (see tests/servers/).
@@ -20,14 +21,15 @@ else
     SUDO=(sudo)
 fi
 
-PACKAGES=(etcd-server docker.io git busybox-static curl postgresql tmux util-linux openssl debootstrap docker-compose chromium chromium-driver)
+PACKAGES=(etcd-server docker.io git busybox-static curl postgresql tmux util-linux openssl debootstrap docker-compose chromium chromium-driver
+          slurmctld slurmd slurm-client munge)
 
 is_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
 }
 
 apt_install() {
-    # Installing etcd-server/docker.io/postgresql tries to start their services; in a
+    # Installing etcd-server/docker.io/postgresql/munge/slurmctld/slurmd tries to start their services; in a
     # container that can fail. A temporary policy-rc.d (exit 101) tells dpkg not to start them.
     local policy=/usr/sbin/policy-rc.d made_policy=0
     if [ ! -e "$policy" ]; then
@@ -64,7 +66,7 @@ fi
 # The binaries the tests need must be there, whatever apt said about services.
 have_bin() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
 absent=()
-for bin in etcd dockerd docker git busybox curl tmux debootstrap docker-compose; do
+for bin in etcd dockerd docker git busybox curl tmux debootstrap docker-compose munged slurmctld slurmd sbatch; do
     have_bin "$bin" || absent+=("$bin")
 done
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || absent+=("postgresql(initdb)")
@@ -72,7 +74,7 @@ if [ "${#absent[@]}" -ne 0 ]; then
     step "ERROR: still missing after apt: ${absent[*]}"
     exit 1
 fi
-step "tools: etcd, dockerd, docker, git, busybox, curl, tmux, debootstrap, docker-compose, postgresql found"
+step "tools: etcd, dockerd, docker, git, busybox, curl, tmux, debootstrap, docker-compose, munge, slurm, postgresql found"
 
 # 2. Python virtualenv -------------------------------------------------------------------------
 if [ ! -x "$ROOT/.venv/bin/python" ]; then

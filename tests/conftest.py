@@ -86,6 +86,21 @@ def swarm(docker_engine) -> Iterator[servers.SwarmHold]:
 
 
 @pytest.fixture(scope="session")
+def slurm() -> Iterator[servers.SlurmCluster]:
+    """A private single-node Slurm (munged, slurmctld, slurmd) on loopback ports, in a temporary folder
+    of its own, stopped at the end (tests/servers/slurm.py). Skipped, with the reason, where it cannot
+    run (not root, or the packages missing)."""
+    missing = servers.slurm_missing()
+    if missing:
+        pytest.skip(f"Slurm: {missing}")
+    cluster = _start("a single-node Slurm", servers.start_slurm)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
 def etcd(servers_tmp: Path) -> Iterator[servers.EtcdServer]:
     """One etcd member on a free loopback port (``.endpoint`` is "127.0.0.1:port")."""
     server = _start("etcd", lambda: servers.start_etcd(servers_tmp / "etcd", name="etcd-session"))

@@ -7,6 +7,7 @@ import click
 from ..client import segment
 from ..context import Ctl, confirm, json_option, name_option, pass_ctl, yes_option
 from .audit import audit_command, audit_result_command
+from .registry import accept_command
 from .tool import fetch_all, registry_entry
 
 
@@ -67,3 +68,6 @@ def remove_dataset(ctl: Ctl, name: str, yes: bool) -> None:
     confirm(f"Remove dataset {name} from the federation's registry?", yes)
     result = ctl.api.delete(f"/registry/datasets/{segment(name)}")
     ctl.out.show(result, lambda: ctl.out.line(f"Removed dataset {name}."))
+
+
+dataset.add_command(accept_command("dataset"))

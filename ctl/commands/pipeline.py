@@ -13,9 +13,11 @@ from ..client import ApiError, CtlError, segment
 from ..context import Ctl, confirm, json_option, name_option, parse_labels, pass_ctl, yes_option
 from ..pipeline_input import ask_pipeline, ask_private_values, pipeline_from_file
 from ..progress import ENDED, RunProgress
-from .backfill import backfill_command
+from .backfill import backfill_command, backfills_command
 from .logs import logs_command
+from .registry import accept_pipeline
 from .runs import cancel_run_command, queue_command, runs_command, show_run, show_run_command
+from .versions import diff_command, versions_command
 
 POLL = 0.5  # seconds between two looks at a run maoctl waits for
 
@@ -28,9 +30,13 @@ def pipeline() -> None:
 pipeline.add_command(runs_command)
 pipeline.add_command(show_run_command)
 pipeline.add_command(backfill_command)
+pipeline.add_command(backfills_command)
+pipeline.add_command(versions_command)
+pipeline.add_command(diff_command)
 pipeline.add_command(cancel_run_command)
 pipeline.add_command(queue_command)
 pipeline.add_command(logs_command)
+pipeline.add_command(accept_pipeline)
 
 
 def wait_with_progress(ctl: Ctl, name: str, policies: dict[str, Any]) -> dict[str, Any]:
@@ -195,6 +201,12 @@ def remove_pipeline(ctl: Ctl, name: str, yes: bool) -> None:
     help="When the pipeline is already running: skip (refuse; the default), replace it, queue behind it, "
     "or allow (run beside it).",
 )
+@click.option(
+    "--version",
+    "version",
+    type=click.IntRange(1, 2**31 - 1),
+    help="Run this earlier version of the pipeline (maoctl pipeline versions lists them); a run now only.",
+)
 @json_option
 @pass_ctl
 def run_pipeline(
@@ -211,11 +223,19 @@ def run_pipeline(
     on_dataset: str | None,
     priority: int | None,
     overlap: str | None,
+    version: int | None,
 ) -> None:
     """Run a pipeline now (waiting for the end), schedule it with --cron, or trigger it with --on-dataset."""
     policies: dict[str, Any] = {
         k: v for k, v in (("priority", priority), ("overlap", overlap)) if v is not None
     }
+    if version is not None:
+        if on_dataset or cron:
+            raise click.UsageError(
+                "--version runs an earlier version now: a schedule or trigger runs the current one "
+                "(initialise the old definition again to schedule it)"
+            )
+        policies["version"] = version
     if on_dataset:
         if cron or no_wait:
             raise click.UsageError("--on-dataset arms a data trigger: not with --cron or --no-wait")

@@ -29,11 +29,12 @@ def runs_command(ctl: Ctl, name: str | None, status: str | None, limit: int) -> 
     ctl.out.show(
         runs,
         lambda: ctl.out.table(
-            ["id", "pipeline", "status", "trigger", "started", "duration (s)", "error"],
+            ["id", "pipeline", "version", "status", "trigger", "started", "duration (s)", "error"],
             [
                 [
                     r["id"],
                     r["pipeline"],
+                    r.get("version"),
                     status_text(r["status"]),
                     r["trigger"],
                     r.get("started_at"),
@@ -63,6 +64,7 @@ def show_run(ctl: Ctl, run: dict[str, Any]) -> None:
         [
             ("run", run["id"]),
             ("pipeline", run["pipeline"]),
+            ("version", run.get("version")),
             ("status", status_text(run["status"])),
             ("trigger", run.get("trigger")),
             ("started", run.get("started_at")),

@@ -9,6 +9,7 @@ import click
 
 from ..client import ApiError, Client, CtlError, segment
 from ..context import Ctl, confirm, json_option, name_option, pass_ctl, yes_option
+from .registry import accept_command
 
 ID_HELP = "The schedule's id (see `maoctl tool list-scheduled`)."
 
@@ -142,3 +143,6 @@ def stop_job(ctl: Ctl, job_id: str, yes: bool) -> None:
     confirm(f"Stop scheduled job {job_id}?", yes)
     result = ctl.api.delete(f"/jobs/{segment(job_id)}")
     ctl.out.show(result, lambda: ctl.out.line(f"Stopped scheduled job {job_id}."))
+
+
+tool.add_command(accept_command("tool"))

@@ -32,6 +32,8 @@ MAX_PIDS = 4_194_304
 DEFAULT_TIMEOUT = 3600.0
 DEFAULT_LOG_LINES = 200
 MIN_LOG_BYTES = 64 * 1024
+MIN_TMP_SIZE = 1024 * 1024
+DEFAULT_TMP_SIZE = 256 * 1024 * 1024
 MANAGED_LABEL = "mao.managed"
 INSTANCE_LABEL = "mao.instance"
 # Where tools find their data; fixed so tool images need no configuration.
@@ -84,6 +86,11 @@ class RunRequest(BaseModel):
     # Bytes of the container's output the executor keeps for GET /logs (head and tail beyond it);
     # absent: 50 MiB (executor.output_log).
     log_max_bytes: Annotated[int, Field(ge=MIN_LOG_BYTES, le=2**40)] | None = None
+    # Disk a tool may fill while it runs (executor.hardening): the root file system is read-only and
+    # /tmp a tmpfs of ``tmp_size`` bytes (absent: DEFAULT_TMP_SIZE), unless ``writable_root`` (the
+    # step's explicit choice; its writes outside /tmp and its folders are then unbounded).
+    writable_root: bool = False
+    tmp_size: Annotated[int, Field(ge=MIN_TMP_SIZE, le=2**40)] | None = None
 
     @field_validator("image")
     @classmethod

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from . import (
     audits,
+    backfills,
     console,
     federation,
     gateway,
@@ -18,6 +19,8 @@ from . import (
     pipelines,
     registry,
     runs,
+    staging,
+    versions,
 )
 
 
@@ -28,6 +31,8 @@ def add_routes(app: web.Application) -> None:
         history,
         lineage,
         pipelines,
+        versions,
+        backfills,
         runs,
         logs,
         federation,
@@ -35,6 +40,7 @@ def add_routes(app: web.Application) -> None:
         gateway,
         audits,
         metrics,
+        staging,
         console,
     )
     for module in modules:

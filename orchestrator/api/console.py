@@ -28,6 +28,7 @@ FILES = {
     "grid.js": "text/javascript",
     "lineage.js": "text/javascript",
     "pages.js": "text/javascript",
+    "versions.js": "text/javascript",
     "views.js": "text/javascript",
     "console.css": "text/css",
     "docs.html": "text/html",

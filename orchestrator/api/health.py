@@ -64,6 +64,9 @@ async def health(request: web.Request) -> web.Response:
         "instance": node(request).settings.instance_name,
         **checks,
     }
+    warnings = node(request).warnings()
     if node(request).settings.api_legacy_open:
-        answer["warnings"] = [LEGACY_WARNING]
+        warnings = [LEGACY_WARNING, *warnings]
+    if warnings:
+        answer["warnings"] = warnings
     return ok(answer, status=200 if healthy else 503)

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from ..datasets.repo import DatasetRepo
 from ..domain.pipeline import Query
-from ..errors import NotFound
+from ..errors import Conflict, NotFound
 from .common import node, ok, parse, path_name
 from .openapi import doc
 from .schemas import Out
@@ -37,7 +37,7 @@ class Commit(Out):
     "A dataset's ground-truth history with provenance trailers, newest first",
     query=HistoryQuery,
     answer=list[Commit],
-    errors=(400, 404, 503),
+    errors=(400, 404, 409, 502, 503),
     tags=("registry",),
 )
 async def dataset_history(request: web.Request) -> web.Response:
@@ -47,9 +47,17 @@ async def dataset_history(request: web.Request) -> web.Response:
     dataset = await the_node.registry.dataset(name)
     if dataset is None:
         raise NotFound(f"dataset {name!r} is not registered")
+    # Read from the master this instance accepted (merging.pins), never one swapped in since.
+    master = await the_node.pipelines.pins.master(name)
+    if master is None:
+        raise Conflict(
+            f"this instance has not accepted a master for dataset {name!r} (no pipeline here uses it), "
+            "so it reads none: initialise a pipeline that uses it first",
+            code="not_accepted",
+        )
 
     def read(repo: DatasetRepo) -> list[dict[str, Any]]:
         repo.sync()
         return repo.log(max_count=limit)
 
-    return ok(await the_node.datasets.run(dataset.name, dataset.master, read))
+    return ok(await the_node.datasets.run(dataset.name, master, read))

@@ -20,6 +20,7 @@ from .openapi import doc
 routes = web.RouteTableDef()
 
 PROBE_TIMEOUT = 2.0
+ALARMS = ("NOSPACE", "CORRUPT")
 
 
 @routes.get("/metrics")
@@ -38,6 +39,13 @@ async def metrics(request: web.Request) -> web.Response:
         m.members.set(len(await asyncio.wait_for(the_node.membership.live(), PROBE_TIMEOUT)))
     except (MaoError, TimeoutError):
         m.etcd_up.set(0)
+    with contextlib.suppress(MaoError, TimeoutError):  # left as last seen when etcd does not say
+        space = await asyncio.wait_for(the_node.space.read(), PROBE_TIMEOUT)
+        m.etcd_db.set(space.db_bytes)
+        m.etcd_db_in_use.set(space.in_use_bytes)
+        for alarm in ALARMS:
+            m.etcd_alarm.labels(alarm).set(1 if alarm in space.alarms else 0)
+    m.etcd_quota.set(the_node.space.quota)
     with contextlib.suppress(MaoError, TimeoutError):
         m.queue_depth.set(await asyncio.wait_for(count_waiting_runs(the_node.store), PROBE_TIMEOUT))
     # CONTENT_TYPE carries its own charset; aiohttp wants them apart.

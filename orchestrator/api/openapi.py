@@ -33,11 +33,13 @@ GUARD_ERRORS = {421: "a Host name this API does not answer to (MAO_API_HOSTNAMES
 WRITE_ERRORS = {415: "the body is not Content-Type: application/json"}
 ERROR_TEXT = {
     400: "bad input",
-    403: "a gateway key outside the gateway's routes, or a page of another site (Origin)",
+    403: "a gateway key outside the gateway's routes, a page of another site (Origin), or a "
+    "registration another instance owns (not_owner)",
     404: "not found",
     409: "conflict",
     413: "too large",
     429: "too many requests",
+    502: "a value in etcd that does not check out (malformed, or not sealed by its writer)",
     503: "a backing service (etcd, database, executor, git) is unreachable",
 }
 _PARAM_RE = re.compile(r"{([^}:]+)(?::[^}]*)?}")
@@ -55,6 +57,8 @@ class Operation:
     errors: tuple[int, ...] = (400, 503)
     content_type: str = "application/json"
     public: bool = False  # served without a token (static pages)
+    staging: bool = False  # an attempt's single-use staging ticket instead of the API token (api/staging.py)
+    raw_body: str | None = None  # a body that is not JSON: its content type (a tarball)
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -134,7 +138,13 @@ def build_document(app: web.Application) -> dict[str, Any]:
         "components": {
             "schemas": components,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "MAO_API_TOKEN"}
+                "bearer": {"type": "http", "scheme": "bearer", "description": "MAO_API_TOKEN"},
+                "staging": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "an attempt's single-use staging ticket (fetch data mode): held only "
+                    "by that attempt's staging containers, accepted once and until it expires",
+                },
             },
         },
     }
@@ -175,7 +185,12 @@ def _operation(
             )
     if parameters:
         entry["parameters"] = parameters
-    if op.body is not None:
+    if op.raw_body is not None:
+        entry["requestBody"] = {
+            "required": True,
+            "content": {op.raw_body: {"schema": {"type": "string", "contentMediaType": op.raw_body}}},
+        }
+    elif op.body is not None:
         entry["requestBody"] = {
             "required": op.body_required,
             "content": {"application/json": {"schema": schema("validation", op.body)}},
@@ -193,7 +208,7 @@ def _operation(
         }
     error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     statuses = set(op.errors) | set(GUARD_ERRORS) | (set() if op.public else set(COMMON_ERRORS))
-    if method in ("POST", "PUT", "PATCH"):
+    if method in ("POST", "PUT", "PATCH") and op.raw_body is None:
         statuses |= set(WRITE_ERRORS)
     for status in sorted(statuses):
         text = ERROR_TEXT.get(status) or {**COMMON_ERRORS, **GUARD_ERRORS, **WRITE_ERRORS}.get(status, "error")
@@ -201,6 +216,8 @@ def _operation(
     entry["responses"] = responses
     if op.public:
         entry["security"] = []
+    elif op.staging:
+        entry["security"] = [{"staging": []}]
     return entry
 
 

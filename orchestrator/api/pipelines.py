@@ -10,17 +10,24 @@ from executor.wire.names import name_problem
 
 from ..domain.causes import Fired, Manual, Queued, Refused, RunAsk, Skipped
 from ..domain.pipeline import Pipeline
-from ..errors import BadRequest, NotFound
-from ..request_models import PipelineRequest
+from ..errors import BadRequest, MaoError, NotFound
+from ..gateway.tokens import ADMIN
+from ..merging.pins import changed_error
+from ..node import Node
+from ..request_models import AcceptRequest, PipelineRequest
 from ..runs.admission import RunInProgress
 from ..scheduling.requests import BackfillRequest, RunRequest, check_overlap, options
+from .backfills import BackfillStarted
 from .common import node, ok, parse, path_name, read_json
+from .gateway import principal
 from .openapi import doc
 from .schemas import (
+    Accepted,
     BareRepo,
     BareRepoRequest,
     Deleted,
     InitResult,
+    PipelinePins,
     PublicPipeline,
     Run,
     RunStarted,
@@ -39,25 +46,37 @@ SCOPES = ("instance", "federation")
     tags=("pipelines",),
 )
 async def init_pipeline(request: web.Request) -> web.Response:
+    """A definition that differs from the pipeline's latest version is recorded as a new version
+    (``version``, ``new_version``); the same definition again records none."""
     pipeline = parse(PipelineRequest, await read_json(request))
-    return ok(await node(request).pipelines.init(pipeline))
+    return ok(await node(request).pipelines.init(pipeline, by=who(request)))
+
+
+def who(request: web.Request) -> str:
+    """Who a write comes from, as versions and backfills record it: a named credential's name, else
+    the instance's (the admin token is one shared secret: it names no one)."""
+    found = principal(request)
+    return node(request).settings.instance_name if found is ADMIN else found.name
 
 
 @routes.get("/pipeline")
 @doc("This instance's pipelines", answer=list[PublicPipeline], tags=("pipelines",))
 async def list_pipelines(request: web.Request) -> web.Response:
-    pipelines = await node(request).store.list_pipelines()
-    return ok([_public(p) for p in pipelines])
+    the_node = node(request)
+    pipelines = await the_node.store.list_pipelines()
+    current = await the_node.pipelines.versions.current()
+    return ok([_public(p, current.get(p.name)) for p in pipelines])
 
 
 @routes.get("/pipeline/{name}")
 @doc("One pipeline of this instance", answer=PublicPipeline, errors=(400, 404, 503), tags=("pipelines",))
 async def get_pipeline(request: web.Request) -> web.Response:
     name = path_name(request, what="pipeline name")
-    pipeline = await node(request).store.get_pipeline(name)
+    the_node = node(request)
+    pipeline = await the_node.store.get_pipeline(name)
     if pipeline is None:
         raise NotFound(f"pipeline {name!r} is not initialised on this instance")
-    return ok(_public(pipeline))
+    return ok(_public(pipeline, (await the_node.pipelines.versions.current([name])).get(name)))
 
 
 @routes.delete("/pipeline/{name}")
@@ -89,7 +108,9 @@ async def run_pipeline(request: web.Request) -> web.Response:
     that dataset (a data trigger). Schedules take ``overlap``, ``catchup`` and ``catchup_window``.
     ``priority`` orders the queue a run waits in when the instance is full (``MAO_MAX_ACTIVE_RUNS``)
     or, with ``overlap: "queue"``, its pipeline busy; federation-wide, in the queue of the instance
-    that wins the tick or advance."""
+    that wins the tick or advance. ``version: n`` runs that version of the pipeline's definition
+    (404 ``unknown_version``); a schedule or data trigger with a version is a 400: they run the
+    pipeline as it is at each tick (initialise the old definition again to schedule it)."""
     body = parse(RunRequest, await read_json(request))
     name = body.name
     if problem := name_problem(name, "pipeline name"):
@@ -97,6 +118,12 @@ async def run_pipeline(request: web.Request) -> web.Response:
     assert isinstance(name, str)
     the_node = node(request)
     cron = body.cron
+    if body.version is not None and (body.trigger is not None or cron not in (None, "")):
+        raise BadRequest(
+            "version applies to a run now only: a schedule or a data trigger runs the pipeline as it is "
+            "at each tick (initialise that version's definition again to make it the current one)",
+            code="not_supported",
+        )
     scope = body.scope or "instance"
     if scope not in SCOPES:
         raise BadRequest(f"scope must be one of {', '.join(SCOPES)}", code="invalid_scope")
@@ -147,7 +174,9 @@ async def run_pipeline(request: web.Request) -> web.Response:
         )
     # Run now. A busy pipeline: "replace" cancels its run(s) first, "queue" waits for them (one
     # waiting run per pipeline), "allow" runs beside them; without overlap, a 409 (runs/door.py).
-    ask = RunAsk(name, Manual(), overlap=check_overlap(body.overlap), priority=body.priority or 0)
+    policy = check_overlap(body.overlap)
+    await _refuse_changed_registrations(the_node, name)
+    ask = RunAsk(name, Manual(), overlap=policy, priority=body.priority or 0, version=body.version)
     match await the_node.door.request_run(ask):
         case Refused(error=error):
             raise error
@@ -166,18 +195,19 @@ async def run_pipeline(request: web.Request) -> web.Response:
 @doc(
     "Queue one run per tick of a cron in [from, to], started in order, one at a time (or list the ticks)",
     body=BackfillRequest,
-    answer=dict[str, Any],
-    more=((202, dict[str, Any]),),
+    answer=BackfillStarted,
+    more=((202, BackfillStarted),),
     errors=(400, 404, 409, 503),
     tags=("pipelines",),
 )
 async def backfill(request: web.Request) -> web.Response:
     """One run per tick of ``cron`` (default: the pipeline's schedule) in ``[from, to]``, with trigger
     ``backfill``: all recorded ``queued`` before the answer, started in order, one at a time (a
-    restart continues them); ``dry_run`` only lists the ticks."""
+    restart continues them), with the backfill they belong to (``backfill_id``: ``GET
+    /backfills/{id}``); ``version`` runs them all with that version; ``dry_run`` only lists the ticks."""
     body = parse(BackfillRequest, await read_json(request))
     the_node = node(request)
-    result = await the_node.backfills.start(body)
+    result = await the_node.backfills.start(body, by=who(request))
     return ok(result, status=200 if body.dry_run else 202)
 
 
@@ -194,10 +224,66 @@ async def init_bare_repo(request: web.Request) -> web.Response:
     return ok({"name": name, "path": str(path), "created": created})
 
 
-def _public(pipeline: Pipeline) -> dict[str, Any]:
+async def _refuse_changed_registrations(the_node: Node, name: str) -> None:
+    """A 409 ``registration_changed`` now rather than a run that fails at once (``merging.pins``);
+    when the check itself cannot be made (etcd away), the run's own check decides."""
+    pipeline = await the_node.store.get_pipeline(name)
+    if pipeline is None:
+        return
+    try:
+        changes = await the_node.pipelines.pins.changes(pipeline)
+    except MaoError:
+        return
+    if changes:
+        raise changed_error(name, changes)
+
+
+@routes.get("/pipeline/{name}/pins")
+@doc(
+    "What this instance accepted of each registration the pipeline uses, and what differs now",
+    answer=PipelinePins,
+    errors=(400, 404, 503),
+    tags=("pipelines",),
+)
+async def pipeline_pins(request: web.Request) -> web.Response:
+    name = path_name(request, what="pipeline name")
+    the_node = node(request)
+    pipeline = await the_node.store.get_pipeline(name)
+    if pipeline is None:
+        raise NotFound(f"pipeline {name!r} is not initialised on this instance")
+    changes = await the_node.pipelines.pins.changes(pipeline)
+    pins = await the_node.pipelines.pins.pins(name)
+    return ok(
+        {
+            "name": name,
+            "pins": [
+                {"kind": p.kind, "name": p.name, **p.value, "pinned_at": p.pinned_at.isoformat()} for p in pins
+            ],
+            "changes": [c.public() for c in changes],
+        }
+    )
+
+
+@routes.post("/pipeline/{name}/accept")
+@doc(
+    "Accept the registrations the pipeline uses as they are now (dry_run: only show the differences)",
+    body=AcceptRequest,
+    body_required=False,
+    answer=Accepted,
+    errors=(400, 404, 409, 503),
+    tags=("pipelines",),
+)
+async def accept_pipeline(request: web.Request) -> web.Response:
+    name = path_name(request, what="pipeline name")
+    wanted = parse(AcceptRequest, await read_json(request, optional=True))
+    return ok(await node(request).pipelines.accept(name, dry_run=wanted.dry_run))
+
+
+def _public(pipeline: Pipeline, version: int | None) -> dict[str, Any]:
     return {
         "name": pipeline.name,
         "description": pipeline.description,
         "steps": pipeline.public_steps(),
         "run_timeout": pipeline.run_timeout,
+        "version": version,
     }

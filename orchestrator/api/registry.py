@@ -16,11 +16,12 @@ from aiohttp import web
 from ..datasets import redact
 from ..datasets.masters import resolve_master
 from ..domain.pipeline import Dataset, Tool
-from ..errors import NotFound
-from ..request_models import DatasetRequest, ToolRequest
+from ..errors import BadRequest, NotFound
+from ..federation.ownership import Kind, Provenance
+from ..request_models import AcceptRequest, DatasetRequest, OwnerRequest, ToolRequest
 from .common import node, ok, parse, path_name, read_json
 from .openapi import doc
-from .schemas import Deleted, JsonObject
+from .schemas import Deleted, JsonObject, Ownership, RegistrationAccepted
 
 routes = web.RouteTableDef()
 
@@ -41,7 +42,7 @@ def _entry(request: web.Request, entry: dict[str, Any]) -> web.Response:
 @doc(
     "One tool (in legacy open mode: as a JSON-encoded string, the prototype's shape)",
     answer=Tool,
-    errors=(400, 404, 503),
+    errors=(400, 404, 502, 503),
     tags=("registry",),
 )
 async def get_tool(request: web.Request) -> web.Response:
@@ -53,7 +54,13 @@ async def get_tool(request: web.Request) -> web.Response:
 
 
 @routes.post("/registry/tools")
-@doc("Register (or replace) a tool", body=ToolRequest, answer=Tool, tags=("registry",))
+@doc(
+    "Register a tool, or change one this instance owns",
+    body=ToolRequest,
+    answer=Tool,
+    errors=(400, 403, 502, 503),
+    tags=("registry",),
+)
 async def add_tool(request: web.Request) -> web.Response:
     tool = parse(ToolRequest, await read_json(request))
     await node(request).registry.put_tool(tool)
@@ -61,7 +68,12 @@ async def add_tool(request: web.Request) -> web.Response:
 
 
 @routes.delete("/registry/tools/{name}")
-@doc("Remove a tool no pipeline uses", answer=Deleted, errors=(400, 404, 409, 503), tags=("registry",))
+@doc(
+    "Remove a tool this instance owns and no pipeline uses",
+    answer=Deleted,
+    errors=(400, 403, 404, 409, 503),
+    tags=("registry",),
+)
 async def delete_tool(request: web.Request) -> web.Response:
     name = path_name(request, what="tool name")
     await node(request).registry.delete_tool(name)
@@ -78,7 +90,7 @@ async def list_datasets(request: web.Request) -> web.Response:
 @doc(
     "One dataset: its master and node branches (in legacy open mode: as a JSON-encoded string)",
     answer=Dataset,
-    errors=(400, 404, 503),
+    errors=(400, 404, 502, 503),
     tags=("registry",),
 )
 async def get_dataset(request: web.Request) -> web.Response:
@@ -92,9 +104,10 @@ async def get_dataset(request: web.Request) -> web.Response:
 
 @routes.post("/registry/datasets")
 @doc(
-    "Register a dataset (re-registering keeps its node branches)",
+    "Register a dataset, or change one this instance owns (its node branches are kept)",
     body=DatasetRequest,
     answer=Dataset,
+    errors=(400, 403, 502, 503),
     tags=("registry",),
 )
 async def add_dataset(request: web.Request) -> web.Response:
@@ -105,7 +118,12 @@ async def add_dataset(request: web.Request) -> web.Response:
 
 
 @routes.delete("/registry/datasets/{name}")
-@doc("Remove a dataset no pipeline uses", answer=Deleted, errors=(400, 404, 409, 503), tags=("registry",))
+@doc(
+    "Remove a dataset this instance owns and no pipeline uses",
+    answer=Deleted,
+    errors=(400, 403, 404, 409, 503),
+    tags=("registry",),
+)
 async def delete_dataset(request: web.Request) -> web.Response:
     name = path_name(request, what="dataset name")
     await node(request).registry.delete_dataset(name)
@@ -119,10 +137,89 @@ async def list_registered_pipelines(request: web.Request) -> web.Response:
 
 
 @routes.get("/registry/pipelines/{name}")
-@doc("A pipeline's federation registration", answer=JsonObject, errors=(400, 404, 503), tags=("registry",))
+@doc(
+    "A pipeline's federation registration (with its owner)",
+    answer=JsonObject,
+    errors=(400, 404, 502, 503),
+    tags=("registry",),
+)
 async def get_registered_pipeline(request: web.Request) -> web.Response:
     name = path_name(request, what="pipeline name")
     registration = await node(request).registry.pipeline(name)
     if registration is None:
         raise NotFound(f"pipeline {name!r} is not registered in the federation")
     return ok(registration)
+
+
+KINDS = {kind.plural: kind for kind in Kind}
+
+
+def _kind(request: web.Request) -> Kind:
+    kind = KINDS.get(request.match_info["kind"])
+    if kind is None:
+        raise BadRequest(f"kind must be one of {', '.join(KINDS)}", code="invalid_kind")
+    return kind
+
+
+def _ownership(kind: Kind, name: str, provenance: Provenance) -> dict[str, object]:
+    return {"kind": kind.value, "name": name, **provenance.public()}
+
+
+@routes.get("/registry/{kind}/{name}/owner")
+@doc(
+    "Who owns a registration, and how that is known (signature, claim without TLS, none: unowned)",
+    answer=Ownership,
+    errors=(400, 404, 502, 503),
+    tags=("registry",),
+)
+async def get_owner(request: web.Request) -> web.Response:
+    kind = _kind(request)
+    name = path_name(request, what=f"{kind} name")
+    return ok(_ownership(kind, name, await node(request).registry.owner(kind, name)))
+
+
+@routes.post("/registry/{kind}/{name}/owner")
+@doc(
+    "Hand a registration this instance owns over to another instance, or claim one nobody owns",
+    body=OwnerRequest,
+    answer=Ownership,
+    errors=(400, 403, 404, 502, 503),
+    tags=("registry",),
+)
+async def set_owner(request: web.Request) -> web.Response:
+    kind = _kind(request)
+    name = path_name(request, what=f"{kind} name")
+    wanted = parse(OwnerRequest, await read_json(request), codes={"owner": "invalid_name"})
+    provenance = await node(request).registry.hand_over(kind, name, wanted.owner)
+    return ok(_ownership(kind, name, provenance))
+
+
+@routes.post("/registry/{kind}/{name}/accept")
+@doc(
+    "Accept a tool's or dataset's registration as it is now, in every pipeline of this instance that "
+    "pinned it (dry_run: only show the differences)",
+    body=AcceptRequest,
+    body_required=False,
+    answer=RegistrationAccepted,
+    errors=(400, 409, 503),
+    tags=("registry",),
+)
+async def accept_registration(request: web.Request) -> web.Response:
+    kind = _kind(request)
+    if kind is Kind.PIPELINE:
+        raise BadRequest(
+            "a pipeline's registration is not pinned: accept what a pipeline uses with "
+            "POST /pipeline/{name}/accept",
+            code="invalid_kind",
+        )
+    name = path_name(request, what=f"{kind} name")
+    wanted = parse(AcceptRequest, await read_json(request, optional=True))
+    accepted = await node(request).pipelines.pins.accept_registration(kind.value, name, wanted.dry_run)
+    return ok(
+        {
+            "kind": kind.value,
+            "name": name,
+            "dry_run": wanted.dry_run,
+            "scopes": {scope: [c.public() for c in changes] for scope, changes in accepted.items()},
+        }
+    )

@@ -130,6 +130,47 @@ class Health(Out):
     warnings: list[str] | None = None
 
 
+class Ownership(Out):
+    kind: str
+    name: str
+    owner: str | None
+    revision: int
+    signed_by: str | None
+    signed_at: str | None
+    proof: Literal["signature", "claim", "none"]
+
+
+class Change(Out):
+    kind: str
+    name: str
+    what: str = Field(description="image, master, owner, or registration (gone, or no longer valid)")
+    pinned: str | None
+    current: str | None
+
+
+class PipelinePins(Out):
+    name: str
+    pins: list[dict[str, Any]]
+    changes: list[Change]
+
+
+class Accepted(Out):
+    name: str
+    dry_run: bool
+    accepted: list[Change]
+    changes: list[Change]
+
+
+class RegistrationAccepted(Out):
+    kind: str
+    name: str
+    dry_run: bool
+    scopes: dict[str, list[Change]] = Field(
+        description="each pipeline (or :raw, the gateway's raw listener) that had pinned it, and the "
+        "differences accepted there"
+    )
+
+
 class Deleted(Out):
     name: str
     deleted: bool
@@ -139,12 +180,16 @@ class InitResult(Out):
     name: str
     steps: list[dict[str, Any]]
     ok: bool
+    version: int = Field(description="the pipeline's version after this init (GET /pipeline/{name}/versions)")
+    new_version: bool = Field(description="true when this init recorded it (the definition changed)")
+    hash: str = Field(description="SHA-256 of the canonical definition")
 
 
 class PublicPipeline(Out):
     name: str
     description: str
     steps: list[dict[str, Any]]
+    version: int | None = Field(default=None, description="its current version")
 
 
 class RunStarted(Out):
@@ -222,6 +267,13 @@ class Run(Out):
     error: str | None
     schedule_id: str | None
     priority: int = Field(default=0, description="admission order: higher first, then older")
+    version: int | None = Field(
+        default=None,
+        description="the pipeline version it ran with (GET /pipeline/{name}/versions/{n}); null while "
+        "queued without one asked for (it takes the current one when it starts), and for runs "
+        "recorded before versions existed",
+    )
+    backfill_id: str | None = Field(default=None, description="the backfill it is a tick of")
     created_at: str | None
     started_at: str | None
     ended_at: str | None

@@ -33,6 +33,7 @@ from .records import INLINE_LIMIT, LEASE_MARGIN, AuditBook, audit_id_of, deadlin
 if TYPE_CHECKING:
     from ..config import Settings
     from ..datasets import Datasets
+    from ..merging.pins import Pins
     from ..store import Store
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,13 @@ class AuditAnswerer:
         store: Store,
         datasets: Datasets,
         on_own_audit: OwnAudit,
+        pins: Pins | None = None,
     ) -> None:
         self.instance = settings.instance_name
         self.raw_dataset = settings.raw_dataset
         self.etcd = etcd
-        self.book = AuditBook(etcd)
+        self.pins = pins
+        self.book = AuditBook(etcd, getattr(registry, "sealer", None))
         self.registry = registry
         self.store = store
         self.datasets = datasets
@@ -94,6 +97,8 @@ class AuditAnswerer:
         if problem := record_problem(record, lease):
             log.warning("audit %s: ignoring its record: %s", audit_id, problem)
             return
+        if not self.book.sealed_by(key, 0, record, record.get("auditor")):
+            return  # a record its auditor did not write: never decided, never answered
         deadline = deadline_of(record)
         assert deadline is not None  # checked by record_problem
         if _over(deadline):  # an old record seen again (a watch resumed in its past): it is gone
@@ -170,6 +175,12 @@ class AuditAnswerer:
         return sorted(branch for branch in mine if branch in dataset.nodes)
 
     async def _read_copies(self, dataset: Dataset, branches: list[str], path: str) -> list[dict[str, Any]]:
+        # Only from a master this instance accepted (merging.pins): the one its pipelines push to.
+        master = await self.pins.master(dataset.name) if self.pins is not None else dataset.master
+        if master is None:
+            reason = "this instance has not accepted a master for the dataset"
+            return [{"instance": self.instance, "branch": b, "error": reason} for b in branches]
+
         def read(repo: Any) -> list[dict[str, Any]]:
             repo.sync()
             answers = []
@@ -189,7 +200,7 @@ class AuditAnswerer:
             return answers
 
         try:
-            return await self.datasets.run(dataset.name, dataset.master, read)
+            return await self.datasets.run(dataset.name, master, read)
         except MaoError as exc:  # the master is unreachable: say so rather than stay silent
             return [{"instance": self.instance, "branch": b, "error": exc.message[:500]} for b in branches]
 

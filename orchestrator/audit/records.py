@@ -24,8 +24,10 @@ from executor.wire.names import name_problem
 
 from ..datasets.files import path_problem
 from ..errors import BadRequest
-from ..federation import keys
+from ..federation import keys, records
 from ..federation.etcd import Etcd, KeyValue
+from ..federation.records import AuditAnswer
+from ..federation.seals import SEAL_FIELDS, Proof, Sealer
 
 MIN_WAIT, MAX_WAIT, DEFAULT_WAIT = 5, 3600, 30
 LEASE_MARGIN = 60  # seconds the temporary keys outlive the deadline: time to fetch, score and store
@@ -77,26 +79,58 @@ def record_problem(record: object, lease: int) -> str | None:
 
 
 class AuditBook:
-    def __init__(self, etcd: Etcd) -> None:
+    """The audit's keys, sealed (``federation.seals``): a record by its auditor, an answer by the
+    instance that answers, a result by the auditor. A value whose seal does not check out is not
+    acted on: a member cannot start an audit in another's name (that instance would decide it), nor
+    answer for another instance's branch, nor store another auditor's result."""
+
+    def __init__(self, etcd: Etcd, sealer: Sealer | None = None) -> None:
         self.etcd = etcd
+        self.sealer = sealer or Sealer("unnamed", None)
+
+    def seal(self, value: dict[str, Any]) -> dict[str, Any]:
+        return self.sealer.seal(value) if self.sealer.proof is Proof.SIGNATURE else value
+
+    def sealed_by(self, key: str, revision: int, value: Any, writer: object) -> bool:
+        """Whether ``value`` was written by ``writer`` (over TLS: sealed by its certificate; without,
+        a ``signed_by`` it carries must name it). Said once when not."""
+        if self.sealer.proof is not Proof.SIGNATURE and not (isinstance(value, dict) and "signed_by" in value):
+            return True
+        seal = self.sealer.check(value, signer=writer if isinstance(writer, str) else "?")
+        if isinstance(seal, str):
+            records.refuse(key, revision, f"not written by {str(writer)[:80]}: {seal}")
+            return False
+        return True
 
     async def create(self, record: dict[str, Any], ttl: int) -> int:
         """Store a new audit on a fresh lease; returns the lease."""
         lease = await self.etcd.grant_lease(ttl)
-        if not await self.etcd.create(keys.audit(record["id"]), record, lease=lease):
+        if not await self.etcd.create(keys.audit(record["id"]), self.seal(record), lease=lease):
             await self.etcd.revoke_lease(lease)
             raise BadRequest(f"audit {record['id']} exists already")  # 128 random bits: never happens
         return lease
 
     async def record(self, audit_id: str) -> KeyValue | None:
-        return await self.etcd.get(keys.audit(audit_id))
+        """The audit's record, if its auditor wrote it (None otherwise, or when there is none)."""
+        kv = await self.etcd.get(keys.audit(audit_id))
+        if kv is None or kv.problem or not isinstance(kv.value, dict):
+            return None
+        return kv if self.sealed_by(kv.key, kv.mod_revision, kv.value, kv.value.get("auditor")) else None
 
     async def answers(self, audit_id: str) -> list[dict[str, Any]]:
-        return [
-            kv.value
-            for kv in await self.etcd.list_prefix(keys.audit_answers(audit_id))
-            if isinstance(kv.value, dict)
-        ]
+        """The answers, each under its own instance's and branch's key and sealed by that instance;
+        the others are left out (said once)."""
+        found = []
+        for kv in await self.etcd.list_prefix(keys.audit_answers(audit_id)):
+            answer = records.parse(AuditAnswer, kv.key, kv.mod_revision, kv.value)
+            if answer is None:
+                continue
+            if kv.key != keys.audit_answer(audit_id, answer.instance, answer.branch):
+                records.refuse(kv.key, kv.mod_revision, "an answer under another instance's or branch's key")
+                continue
+            if self.sealed_by(kv.key, kv.mod_revision, kv.value, answer.instance):
+                found.append(answer.model_dump(exclude_none=True))
+        return found
 
     async def answered(self, audit_id: str, instance: str) -> set[str]:
         """The branches ``instance`` has answered for."""
@@ -105,11 +139,15 @@ class AuditBook:
 
     async def answer(self, audit_id: str, answer: dict[str, Any], lease: int) -> bool:
         key = keys.audit_answer(audit_id, answer["instance"], answer["branch"])
-        return await self.etcd.create(key, answer, lease=lease)
+        return await self.etcd.create(key, self.seal(answer), lease=lease)
 
     async def result(self, audit_id: str) -> dict[str, Any] | None:
         kv = await self.etcd.get(keys.audit_result(audit_id))
-        return kv.value if kv is not None and isinstance(kv.value, dict) else None
+        if kv is None or kv.problem or not isinstance(kv.value, dict):
+            return None
+        if not self.sealed_by(kv.key, kv.mod_revision, kv.value, kv.value.get("auditor")):
+            return None
+        return {k: v for k, v in kv.value.items() if k not in SEAL_FIELDS}
 
     async def result_lease(self) -> int:
         """A lease of ``RESULT_TTL`` for one audit's result (granted once, kept across retries)."""

@@ -26,6 +26,7 @@ from ..datasets.files import path_problem, read_blob
 from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound, PayloadTooLarge
 from ..federation.etcd import Etcd, LeaseNotFound
 from ..federation.registry import Registry
+from ..federation.seals import SEAL_FIELDS
 from ..tasks import cancel_all, spawn
 from .answering import AuditAnswerer
 from .records import LEASE_MARGIN, MAX_WAIT, MIN_WAIT, AuditBook, deadline_of
@@ -34,6 +35,7 @@ from .scoring import Candidate, Scored, decide
 if TYPE_CHECKING:
     from ..config import Settings
     from ..datasets import Datasets
+    from ..merging.pins import Pins
     from ..store import Store
 
 log = logging.getLogger(__name__)
@@ -44,13 +46,20 @@ MAX_FETCH_BYTES = 64 * 1024 * 1024  # a copy larger than this is not scored (it 
 
 class Audits:
     def __init__(
-        self, settings: Settings, etcd: Etcd, registry: Registry, store: Store, datasets: Datasets
+        self,
+        settings: Settings,
+        etcd: Etcd,
+        registry: Registry,
+        store: Store,
+        datasets: Datasets,
+        pins: Pins | None = None,
     ) -> None:
         self.instance = settings.instance_name
-        self.book = AuditBook(etcd)
+        self.book = AuditBook(etcd, getattr(registry, "sealer", None))
         self.registry = registry
         self.datasets = datasets
-        self.answerer = AuditAnswerer(settings, etcd, registry, store, datasets, self._own_audit)
+        self.pins = pins
+        self.answerer = AuditAnswerer(settings, etcd, registry, store, datasets, self._own_audit, pins)
         self._deciding: dict[str, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
@@ -90,7 +99,8 @@ class Audits:
             return {**result, "status": "decided"}
         if (record := await self.book.record(audit_id)) is not None and isinstance(record.value, dict):
             answers = await self.book.answers(audit_id)
-            return {**record.value, "status": "pending", "answers": len(answers)}
+            shown = {k: v for k, v in record.value.items() if k not in SEAL_FIELDS}
+            return {**shown, "status": "pending", "answers": len(answers)}
         raise NotFound(f"no audit {audit_id!r}: unknown, or its auditor died before the deadline")
 
     # -- deciding -------------------------------------------------------------------------------
@@ -135,7 +145,8 @@ class Audits:
             # Computed once and stored on one lease across retries: when a create landed but its
             # answer was lost, the retry writes the very same value on the same lease, which
             # Etcd.create recognises as its own earlier attempt; and no retry leaks a lease.
-            result = await retry(lambda: self._score(audit_id, record, answers))
+            # Sealed once, before any retry: a seal is a new signature each time it is made.
+            result = self.book.seal(await retry(lambda: self._score(audit_id, record, answers)))
             stored = await retry(lambda: store(result))
         except _GaveUp as exc:
             log.error("audit %s could not be decided: %s", audit_id, exc)
@@ -183,6 +194,12 @@ class Audits:
         dataset = await self.registry.dataset(record["dataset"])
         if dataset is None:
             return dict.fromkeys(wanted, "could not be fetched: the dataset is no longer registered")
+        # Only from a master this instance accepted (merging.pins), never one swapped in since.
+        master = await self.pins.master(dataset.name) if self.pins is not None else dataset.master
+        if master is None:
+            return dict.fromkeys(
+                wanted, "could not be fetched: this instance has not accepted a master for the dataset"
+            )
         path = record["file"]
 
         def read(repo: Any) -> dict[str, bytes | str]:
@@ -201,7 +218,7 @@ class Audits:
             return found
 
         try:
-            return await self.datasets.run(dataset.name, dataset.master, read)
+            return await self.datasets.run(dataset.name, master, read)
         except MaoError as exc:
             return dict.fromkeys(wanted, f"could not be fetched from the master: {exc.message}")
 

@@ -10,7 +10,6 @@ import asyncio
 import contextvars
 import functools
 import logging
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -20,7 +19,14 @@ from ..errors import GitError
 from ._git import redact
 from .masters import resolve_master
 from .repo import GROUND_TRUTH, DatasetRepo, MergeResult, init_bare
-from .upkeep import clear_stale_locks, collect_garbage, local_repositories, remove_stale_lanes
+from .trees import remove_tree
+from .upkeep import (
+    clear_stale_locks,
+    collect_garbage,
+    local_repositories,
+    remove_scratch,
+    remove_stale_lanes,
+)
 
 __all__ = [
     "GROUND_TRUTH",
@@ -50,11 +56,13 @@ class Datasets:
         network_timeout: float = 120,
         tool_owner: tuple[int, int] | None = None,
         max_output: int | None = None,
+        max_files: int | None = None,
         master_roots: Sequence[Path] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.tool_owner = tool_owner
         self.max_output = max_output
+        self.max_files = max_files
         # None: any local master (unit tests); otherwise local masters only under these folders.
         self.master_roots = None if master_roots is None else tuple(master_roots)
         self.git_name = git_name
@@ -87,6 +95,7 @@ class Datasets:
                 network_timeout=self.network_timeout,
                 tool_owner=self.tool_owner,
                 max_output=self.max_output,
+                max_files=self.max_files,
             )
             self._repos[name] = current
         return current
@@ -126,7 +135,7 @@ class Datasets:
             repo = self._repos.pop(name, None)
             if repo is not None:
                 repo.close()
-            await _in_thread(shutil.rmtree, path, True)
+            await _in_thread(remove_tree, path)
 
     # -- upkeep (upkeep.py) ------------------------------------------------------------------------
 
@@ -136,8 +145,10 @@ class Datasets:
         for key, path in await asyncio.to_thread(local_repositories, self.data_dir):
             async with self._lock(key):
                 removed += len(await _in_thread(clear_stale_locks, path))
-        # Also the runs' own folders (overlap allow) a killed process left: no run outlives it.
+        # Also the runs' own folders (overlap allow) and temporary folders (snapshots, shards, file
+        # batches) a killed process left: no run outlives it.
         await asyncio.to_thread(remove_stale_lanes, self.data_dir)
+        await asyncio.to_thread(remove_scratch, self.data_dir)
         return removed
 
     async def collect_garbage(self) -> None:

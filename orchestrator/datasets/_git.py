@@ -97,6 +97,22 @@ def looks_rejected(stderr: str) -> bool:
     return any(phrase in stderr for phrase in _REJECTED)
 
 
+def looks_disk_full(stderr: str) -> bool:
+    return any(phrase in stderr for phrase in ("No space left on device", "Disk quota exceeded"))
+
+
+def rejection_cause(stderr: str) -> str:
+    """Why the master rejected a push, in the words an operator acts on: the master itself refused
+    it (a hook, a protected branch: ``[remote rejected] ... (<its reason>)``), or the branch moved
+    there since this instance fetched (``non-fast-forward``, ``fetch first``, ``stale info``)."""
+    refused = re.search(r"\[remote rejected\][^(\n]*\(([^)\n]*)\)", stderr)
+    if refused:
+        return f"the master refused it: {refused.group(1)}"
+    if "[remote rejected]" in stderr:
+        return "the master refused it"
+    return "it changed meanwhile"
+
+
 def hardened_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment additions for one git process.
 
@@ -310,6 +326,8 @@ class GitCommandFailed(GitError):
             self.detail = "stopped because the lock it ran under was lost"
         elif self.timed_out:
             self.detail = "timed out"
+        elif looks_disk_full(stderr):
+            self.detail = f"the disk is full ({summarize(stderr)})"
         else:
             self.detail = lock_file_problem(stderr) or summarize(stderr)
         super().__init__(f"{prefix}could not {what}: {self.detail}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import uuid
@@ -31,6 +30,7 @@ from orchestrator.errors import BadRequest, GitError, NotFound, PayloadTooLarge
 from ._git import hardened_env, summarize
 from .local import GROUND_TRUTH, checked_name, format_message
 from .repo import HEADS, TRACKING, DatasetRepo
+from .trees import remove_tree
 
 _OID_RE = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 MAX_PATH_LENGTH = 1024
@@ -98,7 +98,7 @@ def commit_files(
         tree = repo._out("write-tree", what="write the tree", index=index)
     finally:
         index.unlink(missing_ok=True)
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_tree(scratch)
     parent_tree = repo._out("rev-parse", f"{parent}^{{tree}}", what="resolve the parent")
     if tree == parent_tree:
         if current is None:

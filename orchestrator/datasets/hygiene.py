@@ -11,7 +11,10 @@ act on the host or on the orchestrator:
   means something got around that);
 - a symlink that points outside the folder is refused: the step fails naming it and nothing is
   committed (the orchestrator would otherwise follow it on the host, e.g. reading insights.json);
-- the folder's regular files may not add up to more than MAO_STEP_MAX_OUTPUT bytes.
+- the folder's regular files may not add up to more than MAO_STEP_MAX_OUTPUT bytes, nor its entries
+  number more than MAO_STEP_MAX_FILES; no path may be deeper or longer than ``trees``' documented
+  limits (the walk stops at the first one, naming it: a tree a thousand folders deep is refused, not
+  a crash).
 
 Everything blocks on the file system: callers run it in a worker thread (the dataset layer does).
 Nothing here follows a symlink: ownership and modes are changed with lchown / on non-links only.
@@ -27,6 +30,8 @@ from pathlib import Path
 
 from orchestrator.errors import BadRequest
 
+from .trees import Entry, TreeLimits, TreeTooLarge, walk
+
 log = logging.getLogger(__name__)
 
 _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
@@ -34,9 +39,14 @@ _MAX_NAMED = 10
 
 
 class OutputRefused(BadRequest):
-    """The work folder holds something that must not be committed; nothing was."""
+    """The work folder holds something that must not be committed; nothing was. ``path``: the
+    first path past the tree's limits, when that is the reason."""
 
     code = "output_refused"
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 @dataclass
@@ -44,6 +54,7 @@ class Inspection:
     """What one pass over a folder found and did (paths relative to the folder)."""
 
     total_bytes: int = 0
+    entries: int = 0  # below the folder: files, folders, links and the rest
     cleared_bits: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)  # FIFOs, sockets (and devices / bad links on reset)
     devices: list[str] = field(default_factory=list)
@@ -55,105 +66,154 @@ def _named(paths: list[str]) -> str:
     return shown + (f" and {len(paths) - _MAX_NAMED} more" if len(paths) > _MAX_NAMED else "")
 
 
+# How many symlinks a path may pass through before it counts as a loop (the kernel's own bound).
+MAX_LINK_HOPS = 40
+
+
 def points_outside(link: Path, root: Path) -> bool:
     """Whether the symlink ``link`` (below ``root``) resolves, or would resolve, outside ``root``.
 
     Absolute targets always count as outside: inside the container they name container paths, and on
     the host the orchestrator would follow them to the host's files. Relative targets are resolved as
-    the kernel would (through other links too), so ``d -> .`` plus ``x -> d/../..`` is caught.
-    """
+    the kernel would (through other links too), so ``d -> .`` plus ``x -> d/../..`` is caught, and
+    lexically too (``..`` taken as text, as a reader of the path may). Resolution is iterative and
+    passes ``MAX_LINK_HOPS`` links at most: a longer chain, or a path the file system cannot even
+    look up, counts as outside (refused rather than guessed)."""
     target = os.readlink(link)
     if os.path.isabs(target):
         return True
-    real_root = os.path.realpath(root)
-    resolved = os.path.realpath(os.path.join(os.path.dirname(link), target))
-    lexical = os.path.normpath(os.path.join(os.path.dirname(link), target))
-    inside = (resolved == real_root or resolved.startswith(real_root + os.sep)) and (
-        lexical == str(root) or lexical.startswith(str(root) + os.sep)
-    )
-    return not inside
+    here = os.path.relpath(os.path.dirname(link), root)
+    start = [] if here == "." else here.split(os.sep)
+    lexical = os.path.normpath(os.path.join(here, target))
+    if lexical == ".." or lexical.startswith(".." + os.sep):
+        return True
+    return not _resolves_inside(str(root), start, target)
+
+
+def _resolves_inside(root: str, start: list[str], target: str) -> bool:
+    """Follow ``target`` from the folder ``start`` (components below ``root``) as the kernel would,
+    without recursion; False as soon as it leaves ``root``."""
+    current = list(start)
+    pending = [part for part in reversed(target.split("/"))]
+    hops = 0
+    while pending:
+        part = pending.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not current:
+                return False
+            current.pop()
+            continue
+        candidate = os.path.join(root, *current, part)
+        try:
+            info = os.lstat(candidate)
+        except FileNotFoundError:
+            current.append(part)  # dangling from here on: the rest resolves lexically
+            continue
+        except OSError:
+            return False  # too long, a file on the way: nothing a reader could rely on
+        if not stat.S_ISLNK(info.st_mode):
+            current.append(part)
+            continue
+        hops += 1
+        if hops > MAX_LINK_HOPS:
+            return False
+        inner = os.readlink(candidate)
+        if os.path.isabs(inner):
+            return False
+        pending.extend(reversed(inner.split("/")))
+    return True
 
 
 def inspect_folder(
-    folder: Path, owner: tuple[int, int] | None = None, *, remove_bad: bool = False
+    folder: Path,
+    owner: tuple[int, int] | None = None,
+    *,
+    remove_bad: bool = False,
+    limits: TreeLimits | None = None,
+    what: str | None = None,
 ) -> Inspection:
     """Walk ``folder`` (never following links): clear special bits, remove FIFOs and sockets, make every
     entry readable and writable by its owner, re-own it to ``owner`` when given, and report devices and
-    outside links (removed too when ``remove_bad``: a folder about to be reset keeps nothing of them)."""
+    outside links (removed too when ``remove_bad``: a folder about to be reset keeps nothing of them).
+    ``limits`` (default: the documented depth and path bounds, any number of entries): OutputRefused
+    naming the first path past them (``what`` says whose folder), the folder only partly inspected."""
     result = Inspection()
     root = str(folder)
-    _fix(root, os.lstat(root), owner, result, root, remove_bad=remove_bad)
-    # Entries are fixed (made u+rwx) while their parent is listed, before os.walk descends into them;
-    # an error is raised, never skipped, so nothing unreadable escapes the inspection. os.walk lists a
-    # symlink to a directory among dirnames but does not descend into it.
-    for dirpath, dirnames, filenames in os.walk(root, onerror=_raise):
-        for name in (*dirnames, *filenames):
-            path = os.path.join(dirpath, name)
-            try:
-                info = os.lstat(path)
-            except FileNotFoundError:
-                continue
-            _fix(path, info, owner, result, root, remove_bad=remove_bad)
-        # A link to a folder that was just removed (a link out, on reset) is not walked into: os.walk
-        # would take the missing path for a folder and fail on it.
-        dirnames[:] = [name for name in dirnames if os.path.lexists(os.path.join(dirpath, name))]
+    root_info = os.lstat(root)
+    _fix_root(root, root_info, owner, result)
+    # Entries are fixed (made u+rwx) when the walk yields them, before it enters them; an error is
+    # raised, never skipped, so nothing unreadable escapes the inspection.
+    try:
+        for entry in walk(root, limits or TreeLimits()):
+            result.entries += 1
+            _fix(entry, owner, result, root, remove_bad=remove_bad)
+    except TreeTooLarge as exc:
+        raise OutputRefused(f"{what or folder}: {exc}", path=exc.path) from exc
     for kind, paths in (("removed", result.removed), ("cleared setuid/setgid bits of", result.cleared_bits)):
         if paths:
             log.warning("work folder %s: %s %s", folder, kind, _named(paths))
     return result
 
 
-def _raise(error: OSError) -> None:
-    raise error
-
-
-def _relative(path: str, root: str) -> str:
-    return "." if path == root else os.path.relpath(path, root)
+def _fix_root(root: str, info: os.stat_result, owner: tuple[int, int] | None, result: Inspection) -> None:
+    if owner is not None and (info.st_uid, info.st_gid) != owner:
+        os.lchown(root, *owner)
+    mode = info.st_mode
+    wanted = (mode & 0o7777 & ~_SPECIAL_BITS) | 0o700
+    if mode & _SPECIAL_BITS:
+        result.cleared_bits.append(".")
+    if wanted != mode & 0o7777:
+        os.chmod(root, wanted, follow_symlinks=False)
 
 
 def _fix(
-    path: str,
-    info: os.stat_result,
+    entry: Entry,
     owner: tuple[int, int] | None,
     result: Inspection,
     root: str,
     *,
     remove_bad: bool = False,
 ) -> None:
+    info, name, fd = entry.info, entry.name, entry.dir_fd
     mode = info.st_mode
     if stat.S_ISLNK(mode):
-        if points_outside(Path(path), Path(root)):
+        if points_outside(Path(root, entry.path), Path(root)):
             if remove_bad:
-                os.unlink(path)
-                result.removed.append(_relative(path, root))
+                os.unlink(name, dir_fd=fd)
+                result.removed.append(entry.path)
                 return
-            result.outside_links.append(_relative(path, root))
+            result.outside_links.append(entry.path)
         if owner is not None and (info.st_uid, info.st_gid) != owner:
-            os.lchown(path, *owner)
+            os.chown(name, *owner, dir_fd=fd, follow_symlinks=False)
         return
     if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
-        os.unlink(path)
-        result.removed.append(_relative(path, root))
+        os.unlink(name, dir_fd=fd)
+        result.removed.append(entry.path)
         return
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         if remove_bad:
-            os.unlink(path)
-            result.removed.append(_relative(path, root))
+            os.unlink(name, dir_fd=fd)
+            result.removed.append(entry.path)
         else:
-            result.devices.append(_relative(path, root))
+            result.devices.append(entry.path)
         return
     if owner is not None and (info.st_uid, info.st_gid) != owner:
-        os.lchown(path, *owner)  # chown clears setuid/setgid itself; the chmod below makes sure
+        # chown clears setuid/setgid itself; the chmod below makes sure
+        os.chown(name, *owner, dir_fd=fd, follow_symlinks=False)
     wanted = (mode & 0o7777 & ~_SPECIAL_BITS) | (0o700 if stat.S_ISDIR(mode) else 0o600)
     if mode & _SPECIAL_BITS:
-        result.cleared_bits.append(_relative(path, root))
+        result.cleared_bits.append(entry.path)
     if stat.S_ISREG(mode):
         result.total_bytes += info.st_size
     if wanted != mode & 0o7777:
-        os.chmod(path, wanted, follow_symlinks=False)
+        os.chmod(name, wanted, dir_fd=fd, follow_symlinks=False)
 
 
-def check_output(inspection: Inspection, max_bytes: int | None, what: str) -> None:
+def check_output(
+    inspection: Inspection, max_bytes: int | None, what: str, max_files: int | None = None
+) -> None:
     """Raise OutputRefused when the inspected folder may not be committed."""
     problems = []
     if inspection.outside_links:
@@ -166,6 +226,10 @@ def check_output(inspection: Inspection, max_bytes: int | None, what: str) -> No
         problems.append(
             f"the output holds {inspection.total_bytes} bytes, more than MAO_STEP_MAX_OUTPUT={max_bytes}"
         )
+    if max_files is not None and inspection.entries > max_files:
+        problems.append(
+            f"the output holds {inspection.entries} entries, more than MAO_STEP_MAX_FILES={max_files}"
+        )
     if problems:
         raise OutputRefused(f"{what}: " + "; ".join(problems) + "; nothing was committed")
 
@@ -173,10 +237,9 @@ def check_output(inspection: Inspection, max_bytes: int | None, what: str) -> No
 def hand_over(folder: Path, owner: tuple[int, int]) -> None:
     """Make ``owner`` own ``folder`` and everything in it (links themselves, never their targets)."""
     uid, gid = owner
-    for dirpath, dirnames, filenames in os.walk(folder, onerror=_raise):
-        os.lchown(dirpath, uid, gid)
-        for name in (*dirnames, *filenames):
-            os.lchown(os.path.join(dirpath, name), uid, gid)
+    os.lchown(folder, uid, gid)
+    for entry in walk(folder):
+        os.chown(entry.name, uid, gid, dir_fd=entry.dir_fd, follow_symlinks=False)
 
 
 def reclaim_owner(tool_owner: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -191,6 +254,8 @@ def give_to_tool(folder: Path, tool_owner: tuple[int, int] | None) -> None:
         hand_over(folder, tool_owner)
 
 
-def take_back(folder: Path, tool_owner: tuple[int, int] | None) -> Inspection:
+def take_back(
+    folder: Path, tool_owner: tuple[int, int] | None, limits: TreeLimits | None = None
+) -> Inspection:
     """After the container: ``folder`` is ours again, without special bits, FIFOs or sockets."""
-    return inspect_folder(folder, reclaim_owner(tool_owner))
+    return inspect_folder(folder, reclaim_owner(tool_owner), limits=limits)

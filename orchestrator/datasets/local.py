@@ -4,9 +4,7 @@ work-folder hygiene and commit messages with provenance trailers."""
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from orchestrator.errors import BadRequest
 
 from ..domain.masters import check_master
 from ._git import hardened_env, run_git
+from .trees import TreeLimits, remove_entry, walk
 
 log = logging.getLogger(__name__)
 
@@ -69,24 +68,17 @@ def init_bare(data_dir: Path, name: str) -> tuple[Path, bool]:
     return path, True
 
 
-def remove_git_entries(folder: Path) -> list[str]:
+def remove_git_entries(folder: Path, limits: TreeLimits | None = None) -> list[str]:
     """Delete every ``.git`` (any case) below ``folder``.
 
     git skips such entries when cleaning and refuses to add them, and a nested repository would be
-    committed as a submodule link instead of its files; tool output must be plain files.
-    """
+    committed as a submodule link instead of its files; tool output must be plain files. The walk is
+    iterative and bounded by ``limits`` (``TreeTooLarge`` past them, see ``trees``)."""
     removed: list[str] = []
-    for root, dirs, files in os.walk(folder):
-        for entry in [*dirs, *files]:
-            if entry.lower() != ".git":
-                continue
-            path = Path(root, entry)
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-            removed.append(str(path.relative_to(folder)))
-        dirs[:] = [d for d in dirs if d.lower() != ".git"]
+    for entry in walk(folder, limits, descend=lambda entry: entry.name.lower() != ".git"):
+        if entry.name.lower() == ".git":
+            remove_entry(entry.dir_fd, entry.name)
+            removed.append(entry.path)
     if removed:
         log.warning("removed git metadata from %s: %s", folder, ", ".join(removed[:10]))
     return removed

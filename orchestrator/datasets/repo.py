@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import shutil
 import threading
 import uuid
 from collections.abc import Mapping
@@ -38,6 +37,7 @@ from ._git import (
     looks_rejected,
     looks_unreachable,
     redact,
+    rejection_cause,
     run_git,
 )
 from .hygiene import OutputRefused, check_output, give_to_tool, inspect_folder, reclaim_owner
@@ -52,6 +52,7 @@ from .local import (
     parse_log,
     remove_git_entries,
 )
+from .trees import TreeLimits, TreeTooLarge, remove_contents, remove_tree
 
 __all__ = ["GROUND_TRUTH", "BranchConflict", "DatasetRepo", "MergeResult", "init_bare"]
 
@@ -96,11 +97,15 @@ class DatasetRepo:
         network_timeout: float = 120,
         tool_owner: tuple[int, int] | None = None,
         max_output: int | None = None,
+        max_files: int | None = None,
     ) -> None:
         self.name = checked_name(name, "dataset name")
         # Who tools run as (work folders are handed to them) and what a commit may hold; see hygiene.
         self.tool_owner = tool_owner
         self.max_output = max_output
+        self.max_files = max_files
+        # Every walk of a work folder or a snapshot: entries, depth, path length (trees.py).
+        self.limits = TreeLimits(max_files)
         self.master = checked_master(master)
         for label, value in (("git name", git_name), ("git email", git_email)):
             if not value or any(ord(ch) < 32 or ch in "<>" for ch in value):
@@ -224,17 +229,20 @@ class DatasetRepo:
         give_to_tool(folder, self.tool_owner)
 
     def _check_checkout(self, folder: Path, what: str) -> None:
-        """git checks out symlinks with any target: refuse one that leads out of the folder."""
-        bad = inspect_folder(folder).outside_links
+        """git checks out symlinks with any target: refuse one that leads out of the folder; and a
+        tree past the limits (another member may have pushed it) is refused naming its path."""
+        bad = inspect_folder(folder, limits=self.limits, what=f"dataset {self.name!r}: {what}").outside_links
         if bad:
             raise OutputRefused(
                 f"dataset {self.name!r}: {what} holds symlinks pointing outside its folder, which are "
                 f"not allowed: {', '.join(bad[:10])}; remove them from the branch"
             )
 
-    def _remove_git_entries(self, folder: Path) -> None:
+    def _remove_git_entries(self, folder: Path, what: str) -> None:
         try:
-            remove_git_entries(folder)
+            remove_git_entries(folder, self.limits)
+        except TreeTooLarge as exc:
+            raise OutputRefused(f"dataset {self.name!r}: {what}: {exc}", path=exc.path) from exc
         except OSError as exc:
             raise GitError(
                 f"dataset {self.name!r}: could not remove git metadata from {folder}: {exc}"
@@ -280,7 +288,7 @@ class DatasetRepo:
                 refs = ", ".join(spec.split(":", 1)[1].removeprefix(HEADS) for spec in refspecs)
                 raise GitError(
                     f"dataset {self.name!r}: the master rejected the push of {refs} "
-                    f"(it changed meanwhile; nothing was pushed): {exc.detail}"
+                    f"({rejection_cause(exc.stderr)}; nothing was pushed): {exc.detail}"
                 ) from exc
             raise self._network_error(exc, "push to its master") from exc
 
@@ -336,6 +344,20 @@ class DatasetRepo:
             raise
         return commit
 
+    def ground_truth_reached(self, commit: str) -> bool:
+        """Whether the master's ground-truth (as of the last sync) is at ``commit`` or past it: an
+        announced advance is checked so before a data trigger fires on it. ``commit`` must be a full
+        hexadecimal id (checked by the caller), never an option or a ref name."""
+        tip = self._rev(TRACKING + GROUND_TRUTH)
+        if tip is None:
+            return False
+        if tip == commit:
+            return True
+        status, _ = self._git(
+            "merge-base", "--is-ancestor", commit, tip, what="check an announced advance", ok=(0, 1, 128)
+        )
+        return status == 0
+
     # -- work folders ------------------------------------------------------------------------------
 
     def snapshot(self, dest: Path, ref: str = GROUND_TRUTH) -> str:
@@ -370,16 +392,23 @@ class DatasetRepo:
         branch instead of the shared one (``drop_lane`` removes it)."""
         branch = checked_name(branch, "branch")
         refs = self._refs()
-        parent = refs.get(HEADS + branch) or refs.get(TRACKING + branch) or refs.get(TRACKING + GROUND_TRUTH)
+        parent = (
+            self._node_tip(refs, branch) or refs.get(TRACKING + branch) or refs.get(TRACKING + GROUND_TRUTH)
+        )
         if parent is None:
             raise NotFound(f"dataset {self.name!r} has no ground-truth branch yet")
         folder = self._folder(branch, lane)
         folder.mkdir(parents=True, exist_ok=True)
-        # Whatever a previous tool left: back to us, no special files, no links out (before git writes).
-        inspect_folder(folder, self._reclaim_owner(), remove_bad=True)
-        self._remove_git_entries(folder)
         index = self._index_path(branch, lane)
         index.parent.mkdir(exist_ok=True)
+        # Whatever a previous tool left: back to us, no special files, no links out (before git writes).
+        try:
+            inspect_folder(folder, self._reclaim_owner(), remove_bad=True, limits=self.limits)
+            self._remove_git_entries(folder, f"the work folder of {branch!r}")
+        except OutputRefused as exc:
+            # More than a reset should walk (a failed tool's deep tree): start from an empty folder.
+            log.warning("dataset %s: emptying the work folder of %s: %s", self.name, branch, exc.message)
+            self._wipe(folder, index)
         kwargs: dict[str, Any] = {"index": index, "work_tree": folder}
         # read-tree --reset -u is `reset --hard` without HEAD: the index's stat data makes it rewrite only
         # what changed; files the index does not know are removed by clean afterwards.
@@ -398,17 +427,56 @@ class DatasetRepo:
         the outcome: re-owned, no setuid/setgid bit, no FIFO or socket (docs/security.md#tools)."""
         folder = self._folder(checked_name(branch, "branch"), lane)
         if folder.is_dir():
-            inspect_folder(folder, self._reclaim_owner())
+            what = f"dataset {self.name!r}, branch {branch!r}: the output"
+            inspect_folder(folder, self._reclaim_owner(), limits=self.limits, what=what)
 
     def drop_lane(self, branch: str, lane: str) -> None:
         """Remove a run's own folder of the branch and its index (after its commit, or its failure)."""
         folder = self._folder(checked_name(branch, "branch"), lane)
-        if folder.is_dir():
-            inspect_folder(folder, self._reclaim_owner())  # ours again, so that it can be removed
-            shutil.rmtree(folder, ignore_errors=True)
+        remove_tree(folder)  # whatever the tool left in it, however deep; never raises
         with contextlib.suppress(OSError):
             folder.parent.rmdir()  # the run's lane folder, once its last branch is gone
         self._index_path(branch, lane).unlink(missing_ok=True)
+
+    def _wipe(self, folder: Path, index: Path) -> None:
+        """Empty a work folder and forget its index: the next prepare checks the branch out afresh."""
+        remove_contents(folder)
+        index.unlink(missing_ok=True)
+
+    def reset_worktree(self, branch: str, lane: str | None = None) -> str:
+        """After a failed attempt: the work folder and its index hold the node branch again (its local
+        tip, which only a landed vote moves), so nothing of the failure stays on disk (a full disk
+        gets its space back at once) or reaches a later commit. A folder git cannot reset is emptied
+        instead (the next run checks the branch out afresh). Returns what was done; never raises."""
+        try:
+            branch = checked_name(branch, "branch")
+            folder, index = self._folder(branch, lane), self._index_path(branch, lane)
+        except Exception as exc:  # noqa: BLE001 - a clean-up reports, it never raises
+            return f"work folder not reset: {exc}"
+        if not folder.is_dir():
+            return "no work folder to reset"
+        try:
+            refs = self._refs()
+            tip = (
+                self._node_tip(refs, branch)
+                or refs.get(TRACKING + branch)
+                or refs.get(TRACKING + GROUND_TRUTH)
+            )
+            if tip is None:
+                raise NotFound(f"dataset {self.name!r} has no ground-truth branch yet")
+            inspect_folder(folder, self._reclaim_owner(), remove_bad=True, limits=self.limits)
+            self._remove_git_entries(folder, f"the work folder of {branch!r}")
+            kwargs: dict[str, Any] = {"index": index, "work_tree": folder}
+            self._git("read-tree", "--reset", "-u", tip, what="reset the work folder", **kwargs)
+            self._git("clean", "-ffdxq", what="clean the work folder", **kwargs)
+            return f"work folder reset to {tip[:12]}"
+        except Exception as exc:  # noqa: BLE001
+            log.warning("dataset %s: emptying the work folder of %s: %s", self.name, branch,
+                        getattr(exc, "message", exc))  # fmt: skip
+            emptied = remove_contents(folder)
+            with contextlib.suppress(OSError):
+                index.unlink(missing_ok=True)
+            return "work folder emptied" if emptied else "work folder not fully emptied (see the log)"
 
     def commit_worktree(
         self,
@@ -420,10 +488,12 @@ class DatasetRepo:
     ) -> tuple[str, bool]:
         """Commit everything in the branch's work folder on top of ``parent``; returns (commit, changed).
 
-        When the content equals parent's, no commit is made and refs/heads/<branch> is set to parent.
-        When the branch moved since the folder was prepared (another run of the pipeline side by side
-        committed first, overlap ``allow``), the commit on ``parent`` is merged with the branch's tip
-        and the merge is returned; paths both changed raise BranchConflict."""
+        The node branch does not move: only a landed vote moves it (``merge_and_push``,
+        ``push_branch``), so a step that fails after its commit leaves nothing a later run builds on.
+        When the content equals parent's, no commit is made and parent is returned. When the branch
+        moved since the folder was prepared (another run's vote landed meanwhile, e.g. side by side
+        with overlap ``allow``), the commit on ``parent`` is merged with the branch's tip and the merge
+        is returned; paths both changed raise BranchConflict."""
         branch = checked_name(branch, "branch")
         if not _OID_RE.match(parent):
             raise ValueError(f"parent must be a commit id, not {parent!r}")
@@ -431,9 +501,12 @@ class DatasetRepo:
         folder = self._folder(branch, lane)
         if not folder.is_dir():
             raise NotFound(f"dataset {self.name!r} has no work folder for {branch!r}")
-        self._remove_git_entries(folder)
-        inspection = inspect_folder(folder, self._reclaim_owner())
-        check_output(inspection, self.max_output, f"dataset {self.name!r}, branch {branch!r}")
+        what = f"dataset {self.name!r}, branch {branch!r}"
+        self._remove_git_entries(folder, f"branch {branch!r}: the output")
+        inspection = inspect_folder(
+            folder, self._reclaim_owner(), limits=self.limits, what=f"{what}: the output"
+        )
+        check_output(inspection, self.max_output, what, self.max_files)
         kwargs: dict[str, Any] = {"index": self._index_path(branch, lane), "work_tree": folder}
         # -f: a .gitignore written by the tool must not hide part of its output.
         self._git("add", "-A", "-f", what="stage the output", **kwargs)
@@ -442,33 +515,26 @@ class DatasetRepo:
             "rev-parse", f"{parent}^{{commit}}", f"{parent}^{{tree}}", what="resolve the parent"
         )
         parent, parent_tree = resolved.split()
-        current = self._rev(HEADS + branch)
-        if current is not None and current != parent:
-            if tree == parent_tree:
-                return current, False  # nothing of ours to add to what the branch holds now
-            return self._combine(branch, current, parent, tree, full_message), True
+        current = self._node_tip(self._refs(), branch)
         if tree == parent_tree:
-            if current is None:
-                self._update_ref(HEADS + branch, parent, "")
-            return parent, False
-        args = ["commit-tree", "--no-gpg-sign", tree, "-p", parent, "-m", full_message]
-        commit = self._out(*args, what="create the commit", identity=True)
-        # Compare-and-swap: fails instead of overwriting if the ref changed under us.
-        self._update_ref(HEADS + branch, commit, current or "")
-        return commit, True
-
-    def _combine(self, branch: str, current: str, parent: str, tree: str, full_message: str) -> str:
-        """Our output as a commit on ``parent``, merged with the branch's tip ``current`` (which another
-        run moved meanwhile); the branch is moved to the merge. BranchConflict on common paths."""
+            # Nothing of ours to add: what the branch holds now (or the parent it would start from).
+            return (current if current is not None and current != parent else parent), False
         args = ["commit-tree", "--no-gpg-sign", tree, "-p", parent, "-m", full_message]
         own = self._out(*args, what="create the commit", identity=True)
-        args = ["merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", current, own]
+        if current is not None and current != parent:
+            return self._merge_onto(branch, current, own, full_message), True
+        return own, True
+
+    def _merge_onto(self, branch: str, tip: str, own: str, full_message: str) -> str:
+        """``own`` merged with the branch's tip ``tip`` (which another run's vote moved since ``own``'s
+        parent), as a new merge commit; the branch does not move. BranchConflict on common paths."""
+        args = ["merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", tip, own]
         status, out = self._git(*args, what="merge with the node branch", ok=(0, 1))
         merged_tree, *paths = out.split("\0")
         if status == 1:
             conflicts = list(dict.fromkeys(p for p in paths if p))
             kept = f"refs/mao/unmerged/{branch}/{own}"
-            self._update_ref(kept, own, "")
+            self._git("update-ref", "-m", "mao", kept, own, what=f"update {kept}")
             raise BranchConflict(
                 f"dataset {self.name!r}: the output conflicts with what another run of the pipeline "
                 f"committed on {branch!r} meanwhile, in {', '.join(conflicts[:10])} (kept as {kept})",
@@ -476,10 +542,39 @@ class DatasetRepo:
                 own,
             )
         note = f"Merge side-by-side output into {branch}\n\n{full_message}"
-        args = ["commit-tree", "--no-gpg-sign", merged_tree.strip(), "-p", current, "-p", own, "-m", note]
-        merge = self._out(*args, what="create the merge commit", identity=True)
-        self._update_ref(HEADS + branch, merge, current)
-        return merge
+        args = ["commit-tree", "--no-gpg-sign", merged_tree.strip(), "-p", tip, "-p", own, "-m", note]
+        return self._out(*args, what="create the merge commit", identity=True)
+
+    def _onto_tip(self, branch: str, tip: str | None, commit: str, trailers: Mapping[str, str]) -> str:
+        """``commit`` as something the branch can move to: itself when it already contains the tip,
+        else merged with it (a vote of another run landed after this commit was made)."""
+        if tip is None or tip == commit:
+            return commit
+        status, _ = self._git(
+            "merge-base", "--is-ancestor", tip, commit, what="compare with the branch", ok=(0, 1)
+        )
+        if status == 0:
+            return commit
+        message = format_message(f"Output of {branch}", trailers)
+        return self._merge_onto(branch, tip, commit, message)
+
+    def _node_tip(self, refs: Mapping[str, str], branch: str) -> str | None:
+        """The node branch as this instance last had it accepted: the local branch, or the master's
+        copy when that is newer (a push landed but the process died before the local branch moved:
+        building on the older one would make every later push a rejected non-fast-forward)."""
+        local, pushed = refs.get(HEADS + branch), refs.get(TRACKING + branch)
+        if pushed is None or local == pushed:
+            return local
+        if local is None:
+            return None  # a branch this instance never voted: prepare starts from the master's copy
+        status, _ = self._git(
+            "merge-base", "--is-ancestor", local, pushed, what="compare with the master", ok=(0, 1)
+        )
+        return pushed if status == 0 else local
+
+    def _advance(self, branch: str, commit: str) -> None:
+        """The local node branch follows what the master now has (after a push that landed)."""
+        self._git("update-ref", "-m", "mao: pushed", HEADS + branch, commit, what=f"update {HEADS + branch}")
 
     def _update_ref(self, ref: str, new: str, old: str) -> None:
         """update-ref with an expected old value ("" = must not exist)."""
@@ -487,13 +582,21 @@ class DatasetRepo:
 
     # -- merging -----------------------------------------------------------------------------------
 
-    def push_branch(self, branch: str) -> None:
-        """Push the node branch only (the merge into ground-truth is retried later)."""
+    def push_branch(
+        self, branch: str, commit: str | None = None, trailers: Mapping[str, str] | None = None
+    ) -> str:
+        """Push ``commit`` (default: the local tip) as the node branch only (the merge into
+        ground-truth is retried later); the local branch then follows. Returns what was pushed
+        (``commit``, merged with the branch's tip when another vote landed since it was made)."""
         branch = checked_name(branch, "branch")
-        commit = self._rev(HEADS + branch)
+        tip = self._node_tip(self._refs(), branch)
+        commit = commit or tip
         if commit is None:
             raise NotFound(f"dataset {self.name!r} has no local branch {branch!r}")
+        commit = self._onto_tip(branch, tip, commit, trailers or {})
         self._push(f"{commit}:{HEADS}{branch}")
+        self._advance(branch, commit)
+        return commit
 
     def merge_and_push(
         self,
@@ -501,25 +604,32 @@ class DatasetRepo:
         message: str,
         trailers: Mapping[str, str],
         abort: threading.Event | None = None,
+        commit: str | None = None,
     ) -> MergeResult:
-        """Merge the node branch into ground-truth and push both atomically. The caller holds the
-        dataset's federation lock, so ground-truth can only move if someone ignores that lock.
-        ``abort`` is set when that lock's lease is lost: the push is then not started, or killed."""
+        """Merge ``commit`` (a step's output; default: the node branch's local tip) into ground-truth
+        and push both atomically; the local node branch moves to it only once the push landed. The
+        caller holds the dataset's federation lock, so ground-truth can only move if someone ignores
+        that lock. ``abort`` is set when that lock's lease is lost: the push is then not started, or
+        killed."""
         branch = checked_name(branch, "branch")
         full_message = format_message(message, trailers)
         self.sync()
         refs = self._refs()
         gt = refs.get(TRACKING + GROUND_TRUTH) or self.ensure_ground_truth()
-        commit = refs.get(HEADS + branch)
+        tip = self._node_tip(refs, branch)
+        commit = commit or tip
         if commit is None:
             raise NotFound(f"dataset {self.name!r} has no local branch {branch!r}")
+        commit = self._onto_tip(branch, tip, commit, trailers)
         pushed = refs.get(TRACKING + branch)
         status, _ = self._git(
             "merge-base", "--is-ancestor", commit, gt, what="compare with ground-truth", ok=(0, 1)
         )
         if status == 0:  # already contained: nothing to merge
             if pushed != commit:
-                self.push_branch(branch)
+                self.push_branch(branch, commit)
+            elif tip != commit:
+                self._advance(branch, commit)
             return MergeResult(merged=False, commit=gt, conflicts=[])
         # In-memory merge; exit 1 = conflicts. Output: tree NUL (conflicted path NUL)*.
         args = ["merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", gt, commit]
@@ -528,14 +638,18 @@ class DatasetRepo:
         if status == 1:
             conflicts = list(dict.fromkeys(p for p in paths if p))
             log.info("dataset %s: %s conflicts with ground-truth on %s", self.name, branch, conflicts)
+            # Published for whoever resolves it; the next run of the branch builds on it.
             if pushed != commit:
-                self.push_branch(branch)
+                self.push_branch(branch, commit)
+            elif tip != commit:
+                self._advance(branch, commit)
             return MergeResult(merged=False, commit=gt, conflicts=conflicts)
         # Always a merge commit (also when ground-truth could fast-forward) so that its history shows
         # each vote.
         args = ["commit-tree", "--no-gpg-sign", tree.strip(), "-p", gt, "-p", commit, "-m", full_message]
         merge = self._out(*args, what="create the merge commit", identity=True)
         self._push(f"{commit}:{HEADS}{branch}", f"{merge}:{HEADS}{GROUND_TRUTH}", atomic=True, abort=abort)
+        self._advance(branch, commit)
         return MergeResult(merged=True, commit=merge, conflicts=[])
 
     # -- inspection --------------------------------------------------------------------------------

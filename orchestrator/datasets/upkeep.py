@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 from pathlib import Path
 
 import git
 
 from ._git import hardened_env, run_git
+from .trees import Entry, remove_tree, walk
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +43,21 @@ def clear_stale_locks(git_dir: Path) -> list[Path]:
     this instance refuses to start), so a lock file here can only be left by a git process that was
     killed with the previous orchestrator process, and would fail every later command that needs it."""
     removed: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(git_dir):
-        if Path(dirpath).name == "objects":
-            # Loose objects never carry locks; their 256 folders are skipped.
-            dirnames[:] = [d for d in dirnames if not _LOOSE_OBJECT_DIR.match(d)]
-        for name in filenames:
-            if name.endswith(".lock"):
-                path = Path(dirpath, name)
-                try:
-                    path.unlink()
-                except FileNotFoundError:
-                    continue
-                removed.append(path)
+
+    def descend(entry: Entry) -> bool:
+        # Loose objects never carry locks; their 256 folders are skipped.
+        return not (
+            entry.path.startswith("objects/") and entry.depth == 2 and _LOOSE_OBJECT_DIR.match(entry.name)
+        )
+
+    # Iterative: ref names come from masters other members push to, and may nest a thousand deep.
+    for entry in walk(git_dir, descend=descend):
+        if entry.name.endswith(".lock") and not entry.is_dir:
+            try:
+                os.unlink(entry.name, dir_fd=entry.dir_fd)
+            except FileNotFoundError:
+                continue
+            removed.append(Path(git_dir, entry.path))
     if removed:
         log.warning(
             "removed %d stale git lock file(s) left by a killed git process: %s",
@@ -70,12 +73,51 @@ def remove_stale_lanes(data_dir: Path) -> list[Path]:
     removed: list[Path] = []
     for lanes in sorted(Path(data_dir).glob("work/*/.lanes")):
         for lane in sorted(lanes.iterdir()):
-            shutil.rmtree(lane, ignore_errors=True)
+            remove_tree(lane)  # whatever a tool left there, however deep
             removed.append(lane)
     for index in sorted(Path(data_dir).glob("datasets/*.git/mao-index/.lane-*")):
         index.unlink(missing_ok=True)
     if removed:
         log.warning("removed %d run folder(s) left by a killed process: %s", len(removed), removed[:10])
+    return removed
+
+
+def remove_scratch(data_dir: Path) -> list[Path]:
+    """Remove what interrupted runs left in the temporary folders: the runs' scratch folders
+    (``tmp/<run>``: input snapshots and fan-out shards), the file batches of ``files.commit_files``
+    (``datasets/*.git/mao-tmp``), throw-away indexes (``mao-index/.snapshot-*``, ``.files-*``) and
+    half-kept step logs (``logs/<run>/*.part``).
+    Only at start: none is in use before the first run. Never raises (a warning names what stays)."""
+    data_dir = Path(data_dir)
+    removed: list[Path] = []
+    scratch_roots = [data_dir / "tmp", *sorted(data_dir.glob("datasets/*.git/mao-tmp"))]
+    for root in scratch_roots:
+        try:
+            leftovers = sorted(root.iterdir()) if root.is_dir() else []
+        except OSError as exc:
+            log.warning("could not list %s: %s", root, exc)
+            continue
+        for path in leftovers:
+            if remove_tree(path):
+                removed.append(path)
+    for pattern in (
+        "datasets/*.git/mao-index/.snapshot-*",
+        "datasets/*.git/mao-index/.files-*",
+        "logs/*/*.log.gz.part",  # a step log a killed process was keeping (runs/step_logs.py)
+    ):
+        for index in sorted(data_dir.glob(pattern)):
+            try:
+                index.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("could not remove %s: %s", index, exc)
+                continue
+            removed.append(index)
+    if removed:
+        log.warning(
+            "removed %d temporary folder(s) and file(s) of interrupted runs: %s",
+            len(removed),
+            ", ".join(str(p) for p in removed[:10]),
+        )
     return removed
 
 

@@ -84,7 +84,15 @@ class DataTrigger:
 
 @dataclass(frozen=True)
 class Backfill:
+    """A backfill (an object of its own, ``id``): one run per tick of ``cron`` in [start, end]."""
+
+    id: str
+    cron: str
+    timezone: str
+    start: datetime
+    end: datetime
     ticks: tuple[datetime, ...]
+    created_by: str | None = None
     kind: ClassVar[Literal["backfill"]] = "backfill"
     trigger: ClassVar[Literal["backfill"]] = "backfill"
 
@@ -113,6 +121,8 @@ class RunAsk:
     priority: int = 0
     # Federation-wide ticks: where else the schedule's previous run may still go (``Elsewhere``).
     elsewhere: Elsewhere | None = None
+    # The pipeline version to run (docs/versions.md); None: the pipeline as it is when the run starts.
+    version: int | None = None
 
     @property
     def federation(self) -> bool:

@@ -194,6 +194,9 @@ class Step(Model):
     fan_out: FanOut | None = None
     # A pool of MAO_POOLS: the step holds one of its slots while it runs (runs/admission.py).
     pool: Name | None = None
+    # The tool's root file system is read-only (it writes its output folder and a bounded /tmp);
+    # true lets it write anywhere in its container, unbounded (docs/security.md#tools).
+    writable_root: StrictBool = False
 
     @field_validator("input_dataset", mode="before")
     @classmethod
@@ -218,6 +221,8 @@ class Step(Model):
         for key in ("memory", "cpus", "pool"):
             if data.get(key) is None:
                 data.pop(key, None)
+        if not data.get("writable_root"):
+            data.pop("writable_root", None)
         return data
 
     def tools(self) -> list[str]:

@@ -24,6 +24,7 @@ class Ticket:
     tick_at: datetime | None = None
     schedule_id: str | None = None
     side_by_side: bool = False  # overlap ``allow``: admissible although its pipeline is busy
+    version: int | None = None  # the pipeline version asked for; None: the current one when it starts
 
     def order(self) -> tuple[int, datetime, datetime, str]:
         return (-self.priority, self.queued_at, self.tick_at or self.queued_at, self.run_id)

@@ -38,6 +38,7 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from ..datasets.hygiene import OutputRefused, check_output, give_to_tool, inspect_folder, reclaim_owner
+from ..datasets.trees import remove_tree
 from .seam import ContainerSpec
 
 log = logging.getLogger(__name__)
@@ -182,16 +183,15 @@ class SharedStaging:
         if folder.is_symlink() or not folder.is_dir():
             folder.unlink()
             return
-        # Ours again and writable first: a tool may have left folders without write permission.
-        inspect_folder(folder, None, remove_bad=True)
-        shutil.rmtree(folder)
+        # Iterative, whatever the tool left (a tree a thousand folders deep, folders without write
+        # permission): shutil.rmtree recurses and dies of RecursionError (datasets/trees.py).
+        if not remove_tree(folder):
+            raise OSError(f"{folder} could not be removed (see the log)")
 
 
 def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
+    if not remove_tree(path):
+        raise OSError(f"{path} could not be removed (see the log)")
 
 
 def copy_tree(source: Path, dest: Path, *, max_bytes: int | None = None) -> int:

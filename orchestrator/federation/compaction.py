@@ -35,16 +35,18 @@ class Compactor:
         self.compacted = 0  # the revision this instance last compacted up to
         self._task: asyncio.Task[None] | None = None
 
-    async def compact_once(self) -> int | None:
-        """Compact up to ``keep`` revisions before the current one; the revision, or None when there
-        was nothing new to compact."""
-        target = await self.etcd.revision() - self.keep
+    async def compact_once(self, keep: int | None = None) -> int | None:
+        """Compact up to ``keep`` (default ``self.keep``) revisions before the current one; the
+        revision, or None when there was nothing new to compact. ``keep=0``: all history (``space``
+        when etcd nears its quota)."""
+        keep = self.keep if keep is None else keep
+        target = await self.etcd.revision() - keep
         if target <= self.compacted:
             return None
         done = await self.etcd.compact(target)
         self.compacted = target
         if done:
-            log.info("etcd history compacted up to revision %d (keeping %d revisions)", target, self.keep)
+            log.info("etcd history compacted up to revision %d (keeping %d revisions)", target, keep)
         return target if done else None
 
     async def start(self) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -36,10 +35,11 @@ from ..errors import EtcdUnavailable
 from ..urls import split_url
 from .failover import CHANNEL_OPTIONS, FailoverClient, LeaseNotFound, close_quietly, short
 from .tls import make_client
+from .values import decode_key, decode_value, encode_value, warn_once
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DELETE", "Etcd", "HistoryCompacted", "KeyValue", "LeaseNotFound", "WatchEvent"]
+__all__ = ["DELETE", "Etcd", "HistoryCompacted", "KeyValue", "LeaseNotFound", "WatchEvent", "WatchTooLarge"]
 
 # Sentinel an ``update`` function returns to delete the key.
 DELETE = object()
@@ -60,6 +60,9 @@ class KeyValue:
     mod_revision: int
     create_revision: int
     lease: int
+    # Why ``value`` (then None) could not be decoded (``values.decode_value``); listings and watches
+    # never hand such a value over, a single ``get`` does, so that its caller can name the key.
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,55 +74,139 @@ class WatchEvent:
     lease: int = 0
 
 
+class WatchTooLarge(HistoryCompacted):
+    """The changes a watch would deliver at once do not fit in one gRPC message (a watch resumed far
+    back over large values): list the keys again (in pages), then watch from there."""
+
+    def __init__(self, detail: str) -> None:
+        Exception.__init__(self, f"the changes to catch up on are too large for one answer ({detail})")
+        self.compacted_revision = 0
+
+
+# Range answers are read in pages of at most PAGE_KEYS keys, sized from the values seen so far so
+# that a page carries about PAGE_BYTES; a page etcd cannot send in one gRPC message (4 MiB by
+# default) is asked for again in smaller pieces, down to one key.
+PAGE_BYTES = 1024 * 1024
+PAGE_KEYS = 512
+FIRST_PAGE = 64
+_TOO_LARGE = object()
+_COMPACTED = object()
+
+
 class Etcd(FailoverClient):
     # -- key-value ------------------------------------------------------------------------------
     async def get(self, key: str) -> KeyValue | None:
-        result = await self._call(lambda c: c.get(key.encode()))
-        return _decode(result) if result is not None else None
+        """The key's value; one that cannot be decoded comes back with ``problem`` set (and said in
+        the log once), so that the caller can name the key."""
+
+        async def op(c: aetcd.Client) -> Any:
+            await c.connect()
+            request = aetcd.rpc.RangeRequest(key=key.encode())
+            try:
+                return await c.kvstub.Range(request, timeout=self.timeout, metadata=c.metadata)
+            except grpc.aio.AioRpcError as exc:
+                if _too_large(exc):
+                    return _TOO_LARGE
+                raise
+
+        response = await self._call(op)
+        if response is _TOO_LARGE:
+            problem = "larger than one etcd answer may be"
+            warn_once(key, 0, problem)
+            return KeyValue(key, None, 0, 0, 0, problem)
+        if not response.kvs:
+            return None
+        kv = _decode(response.kvs[0])
+        if kv is not None and kv.problem:
+            warn_once(kv.key, kv.mod_revision, kv.problem)
+        return kv
 
     async def list_prefix(
         self, prefix: str, *, limit: int = 0, newest_first: bool = False, before: str | None = None
     ) -> list[KeyValue]:
         """Keys under ``prefix`` in key order (reversed with ``newest_first``), at most ``limit``
-        (0: all), only those sorting before the key ``before`` when given."""
+        (0: all), only those sorting before the key ``before`` when given. Values that cannot be
+        decoded are left out (said once in the log)."""
         kvs, _ = await self.list_with_revision(prefix, limit=limit, newest_first=newest_first, before=before)
         return kvs
 
     async def list_with_revision(
         self, prefix: str, *, limit: int = 0, newest_first: bool = False, before: str | None = None
     ) -> tuple[list[KeyValue], int]:
-        """``list`` plus the store revision it was read at (to watch from the next one)."""
-        start = prefix.encode()
-        request = aetcd.rpc.RangeRequest(
-            key=start,
-            range_end=before.encode() if before else aetcd.utils.prefix_range_end(start),
-            limit=limit,
-            sort_order=aetcd.rpc.RangeRequest.DESCEND if newest_first else aetcd.rpc.RangeRequest.ASCEND,
-            sort_target=aetcd.rpc.RangeRequest.KEY,
-        )
+        """``list`` plus the store revision it was read at (to watch from the next one). Read in
+        pages bounded by bytes (``PAGE_BYTES``) and count, all at that one revision: no answer from
+        etcd has to fit the whole prefix."""
+        for _ in range(5):
+            found: list[KeyValue] = []
+            pages = self._pages(
+                prefix, limit=limit, newest_first=newest_first, before=before, snapshot=True
+            )
+            try:
+                async for kv in pages:
+                    found.append(kv)
+                return found, pages.revision
+            except _SnapshotCompacted:
+                continue  # compacted between two pages: read the whole prefix again
+        raise EtcdUnavailable(f"etcd's history kept being compacted while {prefix} was read; try again")
 
-        async def op(c: aetcd.Client) -> tuple[list[KeyValue], int]:
-            await c.connect()
-            response = await c.kvstub.Range(request, timeout=self.timeout, metadata=c.metadata)
-            return [_decode(kv) for kv in response.kvs], int(response.header.revision)
-
-        return await self._call(op)
+    async def scan(self, prefix: str, start: str | None = None) -> AsyncIterator[KeyValue]:
+        """Every decodable key under ``prefix`` from the key ``start`` on, in key order, read page by
+        page as the caller goes (``/inspect`` stops early): each page at the store's revision of the
+        moment, so a long scan sees keys written meanwhile."""
+        async for kv in self._pages(prefix, start=start):
+            yield kv
 
     async def list_page(self, prefix: str, start: str, limit: int) -> list[KeyValue]:
-        """At most ``limit`` keys under ``prefix`` from the key ``start`` on, in key order: pages of a
-        prefix too large for one answer (etcd's gRPC answers are bounded, 4 MiB by default)."""
+        """At most ``limit`` keys under ``prefix`` from the key ``start`` on, in key order."""
+        found = []
+        async for kv in self._pages(prefix, start=start, limit=limit):
+            found.append(kv)
+        return found
+
+    def _pages(
+        self,
+        prefix: str,
+        *,
+        start: str | None = None,
+        limit: int = 0,
+        newest_first: bool = False,
+        before: str | None = None,
+        snapshot: bool = False,
+    ) -> _Pages:
+        return _Pages(self, prefix, start, limit, newest_first, before, snapshot)
+
+    async def _range(
+        self,
+        key: bytes,
+        range_end: bytes,
+        *,
+        limit: int,
+        revision: int = 0,
+        descend: bool = False,
+        keys_only: bool = False,
+    ) -> Any:
+        """One Range call: its answer, ``_TOO_LARGE`` when it does not fit one gRPC message, or
+        ``_COMPACTED`` when ``revision`` is gone."""
         request = aetcd.rpc.RangeRequest(
-            key=start.encode(),
-            range_end=aetcd.utils.prefix_range_end(prefix.encode()),
+            key=key,
+            range_end=range_end,
             limit=limit,
-            sort_order=aetcd.rpc.RangeRequest.ASCEND,
+            revision=revision,
+            keys_only=keys_only,
+            sort_order=aetcd.rpc.RangeRequest.DESCEND if descend else aetcd.rpc.RangeRequest.ASCEND,
             sort_target=aetcd.rpc.RangeRequest.KEY,
         )
 
-        async def op(c: aetcd.Client) -> list[KeyValue]:
+        async def op(c: aetcd.Client) -> Any:
             await c.connect()
-            response = await c.kvstub.Range(request, timeout=self.timeout, metadata=c.metadata)
-            return [_decode(kv) for kv in response.kvs]
+            try:
+                return await c.kvstub.Range(request, timeout=self.timeout, metadata=c.metadata)
+            except grpc.aio.AioRpcError as exc:
+                if _too_large(exc):
+                    return _TOO_LARGE
+                if exc.code() == grpc.StatusCode.OUT_OF_RANGE and "compacted" in (exc.details() or ""):
+                    return _COMPACTED
+                raise
 
         return await self._call(op)
 
@@ -243,6 +330,11 @@ class Etcd(FailoverClient):
         reply = await self._call(lambda c: c.refresh_lease(lease_id))
         return int(reply.TTL) if reply is not None else 0
 
+    async def lease_ttl(self, lease_id: int) -> tuple[int, int]:
+        """``(remaining, granted)`` seconds of a lease; remaining is -1 when it does not exist."""
+        reply = await self._call(lambda c: c.get_lease_info(lease_id, keys=False))
+        return int(reply.TTL), int(reply.grantedTTL)
+
     async def revoke_lease(self, lease_id: int) -> None:
         await self._call(lambda c: c.revoke_lease(lease_id))
 
@@ -275,6 +367,34 @@ class Etcd(FailoverClient):
         """Bytes of the answering member's database file (what compaction and defragmentation shrink)."""
         status = await self._call(lambda c: c.status())
         return int(status.db_size)
+
+    async def space(self) -> tuple[int, int]:
+        """``(db_size, db_size_in_use)`` in bytes of the answering member: the file (what etcd's
+        quota counts) and what of it holds data (the rest is free pages compaction left, reused by
+        later writes, given back by a defragmentation)."""
+
+        async def op(c: aetcd.Client) -> tuple[int, int]:
+            await c.connect()
+            status = await c.maintenancestub.Status(
+                aetcd.rpc.StatusRequest(), timeout=self.timeout, metadata=c.metadata
+            )
+            return int(status.dbSize), int(status.dbSizeInUse or status.dbSize)
+
+        return await self._call(op)
+
+    async def alarms(self) -> list[str]:
+        """The alarms raised in the cluster (``NOSPACE``: the quota is reached, etcd refuses writes
+        until an operator disarms it; ``CORRUPT``), one name per alarm and member."""
+
+        async def op(c: aetcd.Client) -> list[str]:
+            await c.connect()
+            request = aetcd.rpc.AlarmRequest(
+                action=aetcd.rpc.AlarmRequest.GET, memberID=0, alarm=aetcd.rpc.NONE
+            )
+            response = await c.maintenancestub.Alarm(request, timeout=self.timeout, metadata=c.metadata)
+            return [aetcd.rpc.AlarmType.Name(a.alarm) for a in response.alarms]
+
+        return await self._call(op)
 
     # -- cluster --------------------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
@@ -349,6 +469,13 @@ class Etcd(FailoverClient):
         try:
             async for event in watch:
                 kv = _decode(event.kv)
+                if kv is None:
+                    continue
+                if event.kind == "PUT" and kv.problem:
+                    # Skipped, not handed over: the watch moves on past it (and past it again if
+                    # it is delivered again after a resumed watch, said once).
+                    warn_once(kv.key, kv.mod_revision, kv.problem)
+                    continue
                 yield WatchEvent(
                     kind=str(event.kind),
                     key=kv.key,
@@ -359,6 +486,9 @@ class Etcd(FailoverClient):
         except aetcd.exceptions.RevisionCompactedError as exc:
             raise HistoryCompacted(exc.compacted_revision) from exc
         except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError) as exc:
+            if _too_large(exc):
+                # Watching again from the same revision would meet the same answer for ever.
+                raise WatchTooLarge(short(exc)) from exc
             await self._next_endpoint(client)
             raise EtcdUnavailable(f"the watch on {prefix} broke: {short(exc)}") from exc
         finally:
@@ -368,20 +498,128 @@ class Etcd(FailoverClient):
 
 
 def _encode(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+    return encode_value(value)
 
 
-def _decode(kv: Any) -> KeyValue:
-    raw = kv.value
-    try:
-        value = json.loads(raw) if raw else None
-    except ValueError:
-        # A key written by something else (the prototype stored Python repr): keep it readable.
-        value = raw.decode(errors="replace")
+def _decode(kv: Any) -> KeyValue | None:
+    """A key-value of etcd's answer, its value decoded at the one edge (``values``); None when even
+    its key cannot be read (not UTF-8: no MAO key)."""
+    key = decode_key(kv.key)
+    if key is None:
+        warn_once(repr(bytes(kv.key))[:300], kv.mod_revision, "its key is not UTF-8")
+        return None
+    decoded = decode_value(kv.value)
     return KeyValue(
-        key=kv.key.decode(),
-        value=value,
+        key=key,
+        value=decoded.value,
         mod_revision=kv.mod_revision,
         create_revision=kv.create_revision,
         lease=kv.lease,
+        problem=decoded.problem,
     )
+
+
+def _too_large(exc: BaseException) -> bool:
+    """Whether gRPC refused an answer for its size (``RESOURCE_EXHAUSTED``, "larger than max")."""
+    cause = exc if isinstance(exc, grpc.aio.AioRpcError) else exc.__cause__
+    if isinstance(cause, grpc.aio.AioRpcError) and cause.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return True
+    return "larger than max" in str(exc)
+
+
+class _SnapshotCompacted(Exception):
+    """The revision a paged listing is read at was compacted between two pages."""
+
+
+class _Pages:
+    """An async iterator over the decodable keys of a range, read in pages (see ``PAGE_BYTES``);
+    ``revision`` is the store revision of the first page. With ``snapshot`` every page is read at
+    that revision (``_SnapshotCompacted`` when etcd compacted it meanwhile)."""
+
+    def __init__(
+        self,
+        etcd: Etcd,
+        prefix: str,
+        start: str | None,
+        limit: int,
+        newest_first: bool,
+        before: str | None,
+        snapshot: bool,
+    ) -> None:
+        self.etcd = etcd
+        self.prefix = prefix
+        self.low = (start or prefix).encode()
+        self.high = before.encode() if before else aetcd.utils.prefix_range_end(prefix.encode())
+        self.limit = limit
+        self.descend = newest_first
+        self.snapshot = snapshot
+        self.revision = 0
+
+    def __aiter__(self) -> AsyncIterator[KeyValue]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[KeyValue]:
+        page, given = FIRST_PAGE, 0
+        while True:
+            want = min(page, self.limit - given) if self.limit else page
+            response = await self.etcd._range(
+                self.low,
+                self.high,
+                limit=want,
+                revision=self.revision if self.snapshot else 0,
+                descend=self.descend,
+            )
+            if response is _COMPACTED:
+                raise _SnapshotCompacted
+            if response is _TOO_LARGE:
+                if want > 1:
+                    page = max(1, want // 4)
+                    continue
+                await self._skip_one()
+                continue
+            if not self.revision:
+                self.revision = int(response.header.revision)
+            kvs = list(response.kvs)
+            size = 0
+            for raw in kvs:
+                size += len(raw.key) + len(raw.value)
+                kv = _decode(raw)
+                if kv is None:
+                    continue
+                if kv.problem:
+                    warn_once(kv.key, kv.mod_revision, kv.problem)
+                    continue
+                yield kv
+                given += 1
+                if self.limit and given >= self.limit:
+                    return
+            if not kvs or not response.more:
+                return
+            self._past(bytes(kvs[-1].key))
+            page = max(1, min(PAGE_KEYS, PAGE_BYTES * len(kvs) // max(size, 1)))
+
+    def _past(self, key: bytes) -> None:
+        if self.descend:
+            self.high = key  # the range's end is exclusive
+        else:
+            self.low = key + b"\0"
+
+    async def _skip_one(self) -> None:
+        """One value is larger than a gRPC answer may be: name it, and go on past it."""
+        response = await self.etcd._range(
+            self.low,
+            self.high,
+            limit=1,
+            revision=self.revision if self.snapshot else 0,
+            descend=self.descend,
+            keys_only=True,
+        )
+        if response is _COMPACTED:
+            raise _SnapshotCompacted
+        if response is _TOO_LARGE or not response.kvs:  # cannot happen for a key alone; stop
+            raise EtcdUnavailable(f"etcd could not send the keys under {self.prefix} in any page size")
+        self.revision = self.revision or int(response.header.revision)
+        raw = response.kvs[0]
+        shown = decode_key(raw.key) or repr(bytes(raw.key))[:300]
+        warn_once(shown, raw.mod_revision, "larger than one etcd answer may be")
+        self._past(bytes(raw.key))

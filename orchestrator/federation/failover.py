@@ -151,6 +151,13 @@ class FailoverClient:
             except aetcd.exceptions.ClientError as exc:
                 if "lease not found" in str(exc):  # an answer, not an outage: the lease expired
                     raise LeaseNotFound(f"etcd failed: {short(exc)}") from exc
+                if "space exceeded" in str(exc):  # every member says the same: no other endpoint helps
+                    raise EtcdUnavailable(
+                        "etcd refuses writes: its database reached its quota (a NOSPACE alarm is raised). "
+                        "An operator compacts, defragments and disarms it: docs/operations.md, "
+                        "\"etcd's quota\"",
+                        code="etcd_no_space",
+                    ) from exc
                 if "not found" in str(exc):
                     raise EtcdUnavailable(f"etcd failed: {short(exc)}") from exc
                 # Anything else (an internal error, a stream cut by a dying member, a deadline passed

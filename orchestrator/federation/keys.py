@@ -24,6 +24,8 @@ INSIGHTS = f"{PREFIX}/insights/"
 AUDITS = f"{PREFIX}/audits/"  # the records only: every instance watches this prefix
 AUDIT_ANSWERS = f"{PREFIX}/audit-answers/"  # apart, so that the watchers do not receive every answer
 AUDIT_RESULTS = f"{PREFIX}/audit-results/"
+# One key per instance, written after it compacted etcd near its quota (federation/space.py).
+SPACE = f"{PREFIX}/space/"
 
 
 def tool(name: str) -> str:

@@ -20,14 +20,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import EtcdUnavailable, Unavailable
-from . import keys
+from . import keys, records
 from .etcd import Etcd
+from .records import LockHolder
 
 log = logging.getLogger(__name__)
 
 
 # How long before the lease's end a lock whose refreshes fail counts as lost.
 LOST_MARGIN = 1.0
+# The longest lease a lock can have (MAO_LOCK_TTL's upper bound): a key on a longer one, or on none,
+# is not a lock any instance took, and is removed rather than waited for.
+MAX_LOCK_TTL = 3600
 
 
 class LockTimeout(Unavailable):
@@ -103,15 +107,37 @@ class Locks:
     async def _acquire(self, key: str, held: HeldLock) -> None:
         deadline = time.monotonic() + self.wait
         delay = 0.05
+        looked_at: set[int] = set()  # versions of the key already found to be real locks
         while not await self.etcd.create(key, held.holder, lease=held.lease):
             held.check()
+            await self._remove_if_not_a_lock(key, looked_at)
             if time.monotonic() >= deadline:
                 current = await self.etcd.get(key)
-                who = current.value if current else "nobody (just released)"
+                who = str(current.value)[:200] if current else "nobody (just released)"
                 raise LockTimeout(f"waited {self.wait:g} s for the lock {key}, held by {who}")
             # Jittered backoff: several instances polling one key must not move in lockstep.
             await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - not cryptographic
             delay = min(delay * 1.5, 1.0)
+
+    async def _remove_if_not_a_lock(self, key: str, looked_at: set[int]) -> None:
+        """A key that holds the lock must be on a lease of at most ``MAX_LOCK_TTL`` that still runs:
+        one written on no lease (or a longer one) would block every merge of the dataset for good,
+        so it is removed (compare-and-delete: only that version) and the removal logged."""
+        current = await self.etcd.get(key)
+        if current is None or current.mod_revision in looked_at:
+            return
+        why = None
+        if not current.lease:
+            why = "it is on no lease, so it would never expire"
+        else:
+            remaining, granted = await self.etcd.lease_ttl(current.lease)
+            if remaining > MAX_LOCK_TTL or granted > MAX_LOCK_TTL:
+                why = f"its lease runs {max(remaining, granted)} s, longer than any lock's ({MAX_LOCK_TTL} s)"
+        if why is None:
+            looked_at.add(current.mod_revision)
+            return
+        if await self.etcd.delete_if(key, current.mod_revision):
+            log.warning("removed %s, which was no lock (%s); it said %s", key, why, str(current.value)[:200])
 
     async def _keep_alive(self, held: HeldLock) -> None:
         """Refresh the lease every ttl/3 s. ``expires`` is reckoned from when a refresh was *sent*,
@@ -124,9 +150,11 @@ class Locks:
             await asyncio.sleep(max(0.0, min(interval, expires - margin - time.monotonic())))
             sent = time.monotonic()
             try:
-                remaining = await asyncio.wait_for(
-                    self.etcd.refresh_lease(held.lease), max(0.05, expires - margin - sent)
-                )
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancel that
+                # ends this loop when the refresh answers in the same moment (cpython gh-86296),
+                # and the lock, refreshed for ever, is then never released.
+                async with asyncio.timeout(max(0.05, expires - margin - sent)):
+                    remaining = await self.etcd.refresh_lease(held.lease)
             except (EtcdUnavailable, TimeoutError) as exc:
                 log.warning(
                     "could not refresh the lease of lock %s: %s", held.key, getattr(exc, "message", exc)
@@ -145,9 +173,15 @@ class Locks:
             await self.etcd.revoke_lease(lease)
 
     async def holders(self) -> list[dict[str, Any]]:
-        """Locks held right now, for ``GET /locks`` and ``maoctl lock list``."""
-        return [
-            {"key": kv.key, **kv.value}
-            for kv in await self.etcd.list_prefix(keys.LOCKS)
-            if isinstance(kv.value, dict)
-        ]
+        """Locks held right now, for ``GET /locks`` and ``maoctl lock list`` (a record that is no
+        lock's, or on no lease, is left out and said once)."""
+        held = []
+        for kv in await self.etcd.list_prefix(keys.LOCKS):
+            holder = records.parse(LockHolder, kv.key, kv.mod_revision, kv.value)
+            if holder is None:
+                continue
+            if not kv.lease:
+                records.refuse(kv.key, kv.mod_revision, "a lock on no lease (removed by the next merge)")
+                continue
+            held.append({"key": kv.key, **holder.model_dump()})
+        return held

@@ -27,10 +27,14 @@ from .. import __version__
 from ..config import Settings
 from ..errors import Conflict, EtcdUnavailable
 from ..tasks import spawn
-from . import keys
+from . import keys, records
 from .etcd import Etcd, KeyValue
+from .records import MemberRecord
+from .seals import Sealer
 
 log = logging.getLogger(__name__)
+
+VERDICTS_KEPT = 1024
 
 
 class NameTaken(Conflict):
@@ -38,22 +42,27 @@ class NameTaken(Conflict):
 
 
 class Membership:
-    def __init__(self, etcd: Etcd, settings: Settings) -> None:
+    def __init__(self, etcd: Etcd, settings: Settings, sealer: Sealer | None = None) -> None:
         self.etcd = etcd
         self.settings = settings
         self.name = settings.instance_name
+        self.sealer = sealer or Sealer(self.name, None)
         self.ttl = settings.member_ttl
         self.key = keys.member(self.name)
-        self.record: dict[str, Any] = {
-            "name": self.name,
-            "api_url": settings.advertise_url,
-            "version": __version__,
-            "labels": dict(settings.labels),
-            "started_at": datetime.now(UTC).isoformat(),
-        }
+        # Sealed: no other member can write a record that passes as this instance's (seals.py).
+        self.record: dict[str, Any] = self.sealer.seal(
+            {
+                "name": self.name,
+                "api_url": settings.advertise_url,
+                "version": __version__,
+                "labels": dict(settings.labels),
+                "started_at": datetime.now(UTC).isoformat(),
+            }
+        )
         self.lease: int | None = None
         self._lease_file = settings.data_dir / "member-lease"
         self._heartbeat: asyncio.Task[None] | None = None
+        self._verdicts: dict[tuple[str, int, int], MemberRecord | None] = {}
         self._last_problem: str | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -81,12 +90,42 @@ class Membership:
                 log.info("instance %s left the federation's member list", self.name)
 
     async def live(self) -> list[dict[str, Any]]:
-        """The live instances' records, by name."""
-        return [
-            {**kv.value, "name": keys.last_segment(kv.key)}
-            for kv in await self.etcd.list_prefix(keys.MEMBERS)
-            if isinstance(kv.value, dict)
-        ]
+        """The live instances' records, by name: each on a lease (a key without one would outlive
+        its instance), under its own name and sealed by that instance; others are skipped, said once."""
+        live = []
+        for kv in await self.etcd.list_prefix(keys.MEMBERS):
+            if (record := self._checked(kv)) is not None:
+                live.append(record.model_dump())
+        return live
+
+    def _checked(self, kv: KeyValue) -> MemberRecord | None:
+        """The member record, if it checks out; the verdict is kept per key version (a seal is
+        verified once, not at every tick that asks who is alive)."""
+        marker = (kv.key, kv.mod_revision, kv.lease)
+        if kv.mod_revision and marker in self._verdicts:
+            return self._verdicts[marker]
+        verdict = self._check(kv)
+        if kv.mod_revision:
+            self._verdicts[marker] = verdict
+            while len(self._verdicts) > VERDICTS_KEPT:
+                self._verdicts.pop(next(iter(self._verdicts)))
+        return verdict
+
+    def _check(self, kv: KeyValue) -> MemberRecord | None:
+        record = records.parse(MemberRecord, kv.key, kv.mod_revision, kv.value)
+        if record is None:
+            return None
+        if record.name != keys.last_segment(kv.key) or kv.key != keys.member(record.name):
+            records.refuse(kv.key, kv.mod_revision, f"a member record named {record.name!r} under another key")
+            return None
+        if not kv.lease:
+            records.refuse(kv.key, kv.mod_revision, "a member record on no lease: it would outlive its instance")
+            return None
+        seal = self.sealer.check(kv.value, signer=record.name)
+        if isinstance(seal, str):
+            records.refuse(kv.key, kv.mod_revision, f"a member record not written by {record.name}: {seal}")
+            return None
+        return record
 
     # -- registration ---------------------------------------------------------------------------
     async def _register(self) -> None:
@@ -95,7 +134,11 @@ class Membership:
         for _ in range(5):  # a key that vanishes or appears between our read and write: read again
             current = await self.etcd.get(self.key)
             if current is not None and current.lease not in (remembered, self.lease):
-                raise _name_taken(self.name, current)
+                if self._checked(current) is not None:
+                    raise _name_taken(self.name, current)
+                # Not a record this instance's name could have written (no seal of ours, no lease,
+                # not even a member record): it does not hold the name; taken over below.
+                log.warning("instance %s takes over its member key from a record it did not write", self.name)
             lease = await self.etcd.grant_lease(self.ttl)
             if current is None:
                 written = await self.etcd.create(self.key, self.record, lease=lease)
@@ -105,8 +148,9 @@ class Membership:
                 await self._revoke_quietly(lease)
                 continue
             _remember_lease(self._lease_file, lease)
-            if current is not None and current.lease != lease:
-                # Our previous process (killed within the TTL) or our own expired lease.
+            if current is not None and current.lease != lease and current.lease in (remembered, self.lease):
+                # Our previous process (killed within the TTL) or our own expired lease. Never a lease
+                # a foreign record named: it may be anybody's, and revoking it would drop their keys.
                 await self._revoke_quietly(current.lease)
                 log.info("instance %s took over its member key from its previous lease", self.name)
             self.lease = lease
@@ -130,6 +174,7 @@ class Membership:
                     continue
                 if await self.etcd.refresh_lease(self.lease) > 0:
                     self._last_problem = None
+                    await self._restore_record()
                     continue
                 self.lease = None
                 self._say(
@@ -148,6 +193,17 @@ class Membership:
                 # this instance from the member list while it keeps serving.
                 log.exception("membership heartbeat of %s failed, will try again", self.name)
                 self._say(f"could not keep instance {self.name} registered: {exc}")
+
+    async def _restore_record(self) -> None:
+        """Put our record back if something else was written over it (any member's certificate can
+        write our key): the member list shows the truth again within a heartbeat."""
+        current = await self.etcd.get(self.key)
+        if current is not None and current.lease == self.lease and current.value == self.record:
+            return
+        if current is None or current.lease in (self.lease, 0) or self._checked(current) is None:
+            revision = current.mod_revision if current is not None else 0
+            if await self.etcd.put_if(self.key, self.record, revision, lease=self.lease):
+                log.warning("instance %s put its member record back: something else was written over it", self.name)
 
     def _say(self, sentence: str) -> None:
         """Log a problem once, not at every heartbeat while it lasts."""

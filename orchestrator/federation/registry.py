@@ -3,24 +3,58 @@
 Reads go straight to etcd (linearizable), so what one instance registers is what every other instance
 reads next: no cache to go stale. Every multi-party update (a dataset's node branches, a pipeline's
 list of instances) is a compare-and-set, so concurrent instances never lose each other's writes.
+Every registration has an owner, and only its owner changes it (``ownership``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
+
+from executor.wire.names import name_problem
 
 from ..domain.pipeline import Dataset, Pipeline, Tool
 from ..errors import Conflict, MalformedEntry, NotFound
 from . import keys
 from .etcd import DELETE, Etcd, KeyValue
+from .ownership import (
+    SHARED,
+    Kind,
+    Provenance,
+    may_change,
+    not_owner,
+    owned,
+    provenance,
+    without_ownership,
+)
+from .seals import SEAL_FIELDS, Sealer
+from .values import warn_once
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+M = TypeVar("M", Tool, Dataset)
+_CHECKED_KEEP = 4096
+
+PREFIXES = {Kind.TOOL: keys.TOOLS, Kind.DATASET: keys.DATASETS, Kind.PIPELINE: keys.PIPELINES}
+
+
+def key_of(kind: Kind, name: str) -> str:
+    return PREFIXES[kind] + name
+
+
+@dataclass(frozen=True)
+class Registered(Generic[T]):
+    """A registration as read: what it says, who owns it, and the etcd version it was read at."""
+
+    value: T
+    provenance: Provenance
+    mod_revision: int
 
 
 def _check_registration(value: Any) -> dict[str, Any]:
@@ -32,83 +66,117 @@ def _check_registration(value: Any) -> dict[str, Any]:
         or not isinstance(value.get("instances", []), list)
     ):
         raise ValueError("not a pipeline registration (an object with a list of steps)")
-    return value
+    return {k: v for k, v in value.items() if k not in SEAL_FIELDS}
 
 
 class Registry:
-    """Reads validate what etcd holds: a malformed value (written by hand, or by a broken client) is
-    skipped in lists with one warning per key and version, and is a ``MalformedEntry`` (502, naming
-    the key) when read alone, never a 500."""
+    """Reads validate what etcd holds: a malformed value (written by hand, by a broken client, or by a
+    member past its own API so that its seal does not check out) is skipped in lists with one warning
+    per key and version, and is a ``MalformedEntry`` (502, naming the key) when read alone, never a
+    500."""
 
-    def __init__(self, etcd: Etcd) -> None:
+    def __init__(self, etcd: Etcd, sealer: Sealer | None = None, instance: str = "") -> None:
         self.etcd = etcd
-        self._warned: set[tuple[str, int]] = set()
+        self.sealer = sealer or Sealer(instance or "unnamed", None)
+        self.instance = instance or self.sealer.instance
+        # (key, mod_revision) -> its provenance or why not: a seal is verified once per version.
+        self._checked: OrderedDict[tuple[str, int], Provenance | str] = OrderedDict()
 
-    def _load(self, kv: KeyValue, parse: Callable[[Any], T]) -> T:
+    # -- reading --------------------------------------------------------------------------------
+    def _provenance(self, kind: Kind, kv: KeyValue) -> Provenance | str:
+        marker = (kv.key, kv.mod_revision)
+        found = self._checked.get(marker) if kv.mod_revision else None
+        if found is None:
+            found = provenance(kv.value, kind, self.sealer)
+            if isinstance(found, Provenance) and isinstance(kv.value, dict):
+                named = kv.value.get("name", keys.last_segment(kv.key))
+                if named != keys.last_segment(kv.key):
+                    found = f"its name field says {str(named)[:80]!r}, its key {keys.last_segment(kv.key)!r}"
+            self._checked[marker] = found
+            if len(self._checked) > _CHECKED_KEEP:
+                self._checked.popitem(last=False)
+        return found
+
+    def _load(self, kind: Kind, kv: KeyValue, parse: Callable[[Any], T]) -> Registered[T]:
+        if kv.problem:
+            raise _malformed(kv.key, kv.problem)
+        found = self._provenance(kind, kv)
+        if isinstance(found, str):
+            raise _malformed(kv.key, found)
         try:
-            return parse(kv.value)
+            value = parse(kv.value)
         except (ValidationError, ValueError, TypeError) as exc:
             detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise MalformedEntry(
-                f"the registry entry {kv.key} in etcd is malformed ({detail}): register it again "
-                "through the API, or delete the key",
-                key=kv.key,
-            ) from None
+            raise _malformed(kv.key, detail) from None
+        return Registered(value, found, kv.mod_revision)
 
-    async def _names(self, prefix: str, parse: Callable[[Any], Any]) -> list[str]:
-        return [name for name, _ in await self._entries(prefix, parse)]
+    async def _read(self, kind: Kind, name: str, parse: Callable[[Any], T]) -> Registered[T] | None:
+        kv = await self.etcd.get(key_of(kind, name))
+        return self._load(kind, kv, parse) if kv else None
 
-    async def _entries(self, prefix: str, parse: Callable[[Any], T]) -> list[tuple[str, T]]:
+    async def _names(self, kind: Kind, parse: Callable[[Any], Any]) -> list[str]:
+        return [name for name, _ in await self._entries(kind, parse)]
+
+    async def _entries(self, kind: Kind, parse: Callable[[Any], T]) -> list[tuple[str, T]]:
+        """Every valid registration of ``kind`` by name; the others are skipped, said once."""
         entries = []
-        for kv in await self.etcd.list_prefix(prefix):
-            try:
-                value = self._load(kv, parse)
-            except MalformedEntry as exc:
-                if (kv.key, kv.mod_revision) not in self._warned:
-                    self._warned.add((kv.key, kv.mod_revision))
-                    log.warning("skipping it in lists: %s", exc.message)
+        for kv in await self.etcd.list_prefix(PREFIXES[kind]):
+            name = keys.last_segment(kv.key)
+            if kv.key != key_of(kind, name) or name_problem(name, f"{kind} name") is not None:
+                warn_once(kv.key, kv.mod_revision, f"not a {kind} name")
                 continue
-            entries.append((keys.last_segment(kv.key), value))
+            try:
+                entry = self._load(kind, kv, parse)
+            except MalformedEntry as exc:
+                warn_once(kv.key, kv.mod_revision, exc.message)
+                continue
+            entries.append((name, entry.value))
         return entries
 
     # -- tools ----------------------------------------------------------------------------------
     async def tool_names(self) -> list[str]:
-        return await self._names(keys.TOOLS, Tool.model_validate)
+        return await self._names(Kind.TOOL, Tool.model_validate)
+
+    async def tool_entry(self, name: str) -> Registered[Tool] | None:
+        return await self._read(Kind.TOOL, name, Tool.model_validate)
 
     async def tools(self) -> list[Tool]:
         """Every registered tool (one etcd read)."""
-        return [tool for _, tool in await self._entries(keys.TOOLS, Tool.model_validate)]
+        return [tool for _, tool in await self._entries(Kind.TOOL, Tool.model_validate)]
 
     async def tool(self, name: str) -> Tool | None:
-        kv = await self.etcd.get(keys.tool(name))
-        return self._load(kv, Tool.model_validate) if kv else None
+        entry = await self.tool_entry(name)
+        return entry.value if entry else None
 
     async def put_tool(self, tool: Tool) -> None:
-        await self.etcd.put(keys.tool(tool.name), tool.model_dump())
+        """Register or change a tool; only its owner may change it (``NotOwner``)."""
+        await self._put(Kind.TOOL, tool.name, lambda _current: tool.model_dump())
 
     async def delete_tool(self, name: str) -> None:
         await self._refuse_if_used("tool", name, lambda steps: {s.get("tool") for s in steps})
-        if not await self.etcd.delete(keys.tool(name)):
-            raise NotFound(f"tool {name!r} is not registered")
+        await self._delete(Kind.TOOL, name)
 
     # -- datasets -------------------------------------------------------------------------------
     async def dataset_names(self) -> list[str]:
-        return await self._names(keys.DATASETS, _dataset_parser(None))
+        return await self._names(Kind.DATASET, _dataset_parser(None))
+
+    async def dataset_entry(self, name: str) -> Registered[Dataset] | None:
+        return await self._read(Kind.DATASET, name, _dataset_parser(name))
 
     async def dataset(self, name: str) -> Dataset | None:
-        kv = await self.etcd.get(keys.dataset(name))
-        return self._load(kv, _dataset_parser(name)) if kv else None
+        entry = await self.dataset_entry(name)
+        return entry.value if entry else None
 
     async def put_dataset(self, dataset: Dataset) -> Dataset:
-        """Register or re-register a dataset. Node branches already registered are kept: they are
-        other instances' votes, and a re-registration must not orphan them."""
+        """Register or re-register a dataset (its owner only). Node branches already registered are
+        kept: they are other instances' votes, and a re-registration must not orphan them."""
 
-        def change(current: dict[str, Any] | None) -> dict[str, Any]:
+        def fields(current: dict[str, Any] | None) -> dict[str, Any]:
             nodes = _nodes_of(current)
             nodes += [n for n in dataset.nodes if n not in nodes]
-            return {"master": dataset.master, "nodes": nodes}
+            return {"name": dataset.name, "master": dataset.master, "nodes": nodes}
 
-        value = await self.etcd.update(keys.dataset(dataset.name), change)
+        value = await self._put(Kind.DATASET, dataset.name, fields)
         return Dataset.model_validate({**value, "name": dataset.name})
 
     async def add_node_branches(self, dataset: str, branches: list[str]) -> None:
@@ -121,29 +189,32 @@ class Registry:
             name,
             lambda steps: {s.get("output_dataset") for s in steps} | {s.get("input_dataset") for s in steps},
         )
-        if not await self.etcd.delete(keys.dataset(name)):
-            raise NotFound(f"dataset {name!r} is not registered")
+        await self._delete(Kind.DATASET, name)
 
     # -- pipelines ------------------------------------------------------------------------------
+    async def pipeline_entry(self, name: str) -> Registered[dict[str, Any]] | None:
+        return await self._read(Kind.PIPELINE, name, _check_registration)
+
     async def pipeline(self, name: str) -> dict[str, Any] | None:
-        kv = await self.etcd.get(keys.pipeline(name))
-        return self._load(kv, _check_registration) if kv else None
+        entry = await self.pipeline_entry(name)
+        return entry.value if entry else None
 
     async def pipelines(self) -> dict[str, dict[str, Any]]:
         """Every pipeline registration by name (one etcd read)."""
-        return dict(await self._entries(keys.PIPELINES, _check_registration))
+        return dict(await self._entries(Kind.PIPELINE, _check_registration))
 
     async def pipeline_names(self) -> list[str]:
-        return await self._names(keys.PIPELINES, _check_registration)
+        return await self._names(Kind.PIPELINE, _check_registration)
 
     async def register_pipeline(
         self, pipeline: Pipeline, instance: str, branches: dict[str, list[str]]
     ) -> dict[str, Any]:
         """Add ``instance`` to the pipeline's registration (creating it) and the node branches its
         steps write (``{dataset: [branch]}``) to their datasets, in one transaction. A pipeline name
-        means one thing federation-wide: different steps under a name another instance already runs
-        are a 409. Secrets never reach etcd: only the steps' public form does."""
-        changes: dict[str, Any] = {keys.pipeline(pipeline.name): _registration_change(pipeline, instance)}
+        means one thing federation-wide: different steps under a name another instance owns are a
+        403, under a name another instance already runs a 409. Secrets never reach etcd: only the
+        steps' public form does."""
+        changes: dict[str, Any] = {keys.pipeline(pipeline.name): self._registration_change(pipeline, instance)}
         for dataset, names in branches.items():
             changes[keys.dataset(dataset)] = _nodes_change(dataset, names)
         result = await self.etcd.update_many(changes)
@@ -167,11 +238,114 @@ class Registry:
         await self.etcd.update(keys.pipeline(name), change)
         return deleted
 
+    def _registration_change(self, pipeline: Pipeline, instance: str) -> Callable[[Any], Any]:
+        steps = pipeline.public_steps()
+        now = datetime.now(UTC).isoformat()
+        key = keys.pipeline(pipeline.name)
+
+        def change(current: Any) -> dict[str, Any]:
+            ownership = self._current_provenance(Kind.PIPELINE, key, current)
+            if not isinstance(current, dict) or isinstance(ownership, str):
+                fields = {
+                    "name": pipeline.name,
+                    "description": pipeline.description,
+                    "steps": steps,
+                    "registered_by": instance,
+                }
+                value = owned(fields, Kind.PIPELINE, instance, 1, self.sealer)
+                return {**value, "instances": [instance], "updated_at": now}
+            others = [i for i in _instances_of(current) if i != instance]
+            if current.get("steps") == steps:
+                # Joining: only the shared fields change, the owner's seal stays as it is.
+                return {**current, "instances": others + [instance], "updated_at": now}
+            if others:
+                raise Conflict(
+                    f"pipeline {pipeline.name!r} is registered in the federation with different steps "
+                    f"(used by {', '.join(others)}); choose another name or make the steps identical",
+                    code="pipeline_differs",
+                )
+            if ownership.owner is not None and ownership.owner != instance:
+                raise not_owner(Kind.PIPELINE, pipeline.name, ownership.owner)
+            fields = {
+                **without_ownership(current),
+                "description": pipeline.description,
+                "steps": steps,
+            }
+            value = owned(fields, Kind.PIPELINE, instance, ownership.revision + 1, self.sealer)
+            return {**value, "instances": others + [instance], "updated_at": now}
+
+        return change
+
+    # -- ownership ------------------------------------------------------------------------------
+    async def owner(self, kind: Kind, name: str) -> Provenance:
+        """Who owns a registration (``NotFound`` when there is none; 502 when it does not check out)."""
+        entry = await self._read(kind, name, _parser(kind, name))
+        if entry is None:
+            raise NotFound(f"{kind} {name!r} is not registered")
+        return entry.provenance
+
+    async def hand_over(self, kind: Kind, name: str, new_owner: str) -> Provenance:
+        """Make ``new_owner`` the owner: the owner hands over, or this instance claims (``new_owner``
+        is itself) a registration nobody owns. Sealed by this instance either way."""
+        key = key_of(kind, name)
+
+        def change(current: Any) -> Any:
+            if current is None:
+                raise NotFound(f"{kind} {name!r} is not registered")
+            ownership = self._current_provenance(kind, key, current)
+            if isinstance(ownership, str):
+                raise _malformed(key, ownership)
+            if ownership.owner is None and new_owner != self.instance:
+                raise not_owner(kind, name, None)
+            if ownership.owner is not None and ownership.owner != self.instance:
+                raise not_owner(kind, name, ownership.owner)
+            if ownership.owner == new_owner:
+                return current  # nothing to do; not even a new revision
+            shared = {k: current[k] for k in SHARED[kind] if k in current}
+            value = owned(without_ownership(current), kind, new_owner, ownership.revision + 1, self.sealer)
+            return {**value, **shared}
+
+        await self.etcd.update(key, change)
+        return await self.owner(kind, name)
+
+    def _current_provenance(self, kind: Kind, key: str, current: Any) -> Provenance | str:
+        return provenance(current, kind, self.sealer) if current is not None else "absent"
+
+    async def _put(
+        self, kind: Kind, name: str, fields: Callable[[dict[str, Any] | None], dict[str, Any]]
+    ) -> dict[str, Any]:
+        key = key_of(kind, name)
+
+        def change(current: Any) -> dict[str, Any]:
+            ownership = self._current_provenance(kind, key, current) if current is not None else None
+            revision = may_change(ownership, self.instance, kind, name)
+            previous = current if isinstance(current, dict) else None
+            return owned(fields(previous), kind, self.instance, revision, self.sealer)
+
+        written: dict[str, Any] = await self.etcd.update(key, change)
+        return written
+
+    async def _delete(self, kind: Kind, name: str) -> None:
+        key = key_of(kind, name)
+        for _ in range(20):
+            kv = await self.etcd.get(key)
+            if kv is None:
+                raise NotFound(f"{kind} {name!r} is not registered")
+            if kv.problem is None:
+                ownership = provenance(kv.value, kind, self.sealer)
+                if isinstance(ownership, Provenance) and ownership.owner != self.instance:
+                    raise not_owner(kind, name, ownership.owner)
+            if await self.etcd.delete_if(key, kv.mod_revision):
+                return
+        raise Conflict(f"{kind} {name!r} kept changing while it was being deleted; try again")
+
     async def _refuse_if_used(self, kind: str, name: str, names_in: Any) -> None:
         users = sorted(
-            kv.value.get("name", keys.last_segment(kv.key))
+            str(kv.value.get("name", keys.last_segment(kv.key)))
             for kv in await self.etcd.list_prefix(keys.PIPELINES)
-            if isinstance(kv.value, dict) and name in names_in(kv.value.get("steps", []))
+            if isinstance(kv.value, dict)
+            and isinstance(kv.value.get("steps"), list)
+            and name in names_in([s for s in kv.value["steps"] if isinstance(s, dict)])
         )
         if users:
             raise Conflict(
@@ -179,6 +353,22 @@ class Registry:
                 code=f"{kind}_in_use",
                 pipelines=users,
             )
+
+
+def _malformed(key: str, detail: str) -> MalformedEntry:
+    return MalformedEntry(
+        f"the registry entry {key} in etcd is malformed ({detail}): its owner can register it again "
+        "through the API, or delete the key",
+        key=key,
+    )
+
+
+def _parser(kind: Kind, name: str) -> Callable[[Any], Any]:
+    if kind is Kind.TOOL:
+        return Tool.model_validate
+    if kind is Kind.DATASET:
+        return _dataset_parser(name)
+    return _check_registration
 
 
 def _instances_of(current: dict[str, Any]) -> list[str]:
@@ -199,38 +389,6 @@ def _dataset_parser(name: str | None) -> Callable[[Any], Dataset]:
         return Dataset.model_validate({**value, "name": name or value.get("name") or "x"})
 
     return parse
-
-
-def _registration_change(pipeline: Pipeline, instance: str) -> Any:
-    steps = pipeline.public_steps()
-    now = datetime.now(UTC).isoformat()
-
-    def change(current: dict[str, Any] | None) -> dict[str, Any]:
-        if not isinstance(current, dict):
-            return {
-                "name": pipeline.name,
-                "description": pipeline.description,
-                "steps": steps,
-                "instances": [instance],
-                "registered_by": instance,
-                "updated_at": now,
-            }
-        others = [i for i in _instances_of(current) if i != instance]
-        if current.get("steps") != steps and others:
-            raise Conflict(
-                f"pipeline {pipeline.name!r} is registered in the federation with different steps "
-                f"(used by {', '.join(others)}); choose another name or make the steps identical",
-                code="pipeline_differs",
-            )
-        return {
-            **current,
-            "description": pipeline.description,
-            "steps": steps,
-            "instances": others + [instance],
-            "updated_at": now,
-        }
-
-    return change
 
 
 def _nodes_change(dataset: str, branches: list[str]) -> Any:

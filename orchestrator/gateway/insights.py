@@ -39,8 +39,25 @@ class Insights:
     ignored: str | None = None  # why the file is not published
 
 
-def read_insights(folder: Path) -> Insights | None:
-    """The step's insights (None when it wrote no ``insights.json``). Blocking: run it in a thread."""
+Stamp = tuple[int, int, int, int]
+
+
+def insights_stamp(folder: Path) -> Stamp | None:
+    """What ``insights.json`` in ``folder`` is now (device, inode, mtime, size), None when absent:
+    taken before the tool's container, so that a file that only came in with the work folder (from
+    the node branch, e.g. ground-truth's) is not published as this attempt's. Blocking."""
+    try:
+        info = os.lstat(folder / INSIGHTS_FILE)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size
+
+
+def read_insights(folder: Path, before: Stamp | None = None) -> Insights | None:
+    """The step's insights (None when it wrote no ``insights.json``: absent, or still exactly the
+    file ``before`` describes). Blocking: run it in a thread."""
+    if before is not None and insights_stamp(folder) == before:
+        return None
     try:
         fd = os.open(folder / INSIGHTS_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:

@@ -18,19 +18,13 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import TooManyRequests
+from ..federation.values import MAX_NESTING, shape_problem
 
 MAX_VALUE_BYTES = 64 * 1024
 MAX_INSPECT_ENTRIES = 1000
 # What one /inspect answer carries at most (values as JSON); then ``truncated: true``.
 MAX_INSPECT_BYTES = 8 * 1024 * 1024
-# Keys read from etcd per request while inspecting: 32 values of at most 64 KiB stay well under the
-# 4 MiB a gRPC answer may carry.
-INSPECT_PAGE = 32
 BUDGET_BURST_SECONDS = 4.0
-# Python's json recurses once per level and shares the interpreter's recursion limit (1000) with the
-# stack it runs on: a value nested ~950 deep parses in one place and fails in another (etcd's
-# watchers, /read). Far below that limit, any value can be encoded and decoded anywhere.
-MAX_NESTING = 100
 # Buckets are pruned once there are this many, at most once every PRUNE_EVERY seconds (a prune
 # walks them all). Those of keys idle long enough to be full again go, and at most PRUNE_IDLE
 # seconds of idleness are asked for: with a slow rate a bucket takes long to fill, and waiting
@@ -42,18 +36,9 @@ PRUNE_IDLE = 60.0
 
 def nested_too_deeply(value: Any, limit: int = MAX_NESTING) -> bool:
     """Whether ``value`` nests arrays and objects more than ``limit`` levels deep (checked level by
-    level, without recursion)."""
-    level = [value]
-    depth = 0
-    while level:
-        containers = [item for item in level if isinstance(item, dict | list)]
-        if not containers:
-            return False
-        depth += 1
-        if depth > limit:
-            return True
-        level = [child for c in containers for child in (c.values() if isinstance(c, dict) else c)]
-    return False
+    level, without recursion): the same bound every reader of etcd applies (``federation.values``)."""
+    problem = shape_problem(value, limit, check_strings=False)
+    return problem is not None
 
 
 class RateLimiter:

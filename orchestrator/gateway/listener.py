@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 from collections.abc import Coroutine
@@ -32,17 +33,20 @@ from typing import TYPE_CHECKING, Any
 from ..datasets.files import commit_files
 from ..domain.pipeline import Dataset, node_branch
 from ..errors import DatabaseUnavailable, EtcdUnavailable, MaoError, NotFound
-from ..federation import keys
+from ..federation import keys, records
 from ..federation.etcd import Etcd, KeyValue, WatchEvent
 from ..federation.registry import Registry
 from ..federation.watch import PrefixWatch
 from ..store.gateway import ListenerProgress
+from ..store.pins import RAW_SCOPE
 from ..tasks import spawn
 from .namespace import key_problem
+from .raw import entry_mac, without_mac
 
 if TYPE_CHECKING:
     from ..config import Settings
     from ..datasets import Datasets
+    from ..merging.pins import Pins
     from ..merging.registrations import Registrations
     from ..merging.voting import Voting
 
@@ -64,7 +68,14 @@ class RawListener:
         datasets: Datasets,
         voting: Voting,
         progress: ListenerProgress,
+        secret: bytes | None = None,
+        pins: Pins | None = None,
     ) -> None:
+        self.secret = secret
+        self.pins = pins
+        # Entries up to this revision may predate the MAC (written by an older version before this
+        # start): taken without one. Set at start; 0 until then (none is).
+        self._unmarked_until = 0
         self.instance = settings.instance_name
         self.dataset = dataset
         self.branch = node_branch("raw", self.instance)
@@ -116,6 +127,8 @@ class RawListener:
     async def _run(self) -> None:
         saved = await self._saved_position()
         self._seen = self._done = self._saved = saved or 0
+        if self.secret is not None:
+            self._unmarked_until = await self._revision_now()
         log.info(
             "raw listener: keeping the entries this instance acknowledges in dataset %s, branch %s (%s)",
             self.dataset,
@@ -132,6 +145,16 @@ class RawListener:
             start_revision=saved + 1 if saved else None,
         )
         await watch.run()
+
+    async def _revision_now(self) -> int:
+        delay = RETRY_FIRST
+        while True:
+            try:
+                return await self.etcd.revision()
+            except MaoError as exc:
+                log.debug("raw listener waits for etcd: %s", exc.message)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
 
     async def _saved_position(self) -> int | None:
         delay = RETRY_FIRST
@@ -166,6 +189,8 @@ class RawListener:
             return  # committed already, or a watch resumed at a revision it had delivered
         if not isinstance(value, dict) or value.get("instance") != self.instance:
             return
+        if not self._acknowledged_here(key, revision, value):
+            return
         path = key.removeprefix(keys.RAW)
         if key_problem(path) is not None:  # not written by a gateway (etcdctl?): never a file name
             log.warning("raw listener: ignoring %s, not a gateway key", key[:300])
@@ -174,6 +199,21 @@ class RawListener:
         self._has_entries.set()
         if len(self._pending) >= self.batch_size:
             self._batch_full.set()
+
+    def _acknowledged_here(self, key: str, revision: int, value: dict[str, Any]) -> bool:
+        """Whether this instance's ``/write`` acknowledged the entry: it carries this instance's MAC
+        (``raw.entry_mac``). Any member can write a key naming this instance; only what this instance
+        acknowledged goes into its branch. Entries written before this start may come from an older
+        version without MACs (the one upgrade): taken as they are."""
+        if self.secret is None:
+            return True
+        mac = value.get("mac")
+        if isinstance(mac, str) and hmac.compare_digest(mac, entry_mac(self.secret, key, value)):
+            return True
+        if mac is None and revision <= self._unmarked_until:
+            return True
+        records.refuse(key, revision, f"a raw entry naming {self.instance} that it did not acknowledge")
+        return False
 
     async def _backpressure(self) -> None:
         # The watch waits while git is far behind, rather than holding any number of entries in memory;
@@ -188,10 +228,12 @@ class RawListener:
         while True:
             if not self._pending:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._has_entries.wait(), IDLE_SAVE)
+                    async with asyncio.timeout(IDLE_SAVE):  # not wait_for: it can swallow a cancel
+                        await self._has_entries.wait()
             if self._pending:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._batch_full.wait(), self.batch_seconds)
+                    async with asyncio.timeout(self.batch_seconds):
+                        await self._batch_full.wait()
             try:
                 await self._save_position()  # while a batch waits for git, the position still moves
                 await self._flush()
@@ -231,7 +273,11 @@ class RawListener:
             self._saved = max(self._saved, position)
 
     async def _commit(self, batch: dict[int, tuple[str, dict[str, Any]]]) -> None:
-        dataset = await self.registrations.dataset(self.dataset)  # etcd, or this instance's copy
+        if self.pins is not None:
+            # As this instance accepted it (pinned at the first batch): never a master swapped in since.
+            dataset: Dataset | None = await self.pins.dataset(RAW_SCOPE, self.dataset)
+        else:
+            dataset = await self.registrations.dataset(self.dataset)  # etcd, or this instance's copy
         if dataset is None:
             raise NotFound(f"MAO_RAW_DATASET names dataset {self.dataset!r}, which is not registered")
         await self._register_branch(dataset)
@@ -290,5 +336,5 @@ class RawListener:
 
 
 def _file(path: str, revision: int, stored: dict[str, Any]) -> bytes:
-    record = {"key": f"raw/{path}", "revision": revision, **stored}
+    record = {"key": f"raw/{path}", "revision": revision, **without_mac(stored)}
     return (json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n").encode()

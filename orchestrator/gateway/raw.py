@@ -9,6 +9,8 @@ are written by ``insights`` and have no lease: the latest one of each tool stays
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,8 +19,8 @@ from typing import Any
 from ..errors import BadRequest, NotFound, PayloadTooLarge
 from ..federation.etcd import Etcd
 from ..federation.leases import SharedLease
+from ..federation.space import EtcdSpace
 from .limits import (
-    INSPECT_PAGE,
     MAX_INSPECT_BYTES,
     MAX_INSPECT_ENTRIES,
     MAX_NESTING,
@@ -34,10 +36,19 @@ LEASE_SHARED_FOR = 1.0  # seconds during which writes share one lease
 
 class RawStore:
     def __init__(
-        self, etcd: Etcd, instance: str, ttl: int, limiter: RateLimiter, budget: WriteBudget | None = None
+        self,
+        etcd: Etcd,
+        instance: str,
+        ttl: int,
+        limiter: RateLimiter,
+        budget: WriteBudget | None = None,
+        secret: bytes | None = None,
+        space: EtcdSpace | None = None,
     ) -> None:
+        self.space = space
         self.etcd = etcd
         self.instance = instance
+        self.secret = secret
         self.ttl = ttl
         self.limiter = limiter
         self.budget = budget
@@ -53,15 +64,20 @@ class RawStore:
                 size=size,
                 limit=MAX_VALUE_BYTES,
             )
+        if self.space is not None:  # etcd near its quota: no new entries until room is made
+            self.space.refuse_gateway_writes()
         self.limiter.take(target.path)
         if self.budget is not None:
             self.budget.take(size)
-        stored = {
+        stored: dict[str, Any] = {
             "value": value,
             "written_at": datetime.now(UTC).isoformat(),
             "instance": self.instance,
             "by": by,
         }
+        if self.secret is not None:
+            # Proves to this instance's raw listener that it acknowledged the entry (``entry_mac``).
+            stored["mac"] = entry_mac(self.secret, target.etcd_key, stored)
         # A lease revoked or expired early (an etcd restored from backup) is replaced once, for all the
         # writers that found it gone at the same time.
         revision = await self._lease.with_lease(
@@ -73,8 +89,8 @@ class RawStore:
         candidates = read_keys(key)
         for candidate in candidates:
             found = await self.etcd.get(candidate.etcd_key)
-            if found is not None:
-                return found.value
+            if found is not None and found.problem is None:
+                return without_mac(found.value)
         where = " or ".join(c.shown for c in candidates)
         raise NotFound(
             f"nothing stored at {where} (raw entries are kept {self.ttl} s; insights until the tool "
@@ -85,8 +101,8 @@ class RawStore:
         """Everything at and below ``key`` as ``{"raw/...": stored, "insights/...": stored}``, at most
         ``MAX_INSPECT_ENTRIES`` entries and ``MAX_INSPECT_BYTES`` of them; ``"truncated": true`` is
         added when there was more (no gateway key can be named ``truncated``: every one starts with
-        its namespace). etcd is read in pages of ``INSPECT_PAGE`` keys, so no answer from etcd
-        exceeds its message limit however large the values under the prefix are."""
+        its namespace). etcd is read in pages as the answer grows (``Etcd.scan``), so no answer from
+        etcd exceeds its message limit however large the values under the prefix are."""
         found: dict[str, Any] = {}
         size = 0
         for candidate in read_keys(key, whole_namespace=True):
@@ -103,19 +119,30 @@ class RawStore:
     async def _under(self, key: GatewayKey) -> AsyncIterator[tuple[str, Any]]:
         if key.path:
             exact = await self.etcd.get(key.etcd_key)
-            if exact is not None:
-                yield exact.key, exact.value
+            if exact is not None and exact.problem is None:
+                yield exact.key, without_mac(exact.value)
             prefix = key.etcd_key + "/"
         else:
             prefix = NAMESPACES[key.namespace]
-        start = prefix
-        while True:
-            page = await self.etcd.list_page(prefix, start, INSPECT_PAGE)
-            for kv in page:
-                yield kv.key, kv.value
-            if len(page) < INSPECT_PAGE:
-                return
-            start = page[-1].key + "\0"
+        # Pages bounded by bytes as well as keys (Etcd.scan): however large the values under the
+        # prefix, no answer from etcd has to carry more than one of them.
+        async for kv in self.etcd.scan(prefix):
+            yield kv.key, without_mac(kv.value)
+
+
+def entry_mac(secret: bytes, etcd_key: str, stored: dict[str, Any]) -> str:
+    """HMAC-SHA256 of a raw entry (its key and its stored value without the MAC) with this instance's
+    own secret (``private_files.gateway_secret``): any member can put a key under ``/mao/v1/raw/``
+    naming this instance, only this instance can mark it, so its raw listener commits into git
+    exactly the entries it acknowledged. Computed over the canonical JSON a reader decodes again."""
+    body = {k: v for k, v in stored.items() if k != "mac"}
+    message = etcd_key.encode() + b"\n" + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def without_mac(stored: Any) -> Any:
+    """A stored entry as ``/read`` and ``/inspect`` answer it: without its MAC (of no use to others)."""
+    return {k: v for k, v in stored.items() if k != "mac"} if isinstance(stored, dict) else stored
 
 
 def encode_value(value: Any) -> bytes:

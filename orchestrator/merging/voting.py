@@ -19,7 +19,7 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..datasets import Datasets, MergeResult
 from ..domain.pipeline import Dataset
@@ -32,6 +32,9 @@ from ..store.outage import PendingMerges
 from ..tasks import spawn
 from .advances import announce
 from .registrations import Registrations
+
+if TYPE_CHECKING:
+    from .pins import Pins
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,9 @@ class Voting:
         pending: PendingMerges,
         registrations: Registrations,
         etcd: Etcd,
+        pins: Pins | None = None,
     ) -> None:
+        self.pins = pins
         self.datasets = datasets
         self.locks = locks
         self.pending = pending
@@ -88,11 +93,14 @@ class Voting:
         """Merge ``branch`` into ground-truth now, or queue the merge when the federation is away.
         ``step`` is the (run id, step name) whose record a queued merge settles (None: no run's)."""
         try:
-            result = await self._merge(dataset.name, dataset.master, branch, message, trailers)
+            result = await self._merge(dataset.name, dataset.master, branch, message, trailers, commit)
         except (EtcdUnavailable, LockLost) as exc:
-            await self.datasets.run(dataset.name, dataset.master, lambda repo: repo.push_branch(branch))
+            # What was pushed: the commit, merged with the branch's tip if another vote landed since.
+            pushed = await self.datasets.run(
+                dataset.name, dataset.master, lambda repo: repo.push_branch(branch, commit, trailers)
+            )
             covered = await self.pending.queue(
-                dataset.name, branch, dataset.master, commit, message, trailers, step
+                dataset.name, branch, dataset.master, pushed, message, trailers, step
             )
             log.warning(
                 "merge of %s into ground-truth of %s queued (%d step(s) waiting) and its node branch "
@@ -112,9 +120,27 @@ class Voting:
             log.info("queued merge of %s into %s settled by a later run's merge", branch, dataset.name)
         return Vote(MergeState.MERGED, result.commit)
 
+    async def _accepted_master(self, dataset: str, queued: str) -> str | None:
+        """Where a queued merge goes: the master it was queued with (its step's pinned one) while this
+        instance still accepts it, else the one it accepts now; never a master it did not accept."""
+        if self.pins is None:  # no pins (unit tests of the queue alone): the registration's master
+            registered = await self.registrations.dataset(dataset)
+            return registered.master if registered else queued
+        accepted = await self.pins.masters(dataset)
+        if queued in accepted:
+            return queued
+        return await self.pins.master(dataset) if accepted else None
+
     async def _merge(
-        self, dataset: str, master: str, branch: str, message: str, trailers: Mapping[str, str]
+        self,
+        dataset: str,
+        master: str,
+        branch: str,
+        message: str,
+        trailers: Mapping[str, str],
+        commit: str | None = None,
     ) -> MergeResult:
+        """``commit`` (None: the node branch's local tip, for a queued merge) into ground-truth."""
         async with self.locks.dataset(
             dataset, purpose=f"merge {branch} (run {trailers.get('MAO-Run', '?')})"
         ) as held:
@@ -124,7 +150,9 @@ class Voting:
                 result = await self.datasets.run(
                     dataset,
                     master,
-                    lambda repo: repo.merge_and_push(branch, message, trailers, abort=held.lost_event),
+                    lambda repo: repo.merge_and_push(
+                        branch, message, trailers, abort=held.lost_event, commit=commit
+                    ),
                 )
             except GitError:
                 held.check()  # stopped because the lock was lost: queued like any lost lock
@@ -139,7 +167,8 @@ class Voting:
         delay = RETRY_FIRST
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):  # not wait_for: it can swallow close()'s cancel
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 queued = await self.pending.all()
@@ -158,8 +187,12 @@ class Voting:
         for item in queued:
             name, branch = item["dataset"], item["branch"]
             try:
-                registered = await self.registrations.dataset(name)
-                master = registered.master if registered else item["master"]
+                master = await self._accepted_master(name, item["master"])
+                if master is None:
+                    raise MaoError(
+                        f"the master {item['master']} of dataset {name} is no longer one this instance "
+                        "accepted (the dataset's registration changed): accept it to let this merge go on"
+                    )
                 result = await self._merge(name, master, branch, item["message"], item["trailers"])
             except (EtcdUnavailable, LockLost) as exc:
                 await self.pending.failed_attempt(name, branch, exc.message)

@@ -18,10 +18,12 @@ from ..domain.pipeline import Pipeline, node_branch
 from ..errors import BadRequest, Conflict, NotFound
 from ..executors import ExecutorClient
 from ..federation.registry import Registry
+from ..merging.pins import Pins
 from ..merging.registrations import Registrations
 from ..runs.engine import Runner
 from ..store import Store
 from .stepcheck import check_steps
+from .versions import VersionHistory
 
 if TYPE_CHECKING:
     from ..scheduling.cron import Scheduler
@@ -40,8 +42,10 @@ class PipelineService:
         runner: Runner,
         scheduler: Scheduler,
         executor: ExecutorClient,
+        pins: Pins,
     ) -> None:
         self.executor = executor
+        self.pins = pins
         self.settings = settings
         self.store = store
         self.registry = registry
@@ -49,10 +53,17 @@ class PipelineService:
         self.datasets = datasets
         self.runner = runner
         self.scheduler = scheduler
+        self.versions = VersionHistory(store)
 
-    async def init(self, pipeline: Pipeline) -> dict[str, Any]:
-        tools = await asyncio.gather(*(self.registry.tool(name) for name in pipeline.tools()))
-        datasets = await asyncio.gather(*(self.registry.dataset(name) for name in pipeline.datasets()))
+    async def init(self, pipeline: Pipeline, by: str | None = None) -> dict[str, Any]:
+        """Check, prepare and store ``pipeline``; a changed definition is a new version (``by``:
+        who initialised it). The answer says which version the pipeline is now and if it is new."""
+        tool_entries = await asyncio.gather(*(self.registry.tool_entry(name) for name in pipeline.tools()))
+        dataset_entries = await asyncio.gather(
+            *(self.registry.dataset_entry(name) for name in pipeline.datasets())
+        )
+        tools = [entry.value if entry else None for entry in tool_entries]
+        datasets = [entry.value if entry else None for entry in dataset_entries]
         missing_tools = [name for name, tool in zip(pipeline.tools(), tools, strict=True) if tool is None]
         missing_datasets = [
             name for name, ds in zip(pipeline.datasets(), datasets, strict=True) if ds is None
@@ -106,25 +117,65 @@ class PipelineService:
                 if not await self.datasets.has_local(dataset.name):
                     created.append(dataset.name)
                 await self.datasets.sync(dataset.name, dataset.master)
-            await self.store.save_pipeline(pipeline, before_commit=register)
+            # Initialising is accepting: what the registrations say now is what its runs may use.
+            found_tools = [entry for entry in tool_entries if entry is not None]
+            found_datasets = [entry for entry in dataset_entries if entry is not None]
+            pins = self.pins.snapshot("tool", found_tools) + self.pins.snapshot("dataset", found_datasets)
+            saved = await self.store.save_pipeline(pipeline, before_commit=register, pins=pins, by=by)
         except BaseException:
             for name in created:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.datasets.remove_local(name))
             raise
+        finally:
+            self.pins.forget(pipeline.name)
 
         # A copy of what the steps need, so that runs keep going while etcd is unreachable; only once
         # the init succeeded, so a failed one leaves no local row behind.
-        for kind, values in (("tool", tools), ("dataset", datasets)):
-            for value in values:
-                if value is not None:
-                    await self.registrations.remember(kind, value)
-        log.info("pipeline %s initialised (%d steps)", pipeline.name, len(pipeline.steps))
+        for kind, entries in (("tool", found_tools), ("dataset", found_datasets)):
+            for entry in entries:
+                await self.registrations.remember(kind, entry)
+        log.info(
+            "pipeline %s initialised (%d steps): version %d%s",
+            pipeline.name,
+            len(pipeline.steps),
+            saved.number,
+            "" if saved.new else " (unchanged)",
+        )
+        unowned = sorted(f"{kind} {name}" for kind, name, pin in pins if pin.get("owner") is None)
         return {
             "name": pipeline.name,
             "description": pipeline.description,
             "steps": pipeline.public_steps(),
             "ok": True,
+            "version": saved.number,
+            "new_version": saved.new,
+            "hash": saved.hash,
+            "pinned": [{"kind": kind, "name": name, **pin} for kind, name, pin in pins],
+            **(
+                {
+                    "warnings": [
+                        f"{', '.join(unowned)}: registered before registrations had owners, so anyone "
+                        "in the federation may change it; its operator should claim it (maoctl registry "
+                        "claim). Changes are caught all the same: runs stop until you accept them."
+                    ]
+                }
+                if unowned
+                else {}
+            ),
+        }
+
+    async def accept(self, name: str, dry_run: bool = False) -> dict[str, Any]:
+        """Accept the registrations the pipeline uses as they are now (``pins``)."""
+        pipeline = await self.store.get_pipeline(name)
+        if pipeline is None:
+            raise NotFound(f"pipeline {name!r} is not initialised on this instance")
+        changes = await self.pins.accept(pipeline, dry_run=dry_run)
+        return {
+            "name": name,
+            "dry_run": dry_run,
+            "accepted": [] if dry_run else [c.public() for c in changes],
+            "changes": [c.public() for c in changes],
         }
 
     async def delete(self, name: str) -> dict[str, Any]:
@@ -142,6 +193,7 @@ class PipelineService:
             unregistered = await self.registry.unregister_pipeline(name, self.settings.instance_name)
 
         schedule_ids = await self.store.delete_pipeline(name, before_commit=unregister)
+        self.pins.forget(name)
         for schedule_id in schedule_ids:
             self.scheduler.forget(schedule_id)
         log.info("pipeline %s deleted with %d schedule(s)", name, len(schedule_ids))

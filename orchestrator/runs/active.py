@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from ..domain.graph import StepNode
 from ..domain.pipeline import Pipeline
@@ -24,6 +26,16 @@ class Stop:
 
 CANCELLED = Stop("cancelled on request", RunStatus.CANCELLED, StepStatus.CANCELLED, StepStatus.CANCELLED, AttemptStatus.CANCELLED)  # fmt: skip
 SHUTDOWN = Stop("cancelled: the orchestrator shut down", RunStatus.FAILED, StepStatus.FAILED, StepStatus.SKIPPED, AttemptStatus.CANCELLED)  # fmt: skip
+
+
+def describe(exc: BaseException) -> str:
+    """An exception nobody expected, for a record: its type and first line, bounded; a full disk
+    says so first (the operator's fix is the disk, not the code)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    told = f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk is full ({told})"
+    return told
 
 
 def timed_out(limit: float) -> Stop:
@@ -51,6 +63,9 @@ class ActiveRun:
     priority: int = 0
     queued_at: datetime | None = None
     side_by_side: bool = False  # overlap ``allow``: admitted beside the pipeline's other runs
+    # Each step's record fields as last set (status aside): what the run's end writes again for a
+    # step whose own record write failed (``Runner._close``).
+    step_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def order(self) -> tuple[int, datetime, str]:
         return (-self.priority, self.queued_at or _EPOCH, self.id)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +26,14 @@ from ..domain.pipeline import Dataset, Step, Tool
 from ..domain.states import AttemptStatus, MergeState, StepStatus
 from ..errors import Conflict, GitError, MaoError, NotFound, Unavailable
 from ..executors import ContainerRequest, ContainerResult, ExecutorBackend
-from ..gateway.insights import InsightsPublisher, read_insights
+from ..gateway.insights import InsightsPublisher, insights_stamp, read_insights
 from ..merging.voting import Voting
 from ..store.retention import existing_runs
 from ..store.runs import RunRecords
 from .limits import step_limits
 from .step_logs import StepLogs
+
+log = logging.getLogger(__name__)
 
 # Slack over the step's own timeout before the orchestrator stops waiting for a silent executor.
 EXECUTOR_SLACK = 120.0
@@ -132,31 +135,33 @@ class Attempts:
                 await self.records.update_step(ctx.run_id, ctx.step.name, input_commit=input_commit)
             async with self.branch(ctx) as lane:
                 workdir, parent = await self.prepare_output(ctx, lane)
+                # What insights.json was before the tool: one that only came with the branch is not its.
+                before = await asyncio.to_thread(insights_stamp, workdir)
                 request = self.container_request(ctx, attempt, tool, workdir, input_dir)
                 try:
                     result = await self.execute_container(ctx, request)
+                    await self.reclaim_output(ctx, lane)
+                    await self.records.update_step(
+                        ctx.run_id,
+                        ctx.step.name,
+                        image=tool.image,
+                        exit_code=result.exit_code,
+                        image_id=result.image_id,
+                        log_tail=redact(result.log_tail, ctx.step.private_env),
+                    )
+                    check_result(ctx.step, result, self.settings.step_timeout)
+                    trailers = self.trailers(ctx, tool, result.image_id, input_commit)
+                    commit, changed = await self.commit(ctx, parent, trailers, lane)
+                    await self.records.update_step(
+                        ctx.run_id, ctx.step.name, output_commit=commit, changed=changed
+                    )
+                    # Read now, while the folder holds exactly what was committed.
+                    insights = await asyncio.to_thread(read_insights, workdir, before)
                 except BaseException:
-                    # Back from the tool also when the container failed or the run stops.
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(self.reclaim_output(ctx, lane))
+                    # Back from the tool whatever happened (failed, refused, cancelled, a commit the
+                    # disk had no room for): nothing of this attempt stays in the folder.
+                    await asyncio.shield(self.reset_output(ctx, lane))
                     raise
-                await self.reclaim_output(ctx, lane)
-                await self.records.update_step(
-                    ctx.run_id,
-                    ctx.step.name,
-                    image=tool.image,
-                    exit_code=result.exit_code,
-                    image_id=result.image_id,
-                    log_tail=redact(result.log_tail, ctx.step.private_env),
-                )
-                check_result(ctx.step, result, self.settings.step_timeout)
-                trailers = self.trailers(ctx, tool, result.image_id, input_commit)
-                commit, changed = await self.commit(ctx, parent, trailers, lane)
-                await self.records.update_step(
-                    ctx.run_id, ctx.step.name, output_commit=commit, changed=changed
-                )
-                # Read now, while the folder holds exactly what was committed.
-                insights = await asyncio.to_thread(read_insights, workdir)
             if voting is not None:
                 voting()
             merge_commit, state = await self.vote(ctx, commit, trailers)
@@ -198,6 +203,20 @@ class Attempts:
             return repo.prepare_worktree(ctx.branch, lane)
 
         return await self.datasets.run(ctx.output.name, ctx.output.master, prepare)
+
+    async def reset_output(self, ctx: StepContext, lane: str | None = None) -> None:
+        """After a failed attempt: the work folder holds the node branch again (its own lane is
+        removed by ``branch`` instead). Never raises: a folder that cannot be reset is emptied, and
+        what could not be done is logged."""
+        if lane is not None:
+            return
+        try:
+            done = await self.datasets.run(
+                ctx.output.name, ctx.output.master, lambda repo: repo.reset_worktree(ctx.branch)
+            )
+            log.debug("run %s: step %s: %s", ctx.run_id, ctx.step.name, done)
+        except Exception as exc:  # noqa: BLE001 - a clean-up never hides the failure it cleans up after
+            log.warning("run %s: the work folder of step %s was not reset: %s", ctx.run_id, ctx.step.name, exc)
 
     async def reclaim_output(self, ctx: StepContext, lane: str | None = None) -> None:
         """Take the work folder back from the tool as soon as its container ended, whatever the
@@ -279,9 +298,18 @@ class Attempts:
     ) -> tuple[str | None, MergeState]:
         """Merge into ground-truth (or queue the merge); a conflict raises StepFailed (not passable)."""
         message = f"Merge {ctx.branch} into ground-truth (run {ctx.run_id}, step {ctx.step.name})"
-        vote = await self.voting.vote(
-            (ctx.run_id, ctx.step.name), ctx.output, ctx.branch, commit, message, trailers
-        )
+        try:
+            vote = await self.voting.vote(
+                (ctx.run_id, ctx.step.name), ctx.output, ctx.branch, commit, message, trailers
+            )
+        except BranchConflict as exc:  # another run's vote on this branch landed after our commit
+            await self.records.update_step(
+                ctx.run_id,
+                ctx.step.name,
+                conflicts=exc.paths,
+                merge_state=MergeState.CONFLICT,
+            )
+            raise StepFailed(exc.message, status=StepStatus.CONFLICT) from exc
         if vote.conflicts:
             await self.records.update_step(
                 ctx.run_id,
@@ -363,6 +391,8 @@ def container_request(
         cpus=limits.cpus,
         pids=limits.pids,
         log_max_bytes=settings.step_log_max_bytes,
+        writable_root=step.writable_root,
+        tmp_size=settings.step_tmp_size,
     )
 
 

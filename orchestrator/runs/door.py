@@ -66,6 +66,7 @@ from ..domain.causes import (
     Skipped,
 )
 from ..errors import Conflict, MaoError, NotFound
+from ..store.backfills import NewBackfill
 from .admission import Busy, RunInProgress
 
 log = logging.getLogger(__name__)
@@ -108,11 +109,18 @@ class Runs(Protocol):
         *,
         priority: int = 0,
         busy: Busy = Busy.REFUSE,
+        version: int | None = None,
         **cause: Any,
     ) -> str: ...
 
     async def queue_many(
-        self, name: str, trigger: str, causes: Sequence[dict[str, Any]], priority: int = 0
+        self,
+        name: str,
+        trigger: str,
+        causes: Sequence[dict[str, Any]],
+        priority: int = 0,
+        version: int | None = None,
+        backfill: NewBackfill | None = None,
     ) -> list[str]: ...
 
     async def cancel(self, run_id: str) -> None: ...
@@ -135,9 +143,7 @@ class RunDoor:
         policy = policy_of(ask)
         try:
             if isinstance(ask.cause, Backfill):
-                causes = [{"tick_at": tick} for tick in ask.cause.ticks]
-                run_ids = await self.runs.queue_many(ask.pipeline, ask.cause.trigger, causes, ask.priority)
-                return Queued(tuple(run_ids), BACKFILL_ORDER)
+                return await self._backfill(ask, ask.cause)
             active, refusal = await self._make_room(ask, policy)
             if refusal is not None:
                 return refusal
@@ -146,11 +152,28 @@ class RunDoor:
                 ask.cause.trigger,
                 priority=ask.priority,
                 busy=busy_for(policy),
+                version=ask.version,
                 **cause_fields(ask.cause),
             )
         except MaoError as exc:
             return Refused(exc)
         return started(self.runs, run_id, active, policy)
+
+    async def _backfill(self, ask: RunAsk, backfill: Backfill) -> Queued:
+        """Its record and its runs, queued in tick order, in one transaction."""
+        record = NewBackfill(
+            backfill.id, ask.pipeline, backfill.cron, backfill.timezone, backfill.start, backfill.end,
+            len(backfill.ticks), ask.priority, ask.version, backfill.created_by,
+        )  # fmt: skip
+        run_ids = await self.runs.queue_many(
+            ask.pipeline,
+            backfill.trigger,
+            [{"tick_at": tick, "backfill_id": backfill.id} for tick in backfill.ticks],
+            priority=ask.priority,
+            version=ask.version,
+            backfill=record,
+        )
+        return Queued(tuple(run_ids), BACKFILL_ORDER)
 
     async def _make_room(self, ask: RunAsk, policy: Overlap) -> tuple[str | None, Skipped | Refused | None]:
         """``(the run in the way, why not)``: nothing in the way, or what keeps the new run from starting."""

@@ -26,15 +26,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from ..config import Settings
 from ..datasets import Datasets
+from ..datasets.trees import remove_tree
 from ..domain.graph import StepNode
 from ..domain.pipeline import Pipeline, node_branch
 from ..domain.queue import Ticket
@@ -48,17 +48,21 @@ from ..domain.states import (
     StepStatus,
     check,
 )
-from ..errors import Conflict, DatabaseUnavailable, MaoError, NotFound
+from ..errors import BadRequest, Conflict, DatabaseUnavailable, MaoError, NotFound
 from ..executors import ExecutorBackend, KillRequest
 from ..gateway.insights import InsightsPublisher
 from ..logs import RUN_ID
+from ..merging.pins import Pins, changed_error
 from ..merging.registrations import Registrations
 from ..merging.voting import Voting
 from ..metrics import UNSERVED, Metrics
 from ..store import Store
-from ..store.runs import NewRun, RunRecords
+from ..store.backfills import NewBackfill
+from ..store.runs import NewRun, RunRecords, StepEnd
 from ..store.tables import utcnow
-from .active import CANCELLED, SHUTDOWN, ActiveRun, Stop, timed_out
+from ..store.versions import PipelineVersions
+from ..tasks import spawn
+from .active import CANCELLED, SHUTDOWN, ActiveRun, Stop, describe, timed_out
 from .admission import Admission, Busy, RunInProgress
 from .attempt import Attempts
 from .fanout.attempt import FanOutAttempts
@@ -71,6 +75,8 @@ log = logging.getLogger(__name__)
 
 # A queued run whose start met the database away waits this long before it is admitted again.
 REQUEUE_DELAY = 5.0
+# How long a run's end is tried again while the database does not answer (``Runner._close``).
+CLOSE_PATIENCE = 60.0
 
 
 class Runner:
@@ -85,10 +91,13 @@ class Runner:
         executor: ExecutorBackend,
         voting: Voting,
         insights: InsightsPublisher,
+        pins: Pins,
     ) -> None:
         self.settings = settings
+        self.pins = pins
         self.store = store
         self.records = RunRecords(store)
+        self.versions = PipelineVersions(store)
         self.registrations = registrations
         self.datasets = datasets
         self.executor = executor
@@ -97,12 +106,13 @@ class Runner:
         self.admission = Admission(settings.max_active_runs, self._start_queued)
         self.pools = Pools(settings.pools)
         self.steps = StepWork(
-            settings, registrations, datasets, executor, self.records, self.attempts, self.fan_out,
+            settings, pins, datasets, executor, self.records, self.attempts, self.fan_out,
             self.pools, self._set_step,
         )  # fmt: skip
         self._runs: dict[str, ActiveRun] = {}  # run id -> run
         self._tasks: dict[str, asyncio.Task[None]] = {}  # run id -> task
         self._helpers: set[asyncio.Task[Any]] = set()
+        self._closing = False  # shutting down: a run's end is not waited for beyond one try
 
     def active_run(self, pipeline: str) -> str | None:
         """The pipeline's running run, else its first queued one, else None."""
@@ -128,6 +138,7 @@ class Runner:
         *,
         priority: int = 0,
         busy: Busy = Busy.REFUSE,
+        version: int | None = None,
         **cause: Any,
     ) -> str:
         """Record a run of pipeline ``name``: it starts in the background at once, or waits
@@ -136,16 +147,21 @@ class Runner:
         ``busy=Busy.ALLOW`` (overlap ``allow``): the run starts beside the pipeline's runs, as the
         instance's limit allows; its steps take a folder of their own when the node branch's is busy.
         ``cause``: what the run stands for, kept on its record: ``tick_at`` (a schedule's or a
-        backfill's tick), ``trigger_dataset`` and ``trigger_commit`` (a data trigger's advance)."""
+        backfill's tick), ``trigger_dataset`` and ``trigger_commit`` (a data trigger's advance).
+        ``version``: run that earlier version of the pipeline's definition (NotFound
+        ``unknown_version`` if it has none such), queued or not; without it the run takes the
+        pipeline as it is when it starts."""
         ticket = Ticket(
             uuid.uuid4().hex, name, trigger, priority, utcnow(), cause.get("tick_at"), schedule_id,
-            side_by_side=busy is Busy.ALLOW,
+            side_by_side=busy is Busy.ALLOW, version=version,
         )  # fmt: skip
         now = self.admission.reserve(ticket, busy)  # before any await: two requests cannot both start
         try:
-            pipeline = await self._pipeline(name)
+            pipeline, number = await self._pipeline(name, version)
             nodes = pipeline.graph()
-            await self.records.create_many([self._new_run(ticket, pipeline, nodes, now, cause)])
+            # A queued run takes its version when it starts, unless it asked for one.
+            recorded = number if now or version is not None else None
+            await self.records.create_many([self._new_run(ticket, pipeline, nodes, now, cause, recorded)])
         except BaseException:
             self.admission.drop(ticket.run_id)
             raise
@@ -157,21 +173,30 @@ class Runner:
         return ticket.run_id
 
     async def queue_many(
-        self, name: str, trigger: str, causes: Sequence[dict[str, Any]], priority: int = 0
+        self,
+        name: str,
+        trigger: str,
+        causes: Sequence[dict[str, Any]],
+        priority: int = 0,
+        version: int | None = None,
+        backfill: NewBackfill | None = None,
     ) -> list[str]:
-        """Record runs of ``name`` queued in this order, in one transaction (a backfill's ticks);
-        they start one at a time as admission allows. Their ids."""
-        pipeline = await self._pipeline(name)
+        """Record runs of ``name`` queued in this order, in one transaction (a backfill's ticks, with
+        the ``backfill`` row they belong to); they start one at a time as admission allows, each
+        with pipeline ``version`` if given. Their ids."""
+        pipeline, _ = await self._pipeline(name, version)
         nodes = pipeline.graph()
         base = utcnow()
         tickets = [
             Ticket(
-                uuid.uuid4().hex, name, trigger, priority, base + timedelta(microseconds=i), c.get("tick_at")
-            )
+                uuid.uuid4().hex, name, trigger, priority, base + timedelta(microseconds=i), c.get("tick_at"),
+                version=version,
+            )  # fmt: skip
             for i, c in enumerate(causes)
         ]
         await self.records.create_many(
-            [self._new_run(t, pipeline, nodes, False, c) for t, c in zip(tickets, causes, strict=True)]
+            [self._new_run(t, pipeline, nodes, False, c, version) for t, c in zip(tickets, causes, strict=True)],
+            backfill,
         )
         self.admission.enqueue(tickets)
         return [t.run_id for t in tickets]
@@ -183,13 +208,15 @@ class Runner:
         return len(tickets)
 
     async def wait(self, run_id: str) -> None:
-        """Until the run has ended (a queued run: first until it leaves the queue)."""
+        """Until the run has ended and its record is closed (a queued run: first until it leaves
+        the queue). Never raises for the run's own sake, however it ended."""
         if (leaving := self.admission.leaving(run_id)) is not None:
             await leaving.wait()
         task = self._tasks.get(run_id)
         if task is not None:
-            # Shielded: a client that hangs up does not cancel the run it started.
-            await asyncio.shield(task)
+            # asyncio.wait: a client that hangs up does not cancel the run it started, and the run's
+            # outcome (even a cancelled task at shutdown) is never this caller's exception.
+            await asyncio.wait([task])
 
     async def cancel(self, run_id: str) -> None:
         """Stop a running run (see the module docstring), or end a queued one ``cancelled`` without
@@ -214,7 +241,34 @@ class Runner:
             log.info("run %s of %s: cancel requested", run_id, run.pipeline.name)
             await self._stop(run, CANCELLED)
 
+    async def cancel_queued_many(
+        self, run_ids: Sequence[str], write: Callable[[list[str]], Awaitable[list[str]]]
+    ) -> tuple[list[str], list[str]]:
+        """End queued runs ``cancelled`` together (a backfill's): they leave admission's queue first,
+        all at once (no await between, so none starts meanwhile), then ``write`` ends the given ones
+        in one transaction and answers those it ended; if it raises, they are queued again. A run
+        leaving the queue this very moment is starting: it is not cancelled here. Answers (cancelled,
+        starting) ids."""
+        starting = [
+            r
+            for r in run_ids
+            if r in self._runs or (self.admission.leaving(r) is not None and not self.admission.is_queued(r))
+        ]
+        dropped = [t for r in run_ids if r not in starting and (t := self.admission.drop(r)) is not None]
+        try:
+            cancelled = await write([r for r in run_ids if r not in starting])
+        except BaseException:
+            self.admission.enqueue(dropped)
+            raise
+        for ticket in dropped:
+            if ticket.run_id in cancelled:
+                self.metrics.observe_run({"pipeline": ticket.pipeline, "trigger": ticket.trigger,
+                                          "status": RunStatus.CANCELLED, "steps": []})  # fmt: skip
+        log.info("%d queued run(s) cancelled together", len(cancelled))
+        return cancelled, starting
+
     async def shutdown(self) -> None:
+        self._closing = True
         await self.admission.close()  # queued runs stay queued, for the next start
         runs = [run for run in self._runs.values() if run.stop is None]
         await asyncio.gather(*(self._stop(run, SHUTDOWN) for run in runs), return_exceptions=True)
@@ -227,22 +281,36 @@ class Runner:
         await self.attempts.step_logs.close()
 
     # -- admission's side -----------------------------------------------------------------------
-    async def _pipeline(self, name: str) -> Pipeline:
-        pipeline = await self.store.get_pipeline(name, with_secrets=True)
-        if pipeline is None:
+    async def _pipeline(self, name: str, version: int | None = None) -> tuple[Pipeline, int | None]:
+        """The pipeline a run takes (its current definition, or ``version``) and its version number."""
+        found = await self.versions.for_run(name, version)
+        if found is None:
             raise NotFound(f"pipeline {name!r} is not initialised on this instance (POST /pipeline/init)")
-        return pipeline
+        if version is not None and (missing := found.pipeline.missing_private_values()):
+            raise BadRequest(
+                f"version {version} of pipeline {name!r} marks private variables this instance holds no "
+                f"value for now: {', '.join(missing)} (give them in a step's private_env at an init)",
+                code="missing_private_values",
+                missing=missing,
+            )
+        return found.pipeline, found.version
 
     def _branches(self, pipeline: Pipeline) -> list[str]:
         return [node_branch(s.name, self.settings.instance_name) for s in pipeline.steps]
 
     def _new_run(
-        self, ticket: Ticket, pipeline: Pipeline, nodes: list[StepNode], now: bool, cause: dict[str, Any]
+        self,
+        ticket: Ticket,
+        pipeline: Pipeline,
+        nodes: list[StepNode],
+        now: bool,
+        cause: dict[str, Any],
+        version: int | None,
     ) -> NewRun:
         status = RunStatus.PENDING if now else RunStatus.QUEUED
         return NewRun(
             ticket.run_id, pipeline, ticket.trigger, nodes, self._branches(pipeline), status,
-            ticket.priority, ticket.queued_at, ticket.schedule_id, cause, ticket.side_by_side,
+            ticket.priority, ticket.queued_at, ticket.schedule_id, cause, ticket.side_by_side, version,
         )  # fmt: skip
 
     def _launch(self, ticket: Ticket, pipeline: Pipeline, nodes: list[StepNode], status: RunStatus) -> None:
@@ -256,12 +324,15 @@ class Runner:
         log.info("run %s of pipeline %s started (%s)", run.id, pipeline.name, ticket.trigger)
 
     async def _start_queued(self, ticket: Ticket) -> None:
-        """Admission's launcher: a queued run's turn has come. It runs the pipeline as it is now. A
-        pipeline gone fails the run; a database away puts it back in the queue for a later try."""
+        """Admission's launcher: a queued run's turn has come. It runs the pipeline as it is now (or
+        the version it asked for). A pipeline (or version) gone fails the run; a database away puts
+        it back in the queue for a later try."""
         try:
-            pipeline = await self._pipeline(ticket.pipeline)
+            pipeline, number = await self._pipeline(ticket.pipeline, ticket.version)
             nodes = pipeline.graph()
-            await self.records.restart_steps(ticket.run_id, pipeline, nodes, self._branches(pipeline))
+            await self.records.restart_steps(
+                ticket.run_id, pipeline, nodes, self._branches(pipeline), number
+            )
         except DatabaseUnavailable as exc:
             self._requeue(ticket, exc)
             return
@@ -306,40 +377,69 @@ class Runner:
 
     # -- one run --------------------------------------------------------------------------------
     async def _execute(self, run: ActiveRun) -> None:
+        """The run's task: drive its steps, then close its record. Never raises but CancelledError:
+        whatever goes wrong, every step ends final and so does the run (``_close``), before the
+        task ends and a waiting ``POST /pipeline/run`` reads the record."""
         scratch = self.settings.data_dir / "tmp" / run.id
         timer: asyncio.TimerHandle | None = None
+        crash: str | None = None
         # This task's log lines carry the run (MAO_LOG_FORMAT=json); its step tasks inherit it.
         RUN_ID.set(run.id)
         try:
             await self._set_run(run, RunStatus.RUNNING, started_at=utcnow())
+            if await self._registrations_changed(run):
+                return
             if run.pipeline.run_timeout:
                 limit = run.pipeline.run_timeout
                 timer = asyncio.get_running_loop().call_later(
                     limit, lambda: self._stop_soon(run, timed_out(limit))
                 )
             await self._drive(run, scratch)
-            await self._end_run(run)
         except asyncio.CancelledError:
-            for task in run.tasks.values():
-                task.cancel()
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._abandon(run, SHUTDOWN.reason))
+            crash = SHUTDOWN.reason
+            await self._halt(run)
             raise
-        except Exception as exc:
+        except MaoError as exc:  # the database did not record the start: the run fails, saying so
+            log.warning("run %s of %s failed: %s", run.id, run.pipeline.name, exc.message)
+            crash = exc.message
+            await self._halt(run)
+        except Exception as exc:  # noqa: BLE001 - the run still ends, failed, with the error named
             log.exception("run %s of %s failed unexpectedly", run.id, run.pipeline.name)
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._abandon(run, f"internal error: {exc}"))
+            crash = f"internal error: {describe(exc)}"
+            await self._halt(run)
         finally:
             if timer is not None:
                 timer.cancel()
+            # Shielded: a second cancel (shutdown's) must not leave the record half-closed.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._close(run, crash))
             self._runs.pop(run.id, None)
             self.admission.finished(run.id)  # its room goes to the next queued run
-            # Input snapshots can be large: delete them off the event loop.
-            await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True))
+            # Input snapshots can be large, and a tool's tree deep: removed off the event loop.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(asyncio.to_thread(remove_tree, scratch))
             # Counted from the ended run's record (its steps and attempts), whatever the ending.
             with contextlib.suppress(Exception):
                 if (record := await asyncio.shield(self.records.get(run.id))) is not None:
                     self.metrics.observe_run(record)
+
+    async def _registrations_changed(self, run: ActiveRun) -> bool:
+        """Fail the run at once, before any step, when a registration it uses changed since its
+        operator accepted it (``merging.pins``): no container starts, no secret leaves."""
+        try:
+            changes = await self.pins.changes(run.pipeline)
+        except MaoError:  # etcd away without a local copy, say: each step says so for itself
+            return False
+        if not changes:
+            return False
+        reason = changed_error(run.pipeline.name, changes).message
+        # Every step skipped in memory; the run ends failed with the reason through ``_close``,
+        # the one place a run's record ends.
+        run.first_error = reason
+        for name in run.steps:
+            self._note(run, name, StepStatus.SKIPPED, error=reason)
+        log.warning("run %s of %s not started: %s", run.id, run.pipeline.name, reason)
+        return True
 
     async def _drive(self, run: ActiveRun, scratch: Path) -> None:
         """Start every step whose needs are met, skip those whose needs failed, until none is left."""
@@ -358,7 +458,7 @@ class Runner:
                         )
                     elif any(s in ENDED_STEP and s not in DONE_STEP for s in states):
                         failed = [need for need in needs[name] if run.steps[need] not in DONE_STEP]
-                        await self._set_step(
+                        await self._mark(
                             run,
                             name,
                             StepStatus.SKIPPED,
@@ -369,45 +469,114 @@ class Runner:
                 break
             done, _ = await asyncio.wait(run.tasks.values(), return_when=asyncio.FIRST_COMPLETED)
             for name in [n for n, t in run.tasks.items() if t in done]:
-                run.tasks.pop(name)
+                await self._reap(run, name, run.tasks.pop(name))
         if run.stop is not None:
             for name, status in run.steps.items():
                 if status is StepStatus.PENDING:
-                    await self._set_step(run, name, run.stop.pending, error=run.stop.reason)
+                    await self._mark(run, name, run.stop.pending, error=run.stop.reason)
 
-    async def _end_run(self, run: ActiveRun) -> None:
-        now = utcnow()
-        if run.stop is not None:
-            await self._set_run(run, run.stop.run, error=run.stop.reason, ended_at=now)
-            log.info("run %s of %s stopped: %s", run.id, run.pipeline.name, run.stop.reason)
-        elif any(s in (StepStatus.FAILED, StepStatus.CONFLICT) for s in run.steps.values()):
-            await self._set_run(run, RunStatus.FAILED, error=run.first_error, ended_at=now)
-            log.info("run %s of %s failed: %s", run.id, run.pipeline.name, run.first_error)
+    async def _reap(self, run: ActiveRun, name: str, task: asyncio.Task[None]) -> None:
+        """A step's task has ended: its result is retrieved (never left for asyncio to complain
+        about), and a step it left unfinished ends ``failed`` naming why."""
+        if task.cancelled():
+            problem = None if run.stop is not None else "internal error: the step's task was cancelled"
+        elif (exc := task.exception()) is not None:
+            log.error("run %s: step %s ended unexpectedly", run.id, name, exc_info=exc)
+            problem = f"internal error: {describe(exc)}"
         else:
-            check(RUN_TRANSITIONS, run.status, RunStatus.SUCCEEDED)
-            run.status = RunStatus.SUCCEEDED
-            # Only if still running: a queued merge that conflicted meanwhile has failed the run.
-            await self.records.finish_run(run.id, status=RunStatus.SUCCEEDED, ended_at=now)
-            log.info("run %s of %s succeeded (%d steps)", run.id, run.pipeline.name, len(run.steps))
+            problem = None
+        if run.steps[name] in ENDED_STEP:
+            return
+        stop = run.stop
+        error = problem or (stop.reason if stop else "internal error: the step ended without a result")
+        run.first_error = run.first_error or error
+        await self._mark(run, name, stop.step if stop else StepStatus.FAILED, error=error, ended_at=utcnow())
 
-    async def _abandon(self, run: ActiveRun, reason: str) -> None:
-        """Close the records of a run the engine itself could not finish."""
-        now = utcnow()
+    async def _halt(self, run: ActiveRun) -> None:
+        """Cancel the run's step tasks and wait until each has ended (their results retrieved)."""
+        tasks = list(run.tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        for name, task in list(run.tasks.items()):
+            run.tasks.pop(name, None)
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                log.error("run %s: step %s ended unexpectedly", run.id, name, exc_info=exc)
+
+    async def _close(self, run: ActiveRun, crash: str | None) -> None:
+        """End the run's record: every step final (one still pending or running, after a crash or a
+        shutdown, ends skipped or failed with the reason), its unfinished attempts closed, the run's
+        own status, all in one transaction (``RunRecords.close``), tried again while the database
+        does not answer (a full disk that a failed step's reset has just freed, a restarting
+        PostgreSQL) for up to ``CLOSE_PATIENCE`` seconds. Never raises; a record that still cannot
+        be written is closed by the next start (``runs/reconcile.py``)."""
+        try:
+            final, error = self._final_states(run, crash)
+        except Exception:  # noqa: BLE001
+            log.exception("run %s: its final state could not be decided", run.id)
+            final, error = RunStatus.FAILED, crash or "internal error while ending the run"
+        steps = {name: StepEnd(status, run.step_fields.get(name, {})) for name, status in run.steps.items()}
+        fields: dict[str, Any] = {"error": error, "ended_at": utcnow()}
+        reason = (run.stop.reason if run.stop else None) or crash or "the step ended without a result"
+        attempts = run.stop.attempt if run.stop else AttemptStatus.CANCELLED
+        deadline = asyncio.get_running_loop().time() + CLOSE_PATIENCE
+        delay = 0.2
+        while True:
+            try:
+                await self.records.close(run.id, final, fields, steps, attempts, reason)
+                break
+            except Exception as exc:  # noqa: BLE001 - the database away, or a bug: tried again either way
+                problem = exc.message if isinstance(exc, MaoError) else describe(exc)
+                if self._closing or asyncio.get_running_loop().time() + delay > deadline:
+                    log.error(
+                        "run %s: its end was not recorded (%s); the next start closes it", run.id, problem
+                    )
+                    return
+                log.warning(
+                    "run %s: its end not recorded yet (%s); again in %.1f s",
+                    run.id,
+                    problem,
+                    delay,
+                    exc_info=not isinstance(exc, MaoError),
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        if run.stop is not None:
+            log.info("run %s of %s stopped: %s", run.id, run.pipeline.name, run.stop.reason)
+        elif final is RunStatus.SUCCEEDED:
+            log.info("run %s of %s succeeded (%d steps)", run.id, run.pipeline.name, len(run.steps))
+        else:
+            log.info("run %s of %s failed: %s", run.id, run.pipeline.name, error)
+
+    def _final_states(self, run: ActiveRun, crash: str | None) -> tuple[RunStatus, str | None]:
+        """In memory: every step final, and the run's status and error."""
+        error: str | None
+        reason = (run.stop.reason if run.stop else None) or crash
         for name, status in run.steps.items():
             if status is StepStatus.PENDING:
-                await self._set_step(run, name, StepStatus.SKIPPED, error=reason)
+                end = run.stop.pending if run.stop else StepStatus.SKIPPED
+                self._note(run, name, end, error=reason or "skipped: the run ended before it started")
             elif status is StepStatus.RUNNING:
-                await self._set_step(run, name, StepStatus.FAILED, error=reason, ended_at=now)
-        await self.records.end_unfinished_attempts(run.id, AttemptStatus.CANCELLED, reason)
-        if run.status in RUN_TRANSITIONS and RunStatus.FAILED in RUN_TRANSITIONS[run.status]:
-            await self._set_run(run, RunStatus.FAILED, error=reason, ended_at=now)
+                end = run.stop.step if run.stop else StepStatus.FAILED
+                error = reason or "internal error: the step ended without a result"
+                run.first_error = run.first_error or error
+                self._note(run, name, end, error=error, ended_at=utcnow())
+        if run.stop is not None:
+            final, error = run.stop.run, run.stop.reason
+        elif crash is not None:
+            final, error = RunStatus.FAILED, crash
+        elif any(s not in DONE_STEP for s in run.steps.values()):
+            final, error = RunStatus.FAILED, run.first_error or "a step did not succeed"
+        else:
+            final, error = RunStatus.SUCCEEDED, None
+        run.status = check(RUN_TRANSITIONS, run.status, final)
+        return final, error
 
     # -- stopping -------------------------------------------------------------------------------
     def _stop_soon(self, run: ActiveRun, stop: Stop) -> None:
         if run.stop is None and run.id in self._runs:
-            task = asyncio.create_task(self._stop(run, stop), name=f"stop run {run.id}")
-            self._helpers.add(task)
-            task.add_done_callback(self._helpers.discard)
+            spawn(self._stop(run, stop), f"stop run {run.id}", self._helpers)
 
     async def _stop(self, run: ActiveRun, stop: Stop) -> None:
         run.stop = stop
@@ -418,14 +587,30 @@ class Runner:
             removed = await self.executor.kill(KillRequest(run=run.id))
             if removed:
                 log.info("run %s: removed container(s) %s", run.id, ", ".join(removed))
-        except MaoError as exc:
-            log.warning("run %s: containers not killed (%s); the executor removes them", run.id, exc.message)
+        except Exception as exc:  # noqa: BLE001 - stopping goes on: the executor removes them later
+            message = getattr(exc, "message", None) or describe(exc)
+            log.warning("run %s: containers not killed (%s); the executor removes them", run.id, message)
 
     # -- records --------------------------------------------------------------------------------
     async def _set_run(self, run: ActiveRun, status: RunStatus, **fields: Any) -> None:
         run.status = check(RUN_TRANSITIONS, run.status, status)
         await self.records.update_run(run.id, status=status, **fields)
 
-    async def _set_step(self, run: ActiveRun, name: str, status: StepStatus, **fields: Any) -> None:
+    def _note(self, run: ActiveRun, name: str, status: StepStatus, **fields: Any) -> None:
+        """The step's new status in memory (checked), and the fields its record is to carry."""
         run.steps[name] = check(STEP_TRANSITIONS, run.steps[name], status)
+        run.step_fields.setdefault(name, {}).update(fields)
+
+    async def _set_step(self, run: ActiveRun, name: str, status: StepStatus, **fields: Any) -> None:
+        """The step's new status, in memory first, then in its record (raises when that fails: the
+        run's end writes it again, ``_close``)."""
+        self._note(run, name, status, **fields)
         await self.records.update_step(run.id, name, status=status, **fields)
+
+    async def _mark(self, run: ActiveRun, name: str, status: StepStatus, **fields: Any) -> None:
+        """``_set_step`` for the engine's own decisions (skip, stop): a record that cannot be
+        written now is written at the run's end; it never stops the drive."""
+        try:
+            await self._set_step(run, name, status, **fields)
+        except MaoError as exc:
+            log.warning("run %s: step %s %s, not recorded yet: %s", run.id, name, status, exc.message)

@@ -17,7 +17,7 @@ from ..datasets import DatasetRepo, Datasets
 from ..domain.states import AttemptStatus, MergeState, RunStatus, StepStatus
 from ..errors import MaoError
 from ..executors import ExecutorBackend, KillRequest
-from ..merging.registrations import Registrations
+from ..merging.pins import Pins
 from ..store.runs import RunRecords, UnfinishedRun
 from ..store.tables import utcnow
 
@@ -33,12 +33,12 @@ class Reconciler:
         self,
         records: RunRecords,
         executor: ExecutorBackend,
-        registrations: Registrations,
+        pins: Pins,
         datasets: Datasets,
     ) -> None:
         self.records = records
         self.executor = executor
-        self.registrations = registrations
+        self.pins = pins
         self.datasets = datasets
 
     async def reconcile(self) -> int:
@@ -69,7 +69,7 @@ class Reconciler:
                 landed_all = False
                 await self.records.update_step(run.id, step.name, status=StepStatus.SKIPPED, error=REASON)
             elif step.status is StepStatus.RUNNING:
-                merge = await self._landed(run.id, step.name, step.output_dataset)
+                merge = await self._landed(run.id, run.pipeline, step.name, step.output_dataset)
                 if merge is not None:
                     log.info("run %s: step %s had merged (%s); recorded", run.id, step.name, merge)
                     await self.records.update_step(
@@ -94,10 +94,11 @@ class Reconciler:
         )
         log.warning("run %s of %s left unfinished by a previous process: %s", run.id, run.pipeline, status)
 
-    async def _landed(self, run_id: str, step: str, dataset_name: str) -> str | None:
-        """The ground-truth commit that merged this step of this run, if any."""
-        dataset = await self.registrations.dataset(dataset_name)
-        if dataset is None:
+    async def _landed(self, run_id: str, pipeline: str, step: str, dataset_name: str) -> str | None:
+        """The ground-truth commit that merged this step of this run, if any (read from the master
+        this instance accepted for the pipeline: ``merging.pins``)."""
+        master = await self.pins.master(dataset_name, scope=pipeline)
+        if master is None:
             return None
 
         def search(repo: DatasetRepo) -> str | None:
@@ -110,7 +111,7 @@ class Reconciler:
             return None
 
         try:
-            return await self.datasets.run(dataset.name, dataset.master, search)
+            return await self.datasets.run(dataset_name, master, search)
         except MaoError as exc:
             log.warning("run %s: ground-truth of %s not checked: %s", run_id, dataset_name, exc.message)
             return None

@@ -30,6 +30,7 @@ from typing import IO, Any, cast
 
 from ..errors import MaoError, NotFound
 from ..executors import ExecutorBackend
+from ..tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -141,10 +142,8 @@ class StepLogs:
         await asyncio.gather(*self._keeping.values(), return_exceptions=True)
 
     def _background(self, work: Coroutine[Any, Any, object]) -> asyncio.Task[object]:
-        task = asyncio.create_task(work)
-        self._later.add(task)
-        task.add_done_callback(self._later.discard)
-        return task
+        # Its failure is logged with its traceback (``tasks.spawn``): no task dies unretrieved.
+        return spawn(work, "keep a step log", self._later)
 
     async def _store(self, run_id: str, container: str, chunks: AsyncIterator[bytes]) -> None:
         target = self.path(run_id, container)

@@ -12,19 +12,20 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from ..config import Settings
 from ..datasets import Datasets
 from ..domain.pipeline import Step, Tool, node_branch
-from ..domain.states import ATTEMPT_TRANSITIONS, AttemptStatus, StepStatus, check
+from ..domain.states import ATTEMPT_TRANSITIONS, ENDED_STEP, AttemptStatus, StepStatus, check
 from ..errors import MaoError
 from ..executors import ExecutorBackend
 from ..logs import STEP
-from ..merging.registrations import Registrations
+from ..merging.pins import Pins
 from ..retry import backoff
 from ..store.runs import RunRecords
 from ..store.tables import utcnow
-from .active import SHUTDOWN, ActiveRun
+from .active import SHUTDOWN, ActiveRun, describe
 from .attempt import AttemptOutcome, Attempts, StepContext, StepFailed, container_name
 from .cache import memo_key
 from .fanout.attempt import FanOutAttempts, FanOutPass
@@ -39,7 +40,7 @@ class StepWork:
     def __init__(
         self,
         settings: Settings,
-        registrations: Registrations,
+        pins: Pins,
         datasets: Datasets,
         executor: ExecutorBackend,
         records: RunRecords,
@@ -49,7 +50,7 @@ class StepWork:
         set_step: SetStep,
     ) -> None:
         self.settings = settings
-        self.registrations = registrations
+        self.pins = pins
         self.datasets = datasets
         self.executor = executor
         self.records = records
@@ -59,76 +60,109 @@ class StepWork:
         self.set_step = set_step
 
     async def run(self, run: ActiveRun, name: str, scratch: Path) -> None:
-        """Run one step to its end and record it; never raises (the step's status says it all)."""
+        """Run one step to its end and record it; never raises (the step's status says it all).
+
+        Whatever goes wrong ends the step ``failed`` naming the error: a failure an attempt
+        expected (``StepFailed``), a library error (``MaoError``: a lookup, the database) and any
+        other exception alike (``internal error: <type>: <message>``, logged with its traceback).
+        A record write that fails here leaves the in-memory status final; the engine writes it
+        when the run ends (``Runner._close``)."""
         STEP.set(name)  # this step's own task: its (and its attempts') log lines carry the step
-        step = run.pipeline.step(name)
-        position = run.pipeline.steps.index(step)
         started_at = utcnow()
         try:
-            output = await self.registrations.dataset(step.output_dataset)
-            if output is None:
-                raise StepFailed(f"dataset {step.output_dataset!r} is no longer registered")
-            source = None
-            if step.input_dataset:
-                source = await self.registrations.dataset(step.input_dataset)
-                if source is None:
-                    raise StepFailed(f"dataset {step.input_dataset!r} is no longer registered")
-            ctx = StepContext(
-                run.id,
-                run.pipeline.name,
-                position,
-                step,
-                output,
-                source,
-                node_branch(name, self.settings.instance_name),
-                side_by_side=run.side_by_side,
-            )
-            tool = await self._tool(step.tool)
-            # Checked while still pending: a cache hit is one write, pending -> cached.
-            if step.cache and await self._use_cache(run, ctx, tool, started_at):
-                return
-            async with self._pool(run, step):  # pending while it waits for a slot
-                await self.set_step(run, name, StepStatus.RUNNING, started_at=utcnow())
-                if step.fan_out is not None:
-                    outcome, used = await self._fan_out(run, ctx, tool, scratch), tool
-                else:
-                    outcome, used = await self._attempts(run, ctx, tool, scratch)
-            run.input_tips.pop(step.output_dataset, None)
-            key = None
-            if outcome.image_id:
-                key = memo_key(step, used.name, outcome.image_id, outcome.input_commit)
-            await self.set_step(
-                run,
-                name,
-                StepStatus.SUCCEEDED,
-                merge_commit=outcome.merge_commit,
-                merge_state=outcome.merge_state,
-                insights=outcome.insights,
-                cache_key=key,
-                ended_at=utcnow(),
-            )
+            done = await self._work(run, name, scratch, started_at)
         except StepFailed as failure:
-            run.first_error = run.first_error or failure.message
-            await self.set_step(run, name, failure.status, error=failure.message, ended_at=utcnow())
-            log.info("run %s: step %s %s: %s", run.id, name, failure.status, failure.message)
+            await self._end(run, name, failure.status, failure.message)
+            return
         except asyncio.CancelledError:
             stop = run.stop or SHUTDOWN
             with contextlib.suppress(Exception):
-                await asyncio.shield(
-                    self.set_step(run, name, stop.step, error=stop.reason, ended_at=utcnow())
-                )
+                await asyncio.shield(self._end(run, name, stop.step, stop.reason, first=False))
             if run.stop is None:
                 raise
+            return
         except MaoError as exc:  # a lookup (registrations, database) failed outside an attempt
-            run.first_error = run.first_error or exc.message
-            await self.set_step(run, name, StepStatus.FAILED, error=exc.message, ended_at=utcnow())
+            await self._end(run, name, StepStatus.FAILED, exc.message)
+            return
+        except OSError as exc:  # the file system refused (a full disk says so): no bug, a cause
+            log.warning("run %s: step %s failed: %s", run.id, name, describe(exc))
+            await self._end(run, name, StepStatus.FAILED, describe(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - no exception may leave a step running
+            log.exception("run %s: step %s failed unexpectedly", run.id, name)
+            await self._end(run, name, StepStatus.FAILED, f"internal error: {describe(exc)}")
+            return
+        if done is not None:
+            try:
+                await self.set_step(run, name, StepStatus.SUCCEEDED, ended_at=utcnow(), **done)
+            except Exception as exc:  # noqa: BLE001 - recorded at the run's end (memory is final)
+                log.warning("run %s: step %s succeeded but its record was not written yet: %s",
+                            run.id, name, getattr(exc, "message", exc))  # fmt: skip
 
-    async def _tool(self, name: str) -> Tool:
-        # From etcd, or this instance's copy while etcd is unreachable: a run needs no quorum.
-        tool = await self.registrations.tool(name)
-        if tool is None:
-            raise StepFailed(f"tool {name!r} is no longer registered")
-        return tool
+    async def _end(
+        self, run: ActiveRun, name: str, status: StepStatus, error: str, *, first: bool = True
+    ) -> None:
+        """Record the step's unsuccessful end; never raises. A step already final in memory (its
+        ``cached`` record failed to write) keeps that status: the engine writes it at the run's end."""
+        if first:
+            run.first_error = run.first_error or error
+        if run.steps[name] in ENDED_STEP:
+            log.warning("run %s: step %s stays %s (then: %s)", run.id, name, run.steps[name], error)
+            return
+        log.info("run %s: step %s %s: %s", run.id, name, status, error)
+        try:
+            await self.set_step(run, name, status, error=error, ended_at=utcnow())
+        except Exception as exc:  # noqa: BLE001 - recorded at the run's end
+            log.warning("run %s: the end of step %s was not recorded yet: %s",
+                        run.id, name, getattr(exc, "message", exc))  # fmt: skip
+
+    async def _work(
+        self, run: ActiveRun, name: str, scratch: Path, started_at: datetime
+    ) -> dict[str, Any] | None:
+        """The step's work up to its success; the fields of its ``succeeded`` record, or None when
+        it is already recorded (``cached``). Raises on failure."""
+        step = run.pipeline.step(name)
+        position = run.pipeline.steps.index(step)
+        # Through the pins: a registration changed since the pipeline was initialised (or its
+        # changes last accepted) is not used (RegistrationChanged, the step fails naming it).
+        scope = run.pipeline.name
+        output = await self.pins.dataset(scope, step.output_dataset)
+        source = await self.pins.dataset(scope, step.input_dataset) if step.input_dataset else None
+        ctx = StepContext(
+            run.id,
+            run.pipeline.name,
+            position,
+            step,
+            output,
+            source,
+            node_branch(name, self.settings.instance_name),
+            side_by_side=run.side_by_side,
+        )
+        tool = await self._tool(run, step.tool)
+        # Checked while still pending: a cache hit is one write, pending -> cached.
+        if step.cache and await self._use_cache(run, ctx, tool, started_at):
+            return None
+        async with self._pool(run, step):  # pending while it waits for a slot
+            await self.set_step(run, name, StepStatus.RUNNING, started_at=utcnow())
+            if step.fan_out is not None:
+                outcome, used = await self._fan_out(run, ctx, tool, scratch), tool
+            else:
+                outcome, used = await self._attempts(run, ctx, tool, scratch)
+        run.input_tips.pop(step.output_dataset, None)
+        key = None
+        if outcome.image_id:
+            key = memo_key(step, used.name, outcome.image_id, outcome.input_commit)
+        return {
+            "merge_commit": outcome.merge_commit,
+            "merge_state": outcome.merge_state,
+            "insights": outcome.insights,
+            "cache_key": key,
+        }
+
+    async def _tool(self, run: ActiveRun, name: str) -> Tool:
+        # From etcd, or this instance's copy while etcd is unreachable (a run needs no quorum), and
+        # only as the pipeline's pin says: never an image swapped in since.
+        return await self.pins.tool(run.pipeline.name, name)
 
     async def _attempts(
         self, run: ActiveRun, ctx: StepContext, tool: Tool, scratch: Path
@@ -154,7 +188,7 @@ class StepWork:
         assert failure is not None
         if step.fallback_tool and failure.status is StepStatus.FAILED:
             log.info("run %s: step %s falls back to tool %s", run.id, step.name, step.fallback_tool)
-            fallback = await self._tool(step.fallback_tool)
+            fallback = await self._tool(run, step.fallback_tool)
             try:
                 return await self._attempt(run, ctx, number + 1, fallback, scratch), fallback
             except StepFailed as exc:
@@ -169,7 +203,7 @@ class StepWork:
         outside them that can pass (a git remote away at the snapshot or the vote) runs the step
         again, up to ``retries`` times, with the usual backoff."""
         step = ctx.step
-        fallback = await self._tool(step.fallback_tool) if step.fallback_tool else None
+        fallback = await self._tool(run, step.fallback_tool) if step.fallback_tool else None
         this_pass = FanOutPass()
         for retry in range(step.retries + 1):
             try:
@@ -208,13 +242,17 @@ class StepWork:
             )
         except StepFailed as failure:
             status = check(ATTEMPT_TRANSITIONS, status, failure.attempt_status)
-            await self.records.end_attempt(
-                attempt_id,
-                status,
-                exit_code=failure.exit_code,
-                image_id=failure.image_id,
-                error=failure.message,
-            )
+            try:
+                await self.records.end_attempt(
+                    attempt_id,
+                    status,
+                    exit_code=failure.exit_code,
+                    image_id=failure.image_id,
+                    error=failure.message,
+                )
+            except MaoError as exc:  # the failure is what the step says; the run's end closes the row
+                log.warning("run %s: attempt %d of step %s not recorded yet: %s",
+                            run.id, number, ctx.step.name, exc.message)  # fmt: skip
             raise
         except asyncio.CancelledError:
             stop = run.stop or SHUTDOWN

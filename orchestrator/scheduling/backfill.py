@@ -1,6 +1,6 @@
 """Backfill: the runs of a pipeline for the ticks of a past (or future) span, in order, one at a time.
 
-``POST /pipeline/backfill {name, from, to, cron?, timezone?, dry_run?}``. The cron defaults to the
+``POST /pipeline/backfill {name, from, to, cron?, timezone?, dry_run?, priority?, version?}``. The cron defaults to the
 pipeline's schedule (its one local cron schedule, or its one federation-wide one); none or several is
 a 400 asking for ``cron``. Ticks are those of ``fire_times`` (the daylight-saving rule included), at
 most ``MAX_TICKS``. Each run has trigger ``backfill`` and ``tick_at`` the tick it stands for.
@@ -10,16 +10,26 @@ one transaction before the answer, in tick order, and admission starts them one 
 a pipeline at a time), each once the pipeline's previous run (whatever started it) has ended. A
 restart continues the backfill where it was: its queued runs are rows, re-admitted at start. A
 queued tick is cancelled like any queued run (``POST /runs/{id}/cancel``).
+
+A backfill is an object of its own (``GET /backfills``, ``GET /backfills/{id}``): a row written in
+the same transaction as its runs, which name it (``runs.backfill_id``); its progress is counted from
+their states. ``POST /backfills/{id}/cancel`` ends its queued runs ``cancelled`` in one transaction
+(and stops its running run with ``{"running": true}``); being rows, the cancel holds across a restart.
+With ``version`` every run takes that version of the pipeline; without, each the pipeline as it is
+when the run starts (as any queued run).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadRequest, MaoError, NotFound
+from ..domain.states import RunStatus
+from ..errors import BadRequest, Conflict, MaoError, NotFound
+from ..store.backfills import BackfillRecords, NewBackfill
 from .requests import BackfillRequest
 from .ticks import fire_times, make_trigger
 
@@ -47,12 +57,14 @@ class Backfills:
         self.store = store
         self.runner = runner
         self.federation_schedules = federation_schedules
+        self.records = BackfillRecords(store)
 
     async def close(self) -> None:
         """Nothing to stop: a backfill is queued runs, which outlive the process."""
 
-    async def start(self, request: BackfillRequest) -> dict[str, Any]:
-        """The ticks (``dry_run``), or the ticks with their runs queued (``runs``: their ids, in order)."""
+    async def start(self, request: BackfillRequest, by: str | None = None) -> dict[str, Any]:
+        """The ticks (``dry_run``), or the ticks with their runs queued (``runs``: their ids, in
+        order) and the backfill recorded (``backfill_id``; ``by``: who asked)."""
         start, end = _aware(request.start, "from"), _aware(request.end, "to")
         if end < start:
             raise BadRequest("'to' must not be before 'from'", code="invalid_request")
@@ -79,14 +91,75 @@ class Backfills:
         }
         if request.dry_run or not ticks:
             return result
+        backfill = NewBackfill(
+            uuid.uuid4().hex, request.name, cron, timezone, start, end, len(ticks), request.priority,
+            request.version, by,
+        )  # fmt: skip
         run_ids = await self.runner.queue_many(
-            request.name, "backfill", [{"tick_at": tick} for tick in ticks], priority=request.priority
+            request.name,
+            "backfill",
+            [{"tick_at": tick, "backfill_id": backfill.id} for tick in ticks],
+            priority=request.priority,
+            version=request.version,
+            backfill=backfill,
         )
-        # The first run's id names the backfill (the prototype-era field; its runs are listed too).
         log.info(
-            "backfill of %s queued: %d tick(s) of %r, runs %s...", request.name, len(ticks), cron, run_ids[0]
-        )
-        return {**result, "backfill_id": run_ids[0], "runs": run_ids, "status": "queued"}
+            "backfill %s of %s queued: %d tick(s) of %r%s",
+            backfill.id, request.name, len(ticks), cron,
+            f", version {request.version}" if request.version is not None else "",
+        )  # fmt: skip
+        return {
+            **result,
+            "backfill_id": backfill.id,
+            "runs": run_ids,
+            "status": "queued",
+            "version": request.version,
+        }
+
+    async def list(
+        self, pipeline: str | None = None, limit: int = 50, active: bool | None = None
+    ) -> list[dict[str, Any]]:
+        return await self.records.recent(pipeline, limit, active)
+
+    async def get(self, backfill_id: str) -> dict[str, Any]:
+        found = await self.records.get(backfill_id)
+        if found is None:
+            raise NotFound(f"no backfill {backfill_id!r} on this instance (GET /backfills lists them)")
+        return found
+
+    async def cancel(self, backfill_id: str, running: bool) -> dict[str, Any]:
+        """End the backfill's queued runs ``cancelled`` (one transaction) and, with ``running``, stop
+        its running run as ``POST /runs/{id}/cancel`` would. 409 when none of its runs is left to
+        cancel."""
+        await self.get(backfill_id)  # 404 first
+        queued = await self.records.run_ids(backfill_id, (RunStatus.QUEUED,))
+        going = await self.records.run_ids(backfill_id, (RunStatus.PENDING, RunStatus.RUNNING))
+        if not queued and not (running and going):
+            what = "no run queued" + (" or going" if running else "")
+            raise Conflict(
+                f"backfill {backfill_id} has {what}: there is nothing to cancel"
+                + ("" if running or not going else ' (its running run stops with {"running": true})'),
+                code="backfill_ended",
+            )
+        reason = f"cancelled on request with its backfill {backfill_id} while queued"
+
+        async def write(ids: list[str]) -> list[str]:
+            return await self.records.cancel(backfill_id, ids, running, reason)
+
+        cancelled, starting = await self.runner.cancel_queued_many(queued, write)
+        stopping: list[str] = []
+        if running:
+            for run_id in [*starting, *going]:
+                try:
+                    await self.runner.cancel(run_id)
+                    stopping.append(run_id)
+                except (Conflict, NotFound):  # it ended meanwhile
+                    continue
+        log.info(
+            "backfill %s cancelled: %d queued run(s) cancelled, %d running stopped",
+            backfill_id, len(cancelled), len(stopping),
+        )  # fmt: skip
+        return {**await self.get(backfill_id), "cancelled_runs": cancelled, "stopping_runs": stopping}
 
     async def _cron(self, request: BackfillRequest) -> tuple[str, str]:
         if request.cron:

@@ -22,9 +22,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import BadRequest, Conflict
-from ..federation import keys
+from ..federation import keys, records
 from ..federation.etcd import Etcd, KeyValue
 from ..federation.leases import SharedLease
+from ..federation.records import ScheduleRecord, TickRecord
+from ..federation.seals import Proof, Sealer
 
 TICK_HISTORY_TTL = 7 * 86400
 LEASE_REUSE = 3600.0
@@ -68,26 +70,50 @@ def labels_match(labels: dict[str, str], placement: dict[str, Any] | None) -> bo
 
 
 class ScheduleBook:
-    def __init__(self, etcd: Etcd) -> None:
+    def __init__(self, etcd: Etcd, sealer: Sealer | None = None) -> None:
         self.etcd = etcd
+        self.sealer = sealer or Sealer("unnamed", None)
         self.history_lease = SharedLease(etcd, TICK_HISTORY_TTL, reuse_for=LEASE_REUSE)
 
     # -- schedules ------------------------------------------------------------------------------
     async def create(self, schedule: dict[str, Any]) -> None:
-        if not await self.etcd.create(keys.schedule(schedule["id"]), schedule):
+        """Store a new schedule or data trigger, sealed by this instance (its ``created_by``)."""
+        sealed = self.sealer.seal(schedule) if self.sealer.proof is Proof.SIGNATURE else schedule
+        if not await self.etcd.create(keys.schedule(schedule["id"]), sealed):
             raise Conflict(f"federation schedule {schedule['id']} already exists")
+
+    def check(self, key: str, revision: int, value: Any) -> dict[str, Any] | None:
+        """The schedule (or trigger) record under ``key``, if it is one this instance may act on: it
+        fits ``records.ScheduleRecord`` (numbers in range, names valid) and was written by the instance
+        it names as ``created_by``: over TLS, sealed by that instance's certificate, so that a record a
+        member wrote past the API in another's name, or a non-member's, never fires. Without TLS
+        that name is a claim (docs/security.md). None (said once) otherwise."""
+        record = records.parse(ScheduleRecord, key, revision, value)
+        if record is None:
+            return None
+        if key != keys.schedule(record.id):
+            records.refuse(key, revision, f"a schedule record whose id {record.id} is not its key's")
+            return None
+        if self.sealer.proof is Proof.SIGNATURE or "signed_by" in value:
+            seal = self.sealer.check(value, signer=record.created_by)
+            if isinstance(seal, str):
+                records.refuse(key, revision, f"a schedule not written by {record.created_by}: {seal}")
+                return None
+        return record.public()
 
     async def get(self, schedule_id: str) -> dict[str, Any] | None:
         kv = await self.etcd.get(keys.schedule(schedule_id))
-        return kv.value if kv is not None and isinstance(kv.value, dict) else None
+        if kv is None or kv.problem:
+            return None
+        return self.check(kv.key, kv.mod_revision, kv.value)
 
     async def all(self) -> list[dict[str, Any]]:
-        """Every schedule (records without an id, not written by MAO, left out)."""
-        return [
-            kv.value
-            for kv in await self.etcd.list_prefix(keys.SCHEDULES)
-            if isinstance(kv.value, dict) and isinstance(kv.value.get("id"), str)
-        ]
+        """Every schedule this instance may act on (``check``)."""
+        found = []
+        for kv in await self.etcd.list_prefix(keys.SCHEDULES):
+            if (schedule := self.check(kv.key, kv.mod_revision, kv.value)) is not None:
+                found.append(schedule)
+        return found
 
     async def delete(self, schedule_id: str) -> bool:
         """Delete the schedule (or data trigger) and its tick history."""
@@ -113,14 +139,18 @@ class ScheduleBook:
         return _value(kv) if kv is not None else None
 
     async def recent_ticks(self, schedule_id: str, limit: int = 20) -> list[dict[str, Any]]:
-        """The newest ``limit`` tick records, newest first."""
+        """The newest ``limit`` tick records, newest first (records that do not fit left out)."""
         kvs = await self.etcd.list_prefix(keys.ticks(schedule_id), limit=limit, newest_first=True)
-        return [_value(kv) for kv in kvs]
+        return [tick for kv in kvs if (tick := _value(kv)) is not None]
 
     async def recent_fires(self, trigger_id: str, limit: int = 20) -> list[dict[str, Any]]:
         """A data trigger's newest ``limit`` fire records (one per ground-truth advance), newest first."""
         kvs = await self.etcd.list_prefix(keys.trigger_fires(trigger_id), limit=limit, newest_first=True)
-        return [kv.value for kv in kvs if isinstance(kv.value, dict)]
+        return [
+            {**tick.model_dump(), **_fire_fields(kv.value)}
+            for kv in kvs
+            if (tick := records.parse(TickRecord, kv.key, kv.mod_revision, kv.value)) is not None
+        ]
 
     async def last_tick_before(self, schedule_id: str, due: datetime) -> datetime | None:
         kvs = await self.etcd.list_prefix(
@@ -129,7 +159,7 @@ class ScheduleBook:
             newest_first=True,
             before=keys.tick(schedule_id, due_key(due)),
         )
-        return parse_due(kvs[0].key) if kvs else None
+        return _due_of(kvs[0].key) if kvs else None
 
 
 def _tick(due: datetime, record: dict[str, Any]) -> dict[str, Any]:
@@ -138,12 +168,32 @@ def _tick(due: datetime, record: dict[str, Any]) -> dict[str, Any]:
         "outcome": record.get("outcome"),
         "instance": record.get("instance"),
         "run_id": record.get("run_id"),
-        "reason": record.get("reason"),
+        # Bounded as every reader bounds it (records.TickRecord): a long error stays readable.
+        "reason": str(record["reason"])[:2000] if record.get("reason") else None,
         "recorded_at": datetime.now(UTC).isoformat(),
         **{k: v for k, v in record.items() if k in ("run_status", "recorded_by")},
     }
 
 
-def _value(kv: KeyValue) -> dict[str, Any]:
-    value = kv.value if isinstance(kv.value, dict) else {}
-    return {"due_at": parse_due(kv.key).isoformat(), **value}
+def _value(kv: KeyValue) -> dict[str, Any] | None:
+    """A tick record as the scheduler reads it; None (said once) when its key or value does not fit."""
+    due = _due_of(kv.key)
+    tick = records.parse(TickRecord, kv.key, kv.mod_revision, kv.value)
+    if due is None or tick is None:
+        if due is None:
+            records.refuse(kv.key, kv.mod_revision, "not a tick's key (YYYY-MM-DDTHH:MM:SSZ)")
+        return None
+    return {**tick.model_dump(exclude_unset=True), "due_at": due.isoformat()}
+
+
+def _due_of(key: str) -> datetime | None:
+    try:
+        return parse_due(key)
+    except ValueError:
+        return None
+
+
+def _fire_fields(value: Any) -> dict[str, Any]:
+    """What a data trigger's fire record adds to a tick's fields: the advance it stands for."""
+    fields = {k: value.get(k) for k in ("dataset", "commit")} if isinstance(value, dict) else {}
+    return {k: v for k, v in fields.items() if isinstance(v, str) and len(v) <= 128}

@@ -80,14 +80,14 @@ class FederationScheduler:
         self.instance = settings.instance_name
         self.labels = settings.labels
         self.etcd = etcd
-        self.book = ScheduleBook(etcd)
+        # The registry's sealer: schedules are sealed like registrations (federation/seals.py).
+        self.book = ScheduleBook(etcd, getattr(registry, "sealer", None))
         self.scheduler = scheduler
         self.door = door
         self.store = store
         self.membership = membership
         self.registry = registry
         self._armed: dict[str, tuple[str, str]] = {}
-        self._ignored: set[str] = set()  # keys under /mao/v1/schedules/ that are not schedules
         self._tasks: set[asyncio.Task[Any]] = set()
         self._caught_up = False
 
@@ -169,7 +169,7 @@ class FederationScheduler:
     # -- keeping APScheduler in step with etcd --------------------------------------------------
     async def _keep_in_step(self) -> None:
         async def on_list(values: list[KeyValue], _revision: int) -> None:
-            schedules = [kv.value for kv in values if self._is_schedule(kv.key, kv.value)]
+            schedules = [s for kv in values if (s := self.book.check(kv.key, kv.mod_revision, kv.value))]
             self._reconcile(schedules)
             if not self._caught_up:  # the first list after start: ticks missed while nobody was up
                 self._caught_up = True
@@ -198,20 +198,15 @@ class FederationScheduler:
             self._disarm(schedule_id)
 
     def _apply(self, event: WatchEvent) -> None:
-        if event.kind == "PUT" and self._is_schedule(event.key, event.value):
-            self._arm(event.value)
-        elif event.kind == "DELETE":
-            self._disarm(keys.last_segment(event.key))
-
-    def _is_schedule(self, key: str, value: object) -> bool:
-        """A record this instance can arm; one without an id (not written by MAO) is left out, and
-        said once, not at every re-list."""
-        if isinstance(value, dict) and isinstance(value.get("id"), str):
-            return True
-        if key not in self._ignored:
-            self._ignored.add(key)
-            log.warning("ignoring %s: not a federation schedule record (it has no id)", key)
-        return False
+        """A schedule written or changed is armed if it is one this instance may act on
+        (``ScheduleBook.check``: its shape, and that its ``created_by`` wrote it), else disarmed;
+        a deleted one is disarmed."""
+        if event.kind == "PUT":
+            schedule = self.book.check(event.key, event.revision, event.value)
+            if schedule is not None:
+                self._arm(schedule)
+                return
+        self._disarm(keys.last_segment(event.key))
 
     def _arm(self, schedule: dict[str, Any]) -> None:
         if schedule.get("trigger"):

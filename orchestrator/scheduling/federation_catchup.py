@@ -152,8 +152,8 @@ async def _decide(
     for _ in range(SWAP_ATTEMPTS):
         current = await fs.etcd.get(key)
         since = datetime.fromisoformat(schedule["created_at"])
-        if current is not None and isinstance(current.value, dict) and current.value.get("until"):
-            since = max(since, datetime.fromisoformat(str(current.value["until"])))
+        if (decided := _until(current.value if current is not None else None)) is not None:
+            since = max(since, decided)
         last = await fs.book.last_tick_before(schedule_id, until + DUE_JITTER)
         since = max(since, last or since)
         horizon = max(since, now - HORIZON)
@@ -176,6 +176,17 @@ async def _decide(
             return missed, earlier
     log.info("federation schedule %s: its catch-up was decided by other instances", schedule_id)
     return None
+
+
+def _until(decision: Any) -> datetime | None:
+    """How far an earlier catch-up decided, if the record says so readably (a record that does not
+    is replaced by this decision's compare-and-swap)."""
+    until = decision.get("until") if isinstance(decision, dict) else None
+    try:
+        moment = datetime.fromisoformat(until) if isinstance(until, str) and len(until) <= 64 else None
+    except ValueError:
+        return None
+    return moment if moment is not None and moment.utcoffset() is not None else None
 
 
 async def record_gaps(fs: FederationScheduler, schedule: dict[str, Any], due: datetime) -> None:

@@ -28,6 +28,10 @@ MAX_CATCHUP_WINDOW = 366 * 86400
 
 
 Priority = Annotated[int, Strict(), Field(ge=MIN_PRIORITY, le=MAX_PRIORITY)]
+# A pipeline version number (GET /pipeline/{name}/versions): 1, 2, ...
+VersionNumber = Annotated[
+    int, Strict(), Field(ge=1, le=2**31 - 1, description="a version of the pipeline's definition")
+]
 
 
 class _Request(BaseModel):
@@ -58,6 +62,8 @@ class RunRequest(_Request):
     trigger: DatasetTrigger | None = None
     # Admission order (runs/admission.py): higher first, then older. Instance scope only.
     priority: Priority | None = None
+    # Run this earlier version of the definition (a run now only: a schedule or trigger is a 400).
+    version: VersionNumber | None = None
 
 
 class BackfillRequest(_Request):
@@ -72,6 +78,9 @@ class BackfillRequest(_Request):
     timezone: str | None = None
     dry_run: StrictBool = False
     priority: Priority = 0
+    # Every run of the backfill takes this version of the definition (default: each run the current
+    # one when it starts).
+    version: VersionNumber | None = None
 
 
 def check_overlap(overlap: str | None, federation: bool = False) -> Overlap:

@@ -25,19 +25,25 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from executor.wire.names import name_problem
+
 from ..errors import BadRequest, Conflict, MaoError, NotFound
 from ..federation import keys
 from ..federation.etcd import Etcd, KeyValue, WatchEvent
 from ..federation.leases import SharedLease
+from ..federation.records import Advance
+from ..federation.records import parse as parse_record
 from ..federation.watch import PrefixWatch
 from ..tasks import cancel_all, spawn
-from .book import check_placement, labels_match
+from .book import ScheduleBook, check_placement, labels_match
 from .overlap import busy_for, make_room, started_note
 from .trigger_cycles import ArmedTrigger, describe, find_cycle
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..datasets import Datasets
     from ..federation.registry import Registry
+    from ..merging.pins import Pins
     from ..runs.engine import Runner
     from ..store import Store
 
@@ -49,7 +55,14 @@ RESYNC_EVERY = 30.0
 
 class DataTriggers:
     def __init__(
-        self, settings: Settings, etcd: Etcd, store: Store, runner: Runner, registry: Registry
+        self,
+        settings: Settings,
+        etcd: Etcd,
+        store: Store,
+        runner: Runner,
+        registry: Registry,
+        datasets: Datasets | None = None,
+        pins: Pins | None = None,
     ) -> None:
         self.instance = settings.instance_name
         self.labels = settings.labels
@@ -57,6 +70,10 @@ class DataTriggers:
         self.store = store
         self.runner = runner
         self.registry = registry
+        self.datasets = datasets
+        self.pins = pins
+        self.book = ScheduleBook(etcd, registry.sealer)
+        self._verified: dict[tuple[str, str, str], str | None] = {}  # (dataset, commit, master) -> why not
         self.history_lease = SharedLease(etcd, FIRE_HISTORY_TTL, reuse_for=3600.0)
         self._federation: dict[str, dict[str, Any]] = {}  # id -> federation-wide trigger record
         self._seen: dict[str, int] = {}  # dataset -> last advance (etcd revision) handled
@@ -102,8 +119,10 @@ class DataTriggers:
                 "created_by": self.instance,
                 "created_at": datetime.now(UTC).isoformat(),
             }
-            if not await self.etcd.create(keys.schedule(trigger_id), record):
-                raise MaoError("a new trigger id was taken", code="internal")
+            await self.book.create(record)  # sealed: only what this instance wrote fires as its own
+            if self.pins is not None and await self.store.get_pipeline(pipeline) is not None:
+                # Its advances are checked on the master accepted now (the others: by their pins).
+                await self.pins.ensure(pipeline, "dataset", dataset)
             self._federation[trigger_id] = record
             log.info(
                 "federation-wide data trigger %s: %s runs when %s advances", record["id"], pipeline, dataset
@@ -113,6 +132,8 @@ class DataTriggers:
         if local is None:
             raise NotFound(f"pipeline {pipeline!r} is not initialised on this instance (POST /pipeline/init)")
         await self._refuse_cycle(pipeline, dataset)
+        if self.pins is not None:  # its advances are checked on the master accepted now
+            await self.pins.ensure(pipeline, "dataset", dataset)
         row = await self.store.add_schedule(
             uuid.uuid4().hex, pipeline, "", "UTC", dataset=dataset, overlap=overlap, priority=priority
         )
@@ -125,7 +146,9 @@ class DataTriggers:
         records = await self.store.data_triggers()  # each with trigger: {dataset}, like etcd's
         try:
             records += [
-                kv.value for kv in await self.etcd.list_prefix(keys.SCHEDULES) if _is_trigger(kv.value)
+                trigger
+                for kv in await self.etcd.list_prefix(keys.SCHEDULES)
+                if (trigger := self.book.check(kv.key, kv.mod_revision, kv.value)) and trigger.get("trigger")
             ]
         except MaoError:
             records += list(self._federation.values())
@@ -165,13 +188,15 @@ class DataTriggers:
     # -- watches --------------------------------------------------------------------------------
     async def _watch_triggers(self) -> None:
         async def on_list(values: list[KeyValue], _revision: int) -> None:
-            self._federation = {kv.value["id"]: kv.value for kv in values if _is_trigger(kv.value)}
+            found = (self.book.check(kv.key, kv.mod_revision, kv.value) for kv in values)
+            self._federation = {t["id"]: t for t in found if t is not None and t.get("trigger")}
 
         async def on_event(event: WatchEvent) -> None:
             trigger_id = keys.last_segment(event.key)
-            if event.kind == "PUT" and _is_trigger(event.value):
-                self._federation[trigger_id] = event.value
-            elif event.kind == "DELETE":
+            record = self.book.check(event.key, event.revision, event.value) if event.kind == "PUT" else None
+            if record is not None and record.get("trigger"):
+                self._federation[trigger_id] = record
+            else:  # deleted, or no longer a trigger this instance may act on
                 self._federation.pop(trigger_id, None)
 
         await PrefixWatch(
@@ -192,13 +217,16 @@ class DataTriggers:
                 )
 
         async def on_event(event: WatchEvent) -> None:
-            if event.kind != "PUT" or not isinstance(event.value, dict):
+            if event.kind != "PUT":
                 return
+            advance = parse_record(Advance, event.key, event.revision, event.value)
             dataset = keys.last_segment(event.key)
+            if advance is None or event.key != keys.ground_truth(dataset) or name_problem(dataset):
+                return
             if event.revision <= self._seen.get(dataset, 0):
                 return  # handed over again after a resumed watch
             self._seen[dataset] = event.revision
-            await self._advanced(dataset, str(event.value.get("commit") or ""), event.revision)
+            await self._advanced(dataset, advance.commit, event.revision)
 
         await PrefixWatch(
             self.etcd, keys.GROUND_TRUTH, on_list=on_list, on_event=on_event, what="ground-truth advances"
@@ -208,12 +236,52 @@ class DataTriggers:
     async def _advanced(self, dataset: str, commit: str, revision: int) -> None:
         now = datetime.now(UTC)
         for row in await self.store.data_triggers(dataset):
-            await self._fire_local(row, dataset, commit, now)
+            if await self._really_advanced(dataset, commit, row["pipeline"]):
+                await self._fire_local(row, dataset, commit, now)
         for record in list(self._federation.values()):
             if record["trigger"].get("dataset") == dataset:
                 spawn(
                     self._compete(record, dataset, commit, revision), f"trigger {record['id']}", self._tasks
                 )
+
+    async def _really_advanced(self, dataset: str, commit: str, pipeline: str) -> bool:
+        """Whether ``dataset``'s ground-truth really is at ``commit`` (or past it) on the master this
+        instance accepted: anyone can put an advance record, only a merge moves ground-truth. Checked
+        once per advance (a fetch); an advance that cannot be checked fires nothing, said once."""
+        if self.datasets is None or self.pins is None:
+            return True  # no git here (unit tests of the scheduling alone)
+        master = await self.pins.master(dataset, scope=pipeline)
+        if master is None:
+            why: str | None = f"this instance has not accepted a master for {dataset} (no pipeline here uses it)"
+        else:
+            marker = (dataset, commit, master)
+            if marker not in self._verified:
+                self._verified[marker] = await self._check_on_master(dataset, commit, master)
+                if len(self._verified) > 1000:
+                    self._verified.pop(next(iter(self._verified)))
+            why = self._verified[marker]
+        if why is not None:
+            log.warning(
+                "ground-truth of %s advanced to %s, it was announced, but no trigger fires: %s",
+                dataset,
+                commit[:12],
+                why,
+            )
+        return why is None
+
+    async def _check_on_master(self, dataset: str, commit: str, master: str) -> str | None:
+        assert self.datasets is not None
+
+        def reached(repo: Any) -> bool:
+            repo.sync()
+            return bool(repo.ground_truth_reached(commit))
+
+        try:
+            if await self.datasets.run(dataset, master, reached):
+                return None
+        except MaoError as exc:
+            return f"its master could not be read ({exc.message})"
+        return "the master's ground-truth is not there (an advance nobody merged)"
 
     async def _fire_local(self, row: dict[str, Any], dataset: str, commit: str, now: datetime) -> None:
         pipeline, trigger_id = row["pipeline"], row["id"]
@@ -284,6 +352,8 @@ class DataTriggers:
             return
         if await self.store.get_pipeline(pipeline) is None:
             return
+        if not await self._really_advanced(dataset, commit, pipeline):
+            return
         key = keys.trigger_fire(trigger_id, revision)
         claim = {"outcome": "claimed", "instance": self.instance, "dataset": dataset, "commit": commit}
         if not await self.history_lease.with_lease(lambda lease: self.etcd.create(key, claim, lease=lease)):
@@ -302,10 +372,3 @@ class DataTriggers:
         await self.history_lease.with_lease(lambda lease: self.etcd.put(key, result, lease=lease))
 
 
-def _is_trigger(value: object) -> bool:
-    return (
-        isinstance(value, dict)
-        and isinstance(value.get("id"), str)
-        and isinstance(value.get("pipeline"), str)
-        and isinstance(value.get("trigger"), dict)
-    )

@@ -6,43 +6,86 @@ Contracts: every method is one transaction; an unreachable database raises ``Dat
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, event, insert, select, text, update
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from ..domain.pipeline import Pipeline
-from ..errors import DatabaseUnavailable, MaoError
+from ..errors import Conflict, DatabaseUnavailable, MaoError
 from . import migrate
-from .tables import PipelineRow, ScheduleRow, SecretRow, TickRow, utcnow
+from .tables import PinRow, PipelineRow, ScheduleRow, SecretRow, TickRow, utcnow
+from .versions import SavedVersion, record_version
 
 log = logging.getLogger(__name__)
 
+# Whether this task holds a write transaction already (a nested one would wait for itself).
+_holding: contextvars.ContextVar[bool] = contextvars.ContextVar("mao_store_holding", default=False)
+
+
+# Connections a PostgreSQL store holds at most (SQLAlchemy's default pool: 5 kept, 10 more on demand).
+PG_POOL_SIZE = 5
+PG_MAX_OVERFLOW = 10
+# Read connections of an SQLite store (its one write connection aside).
+SQLITE_READERS = 4
+
 
 class Store:
+    """The database, with writes that wait their turn instead of failing under load.
+
+    Every write transaction of the process runs one after the other (``session``: an asyncio queue
+    in front of one writer), and reads run beside them (``reading``). On SQLite (the embedded
+    default) the writer is one connection of its own and the readers are read-only connections (WAL
+    lets them read while it writes): SQLite allows one writer at a time anyway, and transactions
+    racing for it failed with "database is locked" once ``busy_timeout`` ran out, or at once when one
+    that read first found another had committed. On PostgreSQL writer and readers share the pool,
+    each waiting its turn in asyncio (never in the pool's own 30 s timeout): with one writer, the
+    store's read-then-write transactions (a registration cached, a merge queued for several steps)
+    cannot race into a duplicate key or a lost update. No run fails because the database is busy."""
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self._readers: async_sessionmaker[AsyncSession] | None = None
+        self._reader_engine: AsyncEngine | None = None
+        self._write_turn = asyncio.Semaphore(1)
+        self._read_turn = asyncio.Semaphore(SQLITE_READERS)
 
     async def start(self) -> None:
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
-        if self.url.startswith("postgresql"):
-            kwargs["connect_args"] = {"timeout": 5}
-        self.engine = create_async_engine(self.url, **kwargs)
         if self.url.startswith("sqlite"):
+            self.engine = create_async_engine(self.url, pool_size=1, max_overflow=0, **kwargs)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            self._reader_engine = create_async_engine(
+                self.url, pool_size=SQLITE_READERS, max_overflow=0, **kwargs
+            )
+            event.listen(self._reader_engine.sync_engine, "connect", _sqlite_reader_pragmas)
+        else:
+            if self.url.startswith("postgresql"):
+                kwargs["connect_args"] = {"timeout": 5}
+            self.engine = create_async_engine(
+                self.url, pool_size=PG_POOL_SIZE, max_overflow=PG_MAX_OVERFLOW, **kwargs
+            )
+            self._reader_engine = self.engine
+            # One writer, and readers taking the rest of the pool: nobody waits in the pool itself.
+            self._read_turn = asyncio.Semaphore(PG_POOL_SIZE + PG_MAX_OVERFLOW - 1)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._readers = async_sessionmaker(self._reader_engine, expire_on_commit=False)
         async with self._translate("migrate the schema"):
-            async with self.engine.begin() as conn:
+            async with self._write_turn, self.engine.begin() as conn:
                 await conn.run_sync(migrate.upgrade)
 
     async def close(self) -> None:
+        if self._reader_engine is not None and self._reader_engine is not self.engine:
+            await self._reader_engine.dispose()
         if self.engine is not None:
             await self.engine.dispose()
 
@@ -53,6 +96,10 @@ class Store:
         except MaoError:
             raise
         except (OperationalError, OSError, TimeoutError) as exc:
+            if _disk_full(exc):
+                raise DatabaseUnavailable(
+                    f"the disk is full: the database could not {doing}: {_short(exc)}"
+                ) from exc
             raise DatabaseUnavailable(
                 f"the database did not answer while trying to {doing}: {_short(exc)}"
             ) from exc
@@ -66,22 +113,51 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def session(self, doing: str) -> AsyncIterator[AsyncSession]:
-        """One transaction: committed when the block ends, rolled back when it raises."""
+        """One transaction that may write: committed when the block ends, rolled back when it
+        raises. It waits its turn (one writer at a time on SQLite) rather than fail when busy."""
         assert self._sessions is not None, "Store.start() was not called"
+        if _holding.get():  # the one writer: a write transaction inside another would wait for itself
+            raise RuntimeError(
+                f"{doing}: a write transaction opened inside another one would wait for itself"
+            )
         async with self._translate(doing):
-            async with self._sessions() as session, session.begin():
+            async with self._write_turn:
+                token = _holding.set(True)
+                try:
+                    async with self._sessions() as session, session.begin():
+                        yield session
+                finally:
+                    _holding.reset(token)
+
+    @contextlib.asynccontextmanager
+    async def reading(self, doing: str) -> AsyncIterator[AsyncSession]:
+        """One read-only transaction, beside the writes (on SQLite its connection refuses to write:
+        a write in here is a bug that fails loudly)."""
+        assert self._readers is not None, "Store.start() was not called"
+        async with self._translate(doing):
+            async with self._read_turn, self._readers() as session, session.begin():
                 yield session
 
     async def check(self) -> None:
-        async with self.session("answer a health check") as s:
+        async with self.reading("answer a health check") as s:
             await s.execute(text("SELECT 1"))
 
     # -- pipelines ------------------------------------------------------------------------------
-    async def save_pipeline(self, pipeline: Pipeline, before_commit: Callable[[], Awaitable[Any]]) -> None:
-        """Insert or replace a pipeline and its secrets. ``before_commit`` runs inside the transaction
-        (it registers the pipeline in etcd): if it raises, nothing is stored."""
-        async with self.session(f"save pipeline {pipeline.name}") as s:
-            row = await s.get(PipelineRow, pipeline.name)
+    async def save_pipeline(
+        self,
+        pipeline: Pipeline,
+        before_commit: Callable[[], Awaitable[Any]],
+        pins: Sequence[tuple[str, str, dict[str, Any]]] = (),
+        by: str | None = None,
+    ) -> SavedVersion:
+        """Insert or replace a pipeline, its secrets and its pins (``(kind, name, value)`` of each
+        registration it uses, ``merging.pins``), and record a version of it when its definition
+        changed (``store.versions``; ``by``: who). ``before_commit`` runs inside the transaction (it
+        registers the pipeline in etcd): if it raises, nothing is stored. Two inits of one pipeline
+        at once: the second waits for the first's row (PostgreSQL), or for the database (SQLite);
+        one that still meets the other's version is a 409."""
+        async with self._version_race(pipeline.name), self.session(f"save pipeline {pipeline.name}") as s:
+            row = await s.get(PipelineRow, pipeline.name, with_for_update=True)
             if row is None:
                 row = PipelineRow(name=pipeline.name)
                 s.add(row)
@@ -94,11 +170,30 @@ class Store:
             for step in pipeline.steps:
                 for key, value in (step.private_env or {}).items():
                     s.add(SecretRow(pipeline=pipeline.name, step=step.name, key=key, value=value))
+            for kind, name, pinned in pins:
+                pin = await s.get(PinRow, (pipeline.name, kind, name))
+                if pin is None:
+                    s.add(PinRow(scope=pipeline.name, kind=kind, name=name, value=pinned, pinned_at=utcnow()))
+                else:
+                    pin.value, pin.pinned_at = pinned, utcnow()
             await s.flush()
+            saved = await record_version(s, pipeline, by)
             await before_commit()
+            return saved
+
+    @contextlib.asynccontextmanager
+    async def _version_race(self, name: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except IntegrityError as exc:
+            raise Conflict(
+                f"pipeline {name!r} was initialised by another request at the same moment; "
+                "send the init again",
+                code="concurrent_init",
+            ) from exc
 
     async def get_pipeline(self, name: str, with_secrets: bool = False) -> Pipeline | None:
-        async with self.session(f"read pipeline {name}") as s:
+        async with self.reading(f"read pipeline {name}") as s:
             row = await s.get(PipelineRow, name)
             if row is None:
                 return None
@@ -106,7 +201,7 @@ class Store:
             return _pipeline(row, secrets.get(name, {}))
 
     async def list_pipelines(self) -> list[Pipeline]:
-        async with self.session("list pipelines") as s:
+        async with self.reading("list pipelines") as s:
             rows = (await s.scalars(select(PipelineRow).order_by(PipelineRow.name))).all()
             return [_pipeline(row, {}) for row in rows]
 
@@ -118,6 +213,7 @@ class Store:
             )
             await s.execute(delete(ScheduleRow).where(ScheduleRow.pipeline == name))
             await s.execute(delete(SecretRow).where(SecretRow.pipeline == name))
+            await s.execute(delete(PinRow).where(PinRow.scope == name))
             await s.execute(delete(PipelineRow).where(PipelineRow.name == name))
             await before_commit()
             return schedule_ids
@@ -175,7 +271,7 @@ class Store:
 
     async def list_schedules(self, pipeline: str | None = None) -> list[dict[str, Any]]:
         """Every schedule (and data trigger), or ``pipeline``'s only, oldest first."""
-        async with self.session("list schedules") as s:
+        async with self.reading("list schedules") as s:
             query = select(ScheduleRow).order_by(ScheduleRow.created_at)
             if pipeline is not None:
                 query = query.where(ScheduleRow.pipeline == pipeline)
@@ -185,7 +281,7 @@ class Store:
         """The data triggers (of ``dataset`` only, if given), oldest first: found by the database, not
         among every schedule (a ground-truth advance and ``GET /jobs`` ask, and cron schedules can be
         thousands)."""
-        async with self.session("list data triggers") as s:
+        async with self.reading("list data triggers") as s:
             query = (
                 select(ScheduleRow).where(ScheduleRow.dataset.is_not(None)).order_by(ScheduleRow.created_at)
             )
@@ -194,7 +290,7 @@ class Store:
             return [schedule_to_dict(r) for r in (await s.scalars(query)).all()]
 
     async def get_schedule(self, schedule_id: str) -> dict[str, Any] | None:
-        async with self.session(f"read schedule {schedule_id}") as s:
+        async with self.reading(f"read schedule {schedule_id}") as s:
             row = await s.get(ScheduleRow, schedule_id)
             return schedule_to_dict(row) if row else None
 
@@ -243,7 +339,7 @@ class Store:
 
     async def get_schedules(self, schedule_ids: list[str]) -> list[dict[str, Any] | None]:
         """Several schedules in one query: each id's schedule, or None where it is gone (in order)."""
-        async with self.session(f"read {len(schedule_ids)} schedule(s)") as s:
+        async with self.reading(f"read {len(schedule_ids)} schedule(s)") as s:
             rows = (await s.scalars(select(ScheduleRow).where(ScheduleRow.id.in_(set(schedule_ids))))).all()
             found = {row.id: schedule_to_dict(row) for row in rows}
             return [found.get(schedule_id) for schedule_id in schedule_ids]
@@ -286,13 +382,13 @@ class Store:
         return [None] * len(ticks)
 
     async def list_ticks(self, schedule_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        async with self.session("list schedule ticks") as s:
+        async with self.reading("list schedule ticks") as s:
             return await _ticks(s, schedule_id, limit)
 
     async def recent_ticks(self, schedule_ids: list[str], limit: int) -> dict[str, list[dict[str, Any]]]:
         """Each schedule's ``limit`` newest ticks (newest first), in one transaction: an indexed
         query per schedule, which stays cheap however many ticks the table holds."""
-        async with self.session(f"list the ticks of {len(schedule_ids)} schedule(s)") as s:
+        async with self.reading(f"list the ticks of {len(schedule_ids)} schedule(s)") as s:
             return {schedule_id: await _ticks(s, schedule_id, limit) for schedule_id in schedule_ids}
 
 
@@ -353,6 +449,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+
+
+def _sqlite_reader_pragmas(dbapi_connection: Any, record: Any) -> None:
+    _sqlite_pragmas(dbapi_connection, record)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
+
+
+def _disk_full(exc: BaseException) -> bool:
+    text = str(exc).lower()  # SQLite: "database or disk is full"; PostgreSQL: "could not extend file"
+    return "disk is full" in text or "no space left" in text or "could not extend file" in text
 
 
 def _short(exc: BaseException) -> str:

@@ -36,12 +36,12 @@ class GatewayKeyStore:
             raise _taken(name) from None
 
     async def all(self) -> list[dict[str, Any]]:
-        async with self.store.session("list gateway keys") as s:
+        async with self.store.reading("list gateway keys") as s:
             rows = (await s.scalars(select(GatewayKeyRow).order_by(GatewayKeyRow.name))).all()
             return [_key(row) for row in rows]
 
     async def name_of(self, key_hash: str) -> str | None:
-        async with self.store.session("check a gateway key") as s:
+        async with self.store.reading("check a gateway key") as s:
             found = await s.scalar(select(GatewayKeyRow.name).where(GatewayKeyRow.key_hash == key_hash))
             return str(found) if found is not None else None
 
@@ -61,7 +61,7 @@ class ListenerProgress:
 
     async def get(self, dataset: str) -> tuple[int, int] | None:
         """(revision, entries written so far), or None when the listener never ran for ``dataset``."""
-        async with self.store.session(f"read the raw listener's progress in {dataset}") as s:
+        async with self.store.reading(f"read the raw listener's progress in {dataset}") as s:
             row = await s.get(GatewayProgressRow, dataset)
             return (int(row.revision), int(row.entries)) if row else None
 

@@ -46,6 +46,7 @@ class GridRun(TypedDict):
     started_at: str | None
     ended_at: str | None
     tick_at: str | None
+    version: Annotated[int | None, Field(description="the pipeline version it ran with")]
     duration: Annotated[float | None, Field(description="seconds from start to end (None until both exist)")]
     queued: Annotated[
         float | None, Field(description="seconds from creation to start (None until it started)")
@@ -109,6 +110,7 @@ async def run_grid(
                         RunRow.started_at,
                         RunRow.ended_at,
                         RunRow.tick_at,
+                        RunRow.version,
                     ).where(RunRow.id.in_(chunk))
                 )
             )
@@ -168,7 +170,10 @@ def _assemble(
     pipelines: Sequence[str] | None,
     defined: dict[str, list[str]],
     run_rows: Sequence[
-        tuple[str, str, str, str, int | None, datetime, datetime | None, datetime | None, datetime | None]
+        tuple[
+            str, str, str, str, int | None, datetime, datetime | None, datetime | None, datetime | None,
+            int | None,
+        ]
     ],
     step_rows: Sequence[tuple[str, str, str, datetime | None, datetime | None]],
     count_rows: Sequence[tuple[str, str, int, int]],
@@ -193,7 +198,7 @@ def _assemble(
         key=lambda r: r[5],
         reverse=True,
     )
-    for run_id, pipeline, run_status, run_trigger, priority, created, started, ended, tick in runs:
+    for run_id, pipeline, run_status, run_trigger, priority, created, started, ended, tick, version in runs:
         by_pipeline.setdefault(pipeline, []).append(
             {
                 "id": run_id,
@@ -204,6 +209,7 @@ def _assemble(
                 "started_at": _iso(started),
                 "ended_at": _iso(ended),
                 "tick_at": _iso(tick),
+                "version": version,
                 "duration": _seconds(started, ended),
                 "queued": _seconds(created, started),
                 "steps": by_run.get(run_id, []),

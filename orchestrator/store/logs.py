@@ -20,7 +20,7 @@ class AttemptLog:
 
 async def step_attempts(store: Store, run_id: str, step: str) -> list[AttemptLog]:
     """The attempts of ``step`` in run ``run_id``, in the order they started."""
-    async with store.session(f"read the attempts of step {step}") as s:
+    async with store.reading(f"read the attempts of step {step}") as s:
         rows = (
             await s.scalars(
                 select(AttemptRow)

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..domain.states import MergeState, RunStatus, StepStatus
 from . import Store
@@ -25,18 +27,21 @@ class RegistryCache:
         self.store = store
 
     async def put(self, kind: str, name: str, value: dict[str, Any]) -> None:
+        """Insert or replace, in one statement: two inits (or runs) reading the same new tool at
+        once both write it, and neither may fail on the other's row (a read-then-insert did)."""
         async with self.store.session(f"cache the registration of {kind} {name}") as s:
-            row = await s.get(RegistryCacheRow, (kind, name))
-            if row is None:
-                s.add(RegistryCacheRow(kind=kind, name=name, value=value, cached_at=utcnow()))
-            elif row.value != value:
-                row.value, row.cached_at = value, utcnow()
-            else:
-                row.cached_at = utcnow()
+            insert = sqlite_insert if self.store.url.startswith("sqlite") else postgresql_insert
+            statement = insert(RegistryCacheRow).values(kind=kind, name=name, value=value, cached_at=utcnow())
+            await s.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["kind", "name"],
+                    set_={"value": statement.excluded.value, "cached_at": statement.excluded.cached_at},
+                )
+            )
 
     async def get(self, kind: str, name: str) -> tuple[dict[str, Any], str] | None:
         """The cached value and when it was read from etcd, or None."""
-        async with self.store.session(f"read the cached registration of {kind} {name}") as s:
+        async with self.store.reading(f"read the cached registration of {kind} {name}") as s:
             row = await s.get(RegistryCacheRow, (kind, name))
             return (dict(row.value), row.cached_at.isoformat()) if row else None
 
@@ -74,12 +79,12 @@ class PendingMerges:
             return len(row.steps)
 
     async def all(self) -> list[dict[str, Any]]:
-        async with self.store.session("list queued merges") as s:
+        async with self.store.reading("list queued merges") as s:
             rows = (await s.scalars(select(PendingMergeRow).order_by(PendingMergeRow.queued_at))).all()
             return [_row(r) for r in rows]
 
     async def get(self, dataset: str, branch: str) -> dict[str, Any] | None:
-        async with self.store.session(f"read the queued merge of {branch}") as s:
+        async with self.store.reading(f"read the queued merge of {branch}") as s:
             row = await s.get(PendingMergeRow, (dataset, branch))
             return _row(row) if row else None
 

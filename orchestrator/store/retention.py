@@ -9,6 +9,7 @@ from sqlalchemy import delete, func, select
 
 from ..domain.states import RunStatus
 from . import Store
+from .backfills import forget_backfills_before
 from .tables import AttemptRow, RunRow, RunStepRow, TickRow
 
 WAITING_RUN_STATUSES = (RunStatus.PENDING, RunStatus.QUEUED)
@@ -18,13 +19,13 @@ ACTIVE_RUN_STATUSES = (*WAITING_RUN_STATUSES, RunStatus.RUNNING)
 
 async def count_waiting_runs(store: Store) -> int:
     """Runs recorded but not started yet (``mao_queue_depth``)."""
-    async with store.session("count waiting runs") as s:
+    async with store.reading("count waiting runs") as s:
         return int(await s.scalar(select(func.count()).where(RunRow.status.in_(WAITING_RUN_STATUSES))) or 0)
 
 
 async def forget_before(store: Store, cutoff: datetime, batch: int = 500) -> tuple[int, int]:
     """Delete ended runs created before ``cutoff`` (with their steps and attempts) and tick records written before
-    it; returns (runs, ticks) deleted. Runs still pending or running are kept whatever their age.
+    it, and the backfills none of whose runs is left; returns (runs, ticks) deleted. Runs still pending or running are kept whatever their age.
     Deleted in batches, each its own transaction, so a large first clean-up never holds a long lock."""
     runs = ticks = 0
     while True:
@@ -49,6 +50,8 @@ async def forget_before(store: Store, cutoff: datetime, batch: int = 500) -> tup
     async with store.session("forget old tick records") as s:
         result = await s.execute(delete(TickRow).where(TickRow.recorded_at < cutoff))
         ticks = int(getattr(result, "rowcount", 0) or 0)
+    # A backfill goes with its last run (a backfill whose runs are partly kept stays, with those).
+    await forget_backfills_before(store, cutoff)
     return runs, ticks
 
 
@@ -56,6 +59,6 @@ async def existing_runs(store: Store, ids: list[str]) -> set[str]:
     """Which of ``ids`` are runs this database still holds (the step logs of the others can go)."""
     found: set[str] = set()
     for start in range(0, len(ids), 500):
-        async with store.session("look up runs") as s:
+        async with store.reading("look up runs") as s:
             found.update((await s.scalars(select(RunRow.id).where(RunRow.id.in_(ids[start : start + 500])))).all())
     return found

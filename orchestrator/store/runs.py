@@ -7,7 +7,7 @@ The engine (``orchestrator.runs``) is the only writer; it checks every status ch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,6 +20,7 @@ from ..domain.pipeline import Pipeline
 from ..domain.queue import Ticket, in_order
 from ..domain.states import AttemptStatus, RunStatus, StepStatus
 from . import Store
+from .backfills import NewBackfill
 from .tables import AttemptRow, RunRow, RunStepRow, utcnow
 
 
@@ -51,6 +52,9 @@ class NewRun:
     schedule_id: str | None = None
     cause: dict[str, Any] = field(default_factory=dict)
     side_by_side: bool = False  # overlap ``allow`` (runs/admission.py): kept for a restart
+    # The pipeline version: the one it runs with (it starts now, or was asked for one), else None
+    # (queued: it takes the version current when it starts, ``restart_steps``).
+    version: int | None = None
 
 
 def _add_steps(
@@ -70,6 +74,14 @@ def _add_steps(
                 needs=list(node.needs),
             )
         )
+
+
+@dataclass(frozen=True)
+class StepEnd:
+    """A step's final status as the engine knows it, and the fields its record carries with it."""
+
+    status: StepStatus
+    fields: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -109,9 +121,13 @@ class RunRecords:
         )
         await self.create_many([run])
 
-    async def create_many(self, runs: Sequence[NewRun]) -> None:
-        """Record runs (with their steps, all pending) in one transaction: all or none."""
+    async def create_many(self, runs: Sequence[NewRun], backfill: NewBackfill | None = None) -> None:
+        """Record runs (with their steps, all pending) in one transaction: all or none; with the
+        ``backfill`` they are the ticks of (its row first, the runs naming it in their cause)."""
         async with self.store.session(f"record {len(runs)} run(s)") as s:
+            if backfill is not None:
+                s.add(backfill.row())
+                await s.flush()
             for run in runs:
                 s.add(
                     RunRow(
@@ -122,6 +138,7 @@ class RunRecords:
                         schedule_id=run.schedule_id,
                         priority=run.priority,
                         side_by_side=run.side_by_side or None,
+                        version=run.version,
                         created_at=run.created_at,
                         **run.cause,
                     )
@@ -131,23 +148,30 @@ class RunRecords:
                 _add_steps(s, run.id, run.pipeline, run.nodes, run.branches)
 
     async def restart_steps(
-        self, run_id: str, pipeline: Pipeline, nodes: Sequence[StepNode], branches: Sequence[str]
+        self,
+        run_id: str,
+        pipeline: Pipeline,
+        nodes: Sequence[StepNode],
+        branches: Sequence[str],
+        version: int | None = None,
     ) -> None:
         """A queued run's steps as the pipeline is now (it may have been initialised again while the
-        run waited): the pending step rows are written again."""
+        run waited), or as the version it asked for: the pending step rows are written again, and
+        the run's ``version`` with them."""
         async with self.store.session(f"record the steps of queued run {run_id}") as s:
+            await s.execute(update(RunRow).where(RunRow.id == run_id).values(version=version))
             await s.execute(delete(RunStepRow).where(RunStepRow.run_id == run_id))
             await s.flush()
             _add_steps(s, run_id, pipeline, nodes, branches)
 
     async def queued(self) -> list[Ticket]:
         """The runs waiting in the queue (status ``queued``), as admission orders them."""
-        async with self.store.session("list queued runs") as s:
+        async with self.store.reading("list queued runs") as s:
             rows = (await s.scalars(select(RunRow).where(RunRow.status == RunStatus.QUEUED))).all()
             return in_order(
                 Ticket(
                     r.id, r.pipeline, r.trigger, r.priority or 0, r.created_at, r.tick_at, r.schedule_id,
-                    side_by_side=bool(r.side_by_side),
+                    side_by_side=bool(r.side_by_side), version=r.version,
                 )  # fmt: skip
                 for r in rows
             )
@@ -180,6 +204,45 @@ class RunRecords:
             await s.execute(
                 update(RunRow).where(RunRow.id == run_id, RunRow.status == RunStatus.RUNNING).values(**fields)
             )
+
+    async def close(
+        self,
+        run_id: str,
+        status: RunStatus,
+        fields: Mapping[str, Any],
+        steps: Mapping[str, StepEnd],
+        attempts: AttemptStatus,
+        reason: str,
+    ) -> None:
+        """The end of a run, in one transaction (all of it or nothing): each step whose record is
+        still pending or running gets its final status with its fields (its own write failed, or
+        never came);
+        attempts still ``running`` end ``attempts`` with ``reason``; the run ends ``status`` with
+        ``fields``, ``succeeded`` only while it is still running (a queued merge that conflicted
+        meanwhile has already failed it)."""
+        async with self.store.session(f"record the end of run {run_id}") as s:
+            recorded = (
+                await s.execute(select(RunStepRow.name, RunStepRow.status).where(RunStepRow.run_id == run_id))
+            ).all()
+            for name, now in recorded:
+                end = steps.get(name)
+                # Only a record still open: a final one is either this one already, or a queued
+                # merge's settling (succeeded -> conflict), which the run must not undo.
+                if end is not None and now in (StepStatus.PENDING, StepStatus.RUNNING) and now != end.status:
+                    await s.execute(
+                        update(RunStepRow)
+                        .where(RunStepRow.run_id == run_id, RunStepRow.name == name)
+                        .values(**{**end.fields, "status": end.status})
+                    )
+            await s.execute(
+                update(AttemptRow)
+                .where(AttemptRow.run_id == run_id, AttemptRow.status == AttemptStatus.RUNNING)
+                .values(status=attempts, error=reason[:4000], ended_at=utcnow())
+            )
+            query = update(RunRow).where(RunRow.id == run_id)
+            if status is RunStatus.SUCCEEDED:
+                query = query.where(RunRow.status == RunStatus.RUNNING)
+            await s.execute(query.values(**{**fields, "status": status}))
 
     async def update_step(self, run_id: str, step: str, **fields: Any) -> None:
         async with self.store.session(f"update step {step} of run {run_id}") as s:
@@ -240,7 +303,7 @@ class RunRecords:
 
     async def cached_output(self, pipeline: str, step: str, key: str) -> CachedOutput | None:
         """The newest succeeded (or cached) record of ``step`` of ``pipeline`` with memo key ``key``."""
-        async with self.store.session(f"look up the cache of step {step}") as s:
+        async with self.store.reading(f"look up the cache of step {step}") as s:
             row = (
                 await s.execute(
                     select(RunStepRow)
@@ -264,7 +327,7 @@ class RunRecords:
     async def unfinished(self) -> list[UnfinishedRun]:
         """Runs a previous process left pending or running, with their steps' containers. Queued runs
         are not among them: they wait for their turn again (``queued``)."""
-        async with self.store.session("list unfinished runs") as s:
+        async with self.store.reading("list unfinished runs") as s:
             started = [str(RunStatus.PENDING), str(RunStatus.RUNNING)]
             runs = (await s.scalars(select(RunRow).where(RunRow.status.in_(started)))).all()
             result = []
@@ -304,7 +367,7 @@ class RunRecords:
 
     # -- reads: the API's shape -----------------------------------------------------------------
     async def get(self, run_id: str) -> dict[str, Any] | None:
-        async with self.store.session(f"read run {run_id}") as s:
+        async with self.store.reading(f"read run {run_id}") as s:
             run = await s.get(RunRow, run_id)
             if run is None:
                 return None
@@ -325,7 +388,7 @@ class RunRecords:
         limit: int = 50,
         trigger: str | None = None,
     ) -> list[dict[str, Any]]:
-        async with self.store.session("list runs") as s:
+        async with self.store.reading("list runs") as s:
             query = select(RunRow).order_by(RunRow.created_at.desc(), RunRow.id).limit(limit)
             if pipeline:
                 query = query.where(RunRow.pipeline == pipeline)
@@ -393,6 +456,8 @@ def run_to_dict(
         "error": run.error,
         "schedule_id": run.schedule_id,
         "priority": run.priority or 0,
+        "version": run.version,
+        **({"backfill_id": run.backfill_id} if run.backfill_id else {}),
         "tick_at": _iso(run.tick_at),
         **(
             {"trigger_dataset": run.trigger_dataset, "trigger_commit": run.trigger_commit}

@@ -61,6 +61,21 @@ class PipelineRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class PipelineVersionRow(Base):
+    """One version of a pipeline's definition (domain/versions.py): recorded by each init that
+    changed it. No foreign key: versions outlive a deleted pipeline, as its runs do, so that a run's
+    version can still be looked up (and a pipeline initialised again continues the numbering)."""
+
+    __tablename__ = "pipeline_versions"
+    pipeline: Mapped[str] = mapped_column(String(128), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)  # 1, 2, ... per pipeline
+    hash: Mapped[str] = mapped_column(String(64))  # SHA-256 of the canonical definition
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)  # public form: no secret values
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Who initialised it: the API token's name when it has one, else the instance's name.
+    created_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
+
+
 class SecretRow(Base):
     """A private variable's value for one step; never leaves this instance."""
 
@@ -89,6 +104,12 @@ class RunRow(Base):
     priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # Started with overlap ``allow``: admitted although its pipeline is busy (None reads as false).
     side_by_side: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    # The pipeline version it runs (or ran) with (pipeline_versions.number). A queued run asked for
+    # no version until it starts (it runs the pipeline as it is then): None until then. A queued run
+    # with a version was asked for that one. None too for runs recorded before versions existed.
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The backfill the run is a tick of (backfills.id); None for every other run.
+    backfill_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -187,6 +208,29 @@ class TickRow(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class BackfillRow(Base):
+    """A backfill (scheduling/backfill.py): one run per tick, its runs linked by ``runs.backfill_id``.
+    Its progress is counted from those runs; the row keeps what was asked and whether it was
+    cancelled."""
+
+    __tablename__ = "backfills"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(128), index=True)
+    cron: Mapped[str] = mapped_column(String(128))
+    timezone: Mapped[str] = mapped_column(String(64))
+    start: Mapped[datetime] = mapped_column(UTCDateTime)  # the request's "from"
+    end: Mapped[datetime] = mapped_column(UTCDateTime)  # the request's "to"
+    ticks: Mapped[int] = mapped_column(Integer)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    # The pipeline version asked for (None: each run the pipeline as it is when it starts).
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The cancel also stopped the running run ({"running": true}); None: not cancelled.
+    cancelled_running: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+
+
 class RegistryCacheRow(Base):
     """The last registration of a tool or dataset read from etcd, for running while etcd is away."""
 
@@ -195,6 +239,19 @@ class RegistryCacheRow(Base):
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(JSON)
     cached_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PinRow(Base):
+    """What this instance accepted of a registration one of its pipelines uses (``merging.pins``):
+    a tool's image or a dataset's master, and who owned it then. ``scope``: the pipeline, or
+    ``:raw`` for the gateway's raw listener (no pipeline name has a colon)."""
+
+    __tablename__ = "registration_pins"
+    scope: Mapped[str] = mapped_column(String(160), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # "tool" or "dataset"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON)
+    pinned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class PendingMergeRow(Base):

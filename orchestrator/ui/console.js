@@ -157,12 +157,13 @@ const VIEWS = {
   tool: renderTool,
   queue: renderQueue,
   backfills: renderBackfills,
+  versions: renderVersions,
   schedules: renderSchedules,
   federation: renderFederation,
   datasets: renderDatasets,
 };
 // A view reached from another's link keeps that one's tab marked (a run from the runs, a tool from the tools).
-const PARENT_VIEW = { run: "runs", tool: "tools" };
+const PARENT_VIEW = { run: "runs", tool: "tools", versions: "pipelines" };
 
 function route() {
   stopRefresh();

@@ -153,56 +153,72 @@ async function renderQueue(again) {
 }
 
 // -- backfills ----------------------------------------------------------------------------------
-// Today a backfill is its queued runs (trigger "backfill", recorded together, microseconds apart,
-// named by the first run's id): they are grouped here. When the API answers GET /backfills, this is
-// the one function to replace.
-const BACKFILL_GAP_MS = 1000;
-
-function backfillsFromRuns(runs) {
-  const ordered = [...runs].sort((a, b) => ms(a.created_at) - ms(b.created_at) || a.id.localeCompare(b.id));
-  const groups = [];
-  const open = new Map(); // pipeline -> the group its next run may belong to
-  for (const run of ordered) {
-    const g = open.get(run.pipeline);
-    if (g && ms(run.created_at) - g.lastCreated < BACKFILL_GAP_MS) {
-      g.runs.push(run);
-      g.lastCreated = ms(run.created_at);
-    } else {
-      const fresh = { id: run.id, pipeline: run.pipeline, created_at: run.created_at, runs: [run], lastCreated: ms(run.created_at) };
-      groups.push(fresh);
-      open.set(run.pipeline, fresh);
-    }
-  }
-  return groups
-    .map((g) => {
-      const runsInOrder = g.runs.sort((a, b) => ms(a.tick_at) - ms(b.tick_at));
-      const counts = {};
-      for (const r of runsInOrder) counts[r.status] = (counts[r.status] || 0) + 1;
-      const ended = runsInOrder.filter((r) => !ACTIVE.has(r.status)).length;
-      return { id: g.id, pipeline: g.pipeline, created_at: g.created_at, runs: runsInOrder, counts, total: runsInOrder.length, ended, first: runsInOrder[0].tick_at, last: runsInOrder[runsInOrder.length - 1].tick_at };
-    })
-    .reverse();
-}
+// GET /backfills (newest first, each with its progress) and, for each card shown, GET /backfills/{id}
+// (its ticks in order). An ended backfill's ticks no longer change: they are fetched once.
+const BACKFILLS_SHOWN = 20;
+const BACKFILL_ENDED = new Set(["succeeded", "failed", "cancelled"]);
+const endedBackfills = new Map(); // id -> detail, once ended
+// Progress keys of the API and the state class each is drawn with.
+const PROGRESS_PARTS = [["done", "succeeded"], ["failed", "failed"], ["cancelled", "cancelled"], ["running", "running"], ["queued", "queued"]];
 
 function progressBar(backfill) {
   const width = 320;
-  const svg = svgRoot(width, 14, `${backfill.ended} of ${backfill.total} runs ended`, "progress picture");
+  const p = backfill.progress;
+  const svg = svgRoot(width, 14, `${p.ended} of ${p.total} runs ended`, "progress picture");
   let x = 0;
-  for (const status of ["succeeded", "failed", "cancelled", "running", "pending", "queued"]) {
-    const n = backfill.counts[status] || 0;
+  for (const [key, status] of PROGRESS_PARTS) {
+    const n = p[key] || 0;
     if (!n) continue;
-    const w = (n / backfill.total) * width;
-    svg.append(svgTitle(svgEl("rect", { x, y: 0, width: w, height: 14, class: `bar s-${status}`, "data-status": status }), `${n} ${status}`));
+    const w = (n / Math.max(p.total, 1)) * width;
+    svg.append(svgTitle(svgEl("rect", { x, y: 0, width: w, height: 14, class: `bar s-${status}`, "data-status": status }), `${n} ${key}`));
     x += w;
   }
   return svg;
 }
 
+async function cancelBackfill(backfill, running) {
+  const what = running ? "its queued runs and stop its running run" : "its queued runs (a running run goes on)";
+  if (!(await confirmAction(`Cancel backfill ${short(backfill.id)} of ${backfill.pipeline}: ${what}?`))) return;
+  try {
+    await api("POST", `/backfills/${encodeURIComponent(backfill.id)}/cancel`, { running });
+  } catch (err) {
+    alertBox(err);
+    return;
+  }
+  renderBackfills(true);
+}
+
+function backfillCard(b, position) {
+  const p = b.progress;
+  const nextQueued = (b.ticks || []).map((t) => position.get(t.run_id)).filter((n) => n !== undefined);
+  const active = !BACKFILL_ENDED.has(b.status);
+  return h(
+    "article",
+    { class: "card backfill", "data-backfill": b.id, "data-pipeline": b.pipeline, "data-status": b.status },
+    h("h2", {}, b.pipeline, " ", h("span", { class: "muted small mono" }, short(b.id)), " ", badge(b.status)),
+    h("p", { class: "small" }, `${b.count} ticks of `, h("code", {}, b.cron), ` (${b.timezone}) from ${when(b.from)} to ${when(b.to)} · started ${when(b.created_at)}${b.created_by ? ` by ${b.created_by}` : ""} · `,
+      h("strong", { class: "progress-text" }, `${p.ended} of ${p.total} ended`),
+      b.version ? h("span", { class: "muted" }, ` · version ${b.version}`) : null,
+      b.cancelled_at ? h("span", { class: "error" }, ` · cancelled ${when(b.cancelled_at)}`) : null,
+      nextQueued.length ? h("span", { class: "muted" }, ` · next in the queue at position ${Math.min(...nextQueued)}`) : null),
+    progressBar(b),
+    h("p", { class: "small progress-counts" }, PROGRESS_PARTS.filter(([key]) => p[key]).map(([key, status]) => [h("span", { class: `badge s-${status}`, "data-count": key }, key), ` ${p[key]} `])),
+    h("div", { class: "tick-cells", "aria-label": "Its runs in tick order" }, (b.ticks || []).map((t) =>
+      h("a", { href: `#/run/${t.run_id}`, class: `sq big s-${t.status}`, "data-run": t.run_id, "data-status": t.status, title: `${when(t.tick_at)}: ${t.status}`, "aria-label": `tick ${when(t.tick_at)}: ${t.status}` }))),
+    active
+      ? h("p", {},
+          p.queued ? h("button", { type: "button", class: "danger", "data-cancel-backfill": b.id, onclick: () => cancelBackfill(b, false) }, "Cancel queued runs") : null, " ",
+          p.running ? h("button", { type: "button", class: "danger", "data-cancel-running": b.id, onclick: () => cancelBackfill(b, true) }, "Cancel, also the running run") : null)
+      : null,
+  );
+}
+
 async function renderBackfills(again) {
   const gen = generation;
-  let runs, queue;
+  let backfills, queue;
   try {
-    [runs, queue] = await Promise.all([api("GET", "/runs?trigger=backfill&limit=1000"), api("GET", "/queue")]);
+    [backfills, queue] = await Promise.all([api("GET", `/backfills?limit=${BACKFILLS_SHOWN}`), api("GET", "/queue")]);
+    backfills = await Promise.all(backfills.map((b) => endedBackfills.get(b.id) || api("GET", `/backfills/${encodeURIComponent(b.id)}`)));
   } catch (err) {
     if (gen !== generation) return;
     if (!again) setView(h("h1", {}, "Backfills"), errorBox(err));
@@ -210,27 +226,14 @@ async function renderBackfills(again) {
     return;
   }
   if (gen !== generation) return;
+  for (const b of backfills) if (BACKFILL_ENDED.has(b.status)) endedBackfills.set(b.id, b);
   const position = new Map(queue.map((q) => [q.id, q.position]));
-  const backfills = backfillsFromRuns(runs);
   setView(
     h("h1", {}, "Backfills"),
-    h("p", { class: "muted small" }, "Each backfill is one run per tick, queued together and started in tick order (POST /pipeline/backfill, maoctl pipeline backfill). Refreshes every 4 s."),
+    h("p", { id: "action-error", class: "error", role: "alert" }),
+    h("p", { class: "muted small" }, `Each backfill is one run per tick, queued together and started in tick order (POST /pipeline/backfill, maoctl pipeline backfill); the newest ${BACKFILLS_SHOWN}. Refreshes every 4 s.`),
     backfills.length === 0 ? h("p", { class: "muted" }, "No backfill yet.") : null,
-    backfills.map((b) => {
-      const nextQueued = b.runs.map((r) => position.get(r.id)).filter((p) => p !== undefined);
-      return h(
-        "article",
-        { class: "card backfill", "data-backfill": b.id, "data-pipeline": b.pipeline },
-        h("h2", {}, b.pipeline, " ", h("span", { class: "muted small mono" }, short(b.id))),
-        h("p", { class: "small" }, `${b.total} ticks from ${when(b.first)} to ${when(b.last)} · started ${when(b.created_at)} · `,
-          h("strong", { class: "progress-text" }, `${b.ended} of ${b.total} ended`),
-          nextQueued.length ? h("span", { class: "muted" }, ` · next in the queue at position ${Math.min(...nextQueued)}`) : null),
-        progressBar(b),
-        h("p", { class: "small" }, Object.entries(b.counts).map(([s, n]) => [badge(s), ` ${n} `])),
-        h("div", { class: "tick-cells", "aria-label": "Its runs in tick order" }, b.runs.map((r) =>
-          h("a", { href: `#/run/${r.id}`, class: `sq big s-${r.status}`, "data-run": r.id, "data-status": r.status, title: `${when(r.tick_at)}: ${r.status}`, "aria-label": `tick ${when(r.tick_at)}: ${r.status}` }))),
-      );
-    }),
+    backfills.map((b) => backfillCard(b, position)),
   );
   refreshIn(renderBackfills, REFRESH_MS * 2);
 }

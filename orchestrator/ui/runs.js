@@ -64,7 +64,7 @@ async function renderRuns(again) {
                 { "data-run": run.id },
                 h("td", {}, h("a", { href: `#/run/${run.id}`, class: "mono" }, run.id.slice(0, 12))),
                 h("td", {}, run.pipeline),
-                versioned ? h("td", {}, versionOf(run)) : null,
+                versioned ? h("td", { class: "version", title: versionOf(run) === null ? "takes the current version when it starts" : null }, versionOf(run) ?? "—") : null,
                 h("td", {}, run.trigger),
                 h("td", {}, badge(run.status)),
                 h("td", {}, when(run.created_at)),
@@ -303,7 +303,7 @@ async function renderRun(again) {
       "dl",
       { class: "facts" },
       h("dt", {}, "Pipeline"), h("dd", {}, h("a", { href: `#/runs?pipeline=${encodeURIComponent(run.pipeline)}` }, run.pipeline)),
-      versionOf(run) !== null ? [h("dt", {}, "Version"), h("dd", { id: "run-version" }, versionOf(run))] : null,
+      versionFacts(run),
       h("dt", {}, "Trigger"), h("dd", {}, run.trigger, run.tick_at ? h("span", { class: "muted" }, ` (tick ${when(run.tick_at)})`) : null),
       run.retry_of ? [h("dt", {}, "Retry of"), h("dd", {}, h("a", { href: `#/run/${run.retry_of}`, class: "mono" }, short(run.retry_of)))] : null,
       h("dt", {}, "Queued"), h("dd", {}, run.started_at ? fmtDuration((ms(run.started_at) - ms(run.created_at)) / 1000) : ACTIVE.has(run.status) ? "waiting" : "—"),
@@ -312,6 +312,7 @@ async function renderRun(again) {
       h("dt", {}, "Duration"), h("dd", {}, secs(run.duration)),
       run.error ? [h("dt", {}, "Error"), h("dd", { class: "error" }, run.error)] : null,
     ),
+    runDiffSection(run),
     active && cancelSupported !== false
       ? h("p", {}, h("button", { id: "cancel-run", type: "button", class: "danger", onclick: () => cancelRun(run) }, "Cancel run"))
       : null,

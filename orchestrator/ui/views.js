@@ -69,7 +69,7 @@ async function renderPipelines(again) {
       return h(
         "article",
         { class: "card", "data-pipeline": p.name },
-        h("h2", {}, p.name, " ", h("button", { type: "button", class: "run-button", "data-pipeline": p.name, onclick: () => runPipeline(p.name) }, "Run now"), " ", h("a", { href: `#/runs?pipeline=${encodeURIComponent(p.name)}`, class: "small" }, "runs")),
+        h("h2", {}, p.name, " ", h("button", { type: "button", class: "run-button", "data-pipeline": p.name, onclick: () => runPipeline(p.name) }, "Run now"), " ", h("a", { href: `#/runs?pipeline=${encodeURIComponent(p.name)}`, class: "small" }, "runs"), p.version ? [" · ", h("a", { href: `#/versions/${encodeURIComponent(p.name)}`, class: "small pipeline-version" }, `version ${p.version}`)] : null),
         p.description ? h("p", {}, p.description) : null,
         h("div", { class: "chart-row small muted" }, h("span", {}, "Run durations (last 30)"), durationChart(runsOf.get(p.name) || [], { pipeline: p.name, width: 360, label: `Run durations of ${p.name}` })),
         h("ol", { class: "small" }, p.steps.map((s) => h("li", {}, h("strong", {}, s.name), ` — ${s.tool}: ${s.input_dataset || "(no input)"} → ${s.output_dataset}`, Array.isArray(s.needs) && s.needs.length ? ` (needs ${s.needs.join(", ")})` : ""))),

@@ -6,7 +6,8 @@ pages and the run-duration charts.
 
 Screenshots go to the session's temp dir; with ``MAO_UPDATE_SCREENSHOTS=1`` they replace
 ``docs/console-grid.png``, ``docs/console-timeline.png``, ``docs/console-lineage.png`` (the README
-shows them) and ``docs/console-schedules.png`` (docs/operations.md).
+shows them) and ``docs/console-schedules.png``, ``docs/console-backfills.png`` and
+``docs/console-version-diff.png`` (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -499,3 +500,81 @@ def test_tools_queue_backfills_and_schedules(scenario: Scenario, page: Any, serv
     fires = found(page, f'#schedules tr[data-schedule="{jobs["trigger"]}"] circle[data-outcome="fired"]')
     assert len(fires) == 2  # the two advances of clean
     screenshot(page, servers_tmp, "console-schedules.png", css(page, "#view")[0])
+
+
+def click(page: Any, selector: str, what: str) -> None:
+    """Click what ``selector`` finds at this moment (the views refresh themselves: no kept element)."""
+    wait_until(lambda: css(page, selector), timeout=30, interval=0.2, what=what)
+    page.execute_script("document.querySelector(arguments[0]).click()", selector)
+
+
+def confirm(page: Any) -> None:
+    wait_until(
+        lambda: page.execute_script("return document.getElementById('confirm').open"),
+        timeout=10,
+        what="the confirmation",
+    )
+    page.execute_script("document.getElementById('confirm-yes').click()")
+
+
+def test_versions_and_a_backfill_steered_from_the_console(scenario: Scenario, page: Any, servers_tmp: Path) -> None:
+    api, tag = scenario.node.api, scenario.tag
+    name = dataset = f"hold-{tag}"
+    api.local_dataset(dataset)
+    step = {"name": "hold", "tool": scenario.tools["busy"], "output_dataset": dataset}
+    api.ok(api.post("/pipeline/init", {"name": name, "steps": [{**step, "cmd": ["sh", "-c", "sleep 200"]}]}))
+    api.ok(api.post("/pipeline/init", {"name": name, "steps": [{**step, "cmd": ["sh", "-c", "sleep 300"]}]}))
+    span = {"name": name, "from": "2026-01-01T00:00:00Z", "to": "2026-01-01T02:00:00Z", "cron": "0 * * * *"}
+    backfill = api.ok(api.post("/pipeline/backfill", span))
+    first = backfill["runs"][0]
+    try:
+        wait_until(
+            lambda: api.ok(api.get(f"/runs/{first}"))["status"] == "running", timeout=60, what="the first tick"
+        )
+        # The runs list has a Version column: the running run took version 2, the queued ones none yet.
+        go(page, f"#/runs?pipeline={name}", lambda: len(css(page, "#runs tbody tr")) == 3, "the runs")
+        assert "Version" in [th["text"] for th in found(page, "#runs thead th")]
+        versions = page.execute_script(
+            """return Object.fromEntries([...document.querySelectorAll("#runs tbody tr")].map((tr) =>
+                 [tr.dataset.run, tr.querySelector("td.version").textContent]));"""
+        )
+        assert versions == {first: "2", backfill["runs"][1]: "—", backfill["runs"][2]: "—"}, versions
+
+        # The run's page: its version, and on request what changed in it (kept across refreshes).
+        go(page, f"#/run/{first}", lambda: css(page, "#run-version"), "the running run's page")
+        assert found(page, "#run-version")[0]["text"] == "2"
+        click(page, "#diff-previous", "the difference button")
+        wait_until(lambda: css(page, "#version-diff #diff-fields"), timeout=30, what="the difference")
+        (row,) = found(page, "#version-diff #diff-fields tbody tr")
+        assert (row["step"], row["change"], row["field"]) == ("hold", "changed", "cmd")
+        assert "sleep 200" in row["text"] and "sleep 300" in row["text"]
+        assert [line["text"].strip() for line in found(page, "#version-diff pre.diff .d-add")][-1] == '+        "sleep 300"'
+        wait_until(lambda: css(page, "#version-diff #diff-fields"), timeout=10, what="the difference after a refresh")
+        screenshot(page, servers_tmp, "console-version-diff.png", css(page, "#version-diff")[0])
+
+        # A pipeline's versions page.
+        go(page, f"#/versions/{name}", lambda: css(page, "#versions tbody tr"), "the versions page")
+        assert [r["version"] for r in found(page, "#versions tbody tr")] == ["2", "1"]
+
+        # The backfills page: the backfill's progress and its ticks, then cancelled in two steps.
+        card = f'article.backfill[data-backfill="{backfill["backfill_id"]}"]'
+        go(page, "#/backfills", lambda: css(page, card), "the backfill's card")
+        (shown,) = found(page, card)
+        assert shown["status"] == "running" and "0 of 3 ended" in shown["text"]
+        assert [c["status"] for c in found(page, f"{card} .tick-cells a")] == ["running", "queued", "queued"]
+        click(page, f'{card} [data-cancel-backfill="{backfill["backfill_id"]}"]', "the cancel button")
+        confirm(page)
+        wait_until(
+            lambda: [c["status"] for c in found(page, f"{card} .tick-cells a")] == ["running", "cancelled", "cancelled"],
+            timeout=30,
+            what="the queued ticks cancelled",
+        )
+        assert "2 of 3 ended" in found(page, card)[0]["text"]
+        screenshot(page, servers_tmp, "console-backfills.png", css(page, card)[0])
+        click(page, f'{card} [data-cancel-running="{backfill["backfill_id"]}"]', "the stop button")
+        confirm(page)
+        wait_until(lambda: found(page, card)[0]["status"] == "cancelled", timeout=60, what="the backfill cancelled")
+        assert [c["status"] for c in found(page, f"{card} .tick-cells a")] == ["cancelled"] * 3
+        assert not css(page, f"{card} button")
+    finally:
+        api.post(f"/backfills/{backfill['backfill_id']}/cancel", {"running": True})

@@ -42,7 +42,9 @@ def authority() -> pki.Authority:
 
 @pytest.fixture(scope="module")
 def tls_etcd(servers_tmp: Path, authority: pki.Authority) -> Iterator[servers.EtcdServer]:
-    certs = servers.make_member_pki(servers_tmp / "tls-pki" / "tls-a", authority, "tls-a")
+    # Issued to the orchestrator's instance name, as the installer does: its client certificate is
+    # how the other members know what it writes is its own (docs/security.md, "Members").
+    certs = servers.make_member_pki(servers_tmp / "tls-pki" / "tls-a", authority, "node-tls")
     server = servers.start_etcd(servers_tmp / "etcd-tls", name="tls-a", tls=certs)
     yield server
     server.destroy()
@@ -236,3 +238,21 @@ def _sections(text: str) -> Iterator[tuple[str, str]]:
             lines.append(line)
     if label is not None:
         yield label, "\n".join(lines)
+
+
+def test_a_certificate_naming_another_instance_is_said(
+    servers_tmp: Path, tls_etcd: servers.EtcdServer, executor, busybox_image
+) -> None:
+    """The client certificate is the instance's identity toward the other members: one issued to
+    another name still reaches etcd, but what this instance writes would not pass as its own, and
+    its operator is told at start and in GET /health."""
+    env = orchestrator_env(
+        "node-misnamed", servers_tmp / "node-misnamed", tls_etcd.endpoint, executor, **tls_etcd.client_env()
+    )
+    service = servers.start_orchestrator(env, log_dir=servers_tmp / "logs", name="node-misnamed")
+    try:
+        health = Api(service.url, service.token).ok(Api(service.url, service.token).get("/health"))
+        assert health["etcd"] == "ok"
+        assert any("'node-tls orchestrator'" in w and "node-misnamed" in w for w in health["warnings"]), health
+    finally:
+        service.stop()

@@ -121,6 +121,5 @@ def test_registry_entries_come_in_the_prototypes_shape_in_legacy_mode(
         listed = maoctl(api.url, "--json", kind, "get", env={"MAO_API_TOKEN": ""})
         assert name in [e["name"] for e in json.loads(listed.stdout)]
     # Without legacy mode the answer stays the object.
-    default = sqlite_node.api
-    default.tool("busybox")
+    default = sqlite_node.api  # reads the tool node-8080 registered (only its owner registers it again)
     assert default.ok(default.get("/registry/tools/busybox"))["image"] == "busybox:latest"

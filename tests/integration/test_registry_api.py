@@ -48,8 +48,12 @@ def test_registrations_are_shared_between_instances(sqlite_node, postgres_node) 
     name = unique("shared")
     sqlite_node.api.tool(name)
     assert postgres_node.api.ok(postgres_node.api.get(f"/registry/tools/{name}"))["image"] == "busybox:latest"
-    postgres_node.api.ok(postgres_node.api.delete(f"/registry/tools/{name}"))
-    assert_error(sqlite_node.api.get(f"/registry/tools/{name}"), 404)
+    owner = postgres_node.api.ok(postgres_node.api.get(f"/registry/tools/{name}/owner"))
+    assert owner["owner"] == sqlite_node.name and owner["proof"] == "claim"  # the session etcd has no TLS
+    # Only the instance that registered it deletes it (tests/integration/federation/test_ownership.py).
+    assert_error(postgres_node.api.delete(f"/registry/tools/{name}"), 403, "not_owner")
+    sqlite_node.api.ok(sqlite_node.api.delete(f"/registry/tools/{name}"))
+    assert_error(postgres_node.api.get(f"/registry/tools/{name}"), 404)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from .docker import (
     stop_docker,
 )
 from .etcd import EtcdServer, make_member_pki, start_etcd, start_etcd_cluster
+from .kube_fake import KubeFake, start_kube_fake
 from .postgres import PostgresServer, start_postgres
 from .process import (
     LOCALHOST,
@@ -28,19 +29,26 @@ from .process import (
     wait_until,
 )
 from .services import TOKENS, ServiceProcess, _base_env, start_executor, start_orchestrator, token_for
+from .slurm import SlurmCluster, slurm_missing, start_slurm
+from .staging_server import StagingServer, start_staging_server
 from .swarm import SwarmHold, acquire_swarm, release_swarm, renew_swarm, single_node_swarm
 
 __all__ = [
+    "start_kube_fake",
+    "start_staging_server",
     "BUSYBOX_LABEL",
     "BUSYBOX_LABEL_VERSION",
     "LOCALHOST",
     "REPO_ROOT",
     "TOKENS",
     "EtcdServer",
+    "KubeFake",
+    "StagingServer",
     "ManagedProcess",
     "PostgresServer",
     "ServerStartError",
     "ServiceProcess",
+    "SlurmCluster",
     "SwarmHold",
     "_base_env",
     "acquire_swarm",
@@ -54,11 +62,13 @@ __all__ = [
     "release_swarm",
     "renew_swarm",
     "single_node_swarm",
+    "slurm_missing",
     "start_etcd",
     "start_etcd_cluster",
     "start_executor",
     "start_orchestrator",
     "start_postgres",
+    "start_slurm",
     "stop_docker",
     "token_for",
     "wait_http",

@@ -83,8 +83,8 @@ async def test_facade_end_to_end(tmp_path: Path, datasets: Datasets) -> None:
     def vote(repo: DatasetRepo):
         folder, parent = repo.prepare_worktree("s-n1")
         (folder / "out.txt").write_text("x")
-        repo.commit_worktree("s-n1", parent, "output", {"Mao-Step": "s"})
-        return repo.merge_and_push("s-n1", "Merge s-n1", {"Mao-Step": "s"})
+        commit, _ = repo.commit_worktree("s-n1", parent, "output", {"Mao-Step": "s"})
+        return repo.merge_and_push("s-n1", "Merge s-n1", {"Mao-Step": "s"}, commit=commit)
 
     result = await datasets.run("ds", str(master), vote)
     assert result.merged and result.commit != tip

@@ -150,8 +150,8 @@ def test_snapshot_exports_files_without_git(tmp_path: Path, master: Path) -> Non
     repo = node(tmp_path, 1, master)
     repo.sync()
     repo.ensure_ground_truth()
-    step(repo, "fetch-node1", {"a.txt": "A", "deep/er/b.txt": "B"})
-    result = repo.merge_and_push("fetch-node1", "Merge fetch-node1", TRAILERS)
+    commit = step(repo, "fetch-node1", {"a.txt": "A", "deep/er/b.txt": "B"})
+    result = repo.merge_and_push("fetch-node1", "Merge fetch-node1", TRAILERS, commit=commit)
     dest = tmp_path / "snap"
     assert repo.snapshot(dest) == result.commit
     assert tree_files(dest) == {"a.txt": "A", "deep/er/b.txt": "B"}
@@ -177,7 +177,12 @@ def test_prepare_worktree_from_ground_truth_then_branch(
     write(folder, {"out/data.csv": "1,2\n"})
     commit, changed = repo.commit_worktree("fetch-node1", parent, "fetch output", TRAILERS)
     assert changed and parents(repo, commit) == [main_commit]
+    # Not voted yet: the branch has not moved, the next run starts where this one did.
+    assert repo.prepare_worktree("fetch-node1")[1] == main_commit
+    write(folder, {"out/data.csv": "1,2\n"})
+    commit, _ = repo.commit_worktree("fetch-node1", parent, "fetch output", TRAILERS)
 
+    repo.push_branch("fetch-node1", commit)  # the vote landed: the branch moves
     folder, parent = repo.prepare_worktree("fetch-node1")
     assert parent == commit
     assert tree_files(folder) == {"readme.txt": "hello\n", "out/data.csv": "1,2\n"}
@@ -188,6 +193,7 @@ def test_prepare_worktree_wipes_leftovers(tmp_path: Path, master: Path) -> None:
     repo.sync()
     repo.ensure_ground_truth()
     commit = step(repo, "b-n1", {"keep.txt": "keep", "sub/x.txt": "x"})
+    repo.push_branch("b-n1", commit)
     folder = repo.work_root / "b-n1"
     # A failed run: modified, deleted, new files, a stray repository and nested .git metadata.
     (folder / "keep.txt").write_text("garbage")
@@ -205,7 +211,7 @@ def test_prepare_worktree_recovers_from_damaged_index(tmp_path: Path, master: Pa
     repo = node(tmp_path, 1, master)
     repo.sync()
     repo.ensure_ground_truth()
-    step(repo, "b-n1", {"f.txt": "f"})
+    repo.push_branch("b-n1", step(repo, "b-n1", {"f.txt": "f"}))
     (repo.git_dir / "mao-index" / "b-n1").write_bytes(b"not an index")
     folder, _ = repo.prepare_worktree("b-n1")
     assert tree_files(folder) == {"f.txt": "f"}
@@ -221,6 +227,8 @@ def test_commit_worktree_trailers_deletions_and_no_change(tmp_path: Path, master
     (folder / "nested" / ".git").write_text("gitdir: /elsewhere\n")  # would become a submodule link
     c1, changed = repo.commit_worktree("s-n1", parent, "Step s\n\nbody line", TRAILERS)
     assert changed and parent == gt
+    assert not repo.has_local_branch("s-n1")  # only a landed vote moves the branch
+    repo.push_branch("s-n1", c1)
     lrepo = git.Repo(repo.git_dir)
     assert lrepo.git.rev_parse("refs/heads/s-n1") == c1
     assert lrepo.git.log("-1", "--format=%(trailers)", c1).strip().splitlines() == [
@@ -248,17 +256,17 @@ def test_commit_worktree_trailers_deletions_and_no_change(tmp_path: Path, master
     assert lrepo.git.log("-1", "--format=%B", c2).strip() == "delete"
 
 
-def test_commit_worktree_without_change_sets_the_branch(tmp_path: Path, master: Path) -> None:
+def test_commit_worktree_without_change_returns_the_parent(tmp_path: Path, master: Path) -> None:
     repo = node(tmp_path, 1, master)
     repo.sync()
     gt = repo.ensure_ground_truth()
     _, parent = repo.prepare_worktree("idle-n1")
     assert repo.commit_worktree("idle-n1", parent, "nothing", TRAILERS) == (gt, False)
-    assert git.Repo(repo.git_dir).git.rev_parse("refs/heads/idle-n1") == gt
-    # Already contained in ground-truth: nothing to merge, but the branch is published.
-    result = repo.merge_and_push("idle-n1", "Merge idle-n1", TRAILERS)
+    # Already contained in ground-truth: nothing to merge, but the branch is published and set.
+    result = repo.merge_and_push("idle-n1", "Merge idle-n1", TRAILERS, commit=gt)
     assert (result.merged, result.commit, result.conflicts) == (False, gt, [])
     assert remote_rev(master, "refs/heads/idle-n1") == gt
+    assert git.Repo(repo.git_dir).git.rev_parse("refs/heads/idle-n1") == gt
 
 
 def test_commit_worktree_rejects_bad_trailers(tmp_path: Path, master: Path) -> None:
@@ -283,7 +291,7 @@ def test_first_vote_creates_a_merge_commit(tmp_path: Path, master: Path) -> None
     repo.sync()
     gt = repo.ensure_ground_truth()
     commit = step(repo, "fetch-n1", {"data.txt": "1"})
-    result = repo.merge_and_push("fetch-n1", "Merge fetch-n1 into ground-truth", TRAILERS)
+    result = repo.merge_and_push("fetch-n1", "Merge fetch-n1 into ground-truth", TRAILERS, commit=commit)
     assert result.merged and result.conflicts == []
     assert parents(repo, result.commit) == [gt, commit]  # a merge commit although gt could fast-forward
     assert remote_rev(master, "refs/heads/ground-truth") == result.commit
@@ -303,8 +311,8 @@ def test_two_nodes_different_files_both_merge(tmp_path: Path, master: Path) -> N
         repo.ensure_ground_truth()
     ca = step(a, "fetch-n1", {"n1/data.txt": "from 1"})
     cb = step(b, "fetch-n2", {"n2/data.txt": "from 2"})
-    ra = a.merge_and_push("fetch-n1", "Merge fetch-n1", TRAILERS)
-    rb = b.merge_and_push("fetch-n2", "Merge fetch-n2", TRAILERS)  # b's own fetch sees a's merge
+    ra = a.merge_and_push("fetch-n1", "Merge fetch-n1", TRAILERS, commit=ca)
+    rb = b.merge_and_push("fetch-n2", "Merge fetch-n2", TRAILERS, commit=cb)  # b's own fetch sees a's merge
     assert ra.merged and rb.merged
     assert parents(b, rb.commit) == [ra.commit, cb]
     a.sync()
@@ -321,11 +329,11 @@ def test_conflict_leaves_ground_truth_and_pushes_branch(tmp_path: Path, master: 
     for repo in (a, b):
         repo.sync()
         repo.ensure_ground_truth()
-    step(a, "fetch-n1", {"same.txt": "one", "only-a.txt": "a"})
+    ca = step(a, "fetch-n1", {"same.txt": "one", "only-a.txt": "a"})
     cb = step(b, "fetch-n2", {"same.txt": "two", "other.txt": "b"})
-    ra = a.merge_and_push("fetch-n1", "Merge fetch-n1", TRAILERS)
+    ra = a.merge_and_push("fetch-n1", "Merge fetch-n1", TRAILERS, commit=ca)
     assert ra.merged
-    rb = b.merge_and_push("fetch-n2", "Merge fetch-n2", TRAILERS)
+    rb = b.merge_and_push("fetch-n2", "Merge fetch-n2", TRAILERS, commit=cb)
     assert (rb.merged, rb.commit, rb.conflicts) == (False, ra.commit, ["same.txt"])
     assert remote_rev(master, "refs/heads/ground-truth") == ra.commit
     assert remote_rev(master, "refs/heads/fetch-n2") == cb
@@ -336,10 +344,10 @@ def test_merge_uses_its_own_fetch_when_local_state_is_stale(tmp_path: Path, mast
     for repo in (a, b):
         repo.sync()
         repo.ensure_ground_truth()
-    step(a, "x-n1", {"a.txt": "a"})
-    step(b, "x-n2", {"b.txt": "b"})  # b's view of ground-truth is from before a's merge
-    ra = a.merge_and_push("x-n1", "Merge x-n1", TRAILERS)
-    rb = b.merge_and_push("x-n2", "Merge x-n2", TRAILERS)  # no explicit sync before
+    ca = step(a, "x-n1", {"a.txt": "a"})
+    cb = step(b, "x-n2", {"b.txt": "b"})  # b's view of ground-truth is from before a's merge
+    ra = a.merge_and_push("x-n1", "Merge x-n1", TRAILERS, commit=ca)
+    rb = b.merge_and_push("x-n2", "Merge x-n2", TRAILERS, commit=cb)  # no explicit sync before
     assert rb.merged and parents(b, rb.commit)[0] == ra.commit
     assert remote_rev(master, "refs/heads/ground-truth") == rb.commit
 
@@ -349,7 +357,7 @@ def test_push_branch_only(tmp_path: Path, master: Path) -> None:
     repo.sync()
     gt = repo.ensure_ground_truth()
     commit = step(repo, "p-n1", {"f": "f"})
-    repo.push_branch("p-n1")
+    assert repo.push_branch("p-n1", commit) == commit
     assert remote_rev(master, "refs/heads/p-n1") == commit
     assert remote_rev(master, "refs/heads/ground-truth") == gt
     assert "p-n1" in repo.remote_branches()
@@ -361,18 +369,21 @@ def test_rejected_push_raises_and_pushes_nothing(tmp_path: Path, master: Path) -
     for repo in (a, b):
         repo.sync()
         repo.ensure_ground_truth()
-    step(a, "r-n1", {"a": "a"})
-    step(b, "r-n2", {"b": "b"})
+    ca = step(a, "r-n1", {"a": "a"})
+    cb = step(b, "r-n2", {"b": "b"})
     original_sync = a.sync
 
     def sync_then_someone_else_merges() -> None:
         original_sync()
-        b.merge_and_push("r-n2", "Merge r-n2", TRAILERS)
+        b.merge_and_push("r-n2", "Merge r-n2", TRAILERS, commit=cb)
 
     a.sync = sync_then_someone_else_merges  # type: ignore[method-assign]
     with pytest.raises(GitError, match="rejected"):
-        a.merge_and_push("r-n1", "Merge r-n1", TRAILERS)
+        a.merge_and_push("r-n1", "Merge r-n1", TRAILERS, commit=ca)
     assert remote_rev(master, "refs/heads/r-n1") is None  # atomic: the node branch was not pushed either
+    # ... and the local branch did not move: the next run starts from ground-truth, not from ca.
+    assert not a.has_local_branch("r-n1")
+    assert a.prepare_worktree("r-n1")[1] != ca
 
 
 # -- failures and validation ---------------------------------------------------------------------

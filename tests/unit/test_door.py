@@ -30,6 +30,7 @@ from orchestrator.errors import Conflict, DatabaseUnavailable
 from orchestrator.runs import door as door_module
 from orchestrator.runs.admission import Busy, RunInProgress
 from orchestrator.runs.door import RunDoor, busy_for
+from orchestrator.store.backfills import NewBackfill
 
 TICK = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -56,6 +57,7 @@ class Engine:
         self.starts: list[dict[str, Any]] = []
         self.queued: list[str] = []
         self.fail: Exception | None = None
+        self.backfills: list[NewBackfill | None] = []
 
     def active_run(self, pipeline: str) -> str | None:
         return self.running[0] if self.running else self.waiting
@@ -77,6 +79,7 @@ class Engine:
         *,
         priority: int = 0,
         busy: Busy = Busy.REFUSE,
+        version: int | None = None,
         **cause: Any,
     ) -> str:
         if self.fail is not None:
@@ -86,17 +89,26 @@ class Engine:
         run_id = f"new{len(self.starts) + 1}"
         self.starts.append(
             {"name": name, "trigger": trigger, "schedule_id": schedule_id, "priority": priority,
-             "busy": busy, **cause}
+             "busy": busy, "version": version, **cause}
         )  # fmt: skip
         if self.queued_starts or (busy is Busy.QUEUE_ONE and self.running):
             self.queued.append(run_id)
         return run_id
 
     async def queue_many(
-        self, name: str, trigger: str, causes: Sequence[dict[str, Any]], priority: int = 0
+        self,
+        name: str,
+        trigger: str,
+        causes: Sequence[dict[str, Any]],
+        priority: int = 0,
+        version: int | None = None,
+        backfill: NewBackfill | None = None,
     ) -> list[str]:
         ids = [f"queued{i}" for i in range(1, len(causes) + 1)]
-        self.starts += [{"name": name, "trigger": trigger, "priority": priority, **c} for c in causes]
+        self.backfills.append(backfill)
+        self.starts += [
+            {"name": name, "trigger": trigger, "priority": priority, "version": version, **c} for c in causes
+        ]
         self.queued += ids
         return ids
 
@@ -232,15 +244,20 @@ async def test_federation_scope_knows_only_skip_and_allow() -> None:
     assert engine.cancelled == []
 
 
-async def test_a_backfill_is_queued_in_tick_order() -> None:
+async def test_a_backfill_is_queued_in_tick_order_with_its_record() -> None:
     engine = Engine(["r1"])
     ticks = (TICK, TICK.replace(hour=13))
-    decision = await RunDoor(engine, "here").request_run(RunAsk("p", Backfill(ticks), priority=3))
+    backfill = Backfill("b1", "0 * * * *", "UTC", TICK, TICK.replace(hour=13), ticks, "alice")
+    ask = RunAsk("p", backfill, priority=3, version=2)
+    decision = await RunDoor(engine, "here").request_run(ask)
     assert decision == Queued(("queued1", "queued2"), door_module.BACKFILL_ORDER)
-    assert [(s["trigger"], s["tick_at"], s["priority"]) for s in engine.starts] == [
-        ("backfill", TICK, 3),
-        ("backfill", TICK.replace(hour=13), 3),
+    assert [(s["trigger"], s["tick_at"], s["priority"], s["version"], s["backfill_id"]) for s in engine.starts] == [
+        ("backfill", TICK, 3, 2, "b1"),
+        ("backfill", TICK.replace(hour=13), 3, 2, "b1"),
     ]
+    (record,) = engine.backfills
+    assert record is not None and (record.id, record.pipeline, record.ticks, record.version) == ("b1", "p", 2, 2)
+    assert (record.cron, record.start, record.end, record.created_by) == ("0 * * * *", TICK, ticks[-1], "alice")
 
 
 @given(
@@ -253,14 +270,16 @@ async def test_a_backfill_is_queued_in_tick_order() -> None:
     ),
     priority=st.integers(-1000, 1000),
     overlap=st.sampled_from(["skip", "allow", "queue", "replace"]),
+    version=st.none() | st.integers(1, 2**31 - 1),
 )
-def test_a_run_record_keeps_its_cause(cause: Any, priority: int, overlap: str) -> None:
+def test_a_run_record_keeps_its_cause(cause: Any, priority: int, overlap: str, version: int | None) -> None:
     """Whatever the cause, an idle pipeline's run fires, recording the cause's trigger and fields."""
     engine = Engine()
-    decision = asyncio.run(RunDoor(engine, "here").request_run(RunAsk("p", cause, overlap, priority)))  # type: ignore[arg-type]
+    ask = RunAsk("p", cause, overlap, priority, version=version)  # type: ignore[arg-type]
+    decision = asyncio.run(RunDoor(engine, "here").request_run(ask))
     assert decision == Fired("new1")
     (start,) = engine.starts
-    assert start["trigger"] == cause.trigger and start["priority"] == priority
+    assert start["trigger"] == cause.trigger and (start["priority"], start["version"]) == (priority, version)
     if isinstance(cause, DataTrigger):
         assert (start["schedule_id"], start["trigger_dataset"], start["trigger_commit"]) == (
             cause.trigger_id, cause.dataset, cause.commit,

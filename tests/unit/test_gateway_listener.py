@@ -14,6 +14,7 @@ import pytest
 from orchestrator.datasets import DatasetRepo, init_bare
 from orchestrator.domain.pipeline import Dataset
 from orchestrator.gateway.listener import RawListener
+from orchestrator.gateway.raw import entry_mac
 from orchestrator.merging.voting import Vote
 
 BRANCH = "raw-node1"
@@ -105,3 +106,20 @@ async def test_close_logs_what_the_last_flush_raises_and_returns(
         await listener.close()
     warning = next(r.getMessage() for r in caplog.records if "not committed at shutdown" in r.getMessage())
     assert "1 entries" in warning and str(failure) in warning
+
+
+def test_only_the_entries_this_instance_acknowledged_are_collected(listener: RawListener) -> None:
+    """Any member can put a key under /mao/v1/raw/ naming node1; only what node1's /write marked
+    with its own secret goes into its branch (docs/security.md, Members)."""
+    secret = b"node1's own"
+    listener.secret = secret
+    listener._unmarked_until = 10  # entries up to revision 10 may be an older version's
+    key = "/mao/v1/raw/lab/x"
+    marked = {**entry(1), "mac": entry_mac(secret, key, entry(1))}
+    listener._collect(key, marked, 20)
+    listener._collect(key, {**entry(2), "mac": entry_mac(b"someone else's", key, entry(2))}, 21)
+    listener._collect(key, {**marked, "value": 666}, 22)  # the mark of another value
+    listener._collect("/mao/v1/raw/lab/y", marked, 23)  # the mark of another key
+    listener._collect(key, entry(3), 24)  # no mark, written after this start
+    listener._collect(key, entry(4), 9)  # no mark, from before this start (the upgrade)
+    assert sorted(listener._pending) == [9, 20]

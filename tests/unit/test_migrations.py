@@ -104,3 +104,42 @@ async def test_a_new_database_is_built_by_the_revisions(tmp_path: Path, starts: 
         await store.start()
         await store.close()
     assert _no_drift(path) == []
+
+
+async def test_existing_pipelines_get_version_1_and_the_same_definition_no_version_2(tmp_path: Path) -> None:
+    from orchestrator.domain.pipeline import Pipeline
+    from orchestrator.domain.versions import definition_hash
+    from orchestrator.store.versions import PipelineVersions
+
+    path = tmp_path / "old.sqlite"
+    _old_database(path)
+    steps = [{"name": "s", "tool": "t", "output_dataset": "o", "cmd": ["true"], "env": None,
+              "input_dataset": None, "docker_socket": False}]  # fmt: skip
+    with sqlite3.connect(path) as db:
+        for name, spec in (("p", json.dumps(steps)), ("empty", "[]")):  # "empty": no model reads it
+            db.execute(
+                "INSERT INTO pipelines (name, description, steps, created_at, updated_at) "
+                "VALUES (?, 'd', ?, '2026-01-01 00:00:00', '2026-01-02 00:00:00')",
+                (name, spec),
+            )
+    store = Store(f"sqlite+aiosqlite:///{path}")
+    await store.start()
+    try:
+        versions = PipelineVersions(store)
+        (first,) = await versions.recent("p", 10)
+        pipeline = Pipeline.model_validate({"name": "p", "description": "d", "steps": steps})
+        assert (first.number, first.created_by, first.hash) == (1, "migration", definition_hash(pipeline))
+        assert first.created_at.isoformat() == "2026-01-02T00:00:00+00:00"
+        (kept,) = await versions.recent("empty", 10)
+        assert kept.definition["steps"] == [] and len(kept.hash) == 64
+        run = await store.get_run("r1")
+        assert run is not None and run["version"] is None  # which definition it ran is not known
+
+        async def nothing() -> None:
+            return None
+
+        same = await store.save_pipeline(pipeline, nothing)
+        assert (same.number, same.new) == (1, False)
+    finally:
+        await store.close()
+    assert _no_drift(path) == []

@@ -3,6 +3,7 @@ merges (settled in one transaction)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,12 @@ async def test_a_queued_merge_that_conflicts_fails_its_runs(store: Store) -> Non
     assert run is not None and run["status"] == "failed" and run["error"] == "conflicts in a.txt"
     (step,) = run["steps"]
     assert step["status"] == "conflict" and step["merge"] == "conflict" and step["conflicts"] == ["a.txt"]
+
+
+async def test_registry_cache_puts_at_the_same_moment_never_fail(store: Store) -> None:
+    # Two inits (or runs) reading the same new tool at once each keep a copy: one statement, no race.
+    cache = RegistryCache(store)
+    values = [{"name": "fresh", "image": f"i{n}"} for n in range(8)]
+    await asyncio.gather(*(cache.put("tool", "fresh", value) for value in values))
+    found = await cache.get("tool", "fresh")
+    assert found is not None and found[0] in values

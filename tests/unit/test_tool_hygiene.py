@@ -149,10 +149,21 @@ def test_limit_settings(tmp_path: Path) -> None:
         0.5,
         2 * 2**30,
     )
+    settings = _settings(tmp_path, MAO_STEP_MAX_FILES="5000", MAO_STEP_TMP_SIZE="64m")
+    assert (settings.step_max_files, settings.step_tmp_size) == (5000, 64 * 2**20)
+    assert (_settings(tmp_path).step_max_files, _settings(tmp_path).step_tmp_size) == (200_000, 256 * 2**20)
     with pytest.raises(ConfigError) as error:
-        _settings(tmp_path, MAO_TOOL_UID="0", MAO_STEP_MEMORY="1k", MAO_STEP_MAX_OUTPUT="lots")
+        _settings(
+            tmp_path,
+            MAO_TOOL_UID="0",
+            MAO_STEP_MEMORY="1k",
+            MAO_STEP_MAX_OUTPUT="lots",
+            MAO_STEP_MAX_FILES="0",
+            MAO_STEP_TMP_SIZE="1k",
+        )
     text = str(error.value)
-    assert "MAO_TOOL_UID" in text and "MAO_STEP_MEMORY" in text and "MAO_STEP_MAX_OUTPUT" in text
+    for name in ("MAO_TOOL_UID", "MAO_STEP_MEMORY", "MAO_STEP_MAX_OUTPUT", "MAO_STEP_MAX_FILES", "MAO_STEP_TMP_SIZE"):
+        assert name in text, text
     assert parse_size("64M") == 64 * 2**20 and parse_size("10") == 10
     with pytest.raises(ValueError):
         parse_size("-1")
@@ -176,7 +187,19 @@ def test_executor_refuses_root_and_defaults_to_its_tool_uid() -> None:
 def test_container_limits() -> None:
     base = {"image": "busybox", "output_dir": "/tmp"}
     limits = container_limits(RunRequest.model_validate(base))
-    assert limits == {"cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"], "pids_limit": 512}
+    log_config = limits.pop("log_config")
+    assert limits == {
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "pids_limit": 512,
+        "read_only": True,
+        "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={256 * 2**20},mode=1777"},
+    }
+    assert log_config.type == "json-file" and log_config.config == {"max-size": "16m", "max-file": "2"}
+    opted = container_limits(RunRequest.model_validate({**base, "writable_root": True, "tmp_size": 2**20}))
+    assert opted["read_only"] is False and "size=1048576," in opted["tmpfs"]["/tmp"]
+    with pytest.raises(ValueError):
+        RunRequest.model_validate({**base, "tmp_size": 1024})
     limits = container_limits(
         RunRequest.model_validate({**base, "memory": 64 * 2**20, "cpus": 1000.0, "pids": 64})
     )

@@ -52,11 +52,17 @@ class FakeRepo:
         self.merges: list[str] = []
         self.conflicts: list[str] = []
 
-    def push_branch(self, branch: str) -> None:
+    def push_branch(self, branch: str, commit: str | None = None, trailers: object = None) -> str:
         self.pushed.append(branch)
+        return commit or "tip"
 
     def merge_and_push(
-        self, branch: str, message: str, trailers: dict[str, str], abort: object = None
+        self,
+        branch: str,
+        message: str,
+        trailers: dict[str, str],
+        abort: object = None,
+        commit: str | None = None,
     ) -> MergeResult:
         if self.conflicts:
             return MergeResult(merged=False, commit="gt0", conflicts=self.conflicts)

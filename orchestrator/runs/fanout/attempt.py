@@ -24,10 +24,11 @@ from typing import Any
 
 from ...config import Settings
 from ...datasets.hygiene import give_to_tool, take_back
+from ...datasets.trees import TreeLimits
 from ...domain.pipeline import Tool
 from ...domain.states import AttemptStatus
 from ...errors import MaoError
-from ...gateway.insights import read_insights
+from ...gateway.insights import insights_stamp, read_insights
 from ...retry import backoff
 from ...store.runs import RunRecords
 from ..attempt import (
@@ -72,6 +73,8 @@ class FanOutAttempts:
         self.attempts = attempts
         self.records = records
         self.speculation = speculation or SpeculationPolicy()
+        # The walks of shard folders (snapshot listing, each output): datasets/trees.py.
+        self.limits = TreeLimits(settings.step_max_files)
 
     async def run(
         self,
@@ -113,37 +116,47 @@ class FanOutAttempts:
 
             async with self.attempts.branch(ctx) as lane:
                 workdir, parent = await self.attempts.prepare_output(ctx, lane)
-                result = await run_fan_out(
-                    fan_out,
-                    snapshot=input_dir,
-                    scratch=folder / "shards",
-                    workdir=workdir,
-                    run_container=shards.run_container,
-                    retries=step.retries,
-                    delay=lambda _shard, failures: backoff(failures, step.retry_delay),
-                    speculation=self.speculation,
-                    progress=progress,
-                    fallback=fallback is not None,
-                )
-                await shards.flush()
-                log_tail, exit_code = shards.logs.get("ok" if result.ok else "failed", ("", None))
-                image_id = shards.image_ids[0] if shards.image_ids else None
-                await self.records.update_step(
-                    ctx.run_id,
-                    step.name,
-                    shards=result.summary.as_dict(),
-                    exit_code=exit_code,
-                    image_id=image_id,
-                    log_tail=redact(log_tail, step.private_env),
-                )
-                if not result.ok:
-                    raise StepFailed(f"step {step.name}: {result.error}")
-                trailers = self.attempts.trailers(ctx, tool, image_id, input_commit)
-                trailers["MAO-Shards"] = str(result.summary.count)
-                commit, changed = await self.attempts.commit(ctx, parent, trailers, lane)
-                await self.records.update_step(ctx.run_id, step.name, output_commit=commit, changed=changed)
-                # Read now, while the folder holds exactly what was committed.
-                insights = await asyncio.to_thread(read_insights, workdir)
+                # What insights.json was before the shards: one that only came with the branch is not theirs.
+                before = await asyncio.to_thread(insights_stamp, workdir)
+                try:
+                    result = await run_fan_out(
+                        fan_out,
+                        snapshot=input_dir,
+                        scratch=folder / "shards",
+                        workdir=workdir,
+                        run_container=shards.run_container,
+                        retries=step.retries,
+                        delay=lambda _shard, failures: backoff(failures, step.retry_delay),
+                        speculation=self.speculation,
+                        progress=progress,
+                        fallback=fallback is not None,
+                        limits=self.limits,
+                    )
+                    await shards.flush()
+                    log_tail, exit_code = shards.logs.get("ok" if result.ok else "failed", ("", None))
+                    image_id = shards.image_ids[0] if shards.image_ids else None
+                    await self.records.update_step(
+                        ctx.run_id,
+                        step.name,
+                        shards=result.summary.as_dict(),
+                        exit_code=exit_code,
+                        image_id=image_id,
+                        log_tail=redact(log_tail, step.private_env),
+                    )
+                    if not result.ok:
+                        raise StepFailed(f"step {step.name}: {result.error}")
+                    trailers = self.attempts.trailers(ctx, tool, image_id, input_commit)
+                    trailers["MAO-Shards"] = str(result.summary.count)
+                    commit, changed = await self.attempts.commit(ctx, parent, trailers, lane)
+                    await self.records.update_step(
+                        ctx.run_id, step.name, output_commit=commit, changed=changed
+                    )
+                    # Read now, while the folder holds exactly what was committed.
+                    insights = await asyncio.to_thread(read_insights, workdir, before)
+                except BaseException:
+                    # Combined outputs, a commit that failed: nothing of this pass stays in the folder.
+                    await asyncio.shield(self.attempts.reset_output(ctx, lane))
+                    raise
             voting()
             merge_commit, state = await self.attempts.vote(ctx, commit, trailers)
             published = None
@@ -259,7 +272,8 @@ class _Shards:
             try:
                 result = await self.owner.attempts.execute_container(ctx, request)
             finally:
-                await asyncio.shield(asyncio.to_thread(take_back, shard_output, owner))
+                limits = self.owner.limits
+                await asyncio.shield(asyncio.to_thread(take_back, shard_output, owner, limits))
             check_result(ctx.step, result, settings.step_timeout)
         except StepFailed as failure:
             if result is not None:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from ...datasets.trees import Entry, TreeLimits, remove_tree, walk
 from ...domain.fanout import glob_problem
 
 MAX_NAMED_PATHS = 20  # in an error message; the rest are counted
@@ -96,26 +97,21 @@ def _match(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
 # -- listing and splitting -----------------------------------------------------------------------
 
 
-def _walk(root: Path, prefix: str = "") -> Iterator[tuple[str, os.DirEntry[str]]]:
-    """Every entry below ``root`` as (relative path, entry), never following a symlink and never
-    descending into a ``.git`` folder (git cannot store one; a snapshot never holds one)."""
-    with os.scandir(root) as entries:
-        found = sorted(entries, key=lambda entry: entry.name)
-    for entry in found:
-        relative = f"{prefix}{entry.name}"
-        yield relative, entry
-        if entry.is_dir(follow_symlinks=False) and entry.name.lower() != ".git":
-            yield from _walk(Path(entry.path), relative + "/")
+def _walk(root: Path, limits: TreeLimits | None) -> Iterator[Entry]:
+    """Every entry below ``root``, never following a symlink and never descending into a ``.git``
+    folder (git cannot store one; a snapshot never holds one). Iterative and bounded by ``limits``
+    (``trees.TreeTooLarge`` naming the first path past them)."""
+    return walk(root, limits, descend=lambda entry: entry.name.lower() != ".git")
 
 
-def list_files(root: Path, pattern: str) -> list[str]:
+def list_files(root: Path, pattern: str, limits: TreeLimits | None = None) -> list[str]:
     """The regular files and symlinks under ``root`` matching ``pattern``, sorted by path."""
     if problem := glob_problem(pattern):
         raise ValueError(problem)
     matched = [
-        relative
-        for relative, entry in _walk(root)
-        if (entry.is_symlink() or entry.is_file(follow_symlinks=False)) and glob_matches(pattern, relative)
+        entry.path
+        for entry in _walk(root, limits)
+        if (entry.is_link or entry.is_file) and glob_matches(pattern, entry.path)
     ]
     # Sorted as a whole (the walk sorts per folder, which puts "a/b" after "a.txt" but "a-b" before).
     return sorted(matched)
@@ -158,18 +154,21 @@ class _Scan:
     skipped: list[str]
 
 
-def _scan(outputs: Sequence[tuple[int, Path]]) -> tuple[_Scan, dict[str, tuple[int, ...]]]:
+def _scan(
+    outputs: Sequence[tuple[int, Path]], limits: TreeLimits | None
+) -> tuple[_Scan, dict[str, tuple[int, ...]]]:
     scan = _Scan(leaves={}, folders={}, skipped=[])
     collisions: dict[str, set[int]] = {}
     for shard, folder in outputs:
-        for relative, entry in _walk(folder):
+        for entry in _walk(folder, limits):
+            relative = entry.path
             if entry.name.lower() == ".git":
                 scan.skipped.append(f"{relative} (shard {shard}: git metadata)")
                 continue
-            if entry.is_dir(follow_symlinks=False):
+            if entry.is_dir:
                 continue
-            if not (entry.is_symlink() or entry.is_file(follow_symlinks=False)):
-                scan.skipped.append(f"{relative} (shard {shard}: {_kind(entry)})")
+            if not (entry.is_link or entry.is_file):
+                scan.skipped.append(f"{relative} (shard {shard}: {_kind(entry.info)})")
                 continue
             owner = scan.leaves.get(relative)
             if owner is not None:
@@ -187,8 +186,8 @@ def _scan(outputs: Sequence[tuple[int, Path]]) -> tuple[_Scan, dict[str, tuple[i
     return scan, {path: tuple(sorted(shards)) for path, shards in collisions.items()}
 
 
-def _kind(entry: os.DirEntry[str]) -> str:
-    mode = entry.stat(follow_symlinks=False).st_mode
+def _kind(info: os.stat_result) -> str:
+    mode = info.st_mode
     if stat.S_ISFIFO(mode):
         return "a FIFO"
     if stat.S_ISSOCK(mode):
@@ -199,7 +198,8 @@ def _kind(entry: os.DirEntry[str]) -> str:
 def _clear(target: Path) -> None:
     """Remove whatever is at ``target`` (a folder as a whole; a link itself, not what it points to)."""
     if target.is_dir() and not target.is_symlink():
-        shutil.rmtree(target)
+        if not remove_tree(target):
+            raise OSError(f"could not remove {target} to make room for a shard's file")
     elif os.path.lexists(target):
         target.unlink()
 
@@ -229,14 +229,16 @@ def _move(source: Path, target: Path) -> None:
             shutil.copy2(source, target, follow_symlinks=False)
 
 
-def combine(outputs: Sequence[tuple[int, Path]], dest: Path) -> Combined:
+def combine(outputs: Sequence[tuple[int, Path]], dest: Path, limits: TreeLimits | None = None) -> Combined:
     """Move every shard's output (``(shard index, folder)``) into ``dest`` (see the module docstring).
 
-    Raises ``ShardCollision`` before touching ``dest`` when two shards wrote the same path. The shard
-    folders are consumed (their entries moved out)."""
+    Raises ``ShardCollision`` before touching ``dest`` when two shards wrote the same path, and
+    ``trees.TreeTooLarge`` when a shard's output is past ``limits`` (each shard's walk is bounded on
+    its own; the work folder as a whole is checked again when it is committed). The shard folders
+    are consumed (their entries moved out)."""
     if dest.is_symlink() or not dest.is_dir():
         raise ValueError(f"{dest} must be a folder")
-    scan, collisions = _scan(outputs)
+    scan, collisions = _scan(outputs, limits)
     if collisions:
         raise ShardCollision(collisions)
     folders = dict(outputs)

@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import shutil
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...datasets.trees import TreeLimits, TreeTooLarge, remove_tree
 from ...domain.fanout import MAX_SHARDS, FanOut
 from .coordinator import (
     Coordinator,
@@ -68,12 +68,19 @@ async def run_fan_out(
     speculation: SpeculationPolicy | None = None,
     progress: Progress | None = None,
     fallback: bool = False,
+    limits: TreeLimits | None = None,
 ) -> FanOutStepResult:
     """Run the step's shards and combine their outputs into ``workdir`` (see the module docstring).
-    ``scratch`` must not exist yet; it is removed before returning (or raising)."""
+    ``scratch`` must not exist yet; it is removed before returning (or raising). ``limits`` bound
+    the walks of the snapshot and of each shard's output (a tree past them fails the step, naming
+    its path)."""
     inputs: dict[int, asyncio.Future[Path]] = {}
+    filling: list[asyncio.Future[Any]] = []  # threads writing below ``scratch``, awaited before removal
     try:
-        files = await asyncio.to_thread(list_files, snapshot, fan_out.glob)
+        try:
+            files = await asyncio.to_thread(list_files, snapshot, fan_out.glob, limits)
+        except TreeTooLarge as exc:
+            return FanOutStepResult(False, FanOutSummary(0, 0, 0, 0), f"the input snapshot's {exc}")
         shards = split(files, fan_out.split_size)
         if len(shards) > MAX_SHARDS:
             summary = FanOutSummary(len(shards), 0, 0, 0)
@@ -95,7 +102,10 @@ async def run_fan_out(
                 )
             input_dir = await asyncio.shield(inputs[index])
             output = scratch / f"{index}" / f"output-{run.attempt}"
-            await asyncio.to_thread(output.mkdir, parents=True)
+            # Tracked: a cancelled shard's mkdir still runs, and must not recreate removed scratch.
+            making = asyncio.ensure_future(asyncio.to_thread(output.mkdir, parents=True))
+            filling.append(making)
+            await asyncio.shield(making)
             outcome = await run_container(run, input_dir, output)
             if outcome.ok and outcome.output is None:
                 outcome = dataclasses.replace(outcome, output=output)
@@ -117,21 +127,37 @@ async def run_fan_out(
         outputs = [(index, outcome.output) for index, outcome in sorted(result.winners.items())]
         try:
             combined = await asyncio.to_thread(
-                combine, [(i, path) for i, path in outputs if path is not None], workdir
+                combine, [(i, path) for i, path in outputs if path is not None], workdir, limits
             )
         except ShardCollision as collision:
             return FanOutStepResult(
                 False, result.summary, collision.message, retryable=False, collisions=collision.paths
             )
+        except TreeTooLarge as exc:
+            return FanOutStepResult(False, result.summary, f"a shard's output: {exc}", retryable=False)
         if combined.skipped:
             log.warning("fan-out: left out of the output: %s", "; ".join(combined.skipped[:20]))
         return FanOutStepResult(True, result.summary, combined=combined)
     finally:
-        # Shielded: a cancelled step still removes its shard folders (they can be large), once no
-        # thread is still filling one.
-        await asyncio.shield(_remove(scratch, list(inputs.values())))
+        # A cancelled step still removes its shard folders (they can be large), once no thread is
+        # still filling one, and returns only when they are gone, even when cancelled again.
+        await _until_done(_remove(scratch, [*inputs.values(), *filling]))
 
 
-async def _remove(scratch: Path, filling: list[asyncio.Future[Path]]) -> None:
+async def _until_done(work: Coroutine[Any, Any, None]) -> None:
+    """Await ``work`` to its end although the caller is cancelled meanwhile (then re-raised)."""
+    future = asyncio.ensure_future(work)
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.wait([future])
+        except asyncio.CancelledError:
+            cancelled = True
+    future.result()
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+async def _remove(scratch: Path, filling: list[asyncio.Future[Any]]) -> None:
     await asyncio.gather(*filling, return_exceptions=True)
-    await asyncio.to_thread(shutil.rmtree, scratch, ignore_errors=True)
+    await asyncio.to_thread(remove_tree, scratch)  # however deep a tool's tree; never raises

@@ -8,7 +8,9 @@ the test left on the engine is removed and the backend closed.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ from orchestrator.executors.seam import (
     OutputData,
 )
 from tests import servers
+from tests.servers.kube_fake import KubeFake
 
 from .drivers import DRIVERS, Driver
 
@@ -33,6 +36,60 @@ from .drivers import DRIVERS, Driver
 def swarm_shared_root(swarm: servers.SwarmHold, servers_tmp: Path) -> Iterator[Path]:
     """The swarm backend's SHARED_ROOT: on one node, any folder of this host is 'mounted everywhere'."""
     root = servers_tmp / "swarm-shared"
+    root.mkdir(mode=0o711)
+    yield root
+
+
+@pytest.fixture(scope="session")
+def kube_fake(docker_engine, busybox_image: str, servers_tmp: Path) -> Iterator[KubeFake]:
+    """The fake Kubernetes API (tests/servers/kube_fake.py), running pods in the shared Docker engine."""
+    fake = servers.start_kube_fake(servers_tmp / "kube-fake")
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture(scope="session")
+def staging_image(docker_engine) -> str:
+    """The fetch mode's staging image, built by the script operators use (scripts/staging-image.sh)."""
+    tag = "mao-staging:test"
+    script = servers.REPO_ROOT / "scripts" / "staging-image.sh"
+    done = subprocess.run(["bash", str(script), tag], capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0:
+        pytest.fail(f"scripts/staging-image.sh failed: {done.stderr[-2000:]}", pytrace=False)
+    return tag
+
+
+@pytest.fixture(scope="session")
+def staging_server(servers_tmp: Path) -> Iterator[servers.StagingServer]:
+    """The orchestrator's staging routes alone (fetch data mode), for the pods of fetch-mode backends."""
+    root = servers_tmp / "staging"
+    root.mkdir(mode=0o700)
+    server = servers.start_staging_server(root)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def real_staging_server(servers_tmp: Path) -> Iterator[servers.StagingServer]:
+    """The staging routes where a real cluster's pods reach them (MAO_TEST_KUBE_STAGING_LISTEN)."""
+    host, _, port = os.environ["MAO_TEST_KUBE_STAGING_LISTEN"].rpartition(":")
+    root = servers_tmp / "staging-real"
+    root.mkdir(mode=0o700)
+    server = servers.start_staging_server(root, host=host, port=int(port))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_shared_root(slurm: servers.SlurmCluster, servers_tmp: Path) -> Iterator[Path]:
+    """The Slurm backend's SHARED_ROOT: its one node is this host, so any folder is 'mounted everywhere'."""
+    root = servers_tmp / "slurm-shared"
     root.mkdir(mode=0o711)
     yield root
 
@@ -86,8 +143,9 @@ async def case(request: pytest.FixtureRequest, busybox_image: str, tmp_path: Pat
     backend = driver.make("contract")
     await backend.start()
     instance = f"contract-{secrets.token_hex(4)}"
-    image_id = await backend.resolve_image(busybox_image)
-    current = Case(driver, backend, instance, tmp_path, busybox_image, image_id)
+    image = getattr(driver, "image", None) or busybox_image  # a real cluster pulls its own
+    image_id = await backend.resolve_image(image)
+    current = Case(driver, backend, instance, tmp_path, image, image_id)
     try:
         yield current
     finally:

@@ -90,7 +90,7 @@ async def test_timeout_counts_from_the_start(case: Case) -> None:
 
 
 async def test_start_timeout_on_a_placement_no_node_matches(case: Case) -> None:
-    _, end = await run(case, ["true"], placement={"mao.test.nowhere": "x"}, start_timeout=1.5)
+    _, end = await run(case, ["true"], placement=case.driver.unschedulable_placement, start_timeout=1.5)
     assert end.kind is EndKind.UNSCHEDULABLE, end
     assert end.retryable and end.run_seconds is None
     assert end.queued_seconds is not None and end.queued_seconds >= 1.5
@@ -217,7 +217,7 @@ async def test_an_image_the_node_lacks_is_image_unavailable(case: Case) -> None:
 async def test_a_follow_opens_with_an_empty_chunk_once_the_tool_started(case: Case) -> None:
     """The engine's stall clock starts at that chunk: time waiting to be scheduled is not silence."""
     spec = case.spec(
-        sh("echo one; sleep 0.5; echo two"), placement={"mao.test.nowhere": "x"}, start_timeout=30
+        sh("echo one; sleep 0.5; echo two"), placement=case.driver.unschedulable_placement, start_timeout=30
     )
     handle = await case.backend.submit(spec)
     stream = case.backend.logs(handle, follow=True)

@@ -33,7 +33,9 @@ def test_a_registration_on_one_instance_is_seen_by_the_others_at_once(federation
     data = unique("shared-data")
     a.local_dataset(data)
     assert c.ok(c.get(f"/registry/datasets/{data}"))["master"].endswith(f"{data}.git")
-    c.ok(c.delete(f"/registry/datasets/{data}"))
+    # Only its owner removes it (test_ownership.py); gone for everyone at once.
+    assert c.delete(f"/registry/datasets/{data}").status_code == 403
+    a.ok(a.delete(f"/registry/datasets/{data}"))
     assert b.get(f"/registry/datasets/{data}").status_code == 404
 
 

@@ -1,0 +1,244 @@
+"""Backfills in the database: the ``backfills`` row (what was asked, whether it was cancelled) and the
+runs that are its ticks (``runs.backfill_id``), whose states make its progress.
+
+The row is written with its runs in one transaction (``RunRecords.create_many``), so a backfill
+never exists without its runs nor a run without its backfill; both are rows, so a restart finds them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, delete, exists, func, select, update
+
+from ..domain.states import RunStatus, StepStatus
+from .tables import BackfillRow, RunRow, RunStepRow, utcnow
+
+if TYPE_CHECKING:
+    from . import Store
+
+# How a run's state counts in a backfill's progress (``done`` is a run that succeeded).
+PROGRESS_OF = {
+    RunStatus.SUCCEEDED: "done",
+    RunStatus.FAILED: "failed",
+    RunStatus.CANCELLED: "cancelled",
+    RunStatus.QUEUED: "queued",
+    RunStatus.PENDING: "running",  # admitted, its task about to start
+    RunStatus.RUNNING: "running",
+}
+PROGRESS_KEYS = ("done", "failed", "cancelled", "queued", "running")
+# A backfill with a run in one of these is still going (``GET /backfills?active=true``).
+GOING_STATUSES = tuple(str(status) for status, key in PROGRESS_OF.items() if key in ("queued", "running"))
+
+
+@dataclass(frozen=True)
+class NewBackfill:
+    id: str
+    pipeline: str
+    cron: str
+    timezone: str
+    start: datetime
+    end: datetime
+    ticks: int
+    priority: int
+    version: int | None
+    created_by: str | None
+    created_at: datetime = field(default_factory=utcnow)
+
+    def row(self) -> BackfillRow:
+        return BackfillRow(
+            id=self.id, pipeline=self.pipeline, cron=self.cron, timezone=self.timezone,
+            start=self.start, end=self.end, ticks=self.ticks, priority=self.priority,
+            version=self.version, created_at=self.created_at, created_by=self.created_by,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Progress:
+    total: int
+    done: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    queued: int = 0
+    running: int = 0
+
+    @property
+    def ended(self) -> int:
+        return self.done + self.failed + self.cancelled
+
+    def as_dict(self) -> dict[str, int]:
+        return {"total": self.total, **{k: getattr(self, k) for k in PROGRESS_KEYS}, "ended": self.ended}
+
+
+def progress_of(statuses: dict[str, int], total: int) -> Progress:
+    counts = dict.fromkeys(PROGRESS_KEYS, 0)
+    for status, n in statuses.items():
+        try:
+            key = PROGRESS_OF.get(RunStatus(status))
+        except ValueError:  # a state this release does not know: counted in total only
+            continue
+        if key is not None:
+            counts[key] += n
+    return Progress(total=total, **counts)
+
+
+def backfill_status(progress: Progress, cancelled: bool) -> str:
+    """``queued`` (no run started yet), ``running``, then once every run ended ``cancelled`` (it was
+    cancelled), ``failed`` (a run failed) or ``succeeded``."""
+    if progress.queued or progress.running:
+        return "running" if progress.running or progress.ended else "queued"
+    if cancelled:
+        return "cancelled"
+    if progress.failed or progress.cancelled:
+        return "failed"
+    return "succeeded"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def backfill_to_dict(row: BackfillRow, progress: Progress) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "pipeline": row.pipeline,
+        "cron": row.cron,
+        "timezone": row.timezone,
+        "from": _iso(row.start),
+        "to": _iso(row.end),
+        "count": row.ticks,
+        "priority": row.priority,
+        "version": row.version,
+        "status": backfill_status(progress, row.cancelled_at is not None),
+        "progress": progress.as_dict(),
+        "created_at": _iso(row.created_at),
+        "created_by": row.created_by,
+        "cancelled_at": _iso(row.cancelled_at),
+        "cancelled_running": row.cancelled_running,
+    }
+
+
+class BackfillRecords:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def recent(
+        self, pipeline: str | None = None, limit: int = 50, active: bool | None = None
+    ) -> list[dict[str, Any]]:
+        """Backfills newest first, each with its progress (``active``: only those with runs still
+        queued or going, or only those without)."""
+        async with self.store.session("list backfills") as s:
+            query = select(BackfillRow).order_by(BackfillRow.created_at.desc(), BackfillRow.id)
+            if pipeline is not None:
+                query = query.where(BackfillRow.pipeline == pipeline)
+            if active is not None:
+                going = exists().where(
+                    and_(RunRow.backfill_id == BackfillRow.id, RunRow.status.in_(GOING_STATUSES))
+                )
+                query = query.where(going if active else ~going)
+            rows = (await s.scalars(query.limit(limit))).all()
+            counts: dict[str, dict[str, int]] = {}
+            if rows:
+                found = await s.execute(
+                    select(RunRow.backfill_id, RunRow.status, func.count())
+                    .where(RunRow.backfill_id.in_([r.id for r in rows]))
+                    .group_by(RunRow.backfill_id, RunRow.status)
+                )
+                for backfill_id, status, n in found.tuples().all():
+                    counts.setdefault(str(backfill_id), {})[status] = int(n)
+            return [backfill_to_dict(r, progress_of(counts.get(r.id, {}), r.ticks)) for r in rows]
+
+    async def get(self, backfill_id: str) -> dict[str, Any] | None:
+        """One backfill with its progress and its ticks in order (``tick_at``, the run and its state)."""
+        async with self.store.session(f"read backfill {backfill_id}") as s:
+            row = await s.get(BackfillRow, backfill_id)
+            if row is None:
+                return None
+            runs = (
+                await s.execute(
+                    select(
+                        RunRow.id, RunRow.tick_at, RunRow.status, RunRow.version, RunRow.created_at,
+                        RunRow.started_at, RunRow.ended_at, RunRow.error,
+                    )  # fmt: skip
+                    .where(RunRow.backfill_id == backfill_id)
+                    .order_by(RunRow.tick_at, RunRow.created_at)
+                )
+            ).tuples().all()
+            statuses: dict[str, int] = {}
+            for run in runs:
+                statuses[run[2]] = statuses.get(run[2], 0) + 1
+            answer = backfill_to_dict(row, progress_of(statuses, row.ticks))
+            answer["ticks"] = [
+                {
+                    "tick_at": _iso(tick),
+                    "run_id": run_id,
+                    "status": status,
+                    "version": version,
+                    "started_at": _iso(started),
+                    "ended_at": _iso(ended),
+                    "error": error,
+                }
+                for run_id, tick, status, version, _created, started, ended, error in runs
+            ]
+            return answer
+
+    async def run_ids(self, backfill_id: str, statuses: tuple[RunStatus, ...]) -> list[str]:
+        """The backfill's runs in these states, in tick order."""
+        async with self.store.session(f"list the runs of backfill {backfill_id}") as s:
+            found = await s.scalars(
+                select(RunRow.id)
+                .where(RunRow.backfill_id == backfill_id, RunRow.status.in_([str(x) for x in statuses]))
+                .order_by(RunRow.tick_at, RunRow.created_at)
+            )
+            return list(found.all())
+
+    async def cancel(
+        self, backfill_id: str, run_ids: list[str], running: bool, reason: str
+    ) -> list[str]:
+        """In one transaction: mark the backfill cancelled (the first cancel's time stays; a later
+        one with ``running`` records that) and end ``cancelled`` those of ``run_ids`` that are still
+        queued (their pending steps too). The ids it cancelled, in tick order."""
+        async with self.store.session(f"cancel backfill {backfill_id}") as s:
+            row = await s.get(BackfillRow, backfill_id, with_for_update=True)
+            if row is None:
+                return []
+            now = utcnow()
+            row.cancelled_at = row.cancelled_at or now
+            row.cancelled_running = bool(row.cancelled_running) or running
+            if not run_ids:
+                return []
+            queued = list(
+                (
+                    await s.scalars(
+                        select(RunRow.id)
+                        .where(
+                            RunRow.id.in_(run_ids),
+                            RunRow.backfill_id == backfill_id,
+                            RunRow.status == RunStatus.QUEUED,
+                        )
+                        .order_by(RunRow.tick_at, RunRow.created_at)
+                    )
+                ).all()
+            )
+            if queued:
+                await s.execute(
+                    update(RunRow)
+                    .where(RunRow.id.in_(queued), RunRow.status == RunStatus.QUEUED)
+                    .values(status=RunStatus.CANCELLED, error=reason, ended_at=now)
+                )
+                await s.execute(
+                    update(RunStepRow)
+                    .where(RunStepRow.run_id.in_(queued), RunStepRow.status == StepStatus.PENDING)
+                    .values(status=StepStatus.CANCELLED, error=reason)
+                )
+            return queued
+
+
+async def forget_backfills_before(store: Store, cutoff: datetime) -> int:
+    """Delete backfills created before ``cutoff`` none of whose runs is left (retention removed them)."""
+    async with store.session("forget old backfills") as s:
+        orphaned = ~exists().where(RunRow.backfill_id == BackfillRow.id)
+        result = await s.execute(delete(BackfillRow).where(BackfillRow.created_at < cutoff, orphaned))
+        return int(getattr(result, "rowcount", 0) or 0)

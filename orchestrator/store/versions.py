@@ -1,0 +1,196 @@
+"""Pipeline versions in the database (``pipeline_versions``), and a pipeline as a run takes it: the
+current definition or an earlier version, with its number and this instance's private values.
+
+The numbering is per pipeline and never reused: a version is recorded in the init's own transaction
+(``record_version``, from ``Store.save_pipeline``), and versions stay when a pipeline is deleted, so a
+pipeline initialised again continues from its last number and every run's ``version`` keeps naming
+the definition it ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..domain.pipeline import PRIVATE_PLACEHOLDER, Pipeline
+from ..domain.versions import definition, definition_hash, parse_definition
+from ..errors import Conflict, NotFound
+from .tables import PipelineRow, PipelineVersionRow, SecretRow, utcnow
+
+
+class UnknownVersion(NotFound):
+    code = "unknown_version"
+
+
+if TYPE_CHECKING:
+    from . import Store
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    pipeline: str
+    number: int
+    hash: str
+    definition: dict[str, Any]
+    created_at: datetime
+    created_by: str | None
+
+    def pipeline_model(self) -> Pipeline:
+        try:
+            return parse_definition(self.definition)
+        except ValueError as exc:  # only a definition stored before a stricter release could be so
+            raise Conflict(
+                f"version {self.number} of pipeline {self.pipeline!r} is a definition this release "
+                f"cannot read: {str(exc).splitlines()[0][:300]}",
+                code="unreadable_version",
+            ) from None
+
+    def shown(self) -> dict[str, Any]:
+        """The definition as the API shows it (as today's models read it, else as stored)."""
+        try:
+            return definition(parse_definition(self.definition))
+        except ValueError:
+            return self.definition
+
+
+@dataclass(frozen=True)
+class SavedVersion:
+    """What an init recorded: the pipeline's version now, and whether the init made it."""
+
+    number: int
+    hash: str
+    new: bool
+
+
+@dataclass(frozen=True)
+class VersionedPipeline:
+    """A pipeline as a run takes it: with secret values, and the version number it is (None only
+    for a pipeline whose versions were never recorded, which a migrated database does not have)."""
+
+    pipeline: Pipeline
+    version: int | None
+
+
+def _record(row: PipelineVersionRow) -> VersionRecord:
+    return VersionRecord(
+        row.pipeline, row.number, row.hash, row.definition, row.created_at, row.created_by
+    )
+
+
+async def _latest(s: AsyncSession, pipeline: str) -> PipelineVersionRow | None:
+    return (
+        await s.scalars(
+            select(PipelineVersionRow)
+            .where(PipelineVersionRow.pipeline == pipeline)
+            .order_by(PipelineVersionRow.number.desc())
+            .limit(1)
+        )
+    ).first()
+
+
+async def record_version(s: AsyncSession, pipeline: Pipeline, by: str | None) -> SavedVersion:
+    """In the init's transaction: a new version when the definition differs from the latest one
+    (compared by hash, the latest re-read by today's models), else the latest's number."""
+    digest = definition_hash(pipeline)
+    latest = await _latest(s, pipeline.name)
+    if latest is not None and _same(latest, digest):
+        return SavedVersion(latest.number, latest.hash, new=False)
+    number = latest.number + 1 if latest is not None else 1
+    s.add(
+        PipelineVersionRow(
+            pipeline=pipeline.name,
+            number=number,
+            hash=digest,
+            definition=definition(pipeline),
+            created_at=utcnow(),
+            created_by=by,
+        )
+    )
+    await s.flush()
+    return SavedVersion(number, digest, new=True)
+
+
+def _same(row: PipelineVersionRow, digest: str) -> bool:
+    if row.hash == digest:
+        return True
+    try:  # a hash written by an older release: what today's models make of its definition decides
+        return definition_hash(parse_definition(row.definition)) == digest
+    except ValueError:
+        return False
+
+
+class PipelineVersions:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def recent(self, pipeline: str, limit: int) -> list[VersionRecord]:
+        """The newest ``limit`` versions, newest first (``[]``: none recorded)."""
+        async with self.store.session(f"list the versions of pipeline {pipeline}") as s:
+            rows = await s.scalars(
+                select(PipelineVersionRow)
+                .where(PipelineVersionRow.pipeline == pipeline)
+                .order_by(PipelineVersionRow.number.desc())
+                .limit(limit)
+            )
+            return [_record(row) for row in rows.all()]
+
+    async def get(self, pipeline: str, number: int) -> VersionRecord | None:
+        async with self.store.session(f"read version {number} of pipeline {pipeline}") as s:
+            row = await s.get(PipelineVersionRow, (pipeline, number))
+            return _record(row) if row is not None else None
+
+    async def current(self, pipelines: list[str] | None = None) -> dict[str, int]:
+        """Each existing pipeline's current (latest) version number, by name."""
+        async with self.store.session("read the pipelines' current versions") as s:
+            query = (
+                select(PipelineVersionRow.pipeline, func.max(PipelineVersionRow.number))
+                .join(PipelineRow, PipelineRow.name == PipelineVersionRow.pipeline)
+                .group_by(PipelineVersionRow.pipeline)
+            )
+            if pipelines is not None:
+                query = query.where(PipelineVersionRow.pipeline.in_(pipelines))
+            return {name: int(number) for name, number in (await s.execute(query)).tuples().all()}
+
+    async def for_run(self, name: str, number: int | None) -> VersionedPipeline | None:
+        """The pipeline a run of ``name`` takes, with this instance's private values: its current
+        definition (``number`` None) or version ``number`` (``UnknownVersion`` when it has none such).
+        None when the pipeline is not initialised here."""
+        async with self.store.session(f"read pipeline {name} for a run") as s:
+            row = await s.get(PipelineRow, name)
+            if row is None:
+                return None
+            secrets: dict[str, dict[str, str]] = {}
+            for secret in (await s.scalars(select(SecretRow).where(SecretRow.pipeline == name))).all():
+                secrets.setdefault(secret.step, {})[secret.key] = secret.value
+            if number is None:
+                latest = await _latest(s, name)
+                data = {"name": row.name, "description": row.description, "steps": row.steps,
+                        "run_timeout": row.run_timeout}  # fmt: skip
+                pipeline = _with_secrets(data, secrets, all_held=True)
+                return VersionedPipeline(pipeline, latest.number if latest else None)
+            version = await s.get(PipelineVersionRow, (name, number))
+            if version is None:
+                raise UnknownVersion(
+                    f"pipeline {name!r} has no version {number} on this instance "
+                    f"(GET /pipeline/{name}/versions lists them)"
+                )
+            return VersionedPipeline(_with_secrets(version.definition, secrets, all_held=False), number)
+
+
+def _with_secrets(data: dict[str, Any], secrets: dict[str, dict[str, str]], all_held: bool) -> Pipeline:
+    """A definition with this instance's private values (by step name). The current definition gets
+    every value held for its steps, as it always has; an earlier version only those of the variables
+    it marks private itself, so that a value given for a later version never overrides one of its
+    plain variables (and one it marks private that has no value now is ``missing_private_values``)."""
+    steps = []
+    for step in data["steps"]:
+        held = secrets.get(step["name"], {})
+        if not all_held:
+            marked = {k for k, v in (step.get("env") or {}).items() if v == PRIVATE_PLACEHOLDER}
+            held = {k: v for k, v in held.items() if k in marked}
+        steps.append({**step, "private_env": held or None})
+    return Pipeline.model_validate({**data, "steps": steps})
