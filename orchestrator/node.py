@@ -175,7 +175,7 @@ class Node:
             gateway_keys=GatewayKeys(GatewayKeyStore(store)),
             listener=listener,
             audits=Audits(settings, etcd, registry, store, datasets, pins),
-            triggers=DataTriggers(settings, etcd, store, runner, registry, datasets, pins),
+            triggers=DataTriggers(settings, etcd, store, door, registry, datasets, pins),
             backfills=Backfills(store, runner, federation_scheduler.book.all),
             compactor=compactor,
             space=space,
