@@ -176,7 +176,7 @@ class Node:
             listener=listener,
             audits=Audits(settings, etcd, registry, store, datasets, pins),
             triggers=DataTriggers(settings, etcd, store, door, registry, datasets, pins),
-            backfills=Backfills(store, runner, federation_scheduler.book.all),
+            backfills=Backfills(store, door, runner, federation_scheduler.book.all),
             compactor=compactor,
             space=space,
         )
