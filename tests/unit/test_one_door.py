@@ -75,7 +75,9 @@ def bypasses(source: str, where: str) -> list[Bypass]:
             elif where not in ENGINE and (
                 attr == "create_many"  # run rows (RunRecords), a backfill's with them
                 or (attr == "create" and receiver is not None and receiver.endswith("records"))
-                or (attr in {"reserve", "enqueue"} and receiver is not None and receiver.endswith("admission"))
+                or (
+                    attr in {"reserve", "enqueue"} and receiver is not None and receiver.endswith("admission")
+                )
             ):
                 flag(node)
         elif isinstance(node, ast.Attribute) and id(node) not in calls and where != DOOR:
@@ -124,7 +126,9 @@ def test_every_cause_has_a_caller_that_asks_the_door() -> None:
 
 
 # The check itself, on generated code: how a receiver is named does not matter.
-identifiers = st.from_regex(r"[a-z_][a-z0-9_]{0,12}", fullmatch=True).filter(lambda s: not keyword.iskeyword(s))
+identifiers = st.from_regex(r"[a-z_][a-z0-9_]{0,12}", fullmatch=True).filter(
+    lambda s: not keyword.iskeyword(s)
+)
 receivers = st.lists(identifiers, min_size=1, max_size=4).map(".".join)
 
 
