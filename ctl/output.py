@@ -22,14 +22,17 @@ from rich.text import Text
 from .safe_text import clean, json_text
 
 YES, NO = "✓", "✗"
-PIPE_WIDTH = 160
+# Piped or redirected output is never wrapped: each table row is one line however wide it grows (many
+# rows, long names), so grep finds whole rows and an id is never cut in two. Rich needs some width:
+# this one no row reaches (a table is only as wide as its cells).
+PIPE_WIDTH = 1_000_000
 
 
 class Output:
     def __init__(self, as_json: bool = False) -> None:
         self.as_json = as_json
-        # Console() resolves sys.stdout when it prints, so click's test runner captures it too. Piped
-        # output gets a wide page rather than rich's 80 columns, so grep finds whole rows.
+        # Console() resolves sys.stdout when it prints, so click's test runner captures it too. A
+        # terminal wraps at its width; piped output does not wrap (PIPE_WIDTH).
         width = None if sys.stdout.isatty() else PIPE_WIDTH
         self.console = Console(highlight=False, width=width)
         self.err_console = Console(

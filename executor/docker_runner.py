@@ -269,17 +269,39 @@ class DockerRunner:
                     raise
 
     def follow_output(self, container: Container, sink: Callable[[bytes], None]) -> None:
-        """Hand every chunk the container writes to stdout/stderr, from its first byte, to ``sink``
-        until it exits and its stream is drained. Blocks for the container's whole life: run it on a
-        thread of its own (the full log and the stall check read what it hands over)."""
+        """Hand every byte the container writes to stdout/stderr, from its first, to ``sink`` (each
+        once, in order) until it exits and its output is complete. Blocks for the container's whole
+        life: run it on a thread of its own (the full log and the stall check read what it hands over).
+
+        A followed log is not a complete record: Docker 20.10 ends it early when the container exits
+        while the reader lags behind the log file (seen on a loaded machine: 53 KB of 430 KB), and an
+        error can end it any time. What was handed over is always a prefix of the log, and the log
+        itself is whole: once the container has ended, the log is read again and what the follow
+        missed is handed over (one more pass over the log, handing over nothing when the follow got it all)."""
+        delivered = 0
+
+        def hand_over(follow: bool) -> None:
+            nonlocal delivered
+            skip = delivered
+            for chunk in container.logs(stdout=True, stderr=True, stream=True, follow=follow):
+                data = chunk if isinstance(chunk, bytes) else bytes(chunk)
+                if skip:
+                    cut = min(skip, len(data))
+                    data, skip = data[cut:], skip - cut
+                if data:
+                    sink(data)
+                    delivered += len(data)
+
         try:
-            stream = container.logs(stdout=True, stderr=True, stream=True, follow=True)
-            for chunk in stream:
-                if chunk:
-                    sink(chunk if isinstance(chunk, bytes) else bytes(chunk))
+            hand_over(follow=True)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            # Without output events the stall check cannot tell; the timeout still applies.
+            # Until the container ends the stall check sees no output; the timeout still applies.
             log.debug("Following the output of %s stopped: %s", container.name, exc)
+        try:
+            container.wait()
+            hand_over(follow=False)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            log.debug("The output of %s could not be read to its end: %s", container.name, exc)
 
     def remove_labelled(self, labels: dict[str, str]) -> list[str]:
         """Force-remove this instance's containers carrying all ``labels``; return their names."""

@@ -51,9 +51,10 @@ HEALTH_TIMEOUT = 10.0
 STALL_CHECK = 1.0
 # How long a killed run's id is remembered, so that a /run for it arriving after the kill is refused.
 KILLED_MEMORY = 600.0
-# How long the output stream may take to drain once its container exited (the engine sends the rest
-# of the output, then ends the stream). Generous: the full log is cut where the drain stops, and a
-# loaded machine took over 15 s to hand over 430 KB of one-line writes.
+# How long the output may take to be complete once its container exited (the follow drains, then the
+# log is read again for what a follow that ended early missed: DockerRunner.follow_output). Generous:
+# the full log is cut where this stops, and a loaded machine took over 15 s to hand over 430 KB of
+# one-line writes.
 DRAIN_TIMEOUT = 120.0
 
 
@@ -307,7 +308,7 @@ class RunService:
             if stalled:
                 await self._op(self._runner.kill, container)
                 exit_code = None
-            # The stream ends once the engine has sent everything the container wrote.
+            # The follower returns once it has handed over everything the container wrote.
             await asyncio.wait({following}, timeout=DRAIN_TIMEOUT)
             output.end()
             duration = time.monotonic() - began

@@ -145,12 +145,14 @@ def inspect_folder(
     _fix_root(root, root_info, owner, result)
     # Entries are fixed (made u+rwx) when the walk yields them, before it enters them; an error is
     # raised, never skipped, so nothing unreadable escapes the inspection.
+    links: list[str] = []
     try:
         for entry in walk(root, limits or TreeLimits()):
             result.entries += 1
-            _fix(entry, owner, result, root, remove_bad=remove_bad)
+            _fix(entry, owner, result, links, remove_bad=remove_bad)
     except TreeTooLarge as exc:
         raise OutputRefused(f"{what or folder}: {exc}", path=exc.path) from exc
+    _judge_links(folder, links, result, remove_bad=remove_bad)
     for kind, paths in (("removed", result.removed), ("cleared setuid/setgid bits of", result.cleared_bits)):
         if paths:
             log.warning("work folder %s: %s %s", folder, kind, _named(paths))
@@ -168,23 +170,36 @@ def _fix_root(root: str, info: os.stat_result, owner: tuple[int, int] | None, re
         os.chmod(root, wanted, follow_symlinks=False)
 
 
+def _judge_links(folder: Path, links: list[str], result: Inspection, *, remove_bad: bool) -> None:
+    """Judge every link against the tree as the walk left it, and only then remove the ones that point
+    outside (``remove_bad``). Removing a link while others are still to be judged would change their
+    verdict: ``b/a -> ../a`` with ``a -> ..`` leads outside, but dangles (so stays inside) once ``a`` is
+    gone, and the next tool could put a link back at ``a``. FIFOs, sockets and devices removed during
+    the walk change no verdict: passing through a missing name resolves as passing through a file."""
+    outside = [rel for rel in links if points_outside(folder / rel, folder)]
+    if not remove_bad:
+        result.outside_links.extend(outside)
+        return
+    for rel in outside:
+        # The walk never follows links, so every folder on the way is a real folder.
+        os.unlink(folder / rel)
+        result.removed.append(rel)
+
+
 def _fix(
     entry: Entry,
     owner: tuple[int, int] | None,
     result: Inspection,
-    root: str,
+    links: list[str],
     *,
     remove_bad: bool = False,
 ) -> None:
+    """Fix one entry where the walk met it; a link is only noted (``links``): it is judged after the
+    walk, against the whole tree."""
     info, name, fd = entry.info, entry.name, entry.dir_fd
     mode = info.st_mode
     if stat.S_ISLNK(mode):
-        if points_outside(Path(root, entry.path), Path(root)):
-            if remove_bad:
-                os.unlink(name, dir_fd=fd)
-                result.removed.append(entry.path)
-                return
-            result.outside_links.append(entry.path)
+        links.append(entry.path)
         if owner is not None and (info.st_uid, info.st_gid) != owner:
             os.chown(name, *owner, dir_fd=fd, follow_symlinks=False)
         return

@@ -26,7 +26,8 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import Any
 
 from ..datasets.hygiene import OutputRefused
@@ -57,6 +58,9 @@ __all__ = ["KIND", "SERVICE_NAME_LABEL", "SwarmBackend", "SwarmSettings"]
 log = logging.getLogger(__name__)
 
 _CANCELS_KEPT = 3600.0
+# Seconds after a container's end within which the engine may still log its OOM (see _oom_evidence).
+_OOM_EVENT_GRACE = 2.0
+_EVENTS_ANSWER = 30.0  # seconds the engine has to answer that question (EngineApi's own default)
 
 
 @dataclass(frozen=True)
@@ -260,18 +264,11 @@ class SwarmBackend:
         kind, code, message = task_end(view)
         container = await self._objects.container(view.container_id)
         state = (container or {}).get("State") or {}
-        if code == 137 and state.get("OOMKilled"):
-            kind, message = (
-                EndKind.OOM_KILLED,
-                "killed by the kernel: out of memory (the step's memory limit)",
-            )
-        elif code == 137 and container is None and spec.limits.memory is not None:
-            kind = EndKind.OOM_KILLED
-            message = (
-                "exit 137 under a memory limit: most likely out of memory (the container is on another node)"
-            )
         started = parse_time(state.get("StartedAt"))
         ended = parse_time(state.get("FinishedAt")) or view.state_since
+        if code == 137:
+            evidence = await self._oom_evidence(view, state, started, ended)
+            kind, message = memory_kill(kind, message, evidence, spec.limits.memory is not None)
         queued = run = None
         if started is not None and view.created_at is not None:
             queued = max(0.0, (started - view.created_at).total_seconds())
@@ -303,6 +300,27 @@ class SwarmBackend:
             log_tail=tail,
         )
 
+    async def _oom_evidence(
+        self, view: ServiceView, state: dict[str, Any], started: datetime | None, ended: datetime | None
+    ) -> OomEvidence:
+        """What this engine knows of an exit 137: its flag, else its event log (see memory_kill)."""
+        if not state:
+            return OomEvidence.NO_CONTAINER
+        if state.get("OOMKilled"):
+            return OomEvidence.FLAGGED
+        if view.container_id is None or started is None or ended is None:
+            return OomEvidence.NONE
+        # containerd's OOM and exit events race: the OOM one may reach the engine just after the
+        # exit; the engine is asked to wait for it until a moment after the container's end.
+        until = ended + timedelta(seconds=_OOM_EVENT_GRACE)
+        try:
+            async with asyncio.timeout(_OOM_EVENT_GRACE + _EVENTS_ANSWER):
+                seen = await self._objects.oom_recorded(view.container_id, started, until)
+        except (TimeoutError, BackendUnavailable, EngineError) as exc:
+            log.warning("Backend %s: could not read the engine's events: %s", self.name, exc)
+            return OomEvidence.NONE
+        return OomEvidence.EVENT if seen else OomEvidence.NONE
+
     def _end(self, kind: EndKind, view: ServiceView, message: str, **fields: Any) -> End:
         node = self._watch.node_name(view.node_id)
         return End(
@@ -329,6 +347,33 @@ class SwarmBackend:
 
     async def list_managed(self, instance: str) -> list[Managed]:
         return await self._objects.managed(instance)
+
+
+class OomEvidence(Enum):
+    """What the engine says of a task container that exited 137 (a SIGKILL)."""
+
+    FLAGGED = "flagged"  # State.OOMKilled
+    EVENT = "event"  # no flag, but the engine logged an ``oom`` event for it
+    NONE = "none"  # the container is here and nothing says out of memory
+    NO_CONTAINER = "no_container"  # gone, or on another node: nothing to ask
+
+
+def memory_kill(
+    kind: EndKind, message: str, evidence: OomEvidence, memory_limited: bool
+) -> tuple[EndKind, str]:
+    """The end of an exit 137 from what the engine knows. A container on another node cannot be asked:
+    under a memory limit, out of memory is then the likely cause and the message says it is a guess.
+    A SIGKILL the engine recorded no OOM for stays ``failed`` (the tool, or something in it, killed it)."""
+    if evidence in (OomEvidence.FLAGGED, OomEvidence.EVENT):
+        return EndKind.OOM_KILLED, "killed by the kernel: out of memory (the step's memory limit)"
+    if evidence is OomEvidence.NO_CONTAINER and memory_limited:
+        return (
+            EndKind.OOM_KILLED,
+            "exit 137 under a memory limit: most likely out of memory (the container is on another node)",
+        )
+    if evidence is OomEvidence.NONE:
+        return kind, f"{message} (a SIGKILL or the tool's own code: the engine recorded no out-of-memory kill)"
+    return kind, message
 
 
 def _age(since: datetime | None) -> float:

@@ -9,7 +9,9 @@ later; an unschedulable one would run the day a node matches) nor removes its co
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from datetime import datetime
 from typing import Any
 
 from .engine_api import EngineApi, EngineConflict, EngineNotFound, filters
@@ -47,6 +49,29 @@ class SwarmObjects:
         except EngineNotFound:
             return None
         return dict(found)
+
+    async def oom_recorded(self, container_id: str, since: datetime, until: datetime) -> bool:
+        """Whether the engine logged an ``oom`` event for the container between ``since`` and ``until``
+        (engine times). Docker 20.10 sets ``State.OOMKilled`` only when containerd reports the OOM
+        before the exit; when the exit comes first, the flag stays false for ever, but the event is
+        still logged. An ``until`` in the engine's future makes the engine answer at that time, with
+        what came until then. The engine keeps its last 256 events: on a very busy engine an old one
+        is gone (then False)."""
+        params = {
+            "since": f"{since.timestamp():.9f}",
+            "until": f"{until.timestamp():.9f}",
+            **filters(type=["container"], container=[container_id], event=["oom"]),
+        }
+        async with self._api.stream("/events", "reading the engine's events", params=params) as response:
+            raw = await response.read()
+        for line in raw.splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("Action") == "oom":
+                return True
+        return False
 
     async def remove(self, name: str) -> None:
         """Remove service ``name``, its task and its containers; return once all are gone. Safe to

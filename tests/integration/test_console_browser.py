@@ -21,6 +21,26 @@ from tests.servers.process import REPO_ROOT, wait_until
 pytestmark = pytest.mark.browser
 
 
+def clicker(browser):  # type: ignore[no-untyped-def]
+    """``click(css, what)``: click the element ``css`` names once it is shown. The console rebuilds a
+    view when it refreshes (every few seconds, later on a loaded machine): an element found just
+    before a refresh is gone when clicked, so finding and clicking are retried together until a
+    click lands (a click that raised did not happen)."""
+    from selenium.webdriver.common.by import By
+
+    def click(css: str, what: str, timeout: float = 30) -> None:
+        def once() -> bool:
+            found = browser.find_elements(By.CSS_SELECTOR, css)
+            if not found or not found[0].is_displayed():
+                return False
+            found[0].click()
+            return True
+
+        wait_until(once, timeout=timeout, what=what)
+
+    return click
+
+
 def test_console_runs_a_pipeline_and_shows_its_log(guarded_node: Node, browser, servers_tmp: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -49,6 +69,8 @@ def test_console_runs_a_pipeline_and_shows_its_log(guarded_node: Node, browser, 
         found = browser.find_elements(By.CSS_SELECTOR, css)
         return found[0] if found and found[0].is_displayed() else None
 
+    click = clicker(browser)
+
     # Sign in: the page asks for the token once.
     browser.get(guarded_node.service.url + "/ui/")
     wait_until(lambda: present("#token"), timeout=30, what="the sign-in form")
@@ -58,13 +80,9 @@ def test_console_runs_a_pipeline_and_shows_its_log(guarded_node: Node, browser, 
     wait_until(lambda: "node-ops" in find("#instance").text, timeout=30, what="the signed-in header")
 
     # Start the run from the pipelines view, with confirmation.
-    find('nav a[data-view="pipelines"]').click()
-    run_button = wait_until(
-        lambda: present(f'button.run-button[data-pipeline="{pipeline}"]'), timeout=30, what="the run button"
-    )
-    run_button.click()
-    wait_until(lambda: present("#confirm-yes"), timeout=10, what="the confirmation")
-    find("#confirm-yes").click()
+    click('nav a[data-view="pipelines"]', "the pipelines link")
+    click(f'button.run-button[data-pipeline="{pipeline}"]', "the run button")
+    click("#confirm-yes", "the confirmation")  # the view does not refresh while it is open
     wait_until(lambda: "#/run/" in browser.current_url, timeout=30, what="the run's page")
     run_id = browser.current_url.rsplit("/", 1)[-1]
 
@@ -80,10 +98,17 @@ def test_console_runs_a_pipeline_and_shows_its_log(guarded_node: Node, browser, 
     assert all("s-succeeded" in n.get_attribute("class") for n in nodes)
     assert "input" in find("#steps").text and "ground-truth" in find("#steps").text
 
-    # Open a step's log with the keyboard: focus the graph node, press Enter.
-    graph_node = find('svg.graph g.node[data-step="collect"]')
-    browser.execute_script("arguments[0].focus()", graph_node)
-    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    # Open a step's log with the keyboard: focus the graph node, press Enter (again if a render
+    # replaced the node between the focus and the key), until the page shows that step's log.
+    def log_of_collect_opened() -> bool:
+        if "Log of collect" in find("#log-section h2").text:
+            return True
+        graph_node = find('svg.graph g.node[data-step="collect"]')
+        browser.execute_script("arguments[0].focus()", graph_node)
+        browser.switch_to.active_element.send_keys(Keys.ENTER)
+        return False
+
+    wait_until(log_of_collect_opened, timeout=30, interval=0.5, what="the log of collect to open")
     wait_until(lambda: "collected one sample" in find("#log").text, timeout=30, what="the log of collect")
     # And with the mouse, the other one (again if a refresh replaced the button under the click).
     wait_until(lambda: find('button.log-button[data-step="summarise"]').click() or True, timeout=10)
@@ -91,7 +116,7 @@ def test_console_runs_a_pipeline_and_shows_its_log(guarded_node: Node, browser, 
 
     # The other views answer too (no error box).
     for view in ("runs", "federation", "datasets"):
-        find(f'nav a[data-view="{view}"]').click()
+        click(f'nav a[data-view="{view}"]', f"the {view} link")
         wait_until(
             lambda: present("#view h1") and not present("#view > .error"), timeout=30, what=f"the {view} view"
         )
@@ -151,8 +176,9 @@ def test_console_cancels_a_running_run(guarded_node: Node, browser) -> None:
         what="the live log",
     )
     assert api.ok(api.get(f"/runs/{run_id}"))["steps"][0]["status"] == "running"
-    wait_until(lambda: present("#cancel-run"), timeout=30, what="the cancel button").click()
-    wait_until(lambda: present("#confirm-yes"), timeout=10, what="the confirmation").click()
+    click = clicker(browser)
+    click("#cancel-run", "the cancel button")  # the page refreshes while the run is active
+    click("#confirm-yes", "the confirmation")
     wait_until(
         lambda: "cancelled" in browser.find_element(By.CSS_SELECTOR, "#view h1").text,
         timeout=120,

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .process import ManagedProcess, ServerStartError, _run, is_root, wait_until
+from .process import ManagedProcess, ServerStartError, _run, is_root
 
 # ---------------------------------------------------------------------------------------------
 # Docker
@@ -77,13 +77,8 @@ def ensure_docker(
         name="dockerd",
     )
 
-    def up() -> bool:
-        if not proc.alive:
-            raise ServerStartError(f"dockerd exited with code {proc.returncode}{proc.log_tail_block()}")
-        return docker_ping()
-
     try:
-        wait_until(up, timeout=timeout, interval=0.25, what="dockerd to answer")
+        _wait_for_dockerd(proc, quiet_timeout=timeout)
     except ServerStartError:
         proc.kill()
         raise
@@ -91,6 +86,38 @@ def ensure_docker(
         proc.stop(timeout=20)
         raise ServerStartError(f"{exc}{proc.log_tail_block()}") from exc
     return True, proc
+
+
+# A daemon left with many dead containers (a previous dockerd killed rather than stopped) spends
+# minutes "Removing stale sandbox" one by one before it answers: that is progress, not a hang.
+# So the timeout counts only time in which the daemon neither answers nor writes to its log, and
+# an overall cap stops a daemon that logs forever without ever answering.
+DOCKERD_START_CAP = 900.0
+
+
+def _wait_for_dockerd(proc: ManagedProcess, quiet_timeout: float) -> None:
+    started = time.monotonic()
+    last_size = -1
+    last_progress = started
+    while True:
+        if not proc.alive:
+            raise ServerStartError(f"dockerd exited with code {proc.returncode}{proc.log_tail_block()}")
+        if docker_ping():
+            return
+        now = time.monotonic()
+        try:
+            size = proc.log_path.stat().st_size
+        except OSError:
+            size = last_size
+        if size != last_size:
+            last_size, last_progress = size, now
+        if now - last_progress >= quiet_timeout:
+            raise TimeoutError(
+                f"timed out: dockerd neither answered nor logged anything for {quiet_timeout:g}s"
+            )
+        if now - started >= DOCKERD_START_CAP:
+            raise TimeoutError(f"timed out after {DOCKERD_START_CAP:g}s waiting for dockerd to answer")
+        time.sleep(0.25)
 
 
 def stop_docker(handle: ManagedProcess | None, timeout: float = 30.0) -> None:

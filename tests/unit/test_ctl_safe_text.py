@@ -8,7 +8,7 @@ import json
 import re
 
 from click.testing import CliRunner
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ctl.output import Output
@@ -93,6 +93,36 @@ def test_the_output_methods_clean_what_they_show() -> None:
         and "\x1b" not in as_json.stdout
         and "\x9b" not in as_json.stdout
     )
+
+
+# Values as ids, names and timestamps are: no spaces, up to 80 characters (drawn by length, so that
+# wide tables are common, not only the small ones hypothesis favours).
+_TOKEN = st.integers(min_value=1, max_value=80).flatmap(
+    lambda size: st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-:.+", min_size=size, max_size=size)
+)
+# maoctl tool list-scheduled on a node holding many schedules (the row that once wrapped its id).
+_SCHEDULES = [
+    [f"{n:032x}", "federation", f"pipeline-of-a-test-{n:08x}", "on data-5f2a9c advancing", "Europe/Zurich",
+     "2026-01-02T03:04:05.123456+00:00", "2026-01-01T03:04:05.123456+00:00"]
+    for n in range(40)
+]  # fmt: skip
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    rows=st.integers(min_value=1, max_value=8).flatmap(
+        lambda width: st.lists(st.lists(_TOKEN, min_size=width, max_size=width), min_size=1, max_size=30)
+    )
+)
+@example(rows=_SCHEDULES)
+def test_a_piped_table_keeps_every_row_on_one_line_and_every_value_whole(rows: list[list[str]]) -> None:
+    """Whatever the number and width of rows, piped output (as in a script, or click's test runner)
+    never wraps: each row is one line holding each of its values whole (an id to copy, to grep)."""
+    columns = [f"c{i}" for i in range(len(rows[0]))]
+    result = CliRunner().invoke(_command(lambda: Output().table(columns, rows)), [])
+    lines = result.stdout.splitlines()
+    for row in rows:
+        assert any(all(value in line for value in row) for line in lines), (row, result.stdout)
 
 
 def _command(body):  # type: ignore[no-untyped-def]

@@ -1,12 +1,23 @@
-"""Full step logs without Docker: the executor's bounded output file (head, marker, tail; followers)
-and the orchestrator's streaming mask (secrets split across chunks)."""
+"""Full step logs without Docker: the executor's bounded output file (head, marker, tail; followers),
+its following of a container's output (against a stand-in container), and the orchestrator's
+streaming mask (secrets split across chunks)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
+from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
+import docker.errors
+from docker.models.containers import Container
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from executor.config import Settings
+from executor.docker_runner import DockerRunner
 from executor.output_log import LogBook, OutputLog
 from orchestrator.runs.attempt import redact
 from orchestrator.runs.step_logs import Masker
@@ -109,3 +120,55 @@ def test_only_what_may_start_a_secret_is_held_back() -> None:
     assert masker.feed(b"value: sec") == b"value: "
     assert masker.feed(b"ret!") == b"***!"
     assert masker.feed(b"se") == b"" and masker.flush() == b"se"
+
+
+# -- following a container's output ----------------------------------------------------------------
+
+
+class _EarlyEndingContainer:
+    """A container whose followed log ends early (Docker 20.10 under load, or an error), while its
+    log read after the end is whole; each read may cut the bytes into chunks anywhere."""
+
+    name = "c"
+
+    def __init__(self, output: bytes, followed: int, chunks: list[int], error: bool) -> None:
+        self.output, self.followed, self.chunks, self.error = output, followed, chunks, error
+        self.waited = False
+
+    def _cut(self, data: bytes) -> Iterator[bytes]:
+        sizes = itertools.cycle(self.chunks)
+        while data:
+            size = next(sizes)
+            yield data[:size]
+            data = data[size:]
+
+    def logs(self, *, stdout: bool, stderr: bool, stream: bool, follow: bool) -> Iterator[bytes]:
+        assert stdout and stderr and stream
+        if not follow:
+            assert self.waited, "the complete log is read only once the container has ended"
+            yield from self._cut(self.output)
+            return
+        yield from self._cut(self.output[: self.followed])
+        if self.error:
+            raise docker.errors.APIError("the stream broke")
+
+    def wait(self) -> dict[str, int]:
+        self.waited = True
+        return {"StatusCode": 0}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    output=st.binary(max_size=600),
+    followed=st.floats(min_value=0, max_value=1),
+    chunks=st.lists(st.integers(min_value=1, max_value=97), min_size=1, max_size=5),
+    error=st.booleans(),
+)
+def test_the_output_handed_over_is_the_whole_log_however_the_follow_ended(
+    output: bytes, followed: float, chunks: list[int], error: bool
+) -> None:
+    container = _EarlyEndingContainer(output, int(len(output) * followed), chunks, error)
+    got: list[bytes] = []
+    runner = DockerRunner(cast(Settings, None))
+    runner.follow_output(cast(Container, container), got.append)
+    assert b"".join(got) == output and all(got)

@@ -26,6 +26,7 @@ from orchestrator.executors.seam import (
     OutputData,
 )
 from orchestrator.executors.staging import StagedPaths
+from orchestrator.executors.swarm import OomEvidence, memory_kill
 from orchestrator.executors.swarm_logs import _Cursor
 from orchestrator.executors.swarm_service import (
     ServiceOptions,
@@ -152,6 +153,20 @@ def view(state: str, err: str = "", code: int | None = None, container: str = "c
 def test_task_ends(task: ServiceView, kind: EndKind, code: int | None) -> None:
     got_kind, got_code, message = task_end(task)
     assert (got_kind, got_code) == (kind, code) and message
+
+
+@given(evidence=st.sampled_from(OomEvidence), memory_limited=st.booleans())
+def test_an_exit_137_is_out_of_memory_only_on_the_engine_s_word_or_as_a_named_guess(
+    evidence: OomEvidence, memory_limited: bool
+) -> None:
+    kind, message = memory_kill(EndKind.FAILED, "the tool exited 137", evidence, memory_limited)
+    if evidence in (OomEvidence.FLAGGED, OomEvidence.EVENT):
+        assert kind is EndKind.OOM_KILLED and "out of memory" in message
+    elif evidence is OomEvidence.NO_CONTAINER and memory_limited:
+        assert kind is EndKind.OOM_KILLED and "most likely" in message  # a guess says it is one
+    else:
+        assert kind is EndKind.FAILED and message.startswith("the tool exited 137")
+        assert (evidence is OomEvidence.NONE) == ("no out-of-memory kill" in message)
 
 
 def test_parse_time() -> None:

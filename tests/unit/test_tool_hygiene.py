@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 
 from executor.config import load_settings as load_executor_settings
 from executor.errors import UserNotAllowed
@@ -345,8 +345,41 @@ def test_a_branch_with_a_link_out_is_refused_at_checkout(tmp_path: Path) -> None
         repo.prepare_worktree("s-n1")
 
 
+# A link whose chain runs through a link out is out too, even when the walk meets (and, on a reset,
+# removes) the link out first: without it the second one dangles and would look inside.
+A_CHAIN_THROUGH_A_LINK_OUT = [
+    trees.Entry(("a",), "link", target=".."),
+    trees.Entry(("b", "a"), "link", target="../a"),
+]
+
+
+def test_a_chain_through_a_link_out_is_out_in_both_modes(tmp_path: Path) -> None:
+    for remove_bad in (False, True):
+        root = tmp_path / str(remove_bad)
+        root.mkdir()
+        trees.build(root, A_CHAIN_THROUGH_A_LINK_OUT)
+        found = inspect_folder(root, remove_bad=remove_bad)
+        assert sorted(found.removed if remove_bad else found.outside_links) == ["a", "b/a"]
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tree=trees.trees)
+@example(tree=A_CHAIN_THROUGH_A_LINK_OUT)
+def test_an_inspection_reports_every_link_out_judged_on_the_tree_as_left(
+    tmp_path_factory: pytest.TempPathFactory, tree
+) -> None:
+    root = tmp_path_factory.mktemp("tree")
+    trees.build(root, tree)
+    before = trees.listing(root)
+    outside = {rel for rel, (kind, _, _) in before.items() if kind == "link" and points_outside(root / rel, root)}
+    found = inspect_folder(root)
+    assert sorted(found.outside_links) == sorted(outside)
+    assert set(trees.listing(root)) == set(before)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tree=trees.trees)
+@example(tree=A_CHAIN_THROUGH_A_LINK_OUT)
 def test_a_reset_removes_every_link_out_and_keeps_the_rest(tmp_path_factory: pytest.TempPathFactory, tree) -> None:
     root = tmp_path_factory.mktemp("tree")
     trees.build(root, tree)

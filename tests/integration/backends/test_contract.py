@@ -19,6 +19,8 @@ from .conftest import Case
 
 LIMIT = 90  # seconds any one wait may take before the test fails (never reached on a healthy engine)
 SLEEP = ["sleep", "120"]
+# A shell variable of 100 MB: under a 16 MB limit, the kernel kills it.
+OUT_OF_MEMORY = "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived"
 
 
 def sh(script: str) -> list[str]:
@@ -71,12 +73,7 @@ async def test_exit_code(case: Case, code: int, kind: EndKind) -> None:
 
 
 async def test_oom_kill(case: Case) -> None:
-    # A shell variable of 100 MB under a 16 MB limit: the kernel kills it.
-    _, end = await run(
-        case,
-        sh("x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived"),
-        limits=Limits(memory=16 * 1024**2),
-    )
+    _, end = await run(case, sh(OUT_OF_MEMORY), limits=Limits(memory=16 * 1024**2))
     assert end.kind is EndKind.OOM_KILLED, end
     assert end.exit_code == 137
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.executors.seam import BackendRejected, EndKind
+from orchestrator.executors.seam import BackendRejected, EndKind, Limits
 from orchestrator.executors.swarm import SwarmBackend
 from orchestrator.executors.swarm_watch import ENDED
 from tests import servers
 
 from .conftest import Case
 from .drivers import SwarmDriver
-from .test_contract import LIMIT, nothing_left, read_log, sh
+from .test_contract import LIMIT, OUT_OF_MEMORY, nothing_left, read_log, sh
 from .test_contract import run as run_attempt
 
 
@@ -133,6 +133,34 @@ async def test_containers_a_removed_job_left_are_listed_and_removed(swarm_case: 
     assert managed.handle.name == spec.name and not managed.running
     await swarm_case.backend.cancel(managed.handle)
     await nothing_left(swarm_case)
+
+
+async def test_an_oom_the_engine_did_not_flag_is_found_in_its_events(
+    swarm_case: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Docker 20.10 sets State.OOMKilled only when containerd reports the OOM before the exit; under
+    load the exit sometimes comes first and the flag stays false. That race, made certain: the
+    container's inspection loses its flag, and the end is still ``oom_killed`` (from the engine's
+    ``oom`` event)."""
+    objects = swarm_case.backend._objects  # type: ignore[attr-defined]
+    inspect = objects.container
+
+    async def unflagged(container_id: str | None):
+        found = await inspect(container_id)
+        if found is not None:
+            assert found["State"].pop("OOMKilled", None) is not None  # the field this test takes away
+        return found
+
+    monkeypatch.setattr(objects, "container", unflagged)
+    _, end = await run_attempt(swarm_case, sh(OUT_OF_MEMORY), limits=Limits(memory=16 * 1024**2))
+    assert end.kind is EndKind.OOM_KILLED, end
+    assert end.exit_code == 137
+
+
+async def test_an_exit_137_without_an_oom_is_a_failure(swarm_case: Case) -> None:
+    _, end = await run_attempt(swarm_case, sh("exit 137"), limits=Limits(memory=64 * 1024**2))
+    assert end.kind is EndKind.FAILED, end
+    assert end.exit_code == 137 and "no out-of-memory kill" in end.message
 
 
 def test_another_holder_leaves_the_swarm_in_place(swarm: servers.SwarmHold, docker_engine) -> None:
