@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..domain.causes import Backfill, Queued, Refused, RunAsk
 from ..domain.states import RunStatus
@@ -37,7 +37,6 @@ from .ticks import fire_times, make_trigger
 
 if TYPE_CHECKING:
     from ..runs.door import Door
-    from ..runs.engine import Runner
     from ..store import Store
 
 log = logging.getLogger(__name__)
@@ -50,12 +49,22 @@ EARLIEST = datetime(2, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
 
+class Cancels(Protocol):
+    """What a backfill needs of the run engine (``runs.engine.Runner``) besides the door: cancelling."""
+
+    async def cancel(self, run_id: str) -> None: ...
+
+    async def cancel_queued_many(
+        self, run_ids: Sequence[str], write: Callable[[list[str]], Awaitable[list[str]]]
+    ) -> tuple[list[str], list[str]]: ...
+
+
 class Backfills:
     def __init__(
         self,
         store: Store,
         door: Door,
-        runner: Runner,
+        runner: Cancels,
         federation_schedules: Callable[[], Awaitable[list[dict[str, Any]]]],
     ) -> None:
         self.store = store
