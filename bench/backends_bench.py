@@ -20,6 +20,9 @@ found). --write appends the result to bench/README.md.
 (bench/backends_slurm.py: a private single-node Slurm whose node declares --slurm-cpus CPUs).
 
     .venv/bin/python bench/backends_bench.py [--engine swarm|slurm] [--shards 200] [--parallel 8] [--sleep 1] [--rounds 2] [--single 20] [--slurm-cpus 8] [--write]
+
+``--engine node`` (first) measures a level up, a pipeline through a node on every backend against each
+engine used directly (bench/backends_pipeline.py, whose options follow).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import os
 import resource
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -293,6 +297,11 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    if sys.argv[1:3] == ["--engine", "node"]:  # the pipeline level: bench/backends_pipeline.py, its own options
+        from backends_pipeline import main as main_node
+
+        main_node(sys.argv[3:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shards", type=int, default=200)
     parser.add_argument("--parallel", type=int, default=8)

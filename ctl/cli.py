@@ -11,6 +11,7 @@ from orchestrator import __version__
 
 from .client import DEFAULT_TIMEOUT, DEFAULT_URL, url_problem
 from .commands import (
+    backend,
     dataset,
     federation,
     gateway,
@@ -83,7 +84,14 @@ def cli(ctx: click.Context, url: str, token: str | None, as_json: bool, timeout:
 
 for group in (tool.tool, dataset.dataset, pipeline.pipeline, repo.repo, instance.instance):
     cli.add_command(group)
-for group in (federation.federation, lock.lock, marketplace.marketplace, gateway.gateway, registry.registry):
+for group in (
+    federation.federation,
+    lock.lock,
+    marketplace.marketplace,
+    gateway.gateway,
+    registry.registry,
+    backend.backend,
+):
     cli.add_command(group)
 
 

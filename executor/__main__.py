@@ -146,8 +146,9 @@ def _data_root_owner(settings: Settings) -> tuple[int, int] | None:
 
 
 async def serve(settings: Settings, listener: Listener | None = None) -> None:
-    # One connection per short op, per container wait and per output follower (stall_timeout).
-    pool = OPS_WORKERS + 2 * settings.max_parallel + 6
+    # One connection per short op, per container wait and per output follower (two per container:
+    # a reconnecting reader may overlap the one it replaces).
+    pool = OPS_WORKERS + 3 * settings.max_parallel + 14
     service = RunService(settings, DockerRunner(settings, max_pool_size=pool))
     app = create_app(settings, service, shutdown_grace=SHUTDOWN_GRACE)
     # handler_cancellation: a client that hangs up cancels its handler, which kills and removes its container.

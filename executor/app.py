@@ -14,12 +14,15 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from executor.config import Settings
+from executor.containers import Containers, StreamBroken
 from executor.hardening import check_docker_socket, tool_user
 from executor.metrics import CONTENT_TYPE, ExecutorMetrics
 from executor.runs import RunService
+from executor.wire.containers import MAX_HOLD, ContainerList, Removed, SubmitRequest
 from executor.wire.errors import BadRequest, MaoError, NotFound, Unauthorized
 from executor.wire.models import (
     MAX_BODY_BYTES,
+    ContainerFields,
     ImageRequest,
     KillRequest,
     RunRequest,
@@ -30,13 +33,18 @@ log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
 SERVICE = web.AppKey("service", RunService)
+CONTAINERS = web.AppKey("containers", Containers)
 SHUTDOWN_GRACE = web.AppKey("shutdown_grace", float)
 METRICS = web.AppKey("metrics", ExecutorMetrics)
 
 M = TypeVar("M", KillRequest, ImageRequest)
+R = TypeVar("R", RunRequest, SubmitRequest)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_ROUTES = "GET /health, GET /metrics, POST /run, /validate, /kill and /image, GET and DELETE /logs/{container}"
+_ROUTES = (
+    "GET /health, GET /metrics, POST /run, /validate, /kill and /image, GET and DELETE /logs/{container}, "
+    "POST and GET /containers, GET and DELETE /containers/{name}, GET /containers/{name}/wait and /logs"
+)
 _HTTP_CODES = {
     404: ("not_found", f"no such endpoint: the executor serves {_ROUTES}"),
     405: ("method_not_allowed", f"method not allowed: the executor serves {_ROUTES}"),
@@ -112,15 +120,23 @@ async def run(request: web.Request) -> web.Response:
 
 async def validate(request: web.Request) -> web.Response:
     """Check a /run body as /run would, without running it (the orchestrator's init asks this)."""
-    run_request = await _run_request(request)
+    return await _validated(request, await _run_request(request))
+
+
+async def validate_submit(request: web.Request) -> web.Response:
+    """Check a POST /containers body as a submit would, without creating anything."""
+    return await _validated(request, await _run_request(request, SubmitRequest))
+
+
+async def _validated(request: web.Request, body: ContainerFields) -> web.Response:
     settings = request.app[SETTINGS]
-    check_docker_socket(run_request, settings)
-    tool_user(run_request, settings.tool_uid, settings.tool_gid)
-    await request.app[SERVICE].mount_sources(run_request)
+    check_docker_socket(body, settings)
+    tool_user(body, settings.tool_uid, settings.tool_gid)
+    await request.app[SERVICE].mount_sources(body)
     return web.json_response({"ok": True})
 
 
-async def _run_request(request: web.Request) -> RunRequest:
+async def _run_request(request: web.Request, model: type[R] = RunRequest) -> R:  # type: ignore[assignment]
     body = await request.read()
     try:
         data = json.loads(body)
@@ -129,10 +145,9 @@ async def _run_request(request: web.Request) -> RunRequest:
     if not isinstance(data, dict):
         raise BadRequest("the request body must be a JSON object with at least 'image' and 'output_dir'")
     try:
-        run_request = RunRequest.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise BadRequest(describe_validation_error(exc)) from None
-    return run_request
 
 
 def _outcome(result: dict[str, object]) -> str:
@@ -191,6 +206,101 @@ async def drop_log(request: web.Request) -> web.Response:
     return web.json_response({"deleted": dropped})
 
 
+# -- submitted containers (executor/containers.py) ----------------------------------------------------
+
+
+async def submit(request: web.Request) -> web.Response:
+    body = await _run_request(request, SubmitRequest)
+    state = await request.app[CONTAINERS].submit(body)
+    return web.json_response(state.model_dump(mode="json"))
+
+
+async def list_containers(request: web.Request) -> web.Response:
+    instance = request.query.get("instance") or None
+    found = await request.app[CONTAINERS].listing(instance)
+    return web.json_response(ContainerList(containers=found).model_dump(mode="json"))
+
+
+async def container_state(request: web.Request) -> web.Response:
+    state = await request.app[CONTAINERS].state(request.match_info["name"])
+    return web.json_response(state.model_dump(mode="json"))
+
+
+def _number(request: web.Request, key: str, default: float, high: float) -> float:
+    raw = request.query.get(key)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"{key} must be a number, got {raw!r}") from None
+    if not 0 <= value <= high:
+        raise BadRequest(f"{key} must be between 0 and {high:g}, got {raw}")
+    return value
+
+
+async def wait_container(request: web.Request) -> web.Response:
+    """Long-poll: answers once the container has ended, or after ``hold`` seconds (at most
+    MAX_HOLD) with its state so far; ``tail``: lines of output in the answer once it ended."""
+    hold = _number(request, "hold", 30.0, MAX_HOLD)
+    tail = int(_number(request, "tail", 0, 10000))
+    state = await request.app[CONTAINERS].wait(request.match_info["name"], hold, tail)
+    return web.json_response(state.model_dump(mode="json"))
+
+
+async def submitted_log(request: web.Request) -> web.StreamResponse:
+    """The container's output from byte ``since`` (``X-Mao-Log-Offset`` says where the body
+    starts); ``follow=1`` streams until the container ended, and its answer starts only once the
+    container has started. A stream that ends normally is whole; one that breaks off is cut (the
+    connection closes without the last chunk), and the reader asks again with ``since`` = the
+    bytes it has."""
+    since = int(_number(request, "since", 0, 2**53))
+    follow = request.query.get("follow", "0")
+    if follow not in ("0", "1"):
+        raise BadRequest("follow must be 0 or 1")
+    name = request.match_info["name"]
+    containers = request.app[CONTAINERS]
+    await containers.ready(name, follow == "1")  # NotFound is only an answer before the body starts
+    response = web.StreamResponse(
+        headers={"Content-Type": "application/octet-stream", "X-Mao-Log-Offset": str(since)}
+    )
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    chunks = containers.logs(name, since, follow == "1")
+    try:
+        async for chunk in chunks:
+            await response.write(chunk)
+        await response.write_eof()
+    except StreamBroken:
+        if request.transport is not None:
+            request.transport.close()  # no final chunk: the reader sees a cut stream
+    except ConnectionError:  # the reader went away
+        pass
+    finally:
+        await chunks.aclose()
+    return response
+
+
+async def remove_container(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    removed = await request.app[CONTAINERS].remove(name)
+    return web.json_response(Removed(name=name, removed=removed).model_dump(mode="json"))
+
+
+async def _adopt(app: web.Application) -> None:
+    try:
+        adopted = await app[CONTAINERS].adopt()
+    except MaoError as exc:
+        log.warning("Submitted containers were not adopted yet: %s", exc.message)
+        return
+    if adopted:
+        log.info("Watching again %d submitted container(s): %s.", len(adopted), ", ".join(adopted))
+
+
+async def _close_containers(app: web.Application) -> None:
+    await app[CONTAINERS].close()
+
+
 async def _remove_leftovers(app: web.Application) -> None:
     instance = app[SETTINGS].instance
     try:
@@ -226,6 +336,8 @@ def create_app(settings: Settings, service: RunService, shutdown_grace: float = 
     app[SERVICE] = service
     app[SHUTDOWN_GRACE] = shutdown_grace
     app[METRICS] = ExecutorMetrics(settings.max_parallel)
+    app[CONTAINERS] = containers = Containers(settings, service.runner, service)
+    containers.on_end = lambda ending: app[METRICS].runs.labels(str(ending)).inc()
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/run", run)
@@ -234,7 +346,17 @@ def create_app(settings: Settings, service: RunService, shutdown_grace: float = 
     app.router.add_post("/image", image)
     app.router.add_get(r"/logs/{name:[A-Za-z0-9][A-Za-z0-9_.-]{0,200}}", container_log)
     app.router.add_delete(r"/logs/{name:[A-Za-z0-9][A-Za-z0-9_.-]{0,200}}", drop_log)
+    name = r"{name:[A-Za-z0-9][A-Za-z0-9_.-]{0,200}}"
+    app.router.add_post("/containers", submit)
+    app.router.add_get("/containers", list_containers)
+    app.router.add_post("/containers/validate", validate_submit)
+    app.router.add_get(f"/containers/{name}", container_state)
+    app.router.add_delete(f"/containers/{name}", remove_container)
+    app.router.add_get(f"/containers/{name}/wait", wait_container)
+    app.router.add_get(f"/containers/{name}/logs", submitted_log)
     app.on_startup.append(_remove_leftovers)
+    app.on_startup.append(_adopt)
     app.on_shutdown.append(_stop_runs)
+    app.on_cleanup.append(_close_containers)
     app.on_cleanup.append(_close_service)
     return app

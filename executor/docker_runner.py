@@ -7,6 +7,7 @@ so the layers above deal only with MaoError.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -25,6 +26,7 @@ from docker.utils import parse_repository_tag
 
 from executor.config import Settings
 from executor.errors import ContainerNameInUse, DockerUnavailable, ImageNotFound
+from executor.wire.containers import EXECUTOR_LABEL
 from executor.wire.errors import BadRequest, Conflict
 from executor.wire.models import INSTANCE_LABEL, MANAGED_LABEL
 
@@ -117,9 +119,97 @@ class DockerRunner:
             self._client().ping()
 
     def running_count(self) -> int:
-        """How many of this instance's containers are running now."""
+        """How many of this executor's containers are running now (/run's and submitted ones)."""
         with _docker_errors("listing containers"):
-            return len(self._client().containers.list(filters={**self._labels_filter(), "status": "running"}))
+            mine = self._client().containers.list(filters={**self._labels_filter(), "status": "running"}, sparse=True)
+            submitted = self._client().containers.list(
+                filters={"label": self._submitted_filter(), "status": "running"}, sparse=True
+            )
+        return len({c.id for c in [*mine, *submitted]})
+
+    def _submitted_filter(self, labels: dict[str, str] | None = None) -> list[str]:
+        return [
+            f"{MANAGED_LABEL}=true",
+            f"{EXECUTOR_LABEL}={self._settings.instance}",
+            *(f"{k}={v}" for k, v in (labels or {}).items()),
+        ]
+
+    # -- submitted containers (executor.containers) -----------------------------------------------------------
+
+    def inspect(self, name: str) -> dict[str, Any] | None:
+        """The engine's description of container ``name`` (``docker inspect``), None when it is gone."""
+        with _docker_errors(f"inspecting container {name}"):
+            try:
+                return dict(self._client().api.inspect_container(name))
+            except docker.errors.NotFound:
+                return None
+
+    def container(self, name: str) -> Container | None:
+        with _docker_errors(f"finding container {name}"):
+            try:
+                return self._client().containers.get(name)
+            except docker.errors.NotFound:
+                return None
+
+    def list_submitted(self, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """The engine's summaries (``docker ps -a``: Id, Names, State, Labels, Created) of the
+        containers this executor created through POST /containers, carrying all ``labels``."""
+        with _docker_errors("listing submitted containers"):
+            found = self._client().containers.list(
+                all=True, filters={"label": self._submitted_filter(labels)}, sparse=True
+            )
+        return [dict(c.attrs) for c in found]
+
+    def node_name(self) -> str:
+        """The Docker engine's host name (``docker info``), for the attempt record."""
+        with _docker_errors("asking the Docker engine for its name"):
+            return str(self._client().info().get("Name") or os.uname().nodename)
+
+    def stream_output(
+        self,
+        name: str,
+        since: int,
+        follow: bool,
+        sink: Callable[[bytes], bool],
+        opened: Callable[[Any], None] = lambda _stream: None,
+    ) -> bool:
+        """Hand the container's stdout+stderr from byte ``since`` on to ``sink`` (which returns False
+        to stop), until its end (``follow``) or the output so far. The engine keeps the whole log
+        of a container it has not removed, in the same order at every read, so offsets are stable.
+        ``opened`` gets the stream: closing it from another thread ends a silent follow at once.
+        True when the stream ended on its own (everything was handed over, or the container is
+        gone); False when it broke off (the engine failed, or the stream was closed under it)."""
+        container = self.container(name)
+        if container is None:
+            return True
+        stream = None
+        try:
+            with _docker_errors(f"reading the output of container {name}"):
+                stream = container.logs(stdout=True, stderr=True, stream=True, follow=follow)
+                opened(stream)
+                skip = since
+                for chunk in stream:
+                    if not chunk:
+                        continue
+                    data = chunk if isinstance(chunk, bytes) else bytes(chunk)
+                    if skip:
+                        cut = min(skip, len(data))
+                        data, skip = data[cut:], skip - cut
+                        if not data:
+                            continue
+                    if not sink(data):
+                        return False
+            return True
+        except docker.errors.NotFound:
+            return True
+        except Exception as exc:  # noqa: BLE001 - engine away, or the stream closed under us
+            # The reader's stream breaks off here; it asks again from the bytes it has (``since``).
+            log.debug("Streaming the output of %s stopped: %s", name, exc)
+            return False
+        finally:
+            if stream is not None and hasattr(stream, "close"):
+                with contextlib.suppress(Exception):
+                    stream.close()
 
     # -- images ---------------------------------------------------------------------------------------------
 
@@ -182,7 +272,9 @@ class DockerRunner:
                     name=spec.name,
                     environment=spec.env,
                     user=spec.user,
-                    labels={**spec.labels, MANAGED_LABEL: "true", INSTANCE_LABEL: self._settings.instance},
+                    # A submitted container's mao.instance is its orchestrator's (spec.labels); /run's
+                    # requests cannot set it (RunRequest), so theirs is this executor's.
+                    labels={INSTANCE_LABEL: self._settings.instance, **spec.labels, MANAGED_LABEL: "true"},
                     mounts=spec.mounts,
                     group_add=spec.group_add or None,
                     # Tools crawl the web and talk to local services; the host network is what they expect.
@@ -316,10 +408,16 @@ class DockerRunner:
         return names
 
     def remove_leftovers(self) -> list[str]:
-        """Force-remove every container of this instance (left by a crash); return their names."""
+        """Force-remove every container /run left (its executor crashed mid-run); return their names.
+        Submitted containers (``POST /containers``) stay: they outlive this process by design and
+        are adopted (``executor.containers``)."""
         with _docker_errors("listing leftover containers"):
-            containers = self._client().containers.list(all=True, filters=self._labels_filter())
-        names = [c.name for c in containers]
+            containers = self._client().containers.list(all=True, filters=self._labels_filter(), sparse=True)
+        names = [
+            str(c.attrs.get("Names", ["?"])[0]).lstrip("/")
+            for c in containers
+            if EXECUTOR_LABEL not in (c.attrs.get("Labels") or {})
+        ]
         for name in names:
             self.remove(name)
         return names

@@ -27,7 +27,7 @@ from docker.types import LogConfig
 from executor.config import Settings
 from executor.errors import DockerSocketNotAllowed, MountNotAllowed, UserNotAllowed
 from executor.wire.images import normalize_image
-from executor.wire.models import DEFAULT_TMP_SIZE, RunRequest
+from executor.wire.models import DEFAULT_TMP_SIZE, ContainerFields
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ CONTAINER_LOG_FILES = 2
 NANO = 1_000_000_000
 
 
-def tool_user(request: RunRequest, tool_uid: int, tool_gid: int) -> str:
+def tool_user(request: ContainerFields, tool_uid: int, tool_gid: int) -> str:
     """The ``uid:gid`` the container runs as: always ``tool_uid:tool_gid`` (MAO_TOOL_UID/MAO_TOOL_GID).
     A request may name that user (a bare uid means its group too) or none; any other is refused."""
     configured = f"{tool_uid}:{tool_gid}"
@@ -86,7 +86,7 @@ def mount_source(path: str, field_name: str, settings: Settings, also_private: S
     return str(resolved)
 
 
-def check_docker_socket(request: RunRequest, settings: Settings) -> None:
+def check_docker_socket(request: ContainerFields, settings: Settings) -> None:
     """Raise unless the request may get the Docker socket (only images on the allow-list may)."""
     if request.docker_socket and normalize_image(request.image) not in settings.docker_socket_images:
         raise DockerSocketNotAllowed(
@@ -102,7 +102,7 @@ def host_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def container_limits(request: RunRequest) -> dict[str, Any]:
+def container_limits(request: ContainerFields) -> dict[str, Any]:
     """Keyword arguments for ``containers.create``: no capability, no setuid gain, bounded resources,
     and bounded disk while it runs: a read-only root file system (unless the step opts out with
     ``writable_root``) with /tmp a tmpfs of ``tmp_size`` bytes (tmpfs pages count against the

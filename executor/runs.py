@@ -32,6 +32,7 @@ from executor.wire.models import (
     RUN_LABEL,
     SOCKET_MOUNT,
     STEP_LABEL,
+    ContainerFields,
     KillRequest,
     RunRequest,
 )
@@ -68,15 +69,18 @@ class RunService:
     def __init__(self, settings: Settings, runner: DockerRunner) -> None:
         self._settings = settings
         self._runner = runner
+        self.runner = runner
         self._ops = ThreadPoolExecutor(max_workers=OPS_WORKERS, thread_name_prefix="docker-op")
-        self._waits = ThreadPoolExecutor(
+        self.waits = ThreadPoolExecutor(
             max_workers=settings.max_parallel + WAIT_SLACK, thread_name_prefix="docker-wait"
         )
-        # Output followers (stall detection) live as long as their containers: a pool of their own.
-        self._followers = ThreadPoolExecutor(
-            max_workers=settings.max_parallel + WAIT_SLACK, thread_name_prefix="docker-logs"
+        # Output followers (stall detection, GET /containers/{name}/logs) live as long as their
+        # containers: a pool of their own, with room for a follower that reconnects while the
+        # dropped one has not noticed yet.
+        self.followers = ThreadPoolExecutor(
+            max_workers=2 * settings.max_parallel + 4 * WAIT_SLACK, thread_name_prefix="docker-logs"
         )
-        self._slots = asyncio.Semaphore(settings.max_parallel)
+        self.slots = asyncio.Semaphore(settings.max_parallel)
         # (run, step or None) -> when it was killed; /run requests for these are refused.
         self._killed: dict[tuple[str, str | None], float] = {}
         # Removals that must finish even if the request that started them was cancelled.
@@ -89,7 +93,7 @@ class RunService:
         # Each container's full output while it runs and until the orchestrator fetched it (GET /logs).
         self.logs = LogBook(settings.log_dir)
 
-    def _op(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    def op(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         return asyncio.get_running_loop().run_in_executor(self._ops, functools.partial(fn, *args))
 
     # -- health and housekeeping -------------------------------------------------------------------------------
@@ -97,8 +101,8 @@ class RunService:
     async def health(self) -> dict[str, Any]:
         # Bounded well below the client's 60 s read timeout: a health probe must answer promptly.
         try:
-            await asyncio.wait_for(self._op(self._runner.ping), HEALTH_TIMEOUT)
-            running = await asyncio.wait_for(self._op(self._runner.running_count), HEALTH_TIMEOUT)
+            await asyncio.wait_for(self.op(self._runner.ping), HEALTH_TIMEOUT)
+            running = await asyncio.wait_for(self.op(self._runner.running_count), HEALTH_TIMEOUT)
         except TimeoutError:
             raise DockerUnavailable(
                 f"the Docker engine did not answer within {HEALTH_TIMEOUT:.0f} s; check that dockerd is healthy"
@@ -106,7 +110,7 @@ class RunService:
         return {"status": "ok", "docker": "ok", "instance": self._settings.instance, "running": running}
 
     async def remove_leftovers(self) -> list[str]:
-        return await self._op(self._runner.remove_leftovers)
+        return await self.op(self._runner.remove_leftovers)
 
     async def stop(self, grace: float) -> None:
         """Refuse new runs, give running ones ``grace`` seconds, then cancel them (which removes their containers).
@@ -136,14 +140,14 @@ class RunService:
         """Let pending removals finish, then stop the thread pools."""
         if self._cleanups:
             await asyncio.gather(*self._cleanups, return_exceptions=True)
-        await self._op(self._runner.close)
+        await self.op(self._runner.close)
         self._ops.shutdown(wait=False, cancel_futures=True)
-        self._waits.shutdown(wait=False, cancel_futures=True)
-        self._followers.shutdown(wait=False, cancel_futures=True)
+        self.waits.shutdown(wait=False, cancel_futures=True)
+        self.followers.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self.logs.close)
 
     async def image_id(self, reference: str) -> str | None:
-        return await self._op(self._runner.find_image, reference)
+        return await self.op(self._runner.find_image, reference)
 
     # -- /kill ---------------------------------------------------------------------------------------------------
 
@@ -154,7 +158,7 @@ class RunService:
         self._killed = {k: t for k, t in self._killed.items() if now - t < KILLED_MEMORY}
         self._killed[(request.run, request.step)] = now
         labels = {RUN_LABEL: request.run, **({STEP_LABEL: request.step} if request.step else {})}
-        removed = await self._op(self._runner.remove_labelled, labels)
+        removed = await self.op(self._runner.remove_labelled, labels)
         if removed:
             log.info("Killed and removed %s on request.", ", ".join(removed))
         return {"removed": removed}
@@ -189,41 +193,41 @@ class RunService:
         check_docker_socket(request, self._settings)
         tool_user(request, self._settings.tool_uid, self._settings.tool_gid)
         output_dir, input_dir = await self.mount_sources(request)
-        await self._check_directories(output_dir, input_dir)
-        image_id = await self._resolve_image(request.image)
-        spec = await self._container_spec(request, output_dir, input_dir)
+        await self.check_directories(output_dir, input_dir)
+        image_id = await self.resolve_image(request.image)
+        spec = await self.container_spec(request, output_dir, input_dir)
         # The slot is taken only after the cheap checks so a bad request fails fast even when all slots
         # are busy.
         # Opened before the slot is taken, so a follower asking for it while it waits finds it (empty).
         output = self.logs.open(spec.name, request.log_max_bytes or DEFAULT_MAX_BYTES)
         try:
-            async with self._slots:
+            async with self.slots:
                 if self._was_killed(request):
                     raise Conflict("this run was cancelled: its containers are not started", code="cancelled")
                 return await self._run_container(spec, request, image_id, output)
         finally:
             output.end()
 
-    async def mount_sources(self, request: RunRequest) -> tuple[str, str | None]:
+    async def mount_sources(self, request: ContainerFields) -> tuple[str, str | None]:
         """The resolved output and input folders, each below the data root (MountNotAllowed if not)."""
         # Resolving stats every component, which can hang on a dead network mount: the thread pool.
         own = (self.logs.root,)
-        output_dir = await self._op(mount_source, request.output_dir, "output_dir", self._settings, own)
+        output_dir = await self.op(mount_source, request.output_dir, "output_dir", self._settings, own)
         input_dir = None
         if request.input_dir is not None:
-            input_dir = await self._op(mount_source, request.input_dir, "input_dir", self._settings, own)
+            input_dir = await self.op(mount_source, request.input_dir, "input_dir", self._settings, own)
         return output_dir, input_dir
 
-    async def _check_directories(self, output_dir: str, input_dir: str | None) -> None:
-        problems = [await self._op(DockerRunner.directory_problem, output_dir, "output_dir")]
+    async def check_directories(self, output_dir: str, input_dir: str | None) -> None:
+        problems = [await self.op(DockerRunner.directory_problem, output_dir, "output_dir")]
         if input_dir is not None:
-            problems.append(await self._op(DockerRunner.directory_problem, input_dir, "input_dir"))
+            problems.append(await self.op(DockerRunner.directory_problem, input_dir, "input_dir"))
         found = [p for p in problems if p]
         if found:
             raise BadRequest("; ".join(found))
 
-    async def _resolve_image(self, reference: str) -> str:
-        image_id = await self._op(self._runner.find_image, reference)
+    async def resolve_image(self, reference: str) -> str:
+        image_id = await self.op(self._runner.find_image, reference)
         if image_id is not None:
             return image_id
         if self._settings.pull == "never":
@@ -236,7 +240,7 @@ class RunService:
         try:
             # The thread also stops at the deadline; the outer limit covers an engine that goes silent.
             return await asyncio.wait_for(
-                self._op(self._runner.pull_image, reference, time.monotonic() + limit), limit + 5
+                self.op(self._runner.pull_image, reference, time.monotonic() + limit), limit + 5
             )
         except TimeoutError:
             raise ImageNotFound(
@@ -244,7 +248,7 @@ class RunService:
                 "load it on the executor's host (docker pull / docker load), or raise MAO_EXECUTOR_PULL_TIMEOUT"
             ) from None
 
-    async def _container_spec(self, request: RunRequest, output_dir: str, input_dir: str | None) -> ContainerSpec:
+    async def container_spec(self, request: ContainerFields, output_dir: str, input_dir: str | None) -> ContainerSpec:
         env = dict(request.env or {})
         user = tool_user(request, self._settings.tool_uid, self._settings.tool_gid)
         if "HOME" not in env:
@@ -257,7 +261,7 @@ class RunService:
         if request.docker_socket:
             mounts.append(Mount(SOCKET_MOUNT, self._settings.docker_socket, type="bind", read_only=False))
             # The tool is never root, so it reaches the socket through the socket's group.
-            gid = await self._op(self._runner.docker_socket_gid)
+            gid = await self.op(self._runner.docker_socket_gid)
             if gid is not None:
                 group_add.append(str(gid))
         return ContainerSpec(
@@ -276,7 +280,7 @@ class RunService:
         self, spec: ContainerSpec, request: RunRequest, image_id: str, output: OutputLog
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        creating = self._op(self._runner.create, spec)
+        creating = self.op(self._runner.create, spec)
         try:
             # Shielded: if the client goes away mid-create, the container still appears, and must go.
             container: Container = await asyncio.shield(creating)
@@ -287,7 +291,7 @@ class RunService:
         try:
             started_at = _utcnow()
             began = time.monotonic()
-            await self._op(self._runner.start, container)
+            await self.op(self._runner.start, container)
             log.info("Container %s started from image %s.", spec.name, spec.image)
             exit_code: int | None = None
             timed_out = stalled = False
@@ -297,16 +301,16 @@ class RunService:
                 last_output[0] = time.monotonic()
                 output.write(chunk)
 
-            following = loop.run_in_executor(self._followers, self._runner.follow_output, container, sink)
+            following = loop.run_in_executor(self.followers, self._runner.follow_output, container, sink)
             following.add_done_callback(lambda f: f.cancelled() or f.exception())
-            waiting = loop.run_in_executor(self._waits, self._runner.wait, container)
+            waiting = loop.run_in_executor(self.waits, self._runner.wait, container)
             try:
                 exit_code, stalled = await self._wait(waiting, request, began, last_output)
             except TimeoutError:
                 timed_out = True
-                await self._op(self._runner.kill, container)
+                await self.op(self._runner.kill, container)
             if stalled:
-                await self._op(self._runner.kill, container)
+                await self.op(self._runner.kill, container)
                 exit_code = None
             # The follower returns once it has handed over everything the container wrote.
             await asyncio.wait({following}, timeout=DRAIN_TIMEOUT)
@@ -344,7 +348,7 @@ class RunService:
             raise
         finally:
             # Shielded and tracked: a second cancellation (shutdown) must not leave the container behind.
-            removal = self._track(self._op(self._runner.remove, spec.name))
+            removal = self._track(self.op(self._runner.remove, spec.name))
             try:
                 await asyncio.shield(removal)
             except Exception as exc:  # already failing or returning: report, do not mask the outcome
@@ -374,7 +378,7 @@ class RunService:
     async def _log_tail(self, container: Container, lines: int) -> str:
         # The exit code is the result that matters; losing the logs must not lose it.
         try:
-            return await self._op(self._runner.logs_tail, container, lines)
+            return await self.op(self._runner.logs_tail, container, lines)
         except Exception as exc:
             log.warning("Logs of container %s could not be read: %s", container.name, exc)
             return ""
@@ -384,7 +388,7 @@ class RunService:
             await creating
         except Exception:  # the create failed, so there is nothing to remove
             return
-        await self._op(self._runner.remove, name)
+        await self.op(self._runner.remove, name)
 
     def _track(self, awaitable: Any) -> asyncio.Future[Any]:
         future = asyncio.ensure_future(awaitable)

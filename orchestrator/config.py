@@ -27,6 +27,7 @@ from executor.wire.names import name_problem
 
 from .domain.sizes import parse_size
 from .errors import ConfigError
+from .executors.registry import BackendConfig, parse_backends
 from .urls import split_url
 
 DEFAULT_ETCD_ENDPOINT = "127.0.0.1:2379"
@@ -137,6 +138,10 @@ class Settings:
     executor_fingerprint: bytes | None = None
     executor_insecure_tcp: bool = False
     api_socket: Path | None = None
+    # Where steps run (orchestrator/executors, docs/backends.md): the configured backends (MAO_BACKENDS)
+    # and the one a step without ``backend`` uses.
+    backends: tuple[BackendConfig, ...] = ()
+    default_backend: str = "local"
 
     @property
     def api_url(self) -> str:
@@ -204,7 +209,19 @@ class Settings:
             "MAO_RUN_RETENTION_DAYS": self.run_retention_days,
             "MAO_MAX_ACTIVE_RUNS": self.max_active_runs,
             "MAO_POOLS": ",".join(f"{k}={v}" for k, v in self.pools.items()),
+            "MAO_BACKENDS": ",".join(f"{b.name}={b.kind}" for b in self.backends),
+            "MAO_DEFAULT_BACKEND": self.default_backend,
+            **{
+                f"MAO_BACKEND_{b.name.upper().replace('-', '_')}_{key.upper()}": _masked(key, value)
+                for b in self.backends
+                for key, value in b.settings.model_dump().items()
+                if value is not None
+            },
         }
+
+
+def _masked(key: str, value: object) -> object:
+    return "***" if any(word in key for word in ("token", "password", "secret", "key")) else value
 
 
 def is_loopback(host: str) -> bool:
@@ -296,10 +313,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if problem := socket_path_problem(str(api_socket), "MAO_API_SOCKET"):
         problems.append(problem)
     executor_token = get("MAO_EXECUTOR_TOKEN") or ""
-    if not executor_token:
-        problems.append(
-            "MAO_EXECUTOR_TOKEN is not set: the executor refuses requests without its shared secret"
-        )
+    # MAO_EXECUTOR_TOKEN is required when a docker backend takes it (executors/registry.py).
+    backends, default_backend = parse_backends(get, env, problems)
 
     labels: dict[str, str] = {}
     for item in filter(None, (get("MAO_LABELS", "") or "").split(",")):
@@ -410,6 +425,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         # 0 or unset: no limit.
         max_active_runs=int(get_number("MAO_MAX_ACTIVE_RUNS", 0, 0, 100_000, integer=True)) or None,
         pools=parse_pools(get("MAO_POOLS") or "", problems),
+        backends=backends,
+        default_backend=default_backend,
     )
     if problems:
         raise ConfigError(problems)

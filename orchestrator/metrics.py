@@ -49,8 +49,16 @@ class Metrics:
             ["pipeline", "step"], buckets=DURATION_BUCKETS, registry=r,
         )  # fmt: skip
         self.step_attempts = Counter(
-            "mao_step_attempts", "Step attempts that ended, by status", ["status"], registry=r
+            "mao_step_attempts", "Step attempts that ended, by status and the backend they ran on",
+            ["status", "backend"], registry=r,
+        )  # fmt: skip
+        self.backend_up = Gauge(
+            "mao_backend_up", "1 when the backend answered the last scrape's health check", ["backend"], registry=r
         )
+        self.backend_running = Gauge(
+            "mao_backend_attempts_running", "Attempts of this instance whose objects run on the backend now",
+            ["backend"], registry=r,
+        )  # fmt: skip
         self.queue_depth = Gauge("mao_queue_depth", "Runs recorded but not started yet", registry=r)
         self.schedule_lag = Histogram(
             "mao_schedule_lag_seconds", "How late a tick fired a run, against its due time",
@@ -110,9 +118,10 @@ class Metrics:
                 # The run engine's attempt records (shards of a fan-out step included); a cached,
                 # skipped or never-started step has none.
                 for attempt in attempts:
-                    self.step_attempts.labels(str(attempt.get("status"))).inc()
+                    backend = str(attempt.get("backend") or "")
+                    self.step_attempts.labels(str(attempt.get("status")), backend).inc()
             elif step.get("status") not in NOT_ATTEMPTED:
-                self.step_attempts.labels(str(step.get("status"))).inc()  # a record without attempts
+                self.step_attempts.labels(str(step.get("status")), "").inc()  # a record without attempts
             if (duration := _duration(step)) is not None:
                 self.step_duration.labels(pipeline, str(step.get("name"))).observe(duration)
             if step.get("merge") == "conflict" or step.get("status") == "conflict":

@@ -13,7 +13,8 @@ from .config import Settings
 from .datasets import Datasets
 from .datasets._git import die_with_parent, use_credentials_file
 from .errors import MaoError
-from .executors import ExecutorClient
+from .executors.backends import Backends
+from .executors.seam import Health
 from .federation.cluster import EtcdCluster
 from .federation.compaction import Compactor
 from .federation.etcd import Etcd
@@ -50,6 +51,9 @@ from .tasks import spawn
 
 log = logging.getLogger(__name__)
 
+# Seconds between two sweeps of the backends for objects no attempt watches.
+SWEEP_INTERVAL = 300.0
+
 
 @dataclass
 class Node:
@@ -62,7 +66,7 @@ class Node:
     cluster: EtcdCluster
     store: Store
     datasets: Datasets
-    executor: ExecutorClient
+    backends: Backends
     voting: Voting
     runner: Runner
     door: RunDoor
@@ -78,6 +82,7 @@ class Node:
     compactor: Compactor
     space: EtcdSpace
     _gc: asyncio.Task[None] | None = None
+    _sweep: asyncio.Task[None] | None = None
     metrics: Metrics = field(default_factory=Metrics)
     retention: Retention | None = None
 
@@ -106,19 +111,19 @@ class Node:
             master_roots=settings.master_roots,
         )
         use_credentials_file(str(settings.git_credentials) if settings.git_credentials else None)
-        executor = ExecutorClient(settings.executor_url, settings.executor_token, settings.executor_fingerprint)
+        backends = Backends.build(settings)
         registrations = Registrations(registry, RegistryCache(store))
         pins = Pins(PinStore(store), registrations)
         voting = Voting(datasets, locks, PendingMerges(store), registrations, etcd, pins)
         insights = InsightsPublisher(etcd, settings.instance_name)
-        runner = Runner(settings, store, registrations, datasets, executor, voting, insights, pins)
+        runner = Runner(settings, store, registrations, datasets, backends, voting, insights, pins)
         door = RunDoor(runner, settings.instance_name)
         scheduler = Scheduler(store, door)
         federation_scheduler = FederationScheduler(
             settings, etcd, scheduler, door, store, membership, registry
         )
         pipelines = PipelineService(
-            settings, store, registry, registrations, datasets, runner, scheduler, executor, pins
+            settings, store, registry, registrations, datasets, runner, scheduler, backends, pins
         )
         compactor = Compactor(etcd, settings.etcd_compact_interval, settings.etcd_compact_keep)
         space = EtcdSpace(etcd, settings.etcd_quota_bytes, compactor, settings.instance_name)
@@ -156,7 +161,7 @@ class Node:
             cluster=EtcdCluster(etcd),
             store=store,
             datasets=datasets,
-            executor=executor,
+            backends=backends,
             voting=voting,
             runner=runner,
             door=door,
@@ -182,7 +187,7 @@ class Node:
         )
 
     async def start(self) -> None:
-        """Start what the node needs to serve. The database must answer; etcd and the executor may
+        """Start what the node needs to serve. The database must answer; etcd and the backends may
         come later (requests that need them answer 503 meanwhile). The instance name comes first:
         a name a live instance holds stops the start (``NameTaken``) before anything else opens."""
         if self.sealer.problem:
@@ -202,12 +207,15 @@ class Node:
             log.warning("setpriv (util-linux) not found: git children will not die with this process")
         # Before any git runs: lock files a killed git left would fail every later command needing them.
         await self.datasets.clear_stale_locks()
-        await self.executor.start()
-        reconciler = Reconciler(
-            self.runner.records, self.executor, self.runner.pins, self.datasets
-        )
-        if interrupted := await reconciler.reconcile():
-            log.warning("closed %d run(s) that a previous orchestrator process left unfinished", interrupted)
+        await self.backends.start()
+        reconciler = Reconciler(self.runner, self.store, self.runner.pins, self.datasets)
+        resumed, closed = await reconciler.reconcile()
+        if resumed:
+            log.warning("resumed %d run(s) that a previous orchestrator process left running", resumed)
+        if closed:
+            log.warning("closed %d run(s) that a previous orchestrator process left unfinished", closed)
+        # After the resumed runs claimed their objects: everything else of this instance goes.
+        self._sweep = spawn(self._sweep_forever(), name="backend sweep")
         # Before the schedulers (their catch-up runs queue behind these): queued runs wait on, in order.
         if queued := await self.runner.restore_queue():
             log.info("%d queued run(s) from before the restart are admitted again, in order", queued)
@@ -224,19 +232,31 @@ class Node:
         await self.space.start()
         if self.retention is not None:
             await self.retention.start()
-        for name, check in (("etcd", self.etcd.check), ("executor", self.executor.health)):
+        try:
+            await self.etcd.check()
+        except MaoError as exc:
+            log.warning("etcd is not reachable yet: %s", exc.message)
+        for name, health in (await self.backends.health()).items():
+            if not health.ok:
+                log.warning("backend %s is not reachable yet: %s", name, health.message)
+
+    async def _sweep_forever(self) -> None:
+        """The sweep at start, then every ``SWEEP_INTERVAL`` (runs/execution.py)."""
+        while True:
             try:
-                await check()
-            except MaoError as exc:
-                log.warning("%s is not reachable yet: %s", name, exc.message)
+                await self.runner.execution.sweep()
+            except Exception:
+                log.exception("the sweep of the backends failed; trying again later")
+            await asyncio.sleep(SWEEP_INTERVAL)
 
     async def close(self) -> None:
         """Close every service, in this order, each whatever happened to the one before: a listener
         that fails to stop must not keep the member lease, etcd or the database open."""
-        if self._gc is not None:
-            self._gc.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._gc
+        for task in (self._gc, self._sweep):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         closers: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("etcd compaction", self.compactor.close),
             ("etcd space", self.space.close),
@@ -253,7 +273,7 @@ class Node:
         closers += [
             ("voting", self.voting.close),
             ("membership", self.membership.close),
-            ("executor client", self.executor.close),
+            ("backends", self.backends.close),
             ("etcd client", self.etcd.close),
             ("database", self.store.close),
         ]
@@ -274,8 +294,9 @@ class Node:
         """What the operator should know although nothing is down (``GET /health``)."""
         return [self.sealer.problem] if self.sealer.problem else []
 
-    async def health(self) -> dict[str, str]:
-        checks = {"etcd": self._etcd_health, "database": self.store.check, "executor": self.executor.health}
+    async def health(self) -> tuple[dict[str, str], dict[str, Health]]:
+        """etcd's and the database's health ("ok" or the error), and every backend's."""
+        checks = {"etcd": self._etcd_health, "database": self.store.check}
         result = {}
         for name, check in checks.items():
             try:
@@ -283,4 +304,4 @@ class Node:
                 result[name] = "ok"
             except MaoError as exc:
                 result[name] = exc.message
-        return result
+        return result, await self.backends.health()

@@ -7,6 +7,7 @@ fixture, so unit tests (tests/unit) start nothing. Tests under tests/integration
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -61,6 +62,8 @@ def docker_engine(servers_tmp: Path) -> Iterator:
     try:
         yield client
     finally:
+        with contextlib.suppress(Exception):
+            servers.remove_submitted(client)
         client.close()
         if started:
             servers.stop_docker(handle)

@@ -63,7 +63,11 @@ def _host_path(value: str | None, field: str) -> str | None:
     return value
 
 
-class RunRequest(BaseModel):
+class ContainerFields(BaseModel):
+    """What every container request says about its container: the image and command, its data
+    folders, who it runs as and its limits. ``RunRequest`` (``POST /run``) and ``SubmitRequest``
+    (``POST /containers``, executor/container_models.py) add how they are waited for."""
+
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
     image: str
@@ -76,16 +80,10 @@ class RunRequest(BaseModel):
     timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT)] = DEFAULT_TIMEOUT
     name: str | None = None
     labels: dict[str, str] | None = None
-    log_lines: Annotated[int, Field(ge=1, le=10000)] = DEFAULT_LOG_LINES
     # Resource limits (executor.hardening): bytes of memory, CPUs (fractions allowed), processes.
     memory: Annotated[int, Field(ge=MIN_MEMORY, le=2**50)] | None = None
     cpus: Annotated[float, Field(ge=MIN_CPUS, le=MAX_CPUS)] | None = None
     pids: Annotated[int, Field(ge=8, le=MAX_PIDS)] | None = None
-    # Killed (``stalled`` in the result) when it writes nothing to stdout/stderr for this long.
-    stall_timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT)] | None = None
-    # Bytes of the container's output the executor keeps for GET /logs (head and tail beyond it);
-    # absent: 50 MiB (executor.output_log).
-    log_max_bytes: Annotated[int, Field(ge=MIN_LOG_BYTES, le=2**40)] | None = None
     # Disk a tool may fill while it runs (executor.hardening): the root file system is read-only and
     # /tmp a tmpfs of ``tmp_size`` bytes (absent: DEFAULT_TMP_SIZE), unless ``writable_root`` (the
     # step's explicit choice; its writes outside /tmp and its folders are then unbounded).
@@ -157,15 +155,31 @@ class RunRequest(BaseModel):
         for key, item in (value or {}).items():
             if not key or len(key) > 255:
                 raise ValueError(f"label keys must be 1-255 characters, got {key!r}")
-            if key in (MANAGED_LABEL, INSTANCE_LABEL):
+            if key in cls.reserved_labels():
                 raise ValueError(f"label {key!r} is set by the executor and cannot be overridden")
             _no_nul(key, "label keys")
             _no_nul(item, f"the value of label {key}")
         return value
 
+    @classmethod
+    def reserved_labels(cls) -> frozenset[str]:
+        return frozenset({MANAGED_LABEL, INSTANCE_LABEL})
+
     @property
     def uid(self) -> int | None:
         return None if self.user is None else int(self.user.split(":")[0])
+
+
+class RunRequest(ContainerFields):
+    """``POST /run``: run one container to its end in one request (the executor waits, enforces the
+    timeout and the stall timeout, and removes the container before it answers)."""
+
+    log_lines: Annotated[int, Field(ge=1, le=10000)] = DEFAULT_LOG_LINES
+    # Killed (``stalled`` in the result) when it writes nothing to stdout/stderr for this long.
+    stall_timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT)] | None = None
+    # Bytes of the container's output the executor keeps for GET /logs (head and tail beyond it);
+    # absent: 50 MiB (executor.output_log).
+    log_max_bytes: Annotated[int, Field(ge=MIN_LOG_BYTES, le=2**40)] | None = None
 
 
 class RunResult(BaseModel):

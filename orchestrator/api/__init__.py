@@ -6,6 +6,7 @@ from aiohttp import web
 
 from . import (
     audits,
+    backends,
     backfills,
     console,
     federation,
@@ -27,6 +28,7 @@ from . import (
 def add_routes(app: web.Application) -> None:
     modules = (
         health,
+        backends,
         registry,
         history,
         lineage,

@@ -1,4 +1,5 @@
-"""``GET /`` (greeting) and ``GET /health`` (etcd, database and executor, each ``ok`` or the error)."""
+"""``GET /`` (greeting) and ``GET /health`` (etcd, database and every backend, each ``ok`` or the
+error; ``executor`` is the first ``docker`` backend's, as before backends existed)."""
 
 from __future__ import annotations
 
@@ -51,18 +52,26 @@ async def greeting(request: web.Request) -> web.Response:
 
 @routes.get("/health")
 @doc(
-    "etcd, database and executor each ok or the error (503 when one is not)",
+    "etcd, database and every backend each ok or the error (503 when one is not)",
     answer=Health,
     errors=(503,),
     tags=("health",),
 )
 async def health(request: web.Request) -> web.Response:
-    checks = await node(request).health()
-    healthy = all(value == "ok" for value in checks.values())
+    the_node = node(request)
+    checks, backends = await the_node.health()
+    healthy = all(value == "ok" for value in checks.values()) and all(h.ok for h in backends.values())
+    kinds = the_node.backends.kinds
+    docker = next((name for name in backends if kinds.get(name) == "docker"), None)
     answer: dict[str, object] = {
         "status": "ok" if healthy else "degraded",
-        "instance": node(request).settings.instance_name,
+        "instance": the_node.settings.instance_name,
         **checks,
+        "executor": backends[docker].message if docker else "no docker backend (MAO_BACKENDS)",
+        "backends": {
+            name: {"kind": kinds.get(name), "ok": h.ok, "message": h.message, **({"details": h.details} if h.details else {})}
+            for name, h in backends.items()
+        },
     }
     warnings = node(request).warnings()
     if node(request).settings.api_legacy_open:

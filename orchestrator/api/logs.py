@@ -6,8 +6,9 @@ own number), so its logs are addressed with ``shard=N`` as well (1-based, as ``M
 it, such a step is a 400 naming its shards.
 
 An ended attempt's log comes from the data dir (``runs/step_logs.py``); a running one's from the
-executor, live: ``follow=1`` streams it (chunked) until the container ends, then closes. Every byte
-is masked as the log tails are. The answer is ``text/plain``; its ``X-Mao-Attempt`` and
+orchestrator's own copy, which it streams from the backend while the attempt runs
+(``runs/log_keeper.py``): ``follow=1`` streams it (chunked) until the object ends, then closes.
+Every byte is masked as the log tails are. The answer is ``text/plain``; its ``X-Mao-Attempt`` and
 ``X-Mao-Attempt-Status`` headers say which attempt it is and how it stood when the answer began.
 """
 
@@ -22,7 +23,7 @@ from pydantic import Field
 
 from ..domain.pipeline import Name, Query
 from ..domain.states import AttemptStatus
-from ..errors import BadRequest, Conflict, MaoError, NotFound
+from ..errors import BadRequest, MaoError, NotFound
 from ..runs.step_logs import StepLogs
 from ..store.logs import AttemptLog, step_attempts
 from .common import node, parse
@@ -32,8 +33,8 @@ from .runs import _id
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
-# How often a follower looks again for a log the executor does not have yet (the container is still
-# waiting for a slot or its image).
+# How often a follower looks again for a log that is not being kept yet (the attempt is still
+# preparing its folders, or was adopted after a restart and its keeper is starting).
 WAIT_FOR_LOG = 0.5
 
 
@@ -99,15 +100,7 @@ async def step_log(request: web.Request) -> web.StreamResponse:
         "Cache-Control": "no-store",
     }
     if chosen.status == AttemptStatus.RUNNING:
-        pipeline = await the_node.store.get_pipeline(run["pipeline"], with_secrets=True)
-        if pipeline is None:
-            raise Conflict(
-                f"pipeline {run['pipeline']} was removed while its run goes on: its logs are served "
-                "once their attempts end",
-                code="log_not_available",
-            )
-        secrets = next((s.private_env for s in pipeline.steps if s.name == query.step), None)
-        return await _live(request, logs, run_id, chosen, query, secrets, headers)
+        return await _live(request, logs, run_id, chosen, query, headers)
     chunks = await logs.stored(run_id, chosen.container)
     if chunks is None:
         raise NotFound(_not_kept(chosen, query.step), code="log_not_kept")
@@ -144,49 +137,43 @@ async def _live(
     run_id: str,
     chosen: AttemptLog,
     query: LogQuery,
-    secrets: Mapping[str, str] | None,
     headers: Mapping[str, str],
 ) -> web.StreamResponse:
-    """A running attempt's log from the executor. Until the executor has it (the container waits for
-    a slot or its image), a follower waits; once the attempt has ended meanwhile, the kept log."""
+    """A running attempt's log as the orchestrator keeps it. Until it is being kept (the attempt
+    prepares its folders), a follower waits; once it has been kept meanwhile, the kept log."""
     container = chosen.container
     assert container is not None
     if not query.follow:
-        chunks = logs.live(container, secrets, follow=False)
-        try:
-            first = [await anext(chunks)]  # NotFound (nothing yet) is only known before the answer starts
-        except StopAsyncIteration:
-            first = []
-        except NotFound:
-            # Not started yet, or just ended: kept here and forgotten there before its row says so.
-            if (kept := await logs.stored(run_id, container)) is not None:
-                return await _send(request, kept, headers)
-            first = []
-        return await _send(request, _then(first, chunks if first else None), headers)
+        live = logs.live(container, follow=False)
+        if live is None:
+            live = await logs.stored(run_id, container)
+        return await _send(request, live or _nothing(), headers)
     response = web.StreamResponse(headers=headers)
     response.enable_chunked_encoding()
     await response.prepare(request)
     store = node(request).store
     try:
         while True:
-            try:
-                async for chunk in logs.live(container, secrets, follow=True):
+            live = logs.live(container, follow=True) or await logs.stored(run_id, container)
+            if live is not None:
+                async for chunk in live:
                     await response.write(chunk)
                 break
-            except NotFound:
-                now = [a for a in await step_attempts(store, run_id, query.step) if a.container == container]
-                if not now or now[0].status != AttemptStatus.RUNNING:
-                    if (kept := await logs.stored(run_id, container)) is not None:
-                        async for chunk in kept:
-                            await response.write(chunk)
-                    break
-                await asyncio.sleep(WAIT_FOR_LOG)
+            now = [a for a in await step_attempts(store, run_id, query.step) if a.container == container]
+            if not now or now[0].status != AttemptStatus.RUNNING:
+                break
+            await asyncio.sleep(WAIT_FOR_LOG)
         await response.write_eof()
     except ConnectionError:
         pass
-    except MaoError as exc:  # the executor or the database went away mid-stream: end it there
+    except MaoError as exc:  # the database went away mid-stream: end it there
         log.info("following the log of %s stopped: %s", container, exc.message)
     return response
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover - makes this an async generator
 
 
 async def _then(first: list[bytes], rest: AsyncIterator[bytes] | None) -> AsyncIterator[bytes]:

@@ -48,5 +48,9 @@ async def metrics(request: web.Request) -> web.Response:
     m.etcd_quota.set(the_node.space.quota)
     with contextlib.suppress(MaoError, TimeoutError):
         m.queue_depth.set(await asyncio.wait_for(count_waiting_runs(the_node.store), PROBE_TIMEOUT))
+    running = the_node.runner.execution.running()
+    for name, health in (await the_node.backends.health()).items():
+        m.backend_up.labels(name).set(1 if health.ok else 0)
+        m.backend_running.labels(name).set(running.get(name, 0))
     # CONTENT_TYPE carries its own charset; aiohttp wants them apart.
     return web.Response(body=m.render(), headers={"Content-Type": CONTENT_TYPE})

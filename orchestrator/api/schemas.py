@@ -120,14 +120,41 @@ class Greeting(Out):
     version: str
 
 
+class BackendHealth(Out):
+    kind: str
+    ok: bool
+    message: str = Field(description="ok, or what is wrong and what to do")
+    details: dict[str, str] | None = None
+
+
 class Health(Out):
     status: Literal["ok", "degraded"]
     instance: str
     etcd: str
     database: str
-    executor: str
+    executor: str = Field(description="the first docker backend's health (as before backends existed)")
+    backends: dict[str, BackendHealth] = Field(default_factory=dict, description="every backend, by name")
     # MAO_API_LEGACY_OPEN=1: the API answers without a token.
     warnings: list[str] | None = None
+
+
+class BackendCapabilities(Out):
+    kind: str
+    data_modes: list[str]
+    enforces: list[str] = Field(description="limits and fields it enforces itself; a step asking for another is a 400")
+    log_follow: bool
+    gpus: int | None
+    max_parallel: int | None
+    notes: list[str]
+
+
+class BackendInfo(Out):
+    name: str
+    kind: str
+    default: bool = Field(description="steps without a backend field run here (MAO_DEFAULT_BACKEND)")
+    capabilities: BackendCapabilities
+    health: BackendHealth
+    running: int = Field(description="attempts of this instance whose objects run there now")
 
 
 class Ownership(Out):
@@ -229,6 +256,9 @@ class Attempt(Out):
     error: str | None
     shard: int | None = Field(default=None, description="fan-out steps only")
     speculative: bool | None = Field(default=None, description="fan-out steps only")
+    backend: str | None = Field(default=None, description="where it ran (MAO_BACKENDS)")
+    node: str | None = Field(default=None, description="the machine it ran on, as its backend says")
+    queued_seconds: float | None = Field(default=None, description="time it waited to be scheduled")
 
 
 class RunStep(Out):

@@ -422,6 +422,22 @@ class DatasetRepo:
         self._hand_to_tool(folder)
         return folder, parent
 
+    def worktree(self, branch: str, lane: str | None = None) -> tuple[Path, str]:
+        """The branch's work folder as it is (nothing reset: a tool adopted after a restart may
+        still be writing it) and the commit ``prepare_worktree`` reset it to (the branch's tip,
+        which only the run holding the folder moves)."""
+        branch = checked_name(branch, "branch")
+        refs = self._refs()
+        parent = refs.get(HEADS + branch) or refs.get(TRACKING + branch) or refs.get(TRACKING + GROUND_TRUTH)
+        folder = self._folder(branch, lane)
+        if parent is None or not folder.is_dir():
+            raise NotFound(f"dataset {self.name!r} has no work folder for {branch!r}")
+        return folder, parent
+
+    def has_lane(self, branch: str, lane: str) -> bool:
+        """Whether the run ``lane`` has a folder of its own of the branch (overlap ``allow``)."""
+        return self._folder(checked_name(branch, "branch"), lane).is_dir()
+
     def reclaim_worktree(self, branch: str, lane: str | None = None) -> None:
         """Take the branch's work folder back from the tool as soon as its container ended, whatever
         the outcome: re-owned, no setuid/setgid bit, no FIFO or socket (docs/security.md#tools)."""

@@ -39,6 +39,7 @@ MAX_STEPS = 50
 
 _IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$")
 _ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
+_LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,252}$")
 
 Name = Annotated[str, AfterValidator(check_name)]
 Text = Annotated[str, Field(max_length=4000)]
@@ -158,6 +159,24 @@ def _empty_cmd_is_default(value: Any) -> Any:
     return None if value == [] else value
 
 
+def _placement_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key, value in labels.items():
+        if not _LABEL_KEY_RE.fullmatch(key):
+            raise ValueError(f"invalid node label {key!r}: letters, digits, '.', '_', '/' and '-', at most 253")
+        if len(value) > 253 or "\x00" in value or any(c.isspace() for c in value):
+            raise ValueError(f"invalid value for node label {key!r}: at most 253 characters, no whitespace")
+    return labels
+
+
+class Placement(Model):
+    """The ``placement`` step field: node labels the backend must match (a backend that cannot place
+    steps refuses it at init, docs/backends.md)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    labels: Annotated[dict[str, str], Field(min_length=1, max_length=32), AfterValidator(_placement_labels)]
+
+
 class Step(Model):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -197,6 +216,11 @@ class Step(Model):
     # The tool's root file system is read-only (it writes its output folder and a bounded /tmp);
     # true lets it write anywhere in its container, unbounded (docs/security.md#tools).
     writable_root: StrictBool = False
+    # Where it runs (docs/backends.md): a backend of MAO_BACKENDS (None: MAO_DEFAULT_BACKEND), how
+    # long it may wait to be scheduled there (None: the backend's default), and on which nodes.
+    backend: Name | None = None
+    start_timeout: Annotated[float, Strict(), Field(gt=0, le=7 * 86400)] | None = None
+    placement: Placement | None = None
 
     @field_validator("input_dataset", mode="before")
     @classmethod
@@ -218,7 +242,7 @@ class Step(Model):
         """The step as other instances and API clients may see it: no secret values. Unset limits are
         left out, so registrations made before those fields existed still compare equal."""
         data = self.model_dump(exclude={"private_env"})
-        for key in ("memory", "cpus", "pool"):
+        for key in ("memory", "cpus", "pool", "backend", "start_timeout", "placement"):
             if data.get(key) is None:
                 data.pop(key, None)
         if not data.get("writable_root"):

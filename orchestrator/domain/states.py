@@ -32,12 +32,20 @@ class StepStatus(StrEnum):
 
 
 class AttemptStatus(StrEnum):
+    """How an attempt (one object on a backend) ended: the seam's typed ends
+    (executors/seam.EndKind), ``completed`` being ``succeeded``."""
+
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     STALLED = "stalled"
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
+    OOM_KILLED = "oom_killed"
+    NODE_LOST = "node_lost"
+    IMAGE_UNAVAILABLE = "image_unavailable"
+    UNSCHEDULABLE = "unschedulable"
+    LOST = "lost"
 
 
 class MergeState(StrEnum):
@@ -90,21 +98,10 @@ STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
     StepStatus.CACHED: frozenset(),
 }
 
+# Every end is final: an attempt runs once.
 ATTEMPT_TRANSITIONS: dict[AttemptStatus, frozenset[AttemptStatus]] = {
-    AttemptStatus.RUNNING: frozenset(
-        {
-            AttemptStatus.SUCCEEDED,
-            AttemptStatus.FAILED,
-            AttemptStatus.STALLED,
-            AttemptStatus.TIMED_OUT,
-            AttemptStatus.CANCELLED,
-        }
-    ),
-    AttemptStatus.SUCCEEDED: frozenset(),
-    AttemptStatus.FAILED: frozenset(),
-    AttemptStatus.STALLED: frozenset(),
-    AttemptStatus.TIMED_OUT: frozenset(),
-    AttemptStatus.CANCELLED: frozenset(),
+    AttemptStatus.RUNNING: frozenset(set(AttemptStatus) - {AttemptStatus.RUNNING}),
+    **{status: frozenset() for status in AttemptStatus if status is not AttemptStatus.RUNNING},
 }
 
 ACTIVE_RUN = frozenset({RunStatus.PENDING, RunStatus.QUEUED, RunStatus.RUNNING})

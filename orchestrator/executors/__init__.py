@@ -1,14 +1,3 @@
-"""Where containers run: the ``ExecutorBackend`` Protocol (base.py) and today's backend, the
-executor service over HTTP (http.py)."""
-
-from .base import ContainerRequest, ContainerResult, ExecutorBackend, KillRequest
-from .http import ExecutorClient, StepRejected
-
-__all__ = [
-    "ContainerRequest",
-    "ContainerResult",
-    "ExecutorBackend",
-    "ExecutorClient",
-    "KillRequest",
-    "StepRejected",
-]
+"""Where steps run: the seam every backend implements (``seam.py``), the kinds and the configured
+backends (``registry.py``, ``backends.py``), and the kinds themselves (``docker.py``: the executor
+service on this host). docs/backends.md says how an operator chooses."""

@@ -7,10 +7,11 @@ Job and its pod (either may be gone), tested without a cluster.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from .kube_pod import STAGE_IN, STAGE_OUT, TOOL
@@ -61,10 +62,25 @@ class ContainerState(_K8s):
     terminated: Terminated | None = None
 
 
+# The container runtime's scheme in front of a status's imageID (dockershim's ``docker://`` and
+# ``docker-pullable://``, CRI-O's and containerd's own): how the kubelet reached the image, not which
+# bits it is.
+_RUNTIME_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
+
+
 class ContainerStatus(_K8s):
     name: str
     state: ContainerState = ContainerState()
+    # The bits the container ran: ``sha256:<id>`` or ``<repo>@sha256:<digest>``, as provenance and
+    # the cache record it on every backend, whatever runtime the node has.
     image_id: str | None = Field(default=None, alias="imageID")
+
+    @field_validator("image_id")
+    @classmethod
+    def _content_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return _RUNTIME_SCHEME.sub("", value, count=1) or None
 
 
 class PodStatus(_K8s):

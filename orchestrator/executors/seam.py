@@ -114,6 +114,7 @@ class Limits(_Value):
     pids: int | None = None
     gpus: int = Field(default=0, ge=0, le=64)
     log_bytes: int | None = None  # of the container's output the engine keeps (bounded disk)
+    tmp_bytes: int | None = None  # the /tmp a read-only root gets (a tmpfs: it counts as memory)
 
 
 class ContainerSpec(_Value):
@@ -134,6 +135,9 @@ class ContainerSpec(_Value):
     stall_timeout: float | None = Field(default=None, gt=0)  # seconds without output
     placement: dict[str, str] = Field(default_factory=dict)  # node labels the engine must match
     docker_socket: bool = False
+    # The step's choice (``writable_root``): its image's file system writable, unbounded; by default
+    # it is read-only and the tool writes only its output folder and /tmp (``limits.tmp_bytes``).
+    writable_root: bool = False
     labels: dict[str, str] = Field(default_factory=dict)  # extra labels (never the identity's keys)
 
     @property

@@ -16,7 +16,7 @@ from ..config import Settings
 from ..datasets import Datasets
 from ..domain.pipeline import Pipeline, node_branch
 from ..errors import BadRequest, Conflict, NotFound
-from ..executors import ExecutorClient
+from ..executors.backends import Backends
 from ..federation.registry import Registry
 from ..merging.pins import Pins
 from ..merging.registrations import Registrations
@@ -41,10 +41,10 @@ class PipelineService:
         datasets: Datasets,
         runner: Runner,
         scheduler: Scheduler,
-        executor: ExecutorClient,
+        backends: Backends,
         pins: Pins,
     ) -> None:
-        self.executor = executor
+        self.backends = backends
         self.pins = pins
         self.settings = settings
         self.store = store
@@ -96,9 +96,9 @@ class PipelineService:
                 code="unknown_pool",
                 pools=unknown,
             )
-        # Every step as the executor will check it at run time: a step that can never run is a 400 now.
+        # Every step as its backend will check it at run time: a step that can never run is a 400 now.
         known = {tool.name: tool for tool in tools if tool is not None}
-        await check_steps(pipeline, known, self.settings, self.executor)
+        await check_steps(pipeline, known, self.settings, self.backends)
 
         branches: dict[str, list[str]] = {}
         for step in pipeline.steps:

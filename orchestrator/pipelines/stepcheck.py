@@ -1,52 +1,51 @@
-"""Init-time check of every step, as the executor will check it when the step runs.
+"""Init-time check of every step, as its backend will check it when the step runs.
 
-A step that can never run (NUL in cmd or env, a /run body over the executor's size limit, the Docker
-socket for an image not on the executor's allow-list, a root user) is refused at ``POST /pipeline/init``
-with a 400 naming the step, instead of failing every run later. The request checked is built by the
-run engine's own builder (``runs.attempt.container_request``), with the largest values a run can give
-it (run id, last attempt, last shard, the longest folder paths), once for the step's tool and once for
-its fallback tool; the executor itself says whether it would accept it (``POST /validate``), so its
-rules live in one place.
+A step that can never run is refused at ``POST /pipeline/init`` with a 400 naming the step, instead
+of failing every run later:
+- a ``backend`` that is not one of ``MAO_BACKENDS``: ``unknown_backend``;
+- a field whose promise the chosen backend cannot keep (``Capabilities.enforces``: ``memory``,
+  ``cpus``, ``docker_socket``, ``placement``, ``start_timeout``, ``gpus``): ``backend_cannot_enforce``,
+  naming the field and the backend, never a weaker run;
+- what the backend itself refuses (``Backend.validate``: NUL in cmd or env, a request over the
+  executor's size limit, the Docker socket for an image not on the executor's allow-list, a root
+  user): ``step_rejected`` (``step_too_large`` for the size).
+The spec checked is built by the run engine's own builder (``runs.spec.container_spec``), with the
+largest values a run can give it (run id, last attempt, last shard, the longest folder paths),
+once for the step's tool and once for its fallback tool, so the backend's rules live in one place.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
-from executor.wire.models import MAX_BODY_BYTES
 
 from ..config import Settings
 from ..domain.fanout import MAX_SHARDS
 from ..domain.pipeline import Pipeline, Step, Tool, node_branch
 from ..errors import BadRequest
-from ..executors import ContainerRequest, ExecutorClient, StepRejected
-from ..runs.attempt import container_request
+from ..executors.backends import Backends, UnknownBackend
+from ..executors.seam import BackendRejected, ContainerSpec
+from ..runs.spec import backend_of, container_spec
 
-# What the executor's own framing may add (HTTP headers are not counted by client_max_size).
-_BODY_SLACK = 1024
 _RUN_ID = "0" * 32
+_COMMIT = "0" * 40
 
 
-def representative_request(
-    pipeline: str, position: int, step: Step, tool: Tool, settings: Settings
-) -> ContainerRequest:
-    """A /run request as large as any the engine will send for this step with ``tool``."""
+def representative_spec(pipeline: str, position: int, step: Step, tool: Tool, settings: Settings) -> ContainerSpec:
+    """A spec as large as any the engine will submit for this step with ``tool``."""
     attempt = step.retries + 1
     scratch = settings.data_dir / "tmp" / _RUN_ID
     extra_env: dict[str, str] = {}
-    suffix = ""
+    shard = None
     workdir: Path = (
         settings.data_dir / "work" / step.output_dataset / node_branch(step.name, settings.instance_name)
     )
     input_dir: Path | None = scratch / f"{position}-{attempt}" if step.input_dataset else None
     if step.fan_out is not None:
-        last = MAX_SHARDS - 1
-        shard = scratch / f"{position}-fan-{attempt}" / "shards" / str(last)
-        extra_env = {"MAO_SHARD": str(last), "MAO_SHARD_COUNT": str(MAX_SHARDS)}
-        suffix = f"-s{last}"
-        workdir, input_dir = shard / f"output-{attempt}", shard / "input"
-    return container_request(
+        shard = MAX_SHARDS - 1
+        folder = scratch / f"{position}-fan-{attempt}" / "shards" / str(shard)
+        extra_env = {"MAO_SHARD": str(shard), "MAO_SHARD_COUNT": str(MAX_SHARDS)}
+        workdir, input_dir = folder / f"output-{attempt}", folder / "input"
+    return container_spec(
         settings,
         run_id=_RUN_ID,
         pipeline=pipeline,
@@ -56,31 +55,56 @@ def representative_request(
         tool=tool,
         workdir=workdir,
         input_dir=input_dir,
+        input_commit=_COMMIT if input_dir is not None else None,
+        shard=shard,
         extra_env=extra_env,
-        name_suffix=suffix,
     )
 
 
-async def check_steps(
-    pipeline: Pipeline, tools: dict[str, Tool], settings: Settings, executor: ExecutorClient
-) -> None:
-    """Raise BadRequest naming the first step the executor would refuse; ExecutorUnavailable (503)
-    when the executor cannot be asked."""
+def asked_for(step: Step) -> list[str]:
+    """The step's fields that ask a backend to enforce something (``Capabilities.enforces``)."""
+    fields = {
+        "memory": step.memory is not None,
+        "cpus": step.cpus is not None,
+        "docker_socket": step.docker_socket,
+        "placement": step.placement is not None,
+        "start_timeout": step.start_timeout is not None,
+    }
+    return [name for name, given in fields.items() if given]
+
+
+async def check_steps(pipeline: Pipeline, tools: dict[str, Tool], settings: Settings, backends: Backends) -> None:
+    """Raise BadRequest naming the first step its backend would refuse; a 503 when the backend
+    cannot be asked."""
     for position, step in enumerate(pipeline.steps):
-        for name in step.tools():
-            request = representative_request(pipeline.name, position, step, tools[name], settings)
-            size = len(json.dumps(request.model_dump(mode="json", exclude_none=True)).encode())
-            if size > MAX_BODY_BYTES - _BODY_SLACK:
+        name = backend_of(step, settings)
+        try:
+            backend = backends.get(name)
+        except UnknownBackend as exc:
+            raise UnknownBackend(
+                f"step {step.name!r}: {exc.message}", backend=name, step=step.name
+            ) from None
+        enforced = backend.capabilities().enforces
+        for field in asked_for(step):
+            if field not in enforced:
                 raise BadRequest(
-                    f"step {step.name!r}: its cmd and env make a request of {size} bytes, over the "
-                    f"executor's limit of {MAX_BODY_BYTES - _BODY_SLACK}; pass large data through the "
-                    "input dataset instead",
-                    code="step_too_large",
+                    f"step {step.name!r} sets {field}, which backend {name} ({backends.kinds[name]}) "
+                    f"cannot enforce; choose another backend or leave {field} out",
+                    code="backend_cannot_enforce",
+                    step=step.name,
+                    field=field,
+                    backend=name,
                 )
+        for tool_name in step.tools():
+            spec = representative_spec(pipeline.name, position, step, tools[tool_name], settings)
             try:
-                await executor.validate(request)
-            except StepRejected as exc:
-                what = f"step {step.name!r}" + (f" (fallback tool {name!r})" if name != step.tool else "")
+                await backend.validate(spec)
+            except BackendRejected as exc:
+                what = f"step {step.name!r}" + (f" (fallback tool {tool_name!r})" if tool_name != step.tool else "")
                 raise BadRequest(
-                    f"{what} would be refused by the executor: {exc.message}", code="step_rejected"
+                    f"{what} would be refused by backend {exc.backend} ({exc.field}): {exc.message}",
+                    code=exc.code,
+                    step=step.name,
+                    field=exc.field,
+                    backend=exc.backend,
                 ) from exc

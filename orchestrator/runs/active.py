@@ -53,6 +53,8 @@ class ActiveRun:
     steps: dict[str, StepStatus] = field(default_factory=dict)
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     voting: set[str] = field(default_factory=set)  # steps past the point of no return
+    # Steps whose tool has ended (committing, then voting): a shutdown lets them finish.
+    finishing: set[str] = field(default_factory=set)
     stop: Stop | None = None
     first_error: str | None = None
     # For the cache check: image ids and input tips already learnt in this run. A tip is forgotten
@@ -66,6 +68,8 @@ class ActiveRun:
     # Each step's record fields as last set (status aside): what the run's end writes again for a
     # step whose own record write failed (``Runner._close``).
     step_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Shutdown: the run is left where it is (its records and objects) for the next start to resume.
+    detaching: bool = False
 
     def order(self) -> tuple[int, datetime, str]:
         return (-self.priority, self.queued_at or _EPOCH, self.id)

@@ -203,6 +203,11 @@ class Admission:
             self.admit()
         return ticket
 
+    def resumed(self, run_id: str, pipeline: str) -> None:
+        """A run a previous process left is running again (``Runner.resume``, at start): it counts
+        as running, whatever the limit (it was admitted before)."""
+        self._running[run_id] = pipeline
+
     def started(self, run_id: str) -> None:
         """The run's task exists: whoever waited for it to leave the queue can wait for the task."""
         self._release(run_id)

@@ -1,13 +1,14 @@
-"""One attempt of one step: input snapshot, one container, the commit on the node branch, the
-ground-truth vote. The engine (``engine.py``) decides when and how often; this module does one try.
+"""One attempt of one step: input snapshot, one container on the step's backend, the commit on the
+node branch, the ground-truth vote. The engine (``engine.py``) decides when and how often; this
+module does one try.
 
-Seams for fan-out (``runs/fanout/``): ``snapshot_input``, ``prepare_output``, ``container_request``
-and ``execute_container`` are separate so a fan-out step can run one container per shard (each with its
-own attempt row, ``RunRecords.add_attempt(shard=...)``) and then ``commit_and_vote`` once.
+Seams for fan-out (``runs/fanout/``): ``snapshot_input``, ``prepare_output``, ``spec`` and
+``execute`` are separate so a fan-out step can run one container per shard (each with its own
+attempt row, ``RunRecords.add_attempt(shard=...)``) and then ``commit_and_vote`` once. An attempt a
+previous process started (``Adopted``, ``reconcile.py``) skips the snapshot, the folder's reset and
+the submission: it waits for the object that is already there and goes on from its end.
 
-Tool containers get ``MAO_INSTANCE``, ``MAO_RUN_ID``, ``MAO_PIPELINE``, ``MAO_STEP``, ``MAO_ATTEMPT``
-(1-based) and ``MAO_TOOL`` (the registered name of the tool this attempt runs) in their environment,
-set last, so a step's own env cannot override them.
+What the tool sees (its environment, user, limits, folders) is built in one place: ``spec.py``.
 """
 
 from __future__ import annotations
@@ -25,24 +26,20 @@ from ..datasets.repo import BranchConflict
 from ..domain.pipeline import Dataset, Step, Tool
 from ..domain.states import AttemptStatus, MergeState, StepStatus
 from ..errors import Conflict, GitError, MaoError, NotFound, Unavailable
-from ..executors import ContainerRequest, ContainerResult, ExecutorBackend
+from ..executors.seam import BackendRejected, ContainerSpec, End, EndKind, Handle
 from ..gateway.insights import InsightsPublisher, insights_stamp, read_insights
 from ..merging.voting import Voting
-from ..store.retention import existing_runs
 from ..store.runs import RunRecords
-from .limits import step_limits
-from .step_logs import StepLogs
+from .execution import Execution, Outcome
+from .spec import backend_of, container_spec
 
 log = logging.getLogger(__name__)
-
-# Slack over the step's own timeout before the orchestrator stops waiting for a silent executor.
-EXECUTOR_SLACK = 120.0
 
 
 class StepFailed(Exception):
     """An attempt ended without success. ``passable``: the same attempt again may succeed (non-zero
-    exit, timeout, stall, executor or git remote away); a conflict, a missing tool or dataset, or a
-    request the executor refuses will not pass by retrying."""
+    exit, timeout, stall, an engine's end such as a lost node, a backend or git remote away); a
+    conflict, a missing tool or dataset, or a step its backend refuses will not pass by retrying."""
 
     def __init__(
         self,
@@ -53,6 +50,7 @@ class StepFailed(Exception):
         passable: bool = False,
         exit_code: int | None = None,
         image_id: str | None = None,
+        end: End | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -61,10 +59,13 @@ class StepFailed(Exception):
         self.passable = passable
         self.exit_code = exit_code
         self.image_id = image_id
+        self.end = end  # how its object ended, when it had one
 
 
-def classify(exc: MaoError) -> StepFailed:
+def classify(exc: MaoError | BackendRejected) -> StepFailed:
     """A library-level error met during an attempt, as the step failure it means."""
+    if isinstance(exc, BackendRejected):  # the backend will not run it as asked: no retry helps
+        return StepFailed(f"backend {exc.backend} refused the step ({exc.field}): {exc.message}")
     passable = isinstance(exc, Unavailable | GitError | Conflict) and not isinstance(exc, NotFound)
     return StepFailed(exc.message, passable=passable)
 
@@ -94,6 +95,21 @@ class AttemptOutcome:
     merge_state: MergeState
     image_id: str | None
     insights: str | None
+    end: End | None = None  # a plain step's object's end (a fan-out step's are per shard)
+
+
+@dataclass(frozen=True)
+class Adopted:
+    """An attempt a previous process submitted, whose object is still on its backend (``reconcile.py``):
+    the attempt goes on from waiting for it."""
+
+    attempt_id: int
+    number: int
+    tool: str
+    handle: Handle
+    input_dir: Path | None
+    input_commit: str | None
+    lane: str | None  # the run's own folder of the node branch (overlap ``allow``), if it had one
 
 
 class Attempts:
@@ -101,22 +117,20 @@ class Attempts:
         self,
         settings: Settings,
         datasets: Datasets,
-        executor: ExecutorBackend,
+        execution: Execution,
         voting: Voting,
         insights: InsightsPublisher,
         records: RunRecords,
     ) -> None:
         self.settings = settings
         self.datasets = datasets
-        self.executor = executor
+        self.execution = execution
         self.voting = voting
         self.insights = insights
         self.records = records
         self._branch_locks: dict[tuple[str, str], asyncio.Lock] = {}
         # Every attempt's full log (step_logs.py); GET /runs/{id}/log and retention use it too.
-        self.step_logs = StepLogs(
-            settings.data_dir, executor, lambda ids: existing_runs(records.store, ids)
-        )
+        self.step_logs = execution.step_logs
 
     async def run(
         self,
@@ -125,32 +139,49 @@ class Attempts:
         tool: Tool,
         scratch: Path,
         voting: Callable[[], object] | None = None,
+        adopted: Adopted | None = None,
+        finishing: Callable[[], object] | None = None,
     ) -> AttemptOutcome:
         """One full attempt; raises StepFailed. The caller records the attempt row's start and end.
         ``voting`` is called when the attempt starts pushing (its ground-truth vote): from there on,
-        stopping the run lets it finish rather than leave half a vote."""
+        stopping the run lets it finish rather than leave half a vote. ``finishing`` is called once
+        its tool has ended: a shutdown lets it commit and vote rather than leave it for the next
+        process, which could not take it up (its object is gone)."""
         try:
-            input_dir, input_commit = await self.snapshot_input(ctx, scratch / f"{ctx.position}-{attempt}")
-            if input_commit is not None:
-                await self.records.update_step(ctx.run_id, ctx.step.name, input_commit=input_commit)
-            async with self.branch(ctx) as lane:
-                workdir, parent = await self.prepare_output(ctx, lane)
-                # What insights.json was before the tool: one that only came with the branch is not its.
-                before = await asyncio.to_thread(insights_stamp, workdir)
-                request = self.container_request(ctx, attempt, tool, workdir, input_dir)
+            if adopted is None:
+                folder = scratch / f"{ctx.position}-{attempt}"
+                input_dir, input_commit = await self.snapshot_input(ctx, folder)
+                if input_commit is not None:
+                    await self.records.update_step(ctx.run_id, ctx.step.name, input_commit=input_commit)
+            else:
+                input_dir, input_commit = adopted.input_dir, adopted.input_commit
+            async with self.branch(ctx, adopted) as lane:
+                before = None
+                if adopted is None:
+                    workdir, parent = await self.prepare_output(ctx, lane)
+                    # What insights.json was before the tool: one that only came with the branch is not its.
+                    before = await asyncio.to_thread(insights_stamp, workdir)
+                else:
+                    workdir, parent = await self.current_output(ctx, lane)
+                spec = self.spec(ctx, attempt, tool, workdir, input_dir, input_commit)
+                tool_ended = False
                 try:
-                    result = await self.execute_container(ctx, request)
+                    outcome = await self.execute(ctx, spec, adopted.handle if adopted else None)
+                    tool_ended = True
+                    end = outcome.end
+                    if finishing is not None:
+                        finishing()
                     await self.reclaim_output(ctx, lane)
                     await self.records.update_step(
                         ctx.run_id,
                         ctx.step.name,
                         image=tool.image,
-                        exit_code=result.exit_code,
-                        image_id=result.image_id,
-                        log_tail=redact(result.log_tail, ctx.step.private_env),
+                        exit_code=end.exit_code,
+                        image_id=end.image_id,
+                        log_tail=redact(end.log_tail, ctx.step.private_env),
                     )
-                    check_result(ctx.step, result, self.settings.step_timeout)
-                    trailers = self.trailers(ctx, tool, result.image_id, input_commit)
+                    check_end(ctx.step, end, spec)
+                    trailers = self.trailers(ctx, tool, end.image_id, input_commit)
                     commit, changed = await self.commit(ctx, parent, trailers, lane)
                     await self.records.update_step(
                         ctx.run_id, ctx.step.name, output_commit=commit, changed=changed
@@ -159,8 +190,10 @@ class Attempts:
                     insights = await asyncio.to_thread(read_insights, workdir, before)
                 except BaseException:
                     # Back from the tool whatever happened (failed, refused, cancelled, a commit the
-                    # disk had no room for): nothing of this attempt stays in the folder.
-                    await asyncio.shield(self.reset_output(ctx, lane))
+                    # disk had no room for): nothing of this attempt stays in the folder; unless this
+                    # process leaves the tool running for the next one to adopt.
+                    if tool_ended or not self.execution.detaching:
+                        await asyncio.shield(self.reset_output(ctx, lane))
                     raise
             if voting is not None:
                 voting()
@@ -176,9 +209,9 @@ class Attempts:
                     commit=commit,
                 )
             return AttemptOutcome(
-                input_commit, commit, changed, merge_commit, state, result.image_id, published
+                input_commit, commit, changed, merge_commit, state, end.image_id, published, end
             )
-        except MaoError as exc:
+        except (MaoError, BackendRejected) as exc:
             raise classify(exc) from exc
 
     # -- the parts (fan-out calls these per shard) ---------------------------------------------------
@@ -218,6 +251,12 @@ class Attempts:
         except Exception as exc:  # noqa: BLE001 - a clean-up never hides the failure it cleans up after
             log.warning("run %s: the work folder of step %s was not reset: %s", ctx.run_id, ctx.step.name, exc)
 
+    async def current_output(self, ctx: StepContext, lane: str | None = None) -> tuple[Path, str]:
+        """An adopted attempt's work folder as its tool left it, and the commit it was reset to."""
+        return await self.datasets.run(
+            ctx.output.name, ctx.output.master, lambda repo: repo.worktree(ctx.branch, lane)
+        )
+
     async def reclaim_output(self, ctx: StepContext, lane: str | None = None) -> None:
         """Take the work folder back from the tool as soon as its container ended, whatever the
         outcome: nothing it left may act on the host (datasets/hygiene.py, docs/security.md#tools)."""
@@ -225,17 +264,18 @@ class Attempts:
             ctx.output.name, ctx.output.master, lambda repo: repo.reclaim_worktree(ctx.branch, lane)
         )
 
-    def container_request(
+    def spec(
         self,
         ctx: StepContext,
         attempt: int,
         tool: Tool,
         workdir: Path,
         input_dir: Path | None,
+        input_commit: str | None = None,
+        shard: int | None = None,
         extra_env: Mapping[str, str] | None = None,
-        name_suffix: str = "",
-    ) -> ContainerRequest:
-        return container_request(
+    ) -> ContainerSpec:
+        return container_spec(
             self.settings,
             run_id=ctx.run_id,
             pipeline=ctx.pipeline,
@@ -245,18 +285,16 @@ class Attempts:
             tool=tool,
             workdir=workdir,
             input_dir=input_dir,
+            input_commit=input_commit,
+            shard=shard,
             extra_env=extra_env,
-            name_suffix=name_suffix,
         )
 
-    async def execute_container(self, ctx: StepContext, request: ContainerRequest) -> ContainerResult:
-        """Run the container to its end, then keep its full log in the background (``GET
-        /runs/{id}/log`` waits for a keep under way); raises MaoError when the executor cannot."""
-        assert request.name is not None, "container_request names every container"
-        try:
-            return await self.executor.run(request, timeout=request.timeout + EXECUTOR_SLACK)
-        finally:
-            self.step_logs.keep_later(ctx.run_id, request.name, ctx.step.private_env)
+    async def execute(self, ctx: StepContext, spec: ContainerSpec, adopted: Handle | None = None) -> Outcome:
+        """Run the object on the step's backend to its end (its log is kept meanwhile, and after
+        it in the background: ``GET /runs/{id}/log`` waits for a keep under way); raises MaoError
+        when the backend cannot run it."""
+        return await self.execution.run(spec, backend_of(ctx.step, self.settings), adopted)
 
     def trailers(
         self, ctx: StepContext, tool: Tool, image_id: str | None, input_commit: str | None
@@ -325,109 +363,71 @@ class Attempts:
         return vote.commit, vote.state
 
     @contextlib.asynccontextmanager
-    async def branch(self, ctx: StepContext) -> AsyncIterator[str | None]:
+    async def branch(self, ctx: StepContext, adopted: Adopted | None = None) -> AsyncIterator[str | None]:
         """The node branch's work folder, held (None); or, for a run side by side that finds it busy,
         a folder of the run's own (its lane: the run id), removed afterwards. Two pipelines with a
-        step of the same name share a node branch and its work folder (they wait for each other)."""
+        step of the same name share a node branch and its work folder (they wait for each other).
+        An adopted attempt keeps the folder its tool was given."""
         lock = self._branch_locks.setdefault((ctx.output.name, ctx.branch), asyncio.Lock())
-        if ctx.side_by_side and lock.locked():
+        if (adopted is not None and adopted.lane is not None) or (
+            adopted is None and ctx.side_by_side and lock.locked()
+        ):
             lane = ctx.run_id
             try:
                 yield lane
             finally:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(
-                        self.datasets.run(
-                            ctx.output.name,
-                            ctx.output.master,
-                            lambda repo: repo.drop_lane(ctx.branch, lane),
+                # Kept when its tool runs on: the next process adopts it there.
+                if not self.execution.detaching:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(
+                            self.datasets.run(
+                                ctx.output.name,
+                                ctx.output.master,
+                                lambda repo: repo.drop_lane(ctx.branch, lane),
+                            )
                         )
-                    )
             return
         async with lock:
             yield None
 
 
-def container_request(
-    settings: Settings,
-    *,
-    run_id: str,
-    pipeline: str,
-    position: int,
-    step: Step,
-    attempt: int,
-    tool: Tool,
-    workdir: Path,
-    input_dir: Path | None,
-    extra_env: Mapping[str, str] | None = None,
-    name_suffix: str = "",
-) -> ContainerRequest:
-    """The one /run request of an attempt (the engine's, fan-out's, and init's check in
-    ``pipelines/stepcheck.py``): the tool runs as ``settings.tool_user()``, within the step's limits."""
-    identity = {
-        "MAO_INSTANCE": settings.instance_name,
-        "MAO_RUN_ID": run_id,
-        "MAO_PIPELINE": pipeline,
-        "MAO_STEP": step.name,
-        "MAO_ATTEMPT": str(attempt),
-        "MAO_TOOL": tool.name,
-        **(extra_env or {}),
-    }
-    env = {**(step.env or {}), **(step.private_env or {}), **identity}
-    limits = step_limits(step, settings)
-    return ContainerRequest(
-        name=container_name(settings.instance_name, run_id, position, attempt) + name_suffix,
-        image=tool.image,
-        cmd=step.cmd,
-        env=env,
-        output_dir=str(settings.host_path(workdir)),
-        input_dir=str(settings.host_path(input_dir)) if input_dir else None,
-        user="{}:{}".format(*settings.tool_user()),
-        docker_socket=step.docker_socket,
-        timeout=float(step.timeout or settings.step_timeout),
-        stall_timeout=float(step.stall_timeout) if step.stall_timeout else None,
-        labels={"mao.run": run_id, "mao.step": step.name, "mao.attempt": str(attempt)},
-        memory=limits.memory,
-        cpus=limits.cpus,
-        pids=limits.pids,
-        log_max_bytes=settings.step_log_max_bytes,
-        writable_root=step.writable_root,
-        tmp_size=settings.step_tmp_size,
+def check_end(step: Step, end: End, spec: ContainerSpec) -> None:
+    """StepFailed unless the object completed; every end but a cancel can pass (``End.retryable``:
+    the tool's exit, timeout, stall and OOM, and the engine's node loss, missing image,
+    unschedulable work and lost objects)."""
+    if end.kind is EndKind.COMPLETED:
+        return
+    status, message = _ENDS[end.kind]
+    detail = {
+        EndKind.FAILED: f"exited with code {end.exit_code}",
+        EndKind.TIMED_OUT: f"timed out after {spec.timeout:g} s",
+        EndKind.STALLED: f"stalled: no output for {spec.stall_timeout or 0:g} s",
+        EndKind.OOM_KILLED: "was killed at its memory limit"
+        + (f" of {spec.limits.memory // 2**20} MiB" if spec.limits.memory else "")
+        + " (out of memory)",
+    }.get(end.kind, message)
+    extra = f" ({end.message})" if end.message and end.kind is not EndKind.CANCELLED and end.message != detail else ""
+    raise StepFailed(
+        f"step {step.name} {detail}{extra}",
+        attempt_status=status,
+        passable=end.retryable,
+        exit_code=end.exit_code,
+        image_id=end.image_id,
+        end=end,
     )
 
 
-def container_name(instance: str, run_id: str, position: int, attempt: int) -> str:
-    return f"mao-{instance}-{run_id[:12]}-{position}-{attempt}"
-
-
-def check_result(step: Step, result: ContainerResult, default_timeout: float) -> None:
-    """StepFailed unless the container exited 0; timeouts and stalls can pass."""
-    image_id = result.image_id
-    if result.cancelled:
-        raise StepFailed(
-            f"step {step.name} was cancelled", attempt_status=AttemptStatus.CANCELLED, image_id=image_id
-        )
-    if result.timed_out:
-        raise StepFailed(
-            f"step {step.name} timed out after {step.timeout or default_timeout:g} s",
-            attempt_status=AttemptStatus.TIMED_OUT,
-            passable=True,
-            image_id=image_id,
-        )
-    if result.stalled:
-        raise StepFailed(
-            f"step {step.name} stalled: no output for {step.stall_timeout or 0:g} s",
-            attempt_status=AttemptStatus.STALLED,
-            passable=True,
-            image_id=image_id,
-        )
-    if result.exit_code != 0:
-        raise StepFailed(
-            f"step {step.name} exited with code {result.exit_code}",
-            passable=True,
-            exit_code=result.exit_code,
-            image_id=image_id,
-        )
+_ENDS: dict[EndKind, tuple[AttemptStatus, str]] = {
+    EndKind.FAILED: (AttemptStatus.FAILED, "failed"),
+    EndKind.OOM_KILLED: (AttemptStatus.OOM_KILLED, "was killed out of memory"),
+    EndKind.TIMED_OUT: (AttemptStatus.TIMED_OUT, "timed out"),
+    EndKind.STALLED: (AttemptStatus.STALLED, "stalled"),
+    EndKind.CANCELLED: (AttemptStatus.CANCELLED, "was cancelled"),
+    EndKind.NODE_LOST: (AttemptStatus.NODE_LOST, "lost its node"),
+    EndKind.IMAGE_UNAVAILABLE: (AttemptStatus.IMAGE_UNAVAILABLE, "could not get its image"),
+    EndKind.UNSCHEDULABLE: (AttemptStatus.UNSCHEDULABLE, "was not scheduled in time"),
+    EndKind.LOST: (AttemptStatus.LOST, "was lost by its backend"),
+}
 
 
 def redact(text: str, secrets: dict[str, str] | None) -> str:

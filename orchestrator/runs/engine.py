@@ -10,10 +10,12 @@ wait is ``retry.backoff``), then once with ``fallback_tool`` when one is set. ``
 compares the step's memo key (``cache``) with its last success on this instance. One step's work
 (pool slot, cache, attempts, fan-out, record) is ``steps.StepWork``; this module drives the graph.
 
-Stopping a run (``cancel``, ``run_timeout``, shutdown): the executor kills and removes the run's
-containers at once, steps not yet voting are cancelled (nothing of theirs is pushed: the node branch
+Stopping a run (``cancel``, ``run_timeout``): its objects are removed from their backends at once
+(and checked gone), steps not yet voting are cancelled (nothing of theirs is pushed: the node branch
 is pushed only by the vote), a step already voting finishes its merge, and steps never started take
-the stop's status. One run per pipeline at a time on an instance, unless a trigger's overlap policy
+the stop's status. Shutdown is not a stop: steps whose tool has ended commit and vote, the others
+are left where they are (their objects run on, their records say ``running``) and the next start
+resumes the run from them (``reconcile.py``, ``Runner.resume``). One run per pipeline at a time on an instance, unless a trigger's overlap policy
 is ``allow`` (``start(..., busy=Busy.ALLOW)``: admitted beside them, its steps take a folder of their own when the node
 branch's is busy, ``Attempts.branch``); a run does not need etcd (see ``merging.voting``).
 
@@ -29,7 +31,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +52,7 @@ from ..domain.states import (
     check,
 )
 from ..errors import BadRequest, Conflict, DatabaseUnavailable, MaoError, NotFound
-from ..executors import ExecutorBackend, KillRequest
+from ..executors.backends import Backends
 from ..gateway.insights import InsightsPublisher
 from ..logs import RUN_ID
 from ..merging.pins import Pins, changed_error
@@ -59,15 +61,18 @@ from ..merging.voting import Voting
 from ..metrics import UNSERVED, Metrics
 from ..store import Store
 from ..store.backfills import NewBackfill
-from ..store.runs import NewRun, RunRecords, StepEnd
+from ..store.retention import existing_runs
+from ..store.runs import NewRun, RunRecords, StepEnd, UnfinishedRun
 from ..store.tables import utcnow
 from ..store.versions import PipelineVersions
 from ..tasks import spawn
 from .active import CANCELLED, SHUTDOWN, ActiveRun, Stop, describe, timed_out
 from .admission import Admission, Busy, RunInProgress
-from .attempt import Attempts
+from .attempt import Adopted, Attempts
+from .execution import Execution
 from .fanout.attempt import FanOutAttempts
 from .pools import Pools
+from .step_logs import StepLogs
 from .steps import StepWork
 
 __all__ = ["Busy", "RunInProgress", "Runner"]
@@ -89,7 +94,7 @@ class Runner:
         store: Store,
         registrations: Registrations,
         datasets: Datasets,
-        executor: ExecutorBackend,
+        backends: Backends,
         voting: Voting,
         insights: InsightsPublisher,
         pins: Pins,
@@ -101,13 +106,15 @@ class Runner:
         self.versions = PipelineVersions(store)
         self.registrations = registrations
         self.datasets = datasets
-        self.executor = executor
-        self.attempts = Attempts(settings, datasets, executor, voting, insights, self.records)
+        self.backends = backends
+        step_logs = StepLogs(settings.data_dir, lambda ids: existing_runs(self.records.store, ids))
+        self.execution = Execution(backends, step_logs, settings.instance_name)
+        self.attempts = Attempts(settings, datasets, self.execution, voting, insights, self.records)
         self.fan_out = FanOutAttempts(settings, self.attempts, self.records)
         self.admission = Admission(settings.max_active_runs, self._start_queued)
         self.pools = Pools(settings.pools)
         self.steps = StepWork(
-            settings, pins, datasets, executor, self.records, self.attempts, self.fan_out,
+            settings, pins, datasets, self.execution, self.records, self.attempts, self.fan_out,
             self.pools, self._set_step,
         )  # fmt: skip
         self._runs: dict[str, ActiveRun] = {}  # run id -> run
@@ -202,6 +209,30 @@ class Runner:
         self.admission.enqueue(tickets)
         return [t.run_id for t in tickets]
 
+    async def resume(self, record: UnfinishedRun, pipeline: Pipeline, adopted: dict[str, Adopted]) -> None:
+        """Take up a run a previous process left unfinished (``reconcile.py`` decided it can be):
+        its steps as recorded; each running step goes on from its ``adopted`` attempt, whose object
+        is still on its backend; pending steps start as their needs allow. At start, before any
+        other run is admitted."""
+        statuses = {step.name: StepStatus(step.status) for step in record.steps}
+        run = ActiveRun(
+            record.id, pipeline, pipeline.graph(), record.status, statuses, priority=record.priority,
+            queued_at=record.created_at, side_by_side=record.side_by_side,
+        )  # fmt: skip
+        for attempt in adopted.values():
+            self.execution.claim(run.id, attempt.handle)
+        self._runs[run.id] = run
+        self.admission.resumed(run.id, pipeline.name)
+        task = asyncio.create_task(
+            self._execute(run, adopted, started_at=record.started_at), name=f"run {run.id}"
+        )
+        self._tasks[run.id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(run.id, None))
+        log.info(
+            "run %s of pipeline %s resumed (%s)", run.id, pipeline.name,
+            ", ".join(f"step {n} attempt {a.number} adopted" for n, a in adopted.items()) or "no step was running",
+        )  # fmt: skip
+
     async def restore_queue(self) -> int:
         """At start, after the reconciler: re-admit the runs a previous process left queued."""
         tickets = await self.records.queued()
@@ -269,16 +300,24 @@ class Runner:
         return cancelled, starting
 
     async def shutdown(self) -> None:
+        """Leave the runs where they are, for the next start to resume (see the module docstring):
+        queued runs stay queued; steps whose tool has ended commit and vote (up to 30 s); every
+        other step stops waiting, its object running on."""
         self._closing = True
         await self.admission.close()  # queued runs stay queued, for the next start
-        runs = [run for run in self._runs.values() if run.stop is None]
-        await asyncio.gather(*(self._stop(run, SHUTDOWN) for run in runs), return_exceptions=True)
+        self.execution.detaching = True
+        for run in self._runs.values():
+            run.detaching = True
+            for name, task in run.tasks.items():
+                if name not in run.voting and name not in run.finishing:
+                    task.cancel()
         tasks = list(self._tasks.values())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.execution.close()
         await self.attempts.step_logs.close()
 
     # -- admission's side -----------------------------------------------------------------------
@@ -377,23 +416,34 @@ class Runner:
         return cancelled
 
     # -- one run --------------------------------------------------------------------------------
-    async def _execute(self, run: ActiveRun) -> None:
+    async def _execute(
+        self, run: ActiveRun, adopted: dict[str, Adopted] | None = None, started_at: datetime | None = None
+    ) -> None:
         """The run's task: drive its steps, then close its record. Never raises but CancelledError:
         whatever goes wrong, every step ends final and so does the run (``_close``), before the
-        task ends and a waiting ``POST /pipeline/run`` reads the record."""
+        task ends and a waiting ``POST /pipeline/run`` reads the record. A run resumed after a
+        restart (``adopted``: its running steps' attempts) goes on from where it was; at shutdown
+        (``run.detaching``) nothing is closed: the next start takes it up."""
         scratch = self.settings.data_dir / "tmp" / run.id
         timer: asyncio.TimerHandle | None = None
         crash: str | None = None
         # This task's log lines carry the run (MAO_LOG_FORMAT=json); its step tasks inherit it.
         RUN_ID.set(run.id)
         try:
-            await self._set_run(run, RunStatus.RUNNING, started_at=utcnow())
-            if await self._registrations_changed(run):
-                return
+            if run.status is not RunStatus.RUNNING:
+                started_at = utcnow()
+                await self._set_run(run, RunStatus.RUNNING, started_at=started_at)
+                if await self._registrations_changed(run):
+                    return
             if run.pipeline.run_timeout:
                 limit = run.pipeline.run_timeout
+                spent = (utcnow() - started_at).total_seconds() if started_at else 0.0
                 timer = asyncio.get_running_loop().call_later(
-                    limit, lambda: self._stop_soon(run, timed_out(limit))
+                    max(0.0, limit - spent), lambda: self._stop_soon(run, timed_out(limit))
+                )
+            for name, attempt in (adopted or {}).items():
+                run.tasks[name] = asyncio.create_task(
+                    self.steps.run(run, name, scratch, attempt), name=f"run {run.id} step {name}"
                 )
             await self._drive(run, scratch)
         except asyncio.CancelledError:
@@ -411,18 +461,20 @@ class Runner:
         finally:
             if timer is not None:
                 timer.cancel()
-            # Shielded: a second cancel (shutdown's) must not leave the record half-closed.
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._close(run, crash))
+            if not run.detaching:  # a run left for the next start keeps its records and inputs
+                # Shielded: a second cancel (shutdown's) must not leave the record half-closed.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(self._close(run, crash))
             self._runs.pop(run.id, None)
             self.admission.finished(run.id)  # its room goes to the next queued run
-            # Input snapshots can be large, and a tool's tree deep: removed off the event loop.
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(asyncio.to_thread(remove_tree, scratch))
-            # Counted from the ended run's record (its steps and attempts), whatever the ending.
-            with contextlib.suppress(Exception):
-                if (record := await asyncio.shield(self.records.get(run.id))) is not None:
-                    self.metrics.observe_run(record)
+            if not run.detaching:
+                # Input snapshots can be large, and a tool's tree deep: removed off the event loop.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(asyncio.to_thread(remove_tree, scratch))
+                # Counted from the ended run's record (its steps and attempts), whatever the ending.
+                with contextlib.suppress(Exception):
+                    if (record := await asyncio.shield(self.records.get(run.id))) is not None:
+                        self.metrics.observe_run(record)
 
     async def _registrations_changed(self, run: ActiveRun) -> bool:
         """Fail the run at once, before any step, when a registration it uses changed since its
@@ -447,7 +499,7 @@ class Runner:
         needs = {n.name: n.needs for n in run.nodes}
         while True:
             changed = True
-            while changed and run.stop is None:
+            while changed and run.stop is None and not run.detaching:
                 changed = False
                 for name, status in list(run.steps.items()):
                     if status is not StepStatus.PENDING or name in run.tasks:
@@ -471,14 +523,19 @@ class Runner:
             done, _ = await asyncio.wait(run.tasks.values(), return_when=asyncio.FIRST_COMPLETED)
             for name in [n for n, t in run.tasks.items() if t in done]:
                 await self._reap(run, name, run.tasks.pop(name))
-        if run.stop is not None:
+        if run.stop is not None and not run.detaching:
             for name, status in run.steps.items():
                 if status is StepStatus.PENDING:
                     await self._mark(run, name, run.stop.pending, error=run.stop.reason)
 
     async def _reap(self, run: ActiveRun, name: str, task: asyncio.Task[None]) -> None:
         """A step's task has ended: its result is retrieved (never left for asyncio to complain
-        about), and a step it left unfinished ends ``failed`` naming why."""
+        about), and a step it left unfinished ends ``failed`` naming why (at shutdown it stays as it
+        is, for the next start)."""
+        if run.detaching and run.stop is None:
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                log.error("run %s: step %s ended unexpectedly", run.id, name, exc_info=exc)
+            return
         if task.cancelled():
             problem = None if run.stop is not None else "internal error: the step's task was cancelled"
         elif (exc := task.exception()) is not None:
@@ -585,12 +642,11 @@ class Runner:
             if name not in run.voting:  # a merge under way finishes: half a vote helps nobody
                 task.cancel()
         try:
-            removed = await self.executor.kill(KillRequest(run=run.id))
+            removed = await self.execution.remove_run(run.id)
             if removed:
-                log.info("run %s: removed container(s) %s", run.id, ", ".join(removed))
-        except Exception as exc:  # noqa: BLE001 - stopping goes on: the executor removes them later
-            message = getattr(exc, "message", None) or describe(exc)
-            log.warning("run %s: containers not killed (%s); the executor removes them", run.id, message)
+                log.info("run %s: removed %s", run.id, ", ".join(removed))
+        except Exception as exc:  # noqa: BLE001 - stopping goes on: the sweep removes them later
+            log.warning("run %s: objects not removed (%s); the sweep removes them", run.id, describe(exc))
 
     # -- records --------------------------------------------------------------------------------
     async def _set_run(self, run: ActiveRun, status: RunStatus, **fields: Any) -> None:

@@ -1,18 +1,18 @@
-"""The full log of every attempt: fetched from the executor when its container ends, masked, kept
-gzipped in the data dir, and served (``GET /runs/{id}/log``) or followed live from the executor.
+"""The full log of every attempt: kept by the orchestrator while it runs (``log_keeper.py``: streamed
+from its backend, masked), then gzipped in the data dir, and served (``GET /runs/{id}/log``) whole
+or followed live.
 
-Where: ``<data>/logs/<run id>/<container>.log.gz`` (folders 0700, files 0600). The container name is
-unique per attempt (``attempt.container_name``: run, step position, attempt number, and ``-s<N>`` for a
-fan-out shard) and recorded on the attempt's row, so an attempt (or shard attempt) finds its log by it.
+Where: ``<data>/logs/<run id>/<object>.log.gz`` (folders 0700, files 0600); while the attempt runs,
+its store is ``<data>/logs/<run id>/.<object>.live/``. The object name is unique per attempt
+(``seam.Identity.object_name``: instance, run, step position, attempt number, and ``-s<N>`` for a
+fan-out shard) and recorded on the attempt's row, so an attempt (or shard attempt) finds its log by
+it.
 
-Bounds: the executor keeps at most the request's ``log_max_bytes`` (``MAO_STEP_LOG_MAX_BYTES``) of a
-container's output, head and tail with a marker line between (``executor/output_log.py``); what is
-kept here is that, compressed. Retention: ``forget`` removes the logs of runs the retention pass has
-deleted (``retention.py``).
+Bounds: at most ``MAO_STEP_LOG_MAX_BYTES`` of an attempt's output, head and tail with a marker line
+between (``executor/output_log.py``). Retention: ``forget`` removes the logs of runs the retention
+pass has deleted (``retention.py``).
 
-Secrets: every byte that leaves through here, stored or followed, went through ``Masker``, which
-replaces the step's private env values by ``***`` exactly as the run record's log tail
-(``attempt.redact``), across chunk boundaries too.
+Secrets: every byte kept or followed went through ``Masker`` (``masking.py``).
 """
 
 from __future__ import annotations
@@ -23,135 +23,79 @@ import gzip
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, cast
 
-from ..errors import MaoError, NotFound
-from ..executors import ExecutorBackend
-from ..tasks import spawn
+from .log_keeper import LogKeeper
+from .masking import MIN_SECRET, Masker, masked
+
+__all__ = ["MIN_SECRET", "Masker", "StepLogs", "masked"]
 
 log = logging.getLogger(__name__)
 
-# How long fetching one ended attempt's log may take before it is given up (the attempt's outcome
-# never waits longer than this for its log).
-KEEP_TIMEOUT = 300.0
 WRITE_BATCH = 1024 * 1024
 READ_CHUNK = 64 * 1024
-MIN_SECRET = 4  # shorter values are not masked (they would mask half the log), as in the tails
-
-
-class Masker:
-    """Replaces secret values by ``***`` in a stream of bytes. ``feed`` holds back only the end of
-    what it was given that is the start of a secret (the next chunk may complete it), so a follower
-    is never kept waiting for output that cannot be a secret; ``flush`` gives it at the end."""
-
-    def __init__(self, secrets: Mapping[str, str] | None) -> None:
-        values = {v.encode() for v in (secrets or {}).values() if len(v) >= MIN_SECRET}
-        self.values = sorted(values, key=len, reverse=True)
-        self._carry = b""
-
-    def _mask(self, data: bytes) -> bytes:
-        for value in self.values:
-            data = data.replace(value, b"***")
-        return data
-
-    def feed(self, chunk: bytes) -> bytes:
-        if not self.values:
-            return chunk
-        data = self._mask(self._carry + chunk)
-        # A secret still unmasked in ``data`` runs past its end: data ends with a proper prefix of it.
-        hold = self._open_prefix(data)
-        cut = len(data) - hold
-        self._carry = data[cut:]
-        return data[:cut]
-
-    def _open_prefix(self, data: bytes) -> int:
-        longest = 0
-        for value in self.values:
-            for size in range(min(len(value) - 1, len(data)), longest, -1):
-                if data.endswith(value[:size]):
-                    longest = size
-                    break
-        return longest
-
-    def flush(self) -> bytes:
-        out, self._carry = self._carry, b""
-        return out
-
-
-async def masked(chunks: AsyncIterator[bytes], secrets: Mapping[str, str] | None) -> AsyncIterator[bytes]:
-    masker = Masker(secrets)
-    async for chunk in chunks:
-        if out := masker.feed(chunk):
-            yield out
-    if out := masker.flush():
-        yield out
+# How long closing waits for keepers still writing their logs.
+CLOSE_TIMEOUT = 60.0
 
 
 class StepLogs:
     def __init__(
         self,
         data_dir: Path,
-        executor: ExecutorBackend,
         existing_runs: Callable[[list[str]], Awaitable[set[str]]] | None = None,
     ) -> None:
         self.root = data_dir / "logs"
-        self.executor = executor
         self.existing_runs = existing_runs
-        self._later: set[asyncio.Task[object]] = set()
-        # Keeps still under way, by container: a reader of that log waits for its keep (``stored``).
-        self._keeping: dict[str, asyncio.Task[object]] = {}
+        # Keepers at work, by object name: readers follow them, and wait for them to be kept.
+        self._keepers: dict[str, LogKeeper] = {}
 
     def path(self, run_id: str, container: str) -> Path:
         return self.root / run_id / f"{container}.log.gz"
 
     # -- keeping ------------------------------------------------------------------------------------
-    async def keep(self, run_id: str, container: str, secrets: Mapping[str, str] | None) -> bool:
-        """Fetch the ended container's log from the executor and keep it (masked, gzipped); then let
-        the executor forget it. Never raises: a log that cannot be kept is logged, never a step failure."""
-        try:
-            async with asyncio.timeout(KEEP_TIMEOUT):
-                await self._store(run_id, container, masked(self.executor.log(container), secrets))
-        except NotFound:  # the container never started (refused, cancelled while waiting): no log
-            log.debug("no log of %s on the executor", container)
-            return False
-        except (MaoError, OSError, TimeoutError) as exc:
-            log.warning("the log of %s was not kept: %s", container, getattr(exc, "message", exc))
-            return False
-        # Off the attempt's path: the executor also drops an unfetched log after an hour.
-        self._background(self._drop(container))
-        return True
+    async def keeper(
+        self, run_id: str, container: str, secrets: Mapping[str, str] | None, max_bytes: int
+    ) -> LogKeeper:
+        """A new keeper of the attempt's log, registered (followers find it) and open."""
 
-    async def _drop(self, container: str) -> None:
-        with contextlib.suppress(MaoError):
-            await self.executor.drop_log(container)
+        async def finish(keeper: LogKeeper) -> None:
+            await self._store(run_id, container, keeper)
 
-    def keep_later(self, run_id: str, container: str, secrets: Mapping[str, str] | None) -> None:
-        """``keep`` in the background, off the attempt's path (a fetch and a gzip file per attempt
-        were a measurable share of a step's overhead); ``stored`` waits for it, so a reader never
-        misses a log that is being kept."""
-        task = self._background(self.keep(run_id, container, dict(secrets or {})))
-        self._keeping[container] = task
-        task.add_done_callback(lambda _: self._keeping.pop(container, None))
+        def done(keeper: LogKeeper) -> None:
+            if self._keepers.get(container) is keeper:
+                del self._keepers[container]
+
+        keeper = LogKeeper(
+            container, self.root / run_id / f".{container}.live", dict(secrets or {}), max_bytes, finish, done
+        )
+        old = self._keepers.get(container)
+        if old is not None:
+            await old.discard()
+        self._keepers[container] = keeper
+        await keeper.open()
+        return keeper
+
+    async def forget_keeper(self, keeper: LogKeeper) -> None:
+        """Drop a keeper without keeping its log (the object goes on for a later process)."""
+        await keeper.discard()
 
     async def close(self) -> None:
-        """Let the keeps under way finish (each is bounded by ``KEEP_TIMEOUT``): a log the executor
-        still holds is kept before the orchestrator stops."""
-        await asyncio.gather(*self._keeping.values(), return_exceptions=True)
+        """Let the keepers under way finish (bounded): a log being written is kept before the
+        orchestrator stops."""
+        keepers = list(self._keepers.values())
+        if keepers:
+            await asyncio.wait([asyncio.ensure_future(k.done.wait()) for k in keepers], timeout=CLOSE_TIMEOUT)
 
-    def _background(self, work: Coroutine[Any, Any, object]) -> asyncio.Task[object]:
-        # Its failure is logged with its traceback (``tasks.spawn``): no task dies unretrieved.
-        return spawn(work, "keep a step log", self._later)
-
-    async def _store(self, run_id: str, container: str, chunks: AsyncIterator[bytes]) -> None:
+    async def _store(self, run_id: str, container: str, keeper: LogKeeper) -> None:
         target = self.path(run_id, container)
         part = target.with_name(target.name + ".part")
         handle = await asyncio.to_thread(_open_private, part)
         try:
             batch = bytearray()
-            async for chunk in chunks:
+            async for chunk in keeper.chunks(follow=False):
                 batch += chunk
                 if len(batch) >= WRITE_BATCH:
                     await asyncio.to_thread(handle.write, bytes(batch))
@@ -163,9 +107,10 @@ class StepLogs:
 
     # -- reading ------------------------------------------------------------------------------------
     async def stored(self, run_id: str, container: str) -> AsyncIterator[bytes] | None:
-        """The kept log, decompressed in chunks; None when there is none."""
-        if (keeping := self._keeping.get(container)) is not None:
-            await asyncio.wait([keeping])  # its keep is under way: wait for it, not for its result
+        """The kept log, decompressed in chunks; None when there is none. A log still being kept
+        is waited for."""
+        if (keeper := self._keepers.get(container)) is not None:
+            await keeper.done.wait()
         path = self.path(run_id, container)
         try:
             handle = await asyncio.to_thread(gzip.GzipFile, path, "rb")
@@ -173,11 +118,11 @@ class StepLogs:
             return None
         return _read_all(handle)
 
-    def live(
-        self, container: str, secrets: Mapping[str, str] | None, follow: bool
-    ) -> AsyncIterator[bytes]:
-        """The running container's log from the executor, masked; NotFound when it has none yet."""
-        return masked(self.executor.log(container, follow=follow), secrets)
+    def live(self, container: str, follow: bool) -> AsyncIterator[bytes] | None:
+        """The attempt's log as the orchestrator has it so far (masked); with ``follow``, until it
+        is complete. None when no keeper has it (not submitted yet, or already kept)."""
+        keeper = self._keepers.get(container)
+        return None if keeper is None or keeper.done.is_set() else keeper.chunks(follow)
 
     # -- retention ----------------------------------------------------------------------------------
     async def forget(self, cutoff: datetime | None = None) -> int:

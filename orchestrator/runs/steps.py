@@ -19,17 +19,19 @@ from ..datasets import Datasets
 from ..domain.pipeline import Step, Tool, node_branch
 from ..domain.states import ATTEMPT_TRANSITIONS, ENDED_STEP, AttemptStatus, StepStatus, check
 from ..errors import MaoError
-from ..executors import ExecutorBackend
+from ..executors.seam import Identity
 from ..logs import STEP
 from ..merging.pins import Pins
 from ..retry import backoff
 from ..store.runs import RunRecords
 from ..store.tables import utcnow
 from .active import SHUTDOWN, ActiveRun, describe
-from .attempt import AttemptOutcome, Attempts, StepContext, StepFailed, container_name
+from .attempt import Adopted, AttemptOutcome, Attempts, StepContext, StepFailed
 from .cache import memo_key
+from .execution import Execution, where_it_ran
 from .fanout.attempt import FanOutAttempts, FanOutPass
 from .pools import Pools
+from .spec import backend_of
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ class StepWork:
         settings: Settings,
         pins: Pins,
         datasets: Datasets,
-        executor: ExecutorBackend,
+        execution: Execution,
         records: RunRecords,
         attempts: Attempts,
         fan_out: FanOutAttempts,
@@ -52,15 +54,17 @@ class StepWork:
         self.settings = settings
         self.pins = pins
         self.datasets = datasets
-        self.executor = executor
+        self.execution = execution
         self.records = records
         self.attempts = attempts
         self.fan_out = fan_out
         self.pools = pools
         self.set_step = set_step
 
-    async def run(self, run: ActiveRun, name: str, scratch: Path) -> None:
+    async def run(self, run: ActiveRun, name: str, scratch: Path, adopted: Adopted | None = None) -> None:
         """Run one step to its end and record it; never raises (the step's status says it all).
+        ``adopted``: the step was running when a previous process stopped, and its attempt's object
+        is still on its backend: the step goes on from that attempt.
 
         Whatever goes wrong ends the step ``failed`` naming the error: a failure an attempt
         expected (``StepFailed``), a library error (``MaoError``: a lookup, the database) and any
@@ -70,11 +74,13 @@ class StepWork:
         STEP.set(name)  # this step's own task: its (and its attempts') log lines carry the step
         started_at = utcnow()
         try:
-            done = await self._work(run, name, scratch, started_at)
+            done = await self._work(run, name, scratch, started_at, adopted)
         except StepFailed as failure:
             await self._end(run, name, failure.status, failure.message)
             return
         except asyncio.CancelledError:
+            if run.stop is None and run.detaching:
+                raise  # left as it is (running) for the next start
             stop = run.stop or SHUTDOWN
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._end(run, name, stop.step, stop.reason, first=False))
@@ -117,7 +123,7 @@ class StepWork:
                         run.id, name, getattr(exc, "message", exc))  # fmt: skip
 
     async def _work(
-        self, run: ActiveRun, name: str, scratch: Path, started_at: datetime
+        self, run: ActiveRun, name: str, scratch: Path, started_at: datetime, adopted: Adopted | None = None
     ) -> dict[str, Any] | None:
         """The step's work up to its success; the fields of its ``succeeded`` record, or None when
         it is already recorded (``cached``). Raises on failure."""
@@ -140,14 +146,15 @@ class StepWork:
         )
         tool = await self._tool(run, step.tool)
         # Checked while still pending: a cache hit is one write, pending -> cached.
-        if step.cache and await self._use_cache(run, ctx, tool, started_at):
+        if adopted is None and step.cache and await self._use_cache(run, ctx, tool, started_at):
             return None
         async with self._pool(run, step):  # pending while it waits for a slot
-            await self.set_step(run, name, StepStatus.RUNNING, started_at=utcnow())
+            if adopted is None:
+                await self.set_step(run, name, StepStatus.RUNNING, started_at=utcnow())
             if step.fan_out is not None:
                 outcome, used = await self._fan_out(run, ctx, tool, scratch), tool
             else:
-                outcome, used = await self._attempts(run, ctx, tool, scratch)
+                outcome, used = await self._attempts(run, ctx, tool, scratch, adopted)
         run.input_tips.pop(step.output_dataset, None)
         key = None
         if outcome.image_id:
@@ -165,16 +172,22 @@ class StepWork:
         return await self.pins.tool(run.pipeline.name, name)
 
     async def _attempts(
-        self, run: ActiveRun, ctx: StepContext, tool: Tool, scratch: Path
+        self, run: ActiveRun, ctx: StepContext, tool: Tool, scratch: Path, adopted: Adopted | None = None
     ) -> tuple[AttemptOutcome, Tool]:
-        """The step's own attempts, then its fallback tool; the outcome and the tool that made it."""
+        """The step's own attempts, then its fallback tool; the outcome and the tool that made it.
+        An adopted attempt takes its place in that series (its number says where)."""
         step = ctx.step
-        number = 0
         failure: StepFailed | None = None
-        for retry in range(step.retries + 1):
+        if adopted is not None and adopted.number > step.retries + 1:  # the fallback tool's attempt
+            fallback = await self._tool(run, adopted.tool)
+            return await self._attempt(run, ctx, adopted.number, fallback, scratch, adopted), fallback
+        first = adopted.number - 1 if adopted is not None else 0
+        number = first
+        for retry in range(first, step.retries + 1):
             number += 1
             try:
-                return await self._attempt(run, ctx, number, tool, scratch), tool
+                resumed = adopted if retry == first else None
+                return await self._attempt(run, ctx, number, tool, scratch, resumed), tool
             except StepFailed as exc:
                 failure = exc
                 if not exc.passable or retry == step.retries:
@@ -231,14 +244,35 @@ class StepWork:
         raise AssertionError("unreachable: the last pass returns or raises")
 
     async def _attempt(
-        self, run: ActiveRun, ctx: StepContext, number: int, tool: Tool, scratch: Path
+        self,
+        run: ActiveRun,
+        ctx: StepContext,
+        number: int,
+        tool: Tool,
+        scratch: Path,
+        adopted: Adopted | None = None,
     ) -> AttemptOutcome:
-        container = container_name(self.settings.instance_name, run.id, ctx.position, number)
-        attempt_id = await self.records.add_attempt(run.id, ctx.step.name, number, tool.name, container)
+        if adopted is None:
+            identity = Identity(
+                instance=self.settings.instance_name, pipeline=ctx.pipeline, run=run.id,
+                step=ctx.step.name, position=ctx.position, attempt=number,
+            )  # fmt: skip
+            attempt_id = await self.records.add_attempt(
+                run.id, ctx.step.name, number, tool.name, identity.object_name(),
+                backend=backend_of(ctx.step, self.settings),
+            )  # fmt: skip
+        else:
+            attempt_id = adopted.attempt_id
         status = AttemptStatus.RUNNING
         try:
             outcome = await self.attempts.run(
-                ctx, number, tool, scratch, voting=lambda: run.voting.add(ctx.step.name)
+                ctx,
+                number,
+                tool,
+                scratch,
+                voting=lambda: run.voting.add(ctx.step.name),
+                adopted=adopted,
+                finishing=lambda: run.finishing.add(ctx.step.name),
             )
         except StepFailed as failure:
             status = check(ATTEMPT_TRANSITIONS, status, failure.attempt_status)
@@ -249,27 +283,33 @@ class StepWork:
                     exit_code=failure.exit_code,
                     image_id=failure.image_id,
                     error=failure.message,
+                    **where_it_ran(failure.end),
                 )
             except MaoError as exc:  # the failure is what the step says; the run's end closes the row
                 log.warning("run %s: attempt %d of step %s not recorded yet: %s",
                             run.id, number, ctx.step.name, exc.message)  # fmt: skip
             raise
         except asyncio.CancelledError:
-            stop = run.stop or SHUTDOWN
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.records.end_attempt(attempt_id, stop.attempt, error=stop.reason))
+            if run.stop is not None or not run.detaching:
+                stop = run.stop or SHUTDOWN
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.records.end_attempt(attempt_id, stop.attempt, error=stop.reason))
             raise
         finally:
             run.voting.discard(ctx.step.name)
+            run.finishing.discard(ctx.step.name)
         status = check(ATTEMPT_TRANSITIONS, status, AttemptStatus.SUCCEEDED)
-        await self.records.end_attempt(attempt_id, status, exit_code=0, image_id=outcome.image_id)
+        await self.records.end_attempt(
+            attempt_id, status, exit_code=0, image_id=outcome.image_id, **where_it_ran(outcome.end)
+        )
         return outcome
 
     async def _use_cache(self, run: ActiveRun, ctx: StepContext, tool: Tool, started_at: datetime) -> bool:
         """Record the step ``cached`` when its memo key matches its last success here."""
         image_id = run.image_ids.get(tool.image)
         if image_id is None:
-            image_id = await self.executor.image_id(tool.image)
+            backend = self.execution.backends.get(backend_of(ctx.step, self.settings))
+            image_id = await backend.resolve_image(tool.image)
             if image_id is None:
                 return False
             run.image_ids[tool.image] = image_id

@@ -85,12 +85,32 @@ class StepEnd:
 
 
 @dataclass(frozen=True)
+class UnfinishedAttempt:
+    """An attempt of a run a previous process left: its handle (``backend``, ``container``: the
+    object's name, ``engine_id``), for adopting its object."""
+
+    id: int
+    attempt: int
+    shard: int | None
+    tool: str
+    status: AttemptStatus
+    container: str | None
+    backend: str | None
+    engine_id: str | None
+
+
+@dataclass(frozen=True)
 class UnfinishedStep:
     name: str
     status: StepStatus
     output_dataset: str
     branch: str
-    containers: list[str]
+    input_commit: str | None = None
+    attempts: list[UnfinishedAttempt] = field(default_factory=list)
+
+    @property
+    def containers(self) -> list[str]:
+        return [a.container for a in self.attempts if a.container]
 
 
 @dataclass(frozen=True)
@@ -99,6 +119,10 @@ class UnfinishedRun:
     pipeline: str
     status: RunStatus
     steps: list[UnfinishedStep]
+    priority: int = 0
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    side_by_side: bool = False
 
 
 class RunRecords:
@@ -261,8 +285,10 @@ class RunRecords:
         container: str | None,
         shard: int | None = None,
         speculative: bool = False,
+        backend: str | None = None,
     ) -> int:
-        """Record a started attempt; returns its id for ``end_attempt``."""
+        """Record a started attempt (``container``: its object's name on ``backend``); returns its
+        id for ``end_attempt``."""
         async with self.store.session(f"record attempt {attempt} of step {step}") as s:
             row = AttemptRow(
                 run_id=run_id,
@@ -272,6 +298,7 @@ class RunRecords:
                 speculative=speculative,
                 tool=tool,
                 container=container,
+                backend=backend,
                 status=AttemptStatus.RUNNING,
                 started_at=utcnow(),
             )
@@ -287,7 +314,12 @@ class RunRecords:
         exit_code: int | None = None,
         image_id: str | None = None,
         error: str | None = None,
+        engine_id: str | None = None,
+        node: str | None = None,
+        queued_seconds: float | None = None,
     ) -> None:
+        """Record how an attempt ended (and, when its object told, where it ran)."""
+        found = {"engine_id": engine_id, "node": node, "queued_seconds": queued_seconds}
         async with self.store.session("record the end of an attempt") as s:
             await s.execute(
                 update(AttemptRow)
@@ -298,6 +330,7 @@ class RunRecords:
                     image_id=image_id,
                     error=error[:4000] if error else None,
                     ended_at=utcnow(),
+                    **{k: v for k, v in found.items() if v is not None},
                 )
             )
 
@@ -349,21 +382,37 @@ class RunRecords:
                                 StepStatus(st.status),
                                 st.output_dataset,
                                 st.branch,
-                                [a.container for a in attempts if a.step == st.name and a.container],
+                                st.input_commit,
+                                [
+                                    UnfinishedAttempt(
+                                        a.id, a.attempt, a.shard, a.tool, AttemptStatus(a.status),
+                                        a.container, a.backend, a.engine_id,
+                                    )  # fmt: skip
+                                    for a in sorted(attempts, key=lambda a: a.id)
+                                    if a.step == st.name
+                                ],
                             )
                             for st in steps
                         ],
+                        run.priority or 0,
+                        run.created_at,
+                        run.started_at,
+                        bool(run.side_by_side),
                     )
                 )
             return result
 
-    async def end_unfinished_attempts(self, run_id: str, status: AttemptStatus, error: str) -> None:
+    async def end_unfinished_attempts(
+        self, run_id: str, status: AttemptStatus, error: str | None, step: str | None = None
+    ) -> None:
+        """End the run's attempts still recorded running (of ``step`` only, when given)."""
         async with self.store.session(f"close the attempts of run {run_id}") as s:
-            await s.execute(
-                update(AttemptRow)
-                .where(AttemptRow.run_id == run_id, AttemptRow.status == AttemptStatus.RUNNING)
-                .values(status=status, error=error, ended_at=utcnow())
+            query = update(AttemptRow).where(
+                AttemptRow.run_id == run_id, AttemptRow.status == AttemptStatus.RUNNING
             )
+            if step is not None:
+                query = query.where(AttemptRow.step == step)
+            await s.execute(query.values(status=status, error=error, ended_at=utcnow()))
 
     # -- reads: the API's shape -----------------------------------------------------------------
     async def get(self, run_id: str) -> dict[str, Any] | None:
@@ -435,6 +484,9 @@ def attempt_to_dict(a: AttemptRow) -> dict[str, Any]:
         "started_at": _iso(a.started_at),
         "ended_at": _iso(a.ended_at),
         "error": a.error,
+        "backend": a.backend,
+        "node": a.node,
+        "queued_seconds": a.queued_seconds,
         **({"shard": a.shard, "speculative": a.speculative} if a.shard is not None else {}),
     }
 

@@ -154,7 +154,9 @@ class RunStepRow(Base):
 
 
 class AttemptRow(Base):
-    """One try of a step: one container (or one per shard of a fan-out step, ``shard`` 1-based)."""
+    """One try of a step: one object on its backend (or one per shard of a fan-out step, ``shard``
+    1-based). ``backend``, ``container`` (the object's name) and ``engine_id`` are its handle: a
+    restart finds the object again by them (runs/reconcile.py)."""
 
     __tablename__ = "run_attempts"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -166,7 +168,13 @@ class AttemptRow(Base):
     tool: Mapped[str] = mapped_column(String(128))
     container: Mapped[str | None] = mapped_column(String(260), nullable=True)
     image_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(32))
+    # Where it ran (MAO_BACKENDS; None: before backends existed, the local executor), the engine's
+    # own id of its object, the node and how long it waited to be scheduled.
+    backend: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    engine_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    node: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    queued_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

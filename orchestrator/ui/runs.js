@@ -82,6 +82,26 @@ async function renderRuns(again) {
 // -- one run ------------------------------------------------------------------------------------
 let selectedStep = null;
 
+// Where an attempt ran: its backend (MAO_BACKENDS), the node its backend named, and how long it
+// waited to be scheduled there.
+function ranOn(a) {
+  if (!a || !a.backend) return "";
+  const node = a.node ? ` on ${a.node}` : "";
+  const queued = a.queued_seconds != null ? `, queued ${secs(a.queued_seconds)}` : "";
+  return `${a.backend}${node}${queued}`;
+}
+
+function ranOnCell(s) {
+  const attempts = Array.isArray(s.attempts) ? s.attempts : [];
+  const last = attempts[attempts.length - 1];
+  if (!last || !last.backend) return "—";
+  return [
+    h("span", { class: "backend" }, last.backend),
+    last.node ? h("div", { class: "muted small node" }, last.node) : null,
+    last.queued_seconds != null ? h("div", { class: "muted small queued" }, `queued ${secs(last.queued_seconds)}`) : null,
+  ];
+}
+
 // The full log of the selected step's latest attempt (GET /runs/{id}/log): streamed (follow=1,
 // read from the response body as it comes) while the attempt runs, fetched whole once it ended.
 // It lives outside the view, which is rebuilt at every refresh, and is put back into #log each time.
@@ -328,7 +348,7 @@ async function renderRun(again) {
     h(
       "table",
       { id: "steps" },
-      h("thead", {}, h("tr", {}, ["Step", "Status", "Exit", "Attempts", "Duration", "Commits", ""].map((c) => h("th", { scope: "col" }, c)))),
+      h("thead", {}, h("tr", {}, ["Step", "Status", "Exit", "Attempts", "Ran on", "Duration", "Commits", ""].map((c) => h("th", { scope: "col" }, c)))),
       h(
         "tbody",
         {},
@@ -339,7 +359,8 @@ async function renderRun(again) {
             h("td", {}, s.name, h("div", { class: "muted small" }, `${s.tool} → ${s.output_dataset}`)),
             h("td", {}, badge(s.status), s.error ? h("div", { class: "error small" }, s.error) : null),
             h("td", {}, s.exit_code ?? "—"),
-            h("td", {}, Array.isArray(s.attempts) ? s.attempts.map((a, i) => h("span", { class: `badge s-${a.status}`, title: a.error || "" }, `#${a.attempt ?? i + 1} ${a.status}`)) : "1"),
+            h("td", {}, Array.isArray(s.attempts) ? s.attempts.map((a, i) => h("span", { class: `badge s-${a.status}`, title: [a.error, ranOn(a)].filter(Boolean).join(" — ") }, `#${a.attempt ?? i + 1} ${a.status}`)) : "1"),
+            h("td", { class: "ran-on" }, ranOnCell(s)),
             h("td", {}, secs(s.duration)),
             h("td", {}, commitChain(s)),
             h("td", {}, h("button", { type: "button", class: "log-button", "data-step": s.name, onclick: () => { selectedStep = s.name; selectedAttempt = null; renderRun(true); } }, "Log")),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ import pytest
 
 from tests import servers
 from tests.api import Api
+from tests.servers.kube_fake import KubeFake
 
 
 def orchestrator_env(
@@ -97,6 +99,28 @@ def api(node: Node) -> Api:
 
 OPS_TOKEN = "ops-admin-token-0123456789"
 OPS_METRICS_TOKEN = "ops-metrics-token-0123456789"
+
+
+@pytest.fixture(scope="session")
+def kube_fake(docker_engine, busybox_image: str, servers_tmp: Path) -> Iterator[KubeFake]:
+    """The fake Kubernetes API (tests/servers/kube_fake.py), running pods in the shared Docker engine
+    (the backend suite in backends/ and the node-level contract share it)."""
+    fake = servers.start_kube_fake(servers_tmp / "kube-fake")
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture(scope="session")
+def staging_image(docker_engine) -> str:
+    """The fetch mode's staging image, built by the script operators use (scripts/staging-image.sh)."""
+    tag = "mao-staging:test"
+    script = servers.REPO_ROOT / "scripts" / "staging-image.sh"
+    done = subprocess.run(["bash", str(script), tag], capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0:
+        pytest.fail(f"scripts/staging-image.sh failed: {done.stderr[-2000:]}", pytrace=False)
+    return tag
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from tests import servers
@@ -189,10 +190,32 @@ def test_a_pool_of_one_slot_runs_its_steps_one_at_a_time(limited: Node) -> None:
     assert "gpu" in error["message"] and "solo" in error["message"]
 
 
+def gated_pipeline(node: Node) -> tuple[str, Path]:
+    """A one-step pipeline whose tool runs until a file ``go`` appears in its output folder; (its
+    name, the file that lets it finish)."""
+    tool, out, name = unique("tool"), unique("out"), unique("adm")
+    node.api.tool(tool)
+    node.api.local_dataset(out)
+    script = f"while [ ! -e {APP}/data/go ]; do sleep 0.1; done; rm {APP}/data/go"
+    step = {"name": "s", "tool": tool, "output_dataset": out, "cmd": ["sh", "-c", script]}
+    node.api.ok(node.api.post("/pipeline/init", {"name": name, "steps": [step]}))
+    return name, node.data_dir / "work" / out / f"s-{node.name}" / "go"
+
+
+def containers_of(run_id: str) -> list[str]:
+    client = docker.from_env()
+    try:
+        found = client.containers.list(ignore_removed=True, filters={"label": f"mao.run={run_id}"})
+        return [c.name for c in found]
+    finally:
+        client.close()
+
+
 def test_queued_runs_and_a_backfill_survive_a_restart(limited: Node) -> None:
     api = limited.api
-    blockers = [start(api, pipeline(api, "sleep 300"))["id"] for _ in range(2)]
-    poll(lambda: all(status(api, b) == "running" for b in blockers), what="the blockers to run")
+    gated = [gated_pipeline(limited) for _ in range(2)]
+    blockers = [start(api, name)["id"] for name, _ in gated]
+    poll(lambda: all(containers_of(b) for b in blockers), what="the blockers' containers")
     queued = [start(api, pipeline(api, f"echo {i} > {APP}/data/q.txt"), priority=i)["id"] for i in range(2)]
     ticked = pipeline(api, f"date > {APP}/data/t.txt")
     span = {"name": ticked, "from": "2026-01-01T00:00:00Z", "to": "2026-01-01T02:00:00Z", "cron": "0 * * * *"}
@@ -204,10 +227,17 @@ def test_queued_runs_and_a_backfill_survive_a_restart(limited: Node) -> None:
     limited.service.stop()
     limited.service.process.start()
     limited.service.wait_ready()
-    # The blockers were stopped with the process; the queued runs run, the backfill in tick order.
+    # The blockers' containers outlived the stop: they are adopted and hold the instance's two
+    # places again, so the queue waits on until they end; then the queued runs run, the backfill
+    # in tick order.
+    assert [status(api, b) for b in blockers] == ["running", "running"]
+    assert set(queue_ids(api)) == {*queued, *backfill["runs"]}
+    for _, go in gated:
+        go.touch()
+    finished = ended(api, blockers)
+    assert [(r["status"], len(r["steps"][0]["attempts"])) for r in finished] == [("succeeded", 1)] * 2
     runs = ended(api, [*queued, *backfill["runs"]])
     assert [r["status"] for r in runs] == ["succeeded"] * 5, runs
-    assert [status(api, b) for b in blockers] == ["failed", "failed"]
     ticks = runs[2:]
     assert [r["tick_at"] for r in ticks] == [f"2026-01-01T0{h}:00:00+00:00" for h in range(3)]
     assert all(r["trigger"] == "backfill" for r in ticks)
@@ -293,13 +323,18 @@ def test_overlap_allow_is_exempt_from_a_busy_pipeline_not_from_the_limit(limited
 
     # Queued behind a full instance, two allow runs of one pipeline keep their exemption across a
     # restart: once re-admitted, they run side by side, not one after the other.
-    blockers = [start(api, pipeline(api, "sleep 300"))["id"] for _ in range(2)]
-    poll(lambda: all(status(api, b) == "running" for b in blockers), what="the blockers to run")
+    gated = [gated_pipeline(limited) for _ in range(2)]
+    blockers = [start(api, blocker)["id"] for blocker, _ in gated]
+    poll(lambda: all(containers_of(b) for b in blockers), what="the blockers' containers")
     waiting = [start(api, name, overlap="allow") for _ in range(2)]
     assert [w["status"] for w in waiting] == ["queued", "queued"]
     limited.service.stop()
     limited.service.process.start()
     limited.service.wait_ready()
+    # The blockers are adopted and hold the instance's places until they end.
+    assert [status(api, b) for b in blockers] == ["running", "running"]
+    for _, go in gated:
+        go.touch()
     runs = ended(api, [w["id"] for w in waiting])
     assert [r["status"] for r in runs] == ["succeeded", "succeeded"], runs
     assert most_at_once([(r["started_at"], r["ended_at"]) for r in runs]) == 2, runs

@@ -97,6 +97,9 @@ def test_console_runs_a_pipeline_and_shows_its_log(guarded_node: Node, browser, 
     assert [n.get_attribute("data-step") for n in nodes] == ["collect", "summarise"]
     assert all("s-succeeded" in n.get_attribute("class") for n in nodes)
     assert "input" in find("#steps").text and "ground-truth" in find("#steps").text
+    # Where each step ran: its backend and node, as GET /runs/{id} records them.
+    ran_on = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#steps td.ran-on")]
+    assert len(ran_on) == 2 and all(text.startswith("local") and "queued" in text for text in ran_on), ran_on
 
     # Open a step's log with the keyboard: focus the graph node, press Enter (again if a render
     # replaced the node between the focus and the key), until the page shows that step's log.

@@ -46,13 +46,15 @@ def test_metrics_move_with_a_run(guarded_node: Node) -> None:
     assert after[count_key] == 1
     step_key = ("mao_step_duration_seconds_count", frozenset({"pipeline": pipeline, "step": "only"}.items()))
     assert after[step_key] == 1
-    attempts = ("mao_step_attempts_total", frozenset({"status": "succeeded"}.items()))
+    attempts = ("mao_step_attempts_total", frozenset({"status": "succeeded", "backend": "local"}.items()))
     assert after[attempts] >= before.get(attempts, 0) + 1
     lock_wait = ("mao_ground_truth_lock_wait_seconds_count", frozenset())
     assert after[lock_wait] >= before.get(lock_wait, 0) + 1
     assert after[("mao_etcd_up", frozenset())] == 1
     assert after[("mao_members", frozenset())] >= 1
     assert ("mao_queue_depth", frozenset()) in after
+    assert after[("mao_backend_up", frozenset({"backend": "local"}.items()))] == 1
+    assert ("mao_backend_attempts_running", frozenset({"backend": "local"}.items())) in after
     # Bounded labels: no run id anywhere in the exposition.
     assert run["id"] not in response.text
 
@@ -61,7 +63,10 @@ def test_every_attempt_of_the_engine_is_counted(guarded_node: Node) -> None:
     api = guarded_node.api
     # Fails its first attempt, succeeds on the retry (the engine sets MAO_ATTEMPT).
     pipeline, _ = one_step_pipeline(api, '[ "$MAO_ATTEMPT" -ge 2 ]', retries=1, retry_delay=0.1)
-    key = {s: ("mao_step_attempts_total", frozenset({"status": s}.items())) for s in ("failed", "succeeded")}
+    key = {
+        s: ("mao_step_attempts_total", frozenset({"status": s, "backend": "local"}.items()))
+        for s in ("failed", "succeeded")
+    }
     before = metric_samples(api.get("/metrics").text)
     run = api.run(pipeline)
     assert run["status"] == "succeeded" and len(run["steps"][0]["attempts"]) == 2, run

@@ -209,7 +209,9 @@ def test_maoctl_pipeline_run_shows_plain_progress_when_piped(log_node: Node) -> 
     """Piped (no terminal): one plain line per change of a step on stderr; stdout keeps the run
     summary it always had. The step waits for the test, so its running state is seen for sure."""
     api = log_node.api
-    wait_cmd = "until [ -e /usr/src/app/data/go ]; do sleep 0.2; done; rm /usr/src/app/data/go"
+    # The tool says it runs (a file in its folder) before it waits: its folder is prepared by then.
+    data = "/usr/src/app/data"
+    wait_cmd = f"touch {data}/started; until [ -e {data}/go ]; do sleep 0.2; done; rm {data}/go {data}/started"
     pipeline, dataset = one_step_pipeline(api, wait_cmd, timeout=300)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAO_")}
     env.update({"MAO_DATA_DIR": NO_DATA_DIR, "MAO_API_TOKEN": log_node.service.token or ""})
@@ -230,7 +232,10 @@ def test_maoctl_pipeline_run_shows_plain_progress_when_piped(log_node: Node) -> 
         while (line := process.stderr.readline()) != "step only: running (attempt 1)\n":
             assert line == "step only: running\n", (before, line)
             before.append(line)
-        (log_node.data_dir / "work" / dataset / f"only-{log_node.name}" / "go").write_text("")
+        # The attempt is recorded before its output folder is prepared: wait for the tool to run.
+        workdir = log_node.data_dir / "work" / dataset / f"only-{log_node.name}"
+        wait_for((workdir / "started").exists)
+        (workdir / "go").write_text("")
         rest = process.stderr.read()
         summary = process.stdout.read()
         assert process.wait(timeout=120) == 0
@@ -258,9 +263,7 @@ def test_retention_removes_a_runs_log(log_node: Node) -> None:
         store = Store(f"sqlite+aiosqlite:///{log_node.data_dir / 'mao.db'}")
         await store.start()
         try:
-            logs = StepLogs(
-                log_node.data_dir, executor=None, existing_runs=lambda ids: existing_runs(store, ids)
-            )  # type: ignore[arg-type]
+            logs = StepLogs(log_node.data_dir, existing_runs=lambda ids: existing_runs(store, ids))
             retention = Retention(store, days=1, extras=[logs.forget])
             runs, _ = await retention.clean(now=datetime.now(UTC) + timedelta(days=2))
             assert runs >= 1

@@ -28,12 +28,22 @@ from .process import (
     wait_http,
     wait_until,
 )
-from .services import TOKENS, ServiceProcess, _base_env, start_executor, start_orchestrator, token_for
+from .services import (
+    EXECUTOR_INSTANCES,
+    TOKENS,
+    ServiceProcess,
+    _base_env,
+    remove_submitted,
+    start_executor,
+    start_orchestrator,
+    token_for,
+)
 from .slurm import SlurmCluster, slurm_missing, start_slurm
 from .staging_server import StagingServer, start_staging_server
 from .swarm import SwarmHold, acquire_swarm, release_swarm, renew_swarm, single_node_swarm
 
 __all__ = [
+    "EXECUTOR_INSTANCES",
     "start_kube_fake",
     "start_staging_server",
     "BUSYBOX_LABEL",
@@ -60,6 +70,7 @@ __all__ = [
     "is_root",
     "make_member_pki",
     "release_swarm",
+    "remove_submitted",
     "renew_swarm",
     "single_node_swarm",
     "slurm_missing",

@@ -21,6 +21,7 @@ import os
 import shutil
 import struct
 import tarfile
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 LABEL = "mao.kube-fake"
 IMAGE_REASONS_WAIT = 1.0
+OOM_EVENT_GRACE = 2  # seconds after an exit 137 within which the engine may still log its OOM
 
 
 def now_text() -> str:
@@ -311,7 +313,23 @@ class Kubelet:
         code = int(container.wait()["StatusCode"])
         container.reload()
         state = container.attrs["State"]
-        return code, bool(state.get("OOMKilled")), state["StartedAt"], state["FinishedAt"]
+        oom = bool(state.get("OOMKilled")) or (code == 137 and self._oom_event(cid))
+        return code, oom, state["StartedAt"], state["FinishedAt"]
+
+    def _oom_event(self, cid: str) -> bool:
+        """A kubelet learns of an OOM kill from the cgroup, always. Docker 20.10 sets its OOMKilled flag
+        only when containerd's OOM report beats the exit, but logs an ``oom`` event either way (the
+        swarm backend reads it the same way): asked up to OOM_EVENT_GRACE seconds into the future,
+        the engine answers then with what came until then."""
+        now = int(time.time())
+        events = self.docker.events(
+            since=now - 600, until=now + OOM_EVENT_GRACE, decode=True,
+            filters={"type": "container", "container": cid, "event": "oom"},
+        )  # fmt: skip
+        try:
+            return any(event.get("Action") == "oom" for event in events)
+        finally:
+            events.close()
 
     # -- simulate mode ------------------------------------------------------------------------------------
 

@@ -27,6 +27,28 @@ from .process import LOCALHOST, REPO_ROOT, ManagedProcess, ServerStartError, fre
 # ---------------------------------------------------------------------------------------------
 
 
+# The MAO_INSTANCE_NAME of every executor the tests started: the containers they submitted outlive
+# them by design (executor/containers.py), so the session removes them at its end
+# (``remove_submitted``).
+EXECUTOR_INSTANCES: set[str] = set()
+
+
+def remove_submitted(client: object) -> list[str]:
+    """Remove every container an executor of this session submitted (``mao.executor`` label):
+    attempts that nodes stopped mid-run left for an adoption that never comes."""
+    removed = []
+    for instance in sorted(EXECUTOR_INSTANCES):
+        for container in client.containers.list(  # type: ignore[attr-defined]
+            all=True, ignore_removed=True, filters={"label": f"mao.executor={instance}"}
+        ):
+            try:
+                container.remove(force=True)
+                removed.append(container.name)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+    return removed
+
+
 # The API token of every orchestrator the tests started, by URL: ``tests.api.Api(url)`` and the maoctl
 # helpers look it up here, so a test that only knows a node's URL still talks to it with its token.
 TOKENS: dict[str, str] = {}
@@ -238,6 +260,7 @@ def start_executor(
     if not is_root():
         env.update({"MAO_TOOL_UID": str(os.getuid()), "MAO_TOOL_GID": str(os.getgid())})
     env.update({k: str(v) for k, v in (env_overrides or {}).items()})
+    EXECUTOR_INSTANCES.add(env["MAO_INSTANCE_NAME"])
     listen = env.get("MAO_EXECUTOR_LISTEN", "unix")
     if listen == "unix" and "MAO_EXECUTOR_SOCKET" not in env:
         # A short path of its own (a socket address holds 107 bytes), removed when the tests end.

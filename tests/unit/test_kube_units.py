@@ -25,7 +25,7 @@ from orchestrator.executors.kube_pod import (
     secret_body,
 )
 from orchestrator.executors.kube_settings import KubernetesSettings
-from orchestrator.executors.kube_status import Job, Pod, Progress, Verdict, verdict
+from orchestrator.executors.kube_status import Job, Pod, Progress, Verdict, end_of, verdict
 from orchestrator.executors.seam import (
     INPUT_MOUNT,
     OUTPUT_MOUNT,
@@ -186,6 +186,25 @@ def test_each_way_a_pod_ends(the_job: Job | None, the_pod: Pod | None, seen: boo
     found = verdict(the_job, the_pod, pod_seen=seen)
     assert isinstance(found, Verdict) and found.kind is kind, found
     assert found.message or kind is EndKind.COMPLETED
+
+
+@settings(max_examples=200)
+@given(
+    scheme=st.sampled_from(["", "docker://", "docker-pullable://", "containerd://", "cri-o://"]),
+    repo=st.sampled_from(["", "busybox@", "docker.io/library/busybox@", "registry.lab:5000/a/b@"]),
+    digest=st.text("0123456789abcdef", min_size=64, max_size=64),
+)
+def test_the_image_a_pod_ran_is_its_content_address_whatever_the_runtime(scheme: str, repo: str, digest: str) -> None:
+    """Provenance and the cache record the same kind of id on every backend: ``sha256:<id>`` or
+    ``<repo>@sha256:<digest>``, never the runtime's scheme in front of it."""
+    address = f"{repo}sha256:{digest}"
+    ran = Pod.model_validate(
+        {"metadata": {"name": "j-abcde"}, "spec": {"nodeName": "node-1"},
+         "status": {"phase": "Succeeded", "initContainerStatuses": [
+             {"name": STAGE_IN, "state": DONE}, {"name": TOOL, "state": DONE, "imageID": scheme + address}]}}
+    )  # fmt: skip
+    end = end_of(EndKind.COMPLETED, "", job(("Complete", "")), ran, exit_code=0, log_tail="")
+    assert end.image_id == address, end
 
 
 def test_what_is_still_going() -> None:

@@ -37,8 +37,9 @@ from executor.transport import (
     trusted_uids,
 )
 from orchestrator.config import load_settings
-from orchestrator.errors import ConfigError, ExecutorUnavailable
-from orchestrator.executors import ExecutorClient
+from orchestrator.errors import ConfigError
+from orchestrator.executors.docker import DockerBackend
+from orchestrator.executors.seam import BackendUnavailable
 from orchestrator.executors.transport import TrustedUnixConnector
 
 ROOT = os.geteuid() == 0
@@ -181,10 +182,10 @@ async def test_the_orchestrators_connector_sends_nothing_to_an_unproven_server(s
             with pytest.raises(UntrustedServer):
                 await session.get("http://executor/health", headers={"Authorization": "Bearer secret"})
         assert seen == []
-        client = ExecutorClient(f"unix://{path}", "secret")
+        client = DockerBackend("local", f"unix://{path}", "secret", lambda p: p)
         await client.start()
         try:
-            await client.health()
+            assert (await client.health()).ok
         finally:
             await client.close()
         assert seen == ["Bearer secret"]
@@ -211,19 +212,21 @@ async def test_a_pinned_certificate_is_required(short_tmp: Path) -> None:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        wrong = ExecutorClient(f"https://127.0.0.1:{port}", "secret", fingerprint_of(other))
+        wrong = DockerBackend("local", f"https://127.0.0.1:{port}", "secret", lambda p: p, None, fingerprint_of(other))
         await wrong.start()
         try:
-            with pytest.raises(ExecutorUnavailable) as refused:
-                await wrong.health()
+            health = await wrong.health()
+            assert not health.ok and "did not prove it is the executor" in health.message
+            with pytest.raises(BackendUnavailable) as refused:
+                await wrong.resolve_image("busybox")
             assert refused.value.code == "executor_untrusted"
         finally:
             await wrong.close()
         assert seen == []
-        right = ExecutorClient(f"https://127.0.0.1:{port}", "secret", fingerprint_of(cert))
+        right = DockerBackend("local", f"https://127.0.0.1:{port}", "secret", lambda p: p, None, fingerprint_of(cert))
         await right.start()
         try:
-            await right.health()
+            assert (await right.health()).ok
         finally:
             await right.close()
         assert seen == ["Bearer secret"]

@@ -47,7 +47,7 @@ def test_a_run_record_moves_counters_and_histograms() -> None:
                 "status": "conflict",
                 "duration": 3.0,
                 "merge": "conflict",
-                "attempts": [{"status": "stalled"}, {"status": "failed"}],
+                "attempts": [{"status": "stalled", "backend": "local"}, {"status": "failed", "backend": "hpc"}],
             },  # fmt: skip
             {"name": "c", "status": "skipped", "attempts": []},
             {"name": "d", "status": "cached", "attempts": []},  # no container: no attempt
@@ -58,11 +58,11 @@ def test_a_run_record_moves_counters_and_histograms() -> None:
     assert got[("mao_runs_total", (("pipeline", "p"), ("status", "failed"), ("trigger", "cron")))] == 1
     assert got[("mao_run_duration_seconds_sum", (("pipeline", "p"),))] == 12.5
     assert got[("mao_step_duration_seconds_count", (("pipeline", "p"), ("step", "b")))] == 1
-    assert got[("mao_step_attempts_total", (("status", "succeeded"),))] == 1
-    assert got[("mao_step_attempts_total", (("status", "failed"),))] == 1
-    assert got[("mao_step_attempts_total", (("status", "stalled"),))] == 1
-    assert ("mao_step_attempts_total", (("status", "skipped"),)) not in got
-    assert ("mao_step_attempts_total", (("status", "cached"),)) not in got
+    assert got[("mao_step_attempts_total", (("backend", ""), ("status", "succeeded")))] == 1
+    assert got[("mao_step_attempts_total", (("backend", "hpc"), ("status", "failed")))] == 1
+    assert got[("mao_step_attempts_total", (("backend", "local"), ("status", "stalled")))] == 1
+    assert not any(k[0] == "mao_step_attempts_total" and ("status", "skipped") in k[1] for k in got)
+    assert not any(k[0] == "mao_step_attempts_total" and ("status", "cached") in k[1] for k in got)
     assert got[("mao_merge_conflicts_total", ())] == 1
     assert not any("r1" in str(key) for key in got)  # no run id in any label
 

@@ -105,7 +105,7 @@ async def runner_for(tmp_path: Path) -> AsyncIterator[tuple[Runner, Store]]:
 
 
 def attempt_that(fail_step: str | None, error: BaseException | None) -> Any:
-    async def run(ctx: Any, attempt: int, tool: Tool, scratch: Path, voting: Any = None) -> AttemptOutcome:
+    async def run(ctx: Any, attempt: int, tool: Tool, scratch: Path, voting: Any = None, **_: Any) -> AttemptOutcome:
         await asyncio.sleep(0)
         if ctx.step.name == fail_step and error is not None:
             raise error

@@ -135,32 +135,44 @@ def test_step_fields() -> None:
 
 
 def test_which_failures_are_retried() -> None:
+    from pathlib import Path
+
     from orchestrator.errors import BadRequest, ExecutorUnavailable, GitError, NotFound
-    from orchestrator.executors import ContainerResult
-    from orchestrator.executors.http import StepRejected
-    from orchestrator.runs.attempt import StepFailed, check_result, classify
+    from orchestrator.executors.seam import (
+        BackendRejected,
+        BackendUnavailable,
+        ContainerSpec,
+        End,
+        EndKind,
+        Identity,
+        OutputData,
+    )
+    from orchestrator.runs.attempt import StepFailed, check_end, classify
 
     assert classify(ExecutorUnavailable("away")).passable
+    assert classify(BackendUnavailable("away")).passable
     assert classify(GitError("the master did not answer")).passable
     assert not classify(NotFound("no such dataset")).passable
-    assert not classify(StepRejected("unknown image")).passable
+    assert not classify(BackendRejected("local", "step", "unknown image")).passable
     assert not classify(BadRequest("bad")).passable
     step = Step.model_validate({"name": "s", "tool": "t", "output_dataset": "d", "stall_timeout": 5})
-    check_result(step, ContainerResult(exit_code=0), 60)  # success: no exception
-    outcomes = {
-        "exit": ContainerResult(exit_code=2),
-        "timeout": ContainerResult(timed_out=True),
-        "stall": ContainerResult(stalled=True),
-        "cancel": ContainerResult(cancelled=True),
-    }
+    spec = ContainerSpec(
+        identity=Identity(instance="i", pipeline="p", run="r", step="s", position=0, attempt=1),
+        image="busybox",
+        output=OutputData(folder=Path("/tmp")),
+        user=(1000, 1000),
+        timeout=60,
+        stall_timeout=5,
+    )
+    check_end(step, End(kind=EndKind.COMPLETED, exit_code=0), spec)  # success: no exception
     statuses = {}
-    for name, result in outcomes.items():
+    for kind in EndKind:
+        if kind is EndKind.COMPLETED:
+            continue
         with pytest.raises(StepFailed) as caught:
-            check_result(step, result, 60)
-        statuses[name] = (caught.value.attempt_status, caught.value.passable)
+            check_end(step, End(kind=kind, exit_code=2 if kind is EndKind.FAILED else None), spec)
+        statuses[kind] = (caught.value.attempt_status, caught.value.passable)
+    # Every end is its attempt's status; every one but a cancel is retried (the engine's ends too).
     assert statuses == {
-        "exit": (AttemptStatus.FAILED, True),
-        "timeout": (AttemptStatus.TIMED_OUT, True),
-        "stall": (AttemptStatus.STALLED, True),
-        "cancel": (AttemptStatus.CANCELLED, False),
+        kind: (AttemptStatus(str(kind)), kind is not EndKind.CANCELLED) for kind in EndKind if kind is not EndKind.COMPLETED
     }

@@ -28,19 +28,13 @@ from ...datasets.trees import TreeLimits
 from ...domain.pipeline import Tool
 from ...domain.states import AttemptStatus
 from ...errors import MaoError
+from ...executors.seam import BackendRejected, End
 from ...gateway.insights import insights_stamp, read_insights
 from ...retry import backoff
 from ...store.runs import RunRecords
-from ..attempt import (
-    AttemptOutcome,
-    Attempts,
-    StepContext,
-    StepFailed,
-    check_result,
-    classify,
-    container_name,
-    redact,
-)
+from ..attempt import AttemptOutcome, Attempts, StepContext, StepFailed, check_end, classify, redact
+from ..execution import where_it_ran
+from ..spec import backend_of
 from .coordinator import FanOutSummary, ShardOutcome, ShardRun, SpeculationPolicy
 from .step import run_fan_out
 
@@ -170,7 +164,7 @@ class FanOutAttempts:
                     commit=commit,
                 )
             return AttemptOutcome(input_commit, commit, changed, merge_commit, state, image_id, published)
-        except MaoError as exc:
+        except (MaoError, BackendRejected) as exc:
             raise classify(exc) from exc
         finally:
             # Cancelled or failed: the attempt records still get their end.
@@ -239,64 +233,63 @@ class _Shards:
         attempt = self.this_pass.attempt_offset + run.attempt
         self.this_pass.attempts_used = max(self.this_pass.attempts_used, attempt)
         use = self.fallback if run.fallback and self.fallback is not None else self.tool
-        suffix = f"-s{shard.index}"
-        settings = self.owner.settings
-        container = container_name(settings.instance_name, ctx.run_id, ctx.position, attempt) + suffix
+        spec = self.owner.attempts.spec(
+            ctx,
+            attempt,
+            use,
+            shard_output,
+            shard_input,
+            shard=shard.index,
+            extra_env={"MAO_SHARD": str(shard.index), "MAO_SHARD_COUNT": str(shard.count)},
+        )
         adding = self._write(
             self.owner.records.add_attempt(
                 ctx.run_id,
                 ctx.step.name,
                 attempt,
                 use.name,
-                container,
+                spec.name,
                 shard=shard.index,
                 speculative=run.speculative,
+                backend=backend_of(ctx.step, self.owner.settings),
             )
         )
-        request = self.owner.attempts.container_request(
-            ctx,
-            attempt,
-            use,
-            shard_output,
-            shard_input,
-            extra_env={"MAO_SHARD": str(shard.index), "MAO_SHARD_COUNT": str(shard.count)},
-            name_suffix=suffix,
-        )
         label = f"shard {shard.index}/{shard.count} attempt {attempt}"
-        result = None
+        end: End | None = None
         owner = self.owner.attempts.datasets.tool_owner
         try:
             # The tool's uid gets the shard's folders, and the output comes back whatever happens.
             await asyncio.to_thread(give_to_tool, shard_input, owner)
             await asyncio.to_thread(give_to_tool, shard_output, owner)
             try:
-                result = await self.owner.attempts.execute_container(ctx, request)
+                end = (await self.owner.attempts.execute(ctx, spec)).end
             finally:
                 limits = self.owner.limits
                 await asyncio.shield(asyncio.to_thread(take_back, shard_output, owner, limits))
-            check_result(ctx.step, result, settings.step_timeout)
+            check_end(ctx.step, end, spec)
         except StepFailed as failure:
-            if result is not None:
-                self.logs["failed"] = (f"[{label}]\n{result.log_tail}", result.exit_code)
+            if end is not None:
+                self.logs["failed"] = (f"[{label}]\n{end.log_tail}", end.exit_code)
             self._end(
                 adding,
                 failure.attempt_status,
                 exit_code=failure.exit_code,
                 image_id=failure.image_id,
                 error=failure.message,
+                **where_it_ran(failure.end),
             )
             return ShardOutcome(ok=False, error=failure.message, retryable=failure.passable)
-        except MaoError as exc:  # the executor away, or refusing the request
+        except (MaoError, BackendRejected) as exc:  # the backend away, or refusing the request
             problem = classify(exc)
             self._end(adding, AttemptStatus.FAILED, error=problem.message)
             return ShardOutcome(ok=False, error=problem.message, retryable=problem.passable)
         except asyncio.CancelledError as cancel:
-            # Cancelling the request makes the executor kill and remove the container.
+            # The attempt's object is removed before the cancellation goes on (runs/execution.py).
             reason = self.stop_reason() or (str(cancel.args[0]) if cancel.args else "cancelled")
             self._end(adding, AttemptStatus.CANCELLED, error=reason)
             raise
-        self.logs["ok"] = (f"[{label}]\n{result.log_tail}", 0)
-        if result.image_id:
-            self.image_ids.append(result.image_id)
-        self._end(adding, AttemptStatus.SUCCEEDED, exit_code=0, image_id=result.image_id)
+        self.logs["ok"] = (f"[{label}]\n{end.log_tail}", 0)
+        if end.image_id:
+            self.image_ids.append(end.image_id)
+        self._end(adding, AttemptStatus.SUCCEEDED, exit_code=0, image_id=end.image_id, **where_it_ran(end))
         return ShardOutcome(ok=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,6 @@ from orchestrator.executors.seam import (
     OutputData,
 )
 from tests import servers
-from tests.servers.kube_fake import KubeFake
 
 from .drivers import DRIVERS, Driver
 
@@ -38,27 +36,6 @@ def swarm_shared_root(swarm: servers.SwarmHold, servers_tmp: Path) -> Iterator[P
     root = servers_tmp / "swarm-shared"
     root.mkdir(mode=0o711)
     yield root
-
-
-@pytest.fixture(scope="session")
-def kube_fake(docker_engine, busybox_image: str, servers_tmp: Path) -> Iterator[KubeFake]:
-    """The fake Kubernetes API (tests/servers/kube_fake.py), running pods in the shared Docker engine."""
-    fake = servers.start_kube_fake(servers_tmp / "kube-fake")
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
-@pytest.fixture(scope="session")
-def staging_image(docker_engine) -> str:
-    """The fetch mode's staging image, built by the script operators use (scripts/staging-image.sh)."""
-    tag = "mao-staging:test"
-    script = servers.REPO_ROOT / "scripts" / "staging-image.sh"
-    done = subprocess.run(["bash", str(script), tag], capture_output=True, text=True, timeout=300, check=False)
-    if done.returncode != 0:
-        pytest.fail(f"scripts/staging-image.sh failed: {done.stderr[-2000:]}", pytrace=False)
-    return tag
 
 
 @pytest.fixture(scope="session")
@@ -119,6 +96,9 @@ class Case:
         (base / "output").mkdir()
         (base / "input" / "in.txt").write_text("input\n")
         (base / "output" / "old.txt").write_text("old\n")
+        prepare = getattr(self.driver, "prepare", None)
+        if prepare is not None:
+            prepare(base)
         values: dict[str, Any] = {
             "identity": Identity(
                 instance=self.instance, pipeline="p", run=run, step="s", position=0, attempt=attempt

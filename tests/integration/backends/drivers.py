@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from orchestrator.executors.docker import DockerBackend
 from orchestrator.executors.fetch import FetchExchange
 from orchestrator.executors.kube_api import KubeApi
 from orchestrator.executors.kube_pod import label_value
@@ -40,6 +41,10 @@ class Driver(Protocol):
 
     async def leftovers(self, instance: str) -> list[str]:
         """Everything of ``instance`` still on the engine (objects and their containers)."""
+
+    def prepare(self, folder: Path) -> None:
+        """Ready an attempt's input and output folders under ``folder`` for the tool (data mode
+        ``local``: the engine hands them over itself, as the run engine's datasets do)."""
 
 
 def tool_user() -> tuple[int, int]:
@@ -84,6 +89,40 @@ class SwarmDriver:
             return services + containers
 
         return await asyncio.to_thread(look)
+
+
+@dataclass
+class DockerDriver:
+    """The executor on this host (the session's ``executor``), data mode ``local``."""
+
+    docker: Any  # docker.DockerClient
+    executor: Any  # tests.servers.ServiceProcess
+    kind: str = "docker"
+    tool_user: tuple[int, int] = tool_user()
+    # No placement here (init refuses it): the tests that need one skip.
+    unschedulable_placement: dict[str, str] = field(default_factory=dict)
+
+    def make(self, name: str, **settings: Any) -> Backend:
+        return DockerBackend(
+            name, self.executor.url, self.executor.token, lambda path: path, settings.get("start_timeout")
+        )
+
+    async def remove_from_outside(self, handle: Handle) -> None:
+        await asyncio.to_thread(lambda: self.docker.containers.get(handle.name).remove(force=True))  # docker rm -f
+
+    async def leftovers(self, instance: str) -> list[str]:
+        def look() -> list[str]:
+            mao = [f"{MANAGED_LABEL}=true", f"{INSTANCE_LABEL}={instance}"]
+            return [c.name for c in self.docker.containers.list(all=True, ignore_removed=True, filters={"label": mao})]
+
+        return await asyncio.to_thread(look)
+
+    def prepare(self, folder: Path) -> None:
+        if os.getuid() != 0:
+            return  # the tool runs as this user already
+        for path in (folder / "input", folder / "output"):
+            for item in (path, *path.iterdir()):
+                os.chown(item, *self.tool_user)
 
 
 @dataclass
@@ -258,6 +297,7 @@ def real_cluster(request: Any) -> Driver:
 
 # kind -> the session fixtures its driver needs, and how to build it from them.
 DRIVERS: dict[str, Callable[..., Driver]] = {
+    "docker": lambda request: DockerDriver(request.getfixturevalue("docker_engine"), request.getfixturevalue("executor")),
     "swarm": lambda request: SwarmDriver(
         request.getfixturevalue("docker_engine"), request.getfixturevalue("swarm_shared_root")
     ),

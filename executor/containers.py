@@ -1,0 +1,433 @@
+"""Submitted containers (``/containers``, executor/container_models.py): created by one request,
+waited for by others, removed on request. They outlive the request that created them, the
+orchestrator that asked (a SIGKILL included) and this executor process: everything the executor
+needs to watch one again is on the engine (the container's state and its labels), so at start it
+adopts every container it submitted before (``adopt``).
+
+Each container has a monitor task here: it waits for a slot (``MAO_EXECUTOR_MAX_PARALLEL``, shared
+with ``POST /run``), starts the container, and kills it at its timeout (``mao.timeout``, counted
+from its start); a container still waiting for a slot past its start timeout
+(``mao.start-timeout``, counted from its creation) is never started and ends ``unschedulable``. How
+a container ended is read from the engine (exit code, ``State.OOMKilled``) plus what its monitor
+did; the orchestrator removes it (``DELETE``) once it has read its end and its output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from docker.models.containers import Container
+
+from executor.config import Settings
+from executor.container_state import describe, label_seconds, parse_time
+from executor.docker_runner import DockerRunner
+from executor.errors import ContainerNameInUse
+from executor.hardening import check_docker_socket, tool_user
+from executor.runs import RunService
+from executor.wire.containers import (
+    EXECUTOR_LABEL,
+    START_TIMEOUT_LABEL,
+    TIMEOUT_LABEL,
+    ContainerState,
+    Ending,
+    Phase,
+    SubmitRequest,
+)
+from executor.wire.errors import BadRequest, MaoError, NotFound, Unavailable
+
+log = logging.getLogger(__name__)
+
+# A removal is checked until the engine no longer knows the container, at most this long.
+REMOVE_CHECK = 30.0
+# Output handed from the engine's stream to a reader, at most this many chunks ahead of it.
+STREAM_QUEUE = 64
+
+
+class StreamBroken(Exception):
+    """A container's output stream broke off before its end (the engine failed mid-stream)."""
+
+
+@dataclass
+class _Watch:
+    """What this process knows of one submitted container beyond the engine: its monitor, whether
+    it started, and the end the monitor chose (timeout, unschedulable, cancel)."""
+
+    name: str
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    ending: Ending | None = None
+    message: str = ""
+    task: asyncio.Task[None] | None = None
+
+
+class Containers:
+    """The /containers API's work; shares the thread pools and slots of ``RunService``."""
+
+    def __init__(self, settings: Settings, runner: DockerRunner, service: RunService) -> None:
+        self._settings = settings
+        self._runner = runner
+        self._service = service
+        self._watches: dict[str, _Watch] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._removing: set[str] = set()
+        self._node: str | None = None
+        self.on_end: Callable[[Ending], None] = lambda _ending: None
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    async def node(self) -> str:
+        if self._node is None:
+            try:
+                self._node = await self._service.op(self._runner.node_name)
+            except MaoError:
+                return socket.gethostname()
+        return self._node
+
+    # -- start and stop ------------------------------------------------------------------------------
+    async def adopt(self) -> list[str]:
+        """Watch again every container this executor submitted before it (re)started: the running
+        ones first (they hold slots), then those waiting for one, in the order they were created."""
+        found = await self._service.op(self._runner.list_submitted)
+        order = {"running": 0, "created": 1}
+        adopted = []
+        for summary in sorted(found, key=lambda c: (order.get(str(c.get("State")), 2), c.get("Created", 0))):
+            name = str((summary.get("Names") or ["?"])[0]).lstrip("/")
+            state = str(summary.get("State"))
+            if state not in order:
+                continue  # ended: nothing to watch, its end is read from the engine
+            self._watch(name, started=state == "running")
+            adopted.append(name)
+        return adopted
+
+    async def close(self) -> None:
+        """Stop watching (the containers go on; the next start adopts them)."""
+        tasks = [w.task for w in self._watches.values() if w.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- submit ----------------------------------------------------------------------------------------
+    async def submit(self, request: SubmitRequest) -> ContainerState:
+        """Create the container (idempotent by name) and start it when a slot is free; never waits
+        for a slot. Shielded: a client that hangs up mid-create still gets a whole container (which
+        it removes by name), never half of one."""
+        return await asyncio.shield(self._submit(request))
+
+    async def _submit(self, request: SubmitRequest) -> ContainerState:
+        async with self._lock(request.name):
+            existing = await self._service.op(self._runner.inspect, request.name)
+            if existing is not None:
+                labels = (existing.get("Config") or {}).get("Labels") or {}
+                if labels.get(EXECUTOR_LABEL) != self._settings.instance:
+                    raise ContainerNameInUse(
+                        f"a container named {request.name!r} exists on this Docker engine but was not "
+                        "submitted by this executor: remove it, or choose another name"
+                    )
+                state = await self._state(request.name, existing)
+                if request.name not in self._watches and state.phase is not Phase.ENDED:
+                    self._watch(request.name, started=state.phase is Phase.RUNNING)
+                return state
+            check_docker_socket(request, self._settings)
+            tool_user(request, self._settings.tool_uid, self._settings.tool_gid)
+            output_dir, input_dir = await self._service.mount_sources(request)
+            await self._service.check_directories(output_dir, input_dir)
+            image_id = await self._service.resolve_image(request.image)
+            spec = await self._service.container_spec(request, output_dir, input_dir)
+            spec.labels.update(
+                {
+                    EXECUTOR_LABEL: self._settings.instance,
+                    TIMEOUT_LABEL: f"{request.timeout:g}",
+                    **({START_TIMEOUT_LABEL: f"{request.start_timeout:g}"} if request.start_timeout else {}),
+                }
+            )
+            container: Container = await self._service.op(self._runner.create, spec)
+            watch = _Watch(request.name)
+            self._watches[request.name] = watch
+            # Started here when a slot is free, so the answer says "running" and a short step
+            # costs no extra hop; otherwise the monitor starts it when its turn comes.
+            started = False
+            if not self._service.slots.locked():
+                await self._service.slots.acquire()
+                try:
+                    await self._service.op(self._runner.start, container)
+                    started = True
+                    watch.started.set()
+                except BaseException:
+                    self._service.slots.release()
+                    await self._service.op(self._runner.remove, request.name)
+                    self._watches.pop(request.name, None)
+                    raise
+            log.info(
+                "Container %s submitted from image %s (%s).",
+                request.name, request.image, "started" if started else "waiting for a slot",
+            )  # fmt: skip
+            self._watch(request.name, started=started, holding=started, watch=watch)
+            state = await self._state(request.name)
+            return state.model_copy(update={"image_id": image_id})
+
+    # -- the monitor -------------------------------------------------------------------------------------
+    def _watch(self, name: str, *, started: bool, holding: bool = False, watch: _Watch | None = None) -> None:
+        watch = watch or self._watches.get(name) or _Watch(name)
+        self._watches[name] = watch
+        if started:
+            watch.started.set()
+        if watch.task is None or watch.task.done():
+            watch.task = asyncio.create_task(self._monitor(watch, holding), name=f"monitor {name}")
+
+    async def _monitor(self, watch: _Watch, holding: bool) -> None:
+        name = watch.name
+        try:
+            attrs = await self._service.op(self._runner.inspect, name)
+            if attrs is None:
+                return
+            labels = (attrs.get("Config") or {}).get("Labels") or {}
+            timeout = label_seconds(labels, TIMEOUT_LABEL) or 3600.0
+            if not watch.started.is_set():
+                holding = await self._start_when_free(watch, attrs, labels)
+            elif not holding and not self._service.slots.locked():
+                await self._service.slots.acquire()  # adopted while running: it takes its slot
+                holding = True
+            if watch.started.is_set():
+                try:
+                    await self._run_out(watch, attrs, timeout)
+                finally:
+                    if holding:
+                        self._service.slots.release()
+        except MaoError as exc:
+            log.warning("Watching container %s stopped: %s", name, exc.message)
+        # Not when cancelled: this executor is stopping, and the container goes on without it.
+        await self._ended(watch)
+
+    async def _start_when_free(self, watch: _Watch, attrs: dict[str, Any], labels: dict[str, str]) -> bool:
+        """Wait for a slot (until the start timeout) and start the container; True once it runs
+        (holding its slot)."""
+        name = watch.name
+        start_timeout = label_seconds(labels, START_TIMEOUT_LABEL)
+        remaining = None
+        if start_timeout is not None:
+            created = parse_time(attrs.get("Created")) or datetime.now(UTC)
+            remaining = max(0.0, start_timeout - (datetime.now(UTC) - created).total_seconds())
+        try:
+            await asyncio.wait_for(self._service.slots.acquire(), remaining)
+        except TimeoutError:
+            watch.ending = Ending.UNSCHEDULABLE
+            watch.message = f"no slot within its start_timeout of {start_timeout:g} s (MAO_EXECUTOR_MAX_PARALLEL)"
+            log.info("Container %s was not started: %s.", name, watch.message)
+            return False
+        container = await self._service.op(self._runner.container, name)
+        if container is None:
+            self._service.slots.release()
+            return False
+        try:
+            await self._service.op(self._runner.start, container)
+        except BadRequest as exc:
+            self._service.slots.release()
+            watch.ending, watch.message = Ending.FAILED, exc.message
+            return False
+        except BaseException:
+            self._service.slots.release()
+            raise
+        watch.started.set()
+        log.info("Container %s started (its slot came free).", name)
+        return True
+
+    async def _run_out(self, watch: _Watch, attrs: dict[str, Any], timeout: float) -> None:
+        """Until the container exits; killed at ``timeout`` seconds after its start."""
+        name = watch.name
+        container = await self._service.op(self._runner.container, name)
+        if container is None:
+            return
+        fresh = await self._service.op(self._runner.inspect, name) or attrs
+        started = parse_time((fresh.get("State") or {}).get("StartedAt")) or datetime.now(UTC)
+        remaining = max(0.0, timeout - (datetime.now(UTC) - started).total_seconds())
+        waiting = asyncio.get_running_loop().run_in_executor(self._service.waits, self._runner.wait, container)
+        waiting.add_done_callback(lambda f: f.cancelled() or f.exception())
+        try:
+            await asyncio.wait_for(asyncio.shield(waiting), remaining)
+        except TimeoutError:
+            watch.ending = Ending.TIMED_OUT
+            watch.message = f"timed out after {timeout:g} s"
+            await self._service.op(self._runner.kill, container)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(waiting), 30)
+            log.info("Container %s killed: %s.", name, watch.message)
+        except MaoError:
+            if name not in self._removing:
+                raise
+
+    async def _ended(self, watch: _Watch) -> None:
+        """Count and log how the container ended (a removed one: as its monitor saw it)."""
+        ending, message = watch.ending, watch.message
+        with contextlib.suppress(MaoError):
+            state = await self._state(watch.name)
+            ending, message = state.ending, state.message
+        if ending is not None:
+            self.on_end(ending)
+            log.info("Container %s ended: %s%s.", watch.name, ending, f" ({message})" if message else "")
+
+    # -- reading ---------------------------------------------------------------------------------------
+    async def state(self, name: str, tail: int = 0) -> ContainerState:
+        """The container as it is now; NotFound when the engine does not know it (or it is not one
+        this executor submitted)."""
+        state = await self._state(name, tail=tail)
+        if name not in self._watches and state.phase is not Phase.ENDED:
+            self._watch(name, started=state.phase is Phase.RUNNING)  # adopted late (never, normally)
+        return state
+
+    async def _state(self, name: str, attrs: dict[str, Any] | None = None, tail: int = 0) -> ContainerState:
+        attrs = attrs or await self._service.op(self._runner.inspect, name)
+        labels = ((attrs or {}).get("Config") or {}).get("Labels") or {}
+        if attrs is None or labels.get(EXECUTOR_LABEL) != self._settings.instance:
+            raise NotFound(f"no container {name!r} submitted to this executor", code="container_not_found")
+        watch = self._watches.get(name)
+        state = describe(
+            name,
+            attrs,
+            now=datetime.now(UTC),
+            node=await self.node(),
+            ending=watch.ending if watch is not None else None,
+            message=watch.message if watch is not None else "",
+            monitored=watch is not None and watch.task is not None and not watch.task.done(),
+        )
+        if tail and state.phase is Phase.ENDED:
+            state = state.model_copy(update={"log_tail": await self._tail(name, tail)})
+        return state
+
+    async def _tail(self, name: str, lines: int) -> str:
+        container = await self._service.op(self._runner.container, name)
+        if container is None:
+            return ""
+        try:
+            return await self._service.op(self._runner.logs_tail, container, lines)
+        except MaoError:
+            return ""
+
+    async def wait(self, name: str, hold: float, tail: int) -> ContainerState:
+        """The container's state once it has ended, or after ``hold`` seconds if it has not."""
+        state = await self.state(name)
+        if state.phase is Phase.ENDED:
+            return await self._state(name, tail=tail) if tail else state
+        watch = self._watches.get(name)
+        if watch is not None and watch.task is not None and not watch.task.done():
+            await asyncio.wait({watch.task}, timeout=hold)
+        return await self._state(name, tail=tail)
+
+    async def listing(self, instance: str | None) -> list[ContainerState]:
+        """Every container this executor submitted (of ``instance`` when given), from the engine's
+        summaries: phase and labels (times and ends: ``state``)."""
+        labels = {"mao.instance": instance} if instance else None
+        found = await self._service.op(self._runner.list_submitted, labels)
+        node = await self.node()
+        result = []
+        for summary in found:
+            name = str((summary.get("Names") or ["?"])[0]).lstrip("/")
+            engine_state = str(summary.get("State"))
+            phase = {"created": Phase.QUEUED, "exited": Phase.ENDED, "dead": Phase.ENDED}.get(engine_state, Phase.RUNNING)
+            result.append(
+                ContainerState(
+                    name=name, engine_id=str(summary.get("Id") or ""), phase=phase, node=node,
+                    labels=dict(summary.get("Labels") or {}),
+                )  # fmt: skip
+            )
+        return result
+
+    async def ready(self, name: str, follow: bool) -> None:
+        """Before a log answer starts: NotFound for an unknown container; a follower of one still
+        waiting for its slot waits until it started (or ended without starting)."""
+        await self._state(name)
+        watch = self._watches.get(name)
+        if follow and watch is not None and not watch.started.is_set() and watch.task is not None:
+            started = asyncio.ensure_future(watch.started.wait())
+            await asyncio.wait({started, watch.task}, return_when=asyncio.FIRST_COMPLETED)
+            started.cancel()
+
+    async def logs(self, name: str, since: int, follow: bool) -> AsyncGenerator[bytes, None]:
+        """The container's output from byte ``since``; with ``follow``, until it has ended. Raises
+        StreamBroken at the end when the engine's stream broke off (the reader asks again)."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(STREAM_QUEUE)
+        streams: list[Any] = []
+        stop = [False]
+        whole = [False]
+
+        def sink(chunk: bytes) -> bool:
+            if stop[0]:
+                return False
+            # Blocks this thread while the reader is behind: the engine's stream waits, not memory.
+            asyncio.run_coroutine_threadsafe(queue.put(chunk), loop).result()
+            return not stop[0]
+
+        def read() -> None:
+            try:
+                whole[0] = self._runner.stream_output(name, since, follow, sink, streams.append)
+            finally:
+                with contextlib.suppress(RuntimeError):
+                    asyncio.run_coroutine_threadsafe(queue.put(None), loop)
+
+        reading = loop.run_in_executor(self._service.followers, read)
+        reading.add_done_callback(lambda f: f.cancelled() or f.exception())
+        try:
+            while (chunk := await queue.get()) is not None:
+                yield chunk
+            if not whole[0]:
+                raise StreamBroken(f"the output of {name} broke off")
+        finally:
+            stop[0] = True
+            while not queue.empty():  # a writer blocked on a full queue goes on, sees stop
+                queue.get_nowait()
+            for stream in streams:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(stream.close)
+
+    # -- remove ----------------------------------------------------------------------------------------
+    async def remove(self, name: str) -> bool:
+        """Kill and remove the container; returns once the engine no longer knows it. False when
+        there was nothing of that name to remove. Safe to repeat."""
+        try:
+            return await self._remove(name)
+        finally:
+            self._forget(name)
+
+    async def _remove(self, name: str) -> bool:
+        async with self._lock(name):
+            attrs = await self._service.op(self._runner.inspect, name)
+            if attrs is None:
+                return False
+            labels = (attrs.get("Config") or {}).get("Labels") or {}
+            if labels.get(EXECUTOR_LABEL) != self._settings.instance:
+                raise NotFound(f"no container {name!r} submitted to this executor", code="container_not_found")
+            self._removing.add(name)
+            watch = self._watches.get(name)
+            if watch is not None and watch.ending is None and watch.task is not None and not watch.task.done():
+                watch.ending, watch.message = Ending.CANCELLED, "removed on request"
+            try:
+                await self._service.op(self._runner.remove, name)
+                deadline = time.monotonic() + REMOVE_CHECK
+                while await self._service.op(self._runner.inspect, name) is not None:
+                    if time.monotonic() > deadline:
+                        raise Unavailable(
+                            f"container {name} is still on the Docker engine {REMOVE_CHECK:.0f} s after its "
+                            "removal; ask again",
+                            code="container_not_removed",
+                        )
+                    await asyncio.sleep(0.2)
+            finally:
+                self._removing.discard(name)
+            if watch is not None and watch.task is not None:
+                await asyncio.wait({watch.task}, timeout=5)
+            log.info("Container %s removed on request.", name)
+            return True
+
+    def _forget(self, name: str) -> None:
+        watch = self._watches.pop(name, None)
+        if watch is not None and watch.task is not None and not watch.task.done():
+            watch.task.cancel()
+        self._locks.pop(name, None)

@@ -1,0 +1,408 @@
+"""``kind=docker``: the executor service (``python -m executor``) on this host's Docker engine, over
+its container API (``executor/container_models.py``), as a seam ``Backend``.
+
+Data mode ``local``: the executor's engine runs on the orchestrator's host, so the attempt's input
+and output folders are bound by their host paths (``MAO_HOST_DATA_DIR``). The executor enforces the
+timeout (from the container's start) and the start timeout (waiting for one of its
+``MAO_EXECUTOR_MAX_PARALLEL`` slots) itself, whoever is waiting, so both hold across an orchestrator
+restart; every container survives the orchestrator and is found again by its labels.
+
+Settings (``MAO_BACKEND_<NAME>_<KEY>``, ``DockerSettings``): ``URL`` (default: ``MAO_EXECUTOR_URL``,
+with its transport: the executor's Unix socket, or https with ``TLS_FINGERPRINT``, default
+``MAO_EXECUTOR_TLS_FINGERPRINT``: docs/security.md#transports), ``TOKEN`` (default
+``MAO_EXECUTOR_TOKEN``), ``START_TIMEOUT`` (the default of a step's ``start_timeout``, seconds; none: a
+step waits for a slot as long as it takes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from executor.transport import UntrustedServer, parse_fingerprint, socket_path_problem, unix_socket_path
+from executor.wire.containers import ContainerList, ContainerState, Ending, Phase, SubmitRequest
+from executor.wire.models import DEFAULT_LOG_LINES, MAX_BODY_BYTES, MAX_TIMEOUT, describe_validation_error
+
+from ..errors import MaoError
+from .seam import (
+    INSTANCE_LABEL,
+    MANAGED_LABEL,
+    BackendRejected,
+    BackendUnavailable,
+    Capabilities,
+    ContainerSpec,
+    DataMode,
+    End,
+    EndKind,
+    Handle,
+    Health,
+    Managed,
+)
+from .transport import session_target
+
+log = logging.getLogger(__name__)
+
+KIND = "docker"
+# A wait request is held this long by the executor before it answers "still running".
+HOLD = 30.0
+# What the executor's own framing may add to a body (HTTP headers are not counted by its limit).
+BODY_SLACK = 1024
+# A submit may pull the image first (MAO_EXECUTOR_PULL_TIMEOUT, 300 s by default).
+SUBMIT_TIMEOUT = 600.0
+# Names cancelled here, remembered so that a wait that finds the container gone says "cancelled".
+CANCELLED_MEMORY = 10_000
+# Step fields (orchestrator.models.Step) the request fields come from, for init's 400.
+_FIELD_OF = {"cmd": "cmd", "env": "env", "docker_socket": "docker_socket", "memory": "memory", "cpus": "cpus"}
+
+
+class DockerSettings(BaseModel):
+    """``MAO_BACKEND_<NAME>_<KEY>`` of a ``docker`` backend (keys in capitals there). Without ``url``,
+    the instance's executor (``MAO_EXECUTOR_URL`` with its transport settings, checked by config)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: Annotated[str, Field(pattern=r"^(unix:///\S+|https://[^\s/]+(/\S*)?)$")] | None = None
+    token: Annotated[str, Field(min_length=1)] | None = None
+    tls_fingerprint: str | None = None
+    start_timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT)] | None = None
+
+    @model_validator(mode="after")
+    def _transport(self) -> DockerSettings:
+        # The same rules as MAO_EXECUTOR_URL (docs/security.md#transports), for an executor of its own:
+        # its Unix socket, or https with its certificate pinned; never plain http.
+        if self.tls_fingerprint is not None and parse_fingerprint(self.tls_fingerprint) is None:
+            raise ValueError("TLS_FINGERPRINT is not a SHA-256 fingerprint (64 hex digits, colons allowed)")
+        if self.url is None:
+            return self
+        if (path := unix_socket_path(self.url)) is not None:
+            if problem := socket_path_problem(path, "URL"):
+                raise ValueError(problem)
+        elif self.tls_fingerprint is None:
+            raise ValueError(f"{self.url} needs the executor's certificate pinned: set TLS_FINGERPRINT")
+        return self
+
+    def fingerprint(self) -> bytes | None:
+        return parse_fingerprint(self.tls_fingerprint) if self.tls_fingerprint else None
+
+
+_ENDS = {
+    Ending.COMPLETED: EndKind.COMPLETED,
+    Ending.FAILED: EndKind.FAILED,
+    Ending.OOM_KILLED: EndKind.OOM_KILLED,
+    Ending.TIMED_OUT: EndKind.TIMED_OUT,
+    Ending.UNSCHEDULABLE: EndKind.UNSCHEDULABLE,
+    Ending.CANCELLED: EndKind.CANCELLED,
+}
+
+
+class DockerBackend:
+    """One executor service as a ``Backend`` (orchestrator/executors/seam.py)."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        token: str,
+        host_path: Callable[[Path], Path],
+        start_timeout: float | None = None,
+        fingerprint: bytes | None = None,
+    ) -> None:
+        self.name = name
+        self.url = url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._host_path = host_path
+        self.start_timeout = start_timeout
+        self._fingerprint = fingerprint
+        self._base = self.url
+        self._session: aiohttp.ClientSession | None = None
+        self._cancelled: dict[str, None] = {}
+        # Submissions that made no object because the engine has no such image: their ends.
+        self._unavailable: dict[str, End] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        # The session sends the token only to a server that proved itself (executors/transport.py).
+        connector, self._base = session_target(self.url, self._fingerprint)
+        # No total timeout on the session: a wait is long-polled; each call sets its own.
+        self._session = aiohttp.ClientSession(
+            headers=self._headers, timeout=aiohttp.ClientTimeout(total=None), connector=connector
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            kind=KIND,
+            data_modes=frozenset({DataMode.LOCAL}),
+            enforces=frozenset(
+                {"memory", "cpus", "pids", "no_new_privileges", "read_only_root", "docker_socket", "start_timeout"}
+            ),
+            log_follow=True,
+            notes=(
+                "runs on the orchestrator's host; MAO_EXECUTOR_MAX_PARALLEL bounds the containers "
+                "at once (a step waits for a slot up to its start_timeout)",
+            ),
+        )
+
+    async def health(self) -> Health:
+        try:
+            body = await self._json("GET", "/health", None, timeout=10)
+        except MaoError as exc:
+            return Health(ok=False, message=exc.message)
+        details = {k: str(v) for k, v in body.items() if k in ("instance", "running", "docker")}
+        return Health(ok=True, message="ok", details=details)
+
+    # -- images and checks -------------------------------------------------------------------------
+    async def resolve_image(self, image: str) -> str | None:
+        body = await self._json("POST", "/image", {"image": image}, timeout=30)
+        value = body.get("id")
+        return value if isinstance(value, str) else None
+
+    def request(self, spec: ContainerSpec) -> SubmitRequest:
+        """``spec`` as the executor's wire model; BackendRejected naming the field it cannot take."""
+        try:
+            return SubmitRequest(
+                name=spec.name,
+                image=spec.image,
+                cmd=spec.cmd,
+                env=dict(spec.env),
+                output_dir=str(self._host_path(spec.output.folder)),
+                input_dir=str(self._host_path(spec.input.folder)) if spec.input is not None else None,
+                user="{}:{}".format(*spec.user),
+                docker_socket=spec.docker_socket,
+                timeout=min(spec.timeout, MAX_TIMEOUT),
+                start_timeout=spec.start_timeout or self.start_timeout,
+                # mao.managed is the executor's to set (on everything it creates).
+                labels={k: v for k, v in spec.all_labels().items() if k != MANAGED_LABEL},
+                memory=spec.limits.memory,
+                cpus=spec.limits.cpus,
+                pids=spec.limits.pids,
+                writable_root=spec.writable_root,
+                tmp_size=spec.limits.tmp_bytes,
+            )
+        except ValidationError as exc:
+            first = exc.errors()[0]["loc"][0] if exc.errors() and exc.errors()[0]["loc"] else "step"
+            raise BackendRejected(self.name, _FIELD_OF.get(str(first), "step"), describe_validation_error(exc)) from None
+
+    def _never_root(self, spec: ContainerSpec) -> None:
+        if 0 in spec.user:
+            raise BackendRejected(self.name, "user", "tools never run as root (uid or gid 0)")
+
+    async def validate(self, spec: ContainerSpec) -> None:
+        self._never_root(spec)
+        if spec.placement:
+            raise BackendRejected(
+                self.name, "placement", f"backend {self.name} (docker) runs every step on this host: no placement"
+            )
+        if spec.limits.gpus:
+            raise BackendRejected(self.name, "gpus", f"backend {self.name} (docker) offers no GPUs")
+        body = self.request(spec).model_dump(mode="json", exclude_none=True)
+        size = len(json.dumps(body).encode())
+        if size > MAX_BODY_BYTES - BODY_SLACK:
+            raise BackendRejected(
+                self.name,
+                "env" if len(json.dumps(body.get("env") or {})) > len(json.dumps(body.get("cmd") or [])) else "cmd",
+                f"its cmd and env make a request of {size} bytes, over the executor's limit of "
+                f"{MAX_BODY_BYTES - BODY_SLACK}; pass large data through the input dataset instead",
+                code="step_too_large",
+            )
+        try:
+            await self._json("POST", "/containers/validate", body, timeout=30)
+        except _Refused as exc:
+            raise BackendRejected(self.name, "step", exc.message) from None
+
+    # -- one object ----------------------------------------------------------------------------------
+    async def submit(self, spec: ContainerSpec) -> Handle:
+        """An image the engine does not have (and cannot pull) makes no object: the handle's
+        ``wait`` says ``image_unavailable``."""
+        self._never_root(spec)
+        handle = Handle(backend=self.name, name=spec.name)
+        if spec.image_id is not None and spec.image_id != await self.resolve_image(spec.image):
+            # Asked for these bits and not others (the cache's key): this engine has something else.
+            message = f"image {spec.image} is not {spec.image_id} on backend {self.name}"
+            self._unavailable[spec.name] = End(kind=EndKind.IMAGE_UNAVAILABLE, message=message)
+            return handle
+        body = self.request(spec).model_dump(mode="json", exclude_none=True)
+        try:
+            answer = await self._json("POST", "/containers", body, timeout=SUBMIT_TIMEOUT)
+        except _Refused as exc:
+            if exc.code == "image_not_found":
+                self._unavailable[spec.name] = End(kind=EndKind.IMAGE_UNAVAILABLE, message=exc.message)
+                return handle
+            raise BackendRejected(self.name, "step", exc.message) from None
+        self._unavailable.pop(spec.name, None)
+        return handle.model_copy(update={"engine_id": self._state(answer).engine_id})
+
+    async def wait(self, handle: Handle, spec: ContainerSpec) -> End:
+        """Long-polls the executor, which enforces the timeout and the start timeout itself."""
+        if (unavailable := self._unavailable.pop(handle.name, None)) is not None:
+            return unavailable
+        path = f"/containers/{handle.name}/wait?hold={HOLD:g}&tail={DEFAULT_LOG_LINES}"
+        while True:
+            try:
+                answer = await self._json("GET", path, None, timeout=HOLD + 60)
+            except _Refused as exc:
+                if exc.status != 404:
+                    raise BackendUnavailable(f"backend {self.name}: {exc.message}") from None
+                if handle.name in self._cancelled:
+                    return End(kind=EndKind.CANCELLED, message="cancelled", engine_id=handle.engine_id)
+                return End(
+                    kind=EndKind.NODE_LOST,
+                    message=f"container {handle.name} was removed from the Docker engine by someone else",
+                    engine_id=handle.engine_id,
+                )
+            state = self._state(answer)
+            if state.phase is Phase.ENDED:
+                end = self._end(state)
+                if end.kind in (EndKind.TIMED_OUT, EndKind.UNSCHEDULABLE):
+                    await self.cancel(handle)  # the seam: ended by its limits is cancelled, nothing left
+                return end
+
+    def _end(self, state: ContainerState) -> End:
+        kind = _ENDS.get(state.ending or Ending.FAILED, EndKind.FAILED)
+        if kind is EndKind.FAILED and state.exit_code is None:
+            kind = EndKind.LOST
+        return End(
+            kind=kind,
+            exit_code=state.exit_code,
+            message=state.message,
+            node=state.node,
+            engine_id=state.engine_id,
+            image_id=state.image_id,
+            queued_seconds=state.queued_seconds,
+            run_seconds=state.run_seconds,
+            started_at=state.started_at,
+            ended_at=state.ended_at,
+            log_tail=state.log_tail,
+        )
+
+    async def logs(self, handle: Handle, follow: bool = False, since: int = 0) -> AsyncIterator[bytes]:
+        """The executor answers a follower once the container has started: the empty first chunk
+        says so (the seam's start signal). A normal end is the whole output; a cut stream raises
+        BackendUnavailable."""
+        assert self._session is not None, "DockerBackend.start() was not called"
+        # No read timeout when following: a container may be silent for as long as its timeout.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None if follow else 60)
+        path = f"{self._base}/containers/{handle.name}/logs"
+        params = {"since": str(since), "follow": "1" if follow else "0"}
+        try:
+            async with self._session.get(path, params=params, timeout=timeout) as response:
+                if response.status == 404:
+                    return
+                if response.status >= 400:
+                    raise BackendUnavailable(
+                        f"backend {self.name} answered {response.status} for the output of {handle.name}"
+                    )
+                if follow:
+                    yield b""
+                async for chunk in response.content.iter_any():
+                    yield chunk
+        except (UntrustedServer, aiohttp.ServerFingerprintMismatch) as exc:
+            raise self._untrusted(exc) from exc
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
+            raise BackendUnavailable(
+                f"backend {self.name}: the output of {handle.name} stopped ({type(exc).__name__}: {exc})"
+            ) from exc
+
+    async def cancel(self, handle: Handle) -> None:
+        self._cancelled[handle.name] = None
+        while len(self._cancelled) > CANCELLED_MEMORY:
+            self._cancelled.pop(next(iter(self._cancelled)))
+        try:
+            await self._json("DELETE", f"/containers/{handle.name}", None, timeout=60)
+        except _Refused as exc:
+            if exc.status != 404:
+                raise BackendUnavailable(f"backend {self.name}: {exc.message}") from None
+
+    async def list_managed(self, instance: str) -> list[Managed]:
+        answer = await self._json("GET", f"/containers?{urlencode({'instance': instance})}", None, timeout=30)
+        try:
+            found = ContainerList.model_validate(answer).containers
+        except ValidationError as exc:
+            raise BackendUnavailable(f"backend {self.name} answered an unexpected list: {exc}") from None
+        return [
+            Managed(
+                handle=Handle(backend=self.name, name=c.name, engine_id=c.engine_id),
+                labels=c.labels,
+                running=c.phase is not Phase.ENDED,
+            )
+            for c in found
+            if c.labels.get(INSTANCE_LABEL) == instance
+        ]
+
+    # -- HTTP ------------------------------------------------------------------------------------------
+    def _untrusted(self, exc: Exception) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"backend {self.name}: {_untrusted_message(self.url, exc)}", code="executor_untrusted"
+        )
+
+    def _state(self, answer: dict[str, Any]) -> ContainerState:
+        try:
+            return ContainerState.model_validate(answer)
+        except ValidationError as exc:
+            raise BackendUnavailable(f"backend {self.name} answered an unexpected state: {exc}") from None
+
+    async def _json(self, method: str, path: str, payload: Any, timeout: float) -> dict[str, Any]:
+        assert self._session is not None, "DockerBackend.start() was not called"
+        try:
+            async with self._session.request(
+                method, self._base + path, json=payload, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as response:
+                try:
+                    body = await response.json(content_type=None)
+                except ValueError:
+                    body = {}
+                if not isinstance(body, dict):
+                    body = {}
+                if response.status == 401:
+                    raise BackendUnavailable(
+                        f"backend {self.name}: the executor refused our token (MAO_EXECUTOR_TOKEN, or "
+                        f"MAO_BACKEND_{self.name.upper()}_TOKEN, must be the executor's)",
+                        code="executor_unauthorized",
+                    )
+                if response.status >= 500:
+                    raise BackendUnavailable(
+                        f"backend {self.name}: the executor failed: {body.get('message') or response.reason}",
+                        code=str(body.get("error") or "executor_unavailable"),
+                    )
+                if response.status >= 400:
+                    raise _Refused(
+                        response.status,
+                        str(body.get("error") or "rejected"),
+                        str(body.get("message") or response.reason or "rejected"),
+                    )
+                return body
+        except (UntrustedServer, aiohttp.ServerFingerprintMismatch) as exc:
+            raise self._untrusted(exc) from exc
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise BackendUnavailable(
+                f"backend {self.name}: the executor at {self.url} did not answer ({type(exc).__name__}: {exc}); "
+                "is `python -m executor` running and its URL right?"
+            ) from exc
+
+
+def _untrusted_message(url: str, exc: Exception) -> str:
+    return (
+        f"the executor at {url} did not prove it is the executor ({exc}); nothing was sent to it: check "
+        "its URL and, for https, its pinned certificate (TLS_FINGERPRINT, MAO_EXECUTOR_TLS_FINGERPRINT)"
+    )
+
+
+class _Refused(Exception):
+    """The executor answered 4xx: ``code`` is its error code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
