@@ -124,6 +124,7 @@ def status_text(status: str | None) -> Text:
     colours = {
         "succeeded": "green",
         "cached": "green",
+        "reused": "green",
         "ok": "green",
         "failed": "red",
         "conflict": "red",

@@ -28,7 +28,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, float("inf"))
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600, float("inf"))
 # Step statuses of a record without attempts that mean no container ran.
-NOT_ATTEMPTED = frozenset({"pending", "skipped", "cached", "cancelled"})
+NOT_ATTEMPTED = frozenset({"pending", "skipped", "cached", "reused", "cancelled"})
 LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, float("inf"))
 
 
@@ -71,6 +71,10 @@ class Metrics:
         self.lock_wait = Histogram(
             "mao_ground_truth_lock_wait_seconds", "Time spent waiting for a dataset's ground-truth lock",
             buckets=WAIT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.steps_reused = Counter(
+            "mao_steps_reused", "Steps a retry took over from the run it retries (status reused)",
+            ["pipeline"], registry=r,
         )  # fmt: skip
         self.merge_conflicts = Counter(
             "mao_merge_conflicts", "Ground-truth merges that conflicted", registry=r
@@ -122,7 +126,9 @@ class Metrics:
                     self.step_attempts.labels(str(attempt.get("status")), backend).inc()
             elif step.get("status") not in NOT_ATTEMPTED:
                 self.step_attempts.labels(str(step.get("status")), "").inc()  # a record without attempts
-            if (duration := _duration(step)) is not None:
+            if step.get("status") == "reused":  # no work here: counted, not timed
+                self.steps_reused.labels(pipeline).inc()
+            elif (duration := _duration(step)) is not None:
                 self.step_duration.labels(pipeline, str(step.get("name"))).observe(duration)
             if step.get("merge") == "conflict" or step.get("status") == "conflict":
                 self.merge_conflicts.inc()

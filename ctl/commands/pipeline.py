@@ -39,11 +39,57 @@ pipeline.add_command(logs_command)
 pipeline.add_command(accept_pipeline)
 
 
+@pipeline.command("retry")
+@click.option("--id", "run_id", required=True, help="The failed or cancelled run (from `maoctl pipeline runs`).")
+@click.option(
+    "--current",
+    is_flag=True,
+    help="Run the pipeline as it is now (default: the version the run ran with); changed steps run again.",
+)
+@click.option("--no-wait", is_flag=True, help="Start the retry and return at once, showing its plan.")
+@json_option
+@pass_ctl
+def retry_run(ctl: Ctl, run_id: str, current: bool, no_wait: bool) -> None:
+    """Retry a failed or cancelled run from its failed step: a new run that reuses the steps the run
+    got done (status reused, its commits, no container) and runs the others and everything downstream
+    of them. Waits for the retry's end (exit 1 if it failed) unless --no-wait."""
+    body: dict[str, Any] = {"definition": "current"} if current else {}
+    path = f"/runs/{segment(run_id)}/retry"
+    if ctl.out.as_json and not no_wait:
+        run = ctl.api.post(path, {**body, "wait": True}, wait_forever=True)
+        ctl.out.show(run, lambda: None)
+    else:
+        started = ctl.api.post(path, body)
+        if no_wait:
+            ctl.out.show(started, lambda: _show_plan(ctl, started))
+            return
+        _show_plan(ctl, started)
+        run = follow_with_progress(ctl, started["id"])
+        ctl.out.show(run, lambda: show_run(ctl, run))
+    if run.get("status") == "failed":
+        raise click.exceptions.Exit(1)
+
+
+def _show_plan(ctl: Ctl, started: dict[str, Any]) -> None:
+    verb = "Queued" if started.get("status") == "queued" else "Started"
+    ctl.out.line(
+        f"{verb} run {started['id']} of {started['pipeline']} (version {started.get('version')}), "
+        f"retrying run {started['retry_of']}:"
+    )
+    for planned in started.get("plan") or []:
+        ctl.out.line(f"  {planned['step']}: {planned['action']} ({planned['reason']})")
+
+
 def wait_with_progress(ctl: Ctl, name: str, policies: dict[str, Any]) -> dict[str, Any]:
     """Start a run of ``name`` and poll it to its end, showing its steps' progress on stderr (a live
     table on a terminal, one line per change otherwise); returns the ended run's record, the same
     record the waiting ``POST /pipeline/run`` answers."""
     run_id = ctl.api.post("/pipeline/run", {"name": name, "wait": False, **policies})["id"]
+    return follow_with_progress(ctl, run_id)
+
+
+def follow_with_progress(ctl: Ctl, run_id: str) -> dict[str, Any]:
+    """Poll run ``run_id`` to its end, showing its steps' progress (see ``wait_with_progress``)."""
     live = sys.stdout.isatty() and sys.stderr.isatty()
     progress = RunProgress(ctl.out.err_console, live=live)
     try:

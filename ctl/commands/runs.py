@@ -36,7 +36,7 @@ def runs_command(ctl: Ctl, name: str | None, status: str | None, limit: int) -> 
                     r["pipeline"],
                     r.get("version"),
                     status_text(r["status"]),
-                    r["trigger"],
+                    r["trigger"] + (f" of {r['retry_of']}" if r.get("retry_of") else ""),
                     r.get("started_at"),
                     r.get("duration"),
                     r.get("error"),
@@ -67,6 +67,7 @@ def show_run(ctl: Ctl, run: dict[str, Any]) -> None:
             ("version", run.get("version")),
             ("status", status_text(run["status"])),
             ("trigger", run.get("trigger")),
+            *([("retry of", run["retry_of"])] if run.get("retry_of") else []),
             ("started", run.get("started_at")),
             ("ended", run.get("ended_at")),
             ("duration (s)", run.get("duration")),
@@ -95,6 +96,8 @@ def show_run(ctl: Ctl, run: dict[str, Any]) -> None:
     if steps:
         ctl.out.human_console.print(step_tree(steps))
     for s in steps:
+        if s.get("reason"):  # a retry's step: why it was reused or ran again
+            ctl.out.line(f"{s['name']}: {s.get('status')}: {s['reason']}", style="dim")
         if s.get("error"):
             ctl.out.line(f"{s['name']}: {s['error']}", style="red")
         if (s.get("log_tail") or "").strip():

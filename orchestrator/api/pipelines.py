@@ -175,7 +175,7 @@ async def run_pipeline(request: web.Request) -> web.Response:
     # Run now. A busy pipeline: "replace" cancels its run(s) first, "queue" waits for them (one
     # waiting run per pipeline), "allow" runs beside them; without overlap, a 409 (runs/door.py).
     policy = check_overlap(body.overlap)
-    await _refuse_changed_registrations(the_node, name)
+    await refuse_changed_registrations(the_node, name)
     ask = RunAsk(name, Manual(), overlap=policy, priority=body.priority or 0, version=body.version)
     match await the_node.door.request_run(ask):
         case Refused(error=error):
@@ -224,7 +224,7 @@ async def init_bare_repo(request: web.Request) -> web.Response:
     return ok({"name": name, "path": str(path), "created": created})
 
 
-async def _refuse_changed_registrations(the_node: Node, name: str) -> None:
+async def refuse_changed_registrations(the_node: Node, name: str) -> None:
     """A 409 ``registration_changed`` now rather than a run that fails at once (``merging.pins``);
     when the check itself cannot be made (etcd away), the run's own check decides."""
     pipeline = await the_node.store.get_pipeline(name)

@@ -1,5 +1,5 @@
-"""Run history: ``GET /runs``, ``GET /runs/{id}``, ``POST /runs/{id}/cancel``, ``GET /queue``; schedules:
-``GET /jobs``, ``DELETE /jobs/{id}``."""
+"""Run history: ``GET /runs``, ``GET /runs/{id}``, ``POST /runs/{id}/cancel``, ``POST /runs/{id}/retry``,
+``GET /queue``; schedules: ``GET /jobs``, ``DELETE /jobs/{id}``."""
 
 from __future__ import annotations
 
@@ -13,16 +13,20 @@ from executor.wire.names import name_problem
 
 from ..errors import BadRequest, NotFound
 from ..request_models import NoBody
+from ..runs.retry import request_retry
 from ..scheduling.ticks import with_next_ticks
 from ..store.grid import RunGrid, run_grid
 from .common import node, ok, parse, read_json
 from .openapi import doc
+from .pipelines import refuse_changed_registrations
 from .schemas import (
     MAX_GRID_PIPELINES,
     CancelStarted,
     GridQuery,
     JobDeleted,
     QueueEntry,
+    RetryRequest,
+    RetryStarted,
     Run,
     RunsQuery,
     Schedule,
@@ -121,6 +125,40 @@ async def cancel_run(request: web.Request) -> web.Response:
     parse(NoBody, await read_json(request, optional=True))
     await node(request).runner.cancel(run_id)
     return ok({"id": run_id, "status": "cancelling"}, status=202)
+
+
+@routes.post("/runs/{id}/retry")
+@doc(
+    "Retry a failed or cancelled run from its failed step: a new run reusing the steps it got done (202)",
+    body=RetryRequest,
+    body_required=False,
+    answer=RetryStarted,
+    status=202,
+    more=((200, Run),),
+    errors=(400, 404, 409, 503),
+    tags=("runs",),
+)
+async def retry_run(request: web.Request) -> web.Response:
+    """A new run of the same pipeline (trigger ``retry``, ``retry_of`` the run retried) that takes over
+    every step the run got done (status ``reused``: its commits, no container) and runs its failed,
+    cancelled and skipped steps and everything downstream of them. ``definition``: ``recorded`` (the
+    version the run ran with, the default) or ``current`` (a step whose definition changed since
+    runs again). A step whose output dataset's ground-truth moved since (someone merged) runs again;
+    each step's ``reason`` says why it was reused or ran. It starts as any run does (the queue, the
+    pipeline's running run: 409 ``run_in_progress``). 409 ``not_retryable`` for a run that did not
+    fail and was not cancelled; ``wait: true`` answers 200 with the ended retry's record."""
+    run_id = _id(request)
+    body = parse(RetryRequest, await read_json(request, optional=True))
+    the_node = node(request)
+
+    async def refuse(pipeline: str) -> None:  # a 409 now rather than a retry that fails at once
+        await refuse_changed_registrations(the_node, pipeline)
+
+    started = await request_retry(the_node.runner, run_id, body.definition, refuse, the_node.door)
+    if not body.wait:
+        return ok(started.public(), status=202)
+    await the_node.runner.wait(started.id)
+    return ok(await the_node.store.get_run(started.id))
 
 
 @routes.get("/jobs")

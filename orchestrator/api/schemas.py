@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from executor.wire.names import name_problem
 
-from ..domain.pipeline import Name, Query, Request
+from ..domain.pipeline import Name, Query, Request, StrictBool
+from ..domain.retry import Definition
 from ..domain.states import AttemptStatus, RunStatus, StepStatus
 
 # The run engine's states (domain/states.py), so the document and the engine cannot drift apart.
@@ -54,9 +55,9 @@ class NewEtcdMember(Request):
     peer_url: Any = Field(description="its peer URL, http://host:2380")
 
 
-# What started a run: manual, cron, backfill, dataset (a word, so that a new kind needs no change here).
+# What started a run: manual, cron, backfill, dataset, retry (a word, so that a new kind needs no change here).
 TriggerName = Annotated[
-    str, Field(pattern=r"^[a-z][a-z_]{0,15}$", description="manual, cron, backfill or dataset")
+    str, Field(pattern=r"^[a-z][a-z_]{0,15}$", description="manual, cron, backfill, dataset or retry")
 ]
 MAX_GRID_PIPELINES = 100
 
@@ -284,6 +285,11 @@ class RunStep(Out):
     duration: float | None
     error: str | None
     insights: str | None
+    reason: str | None = Field(
+        default=None,
+        description="a retry's step: why it was reused or ran again (failed in the retried run, "
+        "downstream of a step that runs again, its output dataset's ground-truth moved since)",
+    )
     attempts: list[Attempt] = Field(default_factory=list)
     shards: dict[str, Any] | None = Field(default=None, description="fan-out steps only: the shards' summary")
     log_tail: str | None = Field(default=None, description="last 200 lines, secrets masked (GET /runs/{id})")
@@ -304,6 +310,9 @@ class Run(Out):
         "recorded before versions existed",
     )
     backfill_id: str | None = Field(default=None, description="the backfill it is a tick of")
+    retry_of: str | None = Field(
+        default=None, description="the run it retries (POST /runs/{id}/retry): its done steps are reused"
+    )
     created_at: str | None
     started_at: str | None
     ended_at: str | None
@@ -320,7 +329,41 @@ class QueueEntry(Out):
     queued_at: str
     tick_at: str | None = Field(description="the schedule or backfill tick the run stands for")
     schedule_id: str | None
+    retry_of: str | None = Field(default=None, description="the run it retries")
     waiting_for: str = Field(description="why it has not started: the instance's limit, or its pipeline's run")
+
+
+class RetryRequest(Request):
+    """``POST /runs/{id}/retry``: no body, or ``{definition?, wait?}``."""
+
+    definition: Definition = Field(
+        default=Definition.RECORDED,
+        description="recorded: the pipeline version the retried run ran with (default); current: the "
+        "pipeline as it is now (a step whose definition changed runs again)",
+    )
+    wait: StrictBool = Field(
+        default=False, description="answer once the retry has ended (200 with its record) instead of 202 at once"
+    )
+
+
+class PlannedStep(Out):
+    step: str
+    action: Literal["reuse", "run"]
+    reason: str
+
+
+class RetryStarted(Out):
+    id: str
+    run_id: str
+    pipeline: str
+    status: str = Field(description="pending (it starts now) or queued")
+    retry_of: str
+    version: int | None = Field(description="the pipeline version it runs")
+    definition: Literal["recorded", "current"]
+    plan: list[PlannedStep] = Field(
+        description="each step: reuse or run, and why; a step planned reuse runs after all (its reason "
+        "says so in GET /runs/{id}) when its output dataset's ground-truth moved by the time the retry starts"
+    )
 
 
 class CancelStarted(Out):

@@ -8,6 +8,8 @@ Causes, one class each, told apart by ``kind`` (a run's record keeps ``trigger``
 - ``CatchUp``: a tick missed while the instance (or the whole federation) was down, run at start.
 - ``DataTrigger``: a ground-truth advance of the dataset a data trigger watches (either scope).
 - ``Backfill``: the ticks of a span, recorded ``queued`` together in tick order.
+- ``Retry``: ``POST /runs/{id}/retry``, a run that takes over the done steps of ``retry_of``
+  (``runs/retry.py``). Answered as a manual run is.
 
 Decisions:
 - ``Fired``: the run starts now; ``note`` says how when not simply (it replaced a run).
@@ -97,7 +99,14 @@ class Backfill:
     trigger: ClassVar[Literal["backfill"]] = "backfill"
 
 
-Cause = Manual | CronTick | FederationTick | CatchUp | DataTrigger | Backfill
+@dataclass(frozen=True)
+class Retry:
+    retry_of: str
+    kind: ClassVar[Literal["retry"]] = "retry"
+    trigger: ClassVar[Literal["retry"]] = "retry"
+
+
+Cause = Manual | CronTick | FederationTick | CatchUp | DataTrigger | Backfill | Retry
 
 
 @dataclass(frozen=True)

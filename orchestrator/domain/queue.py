@@ -25,6 +25,7 @@ class Ticket:
     schedule_id: str | None = None
     side_by_side: bool = False  # overlap ``allow``: admissible although its pipeline is busy
     version: int | None = None  # the pipeline version asked for; None: the current one when it starts
+    retry_of: str | None = None  # the run it retries (runs/retry.py): its done steps are reused
 
     def order(self) -> tuple[int, datetime, datetime, str]:
         return (-self.priority, self.queued_at, self.tick_at or self.queued_at, self.run_id)

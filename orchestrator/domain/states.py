@@ -29,6 +29,7 @@ class StepStatus(StrEnum):
     SKIPPED = "skipped"  # a need did not succeed, or the step never started before a crash
     CANCELLED = "cancelled"
     CACHED = "cached"  # same inputs as the last success: no container, no commit
+    REUSED = "reused"  # a retry took the step's success from the run it retries: nothing ran
 
 
 class AttemptStatus(StrEnum):
@@ -77,6 +78,7 @@ STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
             StepStatus.SKIPPED,
             StepStatus.CANCELLED,
             StepStatus.CACHED,
+            StepStatus.REUSED,
             StepStatus.FAILED,  # e.g. the run timed out before the step could start
         }
     ),
@@ -96,6 +98,7 @@ STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
     StepStatus.SKIPPED: frozenset(),
     StepStatus.CANCELLED: frozenset(),
     StepStatus.CACHED: frozenset(),
+    StepStatus.REUSED: frozenset(),
 }
 
 # Every end is final: an attempt runs once.
@@ -109,7 +112,7 @@ ENDED_STEP = frozenset(s for s, nexts in STEP_TRANSITIONS.items() if s is not St
     StepStatus.RUNNING
 }
 # A step whose dependants may start.
-DONE_STEP = frozenset({StepStatus.SUCCEEDED, StepStatus.CACHED})
+DONE_STEP = frozenset({StepStatus.SUCCEEDED, StepStatus.CACHED, StepStatus.REUSED})
 
 
 class IllegalTransition(RuntimeError):

@@ -150,6 +150,7 @@ class Admission:
                     "queued_at": ticket.queued_at.isoformat(),
                     "tick_at": ticket.tick_at.isoformat() if ticket.tick_at else None,
                     "schedule_id": ticket.schedule_id,
+                    "retry_of": ticket.retry_of,
                     "waiting_for": why,
                 }
             )

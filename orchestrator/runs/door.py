@@ -2,7 +2,8 @@
 
 Callers (``domain/causes.py`` has the values): the API (``Manual``), this instance's cron schedules
 (``CronTick``; ``CatchUp`` at start), federation-wide schedules (``FederationTick``; ``CatchUp`` with
-``federation``), data triggers of both scopes (``DataTrigger``) and backfills (``Backfill``). They
+``federation``), data triggers of both scopes (``DataTrigger``), backfills (``Backfill``) and
+retries (``Retry``). They
 record or answer the decision and decide nothing themselves. Here, in this order:
 
 1. The overlap policy (below): whether the pipeline's previous run keeps the new one from starting
@@ -29,7 +30,7 @@ pipeline at a time on an instance, unless ``allow``):
   (runs/attempt.py, ``DatasetRepo.commit_worktree``).
 
 How the causes differ (each as it was before there was a door; tests pin the sentences):
-- A manual run is checked by admission alone, whose 409 names the busy pipeline ("pipeline 'p' is
+- A manual run (and a retry) is checked by admission alone, whose 409 names the busy pipeline ("pipeline 'p' is
   already running (run r); ..."); only ``replace`` stops the running run(s) here first.
 - Instance cron ticks, their catch-ups and data triggers (both scopes) make room by their policy and,
   when they cannot, are skipped naming the run in the way ("previous run r still running (overlap
@@ -62,6 +63,7 @@ from ..domain.causes import (
     Overlap,
     Queued,
     Refused,
+    Retry,
     RunAsk,
     Skipped,
 )
@@ -178,7 +180,7 @@ class RunDoor:
     async def _make_room(self, ask: RunAsk, policy: Overlap) -> tuple[str | None, Skipped | Refused | None]:
         """``(the run in the way, why not)``: nothing in the way, or what keeps the new run from starting."""
         cause = ask.cause
-        if isinstance(cause, Manual):
+        if isinstance(cause, Manual | Retry):
             if policy != "replace":
                 return None, None  # admission answers for a busy pipeline
             active, why = await make_room(self.runs, ask.pipeline, policy)
@@ -210,6 +212,8 @@ def cause_fields(cause: Cause) -> dict[str, Any]:
             "trigger_dataset": cause.dataset,
             "trigger_commit": cause.commit,
         }
+    if isinstance(cause, Retry):
+        return {"retry_of": cause.retry_of}
     if isinstance(cause, Manual | Backfill):
         return {}
     return {"schedule_id": cause.schedule_id, "tick_at": cause.tick_at}

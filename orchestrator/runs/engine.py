@@ -41,6 +41,7 @@ from ..datasets.trees import remove_tree
 from ..domain.graph import StepNode
 from ..domain.pipeline import Pipeline, node_branch
 from ..domain.queue import Ticket
+from ..domain.retry import Action
 from ..domain.states import (
     DONE_STEP,
     ENDED_STEP,
@@ -72,6 +73,7 @@ from .attempt import Adopted, Attempts
 from .execution import Execution
 from .fanout.attempt import FanOutAttempts
 from .pools import Pools
+from .retry import RetryStart
 from .step_logs import StepLogs
 from .steps import StepWork
 
@@ -113,6 +115,7 @@ class Runner:
         self.fan_out = FanOutAttempts(settings, self.attempts, self.records)
         self.admission = Admission(settings.max_active_runs, self._start_queued)
         self.pools = Pools(settings.pools)
+        self.retry_start = RetryStart(self.records, self.versions, pins, datasets)
         self.steps = StepWork(
             settings, pins, datasets, self.execution, self.records, self.attempts, self.fan_out,
             self.pools, self._set_step,
@@ -147,6 +150,7 @@ class Runner:
         priority: int = 0,
         busy: Busy = Busy.REFUSE,
         version: int | None = None,
+        retry_of: str | None = None,
         **cause: Any,
     ) -> str:
         """Record a run of pipeline ``name``: it starts in the background at once, or waits
@@ -158,10 +162,11 @@ class Runner:
         backfill's tick), ``trigger_dataset`` and ``trigger_commit`` (a data trigger's advance).
         ``version``: run that earlier version of the pipeline's definition (NotFound
         ``unknown_version`` if it has none such), queued or not; without it the run takes the
-        pipeline as it is when it starts."""
+        pipeline as it is when it starts. ``retry_of``: the run this one retries (``runs/retry.py``):
+        its done steps are taken over when the run starts."""
         ticket = Ticket(
             uuid.uuid4().hex, name, trigger, priority, utcnow(), cause.get("tick_at"), schedule_id,
-            side_by_side=busy is Busy.ALLOW, version=version,
+            side_by_side=busy is Busy.ALLOW, version=version, retry_of=retry_of,
         )  # fmt: skip
         now = self.admission.reserve(ticket, busy)  # before any await: two requests cannot both start
         try:
@@ -351,11 +356,12 @@ class Runner:
         return NewRun(
             ticket.run_id, pipeline, ticket.trigger, nodes, self._branches(pipeline), status,
             ticket.priority, ticket.queued_at, ticket.schedule_id, cause, ticket.side_by_side, version,
+            ticket.retry_of,
         )  # fmt: skip
 
     def _launch(self, ticket: Ticket, pipeline: Pipeline, nodes: list[StepNode], status: RunStatus) -> None:
         steps = dict.fromkeys((n.name for n in nodes), StepStatus.PENDING)
-        run = ActiveRun(ticket.run_id, pipeline, nodes, status, steps, priority=ticket.priority, queued_at=ticket.queued_at, side_by_side=ticket.side_by_side)  # fmt: skip
+        run = ActiveRun(ticket.run_id, pipeline, nodes, status, steps, priority=ticket.priority, queued_at=ticket.queued_at, side_by_side=ticket.side_by_side, retry_of=ticket.retry_of)  # fmt: skip
         self._runs[run.id] = run
         task = asyncio.create_task(self._execute(run), name=f"run {run.id}")
         self._tasks[run.id] = task
@@ -435,6 +441,8 @@ class Runner:
                 await self._set_run(run, RunStatus.RUNNING, started_at=started_at)
                 if await self._registrations_changed(run):
                     return
+                if run.retry_of is not None:
+                    await self._take_over(run)
             if run.pipeline.run_timeout:
                 limit = run.pipeline.run_timeout
                 spent = (utcnow() - started_at).total_seconds() if started_at else 0.0
@@ -493,6 +501,29 @@ class Runner:
             self._note(run, name, StepStatus.SKIPPED, error=reason)
         log.warning("run %s of %s not started: %s", run.id, run.pipeline.name, reason)
         return True
+
+    async def _take_over(self, run: ActiveRun) -> None:
+        """A retry's start (``runs/retry.py``): the steps the retried run got done, whose output
+        ground-truth still holds and that no rerun step feeds, end ``reused`` with that run's
+        commits; every step gets its reason; all in one write, before any step starts."""
+        assert run.retry_of is not None
+        take = await self.retry_start.plan(run)
+        now = utcnow()
+        written: dict[str, StepEnd | str] = {}
+        for planned in take.plan:
+            if planned.action is Action.REUSE:
+                fields = {**take.fields[planned.step], "reason": planned.reason, "error": None,
+                          "started_at": now, "ended_at": now}  # fmt: skip
+                self._note(run, planned.step, StepStatus.REUSED, **fields)
+                written[planned.step] = StepEnd(StepStatus.REUSED, fields)
+            else:
+                run.step_fields.setdefault(planned.step, {})["reason"] = planned.reason
+                written[planned.step] = planned.reason
+        await self.records.plan_steps(run.id, written)
+        log.info(
+            "run %s of %s retries run %s: %s", run.id, run.pipeline.name, run.retry_of,
+            "; ".join(f"{p.step} {'reused' if p.action is Action.REUSE else 'runs'} ({p.reason})" for p in take.plan),
+        )  # fmt: skip
 
     async def _drive(self, run: ActiveRun, scratch: Path) -> None:
         """Start every step whose needs are met, skip those whose needs failed, until none is left."""

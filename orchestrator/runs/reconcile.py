@@ -26,7 +26,7 @@ from typing import Any
 
 from ..datasets import DatasetRepo, Datasets
 from ..domain.pipeline import Pipeline
-from ..domain.states import AttemptStatus, MergeState, RunStatus, StepStatus
+from ..domain.states import DONE_STEP, AttemptStatus, MergeState, RunStatus, StepStatus
 from ..errors import MaoError
 from ..executors.seam import RUN_LABEL, Handle, Managed
 from ..merging.pins import Pins
@@ -190,7 +190,7 @@ class Reconciler:
                     await self.records.update_step(
                         run.id, step.name, status=StepStatus.FAILED, error=REASON, ended_at=now
                     )
-            elif step.status not in (StepStatus.SUCCEEDED, StepStatus.CACHED):
+            elif step.status not in DONE_STEP:
                 landed_all = False
         await self.records.end_unfinished_attempts(run.id, AttemptStatus.CANCELLED, REASON)
         status = RunStatus.SUCCEEDED if landed_all and run.steps else RunStatus.FAILED

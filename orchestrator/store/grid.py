@@ -47,6 +47,7 @@ class GridRun(TypedDict):
     ended_at: str | None
     tick_at: str | None
     version: Annotated[int | None, Field(description="the pipeline version it ran with")]
+    retry_of: Annotated[str | None, Field(description="the run it retries (POST /runs/{id}/retry)")]
     duration: Annotated[float | None, Field(description="seconds from start to end (None until both exist)")]
     queued: Annotated[
         float | None, Field(description="seconds from creation to start (None until it started)")
@@ -111,6 +112,7 @@ async def run_grid(
                         RunRow.ended_at,
                         RunRow.tick_at,
                         RunRow.version,
+                        RunRow.retry_of,
                     ).where(RunRow.id.in_(chunk))
                 )
             )
@@ -172,7 +174,7 @@ def _assemble(
     run_rows: Sequence[
         tuple[
             str, str, str, str, int | None, datetime, datetime | None, datetime | None, datetime | None,
-            int | None,
+            int | None, str | None,
         ]
     ],
     step_rows: Sequence[tuple[str, str, str, datetime | None, datetime | None]],
@@ -198,7 +200,7 @@ def _assemble(
         key=lambda r: r[5],
         reverse=True,
     )
-    for run_id, pipeline, run_status, run_trigger, priority, created, started, ended, tick, version in runs:
+    for run_id, pipeline, run_status, run_trigger, priority, created, started, ended, tick, version, retry_of in runs:
         by_pipeline.setdefault(pipeline, []).append(
             {
                 "id": run_id,
@@ -210,6 +212,7 @@ def _assemble(
                 "ended_at": _iso(ended),
                 "tick_at": _iso(tick),
                 "version": version,
+                "retry_of": retry_of,
                 "duration": _seconds(started, ended),
                 "queued": _seconds(created, started),
                 "steps": by_run.get(run_id, []),

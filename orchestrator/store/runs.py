@@ -55,6 +55,7 @@ class NewRun:
     # The pipeline version: the one it runs with (it starts now, or was asked for one), else None
     # (queued: it takes the version current when it starts, ``restart_steps``).
     version: int | None = None
+    retry_of: str | None = None  # the run it retries (runs/retry.py)
 
 
 def _add_steps(
@@ -163,6 +164,7 @@ class RunRecords:
                         priority=run.priority,
                         side_by_side=run.side_by_side or None,
                         version=run.version,
+                        retry_of=run.retry_of,
                         created_at=run.created_at,
                         **run.cause,
                     )
@@ -195,7 +197,7 @@ class RunRecords:
             return in_order(
                 Ticket(
                     r.id, r.pipeline, r.trigger, r.priority or 0, r.created_at, r.tick_at, r.schedule_id,
-                    side_by_side=bool(r.side_by_side), version=r.version,
+                    side_by_side=bool(r.side_by_side), version=r.version, retry_of=r.retry_of,
                 )  # fmt: skip
                 for r in rows
             )
@@ -267,6 +269,22 @@ class RunRecords:
             if status is RunStatus.SUCCEEDED:
                 query = query.where(RunRow.status == RunStatus.RUNNING)
             await s.execute(query.values(**{**fields, "status": status}))
+
+    async def plan_steps(self, run_id: str, steps: Mapping[str, StepEnd | str]) -> None:
+        """A retry's plan, in one transaction: a step given a ``StepEnd`` ends so (``reused``, with
+        the retried run's commits), one given a text only gets it as its ``reason``."""
+        async with self.store.session(f"record the retry plan of run {run_id}") as s:
+            for name, planned in steps.items():
+                values = (
+                    {"reason": planned}
+                    if isinstance(planned, str)
+                    else {**planned.fields, "status": planned.status}
+                )
+                await s.execute(
+                    update(RunStepRow)
+                    .where(RunStepRow.run_id == run_id, RunStepRow.name == name)
+                    .values(**values)
+                )
 
     async def update_step(self, run_id: str, step: str, **fields: Any) -> None:
         async with self.store.session(f"update step {step} of run {run_id}") as s:
@@ -510,6 +528,7 @@ def run_to_dict(
         "priority": run.priority or 0,
         "version": run.version,
         **({"backfill_id": run.backfill_id} if run.backfill_id else {}),
+        "retry_of": run.retry_of,
         "tick_at": _iso(run.tick_at),
         **(
             {"trigger_dataset": run.trigger_dataset, "trigger_commit": run.trigger_commit}
@@ -544,6 +563,7 @@ def run_to_dict(
                 "duration": _duration(st.started_at, st.ended_at),
                 "error": st.error,
                 "insights": st.insights,
+                **({"reason": st.reason} if st.reason else {}),
                 "attempts": [attempt_to_dict(a) for a in by_step.get(st.name, [])],
                 **({"shards": st.shards} if st.shards is not None else {}),
                 **({"log_tail": st.log_tail or ""} if with_logs else {}),

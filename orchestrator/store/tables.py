@@ -110,6 +110,8 @@ class RunRow(Base):
     version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # The backfill the run is a tick of (backfills.id); None for every other run.
     backfill_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    # The run this one retries (runs/retry.py): its done steps were taken over (``reused``).
+    retry_of: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -151,6 +153,8 @@ class RunStepRow(Base):
     shards: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # The memo key of a step that succeeded (runs.cache): a later run with the same key is "cached".
     cache_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # A retry's step: why it was reused or ran again ("failed in run X", "ground-truth of D moved").
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class AttemptRow(Base):

@@ -6,10 +6,12 @@ const TOKEN_KEY = "mao-token";
 const REFRESH_MS = 2000;
 const ACTIVE = new Set(["pending", "queued", "running", "retrying"]);
 const RUN_STATES = ["pending", "queued", "running", "succeeded", "failed", "cancelled"];
-const TRIGGERS = ["manual", "cron", "backfill", "dataset"];
+const TRIGGERS = ["manual", "cron", "backfill", "dataset", "retry"];
+const RETRYABLE = new Set(["failed", "cancelled"]);
 let refreshTimer = null;
 let generation = 0; // bumped at every navigation: an answer for an earlier view is dropped
 let cancelSupported = null; // unknown until the first answer of POST /runs/{id}/cancel
+let retrySupported = null; // whether this instance's API has POST /runs/{id}/retry
 
 // -- the API ------------------------------------------------------------------------------------
 class ApiError extends Error {
@@ -106,6 +108,7 @@ async function checkToken() {
   // token (a wrong one is a 401 here) and lists every route (no cancel route, no cancel button).
   const doc = await api("GET", "/openapi.json");
   cancelSupported = Boolean(doc.paths && doc.paths["/runs/{id}/cancel"]);
+  retrySupported = Boolean(doc.paths && doc.paths["/runs/{id}/retry"]);
   const hello = await api("GET", "/");
   document.getElementById("instance").textContent = `${hello.instance} · ${hello.version}`;
   document.getElementById("instance").dataset.name = hello.instance;

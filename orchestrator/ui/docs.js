@@ -59,12 +59,14 @@ function render(doc) {
           for (const r of Object.values(op.responses)) refsIn(r.content, refs);
           for (const name of [...refs]) refsIn(doc.components.schemas[name], refs); // Run -> RunStep
           refs.delete("Error");
-          const body = op.requestBody ? op.requestBody.content["application/json"].schema : null;
+          // A body of another type (the staging upload's tarball) is named by its media type.
+          const bodyType = op.requestBody ? Object.keys(op.requestBody.content)[0] : null;
+          const body = bodyType === "application/json" ? op.requestBody.content[bodyType].schema : null;
           return h("article", { class: "card", id: op.operationId },
             h("h3", {}, h("span", { class: "badge" }, method.toUpperCase()), " ", h("code", {}, path)),
             h("p", {}, op.summary, op.security && op.security.length === 0 ? h("span", { class: "muted small" }, " (no token needed)") : ""),
             (op.parameters || []).length ? h("p", { class: "small" }, "Parameters: ", op.parameters.map((p) => h("span", { class: "label mono" }, `${p.name} (${p.in}${p.required ? ", required" : ""}): ${typeOf(p.schema, doc)}`))) : null,
-            body ? h("p", { class: "small" }, "Body: ", h("code", {}, typeOf(body, doc))) : null,
+            bodyType ? h("p", { class: "small" }, "Body: ", h("code", {}, body ? typeOf(body, doc) : bodyType)) : null,
             h("p", { class: "small" }, "Answers: ", Object.entries(op.responses).map(([status, r]) => {
               const content = r.content || {};
               const type = Object.keys(content)[0];

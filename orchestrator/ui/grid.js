@@ -46,6 +46,7 @@ function gridCell(run, stepNames, longest) {
     `${run.id.slice(0, 12)} ${run.status}`,
     versionOf(run) !== null ? `version ${versionOf(run)}` : null,
     `${run.trigger}, ${when(run.created_at)}`,
+    run.retry_of ? `retry of ${run.retry_of.slice(0, 12)}` : null,
     run.queued ? `queued ${fmtDuration(run.queued)}` : null,
     run.duration != null ? `ran ${fmtDuration(run.duration)}` : null,
     ...(run.steps || []).map((s) => `${s.name}: ${s.status}${s.attempts > 1 ? ` (${s.attempts} attempts${s.retried ? "" : ", one per shard"})` : ""}`),
@@ -184,7 +185,7 @@ async function renderGrid(again) {
       filterSelect("grid", "last", GRID_LASTS, "Runs per pipeline", last, null),
       h("span", { class: "muted small" }, "runs per pipeline · refreshes every 5 s · arrow keys move between runs"),
     ),
-    stateLegend([["succeeded"], ["cached"], ["running"], ["pending", "pending / queued"], ["failed"], ["cancelled"], ["skipped"]]),
+    stateLegend([["succeeded"], ["cached"], ["reused"], ["running"], ["pending", "pending / queued"], ["failed"], ["cancelled"], ["skipped"]]),
     rows.length
       ? h(
           "table",

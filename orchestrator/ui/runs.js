@@ -65,7 +65,7 @@ async function renderRuns(again) {
                 h("td", {}, h("a", { href: `#/run/${run.id}`, class: "mono" }, run.id.slice(0, 12))),
                 h("td", {}, run.pipeline),
                 versioned ? h("td", { class: "version", title: versionOf(run) === null ? "takes the current version when it starts" : null }, versionOf(run) ?? "—") : null,
-                h("td", {}, run.trigger),
+                h("td", {}, run.trigger, run.retry_of ? h("div", { class: "muted small" }, "of ", h("a", { href: `#/run/${run.retry_of}`, class: "mono" }, short(run.retry_of))) : null),
                 h("td", {}, badge(run.status)),
                 h("td", {}, when(run.created_at)),
                 h("td", {}, secs(run.duration)),
@@ -286,6 +286,19 @@ async function cancelRun(run) {
   renderRun(true);
 }
 
+async function retryRun(run, current) {
+  const what = current ? "with the pipeline's current definition" : "with the version it ran";
+  if (!(await confirmAction(`Retry run ${run.id.slice(0, 12)} of ${run.pipeline} from its failed step, ${what}? Steps that succeeded are reused.`))) return;
+  let started;
+  try {
+    started = await api("POST", `/runs/${run.id}/retry`, current ? { definition: "current" } : {});
+  } catch (err) {
+    alertBox(err);
+    return;
+  }
+  location.hash = `#/run/${started.id}`;
+}
+
 function alertBox(err) {
   const box = document.getElementById("action-error");
   if (box) box.textContent = err instanceof ApiError ? err.message : String(err);
@@ -336,6 +349,15 @@ async function renderRun(again) {
     active && cancelSupported !== false
       ? h("p", {}, h("button", { id: "cancel-run", type: "button", class: "danger", onclick: () => cancelRun(run) }, "Cancel run"))
       : null,
+    RETRYABLE.has(run.status) && retrySupported
+      ? h(
+          "p",
+          {},
+          h("button", { id: "retry-run", type: "button", onclick: () => retryRun(run, false) }, "Retry"),
+          " ",
+          h("button", { id: "retry-run-current", type: "button", onclick: () => retryRun(run, true) }, "Retry with the current definition"),
+        )
+      : null,
     h("p", { id: "action-error", class: "error", role: "alert" }),
     h("h2", {}, "Steps"),
     steps.length ? stepGraph(steps) : null,
@@ -357,7 +379,7 @@ async function renderRun(again) {
             "tr",
             { class: s.name === selectedStep ? "selected" : null },
             h("td", {}, s.name, h("div", { class: "muted small" }, `${s.tool} → ${s.output_dataset}`)),
-            h("td", {}, badge(s.status), s.error ? h("div", { class: "error small" }, s.error) : null),
+            h("td", {}, badge(s.status), s.reason ? h("div", { class: "muted small reason" }, s.reason) : null, s.error ? h("div", { class: "error small" }, s.error) : null),
             h("td", {}, s.exit_code ?? "—"),
             h("td", {}, Array.isArray(s.attempts) ? s.attempts.map((a, i) => h("span", { class: `badge s-${a.status}`, title: [a.error, ranOn(a)].filter(Boolean).join(" — ") }, `#${a.attempt ?? i + 1} ${a.status}`)) : "1"),
             h("td", { class: "ran-on" }, ranOnCell(s)),

@@ -191,3 +191,20 @@ def test_console_cancels_a_running_run(guarded_node: Node, browser) -> None:
     run = api.ok(api.get(f"/runs/{run_id}"))
     assert run["status"] == "cancelled" and run["steps"][0]["status"] == "cancelled", run
     assert browser.find_elements(By.CSS_SELECTOR, "#cancel-run") == []  # an ended run has none
+
+    # A cancelled run has a Retry button (with confirmation): it starts the retry and shows its page.
+    click("#retry-run", "the retry button")
+    click("#confirm-yes", "the confirmation")
+    wait_until(
+        lambda: "/run/" in browser.current_url and run_id not in browser.current_url,
+        timeout=60,
+        what="the retry's page",
+    )
+    retry_id = browser.current_url.rsplit("/", 1)[-1]
+    retried = api.ok(api.get(f"/runs/{retry_id}"))
+    assert (retried["retry_of"], retried["trigger"]) == (run_id, "retry"), retried
+    wait_until(lambda: run_id[:10] in browser.find_element(By.CSS_SELECTOR, "#view dl.facts").text,
+               timeout=30, what="the retry's page naming the run it retries")  # fmt: skip
+    api.ok(api.post(f"/runs/{retry_id}/cancel"))  # its step sleeps: not waited for
+    wait_until(lambda: api.ok(api.get(f"/runs/{retry_id}"))["status"] == "cancelled", timeout=120,
+               what="the retry to be cancelled")  # fmt: skip

@@ -51,6 +51,9 @@ def test_a_run_record_moves_counters_and_histograms() -> None:
             },  # fmt: skip
             {"name": "c", "status": "skipped", "attempts": []},
             {"name": "d", "status": "cached", "attempts": []},  # no container: no attempt
+            # A retry's step taken from the run it retries: counted, no attempt, no duration.
+            {"name": "e", "status": "reused", "duration": 0.0, "attempts": []},
+            {"name": "f", "status": "reused", "duration": 0.0},  # a record without attempts
         ],
     }
     metrics.observe_run(run)
@@ -63,6 +66,9 @@ def test_a_run_record_moves_counters_and_histograms() -> None:
     assert got[("mao_step_attempts_total", (("backend", "local"), ("status", "stalled")))] == 1
     assert not any(k[0] == "mao_step_attempts_total" and ("status", "skipped") in k[1] for k in got)
     assert not any(k[0] == "mao_step_attempts_total" and ("status", "cached") in k[1] for k in got)
+    assert not any(k[0] == "mao_step_attempts_total" and ("status", "reused") in k[1] for k in got)
+    assert got[("mao_steps_reused_total", (("pipeline", "p"),))] == 2
+    assert ("mao_step_duration_seconds_count", (("pipeline", "p"), ("step", "e"))) not in got
     assert got[("mao_merge_conflicts_total", ())] == 1
     assert not any("r1" in str(key) for key in got)  # no run id in any label
 

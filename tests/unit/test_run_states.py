@@ -34,6 +34,7 @@ def test_every_status_has_a_row() -> None:
         (RUN_TRANSITIONS, RunStatus.SUCCEEDED, RunStatus.FAILED),  # a queued merge conflicted later
         (STEP_TRANSITIONS, StepStatus.PENDING, StepStatus.SKIPPED),
         (STEP_TRANSITIONS, StepStatus.PENDING, StepStatus.CACHED),
+        (STEP_TRANSITIONS, StepStatus.PENDING, StepStatus.REUSED),
         (STEP_TRANSITIONS, StepStatus.RUNNING, StepStatus.CONFLICT),
         (STEP_TRANSITIONS, StepStatus.SUCCEEDED, StepStatus.CONFLICT),
         (ATTEMPT_TRANSITIONS, AttemptStatus.RUNNING, AttemptStatus.STALLED),
@@ -63,7 +64,9 @@ def test_illegal_transitions_raise(table, old, new) -> None:
 def test_ended_states_are_final() -> None:
     for status in (RunStatus.FAILED, RunStatus.CANCELLED):
         assert RUN_TRANSITIONS[status] == frozenset()
-    for step_status in (StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED, StepStatus.CACHED):
+    for step_status in (
+        StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED, StepStatus.CACHED, StepStatus.REUSED
+    ):
         assert STEP_TRANSITIONS[step_status] == frozenset()
 
 
