@@ -182,22 +182,44 @@ class DockerRunner:
         container = self.container(name)
         if container is None:
             return True
-        stream = None
+
+        streams: list[Any] = []
+
+        def hand_over(start: int, follow: bool) -> int | None:
+            """Bytes handed over from ``start`` on; None when the sink stopped it."""
+            handed = 0
+            stream = container.logs(stdout=True, stderr=True, stream=True, follow=follow)
+            streams.append(stream)
+            opened(stream)
+            skip = start
+            for chunk in stream:
+                if not chunk:
+                    continue
+                data = chunk if isinstance(chunk, bytes) else bytes(chunk)
+                if skip:
+                    cut = min(skip, len(data))
+                    data, skip = data[cut:], skip - cut
+                    if not data:
+                        continue
+                if not sink(data):
+                    return None
+                handed += len(data)
+            return handed
+
         try:
             with _docker_errors(f"reading the output of container {name}"):
-                stream = container.logs(stdout=True, stderr=True, stream=True, follow=follow)
-                opened(stream)
-                skip = since
-                for chunk in stream:
-                    if not chunk:
-                        continue
-                    data = chunk if isinstance(chunk, bytes) else bytes(chunk)
-                    if skip:
-                        cut = min(skip, len(data))
-                        data, skip = data[cut:], skip - cut
-                        if not data:
-                            continue
-                    if not sink(data):
+                handed = hand_over(since, follow)
+                if handed is None:
+                    return False
+                if follow:
+                    # Docker 20.10 ends a followed log early when the container exits while the
+                    # reader lags behind its log file (follow_output says more): once the container
+                    # has ended, what the follow missed is read again; while it runs, the stream
+                    # broke off and the reader asks again from the bytes it has.
+                    container.reload()
+                    if container.status in ("created", "running", "restarting", "paused"):
+                        return False
+                    if hand_over(since + handed, follow=False) is None:
                         return False
             return True
         except docker.errors.NotFound:
@@ -207,9 +229,10 @@ class DockerRunner:
             log.debug("Streaming the output of %s stopped: %s", name, exc)
             return False
         finally:
-            if stream is not None and hasattr(stream, "close"):
-                with contextlib.suppress(Exception):
-                    stream.close()
+            for stream in streams:
+                if hasattr(stream, "close"):
+                    with contextlib.suppress(Exception):
+                        stream.close()
 
     # -- images ---------------------------------------------------------------------------------------------
 
@@ -308,16 +331,17 @@ class DockerRunner:
                 raise _removed_by_someone_else(container.name) from exc
             except docker.errors.APIError as exc:
                 # Runtime refusals ("executable file not found", bad user) are a property of cmd, user and
-                # image, so the caller's to fix; older engines report them as 500.
-                if (
-                    exc.status_code is not None
-                    and exc.status_code >= 500
-                    and "OCI runtime" not in _explain(exc)
-                ):
+                # image, so the caller's to fix; older engines report them as 500. So is a device request
+                # this engine has no driver for (GPUs on a host without the NVIDIA runtime).
+                explained = _explain(exc)
+                if DEVICE_DRIVER_MISSING in explained:
+                    raise BadRequest(
+                        f"the container did not start: {explained}; this host's Docker engine has no "
+                        "NVIDIA runtime for the step's gpus (docs/backends.md#gpus)"
+                    ) from exc
+                if exc.status_code is not None and exc.status_code >= 500 and "OCI runtime" not in explained:
                     raise
-                raise BadRequest(
-                    f"the container did not start: {_explain(exc)}; check cmd, user and the image"
-                ) from exc
+                raise BadRequest(f"the container did not start: {explained}; check cmd, user and the image") from exc
 
     def wait(self, container: Container) -> int:
         """Block until the container exits; return its exit code. No time limit: the caller enforces one."""
@@ -463,6 +487,10 @@ def _docker_errors(action: str) -> Iterator[None]:
         raise DockerUnavailable(
             f"the Docker engine cannot be reached while {action}: {exc}; check DOCKER_HOST and that dockerd runs"
         ) from exc
+
+
+# Docker's answer to DeviceRequests no installed driver takes (``--gpus`` without the NVIDIA runtime).
+DEVICE_DRIVER_MISSING = "could not select device driver"
 
 
 def _removed_by_someone_else(name: str) -> Conflict:

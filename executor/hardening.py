@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from docker.types import LogConfig
+from docker.types import DeviceRequest, LogConfig
 
 from executor.config import Settings
 from executor.errors import DockerSocketNotAllowed, MountNotAllowed, UserNotAllowed
@@ -36,6 +36,8 @@ DEFAULT_PIDS = 512
 CONTAINER_LOG_SIZE = "16m"
 CONTAINER_LOG_FILES = 2
 NANO = 1_000_000_000
+GPU_DRIVER = "nvidia"
+GPU_CAPABILITIES = ("gpu",)
 
 
 def tool_user(request: ContainerFields, tool_uid: int, tool_gid: int) -> str:
@@ -133,4 +135,12 @@ def container_limits(request: ContainerFields) -> dict[str, Any]:
             log.info("cpus=%g capped to the %d CPUs of this host", cpus, available)
             cpus = float(available)
         limits["nano_cpus"] = int(cpus * NANO)
+    if request.gpus:
+        limits["device_requests"] = gpu_requests(request.gpus)
     return limits
+
+
+def gpu_requests(count: int) -> list[DeviceRequest]:
+    """``count`` GPUs of the NVIDIA runtime (``docker run --gpus N``): any ``count`` of the host's,
+    chosen by the runtime. An engine without it refuses the container at create (a 400)."""
+    return [DeviceRequest(driver=GPU_DRIVER, count=count, capabilities=[list(GPU_CAPABILITIES)])]

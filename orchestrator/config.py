@@ -127,6 +127,8 @@ class Settings:
     # long runs and tick records are kept.
     metrics_token: str | None = None
     log_format: str = "text"
+    # Per-phase timings of waiting POST /pipeline/run calls (orchestrator/phases.py): the bench's.
+    phase_timings: bool = False
     run_retention_days: float = 90.0
     # Admission (orchestrator/runs/admission.py): runs active at once on this instance (None: no
     # limit), and named pools of slots a step takes with its ``pool`` field while it runs.
@@ -206,6 +208,7 @@ class Settings:
             "MAO_GATEWAY_ENTRIES_PER_SECOND": self.gateway_entries_per_second,
             "MAO_METRICS_TOKEN": "***" if self.metrics_token else None,
             "MAO_LOG_FORMAT": self.log_format,
+            "MAO_PHASE_TIMINGS": "1" if self.phase_timings else "0",
             "MAO_RUN_RETENTION_DAYS": self.run_retention_days,
             "MAO_MAX_ACTIVE_RUNS": self.max_active_runs,
             "MAO_POOLS": ",".join(f"{k}={v}" for k, v in self.pools.items()),
@@ -369,6 +372,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     log_format = (get("MAO_LOG_FORMAT", "text") or "text").lower()
     if log_format not in ("text", "json"):
         problems.append(f"MAO_LOG_FORMAT={log_format} must be text or json")
+    timings = (get("MAO_PHASE_TIMINGS", "") or "").lower()
+    if timings not in ("", "0", "1"):
+        problems.append(f"MAO_PHASE_TIMINGS={timings!r} must be 1 or 0")
 
     settings = Settings(
         etcd_quota_bytes=etcd_quota_bytes,
@@ -421,6 +427,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         etcd_insecure=etcd_insecure,
         metrics_token=get("MAO_METRICS_TOKEN"),
         log_format=log_format,
+        phase_timings=timings == "1",
         run_retention_days=get_number("MAO_RUN_RETENTION_DAYS", 90.0, 0.0001, 36500),
         # 0 or unset: no limit.
         max_active_runs=int(get_number("MAO_MAX_ACTIVE_RUNS", 0, 0, 100_000, integer=True)) or None,

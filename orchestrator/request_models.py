@@ -28,10 +28,19 @@ class ToolRequest(Tool):
 
 
 class PipelineRequest(Pipeline):
-    """``POST /pipeline/init``: ``{name, description?, run_timeout?, steps}``. Steps were strict before
-    pipelines were (``Step``)."""
+    """``POST /pipeline/init``: ``{name, description?, run_timeout?, steps, version?}``. Steps were
+    strict before pipelines were (``Step``). What ``GET /pipeline/{name}`` answers is a valid body: its
+    ``version`` makes the init a compare-and-set (edit what you read, and nobody's change in between
+    is silently overwritten)."""
 
     model_config = REQUEST_CONFIG
+
+    version: int | None = Field(
+        default=None,
+        ge=1,
+        description="the version this definition was read at (GET /pipeline/{name}); when the pipeline "
+        "is at another version now, 409 version_conflict and nothing is stored",
+    )
 
 
 class DatasetBody(Request):

@@ -16,12 +16,12 @@ def backend() -> None:
 @json_option
 @pass_ctl
 def list_backends(ctl: Ctl) -> None:
-    """Every backend: name, kind, health, attempts running there, and what it enforces."""
+    """Every backend: name, kind, health, attempts running there, its GPUs and what it enforces."""
     backends = ctl.api.get("/backends")
     ctl.out.show(
         backends,
         lambda: ctl.out.table(
-            ["name", "kind", "default", "health", "running", "enforces"],
+            ["name", "kind", "default", "health", "running", "gpus", "enforces"],
             [
                 [
                     b.get("name"),
@@ -29,6 +29,7 @@ def list_backends(ctl: Ctl) -> None:
                     "yes" if b.get("default") else "",
                     "ok" if (b.get("health") or {}).get("ok") else (b.get("health") or {}).get("message"),
                     b.get("running"),
+                    _gpus((b.get("capabilities") or {}).get("gpus")),
                     ", ".join((b.get("capabilities") or {}).get("enforces") or []),
                 ]
                 for b in backends
@@ -36,3 +37,8 @@ def list_backends(ctl: Ctl) -> None:
             title="backends",
         ),
     )
+
+
+def _gpus(value: object) -> str:
+    # None: the engine does not say how many (a Kubernetes account that may not list nodes).
+    return "?" if value is None else str(value)

@@ -29,6 +29,7 @@ MIN_MEMORY = 6 * 1024 * 1024
 MIN_CPUS = 0.01
 MAX_CPUS = 1024
 MAX_PIDS = 4_194_304
+MAX_GPUS = 64
 DEFAULT_TIMEOUT = 3600.0
 DEFAULT_LOG_LINES = 200
 MIN_LOG_BYTES = 64 * 1024
@@ -84,6 +85,9 @@ class ContainerFields(BaseModel):
     memory: Annotated[int, Field(ge=MIN_MEMORY, le=2**50)] | None = None
     cpus: Annotated[float, Field(ge=MIN_CPUS, le=MAX_CPUS)] | None = None
     pids: Annotated[int, Field(ge=8, le=MAX_PIDS)] | None = None
+    # GPUs the container gets (the engine's NVIDIA runtime: DeviceRequests, executor.hardening).
+    # Absent rather than 0 for none, so that an orchestrator talks to an executor older than GPUs.
+    gpus: Annotated[int, Field(ge=1, le=MAX_GPUS)] | None = None
     # Disk a tool may fill while it runs (executor.hardening): the root file system is read-only and
     # /tmp a tmpfs of ``tmp_size`` bytes (absent: DEFAULT_TMP_SIZE), unless ``writable_root`` (the
     # step's explicit choice; its writes outside /tmp and its folders are then unbounded).

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from typing import Any
 
 from aiohttp import web
 
 from executor.wire.names import name_problem
 
+from .. import phases
 from ..domain.causes import Fired, Manual, Queued, Refused, RunAsk, Skipped
 from ..domain.pipeline import Pipeline
 from ..errors import BadRequest, MaoError, NotFound
 from ..gateway.tokens import ADMIN
 from ..merging.pins import changed_error
 from ..node import Node
+from ..pipelines.stepcheck import check_enforced
 from ..request_models import AcceptRequest, PipelineRequest
 from ..runs.admission import RunInProgress
 from ..scheduling.requests import BackfillRequest, RunRequest, check_overlap, options
@@ -34,6 +39,8 @@ from .schemas import (
     Scheduled,
 )
 
+log = logging.getLogger(__name__)
+
 routes = web.RouteTableDef()
 
 SCOPES = ("instance", "federation")
@@ -47,9 +54,10 @@ SCOPES = ("instance", "federation")
 )
 async def init_pipeline(request: web.Request) -> web.Response:
     """A definition that differs from the pipeline's latest version is recorded as a new version
-    (``version``, ``new_version``); the same definition again records none."""
+    (``version``, ``new_version``); the same definition again records none. A ``version`` in the body
+    (as GET /pipeline/{name} answers it) must still be the latest: 409 ``version_conflict`` otherwise."""
     pipeline = parse(PipelineRequest, await read_json(request))
-    return ok(await node(request).pipelines.init(pipeline, by=who(request)))
+    return ok(await node(request).pipelines.init(pipeline, by=who(request), read_at=pipeline.version))
 
 
 def who(request: web.Request) -> str:
@@ -175,7 +183,11 @@ async def run_pipeline(request: web.Request) -> web.Response:
     # Run now. A busy pipeline: "replace" cancels its run(s) first, "queue" waits for them (one
     # waiting run per pipeline), "allow" runs beside them; without overlap, a 409 (runs/door.py).
     policy = check_overlap(body.overlap)
-    await refuse_changed_registrations(the_node, name)
+    # MAO_PHASE_TIMINGS=1: where a waiting run's time goes (orchestrator/phases.py; the bench's).
+    timings = phases.begin(the_node.settings.phase_timings and body.wait)
+    with phases.phase("api: registrations unchanged"):
+        await refuse_changed_registrations(the_node, name)
+        await _refuse_unenforceable(the_node, name, body.version)
     ask = RunAsk(name, Manual(), overlap=policy, priority=body.priority or 0, version=body.version)
     match await the_node.door.request_run(ask):
         case Refused(error=error):
@@ -187,8 +199,17 @@ async def run_pipeline(request: web.Request) -> web.Response:
     if not body.wait:
         status = "queued" if isinstance(decision, Queued) else "pending"
         return ok({"id": run_id, "run_id": run_id, "pipeline": name, "status": status}, status=202)
-    await the_node.door.wait(run_id)
-    return ok(await the_node.store.get_run(run_id))
+    record = await the_node.runner.wait(run_id)
+    if record is None:  # the run ended before this wait began, or without a record read
+        with phases.phase("api: read the run record"):
+            record = await the_node.store.get_run(run_id)
+    if timings is not None:
+        try:
+            ended = time.monotonic()
+            await asyncio.to_thread(phases.write, timings, run_id, the_node.settings.data_dir, ended)
+        except OSError as exc:  # a bench's aid: never the run's answer's failure
+            log.warning("the phase timings of run %s were not written: %s", run_id, exc)
+    return ok(record)
 
 
 @routes.post("/pipeline/backfill")
@@ -222,6 +243,17 @@ async def init_bare_repo(request: web.Request) -> web.Response:
     name = parse(BareRepoRequest, await read_json(request), codes={"name": "invalid_name"}).name
     path, created = await node(request).datasets.init_bare(name)
     return ok({"name": name, "path": str(path), "created": created})
+
+
+async def _refuse_unenforceable(the_node: Node, name: str, version: int | None) -> None:
+    """A 400 ``backend_cannot_enforce`` now rather than a run whose step fails at submit: a field its
+    backend offered at init and offers no more (``gpus`` after the backend's GPUs went). A version
+    run's steps are checked by their backend at submit."""
+    if version is not None:
+        return
+    pipeline = await the_node.store.get_pipeline(name)
+    if pipeline is not None:
+        check_enforced(pipeline, the_node.settings, the_node.backends)
 
 
 async def refuse_changed_registrations(the_node: Node, name: str) -> None:

@@ -157,8 +157,8 @@ async def retry_run(request: web.Request) -> web.Response:
     started = await request_retry(the_node.runner, run_id, body.definition, refuse, the_node.door)
     if not body.wait:
         return ok(started.public(), status=202)
-    await the_node.runner.wait(started.id)
-    return ok(await the_node.store.get_run(started.id))
+    record = await the_node.runner.wait(started.id)  # the record its run read once it ended
+    return ok(record if record is not None else await the_node.store.get_run(started.id))
 
 
 @routes.get("/jobs")

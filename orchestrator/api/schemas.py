@@ -144,7 +144,9 @@ class BackendCapabilities(Out):
     data_modes: list[str]
     enforces: list[str] = Field(description="limits and fields it enforces itself; a step asking for another is a 400")
     log_follow: bool
-    gpus: int | None
+    gpus: int | None = Field(
+        description="the most GPUs one node gives a step (a step's gpus field); null: the engine does not say"
+    )
     max_parallel: int | None
     notes: list[str]
 

@@ -20,6 +20,7 @@ import git
 from git.exc import GitCommandNotFound
 
 from orchestrator.errors import GitError
+from orchestrator.phases import phase
 
 # Transports git may use. GIT_ALLOW_PROTOCOL overrides any protocol.*.allow configuration, so neither
 # `ext::` (runs arbitrary commands), `fd::` nor a `git-remote-<scheme>` helper can ever be started, while
@@ -228,19 +229,21 @@ def _execute(
 ) -> tuple[int, str | bytes, str]:
     command = [*die_with_parent(), runner.GIT_PYTHON_GIT_EXECUTABLE, *args]
     out: str | bytes | None
+    # One span per git process (MAO_PHASE_TIMINGS, orchestrator/phases.py; nothing when off).
     try:
-        if abort is not None:
-            status, out, err = _execute_abortable([str(c) for c in command], env, timeout, abort)
-        else:
-            status, out, err = runner.execute(
-                command,
-                with_extended_output=True,
-                with_exceptions=False,
-                env=dict(env),
-                kill_after_timeout=timeout,
-                stdout_as_string=not binary,
-                strip_newline_in_stdout=not binary,
-            )
+        with phase(f"git {args[0] if args else ''}"):
+            if abort is not None:
+                status, out, err = _execute_abortable([str(c) for c in command], env, timeout, abort)
+            else:
+                status, out, err = runner.execute(
+                    command,
+                    with_extended_output=True,
+                    with_exceptions=False,
+                    env=dict(env),
+                    kill_after_timeout=timeout,
+                    stdout_as_string=not binary,
+                    strip_newline_in_stdout=not binary,
+                )
     except GitCommandNotFound as exc:
         raise GitError(f"{prefix}could not {what}: git is not installed or not on PATH") from exc
     except OSError as exc:

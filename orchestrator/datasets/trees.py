@@ -35,7 +35,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-# The documented bounds of a dataset's tree (README, docs/security.md#tools). Depth: folders below
+# The documented bounds of a dataset's tree (docs/runs.md, docs/security.md#tools). Depth: folders below
 # the root; real data sets are a few levels deep, and 128 leaves a wide margin. Path: bytes of a
 # path relative to the root, leaving ~1 KiB of PATH_MAX (4096) for the data dir's own prefix.
 MAX_DEPTH = 128

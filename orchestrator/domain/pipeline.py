@@ -151,6 +151,7 @@ def check_env(env: dict[str, str] | None) -> dict[str, str] | None:
 
 
 MAX_RETRIES = 20
+MAX_GPUS = 64
 MAX_DELAY = 24 * 3600.0
 
 
@@ -221,6 +222,8 @@ class Step(Model):
     backend: Name | None = None
     start_timeout: Annotated[float, Strict(), Field(gt=0, le=7 * 86400)] | None = None
     placement: Placement | None = None
+    # GPUs the tool gets (docs/backends.md#gpus); a backend that offers fewer refuses the step at init.
+    gpus: Annotated[int, Strict(), Field(ge=0, le=MAX_GPUS)] = 0
 
     @field_validator("input_dataset", mode="before")
     @classmethod
@@ -245,8 +248,9 @@ class Step(Model):
         for key in ("memory", "cpus", "pool", "backend", "start_timeout", "placement"):
             if data.get(key) is None:
                 data.pop(key, None)
-        if not data.get("writable_root"):
-            data.pop("writable_root", None)
+        for key in ("writable_root", "gpus"):
+            if not data.get(key):
+                data.pop(key, None)
         return data
 
     def tools(self) -> list[str]:

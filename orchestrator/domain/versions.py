@@ -48,8 +48,12 @@ def parse_definition(data: dict[str, Any]) -> Pipeline:
 
 def canonical(pipeline: Pipeline) -> str:
     """The canonical JSON the hash is taken of (see the module docstring)."""
+    # Only the definition's own fields: a request model adds some (the ``version`` it was read at).
     data = pipeline.model_dump(
-        mode="json", exclude_defaults=True, exclude={"steps": {"__all__": {"private_env"}}}
+        mode="json",
+        exclude_defaults=True,
+        include=set(Pipeline.model_fields),
+        exclude={"steps": {"__all__": {"private_env"}}},
     )
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 

@@ -11,7 +11,8 @@ Settings (``MAO_BACKEND_<NAME>_<KEY>``, ``DockerSettings``): ``URL`` (default: `
 with its transport: the executor's Unix socket, or https with ``TLS_FINGERPRINT``, default
 ``MAO_EXECUTOR_TLS_FINGERPRINT``: docs/security.md#transports), ``TOKEN`` (default
 ``MAO_EXECUTOR_TOKEN``), ``START_TIMEOUT`` (the default of a step's ``start_timeout``, seconds; none: a
-step waits for a slot as long as it takes).
+step waits for a slot as long as it takes), ``GPUS`` (the GPUs of the executor's host, which the
+executor cannot be asked about: 0, the default, offers none, so a step with ``gpus`` is refused at init).
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from executor.transport import UntrustedServer, parse_fingerprint, socket_path_problem, unix_socket_path
 from executor.wire.containers import ContainerList, ContainerState, Ending, Phase, SubmitRequest
-from executor.wire.models import DEFAULT_LOG_LINES, MAX_BODY_BYTES, MAX_TIMEOUT, describe_validation_error
+from executor.wire.models import (
+    DEFAULT_LOG_LINES,
+    MAX_BODY_BYTES,
+    MAX_GPUS,
+    MAX_TIMEOUT,
+    describe_validation_error,
+)
 
 from ..errors import MaoError
 from .seam import (
@@ -59,7 +66,14 @@ SUBMIT_TIMEOUT = 600.0
 # Names cancelled here, remembered so that a wait that finds the container gone says "cancelled".
 CANCELLED_MEMORY = 10_000
 # Step fields (orchestrator.models.Step) the request fields come from, for init's 400.
-_FIELD_OF = {"cmd": "cmd", "env": "env", "docker_socket": "docker_socket", "memory": "memory", "cpus": "cpus"}
+_FIELD_OF = {
+    "cmd": "cmd",
+    "env": "env",
+    "docker_socket": "docker_socket",
+    "memory": "memory",
+    "cpus": "cpus",
+    "gpus": "gpus",
+}
 
 
 class DockerSettings(BaseModel):
@@ -72,6 +86,9 @@ class DockerSettings(BaseModel):
     token: Annotated[str, Field(min_length=1)] | None = None
     tls_fingerprint: str | None = None
     start_timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT)] | None = None
+    # The GPUs of the executor's host (NVIDIA runtime installed): the operator's word, since the
+    # executor's engine does not say; a step may ask for up to this many.
+    gpus: Annotated[int, Field(ge=0, le=MAX_GPUS)] = 0
 
     @model_validator(mode="after")
     def _transport(self) -> DockerSettings:
@@ -113,8 +130,10 @@ class DockerBackend:
         host_path: Callable[[Path], Path],
         start_timeout: float | None = None,
         fingerprint: bytes | None = None,
+        gpus: int = 0,
     ) -> None:
         self.name = name
+        self.gpus = gpus
         self.url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"}
         self._host_path = host_path
@@ -145,8 +164,10 @@ class DockerBackend:
             data_modes=frozenset({DataMode.LOCAL}),
             enforces=frozenset(
                 {"memory", "cpus", "pids", "no_new_privileges", "read_only_root", "docker_socket", "start_timeout"}
+                | ({"gpus"} if self.gpus else set())
             ),
             log_follow=True,
+            gpus=self.gpus,
             notes=(
                 "runs on the orchestrator's host; MAO_EXECUTOR_MAX_PARALLEL bounds the containers "
                 "at once (a step waits for a slot up to its start_timeout)",
@@ -159,6 +180,7 @@ class DockerBackend:
         except MaoError as exc:
             return Health(ok=False, message=exc.message)
         details = {k: str(v) for k, v in body.items() if k in ("instance", "running", "docker")}
+        details["gpus"] = f"{self.gpus} (declared)" if self.gpus else "none declared"
         return Health(ok=True, message="ok", details=details)
 
     # -- images and checks -------------------------------------------------------------------------
@@ -186,12 +208,19 @@ class DockerBackend:
                 memory=spec.limits.memory,
                 cpus=spec.limits.cpus,
                 pids=spec.limits.pids,
+                gpus=spec.limits.gpus or None,
                 writable_root=spec.writable_root,
                 tmp_size=spec.limits.tmp_bytes,
             )
         except ValidationError as exc:
             first = exc.errors()[0]["loc"][0] if exc.errors() and exc.errors()[0]["loc"] else "step"
             raise BackendRejected(self.name, _FIELD_OF.get(str(first), "step"), describe_validation_error(exc)) from None
+
+    def _gpu_problem(self, asked: int) -> str:
+        setting = f"MAO_BACKEND_{self.name.upper().replace('-', '_')}_GPUS"
+        if not self.gpus:
+            return f"gpus: backend {self.name} (docker) offers no GPUs ({setting} declares the host's)"
+        return f"gpus: {asked} asked, and backend {self.name} (docker) has {self.gpus} ({setting})"
 
     def _never_root(self, spec: ContainerSpec) -> None:
         if 0 in spec.user:
@@ -203,8 +232,8 @@ class DockerBackend:
             raise BackendRejected(
                 self.name, "placement", f"backend {self.name} (docker) runs every step on this host: no placement"
             )
-        if spec.limits.gpus:
-            raise BackendRejected(self.name, "gpus", f"backend {self.name} (docker) offers no GPUs")
+        if spec.limits.gpus > self.gpus:
+            raise BackendRejected(self.name, "gpus", self._gpu_problem(spec.limits.gpus))
         body = self.request(spec).model_dump(mode="json", exclude_none=True)
         size = len(json.dumps(body).encode())
         if size > MAX_BODY_BYTES - BODY_SLACK:
@@ -225,6 +254,8 @@ class DockerBackend:
         """An image the engine does not have (and cannot pull) makes no object: the handle's
         ``wait`` says ``image_unavailable``."""
         self._never_root(spec)
+        if spec.limits.gpus > self.gpus:  # GPUS lowered since init: never a container without them
+            raise BackendRejected(self.name, "gpus", self._gpu_problem(spec.limits.gpus))
         handle = Handle(backend=self.name, name=spec.name)
         if spec.image_id is not None and spec.image_id != await self.resolve_image(spec.image):
             # Asked for these bits and not others (the cache's key): this engine has something else.

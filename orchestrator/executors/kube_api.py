@@ -204,20 +204,20 @@ class KubeApi:
         return [str(item["metadata"]["name"]) for item in answer.get("items") or []]
 
     async def gpus(self) -> int | None:
-        """The GPUs the nodes can give (``gpu_resource`` allocatable, summed), or None when this
-        account may not list nodes (a namespaced Role cannot)."""
+        """The most GPUs one node can give a pod (its ``gpu_resource`` allocatable: a pod runs on one
+        node), or None when this account may not list nodes (a namespaced Role cannot)."""
         try:
             answer = await self._json("listing nodes", self.core.list_node)
         except BackendUnavailable:
             return None
-        total = 0
+        most = 0
         for node in answer.get("items") or []:
             value = ((node.get("status") or {}).get("allocatable") or {}).get(self.settings.gpu_resource, "0")
             try:
-                total += int(value)
+                most = max(most, int(value))
             except ValueError:
                 continue
-        return total
+        return most
 
     # -- streams -------------------------------------------------------------------------------------
 

@@ -57,8 +57,10 @@ class KubernetesSettings(BaseModel):
     # bound of the input and output emptyDirs (none: the node's ephemeral storage).
     tmp_size: Size = 64 * 1024**2
     data_size: Size | None = None
-    # The extended resource a step's ``gpus`` asks for.
+    # The extended resource a step's ``gpus`` asks for, and the most one node has where this account
+    # may not list nodes (None: as the nodes' allocatable says, unknown when they cannot be read).
     gpu_resource: str = "nvidia.com/gpu"
+    gpus: int | None = Field(default=None, ge=0, le=64)
     # The kubelet's podPidsLimit on the nodes, as the operator knows it: Kubernetes has no per-pod
     # process limit in the pod spec. Unset: GET /backends says the cluster does not promise one.
     pod_pids_limit: int | None = Field(default=None, gt=0)

@@ -150,7 +150,9 @@ class KubernetesBackend:
         ]
         if self.settings.pod_pids_limit:
             enforces.add("pids")
-        gpus = self._gpus[1] if self._gpus is not None else None
+        gpus = self._known_gpus()
+        if gpus == 0:
+            enforces.discard("gpus")
         return Capabilities(
             kind=KIND,
             data_modes=frozenset({DataMode.FETCH}),
@@ -171,13 +173,21 @@ class KubernetesBackend:
         except BackendUnavailable as exc:
             return Health(ok=False, message=exc.message, details=details)
         gpus = await self._cluster_gpus()
-        details["gpus"] = "unknown (the account may not list nodes)" if gpus is None else str(gpus)
+        details["gpus"] = "unknown (the account may not list nodes; GPUS states them)" if gpus is None else str(gpus)
         return Health(ok=True, message="ok", details=details)
 
     async def _cluster_gpus(self) -> int | None:
+        """The most GPUs one node has: the operator's ``GPUS`` where set, else the nodes' word."""
+        if self.settings.gpus is not None:
+            return self.settings.gpus
         if self._gpus is None or time.monotonic() - self._gpus[0] > _FACTS_TTL:
             self._gpus = (time.monotonic(), await self._api.gpus())
         return self._gpus[1]
+
+    def _known_gpus(self) -> int | None:
+        if self.settings.gpus is not None:
+            return self.settings.gpus
+        return self._gpus[1] if self._gpus is not None else None
 
     async def resolve_image(self, image: str) -> str | None:
         """The reference as given: only the nodes' runtimes resolve it (a digest reference, name@sha256:...,
@@ -204,8 +214,15 @@ class KubernetesBackend:
                     problem = "placement", f"placement: {key}={value!r} is not a node label Kubernetes accepts"
         if problem is None and spec.limits.gpus:
             with contextlib.suppress(BackendUnavailable):
-                if await self._cluster_gpus() == 0:
+                # Unknown (nodes not listable, no GPUS): the scheduler decides, within start_timeout.
+                most = await self._cluster_gpus()
+                if most == 0:
                     problem = "gpus", f"gpus: the cluster's nodes offer no {self.settings.gpu_resource}"
+                elif most is not None and spec.limits.gpus > most:
+                    problem = "gpus", (
+                        f"gpus: {spec.limits.gpus} asked, and no node of the cluster has more than {most} "
+                        f"{self.settings.gpu_resource}"
+                    )
         if problem is not None:
             raise BackendRejected(self.name, problem[0], f"{problem[1]} {where}")
 

@@ -51,7 +51,9 @@ def _docker(name: str, given: docker.DockerSettings, settings: Settings) -> Back
         url, fingerprint = settings.executor_url, given.fingerprint() or settings.executor_fingerprint
     else:
         url, fingerprint = given.url, given.fingerprint()
-    return docker.DockerBackend(name, url, given.token or "", settings.host_path, given.start_timeout, fingerprint)
+    return docker.DockerBackend(
+        name, url, given.token or "", settings.host_path, given.start_timeout, fingerprint, given.gpus
+    )
 
 
 def _swarm(name: str, given: SwarmSettings, settings: Settings) -> Backend:

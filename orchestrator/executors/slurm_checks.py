@@ -39,7 +39,8 @@ def capabilities_of(settings: SlurmSettings, facts: ClusterFacts | None) -> Capa
     return Capabilities(
         kind=KIND,
         data_modes=frozenset({DataMode.SHARED}),
-        enforces=ENFORCED | ({"gpus"} if gpus else set()),
+        # Unknown (the controller did not answer yet): sbatch is asked, and Slurm decides at submit.
+        enforces=ENFORCED | ({"gpus"} if gpus is None or gpus else set()),
         gpus=gpus,
         notes=notes,
     )

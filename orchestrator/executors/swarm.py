@@ -159,7 +159,9 @@ class SwarmBackend:
                 f"backend {self.name!r}: the attempt's data could not be staged under the shared root "
                 f"{self.settings.shared_root}: {exc} (docs/backends.md#shared-a-folder-mounted-everywhere-swarm-slurm)"
             ) from exc
-        options = ServiceOptions(self.settings.networks, self.settings.reserve_resources, facts.max_node_cpus)
+        options = ServiceOptions(
+            self.settings.networks, self.settings.reserve_resources, facts.max_node_cpus, self.settings.gpu_resource
+        )
         body = service_body(spec, image, staged, options)
         try:
             created = await self._api.call(

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from .engine_api import EngineApi, EngineError, EngineNotFound
 from .seam import BackendRejected, BackendUnavailable, Capabilities, ContainerSpec, DataMode, Health
 from .staging import SharedStaging
-from .swarm_service import image_reference, placement_problem
+from .swarm_service import image_reference, node_gpus, placement_problem
 from .swarm_settings import SwarmSettings
 
 KIND = "swarm"
@@ -29,6 +29,7 @@ class Facts:
     no_new_privileges: bool
     max_node_cpus: float | None
     version: str = ""
+    max_node_gpus: int = 0  # the most generic resources of the GPU kind one node announces
 
     @property
     def keeps_job_tasks(self) -> bool:
@@ -55,10 +56,12 @@ class SwarmPolicy:
         swarm = info.get("Swarm") or {}
         manager = swarm.get("LocalNodeState") == "active" and bool(swarm.get("ControlAvailable"))
         cpus: list[float] = []
+        gpus: list[int] = []
         if manager:
             for node in await self._api.call("GET", "/nodes", "listing the swarm's nodes") or []:
                 nano = ((node.get("Description") or {}).get("Resources") or {}).get("NanoCPUs")
                 cpus.append(int(nano) / 1e9 if nano else 0.0)
+                gpus.append(node_gpus(node, self.settings.gpu_resource))
         options = [str(option).split(",", 1)[0] for option in info.get("SecurityOptions") or []]
         facts = Facts(
             at=time.monotonic(),
@@ -67,6 +70,7 @@ class SwarmPolicy:
             no_new_privileges=NNP_OPTION in options,
             max_node_cpus=max(cpus) if any(cpus) else None,
             version=str(info.get("ServerVersion") or ""),
+            max_node_gpus=max(gpus, default=0),
         )
         self._facts = facts
         return facts
@@ -92,12 +96,28 @@ class SwarmPolicy:
             notes.insert(
                 0, "no-new-privileges is NOT enforced (accepted by ACCEPT_WITHOUT_NO_NEW_PRIVILEGES)"
             )
+        gpus = self.gpus()
+        if gpus is None or gpus:  # unknown (the engine not asked yet): validate asks it
+            enforces.add("gpus")
+        if gpus:
+            notes.append(
+                f"gpus: reserved as the generic resource {self.settings.gpu_resource}; each GPU node's "
+                "NVIDIA runtime must hand the reserved ones to the container (docs/backends.md#gpus)"
+            )
         return Capabilities(
             kind=KIND,
             data_modes=frozenset({DataMode.SHARED}),
             enforces=frozenset(enforces),
+            gpus=gpus,
             notes=tuple(notes),
         )
+
+    def gpus(self) -> int | None:
+        """The most GPUs one node can give a task: the operator's ``GPUS`` where set, else what the
+        nodes announce (None until the engine has been asked)."""
+        if self.settings.gpus is not None:
+            return self.settings.gpus
+        return self._facts.max_node_gpus if self._facts is not None else None
 
     async def health(self) -> Health:
         try:
@@ -108,6 +128,7 @@ class SwarmPolicy:
             "docker_host": self.settings.docker_host,
             "docker_version": facts.version,
             "shared_root": str(self.settings.shared_root),
+            "gpus": str(self.gpus()),
         }
         problems = []
         if facts.manager:
@@ -171,6 +192,15 @@ class SwarmPolicy:
         facts = await self.facts(max_age=FACTS_TTL)
         if not facts.no_new_privileges and not self.settings.accept_without_no_new_privileges:
             raise BackendRejected(self.name, "backend", f"backend {self.name!r}: {self._nnp_message()}")
+        gpus = self.gpus() or 0
+        if spec.limits.gpus > gpus:
+            raise BackendRejected(
+                self.name,
+                "gpus",
+                f"gpus: {spec.limits.gpus} asked, and no node of backend {self.name!r} (kind swarm) has more "
+                f"than {gpus} {self.settings.gpu_resource} (the nodes' generic resources, or "
+                f"{self._setting('GPUS')})",
+            )
 
     def _spec_problem(self, spec: ContainerSpec) -> tuple[str, str] | None:
         where = f"(backend {self.name!r}, kind swarm)"
@@ -178,8 +208,6 @@ class SwarmPolicy:
             return "user", f"user: tools never run as root (uid 0) {where}"
         if spec.docker_socket:
             return "docker_socket", f"docker_socket: the Docker socket is never offered on a cluster {where}"
-        if spec.limits.gpus:
-            return "gpus", f"gpus: this backend gives no GPUs yet {where}"
         if spec.limits.memory is not None and spec.limits.memory < MIN_MEMORY:
             return "memory", f"memory: at least {MIN_MEMORY} bytes {where}"
         problem = placement_problem(spec.placement) or self.staging.problem(spec)

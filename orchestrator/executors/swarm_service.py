@@ -30,6 +30,23 @@ class ServiceOptions:
     # Reserve the limits (memory, CPUs) so that Swarm places a task only where they are free.
     reserve_resources: bool = True
     max_node_cpus: float | None = None  # the largest node's CPUs: a limit past it cannot start
+    # The generic resource a step's GPUs are (a node's ``--node-generic-resource KIND=...``).
+    gpu_resource: str = "NVIDIA-GPU"
+
+
+def node_gpus(node: Mapping[str, Any], kind: str) -> int:
+    """The generic resources of ``kind`` a node of ``GET /nodes`` announces: discrete ones
+    (``NVIDIA-GPU=2``) by value, named ones (``NVIDIA-GPU=GPU-8f2a...``) one each."""
+    resources = ((node.get("Description") or {}).get("Resources") or {}).get("GenericResources") or []
+    count = 0
+    for resource in resources:
+        discrete = resource.get("DiscreteResourceSpec") or {}
+        if discrete.get("Kind") == kind:
+            value = discrete.get("Value")
+            count += value if isinstance(value, int) and value > 0 else 0
+        if (resource.get("NamedResourceSpec") or {}).get("Kind") == kind:
+            count += 1
+    return count
 
 
 def placement_problem(placement: Mapping[str, str]) -> str | None:
@@ -79,9 +96,18 @@ def service_body(
             cpus = min(cpus, options.max_node_cpus)  # as locally: a step written for a bigger host runs
         limits["NanoCPUs"] = int(cpus * NANO)
         reservations["NanoCPUs"] = int(cpus * NANO)
+    if not options.reserve_resources:
+        reservations = {}
+    if spec.limits.gpus:
+        # Always reserved, whatever reserve_resources says: a generic resource is given to a task only
+        # by reserving it (Swarm then names the ones it chose in DOCKER_RESOURCE_<KIND>, which the
+        # node's NVIDIA runtime turns into devices).
+        reservations["GenericResources"] = [
+            {"DiscreteResourceSpec": {"Kind": options.gpu_resource, "Value": spec.limits.gpus}}
+        ]
     template: dict[str, Any] = {
         "ContainerSpec": container,
-        "Resources": {"Limits": limits, "Reservations": reservations if options.reserve_resources else {}},
+        "Resources": {"Limits": limits, "Reservations": reservations},
         # MAO retries, in one place: Swarm never restarts an attempt.
         "RestartPolicy": {"Condition": "none", "MaxAttempts": 0},
         "Placement": {"Constraints": placement_constraints(spec.placement)},

@@ -45,6 +45,11 @@ class SwarmSettings(BaseModel):
     # Reserve each step's memory and CPUs, so that Swarm places a task only where they are free.
     reserve_resources: bool = True
     api_version: str = DEFAULT_VERSION
+    # GPUs: the generic resource a step's ``gpus`` reserves (the nodes' dockerd
+    # ``--node-generic-resource NVIDIA-GPU=...``), and the most one node has where the nodes do not
+    # announce them (None: as the nodes announce; 0: this swarm offers none).
+    gpu_resource: str = Field(default="NVIDIA-GPU", pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")
+    gpus: int | None = Field(default=None, ge=0, le=64)
 
     @field_validator("networks", mode="before")
     @classmethod

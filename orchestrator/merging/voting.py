@@ -28,6 +28,7 @@ from ..errors import EtcdUnavailable, GitError, MaoError
 from ..federation.etcd import Etcd
 from ..federation.locks import LockLost, Locks
 from ..metrics import UNSERVED, Metrics
+from ..phases import phase
 from ..store.outage import PendingMerges
 from ..tasks import spawn
 from .advances import announce
@@ -93,7 +94,8 @@ class Voting:
         """Merge ``branch`` into ground-truth now, or queue the merge when the federation is away.
         ``step`` is the (run id, step name) whose record a queued merge settles (None: no run's)."""
         try:
-            result = await self._merge(dataset.name, dataset.master, branch, message, trailers, commit)
+            with phase("vote/lock, merge, push, announce"):
+                result = await self._merge(dataset.name, dataset.master, branch, message, trailers, commit)
         except (EtcdUnavailable, LockLost) as exc:
             # What was pushed: the commit, merged with the branch's tip if another vote landed since.
             pushed = await self.datasets.run(
@@ -115,7 +117,9 @@ class Voting:
         if result.conflicts:
             return Vote(MergeState.CONFLICT, result.commit, result.conflicts)
         # The tip merged now contains any earlier commit of the branch still queued here.
-        if (queued := await self.pending.get(dataset.name, branch)) is not None:
+        with phase("vote/queued merges checked"):
+            queued = await self.pending.get(dataset.name, branch)
+        if queued is not None:
             await self.pending.settle(dataset.name, branch, queued["commit"], queued["steps"], result.commit)
             log.info("queued merge of %s into %s settled by a later run's merge", branch, dataset.name)
         return Vote(MergeState.MERGED, result.commit)
@@ -147,19 +151,21 @@ class Voting:
             held.check()
             try:
                 # The push is killed if the lease is lost meanwhile: it never lands after the lease.
-                result = await self.datasets.run(
-                    dataset,
-                    master,
-                    lambda repo: repo.merge_and_push(
-                        branch, message, trailers, abort=held.lost_event, commit=commit
-                    ),
-                )
+                with phase("vote/git merge and push"):
+                    result = await self.datasets.run(
+                        dataset,
+                        master,
+                        lambda repo: repo.merge_and_push(
+                            branch, message, trailers, abort=held.lost_event, commit=commit
+                        ),
+                    )
             except GitError:
                 held.check()  # stopped because the lock was lost: queued like any lost lock
                 raise
             # Under the lock: the announcements (data triggers' key) come in the order of the merges.
             if result.merged and result.commit:
-                await announce(self.etcd, dataset, result.commit, trailers)
+                with phase("vote/announce (etcd)"):
+                    await announce(self.etcd, dataset, result.commit, trailers)
             return result
 
     # -- the queue ------------------------------------------------------------------------------

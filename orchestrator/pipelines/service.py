@@ -55,9 +55,10 @@ class PipelineService:
         self.scheduler = scheduler
         self.versions = VersionHistory(store)
 
-    async def init(self, pipeline: Pipeline, by: str | None = None) -> dict[str, Any]:
+    async def init(self, pipeline: Pipeline, by: str | None = None, read_at: int | None = None) -> dict[str, Any]:
         """Check, prepare and store ``pipeline``; a changed definition is a new version (``by``:
-        who initialised it). The answer says which version the pipeline is now and if it is new."""
+        who initialised it). The answer says which version the pipeline is now and if it is new.
+        ``read_at``: the version the caller read and edited; another one now is a 409."""
         tool_entries = await asyncio.gather(*(self.registry.tool_entry(name) for name in pipeline.tools()))
         dataset_entries = await asyncio.gather(
             *(self.registry.dataset_entry(name) for name in pipeline.datasets())
@@ -121,7 +122,9 @@ class PipelineService:
             found_tools = [entry for entry in tool_entries if entry is not None]
             found_datasets = [entry for entry in dataset_entries if entry is not None]
             pins = self.pins.snapshot("tool", found_tools) + self.pins.snapshot("dataset", found_datasets)
-            saved = await self.store.save_pipeline(pipeline, before_commit=register, pins=pins, by=by)
+            saved = await self.store.save_pipeline(
+                pipeline, before_commit=register, pins=pins, by=by, read_at=read_at
+            )
         except BaseException:
             for name in created:
                 with contextlib.suppress(Exception):

@@ -23,7 +23,7 @@ from ..domain.fanout import MAX_SHARDS
 from ..domain.pipeline import Pipeline, Step, Tool, node_branch
 from ..errors import BadRequest
 from ..executors.backends import Backends, UnknownBackend
-from ..executors.seam import BackendRejected, ContainerSpec
+from ..executors.seam import Backend, BackendRejected, ContainerSpec
 from ..runs.spec import backend_of, container_spec
 
 _RUN_ID = "0" * 32
@@ -69,32 +69,48 @@ def asked_for(step: Step) -> list[str]:
         "docker_socket": step.docker_socket,
         "placement": step.placement is not None,
         "start_timeout": step.start_timeout is not None,
+        "gpus": step.gpus > 0,
     }
     return [name for name, given in fields.items() if given]
 
 
-async def check_steps(pipeline: Pipeline, tools: dict[str, Tool], settings: Settings, backends: Backends) -> None:
-    """Raise BadRequest naming the first step its backend would refuse; a 503 when the backend
-    cannot be asked."""
-    for position, step in enumerate(pipeline.steps):
-        name = backend_of(step, settings)
-        try:
-            backend = backends.get(name)
-        except UnknownBackend as exc:
-            raise UnknownBackend(
-                f"step {step.name!r}: {exc.message}", backend=name, step=step.name
-            ) from None
+def backend_for(step: Step, settings: Settings, backends: Backends) -> Backend:
+    """The step's backend; UnknownBackend (400) naming the step when the instance has none such."""
+    name = backend_of(step, settings)
+    try:
+        return backends.get(name)
+    except UnknownBackend as exc:
+        raise UnknownBackend(f"step {step.name!r}: {exc.message}", backend=name, step=step.name) from None
+
+
+def check_enforced(pipeline: Pipeline, settings: Settings, backends: Backends) -> None:
+    """Raise BadRequest ``backend_cannot_enforce`` naming the first step that sets a field its backend
+    cannot enforce now (its ``Capabilities``). At init, and again before a run: a backend's
+    capabilities can change between the two (its ``GPUS`` setting, a cluster's GPU nodes)."""
+    for step in pipeline.steps:
+        backend = backend_for(step, settings, backends)
+        name = backend.name
         enforced = backend.capabilities().enforces
         for field in asked_for(step):
             if field not in enforced:
+                # A backend that cannot give GPUs offers none: say so, and where they are declared.
+                why = " (it offers no GPUs: docs/backends.md#gpus)" if field == "gpus" else ""
                 raise BadRequest(
                     f"step {step.name!r} sets {field}, which backend {name} ({backends.kinds[name]}) "
-                    f"cannot enforce; choose another backend or leave {field} out",
+                    f"cannot enforce{why}; choose another backend or leave {field} out",
                     code="backend_cannot_enforce",
                     step=step.name,
                     field=field,
                     backend=name,
                 )
+
+
+async def check_steps(pipeline: Pipeline, tools: dict[str, Tool], settings: Settings, backends: Backends) -> None:
+    """Raise BadRequest naming the first step its backend would refuse; a 503 when the backend
+    cannot be asked."""
+    check_enforced(pipeline, settings, backends)
+    for position, step in enumerate(pipeline.steps):
+        backend = backend_for(step, settings, backends)
         for tool_name in step.tools():
             spec = representative_spec(pipeline.name, position, step, tools[tool_name], settings)
             try:

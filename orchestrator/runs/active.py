@@ -71,6 +71,8 @@ class ActiveRun:
     step_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Shutdown: the run is left where it is (its records and objects) for the next start to resume.
     detaching: bool = False
+    # Its record as read once it ended (for the metrics), handed to a waiting caller: no second read.
+    ended_record: dict[str, Any] | None = None
 
     def order(self) -> tuple[int, datetime, str]:
         return (-self.priority, self.queued_at or _EPOCH, self.id)

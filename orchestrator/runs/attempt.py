@@ -29,6 +29,7 @@ from ..errors import Conflict, GitError, MaoError, NotFound, Unavailable
 from ..executors.seam import BackendRejected, ContainerSpec, End, EndKind, Handle
 from ..gateway.insights import InsightsPublisher, insights_stamp, read_insights
 from ..merging.voting import Voting
+from ..phases import phase
 from ..store.runs import RunRecords
 from .execution import Execution, Outcome
 from .spec import backend_of, container_spec
@@ -150,44 +151,54 @@ class Attempts:
         try:
             if adopted is None:
                 folder = scratch / f"{ctx.position}-{attempt}"
-                input_dir, input_commit = await self.snapshot_input(ctx, folder)
+                with phase("step: input snapshot"):
+                    input_dir, input_commit = await self.snapshot_input(ctx, folder)
                 if input_commit is not None:
-                    await self.records.update_step(ctx.run_id, ctx.step.name, input_commit=input_commit)
+                    with phase("db: step input commit"):
+                        await self.records.update_step(ctx.run_id, ctx.step.name, input_commit=input_commit)
             else:
                 input_dir, input_commit = adopted.input_dir, adopted.input_commit
             async with self.branch(ctx, adopted) as lane:
                 before = None
                 if adopted is None:
-                    workdir, parent = await self.prepare_output(ctx, lane)
+                    with phase("step: work folder (fetch, reset, hand-over)"):
+                        workdir, parent = await self.prepare_output(ctx, lane)
                     # What insights.json was before the tool: one that only came with the branch is not its.
-                    before = await asyncio.to_thread(insights_stamp, workdir)
+                    with phase("step: insights stamp"):
+                        before = await asyncio.to_thread(insights_stamp, workdir)
                 else:
                     workdir, parent = await self.current_output(ctx, lane)
                 spec = self.spec(ctx, attempt, tool, workdir, input_dir, input_commit)
                 tool_ended = False
                 try:
-                    outcome = await self.execute(ctx, spec, adopted.handle if adopted else None)
+                    with phase("container (executor)"):
+                        outcome = await self.execute(ctx, spec, adopted.handle if adopted else None)
                     tool_ended = True
                     end = outcome.end
                     if finishing is not None:
                         finishing()
-                    await self.reclaim_output(ctx, lane)
-                    await self.records.update_step(
-                        ctx.run_id,
-                        ctx.step.name,
-                        image=tool.image,
-                        exit_code=end.exit_code,
-                        image_id=end.image_id,
-                        log_tail=redact(end.log_tail, ctx.step.private_env),
-                    )
+                    with phase("step: reclaim the work folder (hygiene)"):
+                        await self.reclaim_output(ctx, lane)
+                    with phase("db: step's container fields"):
+                        await self.records.update_step(
+                            ctx.run_id,
+                            ctx.step.name,
+                            image=tool.image,
+                            exit_code=end.exit_code,
+                            image_id=end.image_id,
+                            log_tail=redact(end.log_tail, ctx.step.private_env),
+                        )
                     check_end(ctx.step, end, spec)
                     trailers = self.trailers(ctx, tool, end.image_id, input_commit)
-                    commit, changed = await self.commit(ctx, parent, trailers, lane)
-                    await self.records.update_step(
-                        ctx.run_id, ctx.step.name, output_commit=commit, changed=changed
-                    )
+                    with phase("step: commit (hygiene, add, write-tree, commit-tree)"):
+                        commit, changed = await self.commit(ctx, parent, trailers, lane)
+                    with phase("db: step output commit"):
+                        await self.records.update_step(
+                            ctx.run_id, ctx.step.name, output_commit=commit, changed=changed
+                        )
                     # Read now, while the folder holds exactly what was committed.
-                    insights = await asyncio.to_thread(read_insights, workdir, before)
+                    with phase("step: insights read"):
+                        insights = await asyncio.to_thread(read_insights, workdir, before)
                 except BaseException:
                     # Back from the tool whatever happened (failed, refused, cancelled, a commit the
                     # disk had no room for): nothing of this attempt stays in the folder; unless this
@@ -197,7 +208,8 @@ class Attempts:
                     raise
             if voting is not None:
                 voting()
-            merge_commit, state = await self.vote(ctx, commit, trailers)
+            with phase("vote (lock, merge, push, announce)"):
+                merge_commit, state = await self.vote(ctx, commit, trailers)
             published = None
             if insights is not None:
                 published = await self.insights.publish(

@@ -24,6 +24,7 @@ _NOT_IN_KEY = {
     "needs",
     "memory",
     "cpus",
+    "gpus",  # like memory and cpus: how fast, not what (and existing keys stay valid)
     "pool",  # where a step waits for a slot, not what it computes
 }
 

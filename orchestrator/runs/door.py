@@ -127,7 +127,8 @@ class Runs(Protocol):
 
     async def cancel(self, run_id: str) -> None: ...
 
-    async def wait(self, run_id: str) -> None: ...
+    async def wait(self, run_id: str) -> dict[str, Any] | None:
+        """Until the run has ended; its record as closed, or None (read it)."""
 
 
 class RunDoor:

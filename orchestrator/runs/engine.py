@@ -60,6 +60,7 @@ from ..merging.pins import Pins, changed_error
 from ..merging.registrations import Registrations
 from ..merging.voting import Voting
 from ..metrics import UNSERVED, Metrics
+from ..phases import phase
 from ..store import Store
 from ..store.backfills import NewBackfill
 from ..store.retention import existing_runs
@@ -121,7 +122,7 @@ class Runner:
             self.pools, self._set_step,
         )  # fmt: skip
         self._runs: dict[str, ActiveRun] = {}  # run id -> run
-        self._tasks: dict[str, asyncio.Task[None]] = {}  # run id -> task
+        self._tasks: dict[str, asyncio.Task[dict[str, Any] | None]] = {}  # run id -> task
         self._helpers: set[asyncio.Task[Any]] = set()
         self._closing = False  # shutting down: a run's end is not waited for beyond one try
 
@@ -170,11 +171,13 @@ class Runner:
         )  # fmt: skip
         now = self.admission.reserve(ticket, busy)  # before any await: two requests cannot both start
         try:
-            pipeline, number = await self._pipeline(name, version)
-            nodes = pipeline.graph()
+            with phase("run: the pipeline's definition"):
+                pipeline, number = await self._pipeline(name, version)
+                nodes = pipeline.graph()
             # A queued run takes its version when it starts, unless it asked for one.
             recorded = number if now or version is not None else None
-            await self.records.create_many([self._new_run(ticket, pipeline, nodes, now, cause, recorded)])
+            with phase("db: record the run"):
+                await self.records.create_many([self._new_run(ticket, pipeline, nodes, now, cause, recorded)])
         except BaseException:
             self.admission.drop(ticket.run_id)
             raise
@@ -244,16 +247,22 @@ class Runner:
         self.admission.enqueue(tickets)
         return len(tickets)
 
-    async def wait(self, run_id: str) -> None:
+    async def wait(self, run_id: str) -> dict[str, Any] | None:
         """Until the run has ended and its record is closed (a queued run: first until it leaves
-        the queue). Never raises for the run's own sake, however it ended."""
+        the queue). Never raises for the run's own sake, however it ended. Returns the record as
+        the run's task read it after its close (None when it has none: read it), so that a waiting
+        ``POST /pipeline/run`` answers without reading it again."""
         if (leaving := self.admission.leaving(run_id)) is not None:
             await leaving.wait()
         task = self._tasks.get(run_id)
-        if task is not None:
-            # asyncio.wait: a client that hangs up does not cancel the run it started, and the run's
-            # outcome (even a cancelled task at shutdown) is never this caller's exception.
-            await asyncio.wait([task])
+        if task is None:
+            return None
+        # asyncio.wait: a client that hangs up does not cancel the run it started, and the run's
+        # outcome (even a cancelled task at shutdown) is never this caller's exception.
+        await asyncio.wait([task])
+        if task.cancelled() or task.exception() is not None:
+            return None
+        return task.result()
 
     async def cancel(self, run_id: str) -> None:
         """Stop a running run (see the module docstring), or end a queued one ``cancelled`` without
@@ -319,8 +328,8 @@ class Runner:
         tasks = list(self._tasks.values())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
-        for task in tasks:
-            task.cancel()
+        for run_task in tasks:
+            run_task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.execution.close()
         await self.attempts.step_logs.close()
@@ -424,8 +433,15 @@ class Runner:
     # -- one run --------------------------------------------------------------------------------
     async def _execute(
         self, run: ActiveRun, adopted: dict[str, Adopted] | None = None, started_at: datetime | None = None
+    ) -> dict[str, Any] | None:
+        """The run's task (``_run``); its result is the run's record as read after its close."""
+        await self._run(run, adopted, started_at)
+        return run.ended_record
+
+    async def _run(
+        self, run: ActiveRun, adopted: dict[str, Adopted] | None = None, started_at: datetime | None = None
     ) -> None:
-        """The run's task: drive its steps, then close its record. Never raises but CancelledError:
+        """Drive the run's steps, then close its record. Never raises but CancelledError:
         whatever goes wrong, every step ends final and so does the run (``_close``), before the
         task ends and a waiting ``POST /pipeline/run`` reads the record. A run resumed after a
         restart (``adopted``: its running steps' attempts) goes on from where it was; at shutdown
@@ -438,8 +454,11 @@ class Runner:
         try:
             if run.status is not RunStatus.RUNNING:
                 started_at = utcnow()
-                await self._set_run(run, RunStatus.RUNNING, started_at=started_at)
-                if await self._registrations_changed(run):
+                with phase("db: run running"):
+                    await self._set_run(run, RunStatus.RUNNING, started_at=started_at)
+                with phase("run: registrations unchanged"):
+                    changed = await self._registrations_changed(run)
+                if changed:
                     return
                 if run.retry_of is not None:
                     await self._take_over(run)
@@ -471,18 +490,19 @@ class Runner:
                 timer.cancel()
             if not run.detaching:  # a run left for the next start keeps its records and inputs
                 # Shielded: a second cancel (shutdown's) must not leave the record half-closed.
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError), phase("db: close the run"):
                     await asyncio.shield(self._close(run, crash))
             self._runs.pop(run.id, None)
             self.admission.finished(run.id)  # its room goes to the next queued run
             if not run.detaching:
                 # Input snapshots can be large, and a tool's tree deep: removed off the event loop.
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError), phase("run: remove its scratch folder"):
                     await asyncio.shield(asyncio.to_thread(remove_tree, scratch))
                 # Counted from the ended run's record (its steps and attempts), whatever the ending.
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception), phase("run: metrics (read the record)"):
                     if (record := await asyncio.shield(self.records.get(run.id))) is not None:
                         self.metrics.observe_run(record)
+                        run.ended_record = record
 
     async def _registrations_changed(self, run: ActiveRun) -> bool:
         """Fail the run at once, before any step, when a registration it uses changed since its

@@ -40,6 +40,7 @@ from ..executors.seam import (
     SubmitEnded,
     secret_values,
 )
+from ..phases import phase
 from ..tasks import spawn
 from .log_keeper import LogKeeper
 from .step_logs import StepLogs
@@ -103,9 +104,10 @@ class Execution:
         handle = adopted or Handle(backend=backend.name, name=spec.name)
         run_id = spec.identity.run
         self._live[spec.name] = _Live(run_id, handle)
-        keeper = await self.step_logs.keeper(
-            run_id, spec.name, secret_values(spec), spec.limits.log_bytes or DEFAULT_LOG_BYTES
-        )
+        with phase("container/log keeper opened"):
+            keeper = await self.step_logs.keeper(
+                run_id, spec.name, secret_values(spec), spec.limits.log_bytes or DEFAULT_LOG_BYTES
+            )
         removed = detached = False
         submitting: asyncio.Future[Handle] | None = None
         try:
@@ -114,16 +116,18 @@ class Execution:
                 # either removed after it was made or, at shutdown, left whole for the next process.
                 submitting = asyncio.ensure_future(backend.submit(spec))
                 try:
-                    handle = await asyncio.shield(submitting)
+                    with phase("container/submit (create, start)"):
+                        handle = await asyncio.shield(submitting)
                 except SubmitEnded as ended:
                     return Outcome(ended.end, handle)
                 self._live[spec.name] = _Live(run_id, handle)
             keeper.follow(backend, handle)
-            end, removed = await self._watch(backend, handle, spec, keeper)
+            with phase("container/wait for its end"):
+                end, removed = await self._watch(backend, handle, spec, keeper)
             if end.image_id is None and end.kind is EndKind.COMPLETED:
                 # Provenance (MAO-Tool-Image) and the cache's key: the bits that ran, asked for only
                 # when the backend's end does not say.
-                with contextlib.suppress(MaoError):
+                with contextlib.suppress(MaoError), phase("container/resolve its image"):
                     end = end.model_copy(update={"image_id": await backend.resolve_image(spec.image)})
             return Outcome(end, handle)
         except asyncio.CancelledError:

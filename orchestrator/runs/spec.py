@@ -67,6 +67,7 @@ def container_spec(
             memory=limits.memory,
             cpus=limits.cpus,
             pids=limits.pids,
+            gpus=step.gpus,
             log_bytes=settings.step_log_max_bytes,
             tmp_bytes=settings.step_tmp_size,
         ),

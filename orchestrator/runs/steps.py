@@ -22,6 +22,7 @@ from ..errors import MaoError
 from ..executors.seam import Identity
 from ..logs import STEP
 from ..merging.pins import Pins
+from ..phases import phase
 from ..retry import backoff
 from ..store.runs import RunRecords
 from ..store.tables import utcnow
@@ -100,7 +101,8 @@ class StepWork:
             return
         if done is not None:
             try:
-                await self.set_step(run, name, StepStatus.SUCCEEDED, ended_at=utcnow(), **done)
+                with phase("db: step succeeded"):
+                    await self.set_step(run, name, StepStatus.SUCCEEDED, ended_at=utcnow(), **done)
             except Exception as exc:  # noqa: BLE001 - recorded at the run's end (memory is final)
                 log.warning("run %s: step %s succeeded but its record was not written yet: %s",
                             run.id, name, getattr(exc, "message", exc))  # fmt: skip
@@ -132,8 +134,10 @@ class StepWork:
         # Through the pins: a registration changed since the pipeline was initialised (or its
         # changes last accepted) is not used (RegistrationChanged, the step fails naming it).
         scope = run.pipeline.name
-        output = await self.pins.dataset(scope, step.output_dataset)
-        source = await self.pins.dataset(scope, step.input_dataset) if step.input_dataset else None
+        with phase("step: pinned registrations"):
+            output = await self.pins.dataset(scope, step.output_dataset)
+            source = await self.pins.dataset(scope, step.input_dataset) if step.input_dataset else None
+            tool = await self._tool(run, step.tool)
         ctx = StepContext(
             run.id,
             run.pipeline.name,
@@ -144,13 +148,13 @@ class StepWork:
             node_branch(name, self.settings.instance_name),
             side_by_side=run.side_by_side,
         )
-        tool = await self._tool(run, step.tool)
         # Checked while still pending: a cache hit is one write, pending -> cached.
         if adopted is None and step.cache and await self._use_cache(run, ctx, tool, started_at):
             return None
         async with self._pool(run, step):  # pending while it waits for a slot
             if adopted is None:
-                await self.set_step(run, name, StepStatus.RUNNING, started_at=utcnow())
+                with phase("db: step running"):
+                    await self.set_step(run, name, StepStatus.RUNNING, started_at=utcnow())
             if step.fan_out is not None:
                 outcome, used = await self._fan_out(run, ctx, tool, scratch), tool
             else:
@@ -257,10 +261,11 @@ class StepWork:
                 instance=self.settings.instance_name, pipeline=ctx.pipeline, run=run.id,
                 step=ctx.step.name, position=ctx.position, attempt=number,
             )  # fmt: skip
-            attempt_id = await self.records.add_attempt(
-                run.id, ctx.step.name, number, tool.name, identity.object_name(),
-                backend=backend_of(ctx.step, self.settings),
-            )  # fmt: skip
+            with phase("db: record the attempt"):
+                attempt_id = await self.records.add_attempt(
+                    run.id, ctx.step.name, number, tool.name, identity.object_name(),
+                    backend=backend_of(ctx.step, self.settings),
+                )  # fmt: skip
         else:
             attempt_id = adopted.attempt_id
         status = AttemptStatus.RUNNING
@@ -299,9 +304,10 @@ class StepWork:
             run.voting.discard(ctx.step.name)
             run.finishing.discard(ctx.step.name)
         status = check(ATTEMPT_TRANSITIONS, status, AttemptStatus.SUCCEEDED)
-        await self.records.end_attempt(
-            attempt_id, status, exit_code=0, image_id=outcome.image_id, **where_it_ran(outcome.end)
-        )
+        with phase("db: attempt succeeded"):
+            await self.records.end_attempt(
+                attempt_id, status, exit_code=0, image_id=outcome.image_id, **where_it_ran(outcome.end)
+            )
         return outcome
 
     async def _use_cache(self, run: ActiveRun, ctx: StepContext, tool: Tool, started_at: datetime) -> bool:

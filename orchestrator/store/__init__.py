@@ -149,13 +149,15 @@ class Store:
         before_commit: Callable[[], Awaitable[Any]],
         pins: Sequence[tuple[str, str, dict[str, Any]]] = (),
         by: str | None = None,
+        read_at: int | None = None,
     ) -> SavedVersion:
         """Insert or replace a pipeline, its secrets and its pins (``(kind, name, value)`` of each
         registration it uses, ``merging.pins``), and record a version of it when its definition
         changed (``store.versions``; ``by``: who). ``before_commit`` runs inside the transaction (it
         registers the pipeline in etcd): if it raises, nothing is stored. Two inits of one pipeline
         at once: the second waits for the first's row (PostgreSQL), or for the database (SQLite);
-        one that still meets the other's version is a 409."""
+        one that still meets the other's version is a 409. ``read_at``: the version the caller
+        edited; when another is the latest, 409 ``version_conflict`` and nothing is stored."""
         async with self._version_race(pipeline.name), self.session(f"save pipeline {pipeline.name}") as s:
             row = await s.get(PipelineRow, pipeline.name, with_for_update=True)
             if row is None:
@@ -177,7 +179,7 @@ class Store:
                 else:
                     pin.value, pin.pinned_at = pinned, utcnow()
             await s.flush()
-            saved = await record_version(s, pipeline, by)
+            saved = await record_version(s, pipeline, by, read_at)
             await before_commit()
             return saved
 

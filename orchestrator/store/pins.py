@@ -30,13 +30,14 @@ class PinStore:
         self.store = store
 
     async def scope(self, scope: str) -> list[PinRecord]:
-        async with self.store.session(f"read the pins of {scope}") as s:
+        # Reads: they do not wait for the writer's turn (one writer at a time on SQLite).
+        async with self.store.reading(f"read the pins of {scope}") as s:
             rows = (await s.scalars(select(PinRow).where(PinRow.scope == scope))).all()
             return [_record(r) for r in rows]
 
     async def of(self, kind: str, name: str) -> list[PinRecord]:
         """Every scope's pin of one registration."""
-        async with self.store.session(f"read the pins of {kind} {name}") as s:
+        async with self.store.reading(f"read the pins of {kind} {name}") as s:
             query = select(PinRow).where(PinRow.kind == kind, PinRow.name == name)
             return [_record(r) for r in (await s.scalars(query)).all()]
 

@@ -92,11 +92,23 @@ async def _latest(s: AsyncSession, pipeline: str) -> PipelineVersionRow | None:
     ).first()
 
 
-async def record_version(s: AsyncSession, pipeline: Pipeline, by: str | None) -> SavedVersion:
+async def record_version(
+    s: AsyncSession, pipeline: Pipeline, by: str | None, read_at: int | None = None
+) -> SavedVersion:
     """In the init's transaction: a new version when the definition differs from the latest one
-    (compared by hash, the latest re-read by today's models), else the latest's number."""
+    (compared by hash, the latest re-read by today's models), else the latest's number. ``read_at``
+    (the version the caller edited) must be the latest, or the init is a 409."""
     digest = definition_hash(pipeline)
     latest = await _latest(s, pipeline.name)
+    if read_at is not None and (latest is None or latest.number != read_at):
+        now = "has no version" if latest is None else f"is at version {latest.number}"
+        raise Conflict(
+            f"pipeline {pipeline.name!r} {now}, not {read_at} as this definition says: it was changed "
+            f"since it was read (read it again with GET /pipeline/{pipeline.name}, or leave version out "
+            "to replace it whatever it is now)",
+            code="version_conflict",
+            current=None if latest is None else latest.number,
+        )
     if latest is not None and _same(latest, digest):
         return SavedVersion(latest.number, latest.hash, new=False)
     number = latest.number + 1 if latest is not None else 1
@@ -159,7 +171,8 @@ class PipelineVersions:
         """The pipeline a run of ``name`` takes, with this instance's private values: its current
         definition (``number`` None) or version ``number`` (``UnknownVersion`` when it has none such).
         None when the pipeline is not initialised here."""
-        async with self.store.session(f"read pipeline {name} for a run") as s:
+        # A read: it does not wait for the writer's turn (one writer at a time on SQLite).
+        async with self.store.reading(f"read pipeline {name} for a run") as s:
             row = await s.get(PipelineRow, name)
             if row is None:
                 return None

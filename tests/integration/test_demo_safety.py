@@ -28,6 +28,7 @@ import pytest
 import requests
 
 from tests import servers
+from tests.integration.conftest import chromium
 from tests.servers.process import REPO_ROOT, _free_ports
 
 DEMO = REPO_ROOT / "scripts" / "demo.sh"
@@ -132,23 +133,6 @@ class _Page(http.server.BaseHTTPRequestHandler):
 
 @pytest.mark.browser
 def test_a_web_page_cannot_reach_the_demos_etcd(demo_etcd: DemoEtcd, etcd: servers.EtcdServer) -> None:
-    from tests.integration.test_console_browser import CHROMEDRIVER, CHROMIUM, FLAGS
-
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.fail("Debian's chromium and chromium-driver are missing: run scripts/bootstrap.sh", pytrace=False)
-    import shutil
-    import tempfile
-
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ["SE_OFFLINE"] = "true"
-    profile = tempfile.mkdtemp(prefix="mao-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (*FLAGS, f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     planted = "/mao/v1/tools/planted-by-a-page"
     body = json.dumps({"key": b64(planted), "value": b64("evil")})
     script = """
@@ -162,20 +146,19 @@ def test_a_web_page_cannot_reach_the_demos_etcd(demo_etcd: DemoEtcd, etcd: serve
     page = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Page)
     threading.Thread(target=page.serve_forever, daemon=True).start()
     try:
-        driver.set_script_timeout(30)
-        driver.get(f"http://127.0.0.1:{page.server_address[1]}/")
-        demo_urls = [
-            f"{scheme}://127.0.0.1:{port}/v3/kv/put"
-            for scheme in ("http", "https")
-            for port in (demo_etcd.port, demo_etcd.peer_port)
-        ]
-        driver.execute_async_script(script, demo_urls, body)
-        # The control: the same page writes into a plain-HTTP etcd (the session's: tests only).
-        assert driver.execute_async_script(script, [f"http://{etcd.endpoint}/v3/kv/put"], body) == ["sent"]
+        with chromium() as driver:
+            driver.set_script_timeout(30)
+            driver.get(f"http://127.0.0.1:{page.server_address[1]}/")
+            demo_urls = [
+                f"{scheme}://127.0.0.1:{port}/v3/kv/put"
+                for scheme in ("http", "https")
+                for port in (demo_etcd.port, demo_etcd.peer_port)
+            ]
+            driver.execute_async_script(script, demo_urls, body)
+            # The control: the same page writes into a plain-HTTP etcd (the session's: tests only).
+            assert driver.execute_async_script(script, [f"http://{etcd.endpoint}/v3/kv/put"], body) == ["sent"]
     finally:
         page.shutdown()
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
     assert demo_etcd.call("/v3/kv/range", {"key": b64(planted)}).get("kvs") is None
     plain = requests.post(f"http://{etcd.endpoint}/v3/kv/range", json={"key": b64(planted)}, timeout=10).json()
     assert base64.b64decode(plain["kvs"][0]["value"]) == b"evil", "the control page could not write: test broken"

@@ -348,6 +348,32 @@ def test_a_field_the_backend_cannot_enforce_and_an_unknown_backend_are_400(contr
     assert_error(contract.api.get(f"/registry/pipelines/{body['name']}"), 404)  # nothing half-written
 
 
+def test_a_gpu_step_is_refused_where_there_are_none_and_waits_where_they_are_down(contract: Contract) -> None:
+    """docs/backends.md#gpus: a backend that offers no GPUs refuses a step with ``gpus`` at init; one
+    that has some (the Slurm fixture's DOWN ``gpunode``, two GPUs as generic resources) refuses more
+    than its largest node has, and queues the rest until ``start_timeout``: ``unschedulable``."""
+    tool, out = unique("tool"), unique("out")
+    contract.api.tool(tool)
+    contract.api.local_dataset(out)
+    listed = {b["name"]: b for b in contract.api.ok(contract.api.get("/backends"))}
+    capabilities = listed[contract.backend.name]["capabilities"]
+    if "gpus" not in capabilities["enforces"]:
+        body = {"name": unique("p"), "steps": [contract.step("s", tool, out, "true", gpus=1)]}
+        error = assert_error(contract.api.post("/pipeline/init", body), 400, "backend_cannot_enforce")
+        assert (error["field"], error["backend"]) == ("gpus", contract.backend.name)
+        return
+    most = capabilities["gpus"]
+    assert most is not None and most > 0
+    body = {"name": unique("p"), "steps": [contract.step("s", tool, out, "true", gpus=most + 1)]}
+    error = assert_error(contract.api.post("/pipeline/init", body), 400, "step_rejected")
+    assert (error["field"], error["backend"]) == ("gpus", contract.backend.name)
+    pipeline = contract.pipeline([contract.step("s", tool, out, "echo never", gpus=1, start_timeout=3)])
+    run = contract.api.run(pipeline)
+    (attempt,) = run["steps"][0]["attempts"]
+    assert run["status"] == "failed" and attempt["status"] == "unschedulable", run
+    servers.wait_until(lambda: contract.backend.objects(run["id"]) == [], timeout=60, what="no object left")
+
+
 def test_requests_without_a_token_are_refused(contract: Contract) -> None:
     assert requests.get(f"{contract.api.url}/backends", timeout=10).status_code == 401
 

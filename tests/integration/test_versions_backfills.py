@@ -180,6 +180,38 @@ def test_inits_of_one_pipeline_at_the_same_moment(node: Node) -> None:
     assert numbers == sorted(recorded) == list(range(1, len(numbers) + 1)), (answers, recorded)
 
 
+def test_what_get_answers_initialises_again_and_its_version_guards_the_edit(node: Node) -> None:
+    """GET /pipeline/{name} is a valid init body; its version makes the init a compare-and-set:
+    an edit of a version that is no longer the latest is a 409 and stores nothing."""
+    api = node.api
+    tool, dataset, name = unique("tool"), unique("cas"), unique("edited")
+    api.tool(tool)
+    api.local_dataset(dataset)
+    init(api, name, tool, dataset, "echo 1")
+    read = api.ok(api.get(f"/pipeline/{name}"))
+    assert read["version"] == 1
+    again = api.ok(api.post("/pipeline/init", read))
+    assert (again["version"], again["new_version"]) == (1, False)
+
+    # Two editors read version 1; the first edit lands as 2, the second is refused, whatever it says.
+    def edited(text: str) -> dict[str, Any]:
+        steps = [{**read["steps"][0], "cmd": ["sh", "-c", text]}]
+        return {**read, "steps": steps}
+
+    assert api.ok(api.post("/pipeline/init", edited("echo first")))["version"] == 2
+    for late in (edited("echo second"), edited("echo first")):
+        assert_error(api.post("/pipeline/init", late), 409, "version_conflict")
+    versions = api.ok(api.get(f"/pipeline/{name}/versions"))
+    assert sorted(v["version"] for v in versions) == [1, 2]
+    assert api.ok(api.get(f"/pipeline/{name}"))["steps"][0]["cmd"] == ["sh", "-c", "echo first"]
+    # A version for a pipeline this instance does not have is a conflict too; without one, a create.
+    other = {**edited("echo 3"), "name": unique("copied")}
+    assert_error(api.post("/pipeline/init", other), 409, "version_conflict")
+    assert api.ok(api.post("/pipeline/init", {k: v for k, v in other.items() if k != "version"}))["version"] == 1
+    for bad in (0, -1, 1.5, "two"):
+        assert_error(api.post("/pipeline/init", {**read, "version": bad}), 400)
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def restartable(
     request: pytest.FixtureRequest, servers_tmp: Path, etcd, executor, busybox_image

@@ -197,3 +197,12 @@ async def test_a_run_takes_an_earlier_version_with_todays_private_values(store: 
     assert old.pipeline.steps[0].private_env == {"TOKEN": "t2"}
     with pytest.raises(UnknownVersion):
         await versions.for_run("p", 9)
+
+
+@given(pipelines(), st.integers(min_value=1, max_value=10**6))
+def test_the_version_a_request_was_read_at_is_not_part_of_its_definition(pipeline: Pipeline, read_at: int) -> None:
+    from orchestrator.request_models import PipelineRequest
+
+    request = PipelineRequest.model_validate({**pipeline.model_dump(), "version": read_at})
+    assert definition_hash(request) == definition_hash(pipeline)
+    assert definition(request) == definition(pipeline)

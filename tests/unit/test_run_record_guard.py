@@ -127,9 +127,11 @@ async def run_once(
             setattr(runner.records, name, faults.wrap(getattr(runner.records, name)))
         runner.attempts.run = attempt_that(fail_step, error)  # type: ignore[method-assign]
         run_id = await runner.start("p", "manual")
-        await asyncio.wait_for(runner.wait(run_id), 30)  # never raises for the run's sake
+        waited = await asyncio.wait_for(runner.wait(run_id), 30)  # never raises for the run's sake
         record = await store.get_run(run_id)
         assert record is not None
+        # What a waiting POST /pipeline/run answers with (no second read) is the record as stored.
+        assert waited is None or waited == record
         return record
 
 
@@ -168,9 +170,11 @@ def test_any_record_write_failing_once_still_closes_the_run(tmp_path: Path) -> N
                     for name, method in real.items():
                         setattr(runner.records, name, faults.wrap(method))
                     run_id = await runner.start("p", "manual")
-                    await asyncio.wait_for(runner.wait(run_id), 30)  # never raises for the run's sake
+                    waited = await asyncio.wait_for(runner.wait(run_id), 30)  # never raises for the run's sake
                     record = await store.get_run(run_id)
                     assert record is not None
+                    assert waited is None or waited == record, (at, error)  # the waiter's answer
+                    assert waited is not None or faults.fired, (at, error)
                     outcomes.append((at, repr(error), record, faults.fired))
         return outcomes
 

@@ -172,3 +172,46 @@ def test_the_output_handed_over_is_the_whole_log_however_the_follow_ended(
     runner = DockerRunner(cast(Settings, None))
     runner.follow_output(cast(Container, container), got.append)
     assert b"".join(got) == output and all(got)
+
+
+class _StreamedContainer(_EarlyEndingContainer):
+    """The same container as stream_output meets it: ended or still running when its follow ends."""
+
+    def __init__(self, output: bytes, followed: int, chunks: list[int], error: bool, running: bool) -> None:
+        super().__init__(output, followed, chunks, error)
+        self.status = "running" if running else "exited"
+        self.waited = not running  # an ended container's log may be read whole
+
+    def reload(self) -> None:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    output=st.binary(max_size=600),
+    followed=st.floats(min_value=0, max_value=1),
+    since=st.floats(min_value=0, max_value=1),
+    chunks=st.lists(st.integers(min_value=1, max_value=97), min_size=1, max_size=5),
+    error=st.booleans(),
+    running=st.booleans(),
+)
+def test_a_streamed_log_is_whole_or_says_it_broke_off(
+    output: bytes, followed: float, since: float, chunks: list[int], error: bool, running: bool
+) -> None:
+    """stream_output (the executor's log API) from any offset: a follow that ended early is read
+    again once the container has ended; while it runs, the stream says it broke off (the reader
+    asks again from the bytes it has). Whatever was handed over is the log from ``since`` on, or a
+    prefix of it."""
+    start = int(len(output) * since)
+    container = _StreamedContainer(output, max(start, int(len(output) * followed)), chunks, error, running)
+    runner = DockerRunner(cast(Settings, None))
+    runner.container = lambda name: container  # type: ignore[method-assign,assignment,return-value]
+    got: list[bytes] = []
+    whole = runner.stream_output("c", start, True, lambda data: got.append(data) or True)
+    handed = b"".join(got)
+    assert all(got)
+    if whole:
+        assert handed == output[start:]
+    else:
+        assert output[start:].startswith(handed)
+        assert running or error

@@ -199,6 +199,35 @@ async def test_gpus_are_refused_where_the_cluster_has_none(kube: Case) -> None:
     assert health.ok and health.details["gpus"] == "0" and health.details["server"].endswith("mao-fake")
 
 
+async def test_a_gpu_pod_asks_the_scheduler_for_its_gpus(kube: Case) -> None:
+    """The operator states two GPUs (``GPUS``: as where the account may not list nodes); the fake's
+    node has none, so the pod, whose tool container asks ``nvidia.com/gpu: 1``, is never scheduled
+    and the attempt ends ``unschedulable`` after its start_timeout; three GPUs are refused at init."""
+    driver = kube.driver
+    assert isinstance(driver, KubeFakeDriver)
+    backend = driver.make("gpus", gpus=2)
+    await backend.start()
+    try:
+        assert backend.capabilities().gpus == 2 and "gpus" in backend.capabilities().enforces
+        with pytest.raises(BackendRejected) as caught:
+            await backend.validate(kube.spec(["true"], limits=Limits(gpus=3)))
+        assert caught.value.field == "gpus" and "more than 2" in caught.value.message
+        spec = kube.spec(["true"], limits=Limits(memory=64 * 1024**2, gpus=1), start_timeout=3)
+        handle = await backend.submit(spec)
+        (pod,) = pods_of(kube, spec.name)
+        every = [*pod["spec"].get("initContainers", []), *pod["spec"]["containers"]]
+        tool = next(c for c in every if c["name"] == "tool")
+        assert tool["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert tool["resources"]["requests"]["nvidia.com/gpu"] == "1"
+        assert all("nvidia.com/gpu" not in c["resources"]["limits"] for c in every if c is not tool)
+        end = await asyncio.wait_for(backend.wait(handle, spec), LIMIT)
+        assert end.kind is EndKind.UNSCHEDULABLE and "Insufficient nvidia.com/gpu" in end.message, end
+        await backend.cancel(handle)
+    finally:
+        await backend.close()
+    await nothing_left(kube)
+
+
 async def test_a_job_of_the_same_name_but_another_attempt_is_not_taken(kube: Case) -> None:
     """Object names hold a prefix of the run id: two runs alike in their first 12 characters meet."""
     first = kube.spec(SLEEP, run="runprefix0000aaaa")

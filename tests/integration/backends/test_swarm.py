@@ -226,3 +226,30 @@ async def test_a_service_of_the_same_name_that_is_another_attempt_s_is_not_taken
     await asyncio.to_thread(create)
     with pytest.raises(BackendRejected, match="is another's"):
         await swarm_case.backend.submit(spec)
+
+
+async def test_gpus_are_a_reserved_generic_resource(swarm_case: Case, docker_engine) -> None:
+    """This engine's node announces no generic resources; the operator states one GPU (``GPUS``). A
+    step asking for two is refused; one asking for one becomes a service reserving one
+    ``NVIDIA-GPU``, which Swarm cannot place: ``unschedulable`` after its start_timeout."""
+    driver = swarm_case.driver
+    assert isinstance(driver, SwarmDriver)
+    assert swarm_case.backend.capabilities().gpus == 0  # the nodes' word: none announced
+    backend = driver.make("gpus", gpus=1)
+    await backend.start()
+    try:
+        assert backend.capabilities().gpus == 1 and "gpus" in backend.capabilities().enforces
+        with pytest.raises(BackendRejected) as caught:
+            await backend.validate(swarm_case.spec(["true"], limits=Limits(gpus=2)))
+        assert caught.value.field == "gpus" and "MAO_BACKEND_GPUS_GPUS" in caught.value.message
+        spec = swarm_case.spec(["true"], limits=Limits(memory=64 * 1024**2, gpus=1), start_timeout=3)
+        handle = await backend.submit(spec)
+        service = await asyncio.to_thread(docker_engine.services.get, spec.name)
+        reserved = service.attrs["Spec"]["TaskTemplate"]["Resources"]["Reservations"]
+        assert reserved["GenericResources"] == [{"DiscreteResourceSpec": {"Kind": "NVIDIA-GPU", "Value": 1}}]
+        end = await asyncio.wait_for(backend.wait(handle, spec), LIMIT)
+        assert end.kind is EndKind.UNSCHEDULABLE and "insufficient resources" in end.message, end
+        await backend.cancel(handle)
+    finally:
+        await backend.close()
+    await nothing_left(swarm_case)
