@@ -15,6 +15,7 @@ handler right before it renders.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -99,6 +100,19 @@ class Metrics:
         )  # fmt: skip
         self.up = Gauge("mao_up", "1 while this orchestrator serves", registry=r)
         self.up.set(1)
+        self.strategy_active = Gauge(
+            "mao_strategy_active",
+            "1 for the tool a step's runs start with (its strategy's watcher), 0 for its other tools",
+            ["pipeline", "step", "tool"], registry=r,
+        )  # fmt: skip
+
+    def strategies(self, states: Iterable[tuple[str, str, Sequence[str], str]]) -> None:
+        """Set ``mao_strategy_active`` from (pipeline, step, its tools, the active one): label sets of
+        steps that no longer have a strategy go."""
+        self.strategy_active.clear()
+        for pipeline, step, tools, active in states:
+            for tool in tools:
+                self.strategy_active.labels(pipeline, step, tool).set(1 if tool == active else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -17,6 +17,7 @@ from .backfill import backfill_command, backfills_command
 from .logs import logs_command
 from .registry import accept_pipeline
 from .runs import cancel_run_command, queue_command, runs_command, show_run, show_run_command
+from .strategy import strategy_command
 from .versions import diff_command, versions_command
 
 POLL = 0.5  # seconds between two looks at a run maoctl waits for
@@ -37,6 +38,7 @@ pipeline.add_command(cancel_run_command)
 pipeline.add_command(queue_command)
 pipeline.add_command(logs_command)
 pipeline.add_command(accept_pipeline)
+pipeline.add_command(strategy_command)
 
 
 @pipeline.command("retry")

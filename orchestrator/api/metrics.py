@@ -48,6 +48,9 @@ async def metrics(request: web.Request) -> web.Response:
     m.etcd_quota.set(the_node.space.quota)
     with contextlib.suppress(MaoError, TimeoutError):
         m.queue_depth.set(await asyncio.wait_for(count_waiting_runs(the_node.store), PROBE_TIMEOUT))
+    with contextlib.suppress(MaoError, TimeoutError):
+        states = await asyncio.wait_for(the_node.runner.strategies.states.all(), PROBE_TIMEOUT)
+        m.strategies((p, s, state.chain, state.active) for (p, s), state in states.items())
     running = the_node.runner.execution.running()
     for name, health in (await the_node.backends.health()).items():
         m.backend_up.labels(name).set(1 if health.ok else 0)

@@ -21,6 +21,7 @@ from ..node import Node
 from ..pipelines.stepcheck import check_enforced
 from ..request_models import AcceptRequest, PipelineRequest
 from ..runs.admission import RunInProgress
+from ..runs.strategies import StepStrategy
 from ..scheduling.requests import BackfillRequest, RunRequest, check_overlap, options
 from .backfills import BackfillStarted
 from .common import node, ok, parse, path_name, read_json
@@ -37,6 +38,8 @@ from .schemas import (
     Run,
     RunStarted,
     Scheduled,
+    StrategyRequest,
+    StrategySteered,
 )
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 SCOPES = ("instance", "federation")
+
 
 @routes.post("/pipeline/init")
 @doc(
@@ -73,7 +77,8 @@ async def list_pipelines(request: web.Request) -> web.Response:
     the_node = node(request)
     pipelines = await the_node.store.list_pipelines()
     current = await the_node.pipelines.versions.current()
-    return ok([_public(p, current.get(p.name)) for p in pipelines])
+    strategies = await the_node.runner.strategies.of_all(pipelines)
+    return ok([_public(p, current.get(p.name), strategies.get(p.name)) for p in pipelines])
 
 
 @routes.get("/pipeline/{name}")
@@ -84,7 +89,33 @@ async def get_pipeline(request: web.Request) -> web.Response:
     pipeline = await the_node.store.get_pipeline(name)
     if pipeline is None:
         raise NotFound(f"pipeline {name!r} is not initialised on this instance")
-    return ok(_public(pipeline, (await the_node.pipelines.versions.current([name])).get(name)))
+    version = (await the_node.pipelines.versions.current([name])).get(name)
+    return ok(_public(pipeline, version, await the_node.runner.strategies.of(pipeline)))
+
+
+@routes.post("/pipeline/{name}/strategy/{step}")
+@doc(
+    "Force one of a step's strategy tools, or reset its watcher",
+    body=StrategyRequest,
+    answer=StrategySteered,
+    errors=(400, 404, 503),
+    tags=("pipelines",),
+)
+async def steer_strategy(request: web.Request) -> web.Response:
+    """``{"force": tool}``: the step's runs start with that tool (then the tools after it) and the
+    watcher neither abandons nor probes until ``{"reset": true}``, which forgets every count: every
+    tool healthy again, the main active. Each switch is logged; the answer is the step's state."""
+    name = path_name(request, what="pipeline name")
+    step = path_name(request, "step", what="step name")
+    body = parse(StrategyRequest, await read_json(request))
+    the_node = node(request)
+    pipeline = await the_node.store.get_pipeline(name)
+    if pipeline is None:
+        raise NotFound(f"pipeline {name!r} is not initialised on this instance")
+    state = await the_node.runner.strategies.steer(
+        pipeline, step, None if body.reset else body.force, who(request)
+    )
+    return ok({"pipeline": name, "step": step, **state.public()})
 
 
 @routes.delete("/pipeline/{name}")
@@ -289,7 +320,8 @@ async def pipeline_pins(request: web.Request) -> web.Response:
         {
             "name": name,
             "pins": [
-                {"kind": p.kind, "name": p.name, **p.value, "pinned_at": p.pinned_at.isoformat()} for p in pins
+                {"kind": p.kind, "name": p.name, **p.value, "pinned_at": p.pinned_at.isoformat()}
+                for p in pins
             ],
             "changes": [c.public() for c in changes],
         }
@@ -311,11 +343,17 @@ async def accept_pipeline(request: web.Request) -> web.Response:
     return ok(await node(request).pipelines.accept(name, dry_run=wanted.dry_run))
 
 
-def _public(pipeline: Pipeline, version: int | None) -> dict[str, Any]:
-    return {
+def _public(
+    pipeline: Pipeline, version: int | None, strategies: dict[str, StepStrategy] | None = None
+) -> dict[str, Any]:
+    """``strategies`` only for a pipeline with a step that has one (the prototype's answer unchanged)."""
+    found: dict[str, Any] = {
         "name": pipeline.name,
         "description": pipeline.description,
         "steps": pipeline.public_steps(),
         "run_timeout": pipeline.run_timeout,
         "version": version,
     }
+    if strategies:
+        found["strategies"] = {step: s.public() for step, s in strategies.items()}
+    return found

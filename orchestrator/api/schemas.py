@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 from executor.wire.names import name_problem
 
@@ -215,11 +215,50 @@ class InitResult(Out):
     hash: str = Field(description="SHA-256 of the canonical definition")
 
 
+class ToolHealth(Out):
+    tool: str
+    healthy: bool
+    consecutive_failures: int
+    abandoned_at: str | None = Field(description="since when runs no longer start with it (null: healthy)")
+    probed_at: str | None = Field(description="the last run that tried it again while abandoned")
+
+
+class StepStrategy(Out):
+    active: str = Field(description="the tool the step's runs start with")
+    since: str
+    reason: str
+    forced: str | None = Field(description="a tool an operator forced (null: the watcher decides)")
+    tools: list[ToolHealth]
+
+
+class StrategySteered(StepStrategy):
+    pipeline: str
+    step: str
+
+
+class StrategyRequest(Request):
+    """``POST /pipeline/{name}/strategy/{step}``: ``{"force": tool}`` or ``{"reset": true}``."""
+
+    force: Name | None = Field(default=None, description="one of the step's tools: runs start with it until a reset")
+    reset: Annotated[bool, Strict()] = Field(
+        default=False, description="forget the watcher's counts: every tool healthy, the main active"
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> StrategyRequest:
+        if (self.force is not None) == self.reset:
+            raise ValueError('give either {"force": tool} or {"reset": true}')
+        return self
+
+
 class PublicPipeline(Out):
     name: str
     description: str
     steps: list[dict[str, Any]]
     version: int | None = Field(default=None, description="its current version")
+    strategies: dict[str, StepStrategy] | None = Field(
+        default=None, description="each step with a strategy: its watcher's state (absent when no step has one)"
+    )
 
 
 class RunStarted(Out):

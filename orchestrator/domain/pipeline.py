@@ -178,6 +178,52 @@ class Placement(Model):
     labels: Annotated[dict[str, str], Field(min_length=1, max_length=32), AfterValidator(_placement_labels)]
 
 
+MAX_REPLACEMENTS = 10
+
+
+class Strategy(Model):
+    """The ``strategy`` step field: the main tool, its replacements in order, and the watcher's
+    rules (domain/strategy.py, docs/strategies.md). ``fallback_tool`` is the one-replacement form
+    without a watcher."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, str_strip_whitespace=True)
+
+    main: Name
+    replacements: Annotated[list[Name], Field(min_length=1, max_length=MAX_REPLACEMENTS)]
+    # Consecutive runs of the step in which a tool failed (or degraded) before runs stop starting with it.
+    open_after: Annotated[int, Field(ge=1, le=1000)] = 3
+    # Seconds between two runs that try an abandoned tool again.
+    probe_every: Annotated[float, Field(gt=0, le=30 * 86400)] = 300.0
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Strategy:
+        chain = [self.main, *self.replacements]
+        if len(set(chain)) != len(chain):
+            raise ValueError("strategy: main and replacements must be distinct tools")
+        return self
+
+
+class Degraded(Model):
+    """The ``degraded_when`` step field: a tool whose run succeeds but that is slower than
+    ``duration_over`` seconds, or whose ``insights.json`` number ``insight`` is below ``below`` (or
+    absent), counts as failing for the strategy's watcher (its output is still used)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, str_strip_whitespace=True)
+
+    duration_over: Annotated[float, Field(gt=0, le=7 * 86400)] | None = None
+    insight: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    below: float | None = None
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Degraded:
+        by_insight = self.insight is not None or self.below is not None
+        if by_insight and (self.insight is None or self.below is None):
+            raise ValueError("degraded_when: insight and below go together")
+        if by_insight == (self.duration_over is not None):
+            raise ValueError("degraded_when: give either duration_over or insight with below")
+        return self
+
+
 class Step(Model):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -224,6 +270,34 @@ class Step(Model):
     placement: Placement | None = None
     # GPUs the tool gets (docs/backends.md#gpus); a backend that offers fewer refuses the step at init.
     gpus: Annotated[int, Strict(), Field(ge=0, le=MAX_GPUS)] = 0
+    # A main tool with ordered replacements and a watcher (domain/strategy.py); ``tool`` is its main.
+    strategy: Strategy | None = None
+    degraded_when: Degraded | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tool_from_strategy(cls, data: Any) -> Any:
+        # A step with a strategy may leave out ``tool``: it is the strategy's main.
+        if isinstance(data, dict) and data.get("tool") is None and isinstance(data.get("strategy"), dict):
+            main = data["strategy"].get("main")
+            if isinstance(main, str):
+                return {**data, "tool": main}
+        return data
+
+    @model_validator(mode="after")
+    def _one_strategy(self) -> Step:
+        if self.strategy is not None:
+            if self.strategy.main != self.tool:
+                raise ValueError(f"step {self.name}: strategy.main must be the step's tool ({self.tool})")
+            if self.fallback_tool is not None:
+                raise ValueError(
+                    f"step {self.name}: give either fallback_tool or strategy (its replacements), not both"
+                )
+            if self.fan_out is not None:
+                raise ValueError(f"step {self.name}: a fan-out step takes fallback_tool, not a strategy")
+        elif self.degraded_when is not None:
+            raise ValueError(f"step {self.name}: degraded_when needs a strategy (it informs its watcher)")
+        return self
 
     @field_validator("input_dataset", mode="before")
     @classmethod
@@ -245,7 +319,7 @@ class Step(Model):
         """The step as other instances and API clients may see it: no secret values. Unset limits are
         left out, so registrations made before those fields existed still compare equal."""
         data = self.model_dump(exclude={"private_env"})
-        for key in ("memory", "cpus", "pool", "backend", "start_timeout", "placement"):
+        for key in ("memory", "cpus", "pool", "backend", "start_timeout", "placement", "strategy", "degraded_when"):
             if data.get(key) is None:
                 data.pop(key, None)
         for key in ("writable_root", "gpus"):
@@ -254,6 +328,9 @@ class Step(Model):
         return data
 
     def tools(self) -> list[str]:
+        """The step's tools in the order a run may try them: its main, then its replacements."""
+        if self.strategy is not None:
+            return [self.tool, *self.strategy.replacements]
         return [self.tool, *([self.fallback_tool] if self.fallback_tool else [])]
 
 

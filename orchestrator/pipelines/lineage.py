@@ -40,6 +40,7 @@ class StepUse:
     output_dataset: str
     input_dataset: str | None = None
     fallback_tool: str | None = None
+    replacements: tuple[str, ...] = ()  # a strategy's replacements (role "fallback" too)
 
 
 @dataclass(frozen=True)
@@ -204,8 +205,8 @@ def _tools(pipelines: Iterable[PipelineUse], registered: Sequence[Tool] | None) 
             users.setdefault(step.tool, []).append(
                 ToolUser(pipeline=p.name, step=step.name, role="tool", here=p.here)
             )
-            if step.fallback_tool:
-                users.setdefault(step.fallback_tool, []).append(
+            for fallback in ((step.fallback_tool,) if step.fallback_tool else ()) + step.replacements:
+                users.setdefault(fallback, []).append(
                     ToolUser(pipeline=p.name, step=step.name, role="fallback", here=p.here)
                 )
     known = {t.name: t for t in registered or ()}
@@ -237,7 +238,15 @@ class RegistryReads(Protocol):
 
 def local_use(pipeline: Pipeline, instances: Sequence[str]) -> PipelineUse:
     steps = tuple(
-        StepUse(s.name, s.tool, s.output_dataset, s.input_dataset, s.fallback_tool) for s in pipeline.steps
+        StepUse(
+            s.name,
+            s.tool,
+            s.output_dataset,
+            s.input_dataset,
+            s.fallback_tool,
+            tuple(s.tools()[1:]) if s.strategy else (),
+        )
+        for s in pipeline.steps
     )
     return PipelineUse(pipeline.name, steps, True, tuple(instances), pipeline.description)
 
@@ -260,6 +269,7 @@ def registered_use(name: str, registration: dict[str, Any]) -> PipelineUse:
                 output,
                 source if isinstance(source, str) and source else None,
                 fallback if isinstance(fallback, str) and fallback else None,
+                _replacements(raw.get("strategy")),
             )
         )
     instances = tuple(i for i in registration.get("instances", []) if isinstance(i, str))
@@ -267,6 +277,11 @@ def registered_use(name: str, registration: dict[str, Any]) -> PipelineUse:
     return PipelineUse(
         name, tuple(steps), False, instances, description if isinstance(description, str) else ""
     )
+
+
+def _replacements(strategy: Any) -> tuple[str, ...]:
+    found = strategy.get("replacements") if isinstance(strategy, dict) else None
+    return tuple(t for t in found if isinstance(t, str) and t) if isinstance(found, list) else ()
 
 
 async def collect(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import Settings
 from ..datasets import Datasets
 from ..domain.pipeline import Pipeline, node_branch
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, Conflict, MaoError, NotFound
 from ..executors.backends import Backends
 from ..federation.registry import Registry
 from ..merging.pins import Pins
@@ -138,6 +138,9 @@ class PipelineService:
         for kind, entries in (("tool", found_tools), ("dataset", found_datasets)):
             for entry in entries:
                 await self.registrations.remember(kind, entry)
+        # A step that lost its strategy (or was removed) loses its watcher's state; the others keep
+        # theirs (domain.strategy.fit keeps the health of the tools still in a changed chain).
+        await self._forget_strategies(pipeline.name, frozenset(s.name for s in pipeline.steps if s.strategy))
         log.info(
             "pipeline %s initialised (%d steps): version %d%s",
             pipeline.name,
@@ -168,6 +171,12 @@ class PipelineService:
             ),
         }
 
+    async def _forget_strategies(self, name: str, keep: frozenset[str] = frozenset()) -> None:
+        try:
+            await self.runner.strategies.forget(name, keep)
+        except MaoError as exc:  # stale rows only show in /metrics until the next init or delete
+            log.warning("pipeline %s: its steps' old strategy states were not removed: %s", name, exc.message)
+
     async def accept(self, name: str, dry_run: bool = False) -> dict[str, Any]:
         """Accept the registrations the pipeline uses as they are now (``pins``)."""
         pipeline = await self.store.get_pipeline(name)
@@ -197,6 +206,7 @@ class PipelineService:
 
         schedule_ids = await self.store.delete_pipeline(name, before_commit=unregister)
         self.pins.forget(name)
+        await self._forget_strategies(name)
         for schedule_id in schedule_ids:
             self.scheduler.forget(schedule_id)
         log.info("pipeline %s deleted with %d schedule(s)", name, len(schedule_ids))

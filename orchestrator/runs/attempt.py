@@ -95,8 +95,11 @@ class AttemptOutcome:
     merge_commit: str | None
     merge_state: MergeState
     image_id: str | None
-    insights: str | None
+    insights: str | None  # what the step record says of its insights.json (published, ignored: why)
     end: End | None = None  # a plain step's object's end (a fan-out step's are per shard)
+    # insights.json as the tool wrote it (parsed; None when it wrote none or it was ignored): what a
+    # step's ``degraded_when: {insight, below}`` reads.
+    insight_values: object = None
 
 
 @dataclass(frozen=True)
@@ -221,8 +224,9 @@ class Attempts:
                     commit=commit,
                 )
             return AttemptOutcome(
-                input_commit, commit, changed, merge_commit, state, end.image_id, published, end
-            )
+                input_commit, commit, changed, merge_commit, state, end.image_id, published, end,
+                insights.value if insights is not None and insights.ignored is None else None,
+            )  # fmt: skip
         except (MaoError, BackendRejected) as exc:
             raise classify(exc) from exc
 

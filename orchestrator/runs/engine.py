@@ -6,7 +6,9 @@ a failed one still run, and the run fails once everything that can run has. Abse
 previous step, so the prototype's pipelines stay straight lines.
 
 A step's attempts: ``1 + retries`` with the step's tool (retried only when the failure can pass; the
-wait is ``retry.backoff``), then once with ``fallback_tool`` when one is set. ``cache: true`` first
+wait is ``retry.backoff``), then once with ``fallback_tool`` when one is set; a step with a
+``strategy`` starts with the tool its watcher says and goes on with the replacements after it
+(``domain/strategy.py``, ``runs/strategies.py``). ``cache: true`` first
 compares the step's memo key (``cache``) with its last success on this instance. One step's work
 (pool slot, cache, attempts, fan-out, record) is ``steps.StepWork``; this module drives the graph.
 
@@ -77,6 +79,7 @@ from .pools import Pools
 from .retry import RetryStart
 from .step_logs import StepLogs
 from .steps import StepWork
+from .strategies import Strategies
 
 __all__ = ["Busy", "RunInProgress", "Runner"]
 
@@ -116,10 +119,11 @@ class Runner:
         self.fan_out = FanOutAttempts(settings, self.attempts, self.records)
         self.admission = Admission(settings.max_active_runs, self._start_queued)
         self.pools = Pools(settings.pools)
+        self.strategies = Strategies(store)
         self.retry_start = RetryStart(self.records, self.versions, pins, datasets)
         self.steps = StepWork(
             settings, pins, datasets, self.execution, self.records, self.attempts, self.fan_out,
-            self.pools, self._set_step,
+            self.pools, self._set_step, self.strategies,
         )  # fmt: skip
         self._runs: dict[str, ActiveRun] = {}  # run id -> run
         self._tasks: dict[str, asyncio.Task[dict[str, Any] | None]] = {}  # run id -> task

@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,9 @@ from ..config import Settings
 from ..datasets import Datasets
 from ..domain.pipeline import Step, Tool, node_branch
 from ..domain.states import ATTEMPT_TRANSITIONS, ENDED_STEP, AttemptStatus, StepStatus, check
+from ..domain.strategy import Verdict, judge
 from ..errors import MaoError
-from ..executors.seam import Identity
+from ..executors.seam import EndKind, Identity
 from ..logs import STEP
 from ..merging.pins import Pins
 from ..phases import phase
@@ -33,8 +36,27 @@ from .execution import Execution, where_it_ran
 from .fanout.attempt import FanOutAttempts, FanOutPass
 from .pools import Pools
 from .spec import backend_of
+from .strategies import Strategies
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Series:
+    """How one tool's attempts in a step ended: the last attempt's number, and its outcome (with the
+    seconds the tool ran, for ``degraded_when``) or its failure."""
+
+    number: int
+    outcome: AttemptOutcome | None = None
+    seconds: float = 0.0
+    failure: StepFailed | None = None
+
+# The ends a strategy's watcher counts against a tool: its own. A backend, git or database away, a
+# lost node or unschedulable work, and a cancel, are not the tool's (the run still goes on with the
+# next tool, as fallback_tool always did).
+TOOL_FAILURES = frozenset(
+    {EndKind.FAILED, EndKind.OOM_KILLED, EndKind.TIMED_OUT, EndKind.STALLED, EndKind.IMAGE_UNAVAILABLE}
+)
 
 SetStep = Callable[..., Awaitable[None]]  # (run, step name, status, **fields): the checked record write
 
@@ -51,6 +73,7 @@ class StepWork:
         fan_out: FanOutAttempts,
         pools: Pools,
         set_step: SetStep,
+        strategies: Strategies,
     ) -> None:
         self.settings = settings
         self.pins = pins
@@ -61,6 +84,7 @@ class StepWork:
         self.fan_out = fan_out
         self.pools = pools
         self.set_step = set_step
+        self.strategies = strategies
 
     async def run(self, run: ActiveRun, name: str, scratch: Path, adopted: Adopted | None = None) -> None:
         """Run one step to its end and record it; never raises (the step's status says it all).
@@ -178,42 +202,76 @@ class StepWork:
     async def _attempts(
         self, run: ActiveRun, ctx: StepContext, tool: Tool, scratch: Path, adopted: Adopted | None = None
     ) -> tuple[AttemptOutcome, Tool]:
-        """The step's own attempts, then its fallback tool; the outcome and the tool that made it.
-        An adopted attempt takes its place in that series (its number says where)."""
+        """The step's attempts: ``1 + retries`` with the first tool of its plan (its tool, or the one
+        its strategy's watcher starts with), then once with each tool after it (``fallback_tool``, or
+        the strategy's replacements); the outcome and the tool that made it. Each tool's outcome is
+        counted by the watcher. An adopted attempt takes its place in that series (its number says
+        where: beyond ``1 + retries``, a later tool's one attempt)."""
         step = ctx.step
+        chain = step.tools()
+        first_series = step.retries + 1
+        if adopted is not None:
+            order = tuple(chain[chain.index(adopted.tool) :]) if adopted.tool in chain else (adopted.tool,)
+            tries = first_series - (adopted.number - 1) if adopted.number <= first_series else 1
+            number = adopted.number - 1
+        else:
+            order = (await self.strategies.plan(run.pipeline.name, step)).order
+            tries, number = first_series, 0
+        failures: list[str] = []
+        for index, name in enumerate(order):
+            current = tool if name == tool.name else await self._tool(run, name)
+            if index > 0:
+                log.info("run %s: step %s falls back to tool %s", run.id, step.name, name)
+            series = await self._series(run, ctx, current, scratch, number, tries if index == 0 else 1, adopted)
+            adopted, number = None, series.number
+            if series.failure is None:
+                assert series.outcome is not None
+                verdict, detail = judge(step.degraded_when, series.seconds, series.outcome.insight_values)
+                await self.strategies.outcome(run.pipeline.name, step, name, verdict, detail)
+                return series.outcome, current
+            failure = series.failure
+            if failure.end is not None and failure.end.kind in TOOL_FAILURES:
+                await self.strategies.outcome(run.pipeline.name, step, name, Verdict.FAILED, failure.message)
+            failures.append(failure.message if index == 0 else f"fallback tool {name}: {failure.message}")
+            if failure.status is not StepStatus.FAILED or index == len(order) - 1:
+                if len(failures) == 1:
+                    raise failure
+                raise StepFailed("; ".join(failures), status=failure.status) from failure
+        raise AssertionError("unreachable: the last tool returns or raises")
+
+    async def _series(
+        self,
+        run: ActiveRun,
+        ctx: StepContext,
+        tool: Tool,
+        scratch: Path,
+        number: int,
+        tries: int,
+        adopted: Adopted | None,
+    ) -> _Series:
+        """Up to ``tries`` attempts with ``tool`` (retried only when the failure can pass), numbered
+        after ``number``: the successful one and how long it took, or the last failure."""
         failure: StepFailed | None = None
-        if adopted is not None and adopted.number > step.retries + 1:  # the fallback tool's attempt
-            fallback = await self._tool(run, adopted.tool)
-            return await self._attempt(run, ctx, adopted.number, fallback, scratch, adopted), fallback
-        first = adopted.number - 1 if adopted is not None else 0
-        number = first
-        for retry in range(first, step.retries + 1):
+        for retry in range(tries):
             number += 1
+            began = time.monotonic()
             try:
-                resumed = adopted if retry == first else None
-                return await self._attempt(run, ctx, number, tool, scratch, resumed), tool
+                resumed = adopted if retry == 0 else None
+                outcome = await self._attempt(run, ctx, number, tool, scratch, resumed)
+                # The tool's own run time when its backend says it (no queue, commit or vote in it).
+                ran = outcome.end.run_seconds if outcome.end is not None else None
+                return _Series(number, outcome, ran if ran is not None else time.monotonic() - began)
             except StepFailed as exc:
                 failure = exc
-                if not exc.passable or retry == step.retries:
+                if not exc.passable or retry == tries - 1:
                     break
-                delay = backoff(retry + 1, step.retry_delay)
+                delay = backoff(retry + 1, ctx.step.retry_delay)
                 log.info(
                     "run %s: step %s attempt %d failed (%s); retrying in %.1f s",
                     run.id, ctx.step.name, number, exc.message, delay,
                 )  # fmt: skip
                 await asyncio.sleep(delay)
-        assert failure is not None
-        if step.fallback_tool and failure.status is StepStatus.FAILED:
-            log.info("run %s: step %s falls back to tool %s", run.id, step.name, step.fallback_tool)
-            fallback = await self._tool(run, step.fallback_tool)
-            try:
-                return await self._attempt(run, ctx, number + 1, fallback, scratch), fallback
-            except StepFailed as exc:
-                raise StepFailed(
-                    f"{failure.message}; fallback tool {fallback.name}: {exc.message}",
-                    status=exc.status,
-                ) from exc
-        raise failure
+        return _Series(number, failure=failure)
 
     async def _fan_out(self, run: ActiveRun, ctx: StepContext, tool: Tool, scratch: Path) -> AttemptOutcome:
         """A fan-out step (runs/fanout/attempt.py): its shards are retried on their own; a failure

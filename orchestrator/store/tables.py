@@ -307,6 +307,22 @@ class GatewayProgressRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class StrategyStateRow(Base):
+    """The strategy watcher's state of one step (``domain/strategy.py``): which tool runs start with,
+    since when and why, a tool an operator forced, and each tool's health as
+    ``[{tool, failures, opened_at, probed_at}]`` in the step's order (``store/strategies.py``)."""
+
+    __tablename__ = "strategy_states"
+    pipeline: Mapped[str] = mapped_column(String(128), primary_key=True)
+    step: Mapped[str] = mapped_column(String(128), primary_key=True)
+    active: Mapped[str] = mapped_column(String(128))
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str] = mapped_column(Text)
+    forced: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    tools: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 Index("ix_runs_pipeline_created", RunRow.pipeline, RunRow.created_at)
 Index("uq_run_steps_name", RunStepRow.run_id, RunStepRow.name, unique=True)
 Index("ix_run_attempts_step", AttemptRow.run_id, AttemptRow.step)

@@ -48,6 +48,13 @@ function scheduleRows(schedules, scope) {
   );
 }
 
+// A step with a strategy: the tool its runs start with now, and why (docs/strategies.md).
+function strategyNote(state) {
+  if (!state) return null;
+  const forced = state.forced ? " (forced)" : "";
+  return h("span", { class: "strategy", "data-active": state.active, title: `since ${state.since}: ${state.reason}` }, ` · active tool ${state.active}${forced}`);
+}
+
 async function renderPipelines(again) {
   const gen = generation;
   let pipelines, local, federation, grid;
@@ -72,7 +79,7 @@ async function renderPipelines(again) {
         h("h2", {}, p.name, " ", h("button", { type: "button", class: "run-button", "data-pipeline": p.name, onclick: () => runPipeline(p.name) }, "Run now"), " ", h("a", { href: `#/runs?pipeline=${encodeURIComponent(p.name)}`, class: "small" }, "runs"), p.version ? [" · ", h("a", { href: `#/versions/${encodeURIComponent(p.name)}`, class: "small pipeline-version" }, `version ${p.version}`)] : null),
         p.description ? h("p", {}, p.description) : null,
         h("div", { class: "chart-row small muted" }, h("span", {}, "Run durations (last 30)"), durationChart(runsOf.get(p.name) || [], { pipeline: p.name, width: 360, label: `Run durations of ${p.name}` })),
-        h("ol", { class: "small" }, p.steps.map((s) => h("li", {}, h("strong", {}, s.name), ` — ${s.tool}: ${s.input_dataset || "(no input)"} → ${s.output_dataset}`, Array.isArray(s.needs) && s.needs.length ? ` (needs ${s.needs.join(", ")})` : ""))),
+        h("ol", { class: "small" }, p.steps.map((s) => h("li", {}, h("strong", {}, s.name), ` — ${s.tool}: ${s.input_dataset || "(no input)"} → ${s.output_dataset}`, Array.isArray(s.needs) && s.needs.length ? ` (needs ${s.needs.join(", ")})` : "", strategyNote((p.strategies || {})[s.name])))),
         schedules.length
           ? h("table", {}, h("thead", {}, h("tr", {}, ["Schedule", "Next tick", "Recent ticks", ""].map((c) => h("th", { scope: "col" }, c)))), h("tbody", {}, schedules))
           : h("p", { class: "muted small" }, "Not scheduled."),

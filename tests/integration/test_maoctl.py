@@ -281,13 +281,16 @@ def test_schedules_list_and_stop(url: str, tmp_path: Path) -> None:
 def test_instance_status(url: str, sqlite_node) -> None:
     human = ok(url, "instance", "status")
     assert sqlite_node.name in human and "ok" in human
-    assert as_json(url, "instance", "status") == {
+    status = as_json(url, "instance", "status")
+    backends = status.pop("backends")  # each backend's health (GET /health): the default one here
+    assert status == {
         "status": "ok",
         "instance": sqlite_node.name,
         "etcd": "ok",
         "database": "ok",
         "executor": "ok",
     }
+    assert list(backends) == ["local"] and backends["local"]["details"]["docker"] == "ok", backends
 
 
 def test_errors_are_one_line_and_exit_codes_are_right(url: str) -> None:
