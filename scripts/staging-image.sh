@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the staging image of the Kubernetes backend's fetch data mode (docs/backends.md#kubernetes):
 # the stage-in and stage-out containers of every pod run it. It holds Debian's static busybox and
-# links to the applets the staging scripts use (sh, tar, wget, nc, cat, wc, head, tail), nothing else,
+# links to the applets the staging scripts use (sh, tar, wget, nc, cat, wc, head, tail, sleep), nothing else,
 # and is built offline (docker import), so nothing is downloaded.
 #
 #   scripts/staging-image.sh registry.lab.internal/mao-staging:1    # then: docker push that tag
@@ -24,7 +24,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/bin" "$work/tmp" "$work/mao/stage" "$work/mao/ticket"
 cp "$BUSYBOX" "$work/bin/busybox"
-for applet in sh tar wget nc cat wc head tail; do
+for applet in sh tar wget nc cat wc head tail sleep; do
     ln -s busybox "$work/bin/$applet"
 done
 chmod 1777 "$work/tmp"

@@ -41,8 +41,28 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _ENV_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 # Constant scripts: every value comes in through the environment, nothing is spliced into them.
+# The orchestrator may be away for a moment (restarting, and then adopting this pod): before a
+# transfer, each script waits for its liveness answer (``GET /``, no token) for up to
+# $MAO_STAGING_WAIT seconds (the backend's STAGING_WAIT). Never a retry of the transfer itself: its
+# ticket is single-use, spent when the orchestrator starts serving it, and a refused connection
+# spent nothing.
+_WAIT_FOR_ORCHESTRATOR = """wait_for_orchestrator() {
+  rest=${1#http://}
+  base="http://${rest%%/*}/"
+  waited=0
+  until wget -q -O /dev/null "$base" 2>/dev/null; do
+    if [ "$waited" -ge "${MAO_STAGING_WAIT%.*}" ]; then
+      echo "$2: wget $base: the orchestrator did not answer for $waited s"
+      exit 1
+    fi
+    sleep 1
+    waited=$((waited + 1))
+  done
+}
+"""
 STAGE_IN_SCRIPT = """set -eu
 set -o pipefail
+""" + _WAIT_FOR_ORCHESTRATOR + """wait_for_orchestrator "$MAO_STAGING_INPUT_URL" stage-in
 token=$(cat /mao/ticket/input)
 wget -q -O - --header "Authorization: Bearer $token" "$MAO_STAGING_INPUT_URL" | tar -x -o -f - -C /mao/stage
 echo "stage-in: input and work folder in place"
@@ -53,6 +73,7 @@ echo "stage-in: input and work folder in place"
 # on the connection itself: the request goes out and the answer comes back without the half-close
 # plain nc does at the end of its input (which the orchestrator's server takes for a lost connection).
 STAGE_OUT_SCRIPT = """set -eu
+""" + _WAIT_FOR_ORCHESTRATOR + """wait_for_orchestrator "$MAO_STAGING_OUTPUT_URL" stage-out
 rest=${MAO_STAGING_OUTPUT_URL#http://}
 MAO_HOST=${rest%%/*}
 MAO_PATH=/${rest#*/}
@@ -195,7 +216,10 @@ def job_body(spec: ContainerSpec, backend: str, image: str, settings: Kubernetes
         "image": settings.staging_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["sh", "-c", STAGE_IN_SCRIPT],
-        "env": [{"name": "MAO_STAGING_INPUT_URL", "value": f"{settings.staging_url}/staging/{spec.name}/input"}],
+        "env": [
+            {"name": "MAO_STAGING_INPUT_URL", "value": f"{settings.staging_url}/staging/{spec.name}/input"},
+            {"name": "MAO_STAGING_WAIT", "value": str(int(settings.staging_wait))},
+        ],
         "securityContext": hardened,
         "resources": stage_resources,
         "volumeMounts": [
@@ -210,7 +234,10 @@ def job_body(spec: ContainerSpec, backend: str, image: str, settings: Kubernetes
         "image": settings.staging_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["sh", "-c", STAGE_OUT_SCRIPT],
-        "env": [{"name": "MAO_STAGING_OUTPUT_URL", "value": f"{settings.staging_url}/staging/{spec.name}/output"}],
+        "env": [
+            {"name": "MAO_STAGING_OUTPUT_URL", "value": f"{settings.staging_url}/staging/{spec.name}/output"},
+            {"name": "MAO_STAGING_WAIT", "value": str(int(settings.staging_wait))},
+        ],
         "securityContext": hardened,
         "resources": stage_resources,
         "volumeMounts": [{"name": "data", "mountPath": f"{STAGE}/data", "readOnly": True}, ticket_mount, tmp_mount],

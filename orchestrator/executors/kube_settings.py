@@ -47,6 +47,9 @@ class KubernetesSettings(BaseModel):
     # Seconds the stage-in and the stage-out may take together: part of each ticket's lifetime and of
     # the Job's deadline.
     stage_seconds: float = Field(default=600.0, gt=0, le=86400)
+    # Seconds a stage-in or stage-out waits for this orchestrator to answer at all (it may be
+    # restarting, then adopts the pod) before it gives up; inside STAGE_SECONDS.
+    staging_wait: float = Field(default=120.0, ge=0, le=3600)
     stage_memory: Size = 64 * 1024**2
     stage_cpus: float = Field(default=0.25, gt=0, le=64)
     # Seconds an attempt may wait to be scheduled when its step sets no start_timeout.

@@ -487,8 +487,14 @@ def test_tools_queue_backfills_and_schedules(scenario: Scenario, page: Any, serv
     cells = found(page, "article.backfill .tick-cells a")
     assert [(c["run"], c["status"]) for c in cells] == [(r, "succeeded") for r in runs["daily"]]  # tick order
 
-    go(page, "#/schedules", lambda: len(css(page, "#schedules tbody tr")) == 3, "the schedules")
-    rows = found(page, "#schedules tbody tr")
+    # The scenario's three schedules (the session's etcd may hold other tests' federation-wide ones).
+    mine = set(jobs.values())
+
+    def schedules() -> list[dict[str, str]]:
+        return [r for r in found(page, "#schedules tbody tr") if r.get("schedule") in mine]
+
+    go(page, "#/schedules", lambda: len(schedules()) == 3, "the schedules")
+    rows = schedules()
     assert {r["schedule"]: r["scope"] for r in rows} == {
         jobs["daily"]: "this instance",
         jobs["trigger"]: "this instance",

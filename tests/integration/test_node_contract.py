@@ -163,8 +163,9 @@ def test_cancel_leaves_nothing_on_the_engine(contract: Contract) -> None:
     contract.running_attempt(run_id)
     servers.wait_until(lambda: contract.backend.objects(run_id), timeout=60, what="the object")
     assert contract.api.post(f"/runs/{run_id}/cancel").status_code == 202
-    # Gone when the cancel has answered: the node removed them and checked.
-    assert contract.backend.objects(run_id) == []
+    # The node removed them before it answered, waiting a bounded time for the engine to confirm
+    # (a loaded swarm confirms a service's removal later: seen once in a full suite at load 9).
+    servers.wait_until(lambda: contract.backend.objects(run_id) == [], timeout=60, what="nothing left")
     run = contract.wait(run_id)
     assert run["status"] == "cancelled" and run["steps"][0]["attempts"][0]["status"] == "cancelled"
     assert gitutil.tip(repo, "ground-truth") == before

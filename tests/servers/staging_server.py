@@ -29,6 +29,10 @@ class StagingServer:
         self._thread.join(30)
 
 
+async def _alive(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
 def start_staging_server(
     root: Path, *, max_output_bytes: int | None = None, host: str = LOCALHOST, port: int | None = None
 ) -> StagingServer:
@@ -44,6 +48,9 @@ def start_staging_server(
     async def serve() -> web.AppRunner:
         app = web.Application(middlewares=[error_middleware])
         app.router.add_routes(staging.routes)
+        # The liveness answer the orchestrator gives (GET /, no token): the pods' staging scripts
+        # wait for it before a transfer.
+        app.router.add_get("/", _alive)
         app[staging.STAGING] = FetchExchange(root, max_output_bytes=max_output_bytes)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

@@ -115,7 +115,8 @@ async def test_the_eviction_api_is_node_lost(kube: Case) -> None:
 async def test_a_failed_stage_in_is_lost_with_its_message(kube: Case) -> None:
     driver = kube.driver
     assert isinstance(driver, KubeFakeDriver)
-    unreachable = driver.make("nostaging", staging_url="http://127.0.0.1:9")  # nothing listens there
+    # Nothing listens there, and the stage-in waits no time for it to answer.
+    unreachable = driver.make("nostaging", staging_url="http://127.0.0.1:9", staging_wait=0)
     await unreachable.start()
     try:
         spec = kube.spec(["true"])
