@@ -36,6 +36,7 @@ from .metrics import Metrics
 from .pipelines.service import PipelineService
 from .private_files import gateway_secret
 from .retention import Retention
+from .runs.door import RunDoor
 from .runs.engine import Runner
 from .runs.reconcile import Reconciler
 from .scheduling.backfill import Backfills
@@ -68,6 +69,7 @@ class Node:
     backends: Backends
     voting: Voting
     runner: Runner
+    door: RunDoor
     scheduler: Scheduler
     federation_scheduler: FederationScheduler
     pipelines: PipelineService
@@ -115,9 +117,10 @@ class Node:
         voting = Voting(datasets, locks, PendingMerges(store), registrations, etcd, pins)
         insights = InsightsPublisher(etcd, settings.instance_name)
         runner = Runner(settings, store, registrations, datasets, backends, voting, insights, pins)
-        scheduler = Scheduler(store, runner)
+        door = RunDoor(runner, settings.instance_name)
+        scheduler = Scheduler(store, door)
         federation_scheduler = FederationScheduler(
-            settings, etcd, scheduler, runner, store, membership, registry
+            settings, etcd, scheduler, door, store, membership, registry
         )
         pipelines = PipelineService(
             settings, store, registry, registrations, datasets, runner, scheduler, backends, pins
@@ -161,6 +164,7 @@ class Node:
             backends=backends,
             voting=voting,
             runner=runner,
+            door=door,
             scheduler=scheduler,
             federation_scheduler=federation_scheduler,
             pipelines=pipelines,
@@ -176,8 +180,8 @@ class Node:
             gateway_keys=GatewayKeys(GatewayKeyStore(store)),
             listener=listener,
             audits=Audits(settings, etcd, registry, store, datasets, pins),
-            triggers=DataTriggers(settings, etcd, store, runner, registry, datasets, pins),
-            backfills=Backfills(store, runner, federation_scheduler.book.all),
+            triggers=DataTriggers(settings, etcd, store, door, registry, datasets, pins),
+            backfills=Backfills(store, door, runner, federation_scheduler.book.all),
             compactor=compactor,
             space=space,
         )

@@ -12,6 +12,7 @@ from aiohttp import web
 from executor.wire.names import name_problem
 
 from .. import phases
+from ..domain.causes import Fired, Manual, Queued, Refused, RunAsk, Skipped
 from ..domain.pipeline import Pipeline
 from ..errors import BadRequest, MaoError, NotFound
 from ..gateway.tokens import ADMIN
@@ -19,9 +20,8 @@ from ..merging.pins import changed_error
 from ..node import Node
 from ..pipelines.stepcheck import check_enforced
 from ..request_models import AcceptRequest, PipelineRequest
-from ..runs.engine import RunInProgress
+from ..runs.admission import RunInProgress
 from ..runs.strategies import StepStrategy
-from ..scheduling.overlap import busy_for, make_room
 from ..scheduling.requests import BackfillRequest, RunRequest, check_overlap, options
 from .backfills import BackfillStarted
 from .common import node, ok, parse, path_name, read_json
@@ -211,24 +211,24 @@ async def run_pipeline(request: web.Request) -> web.Response:
                 **{k: schedule.get(k) for k in ("overlap", "catchup", "catchup_window", "priority")},
             }
         )
+    # Run now. A busy pipeline: "replace" cancels its run(s) first, "queue" waits for them (one
+    # waiting run per pipeline), "allow" runs beside them; without overlap, a 409 (runs/door.py).
     policy = check_overlap(body.overlap)
     # MAO_PHASE_TIMINGS=1: where a waiting run's time goes (orchestrator/phases.py; the bench's).
     timings = phases.begin(the_node.settings.phase_timings and body.wait)
     with phases.phase("api: registrations unchanged"):
         await refuse_changed_registrations(the_node, name)
         await _refuse_unenforceable(the_node, name, body.version)
-    if policy == "replace":
-        # Run now, in place of the running run (cancelled first); without it, a running run is a 409.
-        active, why = await make_room(the_node.runner, name, "replace")
-        if why is not None:
-            raise RunInProgress(why, run_id=active)
-    # overlap "queue": wait for the running run (one waiting run per pipeline; another is a 409);
-    # "allow": beside the running run(s), each in folders of its own, as the instance's limit allows.
-    run_id = await the_node.runner.start(
-        name, trigger="manual", priority=body.priority or 0, busy=busy_for(policy), version=body.version
-    )
+    ask = RunAsk(name, Manual(), overlap=policy, priority=body.priority or 0, version=body.version)
+    match await the_node.door.request_run(ask):
+        case Refused(error=error):
+            raise error
+        case Skipped(reason=reason, in_the_way=in_the_way):  # the door refuses a manual run instead
+            raise RunInProgress(reason, run_id=in_the_way)
+        case Fired(run_id=run_id) | Queued(run_id=run_id) as decision:
+            pass
     if not body.wait:
-        status = "queued" if the_node.runner.is_queued(run_id) else "pending"
+        status = "queued" if isinstance(decision, Queued) else "pending"
         return ok({"id": run_id, "run_id": run_id, "pipeline": name, "status": status}, status=202)
     record = await the_node.runner.wait(run_id)
     if record is None:  # the run ended before this wait began, or without a record read

@@ -154,7 +154,7 @@ async def retry_run(request: web.Request) -> web.Response:
     async def refuse(pipeline: str) -> None:  # a 409 now rather than a retry that fails at once
         await refuse_changed_registrations(the_node, pipeline)
 
-    started = await request_retry(the_node.runner, run_id, body.definition, refuse)
+    started = await request_retry(the_node.runner, run_id, body.definition, refuse, the_node.door)
     if not body.wait:
         return ok(started.public(), status=202)
     record = await the_node.runner.wait(started.id)  # the record its run read once it ended

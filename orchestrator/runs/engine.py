@@ -21,8 +21,9 @@ resumes the run from them (``reconcile.py``, ``Runner.resume``). One run per pip
 is ``allow`` (``start(..., busy=Busy.ALLOW)``: admitted beside them, its steps take a folder of their own when the node
 branch's is busy, ``Attempts.branch``); a run does not need etcd (see ``merging.voting``).
 
-Entry point for every trigger (API, schedulers, backfill): ``Runner.start``, which records the run
-and hands it to admission (``runs/admission.py``): it starts at once or waits ``queued``.
+Called only by the door (``runs/door.py``, which every cause of a run asks; tests/unit/test_one_door.py
+holds it so): ``Runner.start`` (a backfill's ticks: ``queue_many``) records the run and hands it to
+admission (``runs/admission.py``): it starts at once or waits ``queued``.
 """
 
 from __future__ import annotations

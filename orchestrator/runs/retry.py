@@ -2,8 +2,8 @@
 over every step the retried run got done (``reused``: its commits, no container) and runs the rest
 and everything downstream of it (the plan: ``domain/retry.py``).
 
-``request_retry`` checks the request and starts the run through the door every run takes
-(``Runner.start``: admission, the queue, overlap), with the version the retried run ran (or the
+``request_retry`` checks the request and asks the door every run takes (``runs/door.py``, cause
+``Retry``: admission, the queue, overlap) for the run, with the version the retried run ran (or the
 pipeline's current one) pinned. The plan itself is made when the run starts (``RetryStart.plan``),
 so a retry that waited in the queue, or across a restart, judges ground-truth as it is then: a step
 whose output dataset moved since the retried run runs again, saying so in its ``reason``.
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..datasets import Datasets
+from ..domain.causes import Fired, Queued, Refused, Retry, RunAsk, Skipped
 from ..domain.pipeline import Pipeline, Step
 from ..domain.retry import Action, Definition, PastStep, Planned, plan_retry, reused, stale_steps
 from ..domain.states import RunStatus, StepStatus
@@ -25,6 +26,8 @@ from ..merging.pins import Pins
 from ..store.runs import RunRecords
 from ..store.versions import PipelineVersions
 from .active import ActiveRun
+from .admission import RunInProgress
+from .door import Door, RunDoor
 
 if TYPE_CHECKING:
     from .engine import Runner
@@ -32,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
-TRIGGER = "retry"
+TRIGGER = Retry.trigger  # a retry's runs: trigger ``retry``
 # What a reused step takes over from its record in the retried run (the API's names -> columns).
 TAKEN_OVER = {
     "image": "image",
@@ -103,12 +106,13 @@ async def request_retry(
     run_id: str,
     definition: Definition,
     refuse: Callable[[str], Awaitable[None]] | None = None,
+    door: Door | None = None,
 ) -> RetryStarted:
     """Start the retry of run ``run_id``. NotFound: no such run (or its pipeline is gone); Conflict
     (409): the run did not fail and was not cancelled (``not_retryable``), or it recorded no version
     to run again (``version_unknown``); RunInProgress (409): the pipeline is busy. ``refuse(pipeline)``
     raises what a run of the pipeline would meet at once (the API's check of the pins), once the
-    request itself is known to be sound."""
+    request itself is known to be sound. ``door``: the node's (by default one over ``runner``)."""
     record = await runner.records.get(run_id)
     if record is None:
         raise NotFound(f"no run {run_id!r} on this instance")
@@ -140,8 +144,16 @@ async def request_retry(
     )
     if refuse is not None:
         await refuse(name)
-    new_id = await runner.start(name, trigger=TRIGGER, version=version, retry_of=run_id)
-    state = "queued" if runner.is_queued(new_id) else "pending"
+    door = door or RunDoor(runner, runner.settings.instance_name)
+    match await door.request_run(RunAsk(name, Retry(run_id), version=version)):
+        case Refused(error=error):
+            raise error
+        case Skipped(reason=reason, in_the_way=in_the_way):  # the door refuses a manual run instead
+            raise RunInProgress(reason, run_id=in_the_way)
+        case Fired(run_id=new_id):
+            state = "pending"
+        case Queued(run_id=new_id):
+            state = "queued"
     log.info("run %s of %s retries run %s (%s definition, version %s)", new_id, name, run_id, definition, version)
     return RetryStarted(new_id, name, state, run_id, version, definition, plan)
 

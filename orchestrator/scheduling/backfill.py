@@ -5,8 +5,9 @@ pipeline's schedule (its one local cron schedule, or its one federation-wide one
 a 400 asking for ``cron``. Ticks are those of ``fire_times`` (the daylight-saving rule included), at
 most ``MAX_TICKS``. Each run has trigger ``backfill`` and ``tick_at`` the tick it stands for.
 
-The runs go through the durable queue (``runs/admission.py``): all of them are recorded ``queued`` in
-one transaction before the answer, in tick order, and admission starts them one at a time (one run of
+The runs are asked of the door (``runs/door.py``, cause ``Backfill``) and go through the durable queue
+(``runs/admission.py``): all of them are recorded ``queued`` with the backfill in one transaction before
+the answer, in tick order, and admission starts them one at a time (one run of
 a pipeline at a time), each once the pipeline's previous run (whatever started it) has ended. A
 restart continues the backfill where it was: its queued runs are rows, re-admitted at start. A
 queued tick is cancelled like any queued run (``POST /runs/{id}/cancel``).
@@ -23,18 +24,19 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ..domain.causes import Backfill, Queued, Refused, RunAsk
 from ..domain.states import RunStatus
 from ..errors import BadRequest, Conflict, MaoError, NotFound
-from ..store.backfills import BackfillRecords, NewBackfill
+from ..store.backfills import BackfillRecords
 from .requests import BackfillRequest
 from .ticks import fire_times, make_trigger
 
 if TYPE_CHECKING:
-    from ..runs.engine import Runner
+    from ..runs.door import Door
     from ..store import Store
 
 log = logging.getLogger(__name__)
@@ -47,15 +49,27 @@ EARLIEST = datetime(2, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
 
+class Cancels(Protocol):
+    """What a backfill needs of the run engine (``runs.engine.Runner``) besides the door: cancelling."""
+
+    async def cancel(self, run_id: str) -> None: ...
+
+    async def cancel_queued_many(
+        self, run_ids: Sequence[str], write: Callable[[list[str]], Awaitable[list[str]]]
+    ) -> tuple[list[str], list[str]]: ...
+
+
 class Backfills:
     def __init__(
         self,
         store: Store,
-        runner: Runner,
+        door: Door,
+        runner: Cancels,
         federation_schedules: Callable[[], Awaitable[list[dict[str, Any]]]],
     ) -> None:
         self.store = store
-        self.runner = runner
+        self.door = door  # starts its runs
+        self.runner = runner  # cancels them
         self.federation_schedules = federation_schedules
         self.records = BackfillRecords(store)
 
@@ -91,18 +105,15 @@ class Backfills:
         }
         if request.dry_run or not ticks:
             return result
-        backfill = NewBackfill(
-            uuid.uuid4().hex, request.name, cron, timezone, start, end, len(ticks), request.priority,
-            request.version, by,
-        )  # fmt: skip
-        run_ids = await self.runner.queue_many(
-            request.name,
-            "backfill",
-            [{"tick_at": tick, "backfill_id": backfill.id} for tick in ticks],
-            priority=request.priority,
-            version=request.version,
-            backfill=backfill,
-        )
+        backfill = Backfill(uuid.uuid4().hex, cron, timezone, start, end, tuple(ticks), by)
+        ask = RunAsk(request.name, backfill, priority=request.priority, version=request.version)
+        match await self.door.request_run(ask):
+            case Queued(run_ids=queued):
+                run_ids = list(queued)
+            case Refused(error=error):  # no such version, the database away: the API answers it
+                raise error
+            case decision:  # the door queues a backfill's runs, never starts or skips them
+                raise TypeError(f"the door answered a backfill with {decision!r}")
         log.info(
             "backfill %s of %s queued: %d tick(s) of %r%s",
             backfill.id, request.name, len(ticks), cron,

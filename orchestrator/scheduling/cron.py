@@ -16,20 +16,20 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from ..domain.causes import CatchUp, CronTick, Overlap, Refused, RunAsk, Skipped
 from ..errors import BadRequest, MaoError, NotFound
 from ..metrics import UNSERVED, Metrics
 from ..tasks import cancel_all, spawn
 from . import catchup
 from .batching import Coalescer
-from .overlap import busy_for, make_room, started_note
 from .ticks import DUE_JITTER, due_time, fire_times, make_trigger
 
 if TYPE_CHECKING:
-    from ..runs.engine import Runner
+    from ..runs.door import Door
     from ..store import Store
 
 __all__ = ["DUE_JITTER", "Scheduler", "due_time", "fire_times", "make_trigger"]
@@ -49,9 +49,9 @@ def _now() -> datetime:
 class Scheduler:
     metrics: Metrics = UNSERVED  # the node's, set by Node.build
 
-    def __init__(self, store: Store, runner: Runner, clock: Callable[[], datetime] = _now) -> None:
+    def __init__(self, store: Store, door: Door, clock: Callable[[], datetime] = _now) -> None:
         self.store = store
-        self.runner = runner
+        self.door = door
         self.clock = clock
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -204,11 +204,11 @@ class Scheduler:
                 await self._wait_ended(schedule["pipeline"], run_id)
 
     async def _wait_idle(self, pipeline: str) -> None:
-        while self.runner.active_run(pipeline) is not None:
+        while self.door.active_run(pipeline) is not None:
             await asyncio.sleep(IDLE_POLL)
 
     async def _wait_ended(self, pipeline: str, run_id: str) -> None:
-        while self.runner.active_run(pipeline) == run_id:
+        while self.door.active_run(pipeline) == run_id:
             await asyncio.sleep(IDLE_POLL)
 
     # -- one tick -------------------------------------------------------------------------------
@@ -223,29 +223,26 @@ class Scheduler:
     async def _fire(
         self, schedule: dict[str, Any], due_at: datetime, reason: str | None = None
     ) -> str | None:
-        """Start the tick's run (its id), or record why not (None)."""
+        """Ask the door for the tick's run and record its decision: the run's id, or None. ``reason``:
+        a catch-up's, kept with the fired tick."""
         pipeline, schedule_id = schedule["pipeline"], schedule["id"]
-        policy = schedule.get("overlap") or "skip"
+        cause = CronTick(schedule_id, due_at) if reason is None else CatchUp(schedule_id, due_at)
+        overlap = cast(Overlap, schedule.get("overlap") or "skip")
+        ask = RunAsk(pipeline, cause, overlap=overlap, priority=schedule.get("priority") or 0)
+        decision = await self.door.request_run(ask)
         try:
-            active, why = await make_room(self.runner, pipeline, policy)
-            if why is not None:
-                await self._record(schedule_id, pipeline, due_at, "skipped", active, why)
-                log.info("tick of %s at %s skipped: %s", pipeline, due_at.isoformat(), why)
+            if isinstance(decision, Refused):
+                raise decision.error
+            if isinstance(decision, Skipped):
+                await self._record(schedule_id, pipeline, due_at, "skipped", decision.in_the_way, decision.reason)
+                log.info("tick of %s at %s skipped: %s", pipeline, due_at.isoformat(), decision.reason)
                 self.metrics.tick("instance", "skipped")
                 return None
-            run_id = await self.runner.start(
-                pipeline,
-                trigger="cron",
-                schedule_id=schedule_id,
-                tick_at=due_at,
-                priority=schedule.get("priority") or 0,
-                busy=busy_for(policy),
-            )
             self.metrics.tick("instance", "fired", lag=(self.clock() - due_at).total_seconds())
-            if note := started_note(self.runner, run_id, active, policy):
+            if note := decision.note:
                 reason = f"{reason}; {note}" if reason else note
-            await self._record(schedule_id, pipeline, due_at, "fired", run_id, reason)
-            return run_id
+            await self._record(schedule_id, pipeline, due_at, "fired", decision.run_id, reason)
+            return decision.run_id
         except MaoError as exc:
             log.warning(
                 "tick of %s at %s could not start a run: %s", pipeline, due_at.isoformat(), exc.message

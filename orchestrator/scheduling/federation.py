@@ -18,7 +18,7 @@ Before that, at its start, an eligible instance applies the schedule's catch-up 
 once federation-wide (``federation_catchup``).
 
 The winner of a tick always writes its outcome: whatever fails once the claim is won (etcd, the
-database, the runner) makes the tick ``skipped`` with that reason; only the death of the process
+database, the door) makes the tick ``skipped`` with that reason; only the death of the process
 can leave it ``claimed`` (which blocks nothing: only ``fired`` ticks are looked at).
 
 A run fired by another instance counts as running (and skips the next tick) until that instance
@@ -35,8 +35,9 @@ import logging
 import uuid
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from ..domain.causes import CatchUp, FederationTick, Overlap, Refused, RunAsk, RunElsewhere, Skipped
 from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound
 from ..federation import keys
 from ..federation.etcd import Etcd, KeyValue, WatchEvent
@@ -47,12 +48,11 @@ from ..metrics import UNSERVED, Metrics
 from ..tasks import cancel_all, spawn
 from .book import ScheduleBook, check_placement, labels_match
 from .federation_catchup import catch_up_all, record_gaps
-from .overlap import busy_for
 from .ticks import due_time, make_trigger
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..runs.engine import Runner
+    from ..runs.door import Door
     from ..store import Store
     from .cron import Scheduler
 
@@ -70,7 +70,7 @@ class FederationScheduler:
         settings: Settings,
         etcd: Etcd,
         scheduler: Scheduler,
-        runner: Runner,
+        door: Door,
         store: Store,
         membership: Membership,
         registry: Registry,
@@ -83,7 +83,7 @@ class FederationScheduler:
         # The registry's sealer: schedules are sealed like registrations (federation/seals.py).
         self.book = ScheduleBook(etcd, getattr(registry, "sealer", None))
         self.scheduler = scheduler
-        self.runner = runner
+        self.door = door
         self.store = store
         self.membership = membership
         self.registry = registry
@@ -275,24 +275,33 @@ class FederationScheduler:
         await self.decide(schedule, due)
 
     async def decide(self, schedule: dict[str, Any], due: datetime, why: str | None = None) -> str | None:
-        """Fire (or skip) a tick this instance claimed; the run's id when one started. ``why``: the
-        reason kept with a fired tick (a catch-up's)."""
+        """Ask the door for the run of a tick this instance claimed and record its decision; the
+        run's id when one started. ``why``: a catch-up's reason, kept with the fired tick."""
         schedule_id, pipeline = schedule["id"], schedule["pipeline"]
+        cause = FederationTick(schedule_id, due) if why is None else CatchUp(schedule_id, due, federation=True)
+
+        async def elsewhere() -> RunElsewhere | None:
+            return await self._running_elsewhere(schedule)
+
+        ask = RunAsk(
+            pipeline,
+            cause,
+            overlap=cast(Overlap, schedule.get("overlap") or "skip"),
+            priority=schedule.get("priority") or 0,
+            elsewhere=elsewhere,
+        )
         # The tick is ours, and nobody else will fire it: from here on it gets an outcome, whatever fails.
         record: dict[str, Any] = {"instance": self.instance}
+        reason: str | None = None
         try:
-            reason = await self._busy(schedule)
-            if reason is None:
-                run_id = await self.runner.start(
-                    pipeline,
-                    trigger="cron",
-                    schedule_id=schedule_id,
-                    tick_at=due,
-                    priority=schedule.get("priority") or 0,
-                    busy=busy_for(schedule.get("overlap")),
-                )
-                record.update(outcome="fired", run_id=run_id, reason=why)
-        except MaoError as exc:  # e.g. etcd or the database away while deciding
+            decision = await self.door.request_run(ask)
+            if isinstance(decision, Refused):  # e.g. etcd or the database away while deciding
+                reason = decision.error.message
+            elif isinstance(decision, Skipped):
+                reason = decision.reason
+            else:
+                record.update(outcome="fired", run_id=decision.run_id, reason=why)
+        except MaoError as exc:
             reason = exc.message
         except Exception as exc:  # noqa: BLE001 - a bug must not leave the tick claimed for good
             log.exception("tick %s of federation schedule %s failed", due.isoformat(), schedule_id)
@@ -311,19 +320,15 @@ class FederationScheduler:
         self._spawn(self._report(schedule, due, record), f"report tick {schedule_id}")
         return record.get("run_id")
 
-    async def _busy(self, schedule: dict[str, Any]) -> str | None:
-        """Why a new run must not start: the previous one still runs, here or on another instance
-        (never with overlap ``allow``: each instance's runs write their own node branches)."""
-        if schedule.get("overlap") == "allow":
-            return None
-        if (active := self.runner.active_run(schedule["pipeline"])) is not None:
-            return f"previous run {active} still running on {self.instance}"
+    async def _running_elsewhere(self, schedule: dict[str, Any]) -> RunElsewhere | None:
+        """The schedule's previous run, if another instance fired it and it still goes there (the
+        door asks only when none goes here and the overlap is not ``allow``)."""
         for tick in await self.book.recent_ticks(schedule["id"], limit=10):
             if tick.get("outcome") != "fired":
                 continue
             holder = tick.get("instance")
             # Its end is recorded (also "unknown": written once the run had ended), or it was ours
-            # (``active_run`` above knows whether it still runs).
+            # (the door knows whether it still runs here).
             if tick.get("run_status") or holder == self.instance:
                 return None
             member = next((m for m in await self.membership.live() if m.get("name") == holder), None)
@@ -331,7 +336,7 @@ class FederationScheduler:
                 return None  # its instance died, and the run with it
             if _started_after(member, tick):
                 return None  # its instance restarted since: the run ended with the process that ran it
-            return f"previous run {tick.get('run_id')} still running on {holder}"
+            return RunElsewhere(tick.get("run_id"), str(holder))
         return None
 
     async def _observe(self, schedule: dict[str, Any], due: datetime) -> None:
@@ -369,7 +374,7 @@ class FederationScheduler:
         run_id = record.get("run_id")
         if run_id is None:
             return
-        await self.runner.wait(run_id)
+        await self.door.wait(run_id)
         try:
             run = await self.store.get_run(run_id)
             status = run["status"] if run else "unknown"

@@ -37,7 +37,7 @@ from .book import ScheduleBook
 from .ticks import DUE_JITTER, fire_times, make_trigger
 
 if TYPE_CHECKING:
-    from ..runs.engine import Runner
+    from ..runs.door import Door
 
 
 class FederationScheduler(Protocol):
@@ -48,7 +48,7 @@ class FederationScheduler(Protocol):
     instance: str
     etcd: Etcd
     book: ScheduleBook
-    runner: Runner
+    door: Door
     metrics: Metrics
 
     async def eligible(self, schedule: dict[str, Any]) -> bool: ...
@@ -136,7 +136,7 @@ async def catch_up(fs: FederationScheduler, schedule: dict[str, Any]) -> list[st
         run_id = await fs.decide(schedule, tick, why)
         if run_id is not None:
             started.append(run_id)
-            await fs.runner.wait(run_id)  # one at a time
+            await fs.door.wait(run_id)  # one at a time
     return started
 
 

@@ -8,18 +8,18 @@ checked by the services that own them, so their 400s keep those codes.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool
 
+from ..domain.causes import Overlap
 from ..domain.pipeline import Name
 from ..domain.queue import MAX_PRIORITY, MIN_PRIORITY
 from ..errors import BadRequest
 
-Overlap = Literal["skip", "allow", "queue", "replace"]
 Catchup = Literal["none", "latest", "all"]
-# What the run engine does (``overlap``): ``replace`` cancels the running run(s), ``queue`` waits for
-# them (``runs/admission.py``), ``allow`` runs beside them (each run's steps in folders of their own).
+# What the door does (``overlap``, runs/door.py): ``replace`` cancels the running run(s), ``queue``
+# waits for them, ``allow`` runs beside them (each run's steps in folders of their own).
 SUPPORTED_OVERLAP = ("skip", "replace", "queue", "allow")
 # A federation-wide schedule or trigger's previous run may be on another instance, which this one
 # can neither cancel nor wait for: no ``replace`` or ``queue``; ``allow`` starts regardless of it.
@@ -83,7 +83,7 @@ class BackfillRequest(_Request):
     version: VersionNumber | None = None
 
 
-def check_overlap(overlap: str | None, federation: bool = False) -> str:
+def check_overlap(overlap: str | None, federation: bool = False) -> Overlap:
     """The overlap policy to apply (``skip`` when not given); 400 for one this version cannot do
     (at all, or federation-wide)."""
     policy = overlap or "skip"
@@ -98,7 +98,7 @@ def check_overlap(overlap: str | None, federation: bool = False) -> str:
             "one's previous run may be on another instance (use 'skip' or 'allow')",
             code="not_supported",
         )
-    return policy
+    return cast(Overlap, policy)
 
 
 def options(request: RunRequest) -> dict[str, Any]:

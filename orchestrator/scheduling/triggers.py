@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from executor.wire.names import name_problem
 
+from ..domain.causes import DataTrigger, Refused, RunAsk, Skipped
 from ..errors import BadRequest, Conflict, MaoError, NotFound
 from ..federation import keys
 from ..federation.etcd import Etcd, KeyValue, WatchEvent
@@ -36,7 +37,6 @@ from ..federation.records import parse as parse_record
 from ..federation.watch import PrefixWatch
 from ..tasks import cancel_all, spawn
 from .book import ScheduleBook, check_placement, labels_match
-from .overlap import busy_for, make_room, started_note
 from .trigger_cycles import ArmedTrigger, describe, find_cycle
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from ..datasets import Datasets
     from ..federation.registry import Registry
     from ..merging.pins import Pins
-    from ..runs.engine import Runner
+    from ..runs.door import Door
     from ..store import Store
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class DataTriggers:
         settings: Settings,
         etcd: Etcd,
         store: Store,
-        runner: Runner,
+        door: Door,
         registry: Registry,
         datasets: Datasets | None = None,
         pins: Pins | None = None,
@@ -68,7 +68,7 @@ class DataTriggers:
         self.labels = settings.labels
         self.etcd = etcd
         self.store = store
-        self.runner = runner
+        self.door = door
         self.registry = registry
         self.datasets = datasets
         self.pins = pins
@@ -285,14 +285,13 @@ class DataTriggers:
 
     async def _fire_local(self, row: dict[str, Any], dataset: str, commit: str, now: datetime) -> None:
         pipeline, trigger_id = row["pipeline"], row["id"]
-        cause = f"ground-truth of {dataset} advanced to {commit[:12]}"
-        overlap = row.get("overlap") or "skip"
+        trigger = DataTrigger(trigger_id, dataset, commit)
         outcome, run_id, reason = await self._start(
-            pipeline, trigger_id, dataset, commit, overlap, priority=row.get("priority") or 0
+            RunAsk(pipeline, trigger, overlap=row.get("overlap") or "skip", priority=row.get("priority") or 0)
         )
         try:
             await self.store.record_tick(
-                trigger_id, pipeline, now, outcome, run_id=run_id, reason=reason or cause
+                trigger_id, pipeline, now, outcome, run_id=run_id, reason=reason or trigger.advance
             )
         except MaoError as exc:
             log.warning(
@@ -302,48 +301,36 @@ class DataTriggers:
                 exc.message,
             )
 
-    async def _start(
-        self,
-        pipeline: str,
-        trigger_id: str,
-        dataset: str,
-        commit: str,
-        overlap: str = "skip",
-        priority: int = 0,
-    ) -> tuple[str, str | None, str | None]:
-        """``(outcome, run id, reason)``: ``fired`` with the run (and, when it replaced one, why),
-        or ``skipped`` and why."""
-        active, why = await make_room(self.runner, pipeline, overlap)
-        if why is not None:
-            reason = f"ground-truth of {dataset} advanced to {commit[:12]}; {why}"
-            log.info("data trigger %s of %s skipped: %s", trigger_id, pipeline, reason)
-            return "skipped", active, reason
-        try:
-            run_id = await self.runner.start(
-                pipeline,
-                trigger="dataset",
-                schedule_id=trigger_id,
-                trigger_dataset=dataset,
-                trigger_commit=commit,
-                priority=priority,
-                busy=busy_for(overlap),
-            )
-        except Conflict as exc:
-            return "skipped", None, f"ground-truth of {dataset} advanced to {commit[:12]}; {exc.message}"
-        except MaoError as exc:
-            log.warning("data trigger %s of %s could not start a run: %s", trigger_id, pipeline, exc.message)
-            return "skipped", None, f"ground-truth of {dataset} advanced to {commit[:12]}; {exc.message}"
+    async def _start(self, ask: RunAsk) -> tuple[str, str | None, str | None]:
+        """Ask the door: ``(outcome, run id, reason)``, ``fired`` with the run (and, when it did not
+        simply start, how), or ``skipped`` and why."""
+        trigger = ask.cause
+        assert isinstance(trigger, DataTrigger)
+        decision = await self.door.request_run(ask)
+        if isinstance(decision, Skipped):
+            reason = f"{trigger.advance}; {decision.reason}"
+            log.info("data trigger %s of %s skipped: %s", trigger.trigger_id, ask.pipeline, reason)
+            return "skipped", decision.in_the_way, reason
+        if isinstance(decision, Refused):
+            if not isinstance(decision.error, Conflict):
+                log.warning(
+                    "data trigger %s of %s could not start a run: %s",
+                    trigger.trigger_id,
+                    ask.pipeline,
+                    decision.error.message,
+                )
+            return "skipped", None, f"{trigger.advance}; {decision.error.message}"
         log.info(
             "data trigger %s: %s advanced to %s, run %s of %s started",
-            trigger_id,
-            dataset,
-            commit[:12],
-            run_id,
-            pipeline,
+            trigger.trigger_id,
+            trigger.dataset,
+            trigger.commit[:12],
+            decision.run_id,
+            ask.pipeline,
         )
-        if note := started_note(self.runner, run_id, active, overlap):
-            return "fired", run_id, f"ground-truth of {dataset} advanced to {commit[:12]}; {note}"
-        return "fired", run_id, None
+        if decision.note:
+            return "fired", decision.run_id, f"{trigger.advance}; {decision.note}"
+        return "fired", decision.run_id, None
 
     async def _compete(self, record: dict[str, Any], dataset: str, commit: str, revision: int) -> None:
         """Federation-wide: the eligible instance that creates the advance's key fires it."""
@@ -358,9 +345,9 @@ class DataTriggers:
         claim = {"outcome": "claimed", "instance": self.instance, "dataset": dataset, "commit": commit}
         if not await self.history_lease.with_lease(lambda lease: self.etcd.create(key, claim, lease=lease)):
             return  # another instance fires this advance
-        overlap = "allow" if record.get("overlap") == "allow" else "skip"
+        trigger = DataTrigger(trigger_id, dataset, commit, federation=True)
         outcome, run_id, reason = await self._start(
-            pipeline, trigger_id, dataset, commit, overlap, priority=record.get("priority") or 0
+            RunAsk(pipeline, trigger, overlap=record.get("overlap") or "skip", priority=record.get("priority") or 0)
         )
         result = {
             **claim,

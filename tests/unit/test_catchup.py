@@ -1,5 +1,5 @@
 """Catch-up across a stopped instance (none / latest / all, the window), on a real SQLite store with a
-stand-in runner; and the prototype's replace-by-default semantics."""
+door in memory; and the prototype's replace-by-default semantics."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from orchestrator.scheduling import catchup
 from orchestrator.scheduling.cron import Scheduler
 from orchestrator.store import Store
 from orchestrator.store.tables import ScheduleRow
-from tests.unit.scheduling_stand_ins import StandInRunner, store_with_pipeline
+from tests.unit.memory_door import MemoryDoor
+from tests.unit.scheduling_stand_ins import store_with_pipeline
 
 
 @pytest.fixture
@@ -27,16 +28,16 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 NOW = datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC)  # the fake clock at the restart
 
 
-async def down_for_an_hour(store: Store, runner: StandInRunner, **options: Any) -> tuple[Scheduler, str]:
+async def down_for_an_hour(store: Store, door: MemoryDoor, **options: Any) -> tuple[Scheduler, str]:
     """A */5 schedule whose instance stopped at 11:00:30 and starts again at 12:00:30 (12 ticks missed)."""
-    scheduler = Scheduler(store, runner, clock=lambda: NOW)  # type: ignore[arg-type]
+    scheduler = Scheduler(store, door, clock=lambda: NOW)
     schedule = await scheduler.add("p", "*/5 * * * *", **options)
     await scheduler.stop()
     async with store.session("rewind") as s:
         row = await s.get(ScheduleRow, schedule["id"])
         assert row is not None
         row.last_tick_at = NOW - timedelta(hours=1)
-    restarted = Scheduler(store, runner, clock=lambda: NOW)  # type: ignore[arg-type]
+    restarted = Scheduler(store, door, clock=lambda: NOW)
     await restarted.start()
     restarted._scheduler.pause()  # the real clock's ticks have no place in this fake hour
     return restarted, schedule["id"]
@@ -51,38 +52,38 @@ async def outcomes(store: Store, schedule_id: str) -> list[tuple[datetime, str, 
 
 
 async def test_catchup_none_runs_nothing_and_records_each_missed_tick(store: Store) -> None:
-    runner = StandInRunner(keep_active=True)
-    scheduler, schedule_id = await down_for_an_hour(store, runner, catchup="none")
+    door = MemoryDoor(keep_active=True)
+    scheduler, schedule_id = await down_for_an_hour(store, door, catchup="none")
     recorded = await outcomes(store, schedule_id)
     assert [t for t, _, _ in recorded] == MISSED
     assert {o for _, o, _ in recorded} == {"missed"} and "catchup 'none'" in str(recorded[0][2])
-    assert runner.started == []
+    assert door.started == []
     await scheduler.stop()
 
 
 async def test_catchup_latest_runs_the_latest_tick_once(store: Store) -> None:
-    runner = StandInRunner(keep_active=True)
-    scheduler, schedule_id = await down_for_an_hour(store, runner)  # latest is the default
+    door = MemoryDoor(keep_active=True)
+    scheduler, schedule_id = await down_for_an_hour(store, door)  # latest is the default
     recorded = await outcomes(store, schedule_id)
     assert [t for t, _, _ in recorded] == MISSED
     assert [o for _, o, _ in recorded] == ["missed"] * 11 + ["fired"]
-    assert [(r["id"], r["trigger"], r["tick_at"]) for r in runner.started] == [("run1", "cron", MISSED[-1])]
+    assert [(r.run_id, r.trigger, r.tick_at) for r in door.started] == [("run1", "cron", MISSED[-1])]
     await scheduler.stop()
 
 
 async def test_catchup_all_runs_every_missed_tick_in_order_one_at_a_time(store: Store) -> None:
-    runner = StandInRunner(keep_active=True)
-    scheduler, schedule_id = await down_for_an_hour(store, runner, catchup="all")
+    door = MemoryDoor(keep_active=True)
+    scheduler, schedule_id = await down_for_an_hour(store, door, catchup="all")
     for expected in range(1, 13):
-        for _ in range(200):  # the replay polls the runner: give it time
-            if len(runner.started) == expected:
+        for _ in range(200):  # the replay polls the door: give it time
+            if len(door.started) == expected:
                 break
             await asyncio.sleep(0.05)
-        assert len(runner.started) == expected  # never the next one while this one runs
+        assert len(door.started) == expected  # never the next one while this one runs
         await asyncio.sleep(0.3)
-        assert len(runner.started) == expected
-        runner.finish()
-    assert [r["tick_at"] for r in runner.started] == MISSED
+        assert len(door.started) == expected
+        door.finish()
+    assert [r.tick_at for r in door.started] == MISSED
     recorded = await outcomes(store, schedule_id)
     assert [(t, o) for t, o, _ in recorded] == [(t, "fired") for t in MISSED]
     assert recorded[0][2] == "catch-up 1 of 12 (catchup 'all')"
@@ -90,16 +91,16 @@ async def test_catchup_all_runs_every_missed_tick_in_order_one_at_a_time(store: 
 
 
 async def test_ticks_older_than_the_window_are_missed(store: Store) -> None:
-    runner = StandInRunner(keep_active=True)
-    scheduler, schedule_id = await down_for_an_hour(store, runner, catchup="all", catchup_window=1200)
+    door = MemoryDoor(keep_active=True)
+    scheduler, schedule_id = await down_for_an_hour(store, door, catchup="all", catchup_window=1200)
     for expected in range(1, 5):
         for _ in range(200):
-            if len(runner.started) == expected:
+            if len(door.started) == expected:
                 break
             await asyncio.sleep(0.05)
-        runner.finish()
+        door.finish()
     # The last 20 minutes (11:45, 11:50, 11:55, 12:00) run; the 8 before are missed.
-    assert [r["tick_at"] for r in runner.started] == MISSED[-4:]
+    assert [r.tick_at for r in door.started] == MISSED[-4:]
     recorded = await outcomes(store, schedule_id)
     missed = [(t, r) for t, o, r in recorded if o == "missed"]
     assert [t for t, _ in missed] == MISSED[:8] and "catch-up window (1200 s)" in str(missed[0][1])
@@ -107,7 +108,7 @@ async def test_ticks_older_than_the_window_are_missed(store: Store) -> None:
 
 
 async def test_scheduling_again_replaces_unless_add(store: Store) -> None:
-    scheduler = Scheduler(store, StandInRunner(keep_active=True))  # type: ignore[arg-type]
+    scheduler = Scheduler(store, MemoryDoor(keep_active=True))
     await scheduler.start()
     first = await scheduler.add("p", "*/5 * * * *")
     again = await scheduler.add("p", "0 3 * * *", "Europe/Zurich", catchup="none")
@@ -147,6 +148,6 @@ def _missed_total(scope: str) -> float:
 
 async def test_missed_ticks_are_counted_in_mao_ticks_total(store: Store) -> None:
     before = _missed_total("instance")
-    scheduler, _ = await down_for_an_hour(store, StandInRunner(keep_active=True))  # latest: 11 missed, 1 run
+    scheduler, _ = await down_for_an_hour(store, MemoryDoor(keep_active=True))  # latest: 11 missed, 1 run
     assert _missed_total("instance") - before == 11
     await scheduler.stop()

@@ -20,7 +20,8 @@ from orchestrator.scheduling.cron import Scheduler
 from orchestrator.scheduling.federation import FederationScheduler
 from orchestrator.scheduling.ticks import due_time, fire_times, make_trigger
 from orchestrator.store import Store
-from tests.unit.scheduling_stand_ins import StandInRunner, store_with_pipeline
+from tests.unit.memory_door import MemoryDoor
+from tests.unit.scheduling_stand_ins import store_with_pipeline
 
 ZURICH = "Europe/Zurich"
 # 2026: clocks go 02:00 -> 03:00 on 29 March (01:00 UTC) and 03:00 -> 02:00 on 25 October (01:00 UTC).
@@ -94,18 +95,18 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 async def test_local_schedule_ticks_at_the_spring_forward(store: Store) -> None:
-    clock, runner = Clock(SPRING + timedelta(milliseconds=20)), StandInRunner()
-    scheduler = Scheduler(store, runner, clock=clock)  # type: ignore[arg-type]
+    clock, door = Clock(SPRING + timedelta(milliseconds=20)), MemoryDoor()
+    scheduler = Scheduler(store, door, clock=clock)
     schedule = await scheduler.add("p", "30 2 * * *", ZURICH)
     await scheduler._tick(schedule["id"])
     (tick,) = await store.list_ticks(schedule["id"])
     assert tick["outcome"] == "fired" and datetime.fromisoformat(tick["due_at"]) == SPRING
-    assert runner.started[0]["tick_at"] == SPRING
+    assert door.started[0].tick_at == SPRING
 
 
 async def test_local_schedule_fires_the_repeated_hour_once(store: Store) -> None:
-    clock, runner = Clock(utc(2026, 10, 25, 0, 30)), StandInRunner()
-    scheduler = Scheduler(store, runner, clock=clock)  # type: ignore[arg-type]
+    clock = Clock(utc(2026, 10, 25, 0, 30))
+    scheduler = Scheduler(store, MemoryDoor(), clock=clock)
     schedule = await scheduler.add("p", "30 2 * * *", ZURICH)
     trigger = make_trigger("30 2 * * *", ZURICH)
     # APScheduler asks for the next fire time after each tick: never the second 02:30.
@@ -145,7 +146,7 @@ class FakeBook:
         return max(earlier) if earlier else None
 
 
-async def federation_tick(store: Store, now: datetime, cron: str) -> tuple[FakeBook, StandInRunner]:
+async def federation_tick(store: Store, now: datetime, cron: str) -> tuple[FakeBook, MemoryDoor]:
     schedule = {
         "id": "fed1",
         "pipeline": "p",
@@ -154,14 +155,14 @@ async def federation_tick(store: Store, now: datetime, cron: str) -> tuple[FakeB
         "placement": {"labels": {}},
         "created_at": (now - timedelta(hours=12)).isoformat(),
     }
-    runner, book = StandInRunner(), FakeBook(schedule)
+    door, book = MemoryDoor(), FakeBook(schedule)
     settings = SimpleNamespace(instance_name="here", labels={})
-    local = Scheduler(store, runner)  # type: ignore[arg-type]
+    local = Scheduler(store, door)
     federation = FederationScheduler(
         settings,  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
         local,
-        runner,  # type: ignore[arg-type]
+        door,
         store,
         None,  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
@@ -171,21 +172,21 @@ async def federation_tick(store: Store, now: datetime, cron: str) -> tuple[FakeB
     await federation._tick("fed1")
     await asyncio.gather(*federation._tasks)  # the outcome's report
     await federation.close()
-    return book, runner
+    return book, door
 
 
 async def test_federation_schedule_ticks_at_the_spring_forward(store: Store) -> None:
-    book, runner = await federation_tick(store, SPRING + timedelta(milliseconds=20), "30 2 * * *")
+    book, door = await federation_tick(store, SPRING + timedelta(milliseconds=20), "30 2 * * *")
     # 02:30 fired once, at 03:00 local, with the run standing for that instant.
     assert set(book.ticks) == {SPRING} and book.ticks[SPRING]["outcome"] == "fired"
-    assert len(runner.started) == 1
+    assert len(door.started) == 1
 
 
 async def test_federation_schedule_fires_the_repeated_hour_once(store: Store) -> None:
     first = utc(2026, 10, 25, 0, 30)
-    book, runner = await federation_tick(store, first + timedelta(milliseconds=20), "30 2 * * *")
+    book, door = await federation_tick(store, first + timedelta(milliseconds=20), "30 2 * * *")
     assert set(book.ticks) == {first} and book.ticks[first]["outcome"] == "fired"
-    assert len(runner.started) == 1
+    assert len(door.started) == 1
     # At the second 02:30 (01:30 UTC) APScheduler does not fire: the trigger's next tick is the next day.
     trigger = make_trigger("30 2 * * *", ZURICH)
     assert trigger.next_after(first) == utc(2026, 10, 26, 1, 30)

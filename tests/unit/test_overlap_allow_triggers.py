@@ -1,5 +1,5 @@
-"""Overlap ``allow`` on a schedule: a tick that finds the previous run going starts another beside it
-(``StandInRunner.start(..., busy=Busy.ALLOW)``); on a real SQLite store with a stand-in runner."""
+"""Overlap ``allow`` on a schedule: a tick that finds the previous run going asks the door for another
+beside it; on a real SQLite store with the door in memory."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.runs.admission import Busy
 from orchestrator.scheduling.cron import Scheduler
 from orchestrator.store import Store
-from tests.unit.scheduling_stand_ins import StandInRunner, store_with_pipeline
+from tests.unit.memory_door import MemoryDoor
+from tests.unit.scheduling_stand_ins import store_with_pipeline
 
 
 @pytest.fixture
@@ -21,25 +21,25 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 async def test_ticks_with_overlap_allow_start_beside_the_running_run(store: Store) -> None:
-    runner = StandInRunner(keep_active=True)
-    scheduler = Scheduler(store, runner)  # type: ignore[arg-type]
+    door = MemoryDoor(keep_active=True)
+    scheduler = Scheduler(store, door)
     schedule = await scheduler.add("p", "* * * * *", overlap="allow")
     await scheduler._tick(schedule["id"])
     await scheduler._tick(schedule["id"])
-    assert runner.active_runs("p") == ["run1", "run2"]
-    assert [r.get("busy") for r in runner.started] == [Busy.ALLOW, Busy.ALLOW]
+    assert door.active_runs("p") == ["run1", "run2"]
+    assert [ask.overlap for ask in door.asks] == ["allow", "allow"]
     ticks = await store.list_ticks(schedule["id"])
     assert [t["outcome"] for t in ticks] == ["fired", "fired"]
     await scheduler.stop()
 
 
 async def test_ticks_with_overlap_skip_do_not_ask_for_allow(store: Store) -> None:
-    runner = StandInRunner(keep_active=True)
-    scheduler = Scheduler(store, runner)  # type: ignore[arg-type]
+    door = MemoryDoor(keep_active=True)
+    scheduler = Scheduler(store, door)
     schedule = await scheduler.add("p", "* * * * *")
     await scheduler._tick(schedule["id"])
     await scheduler._tick(schedule["id"])
-    assert runner.active_runs("p") == ["run1"] and runner.started[0]["busy"] is Busy.REFUSE
+    assert door.active_runs("p") == ["run1"] and [ask.overlap for ask in door.asks] == ["skip", "skip"]
     ticks = await store.list_ticks(schedule["id"])
     assert [t["outcome"] for t in reversed(ticks)] == ["fired", "skipped"]
     await scheduler.stop()

@@ -1,4 +1,4 @@
-"""The scheduler's tick decisions, on a real SQLite store with a stand-in runner."""
+"""The scheduler's tick decisions, on a real SQLite store with the door in memory."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from orchestrator.metrics import Metrics
 from orchestrator.scheduling.cron import Scheduler
 from orchestrator.store import Store
 from orchestrator.store.tables import ScheduleRow
-from tests.unit.scheduling_stand_ins import StandInRunner, store_with_pipeline
+from tests.unit.memory_door import MemoryDoor
+from tests.unit.scheduling_stand_ins import store_with_pipeline
 
 
 @pytest.fixture
@@ -24,24 +25,24 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 async def test_tick_skips_while_the_previous_run_is_going(store: Store) -> None:
-    runner = StandInRunner()
-    scheduler = Scheduler(store, runner)  # type: ignore[arg-type]
+    door = MemoryDoor()
+    scheduler = Scheduler(store, door)
     schedule = await scheduler.add("p", "* * * * *")
     await scheduler._tick(schedule["id"])
-    runner.active["p"] = ["run1"]
+    door.active["p"] = ["run1"]
     await scheduler._tick(schedule["id"])
     ticks = await store.list_ticks(schedule["id"])
     assert [t["outcome"] for t in reversed(ticks)] == ["fired", "skipped"]
     assert ticks[0]["reason"] == "previous run run1 still running (overlap 'skip')"
-    assert [r["pipeline"] for r in runner.started] == ["p"]
+    assert door.pipelines() == ["p"]
     await scheduler.stop()
 
 
 async def test_missed_ticks_lead_to_one_catch_up_run(store: Store) -> None:
     # A fixed clock and a daily cron: the real clock crossing a tick mid-test can't add a run.
     now = datetime(2026, 6, 10, 12, 30, tzinfo=UTC)
-    runner = StandInRunner()
-    scheduler = Scheduler(store, runner, clock=lambda: now)  # type: ignore[arg-type]
+    door = MemoryDoor()
+    scheduler = Scheduler(store, door, clock=lambda: now)
     schedule = await scheduler.add("p", "0 12 * * *")
     await scheduler.stop()
     # The instance was down for twenty days: twenty noon ticks were missed.
@@ -49,9 +50,9 @@ async def test_missed_ticks_lead_to_one_catch_up_run(store: Store) -> None:
         row = await s.get(ScheduleRow, schedule["id"])
         assert row is not None
         row.last_tick_at = now - timedelta(days=20)
-    restarted = Scheduler(store, runner, clock=lambda: now)  # type: ignore[arg-type]
+    restarted = Scheduler(store, door, clock=lambda: now)
     await restarted.start()
-    assert [r["pipeline"] for r in runner.started] == ["p"]
+    assert door.pipelines() == ["p"]
     ticks = await store.list_ticks(schedule["id"], limit=100)
     tick = ticks[0]  # newest first: the catch-up run stands for the latest missed tick
     assert tick["outcome"] == "fired" and tick["reason"].startswith("catch-up for ticks missed since")
@@ -60,30 +61,30 @@ async def test_missed_ticks_lead_to_one_catch_up_run(store: Store) -> None:
     assert "superseded by the catch-up run" in ticks[1]["reason"]
     # Started again at the same instant: nothing more was missed, so no second catch-up.
     await restarted.stop()
-    again = Scheduler(store, runner, clock=lambda: now)  # type: ignore[arg-type]
+    again = Scheduler(store, door, clock=lambda: now)
     await again.start()
-    assert [r["pipeline"] for r in runner.started] == ["p"]
+    assert door.pipelines() == ["p"]
     await again.stop()
 
 
 async def test_nothing_missed_means_no_catch_up(store: Store) -> None:
-    runner = StandInRunner()
-    scheduler = Scheduler(store, runner)  # type: ignore[arg-type]
+    door = MemoryDoor()
+    scheduler = Scheduler(store, door)
     await scheduler.add("p", "0 0 1 1 *")
     await scheduler.stop()
-    restarted = Scheduler(store, runner)  # type: ignore[arg-type]
+    restarted = Scheduler(store, door)
     await restarted.start()
-    assert runner.started == [] and len(restarted.next_run_times()) == 1
+    assert door.started == [] and len(restarted.next_run_times()) == 1
     await restarted.stop()
 
 
 async def test_a_fired_tick_observes_its_lag_and_a_skipped_one_does_not(store: Store) -> None:
-    runner = StandInRunner()
-    scheduler = Scheduler(store, runner)  # type: ignore[arg-type]
+    door = MemoryDoor()
+    scheduler = Scheduler(store, door)
     scheduler.metrics = metrics = Metrics()
     schedule = await scheduler.add("p", "* * * * *")
     await scheduler._tick(schedule["id"])
-    runner.active["p"] = ["run1"]
+    door.active["p"] = ["run1"]
     await scheduler._tick(schedule["id"])
     sample = metrics.registry.get_sample_value
     assert sample("mao_schedule_lag_seconds_count", {"scope": "instance"}) == 1
@@ -100,9 +101,9 @@ async def check_burst(store: Store) -> None:
     """Every schedule due in the same second: each tick recorded once, with its schedule's
     last_tick_at moved, and a schedule deleted meanwhile is forgotten, not recorded. ``store`` has
     pipeline ``p`` (also run on PostgreSQL: tests/integration/test_tick_burst_postgres.py)."""
-    runner = StandInRunner()
-    runner.active["p"] = ["busy"]
-    scheduler = Scheduler(store, runner)  # type: ignore[arg-type]
+    door = MemoryDoor()
+    door.active["p"] = ["busy"]
+    scheduler = Scheduler(store, door)
     ids = [(await scheduler.add("p", "* * * * *", add=True))["id"] for _ in range(120)]
     gone = ids.pop()
     await store.delete_schedule(gone)

@@ -1,5 +1,5 @@
 """Catch-up of federation-wide schedules after the whole federation was down, against a real etcd:
-in-process schedulers (stand-in runner, store and members, as test_tick_decisions.py) with a fake
+in-process schedulers (the door in memory, stand-in store and members, as test_tick_decisions.py) with a fake
 clock come back at the same moment; exactly one of them decides and applies the catch-up."""
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from orchestrator.scheduling.book import ScheduleBook
 from orchestrator.scheduling.federation import FederationScheduler
 from orchestrator.scheduling.federation_catchup import catch_up_all
 from tests import servers
+from tests.unit.memory_door import MemoryDoor
 
-from .test_tick_decisions import FakeRunner, FakeStore, Jobs, Members, Registrations
+from .test_tick_decisions import FakeStore, Jobs, Members, Registrations, door
 
 # The fake clock when the instances come back: a */5 schedule last recorded a tick at 11:00 and the
 # whole federation was down from 11:00:30, so 12 ticks (11:05 ... 12:00) have no record.
@@ -42,7 +43,7 @@ def back(etcd: Etcd, name: str, pipelines: set[str], labels: dict[str, str] | No
         settings,  # type: ignore[arg-type]
         etcd,
         Jobs(),  # type: ignore[arg-type]
-        FakeRunner(name),  # type: ignore[arg-type]
+        MemoryDoor(f"{name}-run", instance=name),
         FakeStore(pipelines),  # type: ignore[arg-type]
         Members({}),  # type: ignore[arg-type]
         Registrations([]),  # type: ignore[arg-type]
@@ -102,8 +103,8 @@ async def test_latest_one_instance_of_three_runs_the_latest_missed_tick_once(etc
     three = [back(etcd, f"back{i}", {"p"}) for i in range(3)]
     await asyncio.gather(*(catch_up_all(fs, [schedule]) for fs in three))
     ticks = await settled(etcd, schedule["id"], 13)
-    started = [fs for fs in three if fs.runner.started]  # type: ignore[attr-defined]
-    assert len(started) == 1 and started[0].runner.started == ["p"]  # type: ignore[attr-defined]
+    started = [fs for fs in three if door(fs).started]
+    assert len(started) == 1 and door(started[0]).pipelines() == ["p"]
     winner = started[0].instance
     due = [datetime.fromisoformat(t["due_at"]) for t in ticks[1:]]
     assert due == MISSED
@@ -119,7 +120,7 @@ async def test_latest_one_instance_of_three_runs_the_latest_missed_tick_once(etc
     # Coming back again (or another instance later) finds nothing left to decide.
     again = back(etcd, "later", {"p"})
     await catch_up_all(again, [schedule])
-    assert again.runner.started == []  # type: ignore[attr-defined]
+    assert door(again).started == []
     await asyncio.gather(*(fs.close() for fs in [*three, again]))
 
 
@@ -129,8 +130,8 @@ async def test_all_within_the_window_runs_each_tick_in_order_on_one_instance(etc
     three = [back(etcd, f"back{i}", {"p"}) for i in range(3)]
     await asyncio.gather(*(catch_up_all(fs, [schedule]) for fs in three))
     ticks = (await settled(etcd, schedule["id"], 13))[1:]
-    started = [fs for fs in three if fs.runner.started]  # type: ignore[attr-defined]
-    assert len(started) == 1 and started[0].runner.started == ["p"] * 4  # type: ignore[attr-defined]
+    started = [fs for fs in three if door(fs).started]
+    assert len(started) == 1 and door(started[0]).pipelines() == ["p"] * 4
     assert [t["outcome"] for t in ticks] == ["missed"] * 8 + ["fired"] * 4
     assert all("older than the catch-up window (960 s)" in t["reason"] for t in ticks[:8])
     assert [t["reason"] for t in ticks[8:]] == [f"catch-up {i} of 4 (catchup 'all')" for i in range(1, 5)]
@@ -149,7 +150,7 @@ async def test_none_records_every_missed_tick_and_ineligible_instances_decide_no
     ticks = (await settled(etcd, schedule["id"], 13))[1:]
     assert [t["outcome"] for t in ticks] == ["missed"] * 12
     assert all("catchup 'none'" in t["reason"] and t["recorded_by"] == "central" for t in ticks)
-    assert central.runner.started == [] and missed_count(central) == 12  # type: ignore[attr-defined]
+    assert door(central).started == [] and missed_count(central) == 12
     await asyncio.gather(*(fs.close() for fs in (edge, bare, central)))
 
 
@@ -158,7 +159,7 @@ async def test_a_schedule_from_before_catchup_is_left_to_the_gap_records(etcd: E
     del schedule["catchup"]
     fs = back(etcd, "old", {"p"})
     await catch_up_all(fs, [schedule])
-    assert fs.runner.started == [] and await etcd.get(keys.catchup(schedule["id"])) is None  # type: ignore[attr-defined]
+    assert door(fs).started == [] and await etcd.get(keys.catchup(schedule["id"])) is None
     await fs.close()
 
 
@@ -170,7 +171,7 @@ async def test_an_instance_catches_up_at_its_start(etcd: Etcd) -> None:
     try:
         ticks = await settled(etcd, schedule["id"], 13)
         assert [t["outcome"] for t in ticks[1:]] == ["missed"] * 11 + ["fired"]
-        assert fs.runner.started == [schedule["pipeline"]]  # type: ignore[attr-defined]
+        assert door(fs).pipelines() == [schedule["pipeline"]]
     finally:
         await fs.close()
 
@@ -187,7 +188,7 @@ async def test_overlap_allow_fires_although_the_previous_run_still_goes_elsewher
         fs.membership = Members({"busy": {}})  # type: ignore[assignment]
     due = previous + timedelta(minutes=5)
     await asyncio.gather(*(fs._compete(schedule, due) for fs in racers))
-    started = [fs for fs in racers if fs.runner.started]  # type: ignore[attr-defined]
+    started = [fs for fs in racers if door(fs).started]
     assert len(started) == 1
     for _ in range(100):
         tick = await book.tick(schedule["id"], due)

@@ -1,5 +1,6 @@
 """Who fires a federation-wide tick, decided against a real etcd by in-process schedulers whose
-runner, store and member list are stand-ins (no clock waiting: ticks are called directly)."""
+door is in memory and whose store and member list are stand-ins (no clock waiting: ticks are called
+directly)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.domain.causes import Decision, RunAsk
 from orchestrator.errors import DatabaseUnavailable, EtcdUnavailable
 from orchestrator.federation import keys
 from orchestrator.federation.etcd import Etcd
@@ -21,26 +23,7 @@ from orchestrator.scheduling.book import ScheduleBook, due_key
 from orchestrator.scheduling.federation import FederationScheduler
 from orchestrator.scheduling.federation_catchup import NOBODY_ALIVE
 from tests import servers
-
-
-class FakeRunner:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.started: list[str] = []
-        self.active: dict[str, str] = {}
-
-    def active_run(self, pipeline: str) -> str | None:
-        return self.active.get(pipeline)
-
-    def is_queued(self, run_id: str) -> bool:
-        return False
-
-    async def start(self, pipeline: str, trigger: str, schedule_id: str | None = None, **cause: Any) -> str:
-        self.started.append(pipeline)
-        return f"{self.name}-run{len(self.started)}"
-
-    async def wait(self, run_id: str) -> None:
-        return None
+from tests.unit.memory_door import MemoryDoor
 
 
 class FakeStore:
@@ -122,11 +105,16 @@ def instance(
         settings,  # type: ignore[arg-type]
         etcd,
         Jobs(),  # type: ignore[arg-type]
-        FakeRunner(name),  # type: ignore[arg-type]
+        MemoryDoor(f"{name}-run", instance=name),
         FakeStore(pipelines),  # type: ignore[arg-type]
         members or Members({}),  # type: ignore[arg-type]
         registry or Registrations([]),  # type: ignore[arg-type]
     )
+
+
+def door(fs: FederationScheduler) -> MemoryDoor:
+    assert isinstance(fs.door, MemoryDoor)
+    return fs.door
 
 
 async def new_schedule(etcd: Etcd, pipeline: str, age: timedelta, placement: dict | None = None) -> dict:
@@ -160,7 +148,7 @@ async def test_many_instances_racing_for_a_tick_fire_it_once_and_record_the_gap(
     schedule = await new_schedule(etcd, "p", age=timedelta(minutes=5, seconds=30))
     racers = [instance(etcd, f"racer{i}", {"p"}) for i in range(6)]
     await asyncio.gather(*(r._tick(schedule["id"]) for r in racers))
-    started = [r.instance for r in racers if r.runner.started]  # type: ignore[attr-defined]
+    started = [r.instance for r in racers if door(r).started]
     assert len(started) == 1
     ticks = await settled_ticks(etcd, schedule["id"], 6)
     newest, *missed = ticks
@@ -172,7 +160,7 @@ async def test_many_instances_racing_for_a_tick_fire_it_once_and_record_the_gap(
     assert all(later - earlier == timedelta(minutes=1) for later, earlier in zip(due, due[1:], strict=False))
     # A tick already decided is never run again.
     await asyncio.gather(*(r._tick(schedule["id"]) for r in racers))
-    assert sum(len(r.runner.started) for r in racers) == 1  # type: ignore[attr-defined]
+    assert sum(len(door(r).started) for r in racers) == 1
     await asyncio.gather(*(r.close() for r in racers))
 
 
@@ -185,7 +173,7 @@ async def test_placement_and_a_previous_run_still_going_elsewhere(etcd: Etcd) ->
     edge = instance(etcd, "edge", {"p"}, {"role": "edge"})
     central = instance(etcd, "central", {"p"}, {"role": "central"}, members=Members({"busy": {}}))
     await asyncio.gather(edge._tick(schedule["id"]), central._tick(schedule["id"]))
-    assert edge.runner.started == [] and central.runner.started == []  # type: ignore[attr-defined]
+    assert door(edge).started == [] and door(central).started == []
     for _ in range(100):
         tick = (await book.recent_ticks(schedule["id"], limit=1))[0]
         if tick["outcome"] != "claimed":
@@ -240,7 +228,7 @@ async def test_ticks_fire_again_at_once_after_etcd_lost_the_history_lease(etcd: 
     lost = await racer.book.history_lease.get()
     await etcd.revoke_lease(lost)
     await racer._tick(schedule["id"])
-    assert racer.runner.started == ["p"]  # type: ignore[attr-defined]
+    assert door(racer).pipelines() == ["p"]
     (tick,) = await settled_ticks(etcd, schedule["id"], 1)
     assert tick["outcome"] == "fired" and tick["run_status"] == "succeeded"
     kv = await etcd.get(keys.tick(schedule["id"], due_key(datetime.fromisoformat(tick["due_at"]))))
@@ -279,14 +267,11 @@ async def test_a_won_tick_gets_an_outcome_whatever_fails_after_the_claim(etcd: E
     assert tick["outcome"] == "skipped" and tick["instance"] == "winner"
     assert tick["reason"].startswith("etcd is unreachable (tried 127.0.0.1:1")
     await winner.close()
-    # A bug in the runner: skipped too, rather than claimed for the 7 days the key lives.
+    # A bug in the door: skipped too, rather than claimed for the 7 days the key lives.
     schedule = await new_schedule(etcd, "p", timedelta(seconds=30))
     winner = instance(etcd, "winner", {"p"})
 
-    async def broken(*args: Any, **kwargs: Any) -> str:
-        raise RuntimeError("boom")
-
-    winner.runner.start = broken  # type: ignore[method-assign]
+    door(winner).fail = RuntimeError("boom")
     await winner._tick(schedule["id"])
     tick = await decided(book, schedule["id"])
     assert tick["outcome"] == "skipped" and tick["reason"] == "internal error: boom"
@@ -299,17 +284,18 @@ async def test_recording_missed_ticks_is_best_effort_and_comes_after_the_run_sta
     schedule = await new_schedule(etcd, "p", age=timedelta(minutes=5, seconds=30))
     racer = instance(etcd, "racer", {"p"})
     order: list[str] = []
-    start = racer.runner.start
+    request_run = racer.door.request_run
 
-    async def started(*args: Any, **kwargs: Any) -> str:
+    async def started(ask: RunAsk) -> Decision:
+        decision = await request_run(ask)
         order.append("run started")
-        return await start(*args, **kwargs)
+        return decision
 
     async def etcd_away(*args: Any) -> None:
         order.append("gaps")
         raise EtcdUnavailable("etcd is unreachable")
 
-    monkeypatch.setattr(racer.runner, "start", started)
+    monkeypatch.setattr(racer.door, "request_run", started)
     monkeypatch.setattr(racer.book, "last_tick_before", etcd_away)
     await racer._tick(schedule["id"])
     (tick,) = await settled_ticks(etcd, schedule["id"], 1)
@@ -392,7 +378,7 @@ async def test_the_fired_tick_observes_its_lag_and_the_loser_counts_lost(etcd: E
         for r in racers
     ]
     assert sorted(x or 0 for x in lag) == [0, 1] and sorted(x or 0 for x in lost) == [0, 1]
-    fired = next(r for r in racers if r.runner.started)  # type: ignore[attr-defined]
+    fired = next(r for r in racers if door(r).started)
     assert (
         fired.metrics.registry.get_sample_value("mao_schedule_lag_seconds_sum", {"scope": "federation"}) >= 0
     )
