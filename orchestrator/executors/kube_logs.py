@@ -71,23 +71,33 @@ def _stamp_key(stamp: bytes) -> tuple[str, int]:
 
 @dataclass
 class _Resume:
-    last: bytes | None = None  # the timestamp of the last kept line
+    last: bytes | None = None  # the latest timestamp of a kept line
     same: int = 0  # how many kept lines carry exactly that timestamp
-    skip: int = 0  # in the current stream: lines stamped like ``last`` still to skip (kept already)
+    skip: int = 0  # in the current stream: lines stamped like ``boundary`` still to skip (kept already)
+    boundary: bytes | None = None  # ``last`` when the current stream began: what is older was kept
+
+    def start(self) -> str | None:
+        """A new stream begins: the ``sinceTime`` to ask it from (None: from the start)."""
+        self.boundary, self.skip = self.last, self.same
+        return whole_second(self.last) if self.last is not None else None
 
     def keep(self, stamp: bytes) -> bool:
-        """Whether a line of the current stream stamped ``stamp`` is new (and count it if so)."""
-        if self.last is not None:
-            key, last = _stamp_key(stamp), _stamp_key(self.last)
-            if key < last:
+        """Whether a line of the current stream stamped ``stamp`` is new (and count it if so). Within
+        one stream lines may come slightly out of order (the engine copies stdout and stderr
+        separately, each line stamped when read): only lines from before the stream's start are
+        judged by their stamp."""
+        key = _stamp_key(stamp)
+        if self.boundary is not None:
+            boundary = _stamp_key(self.boundary)
+            if key < boundary:
                 return False
-            if key == last:
-                if self.skip > 0:
-                    self.skip -= 1
-                    return False
-                self.same += 1
-                return True
-        self.last, self.same, self.skip = stamp, 1, 0
+            if key == boundary and self.skip > 0:
+                self.skip -= 1
+                return False
+        if self.last is None or key > _stamp_key(self.last):
+            self.last, self.same = stamp, 1
+        elif key == _stamp_key(self.last):
+            self.same += 1
         return True
 
 
@@ -192,8 +202,7 @@ class KeptLogs:
             if not state.started or state.pod is None:
                 await self._changed(name, 1.0)
                 continue
-            since = whole_second(resume.last) if resume.last is not None else None
-            resume.skip = resume.same
+            since = resume.start()
             try:
                 with open(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab", buffering=0) as out:
                     copy.streaming = True
