@@ -17,8 +17,10 @@ from typing import TypeVar
 from ..domain.masters import check_master
 from ..errors import GitError
 from ._git import redact
+from .branches import MergeResult
+from .local import GROUND_TRUTH, init_bare
 from .masters import resolve_master
-from .repo import GROUND_TRUTH, DatasetRepo, MergeResult, init_bare
+from .repo import DatasetRepo
 from .trees import remove_tree
 from .upkeep import (
     clear_stale_locks,
