@@ -22,7 +22,8 @@ from executor.wire.names import name_problem
 from ..domain.pipeline import Dataset, Pipeline, Tool
 from ..errors import Conflict, MalformedEntry, NotFound
 from . import keys
-from .etcd import DELETE, Etcd, KeyValue
+from .answers import KeyValue
+from .etcd import DELETE, Etcd
 from .ownership import (
     SHARED,
     Kind,

@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any, cast
 from ..domain.causes import CatchUp, FederationTick, Overlap, Refused, RunAsk, RunElsewhere, Skipped
 from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound
 from ..federation import keys
-from ..federation.etcd import Etcd, KeyValue, WatchEvent
+from ..federation.answers import KeyValue, WatchEvent
+from ..federation.etcd import Etcd
 from ..federation.members import Membership
 from ..federation.registry import Registry
 from ..federation.watch import PrefixWatch

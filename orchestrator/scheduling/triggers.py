@@ -30,7 +30,8 @@ from executor.wire.names import name_problem
 from ..domain.causes import DataTrigger, Refused, RunAsk, Skipped
 from ..errors import BadRequest, Conflict, MaoError, NotFound
 from ..federation import keys
-from ..federation.etcd import Etcd, KeyValue, WatchEvent
+from ..federation.answers import KeyValue, WatchEvent
+from ..federation.etcd import Etcd
 from ..federation.leases import SharedLease
 from ..federation.records import Advance
 from ..federation.records import parse as parse_record

@@ -23,7 +23,8 @@ from orchestrator.datasets.files import commit_files
 from orchestrator.domain.pipeline import Dataset, Pipeline
 from orchestrator.errors import EtcdUnavailable
 from orchestrator.federation import keys
-from orchestrator.federation.etcd import KeyValue, LeaseNotFound
+from orchestrator.federation.answers import KeyValue
+from orchestrator.federation.failover import LeaseNotFound
 
 AUDIT_ID = "a" * 32
 
