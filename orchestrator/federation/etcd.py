@@ -83,7 +83,9 @@ class Etcd(EtcdMaintenance):
         etcd has to fit the whole prefix."""
         for _ in range(5):
             found: list[KeyValue] = []
-            pages = self._pages(prefix, limit=limit, newest_first=newest_first, before=before, snapshot=True)
+            pages = Pages(
+                self._range, prefix, limit=limit, newest_first=newest_first, before=before, snapshot=True
+            )
             try:
                 async for kv in pages:
                     found.append(kv)
@@ -96,35 +98,15 @@ class Etcd(EtcdMaintenance):
         """Every decodable key under ``prefix`` from the key ``start`` on, in key order, read page by
         page as the caller goes (``/inspect`` stops early): each page at the store's revision of the
         moment, so a long scan sees keys written meanwhile."""
-        async for kv in self._pages(prefix, start=start):
+        async for kv in Pages(self._range, prefix, start=start):
             yield kv
 
     async def list_page(self, prefix: str, start: str, limit: int) -> list[KeyValue]:
         """At most ``limit`` keys under ``prefix`` from the key ``start`` on, in key order."""
         found = []
-        async for kv in self._pages(prefix, start=start, limit=limit):
+        async for kv in Pages(self._range, prefix, start=start, limit=limit):
             found.append(kv)
         return found
-
-    def _pages(
-        self,
-        prefix: str,
-        *,
-        start: str | None = None,
-        limit: int = 0,
-        newest_first: bool = False,
-        before: str | None = None,
-        snapshot: bool = False,
-    ) -> Pages:
-        return Pages(
-            self._range,
-            prefix,
-            start=start,
-            limit=limit,
-            newest_first=newest_first,
-            before=before,
-            snapshot=snapshot,
-        )
 
     async def _range(
         self,

@@ -8,8 +8,8 @@ answer is named in the log and passed over.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aetcd.utils
 
@@ -26,19 +26,9 @@ TOO_LARGE = object()
 COMPACTED = object()
 
 
-class RangeReader(Protocol):
-    """One Range call (``Etcd._range``): etcd's reply, ``TOO_LARGE`` or ``COMPACTED``."""
-
-    async def __call__(
-        self,
-        key: bytes,
-        range_end: bytes,
-        *,
-        limit: int,
-        revision: int = 0,
-        descend: bool = False,
-        keys_only: bool = False,
-    ) -> Any: ...
+# One Range call, ``Etcd._range(key, range_end, *, limit, revision, descend, keys_only)``: etcd's
+# reply, ``TOO_LARGE`` or ``COMPACTED``.
+RangeReader = Callable[..., Awaitable[Any]]
 
 
 class SnapshotCompacted(Exception):
