@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,36 +39,37 @@ FETCH_REFSPEC = "+refs/heads/*:refs/remotes/origin/*"
 OID_RE = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 
 
+@dataclass(frozen=True)
+class RepoSettings:
+    """What every dataset repository of an instance shares: the identity its commits carry, how long
+    a network call may take, who tools run as and what a commit may hold (``hygiene``)."""
+
+    git_name: str
+    git_email: str
+    network_timeout: float = 120
+    tool_owner: tuple[int, int] | None = None
+    max_output: int | None = None
+    max_files: int | None = None
+
+
 class BareRepo:
     """One dataset's local bare repository (``<data_dir>/datasets/<name>.git``) and its remote."""
 
-    def __init__(
-        self,
-        data_dir: Path,
-        name: str,
-        master: str,
-        *,
-        git_name: str,
-        git_email: str,
-        network_timeout: float = 120,
-        tool_owner: tuple[int, int] | None = None,
-        max_output: int | None = None,
-        max_files: int | None = None,
-    ) -> None:
+    def __init__(self, data_dir: Path, name: str, master: str, settings: RepoSettings) -> None:
         self.name = checked_name(name, "dataset name")
         # Who tools run as (work folders are handed to them) and what a commit may hold; see hygiene.
-        self.tool_owner = tool_owner
-        self.max_output = max_output
-        self.max_files = max_files
+        self.tool_owner = settings.tool_owner
+        self.max_output = settings.max_output
+        self.max_files = settings.max_files
         # Every walk of a work folder or a snapshot: entries, depth, path length (trees.py).
-        self.limits = TreeLimits(max_files)
+        self.limits = TreeLimits(settings.max_files)
         self.master = checked_master(master)
-        for label, value in (("git name", git_name), ("git email", git_email)):
+        for label, value in (("git name", settings.git_name), ("git email", settings.git_email)):
             if not value or any(ord(ch) < 32 or ch in "<>" for ch in value):
                 raise ValueError(f"invalid {label} {value!r}")
-        self.git_name = git_name
-        self.git_email = git_email
-        self.network_timeout = network_timeout
+        self.git_name = settings.git_name
+        self.git_email = settings.git_email
+        self.network_timeout = settings.network_timeout
         self.data_dir = Path(data_dir)
         self.git_dir = self.data_dir / "datasets" / f"{self.name}.git"
         self.work_root = self.data_dir / "work" / self.name
