@@ -172,13 +172,13 @@ async def run_pipeline(request: web.Request) -> web.Response:
         if cron not in (None, ""):
             raise BadRequest("give either cron or trigger, not both", code="invalid_request")
         overlap = check_overlap(body.overlap, federation=scope == "federation")
-        trigger = await the_node.triggers.add(
+        trigger_id = await the_node.triggers.add(
             name, body.trigger.dataset, scope, body.placement, overlap=overlap, priority=body.priority or 0
         )
         return ok(
             {
                 "pipeline": name,
-                "job_id": trigger["id"],
+                "job_id": trigger_id,
                 "trigger": {"dataset": body.trigger.dataset},
                 "scope": scope,
             }
@@ -199,7 +199,8 @@ async def run_pipeline(request: web.Request) -> web.Response:
                 priority=body.priority or 0,
             )
         else:
-            schedule = await the_node.scheduler.add(name, cron, timezone, add=body.add, **options(body))
+            added = await the_node.scheduler.add(name, cron, timezone, add=body.add, **options(body))
+            schedule = added.public()
         return ok(
             {
                 "pipeline": name,

@@ -98,9 +98,9 @@ async def test_local_schedule_ticks_at_the_spring_forward(store: Store) -> None:
     clock, door = Clock(SPRING + timedelta(milliseconds=20)), MemoryDoor()
     scheduler = Scheduler(store, door, clock=clock)
     schedule = await scheduler.add("p", "30 2 * * *", ZURICH)
-    await scheduler._tick(schedule["id"])
-    (tick,) = await store.list_ticks(schedule["id"])
-    assert tick["outcome"] == "fired" and datetime.fromisoformat(tick["due_at"]) == SPRING
+    await scheduler._tick(schedule.id)
+    (tick,) = await store.list_ticks(schedule.id)
+    assert tick.outcome == "fired" and tick.due_at == SPRING
     assert door.started[0].tick_at == SPRING
 
 
@@ -111,9 +111,9 @@ async def test_local_schedule_fires_the_repeated_hour_once(store: Store) -> None
     trigger = make_trigger("30 2 * * *", ZURICH)
     # APScheduler asks for the next fire time after each tick: never the second 02:30.
     assert trigger.get_next_fire_time(clock.now, clock.now + timedelta(seconds=1)) == utc(2026, 10, 26, 1, 30)
-    await scheduler._tick(schedule["id"])
-    (tick,) = await store.list_ticks(schedule["id"])
-    assert datetime.fromisoformat(tick["due_at"]) == utc(2026, 10, 25, 0, 30)
+    await scheduler._tick(schedule.id)
+    (tick,) = await store.list_ticks(schedule.id)
+    assert tick.due_at == utc(2026, 10, 25, 0, 30)
 
 
 class FakeBook:
