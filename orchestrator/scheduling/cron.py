@@ -32,6 +32,7 @@ from .ticks import DUE_JITTER, due_time, fire_times, make_trigger
 if TYPE_CHECKING:
     from ..runs.door import Door
     from ..store import Store
+    from .requests import ScheduleRun
 
 __all__ = ["DUE_JITTER", "Scheduler", "due_time", "fire_times", "make_trigger"]
 
@@ -140,6 +141,19 @@ class Scheduler:
         self._arm(schedule)
         log.info("pipeline %s %s with %r (%s) as job %s", pipeline, verb, cron, timezone, schedule.id)
         return schedule
+
+    async def schedule(self, ask: ScheduleRun) -> Schedule:
+        """``POST /pipeline/run`` with a cron, on this instance: ``add`` with the ask's policies."""
+        return await self.add(
+            ask.name,
+            ask.cron,
+            ask.timezone,
+            add=ask.add,
+            overlap=ask.overlap,
+            catchup=ask.catchup or "latest",
+            catchup_window=ask.catchup_window,
+            priority=ask.priority,
+        )
 
     async def remove(self, schedule_id: str) -> None:
         if not await self.store.delete_schedule(schedule_id):

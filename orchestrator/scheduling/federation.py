@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from ..runs.door import Door
     from ..store import Store
     from .cron import Scheduler
+    from .requests import ScheduleRun
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,19 @@ class FederationScheduler:
         await self.book.create(schedule)
         self._arm(schedule)  # here at once; the other instances through their watch
         return schedule
+
+    async def schedule(self, ask: ScheduleRun) -> dict[str, Any]:
+        """``POST /pipeline/run`` with a cron and ``scope: "federation"``: ``add`` with the ask's policies."""
+        return await self.add(
+            ask.name,
+            ask.cron,
+            ask.timezone,
+            ask.placement,
+            overlap=ask.overlap,
+            catchup=ask.catchup,
+            catchup_window=ask.catchup_window,
+            priority=ask.priority,
+        )
 
     async def remove(self, schedule_id: str) -> bool:
         deleted = await self.book.delete(schedule_id)

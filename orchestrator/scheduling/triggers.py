@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from ..merging.pins import Pins
     from ..runs.door import Door
     from ..store import Store
+    from .requests import ArmTrigger
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,12 @@ class DataTriggers:
         )
         log.info("data trigger %s: %s runs when %s advances", row.id, pipeline, dataset)
         return row.id
+
+    async def arm(self, ask: ArmTrigger) -> str:
+        """``POST /pipeline/run`` with a ``trigger``: ``add`` with the ask's scope and policies."""
+        return await self.add(
+            ask.name, ask.dataset, ask.scope, ask.placement, overlap=ask.overlap, priority=ask.priority
+        )
 
     async def _refuse_cycle(self, pipeline: str, dataset: str) -> None:
         """400 ``trigger_loop`` naming the chain when ``dataset -> pipeline`` would close a cycle with
