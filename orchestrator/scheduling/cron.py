@@ -27,7 +27,7 @@ from ..metrics import UNSERVED, Metrics
 from ..tasks import cancel_all, spawn
 from . import catchup
 from .batching import Coalescer
-from .ticks import DUE_JITTER, due_time, fire_times, make_trigger
+from .ticks import CLOCK, DUE_JITTER, Clock, due_time, fire_times, make_trigger
 
 if TYPE_CHECKING:
     from ..runs.door import Door
@@ -44,14 +44,10 @@ MAX_ENUMERATED = 50_000
 IDLE_POLL = 0.2
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class Scheduler:
     metrics: Metrics = UNSERVED  # the node's, set by Node.build
 
-    def __init__(self, store: Store, door: Door, clock: Callable[[], datetime] = _now) -> None:
+    def __init__(self, store: Store, door: Door, clock: Clock = CLOCK) -> None:
         self.store = store
         self.door = door
         self.clock = clock
@@ -68,7 +64,7 @@ class Scheduler:
 
     async def start(self) -> None:
         self._scheduler.start()
-        now = self.clock()
+        now = self.clock.now()
         for schedule in await self.store.list_schedules():
             if schedule.is_trigger:
                 continue  # a data trigger: fired by ``triggers``
@@ -254,8 +250,7 @@ class Scheduler:
         if schedule is None:  # deleted meanwhile
             self.forget(schedule_id)
             return
-        trigger = make_trigger(schedule.cron, schedule.timezone)
-        await self._fire(schedule, due_time(trigger, self.clock()))
+        await self._fire(schedule, self.clock.due(schedule.cron, schedule.timezone))
 
     async def _fire(self, schedule: Schedule, due_at: datetime, reason: str | None = None) -> str | None:
         """Ask the door for the tick's run and record its decision: the run's id, or None. ``reason``:
@@ -274,7 +269,7 @@ class Scheduler:
                 log.info("tick of %s at %s skipped: %s", pipeline, due_at.isoformat(), decision.reason)
                 self.metrics.tick("instance", "skipped")
                 return None
-            self.metrics.tick("instance", "fired", lag=(self.clock() - due_at).total_seconds())
+            self.metrics.tick("instance", "fired", lag=(self.clock.now() - due_at).total_seconds())
             if note := decision.note:
                 reason = f"{reason}; {note}" if reason else note
             await self._record(schedule_id, pipeline, due_at, "fired", decision.run_id, reason)

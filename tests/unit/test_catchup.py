@@ -13,6 +13,7 @@ import pytest
 
 from orchestrator.scheduling import catchup
 from orchestrator.scheduling.cron import Scheduler
+from orchestrator.scheduling.ticks import Clock
 from orchestrator.store import Store
 from orchestrator.store.tables import ScheduleRow
 from tests.unit.memory_door import MemoryDoor
@@ -30,14 +31,14 @@ NOW = datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC)  # the fake clock at the resta
 
 async def down_for_an_hour(store: Store, door: MemoryDoor, **options: Any) -> tuple[Scheduler, str]:
     """A */5 schedule whose instance stopped at 11:00:30 and starts again at 12:00:30 (12 ticks missed)."""
-    scheduler = Scheduler(store, door, clock=lambda: NOW)
+    scheduler = Scheduler(store, door, clock=Clock.fixed(NOW))
     schedule = await scheduler.add("p", "*/5 * * * *", **options)
     await scheduler.stop()
     async with store.session("rewind") as s:
         row = await s.get(ScheduleRow, schedule.id)
         assert row is not None
         row.last_tick_at = NOW - timedelta(hours=1)
-    restarted = Scheduler(store, door, clock=lambda: NOW)
+    restarted = Scheduler(store, door, clock=Clock.fixed(NOW))
     await restarted.start()
     restarted._scheduler.pause()  # the real clock's ticks have no place in this fake hour
     return restarted, schedule.id

@@ -12,6 +12,7 @@ from sqlalchemy import update
 
 from orchestrator.metrics import Metrics
 from orchestrator.scheduling.cron import Scheduler
+from orchestrator.scheduling.ticks import Clock
 from orchestrator.store import Store
 from orchestrator.store.tables import ScheduleRow
 from tests.unit.memory_door import MemoryDoor
@@ -42,7 +43,7 @@ async def test_missed_ticks_lead_to_one_catch_up_run(store: Store) -> None:
     # A fixed clock and a daily cron: the real clock crossing a tick mid-test can't add a run.
     now = datetime(2026, 6, 10, 12, 30, tzinfo=UTC)
     door = MemoryDoor()
-    scheduler = Scheduler(store, door, clock=lambda: now)
+    scheduler = Scheduler(store, door, clock=Clock.fixed(now))
     schedule = await scheduler.add("p", "0 12 * * *")
     await scheduler.stop()
     # The instance was down for twenty days: twenty noon ticks were missed.
@@ -50,7 +51,7 @@ async def test_missed_ticks_lead_to_one_catch_up_run(store: Store) -> None:
         row = await s.get(ScheduleRow, schedule.id)
         assert row is not None
         row.last_tick_at = now - timedelta(days=20)
-    restarted = Scheduler(store, door, clock=lambda: now)
+    restarted = Scheduler(store, door, clock=Clock.fixed(now))
     await restarted.start()
     assert door.pipelines() == ["p"]
     ticks = await store.list_ticks(schedule.id, limit=100)
@@ -61,7 +62,7 @@ async def test_missed_ticks_lead_to_one_catch_up_run(store: Store) -> None:
     assert "superseded by the catch-up run" in (ticks[1].reason or "")
     # Started again at the same instant: nothing more was missed, so no second catch-up.
     await restarted.stop()
-    again = Scheduler(store, door, clock=lambda: now)
+    again = Scheduler(store, door, clock=Clock.fixed(now))
     await again.start()
     assert door.pipelines() == ["p"]
     await again.stop()
