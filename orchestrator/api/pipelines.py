@@ -25,6 +25,8 @@ from .backfills import BackfillStarted
 from .common import node, ok, parse, path_name, read_json
 from .gateway import principal
 from .openapi import doc
+from .run_schemas import Run, RunStarted
+from .schedule_schemas import Scheduled
 from .schemas import (
     Accepted,
     BareRepo,
@@ -33,9 +35,6 @@ from .schemas import (
     InitResult,
     PipelinePins,
     PublicPipeline,
-    Run,
-    RunStarted,
-    Scheduled,
     StrategyRequest,
     StrategySteered,
 )

@@ -19,19 +19,17 @@ from ..store.grid import RunGrid, run_grid
 from .common import node, ok, parse, read_json
 from .openapi import doc
 from .pipelines import refuse_changed_registrations
-from .schemas import (
+from .run_schemas import (
     MAX_GRID_PIPELINES,
     CancelStarted,
     GridQuery,
-    JobDeleted,
     QueueEntry,
     RetryRequest,
     RetryStarted,
     Run,
     RunsQuery,
-    Schedule,
-    SchedulesQuery,
 )
+from .schedule_schemas import JobDeleted, Schedule, SchedulesQuery
 
 routes = web.RouteTableDef()
 
