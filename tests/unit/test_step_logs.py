@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from executor.config import Settings
+from executor.docker_output import follow_output
 from executor.docker_runner import DockerRunner
 from executor.output_log import LogBook, OutputLog
 from orchestrator.runs.attempt import redact
@@ -169,8 +170,7 @@ def test_the_output_handed_over_is_the_whole_log_however_the_follow_ended(
 ) -> None:
     container = _EarlyEndingContainer(output, int(len(output) * followed), chunks, error)
     got: list[bytes] = []
-    runner = DockerRunner(cast(Settings, None))
-    runner.follow_output(cast(Container, container), got.append)
+    follow_output(cast(Container, container), got.append)
     assert b"".join(got) == output and all(got)
 
 
