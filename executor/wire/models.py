@@ -67,7 +67,7 @@ def _host_path(value: str | None, field: str) -> str | None:
 class ContainerFields(BaseModel):
     """What every container request says about its container: the image and command, its data
     folders, who it runs as and its limits. ``RunRequest`` (``POST /run``) and ``SubmitRequest``
-    (``POST /containers``, executor/container_models.py) add how they are waited for."""
+    (``POST /containers``, executor/wire/containers.py) add how they are waited for."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 

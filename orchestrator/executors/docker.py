@@ -1,5 +1,5 @@
 """``kind=docker``: the executor service (``python -m executor``) on this host's Docker engine, over
-its container API (``executor/container_models.py``), as a seam ``Backend``.
+its container API (``executor/wire/containers.py``), as a seam ``Backend``.
 
 Data mode ``local``: the executor's engine runs on the orchestrator's host, so the attempt's input
 and output folders are bound by their host paths (``MAO_HOST_DATA_DIR``). The executor enforces the
