@@ -21,12 +21,11 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..datasets.hygiene import OutputRefused
+from .cluster_backend import CancelledNames, NameLocks, PolicyRules, age
 from .fetch import FetchExchange, UploadMissing
 from .kube_api import KubeApi, KubeConflict, KubeInvalid
 from .kube_logs import KeptLogs, ToolState
@@ -50,12 +49,10 @@ from .seam import (
     Backend,
     BackendRejected,
     BackendUnavailable,
-    Capabilities,
     ContainerSpec,
     End,
     EndKind,
     Handle,
-    Health,
     Managed,
     secret_values,
 )
@@ -69,18 +66,11 @@ log = logging.getLogger(__name__)
 
 LOG_WAIT = 30.0  # seconds an end waits for the log copy to be complete
 STALE_SECONDS = 3.0  # seconds an ended Job's pod may lag in the watch before the API is asked
-_CANCELS_KEPT = 3600.0
 # Ends whose Job stays until ``cancel`` (the caller reads its log first); the others are removed at once.
 _KEPT_ENDS = frozenset({EndKind.COMPLETED, EndKind.FAILED, EndKind.OOM_KILLED})
 
 
-@dataclass
-class _NameLock:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
-
-
-class KubernetesBackend:
+class KubernetesBackend(PolicyRules[KubePolicy]):
     """The ``Backend`` of one namespace of one cluster (``name`` is the operator's, MAO_BACKENDS)."""
 
     kind = KIND
@@ -100,9 +90,9 @@ class KubernetesBackend:
         self._cache = ClusterCache(self._api, selector({MANAGED_LABEL: "true", BACKEND_LABEL: name}))
         self._logs = KeptLogs(self._api, settings.state_dir or state_dir, self._tool_state, self._cache.changed)
         self.policy = KubePolicy(name, settings, self._api)
-        self._submitting: dict[str, _NameLock] = {}
+        self._submitting = NameLocks()
         self._submitted: dict[str, float] = {}  # name -> monotonic time of this process's submission
-        self._cancelled: dict[str, float] = {}
+        self._cancelled = CancelledNames()
 
     # -- life ------------------------------------------------------------------------------------------
 
@@ -124,33 +114,12 @@ class KubernetesBackend:
         await self._cache.close()
         await self._api.close()
 
-    # -- what it can do --------------------------------------------------------------------------------
-
-    def capabilities(self) -> Capabilities:
-        return self.policy.capabilities()
-
-    async def health(self) -> Health:
-        return await self.policy.health()
-
-    async def resolve_image(self, image: str) -> str | None:
-        return await self.policy.resolve_image(image)
-
-    async def validate(self, spec: ContainerSpec) -> None:
-        await self.policy.validate(spec)
-
     # -- one attempt -------------------------------------------------------------------------------------
 
     async def submit(self, spec: ContainerSpec) -> Handle:
         await self.validate(spec)
-        entry = self._submitting.setdefault(spec.name, _NameLock())
-        entry.users += 1
-        try:
-            async with entry.lock:
-                return await self._submit(spec)
-        finally:
-            entry.users -= 1
-            if entry.users == 0:
-                self._submitting.pop(spec.name, None)
+        async with self._submitting.held(spec.name):
+            return await self._submit(spec)
 
     async def _submit(self, spec: ContainerSpec) -> Handle:
         existing = await self._api.get_job(spec.name)
@@ -222,7 +191,7 @@ class KubernetesBackend:
                 return await self._finish(handle, spec, job, pod, found)
             if found.tool_started is not None:
                 if running_since is None:
-                    running_since = now if waiting_since is not None else now - _age(found.tool_started)
+                    running_since = now if waiting_since is not None else now - age(found.tool_started)
                 if now - running_since > spec.timeout:
                     await self._remove(name)
                     message = f"still running after the step's timeout of {spec.timeout:g}s"
@@ -230,7 +199,7 @@ class KubernetesBackend:
             else:
                 if waiting_since is None:
                     created = job.metadata.creation_timestamp if job is not None else None
-                    waiting_since = now - _age(created)
+                    waiting_since = now - age(created)
                 if now - waiting_since > start_timeout:
                     await self._remove(name)
                     message = (
@@ -326,10 +295,7 @@ class KubernetesBackend:
     async def cancel(self, handle: Handle) -> None:
         """Delete the Job (its pods first), its Secret, the tickets and the log copy; return once the
         cluster holds none of them. A ``wait`` on it ends ``cancelled``."""
-        now = time.monotonic()
-        self._cancelled[handle.name] = now
-        for name in [n for n, at in self._cancelled.items() if at < now - _CANCELS_KEPT]:
-            del self._cancelled[name]
+        self._cancelled.add(handle.name)
         await self._remove(handle.name)
         await self._logs.discard(handle.name)
         self._cache.forget(handle.name)
@@ -381,11 +347,6 @@ def from_instance(name: str, given: KubernetesSettings, instance: Settings) -> K
                              max_files=given.max_output_files)  # fmt: skip
     return KubernetesBackend(name, given, exchange=exchange, state_dir=instance.data_dir / "kubernetes" / name)
 
-
-def _age(since: datetime | None) -> float:
-    if since is None:
-        return 0.0
-    return max(0.0, (datetime.now(UTC) - since).total_seconds())
 
 
 def _is_a_backend(backend: KubernetesBackend) -> Backend:
