@@ -31,7 +31,7 @@ from executor.docker_errors import (
     not_pullable,
     removed_by_someone_else,
 )
-from executor.docker_output import bounded_tail, stream_output
+from executor.docker_output import bounded_tail
 from executor.errors import ContainerNameInUse, ImageNotFound
 from executor.wire.containers import EXECUTOR_LABEL
 from executor.wire.errors import BadRequest
@@ -150,25 +150,6 @@ class DockerRunner:
         """The Docker engine's host name (``docker info``), for the attempt record."""
         with docker_errors("asking the Docker engine for its name"):
             return str(self._client().info().get("Name") or os.uname().nodename)
-
-    def stream_output(
-        self,
-        name: str,
-        since: int,
-        follow: bool,
-        sink: Callable[[bytes], bool],
-        opened: Callable[[Any], None] = lambda _stream: None,
-    ) -> bool:
-        """Hand the container's stdout+stderr from byte ``since`` on to ``sink`` (which returns False
-        to stop), until its end (``follow``) or the output so far. The engine keeps the whole log
-        of a container it has not removed, in the same order at every read, so offsets are stable.
-        ``opened`` gets the stream: closing it from another thread ends a silent follow at once.
-        True when the stream ended on its own (everything was handed over, or the container is
-        gone); False when it broke off (the engine failed, or the stream was closed under it)."""
-        container = self.container(name)
-        if container is None:
-            return True
-        return stream_output(container, since, follow, sink, opened)
 
     # -- images ---------------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from executor.docker_output import stream_output
 from executor.docker_runner import DockerRunner
 
 # Output handed from the engine's stream to a reader, at most this many chunks ahead of it.
@@ -40,7 +41,9 @@ async def output_stream(
 
     def read() -> None:
         try:
-            whole[0] = runner.stream_output(name, since, follow, sink, streams.append)
+            container = runner.container(name)
+            # A container that is gone has nothing more to say: its output ended whole.
+            whole[0] = container is None or stream_output(container, since, follow, sink, streams.append)
         finally:
             with contextlib.suppress(RuntimeError):
                 asyncio.run_coroutine_threadsafe(queue.put(None), loop)
