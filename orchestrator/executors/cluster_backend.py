@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Generic, Protocol, TypeVar
 
-from .seam import Capabilities, ContainerSpec, Health
+from .seam import Capabilities, ContainerSpec, Handle, Health
 
 # How long a cancelled name is remembered (its ``wait`` ends ``cancelled``, not lost).
 CANCELS_KEPT = 3600.0
@@ -33,10 +33,21 @@ class Policy(Protocol):
 P = TypeVar("P", bound=Policy)
 
 
-class PolicyRules(Generic[P]):
-    """The seam's questions about a backend's rules, answered by its ``policy``."""
+class ClusterBackend(Generic[P]):
+    """The seam's methods the cluster backends answer alike: the questions about their rules,
+    answered by their ``policy``, and ``submit``: checked, then one submission of a name at a time
+    (``_submit``, the backend's own, finds the object an earlier one made)."""
 
     policy: P
+    _submitting: NameLocks
+
+    async def submit(self, spec: ContainerSpec) -> Handle:
+        await self.validate(spec)
+        async with self._submitting.held(spec.name):
+            return await self._submit(spec)
+
+    async def _submit(self, spec: ContainerSpec) -> Handle:
+        raise NotImplementedError
 
     def capabilities(self) -> Capabilities:
         return self.policy.capabilities()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..datasets.hygiene import OutputRefused
-from .cluster_backend import CancelledNames, NameLocks, PolicyRules, age
+from .cluster_backend import CancelledNames, ClusterBackend, NameLocks, age
 from .fetch import FetchExchange, UploadMissing
 from .kube_api import KubeApi, KubeConflict, KubeInvalid
 from .kube_logs import KeptLogs, ToolState
@@ -70,7 +70,7 @@ STALE_SECONDS = 3.0  # seconds an ended Job's pod may lag in the watch before th
 _KEPT_ENDS = frozenset({EndKind.COMPLETED, EndKind.FAILED, EndKind.OOM_KILLED})
 
 
-class KubernetesBackend(PolicyRules[KubePolicy]):
+class KubernetesBackend(ClusterBackend[KubePolicy]):
     """The ``Backend`` of one namespace of one cluster (``name`` is the operator's, MAO_BACKENDS)."""
 
     kind = KIND
@@ -115,11 +115,6 @@ class KubernetesBackend(PolicyRules[KubePolicy]):
         await self._api.close()
 
     # -- one attempt -------------------------------------------------------------------------------------
-
-    async def submit(self, spec: ContainerSpec) -> Handle:
-        await self.validate(spec)
-        async with self._submitting.held(spec.name):
-            return await self._submit(spec)
 
     async def _submit(self, spec: ContainerSpec) -> Handle:
         existing = await self._api.get_job(spec.name)

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from .cluster_backend import CancelledNames, NameLocks, PolicyRules, age
+from .cluster_backend import CancelledNames, ClusterBackend, NameLocks, age
 from .engine_api import EngineApi, EngineConflict, EngineError
 from .seam import (
     Backend,
@@ -69,7 +69,7 @@ class _Observed:
     seen_end: float
 
 
-class SwarmBackend(PolicyRules[SwarmPolicy]):
+class SwarmBackend(ClusterBackend[SwarmPolicy]):
     """The ``Backend`` of one swarm (``name`` is the operator's, MAO_BACKENDS)."""
 
     kind = KIND
@@ -107,11 +107,6 @@ class SwarmBackend(PolicyRules[SwarmPolicy]):
         await self._api.close()
 
     # -- one attempt -------------------------------------------------------------------------------------
-
-    async def submit(self, spec: ContainerSpec) -> Handle:
-        await self.validate(spec)
-        async with self._submitting.held(spec.name):
-            return await self._submit(spec)
 
     async def _submit(self, spec: ContainerSpec) -> Handle:
         existing = await self._objects.service(spec.name)
