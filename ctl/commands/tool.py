@@ -76,7 +76,9 @@ def get_tool(ctl: Ctl, name: str | None) -> None:
 @click.option("--description", default="", help="One sentence about what it does.")
 @json_option
 @pass_ctl
-def add_tool(ctl: Ctl, **fields: str) -> None:
+# '/': pass_ctl hands ctl by position, and its type (Concatenate) says so only of a positional-only first
+# parameter when the others are **keywords.
+def add_tool(ctl: Ctl, /, **fields: str) -> None:
     """Register a tool in the federation (replaces an existing one of that name)."""
     stored = ctl.api.post("/registry/tools", fields)
     ctl.out.show(stored, lambda: ctl.out.line(f"Registered tool {stored['name']} ({stored['image']})."))
