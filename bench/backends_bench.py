@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import Any
 
 import docker
-from harness import IMAGE, record
+from harness import IMAGE, one_attempt, record
 
-from orchestrator.executors.seam import ContainerSpec, EndKind, Identity, InputData, Limits, OutputData
+from orchestrator.executors.seam import ContainerSpec, Identity, InputData, Limits, OutputData
 from orchestrator.executors.staging import StagedPaths
 from orchestrator.executors.swarm import SwarmBackend, SwarmSettings
 from orchestrator.executors.swarm_objects import SERVICE_NAME_LABEL
@@ -105,20 +105,6 @@ def shard_spec(root: Path, instance: str, run: str, i: int, image_id: str, cmd: 
         limits=LIMITS,
         timeout=600,
     )
-
-
-async def one_attempt(backend: SwarmBackend, spec: ContainerSpec) -> None:
-    handle = await backend.submit(spec)
-
-    async def keep_log() -> int:
-        return sum([len(chunk) async for chunk in backend.logs(handle, follow=True)])
-
-    log = asyncio.create_task(keep_log())
-    end = await backend.wait(handle, spec)
-    await log
-    await backend.cancel(handle)
-    if end.kind is not EndKind.COMPLETED:
-        raise RuntimeError(f"{spec.name}: {end}")
 
 
 async def through_backend(

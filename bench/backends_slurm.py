@@ -28,7 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from orchestrator.executors.seam import ContainerSpec, EndKind
+from harness import one_attempt
+
+from orchestrator.executors.seam import ContainerSpec
 from orchestrator.executors.slurm import SlurmBackend, SlurmSettings
 from orchestrator.executors.slurm_answers import ENDED
 from orchestrator.executors.slurm_command import env_file, run_arguments, sbatch_arguments
@@ -37,20 +39,6 @@ from orchestrator.executors.slurm_files import job_files, unlink, write_job_file
 from tests import servers
 
 POLL_INTERVAL = 0.25
-
-
-async def one_attempt(backend: SlurmBackend, spec: ContainerSpec) -> None:
-    handle = await backend.submit(spec)
-
-    async def keep_log() -> int:
-        return sum([len(chunk) async for chunk in backend.logs(handle, follow=True)])
-
-    log = asyncio.create_task(keep_log())
-    end = await backend.wait(handle, spec)
-    await log
-    await backend.cancel(handle)
-    if end.kind is not EndKind.COMPLETED:
-        raise RuntimeError(f"{spec.name}: {end}")
 
 
 async def through_backend(

@@ -8,6 +8,7 @@ every benchmark at once instead of breaking the ones nobody re-ran.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import platform
@@ -22,10 +23,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from orchestrator.executors.seam import Backend, ContainerSpec, EndKind  # noqa: E402
 from tests import servers  # noqa: E402
 from tests.api import Api  # noqa: E402
 
 IMAGE = "busybox:latest"
+
+
+async def one_attempt(backend: Backend, spec: ContainerSpec) -> None:
+    """One object through a backend as the engine runs it: submitted, its log followed to the end,
+    removed; RuntimeError unless it completed."""
+    handle = await backend.submit(spec)
+
+    async def keep_log() -> int:
+        return sum([len(chunk) async for chunk in backend.logs(handle, follow=True)])
+
+    log = asyncio.create_task(keep_log())
+    end = await backend.wait(handle, spec)
+    await log
+    await backend.cancel(handle)
+    if end.kind is not EndKind.COMPLETED:
+        raise RuntimeError(f"{spec.name}: {end}")
 
 
 @dataclass(frozen=True)
