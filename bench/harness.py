@@ -30,6 +30,16 @@ from tests.api import Api  # noqa: E402
 IMAGE = "busybox:latest"
 
 
+def percentile(values: list[float], p: float) -> float:
+    """The ``p``-th percentile by nearest rank (no interpolation: a value that was measured)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
 async def one_attempt(backend: Backend, spec: ContainerSpec) -> None:
     """One object through a backend as the engine runs it: submitted, its log followed to the end,
     removed; RuntimeError unless it completed."""
