@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
-from harness import IMAGE, one_attempt, record
+from harness import IMAGE, all_attempts, one_attempt, record
 
 from orchestrator.executors.seam import ContainerSpec, Identity, InputData, Limits, OutputData
 from orchestrator.executors.staging import StagedPaths
@@ -111,18 +111,7 @@ async def through_backend(
     args: argparse.Namespace, backend: SwarmBackend, root: Path, run: str, image_id: str
 ) -> float:
     specs = [shard_spec(root, "bench", run, i, image_id, script(args.sleep)) for i in range(args.shards)]
-    slots = asyncio.Semaphore(args.parallel)
-
-    async def shard(spec: ContainerSpec) -> None:
-        async with slots:
-            await one_attempt(backend, spec)
-
-    started = time.monotonic()
-    await asyncio.gather(*(shard(spec) for spec in specs))
-    took = time.monotonic() - started
-    for spec in specs:
-        assert (spec.output.folder / f"{spec.identity.shard}.txt").exists(), spec.name
-    return took
+    return await all_attempts(backend, specs, args.parallel)
 
 
 def by_hand(args: argparse.Namespace, root: Path, run: str, image_id: str) -> float:

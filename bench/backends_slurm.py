@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from harness import one_attempt
+from harness import all_attempts
 
 from orchestrator.executors.seam import ContainerSpec
 from orchestrator.executors.slurm import SlurmBackend, SlurmSettings
@@ -44,18 +44,7 @@ POLL_INTERVAL = 0.25
 async def through_backend(
     args: argparse.Namespace, backend: SlurmBackend, specs: list[ContainerSpec]
 ) -> float:
-    slots = asyncio.Semaphore(args.parallel)
-
-    async def shard(spec: ContainerSpec) -> None:
-        async with slots:
-            await one_attempt(backend, spec)
-
-    started = time.monotonic()
-    await asyncio.gather(*(shard(spec) for spec in specs))
-    took = time.monotonic() - started
-    for spec in specs:
-        assert (spec.output.folder / f"{spec.identity.shard}.txt").exists(), spec.name
-    return took
+    return await all_attempts(backend, specs, args.parallel)
 
 
 def by_hand(

@@ -15,6 +15,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,6 +55,23 @@ async def one_attempt(backend: Backend, spec: ContainerSpec) -> None:
     await backend.cancel(handle)
     if end.kind is not EndKind.COMPLETED:
         raise RuntimeError(f"{spec.name}: {end}")
+
+
+async def all_attempts(backend: Backend, specs: list[ContainerSpec], parallel: int) -> float:
+    """Seconds for ``one_attempt`` of every spec, at most ``parallel`` at a time; each must have
+    written its shard's file."""
+    slots = asyncio.Semaphore(parallel)
+
+    async def shard(spec: ContainerSpec) -> None:
+        async with slots:
+            await one_attempt(backend, spec)
+
+    started = time.monotonic()
+    await asyncio.gather(*(shard(spec) for spec in specs))
+    took = time.monotonic() - started
+    for spec in specs:
+        assert (spec.output.folder / f"{spec.identity.shard}.txt").exists(), spec.name
+    return took
 
 
 @dataclass(frozen=True)
