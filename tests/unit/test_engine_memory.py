@@ -2,7 +2,8 @@
 against the in-memory backend (tests/unit/memory_backend.py), SQLite and no server: only the git side
 of an attempt (snapshot, work folder, commit, vote) is a stand-in. The test ends each step's object as
 it likes: success, a failure retried and then passing, retries used up (the step's dependants are
-skipped), a cancel while a step runs, and a cache hit on a second run with the same inputs."""
+skipped), a cancel while a step runs, a cache hit on a second run with the same inputs, the fallback
+tool, and a step that fails before any attempt (a registration that cannot be read, a missing pool)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from orchestrator.config import load_settings
 from orchestrator.domain.pipeline import Dataset, Pipeline, Tool
 from orchestrator.domain.states import MergeState
+from orchestrator.errors import NotFound
 from orchestrator.executors.backends import Backends
 from orchestrator.executors.seam import ContainerSpec, End, EndKind, Handle
 from orchestrator.runs.attempt import StepContext
@@ -290,5 +292,51 @@ def test_a_step_without_retries_fails_at_its_first_failed_attempt(tmp_path: Path
         step = steps_of(record)["a"]
         assert step["status"] == "failed" and [a["attempt"] for a in step["attempts"]] == [1]
         assert record["error"] and f"code {exit_code}" in record["error"]
+
+    scenario(tmp_path, body)
+
+
+def test_the_fallback_tool_runs_once_when_the_tool_failed(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        async def drive(run_id: str) -> None:
+            await h.end("a", attempt=1, exit_code=1)
+            await h.end("a", attempt=2)
+
+        step = {"name": "a", "tool": "t", "fallback_tool": "t2", "output_dataset": "d", "needs": []}
+        record = await h.run([step], drive)
+        assert record["status"] == "succeeded", record
+        attempts = steps_of(record)["a"]["attempts"]
+        assert [(a["attempt"], a["tool"], a["status"]) for a in attempts] == [(1, "t", "failed"), (2, "t2", "succeeded")]
+
+    scenario(tmp_path, body)
+
+
+def test_a_step_whose_registration_cannot_be_read_fails_naming_it(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        async def missing(scope: str, name: str) -> Tool:
+            raise NotFound(f"tool {name!r} is not registered")
+
+        h.runner.pins.tool = missing  # type: ignore[method-assign]
+
+        async def no_work(run_id: str) -> None:
+            return None
+
+        record = await h.run([{"name": "a", "tool": "gone", "output_dataset": "d", "needs": []}], no_work)
+        assert record["status"] == "failed"
+        assert steps_of(record)["a"]["error"] == "tool 'gone' is not registered"
+        assert h.submitted == []
+
+    scenario(tmp_path, body)
+
+
+def test_a_step_in_a_pool_this_instance_lacks_fails_without_an_attempt(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        async def no_work(run_id: str) -> None:
+            return None
+
+        record = await h.run([{"name": "a", "tool": "t", "output_dataset": "d", "needs": [], "pool": "gpu"}], no_work)
+        assert record["status"] == "failed"
+        step = steps_of(record)["a"]
+        assert "pool 'gpu' is not configured" in step["error"] and step["attempts"] == []
 
     scenario(tmp_path, body)
