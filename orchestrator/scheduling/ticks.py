@@ -119,7 +119,9 @@ def standard_cron(expression: str) -> BaseTrigger:
     return OrTrigger([cron(day, "*"), cron("*", names)])
 
 
-class CronTicks(BaseTrigger):
+# APScheduler 3 ships no type information (BaseTrigger is Any to mypy) and takes as a trigger only a
+# BaseTrigger instance, so the subclass stays; its own methods below are typed.
+class CronTicks(BaseTrigger):  # type: ignore[misc]
     """The instants of a 5-field cron expression in a time zone, by the daylight-saving rule above.
 
     Works as an APScheduler trigger (``get_next_fire_time``); ``next_after`` is the plain form."""
