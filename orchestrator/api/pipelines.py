@@ -240,7 +240,7 @@ async def run_pipeline(request: web.Request) -> web.Response:
             await asyncio.to_thread(phases.write, timings, run_id, the_node.settings.data_dir, ended)
         except OSError as exc:  # a bench's aid: never the run's answer's failure
             log.warning("the phase timings of run %s were not written: %s", run_id, exc)
-    return ok(record)
+    return ok(record.to_json() if record is not None else None)
 
 
 @routes.post("/pipeline/backfill")

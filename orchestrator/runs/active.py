@@ -11,6 +11,7 @@ from typing import Any
 from ..domain.graph import StepNode
 from ..domain.pipeline import Pipeline
 from ..domain.states import AttemptStatus, RunStatus, StepStatus
+from ..store.run_views import RunView
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class ActiveRun:
     # Shutdown: the run is left where it is (its records and objects) for the next start to resume.
     detaching: bool = False
     # Its record as read once it ended (for the metrics), handed to a waiting caller: no second read.
-    ended_record: dict[str, Any] | None = None
+    ended_record: RunView | None = None
 
     def order(self) -> tuple[int, datetime, str]:
         return (-self.priority, self.queued_at or _EPOCH, self.id)

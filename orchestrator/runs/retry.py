@@ -12,7 +12,7 @@ whose output dataset moved since the retried run runs again, saying so in its ``
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +20,10 @@ from ..datasets import Datasets
 from ..domain.causes import Fired, Queued, Refused, Retry, RunAsk, Skipped
 from ..domain.pipeline import Pipeline, Step
 from ..domain.retry import Action, Definition, PastStep, Planned, plan_retry, reused, stale_steps
-from ..domain.states import RunStatus, StepStatus
+from ..domain.states import RunStatus
 from ..errors import Conflict, MaoError, NotFound
 from ..merging.pins import Pins
+from ..store.run_views import RunView, StepView
 from ..store.runs import RunRecords
 from ..store.versions import PipelineVersions
 from .active import ActiveRun
@@ -36,16 +37,19 @@ log = logging.getLogger(__name__)
 
 RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 TRIGGER = Retry.trigger  # a retry's runs: trigger ``retry``
-# What a reused step takes over from its record in the retried run (the API's names -> columns).
-TAKEN_OVER = {
-    "image": "image",
-    "image_id": "image_id",
-    "input_commit": "input_commit",
-    "output_commit": "output_commit",
-    "merge_commit": "merge_commit",
-    "merge": "merge_state",
-    "changed": "changed",
-}
+
+
+def taken_over(step: StepView) -> dict[str, Any]:
+    """What a reused step takes over from its record in the retried run (by column)."""
+    return {
+        "image": step.image,
+        "image_id": step.image_id,
+        "input_commit": step.input_commit,
+        "output_commit": step.output_commit,
+        "merge_commit": step.merge_commit,
+        "merge_state": step.merge,
+        "changed": step.changed,
+    }
 
 
 @dataclass(frozen=True)
@@ -74,11 +78,8 @@ class RetryStarted:
         }
 
 
-def past_steps(record: Mapping[str, Any]) -> dict[str, PastStep]:
-    return {
-        s["name"]: PastStep(s["name"], StepStatus(s["status"]), s["output_dataset"], s.get("merge_commit"))
-        for s in record.get("steps") or []
-    }
+def past_steps(record: RunView) -> dict[str, PastStep]:
+    return {s.name: PastStep(s.name, s.status, s.output_dataset, s.merge_commit) for s in record.steps}
 
 
 def _shape(step: Step) -> str:
@@ -86,14 +87,14 @@ def _shape(step: Step) -> str:
     return step.model_dump_json(exclude_defaults=True, exclude={"private_env"})
 
 
-async def changed_steps(versions: PipelineVersions, record: Mapping[str, Any], pipeline: Pipeline) -> set[str]:
+async def changed_steps(versions: PipelineVersions, record: RunView, pipeline: Pipeline) -> set[str]:
     """Steps of ``pipeline`` whose definition differs from the one the retried run ran: by its
     version when it recorded one, else by what its step records hold (tool and datasets)."""
-    number = record.get("version")
-    if number is not None and (old := await versions.get(record["pipeline"], number)) is not None:
+    number = record.version
+    if number is not None and (old := await versions.get(record.pipeline, number)) is not None:
         before = {s.name: _shape(s) for s in old.pipeline_model().steps}
         return {s.name for s in pipeline.steps if s.name in before and before[s.name] != _shape(s)}
-    recorded = {s["name"]: (s["tool"], s.get("input_dataset"), s["output_dataset"]) for s in record["steps"]}
+    recorded = {s.name: (s.tool, s.input_dataset, s.output_dataset) for s in record.steps}
     return {
         s.name
         for s in pipeline.steps
@@ -116,16 +117,16 @@ async def request_retry(
     record = await runner.records.get(run_id)
     if record is None:
         raise NotFound(f"no run {run_id!r} on this instance")
-    status = RunStatus(record["status"])
+    status = record.status
     if status not in RETRYABLE:
         raise Conflict(
             f"run {run_id} is {status.value}: only a failed or cancelled run can be retried",
             code="not_retryable",
             status=status.value,
         )
-    name = record["pipeline"]
+    name = record.pipeline
     if definition is Definition.RECORDED:
-        version = record.get("version")
+        version = record.version
         if version is None:
             raise Conflict(
                 f"run {run_id} recorded no pipeline version (it ran before versions existed): retry it "
@@ -189,12 +190,8 @@ class RetryStart:
         tips, unreadable = await self._tips({past[n].output_dataset for n in candidates}, run.pipeline.name)
         stale = stale_steps(run.retry_of, past, candidates, tips, unreadable)
         plan = plan_retry(run.retry_of, past, run.nodes, changed, stale) if stale else first
-        steps = {s["name"]: s for s in record["steps"]}
-        fields = {
-            p.step: {column: steps[p.step].get(key) for key, column in TAKEN_OVER.items()}
-            for p in plan
-            if p.action is Action.REUSE
-        }
+        steps = {s.name: s for s in record.steps}
+        fields = {p.step: taken_over(steps[p.step]) for p in plan if p.action is Action.REUSE}
         return TakeOver(plan, fields)
 
     async def _tips(self, datasets: set[str], pipeline: str) -> tuple[dict[str, str], dict[str, str]]:

@@ -1,7 +1,7 @@
 """The instance's SQL database (SQLite by default, PostgreSQL in the compose deployment).
 
 Contracts: every method is one transaction; an unreachable database raises ``DatabaseUnavailable``
-(HTTP 503); values returned are plain dicts or models, never ORM rows bound to a session.
+(HTTP 503); values returned are frozen read models or plain values, never ORM rows bound to a session.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from ..domain.pipeline import Pipeline
 from ..errors import Conflict, DatabaseUnavailable, MaoError
 from . import migrate
+from .run_views import RunView
 from .tables import PinRow, PipelineRow, ScheduleRow, SecretRow, TickRow, utcnow
 from .versions import SavedVersion, record_version
 
@@ -228,7 +229,7 @@ class Store:
 
     # -- runs ----------------------------------------------------------------------------------
     # Kept for callers outside the run engine (API, federation scheduler); see ``store.runs``.
-    async def get_run(self, run_id: str) -> dict[str, Any] | None:
+    async def get_run(self, run_id: str) -> RunView | None:
         from .runs import RunRecords
 
         return await RunRecords(self).get(run_id)
@@ -239,7 +240,7 @@ class Store:
         status: str | None = None,
         limit: int = 50,
         trigger: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[RunView]:
         from .runs import RunRecords
 
         return await RunRecords(self).list(pipeline=pipeline, status=status, limit=limit, trigger=trigger)
