@@ -14,6 +14,7 @@ from executor.wire.names import name_problem
 from .. import phases
 from ..domain.causes import Fired, Manual, Queued, Refused, RunAsk, Skipped
 from ..domain.pipeline import Pipeline
+from ..domain.states import RunStatus
 from ..errors import BadRequest, MaoError, NotFound
 from ..gateway.tokens import ADMIN
 from ..merging.pins import changed_error
@@ -228,7 +229,7 @@ async def run_pipeline(request: web.Request) -> web.Response:
         case Fired(run_id=run_id) | Queued(run_id=run_id) as decision:
             pass
     if not body.wait:
-        status = "queued" if isinstance(decision, Queued) else "pending"
+        status = (RunStatus.QUEUED if isinstance(decision, Queued) else RunStatus.PENDING).value
         return ok({"id": run_id, "run_id": run_id, "pipeline": name, "status": status}, status=202)
     record = await the_node.runner.wait(run_id)
     if record is None:  # the run ended before this wait began, or without a record read

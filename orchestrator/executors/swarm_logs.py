@@ -20,7 +20,7 @@ import aiohttp
 from ..errors import NotFound
 from .engine_api import EngineApi, EngineNotFound, FrameReader
 from .seam import BackendUnavailable
-from .swarm_watch import ENDED, SwarmWatch
+from .swarm_watch import ENDED, TASK_RUNNING, SwarmWatch
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class ServiceLogs:
             view = current.services.get(name)
             if view is None:
                 raise NotFound(f"backend {self._backend!r} holds no service {name!r} (removed?)")
-            if view.state == "running" or view.state in ENDED:
+            if view.state == TASK_RUNNING or view.state in ENDED:
                 return
 
     async def _ended(self, name: str) -> None:

@@ -9,28 +9,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, exists, func, select, update
 
-from ..domain.states import RunStatus, StepStatus
+from ..domain.states import BackfillStatus, RunStatus, StepStatus
 from .tables import BackfillRow, RunRow, RunStepRow, utcnow
 
 if TYPE_CHECKING:
     from . import Store
 
-# How a run's state counts in a backfill's progress (``done`` is a run that succeeded).
+class Bucket(StrEnum):
+    """A counter of a backfill's progress (``GET /backfills``' ``progress`` fields)."""
+
+    DONE = "done"  # a run that succeeded
+    FAILED = RunStatus.FAILED.value
+    CANCELLED = RunStatus.CANCELLED.value
+    QUEUED = RunStatus.QUEUED.value
+    RUNNING = RunStatus.RUNNING.value
+
+
+# How a run's state counts in a backfill's progress.
 PROGRESS_OF = {
-    RunStatus.SUCCEEDED: "done",
-    RunStatus.FAILED: "failed",
-    RunStatus.CANCELLED: "cancelled",
-    RunStatus.QUEUED: "queued",
-    RunStatus.PENDING: "running",  # admitted, its task about to start
-    RunStatus.RUNNING: "running",
+    RunStatus.SUCCEEDED: Bucket.DONE,
+    RunStatus.FAILED: Bucket.FAILED,
+    RunStatus.CANCELLED: Bucket.CANCELLED,
+    RunStatus.QUEUED: Bucket.QUEUED,
+    RunStatus.PENDING: Bucket.RUNNING,  # admitted, its task about to start
+    RunStatus.RUNNING: Bucket.RUNNING,
 }
-PROGRESS_KEYS = ("done", "failed", "cancelled", "queued", "running")
+PROGRESS_KEYS = tuple(b.value for b in Bucket)
 # A backfill with a run in one of these is still going (``GET /backfills?active=true``).
-GOING_STATUSES = tuple(str(status) for status, key in PROGRESS_OF.items() if key in ("queued", "running"))
+GOING_STATUSES = tuple(
+    str(status) for status, key in PROGRESS_OF.items() if key in (Bucket.QUEUED, Bucket.RUNNING)
+)
 
 
 @dataclass(frozen=True)
@@ -84,16 +97,16 @@ def progress_of(statuses: dict[str, int], total: int) -> Progress:
     return Progress(total=total, **counts)
 
 
-def backfill_status(progress: Progress, cancelled: bool) -> str:
+def backfill_status(progress: Progress, cancelled: bool) -> BackfillStatus:
     """``queued`` (no run started yet), ``running``, then once every run ended ``cancelled`` (it was
     cancelled), ``failed`` (a run failed) or ``succeeded``."""
     if progress.queued or progress.running:
-        return "running" if progress.running or progress.ended else "queued"
+        return BackfillStatus.RUNNING if progress.running or progress.ended else BackfillStatus.QUEUED
     if cancelled:
-        return "cancelled"
+        return BackfillStatus.CANCELLED
     if progress.failed or progress.cancelled:
-        return "failed"
-    return "succeeded"
+        return BackfillStatus.FAILED
+    return BackfillStatus.SUCCEEDED
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -111,7 +124,7 @@ def backfill_to_dict(row: BackfillRow, progress: Progress) -> dict[str, Any]:
         "count": row.ticks,
         "priority": row.priority,
         "version": row.version,
-        "status": backfill_status(progress, row.cancelled_at is not None),
+        "status": backfill_status(progress, row.cancelled_at is not None).value,
         "progress": progress.as_dict(),
         "created_at": _iso(row.created_at),
         "created_by": row.created_by,
