@@ -113,24 +113,83 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def backfill_to_dict(row: BackfillRow, progress: Progress) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "pipeline": row.pipeline,
-        "cron": row.cron,
-        "timezone": row.timezone,
-        "from": _iso(row.start),
-        "to": _iso(row.end),
-        "count": row.ticks,
-        "priority": row.priority,
-        "version": row.version,
-        "status": backfill_status(progress, row.cancelled_at is not None).value,
-        "progress": progress.as_dict(),
-        "created_at": _iso(row.created_at),
-        "created_by": row.created_by,
-        "cancelled_at": _iso(row.cancelled_at),
-        "cancelled_running": row.cancelled_running,
-    }
+@dataclass(frozen=True, kw_only=True)
+class BackfillTick:
+    """One tick of a backfill and its run (``status``: the run's, as stored: a state a newer release
+    wrote is shown as it is, as ``progress_of`` counts it in ``total`` only)."""
+
+    tick_at: datetime | None
+    run_id: str
+    status: str
+    version: int | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    error: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tick_at": _iso(self.tick_at),
+            "run_id": self.run_id,
+            "status": self.status,
+            "version": self.version,
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at),
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackfillView:
+    """A backfill as read: what was asked, its progress and state (from its runs); ``ticks`` only
+    when one backfill is read (``BackfillRecords.get``), None in a listing."""
+
+    id: str
+    pipeline: str
+    cron: str
+    timezone: str
+    start: datetime
+    end: datetime
+    count: int
+    priority: int
+    version: int | None
+    status: BackfillStatus
+    progress: Progress
+    created_at: datetime | None
+    created_by: str | None
+    cancelled_at: datetime | None
+    cancelled_running: bool | None
+    ticks: tuple[BackfillTick, ...] | None = None
+
+    @classmethod
+    def of(cls, row: BackfillRow, progress: Progress, ticks: tuple[BackfillTick, ...] | None = None) -> BackfillView:
+        return cls(
+            id=row.id, pipeline=row.pipeline, cron=row.cron, timezone=row.timezone, start=row.start,
+            end=row.end, count=row.ticks, priority=row.priority, version=row.version,
+            status=backfill_status(progress, row.cancelled_at is not None), progress=progress,
+            created_at=row.created_at, created_by=row.created_by, cancelled_at=row.cancelled_at,
+            cancelled_running=row.cancelled_running, ticks=ticks,
+        )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        """``GET /backfills``' shape of one (``GET /backfills/{id}``'s with its ``ticks``)."""
+        return {
+            "id": self.id,
+            "pipeline": self.pipeline,
+            "cron": self.cron,
+            "timezone": self.timezone,
+            "from": _iso(self.start),
+            "to": _iso(self.end),
+            "count": self.count,
+            "priority": self.priority,
+            "version": self.version,
+            "status": self.status.value,
+            "progress": self.progress.as_dict(),
+            "created_at": _iso(self.created_at),
+            "created_by": self.created_by,
+            "cancelled_at": _iso(self.cancelled_at),
+            "cancelled_running": self.cancelled_running,
+            **({"ticks": [t.to_json() for t in self.ticks]} if self.ticks is not None else {}),
+        }
 
 
 class BackfillRecords:
@@ -139,7 +198,7 @@ class BackfillRecords:
 
     async def recent(
         self, pipeline: str | None = None, limit: int = 50, active: bool | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[BackfillView]:
         """Backfills newest first, each with its progress (``active``: only those with runs still
         queued or going, or only those without)."""
         async with self.store.session("list backfills") as s:
@@ -161,9 +220,9 @@ class BackfillRecords:
                 )
                 for backfill_id, status, n in found.tuples().all():
                     counts.setdefault(str(backfill_id), {})[status] = int(n)
-            return [backfill_to_dict(r, progress_of(counts.get(r.id, {}), r.ticks)) for r in rows]
+            return [BackfillView.of(r, progress_of(counts.get(r.id, {}), r.ticks)) for r in rows]
 
-    async def get(self, backfill_id: str) -> dict[str, Any] | None:
+    async def get(self, backfill_id: str) -> BackfillView | None:
         """One backfill with its progress and its ticks in order (``tick_at``, the run and its state)."""
         async with self.store.session(f"read backfill {backfill_id}") as s:
             row = await s.get(BackfillRow, backfill_id)
@@ -182,20 +241,14 @@ class BackfillRecords:
             statuses: dict[str, int] = {}
             for run in runs:
                 statuses[run[2]] = statuses.get(run[2], 0) + 1
-            answer = backfill_to_dict(row, progress_of(statuses, row.ticks))
-            answer["ticks"] = [
-                {
-                    "tick_at": _iso(tick),
-                    "run_id": run_id,
-                    "status": status,
-                    "version": version,
-                    "started_at": _iso(started),
-                    "ended_at": _iso(ended),
-                    "error": error,
-                }
+            ticks = tuple(
+                BackfillTick(
+                    tick_at=tick, run_id=run_id, status=status, version=version, started_at=started,
+                    ended_at=ended, error=error,
+                )  # fmt: skip
                 for run_id, tick, status, version, _created, started, ended, error in runs
-            ]
-            return answer
+            )
+            return BackfillView.of(row, progress_of(statuses, row.ticks), ticks)
 
     async def run_ids(self, backfill_id: str, statuses: tuple[RunStatus, ...]) -> list[str]:
         """The backfill's runs in these states, in tick order."""
