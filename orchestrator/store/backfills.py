@@ -143,49 +143,42 @@ class BackfillView:
     """A backfill as read: what was asked, its progress and state (from its runs); ``ticks`` only
     when one backfill is read (``BackfillRecords.get``), None in a listing."""
 
-    id: str
-    pipeline: str
-    cron: str
-    timezone: str
-    start: datetime
-    end: datetime
-    count: int
-    priority: int
-    version: int | None
+    asked: NewBackfill
     status: BackfillStatus
     progress: Progress
-    created_at: datetime | None
-    created_by: str | None
     cancelled_at: datetime | None
     cancelled_running: bool | None
     ticks: tuple[BackfillTick, ...] | None = None
 
     @classmethod
     def of(cls, row: BackfillRow, progress: Progress, ticks: tuple[BackfillTick, ...] | None = None) -> BackfillView:
+        asked = NewBackfill(
+            row.id, row.pipeline, row.cron, row.timezone, row.start, row.end, row.ticks, row.priority,
+            row.version, row.created_by, row.created_at,
+        )  # fmt: skip
+        status = backfill_status(progress, row.cancelled_at is not None)
         return cls(
-            id=row.id, pipeline=row.pipeline, cron=row.cron, timezone=row.timezone, start=row.start,
-            end=row.end, count=row.ticks, priority=row.priority, version=row.version,
-            status=backfill_status(progress, row.cancelled_at is not None), progress=progress,
-            created_at=row.created_at, created_by=row.created_by, cancelled_at=row.cancelled_at,
+            asked=asked, status=status, progress=progress, cancelled_at=row.cancelled_at,
             cancelled_running=row.cancelled_running, ticks=ticks,
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         """``GET /backfills``' shape of one (``GET /backfills/{id}``'s with its ``ticks``)."""
+        asked = self.asked
         return {
-            "id": self.id,
-            "pipeline": self.pipeline,
-            "cron": self.cron,
-            "timezone": self.timezone,
-            "from": _iso(self.start),
-            "to": _iso(self.end),
-            "count": self.count,
-            "priority": self.priority,
-            "version": self.version,
+            "id": asked.id,
+            "pipeline": asked.pipeline,
+            "cron": asked.cron,
+            "timezone": asked.timezone,
+            "from": _iso(asked.start),
+            "to": _iso(asked.end),
+            "count": asked.ticks,
+            "priority": asked.priority,
+            "version": asked.version,
             "status": self.status.value,
             "progress": self.progress.as_dict(),
-            "created_at": _iso(self.created_at),
-            "created_by": self.created_by,
+            "created_at": _iso(asked.created_at),
+            "created_by": asked.created_by,
             "cancelled_at": _iso(self.cancelled_at),
             "cancelled_running": self.cancelled_running,
             **({"ticks": [t.to_json() for t in self.ticks]} if self.ticks is not None else {}),
