@@ -60,7 +60,8 @@ ALLOWED: dict[tuple[str, str], int] = {
     ("orchestrator/scheduling/cron.py", "missed"): 2,  # TickOutcome.MISSED (and metrics outcome)
     ("orchestrator/scheduling/federation.py", "skipped"): 3,  # TickOutcome.SKIPPED
     ("orchestrator/scheduling/federation.py", "claimed"): 1,  # TickOutcome.CLAIMED
-    ("orchestrator/scheduling/federation.py", "fired"): 2,  # TickOutcome.FIRED
+    ("orchestrator/scheduling/federation.py", "fired"): 1,  # TickOutcome.FIRED
+    ("orchestrator/scheduling/elsewhere.py", "fired"): 1,  # TickOutcome.FIRED
     ("orchestrator/scheduling/federation_catchup.py", "skipped"): 1,  # TickOutcome.SKIPPED
     ("orchestrator/scheduling/federation_catchup.py", "missed"): 3,  # TickOutcome.MISSED
     ("orchestrator/scheduling/federation_catchup.py", "claimed"): 1,  # TickOutcome.CLAIMED
