@@ -361,7 +361,7 @@ class FederationScheduler:
         await self.door.wait(run_id)
         try:
             run = await self.store.get_run(run_id)
-            status = run["status"] if run else "unknown"
+            status = run.status.value if run else "unknown"
         except MaoError as exc:  # the database is away: the run has ended, how is not known
             log.warning(
                 "run %s (tick %s of federation schedule %s) ended, but how is unknown: %s",
