@@ -114,8 +114,7 @@ async def run(request: web.Request) -> web.Response:
         raise
     finally:
         metrics.containers.dec()
-        metrics.runs.labels(outcome).inc()
-        metrics.duration.observe(time.monotonic() - started)
+        metrics.ended(outcome, time.monotonic() - started)
     return web.json_response(result)
 
 
@@ -339,7 +338,7 @@ def create_app(settings: Settings, service: RunService, shutdown_grace: float = 
     app[SHUTDOWN_GRACE] = shutdown_grace
     app[METRICS] = ExecutorMetrics(settings.max_parallel)
     app[CONTAINERS] = containers = Containers(settings, service.runner, service)
-    containers.on_end = lambda ending: app[METRICS].runs.labels(str(ending)).inc()
+    containers.on_end = app[METRICS].ended
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/run", run)

@@ -72,7 +72,8 @@ class Containers:
         self._locks: dict[str, asyncio.Lock] = {}
         self._removing: set[str] = set()
         self._node: str | None = None
-        self.on_end: Callable[[Ending], None] = lambda _ending: None
+        # How a container ended and the seconds from its submission to its end (None: not known).
+        self.on_end: Callable[[Ending, float | None], None] = lambda _ending, _seconds: None
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
@@ -259,12 +260,14 @@ class Containers:
 
     async def _ended(self, watch: _Watch) -> None:
         """Count and log how the container ended (a removed one: as its monitor saw it)."""
-        ending, message = watch.ending, watch.message
+        ending, message, seconds = watch.ending, watch.message, None
         with contextlib.suppress(MaoError):
             state = await self._state(watch.name)
             ending, message = state.ending, state.message
+            if state.run_seconds is not None:
+                seconds = (state.queued_seconds or 0.0) + state.run_seconds
         if ending is not None:
-            self.on_end(ending)
+            self.on_end(ending, seconds)
             log.info("Container %s ended: %s%s.", watch.name, ending, f" ({message})" if message else "")
 
     # -- reading ---------------------------------------------------------------------------------------

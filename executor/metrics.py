@@ -31,9 +31,16 @@ class ExecutorMetrics:
             "mao_executor_runs", "Runs that ended, by outcome", ["outcome"], registry=self.registry
         )
         self.duration = Histogram(
-            "mao_executor_run_duration_seconds", "Time from request to answer of /run",
+            "mao_executor_run_duration_seconds", "Time from request to the end of a run (/run, or a submitted container)",
             buckets=BUCKETS, registry=self.registry,
         )  # fmt: skip
+
+    def ended(self, outcome: str, seconds: float | None) -> None:
+        """A run ended (``/run``'s answer, or a submitted container's end): counted by outcome, and
+        its time from request to end observed when it is known."""
+        self.runs.labels(str(outcome)).inc()
+        if seconds is not None:
+            self.duration.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
