@@ -24,3 +24,38 @@ def bound(retry: int, base: float, cap: float = CAP) -> float:
 def backoff(retry: int, base: float, cap: float = CAP, draw: Callable[[], float] = random.random) -> float:
     """Seconds to wait before retry number ``retry``: uniform in [0, bound(retry, base, cap)]."""
     return draw() * bound(retry, base, cap)
+
+
+class Backoff:
+    """The waits of one retry loop: ``next()`` after each failure in a row, ``reset()`` after a success.
+
+    ``jitter=False`` waits the bound itself (``first`` doubling up to ``cap``): for loops whose waits
+    are documented as such, and for one instance's own retries, where there is no herd to spread."""
+
+    def __init__(
+        self,
+        first: float,
+        cap: float = CAP,
+        *,
+        jitter: bool = True,
+        draw: Callable[[], float] = random.random,
+    ) -> None:
+        self.first = first
+        self.cap = cap
+        self.jitter = jitter
+        self.draw = draw
+        self.failures = 0
+
+    def next(self) -> float:
+        """The wait before the next try, one failure more than the last call said."""
+        self.failures += 1
+        if self.jitter:
+            return backoff(self.failures, self.first, self.cap, self.draw)
+        return bound(self.failures, self.first, self.cap)
+
+    def peek(self) -> float:
+        """The bound ``next()`` would draw from, without counting a failure (to say it in a log line)."""
+        return bound(self.failures + 1, self.first, self.cap)
+
+    def reset(self) -> None:
+        self.failures = 0
