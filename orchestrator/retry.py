@@ -7,8 +7,12 @@ And Jitter"). New retry loops use this instead of their own arithmetic.
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 CAP = 600.0  # ten minutes: beyond that a retry is a new run, not a retry
 
@@ -59,3 +63,20 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
+
+
+async def persist(
+    call: Callable[[], Awaitable[T]],
+    backoff: Backoff,
+    errors: tuple[type[Exception], ...],
+    on_error: Callable[[Exception, float], None],
+) -> T:
+    """``call()`` until it returns, waiting ``backoff.next()`` after each of ``errors`` (others go up).
+    ``on_error(error, wait)`` is told before each wait; it may raise to give up instead."""
+    while True:
+        try:
+            return await call()
+        except errors as exc:
+            wait = backoff.next()
+            on_error(exc, wait)
+            await asyncio.sleep(wait)
