@@ -153,3 +153,24 @@ class Periodic(LoopService):
     async def run_once(self) -> str | None:
         await self._call()
         return None
+
+
+class Hooks:
+    """A service made of two calls, for a part whose own methods are named otherwise (the runner's
+    ``shutdown``) or that has only one side (a client that opens itself, a step at start)."""
+
+    def __init__(
+        self,
+        start: Callable[[], Awaitable[object]] | None = None,
+        close: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        self._start = start
+        self._close = close
+
+    async def start(self) -> None:
+        if self._start is not None:
+            await self._start()
+
+    async def close(self) -> None:
+        if self._close is not None:
+            await self._close()
