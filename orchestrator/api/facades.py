@@ -39,152 +39,106 @@ F = TypeVar("F")
 
 
 class Configured(Protocol):
-    @property
-    def settings(self) -> Settings: ...
+    settings: Settings
 
 
 class PinsCheck(Protocol):
     """What checking a pipeline's registrations against the accepted ones needs (pipelines, runs)."""
 
-    @property
-    def store(self) -> Store: ...
-    @property
-    def pipelines(self) -> PipelineService: ...
+    store: Store
+    pipelines: PipelineService
 
 
 class AuditsFacade(Protocol):
-    @property
-    def audits(self) -> Audits: ...
+    audits: Audits
 
 
 class BackendsFacade(Protocol):
-    @property
-    def backends(self) -> Backends: ...
-    @property
-    def runner(self) -> Runner: ...
+    backends: Backends
+    runner: Runner
 
 
 class BackfillsFacade(Protocol):
-    @property
-    def backfills(self) -> Backfills: ...
+    backfills: Backfills
 
 
 class FederationFacade(Configured, Protocol):
-    @property
-    def cluster(self) -> EtcdCluster: ...
-    @property
-    def etcd(self) -> Etcd: ...
-    @property
-    def federation_scheduler(self) -> FederationScheduler: ...
-    @property
-    def membership(self) -> Membership: ...
+    cluster: EtcdCluster
+    etcd: Etcd
+    federation_scheduler: FederationScheduler
+    membership: Membership
 
 
 class GatewayFacade(Protocol):
-    @property
-    def gateway_keys(self) -> GatewayKeys: ...
-    @property
-    def metrics(self) -> Metrics: ...
-    @property
-    def raw(self) -> RawStore: ...
+    gateway_keys: GatewayKeys
+    metrics: Metrics
+    raw: RawStore
 
 
 class HealthFacade(Configured, Protocol):
-    @property
-    def backends(self) -> Backends: ...
+    backends: Backends
+
     async def health(self) -> tuple[dict[str, str], dict[str, Health]]: ...
     def warnings(self) -> list[str]: ...
 
 
 class HistoryFacade(Protocol):
-    @property
-    def datasets(self) -> Datasets: ...
-    @property
-    def pipelines(self) -> PipelineService: ...
-    @property
-    def registry(self) -> Registry: ...
+    datasets: Datasets
+    pipelines: PipelineService
+    registry: Registry
 
 
 class LineageFacade(Configured, Protocol):
-    @property
-    def federation_scheduler(self) -> FederationScheduler: ...
-    @property
-    def registry(self) -> Registry: ...
-    @property
-    def store(self) -> Store: ...
+    federation_scheduler: FederationScheduler
+    registry: Registry
+    store: Store
 
 
 class LocksFacade(Protocol):
-    @property
-    def locks(self) -> Locks: ...
+    locks: Locks
 
 
 class LogsFacade(Protocol):
-    @property
-    def runner(self) -> Runner: ...
-    @property
-    def store(self) -> Store: ...
+    runner: Runner
+    store: Store
 
 
 class MetricsFacade(Protocol):
-    @property
-    def backends(self) -> Backends: ...
-    @property
-    def etcd(self) -> Etcd: ...
-    @property
-    def membership(self) -> Membership: ...
-    @property
-    def metrics(self) -> Metrics: ...
-    @property
-    def runner(self) -> Runner: ...
-    @property
-    def space(self) -> EtcdSpace: ...
-    @property
-    def store(self) -> Store: ...
+    backends: Backends
+    etcd: Etcd
+    membership: Membership
+    metrics: Metrics
+    runner: Runner
+    space: EtcdSpace
+    store: Store
 
 
 class PipelinesFacade(PinsCheck, Configured, Protocol):
-    @property
-    def backends(self) -> Backends: ...
-    @property
-    def backfills(self) -> Backfills: ...
-    @property
-    def datasets(self) -> Datasets: ...
-    @property
-    def door(self) -> RunDoor: ...
-    @property
-    def federation_scheduler(self) -> FederationScheduler: ...
-    @property
-    def runner(self) -> Runner: ...
-    @property
-    def scheduler(self) -> Scheduler: ...
-    @property
-    def triggers(self) -> DataTriggers: ...
+    backends: Backends
+    backfills: Backfills
+    datasets: Datasets
+    door: RunDoor
+    federation_scheduler: FederationScheduler
+    runner: Runner
+    scheduler: Scheduler
+    triggers: DataTriggers
 
 
 class RegistryFacade(Configured, Protocol):
-    @property
-    def pipelines(self) -> PipelineService: ...
-    @property
-    def registry(self) -> Registry: ...
+    pipelines: PipelineService
+    registry: Registry
 
 
 class RunsFacade(PinsCheck, Protocol):
-    @property
-    def door(self) -> RunDoor: ...
-    @property
-    def federation_scheduler(self) -> FederationScheduler: ...
-    @property
-    def runner(self) -> Runner: ...
-    @property
-    def scheduler(self) -> Scheduler: ...
-    @property
-    def triggers(self) -> DataTriggers: ...
+    door: RunDoor
+    federation_scheduler: FederationScheduler
+    runner: Runner
+    scheduler: Scheduler
+    triggers: DataTriggers
 
 
 class VersionsFacade(Protocol):
-    @property
-    def pipelines(self) -> PipelineService: ...
+    pipelines: PipelineService
 
 
 AUDITS = web.AppKey("audits facade", AuditsFacade)
