@@ -184,30 +184,34 @@ class Node:
         )
 
     def services(self) -> list[tuple[str, Service]]:
-        """Every part of the node with a lifetime, in the order they start (closed in reverse): etcd's
-        client and the instance's name first (a name a live instance holds stops the start before
-        anything else opens), then the database, git and the backends; the runs a previous process
-        left before the schedulers (whose catch-up runs queue behind them); the schedulers before
-        voting and the raw listener (closed after them: no new run while the last batch is voted)."""
+        """Every part of the node with a lifetime, in the order they start; ``close`` goes in reverse.
+        etcd's client and the instance's name come first (a name a live instance holds stops the start
+        before anything else opens), then the database, git and the backends; voting and the raw
+        listener before the runs (closed after them: a step that ended during the shutdown still
+        votes, and the listener's last batch is voted before voting closes); the runs a previous
+        process left before the queue and the schedulers (whose catch-up runs queue behind them); the
+        schedulers closed first of all that start runs."""
         services: list[tuple[str, Service]] = [
             ("etcd client", Hooks(close=self.etcd.close)),
             ("membership", self.membership),
             ("database", self.store),
             ("git", Hooks(start=self._open_git, close=self._close_git)),
             ("backends", self.backends),
-            ("runner", Hooks(start=self._resume_runs, close=self.runner.shutdown)),
-            # After the resumed runs claimed their objects: everything else of this instance goes.
-            ("backend sweep", Periodic("backend sweep", SWEEP_INTERVAL, self.runner.execution.sweep)),
-            ("run queue", Hooks(start=self._restore_queue)),
-            ("scheduler", Hooks(start=self.scheduler.start, close=self.scheduler.stop)),
-            ("federation scheduler", self.federation_scheduler),
-            ("data triggers", self.triggers),
-            ("backfills", Hooks(close=self.backfills.close)),
             ("voting", self.voting),
         ]
         if self.listener is not None:
             services.append(("raw listener", self.listener))
-        services.append(("audits", self.audits))
+        services += [
+            ("runner", Hooks(start=self._resume_runs, close=self.runner.shutdown)),
+            # After the resumed runs claimed their objects: everything else of this instance goes.
+            ("backend sweep", Periodic("backend sweep", SWEEP_INTERVAL, self.runner.execution.sweep)),
+            ("run queue", Hooks(start=self._restore_queue)),
+            ("audits", self.audits),
+            ("backfills", Hooks(close=self.backfills.close)),
+            ("scheduler", Hooks(start=self.scheduler.start, close=self.scheduler.stop)),
+            ("federation scheduler", self.federation_scheduler),
+            ("data triggers", self.triggers),
+        ]
         if (gc := self.settings.git_gc_interval) > 0:
             services.append(("git gc", Periodic("git gc", gc, self.datasets.collect_garbage, first_wait=gc)))
         services += [("etcd compaction", self.compactor), ("etcd space", self.space)]

@@ -17,7 +17,12 @@ from orchestrator.services import Service
 @pytest.fixture
 def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Node:
     settings = load_settings(
-        {"MAO_EXECUTOR_TOKEN": "x" * 16, "MAO_DATA_DIR": str(tmp_path), "MAO_ETCD_INSECURE": "1"}
+        {
+            "MAO_EXECUTOR_TOKEN": "x" * 16,
+            "MAO_DATA_DIR": str(tmp_path),
+            "MAO_ETCD_INSECURE": "1",
+            "MAO_RAW_DATASET": "raw",  # the raw listener is one of the services
+        }
     )
     built = Node.build(settings)  # nothing connects until start
 
@@ -59,7 +64,10 @@ def test_every_part_is_a_service_in_a_start_order_that_makes_sense(node: Node) -
     assert names[:3] == ["etcd client", "membership", "database"]  # the name is claimed first
     order = names.index
     assert order("runner") < order("backend sweep") < order("run queue") < order("scheduler")
-    assert order("scheduler") < order("voting")  # closed after voting: no new run during its last batch
+    # Closed in reverse: the schedulers before the runner, the runner before the raw listener (a step
+    # that ended during the shutdown still votes), the listener before voting (its last batch is voted).
+    assert order("voting") < order("raw listener") < order("runner")
+    assert order("voting") < order("runner") < order("scheduler") < order("federation scheduler")
     assert order("backends") < order("runner") and order("database") < order("runner")
 
 
