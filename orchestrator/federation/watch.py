@@ -143,17 +143,8 @@ class PrefixWatch:
     async def _handle_list(self, values: list[KeyValue], revision: int) -> None:
         """``on_list``; an error that passes goes up (listed again later), anything else is logged and
         the watch goes on from after the list."""
-        try:
-            await self.on_list(values, revision)
-        except PASSING as exc:
-            raise _HandlerFailed(exc) from exc
-        except Exception:
-            log.exception(
-                "%s: handling the list of %s at revision %d failed; going on without it",
-                self.what,
-                self.prefix,
-                revision,
-            )
+        bug = "%s: handling the list of %s at revision %d failed; going on without it"
+        await self._guarded(self.on_list(values, revision), bug, self.prefix, revision)
 
     async def _handle(self, event: WatchEvent) -> None:
         """``on_event``; an error that passes goes up (the event is delivered again later), anything
@@ -163,16 +154,18 @@ class PrefixWatch:
         self.revision = event.revision
         if event.key in self._skipped:
             return  # skipped before, delivered again by a resumed watch
+        bug = "%s: handling %s %s at revision %d failed; skipping that event"
+        if not await self._guarded(self.on_event(event), bug, event.kind, event.key, event.revision):
+            self._skipped.add(event.key)
+
+    async def _guarded(self, handling: Awaitable[None], bug: str, *where: object) -> bool:
+        """Await a handler: an error that passes goes up as ``_HandlerFailed``; any other is logged
+        (``bug`` names the loop, then ``where``) and False says the handler did not get through."""
         try:
-            await self.on_event(event)
+            await handling
         except PASSING as exc:
             raise _HandlerFailed(exc) from exc
         except Exception:
-            log.exception(
-                "%s: handling %s %s at revision %d failed; skipping that event",
-                self.what,
-                event.kind,
-                event.key,
-                event.revision,
-            )
-            self._skipped.add(event.key)
+            log.exception(bug, self.what, *where)
+            return False
+        return True
