@@ -11,7 +11,8 @@ from ..scheduling.ticks import with_next_ticks
 from .common import ok, parse, path_name, read_json
 from .facades import FEDERATION, facade
 from .openapi import doc
-from .schemas import FederationSchedule, FederationSchedulesQuery, JsonObject, Members, NewEtcdMember
+from .schedule_schemas import FederationSchedule, FederationSchedulesQuery
+from .schemas import JsonObject, Members, NewEtcdMember
 
 routes = web.RouteTableDef()
 
