@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from .api.browser import is_public
-from .api.common import NODE
+from .api.facades import GATEWAY
 from .api.gateway import PRINCIPAL
 from .api.staging import is_staging
 from .config import Settings
@@ -158,7 +158,7 @@ def auth_middleware(
         ):
             request[PRINCIPAL] = ADMIN  # scoped by the route check above, not by the principal
         elif looks_like_gateway_key(credential):
-            found = await request.app[NODE].gateway_keys.identify(credential)
+            found = await request.app[GATEWAY].gateway_keys.identify(credential)
             if found is None:
                 raise Unauthorized(
                     "unknown or revoked gateway key: ask the instance's operator for a new one"

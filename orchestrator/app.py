@@ -11,6 +11,7 @@ from aiohttp import web
 from .access import auth_middleware, guard_middleware, json_writes_middleware
 from .api import add_routes
 from .api.common import NODE
+from .api.facades import install
 from .api.staging import STAGING
 from .config import Settings
 from .errors import MaoError
@@ -63,6 +64,7 @@ def create_app(settings: Settings, node: Node | None = None) -> web.Application:
         client_max_size=4 * 1024**2,
     )
     app[NODE] = node or Node.build(settings)
+    install(app, app[NODE])  # each API area sees only its part of the node
     add_routes(app)
     # The fetch data mode's tickets and tarballs: on disk only, so the backends' objects over the same
     # folder (executors/fetch.py) and a restarted process agree with these routes.

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from .audit.service import Audits
@@ -43,11 +40,11 @@ from .scheduling.backfill import Backfills
 from .scheduling.cron import Scheduler
 from .scheduling.federation import FederationScheduler
 from .scheduling.triggers import DataTriggers
+from .services import Hooks, Periodic, Service
 from .store import Store
 from .store.gateway import GatewayKeyStore, ListenerProgress
 from .store.outage import PendingMerges, RegistryCache
 from .store.pins import PinStore
-from .tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +78,8 @@ class Node:
     backfills: Backfills
     compactor: Compactor
     space: EtcdSpace
-    _gc: asyncio.Task[None] | None = None
-    _sweep: asyncio.Task[None] | None = None
+    # What has started, in order: closed in reverse (by ``close``, or by a ``start`` that failed).
+    _started: list[tuple[str, Service]] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics)
     retention: Retention | None = None
 
@@ -186,10 +183,46 @@ class Node:
             space=space,
         )
 
+    def services(self) -> list[tuple[str, Service]]:
+        """Every part of the node with a lifetime, in the order they start; ``close`` goes in reverse.
+        etcd's client and the instance's name come first (a name a live instance holds stops the start
+        before anything else opens), then the database, git and the backends; voting and the raw
+        listener before the runs (closed after them: a step that ended during the shutdown still
+        votes, and the listener's last batch is voted before voting closes); the runs a previous
+        process left before the queue and the schedulers (whose catch-up runs queue behind them); the
+        schedulers closed first of all that start runs."""
+        services: list[tuple[str, Service]] = [
+            ("etcd client", Hooks(close=self.etcd.close)),
+            ("membership", self.membership),
+            ("database", self.store),
+            ("git", Hooks(start=self._open_git, close=self._close_git)),
+            ("backends", self.backends),
+            ("voting", self.voting),
+        ]
+        if self.listener is not None:
+            services.append(("raw listener", self.listener))
+        services += [
+            ("runner", Hooks(start=self._resume_runs, close=self.runner.shutdown)),
+            # After the resumed runs claimed their objects: everything else of this instance goes.
+            ("backend sweep", Periodic("backend sweep", SWEEP_INTERVAL, self.runner.execution.sweep)),
+            ("run queue", Hooks(start=self._restore_queue)),
+            ("audits", self.audits),
+            ("backfills", Hooks(close=self.backfills.close)),
+            ("scheduler", Hooks(start=self.scheduler.start, close=self.scheduler.stop)),
+            ("federation scheduler", self.federation_scheduler),
+            ("data triggers", self.triggers),
+        ]
+        if (gc := self.settings.git_gc_interval) > 0:
+            services.append(("git gc", Periodic("git gc", gc, self.datasets.collect_garbage, first_wait=gc)))
+        services += [("etcd compaction", self.compactor), ("etcd space", self.space)]
+        if self.retention is not None:
+            services.append(("retention", self.retention))
+        return services
+
     async def start(self) -> None:
-        """Start what the node needs to serve. The database must answer; etcd and the backends may
-        come later (requests that need them answer 503 meanwhile). The instance name comes first:
-        a name a live instance holds stops the start (``NameTaken``) before anything else opens."""
+        """Start what the node needs to serve, in the order of ``services()``. The database must
+        answer; etcd and the backends may come later (requests that need them answer 503 meanwhile).
+        A part that fails to start closes the ones started before it, and the error goes up."""
         if self.sealer.problem:
             log.warning("%s", self.sealer.problem)
         elif self.settings.etcd_insecure:
@@ -197,41 +230,14 @@ class Node:
                 "etcd is reached without TLS (MAO_ETCD_INSECURE=1): the owners of registrations and the "
                 "writers of federation records are claims, not proofs (docs/security.md)"
             )
-        try:
-            await self.membership.start()
-        except MaoError:
-            await self.etcd.close()
-            raise
-        await self.store.start()
-        if not die_with_parent():
-            log.warning("setpriv (util-linux) not found: git children will not die with this process")
-        # Before any git runs: lock files a killed git left would fail every later command needing them.
-        await self.datasets.clear_stale_locks()
-        await self.backends.start()
-        reconciler = Reconciler(self.runner, self.store, self.runner.pins, self.datasets)
-        resumed, closed = await reconciler.reconcile()
-        if resumed:
-            log.warning("resumed %d run(s) that a previous orchestrator process left running", resumed)
-        if closed:
-            log.warning("closed %d run(s) that a previous orchestrator process left unfinished", closed)
-        # After the resumed runs claimed their objects: everything else of this instance goes.
-        self._sweep = spawn(self._sweep_forever(), name="backend sweep")
-        # Before the schedulers (their catch-up runs queue behind these): queued runs wait on, in order.
-        if queued := await self.runner.restore_queue():
-            log.info("%d queued run(s) from before the restart are admitted again, in order", queued)
-        await self.scheduler.start()
-        await self.federation_scheduler.start()
-        await self.triggers.start()
-        await self.voting.start()
-        if self.listener is not None:
-            await self.listener.start()
-        await self.audits.start()
-        if self.settings.git_gc_interval > 0:
-            self._gc = spawn(self.datasets.gc_forever(self.settings.git_gc_interval), name="git gc")
-        await self.compactor.start()
-        await self.space.start()
-        if self.retention is not None:
-            await self.retention.start()
+        for name, service in self.services():
+            try:
+                await service.start()
+            except BaseException:
+                log.warning("starting the %s failed: closing what started before it", name)
+                await self.close()
+                raise
+            self._started.append((name, service))
         try:
             await self.etcd.check()
         except MaoError as exc:
@@ -240,49 +246,37 @@ class Node:
             if not health.ok:
                 log.warning("backend %s is not reachable yet: %s", name, health.message)
 
-    async def _sweep_forever(self) -> None:
-        """The sweep at start, then every ``SWEEP_INTERVAL`` (runs/execution.py)."""
-        while True:
-            try:
-                await self.runner.execution.sweep()
-            except Exception:
-                log.exception("the sweep of the backends failed; trying again later")
-            await asyncio.sleep(SWEEP_INTERVAL)
+    async def _open_git(self) -> None:
+        if not die_with_parent():
+            log.warning("setpriv (util-linux) not found: git children will not die with this process")
+        # Before any git runs: lock files a killed git left would fail every later command needing them.
+        await self.datasets.clear_stale_locks()
+
+    async def _close_git(self) -> None:
+        self.datasets.close()
+
+    async def _resume_runs(self) -> None:
+        reconciler = Reconciler(self.runner, self.store, self.runner.pins, self.datasets)
+        resumed, closed = await reconciler.reconcile()
+        if resumed:
+            log.warning("resumed %d run(s) that a previous orchestrator process left running", resumed)
+        if closed:
+            log.warning("closed %d run(s) that a previous orchestrator process left unfinished", closed)
+
+    async def _restore_queue(self) -> None:
+        # Queued runs wait on, in order, ahead of anything the schedulers start.
+        if queued := await self.runner.restore_queue():
+            log.info("%d queued run(s) from before the restart are admitted again, in order", queued)
 
     async def close(self) -> None:
-        """Close every service, in this order, each whatever happened to the one before: a listener
-        that fails to stop must not keep the member lease, etcd or the database open."""
-        for task in (self._gc, self._sweep):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        closers: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-            ("etcd compaction", self.compactor.close),
-            ("etcd space", self.space.close),
-            ("federation scheduler", self.federation_scheduler.close),
-            ("scheduler", self.scheduler.stop),
-            ("data triggers", self.triggers.close),
-            ("backfills", self.backfills.close),
-            ("audits", self.audits.close),
-            *([("retention", self.retention.close)] if self.retention is not None else []),
-            ("runner", self.runner.shutdown),
-        ]
-        if self.listener is not None:
-            closers.append(("raw listener", self.listener.close))  # before voting: its last batch is voted
-        closers += [
-            ("voting", self.voting.close),
-            ("membership", self.membership.close),
-            ("backends", self.backends.close),
-            ("etcd client", self.etcd.close),
-            ("database", self.store.close),
-        ]
-        for name, close in closers:
+        """Close every part that started, in the reverse order, each whatever happened to the one
+        before: a listener that fails to stop must not keep the member lease, etcd or the database open."""
+        while self._started:
+            name, service = self._started.pop()
             try:
-                await close()
+                await service.close()
             except Exception:
                 log.exception("closing the %s failed; closing the rest", name)
-        self.datasets.close()
 
     async def _etcd_health(self) -> None:
         """A quorum answers, no alarm is raised and the database is not near its quota."""

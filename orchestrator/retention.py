@@ -7,17 +7,14 @@ pass (the database away) is logged and the next pass tries again; nothing else d
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .errors import MaoError
+from .services import LoopService
 from .store import Store
 from .store.retention import forget_before
-from .tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -28,43 +25,36 @@ EVERY = 3600.0
 Extra = Callable[[datetime], Awaitable[Any]]
 
 
-class Retention:
+class Retention(LoopService):
+    what = "retention"
+    interval = EVERY
+    first_wait = FIRST_AFTER
+
     def __init__(self, store: Store, days: float, extras: list[Extra] | None = None) -> None:
         self.store = store
         self.days = days
         self.extras = list(extras or [])
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    async def start(self) -> None:
-        spawn(self._loop(), "retention clean-up", self._tasks)
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def clean(self, now: datetime | None = None) -> tuple[int, int]:
-        """One pass: returns (runs, ticks) deleted."""
+        """One pass, said in the log when it deleted something: returns (runs, ticks) deleted."""
+        runs, ticks, sentence = await self._pass(now)
+        if sentence:
+            log.info("%s: %s", self.what, sentence)
+        return runs, ticks
+
+    async def run_once(self) -> str | None:
+        return (await self._pass())[2]
+
+    async def _pass(self, now: datetime | None = None) -> tuple[int, int, str | None]:
         cutoff = (now or datetime.now(UTC)) - timedelta(days=self.days)
         runs, ticks = await forget_before(self.store, cutoff)
         for extra in self.extras:
             await extra(cutoff)
-        if runs or ticks:
-            log.info(
-                "retention: deleted %d run(s) and %d tick record(s) older than %g day(s) (before %s)",
-                runs,
-                ticks,
-                self.days,
-                cutoff.isoformat(timespec="seconds"),
-            )
-        return runs, ticks
-
-    async def _loop(self) -> None:
-        await asyncio.sleep(FIRST_AFTER)
-        while True:
-            try:
-                await self.clean()
-            except MaoError as exc:
-                log.warning("retention: this pass failed, the next one tries again: %s", exc.message)
-            await asyncio.sleep(EVERY)
+        if not (runs or ticks):
+            return runs, ticks, None
+        when = cutoff.isoformat(timespec="seconds")
+        return (
+            runs,
+            ticks,
+            f"deleted {runs} run(s) and {ticks} tick record(s) older than {self.days:g} day(s) (before {when})",
+        )

@@ -7,8 +7,12 @@ And Jitter"). New retry loops use this instead of their own arithmetic.
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 CAP = 600.0  # ten minutes: beyond that a retry is a new run, not a retry
 
@@ -24,3 +28,55 @@ def bound(retry: int, base: float, cap: float = CAP) -> float:
 def backoff(retry: int, base: float, cap: float = CAP, draw: Callable[[], float] = random.random) -> float:
     """Seconds to wait before retry number ``retry``: uniform in [0, bound(retry, base, cap)]."""
     return draw() * bound(retry, base, cap)
+
+
+class Backoff:
+    """The waits of one retry loop: ``next()`` after each failure in a row, ``reset()`` after a success.
+
+    ``jitter=False`` waits the bound itself (``first`` doubling up to ``cap``): for loops whose waits
+    are documented as such, and for one instance's own retries, where there is no herd to spread."""
+
+    def __init__(
+        self,
+        first: float,
+        cap: float = CAP,
+        *,
+        jitter: bool = True,
+        draw: Callable[[], float] = random.random,
+    ) -> None:
+        self.first = first
+        self.cap = cap
+        self.jitter = jitter
+        self.draw = draw
+        self.failures = 0
+
+    def next(self) -> float:
+        """The wait before the next try, one failure more than the last call said."""
+        self.failures += 1
+        if self.jitter:
+            return backoff(self.failures, self.first, self.cap, self.draw)
+        return bound(self.failures, self.first, self.cap)
+
+    def peek(self) -> float:
+        """The bound ``next()`` would draw from, without counting a failure (to say it in a log line)."""
+        return bound(self.failures + 1, self.first, self.cap)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+async def persist(
+    call: Callable[[], Awaitable[T]],
+    backoff: Backoff,
+    errors: tuple[type[Exception], ...],
+    on_error: Callable[[Exception, float], None],
+) -> T:
+    """``call()`` until it returns, waiting ``backoff.next()`` after each of ``errors`` (others go up).
+    ``on_error(error, wait)`` is told before each wait; it may raise to give up instead."""
+    while True:
+        try:
+            return await call()
+        except errors as exc:
+            wait = backoff.next()
+            on_error(exc, wait)
+            await asyncio.sleep(wait)

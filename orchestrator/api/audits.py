@@ -8,7 +8,8 @@ from pydantic import Field
 
 from ..audit.records import DEFAULT_WAIT, MAX_WAIT, MIN_WAIT, check_id
 from ..domain.pipeline import Name, Request
-from .common import node, ok, parse, read_json
+from .common import ok, parse, read_json
+from .facades import AUDITS, facade
 from .openapi import doc
 from .schemas import JsonObject
 
@@ -32,7 +33,7 @@ class NewAudit(Request):
 )
 async def start_audit(request: web.Request) -> web.Response:
     wanted = parse(NewAudit, await read_json(request))
-    audit = await node(request).audits.begin(wanted.dataset, wanted.file, wanted.wait)
+    audit = await facade(request, AUDITS).audits.begin(wanted.dataset, wanted.file, wanted.wait)
     return ok(audit, status=202)
 
 
@@ -40,4 +41,4 @@ async def start_audit(request: web.Request) -> web.Response:
 @doc("An audit: pending, then its result", answer=JsonObject, errors=(400, 404, 503), tags=("audits",))
 async def get_audit(request: web.Request) -> web.Response:
     audit_id = check_id(request.match_info["id"])
-    return ok(await node(request).audits.get(audit_id))
+    return ok(await facade(request, AUDITS).audits.get(audit_id))

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .common import node, ok
+from .common import ok
+from .facades import BACKENDS, facade
 from .openapi import doc
 from .schemas import BackendInfo
 
@@ -20,7 +21,7 @@ routes = web.RouteTableDef()
     tags=("health",),
 )
 async def backends(request: web.Request) -> web.Response:
-    the_node = node(request)
+    the_node = facade(request, BACKENDS)
     configured = the_node.backends
     health = await configured.health()
     running = the_node.runner.execution.running()

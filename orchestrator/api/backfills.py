@@ -12,7 +12,8 @@ from pydantic import Field, StrictBool, field_validator
 
 from ..domain.pipeline import Name, Query, Request
 from ..errors import BadRequest
-from .common import node, ok, parse, read_json
+from .common import ok, parse, read_json
+from .facades import BACKFILLS, facade
 from .openapi import doc
 from .schemas import Out
 
@@ -118,7 +119,7 @@ def _id(request: web.Request) -> str:
 )
 async def list_backfills(request: web.Request) -> web.Response:
     query = parse(BackfillsQuery, dict(request.query), codes={"pipeline": "invalid_name"})
-    backfills = await node(request).backfills.list(query.pipeline, query.limit, query.active)
+    backfills = await facade(request, BACKFILLS).backfills.list(query.pipeline, query.limit, query.active)
     return ok([backfill.to_json() for backfill in backfills])
 
 
@@ -130,7 +131,7 @@ async def list_backfills(request: web.Request) -> web.Response:
     tags=("runs",),
 )
 async def get_backfill(request: web.Request) -> web.Response:
-    return ok((await node(request).backfills.get(_id(request))).to_json())
+    return ok((await facade(request, BACKFILLS).backfills.get(_id(request))).to_json())
 
 
 @routes.post("/backfills/{id}/cancel")
@@ -148,4 +149,4 @@ async def cancel_backfill(request: web.Request) -> web.Response:
     ``POST /runs/{id}/cancel`` does. 409 ``backfill_ended`` when nothing is left to cancel."""
     backfill_id = _id(request)
     body = parse(BackfillCancel, await read_json(request, optional=True))
-    return ok(await node(request).backfills.cancel(backfill_id, body.running))
+    return ok(await facade(request, BACKFILLS).backfills.cancel(backfill_id, body.running))

@@ -1,4 +1,5 @@
-"""What every handler shares: the node, reading a JSON body, validating it, answering JSON."""
+"""What every handler shares: reading a JSON body, validating it, answering JSON (the services a
+handler may use come from its area's facade, api/facades.py)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,8 @@ from executor.wire.names import name_problem
 from ..errors import BadRequest
 from ..node import Node
 
-NODE: web.AppKey[Node] = web.AppKey("node", Node)
+NODE: web.AppKey[Node] = web.AppKey("node", Node)  # the app's lifecycle only: handlers use a facade
 M = TypeVar("M", bound=BaseModel)
-
-
-def node(request: web.Request) -> Node:
-    return request.app[NODE]
 
 
 async def read_json(request: web.Request, optional: bool = False) -> dict[str, Any]:

@@ -8,7 +8,8 @@ from aiohttp import web
 
 from ..errors import EtcdUnavailable
 from ..scheduling.ticks import with_next_ticks
-from .common import node, ok, parse, path_name, read_json
+from .common import ok, parse, path_name, read_json
+from .facades import FEDERATION, facade
 from .openapi import doc
 from .schedule_schemas import FederationSchedule, FederationSchedulesQuery
 from .schemas import JsonObject, Members, NewEtcdMember
@@ -22,7 +23,7 @@ MEMBER_FIELDS = ("name", "api_url", "version", "labels", "started_at")
 @doc("Live instances and etcd's members", answer=Members, errors=(503,), tags=("federation",))
 async def list_members(request: web.Request) -> web.Response:
     """Live instances (their lease-bound member keys) and etcd's own members with their health."""
-    the_node = node(request)
+    the_node = facade(request, FEDERATION)
     try:
         instances, etcd_members = await asyncio.gather(the_node.membership.live(), the_node.cluster.members())
     except EtcdUnavailable as exc:
@@ -56,7 +57,7 @@ async def list_members(request: web.Request) -> web.Response:
 )
 async def add_etcd_member(request: web.Request) -> web.Response:
     wanted = parse(NewEtcdMember, await read_json(request))
-    return ok(await node(request).cluster.add(wanted.name, wanted.peer_url))
+    return ok(await facade(request, FEDERATION).cluster.add(wanted.name, wanted.peer_url))
 
 
 @routes.delete("/federation/etcd-members/{name}")
@@ -68,7 +69,7 @@ async def add_etcd_member(request: web.Request) -> web.Response:
 )
 async def remove_etcd_member(request: web.Request) -> web.Response:
     name = path_name(request, what="member name")
-    return ok(await node(request).cluster.remove(name))
+    return ok(await facade(request, FEDERATION).cluster.remove(name))
 
 
 @routes.get("/federation/schedules")
@@ -83,4 +84,4 @@ async def list_schedules(request: web.Request) -> web.Response:
     """Federation-wide schedules with their recent ticks (newest first): who fired, or why skipped;
     with ``?next=N`` each cron schedule's next N ticks."""
     count = parse(FederationSchedulesQuery, dict(request.query)).next
-    return ok(with_next_ticks(await node(request).federation_scheduler.schedules(), count))
+    return ok(with_next_ticks(await facade(request, FEDERATION).federation_scheduler.schedules(), count))

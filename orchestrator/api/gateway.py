@@ -8,7 +8,8 @@ from aiohttp import web
 from ..domain.pipeline import Name, Request
 from ..errors import MaoError
 from ..gateway.tokens import ADMIN, Principal
-from .common import node, ok, parse, path_name, read_json
+from .common import ok, parse, path_name, read_json
+from .facades import GATEWAY, facade
 from .openapi import doc
 from .schemas import GatewayKey, JsonObject, KeyRequest, Revoked, WriteRequest
 
@@ -33,10 +34,12 @@ GATEWAY_ERRORS = (400, 403, 404, 413, 429, 503)
     tags=("gateway",),
 )
 async def write(request: web.Request) -> web.Response:
-    metrics = node(request).metrics
+    metrics = facade(request, GATEWAY).metrics
     try:
         wanted = parse(WriteRequest, await read_json(request))
-        stored = await node(request).raw.write(wanted.key, wanted.value, by=principal(request).name)
+        stored = await facade(request, GATEWAY).raw.write(
+            wanted.key, wanted.value, by=principal(request).name
+        )
     except MaoError as exc:
         metrics.gateway_write(exc.code)
         raise
@@ -54,7 +57,7 @@ async def write(request: web.Request) -> web.Response:
 )
 async def read(request: web.Request) -> web.Response:
     wanted = parse(KeyRequest, await read_json(request))
-    return ok(await node(request).raw.read(wanted.key))
+    return ok(await facade(request, GATEWAY).raw.read(wanted.key))
 
 
 @routes.post("/inspect")
@@ -67,7 +70,7 @@ async def read(request: web.Request) -> web.Response:
 )
 async def inspect(request: web.Request) -> web.Response:
     wanted = parse(KeyRequest, await read_json(request))
-    return ok(await node(request).raw.inspect(wanted.key))
+    return ok(await facade(request, GATEWAY).raw.inspect(wanted.key))
 
 
 class NewKey(Request):
@@ -85,7 +88,7 @@ class NewKey(Request):
 )
 async def create_key(request: web.Request) -> web.Response:
     wanted = parse(NewKey, await read_json(request))
-    return ok(await node(request).gateway_keys.create(wanted.name), status=201)
+    return ok(await facade(request, GATEWAY).gateway_keys.create(wanted.name), status=201)
 
 
 @routes.get("/gateway/keys")
@@ -96,12 +99,12 @@ async def create_key(request: web.Request) -> web.Response:
     tags=("gateway",),
 )
 async def list_keys(request: web.Request) -> web.Response:
-    return ok(await node(request).gateway_keys.list())
+    return ok(await facade(request, GATEWAY).gateway_keys.list())
 
 
 @routes.delete("/gateway/keys/{name}")
 @doc("Revoke a gateway key", answer=Revoked, errors=(400, 404, 503), tags=("gateway",))
 async def revoke_key(request: web.Request) -> web.Response:
     name = path_name(request, what="gateway key name")
-    await node(request).gateway_keys.revoke(name)
+    await facade(request, GATEWAY).gateway_keys.revoke(name)
     return ok({"name": name, "revoked": True})

@@ -7,7 +7,8 @@ from aiohttp import web
 
 from .. import __version__
 from ..config import Settings
-from .common import node, ok
+from .common import ok
+from .facades import HEALTH, facade
 from .openapi import doc
 from .schemas import Greeting, Health
 
@@ -44,7 +45,7 @@ async def greeting(request: web.Request) -> web.Response:
     return ok(
         {
             "message": "MAO orchestrator is running",
-            "instance": node(request).settings.instance_name,
+            "instance": facade(request, HEALTH).settings.instance_name,
             "version": __version__,
         }
     )
@@ -58,7 +59,7 @@ async def greeting(request: web.Request) -> web.Response:
     tags=("health",),
 )
 async def health(request: web.Request) -> web.Response:
-    the_node = node(request)
+    the_node = facade(request, HEALTH)
     checks, backends = await the_node.health()
     healthy = all(value == "ok" for value in checks.values()) and all(h.ok for h in backends.values())
     kinds = the_node.backends.kinds
@@ -73,8 +74,8 @@ async def health(request: web.Request) -> web.Response:
             for name, h in backends.items()
         },
     }
-    warnings = node(request).warnings()
-    if node(request).settings.api_legacy_open:
+    warnings = facade(request, HEALTH).warnings()
+    if facade(request, HEALTH).settings.api_legacy_open:
         warnings = [LEGACY_WARNING, *warnings]
     if warnings:
         answer["warnings"] = warnings

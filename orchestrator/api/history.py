@@ -12,7 +12,8 @@ from pydantic import Field
 from ..datasets.repo import DatasetRepo
 from ..domain.pipeline import Query
 from ..errors import Conflict, NotFound
-from .common import node, ok, parse, path_name
+from .common import ok, parse, path_name
+from .facades import HISTORY, facade
 from .openapi import doc
 from .schemas import Out
 
@@ -43,7 +44,7 @@ class Commit(Out):
 async def dataset_history(request: web.Request) -> web.Response:
     name = path_name(request, what="dataset name")
     limit = parse(HistoryQuery, dict(request.query)).limit
-    the_node = node(request)
+    the_node = facade(request, HISTORY)
     dataset = await the_node.registry.dataset(name)
     if dataset is None:
         raise NotFound(f"dataset {name!r} is not registered")

@@ -6,7 +6,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..pipelines.lineage import Lineage, collect
-from .common import node, ok
+from .common import ok
+from .facades import LINEAGE, facade
 from .openapi import doc
 
 routes = web.RouteTableDef()
@@ -25,7 +26,7 @@ async def lineage(request: web.Request) -> web.Response:
     and the federation's registrations); edges ``reads``, ``writes`` (with their steps) and
     ``triggers`` (data triggers, with their scope). While etcd is unreachable the answer is this
     instance's part alone and ``etcd`` says so (200, not 503: the console still draws what it can)."""
-    the_node = node(request)
+    the_node = facade(request, LINEAGE)
     graph = await collect(
         the_node.store,
         the_node.registry,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..federation import keys
-from .common import node, ok
+from .common import ok
+from .facades import LOCKS, facade
 from .openapi import doc
 from .schemas import Lock
 
@@ -15,7 +16,7 @@ routes = web.RouteTableDef()
 @routes.get("/locks")
 @doc("Ground-truth locks held now, and by whom", answer=list[Lock], errors=(503,), tags=("federation",))
 async def list_locks(request: web.Request) -> web.Response:
-    holders = await node(request).locks.holders()
+    holders = await facade(request, LOCKS).locks.holders()
     dataset_prefix = keys.dataset_lock("")
     return ok(
         [

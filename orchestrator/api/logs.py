@@ -26,7 +26,8 @@ from ..domain.states import AttemptStatus
 from ..errors import BadRequest, MaoError, NotFound
 from ..runs.step_logs import StepLogs
 from ..store.logs import AttemptLog, step_attempts
-from .common import node, parse
+from .common import parse
+from .facades import LOGS, facade
 from .openapi import doc
 from .runs import _id
 
@@ -83,7 +84,7 @@ def choose(attempts: list[AttemptLog], step: str, query: LogQuery) -> AttemptLog
 async def step_log(request: web.Request) -> web.StreamResponse:
     run_id = _id(request)
     query = parse(LogQuery, dict(request.query), codes={"step": "invalid_name"})
-    the_node = node(request)
+    the_node = facade(request, LOGS)
     run = await the_node.store.get_run(run_id)
     if run is None:
         raise NotFound(f"no run {run_id!r} on this instance")
@@ -151,7 +152,7 @@ async def _live(
     response = web.StreamResponse(headers=headers)
     response.enable_chunked_encoding()
     await response.prepare(request)
-    store = node(request).store
+    store = facade(request, LOGS).store
     try:
         while True:
             live = logs.live(container, follow=True) or await logs.stored(run_id, container)

@@ -14,7 +14,7 @@ from aiohttp import web
 from ..errors import MaoError
 from ..metrics import CONTENT_TYPE
 from ..store.retention import count_waiting_runs
-from .common import node
+from .facades import METRICS, facade
 from .openapi import doc
 
 routes = web.RouteTableDef()
@@ -31,7 +31,7 @@ ALARMS = ("NOSPACE", "CORRUPT")
     tags=("operations",),
 )
 async def metrics(request: web.Request) -> web.Response:
-    the_node = node(request)
+    the_node = facade(request, METRICS)
     m = the_node.metrics
     try:
         await asyncio.wait_for(the_node.etcd.check(), PROBE_TIMEOUT)

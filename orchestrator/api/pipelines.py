@@ -16,14 +16,14 @@ from ..domain.states import RunStatus
 from ..errors import MaoError, NotFound
 from ..gateway.tokens import ADMIN
 from ..merging.pins import changed_error
-from ..node import Node
 from ..pipelines.stepcheck import check_enforced
 from ..request_models import AcceptRequest, PipelineRequest
 from ..runs.admission import RunInProgress
 from ..runs.strategies import StepStrategy
 from ..scheduling.requests import ArmTrigger, BackfillRequest, RunNow, RunRequest, ScheduleRun, action_of
 from .backfills import BackfillStarted
-from .common import node, ok, parse, path_name, read_json
+from .common import ok, parse, path_name, read_json
+from .facades import PIPELINES, PinsCheck, PipelinesFacade, facade
 from .gateway import principal
 from .openapi import doc
 from .run_schemas import Run, RunStarted
@@ -57,20 +57,22 @@ async def init_pipeline(request: web.Request) -> web.Response:
     (``version``, ``new_version``); the same definition again records none. A ``version`` in the body
     (as GET /pipeline/{name} answers it) must still be the latest: 409 ``version_conflict`` otherwise."""
     pipeline = parse(PipelineRequest, await read_json(request))
-    return ok(await node(request).pipelines.init(pipeline, by=who(request), read_at=pipeline.version))
+    return ok(
+        await facade(request, PIPELINES).pipelines.init(pipeline, by=who(request), read_at=pipeline.version)
+    )
 
 
 def who(request: web.Request) -> str:
     """Who a write comes from, as versions and backfills record it: a named credential's name, else
     the instance's (the admin token is one shared secret: it names no one)."""
     found = principal(request)
-    return node(request).settings.instance_name if found is ADMIN else found.name
+    return facade(request, PIPELINES).settings.instance_name if found is ADMIN else found.name
 
 
 @routes.get("/pipeline")
 @doc("This instance's pipelines", answer=list[PublicPipeline], tags=("pipelines",))
 async def list_pipelines(request: web.Request) -> web.Response:
-    the_node = node(request)
+    the_node = facade(request, PIPELINES)
     pipelines = await the_node.store.list_pipelines()
     current = await the_node.pipelines.versions.current()
     strategies = await the_node.runner.strategies.of_all(pipelines)
@@ -81,7 +83,7 @@ async def list_pipelines(request: web.Request) -> web.Response:
 @doc("One pipeline of this instance", answer=PublicPipeline, errors=(400, 404, 503), tags=("pipelines",))
 async def get_pipeline(request: web.Request) -> web.Response:
     name = path_name(request, what="pipeline name")
-    the_node = node(request)
+    the_node = facade(request, PIPELINES)
     pipeline = await the_node.store.get_pipeline(name)
     if pipeline is None:
         raise NotFound(f"pipeline {name!r} is not initialised on this instance")
@@ -104,7 +106,7 @@ async def steer_strategy(request: web.Request) -> web.Response:
     name = path_name(request, what="pipeline name")
     step = path_name(request, "step", what="step name")
     body = parse(StrategyRequest, await read_json(request))
-    the_node = node(request)
+    the_node = facade(request, PIPELINES)
     pipeline = await the_node.store.get_pipeline(name)
     if pipeline is None:
         raise NotFound(f"pipeline {name!r} is not initialised on this instance")
@@ -123,7 +125,7 @@ async def steer_strategy(request: web.Request) -> web.Response:
 )
 async def delete_pipeline(request: web.Request) -> web.Response:
     name = path_name(request, what="pipeline name")
-    return ok(await node(request).pipelines.delete(name))
+    return ok(await facade(request, PIPELINES).pipelines.delete(name))
 
 
 @routes.post("/pipeline/run")
@@ -146,7 +148,7 @@ async def run_pipeline(request: web.Request) -> web.Response:
     that wins the tick or advance. ``version: n`` runs that version of the pipeline's definition
     (404 ``unknown_version``); a schedule or data trigger with a version is a 400: they run the
     pipeline as it is at each tick (initialise the old definition again to schedule it)."""
-    the_node = node(request)
+    the_node = facade(request, PIPELINES)
     match action_of(parse(RunRequest, await read_json(request))):
         case RunNow() as ask:
             return await _run_now(the_node, ask)
@@ -179,7 +181,7 @@ def _scheduled(ask: ScheduleRun, schedule: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _run_now(the_node: Node, ask: RunNow) -> web.Response:
+async def _run_now(the_node: PipelinesFacade, ask: RunNow) -> web.Response:
     """Run now. A busy pipeline: "replace" cancels its run(s) first, "queue" waits for them (one
     waiting run per pipeline), "allow" runs beside them; without overlap, a 409 (runs/door.py)."""
     # MAO_PHASE_TIMINGS=1: where a waiting run's time goes (orchestrator/phases.py; the bench's).
@@ -226,7 +228,7 @@ async def backfill(request: web.Request) -> web.Response:
     restart continues them), with the backfill they belong to (``backfill_id``: ``GET
     /backfills/{id}``); ``version`` runs them all with that version; ``dry_run`` only lists the ticks."""
     body = parse(BackfillRequest, await read_json(request))
-    the_node = node(request)
+    the_node = facade(request, PIPELINES)
     result = await the_node.backfills.start(body, by=who(request))
     return ok(result, status=200 if body.dry_run else 202)
 
@@ -240,11 +242,11 @@ async def backfill(request: web.Request) -> web.Response:
 )
 async def init_bare_repo(request: web.Request) -> web.Response:
     name = parse(BareRepoRequest, await read_json(request), codes={"name": "invalid_name"}).name
-    path, created = await node(request).datasets.init_bare(name)
+    path, created = await facade(request, PIPELINES).datasets.init_bare(name)
     return ok({"name": name, "path": str(path), "created": created})
 
 
-async def _refuse_unenforceable(the_node: Node, name: str, version: int | None) -> None:
+async def _refuse_unenforceable(the_node: PipelinesFacade, name: str, version: int | None) -> None:
     """A 400 ``backend_cannot_enforce`` now rather than a run whose step fails at submit: a field its
     backend offered at init and offers no more (``gpus`` after the backend's GPUs went). A version
     run's steps are checked by their backend at submit."""
@@ -255,7 +257,7 @@ async def _refuse_unenforceable(the_node: Node, name: str, version: int | None) 
         check_enforced(pipeline, the_node.settings, the_node.backends)
 
 
-async def refuse_changed_registrations(the_node: Node, name: str) -> None:
+async def refuse_changed_registrations(the_node: PinsCheck, name: str) -> None:
     """A 409 ``registration_changed`` now rather than a run that fails at once (``merging.pins``);
     when the check itself cannot be made (etcd away), the run's own check decides."""
     pipeline = await the_node.store.get_pipeline(name)
@@ -278,7 +280,7 @@ async def refuse_changed_registrations(the_node: Node, name: str) -> None:
 )
 async def pipeline_pins(request: web.Request) -> web.Response:
     name = path_name(request, what="pipeline name")
-    the_node = node(request)
+    the_node = facade(request, PIPELINES)
     pipeline = await the_node.store.get_pipeline(name)
     if pipeline is None:
         raise NotFound(f"pipeline {name!r} is not initialised on this instance")
@@ -308,7 +310,7 @@ async def pipeline_pins(request: web.Request) -> web.Response:
 async def accept_pipeline(request: web.Request) -> web.Response:
     name = path_name(request, what="pipeline name")
     wanted = parse(AcceptRequest, await read_json(request, optional=True))
-    return ok(await node(request).pipelines.accept(name, dry_run=wanted.dry_run))
+    return ok(await facade(request, PIPELINES).pipelines.accept(name, dry_run=wanted.dry_run))
 
 
 def _public(

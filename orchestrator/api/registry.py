@@ -19,7 +19,8 @@ from ..domain.pipeline import Dataset, Tool
 from ..errors import BadRequest, NotFound
 from ..federation.ownership import Kind, Provenance
 from ..request_models import AcceptRequest, DatasetRequest, OwnerRequest, ToolRequest
-from .common import node, ok, parse, path_name, read_json
+from .common import ok, parse, path_name, read_json
+from .facades import REGISTRY, facade
 from .openapi import doc
 from .schemas import Deleted, JsonObject, Ownership, RegistrationAccepted
 
@@ -29,11 +30,11 @@ routes = web.RouteTableDef()
 @routes.get("/registry/tools")
 @doc("Names of the registered tools", answer=list[str], tags=("registry",))
 async def list_tools(request: web.Request) -> web.Response:
-    return ok(await node(request).registry.tool_names())
+    return ok(await facade(request, REGISTRY).registry.tool_names())
 
 
 def _entry(request: web.Request, entry: dict[str, Any]) -> web.Response:
-    if node(request).settings.api_legacy_open:
+    if facade(request, REGISTRY).settings.api_legacy_open:
         return ok(json.dumps(entry))  # the prototype's shape: a string holding the entry's JSON
     return ok(entry)
 
@@ -47,7 +48,7 @@ def _entry(request: web.Request, entry: dict[str, Any]) -> web.Response:
 )
 async def get_tool(request: web.Request) -> web.Response:
     name = path_name(request, what="tool name")
-    tool = await node(request).registry.tool(name)
+    tool = await facade(request, REGISTRY).registry.tool(name)
     if tool is None:
         raise NotFound(f"tool {name!r} is not registered")
     return _entry(request, tool.model_dump())
@@ -63,7 +64,7 @@ async def get_tool(request: web.Request) -> web.Response:
 )
 async def add_tool(request: web.Request) -> web.Response:
     tool = parse(ToolRequest, await read_json(request))
-    await node(request).registry.put_tool(tool)
+    await facade(request, REGISTRY).registry.put_tool(tool)
     return ok(tool.model_dump())
 
 
@@ -76,14 +77,14 @@ async def add_tool(request: web.Request) -> web.Response:
 )
 async def delete_tool(request: web.Request) -> web.Response:
     name = path_name(request, what="tool name")
-    await node(request).registry.delete_tool(name)
+    await facade(request, REGISTRY).registry.delete_tool(name)
     return ok({"name": name, "deleted": True})
 
 
 @routes.get("/registry/datasets")
 @doc("Names of the registered datasets", answer=list[str], tags=("registry",))
 async def list_datasets(request: web.Request) -> web.Response:
-    return ok(await node(request).registry.dataset_names())
+    return ok(await facade(request, REGISTRY).registry.dataset_names())
 
 
 @routes.get("/registry/datasets/{name}")
@@ -95,7 +96,7 @@ async def list_datasets(request: web.Request) -> web.Response:
 )
 async def get_dataset(request: web.Request) -> web.Response:
     name = path_name(request, what="dataset name")
-    dataset = await node(request).registry.dataset(name)
+    dataset = await facade(request, REGISTRY).registry.dataset(name)
     if dataset is None:
         raise NotFound(f"dataset {name!r} is not registered")
     # A registration older than the credentials check may still carry some: never show them.
@@ -112,8 +113,8 @@ async def get_dataset(request: web.Request) -> web.Response:
 )
 async def add_dataset(request: web.Request) -> web.Response:
     dataset = parse(DatasetRequest, await read_json(request)).dataset()
-    resolve_master(dataset.master, node(request).settings.master_roots)  # 400 outside the roots
-    stored = await node(request).registry.put_dataset(dataset)
+    resolve_master(dataset.master, facade(request, REGISTRY).settings.master_roots)  # 400 outside the roots
+    stored = await facade(request, REGISTRY).registry.put_dataset(dataset)
     return ok(stored.model_dump())
 
 
@@ -126,14 +127,14 @@ async def add_dataset(request: web.Request) -> web.Response:
 )
 async def delete_dataset(request: web.Request) -> web.Response:
     name = path_name(request, what="dataset name")
-    await node(request).registry.delete_dataset(name)
+    await facade(request, REGISTRY).registry.delete_dataset(name)
     return ok({"name": name, "deleted": True})
 
 
 @routes.get("/registry/pipelines")
 @doc("Names of the federation's pipelines", answer=list[str], tags=("registry",))
 async def list_registered_pipelines(request: web.Request) -> web.Response:
-    return ok(await node(request).registry.pipeline_names())
+    return ok(await facade(request, REGISTRY).registry.pipeline_names())
 
 
 @routes.get("/registry/pipelines/{name}")
@@ -145,7 +146,7 @@ async def list_registered_pipelines(request: web.Request) -> web.Response:
 )
 async def get_registered_pipeline(request: web.Request) -> web.Response:
     name = path_name(request, what="pipeline name")
-    registration = await node(request).registry.pipeline(name)
+    registration = await facade(request, REGISTRY).registry.pipeline(name)
     if registration is None:
         raise NotFound(f"pipeline {name!r} is not registered in the federation")
     return ok(registration)
@@ -175,7 +176,7 @@ def _ownership(kind: Kind, name: str, provenance: Provenance) -> dict[str, objec
 async def get_owner(request: web.Request) -> web.Response:
     kind = _kind(request)
     name = path_name(request, what=f"{kind} name")
-    return ok(_ownership(kind, name, await node(request).registry.owner(kind, name)))
+    return ok(_ownership(kind, name, await facade(request, REGISTRY).registry.owner(kind, name)))
 
 
 @routes.post("/registry/{kind}/{name}/owner")
@@ -190,7 +191,7 @@ async def set_owner(request: web.Request) -> web.Response:
     kind = _kind(request)
     name = path_name(request, what=f"{kind} name")
     wanted = parse(OwnerRequest, await read_json(request), codes={"owner": "invalid_name"})
-    provenance = await node(request).registry.hand_over(kind, name, wanted.owner)
+    provenance = await facade(request, REGISTRY).registry.hand_over(kind, name, wanted.owner)
     return ok(_ownership(kind, name, provenance))
 
 
@@ -214,7 +215,9 @@ async def accept_registration(request: web.Request) -> web.Response:
         )
     name = path_name(request, what=f"{kind} name")
     wanted = parse(AcceptRequest, await read_json(request, optional=True))
-    accepted = await node(request).pipelines.pins.accept_registration(kind.value, name, wanted.dry_run)
+    accepted = await facade(request, REGISTRY).pipelines.pins.accept_registration(
+        kind.value, name, wanted.dry_run
+    )
     return ok(
         {
             "kind": kind.value,

@@ -16,7 +16,8 @@ from ..request_models import NoBody
 from ..runs.retry import request_retry
 from ..scheduling.ticks import with_next_ticks
 from ..store.grid import RunGrid, run_grid
-from .common import node, ok, parse, read_json
+from .common import ok, parse, read_json
+from .facades import RUNS, facade
 from .openapi import doc
 from .pipelines import refuse_changed_registrations
 from .run_schemas import (
@@ -52,7 +53,7 @@ def _id(request: web.Request, key: str = "id") -> str:
 )
 async def list_runs(request: web.Request) -> web.Response:
     query = parse(RunsQuery, dict(request.query), codes={"pipeline": "invalid_name"})
-    runs = await node(request).store.list_runs(
+    runs = await facade(request, RUNS).store.list_runs(
         pipeline=query.pipeline, status=query.status, limit=query.limit, trigger=query.trigger
     )
     return ok([run.to_json() for run in runs])
@@ -74,7 +75,7 @@ async def grid(request: web.Request) -> web.Response:
     if len(query.names() or ()) > MAX_GRID_PIPELINES:
         raise BadRequest(f"at most {MAX_GRID_PIPELINES} pipelines at once", code="invalid_request")
     answer = await run_grid(
-        node(request).store, query.last, query.names(), status=query.status, trigger=query.trigger
+        facade(request, RUNS).store, query.last, query.names(), status=query.status, trigger=query.trigger
     )
     # Up to 10,000 runs: encoded off the event loop too.
     return web.Response(text=await asyncio.to_thread(json.dumps, answer), content_type="application/json")
@@ -84,7 +85,7 @@ async def grid(request: web.Request) -> web.Response:
 @doc("One run with its steps, commits and log tails", answer=Run, errors=(400, 404, 503), tags=("runs",))
 async def get_run(request: web.Request) -> web.Response:
     run_id = _id(request)
-    run = await node(request).store.get_run(run_id)
+    run = await facade(request, RUNS).store.get_run(run_id)
     if run is None:
         raise NotFound(f"no run {run_id!r} on this instance")
     return ok(run.to_json())
@@ -101,7 +102,7 @@ async def list_queue(request: web.Request) -> web.Response:
     """Queued runs with their 1-based ``position``: higher ``priority`` first, then older; each says
     what it waits for (the instance's ``MAO_MAX_ACTIVE_RUNS``, or its pipeline's running run). A run
     whose pipeline is busy is passed over, so a later one may start before it."""
-    return ok(node(request).runner.admission.listing())
+    return ok(facade(request, RUNS).runner.admission.listing())
 
 
 @routes.post("/runs/{id}/cancel")
@@ -120,7 +121,7 @@ async def cancel_run(request: web.Request) -> web.Response:
     It takes no fields: no body, or ``{}``."""
     run_id = _id(request)
     parse(NoBody, await read_json(request, optional=True))
-    await node(request).runner.cancel(run_id)
+    await facade(request, RUNS).runner.cancel(run_id)
     return ok({"id": run_id, "status": "cancelling"}, status=202)
 
 
@@ -146,7 +147,7 @@ async def retry_run(request: web.Request) -> web.Response:
     fail and was not cancelled; ``wait: true`` answers 200 with the ended retry's record."""
     run_id = _id(request)
     body = parse(RetryRequest, await read_json(request, optional=True))
-    the_node = node(request)
+    the_node = facade(request, RUNS)
 
     async def refuse(pipeline: str) -> None:  # a 409 now rather than a retry that fails at once
         await refuse_changed_registrations(the_node, pipeline)
@@ -170,7 +171,7 @@ async def retry_run(request: web.Request) -> web.Response:
 async def list_jobs(request: web.Request) -> web.Response:
     """Every armed schedule's next run time: this instance's and the federation-wide ones; data
     triggers (which have no next run time) with null."""
-    the_node = node(request)
+    the_node = facade(request, RUNS)
     return ok({**await the_node.triggers.jobs(), **the_node.scheduler.next_run_times()})
 
 
@@ -184,7 +185,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 async def list_schedules(request: web.Request) -> web.Response:
     """This instance's schedules and data triggers with their policies, next run and recent ticks
     (``?ticks=N``, default 20, at most 1000, newest first): fired, skipped or missed, each with why."""
-    the_node = node(request)
+    the_node = facade(request, RUNS)
     query = parse(SchedulesQuery, dict(request.query))
     next_runs = the_node.scheduler.next_run_times()
     schedules = await the_node.store.list_schedules()
@@ -214,7 +215,7 @@ async def delete_job(request: web.Request) -> web.Response:
     is_id, is_name = bool(_ID_RE.fullmatch(job_id)), name_problem(job_id, "pipeline name") is None
     if not (is_id or is_name):
         raise BadRequest(f"invalid id {job_id[:80]!r}", code="invalid_id")
-    the_node = node(request)
+    the_node = facade(request, RUNS)
     if is_id:
         try:
             await the_node.scheduler.remove(job_id)

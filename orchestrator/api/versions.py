@@ -12,7 +12,8 @@ from pydantic import Field
 from ..domain.pipeline import Query
 from ..domain.versions import Difference
 from ..errors import BadRequest
-from .common import node, ok, parse, path_name
+from .common import ok, parse, path_name
+from .facades import VERSIONS, facade
 from .openapi import doc
 from .schemas import Out
 
@@ -79,7 +80,7 @@ async def list_versions(request: web.Request) -> web.Response:
     (its runs name them), none of them ``current``."""
     name = path_name(request, what="pipeline name")
     query = parse(VersionsQuery, dict(request.query))
-    return ok(await node(request).pipelines.versions.list(name, query.limit))
+    return ok(await facade(request, VERSIONS).pipelines.versions.list(name, query.limit))
 
 
 @routes.get("/pipeline/{name}/versions/{n}")
@@ -91,7 +92,7 @@ async def list_versions(request: web.Request) -> web.Response:
 )
 async def get_version(request: web.Request) -> web.Response:
     name = path_name(request, what="pipeline name")
-    return ok(await node(request).pipelines.versions.get(name, _number(request)))
+    return ok(await facade(request, VERSIONS).pipelines.versions.get(name, _number(request)))
 
 
 @routes.get("/pipeline/{name}/versions/{n}/diff")
@@ -109,4 +110,4 @@ async def diff_versions(request: web.Request) -> web.Response:
     name = path_name(request, what="pipeline name")
     number = _number(request)
     query = parse(DiffQuery, dict(request.query), codes={"against": "invalid_version"})
-    return ok(await node(request).pipelines.versions.diff(name, number, query.against))
+    return ok(await facade(request, VERSIONS).pipelines.versions.diff(name, number, query.against))

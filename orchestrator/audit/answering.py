@@ -29,6 +29,7 @@ from ..federation.etcd import Etcd
 from ..federation.failover import LeaseNotFound
 from ..federation.registry import Registry
 from ..federation.watch import PrefixWatch
+from ..retry import Backoff
 from ..tasks import cancel_all, spawn
 from .records import INLINE_LIMIT, LEASE_MARGIN, AuditBook, audit_id_of, deadline_of, record_problem
 
@@ -119,7 +120,7 @@ class AuditAnswerer:
         """Answer for every branch not answered yet; while etcd is unreachable, try again until the
         deadline (an answer after it is of no use)."""
         deadline = deadline_of(record)
-        delay = RETRY_FIRST
+        backoff = Backoff(RETRY_FIRST, RETRY_MAX, jitter=False)  # one answer per audit: no herd
         while True:
             try:
                 await self._answer_rest(audit_id, record, lease)
@@ -128,12 +129,12 @@ class AuditAnswerer:
                 log.info("audit %s not answered: it is over (its lease has ended)", audit_id)
                 return
             except EtcdUnavailable as exc:
+                delay = backoff.next()
                 if deadline is None or datetime.now(UTC) + timedelta(seconds=delay) >= deadline:
                     log.warning("audit %s not answered by its deadline: %s", audit_id, exc.message)
                     self._handled.pop(audit_id, None)  # seen again (a re-listed watch): try again
                     return
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
             except MaoError as exc:
                 log.warning("audit %s not answered: %s", audit_id, exc.message)
                 self._handled.pop(audit_id, None)

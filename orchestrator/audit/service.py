@@ -28,6 +28,7 @@ from ..federation.etcd import Etcd
 from ..federation.failover import LeaseNotFound
 from ..federation.registry import Registry
 from ..federation.seals import SEAL_FIELDS
+from ..retry import Backoff, persist
 from ..tasks import cancel_all, spawn
 from .answering import AuditAnswerer
 from .records import LEASE_MARGIN, MAX_WAIT, MIN_WAIT, AuditBook, deadline_of
@@ -236,18 +237,16 @@ class _Retry:
     def __init__(self, audit_id: str, gives_up: datetime) -> None:
         self.audit_id = audit_id
         self.gives_up = gives_up
-        self.delay = self.FIRST_DELAY
+        self.backoff = Backoff(self.FIRST_DELAY, 10.0, jitter=False)  # one auditor per audit: no herd
 
     async def __call__(self, call: Callable[[], Awaitable[T]]) -> T:
-        while True:
-            try:
-                return await call()
-            except EtcdUnavailable as exc:
-                if datetime.now(UTC) >= self.gives_up:
-                    raise _GaveUp(f"etcd stayed unreachable ({exc.message})") from exc
-                log.debug("audit %s waits for etcd: %s", self.audit_id, exc.message)
-                await asyncio.sleep(self.delay)
-                self.delay = min(self.delay * 2, 10.0)
+        return await persist(call, self.backoff, (EtcdUnavailable,), self._waits)
+
+    def _waits(self, exc: Exception, _wait: float) -> None:
+        message = getattr(exc, "message", str(exc))
+        if datetime.now(UTC) >= self.gives_up:
+            raise _GaveUp(f"etcd stayed unreachable ({message})") from exc
+        log.debug("audit %s waits for etcd: %s", self.audit_id, message)
 
 
 def _evaluate(

@@ -15,7 +15,6 @@ Contracts:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -26,7 +25,7 @@ from typing import Any
 from .. import __version__
 from ..config import Settings
 from ..errors import Conflict, EtcdUnavailable
-from ..tasks import spawn
+from ..services import Periodic
 from . import keys, records
 from .answers import KeyValue
 from .etcd import Etcd
@@ -62,7 +61,9 @@ class Membership:
         )
         self.lease: int | None = None
         self._lease_file = settings.data_dir / "member-lease"
-        self._heartbeat: asyncio.Task[None] | None = None
+        # Every TTL/3, whatever the last beat met: the lease must be refreshed well within its TTL.
+        beat = max(self.ttl / 3, 0.5)
+        self._heartbeat = Periodic("membership heartbeat", beat, self._beat, first_wait=beat)
         self._verdicts: dict[tuple[str, int, int], MemberRecord | None] = {}
         self._last_problem: str | None = None
 
@@ -76,13 +77,10 @@ class Membership:
             self._say(
                 f"etcd is unreachable, so instance {self.name} starts without registering and keeps trying: {exc.message}"
             )
-        self._heartbeat = spawn(self._keep_alive(), name="membership heartbeat")
+        await self._heartbeat.start()
 
     async def close(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+        await self._heartbeat.close()
         if self.lease is not None:
             # Leaving on purpose: the key goes now rather than when the TTL runs out.
             with contextlib.suppress(EtcdUnavailable):
@@ -117,10 +115,14 @@ class Membership:
         if record is None:
             return None
         if record.name != keys.last_segment(kv.key) or kv.key != keys.member(record.name):
-            records.refuse(kv.key, kv.mod_revision, f"a member record named {record.name!r} under another key")
+            records.refuse(
+                kv.key, kv.mod_revision, f"a member record named {record.name!r} under another key"
+            )
             return None
         if not kv.lease:
-            records.refuse(kv.key, kv.mod_revision, "a member record on no lease: it would outlive its instance")
+            records.refuse(
+                kv.key, kv.mod_revision, "a member record on no lease: it would outlive its instance"
+            )
             return None
         seal = self.sealer.check(kv.value, signer=record.name)
         if isinstance(seal, str):
@@ -165,35 +167,34 @@ class Membership:
             return
         raise EtcdUnavailable(f"member key {self.key} kept changing under us; will try again")
 
-    async def _keep_alive(self) -> None:
-        interval = max(self.ttl / 3, 0.5)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                if self.lease is None:
-                    await self._register()
-                    continue
-                if await self.etcd.refresh_lease(self.lease) > 0:
-                    self._last_problem = None
-                    await self._restore_record()
-                    continue
-                self.lease = None
-                self._say(
-                    f"the member lease of {self.name} expired (etcd was unreachable for longer than "
-                    f"{self.ttl} s), registering again"
-                )
+    async def _beat(self) -> None:
+        """Refresh the lease (register again when it is gone); a problem is said once while it lasts,
+        never raised: the heartbeat must outlive any one bad beat."""
+        try:
+            if self.lease is None:
                 await self._register()
-            except NameTaken as exc:
-                self._say(f"{exc.message}; this instance stays out of the member list until the name is free")
-            except EtcdUnavailable as exc:
-                self._say(
-                    f"cannot reach etcd to keep instance {self.name} registered, will keep trying: {exc.message}"
-                )
-            except Exception as exc:  # noqa: BLE001 - the heartbeat must outlive any one bad beat
-                # E.g. the lease file could not be written (disk full): dying here would silently drop
-                # this instance from the member list while it keeps serving.
-                log.exception("membership heartbeat of %s failed, will try again", self.name)
-                self._say(f"could not keep instance {self.name} registered: {exc}")
+                return
+            if await self.etcd.refresh_lease(self.lease) > 0:
+                self._last_problem = None
+                await self._restore_record()
+                return
+            self.lease = None
+            self._say(
+                f"the member lease of {self.name} expired (etcd was unreachable for longer than "
+                f"{self.ttl} s), registering again"
+            )
+            await self._register()
+        except NameTaken as exc:
+            self._say(f"{exc.message}; this instance stays out of the member list until the name is free")
+        except EtcdUnavailable as exc:
+            self._say(
+                f"cannot reach etcd to keep instance {self.name} registered, will keep trying: {exc.message}"
+            )
+        except Exception as exc:  # noqa: BLE001 - the heartbeat must outlive any one bad beat
+            # E.g. the lease file could not be written (disk full): dying here would silently drop
+            # this instance from the member list while it keeps serving.
+            log.exception("membership heartbeat of %s failed, will try again", self.name)
+            self._say(f"could not keep instance {self.name} registered: {exc}")
 
     async def _restore_record(self) -> None:
         """Put our record back if something else was written over it (any member's certificate can
@@ -204,7 +205,9 @@ class Membership:
         if current is None or current.lease in (self.lease, 0) or self._checked(current) is None:
             revision = current.mod_revision if current is not None else 0
             if await self.etcd.put_if(self.key, self.record, revision, lease=self.lease):
-                log.warning("instance %s put its member record back: something else was written over it", self.name)
+                log.warning(
+                    "instance %s put its member record back: something else was written over it", self.name
+                )
 
     def _say(self, sentence: str) -> None:
         """Log a problem once, not at every heartbeat while it lasts."""

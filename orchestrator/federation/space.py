@@ -25,12 +25,12 @@ what to do when it is reached all the same (a quota set lower than etcd's, anoth
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
 
 from ..errors import MaoError, Unavailable
+from ..services import LoopService
 from . import keys
 from .compaction import Compactor
 from .etcd import Etcd
@@ -42,7 +42,7 @@ HIGH_WATER = 0.5  # of the quota, in use: compact now, the gateway pauses
 NEAR_QUOTA = 0.9  # of the quota, the file: GET /health says etcd is not ok
 COMPACT_PAUSE = CHECK_EVERY
 RELEASE_WAIT = 0.3  # etcd commits its backend every 100 ms
-OPERATIONS = "docs/operations.md, \"etcd's quota\""
+OPERATIONS = 'docs/operations.md, "etcd\'s quota"'
 
 
 class EtcdNearQuota(Unavailable):
@@ -56,7 +56,11 @@ class Reading:
     alarms: tuple[str, ...]
 
 
-class EtcdSpace:
+class EtcdSpace(LoopService):
+    what = "etcd space check"
+    interval = CHECK_EVERY
+    quiet = (MaoError,)  # etcd away: its client says so once, the next round tries again
+
     def __init__(self, etcd: Etcd, quota: int, compactor: Compactor, instance: str = "") -> None:
         self.etcd = etcd
         self.instance = instance
@@ -64,7 +68,6 @@ class EtcdSpace:
         self.compactor = compactor
         self.reading: Reading | None = None
         self._compacted_at = 0.0
-        self._task: asyncio.Task[None] | None = None
 
     async def read(self) -> Reading:
         db_bytes, in_use = await self.etcd.space()
@@ -126,26 +129,9 @@ class EtcdSpace:
         await asyncio.sleep(RELEASE_WAIT)
         return await self.read()
 
-    async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="etcd space")
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.check_once()
-            except MaoError as exc:  # etcd away: the next round tries again
-                log.debug("etcd's space not checked: %s", exc.message)
-            except Exception:
-                log.exception("checking etcd's space failed; trying again in %g s", CHECK_EVERY)
-            await asyncio.sleep(CHECK_EVERY)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def run_once(self) -> str | None:
+        await self.check_once()  # says what it does about a full etcd itself
+        return None
 
 
 def _mib(size: int) -> str:

@@ -31,6 +31,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from ..errors import EtcdUnavailable, GitError, MaoError, Unavailable
+from ..retry import Backoff
 from .answers import HistoryCompacted, KeyValue, WatchEvent
 from .etcd import Etcd
 
@@ -42,6 +43,7 @@ EventHandler = Callable[[WatchEvent], Awaitable[None]]
 
 # Errors a handler meets while a backend is away: retrying the same event later can succeed.
 PASSING = (Unavailable, GitError)
+RETRY_FIRST, RETRY_MAX = 1.0, 30.0  # doubling, without jitter: one watch per instance and prefix
 
 
 class _HandlerFailed(Exception):
@@ -80,11 +82,11 @@ class PrefixWatch:
         etcd.on_available(self._etcd_back.set)
 
     async def run(self) -> None:
-        etcd_delay = handler_delay = 1.0
+        etcd_backoff = Backoff(RETRY_FIRST, RETRY_MAX, jitter=False)
+        handler_backoff = Backoff(RETRY_FIRST, RETRY_MAX, jitter=False)
 
         def opened() -> None:
-            nonlocal etcd_delay
-            etcd_delay = 1.0  # etcd answers: a stream that breaks later is a new failure
+            etcd_backoff.reset()  # etcd answers: a stream that breaks later is a new failure
 
         while True:
             self._etcd_back.clear()  # from here on, etcd answering again cuts a pause short
@@ -100,7 +102,7 @@ class PrefixWatch:
                         idle.reschedule(None)  # a handler may take its time
                         await self._handle(event)
                         if event.revision > resumed_at:  # progress, not an event delivered again
-                            handler_delay = 1.0
+                            handler_backoff.reset()
                         idle.reschedule(loop.time() + self.resync_every)
                 await asyncio.sleep(0.2)  # the watch ended (connection replaced): watch again
             except TimeoutError:
@@ -110,24 +112,23 @@ class PrefixWatch:
                 self.revision = None
                 continue
             except _HandlerFailed as failed:
-                log.warning("%s: %s; trying again in %g s", self.what, failed.error.message, handler_delay)
-                await asyncio.sleep(handler_delay)
-                handler_delay = min(handler_delay * 2, 30.0)
+                delay = handler_backoff.next()
+                log.warning("%s: %s; trying again in %g s", self.what, failed.error.message, delay)
+                await asyncio.sleep(delay)
             except EtcdUnavailable as exc:
                 # etcd logs the outage once; what the handlers know stays as last seen meanwhile.
                 log.debug("%s waits for etcd: %s", self.what, exc.message)
-                await self._pause(etcd_delay)
-                etcd_delay = min(etcd_delay * 2, 30.0)
+                await self._pause(etcd_backoff.next())
             except Exception as exc:  # noqa: BLE001 - the watch itself must never end for good
+                delay = etcd_backoff.next()
                 log.warning(
                     "%s: %s; trying again in %g s",
                     self.what,
                     getattr(exc, "message", exc),
-                    etcd_delay,
+                    delay,
                     exc_info=not isinstance(exc, MaoError),
                 )
-                await self._pause(etcd_delay)
-                etcd_delay = min(etcd_delay * 2, 30.0)
+                await self._pause(delay)
             if self.relist:
                 self.revision = None
 
@@ -143,17 +144,8 @@ class PrefixWatch:
     async def _handle_list(self, values: list[KeyValue], revision: int) -> None:
         """``on_list``; an error that passes goes up (listed again later), anything else is logged and
         the watch goes on from after the list."""
-        try:
-            await self.on_list(values, revision)
-        except PASSING as exc:
-            raise _HandlerFailed(exc) from exc
-        except Exception:
-            log.exception(
-                "%s: handling the list of %s at revision %d failed; going on without it",
-                self.what,
-                self.prefix,
-                revision,
-            )
+        bug = "%s: handling the list of %s at revision %d failed; going on without it"
+        await self._guarded(self.on_list(values, revision), bug, self.prefix, revision)
 
     async def _handle(self, event: WatchEvent) -> None:
         """``on_event``; an error that passes goes up (the event is delivered again later), anything
@@ -163,16 +155,18 @@ class PrefixWatch:
         self.revision = event.revision
         if event.key in self._skipped:
             return  # skipped before, delivered again by a resumed watch
+        bug = "%s: handling %s %s at revision %d failed; skipping that event"
+        if not await self._guarded(self.on_event(event), bug, event.kind, event.key, event.revision):
+            self._skipped.add(event.key)
+
+    async def _guarded(self, handling: Awaitable[None], bug: str, *where: object) -> bool:
+        """Await a handler: an error that passes goes up as ``_HandlerFailed``; any other is logged
+        (``bug`` names the loop, then ``where``) and False says the handler did not get through."""
         try:
-            await self.on_event(event)
+            await handling
         except PASSING as exc:
             raise _HandlerFailed(exc) from exc
         except Exception:
-            log.exception(
-                "%s: handling %s %s at revision %d failed; skipping that event",
-                self.what,
-                event.kind,
-                event.key,
-                event.revision,
-            )
-            self._skipped.add(event.key)
+            log.exception(bug, self.what, *where)
+            return False
+        return True

@@ -38,6 +38,7 @@ from ..federation.answers import KeyValue, WatchEvent
 from ..federation.etcd import Etcd
 from ..federation.registry import Registry
 from ..federation.watch import PrefixWatch
+from ..retry import Backoff, persist
 from ..store.gateway import ListenerProgress
 from ..store.pins import RAW_SCOPE
 from ..tasks import spawn
@@ -148,25 +149,21 @@ class RawListener:
         await watch.run()
 
     async def _revision_now(self) -> int:
-        delay = RETRY_FIRST
-        while True:
-            try:
-                return await self.etcd.revision()
-            except MaoError as exc:
-                log.debug("raw listener waits for etcd: %s", exc.message)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
+        def waits(exc: Exception, _wait: float) -> None:
+            log.debug("raw listener waits for etcd: %s", getattr(exc, "message", exc))
+
+        return await persist(self.etcd.revision, self._backoff(), (MaoError,), waits)
 
     async def _saved_position(self) -> int | None:
-        delay = RETRY_FIRST
-        while True:
-            try:
-                saved = await self.progress.get(self.dataset)
-                return saved[0] if saved else None
-            except MaoError as exc:
-                log.warning("raw listener waits for the database: %s", exc.message)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
+        def waits(exc: Exception, _wait: float) -> None:
+            log.warning("raw listener waits for the database: %s", getattr(exc, "message", exc))
+
+        saved = await persist(lambda: self.progress.get(self.dataset), self._backoff(), (MaoError,), waits)
+        return saved[0] if saved else None
+
+    @staticmethod
+    def _backoff() -> Backoff:
+        return Backoff(RETRY_FIRST, RETRY_MAX, jitter=False)  # this instance's own retries: no herd
 
     async def _on_list(self, values: list[KeyValue], revision: int) -> None:
         for kv in values:
@@ -225,7 +222,7 @@ class RawListener:
 
     # -- committing -----------------------------------------------------------------------------
     async def _flush_loop(self) -> None:
-        delay = RETRY_FIRST
+        backoff = self._backoff()
         while True:
             if not self._pending:
                 with contextlib.suppress(TimeoutError):
@@ -238,8 +235,9 @@ class RawListener:
             try:
                 await self._save_position()  # while a batch waits for git, the position still moves
                 await self._flush()
-                delay = RETRY_FIRST
+                backoff.reset()
             except Exception as exc:  # noqa: BLE001 - git, etcd, the database or a full disk: retry
+                delay = backoff.next()
                 log.warning(
                     "raw listener: %d entries wait to be committed to %s, retrying in %g s: %s",
                     len(self._pending),
@@ -248,7 +246,6 @@ class RawListener:
                     getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}",
                 )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
 
     async def _flush(self) -> None:
         async with self._flush_lock:

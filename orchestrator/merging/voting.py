@@ -14,8 +14,6 @@ How it shows: the step is ``succeeded`` with ``merge: "queued"``, then ``"merged
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,8 +27,8 @@ from ..federation.etcd import Etcd
 from ..federation.locks import LockLost, Locks
 from ..metrics import UNSERVED, Metrics
 from ..phases import phase
+from ..services import LoopService
 from ..store.outage import PendingMerges
-from ..tasks import spawn
 from .advances import announce
 from .registrations import Registrations
 
@@ -69,18 +67,14 @@ class Voting:
         self.pending = pending
         self.registrations = registrations
         self.etcd = etcd
-        self._wake = asyncio.Event()
-        self._retrier: asyncio.Task[None] | None = None
-        etcd.on_available(self._wake.set)
+        self._retrier = _QueuedMerges(self)
+        etcd.on_available(self._retrier.wake)
 
     async def start(self) -> None:
-        self._retrier = spawn(self._retry_queued(), name="queued merges")
+        await self._retrier.start()
 
     async def close(self) -> None:
-        if self._retrier is not None:
-            self._retrier.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retrier
+        await self._retrier.close()
 
     async def vote(
         self,
@@ -112,7 +106,7 @@ class Voting:
                 covered,
                 exc.message,
             )
-            self._wake.set()
+            self._retrier.wake()
             return Vote(MergeState.QUEUED, None)
         if result.conflicts:
             return Vote(MergeState.CONFLICT, result.commit, result.conflicts)
@@ -169,24 +163,6 @@ class Voting:
             return result
 
     # -- the queue ------------------------------------------------------------------------------
-    async def _retry_queued(self) -> None:
-        delay = RETRY_FIRST
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):  # not wait_for: it can swallow close()'s cancel
-                    await self._wake.wait()
-            self._wake.clear()
-            try:
-                queued = await self.pending.all()
-                if not queued:
-                    delay = IDLE_CHECK
-                    continue
-                done = await self._retry(queued)
-            except MaoError as exc:  # the database itself did not answer
-                log.warning("queued merges not retried: %s", exc.message)
-                done = False
-            delay = RETRY_FIRST if done else min(max(delay, RETRY_FIRST) * 2, RETRY_MAX)
-
     async def _retry(self, queued: list[dict[str, Any]]) -> bool:
         """Try each queued merge once; False when the federation is still away (stop for now)."""
         all_done = True
@@ -236,3 +212,34 @@ class Voting:
                     len(item["steps"]),
                 )
         return all_done
+
+
+class _NotYet(Exception):
+    """A queued merge that could not be done this round (the federation is away, a master fails)."""
+
+
+class _QueuedMerges(LoopService):
+    """Retries the queue of merges now and then, and at once when etcd answers again or a merge is
+    queued (``wake``); with backoff while they keep failing."""
+
+    what = "queued merges"
+    quiet = (_NotYet,)  # each merge says why it waits (voting._retry)
+
+    def __init__(self, voting: Voting) -> None:
+        self.voting = voting
+        self._idle = False
+
+    async def start(self) -> None:
+        # Read at start, not at import: tests move them.
+        self.first_wait, self.retry_first, self.retry_cap = RETRY_FIRST, RETRY_FIRST, RETRY_MAX
+        await super().start()
+
+    async def run_once(self) -> str | None:
+        queued = await self.voting.pending.all()
+        self._idle = not queued
+        if queued and not await self.voting._retry(queued):
+            raise _NotYet(f"{len(queued)} queued merge(s) wait")
+        return None  # each merge done says so itself
+
+    def next_wait(self) -> float:
+        return IDLE_CHECK if self._idle else RETRY_FIRST
