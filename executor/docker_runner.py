@@ -240,7 +240,8 @@ class DockerRunner:
         """The id ('sha256:...') of ``reference`` on this engine, or None when it is not there."""
         with _docker_errors(f"looking up image {reference}"):
             try:
-                return self._client().images.get(reference).id
+                found: str = self._client().images.get(reference).id  # docker-py is untyped: Any
+                return found
             except docker.errors.ImageNotFound:
                 return None
             except docker.errors.APIError as exc:
@@ -274,7 +275,8 @@ class DockerRunner:
                                     reference, "the pull did not finish within MAO_EXECUTOR_PULL_TIMEOUT"
                                 )
                             )
-                    return client.images.get(reference).id
+                    pulled: str = client.images.get(reference).id  # docker-py is untyped: Any
+                    return pulled
                 except (docker.errors.APIError, requests.exceptions.ReadTimeout) as exc:
                     # A registry that refuses or is unreachable is reported by the engine as an APIError;
                     # only a broken connection to the engine itself stays a 503 (via _docker_errors).

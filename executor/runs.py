@@ -12,7 +12,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -390,7 +390,7 @@ class RunService:
             return
         await self.op(self._runner.remove, name)
 
-    def _track(self, awaitable: Any) -> asyncio.Future[Any]:
+    def _track(self, awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
         future = asyncio.ensure_future(awaitable)
         self._cleanups.add(future)
         future.add_done_callback(self._cleanups.discard)
