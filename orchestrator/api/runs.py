@@ -19,19 +19,17 @@ from ..store.grid import RunGrid, run_grid
 from .common import node, ok, parse, read_json
 from .openapi import doc
 from .pipelines import refuse_changed_registrations
-from .schemas import (
+from .run_schemas import (
     MAX_GRID_PIPELINES,
     CancelStarted,
     GridQuery,
-    JobDeleted,
     QueueEntry,
     RetryRequest,
     RetryStarted,
     Run,
     RunsQuery,
-    Schedule,
-    SchedulesQuery,
 )
+from .schedule_schemas import JobDeleted, Schedule, SchedulesQuery
 
 routes = web.RouteTableDef()
 
@@ -54,11 +52,10 @@ def _id(request: web.Request, key: str = "id") -> str:
 )
 async def list_runs(request: web.Request) -> web.Response:
     query = parse(RunsQuery, dict(request.query), codes={"pipeline": "invalid_name"})
-    return ok(
-        await node(request).store.list_runs(
-            pipeline=query.pipeline, status=query.status, limit=query.limit, trigger=query.trigger
-        )
+    runs = await node(request).store.list_runs(
+        pipeline=query.pipeline, status=query.status, limit=query.limit, trigger=query.trigger
     )
+    return ok([run.to_json() for run in runs])
 
 
 # Before /runs/{id}: routes match in the order they were added.
@@ -90,7 +87,7 @@ async def get_run(request: web.Request) -> web.Response:
     run = await node(request).store.get_run(run_id)
     if run is None:
         raise NotFound(f"no run {run_id!r} on this instance")
-    return ok(run)
+    return ok(run.to_json())
 
 
 @routes.get("/queue")
@@ -158,7 +155,9 @@ async def retry_run(request: web.Request) -> web.Response:
     if not body.wait:
         return ok(started.public(), status=202)
     record = await the_node.runner.wait(started.id)  # the record its run read once it ended
-    return ok(record if record is not None else await the_node.store.get_run(started.id))
+    if record is None:  # it ended before this wait began, or without a record read
+        record = await the_node.store.get_run(started.id)
+    return ok(record.to_json() if record is not None else None)
 
 
 @routes.get("/jobs")
@@ -189,11 +188,14 @@ async def list_schedules(request: web.Request) -> web.Response:
     query = parse(SchedulesQuery, dict(request.query))
     next_runs = the_node.scheduler.next_run_times()
     schedules = await the_node.store.list_schedules()
-    ticks = (
-        await the_node.store.recent_ticks([s["id"] for s in schedules], query.ticks) if query.ticks else {}
-    )
+    ticks = await the_node.store.recent_ticks([s.id for s in schedules], query.ticks) if query.ticks else {}
     answer = [
-        {**s, "next_run_time": next_runs.get(s["id"]), "ticks": ticks.get(s["id"], [])} for s in schedules
+        {
+            **s.public(),
+            "next_run_time": next_runs.get(s.id),
+            "ticks": [t.public() for t in ticks.get(s.id, [])],
+        }
+        for s in schedules
     ]
     return ok(with_next_ticks(answer, query.next))
 

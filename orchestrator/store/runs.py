@@ -1,8 +1,10 @@
 """Run records: runs, their steps (by name) and each step's attempts.
 
-The engine (``orchestrator.runs``) is the only writer; it checks every status change against
-``domain.states`` before calling here, so these methods just write. Reads return the API's JSON shape
-(``GET /runs``, ``GET /runs/{id}``), built in one place.
+The engine (``orchestrator.runs``) is the only writer; it says each change as a typed value
+(``store/run_changes.py``), and every status change is one guarded transition: the statuses it may
+come from (``domain.states``) are in the ``UPDATE``'s ``WHERE``, and a write that matches no row
+raises ``IllegalTransition``. Reads return frozen read models (``store.run_views``), whose
+``to_json()`` is the API's shape (``GET /runs``, ``GET /runs/{id}``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,19 @@ from ..domain.queue import Ticket, in_order
 from ..domain.states import AttemptStatus, RunStatus, StepStatus
 from . import Store
 from .backfills import NewBackfill
+from .run_changes import (
+    AttemptEnded,
+    NewAttempt,
+    RunChange,
+    StepChange,
+    StepFacts,
+    ToolEnded,
+    attempt_end,
+    attempt_update,
+    run_transition,
+    step_transition,
+)
+from .run_views import RunView
 from .tables import AttemptRow, RunRow, RunStepRow, utcnow
 
 
@@ -219,17 +234,11 @@ class RunRecords:
             )
             return True
 
-    async def update_run(self, run_id: str, **fields: Any) -> None:
-        async with self.store.session(f"update run {run_id}") as s:
-            await s.execute(update(RunRow).where(RunRow.id == run_id).values(**fields))
-
-    async def finish_run(self, run_id: str, **fields: Any) -> None:
-        """``update_run`` that only applies while the run is still running: a queued merge that
-        conflicted meanwhile has already failed it."""
-        async with self.store.session(f"finish run {run_id}") as s:
-            await s.execute(
-                update(RunRow).where(RunRow.id == run_id, RunRow.status == RunStatus.RUNNING).values(**fields)
-            )
+    async def change_run(self, change: RunChange) -> None:
+        """The run's new status (one guarded transition: ``IllegalTransition`` when its record is
+        not in a status it may come from)."""
+        async with self.store.session(f"record run {change.run_id} {change.status}") as s:
+            await run_transition(s, change)
 
     async def close(
         self,
@@ -239,14 +248,18 @@ class RunRecords:
         steps: Mapping[str, StepEnd],
         attempts: AttemptStatus,
         reason: str,
+        ended: Sequence[AttemptEnded] = (),
     ) -> None:
-        """The end of a run, in one transaction (all of it or nothing): each step whose record is
+        """The end of a run, in one transaction (all of it or nothing): the attempt ends not yet
+        recorded (``ended``: a step's success whose own write failed) first; each step whose record is
         still pending or running gets its final status with its fields (its own write failed, or
         never came);
         attempts still ``running`` end ``attempts`` with ``reason``; the run ends ``status`` with
         ``fields``, ``succeeded`` only while it is still running (a queued merge that conflicted
         meanwhile has already failed it)."""
         async with self.store.session(f"record the end of run {run_id}") as s:
+            for attempt in ended:  # still running ones only: an attempt's end is final
+                await s.execute(attempt_update(attempt))
             recorded = (
                 await s.execute(select(RunStepRow.name, RunStepRow.status).where(RunStepRow.run_id == run_id))
             ).all()
@@ -286,37 +299,51 @@ class RunRecords:
                     .values(**values)
                 )
 
-    async def update_step(self, run_id: str, step: str, **fields: Any) -> None:
+    async def note_step(self, run_id: str, step: str, facts: StepFacts | ToolEnded) -> None:
+        """What the step's record learnt on its way (no status change)."""
+        values = facts.values()
+        if not values:
+            return
         async with self.store.session(f"update step {step} of run {run_id}") as s:
             await s.execute(
-                update(RunStepRow)
-                .where(RunStepRow.run_id == run_id, RunStepRow.name == step)
-                .values(**fields)
+                update(RunStepRow).where(RunStepRow.run_id == run_id, RunStepRow.name == step).values(**values)
             )
 
-    async def add_attempt(
-        self,
-        run_id: str,
-        step: str,
-        attempt: int,
-        tool: str,
-        container: str | None,
-        shard: int | None = None,
-        speculative: bool = False,
-        backend: str | None = None,
+    async def change_step(self, change: StepChange, attempt: AttemptEnded | None = None) -> None:
+        """The step's new status (one guarded transition), and with it, in the same transaction,
+        the end of its last attempt when that is still to be recorded (a step's success and its
+        attempt's are one write)."""
+        async with self.store.session(f"record step {change.step} of run {change.run_id} {change.status}") as s:
+            if attempt is not None:
+                await attempt_end(s, attempt)
+            await step_transition(s, change)
+
+    async def start_attempt(
+        self, attempt: NewAttempt, *, step_started: datetime | None = None, input_commit: str | None = None
     ) -> int:
-        """Record a started attempt (``container``: its object's name on ``backend``); returns its
-        id for ``end_attempt``."""
-        async with self.store.session(f"record attempt {attempt} of step {step}") as s:
+        """Record a started attempt (its object's name on its backend first, so that a restart
+        finds it), in one transaction with the step's start (``step_started``: the step was
+        pending and runs from now) and the input commit its attempt took; returns its id for
+        ``end_attempt``."""
+        facts = StepFacts(started_at=step_started, input_commit=input_commit)
+        async with self.store.session(f"record attempt {attempt.attempt} of step {attempt.step}") as s:
+            if step_started is not None:
+                await step_transition(s, StepChange(attempt.run_id, attempt.step, StepStatus.RUNNING, facts))
+            elif values := facts.values():
+                await s.execute(
+                    update(RunStepRow)
+                    .where(RunStepRow.run_id == attempt.run_id, RunStepRow.name == attempt.step)
+                    .values(**values)
+                )
             row = AttemptRow(
-                run_id=run_id,
-                step=step,
-                attempt=attempt,
-                shard=shard,
-                speculative=speculative,
-                tool=tool,
-                container=container,
-                backend=backend,
+                run_id=attempt.run_id,
+                step=attempt.step,
+                attempt=attempt.attempt,
+                shard=attempt.shard,
+                speculative=attempt.speculative,
+                tool=attempt.tool,
+                container=attempt.container,
+                backend=attempt.backend,
                 status=AttemptStatus.RUNNING,
                 started_at=utcnow(),
             )
@@ -324,33 +351,10 @@ class RunRecords:
             await s.flush()
             return row.id
 
-    async def end_attempt(
-        self,
-        attempt_id: int,
-        status: AttemptStatus,
-        *,
-        exit_code: int | None = None,
-        image_id: str | None = None,
-        error: str | None = None,
-        engine_id: str | None = None,
-        node: str | None = None,
-        queued_seconds: float | None = None,
-    ) -> None:
-        """Record how an attempt ended (and, when its object told, where it ran)."""
-        found = {"engine_id": engine_id, "node": node, "queued_seconds": queued_seconds}
+    async def end_attempt(self, end: AttemptEnded) -> None:
+        """Record how an attempt ended (one guarded transition: only a running attempt ends)."""
         async with self.store.session("record the end of an attempt") as s:
-            await s.execute(
-                update(AttemptRow)
-                .where(AttemptRow.id == attempt_id)
-                .values(
-                    status=status,
-                    exit_code=exit_code,
-                    image_id=image_id,
-                    error=error[:4000] if error else None,
-                    ended_at=utcnow(),
-                    **{k: v for k, v in found.items() if v is not None},
-                )
-            )
+            await attempt_end(s, end)
 
     async def cached_output(self, pipeline: str, step: str, key: str) -> CachedOutput | None:
         """The newest succeeded (or cached) record of ``step`` of ``pipeline`` with memo key ``key``."""
@@ -432,8 +436,8 @@ class RunRecords:
                 query = query.where(AttemptRow.step == step)
             await s.execute(query.values(status=status, error=error, ended_at=utcnow()))
 
-    # -- reads: the API's shape -----------------------------------------------------------------
-    async def get(self, run_id: str) -> dict[str, Any] | None:
+    # -- reads: frozen read models (store.run_views) ----------------------------------------------
+    async def get(self, run_id: str) -> RunView | None:
         async with self.store.reading(f"read run {run_id}") as s:
             run = await s.get(RunRow, run_id)
             if run is None:
@@ -446,7 +450,7 @@ class RunRecords:
             attempts = (
                 await s.scalars(select(AttemptRow).where(AttemptRow.run_id == run_id).order_by(AttemptRow.id))
             ).all()
-            return run_to_dict(run, steps, attempts)
+            return RunView.of(run, steps, attempts)
 
     async def list(
         self,
@@ -454,7 +458,7 @@ class RunRecords:
         status: str | None = None,
         limit: int = 50,
         trigger: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[RunView]:
         async with self.store.reading("list runs") as s:
             query = select(RunRow).order_by(RunRow.created_at.desc(), RunRow.id).limit(limit)
             if pipeline:
@@ -481,99 +485,4 @@ class RunRecords:
             tries: dict[str, list[AttemptRow]] = {}
             for attempt in attempts:
                 tries.setdefault(attempt.run_id, []).append(attempt)
-            return [run_to_dict(r, by_run.get(r.id, []), tries.get(r.id, []), with_logs=False) for r in runs]
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def _duration(start: datetime | None, end: datetime | None) -> float | None:
-    return round((end - start).total_seconds(), 3) if start and end else None
-
-
-def attempt_to_dict(a: AttemptRow) -> dict[str, Any]:
-    return {
-        "attempt": a.attempt,
-        "tool": a.tool,
-        "image_id": a.image_id,
-        "status": a.status,
-        "exit_code": a.exit_code,
-        "started_at": _iso(a.started_at),
-        "ended_at": _iso(a.ended_at),
-        "error": a.error,
-        "backend": a.backend,
-        "node": a.node,
-        "queued_seconds": a.queued_seconds,
-        **({"shard": a.shard, "speculative": a.speculative} if a.shard is not None else {}),
-    }
-
-
-def run_to_dict(
-    run: RunRow,
-    steps: Sequence[RunStepRow],
-    attempts: Sequence[AttemptRow],
-    with_logs: bool = True,
-) -> dict[str, Any]:
-    by_step: dict[str, list[AttemptRow]] = {}
-    for attempt in attempts:
-        by_step.setdefault(attempt.step, []).append(attempt)
-    return {
-        "id": run.id,
-        "pipeline": run.pipeline,
-        "trigger": run.trigger,
-        "status": run.status,
-        "error": run.error,
-        "schedule_id": run.schedule_id,
-        "priority": run.priority or 0,
-        "version": run.version,
-        **({"backfill_id": run.backfill_id} if run.backfill_id else {}),
-        "retry_of": run.retry_of,
-        "tick_at": _iso(run.tick_at),
-        **(
-            {"trigger_dataset": run.trigger_dataset, "trigger_commit": run.trigger_commit}
-            if run.trigger_dataset
-            else {}
-        ),
-        "created_at": _iso(run.created_at),
-        "started_at": _iso(run.started_at),
-        "ended_at": _iso(run.ended_at),
-        "duration": _duration(run.started_at, run.ended_at),
-        "steps": [
-            {
-                "position": st.position,
-                "name": st.name,
-                "needs": st.needs if st.needs is not None else _legacy_needs(steps, st),
-                "tool": st.tool,
-                "image": st.image,
-                "status": st.status,
-                "exit_code": st.exit_code,
-                "image_id": st.image_id,
-                "input_dataset": st.input_dataset,
-                "input_commit": st.input_commit,
-                "output_dataset": st.output_dataset,
-                "branch": st.branch,
-                "output_commit": st.output_commit,
-                "merge_commit": st.merge_commit,
-                "merge": st.merge_state,
-                "changed": st.changed,
-                "conflicts": st.conflicts or [],
-                "started_at": _iso(st.started_at),
-                "ended_at": _iso(st.ended_at),
-                "duration": _duration(st.started_at, st.ended_at),
-                "error": st.error,
-                "insights": st.insights,
-                **({"reason": st.reason} if st.reason else {}),
-                "attempts": [attempt_to_dict(a) for a in by_step.get(st.name, [])],
-                **({"shards": st.shards} if st.shards is not None else {}),
-                **({"log_tail": st.log_tail or ""} if with_logs else {}),
-            }
-            for st in steps
-        ],
-    }
-
-
-def _legacy_needs(steps: Sequence[RunStepRow], step: RunStepRow) -> list[str]:
-    # Runs recorded before needs existed were straight lines.
-    earlier = [s.name for s in steps if s.position == step.position - 1]
-    return earlier
+            return [RunView.of(r, by_run.get(r.id, []), tries.get(r.id, []), with_logs=False) for r in runs]

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator.domain.pipeline import Pipeline
+from orchestrator.domain.states import MergeState, RunStatus, StepStatus
 from orchestrator.store import Store
 from orchestrator.store.outage import PendingMerges, RegistryCache
+from orchestrator.store.run_changes import RunChange, StepChange, StepFacts
 from orchestrator.store.runs import RunRecords
 
 PIPELINE = Pipeline.model_validate(
@@ -29,8 +31,11 @@ async def store(tmp_path: Path):
 async def new_run(store: Store, run_id: str) -> None:
     records = RunRecords(store)
     await records.create(run_id, PIPELINE, "manual", PIPELINE.graph(), ["s-me"])
-    await records.update_run(run_id, status="succeeded")
-    await records.update_step(run_id, "s", status="succeeded", merge_state="queued")
+    await records.change_run(RunChange(run_id, RunStatus.RUNNING))
+    await records.change_run(RunChange(run_id, RunStatus.SUCCEEDED))
+    await records.change_step(StepChange(run_id, "s", StepStatus.RUNNING))
+    facts = StepFacts(merge_state=MergeState.QUEUED)
+    await records.change_step(StepChange(run_id, "s", StepStatus.SUCCEEDED, facts))
 
 
 async def test_registry_cache_keeps_the_last_read(store: Store) -> None:
@@ -58,8 +63,8 @@ async def test_a_later_run_moves_the_queued_merge_forward(store: Store) -> None:
     assert await pending.all() == []
     for run_id in ("r1", "r2"):
         run = await store.get_run(run_id)
-        assert run is not None and run["status"] == "succeeded"
-        assert run["steps"][0]["merge"] == "merged" and run["steps"][0]["merge_commit"] == "m1"
+        assert run is not None and run.status == "succeeded"
+        assert run.steps[0].merge == "merged" and run.steps[0].merge_commit == "m1"
 
 
 async def test_settling_an_older_commit_keeps_the_newer_one_queued(store: Store) -> None:
@@ -83,9 +88,9 @@ async def test_a_queued_merge_that_conflicts_fails_its_runs(store: Store) -> Non
     assert queued["attempts"] == 1 and queued["last_error"] == "etcd is unreachable"
     await pending.settle("d", "s-me", "c1", queued["steps"], None, ["a.txt"], "conflicts in a.txt")
     run = await store.get_run("r1")
-    assert run is not None and run["status"] == "failed" and run["error"] == "conflicts in a.txt"
-    (step,) = run["steps"]
-    assert step["status"] == "conflict" and step["merge"] == "conflict" and step["conflicts"] == ["a.txt"]
+    assert run is not None and run.status == "failed" and run.error == "conflicts in a.txt"
+    (step,) = run.steps
+    assert step.status == "conflict" and step.merge == "conflict" and step.conflicts == ("a.txt",)
 
 
 async def test_registry_cache_puts_at_the_same_moment_never_fail(store: Store) -> None:
