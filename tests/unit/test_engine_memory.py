@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from orchestrator.config import load_settings
-from orchestrator.domain.pipeline import Dataset, Pipeline, Tool
+from orchestrator.domain.pipeline import Pipeline, Tool
 from orchestrator.domain.states import MergeState
 from orchestrator.errors import NotFound
 from orchestrator.executors.backends import Backends
@@ -23,32 +23,10 @@ from orchestrator.executors.seam import ContainerSpec, End, EndKind, Handle
 from orchestrator.runs.attempt import StepContext
 from orchestrator.runs.engine import Runner
 from orchestrator.store import Store
+from tests.unit.engine_doubles import IMAGE, Pins, Registrations
 from tests.unit.memory_backend import MemoryBackend
 
-IMAGE = "busybox:latest"
 MERGED = "m" * 40
-
-
-class Registrations:
-    async def dataset(self, name: str) -> Dataset:
-        return Dataset(name=name, master="/nowhere.git")
-
-    async def tool(self, name: str) -> Tool:
-        return Tool(name=name, image=IMAGE)
-
-
-class Pins:
-    def __init__(self) -> None:
-        self.registrations = Registrations()
-
-    async def dataset(self, scope: str, name: str) -> Dataset:
-        return await self.registrations.dataset(name)
-
-    async def tool(self, scope: str, name: str) -> Tool:
-        return await self.registrations.tool(name)
-
-    async def changes(self, pipeline: Pipeline) -> list[Any]:
-        return []
 
 
 class Harness:
@@ -160,6 +138,17 @@ def scenario(tmp_path: Path, body: Callable[[Harness], Awaitable[None]]) -> None
     asyncio.run(main())
 
 
+A_THEN_B = [
+    {"name": "a", "tool": "t", "output_dataset": "d", "needs": []},
+    {"name": "b", "tool": "t", "output_dataset": "d", "needs": ["a"]},
+]
+
+
+async def no_work(run_id: str) -> None:
+    """A run's driver when no object is to be ended: the engine decides without the backend."""
+    return None
+
+
 def steps_of(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {s["name"]: s for s in record["steps"]}
 
@@ -171,10 +160,7 @@ def test_a_run_succeeds_step_after_step(tmp_path: Path) -> None:
             await h.end("b")
 
         record = await h.run(
-            [
-                {"name": "a", "tool": "t", "output_dataset": "d", "needs": []},
-                {"name": "b", "tool": "t", "output_dataset": "d", "needs": ["a"]},
-            ],
+            A_THEN_B,
             drive,
         )
         assert record["status"] == "succeeded", record
@@ -241,10 +227,7 @@ def test_a_cancel_stops_the_running_step_and_removes_its_object(tmp_path: Path) 
             await h.runner.cancel(run_id)
 
         record = await h.run(
-            [
-                {"name": "a", "tool": "t", "output_dataset": "d", "needs": []},
-                {"name": "b", "tool": "t", "output_dataset": "d", "needs": ["a"]},
-            ],
+            A_THEN_B,
             drive,
         )
         assert record["status"] == "cancelled", record
@@ -266,9 +249,6 @@ def test_a_second_run_with_the_same_inputs_is_a_cache_hit(tmp_path: Path) -> Non
 
         first = await h.run(cached, drive)
         assert first["status"] == "succeeded", first
-
-        async def no_work(run_id: str) -> None:
-            return None
 
         second = await h.run(cached, no_work)
         assert second["status"] == "succeeded", second
@@ -318,9 +298,6 @@ def test_a_step_whose_registration_cannot_be_read_fails_naming_it(tmp_path: Path
 
         h.runner.pins.tool = missing  # type: ignore[method-assign]
 
-        async def no_work(run_id: str) -> None:
-            return None
-
         record = await h.run([{"name": "a", "tool": "gone", "output_dataset": "d", "needs": []}], no_work)
         assert record["status"] == "failed"
         assert steps_of(record)["a"]["error"] == "tool 'gone' is not registered"
@@ -331,9 +308,6 @@ def test_a_step_whose_registration_cannot_be_read_fails_naming_it(tmp_path: Path
 
 def test_a_step_in_a_pool_this_instance_lacks_fails_without_an_attempt(tmp_path: Path) -> None:
     async def body(h: Harness) -> None:
-        async def no_work(run_id: str) -> None:
-            return None
-
         record = await h.run([{"name": "a", "tool": "t", "output_dataset": "d", "needs": [], "pool": "gpu"}], no_work)
         assert record["status"] == "failed"
         step = steps_of(record)["a"]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config import load_settings
-from orchestrator.domain.pipeline import Dataset, Pipeline, Tool
+from orchestrator.domain.pipeline import Pipeline, Tool
 from orchestrator.domain.retry import Definition
 from orchestrator.domain.states import MergeState, RunStatus
 from orchestrator.runs.attempt import AttemptOutcome, StepFailed
@@ -19,6 +19,7 @@ from orchestrator.runs.retry import request_retry
 from orchestrator.store import Store
 from orchestrator.store.runs import NewRun
 from orchestrator.store.tables import utcnow
+from tests.unit.engine_doubles import Pins, Registrations
 
 # a -> b, and c on its own (its own dataset).
 STEPS = [
@@ -27,28 +28,6 @@ STEPS = [
     {"name": "c", "tool": "t", "output_dataset": "d2", "needs": []},
 ]
 MERGED = "m" * 40
-
-
-class Registrations:
-    async def dataset(self, name: str) -> Dataset:
-        return Dataset(name=name, master="/nowhere.git")
-
-    async def tool(self, name: str) -> Tool:
-        return Tool(name=name, image="busybox:latest")
-
-
-class Pins:
-    def __init__(self) -> None:
-        self.registrations = Registrations()
-
-    async def dataset(self, scope: str, name: str) -> Dataset:
-        return await self.registrations.dataset(name)
-
-    async def tool(self, scope: str, name: str) -> Tool:
-        return await self.registrations.tool(name)
-
-    async def changes(self, pipeline: Pipeline) -> list[Any]:
-        return []
 
 
 class Datasets:
