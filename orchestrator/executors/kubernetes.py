@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..config.backends.kubernetes import KubernetesSettings
 from ..datasets.hygiene import OutputRefused
 from .fetch import FetchExchange, UploadMissing
 from .kube_api import KubeApi, KubeConflict, KubeInvalid
@@ -42,7 +43,6 @@ from .kube_pod import (
     secret_body,
     selector,
 )
-from .kube_settings import KubernetesSettings
 from .kube_status import STALE, Job, Pod, Progress, Verdict, end_of, verdict
 from .kube_watch import ClusterCache
 from .seam import (

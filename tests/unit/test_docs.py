@@ -50,8 +50,8 @@ def names_the_code_reads() -> set[str]:
     """Every MAO_* name in the two configuration modules, and every quoted "MAO_*" literal anywhere in
     orchestrator/, executor/ and ctl/ (settings, maoctl's variables, what tools are given)."""
     names: set[str] = set()
-    for config in ("orchestrator/config.py", "executor/config.py"):
-        names |= set(re.findall(r"\b(MAO_[A-Z0-9_]*[A-Z0-9])\b", (REPO_ROOT / config).read_text()))
+    for config in [*sorted((REPO_ROOT / "orchestrator" / "config").glob("*.py")), REPO_ROOT / "executor" / "config.py"]:
+        names |= set(re.findall(r"\b(MAO_[A-Z0-9_]*[A-Z0-9])\b", config.read_text()))
     for package in ("orchestrator", "executor", "ctl"):
         for source in (REPO_ROOT / package).rglob("*.py"):
             names |= set(re.findall(r"""["'](MAO_[A-Z0-9_]*[A-Z0-9])["']""", source.read_text()))

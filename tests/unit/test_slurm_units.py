@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from orchestrator.config.backends.slurm import SlurmSettings
 from orchestrator.executors.seam import (
     INPUT_MOUNT,
     OUTPUT_MOUNT,
@@ -56,7 +57,6 @@ from orchestrator.executors.slurm_command import (
 )
 from orchestrator.executors.slurm_ends import SCRIPT
 from orchestrator.executors.slurm_files import drop_orphan_logs, job_files, jobcomp_line
-from orchestrator.executors.slurm_settings import SlurmSettings
 
 ROOT = Path("/shared")
 

@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from orchestrator.executors.engine_api import FrameReader, host_problem
+from orchestrator.config.backends.swarm import SwarmSettings, host_problem
+from orchestrator.executors.engine_api import FrameReader
 from orchestrator.executors.seam import (
     INPUT_MOUNT,
     OUTPUT_MOUNT,
@@ -35,7 +36,6 @@ from orchestrator.executors.swarm_service import (
     placement_problem,
     service_body,
 )
-from orchestrator.executors.swarm_settings import SwarmSettings
 from orchestrator.executors.swarm_watch import ServiceView, parse_time, task_end
 from tests.servers import swarm as swarm_fixture
 

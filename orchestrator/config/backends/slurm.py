@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..domain.sizes import parse_size
+from ...domain.sizes import parse_size
 
 # Slurm's names for partitions, accounts, QOS and reservations: no spaces, no shell or list syntax.
 SLURM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

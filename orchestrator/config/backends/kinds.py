@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ValidationError
 
-from .docker_settings import DockerSettings
-from .kube_settings import KubernetesSettings
-from .slurm_settings import SlurmSettings
-from .swarm_settings import SwarmSettings
+from .docker import DockerSettings
+from .kubernetes import KubernetesSettings
+from .slurm import SlurmSettings
+from .swarm import SwarmSettings
 
 DEFAULT_BACKENDS = "local=docker"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")

@@ -1,0 +1,300 @@
+"""The checks of settings that one variable alone cannot decide: etcd's endpoints and TLS, the
+executor's transport, the API's guards and the data's confinement, the data folder, the pools."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from executor.transport import (
+    certificate_fingerprint,
+    parse_fingerprint,
+    socket_path_problem,
+    unix_socket_path,
+)
+from executor.wire.names import name_problem
+
+from ..urls import split_url
+
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+# The unspecified addresses the prototype's samples send (curl http://0.0.0.0:8080): only a page this
+# API served itself has them as its origin, so a rebinding page cannot use them.
+UNSPECIFIED_HOSTS = ("0.0.0.0", "::")
+_HOSTNAME_RE = re.compile(r"^[a-z0-9_]([a-z0-9_.-]{0,252})?$|^[0-9a-f:.]+$")
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def trust_settings(
+    get: Callable[..., str | None],
+    get_number: Callable[..., float],
+    problems: list[str],
+    api_host: str,
+    api_token: str | None,
+    advertise_url: str,
+    data_dir: Path,
+) -> dict[str, Any]:
+    """The API guards' and the data's settings (docs/security.md), validated into ``problems``."""
+    legacy = (get("MAO_API_LEGACY_OPEN", "") or "").lower()
+    if legacy not in ("", "0", "1", "true", "false", "yes", "no"):
+        problems.append(f"MAO_API_LEGACY_OPEN={legacy!r} must be 1 or 0")
+    legacy_open = legacy in ("1", "true", "yes")
+    if legacy_open and not is_loopback(api_host):
+        problems.append(
+            f"MAO_API_LEGACY_OPEN=1 opens the API without a token, which is only allowed on loopback, "
+            f"but MAO_API_HOST={api_host}: listen on 127.0.0.1 or drop MAO_API_LEGACY_OPEN"
+        )
+    if legacy_open and api_token:
+        problems.append("MAO_API_LEGACY_OPEN=1 and MAO_API_TOKEN are both set: choose one")
+
+    raw_names = get("MAO_API_HOSTNAMES")
+    if raw_names:
+        hostnames = [n.strip().lower() for n in raw_names.split(",") if n.strip()]
+    else:
+        advertised = split_url(advertise_url)
+        hostnames = [*sorted(LOOPBACK_NAMES), "127.0.0.1", "::1", *UNSPECIFIED_HOSTS, api_host.lower()]
+        if advertised is not None and advertised.hostname:
+            hostnames.append(advertised.hostname.lower())
+    for name in hostnames:
+        if not _HOSTNAME_RE.fullmatch(name):
+            problems.append(f"MAO_API_HOSTNAMES: {name!r} is not a host name or IP address")
+
+    credentials = get("MAO_GIT_CREDENTIALS")
+    git_credentials = Path(credentials).expanduser() if credentials else None
+    if git_credentials is not None:
+        if not git_credentials.is_absolute():
+            problems.append(f"MAO_GIT_CREDENTIALS={credentials} must be an absolute path")
+        elif not git_credentials.is_file():
+            problems.append(f"MAO_GIT_CREDENTIALS={credentials} is not a file")
+        elif git_credentials.stat().st_mode & 0o077:
+            problems.append(f"MAO_GIT_CREDENTIALS={credentials} is readable by other users: chmod 600 it")
+
+    roots: list[Path] = []
+    for item in filter(None, (part.strip() for part in (get("MAO_MASTER_ROOTS") or "").split(","))):
+        root = Path(item).expanduser()
+        if not root.is_absolute():
+            problems.append(f"MAO_MASTER_ROOTS: {item!r} must be an absolute path")
+        else:
+            roots.append(root.resolve())
+    # The default: the local bare repositories POST /bare-repo/init creates.
+    roots = roots or [(data_dir / "repos").resolve()]
+
+    return {
+        "api_legacy_open": legacy_open,
+        "api_hostnames": tuple(dict.fromkeys(hostnames)),
+        "git_credentials": git_credentials,
+        "master_roots": tuple(roots),
+        "etcd_compact_interval": get_number("MAO_ETCD_COMPACT_INTERVAL", 300.0, 0, 86400),
+        "etcd_compact_keep": int(get_number("MAO_ETCD_COMPACT_KEEP", 100_000, 10, 10**9, integer=True)),
+        "gateway_bytes_per_second": int(
+            get_number("MAO_GATEWAY_BYTES_PER_SECOND", 256 * 1024, 1024, 10**9, integer=True)
+        ),
+        "gateway_entries_per_second": get_number("MAO_GATEWAY_ENTRIES_PER_SECOND", 50.0, 0.1, 100000),
+    }
+
+
+def executor_transport(
+    get: Callable[[str], str | None], url: str, problems: list[str]
+) -> tuple[bytes | None, bool]:
+    """The executor's URL checked for a transport that proves the server (docs/security.md#transports):
+    ``unix:///path`` (the default, in the data dir), ``https://`` with a pinned certificate
+    (MAO_EXECUTOR_TLS_FINGERPRINT, or MAO_EXECUTOR_TLS_CERT the fingerprint is taken from), or plain
+    ``http://`` on loopback only with MAO_EXECUTOR_INSECURE_TCP=1. Returns (pin, plain TCP allowed)."""
+    insecure_raw = (get("MAO_EXECUTOR_INSECURE_TCP") or "0").lower()
+    if insecure_raw not in TRUE + FALSE:
+        problems.append(f"MAO_EXECUTOR_INSECURE_TCP={insecure_raw!r} must be 1 or 0")
+    insecure = insecure_raw in TRUE
+    pin_text, pin_file = get("MAO_EXECUTOR_TLS_FINGERPRINT"), get("MAO_EXECUTOR_TLS_CERT")
+    pin: bytes | None = None
+    if pin_text and pin_file:
+        problems.append("MAO_EXECUTOR_TLS_FINGERPRINT and MAO_EXECUTOR_TLS_CERT both pin the executor: give one")
+    elif pin_text:
+        pin = parse_fingerprint(pin_text)
+        if pin is None:
+            problems.append(
+                f"MAO_EXECUTOR_TLS_FINGERPRINT={pin_text!r} is not a SHA-256 fingerprint (64 hex digits, "
+                "colons allowed, as `mao-executor --fingerprint` prints it)"
+            )
+    elif pin_file:
+        try:
+            pin = certificate_fingerprint(Path(pin_file).expanduser().read_bytes())
+        except (OSError, ValueError) as exc:
+            problems.append(f"MAO_EXECUTOR_TLS_CERT={pin_file} is not a readable PEM certificate ({exc})")
+    if (path := unix_socket_path(url)) is not None:
+        if problem := socket_path_problem(path, "MAO_EXECUTOR_URL"):
+            problems.append(problem)
+        return None, insecure
+    parts = split_url(url)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append(
+            f"MAO_EXECUTOR_URL={url!r} is not unix:///path/to/executor.sock or an http(s) URL"
+        )
+    elif parts.scheme == "http" and (pin_text or pin_file):
+        problems.append(f"MAO_EXECUTOR_URL={url} is plain HTTP, so a pinned certificate cannot apply: write https://")
+    elif parts.scheme == "https" and pin is None and not (pin_text or pin_file):
+        problems.append(
+            f"MAO_EXECUTOR_URL={url} needs the executor's certificate pinned: set MAO_EXECUTOR_TLS_FINGERPRINT "
+            "to what `mao-executor --fingerprint` prints on its host (or MAO_EXECUTOR_TLS_CERT to its certificate)"
+        )
+    elif parts.scheme == "http" and not (insecure and is_loopback(parts.hostname)):
+        problems.append(
+            f"MAO_EXECUTOR_URL={url} is plain HTTP: whoever listens on that port while the executor is down "
+            "receives its token and every step's secrets. Use the executor's Unix socket (the default, "
+            "unix://$MAO_DATA_DIR/executor/executor.sock), https:// with MAO_EXECUTOR_TLS_FINGERPRINT, or, "
+            "for tests only, a loopback address with MAO_EXECUTOR_INSECURE_TCP=1"
+        )
+    return pin, insecure
+
+
+MAX_POOL_SLOTS = 100_000
+MAX_ETCD_QUOTA = 8 * 1024**3
+
+
+def parse_pools(raw: str, problems: list[str]) -> dict[str, int]:
+    """``MAO_POOLS``: ``name=slots`` items separated by commas (``gpu=1,heavy=2``); each problem
+    goes into ``problems`` naming the item."""
+    pools: dict[str, int] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        name, sep, slots = (x.strip() for x in item.partition("="))
+        if not sep or not name:
+            problems.append(f"MAO_POOLS: {item!r} is not name=slots (e.g. gpu=1,heavy=2)")
+        elif problem := name_problem(name, "MAO_POOLS pool name"):
+            problems.append(problem)
+        elif not slots.isdigit() or not 1 <= int(slots) <= MAX_POOL_SLOTS:
+            problems.append(f"MAO_POOLS: {item!r}: slots must be a whole number from 1 to {MAX_POOL_SLOTS}")
+        elif name in pools:
+            problems.append(f"MAO_POOLS: pool {name!r} is given twice")
+        else:
+            pools[name] = int(slots)
+    return pools
+
+
+def parse_endpoints(raw: str, problems: list[str]) -> list[tuple[str, int]]:
+    endpoints = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        # Accept http://host:port too: operators paste etcd's client URLs.
+        hostport = item.split("://", 1)[-1].rstrip("/")
+        host, sep, port = hostport.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            problems.append(f"MAO_ETCD_ENDPOINTS: {item!r} is not host:port")
+            continue
+        endpoints.append((host.strip("[]"), int(port)))
+    if not endpoints and not any(p.startswith("MAO_ETCD_ENDPOINTS") for p in problems):
+        problems.append("MAO_ETCD_ENDPOINTS is empty: give at least one host:port")
+    return endpoints
+
+
+TLS_VARIABLES = ("MAO_ETCD_CA", "MAO_ETCD_CERT", "MAO_ETCD_KEY")
+TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
+def etcd_tls(
+    get: Callable[[str], str | None], raw_endpoints: str, problems: list[str]
+) -> tuple[Path | None, Path | None, Path | None, bool]:
+    """The etcd TLS files (checked: readable, the key not readable by others) and the plain-HTTP switch.
+
+    Secure by default: without the three files the orchestrator starts only when MAO_ETCD_INSECURE=1
+    says plain HTTP is meant, and an endpoint's scheme, when given, must agree with the choice."""
+    insecure_raw = (get("MAO_ETCD_INSECURE") or "0").lower()
+    if insecure_raw not in TRUE + FALSE:
+        problems.append(f"MAO_ETCD_INSECURE={insecure_raw!r} must be 1 or 0")
+    insecure = insecure_raw in TRUE
+    given = {name: get(name) for name in TLS_VARIABLES}
+    schemes = {item.strip().split("://", 1)[0].lower() for item in raw_endpoints.split(",") if "://" in item}
+    if not any(given.values()):
+        if not insecure:
+            problems.append(
+                "etcd needs TLS: set MAO_ETCD_CA, MAO_ETCD_CERT and MAO_ETCD_KEY (the federation CA and "
+                "this instance's client certificate and key; `maoctl instance install` writes them), or "
+                "MAO_ETCD_INSECURE=1 for a plain-HTTP etcd, for tests only (anything that reaches its "
+                "port, a web page in a browser included, reads and writes it)"
+            )
+        elif "https" in schemes:
+            problems.append(
+                "MAO_ETCD_ENDPOINTS has https:// endpoints but MAO_ETCD_INSECURE=1 asks for plain HTTP"
+            )
+        return None, None, None, insecure
+    missing = [name for name, value in given.items() if not value]
+    if missing:
+        problems.append(
+            f"etcd over TLS needs all of {', '.join(TLS_VARIABLES)}; missing: {', '.join(missing)}"
+        )
+    if insecure:
+        problems.append("MAO_ETCD_INSECURE=1 contradicts MAO_ETCD_CA/CERT/KEY: choose TLS or plain HTTP")
+    if "http" in schemes:
+        problems.append(
+            "MAO_ETCD_ENDPOINTS has http:// endpoints but etcd is reached over TLS: write https:// or host:port"
+        )
+    paths: list[Path | None] = []
+    for name, value in given.items():
+        path = Path(value).expanduser() if value else None
+        if path is not None:
+            if problem := tls_file_problem(name, path, private=name == "MAO_ETCD_KEY"):
+                problems.append(problem)
+        paths.append(path)
+    return paths[0], paths[1], paths[2], False
+
+
+def tls_file_problem(name: str, path: Path, private: bool) -> str | None:
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return f"{name}={path} cannot be read: {exc.strerror or exc}"
+    if b"-----BEGIN" not in head:
+        return f"{name}={path} is not a PEM file"
+    if private and mode & 0o077:
+        return (
+            f"{name}={path} is readable by others (mode {mode & 0o777:o}): the key proves this instance to "
+            f"the federation; chmod 600 {path}"
+        )
+    return None
+
+
+def default_advertise_url(api_host: str, api_port: int) -> str:
+    # A wildcard address means nothing to other machines: publish the host name instead.
+    host = socket.gethostname() if api_host in ("0.0.0.0", "::", "") else api_host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{api_port}"
+
+
+def advertise_url_problem(url: str) -> str | None:
+    parts = split_url(url)
+    if parts is None:
+        return f"MAO_ADVERTISE_URL={url!r} is not a valid URL (check the host and port)"
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        return f"MAO_ADVERTISE_URL={url!r} is not an http(s) URL such as http://node1.example.org:8080"
+    return None
+
+
+def data_dir_problem(data_dir: Path) -> str | None:
+    try:
+        # 0700: the database, secrets and every dataset below it are this user's alone.
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if data_dir.stat().st_mode & 0o077:
+            data_dir.chmod(0o700)
+        with tempfile.NamedTemporaryFile(dir=data_dir, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        return f"MAO_DATA_DIR={data_dir} is not writable: {exc.strerror or exc}"
+    return None
+
+
