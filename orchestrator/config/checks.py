@@ -9,7 +9,6 @@ import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from executor.transport import (
     certificate_fingerprint,
@@ -37,29 +36,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def trust_settings(
-    get: Callable[..., str | None],
-    get_number: Callable[..., float],
-    problems: list[str],
-    api_host: str,
-    api_token: str | None,
-    advertise_url: str,
-    data_dir: Path,
-) -> dict[str, Any]:
-    """The API guards' and the data's settings (docs/security.md), validated into ``problems``."""
-    legacy = (get("MAO_API_LEGACY_OPEN", "") or "").lower()
-    if legacy not in ("", "0", "1", "true", "false", "yes", "no"):
-        problems.append(f"MAO_API_LEGACY_OPEN={legacy!r} must be 1 or 0")
-    legacy_open = legacy in ("1", "true", "yes")
+def legacy_open_problem(legacy_open: bool, api_host: str, api_token: str | None) -> str | None:
+    """The prototype's tokenless API (MAO_API_LEGACY_OPEN=1): on loopback only, and never with a token."""
     if legacy_open and not is_loopback(api_host):
-        problems.append(
+        return (
             f"MAO_API_LEGACY_OPEN=1 opens the API without a token, which is only allowed on loopback, "
             f"but MAO_API_HOST={api_host}: listen on 127.0.0.1 or drop MAO_API_LEGACY_OPEN"
         )
     if legacy_open and api_token:
-        problems.append("MAO_API_LEGACY_OPEN=1 and MAO_API_TOKEN are both set: choose one")
+        return "MAO_API_LEGACY_OPEN=1 and MAO_API_TOKEN are both set: choose one"
+    return None
 
-    raw_names = get("MAO_API_HOSTNAMES")
+
+def api_hostnames(raw_names: str | None, advertise_url: str, api_host: str, problems: list[str]) -> tuple[str, ...]:
+    """The Host names the API answers to (MAO_API_HOSTNAMES, else loopback's, the unspecified
+    addresses, MAO_API_HOST and the advertised URL's host): anything else is a 421 (DNS rebinding)."""
     if raw_names:
         hostnames = [n.strip().lower() for n in raw_names.split(",") if n.strip()]
     else:
@@ -70,8 +61,11 @@ def trust_settings(
     for name in hostnames:
         if not _HOSTNAME_RE.fullmatch(name):
             problems.append(f"MAO_API_HOSTNAMES: {name!r} is not a host name or IP address")
+    return tuple(dict.fromkeys(hostnames))
 
-    credentials = get("MAO_GIT_CREDENTIALS")
+
+def git_credentials_file(credentials: str | None, problems: list[str]) -> Path | None:
+    """MAO_GIT_CREDENTIALS: an absolute path to a file only this user may read."""
     git_credentials = Path(credentials).expanduser() if credentials else None
     if git_credentials is not None:
         if not git_credentials.is_absolute():
@@ -80,42 +74,29 @@ def trust_settings(
             problems.append(f"MAO_GIT_CREDENTIALS={credentials} is not a file")
         elif git_credentials.stat().st_mode & 0o077:
             problems.append(f"MAO_GIT_CREDENTIALS={credentials} is readable by other users: chmod 600 it")
+    return git_credentials
 
+
+def master_roots(raw: str | None, data_dir: Path, problems: list[str]) -> tuple[Path, ...]:
+    """MAO_MASTER_ROOTS, absolute and resolved; by default the local bare repositories'."""
     roots: list[Path] = []
-    for item in filter(None, (part.strip() for part in (get("MAO_MASTER_ROOTS") or "").split(","))):
+    for item in filter(None, (part.strip() for part in (raw or "").split(","))):
         root = Path(item).expanduser()
         if not root.is_absolute():
             problems.append(f"MAO_MASTER_ROOTS: {item!r} must be an absolute path")
         else:
             roots.append(root.resolve())
     # The default: the local bare repositories POST /bare-repo/init creates.
-    roots = roots or [(data_dir / "repos").resolve()]
-
-    return {
-        "api_legacy_open": legacy_open,
-        "api_hostnames": tuple(dict.fromkeys(hostnames)),
-        "git_credentials": git_credentials,
-        "master_roots": tuple(roots),
-        "etcd_compact_interval": get_number("MAO_ETCD_COMPACT_INTERVAL", 300.0, 0, 86400),
-        "etcd_compact_keep": int(get_number("MAO_ETCD_COMPACT_KEEP", 100_000, 10, 10**9, integer=True)),
-        "gateway_bytes_per_second": int(
-            get_number("MAO_GATEWAY_BYTES_PER_SECOND", 256 * 1024, 1024, 10**9, integer=True)
-        ),
-        "gateway_entries_per_second": get_number("MAO_GATEWAY_ENTRIES_PER_SECOND", 50.0, 0.1, 100000),
-    }
+    return tuple(roots or [(data_dir / "repos").resolve()])
 
 
 def executor_transport(
-    get: Callable[[str], str | None], url: str, problems: list[str]
-) -> tuple[bytes | None, bool]:
+    get: Callable[[str], str | None], url: str, insecure: bool, problems: list[str]
+) -> bytes | None:
     """The executor's URL checked for a transport that proves the server (docs/security.md#transports):
     ``unix:///path`` (the default, in the data dir), ``https://`` with a pinned certificate
     (MAO_EXECUTOR_TLS_FINGERPRINT, or MAO_EXECUTOR_TLS_CERT the fingerprint is taken from), or plain
-    ``http://`` on loopback only with MAO_EXECUTOR_INSECURE_TCP=1. Returns (pin, plain TCP allowed)."""
-    insecure_raw = (get("MAO_EXECUTOR_INSECURE_TCP") or "0").lower()
-    if insecure_raw not in TRUE + FALSE:
-        problems.append(f"MAO_EXECUTOR_INSECURE_TCP={insecure_raw!r} must be 1 or 0")
-    insecure = insecure_raw in TRUE
+    ``http://`` on loopback only with MAO_EXECUTOR_INSECURE_TCP=1 (``insecure``). Returns the pin."""
     pin_text, pin_file = get("MAO_EXECUTOR_TLS_FINGERPRINT"), get("MAO_EXECUTOR_TLS_CERT")
     pin: bytes | None = None
     if pin_text and pin_file:
@@ -135,7 +116,7 @@ def executor_transport(
     if (path := unix_socket_path(url)) is not None:
         if problem := socket_path_problem(path, "MAO_EXECUTOR_URL"):
             problems.append(problem)
-        return None, insecure
+        return None
     parts = split_url(url)
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         problems.append(
@@ -155,11 +136,10 @@ def executor_transport(
             "unix://$MAO_DATA_DIR/executor/executor.sock), https:// with MAO_EXECUTOR_TLS_FINGERPRINT, or, "
             "for tests only, a loopback address with MAO_EXECUTOR_INSECURE_TCP=1"
         )
-    return pin, insecure
+    return pin
 
 
 MAX_POOL_SLOTS = 100_000
-MAX_ETCD_QUOTA = 8 * 1024**3
 
 
 def parse_pools(raw: str, problems: list[str]) -> dict[str, int]:
@@ -201,20 +181,15 @@ def parse_endpoints(raw: str, problems: list[str]) -> list[tuple[str, int]]:
 
 
 TLS_VARIABLES = ("MAO_ETCD_CA", "MAO_ETCD_CERT", "MAO_ETCD_KEY")
-TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no")
 
 
 def etcd_tls(
-    get: Callable[[str], str | None], raw_endpoints: str, problems: list[str]
+    get: Callable[[str], str | None], raw_endpoints: str, insecure: bool, problems: list[str]
 ) -> tuple[Path | None, Path | None, Path | None, bool]:
     """The etcd TLS files (checked: readable, the key not readable by others) and the plain-HTTP switch.
 
     Secure by default: without the three files the orchestrator starts only when MAO_ETCD_INSECURE=1
-    says plain HTTP is meant, and an endpoint's scheme, when given, must agree with the choice."""
-    insecure_raw = (get("MAO_ETCD_INSECURE") or "0").lower()
-    if insecure_raw not in TRUE + FALSE:
-        problems.append(f"MAO_ETCD_INSECURE={insecure_raw!r} must be 1 or 0")
-    insecure = insecure_raw in TRUE
+    says plain HTTP is meant (``insecure``), and an endpoint's scheme, when given, must agree."""
     given = {name: get(name) for name in TLS_VARIABLES}
     schemes = {item.strip().split("://", 1)[0].lower() for item in raw_endpoints.split(",") if "://" in item}
     if not any(given.values()):

@@ -1,6 +1,6 @@
 """The orchestrator's settings object: every value it runs with, and its masked description.
 
-Built by ``load.load_settings`` from the ``MAO_*`` variables; nothing else constructs it outside tests.
+Built by ``load.load_settings`` from the ``MAO_*`` variables (the rows of ``table.py``); frozen.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The settings table (executor/wire/settings.py): a row is read the same way whatever its parser, any
-text gives its value or problems naming its variable (never an exception), and the executor's table
-names each variable once and documents it."""
+"""The settings table both configurations share (executor/wire/settings.py): a row is read the same way
+whatever its parser, any text gives its value or problems naming its variable (never an exception), and
+the orchestrator's and the executor's tables name each variable once and document it."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from executor import config as executor_config
 from executor.wire.settings import Invalid, Reader, Setting, choice, flag, integer, number, shown, text
+from orchestrator.config import table as orchestrator_table
 
-ROWS: list[Setting[object]] = [*executor_config.TABLE]
+ROWS: list[Setting[object]] = [*orchestrator_table.TABLE, *executor_config.TABLE]
 VALUES = st.text(alphabet=string.printable + "é\x00", max_size=30)
 
 
@@ -80,7 +81,7 @@ def test_a_secret_is_never_shown() -> None:
 
 
 def test_each_table_reads_a_variable_once_with_a_doc_line() -> None:
-    for table in (executor_config.TABLE,):
+    for table in (orchestrator_table.TABLE, executor_config.TABLE):
         variables = [row.variable for row in table]
         assert len(variables) == len(set(variables)), variables
         assert all(row.variable.startswith("MAO_") and row.doc for row in table)
