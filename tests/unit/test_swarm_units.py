@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from orchestrator.config.backends.kinds import backend_values
 from orchestrator.config.backends.swarm import SwarmSettings, host_problem
 from orchestrator.executors.engine_api import FrameReader
 from orchestrator.executors.seam import (
@@ -222,7 +223,7 @@ def test_settings(tmp_path: Path) -> None:
         "MAO_BACKEND_GPU_START_TIMEOUT": "30",
         "MAO_BACKEND_OTHER_SHARED_ROOT": "/elsewhere",
     }
-    parsed = SwarmSettings.from_environ("gpu", env)
+    parsed = SwarmSettings.model_validate(backend_values("gpu", env))
     assert (
         parsed.accept_without_no_new_privileges
         and parsed.networks == ("a", "b")
@@ -247,7 +248,7 @@ def test_settings(tmp_path: Path) -> None:
     ]
     for values, why in bad_cases:
         with pytest.raises(ValidationError, match=why):
-            SwarmSettings.from_environ("gpu", values)
+            SwarmSettings.model_validate(backend_values("gpu", values))
 
 
 @pytest.mark.parametrize(

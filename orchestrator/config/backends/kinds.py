@@ -62,6 +62,13 @@ def variable_prefix(name: str) -> str:
     return f"MAO_BACKEND_{name.upper().replace('-', '_')}_"
 
 
+def backend_values(name: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The ``MAO_BACKEND_<NAME>_<KEY>`` variables of backend ``name`` alone, by key in lower case (what
+    its kind's model validates; ``parse_backends`` also tells apart names that share a prefix)."""
+    prefix = variable_prefix(name)
+    return {key[len(prefix) :].lower(): value for key, value in environ.items() if key.startswith(prefix)}
+
+
 def parse_backends(
     get: Callable[[str], str | None], environ: Mapping[str, str], problems: list[str]
 ) -> tuple[tuple[BackendConfig, ...], str]:

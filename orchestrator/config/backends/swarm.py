@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import ssl
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -113,15 +112,6 @@ class SwarmSettings(BaseModel):
             raise ValueError(f"docker_host: {problem}")
         return self
 
-    @classmethod
-    def from_environ(cls, name: str, environ: Mapping[str, str]) -> SwarmSettings:
-        """The settings of backend ``name`` from its ``MAO_BACKEND_<NAME>_*`` variables (until the
-        generic reader of MAO_BACKENDS takes over); an unknown key is an error."""
-        prefix = f"MAO_BACKEND_{name.upper()}_"
-        values = {
-            key[len(prefix) :].lower(): value for key, value in environ.items() if key.startswith(prefix)
-        }
-        return cls.model_validate(values)
 
     def tls(self) -> TlsFiles | None:
         if self.tls_ca and self.tls_cert and self.tls_key:
