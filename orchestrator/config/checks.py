@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from executor.private_folder import make_private
 from executor.transport import (
     certificate_fingerprint,
     parse_fingerprint,
@@ -263,9 +264,7 @@ def advertise_url_problem(url: str) -> str | None:
 def data_dir_problem(data_dir: Path) -> str | None:
     try:
         # 0700: the database, secrets and every dataset below it are this user's alone.
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if data_dir.stat().st_mode & 0o077:
-            data_dir.chmod(0o700)
+        make_private(data_dir)
         with tempfile.NamedTemporaryFile(dir=data_dir, prefix=".write-test-"):
             pass
     except OSError as exc:
