@@ -10,7 +10,8 @@ from typing import Any
 
 from ..domain.graph import StepNode
 from ..domain.pipeline import Pipeline
-from ..domain.states import AttemptStatus, RunStatus, StepStatus
+from ..domain.states import STEP_TRANSITIONS, AttemptStatus, RunStatus, StepStatus, check
+from ..store.run_changes import AttemptEnded
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,18 @@ class ActiveRun:
     # Each step's record fields as last set (status aside): what the run's end writes again for a
     # step whose own record write failed (``Runner._close``).
     step_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # A step's attempt that succeeded, its end not recorded yet: written with the step's own end
+    # (one transaction), or by the run's close when that write failed.
+    attempt_ends: dict[str, AttemptEnded] = field(default_factory=dict)
     # Shutdown: the run is left where it is (its records and objects) for the next start to resume.
     detaching: bool = False
     # Its record as read once it ended (for the metrics), handed to a waiting caller: no second read.
     ended_record: dict[str, Any] | None = None
+
+    def note(self, name: str, status: StepStatus, **fields: Any) -> None:
+        """The step's new status in memory (checked), and the fields its record is to carry."""
+        self.steps[name] = check(STEP_TRANSITIONS, self.steps[name], status)
+        self.step_fields.setdefault(name, {}).update(fields)
 
     def order(self) -> tuple[int, datetime, str]:
         return (-self.priority, self.queued_at or _EPOCH, self.id)

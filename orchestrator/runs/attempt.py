@@ -4,7 +4,7 @@ module does one try.
 
 Seams for fan-out (``runs/fanout/``): ``snapshot_input``, ``prepare_output``, ``spec`` and
 ``execute`` are separate so a fan-out step can run one container per shard (each with its own
-attempt row, ``RunRecords.add_attempt(shard=...)``) and then ``commit_and_vote`` once. An attempt a
+attempt row, ``RunRecords.start_attempt``) and then ``commit_and_vote`` once. An attempt a
 previous process started (``Adopted``, ``reconcile.py``) skips the snapshot, the folder's reset and
 the submission: it waits for the object that is already there and goes on from its end.
 
@@ -23,6 +23,7 @@ from pathlib import Path
 from ..config import Settings
 from ..datasets import DatasetRepo, Datasets
 from ..datasets.repo import BranchConflict
+from ..datasets.trees import remove_tree
 from ..domain.pipeline import Dataset, Step, Tool
 from ..domain.states import AttemptStatus, MergeState, StepStatus
 from ..errors import Conflict, GitError, MaoError, NotFound, Unavailable
@@ -30,6 +31,7 @@ from ..executors.seam import BackendRejected, ContainerSpec, End, EndKind, Handl
 from ..gateway.insights import InsightsPublisher, insights_stamp, read_insights
 from ..merging.voting import Voting
 from ..phases import phase
+from ..store.run_changes import StepFacts, ToolEnded
 from ..store.runs import RunRecords
 from .execution import Execution, Outcome
 from .spec import backend_of, container_spec
@@ -145,20 +147,18 @@ class Attempts:
         voting: Callable[[], object] | None = None,
         adopted: Adopted | None = None,
         finishing: Callable[[], object] | None = None,
+        snapshot: tuple[Path | None, str | None] = (None, None),
     ) -> AttemptOutcome:
-        """One full attempt; raises StepFailed. The caller records the attempt row's start and end.
+        """One full attempt from its input ``snapshot`` (``snapshot_input``, which the caller takes
+        before it records the attempt's start, so that the start is one write with the input commit
+        in it); raises StepFailed. The caller records the attempt row's start and end.
         ``voting`` is called when the attempt starts pushing (its ground-truth vote): from there on,
         stopping the run lets it finish rather than leave half a vote. ``finishing`` is called once
         its tool has ended: a shutdown lets it commit and vote rather than leave it for the next
         process, which could not take it up (its object is gone)."""
         try:
             if adopted is None:
-                folder = scratch / f"{ctx.position}-{attempt}"
-                with phase("step: input snapshot"):
-                    input_dir, input_commit = await self.snapshot_input(ctx, folder)
-                if input_commit is not None:
-                    with phase("db: step input commit"):
-                        await self.records.update_step(ctx.run_id, ctx.step.name, input_commit=input_commit)
+                input_dir, input_commit = snapshot
             else:
                 input_dir, input_commit = adopted.input_dir, adopted.input_commit
             async with self.branch(ctx, adopted) as lane:
@@ -183,21 +183,18 @@ class Attempts:
                     with phase("step: reclaim the work folder (hygiene)"):
                         await self.reclaim_output(ctx, lane)
                     with phase("db: step's container fields"):
-                        await self.records.update_step(
+                        await self.records.note_step(
                             ctx.run_id,
                             ctx.step.name,
-                            image=tool.image,
-                            exit_code=end.exit_code,
-                            image_id=end.image_id,
-                            log_tail=redact(end.log_tail, ctx.step.private_env),
+                            ToolEnded(tool.image, end.exit_code, end.image_id, redact(end.log_tail, ctx.step.private_env)),
                         )
                     check_end(ctx.step, end, spec)
                     trailers = self.trailers(ctx, tool, end.image_id, input_commit)
                     with phase("step: commit (hygiene, add, write-tree, commit-tree)"):
                         commit, changed = await self.commit(ctx, parent, trailers, lane)
                     with phase("db: step output commit"):
-                        await self.records.update_step(
-                            ctx.run_id, ctx.step.name, output_commit=commit, changed=changed
+                        await self.records.note_step(
+                            ctx.run_id, ctx.step.name, StepFacts(output_commit=commit, changed=changed)
                         )
                     # Read now, while the folder holds exactly what was committed.
                     with phase("step: insights read"):
@@ -235,6 +232,8 @@ class Attempts:
         """Export the input dataset's ground-truth as it is now (after the step's needs merged)."""
         if ctx.source is None:
             return None, None
+        if folder.exists():  # left by a process killed before it recorded this attempt's start
+            await asyncio.to_thread(remove_tree, folder)
         folder.mkdir(parents=True)
 
         def take(repo: DatasetRepo) -> str:
@@ -338,12 +337,10 @@ class Attempts:
                 lambda repo: repo.commit_worktree(ctx.branch, parent, message, trailers, lane),
             )
         except BranchConflict as exc:
-            await self.records.update_step(
+            await self.records.note_step(
                 ctx.run_id,
                 ctx.step.name,
-                output_commit=exc.commit,
-                conflicts=exc.paths,
-                merge_state=MergeState.CONFLICT,
+                StepFacts(output_commit=exc.commit, conflicts=exc.paths, merge_state=MergeState.CONFLICT),
             )
             raise StepFailed(exc.message, status=StepStatus.CONFLICT) from exc
 
@@ -357,19 +354,13 @@ class Attempts:
                 (ctx.run_id, ctx.step.name), ctx.output, ctx.branch, commit, message, trailers
             )
         except BranchConflict as exc:  # another run's vote on this branch landed after our commit
-            await self.records.update_step(
-                ctx.run_id,
-                ctx.step.name,
-                conflicts=exc.paths,
-                merge_state=MergeState.CONFLICT,
+            await self.records.note_step(
+                ctx.run_id, ctx.step.name, StepFacts(conflicts=exc.paths, merge_state=MergeState.CONFLICT)
             )
             raise StepFailed(exc.message, status=StepStatus.CONFLICT) from exc
         if vote.conflicts:
-            await self.records.update_step(
-                ctx.run_id,
-                ctx.step.name,
-                conflicts=vote.conflicts,
-                merge_state=MergeState.CONFLICT,
+            await self.records.note_step(
+                ctx.run_id, ctx.step.name, StepFacts(conflicts=vote.conflicts, merge_state=MergeState.CONFLICT)
             )
             raise StepFailed(
                 f"step {ctx.step.name}: {ctx.branch} conflicts with ground-truth of {ctx.output.name} in "

@@ -48,7 +48,6 @@ from ..domain.states import (
     DONE_STEP,
     ENDED_STEP,
     RUN_TRANSITIONS,
-    STEP_TRANSITIONS,
     AttemptStatus,
     RunStatus,
     StepStatus,
@@ -66,6 +65,7 @@ from ..phases import phase
 from ..store import Store
 from ..store.backfills import NewBackfill
 from ..store.retention import existing_runs
+from ..store.run_changes import RunChange, StepChange, StepFacts
 from ..store.runs import NewRun, RunRecords, StepEnd, UnfinishedRun
 from ..store.tables import utcnow
 from ..store.versions import PipelineVersions
@@ -76,7 +76,7 @@ from .attempt import Adopted, Attempts
 from .execution import Execution
 from .fanout.attempt import FanOutAttempts
 from .pools import Pools
-from .retry import RetryStart
+from .retry_start import RetryStart
 from .step_logs import StepLogs
 from .steps import StepWork
 from .strategies import Strategies
@@ -398,11 +398,8 @@ class Runner:
         except MaoError as exc:
             log.warning("queued run %s of %s cannot start: %s", ticket.run_id, ticket.pipeline, exc.message)
             try:
-                await self.records.update_run(
-                    ticket.run_id,
-                    status=RunStatus.FAILED,
-                    error=f"could not start: {exc.message}",
-                    ended_at=utcnow(),
+                await self.records.change_run(
+                    RunChange(ticket.run_id, RunStatus.FAILED, ended_at=utcnow(), error=f"could not start: {exc.message}")
                 )
             except MaoError as unrecorded:
                 self._requeue(ticket, unrecorded)
@@ -459,7 +456,7 @@ class Runner:
             if run.status is not RunStatus.RUNNING:
                 started_at = utcnow()
                 with phase("db: run running"):
-                    await self._set_run(run, RunStatus.RUNNING, started_at=started_at)
+                    await self._set_run(run, RunChange(run.id, RunStatus.RUNNING, started_at=started_at))
                 with phase("run: registrations unchanged"):
                     changed = await self._registrations_changed(run)
                 if changed:
@@ -522,7 +519,7 @@ class Runner:
         # the one place a run's record ends.
         run.first_error = reason
         for name in run.steps:
-            self._note(run, name, StepStatus.SKIPPED, error=reason)
+            run.note(name, StepStatus.SKIPPED, error=reason)
         log.warning("run %s of %s not started: %s", run.id, run.pipeline.name, reason)
         return True
 
@@ -538,7 +535,7 @@ class Runner:
             if planned.action is Action.REUSE:
                 fields = {**take.fields[planned.step], "reason": planned.reason, "error": None,
                           "started_at": now, "ended_at": now}  # fmt: skip
-                self._note(run, planned.step, StepStatus.REUSED, **fields)
+                run.note(planned.step, StepStatus.REUSED, **fields)
                 written[planned.step] = StepEnd(StepStatus.REUSED, fields)
             else:
                 run.step_fields.setdefault(planned.step, {})["reason"] = planned.reason
@@ -637,7 +634,8 @@ class Runner:
         delay = 0.2
         while True:
             try:
-                await self.records.close(run.id, final, fields, steps, attempts, reason)
+                ended = list(run.attempt_ends.values())
+                await self.records.close(run.id, final, fields, steps, attempts, reason, ended)
                 break
             except Exception as exc:  # noqa: BLE001 - the database away, or a bug: tried again either way
                 problem = exc.message if isinstance(exc, MaoError) else describe(exc)
@@ -669,12 +667,12 @@ class Runner:
         for name, status in run.steps.items():
             if status is StepStatus.PENDING:
                 end = run.stop.pending if run.stop else StepStatus.SKIPPED
-                self._note(run, name, end, error=reason or "skipped: the run ended before it started")
+                run.note(name, end, error=reason or "skipped: the run ended before it started")
             elif status is StepStatus.RUNNING:
                 end = run.stop.step if run.stop else StepStatus.FAILED
                 error = reason or "internal error: the step ended without a result"
                 run.first_error = run.first_error or error
-                self._note(run, name, end, error=error, ended_at=utcnow())
+                run.note(name, end, error=error, ended_at=utcnow())
         if run.stop is not None:
             final, error = run.stop.run, run.stop.reason
         elif crash is not None:
@@ -704,20 +702,19 @@ class Runner:
             log.warning("run %s: objects not removed (%s); the sweep removes them", run.id, describe(exc))
 
     # -- records --------------------------------------------------------------------------------
-    async def _set_run(self, run: ActiveRun, status: RunStatus, **fields: Any) -> None:
-        run.status = check(RUN_TRANSITIONS, run.status, status)
-        await self.records.update_run(run.id, status=status, **fields)
-
-    def _note(self, run: ActiveRun, name: str, status: StepStatus, **fields: Any) -> None:
-        """The step's new status in memory (checked), and the fields its record is to carry."""
-        run.steps[name] = check(STEP_TRANSITIONS, run.steps[name], status)
-        run.step_fields.setdefault(name, {}).update(fields)
+    async def _set_run(self, run: ActiveRun, change: RunChange) -> None:
+        run.status = check(RUN_TRANSITIONS, run.status, change.status)
+        await self.records.change_run(change)
 
     async def _set_step(self, run: ActiveRun, name: str, status: StepStatus, **fields: Any) -> None:
         """The step's new status, in memory first, then in its record (raises when that fails: the
-        run's end writes it again, ``_close``)."""
-        self._note(run, name, status, **fields)
-        await self.records.update_step(run.id, name, status=status, **fields)
+        run's end writes it again, ``_close``). A succeeded attempt of the step whose end is not
+        recorded yet is recorded with it, in one transaction."""
+        run.note(name, status, **fields)
+        ended = run.attempt_ends.get(name)
+        await self.records.change_step(StepChange(run.id, name, status, StepFacts(**fields)), ended)
+        if ended is not None and run.attempt_ends.get(name) is ended:
+            del run.attempt_ends[name]
 
     async def _mark(self, run: ActiveRun, name: str, status: StepStatus, **fields: Any) -> None:
         """``_set_step`` for the engine's own decisions (skip, stop): a record that cannot be

@@ -31,6 +31,7 @@ from ..errors import MaoError
 from ..executors.seam import RUN_LABEL, Handle, Managed
 from ..merging.pins import Pins
 from ..store import Store
+from ..store.run_changes import RunChange, StepChange, StepFacts
 from ..store.runs import RunRecords, UnfinishedRun, UnfinishedStep
 from ..store.tables import utcnow
 from .attempt import Adopted
@@ -162,13 +163,13 @@ class Reconciler:
 
     async def _landed_step(self, run_id: str, step: str, merge: str) -> None:
         log.info("run %s: step %s had merged (%s); recorded", run_id, step, merge)
-        await self.records.update_step(
-            run_id,
-            step,
-            status=StepStatus.SUCCEEDED,
-            merge_commit=merge,
-            merge_state=MergeState.MERGED,
-            ended_at=utcnow(),
+        await self.records.change_step(
+            StepChange(
+                run_id,
+                step,
+                StepStatus.SUCCEEDED,
+                StepFacts(merge_commit=merge, merge_state=MergeState.MERGED, ended_at=utcnow()),
+            )
         )
 
     async def _close(self, run: UnfinishedRun) -> None:
@@ -180,22 +181,24 @@ class Reconciler:
         for step in run.steps:
             if step.status is StepStatus.PENDING:
                 landed_all = False
-                await self.records.update_step(run.id, step.name, status=StepStatus.SKIPPED, error=REASON)
+                await self.records.change_step(
+                    StepChange(run.id, step.name, StepStatus.SKIPPED, StepFacts(error=REASON))
+                )
             elif step.status is StepStatus.RUNNING:
                 merge = await self._landed(run.id, run.pipeline, step.name, step.output_dataset)
                 if merge is not None:
                     await self._landed_step(run.id, step.name, merge)
                 else:
                     landed_all = False
-                    await self.records.update_step(
-                        run.id, step.name, status=StepStatus.FAILED, error=REASON, ended_at=now
+                    await self.records.change_step(
+                        StepChange(run.id, step.name, StepStatus.FAILED, StepFacts(error=REASON, ended_at=now))
                     )
             elif step.status not in DONE_STEP:
                 landed_all = False
         await self.records.end_unfinished_attempts(run.id, AttemptStatus.CANCELLED, REASON)
         status = RunStatus.SUCCEEDED if landed_all and run.steps else RunStatus.FAILED
-        await self.records.update_run(
-            run.id, status=status, error=None if status is RunStatus.SUCCEEDED else REASON, ended_at=now
+        await self.records.change_run(
+            RunChange(run.id, status, ended_at=now, error=None if status is RunStatus.SUCCEEDED else REASON)
         )
         log.warning("run %s of %s left unfinished by a previous process: %s", run.id, run.pipeline, status)
 

@@ -27,10 +27,11 @@ from ..logs import STEP
 from ..merging.pins import Pins
 from ..phases import phase
 from ..retry import backoff
+from ..store.run_changes import AttemptEnded, NewAttempt
 from ..store.runs import RunRecords
 from ..store.tables import utcnow
 from .active import SHUTDOWN, ActiveRun, describe
-from .attempt import Adopted, AttemptOutcome, Attempts, StepContext, StepFailed
+from .attempt import Adopted, AttemptOutcome, Attempts, StepContext, StepFailed, classify
 from .cache import memo_key
 from .execution import Execution, where_it_ran
 from .fanout.attempt import FanOutAttempts, FanOutPass
@@ -125,7 +126,7 @@ class StepWork:
             return
         if done is not None:
             try:
-                with phase("db: step succeeded"):
+                with phase("db: step and attempt succeeded"):
                     await self.set_step(run, name, StepStatus.SUCCEEDED, ended_at=utcnow(), **done)
             except Exception as exc:  # noqa: BLE001 - recorded at the run's end (memory is final)
                 log.warning("run %s: step %s succeeded but its record was not written yet: %s",
@@ -176,12 +177,11 @@ class StepWork:
         if adopted is None and step.cache and await self._use_cache(run, ctx, tool, started_at):
             return None
         async with self._pool(run, step):  # pending while it waits for a slot
-            if adopted is None:
+            if step.fan_out is not None:
                 with phase("db: step running"):
                     await self.set_step(run, name, StepStatus.RUNNING, started_at=utcnow())
-            if step.fan_out is not None:
                 outcome, used = await self._fan_out(run, ctx, tool, scratch), tool
-            else:
+            else:  # running from its first attempt's record (``_attempt``: one write for both)
                 outcome, used = await self._attempts(run, ctx, tool, scratch, adopted)
         run.input_tips.pop(step.output_dataset, None)
         key = None
@@ -314,20 +314,24 @@ class StepWork:
         scratch: Path,
         adopted: Adopted | None = None,
     ) -> AttemptOutcome:
+        """One attempt, recorded: its start is one write (the attempt's row, the input commit it
+        took, and the step's own start when it is its first); a success's end is left in
+        ``run.attempt_ends`` for the step's end to write with it (``Runner._set_step``)."""
+        snapshot: tuple[Path | None, str | None] = (None, None)
+        unsnapped: Exception | None = None
         if adopted is None:
-            identity = Identity(
-                instance=self.settings.instance_name, pipeline=ctx.pipeline, run=run.id,
-                step=ctx.step.name, position=ctx.position, attempt=number,
-            )  # fmt: skip
-            with phase("db: record the attempt"):
-                attempt_id = await self.records.add_attempt(
-                    run.id, ctx.step.name, number, tool.name, identity.object_name(),
-                    backend=backend_of(ctx.step, self.settings),
-                )  # fmt: skip
+            try:
+                with phase("step: input snapshot"):
+                    snapshot = await self.attempts.snapshot_input(ctx, scratch / f"{ctx.position}-{number}")
+            except Exception as exc:  # noqa: BLE001 - recorded as this attempt's failure, below
+                unsnapped = exc
+            attempt_id = await self._record_start(run, ctx, number, tool, snapshot[1])
         else:
             attempt_id = adopted.attempt_id
         status = AttemptStatus.RUNNING
         try:
+            if unsnapped is not None:
+                raise classify(unsnapped) if isinstance(unsnapped, MaoError) else unsnapped
             outcome = await self.attempts.run(
                 ctx,
                 number,
@@ -336,17 +340,16 @@ class StepWork:
                 voting=lambda: run.voting.add(ctx.step.name),
                 adopted=adopted,
                 finishing=lambda: run.finishing.add(ctx.step.name),
+                snapshot=snapshot,
             )
         except StepFailed as failure:
             status = check(ATTEMPT_TRANSITIONS, status, failure.attempt_status)
             try:
                 await self.records.end_attempt(
-                    attempt_id,
-                    status,
-                    exit_code=failure.exit_code,
-                    image_id=failure.image_id,
-                    error=failure.message,
-                    **where_it_ran(failure.end),
+                    AttemptEnded(
+                        attempt_id, status, exit_code=failure.exit_code, image_id=failure.image_id,
+                        error=failure.message, **where_it_ran(failure.end),
+                    )  # fmt: skip
                 )
             except MaoError as exc:  # the failure is what the step says; the run's end closes the row
                 log.warning("run %s: attempt %d of step %s not recorded yet: %s",
@@ -356,17 +359,38 @@ class StepWork:
             if run.stop is not None or not run.detaching:
                 stop = run.stop or SHUTDOWN
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self.records.end_attempt(attempt_id, stop.attempt, error=stop.reason))
+                    await asyncio.shield(
+                        self.records.end_attempt(AttemptEnded(attempt_id, stop.attempt, error=stop.reason))
+                    )
             raise
         finally:
             run.voting.discard(ctx.step.name)
             run.finishing.discard(ctx.step.name)
         status = check(ATTEMPT_TRANSITIONS, status, AttemptStatus.SUCCEEDED)
-        with phase("db: attempt succeeded"):
-            await self.records.end_attempt(
-                attempt_id, status, exit_code=0, image_id=outcome.image_id, **where_it_ran(outcome.end)
-            )
+        run.attempt_ends[ctx.step.name] = AttemptEnded(
+            attempt_id, status, exit_code=0, image_id=outcome.image_id, **where_it_ran(outcome.end)
+        )
         return outcome
+
+    async def _record_start(
+        self, run: ActiveRun, ctx: StepContext, number: int, tool: Tool, input_commit: str | None
+    ) -> int:
+        """The attempt's row (its object's name, before the object exists: a restart finds it),
+        with the step's start when the step is still pending, in one write; the attempt's id."""
+        identity = Identity(
+            instance=self.settings.instance_name, pipeline=ctx.pipeline, run=run.id,
+            step=ctx.step.name, position=ctx.position, attempt=number,
+        )  # fmt: skip
+        attempt = NewAttempt(
+            run.id, ctx.step.name, number, tool.name, identity.object_name(),
+            backend=backend_of(ctx.step, self.settings),
+        )  # fmt: skip
+        started = None
+        if run.steps[ctx.step.name] is StepStatus.PENDING:
+            started = utcnow()
+            run.note(ctx.step.name, StepStatus.RUNNING, started_at=started)
+        with phase("db: step running, attempt recorded"):
+            return await self.records.start_attempt(attempt, step_started=started, input_commit=input_commit)
 
     async def _use_cache(self, run: ActiveRun, ctx: StepContext, tool: Tool, started_at: datetime) -> bool:
         """Record the step ``cached`` when its memo key matches its last success here."""

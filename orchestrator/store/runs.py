@@ -1,7 +1,9 @@
 """Run records: runs, their steps (by name) and each step's attempts.
 
-The engine (``orchestrator.runs``) is the only writer; it checks every status change against
-``domain.states`` before calling here, so these methods just write. Reads return the API's JSON shape
+The engine (``orchestrator.runs``) is the only writer; it says each change as a typed value
+(``store/run_changes.py``), and every status change is one guarded transition: the statuses it may
+come from (``domain.states``) are in the ``UPDATE``'s ``WHERE``, and a write that matches no row
+raises ``IllegalTransition``. Reads return the API's JSON shape
 (``GET /runs``, ``GET /runs/{id}``), built in one place.
 """
 
@@ -21,6 +23,18 @@ from ..domain.queue import Ticket, in_order
 from ..domain.states import AttemptStatus, RunStatus, StepStatus
 from . import Store
 from .backfills import NewBackfill
+from .run_changes import (
+    AttemptEnded,
+    NewAttempt,
+    RunChange,
+    StepChange,
+    StepFacts,
+    ToolEnded,
+    attempt_end,
+    attempt_update,
+    run_transition,
+    step_transition,
+)
 from .tables import AttemptRow, RunRow, RunStepRow, utcnow
 
 
@@ -219,17 +233,11 @@ class RunRecords:
             )
             return True
 
-    async def update_run(self, run_id: str, **fields: Any) -> None:
-        async with self.store.session(f"update run {run_id}") as s:
-            await s.execute(update(RunRow).where(RunRow.id == run_id).values(**fields))
-
-    async def finish_run(self, run_id: str, **fields: Any) -> None:
-        """``update_run`` that only applies while the run is still running: a queued merge that
-        conflicted meanwhile has already failed it."""
-        async with self.store.session(f"finish run {run_id}") as s:
-            await s.execute(
-                update(RunRow).where(RunRow.id == run_id, RunRow.status == RunStatus.RUNNING).values(**fields)
-            )
+    async def change_run(self, change: RunChange) -> None:
+        """The run's new status (one guarded transition: ``IllegalTransition`` when its record is
+        not in a status it may come from)."""
+        async with self.store.session(f"record run {change.run_id} {change.status}") as s:
+            await run_transition(s, change)
 
     async def close(
         self,
@@ -239,14 +247,18 @@ class RunRecords:
         steps: Mapping[str, StepEnd],
         attempts: AttemptStatus,
         reason: str,
+        ended: Sequence[AttemptEnded] = (),
     ) -> None:
-        """The end of a run, in one transaction (all of it or nothing): each step whose record is
+        """The end of a run, in one transaction (all of it or nothing): the attempt ends not yet
+        recorded (``ended``: a step's success whose own write failed) first; each step whose record is
         still pending or running gets its final status with its fields (its own write failed, or
         never came);
         attempts still ``running`` end ``attempts`` with ``reason``; the run ends ``status`` with
         ``fields``, ``succeeded`` only while it is still running (a queued merge that conflicted
         meanwhile has already failed it)."""
         async with self.store.session(f"record the end of run {run_id}") as s:
+            for attempt in ended:  # still running ones only: an attempt's end is final
+                await s.execute(attempt_update(attempt))
             recorded = (
                 await s.execute(select(RunStepRow.name, RunStepRow.status).where(RunStepRow.run_id == run_id))
             ).all()
@@ -286,37 +298,51 @@ class RunRecords:
                     .values(**values)
                 )
 
-    async def update_step(self, run_id: str, step: str, **fields: Any) -> None:
+    async def note_step(self, run_id: str, step: str, facts: StepFacts | ToolEnded) -> None:
+        """What the step's record learnt on its way (no status change)."""
+        values = facts.values()
+        if not values:
+            return
         async with self.store.session(f"update step {step} of run {run_id}") as s:
             await s.execute(
-                update(RunStepRow)
-                .where(RunStepRow.run_id == run_id, RunStepRow.name == step)
-                .values(**fields)
+                update(RunStepRow).where(RunStepRow.run_id == run_id, RunStepRow.name == step).values(**values)
             )
 
-    async def add_attempt(
-        self,
-        run_id: str,
-        step: str,
-        attempt: int,
-        tool: str,
-        container: str | None,
-        shard: int | None = None,
-        speculative: bool = False,
-        backend: str | None = None,
+    async def change_step(self, change: StepChange, attempt: AttemptEnded | None = None) -> None:
+        """The step's new status (one guarded transition), and with it, in the same transaction,
+        the end of its last attempt when that is still to be recorded (a step's success and its
+        attempt's are one write)."""
+        async with self.store.session(f"record step {change.step} of run {change.run_id} {change.status}") as s:
+            if attempt is not None:
+                await attempt_end(s, attempt)
+            await step_transition(s, change)
+
+    async def start_attempt(
+        self, attempt: NewAttempt, *, step_started: datetime | None = None, input_commit: str | None = None
     ) -> int:
-        """Record a started attempt (``container``: its object's name on ``backend``); returns its
-        id for ``end_attempt``."""
-        async with self.store.session(f"record attempt {attempt} of step {step}") as s:
+        """Record a started attempt (its object's name on its backend first, so that a restart
+        finds it), in one transaction with the step's start (``step_started``: the step was
+        pending and runs from now) and the input commit its attempt took; returns its id for
+        ``end_attempt``."""
+        facts = StepFacts(started_at=step_started, input_commit=input_commit)
+        async with self.store.session(f"record attempt {attempt.attempt} of step {attempt.step}") as s:
+            if step_started is not None:
+                await step_transition(s, StepChange(attempt.run_id, attempt.step, StepStatus.RUNNING, facts))
+            elif values := facts.values():
+                await s.execute(
+                    update(RunStepRow)
+                    .where(RunStepRow.run_id == attempt.run_id, RunStepRow.name == attempt.step)
+                    .values(**values)
+                )
             row = AttemptRow(
-                run_id=run_id,
-                step=step,
-                attempt=attempt,
-                shard=shard,
-                speculative=speculative,
-                tool=tool,
-                container=container,
-                backend=backend,
+                run_id=attempt.run_id,
+                step=attempt.step,
+                attempt=attempt.attempt,
+                shard=attempt.shard,
+                speculative=attempt.speculative,
+                tool=attempt.tool,
+                container=attempt.container,
+                backend=attempt.backend,
                 status=AttemptStatus.RUNNING,
                 started_at=utcnow(),
             )
@@ -324,33 +350,10 @@ class RunRecords:
             await s.flush()
             return row.id
 
-    async def end_attempt(
-        self,
-        attempt_id: int,
-        status: AttemptStatus,
-        *,
-        exit_code: int | None = None,
-        image_id: str | None = None,
-        error: str | None = None,
-        engine_id: str | None = None,
-        node: str | None = None,
-        queued_seconds: float | None = None,
-    ) -> None:
-        """Record how an attempt ended (and, when its object told, where it ran)."""
-        found = {"engine_id": engine_id, "node": node, "queued_seconds": queued_seconds}
+    async def end_attempt(self, end: AttemptEnded) -> None:
+        """Record how an attempt ended (one guarded transition: only a running attempt ends)."""
         async with self.store.session("record the end of an attempt") as s:
-            await s.execute(
-                update(AttemptRow)
-                .where(AttemptRow.id == attempt_id)
-                .values(
-                    status=status,
-                    exit_code=exit_code,
-                    image_id=image_id,
-                    error=error[:4000] if error else None,
-                    ended_at=utcnow(),
-                    **{k: v for k, v in found.items() if v is not None},
-                )
-            )
+            await attempt_end(s, end)
 
     async def cached_output(self, pipeline: str, step: str, key: str) -> CachedOutput | None:
         """The newest succeeded (or cached) record of ``step`` of ``pipeline`` with memo key ``key``."""

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator.domain.pipeline import Pipeline
+from orchestrator.domain.states import MergeState, RunStatus, StepStatus
 from orchestrator.store import Store
 from orchestrator.store.outage import PendingMerges, RegistryCache
+from orchestrator.store.run_changes import RunChange, StepChange, StepFacts
 from orchestrator.store.runs import RunRecords
 
 PIPELINE = Pipeline.model_validate(
@@ -29,8 +31,11 @@ async def store(tmp_path: Path):
 async def new_run(store: Store, run_id: str) -> None:
     records = RunRecords(store)
     await records.create(run_id, PIPELINE, "manual", PIPELINE.graph(), ["s-me"])
-    await records.update_run(run_id, status="succeeded")
-    await records.update_step(run_id, "s", status="succeeded", merge_state="queued")
+    await records.change_run(RunChange(run_id, RunStatus.RUNNING))
+    await records.change_run(RunChange(run_id, RunStatus.SUCCEEDED))
+    await records.change_step(StepChange(run_id, "s", StepStatus.RUNNING))
+    facts = StepFacts(merge_state=MergeState.QUEUED)
+    await records.change_step(StepChange(run_id, "s", StepStatus.SUCCEEDED, facts))
 
 
 async def test_registry_cache_keeps_the_last_read(store: Store) -> None:

@@ -12,6 +12,7 @@ from orchestrator.domain.pipeline import Pipeline
 from orchestrator.retention import Retention
 from orchestrator.store import Store
 from orchestrator.store.retention import count_waiting_runs
+from orchestrator.store.run_changes import NewAttempt
 from orchestrator.store.runs import RunRecords
 from orchestrator.store.tables import AttemptRow, RunRow
 
@@ -23,7 +24,7 @@ PIPELINE = Pipeline.model_validate(
 async def make_run(store: Store, run_id: str, status: str, age_days: float) -> None:
     records = RunRecords(store)
     await records.create(run_id, PIPELINE, "manual", PIPELINE.graph(), ["s-node"])
-    await records.add_attempt(run_id, "s", 1, "t", f"mao-x-{run_id}-0-1")  # the engine's attempt rows
+    await records.start_attempt(NewAttempt(run_id, "s", 1, "t", f"mao-x-{run_id}-0-1"))  # the engine's rows
     created = datetime.now(UTC) - timedelta(days=age_days)
     async with store.session("age a run") as s:
         await s.execute(update(RunRow).where(RunRow.id == run_id).values(status=status, created_at=created))
@@ -60,7 +61,7 @@ async def check_retention(url: str) -> None:
         assert left == {"oldrunning", "recent", "waiting"}  # the old run's attempts went with it
         for kept in ("oldrunning", "recent", "waiting"):
             assert await store.get_run(kept) is not None, kept
-        assert [t["outcome"] for t in await store.list_ticks()] == ["skipped"]
+        assert [t.outcome for t in await store.list_ticks()] == ["skipped"]
         assert await Retention(store, days=90).clean() == (0, 0)
     finally:
         await store.close()

@@ -14,12 +14,14 @@ import pytest
 
 from orchestrator.datasets import MergeResult
 from orchestrator.domain.pipeline import Dataset, Pipeline
+from orchestrator.domain.states import RunStatus, StepStatus
 from orchestrator.errors import EtcdUnavailable
 from orchestrator.merging import voting as voting_module
 from orchestrator.merging.voting import Voting
 from orchestrator.metrics import Metrics
 from orchestrator.store import Store
 from orchestrator.store.outage import PendingMerges
+from orchestrator.store.run_changes import RunChange, StepChange, StepFacts
 from orchestrator.store.runs import RunRecords
 
 PIPELINE = Pipeline.model_validate(
@@ -113,13 +115,13 @@ async def step_of(store: Store, run_id: str) -> dict[str, Any]:
 async def vote(voting: Voting, store: Store, run_id: str, commit: str) -> str:
     records = RunRecords(store)
     await records.create(run_id, PIPELINE, "manual", PIPELINE.graph(), ["s-me"])
-    await records.update_run(run_id, status="running")
+    await records.change_run(RunChange(run_id, RunStatus.RUNNING))
     step = PIPELINE.steps[0].name
+    await records.change_step(StepChange(run_id, step, StepStatus.RUNNING))
     result = await voting.vote((run_id, step), DATASET, "s-me", commit, "merge", {"MAO-Run": run_id})
-    await records.update_step(
-        run_id, step, status="succeeded", merge_state=result.state, merge_commit=result.commit
-    )
-    await records.finish_run(run_id, status="succeeded")
+    facts = StepFacts(merge_state=result.state, merge_commit=result.commit)
+    await records.change_step(StepChange(run_id, step, StepStatus.SUCCEEDED, facts))
+    await records.change_run(RunChange(run_id, RunStatus.SUCCEEDED))
     return result.state
 
 
@@ -184,7 +186,7 @@ async def test_a_queued_merge_conflict_of_a_run_still_going_is_left_to_the_run(s
     voting.metrics = Metrics()
     records = RunRecords(store)
     await records.create("r1", PIPELINE, "manual", PIPELINE.graph(), ["s-me"])
-    await records.update_run("r1", status="running")
+    await records.change_run(RunChange("r1", RunStatus.RUNNING))
     locks.down = True
     result = await voting.vote(("r1", "s"), DATASET, "s-me", "c1", "merge", {"MAO-Run": "r1"})
     assert result.state == "queued"

@@ -31,6 +31,7 @@ from ...errors import MaoError
 from ...executors.seam import BackendRejected, End
 from ...gateway.insights import insights_stamp, read_insights
 from ...retry import backoff
+from ...store.run_changes import AttemptEnded, NewAttempt, StepFacts
 from ...store.runs import RunRecords
 from ..attempt import AttemptOutcome, Attempts, StepContext, StepFailed, check_end, classify, redact
 from ..execution import where_it_ran
@@ -95,17 +96,17 @@ class FanOutAttempts:
             input_dir, input_commit = await self.attempts.snapshot_input(ctx, folder / "input")
             if input_dir is None:  # refused at init; a step edited in the database is still no crash
                 raise StepFailed(f"step {step.name}: fan_out needs an input dataset")
-            await self.records.update_step(
+            await self.records.note_step(
                 ctx.run_id,
                 step.name,
-                input_commit=input_commit,
-                image=tool.image,
-                shards=FanOutSummary(0, 0, 0, 0).as_dict(),
+                StepFacts(
+                    input_commit=input_commit, image=tool.image, shards=FanOutSummary(0, 0, 0, 0).as_dict()
+                ),
             )
 
             async def progress(summary: FanOutSummary) -> None:
                 await shards.serialised(
-                    self.records.update_step(ctx.run_id, step.name, shards=summary.as_dict())
+                    self.records.note_step(ctx.run_id, step.name, StepFacts(shards=summary.as_dict()))
                 )
 
             async with self.attempts.branch(ctx) as lane:
@@ -129,21 +130,23 @@ class FanOutAttempts:
                     await shards.flush()
                     log_tail, exit_code = shards.logs.get("ok" if result.ok else "failed", ("", None))
                     image_id = shards.image_ids[0] if shards.image_ids else None
-                    await self.records.update_step(
+                    await self.records.note_step(
                         ctx.run_id,
                         step.name,
-                        shards=result.summary.as_dict(),
-                        exit_code=exit_code,
-                        image_id=image_id,
-                        log_tail=redact(log_tail, step.private_env),
+                        StepFacts(
+                            shards=result.summary.as_dict(),
+                            exit_code=exit_code,
+                            image_id=image_id,
+                            log_tail=redact(log_tail, step.private_env),
+                        ),
                     )
                     if not result.ok:
                         raise StepFailed(f"step {step.name}: {result.error}")
                     trailers = self.attempts.trailers(ctx, tool, image_id, input_commit)
                     trailers["MAO-Shards"] = str(result.summary.count)
                     commit, changed = await self.attempts.commit(ctx, parent, trailers, lane)
-                    await self.records.update_step(
-                        ctx.run_id, step.name, output_commit=commit, changed=changed
+                    await self.records.note_step(
+                        ctx.run_id, step.name, StepFacts(output_commit=commit, changed=changed)
                     )
                     # Read now, while the folder holds exactly what was committed.
                     insights = await asyncio.to_thread(read_insights, workdir, before)
@@ -223,7 +226,7 @@ class _Shards:
         async def end() -> None:
             attempt_id = await adding
             assert isinstance(attempt_id, int)
-            await self.owner.records.end_attempt(attempt_id, status, **fields)
+            await self.owner.records.end_attempt(AttemptEnded(attempt_id, status, **fields))
 
         self._write(end())
 
@@ -243,15 +246,17 @@ class _Shards:
             extra_env={"MAO_SHARD": str(shard.index), "MAO_SHARD_COUNT": str(shard.count)},
         )
         adding = self._write(
-            self.owner.records.add_attempt(
-                ctx.run_id,
-                ctx.step.name,
-                attempt,
-                use.name,
-                spec.name,
-                shard=shard.index,
-                speculative=run.speculative,
-                backend=backend_of(ctx.step, self.owner.settings),
+            self.owner.records.start_attempt(
+                NewAttempt(
+                    ctx.run_id,
+                    ctx.step.name,
+                    attempt,
+                    use.name,
+                    spec.name,
+                    shard=shard.index,
+                    speculative=run.speculative,
+                    backend=backend_of(ctx.step, self.owner.settings),
+                )
             )
         )
         label = f"shard {shard.index}/{shard.count} attempt {attempt}"
