@@ -19,6 +19,7 @@ from executor.transport import socket_path_problem
 from executor.wire.errors import ConfigError
 from executor.wire.images import image_problem, normalize_image
 from executor.wire.names import name_problem
+from executor.wire.settings import Check, Invalid, Reader, Setting, choice, integer, text
 
 PullPolicy = Literal["missing", "never"]
 # How the orchestrator reaches the executor (docs/security.md#transports): a private Unix socket (the
@@ -129,105 +130,158 @@ def host_is_loopback(host: str) -> bool:
         return False
 
 
+# -- the table (docs/configuration.md#executor) -----------------------------------------------------------
+
+
+def _not_empty(variable: str, value: str) -> str | None:
+    return None if value else f"{variable} must not be empty (default 127.0.0.1)"
+
+
+def _images(variable: str, raw: str) -> frozenset[str]:
+    allowed: set[str] = set()
+    problems = []
+    for item in (part.strip() for part in raw.split(",")):
+        if item and (problem := image_problem(item)):
+            problems.append(f"{variable} entry {item!r} {problem}")
+        elif item:
+            allowed.add(normalize_image(item))
+    if problems:
+        raise Invalid(*problems)
+    return frozenset(allowed)
+
+
+def _absolute(kind: str) -> Check[str | None]:
+    def check(variable: str, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            return f"{variable} must be an absolute path{kind}, got {value!r}"
+        return None
+
+    return check
+
+
+def _pull_timeout(variable: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:
+        raise Invalid(f"{variable} must be a number of seconds in (0, 86400], got {raw!r}")
+    return value
+
+
+def _optional(variable: str, raw: str) -> str | None:
+    return raw
+
+
+def _ids(name: str, variable: str, doc: str) -> Setting[int]:
+    # Tools never run as root: uid/gid 0 is refused here as it is at /run.
+    return Setting(name, variable, integer(1, 2**32 - 2, "executor"), 65534, doc)
+
+
+TOKEN: Setting[str] = Setting(
+    "token", "MAO_EXECUTOR_TOKEN", text, "", "the secret the orchestrator sends (required)", secret=True
+)
+HOST = Setting(
+    "host", "MAO_EXECUTOR_HOST", text, DEFAULT_HOST, "the address to listen on", check=_not_empty, keep_empty=True
+)
+PORT = Setting("port", "MAO_EXECUTOR_PORT", integer(1, 65535, "executor"), DEFAULT_PORT, "the port (tls, tcp)")
+INSTANCE = Setting("instance", "MAO_INSTANCE_NAME", text, "", "this host's name (default: its host name)")
+SOCKET_IMAGES = Setting(
+    "docker_socket_images", "MAO_EXECUTOR_DOCKER_SOCKET_IMAGES", _images, frozenset[str](),
+    "images that may have the Docker socket mounted",
+)  # fmt: skip
+DOCKER_SOCKET = Setting(
+    "docker_socket", "MAO_EXECUTOR_DOCKER_SOCKET", text, DEFAULT_DOCKER_SOCKET, "the Docker engine's socket",
+    check=_absolute(" (as the Docker engine's host sees it)"), keep_empty=True,
+)  # fmt: skip
+MAX_PARALLEL = Setting(
+    "max_parallel", "MAO_EXECUTOR_MAX_PARALLEL", integer(1, _MAX_PARALLEL_CAP, "executor"), DEFAULT_MAX_PARALLEL,
+    "containers run at once",
+)  # fmt: skip
+PULL = Setting(
+    "pull", "MAO_EXECUTOR_PULL", choice(("missing", "never"), "{variable} must be 'missing' or 'never', got {value!r}"),
+    "missing", "pull a missing image, or never",
+)  # fmt: skip
+PULL_TIMEOUT = Setting(
+    "pull_timeout", "MAO_EXECUTOR_PULL_TIMEOUT", _pull_timeout, DEFAULT_PULL_TIMEOUT, "seconds a pull may take"
+)
+LOG_LEVEL = Setting(
+    "log_level", "MAO_LOG_LEVEL",
+    choice(_LOG_LEVELS, f"{{variable}} must be one of {', '.join(_LOG_LEVELS)}, got {{value!r}}", fold=str.upper),
+    "INFO", "the log level",
+)  # fmt: skip
+TOOL_UID = _ids("tool_uid", "MAO_TOOL_UID", "the uid a tool runs as when the client sends none")
+TOOL_GID = _ids("tool_gid", "MAO_TOOL_GID", "the gid a tool runs as when the client sends none")
+LOG_DIR = Setting[str | None](
+    "log_dir", "MAO_EXECUTOR_LOG_DIR", _optional, None, "where containers' full output is kept until fetched",
+    check=_absolute(""),
+)  # fmt: skip
+DATA_ROOT = Setting[str | None](
+    "data_root", "MAO_EXECUTOR_DATA_ROOT", _optional, None, "the only folder tree tools may get mounted"
+)
+DATA_DIR = Setting[str | None]("data_root", "MAO_DATA_DIR", _optional, None, "MAO_EXECUTOR_DATA_ROOT's default")
+LISTEN = Setting(
+    "listen", "MAO_EXECUTOR_LISTEN", choice(LISTEN_MODES, "{variable} must be unix, tls or tcp, got {value!r}"),
+    "unix", "unix, tls or tcp",
+)  # fmt: skip
+SOCKET = Setting[str | None]("socket_path", "MAO_EXECUTOR_SOCKET", _optional, None, "the Unix socket (listen unix)")
+TLS_CERT = Setting[str | None]("tls_cert", "MAO_EXECUTOR_TLS_CERT", _optional, None, "the TLS certificate (listen tls)")
+TLS_KEY = Setting[str | None]("tls_key", "MAO_EXECUTOR_TLS_KEY", _optional, None, "the TLS key (listen tls)")
+
+TABLE: tuple[Setting[Any], ...] = (
+    TOKEN, HOST, PORT, INSTANCE, SOCKET_IMAGES, DOCKER_SOCKET, MAX_PARALLEL, PULL, PULL_TIMEOUT, LOG_LEVEL,
+    TOOL_UID, TOOL_GID, LOG_DIR, DATA_ROOT, DATA_DIR, LISTEN, SOCKET, TLS_CERT, TLS_KEY,
+)  # fmt: skip
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from ``environ`` (default ``os.environ``); raise ConfigError listing every problem."""
     env = os.environ if environ is None else environ
     problems: list[str] = []
+    read = Reader(env, problems, strip=True)
 
-    token = env.get("MAO_EXECUTOR_TOKEN", "")
+    # Taken byte for byte (never stripped): it must equal the orchestrator's MAO_EXECUTOR_TOKEN.
+    token = env.get(TOKEN.variable, "")
     if not token.strip():
         problems.append(
             "MAO_EXECUTOR_TOKEN is required: set it to a long random secret shared with the orchestrator "
             "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
         )
-
-    host = env.get("MAO_EXECUTOR_HOST", DEFAULT_HOST).strip()
-    if not host:
-        problems.append("MAO_EXECUTOR_HOST must not be empty (default 127.0.0.1)")
-
-    port = _int_setting(env, "MAO_EXECUTOR_PORT", DEFAULT_PORT, 1, 65535, problems)
-
-    instance = env.get("MAO_INSTANCE_NAME", "").strip() or socket.gethostname()
-    problem = name_problem(instance, "MAO_INSTANCE_NAME")
-    if problem:
+    host = read(HOST)
+    port = read(PORT)
+    instance = read(INSTANCE) or socket.gethostname()
+    if problem := name_problem(instance, "MAO_INSTANCE_NAME"):
         problems.append(problem)
-
-    allowed: set[str] = set()
-    for item in env.get("MAO_EXECUTOR_DOCKER_SOCKET_IMAGES", "").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        problem = image_problem(item)
-        if problem:
-            problems.append(f"MAO_EXECUTOR_DOCKER_SOCKET_IMAGES entry {item!r} {problem}")
-        else:
-            allowed.add(normalize_image(item))
-
-    docker_socket = env.get("MAO_EXECUTOR_DOCKER_SOCKET", DEFAULT_DOCKER_SOCKET).strip()
-    if not docker_socket.startswith("/"):
-        problems.append(
-            f"MAO_EXECUTOR_DOCKER_SOCKET must be an absolute path (as the Docker engine's host sees it), "
-            f"got {docker_socket!r}"
-        )
-
-    max_parallel = _int_setting(
-        env, "MAO_EXECUTOR_MAX_PARALLEL", DEFAULT_MAX_PARALLEL, 1, _MAX_PARALLEL_CAP, problems
-    )
-
-    pull = env.get("MAO_EXECUTOR_PULL", "missing").strip().lower() or "missing"
-    if pull not in ("missing", "never"):
-        problems.append(f"MAO_EXECUTOR_PULL must be 'missing' or 'never', got {pull!r}")
-        pull = "missing"
-
-    pull_timeout = DEFAULT_PULL_TIMEOUT
-    raw = env.get("MAO_EXECUTOR_PULL_TIMEOUT", "").strip()
-    if raw:
-        try:
-            pull_timeout = float(raw)
-            if not (0 < pull_timeout <= 86400):
-                raise ValueError
-        except ValueError:
-            problems.append(
-                f"MAO_EXECUTOR_PULL_TIMEOUT must be a number of seconds in (0, 86400], got {raw!r}"
-            )
-
-    log_level = env.get("MAO_LOG_LEVEL", "INFO").strip().upper() or "INFO"
-    if log_level not in _LOG_LEVELS:
-        problems.append(f"MAO_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {log_level!r}")
-
-    # Tools never run as root: uid/gid 0 is refused here as it is at /run.
-    tool_uid = _int_setting(env, "MAO_TOOL_UID", 65534, 1, 2**32 - 2, problems)
-    tool_gid = _int_setting(env, "MAO_TOOL_GID", 65534, 1, 2**32 - 2, problems)
+    allowed = read(SOCKET_IMAGES)
+    docker_socket = read(DOCKER_SOCKET)
+    max_parallel = read(MAX_PARALLEL)
+    pull = read(PULL)
+    pull_timeout = read(PULL_TIMEOUT)
+    log_level = read(LOG_LEVEL)
+    tool_uid, tool_gid = read(TOOL_UID), read(TOOL_GID)
     if (socket_gid := _gid_of(docker_socket)) is not None and tool_gid == socket_gid:
         problems.append(
             f"MAO_TOOL_GID={tool_gid} is the group of the Docker socket {docker_socket}: every tool "
             "would be root on this host; choose an unprivileged group (default 65534)"
         )
-
-    log_dir = env.get("MAO_EXECUTOR_LOG_DIR", "").strip() or None
-    if log_dir is not None and not log_dir.startswith("/"):
-        problems.append(f"MAO_EXECUTOR_LOG_DIR must be an absolute path, got {log_dir!r}")
-
-    data_root = _data_root(env, docker_socket, problems)
-    listen = env.get("MAO_EXECUTOR_LISTEN", "unix").strip().lower() or "unix"
-    if listen not in LISTEN_MODES:
-        problems.append(f"MAO_EXECUTOR_LISTEN must be unix, tls or tcp, got {listen!r}")
-        listen = "unix"
+    log_dir = read(LOG_DIR)
+    data_root = _data_root(read(DATA_ROOT) or read(DATA_DIR), docker_socket, problems)
+    listen = read(LISTEN)
     if listen == "tcp" and not host_is_loopback(host):
         problems.append(
             f"MAO_EXECUTOR_LISTEN=tcp (plain HTTP) is only allowed on loopback, but MAO_EXECUTOR_HOST={host}: "
             "use MAO_EXECUTOR_LISTEN=tls for an orchestrator on another host"
         )
-    raw_socket = env.get("MAO_EXECUTOR_SOCKET", "").strip()
+    raw_socket = read(SOCKET)
     socket_path = Path(raw_socket) if raw_socket else data_root / PRIVATE_FOLDER / SOCKET_FILE
     if listen == "unix" and (problem := socket_path_problem(str(socket_path), "MAO_EXECUTOR_SOCKET")):
         problems.append(problem)
-    tls_files = [env.get(name, "").strip() or None for name in ("MAO_EXECUTOR_TLS_CERT", "MAO_EXECUTOR_TLS_KEY")]
+    tls_files = [read(TLS_CERT), read(TLS_KEY)]
     if any(tls_files) and not all(tls_files):
         problems.append("MAO_EXECUTOR_TLS_CERT and MAO_EXECUTOR_TLS_KEY go together: give both, or neither")
-    for name, value in zip(("MAO_EXECUTOR_TLS_CERT", "MAO_EXECUTOR_TLS_KEY"), tls_files, strict=True):
+    for setting, value in zip((TLS_CERT, TLS_KEY), tls_files, strict=True):
         if value is not None and not os.path.isfile(value):
-            problems.append(f"{name}={value} is not a readable file")
+            problems.append(f"{setting.variable}={value} is not a readable file")
 
     if problems:
         raise ConfigError(problems)
@@ -236,17 +290,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         host=host,
         port=port,
         instance=instance,
-        docker_socket_images=frozenset(allowed),
+        docker_socket_images=allowed,
         docker_socket=docker_socket,
         max_parallel=max_parallel,
-        pull=pull,  # type: ignore[arg-type]  # checked against the Literal's values above
+        pull=pull,  # type: ignore[arg-type]  # one of the Literal's values: the parser's choice
         pull_timeout=pull_timeout,
         log_level=log_level,
         tool_uid=tool_uid,
         tool_gid=tool_gid,
         log_dir=log_dir,
         data_root=data_root,
-        listen=listen,  # type: ignore[arg-type]  # checked against LISTEN_MODES above
+        listen=listen,  # type: ignore[arg-type]  # one of LISTEN_MODES: the parser's choice
         socket_path=socket_path if listen == "unix" else None,
         tls_cert=Path(tls_files[0]) if tls_files[0] else None,
         tls_key=Path(tls_files[1]) if tls_files[1] else None,
@@ -260,10 +314,9 @@ def _gid_of(path: str) -> int | None:
         return None
 
 
-def _data_root(env: Mapping[str, str], docker_socket: str, problems: list[str]) -> Path:
+def _data_root(raw: str | None, docker_socket: str, problems: list[str]) -> Path:
     """MAO_EXECUTOR_DATA_ROOT (default: MAO_DATA_DIR, else the orchestrator's default ~/.mao/data),
     resolved; a problem when it is not absolute, not a folder, or a system folder or an ancestor of one."""
-    raw = env.get("MAO_EXECUTOR_DATA_ROOT", "").strip() or env.get("MAO_DATA_DIR", "").strip()
     path = Path(raw).expanduser() if raw else Path.home() / ".mao" / "data"
     if not path.is_absolute():
         problems.append(f"MAO_EXECUTOR_DATA_ROOT must be an absolute path, got {raw!r}")
@@ -286,23 +339,6 @@ def _data_root(env: Mapping[str, str], docker_socket: str, problems: list[str]) 
             "folder would be root on this host"
         )
     return root
-
-
-def _int_setting(
-    env: Mapping[str, str], key: str, default: int, low: int, high: int, problems: list[str]
-) -> int:
-    raw = env.get(key, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        problems.append(f"{key} must be an integer between {low} and {high}, got {raw!r}")
-        return default
-    if not low <= value <= high:
-        problems.append(f"{key} must be between {low} and {high}, got {value}")
-        return default
-    return value
 
 
 def log_level_number(settings: Settings) -> int:

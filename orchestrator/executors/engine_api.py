@@ -17,18 +17,14 @@ import ssl
 import struct
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from ..config.backends.swarm import DEFAULT_HOST, DEFAULT_VERSION, TlsFiles
 from .seam import BackendUnavailable
 
-DEFAULT_HOST = "unix:///var/run/docker.sock"
-# Docker 20.10: the first version whose services take CapabilityDrop, Pids limits and replicated jobs.
-DEFAULT_VERSION = "1.41"
 _FRAME_HEADER = struct.Struct(">BxxxL")
 
 
@@ -47,35 +43,6 @@ class EngineNotFound(EngineError):
 
 class EngineConflict(EngineError):
     pass
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """The client certificate, key and the CA of a Docker engine listening on TCP with TLS."""
-
-    ca: Path
-    cert: Path
-    key: Path
-
-    def context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=str(self.ca))
-        context.load_cert_chain(str(self.cert), str(self.key))
-        return context
-
-
-def host_problem(host: str, tls: bool) -> str | None:
-    """Why ``host`` (a DOCKER_HOST value) cannot be used, or None. A TCP engine without TLS is refused
-    unless it listens on loopback: its API is root on every node of the swarm."""
-    parts = urlsplit(host)
-    if parts.scheme == "unix":
-        return None if parts.path.startswith("/") else f"{host!r}: a unix socket needs an absolute path"
-    if parts.scheme != "tcp" or not parts.hostname or parts.port is None:
-        return f"{host!r}: use unix:///path/to/docker.sock or tcp://host:port"
-    if not tls and parts.hostname not in ("127.0.0.1", "::1", "localhost"):
-        return (
-            f"{host!r}: a Docker engine on the network needs TLS (the TLS_CA, TLS_CERT and TLS_KEY settings)"
-        )
-    return None
 
 
 class FrameReader:

@@ -21,8 +21,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config import load_incluster_config, load_kube_config
 from kubernetes_asyncio.config.config_exception import ConfigException
 
+from ..config.backends.kubernetes import KubernetesSettings
 from .kube_pod import Json
-from .kube_settings import KubernetesSettings
 from .kube_status import Job, Pod
 from .seam import BackendUnavailable
 

@@ -26,7 +26,7 @@ import math
 import re
 from typing import Any
 
-from .kube_settings import KubernetesSettings
+from ..config.backends.kubernetes import KubernetesSettings
 from .seam import INPUT_MOUNT, MANAGED_LABEL, OUTPUT_MOUNT, ContainerSpec
 
 Json = dict[str, Any]

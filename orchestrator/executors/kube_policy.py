@@ -6,9 +6,9 @@ from __future__ import annotations
 import contextlib
 import time
 
+from ..config.backends.kubernetes import KubernetesSettings
 from .kube_api import KubeApi
 from .kube_pod import BACKEND_LABEL, env_key_problem, label_value, managed_selector
-from .kube_settings import KubernetesSettings
 from .seam import BackendRejected, BackendUnavailable, Capabilities, ContainerSpec, DataMode, Health
 
 KIND = "kubernetes"

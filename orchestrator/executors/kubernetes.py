@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..config.backends.kubernetes import KubernetesSettings
 from ..datasets.hygiene import OutputRefused
 from .cluster_backend import CancelledNames, ClusterBackend, NameLocks, age
 from .fetch import FetchExchange, UploadMissing
@@ -40,7 +41,6 @@ from .kube_pod import (
     selector,
 )
 from .kube_policy import KIND, KubePolicy
-from .kube_settings import KubernetesSettings
 from .kube_status import STALE, Job, Pod, Progress, Verdict, end_of, verdict
 from .kube_watch import ClusterCache
 from .seam import (

@@ -1,4 +1,4 @@
-"""The backends an instance runs, built from their checked configuration (``backend_config.py``):
+"""The backends an instance runs, built from their checked configuration (``orchestrator/config/backends/``):
 one builder per kind."""
 
 from __future__ import annotations
@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..config.backends.docker import DockerSettings
+from ..config.backends.kinds import BackendConfig
+from ..config.backends.slurm import SlurmSettings
+from ..config.backends.swarm import SwarmSettings
 from . import docker, kubernetes, slurm, swarm
-from .backend_config import BackendConfig
-from .docker_settings import DockerSettings
 from .seam import Backend
-from .slurm_settings import SlurmSettings
-from .swarm_settings import SwarmSettings
 
 if TYPE_CHECKING:
     from ..config import Settings

@@ -25,6 +25,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator
 
+from ..config.backends.slurm import SlurmSettings
 from .seam import (
     INSTANCE_LABEL,
     Backend,
@@ -62,7 +63,6 @@ from .slurm_files import (
     write_job_files,
 )
 from .slurm_logs import follow_file, read_file
-from .slurm_settings import SlurmSettings
 from .staging import SharedStaging
 
 __all__ = ["KIND", "SlurmBackend", "SlurmSettings"]

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from executor.wire.images import image_problem
 
+from ..config.backends.slurm import SlurmSettings
 from .seam import Capabilities, ContainerSpec, DataMode, Health
 from .slurm_cli import ClusterFacts
 from .slurm_command import env_problem, job_memory_mib, placement_problem, where
-from .slurm_settings import SlurmSettings
 
 KIND = "slurm"
 # What the job's runtime enforces on every container (slurm_command.run_arguments), and Slurm itself.

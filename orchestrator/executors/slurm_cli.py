@@ -18,9 +18,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from ..config.backends.slurm import SlurmSettings
 from .seam import BackendUnavailable
 from .slurm_answers import SQUEUE_FORMAT, JobView, parse_squeue
-from .slurm_settings import SlurmSettings
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config.backends.slurm import SLURM_NAME, SlurmSettings
 from .seam import INPUT_MOUNT, OUTPUT_MOUNT, ContainerSpec
 from .slurm_answers import COMMENT_PREFIX
 from .slurm_files import JobFiles
-from .slurm_settings import SLURM_NAME, SlurmSettings
 
 DEFAULT_PIDS = 512  # as the local executor: a fork bomb is bounded even when a step sends no limit
 MIB = 1024**2

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..config.backends.slurm import SlurmSettings
 from .seam import BackendUnavailable, ContainerSpec, End, EndKind, Handle, secret_values
 from .slurm_answers import (
     MAO_CANCEL,
@@ -29,7 +30,6 @@ from .slurm_cli import QueueWatch, SlurmCommands
 from .slurm_command import remove_arguments
 from .slurm_files import job_files, jobcomp_line, read_text
 from .slurm_logs import tail
-from .slurm_settings import SlurmSettings
 from .staging import SharedStaging
 
 log = logging.getLogger(__name__)

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
+from ..config.backends.swarm import SwarmSettings
 from .cluster_backend import CancelledNames, ClusterBackend, NameLocks, age
 from .engine_api import EngineApi, EngineConflict, EngineError
 from .seam import (
@@ -48,7 +49,6 @@ from .swarm_logs import ServiceLogs
 from .swarm_objects import SERVICE_NAME_LABEL, SwarmObjects
 from .swarm_policy import FACTS_TTL, KIND, SwarmPolicy
 from .swarm_service import ServiceOptions, service_body
-from .swarm_settings import SwarmSettings
 from .swarm_watch import ENDED, TASK_RUNNING, ServiceView, SwarmWatch, parse_time, task_end
 
 __all__ = ["KIND", "SERVICE_NAME_LABEL", "SwarmBackend", "SwarmSettings"]

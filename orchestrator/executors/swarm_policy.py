@@ -7,11 +7,11 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from ..config.backends.swarm import SwarmSettings
 from .engine_api import EngineApi, EngineError, EngineNotFound
 from .seam import BackendRejected, BackendUnavailable, Capabilities, ContainerSpec, DataMode, Health
 from .staging import SharedStaging
 from .swarm_service import image_reference, node_gpus, placement_problem
-from .swarm_settings import SwarmSettings
 
 KIND = "swarm"
 NNP_OPTION = "name=no-new-privileges"

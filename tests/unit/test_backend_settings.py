@@ -10,11 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from orchestrator.config import load_settings
+from orchestrator.config.backends.docker import DockerSettings
+from orchestrator.config.backends.kinds import KINDS, parse_backends, variable_prefix
 from orchestrator.errors import ConfigError
-from orchestrator.executors.backend_config import KINDS, parse_backends, variable_prefix
 from orchestrator.executors.backends import Backends, UnknownBackend
 from orchestrator.executors.docker import DockerBackend
-from orchestrator.executors.docker_settings import DockerSettings
 
 
 def base(tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -20,8 +20,9 @@ from tests.ctl_helpers import REPO_ROOT
 
 
 def names_read_by_the_services() -> set[str]:
-    """Every MAO_* name orchestrator/config.py or executor/config.py mentions (what they can read)."""
-    source = "".join((REPO_ROOT / p).read_text() for p in ("orchestrator/config.py", "executor/config.py"))
+    """Every MAO_* name orchestrator/config/ or executor/config.py mentions (what they can read)."""
+    files = [*sorted((REPO_ROOT / "orchestrator" / "config").glob("*.py")), REPO_ROOT / "executor" / "config.py"]
+    source = "".join(path.read_text() for path in files)
     return set(re.findall(r"\b(MAO_[A-Z0-9_]+)\b", source))
 
 

@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
+from executor import config as executor_config
 from orchestrator.api.openapi import routes_of
 from orchestrator.app import create_app
 from orchestrator.config import load_settings
+from orchestrator.config import table as orchestrator_table
 from orchestrator.domain.states import ATTEMPT_TRANSITIONS, RUN_TRANSITIONS, STEP_TRANSITIONS
 from tests.ctl_helpers import REPO_ROOT
 
@@ -47,11 +49,12 @@ def test_ci_runs_the_test_command_readme_gives() -> None:
 
 
 def names_the_code_reads() -> set[str]:
-    """Every MAO_* name in the two configuration modules, and every quoted "MAO_*" literal anywhere in
-    orchestrator/, executor/ and ctl/ (settings, maoctl's variables, what tools are given)."""
-    names: set[str] = set()
-    for config in ("orchestrator/config.py", "executor/config.py"):
-        names |= set(re.findall(r"\b(MAO_[A-Z0-9_]*[A-Z0-9])\b", (REPO_ROOT / config).read_text()))
+    """Every variable of the two settings tables, every MAO_* name the configuration modules mention,
+    and every quoted "MAO_*" literal anywhere in orchestrator/, executor/ and ctl/ (settings, maoctl's
+    variables, what tools are given)."""
+    names = {row.variable for row in (*orchestrator_table.TABLE, *executor_config.TABLE)}
+    for config in [*sorted((REPO_ROOT / "orchestrator" / "config").glob("*.py")), REPO_ROOT / "executor" / "config.py"]:
+        names |= set(re.findall(r"\b(MAO_[A-Z0-9_]*[A-Z0-9])\b", config.read_text()))
     for package in ("orchestrator", "executor", "ctl"):
         for source in (REPO_ROOT / package).rglob("*.py"):
             names |= set(re.findall(r"""["'](MAO_[A-Z0-9_]*[A-Z0-9])["']""", source.read_text()))

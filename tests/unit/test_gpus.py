@@ -21,23 +21,23 @@ from pydantic import ValidationError
 from executor.hardening import container_limits
 from executor.wire.containers import SubmitRequest
 from orchestrator.config import load_settings
+from orchestrator.config.backends.kinds import parse_backends
+from orchestrator.config.backends.kubernetes import KubernetesSettings
+from orchestrator.config.backends.slurm import SlurmSettings
+from orchestrator.config.backends.swarm import SwarmSettings
 from orchestrator.domain.pipeline import MAX_GPUS, Step, Tool
 from orchestrator.errors import ConfigError
-from orchestrator.executors.backend_config import parse_backends
 from orchestrator.executors.docker import DockerBackend
 from orchestrator.executors.kube_pod import job_body
-from orchestrator.executors.kube_settings import KubernetesSettings
 from orchestrator.executors.seam import BackendRejected, ContainerSpec, Identity, Limits, OutputData
 from orchestrator.executors.slurm_checks import capabilities_of
 from orchestrator.executors.slurm_cli import parse_sinfo
 from orchestrator.executors.slurm_command import run_arguments, sbatch_arguments
 from orchestrator.executors.slurm_ends import SCRIPT
 from orchestrator.executors.slurm_files import job_files
-from orchestrator.executors.slurm_settings import SlurmSettings
 from orchestrator.executors.staging import StagedPaths
 from orchestrator.executors.swarm_policy import Facts, SwarmPolicy
 from orchestrator.executors.swarm_service import ServiceOptions, node_gpus, service_body
-from orchestrator.executors.swarm_settings import SwarmSettings
 from orchestrator.pipelines.stepcheck import asked_for
 from orchestrator.runs.spec import container_spec
 

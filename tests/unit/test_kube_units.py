@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from orchestrator.config.backends.kubernetes import KubernetesSettings
 from orchestrator.executors.kube_logs import _Resume, split_record
 from orchestrator.executors.kube_pod import (
     STAGE_IN,
@@ -25,7 +26,6 @@ from orchestrator.executors.kube_pod import (
     label_value,
     secret_body,
 )
-from orchestrator.executors.kube_settings import KubernetesSettings
 from orchestrator.executors.kube_status import Job, Pod, Progress, Verdict, end_of, verdict
 from orchestrator.executors.seam import (
     INPUT_MOUNT,

@@ -17,6 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from orchestrator.config.backends.kinds import backend_values
+from orchestrator.config.backends.slurm import SlurmSettings
 from orchestrator.executors.seam import (
     INPUT_MOUNT,
     OUTPUT_MOUNT,
@@ -56,7 +58,6 @@ from orchestrator.executors.slurm_command import (
 )
 from orchestrator.executors.slurm_ends import SCRIPT
 from orchestrator.executors.slurm_files import drop_orphan_logs, job_files, jobcomp_line
-from orchestrator.executors.slurm_settings import SlurmSettings
 
 ROOT = Path("/shared")
 
@@ -564,15 +565,17 @@ def test_slurm_durations(text: str, seconds: float | None) -> None:
 
 
 def test_settings(tmp_path: Path) -> None:
-    configured = SlurmSettings.from_environ(
-        "hpc-1",
-        {
-            "MAO_BACKEND_HPC_1_SHARED_ROOT": str(tmp_path),
-            "MAO_BACKEND_HPC_1_PARTITION": "gpu",
-            "MAO_BACKEND_HPC_1_JOB_MEMORY_OVERHEAD": "256m",
-            "MAO_BACKEND_HPC_1_RUNTIME": "podman",
-            "MAO_OTHER": "x",
-        },
+    configured = SlurmSettings.model_validate(
+        backend_values(
+            "hpc-1",
+            {
+                "MAO_BACKEND_HPC_1_SHARED_ROOT": str(tmp_path),
+                "MAO_BACKEND_HPC_1_PARTITION": "gpu",
+                "MAO_BACKEND_HPC_1_JOB_MEMORY_OVERHEAD": "256m",
+                "MAO_BACKEND_HPC_1_RUNTIME": "podman",
+                "MAO_OTHER": "x",
+            },
+        )
     )
     assert configured.partition == "gpu" and configured.job_memory_overhead == 256 * 1024**2
     assert configured.gpu_mode == "cdi" and configured.runtime_words() == ["podman"]

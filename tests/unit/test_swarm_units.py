@@ -15,7 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from orchestrator.executors.engine_api import FrameReader, host_problem
+from orchestrator.config.backends.kinds import backend_values
+from orchestrator.config.backends.swarm import SwarmSettings, host_problem
+from orchestrator.executors.engine_api import FrameReader
 from orchestrator.executors.seam import (
     INPUT_MOUNT,
     OUTPUT_MOUNT,
@@ -35,7 +37,6 @@ from orchestrator.executors.swarm_service import (
     placement_problem,
     service_body,
 )
-from orchestrator.executors.swarm_settings import SwarmSettings
 from orchestrator.executors.swarm_watch import ServiceView, parse_time, task_end
 from tests.servers import swarm as swarm_fixture
 
@@ -222,7 +223,7 @@ def test_settings(tmp_path: Path) -> None:
         "MAO_BACKEND_GPU_START_TIMEOUT": "30",
         "MAO_BACKEND_OTHER_SHARED_ROOT": "/elsewhere",
     }
-    parsed = SwarmSettings.from_environ("gpu", env)
+    parsed = SwarmSettings.model_validate(backend_values("gpu", env))
     assert (
         parsed.accept_without_no_new_privileges
         and parsed.networks == ("a", "b")
@@ -247,7 +248,7 @@ def test_settings(tmp_path: Path) -> None:
     ]
     for values, why in bad_cases:
         with pytest.raises(ValidationError, match=why):
-            SwarmSettings.from_environ("gpu", values)
+            SwarmSettings.model_validate(backend_values("gpu", values))
 
 
 @pytest.mark.parametrize(

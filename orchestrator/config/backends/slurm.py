@@ -7,13 +7,12 @@ Read from ``MAO_BACKEND_<NAME>_<KEY>`` (KEY: a field name in upper case, e.g.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..domain.sizes import parse_size
+from ...domain.sizes import parse_size
 
 # Slurm's names for partitions, accounts, QOS and reservations: no spaces, no shell or list syntax.
 SLURM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -112,15 +111,6 @@ class SlurmSettings(BaseModel):
             raise ValueError(f"slurm_conf: {str(self.slurm_conf)!r} is not a file")
         return self
 
-    @classmethod
-    def from_environ(cls, name: str, environ: Mapping[str, str]) -> SlurmSettings:
-        """The settings of backend ``name`` from its ``MAO_BACKEND_<NAME>_*`` variables (until the
-        generic reader of MAO_BACKENDS takes over); an unknown key is an error."""
-        prefix = f"MAO_BACKEND_{name.upper().replace('-', '_')}_"
-        values = {
-            key[len(prefix) :].lower(): value for key, value in environ.items() if key.startswith(prefix)
-        }
-        return cls.model_validate(values)
 
     @property
     def gpu_mode(self) -> Literal["docker", "cdi"]:

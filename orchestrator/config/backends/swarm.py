@@ -7,14 +7,46 @@ Read from ``MAO_BACKEND_<NAME>_<KEY>`` (KEY: a field name in upper case, e.g.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import ssl
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .engine_api import DEFAULT_HOST, DEFAULT_VERSION, TlsFiles, host_problem
-
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+# Docker 20.10: the first version whose services take CapabilityDrop, Pids limits and replicated jobs.
+DEFAULT_VERSION = "1.41"
 _VERSION = re.compile(r"^1\.(\d+)$")
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The client certificate, key and the CA of a Docker engine listening on TCP with TLS."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        context.load_cert_chain(str(self.cert), str(self.key))
+        return context
+
+
+def host_problem(host: str, tls: bool) -> str | None:
+    """Why ``host`` (a DOCKER_HOST value) cannot be used, or None. A TCP engine without TLS is refused
+    unless it listens on loopback: its API is root on every node of the swarm."""
+    parts = urlsplit(host)
+    if parts.scheme == "unix":
+        return None if parts.path.startswith("/") else f"{host!r}: a unix socket needs an absolute path"
+    if parts.scheme != "tcp" or not parts.hostname or parts.port is None:
+        return f"{host!r}: use unix:///path/to/docker.sock or tcp://host:port"
+    if not tls and parts.hostname not in ("127.0.0.1", "::1", "localhost"):
+        return (
+            f"{host!r}: a Docker engine on the network needs TLS (the TLS_CA, TLS_CERT and TLS_KEY settings)"
+        )
+    return None
 
 
 class SwarmSettings(BaseModel):
@@ -80,15 +112,6 @@ class SwarmSettings(BaseModel):
             raise ValueError(f"docker_host: {problem}")
         return self
 
-    @classmethod
-    def from_environ(cls, name: str, environ: Mapping[str, str]) -> SwarmSettings:
-        """The settings of backend ``name`` from its ``MAO_BACKEND_<NAME>_*`` variables (until the
-        generic reader of MAO_BACKENDS takes over); an unknown key is an error."""
-        prefix = f"MAO_BACKEND_{name.upper()}_"
-        values = {
-            key[len(prefix) :].lower(): value for key, value in environ.items() if key.startswith(prefix)
-        }
-        return cls.model_validate(values)
 
     def tls(self) -> TlsFiles | None:
         if self.tls_ca and self.tls_cert and self.tls_key:

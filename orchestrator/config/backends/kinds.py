@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ValidationError
 
-from .docker_settings import DockerSettings
-from .kube_settings import KubernetesSettings
-from .slurm_settings import SlurmSettings
-from .swarm_settings import SwarmSettings
+from .docker import DockerSettings
+from .kubernetes import KubernetesSettings
+from .slurm import SlurmSettings
+from .swarm import SwarmSettings
 
 DEFAULT_BACKENDS = "local=docker"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
@@ -60,6 +60,13 @@ class BackendConfig:
 
 def variable_prefix(name: str) -> str:
     return f"MAO_BACKEND_{name.upper().replace('-', '_')}_"
+
+
+def backend_values(name: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The ``MAO_BACKEND_<NAME>_<KEY>`` variables of backend ``name`` alone, by key in lower case (what
+    its kind's model validates; ``parse_backends`` also tells apart names that share a prefix)."""
+    prefix = variable_prefix(name)
+    return {key[len(prefix) :].lower(): value for key, value in environ.items() if key.startswith(prefix)}
 
 
 def parse_backends(

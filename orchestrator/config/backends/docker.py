@@ -1,5 +1,5 @@
 """The settings of a ``docker`` backend (``MAO_BACKEND_<NAME>_<KEY>``): apart from the backend, so that
-configuration reads them without importing the backends (orchestrator/executors/backend_config.py)."""
+configuration reads them without importing the backends (kinds.py here)."""
 
 from __future__ import annotations
 
