@@ -217,9 +217,9 @@ async def run_pipeline(request: web.Request) -> web.Response:
     # MAO_PHASE_TIMINGS=1: where a waiting run's time goes (orchestrator/phases.py; the bench's).
     timings = phases.begin(the_node.settings.phase_timings and body.wait)
     with phases.phase("api: registrations unchanged"):
-        await refuse_changed_registrations(the_node, name)
+        checked = await refuse_changed_registrations(the_node, name)
         await _refuse_unenforceable(the_node, name, body.version)
-    ask = RunAsk(name, Manual(), overlap=policy, priority=body.priority or 0, version=body.version)
+    ask = RunAsk(name, Manual(checked), overlap=policy, priority=body.priority or 0, version=body.version)
     match await the_node.door.request_run(ask):
         case Refused(error=error):
             raise error
@@ -287,18 +287,20 @@ async def _refuse_unenforceable(the_node: Node, name: str, version: int | None) 
         check_enforced(pipeline, the_node.settings, the_node.backends)
 
 
-async def refuse_changed_registrations(the_node: Node, name: str) -> None:
+async def refuse_changed_registrations(the_node: Node, name: str) -> bool:
     """A 409 ``registration_changed`` now rather than a run that fails at once (``merging.pins``);
-    when the check itself cannot be made (etcd away), the run's own check decides."""
+    True when the check was made and found nothing changed. When it cannot be made (etcd away),
+    the run's own check decides."""
     pipeline = await the_node.store.get_pipeline(name)
     if pipeline is None:
-        return
+        return False
     try:
         changes = await the_node.pipelines.pins.changes(pipeline)
     except MaoError:
-        return
+        return False
     if changes:
         raise changed_error(name, changes)
+    return True
 
 
 @routes.get("/pipeline/{name}/pins")
