@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import Any
 
 import docker
-from harness import IMAGE, record
+from harness import IMAGE, all_attempts, one_attempt, record
 
-from orchestrator.executors.seam import ContainerSpec, EndKind, Identity, InputData, Limits, OutputData
+from orchestrator.executors.seam import ContainerSpec, Identity, InputData, Limits, OutputData
 from orchestrator.executors.staging import StagedPaths
 from orchestrator.executors.swarm import SwarmBackend, SwarmSettings
 from orchestrator.executors.swarm_objects import SERVICE_NAME_LABEL
@@ -107,36 +107,11 @@ def shard_spec(root: Path, instance: str, run: str, i: int, image_id: str, cmd: 
     )
 
 
-async def one_attempt(backend: SwarmBackend, spec: ContainerSpec) -> None:
-    handle = await backend.submit(spec)
-
-    async def keep_log() -> int:
-        return sum([len(chunk) async for chunk in backend.logs(handle, follow=True)])
-
-    log = asyncio.create_task(keep_log())
-    end = await backend.wait(handle, spec)
-    await log
-    await backend.cancel(handle)
-    if end.kind is not EndKind.COMPLETED:
-        raise RuntimeError(f"{spec.name}: {end}")
-
-
 async def through_backend(
     args: argparse.Namespace, backend: SwarmBackend, root: Path, run: str, image_id: str
 ) -> float:
     specs = [shard_spec(root, "bench", run, i, image_id, script(args.sleep)) for i in range(args.shards)]
-    slots = asyncio.Semaphore(args.parallel)
-
-    async def shard(spec: ContainerSpec) -> None:
-        async with slots:
-            await one_attempt(backend, spec)
-
-    started = time.monotonic()
-    await asyncio.gather(*(shard(spec) for spec in specs))
-    took = time.monotonic() - started
-    for spec in specs:
-        assert (spec.output.folder / f"{spec.identity.shard}.txt").exists(), spec.name
-    return took
+    return await all_attempts(backend, specs, args.parallel)
 
 
 def by_hand(args: argparse.Namespace, root: Path, run: str, image_id: str) -> float:

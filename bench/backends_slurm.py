@@ -28,7 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from orchestrator.executors.seam import ContainerSpec, EndKind
+from harness import all_attempts
+
+from orchestrator.executors.seam import ContainerSpec
 from orchestrator.executors.slurm import SlurmBackend, SlurmSettings
 from orchestrator.executors.slurm_answers import ENDED
 from orchestrator.executors.slurm_command import env_file, run_arguments, sbatch_arguments
@@ -39,35 +41,10 @@ from tests import servers
 POLL_INTERVAL = 0.25
 
 
-async def one_attempt(backend: SlurmBackend, spec: ContainerSpec) -> None:
-    handle = await backend.submit(spec)
-
-    async def keep_log() -> int:
-        return sum([len(chunk) async for chunk in backend.logs(handle, follow=True)])
-
-    log = asyncio.create_task(keep_log())
-    end = await backend.wait(handle, spec)
-    await log
-    await backend.cancel(handle)
-    if end.kind is not EndKind.COMPLETED:
-        raise RuntimeError(f"{spec.name}: {end}")
-
-
 async def through_backend(
     args: argparse.Namespace, backend: SlurmBackend, specs: list[ContainerSpec]
 ) -> float:
-    slots = asyncio.Semaphore(args.parallel)
-
-    async def shard(spec: ContainerSpec) -> None:
-        async with slots:
-            await one_attempt(backend, spec)
-
-    started = time.monotonic()
-    await asyncio.gather(*(shard(spec) for spec in specs))
-    took = time.monotonic() - started
-    for spec in specs:
-        assert (spec.output.folder / f"{spec.identity.shard}.txt").exists(), spec.name
-    return took
+    return await all_attempts(backend, specs, args.parallel)
 
 
 def by_hand(

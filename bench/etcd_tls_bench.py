@@ -21,15 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from harness import percentile  # noqa: E402
+
 from ctl import pki  # noqa: E402
 from orchestrator.federation.etcd import Etcd  # noqa: E402
 from orchestrator.federation.tls import EtcdTls  # noqa: E402
 from tests import servers  # noqa: E402
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def first_call(endpoint: tuple[str, int], tls: EtcdTls | None) -> float:

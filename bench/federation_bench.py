@@ -29,21 +29,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import BenchFederation, bench_federation  # noqa: E402
+from harness import BenchFederation, bench_federation, ms, percentile  # noqa: E402
 
 from tests import gitutil, servers  # noqa: E402
 from tests.api import Api, unique  # noqa: E402
 
 NAMES = ("bench-a", "bench-b", "bench-c")
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms"
 
 
 class Bench:

@@ -22,18 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness import bench_federation  # noqa: E402
+from harness import bench_federation, percentile  # noqa: E402
 
 from tests import gitutil, servers  # noqa: E402
 from tests.api import Api, unique  # noqa: E402
 
 SEQUENTIAL = 500
 THREADS, SECONDS = 8, 5.0
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def latencies(api: Api, route: str, bodies: list[dict]) -> list[float]:

@@ -8,12 +8,14 @@ every benchmark at once instead of breaking the ones nobody re-ran.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import platform
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,10 +24,54 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from orchestrator.executors.seam import Backend, ContainerSpec, EndKind  # noqa: E402
 from tests import servers  # noqa: E402
 from tests.api import Api  # noqa: E402
 
 IMAGE = "busybox:latest"
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The ``p``-th percentile by nearest rank (no interpolation: a value that was measured)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+async def one_attempt(backend: Backend, spec: ContainerSpec) -> None:
+    """One object through a backend as the engine runs it: submitted, its log followed to the end,
+    removed; RuntimeError unless it completed."""
+    handle = await backend.submit(spec)
+
+    async def keep_log() -> int:
+        return sum([len(chunk) async for chunk in backend.logs(handle, follow=True)])
+
+    log = asyncio.create_task(keep_log())
+    end = await backend.wait(handle, spec)
+    await log
+    await backend.cancel(handle)
+    if end.kind is not EndKind.COMPLETED:
+        raise RuntimeError(f"{spec.name}: {end}")
+
+
+async def all_attempts(backend: Backend, specs: list[ContainerSpec], parallel: int) -> float:
+    """Seconds for ``one_attempt`` of every spec, at most ``parallel`` at a time; each must have
+    written its shard's file."""
+    slots = asyncio.Semaphore(parallel)
+
+    async def shard(spec: ContainerSpec) -> None:
+        async with slots:
+            await one_attempt(backend, spec)
+
+    started = time.monotonic()
+    await asyncio.gather(*(shard(spec) for spec in specs))
+    took = time.monotonic() - started
+    for spec in specs:
+        assert (spec.output.folder / f"{spec.identity.shard}.txt").exists(), spec.name
+    return took
 
 
 @dataclass(frozen=True)

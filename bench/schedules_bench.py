@@ -40,17 +40,12 @@ import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
-from harness import IMAGE, bench_node, record
+from harness import IMAGE, bench_node, percentile, record
 
 from tests.api import Api
 
 FIXED = ("GET /health", "GET /runs?limit=20", "GET /runs/{id}", "POST /pipeline/run {cron}")
 PAUSE = 0.02
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def ms(seconds: float) -> str:

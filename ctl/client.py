@@ -6,6 +6,7 @@ with status 1; nothing here ever lets a traceback reach the operator.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -97,28 +98,13 @@ class Client:
         url = self.base + path
         if self.route.refusal:
             raise Unreachable(self.route.refusal)
-        try:
+        timed_out = f"the orchestrator at {self.url} did not answer {method} {path} within {self.timeout:g} s"
+        with self._reaching(f"cannot talk to the orchestrator at {self.url}", timed_out):
             # Every write is JSON, even without a body: the API refuses other content types (415).
             headers = {"Content-Type": "application/json"} if method in ("POST", "PUT", "PATCH") else None
             response = self.session.request(
                 method, url, json=json, params=params, headers=headers, timeout=timeout
             )
-        except UntrustedServer as exc:
-            raise Unreachable(f"refusing to talk to {self.url}: {exc}") from None
-        except requests.exceptions.ConnectTimeout:
-            raise Unreachable(
-                f"cannot reach the orchestrator at {self.url} (connection timed out); {START_HINT}"
-            ) from None
-        except requests.exceptions.ReadTimeout:
-            raise Unreachable(
-                f"the orchestrator at {self.url} did not answer {method} {path} within {self.timeout:g} s"
-            ) from None
-        except requests.exceptions.ConnectionError as exc:
-            raise Unreachable(
-                f"cannot reach the orchestrator at {self.url} ({_reason(exc)}); {START_HINT}"
-            ) from None
-        except requests.exceptions.RequestException as exc:
-            raise Unreachable(f"cannot talk to the orchestrator at {self.url}: {exc}") from None
         try:
             body = response.json() if response.content else None
         except ValueError:
@@ -149,31 +135,43 @@ class Client:
         timeout = (min(self.timeout, 10.0), None if follow else self.timeout)
         if self.route.refusal:
             raise Unreachable(self.route.refusal)
-        try:
-            with self.session.get(
+        with (
+            self._reaching(f"the log from {self.url} broke off"),
+            self.session.get(
                 self.base + path, params=params, stream=True, timeout=timeout, headers={"Accept": "text/plain"}
-            ) as response:
-                if response.status_code >= 400:
-                    try:
-                        body = response.json()
-                    except ValueError:
-                        body = None
-                    raise ApiError(
-                        response.status_code,
-                        body,
-                        f"GET {self.url}{path} failed with HTTP {response.status_code}",
-                    )
-                yield from response.iter_content(chunk_size=None)
+            ) as response,
+        ):
+            if response.status_code >= 400:
+                try:
+                    body = response.json()
+                except ValueError:
+                    body = None
+                raise ApiError(
+                    response.status_code,
+                    body,
+                    f"GET {self.url}{path} failed with HTTP {response.status_code}",
+                )
+            yield from response.iter_content(chunk_size=None)
+
+    @contextlib.contextmanager
+    def _reaching(self, failed: str, timed_out: str | None = None) -> Iterator[None]:
+        """A transport failure inside as ``Unreachable``: a server this client does not trust, one
+        that cannot be reached (with the hint to start it), an answer later than ``timed_out`` says
+        (None: as any other failure), and any other failure as ``failed: <what>``."""
+        try:
+            yield
         except UntrustedServer as exc:
             raise Unreachable(f"refusing to talk to {self.url}: {exc}") from None
         except requests.exceptions.ConnectTimeout:
             raise Unreachable(
                 f"cannot reach the orchestrator at {self.url} (connection timed out); {START_HINT}"
             ) from None
+        except requests.exceptions.ReadTimeout as exc:  # not a ConnectionError: only the wait ran out
+            raise Unreachable(timed_out or f"{failed}: {exc}") from None
         except requests.exceptions.ConnectionError as exc:
             raise Unreachable(f"cannot reach the orchestrator at {self.url} ({_reason(exc)}); {START_HINT}") from None
         except requests.exceptions.RequestException as exc:
-            raise Unreachable(f"the log from {self.url} broke off: {exc}") from None
+            raise Unreachable(f"{failed}: {exc}") from None
 
     def get(self, path: str, **params: Any) -> Any:
         return self.call("GET", path, params={k: v for k, v in params.items() if v is not None} or None)

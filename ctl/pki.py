@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from executor.private_folder import make_private
+
 CA_DAYS = 3650
 LEAF_DAYS = 1825
 # Names every member's certificate carries besides its own IP: the orchestrator reaches its own member
@@ -218,8 +220,7 @@ def write_public(path: Path, data: bytes) -> None:
 
 
 def save_authority(ca: Authority, directory: Path) -> list[Path]:
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    directory.chmod(0o700)
+    make_private(directory)
     write_public(directory / CA_CERT, ca.cert_pem)
     write_private(directory / CA_KEY, _key_pem(ca.key))
     return [directory / CA_CERT, directory / CA_KEY]
@@ -242,8 +243,7 @@ def load_authority(directory: Path) -> Authority:
 
 def save_member(certs: MemberCertificates, directory: Path) -> list[Path]:
     """Write an instance's certificates into ``directory`` (created 0700; keys 0600)."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    directory.chmod(0o700)
+    make_private(directory)
     write_public(directory / CA_CERT, certs.ca_cert)
     write_public(directory / ETCD_CERT, certs.etcd.cert)
     write_private(directory / ETCD_KEY, certs.etcd.key)

@@ -14,9 +14,10 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from executor.config import Settings
-from executor.containers import Containers, StreamBroken
+from executor.containers import Containers
 from executor.hardening import check_docker_socket, tool_user
 from executor.metrics import CONTENT_TYPE, ExecutorMetrics
+from executor.output_stream import StreamBroken, output_stream
 from executor.runs import RunService
 from executor.wire.containers import MAX_HOLD, ContainerList, Removed, SubmitRequest
 from executor.wire.errors import BadRequest, MaoError, NotFound, Unauthorized
@@ -266,7 +267,8 @@ async def submitted_log(request: web.Request) -> web.StreamResponse:
     )
     response.enable_chunked_encoding()
     await response.prepare(request)
-    chunks = containers.logs(name, since, follow == "1")
+    service = request.app[SERVICE]
+    chunks = output_stream(service.runner, service.followers, name, since, follow == "1")
     try:
         async for chunk in chunks:
             await response.write(chunk)

@@ -1,4 +1,4 @@
-"""Submitted containers (``/containers``, executor/container_models.py): created by one request,
+"""Submitted containers (``/containers``, executor/wire/containers.py): created by one request,
 waited for by others, removed on request. They outlive the request that created them, the
 orchestrator that asked (a SIGKILL included) and this executor process: everything the executor
 needs to watch one again is on the engine (the container's state and its labels), so at start it
@@ -19,7 +19,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -47,12 +47,6 @@ log = logging.getLogger(__name__)
 
 # A removal is checked until the engine no longer knows the container, at most this long.
 REMOVE_CHECK = 30.0
-# Output handed from the engine's stream to a reader, at most this many chunks ahead of it.
-STREAM_QUEUE = 64
-
-
-class StreamBroken(Exception):
-    """A container's output stream broke off before its end (the engine failed mid-stream)."""
 
 
 @dataclass
@@ -348,44 +342,6 @@ class Containers:
             started = asyncio.ensure_future(watch.started.wait())
             await asyncio.wait({started, watch.task}, return_when=asyncio.FIRST_COMPLETED)
             started.cancel()
-
-    async def logs(self, name: str, since: int, follow: bool) -> AsyncGenerator[bytes, None]:
-        """The container's output from byte ``since``; with ``follow``, until it has ended. Raises
-        StreamBroken at the end when the engine's stream broke off (the reader asks again)."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(STREAM_QUEUE)
-        streams: list[Any] = []
-        stop = [False]
-        whole = [False]
-
-        def sink(chunk: bytes) -> bool:
-            if stop[0]:
-                return False
-            # Blocks this thread while the reader is behind: the engine's stream waits, not memory.
-            asyncio.run_coroutine_threadsafe(queue.put(chunk), loop).result()
-            return not stop[0]
-
-        def read() -> None:
-            try:
-                whole[0] = self._runner.stream_output(name, since, follow, sink, streams.append)
-            finally:
-                with contextlib.suppress(RuntimeError):
-                    asyncio.run_coroutine_threadsafe(queue.put(None), loop)
-
-        reading = loop.run_in_executor(self._service.followers, read)
-        reading.add_done_callback(lambda f: f.cancelled() or f.exception())
-        try:
-            while (chunk := await queue.get()) is not None:
-                yield chunk
-            if not whole[0]:
-                raise StreamBroken(f"the output of {name} broke off")
-        finally:
-            stop[0] = True
-            while not queue.empty():  # a writer blocked on a full queue goes on, sees stop
-                queue.get_nowait()
-            for stream in streams:
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(stream.close)
 
     # -- remove ----------------------------------------------------------------------------------------
     async def remove(self, name: str) -> bool:

@@ -1,19 +1,18 @@
-"""The blocking Docker work: image lookup and pull, container create/start/wait/kill/logs/remove, cleanup.
+"""The blocking Docker work: image lookup and pull, container create/start/wait/kill/remove, cleanup.
 
 Everything here blocks on the Docker engine and must run in a worker thread (see executor.runs); nothing
 here knows about asyncio. Docker SDK and requests errors are translated into executor errors at this edge
-so the layers above deal only with MaoError.
+(executor.docker_errors) so the layers above deal only with MaoError; reading a container's output is
+executor.docker_output.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,14 +24,20 @@ from docker.types import Mount
 from docker.utils import parse_repository_tag
 
 from executor.config import Settings
-from executor.errors import ContainerNameInUse, DockerUnavailable, ImageNotFound
+from executor.docker_errors import (
+    DEVICE_DRIVER_MISSING,
+    docker_errors,
+    explain,
+    not_pullable,
+    removed_by_someone_else,
+)
+from executor.docker_output import bounded_tail
+from executor.errors import ContainerNameInUse, ImageNotFound
 from executor.wire.containers import EXECUTOR_LABEL
-from executor.wire.errors import BadRequest, Conflict
+from executor.wire.errors import BadRequest
 from executor.wire.models import INSTANCE_LABEL, MANAGED_LABEL
 
 log = logging.getLogger(__name__)
-
-LOG_TAIL_MAX_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -49,25 +54,6 @@ class ContainerSpec:
     group_add: list[str] = field(default_factory=list)
     # Capabilities, no-new-privileges and resource limits (executor.hardening.container_limits).
     limits: dict[str, Any] = field(default_factory=dict)
-
-
-def bounded_tail(raw: bytes, max_bytes: int = LOG_TAIL_MAX_BYTES) -> str:
-    """The end of ``raw`` decoded as UTF-8, at most ``max_bytes`` once re-encoded.
-
-    The cut may land inside a multi-byte character; skipping leading continuation bytes avoids a
-    replacement character that would itself be 3 bytes and push the result over the limit.
-    """
-    if len(raw) > max_bytes:
-        raw = raw[-max_bytes:]
-        start = 0
-        while start < len(raw) and start < 4 and 0x80 <= raw[start] <= 0xBF:
-            start += 1
-        raw = raw[start:]
-    text = raw.decode("utf-8", errors="replace")
-    # Invalid bytes become U+FFFD (3 bytes each), so the text can still outgrow the limit; trim by characters.
-    while len(text.encode("utf-8")) > max_bytes:
-        text = text[len(text) // 64 + 1 :]
-    return text
 
 
 class DockerRunner:
@@ -99,7 +85,7 @@ class DockerRunner:
         # 503 on /health, while the engine is still down instead of refusing to start.
         with self._client_lock:
             if self._client_obj is None:
-                with _docker_errors("connecting to the Docker engine"):
+                with docker_errors("connecting to the Docker engine"):
                     self._client_obj = self._client_factory(max_pool_size=self._max_pool_size)
             return self._client_obj
 
@@ -115,12 +101,12 @@ class DockerRunner:
 
     def ping(self) -> None:
         """Return when the engine answers; raise DockerUnavailable otherwise."""
-        with _docker_errors("checking the Docker engine"):
+        with docker_errors("checking the Docker engine"):
             self._client().ping()
 
     def running_count(self) -> int:
         """How many of this executor's containers are running now (/run's and submitted ones)."""
-        with _docker_errors("listing containers"):
+        with docker_errors("listing containers"):
             mine = self._client().containers.list(filters={**self._labels_filter(), "status": "running"}, sparse=True)
             submitted = self._client().containers.list(
                 filters={"label": self._submitted_filter(), "status": "running"}, sparse=True
@@ -138,14 +124,14 @@ class DockerRunner:
 
     def inspect(self, name: str) -> dict[str, Any] | None:
         """The engine's description of container ``name`` (``docker inspect``), None when it is gone."""
-        with _docker_errors(f"inspecting container {name}"):
+        with docker_errors(f"inspecting container {name}"):
             try:
                 return dict(self._client().api.inspect_container(name))
             except docker.errors.NotFound:
                 return None
 
     def container(self, name: str) -> Container | None:
-        with _docker_errors(f"finding container {name}"):
+        with docker_errors(f"finding container {name}"):
             try:
                 return self._client().containers.get(name)
             except docker.errors.NotFound:
@@ -154,7 +140,7 @@ class DockerRunner:
     def list_submitted(self, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
         """The engine's summaries (``docker ps -a``: Id, Names, State, Labels, Created) of the
         containers this executor created through POST /containers, carrying all ``labels``."""
-        with _docker_errors("listing submitted containers"):
+        with docker_errors("listing submitted containers"):
             found = self._client().containers.list(
                 all=True, filters={"label": self._submitted_filter(labels)}, sparse=True
             )
@@ -162,91 +148,23 @@ class DockerRunner:
 
     def node_name(self) -> str:
         """The Docker engine's host name (``docker info``), for the attempt record."""
-        with _docker_errors("asking the Docker engine for its name"):
+        with docker_errors("asking the Docker engine for its name"):
             return str(self._client().info().get("Name") or os.uname().nodename)
-
-    def stream_output(
-        self,
-        name: str,
-        since: int,
-        follow: bool,
-        sink: Callable[[bytes], bool],
-        opened: Callable[[Any], None] = lambda _stream: None,
-    ) -> bool:
-        """Hand the container's stdout+stderr from byte ``since`` on to ``sink`` (which returns False
-        to stop), until its end (``follow``) or the output so far. The engine keeps the whole log
-        of a container it has not removed, in the same order at every read, so offsets are stable.
-        ``opened`` gets the stream: closing it from another thread ends a silent follow at once.
-        True when the stream ended on its own (everything was handed over, or the container is
-        gone); False when it broke off (the engine failed, or the stream was closed under it)."""
-        container = self.container(name)
-        if container is None:
-            return True
-
-        streams: list[Any] = []
-
-        def hand_over(start: int, follow: bool) -> int | None:
-            """Bytes handed over from ``start`` on; None when the sink stopped it."""
-            handed = 0
-            stream = container.logs(stdout=True, stderr=True, stream=True, follow=follow)
-            streams.append(stream)
-            opened(stream)
-            skip = start
-            for chunk in stream:
-                if not chunk:
-                    continue
-                data = chunk if isinstance(chunk, bytes) else bytes(chunk)
-                if skip:
-                    cut = min(skip, len(data))
-                    data, skip = data[cut:], skip - cut
-                    if not data:
-                        continue
-                if not sink(data):
-                    return None
-                handed += len(data)
-            return handed
-
-        try:
-            with _docker_errors(f"reading the output of container {name}"):
-                handed = hand_over(since, follow)
-                if handed is None:
-                    return False
-                if follow:
-                    # Docker 20.10 ends a followed log early when the container exits while the
-                    # reader lags behind its log file (follow_output says more): once the container
-                    # has ended, what the follow missed is read again; while it runs, the stream
-                    # broke off and the reader asks again from the bytes it has.
-                    container.reload()
-                    if container.status in ("created", "running", "restarting", "paused"):
-                        return False
-                    if hand_over(since + handed, follow=False) is None:
-                        return False
-            return True
-        except docker.errors.NotFound:
-            return True
-        except Exception as exc:  # noqa: BLE001 - engine away, or the stream closed under us
-            # The reader's stream breaks off here; it asks again from the bytes it has (``since``).
-            log.debug("Streaming the output of %s stopped: %s", name, exc)
-            return False
-        finally:
-            for stream in streams:
-                if hasattr(stream, "close"):
-                    with contextlib.suppress(Exception):
-                        stream.close()
 
     # -- images ---------------------------------------------------------------------------------------------
 
     def find_image(self, reference: str) -> str | None:
         """The id ('sha256:...') of ``reference`` on this engine, or None when it is not there."""
-        with _docker_errors(f"looking up image {reference}"):
+        with docker_errors(f"looking up image {reference}"):
             try:
-                return self._client().images.get(reference).id
+                image_id: str = self._client().images.get(reference).id
+                return image_id
             except docker.errors.ImageNotFound:
                 return None
             except docker.errors.APIError as exc:
                 if exc.status_code == 400:
                     raise BadRequest(
-                        f"image: the Docker engine rejected {reference!r}: {_explain(exc)}"
+                        f"image: the Docker engine rejected {reference!r}: {explain(exc)}"
                     ) from exc
                 raise
 
@@ -262,23 +180,24 @@ class DockerRunner:
         client = self._client()
         stream = None
         try:
-            with _docker_errors(f"pulling image {reference}"):
+            with docker_errors(f"pulling image {reference}"):
                 try:
                     stream = client.api.pull(repository, tag=tag, stream=True, decode=True)
                     for event in stream:
                         if isinstance(event, dict) and event.get("error"):
-                            raise ImageNotFound(_not_pullable(reference, str(event["error"])))
+                            raise ImageNotFound(not_pullable(reference, str(event["error"])))
                         if time.monotonic() > deadline:
                             raise ImageNotFound(
-                                _not_pullable(
+                                not_pullable(
                                     reference, "the pull did not finish within MAO_EXECUTOR_PULL_TIMEOUT"
                                 )
                             )
-                    return client.images.get(reference).id
+                    pulled: str = client.images.get(reference).id
+                    return pulled
                 except (docker.errors.APIError, requests.exceptions.ReadTimeout) as exc:
                     # A registry that refuses or is unreachable is reported by the engine as an APIError;
                     # only a broken connection to the engine itself stays a 503 (via _docker_errors).
-                    raise ImageNotFound(_not_pullable(reference, _explain(exc))) from exc
+                    raise ImageNotFound(not_pullable(reference, explain(exc))) from exc
         finally:
             if stream is not None and hasattr(stream, "close"):
                 stream.close()
@@ -287,7 +206,7 @@ class DockerRunner:
 
     def create(self, spec: ContainerSpec) -> Container:
         """Create (not start) the container. Raises ContainerNameInUse, ImageNotFound, BadRequest."""
-        with _docker_errors(f"creating container {spec.name}"):
+        with docker_errors(f"creating container {spec.name}"):
             try:
                 return self._client().containers.create(
                     spec.image,
@@ -318,22 +237,22 @@ class DockerRunner:
                     ) from exc
                 if exc.status_code is not None and 400 <= exc.status_code < 500:
                     raise BadRequest(
-                        f"the Docker engine refused to create the container: {_explain(exc)}"
+                        f"the Docker engine refused to create the container: {explain(exc)}"
                     ) from exc
                 raise
 
     def start(self, container: Container) -> None:
         """Start the container. Raises BadRequest when the engine refuses (e.g. cmd not found in the image)."""
-        with _docker_errors(f"starting container {container.name}"):
+        with docker_errors(f"starting container {container.name}"):
             try:
                 container.start()
             except docker.errors.NotFound as exc:
-                raise _removed_by_someone_else(container.name) from exc
+                raise removed_by_someone_else(container.name) from exc
             except docker.errors.APIError as exc:
                 # Runtime refusals ("executable file not found", bad user) are a property of cmd, user and
                 # image, so the caller's to fix; older engines report them as 500. So is a device request
                 # this engine has no driver for (GPUs on a host without the NVIDIA runtime).
-                explained = _explain(exc)
+                explained = explain(exc)
                 if DEVICE_DRIVER_MISSING in explained:
                     raise BadRequest(
                         f"the container did not start: {explained}; this host's Docker engine has no "
@@ -345,16 +264,16 @@ class DockerRunner:
 
     def wait(self, container: Container) -> int:
         """Block until the container exits; return its exit code. No time limit: the caller enforces one."""
-        with _docker_errors(f"waiting for container {container.name}"):
+        with docker_errors(f"waiting for container {container.name}"):
             try:
                 result = container.wait()
             except docker.errors.NotFound as exc:
-                raise _removed_by_someone_else(container.name) from exc
+                raise removed_by_someone_else(container.name) from exc
             return int(result.get("StatusCode", -1))
 
     def kill(self, container: Container) -> None:
         """Kill the container; a container that already stopped or is gone is fine."""
-        with _docker_errors(f"killing container {container.name}"):
+        with docker_errors(f"killing container {container.name}"):
             try:
                 container.kill()
             except docker.errors.NotFound:
@@ -365,7 +284,7 @@ class DockerRunner:
 
     def logs_tail(self, container: Container, lines: int) -> str:
         """The last ``lines`` lines of stdout+stderr, UTF-8 with replacement, at most 64 KiB."""
-        with _docker_errors(f"reading the logs of container {container.name}"):
+        with docker_errors(f"reading the logs of container {container.name}"):
             try:
                 raw = container.logs(stdout=True, stderr=True, tail=lines)
             except docker.errors.NotFound:
@@ -374,7 +293,7 @@ class DockerRunner:
 
     def remove(self, name: str) -> None:
         """Force-remove (kill if needed) the container named ``name``; one already gone is fine."""
-        with _docker_errors(f"removing container {name}"):
+        with docker_errors(f"removing container {name}"):
             try:
                 self._client().api.remove_container(name, force=True)
             except docker.errors.NotFound:
@@ -384,46 +303,11 @@ class DockerRunner:
                 if exc.status_code != 409:
                     raise
 
-    def follow_output(self, container: Container, sink: Callable[[bytes], None]) -> None:
-        """Hand every byte the container writes to stdout/stderr, from its first, to ``sink`` (each
-        once, in order) until it exits and its output is complete. Blocks for the container's whole
-        life: run it on a thread of its own (the full log and the stall check read what it hands over).
-
-        A followed log is not a complete record: Docker 20.10 ends it early when the container exits
-        while the reader lags behind the log file (seen on a loaded machine: 53 KB of 430 KB), and an
-        error can end it any time. What was handed over is always a prefix of the log, and the log
-        itself is whole: once the container has ended, the log is read again and what the follow
-        missed is handed over (one more pass over the log, handing over nothing when the follow got it all)."""
-        delivered = 0
-
-        def hand_over(follow: bool) -> None:
-            nonlocal delivered
-            skip = delivered
-            for chunk in container.logs(stdout=True, stderr=True, stream=True, follow=follow):
-                data = chunk if isinstance(chunk, bytes) else bytes(chunk)
-                if skip:
-                    cut = min(skip, len(data))
-                    data, skip = data[cut:], skip - cut
-                if data:
-                    sink(data)
-                    delivered += len(data)
-
-        try:
-            hand_over(follow=True)
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            # Until the container ends the stall check sees no output; the timeout still applies.
-            log.debug("Following the output of %s stopped: %s", container.name, exc)
-        try:
-            container.wait()
-            hand_over(follow=False)
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            log.debug("The output of %s could not be read to its end: %s", container.name, exc)
-
     def remove_labelled(self, labels: dict[str, str]) -> list[str]:
         """Force-remove this instance's containers carrying all ``labels``; return their names."""
         filters = self._labels_filter()
         filters["label"] = [*filters["label"], *(f"{k}={v}" for k, v in labels.items())]
-        with _docker_errors("listing containers to remove"):
+        with docker_errors("listing containers to remove"):
             # sparse: no inspect per container, which fails when one goes away while listing.
             containers = self._client().containers.list(all=True, filters=filters, sparse=True)
         names = [str(c.attrs.get("Names", ["?"])[0]).lstrip("/") for c in containers]
@@ -435,7 +319,7 @@ class DockerRunner:
         """Force-remove every container /run left (its executor crashed mid-run); return their names.
         Submitted containers (``POST /containers``) stay: they outlive this process by design and
         are adopted (``executor.containers``)."""
-        with _docker_errors("listing leftover containers"):
+        with docker_errors("listing leftover containers"):
             containers = self._client().containers.list(all=True, filters=self._labels_filter(), sparse=True)
         names = [
             str(c.attrs.get("Names", ["?"])[0]).lstrip("/")
@@ -466,47 +350,3 @@ class DockerRunner:
         except (OSError, ValueError) as exc:
             return f"{field_name}: {path!r} cannot be checked: {exc}"
         return f"{field_name}: {path!r} does not exist on the executor's host; create it first"
-
-
-@contextmanager
-def _docker_errors(action: str) -> Iterator[None]:
-    """Turn "the engine did not answer" in any of its library forms into DockerUnavailable."""
-    try:
-        yield
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-        raise DockerUnavailable(
-            f"the Docker engine did not answer while {action}: {exc}; check that dockerd is running "
-            "and that DOCKER_HOST points at it"
-        ) from exc
-    except docker.errors.APIError as exc:
-        if exc.status_code is not None and exc.status_code >= 500:
-            raise DockerUnavailable(f"the Docker engine failed while {action}: {_explain(exc)}") from exc
-        raise
-    except docker.errors.DockerException as exc:
-        # Raised by from_env() when no engine can be reached at all (bad DOCKER_HOST, missing socket).
-        raise DockerUnavailable(
-            f"the Docker engine cannot be reached while {action}: {exc}; check DOCKER_HOST and that dockerd runs"
-        ) from exc
-
-
-# Docker's answer to DeviceRequests no installed driver takes (``--gpus`` without the NVIDIA runtime).
-DEVICE_DRIVER_MISSING = "could not select device driver"
-
-
-def _removed_by_someone_else(name: str) -> Conflict:
-    return Conflict(
-        f"container {name} was removed by someone else while it was being run; run it again",
-        code="container_removed",
-    )
-
-
-def _explain(exc: Exception) -> str:
-    explanation = getattr(exc, "explanation", None)
-    return str(explanation or exc)
-
-
-def _not_pullable(reference: str, reason: str) -> str:
-    return (
-        f"image {reference!r} is not on this Docker engine and could not be pulled ({reason}); "
-        "check the reference, or load the image on the executor's host (docker pull / docker load)"
-    )

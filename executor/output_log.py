@@ -29,6 +29,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
+from .private_folder import make_private
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
@@ -187,8 +189,8 @@ class LogBook:
     def __init__(self, folder: str | None = None) -> None:
         if folder:
             self.root = Path(folder)
-            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self.root.chmod(0o700)
+            # Refuses a shared folder: the leftovers removed below would be other people's files.
+            make_private(self.root)
             self._own_root = False
             for leftover in self.root.iterdir():  # logs of containers a crash left: gone with them
                 shutil.rmtree(leftover, ignore_errors=True)

@@ -12,7 +12,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -21,6 +21,7 @@ from docker.models.containers import Container
 from docker.types import Mount
 
 from executor.config import Settings
+from executor.docker_output import follow_output
 from executor.docker_runner import ContainerSpec, DockerRunner
 from executor.errors import DockerUnavailable, ImageNotFound
 from executor.hardening import check_docker_socket, container_limits, mount_source, tool_user
@@ -121,9 +122,7 @@ class RunService:
         self._stopping = True
         if self._idle.is_set():
             return
-        log.info(
-            "Waiting up to %.0f s for %d run(s) before killing their containers.", grace, len(self._active)
-        )
+        log.info("Waiting up to %.0f s for %d run(s) before killing their containers.", grace, len(self._active))
         try:
             await asyncio.wait_for(self._idle.wait(), grace)
         except TimeoutError:
@@ -301,7 +300,7 @@ class RunService:
                 last_output[0] = time.monotonic()
                 output.write(chunk)
 
-            following = loop.run_in_executor(self.followers, self._runner.follow_output, container, sink)
+            following = loop.run_in_executor(self.followers, follow_output, container, sink)
             following.add_done_callback(lambda f: f.cancelled() or f.exception())
             waiting = loop.run_in_executor(self.waits, self._runner.wait, container)
             try:
@@ -390,7 +389,7 @@ class RunService:
             return
         await self.op(self._runner.remove, name)
 
-    def _track(self, awaitable: Any) -> asyncio.Future[Any]:
+    def _track(self, awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
         future = asyncio.ensure_future(awaitable)
         self._cleanups.add(future)
         future.add_done_callback(self._cleanups.discard)

@@ -35,6 +35,8 @@ import struct
 from collections.abc import Iterable
 from pathlib import Path
 
+from .private_folder import make_private
+
 UNIX_SCHEME = "unix://"
 # sockaddr_un holds 108 bytes including the final NUL.
 MAX_SOCKET_PATH = 107
@@ -180,7 +182,7 @@ def listen_private(path: Path, owner: tuple[int, int] | None = None) -> socket.s
     mine = {os.geteuid(), *([owner[0]] if owner else [])}
     if not stat.S_ISDIR(info.st_mode) or info.st_uid not in mine:
         raise OSError(f"{folder} is not a folder of this user (uid {os.geteuid()}): cannot listen in it")
-    os.chmod(folder, 0o700)
+    make_private(folder)
     if owner is not None and os.geteuid() == 0:
         os.chown(folder, *owner)
     with contextlib.suppress(FileNotFoundError):

@@ -15,7 +15,7 @@ is refused before any credential is looked at), then ``auth_middleware``, then
   requests cannot send it without a CORS preflight, which this API never grants. A write with no body
   and no content type at all passes this check (``POST /runs/{id}/cancel`` takes none); a page cannot
   use that: browsers send Origin with every POST, so the Origin guard has refused it already.
-- Token: everything but ``GET /`` (liveness), the console's static pages (``console.is_public``:
+- Token: everything but ``GET /`` (liveness), the console's static pages (``browser.is_public``:
   they hold no data and ask for the token) and the two staging routes of the fetch data mode
   (``staging.is_staging``: a pod holds the attempt's single-use ticket, never the API token) needs
   ``Authorization: Bearer <token>`` (compared in constant time), or a gateway key on the gateway's
@@ -31,8 +31,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from .api.browser import is_public
 from .api.common import NODE
-from .api.console import is_public
 from .api.gateway import PRINCIPAL
 from .api.staging import is_staging
 from .config import Settings

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from executor.private_folder import make_private
 from executor.transport import (
     certificate_fingerprint,
     parse_fingerprint,
@@ -691,9 +692,7 @@ def _advertise_url_problem(url: str) -> str | None:
 def _data_dir_problem(data_dir: Path) -> str | None:
     try:
         # 0700: the database, secrets and every dataset below it are this user's alone.
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if data_dir.stat().st_mode & 0o077:
-            data_dir.chmod(0o700)
+        make_private(data_dir)
         with tempfile.NamedTemporaryFile(dir=data_dir, prefix=".write-test-"):
             pass
     except OSError as exc:

@@ -19,6 +19,8 @@ import secrets
 import stat
 from pathlib import Path
 
+from executor.private_folder import make_private
+
 from .config import Settings
 
 log = logging.getLogger(__name__)
@@ -32,8 +34,7 @@ DATABASE_FILES = ("mao.db", "mao.db-wal", "mao.db-shm", "mao.db-journal")
 def tighten(data_dir: Path) -> None:
     """Make the data dir 0700 and the SQLite database files in it 0600 (SQLite gives its WAL and
     SHM files the database file's mode, so they follow)."""
-    if data_dir.stat().st_mode & 0o077:
-        data_dir.chmod(0o700)
+    make_private(data_dir)
     for name in DATABASE_FILES:
         path = data_dir / name
         try:

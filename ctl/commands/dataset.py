@@ -8,7 +8,7 @@ from ..client import segment
 from ..context import Ctl, confirm, json_option, name_option, pass_ctl, yes_option
 from .audit import audit_command, audit_result_command
 from .registry import accept_command
-from .tool import fetch_all, registry_entry
+from .tool import show_registered
 
 
 @click.group()
@@ -26,18 +26,8 @@ dataset.add_command(audit_result_command)
 @pass_ctl
 def get_dataset(ctl: Ctl, name: str | None) -> None:
     """List the registered datasets, or show one."""
-    if name:
-        found = registry_entry(ctl.api, f"/registry/datasets/{segment(name)}")
-        ctl.out.show(found, lambda: ctl.out.fields(found.items(), title=f"dataset {name}"))
-        return
-    datasets = fetch_all(ctl.api, ctl.api.get("/registry/datasets"), "/registry/datasets")
-    ctl.out.show(
-        datasets,
-        lambda: ctl.out.table(
-            ["name", "master", "node branches"],
-            [[d["name"], d["master"], d.get("nodes")] for d in datasets],
-            title="datasets",
-        ),
+    show_registered(
+        ctl, "dataset", name, ["name", "master", "node branches"], lambda d: [d["name"], d["master"], d.get("nodes")]
     )
 
 

@@ -87,7 +87,8 @@ def instance() -> None:
 )
 @json_option
 @pass_ctl
-def install(ctl: Ctl, answers_file: Path | None, non_interactive: bool, **flags: Any) -> None:
+# '/': pass_ctl hands ctl by position (see add_tool in tool.py).
+def install(ctl: Ctl, /, answers_file: Path | None, non_interactive: bool, **flags: Any) -> None:
     """Write a ready-to-start instance: docker-compose.yaml, mao.env (secrets), data folders."""
     from ..wizard.install import run_install
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -45,24 +46,36 @@ def fetch_all(api: Client, names: list[str], path: str) -> list[dict[str, Any]]:
     return entries
 
 
+def show_registered(
+    ctl: Ctl,
+    kind: str,
+    name: str | None,
+    columns: list[str],
+    row: Callable[[dict[str, Any]], list[Any]],
+) -> None:
+    """``maoctl tool get`` and ``maoctl dataset get``: one entry of ``/registry/{kind}s`` by name,
+    or every entry as a table of ``columns`` (``row`` picks them)."""
+    path = f"/registry/{kind}s"
+    if name:
+        found = registry_entry(ctl.api, f"{path}/{segment(name)}")
+        ctl.out.show(found, lambda: ctl.out.fields(found.items(), title=f"{kind} {name}"))
+        return
+    entries = fetch_all(ctl.api, ctl.api.get(path), path)
+    ctl.out.show(entries, lambda: ctl.out.table(columns, [row(e) for e in entries], title=f"{kind}s"))
+
+
 @tool.command("get")
 @name_option("tool", required=False, help="Show this tool only.")
 @json_option
 @pass_ctl
 def get_tool(ctl: Ctl, name: str | None) -> None:
     """List the registered tools, or show one."""
-    if name:
-        found = registry_entry(ctl.api, f"/registry/tools/{segment(name)}")
-        ctl.out.show(found, lambda: ctl.out.fields(found.items(), title=f"tool {name}"))
-        return
-    tools = fetch_all(ctl.api, ctl.api.get("/registry/tools"), "/registry/tools")
-    ctl.out.show(
-        tools,
-        lambda: ctl.out.table(
-            ["name", "image", "author", "description"],
-            [[t["name"], t["image"], t.get("author"), t.get("description")] for t in tools],
-            title="tools",
-        ),
+    show_registered(
+        ctl,
+        "tool",
+        name,
+        ["name", "image", "author", "description"],
+        lambda t: [t["name"], t["image"], t.get("author"), t.get("description")],
     )
 
 
@@ -76,7 +89,9 @@ def get_tool(ctl: Ctl, name: str | None) -> None:
 @click.option("--description", default="", help="One sentence about what it does.")
 @json_option
 @pass_ctl
-def add_tool(ctl: Ctl, **fields: str) -> None:
+# '/': pass_ctl hands ctl by position, and its type (Concatenate) says so only of a positional-only first
+# parameter when the others are **keywords.
+def add_tool(ctl: Ctl, /, **fields: str) -> None:
     """Register a tool in the federation (replaces an existing one of that name)."""
     stored = ctl.api.post("/registry/tools", fields)
     ctl.out.show(stored, lambda: ctl.out.line(f"Registered tool {stored['name']} ({stored['image']})."))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from executor.wire.images import image_problem
 from executor.wire.names import NAME_PATTERN
@@ -64,14 +64,25 @@ def _host_path(value: str | None, field: str) -> str | None:
     return value
 
 
+def _checked_image(value: str) -> str:
+    problem = image_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+# An image reference the engine can be asked about (executor.wire.images).
+ImageReference = Annotated[str, AfterValidator(_checked_image)]
+
+
 class ContainerFields(BaseModel):
     """What every container request says about its container: the image and command, its data
     folders, who it runs as and its limits. ``RunRequest`` (``POST /run``) and ``SubmitRequest``
-    (``POST /containers``, executor/container_models.py) add how they are waited for."""
+    (``POST /containers``, executor/wire/containers.py) add how they are waited for."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
-    image: str
+    image: ImageReference
     cmd: list[str] | None = None
     env: dict[str, str] | None = None
     output_dir: str
@@ -93,14 +104,6 @@ class ContainerFields(BaseModel):
     # step's explicit choice; its writes outside /tmp and its folders are then unbounded).
     writable_root: bool = False
     tmp_size: Annotated[int, Field(ge=MIN_TMP_SIZE, le=2**40)] | None = None
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, value: str) -> str:
-        problem = image_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
 
     @field_validator("cmd")
     @classmethod
@@ -220,15 +223,7 @@ class ImageRequest(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
-    image: str
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, value: str) -> str:
-        problem = image_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
+    image: ImageReference
 
 
 RUN_LABEL = "mao.run"

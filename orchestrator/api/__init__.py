@@ -8,7 +8,7 @@ from . import (
     audits,
     backends,
     backfills,
-    console,
+    browser,
     federation,
     gateway,
     health,
@@ -43,8 +43,8 @@ def add_routes(app: web.Application) -> None:
         audits,
         metrics,
         staging,
-        console,
+        browser,
     )
     for module in modules:
         app.router.add_routes(module.routes)
-    app[console.DOCUMENT] = {}
+    app[browser.DOCUMENT] = {}

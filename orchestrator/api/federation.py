@@ -10,7 +10,8 @@ from ..errors import EtcdUnavailable
 from ..scheduling.ticks import with_next_ticks
 from .common import node, ok, parse, path_name, read_json
 from .openapi import doc
-from .schemas import FederationSchedule, FederationSchedulesQuery, JsonObject, Members, NewEtcdMember
+from .schedule_schemas import FederationSchedule, FederationSchedulesQuery
+from .schemas import JsonObject, Members, NewEtcdMember
 
 routes = web.RouteTableDef()
 

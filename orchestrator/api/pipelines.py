@@ -9,12 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
-from executor.wire.names import name_problem
-
 from .. import phases
 from ..domain.causes import Fired, Manual, Queued, Refused, RunAsk, Skipped
 from ..domain.pipeline import Pipeline
-from ..errors import BadRequest, MaoError, NotFound
+from ..errors import MaoError, NotFound
 from ..gateway.tokens import ADMIN
 from ..merging.pins import changed_error
 from ..node import Node
@@ -22,11 +20,13 @@ from ..pipelines.stepcheck import check_enforced
 from ..request_models import AcceptRequest, PipelineRequest
 from ..runs.admission import RunInProgress
 from ..runs.strategies import StepStrategy
-from ..scheduling.requests import BackfillRequest, RunRequest, check_overlap, options
+from ..scheduling.requests import ArmTrigger, BackfillRequest, RunNow, RunRequest, ScheduleRun, action_of
 from .backfills import BackfillStarted
 from .common import node, ok, parse, path_name, read_json
 from .gateway import principal
 from .openapi import doc
+from .run_schemas import Run, RunStarted
+from .schedule_schemas import Scheduled
 from .schemas import (
     Accepted,
     BareRepo,
@@ -35,9 +35,6 @@ from .schemas import (
     InitResult,
     PipelinePins,
     PublicPipeline,
-    Run,
-    RunStarted,
-    Scheduled,
     StrategyRequest,
     StrategySteered,
 )
@@ -45,8 +42,6 @@ from .schemas import (
 log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
-
-SCOPES = ("instance", "federation")
 
 
 @routes.post("/pipeline/init")
@@ -150,86 +145,58 @@ async def run_pipeline(request: web.Request) -> web.Response:
     that wins the tick or advance. ``version: n`` runs that version of the pipeline's definition
     (404 ``unknown_version``); a schedule or data trigger with a version is a 400: they run the
     pipeline as it is at each tick (initialise the old definition again to schedule it)."""
-    body = parse(RunRequest, await read_json(request))
-    name = body.name
-    if problem := name_problem(name, "pipeline name"):
-        raise BadRequest(problem, code="invalid_name")
-    assert isinstance(name, str)
     the_node = node(request)
-    cron = body.cron
-    if body.version is not None and (body.trigger is not None or cron not in (None, "")):
-        raise BadRequest(
-            "version applies to a run now only: a schedule or a data trigger runs the pipeline as it is "
-            "at each tick (initialise that version's definition again to make it the current one)",
-            code="not_supported",
-        )
-    scope = body.scope or "instance"
-    if scope not in SCOPES:
-        raise BadRequest(f"scope must be one of {', '.join(SCOPES)}", code="invalid_scope")
-    if body.placement is not None and scope != "federation":
-        raise BadRequest('placement only applies to scope "federation"', code="invalid_placement")
-    if body.trigger is not None:
-        if cron not in (None, ""):
-            raise BadRequest("give either cron or trigger, not both", code="invalid_request")
-        overlap = check_overlap(body.overlap, federation=scope == "federation")
-        trigger = await the_node.triggers.add(
-            name, body.trigger.dataset, scope, body.placement, overlap=overlap, priority=body.priority or 0
-        )
-        return ok(
-            {
-                "pipeline": name,
-                "job_id": trigger["id"],
-                "trigger": {"dataset": body.trigger.dataset},
-                "scope": scope,
-            }
-        )
-    if scope == "federation" and cron in (None, ""):
-        raise BadRequest("a federation-wide schedule needs a cron expression", code="invalid_cron")
-    if cron not in (None, ""):
-        timezone = body.timezone or "UTC"
-        if scope == "federation":
-            schedule = await the_node.federation_scheduler.add(
-                name,
-                cron,
-                timezone,
-                body.placement,
-                overlap=check_overlap(body.overlap, federation=True),
-                catchup=body.catchup,
-                catchup_window=body.catchup_window,
-                priority=body.priority or 0,
+    match action_of(parse(RunRequest, await read_json(request))):
+        case RunNow() as ask:
+            return await _run_now(the_node, ask)
+        case ScheduleRun(scope="federation") as ask:
+            return ok(_scheduled(ask, await the_node.federation_scheduler.schedule(ask)))
+        case ScheduleRun() as ask:
+            return ok(_scheduled(ask, (await the_node.scheduler.schedule(ask)).public()))
+        case ArmTrigger() as ask:
+            trigger_id = await the_node.triggers.arm(ask)
+            return ok(
+                {
+                    "pipeline": ask.name,
+                    "job_id": trigger_id,
+                    "trigger": {"dataset": ask.dataset},
+                    "scope": ask.scope,
+                }
             )
-        else:
-            schedule = await the_node.scheduler.add(name, cron, timezone, add=body.add, **options(body))
-        return ok(
-            {
-                "pipeline": name,
-                "job_id": schedule["id"],
-                "cron": schedule["cron"],
-                "timezone": schedule["timezone"],
-                "scope": scope,
-                **({"placement": schedule["placement"]} if scope == "federation" else {}),
-                **{k: schedule.get(k) for k in ("overlap", "catchup", "catchup_window", "priority")},
-            }
-        )
-    # Run now. A busy pipeline: "replace" cancels its run(s) first, "queue" waits for them (one
-    # waiting run per pipeline), "allow" runs beside them; without overlap, a 409 (runs/door.py).
-    policy = check_overlap(body.overlap)
+
+
+def _scheduled(ask: ScheduleRun, schedule: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a schedule: what was stored (``Scheduled``)."""
+    return {
+        "pipeline": ask.name,
+        "job_id": schedule["id"],
+        "cron": schedule["cron"],
+        "timezone": schedule["timezone"],
+        "scope": ask.scope,
+        **({"placement": schedule["placement"]} if ask.scope == "federation" else {}),
+        **{k: schedule.get(k) for k in ("overlap", "catchup", "catchup_window", "priority")},
+    }
+
+
+async def _run_now(the_node: Node, ask: RunNow) -> web.Response:
+    """Run now. A busy pipeline: "replace" cancels its run(s) first, "queue" waits for them (one
+    waiting run per pipeline), "allow" runs beside them; without overlap, a 409 (runs/door.py)."""
     # MAO_PHASE_TIMINGS=1: where a waiting run's time goes (orchestrator/phases.py; the bench's).
-    timings = phases.begin(the_node.settings.phase_timings and body.wait)
+    timings = phases.begin(the_node.settings.phase_timings and ask.wait)
     with phases.phase("api: registrations unchanged"):
-        checked = await refuse_changed_registrations(the_node, name)
-        await _refuse_unenforceable(the_node, name, body.version)
-    ask = RunAsk(name, Manual(checked), overlap=policy, priority=body.priority or 0, version=body.version)
-    match await the_node.door.request_run(ask):
+        checked = await refuse_changed_registrations(the_node, ask.name)
+        await _refuse_unenforceable(the_node, ask.name, ask.version)
+    door_ask = RunAsk(ask.name, Manual(checked), overlap=ask.overlap, priority=ask.priority, version=ask.version)
+    match await the_node.door.request_run(door_ask):
         case Refused(error=error):
             raise error
         case Skipped(reason=reason, in_the_way=in_the_way):  # the door refuses a manual run instead
             raise RunInProgress(reason, run_id=in_the_way)
         case Fired(run_id=run_id) | Queued(run_id=run_id) as decision:
             pass
-    if not body.wait:
+    if not ask.wait:
         status = "queued" if isinstance(decision, Queued) else "pending"
-        return ok({"id": run_id, "run_id": run_id, "pipeline": name, "status": status}, status=202)
+        return ok({"id": run_id, "run_id": run_id, "pipeline": ask.name, "status": status}, status=202)
     record = await the_node.runner.wait(run_id)
     if record is None:  # the run ended before this wait began, or without a record read
         with phases.phase("api: read the run record"):

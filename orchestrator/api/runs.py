@@ -19,19 +19,17 @@ from ..store.grid import RunGrid, run_grid
 from .common import node, ok, parse, read_json
 from .openapi import doc
 from .pipelines import refuse_changed_registrations
-from .schemas import (
+from .run_schemas import (
     MAX_GRID_PIPELINES,
     CancelStarted,
     GridQuery,
-    JobDeleted,
     QueueEntry,
     RetryRequest,
     RetryStarted,
     Run,
     RunsQuery,
-    Schedule,
-    SchedulesQuery,
 )
+from .schedule_schemas import JobDeleted, Schedule, SchedulesQuery
 
 routes = web.RouteTableDef()
 
@@ -189,11 +187,14 @@ async def list_schedules(request: web.Request) -> web.Response:
     query = parse(SchedulesQuery, dict(request.query))
     next_runs = the_node.scheduler.next_run_times()
     schedules = await the_node.store.list_schedules()
-    ticks = (
-        await the_node.store.recent_ticks([s["id"] for s in schedules], query.ticks) if query.ticks else {}
-    )
+    ticks = await the_node.store.recent_ticks([s.id for s in schedules], query.ticks) if query.ticks else {}
     answer = [
-        {**s, "next_run_time": next_runs.get(s["id"]), "ticks": ticks.get(s["id"], [])} for s in schedules
+        {
+            **s.public(),
+            "next_run_time": next_runs.get(s.id),
+            "ticks": [t.public() for t in ticks.get(s.id, [])],
+        }
+        for s in schedules
     ]
     return ok(with_next_ticks(answer, query.next))
 

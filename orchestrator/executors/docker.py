@@ -1,5 +1,6 @@
 """``kind=docker``: the executor service (``python -m executor``) on this host's Docker engine, over
-its container API (``executor/container_models.py``), as a seam ``Backend``.
+its container API (``executor/wire/containers.py``, called over HTTP by executor_api.py), as a seam
+``Backend``.
 
 Data mode ``local``: the executor's engine runs on the orchestrator's host, so the attempt's input
 and output folders are bound by their host paths (``MAO_HOST_DATA_DIR``). The executor enforces the
@@ -24,10 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
 from pydantic import ValidationError
 
-from executor.transport import UntrustedServer
 from executor.wire.containers import ContainerList, ContainerState, Ending, Phase, SubmitRequest
 from executor.wire.models import (
     DEFAULT_LOG_LINES,
@@ -37,6 +36,7 @@ from executor.wire.models import (
 )
 
 from ..errors import MaoError
+from .executor_api import ExecutorApi, Refused
 from .seam import (
     INSTANCE_LABEL,
     MANAGED_LABEL,
@@ -51,7 +51,6 @@ from .seam import (
     Health,
     Managed,
 )
-from .transport import session_target
 
 log = logging.getLogger(__name__)
 
@@ -101,28 +100,19 @@ class DockerBackend:
         self.name = name
         self.gpus = gpus
         self.url = url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {token}"}
+        self._api = ExecutorApi(name, self.url, token, fingerprint)
         self._host_path = host_path
         self.start_timeout = start_timeout
-        self._fingerprint = fingerprint
-        self._base = self.url
-        self._session: aiohttp.ClientSession | None = None
         self._cancelled: dict[str, None] = {}
         # Submissions that made no object because the engine has no such image: their ends.
         self._unavailable: dict[str, End] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
-        # The session sends the token only to a server that proved itself (executors/transport.py).
-        connector, self._base = session_target(self.url, self._fingerprint)
-        # No total timeout on the session: a wait is long-polled; each call sets its own.
-        self._session = aiohttp.ClientSession(
-            headers=self._headers, timeout=aiohttp.ClientTimeout(total=None), connector=connector
-        )
+        await self._api.start()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._api.close()
 
     def capabilities(self) -> Capabilities:
         return Capabilities(
@@ -142,7 +132,7 @@ class DockerBackend:
 
     async def health(self) -> Health:
         try:
-            body = await self._json("GET", "/health", None, timeout=10)
+            body = await self._api.json("GET", "/health", None, timeout=10)
         except MaoError as exc:
             return Health(ok=False, message=exc.message)
         details = {k: str(v) for k, v in body.items() if k in ("instance", "running", "docker")}
@@ -151,7 +141,7 @@ class DockerBackend:
 
     # -- images and checks -------------------------------------------------------------------------
     async def resolve_image(self, image: str) -> str | None:
-        body = await self._json("POST", "/image", {"image": image}, timeout=30)
+        body = await self._api.json("POST", "/image", {"image": image}, timeout=30)
         value = body.get("id")
         return value if isinstance(value, str) else None
 
@@ -211,8 +201,8 @@ class DockerBackend:
                 code="step_too_large",
             )
         try:
-            await self._json("POST", "/containers/validate", body, timeout=30)
-        except _Refused as exc:
+            await self._api.json("POST", "/containers/validate", body, timeout=30)
+        except Refused as exc:
             raise BackendRejected(self.name, "step", exc.message) from None
 
     # -- one object ----------------------------------------------------------------------------------
@@ -230,8 +220,8 @@ class DockerBackend:
             return handle
         body = self.request(spec).model_dump(mode="json", exclude_none=True)
         try:
-            answer = await self._json("POST", "/containers", body, timeout=SUBMIT_TIMEOUT)
-        except _Refused as exc:
+            answer = await self._api.json("POST", "/containers", body, timeout=SUBMIT_TIMEOUT)
+        except Refused as exc:
             if exc.code == "image_not_found":
                 self._unavailable[spec.name] = End(kind=EndKind.IMAGE_UNAVAILABLE, message=exc.message)
                 return handle
@@ -246,8 +236,8 @@ class DockerBackend:
         path = f"/containers/{handle.name}/wait?hold={HOLD:g}&tail={DEFAULT_LOG_LINES}"
         while True:
             try:
-                answer = await self._json("GET", path, None, timeout=HOLD + 60)
-            except _Refused as exc:
+                answer = await self._api.json("GET", path, None, timeout=HOLD + 60)
+            except Refused as exc:
                 if exc.status != 404:
                     raise BackendUnavailable(f"backend {self.name}: {exc.message}") from None
                 if handle.name in self._cancelled:
@@ -282,46 +272,21 @@ class DockerBackend:
             log_tail=state.log_tail,
         )
 
-    async def logs(self, handle: Handle, follow: bool = False, since: int = 0) -> AsyncIterator[bytes]:
-        """The executor answers a follower once the container has started: the empty first chunk
-        says so (the seam's start signal). A normal end is the whole output; a cut stream raises
-        BackendUnavailable."""
-        assert self._session is not None, "DockerBackend.start() was not called"
-        # No read timeout when following: a container may be silent for as long as its timeout.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=None if follow else 60)
-        path = f"{self._base}/containers/{handle.name}/logs"
-        params = {"since": str(since), "follow": "1" if follow else "0"}
-        try:
-            async with self._session.get(path, params=params, timeout=timeout) as response:
-                if response.status == 404:
-                    return
-                if response.status >= 400:
-                    raise BackendUnavailable(
-                        f"backend {self.name} answered {response.status} for the output of {handle.name}"
-                    )
-                if follow:
-                    yield b""
-                async for chunk in response.content.iter_any():
-                    yield chunk
-        except (UntrustedServer, aiohttp.ServerFingerprintMismatch) as exc:
-            raise self._untrusted(exc) from exc
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
-            raise BackendUnavailable(
-                f"backend {self.name}: the output of {handle.name} stopped ({type(exc).__name__}: {exc})"
-            ) from exc
+    def logs(self, handle: Handle, follow: bool = False, since: int = 0) -> AsyncIterator[bytes]:
+        return self._api.output(handle.name, follow, since)
 
     async def cancel(self, handle: Handle) -> None:
         self._cancelled[handle.name] = None
         while len(self._cancelled) > CANCELLED_MEMORY:
             self._cancelled.pop(next(iter(self._cancelled)))
         try:
-            await self._json("DELETE", f"/containers/{handle.name}", None, timeout=60)
-        except _Refused as exc:
+            await self._api.json("DELETE", f"/containers/{handle.name}", None, timeout=60)
+        except Refused as exc:
             if exc.status != 404:
                 raise BackendUnavailable(f"backend {self.name}: {exc.message}") from None
 
     async def list_managed(self, instance: str) -> list[Managed]:
-        answer = await self._json("GET", f"/containers?{urlencode({'instance': instance})}", None, timeout=30)
+        answer = await self._api.json("GET", f"/containers?{urlencode({'instance': instance})}", None, timeout=30)
         try:
             found = ContainerList.model_validate(answer).containers
         except ValidationError as exc:
@@ -336,70 +301,9 @@ class DockerBackend:
             if c.labels.get(INSTANCE_LABEL) == instance
         ]
 
-    # -- HTTP ------------------------------------------------------------------------------------------
-    def _untrusted(self, exc: Exception) -> BackendUnavailable:
-        return BackendUnavailable(
-            f"backend {self.name}: {_untrusted_message(self.url, exc)}", code="executor_untrusted"
-        )
-
+    # -- answers ------------------------------------------------------------------------------------
     def _state(self, answer: dict[str, Any]) -> ContainerState:
         try:
             return ContainerState.model_validate(answer)
         except ValidationError as exc:
             raise BackendUnavailable(f"backend {self.name} answered an unexpected state: {exc}") from None
-
-    async def _json(self, method: str, path: str, payload: Any, timeout: float) -> dict[str, Any]:
-        assert self._session is not None, "DockerBackend.start() was not called"
-        try:
-            async with self._session.request(
-                method, self._base + path, json=payload, timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as response:
-                try:
-                    body = await response.json(content_type=None)
-                except ValueError:
-                    body = {}
-                if not isinstance(body, dict):
-                    body = {}
-                if response.status == 401:
-                    raise BackendUnavailable(
-                        f"backend {self.name}: the executor refused our token (MAO_EXECUTOR_TOKEN, or "
-                        f"MAO_BACKEND_{self.name.upper()}_TOKEN, must be the executor's)",
-                        code="executor_unauthorized",
-                    )
-                if response.status >= 500:
-                    raise BackendUnavailable(
-                        f"backend {self.name}: the executor failed: {body.get('message') or response.reason}",
-                        code=str(body.get("error") or "executor_unavailable"),
-                    )
-                if response.status >= 400:
-                    raise _Refused(
-                        response.status,
-                        str(body.get("error") or "rejected"),
-                        str(body.get("message") or response.reason or "rejected"),
-                    )
-                return body
-        except (UntrustedServer, aiohttp.ServerFingerprintMismatch) as exc:
-            raise self._untrusted(exc) from exc
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-            raise BackendUnavailable(
-                f"backend {self.name}: the executor at {self.url} did not answer ({type(exc).__name__}: {exc}); "
-                "is `python -m executor` running and its URL right?"
-            ) from exc
-
-
-def _untrusted_message(url: str, exc: Exception) -> str:
-    return (
-        f"the executor at {url} did not prove it is the executor ({exc}); nothing was sent to it: check "
-        "its URL and, for https, its pinned certificate (TLS_FINGERPRINT, MAO_EXECUTOR_TLS_FINGERPRINT)"
-    )
-
-
-class _Refused(Exception):
-    """The executor answered 4xx: ``code`` is its error code."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-

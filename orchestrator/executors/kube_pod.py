@@ -172,6 +172,32 @@ def job_deadline(spec: ContainerSpec, settings: KubernetesSettings) -> int:
     return math.ceil(start + spec.timeout + settings.stage_seconds)
 
 
+def _stage_container(
+    name: str,
+    script: str,
+    url_variable: str,
+    ticket: str,
+    settings: KubernetesSettings,
+    hardened: Json,
+    resources: Json,
+    mounts: list[Json],
+) -> Json:
+    """A staging container: ``script`` in the staging image, sent to its ticket's route."""
+    return {
+        "name": name,
+        "image": settings.staging_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["sh", "-c", script],
+        "env": [
+            {"name": url_variable, "value": f"{settings.staging_url}/staging/{ticket}"},
+            {"name": "MAO_STAGING_WAIT", "value": str(int(settings.staging_wait))},
+        ],
+        "securityContext": hardened,
+        "resources": resources,
+        "volumeMounts": mounts,
+    }
+
+
 def job_body(spec: ContainerSpec, backend: str, image: str, settings: KubernetesSettings) -> Json:
     uid, gid = spec.user
     labels = object_labels(spec, backend)
@@ -211,37 +237,15 @@ def job_body(spec: ContainerSpec, backend: str, image: str, settings: Kubernetes
     if spec.cmd is not None:
         tool["args"] = list(spec.cmd)  # as Docker's cmd: the image's entrypoint stays
     ticket_mount = {"name": "ticket", "mountPath": TICKET, "readOnly": True}
-    stage_in: Json = {
-        "name": STAGE_IN,
-        "image": settings.staging_image,
-        "imagePullPolicy": settings.image_pull_policy,
-        "command": ["sh", "-c", STAGE_IN_SCRIPT],
-        "env": [
-            {"name": "MAO_STAGING_INPUT_URL", "value": f"{settings.staging_url}/staging/{spec.name}/input"},
-            {"name": "MAO_STAGING_WAIT", "value": str(int(settings.staging_wait))},
-        ],
-        "securityContext": hardened,
-        "resources": stage_resources,
-        "volumeMounts": [
-            {"name": "input", "mountPath": f"{STAGE}/input"},
-            {"name": "data", "mountPath": f"{STAGE}/data"},
-            ticket_mount,
-            tmp_mount,
-        ],
-    }
-    stage_out: Json = {
-        "name": STAGE_OUT,
-        "image": settings.staging_image,
-        "imagePullPolicy": settings.image_pull_policy,
-        "command": ["sh", "-c", STAGE_OUT_SCRIPT],
-        "env": [
-            {"name": "MAO_STAGING_OUTPUT_URL", "value": f"{settings.staging_url}/staging/{spec.name}/output"},
-            {"name": "MAO_STAGING_WAIT", "value": str(int(settings.staging_wait))},
-        ],
-        "securityContext": hardened,
-        "resources": stage_resources,
-        "volumeMounts": [{"name": "data", "mountPath": f"{STAGE}/data", "readOnly": True}, ticket_mount, tmp_mount],
-    }
+    stage_in = _stage_container(
+        STAGE_IN, STAGE_IN_SCRIPT, "MAO_STAGING_INPUT_URL", f"{spec.name}/input", settings, hardened, stage_resources,
+        [{"name": "input", "mountPath": f"{STAGE}/input"}, {"name": "data", "mountPath": f"{STAGE}/data"},
+         ticket_mount, tmp_mount],
+    )  # fmt: skip
+    stage_out = _stage_container(
+        STAGE_OUT, STAGE_OUT_SCRIPT, "MAO_STAGING_OUTPUT_URL", f"{spec.name}/output", settings, hardened,
+        stage_resources, [{"name": "data", "mountPath": f"{STAGE}/data", "readOnly": True}, ticket_mount, tmp_mount],
+    )  # fmt: skip
     data_dir: Json = {} if settings.data_size is None else {"sizeLimit": str(settings.data_size)}
     pod_spec: Json = {
         "restartPolicy": "Never",

@@ -6,7 +6,7 @@ identity as labels (and, in full, as annotations), in the backend's namespace un
 account. Its pod is kube_pod.py's: stage-in, tool, stage-out, hardened, data in the ``fetch`` mode
 (fetch.py, the routes in api/staging.py). Typed ends from kube_status.py; the log copied while it runs
 and served from the copy (kube_logs.py); one shared watch of Jobs and pods (kube_watch.py); every call
-to the cluster through kube_api.py.
+to the cluster through kube_api.py; what it can do and whether a step may run, kube_policy.py.
 
 ``wait`` is the watchdog: ``start_timeout`` from the submission until the tool starts, ``timeout``
 from the tool's start (the Job's deadline is only the backstop for an orchestrator that is down).
@@ -21,12 +21,11 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..datasets.hygiene import OutputRefused
+from .cluster_backend import CancelledNames, ClusterBackend, NameLocks, age
 from .fetch import FetchExchange, UploadMissing
 from .kube_api import KubeApi, KubeConflict, KubeInvalid
 from .kube_logs import KeptLogs, ToolState
@@ -34,14 +33,13 @@ from .kube_pod import (
     BACKEND_LABEL,
     STAGE_OUT,
     TOOL,
-    env_key_problem,
     job_body,
-    label_value,
     managed_selector,
     owner_patch,
     secret_body,
     selector,
 )
+from .kube_policy import KIND, KubePolicy
 from .kube_settings import KubernetesSettings
 from .kube_status import STALE, Job, Pod, Progress, Verdict, end_of, verdict
 from .kube_watch import ClusterCache
@@ -51,13 +49,10 @@ from .seam import (
     Backend,
     BackendRejected,
     BackendUnavailable,
-    Capabilities,
     ContainerSpec,
-    DataMode,
     End,
     EndKind,
     Handle,
-    Health,
     Managed,
     secret_values,
 )
@@ -69,23 +64,13 @@ __all__ = ["KIND", "KubernetesBackend", "KubernetesSettings", "from_instance"]
 
 log = logging.getLogger(__name__)
 
-KIND = "kubernetes"
-MIN_MEMORY = 4 * 1024 * 1024
 LOG_WAIT = 30.0  # seconds an end waits for the log copy to be complete
 STALE_SECONDS = 3.0  # seconds an ended Job's pod may lag in the watch before the API is asked
-_FACTS_TTL = 60.0
-_CANCELS_KEPT = 3600.0
 # Ends whose Job stays until ``cancel`` (the caller reads its log first); the others are removed at once.
 _KEPT_ENDS = frozenset({EndKind.COMPLETED, EndKind.FAILED, EndKind.OOM_KILLED})
 
 
-@dataclass
-class _NameLock:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
-
-
-class KubernetesBackend:
+class KubernetesBackend(ClusterBackend[KubePolicy]):
     """The ``Backend`` of one namespace of one cluster (``name`` is the operator's, MAO_BACKENDS)."""
 
     kind = KIND
@@ -104,10 +89,10 @@ class KubernetesBackend:
         self._api = KubeApi(name, settings)
         self._cache = ClusterCache(self._api, selector({MANAGED_LABEL: "true", BACKEND_LABEL: name}))
         self._logs = KeptLogs(self._api, settings.state_dir or state_dir, self._tool_state, self._cache.changed)
-        self._gpus: tuple[float, int | None] | None = None
-        self._submitting: dict[str, _NameLock] = {}
+        self.policy = KubePolicy(name, settings, self._api)
+        self._submitting = NameLocks()
         self._submitted: dict[str, float] = {}  # name -> monotonic time of this process's submission
-        self._cancelled: dict[str, float] = {}
+        self._cancelled = CancelledNames()
 
     # -- life ------------------------------------------------------------------------------------------
 
@@ -119,7 +104,7 @@ class KubernetesBackend:
             return
         self._cache.start()
         with contextlib.suppress(BackendUnavailable):
-            await self._cluster_gpus()  # so that capabilities() says the GPUs from the start
+            await self.policy.cluster_gpus()  # so that capabilities() says the GPUs from the start
         swept = await self.exchange.sweep()
         if swept:
             log.info("Backend %s: removed %d expired staging folders", self.name, len(swept))
@@ -129,116 +114,7 @@ class KubernetesBackend:
         await self._cache.close()
         await self._api.close()
 
-    # -- what it can do --------------------------------------------------------------------------------
-
-    def capabilities(self) -> Capabilities:
-        enforces = {"memory", "cpus", "gpus", "placement", "start_timeout", "no_new_privileges", "read_only_root"}
-        notes = [
-            "label the namespace with the restricted Pod Security profile "
-            "(pod-security.kubernetes.io/enforce=restricted): MAO's pods pass it, anything else is refused",
-            "per-pod process limit: Kubernetes has none in the pod spec; it is the kubelet's podPidsLimit"
-            + (
-                f" ({self.settings.pod_pids_limit}, as the operator states in POD_PIDS_LIMIT)"
-                if self.settings.pod_pids_limit
-                else " (not stated: set POD_PIDS_LIMIT once the nodes enforce one)"
-            ),
-            "memory: a node with swap lets a tool use more than its limit unless the kubelet forbids swap",
-            "a step's private env values are in a per-attempt Secret: whoever may read Secrets in the "
-            "namespace may read them",
-            "pods must reach the orchestrator's staging routes at STAGING_URL; a NetworkPolicy should "
-            "let them reach nothing else",
-        ]
-        if self.settings.pod_pids_limit:
-            enforces.add("pids")
-        gpus = self._known_gpus()
-        if gpus == 0:
-            enforces.discard("gpus")
-        return Capabilities(
-            kind=KIND,
-            data_modes=frozenset({DataMode.FETCH}),
-            enforces=frozenset(enforces),
-            gpus=gpus,
-            notes=tuple(notes),
-        )
-
-    async def health(self) -> Health:
-        details = {
-            "namespace": self.settings.namespace,
-            "staging_url": self.settings.staging_url,
-            "staging_image": self.settings.staging_image,
-        }
-        try:
-            details["server"] = await self._api.version()
-            await self._api.list_jobs(managed_selector() + f",{BACKEND_LABEL}={label_value(self.name)}")
-        except BackendUnavailable as exc:
-            return Health(ok=False, message=exc.message, details=details)
-        gpus = await self._cluster_gpus()
-        details["gpus"] = "unknown (the account may not list nodes; GPUS states them)" if gpus is None else str(gpus)
-        return Health(ok=True, message="ok", details=details)
-
-    async def _cluster_gpus(self) -> int | None:
-        """The most GPUs one node has: the operator's ``GPUS`` where set, else the nodes' word."""
-        if self.settings.gpus is not None:
-            return self.settings.gpus
-        if self._gpus is None or time.monotonic() - self._gpus[0] > _FACTS_TTL:
-            self._gpus = (time.monotonic(), await self._api.gpus())
-        return self._gpus[1]
-
-    def _known_gpus(self) -> int | None:
-        if self.settings.gpus is not None:
-            return self.settings.gpus
-        return self._gpus[1] if self._gpus is not None else None
-
-    async def resolve_image(self, image: str) -> str | None:
-        """The reference as given: only the nodes' runtimes resolve it (a digest reference, name@sha256:...,
-        is the way to be sure every node runs the same bits)."""
-        return image
-
-    async def validate(self, spec: ContainerSpec) -> None:
-        where = f"(backend {self.name!r}, kind kubernetes)"
-        problem: tuple[str, str] | None = None
-        if spec.user[0] == 0 or spec.user[1] == 0:
-            problem = "user", "user: tools never run as root (uid or gid 0)"
-        elif spec.docker_socket:
-            problem = "docker_socket", "docker_socket: the Docker socket is never offered on a cluster"
-        elif spec.limits.memory is not None and spec.limits.memory < MIN_MEMORY:
-            problem = "memory", f"memory: at least {MIN_MEMORY} bytes"
-        elif any("\0" in part for part in (*(spec.cmd or ()), *spec.env, *spec.env.values())):
-            problem = "cmd", "cmd and env may not hold NUL characters"
-        else:
-            for key in spec.secrets:
-                if env_problem := env_key_problem(key):
-                    problem = "env", env_problem
-            for key, value in spec.placement.items():
-                if label_value(value) != value or not key or len(key) > 253:
-                    problem = "placement", f"placement: {key}={value!r} is not a node label Kubernetes accepts"
-        if problem is None and spec.limits.gpus:
-            with contextlib.suppress(BackendUnavailable):
-                # Unknown (nodes not listable, no GPUS): the scheduler decides, within start_timeout.
-                most = await self._cluster_gpus()
-                if most == 0:
-                    problem = "gpus", f"gpus: the cluster's nodes offer no {self.settings.gpu_resource}"
-                elif most is not None and spec.limits.gpus > most:
-                    problem = "gpus", (
-                        f"gpus: {spec.limits.gpus} asked, and no node of the cluster has more than {most} "
-                        f"{self.settings.gpu_resource}"
-                    )
-        if problem is not None:
-            raise BackendRejected(self.name, problem[0], f"{problem[1]} {where}")
-
     # -- one attempt -------------------------------------------------------------------------------------
-
-    async def submit(self, spec: ContainerSpec) -> Handle:
-        await self.validate(spec)
-        entry = self._submitting.setdefault(spec.name, _NameLock())
-        entry.users += 1
-        try:
-            async with entry.lock:
-                return await self._submit(spec)
-        finally:
-            entry.users -= 1
-            if entry.users == 0:
-                self._submitting.pop(spec.name, None)
 
     async def _submit(self, spec: ContainerSpec) -> Handle:
         existing = await self._api.get_job(spec.name)
@@ -310,7 +186,7 @@ class KubernetesBackend:
                 return await self._finish(handle, spec, job, pod, found)
             if found.tool_started is not None:
                 if running_since is None:
-                    running_since = now if waiting_since is not None else now - _age(found.tool_started)
+                    running_since = now if waiting_since is not None else now - age(found.tool_started)
                 if now - running_since > spec.timeout:
                     await self._remove(name)
                     message = f"still running after the step's timeout of {spec.timeout:g}s"
@@ -318,7 +194,7 @@ class KubernetesBackend:
             else:
                 if waiting_since is None:
                     created = job.metadata.creation_timestamp if job is not None else None
-                    waiting_since = now - _age(created)
+                    waiting_since = now - age(created)
                 if now - waiting_since > start_timeout:
                     await self._remove(name)
                     message = (
@@ -414,10 +290,7 @@ class KubernetesBackend:
     async def cancel(self, handle: Handle) -> None:
         """Delete the Job (its pods first), its Secret, the tickets and the log copy; return once the
         cluster holds none of them. A ``wait`` on it ends ``cancelled``."""
-        now = time.monotonic()
-        self._cancelled[handle.name] = now
-        for name in [n for n, at in self._cancelled.items() if at < now - _CANCELS_KEPT]:
-            del self._cancelled[name]
+        self._cancelled.add(handle.name)
         await self._remove(handle.name)
         await self._logs.discard(handle.name)
         self._cache.forget(handle.name)
@@ -469,11 +342,6 @@ def from_instance(name: str, given: KubernetesSettings, instance: Settings) -> K
                              max_files=given.max_output_files)  # fmt: skip
     return KubernetesBackend(name, given, exchange=exchange, state_dir=instance.data_dir / "kubernetes" / name)
 
-
-def _age(since: datetime | None) -> float:
-    if since is None:
-        return 0.0
-    return max(0.0, (datetime.now(UTC) - since).total_seconds())
 
 
 def _is_a_backend(backend: KubernetesBackend) -> Backend:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..datasets.hygiene import OutputRefused
 from .seam import BackendUnavailable, ContainerSpec, End, EndKind, Handle, secret_values
 from .slurm_answers import (
     MAO_CANCEL,
@@ -31,7 +30,7 @@ from .slurm_command import remove_arguments
 from .slurm_files import job_files, jobcomp_line, read_text
 from .slurm_logs import tail
 from .slurm_settings import SlurmSettings
-from .staging import SharedStaging, StagedOutputMissing
+from .staging import SharedStaging
 
 log = logging.getLogger(__name__)
 
@@ -179,13 +178,7 @@ class JobEnds:
                 f"not started within {spec.start_timeout or self.settings.start_timeout:g}s (start_timeout)"
             )
             message += f"; Slurm's reason: {stop.reason}" if stop.reason else ""
-        if kind is EndKind.COMPLETED:
-            try:
-                await self.staging.bring_back(spec)
-            except OutputRefused as exc:
-                kind, message = EndKind.FAILED, f"the tool exited 0 but its output was refused: {exc.message}"
-            except (StagedOutputMissing, OSError) as exc:
-                kind, message = EndKind.LOST, f"the tool exited 0 but its staged output cannot be read: {exc}"
+        kind, message = await self.staging.end_with_output(spec, kind, message)
         await discard(self.staging, handle.name)
         queued = run = None
         started = _when(view.started) if view.has_started else None

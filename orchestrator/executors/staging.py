@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from ..datasets.hygiene import OutputRefused, check_output, give_to_tool, inspect_folder, reclaim_owner
 from ..datasets.trees import remove_tree
-from .seam import ContainerSpec
+from .seam import ContainerSpec, EndKind
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,18 @@ class SharedStaging:
             await asyncio.sleep(self.settle_seconds)
         async with self._alone(spec.name):
             return await asyncio.to_thread(self._bring_back, spec)
+
+    async def end_with_output(self, spec: ContainerSpec, kind: EndKind, message: str) -> tuple[EndKind, str]:
+        """An attempt's end once a completed tool's output is brought back: ``failed`` when the
+        output is refused, ``lost`` when it cannot be read; any other end as it is."""
+        if kind is EndKind.COMPLETED:
+            try:
+                await self.bring_back(spec)
+            except OutputRefused as exc:
+                return EndKind.FAILED, f"the tool exited 0 but its output was refused: {exc.message}"
+            except (StagedOutputMissing, OSError) as exc:
+                return EndKind.LOST, f"the tool exited 0 but its staged output cannot be read: {exc}"
+        return kind, message
 
     async def discard(self, name: str) -> None:
         """Remove the attempt's folder (safe to repeat, and to call while another discard runs)."""

@@ -25,27 +25,25 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from ..datasets.hygiene import OutputRefused
+from .cluster_backend import CancelledNames, ClusterBackend, NameLocks, age
 from .engine_api import EngineApi, EngineConflict, EngineError
 from .seam import (
     Backend,
     BackendRejected,
     BackendUnavailable,
-    Capabilities,
     ContainerSpec,
     End,
     EndKind,
     Handle,
-    Health,
     Managed,
     secret_values,
 )
-from .staging import SharedStaging, StagedOutputMissing
+from .staging import SharedStaging
 from .swarm_logs import ServiceLogs
 from .swarm_objects import SERVICE_NAME_LABEL, SwarmObjects
 from .swarm_policy import FACTS_TTL, KIND, SwarmPolicy
@@ -57,7 +55,6 @@ __all__ = ["KIND", "SERVICE_NAME_LABEL", "SwarmBackend", "SwarmSettings"]
 
 log = logging.getLogger(__name__)
 
-_CANCELS_KEPT = 3600.0
 # Seconds after a container's end within which the engine may still log its OOM (see _oom_evidence).
 _OOM_EVENT_GRACE = 2.0
 _EVENTS_ANSWER = 30.0  # seconds the engine has to answer that question (EngineApi's own default)
@@ -72,15 +69,7 @@ class _Observed:
     seen_end: float
 
 
-@dataclass
-class _NameLock:
-    """Submissions of one name, one at a time (a second one finds the first one's service)."""
-
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
-
-
-class SwarmBackend:
+class SwarmBackend(ClusterBackend[SwarmPolicy]):
     """The ``Backend`` of one swarm (``name`` is the operator's, MAO_BACKENDS)."""
 
     kind = KIND
@@ -100,9 +89,9 @@ class SwarmBackend:
             max_output_bytes=max_output_bytes,
         )
         self.policy = SwarmPolicy(name, settings, self._api, self.staging)
-        self._submitting: dict[str, _NameLock] = {}
+        self._submitting = NameLocks()
         self._submitted: dict[str, float] = {}  # name -> monotonic time of this process's submission
-        self._cancelled: dict[str, float] = {}  # names this process cancelled: their end is ``cancelled``
+        self._cancelled = CancelledNames()
 
     # -- life ------------------------------------------------------------------------------------------
 
@@ -117,34 +106,7 @@ class SwarmBackend:
         await self._watch.close()
         await self._api.close()
 
-    # -- what it can do (swarm_policy.py) ------------------------------------------------------------
-
-    def capabilities(self) -> Capabilities:
-        return self.policy.capabilities()
-
-    async def health(self) -> Health:
-        return await self.policy.health()
-
-    async def resolve_image(self, image: str) -> str | None:
-        return await self.policy.resolve_image(image)
-
-    async def validate(self, spec: ContainerSpec) -> None:
-        await self.policy.validate(spec)
-
     # -- one attempt -------------------------------------------------------------------------------------
-
-    async def submit(self, spec: ContainerSpec) -> Handle:
-        await self.validate(spec)
-        entry = self._submitting.setdefault(spec.name, _NameLock())
-        entry.users += 1
-        try:
-            async with entry.lock:
-                handle = await self._submit(spec)
-        finally:
-            entry.users -= 1
-            if entry.users == 0:
-                self._submitting.pop(spec.name, None)
-        return handle
 
     async def _submit(self, spec: ContainerSpec) -> Handle:
         existing = await self._objects.service(spec.name)
@@ -214,7 +176,7 @@ class SwarmBackend:
                     return await self._finish(handle, spec, view, observed)
                 if view.state == "running":
                     if running_since is None:
-                        running_since = now if waiting_since is not None else now - _age(view.state_since)
+                        running_since = now if waiting_since is not None else now - age(view.state_since)
                     node = current.nodes.get(view.node_id or "")
                     if node is not None and node.state in ("down", "disconnected"):
                         message = f"node {node.hostname} is {node.state}"
@@ -227,7 +189,7 @@ class SwarmBackend:
                         )
                     continue
                 if waiting_since is None:
-                    waiting_since = now - _age(view.created_at)
+                    waiting_since = now - age(view.created_at)
                 if now - waiting_since > start_timeout:
                     message = f"not started within {start_timeout:g}s (start_timeout); the swarm says: {view.reason}"
                     queued = now - waiting_since
@@ -280,13 +242,7 @@ class SwarmBackend:
             run = observed.seen_end - observed.running
             if observed.waiting is not None:
                 queued = max(0.0, observed.running - observed.waiting)
-        if kind is EndKind.COMPLETED:
-            try:
-                await self.staging.bring_back(spec)
-            except OutputRefused as exc:
-                kind, message = EndKind.FAILED, f"the tool exited 0 but its output was refused: {exc.message}"
-            except (StagedOutputMissing, OSError) as exc:
-                kind, message = EndKind.LOST, f"the tool exited 0 but its staged output cannot be read: {exc}"
+        kind, message = await self.staging.end_with_output(spec, kind, message)
         await self.staging.discard(handle.name)
         local = view.container_id if container is not None else None
         tail = await self._logs.tail(handle.name, secret_values(spec), container=local)
@@ -337,10 +293,7 @@ class SwarmBackend:
     async def cancel(self, handle: Handle) -> None:
         """Remove the service and its task containers, wait until both are gone, drop the staged folder.
         A ``wait`` on it ends ``cancelled``."""
-        now = time.monotonic()
-        self._cancelled[handle.name] = now
-        for name in [name for name, at in self._cancelled.items() if at < now - _CANCELS_KEPT]:
-            del self._cancelled[name]
+        self._cancelled.add(handle.name)
         await self._remove(handle.name)
 
     async def _remove(self, name: str) -> None:
@@ -377,12 +330,6 @@ def memory_kill(
         return kind, f"{message} (a SIGKILL or the tool's own code: the engine recorded no out-of-memory kill)"
     return kind, message
 
-
-def _age(since: datetime | None) -> float:
-    """Seconds from ``since`` (an engine timestamp) to now; 0 when unknown or in the future (skew)."""
-    if since is None:
-        return 0.0
-    return max(0.0, (datetime.now(UTC) - since).total_seconds())
 
 
 def _is_a_backend(backend: SwarmBackend) -> Backend:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -20,7 +20,7 @@ import aiohttp
 from ..errors import NotFound
 from .engine_api import EngineApi, EngineNotFound, FrameReader
 from .seam import BackendUnavailable
-from .swarm_watch import ENDED, SwarmWatch
+from .swarm_watch import ENDED, ServiceView, SwarmWatch
 
 log = logging.getLogger(__name__)
 
@@ -121,27 +121,28 @@ class ServiceLogs:
                 text = text.replace(value, "***")
         return text
 
-    async def _started(self, name: str) -> None:
-        """Return once the service's task runs or ran; NotFound when the service is not there."""
+    async def _until(self, name: str, reached: Callable[[ServiceView | None], bool]) -> None:
+        """Return once ``reached`` holds for the service as the watch sees it (None: not there)."""
         seen, begun_after = 0, time.monotonic()
         while True:
             current = await self._watch.after(seen, begun_after)
             seen = current.number
-            view = current.services.get(name)
+            if reached(current.services.get(name)):
+                return
+
+    async def _started(self, name: str) -> None:
+        """Return once the service's task runs or ran; NotFound when the service is not there."""
+
+        def reached(view: ServiceView | None) -> bool:
             if view is None:
                 raise NotFound(f"backend {self._backend!r} holds no service {name!r} (removed?)")
-            if view.state == "running" or view.state in ENDED:
-                return
+            return view.state == "running" or view.state in ENDED
+
+        await self._until(name, reached)
 
     async def _ended(self, name: str) -> None:
         """Return once the service's task ended (or the service is gone), plus the settle time."""
-        seen, begun_after = 0, time.monotonic()
-        while True:
-            current = await self._watch.after(seen, begun_after)
-            seen = current.number
-            view = current.services.get(name)
-            if view is None or view.state in ENDED:
-                break
+        await self._until(name, lambda view: view is None or view.state in ENDED)
         await asyncio.sleep(self._settle)
 
     async def _stream(

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import TooManyRequests
-from ..federation.values import MAX_NESTING, shape_problem
+from ..federation.values import MAX_NESTING as MAX_NESTING  # re-exported: the gateway's own limit
+from ..federation.values import shape_problem
 
 MAX_VALUE_BYTES = 64 * 1024
 MAX_INSPECT_ENTRIES = 1000

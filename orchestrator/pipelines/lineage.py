@@ -292,8 +292,9 @@ async def collect(
 ) -> Lineage:
     local = await store.list_pipelines()
     local_triggers = [
-        TriggerUse(t["id"], t["pipeline"], t["trigger"]["dataset"], "instance")
+        TriggerUse(t.id, t.pipeline, t.dataset, "instance")
         for t in await store.data_triggers()
+        if t.dataset is not None
     ]
     try:
         registrations = await registry.pipelines()

@@ -76,7 +76,7 @@ from .attempt import Adopted, Attempts
 from .execution import Execution
 from .fanout.attempt import FanOutAttempts
 from .pools import Pools
-from .retry import RetryStart
+from .retry_start import RetryStart
 from .step_logs import StepLogs
 from .steps import StepWork
 from .strategies import Strategies

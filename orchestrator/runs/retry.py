@@ -4,30 +4,26 @@ and everything downstream of it (the plan: ``domain/retry.py``).
 
 ``request_retry`` checks the request and asks the door every run takes (``runs/door.py``, cause
 ``Retry``: admission, the queue, overlap) for the run, with the version the retried run ran (or the
-pipeline's current one) pinned. The plan itself is made when the run starts (``RetryStart.plan``),
-so a retry that waited in the queue, or across a restart, judges ground-truth as it is then: a step
-whose output dataset moved since the retried run runs again, saying so in its ``reason``.
+pipeline's current one) pinned. The plan itself is made when the run starts (``RetryStart.plan`` in
+``runs/retry_start.py``, which the engine uses), so a retry that waited in the queue, or across a
+restart, judges ground-truth as it is then: a step whose output dataset moved since the retried run
+runs again, saying so in its ``reason``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..datasets import Datasets
 from ..domain.causes import Fired, Queued, Refused, Retry, RunAsk, Skipped
-from ..domain.pipeline import Pipeline, Step
-from ..domain.retry import Action, Definition, PastStep, Planned, plan_retry, reused, stale_steps
-from ..domain.states import RunStatus, StepStatus
-from ..errors import Conflict, MaoError, NotFound
-from ..merging.pins import Pins
-from ..store.runs import RunRecords
-from ..store.versions import PipelineVersions
-from .active import ActiveRun
+from ..domain.retry import Definition, Planned, plan_retry
+from ..domain.states import RunStatus
+from ..errors import Conflict, NotFound
 from .admission import RunInProgress
 from .door import Door, RunDoor
+from .retry_start import changed_steps, past_steps
 
 if TYPE_CHECKING:
     from .engine import Runner
@@ -36,16 +32,6 @@ log = logging.getLogger(__name__)
 
 RETRYABLE = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
 TRIGGER = Retry.trigger  # a retry's runs: trigger ``retry``
-# What a reused step takes over from its record in the retried run (the API's names -> columns).
-TAKEN_OVER = {
-    "image": "image",
-    "image_id": "image_id",
-    "input_commit": "input_commit",
-    "output_commit": "output_commit",
-    "merge_commit": "merge_commit",
-    "merge": "merge_state",
-    "changed": "changed",
-}
 
 
 @dataclass(frozen=True)
@@ -72,33 +58,6 @@ class RetryStarted:
             "definition": self.definition.value,
             "plan": [{"step": p.step, "action": p.action.value, "reason": p.reason} for p in self.plan],
         }
-
-
-def past_steps(record: Mapping[str, Any]) -> dict[str, PastStep]:
-    return {
-        s["name"]: PastStep(s["name"], StepStatus(s["status"]), s["output_dataset"], s.get("merge_commit"))
-        for s in record.get("steps") or []
-    }
-
-
-def _shape(step: Step) -> str:
-    # As the version hash sees a step: defaults left out, secret values never part of it.
-    return step.model_dump_json(exclude_defaults=True, exclude={"private_env"})
-
-
-async def changed_steps(versions: PipelineVersions, record: Mapping[str, Any], pipeline: Pipeline) -> set[str]:
-    """Steps of ``pipeline`` whose definition differs from the one the retried run ran: by its
-    version when it recorded one, else by what its step records hold (tool and datasets)."""
-    number = record.get("version")
-    if number is not None and (old := await versions.get(record["pipeline"], number)) is not None:
-        before = {s.name: _shape(s) for s in old.pipeline_model().steps}
-        return {s.name for s in pipeline.steps if s.name in before and before[s.name] != _shape(s)}
-    recorded = {s["name"]: (s["tool"], s.get("input_dataset"), s["output_dataset"]) for s in record["steps"]}
-    return {
-        s.name
-        for s in pipeline.steps
-        if s.name in recorded and recorded[s.name] != (s.tool, s.input_dataset, s.output_dataset)
-    }
 
 
 async def request_retry(
@@ -156,55 +115,3 @@ async def request_retry(
             state = "queued"
     log.info("run %s of %s retries run %s (%s definition, version %s)", new_id, name, run_id, definition, version)
     return RetryStarted(new_id, name, state, run_id, version, definition, plan)
-
-
-@dataclass(frozen=True)
-class TakeOver:
-    """What a retry does with each step when it starts: the plan, and for each reused step the fields
-    its record takes from the retried run."""
-
-    plan: list[Planned]
-    fields: dict[str, dict[str, Any]]
-
-
-class RetryStart:
-    def __init__(self, records: RunRecords, versions: PipelineVersions, pins: Pins, datasets: Datasets) -> None:
-        self.records = records
-        self.versions = versions
-        self.pins = pins
-        self.datasets = datasets
-
-    async def plan(self, run: ActiveRun) -> TakeOver:
-        """The plan of a retry that starts now: the retried run's record, the definition's changes,
-        and ground-truth of each output dataset a reused step wrote (read now). Raises NotFound when
-        the retried run is gone (retention removed it while the retry waited)."""
-        assert run.retry_of is not None
-        record = await self.records.get(run.retry_of)
-        if record is None:
-            raise NotFound(f"run {run.retry_of} that this run retries is no longer recorded")
-        past = past_steps(record)
-        changed = await changed_steps(self.versions, record, run.pipeline)
-        first = plan_retry(run.retry_of, past, run.nodes, changed)
-        candidates = reused(first)
-        tips, unreadable = await self._tips({past[n].output_dataset for n in candidates}, run.pipeline.name)
-        stale = stale_steps(run.retry_of, past, candidates, tips, unreadable)
-        plan = plan_retry(run.retry_of, past, run.nodes, changed, stale) if stale else first
-        steps = {s["name"]: s for s in record["steps"]}
-        fields = {
-            p.step: {column: steps[p.step].get(key) for key, column in TAKEN_OVER.items()}
-            for p in plan
-            if p.action is Action.REUSE
-        }
-        return TakeOver(plan, fields)
-
-    async def _tips(self, datasets: set[str], pipeline: str) -> tuple[dict[str, str], dict[str, str]]:
-        tips: dict[str, str] = {}
-        unreadable: dict[str, str] = {}
-        for name in sorted(datasets):
-            try:
-                # Through the pipeline's pins, as its steps read the dataset.
-                dataset = await self.pins.dataset(pipeline, name)
-                tips[name] = await self.datasets.sync(dataset.name, dataset.master)
-            except MaoError as exc:
-                unreadable[name] = exc.message
-        return tips, unreadable

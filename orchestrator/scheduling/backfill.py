@@ -175,10 +175,12 @@ class Backfills:
     async def _cron(self, request: BackfillRequest) -> tuple[str, str]:
         if request.cron:
             return request.cron, request.timezone or "UTC"
-        local = [s for s in await self.store.list_schedules(request.name) if not s.get("trigger")]
+        local = [
+            (s.cron, s.timezone) for s in await self.store.list_schedules(request.name) if not s.is_trigger
+        ]
         try:
             federation = [
-                s
+                (str(s["cron"]), s.get("timezone"))
                 for s in await self.federation_schedules()
                 if s.get("pipeline") == request.name and s.get("cron")
             ]
@@ -191,8 +193,8 @@ class Backfills:
                 f"pipeline {request.name!r} has {what}: give the cron expression to backfill ('cron')",
                 code="invalid_cron",
             )
-        schedule = schedules[0]
-        return schedule["cron"], request.timezone or schedule.get("timezone") or "UTC"
+        cron, timezone = schedules[0]
+        return cron, request.timezone or timezone or "UTC"
 
 
 def _aware(moment: datetime, what: str) -> datetime:

@@ -197,3 +197,27 @@ def _fire_fields(value: Any) -> dict[str, Any]:
     """What a data trigger's fire record adds to a tick's fields: the advance it stands for."""
     fields = {k: value.get(k) for k in ("dataset", "commit")} if isinstance(value, dict) else {}
     return {k: v for k, v in fields.items() if isinstance(v, str) and len(v) <= 128}
+
+
+_TICK_FIELDS = ("due_at", "outcome", "instance", "run_id", "reason", "run_status", "recorded_at")
+
+
+def listed(
+    schedule: dict[str, Any], next_run_time: str | None, recent: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A federation-wide schedule as ``GET /federation/schedules`` lists it, with its next run time
+    here and its recent ticks (a data trigger's: its fires, one per ground-truth advance, with the
+    commit)."""
+    s = schedule
+    trigger = s.get("trigger")
+    return {
+        **{k: s.get(k) for k in ("id", "pipeline", "cron", "timezone", "placement")},
+        "overlap": s.get("overlap") or "skip",
+        "priority": s.get("priority") or 0,
+        **({} if trigger else {k: s.get(k) for k in ("catchup", "catchup_window")}),
+        **({"trigger": trigger} if trigger else {}),
+        "created_by": s.get("created_by"),
+        "created_at": s.get("created_at"),
+        "next_run_time": next_run_time,
+        "ticks": recent if trigger else [{k: t.get(k) for k in _TICK_FIELDS} for t in recent],
+    }

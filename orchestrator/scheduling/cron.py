@@ -16,21 +16,23 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from ..domain.causes import CatchUp, CronTick, Overlap, Refused, RunAsk, Skipped
+from ..domain.causes import CatchUp, CronTick, Refused, RunAsk, Skipped
+from ..domain.schedule import Schedule
 from ..errors import BadRequest, MaoError, NotFound
 from ..metrics import UNSERVED, Metrics
 from ..tasks import cancel_all, spawn
 from . import catchup
 from .batching import Coalescer
-from .ticks import DUE_JITTER, due_time, fire_times, make_trigger
+from .ticks import CLOCK, DUE_JITTER, Clock, due_time, fire_times, make_trigger
 
 if TYPE_CHECKING:
     from ..runs.door import Door
     from ..store import Store
+    from .requests import ScheduleRun
 
 __all__ = ["DUE_JITTER", "Scheduler", "due_time", "fire_times", "make_trigger"]
 
@@ -42,14 +44,10 @@ MAX_ENUMERATED = 50_000
 IDLE_POLL = 0.2
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class Scheduler:
     metrics: Metrics = UNSERVED  # the node's, set by Node.build
 
-    def __init__(self, store: Store, door: Door, clock: Callable[[], datetime] = _now) -> None:
+    def __init__(self, store: Store, door: Door, clock: Clock = CLOCK) -> None:
         self.store = store
         self.door = door
         self.clock = clock
@@ -57,7 +55,7 @@ class Scheduler:
         self._tasks: set[asyncio.Task[Any]] = set()
         # A burst of ticks (every schedule due the same second) reads and records in a few
         # transactions instead of two each: bench/schedules_bench.py.
-        self._reads: Coalescer[str, dict[str, Any] | None] = Coalescer(
+        self._reads: Coalescer[str, Schedule | None] = Coalescer(
             store.get_schedules, "schedule reads of ticks"
         )
         self._writes: Coalescer[tuple[str, str, datetime, str, str | None, str | None], None] = Coalescer(
@@ -66,15 +64,15 @@ class Scheduler:
 
     async def start(self) -> None:
         self._scheduler.start()
-        now = self.clock()
+        now = self.clock.now()
         for schedule in await self.store.list_schedules():
-            if schedule.get("trigger"):
+            if schedule.is_trigger:
                 continue  # a data trigger: fired by ``triggers``
             try:
                 self._arm(schedule)
             except BadRequest as exc:  # e.g. a timezone this host's tzdata no longer knows
                 log.error(
-                    "schedule %s of %s cannot be armed: %s", schedule["id"], schedule["pipeline"], exc.message
+                    "schedule %s of %s cannot be armed: %s", schedule.id, schedule.pipeline, exc.message
                 )
                 continue
             await self._catch_up(schedule, now)
@@ -88,33 +86,70 @@ class Scheduler:
             self._scheduler.shutdown(wait=False)
 
     async def add(
-        self, pipeline: str, cron: str, timezone: str = "UTC", add: bool = False, **options: Any
-    ) -> dict[str, Any]:
+        self,
+        pipeline: str,
+        cron: str,
+        timezone: str = "UTC",
+        add: bool = False,
+        *,
+        overlap: str | None = None,
+        catchup: str | None = None,
+        catchup_window: int | None = None,
+        priority: int | None = None,
+    ) -> Schedule:
         """Schedule ``pipeline``; without ``add``, an existing cron schedule of it is replaced (and
-        keeps its id). ``options``: ``overlap``, ``catchup``, ``catchup_window``."""
+        keeps its id, taking the policies given: the ones not given are the defaults)."""
         make_trigger(cron, timezone)  # validate before anything is stored
         if await self.store.get_pipeline(pipeline) is None:
             raise NotFound(f"pipeline {pipeline!r} is not initialised on this instance (POST /pipeline/init)")
         current = (
             []
             if add  # another schedule: what the pipeline has already does not matter
-            else [s for s in await self.store.list_schedules(pipeline) if not s.get("trigger")]
+            else [s for s in await self.store.list_schedules(pipeline) if not s.is_trigger]
         )
         if current and not add:
-            schedule_id = current[0]["id"]
-            await self.store.replace_schedule(schedule_id, cron.strip(), timezone, **options)
+            schedule_id = current[0].id
+            await self.store.replace_schedule(
+                schedule_id,
+                cron.strip(),
+                timezone,
+                overlap=overlap,
+                catchup=catchup,
+                catchup_window=catchup_window,
+                priority=priority,
+            )
             schedule = await self.store.get_schedule(schedule_id)
             if schedule is None:  # deleted meanwhile
                 raise NotFound(f"schedule {schedule_id} of {pipeline!r} was deleted meanwhile")
             verb = "rescheduled"
         else:
             schedule = await self.store.add_schedule(
-                uuid.uuid4().hex, pipeline, cron.strip(), timezone, **options
+                uuid.uuid4().hex,
+                pipeline,
+                cron.strip(),
+                timezone,
+                overlap=overlap,
+                catchup=catchup,
+                catchup_window=catchup_window,
+                priority=priority,
             )
             verb = "scheduled"
         self._arm(schedule)
-        log.info("pipeline %s %s with %r (%s) as job %s", pipeline, verb, cron, timezone, schedule["id"])
+        log.info("pipeline %s %s with %r (%s) as job %s", pipeline, verb, cron, timezone, schedule.id)
         return schedule
+
+    async def schedule(self, ask: ScheduleRun) -> Schedule:
+        """``POST /pipeline/run`` with a cron, on this instance: ``add`` with the ask's policies."""
+        return await self.add(
+            ask.name,
+            ask.cron,
+            ask.timezone,
+            add=ask.add,
+            overlap=ask.overlap,
+            catchup=ask.catchup or "latest",
+            catchup_window=ask.catchup_window,
+            priority=ask.priority,
+        )
 
     async def remove(self, schedule_id: str) -> None:
         if not await self.store.delete_schedule(schedule_id):
@@ -125,9 +160,9 @@ class Scheduler:
         """Remove every local schedule (and data trigger) of ``pipeline``; their ids."""
         removed = []
         for schedule in await self.store.list_schedules(pipeline):
-            if await self.store.delete_schedule(schedule["id"]):
-                self.forget(schedule["id"])
-                removed.append(schedule["id"])
+            if await self.store.delete_schedule(schedule.id):
+                self.forget(schedule.id)
+                removed.append(schedule.id)
         return removed
 
     def forget(self, schedule_id: str) -> None:
@@ -141,8 +176,8 @@ class Scheduler:
             for job in self._scheduler.get_jobs()
         }
 
-    def _arm(self, schedule: dict[str, Any]) -> None:
-        self.arm(schedule["id"], schedule["cron"], schedule["timezone"], self._tick, schedule["id"])
+    def _arm(self, schedule: Schedule) -> None:
+        self.arm(schedule.id, schedule.cron, schedule.timezone, self._tick, schedule.id)
 
     def arm(self, job_id: str, cron: str, timezone: str, callback: Callable[..., Any], *args: Any) -> None:
         """Fire ``callback(*args)`` at every tick of ``cron``; replaces a job of the same id. Also used
@@ -159,9 +194,9 @@ class Scheduler:
         )
 
     # -- catch-up -------------------------------------------------------------------------------
-    async def _catch_up(self, schedule: dict[str, Any], now: datetime) -> None:
-        since = datetime.fromisoformat(schedule["last_tick_at"] or schedule["created_at"])
-        trigger = make_trigger(schedule["cron"], schedule["timezone"])
+    async def _catch_up(self, schedule: Schedule, now: datetime) -> None:
+        since = schedule.last_tick_at or schedule.created_at
+        trigger = make_trigger(schedule.cron, schedule.timezone)
         # Ticks within DUE_JITTER of now belong to APScheduler, which fires them itself.
         until = now - DUE_JITTER
         horizon = max(since, now - CATCH_UP_HORIZON)
@@ -169,10 +204,8 @@ class Scheduler:
         earlier = len(fire_times(trigger, since, horizon, limit=MAX_ENUMERATED)) if horizon > since else 0
         if not missed:
             return
-        decided = catchup.plan(
-            missed, schedule.get("catchup") or "latest", schedule.get("catchup_window"), now, earlier
-        )
-        pipeline, schedule_id = schedule["pipeline"], schedule["id"]
+        decided = catchup.plan(missed, schedule.catchup, schedule.catchup_window, now, earlier)
+        pipeline, schedule_id = schedule.pipeline, schedule.id
         if decided.missed:
             await self.store.record_ticks(
                 schedule_id, pipeline, [(tick, "missed", None, reason) for tick, reason in decided.missed]
@@ -191,17 +224,17 @@ class Scheduler:
         elif decided.run:
             spawn(self._replay(schedule, decided.run), f"catch-up of schedule {schedule_id}", self._tasks)
 
-    async def _replay(self, schedule: dict[str, Any], ticks: list[datetime]) -> None:
+    async def _replay(self, schedule: Schedule, ticks: list[datetime]) -> None:
         """catchup 'all': each missed tick's run, in order, one at a time."""
         for number, tick in enumerate(ticks, start=1):
-            await self._wait_idle(schedule["pipeline"])
-            if await self.store.get_schedule(schedule["id"]) is None:
-                log.info("schedule %s was removed: its catch-up stops", schedule["id"])
+            await self._wait_idle(schedule.pipeline)
+            if await self.store.get_schedule(schedule.id) is None:
+                log.info("schedule %s was removed: its catch-up stops", schedule.id)
                 return
             reason = f"catch-up {number} of {len(ticks)} (catchup 'all')"
             run_id = await self._fire(schedule, tick, reason=reason)
             if run_id is not None:
-                await self._wait_ended(schedule["pipeline"], run_id)
+                await self._wait_ended(schedule.pipeline, run_id)
 
     async def _wait_idle(self, pipeline: str) -> None:
         while self.door.active_run(pipeline) is not None:
@@ -217,28 +250,26 @@ class Scheduler:
         if schedule is None:  # deleted meanwhile
             self.forget(schedule_id)
             return
-        trigger = make_trigger(schedule["cron"], schedule["timezone"])
-        await self._fire(schedule, due_time(trigger, self.clock()))
+        await self._fire(schedule, self.clock.due(schedule.cron, schedule.timezone))
 
-    async def _fire(
-        self, schedule: dict[str, Any], due_at: datetime, reason: str | None = None
-    ) -> str | None:
+    async def _fire(self, schedule: Schedule, due_at: datetime, reason: str | None = None) -> str | None:
         """Ask the door for the tick's run and record its decision: the run's id, or None. ``reason``:
         a catch-up's, kept with the fired tick."""
-        pipeline, schedule_id = schedule["pipeline"], schedule["id"]
+        pipeline, schedule_id = schedule.pipeline, schedule.id
         cause = CronTick(schedule_id, due_at) if reason is None else CatchUp(schedule_id, due_at)
-        overlap = cast(Overlap, schedule.get("overlap") or "skip")
-        ask = RunAsk(pipeline, cause, overlap=overlap, priority=schedule.get("priority") or 0)
+        ask = RunAsk(pipeline, cause, overlap=schedule.overlap, priority=schedule.priority)
         decision = await self.door.request_run(ask)
         try:
             if isinstance(decision, Refused):
                 raise decision.error
             if isinstance(decision, Skipped):
-                await self._record(schedule_id, pipeline, due_at, "skipped", decision.in_the_way, decision.reason)
+                await self._record(
+                    schedule_id, pipeline, due_at, "skipped", decision.in_the_way, decision.reason
+                )
                 log.info("tick of %s at %s skipped: %s", pipeline, due_at.isoformat(), decision.reason)
                 self.metrics.tick("instance", "skipped")
                 return None
-            self.metrics.tick("instance", "fired", lag=(self.clock() - due_at).total_seconds())
+            self.metrics.tick("instance", "fired", lag=(self.clock.now() - due_at).total_seconds())
             if note := decision.note:
                 reason = f"{reason}; {note}" if reason else note
             await self._record(schedule_id, pipeline, due_at, "fired", decision.run_id, reason)

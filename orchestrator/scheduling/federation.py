@@ -21,11 +21,9 @@ The winner of a tick always writes its outcome: whatever fails once the claim is
 database, the door) makes the tick ``skipped`` with that reason; only the death of the process
 can leave it ``claimed`` (which blocks nothing: only ``fired`` ticks are looked at).
 
-A run fired by another instance counts as running (and skips the next tick) until that instance
-writes the run's end (``run_status``), leaves the member list, or restarts (its member record's
-``started_at`` is later than the tick's ``recorded_at``: the process that ran it is gone). The
-status ``unknown`` is written when the run ended but its end could not be read from the database;
-it does not block either.
+A run fired by another instance counts as running (and skips the next tick) while it goes there
+(``elsewhere``). The status ``unknown`` is written when the run ended but its end could not be read
+from the database; it does not block.
 """
 
 from __future__ import annotations
@@ -33,8 +31,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
+from collections.abc import Coroutine
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from ..domain.causes import CatchUp, FederationTick, Overlap, Refused, RunAsk, RunElsewhere, Skipped
@@ -46,15 +44,17 @@ from ..federation.registry import Registry
 from ..federation.watch import PrefixWatch
 from ..metrics import UNSERVED, Metrics
 from ..tasks import cancel_all, spawn
-from .book import ScheduleBook, check_placement, labels_match
+from .book import ScheduleBook, check_placement, labels_match, listed
+from .elsewhere import running_elsewhere
 from .federation_catchup import catch_up_all, record_gaps
-from .ticks import due_time, make_trigger
+from .ticks import CLOCK, Clock, make_trigger
 
 if TYPE_CHECKING:
     from ..config import Settings
     from ..runs.door import Door
     from ..store import Store
     from .cron import Scheduler
+    from .requests import ScheduleRun
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,9 @@ class FederationScheduler:
         store: Store,
         membership: Membership,
         registry: Registry,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = CLOCK,
     ) -> None:
-        self.clock = clock  # a fake one in tests (daylight-saving ticks)
+        self.clock = clock
         self.instance = settings.instance_name
         self.labels = settings.labels
         self.etcd = etcd
@@ -129,11 +129,24 @@ class FederationScheduler:
             # Orders the run in the queue of the instance that wins the tick (MAO_MAX_ACTIVE_RUNS).
             "priority": priority,
             "created_by": self.instance,
-            "created_at": datetime.now(UTC).isoformat(),
+            "created_at": self.clock.now().isoformat(),
         }
         await self.book.create(schedule)
         self._arm(schedule)  # here at once; the other instances through their watch
         return schedule
+
+    async def schedule(self, ask: ScheduleRun) -> dict[str, Any]:
+        """``POST /pipeline/run`` with a cron and ``scope: "federation"``: ``add`` with the ask's policies."""
+        return await self.add(
+            ask.name,
+            ask.cron,
+            ask.timezone,
+            ask.placement,
+            overlap=ask.overlap,
+            catchup=ask.catchup,
+            catchup_window=ask.catchup_window,
+            priority=ask.priority,
+        )
 
     async def remove(self, schedule_id: str) -> bool:
         deleted = await self.book.delete(schedule_id)
@@ -149,22 +162,7 @@ class FederationScheduler:
                 for s in schedules
             )
         )
-        fields = ("due_at", "outcome", "instance", "run_id", "reason", "run_status", "recorded_at")
-        return [
-            {
-                **{k: s.get(k) for k in ("id", "pipeline", "cron", "timezone", "placement")},
-                "overlap": s.get("overlap") or "skip",
-                "priority": s.get("priority") or 0,
-                **({} if s.get("trigger") else {k: s.get(k) for k in ("catchup", "catchup_window")}),
-                **({"trigger": s["trigger"]} if s.get("trigger") else {}),
-                "created_by": s.get("created_by"),
-                "created_at": s.get("created_at"),
-                "next_run_time": next_runs.get(s["id"]),
-                # A data trigger's records are its fires: one per ground-truth advance (with its commit).
-                "ticks": recent if s.get("trigger") else [{k: t.get(k) for k in fields} for t in recent],
-            }
-            for s, recent in zip(schedules, ticks, strict=True)
-        ]
+        return [listed(s, next_runs.get(s["id"]), recent) for s, recent in zip(schedules, ticks, strict=True)]
 
     # -- keeping APScheduler in step with etcd --------------------------------------------------
     async def _keep_in_step(self) -> None:
@@ -236,13 +234,13 @@ class FederationScheduler:
 
     # -- one tick -------------------------------------------------------------------------------
     async def _tick(self, schedule_id: str) -> None:
-        due = self.clock()
+        due = self.clock.now()
         try:
             schedule = await self.book.get(schedule_id)
             if schedule is None:
                 self._disarm(schedule_id)
                 return
-            due = due_time(make_trigger(schedule["cron"], schedule["timezone"]), due)
+            due = self.clock.due(schedule["cron"], schedule["timezone"], due)
             if await self.eligible(schedule):
                 await self._compete(schedule, due)
             else:
@@ -278,10 +276,14 @@ class FederationScheduler:
         """Ask the door for the run of a tick this instance claimed and record its decision; the
         run's id when one started. ``why``: a catch-up's reason, kept with the fired tick."""
         schedule_id, pipeline = schedule["id"], schedule["pipeline"]
-        cause = FederationTick(schedule_id, due) if why is None else CatchUp(schedule_id, due, federation=True)
+        cause = (
+            FederationTick(schedule_id, due) if why is None else CatchUp(schedule_id, due, federation=True)
+        )
 
         async def elsewhere() -> RunElsewhere | None:
-            return await self._running_elsewhere(schedule)
+            return await running_elsewhere(
+                self.book, lambda: self.membership.live(), self.instance, schedule["id"]
+            )
 
         ask = RunAsk(
             pipeline,
@@ -308,7 +310,7 @@ class FederationScheduler:
             reason = f"internal error: {exc}"
         if reason is not None:
             record.update(outcome="skipped", reason=reason)
-        lag = (datetime.now(UTC) - due).total_seconds() if reason is None else None
+        lag = (self.clock.now() - due).total_seconds() if reason is None else None
         self.metrics.tick("federation", record["outcome"], lag=lag)
         log.info(
             "tick %s of federation schedule %s (%s) won by this instance: %s",
@@ -319,25 +321,6 @@ class FederationScheduler:
         )
         self._spawn(self._report(schedule, due, record), f"report tick {schedule_id}")
         return record.get("run_id")
-
-    async def _running_elsewhere(self, schedule: dict[str, Any]) -> RunElsewhere | None:
-        """The schedule's previous run, if another instance fired it and it still goes there (the
-        door asks only when none goes here and the overlap is not ``allow``)."""
-        for tick in await self.book.recent_ticks(schedule["id"], limit=10):
-            if tick.get("outcome") != "fired":
-                continue
-            holder = tick.get("instance")
-            # Its end is recorded (also "unknown": written once the run had ended), or it was ours
-            # (the door knows whether it still runs here).
-            if tick.get("run_status") or holder == self.instance:
-                return None
-            member = next((m for m in await self.membership.live() if m.get("name") == holder), None)
-            if member is None:
-                return None  # its instance died, and the run with it
-            if _started_after(member, tick):
-                return None  # its instance restarted since: the run ended with the process that ran it
-            return RunElsewhere(tick.get("run_id"), str(holder))
-        return None
 
     async def _observe(self, schedule: dict[str, Any], due: datetime) -> None:
         """Not eligible: record the tick as skipped only when no live instance could fire it."""
@@ -401,14 +384,3 @@ class FederationScheduler:
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         spawn(coroutine, name, self._tasks)
-
-
-def _started_after(member: dict[str, Any], tick: dict[str, Any]) -> bool:
-    """Whether the member's process started after the tick's record was written (both times come
-    from the clock of the instance that fired the tick); False when either time cannot be read."""
-    try:
-        started = datetime.fromisoformat(str(member.get("started_at")))
-        recorded = datetime.fromisoformat(str(tick.get("recorded_at")))
-        return started > recorded
-    except (TypeError, ValueError):  # unreadable, or one naive and one aware
-        return False

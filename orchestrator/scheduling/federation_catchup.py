@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,7 +33,7 @@ from ..federation.etcd import Etcd
 from ..metrics import Metrics
 from . import catchup
 from .book import ScheduleBook
-from .ticks import DUE_JITTER, fire_times, make_trigger
+from .ticks import DUE_JITTER, Clock, fire_times, make_trigger
 
 if TYPE_CHECKING:
     from ..runs.door import Door
@@ -44,7 +43,7 @@ class FederationScheduler(Protocol):
     """What a catch-up needs of the federation scheduler (``scheduler.FederationScheduler``), which
     calls in here; named here so that this module does not import it back."""
 
-    clock: Callable[[], datetime]
+    clock: Clock
     instance: str
     etcd: Etcd
     book: ScheduleBook
@@ -92,7 +91,7 @@ async def _catch_up_one(fs: FederationScheduler, schedule: dict[str, Any]) -> No
 async def catch_up(fs: FederationScheduler, schedule: dict[str, Any]) -> list[str]:
     """Decide (if nobody did) and apply the catch-up of one schedule; the ids of the runs started."""
     schedule_id, pipeline = schedule["id"], schedule["pipeline"]
-    now = fs.clock()
+    now = fs.clock.now()
     decision = await _decide(fs, schedule, now)
     if decision is None:
         return []

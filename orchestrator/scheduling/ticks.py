@@ -1,8 +1,10 @@
-"""When a cron schedule ticks: the one place that turns a cron expression and a time zone into instants.
+"""When a cron schedule ticks: the one place that turns a cron expression and a time zone into instants,
+and the one clock the schedulers read.
 
 Both schedulers (this instance's, ``cron``, and the federation's, ``federation``)
-arm ``CronTicks``, and backfill and catch-up enumerate ticks with ``fire_times``, so every part of the
-orchestrator agrees on which instants a schedule stands for.
+arm ``CronTicks``, read the time from one ``Clock`` (``CLOCK``; a test gives them another) and ask it
+which fire time a tick stands for (``Clock.due``); backfill and catch-up enumerate ticks with
+``fire_times``, so every part of the orchestrator agrees on which instants a schedule stands for.
 
 The daylight-saving rule (docs/schedules.md): a cron expression names local wall-clock times in the
 schedule's zone.
@@ -23,6 +25,7 @@ are restricted a day matches either (APScheduler requires both) (``standard_cron
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -116,7 +119,9 @@ def standard_cron(expression: str) -> BaseTrigger:
     return OrTrigger([cron(day, "*"), cron("*", names)])
 
 
-class CronTicks(BaseTrigger):
+# APScheduler 3 ships no type information (BaseTrigger is Any to mypy) and takes as a trigger only a
+# BaseTrigger instance, so the subclass stays; its own methods below are typed.
+class CronTicks(BaseTrigger):  # type: ignore[misc]
     """The instants of a 5-field cron expression in a time zone, by the daylight-saving rule above.
 
     Works as an APScheduler trigger (``get_next_fire_time``); ``next_after`` is the plain form."""
@@ -248,7 +253,7 @@ def with_next_ticks(schedules: list[dict[str, Any]], count: int) -> list[dict[st
     (written by another) lists no ticks rather than failing the listing."""
     if count <= 0:
         return schedules
-    now = datetime.now(UTC)
+    now = CLOCK.now()
     found: dict[tuple[str, str], list[str]] = {}
     listed = []
     for schedule in schedules:
@@ -280,3 +285,31 @@ def due_time(trigger: CronTicks, now: datetime) -> datetime:
         if moments:
             return moments[-1]
     return now.replace(microsecond=0)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Clock:
+    """The schedulers' time: ``now()`` (aware, UTC), and ``due``, the fire time of a schedule's tick
+    running at that moment. Both schedulers use ``CLOCK`` unless a test gives them one that reads
+    another time (``Clock.fixed``: daylight-saving ticks, catch-ups after a given outage)."""
+
+    def __init__(self, read: Callable[[], datetime] = _utc_now) -> None:
+        self._read = read
+
+    @classmethod
+    def fixed(cls, instant: datetime) -> Clock:
+        return cls(lambda: instant)
+
+    def now(self) -> datetime:
+        return self._read()
+
+    def due(self, cron: str, timezone: str, at: datetime | None = None) -> datetime:
+        """The fire time a tick of ``cron`` in ``timezone`` running now (or at ``at``) stands for
+        (``due_time``); BadRequest for a schedule this version cannot read."""
+        return due_time(make_trigger(cron, timezone), self.now() if at is None else at)
+
+
+CLOCK = Clock()

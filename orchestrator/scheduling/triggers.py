@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from executor.wire.names import name_problem
 
-from ..domain.causes import DataTrigger, Refused, RunAsk, Skipped
+from ..domain.causes import DataTrigger, Overlap, Refused, RunAsk, Skipped
+from ..domain.schedule import Schedule
 from ..errors import BadRequest, Conflict, MaoError, NotFound
 from ..federation import keys
 from ..federation.etcd import Etcd, KeyValue, WatchEvent
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from ..merging.pins import Pins
     from ..runs.door import Door
     from ..store import Store
+    from .requests import ArmTrigger
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +95,10 @@ class DataTriggers:
         dataset: str,
         scope: str,
         placement: object,
-        overlap: str = "skip",
+        overlap: Overlap = "skip",
         priority: int = 0,
-    ) -> dict[str, Any]:
+    ) -> str:
+        """Arm a data trigger (on this instance, or federation-wide by ``scope``); its id."""
         if await self.registry.dataset(dataset) is None:
             raise NotFound(f"dataset {dataset!r} is not registered in the federation")
         if scope == "federation":
@@ -125,9 +128,9 @@ class DataTriggers:
                 await self.pins.ensure(pipeline, "dataset", dataset)
             self._federation[trigger_id] = record
             log.info(
-                "federation-wide data trigger %s: %s runs when %s advances", record["id"], pipeline, dataset
+                "federation-wide data trigger %s: %s runs when %s advances", trigger_id, pipeline, dataset
             )
-            return record
+            return trigger_id
         local = await self.store.get_pipeline(pipeline)
         if local is None:
             raise NotFound(f"pipeline {pipeline!r} is not initialised on this instance (POST /pipeline/init)")
@@ -137,22 +140,33 @@ class DataTriggers:
         row = await self.store.add_schedule(
             uuid.uuid4().hex, pipeline, "", "UTC", dataset=dataset, overlap=overlap, priority=priority
         )
-        log.info("data trigger %s: %s runs when %s advances", row["id"], pipeline, dataset)
-        return row
+        log.info("data trigger %s: %s runs when %s advances", row.id, pipeline, dataset)
+        return row.id
+
+    async def arm(self, ask: ArmTrigger) -> str:
+        """``POST /pipeline/run`` with a ``trigger``: ``add`` with the ask's scope and policies."""
+        return await self.add(
+            ask.name, ask.dataset, ask.scope, ask.placement, overlap=ask.overlap, priority=ask.priority
+        )
 
     async def _refuse_cycle(self, pipeline: str, dataset: str) -> None:
         """400 ``trigger_loop`` naming the chain when ``dataset -> pipeline`` would close a cycle with
         the triggers armed here and federation-wide (read afresh; the watched copy when etcd is away)."""
-        records = await self.store.data_triggers()  # each with trigger: {dataset}, like etcd's
+        armed = [
+            ArmedTrigger(row.pipeline, row.dataset)
+            for row in await self.store.data_triggers()
+            if row.dataset is not None
+        ]
+        records: list[dict[str, Any]]
         try:
-            records += [
+            records = [
                 trigger
                 for kv in await self.etcd.list_prefix(keys.SCHEDULES)
                 if (trigger := self.book.check(kv.key, kv.mod_revision, kv.value)) and trigger.get("trigger")
             ]
         except MaoError:
-            records += list(self._federation.values())
-        armed = [
+            records = list(self._federation.values())
+        armed += [
             ArmedTrigger(record["pipeline"], record["trigger"]["dataset"])
             for record in records
             if isinstance(record.get("trigger"), dict) and isinstance(record["trigger"].get("dataset"), str)
@@ -182,7 +196,7 @@ class DataTriggers:
 
     async def jobs(self) -> dict[str, str | None]:
         """The data triggers for ``GET /jobs``: they have no next run time."""
-        local = [s["id"] for s in await self.store.data_triggers()]
+        local = [s.id for s in await self.store.data_triggers()]
         return {job_id: None for job_id in [*local, *self._federation]}
 
     # -- watches --------------------------------------------------------------------------------
@@ -236,7 +250,7 @@ class DataTriggers:
     async def _advanced(self, dataset: str, commit: str, revision: int) -> None:
         now = datetime.now(UTC)
         for row in await self.store.data_triggers(dataset):
-            if await self._really_advanced(dataset, commit, row["pipeline"]):
+            if await self._really_advanced(dataset, commit, row.pipeline):
                 await self._fire_local(row, dataset, commit, now)
         for record in list(self._federation.values()):
             if record["trigger"].get("dataset") == dataset:
@@ -283,11 +297,11 @@ class DataTriggers:
             return f"its master could not be read ({exc.message})"
         return "the master's ground-truth is not there (an advance nobody merged)"
 
-    async def _fire_local(self, row: dict[str, Any], dataset: str, commit: str, now: datetime) -> None:
-        pipeline, trigger_id = row["pipeline"], row["id"]
+    async def _fire_local(self, row: Schedule, dataset: str, commit: str, now: datetime) -> None:
+        pipeline, trigger_id = row.pipeline, row.id
         trigger = DataTrigger(trigger_id, dataset, commit)
         outcome, run_id, reason = await self._start(
-            RunAsk(pipeline, trigger, overlap=row.get("overlap") or "skip", priority=row.get("priority") or 0)
+            RunAsk(pipeline, trigger, overlap=row.overlap, priority=row.priority)
         )
         try:
             await self.store.record_tick(

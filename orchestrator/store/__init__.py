@@ -11,17 +11,17 @@ import contextlib
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, event, insert, select, text, update
+from sqlalchemy import delete, event, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from ..domain.pipeline import Pipeline
 from ..errors import Conflict, DatabaseUnavailable, MaoError
 from . import migrate
-from .tables import PinRow, PipelineRow, ScheduleRow, SecretRow, TickRow, utcnow
+from .schedules import ScheduleTables
+from .tables import PinRow, PipelineRow, ScheduleRow, SecretRow, utcnow
 from .versions import SavedVersion, record_version
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ PG_MAX_OVERFLOW = 10
 SQLITE_READERS = 4
 
 
-class Store:
+class Store(ScheduleTables):
     """The database, with writes that wait their turn instead of failing under load.
 
     Every write transaction of the process runs one after the other (``session``: an asyncio queue
@@ -244,202 +244,12 @@ class Store:
 
         return await RunRecords(self).list(pipeline=pipeline, status=status, limit=limit, trigger=trigger)
 
-    # -- schedules ------------------------------------------------------------------------------
-    async def add_schedule(
-        self, schedule_id: str, pipeline: str, cron: str, timezone: str, **options: Any
-    ) -> dict[str, Any]:
-        """``options``: ``overlap``, ``catchup``, ``catchup_window``, ``dataset``, ``priority`` (columns)."""
-        async with self.session(f"schedule {pipeline}") as s:
-            row = ScheduleRow(
-                id=schedule_id,
-                pipeline=pipeline,
-                cron=cron,
-                timezone=timezone,
-                last_tick_at=utcnow(),
-                **options,
-            )
-            s.add(row)
-            await s.flush()
-            return schedule_to_dict(row)
-
-    async def replace_schedule(self, schedule_id: str, cron: str, timezone: str, **options: Any) -> None:
-        """New cron and policies for a schedule; its ticks count from now."""
-        async with self.session(f"replace schedule {schedule_id}") as s:
-            await s.execute(
-                update(ScheduleRow)
-                .where(ScheduleRow.id == schedule_id)
-                .values(cron=cron, timezone=timezone, last_tick_at=utcnow(), **options)
-            )
-
-    async def list_schedules(self, pipeline: str | None = None) -> list[dict[str, Any]]:
-        """Every schedule (and data trigger), or ``pipeline``'s only, oldest first."""
-        async with self.reading("list schedules") as s:
-            query = select(ScheduleRow).order_by(ScheduleRow.created_at)
-            if pipeline is not None:
-                query = query.where(ScheduleRow.pipeline == pipeline)
-            return [schedule_to_dict(r) for r in (await s.scalars(query)).all()]
-
-    async def data_triggers(self, dataset: str | None = None) -> list[dict[str, Any]]:
-        """The data triggers (of ``dataset`` only, if given), oldest first: found by the database, not
-        among every schedule (a ground-truth advance and ``GET /jobs`` ask, and cron schedules can be
-        thousands)."""
-        async with self.reading("list data triggers") as s:
-            query = (
-                select(ScheduleRow).where(ScheduleRow.dataset.is_not(None)).order_by(ScheduleRow.created_at)
-            )
-            if dataset is not None:
-                query = query.where(ScheduleRow.dataset == dataset)
-            return [schedule_to_dict(r) for r in (await s.scalars(query)).all()]
-
-    async def get_schedule(self, schedule_id: str) -> dict[str, Any] | None:
-        async with self.reading(f"read schedule {schedule_id}") as s:
-            row = await s.get(ScheduleRow, schedule_id)
-            return schedule_to_dict(row) if row else None
-
-    async def delete_schedule(self, schedule_id: str) -> bool:
-        async with self.session(f"delete schedule {schedule_id}") as s:
-            result = await s.execute(delete(ScheduleRow).where(ScheduleRow.id == schedule_id))
-            return bool(getattr(result, "rowcount", 0))
-
-    async def record_tick(
-        self,
-        schedule_id: str,
-        pipeline: str,
-        due_at: datetime,
-        outcome: str,
-        run_id: str | None = None,
-        reason: str | None = None,
-    ) -> None:
-        await self.record_ticks(schedule_id, pipeline, [(due_at, outcome, run_id, reason)])
-
-    async def record_ticks(
-        self, schedule_id: str, pipeline: str, ticks: list[tuple[datetime, str, str | None, str | None]]
-    ) -> None:
-        """Record ``(due_at, outcome, run_id, reason)`` ticks, in order, in one transaction; the
-        schedule's ``last_tick_at`` moves to the latest of them (never back)."""
-        if not ticks:
-            return
-        async with self.session(f"record ticks of schedule {schedule_id}") as s:
-            for due_at, outcome, run_id, reason in ticks:
-                s.add(
-                    TickRow(
-                        schedule_id=schedule_id,
-                        pipeline=pipeline,
-                        due_at=due_at,
-                        outcome=outcome,
-                        run_id=run_id,
-                        reason=reason,
-                    )
-                )
-            latest = max(t[0] for t in ticks)
-            await s.execute(
-                update(ScheduleRow)
-                .where(ScheduleRow.id == schedule_id)
-                .where((ScheduleRow.last_tick_at.is_(None)) | (ScheduleRow.last_tick_at < latest))
-                .values(last_tick_at=latest)
-            )
-
-    async def get_schedules(self, schedule_ids: list[str]) -> list[dict[str, Any] | None]:
-        """Several schedules in one query: each id's schedule, or None where it is gone (in order)."""
-        async with self.reading(f"read {len(schedule_ids)} schedule(s)") as s:
-            rows = (await s.scalars(select(ScheduleRow).where(ScheduleRow.id.in_(set(schedule_ids))))).all()
-            found = {row.id: schedule_to_dict(row) for row in rows}
-            return [found.get(schedule_id) for schedule_id in schedule_ids]
-
-    async def record_tick_batch(
-        self, ticks: list[tuple[str, str, datetime, str, str | None, str | None]]
-    ) -> list[None]:
-        """Record ``(schedule_id, pipeline, due_at, outcome, run_id, reason)`` ticks of any schedules
-        in one transaction (a burst of ticks, see ``batching``); each schedule's ``last_tick_at``
-        moves to its latest tick (never back)."""
-        if not ticks:
-            return []
-        latest: dict[str, datetime] = {}
-        for schedule_id, _, due_at, _, _, _ in ticks:
-            latest[schedule_id] = max(due_at, latest.get(schedule_id, due_at))
-        async with self.session(f"record {len(ticks)} tick(s)") as s:
-            await s.execute(
-                insert(TickRow),
-                [
-                    {
-                        "schedule_id": schedule_id,
-                        "pipeline": pipeline,
-                        "due_at": due_at,
-                        "outcome": outcome,
-                        "run_id": run_id,
-                        "reason": reason,
-                    }
-                    for schedule_id, pipeline, due_at, outcome, run_id, reason in ticks
-                ],
-            )
-            schedules = cast(Table, ScheduleRow.__table__)  # Core: one executemany for every schedule
-            table = schedules.c
-            await s.execute(
-                update(schedules)
-                .where(table.id == bindparam("sid"))
-                .where(table.last_tick_at.is_(None) | (table.last_tick_at < bindparam("due")))
-                .values(last_tick_at=bindparam("due")),
-                [{"sid": schedule_id, "due": due_at} for schedule_id, due_at in latest.items()],
-            )
-        return [None] * len(ticks)
-
-    async def list_ticks(self, schedule_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        async with self.reading("list schedule ticks") as s:
-            return await _ticks(s, schedule_id, limit)
-
-    async def recent_ticks(self, schedule_ids: list[str], limit: int) -> dict[str, list[dict[str, Any]]]:
-        """Each schedule's ``limit`` newest ticks (newest first), in one transaction: an indexed
-        query per schedule, which stays cheap however many ticks the table holds."""
-        async with self.reading(f"list the ticks of {len(schedule_ids)} schedule(s)") as s:
-            return {schedule_id: await _ticks(s, schedule_id, limit) for schedule_id in schedule_ids}
-
-
-async def _ticks(s: AsyncSession, schedule_id: str | None, limit: int) -> list[dict[str, Any]]:
-    query = select(TickRow).order_by(TickRow.id.desc()).limit(limit)
-    if schedule_id:
-        query = query.where(TickRow.schedule_id == schedule_id)
-    return [
-        {
-            "schedule_id": t.schedule_id,
-            "pipeline": t.pipeline,
-            "due_at": _iso(t.due_at),
-            "recorded_at": _iso(t.recorded_at),
-            "outcome": t.outcome,
-            "run_id": t.run_id,
-            "reason": t.reason,
-        }
-        for t in (await s.scalars(query)).all()
-    ]
-
 
 def _pipeline(row: PipelineRow, secrets: dict[str, dict[str, str]]) -> Pipeline:
     steps = [{**step, "private_env": secrets.get(step["name"]) or None} for step in row.steps]
     return Pipeline.model_validate(
         {"name": row.name, "description": row.description, "steps": steps, "run_timeout": row.run_timeout}
     )
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def schedule_to_dict(row: ScheduleRow) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "pipeline": row.pipeline,
-        "cron": row.cron,
-        "timezone": row.timezone,
-        "created_at": _iso(row.created_at),
-        "last_tick_at": _iso(row.last_tick_at),
-        "overlap": row.overlap or "skip",
-        "priority": row.priority or 0,
-        **({"trigger": {"dataset": row.dataset}} if row.dataset else {}),
-        **(
-            {"catchup": row.catchup or "latest", "catchup_window": row.catchup_window}
-            if not row.dataset
-            else {}
-        ),
-    }
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

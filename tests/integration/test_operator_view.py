@@ -10,7 +10,7 @@ import requests
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator.api import console
+from orchestrator.api import browser
 from tests.api import Api, assert_error, one_step_pipeline, unique
 from tests.integration.conftest import OPS_METRICS_TOKEN, Node
 
@@ -98,7 +98,7 @@ def test_who_may_read_what(guarded_node: Node) -> None:
     # The pages load without a token (they hold no data and ask for it); their data does not.
     for path, kind in (
         ("/ui/", "text/html"),
-        *((f"/ui/{name}", kind) for name, kind in console.FILES.items()),  # every file of the console
+        *((f"/ui/{name}", kind) for name, kind in browser.FILES.items()),  # every file of the console
         ("/api/docs", "text/html"),
     ):
         page = anonymous.get(path)

@@ -21,7 +21,7 @@ async def test_a_burst_of_ticks_on_postgres(module_database_url: str) -> None:
 
         await store.save_pipeline(pipeline, before_commit=nothing)
         await check_burst(store)
-        ticks = await store.recent_ticks([s["id"] for s in await store.list_schedules("p")], 1)
+        ticks = await store.recent_ticks([s.id for s in await store.list_schedules("p")], 1)
         assert all(len(t) == 1 for t in ticks.values())
     finally:
         await store.close()

@@ -407,6 +407,31 @@ class Kubelet:
             await run.grown.wait()
 
     async def _docker_lines(self, cid: str, since: int, follow: bool) -> AsyncIterator[tuple[bytes, bytes]]:
+        # Docker 20.10 ends a followed log early when the container exits while the reader lags behind
+        # its log file (executor/docker_runner.py stream_output says more). A kubelet reads a complete
+        # file, so once the container has exited, what the follow missed is read again: the entries
+        # come in the file's order at every read, so the ones already sent are skipped by count.
+        sent = 0
+        async for entry in self._docker_read(cid, since, follow):
+            sent += 1
+            yield entry
+        if not follow or not await self._exited(cid):
+            return
+        skipped = 0
+        async for entry in self._docker_read(cid, since, False):
+            if skipped < sent:
+                skipped += 1
+                continue
+            yield entry
+
+    async def _exited(self, cid: str) -> bool:
+        async with self.session().get(f"http://docker/containers/{cid}/json") as answer:
+            if answer.status != 200:
+                return False
+            state = (await answer.json()).get("State") or {}
+            return not state.get("Running", False)
+
+    async def _docker_read(self, cid: str, since: int, follow: bool) -> AsyncIterator[tuple[bytes, bytes]]:
         query = {"stdout": "1", "stderr": "1", "timestamps": "1", "follow": "1" if follow else "0", "since": str(since)}
         timeout = aiohttp.ClientTimeout(total=None)
         async with self.session().get(f"http://docker/containers/{cid}/logs", params=query, timeout=timeout) as answer:

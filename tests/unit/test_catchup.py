@@ -13,6 +13,7 @@ import pytest
 
 from orchestrator.scheduling import catchup
 from orchestrator.scheduling.cron import Scheduler
+from orchestrator.scheduling.ticks import Clock
 from orchestrator.store import Store
 from orchestrator.store.tables import ScheduleRow
 from tests.unit.memory_door import MemoryDoor
@@ -30,17 +31,17 @@ NOW = datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC)  # the fake clock at the resta
 
 async def down_for_an_hour(store: Store, door: MemoryDoor, **options: Any) -> tuple[Scheduler, str]:
     """A */5 schedule whose instance stopped at 11:00:30 and starts again at 12:00:30 (12 ticks missed)."""
-    scheduler = Scheduler(store, door, clock=lambda: NOW)
+    scheduler = Scheduler(store, door, clock=Clock.fixed(NOW))
     schedule = await scheduler.add("p", "*/5 * * * *", **options)
     await scheduler.stop()
     async with store.session("rewind") as s:
-        row = await s.get(ScheduleRow, schedule["id"])
+        row = await s.get(ScheduleRow, schedule.id)
         assert row is not None
         row.last_tick_at = NOW - timedelta(hours=1)
-    restarted = Scheduler(store, door, clock=lambda: NOW)
+    restarted = Scheduler(store, door, clock=Clock.fixed(NOW))
     await restarted.start()
     restarted._scheduler.pause()  # the real clock's ticks have no place in this fake hour
-    return restarted, schedule["id"]
+    return restarted, schedule.id
 
 
 MISSED = [datetime(2026, 6, 1, 11, 5, tzinfo=UTC) + timedelta(minutes=5 * i) for i in range(12)]
@@ -48,7 +49,7 @@ MISSED = [datetime(2026, 6, 1, 11, 5, tzinfo=UTC) + timedelta(minutes=5 * i) for
 
 async def outcomes(store: Store, schedule_id: str) -> list[tuple[datetime, str, str | None]]:
     ticks = await store.list_ticks(schedule_id, limit=1000)
-    return [(datetime.fromisoformat(t["due_at"]), t["outcome"], t["reason"]) for t in reversed(ticks)]
+    return [(t.due_at, t.outcome, t.reason) for t in reversed(ticks)]
 
 
 async def test_catchup_none_runs_nothing_and_records_each_missed_tick(store: Store) -> None:
@@ -112,11 +113,11 @@ async def test_scheduling_again_replaces_unless_add(store: Store) -> None:
     await scheduler.start()
     first = await scheduler.add("p", "*/5 * * * *")
     again = await scheduler.add("p", "0 3 * * *", "Europe/Zurich", catchup="none")
-    assert again["id"] == first["id"] and again["cron"] == "0 3 * * *" and again["catchup"] == "none"
+    assert again.id == first.id and again.cron == "0 3 * * *" and again.catchup == "none"
     other = await scheduler.add("p", "0 4 * * *", add=True)
-    assert other["id"] != first["id"]
-    assert sorted(scheduler.next_run_times()) == sorted([first["id"], other["id"]])
-    assert sorted(await scheduler.remove_pipeline("p")) == sorted([first["id"], other["id"]])
+    assert other.id != first.id
+    assert sorted(scheduler.next_run_times()) == sorted([first.id, other.id])
+    assert sorted(await scheduler.remove_pipeline("p")) == sorted([first.id, other.id])
     assert scheduler.next_run_times() == {} and await store.list_schedules() == []
     await scheduler.stop()
 

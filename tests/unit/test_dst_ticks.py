@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from orchestrator.errors import BadRequest
 from orchestrator.scheduling.cron import Scheduler
 from orchestrator.scheduling.federation import FederationScheduler
-from orchestrator.scheduling.ticks import due_time, fire_times, make_trigger
+from orchestrator.scheduling.ticks import CLOCK, Clock, due_time, fire_times, make_trigger
 from orchestrator.store import Store
 from tests.unit.memory_door import MemoryDoor
 from tests.unit.scheduling_stand_ins import store_with_pipeline
@@ -80,14 +80,6 @@ def test_29_february_is_a_cron_that_fires() -> None:
 
 
 # -- both schedulers, with a fake clock ----------------------------------------------------------------
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     async with store_with_pipeline(tmp_path) as store:
@@ -95,25 +87,25 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 async def test_local_schedule_ticks_at_the_spring_forward(store: Store) -> None:
-    clock, door = Clock(SPRING + timedelta(milliseconds=20)), MemoryDoor()
+    clock, door = Clock.fixed(SPRING + timedelta(milliseconds=20)), MemoryDoor()
     scheduler = Scheduler(store, door, clock=clock)
     schedule = await scheduler.add("p", "30 2 * * *", ZURICH)
-    await scheduler._tick(schedule["id"])
-    (tick,) = await store.list_ticks(schedule["id"])
-    assert tick["outcome"] == "fired" and datetime.fromisoformat(tick["due_at"]) == SPRING
+    await scheduler._tick(schedule.id)
+    (tick,) = await store.list_ticks(schedule.id)
+    assert tick.outcome == "fired" and tick.due_at == SPRING
     assert door.started[0].tick_at == SPRING
 
 
 async def test_local_schedule_fires_the_repeated_hour_once(store: Store) -> None:
-    clock = Clock(utc(2026, 10, 25, 0, 30))
+    clock = Clock.fixed(utc(2026, 10, 25, 0, 30))
     scheduler = Scheduler(store, MemoryDoor(), clock=clock)
     schedule = await scheduler.add("p", "30 2 * * *", ZURICH)
     trigger = make_trigger("30 2 * * *", ZURICH)
     # APScheduler asks for the next fire time after each tick: never the second 02:30.
-    assert trigger.get_next_fire_time(clock.now, clock.now + timedelta(seconds=1)) == utc(2026, 10, 26, 1, 30)
-    await scheduler._tick(schedule["id"])
-    (tick,) = await store.list_ticks(schedule["id"])
-    assert datetime.fromisoformat(tick["due_at"]) == utc(2026, 10, 25, 0, 30)
+    assert trigger.get_next_fire_time(clock.now(), clock.now() + timedelta(seconds=1)) == utc(2026, 10, 26, 1, 30)
+    await scheduler._tick(schedule.id)
+    (tick,) = await store.list_ticks(schedule.id)
+    assert tick.due_at == utc(2026, 10, 25, 0, 30)
 
 
 class FakeBook:
@@ -166,7 +158,7 @@ async def federation_tick(store: Store, now: datetime, cron: str) -> tuple[FakeB
         store,
         None,  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
-        clock=lambda: now,
+        clock=Clock.fixed(now),
     )
     federation.book = book  # type: ignore[assignment]
     await federation._tick("fed1")
@@ -226,3 +218,23 @@ def test_a_walk_off_the_calendar_ends_the_ticks_instead_of_raising(
         until = datetime.max.replace(tzinfo=UTC)
     ticks = fire_times(trigger, after, until, limit=50)
     assert ticks == sorted(ticks) and all(after < t <= until for t in ticks)
+
+
+async def test_both_schedulers_read_one_clock(store: Store) -> None:
+    """The instance's scheduler and the federation's read the same clock (``ticks.CLOCK``) unless a
+    test gives them another: a tick's due time is decided the same way by both."""
+    settings = SimpleNamespace(instance_name="here", labels={})
+    local = Scheduler(store, MemoryDoor())
+    federation = FederationScheduler(
+        settings,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        local,
+        MemoryDoor(),
+        store,
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+    )
+    assert local.clock is federation.clock is CLOCK
+    fixed = Clock.fixed(utc(2026, 3, 29, 1, 0, 0, 400_000))
+    assert fixed.due("30 2 * * *", ZURICH) == SPRING
+    assert due_time(make_trigger("30 2 * * *", ZURICH), fixed.now()) == SPRING

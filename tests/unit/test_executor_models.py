@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from executor.docker_runner import bounded_tail
+from executor.docker_output import bounded_tail
 from executor.wire.models import RunRequest, describe_validation_error
 
 BASE = {"image": "busybox:latest", "output_dir": "/srv/out"}

@@ -87,8 +87,8 @@ async def test_an_old_schedule_keeps_its_defaults_after_the_schedule_columns_arr
     await store.start()
     try:
         (schedule,) = await store.list_schedules()
-        assert schedule["cron"] == "0 * * * *" and schedule["overlap"] == "skip"
-        assert schedule["catchup"] == "latest" and schedule["catchup_window"] is None
+        assert schedule.cron == "0 * * * *" and schedule.overlap == "skip"
+        assert schedule.catchup == "latest" and schedule.catchup_window is None
     finally:
         await store.close()
     with sqlite3.connect(path) as db:

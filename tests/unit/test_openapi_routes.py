@@ -48,7 +48,7 @@ def test_request_models_are_the_handlers_models(app) -> None:
 
 
 def test_static_files_exist() -> None:
-    from orchestrator.api.console import FILES, UI_DIR
+    from orchestrator.api.browser import FILES, UI_DIR
 
     for name in FILES:
         assert (UI_DIR / name).is_file(), name

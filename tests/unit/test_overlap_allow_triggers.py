@@ -24,12 +24,12 @@ async def test_ticks_with_overlap_allow_start_beside_the_running_run(store: Stor
     door = MemoryDoor(keep_active=True)
     scheduler = Scheduler(store, door)
     schedule = await scheduler.add("p", "* * * * *", overlap="allow")
-    await scheduler._tick(schedule["id"])
-    await scheduler._tick(schedule["id"])
+    await scheduler._tick(schedule.id)
+    await scheduler._tick(schedule.id)
     assert door.active_runs("p") == ["run1", "run2"]
     assert [ask.overlap for ask in door.asks] == ["allow", "allow"]
-    ticks = await store.list_ticks(schedule["id"])
-    assert [t["outcome"] for t in ticks] == ["fired", "fired"]
+    ticks = await store.list_ticks(schedule.id)
+    assert [t.outcome for t in ticks] == ["fired", "fired"]
     await scheduler.stop()
 
 
@@ -37,9 +37,9 @@ async def test_ticks_with_overlap_skip_do_not_ask_for_allow(store: Store) -> Non
     door = MemoryDoor(keep_active=True)
     scheduler = Scheduler(store, door)
     schedule = await scheduler.add("p", "* * * * *")
-    await scheduler._tick(schedule["id"])
-    await scheduler._tick(schedule["id"])
+    await scheduler._tick(schedule.id)
+    await scheduler._tick(schedule.id)
     assert door.active_runs("p") == ["run1"] and [ask.overlap for ask in door.asks] == ["skip", "skip"]
-    ticks = await store.list_ticks(schedule["id"])
-    assert [t["outcome"] for t in reversed(ticks)] == ["fired", "skipped"]
+    ticks = await store.list_ticks(schedule.id)
+    assert [t.outcome for t in reversed(ticks)] == ["fired", "skipped"]
     await scheduler.stop()

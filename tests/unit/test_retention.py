@@ -61,7 +61,7 @@ async def check_retention(url: str) -> None:
         assert left == {"oldrunning", "recent", "waiting"}  # the old run's attempts went with it
         for kept in ("oldrunning", "recent", "waiting"):
             assert await store.get_run(kept) is not None, kept
-        assert [t["outcome"] for t in await store.list_ticks()] == ["skipped"]
+        assert [t.outcome for t in await store.list_ticks()] == ["skipped"]
         assert await Retention(store, days=90).clean() == (0, 0)
     finally:
         await store.close()

@@ -128,7 +128,7 @@ def test_changed_steps_by_version_or_by_the_records() -> None:
 
     from orchestrator.domain.pipeline import Pipeline
     from orchestrator.domain.versions import definition
-    from orchestrator.runs.retry import changed_steps, past_steps
+    from orchestrator.runs.retry_start import changed_steps, past_steps
     from orchestrator.store.versions import VersionRecord
 
     def pipeline(cmd: str, tool: str = "t", env: dict[str, str] | None = None) -> Pipeline:

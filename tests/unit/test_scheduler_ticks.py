@@ -12,6 +12,7 @@ from sqlalchemy import update
 
 from orchestrator.metrics import Metrics
 from orchestrator.scheduling.cron import Scheduler
+from orchestrator.scheduling.ticks import Clock
 from orchestrator.store import Store
 from orchestrator.store.tables import ScheduleRow
 from tests.unit.memory_door import MemoryDoor
@@ -28,12 +29,12 @@ async def test_tick_skips_while_the_previous_run_is_going(store: Store) -> None:
     door = MemoryDoor()
     scheduler = Scheduler(store, door)
     schedule = await scheduler.add("p", "* * * * *")
-    await scheduler._tick(schedule["id"])
+    await scheduler._tick(schedule.id)
     door.active["p"] = ["run1"]
-    await scheduler._tick(schedule["id"])
-    ticks = await store.list_ticks(schedule["id"])
-    assert [t["outcome"] for t in reversed(ticks)] == ["fired", "skipped"]
-    assert ticks[0]["reason"] == "previous run run1 still running (overlap 'skip')"
+    await scheduler._tick(schedule.id)
+    ticks = await store.list_ticks(schedule.id)
+    assert [t.outcome for t in reversed(ticks)] == ["fired", "skipped"]
+    assert ticks[0].reason == "previous run run1 still running (overlap 'skip')"
     assert door.pipelines() == ["p"]
     await scheduler.stop()
 
@@ -42,26 +43,26 @@ async def test_missed_ticks_lead_to_one_catch_up_run(store: Store) -> None:
     # A fixed clock and a daily cron: the real clock crossing a tick mid-test can't add a run.
     now = datetime(2026, 6, 10, 12, 30, tzinfo=UTC)
     door = MemoryDoor()
-    scheduler = Scheduler(store, door, clock=lambda: now)
+    scheduler = Scheduler(store, door, clock=Clock.fixed(now))
     schedule = await scheduler.add("p", "0 12 * * *")
     await scheduler.stop()
     # The instance was down for twenty days: twenty noon ticks were missed.
     async with store.session("rewind") as s:
-        row = await s.get(ScheduleRow, schedule["id"])
+        row = await s.get(ScheduleRow, schedule.id)
         assert row is not None
         row.last_tick_at = now - timedelta(days=20)
-    restarted = Scheduler(store, door, clock=lambda: now)
+    restarted = Scheduler(store, door, clock=Clock.fixed(now))
     await restarted.start()
     assert door.pipelines() == ["p"]
-    ticks = await store.list_ticks(schedule["id"], limit=100)
+    ticks = await store.list_ticks(schedule.id, limit=100)
     tick = ticks[0]  # newest first: the catch-up run stands for the latest missed tick
-    assert tick["outcome"] == "fired" and tick["reason"].startswith("catch-up for ticks missed since")
+    assert tick.outcome == "fired" and (tick.reason or "").startswith("catch-up for ticks missed since")
     # Every other missed tick is recorded as missed, superseded by the catch-up run.
-    assert len(ticks) == 20 and {t["outcome"] for t in ticks[1:]} == {"missed"}
-    assert "superseded by the catch-up run" in ticks[1]["reason"]
+    assert len(ticks) == 20 and {t.outcome for t in ticks[1:]} == {"missed"}
+    assert "superseded by the catch-up run" in (ticks[1].reason or "")
     # Started again at the same instant: nothing more was missed, so no second catch-up.
     await restarted.stop()
-    again = Scheduler(store, door, clock=lambda: now)
+    again = Scheduler(store, door, clock=Clock.fixed(now))
     await again.start()
     assert door.pipelines() == ["p"]
     await again.stop()
@@ -83,9 +84,9 @@ async def test_a_fired_tick_observes_its_lag_and_a_skipped_one_does_not(store: S
     scheduler = Scheduler(store, door)
     scheduler.metrics = metrics = Metrics()
     schedule = await scheduler.add("p", "* * * * *")
-    await scheduler._tick(schedule["id"])
+    await scheduler._tick(schedule.id)
     door.active["p"] = ["run1"]
-    await scheduler._tick(schedule["id"])
+    await scheduler._tick(schedule.id)
     sample = metrics.registry.get_sample_value
     assert sample("mao_schedule_lag_seconds_count", {"scope": "instance"}) == 1
     assert sample("mao_ticks_total", {"scope": "instance", "outcome": "fired"}) == 1
@@ -104,16 +105,16 @@ async def check_burst(store: Store) -> None:
     door = MemoryDoor()
     door.active["p"] = ["busy"]
     scheduler = Scheduler(store, door)
-    ids = [(await scheduler.add("p", "* * * * *", add=True))["id"] for _ in range(120)]
+    ids = [(await scheduler.add("p", "* * * * *", add=True)).id for _ in range(120)]
     gone = ids.pop()
     await store.delete_schedule(gone)
     async with store.session("rewind") as s:  # created just now: their last tick an hour ago
         await s.execute(update(ScheduleRow).values(last_tick_at=datetime.now(UTC) - timedelta(hours=1)))
     await asyncio.gather(*(scheduler._tick(i) for i in [*ids, gone]))
     ticks = await store.list_ticks(limit=1000)
-    assert sorted(t["schedule_id"] for t in ticks) == sorted(ids)
-    assert {t["outcome"] for t in ticks} == {"skipped"} and len({t["due_at"] for t in ticks}) == 1
+    assert sorted(t.schedule_id for t in ticks) == sorted(ids)
+    assert {t.outcome for t in ticks} == {"skipped"} and len({t.due_at for t in ticks}) == 1
     schedules = await store.get_schedules([*ids, gone])
     assert schedules[-1] is None and scheduler._scheduler.get_job(gone) is None
-    assert {s["last_tick_at"] for s in schedules[:-1] if s} == {ticks[0]["due_at"]}
+    assert {s.last_tick_at for s in schedules[:-1] if s} == {ticks[0].due_at}
     await scheduler.stop()

@@ -16,8 +16,7 @@ from docker.models.containers import Container
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from executor.config import Settings
-from executor.docker_runner import DockerRunner
+from executor.docker_output import follow_output, stream_output
 from executor.output_log import LogBook, OutputLog
 from orchestrator.runs.attempt import redact
 from orchestrator.runs.step_logs import Masker
@@ -169,8 +168,7 @@ def test_the_output_handed_over_is_the_whole_log_however_the_follow_ended(
 ) -> None:
     container = _EarlyEndingContainer(output, int(len(output) * followed), chunks, error)
     got: list[bytes] = []
-    runner = DockerRunner(cast(Settings, None))
-    runner.follow_output(cast(Container, container), got.append)
+    follow_output(cast(Container, container), got.append)
     assert b"".join(got) == output and all(got)
 
 
@@ -204,10 +202,8 @@ def test_a_streamed_log_is_whole_or_says_it_broke_off(
     prefix of it."""
     start = int(len(output) * since)
     container = _StreamedContainer(output, max(start, int(len(output) * followed)), chunks, error, running)
-    runner = DockerRunner(cast(Settings, None))
-    runner.container = lambda name: container  # type: ignore[method-assign,assignment,return-value]
     got: list[bytes] = []
-    whole = runner.stream_output("c", start, True, lambda data: got.append(data) or True)
+    whole = stream_output(cast(Container, container), start, True, lambda data: got.append(data) or True)
     handed = b"".join(got)
     assert all(got)
     if whole:

@@ -19,6 +19,7 @@ from orchestrator.metrics import Metrics
 from orchestrator.scheduling.book import ScheduleBook
 from orchestrator.scheduling.federation import FederationScheduler
 from orchestrator.scheduling.federation_catchup import catch_up_all
+from orchestrator.scheduling.ticks import Clock
 from tests import servers
 from tests.unit.memory_door import MemoryDoor
 
@@ -47,7 +48,7 @@ def back(etcd: Etcd, name: str, pipelines: set[str], labels: dict[str, str] | No
         FakeStore(pipelines),  # type: ignore[arg-type]
         Members({}),  # type: ignore[arg-type]
         Registrations([]),  # type: ignore[arg-type]
-        clock=lambda: NOW,
+        clock=Clock.fixed(NOW),
     )
     fs.metrics = Metrics()
     return fs

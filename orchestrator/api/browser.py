@@ -1,5 +1,5 @@
-"""The web console (``/ui/``), the API reference page (``/api/docs``) and the OpenAPI document
-(``/openapi.json``).
+"""What a browser loads: the web console (``/ui/``), the API reference page (``/api/docs``) and the
+OpenAPI document (``/openapi.json``).
 
 The pages are hand-written static files shipped in the package (``orchestrator/ui/``): no CDN, no
 build step. They load without a token (they hold no data; ``is_public``) and ask for the API token
