@@ -6,15 +6,9 @@ One function builds the compose document for ``maoctl instance install`` and for
 The split between the files:
 - the compose file holds the *wiring*: values that must agree with the rest of the same file (mount
   paths, ports, service addresses) and etcd's ``ETCD_*`` settings;
-- ``.env`` (read by compose itself, never by a service) names the compose project
-  (``COMPOSE_PROJECT_NAME``: compose v1 rejects a top-level ``name``) and the images;
-- one env file per service that needs a secret, each mode 0600 and each holding only what that
-  service needs (compose hands a service the variables of its own ``env_file`` alone):
-  ``mao.env`` the orchestrator's (instance name, git e-mail, labels, the API token, the executor
-  token it sends, the database URL with its password; also a valid ``MAO_CONFIG_FILE``),
-  ``executor.env`` the executor's (its token), ``postgres.env`` PostgreSQL's (its password). etcd
-  gets none: its peers and clients are authenticated by certificates. So a PostgreSQL or executor
-  container, or anything reading its environment (``docker inspect``), never holds the API token.
+- ``.env`` (compose's own: the project and its images) and one private env file per service that
+  needs a secret (``mao.env``, ``executor.env``, ``postgres.env``): ``env_files``;
+- what the installer asks (names, addresses, ports, images, folders): ``instance_config``.
 
 The file has no ``version`` key (the Compose Specification), which both docker-compose 1.29 (v1) and
 ``docker compose`` (v2) read, ``depends_on`` conditions included.
@@ -41,219 +35,27 @@ only, at ``PKI_MOUNT``) unless ``tls`` is False (then the orchestrator gets ``MA
 
 from __future__ import annotations
 
-import secrets
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from orchestrator import __version__
-
-from .cluster import CLIENT_PORT, PEER_PORT, format_initial_cluster, parse_initial_cluster, peer_url, url_host
-from .dockerfiles import MAO_UID
+from .cluster import format_initial_cluster, parse_initial_cluster, url_host
+from .env_files import (
+    DB_NAME,
+    DB_USER,
+    ENV_FILE,
+    EXECUTOR_ENV_FILE,
+    POSTGRES_ENV_FILE,
+    Secrets,
+    database_url,
+    env_text,
+    executor_env_text,
+    postgres_env_text,
+)
+from .instance_config import IMAGE_VARIABLES, PKI_MOUNT, InstanceConfig
 
 COMPOSE_FILE = "docker-compose.yaml"
-ENV_FILE = "mao.env"  # the orchestrator's
-EXECUTOR_ENV_FILE = "executor.env"
-POSTGRES_ENV_FILE = "postgres.env"
-PRIVATE_FILES = (ENV_FILE, EXECUTOR_ENV_FILE, POSTGRES_ENV_FILE)
-DOTENV = ".env"
-DB_USER = DB_NAME = "mao"
-# The variable in .env that names each service's image (compose substitutes it).
-IMAGE_VARIABLES = {
-    "orchestrator": "MAO_ORCHESTRATOR_IMAGE",
-    "executor": "MAO_EXECUTOR_IMAGE",
-    "etcd": "MAO_ETCD_IMAGE",
-    "postgres": "MAO_POSTGRES_IMAGE",
-}
-
-
-def default_images(prefix: str = "mao-") -> dict[str, str]:
-    """The tags scripts/images.sh builds (MAO_IMAGE_PREFIX is ``prefix``)."""
-    return {
-        "orchestrator": f"{prefix}orchestrator:{__version__}",
-        "executor": f"{prefix}executor:{__version__}",
-        "etcd": f"{prefix}etcd:bookworm",
-        "postgres": f"{prefix}postgres:bookworm",
-    }
-
-
-PKI_MOUNT = "/etc/mao/pki"
-
-
-@dataclass(frozen=True)
-class InstanceConfig:
-    """Everything the installer asks, with the defaults it offers."""
-
-    name: str
-    ip: str
-    directory: Path
-    git_email: str
-    ssh_dir: Path | None = None
-    initial_cluster: str | None = None  # None: this instance starts a new etcd cluster
-    federation: str | None = None
-    api_port: int = 8080
-    executor_port: int = 8081
-    postgres_port: int = 5433
-    etcd_client_port: int = CLIENT_PORT
-    etcd_peer_port: int = PEER_PORT
-    labels: dict[str, str] = field(default_factory=dict)
-    images: dict[str, str] = field(default_factory=default_images)
-    # uid:gid the orchestrator runs as: the owner of the data folder (the image's mao user by default).
-    run_as: str = f"{MAO_UID}:{MAO_UID}"
-    # etcd's clients and peers over TLS with client certificates (<directory>/pki); False only for a
-    # plain-HTTP etcd chosen explicitly.
-    tls: bool = True
-    # A federation tried on one machine: ``ip`` is a loopback address, and the API listens there
-    # (not on every address of the host).
-    single_host: bool = False
-
-    @property
-    def joining(self) -> bool:
-        return self.initial_cluster is not None
-
-    @property
-    def data_dir(self) -> Path:
-        return self.directory / "data"
-
-    @property
-    def peer_url(self) -> str:
-        return peer_url(self.ip, self.etcd_peer_port, tls=self.tls)
-
-    @property
-    def pki_dir(self) -> Path:
-        """This instance's certificates (ctl.pki); mounted read-only at PKI_MOUNT."""
-        return self.directory / "pki"
-
-    @property
-    def ca_dir(self) -> Path:
-        """The federation CA, only in the founding instance's directory; never mounted anywhere."""
-        return self.directory / "ca"
-
-    @property
-    def api_host(self) -> str:
-        """Where the API listens: every address (other machines' instances call it; the token guards
-        it), or for a single-host federation its own loopback address only."""
-        return self.ip if self.single_host else "0.0.0.0"
-
-    @property
-    def api_url(self) -> str:
-        """Where maoctl and the healthcheck on this host reach the API."""
-        return f"http://{url_host(self.ip) if self.single_host else '127.0.0.1'}:{self.api_port}"
-
-
-@dataclass(frozen=True)
-class Secrets:
-    postgres_password: str
-    api_token: str
-    executor_token: str
-
-    @classmethod
-    def generate(cls) -> Secrets:
-        return cls(secrets.token_urlsafe(24), secrets.token_urlsafe(32), secrets.token_urlsafe(32))
-
-    @classmethod
-    def reuse_or_generate(cls, directory: Path) -> Secrets:
-        """The secrets of an earlier install in the same folder, so its database stays readable. An
-        install from before the split kept them all in mao.env; the database URL holds the password."""
-        fresh = cls.generate()
-        old: dict[str, str] = {}
-        for name in (ENV_FILE, EXECUTOR_ENV_FILE, POSTGRES_ENV_FILE):  # later files win
-            try:
-                old.update({k: v for k, v in parse_env((directory / name).read_text()).items() if v})
-            except OSError:
-                continue
-        password = old.get("POSTGRES_PASSWORD") or _url_password(old.get("MAO_DATABASE_URL", ""))
-        return cls(
-            password or fresh.postgres_password,
-            old.get("MAO_API_TOKEN") or fresh.api_token,
-            old.get("MAO_EXECUTOR_TOKEN") or fresh.executor_token,
-        )
-
-
-def _url_password(url: str) -> str:
-    try:
-        return urlsplit(url).password or ""
-    except ValueError:
-        return ""
-
-
-def parse_env(text: str) -> dict[str, str]:
-    """``KEY=VALUE`` lines as written by :func:`env_text` (the orchestrator reads them the same way)."""
-    values = {}
-    for line in text.splitlines():
-        key, sep, value = line.strip().partition("=")
-        if sep and key and not key.startswith("#"):
-            values[key.strip()] = value.strip()
-    return values
-
-
-def database_url(config: InstanceConfig, password: str) -> str:
-    return f"postgresql+asyncpg://{DB_USER}:{password}@127.0.0.1:{config.postgres_port}/{DB_NAME}"
-
-
-def env_values(config: InstanceConfig, keys: Secrets) -> dict[str, str]:
-    """The orchestrator's ``mao.env``: everything but PostgreSQL's own password variable (the URL
-    carries it)."""
-    values = {
-        "MAO_INSTANCE_NAME": config.name,
-        "MAO_GIT_EMAIL": config.git_email,
-        "MAO_API_TOKEN": keys.api_token,
-        "MAO_EXECUTOR_TOKEN": keys.executor_token,
-        "MAO_DATABASE_URL": database_url(config, keys.postgres_password) if keys.postgres_password else "",
-    }
-    if config.labels:
-        values["MAO_LABELS"] = ",".join(f"{k}={v}" for k, v in config.labels.items())
-    return values
-
-
-def env_text(config: InstanceConfig, keys: Secrets) -> str:
-    lines = [
-        f"# MAO instance {config.name}: the orchestrator's identity and secrets. Keep this file private (mode 0600).",
-        "# Read by the orchestrator only (its env_file in the compose file); the executor's token is also in",
-        "# executor.env and the database password in postgres.env: change them in both places.",
-    ]
-    lines += [f"{key}={value}" for key, value in env_values(config, keys).items()]
-    return "\n".join(lines) + "\n"
-
-
-def executor_env_text(config: InstanceConfig, keys: Secrets) -> str:
-    """``executor.env``: the executor's token, and nothing else."""
-    return (
-        f"# MAO instance {config.name}: the executor's token. Keep this file private (mode 0600).\n"
-        "# Read by the executor only; the orchestrator sends the same value (MAO_EXECUTOR_TOKEN in mao.env).\n"
-        f"MAO_EXECUTOR_TOKEN={keys.executor_token}\n"
-    )
-
-
-def postgres_env_text(config: InstanceConfig, keys: Secrets) -> str:
-    """``postgres.env``: PostgreSQL's password, and nothing else."""
-    return (
-        f"# MAO instance {config.name}: PostgreSQL's password. Keep this file private (mode 0600).\n"
-        "# Read by PostgreSQL only, at its first start (changing it later does not change the database's\n"
-        "# password); the orchestrator's MAO_DATABASE_URL in mao.env holds the same value.\n"
-        f"POSTGRES_PASSWORD={keys.postgres_password}\n"
-    )
-
-
-def private_texts(config: InstanceConfig, keys: Secrets) -> dict[str, str]:
-    """Each private env file's name and text."""
-    return {
-        ENV_FILE: env_text(config, keys),
-        EXECUTOR_ENV_FILE: executor_env_text(config, keys),
-        POSTGRES_ENV_FILE: postgres_env_text(config, keys),
-    }
-
-
-def dotenv_text(config: InstanceConfig) -> str:
-    """``.env``: what compose itself reads (project name, images); nothing secret."""
-    lines = [
-        "# Read by docker compose / docker-compose (not by the services): the project and its images.",
-        f"COMPOSE_PROJECT_NAME={project_name(config.name)}",
-    ]
-    lines += [f"{IMAGE_VARIABLES[service]}={image}" for service, image in config.images.items()]
-    return "\n".join(lines) + "\n"
 
 
 def _image(config: InstanceConfig, service: str) -> str:
@@ -472,12 +274,6 @@ def compose_document(config: InstanceConfig) -> dict[str, Any]:
             "orchestrator": orchestrator_service(config),
         }
     }
-
-
-def project_name(instance: str) -> str:
-    """A compose project name (lowercase letters, digits, '-', '_') for the instance."""
-    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in instance.lower())
-    return name if name.startswith("mao") else f"mao-{name}"
 
 
 def compose_text(config: InstanceConfig, header: str = "") -> str:

@@ -12,17 +12,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .compose import (
-    COMPOSE_FILE,
-    DOTENV,
-    PRIVATE_FILES,
-    InstanceConfig,
-    Secrets,
-    compose_text,
-    dotenv_text,
-    private_texts,
-)
+from .compose import COMPOSE_FILE, compose_text
 from .dockerfiles import MAO_UID
+from .env_files import DOTENV, PRIVATE_FILES, Secrets, dotenv_text, private_texts
+from .instance_config import InstanceConfig
 from .pki import CA_CERT, CLIENT_CERT, CLIENT_KEY
 
 # What the orchestrator (uid run_as) reads of <dir>/pki: etcd.key is etcd's alone.

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .compose import COMPOSE_FILE, PRIVATE_FILES
+from .compose import COMPOSE_FILE
+from .env_files import PRIVATE_FILES
 
 
 class StackError(Exception):

@@ -22,6 +22,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from .domain.states import StepStatus
+
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -29,7 +31,9 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, float("inf"))
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600, float("inf"))
 # Step statuses of a record without attempts that mean no container ran.
-NOT_ATTEMPTED = frozenset({"pending", "skipped", "cached", "reused", "cancelled"})
+NOT_ATTEMPTED = frozenset(
+    {StepStatus.PENDING, StepStatus.SKIPPED, StepStatus.CACHED, StepStatus.REUSED, StepStatus.CANCELLED}
+)
 LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, float("inf"))
 
 
@@ -140,7 +144,7 @@ class Metrics:
                     self.step_attempts.labels(str(attempt.get("status")), backend).inc()
             elif step.get("status") not in NOT_ATTEMPTED:
                 self.step_attempts.labels(str(step.get("status")), "").inc()  # a record without attempts
-            if step.get("status") == "reused":  # no work here: counted, not timed
+            if step.get("status") == StepStatus.REUSED:  # no work here: counted, not timed
                 self.steps_reused.labels(pipeline).inc()
             elif (duration := _duration(step)) is not None:
                 self.step_duration.labels(pipeline, str(step.get("name"))).observe(duration)

@@ -27,8 +27,8 @@ from ..cluster import (
     parse_initial_cluster,
     peer_url,
 )
-from ..compose import IMAGE_VARIABLES, InstanceConfig, default_images
 from ..install_files import default_run_as
+from ..instance_config import IMAGE_VARIABLES, InstanceConfig, default_images
 from ..join_bundle import BundleError, load_bundle
 from ..netinfo import host_addresses, ip_problem
 from ..pipeline_input import load_structured_file

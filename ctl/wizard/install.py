@@ -18,9 +18,11 @@ from executor.wire.names import name_problem
 
 from .. import pki
 from ..cluster import initial_cluster_problem
-from ..compose import ENV_FILE, InstanceConfig, Secrets, api_socket
+from ..compose import api_socket
 from ..context import Ctl
+from ..env_files import ENV_FILE, Secrets
 from ..install_files import existing_files, hand_over_pki, write_install
+from ..instance_config import InstanceConfig
 from ..join_bundle import BundleError, load_bundle
 from ..marketplace import Marketplace, MarketplaceError
 from ..netinfo import host_addresses, ip_problem

@@ -118,7 +118,8 @@ def _id(request: web.Request) -> str:
 )
 async def list_backfills(request: web.Request) -> web.Response:
     query = parse(BackfillsQuery, dict(request.query), codes={"pipeline": "invalid_name"})
-    return ok(await node(request).backfills.list(query.pipeline, query.limit, query.active))
+    backfills = await node(request).backfills.list(query.pipeline, query.limit, query.active)
+    return ok([backfill.to_json() for backfill in backfills])
 
 
 @routes.get("/backfills/{id}")
@@ -129,7 +130,7 @@ async def list_backfills(request: web.Request) -> web.Response:
     tags=("runs",),
 )
 async def get_backfill(request: web.Request) -> web.Response:
-    return ok(await node(request).backfills.get(_id(request)))
+    return ok((await node(request).backfills.get(_id(request))).to_json())
 
 
 @routes.post("/backfills/{id}/cancel")

@@ -87,7 +87,7 @@ async def step_log(request: web.Request) -> web.StreamResponse:
     run = await the_node.store.get_run(run_id)
     if run is None:
         raise NotFound(f"no run {run_id!r} on this instance")
-    if not any(step["name"] == query.step for step in run["steps"]):
+    if run.step(query.step) is None:
         raise NotFound(f"run {run_id} has no step {query.step!r}", code="unknown_step")
     chosen = choose(await step_attempts(the_node.store, run_id, query.step), query.step, query)
     if chosen.container is None:

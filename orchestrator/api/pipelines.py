@@ -12,6 +12,7 @@ from aiohttp import web
 from .. import phases
 from ..domain.causes import Fired, Manual, Queued, Refused, RunAsk, Skipped
 from ..domain.pipeline import Pipeline
+from ..domain.states import RunStatus
 from ..errors import MaoError, NotFound
 from ..gateway.tokens import ADMIN
 from ..merging.pins import changed_error
@@ -195,7 +196,7 @@ async def _run_now(the_node: Node, ask: RunNow) -> web.Response:
         case Fired(run_id=run_id) | Queued(run_id=run_id) as decision:
             pass
     if not ask.wait:
-        status = "queued" if isinstance(decision, Queued) else "pending"
+        status = (RunStatus.QUEUED if isinstance(decision, Queued) else RunStatus.PENDING).value
         return ok({"id": run_id, "run_id": run_id, "pipeline": ask.name, "status": status}, status=202)
     record = await the_node.runner.wait(run_id)
     if record is None:  # the run ended before this wait began, or without a record read
@@ -207,7 +208,7 @@ async def _run_now(the_node: Node, ask: RunNow) -> web.Response:
             await asyncio.to_thread(phases.write, timings, run_id, the_node.settings.data_dir, ended)
         except OSError as exc:  # a bench's aid: never the run's answer's failure
             log.warning("the phase timings of run %s were not written: %s", run_id, exc)
-    return ok(record)
+    return ok(record.to_json() if record is not None else None)
 
 
 @routes.post("/pipeline/backfill")

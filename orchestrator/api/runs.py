@@ -52,11 +52,10 @@ def _id(request: web.Request, key: str = "id") -> str:
 )
 async def list_runs(request: web.Request) -> web.Response:
     query = parse(RunsQuery, dict(request.query), codes={"pipeline": "invalid_name"})
-    return ok(
-        await node(request).store.list_runs(
-            pipeline=query.pipeline, status=query.status, limit=query.limit, trigger=query.trigger
-        )
+    runs = await node(request).store.list_runs(
+        pipeline=query.pipeline, status=query.status, limit=query.limit, trigger=query.trigger
     )
+    return ok([run.to_json() for run in runs])
 
 
 # Before /runs/{id}: routes match in the order they were added.
@@ -88,7 +87,7 @@ async def get_run(request: web.Request) -> web.Response:
     run = await node(request).store.get_run(run_id)
     if run is None:
         raise NotFound(f"no run {run_id!r} on this instance")
-    return ok(run)
+    return ok(run.to_json())
 
 
 @routes.get("/queue")
@@ -156,7 +155,9 @@ async def retry_run(request: web.Request) -> web.Response:
     if not body.wait:
         return ok(started.public(), status=202)
     record = await the_node.runner.wait(started.id)  # the record its run read once it ended
-    return ok(record if record is not None else await the_node.store.get_run(started.id))
+    if record is None:  # it ended before this wait began, or without a record read
+        record = await the_node.store.get_run(started.id)
+    return ok(record.to_json() if record is not None else None)
 
 
 @routes.get("/jobs")

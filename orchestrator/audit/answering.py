@@ -24,7 +24,9 @@ from ..datasets.files import pushed_tip, read_file
 from ..domain.pipeline import Dataset, node_branch
 from ..errors import EtcdUnavailable, MaoError
 from ..federation import keys
-from ..federation.etcd import Etcd, KeyValue, LeaseNotFound, WatchEvent
+from ..federation.answers import KeyValue, WatchEvent
+from ..federation.etcd import Etcd
+from ..federation.failover import LeaseNotFound
 from ..federation.registry import Registry
 from ..federation.watch import PrefixWatch
 from ..tasks import cancel_all, spawn

@@ -25,7 +25,8 @@ from executor.wire.names import name_problem
 from ..datasets.files import path_problem
 from ..errors import BadRequest
 from ..federation import keys, records
-from ..federation.etcd import Etcd, KeyValue
+from ..federation.answers import KeyValue
+from ..federation.etcd import Etcd
 from ..federation.records import AuditAnswer
 from ..federation.seals import SEAL_FIELDS, Proof, Sealer
 

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..datasets.files import path_problem, read_blob
 from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound, PayloadTooLarge
-from ..federation.etcd import Etcd, LeaseNotFound
+from ..federation.etcd import Etcd
+from ..federation.failover import LeaseNotFound
 from ..federation.registry import Registry
 from ..federation.seals import SEAL_FIELDS
 from ..tasks import cancel_all, spawn

@@ -17,8 +17,11 @@ from typing import TypeVar
 from ..domain.masters import check_master
 from ..errors import GitError
 from ._git import redact
+from .bare import RepoSettings
+from .branches import MergeResult
+from .local import GROUND_TRUTH, init_bare
 from .masters import resolve_master
-from .repo import GROUND_TRUTH, DatasetRepo, MergeResult, init_bare
+from .repo import DatasetRepo
 from .trees import remove_tree
 from .upkeep import (
     clear_stale_locks,
@@ -33,6 +36,7 @@ __all__ = [
     "DatasetRepo",
     "Datasets",
     "MergeResult",
+    "RepoSettings",
     "check_master",
     "init_bare",
     "redact",
@@ -60,14 +64,10 @@ class Datasets:
         master_roots: Sequence[Path] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
-        self.tool_owner = tool_owner
-        self.max_output = max_output
-        self.max_files = max_files
+        self.settings = RepoSettings(git_name, git_email, network_timeout, tool_owner, max_output, max_files)
+        self.tool_owner = tool_owner  # the runs' fan-out shards hand their folders to the same user
         # None: any local master (unit tests); otherwise local masters only under these folders.
         self.master_roots = None if master_roots is None else tuple(master_roots)
-        self.git_name = git_name
-        self.git_email = git_email
-        self.network_timeout = network_timeout
         self._locks: dict[str, asyncio.Lock] = {}
         self._repos: dict[str, DatasetRepo] = {}
 
@@ -86,17 +86,7 @@ class Datasets:
             master = resolve_master(master, self.master_roots)
         current = self._repos.get(name)
         if current is None or current.master != master:
-            current = DatasetRepo(
-                self.data_dir,
-                name,
-                master,
-                git_name=self.git_name,
-                git_email=self.git_email,
-                network_timeout=self.network_timeout,
-                tool_owner=self.tool_owner,
-                max_output=self.max_output,
-                max_files=self.max_files,
-            )
+            current = DatasetRepo(self.data_dir, name, master, self.settings)
             self._repos[name] = current
         return current
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import subprocess
 import tempfile
 import uuid
@@ -28,11 +27,11 @@ from typing import Any
 from orchestrator.errors import BadRequest, GitError, NotFound, PayloadTooLarge
 
 from ._git import hardened_env, summarize
+from .bare import HEADS, OID_RE, TRACKING
 from .local import GROUND_TRUTH, checked_name, format_message
-from .repo import HEADS, TRACKING, DatasetRepo
+from .repo import DatasetRepo
 from .trees import remove_tree
 
-_OID_RE = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 MAX_PATH_LENGTH = 1024
 PATHS_PER_CALL = 500
 CHUNK_BYTES = 1 << 20
@@ -136,7 +135,7 @@ def _read(
     real size, then the content is streamed into SHA-256, kept only up to ``keep`` bytes. The
     arguments are a list (no shell); the object name goes through stdin, and ``path_problem`` has
     ruled out the newline that would end it."""
-    if not isinstance(commit, str) or not _OID_RE.fullmatch(commit):
+    if not isinstance(commit, str) or not OID_RE.fullmatch(commit):
         raise BadRequest(f"commit must be a commit id, not {str(commit)[:80]!r}")
     if problem := path_problem(path):
         raise BadRequest(problem)
@@ -167,7 +166,7 @@ def _read(
                 stderr.seek(0)
                 raise GitError(f"{failed}: {summarize(stderr.read().decode('utf-8', 'replace'))}")
             header = line.decode("ascii", "replace").split()
-            found = len(header) == 3 and _OID_RE.fullmatch(header[0]) and header[2].isdigit()
+            found = len(header) == 3 and OID_RE.fullmatch(header[0]) and header[2].isdigit()
             if not found or header[1] != "blob":
                 return None  # no such file, or a folder (tree) or a submodule (commit)
             size = int(header[2])

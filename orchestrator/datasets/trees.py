@@ -205,23 +205,19 @@ def _check(limits: TreeLimits, path: str, depth: int, count: int) -> None:
 def remove_tree(path: Path | str) -> bool:
     """Remove ``path`` and everything below it (a link itself, never its target), however deep.
     Never raises: True when ``path`` is gone, False (with a warning naming the problem) otherwise."""
+    absolute = os.path.abspath(path)
     try:
-        parent_fd = os.open(os.path.dirname(os.path.abspath(path)) or "/", _DIR_FLAGS)
+        parent_fd = os.open(os.path.dirname(absolute) or "/", _DIR_FLAGS)
+        try:
+            remove_entry(parent_fd, os.path.basename(absolute))
+        finally:
+            os.close(parent_fd)
     except FileNotFoundError:
         return True
     except OSError as exc:
         log.warning("could not remove %s: %s", path, exc)
         return False
-    try:
-        remove_entry(parent_fd, os.path.basename(os.path.abspath(path)))
-        return True
-    except FileNotFoundError:
-        return True
-    except OSError as exc:
-        log.warning("could not remove %s: %s", path, exc)
-        return False
-    finally:
-        os.close(parent_fd)
+    return True
 
 
 def remove_contents(folder: Path | str) -> bool:

@@ -58,12 +58,7 @@ def clear_stale_locks(git_dir: Path) -> list[Path]:
             except FileNotFoundError:
                 continue
             removed.append(Path(git_dir, entry.path))
-    if removed:
-        log.warning(
-            "removed %d stale git lock file(s) left by a killed git process: %s",
-            len(removed),
-            ", ".join(str(p) for p in removed[:10]),
-        )
+    _say_removed(removed, "stale git lock file(s) left by a killed git process")
     return removed
 
 
@@ -112,12 +107,7 @@ def remove_scratch(data_dir: Path) -> list[Path]:
                 log.warning("could not remove %s: %s", index, exc)
                 continue
             removed.append(index)
-    if removed:
-        log.warning(
-            "removed %d temporary folder(s) and file(s) of interrupted runs: %s",
-            len(removed),
-            ", ".join(str(p) for p in removed[:10]),
-        )
+    _say_removed(removed, "temporary folder(s) and file(s) of interrupted runs")
     return removed
 
 
@@ -130,3 +120,9 @@ def collect_garbage(git_dir: Path, timeout: float = 3600) -> None:
         what=f"collect garbage in {git_dir}",
         timeout=timeout,
     )
+
+
+def _say_removed(removed: list[Path], what: str) -> None:
+    """One warning naming what a clean-up removed (the first ten), none when it removed nothing."""
+    if removed:
+        log.warning("removed %d %s: %s", len(removed), what, ", ".join(str(p) for p in removed[:10]))

@@ -1,4 +1,4 @@
-"""Run, step and attempt states and the only changes between them that are allowed.
+"""Run, step, attempt, backfill and tick states, and the only changes between them that are allowed.
 
 One table per kind. ``advance(kind_table, old, new)`` is called before every status write of the
 engine: an illegal change is a bug in the engine, so it raises ``IllegalTransition`` (an internal
@@ -57,7 +57,27 @@ class MergeState(StrEnum):
     CONFLICT = "conflict"
 
 
-S = TypeVar("S", RunStatus, StepStatus, AttemptStatus)
+class BackfillStatus(StrEnum):
+    """A backfill's state (``GET /backfills``): never written, derived from its runs' states each
+    time it is read (``store.backfills.backfill_status``), so it has no transition table."""
+
+    QUEUED = "queued"  # no run of it started yet
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # every run ended, one failed (or was cancelled by itself)
+    CANCELLED = "cancelled"  # the backfill was cancelled
+
+
+class TickOutcome(StrEnum):
+    """What one tick of a schedule did (a tick record's ``outcome``, local or federation-wide)."""
+
+    CLAIMED = "claimed"  # federation-wide: an instance took the tick, its run not decided yet
+    FIRED = "fired"
+    SKIPPED = "skipped"
+    MISSED = "missed"  # the instance was down and the catch-up policy did not run it
+
+
+S = TypeVar("S", RunStatus, StepStatus, AttemptStatus, TickOutcome)
 
 RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.PENDING: frozenset(
@@ -105,6 +125,14 @@ STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
 ATTEMPT_TRANSITIONS: dict[AttemptStatus, frozenset[AttemptStatus]] = {
     AttemptStatus.RUNNING: frozenset(set(AttemptStatus) - {AttemptStatus.RUNNING}),
     **{status: frozenset() for status in AttemptStatus if status is not AttemptStatus.RUNNING},
+}
+
+# A federation-wide tick is claimed first, then fired or skipped; every other outcome is final.
+TICK_TRANSITIONS: dict[TickOutcome, frozenset[TickOutcome]] = {
+    TickOutcome.CLAIMED: frozenset({TickOutcome.FIRED, TickOutcome.SKIPPED}),
+    TickOutcome.FIRED: frozenset(),
+    TickOutcome.SKIPPED: frozenset(),
+    TickOutcome.MISSED: frozenset(),
 }
 
 ACTIVE_RUN = frozenset({RunStatus.PENDING, RunStatus.QUEUED, RunStatus.RUNNING})

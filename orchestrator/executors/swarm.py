@@ -49,7 +49,7 @@ from .swarm_objects import SERVICE_NAME_LABEL, SwarmObjects
 from .swarm_policy import FACTS_TTL, KIND, SwarmPolicy
 from .swarm_service import ServiceOptions, service_body
 from .swarm_settings import SwarmSettings
-from .swarm_watch import ENDED, ServiceView, SwarmWatch, parse_time, task_end
+from .swarm_watch import ENDED, TASK_RUNNING, ServiceView, SwarmWatch, parse_time, task_end
 
 __all__ = ["KIND", "SERVICE_NAME_LABEL", "SwarmBackend", "SwarmSettings"]
 
@@ -174,7 +174,7 @@ class SwarmBackend(ClusterBackend[SwarmPolicy]):
                 if view.state in ENDED:
                     observed = _Observed(waiting_since, running_since, now)
                     return await self._finish(handle, spec, view, observed)
-                if view.state == "running":
+                if view.state == TASK_RUNNING:
                     if running_since is None:
                         running_since = now if waiting_since is not None else now - age(view.state_since)
                     node = current.nodes.get(view.node_id or "")

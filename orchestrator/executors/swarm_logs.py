@@ -20,7 +20,7 @@ import aiohttp
 from ..errors import NotFound
 from .engine_api import EngineApi, EngineNotFound, FrameReader
 from .seam import BackendUnavailable
-from .swarm_watch import ENDED, ServiceView, SwarmWatch
+from .swarm_watch import ENDED, TASK_RUNNING, ServiceView, SwarmWatch
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class ServiceLogs:
         def reached(view: ServiceView | None) -> bool:
             if view is None:
                 raise NotFound(f"backend {self._backend!r} holds no service {name!r} (removed?)")
-            return view.state == "running" or view.state in ENDED
+            return view.state == TASK_RUNNING or view.state in ENDED
 
         await self._until(name, reached)
 

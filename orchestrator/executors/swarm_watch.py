@@ -26,9 +26,11 @@ from .seam import MANAGED_LABEL, BackendUnavailable, EndKind
 
 log = logging.getLogger(__name__)
 
-# Task states (swarmkit): before the container runs, and after.
+# Task states (swarmkit's own words, not a run's): before the container runs, while, and after.
+TASK_RUNNING = "running"
+TASK_FAILED = "failed"
 WAITING = frozenset({"new", "pending", "assigned", "accepted", "preparing", "ready", "starting"})
-ENDED = frozenset({"complete", "failed", "rejected", "shutdown", "orphaned", "remove"})
+ENDED = frozenset({"complete", TASK_FAILED, "rejected", "shutdown", "orphaned", "remove"})
 _IMAGE_TROUBLE = re.compile(
     r"no such image|pull access denied|manifest unknown|manifest for .* not found|repository does not exist"
     r"|error pulling image|unauthorized|toomanyrequests|failed to resolve reference",
@@ -254,7 +256,7 @@ def task_end(view: ServiceView) -> tuple[EndKind, int | None, str]:
     state, reason, code = view.state, view.reason, view.exit_code
     if state == "complete":
         return EndKind.COMPLETED, 0, "the tool exited 0"
-    if state == "failed":
+    if state == TASK_FAILED:
         if view.container_id is None:
             return EndKind.FAILED, None, f"the container did not start: {reason}"
         return EndKind.FAILED, code, f"the tool exited {code}"

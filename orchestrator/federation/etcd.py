@@ -14,6 +14,9 @@ Contracts:
   ``HistoryCompacted`` when the revision asked for is gone; callers re-read and watch again from the
   revision they read (the usual list-then-watch pattern, ``federation.watch.PrefixWatch``).
 - Callbacks given to ``on_available`` run when etcd answers again after being unreachable.
+
+The maintenance and membership calls are ``maintenance.EtcdMaintenance``, paged range reads
+``paging``, the values handed back ``answers``.
 """
 
 from __future__ import annotations
@@ -22,101 +25,43 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aetcd
 import aetcd.exceptions
 import aetcd.rpc
-import aetcd.utils
 import grpc
 
 from ..errors import EtcdUnavailable
-from ..urls import split_url
-from .failover import CHANNEL_OPTIONS, FailoverClient, LeaseNotFound, close_quietly, short
-from .tls import make_client
-from .values import decode_key, decode_value, encode_value, warn_once
+from .answers import HistoryCompacted, KeyValue, WatchEvent, WatchTooLarge, decode_kv, too_large
+from .failover import short
+from .maintenance import EtcdMaintenance
+from .paging import COMPACTED, TOO_LARGE, Pages, SnapshotCompacted
+from .values import encode_value, warn_once
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DELETE", "Etcd", "HistoryCompacted", "KeyValue", "LeaseNotFound", "WatchEvent", "WatchTooLarge"]
+__all__ = ["DELETE", "Etcd"]
 
 # Sentinel an ``update`` function returns to delete the key.
 DELETE = object()
 
 
-class HistoryCompacted(Exception):
-    """A watch asked for revisions etcd has compacted away: list the keys again, then watch."""
+class Etcd(EtcdMaintenance):
+    """The key-value, lease and watch calls (``EtcdMaintenance`` adds maintenance and membership)."""
 
-    def __init__(self, compacted_revision: int) -> None:
-        super().__init__(f"etcd history was compacted up to revision {compacted_revision}")
-        self.compacted_revision = compacted_revision
-
-
-@dataclass(frozen=True)
-class KeyValue:
-    key: str
-    value: Any
-    mod_revision: int
-    create_revision: int
-    lease: int
-    # Why ``value`` (then None) could not be decoded (``values.decode_value``); listings and watches
-    # never hand such a value over, a single ``get`` does, so that its caller can name the key.
-    problem: str | None = None
-
-
-@dataclass(frozen=True)
-class WatchEvent:
-    kind: str  # "PUT" or "DELETE"
-    key: str
-    value: Any  # None for a DELETE
-    revision: int
-    lease: int = 0
-
-
-class WatchTooLarge(HistoryCompacted):
-    """The changes a watch would deliver at once do not fit in one gRPC message (a watch resumed far
-    back over large values): list the keys again (in pages), then watch from there."""
-
-    def __init__(self, detail: str) -> None:
-        Exception.__init__(self, f"the changes to catch up on are too large for one answer ({detail})")
-        self.compacted_revision = 0
-
-
-# Range answers are read in pages of at most PAGE_KEYS keys, sized from the values seen so far so
-# that a page carries about PAGE_BYTES; a page etcd cannot send in one gRPC message (4 MiB by
-# default) is asked for again in smaller pieces, down to one key.
-PAGE_BYTES = 1024 * 1024
-PAGE_KEYS = 512
-FIRST_PAGE = 64
-_TOO_LARGE = object()
-_COMPACTED = object()
-
-
-class Etcd(FailoverClient):
     # -- key-value ------------------------------------------------------------------------------
     async def get(self, key: str) -> KeyValue | None:
         """The key's value; one that cannot be decoded comes back with ``problem`` set (and said in
         the log once), so that the caller can name the key."""
-
-        async def op(c: aetcd.Client) -> Any:
-            await c.connect()
-            request = aetcd.rpc.RangeRequest(key=key.encode())
-            try:
-                return await c.kvstub.Range(request, timeout=self.timeout, metadata=c.metadata)
-            except grpc.aio.AioRpcError as exc:
-                if _too_large(exc):
-                    return _TOO_LARGE
-                raise
-
-        response = await self._call(op)
-        if response is _TOO_LARGE:
+        response = await self._range(key.encode(), b"", limit=0)
+        if response is TOO_LARGE:
             problem = "larger than one etcd answer may be"
             warn_once(key, 0, problem)
             return KeyValue(key, None, 0, 0, 0, problem)
         if not response.kvs:
             return None
-        kv = _decode(response.kvs[0])
+        kv = decode_kv(response.kvs[0])
         if kv is not None and kv.problem:
             warn_once(kv.key, kv.mod_revision, kv.problem)
         return kv
@@ -138,14 +83,14 @@ class Etcd(FailoverClient):
         etcd has to fit the whole prefix."""
         for _ in range(5):
             found: list[KeyValue] = []
-            pages = self._pages(
-                prefix, limit=limit, newest_first=newest_first, before=before, snapshot=True
+            pages = Pages(
+                self._range, prefix, limit=limit, newest_first=newest_first, before=before, snapshot=True
             )
             try:
                 async for kv in pages:
                     found.append(kv)
                 return found, pages.revision
-            except _SnapshotCompacted:
+            except SnapshotCompacted:
                 continue  # compacted between two pages: read the whole prefix again
         raise EtcdUnavailable(f"etcd's history kept being compacted while {prefix} was read; try again")
 
@@ -153,27 +98,15 @@ class Etcd(FailoverClient):
         """Every decodable key under ``prefix`` from the key ``start`` on, in key order, read page by
         page as the caller goes (``/inspect`` stops early): each page at the store's revision of the
         moment, so a long scan sees keys written meanwhile."""
-        async for kv in self._pages(prefix, start=start):
+        async for kv in Pages(self._range, prefix, start=start):
             yield kv
 
     async def list_page(self, prefix: str, start: str, limit: int) -> list[KeyValue]:
         """At most ``limit`` keys under ``prefix`` from the key ``start`` on, in key order."""
         found = []
-        async for kv in self._pages(prefix, start=start, limit=limit):
+        async for kv in Pages(self._range, prefix, start=start, limit=limit):
             found.append(kv)
         return found
-
-    def _pages(
-        self,
-        prefix: str,
-        *,
-        start: str | None = None,
-        limit: int = 0,
-        newest_first: bool = False,
-        before: str | None = None,
-        snapshot: bool = False,
-    ) -> _Pages:
-        return _Pages(self, prefix, start, limit, newest_first, before, snapshot)
 
     async def _range(
         self,
@@ -185,8 +118,8 @@ class Etcd(FailoverClient):
         descend: bool = False,
         keys_only: bool = False,
     ) -> Any:
-        """One Range call: its answer, ``_TOO_LARGE`` when it does not fit one gRPC message, or
-        ``_COMPACTED`` when ``revision`` is gone."""
+        """One Range call: its answer, ``TOO_LARGE`` when it does not fit one gRPC message, or
+        ``COMPACTED`` when ``revision`` is gone."""
         request = aetcd.rpc.RangeRequest(
             key=key,
             range_end=range_end,
@@ -202,17 +135,17 @@ class Etcd(FailoverClient):
             try:
                 return await c.kvstub.Range(request, timeout=self.timeout, metadata=c.metadata)
             except grpc.aio.AioRpcError as exc:
-                if _too_large(exc):
-                    return _TOO_LARGE
+                if too_large(exc):
+                    return TOO_LARGE
                 if exc.code() == grpc.StatusCode.OUT_OF_RANGE and "compacted" in (exc.details() or ""):
-                    return _COMPACTED
+                    return COMPACTED
                 raise
 
         return await self._call(op)
 
     async def put(self, key: str, value: Any, lease: int | None = None) -> int:
         """Write ``key``; returns the store revision of the write (its ``mod_revision``)."""
-        result = await self._call(lambda c: c.put(key.encode(), _encode(value), lease=lease))
+        result = await self._call(lambda c: c.put(key.encode(), encode_value(value), lease=lease))
         return int(result.header.revision)
 
     async def create(self, key: str, value: Any, lease: int | None = None) -> bool:
@@ -220,7 +153,7 @@ class Etcd(FailoverClient):
 
         With a lease, a key that already holds exactly ``value`` on that same lease also counts as
         written: it is our own earlier attempt whose answer was lost when an endpoint failed over."""
-        encoded = _encode(value)
+        encoded = encode_value(value)
 
         async def op(c: aetcd.Client) -> bool:
             ok, responses = await c.transaction(
@@ -265,7 +198,7 @@ class Etcd(FailoverClient):
         async def op(c: aetcd.Client) -> bool:
             ok, _ = await c.transaction(
                 compare=[c.transactions.mod(key.encode()) == mod_revision],
-                success=[c.transactions.put(key.encode(), _encode(value), lease=lease)],
+                success=[c.transactions.put(key.encode(), encode_value(value), lease=lease)],
                 failure=[],
             )
             return bool(ok)
@@ -309,7 +242,7 @@ class Etcd(FailoverClient):
                 success = [
                     c.transactions.delete(key.encode())
                     if value is DELETE
-                    else c.transactions.put(key.encode(), _encode(value))
+                    else c.transactions.put(key.encode(), encode_value(value))
                     for key, value in new_values.items()
                 ]
                 ok, _ = await c.transaction(compare=compare, success=success, failure=[])
@@ -338,115 +271,6 @@ class Etcd(FailoverClient):
     async def revoke_lease(self, lease_id: int) -> None:
         await self._call(lambda c: c.revoke_lease(lease_id))
 
-    # -- history --------------------------------------------------------------------------------
-    async def revision(self) -> int:
-        """The store's current revision (a count-only read: no key is sent back)."""
-        request = aetcd.rpc.RangeRequest(key=b"\0", range_end=b"\0", count_only=True)
-
-        async def op(c: aetcd.Client) -> int:
-            await c.connect()
-            response = await c.kvstub.Range(request, timeout=self.timeout, metadata=c.metadata)
-            return int(response.header.revision)
-
-        return await self._call(op)
-
-    async def compact(self, revision: int) -> bool:
-        """Drop the history before ``revision``; False when it already was (another instance
-        compacted as far or further)."""
-
-        async def op(c: aetcd.Client) -> bool:
-            try:
-                await c.compact(revision)
-            except aetcd.exceptions.RevisionCompactedError:
-                return False
-            return True
-
-        return await self._call(op)
-
-    async def db_size(self) -> int:
-        """Bytes of the answering member's database file (what compaction and defragmentation shrink)."""
-        status = await self._call(lambda c: c.status())
-        return int(status.db_size)
-
-    async def space(self) -> tuple[int, int]:
-        """``(db_size, db_size_in_use)`` in bytes of the answering member: the file (what etcd's
-        quota counts) and what of it holds data (the rest is free pages compaction left, reused by
-        later writes, given back by a defragmentation)."""
-
-        async def op(c: aetcd.Client) -> tuple[int, int]:
-            await c.connect()
-            status = await c.maintenancestub.Status(
-                aetcd.rpc.StatusRequest(), timeout=self.timeout, metadata=c.metadata
-            )
-            return int(status.dbSize), int(status.dbSizeInUse or status.dbSize)
-
-        return await self._call(op)
-
-    async def alarms(self) -> list[str]:
-        """The alarms raised in the cluster (``NOSPACE``: the quota is reached, etcd refuses writes
-        until an operator disarms it; ``CORRUPT``), one name per alarm and member."""
-
-        async def op(c: aetcd.Client) -> list[str]:
-            await c.connect()
-            request = aetcd.rpc.AlarmRequest(
-                action=aetcd.rpc.AlarmRequest.GET, memberID=0, alarm=aetcd.rpc.NONE
-            )
-            response = await c.maintenancestub.Alarm(request, timeout=self.timeout, metadata=c.metadata)
-            return [aetcd.rpc.AlarmType.Name(a.alarm) for a in response.alarms]
-
-        return await self._call(op)
-
-    # -- cluster --------------------------------------------------------------------------------
-    async def status(self) -> dict[str, Any]:
-        status = await self._call(lambda c: c.status())
-        leader = status.leader.name if status.leader is not None else None
-        return {"version": status.version, "leader": leader, "raft_term": status.raft_term}
-
-    async def check(self) -> None:
-        """Prove a quorum answers: a linearizable read needs a majority, a status call does not."""
-        await self._call(lambda c: c.get(b"/mao/v1/health"))
-
-    async def members(self) -> list[dict[str, Any]]:
-        async def op(c: aetcd.Client) -> list[dict[str, Any]]:
-            return [
-                {
-                    "id": m.id,
-                    "name": m.name,
-                    "peer_urls": list(m.peer_urls),
-                    "client_urls": list(m.client_urls),
-                }
-                async for m in c.members()
-            ]
-
-        return await self._call(op)
-
-    async def add_member(self, peer_url: str) -> dict[str, Any]:
-        """Add a (not yet started) member to the cluster; etcd assigns its id."""
-        member = await self._call(lambda c: c.add_member([peer_url]))
-        return {"id": member.id, "name": member.name, "peer_urls": list(member.peer_urls)}
-
-    async def remove_member(self, member_id: int) -> None:
-        await self._call(lambda c: c.remove_member(member_id))
-
-    async def member_answers(self, client_url: str, timeout: float = 1.0) -> bool:
-        """Whether the member at ``client_url`` answers a status call within ``timeout`` seconds.
-        A status call needs no quorum: it says the member runs, not that the cluster is healthy."""
-        parts = split_url(client_url)
-        if parts is None or not parts.hostname or not parts.port:
-            return False
-        # Without the require-leader flag: a running member answers even while it has no leader.
-        client = make_client(parts.hostname, parts.port, timeout, CHANNEL_OPTIONS, self.tls)
-        try:
-            await asyncio.wait_for(client.connect(), timeout)
-            await asyncio.wait_for(
-                client.maintenancestub.Status(aetcd.rpc.StatusRequest(), timeout=timeout), timeout + 0.5
-            )
-            return True
-        except (TimeoutError, grpc.aio.AioRpcError, aetcd.exceptions.ClientError, OSError):
-            return False
-        finally:
-            await close_quietly(client)
-
     # -- watches --------------------------------------------------------------------------------
     async def watch_prefix(
         self, prefix: str, start_revision: int, on_open: Callable[[], None] | None = None
@@ -468,7 +292,7 @@ class Etcd(FailoverClient):
             on_open()
         try:
             async for event in watch:
-                kv = _decode(event.kv)
+                kv = decode_kv(event.kv)
                 if kv is None:
                     continue
                 if event.kind == "PUT" and kv.problem:
@@ -486,7 +310,7 @@ class Etcd(FailoverClient):
         except aetcd.exceptions.RevisionCompactedError as exc:
             raise HistoryCompacted(exc.compacted_revision) from exc
         except (aetcd.exceptions.ClientError, grpc.aio.AioRpcError) as exc:
-            if _too_large(exc):
+            if too_large(exc):
                 # Watching again from the same revision would meet the same answer for ever.
                 raise WatchTooLarge(short(exc)) from exc
             await self._next_endpoint(client)
@@ -495,131 +319,3 @@ class Etcd(FailoverClient):
             # Cancelling queues a request on the stream; a dead stream must not hang us here.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(watch.cancel()), 1)
-
-
-def _encode(value: Any) -> bytes:
-    return encode_value(value)
-
-
-def _decode(kv: Any) -> KeyValue | None:
-    """A key-value of etcd's answer, its value decoded at the one edge (``values``); None when even
-    its key cannot be read (not UTF-8: no MAO key)."""
-    key = decode_key(kv.key)
-    if key is None:
-        warn_once(repr(bytes(kv.key))[:300], kv.mod_revision, "its key is not UTF-8")
-        return None
-    decoded = decode_value(kv.value)
-    return KeyValue(
-        key=key,
-        value=decoded.value,
-        mod_revision=kv.mod_revision,
-        create_revision=kv.create_revision,
-        lease=kv.lease,
-        problem=decoded.problem,
-    )
-
-
-def _too_large(exc: BaseException) -> bool:
-    """Whether gRPC refused an answer for its size (``RESOURCE_EXHAUSTED``, "larger than max")."""
-    cause = exc if isinstance(exc, grpc.aio.AioRpcError) else exc.__cause__
-    if isinstance(cause, grpc.aio.AioRpcError) and cause.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return True
-    return "larger than max" in str(exc)
-
-
-class _SnapshotCompacted(Exception):
-    """The revision a paged listing is read at was compacted between two pages."""
-
-
-class _Pages:
-    """An async iterator over the decodable keys of a range, read in pages (see ``PAGE_BYTES``);
-    ``revision`` is the store revision of the first page. With ``snapshot`` every page is read at
-    that revision (``_SnapshotCompacted`` when etcd compacted it meanwhile)."""
-
-    def __init__(
-        self,
-        etcd: Etcd,
-        prefix: str,
-        start: str | None,
-        limit: int,
-        newest_first: bool,
-        before: str | None,
-        snapshot: bool,
-    ) -> None:
-        self.etcd = etcd
-        self.prefix = prefix
-        self.low = (start or prefix).encode()
-        self.high = before.encode() if before else aetcd.utils.prefix_range_end(prefix.encode())
-        self.limit = limit
-        self.descend = newest_first
-        self.snapshot = snapshot
-        self.revision = 0
-
-    def __aiter__(self) -> AsyncIterator[KeyValue]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[KeyValue]:
-        page, given = FIRST_PAGE, 0
-        while True:
-            want = min(page, self.limit - given) if self.limit else page
-            response = await self.etcd._range(
-                self.low,
-                self.high,
-                limit=want,
-                revision=self.revision if self.snapshot else 0,
-                descend=self.descend,
-            )
-            if response is _COMPACTED:
-                raise _SnapshotCompacted
-            if response is _TOO_LARGE:
-                if want > 1:
-                    page = max(1, want // 4)
-                    continue
-                await self._skip_one()
-                continue
-            if not self.revision:
-                self.revision = int(response.header.revision)
-            kvs = list(response.kvs)
-            size = 0
-            for raw in kvs:
-                size += len(raw.key) + len(raw.value)
-                kv = _decode(raw)
-                if kv is None:
-                    continue
-                if kv.problem:
-                    warn_once(kv.key, kv.mod_revision, kv.problem)
-                    continue
-                yield kv
-                given += 1
-                if self.limit and given >= self.limit:
-                    return
-            if not kvs or not response.more:
-                return
-            self._past(bytes(kvs[-1].key))
-            page = max(1, min(PAGE_KEYS, PAGE_BYTES * len(kvs) // max(size, 1)))
-
-    def _past(self, key: bytes) -> None:
-        if self.descend:
-            self.high = key  # the range's end is exclusive
-        else:
-            self.low = key + b"\0"
-
-    async def _skip_one(self) -> None:
-        """One value is larger than a gRPC answer may be: name it, and go on past it."""
-        response = await self.etcd._range(
-            self.low,
-            self.high,
-            limit=1,
-            revision=self.revision if self.snapshot else 0,
-            descend=self.descend,
-            keys_only=True,
-        )
-        if response is _COMPACTED:
-            raise _SnapshotCompacted
-        if response is _TOO_LARGE or not response.kvs:  # cannot happen for a key alone; stop
-            raise EtcdUnavailable(f"etcd could not send the keys under {self.prefix} in any page size")
-        self.revision = self.revision or int(response.header.revision)
-        raw = response.kvs[0]
-        shown = decode_key(raw.key) or repr(bytes(raw.key))[:300]
-        warn_once(shown, raw.mod_revision, "larger than one etcd answer may be")
-        self._past(bytes(raw.key))

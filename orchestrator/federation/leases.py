@@ -32,7 +32,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from .etcd import Etcd, LeaseNotFound
+from .etcd import Etcd
+from .failover import LeaseNotFound
 
 T = TypeVar("T")
 

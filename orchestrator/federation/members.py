@@ -28,7 +28,8 @@ from ..config import Settings
 from ..errors import Conflict, EtcdUnavailable
 from ..tasks import spawn
 from . import keys, records
-from .etcd import Etcd, KeyValue
+from .answers import KeyValue
+from .etcd import Etcd
 from .records import MemberRecord
 from .seals import Sealer
 

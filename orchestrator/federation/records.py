@@ -25,6 +25,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from executor.wire.names import check_name
 
+from ..domain.states import TickOutcome
 from .values import shown_key, warn_once
 
 M = TypeVar("M", bound=BaseModel)
@@ -119,7 +120,7 @@ class ScheduleRecord(Record):
 
 
 class TickRecord(Record):
-    outcome: Literal["claimed", "fired", "skipped", "missed"] | None = None
+    outcome: TickOutcome | None = None
     instance: Name | None = None
     run_id: Annotated[str, StringConstraints(max_length=64)] | None = None
     reason: Annotated[str, StringConstraints(max_length=4000)] | None = None

@@ -22,7 +22,8 @@ from executor.wire.names import name_problem
 from ..domain.pipeline import Dataset, Pipeline, Tool
 from ..errors import Conflict, MalformedEntry, NotFound
 from . import keys
-from .etcd import DELETE, Etcd, KeyValue
+from .answers import KeyValue
+from .etcd import DELETE, Etcd
 from .ownership import (
     SHARED,
     Kind,
@@ -33,12 +34,20 @@ from .ownership import (
     provenance,
     without_ownership,
 )
-from .seals import SEAL_FIELDS, Sealer
+from .registry_entries import (
+    check_registration,
+    dataset_parser,
+    instances_of,
+    malformed,
+    nodes_change,
+    nodes_of,
+    parser_of,
+)
+from .seals import Sealer
 from .values import warn_once
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-M = TypeVar("M", Tool, Dataset)
 _CHECKED_KEEP = 4096
 
 PREFIXES = {Kind.TOOL: keys.TOOLS, Kind.DATASET: keys.DATASETS, Kind.PIPELINE: keys.PIPELINES}
@@ -55,18 +64,6 @@ class Registered(Generic[T]):
     value: T
     provenance: Provenance
     mod_revision: int
-
-
-def _check_registration(value: Any) -> dict[str, Any]:
-    """A pipeline registration as ``register_pipeline`` writes it, or ValueError."""
-    if (
-        not isinstance(value, dict)
-        or not isinstance(value.get("steps"), list)
-        or not all(isinstance(step, dict) for step in value["steps"])
-        or not isinstance(value.get("instances", []), list)
-    ):
-        raise ValueError("not a pipeline registration (an object with a list of steps)")
-    return {k: v for k, v in value.items() if k not in SEAL_FIELDS}
 
 
 class Registry:
@@ -99,15 +96,15 @@ class Registry:
 
     def _load(self, kind: Kind, kv: KeyValue, parse: Callable[[Any], T]) -> Registered[T]:
         if kv.problem:
-            raise _malformed(kv.key, kv.problem)
+            raise malformed(kv.key, kv.problem)
         found = self._provenance(kind, kv)
         if isinstance(found, str):
-            raise _malformed(kv.key, found)
+            raise malformed(kv.key, found)
         try:
             value = parse(kv.value)
         except (ValidationError, ValueError, TypeError) as exc:
             detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise _malformed(kv.key, detail) from None
+            raise malformed(kv.key, detail) from None
         return Registered(value, found, kv.mod_revision)
 
     async def _read(self, kind: Kind, name: str, parse: Callable[[Any], T]) -> Registered[T] | None:
@@ -158,10 +155,10 @@ class Registry:
 
     # -- datasets -------------------------------------------------------------------------------
     async def dataset_names(self) -> list[str]:
-        return await self._names(Kind.DATASET, _dataset_parser(None))
+        return await self._names(Kind.DATASET, dataset_parser(None))
 
     async def dataset_entry(self, name: str) -> Registered[Dataset] | None:
-        return await self._read(Kind.DATASET, name, _dataset_parser(name))
+        return await self._read(Kind.DATASET, name, dataset_parser(name))
 
     async def dataset(self, name: str) -> Dataset | None:
         entry = await self.dataset_entry(name)
@@ -172,7 +169,7 @@ class Registry:
         kept: they are other instances' votes, and a re-registration must not orphan them."""
 
         def fields(current: dict[str, Any] | None) -> dict[str, Any]:
-            nodes = _nodes_of(current)
+            nodes = nodes_of(current)
             nodes += [n for n in dataset.nodes if n not in nodes]
             return {"name": dataset.name, "master": dataset.master, "nodes": nodes}
 
@@ -181,7 +178,7 @@ class Registry:
 
     async def add_node_branches(self, dataset: str, branches: list[str]) -> None:
         """Add node branches to a registered dataset (``NotFound`` when it is not registered)."""
-        await self.etcd.update(keys.dataset(dataset), _nodes_change(dataset, branches))
+        await self.etcd.update(keys.dataset(dataset), nodes_change(dataset, branches))
 
     async def delete_dataset(self, name: str) -> None:
         await self._refuse_if_used(
@@ -193,7 +190,7 @@ class Registry:
 
     # -- pipelines ------------------------------------------------------------------------------
     async def pipeline_entry(self, name: str) -> Registered[dict[str, Any]] | None:
-        return await self._read(Kind.PIPELINE, name, _check_registration)
+        return await self._read(Kind.PIPELINE, name, check_registration)
 
     async def pipeline(self, name: str) -> dict[str, Any] | None:
         entry = await self.pipeline_entry(name)
@@ -201,10 +198,10 @@ class Registry:
 
     async def pipelines(self) -> dict[str, dict[str, Any]]:
         """Every pipeline registration by name (one etcd read)."""
-        return dict(await self._entries(Kind.PIPELINE, _check_registration))
+        return dict(await self._entries(Kind.PIPELINE, check_registration))
 
     async def pipeline_names(self) -> list[str]:
-        return await self._names(Kind.PIPELINE, _check_registration)
+        return await self._names(Kind.PIPELINE, check_registration)
 
     async def register_pipeline(
         self, pipeline: Pipeline, instance: str, branches: dict[str, list[str]]
@@ -214,9 +211,11 @@ class Registry:
         means one thing federation-wide: different steps under a name another instance owns are a
         403, under a name another instance already runs a 409. Secrets never reach etcd: only the
         steps' public form does."""
-        changes: dict[str, Any] = {keys.pipeline(pipeline.name): self._registration_change(pipeline, instance)}
+        changes: dict[str, Any] = {
+            keys.pipeline(pipeline.name): self._registration_change(pipeline, instance)
+        }
         for dataset, names in branches.items():
-            changes[keys.dataset(dataset)] = _nodes_change(dataset, names)
+            changes[keys.dataset(dataset)] = nodes_change(dataset, names)
         result = await self.etcd.update_many(changes)
         registration: dict[str, Any] = result[keys.pipeline(pipeline.name)]
         return registration
@@ -231,7 +230,7 @@ class Registry:
             if not isinstance(current, dict):
                 deleted = False
                 return DELETE
-            others = [i for i in _instances_of(current) if i != instance]
+            others = [i for i in instances_of(current) if i != instance]
             deleted = not others
             return {**current, "instances": others} if others else DELETE
 
@@ -254,7 +253,7 @@ class Registry:
                 }
                 value = owned(fields, Kind.PIPELINE, instance, 1, self.sealer)
                 return {**value, "instances": [instance], "updated_at": now}
-            others = [i for i in _instances_of(current) if i != instance]
+            others = [i for i in instances_of(current) if i != instance]
             if current.get("steps") == steps:
                 # Joining: only the shared fields change, the owner's seal stays as it is.
                 return {**current, "instances": others + [instance], "updated_at": now}
@@ -279,7 +278,7 @@ class Registry:
     # -- ownership ------------------------------------------------------------------------------
     async def owner(self, kind: Kind, name: str) -> Provenance:
         """Who owns a registration (``NotFound`` when there is none; 502 when it does not check out)."""
-        entry = await self._read(kind, name, _parser(kind, name))
+        entry = await self._read(kind, name, parser_of(kind, name))
         if entry is None:
             raise NotFound(f"{kind} {name!r} is not registered")
         return entry.provenance
@@ -294,7 +293,7 @@ class Registry:
                 raise NotFound(f"{kind} {name!r} is not registered")
             ownership = self._current_provenance(kind, key, current)
             if isinstance(ownership, str):
-                raise _malformed(key, ownership)
+                raise malformed(key, ownership)
             if ownership.owner is None and new_owner != self.instance:
                 raise not_owner(kind, name, None)
             if ownership.owner is not None and ownership.owner != self.instance:
@@ -353,49 +352,3 @@ class Registry:
                 code=f"{kind}_in_use",
                 pipelines=users,
             )
-
-
-def _malformed(key: str, detail: str) -> MalformedEntry:
-    return MalformedEntry(
-        f"the registry entry {key} in etcd is malformed ({detail}): its owner can register it again "
-        "through the API, or delete the key",
-        key=key,
-    )
-
-
-def _parser(kind: Kind, name: str) -> Callable[[Any], Any]:
-    if kind is Kind.TOOL:
-        return Tool.model_validate
-    if kind is Kind.DATASET:
-        return _dataset_parser(name)
-    return _check_registration
-
-
-def _instances_of(current: dict[str, Any]) -> list[str]:
-    instances = current.get("instances")
-    return [i for i in instances if isinstance(i, str)] if isinstance(instances, list) else []
-
-
-def _nodes_of(current: Any) -> list[str]:
-    """The node branches of a dataset value; a malformed list is replaced, not crashed on."""
-    nodes = current.get("nodes") if isinstance(current, dict) else None
-    return [n for n in nodes if isinstance(n, str)] if isinstance(nodes, list) else []
-
-
-def _dataset_parser(name: str | None) -> Callable[[Any], Dataset]:
-    def parse(value: Any) -> Dataset:
-        if not isinstance(value, dict):
-            raise ValueError("not a JSON object")
-        return Dataset.model_validate({**value, "name": name or value.get("name") or "x"})
-
-    return parse
-
-
-def _nodes_change(dataset: str, branches: list[str]) -> Any:
-    def change(current: dict[str, Any] | None) -> dict[str, Any]:
-        if not isinstance(current, dict):
-            raise NotFound(f"dataset {dataset!r} is not registered", code="missing_dataset")
-        nodes = _nodes_of(current)
-        return {**current, "nodes": nodes + [b for b in branches if b not in nodes]}
-
-    return change

@@ -31,7 +31,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from ..errors import EtcdUnavailable, GitError, MaoError, Unavailable
-from .etcd import Etcd, HistoryCompacted, KeyValue, WatchEvent
+from .answers import HistoryCompacted, KeyValue, WatchEvent
+from .etcd import Etcd
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,8 @@ from ..datasets.files import commit_files
 from ..domain.pipeline import Dataset, node_branch
 from ..errors import DatabaseUnavailable, EtcdUnavailable, MaoError, NotFound
 from ..federation import keys, records
-from ..federation.etcd import Etcd, KeyValue, WatchEvent
+from ..federation.answers import KeyValue, WatchEvent
+from ..federation.etcd import Etcd
 from ..federation.registry import Registry
 from ..federation.watch import PrefixWatch
 from ..store.gateway import ListenerProgress

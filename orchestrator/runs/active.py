@@ -12,6 +12,7 @@ from ..domain.graph import StepNode
 from ..domain.pipeline import Pipeline
 from ..domain.states import STEP_TRANSITIONS, AttemptStatus, RunStatus, StepStatus, check
 from ..store.run_changes import AttemptEnded
+from ..store.run_views import RunView
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class ActiveRun:
     # Shutdown: the run is left where it is (its records and objects) for the next start to resume.
     detaching: bool = False
     # Its record as read once it ended (for the metrics), handed to a waiting caller: no second read.
-    ended_record: dict[str, Any] | None = None
+    ended_record: RunView | None = None
 
     def note(self, name: str, status: StepStatus, **fields: Any) -> None:
         """The step's new status in memory (checked), and the fields its record is to carry."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..datasets import DatasetRepo, Datasets
-from ..datasets.repo import BranchConflict
+from ..datasets.branches import BranchConflict
 from ..datasets.trees import remove_tree
 from ..domain.pipeline import Dataset, Step, Tool
 from ..domain.states import MergeState, StepStatus

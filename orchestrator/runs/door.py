@@ -69,6 +69,7 @@ from ..domain.causes import (
 )
 from ..errors import Conflict, MaoError, NotFound
 from ..store.backfills import NewBackfill
+from ..store.run_views import RunView
 from .admission import Busy, RunInProgress
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class Runs(Protocol):
 
     async def cancel(self, run_id: str) -> None: ...
 
-    async def wait(self, run_id: str) -> dict[str, Any] | None:
+    async def wait(self, run_id: str) -> RunView | None:
         """Until the run has ended; its record as closed, or None (read it)."""
 
 

@@ -66,6 +66,7 @@ from ..store import Store
 from ..store.backfills import NewBackfill
 from ..store.retention import existing_runs
 from ..store.run_changes import RunChange, StepChange, StepFacts
+from ..store.run_views import RunView
 from ..store.runs import NewRun, RunRecords, StepEnd, UnfinishedRun
 from ..store.tables import utcnow
 from ..store.versions import PipelineVersions
@@ -126,7 +127,7 @@ class Runner:
             self.pools, self._set_step, self.strategies,
         )  # fmt: skip
         self._runs: dict[str, ActiveRun] = {}  # run id -> run
-        self._tasks: dict[str, asyncio.Task[dict[str, Any] | None]] = {}  # run id -> task
+        self._tasks: dict[str, asyncio.Task[RunView | None]] = {}  # run id -> task
         self._helpers: set[asyncio.Task[Any]] = set()
         self._closing = False  # shutting down: a run's end is not waited for beyond one try
 
@@ -254,7 +255,7 @@ class Runner:
         self.admission.enqueue(tickets)
         return len(tickets)
 
-    async def wait(self, run_id: str) -> dict[str, Any] | None:
+    async def wait(self, run_id: str) -> RunView | None:
         """Until the run has ended and its record is closed (a queued run: first until it leaves
         the queue). Never raises for the run's own sake, however it ended. Returns the record as
         the run's task read it after its close (None when it has none: read it), so that a waiting
@@ -286,9 +287,9 @@ class Runner:
             if record is None:
                 raise NotFound(f"no run {run_id!r} on this instance")
             raise Conflict(
-                f"run {run_id} has ended ({record['status']}); only a run that is still going can be cancelled",
+                f"run {run_id} has ended ({record.status.value}); only a run that is still going can be cancelled",
                 code="run_ended",
-                status=record["status"],
+                status=record.status.value,
             )
         if run.stop is None:
             log.info("run %s of %s: cancel requested", run_id, run.pipeline.name)
@@ -433,13 +434,13 @@ class Runner:
         log.info("queued run %s of %s cancelled", run_id, ticket.pipeline)
         with contextlib.suppress(Exception):
             if cancelled and (record := await self.records.get(run_id)) is not None:
-                self.metrics.observe_run(record)
+                self.metrics.observe_run(record.to_json())
         return cancelled
 
     # -- one run --------------------------------------------------------------------------------
     async def _execute(
         self, run: ActiveRun, adopted: dict[str, Adopted] | None = None, started_at: datetime | None = None
-    ) -> dict[str, Any] | None:
+    ) -> RunView | None:
         """The run's task (``_run``); its result is the run's record as read after its close."""
         await self._run(run, adopted, started_at)
         return run.ended_record
@@ -507,7 +508,7 @@ class Runner:
                 # Counted from the ended run's record (its steps and attempts), whatever the ending.
                 with contextlib.suppress(Exception), phase("run: metrics (read the record)"):
                     if (record := await asyncio.shield(self.records.get(run.id))) is not None:
-                        self.metrics.observe_run(record)
+                        self.metrics.observe_run(record.to_json())
                         run.ended_record = record
 
     async def _registrations_changed(self, run: ActiveRun) -> bool:

@@ -75,16 +75,16 @@ async def request_retry(
     record = await runner.records.get(run_id)
     if record is None:
         raise NotFound(f"no run {run_id!r} on this instance")
-    status = RunStatus(record["status"])
+    status = record.status
     if status not in RETRYABLE:
         raise Conflict(
             f"run {run_id} is {status.value}: only a failed or cancelled run can be retried",
             code="not_retryable",
             status=status.value,
         )
-    name = record["pipeline"]
+    name = record.pipeline
     if definition is Definition.RECORDED:
-        version = record.get("version")
+        version = record.version
         if version is None:
             raise Conflict(
                 f"run {run_id} recorded no pipeline version (it ran before versions existed): retry it "

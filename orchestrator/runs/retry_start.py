@@ -7,37 +7,35 @@ above the engine, which it asks for the run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..datasets import Datasets
 from ..domain.pipeline import Pipeline, Step
 from ..domain.retry import Action, PastStep, Planned, plan_retry, reused, stale_steps
-from ..domain.states import StepStatus
 from ..errors import MaoError, NotFound
 from ..merging.pins import Pins
+from ..store.run_views import RunView, StepView
 from ..store.runs import RunRecords
 from ..store.versions import PipelineVersions
 from .active import ActiveRun
 
-# What a reused step takes over from its record in the retried run (the API's names -> columns).
-TAKEN_OVER = {
-    "image": "image",
-    "image_id": "image_id",
-    "input_commit": "input_commit",
-    "output_commit": "output_commit",
-    "merge_commit": "merge_commit",
-    "merge": "merge_state",
-    "changed": "changed",
-}
 
-
-def past_steps(record: Mapping[str, Any]) -> dict[str, PastStep]:
+def taken_over(step: StepView) -> dict[str, Any]:
+    """What a reused step takes over from its record in the retried run (by column)."""
     return {
-        s["name"]: PastStep(s["name"], StepStatus(s["status"]), s["output_dataset"], s.get("merge_commit"))
-        for s in record.get("steps") or []
+        "image": step.image,
+        "image_id": step.image_id,
+        "input_commit": step.input_commit,
+        "output_commit": step.output_commit,
+        "merge_commit": step.merge_commit,
+        "merge_state": step.merge,
+        "changed": step.changed,
     }
+
+
+def past_steps(record: RunView) -> dict[str, PastStep]:
+    return {s.name: PastStep(s.name, s.status, s.output_dataset, s.merge_commit) for s in record.steps}
 
 
 def _shape(step: Step) -> str:
@@ -45,14 +43,14 @@ def _shape(step: Step) -> str:
     return step.model_dump_json(exclude_defaults=True, exclude={"private_env"})
 
 
-async def changed_steps(versions: PipelineVersions, record: Mapping[str, Any], pipeline: Pipeline) -> set[str]:
+async def changed_steps(versions: PipelineVersions, record: RunView, pipeline: Pipeline) -> set[str]:
     """Steps of ``pipeline`` whose definition differs from the one the retried run ran: by its
     version when it recorded one, else by what its step records hold (tool and datasets)."""
-    number = record.get("version")
-    if number is not None and (old := await versions.get(record["pipeline"], number)) is not None:
+    number = record.version
+    if number is not None and (old := await versions.get(record.pipeline, number)) is not None:
         before = {s.name: _shape(s) for s in old.pipeline_model().steps}
         return {s.name for s in pipeline.steps if s.name in before and before[s.name] != _shape(s)}
-    recorded = {s["name"]: (s["tool"], s.get("input_dataset"), s["output_dataset"]) for s in record["steps"]}
+    recorded = {s.name: (s.tool, s.input_dataset, s.output_dataset) for s in record.steps}
     return {
         s.name
         for s in pipeline.steps
@@ -93,12 +91,8 @@ class RetryStart:
         tips, unreadable = await self._tips({past[n].output_dataset for n in candidates}, run.pipeline.name)
         stale = stale_steps(run.retry_of, past, candidates, tips, unreadable)
         plan = plan_retry(run.retry_of, past, run.nodes, changed, stale) if stale else first
-        steps = {s["name"]: s for s in record["steps"]}
-        fields = {
-            p.step: {column: steps[p.step].get(key) for key, column in TAKEN_OVER.items()}
-            for p in plan
-            if p.action is Action.REUSE
-        }
+        steps = {s.name: s for s in record.steps}
+        fields = {p.step: taken_over(steps[p.step]) for p in plan if p.action is Action.REUSE}
         return TakeOver(plan, fields)
 
     async def _tips(self, datasets: set[str], pipeline: str) -> tuple[dict[str, str], dict[str, str]]:

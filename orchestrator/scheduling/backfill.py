@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..domain.causes import Backfill, Queued, Refused, RunAsk
 from ..domain.states import RunStatus
 from ..errors import BadRequest, Conflict, MaoError, NotFound
-from ..store.backfills import BackfillRecords
+from ..store.backfills import BackfillRecords, BackfillView
 from .requests import BackfillRequest
 from .ticks import fire_times, make_trigger
 
@@ -129,10 +129,10 @@ class Backfills:
 
     async def list(
         self, pipeline: str | None = None, limit: int = 50, active: bool | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[BackfillView]:
         return await self.records.recent(pipeline, limit, active)
 
-    async def get(self, backfill_id: str) -> dict[str, Any]:
+    async def get(self, backfill_id: str) -> BackfillView:
         found = await self.records.get(backfill_id)
         if found is None:
             raise NotFound(f"no backfill {backfill_id!r} on this instance (GET /backfills lists them)")
@@ -170,7 +170,7 @@ class Backfills:
             "backfill %s cancelled: %d queued run(s) cancelled, %d running stopped",
             backfill_id, len(cancelled), len(stopping),
         )  # fmt: skip
-        return {**await self.get(backfill_id), "cancelled_runs": cancelled, "stopping_runs": stopping}
+        return {**(await self.get(backfill_id)).to_json(), "cancelled_runs": cancelled, "stopping_runs": stopping}
 
     async def _cron(self, request: BackfillRequest) -> tuple[str, str]:
         if request.cron:

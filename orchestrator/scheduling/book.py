@@ -23,7 +23,8 @@ from typing import Any
 
 from ..errors import BadRequest, Conflict
 from ..federation import keys, records
-from ..federation.etcd import Etcd, KeyValue
+from ..federation.answers import KeyValue
+from ..federation.etcd import Etcd
 from ..federation.leases import SharedLease
 from ..federation.records import ScheduleRecord, TickRecord
 from ..federation.seals import Proof, Sealer

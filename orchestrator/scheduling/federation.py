@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any, cast
 from ..domain.causes import CatchUp, FederationTick, Overlap, Refused, RunAsk, RunElsewhere, Skipped
 from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound
 from ..federation import keys
-from ..federation.etcd import Etcd, KeyValue, WatchEvent
+from ..federation.answers import KeyValue, WatchEvent
+from ..federation.etcd import Etcd
 from ..federation.members import Membership
 from ..federation.registry import Registry
 from ..federation.watch import PrefixWatch
@@ -360,7 +361,7 @@ class FederationScheduler:
         await self.door.wait(run_id)
         try:
             run = await self.store.get_run(run_id)
-            status = run["status"] if run else "unknown"
+            status = run.status.value if run else "unknown"
         except MaoError as exc:  # the database is away: the run has ended, how is not known
             log.warning(
                 "run %s (tick %s of federation schedule %s) ended, but how is unknown: %s",

@@ -31,7 +31,8 @@ from ..domain.causes import DataTrigger, Overlap, Refused, RunAsk, Skipped
 from ..domain.schedule import Schedule
 from ..errors import BadRequest, Conflict, MaoError, NotFound
 from ..federation import keys
-from ..federation.etcd import Etcd, KeyValue, WatchEvent
+from ..federation.answers import KeyValue, WatchEvent
+from ..federation.etcd import Etcd
 from ..federation.leases import SharedLease
 from ..federation.records import Advance
 from ..federation.records import parse as parse_record

@@ -1,7 +1,7 @@
 """The instance's SQL database (SQLite by default, PostgreSQL in the compose deployment).
 
 Contracts: every method is one transaction; an unreachable database raises ``DatabaseUnavailable``
-(HTTP 503); values returned are plain dicts or models, never ORM rows bound to a session.
+(HTTP 503); values returned are frozen read models or plain values, never ORM rows bound to a session.
 """
 
 from __future__ import annotations
@@ -10,19 +10,18 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import delete, event, select, text
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from ..domain.pipeline import Pipeline
-from ..errors import Conflict, DatabaseUnavailable, MaoError
+from ..errors import DatabaseUnavailable, MaoError
 from . import migrate
+from .pipelines import PipelineTables
+from .run_views import RunView
 from .schedules import ScheduleTables
-from .tables import PinRow, PipelineRow, ScheduleRow, SecretRow, utcnow
-from .versions import SavedVersion, record_version
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ PG_MAX_OVERFLOW = 10
 SQLITE_READERS = 4
 
 
-class Store(ScheduleTables):
+class Store(PipelineTables, ScheduleTables):
     """The database, with writes that wait their turn instead of failing under load.
 
     Every write transaction of the process runs one after the other (``session``: an asyncio queue
@@ -142,93 +141,9 @@ class Store(ScheduleTables):
         async with self.reading("answer a health check") as s:
             await s.execute(text("SELECT 1"))
 
-    # -- pipelines ------------------------------------------------------------------------------
-    async def save_pipeline(
-        self,
-        pipeline: Pipeline,
-        before_commit: Callable[[], Awaitable[Any]],
-        pins: Sequence[tuple[str, str, dict[str, Any]]] = (),
-        by: str | None = None,
-        read_at: int | None = None,
-    ) -> SavedVersion:
-        """Insert or replace a pipeline, its secrets and its pins (``(kind, name, value)`` of each
-        registration it uses, ``merging.pins``), and record a version of it when its definition
-        changed (``store.versions``; ``by``: who). ``before_commit`` runs inside the transaction (it
-        registers the pipeline in etcd): if it raises, nothing is stored. Two inits of one pipeline
-        at once: the second waits for the first's row (PostgreSQL), or for the database (SQLite);
-        one that still meets the other's version is a 409. ``read_at``: the version the caller
-        edited; when another is the latest, 409 ``version_conflict`` and nothing is stored."""
-        async with self._version_race(pipeline.name), self.session(f"save pipeline {pipeline.name}") as s:
-            row = await s.get(PipelineRow, pipeline.name, with_for_update=True)
-            if row is None:
-                row = PipelineRow(name=pipeline.name)
-                s.add(row)
-            row.description = pipeline.description
-            row.steps = pipeline.public_steps()
-            row.run_timeout = pipeline.run_timeout
-            row.updated_at = utcnow()
-            await s.execute(delete(SecretRow).where(SecretRow.pipeline == pipeline.name))
-            await s.flush()
-            for step in pipeline.steps:
-                for key, value in (step.private_env or {}).items():
-                    s.add(SecretRow(pipeline=pipeline.name, step=step.name, key=key, value=value))
-            for kind, name, pinned in pins:
-                pin = await s.get(PinRow, (pipeline.name, kind, name))
-                if pin is None:
-                    s.add(PinRow(scope=pipeline.name, kind=kind, name=name, value=pinned, pinned_at=utcnow()))
-                else:
-                    pin.value, pin.pinned_at = pinned, utcnow()
-            await s.flush()
-            saved = await record_version(s, pipeline, by, read_at)
-            await before_commit()
-            return saved
-
-    @contextlib.asynccontextmanager
-    async def _version_race(self, name: str) -> AsyncIterator[None]:
-        try:
-            yield
-        except IntegrityError as exc:
-            raise Conflict(
-                f"pipeline {name!r} was initialised by another request at the same moment; "
-                "send the init again",
-                code="concurrent_init",
-            ) from exc
-
-    async def get_pipeline(self, name: str, with_secrets: bool = False) -> Pipeline | None:
-        async with self.reading(f"read pipeline {name}") as s:
-            row = await s.get(PipelineRow, name)
-            if row is None:
-                return None
-            secrets = await self._secrets(s, [name]) if with_secrets else {}
-            return _pipeline(row, secrets.get(name, {}))
-
-    async def list_pipelines(self) -> list[Pipeline]:
-        async with self.reading("list pipelines") as s:
-            rows = (await s.scalars(select(PipelineRow).order_by(PipelineRow.name))).all()
-            return [_pipeline(row, {}) for row in rows]
-
-    async def delete_pipeline(self, name: str, before_commit: Callable[[], Awaitable[Any]]) -> list[str]:
-        """Delete a pipeline with its secrets and schedules (runs stay); returns the schedule ids."""
-        async with self.session(f"delete pipeline {name}") as s:
-            schedule_ids = list(
-                (await s.scalars(select(ScheduleRow.id).where(ScheduleRow.pipeline == name))).all()
-            )
-            await s.execute(delete(ScheduleRow).where(ScheduleRow.pipeline == name))
-            await s.execute(delete(SecretRow).where(SecretRow.pipeline == name))
-            await s.execute(delete(PinRow).where(PinRow.scope == name))
-            await s.execute(delete(PipelineRow).where(PipelineRow.name == name))
-            await before_commit()
-            return schedule_ids
-
-    async def _secrets(self, s: AsyncSession, names: list[str]) -> dict[str, dict[str, dict[str, str]]]:
-        result: dict[str, dict[str, dict[str, str]]] = {}
-        for row in (await s.scalars(select(SecretRow).where(SecretRow.pipeline.in_(names)))).all():
-            result.setdefault(row.pipeline, {}).setdefault(row.step, {})[row.key] = row.value
-        return result
-
     # -- runs ----------------------------------------------------------------------------------
     # Kept for callers outside the run engine (API, federation scheduler); see ``store.runs``.
-    async def get_run(self, run_id: str) -> dict[str, Any] | None:
+    async def get_run(self, run_id: str) -> RunView | None:
         from .runs import RunRecords
 
         return await RunRecords(self).get(run_id)
@@ -239,17 +154,10 @@ class Store(ScheduleTables):
         status: str | None = None,
         limit: int = 50,
         trigger: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[RunView]:
         from .runs import RunRecords
 
         return await RunRecords(self).list(pipeline=pipeline, status=status, limit=limit, trigger=trigger)
-
-
-def _pipeline(row: PipelineRow, secrets: dict[str, dict[str, str]]) -> Pipeline:
-    steps = [{**step, "private_env": secrets.get(step["name"]) or None} for step in row.steps]
-    return Pipeline.model_validate(
-        {"name": row.name, "description": row.description, "steps": steps, "run_timeout": row.run_timeout}
-    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -9,28 +9,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, exists, func, select, update
 
-from ..domain.states import RunStatus, StepStatus
+from ..domain.states import BackfillStatus, RunStatus, StepStatus
 from .tables import BackfillRow, RunRow, RunStepRow, utcnow
 
 if TYPE_CHECKING:
     from . import Store
 
-# How a run's state counts in a backfill's progress (``done`` is a run that succeeded).
+class Bucket(StrEnum):
+    """A counter of a backfill's progress (``GET /backfills``' ``progress`` fields)."""
+
+    DONE = "done"  # a run that succeeded
+    FAILED = RunStatus.FAILED.value
+    CANCELLED = RunStatus.CANCELLED.value
+    QUEUED = RunStatus.QUEUED.value
+    RUNNING = RunStatus.RUNNING.value
+
+
+# How a run's state counts in a backfill's progress.
 PROGRESS_OF = {
-    RunStatus.SUCCEEDED: "done",
-    RunStatus.FAILED: "failed",
-    RunStatus.CANCELLED: "cancelled",
-    RunStatus.QUEUED: "queued",
-    RunStatus.PENDING: "running",  # admitted, its task about to start
-    RunStatus.RUNNING: "running",
+    RunStatus.SUCCEEDED: Bucket.DONE,
+    RunStatus.FAILED: Bucket.FAILED,
+    RunStatus.CANCELLED: Bucket.CANCELLED,
+    RunStatus.QUEUED: Bucket.QUEUED,
+    RunStatus.PENDING: Bucket.RUNNING,  # admitted, its task about to start
+    RunStatus.RUNNING: Bucket.RUNNING,
 }
-PROGRESS_KEYS = ("done", "failed", "cancelled", "queued", "running")
+PROGRESS_KEYS = tuple(b.value for b in Bucket)
 # A backfill with a run in one of these is still going (``GET /backfills?active=true``).
-GOING_STATUSES = tuple(str(status) for status, key in PROGRESS_OF.items() if key in ("queued", "running"))
+GOING_STATUSES = tuple(
+    str(status) for status, key in PROGRESS_OF.items() if key in (Bucket.QUEUED, Bucket.RUNNING)
+)
 
 
 @dataclass(frozen=True)
@@ -84,40 +97,92 @@ def progress_of(statuses: dict[str, int], total: int) -> Progress:
     return Progress(total=total, **counts)
 
 
-def backfill_status(progress: Progress, cancelled: bool) -> str:
+def backfill_status(progress: Progress, cancelled: bool) -> BackfillStatus:
     """``queued`` (no run started yet), ``running``, then once every run ended ``cancelled`` (it was
     cancelled), ``failed`` (a run failed) or ``succeeded``."""
     if progress.queued or progress.running:
-        return "running" if progress.running or progress.ended else "queued"
+        return BackfillStatus.RUNNING if progress.running or progress.ended else BackfillStatus.QUEUED
     if cancelled:
-        return "cancelled"
+        return BackfillStatus.CANCELLED
     if progress.failed or progress.cancelled:
-        return "failed"
-    return "succeeded"
+        return BackfillStatus.FAILED
+    return BackfillStatus.SUCCEEDED
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def backfill_to_dict(row: BackfillRow, progress: Progress) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "pipeline": row.pipeline,
-        "cron": row.cron,
-        "timezone": row.timezone,
-        "from": _iso(row.start),
-        "to": _iso(row.end),
-        "count": row.ticks,
-        "priority": row.priority,
-        "version": row.version,
-        "status": backfill_status(progress, row.cancelled_at is not None),
-        "progress": progress.as_dict(),
-        "created_at": _iso(row.created_at),
-        "created_by": row.created_by,
-        "cancelled_at": _iso(row.cancelled_at),
-        "cancelled_running": row.cancelled_running,
-    }
+@dataclass(frozen=True, kw_only=True)
+class BackfillTick:
+    """One tick of a backfill and its run (``status``: the run's, as stored: a state a newer release
+    wrote is shown as it is, as ``progress_of`` counts it in ``total`` only)."""
+
+    tick_at: datetime | None
+    run_id: str
+    status: str
+    version: int | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    error: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tick_at": _iso(self.tick_at),
+            "run_id": self.run_id,
+            "status": self.status,
+            "version": self.version,
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at),
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackfillView:
+    """A backfill as read: what was asked, its progress and state (from its runs); ``ticks`` only
+    when one backfill is read (``BackfillRecords.get``), None in a listing."""
+
+    asked: NewBackfill
+    status: BackfillStatus
+    progress: Progress
+    cancelled_at: datetime | None
+    cancelled_running: bool | None
+    ticks: tuple[BackfillTick, ...] | None = None
+
+    @classmethod
+    def of(cls, row: BackfillRow, progress: Progress, ticks: tuple[BackfillTick, ...] | None = None) -> BackfillView:
+        asked = NewBackfill(
+            row.id, row.pipeline, row.cron, row.timezone, row.start, row.end, row.ticks, row.priority,
+            row.version, row.created_by, row.created_at,
+        )  # fmt: skip
+        status = backfill_status(progress, row.cancelled_at is not None)
+        return cls(
+            asked=asked, status=status, progress=progress, cancelled_at=row.cancelled_at,
+            cancelled_running=row.cancelled_running, ticks=ticks,
+        )  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        """``GET /backfills``' shape of one (``GET /backfills/{id}``'s with its ``ticks``)."""
+        asked = self.asked
+        return {
+            "id": asked.id,
+            "pipeline": asked.pipeline,
+            "cron": asked.cron,
+            "timezone": asked.timezone,
+            "from": _iso(asked.start),
+            "to": _iso(asked.end),
+            "count": asked.ticks,
+            "priority": asked.priority,
+            "version": asked.version,
+            "status": self.status.value,
+            "progress": self.progress.as_dict(),
+            "created_at": _iso(asked.created_at),
+            "created_by": asked.created_by,
+            "cancelled_at": _iso(self.cancelled_at),
+            "cancelled_running": self.cancelled_running,
+            **({"ticks": [t.to_json() for t in self.ticks]} if self.ticks is not None else {}),
+        }
 
 
 class BackfillRecords:
@@ -126,7 +191,7 @@ class BackfillRecords:
 
     async def recent(
         self, pipeline: str | None = None, limit: int = 50, active: bool | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[BackfillView]:
         """Backfills newest first, each with its progress (``active``: only those with runs still
         queued or going, or only those without)."""
         async with self.store.session("list backfills") as s:
@@ -148,9 +213,9 @@ class BackfillRecords:
                 )
                 for backfill_id, status, n in found.tuples().all():
                     counts.setdefault(str(backfill_id), {})[status] = int(n)
-            return [backfill_to_dict(r, progress_of(counts.get(r.id, {}), r.ticks)) for r in rows]
+            return [BackfillView.of(r, progress_of(counts.get(r.id, {}), r.ticks)) for r in rows]
 
-    async def get(self, backfill_id: str) -> dict[str, Any] | None:
+    async def get(self, backfill_id: str) -> BackfillView | None:
         """One backfill with its progress and its ticks in order (``tick_at``, the run and its state)."""
         async with self.store.session(f"read backfill {backfill_id}") as s:
             row = await s.get(BackfillRow, backfill_id)
@@ -169,20 +234,14 @@ class BackfillRecords:
             statuses: dict[str, int] = {}
             for run in runs:
                 statuses[run[2]] = statuses.get(run[2], 0) + 1
-            answer = backfill_to_dict(row, progress_of(statuses, row.ticks))
-            answer["ticks"] = [
-                {
-                    "tick_at": _iso(tick),
-                    "run_id": run_id,
-                    "status": status,
-                    "version": version,
-                    "started_at": _iso(started),
-                    "ended_at": _iso(ended),
-                    "error": error,
-                }
+            ticks = tuple(
+                BackfillTick(
+                    tick_at=tick, run_id=run_id, status=status, version=version, started_at=started,
+                    ended_at=ended, error=error,
+                )  # fmt: skip
                 for run_id, tick, status, version, _created, started, ended, error in runs
-            ]
-            return answer
+            )
+            return BackfillView.of(row, progress_of(statuses, row.ticks), ticks)
 
     async def run_ids(self, backfill_id: str, statuses: tuple[RunStatus, ...]) -> list[str]:
         """The backfill's runs in these states, in tick order."""

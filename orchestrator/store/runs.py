@@ -3,8 +3,8 @@
 The engine (``orchestrator.runs``) is the only writer; it says each change as a typed value
 (``store/run_changes.py``), and every status change is one guarded transition: the statuses it may
 come from (``domain.states``) are in the ``UPDATE``'s ``WHERE``, and a write that matches no row
-raises ``IllegalTransition``. Reads return the API's JSON shape
-(``GET /runs``, ``GET /runs/{id}``), built in one place.
+raises ``IllegalTransition``. Reads return frozen read models (``store.run_views``), whose
+``to_json()`` is the API's shape (``GET /runs``, ``GET /runs/{id}``).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from .run_changes import (
     run_transition,
     step_transition,
 )
+from .run_views import RunView
 from .tables import AttemptRow, RunRow, RunStepRow, utcnow
 
 
@@ -435,8 +436,8 @@ class RunRecords:
                 query = query.where(AttemptRow.step == step)
             await s.execute(query.values(status=status, error=error, ended_at=utcnow()))
 
-    # -- reads: the API's shape -----------------------------------------------------------------
-    async def get(self, run_id: str) -> dict[str, Any] | None:
+    # -- reads: frozen read models (store.run_views) ----------------------------------------------
+    async def get(self, run_id: str) -> RunView | None:
         async with self.store.reading(f"read run {run_id}") as s:
             run = await s.get(RunRow, run_id)
             if run is None:
@@ -449,7 +450,7 @@ class RunRecords:
             attempts = (
                 await s.scalars(select(AttemptRow).where(AttemptRow.run_id == run_id).order_by(AttemptRow.id))
             ).all()
-            return run_to_dict(run, steps, attempts)
+            return RunView.of(run, steps, attempts)
 
     async def list(
         self,
@@ -457,7 +458,7 @@ class RunRecords:
         status: str | None = None,
         limit: int = 50,
         trigger: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[RunView]:
         async with self.store.reading("list runs") as s:
             query = select(RunRow).order_by(RunRow.created_at.desc(), RunRow.id).limit(limit)
             if pipeline:
@@ -484,99 +485,4 @@ class RunRecords:
             tries: dict[str, list[AttemptRow]] = {}
             for attempt in attempts:
                 tries.setdefault(attempt.run_id, []).append(attempt)
-            return [run_to_dict(r, by_run.get(r.id, []), tries.get(r.id, []), with_logs=False) for r in runs]
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def _duration(start: datetime | None, end: datetime | None) -> float | None:
-    return round((end - start).total_seconds(), 3) if start and end else None
-
-
-def attempt_to_dict(a: AttemptRow) -> dict[str, Any]:
-    return {
-        "attempt": a.attempt,
-        "tool": a.tool,
-        "image_id": a.image_id,
-        "status": a.status,
-        "exit_code": a.exit_code,
-        "started_at": _iso(a.started_at),
-        "ended_at": _iso(a.ended_at),
-        "error": a.error,
-        "backend": a.backend,
-        "node": a.node,
-        "queued_seconds": a.queued_seconds,
-        **({"shard": a.shard, "speculative": a.speculative} if a.shard is not None else {}),
-    }
-
-
-def run_to_dict(
-    run: RunRow,
-    steps: Sequence[RunStepRow],
-    attempts: Sequence[AttemptRow],
-    with_logs: bool = True,
-) -> dict[str, Any]:
-    by_step: dict[str, list[AttemptRow]] = {}
-    for attempt in attempts:
-        by_step.setdefault(attempt.step, []).append(attempt)
-    return {
-        "id": run.id,
-        "pipeline": run.pipeline,
-        "trigger": run.trigger,
-        "status": run.status,
-        "error": run.error,
-        "schedule_id": run.schedule_id,
-        "priority": run.priority or 0,
-        "version": run.version,
-        **({"backfill_id": run.backfill_id} if run.backfill_id else {}),
-        "retry_of": run.retry_of,
-        "tick_at": _iso(run.tick_at),
-        **(
-            {"trigger_dataset": run.trigger_dataset, "trigger_commit": run.trigger_commit}
-            if run.trigger_dataset
-            else {}
-        ),
-        "created_at": _iso(run.created_at),
-        "started_at": _iso(run.started_at),
-        "ended_at": _iso(run.ended_at),
-        "duration": _duration(run.started_at, run.ended_at),
-        "steps": [
-            {
-                "position": st.position,
-                "name": st.name,
-                "needs": st.needs if st.needs is not None else _legacy_needs(steps, st),
-                "tool": st.tool,
-                "image": st.image,
-                "status": st.status,
-                "exit_code": st.exit_code,
-                "image_id": st.image_id,
-                "input_dataset": st.input_dataset,
-                "input_commit": st.input_commit,
-                "output_dataset": st.output_dataset,
-                "branch": st.branch,
-                "output_commit": st.output_commit,
-                "merge_commit": st.merge_commit,
-                "merge": st.merge_state,
-                "changed": st.changed,
-                "conflicts": st.conflicts or [],
-                "started_at": _iso(st.started_at),
-                "ended_at": _iso(st.ended_at),
-                "duration": _duration(st.started_at, st.ended_at),
-                "error": st.error,
-                "insights": st.insights,
-                **({"reason": st.reason} if st.reason else {}),
-                "attempts": [attempt_to_dict(a) for a in by_step.get(st.name, [])],
-                **({"shards": st.shards} if st.shards is not None else {}),
-                **({"log_tail": st.log_tail or ""} if with_logs else {}),
-            }
-            for st in steps
-        ],
-    }
-
-
-def _legacy_needs(steps: Sequence[RunStepRow], step: RunStepRow) -> list[str]:
-    # Runs recorded before needs existed were straight lines.
-    earlier = [s.name for s in steps if s.position == step.position - 1]
-    return earlier
+            return [RunView.of(r, by_run.get(r.id, []), tries.get(r.id, []), with_logs=False) for r in runs]

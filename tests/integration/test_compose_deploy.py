@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ctl.compose import parse_env
+from ctl.env_files import parse_env
 from ctl.stack import compose_command
 from tests import servers
 from tests.api import Api

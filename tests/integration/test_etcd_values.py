@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator
 import aetcd
 import pytest
 
-from orchestrator.federation.etcd import Etcd, WatchEvent, WatchTooLarge
+from orchestrator.federation.answers import WatchEvent, WatchTooLarge
+from orchestrator.federation.etcd import Etcd
 from orchestrator.federation.watch import PrefixWatch
 from tests import servers
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ctl.compose import PKI_MOUNT, parse_env
+from ctl.env_files import parse_env
+from ctl.instance_config import PKI_MOUNT
 from orchestrator.config import load_settings
 from orchestrator.errors import EtcdUnavailable
 from orchestrator.federation.etcd import Etcd

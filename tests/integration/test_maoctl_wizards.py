@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from ctl import pki
-from ctl.compose import parse_env
+from ctl.env_files import parse_env
 from ctl.join_bundle import issue_bundle, save_bundle
 from ctl.marketplace import DEFAULT_FOLDER
 from ctl.netinfo import host_addresses

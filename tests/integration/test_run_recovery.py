@@ -208,9 +208,9 @@ def test_a_postgresql_database_from_before_migrations_is_upgraded(postgres) -> N
             await store.start()
             try:
                 run = await store.get_run("r1")
-                assert run is not None and run["steps"][0]["name"] == "s"
-                assert run["steps"][0]["attempts"] == [] and run["steps"][0]["needs"] == []
-                assert run["tick_at"] is None and "trigger_dataset" not in run  # revision 0003
+                assert run is not None and run.steps[0].name == "s"
+                assert run.steps[0].attempts == () and run.steps[0].needs == ()
+                assert run.tick_at is None and run.trigger_dataset is None  # revision 0003
             finally:
                 await store.close()
         (version,) = await _sql(url, "SELECT version_num FROM alembic_version")

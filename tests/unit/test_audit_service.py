@@ -18,12 +18,13 @@ from orchestrator.audit import service as service_module
 from orchestrator.audit.answering import AuditAnswerer
 from orchestrator.audit.records import audit_id_of, deadline_of
 from orchestrator.audit.service import Audits
-from orchestrator.datasets import DatasetRepo, init_bare
+from orchestrator.datasets import DatasetRepo, RepoSettings, init_bare
 from orchestrator.datasets.files import commit_files
 from orchestrator.domain.pipeline import Dataset, Pipeline
 from orchestrator.errors import EtcdUnavailable
 from orchestrator.federation import keys
-from orchestrator.federation.etcd import KeyValue, LeaseNotFound
+from orchestrator.federation.answers import KeyValue
+from orchestrator.federation.failover import LeaseNotFound
 
 AUDIT_ID = "a" * 32
 
@@ -94,7 +95,12 @@ class FakeDatasets:
 @pytest.fixture
 def repo(tmp_path: Path) -> DatasetRepo:
     master, _ = init_bare(tmp_path / "masters", "ds")
-    repo = DatasetRepo(tmp_path / "node1", "ds", str(master), git_name="Node 1", git_email="n1@example.org")
+    repo = DatasetRepo(
+        tmp_path / "node1",
+        "ds",
+        str(master),
+        RepoSettings(git_name="Node 1", git_email="n1@example.org"),
+    )
     repo.sync()
     repo.ensure_ground_truth()
     return repo

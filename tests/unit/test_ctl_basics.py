@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ctl.cluster import initial_cluster_problem, parse_initial_cluster, peer_url, peer_url_problem
-from ctl.compose import parse_env
+from ctl.env_files import parse_env
 from ctl.pipeline_input import PRIVATE_PLACEHOLDER
 from orchestrator.config import read_env_file
 from orchestrator.domain.pipeline import PRIVATE_PLACEHOLDER as SERVER_PLACEHOLDER

@@ -12,7 +12,7 @@ import yaml
 from cryptography import x509
 
 from ctl import pki
-from ctl.compose import parse_env
+from ctl.env_files import parse_env
 from ctl.join_bundle import issue_bundle, save_bundle
 from ctl.stack import start_hint
 from orchestrator.config import load_settings
@@ -372,7 +372,8 @@ def test_an_initial_cluster_given_with_the_bundle_must_agree_with_it(tmp_path: P
 
 
 def test_tls_stack_mounts_certificates_where_they_are_read_and_hands_them_over(tmp_path: Path) -> None:
-    from ctl.compose import PKI_MOUNT, InstanceConfig, compose_document
+    from ctl.compose import compose_document
+    from ctl.instance_config import PKI_MOUNT, InstanceConfig
 
     directory = tmp_path / "node"
     answers = tmp_path / "answers.json"

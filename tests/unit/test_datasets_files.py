@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.datasets import DatasetRepo, init_bare
+from orchestrator.datasets import DatasetRepo, RepoSettings, init_bare
 from orchestrator.datasets.files import commit_files, path_problem, pushed_tip, read_blob, read_file
 from orchestrator.errors import BadRequest, GitError, PayloadTooLarge
 
@@ -18,7 +18,12 @@ TRAILERS = {"MAO-Instance": "node1"}
 @pytest.fixture
 def repo(tmp_path: Path) -> DatasetRepo:
     master, _ = init_bare(tmp_path / "masters", "ds")
-    repo = DatasetRepo(tmp_path / "node1", "ds", str(master), git_name="Node 1", git_email="n1@example.org")
+    repo = DatasetRepo(
+        tmp_path / "node1",
+        "ds",
+        str(master),
+        RepoSettings(git_name="Node 1", git_email="n1@example.org"),
+    )
     repo.sync()
     repo.ensure_ground_truth()
     return repo

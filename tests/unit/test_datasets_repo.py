@@ -9,7 +9,7 @@ from pathlib import Path
 import git
 import pytest
 
-from orchestrator.datasets import GROUND_TRUTH, DatasetRepo, init_bare
+from orchestrator.datasets import GROUND_TRUTH, DatasetRepo, RepoSettings, init_bare
 from orchestrator.errors import BadRequest, GitError
 
 TRAILERS = {"Mao-Pipeline": "weather", "Mao-Step": "fetch", "Mao-Instance": "node1", "Mao-Run": "42"}
@@ -17,7 +17,10 @@ TRAILERS = {"Mao-Pipeline": "weather", "Mao-Step": "fetch", "Mao-Instance": "nod
 
 def node(tmp_path: Path, n: int, master: Path | str, name: str = "ds") -> DatasetRepo:
     return DatasetRepo(
-        tmp_path / f"node{n}", name, str(master), git_name=f"Node {n}", git_email=f"node{n}@example.org"
+        tmp_path / f"node{n}",
+        name,
+        str(master),
+        RepoSettings(git_name=f"Node {n}", git_email=f"node{n}@example.org"),
     )
 
 
@@ -403,7 +406,12 @@ def test_network_operations_time_out(tmp_path: Path, monkeypatch: pytest.MonkeyP
     hang.write_text("#!/bin/sh\nexec sleep 30\n")
     hang.chmod(0o755)
     monkeypatch.setenv("GIT_SSH_COMMAND", str(hang))  # honoured: operators configure their key this way
-    repo = DatasetRepo(tmp_path, "ds", "ssh://host/x.git", git_name="n", git_email="n@x", network_timeout=0.5)
+    repo = DatasetRepo(
+        tmp_path,
+        "ds",
+        "ssh://host/x.git",
+        RepoSettings(git_name="n", git_email="n@x", network_timeout=0.5),
+    )
     started = time.monotonic()
     with pytest.raises(GitError, match=r"could not be reached \(timed out after 0.5s\)"):
         repo.sync()
@@ -423,9 +431,7 @@ def test_credentials_are_redacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         tmp_path,
         "ds",
         "http://user:s3cret@127.0.0.1:9/x.git",
-        git_name="n",
-        git_email="n@x",
-        network_timeout=10,
+        RepoSettings(git_name="n", git_email="n@x", network_timeout=10),
     )
     with pytest.raises(GitError) as info:
         repo.sync()

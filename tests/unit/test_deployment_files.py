@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from ctl.compose import EXAMPLE, EXAMPLE_ENV_FILES, InstanceConfig, compose_document, example_env_text, main
+from ctl.compose import EXAMPLE, EXAMPLE_ENV_FILES, compose_document, example_env_text, main
 from ctl.dockerfiles import FILENAMES, dockerfile_text
+from ctl.instance_config import InstanceConfig
 from tests.ctl_helpers import REPO_ROOT
 
 
@@ -150,7 +151,8 @@ def test_requirements_installer_covers_maoctl_imports() -> None:
 def test_joined_instance_fails_over_to_the_other_members_and_advertises_its_ip() -> None:
     from pathlib import Path
 
-    from ctl.compose import InstanceConfig, compose_document
+    from ctl.compose import compose_document
+    from ctl.instance_config import InstanceConfig
 
     config = InstanceConfig(
         name="node-b",

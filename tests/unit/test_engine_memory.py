@@ -101,7 +101,7 @@ class Harness:
         await asyncio.wait_for(driver, 10)
         record = await self.store.get_run(run_id)
         assert record is not None
-        return record
+        return record.to_json()  # the API's shape, which these tests read
 
 
 def stand_in_git(harness: Harness, folder: Path) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.datasets import DatasetRepo, init_bare
+from orchestrator.datasets import DatasetRepo, RepoSettings, init_bare
 from orchestrator.domain.pipeline import Dataset
 from orchestrator.gateway.listener import RawListener
 from orchestrator.gateway.raw import entry_mac
@@ -48,7 +48,12 @@ class FakeRegistrations:
 @pytest.fixture
 def repo(tmp_path: Path) -> DatasetRepo:
     master, _ = init_bare(tmp_path / "masters", "raw")
-    return DatasetRepo(tmp_path / "node1", "raw", str(master), git_name="Node 1", git_email="n1@example.org")
+    return DatasetRepo(
+        tmp_path / "node1",
+        "raw",
+        str(master),
+        RepoSettings(git_name="Node 1", git_email="n1@example.org"),
+    )
 
 
 @pytest.fixture

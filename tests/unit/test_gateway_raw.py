@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from orchestrator.errors import BadRequest, NotFound, PayloadTooLarge
-from orchestrator.federation.etcd import KeyValue, LeaseNotFound
+from orchestrator.federation.answers import KeyValue
+from orchestrator.federation.failover import LeaseNotFound
 from orchestrator.gateway import raw as raw_module
 from orchestrator.gateway.limits import (
     MAX_INSPECT_ENTRIES,

@@ -58,12 +58,12 @@ async def test_a_database_from_before_migrations_is_upgraded_with_its_history(tm
     await store.start()
     try:
         run = await store.get_run("r1")
-        assert run is not None and [s["name"] for s in run["steps"]] == ["collect", "count"]
-        assert run["steps"][1]["needs"] == ["collect"] and run["steps"][1]["attempts"] == []
+        assert run is not None and [s.name for s in run.steps] == ["collect", "count"]
+        assert run.steps[1].needs == ("collect",) and run.steps[1].attempts == ()
         (queued,) = await PendingMerges(store).all()
         assert queued["steps"] == [["r1", "count"]]
         # Schedule semantics (0003): the old run stands for no tick and no data trigger.
-        assert run["tick_at"] is None and "trigger_dataset" not in run
+        assert run.tick_at is None and "trigger_dataset" not in run.to_json()
     finally:
         await store.close()
     with sqlite3.connect(path) as db:
@@ -133,7 +133,7 @@ async def test_existing_pipelines_get_version_1_and_the_same_definition_no_versi
         (kept,) = await versions.recent("empty", 10)
         assert kept.definition["steps"] == [] and len(kept.hash) == 64
         run = await store.get_run("r1")
-        assert run is not None and run["version"] is None  # which definition it ran is not known
+        assert run is not None and run.version is None  # which definition it ran is not known
 
         async def nothing() -> None:
             return None

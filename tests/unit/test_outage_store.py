@@ -63,8 +63,8 @@ async def test_a_later_run_moves_the_queued_merge_forward(store: Store) -> None:
     assert await pending.all() == []
     for run_id in ("r1", "r2"):
         run = await store.get_run(run_id)
-        assert run is not None and run["status"] == "succeeded"
-        assert run["steps"][0]["merge"] == "merged" and run["steps"][0]["merge_commit"] == "m1"
+        assert run is not None and run.status == "succeeded"
+        assert run.steps[0].merge == "merged" and run.steps[0].merge_commit == "m1"
 
 
 async def test_settling_an_older_commit_keeps_the_newer_one_queued(store: Store) -> None:
@@ -88,9 +88,9 @@ async def test_a_queued_merge_that_conflicts_fails_its_runs(store: Store) -> Non
     assert queued["attempts"] == 1 and queued["last_error"] == "etcd is unreachable"
     await pending.settle("d", "s-me", "c1", queued["steps"], None, ["a.txt"], "conflicts in a.txt")
     run = await store.get_run("r1")
-    assert run is not None and run["status"] == "failed" and run["error"] == "conflicts in a.txt"
-    (step,) = run["steps"]
-    assert step["status"] == "conflict" and step["merge"] == "conflict" and step["conflicts"] == ["a.txt"]
+    assert run is not None and run.status == "failed" and run.error == "conflicts in a.txt"
+    (step,) = run.steps
+    assert step.status == "conflict" and step.merge == "conflict" and step.conflicts == ("a.txt",)
 
 
 async def test_registry_cache_puts_at_the_same_moment_never_fail(store: Store) -> None:

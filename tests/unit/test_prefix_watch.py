@@ -12,7 +12,8 @@ import pytest
 
 from orchestrator.errors import BadRequest, DatabaseUnavailable, EtcdUnavailable, MaoError
 from orchestrator.federation import watch as watch_module
-from orchestrator.federation.etcd import HistoryCompacted, KeyValue, LeaseNotFound, WatchEvent
+from orchestrator.federation.answers import HistoryCompacted, KeyValue, WatchEvent
+from orchestrator.federation.failover import LeaseNotFound
 from orchestrator.federation.watch import PrefixWatch
 
 REAL_SLEEP = asyncio.sleep

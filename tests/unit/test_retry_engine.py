@@ -89,16 +89,19 @@ def test_a_retry_through_the_engine(tmp_path: Path) -> None:
         try:
             first = await runner.start("p", "manual")
             await runner.wait(first)
-            old = await store.get_run(first)
-            assert old is not None and old["status"] == "failed"
+            old_view = await store.get_run(first)
+            assert old_view is not None and old_view.status == "failed"
+            old = old_view.to_json()
 
             failing.clear()
             datasets.tips = {"d": MERGED, "d2": "x" * 40}  # d2 moved since: c runs again
             started = await request_retry(runner, first, Definition.RECORDED)
             assert [(p.step, p.action.value) for p in started.plan] == [("a", "reuse"), ("b", "run"), ("c", "reuse")]
             await runner.wait(started.id)
-            new = await store.get_run(started.id)
-            assert new is not None and (new["status"], new["retry_of"], new["trigger"]) == ("succeeded", first, "retry")
+            new_view = await store.get_run(started.id)
+            assert new_view is not None
+            assert (new_view.status, new_view.retry_of, new_view.trigger) == ("succeeded", first, "retry")
+            new = new_view.to_json()
             steps = {s["name"]: s for s in new["steps"]}
             assert steps["a"]["status"] == "reused" and steps["a"]["attempts"] == []
             before = {s["name"]: s for s in old["steps"]}

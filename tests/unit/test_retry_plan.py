@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from orchestrator.domain.graph import StepNode, resolve
 from orchestrator.domain.retry import Action, PastStep, plan_retry, reused, stale_steps
-from orchestrator.domain.states import DONE_STEP, StepStatus
+from orchestrator.domain.states import DONE_STEP, RunStatus, StepStatus
 
 ENDED = [s for s in StepStatus if s not in (StepStatus.PENDING, StepStatus.RUNNING)]
 
@@ -123,12 +123,14 @@ def test_a_tip_the_run_left_is_never_stale(merged_in: list[str], tip: str) -> No
 
 def test_changed_steps_by_version_or_by_the_records() -> None:
     import asyncio
+    from dataclasses import replace
     from datetime import UTC, datetime
     from typing import Any
 
     from orchestrator.domain.pipeline import Pipeline
     from orchestrator.domain.versions import definition
     from orchestrator.runs.retry_start import changed_steps, past_steps
+    from orchestrator.store.run_views import RunView, StepView
     from orchestrator.store.versions import VersionRecord
 
     def pipeline(cmd: str, tool: str = "t", env: dict[str, str] | None = None) -> Pipeline:
@@ -143,21 +145,18 @@ def test_changed_steps_by_version_or_by_the_records() -> None:
             old = pipeline("old")
             return VersionRecord(name, number, "h", definition(old), datetime.now(UTC), None)
 
-    record: dict[str, Any] = {
-        "pipeline": "p",
-        "version": 1,
-        "steps": [
-            {"name": "one", "status": "succeeded", "tool": "t", "output_dataset": "d", "merge_commit": "m"},
-            {"name": "two", "status": "failed", "tool": "t", "output_dataset": "e"},
-        ],
-    }
+    record = RunView(id="r1", pipeline="p", trigger="manual", status=RunStatus.FAILED, version=1, steps=(
+        StepView(position=0, name="one", status=StepStatus.SUCCEEDED, tool="t", output_dataset="d", branch="b1",
+                 merge_commit="m"),
+        StepView(position=1, name="two", status=StepStatus.FAILED, tool="t", output_dataset="e", branch="b2"),
+    ))  # fmt: skip
     versions: Any = Versions()
     # The same definition is no change; another cmd or env is.
     assert asyncio.run(changed_steps(versions, record, pipeline("old"))) == set()
     assert asyncio.run(changed_steps(versions, record, pipeline("new"))) == {"two"}
     assert asyncio.run(changed_steps(versions, record, pipeline("old", env={"A": "1"}))) == {"two"}
     # A run recorded without a version: only what its step records hold (tool and datasets).
-    unversioned = {**record, "version": None}
+    unversioned = replace(record, version=None)
     assert asyncio.run(changed_steps(versions, unversioned, pipeline("new"))) == set()
     assert asyncio.run(changed_steps(versions, unversioned, pipeline("new", tool="u"))) == {"two"}
     past = past_steps(record)

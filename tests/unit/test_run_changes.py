@@ -51,8 +51,8 @@ async def force(store: Store, row: type, status: str, *where: object) -> None:
 async def status_of(records: RunRecords, run_id: str) -> tuple[str, str, str]:
     record = await records.get(run_id)
     assert record is not None
-    step = record["steps"][0]
-    return record["status"], step["status"], step["attempts"][0]["status"]
+    step = record.steps[0]
+    return record.status, step.status, step.attempts[0].status
 
 
 def test_a_status_change_lands_exactly_when_the_table_allows_it(tmp_path: Path) -> None:
@@ -126,9 +126,9 @@ def test_a_step_success_and_its_attempt_end_are_one_transaction(tmp_path: Path) 
             await records.change_step(StepChange(run_id, "s", StepStatus.SUCCEEDED), done)
             record = await records.get(run_id)
             assert record is not None
-            step = record["steps"][0]
-            assert step["status"] == "succeeded" and step["input_commit"] == "j" * 40 and step["started_at"]
-            assert [a["status"] for a in step["attempts"]] == ["failed", "succeeded"]
+            step = record.steps[0]
+            assert step.status == "succeeded" and step.input_commit == "j" * 40 and step.started_at
+            assert [a.status for a in step.attempts] == ["failed", "succeeded"]
         finally:
             await store.close()
 

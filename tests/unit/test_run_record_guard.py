@@ -133,7 +133,7 @@ async def run_once(
         assert record is not None
         # What a waiting POST /pipeline/run answers with (no second read) is the record as stored.
         assert waited is None or waited == record
-        return record
+        return record.to_json()
 
 
 def assert_closed(record: dict[str, Any], context: object = None) -> None:
@@ -177,7 +177,7 @@ def test_any_record_write_failing_once_still_closes_the_run(tmp_path: Path) -> N
                     assert record is not None
                     assert waited is None or waited == record, (at, error)  # the waiter's answer
                     assert waited is not None or faults.fired, (at, error)
-                    outcomes.append((at, repr(error), record, faults.fired))
+                    outcomes.append((at, repr(error), record.to_json(), faults.fired))
         return outcomes
 
     for at, error, record, fired in asyncio.run(scenario()):
@@ -252,7 +252,7 @@ def test_a_step_whose_end_cannot_be_recorded_is_closed_with_the_run(tmp_path: Pa
             await runner.wait(run_id)
             record = await store.get_run(run_id)
             assert record is not None
-            return record
+            return record.to_json()
 
     record = asyncio.run(scenario())
     assert_closed(record)

@@ -10,10 +10,12 @@ from orchestrator.domain.states import (
     ATTEMPT_TRANSITIONS,
     RUN_TRANSITIONS,
     STEP_TRANSITIONS,
+    TICK_TRANSITIONS,
     AttemptStatus,
     IllegalTransition,
     RunStatus,
     StepStatus,
+    TickOutcome,
     check,
 )
 from orchestrator.retry import CAP, backoff, bound
@@ -24,6 +26,7 @@ def test_every_status_has_a_row() -> None:
     assert set(RUN_TRANSITIONS) == set(RunStatus)
     assert set(STEP_TRANSITIONS) == set(StepStatus)
     assert set(ATTEMPT_TRANSITIONS) == set(AttemptStatus)
+    assert set(TICK_TRANSITIONS) == set(TickOutcome)
 
 
 @pytest.mark.parametrize(
@@ -38,6 +41,8 @@ def test_every_status_has_a_row() -> None:
         (STEP_TRANSITIONS, StepStatus.RUNNING, StepStatus.CONFLICT),
         (STEP_TRANSITIONS, StepStatus.SUCCEEDED, StepStatus.CONFLICT),
         (ATTEMPT_TRANSITIONS, AttemptStatus.RUNNING, AttemptStatus.STALLED),
+        (TICK_TRANSITIONS, TickOutcome.CLAIMED, TickOutcome.FIRED),  # a federation-wide tick's run
+        (TICK_TRANSITIONS, TickOutcome.CLAIMED, TickOutcome.SKIPPED),
     ],
 )
 def test_allowed_transitions(table, old, new) -> None:
@@ -54,6 +59,9 @@ def test_allowed_transitions(table, old, new) -> None:
         (STEP_TRANSITIONS, StepStatus.PENDING, StepStatus.SUCCEEDED),
         (STEP_TRANSITIONS, StepStatus.CACHED, StepStatus.FAILED),
         (ATTEMPT_TRANSITIONS, AttemptStatus.SUCCEEDED, AttemptStatus.FAILED),
+        (TICK_TRANSITIONS, TickOutcome.FIRED, TickOutcome.SKIPPED),
+        (TICK_TRANSITIONS, TickOutcome.MISSED, TickOutcome.FIRED),
+        (TICK_TRANSITIONS, TickOutcome.SKIPPED, TickOutcome.CLAIMED),
     ],
 )
 def test_illegal_transitions_raise(table, old, new) -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from orchestrator.federation.etcd import LeaseNotFound
+from orchestrator.federation.failover import LeaseNotFound
 from orchestrator.federation.leases import SharedLease
 
 

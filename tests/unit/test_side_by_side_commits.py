@@ -11,7 +11,7 @@ import git
 import pytest
 
 from orchestrator.datasets import GROUND_TRUTH, init_bare
-from orchestrator.datasets.repo import BranchConflict
+from orchestrator.datasets.branches import BranchConflict
 from orchestrator.datasets.upkeep import remove_stale_lanes
 from orchestrator.errors import BadRequest
 from tests.unit.test_datasets_repo import TRAILERS, node, parents, tree_files, write

@@ -19,7 +19,7 @@ from executor.errors import UserNotAllowed
 from executor.hardening import check_docker_socket, container_limits, host_cpus, tool_user
 from executor.wire.models import RunRequest
 from orchestrator.config import load_settings
-from orchestrator.datasets import Datasets
+from orchestrator.datasets import Datasets, RepoSettings
 from orchestrator.datasets._git import _execute_abortable, die_with_parent, lock_file_problem
 from orchestrator.datasets.hygiene import (
     OutputRefused,
@@ -337,7 +337,12 @@ def test_a_branch_with_a_link_out_is_refused_at_checkout(tmp_path: Path) -> None
     subprocess.run([*git, "commit", "-qm", "links"], check=True)
     subprocess.run([*git, "push", "-q", str(master), "ground-truth"], check=True)
 
-    repo = DatasetRepo(tmp_path / "node", "ds", str(master), git_name="N", git_email="n@example.org")
+    repo = DatasetRepo(
+        tmp_path / "node",
+        "ds",
+        str(master),
+        RepoSettings(git_name="N", git_email="n@example.org"),
+    )
     repo.sync()
     with pytest.raises(OutputRefused, match="evil"):
         repo.snapshot(tmp_path / "input")

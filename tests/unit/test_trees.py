@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.datasets import DatasetRepo, init_bare
+from orchestrator.datasets import DatasetRepo, RepoSettings, init_bare
 from orchestrator.datasets.hygiene import OutputRefused, hand_over, inspect_folder, points_outside
 from orchestrator.datasets.local import remove_git_entries
 from orchestrator.datasets.trees import (
@@ -267,7 +267,12 @@ def test_upkeep_walks_deep_ref_folders_and_removes_deep_scratch(tmp_path: Path) 
 
 def test_a_work_folder_left_deep_is_emptied_by_the_next_prepare(tmp_path: Path) -> None:
     master, _ = init_bare(tmp_path / "fed", "ds")
-    repo = DatasetRepo(tmp_path / "n1", "ds", str(master), git_name="n", git_email="n@x.org", max_files=500)
+    repo = DatasetRepo(
+        tmp_path / "n1",
+        "ds",
+        str(master),
+        RepoSettings(git_name="n", git_email="n@x.org", max_files=500),
+    )
     repo.sync()
     repo.ensure_ground_truth()
     folder, parent = repo.prepare_worktree("s-n1")
@@ -295,7 +300,10 @@ def test_a_checkout_past_the_limits_is_refused_naming_the_path(tmp_path: Path) -
         [*git, "-C", str(clone), "push", "-q", "origin", "HEAD:refs/heads/ground-truth"], check=True
     )
     reader = DatasetRepo(
-        tmp_path / "r", "ds", str(master), git_name="r", git_email="r@x.org", max_files=10_000
+        tmp_path / "r",
+        "ds",
+        str(master),
+        RepoSettings(git_name="r", git_email="r@x.org", max_files=10_000),
     )
     reader.sync()
     with pytest.raises(OutputRefused, match="ground-truth .* deeper than the 128 folders"):

@@ -109,7 +109,7 @@ async def store(tmp_path: Path):
 async def step_of(store: Store, run_id: str) -> dict[str, Any]:
     run = await store.get_run(run_id)
     assert run is not None
-    return {**run["steps"][0], "run_status": run["status"]}
+    return {**run.steps[0].to_json(), "run_status": run.status}
 
 
 async def vote(voting: Voting, store: Store, run_id: str, commit: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from orchestrator.domain.causes import Decision, RunAsk
+from orchestrator.domain.states import RunStatus
 from orchestrator.errors import DatabaseUnavailable, EtcdUnavailable
 from orchestrator.federation import keys
 from orchestrator.federation.etcd import Etcd
@@ -34,10 +35,10 @@ class FakeStore:
     async def get_pipeline(self, name: str) -> object | None:
         return object() if name in self.pipelines else None
 
-    async def get_run(self, run_id: str) -> dict[str, Any]:
+    async def get_run(self, run_id: str) -> SimpleNamespace:
         if self.database_away:
             raise DatabaseUnavailable("the database did not answer")
-        return {"status": "succeeded"}
+        return SimpleNamespace(status=RunStatus.SUCCEEDED)  # what the scheduler reads of a RunView
 
 
 class Members:

@@ -1,0 +1,167 @@
+"""How a node branch's commits land: pushed as the node branch, merged into ground-truth.
+
+Only a landed vote moves a node branch (``push_branch``, ``merge_and_push``): the local branch follows
+the master's once the push landed. A commit made on a tip that another run's vote moved meanwhile
+(overlap ``allow``) is merged with that tip first; paths both changed raise ``BranchConflict`` and the
+commit is kept under ``refs/mao/unmerged/`` (never lost).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from orchestrator.errors import Conflict, NotFound
+
+from .bare import HEADS, TRACKING, BareRepo
+from .local import GROUND_TRUTH, checked_name, format_message
+
+log = logging.getLogger(__name__)
+
+
+class BranchConflict(Conflict):
+    """Two runs side by side (overlap ``allow``) changed the same paths of one node branch: the later
+    commit is kept under ``refs/mao/unmerged/<branch>/<commit>`` (never lost), the branch is untouched."""
+
+    code = "branch_conflict"
+
+    def __init__(self, message: str, paths: list[str], commit: str) -> None:
+        super().__init__(message)
+        self.paths = paths
+        self.commit = commit
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    merged: bool  # False when the branch was already contained in ground-truth, or on conflict
+    commit: str | None  # ground-truth tip after the operation (the new merge commit when merged)
+    conflicts: list[str] = field(default_factory=list)  # conflicting paths (empty unless conflict)
+
+
+class Branches(BareRepo):
+    """A dataset repository's node branches: which tip each is at, and how a commit lands on it."""
+
+    def _merge_onto(self, branch: str, tip: str, own: str, full_message: str) -> str:
+        """``own`` merged with the branch's tip ``tip`` (which another run's vote moved since ``own``'s
+        parent), as a new merge commit; the branch does not move. BranchConflict on common paths."""
+        args = ["merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", tip, own]
+        status, out = self._git(*args, what="merge with the node branch", ok=(0, 1))
+        merged_tree, *paths = out.split("\0")
+        if status == 1:
+            conflicts = list(dict.fromkeys(p for p in paths if p))
+            kept = f"refs/mao/unmerged/{branch}/{own}"
+            self._git("update-ref", "-m", "mao", kept, own, what=f"update {kept}")
+            raise BranchConflict(
+                f"dataset {self.name!r}: the output conflicts with what another run of the pipeline "
+                f"committed on {branch!r} meanwhile, in {', '.join(conflicts[:10])} (kept as {kept})",
+                conflicts,
+                own,
+            )
+        note = f"Merge side-by-side output into {branch}\n\n{full_message}"
+        args = ["commit-tree", "--no-gpg-sign", merged_tree.strip(), "-p", tip, "-p", own, "-m", note]
+        return self._out(*args, what="create the merge commit", identity=True)
+
+    def _onto_tip(self, branch: str, tip: str | None, commit: str, trailers: Mapping[str, str]) -> str:
+        """``commit`` as something the branch can move to: itself when it already contains the tip,
+        else merged with it (a vote of another run landed after this commit was made)."""
+        if tip is None or tip == commit:
+            return commit
+        status, _ = self._git(
+            "merge-base", "--is-ancestor", tip, commit, what="compare with the branch", ok=(0, 1)
+        )
+        if status == 0:
+            return commit
+        message = format_message(f"Output of {branch}", trailers)
+        return self._merge_onto(branch, tip, commit, message)
+
+    def _node_tip(self, refs: Mapping[str, str], branch: str) -> str | None:
+        """The node branch as this instance last had it accepted: the local branch, or the master's
+        copy when that is newer (a push landed but the process died before the local branch moved:
+        building on the older one would make every later push a rejected non-fast-forward)."""
+        local, pushed = refs.get(HEADS + branch), refs.get(TRACKING + branch)
+        if pushed is None or local == pushed:
+            return local
+        if local is None:
+            return None  # a branch this instance never voted: prepare starts from the master's copy
+        status, _ = self._git(
+            "merge-base", "--is-ancestor", local, pushed, what="compare with the master", ok=(0, 1)
+        )
+        return pushed if status == 0 else local
+
+    def _advance(self, branch: str, commit: str) -> None:
+        """The local node branch follows what the master now has (after a push that landed)."""
+        self._git("update-ref", "-m", "mao: pushed", HEADS + branch, commit, what=f"update {HEADS + branch}")
+
+    # -- merging -----------------------------------------------------------------------------------
+
+    def push_branch(
+        self, branch: str, commit: str | None = None, trailers: Mapping[str, str] | None = None
+    ) -> str:
+        """Push ``commit`` (default: the local tip) as the node branch only (the merge into
+        ground-truth is retried later); the local branch then follows. Returns what was pushed
+        (``commit``, merged with the branch's tip when another vote landed since it was made)."""
+        branch = checked_name(branch, "branch")
+        tip = self._node_tip(self._refs(), branch)
+        commit = commit or tip
+        if commit is None:
+            raise NotFound(f"dataset {self.name!r} has no local branch {branch!r}")
+        commit = self._onto_tip(branch, tip, commit, trailers or {})
+        self._push(f"{commit}:{HEADS}{branch}")
+        self._advance(branch, commit)
+        return commit
+
+    def merge_and_push(
+        self,
+        branch: str,
+        message: str,
+        trailers: Mapping[str, str],
+        abort: threading.Event | None = None,
+        commit: str | None = None,
+    ) -> MergeResult:
+        """Merge ``commit`` (a step's output; default: the node branch's local tip) into ground-truth
+        and push both atomically; the local node branch moves to it only once the push landed. The
+        caller holds the dataset's federation lock, so ground-truth can only move if someone ignores
+        that lock. ``abort`` is set when that lock's lease is lost: the push is then not started, or
+        killed."""
+        branch = checked_name(branch, "branch")
+        full_message = format_message(message, trailers)
+        self.sync()
+        refs = self._refs()
+        gt = refs.get(TRACKING + GROUND_TRUTH) or self.ensure_ground_truth()
+        tip = self._node_tip(refs, branch)
+        commit = commit or tip
+        if commit is None:
+            raise NotFound(f"dataset {self.name!r} has no local branch {branch!r}")
+        commit = self._onto_tip(branch, tip, commit, trailers)
+        pushed = refs.get(TRACKING + branch)
+        status, _ = self._git(
+            "merge-base", "--is-ancestor", commit, gt, what="compare with ground-truth", ok=(0, 1)
+        )
+        if status == 0:  # already contained: nothing to merge
+            if pushed != commit:
+                self.push_branch(branch, commit)
+            elif tip != commit:
+                self._advance(branch, commit)
+            return MergeResult(merged=False, commit=gt, conflicts=[])
+        # In-memory merge; exit 1 = conflicts. Output: tree NUL (conflicted path NUL)*.
+        args = ["merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", gt, commit]
+        status, out = self._git(*args, what="merge into ground-truth", ok=(0, 1))
+        tree, *paths = out.split("\0")
+        if status == 1:
+            conflicts = list(dict.fromkeys(p for p in paths if p))
+            log.info("dataset %s: %s conflicts with ground-truth on %s", self.name, branch, conflicts)
+            # Published for whoever resolves it; the next run of the branch builds on it.
+            if pushed != commit:
+                self.push_branch(branch, commit)
+            elif tip != commit:
+                self._advance(branch, commit)
+            return MergeResult(merged=False, commit=gt, conflicts=conflicts)
+        # Always a merge commit (also when ground-truth could fast-forward) so that its history shows
+        # each vote.
+        args = ["commit-tree", "--no-gpg-sign", tree.strip(), "-p", gt, "-p", commit, "-m", full_message]
+        merge = self._out(*args, what="create the merge commit", identity=True)
+        self._push(f"{commit}:{HEADS}{branch}", f"{merge}:{HEADS}{GROUND_TRUTH}", atomic=True, abort=abort)
+        self._advance(branch, commit)
+        return MergeResult(merged=True, commit=merge, conflicts=[])
