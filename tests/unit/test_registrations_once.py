@@ -50,7 +50,7 @@ def test_a_run_the_api_checked_does_not_compare_again(tmp_path: Path, checked_by
             await runner.wait(run_id)
             record = await store.get_run(run_id)
             assert record is not None
-            return counting.compared, counting.read, record["status"]
+            return counting.compared, counting.read, record.status
 
     compared, read, status = asyncio.run(scenario())
     assert status == "succeeded"
