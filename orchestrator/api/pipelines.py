@@ -187,9 +187,9 @@ async def _run_now(the_node: PipelinesFacade, ask: RunNow) -> web.Response:
     # MAO_PHASE_TIMINGS=1: where a waiting run's time goes (orchestrator/phases.py; the bench's).
     timings = phases.begin(the_node.settings.phase_timings and ask.wait)
     with phases.phase("api: registrations unchanged"):
-        await refuse_changed_registrations(the_node, ask.name)
+        checked = await refuse_changed_registrations(the_node, ask.name)
         await _refuse_unenforceable(the_node, ask.name, ask.version)
-    door_ask = RunAsk(ask.name, Manual(), overlap=ask.overlap, priority=ask.priority, version=ask.version)
+    door_ask = RunAsk(ask.name, Manual(checked), overlap=ask.overlap, priority=ask.priority, version=ask.version)
     match await the_node.door.request_run(door_ask):
         case Refused(error=error):
             raise error
@@ -257,18 +257,20 @@ async def _refuse_unenforceable(the_node: PipelinesFacade, name: str, version: i
         check_enforced(pipeline, the_node.settings, the_node.backends)
 
 
-async def refuse_changed_registrations(the_node: PinsCheck, name: str) -> None:
+async def refuse_changed_registrations(the_node: PinsCheck, name: str) -> bool:
     """A 409 ``registration_changed`` now rather than a run that fails at once (``merging.pins``);
-    when the check itself cannot be made (etcd away), the run's own check decides."""
+    True when the check was made and found nothing changed. When it cannot be made (etcd away),
+    the run's own check decides."""
     pipeline = await the_node.store.get_pipeline(name)
     if pipeline is None:
-        return
+        return False
     try:
         changes = await the_node.pipelines.pins.changes(pipeline)
     except MaoError:
-        return
+        return False
     if changes:
         raise changed_error(name, changes)
+    return True
 
 
 @routes.get("/pipeline/{name}/pins")

@@ -36,8 +36,11 @@ Overlap = Literal["skip", "allow", "queue", "replace"]
 
 @dataclass(frozen=True)
 class Manual:
-    """Asked through the API; answered, never recorded as a tick."""
+    """Asked through the API; answered, never recorded as a tick. ``registrations_checked``: the
+    API has just compared the pipeline's registrations with its pins (its 409), so a run that
+    starts at once does not compare them again (its steps still read each through the pins)."""
 
+    registrations_checked: bool = False
     kind: ClassVar[Literal["manual"]] = "manual"
     trigger: ClassVar[Literal["manual"]] = "manual"
 

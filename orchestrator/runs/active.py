@@ -68,6 +68,8 @@ class ActiveRun:
     queued_at: datetime | None = None
     side_by_side: bool = False  # overlap ``allow``: admitted beside the pipeline's other runs
     retry_of: str | None = None  # the run it retries: its done steps are taken over at the start
+    # The API compared its registrations with the pins just before it started (``Runner.start``).
+    registrations_checked: bool = False
     # Each step's record fields as last set (status aside): what the run's end writes again for a
     # step whose own record write failed (``Runner._close``).
     step_fields: dict[str, dict[str, Any]] = field(default_factory=dict)

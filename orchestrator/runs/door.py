@@ -113,6 +113,7 @@ class Runs(Protocol):
         priority: int = 0,
         busy: Busy = Busy.REFUSE,
         version: int | None = None,
+        registrations_checked: bool = False,
         **cause: Any,
     ) -> str: ...
 
@@ -157,6 +158,7 @@ class RunDoor:
                 priority=ask.priority,
                 busy=busy_for(policy),
                 version=ask.version,
+                registrations_checked=checked(ask, policy),
                 **cause_fields(ask.cause),
             )
         except MaoError as exc:
@@ -204,6 +206,15 @@ def policy_of(ask: RunAsk) -> Overlap:
     if ask.federation:
         return "allow" if ask.overlap == "allow" else "skip"
     return ask.overlap
+
+
+def checked(ask: RunAsk, policy: Overlap) -> bool:
+    """``Runner.start``'s ``registrations_checked``: the API compared the registrations with the pins
+    just now, for the pipeline as it is (no ``version``, which may use others), and no ``replace``
+    waits for a run to stop in between; else the run compares them itself when it starts."""
+    cause = ask.cause
+    fresh = isinstance(cause, Manual) and cause.registrations_checked
+    return fresh and ask.version is None and policy != "replace"
 
 
 def cause_fields(cause: Cause) -> dict[str, Any]:

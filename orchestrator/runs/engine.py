@@ -157,6 +157,7 @@ class Runner:
         busy: Busy = Busy.REFUSE,
         version: int | None = None,
         retry_of: str | None = None,
+        registrations_checked: bool = False,
         **cause: Any,
     ) -> str:
         """Record a run of pipeline ``name``: it starts in the background at once, or waits
@@ -169,7 +170,9 @@ class Runner:
         ``version``: run that earlier version of the pipeline's definition (NotFound
         ``unknown_version`` if it has none such), queued or not; without it the run takes the
         pipeline as it is when it starts. ``retry_of``: the run this one retries (``runs/retry.py``):
-        its done steps are taken over when the run starts."""
+        its done steps are taken over when the run starts. ``registrations_checked``: the caller
+        (the API) has just compared the pipeline's registrations with its pins; a run that starts
+        at once does not compare them again (a queued one does, when its turn comes)."""
         ticket = Ticket(
             uuid.uuid4().hex, name, trigger, priority, utcnow(), cause.get("tick_at"), schedule_id,
             side_by_side=busy is Busy.ALLOW, version=version, retry_of=retry_of,
@@ -187,7 +190,7 @@ class Runner:
             self.admission.drop(ticket.run_id)
             raise
         if now:
-            self._launch(ticket, pipeline, nodes, RunStatus.PENDING)
+            self._launch(ticket, pipeline, nodes, RunStatus.PENDING, registrations_checked)
         else:
             log.info("run %s of pipeline %s queued (%s, priority %d)", ticket.run_id, name, trigger, priority)
             self.admission.enqueue([ticket])
@@ -373,9 +376,11 @@ class Runner:
             ticket.retry_of,
         )  # fmt: skip
 
-    def _launch(self, ticket: Ticket, pipeline: Pipeline, nodes: list[StepNode], status: RunStatus) -> None:
+    def _launch(
+        self, ticket: Ticket, pipeline: Pipeline, nodes: list[StepNode], status: RunStatus, checked: bool = False
+    ) -> None:
         steps = dict.fromkeys((n.name for n in nodes), StepStatus.PENDING)
-        run = ActiveRun(ticket.run_id, pipeline, nodes, status, steps, priority=ticket.priority, queued_at=ticket.queued_at, side_by_side=ticket.side_by_side, retry_of=ticket.retry_of)  # fmt: skip
+        run = ActiveRun(ticket.run_id, pipeline, nodes, status, steps, priority=ticket.priority, queued_at=ticket.queued_at, side_by_side=ticket.side_by_side, retry_of=ticket.retry_of, registrations_checked=checked)  # fmt: skip
         self._runs[run.id] = run
         task = asyncio.create_task(self._execute(run), name=f"run {run.id}")
         self._tasks[run.id] = task
@@ -458,10 +463,10 @@ class Runner:
                 started_at = utcnow()
                 with phase("db: run running"):
                     await self._set_run(run, RunChange(run.id, RunStatus.RUNNING, started_at=started_at))
-                with phase("run: registrations unchanged"):
-                    changed = await self._registrations_changed(run)
-                if changed:
-                    return
+                if not run.registrations_checked:  # the API's check was this run's (``start``)
+                    with phase("run: registrations unchanged"):
+                        if await self._registrations_changed(run):
+                            return
                 if run.retry_of is not None:
                     await self._take_over(run)
             if run.pipeline.run_timeout:

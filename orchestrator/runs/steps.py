@@ -31,12 +31,13 @@ from ..store.run_changes import AttemptEnded, NewAttempt
 from ..store.runs import RunRecords
 from ..store.tables import utcnow
 from .active import SHUTDOWN, ActiveRun, describe
-from .attempt import Adopted, AttemptOutcome, Attempts, StepContext, StepFailed, classify
+from .attempt import Adopted, AttemptOutcome, Attempts, StepContext
 from .cache import memo_key
 from .execution import Execution, where_it_ran
 from .fanout.attempt import FanOutAttempts, FanOutPass
 from .pools import Pools
 from .spec import backend_of
+from .step_failure import StepFailed, classify
 from .strategies import Strategies
 
 log = logging.getLogger(__name__)

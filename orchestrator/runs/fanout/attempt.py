@@ -33,9 +33,10 @@ from ...gateway.insights import insights_stamp, read_insights
 from ...retry import backoff
 from ...store.run_changes import AttemptEnded, NewAttempt, StepFacts
 from ...store.runs import RunRecords
-from ..attempt import AttemptOutcome, Attempts, StepContext, StepFailed, check_end, classify, redact
+from ..attempt import AttemptOutcome, Attempts, StepContext, redact
 from ..execution import where_it_ran
 from ..spec import backend_of
+from ..step_failure import StepFailed, check_end, classify
 from .coordinator import FanOutSummary, ShardOutcome, ShardRun, SpeculationPolicy
 from .step import run_fan_out
 
