@@ -136,7 +136,7 @@ def by_hand(args: argparse.Namespace, root: Path, run: str, image_id: str) -> fl
         b"".join(client.api.service_logs(created["ID"], stdout=True, stderr=True))
         client.api.remove_service(created["ID"])
         for container in client.containers.list(
-            all=True, filters={"label": f"{SERVICE_NAME_LABEL}={spec.name}"}
+            all=True, ignore_removed=True, filters={"label": f"{SERVICE_NAME_LABEL}={spec.name}"}
         ):
             container.remove(force=True)
 

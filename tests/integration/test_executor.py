@@ -722,7 +722,7 @@ def _refused_everywhere(executor: Executor, body: dict[str, Any], code: str) -> 
     assert checked.status_code == 403 and checked.json()["error"] == code, checked.text
     ran = executor.run(body)
     assert ran.status_code == 403 and ran.json()["error"] == code, ran.text
-    assert docker.from_env().containers.list(all=True, filters={"label": f"mao.test={marker}"}) == []
+    assert docker.from_env().containers.list(ignore_removed=True, all=True, filters={"label": f"mao.test={marker}"}) == []
     return ran.json()
 
 

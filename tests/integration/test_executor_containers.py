@@ -99,7 +99,7 @@ def one_slot(servers_tmp: Path, docker_engine, busybox_image: str) -> Iterator[C
 def _containers(name: str) -> list[Any]:
     client = docker.from_env()
     try:
-        return client.containers.list(all=True, filters={"name": f"^/{name}$"})
+        return client.containers.list(ignore_removed=True, all=True, filters={"name": f"^/{name}$"})
     finally:
         client.close()
 

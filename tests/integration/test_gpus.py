@@ -102,7 +102,7 @@ def test_the_engine_gets_the_device_requests(gpu_node: Node) -> None:
     assert 'could not select device driver \\"nvidia\\" with capabilities: [[gpu]]' in text, step
     client = docker.from_env()
     try:
-        left = client.containers.list(all=True, filters={"label": f"mao.run={run['id']}"})
+        left = client.containers.list(ignore_removed=True, all=True, filters={"label": f"mao.run={run['id']}"})
     finally:
         client.close()
     assert left == []

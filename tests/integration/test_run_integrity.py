@@ -245,7 +245,7 @@ def test_temporary_folders_of_an_interrupted_run_are_removed(integrity_node: Nod
     try:
 
         def started() -> list[Any]:
-            return client.containers.list(filters={"label": f"mao.run={run_id}", "status": "running"})
+            return client.containers.list(ignore_removed=True, filters={"label": f"mao.run={run_id}", "status": "running"})
 
         deadline = time.monotonic() + 60
         while not (scratch.is_dir() and started()) and time.monotonic() < deadline:
@@ -258,7 +258,7 @@ def test_temporary_folders_of_an_interrupted_run_are_removed(integrity_node: Nod
         os.kill(popen.pid, signal.SIGKILL)
         popen.wait(timeout=30)
         if container.startswith("removed"):
-            for found in client.containers.list(all=True, filters={"label": f"mao.run={run_id}"}):
+            for found in client.containers.list(ignore_removed=True, all=True, filters={"label": f"mao.run={run_id}"}):
                 found.remove(force=True)
     finally:
         client.close()
@@ -309,7 +309,7 @@ def test_a_running_tool_container_is_bounded(integrity_node: Node) -> None:
         deadline = time.monotonic() + 60
         found = []
         while not found and time.monotonic() < deadline:
-            found = client.containers.list(filters={"label": f"mao.run={run_id}"})
+            found = client.containers.list(ignore_removed=True, filters={"label": f"mao.run={run_id}"})
             time.sleep(0.2)
         assert found, "the tool's container never ran"
         host = found[0].attrs["HostConfig"]

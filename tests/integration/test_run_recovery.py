@@ -48,7 +48,7 @@ def _merges_of(repo: str, run_id: str) -> int:
 def _container(run_id: str, suffix: str) -> Any:
     client = docker.from_env()
     try:
-        found = client.containers.list(all=True, filters={"label": f"mao.run={run_id}"})
+        found = client.containers.list(ignore_removed=True, all=True, filters={"label": f"mao.run={run_id}"})
         return next((c for c in found if c.name.endswith(suffix)), None)
     finally:
         client.close()

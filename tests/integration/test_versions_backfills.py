@@ -51,7 +51,7 @@ def tool_runs(run_id: str) -> bool:
     before, its container not yet created, cannot be taken up)."""
     client = docker.from_env()
     try:
-        return bool(client.containers.list(filters={"label": f"mao.run={run_id}", "status": "running"}))
+        return bool(client.containers.list(ignore_removed=True, filters={"label": f"mao.run={run_id}", "status": "running"}))
     finally:
         client.close()
 

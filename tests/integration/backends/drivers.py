@@ -83,7 +83,7 @@ class SwarmDriver:
             services = [s.name for s in self.docker.services.list(filters={"label": mao})]
             containers = [
                 c.name
-                for c in self.docker.containers.list(all=True, filters={"label": mao})
+                for c in self.docker.containers.list(ignore_removed=True, all=True, filters={"label": mao})
                 if SERVICE_NAME_LABEL in (c.labels or {})
             ]
             return services + containers
@@ -167,7 +167,7 @@ class SlurmDriver:
                 if job.instance == instance and not job.has_ended
             ]
             mao = [f"{MANAGED_LABEL}=true", f"{INSTANCE_LABEL}={instance}"]
-            containers = [c.name for c in self.docker.containers.list(all=True, filters={"label": mao})]
+            containers = [c.name for c in self.docker.containers.list(ignore_removed=True, all=True, filters={"label": mao})]
             folders = [
                 path.name
                 for path in self.shared_root.glob("mao-*/labels.json")
