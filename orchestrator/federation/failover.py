@@ -18,7 +18,7 @@ import aetcd
 import aetcd.exceptions
 import grpc
 
-from ..errors import BadRequest, Conflict, EtcdUnavailable, MaoError
+from ..errors import BadRequest, Conflict, EtcdUnavailable
 from .tls import EtcdTls, make_client
 
 log = logging.getLogger("orchestrator.federation.etcd")
@@ -129,7 +129,10 @@ class FailoverClient:
         for _ in range(len(self.endpoints)):
             client = await self._get_client()
             try:
-                result = await operation(client)
+                try:
+                    result = await operation(client)
+                except grpc.aio.AioRpcError as raw:  # calls aetcd does not wrap (members, ranges)
+                    raise as_client_error(raw) from raw
             except _UNREACHABLE as exc:
                 if "unhealthy cluster" in str(exc):  # a membership change refused by etcd itself
                     raise EtcdUnavailable(
@@ -138,11 +141,6 @@ class FailoverClient:
                         code="etcd_unhealthy",
                     ) from exc
                 errors.append(f"{self.endpoint}: {short(exc)}")
-                await self._next_endpoint(client)
-            except grpc.aio.AioRpcError as exc:  # calls aetcd does not wrap (members, ranges)
-                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise MaoError(f"etcd refused the request: {exc.details()}") from exc
-                errors.append(f"{self.endpoint}: {exc.details()}")
                 await self._next_endpoint(client)
             except aetcd.exceptions.PreconditionFailedError as exc:
                 raise Conflict(f"etcd refused the change: {short(exc)}", code="etcd_refused") from exc
@@ -199,9 +197,33 @@ class _NoAnswer(Exception):
     """No endpoint answered in one round of ``FailoverClient._call``."""
 
 
+# What a member that is up says when it cannot get a request committed: it has no leader
+# (``REQUIRE_LEADER``'s answer), its leader changed under the request, or the request timed out on its
+# side waiting for one (a follower that has not yet noticed its leader died waits, then answers
+# "context deadline exceeded"). An election ends within the grace; a lost quorum does not.
+_BETWEEN_LEADERS = ("no leader", "leader changed", "context deadline exceeded", "request timed out")
+
+
 def _electing(error: str) -> bool:
-    """Whether an endpoint's error says it is up but between leaders (``REQUIRE_LEADER``'s answer)."""
-    return "no leader" in error or "leader changed" in error
+    """Whether an endpoint's error says it is up but between leaders."""
+    return any(phrase in error for phrase in _BETWEEN_LEADERS)
+
+
+# aetcd's own meaning of gRPC's codes (``aetcd.exceptions``), for the calls made on its stubs directly.
+_CLIENT_ERRORS: dict[grpc.StatusCode, type[aetcd.exceptions.ClientError]] = {
+    grpc.StatusCode.DEADLINE_EXCEEDED: aetcd.exceptions.ConnectionTimeoutError,
+    grpc.StatusCode.FAILED_PRECONDITION: aetcd.exceptions.PreconditionFailedError,
+    grpc.StatusCode.INTERNAL: aetcd.exceptions.InternalError,
+    grpc.StatusCode.INVALID_ARGUMENT: aetcd.exceptions.InvalidArgumentError,
+    grpc.StatusCode.UNAVAILABLE: aetcd.exceptions.ConnectionFailedError,
+    grpc.StatusCode.UNAUTHENTICATED: aetcd.exceptions.UnauthenticatedError,
+}
+
+
+def as_client_error(raw: grpc.aio.AioRpcError) -> aetcd.exceptions.ClientError:
+    """A raw gRPC error as the aetcd error aetcd would have raised for it, so that one set of rules
+    says what every answer means (an unknown code is a ``ClientError``: this endpoint's problem)."""
+    return _CLIENT_ERRORS.get(raw.code(), aetcd.exceptions.ClientError)(raw.details() or str(raw.code()))
 
 
 class LeaseNotFound(EtcdUnavailable):

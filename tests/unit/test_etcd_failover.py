@@ -7,9 +7,10 @@ from collections.abc import Callable
 
 import aetcd
 import aetcd.exceptions
+import grpc
 import pytest
 
-from orchestrator.errors import EtcdUnavailable
+from orchestrator.errors import BadRequest, Conflict, EtcdUnavailable, MaoError
 from orchestrator.federation import failover
 from orchestrator.federation.failover import FailoverClient
 
@@ -78,3 +79,67 @@ async def test_unreachable_endpoints_fail_at_once() -> None:
     finally:
         await etcd.close()
     assert len(calls) == 2  # one round: no election to wait for
+
+
+def raw(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
+
+
+def raw_answers(*errors: grpc.aio.AioRpcError) -> tuple[Callable[[aetcd.Client], object], list[float]]:
+    """Like ``answers``, for calls made on aetcd's stubs directly (their errors are gRPC's own)."""
+    calls: list[float] = []
+
+    async def operation(_client: aetcd.Client) -> str:
+        calls.append(time.monotonic())
+        if len(calls) <= len(errors):
+            raise errors[len(calls) - 1]
+        return "ok"
+
+    return operation, calls
+
+
+async def test_a_follower_timing_out_while_its_leader_is_gone_is_an_election() -> None:
+    # What CI met: the follower first asked had not yet noticed the leader's death, waited, and
+    # answered UNKNOWN "context deadline exceeded"; the dead leader did not answer at all.
+    etcd = Endpoints()
+    operation, calls = raw_answers(
+        raw(grpc.StatusCode.UNKNOWN, "context deadline exceeded"),
+        raw(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses"),
+        raw(
+            grpc.StatusCode.UNAVAILABLE,
+            "etcdserver: request timed out, possibly due to previous leader failure",
+        ),
+    )
+    try:
+        assert await etcd._call(operation) == "ok"  # type: ignore[arg-type]
+    finally:
+        await etcd.close()
+    assert len(calls) == 4
+
+
+REFUSALS: dict[grpc.StatusCode, type[Exception]] = {
+    grpc.StatusCode.FAILED_PRECONDITION: Conflict,
+    grpc.StatusCode.INVALID_ARGUMENT: BadRequest,
+}
+
+
+@pytest.mark.parametrize("code", list(grpc.StatusCode), ids=lambda code: code.name)
+@pytest.mark.parametrize("details", ["", "etcdserver: something new", "context deadline exceeded"])
+async def test_every_grpc_answer_has_a_meaning(
+    code: grpc.StatusCode, details: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever code and words a member answers a direct call with, the caller gets the project's
+    own error (an answer that refuses the request, or etcd unavailable), never an unclassified one
+    (which the API would show as a 500)."""
+    monkeypatch.setattr(failover, "ELECTION_GRACE", 0.3)
+    etcd = Endpoints()
+    operation, _calls = raw_answers(*[raw(code, details)] * 1000)
+    try:
+        with pytest.raises(MaoError) as caught:
+            await etcd._call(operation)  # type: ignore[arg-type]
+    finally:
+        await etcd.close()
+    expected = REFUSALS.get(code, EtcdUnavailable)
+    assert type(caught.value) is expected or (
+        expected is EtcdUnavailable and isinstance(caught.value, EtcdUnavailable)
+    ), (code, details, caught.value)
