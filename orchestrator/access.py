@@ -49,14 +49,12 @@ METRICS_METHODS = frozenset({"GET", "HEAD"})
 METRICS_PATH = "/metrics"
 
 
-class MisdirectedHost(MaoError):
-    status = 421
-    code = "unknown_host"
+class MisdirectedHost(MaoError, status=421, code="unknown_host"):
+    """A Host name not in MAO_API_HOSTNAMES."""
 
 
-class UnsupportedMediaType(MaoError):
-    status = 415
-    code = "unsupported_media_type"
+class UnsupportedMediaType(MaoError, status=415, code="unsupported_media_type"):
+    """A write whose body is not JSON."""
 
 
 def host_name(host_header: str) -> str:

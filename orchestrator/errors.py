@@ -39,28 +39,22 @@ __all__ = [
 ]
 
 
-class EtcdUnavailable(Unavailable):
-    code = "etcd_unavailable"
+class EtcdUnavailable(Unavailable, code="etcd_unavailable"):
+    """etcd did not answer (no quorum, unreachable, timed out)."""
 
 
-class DatabaseUnavailable(Unavailable):
-    code = "database_unavailable"
+class DatabaseUnavailable(Unavailable, code="database_unavailable"):
+    """The database did not answer."""
 
 
-class ExecutorUnavailable(Unavailable):
-    code = "executor_unavailable"
+class ExecutorUnavailable(Unavailable, code="executor_unavailable"):
+    """The executor did not answer."""
 
 
-class GitError(MaoError):
+class GitError(MaoError, status=503, code="git_error"):
     """A git operation failed (remote unreachable, push rejected, corrupt repository)."""
 
-    status = 503
-    code = "git_error"
 
-
-class MalformedEntry(MaoError):
+class MalformedEntry(MaoError, status=502, code="malformed_registry_entry"):
     """A registry value in etcd that is not what this version writes (written by hand or by a broken
     client). The fault is upstream of this instance, hence 502; ``key`` names the etcd key."""
-
-    status = 502
-    code = "malformed_registry_entry"

@@ -17,6 +17,15 @@ class MaoError(Exception):
     status = 500
     code = "internal"
 
+    def __init_subclass__(cls, *, status: int | None = None, code: str | None = None, **kwargs: Any) -> None:
+        """A subclass names its status and code in its header: ``class Gone(MaoError, status=410,
+        code="gone")``; one it leaves out is inherited."""
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.status = status
+        if code is not None:
+            cls.code = code
+
     def __init__(
         self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None, **extra: Any
     ) -> None:
@@ -31,46 +40,36 @@ class MaoError(Exception):
         return {"error": self.code, "message": self.message, **self.extra}
 
 
-class BadRequest(MaoError):
-    status = 400
-    code = "bad_request"
+class BadRequest(MaoError, status=400, code="bad_request"):
+    """The request's input is wrong (a field, a name, a value)."""
 
 
-class Unauthorized(MaoError):
-    status = 401
-    code = "unauthorized"
+class Unauthorized(MaoError, status=401, code="unauthorized"):
+    """No token, or a wrong one."""
 
 
-class Forbidden(MaoError):
-    status = 403
-    code = "forbidden"
+class Forbidden(MaoError, status=403, code="forbidden"):
+    """The caller may not do this (a policy, another instance's registration, a foreign page)."""
 
 
-class NotFound(MaoError):
-    status = 404
-    code = "not_found"
+class NotFound(MaoError, status=404, code="not_found"):
+    """Nothing by that name."""
 
 
-class Conflict(MaoError):
-    status = 409
-    code = "conflict"
+class Conflict(MaoError, status=409, code="conflict"):
+    """The request clashes with the current state (in use, already running, changed meanwhile)."""
 
 
-class PayloadTooLarge(MaoError):
-    status = 413
-    code = "payload_too_large"
+class PayloadTooLarge(MaoError, status=413, code="payload_too_large"):
+    """The body is over the size limit."""
 
 
-class TooManyRequests(MaoError):
-    status = 429
-    code = "too_many_requests"
+class TooManyRequests(MaoError, status=429, code="too_many_requests"):
+    """Over a rate limit; ``Retry-After`` says when to come back."""
 
 
-class Unavailable(MaoError):
+class Unavailable(MaoError, status=503, code="unavailable"):
     """A backing service (etcd, database, executor, a git remote) did not answer."""
-
-    status = 503
-    code = "unavailable"
 
 
 class ConfigError(Exception):
