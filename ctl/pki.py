@@ -16,7 +16,6 @@ This module needs only ``cryptography`` (maoctl stays light; the daemon never im
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import os
 import sys
@@ -26,8 +25,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from executor.certificates import builder, key_pem, key_usage, new_key, subject
 from executor.private_folder import make_private
 
 CA_DAYS = 3650
@@ -73,49 +73,13 @@ class MemberCertificates:
     client: CertPair
 
 
-def _now() -> datetime.datetime:
-    # Back-dated a little: a peer whose clock is a few minutes behind still accepts a new certificate.
-    return datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=10)
-
-
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 def create_authority(federation: str) -> Authority:
     """A new self-signed CA for ``federation`` (only certificate signing; no TLS use of its own)."""
-    key = _key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"MAO federation {federation} CA")])
-    start = _now()
+    key = new_key()
+    name = subject(f"MAO federation {federation} CA")
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + datetime.timedelta(days=CA_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        builder(name, name, key, CA_DAYS, ca=True)
+        .add_extension(key_usage(key_cert_sign=True, crl_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -134,47 +98,26 @@ def issue(
     """A certificate signed by ``ca``; ``server`` adds serverAuth (and needs names), ``client`` clientAuth."""
     if not (server or client):
         raise ValueError("a certificate must be good for a server, a client or both")
-    key = _key()
+    key = new_key()
     usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server else []) + (
         [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
     )
     san: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in dict.fromkeys(ips)]
     san += [x509.DNSName(name) for name in dict.fromkeys(dns_names)]
-    start = _now()
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + datetime.timedelta(days=LEAF_DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+    signed = (
+        builder(subject(common_name), ca.cert.subject, key, LEAF_DAYS)
+        .add_extension(key_usage(digital_signature=True, key_agreement=True), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
         )
     )
     if san:
-        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        signed = signed.add_extension(x509.SubjectAlternativeName(san), critical=False)
     elif server:
         raise ValueError("a server certificate needs at least one IP address or DNS name")
-    cert = builder.sign(ca.key, hashes.SHA256())
-    return CertPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+    cert = signed.sign(ca.key, hashes.SHA256())
+    return CertPair(cert.public_bytes(serialization.Encoding.PEM), key_pem(key))
 
 
 def member_certificates(
@@ -222,7 +165,7 @@ def write_public(path: Path, data: bytes) -> None:
 def save_authority(ca: Authority, directory: Path) -> list[Path]:
     make_private(directory)
     write_public(directory / CA_CERT, ca.cert_pem)
-    write_private(directory / CA_KEY, _key_pem(ca.key))
+    write_private(directory / CA_KEY, key_pem(ca.key))
     return [directory / CA_CERT, directory / CA_KEY]
 
 

@@ -9,7 +9,6 @@ across restarts.
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import os
 import ssl
@@ -59,34 +58,24 @@ def _self_signed(instance: str, host: str) -> tuple[bytes, bytes]:
     # Imported here: only an executor that listens on TLS needs cryptography.
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"mao-executor {instance}")])
+    from executor.certificates import builder, key_pem, new_key, subject
+
+    key = new_key()
+    name = subject(f"mao-executor {instance}")
     names: list[x509.GeneralName] = [x509.DNSName("localhost")]
     try:
         names.append(x509.IPAddress(ipaddress.ip_address(host)))
     except ValueError:
         names.append(x509.DNSName(host))
-    start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=10)
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + datetime.timedelta(days=DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        builder(name, name, key, DAYS)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .sign(key, hashes.SHA256())
     )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem(key)
 
 
 __all__ = ["ensure_certificate", "fingerprint_of", "server_context"]
