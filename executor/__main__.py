@@ -21,7 +21,7 @@ from executor.docker_runner import DockerRunner
 from executor.runs import OPS_WORKERS, RunService
 from executor.tls import ensure_certificate, fingerprint_of, server_context
 from executor.transport import format_fingerprint, listen_private, remove_socket, socket_inode
-from executor.wire.errors import ConfigError
+from executor.wire.errors import settings_or_exit
 
 log = logging.getLogger("executor")
 
@@ -51,13 +51,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print("mao-executor: the configuration is invalid:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
-        sys.exit(2)
+    settings = settings_or_exit(load_settings, "mao-executor: the configuration is invalid:")
     if args.check_config:
         print(json.dumps(settings.describe(), indent=2))
         return 0

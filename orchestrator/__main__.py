@@ -11,12 +11,12 @@ import sys
 from aiohttp import web
 
 from executor.transport import listen_private, remove_socket, socket_inode
+from executor.wire.errors import settings_or_exit
 
 from . import __version__, logs
 from .api.health import warnings
 from .app import create_app
 from .config import load_settings
-from .errors import ConfigError
 from .federation.members import NameTaken
 from .private_files import ensure_api_token, tighten
 
@@ -34,13 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=__version__)
     args = parser.parse_args(argv)
 
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print("mao-orchestrator: the configuration cannot work:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
-        return 2
+    settings = settings_or_exit(load_settings, "mao-orchestrator: the configuration cannot work:")
     if args.check_config:
         print(json.dumps(settings.describe(), indent=2))
         return 0

@@ -7,7 +7,11 @@ own codes, the executor its own (``executor.errors``).
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+S = TypeVar("S")
 
 
 class MaoError(Exception):
@@ -78,3 +82,15 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+
+
+def settings_or_exit(load: Callable[[], S], heading: str) -> S:
+    """``load()``'s settings; on a ConfigError, ``heading`` and every problem on stderr (no traceback)
+    and exit 2: how both daemons start."""
+    try:
+        return load()
+    except ConfigError as exc:
+        print(heading, file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
