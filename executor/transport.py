@@ -32,7 +32,7 @@ import re
 import socket
 import stat
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .private_folder import make_private
@@ -95,32 +95,39 @@ def socket_file_problem(path: str, trusted: frozenset[int]) -> str | None:
     """Why the socket at ``path`` cannot be trusted (wrong owner of it or of its folder, a folder
     others may write), or None. A socket that is not there is no problem here: connecting fails."""
     folder = os.path.dirname(path) or "."
-    try:
-        info = os.stat(folder)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        return f"its folder {folder} cannot be checked: {exc.strerror or exc}"
-    if not stat.S_ISDIR(info.st_mode):
-        return f"{folder} is not a folder"
-    if info.st_uid not in trusted:
-        return f"its folder {folder} belongs to uid {info.st_uid}, not {_names(trusted)}"
-    if info.st_mode & 0o022:
+    found = _entry(os.stat, folder, f"its folder {folder}", stat.S_ISDIR, f"{folder} is not a folder", trusted)
+    if not isinstance(found, os.stat_result):
+        return found
+    if found.st_mode & 0o022:
         return (
-            f"its folder {folder} may be written by other users (mode {stat.S_IMODE(info.st_mode):o}), so "
+            f"its folder {folder} may be written by other users (mode {stat.S_IMODE(found.st_mode):o}), so "
             "anyone could have put the socket there: use a folder only the server's user may write"
         )
+    found = _entry(os.lstat, path, "it", stat.S_ISSOCK, "it is not a socket", trusted)
+    return None if isinstance(found, os.stat_result) else found
+
+
+def _entry(
+    look: Callable[[str], os.stat_result],
+    path: str,
+    who: str,
+    is_kind: Callable[[int], bool],
+    not_kind: str,
+    trusted: frozenset[int],
+) -> os.stat_result | str | None:
+    """``look(path)`` when it is of the right kind and a trusted uid owns it; else why not (``who``
+    names it in the sentence), or None when it is not there."""
     try:
-        found = os.lstat(path)
+        found = look(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        return f"it cannot be checked: {exc.strerror or exc}"
-    if not stat.S_ISSOCK(found.st_mode):
-        return "it is not a socket"
+        return f"{who} cannot be checked: {exc.strerror or exc}"
+    if not is_kind(found.st_mode):
+        return not_kind
     if found.st_uid not in trusted:
-        return f"it belongs to uid {found.st_uid}, not {_names(trusted)}"
-    return None
+        return f"{who} belongs to uid {found.st_uid}, not {_names(trusted)}"
+    return found
 
 
 def peer_uid(sock: socket.socket) -> int:
