@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cached_property
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -62,6 +63,18 @@ def parse_labels(ctx: click.Context, param: click.Parameter, values: tuple[str, 
             raise click.BadParameter(f"{value!r} is not key=value", ctx=ctx, param=param)
         labels[key.strip()] = val.strip()
     return labels
+
+
+def labels_option(help: str) -> Callable[[F], F]:
+    """Repeatable ``--label KEY=VALUE``, handed to the command as ``labels``, a dict."""
+    return click.option(
+        "--label", "labels", multiple=True, callback=parse_labels, metavar="KEY=VALUE", help=help
+    )
+
+
+def file_option(name: str, dest: str, help: str) -> Callable[[F], F]:
+    """An option naming a file to read (it must exist), handed to the command as a Path."""
+    return click.option(name, dest, type=click.Path(exists=True, dir_okay=False, path_type=Path), help=help)
 
 
 def yes_option(f: F) -> F:

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from .. import stack
 from ..client import ApiError
-from ..context import Ctl, json_option, parse_labels, pass_ctl
+from ..context import Ctl, file_option, json_option, labels_option, pass_ctl
 from ..output import status_text
 from ..wizard.answers import DEFAULT_DIRECTORY, InstallAnswers, from_file
 
@@ -22,11 +22,10 @@ def instance() -> None:
 
 
 @instance.command("install")
-@click.option(
+@file_option(
     "--answers",
     "answers_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Take every answer from this JSON or YAML file (no questions; defaults fill the gaps).",
+    "Take every answer from this JSON or YAML file (no questions; defaults fill the gaps).",
 )
 @click.option("--non-interactive", is_flag=True, help="Ask nothing: flags and defaults only.")
 @click.option("--join/--no-join", default=None, help="Join an existing federation (or found/stand alone).")
@@ -69,14 +68,7 @@ def instance() -> None:
 )
 @click.option("--etcd-client-port", type=click.IntRange(1, 65535), help="etcd's client port (default 2379).")
 @click.option("--etcd-peer-port", type=click.IntRange(1, 65535), help="etcd's peer port (default 2380).")
-@click.option(
-    "--label",
-    "labels",
-    multiple=True,
-    callback=parse_labels,
-    metavar="KEY=VALUE",
-    help="Instance label (repeatable).",
-)
+@labels_option("Instance label (repeatable).")
 @click.option(
     "--yes",
     "-y",

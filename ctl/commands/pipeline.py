@@ -10,7 +10,16 @@ from typing import Any
 import click
 
 from ..client import ApiError, CtlError, segment
-from ..context import Ctl, confirm, json_option, name_option, parse_labels, pass_ctl, yes_option
+from ..context import (
+    Ctl,
+    confirm,
+    file_option,
+    json_option,
+    labels_option,
+    name_option,
+    pass_ctl,
+    yes_option,
+)
 from ..pipeline_input import ask_pipeline, ask_private_values, pipeline_from_file
 from ..progress import ENDED, RunProgress
 from .backfill import backfill_command, backfills_command
@@ -42,7 +51,9 @@ pipeline.add_command(strategy_command)
 
 
 @pipeline.command("retry")
-@click.option("--id", "run_id", required=True, help="The failed or cancelled run (from `maoctl pipeline runs`).")
+@click.option(
+    "--id", "run_id", required=True, help="The failed or cancelled run (from `maoctl pipeline runs`)."
+)
 @click.option(
     "--current",
     is_flag=True,
@@ -160,11 +171,10 @@ def _show_pipeline(ctl: Ctl, found: dict[str, Any]) -> None:
 
 
 @pipeline.command("add")
-@click.option(
+@file_option(
     "--file",
     "path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A pipeline as JSON or YAML ({name, description, steps}); without it maoctl asks step by step.",
+    "A pipeline as JSON or YAML ({name, description, steps}); without it maoctl asks step by step.",
 )
 @json_option
 @pass_ctl
@@ -220,14 +230,7 @@ def remove_pipeline(ctl: Ctl, name: str, yes: bool) -> None:
     show_default=True,
     help="federation: one elected instance fires each tick of the schedule (needs --cron).",
 )
-@click.option(
-    "--label",
-    "labels",
-    multiple=True,
-    callback=parse_labels,
-    metavar="KEY=VALUE",
-    help="With --scope federation: only instances with these labels may fire it (repeatable).",
-)
+@labels_option("With --scope federation: only instances with these labels may fire it (repeatable).")
 @click.option("--add", "add", is_flag=True, help="With --cron: another schedule, not a replacement.")
 @click.option(
     "--catchup",
