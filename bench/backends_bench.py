@@ -34,14 +34,13 @@ import resource
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import docker
-from harness import IMAGE, all_attempts, one_attempt, record
+from harness import IMAGE, all_attempts, docker_scratch, one_attempt, publish
 
 from orchestrator.executors.seam import ContainerSpec, Identity, InputData, Limits, OutputData
 from orchestrator.executors.staging import StagedPaths
@@ -290,47 +289,30 @@ def main() -> None:
     if args.engine == "slurm":
         main_slurm(args)
         return
-    root = Path(tempfile.mkdtemp(prefix="mao-backends-bench-"))
-    try:
-        servers.ensure_docker(root / "dockerd")
-        servers.build_busybox_image(IMAGE)
-        with servers.single_node_swarm() as hold:
-            results = asyncio.run(main_async(args, root, hold))
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    body = report(args, results)
-    print(body)
-    if args.write:
-        command = (
-            f".venv/bin/python bench/backends_bench.py --shards {args.shards} --parallel {args.parallel} "
-            f"--sleep {args.sleep:g} --rounds {args.rounds} --single {args.single} --write"
-        )
-        record("Swarm backend against replicated jobs by hand", command, body)
+    with docker_scratch("mao-backends-bench-") as root, servers.single_node_swarm() as hold:
+        results = asyncio.run(main_async(args, root, hold))
+    command = (
+        f".venv/bin/python bench/backends_bench.py --shards {args.shards} --parallel {args.parallel} "
+        f"--sleep {args.sleep:g} --rounds {args.rounds} --single {args.single} --write"
+    )
+    publish(report(args, results), args.write, "Swarm backend against replicated jobs by hand", command)
 
 
 def main_slurm(args: argparse.Namespace) -> None:
     from backends_slurm import report_slurm, slurm_results
 
-    root = Path(tempfile.mkdtemp(prefix="mao-backends-bench-"))
-    try:
-        servers.ensure_docker(root / "dockerd")
-        servers.build_busybox_image(IMAGE)
+    with docker_scratch("mao-backends-bench-") as root:
         image_id = docker.from_env().images.get(IMAGE).id
 
         def make_specs(run: str, instance: str) -> list[ContainerSpec]:
             return [shard_spec(root, instance, run, i, image_id, script(args.sleep)) for i in range(args.shards)]
 
         results = asyncio.run(slurm_results(args, root, make_specs, image_id))
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    body = report_slurm(args, results)
-    print(body)
-    if args.write:
-        command = (
-            f".venv/bin/python bench/backends_bench.py --engine slurm --shards {args.shards} --parallel "
-            f"{args.parallel} --sleep {args.sleep:g} --rounds {args.rounds} --slurm-cpus {args.slurm_cpus} --write"
-        )
-        record("Slurm backend against the same batch jobs by hand", command, body)
+    command = (
+        f".venv/bin/python bench/backends_bench.py --engine slurm --shards {args.shards} --parallel "
+        f"{args.parallel} --sleep {args.sleep:g} --rounds {args.rounds} --slurm-cpus {args.slurm_cpus} --write"
+    )
+    publish(report_slurm(args, results), args.write, "Slurm backend against the same batch jobs by hand", command)
 
 
 if __name__ == "__main__":

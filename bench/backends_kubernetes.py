@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from harness import record
+from harness import publish
 
 from orchestrator.executors.fetch import FetchExchange
 from orchestrator.executors.kubernetes import KubernetesBackend, KubernetesSettings
@@ -130,11 +130,9 @@ def main() -> None:
         staging.stop()
         fake.stop()
         shutil.rmtree(root, ignore_errors=True)
-    body = report(args, results)
-    print(body)
-    if args.write:
-        command = f".venv/bin/python bench/backends_kubernetes.py --attempts {args.attempts} --parallel {args.parallel} --write"
-        record("Kubernetes backend on the fake API: the orchestrator's side of 1,000 attempts", command, body)
+    command = f".venv/bin/python bench/backends_kubernetes.py --attempts {args.attempts} --parallel {args.parallel} --write"
+    title = "Kubernetes backend on the fake API: the orchestrator's side of 1,000 attempts"
+    publish(report(args, results), args.write, title, command)
 
 
 if __name__ == "__main__":

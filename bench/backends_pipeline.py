@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from harness import IMAGE, bench_node, record
+from harness import IMAGE, bench_node, publish
 
 from orchestrator.executors.slurm_answers import ENDED as SLURM_ENDED
 from tests import servers
@@ -297,14 +297,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
     node, direct, loads = measure(args)
-    body = report(args, node, direct, loads)
-    print(body)
-    if args.write:
-        command = (
-            f".venv/bin/python bench/backends_pipeline.py --steps {args.steps} --rounds {args.rounds} "
-            f"--backends {args.backends} --write"
-        )
-        record("A pipeline's step on each backend through a node, against the engine used directly", command, body)
+    command = (
+        f".venv/bin/python bench/backends_pipeline.py --steps {args.steps} --rounds {args.rounds} "
+        f"--backends {args.backends} --write"
+    )
+    title = "A pipeline's step on each backend through a node, against the engine used directly"
+    publish(report(args, node, direct, loads), args.write, title, command)
 
 
 if __name__ == "__main__":

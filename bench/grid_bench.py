@@ -24,6 +24,7 @@ from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness import publish  # noqa: E402
 from orchestrator.store import Store  # noqa: E402
 from orchestrator.store.grid import run_grid  # noqa: E402
 from orchestrator.store.runs import RunRecords  # noqa: E402
@@ -105,11 +106,7 @@ async def main() -> None:
         f"the HTTP round trips the console would add); medians of {args.rounds} alternating rounds, "
         f"load average {load:.1f}."
     )
-    print(body)
-    if args.write:
-        from bench.harness import record
-
-        record("Run grid", "bench/grid_bench.py " + " ".join(sys.argv[1:]), body)
+    publish(body, args.write, "Run grid", "bench/grid_bench.py " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -202,6 +202,26 @@ def bench_federation(
             shutil.rmtree(root, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def docker_scratch(prefix: str) -> Iterator[Path]:
+    """A scratch folder, with the test suite's Docker engine up and the busybox image built; the
+    folder is removed when the block ends (the engine stays, as the suite's fixtures leave it)."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        servers.ensure_docker(root / "dockerd")
+        servers.build_busybox_image(IMAGE)
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def publish(body: str, write: bool, title: str, command: str) -> None:
+    """Print a result; with ``--write`` (``write``) also append it to bench/README.md (``record``)."""
+    print(body)
+    if write:
+        record(title, command, body)
+
+
 def record(title: str, command: str, body: str) -> None:
     """Append one result to bench/README.md, headed with when and where it was measured."""
     heading = (

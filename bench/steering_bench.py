@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness import publish  # noqa: E402
 from orchestrator.domain.pipeline import Pipeline  # noqa: E402
 from orchestrator.domain.states import RunStatus  # noqa: E402
 from orchestrator.pipelines.versions import VersionHistory  # noqa: E402
@@ -122,11 +123,7 @@ async def main() -> None:
         f"`GET /backfills/{{id}}` {one:.0f} ms; cancelling {len(cancelled)} queued runs in one "
         f"transaction {cancel:.0f} ms. Medians of {args.rounds} rounds, load average {os.getloadavg()[0]:.1f}."
     )
-    print(body)
-    if args.write:
-        from bench.harness import record
-
-        record("Versions and backfills", "bench/steering_bench.py " + " ".join(sys.argv[1:]), body)
+    publish(body, args.write, "Versions and backfills", "bench/steering_bench.py " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":
