@@ -4,22 +4,18 @@ holds the rules."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from aiohttp import web
 from pydantic import Field, StrictBool, field_validator
 
 from ..domain.pipeline import Name, Query, Request
-from ..errors import BadRequest
-from .common import ok, parse, read_json
+from .common import ok, parse, path_id, read_json
 from .facades import BACKFILLS, facade
 from .openapi import doc
 from .schemas import Out
 
 routes = web.RouteTableDef()
-
-_ID_RE = re.compile(r"^[A-Za-z0-9]{1,64}$")
 
 
 class BackfillsQuery(Query):
@@ -103,13 +99,6 @@ class BackfillStarted(Out):
     version: int | None = None
 
 
-def _id(request: web.Request) -> str:
-    value = request.match_info["id"]
-    if not _ID_RE.fullmatch(value):
-        raise BadRequest(f"invalid id {value[:80]!r}", code="invalid_id")
-    return value
-
-
 @routes.get("/backfills")
 @doc(
     "This instance's backfills, newest first, with their progress",
@@ -131,7 +120,7 @@ async def list_backfills(request: web.Request) -> web.Response:
     tags=("runs",),
 )
 async def get_backfill(request: web.Request) -> web.Response:
-    return ok((await facade(request, BACKFILLS).backfills.get(_id(request))).to_json())
+    return ok((await facade(request, BACKFILLS).backfills.get(path_id(request))).to_json())
 
 
 @routes.post("/backfills/{id}/cancel")
@@ -147,6 +136,6 @@ async def cancel_backfill(request: web.Request) -> web.Response:
     """The queued runs end ``cancelled`` in one transaction, without starting (also across a
     restart: they are rows); the running one goes on unless ``{"running": true}``, which stops it as
     ``POST /runs/{id}/cancel`` does. 409 ``backfill_ended`` when nothing is left to cancel."""
-    backfill_id = _id(request)
+    backfill_id = path_id(request)
     body = parse(BackfillCancel, await read_json(request, optional=True))
     return ok(await facade(request, BACKFILLS).backfills.cancel(backfill_id, body.running))

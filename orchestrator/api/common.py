@@ -4,6 +4,7 @@ handler may use come from its area's facade, api/facades.py)."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -74,6 +75,16 @@ def path_name(request: web.Request, key: str = "name", what: str = "name") -> st
     value = request.match_info[key]
     if problem := name_problem(value, what):
         raise BadRequest(problem, code="invalid_name")
+    return value
+
+
+ID_RE = re.compile(r"^[A-Za-z0-9]{1,64}$")  # a run's, a schedule's or a backfill's id
+
+
+def path_id(request: web.Request, key: str = "id") -> str:
+    value = request.match_info[key]
+    if not ID_RE.fullmatch(value):
+        raise BadRequest(f"invalid id {value[:80]!r}", code="invalid_id")
     return value
 
 

@@ -26,10 +26,9 @@ from ..domain.states import AttemptStatus
 from ..errors import BadRequest, MaoError, NotFound
 from ..runs.step_logs import StepLogs
 from ..store.logs import AttemptLog, step_attempts
-from .common import parse
+from .common import parse, path_id
 from .facades import LOGS, facade
 from .openapi import doc
-from .runs import _id
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
@@ -82,7 +81,7 @@ def choose(attempts: list[AttemptLog], step: str, query: LogQuery) -> AttemptLog
     tags=("runs",),
 )
 async def step_log(request: web.Request) -> web.StreamResponse:
-    run_id = _id(request)
+    run_id = path_id(request)
     query = parse(LogQuery, dict(request.query), codes={"step": "invalid_name"})
     the_node = facade(request, LOGS)
     run = await the_node.store.get_run(run_id)

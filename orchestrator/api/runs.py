@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 
 from aiohttp import web
 
@@ -16,7 +15,7 @@ from ..request_models import NoBody
 from ..runs.retry import request_retry
 from ..scheduling.ticks import with_next_ticks
 from ..store.grid import RunGrid, run_grid
-from .common import ok, parse, read_json
+from .common import ID_RE, ok, parse, path_id, read_json
 from .facades import RUNS, facade
 from .openapi import doc
 from .pipelines import refuse_changed_registrations
@@ -33,15 +32,6 @@ from .run_schemas import (
 from .schedule_schemas import JobDeleted, Schedule, SchedulesQuery
 
 routes = web.RouteTableDef()
-
-_ID_RE = re.compile(r"^[A-Za-z0-9]{1,64}$")
-
-
-def _id(request: web.Request, key: str = "id") -> str:
-    value = request.match_info[key]
-    if not _ID_RE.fullmatch(value):
-        raise BadRequest(f"invalid id {value[:80]!r}", code="invalid_id")
-    return value
 
 
 @routes.get("/runs")
@@ -84,7 +74,7 @@ async def grid(request: web.Request) -> web.Response:
 @routes.get("/runs/{id}")
 @doc("One run with its steps, commits and log tails", answer=Run, errors=(400, 404, 503), tags=("runs",))
 async def get_run(request: web.Request) -> web.Response:
-    run_id = _id(request)
+    run_id = path_id(request)
     run = await facade(request, RUNS).store.get_run(run_id)
     if run is None:
         raise NotFound(f"no run {run_id!r} on this instance")
@@ -119,7 +109,7 @@ async def cancel_run(request: web.Request) -> web.Response:
     """202 once stopping has begun (containers are killed at once; poll ``GET /runs/{id}`` for the
     end); a queued run is ``cancelled`` at once, without starting; 409 when the run has already ended.
     It takes no fields: no body, or ``{}``."""
-    run_id = _id(request)
+    run_id = path_id(request)
     parse(NoBody, await read_json(request, optional=True))
     await facade(request, RUNS).runner.cancel(run_id)
     return ok({"id": run_id, "status": "cancelling"}, status=202)
@@ -145,7 +135,7 @@ async def retry_run(request: web.Request) -> web.Response:
     each step's ``reason`` says why it was reused or ran. It starts as any run does (the queue, the
     pipeline's running run: 409 ``run_in_progress``). 409 ``not_retryable`` for a run that did not
     fail and was not cancelled; ``wait: true`` answers 200 with the ended retry's record."""
-    run_id = _id(request)
+    run_id = path_id(request)
     body = parse(RetryRequest, await read_json(request, optional=True))
     the_node = facade(request, RUNS)
 
@@ -212,7 +202,7 @@ async def delete_job(request: web.Request) -> web.Response:
     """Remove a schedule (or data trigger) by its id, or, as the prototype did, every local schedule
     of a pipeline by the pipeline's name."""
     job_id = request.match_info["id"]
-    is_id, is_name = bool(_ID_RE.fullmatch(job_id)), name_problem(job_id, "pipeline name") is None
+    is_id, is_name = bool(ID_RE.fullmatch(job_id)), name_problem(job_id, "pipeline name") is None
     if not (is_id or is_name):
         raise BadRequest(f"invalid id {job_id[:80]!r}", code="invalid_id")
     the_node = facade(request, RUNS)
