@@ -26,6 +26,7 @@ from typing import Any
 
 from orchestrator.errors import BadRequest, GitError, NotFound, PayloadTooLarge
 
+from ..domain.paths import plain_path_problem
 from ._git import hardened_env, summarize
 from .bare import HEADS, OID_RE, TRACKING
 from .local import GROUND_TRUTH, checked_name, format_message
@@ -48,12 +49,9 @@ class FileCopy:
 
 def path_problem(path: object) -> str | None:
     """Why ``path`` is not a relative path inside a dataset, or None when it is."""
-    if not isinstance(path, str) or not path:
-        return "file must be a non-empty string"
-    if len(path) > MAX_PATH_LENGTH:
-        return f"file is longer than {MAX_PATH_LENGTH} characters"
-    if any(ord(ch) < 32 or ord(ch) == 127 or ch == "\\" for ch in path):
-        return "file must not contain control characters or backslashes"
+    if problem := plain_path_problem(path, "file", MAX_PATH_LENGTH):
+        return problem
+    assert isinstance(path, str)
     if path.startswith(("/", "-")):
         return f"file {path[:80]!r} must be a relative path inside the dataset (no leading '/' or '-')"
     parts = path.split("/")

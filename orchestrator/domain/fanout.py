@@ -9,6 +9,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from .paths import plain_path_problem
+
 MAX_GLOB_LENGTH = 512
 
 
@@ -18,12 +20,9 @@ def glob_problem(pattern: object) -> str | None:
     A glob is relative to the input snapshot: ``*`` and ``?`` stay inside one path segment, ``**``
     as a whole segment matches any number of folders (``**/*.csv``), ``[...]`` is a character class.
     It cannot reach outside the snapshot: no leading ``/``, no ``.`` or ``..`` segment."""
-    if not isinstance(pattern, str) or not pattern:
-        return "glob must be a non-empty string"
-    if len(pattern) > MAX_GLOB_LENGTH:
-        return f"glob is longer than {MAX_GLOB_LENGTH} characters"
-    if any(ord(ch) < 32 or ord(ch) == 127 or ch == "\\" for ch in pattern):
-        return "glob must not contain control characters or backslashes"
+    if problem := plain_path_problem(pattern, "glob", MAX_GLOB_LENGTH):
+        return problem
+    assert isinstance(pattern, str)
     if pattern.startswith("/"):
         return f"glob {pattern!r} must be relative to the input dataset (no leading '/')"
     if any(part in ("", ".", "..") for part in pattern.split("/")):
