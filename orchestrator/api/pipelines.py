@@ -84,9 +84,7 @@ async def list_pipelines(request: web.Request) -> web.Response:
 async def get_pipeline(request: web.Request) -> web.Response:
     name = path_name(request, what="pipeline name")
     the_node = facade(request, PIPELINES)
-    pipeline = await the_node.store.get_pipeline(name)
-    if pipeline is None:
-        raise NotFound(f"pipeline {name!r} is not initialised on this instance")
+    pipeline = await _initialised(the_node, name)
     version = (await the_node.pipelines.versions.current([name])).get(name)
     return ok(_public(pipeline, version, await the_node.runner.strategies.of(pipeline)))
 
@@ -107,9 +105,7 @@ async def steer_strategy(request: web.Request) -> web.Response:
     step = path_name(request, "step", what="step name")
     body = parse(StrategyRequest, await read_json(request))
     the_node = facade(request, PIPELINES)
-    pipeline = await the_node.store.get_pipeline(name)
-    if pipeline is None:
-        raise NotFound(f"pipeline {name!r} is not initialised on this instance")
+    pipeline = await _initialised(the_node, name)
     state = await the_node.runner.strategies.steer(
         pipeline, step, None if body.reset else body.force, who(request)
     )
@@ -246,6 +242,14 @@ async def init_bare_repo(request: web.Request) -> web.Response:
     return ok({"name": name, "path": str(path), "created": created})
 
 
+async def _initialised(the_node: PipelinesFacade, name: str) -> Pipeline:
+    """The pipeline ``name`` of this instance, or a 404."""
+    pipeline = await the_node.store.get_pipeline(name)
+    if pipeline is None:
+        raise NotFound(f"pipeline {name!r} is not initialised on this instance")
+    return pipeline
+
+
 async def _refuse_unenforceable(the_node: PipelinesFacade, name: str, version: int | None) -> None:
     """A 400 ``backend_cannot_enforce`` now rather than a run whose step fails at submit: a field its
     backend offered at init and offers no more (``gpus`` after the backend's GPUs went). A version
@@ -283,9 +287,7 @@ async def refuse_changed_registrations(the_node: PinsCheck, name: str) -> bool:
 async def pipeline_pins(request: web.Request) -> web.Response:
     name = path_name(request, what="pipeline name")
     the_node = facade(request, PIPELINES)
-    pipeline = await the_node.store.get_pipeline(name)
-    if pipeline is None:
-        raise NotFound(f"pipeline {name!r} is not initialised on this instance")
+    pipeline = await _initialised(the_node, name)
     changes = await the_node.pipelines.pins.changes(pipeline)
     pins = await the_node.pipelines.pins.pins(name)
     return ok(
