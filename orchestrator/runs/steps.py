@@ -1,5 +1,5 @@
 """One step of a run: its pool slot, the cache check, its attempts (retries, fallback tool) or its
-fan-out, and its record. The run engine (``engine.py``) drives the graph and calls ``StepWork.run``
+fan-out, and its record. The run's driver (``drive.py``) walks the graph and calls ``StepWork.run``
 for each step whose needs are met; this module never decides which step runs next.
 """
 
@@ -97,7 +97,7 @@ class StepWork:
         expected (``StepFailed``), a library error (``MaoError``: a lookup, the database) and any
         other exception alike (``internal error: <type>: <message>``, logged with its traceback).
         A record write that fails here leaves the in-memory status final; the engine writes it
-        when the run ends (``Runner._close``)."""
+        when the run ends (``Recorder.close``)."""
         STEP.set(name)  # this step's own task: its (and its attempts') log lines carry the step
         started_at = utcnow()
         try:
@@ -317,7 +317,7 @@ class StepWork:
     ) -> AttemptOutcome:
         """One attempt, recorded: its start is one write (the attempt's row, the input commit it
         took, and the step's own start when it is its first); a success's end is left in
-        ``run.attempt_ends`` for the step's end to write with it (``Runner._set_step``)."""
+        ``run.attempt_ends`` for the step's end to write with it (``Recorder.set_step``)."""
         snapshot: tuple[Path | None, str | None] = (None, None)
         unsnapped: Exception | None = None
         if adopted is None:
