@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -40,32 +41,20 @@ from .stopping import Stopper
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)  # identity: one per engine, its bound methods are callbacks
 class Driver:
     """Executes runs (``execute``: a run's task, from its start or its resumption to its close)."""
 
+    settings: Settings
+    pins: Pins
+    records: RunRecords
+    live: LiveRuns
+    admission: Admission
+    steps: StepWork
+    recorder: Recorder
+    stopper: Stopper
+    retry_start: RetryStart
     metrics: Metrics = UNSERVED  # the node's, through ``Runner.metrics``
-
-    def __init__(
-        self,
-        settings: Settings,
-        pins: Pins,
-        records: RunRecords,
-        live: LiveRuns,
-        admission: Admission,
-        steps: StepWork,
-        recorder: Recorder,
-        stopper: Stopper,
-        retry_start: RetryStart,
-    ) -> None:
-        self.settings = settings
-        self.pins = pins
-        self.records = records
-        self.live = live
-        self.admission = admission
-        self.steps = steps
-        self.recorder = recorder
-        self.stopper = stopper
-        self.retry_start = retry_start
 
     async def execute(
         self, run: ActiveRun, adopted: dict[str, Adopted] | None = None, started_at: datetime | None = None

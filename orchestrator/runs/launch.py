@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -37,26 +38,17 @@ log = logging.getLogger(__name__)
 REQUEUE_DELAY = 5.0
 
 
+@dataclass(eq=False)  # identity: one per engine, its bound methods are callbacks
 class Launcher:
     """Records runs and starts them (now, or when admission gives a queued one its turn)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        versions: PipelineVersions,
-        records: RunRecords,
-        admission: Admission,
-        execution: Execution,
-        live: LiveRuns,
-        driver: Driver,
-    ) -> None:
-        self.settings = settings
-        self.versions = versions
-        self.records = records
-        self.admission = admission
-        self.execution = execution
-        self.live = live
-        self.driver = driver
+    settings: Settings
+    versions: PipelineVersions
+    records: RunRecords
+    admission: Admission
+    execution: Execution
+    live: LiveRuns
+    driver: Driver
 
     async def start_run(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from ..domain.states import DONE_STEP, RUN_TRANSITIONS, AttemptStatus, RunStatus, StepStatus, check
@@ -24,12 +25,12 @@ log = logging.getLogger(__name__)
 CLOSE_PATIENCE = 60.0
 
 
+@dataclass(eq=False)  # identity: one per engine, its bound methods are callbacks
 class Recorder:
     """Writes an active run's changes to its record (``RunRecords``)."""
 
-    def __init__(self, records: RunRecords) -> None:
-        self.records = records
-        self.closing = False  # shutting down: a run's end is not waited for beyond one try
+    records: RunRecords
+    closing: bool = False  # shutting down: a run's end is not waited for beyond one try
 
     async def set_run(self, run: ActiveRun, change: RunChange) -> None:
         run.status = check(RUN_TRANSITIONS, run.status, change.status)

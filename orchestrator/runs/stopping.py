@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..domain.states import RunStatus
@@ -30,27 +31,18 @@ from .recording import Recorder
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)  # identity: one per engine, its bound methods are callbacks
 class Stopper:
     """Cancels, times out and waits for the runs of ``live`` and ``admission``'s queue."""
 
+    live: LiveRuns
+    admission: Admission
+    records: RunRecords
+    recorder: Recorder
+    execution: Execution
+    attempts: Attempts
     metrics: Metrics = UNSERVED  # the node's, through ``Runner.metrics``
-
-    def __init__(
-        self,
-        live: LiveRuns,
-        admission: Admission,
-        records: RunRecords,
-        recorder: Recorder,
-        execution: Execution,
-        attempts: Attempts,
-    ) -> None:
-        self.live = live
-        self.admission = admission
-        self.records = records
-        self.recorder = recorder
-        self.execution = execution
-        self.attempts = attempts
-        self._helpers: set[asyncio.Task[Any]] = set()
+    _helpers: set[asyncio.Task[Any]] = field(default_factory=set, init=False)
 
     async def wait(self, run_id: str) -> RunView | None:
         """Until the run has ended and its record is closed (a queued run: first until it leaves
