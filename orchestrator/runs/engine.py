@@ -10,7 +10,8 @@ wait is ``retry.backoff``), then once with ``fallback_tool`` when one is set; a 
 ``strategy`` starts with the tool its watcher says and goes on with the replacements after it
 (``domain/strategy.py``, ``runs/strategies.py``). ``cache: true`` first
 compares the step's memo key (``cache``) with its last success on this instance. One step's work
-(pool slot, cache, attempts, fan-out, record) is ``steps.StepWork``.
+(pool slot, cache, attempts, fan-out, record) is ``steps.StepWork``; a plain step's attempts are
+``step_attempts.StepAttempts``.
 
 Stopping a run (``cancel``, ``run_timeout``): its objects are removed from their backends at once
 (and checked gone), steps not yet voting are cancelled (nothing of theirs is pushed: the node branch

@@ -41,7 +41,7 @@ class RetryStarted:
 
     id: str
     pipeline: str
-    status: str
+    status: RunStatus
     retry_of: str
     version: int | None
     definition: Definition
@@ -110,8 +110,8 @@ async def request_retry(
         case Skipped(reason=reason, in_the_way=in_the_way):  # the door refuses a manual run instead
             raise RunInProgress(reason, run_id=in_the_way)
         case Fired(run_id=new_id):
-            state = "pending"
+            state = RunStatus.PENDING
         case Queued(run_id=new_id):
-            state = "queued"
+            state = RunStatus.QUEUED
     log.info("run %s of %s retries run %s (%s definition, version %s)", new_id, name, run_id, definition, version)
     return RetryStarted(new_id, name, state, run_id, version, definition, plan)

@@ -72,7 +72,7 @@ def check_end(step: Step, end: End, spec: ContainerSpec) -> None:
 
 
 _ENDS: dict[EndKind, tuple[AttemptStatus, str]] = {
-    EndKind.FAILED: (AttemptStatus.FAILED, "failed"),
+    EndKind.FAILED: (AttemptStatus.FAILED, AttemptStatus.FAILED.value),
     EndKind.OOM_KILLED: (AttemptStatus.OOM_KILLED, "was killed out of memory"),
     EndKind.TIMED_OUT: (AttemptStatus.TIMED_OUT, "timed out"),
     EndKind.STALLED: (AttemptStatus.STALLED, "stalled"),

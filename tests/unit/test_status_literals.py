@@ -44,15 +44,8 @@ ALLOWED: dict[tuple[str, str], int] = {
     ("orchestrator/domain/causes.py", "fired"): 2,
     # An audit's own state (pending, then decided): not a run's.
     ("orchestrator/audit/service.py", "pending"): 2,
-    # Owned by other engineers this session (issue 19: runs/ by overhead, scheduling/ by schedules);
-    # to be replaced there by RunStatus/TickOutcome members, then these entries go.
-    ("orchestrator/runs/step_failure.py", "failed"): 1,  # an end's short text
-    ("orchestrator/runs/fanout/attempt.py", "failed"): 2,  # the shard logs' kind ("ok"/"failed")
-    ("orchestrator/runs/fanout/attempt.py", "cancelled"): 1,  # a stop reason's text
-    ("orchestrator/runs/fanout/coordinator.py", "cancelled"): 1,  # a shard outcome's error text
-    ("orchestrator/runs/fanout/coordinator.py", "failed"): 1,  # an error text
-    ("orchestrator/runs/retry.py", "pending"): 1,  # RunStatus.PENDING
-    ("orchestrator/runs/retry.py", "queued"): 1,  # RunStatus.QUEUED
+    # Owned by other engineers this session (issue 19: scheduling/ by schedules); to be replaced
+    # there by RunStatus/TickOutcome members, then these entries go. runs/ has none left.
     ("orchestrator/scheduling/backfill.py", "queued"): 1,  # RunStatus.QUEUED
     ("orchestrator/scheduling/cron.py", "skipped"): 4,  # TickOutcome.SKIPPED (and metrics outcome)
     ("orchestrator/scheduling/cron.py", "fired"): 2,  # TickOutcome.FIRED (and metrics outcome)

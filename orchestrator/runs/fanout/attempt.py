@@ -129,7 +129,7 @@ class FanOutAttempts:
                         limits=self.limits,
                     )
                     await shards.flush()
-                    log_tail, exit_code = shards.logs.get("ok" if result.ok else "failed", ("", None))
+                    log_tail, exit_code = shards.logs.get(result.ok, ("", None))
                     image_id = shards.image_ids[0] if shards.image_ids else None
                     await self.records.note_step(
                         ctx.run_id,
@@ -198,7 +198,7 @@ class _Shards:
         self.tool = tool
         self.fallback = fallback
         self.stop_reason = stop_reason
-        self.logs: dict[str, tuple[str, int | None]] = {}  # "ok"/"failed" -> (log tail, exit code)
+        self.logs: dict[bool, tuple[str, int | None]] = {}  # ok? -> (log tail, exit code)
         self.image_ids: list[str] = []
         self._writes: set[asyncio.Task[object]] = set()
         self._lock = asyncio.Lock()  # FIFO: an attempt's start is written before its end
@@ -275,7 +275,7 @@ class _Shards:
             check_end(ctx.step, end, spec)
         except StepFailed as failure:
             if end is not None:
-                self.logs["failed"] = (f"[{label}]\n{end.log_tail}", end.exit_code)
+                self.logs[False] = (f"[{label}]\n{end.log_tail}", end.exit_code)
             self._end(
                 adding,
                 failure.attempt_status,
@@ -291,10 +291,10 @@ class _Shards:
             return ShardOutcome(ok=False, error=problem.message, retryable=problem.passable)
         except asyncio.CancelledError as cancel:
             # The attempt's object is removed before the cancellation goes on (runs/execution.py).
-            reason = self.stop_reason() or (str(cancel.args[0]) if cancel.args else "cancelled")
+            reason = self.stop_reason() or (str(cancel.args[0]) if cancel.args else AttemptStatus.CANCELLED.value)
             self._end(adding, AttemptStatus.CANCELLED, error=reason)
             raise
-        self.logs["ok"] = (f"[{label}]\n{end.log_tail}", 0)
+        self.logs[True] = (f"[{label}]\n{end.log_tail}", 0)
         if end.image_id:
             self.image_ids.append(end.image_id)
         self._end(adding, AttemptStatus.SUCCEEDED, exit_code=0, image_id=end.image_id, **where_it_ran(end))

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...domain.states import AttemptStatus
 from .files import Shard
 
 log = logging.getLogger(__name__)
@@ -281,7 +282,7 @@ class Coordinator:
         try:
             outcome = task.result()
         except asyncio.CancelledError:
-            outcome = ShardOutcome(ok=False, error="cancelled")
+            outcome = ShardOutcome(ok=False, error=AttemptStatus.CANCELLED.value)
         except Exception as exc:
             log.exception("shard %d/%d: running its container failed unexpectedly", index, state.shard.count)
             raise _StepFailed(
@@ -318,7 +319,7 @@ class Coordinator:
             if state.fallback:
                 tries += ", the last with the fallback tool"
             raise _StepFailed(
-                f"shard {index}/{state.shard.count} failed ({tries}): {outcome.error or 'failed'}",
+                f"shard {index}/{state.shard.count} failed ({tries}): {outcome.error or AttemptStatus.FAILED.value}",
                 retryable=outcome.retryable,
             )
         wait = max(0.0, float(self._delay(state.shard, state.failures)))
