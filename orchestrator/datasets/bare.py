@@ -29,7 +29,9 @@ from ._git import (
     rejection_cause,
     run_git,
 )
+from .known import Known
 from .local import GROUND_TRUTH, LOG_FORMAT, checked_master, checked_name, init_bare_at, parse_log
+from .ref_files import read_refs
 from .trees import TreeLimits
 
 HEADS = "refs/heads/"
@@ -75,6 +77,8 @@ class BareRepo:
         self.work_root = self.data_dir / "work" / self.name
         self._repo: git.Repo | None = None
         self._origin_configured = False  # origin's URL and refspec checked once per object
+        # The commits made here and which commit each work folder holds (known.py): git not asked again.
+        self.known = Known()
 
     # -- plumbing helpers -------------------------------------------------------------------------
 
@@ -146,7 +150,11 @@ class BareRepo:
         return self._rev(HEADS + checked_name(branch, "branch")) is not None
 
     def _refs(self) -> dict[str, str]:
-        """Every local branch and remote-tracking ref with its commit, in one git call."""
+        """Every local branch and remote-tracking ref with its commit: read from the ref files, or
+        in one git call when they are not plainly readable (ref_files.py)."""
+        refs = read_refs(self.git_dir, (HEADS, TRACKING))
+        if refs is not None:
+            return refs
         out = self._out(
             "for-each-ref", "--format=%(objectname) %(refname)", HEADS, TRACKING, what="list refs"
         )
@@ -205,6 +213,7 @@ class BareRepo:
         args = ["push", "--no-verify", *(["--atomic"] if atomic else []), "origin", *refspecs]
         if abort is not None and abort.is_set():
             raise GitError(f"dataset {self.name!r}: not pushed: the lock it was to run under was lost")
+        self.known.offered([spec.split(":", 1)[0] for spec in refspecs])
         try:
             self._git(*args, what="push", network=True, abort=abort)
         except GitCommandFailed as exc:

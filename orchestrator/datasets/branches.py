@@ -61,12 +61,14 @@ class Branches(BareRepo):
             )
         note = f"Merge side-by-side output into {branch}\n\n{full_message}"
         args = ["commit-tree", "--no-gpg-sign", merged_tree.strip(), "-p", tip, "-p", own, "-m", note]
-        return self._out(*args, what="create the merge commit", identity=True)
+        merge = self._out(*args, what="create the merge commit", identity=True)
+        self.known.made(merge, merged_tree.strip(), (tip, own))
+        return merge
 
     def _onto_tip(self, branch: str, tip: str | None, commit: str, trailers: Mapping[str, str]) -> str:
         """``commit`` as something the branch can move to: itself when it already contains the tip,
         else merged with it (a vote of another run landed after this commit was made)."""
-        if tip is None or tip == commit:
+        if tip is None or tip == commit or self.known.is_parent(tip, commit):
             return commit
         status, _ = self._git(
             "merge-base", "--is-ancestor", tip, commit, what="compare with the branch", ok=(0, 1)
@@ -85,6 +87,8 @@ class Branches(BareRepo):
             return local
         if local is None:
             return None  # a branch this instance never voted: prepare starts from the master's copy
+        if self.known.is_parent(local, pushed):
+            return pushed
         status, _ = self._git(
             "merge-base", "--is-ancestor", local, pushed, what="compare with the master", ok=(0, 1)
         )
@@ -136,10 +140,13 @@ class Branches(BareRepo):
             raise NotFound(f"dataset {self.name!r} has no local branch {branch!r}")
         commit = self._onto_tip(branch, tip, commit, trailers)
         pushed = refs.get(TRACKING + branch)
-        status, _ = self._git(
-            "merge-base", "--is-ancestor", commit, gt, what="compare with ground-truth", ok=(0, 1)
-        )
-        if status == 0:  # already contained: nothing to merge
+        contained = False  # a commit made here and never pushed: no master's ground-truth has it
+        if not self.known.never_offered(commit):
+            status, _ = self._git(
+                "merge-base", "--is-ancestor", commit, gt, what="compare with ground-truth", ok=(0, 1)
+            )
+            contained = status == 0
+        if contained:  # already contained: nothing to merge
             if pushed != commit:
                 self.push_branch(branch, commit)
             elif tip != commit:
@@ -162,6 +169,7 @@ class Branches(BareRepo):
         # each vote.
         args = ["commit-tree", "--no-gpg-sign", tree.strip(), "-p", gt, "-p", commit, "-m", full_message]
         merge = self._out(*args, what="create the merge commit", identity=True)
+        self.known.made(merge, tree.strip(), (gt, commit))
         self._push(f"{commit}:{HEADS}{branch}", f"{merge}:{HEADS}{GROUND_TRUTH}", atomic=True, abort=abort)
         self._advance(branch, commit)
         return MergeResult(merged=True, commit=merge, conflicts=[])
