@@ -17,6 +17,7 @@ from orchestrator.errors import Conflict, NotFound
 
 from .bare import HEADS, TRACKING, BareRepo
 from .local import GROUND_TRUTH, checked_name, format_message
+from .ref_files import write_ref
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,10 @@ class Branches(BareRepo):
         return pushed if status == 0 else local
 
     def _advance(self, branch: str, commit: str) -> None:
-        """The local node branch follows what the master now has (after a push that landed)."""
+        """The local node branch follows what the master now has (after a push that landed): its
+        loose ref written here, or by ``git update-ref`` when that cannot be (ref_files.py)."""
+        if write_ref(self.git_dir, HEADS + branch, commit):
+            return
         self._git("update-ref", "-m", "mao: pushed", HEADS + branch, commit, what=f"update {HEADS + branch}")
 
     # -- merging -----------------------------------------------------------------------------------

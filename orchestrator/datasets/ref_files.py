@@ -1,4 +1,5 @@
-"""A bare repository's branches read from its files: ``packed-refs`` and the loose refs, no git process.
+"""A bare repository's branches read from its files (``packed-refs`` and the loose refs), and a branch
+moved by writing its loose ref: no git process.
 
 ``git for-each-ref`` costs a process (about 5 ms) and a step's path asked it three times (the work
 folder's reset, the commit, the vote). The files backend is two simple formats: ``packed-refs``
@@ -29,7 +30,7 @@ def read_refs(git_dir: Path, prefixes: Iterable[str]) -> dict[str, str] | None:
     """{refname: object id} of every ref under ``prefixes`` (each ending in '/'), or None when the
     repository's refs are not plainly readable here (the caller then runs ``git for-each-ref``)."""
     try:
-        if _other_storage(git_dir):
+        if _other_storage(git_dir, _config(git_dir)):
             return None
         prefixes = tuple(prefixes)
         values = _packed(git_dir / "packed-refs")
@@ -52,12 +53,49 @@ def read_refs(git_dir: Path, prefixes: Iterable[str]) -> dict[str, str] | None:
     return refs
 
 
-def _other_storage(git_dir: Path) -> bool:
-    """Whether the repository declares a ref storage other than the files (reftable)."""
-    try:
-        config = (git_dir / "config").read_text("utf-8", "replace").lower()
-    except FileNotFoundError:
+def write_ref(git_dir: Path, ref: str, oid: str) -> bool:
+    """Point the branch ``ref`` (``refs/heads/<name>``) at the commit ``oid`` as ``git update-ref``
+    does: create ``<ref>.lock`` exclusively, write it, rename it over the ref (a reader, or a kill,
+    sees the old value or the new). False, with nothing changed, when git must do it instead: a ref
+    storage other than files, a reflog to append to, a ``.lock`` already there (a killed git's: git
+    then names it), a folder in the ref's way, a write the disk refused."""
+    if not ref.startswith("refs/heads/") or not _OID.match(oid):
         return False
+    try:
+        config = _config(git_dir)
+        if (
+            _other_storage(git_dir, config)
+            or "logallrefupdates" in config
+            or (git_dir / "logs" / ref).exists()
+        ):
+            return False
+        path = git_dir / ref
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = path.with_name(path.name + ".lock")
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except OSError:
+        return False
+    try:
+        try:
+            os.write(fd, (oid + "\n").encode("ascii"))
+        finally:
+            os.close(fd)
+        os.replace(lock, path)
+    except OSError:
+        lock.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def _config(git_dir: Path) -> str:
+    try:
+        return (git_dir / "config").read_text("utf-8", "replace").lower()
+    except FileNotFoundError:
+        return ""
+
+
+def _other_storage(git_dir: Path, config: str) -> bool:
+    """Whether the repository declares a ref storage other than the files (reftable)."""
     return "refstorage" in config or (git_dir / "reftable").exists()
 
 

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.datasets import DatasetRepo, RepoSettings, init_bare
-from orchestrator.datasets.ref_files import read_refs
+from orchestrator.datasets.ref_files import read_refs, write_ref
 
 TRAILERS = {"MAO-Run": "r1", "MAO-Step": "s"}
 
@@ -192,3 +192,40 @@ def test_a_commit_once_pushed_is_checked_against_ground_truth(
     again = repo.merge_and_push("n1", "merge", TRAILERS, commit=commit)
     assert "merge-base" in git_calls
     assert not again.merged and again.commit == first.commit
+
+
+# -- a branch moved without git --------------------------------------------------------------------
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(packed=st.booleans(), existed=st.booleans())
+def test_a_branch_written_here_is_what_git_reads(repo: DatasetRepo, packed: bool, existed: bool) -> None:
+    tip = repo._refs()["refs/remotes/origin/ground-truth"]
+    tree = git(repo.git_dir, "rev-parse", f"{tip}^{{tree}}").strip()
+    other = git(repo.git_dir, "commit-tree", tree, "-p", tip, "-m", "other").strip()
+    subprocess.run(
+        ["git", "--git-dir", str(repo.git_dir), "update-ref", "-d", "refs/heads/w"], capture_output=True
+    )
+    if existed:
+        git(repo.git_dir, "update-ref", "refs/heads/w", tip)
+    if packed:
+        git(repo.git_dir, "pack-refs", "--all")
+    assert write_ref(repo.git_dir, "refs/heads/w", other)
+    assert git(repo.git_dir, "rev-parse", "refs/heads/w").strip() == other
+    assert for_each_ref(repo.git_dir)["refs/heads/w"] == other
+    assert not (repo.git_dir / "refs" / "heads" / "w.lock").exists()
+
+
+def test_a_branch_git_must_write(repo: DatasetRepo) -> None:
+    tip = repo._refs()["refs/remotes/origin/ground-truth"]
+    heads = repo.git_dir / "refs" / "heads"
+    (heads / "w.lock").write_text("")  # a killed git's: git names it in its error, nothing is written
+    assert not write_ref(repo.git_dir, "refs/heads/w", tip)
+    assert not (heads / "w").exists()
+    (heads / "w.lock").unlink()
+    (repo.git_dir / "logs" / "refs" / "heads").mkdir(parents=True)
+    (repo.git_dir / "logs" / "refs" / "heads" / "w").write_text("")  # a reflog to append to
+    assert not write_ref(repo.git_dir, "refs/heads/w", tip)
+    assert not write_ref(repo.git_dir, "refs/remotes/origin/w", tip)  # only branches
+    assert not write_ref(repo.git_dir, "refs/heads/x", "--all")  # only object ids
+
