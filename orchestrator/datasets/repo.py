@@ -104,6 +104,16 @@ class DatasetRepo(Branches):
         self._hand_to_tool(dest)
         return commit
 
+    def sync_for(self, branch: str) -> None:
+        """``sync`` before a work folder of ``branch`` is prepared, unless this object synced before
+        and the local node branch exists. A node branch is this instance's own (the step's name and
+        the instance's: ``node_branch``), moved only by its own pushes, which move this repository's
+        copy of the master's branch too: its tip, the folder's parent, is known without a fetch. The
+        vote fetches under the dataset's lock before it merges, and merges a tip moved elsewhere."""
+        if self._origin_configured and HEADS + checked_name(branch, "branch") in self._refs():
+            return
+        self.sync()
+
     def prepare_worktree(self, branch: str, lane: str | None = None) -> tuple[Path, str]:
         """Make the branch's work folder hold exactly the branch's content and return (folder, parent).
 

@@ -229,3 +229,15 @@ def test_a_branch_git_must_write(repo: DatasetRepo) -> None:
     assert not write_ref(repo.git_dir, "refs/remotes/origin/w", tip)  # only branches
     assert not write_ref(repo.git_dir, "refs/heads/x", "--all")  # only object ids
 
+
+def test_a_node_branch_of_ours_needs_no_fetch(repo: DatasetRepo, git_calls: list[str]) -> None:
+    repo.sync_for("n1")  # no node branch yet: the master's ground-truth is where it starts
+    assert "fetch" in git_calls
+    one_step(repo, {"a.txt": "1"})
+    git_calls.clear()
+    repo.sync_for("n1")
+    assert git_calls == []
+    fresh = node(repo.data_dir.parent, Path(repo.master))  # a new process: nothing known, it fetches
+    fresh.sync_for("n1")
+    assert fresh._origin_configured  # it synced
+    fresh.close()
