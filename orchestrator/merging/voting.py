@@ -14,6 +14,7 @@ How it shows: the step is ``succeeded`` with ``merge: "queued"``, then ``"merged
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -87,10 +88,18 @@ class Voting:
     ) -> Vote:
         """Merge ``branch`` into ground-truth now, or queue the merge when the federation is away.
         ``step`` is the (run id, step name) whose record a queued merge settles (None: no run's)."""
+        # An earlier merge of the branch still queued here, read beside the merge (which does not
+        # depend on it): one queued before this vote is contained in what this vote merges (its
+        # push moved the node branch this commit builds on); one queued meanwhile stays queued, and
+        # its retry finds it contained and settles it.
+        queued_read = asyncio.create_task(
+            self.pending.get(dataset.name, branch), name=f"queued merge of {branch}"
+        )
         try:
             with phase("vote/lock, merge, push, announce"):
                 result = await self._merge(dataset.name, dataset.master, branch, message, trailers, commit)
         except (EtcdUnavailable, LockLost) as exc:
+            await _finished(queued_read)
             # What was pushed: the commit, merged with the branch's tip if another vote landed since.
             pushed = await self.datasets.run(
                 dataset.name, dataset.master, lambda repo: repo.push_branch(branch, commit, trailers)
@@ -108,11 +117,15 @@ class Voting:
             )
             self._retrier.wake()
             return Vote(MergeState.QUEUED, None)
+        except BaseException:
+            await _finished(queued_read)
+            raise
         if result.conflicts:
+            await _finished(queued_read)
             return Vote(MergeState.CONFLICT, result.commit, result.conflicts)
         # The tip merged now contains any earlier commit of the branch still queued here.
         with phase("vote/queued merges checked"):
-            queued = await self.pending.get(dataset.name, branch)
+            queued = await queued_read
         if queued is not None:
             await self.pending.settle(dataset.name, branch, queued["commit"], queued["steps"], result.commit)
             log.info("queued merge of %s into %s settled by a later run's merge", branch, dataset.name)
@@ -212,6 +225,14 @@ class Voting:
                     len(item["steps"]),
                 )
         return all_done
+
+
+async def _finished(task: asyncio.Task[Any]) -> None:
+    """Let a side read the vote no longer needs end (never left running); its result, or error, is
+    of no use any more."""
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()
 
 
 class _NotYet(Exception):
