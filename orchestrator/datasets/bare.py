@@ -54,6 +54,11 @@ class RepoSettings:
     max_files: int | None = None
 
 
+class PushRejected(GitError):
+    """The master refused a push (a hook, a protected branch, or a branch that moved there): nothing
+    of it landed."""
+
+
 class BareRepo:
     """One dataset's local bare repository (``<data_dir>/datasets/<name>.git``) and its remote."""
 
@@ -219,7 +224,7 @@ class BareRepo:
         except GitCommandFailed as exc:
             if looks_rejected(exc.stderr) or looks_rejected(exc.detail):
                 refs = ", ".join(spec.split(":", 1)[1].removeprefix(HEADS) for spec in refspecs)
-                raise GitError(
+                raise PushRejected(
                     f"dataset {self.name!r}: the master rejected the push of {refs} "
                     f"({rejection_cause(exc.stderr)}; nothing was pushed): {exc.detail}"
                 ) from exc

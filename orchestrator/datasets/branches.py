@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from orchestrator.errors import Conflict, NotFound
 
-from .bare import HEADS, TRACKING, BareRepo
+from .bare import HEADS, TRACKING, BareRepo, PushRejected
 from .local import GROUND_TRUTH, checked_name, format_message
 from .ref_files import write_ref
 
@@ -127,15 +127,38 @@ class Branches(BareRepo):
         trailers: Mapping[str, str],
         abort: threading.Event | None = None,
         commit: str | None = None,
+        announced: str | None = None,
     ) -> MergeResult:
         """Merge ``commit`` (a step's output; default: the node branch's local tip) into ground-truth
         and push both atomically; the local node branch moves to it only once the push landed. The
         caller holds the dataset's federation lock, so ground-truth can only move if someone ignores
         that lock. ``abort`` is set when that lock's lease is lost: the push is then not started, or
-        killed."""
+        killed. ``announced``: ground-truth's tip as the last merge under that lock announced it
+        (``merging/advances.py``); when this repository's copy of the master's ground-truth is
+        already there, the fetch is skipped, and a push the master rejects (something moved there
+        unannounced) is done again after a fetch."""
         branch = checked_name(branch, "branch")
-        full_message = format_message(message, trailers)
+        if (
+            announced is not None
+            and self._origin_configured
+            and self._refs().get(TRACKING + GROUND_TRUTH) == announced
+        ):
+            try:
+                return self._merge_and_push(branch, message, trailers, abort, commit)
+            except PushRejected as exc:
+                log.info("dataset %s: merging again after a fetch: %s", self.name, exc.message)
         self.sync()
+        return self._merge_and_push(branch, message, trailers, abort, commit)
+
+    def _merge_and_push(
+        self,
+        branch: str,
+        message: str,
+        trailers: Mapping[str, str],
+        abort: threading.Event | None,
+        commit: str | None,
+    ) -> MergeResult:
+        full_message = format_message(message, trailers)
         refs = self._refs()
         gt = refs.get(TRACKING + GROUND_TRUTH) or self.ensure_ground_truth()
         tip = self._node_tip(refs, branch)

@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..datasets import Datasets, MergeResult
+from ..datasets.bare import OID_RE
 from ..domain.pipeline import Dataset
 from ..domain.states import MergeState
 from ..errors import EtcdUnavailable, GitError, MaoError
+from ..federation import keys
 from ..federation.etcd import Etcd
 from ..federation.locks import LockLost, Locks
 from ..metrics import UNSERVED, Metrics
@@ -156,6 +158,7 @@ class Voting:
             dataset, purpose=f"merge {branch} (run {trailers.get('MAO-Run', '?')})"
         ) as held:
             held.check()
+            announced = await self._announced(dataset)
             try:
                 # The push is killed if the lease is lost meanwhile: it never lands after the lease.
                 with phase("vote/git merge and push"):
@@ -163,7 +166,12 @@ class Voting:
                         dataset,
                         master,
                         lambda repo: repo.merge_and_push(
-                            branch, message, trailers, abort=held.lost_event, commit=commit
+                            branch,
+                            message,
+                            trailers,
+                            abort=held.lost_event,
+                            commit=commit,
+                            announced=announced,
                         ),
                     )
             except GitError:
@@ -174,6 +182,20 @@ class Voting:
                 with phase("vote/announce (etcd)"):
                     await announce(self.etcd, dataset, result.commit, trailers)
             return result
+
+    async def _announced(self, dataset: str) -> str | None:
+        """ground-truth's tip as the last merge announced it, read under the dataset's lock (so no
+        merge that keeps the lock came since); None when etcd has none, or none that reads as a
+        commit id. Only a hint: a master that moved unannounced rejects the push, which is then
+        done again after a fetch (``merge_and_push``)."""
+        try:
+            with phase("vote/last advance read (etcd)"):
+                current = await self.etcd.get(keys.ground_truth(dataset))
+        except MaoError:
+            return None
+        value = current.value if current is not None else None
+        commit = value.get("commit") if isinstance(value, dict) else None
+        return commit if isinstance(commit, str) and OID_RE.match(commit) else None
 
     # -- the queue ------------------------------------------------------------------------------
     async def _retry(self, queued: list[dict[str, Any]]) -> bool:

@@ -241,3 +241,39 @@ def test_a_node_branch_of_ours_needs_no_fetch(repo: DatasetRepo, git_calls: list
     fresh.sync_for("n1")
     assert fresh._origin_configured  # it synced
     fresh.close()
+
+
+# -- a vote without a fetch ------------------------------------------------------------------------
+
+
+def test_a_vote_at_the_announced_tip_needs_no_fetch(repo: DatasetRepo, git_calls: list[str]) -> None:
+    one_step(repo, {"a.txt": "1"})
+    announced = repo._refs()["refs/remotes/origin/ground-truth"]
+    folder, parent = repo.prepare_worktree("n1")
+    (folder / "a.txt").write_text("2")
+    commit, _ = repo.commit_worktree("n1", parent, "out", TRAILERS)
+    git_calls.clear()
+    result = repo.merge_and_push("n1", "merge", TRAILERS, commit=commit, announced=announced)
+    assert result.merged and "fetch" not in git_calls
+    assert git(Path(repo.master), "rev-parse", "ground-truth").strip() == result.commit
+
+
+def test_a_master_moved_unannounced_is_merged_after_a_fetch(tmp_path: Path, repo: DatasetRepo) -> None:
+    """Someone pushed ground-truth without announcing it: the push on the stale tip is rejected,
+    nothing of it lands, and the merge is done again on the fetched tip; nothing is lost."""
+    one_step(repo, {"a.txt": "1"})
+    announced = repo._refs()["refs/remotes/origin/ground-truth"]
+    other = node(tmp_path / "other", Path(repo.master))
+    other.sync()
+    folder, parent = other.prepare_worktree("o1")
+    (folder / "b.txt").write_text("theirs")
+    theirs, _ = other.commit_worktree("o1", parent, "out", TRAILERS)
+    moved = other.merge_and_push("o1", "merge", TRAILERS, commit=theirs)
+    other.close()
+    folder, parent = repo.prepare_worktree("n1")
+    (folder / "a.txt").write_text("2")
+    commit, _ = repo.commit_worktree("n1", parent, "out", TRAILERS)
+    result = repo.merge_and_push("n1", "merge", TRAILERS, commit=commit, announced=announced)
+    assert result.merged
+    parents = git(Path(repo.master), "rev-list", "--parents", "-n", "1", "ground-truth").split()
+    assert parents[1:] == [moved.commit, commit]
