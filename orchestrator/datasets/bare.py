@@ -21,6 +21,7 @@ from git.exc import GitError as GitPythonError
 from orchestrator.errors import GitError, NotFound
 
 from ._git import (
+    MOVED,
     GitCommandFailed,
     hardened_env,
     looks_rejected,
@@ -55,8 +56,12 @@ class RepoSettings:
 
 
 class PushRejected(GitError):
-    """The master refused a push (a hook, a protected branch, or a branch that moved there): nothing
-    of it landed."""
+    """The master refused a push (a hook, a protected branch, or a branch that moved there: ``moved``):
+    nothing of it landed."""
+
+    def __init__(self, message: str, *, moved: bool) -> None:
+        super().__init__(message)
+        self.moved = moved
 
 
 class BareRepo:
@@ -224,9 +229,11 @@ class BareRepo:
         except GitCommandFailed as exc:
             if looks_rejected(exc.stderr) or looks_rejected(exc.detail):
                 refs = ", ".join(spec.split(":", 1)[1].removeprefix(HEADS) for spec in refspecs)
+                cause = rejection_cause(exc.stderr)
                 raise PushRejected(
                     f"dataset {self.name!r}: the master rejected the push of {refs} "
-                    f"({rejection_cause(exc.stderr)}; nothing was pushed): {exc.detail}"
+                    f"({cause}; nothing was pushed): {exc.detail}",
+                    moved=cause == MOVED,
                 ) from exc
             raise self._network_error(exc, "push to its master") from exc
 

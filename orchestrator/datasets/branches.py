@@ -146,6 +146,8 @@ class Branches(BareRepo):
             try:
                 return self._merge_and_push(branch, message, trailers, abort, commit)
             except PushRejected as exc:
+                if not exc.moved:  # the master itself refused it (a hook): not a stale tip
+                    raise
                 log.info("dataset %s: merging again after a fetch: %s", self.name, exc.message)
         self.sync()
         return self._merge_and_push(branch, message, trailers, abort, commit)
