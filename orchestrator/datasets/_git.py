@@ -102,6 +102,9 @@ def looks_disk_full(stderr: str) -> bool:
     return any(phrase in stderr for phrase in ("No space left on device", "Disk quota exceeded"))
 
 
+MOVED = "it changed meanwhile"
+
+
 def rejection_cause(stderr: str) -> str:
     """Why the master rejected a push, in the words an operator acts on: the master itself refused
     it (a hook, a protected branch: ``[remote rejected] ... (<its reason>)``), or the branch moved
@@ -111,7 +114,7 @@ def rejection_cause(stderr: str) -> str:
         return f"the master refused it: {refused.group(1)}"
     if "[remote rejected]" in stderr:
         return "the master refused it"
-    return "it changed meanwhile"
+    return MOVED
 
 
 def hardened_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

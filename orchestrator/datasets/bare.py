@@ -21,6 +21,7 @@ from git.exc import GitError as GitPythonError
 from orchestrator.errors import GitError, NotFound
 
 from ._git import (
+    MOVED,
     GitCommandFailed,
     hardened_env,
     looks_rejected,
@@ -29,7 +30,9 @@ from ._git import (
     rejection_cause,
     run_git,
 )
+from .known import Known
 from .local import GROUND_TRUTH, LOG_FORMAT, checked_master, checked_name, init_bare_at, parse_log
+from .ref_files import read_refs
 from .trees import TreeLimits
 
 HEADS = "refs/heads/"
@@ -50,6 +53,15 @@ class RepoSettings:
     tool_owner: tuple[int, int] | None = None
     max_output: int | None = None
     max_files: int | None = None
+
+
+class PushRejected(GitError):
+    """The master refused a push (a hook, a protected branch, or a branch that moved there: ``moved``):
+    nothing of it landed."""
+
+    def __init__(self, message: str, *, moved: bool) -> None:
+        super().__init__(message)
+        self.moved = moved
 
 
 class BareRepo:
@@ -75,6 +87,8 @@ class BareRepo:
         self.work_root = self.data_dir / "work" / self.name
         self._repo: git.Repo | None = None
         self._origin_configured = False  # origin's URL and refspec checked once per object
+        # The commits made here and which commit each work folder holds (known.py): git not asked again.
+        self.known = Known()
 
     # -- plumbing helpers -------------------------------------------------------------------------
 
@@ -146,7 +160,11 @@ class BareRepo:
         return self._rev(HEADS + checked_name(branch, "branch")) is not None
 
     def _refs(self) -> dict[str, str]:
-        """Every local branch and remote-tracking ref with its commit, in one git call."""
+        """Every local branch and remote-tracking ref with its commit: read from the ref files, or
+        in one git call when they are not plainly readable (ref_files.py)."""
+        refs = read_refs(self.git_dir, (HEADS, TRACKING))
+        if refs is not None:
+            return refs
         out = self._out(
             "for-each-ref", "--format=%(objectname) %(refname)", HEADS, TRACKING, what="list refs"
         )
@@ -205,14 +223,17 @@ class BareRepo:
         args = ["push", "--no-verify", *(["--atomic"] if atomic else []), "origin", *refspecs]
         if abort is not None and abort.is_set():
             raise GitError(f"dataset {self.name!r}: not pushed: the lock it was to run under was lost")
+        self.known.offered([spec.split(":", 1)[0] for spec in refspecs])
         try:
             self._git(*args, what="push", network=True, abort=abort)
         except GitCommandFailed as exc:
             if looks_rejected(exc.stderr) or looks_rejected(exc.detail):
                 refs = ", ".join(spec.split(":", 1)[1].removeprefix(HEADS) for spec in refspecs)
-                raise GitError(
+                cause = rejection_cause(exc.stderr)
+                raise PushRejected(
                     f"dataset {self.name!r}: the master rejected the push of {refs} "
-                    f"({rejection_cause(exc.stderr)}; nothing was pushed): {exc.detail}"
+                    f"({cause}; nothing was pushed): {exc.detail}",
+                    moved=cause == MOVED,
                 ) from exc
             raise self._network_error(exc, "push to its master") from exc
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 from orchestrator.errors import Conflict, NotFound
 
-from .bare import HEADS, TRACKING, BareRepo
+from .bare import HEADS, TRACKING, BareRepo, PushRejected
 from .local import GROUND_TRUTH, checked_name, format_message
+from .ref_files import write_ref
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +62,14 @@ class Branches(BareRepo):
             )
         note = f"Merge side-by-side output into {branch}\n\n{full_message}"
         args = ["commit-tree", "--no-gpg-sign", merged_tree.strip(), "-p", tip, "-p", own, "-m", note]
-        return self._out(*args, what="create the merge commit", identity=True)
+        merge = self._out(*args, what="create the merge commit", identity=True)
+        self.known.made(merge, merged_tree.strip(), (tip, own))
+        return merge
 
     def _onto_tip(self, branch: str, tip: str | None, commit: str, trailers: Mapping[str, str]) -> str:
         """``commit`` as something the branch can move to: itself when it already contains the tip,
         else merged with it (a vote of another run landed after this commit was made)."""
-        if tip is None or tip == commit:
+        if tip is None or tip == commit or self.known.is_parent(tip, commit):
             return commit
         status, _ = self._git(
             "merge-base", "--is-ancestor", tip, commit, what="compare with the branch", ok=(0, 1)
@@ -85,13 +88,18 @@ class Branches(BareRepo):
             return local
         if local is None:
             return None  # a branch this instance never voted: prepare starts from the master's copy
+        if self.known.is_parent(local, pushed):
+            return pushed
         status, _ = self._git(
             "merge-base", "--is-ancestor", local, pushed, what="compare with the master", ok=(0, 1)
         )
         return pushed if status == 0 else local
 
     def _advance(self, branch: str, commit: str) -> None:
-        """The local node branch follows what the master now has (after a push that landed)."""
+        """The local node branch follows what the master now has (after a push that landed): its
+        loose ref written here, or by ``git update-ref`` when that cannot be (ref_files.py)."""
+        if write_ref(self.git_dir, HEADS + branch, commit):
+            return
         self._git("update-ref", "-m", "mao: pushed", HEADS + branch, commit, what=f"update {HEADS + branch}")
 
     # -- merging -----------------------------------------------------------------------------------
@@ -119,15 +127,40 @@ class Branches(BareRepo):
         trailers: Mapping[str, str],
         abort: threading.Event | None = None,
         commit: str | None = None,
+        announced: str | None = None,
     ) -> MergeResult:
         """Merge ``commit`` (a step's output; default: the node branch's local tip) into ground-truth
         and push both atomically; the local node branch moves to it only once the push landed. The
         caller holds the dataset's federation lock, so ground-truth can only move if someone ignores
         that lock. ``abort`` is set when that lock's lease is lost: the push is then not started, or
-        killed."""
+        killed. ``announced``: ground-truth's tip as the last merge under that lock announced it
+        (``merging/advances.py``); when this repository's copy of the master's ground-truth is
+        already there, the fetch is skipped, and a push the master rejects (something moved there
+        unannounced) is done again after a fetch."""
         branch = checked_name(branch, "branch")
-        full_message = format_message(message, trailers)
+        if (
+            announced is not None
+            and self._origin_configured
+            and self._refs().get(TRACKING + GROUND_TRUTH) == announced
+        ):
+            try:
+                return self._merge_and_push(branch, message, trailers, abort, commit)
+            except PushRejected as exc:
+                if not exc.moved:  # the master itself refused it (a hook): not a stale tip
+                    raise
+                log.info("dataset %s: merging again after a fetch: %s", self.name, exc.message)
         self.sync()
+        return self._merge_and_push(branch, message, trailers, abort, commit)
+
+    def _merge_and_push(
+        self,
+        branch: str,
+        message: str,
+        trailers: Mapping[str, str],
+        abort: threading.Event | None,
+        commit: str | None,
+    ) -> MergeResult:
+        full_message = format_message(message, trailers)
         refs = self._refs()
         gt = refs.get(TRACKING + GROUND_TRUTH) or self.ensure_ground_truth()
         tip = self._node_tip(refs, branch)
@@ -136,10 +169,13 @@ class Branches(BareRepo):
             raise NotFound(f"dataset {self.name!r} has no local branch {branch!r}")
         commit = self._onto_tip(branch, tip, commit, trailers)
         pushed = refs.get(TRACKING + branch)
-        status, _ = self._git(
-            "merge-base", "--is-ancestor", commit, gt, what="compare with ground-truth", ok=(0, 1)
-        )
-        if status == 0:  # already contained: nothing to merge
+        contained = False  # a commit made here and never pushed: no master's ground-truth has it
+        if not self.known.never_offered(commit):
+            status, _ = self._git(
+                "merge-base", "--is-ancestor", commit, gt, what="compare with ground-truth", ok=(0, 1)
+            )
+            contained = status == 0
+        if contained:  # already contained: nothing to merge
             if pushed != commit:
                 self.push_branch(branch, commit)
             elif tip != commit:
@@ -162,6 +198,7 @@ class Branches(BareRepo):
         # each vote.
         args = ["commit-tree", "--no-gpg-sign", tree.strip(), "-p", gt, "-p", commit, "-m", full_message]
         merge = self._out(*args, what="create the merge commit", identity=True)
+        self.known.made(merge, tree.strip(), (gt, commit))
         self._push(f"{commit}:{HEADS}{branch}", f"{merge}:{HEADS}{GROUND_TRUTH}", atomic=True, abort=abort)
         self._advance(branch, commit)
         return MergeResult(merged=True, commit=merge, conflicts=[])

@@ -55,6 +55,7 @@ class Inspection:
 
     total_bytes: int = 0
     entries: int = 0  # below the folder: files, folders, links and the rest
+    empty_folders: int = 0  # folders with nothing in them (git keeps none: a reset removes them)
     cleared_bits: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)  # FIFOs, sockets (and devices / bad links on reset)
     devices: list[str] = field(default_factory=list)
@@ -146,12 +147,19 @@ def inspect_folder(
     # Entries are fixed (made u+rwx) when the walk yields them, before it enters them; an error is
     # raised, never skipped, so nothing unreadable escapes the inspection.
     links: list[str] = []
+    # The walk is pre-order: a folder's entries follow it at once, so a folder followed by anything
+    # not below it (or by nothing) is empty.
+    last_folder: str | None = None
     try:
         for entry in walk(root, limits or TreeLimits()):
             result.entries += 1
+            if last_folder is not None and not entry.path.startswith(last_folder):
+                result.empty_folders += 1
+            last_folder = entry.path + "/" if entry.is_dir else None
             _fix(entry, owner, result, links, remove_bad=remove_bad)
     except TreeTooLarge as exc:
         raise OutputRefused(f"{what or folder}: {exc}", path=exc.path) from exc
+    result.empty_folders += last_folder is not None
     _judge_links(folder, links, result, remove_bad=remove_bad)
     for kind, paths in (("removed", result.removed), ("cleared setuid/setgid bits of", result.cleared_bits)):
         if paths:

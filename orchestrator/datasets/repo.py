@@ -104,6 +104,16 @@ class DatasetRepo(Branches):
         self._hand_to_tool(dest)
         return commit
 
+    def sync_for(self, branch: str) -> None:
+        """``sync`` before a work folder of ``branch`` is prepared, unless this object synced before
+        and the local node branch exists. A node branch is this instance's own (the step's name and
+        the instance's: ``node_branch``), moved only by its own pushes, which move this repository's
+        copy of the master's branch too: its tip, the folder's parent, is known without a fetch. The
+        vote fetches under the dataset's lock before it merges, and merges a tip moved elsewhere."""
+        if self._origin_configured and HEADS + checked_name(branch, "branch") in self._refs():
+            return
+        self.sync()
+
     def prepare_worktree(self, branch: str, lane: str | None = None) -> tuple[Path, str]:
         """Make the branch's work folder hold exactly the branch's content and return (folder, parent).
 
@@ -118,8 +128,13 @@ class DatasetRepo(Branches):
         if parent is None:
             raise NotFound(f"dataset {self.name!r} has no ground-truth branch yet")
         folder = self._folder(branch, lane)
-        folder.mkdir(parents=True, exist_ok=True)
         index = self._index_path(branch, lane)
+        if self.known.take_folder(str(folder)) == parent and folder.is_dir() and index.is_file():
+            # It holds exactly the parent, as the last commit from it left it (known.py): no walk, no
+            # reset, no clean to do; only the hand-over to the tool.
+            self._hand_to_tool(folder)
+            return folder, parent
+        folder.mkdir(parents=True, exist_ok=True)
         index.parent.mkdir(exist_ok=True)
         # Whatever a previous tool left: back to us, no special files, no links out (before git writes).
         try:
@@ -150,6 +165,7 @@ class DatasetRepo(Branches):
         refs = self._refs()
         parent = refs.get(HEADS + branch) or refs.get(TRACKING + branch) or refs.get(TRACKING + GROUND_TRUTH)
         folder = self._folder(branch, lane)
+        self.known.take_folder(str(folder))  # its tool may still be writing it
         if parent is None or not folder.is_dir():
             raise NotFound(f"dataset {self.name!r} has no work folder for {branch!r}")
         return folder, parent
@@ -162,6 +178,7 @@ class DatasetRepo(Branches):
         """Take the branch's work folder back from the tool as soon as its container ended, whatever
         the outcome: re-owned, no setuid/setgid bit, no FIFO or socket (docs/security.md#tools)."""
         folder = self._folder(checked_name(branch, "branch"), lane)
+        self.known.take_folder(str(folder))
         if folder.is_dir():
             what = f"dataset {self.name!r}, branch {branch!r}: the output"
             inspect_folder(folder, self._reclaim_owner(), limits=self.limits, what=what)
@@ -169,6 +186,7 @@ class DatasetRepo(Branches):
     def drop_lane(self, branch: str, lane: str) -> None:
         """Remove a run's own folder of the branch and its index (after its commit, or its failure)."""
         folder = self._folder(checked_name(branch, "branch"), lane)
+        self.known.take_folder(str(folder))
         remove_tree(folder)  # whatever the tool left in it, however deep; never raises
         with contextlib.suppress(OSError):
             folder.parent.rmdir()  # the run's lane folder, once its last branch is gone
@@ -189,6 +207,7 @@ class DatasetRepo(Branches):
             folder, index = self._folder(branch, lane), self._index_path(branch, lane)
         except Exception as exc:  # noqa: BLE001 - a clean-up reports, it never raises
             return f"work folder not reset: {exc}"
+        self.known.take_folder(str(folder))
         if not folder.is_dir():
             return "no work folder to reset"
         try:
@@ -247,16 +266,26 @@ class DatasetRepo(Branches):
         # -f: a .gitignore written by the tool must not hide part of its output.
         self._git("add", "-A", "-f", what="stage the output", **kwargs)
         tree = self._out("write-tree", what="write the output tree", **kwargs)
-        resolved = self._out(
-            "rev-parse", f"{parent}^{{commit}}", f"{parent}^{{tree}}", what="resolve the parent"
-        )
-        parent, parent_tree = resolved.split()
+        parent_tree = self.known.tree(parent)  # a commit made here: usually the previous step's output
+        if parent_tree is None:
+            resolved = self._out(
+                "rev-parse", f"{parent}^{{commit}}", f"{parent}^{{tree}}", what="resolve the parent"
+            )
+            parent, parent_tree = resolved.split()
+        # The folder and its index hold ``tree`` now, unless it has what git does not keep (an empty
+        # folder, which a reset would remove) or the inspection had to remove something.
+        exact = not inspection.empty_folders and not inspection.removed
         current = self._node_tip(self._refs(), branch)
         if tree == parent_tree:
+            if exact:
+                self.known.folder_holds(str(folder), parent)
             # Nothing of ours to add: what the branch holds now (or the parent it would start from).
             return (current if current is not None and current != parent else parent), False
         args = ["commit-tree", "--no-gpg-sign", tree, "-p", parent, "-m", full_message]
         own = self._out(*args, what="create the commit", identity=True)
+        self.known.made(own, tree, (parent,))
+        if exact:
+            self.known.folder_holds(str(folder), own)
         if current is not None and current != parent:
             return self._merge_onto(branch, current, own, full_message), True
         return own, True

@@ -14,15 +14,18 @@ How it shows: the step is ``succeeded`` with ``merge: "queued"``, then ``"merged
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..datasets import Datasets, MergeResult
+from ..datasets.bare import OID_RE
 from ..domain.pipeline import Dataset
 from ..domain.states import MergeState
 from ..errors import EtcdUnavailable, GitError, MaoError
+from ..federation import keys
 from ..federation.etcd import Etcd
 from ..federation.locks import LockLost, Locks
 from ..metrics import UNSERVED, Metrics
@@ -87,10 +90,18 @@ class Voting:
     ) -> Vote:
         """Merge ``branch`` into ground-truth now, or queue the merge when the federation is away.
         ``step`` is the (run id, step name) whose record a queued merge settles (None: no run's)."""
+        # An earlier merge of the branch still queued here, read beside the merge (which does not
+        # depend on it): one queued before this vote is contained in what this vote merges (its
+        # push moved the node branch this commit builds on); one queued meanwhile stays queued, and
+        # its retry finds it contained and settles it.
+        queued_read = asyncio.create_task(
+            self.pending.get(dataset.name, branch), name=f"queued merge of {branch}"
+        )
         try:
             with phase("vote/lock, merge, push, announce"):
                 result = await self._merge(dataset.name, dataset.master, branch, message, trailers, commit)
         except (EtcdUnavailable, LockLost) as exc:
+            await _finished(queued_read)
             # What was pushed: the commit, merged with the branch's tip if another vote landed since.
             pushed = await self.datasets.run(
                 dataset.name, dataset.master, lambda repo: repo.push_branch(branch, commit, trailers)
@@ -108,11 +119,15 @@ class Voting:
             )
             self._retrier.wake()
             return Vote(MergeState.QUEUED, None)
+        except BaseException:
+            await _finished(queued_read)
+            raise
         if result.conflicts:
+            await _finished(queued_read)
             return Vote(MergeState.CONFLICT, result.commit, result.conflicts)
         # The tip merged now contains any earlier commit of the branch still queued here.
         with phase("vote/queued merges checked"):
-            queued = await self.pending.get(dataset.name, branch)
+            queued = await queued_read
         if queued is not None:
             await self.pending.settle(dataset.name, branch, queued["commit"], queued["steps"], result.commit)
             log.info("queued merge of %s into %s settled by a later run's merge", branch, dataset.name)
@@ -143,6 +158,7 @@ class Voting:
             dataset, purpose=f"merge {branch} (run {trailers.get('MAO-Run', '?')})"
         ) as held:
             held.check()
+            announced = await self._announced(dataset)
             try:
                 # The push is killed if the lease is lost meanwhile: it never lands after the lease.
                 with phase("vote/git merge and push"):
@@ -150,7 +166,12 @@ class Voting:
                         dataset,
                         master,
                         lambda repo: repo.merge_and_push(
-                            branch, message, trailers, abort=held.lost_event, commit=commit
+                            branch,
+                            message,
+                            trailers,
+                            abort=held.lost_event,
+                            commit=commit,
+                            announced=announced,
                         ),
                     )
             except GitError:
@@ -161,6 +182,20 @@ class Voting:
                 with phase("vote/announce (etcd)"):
                     await announce(self.etcd, dataset, result.commit, trailers)
             return result
+
+    async def _announced(self, dataset: str) -> str | None:
+        """ground-truth's tip as the last merge announced it, read under the dataset's lock (so no
+        merge that keeps the lock came since); None when etcd has none, or none that reads as a
+        commit id. Only a hint: a master that moved unannounced rejects the push, which is then
+        done again after a fetch (``merge_and_push``)."""
+        try:
+            with phase("vote/last advance read (etcd)"):
+                current = await self.etcd.get(keys.ground_truth(dataset))
+        except MaoError:
+            return None
+        value = current.value if current is not None else None
+        commit = value.get("commit") if isinstance(value, dict) else None
+        return commit if isinstance(commit, str) and OID_RE.match(commit) else None
 
     # -- the queue ------------------------------------------------------------------------------
     async def _retry(self, queued: list[dict[str, Any]]) -> bool:
@@ -212,6 +247,14 @@ class Voting:
                     len(item["steps"]),
                 )
         return all_done
+
+
+async def _finished(task: asyncio.Task[Any]) -> None:
+    """Let a side read the vote no longer needs end (never left running); its result, or error, is
+    of no use any more."""
+    await asyncio.wait([task])
+    if not task.cancelled():
+        task.exception()
 
 
 class _NotYet(Exception):

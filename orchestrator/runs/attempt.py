@@ -214,7 +214,7 @@ class Attempts:
         (folder, parent commit)."""
 
         def prepare(repo: DatasetRepo) -> tuple[Path, str]:
-            repo.sync()
+            repo.sync_for(ctx.branch)
             return repo.prepare_worktree(ctx.branch, lane)
 
         return await self.datasets.run(ctx.output.name, ctx.output.master, prepare)

@@ -197,8 +197,9 @@ def test_prepare_worktree_wipes_leftovers(tmp_path: Path, master: Path) -> None:
     repo.ensure_ground_truth()
     commit = step(repo, "b-n1", {"keep.txt": "keep", "sub/x.txt": "x"})
     repo.push_branch("b-n1", commit)
-    folder = repo.work_root / "b-n1"
-    # A failed run: modified, deleted, new files, a stray repository and nested .git metadata.
+    # A failed run: handed the folder, its tool left modified, deleted, new files, a stray
+    # repository and nested .git metadata.
+    folder, _ = repo.prepare_worktree("b-n1")
     (folder / "keep.txt").write_text("garbage")
     (folder / "sub" / "x.txt").unlink()
     write(folder, {"new/junk.bin": "junk", ".gitignore": "*\n", "sub/.git/config": "x", "ign.log": "l"})

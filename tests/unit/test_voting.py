@@ -16,6 +16,7 @@ from orchestrator.datasets import MergeResult
 from orchestrator.domain.pipeline import Dataset, Pipeline
 from orchestrator.domain.states import RunStatus, StepStatus
 from orchestrator.errors import EtcdUnavailable
+from orchestrator.federation.answers import KeyValue
 from orchestrator.merging import voting as voting_module
 from orchestrator.merging.voting import Voting
 from orchestrator.metrics import Metrics
@@ -65,6 +66,7 @@ class FakeRepo:
         trailers: dict[str, str],
         abort: object = None,
         commit: str | None = None,
+        announced: str | None = None,
     ) -> MergeResult:
         if self.conflicts:
             return MergeResult(merged=False, commit="gt0", conflicts=self.conflicts)
@@ -93,6 +95,11 @@ class FakeEtcd:
     async def put(self, key: str, value: object, lease: int | None = None) -> int:
         self.announced.append((key, value))
         return len(self.announced)
+
+    async def get(self, key: str) -> KeyValue | None:
+        # The last advance announced (the vote reads it under the lock: a fetch is skipped at it).
+        values = [value for put, value in self.announced if put == key]
+        return KeyValue(key, values[-1], len(self.announced), 1, 0) if values else None
 
     def on_available(self, callback: Callable[[], None]) -> None:
         self.callbacks.append(callback)
