@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..domain.causes import Backfill, Queued, Refused, RunAsk
-from ..domain.states import RunStatus
+from ..domain.states import BackfillStatus, RunStatus
 from ..errors import BadRequest, Conflict, MaoError, NotFound
 from ..store.backfills import BackfillRecords, BackfillView
 from .requests import BackfillRequest
@@ -123,7 +123,7 @@ class Backfills:
             **result,
             "backfill_id": backfill.id,
             "runs": run_ids,
-            "status": "queued",
+            "status": BackfillStatus.QUEUED,
             "version": request.version,
         }
 

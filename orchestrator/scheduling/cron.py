@@ -22,6 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from ..domain.causes import CatchUp, CronTick, Refused, RunAsk, Skipped
 from ..domain.schedule import Schedule
+from ..domain.states import TickOutcome
 from ..errors import BadRequest, MaoError, NotFound
 from ..metrics import UNSERVED, Metrics
 from ..tasks import cancel_all, spawn
@@ -32,6 +33,7 @@ from .ticks import CLOCK, DUE_JITTER, Clock, due_time, fire_times, make_trigger
 if TYPE_CHECKING:
     from ..runs.door import Door
     from ..store import Store
+    from ..store.schedules import AnyTickEntry
     from .requests import ScheduleRun
 
 __all__ = ["DUE_JITTER", "Scheduler", "due_time", "fire_times", "make_trigger"]
@@ -58,7 +60,7 @@ class Scheduler:
         self._reads: Coalescer[str, Schedule | None] = Coalescer(
             store.get_schedules, "schedule reads of ticks"
         )
-        self._writes: Coalescer[tuple[str, str, datetime, str, str | None, str | None], None] = Coalescer(
+        self._writes: Coalescer[AnyTickEntry, None] = Coalescer(
             store.record_tick_batch, "tick records"
         )
 
@@ -208,10 +210,10 @@ class Scheduler:
         pipeline, schedule_id = schedule.pipeline, schedule.id
         if decided.missed:
             await self.store.record_ticks(
-                schedule_id, pipeline, [(tick, "missed", None, reason) for tick, reason in decided.missed]
+                schedule_id, pipeline, [(tick, TickOutcome.MISSED, None, reason) for tick, reason in decided.missed]
             )
             for _ in decided.missed:
-                self.metrics.tick("instance", "missed")
+                self.metrics.tick("instance", TickOutcome.MISSED)
             log.info(
                 "schedule %s of %s: %d tick(s) missed while the instance was down, recorded as missed",
                 schedule_id,
@@ -264,23 +266,23 @@ class Scheduler:
                 raise decision.error
             if isinstance(decision, Skipped):
                 await self._record(
-                    schedule_id, pipeline, due_at, "skipped", decision.in_the_way, decision.reason
+                    schedule_id, pipeline, due_at, TickOutcome.SKIPPED, decision.in_the_way, decision.reason
                 )
                 log.info("tick of %s at %s skipped: %s", pipeline, due_at.isoformat(), decision.reason)
-                self.metrics.tick("instance", "skipped")
+                self.metrics.tick("instance", TickOutcome.SKIPPED)
                 return None
-            self.metrics.tick("instance", "fired", lag=(self.clock.now() - due_at).total_seconds())
+            self.metrics.tick("instance", TickOutcome.FIRED, lag=(self.clock.now() - due_at).total_seconds())
             if note := decision.note:
                 reason = f"{reason}; {note}" if reason else note
-            await self._record(schedule_id, pipeline, due_at, "fired", decision.run_id, reason)
+            await self._record(schedule_id, pipeline, due_at, TickOutcome.FIRED, decision.run_id, reason)
             return decision.run_id
         except MaoError as exc:
             log.warning(
                 "tick of %s at %s could not start a run: %s", pipeline, due_at.isoformat(), exc.message
             )
-            self.metrics.tick("instance", "skipped")
+            self.metrics.tick("instance", TickOutcome.SKIPPED)
             try:
-                await self._record(schedule_id, pipeline, due_at, "skipped", None, exc.message)
+                await self._record(schedule_id, pipeline, due_at, TickOutcome.SKIPPED, None, exc.message)
             except MaoError:
                 pass
             return None
@@ -290,7 +292,7 @@ class Scheduler:
         schedule_id: str,
         pipeline: str,
         due_at: datetime,
-        outcome: str,
+        outcome: TickOutcome,
         run_id: str | None,
         reason: str | None,
     ) -> None:

@@ -36,6 +36,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from ..domain.causes import CatchUp, FederationTick, Overlap, Refused, RunAsk, RunElsewhere, Skipped
+from ..domain.states import TickOutcome
 from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound
 from ..federation import keys
 from ..federation.answers import KeyValue, WatchEvent
@@ -266,7 +267,7 @@ class FederationScheduler:
 
     async def _compete(self, schedule: dict[str, Any], due: datetime) -> None:
         schedule_id, pipeline = schedule["id"], schedule["pipeline"]
-        claim = {"outcome": "claimed", "instance": self.instance}
+        claim = {"outcome": TickOutcome.CLAIMED, "instance": self.instance}
         if not await self.book.claim(schedule_id, due, claim):
             log.debug("tick %s of %s went to another instance", due.isoformat(), pipeline)
             self.metrics.tick("federation", "lost")
@@ -303,14 +304,14 @@ class FederationScheduler:
             elif isinstance(decision, Skipped):
                 reason = decision.reason
             else:
-                record.update(outcome="fired", run_id=decision.run_id, reason=why)
+                record.update(outcome=TickOutcome.FIRED, run_id=decision.run_id, reason=why)
         except MaoError as exc:
             reason = exc.message
         except Exception as exc:  # noqa: BLE001 - a bug must not leave the tick claimed for good
             log.exception("tick %s of federation schedule %s failed", due.isoformat(), schedule_id)
             reason = f"internal error: {exc}"
         if reason is not None:
-            record.update(outcome="skipped", reason=reason)
+            record.update(outcome=TickOutcome.SKIPPED, reason=reason)
         lag = (self.clock.now() - due).total_seconds() if reason is None else None
         self.metrics.tick("federation", record["outcome"], lag=lag)
         log.info(
@@ -343,10 +344,10 @@ class FederationScheduler:
         else:
             verb = "is" if len(dead) == 1 else "are"
             reason = f"no eligible instance was alive ({pipeline} is on {', '.join(dead)}, which {verb} down)"
-        record = {"outcome": "skipped", "instance": None, "reason": reason, "recorded_by": self.instance}
+        record = {"outcome": TickOutcome.SKIPPED, "instance": None, "reason": reason, "recorded_by": self.instance}
         if await self.book.claim(schedule["id"], due, record):
             log.info("tick %s of federation schedule %s skipped: %s", due.isoformat(), schedule["id"], reason)
-            self.metrics.tick("federation", "skipped")
+            self.metrics.tick("federation", TickOutcome.SKIPPED)
             await record_gaps(self, schedule, due)
 
     async def _report(self, schedule: dict[str, Any], due: datetime, record: dict[str, Any]) -> None:

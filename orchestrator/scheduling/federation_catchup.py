@@ -27,6 +27,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..domain.states import TickOutcome
 from ..errors import MaoError
 from ..federation import keys
 from ..federation.etcd import Etcd
@@ -102,12 +103,12 @@ async def catch_up(fs: FederationScheduler, schedule: dict[str, Any]) -> list[st
         started=f"{fs.instance} came back",
     )
     decided = catchup.plan(missed, policy, schedule.get("catchup_window"), now, earlier, wording)
-    record: dict[str, Any] = {"outcome": "missed", "instance": None, "recorded_by": fs.instance}
+    record: dict[str, Any] = {"outcome": TickOutcome.MISSED, "instance": None, "recorded_by": fs.instance}
     recorded = 0
     for tick, reason in decided.missed:
         if await fs.book.claim(schedule_id, tick, {**record, "reason": reason}):
             recorded += 1
-            fs.metrics.tick("federation", "missed")
+            fs.metrics.tick("federation", TickOutcome.MISSED)
     # Every tick to run is claimed before the first runs: nobody records it as a gap meanwhile.
     count = len(decided.run)
     turns = []
@@ -117,7 +118,7 @@ async def catch_up(fs: FederationScheduler, schedule: dict[str, Any]) -> list[st
             if policy == "all"
             else f"catch-up for ticks missed since {missed[0].isoformat()} (the federation was down)"
         )
-        claim = {"outcome": "claimed", "instance": fs.instance, "reason": f"{why}: waiting for its turn"}
+        claim = {"outcome": TickOutcome.CLAIMED, "instance": fs.instance, "reason": f"{why}: waiting for its turn"}
         if await fs.book.claim(schedule_id, tick, claim):
             turns.append((tick, why))
     log.info(
@@ -211,14 +212,14 @@ async def _record_missed(fs: FederationScheduler, schedule: dict[str, Any], due:
     trigger = make_trigger(schedule["cron"], schedule["timezone"])
     missed = fire_times(trigger, since, due - timedelta(seconds=1), limit=100_000)[-MAX_GAP_RECORDS:]
     record = {
-        "outcome": "skipped",
+        "outcome": TickOutcome.SKIPPED,
         "instance": None,
         "reason": NOBODY_ALIVE,
         "recorded_by": fs.instance,
     }
     for moment in missed:
         if await fs.book.claim(schedule_id, moment, record):
-            fs.metrics.tick("federation", "missed")
+            fs.metrics.tick("federation", TickOutcome.MISSED)
     if missed:
         log.warning(
             "federation schedule %s: %d tick(s) since %s have no record; recorded as skipped (%s)",

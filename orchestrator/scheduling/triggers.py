@@ -29,6 +29,7 @@ from executor.wire.names import name_problem
 
 from ..domain.causes import DataTrigger, Overlap, Refused, RunAsk, Skipped
 from ..domain.schedule import Schedule
+from ..domain.states import TickOutcome
 from ..errors import BadRequest, Conflict, MaoError, NotFound
 from ..federation import keys
 from ..federation.answers import KeyValue, WatchEvent
@@ -316,7 +317,7 @@ class DataTriggers:
                 exc.message,
             )
 
-    async def _start(self, ask: RunAsk) -> tuple[str, str | None, str | None]:
+    async def _start(self, ask: RunAsk) -> tuple[TickOutcome, str | None, str | None]:
         """Ask the door: ``(outcome, run id, reason)``, ``fired`` with the run (and, when it did not
         simply start, how), or ``skipped`` and why."""
         trigger = ask.cause
@@ -325,7 +326,7 @@ class DataTriggers:
         if isinstance(decision, Skipped):
             reason = f"{trigger.advance}; {decision.reason}"
             log.info("data trigger %s of %s skipped: %s", trigger.trigger_id, ask.pipeline, reason)
-            return "skipped", decision.in_the_way, reason
+            return TickOutcome.SKIPPED, decision.in_the_way, reason
         if isinstance(decision, Refused):
             if not isinstance(decision.error, Conflict):
                 log.warning(
@@ -334,7 +335,7 @@ class DataTriggers:
                     ask.pipeline,
                     decision.error.message,
                 )
-            return "skipped", None, f"{trigger.advance}; {decision.error.message}"
+            return TickOutcome.SKIPPED, None, f"{trigger.advance}; {decision.error.message}"
         log.info(
             "data trigger %s: %s advanced to %s, run %s of %s started",
             trigger.trigger_id,
@@ -344,8 +345,8 @@ class DataTriggers:
             ask.pipeline,
         )
         if decision.note:
-            return "fired", decision.run_id, f"{trigger.advance}; {decision.note}"
-        return "fired", decision.run_id, None
+            return TickOutcome.FIRED, decision.run_id, f"{trigger.advance}; {decision.note}"
+        return TickOutcome.FIRED, decision.run_id, None
 
     async def _compete(self, record: dict[str, Any], dataset: str, commit: str, revision: int) -> None:
         """Federation-wide: the eligible instance that creates the advance's key fires it."""
@@ -357,7 +358,7 @@ class DataTriggers:
         if not await self._really_advanced(dataset, commit, pipeline):
             return
         key = keys.trigger_fire(trigger_id, revision)
-        claim = {"outcome": "claimed", "instance": self.instance, "dataset": dataset, "commit": commit}
+        claim = {"outcome": TickOutcome.CLAIMED, "instance": self.instance, "dataset": dataset, "commit": commit}
         if not await self.history_lease.with_lease(lambda lease: self.etcd.create(key, claim, lease=lease)):
             return  # another instance fires this advance
         trigger = DataTrigger(trigger_id, dataset, commit, federation=True)

@@ -17,12 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..domain.causes import Overlap
 from ..domain.schedule import Catchup, Schedule, Tick
+from ..domain.states import TickOutcome
 from .tables import ScheduleRow, TickRow, utcnow
 
 # ``(due_at, outcome, run_id, reason)`` of one schedule's tick.
-TickEntry = tuple[datetime, str, str | None, str | None]
+TickEntry = tuple[datetime, TickOutcome, str | None, str | None]
 # ``(schedule_id, pipeline, due_at, outcome, run_id, reason)`` of any schedule's tick.
-AnyTickEntry = tuple[str, str, datetime, str, str | None, str | None]
+AnyTickEntry = tuple[str, str, datetime, TickOutcome, str | None, str | None]
 
 
 class ScheduleTables:
@@ -134,7 +135,7 @@ class ScheduleTables:
         schedule_id: str,
         pipeline: str,
         due_at: datetime,
-        outcome: str,
+        outcome: TickOutcome,
         run_id: str | None = None,
         reason: str | None = None,
     ) -> None:
