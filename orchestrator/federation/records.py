@@ -114,10 +114,6 @@ class ScheduleRecord(Record):
     created_by: Name
     created_at: ZonedTime
 
-    def public(self) -> dict[str, Any]:
-        """The record as the schedulers read it (a plain dict, as before they were typed)."""
-        return self.model_dump(exclude_none=False)
-
 
 class TickRecord(Record):
     outcome: TickOutcome | None = None

@@ -210,7 +210,9 @@ class Scheduler:
         pipeline, schedule_id = schedule.pipeline, schedule.id
         if decided.missed:
             await self.store.record_ticks(
-                schedule_id, pipeline, [(tick, TickOutcome.MISSED, None, reason) for tick, reason in decided.missed]
+                schedule_id,
+                pipeline,
+                [(tick, TickOutcome.MISSED, None, reason) for tick, reason in decided.missed],
             )
             for _ in decided.missed:
                 self.metrics.tick("instance", TickOutcome.MISSED)

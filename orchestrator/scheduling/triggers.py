@@ -35,7 +35,7 @@ from ..federation import keys
 from ..federation.answers import KeyValue, WatchEvent
 from ..federation.etcd import Etcd
 from ..federation.leases import SharedLease
-from ..federation.records import Advance
+from ..federation.records import Advance, ScheduleRecord
 from ..federation.records import parse as parse_record
 from ..federation.watch import PrefixWatch
 from ..tasks import cancel_all, spawn
@@ -79,7 +79,7 @@ class DataTriggers:
         self.book = ScheduleBook(etcd, registry.sealer)
         self._verified: dict[tuple[str, str, str], str | None] = {}  # (dataset, commit, master) -> why not
         self.history_lease = SharedLease(etcd, FIRE_HISTORY_TTL, reuse_for=3600.0)
-        self._federation: dict[str, dict[str, Any]] = {}  # id -> federation-wide trigger record
+        self._federation: dict[str, ScheduleRecord] = {}  # id -> federation-wide trigger record
         self._seen: dict[str, int] = {}  # dataset -> last advance (etcd revision) handled
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -128,7 +128,9 @@ class DataTriggers:
             if self.pins is not None and await self.store.get_pipeline(pipeline) is not None:
                 # Its advances are checked on the master accepted now (the others: by their pins).
                 await self.pins.ensure(pipeline, "dataset", dataset)
-            self._federation[trigger_id] = record
+            # As every instance reads it back (one that does not fit fires nowhere).
+            if (armed := parse_record(ScheduleRecord, keys.schedule(trigger_id), 0, record)) is not None:
+                self._federation[trigger_id] = armed
             log.info(
                 "federation-wide data trigger %s: %s runs when %s advances", trigger_id, pipeline, dataset
             )
@@ -159,19 +161,17 @@ class DataTriggers:
             for row in await self.store.data_triggers()
             if row.dataset is not None
         ]
-        records: list[dict[str, Any]]
+        records: list[ScheduleRecord]
         try:
-            records = [
-                trigger
-                for kv in await self.etcd.list_prefix(keys.SCHEDULES)
-                if (trigger := self.book.check(kv.key, kv.mod_revision, kv.value)) and trigger.get("trigger")
-            ]
+            values = await self.etcd.list_prefix(keys.SCHEDULES)
+            found = (self.book.check(kv.key, kv.mod_revision, kv.value) for kv in values)
+            records = [trigger for trigger in found if trigger is not None]
         except MaoError:
             records = list(self._federation.values())
         armed += [
-            ArmedTrigger(record["pipeline"], record["trigger"]["dataset"])
+            ArmedTrigger(record.pipeline, record.trigger.dataset)
             for record in records
-            if isinstance(record.get("trigger"), dict) and isinstance(record["trigger"].get("dataset"), str)
+            if record.trigger is not None
         ]
         written: dict[str, set[str]] = {}
 
@@ -205,12 +205,12 @@ class DataTriggers:
     async def _watch_triggers(self) -> None:
         async def on_list(values: list[KeyValue], _revision: int) -> None:
             found = (self.book.check(kv.key, kv.mod_revision, kv.value) for kv in values)
-            self._federation = {t["id"]: t for t in found if t is not None and t.get("trigger")}
+            self._federation = {t.id: t for t in found if t is not None and t.trigger is not None}
 
         async def on_event(event: WatchEvent) -> None:
             trigger_id = keys.last_segment(event.key)
             record = self.book.check(event.key, event.revision, event.value) if event.kind == "PUT" else None
-            if record is not None and record.get("trigger"):
+            if record is not None and record.trigger is not None:
                 self._federation[trigger_id] = record
             else:  # deleted, or no longer a trigger this instance may act on
                 self._federation.pop(trigger_id, None)
@@ -255,10 +255,8 @@ class DataTriggers:
             if await self._really_advanced(dataset, commit, row.pipeline):
                 await self._fire_local(row, dataset, commit, now)
         for record in list(self._federation.values()):
-            if record["trigger"].get("dataset") == dataset:
-                spawn(
-                    self._compete(record, dataset, commit, revision), f"trigger {record['id']}", self._tasks
-                )
+            if record.trigger is not None and record.trigger.dataset == dataset:
+                spawn(self._compete(record, dataset, commit, revision), f"trigger {record.id}", self._tasks)
 
     async def _really_advanced(self, dataset: str, commit: str, pipeline: str) -> bool:
         """Whether ``dataset``'s ground-truth really is at ``commit`` (or past it) on the master this
@@ -348,22 +346,27 @@ class DataTriggers:
             return TickOutcome.FIRED, decision.run_id, f"{trigger.advance}; {decision.note}"
         return TickOutcome.FIRED, decision.run_id, None
 
-    async def _compete(self, record: dict[str, Any], dataset: str, commit: str, revision: int) -> None:
+    async def _compete(self, record: ScheduleRecord, dataset: str, commit: str, revision: int) -> None:
         """Federation-wide: the eligible instance that creates the advance's key fires it."""
-        trigger_id, pipeline = record["id"], record["pipeline"]
-        if not labels_match(self.labels, record.get("placement")):
+        trigger_id, pipeline = record.id, record.pipeline
+        if not labels_match(self.labels, record.placement):
             return
         if await self.store.get_pipeline(pipeline) is None:
             return
         if not await self._really_advanced(dataset, commit, pipeline):
             return
         key = keys.trigger_fire(trigger_id, revision)
-        claim = {"outcome": TickOutcome.CLAIMED, "instance": self.instance, "dataset": dataset, "commit": commit}
+        claim = {
+            "outcome": TickOutcome.CLAIMED,
+            "instance": self.instance,
+            "dataset": dataset,
+            "commit": commit,
+        }
         if not await self.history_lease.with_lease(lambda lease: self.etcd.create(key, claim, lease=lease)):
             return  # another instance fires this advance
         trigger = DataTrigger(trigger_id, dataset, commit, federation=True)
         outcome, run_id, reason = await self._start(
-            RunAsk(pipeline, trigger, overlap=record.get("overlap") or "skip", priority=record.get("priority") or 0)
+            RunAsk(pipeline, trigger, overlap=record.overlap or "skip", priority=record.priority or 0)
         )
         result = {
             **claim,
