@@ -80,7 +80,7 @@ class Scheduler:
             await self._catch_up(schedule, now)
         log.info("scheduler started with %d schedule(s)", len(self._scheduler.get_jobs()))
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
         await cancel_all(self._tasks)
         await self._reads.close()
         await self._writes.close()

@@ -46,6 +46,7 @@ from ..federation.records import ScheduleRecord
 from ..federation.registry import Registry
 from ..federation.watch import PrefixWatch
 from ..metrics import UNSERVED, Metrics
+from ..retry import Backoff, persist
 from ..tasks import cancel_all, spawn
 from .book import ScheduleBook, check_placement, labels_match, listed
 from .elsewhere import running_elsewhere
@@ -63,6 +64,7 @@ log = logging.getLogger(__name__)
 
 RESYNC_EVERY = 30.0
 OBSERVER_DELAY = 3.0
+WRITE_RETRY_CAP = 30.0
 
 
 class FederationScheduler:
@@ -386,14 +388,14 @@ class FederationScheduler:
         await self._write(schedule_id, due, {**record, "run_status": status})
 
     async def _write(self, schedule_id: str, due: datetime, record: dict[str, Any]) -> None:
-        delay = 1.0
-        while True:
-            try:
-                await self.book.record(schedule_id, due, record)
-                return
-            except EtcdUnavailable:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        """Write a tick's record, retried while etcd is away (1 s doubling up to 30 s: this instance's
+        own write, no herd to spread)."""
+        await persist(
+            lambda: self.book.record(schedule_id, due, record),
+            Backoff(1.0, WRITE_RETRY_CAP, jitter=False),
+            (EtcdUnavailable,),
+            lambda _error, _wait: None,
+        )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         spawn(coroutine, name, self._tasks)

@@ -30,7 +30,7 @@ async def test_ticks_with_overlap_allow_start_beside_the_running_run(store: Stor
     assert [ask.overlap for ask in door.asks] == ["allow", "allow"]
     ticks = await store.list_ticks(schedule.id)
     assert [t.outcome for t in ticks] == ["fired", "fired"]
-    await scheduler.stop()
+    await scheduler.close()
 
 
 async def test_ticks_with_overlap_skip_do_not_ask_for_allow(store: Store) -> None:
@@ -42,4 +42,4 @@ async def test_ticks_with_overlap_skip_do_not_ask_for_allow(store: Store) -> Non
     assert door.active_runs("p") == ["run1"] and [ask.overlap for ask in door.asks] == ["skip", "skip"]
     ticks = await store.list_ticks(schedule.id)
     assert [t.outcome for t in reversed(ticks)] == ["fired", "skipped"]
-    await scheduler.stop()
+    await scheduler.close()
