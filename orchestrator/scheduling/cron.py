@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from ..domain.causes import CatchUp, CronTick, Refused, RunAsk, Skipped
-from ..domain.schedule import Schedule
+from ..domain.schedule import DEFAULT_OPTIONS, Schedule, ScheduleOptions
 from ..domain.states import TickOutcome
 from ..errors import BadRequest, MaoError, NotFound
 from ..metrics import UNSERVED, Metrics
@@ -93,11 +93,7 @@ class Scheduler:
         cron: str,
         timezone: str = "UTC",
         add: bool = False,
-        *,
-        overlap: str | None = None,
-        catchup: str | None = None,
-        catchup_window: int | None = None,
-        priority: int | None = None,
+        options: ScheduleOptions = DEFAULT_OPTIONS,
     ) -> Schedule:
         """Schedule ``pipeline``; without ``add``, an existing cron schedule of it is replaced (and
         keeps its id, taking the policies given: the ones not given are the defaults)."""
@@ -111,30 +107,14 @@ class Scheduler:
         )
         if current and not add:
             schedule_id = current[0].id
-            await self.store.replace_schedule(
-                schedule_id,
-                cron.strip(),
-                timezone,
-                overlap=overlap,
-                catchup=catchup,
-                catchup_window=catchup_window,
-                priority=priority,
-            )
+            await self.store.replace_schedule(schedule_id, cron.strip(), timezone, options)
             schedule = await self.store.get_schedule(schedule_id)
             if schedule is None:  # deleted meanwhile
                 raise NotFound(f"schedule {schedule_id} of {pipeline!r} was deleted meanwhile")
             verb = "rescheduled"
         else:
-            schedule = await self.store.add_schedule(
-                uuid.uuid4().hex,
-                pipeline,
-                cron.strip(),
-                timezone,
-                overlap=overlap,
-                catchup=catchup,
-                catchup_window=catchup_window,
-                priority=priority,
-            )
+            schedule_id = uuid.uuid4().hex
+            schedule = await self.store.add_schedule(schedule_id, pipeline, cron.strip(), timezone, options)
             verb = "scheduled"
         self._arm(schedule)
         log.info("pipeline %s %s with %r (%s) as job %s", pipeline, verb, cron, timezone, schedule.id)
@@ -147,10 +127,12 @@ class Scheduler:
             ask.cron,
             ask.timezone,
             add=ask.add,
-            overlap=ask.overlap,
-            catchup=ask.catchup or "latest",
-            catchup_window=ask.catchup_window,
-            priority=ask.priority,
+            options=ScheduleOptions(
+                overlap=ask.overlap,
+                catchup=ask.catchup or "latest",
+                catchup_window=ask.catchup_window,
+                priority=ask.priority,
+            ),
         )
 
     async def remove(self, schedule_id: str) -> None:

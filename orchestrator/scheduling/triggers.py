@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from executor.wire.names import name_problem
 
 from ..domain.causes import DataTrigger, Overlap, Refused, RunAsk, Skipped
-from ..domain.schedule import Schedule
+from ..domain.schedule import Schedule, ScheduleOptions
 from ..domain.states import TickOutcome
 from ..errors import BadRequest, Conflict, MaoError, NotFound
 from ..federation import keys
@@ -142,7 +142,12 @@ class DataTriggers:
         if self.pins is not None:  # its advances are checked on the master accepted now
             await self.pins.ensure(pipeline, "dataset", dataset)
         row = await self.store.add_schedule(
-            uuid.uuid4().hex, pipeline, "", "UTC", dataset=dataset, overlap=overlap, priority=priority
+            uuid.uuid4().hex,
+            pipeline,
+            "",
+            "UTC",
+            ScheduleOptions(overlap=overlap, priority=priority),
+            dataset=dataset,
         )
         log.info("data trigger %s: %s runs when %s advances", row.id, pipeline, dataset)
         return row.id

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.domain.schedule import ScheduleOptions
 from orchestrator.scheduling import catchup
 from orchestrator.scheduling.cron import Scheduler
 from orchestrator.scheduling.ticks import Clock
@@ -32,7 +33,7 @@ NOW = datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC)  # the fake clock at the resta
 async def down_for_an_hour(store: Store, door: MemoryDoor, **options: Any) -> tuple[Scheduler, str]:
     """A */5 schedule whose instance stopped at 11:00:30 and starts again at 12:00:30 (12 ticks missed)."""
     scheduler = Scheduler(store, door, clock=Clock.fixed(NOW))
-    schedule = await scheduler.add("p", "*/5 * * * *", **options)
+    schedule = await scheduler.add("p", "*/5 * * * *", options=ScheduleOptions(**options))
     await scheduler.close()
     async with store.session("rewind") as s:
         row = await s.get(ScheduleRow, schedule.id)
@@ -112,7 +113,7 @@ async def test_scheduling_again_replaces_unless_add(store: Store) -> None:
     scheduler = Scheduler(store, MemoryDoor(keep_active=True))
     await scheduler.start()
     first = await scheduler.add("p", "*/5 * * * *")
-    again = await scheduler.add("p", "0 3 * * *", "Europe/Zurich", catchup="none")
+    again = await scheduler.add("p", "0 3 * * *", "Europe/Zurich", options=ScheduleOptions(catchup="none"))
     assert again.id == first.id and again.cron == "0 3 * * *" and again.catchup == "none"
     other = await scheduler.add("p", "0 4 * * *", add=True)
     assert other.id != first.id

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.domain.schedule import ScheduleOptions
 from orchestrator.scheduling.cron import Scheduler
 from orchestrator.store import Store
 from tests.unit.memory_door import MemoryDoor
@@ -23,7 +24,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 async def test_ticks_with_overlap_allow_start_beside_the_running_run(store: Store) -> None:
     door = MemoryDoor(keep_active=True)
     scheduler = Scheduler(store, door)
-    schedule = await scheduler.add("p", "* * * * *", overlap="allow")
+    schedule = await scheduler.add("p", "* * * * *", options=ScheduleOptions(overlap="allow"))
     await scheduler._tick(schedule.id)
     await scheduler._tick(schedule.id)
     assert door.active_runs("p") == ["run1", "run2"]
