@@ -22,12 +22,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import BadRequest, Conflict
+from ..errors import BadRequest, Conflict, NotFound
 from ..federation import keys, records
 from ..federation.answers import KeyValue
 from ..federation.etcd import Etcd
 from ..federation.leases import SharedLease
 from ..federation.records import Placement, ScheduleRecord, TickRecord
+from ..federation.registry import Registry
 from ..federation.seals import Proof, Sealer
 
 TICK_HISTORY_TTL = 7 * 86400
@@ -64,6 +65,16 @@ def check_placement(placement: object) -> dict[str, Any]:
                 code="invalid_placement",
             )
     return {"labels": {k.strip(): v.strip() for k, v in labels.items()}}
+
+
+async def require_registered(registry: Registry, pipeline: str) -> None:
+    """404 unless ``pipeline`` is registered in the federation: a federation-wide schedule or data
+    trigger of it could fire nowhere."""
+    if await registry.pipeline(pipeline) is None:
+        raise NotFound(
+            f"pipeline {pipeline!r} is not registered in the federation: initialise it on at least "
+            "one instance first (POST /pipeline/init)"
+        )
 
 
 def labels_match(labels: Mapping[str, str], placement: Placement | None) -> bool:

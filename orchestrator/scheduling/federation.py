@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..domain.causes import CatchUp, FederationTick, Refused, RunAsk, RunElsewhere, Skipped
 from ..domain.states import TickOutcome
-from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound
+from ..errors import BadRequest, EtcdUnavailable, MaoError
 from ..federation import keys, records
 from ..federation.answers import KeyValue, WatchEvent
 from ..federation.etcd import Etcd
@@ -48,7 +48,7 @@ from ..federation.watch import PrefixWatch
 from ..metrics import UNSERVED, Metrics
 from ..retry import Backoff, persist
 from ..tasks import cancel_all, spawn
-from .book import ScheduleBook, check_placement, labels_match, listed
+from .book import ScheduleBook, check_placement, labels_match, listed, require_registered
 from .elsewhere import running_elsewhere
 from .federation_catchup import catch_up_all, record_gaps
 from .ticks import CLOCK, Clock, make_trigger
@@ -116,11 +116,7 @@ class FederationScheduler:
     ) -> dict[str, Any]:
         make_trigger(cron, timezone)  # 400 before anything is stored
         checked = check_placement(placement)
-        if await self.registry.pipeline(pipeline) is None:
-            raise NotFound(
-                f"pipeline {pipeline!r} is not registered in the federation: initialise it on at least "
-                "one instance first (POST /pipeline/init)"
-            )
+        await require_registered(self.registry, pipeline)
         schedule_id = uuid.uuid4().hex
         schedule = {
             "id": schedule_id,

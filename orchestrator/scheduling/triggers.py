@@ -39,7 +39,7 @@ from ..federation.records import Advance, ScheduleRecord
 from ..federation.records import parse as parse_record
 from ..federation.watch import PrefixWatch
 from ..tasks import cancel_all, spawn
-from .book import ScheduleBook, check_placement, labels_match
+from .book import ScheduleBook, check_placement, labels_match, require_registered
 from .trigger_cycles import ArmedTrigger, describe, find_cycle
 
 if TYPE_CHECKING:
@@ -104,12 +104,7 @@ class DataTriggers:
         if await self.registry.dataset(dataset) is None:
             raise NotFound(f"dataset {dataset!r} is not registered in the federation")
         if scope == "federation":
-            registration = await self.registry.pipeline(pipeline)
-            if registration is None:
-                raise NotFound(
-                    f"pipeline {pipeline!r} is not registered in the federation: initialise it on at least "
-                    "one instance first (POST /pipeline/init)"
-                )
+            await require_registered(self.registry, pipeline)
             await self._refuse_cycle(pipeline, dataset)
             trigger_id = uuid.uuid4().hex
             record: dict[str, Any] = {
