@@ -99,7 +99,8 @@ class TriggerOn(Record):
 
 
 class ScheduleRecord(Record):
-    """A federation-wide schedule (``cron``) or data trigger (``trigger``), ``scheduler``/``triggers``."""
+    """A federation-wide schedule (``cron``) or data trigger (``trigger``): what the schedulers read
+    (``scheduling.book.ScheduleBook.check``); None in a policy is "not written" (an older record)."""
 
     id: Hex32
     pipeline: Name
