@@ -18,6 +18,7 @@ from orchestrator.federation import keys
 from orchestrator.federation.etcd import Etcd
 from orchestrator.federation.records import ScheduleRecord
 from orchestrator.scheduling.book import ScheduleBook, listed
+from tests.unit import test_etcd_records as etcd_records
 
 ID = "ab" * 16
 SCHEDULE: dict[str, Any] = {
@@ -36,19 +37,9 @@ SCHEDULE: dict[str, Any] = {
 FIELDS = sorted(ScheduleRecord.model_fields)
 REVISIONS = itertools.count(1)  # a new version per read: each refusal is said (warn_once)
 
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.integers(min_value=-(10**40), max_value=10**40)
-    | st.floats()
-    | st.text(max_size=40)
-    | st.sampled_from(["", "..", "-rf", "a" * 300, ID, "2026-01-01T00:00:00", "* * * * *", "skip", "all"])
-)
-json_like = st.recursive(
-    scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
-    max_leaves=10,
+# Anything JSON can hold (as test_etcd_records draws it), and values near the fields' own.
+json_like = etcd_records.json_like | st.sampled_from(
+    ["", "..", "-rf", "a" * 300, ID, "2026-01-01T00:00:00", "* * * * *", "skip", "all"]
 )
 # A valid schedule with some fields dropped, some replaced by anything JSON can hold, some added.
 mutated = st.builds(
