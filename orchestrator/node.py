@@ -208,7 +208,7 @@ class Node:
             ("run queue", Hooks(start=self._restore_queue)),
             ("audits", self.audits),
             ("backfills", Hooks(close=self.backfills.close)),
-            ("scheduler", Hooks(start=self.scheduler.start, close=self.scheduler.stop)),
+            ("scheduler", self.scheduler),
             ("federation scheduler", self.federation_scheduler),
             ("data triggers", self.triggers),
         ]

@@ -70,6 +70,20 @@ class Schedule:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleOptions:
+    """The policies a schedule is written with. None is "not given": the row keeps none, and reading
+    it applies the default (``Schedule``), so a later version's default reaches it too."""
+
+    overlap: str | None = None
+    catchup: str | None = None
+    catchup_window: int | None = None  # seconds
+    priority: int | None = None
+
+
+DEFAULT_OPTIONS = ScheduleOptions()  # none given
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """What happened at one tick: ``fired`` (with its run), ``skipped`` or ``missed`` (and why)."""
 

@@ -99,7 +99,8 @@ class TriggerOn(Record):
 
 
 class ScheduleRecord(Record):
-    """A federation-wide schedule (``cron``) or data trigger (``trigger``), ``scheduler``/``triggers``."""
+    """A federation-wide schedule (``cron``) or data trigger (``trigger``): what the schedulers read
+    (``scheduling.book.ScheduleBook.check``); None in a policy is "not written" (an older record)."""
 
     id: Hex32
     pipeline: Name
@@ -113,10 +114,6 @@ class ScheduleRecord(Record):
     trigger: TriggerOn | None = None
     created_by: Name
     created_at: ZonedTime
-
-    def public(self) -> dict[str, Any]:
-        """The record as the schedulers read it (a plain dict, as before they were typed)."""
-        return self.model_dump(exclude_none=False)
 
 
 class TickRecord(Record):

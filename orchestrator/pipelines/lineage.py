@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..domain.pipeline import Pipeline, Tool
 from ..errors import MaoError
+from ..federation.records import ScheduleRecord
 from ..store import Store
 
 NodeKind = Literal["dataset", "pipeline"]
@@ -287,7 +288,7 @@ def _replacements(strategy: Any) -> tuple[str, ...]:
 async def collect(
     store: Store,
     registry: RegistryReads,
-    federation_schedules: Callable[[], Awaitable[list[dict[str, Any]]]],
+    federation_schedules: Callable[[], Awaitable[list[ScheduleRecord]]],
     instance: str,
 ) -> Lineage:
     local = await store.list_pipelines()
@@ -309,19 +310,15 @@ async def collect(
     here = {p.name for p in local}
     uses += [registered_use(name, r) for name, r in sorted(registrations.items()) if name not in here]
     federation_triggers = [
-        TriggerUse(s["id"], s["pipeline"], s["trigger"]["dataset"], "federation")
+        TriggerUse(s.id, s.pipeline, s.trigger.dataset, "federation")
         for s in schedules
-        if isinstance(s.get("trigger"), dict)
-        and isinstance(s["trigger"].get("dataset"), str)
-        and isinstance(s.get("pipeline"), str)
+        if s.trigger is not None
     ]
     return build_lineage(
         Sources(
             pipelines=uses,
             triggers=local_triggers + federation_triggers,
-            federation_pipelines=frozenset(
-                s["pipeline"] for s in schedules if isinstance(s.get("pipeline"), str)
-            ),
+            federation_pipelines=frozenset(s.pipeline for s in schedules),
             datasets=datasets,
             tools=tools,
             etcd=etcd,

@@ -29,8 +29,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..domain.causes import Backfill, Queued, Refused, RunAsk
-from ..domain.states import RunStatus
+from ..domain.states import BackfillStatus, RunStatus
 from ..errors import BadRequest, Conflict, MaoError, NotFound
+from ..federation.records import ScheduleRecord
 from ..store.backfills import BackfillRecords, BackfillView
 from .requests import BackfillRequest
 from .ticks import fire_times, make_trigger
@@ -65,7 +66,7 @@ class Backfills:
         store: Store,
         door: Door,
         runner: Cancels,
-        federation_schedules: Callable[[], Awaitable[list[dict[str, Any]]]],
+        federation_schedules: Callable[[], Awaitable[list[ScheduleRecord]]],
     ) -> None:
         self.store = store
         self.door = door  # starts its runs
@@ -123,7 +124,7 @@ class Backfills:
             **result,
             "backfill_id": backfill.id,
             "runs": run_ids,
-            "status": "queued",
+            "status": BackfillStatus.QUEUED,
             "version": request.version,
         }
 
@@ -180,9 +181,9 @@ class Backfills:
         ]
         try:
             federation = [
-                (str(s["cron"]), s.get("timezone"))
+                (s.cron, s.timezone)
                 for s in await self.federation_schedules()
-                if s.get("pipeline") == request.name and s.get("cron")
+                if s.pipeline == request.name and s.cron
             ]
         except MaoError:  # etcd away: this instance's schedules decide alone
             federation = []

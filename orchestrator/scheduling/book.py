@@ -18,15 +18,17 @@ Contracts:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import BadRequest, Conflict
+from ..errors import BadRequest, Conflict, NotFound
 from ..federation import keys, records
 from ..federation.answers import KeyValue
 from ..federation.etcd import Etcd
 from ..federation.leases import SharedLease
-from ..federation.records import ScheduleRecord, TickRecord
+from ..federation.records import Placement, ScheduleRecord, TickRecord
+from ..federation.registry import Registry
 from ..federation.seals import Proof, Sealer
 
 TICK_HISTORY_TTL = 7 * 86400
@@ -65,8 +67,19 @@ def check_placement(placement: object) -> dict[str, Any]:
     return {"labels": {k.strip(): v.strip() for k, v in labels.items()}}
 
 
-def labels_match(labels: dict[str, str], placement: dict[str, Any] | None) -> bool:
-    wanted = (placement or {}).get("labels") or {}
+async def require_registered(registry: Registry, pipeline: str) -> None:
+    """404 unless ``pipeline`` is registered in the federation: a federation-wide schedule or data
+    trigger of it could fire nowhere."""
+    if await registry.pipeline(pipeline) is None:
+        raise NotFound(
+            f"pipeline {pipeline!r} is not registered in the federation: initialise it on at least "
+            "one instance first (POST /pipeline/init)"
+        )
+
+
+def labels_match(labels: Mapping[str, str], placement: Placement | None) -> bool:
+    """Whether an instance with ``labels`` has every label the placement asks for."""
+    wanted = placement.labels if placement is not None else {}
     return all(labels.get(key) == value for key, value in wanted.items())
 
 
@@ -83,7 +96,7 @@ class ScheduleBook:
         if not await self.etcd.create(keys.schedule(schedule["id"]), sealed):
             raise Conflict(f"federation schedule {schedule['id']} already exists")
 
-    def check(self, key: str, revision: int, value: Any) -> dict[str, Any] | None:
+    def check(self, key: str, revision: int, value: Any) -> ScheduleRecord | None:
         """The schedule (or trigger) record under ``key``, if it is one this instance may act on: it
         fits ``records.ScheduleRecord`` (numbers in range, names valid) and was written by the instance
         it names as ``created_by``: over TLS, sealed by that instance's certificate, so that a record a
@@ -100,15 +113,15 @@ class ScheduleBook:
             if isinstance(seal, str):
                 records.refuse(key, revision, f"a schedule not written by {record.created_by}: {seal}")
                 return None
-        return record.public()
+        return record
 
-    async def get(self, schedule_id: str) -> dict[str, Any] | None:
+    async def get(self, schedule_id: str) -> ScheduleRecord | None:
         kv = await self.etcd.get(keys.schedule(schedule_id))
         if kv is None or kv.problem:
             return None
         return self.check(kv.key, kv.mod_revision, kv.value)
 
-    async def all(self) -> list[dict[str, Any]]:
+    async def all(self) -> list[ScheduleRecord]:
         """Every schedule this instance may act on (``check``)."""
         found = []
         for kv in await self.etcd.list_prefix(keys.SCHEDULES):
@@ -204,12 +217,12 @@ _TICK_FIELDS = ("due_at", "outcome", "instance", "run_id", "reason", "run_status
 
 
 def listed(
-    schedule: dict[str, Any], next_run_time: str | None, recent: list[dict[str, Any]]
+    schedule: ScheduleRecord, next_run_time: str | None, recent: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """A federation-wide schedule as ``GET /federation/schedules`` lists it, with its next run time
     here and its recent ticks (a data trigger's: its fires, one per ground-truth advance, with the
     commit)."""
-    s = schedule
+    s = schedule.model_dump()
     trigger = s.get("trigger")
     return {
         **{k: s.get(k) for k in ("id", "pipeline", "cron", "timezone", "placement")},

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from ..domain.causes import CatchUp, CronTick, Refused, RunAsk, Skipped
-from ..domain.schedule import Schedule
+from ..domain.schedule import DEFAULT_OPTIONS, Schedule, ScheduleOptions
+from ..domain.states import TickOutcome
 from ..errors import BadRequest, MaoError, NotFound
 from ..metrics import UNSERVED, Metrics
 from ..tasks import cancel_all, spawn
@@ -32,6 +33,7 @@ from .ticks import CLOCK, DUE_JITTER, Clock, due_time, fire_times, make_trigger
 if TYPE_CHECKING:
     from ..runs.door import Door
     from ..store import Store
+    from ..store.schedules import AnyTickEntry
     from .requests import ScheduleRun
 
 __all__ = ["DUE_JITTER", "Scheduler", "due_time", "fire_times", "make_trigger"]
@@ -58,7 +60,7 @@ class Scheduler:
         self._reads: Coalescer[str, Schedule | None] = Coalescer(
             store.get_schedules, "schedule reads of ticks"
         )
-        self._writes: Coalescer[tuple[str, str, datetime, str, str | None, str | None], None] = Coalescer(
+        self._writes: Coalescer[AnyTickEntry, None] = Coalescer(
             store.record_tick_batch, "tick records"
         )
 
@@ -78,7 +80,7 @@ class Scheduler:
             await self._catch_up(schedule, now)
         log.info("scheduler started with %d schedule(s)", len(self._scheduler.get_jobs()))
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
         await cancel_all(self._tasks)
         await self._reads.close()
         await self._writes.close()
@@ -91,11 +93,7 @@ class Scheduler:
         cron: str,
         timezone: str = "UTC",
         add: bool = False,
-        *,
-        overlap: str | None = None,
-        catchup: str | None = None,
-        catchup_window: int | None = None,
-        priority: int | None = None,
+        options: ScheduleOptions = DEFAULT_OPTIONS,
     ) -> Schedule:
         """Schedule ``pipeline``; without ``add``, an existing cron schedule of it is replaced (and
         keeps its id, taking the policies given: the ones not given are the defaults)."""
@@ -109,30 +107,14 @@ class Scheduler:
         )
         if current and not add:
             schedule_id = current[0].id
-            await self.store.replace_schedule(
-                schedule_id,
-                cron.strip(),
-                timezone,
-                overlap=overlap,
-                catchup=catchup,
-                catchup_window=catchup_window,
-                priority=priority,
-            )
+            await self.store.replace_schedule(schedule_id, cron.strip(), timezone, options)
             schedule = await self.store.get_schedule(schedule_id)
             if schedule is None:  # deleted meanwhile
                 raise NotFound(f"schedule {schedule_id} of {pipeline!r} was deleted meanwhile")
             verb = "rescheduled"
         else:
-            schedule = await self.store.add_schedule(
-                uuid.uuid4().hex,
-                pipeline,
-                cron.strip(),
-                timezone,
-                overlap=overlap,
-                catchup=catchup,
-                catchup_window=catchup_window,
-                priority=priority,
-            )
+            schedule_id = uuid.uuid4().hex
+            schedule = await self.store.add_schedule(schedule_id, pipeline, cron.strip(), timezone, options)
             verb = "scheduled"
         self._arm(schedule)
         log.info("pipeline %s %s with %r (%s) as job %s", pipeline, verb, cron, timezone, schedule.id)
@@ -145,10 +127,12 @@ class Scheduler:
             ask.cron,
             ask.timezone,
             add=ask.add,
-            overlap=ask.overlap,
-            catchup=ask.catchup or "latest",
-            catchup_window=ask.catchup_window,
-            priority=ask.priority,
+            options=ScheduleOptions(
+                overlap=ask.overlap,
+                catchup=ask.catchup or "latest",
+                catchup_window=ask.catchup_window,
+                priority=ask.priority,
+            ),
         )
 
     async def remove(self, schedule_id: str) -> None:
@@ -208,10 +192,12 @@ class Scheduler:
         pipeline, schedule_id = schedule.pipeline, schedule.id
         if decided.missed:
             await self.store.record_ticks(
-                schedule_id, pipeline, [(tick, "missed", None, reason) for tick, reason in decided.missed]
+                schedule_id,
+                pipeline,
+                [(tick, TickOutcome.MISSED, None, reason) for tick, reason in decided.missed],
             )
             for _ in decided.missed:
-                self.metrics.tick("instance", "missed")
+                self.metrics.tick("instance", TickOutcome.MISSED)
             log.info(
                 "schedule %s of %s: %d tick(s) missed while the instance was down, recorded as missed",
                 schedule_id,
@@ -264,23 +250,23 @@ class Scheduler:
                 raise decision.error
             if isinstance(decision, Skipped):
                 await self._record(
-                    schedule_id, pipeline, due_at, "skipped", decision.in_the_way, decision.reason
+                    schedule_id, pipeline, due_at, TickOutcome.SKIPPED, decision.in_the_way, decision.reason
                 )
                 log.info("tick of %s at %s skipped: %s", pipeline, due_at.isoformat(), decision.reason)
-                self.metrics.tick("instance", "skipped")
+                self.metrics.tick("instance", TickOutcome.SKIPPED)
                 return None
-            self.metrics.tick("instance", "fired", lag=(self.clock.now() - due_at).total_seconds())
+            self.metrics.tick("instance", TickOutcome.FIRED, lag=(self.clock.now() - due_at).total_seconds())
             if note := decision.note:
                 reason = f"{reason}; {note}" if reason else note
-            await self._record(schedule_id, pipeline, due_at, "fired", decision.run_id, reason)
+            await self._record(schedule_id, pipeline, due_at, TickOutcome.FIRED, decision.run_id, reason)
             return decision.run_id
         except MaoError as exc:
             log.warning(
                 "tick of %s at %s could not start a run: %s", pipeline, due_at.isoformat(), exc.message
             )
-            self.metrics.tick("instance", "skipped")
+            self.metrics.tick("instance", TickOutcome.SKIPPED)
             try:
-                await self._record(schedule_id, pipeline, due_at, "skipped", None, exc.message)
+                await self._record(schedule_id, pipeline, due_at, TickOutcome.SKIPPED, None, exc.message)
             except MaoError:
                 pass
             return None
@@ -290,7 +276,7 @@ class Scheduler:
         schedule_id: str,
         pipeline: str,
         due_at: datetime,
-        outcome: str,
+        outcome: TickOutcome,
         run_id: str | None,
         reason: str | None,
     ) -> None:

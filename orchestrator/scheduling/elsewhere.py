@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from ..domain.causes import RunElsewhere
+from ..domain.states import TickOutcome
 from .book import ScheduleBook
 
 
@@ -25,7 +26,7 @@ async def running_elsewhere(
     """The schedule's previous run, if an instance other than ``here`` fired it and it still goes
     there (the door asks only when none goes here and the overlap is not ``allow``)."""
     for tick in await book.recent_ticks(schedule_id, limit=10):
-        if tick.get("outcome") != "fired":
+        if tick.get("outcome") != TickOutcome.FIRED:
             continue
         holder = tick.get("instance")
         # Its end is recorded (also "unknown": written once the run had ended), or it was ours

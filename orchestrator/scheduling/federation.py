@@ -33,19 +33,22 @@ import logging
 import uuid
 from collections.abc import Coroutine
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from ..domain.causes import CatchUp, FederationTick, Overlap, Refused, RunAsk, RunElsewhere, Skipped
-from ..errors import BadRequest, EtcdUnavailable, MaoError, NotFound
-from ..federation import keys
+from ..domain.causes import CatchUp, FederationTick, Refused, RunAsk, RunElsewhere, Skipped
+from ..domain.states import TickOutcome
+from ..errors import BadRequest, EtcdUnavailable, MaoError
+from ..federation import keys, records
 from ..federation.answers import KeyValue, WatchEvent
 from ..federation.etcd import Etcd
 from ..federation.members import Membership
+from ..federation.records import ScheduleRecord
 from ..federation.registry import Registry
 from ..federation.watch import PrefixWatch
 from ..metrics import UNSERVED, Metrics
+from ..retry import Backoff, persist
 from ..tasks import cancel_all, spawn
-from .book import ScheduleBook, check_placement, labels_match, listed
+from .book import ScheduleBook, check_placement, labels_match, listed, require_registered
 from .elsewhere import running_elsewhere
 from .federation_catchup import catch_up_all, record_gaps
 from .ticks import CLOCK, Clock, make_trigger
@@ -61,6 +64,7 @@ log = logging.getLogger(__name__)
 
 RESYNC_EVERY = 30.0
 OBSERVER_DELAY = 3.0
+WRITE_RETRY_CAP = 30.0
 
 
 class FederationScheduler:
@@ -112,13 +116,10 @@ class FederationScheduler:
     ) -> dict[str, Any]:
         make_trigger(cron, timezone)  # 400 before anything is stored
         checked = check_placement(placement)
-        if await self.registry.pipeline(pipeline) is None:
-            raise NotFound(
-                f"pipeline {pipeline!r} is not registered in the federation: initialise it on at least "
-                "one instance first (POST /pipeline/init)"
-            )
+        await require_registered(self.registry, pipeline)
+        schedule_id = uuid.uuid4().hex
         schedule = {
-            "id": uuid.uuid4().hex,
+            "id": schedule_id,
             "pipeline": pipeline,
             "cron": cron.strip(),
             "timezone": timezone,
@@ -133,7 +134,10 @@ class FederationScheduler:
             "created_at": self.clock.now().isoformat(),
         }
         await self.book.create(schedule)
-        self._arm(schedule)  # here at once; the other instances through their watch
+        # Here at once (as every instance reads it back: one that does not fit is armed nowhere);
+        # the other instances through their watch.
+        if (record := records.parse(ScheduleRecord, keys.schedule(schedule_id), 0, schedule)) is not None:
+            self._arm(record)
         return schedule
 
     async def schedule(self, ask: ScheduleRun) -> dict[str, Any]:
@@ -159,16 +163,17 @@ class FederationScheduler:
         next_runs = self.scheduler.next_run_times()
         ticks = await asyncio.gather(
             *(
-                self.book.recent_fires(s["id"]) if s.get("trigger") else self.book.recent_ticks(s["id"])
+                self.book.recent_fires(s.id) if s.trigger is not None else self.book.recent_ticks(s.id)
                 for s in schedules
             )
         )
-        return [listed(s, next_runs.get(s["id"]), recent) for s, recent in zip(schedules, ticks, strict=True)]
+        return [listed(s, next_runs.get(s.id), recent) for s, recent in zip(schedules, ticks, strict=True)]
 
     # -- keeping APScheduler in step with etcd --------------------------------------------------
     async def _keep_in_step(self) -> None:
         async def on_list(values: list[KeyValue], _revision: int) -> None:
-            schedules = [s for kv in values if (s := self.book.check(kv.key, kv.mod_revision, kv.value))]
+            found = (self.book.check(kv.key, kv.mod_revision, kv.value) for kv in values)
+            schedules = [s for s in found if s is not None]
             self._reconcile(schedules)
             if not self._caught_up:  # the first list after start: ticks missed while nobody was up
                 self._caught_up = True
@@ -189,10 +194,10 @@ class FederationScheduler:
         )
         await watch.run()
 
-    def _reconcile(self, schedules: list[dict[str, Any]]) -> None:
+    def _reconcile(self, schedules: list[ScheduleRecord]) -> None:
         for schedule in schedules:
             self._arm(schedule)
-        current = {s["id"] for s in schedules}
+        current = {s.id for s in schedules}
         for schedule_id in [i for i in self._armed if i not in current]:
             self._disarm(schedule_id)
 
@@ -207,25 +212,25 @@ class FederationScheduler:
                 return
         self._disarm(keys.last_segment(event.key))
 
-    def _arm(self, schedule: dict[str, Any]) -> None:
-        if schedule.get("trigger"):
+    def _arm(self, schedule: ScheduleRecord) -> None:
+        if schedule.trigger is not None:
             return  # a data trigger: fired by ``triggers`` at each ground-truth advance, not by a clock
-        spec = (schedule.get("cron", ""), schedule.get("timezone", "UTC"))
-        if self._armed.get(schedule["id"]) == spec:
+        spec = (schedule.cron, schedule.timezone)
+        if self._armed.get(schedule.id) == spec:
             return
         try:
-            self.scheduler.arm(schedule["id"], *spec, self._tick, schedule["id"])
+            self.scheduler.arm(schedule.id, *spec, self._tick, schedule.id)
         except BadRequest as exc:
-            log.error("federation schedule %s cannot be armed here: %s", schedule["id"], exc.message)
+            log.error("federation schedule %s cannot be armed here: %s", schedule.id, exc.message)
             return
-        self._armed[schedule["id"]] = spec
+        self._armed[schedule.id] = spec
         log.info(
             "federation schedule %s of %s (%r, %s, placement %s) armed on this instance",
-            schedule["id"],
-            schedule.get("pipeline"),
+            schedule.id,
+            schedule.pipeline,
             spec[0],
             spec[1],
-            (schedule.get("placement") or {}).get("labels") or "any instance",
+            schedule.placement.labels or "any instance",
         )
 
     def _disarm(self, schedule_id: str) -> None:
@@ -241,7 +246,7 @@ class FederationScheduler:
             if schedule is None:
                 self._disarm(schedule_id)
                 return
-            due = self.clock.due(schedule["cron"], schedule["timezone"], due)
+            due = self.clock.due(schedule.cron, schedule.timezone, due)
             if await self.eligible(schedule):
                 await self._compete(schedule, due)
             else:
@@ -259,38 +264,38 @@ class FederationScheduler:
                 "tick of federation schedule %s at %s failed: %s", schedule_id, due.isoformat(), exc.message
             )
 
-    async def eligible(self, schedule: dict[str, Any]) -> bool:
-        if not labels_match(self.labels, schedule.get("placement")):
+    async def eligible(self, schedule: ScheduleRecord) -> bool:
+        if not labels_match(self.labels, schedule.placement):
             return False
-        return await self.store.get_pipeline(schedule["pipeline"]) is not None
+        return await self.store.get_pipeline(schedule.pipeline) is not None
 
-    async def _compete(self, schedule: dict[str, Any], due: datetime) -> None:
-        schedule_id, pipeline = schedule["id"], schedule["pipeline"]
-        claim = {"outcome": "claimed", "instance": self.instance}
+    async def _compete(self, schedule: ScheduleRecord, due: datetime) -> None:
+        schedule_id, pipeline = schedule.id, schedule.pipeline
+        claim = {"outcome": TickOutcome.CLAIMED, "instance": self.instance}
         if not await self.book.claim(schedule_id, due, claim):
             log.debug("tick %s of %s went to another instance", due.isoformat(), pipeline)
             self.metrics.tick("federation", "lost")
             return
         await self.decide(schedule, due)
 
-    async def decide(self, schedule: dict[str, Any], due: datetime, why: str | None = None) -> str | None:
+    async def decide(self, schedule: ScheduleRecord, due: datetime, why: str | None = None) -> str | None:
         """Ask the door for the run of a tick this instance claimed and record its decision; the
         run's id when one started. ``why``: a catch-up's reason, kept with the fired tick."""
-        schedule_id, pipeline = schedule["id"], schedule["pipeline"]
+        schedule_id, pipeline = schedule.id, schedule.pipeline
         cause = (
             FederationTick(schedule_id, due) if why is None else CatchUp(schedule_id, due, federation=True)
         )
 
         async def elsewhere() -> RunElsewhere | None:
             return await running_elsewhere(
-                self.book, lambda: self.membership.live(), self.instance, schedule["id"]
+                self.book, lambda: self.membership.live(), self.instance, schedule.id
             )
 
         ask = RunAsk(
             pipeline,
             cause,
-            overlap=cast(Overlap, schedule.get("overlap") or "skip"),
-            priority=schedule.get("priority") or 0,
+            overlap=schedule.overlap or "skip",
+            priority=schedule.priority or 0,
             elsewhere=elsewhere,
         )
         # The tick is ours, and nobody else will fire it: from here on it gets an outcome, whatever fails.
@@ -303,14 +308,14 @@ class FederationScheduler:
             elif isinstance(decision, Skipped):
                 reason = decision.reason
             else:
-                record.update(outcome="fired", run_id=decision.run_id, reason=why)
+                record.update(outcome=TickOutcome.FIRED, run_id=decision.run_id, reason=why)
         except MaoError as exc:
             reason = exc.message
         except Exception as exc:  # noqa: BLE001 - a bug must not leave the tick claimed for good
             log.exception("tick %s of federation schedule %s failed", due.isoformat(), schedule_id)
             reason = f"internal error: {exc}"
         if reason is not None:
-            record.update(outcome="skipped", reason=reason)
+            record.update(outcome=TickOutcome.SKIPPED, reason=reason)
         lag = (self.clock.now() - due).total_seconds() if reason is None else None
         self.metrics.tick("federation", record["outcome"], lag=lag)
         log.info(
@@ -323,17 +328,17 @@ class FederationScheduler:
         self._spawn(self._report(schedule, due, record), f"report tick {schedule_id}")
         return record.get("run_id")
 
-    async def _observe(self, schedule: dict[str, Any], due: datetime) -> None:
+    async def _observe(self, schedule: ScheduleRecord, due: datetime) -> None:
         """Not eligible: record the tick as skipped only when no live instance could fire it."""
         await asyncio.sleep(OBSERVER_DELAY)
-        if await self.book.tick(schedule["id"], due) is not None:
+        if await self.book.tick(schedule.id, due) is not None:
             return
-        pipeline = schedule["pipeline"]
+        pipeline = schedule.pipeline
         registration = await self.registry.pipeline(pipeline)
         holders = set(registration.get("instances", [])) if registration else set()
         live = {m["name"]: m for m in await self.membership.live()}
         if any(
-            name in live and labels_match(live[name].get("labels") or {}, schedule.get("placement"))
+            name in live and labels_match(live[name].get("labels") or {}, schedule.placement)
             for name in holders
         ):
             return  # they race for it; a tick all of them miss is recorded by the next tick
@@ -343,16 +348,21 @@ class FederationScheduler:
         else:
             verb = "is" if len(dead) == 1 else "are"
             reason = f"no eligible instance was alive ({pipeline} is on {', '.join(dead)}, which {verb} down)"
-        record = {"outcome": "skipped", "instance": None, "reason": reason, "recorded_by": self.instance}
-        if await self.book.claim(schedule["id"], due, record):
-            log.info("tick %s of federation schedule %s skipped: %s", due.isoformat(), schedule["id"], reason)
-            self.metrics.tick("federation", "skipped")
+        record = {
+            "outcome": TickOutcome.SKIPPED,
+            "instance": None,
+            "reason": reason,
+            "recorded_by": self.instance,
+        }
+        if await self.book.claim(schedule.id, due, record):
+            log.info("tick %s of federation schedule %s skipped: %s", due.isoformat(), schedule.id, reason)
+            self.metrics.tick("federation", TickOutcome.SKIPPED)
             await record_gaps(self, schedule, due)
 
-    async def _report(self, schedule: dict[str, Any], due: datetime, record: dict[str, Any]) -> None:
+    async def _report(self, schedule: ScheduleRecord, due: datetime, record: dict[str, Any]) -> None:
         """Write the tick's outcome (retried while etcd is away), record the earlier ticks nobody
         recorded, then (for a run) write how the run ended."""
-        schedule_id = schedule["id"]
+        schedule_id = schedule.id
         await self._write(schedule_id, due, record)
         await record_gaps(self, schedule, due)
         run_id = record.get("run_id")
@@ -374,14 +384,14 @@ class FederationScheduler:
         await self._write(schedule_id, due, {**record, "run_status": status})
 
     async def _write(self, schedule_id: str, due: datetime, record: dict[str, Any]) -> None:
-        delay = 1.0
-        while True:
-            try:
-                await self.book.record(schedule_id, due, record)
-                return
-            except EtcdUnavailable:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        """Write a tick's record, retried while etcd is away (1 s doubling up to 30 s: this instance's
+        own write, no herd to spread)."""
+        await persist(
+            lambda: self.book.record(schedule_id, due, record),
+            Backoff(1.0, WRITE_RETRY_CAP, jitter=False),
+            (EtcdUnavailable,),
+            lambda _error, _wait: None,
+        )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         spawn(coroutine, name, self._tasks)

@@ -27,9 +27,11 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..domain.states import TickOutcome
 from ..errors import MaoError
 from ..federation import keys
 from ..federation.etcd import Etcd
+from ..federation.records import ScheduleRecord
 from ..metrics import Metrics
 from . import catchup
 from .book import ScheduleBook
@@ -50,9 +52,9 @@ class FederationScheduler(Protocol):
     door: Door
     metrics: Metrics
 
-    async def eligible(self, schedule: dict[str, Any]) -> bool: ...
+    async def eligible(self, schedule: ScheduleRecord) -> bool: ...
 
-    async def decide(self, schedule: dict[str, Any], due: datetime, why: str | None = None) -> str | None: ...
+    async def decide(self, schedule: ScheduleRecord, due: datetime, why: str | None = None) -> str | None: ...
 
 log = logging.getLogger(__name__)
 
@@ -63,51 +65,51 @@ NOBODY_ALIVE = "no eligible instance was alive (or able to reach etcd) to fire i
 SWAP_ATTEMPTS = 5
 
 
-async def catch_up_all(fs: FederationScheduler, schedules: list[dict[str, Any]]) -> None:
+async def catch_up_all(fs: FederationScheduler, schedules: list[ScheduleRecord]) -> None:
     """Catch up every schedule this instance is eligible for, side by side (an ``all`` catch-up
     waits for each of its runs); one failing does not stop the others."""
     await asyncio.gather(
         *(
             _catch_up_one(fs, schedule)
             for schedule in schedules
-            if not schedule.get("trigger") and schedule.get("catchup")
+            if schedule.trigger is None and schedule.catchup
         )
     )
 
 
-async def _catch_up_one(fs: FederationScheduler, schedule: dict[str, Any]) -> None:
+async def _catch_up_one(fs: FederationScheduler, schedule: ScheduleRecord) -> None:
     try:
         if await fs.eligible(schedule):
             await catch_up(fs, schedule)
     except Exception as exc:  # noqa: BLE001 - the next tick's winner records the gap as skipped
         log.warning(
             "federation schedule %s: catch-up not done: %s",
-            schedule.get("id"),
+            schedule.id,
             getattr(exc, "message", exc),
             exc_info=not isinstance(exc, MaoError),
         )
 
 
-async def catch_up(fs: FederationScheduler, schedule: dict[str, Any]) -> list[str]:
+async def catch_up(fs: FederationScheduler, schedule: ScheduleRecord) -> list[str]:
     """Decide (if nobody did) and apply the catch-up of one schedule; the ids of the runs started."""
-    schedule_id, pipeline = schedule["id"], schedule["pipeline"]
+    schedule_id, pipeline = schedule.id, schedule.pipeline
     now = fs.clock.now()
     decision = await _decide(fs, schedule, now)
     if decision is None:
         return []
     missed, earlier = decision
-    policy = schedule.get("catchup") or "latest"
+    policy = schedule.catchup or "latest"
     wording = catchup.Wording(
         down="the whole federation was down (no instance recorded the tick)",
         started=f"{fs.instance} came back",
     )
-    decided = catchup.plan(missed, policy, schedule.get("catchup_window"), now, earlier, wording)
-    record: dict[str, Any] = {"outcome": "missed", "instance": None, "recorded_by": fs.instance}
+    decided = catchup.plan(missed, policy, schedule.catchup_window, now, earlier, wording)
+    record: dict[str, Any] = {"outcome": TickOutcome.MISSED, "instance": None, "recorded_by": fs.instance}
     recorded = 0
     for tick, reason in decided.missed:
         if await fs.book.claim(schedule_id, tick, {**record, "reason": reason}):
             recorded += 1
-            fs.metrics.tick("federation", "missed")
+            fs.metrics.tick("federation", TickOutcome.MISSED)
     # Every tick to run is claimed before the first runs: nobody records it as a gap meanwhile.
     count = len(decided.run)
     turns = []
@@ -117,7 +119,11 @@ async def catch_up(fs: FederationScheduler, schedule: dict[str, Any]) -> list[st
             if policy == "all"
             else f"catch-up for ticks missed since {missed[0].isoformat()} (the federation was down)"
         )
-        claim = {"outcome": "claimed", "instance": fs.instance, "reason": f"{why}: waiting for its turn"}
+        claim = {
+            "outcome": TickOutcome.CLAIMED,
+            "instance": fs.instance,
+            "reason": f"{why}: waiting for its turn",
+        }
         if await fs.book.claim(schedule_id, tick, claim):
             turns.append((tick, why))
     log.info(
@@ -140,17 +146,17 @@ async def catch_up(fs: FederationScheduler, schedule: dict[str, Any]) -> list[st
 
 
 async def _decide(
-    fs: FederationScheduler, schedule: dict[str, Any], now: datetime
+    fs: FederationScheduler, schedule: ScheduleRecord, now: datetime
 ) -> tuple[list[datetime], int] | None:
     """The gap this instance won the right to decide about: (ticks, earlier ticks not listed); None
     when there is none or another instance decided it."""
-    schedule_id = schedule["id"]
-    trigger = make_trigger(schedule["cron"], schedule["timezone"])
+    schedule_id = schedule.id
+    trigger = make_trigger(schedule.cron, schedule.timezone)
     until = now - DUE_JITTER  # a tick due now belongs to the live race
     key = keys.catchup(schedule_id)
     for _ in range(SWAP_ATTEMPTS):
         current = await fs.etcd.get(key)
-        since = datetime.fromisoformat(schedule["created_at"])
+        since = datetime.fromisoformat(schedule.created_at)
         if (decided := _until(current.value if current is not None else None)) is not None:
             since = max(since, decided)
         last = await fs.book.last_tick_before(schedule_id, until + DUE_JITTER)
@@ -163,7 +169,7 @@ async def _decide(
         decision = {
             "until": missed[-1].astimezone(UTC).isoformat(),
             "instance": fs.instance,
-            "catchup": schedule.get("catchup"),
+            "catchup": schedule.catchup,
             "ticks": len(missed) + earlier,
             "decided_at": now.astimezone(UTC).isoformat(),
         }
@@ -188,7 +194,7 @@ def _until(decision: Any) -> datetime | None:
     return moment if moment is not None and moment.utcoffset() is not None else None
 
 
-async def record_gaps(fs: FederationScheduler, schedule: dict[str, Any], due: datetime) -> None:
+async def record_gaps(fs: FederationScheduler, schedule: ScheduleRecord, due: datetime) -> None:
     """Record as skipped the ticks before ``due`` that nobody recorded, as far as etcd lets us
     (called once the tick at ``due`` has its outcome: it waits for none of this)."""
     try:
@@ -196,29 +202,29 @@ async def record_gaps(fs: FederationScheduler, schedule: dict[str, Any], due: da
     except Exception as exc:  # noqa: BLE001 - best effort: the run's end is still to be written
         log.warning(
             "federation schedule %s: the ticks before %s that have no record stay without one: %s",
-            schedule["id"],
+            schedule.id,
             due.isoformat(),
             getattr(exc, "message", exc),
             exc_info=not isinstance(exc, MaoError),
         )
 
 
-async def _record_missed(fs: FederationScheduler, schedule: dict[str, Any], due: datetime) -> None:
-    schedule_id = schedule["id"]
-    since = datetime.fromisoformat(schedule["created_at"])
+async def _record_missed(fs: FederationScheduler, schedule: ScheduleRecord, due: datetime) -> None:
+    schedule_id = schedule.id
+    since = datetime.fromisoformat(schedule.created_at)
     last = await fs.book.last_tick_before(schedule_id, due)
     since = max(since, last or since, due - timedelta(days=7))
-    trigger = make_trigger(schedule["cron"], schedule["timezone"])
+    trigger = make_trigger(schedule.cron, schedule.timezone)
     missed = fire_times(trigger, since, due - timedelta(seconds=1), limit=100_000)[-MAX_GAP_RECORDS:]
     record = {
-        "outcome": "skipped",
+        "outcome": TickOutcome.SKIPPED,
         "instance": None,
         "reason": NOBODY_ALIVE,
         "recorded_by": fs.instance,
     }
     for moment in missed:
         if await fs.book.claim(schedule_id, moment, record):
-            fs.metrics.tick("federation", "missed")
+            fs.metrics.tick("federation", TickOutcome.MISSED)
     if missed:
         log.warning(
             "federation schedule %s: %d tick(s) since %s have no record; recorded as skipped (%s)",

@@ -28,17 +28,18 @@ from typing import TYPE_CHECKING, Any
 from executor.wire.names import name_problem
 
 from ..domain.causes import DataTrigger, Overlap, Refused, RunAsk, Skipped
-from ..domain.schedule import Schedule
+from ..domain.schedule import Schedule, ScheduleOptions
+from ..domain.states import TickOutcome
 from ..errors import BadRequest, Conflict, MaoError, NotFound
 from ..federation import keys
 from ..federation.answers import KeyValue, WatchEvent
 from ..federation.etcd import Etcd
 from ..federation.leases import SharedLease
-from ..federation.records import Advance
+from ..federation.records import Advance, ScheduleRecord
 from ..federation.records import parse as parse_record
 from ..federation.watch import PrefixWatch
 from ..tasks import cancel_all, spawn
-from .book import ScheduleBook, check_placement, labels_match
+from .book import ScheduleBook, check_placement, labels_match, require_registered
 from .trigger_cycles import ArmedTrigger, describe, find_cycle
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ class DataTriggers:
         self.book = ScheduleBook(etcd, registry.sealer)
         self._verified: dict[tuple[str, str, str], str | None] = {}  # (dataset, commit, master) -> why not
         self.history_lease = SharedLease(etcd, FIRE_HISTORY_TTL, reuse_for=3600.0)
-        self._federation: dict[str, dict[str, Any]] = {}  # id -> federation-wide trigger record
+        self._federation: dict[str, ScheduleRecord] = {}  # id -> federation-wide trigger record
         self._seen: dict[str, int] = {}  # dataset -> last advance (etcd revision) handled
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -103,12 +104,7 @@ class DataTriggers:
         if await self.registry.dataset(dataset) is None:
             raise NotFound(f"dataset {dataset!r} is not registered in the federation")
         if scope == "federation":
-            registration = await self.registry.pipeline(pipeline)
-            if registration is None:
-                raise NotFound(
-                    f"pipeline {pipeline!r} is not registered in the federation: initialise it on at least "
-                    "one instance first (POST /pipeline/init)"
-                )
+            await require_registered(self.registry, pipeline)
             await self._refuse_cycle(pipeline, dataset)
             trigger_id = uuid.uuid4().hex
             record: dict[str, Any] = {
@@ -127,7 +123,9 @@ class DataTriggers:
             if self.pins is not None and await self.store.get_pipeline(pipeline) is not None:
                 # Its advances are checked on the master accepted now (the others: by their pins).
                 await self.pins.ensure(pipeline, "dataset", dataset)
-            self._federation[trigger_id] = record
+            # As every instance reads it back (one that does not fit fires nowhere).
+            if (armed := parse_record(ScheduleRecord, keys.schedule(trigger_id), 0, record)) is not None:
+                self._federation[trigger_id] = armed
             log.info(
                 "federation-wide data trigger %s: %s runs when %s advances", trigger_id, pipeline, dataset
             )
@@ -139,7 +137,12 @@ class DataTriggers:
         if self.pins is not None:  # its advances are checked on the master accepted now
             await self.pins.ensure(pipeline, "dataset", dataset)
         row = await self.store.add_schedule(
-            uuid.uuid4().hex, pipeline, "", "UTC", dataset=dataset, overlap=overlap, priority=priority
+            uuid.uuid4().hex,
+            pipeline,
+            "",
+            "UTC",
+            ScheduleOptions(overlap=overlap, priority=priority),
+            dataset=dataset,
         )
         log.info("data trigger %s: %s runs when %s advances", row.id, pipeline, dataset)
         return row.id
@@ -158,19 +161,17 @@ class DataTriggers:
             for row in await self.store.data_triggers()
             if row.dataset is not None
         ]
-        records: list[dict[str, Any]]
+        records: list[ScheduleRecord]
         try:
-            records = [
-                trigger
-                for kv in await self.etcd.list_prefix(keys.SCHEDULES)
-                if (trigger := self.book.check(kv.key, kv.mod_revision, kv.value)) and trigger.get("trigger")
-            ]
+            values = await self.etcd.list_prefix(keys.SCHEDULES)
+            found = (self.book.check(kv.key, kv.mod_revision, kv.value) for kv in values)
+            records = [trigger for trigger in found if trigger is not None]
         except MaoError:
             records = list(self._federation.values())
         armed += [
-            ArmedTrigger(record["pipeline"], record["trigger"]["dataset"])
+            ArmedTrigger(record.pipeline, record.trigger.dataset)
             for record in records
-            if isinstance(record.get("trigger"), dict) and isinstance(record["trigger"].get("dataset"), str)
+            if record.trigger is not None
         ]
         written: dict[str, set[str]] = {}
 
@@ -204,12 +205,12 @@ class DataTriggers:
     async def _watch_triggers(self) -> None:
         async def on_list(values: list[KeyValue], _revision: int) -> None:
             found = (self.book.check(kv.key, kv.mod_revision, kv.value) for kv in values)
-            self._federation = {t["id"]: t for t in found if t is not None and t.get("trigger")}
+            self._federation = {t.id: t for t in found if t is not None and t.trigger is not None}
 
         async def on_event(event: WatchEvent) -> None:
             trigger_id = keys.last_segment(event.key)
             record = self.book.check(event.key, event.revision, event.value) if event.kind == "PUT" else None
-            if record is not None and record.get("trigger"):
+            if record is not None and record.trigger is not None:
                 self._federation[trigger_id] = record
             else:  # deleted, or no longer a trigger this instance may act on
                 self._federation.pop(trigger_id, None)
@@ -254,10 +255,8 @@ class DataTriggers:
             if await self._really_advanced(dataset, commit, row.pipeline):
                 await self._fire_local(row, dataset, commit, now)
         for record in list(self._federation.values()):
-            if record["trigger"].get("dataset") == dataset:
-                spawn(
-                    self._compete(record, dataset, commit, revision), f"trigger {record['id']}", self._tasks
-                )
+            if record.trigger is not None and record.trigger.dataset == dataset:
+                spawn(self._compete(record, dataset, commit, revision), f"trigger {record.id}", self._tasks)
 
     async def _really_advanced(self, dataset: str, commit: str, pipeline: str) -> bool:
         """Whether ``dataset``'s ground-truth really is at ``commit`` (or past it) on the master this
@@ -316,7 +315,7 @@ class DataTriggers:
                 exc.message,
             )
 
-    async def _start(self, ask: RunAsk) -> tuple[str, str | None, str | None]:
+    async def _start(self, ask: RunAsk) -> tuple[TickOutcome, str | None, str | None]:
         """Ask the door: ``(outcome, run id, reason)``, ``fired`` with the run (and, when it did not
         simply start, how), or ``skipped`` and why."""
         trigger = ask.cause
@@ -325,7 +324,7 @@ class DataTriggers:
         if isinstance(decision, Skipped):
             reason = f"{trigger.advance}; {decision.reason}"
             log.info("data trigger %s of %s skipped: %s", trigger.trigger_id, ask.pipeline, reason)
-            return "skipped", decision.in_the_way, reason
+            return TickOutcome.SKIPPED, decision.in_the_way, reason
         if isinstance(decision, Refused):
             if not isinstance(decision.error, Conflict):
                 log.warning(
@@ -334,7 +333,7 @@ class DataTriggers:
                     ask.pipeline,
                     decision.error.message,
                 )
-            return "skipped", None, f"{trigger.advance}; {decision.error.message}"
+            return TickOutcome.SKIPPED, None, f"{trigger.advance}; {decision.error.message}"
         log.info(
             "data trigger %s: %s advanced to %s, run %s of %s started",
             trigger.trigger_id,
@@ -344,25 +343,30 @@ class DataTriggers:
             ask.pipeline,
         )
         if decision.note:
-            return "fired", decision.run_id, f"{trigger.advance}; {decision.note}"
-        return "fired", decision.run_id, None
+            return TickOutcome.FIRED, decision.run_id, f"{trigger.advance}; {decision.note}"
+        return TickOutcome.FIRED, decision.run_id, None
 
-    async def _compete(self, record: dict[str, Any], dataset: str, commit: str, revision: int) -> None:
+    async def _compete(self, record: ScheduleRecord, dataset: str, commit: str, revision: int) -> None:
         """Federation-wide: the eligible instance that creates the advance's key fires it."""
-        trigger_id, pipeline = record["id"], record["pipeline"]
-        if not labels_match(self.labels, record.get("placement")):
+        trigger_id, pipeline = record.id, record.pipeline
+        if not labels_match(self.labels, record.placement):
             return
         if await self.store.get_pipeline(pipeline) is None:
             return
         if not await self._really_advanced(dataset, commit, pipeline):
             return
         key = keys.trigger_fire(trigger_id, revision)
-        claim = {"outcome": "claimed", "instance": self.instance, "dataset": dataset, "commit": commit}
+        claim = {
+            "outcome": TickOutcome.CLAIMED,
+            "instance": self.instance,
+            "dataset": dataset,
+            "commit": commit,
+        }
         if not await self.history_lease.with_lease(lambda lease: self.etcd.create(key, claim, lease=lease)):
             return  # another instance fires this advance
         trigger = DataTrigger(trigger_id, dataset, commit, federation=True)
         outcome, run_id, reason = await self._start(
-            RunAsk(pipeline, trigger, overlap=record.get("overlap") or "skip", priority=record.get("priority") or 0)
+            RunAsk(pipeline, trigger, overlap=record.overlap or "skip", priority=record.priority or 0)
         )
         result = {
             **claim,

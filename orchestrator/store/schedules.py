@@ -16,13 +16,14 @@ from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..domain.causes import Overlap
-from ..domain.schedule import Catchup, Schedule, Tick
+from ..domain.schedule import DEFAULT_OPTIONS, Catchup, Schedule, ScheduleOptions, Tick
+from ..domain.states import TickOutcome
 from .tables import ScheduleRow, TickRow, utcnow
 
 # ``(due_at, outcome, run_id, reason)`` of one schedule's tick.
-TickEntry = tuple[datetime, str, str | None, str | None]
+TickEntry = tuple[datetime, TickOutcome, str | None, str | None]
 # ``(schedule_id, pipeline, due_at, outcome, run_id, reason)`` of any schedule's tick.
-AnyTickEntry = tuple[str, str, datetime, str, str | None, str | None]
+AnyTickEntry = tuple[str, str, datetime, TickOutcome, str | None, str | None]
 
 
 class ScheduleTables:
@@ -40,12 +41,9 @@ class ScheduleTables:
         pipeline: str,
         cron: str,
         timezone: str,
+        options: ScheduleOptions = DEFAULT_OPTIONS,
         *,
-        overlap: str | None = None,
-        catchup: str | None = None,
-        catchup_window: int | None = None,
         dataset: str | None = None,
-        priority: int | None = None,
     ) -> Schedule:
         """A new schedule (``dataset``: a data trigger, with ``cron`` ""); its ticks count from now."""
         async with self.session(f"schedule {pipeline}") as s:
@@ -55,11 +53,8 @@ class ScheduleTables:
                 cron=cron,
                 timezone=timezone,
                 last_tick_at=utcnow(),
-                overlap=overlap,
-                catchup=catchup,
-                catchup_window=catchup_window,
                 dataset=dataset,
-                priority=priority,
+                **_columns(options),
             )
             s.add(row)
             await s.flush()
@@ -70,26 +65,15 @@ class ScheduleTables:
         schedule_id: str,
         cron: str,
         timezone: str,
-        *,
-        overlap: str | None = None,
-        catchup: str | None = None,
-        catchup_window: int | None = None,
-        priority: int | None = None,
+        options: ScheduleOptions = DEFAULT_OPTIONS,
     ) -> None:
-        """New cron and policies for a schedule; its ticks count from now."""
+        """New cron and policies for a schedule (the ones not given: none, read as the defaults);
+        its ticks count from now."""
         async with self.session(f"replace schedule {schedule_id}") as s:
             await s.execute(
                 update(ScheduleRow)
                 .where(ScheduleRow.id == schedule_id)
-                .values(
-                    cron=cron,
-                    timezone=timezone,
-                    last_tick_at=utcnow(),
-                    overlap=overlap,
-                    catchup=catchup,
-                    catchup_window=catchup_window,
-                    priority=priority,
-                )
+                .values(cron=cron, timezone=timezone, last_tick_at=utcnow(), **_columns(options))
             )
 
     async def list_schedules(self, pipeline: str | None = None) -> list[Schedule]:
@@ -134,7 +118,7 @@ class ScheduleTables:
         schedule_id: str,
         pipeline: str,
         due_at: datetime,
-        outcome: str,
+        outcome: TickOutcome,
         run_id: str | None = None,
         reason: str | None = None,
     ) -> None:
@@ -205,6 +189,16 @@ async def _ticks(s: AsyncSession, schedule_id: str | None, limit: int) -> list[T
         Tick(t.schedule_id, t.pipeline, t.due_at, t.recorded_at, t.outcome, t.run_id, t.reason)
         for t in (await s.scalars(query)).all()
     ]
+
+
+def _columns(options: ScheduleOptions) -> dict[str, str | int | None]:
+    """The policy columns of a schedule's row."""
+    return {
+        "overlap": options.overlap,
+        "catchup": options.catchup,
+        "catchup_window": options.catchup_window,
+        "priority": options.priority,
+    }
 
 
 def schedule_of(row: ScheduleRow) -> Schedule:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from orchestrator.domain.schedule import ScheduleOptions
 from orchestrator.scheduling import catchup
 from orchestrator.scheduling.cron import Scheduler
 from orchestrator.scheduling.ticks import Clock
@@ -32,8 +33,8 @@ NOW = datetime(2026, 6, 1, 12, 0, 30, tzinfo=UTC)  # the fake clock at the resta
 async def down_for_an_hour(store: Store, door: MemoryDoor, **options: Any) -> tuple[Scheduler, str]:
     """A */5 schedule whose instance stopped at 11:00:30 and starts again at 12:00:30 (12 ticks missed)."""
     scheduler = Scheduler(store, door, clock=Clock.fixed(NOW))
-    schedule = await scheduler.add("p", "*/5 * * * *", **options)
-    await scheduler.stop()
+    schedule = await scheduler.add("p", "*/5 * * * *", options=ScheduleOptions(**options))
+    await scheduler.close()
     async with store.session("rewind") as s:
         row = await s.get(ScheduleRow, schedule.id)
         assert row is not None
@@ -59,7 +60,7 @@ async def test_catchup_none_runs_nothing_and_records_each_missed_tick(store: Sto
     assert [t for t, _, _ in recorded] == MISSED
     assert {o for _, o, _ in recorded} == {"missed"} and "catchup 'none'" in str(recorded[0][2])
     assert door.started == []
-    await scheduler.stop()
+    await scheduler.close()
 
 
 async def test_catchup_latest_runs_the_latest_tick_once(store: Store) -> None:
@@ -69,7 +70,7 @@ async def test_catchup_latest_runs_the_latest_tick_once(store: Store) -> None:
     assert [t for t, _, _ in recorded] == MISSED
     assert [o for _, o, _ in recorded] == ["missed"] * 11 + ["fired"]
     assert [(r.run_id, r.trigger, r.tick_at) for r in door.started] == [("run1", "cron", MISSED[-1])]
-    await scheduler.stop()
+    await scheduler.close()
 
 
 async def test_catchup_all_runs_every_missed_tick_in_order_one_at_a_time(store: Store) -> None:
@@ -88,7 +89,7 @@ async def test_catchup_all_runs_every_missed_tick_in_order_one_at_a_time(store: 
     recorded = await outcomes(store, schedule_id)
     assert [(t, o) for t, o, _ in recorded] == [(t, "fired") for t in MISSED]
     assert recorded[0][2] == "catch-up 1 of 12 (catchup 'all')"
-    await scheduler.stop()
+    await scheduler.close()
 
 
 async def test_ticks_older_than_the_window_are_missed(store: Store) -> None:
@@ -105,21 +106,21 @@ async def test_ticks_older_than_the_window_are_missed(store: Store) -> None:
     recorded = await outcomes(store, schedule_id)
     missed = [(t, r) for t, o, r in recorded if o == "missed"]
     assert [t for t, _ in missed] == MISSED[:8] and "catch-up window (1200 s)" in str(missed[0][1])
-    await scheduler.stop()
+    await scheduler.close()
 
 
 async def test_scheduling_again_replaces_unless_add(store: Store) -> None:
     scheduler = Scheduler(store, MemoryDoor(keep_active=True))
     await scheduler.start()
     first = await scheduler.add("p", "*/5 * * * *")
-    again = await scheduler.add("p", "0 3 * * *", "Europe/Zurich", catchup="none")
+    again = await scheduler.add("p", "0 3 * * *", "Europe/Zurich", options=ScheduleOptions(catchup="none"))
     assert again.id == first.id and again.cron == "0 3 * * *" and again.catchup == "none"
     other = await scheduler.add("p", "0 4 * * *", add=True)
     assert other.id != first.id
     assert sorted(scheduler.next_run_times()) == sorted([first.id, other.id])
     assert sorted(await scheduler.remove_pipeline("p")) == sorted([first.id, other.id])
     assert scheduler.next_run_times() == {} and await store.list_schedules() == []
-    await scheduler.stop()
+    await scheduler.close()
 
 
 def test_plan_summarises_what_it_cannot_list() -> None:
@@ -151,4 +152,4 @@ async def test_missed_ticks_are_counted_in_mao_ticks_total(store: Store) -> None
     before = _missed_total("instance")
     scheduler, _ = await down_for_an_hour(store, MemoryDoor(keep_active=True))  # latest: 11 missed, 1 run
     assert _missed_total("instance") - before == 11
-    await scheduler.stop()
+    await scheduler.close()

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import BadRequest
+from orchestrator.federation.records import ScheduleRecord
 from orchestrator.scheduling.cron import Scheduler
 from orchestrator.scheduling.federation import FederationScheduler
 from orchestrator.scheduling.ticks import CLOCK, Clock, due_time, fire_times, make_trigger
@@ -108,15 +109,18 @@ async def test_local_schedule_fires_the_repeated_hour_once(store: Store) -> None
     assert tick.due_at == utc(2026, 10, 25, 0, 30)
 
 
+FED1 = "fed1" * 8  # a federation schedule's id (32 hex digits)
+
+
 class FakeBook:
     """The federation's tick records, in memory: ``claim`` is a compare-and-create."""
 
     def __init__(self, schedule: dict[str, Any]) -> None:
-        self.schedule = schedule
+        self.schedule = ScheduleRecord.model_validate(schedule)
         self.ticks: dict[datetime, dict[str, Any]] = {}
 
-    async def get(self, schedule_id: str) -> dict[str, Any] | None:
-        return self.schedule if schedule_id == self.schedule["id"] else None
+    async def get(self, schedule_id: str) -> ScheduleRecord | None:
+        return self.schedule if schedule_id == self.schedule.id else None
 
     async def claim(self, schedule_id: str, due: datetime, record: dict[str, Any]) -> bool:
         if due in self.ticks:
@@ -140,11 +144,12 @@ class FakeBook:
 
 async def federation_tick(store: Store, now: datetime, cron: str) -> tuple[FakeBook, MemoryDoor]:
     schedule = {
-        "id": "fed1",
+        "id": FED1,
         "pipeline": "p",
         "cron": cron,
         "timezone": ZURICH,
         "placement": {"labels": {}},
+        "created_by": "here",
         "created_at": (now - timedelta(hours=12)).isoformat(),
     }
     door, book = MemoryDoor(), FakeBook(schedule)
@@ -161,7 +166,7 @@ async def federation_tick(store: Store, now: datetime, cron: str) -> tuple[FakeB
         clock=Clock.fixed(now),
     )
     federation.book = book  # type: ignore[assignment]
-    await federation._tick("fed1")
+    await federation._tick(FED1)
     await asyncio.gather(*federation._tasks)  # the outcome's report
     await federation.close()
     return book, door

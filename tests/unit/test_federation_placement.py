@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from orchestrator.errors import BadRequest
+from orchestrator.federation.records import Placement
 from orchestrator.scheduling.book import check_placement, due_key, labels_match, parse_due
 
 
@@ -37,10 +38,10 @@ def test_bad_placements(placement: object) -> None:
 
 def test_labels_match_every_wanted_label() -> None:
     mine = {"role": "central", "site": "zurich"}
-    assert labels_match(mine, None) and labels_match(mine, {"labels": {}})
-    assert labels_match(mine, {"labels": {"role": "central"}})
-    assert not labels_match(mine, {"labels": {"role": "central", "site": "basel"}})
-    assert not labels_match({}, {"labels": {"role": "central"}})
+    assert labels_match(mine, None) and labels_match(mine, Placement())
+    assert labels_match(mine, Placement(labels={"role": "central"}))
+    assert not labels_match(mine, Placement(labels={"role": "central", "site": "basel"}))
+    assert not labels_match({}, Placement(labels={"role": "central"}))
 
 
 def test_tick_keys_sort_by_time() -> None:

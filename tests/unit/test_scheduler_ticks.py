@@ -36,7 +36,7 @@ async def test_tick_skips_while_the_previous_run_is_going(store: Store) -> None:
     assert [t.outcome for t in reversed(ticks)] == ["fired", "skipped"]
     assert ticks[0].reason == "previous run run1 still running (overlap 'skip')"
     assert door.pipelines() == ["p"]
-    await scheduler.stop()
+    await scheduler.close()
 
 
 async def test_missed_ticks_lead_to_one_catch_up_run(store: Store) -> None:
@@ -45,7 +45,7 @@ async def test_missed_ticks_lead_to_one_catch_up_run(store: Store) -> None:
     door = MemoryDoor()
     scheduler = Scheduler(store, door, clock=Clock.fixed(now))
     schedule = await scheduler.add("p", "0 12 * * *")
-    await scheduler.stop()
+    await scheduler.close()
     # The instance was down for twenty days: twenty noon ticks were missed.
     async with store.session("rewind") as s:
         row = await s.get(ScheduleRow, schedule.id)
@@ -61,22 +61,22 @@ async def test_missed_ticks_lead_to_one_catch_up_run(store: Store) -> None:
     assert len(ticks) == 20 and {t.outcome for t in ticks[1:]} == {"missed"}
     assert "superseded by the catch-up run" in (ticks[1].reason or "")
     # Started again at the same instant: nothing more was missed, so no second catch-up.
-    await restarted.stop()
+    await restarted.close()
     again = Scheduler(store, door, clock=Clock.fixed(now))
     await again.start()
     assert door.pipelines() == ["p"]
-    await again.stop()
+    await again.close()
 
 
 async def test_nothing_missed_means_no_catch_up(store: Store) -> None:
     door = MemoryDoor()
     scheduler = Scheduler(store, door)
     await scheduler.add("p", "0 0 1 1 *")
-    await scheduler.stop()
+    await scheduler.close()
     restarted = Scheduler(store, door)
     await restarted.start()
     assert door.started == [] and len(restarted.next_run_times()) == 1
-    await restarted.stop()
+    await restarted.close()
 
 
 async def test_a_fired_tick_observes_its_lag_and_a_skipped_one_does_not(store: Store) -> None:
@@ -91,7 +91,7 @@ async def test_a_fired_tick_observes_its_lag_and_a_skipped_one_does_not(store: S
     assert sample("mao_schedule_lag_seconds_count", {"scope": "instance"}) == 1
     assert sample("mao_ticks_total", {"scope": "instance", "outcome": "fired"}) == 1
     assert sample("mao_ticks_total", {"scope": "instance", "outcome": "skipped"}) == 1
-    await scheduler.stop()
+    await scheduler.close()
 
 
 async def test_a_burst_of_ticks_is_read_and_recorded_together(store: Store) -> None:
@@ -117,4 +117,4 @@ async def check_burst(store: Store) -> None:
     schedules = await store.get_schedules([*ids, gone])
     assert schedules[-1] is None and scheduler._scheduler.get_job(gone) is None
     assert {s.last_tick_at for s in schedules[:-1] if s} == {ticks[0].due_at}
-    await scheduler.stop()
+    await scheduler.close()

@@ -44,22 +44,7 @@ ALLOWED: dict[tuple[str, str], int] = {
     ("orchestrator/domain/causes.py", "fired"): 2,
     # An audit's own state (pending, then decided): not a run's.
     ("orchestrator/audit/service.py", "pending"): 2,
-    # Owned by other engineers this session (issue 19: scheduling/ by schedules); to be replaced
-    # there by RunStatus/TickOutcome members, then these entries go. runs/ has none left.
-    ("orchestrator/scheduling/backfill.py", "queued"): 1,  # RunStatus.QUEUED
-    ("orchestrator/scheduling/cron.py", "skipped"): 4,  # TickOutcome.SKIPPED (and metrics outcome)
-    ("orchestrator/scheduling/cron.py", "fired"): 2,  # TickOutcome.FIRED (and metrics outcome)
-    ("orchestrator/scheduling/cron.py", "missed"): 2,  # TickOutcome.MISSED (and metrics outcome)
-    ("orchestrator/scheduling/federation.py", "skipped"): 3,  # TickOutcome.SKIPPED
-    ("orchestrator/scheduling/federation.py", "claimed"): 1,  # TickOutcome.CLAIMED
-    ("orchestrator/scheduling/federation.py", "fired"): 1,  # TickOutcome.FIRED
-    ("orchestrator/scheduling/elsewhere.py", "fired"): 1,  # TickOutcome.FIRED
-    ("orchestrator/scheduling/federation_catchup.py", "skipped"): 1,  # TickOutcome.SKIPPED
-    ("orchestrator/scheduling/federation_catchup.py", "missed"): 3,  # TickOutcome.MISSED
-    ("orchestrator/scheduling/federation_catchup.py", "claimed"): 1,  # TickOutcome.CLAIMED
-    ("orchestrator/scheduling/triggers.py", "skipped"): 2,  # TickOutcome.SKIPPED
-    ("orchestrator/scheduling/triggers.py", "fired"): 2,  # TickOutcome.FIRED
-    ("orchestrator/scheduling/triggers.py", "claimed"): 1,  # TickOutcome.CLAIMED
+    # runs/, scheduling/ and store/: none left (issue 19).
 }
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from orchestrator.federation import keys
 from orchestrator.federation.etcd import Etcd
+from orchestrator.federation.records import ScheduleRecord
 from orchestrator.metrics import Metrics
 from orchestrator.scheduling.book import ScheduleBook
 from orchestrator.scheduling.federation import FederationScheduler
@@ -102,7 +103,7 @@ def missed_count(fs: FederationScheduler) -> float:
 async def test_latest_one_instance_of_three_runs_the_latest_missed_tick_once(etcd: Etcd) -> None:
     schedule = await down_for_an_hour(etcd)
     three = [back(etcd, f"back{i}", {"p"}) for i in range(3)]
-    await asyncio.gather(*(catch_up_all(fs, [schedule]) for fs in three))
+    await asyncio.gather(*(catch_up_all(fs, [ScheduleRecord.model_validate(schedule)]) for fs in three))
     ticks = await settled(etcd, schedule["id"], 13)
     started = [fs for fs in three if door(fs).started]
     assert len(started) == 1 and door(started[0]).pipelines() == ["p"]
@@ -120,7 +121,7 @@ async def test_latest_one_instance_of_three_runs_the_latest_missed_tick_once(etc
     assert decision is not None and decision.value["instance"] == winner and decision.value["ticks"] == 12
     # Coming back again (or another instance later) finds nothing left to decide.
     again = back(etcd, "later", {"p"})
-    await catch_up_all(again, [schedule])
+    await catch_up_all(again, [ScheduleRecord.model_validate(schedule)])
     assert door(again).started == []
     await asyncio.gather(*(fs.close() for fs in [*three, again]))
 
@@ -129,7 +130,7 @@ async def test_all_within_the_window_runs_each_tick_in_order_on_one_instance(etc
     # The window keeps the ticks of the last 16 minutes: 11:45, 11:50, 11:55, 12:00.
     schedule = await down_for_an_hour(etcd, catchup="all", catchup_window=16 * 60)
     three = [back(etcd, f"back{i}", {"p"}) for i in range(3)]
-    await asyncio.gather(*(catch_up_all(fs, [schedule]) for fs in three))
+    await asyncio.gather(*(catch_up_all(fs, [ScheduleRecord.model_validate(schedule)]) for fs in three))
     ticks = (await settled(etcd, schedule["id"], 13))[1:]
     started = [fs for fs in three if door(fs).started]
     assert len(started) == 1 and door(started[0]).pipelines() == ["p"] * 4
@@ -144,10 +145,11 @@ async def test_none_records_every_missed_tick_and_ineligible_instances_decide_no
     schedule = await down_for_an_hour(etcd, {"labels": {"role": "central"}}, catchup="none")
     edge = back(etcd, "edge", {"p"}, {"role": "edge"})  # not eligible: placement
     bare = back(etcd, "bare", set(), {"role": "central"})  # not eligible: pipeline not initialised
-    await asyncio.gather(catch_up_all(edge, [schedule]), catch_up_all(bare, [schedule]))
+    typed = ScheduleRecord.model_validate(schedule)
+    await asyncio.gather(catch_up_all(edge, [typed]), catch_up_all(bare, [typed]))
     assert await etcd.get(keys.catchup(schedule["id"])) is None
     central = back(etcd, "central", {"p"}, {"role": "central"})
-    await catch_up_all(central, [schedule])
+    await catch_up_all(central, [ScheduleRecord.model_validate(schedule)])
     ticks = (await settled(etcd, schedule["id"], 13))[1:]
     assert [t["outcome"] for t in ticks] == ["missed"] * 12
     assert all("catchup 'none'" in t["reason"] and t["recorded_by"] == "central" for t in ticks)
@@ -159,7 +161,7 @@ async def test_a_schedule_from_before_catchup_is_left_to_the_gap_records(etcd: E
     schedule = await down_for_an_hour(etcd)
     del schedule["catchup"]
     fs = back(etcd, "old", {"p"})
-    await catch_up_all(fs, [schedule])
+    await catch_up_all(fs, [ScheduleRecord.model_validate(schedule)])
     assert door(fs).started == [] and await etcd.get(keys.catchup(schedule["id"])) is None
     await fs.close()
 
@@ -188,7 +190,7 @@ async def test_overlap_allow_fires_although_the_previous_run_still_goes_elsewher
     for fs in racers:
         fs.membership = Members({"busy": {}})  # type: ignore[assignment]
     due = previous + timedelta(minutes=5)
-    await asyncio.gather(*(fs._compete(schedule, due) for fs in racers))
+    await asyncio.gather(*(fs._compete(ScheduleRecord.model_validate(schedule), due) for fs in racers))
     started = [fs for fs in racers if door(fs).started]
     assert len(started) == 1
     for _ in range(100):

@@ -18,6 +18,7 @@ from orchestrator.domain.states import RunStatus
 from orchestrator.errors import DatabaseUnavailable, EtcdUnavailable
 from orchestrator.federation import keys
 from orchestrator.federation.etcd import Etcd
+from orchestrator.federation.records import ScheduleRecord
 from orchestrator.metrics import Metrics
 from orchestrator.scheduling import federation as federation_scheduler
 from orchestrator.scheduling.book import ScheduleBook, due_key
@@ -223,7 +224,7 @@ async def test_ticks_fire_again_at_once_after_etcd_lost_the_history_lease(etcd: 
     gone, and the next claim replaces it instead of failing for the rest of the hour."""
     schedule = await new_schedule(etcd, "p", age=timedelta(minutes=1))
     racer = instance(etcd, "racer", {"p"})
-    assert [s["id"] for s in await racer.book.all() if s["id"] == schedule["id"]] == [schedule["id"]]
+    assert [s.id for s in await racer.book.all() if s.id == schedule["id"]] == [schedule["id"]]
     earlier = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=1)
     assert await racer.book.claim(schedule["id"], earlier, {"outcome": "skipped", "reason": "test"})
     lost = await racer.book.history_lease.get()
@@ -320,7 +321,7 @@ async def test_a_run_whose_instance_restarted_since_no_longer_blocks(etcd: Etcd)
         members = Members({"x": {}}, started_at={"x": started.isoformat()})
         other = instance(etcd, "other", {"p"}, members=members)
         await etcd.delete(keys.tick(schedule["id"], due_key(due)))  # decide the same tick again
-        await other._compete(schedule, due)
+        await other._compete(ScheduleRecord.model_validate(schedule), due)
         tick = await decided(book, schedule["id"], due)
         assert tick["outcome"] == outcome and tick["instance"] == "other", tick
         if outcome == "skipped":
@@ -334,12 +335,12 @@ async def test_a_run_whose_end_cannot_be_read_is_reported_unknown_and_does_not_b
     first = instance(etcd, "first", {"p"})
     first.store.database_away = True  # type: ignore[attr-defined]
     due = datetime.now(UTC).replace(second=0, microsecond=0)
-    await first._compete(schedule, due)
+    await first._compete(ScheduleRecord.model_validate(schedule), due)
     (tick,) = await settled_ticks(etcd, schedule["id"], 1)
     assert tick["outcome"] == "fired" and tick["run_status"] == "unknown"
     # "unknown" is written once the run ended: the next tick fires, though "first" is alive.
     second = instance(etcd, "second", {"p"}, members=Members({"first": {}}))
-    await second._compete(schedule, due + timedelta(minutes=1))
+    await second._compete(ScheduleRecord.model_validate(schedule), due + timedelta(minutes=1))
     tick = await decided(book, schedule["id"], due + timedelta(minutes=1))
     assert tick["outcome"] == "fired" and tick["instance"] == "second"
     await asyncio.gather(first.close(), second.close())
@@ -357,7 +358,7 @@ async def test_a_schedule_record_without_an_id_is_left_out_not_fatal(etcd: Etcd)
                 break
             await asyncio.sleep(0.05)
         assert schedule["id"] in watcher.scheduler.armed  # type: ignore[attr-defined]
-        assert bad not in [keys.schedule(s["id"]) for s in await watcher.book.all()]
+        assert bad not in [keys.schedule(s.id) for s in await watcher.book.all()]
         assert schedule["id"] in [s["id"] for s in await watcher.schedules()]
     finally:
         await watcher.close()
