@@ -56,6 +56,9 @@ class _Watch:
 
     name: str
     started: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set once the container has exited (or was not started): a wait answers then, without waiting
+    # for the monitor's own bookkeeping (``_ended``).
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
     ending: Ending | None = None
     message: str = ""
     task: asyncio.Task[None] | None = None
@@ -199,6 +202,7 @@ class Containers:
         except MaoError as exc:
             log.warning("Watching container %s stopped: %s", name, exc.message)
         # Not when cancelled: this executor is stopping, and the container goes on without it.
+        watch.exited.set()
         await self._ended(watch)
 
     async def _start_when_free(self, watch: _Watch, attrs: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -240,7 +244,8 @@ class Containers:
         container = await self._service.op(self._runner.container, name)
         if container is None:
             return
-        fresh = await self._service.op(self._runner.inspect, name) or attrs
+        # ``container`` was found by an inspection, made now: its start is in it.
+        fresh = container.attrs or attrs
         started = parse_time((fresh.get("State") or {}).get("StartedAt")) or datetime.now(UTC)
         remaining = max(0.0, timeout - (datetime.now(UTC) - started).total_seconds())
         waiting = asyncio.get_running_loop().run_in_executor(self._service.waits, self._runner.wait, container)
@@ -299,11 +304,8 @@ class Containers:
         return state
 
     async def _tail(self, name: str, lines: int) -> str:
-        container = await self._service.op(self._runner.container, name)
-        if container is None:
-            return ""
         try:
-            return await self._service.op(self._runner.logs_tail, container, lines)
+            return await self._service.op(self._runner.logs_tail, name, lines)
         except MaoError:
             return ""
 
@@ -314,7 +316,11 @@ class Containers:
             return await self._state(name, tail=tail) if tail else state
         watch = self._watches.get(name)
         if watch is not None and watch.task is not None and not watch.task.done():
-            await asyncio.wait({watch.task}, timeout=hold)
+            exited = asyncio.ensure_future(watch.exited.wait())
+            try:
+                await asyncio.wait({watch.task, exited}, timeout=hold, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                exited.cancel()
         return await self._state(name, tail=tail)
 
     async def listing(self, instance: str | None) -> list[ContainerState]:

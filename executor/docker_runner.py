@@ -19,7 +19,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
-from docker.models.containers import Container
+from docker.models.containers import Container, ContainerCollection
 from docker.types import Mount
 from docker.utils import parse_repository_tag
 
@@ -208,7 +208,7 @@ class DockerRunner:
         """Create (not start) the container. Raises ContainerNameInUse, ImageNotFound, BadRequest."""
         with docker_errors(f"creating container {spec.name}"):
             try:
-                return self._client().containers.create(
+                created: Container = _Created(client=self._client()).create(
                     spec.image,
                     command=spec.cmd,
                     name=spec.name,
@@ -224,6 +224,8 @@ class DockerRunner:
                     detach=True,
                     **spec.limits,
                 )
+                created.attrs["Name"] = f"/{spec.name}"
+                return created
             except docker.errors.ImageNotFound as exc:
                 # Removed by someone else between our lookup and the create.
                 raise ImageNotFound(
@@ -282,11 +284,16 @@ class DockerRunner:
                 if exc.status_code != 409:  # 409: not running any more
                     raise
 
-    def logs_tail(self, container: Container, lines: int) -> str:
-        """The last ``lines`` lines of stdout+stderr, UTF-8 with replacement, at most 64 KiB."""
-        with docker_errors(f"reading the logs of container {container.name}"):
+    def logs_tail(self, container: Container | str, lines: int) -> str:
+        """The last ``lines`` lines of stdout+stderr, UTF-8 with replacement, at most 64 KiB; of a
+        container or of the one named so (one request to the engine: no inspection first)."""
+        name = container if isinstance(container, str) else container.name
+        with docker_errors(f"reading the logs of container {name}"):
             try:
-                raw = container.logs(stdout=True, stderr=True, tail=lines)
+                if isinstance(container, str):
+                    raw = self._client().api.logs(container, stdout=True, stderr=True, tail=lines)
+                else:
+                    raw = container.logs(stdout=True, stderr=True, tail=lines)
             except docker.errors.NotFound:
                 return ""
         return bounded_tail(raw if isinstance(raw, bytes) else b"")
@@ -350,3 +357,12 @@ class DockerRunner:
         except (OSError, ValueError) as exc:
             return f"{field_name}: {path!r} cannot be checked: {exc}"
         return f"{field_name}: {path!r} does not exist on the executor's host; create it first"
+
+
+class _Created(ContainerCollection):  # type: ignore[misc]  # docker-py is untyped
+    """``containers.create`` without the inspection docker-py makes after it (its ``get``): a
+    created container is only started (by id) and named (``create`` adds the name), so the id the
+    create answered is all it needs; one round trip to the engine fewer per submission."""
+
+    def get(self, container_id: str) -> Container:
+        return self.prepare_model({"Id": container_id})

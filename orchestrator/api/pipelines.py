@@ -183,8 +183,10 @@ async def _run_now(the_node: PipelinesFacade, ask: RunNow) -> web.Response:
     # MAO_PHASE_TIMINGS=1: where a waiting run's time goes (orchestrator/phases.py; the bench's).
     timings = phases.begin(the_node.settings.phase_timings and ask.wait)
     with phases.phase("api: registrations unchanged"):
-        checked = await refuse_changed_registrations(the_node, ask.name)
-        await _refuse_unenforceable(the_node, ask.name, ask.version)
+        # One read of the definition for both checks (the run reads its own, with its secrets).
+        pipeline = await the_node.store.get_pipeline(ask.name)
+        checked = await refuse_changes_of(the_node, pipeline)
+        _refuse_unenforceable(the_node, pipeline, ask.version)
     door_ask = RunAsk(ask.name, Manual(checked), overlap=ask.overlap, priority=ask.priority, version=ask.version)
     match await the_node.door.request_run(door_ask):
         case Refused(error=error):
@@ -250,14 +252,11 @@ async def _initialised(the_node: PipelinesFacade, name: str) -> Pipeline:
     return pipeline
 
 
-async def _refuse_unenforceable(the_node: PipelinesFacade, name: str, version: int | None) -> None:
+def _refuse_unenforceable(the_node: PipelinesFacade, pipeline: Pipeline | None, version: int | None) -> None:
     """A 400 ``backend_cannot_enforce`` now rather than a run whose step fails at submit: a field its
     backend offered at init and offers no more (``gpus`` after the backend's GPUs went). A version
     run's steps are checked by their backend at submit."""
-    if version is not None:
-        return
-    pipeline = await the_node.store.get_pipeline(name)
-    if pipeline is not None:
+    if version is None and pipeline is not None:
         check_enforced(pipeline, the_node.settings, the_node.backends)
 
 
@@ -265,7 +264,11 @@ async def refuse_changed_registrations(the_node: PinsCheck, name: str) -> bool:
     """A 409 ``registration_changed`` now rather than a run that fails at once (``merging.pins``);
     True when the check was made and found nothing changed. When it cannot be made (etcd away),
     the run's own check decides."""
-    pipeline = await the_node.store.get_pipeline(name)
+    return await refuse_changes_of(the_node, await the_node.store.get_pipeline(name))
+
+
+async def refuse_changes_of(the_node: PinsCheck, pipeline: Pipeline | None) -> bool:
+    """``refuse_changed_registrations`` of a definition already read (None: not initialised)."""
     if pipeline is None:
         return False
     try:
@@ -273,7 +276,7 @@ async def refuse_changed_registrations(the_node: PinsCheck, name: str) -> bool:
     except MaoError:
         return False
     if changes:
-        raise changed_error(name, changes)
+        raise changed_error(pipeline.name, changes)
     return True
 
 

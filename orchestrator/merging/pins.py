@@ -22,6 +22,7 @@ compared (the step cache already follows a tag that moved, and an engine may pul
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -122,13 +123,18 @@ class Pins:
 
     async def changes(self, pipeline: Pipeline) -> list[Change]:
         """Every difference between the pipeline's pins and its registrations now."""
+        used = [(kind, name) for kind, names in (("tool", pipeline.tools()), ("dataset", pipeline.datasets()))
+                for name in names]  # fmt: skip
+        # The registrations read at once (one etcd round trip's wait, not one per registration); the
+        # pins then in order (a missing one is written).
+        read = await asyncio.gather(*(self.current(kind, name) for kind, name in used), return_exceptions=True)
         changes: list[Change] = []
-        for kind, names in (("tool", pipeline.tools()), ("dataset", pipeline.datasets())):
-            for name in names:
-                current = await self.current(kind, name)
-                pin = await self._pin(pipeline.name, kind, name, current)
-                if pin is not None:
-                    changes += compare(kind, name, pin, current)
+        for (kind, name), current in zip(used, read, strict=True):
+            if isinstance(current, BaseException):  # every read retrieved; the first failure told
+                raise current
+            pin = await self._pin(pipeline.name, kind, name, current)
+            if pin is not None:
+                changes += compare(kind, name, pin, current)
         return changes
 
     async def current(self, kind: str, name: str) -> Current:
