@@ -1,9 +1,11 @@
-"""A run this process is executing (``ActiveRun``), and the ways it can be stopped (``Stop``)."""
+"""A run this process is executing (``ActiveRun``), all of them (``LiveRuns``), and the ways a run
+can be stopped (``Stop``)."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -71,7 +73,7 @@ class ActiveRun:
     # The API compared its registrations with the pins just before it started (``Runner.start``).
     registrations_checked: bool = False
     # Each step's record fields as last set (status aside): what the run's end writes again for a
-    # step whose own record write failed (``Runner._close``).
+    # step whose own record write failed (``Recorder.close``).
     step_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
     # A step's attempt that succeeded, its end not recorded yet: written with the step's own end
     # (one transaction), or by the run's close when that write failed.
@@ -91,3 +93,20 @@ class ActiveRun:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class LiveRuns:
+    """The runs this process is executing now, and each run's task (its result: the run's record
+    as read after its close). Shared by the engine's parts: the launcher adds to it, the driver
+    takes a run out when it ends, stopping and shutdown reach every run through it."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, ActiveRun] = {}  # run id -> run
+        self.tasks: dict[str, asyncio.Task[RunView | None]] = {}  # run id -> task
+
+    def add(self, run: ActiveRun, execute: Coroutine[Any, Any, RunView | None]) -> None:
+        """``run`` is executing: ``execute`` becomes its task, forgotten when it ends."""
+        self.runs[run.id] = run
+        task = asyncio.create_task(execute, name=f"run {run.id}")
+        self.tasks[run.id] = task
+        task.add_done_callback(lambda _: self.tasks.pop(run.id, None))

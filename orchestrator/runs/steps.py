@@ -1,5 +1,5 @@
-"""One step of a run: its pool slot, the cache check, its attempts (retries, fallback tool) or its
-fan-out, and its record. The run engine (``engine.py``) drives the graph and calls ``StepWork.run``
+"""One step of a run: its pool slot, the cache check, its attempts (``step_attempts.py``) or its
+fan-out, and its record. The run's driver (``drive.py``) walks the graph and calls ``StepWork.run``
 for each step whose needs are met; this module never decides which step runs next.
 """
 
@@ -8,10 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,51 +17,33 @@ from typing import Any
 from ..config import Settings
 from ..datasets import Datasets
 from ..domain.pipeline import Step, Tool, node_branch
-from ..domain.states import ATTEMPT_TRANSITIONS, ENDED_STEP, AttemptStatus, StepStatus, check
-from ..domain.strategy import Verdict, judge
+from ..domain.states import ENDED_STEP, StepStatus
 from ..errors import MaoError
-from ..executors.seam import EndKind, Identity
 from ..logs import STEP
 from ..merging.pins import Pins
 from ..phases import phase
 from ..retry import backoff
-from ..store.run_changes import AttemptEnded, NewAttempt
 from ..store.runs import RunRecords
 from ..store.tables import utcnow
 from .active import SHUTDOWN, ActiveRun, describe
 from .attempt import Adopted, AttemptOutcome, Attempts, StepContext
 from .cache import memo_key
-from .execution import Execution, where_it_ran
+from .execution import Execution
 from .fanout.attempt import FanOutAttempts, FanOutPass
 from .pools import Pools
 from .spec import backend_of
-from .step_failure import StepFailed, classify
+from .step_attempts import StepAttempts
+from .step_failure import StepFailed
 from .strategies import Strategies
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class _Series:
-    """How one tool's attempts in a step ended: the last attempt's number, and its outcome (with the
-    seconds the tool ran, for ``degraded_when``) or its failure."""
-
-    number: int
-    outcome: AttemptOutcome | None = None
-    seconds: float = 0.0
-    failure: StepFailed | None = None
-
-# The ends a strategy's watcher counts against a tool: its own. A backend, git or database away, a
-# lost node or unschedulable work, and a cancel, are not the tool's (the run still goes on with the
-# next tool, as fallback_tool always did).
-TOOL_FAILURES = frozenset(
-    {EndKind.FAILED, EndKind.OOM_KILLED, EndKind.TIMED_OUT, EndKind.STALLED, EndKind.IMAGE_UNAVAILABLE}
-)
 
 SetStep = Callable[..., Awaitable[None]]  # (run, step name, status, **fields): the checked record write
 
 
 class StepWork:
+    """Runs one step of a run to its end and records it (``run``)."""
+
     def __init__(
         self,
         settings: Settings,
@@ -87,6 +67,7 @@ class StepWork:
         self.pools = pools
         self.set_step = set_step
         self.strategies = strategies
+        self.step_attempts = StepAttempts(settings, attempts, records, strategies, self._tool)
 
     async def run(self, run: ActiveRun, name: str, scratch: Path, adopted: Adopted | None = None) -> None:
         """Run one step to its end and record it; never raises (the step's status says it all).
@@ -97,7 +78,7 @@ class StepWork:
         expected (``StepFailed``), a library error (``MaoError``: a lookup, the database) and any
         other exception alike (``internal error: <type>: <message>``, logged with its traceback).
         A record write that fails here leaves the in-memory status final; the engine writes it
-        when the run ends (``Runner._close``)."""
+        when the run ends (``Recorder.close``)."""
         STEP.set(name)  # this step's own task: its (and its attempts') log lines carry the step
         started_at = utcnow()
         try:
@@ -182,8 +163,8 @@ class StepWork:
                 with phase("db: step running"):
                     await self.set_step(run, name, StepStatus.RUNNING, started_at=utcnow())
                 outcome, used = await self._fan_out(run, ctx, tool, scratch), tool
-            else:  # running from its first attempt's record (``_attempt``: one write for both)
-                outcome, used = await self._attempts(run, ctx, tool, scratch, adopted)
+            else:  # running from its first attempt's record (``StepAttempts``: one write for both)
+                outcome, used = await self.step_attempts.run(run, ctx, tool, scratch, adopted)
         run.input_tips.pop(step.output_dataset, None)
         key = None
         if outcome.image_id:
@@ -199,80 +180,6 @@ class StepWork:
         # From etcd, or this instance's copy while etcd is unreachable (a run needs no quorum), and
         # only as the pipeline's pin says: never an image swapped in since.
         return await self.pins.tool(run.pipeline.name, name)
-
-    async def _attempts(
-        self, run: ActiveRun, ctx: StepContext, tool: Tool, scratch: Path, adopted: Adopted | None = None
-    ) -> tuple[AttemptOutcome, Tool]:
-        """The step's attempts: ``1 + retries`` with the first tool of its plan (its tool, or the one
-        its strategy's watcher starts with), then once with each tool after it (``fallback_tool``, or
-        the strategy's replacements); the outcome and the tool that made it. Each tool's outcome is
-        counted by the watcher. An adopted attempt takes its place in that series (its number says
-        where: beyond ``1 + retries``, a later tool's one attempt)."""
-        step = ctx.step
-        chain = step.tools()
-        first_series = step.retries + 1
-        if adopted is not None:
-            order = tuple(chain[chain.index(adopted.tool) :]) if adopted.tool in chain else (adopted.tool,)
-            tries = first_series - (adopted.number - 1) if adopted.number <= first_series else 1
-            number = adopted.number - 1
-        else:
-            order = (await self.strategies.plan(run.pipeline.name, step)).order
-            tries, number = first_series, 0
-        failures: list[str] = []
-        for index, name in enumerate(order):
-            current = tool if name == tool.name else await self._tool(run, name)
-            if index > 0:
-                log.info("run %s: step %s falls back to tool %s", run.id, step.name, name)
-            series = await self._series(run, ctx, current, scratch, number, tries if index == 0 else 1, adopted)
-            adopted, number = None, series.number
-            if series.failure is None:
-                assert series.outcome is not None
-                verdict, detail = judge(step.degraded_when, series.seconds, series.outcome.insight_values)
-                await self.strategies.outcome(run.pipeline.name, step, name, verdict, detail)
-                return series.outcome, current
-            failure = series.failure
-            if failure.end is not None and failure.end.kind in TOOL_FAILURES:
-                await self.strategies.outcome(run.pipeline.name, step, name, Verdict.FAILED, failure.message)
-            failures.append(failure.message if index == 0 else f"fallback tool {name}: {failure.message}")
-            if failure.status is not StepStatus.FAILED or index == len(order) - 1:
-                if len(failures) == 1:
-                    raise failure
-                raise StepFailed("; ".join(failures), status=failure.status) from failure
-        raise AssertionError("unreachable: the last tool returns or raises")
-
-    async def _series(
-        self,
-        run: ActiveRun,
-        ctx: StepContext,
-        tool: Tool,
-        scratch: Path,
-        number: int,
-        tries: int,
-        adopted: Adopted | None,
-    ) -> _Series:
-        """Up to ``tries`` attempts with ``tool`` (retried only when the failure can pass), numbered
-        after ``number``: the successful one and how long it took, or the last failure."""
-        failure: StepFailed | None = None
-        for retry in range(tries):
-            number += 1
-            began = time.monotonic()
-            try:
-                resumed = adopted if retry == 0 else None
-                outcome = await self._attempt(run, ctx, number, tool, scratch, resumed)
-                # The tool's own run time when its backend says it (no queue, commit or vote in it).
-                ran = outcome.end.run_seconds if outcome.end is not None else None
-                return _Series(number, outcome, ran if ran is not None else time.monotonic() - began)
-            except StepFailed as exc:
-                failure = exc
-                if not exc.passable or retry == tries - 1:
-                    break
-                delay = backoff(retry + 1, ctx.step.retry_delay)
-                log.info(
-                    "run %s: step %s attempt %d failed (%s); retrying in %.1f s",
-                    run.id, ctx.step.name, number, exc.message, delay,
-                )  # fmt: skip
-                await asyncio.sleep(delay)
-        return _Series(number, failure=failure)
 
     async def _fan_out(self, run: ActiveRun, ctx: StepContext, tool: Tool, scratch: Path) -> AttemptOutcome:
         """A fan-out step (runs/fanout/attempt.py): its shards are retried on their own; a failure
@@ -305,93 +212,6 @@ class StepWork:
             finally:
                 run.voting.discard(step.name)
         raise AssertionError("unreachable: the last pass returns or raises")
-
-    async def _attempt(
-        self,
-        run: ActiveRun,
-        ctx: StepContext,
-        number: int,
-        tool: Tool,
-        scratch: Path,
-        adopted: Adopted | None = None,
-    ) -> AttemptOutcome:
-        """One attempt, recorded: its start is one write (the attempt's row, the input commit it
-        took, and the step's own start when it is its first); a success's end is left in
-        ``run.attempt_ends`` for the step's end to write with it (``Runner._set_step``)."""
-        snapshot: tuple[Path | None, str | None] = (None, None)
-        unsnapped: Exception | None = None
-        if adopted is None:
-            try:
-                with phase("step: input snapshot"):
-                    snapshot = await self.attempts.snapshot_input(ctx, scratch / f"{ctx.position}-{number}")
-            except Exception as exc:  # noqa: BLE001 - recorded as this attempt's failure, below
-                unsnapped = exc
-            attempt_id = await self._record_start(run, ctx, number, tool, snapshot[1])
-        else:
-            attempt_id = adopted.attempt_id
-        status = AttemptStatus.RUNNING
-        try:
-            if unsnapped is not None:
-                raise classify(unsnapped) if isinstance(unsnapped, MaoError) else unsnapped
-            outcome = await self.attempts.run(
-                ctx,
-                number,
-                tool,
-                scratch,
-                voting=lambda: run.voting.add(ctx.step.name),
-                adopted=adopted,
-                finishing=lambda: run.finishing.add(ctx.step.name),
-                snapshot=snapshot,
-            )
-        except StepFailed as failure:
-            status = check(ATTEMPT_TRANSITIONS, status, failure.attempt_status)
-            try:
-                await self.records.end_attempt(
-                    AttemptEnded(
-                        attempt_id, status, exit_code=failure.exit_code, image_id=failure.image_id,
-                        error=failure.message, **where_it_ran(failure.end),
-                    )  # fmt: skip
-                )
-            except MaoError as exc:  # the failure is what the step says; the run's end closes the row
-                log.warning("run %s: attempt %d of step %s not recorded yet: %s",
-                            run.id, number, ctx.step.name, exc.message)  # fmt: skip
-            raise
-        except asyncio.CancelledError:
-            if run.stop is not None or not run.detaching:
-                stop = run.stop or SHUTDOWN
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(
-                        self.records.end_attempt(AttemptEnded(attempt_id, stop.attempt, error=stop.reason))
-                    )
-            raise
-        finally:
-            run.voting.discard(ctx.step.name)
-            run.finishing.discard(ctx.step.name)
-        status = check(ATTEMPT_TRANSITIONS, status, AttemptStatus.SUCCEEDED)
-        run.attempt_ends[ctx.step.name] = AttemptEnded(
-            attempt_id, status, exit_code=0, image_id=outcome.image_id, **where_it_ran(outcome.end)
-        )
-        return outcome
-
-    async def _record_start(
-        self, run: ActiveRun, ctx: StepContext, number: int, tool: Tool, input_commit: str | None
-    ) -> int:
-        """The attempt's row (its object's name, before the object exists: a restart finds it),
-        with the step's start when the step is still pending, in one write; the attempt's id."""
-        identity = Identity(
-            instance=self.settings.instance_name, pipeline=ctx.pipeline, run=run.id,
-            step=ctx.step.name, position=ctx.position, attempt=number,
-        )  # fmt: skip
-        attempt = NewAttempt(
-            run.id, ctx.step.name, number, tool.name, identity.object_name(),
-            backend=backend_of(ctx.step, self.settings),
-        )  # fmt: skip
-        started = None
-        if run.steps[ctx.step.name] is StepStatus.PENDING:
-            started = utcnow()
-            run.note(ctx.step.name, StepStatus.RUNNING, started_at=started)
-        with phase("db: step running, attempt recorded"):
-            return await self.records.start_attempt(attempt, step_started=started, input_commit=input_commit)
 
     async def _use_cache(self, run: ActiveRun, ctx: StepContext, tool: Tool, started_at: datetime) -> bool:
         """Record the step ``cached`` when its memo key matches its last success here."""

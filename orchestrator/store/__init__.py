@@ -142,11 +142,11 @@ class Store(PipelineTables, ScheduleTables):
             await s.execute(text("SELECT 1"))
 
     # -- runs ----------------------------------------------------------------------------------
-    # Kept for callers outside the run engine (API, federation scheduler); see ``store.runs``.
+    # Kept for callers outside the run engine (API, federation scheduler); see ``store.run_reads``.
     async def get_run(self, run_id: str) -> RunView | None:
-        from .runs import RunRecords
+        from .run_reads import RunReads
 
-        return await RunRecords(self).get(run_id)
+        return await RunReads(self).get(run_id)
 
     async def list_runs(
         self,
@@ -155,9 +155,9 @@ class Store(PipelineTables, ScheduleTables):
         limit: int = 50,
         trigger: str | None = None,
     ) -> list[RunView]:
-        from .runs import RunRecords
+        from .run_reads import RunReads
 
-        return await RunRecords(self).list(pipeline=pipeline, status=status, limit=limit, trigger=trigger)
+        return await RunReads(self).list(pipeline=pipeline, status=status, limit=limit, trigger=trigger)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -24,8 +24,15 @@ from orchestrator.domain import causes
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "orchestrator"
 DOOR = "orchestrator/runs/door.py"
-# Where a run is recorded and handed to admission: the engine, its store and its admission.
-ENGINE = {"orchestrator/runs/engine.py", "orchestrator/store/runs.py", "orchestrator/runs/admission.py"}
+# Where a run is recorded and handed to admission: the engine (its launcher records and queues runs,
+# its stopper puts back in the queue the runs a failed cancel dropped), its store and its admission.
+ENGINE = {
+    "orchestrator/runs/engine.py",
+    "orchestrator/runs/launch.py",
+    "orchestrator/runs/stopping.py",
+    "orchestrator/store/runs.py",
+    "orchestrator/runs/admission.py",
+}
 # Receivers whose ``start(...)`` with arguments is not the engine's (``Backfills.start(request, by)``:
 # it asks the door itself).
 OTHER_STARTS = {"backfills"}

@@ -47,7 +47,6 @@ ALLOWED: dict[tuple[str, str], int] = {
     # Owned by other engineers this session (issue 19: runs/ by overhead, scheduling/ by schedules);
     # to be replaced there by RunStatus/TickOutcome members, then these entries go.
     ("orchestrator/runs/step_failure.py", "failed"): 1,  # an end's short text
-    ("orchestrator/runs/engine.py", "reused"): 1,  # a log sentence's verb
     ("orchestrator/runs/fanout/attempt.py", "failed"): 2,  # the shard logs' kind ("ok"/"failed")
     ("orchestrator/runs/fanout/attempt.py", "cancelled"): 1,  # a stop reason's text
     ("orchestrator/runs/fanout/coordinator.py", "cancelled"): 1,  # a shard outcome's error text

@@ -1,6 +1,6 @@
 """A fan-out step in the engine: one container per shard, then one commit and one ground-truth vote.
 
-Where a plain step is a series of whole attempts (``engine.Runner._attempts``), a fan-out step is one
+Where a plain step is a series of whole attempts (``step_attempts.StepAttempts``), a fan-out step is one
 pass in which each shard has its own attempts (``coordinator.Coordinator``): the input snapshot is taken
 once, the node branch's work folder is prepared once, every shard container gets its own input folder
 (``/usr/src/app/input``), an empty output folder (``/usr/src/app/data``), ``MAO_SHARD`` (1-based),
