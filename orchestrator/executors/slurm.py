@@ -250,14 +250,16 @@ class SlurmBackend:
         return await self._ends.wait(handle, spec)
 
     def logs(self, handle: Handle, follow: bool = False, since: int = 0) -> AsyncIterator[bytes]:
-        path = job_files(self.settings.shared_root, handle.name).out
+        files = job_files(self.settings.shared_root, handle.name)
         if not follow:
-            return read_file(path, since)
+            return read_file(files.out, since)
 
         def find(jobs: dict[str, JobView], names: dict[str, JobView]) -> JobView | None:
             return jobs.get(handle.engine_id) if handle.engine_id else names.get(handle.name)
 
-        return follow_file(path, since, self._watch, find, self.settings.output_settle_seconds)
+        return follow_file(
+            files.out, since, self._watch, find, self.settings.output_settle_seconds, files.err
+        )
 
     # -- removal ---------------------------------------------------------------------------------------
 

@@ -11,8 +11,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from .slurm_answers import JobView
+from .slurm_answers import JobView, parse_report
 from .slurm_cli import QueueWatch
+from .slurm_files import read_text
 
 CHUNK = 256 * 1024
 TAIL_BYTES = 16 * 1024
@@ -56,16 +57,21 @@ async def follow_file(
     watch: QueueWatch,
     find: Callable[[dict[str, JobView], dict[str, JobView]], JobView | None],
     settle: float,
+    report: Path,
 ) -> AsyncIterator[bytes]:
     """The file from ``since`` until the job has ended and its last bytes are read. An empty chunk
-    first, once the job started (the engine's stall clock starts there, not while it is queued)."""
+    first, once the job's script says (in ``report``, its stderr) that it starts the container: the
+    engine's stall clock starts there, as the step's timeout does, not while the job is queued nor
+    while its script checks the image (seconds on a busy node, that are not the tool's silence)."""
     offset, started = since, False
     look_since = time.monotonic()
     while True:
         look = await watch.after(look_since)
         look_since = look.at + 1e-6
         view = find(look.jobs, look.names)
-        if not started and (view is None or view.has_started or view.has_ended):
+        if not started and (
+            view is None or view.has_ended or (view.has_started and await _container_started(report))
+        ):
             started = True
             yield b""
         async for chunk in read_file(path, offset):
@@ -78,3 +84,7 @@ async def follow_file(
                 offset += len(chunk)
                 yield chunk
             return
+
+
+async def _container_started(report: Path) -> bool:
+    return parse_report(await asyncio.to_thread(read_text, report)).started

@@ -68,10 +68,14 @@ class Contract:
         self.output = out
         return self.pipeline([self.step("only", tool, out, script, **extra)]), repo
 
+    def the_object(self, run_id: str) -> str:
+        """The name of the run's attempt object, once the engine has it (the attempt is ``running``
+        before its submission: wait for the object itself)."""
+        return servers.wait_until(lambda: self.backend.the_objects(run_id), timeout=60, what="the object")[0]
+
     def tool_folder(self, dataset: str, step: str, run_id: str) -> Path:
         """The folder the running tool of ``step`` writes, where a test may drop a file it waits for."""
-        (name,) = servers.wait_until(lambda: self.backend.objects(run_id), timeout=60, what="the object")[:1]
-        return self.backend.tool_folder(self.node, dataset, step, name)
+        return self.backend.tool_folder(self.node, dataset, step, self.the_object(run_id))
 
     def wait(self, run_id: str, timeout: float = 180) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -162,7 +166,7 @@ def test_cancel_leaves_nothing_on_the_engine(contract: Contract) -> None:
     before = gitutil.tip(repo, "ground-truth")
     run_id = contract.api.run(pipeline, wait=False)["id"]
     contract.running_attempt(run_id)
-    servers.wait_until(lambda: contract.backend.objects(run_id), timeout=60, what="the object")
+    contract.the_object(run_id)
     assert contract.api.post(f"/runs/{run_id}/cancel").status_code == 202
     # The node removed them before it answered, waiting a bounded time for the engine to confirm
     # (a loaded swarm confirms a service's removal later: seen once in a full suite at load 9).
@@ -261,8 +265,7 @@ def test_sigkill_mid_attempt_then_restart_adopts_it_and_the_run_goes_on(contract
     steps = [contract.step("one", tool, out, gate), contract.step("two", tool, out, f"echo 2 > {APP}/data/two")]
     run_id = contract.api.run(contract.pipeline(steps), wait=False)["id"]
     contract.running_attempt(run_id, "one")
-    servers.wait_until(lambda: contract.backend.objects(run_id), timeout=60, what="the object")
-    name = contract.backend.objects(run_id)[0]
+    name = contract.the_object(run_id)
     before = contract.backend.engine_id(name)
     if how == "kill":
         contract.node.service.kill()
@@ -288,8 +291,7 @@ def test_an_object_removed_from_outside_is_a_lost_node_and_retried(contract: Con
     pipeline, _ = contract.one_step(script, retries=1, retry_delay=0.1)
     run_id = contract.api.run(pipeline, wait=False)["id"]
     contract.running_attempt(run_id)
-    servers.wait_until(lambda: contract.backend.objects(run_id), timeout=60, what="the object")
-    name = contract.backend.objects(run_id)[0]
+    name = contract.the_object(run_id)
     contract.backend.remove_from_outside(name)
     run = contract.wait(run_id)
     assert run["status"] == "succeeded", run

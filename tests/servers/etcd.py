@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -174,6 +175,19 @@ class EtcdServer:
 
     def leader_id(self) -> str:
         return str(self._gateway("/v3/maintenance/status", {})["leader"])
+
+    def lease_of(self, key: str) -> str | None:
+        """The lease ``key`` is bound to (None: no such key, or on no lease)."""
+        found = self._gateway("/v3/kv/range", {"key": base64.b64encode(key.encode()).decode()})
+        kvs = found.get("kvs")
+        lease = kvs[0].get("lease") if isinstance(kvs, list) and kvs else None
+        return str(lease) if lease and lease != "0" else None
+
+    def keep_lease_alive(self, lease: str) -> bool:
+        """One keep-alive of ``lease`` (as its holder's heartbeat would send); False: it is gone."""
+        answer = self._gateway("/v3/lease/keepalive", {"ID": lease})
+        result = answer.get("result")
+        return isinstance(result, dict) and int(result.get("TTL", 0)) > 0
 
     def take_leadership(self, members: list[EtcdServer]) -> None:
         """Make this member the cluster's leader (etcd's move-leader, asked of the current leader)."""

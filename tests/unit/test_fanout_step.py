@@ -124,11 +124,14 @@ async def test_no_matching_file_runs_no_container(snapshot: Path, tmp_path: Path
 async def test_a_cancelled_step_cancels_its_containers_and_removes_its_folders(
     snapshot: Path, tmp_path: Path
 ) -> None:
-    started = asyncio.Event()
+    running: set[int] = set()
+    all_running = asyncio.Event()
     cancelled: list[int] = []
 
     async def container(run: ShardRun, input_dir: Path, output_dir: Path) -> ShardOutcome:
-        started.set()
+        running.add(run.shard.index)
+        if len(running) == 3:
+            all_running.set()
         try:
             await asyncio.sleep(60)
         except asyncio.CancelledError:
@@ -145,11 +148,10 @@ async def test_a_cancelled_step_cancels_its_containers_and_removes_its_folders(
             run_container=container,
         )
     )
-    await started.wait()
-    while len(cancelled) == 0 and not task.done():
-        await asyncio.sleep(0.01)
-        if (tmp_path / "scratch" / "3" / "input").exists():
-            task.cancel()
+    # Cancelled once all three (max_parallel) containers run: a shard whose folders exist may not
+    # have reached its container yet (its input is made in a thread), and so has none to cancel.
+    await asyncio.wait_for(all_running.wait(), timeout=60)
+    task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert sorted(cancelled) == [1, 2, 3]

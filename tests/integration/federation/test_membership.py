@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 import time
+from collections.abc import Iterator
 
+from orchestrator.federation import keys
 from tests import servers
 
 from .conftest import LABELS, MEMBER_TTL, Federation
@@ -12,6 +16,32 @@ from .conftest import LABELS, MEMBER_TTL, Federation
 
 def instance_names(federation: Federation) -> list[str]:
     return [i["name"] for i in federation.b.api.ok(federation.b.api.get("/federation/members"))["instances"]]
+
+
+@contextlib.contextmanager
+def lease_kept_alive(federation: Federation, key: str) -> Iterator[None]:
+    """Keep the lease ``key`` is bound to alive from outside (etcd's keep-alive, once a second, as its
+    holder's heartbeat would) until the block ends or the lease is revoked: a killed instance's key
+    is then still held by its old lease when it comes back, however long its restart takes."""
+    member = next(m for m in federation.etcd if m.alive)
+    lease = member.lease_of(key)
+    assert lease is not None, f"{key} is on no lease"
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                if not member.keep_lease_alive(lease):
+                    return  # revoked (taken over): nothing left to keep
+            stop.wait(1.0)
+
+    thread = threading.Thread(target=beat, name=f"keep {key} alive", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 def test_members_lists_instances_and_etcd(federation: Federation) -> None:
@@ -58,15 +88,18 @@ def test_a_killed_instance_leaves_within_its_ttl_and_can_come_back(federation: F
     node = federation.c
     process = node.service.process
     takeover = "took over its member key from its previous lease"
-    # Killed and restarted at once: its old lease still holds the key, and it takes it over. A
-    # longer TTL for this part leaves room for a slow restart on a busy machine.
+    # Killed and restarted at once: its old lease still holds the key, and it takes it over. "At
+    # once" whatever the machine's speed: the old lease is kept alive from outside until the new
+    # process is ready (a restart slower than the TTL, on a loaded machine, found the key gone). The
+    # longer TTL leaves room for the first outside keep-alive after the kill.
     process.env["MAO_MEMBER_TTL"] = "15"
     node.service.restart()
     try:
         takeovers = node.service.log_text().count(takeover)
         node.service.kill()
-        process.start()
-        node.service.wait_ready()
+        with lease_kept_alive(federation, keys.member(node.name)):
+            process.start()
+            node.service.wait_ready()
         assert node.name in instance_names(federation)
         assert node.service.log_text().count(takeover) == takeovers + 1
     finally:
