@@ -35,6 +35,8 @@ from harness import IMAGE, bench_node, record
 from tests.api import Api
 
 SCRIPT = "date +%s%N >> /usr/src/app/data/samples.txt"
+# Issue 20: one step orchestrated within 1.10x of the same work done by hand (ratio of medians).
+TARGET = 1.10
 
 
 def git(cwd: Path, *args: str) -> None:
@@ -296,11 +298,11 @@ def main() -> None:
             summary("by hand (docker run --rm + git commit/push/merge/push)", hand_times),
         ]
     )
-    verdict = "within" if ratio <= 1.30 else "OVER"
+    verdict = "within" if ratio <= TARGET else "OVER"
     loads = f"load average (1/5/15 min) {load_before} before, {load()} after"
     print(table)
-    print(f"\nratio of medians: {ratio:.2f} ({verdict} the 1.30 target); {loads}")
-    body = f"{table}\n\nRatio of medians: **{ratio:.2f}** ({verdict} the 1.30 target); {loads}."
+    print(f"\nratio of medians: {ratio:.2f} ({verdict} the {TARGET:.2f} target); {loads}")
+    body = f"{table}\n\nRatio of medians: **{ratio:.2f}** ({verdict} the {TARGET:.2f} target); {loads}."
     if breakdown is not None:
         phases_table = phase_table(api_times, hand_times, breakdown, hand_phases)
         print(f"\n{phases_table}")
