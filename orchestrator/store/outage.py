@@ -14,12 +14,12 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from ..domain.states import MergeState, RunStatus, StepStatus
+from ..domain.states import ACTIVE_RUN, IllegalTransition, MergeState, RunStatus, StepStatus
 from . import Store
+from .run_changes import RunChange, StepChange, StepFacts, run_transition, step_transition
 from .tables import PendingMergeRow, RegistryCacheRow, RunRow, RunStepRow, utcnow
-
-ENDED = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
 
 
 class RegistryCache:
@@ -115,28 +115,16 @@ class PendingMerges:
         ended = 0
         async with self.store.session(f"settle the queued merge of {branch}") as s:
             for run_id, step in steps:
-                where = (RunStepRow.run_id == run_id, RunStepRow.name == step)
                 status = await s.scalar(select(RunRow.status).where(RunRow.id == run_id))
-                ended += status in ENDED
-                if conflicts:
-                    values: dict[str, Any] = {
-                        "status": StepStatus.CONFLICT,
-                        "merge_state": MergeState.CONFLICT,
-                        "conflicts": conflicts,
-                        "error": error,
-                    }
-                else:
-                    values = {"merge_state": MergeState.MERGED, "merge_commit": merge_commit}
-                await s.execute(update(RunStepRow).where(*where).values(**values))
-                if conflicts:
+                ended += status is not None and status not in ACTIVE_RUN
+                if not conflicts:  # no status change: the step's record learns where it merged
                     await s.execute(
-                        update(RunRow)
-                        .where(
-                            RunRow.id == run_id,
-                            RunRow.status.in_((RunStatus.RUNNING, RunStatus.SUCCEEDED)),
-                        )
-                        .values(status=RunStatus.FAILED, error=error)
+                        update(RunStepRow)
+                        .where(RunStepRow.run_id == run_id, RunStepRow.name == step)
+                        .values(merge_state=MergeState.MERGED, merge_commit=merge_commit)
                     )
+                    continue
+                await _conflict(s, run_id, step, conflicts, error)
             row = await s.get(PendingMergeRow, (dataset, branch))
             if row is None:
                 return ended
@@ -145,6 +133,29 @@ class PendingMerges:
             else:
                 row.steps = [st for st in row.steps if st not in steps]
         return ended
+
+
+async def _conflict(s: AsyncSession, run_id: str, step: str, conflicts: list[str], error: str | None) -> None:
+    """A queued merge that conflicts: its step becomes ``conflict`` and its run ``failed``, each
+    through its guarded transition (the statuses it may come from are in the ``WHERE``)."""
+    facts = StepFacts(merge_state=MergeState.CONFLICT, conflicts=conflicts, error=error)
+    try:
+        await step_transition(s, StepChange(run_id, step, StepStatus.CONFLICT, facts))
+    except IllegalTransition:
+        # A legitimate no-op for the status: the step ended otherwise while its merge waited (its
+        # run was cancelled, say: the final statuses stay final) or its record is gone. Its record
+        # still learns how the merge went; its status and error stay its own.
+        await s.execute(
+            update(RunStepRow)
+            .where(RunStepRow.run_id == run_id, RunStepRow.name == step)
+            .values(merge_state=MergeState.CONFLICT, conflicts=conflicts)
+        )
+    try:
+        await run_transition(s, RunChange(run_id, RunStatus.FAILED, error=error))
+    except IllegalTransition:
+        # A legitimate no-op: the run already ended failed or cancelled (both final; an earlier
+        # conflict of another of its steps, say), or its record is gone.
+        pass
 
 
 def _row(row: PendingMergeRow) -> dict[str, Any]:
