@@ -20,7 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..domain.graph import StepNode
 from ..domain.pipeline import Pipeline
-from ..domain.states import AttemptStatus, RunStatus, StepStatus
+from ..domain.states import (
+    RUN_TRANSITIONS,
+    STEP_TRANSITIONS,
+    AttemptStatus,
+    IllegalTransition,
+    RunStatus,
+    StepStatus,
+)
 from .backfills import NewBackfill
 from .run_changes import (
     AttemptEnded,
@@ -31,6 +38,7 @@ from .run_changes import (
     ToolEnded,
     attempt_end,
     attempt_update,
+    came_from,
     run_transition,
     step_transition,
 )
@@ -97,6 +105,33 @@ class StepEnd:
 
     status: StepStatus
     fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+# A step record the run's end may still give its final status.
+OPEN_STEP = frozenset({StepStatus.PENDING, StepStatus.RUNNING})
+
+
+def _open_from(end: StepStatus) -> list[StepStatus]:
+    """The open statuses a step's record may end ``end`` from at the run's end: those the tables
+    allow, and ``pending`` too when ``running`` is one of them (the step's start was not
+    recorded, the database away: pending -> running -> end, each change allowed)."""
+    allowed = [old for old in came_from(STEP_TRANSITIONS, end) if old in OPEN_STEP]
+    if StepStatus.RUNNING in allowed and StepStatus.PENDING not in allowed:
+        allowed.append(StepStatus.PENDING)
+    return sorted(allowed)
+
+
+async def _end_step(s: AsyncSession, run_id: str, name: str, end: StepEnd, allowed: Sequence[StepStatus]) -> None:
+    """One guarded step transition: ``allowed`` in the ``WHERE``; ``IllegalTransition`` when the
+    record is in none of them."""
+    result = await s.execute(
+        update(RunStepRow)
+        .where(RunStepRow.run_id == run_id, RunStepRow.name == name, RunStepRow.status.in_(allowed))
+        .values(**{**end.fields, "status": end.status})
+    )
+    if not getattr(result, "rowcount", 0):
+        now = await s.scalar(select(RunStepRow.status).where(RunStepRow.run_id == run_id, RunStepRow.name == name))
+        raise IllegalTransition(f"run {run_id}: step {name}: {now or 'no record'} -> {end.status} is not allowed")
 
 
 class RunRecords(RunReads):
@@ -200,8 +235,9 @@ class RunRecords(RunReads):
         still pending or running gets its final status with its fields (its own write failed, or
         never came);
         attempts still ``running`` end ``attempts`` with ``reason``; the run ends ``status`` with
-        ``fields``, ``succeeded`` only while it is still running (a queued merge that conflicted
-        meanwhile has already failed it)."""
+        ``fields``. Each status change is guarded (the statuses it may come from in the ``WHERE``,
+        ``IllegalTransition`` otherwise), except a run a queued merge's conflict failed meanwhile:
+        it stays failed with that error."""
         async with self.store.session(f"record the end of run {run_id}") as s:
             for attempt in ended:  # still running ones only: an attempt's end is final
                 await s.execute(attempt_update(attempt))
@@ -212,37 +248,39 @@ class RunRecords(RunReads):
                 end = steps.get(name)
                 # Only a record still open: a final one is either this one already, or a queued
                 # merge's settling (succeeded -> conflict), which the run must not undo.
-                if end is not None and now in (StepStatus.PENDING, StepStatus.RUNNING) and now != end.status:
-                    await s.execute(
-                        update(RunStepRow)
-                        .where(RunStepRow.run_id == run_id, RunStepRow.name == name)
-                        .values(**{**end.fields, "status": end.status})
-                    )
+                if end is not None and now in OPEN_STEP and now != end.status:
+                    await _end_step(s, run_id, name, end, _open_from(end.status))
             await s.execute(
                 update(AttemptRow)
                 .where(AttemptRow.run_id == run_id, AttemptRow.status == AttemptStatus.RUNNING)
                 .values(status=attempts, error=reason[:4000], ended_at=utcnow())
             )
-            query = update(RunRow).where(RunRow.id == run_id)
-            if status is RunStatus.SUCCEEDED:
-                query = query.where(RunRow.status == RunStatus.RUNNING)
-            await s.execute(query.values(**{**fields, "status": status}))
+            result = await s.execute(
+                update(RunRow)
+                .where(RunRow.id == run_id, RunRow.status.in_(came_from(RUN_TRANSITIONS, status)))
+                .values(**{**fields, "status": status})
+            )
+            if not getattr(result, "rowcount", 0):
+                held = await s.scalar(select(RunRow.status).where(RunRow.id == run_id))
+                # A queued merge that conflicted meanwhile has already failed the run (outage
+                # settling): its end stands, a legitimate no-op. Anything else is a bug.
+                if held != RunStatus.FAILED:
+                    raise IllegalTransition(f"run {run_id}: {held or 'no record'} -> {status} is not allowed")
 
     async def plan_steps(self, run_id: str, steps: Mapping[str, StepEnd | str]) -> None:
         """A retry's plan, in one transaction: a step given a ``StepEnd`` ends so (``reused``, with
-        the retried run's commits), one given a text only gets it as its ``reason``."""
+        the retried run's commits: a guarded transition, ``IllegalTransition`` unless the step is
+        still pending), one given a text only gets it as its ``reason``."""
         async with self.store.session(f"record the retry plan of run {run_id}") as s:
             for name, planned in steps.items():
-                values = (
-                    {"reason": planned}
-                    if isinstance(planned, str)
-                    else {**planned.fields, "status": planned.status}
-                )
-                await s.execute(
-                    update(RunStepRow)
-                    .where(RunStepRow.run_id == run_id, RunStepRow.name == name)
-                    .values(**values)
-                )
+                if isinstance(planned, str):
+                    await s.execute(
+                        update(RunStepRow)
+                        .where(RunStepRow.run_id == run_id, RunStepRow.name == name)
+                        .values(reason=planned)
+                    )
+                else:
+                    await _end_step(s, run_id, name, planned, came_from(STEP_TRANSITIONS, planned.status))
 
     async def note_step(self, run_id: str, step: str, *facts: StepFacts | ToolEnded) -> None:
         """What the step's record learnt on its way (no status change), in one write."""
