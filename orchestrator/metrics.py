@@ -22,7 +22,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from .domain.states import StepStatus
+from .domain.states import MergeState, StepStatus
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class Metrics:
                 self.steps_reused.labels(pipeline).inc()
             elif (duration := _duration(step)) is not None:
                 self.step_duration.labels(pipeline, str(step.get("name"))).observe(duration)
-            if step.get("merge") == "conflict" or step.get("status") == "conflict":
+            if step.get("merge") == MergeState.CONFLICT or step.get("status") == StepStatus.CONFLICT:
                 self.merge_conflicts.inc()
 
     def tick(self, scope: str, outcome: str, lag: float | None = None) -> None:

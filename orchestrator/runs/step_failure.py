@@ -75,7 +75,7 @@ _ENDS: dict[EndKind, tuple[AttemptStatus, str]] = {
     EndKind.FAILED: (AttemptStatus.FAILED, AttemptStatus.FAILED.value),
     EndKind.OOM_KILLED: (AttemptStatus.OOM_KILLED, "was killed out of memory"),
     EndKind.TIMED_OUT: (AttemptStatus.TIMED_OUT, "timed out"),
-    EndKind.STALLED: (AttemptStatus.STALLED, "stalled"),
+    EndKind.STALLED: (AttemptStatus.STALLED, AttemptStatus.STALLED.value),
     EndKind.CANCELLED: (AttemptStatus.CANCELLED, "was cancelled"),
     EndKind.NODE_LOST: (AttemptStatus.NODE_LOST, "lost its node"),
     EndKind.IMAGE_UNAVAILABLE: (AttemptStatus.IMAGE_UNAVAILABLE, "could not get its image"),
