@@ -194,6 +194,9 @@ async def test_a_queued_merge_conflict_of_a_run_still_going_is_left_to_the_run(s
     records = RunRecords(store)
     await records.create("r1", PIPELINE, "manual", PIPELINE.graph(), ["s-me"])
     await records.change_run(RunChange("r1", RunStatus.RUNNING))
+    # Its step is running (its merge is part of it): a pending step never votes, and the settle's
+    # running -> conflict is a guarded transition.
+    await records.change_step(StepChange("r1", "s", StepStatus.RUNNING))
     locks.down = True
     result = await voting.vote(("r1", "s"), DATASET, "s-me", "c1", "merge", {"MAO-Run": "r1"})
     assert result.state == "queued"
