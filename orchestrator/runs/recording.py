@@ -15,7 +15,7 @@ from typing import Any
 from ..domain.states import DONE_STEP, RUN_TRANSITIONS, AttemptStatus, RunStatus, StepStatus, check
 from ..errors import MaoError
 from ..store.run_changes import RunChange, StepChange, StepFacts
-from ..store.runs import RunRecords, StepEnd
+from ..store.runs import RunEnd, RunRecords, StepEnd
 from ..store.tables import utcnow
 from .active import ActiveRun, describe
 
@@ -68,7 +68,7 @@ class Recorder:
             log.exception("run %s: its final state could not be decided", run.id)
             final, error = RunStatus.FAILED, crash or "internal error while ending the run"
         steps = {name: StepEnd(status, run.step_fields.get(name, {})) for name, status in run.steps.items()}
-        fields: dict[str, Any] = {"error": error, "ended_at": utcnow()}
+        run_end = RunEnd(final, error, utcnow())
         reason = (run.stop.reason if run.stop else None) or crash or "the step ended without a result"
         attempts = run.stop.attempt if run.stop else AttemptStatus.CANCELLED
         deadline = asyncio.get_running_loop().time() + CLOSE_PATIENCE
@@ -76,7 +76,7 @@ class Recorder:
         while True:
             try:
                 ended = list(run.attempt_ends.values())
-                await self.records.close(run.id, final, fields, steps, attempts, reason, ended)
+                await self.records.close(run.id, run_end, steps, attempts, reason, ended)
                 break
             except Exception as exc:  # noqa: BLE001 - the database away, or a bug: tried again either way
                 problem = exc.message if isinstance(exc, MaoError) else describe(exc)

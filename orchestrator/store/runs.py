@@ -49,6 +49,7 @@ from .tables import AttemptRow, RunRow, RunStepRow, utcnow
 __all__ = [
     "CachedOutput",
     "NewRun",
+    "RunEnd",
     "RunRecords",
     "StepEnd",
     "UnfinishedAttempt",
@@ -132,6 +133,16 @@ async def _end_step(s: AsyncSession, run_id: str, name: str, end: StepEnd, allow
     if not getattr(result, "rowcount", 0):
         now = await s.scalar(select(RunStepRow.status).where(RunStepRow.run_id == run_id, RunStepRow.name == name))
         raise IllegalTransition(f"run {run_id}: step {name}: {now or 'no record'} -> {end.status} is not allowed")
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """A run's final status and what its record carries with it: both written, None too (a run
+    that succeeded has no error)."""
+
+    status: RunStatus
+    error: str | None
+    ended_at: datetime
 
 
 class RunRecords(RunReads):
@@ -223,8 +234,7 @@ class RunRecords(RunReads):
     async def close(
         self,
         run_id: str,
-        status: RunStatus,
-        fields: Mapping[str, Any],
+        run_end: RunEnd,
         steps: Mapping[str, StepEnd],
         attempts: AttemptStatus,
         reason: str,
@@ -234,8 +244,8 @@ class RunRecords(RunReads):
         recorded (``ended``: a step's success whose own write failed) first; each step whose record is
         still pending or running gets its final status with its fields (its own write failed, or
         never came);
-        attempts still ``running`` end ``attempts`` with ``reason``; the run ends ``status`` with
-        ``fields``. Each status change is guarded (the statuses it may come from in the ``WHERE``,
+        attempts still ``running`` end ``attempts`` with ``reason``; the run ends as ``run_end``
+        says. Each status change is guarded (the statuses it may come from in the ``WHERE``,
         ``IllegalTransition`` otherwise), except a run a queued merge's conflict failed meanwhile:
         it stays failed with that error."""
         async with self.store.session(f"record the end of run {run_id}") as s:
@@ -257,15 +267,17 @@ class RunRecords(RunReads):
             )
             result = await s.execute(
                 update(RunRow)
-                .where(RunRow.id == run_id, RunRow.status.in_(came_from(RUN_TRANSITIONS, status)))
-                .values(**{**fields, "status": status})
+                .where(RunRow.id == run_id, RunRow.status.in_(came_from(RUN_TRANSITIONS, run_end.status)))
+                .values(status=run_end.status, error=run_end.error, ended_at=run_end.ended_at)
             )
             if not getattr(result, "rowcount", 0):
                 held = await s.scalar(select(RunRow.status).where(RunRow.id == run_id))
                 # A queued merge that conflicted meanwhile has already failed the run (outage
                 # settling): its end stands, a legitimate no-op. Anything else is a bug.
                 if held != RunStatus.FAILED:
-                    raise IllegalTransition(f"run {run_id}: {held or 'no record'} -> {status} is not allowed")
+                    raise IllegalTransition(
+                        f"run {run_id}: {held or 'no record'} -> {run_end.status} is not allowed"
+                    )
 
     async def plan_steps(self, run_id: str, steps: Mapping[str, StepEnd | str]) -> None:
         """A retry's plan, in one transaction: a step given a ``StepEnd`` ends so (``reused``, with

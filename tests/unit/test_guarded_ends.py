@@ -23,8 +23,8 @@ from orchestrator.domain.states import (
 )
 from orchestrator.store import Store
 from orchestrator.store.outage import PendingMerges
-from orchestrator.store.runs import RunRecords, StepEnd
-from orchestrator.store.tables import RunRow, RunStepRow
+from orchestrator.store.runs import RunEnd, RunRecords, StepEnd
+from orchestrator.store.tables import RunRow, RunStepRow, utcnow
 
 PIPELINE = Pipeline.model_validate(
     {"name": "p", "steps": [{"name": "s", "tool": "t", "output_dataset": "d"}]}
@@ -94,7 +94,7 @@ async def test_a_runs_end_writes_a_step_end_only_from_an_open_status(store: Stor
     for was, end in itertools.product(StepStatus, StepStatus):
         records, run_id = await a_run(store, RunStatus.RUNNING, was)
         close = records.close(
-            run_id, RunStatus.FAILED, {"error": "end"}, {"s": StepEnd(end, {"error": "e"})},
+            run_id, RunEnd(RunStatus.FAILED, "end", utcnow()), {"s": StepEnd(end, {"error": "e"})},
             AttemptStatus.CANCELLED, "reason",
         )  # fmt: skip
         through_running = end in STEP_TRANSITIONS[StepStatus.RUNNING] and was is StepStatus.PENDING
@@ -118,7 +118,7 @@ async def test_a_runs_end_lands_exactly_when_the_table_allows_it(store: Store) -
     meanwhile stays failed with that error; every other illegal end raises."""
     for held, end in itertools.product(RunStatus, RunStatus):
         records, run_id = await a_run(store, held, StepStatus.SUCCEEDED)
-        close = records.close(run_id, end, {"error": "end"}, {}, AttemptStatus.CANCELLED, "reason")
+        close = records.close(run_id, RunEnd(end, "end", utcnow()), {}, AttemptStatus.CANCELLED, "reason")
         case = f"{held} -> {end}"
         if end in RUN_TRANSITIONS[held]:
             await close
