@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import bench_federation  # noqa: E402
 
+from orchestrator.federation import keys  # noqa: E402
 from tests import servers  # noqa: E402
 
 WRITES = 150
@@ -40,7 +41,7 @@ async def db_size(etcd: servers.EtcdServer, defragment: bool = False) -> int:
 
 async def raw_keys(etcd: servers.EtcdServer) -> int:
     async with aetcd.Client(etcd.host, etcd.client_port, timeout=30) as client:
-        return len(list(await client.get_prefix(b"/mao/v1/raw/", keys_only=True)))
+        return len(list(await client.get_prefix(keys.RAW.encode(), keys_only=True)))
 
 
 def run(label: str, extra: dict[str, str]) -> None:

@@ -17,12 +17,12 @@ T = TypeVar("T")
 CAP = 600.0  # ten minutes: beyond that a retry is a new run, not a retry
 
 
-def bound(retry: int, base: float, cap: float = CAP) -> float:
-    """The upper bound of the wait before retry number ``retry`` (1-based): base * 2**(retry-1), capped."""
+def bound(retry: int, base: float, cap: float = CAP, factor: float = 2.0) -> float:
+    """The upper bound of the wait before retry number ``retry`` (1-based): base * factor**(retry-1), capped."""
     if retry < 1:
         raise ValueError("retry numbers start at 1")
     # min() first on the exponent: 2**1000 would overflow a float long before the cap matters.
-    return min(cap, base * 2.0 ** min(retry - 1, 64))
+    return min(cap, base * factor ** min(retry - 1, 64))
 
 
 def backoff(retry: int, base: float, cap: float = CAP, draw: Callable[[], float] = random.random) -> float:
@@ -34,7 +34,8 @@ class Backoff:
     """The waits of one retry loop: ``next()`` after each failure in a row, ``reset()`` after a success.
 
     ``jitter=False`` waits the bound itself (``first`` doubling up to ``cap``): for loops whose waits
-    are documented as such, and for one instance's own retries, where there is no herd to spread."""
+    are documented as such, and for one instance's own retries, where there is no herd to spread.
+    ``factor`` replaces the doubling (1.5 for a lock's polls, which grow gentler)."""
 
     def __init__(
         self,
@@ -42,10 +43,14 @@ class Backoff:
         cap: float = CAP,
         *,
         jitter: bool = True,
+        factor: float = 2.0,
         draw: Callable[[], float] = random.random,
     ) -> None:
+        if factor < 1.0:
+            raise ValueError("a backoff does not shrink: factor must be at least 1")
         self.first = first
         self.cap = cap
+        self.factor = factor
         self.jitter = jitter
         self.draw = draw
         self.failures = 0
@@ -53,13 +58,12 @@ class Backoff:
     def next(self) -> float:
         """The wait before the next try, one failure more than the last call said."""
         self.failures += 1
-        if self.jitter:
-            return backoff(self.failures, self.first, self.cap, self.draw)
-        return bound(self.failures, self.first, self.cap)
+        limit = bound(self.failures, self.first, self.cap, self.factor)
+        return self.draw() * limit if self.jitter else limit
 
     def peek(self) -> float:
         """The bound ``next()`` would draw from, without counting a failure (to say it in a log line)."""
-        return bound(self.failures + 1, self.first, self.cap)
+        return bound(self.failures + 1, self.first, self.cap, self.factor)
 
     def reset(self) -> None:
         self.failures = 0

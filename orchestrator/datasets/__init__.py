@@ -153,12 +153,6 @@ class Datasets:
                 except GitError as exc:
                     log.warning("git gc of %s failed, next pass retries: %s", path, exc.message)
 
-    async def gc_forever(self, interval: float) -> None:
-        """``collect_garbage`` every ``interval`` seconds (the first pass one interval after start)."""
-        while True:
-            await asyncio.sleep(interval)
-            await self.collect_garbage()
-
     def close(self) -> None:
         for repo in self._repos.values():
             repo.close()

@@ -26,6 +26,7 @@ from .seam import BackendUnavailable
 
 log = logging.getLogger(__name__)
 
+# Not retry.Backoff: hand-picked steps (2 -> 5 -> 10 is no doubling), kept so the relist waits do not change.
 _BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
 
 

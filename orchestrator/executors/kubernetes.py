@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from ..config.backends.kubernetes import KubernetesSettings
 from ..datasets.hygiene import OutputRefused
+from ..retry import Backoff
 from .cluster_backend import CancelledNames, ClusterBackend, NameLocks, age
 from .fetch import FetchExchange, UploadMissing
 from .kube_api import KubeApi, KubeConflict, KubeInvalid
@@ -301,7 +302,7 @@ class KubernetesBackend(ClusterBackend[KubePolicy]):
         await self._api.delete_secret(name)
         await self.exchange.discard(name)
         deadline = time.monotonic() + self.settings.cancel_timeout
-        pause = 0.1
+        pause = Backoff(0.1, 1.0, jitter=False)
         while True:
             job = await self._api.get_job(name)
             pods = await self._api.pods_of(name)
@@ -314,8 +315,7 @@ class KubernetesBackend(ClusterBackend[KubePolicy]):
                 )
             if job is not None and job.metadata.deletion_timestamp is None:
                 await self._api.delete_job(name, self.settings.cancel_grace_seconds)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 1.0)
+            await asyncio.sleep(pause.next())
 
     async def list_managed(self, instance: str) -> list[Managed]:
         jobs = await self._api.list_jobs(managed_selector(instance))

@@ -26,6 +26,7 @@ import time
 from collections.abc import AsyncIterator
 
 from ..config.backends.slurm import SlurmSettings
+from ..retry import Backoff
 from .seam import (
     INSTANCE_LABEL,
     Backend,
@@ -220,19 +221,20 @@ class SlurmBackend:
         QOS: a fan-out larger than the limit waits here, as in the queue), for at most the step's
         start timeout."""
         limit = spec.start_timeout or self.settings.start_timeout
-        began, delay = time.monotonic(), self.settings.poll_interval
+        began = time.monotonic()
+        backoff = Backoff(self.settings.poll_interval, 30.0, jitter=False)
         while True:
             answer = await self.commands.run("sbatch", args, what=f"submitting {spec.name}")
             if answer.returncode == 0 or not submit_limit_reached(answer.message):
                 return answer
+            delay = backoff.peek()
             if time.monotonic() - began + delay > limit:
                 await self._remove_files(spec.name)
                 raise BackendUnavailable(
                     f"backend {self.name}: the cluster's submit limit held {spec.name} back for longer than "
                     f"its start timeout of {limit:g}s: {answer.message}"
                 )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            await asyncio.sleep(backoff.next())
 
     async def _job_named(self, name: str) -> JobView | None:
         jobs = await self.commands.squeue(name=name)

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import EtcdUnavailable, Unavailable
+from ..retry import Backoff
 from . import keys, records
 from .etcd import Etcd
 from .records import LockHolder
@@ -106,7 +107,7 @@ class Locks:
 
     async def _acquire(self, key: str, held: HeldLock) -> None:
         deadline = time.monotonic() + self.wait
-        delay = 0.05
+        backoff = Backoff(0.05, 1.0, jitter=False, factor=1.5)
         looked_at: set[int] = set()  # versions of the key already found to be real locks
         while not await self.etcd.create(key, held.holder, lease=held.lease):
             held.check()
@@ -115,9 +116,9 @@ class Locks:
                 current = await self.etcd.get(key)
                 who = str(current.value)[:200] if current else "nobody (just released)"
                 raise LockTimeout(f"waited {self.wait:g} s for the lock {key}, held by {who}")
-            # Jittered backoff: several instances polling one key must not move in lockstep.
-            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - not cryptographic
-            delay = min(delay * 1.5, 1.0)
+            # Jitter around the bound (not Backoff's full jitter, which could poll at once): several
+            # instances polling one key must not move in lockstep.
+            await asyncio.sleep(backoff.next() * (0.5 + random.random()))  # noqa: S311 - not cryptographic
 
     async def _remove_if_not_a_lock(self, key: str, looked_at: set[int]) -> None:
         """A key that holds the lock must be on a lease of at most ``MAX_LOCK_TTL`` that still runs:

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from executor.wire.names import check_name
 
+from ..domain.causes import Overlap
+from ..domain.schedule import Catchup
 from ..domain.states import TickOutcome
 from .values import shown_key, warn_once
 
@@ -107,8 +109,8 @@ class ScheduleRecord(Record):
     cron: Annotated[str, StringConstraints(max_length=128)] = ""
     timezone: Annotated[str, StringConstraints(max_length=64)] = "UTC"
     placement: Placement = Field(default_factory=Placement)
-    overlap: Literal["skip", "allow", "replace", "queue"] | None = None
-    catchup: Literal["none", "latest", "all"] | None = None
+    overlap: Overlap | None = None
+    catchup: Catchup | None = None
     catchup_window: Annotated[int, Field(strict=True, ge=1, le=366 * 86400)] | None = None
     priority: Priority | None = None
     trigger: TriggerOn | None = None

@@ -41,6 +41,7 @@ from ..executors.seam import (
     secret_values,
 )
 from ..phases import phase
+from ..retry import Backoff
 from ..tasks import spawn
 from .log_keeper import LogKeeper
 from .step_logs import StepLogs
@@ -183,14 +184,14 @@ class Execution:
                 await asyncio.gather(waiting, return_exceptions=True)
 
     async def _wait(self, backend: Backend, handle: Handle, spec: ContainerSpec) -> End:
-        delay = 0.5
+        backoff = Backoff(0.5, 10.0, jitter=False)  # this run's own wait: no herd to spread
         while True:
             try:
                 return await backend.wait(handle, spec)
             except BackendUnavailable as exc:
+                delay = backoff.next()
                 log.warning("waiting for %s: %s; asking again in %.1f s", handle.name, exc.message, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
 
     # -- after the end --------------------------------------------------------------------------------
     def _retire(self, backend: Backend, handle: Handle, keeper: LogKeeper, removed: bool) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from executor.output_log import OutputLog
 
 from ..executors.seam import Backend, BackendUnavailable, Handle
+from ..retry import Backoff
 from ..tasks import spawn
 from .masking import Masker
 
@@ -126,7 +127,7 @@ class LogKeeper:
 
     # -- following ----------------------------------------------------------------------------------
     async def _follow(self, backend: Backend, handle: Handle) -> None:
-        delay = RECONNECT_FIRST
+        backoff = Backoff(RECONNECT_FIRST, RECONNECT_MAX, jitter=False)  # one stream's own reconnects
         try:
             while True:
                 try:
@@ -138,7 +139,7 @@ class LogKeeper:
                         if chunk:
                             self.received += len(chunk)
                             await self._write(self._masker.feed(chunk))
-                        delay = RECONNECT_FIRST
+                        backoff.reset()
                     self.complete = True
                     return
                 except BackendUnavailable as exc:
@@ -148,8 +149,7 @@ class LogKeeper:
                         return
                     self.reconnects += 1
                     log.debug("the log stream of %s dropped (%s); again from byte %d", handle.name, exc.message, self.received)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RECONNECT_MAX)
+                    await asyncio.sleep(backoff.next())
         finally:
             self._connected = False
             if not self._discarding:

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..domain.states import DONE_STEP, RUN_TRANSITIONS, AttemptStatus, RunStatus, StepStatus, check
 from ..errors import MaoError
+from ..retry import Backoff
 from ..store.run_changes import RunChange, StepChange, StepFacts
 from ..store.runs import RunEnd, RunRecords, StepEnd
 from ..store.tables import utcnow
@@ -72,7 +73,7 @@ class Recorder:
         reason = (run.stop.reason if run.stop else None) or crash or "the step ended without a result"
         attempts = run.stop.attempt if run.stop else AttemptStatus.CANCELLED
         deadline = asyncio.get_running_loop().time() + CLOSE_PATIENCE
-        delay = 0.2
+        backoff = Backoff(0.2, 10.0, jitter=False)  # one run's own record: no herd to spread
         while True:
             try:
                 ended = list(run.attempt_ends.values())
@@ -80,6 +81,7 @@ class Recorder:
                 break
             except Exception as exc:  # noqa: BLE001 - the database away, or a bug: tried again either way
                 problem = exc.message if isinstance(exc, MaoError) else describe(exc)
+                delay = backoff.peek()
                 if self.closing or asyncio.get_running_loop().time() + delay > deadline:
                     log.error(
                         "run %s: its end was not recorded (%s); the next start closes it", run.id, problem
@@ -92,8 +94,7 @@ class Recorder:
                     delay,
                     exc_info=not isinstance(exc, MaoError),
                 )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                await asyncio.sleep(backoff.next())
         if run.stop is not None:
             log.info("run %s of %s stopped: %s", run.id, run.pipeline.name, run.stop.reason)
         elif final is RunStatus.SUCCEEDED:

@@ -198,3 +198,26 @@ def test_backoff_with_jitter_stays_under_the_bound_it_says(first: float, failure
         backoff.next()
     bound = backoff.peek()
     assert 0.0 <= backoff.next() <= bound <= 30.0
+
+
+@given(
+    first=st.floats(min_value=0.001, max_value=100.0),
+    cap=st.floats(min_value=0.001, max_value=1000.0),
+    factor=st.sampled_from([1.0, 1.5, 2.0, 3.0]),
+    failures=st.integers(min_value=1, max_value=80),
+)
+def test_backoff_without_jitter_waits_what_a_hand_written_loop_waited(
+    first: float, cap: float, factor: float, failures: int
+) -> None:
+    """The loops that moved to Backoff wrote ``delay = first`` ... ``delay = min(delay * factor, cap)``;
+    the waits are the same (to rounding). Their first wait was never above the cap: same here."""
+    backoff = Backoff(first, cap, jitter=False, factor=factor)
+    delay = first
+    for _ in range(failures):
+        assert backoff.next() == pytest.approx(min(delay, cap), rel=1e-9)
+        delay = min(delay * factor, cap)
+
+
+def test_backoff_refuses_a_shrinking_factor() -> None:
+    with pytest.raises(ValueError, match="factor"):
+        Backoff(1.0, 10.0, factor=0.5)
