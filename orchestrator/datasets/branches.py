@@ -140,7 +140,7 @@ class Branches(BareRepo):
         branch = checked_name(branch, "branch")
         if (
             announced is not None
-            and self._origin_configured
+            and self._synced
             and self._refs().get(TRACKING + GROUND_TRUTH) == announced
         ):
             try:

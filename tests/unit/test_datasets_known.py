@@ -239,7 +239,7 @@ def test_a_node_branch_of_ours_needs_no_fetch(repo: DatasetRepo, git_calls: list
     assert git_calls == []
     fresh = node(repo.data_dir.parent, Path(repo.master))  # a new process: nothing known, it fetches
     fresh.sync_for("n1")
-    assert fresh._origin_configured  # it synced
+    assert fresh._synced  # it fetched
     fresh.close()
 
 

@@ -1,0 +1,115 @@
+"""A dataset repository that skips a fetch (a work folder prepared on its own node branch, a vote at
+the announced tip) when its copies of the master's refs are stale: a push that landed but whose answer
+was lost, a restarted process whose first fetch failed, a master moved unannounced, a ground-truth
+moved backwards. Each must end as the same step with a fetch first would: never a conflict that is
+not one, never a master's change undone."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.datasets import DatasetRepo, RepoSettings, init_bare
+from orchestrator.datasets._git import GitCommandFailed
+from orchestrator.errors import GitError
+
+TRAILERS = {"MAO-Run": "r1", "MAO-Step": "s"}
+GT = "refs/remotes/origin/ground-truth"
+
+
+def node(data_dir: Path, master: Path) -> DatasetRepo:
+    return DatasetRepo(data_dir, "ds", str(master), RepoSettings(git_name="N", git_email="n@example.org"))
+
+
+def git(git_dir: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "--git-dir", str(git_dir), *args], check=True, capture_output=True, text=True
+    )
+    return done.stdout.strip()
+
+
+def landed(master: Path, commit: str, ref: str) -> bool:
+    """Whether ``commit`` is in the history of the master's ``ref``."""
+    args = ["git", "--git-dir", str(master), "merge-base", "--is-ancestor", commit, ref]
+    return subprocess.run(args, capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def master(tmp_path: Path) -> Path:
+    master, _ = init_bare(tmp_path / "fed", "ds")
+    return master
+
+
+@pytest.fixture
+def repo(tmp_path: Path, master: Path) -> Iterator[DatasetRepo]:
+    repo = node(tmp_path / "n", master)
+    repo.sync()
+    repo.ensure_ground_truth()
+    yield repo
+    repo.close()
+
+
+def commit_on(repo: DatasetRepo, branch: str, files: dict[str, str]) -> str:
+    folder, parent = repo.prepare_worktree(branch)
+    for rel, text in files.items():
+        (folder / rel).write_text(text)
+    commit, _ = repo.commit_worktree(branch, parent, "out", TRAILERS)
+    return commit
+
+
+def vote(repo: DatasetRepo, branch: str, files: dict[str, str]) -> str:
+    """A step of ``branch`` on another instance (its own repository), voted with a fetch first."""
+    repo.sync_for(branch)
+    commit = commit_on(repo, branch, files)
+    assert repo.merge_and_push(branch, "merge", TRAILERS, commit=commit).merged
+    return commit
+
+
+# -- a push that landed, its answer lost -------------------------------------------------------------
+
+LOST_ANSWERS = {
+    "timeout": (-9, "Timeout: "),
+    "dropped connection": (128, "fatal: the remote end hung up unexpectedly\n"),
+    "remote failure": (1, "error: remote unpack failed: unable to create temporary object directory\n"),
+}
+
+
+@pytest.mark.parametrize("lost", sorted(LOST_ANSWERS))
+def test_a_push_landed_unseen_is_fetched_before_the_next_step(
+    repo: DatasetRepo, master: Path, lost: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The vote's push landed on the master but its answer was lost: the local node branch and the
+    copies of the master's refs did not move. The next step must start from what the master has,
+    not from the old tip (its vote would then conflict with the step's own landed output)."""
+    first = commit_on(repo, "n1", {"p": "1"})
+    assert repo.merge_and_push("n1", "merge", TRAILERS, commit=first).merged
+    second = commit_on(repo, "n1", {"p": "2"})
+    status, stderr = LOST_ANSWERS[lost]
+    original = repo._git
+
+    def answer_lost(*args: str, **kwargs: Any) -> tuple[int, str]:
+        if args[0] != "push":
+            return original(*args, **kwargs)
+        # Pushed to the URL, not to origin: git moves no copy of the master's refs, as when the
+        # answer never came.
+        original(*[str(master) if arg == "origin" else arg for arg in args], **kwargs)
+        raise GitCommandFailed("push", status, stderr)
+
+    monkeypatch.setattr(repo, "_git", answer_lost)
+    with pytest.raises(GitError):
+        repo.merge_and_push("n1", "merge", TRAILERS, commit=second)
+    monkeypatch.setattr(repo, "_git", original)
+    assert git(master, "rev-parse", "n1") == second  # it landed
+
+    repo.sync_for("n1")
+    folder, parent = repo.prepare_worktree("n1")
+    assert parent == second
+    (folder / "p").write_text("3")
+    third, _ = repo.commit_worktree("n1", parent, "out", TRAILERS)
+    assert repo.merge_and_push("n1", "merge", TRAILERS, commit=third).merged
+    assert git(master, "show", "ground-truth:p") == "3"
+
