@@ -6,6 +6,7 @@ not one, never a master's change undone."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,3 +114,25 @@ def test_a_push_landed_unseen_is_fetched_before_the_next_step(
     assert repo.merge_and_push("n1", "merge", TRAILERS, commit=third).merged
     assert git(master, "show", "ground-truth:p") == "3"
 
+
+def test_a_restarted_process_whose_first_fetch_failed_fetches_later(
+    tmp_path: Path, repo: DatasetRepo, master: Path
+) -> None:
+    """A process restarted after its push landed (the local branch never followed) cannot reach the
+    master for its first step: the next step fetches, and starts from what the master has."""
+    first = commit_on(repo, "n1", {"p": "1"})
+    assert repo.merge_and_push("n1", "merge", TRAILERS, commit=first).merged
+    repo.close()
+    tree = git(master, "rev-parse", "n1^{tree}")
+    before_kill = git(master, "commit-tree", tree, "-p", first, "-m", "landed before the kill")
+    git(master, "update-ref", "refs/heads/n1", before_kill)
+    restarted = node(tmp_path / "n", master)
+    away = master.with_name(master.name + ".away")
+    shutil.move(master, away)
+    with pytest.raises(GitError):
+        restarted.sync_for("n1")
+    shutil.move(away, master)
+    restarted.sync_for("n1")
+    _, parent = restarted.prepare_worktree("n1")
+    assert parent == before_kill
+    restarted.close()
