@@ -34,6 +34,11 @@ class BranchConflict(Conflict):
         self.commit = commit
 
 
+class _StaleTip(Exception):
+    """A vote without a fetch found its commit contained in, or conflicting with, this repository's
+    copy of ground-truth: final only on the master's real tip, so it is merged again after a fetch."""
+
+
 @dataclass(frozen=True)
 class MergeResult:
     merged: bool  # False when the branch was already contained in ground-truth, or on conflict
@@ -144,13 +149,15 @@ class Branches(BareRepo):
             and self._refs().get(TRACKING + GROUND_TRUTH) == announced
         ):
             try:
-                return self._merge_and_push(branch, message, trailers, abort, commit)
+                return self._merge_and_push(branch, message, trailers, abort, commit, fetched=False)
             except PushRejected as exc:
                 if not exc.moved:  # the master itself refused it (a hook): not a stale tip
                     raise
                 log.info("dataset %s: merging again after a fetch: %s", self.name, exc.message)
+            except _StaleTip:
+                log.info("dataset %s: merging %s again after a fetch", self.name, branch)
         self.sync()
-        return self._merge_and_push(branch, message, trailers, abort, commit)
+        return self._merge_and_push(branch, message, trailers, abort, commit, fetched=True)
 
     def _merge_and_push(
         self,
@@ -159,7 +166,12 @@ class Branches(BareRepo):
         trailers: Mapping[str, str],
         abort: threading.Event | None,
         commit: str | None,
+        fetched: bool,
     ) -> MergeResult:
+        """``fetched``: ground-truth is the master's as of a fetch under the lock. Without one, only a
+        push can tell whether it still is: a commit found contained in it or conflicting with it
+        raises _StaleTip before anything is pushed (the master may have merged it meanwhile, or
+        moved to where it merges cleanly)."""
         full_message = format_message(message, trailers)
         refs = self._refs()
         gt = refs.get(TRACKING + GROUND_TRUTH) or self.ensure_ground_truth()
@@ -176,6 +188,8 @@ class Branches(BareRepo):
             )
             contained = status == 0
         if contained:  # already contained: nothing to merge
+            if not fetched:
+                raise _StaleTip
             if pushed != commit:
                 self.push_branch(branch, commit)
             elif tip != commit:
@@ -186,6 +200,8 @@ class Branches(BareRepo):
         status, out = self._git(*args, what="merge into ground-truth", ok=(0, 1))
         tree, *paths = out.split("\0")
         if status == 1:
+            if not fetched:
+                raise _StaleTip
             conflicts = list(dict.fromkeys(p for p in paths if p))
             log.info("dataset %s: %s conflicts with ground-truth on %s", self.name, branch, conflicts)
             # Published for whoever resolves it; the next run of the branch builds on it.

@@ -64,9 +64,12 @@ def commit_on(repo: DatasetRepo, branch: str, files: dict[str, str]) -> str:
 
 def vote(repo: DatasetRepo, branch: str, files: dict[str, str]) -> str:
     """A step of ``branch`` on another instance (its own repository), voted with a fetch first."""
-    repo.sync_for(branch)
-    commit = commit_on(repo, branch, files)
-    assert repo.merge_and_push(branch, "merge", TRAILERS, commit=commit).merged
+    try:
+        repo.sync_for(branch)
+        commit = commit_on(repo, branch, files)
+        assert repo.merge_and_push(branch, "merge", TRAILERS, commit=commit).merged
+    finally:
+        repo.close()
     return commit
 
 
@@ -136,3 +139,41 @@ def test_a_restarted_process_whose_first_fetch_failed_fetches_later(
     _, parent = restarted.prepare_worktree("n1")
     assert parent == before_kill
     restarted.close()
+
+
+# -- a vote without a fetch on a ground-truth moved unannounced --------------------------------------
+
+
+def test_a_conflict_with_a_stale_ground_truth_is_merged_again_after_a_fetch(
+    tmp_path: Path, repo: DatasetRepo, master: Path
+) -> None:
+    """The vote's copy of ground-truth is the announced tip, but another node merged unannounced
+    since: the step's output conflicts with the stale copy, not with the master's tip. The vote
+    merges it on the fetched tip, as a vote with a fetch first would."""
+    first = commit_on(repo, "n1", {"p": "base"})
+    assert repo.merge_and_push("n1", "merge", TRAILERS, commit=first).merged
+    vote(node(tmp_path / "x", master), "x1", {"p": "x"})
+    repo.sync()
+    announced = repo._refs()[GT]
+    vote(node(tmp_path / "y", master), "y1", {"p": "v2"})  # not announced
+    ours = commit_on(repo, "n1", {"p": "v2"})
+    result = repo.merge_and_push("n1", "merge", TRAILERS, commit=ours, announced=announced)
+    assert result.merged and result.conflicts == []
+    assert git(master, "rev-parse", "ground-truth") == result.commit
+    assert landed(master, ours, "ground-truth")
+
+
+def test_a_commit_contained_in_a_stale_ground_truth_is_merged_again_after_a_fetch(
+    repo: DatasetRepo, master: Path
+) -> None:
+    """The copy of ground-truth at the announced tip holds the commit, but the master's no longer
+    does (an operator moved it back): "already merged" is not taken from the stale copy."""
+    before = git(master, "rev-parse", "ground-truth")
+    ours = commit_on(repo, "n1", {"p": "1"})
+    announced = repo.merge_and_push("n1", "merge", TRAILERS, commit=ours).commit
+    assert announced is not None
+    git(master, "update-ref", "refs/heads/ground-truth", before)
+    result = repo.merge_and_push("n1", "merge", TRAILERS, commit=ours, announced=announced)
+    assert result.merged
+    assert git(master, "rev-parse", "ground-truth") == result.commit
+    assert landed(master, ours, "ground-truth")
