@@ -225,10 +225,22 @@ class BareRepo:
             raise self._network_error(exc, "fetch from its master") from exc
         self._synced = True
 
-    def _push(self, *refspecs: str, atomic: bool = False, abort: threading.Event | None = None) -> None:
+    def _push(
+        self,
+        *refspecs: str,
+        atomic: bool = False,
+        abort: threading.Event | None = None,
+        lease: tuple[str, str] | None = None,
+    ) -> None:
         """Push to origin. A push that lands also moves refs/remotes/origin/* of what it pushed (git
-        does, through origin's fetch refspec): no ``update-ref`` is needed after it."""
-        args = ["push", "--no-verify", *(["--atomic"] if atomic else []), "origin", *refspecs]
+        does, through origin's fetch refspec): no ``update-ref`` is needed after it. ``lease``: (ref,
+        commit) the master's ref must still be at, else git rejects the push ("stale info", a
+        ``PushRejected`` with ``moved``): a fast-forward alone would also land on a ref the master
+        moved back since (a force-push, a restore), undoing that."""
+        options = ["--atomic"] if atomic else []
+        if lease is not None:
+            options.append(f"--force-with-lease={lease[0]}:{lease[1]}")
+        args = ["push", "--no-verify", *options, "origin", *refspecs]
         if abort is not None and abort.is_set():
             raise GitError(f"dataset {self.name!r}: not pushed: the lock it was to run under was lost")
         self.known.offered([spec.split(":", 1)[0] for spec in refspecs])

@@ -215,6 +215,14 @@ class Branches(BareRepo):
         args = ["commit-tree", "--no-gpg-sign", tree.strip(), "-p", gt, "-p", commit, "-m", full_message]
         merge = self._out(*args, what="create the merge commit", identity=True)
         self.known.made(merge, tree.strip(), (gt, commit))
-        self._push(f"{commit}:{HEADS}{branch}", f"{merge}:{HEADS}{GROUND_TRUTH}", atomic=True, abort=abort)
+        # Leased on the tip merged onto: a ground-truth the master moved back since (a force-push, a
+        # restore) is not fast-forwarded over, undoing that; the merge is done again after a fetch.
+        self._push(
+            f"{commit}:{HEADS}{branch}",
+            f"{merge}:{HEADS}{GROUND_TRUTH}",
+            atomic=True,
+            abort=abort,
+            lease=(HEADS + GROUND_TRUTH, gt),
+        )
         self._advance(branch, commit)
         return MergeResult(merged=True, commit=merge, conflicts=[])

@@ -16,6 +16,7 @@ import pytest
 
 from orchestrator.datasets import DatasetRepo, RepoSettings, init_bare
 from orchestrator.datasets._git import GitCommandFailed
+from orchestrator.datasets.bare import PushRejected
 from orchestrator.errors import GitError
 
 TRAILERS = {"MAO-Run": "r1", "MAO-Step": "s"}
@@ -177,3 +178,52 @@ def test_a_commit_contained_in_a_stale_ground_truth_is_merged_again_after_a_fetc
     assert result.merged
     assert git(master, "rev-parse", "ground-truth") == result.commit
     assert landed(master, ours, "ground-truth")
+
+
+# -- a ground-truth moved backwards on the master ----------------------------------------------------
+
+
+def test_a_ground_truth_moved_back_is_not_fast_forwarded_over(repo: DatasetRepo, master: Path) -> None:
+    """An operator moved the master's ground-truth back (dropping a merge): the next vote at the
+    announced tip merges onto the master's tip, never onto the dropped one (a fast-forward of it
+    would bring the dropped merge back)."""
+    first = commit_on(repo, "n1", {"a": "1"})
+    kept = repo.merge_and_push("n1", "merge", TRAILERS, commit=first).commit
+    second = commit_on(repo, "n1", {"a": "2"})
+    dropped = repo.merge_and_push("n1", "merge", TRAILERS, commit=second).commit
+    assert kept is not None and dropped is not None
+    git(master, "update-ref", "refs/heads/ground-truth", kept)
+    third = commit_on(repo, "n1", {"b": "3"})
+    result = repo.merge_and_push("n1", "merge", TRAILERS, commit=third, announced=dropped)
+    assert result.merged
+    assert git(master, "rev-parse", "ground-truth") == result.commit
+    assert git(master, "rev-parse", "ground-truth^1") == kept
+    assert not landed(master, dropped, "ground-truth")
+
+
+def test_a_ground_truth_moved_back_after_the_fetch_is_not_pushed_over(
+    repo: DatasetRepo, master: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Moved back between the vote's fetch and its push: the push is rejected (the branch moved) and
+    nothing of it lands; the next vote merges onto the master's tip."""
+    first = commit_on(repo, "n1", {"a": "1"})
+    kept = repo.merge_and_push("n1", "merge", TRAILERS, commit=first).commit
+    assert kept is not None
+    second = commit_on(repo, "n1", {"a": "2"})
+    fetch = repo.fetch
+
+    def fetch_then_move_back() -> None:
+        fetch()
+        git(master, "update-ref", "refs/heads/ground-truth", kept)
+
+    dropped = repo.merge_and_push("n1", "merge", TRAILERS, commit=second).commit
+    assert dropped is not None
+    third = commit_on(repo, "n1", {"b": "3"})
+    monkeypatch.setattr(repo, "fetch", fetch_then_move_back)
+    with pytest.raises(PushRejected) as rejected:
+        repo.merge_and_push("n1", "merge", TRAILERS, commit=third)
+    assert rejected.value.moved
+    assert git(master, "rev-parse", "ground-truth") == kept
+    monkeypatch.setattr(repo, "fetch", fetch)
+    assert repo.merge_and_push("n1", "merge", TRAILERS, commit=third).merged
+    assert not landed(master, dropped, "ground-truth")
