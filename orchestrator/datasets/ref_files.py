@@ -33,14 +33,19 @@ def read_refs(git_dir: Path, prefixes: Iterable[str]) -> dict[str, str] | None:
         if _other_storage(git_dir, _config(git_dir)):
             return None
         prefixes = tuple(prefixes)
+        # The loose refs first, then packed-refs, as git reads them: a `pack-refs --prune` (an
+        # operator's gc) between the two reads moves a ref from the first read to the second, where
+        # it is found; the other order would miss it.
+        loose: dict[str, str] = {}
+        for prefix in prefixes:
+            found = _loose(git_dir, prefix)
+            if found is None:
+                return None
+            loose.update(found)
         values = _packed(git_dir / "packed-refs")
         if values is None:
             return None
-        for prefix in prefixes:
-            loose = _loose(git_dir, prefix)
-            if loose is None:
-                return None
-            values.update(loose)
+        values.update(loose)  # a loose ref overrides its packed copy
     except OSError:
         return None
     refs: dict[str, str] = {}
