@@ -67,12 +67,9 @@ def write_ref(git_dir: Path, ref: str, oid: str) -> bool:
     if not ref.startswith("refs/heads/") or not _OID.match(oid):
         return False
     try:
-        config = _config(git_dir)
-        if (
-            _other_storage(git_dir, config)
-            or "logallrefupdates" in config
-            or (git_dir / "logs" / ref).exists()
-        ):
+        # No reflog to start: git runs here with core.logAllRefUpdates=false (_git._CONFIG), which
+        # outranks every config file (the repository's, the operator's global and system ones).
+        if _other_storage(git_dir, _config(git_dir)) or (git_dir / "logs" / ref).exists():
             return False
         path = git_dir / ref
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -279,6 +279,28 @@ def test_a_branch_git_must_write(repo: DatasetRepo) -> None:
     assert not write_ref(repo.git_dir, "refs/heads/x", "--all")  # only object ids
 
 
+@pytest.mark.parametrize("scope", ["repository", "global", "system"])
+@pytest.mark.parametrize("value", ["true", "always"])
+def test_a_branch_written_here_keeps_a_reflog_as_git_would(
+    tmp_path: Path, repo: DatasetRepo, monkeypatch: pytest.MonkeyPatch, scope: str, value: str
+) -> None:
+    """core.logAllRefUpdates set in any config file: a branch moved without git (``_advance``) and
+    one moved by git as this package runs it agree on whether a reflog is kept."""
+    if scope == "repository":
+        git(repo.git_dir, "config", "core.logAllRefUpdates", value)
+    else:
+        config = tmp_path / f"{scope}.gitconfig"
+        config.write_text(f"[core]\n\tlogAllRefUpdates = {value}\n")
+        monkeypatch.setenv(f"GIT_CONFIG_{scope.upper()}", str(config))
+    tip = repo._refs()["refs/remotes/origin/ground-truth"]
+    repo._advance("w", tip)
+    repo._git("update-ref", "refs/heads/v", tip, what="move a branch by git")
+    logs = repo.git_dir / "logs" / "refs" / "heads"
+    assert (logs / "w").exists() == (logs / "v").exists()
+    assert not (logs / "w").exists()  # none is started: the branch was moved without a git process
+    assert git(repo.git_dir, "rev-parse", "refs/heads/w").strip() == tip
+
+
 def test_a_node_branch_of_ours_needs_no_fetch(repo: DatasetRepo, git_calls: list[str]) -> None:
     repo.sync_for("n1")  # no node branch yet: the master's ground-truth is where it starts
     assert "fetch" in git_calls
