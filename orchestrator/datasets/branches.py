@@ -140,8 +140,9 @@ class Branches(BareRepo):
         that lock. ``abort`` is set when that lock's lease is lost: the push is then not started, or
         killed. ``announced``: ground-truth's tip as the last merge under that lock announced it
         (``merging/advances.py``); when this repository's copy of the master's ground-truth is
-        already there, the fetch is skipped, and a push the master rejects (something moved there
-        unannounced) is done again after a fetch."""
+        already there (and nothing failed since the last fetch: ``_synced``), the fetch is skipped;
+        a push the master rejects (something moved there unannounced), a conflict and a commit found
+        already merged are then done again after a fetch."""
         branch = checked_name(branch, "branch")
         if (
             announced is not None
