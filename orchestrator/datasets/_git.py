@@ -38,6 +38,10 @@ _CONFIG: tuple[tuple[str, str], ...] = (
     # that git starts after a fetch or a receive must not detach and outlive the orchestrator.
     ("gc.autoDetach", "false"),
     ("maintenance.autoDetach", "false"),
+    # No reflog is started, whatever the operator's global or system config says (a bare repository's
+    # default): a branch moved by writing its ref file (ref_files.write_ref) is then moved as git moves
+    # it. A reflog already there is appended to (by git: write_ref leaves it to git).
+    ("core.logAllRefUpdates", "false"),
 )
 
 # The credential-store file (MAO_GIT_CREDENTIALS) git reads remotes' passwords from; set once at start.

@@ -87,6 +87,12 @@ class BareRepo:
         self.work_root = self.data_dir / "work" / self.name
         self._repo: git.Repo | None = None
         self._origin_configured = False  # origin's URL and refspec checked once per object
+        # The copies of the master's refs (refs/remotes/origin/*) are current but for what moved
+        # there since without a push of ours: a fetch succeeded, and no push of ours failed after it
+        # in a way that may have landed unseen (an answer lost to a timeout or a dropped connection,
+        # the master failing after it updated the ref) or that says the master moved. Until then a
+        # work folder is not prepared, nor a vote merged, without a fetch first.
+        self._synced = False
         # The commits made here and which commit each work folder holds (known.py): git not asked again.
         self.known = Known()
 
@@ -197,6 +203,7 @@ class BareRepo:
         if not ((self.git_dir / "HEAD").is_file() and (self.git_dir / "objects").is_dir()):
             self.close()
             self._origin_configured = False
+            self._synced = False
             init_bare_at(self.git_dir, f"create the local repository of dataset {self.name!r}")
         if not self._origin_configured:
             self._configure_origin()
@@ -216,17 +223,33 @@ class BareRepo:
             self._git("fetch", "--prune", "--no-tags", "--quiet", "origin", what="fetch", network=True)
         except GitCommandFailed as exc:
             raise self._network_error(exc, "fetch from its master") from exc
+        self._synced = True
 
-    def _push(self, *refspecs: str, atomic: bool = False, abort: threading.Event | None = None) -> None:
+    def _push(
+        self,
+        *refspecs: str,
+        atomic: bool = False,
+        abort: threading.Event | None = None,
+        lease: tuple[str, str] | None = None,
+    ) -> None:
         """Push to origin. A push that lands also moves refs/remotes/origin/* of what it pushed (git
-        does, through origin's fetch refspec): no ``update-ref`` is needed after it."""
-        args = ["push", "--no-verify", *(["--atomic"] if atomic else []), "origin", *refspecs]
+        does, through origin's fetch refspec): no ``update-ref`` is needed after it. ``lease``: (ref,
+        commit) the master's ref must still be at, else git rejects the push ("stale info", a
+        ``PushRejected`` with ``moved``): a fast-forward alone would also land on a ref the master
+        moved back since (a force-push, a restore), undoing that."""
+        options = ["--atomic"] if atomic else []
+        if lease is not None:
+            options.append(f"--force-with-lease={lease[0]}:{lease[1]}")
+        args = ["push", "--no-verify", *options, "origin", *refspecs]
         if abort is not None and abort.is_set():
             raise GitError(f"dataset {self.name!r}: not pushed: the lock it was to run under was lost")
         self.known.offered([spec.split(":", 1)[0] for spec in refspecs])
         try:
             self._git(*args, what="push", network=True, abort=abort)
         except GitCommandFailed as exc:
+            # Whatever failed, the copies of the master's refs may be behind it now: the push landed
+            # but its answer was lost, or it was rejected because the branch moved there.
+            self._synced = False
             if looks_rejected(exc.stderr) or looks_rejected(exc.detail):
                 refs = ", ".join(spec.split(":", 1)[1].removeprefix(HEADS) for spec in refspecs)
                 cause = rejection_cause(exc.stderr)

@@ -34,6 +34,11 @@ class BranchConflict(Conflict):
         self.commit = commit
 
 
+class _StaleTip(Exception):
+    """A vote without a fetch found its commit contained in, or conflicting with, this repository's
+    copy of ground-truth: final only on the master's real tip, so it is merged again after a fetch."""
+
+
 @dataclass(frozen=True)
 class MergeResult:
     merged: bool  # False when the branch was already contained in ground-truth, or on conflict
@@ -135,22 +140,25 @@ class Branches(BareRepo):
         that lock. ``abort`` is set when that lock's lease is lost: the push is then not started, or
         killed. ``announced``: ground-truth's tip as the last merge under that lock announced it
         (``merging/advances.py``); when this repository's copy of the master's ground-truth is
-        already there, the fetch is skipped, and a push the master rejects (something moved there
-        unannounced) is done again after a fetch."""
+        already there (and nothing failed since the last fetch: ``_synced``), the fetch is skipped;
+        a push the master rejects (something moved there unannounced), a conflict and a commit found
+        already merged are then done again after a fetch."""
         branch = checked_name(branch, "branch")
         if (
             announced is not None
-            and self._origin_configured
+            and self._synced
             and self._refs().get(TRACKING + GROUND_TRUTH) == announced
         ):
             try:
-                return self._merge_and_push(branch, message, trailers, abort, commit)
+                return self._merge_and_push(branch, message, trailers, abort, commit, fetched=False)
             except PushRejected as exc:
                 if not exc.moved:  # the master itself refused it (a hook): not a stale tip
                     raise
                 log.info("dataset %s: merging again after a fetch: %s", self.name, exc.message)
+            except _StaleTip:
+                log.info("dataset %s: merging %s again after a fetch", self.name, branch)
         self.sync()
-        return self._merge_and_push(branch, message, trailers, abort, commit)
+        return self._merge_and_push(branch, message, trailers, abort, commit, fetched=True)
 
     def _merge_and_push(
         self,
@@ -159,7 +167,12 @@ class Branches(BareRepo):
         trailers: Mapping[str, str],
         abort: threading.Event | None,
         commit: str | None,
+        fetched: bool,
     ) -> MergeResult:
+        """``fetched``: ground-truth is the master's as of a fetch under the lock. Without one, only a
+        push can tell whether it still is: a commit found contained in it or conflicting with it
+        raises _StaleTip before anything is pushed (the master may have merged it meanwhile, or
+        moved to where it merges cleanly)."""
         full_message = format_message(message, trailers)
         refs = self._refs()
         gt = refs.get(TRACKING + GROUND_TRUTH) or self.ensure_ground_truth()
@@ -176,6 +189,8 @@ class Branches(BareRepo):
             )
             contained = status == 0
         if contained:  # already contained: nothing to merge
+            if not fetched:
+                raise _StaleTip
             if pushed != commit:
                 self.push_branch(branch, commit)
             elif tip != commit:
@@ -186,6 +201,8 @@ class Branches(BareRepo):
         status, out = self._git(*args, what="merge into ground-truth", ok=(0, 1))
         tree, *paths = out.split("\0")
         if status == 1:
+            if not fetched:
+                raise _StaleTip
             conflicts = list(dict.fromkeys(p for p in paths if p))
             log.info("dataset %s: %s conflicts with ground-truth on %s", self.name, branch, conflicts)
             # Published for whoever resolves it; the next run of the branch builds on it.
@@ -199,6 +216,14 @@ class Branches(BareRepo):
         args = ["commit-tree", "--no-gpg-sign", tree.strip(), "-p", gt, "-p", commit, "-m", full_message]
         merge = self._out(*args, what="create the merge commit", identity=True)
         self.known.made(merge, tree.strip(), (gt, commit))
-        self._push(f"{commit}:{HEADS}{branch}", f"{merge}:{HEADS}{GROUND_TRUTH}", atomic=True, abort=abort)
+        # Leased on the tip merged onto: a ground-truth the master moved back since (a force-push, a
+        # restore) is not fast-forwarded over, undoing that; the merge is done again after a fetch.
+        self._push(
+            f"{commit}:{HEADS}{branch}",
+            f"{merge}:{HEADS}{GROUND_TRUTH}",
+            atomic=True,
+            abort=abort,
+            lease=(HEADS + GROUND_TRUTH, gt),
+        )
         self._advance(branch, commit)
         return MergeResult(merged=True, commit=merge, conflicts=[])

@@ -33,14 +33,19 @@ def read_refs(git_dir: Path, prefixes: Iterable[str]) -> dict[str, str] | None:
         if _other_storage(git_dir, _config(git_dir)):
             return None
         prefixes = tuple(prefixes)
+        # The loose refs first, then packed-refs, as git reads them: a `pack-refs --prune` (an
+        # operator's gc) between the two reads moves a ref from the first read to the second, where
+        # it is found; the other order would miss it.
+        loose: dict[str, str] = {}
+        for prefix in prefixes:
+            found = _loose(git_dir, prefix)
+            if found is None:
+                return None
+            loose.update(found)
         values = _packed(git_dir / "packed-refs")
         if values is None:
             return None
-        for prefix in prefixes:
-            loose = _loose(git_dir, prefix)
-            if loose is None:
-                return None
-            values.update(loose)
+        values.update(loose)  # a loose ref overrides its packed copy
     except OSError:
         return None
     refs: dict[str, str] = {}
@@ -62,12 +67,9 @@ def write_ref(git_dir: Path, ref: str, oid: str) -> bool:
     if not ref.startswith("refs/heads/") or not _OID.match(oid):
         return False
     try:
-        config = _config(git_dir)
-        if (
-            _other_storage(git_dir, config)
-            or "logallrefupdates" in config
-            or (git_dir / "logs" / ref).exists()
-        ):
+        # No reflog to start: git runs here with core.logAllRefUpdates=false (_git._CONFIG), which
+        # outranks every config file (the repository's, the operator's global and system ones).
+        if _other_storage(git_dir, _config(git_dir)) or (git_dir / "logs" / ref).exists():
             return False
         path = git_dir / ref
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -105,12 +105,14 @@ class DatasetRepo(Branches):
         return commit
 
     def sync_for(self, branch: str) -> None:
-        """``sync`` before a work folder of ``branch`` is prepared, unless this object synced before
-        and the local node branch exists. A node branch is this instance's own (the step's name and
-        the instance's: ``node_branch``), moved only by its own pushes, which move this repository's
-        copy of the master's branch too: its tip, the folder's parent, is known without a fetch. The
-        vote fetches under the dataset's lock before it merges, and merges a tip moved elsewhere."""
-        if self._origin_configured and HEADS + checked_name(branch, "branch") in self._refs():
+        """``sync`` before a work folder of ``branch`` is prepared, unless this object fetched before
+        (and no push failed since: ``_synced``) and the local node branch exists. A node branch is
+        this instance's own (the step's name and the instance's: ``node_branch``), moved only by its
+        own pushes, which move this repository's copy of the master's branch too when they land and
+        say so: its tip, the folder's parent, is known without a fetch. A push whose answer was lost
+        may have landed all the same: the next prepare fetches. The vote fetches under the dataset's
+        lock before it merges, and merges a tip moved elsewhere."""
+        if self._synced and HEADS + checked_name(branch, "branch") in self._refs():
             return
         self.sync()
 

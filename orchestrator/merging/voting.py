@@ -186,8 +186,9 @@ class Voting:
     async def _announced(self, dataset: str) -> str | None:
         """ground-truth's tip as the last merge announced it, read under the dataset's lock (so no
         merge that keeps the lock came since); None when etcd has none, or none that reads as a
-        commit id. Only a hint: a master that moved unannounced rejects the push, which is then
-        done again after a fetch (``merge_and_push``)."""
+        commit id. Only a hint: a master that moved unannounced rejects the push, and a merge
+        that conflicts or finds nothing to merge is not final; either is done again after a fetch
+        (``merge_and_push``)."""
         try:
             with phase("vote/last advance read (etcd)"):
                 current = await self.etcd.get(keys.ground_truth(dataset))

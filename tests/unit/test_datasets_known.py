@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.datasets import DatasetRepo, RepoSettings, init_bare
+from orchestrator.datasets import DatasetRepo, RepoSettings, init_bare, ref_files
 from orchestrator.datasets.ref_files import read_refs, write_ref
 
 TRAILERS = {"MAO-Run": "r1", "MAO-Step": "s"}
@@ -107,6 +107,55 @@ def test_refs_from_files_equal_for_each_ref(
         )
     assert read_refs(repo.git_dir, ("refs/heads/", "refs/remotes/origin/")) == for_each_ref(repo.git_dir)
     assert repo._refs() == for_each_ref(repo.git_dir)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(names=_NAMES, packed=st.booleans(), moved=st.integers(min_value=0, max_value=7), when=st.integers(0, 3))
+def test_refs_packed_while_read_are_all_found(
+    repo: DatasetRepo,
+    monkeypatch: pytest.MonkeyPatch,
+    names: list[str],
+    packed: bool,
+    moved: int,
+    when: int,
+) -> None:
+    """An operator's ``git pack-refs --prune`` (a gc) moves loose refs into packed-refs at any moment
+    between the reads of the ref files (``when``: before which of the three, 3 = none): every ref is
+    found all the same, at its value."""
+    tip = repo._refs()["refs/remotes/origin/ground-truth"]
+    tree = git(repo.git_dir, "rev-parse", f"{tip}^{{tree}}").strip()
+    other = git(repo.git_dir, "commit-tree", tree, "-p", tip, "-m", "other").strip()
+    git(repo.git_dir, "pack-refs", "--all")  # the branches of earlier examples, out of the way
+    for ref in [r for r in for_each_ref(repo.git_dir) if r.startswith("refs/heads/")]:
+        git(repo.git_dir, "update-ref", "-d", ref)
+    made = []
+    for name in names:
+        ref = f"refs/heads/{name}"
+        args = ["git", "--git-dir", str(repo.git_dir), "update-ref", ref, tip]
+        if subprocess.run(args, capture_output=True).returncode == 0:
+            made.append(ref)
+    if packed:
+        git(repo.git_dir, "pack-refs", "--all")
+    if made:  # a loose ref overriding its packed copy
+        git(repo.git_dir, "update-ref", made[moved % len(made)], other)
+    expected = for_each_ref(repo.git_dir)
+    reads = [0]
+
+    def gc_before(read: Any) -> Any:
+        def reading(*args: Any) -> Any:
+            if reads[0] == when:
+                git(repo.git_dir, "pack-refs", "--all", "--prune")
+            reads[0] += 1
+            return read(*args)
+
+        return reading
+
+    monkeypatch.setattr(ref_files, "_loose", gc_before(ref_files._loose))
+    monkeypatch.setattr(ref_files, "_packed", gc_before(ref_files._packed))
+    try:
+        assert read_refs(repo.git_dir, ("refs/heads/", "refs/remotes/origin/")) == expected
+    finally:
+        monkeypatch.undo()
 
 
 def test_refs_not_plainly_readable_are_asked_of_git(repo: DatasetRepo) -> None:
@@ -230,6 +279,28 @@ def test_a_branch_git_must_write(repo: DatasetRepo) -> None:
     assert not write_ref(repo.git_dir, "refs/heads/x", "--all")  # only object ids
 
 
+@pytest.mark.parametrize("scope", ["repository", "global", "system"])
+@pytest.mark.parametrize("value", ["true", "always"])
+def test_a_branch_written_here_keeps_a_reflog_as_git_would(
+    tmp_path: Path, repo: DatasetRepo, monkeypatch: pytest.MonkeyPatch, scope: str, value: str
+) -> None:
+    """core.logAllRefUpdates set in any config file: a branch moved without git (``_advance``) and
+    one moved by git as this package runs it agree on whether a reflog is kept."""
+    if scope == "repository":
+        git(repo.git_dir, "config", "core.logAllRefUpdates", value)
+    else:
+        config = tmp_path / f"{scope}.gitconfig"
+        config.write_text(f"[core]\n\tlogAllRefUpdates = {value}\n")
+        monkeypatch.setenv(f"GIT_CONFIG_{scope.upper()}", str(config))
+    tip = repo._refs()["refs/remotes/origin/ground-truth"]
+    repo._advance("w", tip)
+    repo._git("update-ref", "refs/heads/v", tip, what="move a branch by git")
+    logs = repo.git_dir / "logs" / "refs" / "heads"
+    assert (logs / "w").exists() == (logs / "v").exists()
+    assert not (logs / "w").exists()  # none is started: the branch was moved without a git process
+    assert git(repo.git_dir, "rev-parse", "refs/heads/w").strip() == tip
+
+
 def test_a_node_branch_of_ours_needs_no_fetch(repo: DatasetRepo, git_calls: list[str]) -> None:
     repo.sync_for("n1")  # no node branch yet: the master's ground-truth is where it starts
     assert "fetch" in git_calls
@@ -239,7 +310,7 @@ def test_a_node_branch_of_ours_needs_no_fetch(repo: DatasetRepo, git_calls: list
     assert git_calls == []
     fresh = node(repo.data_dir.parent, Path(repo.master))  # a new process: nothing known, it fetches
     fresh.sync_for("n1")
-    assert fresh._origin_configured  # it synced
+    assert fresh._synced  # it fetched
     fresh.close()
 
 
