@@ -140,38 +140,33 @@ class Attempts:
                     workdir, parent = await self.current_output(ctx, lane)
                 spec = self.spec(ctx, attempt, tool, workdir, input_dir, input_commit)
                 tool_ended = False
-                # The tool's end is written with the output commit, one write (a success's path);
-                # an attempt that fails after its tool ended writes it alone, below. A process killed
-                # in between leaves the attempt running: the next start adopts its object, or closes
-                # the step ``failed`` when it is gone (``reconcile.py``); neither reads these fields.
-                unwritten: ToolEnded | None = None
                 try:
                     with phase("container (executor)"):
                         outcome = await self.execute(ctx, spec, adopted.handle if adopted else None)
                     tool_ended = True
                     end = outcome.end
-                    unwritten = ToolEnded(
-                        tool.image, end.exit_code, end.image_id, redact(end.log_tail, ctx.step.private_env)
-                    )
                     if finishing is not None:
                         finishing()
                     with phase("step: reclaim the work folder (hygiene)"):
                         await self.reclaim_output(ctx, lane)
+                    with phase("db: step's container fields"):
+                        await self.records.note_step(
+                            ctx.run_id,
+                            ctx.step.name,
+                            ToolEnded(tool.image, end.exit_code, end.image_id, redact(end.log_tail, ctx.step.private_env)),
+                        )
                     check_end(ctx.step, end, spec)
                     trailers = self.trailers(ctx, tool, end.image_id, input_commit)
                     with phase("step: commit (hygiene, add, write-tree, commit-tree)"):
                         commit, changed = await self.commit(ctx, parent, trailers, lane)
-                    with phase("db: step's container fields and output commit"):
+                    with phase("db: step output commit"):
                         await self.records.note_step(
-                            ctx.run_id, ctx.step.name, unwritten, StepFacts(output_commit=commit, changed=changed)
+                            ctx.run_id, ctx.step.name, StepFacts(output_commit=commit, changed=changed)
                         )
-                    unwritten = None
                     # Read now, while the folder holds exactly what was committed.
                     with phase("step: insights read"):
                         insights = await asyncio.to_thread(read_insights, workdir, before)
                 except BaseException:
-                    if unwritten is not None:
-                        await asyncio.shield(self._note_tool_end(ctx, unwritten))
                     # Back from the tool whatever happened (failed, refused, cancelled, a commit the
                     # disk had no room for): nothing of this attempt stays in the folder; unless this
                     # process leaves the tool running for the next one to adopt.
@@ -198,15 +193,6 @@ class Attempts:
             )  # fmt: skip
         except (MaoError, BackendRejected) as exc:
             raise classify(exc) from exc
-
-    async def _note_tool_end(self, ctx: StepContext, ended: ToolEnded) -> None:
-        """The tool's end in the step's record of an attempt that failed after it; never raises (the
-        attempt's own failure is what the step reports)."""
-        try:
-            await self.records.note_step(ctx.run_id, ctx.step.name, ended)
-        except Exception as exc:  # noqa: BLE001 - a record write never hides the failure it records
-            log.warning("run %s: the tool's end of step %s not recorded: %s", ctx.run_id, ctx.step.name,
-                        getattr(exc, "message", exc))  # fmt: skip
 
     # -- the parts (fan-out calls these per shard) ---------------------------------------------------
     async def snapshot_input(self, ctx: StepContext, folder: Path) -> tuple[Path | None, str | None]:

@@ -294,9 +294,9 @@ class RunRecords(RunReads):
                 else:
                     await _end_step(s, run_id, name, planned, came_from(STEP_TRANSITIONS, planned.status))
 
-    async def note_step(self, run_id: str, step: str, *facts: StepFacts | ToolEnded) -> None:
-        """What the step's record learnt on its way (no status change), in one write."""
-        values = {k: v for f in facts for k, v in f.values().items()}
+    async def note_step(self, run_id: str, step: str, facts: StepFacts | ToolEnded) -> None:
+        """What the step's record learnt on its way (no status change)."""
+        values = facts.values()
         if not values:
             return
         async with self.store.session(f"update step {step} of run {run_id}") as s:

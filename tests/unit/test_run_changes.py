@@ -23,14 +23,7 @@ from orchestrator.domain.states import (
     StepStatus,
 )
 from orchestrator.store import Store
-from orchestrator.store.run_changes import (
-    AttemptEnded,
-    NewAttempt,
-    RunChange,
-    StepChange,
-    StepFacts,
-    ToolEnded,
-)
+from orchestrator.store.run_changes import AttemptEnded, NewAttempt, RunChange, StepChange, StepFacts
 from orchestrator.store.runs import RunRecords
 from orchestrator.store.tables import AttemptRow, RunRow, RunStepRow, utcnow
 
@@ -136,34 +129,6 @@ def test_a_step_success_and_its_attempt_end_are_one_transaction(tmp_path: Path) 
             step = record.steps[0]
             assert step.status == "succeeded" and step.input_commit == "j" * 40 and step.started_at
             assert [a.status for a in step.attempts] == ["failed", "succeeded"]
-        finally:
-            await store.close()
-
-    asyncio.run(scenario())
-
-
-def test_what_a_step_learns_in_one_note_is_written_whole(tmp_path: Path) -> None:
-    """The tool's end and the output commit in one write (a success's path): every field lands, a
-    ToolEnded's None replaces what was there, a StepFacts' None leaves the column as it is."""
-
-    async def scenario() -> None:
-        store = Store(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
-        await store.start()
-        try:
-            records, run_id, _ = await fresh(store)
-            await records.note_step(run_id, "s", ToolEnded("img:1", 3, "sha256:a", "tail one"))
-            await records.note_step(
-                run_id, "s", ToolEnded("img:2", 0, None, "tail two"), StepFacts(output_commit="c" * 40, changed=True)
-            )
-            record = await records.get(run_id)
-            assert record is not None
-            step = record.steps[0]
-            assert (step.image, step.exit_code, step.image_id, step.log_tail) == ("img:2", 0, None, "tail two")
-            assert (step.output_commit, step.changed, step.status) == ("c" * 40, True, "pending")
-            await records.note_step(run_id, "s", StepFacts(), StepFacts(changed=False))
-            record = await records.get(run_id)
-            assert record is not None
-            assert (record.steps[0].output_commit, record.steps[0].changed) == ("c" * 40, False)
         finally:
             await store.close()
 
