@@ -12,7 +12,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from ..domain.states import DONE_STEP, RUN_TRANSITIONS, AttemptStatus, RunStatus, StepStatus, check
+from ..domain.states import (
+    DONE_STEP,
+    RUN_TRANSITIONS,
+    AttemptStatus,
+    IllegalTransition,
+    RunStatus,
+    StepStatus,
+    check,
+)
 from ..errors import MaoError
 from ..retry import Backoff
 from ..store.run_changes import RunChange, StepChange, StepFacts
@@ -61,8 +69,9 @@ class Recorder:
         own status, all in one transaction (``RunRecords.close``), tried again while the database
         does not answer (a full disk that a failed step's reset has just freed, a restarting
         PostgreSQL) for up to ``CLOSE_PATIENCE`` seconds (only once when ``closing``: shutting down).
-        Never raises; a record that still cannot be written is closed by the next start
-        (``runs/reconcile.py``)."""
+        A transition the tables refuse (``IllegalTransition``: a bug, the same on every try) is
+        not tried again. Never raises; a record that still cannot be written is closed by the next
+        start (``runs/reconcile.py``)."""
         try:
             final, error = final_states(run, crash)
         except Exception:  # noqa: BLE001
@@ -79,6 +88,9 @@ class Recorder:
                 ended = list(run.attempt_ends.values())
                 await self.records.close(run.id, run_end, steps, attempts, reason, ended)
                 break
+            except IllegalTransition as exc:  # not an outage: every try would meet the same refusal
+                log.error("run %s: its end was not recorded (%s); the next start closes it", run.id, exc)
+                return
             except Exception as exc:  # noqa: BLE001 - the database away, or a bug: tried again either way
                 problem = exc.message if isinstance(exc, MaoError) else describe(exc)
                 delay = backoff.peek()
