@@ -59,8 +59,11 @@ class Store(PipelineTables, ScheduleTables):
         self._read_turn = asyncio.Semaphore(SQLITE_READERS)
 
     async def start(self) -> None:
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        kwargs: dict[str, Any] = {}
         if self.url.startswith("sqlite"):
+            # No ping before each transaction: an SQLite connection is a file this process holds
+            # open, never dropped by a server; the ping was four thread round trips of aiosqlite on
+            # every transaction. A failing file (full disk, gone) fails the statement itself.
             self.engine = create_async_engine(self.url, pool_size=1, max_overflow=0, **kwargs)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             self._reader_engine = create_async_engine(
@@ -68,6 +71,8 @@ class Store(PipelineTables, ScheduleTables):
             )
             event.listen(self._reader_engine.sync_engine, "connect", _sqlite_reader_pragmas)
         else:
+            # A server's connection can go stale (PostgreSQL restarted): pinged before each use.
+            kwargs["pool_pre_ping"] = True
             if self.url.startswith("postgresql"):
                 kwargs["connect_args"] = {"timeout": 5}
             self.engine = create_async_engine(
