@@ -57,30 +57,42 @@ class Driver:
     metrics: Metrics = UNSERVED  # the node's, through ``Runner.metrics``
 
     async def execute(
-        self, run: ActiveRun, adopted: dict[str, Adopted] | None = None, started_at: datetime | None = None
+        self,
+        run: ActiveRun,
+        adopted: dict[str, Adopted] | None = None,
+        started_at: datetime | None = None,
+        *,
+        starting: bool = False,
     ) -> RunView | None:
         """The run's task (``_run``); its result is the run's record as read after its close."""
-        await self._run(run, adopted, started_at)
+        await self._run(run, adopted, started_at, starting)
         return run.ended_record
 
     async def _run(
-        self, run: ActiveRun, adopted: dict[str, Adopted] | None = None, started_at: datetime | None = None
+        self,
+        run: ActiveRun,
+        adopted: dict[str, Adopted] | None = None,
+        started_at: datetime | None = None,
+        starting: bool = False,
     ) -> None:
         """Drive the run's steps, then close its record. Never raises but CancelledError:
         whatever goes wrong, every step ends final and so does the run (``Recorder.close``), before
         the task ends and a waiting ``POST /pipeline/run`` reads the record. A run resumed after a
         restart (``adopted``: its running steps' attempts) goes on from where it was; at shutdown
-        (``run.detaching``) nothing is closed: the next start takes it up."""
+        (``run.detaching``) nothing is closed: the next start takes it up. A run that starts
+        (``starting``: not resumed) may have been recorded running already, when it was recorded
+        (``Launcher``): its start is not written twice."""
         scratch = self.settings.data_dir / "tmp" / run.id
         timer: asyncio.TimerHandle | None = None
         crash: str | None = None
         # This task's log lines carry the run (MAO_LOG_FORMAT=json); its step tasks inherit it.
         RUN_ID.set(run.id)
         try:
-            if run.status is not RunStatus.RUNNING:
-                started_at = utcnow()
-                with phase("db: run running"):
-                    await self.recorder.set_run(run, RunChange(run.id, RunStatus.RUNNING, started_at=started_at))
+            if starting or run.status is not RunStatus.RUNNING:
+                if run.status is not RunStatus.RUNNING:
+                    started_at = utcnow()
+                    with phase("db: run running"):
+                        await self.recorder.set_run(run, RunChange(run.id, RunStatus.RUNNING, started_at=started_at))
                 if not run.registrations_checked:  # the API's check was this run's (``Runner.start``)
                     with phase("run: registrations unchanged"):
                         if await self._registrations_changed(run):

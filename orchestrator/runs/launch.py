@@ -81,7 +81,7 @@ class Launcher:
             self.admission.drop(ticket.run_id)
             raise
         if now:
-            self._launch(ticket, pipeline, nodes, RunStatus.PENDING, registrations_checked)
+            self._launch(ticket, pipeline, nodes, RunStatus.RUNNING, registrations_checked)
         else:
             log.info("run %s of pipeline %s queued (%s, priority %d)", ticket.run_id, name, trigger, priority)
             self.admission.enqueue([ticket])
@@ -162,11 +162,13 @@ class Launcher:
         cause: dict[str, Any],
         version: int | None,
     ) -> NewRun:
-        status = RunStatus.PENDING if now else RunStatus.QUEUED
+        # A run that starts now is recorded running at once (nothing queues it: the ``pending ->
+        # running`` write would follow within the same millisecond); a queued one when its turn comes.
+        status = RunStatus.RUNNING if now else RunStatus.QUEUED
         return NewRun(
             ticket.run_id, pipeline, ticket.trigger, nodes, self._branches(pipeline), status,
             ticket.priority, ticket.queued_at, ticket.schedule_id, cause, ticket.side_by_side, version,
-            ticket.retry_of,
+            ticket.retry_of, started_at=ticket.queued_at if now else None,
         )  # fmt: skip
 
     def _launch(
@@ -174,7 +176,8 @@ class Launcher:
     ) -> None:
         steps = dict.fromkeys((n.name for n in nodes), StepStatus.PENDING)
         run = ActiveRun(ticket.run_id, pipeline, nodes, status, steps, priority=ticket.priority, queued_at=ticket.queued_at, side_by_side=ticket.side_by_side, retry_of=ticket.retry_of, registrations_checked=checked)  # fmt: skip
-        self.live.add(run, self.driver.execute(run))
+        started_at = ticket.queued_at if status is RunStatus.RUNNING else None  # recorded running already
+        self.live.add(run, self.driver.execute(run, started_at=started_at, starting=True))
         self.admission.started(run.id)
         log.info("run %s of pipeline %s started (%s)", run.id, pipeline.name, ticket.trigger)
 

@@ -61,7 +61,8 @@ __all__ = [
 @dataclass(frozen=True)
 class NewRun:
     """A run to record: ``cause`` holds the columns saying what it stands for (``tick_at``,
-    ``trigger_dataset``, ``trigger_commit``); ``status`` is ``pending`` (it starts now) or
+    ``trigger_dataset``, ``trigger_commit``); ``status`` is ``running`` (it starts now: recorded
+    running at once, with its ``started_at``, one write instead of two), ``pending`` or
     ``queued``."""
 
     id: str
@@ -79,6 +80,7 @@ class NewRun:
     # (queued: it takes the version current when it starts, ``restart_steps``).
     version: int | None = None
     retry_of: str | None = None  # the run it retries (runs/retry.py)
+    started_at: datetime | None = None  # recorded ``running``: when it started
 
 
 def _add_steps(
@@ -184,6 +186,7 @@ class RunRecords(RunReads):
                         version=run.version,
                         retry_of=run.retry_of,
                         created_at=run.created_at,
+                        started_at=run.started_at,
                         **run.cause,
                     )
                 )
