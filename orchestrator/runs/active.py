@@ -78,6 +78,9 @@ class ActiveRun:
     # A step's attempt that succeeded, its end not recorded yet: written with the step's own end
     # (one transaction), or by the run's close when that write failed.
     attempt_ends: dict[str, AttemptEnded] = field(default_factory=dict)
+    # Steps whose end is in memory only, left for the run's close to write in its transaction: the
+    # last step to end (``Recorder.set_step``); written on their own if the close does not come.
+    left_for_close: set[str] = field(default_factory=set)
     # Shutdown: the run is left where it is (its records and objects) for the next start to resume.
     detaching: bool = False
     # Its record as read once it ended (for the metrics), handed to a waiting caller: no second read.

@@ -125,19 +125,24 @@ class Driver:
         finally:
             if timer is not None:
                 timer.cancel()
+            ended: RunView | None = None
             if not run.detaching:  # a run left for the next start keeps its records and inputs
                 # Shielded: a second cancel (shutdown's) must not leave the record half-closed.
                 with contextlib.suppress(asyncio.CancelledError), phase("db: close the run"):
-                    await asyncio.shield(self.recorder.close(run, crash))
+                    ended = await asyncio.shield(self.recorder.close(run, crash))
+            elif run.left_for_close:  # the close that was to write them will not come
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(self.recorder.write_left(run))
             self.live.runs.pop(run.id, None)
             self.admission.finished(run.id)  # its room goes to the next queued run
             if not run.detaching:
                 # Input snapshots can be large, and a tool's tree deep: removed off the event loop.
                 with contextlib.suppress(asyncio.CancelledError), phase("run: remove its scratch folder"):
                     await asyncio.shield(asyncio.to_thread(remove_tree, scratch))
-                # Counted from the ended run's record (its steps and attempts), whatever the ending.
+                # Counted from the ended run's record (its steps and attempts), whatever the ending:
+                # as the close read it in its transaction, else (not written) as it stands.
                 with contextlib.suppress(Exception), phase("run: metrics (read the record)"):
-                    if (record := await asyncio.shield(self.records.get(run.id))) is not None:
+                    if (record := ended or await asyncio.shield(self.records.get(run.id))) is not None:
                         self.metrics.observe_run(record.to_json())
                         run.ended_record = record
 

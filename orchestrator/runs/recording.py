@@ -14,6 +14,7 @@ from typing import Any
 
 from ..domain.states import (
     DONE_STEP,
+    ENDED_STEP,
     RUN_TRANSITIONS,
     AttemptStatus,
     IllegalTransition,
@@ -24,6 +25,7 @@ from ..domain.states import (
 from ..errors import MaoError
 from ..retry import Backoff
 from ..store.run_changes import RunChange, StepChange, StepFacts
+from ..store.run_views import RunView
 from ..store.runs import RunEnd, RunRecords, StepEnd
 from ..store.tables import utcnow
 from .active import ActiveRun, describe
@@ -48,8 +50,31 @@ class Recorder:
     async def set_step(self, run: ActiveRun, name: str, status: StepStatus, **fields: Any) -> None:
         """The step's new status, in memory first, then in its record (raises when that fails: the
         run's end writes it again, ``close``). A succeeded attempt of the step whose end is not
-        recorded yet is recorded with it, in one transaction."""
+        recorded yet is recorded with it, in one transaction.
+
+        The end of the run's last step is not written here: the run's close follows at once and
+        writes it in its own transaction (``RunRecords.close``: open step records get their end,
+        with the attempt ends not recorded yet), one transaction instead of two. A kill between
+        the two leaves what a kill just before this write left: the step running, its output
+        committed and voted (the next start finds its merge, ``runs/reconcile.py``)."""
         run.note(name, status, **fields)
+        if not run.detaching and run.stop is None and all(s in ENDED_STEP for s in run.steps.values()):
+            run.left_for_close.add(name)
+            return
+        await self._write_step(run, name, status, **fields)
+
+    async def write_left(self, run: ActiveRun) -> None:
+        """The step ends left for a close that will not come (shutting down: the run is left for
+        the next start), each written on its own now. Never raises: one not written is the next
+        start's to settle, as a kill's would be."""
+        for name in sorted(run.left_for_close):
+            try:
+                await self._write_step(run, name, run.steps[name], **run.step_fields.get(name, {}))
+            except Exception as exc:  # noqa: BLE001 - left as a kill would leave it
+                log.warning("run %s: the end of step %s was not recorded: %s", run.id, name, describe(exc))
+        run.left_for_close.clear()
+
+    async def _write_step(self, run: ActiveRun, name: str, status: StepStatus, **fields: Any) -> None:
         ended = run.attempt_ends.get(name)
         await self.records.change_step(StepChange(run.id, name, status, StepFacts(**fields)), ended)
         if ended is not None and run.attempt_ends.get(name) is ended:
@@ -63,15 +88,16 @@ class Recorder:
         except MaoError as exc:
             log.warning("run %s: step %s %s, not recorded yet: %s", run.id, name, status, exc.message)
 
-    async def close(self, run: ActiveRun, crash: str | None) -> None:
+    async def close(self, run: ActiveRun, crash: str | None) -> RunView | None:
         """End the run's record: every step final (one still pending or running, after a crash or a
         shutdown, ends skipped or failed with the reason), its unfinished attempts closed, the run's
         own status, all in one transaction (``RunRecords.close``), tried again while the database
         does not answer (a full disk that a failed step's reset has just freed, a restarting
         PostgreSQL) for up to ``CLOSE_PATIENCE`` seconds (only once when ``closing``: shutting down).
         A transition the tables refuse (``IllegalTransition``: a bug, the same on every try) is
-        not tried again. Never raises; a record that still cannot be written is closed by the next
-        start (``runs/reconcile.py``)."""
+        not tried again. Returns the ended record as the close's transaction read it (None when it
+        was not written). Never raises; a record that still cannot be written is closed by the
+        next start (``runs/reconcile.py``)."""
         try:
             final, error = final_states(run, crash)
         except Exception:  # noqa: BLE001
@@ -86,11 +112,11 @@ class Recorder:
         while True:
             try:
                 ended = list(run.attempt_ends.values())
-                await self.records.close(run.id, run_end, steps, attempts, reason, ended)
+                record = await self.records.close(run.id, run_end, steps, attempts, reason, ended)
                 break
             except IllegalTransition as exc:  # not an outage: every try would meet the same refusal
                 log.error("run %s: its end was not recorded (%s); the next start closes it", run.id, exc)
-                return
+                return None
             except Exception as exc:  # noqa: BLE001 - the database away, or a bug: tried again either way
                 problem = exc.message if isinstance(exc, MaoError) else describe(exc)
                 delay = backoff.peek()
@@ -98,7 +124,7 @@ class Recorder:
                     log.error(
                         "run %s: its end was not recorded (%s); the next start closes it", run.id, problem
                     )
-                    return
+                    return None
                 log.warning(
                     "run %s: its end not recorded yet (%s); again in %.1f s",
                     run.id,
@@ -113,6 +139,8 @@ class Recorder:
             log.info("run %s of %s succeeded (%d steps)", run.id, run.pipeline.name, len(run.steps))
         else:
             log.info("run %s of %s failed: %s", run.id, run.pipeline.name, error)
+        run.left_for_close.clear()  # written with the run's end
+        return record
 
 
 def final_states(run: ActiveRun, crash: str | None) -> tuple[RunStatus, str | None]:

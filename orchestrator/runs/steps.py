@@ -109,7 +109,9 @@ class StepWork:
         if done is not None:
             try:
                 with phase("db: step and attempt succeeded"):
-                    await self.set_step(run, name, StepStatus.SUCCEEDED, ended_at=utcnow(), **done)
+                    # None is not written (``StepFacts``), here or when the run's close writes it.
+                    known = {key: value for key, value in done.items() if value is not None}
+                    await self.set_step(run, name, StepStatus.SUCCEEDED, ended_at=utcnow(), **known)
             except Exception as exc:  # noqa: BLE001 - recorded at the run's end (memory is final)
                 log.warning("run %s: step %s succeeded but its record was not written yet: %s",
                             run.id, name, getattr(exc, "message", exc))  # fmt: skip

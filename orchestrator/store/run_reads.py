@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..domain.queue import Ticket, in_order
 from ..domain.states import AttemptStatus, RunStatus, StepStatus
@@ -159,18 +160,7 @@ class RunReads:
 
     async def get(self, run_id: str) -> RunView | None:
         async with self.store.reading(f"read run {run_id}") as s:
-            run = await s.get(RunRow, run_id)
-            if run is None:
-                return None
-            steps = (
-                await s.scalars(
-                    select(RunStepRow).where(RunStepRow.run_id == run_id).order_by(RunStepRow.position)
-                )
-            ).all()
-            attempts = (
-                await s.scalars(select(AttemptRow).where(AttemptRow.run_id == run_id).order_by(AttemptRow.id))
-            ).all()
-            return RunView.of(run, steps, attempts)
+            return await read_run(s, run_id)
 
     async def list(
         self,
@@ -206,3 +196,18 @@ class RunReads:
             for attempt in attempts:
                 tries.setdefault(attempt.run_id, []).append(attempt)
             return [RunView.of(r, by_run.get(r.id, []), tries.get(r.id, []), with_logs=False) for r in runs]
+
+
+async def read_run(s: AsyncSession, run_id: str) -> RunView | None:
+    """One run's record (its steps and attempts) as read in the transaction ``s``: a read
+    transaction (``RunReads.get``), or the write that ended it (``RunRecords.close``)."""
+    run = await s.get(RunRow, run_id)
+    if run is None:
+        return None
+    steps = (
+        await s.scalars(select(RunStepRow).where(RunStepRow.run_id == run_id).order_by(RunStepRow.position))
+    ).all()
+    attempts = (
+        await s.scalars(select(AttemptRow).where(AttemptRow.run_id == run_id).order_by(AttemptRow.id))
+    ).all()
+    return RunView.of(run, steps, attempts)

@@ -42,7 +42,8 @@ from .run_changes import (
     run_transition,
     step_transition,
 )
-from .run_reads import CachedOutput, RunReads, UnfinishedAttempt, UnfinishedRun, UnfinishedStep
+from .run_reads import CachedOutput, RunReads, UnfinishedAttempt, UnfinishedRun, UnfinishedStep, read_run
+from .run_views import RunView
 from .tables import AttemptRow, RunRow, RunStepRow, utcnow
 
 # The read models, where the engine and its tests have always imported them from.
@@ -242,7 +243,7 @@ class RunRecords(RunReads):
         attempts: AttemptStatus,
         reason: str,
         ended: Sequence[AttemptEnded] = (),
-    ) -> None:
+    ) -> RunView | None:
         """The end of a run, in one transaction (all of it or nothing): the attempt ends not yet
         recorded (``ended``: a step's success whose own write failed) first; each step whose record is
         still pending or running gets its final status with its fields (its own write failed, or
@@ -250,7 +251,8 @@ class RunRecords(RunReads):
         attempts still ``running`` end ``attempts`` with ``reason``; the run ends as ``run_end``
         says. Each status change is guarded (the statuses it may come from in the ``WHERE``,
         ``IllegalTransition`` otherwise), except a run a queued merge's conflict failed meanwhile:
-        it stays failed with that error."""
+        it stays failed with that error. Returns the ended record as read in the same transaction
+        (for the metrics and a waiting caller: no second transaction to read it)."""
         async with self.store.session(f"record the end of run {run_id}") as s:
             for attempt in ended:  # still running ones only: an attempt's end is final
                 await s.execute(attempt_update(attempt))
@@ -281,6 +283,7 @@ class RunRecords(RunReads):
                     raise IllegalTransition(
                         f"run {run_id}: {held or 'no record'} -> {run_end.status} is not allowed"
                     )
+            return await read_run(s, run_id)
 
     async def plan_steps(self, run_id: str, steps: Mapping[str, StepEnd | str]) -> None:
         """A retry's plan, in one transaction: a step given a ``StepEnd`` ends so (``reused``, with
