@@ -200,13 +200,21 @@ class RunReads:
 
 async def read_run(s: AsyncSession, run_id: str) -> RunView | None:
     """One run's record (its steps and attempts) as read in the transaction ``s``: a read
-    transaction (``RunReads.get``), or the write that ended it (``RunRecords.close``)."""
-    run = await s.get(RunRow, run_id)
-    if run is None:
-        return None
-    steps = (
-        await s.scalars(select(RunStepRow).where(RunStepRow.run_id == run_id).order_by(RunStepRow.position))
+    transaction (``RunReads.get``), or the write that ended it (``RunRecords.close``). Two
+    statements: the run with its steps (joined: a run's columns are few), then its attempts (not
+    joined: a fan-out step's hundreds would each repeat the step's columns, its log tail too)."""
+    rows = (
+        await s.execute(
+            select(RunRow, RunStepRow)
+            .outerjoin(RunStepRow, RunStepRow.run_id == RunRow.id)
+            .where(RunRow.id == run_id)
+            .order_by(RunStepRow.position)
+        )
     ).all()
+    if not rows:
+        return None
+    run = rows[0][0]
+    steps = [step for _, step in rows if step is not None]
     attempts = (
         await s.scalars(select(AttemptRow).where(AttemptRow.run_id == run_id).order_by(AttemptRow.id))
     ).all()
