@@ -305,6 +305,9 @@ def test_overlap_allow_is_exempt_from_a_busy_pipeline_not_from_the_limit(limited
     api.ok(api.post("/pipeline/init", {"name": name, "steps": [step]}))
     first = start(api, name)
     assert first["status"] == "pending"
+    # Started at once: its record says running from its first write (no pending -> running write).
+    recorded = api.ok(api.get(f"/runs/{first['id']}"))
+    assert recorded["status"] == "running" and recorded["started_at"], recorded
     beside = start(api, name, overlap="allow")  # the pipeline is busy, the instance has room
     assert beside["status"] == "pending"
     poll(lambda: all(status(api, r["id"]) == "running" for r in (first, beside)), what="both to run")
