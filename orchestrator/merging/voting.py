@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..datasets import Datasets, MergeResult
-from ..datasets.bare import OID_RE
 from ..domain.pipeline import Dataset
 from ..domain.states import MergeState
 from ..errors import EtcdUnavailable, GitError, MaoError
@@ -32,7 +31,7 @@ from ..metrics import UNSERVED, Metrics
 from ..phases import phase
 from ..services import LoopService
 from ..store.outage import PendingMerges
-from .advances import announce
+from .advances import announce, announced_commit
 from .registrations import Registrations
 
 if TYPE_CHECKING:
@@ -154,11 +153,12 @@ class Voting:
         commit: str | None = None,
     ) -> MergeResult:
         """``commit`` (None: the node branch's local tip, for a queued merge) into ground-truth."""
+        advances = keys.ground_truth(dataset)
         async with self.locks.dataset(
-            dataset, purpose=f"merge {branch} (run {trailers.get('MAO-Run', '?')})"
+            dataset, purpose=f"merge {branch} (run {trailers.get('MAO-Run', '?')})", reads=(advances,)
         ) as held:
             held.check()
-            announced = await self._announced(dataset)
+            last = held.read.get(advances)
             try:
                 # The push is killed if the lease is lost meanwhile: it never lands after the lease.
                 with phase("vote/git merge and push"):
@@ -171,32 +171,18 @@ class Voting:
                             trailers,
                             abort=held.lost_event,
                             commit=commit,
-                            announced=announced,
+                            announced=announced_commit(last),
                         ),
                     )
             except GitError:
-                held.check()  # stopped because the lock was lost: queued like any lost lock
+                held.check()  # stopped because the lock was lost: queued like any lock lost
                 raise
-            # Under the lock: the announcements (data triggers' key) come in the order of the merges.
+            # With the lock's release: the announcements (data triggers' key) come in the order of the
+            # merges.
             if result.merged and result.commit:
-                with phase("vote/announce (etcd)"):
-                    await announce(self.etcd, dataset, result.commit, trailers)
+                with phase("vote/release and announce (etcd)"):
+                    await announce(self.locks, held, self.etcd, dataset, result.commit, trailers, last)
             return result
-
-    async def _announced(self, dataset: str) -> str | None:
-        """ground-truth's tip as the last merge announced it, read under the dataset's lock (so no
-        merge that keeps the lock came since); None when etcd has none, or none that reads as a
-        commit id. Only a hint: a master that moved unannounced rejects the push, and a merge
-        that conflicts or finds nothing to merge is not final; either is done again after a fetch
-        (``merge_and_push``)."""
-        try:
-            with phase("vote/last advance read (etcd)"):
-                current = await self.etcd.get(keys.ground_truth(dataset))
-        except MaoError:
-            return None
-        value = current.value if current is not None else None
-        commit = value.get("commit") if isinstance(value, dict) else None
-        return commit if isinstance(commit, str) and OID_RE.match(commit) else None
 
     # -- the queue ------------------------------------------------------------------------------
     async def _retry(self, queued: list[dict[str, Any]]) -> bool:
