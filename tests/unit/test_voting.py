@@ -48,11 +48,14 @@ class FakeLocks:
         self.down = False
         self.etcd = etcd
 
-    @contextlib.asynccontextmanager
-    async def dataset(self, name: str, purpose: str, reads: tuple[str, ...] = ()) -> AsyncIterator[Held]:
+    async def take_dataset(self, name: str, purpose: str, reads: tuple[str, ...] = ()) -> Held:
         if self.down:
             raise EtcdUnavailable("etcd is unreachable")
-        yield Held({key: await self.etcd.get(key) for key in reads})
+        return Held({key: await self.etcd.get(key) for key in reads})
+
+    @contextlib.asynccontextmanager
+    async def holding(self, held: Held) -> AsyncIterator[Held]:
+        yield held
 
     async def release(self, held: Held, puts: dict[str, object]) -> bool:
         for key, value in puts.items():
