@@ -197,6 +197,8 @@ class Node:
             ("database", self.store),
             ("git", Hooks(start=self._open_git, close=self._close_git)),
             ("backends", self.backends),
+            # Closed after every lock holder (voting, the listener, the runs): revokes the locks' lease.
+            ("locks", Hooks(close=self.locks.close)),
             ("voting", self.voting),
         ]
         if self.listener is not None:

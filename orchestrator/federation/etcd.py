@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import aetcd
@@ -167,6 +167,51 @@ class Etcd(EtcdMaintenance):
             return (
                 bool(lease) and bool(existing) and existing[0].lease == lease and existing[0].value == encoded
             )
+
+        return await self._call(op)
+
+    async def create_reading(
+        self, key: str, value: Any, lease: int, reads: Sequence[str] = ()
+    ) -> tuple[bool, dict[str, KeyValue | None]]:
+        """``create`` on ``lease``, and in the same transaction the keys ``reads``, as they are at the
+        revision the key was created (or found already there): one round trip for both."""
+        encoded = encode_value(value)
+        wanted = [name.encode() for name in reads]
+
+        async def op(c: aetcd.Client) -> tuple[bool, dict[str, KeyValue | None]]:
+            gets = [c.transactions.get(name) for name in wanted]
+            ok, responses = await c.transaction(
+                compare=[c.transactions.create(key.encode()) == 0],
+                success=[c.transactions.put(key.encode(), encoded, lease=lease), *gets],
+                failure=[c.transactions.get(key.encode()), *gets],
+            )
+            read = {name: _first(got) for name, got in zip(reads, responses[1:], strict=True)}
+            if ok:
+                return True, read
+            existing = [kv for _, kv in responses[0]]
+            # Our own earlier attempt whose answer was lost when an endpoint failed over (``create``).
+            ours = bool(existing) and existing[0].lease == lease and existing[0].value == encoded
+            return ours, read
+
+        return await self._call(op)
+
+    async def delete_putting(self, key: str, value: Any, puts: Mapping[str, Any]) -> bool:
+        """Delete ``key`` only while it holds exactly ``value``, and write ``puts`` in the same
+        transaction (all at one revision); False, and nothing written, when ``key`` holds anything
+        else or nothing."""
+        encoded = encode_value(value)
+        writes = [(name.encode(), encode_value(new)) for name, new in puts.items()]
+
+        async def op(c: aetcd.Client) -> bool:
+            ok, _ = await c.transaction(
+                compare=[c.transactions.value(key.encode()) == encoded],
+                success=[
+                    c.transactions.delete(key.encode()),
+                    *(c.transactions.put(name, new) for name, new in writes),
+                ],
+                failure=[],
+            )
+            return bool(ok)
 
         return await self._call(op)
 
@@ -319,3 +364,8 @@ class Etcd(EtcdMaintenance):
             # Cancelling queues a request on the stream; a dead stream must not hang us here.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(watch.cancel()), 1)
+
+
+def _first(got: Any) -> KeyValue | None:
+    """The key-value a transaction's single-key get found (None: the key is absent)."""
+    return decode_kv(got[0][1]) if got else None

@@ -1,9 +1,14 @@
 """Federation-wide, lease-bound locks (one per dataset's ``ground-truth``).
 
-The lock key is created only if absent and is bound to a lease the holder keeps alive. A holder that
-crashes stops refreshing, so etcd deletes the key when the lease runs out: nobody waits longer than
-the TTL for a dead holder. The lock is not a fence on its own; the git push that follows is
-non-forcing, so a holder that lost its lease still cannot overwrite another's merge.
+The lock key is created only if absent and is bound to a lease the holder keeps alive: the lease of
+this instance's lock session (``lock_session``), shared by the locks it holds. A holder that crashes
+stops refreshing, so etcd deletes the key when the lease runs out: nobody waits longer than the TTL
+for a dead holder. The lock is not a fence on its own; the git push that follows is leased, so a
+holder that lost its lease still cannot overwrite another's merge.
+
+Taking a lock is one etcd transaction, which also reads the keys its holder needs to see as they were
+when it got the lock (the vote: ground-truth's last announced advance); releasing it is one, which
+also writes what must be written before anyone else may take it (the vote: its announcement).
 """
 
 from __future__ import annotations
@@ -12,54 +17,37 @@ import asyncio
 import contextlib
 import logging
 import random
-import threading
+import secrets
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import EtcdUnavailable, Unavailable
+from ..phases import phase
 from ..retry import Backoff
 from . import keys, records
 from .etcd import Etcd
+from .failover import LeaseNotFound
+from .lock_session import IDLE, LOST_MARGIN, HeldLock, LockLost, LockSession
 from .records import LockHolder
 
 log = logging.getLogger(__name__)
 
 
-# How long before the lease's end a lock whose refreshes fail counts as lost.
-LOST_MARGIN = 1.0
 # The longest lease a lock can have (MAO_LOCK_TTL's upper bound): a key on a longer one, or on none,
 # is not a lock any instance took, and is removed rather than waited for.
 MAX_LOCK_TTL = 3600
+# How long closing waits for etcd to revoke the sessions' leases.
+CLOSE_WAIT = 2.0
+# How many times one lock is tried on a new session when etcd says the session's lease is gone.
+LEASE_RENEWALS = 3
+
+__all__ = ["LOST_MARGIN", "HeldLock", "LockLost", "LockTimeout", "Locks"]
 
 
 class LockTimeout(Unavailable):
     code = "lock_timeout"
-
-
-class LockLost(Unavailable):
-    code = "lock_lost"
-
-
-@dataclass
-class HeldLock:
-    key: str
-    lease: int
-    holder: dict[str, Any]
-    lost: bool = False
-    # Set together with ``lost``; worker threads (a git push) wait on it to stop what they do.
-    lost_event: threading.Event = field(default_factory=threading.Event)
-
-    def mark_lost(self) -> None:
-        self.lost = True
-        self.lost_event.set()
-
-    def check(self) -> None:
-        """Raise if the lease could not be kept alive; call before acting under the lock."""
-        if self.lost:
-            raise LockLost(f"lost the lease of lock {self.key} (etcd did not refresh it in time)")
 
 
 def _ignore(_seconds: float) -> None:
@@ -74,43 +62,122 @@ class Locks:
         self.wait = wait
         # Told how long each dataset lock took to get (the node points it at its metrics).
         self.on_dataset_wait: Callable[[float], None] = _ignore
+        self._current: LockSession | None = None
+        self._sessions: set[LockSession] = set()  # every session whose lease is still kept alive
+        self._granting = asyncio.Lock()  # one grant at a time: concurrent locks share its session
 
     @contextlib.asynccontextmanager
-    async def dataset(self, name: str, purpose: str) -> AsyncIterator[HeldLock]:
-        asked = time.monotonic()
-        async with self.hold(keys.dataset_lock(name), purpose) as held:
-            self.on_dataset_wait(time.monotonic() - asked)
+    async def dataset(self, name: str, purpose: str, reads: Sequence[str] = ()) -> AsyncIterator[HeldLock]:
+        async with self.holding(await self.take_dataset(name, purpose, reads)) as held:
             yield held
 
     @contextlib.asynccontextmanager
-    async def hold(self, key: str, purpose: str) -> AsyncIterator[HeldLock]:
-        lease = await self.etcd.grant_lease(self.ttl)
-        holder = {
-            "instance": self.instance,
-            "purpose": purpose,
-            "acquired_at": datetime.now(UTC).isoformat(),
-            "lease": lease,
-        }
-        held = HeldLock(key=key, lease=lease, holder=holder)
-        # Kept alive from the start: waiting for a busy lock can take longer than the TTL, and a
-        # lease that expired while waiting could not be written with the key.
-        keepalive = asyncio.create_task(self._keep_alive(held), name=f"keepalive {key}")
+    async def hold(self, key: str, purpose: str, reads: Sequence[str] = ()) -> AsyncIterator[HeldLock]:
+        """Hold ``key`` until the block ends (or ``release`` is called in it). The keys ``reads`` are
+        read in the transaction that takes the lock: ``held.read`` has them as the lock found them."""
+        async with self.holding(await self.take(key, purpose, reads)) as held:
+            yield held
+
+    async def take_dataset(self, name: str, purpose: str, reads: Sequence[str] = ()) -> HeldLock:
+        """A dataset's lock, taken; the caller releases it (``holding``, ``release``)."""
+        asked = time.monotonic()
+        held = await self.take(keys.dataset_lock(name), purpose, reads)
+        self.on_dataset_wait(time.monotonic() - asked)
+        return held
+
+    async def take(self, key: str, purpose: str, reads: Sequence[str] = ()) -> HeldLock:
+        with phase("lock/take (etcd)"):
+            return await self._acquire(key, purpose, reads)
+
+    @contextlib.asynccontextmanager
+    async def holding(self, held: HeldLock) -> AsyncIterator[HeldLock]:
+        """Release ``held`` when the block ends (if not released in it)."""
         try:
-            await self._acquire(key, held)
             yield held
         finally:
-            keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keepalive
-            # Revoking the lease deletes the key; if etcd is unreachable the lease expires anyway.
-            await self._revoke_quietly(lease)
+            # If etcd does not answer, the key goes with the session (ended): within the TTL.
+            with contextlib.suppress(EtcdUnavailable):
+                await self.release(held)
 
-    async def _acquire(self, key: str, held: HeldLock) -> None:
+    async def release(self, held: HeldLock, puts: Mapping[str, Any] | None = None) -> bool:
+        """Delete the lock's key and write ``puts`` in the same transaction, once; True when done,
+        False (nothing written) when the lock was lost or already released. Raises
+        ``EtcdUnavailable`` when etcd did not answer (then the session ends: see ``lock_session``)."""
+        if held.released:
+            return False
+        held.released = True
+        session = held.session
+        session.held.discard(held)
+        session.last_used = time.monotonic()
+        if held.lost:
+            return False
+        try:
+            with phase("lock/release (etcd)"):
+                done = await self.etcd.delete_putting(held.key, held.holder, puts or {})
+        except BaseException:
+            session.end(f"the release of {held.key} got no answer")
+            raise
+        if not done:
+            held.mark_lost()
+            log.warning(
+                "lock %s was no longer this holder's when it was released (its lease ran out)", held.key
+            )
+        return done
+
+    async def close(self) -> None:
+        """End every session and revoke its lease (a lock still held is lost); a lease etcd does not
+        revoke within ``CLOSE_WAIT`` runs out by itself."""
+        for session in list(self._sessions):
+            session.end("the instance closes")
+            if (task := session.task) is None:
+                continue
+            try:
+                async with asyncio.timeout(CLOSE_WAIT):
+                    await asyncio.shield(task)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._current = None
+
+    # -- taking a lock ----------------------------------------------------------------------------
+    async def _acquire(self, key: str, purpose: str, reads: Sequence[str]) -> HeldLock:
         deadline = time.monotonic() + self.wait
         backoff = Backoff(0.05, 1.0, jitter=False, factor=1.5)
         looked_at: set[int] = set()  # versions of the key already found to be real locks
-        while not await self.etcd.create(key, held.holder, lease=held.lease):
-            held.check()
+        renewals = 0
+        while True:
+            session = await self._session()
+            holder = {
+                "instance": self.instance,
+                "purpose": purpose,
+                "acquired_at": datetime.now(UTC).isoformat(),
+                "lease": session.lease,
+                # Tells this holder's key from another's of the same instance on the same lease.
+                "token": secrets.token_hex(8),
+            }
+            held = HeldLock(key=key, lease=session.lease, holder=holder, session=session)
+            session.held.add(held)  # before any wait: a session in use does not end as unused
+            try:
+                created, read = await self.etcd.create_reading(key, holder, session.lease, reads)
+            except LeaseNotFound:
+                session.held.discard(held)
+                session.end("etcd no longer knows its lease")
+                renewals += 1
+                if renewals > LEASE_RENEWALS:
+                    raise
+                continue
+            except BaseException:
+                # The key may have been written: it must not outlive the TTL on a session kept alive.
+                session.held.discard(held)
+                session.end(f"taking {key} got no answer")
+                raise
+            if created:
+                held.read = read
+                if not session.usable():  # taken too close to the lease's end: never believed held
+                    session.end(f"{key} was taken too close to the end of its lease")
+                return held
+            session.held.discard(held)
             await self._remove_if_not_a_lock(key, looked_at)
             if time.monotonic() >= deadline:
                 current = await self.etcd.get(key)
@@ -119,6 +186,26 @@ class Locks:
             # Jitter around the bound (not Backoff's full jitter, which could poll at once): several
             # instances polling one key must not move in lockstep.
             await asyncio.sleep(backoff.next() * (0.5 + random.random()))  # noqa: S311 - not cryptographic
+
+    async def _session(self) -> LockSession:
+        """The session new locks are taken on: the current one while usable, else a new one."""
+        async with self._granting:
+            current = self._current
+            if current is not None and current.usable():
+                return current
+            asked = time.monotonic()
+            with phase("lock/session lease grant (etcd)"):
+                lease = await self.etcd.grant_lease(self.ttl)
+            session = LockSession(self.etcd, lease, self.ttl, asked)
+            self._current = session
+            self._sessions.add(session)
+            session.task = asyncio.create_task(session.keep_alive(self._unused), name="lock session")
+            session.task.add_done_callback(lambda _: self._sessions.discard(session))
+            return session
+
+    def _unused(self, session: LockSession) -> bool:
+        """Whether a session with no lock held may end: replaced by a newer one, or idle."""
+        return session is not self._current or time.monotonic() - session.last_used >= IDLE
 
     async def _remove_if_not_a_lock(self, key: str, looked_at: set[int]) -> None:
         """A key that holds the lock must be on a lease of at most ``MAX_LOCK_TTL`` that still runs:
@@ -139,39 +226,6 @@ class Locks:
             return
         if await self.etcd.delete_if(key, current.mod_revision):
             log.warning("removed %s, which was no lock (%s); it said %s", key, why, str(current.value)[:200])
-
-    async def _keep_alive(self, held: HeldLock) -> None:
-        """Refresh the lease every ttl/3 s. ``expires`` is reckoned from when a refresh was *sent*,
-        so it is never later than etcd's own deadline; the lock counts as lost a margin before it, and
-        what runs under it (a push) is stopped then, never after the lease is gone."""
-        interval = max(self.ttl / 3, 0.5)
-        margin = min(LOST_MARGIN, self.ttl / 4)
-        expires = time.monotonic() + self.ttl  # granted before this task started: conservative
-        while True:
-            await asyncio.sleep(max(0.0, min(interval, expires - margin - time.monotonic())))
-            sent = time.monotonic()
-            try:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancel that
-                # ends this loop when the refresh answers in the same moment (cpython gh-86296),
-                # and the lock, refreshed for ever, is then never released.
-                async with asyncio.timeout(max(0.05, expires - margin - sent)):
-                    remaining = await self.etcd.refresh_lease(held.lease)
-            except (EtcdUnavailable, TimeoutError) as exc:
-                log.warning(
-                    "could not refresh the lease of lock %s: %s", held.key, getattr(exc, "message", exc)
-                )
-                remaining = -1
-            if remaining > 0:
-                expires = sent + remaining
-            elif remaining == 0 or time.monotonic() >= expires - margin:
-                held.mark_lost()
-                log.warning("lock %s lost: its lease expired before it could be refreshed", held.key)
-                return
-
-    async def _revoke_quietly(self, lease: int) -> None:
-        # If this fails (etcd down, or we are being cancelled) the lease simply expires.
-        with contextlib.suppress(EtcdUnavailable):
-            await self.etcd.revoke_lease(lease)
 
     async def holders(self) -> list[dict[str, Any]]:
         """Locks held right now, for ``GET /locks`` and ``maoctl lock list`` (a record that is no

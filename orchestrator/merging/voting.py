@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..datasets import Datasets, MergeResult
-from ..datasets.bare import OID_RE
 from ..domain.pipeline import Dataset
 from ..domain.states import MergeState
 from ..errors import EtcdUnavailable, GitError, MaoError
@@ -32,7 +31,8 @@ from ..metrics import UNSERVED, Metrics
 from ..phases import phase
 from ..services import LoopService
 from ..store.outage import PendingMerges
-from .advances import announce
+from .advances import announce, announced_commit
+from .early_lock import EarlyLock
 from .registrations import Registrations
 
 if TYPE_CHECKING:
@@ -87,9 +87,11 @@ class Voting:
         commit: str,
         message: str,
         trailers: Mapping[str, str],
+        early: EarlyLock | None = None,
     ) -> Vote:
         """Merge ``branch`` into ground-truth now, or queue the merge when the federation is away.
-        ``step`` is the (run id, step name) whose record a queued merge settles (None: no run's)."""
+        ``step`` is the (run id, step name) whose record a queued merge settles (None: no run's);
+        ``early`` the dataset's lock if it is being taken already (``early_lock``)."""
         # An earlier merge of the branch still queued here, read beside the merge (which does not
         # depend on it): one queued before this vote is contained in what this vote merges (its
         # push moved the node branch this commit builds on); one queued meanwhile stays queued, and
@@ -99,7 +101,9 @@ class Voting:
         )
         try:
             with phase("vote/lock, merge, push, announce"):
-                result = await self._merge(dataset.name, dataset.master, branch, message, trailers, commit)
+                result = await self._merge(
+                    dataset.name, dataset.master, branch, message, trailers, commit, early
+                )
         except (EtcdUnavailable, LockLost) as exc:
             await _finished(queued_read)
             # What was pushed: the commit, merged with the branch's tip if another vote landed since.
@@ -133,6 +137,13 @@ class Voting:
             log.info("queued merge of %s into %s settled by a later run's merge", branch, dataset.name)
         return Vote(MergeState.MERGED, result.commit)
 
+    def early_lock(self, dataset: Dataset, branch: str, trailers: Mapping[str, str]) -> EarlyLock:
+        """Start taking the lock the vote of ``branch`` into ``dataset`` will take (pass it to
+        ``vote``, or ``drop`` it)."""
+        return EarlyLock(
+            self.locks, dataset.name, _purpose(branch, trailers), (keys.ground_truth(dataset.name),)
+        )
+
     async def _accepted_master(self, dataset: str, queued: str) -> str | None:
         """Where a queued merge goes: the master it was queued with (its step's pinned one) while this
         instance still accepts it, else the one it accepts now; never a master it did not accept."""
@@ -152,13 +163,16 @@ class Voting:
         message: str,
         trailers: Mapping[str, str],
         commit: str | None = None,
+        early: EarlyLock | None = None,
     ) -> MergeResult:
         """``commit`` (None: the node branch's local tip, for a queued merge) into ground-truth."""
-        async with self.locks.dataset(
-            dataset, purpose=f"merge {branch} (run {trailers.get('MAO-Run', '?')})"
-        ) as held:
+        advances = keys.ground_truth(dataset)
+        taken = await early.claim() if early is not None else None
+        if taken is None:
+            taken = await self.locks.take_dataset(dataset, _purpose(branch, trailers), (advances,))
+        async with self.locks.holding(taken) as held:
             held.check()
-            announced = await self._announced(dataset)
+            last = held.read.get(advances)
             try:
                 # The push is killed if the lease is lost meanwhile: it never lands after the lease.
                 with phase("vote/git merge and push"):
@@ -171,32 +185,18 @@ class Voting:
                             trailers,
                             abort=held.lost_event,
                             commit=commit,
-                            announced=announced,
+                            announced=announced_commit(last),
                         ),
                     )
             except GitError:
-                held.check()  # stopped because the lock was lost: queued like any lost lock
+                held.check()  # stopped because the lock was lost: queued like any lock lost
                 raise
-            # Under the lock: the announcements (data triggers' key) come in the order of the merges.
+            # With the lock's release: the announcements (data triggers' key) come in the order of the
+            # merges.
             if result.merged and result.commit:
-                with phase("vote/announce (etcd)"):
-                    await announce(self.etcd, dataset, result.commit, trailers)
+                with phase("vote/release and announce (etcd)"):
+                    await announce(self.locks, held, self.etcd, dataset, result.commit, trailers, last)
             return result
-
-    async def _announced(self, dataset: str) -> str | None:
-        """ground-truth's tip as the last merge announced it, read under the dataset's lock (so no
-        merge that keeps the lock came since); None when etcd has none, or none that reads as a
-        commit id. Only a hint: a master that moved unannounced rejects the push, and a merge
-        that conflicts or finds nothing to merge is not final; either is done again after a fetch
-        (``merge_and_push``)."""
-        try:
-            with phase("vote/last advance read (etcd)"):
-                current = await self.etcd.get(keys.ground_truth(dataset))
-        except MaoError:
-            return None
-        value = current.value if current is not None else None
-        commit = value.get("commit") if isinstance(value, dict) else None
-        return commit if isinstance(commit, str) and OID_RE.match(commit) else None
 
     # -- the queue ------------------------------------------------------------------------------
     async def _retry(self, queued: list[dict[str, Any]]) -> bool:
@@ -248,6 +248,10 @@ class Voting:
                     len(item["steps"]),
                 )
         return all_done
+
+
+def _purpose(branch: str, trailers: Mapping[str, str]) -> str:
+    return f"merge {branch} (run {trailers.get('MAO-Run', '?')})"
 
 
 async def _finished(task: asyncio.Task[Any]) -> None:

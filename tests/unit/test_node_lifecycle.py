@@ -67,6 +67,7 @@ def test_every_part_is_a_service_in_a_start_order_that_makes_sense(node: Node) -
     # Closed in reverse: the schedulers before the runner, the runner before the raw listener (a step
     # that ended during the shutdown still votes), the listener before voting (its last batch is voted).
     assert order("voting") < order("raw listener") < order("runner")
+    assert order("locks") < order("voting")  # closed after every lock holder: revokes the locks' lease
     assert order("voting") < order("runner") < order("scheduler") < order("federation scheduler")
     assert order("backends") < order("runner") and order("database") < order("runner")
 

@@ -295,7 +295,12 @@ class _FailingEtcd:
     async def grant_lease(self, ttl: int) -> int:
         return 7
 
-    async def create(self, key: str, value: object, lease: int) -> bool:
+    async def create_reading(
+        self, key: str, value: object, lease: int, reads: tuple[str, ...] = ()
+    ) -> tuple[bool, dict[str, object]]:
+        return True, {}
+
+    async def delete_putting(self, key: str, value: object, puts: dict[str, object]) -> bool:
         return True
 
     async def refresh_lease(self, lease: int) -> int:

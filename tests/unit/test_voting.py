@@ -34,19 +34,33 @@ DATASET = Dataset(name="d", master="/srv/d.git")
 class Held:
     lost_event = threading.Event()
 
+    def __init__(self, read: dict[str, KeyValue | None]) -> None:
+        self.read = read
+
     def check(self) -> None:
         pass
 
 
 class FakeLocks:
-    def __init__(self) -> None:
-        self.down = False
+    """Reads what is asked with the lock from the etcd stand-in, writes what is put with the release."""
 
-    @contextlib.asynccontextmanager
-    async def dataset(self, name: str, purpose: str) -> AsyncIterator[Held]:
+    def __init__(self, etcd: FakeEtcd) -> None:
+        self.down = False
+        self.etcd = etcd
+
+    async def take_dataset(self, name: str, purpose: str, reads: tuple[str, ...] = ()) -> Held:
         if self.down:
             raise EtcdUnavailable("etcd is unreachable")
-        yield Held()
+        return Held({key: await self.etcd.get(key) for key in reads})
+
+    @contextlib.asynccontextmanager
+    async def holding(self, held: Held) -> AsyncIterator[Held]:
+        yield held
+
+    async def release(self, held: Held, puts: dict[str, object]) -> bool:
+        for key, value in puts.items():
+            await self.etcd.put(key, value)
+        return True
 
 
 class FakeRepo:
@@ -133,7 +147,8 @@ async def vote(voting: Voting, store: Store, run_id: str, commit: str) -> str:
 
 
 def make_voting(store: Store) -> tuple[Voting, FakeLocks, FakeDatasets, FakeEtcd]:
-    locks, datasets, etcd = FakeLocks(), FakeDatasets(), FakeEtcd()
+    datasets, etcd = FakeDatasets(), FakeEtcd()
+    locks = FakeLocks(etcd)
     voting = Voting(datasets, locks, PendingMerges(store), FakeRegistrations(), etcd)  # type: ignore[arg-type]
     return voting, locks, datasets, etcd
 
