@@ -66,8 +66,7 @@ class Branches(BareRepo):
                 own,
             )
         note = f"Merge side-by-side output into {branch}\n\n{full_message}"
-        args = ["commit-tree", "--no-gpg-sign", merged_tree.strip(), "-p", tip, "-p", own, "-m", note]
-        merge = self._out(*args, what="create the merge commit", identity=True)
+        merge = self._commit_tree(merged_tree.strip(), (tip, own), note, "create the merge commit")
         self.known.made(merge, merged_tree.strip(), (tip, own))
         return merge
 
@@ -213,8 +212,7 @@ class Branches(BareRepo):
             return MergeResult(merged=False, commit=gt, conflicts=conflicts)
         # Always a merge commit (also when ground-truth could fast-forward) so that its history shows
         # each vote.
-        args = ["commit-tree", "--no-gpg-sign", tree.strip(), "-p", gt, "-p", commit, "-m", full_message]
-        merge = self._out(*args, what="create the merge commit", identity=True)
+        merge = self._commit_tree(tree.strip(), (gt, commit), full_message, "create the merge commit")
         self.known.made(merge, tree.strip(), (gt, commit))
         # Leased on the tip merged onto: a ground-truth the master moved back since (a force-push, a
         # restore) is not fast-forwarded over, undoing that; the merge is done again after a fetch.
