@@ -103,20 +103,26 @@ def _fill(folder: Path, node: object) -> None:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(first=_TREE, second=_TREE, version=st.sampled_from(["2", "3", "4"]))
-def test_the_tree_of_an_index_is_git_write_trees(tmp_path: Path, first: object, second: object, version: str) -> None:
-    """Two steps in one work folder with one index (the second reuses the first's stat data), in each
-    index format git writes: libgit2's tree is git's."""
+@given(first=_TREE, second=_TREE, version=st.sampled_from(["2", "3", "4"]), reset=st.booleans())
+def test_the_tree_of_an_index_is_git_write_trees(
+    tmp_path: Path, first: object, second: object, version: str, reset: bool
+) -> None:
+    """Two steps in one work folder with one index (the second reuses the first's stat data, and with
+    ``reset`` the cached trees ``read-tree`` leaves, as prepare_worktree does), in each index format
+    git writes: libgit2's tree is git's."""
     with tempfile.TemporaryDirectory(dir=tmp_path) as scratch:
         root = Path(scratch)
         bare, folder, index = root / "r.git", root / "work", root / "index"
         init_bare_at(bare, "create")
         folder.mkdir()
         env = {"GIT_INDEX_FILE": str(index), "GIT_WORK_TREE": str(folder), "GIT_INDEX_VERSION": version}
-        for tree in (first, second):
+        for n, tree in enumerate((first, second)):
             _fill(folder, tree)
             git(bare, "add", "-A", "-f", env=env)
-            assert objects.tree_of_index(bare, index) == git(bare, "write-tree", env=env)
+            made = objects.tree_of_index(bare, index)
+            assert made == git(bare, "write-tree", env=env)
+            if n == 0 and reset:
+                git(bare, "read-tree", "--reset", "-u", made, env=env)
 
 
 def test_an_operators_index_settings_do_not_reach_libgit2(tmp_path: Path, bare: Path) -> None:
