@@ -18,7 +18,8 @@ message for an input that is wrong (a missing object, a full disk). So:
   committer as git formats them (``git var``, asked once per identity: git strips "crud" from names
   and emails by rules that differ between its versions), both dated now with the local time zone's
   offset (git's rule when no date is given), and the message as git stores it (ended by a newline;
-  a message git would rewrite, i.e. not strict UTF-8 or holding a non-character, goes to git).
+  a message git would rewrite, i.e. not strict UTF-8 or holding a non-character, and a repeated
+  parent, which git drops, go to git).
 
 Opening the repository costs some 0.05 ms, so it is opened per call: nothing cached can outlive a
 ``git gc`` (a long-lived handle keeps deleted packs mapped) or a repository recreated under the same
@@ -116,9 +117,9 @@ def identity(git_dir: Path, name: str, email: str) -> tuple[str, str] | None:
 
 
 def message_bytes(message: str) -> bytes | None:
-    """The message as ``git commit-tree -m`` stores it, or None when git would rewrite it (or could
-    not take it as an argument: a NUL)."""
-    if "\0" in message or _git_rewrites(message):
+    """The message as ``git commit-tree -m`` stores it, or None when git would rewrite it, could not
+    take it as an argument (a NUL), or would read its standard input instead (an empty one)."""
+    if not message or "\0" in message or _git_rewrites(message):
         return None
     data = message.encode("utf-8")
     return data if data.endswith(b"\n") else data + b"\n"
@@ -141,6 +142,8 @@ def commit(
     author and committer, dated ``when`` (default: now); None when git must make it."""
     data = message_bytes(message)
     if data is None or any(name in os.environ for name in _GIT_ENVIRONMENT):
+        return None
+    if len(set(parents)) != len(parents):  # git drops a repeated parent (with a warning)
         return None
     when = int(time.time()) if when is None else when
     try:
