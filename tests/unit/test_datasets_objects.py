@@ -291,10 +291,11 @@ from orchestrator.datasets import objects
 bare, tree = Path(sys.argv[1]), sys.argv[2]
 ident = ("W", "w@x")
 n = 0
-print("ready", flush=True)
 while True:
     n += 1
     assert objects.commit(bare, tree, (), "m" * 50000 + str(n), ident) is not None
+    if n == 1:
+        print("ready", flush=True)  # one commit made: the kill lands among the later ones
 """
 
 
@@ -311,5 +312,4 @@ def test_a_kill_mid_write_leaves_no_broken_object(bare: Path, delay: float) -> N
     writer.send_signal(signal.SIGKILL)
     writer.wait()
     git(bare, "fsck", "--strict", "--no-dangling")
-    written = [p for p in (bare / "objects").glob("??/*") if not p.name.startswith("tmp_")]
-    assert written, "the writer made no commit before the kill"
+    assert [p for p in (bare / "objects").glob("??/*") if not p.name.startswith("tmp_")]
