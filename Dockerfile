@@ -17,7 +17,7 @@ WORKDIR /opt/mao
 # code change only reinstalls the project itself.
 ARG WHEELHOUSE=http://127.0.0.1:8765/
 COPY constraints.txt ./
-RUN pip install --no-index --find-links "$WHEELHOUSE" -c constraints.txt 'aiohttp>=3.9' 'aetcd>=1.0' 'GitPython>=3.1.40' 'docker>=7.0' 'APScheduler>=3.10,<4' 'SQLAlchemy[asyncio]>=2.0' 'alembic>=1.13' 'aiosqlite>=0.19' 'asyncpg>=0.29' 'pydantic>=2.5' 'click>=8.1' 'questionary>=2.0' 'rich>=13' 'requests>=2.31' 'PyYAML>=6' 'prometheus_client>=0.20' 'cryptography>=42' 'kubernetes-asyncio>=31' 'setuptools>=68' wheel
+RUN pip install --no-index --find-links "$WHEELHOUSE" -c constraints.txt 'aiohttp>=3.9' 'aetcd>=1.0' 'GitPython>=3.1.40' 'pygit2>=1.15' 'docker>=7.0' 'APScheduler>=3.10,<4' 'SQLAlchemy[asyncio]>=2.0' 'alembic>=1.13' 'aiosqlite>=0.19' 'asyncpg>=0.29' 'pydantic>=2.5' 'click>=8.1' 'questionary>=2.0' 'rich>=13' 'requests>=2.31' 'PyYAML>=6' 'prometheus_client>=0.20' 'cryptography>=42' 'kubernetes-asyncio>=31' 'setuptools>=68' wheel
 COPY pyproject.toml maoctl.py README.md ./
 COPY orchestrator ./orchestrator
 COPY executor ./executor

@@ -42,6 +42,13 @@ _CONFIG: tuple[tuple[str, str], ...] = (
     # default): a branch moved by writing its ref file (ref_files.write_ref) is then moved as git moves
     # it. A reflog already there is appended to (by git: write_ref leaves it to git).
     ("core.logAllRefUpdates", "false"),
+    # The index `git add` writes is read by libgit2 (objects.tree_of_index): no split index, no index
+    # without its checksum (formats libgit2 may not read), whatever the operator's config says.
+    ("core.splitIndex", "false"),
+    ("index.skipHash", "false"),
+    # Commit messages are UTF-8 (str from Python), and a commit made in process carries no encoding
+    # header: git makes the same object (objects.commit), whatever i18n.commitEncoding says elsewhere.
+    ("i18n.commitEncoding", "UTF-8"),
 )
 
 # The credential-store file (MAO_GIT_CREDENTIALS) git reads remotes' passwords from; set once at start.

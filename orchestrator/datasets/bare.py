@@ -19,7 +19,9 @@ import git
 from git.exc import GitError as GitPythonError
 
 from orchestrator.errors import GitError, NotFound
+from orchestrator.phases import phase
 
+from . import objects
 from ._git import (
     MOVED,
     GitCommandFailed,
@@ -151,6 +153,28 @@ class BareRepo:
 
     def _out(self, *args: str, what: str, **kwargs: Any) -> str:
         return self._git(*args, what=what, **kwargs)[1].strip()
+
+    def _write_tree(self, index: Path, what: str) -> str:
+        """``git write-tree`` of the index file ``index``: in this process when libgit2 gives git's
+        answer (objects.py), else by git."""
+        with phase("in process: write-tree"):
+            tree = objects.tree_of_index(self.git_dir, index)
+        return tree if tree is not None else self._out("write-tree", what=what, index=index)
+
+    def _commit_tree(self, tree: str, parents: tuple[str, ...], message: str, what: str) -> str:
+        """``git commit-tree --no-gpg-sign <tree> -p <parent>... -m <message>`` with this instance's
+        identity as author and committer: the same object, made in this process when it can be
+        (objects.py), else by git."""
+        ident = objects.identity(self.git_dir, self.git_name, self.git_email)
+        if ident is not None:
+            with phase("in process: commit-tree"):
+                made = objects.commit(self.git_dir, tree, parents, message, ident)
+            if made is not None:
+                return made
+        args = ["commit-tree", "--no-gpg-sign", tree]
+        for parent in parents:
+            args += ["-p", parent]
+        return self._out(*args, "-m", message, what=what, identity=True)
 
     def _rev(self, ref: str) -> str | None:
         """Commit id ``ref`` (a full refs/... name) points to, or None when it does not exist."""
@@ -299,8 +323,7 @@ class BareRepo:
         else:
             # mktree reads the (empty) tree listing from stdin, which GitPython connects to /dev/null.
             tree = self._out("mktree", what="write the empty tree")
-            args = ["commit-tree", "--no-gpg-sign", tree, "-m", "Initialise ground-truth\n"]
-            commit = self._out(*args, what="create the initial commit", identity=True)
+            commit = self._commit_tree(tree, (), "Initialise ground-truth\n", "create the initial commit")
         try:
             self._push(f"{commit}:{HEADS}{GROUND_TRUTH}")
         except GitError:

@@ -92,7 +92,7 @@ def commit_files(
             chunk = paths[start : start + PATHS_PER_CALL]
             # -C: paths are relative to the scratch folder, the work tree of this index.
             repo._git("-C", str(scratch), "update-index", "--add", "--", *chunk, what="add files", **kwargs)
-        tree = repo._out("write-tree", what="write the tree", index=index)
+        tree = repo._write_tree(index, "write the tree")
     finally:
         index.unlink(missing_ok=True)
         remove_tree(scratch)
@@ -101,8 +101,7 @@ def commit_files(
         if current is None:
             repo._update_ref(HEADS + branch, parent, "")
         return parent, False
-    args = ["commit-tree", "--no-gpg-sign", tree, "-p", parent, "-m", full_message]
-    commit = repo._out(*args, what="create the commit", identity=True)
+    commit = repo._commit_tree(tree, (parent,), full_message, "create the commit")
     repo._update_ref(HEADS + branch, commit, current or "")  # compare-and-swap
     return commit, True
 

@@ -54,6 +54,10 @@ class Known:
         known = self._commits.get(commit)
         return known.tree if known is not None else None
 
+    def parents(self, commit: str) -> tuple[str, ...] | None:
+        known = self._commits.get(commit)
+        return known.parents if known is not None else None
+
     def is_parent(self, parent: str, commit: str) -> bool:
         """True when ``parent`` is known to be one of ``commit``'s parents (False: not known)."""
         known = self._commits.get(commit)

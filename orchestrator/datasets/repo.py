@@ -267,7 +267,7 @@ class DatasetRepo(Branches):
         kwargs: dict[str, Any] = {"index": self._index_path(branch, lane), "work_tree": folder}
         # -f: a .gitignore written by the tool must not hide part of its output.
         self._git("add", "-A", "-f", what="stage the output", **kwargs)
-        tree = self._out("write-tree", what="write the output tree", **kwargs)
+        tree = self._write_tree(kwargs["index"], "write the output tree")
         parent_tree = self.known.tree(parent)  # a commit made here: usually the previous step's output
         if parent_tree is None:
             resolved = self._out(
@@ -283,8 +283,7 @@ class DatasetRepo(Branches):
                 self.known.folder_holds(str(folder), parent)
             # Nothing of ours to add: what the branch holds now (or the parent it would start from).
             return (current if current is not None and current != parent else parent), False
-        args = ["commit-tree", "--no-gpg-sign", tree, "-p", parent, "-m", full_message]
-        own = self._out(*args, what="create the commit", identity=True)
+        own = self._commit_tree(tree, (parent,), full_message, "create the commit")
         self.known.made(own, tree, (parent,))
         if exact:
             self.known.folder_holds(str(folder), own)

@@ -196,7 +196,7 @@ def test_a_folder_holding_the_parent_is_handed_out_without_git(
     # ... and the next commit needs no rev-parse of its parent.
     (folder / "a.txt").write_text("3")
     repo.commit_worktree("n1", parent, "out", TRAILERS)
-    assert git_calls == ["add", "write-tree", "commit-tree"]
+    assert git_calls == ["add"]  # the tree and the commit are made in process (objects.py)
 
 
 def test_what_git_would_not_keep_makes_the_next_prepare_reset(
@@ -348,3 +348,35 @@ def test_a_master_moved_unannounced_is_merged_after_a_fetch(tmp_path: Path, repo
     assert result.merged
     parents = git(Path(repo.master), "rev-list", "--parents", "-n", "1", "ground-truth").split()
     assert parents[1:] == [moved.commit, commit]
+
+
+def test_the_vote_of_a_branch_that_alone_writes_its_dataset_needs_no_merge_tree(
+    repo: DatasetRepo, git_calls: list[str]
+) -> None:
+    """Ground-truth holds the branch's previous output (it alone writes the dataset): the vote's merge
+    is the new commit's tree, as git's merge makes it, with no git process but the fetch and push."""
+    one_step(repo, {"a.txt": "1", "d/b.txt": "2"})
+    for files in ({"a.txt": "3"}, {"d/c.txt": "4", "e/f": "5"}):
+        git_calls.clear()
+        commit = one_step(repo, files)
+        assert git_calls == ["add", "fetch", "push"]  # the fetch: no announced advance passed here
+        tip = git(repo.git_dir, "rev-parse", "refs/remotes/origin/ground-truth").strip()
+        parent, merged = git(repo.git_dir, "rev-parse", f"{tip}^1", f"{tip}^{{tree}}").split()
+        status = git(repo.git_dir, "merge-tree", "--write-tree", parent, commit).split()[0]
+        assert merged == status == git(repo.git_dir, "rev-parse", f"{commit}^{{tree}}").strip()
+
+
+def test_a_vote_onto_a_ground_truth_that_holds_more_asks_git(
+    repo: DatasetRepo, git_calls: list[str], tmp_path: Path
+) -> None:
+    """Another branch's output in ground-truth: the merge is git's (merge-tree), both outputs kept."""
+    one_step(repo, {"a.txt": "1"})
+    folder, parent = repo.prepare_worktree("n2")
+    (folder / "other.txt").write_text("x")
+    commit, _ = repo.commit_worktree("n2", parent, "out", TRAILERS)
+    assert repo.merge_and_push("n2", "merge", TRAILERS, commit=commit).merged
+    git_calls.clear()
+    one_step(repo, {"a.txt": "2"})
+    assert "merge-tree" in git_calls
+    tip = git(repo.git_dir, "rev-parse", "refs/remotes/origin/ground-truth").strip()
+    assert git(repo.git_dir, "ls-tree", "--name-only", tip).split() == ["a.txt", "other.txt"]
