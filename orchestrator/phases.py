@@ -20,7 +20,6 @@ are not in the line: they are not on the step's path.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import json
 import os
 import time
@@ -78,14 +77,6 @@ def phase(name: str) -> AbstractContextManager[None]:
     if log is None:
         return _NOOP
     return _Span(log, name)
-
-
-def beside() -> contextvars.Context:
-    """The current context without the run's log, for a task that runs beside the step's path: its
-    spans would overlap the path's own; its time shows where the path waits for it."""
-    context = contextvars.copy_context()
-    context.run(_LOG.set, None)
-    return context
 
 
 def begin(enabled: bool) -> PhaseLog | None:

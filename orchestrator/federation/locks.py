@@ -68,30 +68,17 @@ class Locks:
 
     @contextlib.asynccontextmanager
     async def dataset(self, name: str, purpose: str, reads: Sequence[str] = ()) -> AsyncIterator[HeldLock]:
-        async with self.holding(await self.take_dataset(name, purpose, reads)) as held:
+        asked = time.monotonic()
+        async with self.hold(keys.dataset_lock(name), purpose, reads) as held:
+            self.on_dataset_wait(time.monotonic() - asked)
             yield held
 
     @contextlib.asynccontextmanager
     async def hold(self, key: str, purpose: str, reads: Sequence[str] = ()) -> AsyncIterator[HeldLock]:
         """Hold ``key`` until the block ends (or ``release`` is called in it). The keys ``reads`` are
         read in the transaction that takes the lock: ``held.read`` has them as the lock found them."""
-        async with self.holding(await self.take(key, purpose, reads)) as held:
-            yield held
-
-    async def take_dataset(self, name: str, purpose: str, reads: Sequence[str] = ()) -> HeldLock:
-        """A dataset's lock, taken; the caller releases it (``holding``, ``release``)."""
-        asked = time.monotonic()
-        held = await self.take(keys.dataset_lock(name), purpose, reads)
-        self.on_dataset_wait(time.monotonic() - asked)
-        return held
-
-    async def take(self, key: str, purpose: str, reads: Sequence[str] = ()) -> HeldLock:
         with phase("lock/take (etcd)"):
-            return await self._acquire(key, purpose, reads)
-
-    @contextlib.asynccontextmanager
-    async def holding(self, held: HeldLock) -> AsyncIterator[HeldLock]:
-        """Release ``held`` when the block ends (if not released in it)."""
+            held = await self._acquire(key, purpose, reads)
         try:
             yield held
         finally:

@@ -32,7 +32,6 @@ from ..phases import phase
 from ..services import LoopService
 from ..store.outage import PendingMerges
 from .advances import announce, announced_commit
-from .early_lock import EarlyLock
 from .registrations import Registrations
 
 if TYPE_CHECKING:
@@ -87,11 +86,9 @@ class Voting:
         commit: str,
         message: str,
         trailers: Mapping[str, str],
-        early: EarlyLock | None = None,
     ) -> Vote:
         """Merge ``branch`` into ground-truth now, or queue the merge when the federation is away.
-        ``step`` is the (run id, step name) whose record a queued merge settles (None: no run's);
-        ``early`` the dataset's lock if it is being taken already (``early_lock``)."""
+        ``step`` is the (run id, step name) whose record a queued merge settles (None: no run's)."""
         # An earlier merge of the branch still queued here, read beside the merge (which does not
         # depend on it): one queued before this vote is contained in what this vote merges (its
         # push moved the node branch this commit builds on); one queued meanwhile stays queued, and
@@ -101,9 +98,7 @@ class Voting:
         )
         try:
             with phase("vote/lock, merge, push, announce"):
-                result = await self._merge(
-                    dataset.name, dataset.master, branch, message, trailers, commit, early
-                )
+                result = await self._merge(dataset.name, dataset.master, branch, message, trailers, commit)
         except (EtcdUnavailable, LockLost) as exc:
             await _finished(queued_read)
             # What was pushed: the commit, merged with the branch's tip if another vote landed since.
@@ -137,13 +132,6 @@ class Voting:
             log.info("queued merge of %s into %s settled by a later run's merge", branch, dataset.name)
         return Vote(MergeState.MERGED, result.commit)
 
-    def early_lock(self, dataset: Dataset, branch: str, trailers: Mapping[str, str]) -> EarlyLock:
-        """Start taking the lock the vote of ``branch`` into ``dataset`` will take (pass it to
-        ``vote``, or ``drop`` it)."""
-        return EarlyLock(
-            self.locks, dataset.name, _purpose(branch, trailers), (keys.ground_truth(dataset.name),)
-        )
-
     async def _accepted_master(self, dataset: str, queued: str) -> str | None:
         """Where a queued merge goes: the master it was queued with (its step's pinned one) while this
         instance still accepts it, else the one it accepts now; never a master it did not accept."""
@@ -163,14 +151,12 @@ class Voting:
         message: str,
         trailers: Mapping[str, str],
         commit: str | None = None,
-        early: EarlyLock | None = None,
     ) -> MergeResult:
         """``commit`` (None: the node branch's local tip, for a queued merge) into ground-truth."""
         advances = keys.ground_truth(dataset)
-        taken = await early.claim() if early is not None else None
-        if taken is None:
-            taken = await self.locks.take_dataset(dataset, _purpose(branch, trailers), (advances,))
-        async with self.locks.holding(taken) as held:
+        async with self.locks.dataset(
+            dataset, purpose=f"merge {branch} (run {trailers.get('MAO-Run', '?')})", reads=(advances,)
+        ) as held:
             held.check()
             last = held.read.get(advances)
             try:
@@ -248,10 +234,6 @@ class Voting:
                     len(item["steps"]),
                 )
         return all_done
-
-
-def _purpose(branch: str, trailers: Mapping[str, str]) -> str:
-    return f"merge {branch} (run {trailers.get('MAO-Run', '?')})"
 
 
 async def _finished(task: asyncio.Task[Any]) -> None:

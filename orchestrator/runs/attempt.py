@@ -29,7 +29,6 @@ from ..domain.states import MergeState, StepStatus
 from ..errors import MaoError
 from ..executors.seam import BackendRejected, ContainerSpec, End, Handle
 from ..gateway.insights import InsightsPublisher, insights_stamp, read_insights
-from ..merging.early_lock import EarlyLock
 from ..merging.voting import Voting
 from ..phases import phase
 from ..store.run_changes import StepFacts, ToolEnded
@@ -141,7 +140,6 @@ class Attempts:
                     workdir, parent = await self.current_output(ctx, lane)
                 spec = self.spec(ctx, attempt, tool, workdir, input_dir, input_commit)
                 tool_ended = False
-                early: EarlyLock | None = None
                 try:
                     with phase("container (executor)"):
                         outcome = await self.execute(ctx, spec, adopted.handle if adopted else None)
@@ -161,8 +159,6 @@ class Attempts:
                     trailers = self.trailers(ctx, tool, end.image_id, input_commit)
                     with phase("step: commit (hygiene, add, write-tree, commit-tree)"):
                         commit, changed = await self.commit(ctx, parent, trailers, lane)
-                    # The vote's lock is taken while the commit is recorded (bounded: early_lock.py).
-                    early = self.early_lock(ctx, trailers)
                     with phase("db: step output commit"):
                         await self.records.note_step(
                             ctx.run_id, ctx.step.name, StepFacts(output_commit=commit, changed=changed)
@@ -171,8 +167,6 @@ class Attempts:
                     with phase("step: insights read"):
                         insights = await asyncio.to_thread(read_insights, workdir, before)
                 except BaseException:
-                    if early is not None:  # no vote: its lock is released once taken
-                        await asyncio.shield(early.drop())
                     # Back from the tool whatever happened (failed, refused, cancelled, a commit the
                     # disk had no room for): nothing of this attempt stays in the folder; unless this
                     # process leaves the tool running for the next one to adopt.
@@ -182,7 +176,7 @@ class Attempts:
             if voting is not None:
                 voting()
             with phase("vote (lock, merge, push, announce)"):
-                merge_commit, state = await self.vote(ctx, commit, trailers, early)
+                merge_commit, state = await self.vote(ctx, commit, trailers)
             published = None
             if insights is not None:
                 published = await self.insights.publish(
@@ -317,19 +311,14 @@ class Attempts:
             )
             raise StepFailed(exc.message, status=StepStatus.CONFLICT) from exc
 
-    def early_lock(self, ctx: StepContext, trailers: Mapping[str, str]) -> EarlyLock | None:
-        """Start taking the lock ``vote`` takes (``merging/early_lock.py``)."""
-        return self.voting.early_lock(ctx.output, ctx.branch, trailers)
-
     async def vote(
-        self, ctx: StepContext, commit: str, trailers: Mapping[str, str], early: EarlyLock | None = None
+        self, ctx: StepContext, commit: str, trailers: Mapping[str, str]
     ) -> tuple[str | None, MergeState]:
-        """Merge into ground-truth (or queue the merge); a conflict raises StepFailed (not passable).
-        ``early``: the lock, being taken already."""
+        """Merge into ground-truth (or queue the merge); a conflict raises StepFailed (not passable)."""
         message = f"Merge {ctx.branch} into ground-truth (run {ctx.run_id}, step {ctx.step.name})"
         try:
             vote = await self.voting.vote(
-                (ctx.run_id, ctx.step.name), ctx.output, ctx.branch, commit, message, trailers, early
+                (ctx.run_id, ctx.step.name), ctx.output, ctx.branch, commit, message, trailers
             )
         except BranchConflict as exc:  # another run's vote on this branch landed after our commit
             await self.records.note_step(

@@ -101,7 +101,7 @@ def stand_in_git(harness: Harness, folder: Path) -> None:
         harness.commits += 1
         return f"{harness.commits:040d}", True
 
-    async def vote(ctx: StepContext, commit: str, trailers: Any, early: Any = None) -> tuple[str | None, MergeState]:
+    async def vote(ctx: StepContext, commit: str, trailers: Any) -> tuple[str | None, MergeState]:
         return MERGED, MergeState.MERGED
 
     attempts.snapshot_input = snapshot_input  # type: ignore[method-assign]
@@ -110,7 +110,6 @@ def stand_in_git(harness: Harness, folder: Path) -> None:
     attempts.reclaim_output = nothing  # type: ignore[method-assign]
     attempts.commit = commit  # type: ignore[method-assign]
     attempts.vote = vote  # type: ignore[method-assign]
-    attempts.early_lock = lambda ctx, trailers: None  # type: ignore[method-assign]
 
 
 async def make(tmp_path: Path) -> Harness:

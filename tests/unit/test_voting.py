@@ -48,14 +48,11 @@ class FakeLocks:
         self.down = False
         self.etcd = etcd
 
-    async def take_dataset(self, name: str, purpose: str, reads: tuple[str, ...] = ()) -> Held:
+    @contextlib.asynccontextmanager
+    async def dataset(self, name: str, purpose: str, reads: tuple[str, ...] = ()) -> AsyncIterator[Held]:
         if self.down:
             raise EtcdUnavailable("etcd is unreachable")
-        return Held({key: await self.etcd.get(key) for key in reads})
-
-    @contextlib.asynccontextmanager
-    async def holding(self, held: Held) -> AsyncIterator[Held]:
-        yield held
+        yield Held({key: await self.etcd.get(key) for key in reads})
 
     async def release(self, held: Held, puts: dict[str, object]) -> bool:
         for key, value in puts.items():
