@@ -18,6 +18,9 @@ from orchestrator.executors.seam import Handle
 from orchestrator.runs.step_logs import StepLogs
 
 RUN, NAME = "r1", "unit-r1-0-1"
+# Unbounded, a loaded machine (slow worker threads, so more turns) made thousands of readers whose
+# reads queued before the keeper's own: the test took minutes.
+MAX_READERS = 150
 
 
 class Stream:
@@ -59,9 +62,11 @@ def test_a_reader_that_starts_at_any_moment_reads_the_whole_log(
     async def scenario() -> list[bytes]:
         logs = StepLogs(Path(folder))
         life = asyncio.create_task(keep(logs, Stream(lines, pauses[: len(lines)])))
-        readers = []
-        while not life.done():  # one more reader at every turn of the loop, from before the keeper
-            readers.append(asyncio.create_task(read_as_the_api_does(logs)))
+        readers, turn = [], 0
+        while not life.done():  # a reader at each turn of the loop (later, every tenth), bounded
+            if len(readers) < MAX_READERS and (turn < 50 or turn % 10 == 0):
+                readers.append(asyncio.create_task(read_as_the_api_does(logs)))
+            turn += 1
             await asyncio.sleep(0)
         await life
         readers.append(asyncio.create_task(read_as_the_api_does(logs)))
