@@ -19,6 +19,7 @@ from ..domain.graph import StepNode
 from ..domain.pipeline import Pipeline, node_branch
 from ..domain.queue import Ticket
 from ..domain.states import RunStatus, StepStatus
+from ..domain.versions import ReadDefinition
 from ..errors import BadRequest, DatabaseUnavailable, MaoError, NotFound
 from ..phases import phase
 from ..store.backfills import NewBackfill
@@ -62,6 +63,7 @@ class Launcher:
         retry_of: str | None,
         registrations_checked: bool,
         cause: dict[str, Any],
+        definition: ReadDefinition | None = None,
     ) -> str:
         """``Runner.start``: record one run, start it or queue it; its id."""
         ticket = Ticket(
@@ -71,7 +73,12 @@ class Launcher:
         now = self.admission.reserve(ticket, busy)  # before any await: two requests cannot both start
         try:
             with phase("run: the pipeline's definition"):
-                pipeline, number = await self._pipeline(name, version)
+                # Checked right after the reservation, before any await: what the caller read is
+                # what a read now would find, or it is read again.
+                if version is None and definition is not None and self.versions.still_current(name, definition):
+                    pipeline, number = definition.definition.pipeline, definition.definition.version
+                else:
+                    pipeline, number = await self._pipeline(name, version)
                 nodes = pipeline.graph()
             # A queued run takes its version when it starts, unless it asked for one.
             recorded = number if now or version is not None else None

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..domain.pipeline import PRIVATE_PLACEHOLDER, Pipeline
-from ..domain.versions import definition, definition_hash, parse_definition
+from ..domain.versions import ReadDefinition, VersionedPipeline, definition, definition_hash, parse_definition
 from ..errors import Conflict, NotFound
 from .tables import PipelineRow, PipelineVersionRow, SecretRow, utcnow
 
@@ -64,15 +64,6 @@ class SavedVersion:
     number: int
     hash: str
     new: bool
-
-
-@dataclass(frozen=True)
-class VersionedPipeline:
-    """A pipeline as a run takes it: with secret values, and the version number it is (None only
-    for a pipeline whose versions were never recorded, which a migrated database does not have)."""
-
-    pipeline: Pipeline
-    version: int | None
 
 
 def _record(row: PipelineVersionRow) -> VersionRecord:
@@ -166,6 +157,19 @@ class PipelineVersions:
             if pipelines is not None:
                 query = query.where(PipelineVersionRow.pipeline.in_(pipelines))
             return {name: int(number) for name, number in (await s.execute(query)).tuples().all()}
+
+    async def read_current(self, name: str) -> ReadDefinition | None:
+        """``for_run(name, None)`` with the store's stamp of the definition, taken before the read
+        (``Store.definition_stamp``: None while a write of it is under way, when the reader cannot
+        know whether it read before or after it). None when the pipeline is not initialised here."""
+        stamp = self.store.definition_stamp(name)
+        found = await self.for_run(name, None)
+        return None if found is None else ReadDefinition(found, stamp)
+
+    def still_current(self, name: str, read: ReadDefinition) -> bool:
+        """Whether ``read`` is still the stored definition: no write of it was under way when it was
+        read, and none began since. Synchronous: true at the instant it is asked."""
+        return read.stamp is not None and self.store.definition_stamp(name) == read.stamp
 
     async def for_run(self, name: str, number: int | None) -> VersionedPipeline | None:
         """The pipeline a run of ``name`` takes, with this instance's private values: its current
