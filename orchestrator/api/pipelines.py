@@ -15,7 +15,7 @@ from ..domain.pipeline import Pipeline
 from ..domain.states import RunStatus
 from ..errors import MaoError, NotFound
 from ..gateway.tokens import ADMIN
-from ..merging.pins import Read, changed_error
+from ..merging.pins import changed_error
 from ..pipelines.stepcheck import check_enforced
 from ..request_models import AcceptRequest, PipelineRequest
 from ..runs.admission import RunInProgress
@@ -185,15 +185,9 @@ async def _run_now(the_node: PipelinesFacade, ask: RunNow) -> web.Response:
     with phases.phase("api: registrations unchanged"):
         # One read of the definition (with its private values and version) for both checks, handed
         # through the door to a run that starts at once (``Runner.start``: while it is still stored).
-        # Beside it, the registrations the pipeline's pins name (this process's copy of them says
-        # which): the two reads wait together; one the definition uses that they do not name is
-        # read after it.
-        pins = the_node.pipelines.pins
-        read, registrations = await asyncio.gather(
-            the_node.runner.versions.read_current(ask.name), pins.read(pins.pinned(ask.name))
-        )
+        read = await the_node.runner.versions.read_current(ask.name)
         pipeline = read.definition.pipeline if read is not None else None
-        checked = await refuse_changes_of(the_node, pipeline, registrations)
+        checked = await refuse_changes_of(the_node, pipeline)
         _refuse_unenforceable(the_node, pipeline, ask.version)
     cause = Manual(checked, read)
     door_ask = RunAsk(ask.name, cause, overlap=ask.overlap, priority=ask.priority, version=ask.version)
@@ -276,13 +270,12 @@ async def refuse_changed_registrations(the_node: PinsCheck, name: str) -> bool:
     return await refuse_changes_of(the_node, await the_node.store.get_pipeline(name))
 
 
-async def refuse_changes_of(the_node: PinsCheck, pipeline: Pipeline | None, read: Read | None = None) -> bool:
-    """``refuse_changed_registrations`` of a definition already read (None: not initialised), with
-    the registrations already ``read`` for it (``Pins.changes``)."""
+async def refuse_changes_of(the_node: PinsCheck, pipeline: Pipeline | None) -> bool:
+    """``refuse_changed_registrations`` of a definition already read (None: not initialised)."""
     if pipeline is None:
         return False
     try:
-        changes = await the_node.pipelines.pins.changes(pipeline, read)
+        changes = await the_node.pipelines.pins.changes(pipeline)
     except MaoError:
         return False
     if changes:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,8 +80,6 @@ def changed_error(scope: str, changes: list[Change]) -> RegistrationChanged:
 
 
 Current = Registered[Any] | str | None  # a registration, why it is not valid, or absent
-# Registrations read for one check, by (kind, name): each as ``current`` answered, or its error.
-Read = Mapping[tuple[str, str], Current | BaseException]
 
 
 def pin_value(kind: str, entry: Registered[Any]) -> dict[str, Any]:
@@ -123,37 +121,21 @@ class Pins:
         assert isinstance(entry.value, Dataset)
         return entry.value
 
-    async def changes(self, pipeline: Pipeline, read: Read | None = None) -> list[Change]:
-        """Every difference between the pipeline's pins and its registrations now. ``read``: some
-        registrations already read for this check (``read``, beside the pipeline's own read); the
-        others the pipeline uses are read here."""
+    async def changes(self, pipeline: Pipeline) -> list[Change]:
+        """Every difference between the pipeline's pins and its registrations now."""
         used = [(kind, name) for kind, names in (("tool", pipeline.tools()), ("dataset", pipeline.datasets()))
                 for name in names]  # fmt: skip
-        known = dict(read or {})
         # The registrations read at once (one etcd round trip's wait, not one per registration); the
         # pins then in order (a missing one is written).
-        known.update(await self.read([u for u in used if u not in known]))
+        read = await asyncio.gather(*(self.current(kind, name) for kind, name in used), return_exceptions=True)
         changes: list[Change] = []
-        for kind, name in used:
-            current = known[(kind, name)]
+        for (kind, name), current in zip(used, read, strict=True):
             if isinstance(current, BaseException):  # every read retrieved; the first failure told
                 raise current
             pin = await self._pin(pipeline.name, kind, name, current)
             if pin is not None:
                 changes += compare(kind, name, pin, current)
         return changes
-
-    def pinned(self, scope: str) -> list[tuple[str, str]]:
-        """The registrations ``scope`` holds pins of, as far as this process has read them (none
-        before it first read them, or since an init or delete): those a check of the scope's
-        pipeline reads, unless its definition changed."""
-        return list(self._scopes.get(scope, {}))
-
-    async def read(self, wanted: Iterable[tuple[str, str]]) -> Read:
-        """The registrations ``(kind, name)`` now, read at once; a read that failed as its error."""
-        wanted = list(wanted)
-        found = await asyncio.gather(*(self.current(kind, name) for kind, name in wanted), return_exceptions=True)
-        return dict(zip(wanted, found, strict=True))
 
     async def current(self, kind: str, name: str) -> Current:
         try:
