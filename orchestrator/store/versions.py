@@ -176,19 +176,29 @@ class PipelineVersions:
         definition (``number`` None) or version ``number`` (``UnknownVersion`` when it has none such).
         None when the pipeline is not initialised here."""
         # A read: it does not wait for the writer's turn (one writer at a time on SQLite).
+        # On every run's path: columns rather than ORM objects, and the latest version's number
+        # with the definition's row (not the latest version's whole row): two queries in all.
+        latest = (
+            select(func.max(PipelineVersionRow.number))
+            .where(PipelineVersionRow.pipeline == name)
+            .scalar_subquery()
+        )
+        current = select(PipelineRow.description, PipelineRow.steps, PipelineRow.run_timeout, latest).where(
+            PipelineRow.name == name
+        )
         async with self.store.reading(f"read pipeline {name} for a run") as s:
-            row = await s.get(PipelineRow, name)
+            row = (await s.execute(current)).first()
             if row is None:
                 return None
             secrets: dict[str, dict[str, str]] = {}
-            for secret in (await s.scalars(select(SecretRow).where(SecretRow.pipeline == name))).all():
-                secrets.setdefault(secret.step, {})[secret.key] = secret.value
+            held = select(SecretRow.step, SecretRow.key, SecretRow.value).where(SecretRow.pipeline == name)
+            for step, key, value in (await s.execute(held)).tuples().all():
+                secrets.setdefault(step, {})[key] = value
             if number is None:
-                latest = await _latest(s, name)
-                data = {"name": row.name, "description": row.description, "steps": row.steps,
-                        "run_timeout": row.run_timeout}  # fmt: skip
+                description, steps, run_timeout, latest_number = row.tuple()
+                data = {"name": name, "description": description, "steps": steps, "run_timeout": run_timeout}
                 pipeline = _with_secrets(data, secrets, all_held=True)
-                return VersionedPipeline(pipeline, latest.number if latest else None)
+                return VersionedPipeline(pipeline, latest_number)
             version = await s.get(PipelineVersionRow, (name, number))
             if version is None:
                 raise UnknownVersion(
