@@ -18,6 +18,7 @@ shows as a change.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import json
@@ -47,8 +48,9 @@ class ReadDefinition:
     moved (no init or delete of the pipeline ran since; None: one was under way), else it reads it
     again."""
 
-    definition: VersionedPipeline
-    stamp: int | None
+    # Out of its repr (and so of any cause or ask printed): the definition holds private values.
+    definition: VersionedPipeline = dataclasses.field(repr=False)
+    stamp: int | None = None
 
 
 # Fields of the pipeline itself, in the order a difference lists them (steps are listed apart).

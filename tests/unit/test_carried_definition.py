@@ -182,3 +182,11 @@ READ = ReadDefinition(VersionedPipeline(NEW, 1), 0)
 )
 def test_only_a_manual_runs_current_definition_is_carried(cause: Any, overlap: Any, version: Any, expected: Any) -> None:
     assert carried(RunAsk("p", cause, overlap, version=version), overlap) is expected
+
+
+def test_a_carried_definition_keeps_its_private_values_out_of_the_asks_repr() -> None:
+    step = {"name": "x", "tool": "t", "output_dataset": "d", "private_env": {"TOKEN": "s3cr3t-value"}}
+    pipeline = Pipeline.model_validate({"name": "p", "steps": [step]})
+    ask = RunAsk("p", Manual(True, ReadDefinition(VersionedPipeline(pipeline, 1), 3)))
+    assert "s3cr3t-value" not in repr(ask) and "s3cr3t-value" not in str(ask)
+    assert "stamp=3" in repr(ask)
