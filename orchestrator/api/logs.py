@@ -144,17 +144,14 @@ async def _live(
     container = chosen.container
     assert container is not None
     if not query.follow:
-        live = logs.live(container, follow=False)
-        if live is None:
-            live = await logs.stored(run_id, container)
-        return await _send(request, live or _nothing(), headers)
+        return await _send(request, await logs.reader(run_id, container, follow=False) or _nothing(), headers)
     response = web.StreamResponse(headers=headers)
     response.enable_chunked_encoding()
     await response.prepare(request)
     store = facade(request, LOGS).store
     try:
         while True:
-            live = logs.live(container, follow=True) or await logs.stored(run_id, container)
+            live = await logs.reader(run_id, container, follow=True)
             if live is not None:
                 async for chunk in live:
                     await response.write(chunk)

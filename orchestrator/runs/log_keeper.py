@@ -121,8 +121,8 @@ class LogKeeper:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._on_done(self)  # unregistered first: no reader finds a keeper without its store
         await self._remove_store()
-        self._on_done(self)
         self.done.set()
 
     # -- following ----------------------------------------------------------------------------------
@@ -148,7 +148,12 @@ class LogKeeper:
                         log.warning("the log of %s was kept incomplete: %s", handle.name, exc.message)
                         return
                     self.reconnects += 1
-                    log.debug("the log stream of %s dropped (%s); again from byte %d", handle.name, exc.message, self.received)
+                    log.debug(
+                        "the log stream of %s dropped (%s); again from byte %d",
+                        handle.name,
+                        exc.message,
+                        self.received,
+                    )
                     await asyncio.sleep(backoff.next())
         finally:
             self._connected = False
@@ -168,9 +173,9 @@ class LogKeeper:
             log.exception("the log of %s was not kept", self.name)
         finally:
             self._finishing = True
+            self._on_done(self)  # unregistered first: a reader from now on reads the kept log
             if not self._readers:
                 await self._remove_store()
-            self._on_done(self)
             self.done.set()
 
     async def _remove_store(self) -> None:
@@ -183,12 +188,15 @@ class LogKeeper:
             await asyncio.to_thread(self._store.write, data)
 
     # -- readers ------------------------------------------------------------------------------------
-    async def chunks(self, follow: bool) -> AsyncIterator[bytes]:
+    def chunks(self, follow: bool) -> AsyncIterator[bytes] | None:
         """The masked log so far; with ``follow``, as it comes until the keeper is done. The store
-        stays until its last reader is through (the kept log is written from it meanwhile)."""
+        stays until its last reader is through (the kept log is written from it meanwhile). None
+        once the store is gone (kept or discarded): an empty log would look like a finished one.
+        Read at once: the reader counts from the first chunk asked for."""
         store = self._store
-        if store is None:
-            return
+        return None if store is None else self._read(store, follow)
+
+    async def _read(self, store: OutputLog, follow: bool) -> AsyncIterator[bytes]:
         self._readers += 1
         try:
             async for chunk in store.chunks(follow):

@@ -73,9 +73,11 @@ class StepLogs:
         )
         old = self._keepers.get(container)
         if old is not None:
-            await old.discard()
-        self._keepers[container] = keeper
+            await old.discard()  # before the new one opens: both have the same store folder
         await keeper.open()
+        # Registered only once open: a reader that found it earlier got an empty, ended log while
+        # the attempt ran (a follower arriving at that moment saw the stream close at once).
+        self._keepers[container] = keeper
         return keeper
 
     async def forget_keeper(self, keeper: LogKeeper) -> None:
@@ -95,7 +97,7 @@ class StepLogs:
         handle = await asyncio.to_thread(_open_private, part)
         try:
             batch = bytearray()
-            async for chunk in keeper.chunks(follow=False):
+            async for chunk in keeper.chunks(follow=False) or _nothing():
                 batch += chunk
                 if len(batch) >= WRITE_BATCH:
                     await asyncio.to_thread(handle.write, bytes(batch))
@@ -118,11 +120,24 @@ class StepLogs:
             return None
         return _read_all(handle)
 
-    def live(self, container: str, follow: bool) -> AsyncIterator[bytes] | None:
-        """The attempt's log as the orchestrator has it so far (masked); with ``follow``, until it
-        is complete. None when no keeper has it (not submitted yet, or already kept)."""
+    async def reader(self, run_id: str, container: str, follow: bool) -> AsyncIterator[bytes] | None:
+        """The attempt's log for a reader: while a keeper has it, as kept so far (masked) and, with
+        ``follow``, until it is complete; otherwise the kept log. None when there is neither (not
+        submitted yet, or never kept)."""
         keeper = self._keepers.get(container)
-        return None if keeper is None or keeper.done.is_set() else keeper.chunks(follow)
+        if keeper is None or keeper.done.is_set():
+            return await self.stored(run_id, container)
+        return self._from_keeper(run_id, container, keeper, follow)
+
+    async def _from_keeper(
+        self, run_id: str, container: str, keeper: LogKeeper, follow: bool
+    ) -> AsyncIterator[bytes]:
+        # Asked for only when read: the keeper may have finished since ``reader`` found it (the
+        # answer's headers went out meanwhile). Then its store is gone and the log is the kept one.
+        chunks = keeper.chunks(follow) or await self.stored(run_id, container)
+        if chunks is not None:
+            async for chunk in chunks:
+                yield chunk
 
     # -- retention ----------------------------------------------------------------------------------
     async def forget(self, cutoff: datetime | None = None) -> int:
@@ -168,6 +183,11 @@ def _discard(handle: gzip.GzipFile, part: Path) -> None:
     with contextlib.suppress(Exception):
         _close(handle)
     part.unlink(missing_ok=True)
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover - makes this an async generator
 
 
 async def _read_all(handle: gzip.GzipFile) -> AsyncIterator[bytes]:

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 # Missed ticks are looked for this far back at most (and enumerated up to this many).
 CATCH_UP_HORIZON = timedelta(days=31)
 MAX_ENUMERATED = 50_000
+# catchup 'all' waits for the pipeline to be idle: how long it waits again when a run has ended
+# and still holds its place.
 IDLE_POLL = 0.2
 
 
@@ -220,15 +222,13 @@ class Scheduler:
             reason = f"catch-up {number} of {len(ticks)} (catchup 'all')"
             run_id = await self._fire(schedule, tick, reason=reason)
             if run_id is not None:
-                await self._wait_ended(schedule.pipeline, run_id)
+                await self.door.wait(run_id)
 
     async def _wait_idle(self, pipeline: str) -> None:
-        while self.door.active_run(pipeline) is not None:
-            await asyncio.sleep(IDLE_POLL)
-
-    async def _wait_ended(self, pipeline: str, run_id: str) -> None:
-        while self.door.active_run(pipeline) == run_id:
-            await asyncio.sleep(IDLE_POLL)
+        while (active := self.door.active_run(pipeline)) is not None:
+            await self.door.wait(active)
+            if self.door.active_run(pipeline) == active:  # ended, its place not given up yet
+                await asyncio.sleep(IDLE_POLL)
 
     # -- one tick -------------------------------------------------------------------------------
     async def _tick(self, schedule_id: str) -> None:

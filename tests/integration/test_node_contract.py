@@ -194,7 +194,10 @@ def test_a_live_log_is_followed_as_it_comes(contract: Contract) -> None:
 
     reader = threading.Thread(target=follow, daemon=True)
     reader.start()
-    servers.wait_until(lambda: got == ["first"], timeout=60, what="the first line while the step runs")
+    try:
+        servers.wait_until(lambda: got == ["first"], timeout=60, what="the first line while the step runs")
+    except TimeoutError as exc:  # say what the follower had: nothing, more, or an ended stream
+        raise AssertionError(f"{exc}: the follower got {got!r}, its stream ended: {done.is_set()}") from exc
     assert not done.is_set()
     (contract.tool_folder(contract.output, "only", run_id) / "go").touch()
     assert done.wait(120) and got == ["first", "second"], got

@@ -77,7 +77,7 @@ async def test_catchup_all_runs_every_missed_tick_in_order_one_at_a_time(store: 
     door = MemoryDoor(keep_active=True)
     scheduler, schedule_id = await down_for_an_hour(store, door, catchup="all")
     for expected in range(1, 13):
-        for _ in range(200):  # the replay polls the door: give it time
+        for _ in range(200):  # the replay waits for the run, then asks again: give it a moment
             if len(door.started) == expected:
                 break
             await asyncio.sleep(0.05)
