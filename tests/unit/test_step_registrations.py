@@ -173,3 +173,43 @@ def test_a_registration_changed_after_the_apis_check_fails_the_step(tmp_path: Pa
     assert "registration_changed" in record["error"] and "evil:latest" in record["error"]
     statuses = {s["name"]: s["status"] for s in record["steps"]}
     assert statuses == {"a": "failed", "b": "skipped", "c": "failed"}
+
+
+class SlowPinStore:
+    """No pins stored yet (a pipeline from before pins, the raw listener's first batch); reading a
+    scope's pins takes a few turns of the event loop, so two first reads overlap."""
+
+    def __init__(self, turns: int) -> None:
+        self.turns = turns
+        self.records: list[Any] = []
+
+    async def scope(self, scope: str) -> list[Any]:
+        found = [r for r in self.records if r.scope == scope]
+        for _ in range(self.turns):
+            await asyncio.sleep(0)
+        return found
+
+    async def put(self, records: Any) -> None:
+        await asyncio.sleep(0)
+        self.records += records
+
+
+@settings(max_examples=25, deadline=None)
+@given(turns=st.integers(0, 4))
+def test_pins_written_by_overlapping_first_reads_are_all_kept(turns: int) -> None:
+    """A step's reads of a scope nobody read yet each pin what they find; every such pin stays in
+    force afterwards: a tool swapped after its first use is refused, never pinned again as swapped."""
+
+    async def scenario() -> str | None:
+        registry = Registry()
+        pins = Pins(SlowPinStore(turns), registry)  # type: ignore[arg-type]
+        await asyncio.gather(pins.tool("p", "t"), pins.dataset("p", "out"), pins.dataset("p", "in"))
+        registry.images["t"] = "evil:latest"
+        try:
+            await pins.tool("p", "t")
+        except MaoError as exc:
+            return exc.message
+        return None
+
+    refused = asyncio.run(scenario())
+    assert refused is not None and "registration_changed" in refused and "evil:latest" in refused
