@@ -185,7 +185,8 @@ class Runner:
         at once does not compare them again (a queued one does, when its turn comes).
         ``definition``: the pipeline's current definition as the caller (the API) read it; the run
         takes it instead of reading it again while it is still the stored one (no init or delete
-        of the pipeline since), never with a ``version``."""
+        of the pipeline since), never with a ``version``; when it reads it again, it compares the
+        registrations itself (the caller's check was of the definition it carried)."""
         return await self.launcher.start_run(
             name, trigger, schedule_id, priority=priority, busy=busy, version=version, retry_of=retry_of,
             registrations_checked=registrations_checked, definition=definition, cause=cause,

@@ -75,10 +75,15 @@ class Launcher:
             with phase("run: the pipeline's definition"):
                 # Checked right after the reservation, before any await: what the caller read is
                 # what a read now would find, or it is read again.
-                if version is None and definition is not None and self.versions.still_current(name, definition):
+                carried = version is None and definition is not None and self.versions.still_current(name, definition)
+                if carried:
+                    assert definition is not None
                     pipeline, number = definition.definition.pipeline, definition.definition.version
                 else:
                     pipeline, number = await self._pipeline(name, version)
+                # The caller's check of the registrations stands for the run's only for the
+                # definition it checked: one read again (an init since) is compared by the run.
+                checked = registrations_checked and (definition is None or carried)
                 nodes = pipeline.graph()
             # A queued run takes its version when it starts, unless it asked for one.
             recorded = number if now or version is not None else None
@@ -88,7 +93,7 @@ class Launcher:
             self.admission.drop(ticket.run_id)
             raise
         if now:
-            self._launch(ticket, pipeline, nodes, RunStatus.PENDING, registrations_checked)
+            self._launch(ticket, pipeline, nodes, RunStatus.PENDING, checked)
         else:
             log.info("run %s of pipeline %s queued (%s, priority %d)", ticket.run_id, name, trigger, priority)
             self.admission.enqueue([ticket])
