@@ -183,11 +183,14 @@ async def _run_now(the_node: PipelinesFacade, ask: RunNow) -> web.Response:
     # MAO_PHASE_TIMINGS=1: where a waiting run's time goes (orchestrator/phases.py; the bench's).
     timings = phases.begin(the_node.settings.phase_timings and ask.wait)
     with phases.phase("api: registrations unchanged"):
-        # One read of the definition for both checks (the run reads its own, with its secrets).
-        pipeline = await the_node.store.get_pipeline(ask.name)
+        # One read of the definition (with its private values and version) for both checks, handed
+        # through the door to a run that starts at once (``Runner.start``: while it is still stored).
+        read = await the_node.runner.versions.read_current(ask.name)
+        pipeline = read.definition.pipeline if read is not None else None
         checked = await refuse_changes_of(the_node, pipeline)
         _refuse_unenforceable(the_node, pipeline, ask.version)
-    door_ask = RunAsk(ask.name, Manual(checked), overlap=ask.overlap, priority=ask.priority, version=ask.version)
+    cause = Manual(checked, read)
+    door_ask = RunAsk(ask.name, cause, overlap=ask.overlap, priority=ask.priority, version=ask.version)
     match await the_node.door.request_run(door_ask):
         case Refused(error=error):
             raise error

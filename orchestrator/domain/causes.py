@@ -30,6 +30,8 @@ from typing import ClassVar, Literal
 
 from executor.wire.errors import MaoError
 
+from .versions import ReadDefinition
+
 # What a new run does while its pipeline's previous run still goes (``runs/door.py``).
 Overlap = Literal["skip", "allow", "queue", "replace"]
 
@@ -38,9 +40,12 @@ Overlap = Literal["skip", "allow", "queue", "replace"]
 class Manual:
     """Asked through the API; answered, never recorded as a tick. ``registrations_checked``: the
     API has just compared the pipeline's registrations with its pins (its 409), so a run that
-    starts at once does not compare them again (its steps still read each through the pins)."""
+    starts at once does not compare them again (its steps still read each through the pins).
+    ``definition``: the pipeline's current definition as the API read it for those checks; a run
+    that starts at once takes it instead of reading it again, while it is still the stored one."""
 
     registrations_checked: bool = False
+    definition: ReadDefinition | None = None
     kind: ClassVar[Literal["manual"]] = "manual"
     trigger: ClassVar[Literal["manual"]] = "manual"
 

@@ -18,14 +18,40 @@ shows as a change.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from .pipeline import Pipeline
+
+
+@dataclass(frozen=True)
+class VersionedPipeline:
+    """A pipeline as a run takes it: with secret values, and the version number it is (None only
+    for a pipeline whose versions were never recorded, which a migrated database does not have)."""
+
+    pipeline: Pipeline
+    version: int | None
+
+
+@dataclass(frozen=True)
+class ReadDefinition:
+    """A pipeline's current definition as ``POST /pipeline/run`` read it for its checks, handed
+    through the door to the run so that a run starting at once does not read it again
+    (``store.versions.PipelineVersions.read_current``). ``stamp``: the store's stamp of the
+    definition taken before the read; the run takes the definition only while the stamp has not
+    moved (no init or delete of the pipeline ran since; None: one was under way), else it reads it
+    again."""
+
+    # Out of its repr (and so of any cause or ask printed): the definition holds private values.
+    definition: VersionedPipeline = dataclasses.field(repr=False)
+    stamp: int | None = None
+
 
 # Fields of the pipeline itself, in the order a difference lists them (steps are listed apart).
 PIPELINE_FIELDS = ("name", "description", "run_timeout")

@@ -230,8 +230,10 @@ class Pins:
         existed, the raw listener's first batch) is pinned as it is now, once."""
         pins = self._scopes.get(scope)
         if pins is None:
-            pins = {(r.kind, r.name): r.value for r in await self.store.scope(scope)}
-            self._scopes[scope] = pins
+            loaded = {(r.kind, r.name): r.value for r in await self.store.scope(scope)}
+            # Reads of one scope run side by side (a step's registrations, parallel steps): the first
+            # load kept, so a pin written below is never lost to a second load made before it.
+            pins = self._scopes.setdefault(scope, loaded)
         pin = pins.get((kind, name))
         if pin is None and isinstance(current, Registered):
             pin = pin_value(kind, current)

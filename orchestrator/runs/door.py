@@ -67,6 +67,7 @@ from ..domain.causes import (
     RunAsk,
     Skipped,
 )
+from ..domain.versions import ReadDefinition
 from ..errors import Conflict, MaoError, NotFound
 from ..store.backfills import NewBackfill
 from ..store.run_views import RunView
@@ -114,6 +115,7 @@ class Runs(Protocol):
         busy: Busy = Busy.REFUSE,
         version: int | None = None,
         registrations_checked: bool = False,
+        definition: ReadDefinition | None = None,
         **cause: Any,
     ) -> str: ...
 
@@ -159,6 +161,7 @@ class RunDoor:
                 busy=busy_for(policy),
                 version=ask.version,
                 registrations_checked=checked(ask, policy),
+                definition=carried(ask, policy),
                 **cause_fields(ask.cause),
             )
         except MaoError as exc:
@@ -215,6 +218,17 @@ def checked(ask: RunAsk, policy: Overlap) -> bool:
     cause = ask.cause
     fresh = isinstance(cause, Manual) and cause.registrations_checked
     return fresh and ask.version is None and policy != "replace"
+
+
+def carried(ask: RunAsk, policy: Overlap) -> ReadDefinition | None:
+    """``Runner.start``'s ``definition``: the pipeline's current definition as the API read it, for
+    a run of the pipeline as it is (no ``version``) that no ``replace`` makes wait for a run to
+    stop; else the run reads it itself when it starts (and ``Runner.start`` takes it only while it
+    is still the stored one)."""
+    cause = ask.cause
+    if isinstance(cause, Manual) and ask.version is None and policy != "replace":
+        return cause.definition
+    return None
 
 
 def cause_fields(cause: Cause) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from ..config import Settings
 from ..datasets import Datasets
 from ..domain.pipeline import Pipeline
 from ..domain.queue import Ticket
+from ..domain.versions import ReadDefinition
 from ..executors.backends import Backends
 from ..gateway.insights import InsightsPublisher
 from ..merging.pins import Pins
@@ -166,6 +167,7 @@ class Runner:
         version: int | None = None,
         retry_of: str | None = None,
         registrations_checked: bool = False,
+        definition: ReadDefinition | None = None,
         **cause: Any,
     ) -> str:
         """Record a run of pipeline ``name``: it starts in the background at once, or waits
@@ -180,10 +182,14 @@ class Runner:
         pipeline as it is when it starts. ``retry_of``: the run this one retries (``runs/retry.py``):
         its done steps are taken over when the run starts. ``registrations_checked``: the caller
         (the API) has just compared the pipeline's registrations with its pins; a run that starts
-        at once does not compare them again (a queued one does, when its turn comes)."""
+        at once does not compare them again (a queued one does, when its turn comes).
+        ``definition``: the pipeline's current definition as the caller (the API) read it; the run
+        takes it instead of reading it again while it is still the stored one (no init or delete
+        of the pipeline since), never with a ``version``; when it reads it again, it compares the
+        registrations itself (the caller's check was of the definition it carried)."""
         return await self.launcher.start_run(
             name, trigger, schedule_id, priority=priority, busy=busy, version=version, retry_of=retry_of,
-            registrations_checked=registrations_checked, cause=cause,
+            registrations_checked=registrations_checked, definition=definition, cause=cause,
         )  # fmt: skip
 
     async def queue_many(

@@ -19,6 +19,7 @@ from ..domain.graph import StepNode
 from ..domain.pipeline import Pipeline, node_branch
 from ..domain.queue import Ticket
 from ..domain.states import RunStatus, StepStatus
+from ..domain.versions import ReadDefinition
 from ..errors import BadRequest, DatabaseUnavailable, MaoError, NotFound
 from ..phases import phase
 from ..store.backfills import NewBackfill
@@ -62,6 +63,7 @@ class Launcher:
         retry_of: str | None,
         registrations_checked: bool,
         cause: dict[str, Any],
+        definition: ReadDefinition | None = None,
     ) -> str:
         """``Runner.start``: record one run, start it or queue it; its id."""
         ticket = Ticket(
@@ -71,7 +73,17 @@ class Launcher:
         now = self.admission.reserve(ticket, busy)  # before any await: two requests cannot both start
         try:
             with phase("run: the pipeline's definition"):
-                pipeline, number = await self._pipeline(name, version)
+                # Checked right after the reservation, before any await: what the caller read is
+                # what a read now would find, or it is read again.
+                carried = version is None and definition is not None and self.versions.still_current(name, definition)
+                if carried:
+                    assert definition is not None
+                    pipeline, number = definition.definition.pipeline, definition.definition.version
+                else:
+                    pipeline, number = await self._pipeline(name, version)
+                # The caller's check of the registrations stands for the run's only for the
+                # definition it checked: one read again (an init since) is compared by the run.
+                checked = registrations_checked and (definition is None or carried)
                 nodes = pipeline.graph()
             # A queued run takes its version when it starts, unless it asked for one.
             recorded = number if now or version is not None else None
@@ -81,7 +93,7 @@ class Launcher:
             self.admission.drop(ticket.run_id)
             raise
         if now:
-            self._launch(ticket, pipeline, nodes, RunStatus.RUNNING, registrations_checked)
+            self._launch(ticket, pipeline, nodes, RunStatus.RUNNING, checked)
         else:
             log.info("run %s of pipeline %s queued (%s, priority %d)", ticket.run_id, name, trigger, priority)
             self.admission.enqueue([ticket])

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..config import Settings
 from ..datasets import Datasets
-from ..domain.pipeline import Step, Tool, node_branch
+from ..domain.pipeline import Dataset, Step, Tool, node_branch
 from ..domain.states import ENDED_STEP, StepStatus
 from ..errors import MaoError
 from ..logs import STEP
@@ -142,11 +142,8 @@ class StepWork:
         position = run.pipeline.steps.index(step)
         # Through the pins: a registration changed since the pipeline was initialised (or its
         # changes last accepted) is not used (RegistrationChanged, the step fails naming it).
-        scope = run.pipeline.name
         with phase("step: pinned registrations"):
-            output = await self.pins.dataset(scope, step.output_dataset)
-            source = await self.pins.dataset(scope, step.input_dataset) if step.input_dataset else None
-            tool = await self._tool(run, step.tool)
+            output, source, tool = await self._registrations(run, step)
         ctx = StepContext(
             run.id,
             run.pipeline.name,
@@ -177,6 +174,27 @@ class StepWork:
             "insights": outcome.insights,
             "cache_key": key,
         }
+
+    async def _registrations(self, run: ActiveRun, step: Step) -> tuple[Dataset, Dataset | None, Tool]:
+        """The step's output dataset, input dataset and tool, each read now and checked against the
+        pins. Read at the step's start, not taken from the API's check: a registration changed since
+        the run was asked for still fails the step (``RegistrationChanged``). The reads are
+        independent: they wait for etcd together (one round trip's wait, not three); when several
+        fail, the first in that order is the step's error, as when they were read one by one."""
+        scope = run.pipeline.name
+        reads: list[Awaitable[Dataset | Tool]] = [self.pins.dataset(scope, step.output_dataset)]
+        if step.input_dataset:
+            reads.append(self.pins.dataset(scope, step.input_dataset))
+        reads.append(self._tool(run, step.tool))
+        found = await asyncio.gather(*reads, return_exceptions=True)
+        for result in found:
+            if isinstance(result, BaseException):
+                raise result
+        output, *source, tool = found
+        assert isinstance(output, Dataset) and isinstance(tool, Tool)
+        input_dataset = source[0] if source else None
+        assert input_dataset is None or isinstance(input_dataset, Dataset)
+        return output, input_dataset, tool
 
     async def _tool(self, run: ActiveRun, name: str) -> Tool:
         # From etcd, or this instance's copy while etcd is unreachable (a run needs no quorum), and

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -57,6 +58,8 @@ class Store(PipelineTables, ScheduleTables):
         self._reader_engine: AsyncEngine | None = None
         self._write_turn = asyncio.Semaphore(1)
         self._read_turn = asyncio.Semaphore(SQLITE_READERS)
+        self._definition_writes: Counter[str] = Counter()
+        self._definition_writing: Counter[str] = Counter()
 
     async def start(self) -> None:
         kwargs: dict[str, Any] = {}

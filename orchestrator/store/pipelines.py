@@ -8,6 +8,7 @@ one writer at a time, ``reading`` reads beside them).
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,12 @@ from .versions import SavedVersion, record_version
 
 class PipelineTables:
     """The pipeline methods of ``Store``."""
+
+    # Per pipeline: writes of its definition begun in this process, and those under way (``Store``
+    # sets both up). This process is the database's only writer, as the pins' and admission's
+    # memory already assume.
+    _definition_writes: Counter[str]
+    _definition_writing: Counter[str]
 
     if TYPE_CHECKING:
 
@@ -46,7 +53,11 @@ class PipelineTables:
         at once: the second waits for the first's row (PostgreSQL), or for the database (SQLite);
         one that still meets the other's version is a 409. ``read_at``: the version the caller
         edited; when another is the latest, 409 ``version_conflict`` and nothing is stored."""
-        async with self._version_race(pipeline.name), self.session(f"save pipeline {pipeline.name}") as s:
+        async with (
+            self._definition_write(pipeline.name),
+            self._version_race(pipeline.name),
+            self.session(f"save pipeline {pipeline.name}") as s,
+        ):
             row = await s.get(PipelineRow, pipeline.name, with_for_update=True)
             if row is None:
                 row = PipelineRow(name=pipeline.name)
@@ -70,6 +81,25 @@ class PipelineTables:
             saved = await record_version(s, pipeline, by, read_at)
             await before_commit()
             return saved
+
+    def definition_stamp(self, name: str) -> int | None:
+        """A stamp of ``name``'s stored definition (its row, private values and versions): two equal
+        stamps mean that no write of it (init, delete) began in between, so what was read of it
+        between the two is still what is stored. None while a write of it is under way."""
+        if self._definition_writing[name]:
+            return None
+        return self._definition_writes[name]
+
+    @contextlib.asynccontextmanager
+    async def _definition_write(self, name: str) -> AsyncIterator[None]:
+        """Around a write of a definition, from before its transaction to after its commit (or
+        rollback): the stamp is None throughout, and another after it."""
+        self._definition_writes[name] += 1
+        self._definition_writing[name] += 1
+        try:
+            yield
+        finally:
+            self._definition_writing[name] -= 1
 
     @contextlib.asynccontextmanager
     async def _version_race(self, name: str) -> AsyncIterator[None]:
@@ -97,7 +127,7 @@ class PipelineTables:
 
     async def delete_pipeline(self, name: str, before_commit: Callable[[], Awaitable[Any]]) -> list[str]:
         """Delete a pipeline with its secrets and schedules (runs stay); returns the schedule ids."""
-        async with self.session(f"delete pipeline {name}") as s:
+        async with self._definition_write(name), self.session(f"delete pipeline {name}") as s:
             schedule_ids = list(
                 (await s.scalars(select(ScheduleRow.id).where(ScheduleRow.pipeline == name))).all()
             )

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..domain.pipeline import PRIVATE_PLACEHOLDER, Pipeline
-from ..domain.versions import definition, definition_hash, parse_definition
+from ..domain.versions import ReadDefinition, VersionedPipeline, definition, definition_hash, parse_definition
 from ..errors import Conflict, NotFound
 from .tables import PipelineRow, PipelineVersionRow, SecretRow, utcnow
 
@@ -64,15 +64,6 @@ class SavedVersion:
     number: int
     hash: str
     new: bool
-
-
-@dataclass(frozen=True)
-class VersionedPipeline:
-    """A pipeline as a run takes it: with secret values, and the version number it is (None only
-    for a pipeline whose versions were never recorded, which a migrated database does not have)."""
-
-    pipeline: Pipeline
-    version: int | None
 
 
 def _record(row: PipelineVersionRow) -> VersionRecord:
@@ -167,24 +158,47 @@ class PipelineVersions:
                 query = query.where(PipelineVersionRow.pipeline.in_(pipelines))
             return {name: int(number) for name, number in (await s.execute(query)).tuples().all()}
 
+    async def read_current(self, name: str) -> ReadDefinition | None:
+        """``for_run(name, None)`` with the store's stamp of the definition, taken before the read
+        (``Store.definition_stamp``: None while a write of it is under way, when the reader cannot
+        know whether it read before or after it). None when the pipeline is not initialised here."""
+        stamp = self.store.definition_stamp(name)
+        found = await self.for_run(name, None)
+        return None if found is None else ReadDefinition(found, stamp)
+
+    def still_current(self, name: str, read: ReadDefinition) -> bool:
+        """Whether ``read`` is still the stored definition: no write of it was under way when it was
+        read, and none began since. Synchronous: true at the instant it is asked."""
+        return read.stamp is not None and self.store.definition_stamp(name) == read.stamp
+
     async def for_run(self, name: str, number: int | None) -> VersionedPipeline | None:
         """The pipeline a run of ``name`` takes, with this instance's private values: its current
         definition (``number`` None) or version ``number`` (``UnknownVersion`` when it has none such).
         None when the pipeline is not initialised here."""
         # A read: it does not wait for the writer's turn (one writer at a time on SQLite).
+        # On every run's path: columns rather than ORM objects, and the latest version's number
+        # with the definition's row (not the latest version's whole row): two queries in all.
+        latest = (
+            select(func.max(PipelineVersionRow.number))
+            .where(PipelineVersionRow.pipeline == name)
+            .scalar_subquery()
+        )
+        current = select(PipelineRow.description, PipelineRow.steps, PipelineRow.run_timeout, latest).where(
+            PipelineRow.name == name
+        )
         async with self.store.reading(f"read pipeline {name} for a run") as s:
-            row = await s.get(PipelineRow, name)
+            row = (await s.execute(current)).first()
             if row is None:
                 return None
             secrets: dict[str, dict[str, str]] = {}
-            for secret in (await s.scalars(select(SecretRow).where(SecretRow.pipeline == name))).all():
-                secrets.setdefault(secret.step, {})[secret.key] = secret.value
+            held = select(SecretRow.step, SecretRow.key, SecretRow.value).where(SecretRow.pipeline == name)
+            for step, key, value in (await s.execute(held)).tuples().all():
+                secrets.setdefault(step, {})[key] = value
             if number is None:
-                latest = await _latest(s, name)
-                data = {"name": row.name, "description": row.description, "steps": row.steps,
-                        "run_timeout": row.run_timeout}  # fmt: skip
+                description, steps, run_timeout, latest_number = row.tuple()
+                data = {"name": name, "description": description, "steps": steps, "run_timeout": run_timeout}
                 pipeline = _with_secrets(data, secrets, all_held=True)
-                return VersionedPipeline(pipeline, latest.number if latest else None)
+                return VersionedPipeline(pipeline, latest_number)
             version = await s.get(PipelineVersionRow, (name, number))
             if version is None:
                 raise UnknownVersion(
