@@ -108,6 +108,8 @@ class Pins:
         self.store = store
         self.registrations = registrations
         self._scopes: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}  # scope -> pins, as stored
+        # First-use pins being written, by (scope, kind, name): a second first use waits for it.
+        self._pinning: dict[tuple[str, str, str], asyncio.Future[dict[str, Any]]] = {}
 
     # -- reading registrations through the pins -------------------------------------------------
     async def tool(self, scope: str, name: str) -> Tool:
@@ -236,10 +238,40 @@ class Pins:
             pins = self._scopes.setdefault(scope, loaded)
         pin = pins.get((kind, name))
         if pin is None and isinstance(current, Registered):
+            pin = await self._first_pin(scope, kind, name, current, pins)
+        return pin
+
+    async def _first_pin(
+        self,
+        scope: str,
+        kind: str,
+        name: str,
+        current: Registered[Any],
+        pins: dict[tuple[str, str], dict[str, Any]],
+    ) -> dict[str, Any]:
+        """Pin ``current`` as the scope's first use of it. Two first uses at once (a step whose input
+        is its output, parallel steps) write one pin: the second takes the first's, and is checked
+        against it like any later use (two writes would race: a duplicate key on PostgreSQL, and a
+        registration swapped between the two reads pinned as swapped)."""
+        key = (scope, kind, name)
+        if (under_way := self._pinning.get(key)) is not None:
+            return await asyncio.shield(under_way)
+        writing: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        writing.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody may be waiting
+        self._pinning[key] = writing
+        try:
             pin = pin_value(kind, current)
             await self.store.put([pin_record(scope, kind, name, pin)])
             pins[(kind, name)] = pin
-            log.info("%s: pinned %s %s as registered now (%s)", scope, kind, name, _described(kind, pin))
+            writing.set_result(pin)
+        except BaseException as exc:
+            writing.set_exception(
+                exc if isinstance(exc, Exception) else RuntimeError(f"pinning {kind} {name} stopped")
+            )
+            raise
+        finally:
+            del self._pinning[key]
+        log.info("%s: pinned %s %s as registered now (%s)", scope, kind, name, _described(kind, pin))
         return pin
 
     async def _repin(self, scope: str, wanted: set[tuple[str, str]]) -> None:

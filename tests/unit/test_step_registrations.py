@@ -213,3 +213,45 @@ def test_pins_written_by_overlapping_first_reads_are_all_kept(turns: int) -> Non
 
     refused = asyncio.run(scenario())
     assert refused is not None and "registration_changed" in refused and "evil:latest" in refused
+
+
+class CountingPinStore(SlowPinStore):
+    """Counts the pins written; a second write of one key is what PostgreSQL refuses (unique key)."""
+
+    async def put(self, records: Any) -> None:
+        for record in records:
+            assert all(
+                (r.scope, r.kind, r.name) != (record.scope, record.kind, record.name) for r in self.records
+            ), f"{record.kind} {record.name} pinned twice"
+        await super().put(records)
+
+
+@settings(max_examples=25, deadline=None)
+@given(turns=st.integers(0, 4), uses=st.integers(2, 4), swapped_at=st.integers(0, 4))
+def test_first_uses_of_one_registration_at_once_write_one_pin(turns: int, uses: int, swapped_at: int) -> None:
+    """Several first uses of one registration at once (a step whose input is its output, parallel
+    steps): one pin is written, and a use that read a registration swapped meanwhile is refused
+    against it, never pinned as swapped."""
+
+    async def scenario() -> tuple[list[object], list[Any]]:
+        registry = Registry()
+        store = CountingPinStore(turns)
+        pins = Pins(store, registry)  # type: ignore[arg-type]
+
+        async def use(number: int) -> object:
+            if number == swapped_at:
+                registry.images["t"] = "evil:latest"
+            try:
+                return (await pins.tool("p", "t")).image
+            except MaoError as exc:
+                return exc.message
+
+        results = await asyncio.gather(*(use(n) for n in range(uses)))
+        return list(results), store.records
+
+    results, records = asyncio.run(scenario())
+    assert len(records) == 1
+    pinned = records[0].value["image"]
+    for result in results:
+        assert result == pinned or f"registration_changed: tool t: image {pinned} -> " in str(result), result
+    assert pinned == "busybox:latest" or swapped_at == 0
