@@ -247,8 +247,9 @@ class Step(Model):
     # The executor's bounds (the engine refuses less than 0.01 CPU): a step that could never start
     # is refused at init, not at each run.
     cpus: Annotated[float, Strict(), Field(ge=MIN_CPUS, le=MAX_CPUS)] | None = None
-    # Write-only: values of this instance's private variables. Kept in the local database only.
-    private_env: Annotated[dict[str, EnvValue] | None, AfterValidator(check_env)] = None
+    # Write-only: values of this instance's private variables. Kept in the local database only, and
+    # out of every repr (a Pipeline, a run, a carried definition in a log line or a traceback).
+    private_env: Annotated[dict[str, EnvValue] | None, AfterValidator(check_env), Field(repr=False)] = None
     # The run engine (orchestrator/runs): absent = the previous step; [] = a root.
     needs: list[Name] | None = Field(default=None, max_length=MAX_STEPS)
     retries: Annotated[int, Strict(), Field(ge=0, le=MAX_RETRIES)] = 0

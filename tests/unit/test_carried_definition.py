@@ -204,3 +204,12 @@ def test_a_carried_definition_keeps_its_private_values_out_of_the_asks_repr() ->
     ask = RunAsk("p", Manual(True, ReadDefinition(VersionedPipeline(pipeline, 1), 3)))
     assert "s3cr3t-value" not in repr(ask) and "s3cr3t-value" not in str(ask)
     assert "stamp=3" in repr(ask)
+
+
+def test_private_values_stay_out_of_every_repr_of_a_pipeline_and_its_steps() -> None:
+    step = {"name": "x", "tool": "t", "output_dataset": "d", "private_env": {"TOKEN": "s3cr3t-value"}}
+    pipeline = Pipeline.model_validate({"name": "p", "steps": [step]})
+    versioned = VersionedPipeline(pipeline, 1)
+    for value in (pipeline, pipeline.steps[0], versioned):
+        assert "s3cr3t-value" not in repr(value) and "s3cr3t-value" not in str(value)
+    assert pipeline.steps[0].private_env == {"TOKEN": "s3cr3t-value"}  # still there to be used
