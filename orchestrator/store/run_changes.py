@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Update, select, update
+from sqlalchemy import Update, case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..domain.states import (
@@ -143,6 +143,21 @@ async def run_transition(s: AsyncSession, change: RunChange) -> None:
         )
 
 
+def keep_settled_merge(values: dict[str, Any]) -> dict[str, Any]:
+    """A step write's values that leave a merge already settled as it is: a step whose vote was
+    queued is written ``queued`` by its run (its end, the run's close) while the queued merge may
+    settle beside it (``store/outage.py`` writes ``merged`` and the commit). Whichever commits
+    first, the record ends ``merged``; a write of ``queued`` never takes it back."""
+    if values.get("merge_state") != MergeState.QUEUED:
+        return values
+    settled = RunStepRow.merge_state == MergeState.MERGED
+    return {
+        **values,
+        "merge_state": case((settled, RunStepRow.merge_state), else_=values["merge_state"]),
+        "merge_commit": case((settled, RunStepRow.merge_commit), else_=values.get("merge_commit")),
+    }
+
+
 async def step_transition(s: AsyncSession, change: StepChange) -> None:
     result = await s.execute(
         update(RunStepRow)
@@ -151,7 +166,7 @@ async def step_transition(s: AsyncSession, change: StepChange) -> None:
             RunStepRow.name == change.step,
             RunStepRow.status.in_(came_from(STEP_TRANSITIONS, change.status)),
         )
-        .values(**change.facts.values(), status=change.status)
+        .values(**keep_settled_merge(change.facts.values()), status=change.status)
     )
     if not getattr(result, "rowcount", 0):
         now = await s.scalar(

@@ -39,6 +39,7 @@ from .run_changes import (
     attempt_end,
     attempt_update,
     came_from,
+    keep_settled_merge,
     run_transition,
     step_transition,
 )
@@ -131,7 +132,7 @@ async def _end_step(s: AsyncSession, run_id: str, name: str, end: StepEnd, allow
     result = await s.execute(
         update(RunStepRow)
         .where(RunStepRow.run_id == run_id, RunStepRow.name == name, RunStepRow.status.in_(allowed))
-        .values(**{**end.fields, "status": end.status})
+        .values(**keep_settled_merge({**end.fields, "status": end.status}))
     )
     if not getattr(result, "rowcount", 0):
         now = await s.scalar(select(RunStepRow.status).where(RunStepRow.run_id == run_id, RunStepRow.name == name))

@@ -23,6 +23,7 @@ from orchestrator.domain.states import (
 )
 from orchestrator.store import Store
 from orchestrator.store.outage import PendingMerges
+from orchestrator.store.run_changes import StepChange, StepFacts
 from orchestrator.store.runs import RunEnd, RunRecords, StepEnd
 from orchestrator.store.tables import RunRow, RunStepRow, utcnow
 
@@ -151,3 +152,35 @@ async def test_a_retry_plan_reuses_a_step_only_while_it_is_pending(store: Store)
     await records.plan_steps(run_id, {"s": "a reason only: no status written"})
     record = await records.get(run_id)
     assert record is not None and record.steps[0].status == StepStatus.SUCCEEDED
+
+
+@pytest.mark.parametrize("writer", ["the step's own end", "the run's close"])
+@pytest.mark.parametrize("settled_first", [True, False])
+async def test_a_queued_merge_settled_beside_the_steps_end_stays_merged(
+    store: Store, writer: str, settled_first: bool
+) -> None:
+    """The step's vote was queued (the federation away); the queued merge settles while the run
+    writes the step's end with ``merge_state=queued``. In either order the record says merged, with
+    the merge's commit: a write of ``queued`` never takes a settled merge back."""
+    pending = PendingMerges(store)
+    records, run_id = await a_run(store, RunStatus.RUNNING, StepStatus.RUNNING)
+    await pending.queue("d", f"b-{run_id}", "/m.git", "c1", "m", {}, (run_id, "s"))
+    fields = {"merge_state": MergeState.QUEUED, "merge_commit": None, "output_commit": "c1"}
+
+    async def settle() -> None:
+        await pending.settle("d", f"b-{run_id}", "c1", [[run_id, "s"]], "m1", [], None)
+
+    async def end_step() -> None:
+        if writer == "the run's close":
+            ended = RunEnd(RunStatus.SUCCEEDED, None, utcnow())
+            steps = {"s": StepEnd(StepStatus.SUCCEEDED, fields)}
+            await records.close(run_id, ended, steps, AttemptStatus.FAILED, "ended")
+        else:
+            await records.change_step(StepChange(run_id, "s", StepStatus.SUCCEEDED, StepFacts(**fields)))
+
+    for write in (settle, end_step) if settled_first else (end_step, settle):
+        await write()
+    record = await records.get(run_id)
+    assert record is not None
+    (got,) = record.steps
+    assert (got.status, got.merge, got.merge_commit) == (StepStatus.SUCCEEDED, MergeState.MERGED, "m1")
