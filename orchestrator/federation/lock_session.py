@@ -32,6 +32,7 @@ from typing import Any
 from ..errors import EtcdUnavailable, Unavailable
 from .answers import KeyValue
 from .etcd import Etcd
+from .failover import LeaseNotFound
 
 log = logging.getLogger("orchestrator.federation.locks")
 
@@ -130,6 +131,11 @@ class LockSession:
             # lease, refreshed for ever, then keeps its keys for ever.
             async with asyncio.timeout(max(0.05, self.expires - self.margin - sent)):
                 remaining = await self.etcd.refresh_lease(self.lease)
+        except LeaseNotFound:
+            # An answer, not an outage (LeaseNotFound is an EtcdUnavailable): the lease was revoked or
+            # etcd restored from a snapshot, and the keys on it are gone now.
+            self.end("etcd no longer knows its lease")
+            return
         except (EtcdUnavailable, TimeoutError) as exc:
             log.warning(
                 "could not refresh the lease of the locks held (%d): %s",
