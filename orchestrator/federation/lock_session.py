@@ -10,11 +10,15 @@ What a lock promised on a lease of its own still holds:
 - The session's expiry is reckoned from when each refresh was *sent*, so it is never later than
   etcd's; a margin before it the session *ends*: every lock held on it is marked lost (what runs under
   it, a push, is stopped), and the next lock is taken on a new session.
-- A lock key whose fate is unknown (a create or delete etcd did not answer, a holder cancelled in the
-  middle) would otherwise live as long as the session. So the session ends then too, and its lease is
-  revoked, or runs out within the TTL: such a key never outlives the TTL, as with a lease per lock.
-  Locks held on the same session meanwhile are marked lost with it: their merges are queued, which
-  costs time, never safety (this only happens while etcd does not answer, or at a cancel).
+- A lock key whose fate is unknown (a create or delete etcd did not answer) would otherwise live as
+  long as the session. So the session ends then too, and its lease is revoked, or runs out within the
+  TTL: such a key never outlives the TTL, as with a lease per lock. Locks held on the same session
+  meanwhile are marked lost with it: their merges are queued, which costs time, never safety (this
+  only happens while etcd does not answer).
+- A take or release whose caller is cancelled (its run cancelled or timed out) does not end the
+  session: ``Locks`` lets the transaction finish and removes the key it wrote (by its holder's unique
+  token). Only if etcd leaves that unanswered for the TTL does the session end as above (the key then
+  goes within twice the TTL).
 - A session no lock used for ``IDLE`` seconds ends: a quiet instance keeps no lease alive.
 """
 

@@ -12,8 +12,11 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
 from orchestrator.federation.failover import LeaseNotFound
 from orchestrator.federation.lock_session import LockSession
+from orchestrator.federation.locks import Locks
 
 
 class SlowEtcd:
@@ -57,6 +60,51 @@ class SlowEtcd:
         del self.keys[key]
         self.keys.update(puts)
         return True
+
+
+async def _eventually(condition: Any, what: str) -> None:
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("step", ["take", "release"])
+@pytest.mark.parametrize("answer", ["later", "with the cancel", "never"])
+async def test_a_cancelled_take_or_release_leaves_the_other_locks_held(step: str, answer: str) -> None:
+    etcd = SlowEtcd()
+    ttl = 1
+    locks = Locks(etcd, "n1", ttl=ttl)  # type: ignore[arg-type]
+    other = locks.hold("/mao/v1/locks/other", "another run's vote")
+    other_held = await other.__aenter__()
+    try:
+        if step == "take":
+            etcd.slow = True
+            run = asyncio.create_task(locks._acquire("/mao/v1/locks/x", "test", ()))
+        else:
+            held = await locks._acquire("/mao/v1/locks/x", "test", ())
+            etcd.slow = True
+            run = asyncio.create_task(locks.release(held, {"/mao/v1/announced": 1}))
+        await etcd.started.wait()
+        if answer == "with the cancel":  # etcd commits in the same loop turn the run is cancelled
+            etcd.answer.set()
+        run.cancel()  # the run times out while its transaction is in flight
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        assert not other_held.lost and not other_held.session.ended
+        if answer != "never":
+            etcd.answer.set()  # the transaction commits after all: its key is removed
+            await _eventually(lambda: "/mao/v1/locks/x" not in etcd.keys, "the key to be removed")
+            await asyncio.sleep(ttl * 1.5)
+            assert not other_held.lost and not other_held.session.ended and not etcd.revoked
+        else:
+            # No answer within the TTL: the key's fate is unknown, so the session ends (its lease runs
+            # out or is revoked, and the key with it); the other lock is lost, as it was before.
+            await _eventually(lambda: other_held.session.ended, "the session to end")
+            assert other_held.lost
+    finally:
+        etcd.slow = False
+        await other.__aexit__(None, None, None)
+        await locks.close()
 
 
 class LeaseGone(SlowEtcd):
