@@ -10,11 +10,15 @@ What a lock promised on a lease of its own still holds:
 - The session's expiry is reckoned from when each refresh was *sent*, so it is never later than
   etcd's; a margin before it the session *ends*: every lock held on it is marked lost (what runs under
   it, a push, is stopped), and the next lock is taken on a new session.
-- A lock key whose fate is unknown (a create or delete etcd did not answer, a holder cancelled in the
-  middle) would otherwise live as long as the session. So the session ends then too, and its lease is
-  revoked, or runs out within the TTL: such a key never outlives the TTL, as with a lease per lock.
-  Locks held on the same session meanwhile are marked lost with it: their merges are queued, which
-  costs time, never safety (this only happens while etcd does not answer, or at a cancel).
+- A lock key whose fate is unknown (a create or delete etcd did not answer) would otherwise live as
+  long as the session. So the session ends then too, and its lease is revoked, or runs out within the
+  TTL: such a key never outlives the TTL, as with a lease per lock. Locks held on the same session
+  meanwhile are marked lost with it: their merges are queued, which costs time, never safety (this
+  only happens while etcd does not answer).
+- A take or release whose caller is cancelled (its run cancelled or timed out) does not end the
+  session: ``Locks`` lets the transaction finish and removes the key it wrote (by its holder's unique
+  token). Only if etcd leaves that unanswered for the TTL does the session end as above (the key then
+  goes within twice the TTL).
 - A session no lock used for ``IDLE`` seconds ends: a quiet instance keeps no lease alive.
 """
 
@@ -32,6 +36,7 @@ from typing import Any
 from ..errors import EtcdUnavailable, Unavailable
 from .answers import KeyValue
 from .etcd import Etcd
+from .failover import LeaseNotFound
 
 log = logging.getLogger("orchestrator.federation.locks")
 
@@ -130,6 +135,11 @@ class LockSession:
             # lease, refreshed for ever, then keeps its keys for ever.
             async with asyncio.timeout(max(0.05, self.expires - self.margin - sent)):
                 remaining = await self.etcd.refresh_lease(self.lease)
+        except LeaseNotFound:
+            # An answer, not an outage (LeaseNotFound is an EtcdUnavailable): the lease was revoked or
+            # etcd restored from a snapshot, and the keys on it are gone now.
+            self.end("etcd no longer knows its lease")
+            return
         except (EtcdUnavailable, TimeoutError) as exc:
             log.warning(
                 "could not refresh the lease of the locks held (%d): %s",

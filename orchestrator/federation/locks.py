@@ -19,9 +19,9 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import EtcdUnavailable, Unavailable
 from ..phases import phase
@@ -33,6 +33,8 @@ from .lock_session import IDLE, LOST_MARGIN, HeldLock, LockLost, LockSession
 from .records import LockHolder
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 # The longest lease a lock can have (MAO_LOCK_TTL's upper bound): a key on a longer one, or on none,
@@ -65,6 +67,8 @@ class Locks:
         self._current: LockSession | None = None
         self._sessions: set[LockSession] = set()  # every session whose lease is still kept alive
         self._granting = asyncio.Lock()  # one grant at a time: concurrent locks share its session
+        # Transactions whose caller was cancelled, finishing in the background (``_settle_later``).
+        self._settling: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
     async def dataset(self, name: str, purpose: str, reads: Sequence[str] = ()) -> AsyncIterator[HeldLock]:
@@ -98,9 +102,13 @@ class Locks:
         session.last_used = time.monotonic()
         if held.lost:
             return False
+        write = asyncio.ensure_future(self.etcd.delete_putting(held.key, held.holder, puts or {}))
         try:
             with phase("lock/release (etcd)"):
-                done = await self.etcd.delete_putting(held.key, held.holder, puts or {})
+                done = await asyncio.shield(write)
+        except asyncio.CancelledError:
+            self._settle_later(session, write, f"the release of {held.key}", None)
+            raise
         except BaseException:
             session.end(f"the release of {held.key} got no answer")
             raise
@@ -114,6 +122,10 @@ class Locks:
     async def close(self) -> None:
         """End every session and revoke its lease (a lock still held is lost); a lease etcd does not
         revoke within ``CLOSE_WAIT`` runs out by itself."""
+        settling = list(self._settling)  # their sessions end here anyway: no need to wait for etcd
+        for settle in settling:
+            settle.cancel()
+        await asyncio.gather(*settling, return_exceptions=True)
         for session in list(self._sessions):
             session.end("the instance closes")
             if (task := session.task) is None:
@@ -145,8 +157,9 @@ class Locks:
             }
             held = HeldLock(key=key, lease=session.lease, holder=holder, session=session)
             session.held.add(held)  # before any wait: a session in use does not end as unused
+            write = asyncio.ensure_future(self.etcd.create_reading(key, holder, session.lease, reads))
             try:
-                created, read = await self.etcd.create_reading(key, holder, session.lease, reads)
+                created, read = await asyncio.shield(write)
             except LeaseNotFound:
                 session.held.discard(held)
                 session.end("etcd no longer knows its lease")
@@ -154,6 +167,10 @@ class Locks:
                 if renewals > LEASE_RENEWALS:
                     raise
                 continue
+            except asyncio.CancelledError:
+                session.held.discard(held)
+                self._settle_later(session, write, f"taking {key}", self._untake(key, holder))
+                raise
             except BaseException:
                 # The key may have been written: it must not outlive the TTL on a session kept alive.
                 session.held.discard(held)
@@ -173,6 +190,44 @@ class Locks:
             # Jitter around the bound (not Backoff's full jitter, which could poll at once): several
             # instances polling one key must not move in lockstep.
             await asyncio.sleep(backoff.next() * (0.5 + random.random()))  # noqa: S311 - not cryptographic
+
+    def _untake(
+        self, key: str, holder: dict[str, Any]
+    ) -> Callable[[tuple[bool, dict[str, Any]]], Awaitable[object]]:
+        async def untake(answer: tuple[bool, dict[str, Any]]) -> None:
+            if answer[0]:  # written: delete exactly this holder's record (its token is unique)
+                await self.etcd.delete_putting(key, holder, {})
+
+        return untake
+
+    def _settle_later(
+        self,
+        session: LockSession,
+        write: asyncio.Future[T],
+        what: str,
+        undo: Callable[[T], Awaitable[object]] | None,
+    ) -> None:
+        """The caller of a take or release was cancelled (its run cancelled or timed out) while its
+        transaction was in flight. The session is shared by every lock this instance holds, so that
+        cancel must not end it: the transaction finishes in the background and ``undo`` removes what
+        it wrote. Only if etcd leaves it (or the undo) unanswered for the TTL may a key of unknown
+        fate be left on the session, which then ends (see ``lock_session``)."""
+
+        async def settle() -> None:
+            try:
+                async with asyncio.timeout(session.ttl):
+                    answer = await write
+                    if undo is not None:
+                        await undo(answer)
+            except asyncio.CancelledError:  # the instance closes (or the write itself was cancelled)
+                session.end(f"{what} was cancelled before etcd answered")
+                raise
+            except Exception:  # noqa: BLE001 - no answer (or none in time): the key's fate is unknown
+                session.end(f"{what} got no answer")
+
+        task = asyncio.create_task(settle(), name="lock settle")
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
 
     async def _session(self) -> LockSession:
         """The session new locks are taken on: the current one while usable, else a new one."""
