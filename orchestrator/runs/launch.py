@@ -82,9 +82,8 @@ class Launcher:
                 else:
                     pipeline, number = await self._pipeline(name, version)
                 # The caller's check of the registrations stands for the run's only for the
-                # definition it checked and handed over: one read here (an init since, or a caller
-                # that did not say what it checked) is compared by the run.
-                checked = registrations_checked and carried
+                # definition it checked: one read again (an init since) is compared by the run.
+                checked = registrations_checked and (definition is None or carried)
                 nodes = pipeline.graph()
             # A queued run takes its version when it starts, unless it asked for one.
             recorded = number if now or version is not None else None
