@@ -163,7 +163,7 @@ def image_problems(images: Any) -> list[str]:
     found += [
         f"images: {key}: {value!r} is not an image name such as mao-etcd:bookworm"
         for key, value in images.items()
-        if not isinstance(value, str) or not IMAGE_RE.match(value)
+        if not isinstance(value, str) or not IMAGE_RE.fullmatch(value)
     ]
     return found
 

@@ -91,7 +91,7 @@ def format_message(message: str, trailers: Mapping[str, str]) -> str:
     lines = []
     for key, value in trailers.items():
         value = str(value)
-        if not _TRAILER_KEY_RE.match(key):
+        if not _TRAILER_KEY_RE.fullmatch(key):
             raise BadRequest(f"invalid trailer key {key!r}: use letters, digits and '-'")
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
             raise BadRequest(f"trailer {key!r} must not contain line breaks or control characters")

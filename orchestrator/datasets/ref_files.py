@@ -64,7 +64,7 @@ def write_ref(git_dir: Path, ref: str, oid: str) -> bool:
     sees the old value or the new). False, with nothing changed, when git must do it instead: a ref
     storage other than files, a reflog to append to, a ``.lock`` already there (a killed git's: git
     then names it), a folder in the ref's way, a write the disk refused."""
-    if not ref.startswith("refs/heads/") or not _OID.match(oid):
+    if not ref.startswith("refs/heads/") or not _OID.fullmatch(oid):
         return False
     try:
         # No reflog to start: git runs here with core.logAllRefUpdates=false (_git._CONFIG), which
@@ -111,7 +111,7 @@ def _packed(path: Path) -> dict[str, str] | None:
         if not line or line.startswith("#") or line.startswith("^"):
             continue
         oid, sep, name = line.partition(" ")
-        if not sep or not _OID.match(oid) or not name.startswith("refs/"):
+        if not sep or not _OID.fullmatch(oid) or not name.startswith("refs/"):
             return None
         values[name] = oid
     return values
@@ -131,7 +131,7 @@ def _loose(git_dir: Path, prefix: str) -> dict[str, str] | None:
                 value = (Path(root) / file).read_text("utf-8", "surrogateescape").strip()
             except FileNotFoundError:
                 continue
-            if not (_OID.match(value) or value.startswith("ref: ")):
+            if not (_OID.fullmatch(value) or value.startswith("ref: ")):
                 return None
             values[base + file] = value
     return values

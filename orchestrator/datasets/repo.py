@@ -252,7 +252,7 @@ class DatasetRepo(Branches):
         with overlap ``allow``), the commit on ``parent`` is merged with the branch's tip and the merge
         is returned; paths both changed raise BranchConflict."""
         branch = checked_name(branch, "branch")
-        if not OID_RE.match(parent):
+        if not OID_RE.fullmatch(parent):
             raise ValueError(f"parent must be a commit id, not {parent!r}")
         full_message = format_message(message, trailers)
         folder = self._folder(branch, lane)

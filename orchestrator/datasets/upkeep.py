@@ -47,7 +47,7 @@ def clear_stale_locks(git_dir: Path) -> list[Path]:
     def descend(entry: Entry) -> bool:
         # Loose objects never carry locks; their 256 folders are skipped.
         return not (
-            entry.path.startswith("objects/") and entry.depth == 2 and _LOOSE_OBJECT_DIR.match(entry.name)
+            entry.path.startswith("objects/") and entry.depth == 2 and _LOOSE_OBJECT_DIR.fullmatch(entry.name)
         )
 
     # Iterative: ref names come from masters other members push to, and may nest a thousand deep.

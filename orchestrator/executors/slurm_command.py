@@ -87,7 +87,7 @@ def where(spec: ContainerSpec, settings: SlurmSettings) -> Where:
 def env_problem(env: Mapping[str, str]) -> str | None:
     """Why ``env`` cannot go through the runtime's env file (one KEY=VALUE a line), or None."""
     for key, value in env.items():
-        if not _ENV_KEY.match(key):
+        if not _ENV_KEY.fullmatch(key):
             return f"env: {key!r} is not a variable name the container runtime takes"
         if "\n" in value or "\r" in value or "\0" in value:
             return f"env: the value of {key} holds a line break, which the runtime's env file cannot carry"

@@ -52,9 +52,9 @@ def node_gpus(node: Mapping[str, Any], kind: str) -> int:
 def placement_problem(placement: Mapping[str, str]) -> str | None:
     """Why ``placement`` cannot become constraints, or None."""
     for key, value in placement.items():
-        if not _LABEL_KEY.match(key):
+        if not _LABEL_KEY.fullmatch(key):
             return f"placement: {key!r} is not a node label name (letters, digits, '.', '_', '/', '-')"
-        if not _LABEL_VALUE.match(value):
+        if not _LABEL_VALUE.fullmatch(value):
             return (
                 f"placement: the value of {key!r} may hold letters, digits and '._/:@+-' only, not {value!r}"
             )
@@ -143,7 +143,7 @@ def image_reference(reference: str, inspect: Mapping[str, Any] | None, single_no
     One node: the local image id (nothing to pull, nothing to ask a registry). Several nodes: a
     registry digest (``repo@sha256:...``) every node can pull; an image that exists only in one
     engine's store has none (push it to the group's registry)."""
-    if _DIGEST.match(reference):
+    if _DIGEST.fullmatch(reference):
         return reference
     if inspect is None:
         return None

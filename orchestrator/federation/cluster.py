@@ -47,7 +47,7 @@ def check_peer_url(value: object) -> str:
     if (
         parts.scheme not in ("http", "https")
         or not port
-        or not _HOST_RE.match(host)
+        or not _HOST_RE.fullmatch(host)
         or parts.path not in ("", "/")
         or parts.query
         or parts.fragment

@@ -28,7 +28,7 @@ def announced_commit(last: KeyValue | None) -> str | None:
     since); None when etcd has none, or none that reads as a commit id."""
     value = last.value if last is not None else None
     commit = value.get("commit") if isinstance(value, dict) else None
-    return commit if isinstance(commit, str) and OID_RE.match(commit) else None
+    return commit if isinstance(commit, str) and OID_RE.fullmatch(commit) else None
 
 
 async def announce(

@@ -73,14 +73,14 @@ class SlurmSettings(BaseModel):
     @classmethod
     def _options(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for option in value:
-            if not _RUNTIME_OPTION.match(option):
+            if not _RUNTIME_OPTION.fullmatch(option):
                 raise ValueError(f"{option!r}: each runtime option is --name or --name=value, without spaces")
         return value
 
     @field_validator("partition", "account", "qos")
     @classmethod
     def _slurm_name(cls, value: str | None) -> str | None:
-        if value is not None and not SLURM_NAME.match(value):
+        if value is not None and not SLURM_NAME.fullmatch(value):
             raise ValueError(f"{value!r} is not a Slurm name (letters, digits, '.', '_', '-')")
         return value
 

@@ -93,7 +93,7 @@ class SwarmSettings(BaseModel):
     @field_validator("api_version")
     @classmethod
     def _version(cls, value: str) -> str:
-        match = _VERSION.match(value)
+        match = _VERSION.fullmatch(value)
         if not match or int(match.group(1)) < 41:
             raise ValueError(f"{value!r}: 1.41 (Docker 20.10) or later: earlier ones lack replicated jobs")
         return value
