@@ -34,6 +34,7 @@ from .ownership import (
     provenance,
     without_ownership,
 )
+from .read_batch import ReadBatch
 from .registry_entries import (
     check_registration,
     dataset_parser,
@@ -74,6 +75,8 @@ class Registry:
 
     def __init__(self, etcd: Etcd, sealer: Sealer | None = None, instance: str = "") -> None:
         self.etcd = etcd
+        # Reads asked side by side (a run's check, a step's registrations) share one round trip.
+        self._reads = ReadBatch(etcd)
         self.sealer = sealer or Sealer(instance or "unnamed", None)
         self.instance = instance or self.sealer.instance
         # (key, mod_revision) -> its provenance or why not: a seal is verified once per version.
@@ -108,7 +111,7 @@ class Registry:
         return Registered(value, found, kv.mod_revision)
 
     async def _read(self, kind: Kind, name: str, parse: Callable[[Any], T]) -> Registered[T] | None:
-        kv = await self.etcd.get(key_of(kind, name))
+        kv = await self._reads.get(key_of(kind, name))
         return self._load(kind, kv, parse) if kv else None
 
     async def _names(self, kind: Kind, parse: Callable[[Any], Any]) -> list[str]:
