@@ -27,6 +27,12 @@ class _Pending:
         self.keys: list[str] = []
         self.read: asyncio.Task[dict[str, KeyValue | None]] | None = None
 
+    def joinable(self) -> bool:
+        """Not sent yet, and on this event loop: a read cancelled before it was sent (its loop
+        shutting down) or left by a loop that ended is no batch to join."""
+        read = self.read
+        return read is not None and not read.done() and read.get_loop() is asyncio.get_running_loop()
+
 
 class ReadBatch:
     def __init__(self, etcd: Etcd) -> None:
@@ -37,7 +43,7 @@ class ReadBatch:
     async def get(self, key: str) -> KeyValue | None:
         """``Etcd.get``, read together with the other keys asked for in this turn of the loop."""
         pending = self._open
-        if pending is None:
+        if pending is None or not pending.joinable():
             pending = self._open = _Pending()
             # A task's first step runs in the loop's next turn, after every step already scheduled
             # in this one: the reads started beside this one (a gather's other tasks) join it.

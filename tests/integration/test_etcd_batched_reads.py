@@ -155,3 +155,26 @@ async def test_a_caller_cancelled_while_it_waits_leaves_the_read_to_the_others(
         assert client.transactions == 1
     finally:
         await _clear(etcd, prefix)
+
+
+
+async def test_a_transaction_cancelled_before_it_was_sent_is_not_joined(
+    client: Counting, etcd: servers.EtcdServer
+) -> None:
+    """As an event loop shutting down cancels it: the next read sends a transaction of its own
+    rather than waiting on one that will never answer."""
+    prefix = f"/test/batch-{uuid.uuid4().hex[:8]}/"
+    try:
+        keys = await _fill(etcd, prefix, ["value"])
+        batch = ReadBatch(client)
+        first = asyncio.create_task(batch.get(keys[0]))
+        await asyncio.sleep(0)  # asked; its transaction is to be sent in the next turn of the loop
+        unsent = batch._open
+        assert unsent is not None and unsent.read is not None
+        unsent.read.cancel()
+        assert isinstance((await asyncio.gather(first, return_exceptions=True))[0], asyncio.CancelledError)
+        found = await asyncio.wait_for(batch.get(keys[0]), 10)
+        assert found is not None and found.value["name"] == keys[0]
+        assert client.transactions == 1  # the cancelled one never reached etcd
+    finally:
+        await _clear(etcd, prefix)
