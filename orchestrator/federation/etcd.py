@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import aetcd
@@ -96,17 +96,7 @@ class Etcd(EtcdMaintenance):
         request = aetcd.rpc.TxnRequest(
             success=[aetcd.rpc.RequestOp(request_range=aetcd.rpc.RangeRequest(key=k.encode())) for k in keys]
         )
-
-        async def op(c: aetcd.Client) -> Any:
-            await c.connect()
-            try:
-                return await c.kvstub.Txn(request, timeout=self.timeout, metadata=c.metadata)
-            except grpc.aio.AioRpcError as exc:
-                if too_large(exc):
-                    return TOO_LARGE
-                raise
-
-        return await self._call(op)
+        return await self._read_call(lambda c: c.kvstub.Txn(request, timeout=self.timeout, metadata=c.metadata))
 
     async def list_prefix(
         self, prefix: str, *, limit: int = 0, newest_first: bool = False, before: str | None = None
@@ -172,10 +162,17 @@ class Etcd(EtcdMaintenance):
             sort_target=aetcd.rpc.RangeRequest.KEY,
         )
 
+        return await self._read_call(lambda c: c.kvstub.Range(request, timeout=self.timeout, metadata=c.metadata))
+
+    async def _read_call(self, call: Callable[[aetcd.Client], Awaitable[Any]]) -> Any:
+        """One read of etcd's KV service, made straight on the client's stub: its answer,
+        ``TOO_LARGE`` when it does not fit one gRPC message, or ``COMPACTED`` when the revision it
+        asked for is gone."""
+
         async def op(c: aetcd.Client) -> Any:
             await c.connect()
             try:
-                return await c.kvstub.Range(request, timeout=self.timeout, metadata=c.metadata)
+                return await call(c)
             except grpc.aio.AioRpcError as exc:
                 if too_large(exc):
                     return TOO_LARGE

@@ -50,6 +50,14 @@ async def client(etcd: servers.EtcdServer) -> AsyncIterator[Counting]:
     await client.close()
 
 
+@pytest.fixture
+async def prefix(etcd: servers.EtcdServer) -> AsyncIterator[str]:
+    """A prefix of the test's own, removed again at its end."""
+    name = f"/test/batch-{uuid.uuid4().hex[:8]}/"
+    yield name
+    await _clear(etcd, name)
+
+
 async def _fill(etcd: servers.EtcdServer, prefix: str, states: list[str]) -> list[str]:
     keys = [f"{prefix}{i}" for i in range(len(states))]
     async with aetcd.Client(etcd.host, etcd.client_port) as raw:
@@ -109,72 +117,57 @@ def test_reads_asked_together_are_one_transaction_with_each_answer_its_own(
     asyncio.run(scenario())
 
 
-async def test_more_keys_than_one_transaction_holds(client: Counting, etcd: servers.EtcdServer) -> None:
-    prefix = f"/test/batch-{uuid.uuid4().hex[:8]}/"
+async def test_more_keys_than_one_transaction_holds(
+    client: Counting, etcd: servers.EtcdServer, prefix: str
+) -> None:
     states = ["value", "absent"] * TXN_READS  # twice the keys one transaction may read
-    try:
-        keys = await _fill(etcd, prefix, states)
-        found = await client.get_many(keys)
-        assert (client.transactions, client.gets) == (2, 0)
-        assert [found[k] is None for k in keys] == [s == "absent" for s in states]
-    finally:
-        await _clear(etcd, prefix)
+    keys = await _fill(etcd, prefix, states)
+    found = await client.get_many(keys)
+    assert (client.transactions, client.gets) == (2, 0)
+    assert [found[k] is None for k in keys] == [s == "absent" for s in states]
 
 
 async def test_an_answer_larger_than_one_grpc_message_is_read_key_by_key(
-    client: Counting, etcd: servers.EtcdServer
+    client: Counting, etcd: servers.EtcdServer, prefix: str
 ) -> None:
     """Five values of 1 MiB: one answer would be 5 MiB, more than gRPC takes by default (4 MiB)."""
-    prefix = f"/test/batch-{uuid.uuid4().hex[:8]}/"
     big = "x" * (1024 * 1024)
-    try:
-        keys = [f"{prefix}{i}" for i in range(5)]
-        for key in keys:
-            await client.put(key, {"v": big})
-        found = await client.get_many([*keys, f"{prefix}none"])
-        assert [kv.value == {"v": big} if kv else None for kv in found.values()] == [True] * 5 + [None]
-        assert (client.transactions, client.gets) == (1, 6)  # refused for its size, then key by key
-    finally:
-        await _clear(etcd, prefix)
+    keys = [f"{prefix}{i}" for i in range(5)]
+    for key in keys:
+        await client.put(key, {"v": big})
+    found = await client.get_many([*keys, f"{prefix}none"])
+    assert [kv.value == {"v": big} if kv else None for kv in found.values()] == [True] * 5 + [None]
+    assert (client.transactions, client.gets) == (1, 6)  # refused for its size, then key by key
 
 
 async def test_a_caller_cancelled_while_it_waits_leaves_the_read_to_the_others(
-    client: Counting, etcd: servers.EtcdServer
+    client: Counting, etcd: servers.EtcdServer, prefix: str
 ) -> None:
-    prefix = f"/test/batch-{uuid.uuid4().hex[:8]}/"
-    try:
-        keys = await _fill(etcd, prefix, ["value", "value", "absent"])
-        batch = ReadBatch(client)
-        reads = [asyncio.create_task(batch.get(key)) for key in keys]
-        await asyncio.sleep(0)  # every read asked; the transaction not yet answered
-        reads[0].cancel()
-        done = await asyncio.gather(*reads, return_exceptions=True)
-        assert isinstance(done[0], asyncio.CancelledError)
-        assert done[1] is not None and done[1].value["name"] == keys[1]  # type: ignore[union-attr]
-        assert done[2] is None
-        assert client.transactions == 1
-    finally:
-        await _clear(etcd, prefix)
-
+    keys = await _fill(etcd, prefix, ["value", "value", "absent"])
+    batch = ReadBatch(client)
+    reads = [asyncio.create_task(batch.get(key)) for key in keys]
+    await asyncio.sleep(0)  # every read asked; the transaction not yet answered
+    reads[0].cancel()
+    done = await asyncio.gather(*reads, return_exceptions=True)
+    assert isinstance(done[0], asyncio.CancelledError)
+    assert done[1] is not None and done[1].value["name"] == keys[1]  # type: ignore[union-attr]
+    assert done[2] is None
+    assert client.transactions == 1
 
 
 async def test_a_transaction_cancelled_before_it_was_sent_is_not_joined(
-    client: Counting, etcd: servers.EtcdServer
+    client: Counting, etcd: servers.EtcdServer, prefix: str
 ) -> None:
     """As an event loop shutting down cancels it: the next read sends a transaction of its own
     rather than waiting on one that will never answer."""
-    prefix = f"/test/batch-{uuid.uuid4().hex[:8]}/"
-    try:
-        keys = await _fill(etcd, prefix, ["value"])
-        batch = ReadBatch(client)
-        first = asyncio.create_task(batch.get(keys[0]))
-        await asyncio.sleep(0)  # asked; its transaction is to be sent in the next turn of the loop
-        unsent = batch._open
-        assert unsent is not None and unsent.read is not None
-        unsent.read.cancel()
-        assert isinstance((await asyncio.gather(first, return_exceptions=True))[0], asyncio.CancelledError)
-        found = await asyncio.wait_for(batch.get(keys[0]), 10)
-        assert found is not None and found.value["name"] == keys[0]
-        assert client.transactions == 1  # the cancelled one never reached etcd
-    finally:
-        await _clear(etcd, prefix)
+    keys = await _fill(etcd, prefix, ["value"])
+    batch = ReadBatch(client)
+    first = asyncio.create_task(batch.get(keys[0]))
+    await asyncio.sleep(0)  # asked; its transaction is to be sent in the next turn of the loop
+    unsent = batch._open
+    assert unsent is not None and unsent.read is not None
+    unsent.read.cancel()
+    assert isinstance((await asyncio.gather(first, return_exceptions=True))[0], asyncio.CancelledError)
+    found = await asyncio.wait_for(batch.get(keys[0]), 10)
+    assert found is not None and found.value["name"] == keys[0]
+    assert client.transactions == 1  # the cancelled one never reached etcd

@@ -91,7 +91,9 @@ def test_a_version_is_verified_once() -> None:
 
 @settings(max_examples=30, deadline=None)
 @given(image=st.from_regex(r"[a-z]{1,12}:[0-9]{1,3}", fullmatch=True), owner_writes_back=st.booleans())
-def test_another_value_at_a_version_already_checked_is_checked_itself(image: str, owner_writes_back: bool) -> None:
+def test_another_value_at_a_version_already_checked_is_checked_itself(
+    image: str, owner_writes_back: bool
+) -> None:
     """etcd restored from a snapshot: the revision a verified value had now holds another value,
     forged by another member (or written again by the owner: then it passes on its own seal)."""
     etcd = Etcd()
