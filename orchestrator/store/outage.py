@@ -84,9 +84,11 @@ class PendingMerges:
             return [_row(r) for r in rows]
 
     async def get(self, dataset: str, branch: str) -> dict[str, Any] | None:
-        async with self.store.reading(f"read the queued merge of {branch}") as s:
-            row = await s.get(PendingMergeRow, (dataset, branch))
+        def read(s: Session) -> dict[str, Any] | None:
+            row = s.get(PendingMergeRow, (dataset, branch))
             return _row(row) if row else None
+
+        return await self.store.read(f"read the queued merge of {branch}", read)
 
     async def failed_attempt(self, dataset: str, branch: str, error: str) -> None:
         async with self.store.session(f"record a failed merge of {branch}") as s:
