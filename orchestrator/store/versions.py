@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from ..domain.pipeline import PRIVATE_PLACEHOLDER, Pipeline
 from ..domain.versions import ReadDefinition, VersionedPipeline, definition, definition_hash, parse_definition
@@ -186,26 +187,29 @@ class PipelineVersions:
         current = select(PipelineRow.description, PipelineRow.steps, PipelineRow.run_timeout, latest).where(
             PipelineRow.name == name
         )
-        async with self.store.reading(f"read pipeline {name} for a run") as s:
-            row = (await s.execute(current)).first()
+
+        def read(s: Session) -> VersionedPipeline | None:
+            row = s.execute(current).first()
             if row is None:
                 return None
             secrets: dict[str, dict[str, str]] = {}
             held = select(SecretRow.step, SecretRow.key, SecretRow.value).where(SecretRow.pipeline == name)
-            for step, key, value in (await s.execute(held)).tuples().all():
+            for step, key, value in s.execute(held).tuples().all():
                 secrets.setdefault(step, {})[key] = value
             if number is None:
                 description, steps, run_timeout, latest_number = row.tuple()
                 data = {"name": name, "description": description, "steps": steps, "run_timeout": run_timeout}
                 pipeline = _with_secrets(data, secrets, all_held=True)
                 return VersionedPipeline(pipeline, latest_number)
-            version = await s.get(PipelineVersionRow, (name, number))
+            version = s.get(PipelineVersionRow, (name, number))
             if version is None:
                 raise UnknownVersion(
                     f"pipeline {name!r} has no version {number} on this instance "
                     f"(GET /pipeline/{name}/versions lists them)"
                 )
             return VersionedPipeline(_with_secrets(version.definition, secrets, all_held=False), number)
+
+        return await self.store.read(f"read pipeline {name} for a run", read)
 
 
 def _with_secrets(data: dict[str, Any], secrets: dict[str, dict[str, str]], all_held: bool) -> Pipeline:
