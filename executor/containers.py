@@ -131,8 +131,16 @@ class Containers:
 
     async def _submit(self, request: SubmitRequest) -> ContainerState:
         async with self._lock(request.name):
-            existing = await self._service.op(self._runner.inspect, request.name)
+            # The checks and the image lookup go beside the look for an existing container (each a
+            # thread hop, the lookups a round trip to the engine); they count only when there is none.
+            checking = asyncio.ensure_future(self._checked(request))
+            try:
+                existing = await self._service.op(self._runner.inspect, request.name)
+            except BaseException:
+                self._discard(checking)
+                raise
             if existing is not None:
+                self._discard(checking)
                 labels = (existing.get("Config") or {}).get("Labels") or {}
                 if labels.get(EXECUTOR_LABEL) != self._settings.instance:
                     raise ContainerNameInUse(
@@ -143,11 +151,9 @@ class Containers:
                 if request.name not in self._watches and state.phase is not Phase.ENDED:
                     self._watch(request.name, started=state.phase is Phase.RUNNING)
                 return state
-            check_docker_socket(request, self._settings)
-            tool_user(request, self._settings.tool_uid, self._settings.tool_gid)
-            output_dir, input_dir = await self._service.mount_sources(request)
-            await self._service.check_directories(output_dir, input_dir)
-            image_id = await self._service.resolve_image(request.image)
+            output_dir, input_dir, found = await checking
+            # Not on the engine: pulled, or refused, as its policy says.
+            image_id = found or await self._service.resolve_image(request.image)
             spec = await self._service.container_spec(request, output_dir, input_dir)
             spec.labels.update(
                 {
@@ -182,6 +188,26 @@ class Containers:
             self._watch(request.name, started=started is not None, holding=started is not None, watch=watch, known=started)  # fmt: skip
             state = await self._state(request.name)
             return state.model_copy(update={"image_id": image_id})
+
+    async def _checked(self, request: SubmitRequest) -> tuple[str, str | None, str | None]:
+        """The request's checks (hardening, folders) and its image's id on the engine (None: not
+        there; never pulled here, before it is known that no container exists)."""
+        check_docker_socket(request, self._settings)
+        tool_user(request, self._settings.tool_uid, self._settings.tool_gid)
+        looking = asyncio.ensure_future(self._service.op(self._runner.find_image, request.image))
+        try:
+            output_dir, input_dir = await self._service.folders(request)
+            image_id = await looking
+        except BaseException:
+            self._discard(looking)
+            raise
+        return output_dir, input_dir, image_id
+
+    @staticmethod
+    def _discard(future: asyncio.Future[Any]) -> None:
+        """Cancel work whose answer no longer counts; its failure is nobody's to report."""
+        future.cancel()
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     # -- the monitor -------------------------------------------------------------------------------------
     def _watch(
