@@ -56,6 +56,24 @@ class ContainerSpec:
     limits: dict[str, Any] = field(default_factory=dict)
 
 
+class _Api(docker.APIClient):  # type: ignore[misc]  # docker-py is untyped
+    """The engine's API without the inspection docker-py makes after each log read to learn
+    whether the container has a tty (whose log is not multiplexed): no container this executor
+    creates has one (``DockerRunner.create`` never asks for it), and every log it reads is one of
+    its own, so a log read is one round trip, not two (the tail of every ended container, each
+    pass of an output follower)."""
+
+    def _check_is_tty(self, container: object) -> bool:
+        return False
+
+
+class EngineClient(docker.DockerClient):  # type: ignore[misc]  # docker-py is untyped
+    """``docker.DockerClient`` (``from_env`` included) over ``_Api``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.api = _Api(*args, **kwargs)
+
+
 class DockerRunner:
     """Blocking operations on the Docker engine on behalf of one executor instance.
 
@@ -69,7 +87,7 @@ class DockerRunner:
     def __init__(
         self,
         settings: Settings,
-        client_factory: Callable[..., docker.DockerClient] = docker.from_env,
+        client_factory: Callable[..., docker.DockerClient] = EngineClient.from_env,
         max_pool_size: int = 16,
     ) -> None:
         self._settings = settings
