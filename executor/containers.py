@@ -163,6 +163,7 @@ class Containers:
                 }
             )
             container: Container = await self._service.op(self._runner.create, spec)
+            created = datetime.now(UTC)
             watch = _Watch(request.name)
             self._watches[request.name] = watch
             # Started here when a slot is free, so the answer says "running" and a short step
@@ -186,8 +187,20 @@ class Containers:
                 request.name, request.image, "started" if started else "waiting for a slot",
             )  # fmt: skip
             self._watch(request.name, started=started is not None, holding=started is not None, watch=watch, known=started)  # fmt: skip
-            state = await self._state(request.name)
-            return state.model_copy(update={"image_id": image_id})
+            # Answered from what this process just did, not from an inspection: the engine answers
+            # one of a short container only once its exit is processed (~50 ms here), which would
+            # hold the answer, and the wait that follows it, that long.
+            made = {
+                "Id": container.id,
+                "Image": image_id,
+                "Config": {"Labels": (container.attrs.get("Config") or {}).get("Labels") or {}},
+                "Created": created.isoformat(),
+                "State": {
+                    "Status": "running" if started is not None else "created",
+                    "StartedAt": started.started.isoformat() if started is not None else "",
+                },
+            }
+            return describe(request.name, made, now=datetime.now(UTC), node=await self.node(), monitored=True)
 
     async def _checked(self, request: SubmitRequest) -> tuple[str, str | None, str | None]:
         """The request's checks (hardening, folders) and its image's id on the engine (None: not

@@ -224,6 +224,9 @@ class DockerRunner:
 
     def create(self, spec: ContainerSpec) -> Container:
         """Create (not start) the container. Raises ContainerNameInUse, ImageNotFound, BadRequest."""
+        # A submitted container's mao.instance is its orchestrator's (spec.labels); /run's requests
+        # cannot set it (RunRequest), so theirs is this executor's.
+        labels = {INSTANCE_LABEL: self._settings.instance, **spec.labels, MANAGED_LABEL: "true"}
         with docker_errors(f"creating container {spec.name}"):
             try:
                 created: Container = _Created(client=self._client()).create(
@@ -232,9 +235,7 @@ class DockerRunner:
                     name=spec.name,
                     environment=spec.env,
                     user=spec.user,
-                    # A submitted container's mao.instance is its orchestrator's (spec.labels); /run's
-                    # requests cannot set it (RunRequest), so theirs is this executor's.
-                    labels={INSTANCE_LABEL: self._settings.instance, **spec.labels, MANAGED_LABEL: "true"},
+                    labels=labels,
                     mounts=spec.mounts,
                     group_add=spec.group_add or None,
                     # Tools crawl the web and talk to local services; the host network is what they expect.
@@ -242,7 +243,8 @@ class DockerRunner:
                     detach=True,
                     **spec.limits,
                 )
-                created.attrs["Name"] = f"/{spec.name}"
+                # What the create asked for, as an inspection would show it (the answer has the id only).
+                created.attrs.update({"Name": f"/{spec.name}", "Config": {"Labels": labels}})
                 return created
             except docker.errors.ImageNotFound as exc:
                 # Removed by someone else between our lookup and the create.
