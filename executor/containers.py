@@ -27,7 +27,7 @@ from typing import Any
 from docker.models.containers import Container
 
 from executor.config import Settings
-from executor.container_state import describe, label_seconds, parse_time
+from executor.container_state import ENDED_STATES, describe, label_seconds, parse_time
 from executor.docker_runner import DockerRunner
 from executor.errors import ContainerNameInUse
 from executor.hardening import check_docker_socket, tool_user
@@ -62,6 +62,11 @@ class _Watch:
     ending: Ending | None = None
     message: str = ""
     task: asyncio.Task[None] | None = None
+    # The engine's description of it once its wait returned, read once for every waiter and the
+    # monitor's own count; used only when it shows the container exited (or dead), which no
+    # longer changes: one being removed (from outside) shows "running" or "removing" until it is
+    # gone, and is asked again.
+    final: asyncio.Future[dict[str, Any] | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -267,6 +272,8 @@ class Containers:
                 finally:
                     if holding:
                         self._service.slots.release()
+                watch.final = self._service.op(self._runner.inspect, name)
+                watch.final.add_done_callback(lambda f: f.cancelled() or f.exception())
         except MaoError as exc:
             log.warning("Watching container %s stopped: %s", name, exc.message)
         # Not when cancelled: this executor is stopping, and the container goes on without it.
@@ -354,8 +361,9 @@ class Containers:
         if tail and attrs is None and watch is not None and watch.exited.is_set():
             # It has exited: its tail is read beside its inspection, not after it.
             tailing = asyncio.ensure_future(self._tail(name, tail))
+            tailing.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
-            attrs = attrs or await self._service.op(self._runner.inspect, name)
+            attrs = attrs or await self._inspect(name)
             labels = ((attrs or {}).get("Config") or {}).get("Labels") or {}
             if attrs is None or labels.get(EXECUTOR_LABEL) != self._settings.instance:
                 raise NotFound(f"no container {name!r} submitted to this executor", code="container_not_found")
@@ -376,6 +384,15 @@ class Containers:
         finally:
             if tailing is not None and not tailing.done():
                 tailing.cancel()
+
+    async def _inspect(self, name: str) -> dict[str, Any] | None:
+        watch = self._watches.get(name)
+        if watch is not None and watch.final is not None:
+            with contextlib.suppress(MaoError):  # the engine was away then: ask it again
+                attrs = await asyncio.shield(watch.final)
+                if attrs is not None and str((attrs.get("State") or {}).get("Status")) in ENDED_STATES:
+                    return attrs
+        return await self._service.op(self._runner.inspect, name)
 
     async def _tail(self, name: str, lines: int) -> str:
         try:
@@ -429,8 +446,11 @@ class Containers:
     async def ready(self, name: str, follow: bool) -> None:
         """Before a log answer starts: NotFound for an unknown container; a follower of one still
         waiting for its slot waits until it started (or ended without starting)."""
-        await self._state(name)
         watch = self._watches.get(name)
+        if watch is None or not self._monitored(watch):
+            # A watched one is this executor's (see ``wait``): no need to ask the engine.
+            await self._state(name)
+            watch = self._watches.get(name)
         if follow and watch is not None and not watch.started.is_set() and watch.task is not None:
             started = asyncio.ensure_future(watch.started.wait())
             await asyncio.wait({started, watch.task}, return_when=asyncio.FIRST_COMPLETED)

@@ -316,6 +316,10 @@ class DockerRunner:
                     raw = container.logs(stdout=True, stderr=True, tail=lines)
             except docker.errors.NotFound:
                 return ""
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: dead or being removed: its log is going with it
+                    raise
+                return ""
         return bounded_tail(raw if isinstance(raw, bytes) else b"")
 
     def remove(self, name: str) -> None:
