@@ -185,9 +185,11 @@ async def _run_now(the_node: PipelinesFacade, ask: RunNow) -> web.Response:
     with phases.phase("api: registrations unchanged"):
         # One read of the definition (with its private values and version) for both checks, handed
         # through the door to a run that starts at once (``Runner.start``: while it is still stored).
-        read = await the_node.runner.versions.read_current(ask.name)
+        with phases.phase("api/definition read (SQL)"):
+            read = await the_node.runner.versions.read_current(ask.name)
         pipeline = read.definition.pipeline if read is not None else None
-        checked = await refuse_changes_of(the_node, pipeline)
+        with phases.phase("api/registrations read and compared with the pins (etcd)"):
+            checked = await refuse_changes_of(the_node, pipeline)
         _refuse_unenforceable(the_node, pipeline, ask.version)
     cause = Manual(checked, read)
     door_ask = RunAsk(ask.name, cause, overlap=ask.overlap, priority=ask.priority, version=ask.version)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import aetcd
@@ -45,6 +45,8 @@ __all__ = ["DELETE", "Etcd"]
 
 # Sentinel an ``update`` function returns to delete the key.
 DELETE = object()
+# Operations in one transaction of ``get_many``: etcd refuses more than its --max-txn-ops (128 by default).
+TXN_READS = 64
 
 
 class Etcd(EtcdMaintenance):
@@ -65,6 +67,36 @@ class Etcd(EtcdMaintenance):
         if kv is not None and kv.problem:
             warn_once(kv.key, kv.mod_revision, kv.problem)
         return kv
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, KeyValue | None]:
+        """``get`` of several keys in one round trip: one read-only transaction of range reads (at
+        most ``TXN_READS`` keys each, etcd's own bound on a transaction's operations), each at one
+        revision and linearizable like ``get``. A transaction whose answer does not fit one gRPC
+        message is read key by key (``get``: a value too large comes back with its ``problem``)."""
+        found: dict[str, KeyValue | None] = {}
+        wanted = list(dict.fromkeys(keys))
+        for start in range(0, len(wanted), TXN_READS):
+            chunk = wanted[start : start + TXN_READS]
+            answer = await self._reads(chunk)
+            if answer is TOO_LARGE:
+                for key in chunk:
+                    found[key] = await self.get(key)
+                continue
+            for key, response in zip(chunk, answer.responses, strict=True):
+                kvs = response.response_range.kvs
+                kv = decode_kv(kvs[0]) if kvs else None
+                if kv is not None and kv.problem:
+                    warn_once(kv.key, kv.mod_revision, kv.problem)
+                found[key] = kv
+        return found
+
+    async def _reads(self, keys: Sequence[str]) -> Any:
+        """One transaction of a range read per key (no compare: it always takes its success
+        branch), or ``TOO_LARGE``."""
+        request = aetcd.rpc.TxnRequest(
+            success=[aetcd.rpc.RequestOp(request_range=aetcd.rpc.RangeRequest(key=k.encode())) for k in keys]
+        )
+        return await self._read_call(lambda c: c.kvstub.Txn(request, timeout=self.timeout, metadata=c.metadata))
 
     async def list_prefix(
         self, prefix: str, *, limit: int = 0, newest_first: bool = False, before: str | None = None
@@ -130,10 +162,17 @@ class Etcd(EtcdMaintenance):
             sort_target=aetcd.rpc.RangeRequest.KEY,
         )
 
+        return await self._read_call(lambda c: c.kvstub.Range(request, timeout=self.timeout, metadata=c.metadata))
+
+    async def _read_call(self, call: Callable[[aetcd.Client], Awaitable[Any]]) -> Any:
+        """One read of etcd's KV service, made straight on the client's stub: its answer,
+        ``TOO_LARGE`` when it does not fit one gRPC message, or ``COMPACTED`` when the revision it
+        asked for is gone."""
+
         async def op(c: aetcd.Client) -> Any:
             await c.connect()
             try:
-                return await c.kvstub.Range(request, timeout=self.timeout, metadata=c.metadata)
+                return await call(c)
             except grpc.aio.AioRpcError as exc:
                 if too_large(exc):
                     return TOO_LARGE

@@ -22,7 +22,7 @@ pipelines of every instance that uses the registration.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -69,6 +69,8 @@ class Provenance:
     signed_by: str | None
     signed_at: str | None
     proof: str
+    # The end of the signing certificate (``Seal.valid_until``): a verdict kept past it is checked again.
+    valid_until: datetime | None = field(default=None, compare=False, repr=False)
 
     def public(self) -> dict[str, Any]:
         return {
@@ -101,7 +103,7 @@ def provenance(value: Any, kind: Kind, sealer: Sealer) -> Provenance | str:
     seal = sealer.check(value, SHARED[kind])
     if isinstance(seal, str):
         return seal
-    return Provenance(owner, revision, seal.signed_by, signed_at, seal.proof.value)
+    return Provenance(owner, revision, seal.signed_by, signed_at, seal.proof.value, seal.valid_until)
 
 
 def owned(fields: dict[str, Any], kind: Kind, owner: str, revision: int, sealer: Sealer) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from executor.wire.names import name_problem
 
 from ..domain.pipeline import Dataset, Pipeline, Tool
 from ..errors import Conflict, MalformedEntry, NotFound
-from . import keys
+from . import keys, seals
 from .answers import KeyValue
 from .etcd import DELETE, Etcd
 from .ownership import (
@@ -34,6 +34,7 @@ from .ownership import (
     provenance,
     without_ownership,
 )
+from .read_batch import ReadBatch
 from .registry_entries import (
     check_registration,
     dataset_parser,
@@ -57,6 +58,14 @@ def key_of(kind: Kind, name: str) -> str:
     return PREFIXES[kind] + name
 
 
+def _still_holds(verdict: Provenance | str) -> bool:
+    """Whether a verdict kept from an earlier read still stands: a seal passes only while the
+    certificate that signed it is valid (``seals``), so a kept pass ends with it."""
+    if isinstance(verdict, str) or verdict.valid_until is None:
+        return True
+    return seals.now() <= verdict.valid_until
+
+
 @dataclass(frozen=True)
 class Registered(Generic[T]):
     """A registration as read: what it says, who owns it, and the etcd version it was read at."""
@@ -74,24 +83,29 @@ class Registry:
 
     def __init__(self, etcd: Etcd, sealer: Sealer | None = None, instance: str = "") -> None:
         self.etcd = etcd
+        # Reads asked side by side (a run's check, a step's registrations) share one round trip.
+        self._reads = ReadBatch(etcd)
         self.sealer = sealer or Sealer(instance or "unnamed", None)
         self.instance = instance or self.sealer.instance
-        # (key, mod_revision) -> its provenance or why not: a seal is verified once per version.
-        self._checked: OrderedDict[tuple[str, int], Provenance | str] = OrderedDict()
+        # (key, mod_revision) -> the value read there and its provenance or why not: a seal is
+        # verified once per version. The value is kept too: the verdict is only ever the same value's
+        # (an etcd restored from a snapshot writes other values at revisions it had handed out).
+        self._checked: OrderedDict[tuple[str, int], tuple[Any, Provenance | str]] = OrderedDict()
 
     # -- reading --------------------------------------------------------------------------------
     def _provenance(self, kind: Kind, kv: KeyValue) -> Provenance | str:
         marker = (kv.key, kv.mod_revision)
-        found = self._checked.get(marker) if kv.mod_revision else None
-        if found is None:
-            found = provenance(kv.value, kind, self.sealer)
-            if isinstance(found, Provenance) and isinstance(kv.value, dict):
-                named = kv.value.get("name", keys.last_segment(kv.key))
-                if named != keys.last_segment(kv.key):
-                    found = f"its name field says {str(named)[:80]!r}, its key {keys.last_segment(kv.key)!r}"
-            self._checked[marker] = found
-            if len(self._checked) > _CHECKED_KEEP:
-                self._checked.popitem(last=False)
+        kept = self._checked.get(marker) if kv.mod_revision else None
+        if kept is not None and kept[0] == kv.value and _still_holds(kept[1]):
+            return kept[1]
+        found = provenance(kv.value, kind, self.sealer)
+        if isinstance(found, Provenance) and isinstance(kv.value, dict):
+            named = kv.value.get("name", keys.last_segment(kv.key))
+            if named != keys.last_segment(kv.key):
+                found = f"its name field says {str(named)[:80]!r}, its key {keys.last_segment(kv.key)!r}"
+        self._checked[marker] = (kv.value, found)
+        if len(self._checked) > _CHECKED_KEEP:
+            self._checked.popitem(last=False)
         return found
 
     def _load(self, kind: Kind, kv: KeyValue, parse: Callable[[Any], T]) -> Registered[T]:
@@ -108,7 +122,7 @@ class Registry:
         return Registered(value, found, kv.mod_revision)
 
     async def _read(self, kind: Kind, name: str, parse: Callable[[Any], T]) -> Registered[T] | None:
-        kv = await self.etcd.get(key_of(kind, name))
+        kv = await self._reads.get(key_of(kind, name))
         return self._load(kind, kv, parse) if kv else None
 
     async def _names(self, kind: Kind, parse: Callable[[Any], Any]) -> list[str]:

@@ -29,7 +29,7 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -59,10 +59,17 @@ class Proof(StrEnum):
 
 @dataclass(frozen=True)
 class Seal:
-    """A record's checked seal: who wrote it, and how that is known."""
+    """A record's checked seal: who wrote it, and how that is known; ``valid_until``: when the
+    certificate that signed it ends (None for a claim), after which the same record no longer passes."""
 
     signed_by: str
     proof: Proof
+    valid_until: datetime.datetime | None = field(default=None, compare=False)
+
+
+def now() -> datetime.datetime:
+    """The time certificates are checked at (one place, so that tests can move it)."""
+    return datetime.datetime.now(datetime.UTC)
 
 
 def canonical(record: Mapping[str, Any], shared: frozenset[str] = frozenset()) -> bytes:
@@ -150,7 +157,7 @@ class Sealer:
             )
         except (InvalidSignature, binascii.Error, ValueError):
             return f"its signature does not verify: it is not what {signed_by!r} sealed"
-        return Seal(signed_by, Proof.SIGNATURE)
+        return Seal(signed_by, Proof.SIGNATURE, cert.not_valid_after_utc)
 
     def _certificate_of(self, encoded: str, signed_by: str) -> x509.Certificate | str:
         """The certificate, if the federation CA issued it to ``signed_by`` and it is valid now."""
@@ -164,8 +171,7 @@ class Sealer:
             return cached
         if _common_name(cached) != f"{signed_by}{CERTIFICATE_SUFFIX}":
             return f"its certificate names {_common_name(cached)!r}, not {signed_by!r}"
-        now = datetime.datetime.now(datetime.UTC)
-        if not cached.not_valid_before_utc <= now <= cached.not_valid_after_utc:
+        if not cached.not_valid_before_utc <= now() <= cached.not_valid_after_utc:
             return "its certificate is not valid now (expired, or not yet valid)"
         return cached
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from ..domain.states import ACTIVE_RUN, IllegalTransition, MergeState, RunStatus, StepStatus
 from . import Store
@@ -84,9 +84,11 @@ class PendingMerges:
             return [_row(r) for r in rows]
 
     async def get(self, dataset: str, branch: str) -> dict[str, Any] | None:
-        async with self.store.reading(f"read the queued merge of {branch}") as s:
-            row = await s.get(PendingMergeRow, (dataset, branch))
+        def read(s: Session) -> dict[str, Any] | None:
+            row = s.get(PendingMergeRow, (dataset, branch))
             return _row(row) if row else None
+
+        return await self.store.read(f"read the queued merge of {branch}", read)
 
     async def failed_attempt(self, dataset: str, branch: str, error: str) -> None:
         async with self.store.session(f"record a failed merge of {branch}") as s:
@@ -112,46 +114,49 @@ class PendingMerges:
         no later run moved it to a newer commit meanwhile; otherwise just these steps leave it.
         Returns how many of the steps belong to runs that had already ended (their conflict was not
         in the run's record when the run engine counted it)."""
-        ended = 0
-        async with self.store.session(f"settle the queued merge of {branch}") as s:
+
+        def settle(s: Session) -> int:
+            ended = 0
             for run_id, step in steps:
-                status = await s.scalar(select(RunRow.status).where(RunRow.id == run_id))
+                status = s.scalar(select(RunRow.status).where(RunRow.id == run_id))
                 ended += status is not None and status not in ACTIVE_RUN
                 if not conflicts:  # no status change: the step's record learns where it merged
-                    await s.execute(
+                    s.execute(
                         update(RunStepRow)
                         .where(RunStepRow.run_id == run_id, RunStepRow.name == step)
                         .values(merge_state=MergeState.MERGED, merge_commit=merge_commit)
                     )
                     continue
-                await _conflict(s, run_id, step, conflicts, error)
-            row = await s.get(PendingMergeRow, (dataset, branch))
+                _conflict(s, run_id, step, conflicts, error)
+            row = s.get(PendingMergeRow, (dataset, branch))
             if row is None:
                 return ended
             if row.commit == commit:
-                await s.delete(row)
+                s.delete(row)
             else:
                 row.steps = [st for st in row.steps if st not in steps]
-        return ended
+            return ended
+
+        return await self.store.write(f"settle the queued merge of {branch}", settle)
 
 
-async def _conflict(s: AsyncSession, run_id: str, step: str, conflicts: list[str], error: str | None) -> None:
+def _conflict(s: Session, run_id: str, step: str, conflicts: list[str], error: str | None) -> None:
     """A queued merge that conflicts: its step becomes ``conflict`` and its run ``failed``, each
     through its guarded transition (the statuses it may come from are in the ``WHERE``)."""
     facts = StepFacts(merge_state=MergeState.CONFLICT, conflicts=conflicts, error=error)
     try:
-        await step_transition(s, StepChange(run_id, step, StepStatus.CONFLICT, facts))
+        step_transition(s, StepChange(run_id, step, StepStatus.CONFLICT, facts))
     except IllegalTransition:
         # A legitimate no-op for the status: the step ended otherwise while its merge waited (its
         # run was cancelled, say: the final statuses stay final) or its record is gone. Its record
         # still learns how the merge went; its status and error stay its own.
-        await s.execute(
+        s.execute(
             update(RunStepRow)
             .where(RunStepRow.run_id == run_id, RunStepRow.name == step)
             .values(merge_state=MergeState.CONFLICT, conflicts=conflicts)
         )
     try:
-        await run_transition(s, RunChange(run_id, RunStatus.FAILED, error=error))
+        run_transition(s, RunChange(run_id, RunStatus.FAILED, error=error))
     except IllegalTransition:
         # A legitimate no-op: the run already ended failed or cancelled (both final; an earlier
         # conflict of another of its steps, say), or its record is gone.

@@ -5,7 +5,7 @@ The engine says what happened as a frozen value (``RunChange``, ``StepChange``, 
 keywords. A status change is one ``UPDATE`` whose ``WHERE`` names the statuses the new one may come
 from (``domain.states``' tables): a write that matches no row is an illegal transition and raises
 ``IllegalTransition``, never a silent no-op and never a status the record could not have reached.
-``RunRecords`` (``store/runs.py``) runs them inside its transactions.
+``RunRecords`` (``store/runs.py``) runs them inside its transactions (synchronous: ``Store.write``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from sqlalchemy import Update, case, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from ..domain.states import (
     ATTEMPT_TRANSITIONS,
@@ -128,16 +128,16 @@ class AttemptEnded:
     queued_seconds: float | None = None
 
 
-async def run_transition(s: AsyncSession, change: RunChange) -> None:
+def run_transition(s: Session, change: RunChange) -> None:
     values = {k: v for k, v in (("started_at", change.started_at), ("ended_at", change.ended_at),
                                 ("error", change.error)) if v is not None}  # fmt: skip
-    result = await s.execute(
+    result = s.execute(
         update(RunRow)
         .where(RunRow.id == change.run_id, RunRow.status.in_(came_from(RUN_TRANSITIONS, change.status)))
         .values(**values, status=change.status)
     )
     if not getattr(result, "rowcount", 0):
-        now = await s.scalar(select(RunRow.status).where(RunRow.id == change.run_id))
+        now = s.scalar(select(RunRow.status).where(RunRow.id == change.run_id))
         raise IllegalTransition(
             f"run {change.run_id}: {now or 'no record'} -> {change.status} is not allowed"
         )
@@ -158,8 +158,8 @@ def keep_settled_merge(values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def step_transition(s: AsyncSession, change: StepChange) -> None:
-    result = await s.execute(
+def step_transition(s: Session, change: StepChange) -> None:
+    result = s.execute(
         update(RunStepRow)
         .where(
             RunStepRow.run_id == change.run_id,
@@ -169,7 +169,7 @@ async def step_transition(s: AsyncSession, change: StepChange) -> None:
         .values(**keep_settled_merge(change.facts.values()), status=change.status)
     )
     if not getattr(result, "rowcount", 0):
-        now = await s.scalar(
+        now = s.scalar(
             select(RunStepRow.status).where(
                 RunStepRow.run_id == change.run_id, RunStepRow.name == change.step
             )
@@ -198,10 +198,10 @@ def attempt_update(end: AttemptEnded) -> Update:
     )
 
 
-async def attempt_end(s: AsyncSession, end: AttemptEnded) -> None:
-    result = await s.execute(attempt_update(end))
+def attempt_end(s: Session, end: AttemptEnded) -> None:
+    result = s.execute(attempt_update(end))
     if not getattr(result, "rowcount", 0):
-        now = await s.scalar(select(AttemptRow.status).where(AttemptRow.id == end.attempt_id))
+        now = s.scalar(select(AttemptRow.status).where(AttemptRow.id == end.attempt_id))
         raise IllegalTransition(
             f"attempt {end.attempt_id}: {now or 'no record'} -> {end.status} is not allowed"
         )

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from ..domain.queue import Ticket, in_order
 from ..domain.states import AttemptStatus, RunStatus, StepStatus
@@ -159,8 +159,7 @@ class RunReads:
             return result
 
     async def get(self, run_id: str) -> RunView | None:
-        async with self.store.reading(f"read run {run_id}") as s:
-            return await read_run(s, run_id)
+        return await self.store.read(f"read run {run_id}", lambda s: read_run(s, run_id))
 
     async def list(
         self,
@@ -198,24 +197,20 @@ class RunReads:
             return [RunView.of(r, by_run.get(r.id, []), tries.get(r.id, []), with_logs=False) for r in runs]
 
 
-async def read_run(s: AsyncSession, run_id: str) -> RunView | None:
+def read_run(s: Session, run_id: str) -> RunView | None:
     """One run's record (its steps and attempts) as read in the transaction ``s``: a read
     transaction (``RunReads.get``), or the write that ended it (``RunRecords.close``). Two
     statements: the run with its steps (joined: a run's columns are few), then its attempts (not
     joined: a fan-out step's hundreds would each repeat the step's columns, its log tail too)."""
-    rows = (
-        await s.execute(
-            select(RunRow, RunStepRow)
-            .outerjoin(RunStepRow, RunStepRow.run_id == RunRow.id)
-            .where(RunRow.id == run_id)
-            .order_by(RunStepRow.position)
-        )
+    rows = s.execute(
+        select(RunRow, RunStepRow)
+        .outerjoin(RunStepRow, RunStepRow.run_id == RunRow.id)
+        .where(RunRow.id == run_id)
+        .order_by(RunStepRow.position)
     ).all()
     if not rows:
         return None
     run = rows[0][0]
     steps = [step for _, step in rows if step is not None]
-    attempts = (
-        await s.scalars(select(AttemptRow).where(AttemptRow.run_id == run_id).order_by(AttemptRow.id))
-    ).all()
+    attempts = s.scalars(select(AttemptRow).where(AttemptRow.run_id == run_id).order_by(AttemptRow.id)).all()
     return RunView.of(run, steps, attempts)

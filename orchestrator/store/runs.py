@@ -10,13 +10,13 @@ shape (``GET /runs``, ``GET /runs/{id}``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Executable, delete, select, update
+from sqlalchemy.orm import Session
 
 from ..domain.graph import StepNode
 from ..domain.pipeline import Pipeline
@@ -86,7 +86,7 @@ class NewRun:
 
 
 def _add_steps(
-    s: AsyncSession, run_id: str, pipeline: Pipeline, nodes: Sequence[StepNode], branches: Sequence[str]
+    s: Session, run_id: str, pipeline: Pipeline, nodes: Sequence[StepNode], branches: Sequence[str]
 ) -> None:
     for position, (step, node, branch) in enumerate(zip(pipeline.steps, nodes, branches, strict=True)):
         s.add(
@@ -126,17 +126,26 @@ def _open_from(end: StepStatus) -> list[StepStatus]:
     return sorted(allowed)
 
 
-async def _end_step(s: AsyncSession, run_id: str, name: str, end: StepEnd, allowed: Sequence[StepStatus]) -> None:
+def _end_step(s: Session, run_id: str, name: str, end: StepEnd, allowed: Sequence[StepStatus]) -> None:
     """One guarded step transition: ``allowed`` in the ``WHERE``; ``IllegalTransition`` when the
     record is in none of them."""
-    result = await s.execute(
+    result = s.execute(
         update(RunStepRow)
         .where(RunStepRow.run_id == run_id, RunStepRow.name == name, RunStepRow.status.in_(allowed))
         .values(**keep_settled_merge({**end.fields, "status": end.status}))
     )
     if not getattr(result, "rowcount", 0):
-        now = await s.scalar(select(RunStepRow.status).where(RunStepRow.run_id == run_id, RunStepRow.name == name))
+        now = s.scalar(select(RunStepRow.status).where(RunStepRow.run_id == run_id, RunStepRow.name == name))
         raise IllegalTransition(f"run {run_id}: step {name}: {now or 'no record'} -> {end.status} is not allowed")
+
+
+def _statement(statement: Executable) -> Callable[[Session], None]:
+    """A transaction of one statement."""
+
+    def execute(s: Session) -> None:
+        s.execute(statement)
+
+    return execute
 
 
 @dataclass(frozen=True)
@@ -171,10 +180,11 @@ class RunRecords(RunReads):
     async def create_many(self, runs: Sequence[NewRun], backfill: NewBackfill | None = None) -> None:
         """Record runs (with their steps, all pending) in one transaction: all or none; with the
         ``backfill`` they are the ticks of (its row first, the runs naming it in their cause)."""
-        async with self.store.session(f"record {len(runs)} run(s)") as s:
+
+        def record(s: Session) -> None:
             if backfill is not None:
                 s.add(backfill.row())
-                await s.flush()
+                s.flush()
             for run in runs:
                 s.add(
                     RunRow(
@@ -192,9 +202,11 @@ class RunRecords(RunReads):
                         **run.cause,
                     )
                 )
-            await s.flush()
+            s.flush()
             for run in runs:
                 _add_steps(s, run.id, run.pipeline, run.nodes, run.branches)
+
+        await self.store.write(f"record {len(runs)} run(s)", record)
 
     async def restart_steps(
         self,
@@ -207,34 +219,39 @@ class RunRecords(RunReads):
         """A queued run's steps as the pipeline is now (it may have been initialised again while the
         run waited), or as the version it asked for: the pending step rows are written again, and
         the run's ``version`` with them."""
-        async with self.store.session(f"record the steps of queued run {run_id}") as s:
-            await s.execute(update(RunRow).where(RunRow.id == run_id).values(version=version))
-            await s.execute(delete(RunStepRow).where(RunStepRow.run_id == run_id))
-            await s.flush()
+
+        def restart(s: Session) -> None:
+            s.execute(update(RunRow).where(RunRow.id == run_id).values(version=version))
+            s.execute(delete(RunStepRow).where(RunStepRow.run_id == run_id))
+            s.flush()
             _add_steps(s, run_id, pipeline, nodes, branches)
+
+        await self.store.write(f"record the steps of queued run {run_id}", restart)
 
     async def cancel_queued(self, run_id: str, reason: str) -> bool:
         """End a run that is still queued ``cancelled`` (its steps too); False if it is not queued."""
-        async with self.store.session(f"cancel queued run {run_id}") as s:
-            result = await s.execute(
+
+        def cancel(s: Session) -> bool:
+            result = s.execute(
                 update(RunRow)
                 .where(RunRow.id == run_id, RunRow.status == RunStatus.QUEUED)
                 .values(status=RunStatus.CANCELLED, error=reason, ended_at=utcnow())
             )
             if not getattr(result, "rowcount", 0):
                 return False
-            await s.execute(
+            s.execute(
                 update(RunStepRow)
                 .where(RunStepRow.run_id == run_id, RunStepRow.status == StepStatus.PENDING)
                 .values(status=StepStatus.CANCELLED, error=reason)
             )
             return True
 
+        return await self.store.write(f"cancel queued run {run_id}", cancel)
+
     async def change_run(self, change: RunChange) -> None:
         """The run's new status (one guarded transition: ``IllegalTransition`` when its record is
         not in a status it may come from)."""
-        async with self.store.session(f"record run {change.run_id} {change.status}") as s:
-            await run_transition(s, change)
+        await self.store.write(f"record run {change.run_id} {change.status}", lambda s: run_transition(s, change))
 
     async def close(
         self,
@@ -254,71 +271,78 @@ class RunRecords(RunReads):
         ``IllegalTransition`` otherwise), except a run a queued merge's conflict failed meanwhile:
         it stays failed with that error. Returns the ended record as read in the same transaction
         (for the metrics and a waiting caller: no second transaction to read it)."""
-        async with self.store.session(f"record the end of run {run_id}") as s:
+
+        def close(s: Session) -> RunView | None:
             for attempt in ended:  # still running ones only: an attempt's end is final
-                await s.execute(attempt_update(attempt))
-            recorded = (
-                await s.execute(select(RunStepRow.name, RunStepRow.status).where(RunStepRow.run_id == run_id))
+                s.execute(attempt_update(attempt))
+            recorded = s.execute(
+                select(RunStepRow.name, RunStepRow.status).where(RunStepRow.run_id == run_id)
             ).all()
             for name, now in recorded:
                 end = steps.get(name)
                 # Only a record still open: a final one is either this one already, or a queued
                 # merge's settling (succeeded -> conflict), which the run must not undo.
                 if end is not None and now in OPEN_STEP and now != end.status:
-                    await _end_step(s, run_id, name, end, _open_from(end.status))
-            await s.execute(
+                    _end_step(s, run_id, name, end, _open_from(end.status))
+            s.execute(
                 update(AttemptRow)
                 .where(AttemptRow.run_id == run_id, AttemptRow.status == AttemptStatus.RUNNING)
                 .values(status=attempts, error=reason[:4000], ended_at=utcnow())
             )
-            result = await s.execute(
+            result = s.execute(
                 update(RunRow)
                 .where(RunRow.id == run_id, RunRow.status.in_(came_from(RUN_TRANSITIONS, run_end.status)))
                 .values(status=run_end.status, error=run_end.error, ended_at=run_end.ended_at)
             )
             if not getattr(result, "rowcount", 0):
-                held = await s.scalar(select(RunRow.status).where(RunRow.id == run_id))
+                held = s.scalar(select(RunRow.status).where(RunRow.id == run_id))
                 # A queued merge that conflicted meanwhile has already failed the run (outage
                 # settling): its end stands, a legitimate no-op. Anything else is a bug.
                 if held != RunStatus.FAILED:
                     raise IllegalTransition(
                         f"run {run_id}: {held or 'no record'} -> {run_end.status} is not allowed"
                     )
-            return await read_run(s, run_id)
+            return read_run(s, run_id)
+
+        return await self.store.write(f"record the end of run {run_id}", close)
 
     async def plan_steps(self, run_id: str, steps: Mapping[str, StepEnd | str]) -> None:
         """A retry's plan, in one transaction: a step given a ``StepEnd`` ends so (``reused``, with
         the retried run's commits: a guarded transition, ``IllegalTransition`` unless the step is
         still pending), one given a text only gets it as its ``reason``."""
-        async with self.store.session(f"record the retry plan of run {run_id}") as s:
+
+        def plan(s: Session) -> None:
             for name, planned in steps.items():
                 if isinstance(planned, str):
-                    await s.execute(
+                    s.execute(
                         update(RunStepRow)
                         .where(RunStepRow.run_id == run_id, RunStepRow.name == name)
                         .values(reason=planned)
                     )
                 else:
-                    await _end_step(s, run_id, name, planned, came_from(STEP_TRANSITIONS, planned.status))
+                    _end_step(s, run_id, name, planned, came_from(STEP_TRANSITIONS, planned.status))
+
+        await self.store.write(f"record the retry plan of run {run_id}", plan)
 
     async def note_step(self, run_id: str, step: str, facts: StepFacts | ToolEnded) -> None:
         """What the step's record learnt on its way (no status change)."""
         values = facts.values()
         if not values:
             return
-        async with self.store.session(f"update step {step} of run {run_id}") as s:
-            await s.execute(
-                update(RunStepRow).where(RunStepRow.run_id == run_id, RunStepRow.name == step).values(**values)
-            )
+        noted = update(RunStepRow).where(RunStepRow.run_id == run_id, RunStepRow.name == step).values(**values)
+        await self.store.write(f"update step {step} of run {run_id}", _statement(noted))
 
     async def change_step(self, change: StepChange, attempt: AttemptEnded | None = None) -> None:
         """The step's new status (one guarded transition), and with it, in the same transaction,
         the end of its last attempt when that is still to be recorded (a step's success and its
         attempt's are one write)."""
-        async with self.store.session(f"record step {change.step} of run {change.run_id} {change.status}") as s:
+
+        def step_change(s: Session) -> None:
             if attempt is not None:
-                await attempt_end(s, attempt)
-            await step_transition(s, change)
+                attempt_end(s, attempt)
+            step_transition(s, change)
+
+        await self.store.write(f"record step {change.step} of run {change.run_id} {change.status}", step_change)
 
     async def start_attempt(
         self, attempt: NewAttempt, *, step_started: datetime | None = None, input_commit: str | None = None
@@ -328,11 +352,12 @@ class RunRecords(RunReads):
         pending and runs from now) and the input commit its attempt took; returns its id for
         ``end_attempt``."""
         facts = StepFacts(started_at=step_started, input_commit=input_commit)
-        async with self.store.session(f"record attempt {attempt.attempt} of step {attempt.step}") as s:
+
+        def start(s: Session) -> int:
             if step_started is not None:
-                await step_transition(s, StepChange(attempt.run_id, attempt.step, StepStatus.RUNNING, facts))
+                step_transition(s, StepChange(attempt.run_id, attempt.step, StepStatus.RUNNING, facts))
             elif values := facts.values():
-                await s.execute(
+                s.execute(
                     update(RunStepRow)
                     .where(RunStepRow.run_id == attempt.run_id, RunStepRow.name == attempt.step)
                     .values(**values)
@@ -350,22 +375,21 @@ class RunRecords(RunReads):
                 started_at=utcnow(),
             )
             s.add(row)
-            await s.flush()
+            s.flush()
             return row.id
+
+        return await self.store.write(f"record attempt {attempt.attempt} of step {attempt.step}", start)
 
     async def end_attempt(self, end: AttemptEnded) -> None:
         """Record how an attempt ended (one guarded transition: only a running attempt ends)."""
-        async with self.store.session("record the end of an attempt") as s:
-            await attempt_end(s, end)
+        await self.store.write("record the end of an attempt", lambda s: attempt_end(s, end))
 
     async def end_unfinished_attempts(
         self, run_id: str, status: AttemptStatus, error: str | None, step: str | None = None
     ) -> None:
         """End the run's attempts still recorded running (of ``step`` only, when given)."""
-        async with self.store.session(f"close the attempts of run {run_id}") as s:
-            query = update(AttemptRow).where(
-                AttemptRow.run_id == run_id, AttemptRow.status == AttemptStatus.RUNNING
-            )
-            if step is not None:
-                query = query.where(AttemptRow.step == step)
-            await s.execute(query.values(status=status, error=error, ended_at=utcnow()))
+        query = update(AttemptRow).where(AttemptRow.run_id == run_id, AttemptRow.status == AttemptStatus.RUNNING)
+        if step is not None:
+            query = query.where(AttemptRow.step == step)
+        ended = query.values(status=status, error=error, ended_at=utcnow())
+        await self.store.write(f"close the attempts of run {run_id}", _statement(ended))

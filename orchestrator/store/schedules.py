@@ -7,19 +7,21 @@ one writer at a time, ``reading`` reads beside them).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from ..domain.causes import Overlap
 from ..domain.schedule import DEFAULT_OPTIONS, Catchup, Schedule, ScheduleOptions, Tick
 from ..domain.states import TickOutcome
 from .tables import ScheduleRow, TickRow, utcnow
 
+T = TypeVar("T")
 # ``(due_at, outcome, run_id, reason)`` of one schedule's tick.
 TickEntry = tuple[datetime, TickOutcome, str | None, str | None]
 # ``(schedule_id, pipeline, due_at, outcome, run_id, reason)`` of any schedule's tick.
@@ -34,6 +36,8 @@ class ScheduleTables:
         def session(self, doing: str) -> AbstractAsyncContextManager[AsyncSession]: ...
 
         def reading(self, doing: str) -> AbstractAsyncContextManager[AsyncSession]: ...
+
+        async def read(self, doing: str, body: Callable[[Session], T]) -> T: ...
 
     async def add_schedule(
         self,
@@ -88,13 +92,10 @@ class ScheduleTables:
         """The data triggers (of ``dataset`` only, if given), oldest first: found by the database, not
         among every schedule (a ground-truth advance and ``GET /jobs`` ask, and cron schedules can be
         thousands)."""
-        async with self.reading("list data triggers") as s:
-            query = (
-                select(ScheduleRow).where(ScheduleRow.dataset.is_not(None)).order_by(ScheduleRow.created_at)
-            )
-            if dataset is not None:
-                query = query.where(ScheduleRow.dataset == dataset)
-            return [schedule_of(r) for r in (await s.scalars(query)).all()]
+        query = select(ScheduleRow).where(ScheduleRow.dataset.is_not(None)).order_by(ScheduleRow.created_at)
+        if dataset is not None:
+            query = query.where(ScheduleRow.dataset == dataset)
+        return await self.read("list data triggers", lambda s: [schedule_of(r) for r in s.scalars(query).all()])
 
     async def get_schedule(self, schedule_id: str) -> Schedule | None:
         async with self.reading(f"read schedule {schedule_id}") as s:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from ..domain.pipeline import PRIVATE_PLACEHOLDER, Pipeline
 from ..domain.versions import ReadDefinition, VersionedPipeline, definition, definition_hash, parse_definition
@@ -129,6 +130,9 @@ def _same(row: PipelineVersionRow, digest: str) -> bool:
 class PipelineVersions:
     def __init__(self, store: Store) -> None:
         self.store = store
+        # Each pipeline's current definition as last read, with the store's stamp it was read under
+        # (``for_run``): every run of it reads it, and it changes only by an init or a delete.
+        self._current: dict[str, tuple[int, VersionedPipeline]] = {}
 
     async def recent(self, pipeline: str, limit: int) -> list[VersionRecord]:
         """The newest ``limit`` versions, newest first (``[]``: none recorded)."""
@@ -174,7 +178,27 @@ class PipelineVersions:
     async def for_run(self, name: str, number: int | None) -> VersionedPipeline | None:
         """The pipeline a run of ``name`` takes, with this instance's private values: its current
         definition (``number`` None) or version ``number`` (``UnknownVersion`` when it has none such).
-        None when the pipeline is not initialised here."""
+        None when the pipeline is not initialised here.
+
+        The current definition is read from the database once per stamp (``Store.definition_stamp``):
+        while no init or delete of it began since a read, that read is what is stored (this process
+        is the database's only writer), and the next run takes it from memory. One read while a
+        write is under way, or with one begun during the read, is not kept."""
+        if number is not None:
+            return await self._read(name, number)
+        stamp = self.store.definition_stamp(name)
+        kept = self._current.get(name)
+        if stamp is not None and kept is not None and kept[0] == stamp:
+            # A copy: a run's definition is its own (a model, not frozen), whatever it does to it.
+            return VersionedPipeline(kept[1].pipeline.model_copy(deep=True), kept[1].version)
+        self._current.pop(name, None)
+        found = await self._read(name, None)
+        if found is not None and stamp is not None and self.store.definition_stamp(name) == stamp:
+            self._current[name] = (stamp, found)
+        return found
+
+    async def _read(self, name: str, number: int | None) -> VersionedPipeline | None:
+        """``for_run`` from the database."""
         # A read: it does not wait for the writer's turn (one writer at a time on SQLite).
         # On every run's path: columns rather than ORM objects, and the latest version's number
         # with the definition's row (not the latest version's whole row): two queries in all.
@@ -186,26 +210,29 @@ class PipelineVersions:
         current = select(PipelineRow.description, PipelineRow.steps, PipelineRow.run_timeout, latest).where(
             PipelineRow.name == name
         )
-        async with self.store.reading(f"read pipeline {name} for a run") as s:
-            row = (await s.execute(current)).first()
+
+        def read(s: Session) -> VersionedPipeline | None:
+            row = s.execute(current).first()
             if row is None:
                 return None
             secrets: dict[str, dict[str, str]] = {}
             held = select(SecretRow.step, SecretRow.key, SecretRow.value).where(SecretRow.pipeline == name)
-            for step, key, value in (await s.execute(held)).tuples().all():
+            for step, key, value in s.execute(held).tuples().all():
                 secrets.setdefault(step, {})[key] = value
             if number is None:
                 description, steps, run_timeout, latest_number = row.tuple()
                 data = {"name": name, "description": description, "steps": steps, "run_timeout": run_timeout}
                 pipeline = _with_secrets(data, secrets, all_held=True)
                 return VersionedPipeline(pipeline, latest_number)
-            version = await s.get(PipelineVersionRow, (name, number))
+            version = s.get(PipelineVersionRow, (name, number))
             if version is None:
                 raise UnknownVersion(
                     f"pipeline {name!r} has no version {number} on this instance "
                     f"(GET /pipeline/{name}/versions lists them)"
                 )
             return VersionedPipeline(_with_secrets(version.definition, secrets, all_held=False), number)
+
+        return await self.store.read(f"read pipeline {name} for a run", read)
 
 
 def _with_secrets(data: dict[str, Any], secrets: dict[str, dict[str, str]], all_held: bool) -> Pipeline:
