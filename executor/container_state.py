@@ -16,6 +16,8 @@ from typing import Any
 
 from executor.wire.containers import START_TIMEOUT_LABEL, TIMEOUT_LABEL, ContainerState, Ending, Phase
 
+# The engine's states of a container that has ended for good.
+ENDED_STATES = ("exited", "dead")
 # A kill this close to the timeout (seconds) is the timeout's.
 TIMEOUT_SLACK = 0.5
 
@@ -90,7 +92,7 @@ def describe(
                 ending = Ending.UNSCHEDULABLE
         if ending is not None:
             phase, exit_code = Phase.ENDED, None
-    elif engine_state in ("exited", "dead"):
+    elif engine_state in ENDED_STATES:
         phase = Phase.ENDED
         ending = ending or ending_of_exit(status, labels, started, finished)
         if ending is Ending.OOM_KILLED and not message:

@@ -27,7 +27,7 @@ from typing import Any
 from docker.models.containers import Container
 
 from executor.config import Settings
-from executor.container_state import describe, label_seconds, parse_time
+from executor.container_state import ENDED_STATES, describe, label_seconds, parse_time
 from executor.docker_runner import DockerRunner
 from executor.errors import ContainerNameInUse
 from executor.hardening import check_docker_socket, tool_user
@@ -62,6 +62,21 @@ class _Watch:
     ending: Ending | None = None
     message: str = ""
     task: asyncio.Task[None] | None = None
+    # The engine's description of it once its wait returned, read once for every waiter and the
+    # monitor's own count; used only when it shows the container exited (or dead), which no
+    # longer changes: one being removed (from outside) shows "running" or "removing" until it is
+    # gone, and is asked again.
+    final: asyncio.Future[dict[str, Any] | None] | None = None
+
+
+@dataclass(frozen=True)
+class _Started:
+    """A container this process has just started, and what its monitor needs of it: known without
+    asking the engine, whose inspection of a short container waits until its exit is processed."""
+
+    container: Container
+    timeout: float
+    started: datetime
 
 
 class Containers:
@@ -121,8 +136,16 @@ class Containers:
 
     async def _submit(self, request: SubmitRequest) -> ContainerState:
         async with self._lock(request.name):
-            existing = await self._service.op(self._runner.inspect, request.name)
+            # The checks and the image lookup go beside the look for an existing container (each a
+            # thread hop, the lookups a round trip to the engine); they count only when there is none.
+            checking = asyncio.ensure_future(self._checked(request))
+            try:
+                existing = await self._service.op(self._runner.inspect, request.name)
+            except BaseException:
+                self._discard(checking)
+                raise
             if existing is not None:
+                self._discard(checking)
                 labels = (existing.get("Config") or {}).get("Labels") or {}
                 if labels.get(EXECUTOR_LABEL) != self._settings.instance:
                     raise ContainerNameInUse(
@@ -133,11 +156,9 @@ class Containers:
                 if request.name not in self._watches and state.phase is not Phase.ENDED:
                     self._watch(request.name, started=state.phase is Phase.RUNNING)
                 return state
-            check_docker_socket(request, self._settings)
-            tool_user(request, self._settings.tool_uid, self._settings.tool_gid)
-            output_dir, input_dir = await self._service.mount_sources(request)
-            await self._service.check_directories(output_dir, input_dir)
-            image_id = await self._service.resolve_image(request.image)
+            output_dir, input_dir, found = await checking
+            # Not on the engine: pulled, or refused, as its policy says.
+            image_id = found or await self._service.resolve_image(request.image)
             spec = await self._service.container_spec(request, output_dir, input_dir)
             spec.labels.update(
                 {
@@ -147,16 +168,19 @@ class Containers:
                 }
             )
             container: Container = await self._service.op(self._runner.create, spec)
+            created = datetime.now(UTC)
             watch = _Watch(request.name)
             self._watches[request.name] = watch
             # Started here when a slot is free, so the answer says "running" and a short step
             # costs no extra hop; otherwise the monitor starts it when its turn comes.
-            started = False
+            started: _Started | None = None
             if not self._service.slots.locked():
                 await self._service.slots.acquire()
                 try:
                     await self._service.op(self._runner.start, container)
-                    started = True
+                    # The timeout as its label says it (what an adopting process reads back).
+                    timeout = label_seconds(spec.labels, TIMEOUT_LABEL) or request.timeout
+                    started = _Started(container, timeout, datetime.now(UTC))
                     watch.started.set()
                 except BaseException:
                     self._service.slots.release()
@@ -167,47 +191,100 @@ class Containers:
                 "Container %s submitted from image %s (%s).",
                 request.name, request.image, "started" if started else "waiting for a slot",
             )  # fmt: skip
-            self._watch(request.name, started=started, holding=started, watch=watch)
-            state = await self._state(request.name)
-            return state.model_copy(update={"image_id": image_id})
+            self._watch(request.name, started=started is not None, holding=started is not None, watch=watch, known=started)  # fmt: skip
+            # Answered from what this process just did, not from an inspection: the engine answers
+            # one of a short container only once its exit is processed (~50 ms here), which would
+            # hold the answer, and the wait that follows it, that long.
+            made = {
+                "Id": container.id,
+                "Image": image_id,
+                "Config": {"Labels": (container.attrs.get("Config") or {}).get("Labels") or {}},
+                "Created": created.isoformat(),
+                "State": {
+                    "Status": "running" if started is not None else "created",
+                    "StartedAt": started.started.isoformat() if started is not None else "",
+                },
+            }
+            return describe(request.name, made, now=datetime.now(UTC), node=await self.node(), monitored=True)
+
+    async def _checked(self, request: SubmitRequest) -> tuple[str, str | None, str | None]:
+        """The request's checks (hardening, folders) and its image's id on the engine (None: not
+        there; never pulled here, before it is known that no container exists)."""
+        check_docker_socket(request, self._settings)
+        tool_user(request, self._settings.tool_uid, self._settings.tool_gid)
+        looking = asyncio.ensure_future(self._service.op(self._runner.find_image, request.image))
+        try:
+            output_dir, input_dir = await self._service.folders(request)
+            image_id = await looking
+        except BaseException:
+            self._discard(looking)
+            raise
+        return output_dir, input_dir, image_id
+
+    @staticmethod
+    def _discard(future: asyncio.Future[Any]) -> None:
+        """Cancel work whose answer no longer counts; its failure is nobody's to report."""
+        future.cancel()
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     # -- the monitor -------------------------------------------------------------------------------------
-    def _watch(self, name: str, *, started: bool, holding: bool = False, watch: _Watch | None = None) -> None:
+    def _watch(
+        self,
+        name: str,
+        *,
+        started: bool,
+        holding: bool = False,
+        watch: _Watch | None = None,
+        known: _Started | None = None,
+    ) -> None:
         watch = watch or self._watches.get(name) or _Watch(name)
         self._watches[name] = watch
         if started:
             watch.started.set()
         if watch.task is None or watch.task.done():
-            watch.task = asyncio.create_task(self._monitor(watch, holding), name=f"monitor {name}")
+            watch.task = asyncio.create_task(self._monitor(watch, holding, known), name=f"monitor {name}")
 
-    async def _monitor(self, watch: _Watch, holding: bool) -> None:
+    async def _monitor(self, watch: _Watch, holding: bool, known: _Started | None = None) -> None:
+        """``known``: the container was started by this process's submit (holding its slot)."""
         name = watch.name
         try:
-            attrs = await self._service.op(self._runner.inspect, name)
-            if attrs is None:
-                return
-            labels = (attrs.get("Config") or {}).get("Labels") or {}
-            timeout = label_seconds(labels, TIMEOUT_LABEL) or 3600.0
-            if not watch.started.is_set():
-                holding = await self._start_when_free(watch, attrs, labels)
-            elif not holding and not self._service.slots.locked():
-                await self._service.slots.acquire()  # adopted while running: it takes its slot
-                holding = True
-            if watch.started.is_set():
+            if known is None:
+                container = await self._service.op(self._runner.container, name)
+                if container is None:
+                    return
+                attrs = container.attrs or {}
+                labels = (attrs.get("Config") or {}).get("Labels") or {}
+                timeout = label_seconds(labels, TIMEOUT_LABEL) or 3600.0
+                if not watch.started.is_set():
+                    container = await self._start_when_free(watch, attrs, labels)
+                    holding = container is not None
+                    started = datetime.now(UTC)
+                else:
+                    if not holding and not self._service.slots.locked():
+                        await self._service.slots.acquire()  # adopted while running: it takes its slot
+                        holding = True
+                    started = parse_time((attrs.get("State") or {}).get("StartedAt")) or datetime.now(UTC)
+                if container is not None:
+                    known = _Started(container, timeout, started)
+            if known is not None:
                 try:
-                    await self._run_out(watch, attrs, timeout)
+                    await self._run_out(watch, known)
                 finally:
                     if holding:
                         self._service.slots.release()
+                watch.final = self._service.op(self._runner.inspect, name)
+                watch.final.add_done_callback(lambda f: f.cancelled() or f.exception())
         except MaoError as exc:
             log.warning("Watching container %s stopped: %s", name, exc.message)
         # Not when cancelled: this executor is stopping, and the container goes on without it.
         watch.exited.set()
         await self._ended(watch)
 
-    async def _start_when_free(self, watch: _Watch, attrs: dict[str, Any], labels: dict[str, str]) -> bool:
-        """Wait for a slot (until the start timeout) and start the container; True once it runs
-        (holding its slot)."""
+    async def _start_when_free(
+        self, watch: _Watch, attrs: dict[str, Any], labels: dict[str, str]
+    ) -> Container | None:
+        """Wait for a slot (until the start timeout) and start the container; the container once
+        it runs (holding its slot), None when it was not started."""
         name = watch.name
         start_timeout = label_seconds(labels, START_TIMEOUT_LABEL)
         remaining = None
@@ -220,34 +297,28 @@ class Containers:
             watch.ending = Ending.UNSCHEDULABLE
             watch.message = f"no slot within its start_timeout of {start_timeout:g} s (MAO_EXECUTOR_MAX_PARALLEL)"
             log.info("Container %s was not started: %s.", name, watch.message)
-            return False
+            return None
         container = await self._service.op(self._runner.container, name)
         if container is None:
             self._service.slots.release()
-            return False
+            return None
         try:
             await self._service.op(self._runner.start, container)
         except BadRequest as exc:
             self._service.slots.release()
             watch.ending, watch.message = Ending.FAILED, exc.message
-            return False
+            return None
         except BaseException:
             self._service.slots.release()
             raise
         watch.started.set()
         log.info("Container %s started (its slot came free).", name)
-        return True
+        return container
 
-    async def _run_out(self, watch: _Watch, attrs: dict[str, Any], timeout: float) -> None:
-        """Until the container exits; killed at ``timeout`` seconds after its start."""
-        name = watch.name
-        container = await self._service.op(self._runner.container, name)
-        if container is None:
-            return
-        # ``container`` was found by an inspection, made now: its start is in it.
-        fresh = container.attrs or attrs
-        started = parse_time((fresh.get("State") or {}).get("StartedAt")) or datetime.now(UTC)
-        remaining = max(0.0, timeout - (datetime.now(UTC) - started).total_seconds())
+    async def _run_out(self, watch: _Watch, known: _Started) -> None:
+        """Until the container exits; killed at its timeout after its start."""
+        name, container, timeout = watch.name, known.container, known.timeout
+        remaining = max(0.0, timeout - (datetime.now(UTC) - known.started).total_seconds())
         waiting = asyncio.get_running_loop().run_in_executor(self._service.waits, self._runner.wait, container)
         waiting.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
@@ -285,23 +356,43 @@ class Containers:
         return state
 
     async def _state(self, name: str, attrs: dict[str, Any] | None = None, tail: int = 0) -> ContainerState:
-        attrs = attrs or await self._service.op(self._runner.inspect, name)
-        labels = ((attrs or {}).get("Config") or {}).get("Labels") or {}
-        if attrs is None or labels.get(EXECUTOR_LABEL) != self._settings.instance:
-            raise NotFound(f"no container {name!r} submitted to this executor", code="container_not_found")
         watch = self._watches.get(name)
-        state = describe(
-            name,
-            attrs,
-            now=datetime.now(UTC),
-            node=await self.node(),
-            ending=watch.ending if watch is not None else None,
-            message=watch.message if watch is not None else "",
-            monitored=watch is not None and watch.task is not None and not watch.task.done(),
-        )
-        if tail and state.phase is Phase.ENDED:
-            state = state.model_copy(update={"log_tail": await self._tail(name, tail)})
-        return state
+        tailing = None
+        if tail and attrs is None and watch is not None and watch.exited.is_set():
+            # It has exited: its tail is read beside its inspection, not after it.
+            tailing = asyncio.ensure_future(self._tail(name, tail))
+            tailing.add_done_callback(lambda f: f.cancelled() or f.exception())
+        try:
+            attrs = attrs or await self._inspect(name)
+            labels = ((attrs or {}).get("Config") or {}).get("Labels") or {}
+            if attrs is None or labels.get(EXECUTOR_LABEL) != self._settings.instance:
+                raise NotFound(f"no container {name!r} submitted to this executor", code="container_not_found")
+            watch = self._watches.get(name)
+            state = describe(
+                name,
+                attrs,
+                now=datetime.now(UTC),
+                node=await self.node(),
+                ending=watch.ending if watch is not None else None,
+                message=watch.message if watch is not None else "",
+                monitored=watch is not None and watch.task is not None and not watch.task.done(),
+            )
+            if tail and state.phase is Phase.ENDED:
+                log_tail = await (tailing or self._tail(name, tail))
+                state = state.model_copy(update={"log_tail": log_tail})
+            return state
+        finally:
+            if tailing is not None and not tailing.done():
+                tailing.cancel()
+
+    async def _inspect(self, name: str) -> dict[str, Any] | None:
+        watch = self._watches.get(name)
+        if watch is not None and watch.final is not None:
+            with contextlib.suppress(MaoError):  # the engine was away then: ask it again
+                attrs = await asyncio.shield(watch.final)
+                if attrs is not None and str((attrs.get("State") or {}).get("Status")) in ENDED_STATES:
+                    return attrs
+        return await self._service.op(self._runner.inspect, name)
 
     async def _tail(self, name: str, lines: int) -> str:
         try:
@@ -309,13 +400,23 @@ class Containers:
         except MaoError:
             return ""
 
+    @staticmethod
+    def _monitored(watch: _Watch) -> bool:
+        return watch.task is not None and not watch.task.done()
+
     async def wait(self, name: str, hold: float, tail: int) -> ContainerState:
         """The container's state once it has ended, or after ``hold`` seconds if it has not."""
-        state = await self.state(name)
-        if state.phase is Phase.ENDED:
-            return await self._state(name, tail=tail) if tail else state
         watch = self._watches.get(name)
-        if watch is not None and watch.task is not None and not watch.task.done():
+        if watch is None or not (watch.exited.is_set() or self._monitored(watch)):
+            # Not watched here (ended before this process, or never ours): the engine alone says.
+            state = await self.state(name)
+            if state.phase is Phase.ENDED:
+                return await self._state(name, tail=tail) if tail else state
+            watch = self._watches.get(name)
+        # Watched: it is this executor's (submitted or adopted, by its label), so nothing is asked
+        # of the engine until it has exited or the hold is over; a container removed meanwhile
+        # ends its monitor, and the inspection below answers NotFound.
+        if watch is not None and watch.task is not None and self._monitored(watch) and not watch.exited.is_set():
             exited = asyncio.ensure_future(watch.exited.wait())
             try:
                 await asyncio.wait({watch.task, exited}, timeout=hold, return_when=asyncio.FIRST_COMPLETED)
@@ -345,8 +446,11 @@ class Containers:
     async def ready(self, name: str, follow: bool) -> None:
         """Before a log answer starts: NotFound for an unknown container; a follower of one still
         waiting for its slot waits until it started (or ended without starting)."""
-        await self._state(name)
         watch = self._watches.get(name)
+        if watch is None or not self._monitored(watch):
+            # A watched one is this executor's (see ``wait``): no need to ask the engine.
+            await self._state(name)
+            watch = self._watches.get(name)
         if follow and watch is not None and not watch.started.is_set() and watch.task is not None:
             started = asyncio.ensure_future(watch.started.wait())
             await asyncio.wait({started, watch.task}, return_when=asyncio.FIRST_COMPLETED)

@@ -56,6 +56,24 @@ class ContainerSpec:
     limits: dict[str, Any] = field(default_factory=dict)
 
 
+class _Api(docker.APIClient):  # type: ignore[misc]  # docker-py is untyped
+    """The engine's API without the inspection docker-py makes after each log read to learn
+    whether the container has a tty (whose log is not multiplexed): no container this executor
+    creates has one (``DockerRunner.create`` never asks for it), and every log it reads is one of
+    its own, so a log read is one round trip, not two (the tail of every ended container, each
+    pass of an output follower)."""
+
+    def _check_is_tty(self, container: object) -> bool:
+        return False
+
+
+class EngineClient(docker.DockerClient):  # type: ignore[misc]  # docker-py is untyped
+    """``docker.DockerClient`` (``from_env`` included) over ``_Api``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.api = _Api(*args, **kwargs)
+
+
 class DockerRunner:
     """Blocking operations on the Docker engine on behalf of one executor instance.
 
@@ -69,7 +87,7 @@ class DockerRunner:
     def __init__(
         self,
         settings: Settings,
-        client_factory: Callable[..., docker.DockerClient] = docker.from_env,
+        client_factory: Callable[..., docker.DockerClient] = EngineClient.from_env,
         max_pool_size: int = 16,
     ) -> None:
         self._settings = settings
@@ -206,6 +224,9 @@ class DockerRunner:
 
     def create(self, spec: ContainerSpec) -> Container:
         """Create (not start) the container. Raises ContainerNameInUse, ImageNotFound, BadRequest."""
+        # A submitted container's mao.instance is its orchestrator's (spec.labels); /run's requests
+        # cannot set it (RunRequest), so theirs is this executor's.
+        labels = {INSTANCE_LABEL: self._settings.instance, **spec.labels, MANAGED_LABEL: "true"}
         with docker_errors(f"creating container {spec.name}"):
             try:
                 created: Container = _Created(client=self._client()).create(
@@ -214,9 +235,7 @@ class DockerRunner:
                     name=spec.name,
                     environment=spec.env,
                     user=spec.user,
-                    # A submitted container's mao.instance is its orchestrator's (spec.labels); /run's
-                    # requests cannot set it (RunRequest), so theirs is this executor's.
-                    labels={INSTANCE_LABEL: self._settings.instance, **spec.labels, MANAGED_LABEL: "true"},
+                    labels=labels,
                     mounts=spec.mounts,
                     group_add=spec.group_add or None,
                     # Tools crawl the web and talk to local services; the host network is what they expect.
@@ -224,7 +243,8 @@ class DockerRunner:
                     detach=True,
                     **spec.limits,
                 )
-                created.attrs["Name"] = f"/{spec.name}"
+                # What the create asked for, as an inspection would show it (the answer has the id only).
+                created.attrs.update({"Name": f"/{spec.name}", "Config": {"Labels": labels}})
                 return created
             except docker.errors.ImageNotFound as exc:
                 # Removed by someone else between our lookup and the create.
@@ -295,6 +315,10 @@ class DockerRunner:
                 else:
                     raw = container.logs(stdout=True, stderr=True, tail=lines)
             except docker.errors.NotFound:
+                return ""
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: dead or being removed: its log is going with it
+                    raise
                 return ""
         return bounded_tail(raw if isinstance(raw, bytes) else b"")
 

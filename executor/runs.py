@@ -191,8 +191,7 @@ class RunService:
     async def _run(self, request: RunRequest) -> dict[str, Any]:
         check_docker_socket(request, self._settings)
         tool_user(request, self._settings.tool_uid, self._settings.tool_gid)
-        output_dir, input_dir = await self.mount_sources(request)
-        await self.check_directories(output_dir, input_dir)
+        output_dir, input_dir = await self.folders(request)
         image_id = await self.resolve_image(request.image)
         spec = await self.container_spec(request, output_dir, input_dir)
         # The slot is taken only after the cheap checks so a bad request fails fast even when all slots
@@ -215,6 +214,24 @@ class RunService:
         input_dir = None
         if request.input_dir is not None:
             input_dir = await self.op(mount_source, request.input_dir, "input_dir", self._settings, own)
+        return output_dir, input_dir
+
+    async def folders(self, request: ContainerFields) -> tuple[str, str | None]:
+        """``mount_sources`` and ``check_directories`` in one thread hop (same checks, same order)."""
+        return await self.op(self._folders, request)
+
+    def _folders(self, request: ContainerFields) -> tuple[str, str | None]:
+        own = (self.logs.root,)
+        output_dir = mount_source(request.output_dir, "output_dir", self._settings, own)
+        input_dir = None
+        if request.input_dir is not None:
+            input_dir = mount_source(request.input_dir, "input_dir", self._settings, own)
+        problems = [DockerRunner.directory_problem(output_dir, "output_dir")]
+        if input_dir is not None:
+            problems.append(DockerRunner.directory_problem(input_dir, "input_dir"))
+        found = [p for p in problems if p]
+        if found:
+            raise BadRequest("; ".join(found))
         return output_dir, input_dir
 
     async def check_directories(self, output_dir: str, input_dir: str | None) -> None:

@@ -64,7 +64,10 @@ class Ending(StrEnum):
 
 class ContainerState(BaseModel):
     """A submitted container as the executor sees it now (``POST /containers``, ``GET
-    /containers``, ``GET /containers/{name}/wait``)."""
+    /containers``, ``GET /containers/{name}/wait``). A submit that made the container answers
+    with what it did, without asking the engine again: its ``created_at`` and ``started_at`` are
+    the executor's clock as the create and the start answered; every later answer has the
+    engine's own times."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
