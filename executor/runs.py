@@ -209,23 +209,23 @@ class RunService:
     async def mount_sources(self, request: ContainerFields) -> tuple[str, str | None]:
         """The resolved output and input folders, each below the data root (MountNotAllowed if not)."""
         # Resolving stats every component, which can hang on a dead network mount: the thread pool.
-        own = (self.logs.root,)
-        output_dir = await self.op(mount_source, request.output_dir, "output_dir", self._settings, own)
-        input_dir = None
-        if request.input_dir is not None:
-            input_dir = await self.op(mount_source, request.input_dir, "input_dir", self._settings, own)
-        return output_dir, input_dir
+        return await self.op(self._mount_sources, request)
 
     async def folders(self, request: ContainerFields) -> tuple[str, str | None]:
-        """``mount_sources`` and ``check_directories`` in one thread hop (same checks, same order)."""
+        """``mount_sources``, each folder also checked to be a directory it may mount (BadRequest
+        naming every problem): one thread hop for all of it."""
         return await self.op(self._folders, request)
 
-    def _folders(self, request: ContainerFields) -> tuple[str, str | None]:
+    def _mount_sources(self, request: ContainerFields) -> tuple[str, str | None]:
         own = (self.logs.root,)
         output_dir = mount_source(request.output_dir, "output_dir", self._settings, own)
         input_dir = None
         if request.input_dir is not None:
             input_dir = mount_source(request.input_dir, "input_dir", self._settings, own)
+        return output_dir, input_dir
+
+    def _folders(self, request: ContainerFields) -> tuple[str, str | None]:
+        output_dir, input_dir = self._mount_sources(request)
         problems = [DockerRunner.directory_problem(output_dir, "output_dir")]
         if input_dir is not None:
             problems.append(DockerRunner.directory_problem(input_dir, "input_dir"))
@@ -233,14 +233,6 @@ class RunService:
         if found:
             raise BadRequest("; ".join(found))
         return output_dir, input_dir
-
-    async def check_directories(self, output_dir: str, input_dir: str | None) -> None:
-        problems = [await self.op(DockerRunner.directory_problem, output_dir, "output_dir")]
-        if input_dir is not None:
-            problems.append(await self.op(DockerRunner.directory_problem, input_dir, "input_dir"))
-        found = [p for p in problems if p]
-        if found:
-            raise BadRequest("; ".join(found))
 
     async def resolve_image(self, reference: str) -> str:
         image_id = await self.op(self._runner.find_image, reference)
