@@ -4,11 +4,9 @@ orchestrator that asked (a SIGKILL included) and this executor process: everythi
 needs to watch one again is on the engine (the container's state and its labels), so at start it
 adopts every container it submitted before (``adopt``).
 
-Each container has a monitor task here: it waits for a slot (``MAO_EXECUTOR_MAX_PARALLEL``, shared
-with ``POST /run``), starts the container, and kills it at its timeout (``mao.timeout``, counted
-from its start); a container still waiting for a slot past its start timeout
-(``mao.start-timeout``, counted from its creation) is never started and ends ``unschedulable``. How
-a container ended is read from the engine (exit code, ``State.OOMKilled``) plus what its monitor
+Each container has a monitor task (``executor.container_watch``): it starts the container when a
+slot is free and kills it at its timeout, or ends it ``unschedulable``. How a container ended is
+read from the engine (exit code, ``State.OOMKilled``) plus what its monitor
 did; the orchestrator removes it (``DELETE``) once it has read its end and its output.
 """
 
@@ -20,14 +18,14 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from docker.models.containers import Container
 
 from executor.config import Settings
-from executor.container_state import ENDED_STATES, describe, label_seconds, parse_time
+from executor.container_state import ENDED_STATES, describe, label_seconds
+from executor.container_watch import Monitors, Started, Watch
 from executor.docker_runner import DockerRunner
 from executor.errors import ContainerNameInUse
 from executor.hardening import check_docker_socket, tool_user
@@ -41,42 +39,12 @@ from executor.wire.containers import (
     Phase,
     SubmitRequest,
 )
-from executor.wire.errors import BadRequest, MaoError, NotFound, Unavailable
+from executor.wire.errors import MaoError, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
 # A removal is checked until the engine no longer knows the container, at most this long.
 REMOVE_CHECK = 30.0
-
-
-@dataclass
-class _Watch:
-    """What this process knows of one submitted container beyond the engine: its monitor, whether
-    it started, and the end the monitor chose (timeout, unschedulable, cancel)."""
-
-    name: str
-    started: asyncio.Event = field(default_factory=asyncio.Event)
-    # Set once the container has exited (or was not started): a wait answers then, without waiting
-    # for the monitor's own bookkeeping (``_ended``).
-    exited: asyncio.Event = field(default_factory=asyncio.Event)
-    ending: Ending | None = None
-    message: str = ""
-    task: asyncio.Task[None] | None = None
-    # The engine's description of it once its wait returned, read once for every waiter and the
-    # monitor's own count; used only when it shows the container exited (or dead), which no
-    # longer changes: one being removed (from outside) shows "running" or "removing" until it is
-    # gone, and is asked again.
-    final: asyncio.Future[dict[str, Any] | None] | None = None
-
-
-@dataclass(frozen=True)
-class _Started:
-    """A container this process has just started, and what its monitor needs of it: known without
-    asking the engine, whose inspection of a short container waits until its exit is processed."""
-
-    container: Container
-    timeout: float
-    started: datetime
 
 
 class Containers:
@@ -86,9 +54,10 @@ class Containers:
         self._settings = settings
         self._runner = runner
         self._service = service
-        self._watches: dict[str, _Watch] = {}
+        self._watches: dict[str, Watch] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._removing: set[str] = set()
+        self._monitors = Monitors(runner, service, self._watches, self._removing, self._ended)
         self._node: str | None = None
         # How a container ended and the seconds from its submission to its end (None: not known).
         self.on_end: Callable[[Ending, float | None], None] = lambda _ending, _seconds: None
@@ -116,7 +85,7 @@ class Containers:
             state = str(summary.get("State"))
             if state not in order:
                 continue  # ended: nothing to watch, its end is read from the engine
-            self._watch(name, started=state == "running")
+            self._monitors.watch(name, started=state == "running")
             adopted.append(name)
         return adopted
 
@@ -154,7 +123,7 @@ class Containers:
                     )
                 state = await self._state(request.name, existing)
                 if request.name not in self._watches and state.phase is not Phase.ENDED:
-                    self._watch(request.name, started=state.phase is Phase.RUNNING)
+                    self._monitors.watch(request.name, started=state.phase is Phase.RUNNING)
                 return state
             output_dir, input_dir, found = await checking
             # Not on the engine: pulled, or refused, as its policy says.
@@ -169,18 +138,18 @@ class Containers:
             )
             container: Container = await self._service.op(self._runner.create, spec)
             created = datetime.now(UTC)
-            watch = _Watch(request.name)
+            watch = Watch(request.name)
             self._watches[request.name] = watch
             # Started here when a slot is free, so the answer says "running" and a short step
             # costs no extra hop; otherwise the monitor starts it when its turn comes.
-            started: _Started | None = None
+            started: Started | None = None
             if not self._service.slots.locked():
                 await self._service.slots.acquire()
                 try:
                     await self._service.op(self._runner.start, container)
                     # The timeout as its label says it (what an adopting process reads back).
                     timeout = label_seconds(spec.labels, TIMEOUT_LABEL) or request.timeout
-                    started = _Started(container, timeout, datetime.now(UTC))
+                    started = Started(container, timeout, datetime.now(UTC))
                     watch.started.set()
                 except BaseException:
                     self._service.slots.release()
@@ -191,7 +160,7 @@ class Containers:
                 "Container %s submitted from image %s (%s).",
                 request.name, request.image, "started" if started else "waiting for a slot",
             )  # fmt: skip
-            self._watch(request.name, started=started is not None, holding=started is not None, watch=watch, known=started)  # fmt: skip
+            self._monitors.watch(request.name, started=started is not None, holding=started is not None, watch=watch, known=started)  # fmt: skip
             # Answered from what this process just did, not from an inspection: the engine answers
             # one of a short container only once its exit is processed (~50 ms here), which would
             # hold the answer, and the wait that follows it, that long.
@@ -227,114 +196,7 @@ class Containers:
         future.cancel()
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
-    # -- the monitor -------------------------------------------------------------------------------------
-    def _watch(
-        self,
-        name: str,
-        *,
-        started: bool,
-        holding: bool = False,
-        watch: _Watch | None = None,
-        known: _Started | None = None,
-    ) -> None:
-        watch = watch or self._watches.get(name) or _Watch(name)
-        self._watches[name] = watch
-        if started:
-            watch.started.set()
-        if watch.task is None or watch.task.done():
-            watch.task = asyncio.create_task(self._monitor(watch, holding, known), name=f"monitor {name}")
-
-    async def _monitor(self, watch: _Watch, holding: bool, known: _Started | None = None) -> None:
-        """``known``: the container was started by this process's submit (holding its slot)."""
-        name = watch.name
-        try:
-            if known is None:
-                container = await self._service.op(self._runner.container, name)
-                if container is None:
-                    return
-                attrs = container.attrs or {}
-                labels = (attrs.get("Config") or {}).get("Labels") or {}
-                timeout = label_seconds(labels, TIMEOUT_LABEL) or 3600.0
-                if not watch.started.is_set():
-                    container = await self._start_when_free(watch, attrs, labels)
-                    holding = container is not None
-                    started = datetime.now(UTC)
-                else:
-                    if not holding and not self._service.slots.locked():
-                        await self._service.slots.acquire()  # adopted while running: it takes its slot
-                        holding = True
-                    started = parse_time((attrs.get("State") or {}).get("StartedAt")) or datetime.now(UTC)
-                if container is not None:
-                    known = _Started(container, timeout, started)
-            if known is not None:
-                try:
-                    await self._run_out(watch, known)
-                finally:
-                    if holding:
-                        self._service.slots.release()
-                watch.final = self._service.op(self._runner.inspect, name)
-                watch.final.add_done_callback(lambda f: f.cancelled() or f.exception())
-        except MaoError as exc:
-            log.warning("Watching container %s stopped: %s", name, exc.message)
-        # Not when cancelled: this executor is stopping, and the container goes on without it.
-        watch.exited.set()
-        await self._ended(watch)
-
-    async def _start_when_free(
-        self, watch: _Watch, attrs: dict[str, Any], labels: dict[str, str]
-    ) -> Container | None:
-        """Wait for a slot (until the start timeout) and start the container; the container once
-        it runs (holding its slot), None when it was not started."""
-        name = watch.name
-        start_timeout = label_seconds(labels, START_TIMEOUT_LABEL)
-        remaining = None
-        if start_timeout is not None:
-            created = parse_time(attrs.get("Created")) or datetime.now(UTC)
-            remaining = max(0.0, start_timeout - (datetime.now(UTC) - created).total_seconds())
-        try:
-            await asyncio.wait_for(self._service.slots.acquire(), remaining)
-        except TimeoutError:
-            watch.ending = Ending.UNSCHEDULABLE
-            watch.message = f"no slot within its start_timeout of {start_timeout:g} s (MAO_EXECUTOR_MAX_PARALLEL)"
-            log.info("Container %s was not started: %s.", name, watch.message)
-            return None
-        container = await self._service.op(self._runner.container, name)
-        if container is None:
-            self._service.slots.release()
-            return None
-        try:
-            await self._service.op(self._runner.start, container)
-        except BadRequest as exc:
-            self._service.slots.release()
-            watch.ending, watch.message = Ending.FAILED, exc.message
-            return None
-        except BaseException:
-            self._service.slots.release()
-            raise
-        watch.started.set()
-        log.info("Container %s started (its slot came free).", name)
-        return container
-
-    async def _run_out(self, watch: _Watch, known: _Started) -> None:
-        """Until the container exits; killed at its timeout after its start."""
-        name, container, timeout = watch.name, known.container, known.timeout
-        remaining = max(0.0, timeout - (datetime.now(UTC) - known.started).total_seconds())
-        waiting = asyncio.get_running_loop().run_in_executor(self._service.waits, self._runner.wait, container)
-        waiting.add_done_callback(lambda f: f.cancelled() or f.exception())
-        try:
-            await asyncio.wait_for(asyncio.shield(waiting), remaining)
-        except TimeoutError:
-            watch.ending = Ending.TIMED_OUT
-            watch.message = f"timed out after {timeout:g} s"
-            await self._service.op(self._runner.kill, container)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(waiting), 30)
-            log.info("Container %s killed: %s.", name, watch.message)
-        except MaoError:
-            if name not in self._removing:
-                raise
-
-    async def _ended(self, watch: _Watch) -> None:
+    async def _ended(self, watch: Watch) -> None:
         """Count and log how the container ended (a removed one: as its monitor saw it)."""
         ending, message, seconds = watch.ending, watch.message, None
         with contextlib.suppress(MaoError):
@@ -352,7 +214,7 @@ class Containers:
         this executor submitted)."""
         state = await self._state(name, tail=tail)
         if name not in self._watches and state.phase is not Phase.ENDED:
-            self._watch(name, started=state.phase is Phase.RUNNING)  # adopted late (never, normally)
+            self._monitors.watch(name, started=state.phase is Phase.RUNNING)  # adopted late (never, normally)
         return state
 
     async def _state(self, name: str, attrs: dict[str, Any] | None = None, tail: int = 0) -> ContainerState:
@@ -401,7 +263,7 @@ class Containers:
             return ""
 
     @staticmethod
-    def _monitored(watch: _Watch) -> bool:
+    def _monitored(watch: Watch) -> bool:
         return watch.task is not None and not watch.task.done()
 
     async def wait(self, name: str, hold: float, tail: int) -> ContainerState:

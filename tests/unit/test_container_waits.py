@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from executor.config import Settings
 from executor.container_state import ENDED_STATES
-from executor.containers import Containers, _Watch
+from executor.container_watch import Watch
+from executor.containers import Containers
 from executor.wire.containers import EXECUTOR_LABEL, Phase
 from executor.wire.errors import NotFound
 
@@ -63,7 +64,7 @@ def test_a_wait_answers_from_the_end_read_once_only_when_it_ended(status: str, t
     async def scenario() -> None:
         engine = _Engine()
         containers = Containers(SETTINGS, engine, _Service())  # type: ignore[arg-type]
-        watch = _Watch("c1")
+        watch = Watch("c1")
         watch.exited.set()
         watch.final = asyncio.get_running_loop().create_future()
         watch.final.set_result(_described(status))
